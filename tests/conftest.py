@@ -1,0 +1,119 @@
+"""Shared test fixtures. Every test keeps its packets on loopback or inside namespaces it makes."""
+from __future__ import annotations
+
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+try:
+    from hypothesis import settings
+
+    # The machine is shared and noisy: never fail a property test on its speed.
+    settings.register_profile("lab", deadline=None, print_blob=True)
+    settings.load_profile("lab")
+except ImportError:  # hypothesis is a test extra; tests that need it import it themselves
+    pass
+
+
+def free_tcp_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody is listening on right now, on a loopback address."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def free_udp_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def unique_name(prefix: str) -> str:
+    """A name no other test run on this machine is using (cluster names, group names)."""
+    return f"{prefix}{os.getpid() % 10000}{random.randrange(10000)}"
+
+
+def unique_group(port: int | None = None) -> str:
+    """An administratively scoped multicast group and port, ADDR:PORT, unlikely to collide."""
+    port = port or free_udp_port()
+    return f"239.255.{random.randrange(1, 255)}.{random.randrange(1, 255)}:{port}"
+
+
+def wait_for(predicate, timeout_s: float = 10.0, every_s: float = 0.05):
+    """Poll until predicate() is truthy; return its value, or fail the test with a clear message."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout_s} s: {getattr(predicate, '__name__', predicate)}")
+        time.sleep(every_s)
+
+
+class Procs:
+    """Starts our scripts as real processes and kills whatever is left at the end of the test."""
+
+    def __init__(self, tmp_path: Path):
+        self.tmp_path = tmp_path
+        self.started: list[subprocess.Popen] = []
+
+    def start(self, *argv: str, stdin=subprocess.DEVNULL, **kwargs) -> subprocess.Popen:
+        log = open(self.tmp_path / f"proc{len(self.started)}.out", "w+")
+        proc = subprocess.Popen(
+            [sys.executable, *argv], cwd=ROOT, stdin=stdin, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"}, **kwargs)
+        proc.log_path = log.name  # type: ignore[attr-defined]
+        self.started.append(proc)
+        return proc
+
+    @staticmethod
+    def output(proc: subprocess.Popen) -> str:
+        return Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
+
+    def stop_all(self) -> None:
+        for proc in self.started:
+            if proc.poll() is None:
+                proc.kill()
+        for proc in self.started:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+@pytest.fixture
+def procs(tmp_path):
+    p = Procs(tmp_path)
+    yield p
+    p.stop_all()
+
+
+@pytest.fixture
+def labnet():
+    """A factory for namespace labs; skips the test when namespaces cannot be made here."""
+    import labnet as _labnet
+
+    reason = _labnet.available()
+    if reason:
+        pytest.skip(f"network namespaces: {reason}")
+    made = []
+
+    def make(hosts: int):
+        lab = _labnet.LabNet(hosts)
+        made.append(lab)
+        lab.up()
+        return lab
+
+    yield make
+    for lab in made:
+        lab.close()

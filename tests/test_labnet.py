@@ -1,0 +1,48 @@
+"""The namespace lab itself: hosts reach each other by multicast, and a cut host does not."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+RECEIVER = r'''
+import socket, struct, sys
+group, port, iface = "239.255.9.9", 47002, sys.argv[1]
+r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+r.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+r.bind((group, port))
+r.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+             struct.pack("4s4s", socket.inet_aton(group), socket.inet_aton(iface)))
+print("ready", flush=True)
+r.settimeout(1.5)
+n = 0
+try:
+    while True:
+        r.recvfrom(100); n += 1
+except socket.timeout:
+    pass
+print(n)
+'''
+
+SENDER = r'''
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(sys.argv[1]))
+for _ in range(200):
+    s.sendto(b"x", ("239.255.9.9", 47002)); time.sleep(0.001)
+'''
+
+
+@pytest.mark.netns
+def test_multicast_crosses_the_bridge_but_not_a_cut(labnet):
+    lab = labnet(3)
+    lab.cut(3)
+    receivers = [lab.popen(h, [sys.executable, "-c", RECEIVER, lab.ip(h)], stdout=subprocess.PIPE,
+                           text=True) for h in (2, 3)]
+    for r in receivers:
+        assert r.stdout.readline().strip() == "ready"
+    lab.run(1, [sys.executable, "-c", SENDER, lab.ip(1)], check=True)
+    got = [int(r.communicate(timeout=10)[0].strip()) for r in receivers]
+    assert got[0] == 200       # host 2 hears every datagram on the bridge
+    assert got[1] == 0         # host 3's port is down: a partition
