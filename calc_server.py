@@ -714,7 +714,10 @@ class CalcServer:
         """Answer held requests whose expected answerer is no longer fit (see class doc)."""
         out = Output()
         window_s = (self.settings.thresholds.disconnected_after_ticks + 1) * self.settings.heartbeat_s
+        latest = collections.OrderedDict()     # a client's retries: answer its request once
         for held in self.held:
+            latest[(held.src, held.request.rid)] = held
+        for held in latest.values():
             if now - held.seen_at > window_s:
                 continue
             expected = held.expected
