@@ -978,7 +978,8 @@ def _cells(snap: Snapshot):
                "-" if answered is None else str(answered), address or "-")
 
 
-def _counters(snap: Snapshot) -> str:
+def status_counters(snap: Snapshot) -> str:
+    """The counters line printed under the table (plain text in both renderings)."""
     dropped = sum(snap.dropped.values())
     detail = ", ".join(f"{k} {v}" for k, v in sorted(snap.dropped.items()))
     return (f"requests seen {snap.requests_seen}, answered {snap.requests_answered}, "
@@ -990,9 +991,9 @@ STATUS_HEADERS = ("index", "state", "heard (s ago)", "answered", "address")
 
 
 def status_table(snap: Snapshot) -> "Table":
-    """The rich table of all servers as this server sees them."""
+    """The rich table of all servers as this server sees them (counters: status_counters)."""
     table = Table(title=f"cluster {snap.cluster!r} seen by server {snap.index}",
-                  caption=_counters(snap), box=rich.box.SIMPLE_HEAD)
+                  box=rich.box.SIMPLE_HEAD)
     for header in STATUS_HEADERS:
         table.add_column(header, justify="left" if header == "state" else "right", no_wrap=True)
     for cells in _cells(snap):
@@ -1006,7 +1007,7 @@ def status_text(snap: Snapshot) -> str:
     widths = [max(len(r[c]) for r in rows) for c in range(len(STATUS_HEADERS))]
     lines = [f"cluster {snap.cluster!r} seen by server {snap.index}"]
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
-    lines.append(_counters(snap))
+    lines.append(status_counters(snap))
     return "\n".join(lines)
 
 
@@ -1043,6 +1044,7 @@ class Show:
     def status(self, snap: Snapshot) -> None:
         if self.console is not None:
             self.console.print(status_table(snap))
+            self.console.print(status_counters(snap), markup=False, soft_wrap=True)
         else:
             print(status_text(snap), flush=True)
 
