@@ -881,7 +881,7 @@ def run_demo(count: int, argv_common: List[str], show_prefix_width: int = 10) ->
         width = 100
     env["COLUMNS"] = str(max(60, width - show_prefix_width))
     children = {}
-    signal.signal(signal.SIGTERM, _stop)
+    install_stop_handlers()    # also when started with SIGINT ignored (a background job)
     try:
         for index in range(1, count + 1):
             argv = [sys.executable, script, str(index)] + argv_common
