@@ -70,14 +70,16 @@ class Reply(NamedTuple):
 
 
 class _Pending:
-    def __init__(self, expr: str, rid: int, now: float, deadline_at: float):
+    """An expression sent and not answered yet."""
+
+    def __init__(self, expr: str, rid: int, now: float, timeout_s: float, deadline_s: float):
         self.expr = expr
         self.rid = rid
         self.asked_at = now
-        self.deadline_at = deadline_at
-        self.sent_at: Dict[int, float] = {1: now}     # attempt -> when sent
+        self.deadline_at = now + deadline_s
+        self.sent_at: Dict[int, float] = {1: now}     # attempt -> when sent, for the RTT
         self.attempts = 1
-        self.retry_at = now
+        self.retry_at = now + timeout_s
 
 
 class CalcClientCore:
@@ -111,8 +113,7 @@ class CalcClientCore:
             return rid, None, Reply(expr, rid, ok, text, None, None, 0, now, now)
         if len(self.pending) >= MAX_PENDING:
             raise RuntimeError(f"more than {MAX_PENDING} expressions in flight")
-        self.pending[rid] = _Pending(expr, rid, now, now + self.deadline_s)
-        self.pending[rid].retry_at = now + self.timeout_s
+        self.pending[rid] = _Pending(expr, rid, now, self.timeout_s, self.deadline_s)
         self.sent += 1
         return rid, encode_request(self.cluster, Request(rid, 1, expr)), None
 
@@ -171,7 +172,10 @@ class CalcClientCore:
 # ============================================================================================
 
 class CalcClient:
-    """A client over a real socket; ask() for one at a time, send()/poll() to stream."""
+    """The client library: a CalcClientCore over a real socket.
+
+    ask() for one expression at a time; send() and poll() to stream many (the benchmark).
+    """
 
     def __init__(self, iface: str = wire.DEFAULT_IFACE, cluster: str = wire.DEFAULT_CLUSTER,
                  client_group: Tuple[str, int] = wire.parse_group(wire.DEFAULT_CLIENT_GROUP),

@@ -582,6 +582,7 @@ class Snapshot:
     requests_seen: int
     requests_answered: int
     dropped: Dict[str, int]
+    changes_into: Dict[str, int]       # state -> how many times some index entered it
 
 
 class CalcServer:
@@ -743,7 +744,8 @@ class CalcServer:
             answered = self.requests_answered if i == self.index else peer.answered
             rows.append((i, peer.state, since, answered, peer.address))
         return Snapshot(now, self.index, self.cluster, self.answering, rows,
-                        self.requests_seen, self.requests_answered, dict(self.dropped))
+                        self.requests_seen, self.requests_answered, dict(self.dropped),
+                        dict(self.tracker.changes_into))
 
 
 # ============================================================================================
@@ -836,7 +838,8 @@ def serve(server: CalcServer, iface: str, server_group: Tuple[str, int],
     sel = selectors.DefaultSelector()
     for sock in (heartbeats, requests, out_sock):
         sel.register(sock, selectors.EVENT_READ)
-    next_status_at = time.monotonic() + status_every_s
+    # Half a tick off the heartbeats, so the table shows our own heartbeat already back.
+    next_status_at = time.monotonic() + status_every_s + server.settings.heartbeat_s / 2
     show.started(server, iface, server_group, client_group, out_sock.getsockname())
     try:
         while True:
@@ -982,9 +985,12 @@ def status_counters(snap: Snapshot) -> str:
     """The counters line printed under the table (plain text in both renderings)."""
     dropped = sum(snap.dropped.values())
     detail = ", ".join(f"{k} {v}" for k, v in sorted(snap.dropped.items()))
+    changes = ", ".join(f"{state} {snap.changes_into[state]}" for state in STATES
+                        if snap.changes_into.get(state))
     return (f"requests seen {snap.requests_seen}, answered {snap.requests_answered}, "
             f"dropped packets {dropped}" + (f" ({detail})" if detail else "") +
-            f"; answering: {'yes' if snap.answering else 'no'}")
+            f"; answering: {'yes' if snap.answering else 'no'}" +
+            (f"; changes into {changes}" if changes else ""))
 
 
 STATUS_HEADERS = ("index", "state", "heard (s ago)", "answered", "address")
@@ -1178,7 +1184,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     settings = _check(parser, args)
     if args.demo is not None:
         return run_demo(args.demo, _forwarded(argv))
-    server = CalcServer(args.index, args.cluster, settings)
+    server = CalcServer(args.index, args.cluster, settings, rng=random.Random())
     show = Show(args.index, use_rich=not args.plain)
     install_stop_handlers()
     try:

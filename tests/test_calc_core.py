@@ -344,7 +344,9 @@ def test_status_table_with_rich():
     for row in ("1        UNRESPONSIVE", "2 (me)   ACTIVE", "3        DISCONNECTED"):
         assert " ".join(row.split()) in " ".join(text.split())
     assert "127.0.0.1:40001" in text and "3.0" in text      # address, s since heartbeat of 1
-    assert counters == "requests seen 1, answered 1, dropped packets 1 (foreign 1); answering: yes"
+    assert counters == ("requests seen 1, answered 1, dropped packets 1 (foreign 1); "
+                        "answering: yes; changes into ACTIVE 2, AWAITING_CONFIRMATION 1, "
+                        "UNRESPONSIVE 1")
 
 
 def test_status_text_without_rich():
@@ -355,7 +357,8 @@ def test_status_text_without_rich():
     assert lines[3].split()[:3] == ["2", "(me)", "ACTIVE"]
     assert lines[4].split() == ["3", "DISCONNECTED", "-", "-", "-"]
     assert lines[-1] == ("requests seen 1, answered 1, dropped packets 1 (foreign 1); "
-                         "answering: yes")
+                         "answering: yes; changes into ACTIVE 2, AWAITING_CONFIRMATION 1, "
+                         "UNRESPONSIVE 1")
 
 
 def test_log_lines_say_what_changed_and_why():
