@@ -874,7 +874,7 @@ def _send(sock: socket.socket, out: Output, server_group: Tuple[str, int], show)
 
 # ---- the local demo: N servers as separate processes ----------------------------------------
 
-def run_demo(count: int, argv_common: List[str], show_prefix_width: int = 10) -> int:
+def run_demo(count: int, argv_common: List[str], prefix_width: int = 6) -> int:
     """Start servers 1..count on this machine, show their output, stop them all on Ctrl-C."""
     script = os.path.abspath(__file__)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -882,9 +882,10 @@ def run_demo(count: int, argv_common: List[str], show_prefix_width: int = 10) ->
         width = os.get_terminal_size(sys.stdout.fileno()).columns
     except OSError:
         width = 100
-    env["COLUMNS"] = str(max(60, width - show_prefix_width))
+    env["COLUMNS"] = str(max(60, width - prefix_width))   # room for the "[s1] " prefix
     children = {}
     install_stop_handlers()    # also when started with SIGINT ignored (a background job)
+    signal.signal(signal.SIGHUP, _stop)    # the terminal closed: do not leave servers behind
     try:
         for index in range(1, count + 1):
             argv = [sys.executable, script, str(index)] + argv_common
@@ -1167,7 +1168,7 @@ def _check(parser: argparse.ArgumentParser, args) -> Settings:
 def _forwarded(argv: List[str]) -> List[str]:
     """The demo's own options, without --demo N, to pass on to every server it starts."""
     out, skip = [], False
-    for i, arg in enumerate(argv):
+    for arg in argv:
         if skip:
             skip = False
         elif arg == "--demo":
