@@ -1195,8 +1195,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"calc_server: cannot use --iface {args.iface} with groups "
               f"{args.server_group[0]}:{args.server_group[1]} and {args.client_group[0]}:"
               f"{args.client_group[1]}: {exc}. Give the address of one of this machine's "
-              f"interfaces (ip -4 addr), and on a lab machine add the multicast route "
-              f"(ip route add 224.0.0.0/4 dev eth0).", file=sys.stderr)
+              f"interfaces (see ip -4 addr).", file=sys.stderr)
         return 2
 
 
