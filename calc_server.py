@@ -89,12 +89,13 @@ TO_SERVER_GROUP = "server-group"
 # cluster name (UTF-8, 1..32 bytes), then a body that depends on the kind. Big-endian, sizes
 # exact: a datagram one byte too short or too long is rejected, never guessed at.
 
-KIND_HEARTBEAT = 1   # server -> server group: index, incarnation, seq, answered count
+KIND_HEARTBEAT = 1   # server -> server group: index, incarnation, seq, answered count, flags
 KIND_REQUEST = 2     # client -> client group: request id, attempt, expression
 KIND_ANSWER = 3      # server -> client (unicast): request id, attempt, server index, ok, text
 
 _HEADER = struct.Struct("!4sBBB")
-_HEARTBEAT = struct.Struct("!BIII")
+_HEARTBEAT = struct.Struct("!BIIIB")
+FLAG_READY = 1       # the sender can answer: past its warm-up, and it hears itself
 _REQUEST = struct.Struct("!QBH")
 _ANSWER = struct.Struct("!QBBBH")
 
@@ -112,6 +113,7 @@ class Heartbeat(NamedTuple):
     incarnation: int     # random per process start: tells a restarted server from the old one
     seq: int
     answered: int        # requests this server has answered, for everyone's status table
+    ready: bool = True   # False while the sender warms up or cannot hear itself
 
 
 class Request(NamedTuple):
@@ -149,7 +151,9 @@ def _text_bytes(text: str) -> bytes:
 
 
 def encode_heartbeat(cluster: str, hb: Heartbeat) -> bytes:
-    return _encode(KIND_HEARTBEAT, cluster, _HEARTBEAT.pack(*hb))
+    body = _HEARTBEAT.pack(hb.index, hb.incarnation, hb.seq, hb.answered,
+                           FLAG_READY if hb.ready else 0)
+    return _encode(KIND_HEARTBEAT, cluster, body)
 
 
 def encode_request(cluster: str, req: Request) -> bytes:
@@ -179,7 +183,10 @@ def decode(data: bytes, cluster: str) -> Message:
         raise WireError("other-cluster")
     body = data[body_at:]
     if kind == KIND_HEARTBEAT:
-        return Heartbeat(*_fixed(_HEARTBEAT, body))
+        index, incarnation, seq, answered, flags = _fixed(_HEARTBEAT, body)
+        if flags & ~FLAG_READY:
+            raise WireError("malformed", f"unknown heartbeat flags {flags:#x}")
+        return Heartbeat(index, incarnation, seq, answered, bool(flags & FLAG_READY))
     if kind == KIND_REQUEST:
         rid, attempt, size = _head(_REQUEST, body)
         return Request(rid, attempt, _text(body[_REQUEST.size:], size))
@@ -446,6 +453,7 @@ class PeerState:
     address: str = ""
     answered: Optional[int] = None      # as the index's own heartbeats report it
     incarnation: Optional[int] = None
+    ready: bool = False                 # its last heartbeat said it can answer
 
 
 class HeartbeatTracker:
@@ -481,6 +489,7 @@ class HeartbeatTracker:
         peer.address = address
         peer.answered = hb.answered
         peer.incarnation = hb.incarnation
+        peer.ready = hb.ready
         if peer.state == ACTIVE:
             return []
         return [self._enter(peer, ACTIVE, "heartbeat received", now)]
@@ -629,7 +638,7 @@ class CalcServer:
             self.next_tick_at = now + self.settings.heartbeat_s
         out.events.extend(self.tracker.own_tick(now))
         hb = Heartbeat(self.index, self.incarnation, self.ticks % 2**32,
-                       self.requests_answered % 2**32)
+                       self.requests_answered % 2**32, self.able_to_answer())
         out.sends.append(Send(encode_heartbeat(self.cluster, hb), TO_SERVER_GROUP))
         return out.extend(self._review_answering(now))
 
@@ -685,18 +694,27 @@ class CalcServer:
         return Send(data, src)
 
     # ---- who answers --------------------------------------------------------------------
+    def can_answer(self, index: int) -> bool:
+        """Another index answers when it is fit (the seed's rule) and its heartbeats say it
+        is able to: a restarted lower index does not silence us before it answers itself
+        (so a restart leaves no gap), and a server that cannot hear the group (so cannot
+        hear requests either) does not silence anybody."""
+        return self.tracker.is_fit(index) and self.tracker.peers[index].ready
+
+    def able_to_answer(self) -> bool:
+        """What our heartbeats say: past the warm-up, and we hear our own heartbeats."""
+        return self.ticks > self.settings.warmup_ticks and self.tracker.is_fit(self.index)
+
     def lowest_fit_other(self) -> Optional[int]:
         for i in sorted(self.tracker.peers):
-            if i != self.index and self.tracker.is_fit(i):
+            if i != self.index and self.can_answer(i):
                 return i
         return None
 
     def should_answer(self) -> bool:
-        if self.ticks <= self.settings.warmup_ticks:
-            return False
-        if not self.tracker.is_fit(self.index):
-            return False            # we cannot hear ourselves: our link to the group is broken
-        return all(not self.tracker.is_fit(i) for i in range(1, self.index))
+        if not self.able_to_answer():
+            return False   # warming up, or we cannot hear ourselves: our link is broken
+        return all(not self.can_answer(i) for i in range(1, self.index))
 
     def _review_answering(self, now: float) -> Output:
         now_answering = self.should_answer()
@@ -704,7 +722,7 @@ class CalcServer:
             return Output()
         self.answering = now_answering
         if not now_answering:
-            lower = [i for i in range(1, self.index) if self.tracker.is_fit(i)]
+            lower = [i for i in range(1, self.index) if self.can_answer(i)]
             why = (f"index {lower[0]} is {self.tracker.state(lower[0])}" if lower
                    else f"my own state is {self.tracker.state(self.index)}")
             return Output(events=[Note(now, f"stopped answering: {why}")])
@@ -723,7 +741,7 @@ class CalcServer:
                 continue
             expected = held.expected
             if expected is not None:
-                if self.tracker.is_fit(expected):
+                if self.can_answer(expected):
                     continue
                 last = self.tracker.peers[expected].last_heard_at
                 if last is not None and held.seen_at < last:
@@ -731,8 +749,8 @@ class CalcServer:
             out.sends.append(self._answer(held.request, held.src))
             self.replayed += 1
         if out.sends:
-            out.events.append(Note(now, f"answered {len(out.sends)} requests held while "
-                                        f"another server was expected to answer them"))
+            out.events.append(Note(now, f"answered {len(out.sends)} held-back requests that "
+                                        f"may have gone unanswered"))
         self.held.clear()
         return out
 

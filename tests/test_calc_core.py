@@ -239,6 +239,41 @@ def test_takeover_answers_requests_that_arrived_after_the_dead_servers_last_hear
     assert own_tick(s2, 4.0).sends[1:] == []         # held requests are answered only once
 
 
+def test_heartbeats_say_whether_the_sender_is_able_to_answer():
+    server = CalcServer(1, CLUSTER, rng=random.Random(1))
+    first = decode(server.tick(0.0).sends[0].data, CLUSTER)
+    assert first.ready is False                       # warming up
+    server.datagram(encode_heartbeat(CLUSTER, first), ("127.0.0.1", 1), 0.001)
+    assert decode(server.tick(1.0).sends[0].data, CLUSTER).ready is True
+    deaf = CalcServer(1, CLUSTER, rng=random.Random(2))
+    for tick in range(5):
+        sent = decode(deaf.tick(float(tick)).sends[0].data, CLUSTER)
+    assert sent.ready is False                        # it never hears itself
+
+
+def test_a_restarting_lower_index_silences_us_only_once_it_can_answer():
+    """No gap at a restart: we answer until the restarted index's heartbeat says it is ready."""
+    s2 = started(2)
+    for tick in range(1, 4):
+        own_tick(s2, float(tick))
+    assert s2.answering
+    s2.datagram(encode_heartbeat(CLUSTER, Heartbeat(1, 5, 1, 0, False)), ("127.0.0.1", 1), 3.1)
+    assert s2.tracker.state(1) == ACTIVE and s2.answering
+    assert [a.server for a in answers(request(s2, "1+1", 3.2))] == [2]
+    out = s2.datagram(encode_heartbeat(CLUSTER, Heartbeat(1, 5, 2, 0, True)), ("127.0.0.1", 1),
+                      4.1)
+    assert not s2.answering and Note(4.1, "stopped answering: index 1 is ACTIVE") in out.events
+
+
+def test_a_lower_index_that_cannot_hear_itself_does_not_silence_us():
+    s2 = started(2)
+    for tick in range(1, 6):
+        s2.datagram(encode_heartbeat(CLUSTER, Heartbeat(1, 5, tick, 0, False)),
+                    ("127.0.0.1", 1), tick - 0.5)
+        own_tick(s2, float(tick))
+    assert s2.tracker.state(1) == ACTIVE and s2.answering
+
+
 def test_another_server_with_our_index_is_reported():
     s1 = started(1)
     out = heartbeat_from(s1, 1, 0.5, incarnation=s1.incarnation + 1)
@@ -276,6 +311,7 @@ def valid_datagrams():
     (b"CaLc\x01\x09\x04unit" + bytes(13), "malformed"),          # unknown kind
     (b"CaLc\x01\x02\x04unit" + bytes(9) + b"\x00\x02\xff\xfe", "malformed"),   # not UTF-8
     (b"CaLc\x01\x01\x20unit", "truncated"),                       # cluster name cut short
+    (encode_heartbeat(CLUSTER, hb(1))[:-1] + b"\x02", "malformed"),  # an unknown flag
     (b"CaLc" + bytes(2000), "oversize"),
 ])
 def test_bad_datagrams_are_dropped_and_counted(data, reason):

@@ -37,6 +37,12 @@ def output_matches(proc, pattern: str):
     return matches
 
 
+def answering(proc) -> bool:
+    """Does the server's log say it is answering now?"""
+    out = Procs.output(proc)
+    return out.rfind("now answering requests") > out.rfind("stopped answering")
+
+
 def test_failover_to_server_2_and_back_to_server_1(procs):
     cluster = Cluster(procs)
     for index in (1, 2, 3):
@@ -44,6 +50,7 @@ def test_failover_to_server_2_and_back_to_server_1(procs):
     reply = wait_for(cluster.answered_by(1, "3+5-4/3*4"), 20)
     assert (reply.ok, reply.text) == (True, "2.666666666666667")
 
+    before_kill = len(Procs.output(cluster.servers[3]))
     cluster.servers[1].send_signal(signal.SIGKILL)
     reply = wait_for(cluster.answered_by(2, "3+5-4/3*4"), 20)
     assert (reply.ok, reply.text) == (True, "2.666666666666667")     # the same answer
@@ -51,7 +58,9 @@ def test_failover_to_server_2_and_back_to_server_1(procs):
         wait_for(output_matches(cluster.servers[survivor],
                                 r"index 1: AWAITING_CONFIRMATION -> UNRESPONSIVE"), 10)
     assert "now answering requests" in Procs.output(cluster.servers[2])
-    assert "now answering requests" not in Procs.output(cluster.servers[3])
+    # (At a cold start the first server out of its warm-up may answer for a moment; after
+    # that only the lowest fit index does, and server 2 is lower than 3.)
+    assert "now answering requests" not in Procs.output(cluster.servers[3])[before_kill:]
 
     cluster.start(1)                                   # restarted: it takes the answering back
     wait_for(cluster.answered_by(1), 20)
@@ -93,6 +102,8 @@ def test_garbage_datagrams_change_nothing(procs):
     cluster.start(1, "--status-every", "0.3")
     cluster.start(2, "--status-every", "0.3")
     wait_for(cluster.answered_by(1), 20)
+    wait_for(lambda: not answering(cluster.servers[2]), 10)   # past a cold start's hand-over
+    steady_at = len(Procs.output(cluster.servers[2]))
     sock = calc_server.multicast_sender("127.0.0.1")
     junk = garbage_datagrams(cluster)
     try:
@@ -116,7 +127,7 @@ def test_garbage_datagrams_change_nothing(procs):
             return counts and int(counts[-1]) >= 2 * 5 * (len(junk) - 1)
         wait_for(all_counted, 10)
         assert proc.poll() is None
-    assert "now answering" not in Procs.output(cluster.servers[2])
+    assert "now answering" not in Procs.output(cluster.servers[2])[steady_at:]
 
 
 def test_client_modes_and_exit_codes(procs):
