@@ -321,6 +321,10 @@ def _expressions(args):
         yield from args.expr
         return
     interactive = sys.stdin.isatty()
+    try:      # a stray byte that is not UTF-8 becomes an error answer, not a traceback
+        sys.stdin.reconfigure(errors="replace")
+    except (AttributeError, ValueError):
+        pass
     if interactive:
         print("Type an arithmetic expression (e.g. 3+5-4/3*4) and Enter; Ctrl-D to quit.")
     while True:
@@ -356,6 +360,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 print(reply_json(reply) if args.json else format_reply(reply), flush=True)
     except KeyboardInterrupt:
         print(file=sys.stderr)
+    except BrokenPipeError:       # e.g. piped into `head`: the reader has seen enough
+        sys.stderr.close()
     return exit_status(replies)
 
 

@@ -736,10 +736,15 @@ class CalcServer:
         latest = collections.OrderedDict()     # a client's retries: answer its request once
         for held in self.held:
             latest[(held.src, held.request.rid)] = held
+        # Another index able to answer now is a higher one (else we would not take over): it
+        # was answering the requests that came while we warmed up, when nobody was expected.
+        higher_answering = self.lowest_fit_other() is not None
         for held in latest.values():
             if now - held.seen_at > window_s:
                 continue
             expected = held.expected
+            if expected is None and higher_answering:
+                continue
             if expected is not None:
                 if self.can_answer(expected):
                     continue

@@ -239,6 +239,21 @@ def test_takeover_answers_requests_that_arrived_after_the_dead_servers_last_hear
     assert own_tick(s2, 4.0).sends[1:] == []         # held requests are answered only once
 
 
+def test_a_restarted_server_does_not_repeat_what_a_higher_one_answered_meanwhile():
+    s1 = CalcServer(1, CLUSTER, rng=random.Random(1))
+    first = s1.tick(0.0).sends[0]
+    s1.datagram(first.data, ("127.0.0.1", 1), 0.001)
+    request(s1, "1+1", 0.1, rid=1)                   # nobody known yet: expected None
+    heartbeat_from(s1, 2, 0.5)                       # server 2 is ready and answering
+    request(s1, "2+2", 0.6, rid=2)                   # expected 2
+    out = own_tick(s1, 1.0)                          # warm-up over: s1 answers from now on
+    assert s1.answering and answers(out) == []      # server 2 answered both meanwhile
+    alone = CalcServer(1, CLUSTER, rng=random.Random(1))
+    alone.datagram(alone.tick(0.0).sends[0].data, ("127.0.0.1", 1), 0.001)
+    request(alone, "1+1", 0.1, rid=1)
+    assert [a.rid for a in answers(own_tick(alone, 1.0))] == [1]   # nobody else: answered
+
+
 def test_heartbeats_say_whether_the_sender_is_able_to_answer():
     server = CalcServer(1, CLUSTER, rng=random.Random(1))
     first = decode(server.tick(0.0).sends[0].data, CLUSTER)

@@ -148,6 +148,10 @@ def test_client_modes_and_exit_codes(procs):
     assert all(set(d) == {"expr", "result" if "result" in d else "error", "server", "rtt_ms",
                           "attempts"} and d["rtt_ms"] >= 0 for d in lines)
 
+    done = subprocess.run(cluster.client_argv(), input=b"1+\xff\n", capture_output=True,
+                          timeout=60, cwd=ROOT)      # a byte that is not UTF-8: an error answer
+    assert done.returncode == 1 and b"unexpected character" in done.stdout, done.stderr
+
     nobody = Cluster(procs)                          # a cluster with no servers at all
     done = run_client(nobody, "--json", "--timeout", "0.1", "--deadline", "0.5", "-e", "1+1")
     assert done.returncode == 2
