@@ -44,6 +44,7 @@ class SimNet:
         self.asked: Dict[int, str] = {}
         self.replies: List[calc_client.Reply] = []
         self.events: List[tuple] = []
+        self.side: Dict[object, int] = {}      # node -> side of a partition (default 0)
 
     # ---- topology -----------------------------------------------------------------------
     def addr(self, index: int) -> Tuple[str, int]:
@@ -57,6 +58,21 @@ class SimNet:
 
     def crash(self, index: int) -> None:
         self.alive[index] = False
+
+    def partition(self, *sides) -> None:
+        """Split the network: each argument is a set of nodes (server indexes, "client") that
+        still reach each other; nodes not named stay on side 0. A node always hears itself."""
+        self.side = {node: k + 1 for k, nodes in enumerate(sides) for node in nodes}
+
+    def heal(self) -> None:
+        self.side = {}
+
+    def _node(self, addr) -> object:
+        return "client" if addr == CLIENT_ADDR else int(addr[0].rsplit(".", 1)[1])
+
+    def _reaches(self, src, dest) -> bool:
+        a, b = self._node(src), dest
+        return a == b or self.side.get(a, 0) == self.side.get(b, 0)
 
     def ask(self, at: float, expr: str) -> None:
         self.asks.append((at, expr))
@@ -111,6 +127,8 @@ class SimNet:
     def _step(self) -> None:
         while self.queue and self.queue[0][0] <= self.now:
             _, _, dest, data, src = heapq.heappop(self.queue)
+            if not self._reaches(src, dest):
+                continue                   # cut off by a partition (also if sent before it)
             if dest == "client":
                 self.replies += self.client.datagram(data, src, self.now)
             elif self.alive[dest]:

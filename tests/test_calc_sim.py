@@ -1,4 +1,5 @@
-"""Tier 2: servers and a client through a seeded simulated network (drops, delays, a crash).
+"""Tier 2: servers and a client through a seeded simulated network (drops, delays and
+reordering, crashes, a partition).
 
 Checkers: at steady state exactly one live server answers, the lowest live index (seed 000,
 section 4: "only the active server with the lowest index answers"); the client shows exactly
@@ -77,6 +78,31 @@ def test_client_gets_exactly_one_answer_under_loss(seed):
     net.check_exactly_one_answer_each()
     assert net.answerers() == [3], f"seed {seed}"
     assert net.client.duplicates >= 0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_partition_then_heal(seed):
+    """Server 1 is cut off from the others and the client for 10 s, then the cut heals:
+    server 2 takes over during the cut, server 1 takes back after it; every expression is
+    answered exactly once. (On its side of the cut server 1 keeps answering: it hears itself
+    and sees nobody lower, and a client on that side would have nobody else.)"""
+    hb_s = 0.5
+    net = SimNet(seed, servers=3, settings=Settings(heartbeat_s=hb_s), delay_s=(0.0002, 0.02),
+                 timeout_s=0.25)
+    t = 0.0
+    while t < 30:
+        net.ask(t, f"{int(t * 10)}-{seed}/4")
+        t += 0.11
+    settle = SETTLE_TICKS * hb_s
+    net.run_until(10.0, steady_state_checker([(2.0, 10.0, 1)]))
+    net.partition({1})
+    net.run_until(20.0)
+    assert net.servers[2].answering and net.servers[1].answering, f"seed {seed}"
+    net.heal()
+    net.run_until(45.0, steady_state_checker([(20.0 + settle, 45.0, 1)]))
+    net.check_exactly_one_answer_each()
+    during = {r.server for r in net.replies if 10.0 + settle <= r.answered_at < 20.0}
+    assert during == {2}, f"answers during the cut came from {during} (seed {seed})"
 
 
 def test_only_every_server_down_stops_the_service():
