@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import signal
 import socket
 import struct
@@ -179,6 +180,37 @@ def test_pipe_mode_answers_each_line_as_soon_as_it_is_read(procs):
         client.stdin.close()
         assert client.wait(timeout=20) == 0
     finally:
+        if client.poll() is None:
+            client.kill()
+
+
+def test_interactive_prompt(procs):
+    """On a terminal the client prompts, as in the seed; Ctrl-D leaves."""
+    import pty
+    cluster = Cluster(procs)
+    cluster.start(1)
+    wait_for(cluster.answered_by(1), 20)
+    main_fd, child_fd = pty.openpty()
+    client = subprocess.Popen(cluster.client_argv(), stdin=child_fd, stdout=child_fd,
+                              stderr=child_fd, cwd=ROOT)
+    os.close(child_fd)
+    seen = b""
+
+    def read_until(text: bytes) -> bool:
+        nonlocal seen
+        deadline = time.monotonic() + 20
+        while text not in seen and time.monotonic() < deadline:
+            if select.select([main_fd], [], [], 0.2)[0]:
+                seen += os.read(main_fd, 1000)
+        return text in seen
+    try:
+        assert read_until(b"expression> ")
+        os.write(main_fd, b"3+5-4/3*4\n")
+        assert read_until(b"3+5-4/3*4 = 2.666666666666667    [server 1")
+        os.write(main_fd, b"\x04")                  # Ctrl-D
+        assert client.wait(timeout=20) == 0
+    finally:
+        os.close(main_fd)
         if client.poll() is None:
             client.kill()
 
