@@ -17,7 +17,6 @@ import collections
 import json
 import random
 import selectors
-import socket
 import sys
 import time
 from typing import Dict, List, NamedTuple, Optional, Tuple

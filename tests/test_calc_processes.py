@@ -10,8 +10,6 @@ import os
 import re
 import select
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import time
