@@ -2559,6 +2559,8 @@ def run_daemon(args, parser) -> int:
         proc_id = proc_id_of(listen)
     except ValueError:
         parser.error("--listen %r: give an IPv4 address" % listen)
+    if listen == "0.0.0.0":  # never every interface at once: name the lab interface's address
+        parser.error("--listen 0.0.0.0 would listen on every interface; give one address (default 127.0.0.1)")
     daemon = Daemon(name, proc_id=proc_id, memb_time=int(time.time()), daemon_order=daemon_order,
                     max_session_messages=args.max_session_messages, max_sessions=args.max_sessions,
                     rng=random.Random())
