@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import errno
 import ipaddress
 import os
 import random
@@ -131,6 +130,9 @@ MAX_MESSAGE_BODY_LEN = 144000  # the real nominal limit (100 * (1472 - 32))
 MAX_MESSAGE_LEN = 143152
 
 HEADER_LEN = 48
+#: the library refuses a message longer than this (a membership message lists every member of a
+#: group, so it can be longer than any data message; this only stops a broken peer's garbage)
+MAX_INCOMING_MESSAGE = 32 * 1024 * 1024
 AUTH_BLOCK_LEN = MAX_AUTH_NAME * MAX_AUTH_METHODS  # 90 bytes
 AUTH_METHODS_ALLOWED = ("NULL",)
 LIB_VERSION_MIN = 30100  # libs older than 3.01 get REJECT_VERSION
@@ -1847,10 +1849,10 @@ def message_length(buf, off: int = 0) -> int:
     type_raw, _s, num_groups, _h, data_len = HEADER.unpack_from(buf, off)
     if (type_raw & ENDIAN_TYPE) != MY_ENDIAN_MARKER:
         type_raw, _s, num_groups, _h, data_len = HEADER_SWAPPED.unpack_from(buf, off)
-    if num_groups < 0 or data_len < 0:
+    total = HEADER_LEN + (4 if type_raw & REJECT_MESS else 0) + MAX_GROUP_NAME * num_groups + data_len
+    if num_groups < 0 or data_len < 0 or total > MAX_INCOMING_MESSAGE:
         raise IllegalMessage("header with num_groups %d, data_len %d" % (num_groups, data_len))
-    extra = 4 if type_raw & REJECT_MESS else 0
-    return HEADER_LEN + extra + MAX_GROUP_NAME * num_groups + data_len
+    return total
 
 
 def _names(buf, start: int, count: int) -> List[str]:
