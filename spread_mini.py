@@ -1590,7 +1590,15 @@ class DaemonServer:
             self._drop(conn_id)
             self.daemon.connection_closed(conn_id)
             return
-        self.daemon.connection_data(conn_id, data)
+        try:
+            self.daemon.connection_data(conn_id, data)
+        except Exception as exc:  # a bug must cost one session, never the daemon and the others
+            self.log("internal error on connection %d (%s: %s): closing that session" % (conn_id, type(exc).__name__, exc))
+            self._drop(conn_id)
+            try:
+                self.daemon.connection_closed(conn_id)
+            except Exception as again:
+                self.log("internal error closing connection %d: %s" % (conn_id, again))
 
     def _write(self, conn_id: int) -> bool:
         """Write what the core has for this connection; False when the socket is gone."""
