@@ -2,14 +2,14 @@
 1000 B messages; and, in the same run, a raw Python TCP relay with the same framing and no
 groups (the ceiling of this design), with the ratio.
 
-    python3 bench/spread_throughput.py [--receivers 1] [--count 20000] [--sizes 100,1000]
+    python3 bench/spread_throughput.py [--receivers 1] [--count 50000] [--sizes 100,1000] [--repeat 3]
 
 Every process is on loopback. Each spread_mini run is paired with a relay run just before it
 and "vs relay" is the ratio within the pair (median over --repeat pairs): the machine is shared.
-Flow control is the application's, as in a real Spread program: each receiver multicasts a small acknowledgement to the sender's private group every ACK_EVERY
-messages and the sender keeps at most WINDOW messages unacknowledged, below the daemon's
-per-session queue limit (so no receiver is disconnected for being slow).  Rows in the style of
-corosync's cpgbench: one per case.
+Flow control is the application's, as in a real Spread program: each receiver multicasts a
+small acknowledgement to the sender's private group every ACK_EVERY messages and the sender
+keeps at most WINDOW messages unacknowledged, below the daemon's per-session queue limit (so no
+receiver is disconnected for being slow). Rows in the style of corosync's cpgbench: one per case.
 """
 from __future__ import annotations
 
