@@ -1656,7 +1656,7 @@ class DaemonServer:
                 if isinstance(action, CloseConnection):
                     if action.flush_first:
                         self._write(action.conn_id)
-                    sock = self._drop(action.conn_id)
+                    self._drop(action.conn_id)
                     daemon.connection_closed(action.conn_id)
             dirty = daemon.take_dirty()
             for conn_id in dirty:
