@@ -2579,6 +2579,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_daemon(args, parser) -> int:
     name = args.name
     listen = args.listen
+    daemon_ip = None  # the daemon's own address (its proc_id in group ids), from -c
     port = args.port
     daemon_order = None
     if args.config:
@@ -2591,13 +2592,14 @@ def run_daemon(args, parser) -> int:
         listen = listen or entry.client_addresses()[0]
         port = port or entry.port
         daemon_order = config.daemon_order()
+        daemon_ip = entry.ip
         for setting in config.ignored:
             print("configuration: setting %s accepted and ignored" % setting, flush=True)
     name = name or default_daemon_name()
     listen = listen or DEFAULT_LISTEN
     port = port or DEFAULT_SPREAD_PORT
     try:
-        proc_id = proc_id_of(listen)
+        proc_id = proc_id_of(daemon_ip or listen)
     except ValueError:
         parser.error("--listen %r: give an IPv4 address" % listen)
     if listen == "0.0.0.0":  # never every interface at once: name the lab interface's address
