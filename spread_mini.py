@@ -631,10 +631,19 @@ class ClientSession:
         if any(ch < PRIVATE_NAME_MIN_CHAR or ch > NAME_MAX_CHAR for ch in raw_name):
             self._reject(REJECT_ILLEGAL_NAME, "private name %r has a character outside '$'..'~'" % raw_name, events)
             return
-        name = raw_name.decode("latin-1") if raw_name else self._invent_name()
-        if not self._reserve_name(name):
-            self._reject(REJECT_NOT_UNIQUE, "private name %r is in use on this daemon" % name, events)
-            return
+        if raw_name:
+            name = raw_name.decode("latin-1")
+            if not self._reserve_name(name):
+                self._reject(REJECT_NOT_UNIQUE, "private name %r is in use on this daemon" % name, events)
+                return
+        else:  # an empty name: the daemon invents one, and an invented name must not be refused
+            for _ in range(1000):
+                name = self._invent_name()
+                if self._reserve_name(name):
+                    break
+            else:
+                self._reject(REJECT_NOT_UNIQUE, "could not invent a free private name", events)
+                return
         self.private_name = name
         self.private_group = "#%s#%s" % (name, self.daemon_name)
         self._pg_padded = pad_name(self.private_group)
