@@ -1169,7 +1169,8 @@ class Daemon:
             self._end_session(session, "connection closed by the client", close=False)
             self._run_orderer()
         else:
-            self._forget(session, session.close_reason or "closed during the handshake")
+            session._enter_closed("connection closed during the handshake")  # no-op if already closed
+            self._forget(session, session.close_reason)
 
     def datagram(self, packet: bytes, src, now: float) -> None:
         self.now = now
