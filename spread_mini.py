@@ -1111,6 +1111,7 @@ class Daemon:
         self.rejections = collections.Counter()
         self.log: collections.deque = collections.deque(maxlen=MAX_LOG_LINES)
         self.state_changes = collections.Counter()  # session states entered
+        self._close_log: List[str] = []
         self.now = 0.0
         self._orphans: Dict[int, ClientSession] = {}  # rejected before a session existed (quota)
 
@@ -1137,7 +1138,10 @@ class Daemon:
         """Every session state change: logged with its reason and counted (a student reading
         the log sees the handshake and every end of a session)."""
         self.state_changes[new] += 1
-        if new == CLOSED:
+        if new == CLOSED and old == OPEN:
+            # logged by _end_session, after the session's earlier requests (same read) took effect
+            self._close_log.append("%s closed: %s (%s -> CLOSED)" % (session.describe(), reason, old))
+        elif new == CLOSED:
             self.log.append("%s closed: %s (%s -> CLOSED)" % (session.describe(), reason, old))
         else:
             self.log.append("%s: %s -> %s: %s" % (session.describe() if new == OPEN else "connection %d" % session.conn_id,
@@ -1244,6 +1248,7 @@ class Daemon:
             elif cls is Join or cls is Leave:
                 submit(event)
             elif cls is Kill:
+                self._run_orderer()  # what the session asked for before its KILL comes first
                 self._end_session(session, event.reason, close=True, kill=event)
             elif cls is Accepted:
                 self.core.add_session(session)
@@ -1252,6 +1257,7 @@ class Daemon:
                 self.rejections[name] += 1
                 self.actions.append(CloseConnection(session.conn_id, True, name))
             elif cls is ProtocolViolation:
+                self._run_orderer()
                 if session.private_group in self.core.local:
                     self._end_session(session, "protocol violation", close=True)
                 else:
@@ -1264,7 +1270,9 @@ class Daemon:
     def _end_session(self, session: ClientSession, reason: str, close: bool, kill: Optional[Kill] = None) -> None:
         """The session is over: its KILL goes through the orderer (others see DISCONNECT)."""
         self.disconnections[reason] += 1
-        session._enter_closed(reason)  # logged there, unless the session had closed itself already
+        session._enter_closed(reason)  # unless the session had closed itself already
+        self.log.extend(self._close_log)
+        self._close_log.clear()
         if close:
             self.actions.append(CloseConnection(session.conn_id, False, reason))
         session.out.clear()
