@@ -149,6 +149,9 @@ RECV_CHUNK = 256 * 1024  # bytes per recv(): many messages per system call
 WRITE_CHUNK = 1024 * 1024  # bytes joined per send()
 MAX_SESSION_QUEUE_BYTES = 64 * 1024 * 1024  # a second bound on one session's output queue
 MAX_TOTAL_QUEUE_BYTES = 512 * 1024 * 1024  # all sessions together: beyond it the biggest queue goes
+MAX_GROUPS_TOTAL = 20000  # groups in the daemon's table; a join beyond it gets REJECT_MESS
+MAX_GROUPS_PER_MEMBER = 2000  # groups one session may be in
+MAX_GROUP_MEMBERS = 10000  # members of one group
 TICK_EVERY_S = 0.1
 ACCEPT_PAUSE_S = 1.0  # after accept() fails (out of file descriptors), before trying again
 HANDSHAKE_TIMEOUT_S = 30.0  # a connection that never finishes the handshake is closed
@@ -962,11 +965,15 @@ class GroupCore:
 
     def _join(self, member: str, daemon: str, name: str) -> None:
         group = self.groups.get(name)
-        if group is None:
-            group = self.groups[name] = Group(name)
-        if member in group.members:
+        if group is not None and member in group.members:
             self.log.append("%s joined %s again: ignored" % (member, name))
             return
+        refusal = self._join_refusal(member, group)
+        if refusal:
+            self._reject_join(member, name, refusal)
+            return
+        if group is None:
+            group = self.groups[name] = Group(name)
         group.members[member] = daemon
         group.index += 1
         self.member_groups.setdefault(member, set()).add(name)
@@ -976,6 +983,25 @@ class GroupCore:
         self._reorder(group)
         self.log.append("%s joined %s (%d members)" % (member, name, len(group.members)))
         self._notify(group, CAUSED_BY_JOIN, member)
+
+    def _join_refusal(self, member: str, group: Optional[Group]) -> str:
+        """Limits on the group table (every daemon applies them to the same agreed sequence)."""
+        if group is None and len(self.groups) >= MAX_GROUPS_TOTAL:
+            return "the daemon has %d groups already" % MAX_GROUPS_TOTAL
+        if len(self.member_groups.get(member, ())) >= MAX_GROUPS_PER_MEMBER:
+            return "%s is in %d groups already" % (member, MAX_GROUPS_PER_MEMBER)
+        if group is not None and len(group.members) >= MAX_GROUP_MEMBERS:
+            return "the group has %d members already" % MAX_GROUP_MEMBERS
+        return ""
+
+    def _reject_join(self, member: str, name: str, why: str) -> None:
+        """As the real daemon does when a join exceeds its limits: the join comes back to its
+        sender as REJECT_MESS, with the old type inserted after the header (session.c:1508)."""
+        self.log.append("%s may not join %s: %s (REJECT_MESS)" % (member, name, why))
+        session = self.local.get(member)
+        if session is not None:
+            head = HEADER.pack(REJECT_MESS | MY_ENDIAN_MARKER, pad_name(member), 1, MY_ENDIAN_MARKER, 0)
+            self._enqueue(session, head + UINT32.pack(JOIN_MESS | MY_ENDIAN_MARKER) + pad_name(name))
 
     def _remove(self, member: str, group: Group) -> None:
         del group.members[member]
@@ -1960,6 +1986,10 @@ class MembershipMessage:
 
 
 def service_name(service_type: int) -> str:
+    if service_type & REJECT_MESS:  # a request the daemon refused, sent back to its sender
+        old = service_type & ~REJECT_MESS
+        control = {JOIN_MESS: "JOIN", LEAVE_MESS: "LEAVE", KILL_MESS: "KILL"}.get(old)
+        return "REJECTED " + (control or service_name(old))
     for bit, name in SERVICE_NAMES.items():
         if service_type & bit:
             return name + ("|SELF_DISCARD" if service_type & SELF_DISCARD else "")
