@@ -2407,36 +2407,6 @@ USER_HELP = """commands:
   ?                       this help"""
 
 
-def format_message(msg) -> str:
-    """A readable rendering of a received message (regular or membership), like spuser's."""
-    if not msg.is_membership:
-        text = msg.data.decode("utf-8", "replace")
-        return ("received %s message from %s, mess_type %d, endian_mismatch %s, to %d group(s) %s\n"
-                "  (%d bytes): %s%s" % (service_name(msg.service_type), msg.sender, msg.mess_type, msg.endian_mismatch,
-                                       len(msg.groups), ", ".join(msg.groups), len(msg.data), text,
-                                       " [truncated]" if msg.truncated else ""))
-    if msg.is_self_leave:
-        return "SELF-LEAVE: you left group %s" % msg.group
-    if msg.is_transitional:
-        return "TRANSITIONAL membership for group %s (group id %s)" % (msg.group, _fmt_gid(msg.group_id))
-    lines = ["REGULAR membership for group %s with %d member(s), where I am member %d:" % (
-        msg.group, len(msg.members), msg.my_index)]
-    lines += ["    %s" % m for m in msg.members]
-    lines.append("  group id %s" % _fmt_gid(msg.group_id))
-    cause = msg.caused_by or "?"
-    if cause in ("JOIN", "LEAVE", "DISCONNECT"):
-        lines.append("  due to the %s of %s" % (cause, ", ".join(msg.changed_members)))
-    else:
-        lines.append("  due to a %s change" % cause)
-    for i, vs in enumerate(msg.vs_sets):
-        lines.append("  vs_set %d (%d): %s" % (i, len(vs), ", ".join(vs)))
-    return "\n".join(lines)
-
-
-def _fmt_gid(gid) -> str:
-    return "%d %d %d" % tuple(gid) if gid is not None else "-"
-
-
 class UserTool:
     """The spuser-like loop: commands from stdin (a terminal or a script), messages as they come."""
 
@@ -2582,6 +2552,36 @@ class UserTool:
 # =============================================================================================
 # Terminal rendering
 # =============================================================================================
+
+def format_message(msg) -> str:
+    """A readable rendering of a received message (regular or membership), like spuser's."""
+    if not msg.is_membership:
+        text = msg.data.decode("utf-8", "replace")
+        return ("received %s message from %s, mess_type %d, endian_mismatch %s, to %d group(s) %s\n"
+                "  (%d bytes): %s%s" % (service_name(msg.service_type), msg.sender, msg.mess_type, msg.endian_mismatch,
+                                       len(msg.groups), ", ".join(msg.groups), len(msg.data), text,
+                                       " [truncated]" if msg.truncated else ""))
+    if msg.is_self_leave:
+        return "SELF-LEAVE: you left group %s" % msg.group
+    if msg.is_transitional:
+        return "TRANSITIONAL membership for group %s (group id %s)" % (msg.group, _fmt_gid(msg.group_id))
+    lines = ["REGULAR membership for group %s with %d member(s), where I am member %d:" % (
+        msg.group, len(msg.members), msg.my_index)]
+    lines += ["    %s" % m for m in msg.members]
+    lines.append("  group id %s" % _fmt_gid(msg.group_id))
+    cause = msg.caused_by or "?"
+    if cause in ("JOIN", "LEAVE", "DISCONNECT"):
+        lines.append("  due to the %s of %s" % (cause, ", ".join(msg.changed_members)))
+    else:
+        lines.append("  due to a %s change" % cause)
+    for i, vs in enumerate(msg.vs_sets):
+        lines.append("  vs_set %d (%d): %s" % (i, len(vs), ", ".join(vs)))
+    return "\n".join(lines)
+
+
+def _fmt_gid(gid) -> str:
+    return "%d %d %d" % tuple(gid) if gid is not None else "-"
+
 
 def _status_rows(snap: StatusSnapshot) -> List[Tuple[str, str, str]]:
     rows: List[Tuple[str, str, str]] = []
