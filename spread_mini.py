@@ -1188,7 +1188,7 @@ class Daemon:
         if not was_open and session.out.chunks:
             self.core.dirty.add(conn_id)  # handshake replies
         if events:
-            self._handle_events(session, events, was_open)
+            self._handle_events(session, events)
             self._run_orderer()
 
     def connection_closed(self, conn_id: int) -> None:
@@ -1263,7 +1263,7 @@ class Daemon:
         return actions
 
     # -- internals ---------------------------------------------------------------------------------
-    def _handle_events(self, session: ClientSession, events: list, was_open: bool) -> None:
+    def _handle_events(self, session: ClientSession, events: list) -> None:
         submit = self.orderer.submit
         in_by_service = self.in_by_service
         for event in events:
@@ -1357,7 +1357,7 @@ class Daemon:
     def _kill_overflowed(self) -> None:
         core = self.core
         while core.overflowed:
-            session = core.overflowed.pop()
+            session = core.overflowed.pop(0)  # in the order they were judged
             self._end_session(session, session.close_reason, close=True)
 
     # -- status -------------------------------------------------------------------------------------

@@ -561,3 +561,18 @@ def test_join_beyond_the_limits_comes_back_as_reject_mess(monkeypatch):
     assert rejected.service_type == sp.JOIN_MESS | sp.REJECT_MESS and rejected.groups == ["g3"]
     assert rejected.sender == "#a#localhost" and "g3" not in d.core.groups
     assert any("may not join g3" in line for line in d.log)
+
+
+def test_two_slow_sessions_are_cut_in_order_and_others_see_both_disconnects():
+    d = sp.Daemon("localhost", max_session_messages=3)
+    watcher, s1, s2, tx = Client(d, 1, "w"), Client(d, 2, "s1"), Client(d, 3, "s2"), Client(d, 4, "tx")
+    for c in (watcher, s1, s2):
+        c.request(sp.JOIN_MESS, ["g"])
+    watcher.pump()
+    burst(tx, "g", 5)
+    watcher.pump()
+    d.enforce_queue_limits()
+    assert [a.conn_id for a in d.poll() if isinstance(a, sp.CloseConnection)] == [2, 3]
+    gone = watcher.messages()
+    assert [(m.caused_by, m.changed_members) for m in gone] == [("DISCONNECT", ["#s1#localhost"]),
+                                                                ("DISCONNECT", ["#s2#localhost"])]
