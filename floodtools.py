@@ -1059,16 +1059,18 @@ def _wait_connectable(lab: _Lab, daemon, py: str, here: str, daemon_name: str) -
     def ready() -> bool:
         if daemon.poll() is not None:
             raise ToolError(f"the daemon exited: {_read(daemon.log_path)[-500:]}")
-        return os.path.getsize(daemon.log_path) > 0
+        return "listening" in _read(daemon.log_path)
     _wait(ready, 30, "the daemon to start")
-    time.sleep(0.5)
 
 
 def _run_batch(lab: _Lab, spec: BatchSpec, py: str, here: str, daemon_name: str, args, flood_log: Path,
                receivers: list, say) -> None:
     alive = sum(1 for r in receivers if r.poll() is None)
+    window = max(1, min(DEFAULT_WINDOW, args.max_session_messages // 2))
     sender = lab.start(1, [py, os.path.join(here, "floodtools.py"), "send", "--count", str(spec.count),
                            "--size", str(spec.size), "--service", spec.service, "--batch", spec.batch,
+                           # In flight at most half the daemon's per-session limit (FLOOD-NEEDS 1).
+                           "--window", str(window), "--echo-every", str(max(1, min(DEFAULT_ECHO_EVERY, window // 5))),
                            "--name", "flooenv", "--group", args.group, "--daemon", daemon_name, "--json"],
                        f"send-{spec.batch}.out")
     try:
