@@ -91,8 +91,8 @@ STALL_TIMEOUT_S = 30.0               #: no echo for this long: the sender gives 
 #: off in our copy; it says only that disconnections began "above a thousand messages" with the
 #: daemon's queue limit at 1000. The default counts keep a 9-host run to a few minutes here;
 #: --full uses the larger counts of a lab session.
-DEFAULT_COUNTS = (500, 2000)
-FULL_COUNTS = (1000, 5000, 10000)
+DEFAULT_COUNTS = (1000, 5000)
+FULL_COUNTS = (1000, 5000, 10000, 50000)
 MATRIX_SIZES = (100, 1000)
 MATRIX_SERVICES = ("reliable", "safe")
 
@@ -854,6 +854,9 @@ def _recv_session(lib, core: FlooRecCore, args, say) -> None:
             outputs: list = []
             if msg is not None and isinstance(msg, lib.RegularMessage):
                 outputs = core.on_message(msg.mess_type, msg.data, now, time.time())
+                if args.delay_ms:
+                    # A slow machine (the thesis's first FLOOREC showed every message on screen).
+                    time.sleep(args.delay_ms / 1000)
             if now >= next_tick:
                 outputs += core.tick(now, time.time())
                 next_tick = now + 0.2
@@ -929,9 +932,15 @@ class _Lab:
         return proc
 
     def close(self) -> None:
-        for proc in self.procs:
+        # Receivers first, the daemon last: a receiver that outlives its daemon would report
+        # a disconnection that never happened during the experiment.
+        for proc in reversed(self.procs):
             if proc.poll() is None:
                 proc.terminate()
+                try:
+                    proc.wait(timeout=0.05 if proc is not self.procs[0] else 5)
+                except subprocess.TimeoutExpired:
+                    pass
         for proc in self.procs:
             try:
                 proc.wait(timeout=5)
@@ -1018,9 +1027,10 @@ def run_experiment(args, say=print) -> int:
         names = [f"pc{i:02d}" if args.hosts < 100 else f"pc{i:03d}" for i in range(1, args.hosts + 1)]
         receivers = []
         for i, name in enumerate(names):
+            slow = ["--delay-ms", str(args.slow_ms)] if i < args.slow else []
             receivers.append(lab.start(i + 2 if use_ns else 1,
                                        [py, os.path.join(here, "floodtools.py"), "recv", "--name", name,
-                                        "--daemon", daemon_name, "--group", args.group], f"recv-{name}.out"))
+                                        "--daemon", daemon_name, "--group", args.group] + slow, f"recv-{name}.out"))
         _wait(lambda: all("connected as" in _read(r.log_path) or r.poll() is not None for r in receivers),
               max(30, args.hosts), "the receivers to join")
         joined = sum(1 for r in receivers if r.poll() is None)
@@ -1035,7 +1045,8 @@ def run_experiment(args, say=print) -> int:
     records, skipped = logbm_module.read_records([str(flood_log)])
     report = logbm_module.build_report(records, skipped)
     text = logbm_module.render_markdown(report, [str(flood_log)])
-    cut = [p for p in lab.procs if "DISCONNECTED" in _read(p.log_path)]
+    # Sessions the daemon closed for "not reading" (its per-session limit, 8.2.1).
+    cut = [line for line in _read(workdir / "daemon.out").splitlines() if "not reading" in line and "closed" in line]
     text += (f"\n## Run\n\n{args.hosts} receivers, {'network namespaces' if use_ns else 'loopback'}, one daemon "
              f"(--max-session-messages {args.max_session_messages}); {len(matrix)} batches in {elapsed_s:.0f} s; "
              f"daemon CPU {cpu_s:.1f} s, peak memory {peak_kb / 1024:.0f} MB; "
@@ -1208,6 +1219,9 @@ def build_parser() -> argparse.ArgumentParser:
     recv.add_argument("--idle-timeout", type=_float_in(0.1, 86400), default=IDLE_TIMEOUT_S,
                       help=f"end a batch that is silent this long (default {IDLE_TIMEOUT_S:g} s)")
     recv.add_argument("--verbose", action="store_true", help="print every record sent")
+    recv.add_argument("--delay-ms", type=_float_in(0, 10_000), default=0.0,
+                      help="spend this long on every message: a slow receiver, like the thesis's first "
+                           "FLOOREC that showed each message on screen (8.2.1)")
     exp = sub.add_parser("experiment", help="the whole experiment on this machine, then the report")
     exp.add_argument("--hosts", type=_int_in(1, 199), default=9, help="lab machines running FLOOREC (default 9)")
     exp.add_argument("--loopback", action="store_true", help="processes on loopback even when root")
@@ -1222,6 +1236,9 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--repeat", type=_int_in(1, 100), default=1, help="run the matrix this many times")
     exp.add_argument("--max-session-messages", type=_int_in(1, 1_000_000), default=1000,
                      help="the daemon's per-session queue limit (the thesis: 1000, later 2000)")
+    exp.add_argument("--slow", type=_int_in(0, 199), default=0,
+                     help="this many receivers are slow (recv --delay-ms, see --slow-ms): watch the daemon cut them off")
+    exp.add_argument("--slow-ms", type=_float_in(0, 10_000), default=1.0, help="delay per message of a slow receiver")
     exp.add_argument("--port", type=_int_in(1024, 65535), help="daemon port (default: a free one)")
     exp.add_argument("--group", default=DEFAULT_GROUP)
     exp.add_argument("--batch-timeout", type=_int_in(5, 86400), default=300,
