@@ -22,6 +22,8 @@ pytestmark = [pytest.mark.slow,
 @pytest.fixture
 def daemon(procs):
     """A spread_mini daemon on a random loopback port; returns its spread_name."""
+    started = []
+
     def start(*extra: str) -> str:
         port = free_tcp_port()
         proc = procs.start("spread_mini.py", "daemon", "--port", str(port), *extra)
@@ -35,8 +37,16 @@ def daemon(procs):
             except Exception:
                 return False
         wait_for(up, 20)
+        started.append(proc)
         return name
-    return start
+    yield start
+    for proc in started:      # SIGTERM first, so the daemon removes its unix socket /tmp/<port>
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
 
 
 def log_records(path: Path):
