@@ -19,8 +19,6 @@ import json
 import os
 import random
 import re
-import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -29,12 +27,10 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 try:
     import rich
-    from rich.console import Console
-    from rich.table import Table
 except ImportError:  # plain text still works
     rich = None
 
@@ -86,6 +82,7 @@ MAX_WINDOW = 50_000
 DEFAULT_ECHO_EVERY = 50
 REPORT_EVERY_S = 1.0                 #: iperf3-like progress line interval
 STALL_TIMEOUT_S = 30.0               #: no echo for this long: the sender gives up
+MAX_RECONNECT_ATTEMPTS = 120         #: recv --reconnect: tries to reach a vanished daemon
 
 #: The experiment's batch matrix. The thesis's own counts are in its Quadros 6-13, which are cut
 #: off in our copy; it says only that disconnections began "above a thousand messages" with the
@@ -406,6 +403,7 @@ class FlooRecCore:
         self.total = 0           #: data messages counted, all batches (the thesis's counter)
         self.ignored: Dict[str, int] = {}  #: foreign / late / orphan messages, by reason
         self.changes: Dict[str, int] = {}  #: state changes by "FROM->TO (reason)"
+        self.sessions = 0        #: sessions with the daemon so far (the I/O loop counts them)
 
     # -- events --------------------------------------------------------------------------
     def on_message(self, mess_type: int, data: bytes, now: float, wall: float) -> list:
@@ -760,9 +758,14 @@ def run_send(args, say=print) -> int:
         say(f"FLOOENV {args.name}: batch {batch}, {args.count} x {args.size} B {args.service} "
             f"to {args.group!r} at {args.daemon}")
         say(render_interval_header())
+    shown = 0
     with connect_mailbox(lib, args.daemon, args.name) as mbox, progress:
         _perform_send(lib, mbox, core.start(time.monotonic(), time.time()), data_bits, echo_bits, args.group)
         while not core.done:
+            if not args.json and args.verbose:
+                for change in core.changes[shown:]:
+                    progress.print(f"FLOOENV {change}")
+                shown = len(core.changes)
             msg = mbox.receive(timeout=0.2)
             now = time.monotonic()
             outputs = []
@@ -783,6 +786,9 @@ def run_send(args, say=print) -> int:
                         "end": {"sum": summary}}, indent=2))
     else:
         say(render_summary(summary))
+    if not args.json and args.verbose:
+        for change in core.changes[shown:]:
+            say(f"FLOOENV {change}")
     if core.state == FAILED:
         print(f"floodtools send: {core.failure}", file=sys.stderr)
         return 1
@@ -824,10 +830,20 @@ def run_recv(args, say=print) -> int:
     lib = _spread()
     core = FlooRecCore(args.name, end_grace_s=args.end_grace, idle_timeout_s=args.idle_timeout)
     say(f"FLOOREC {args.name}: waiting for batches on {args.group!r} at {args.daemon}; records to {args.log_group!r}")
+    attempts = 0
     while True:
         try:
             _recv_session(lib, core, args, say)
             return 0
+        except ToolError as why:
+            # No daemon to connect to. The first time that is a user mistake; after a
+            # disconnection with --reconnect the daemon may be restarting: try a while.
+            attempts += 1
+            if not (args.reconnect and core.sessions) or attempts > MAX_RECONNECT_ATTEMPTS:
+                raise
+            say(f"FLOOREC {args.name}: {why}; trying again in {args.reconnect_delay:g} s "
+                f"({attempts}/{MAX_RECONNECT_ATTEMPTS})")
+            time.sleep(max(args.reconnect_delay, 0.5))
         except (lib.SpreadError, OSError) as why:
             now, wall = time.monotonic(), time.time()
             say(f"FLOOREC {args.name}: DISCONNECTED by the daemon ({why}). A slow receiver is cut off "
@@ -846,6 +862,7 @@ def run_recv(args, say=print) -> int:
 def _recv_session(lib, core: FlooRecCore, args, say) -> None:
     with connect_mailbox(lib, args.daemon, args.name) as mbox:
         mbox.join(args.group)
+        core.sessions += 1
         say(f"FLOOREC {args.name}: connected as {mbox.private_group}")
         next_tick = 0.0
         while True:
@@ -1209,6 +1226,7 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--stall-timeout", type=_float_in(0.1, 3600), default=STALL_TIMEOUT_S,
                       help=f"give up after this many seconds without an echo (default {STALL_TIMEOUT_S:g})")
     send.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
+    send.add_argument("--verbose", action="store_true", help="also show the sender's state changes and why")
     recv = sub.add_parser("recv", parents=[common], help="FLOOREC: receive batches, send records to `log`")
     recv.add_argument("--name", type=_name, default=default_name(), help="machine name (default: host name)")
     recv.add_argument("--log-group", default=LOG_GROUP, help="where records go (default log)")

@@ -232,3 +232,21 @@ def test_experiment_refuses_several_daemons_for_now():
     done = subprocess.run([sys.executable, "floodtools.py", "experiment", "--daemons", "3"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "not available yet" in done.stderr
+
+
+def test_receiver_with_reconnect_outlives_a_daemon_restart(procs, tmp_path):
+    port = free_tcp_port()
+    name = f"{port}@127.0.0.1"
+    first = procs.start("spread_mini.py", "daemon", "--port", str(port))
+    wait_for(lambda: "listening" in Procs.output(first), 20)
+    recv = start_recv(procs, name, "pc01", "--reconnect", "--reconnect-delay", "0.2")
+    first.terminate()
+    first.wait(timeout=10)
+    wait_for(lambda: "DISCONNECTED" in Procs.output(recv) and "trying again" in Procs.output(recv), 30)
+    second = procs.start("spread_mini.py", "daemon", "--port", str(port))
+    wait_for(lambda: Procs.output(recv).count("connected as") >= 2, 60)
+    log = tmp_path / "flood.log"
+    start_logbm(procs, name, log)
+    assert send(name, "--count", "100", "--size", "100", "--batch", "again").returncode == 0
+    wait_for(lambda: any(r.rec == "end" and r.received == 100 for r in log_records(log)), 30)
+    second.terminate()
