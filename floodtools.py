@@ -563,7 +563,8 @@ class FlooEnvCore:
 
     def __init__(self, batch: str, count: int, size: int, service: str, sender: str,
                  window: int = DEFAULT_WINDOW, echo_every: int = DEFAULT_ECHO_EVERY,
-                 report_every_s: float = REPORT_EVERY_S, stall_timeout_s: float = STALL_TIMEOUT_S):
+                 report_every_s: float = REPORT_EVERY_S, stall_timeout_s: float = STALL_TIMEOUT_S,
+                 rate_msgs_per_s: float = 0.0):
         self.batch, self.count, self.size, self.service = check_batch(batch), count, size, service
         self.sender = check_name(sender, "sender name")
         if not MIN_SIZE_BYTES <= size <= MAX_SIZE_BYTES:
@@ -574,7 +575,10 @@ class FlooEnvCore:
             raise ValueError(f"service {service!r}: one of {', '.join(SERVICE_NAMES)}")
         if not 1 <= echo_every <= window <= MAX_WINDOW:
             raise ValueError(f"need 1 <= echo_every ({echo_every}) <= window ({window}) <= {MAX_WINDOW}")
+        if not 0 <= rate_msgs_per_s <= 1e7:
+            raise ValueError(f"rate {rate_msgs_per_s}: 0 (no limit) to 1e7 messages per second")
         self.window, self.echo_every = window, echo_every
+        self.rate_msgs_per_s = rate_msgs_per_s
         self.report_every_s, self.stall_timeout_s = report_every_s, stall_timeout_s
         self.state = "NEW"
         self.sent = 0            #: data messages handed to the daemon
@@ -595,7 +599,7 @@ class FlooEnvCore:
                                                         self.sender, wall))]
         self._enter(SENDING, f"start marker sent: {self.count} x {self.size} B {self.service}, "
                              f"window {self.window}, echo every {self.echo_every}")
-        return out + self._fill()
+        return out + self._fill(now)
 
     def on_own_message(self, mess_type: int, data: bytes, now: float) -> list:
         """A message delivered to us: only our echoes matter; the rest is ignored."""
@@ -615,12 +619,14 @@ class FlooEnvCore:
             out += self._intervals_until(now, final=True)
             self._enter(DONE, f"last echo back: {self.confirmed} messages confirmed")
             return out
-        return out + self._fill()
+        return out + self._fill(now)
 
     def tick(self, now: float) -> list:
         if self.state not in (SENDING, CLOSING):
             return []
         out = self._intervals_until(now)
+        if self.rate_msgs_per_s and self.state == SENDING:
+            out += self._fill(now)
         if now - self.last_progress_at >= self.stall_timeout_s:
             self.failure = (f"no echo for {self.stall_timeout_s:g} s with {self.sent - self.confirmed} "
                             f"messages unconfirmed: is the daemon alive?")
@@ -629,10 +635,18 @@ class FlooEnvCore:
         return out
 
     # -- internals -----------------------------------------------------------------------
-    def _fill(self) -> list:
-        """Data while the window allows, with an echo every echo_every; then the close."""
+    def _allowed(self, now: float) -> int:
+        """Data messages the rate limit allows by `now` (no limit: all of them)."""
+        if not self.rate_msgs_per_s:
+            return self.count
+        return min(self.count, int(self.rate_msgs_per_s * (now - self.started_at)) + 1)
+
+    def _fill(self, now: float) -> list:
+        """Data while the window (and the rate, if any) allows, with an echo every echo_every;
+        then the close."""
         out: list = []
-        while self.state == SENDING and self.sent < self.count and self.sent - self.confirmed < self.window:
+        allowed = self._allowed(now)
+        while self.state == SENDING and self.sent < allowed and self.sent - self.confirmed < self.window:
             self.sent += 1
             out.append(Multicast(MESS_DATA, encode_data(self.batch, self.sent, self.size)))
             if self.sent % self.echo_every == 0 and self.sent < self.count:
@@ -748,7 +762,8 @@ def run_send(args, say=print) -> int:
     batch = args.batch or f"{random.SystemRandom().randrange(16 ** 6):06x}"
     try:
         core = FlooEnvCore(batch, args.count, args.size, args.service, args.name, window=args.window,
-                           echo_every=args.echo_every, stall_timeout_s=args.stall_timeout)
+                           echo_every=args.echo_every, stall_timeout_s=args.stall_timeout,
+                           rate_msgs_per_s=args.rate)
     except ValueError as why:
         raise ToolError(str(why)) from None
     data_bits = service_bits(lib, args.service)
@@ -766,7 +781,8 @@ def run_send(args, say=print) -> int:
                 for change in core.changes[shown:]:
                     progress.print(f"FLOOENV {change}")
                 shown = len(core.changes)
-            msg = mbox.receive(timeout=0.2)
+            # With a rate limit the loop must wake up often enough to send on time.
+            msg = mbox.receive(timeout=0.002 if args.rate else 0.2)
             now = time.monotonic()
             outputs = []
             if msg is not None and isinstance(msg, lib.RegularMessage):
@@ -1099,7 +1115,8 @@ def _run_batch(lab: _Lab, spec: BatchSpec, py: str, here: str, daemon_name: str,
                            "--size", str(spec.size), "--service", spec.service, "--batch", spec.batch,
                            # In flight at most half the daemon's per-session limit (FLOOD-NEEDS 1).
                            "--window", str(window), "--echo-every", str(max(1, min(DEFAULT_ECHO_EVERY, window // 5))),
-                           "--name", "flooenv", "--group", args.group, "--daemon", daemon_name, "--json"],
+                           "--name", "flooenv", "--group", args.group, "--daemon", daemon_name, "--json",
+                           "--rate", str(args.rate)],
                        f"send-{spec.batch}.out")
     try:
         sender.wait(timeout=args.batch_timeout)
@@ -1225,6 +1242,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"an echo to ourselves every N messages (default {DEFAULT_ECHO_EVERY})")
     send.add_argument("--stall-timeout", type=_float_in(0.1, 3600), default=STALL_TIMEOUT_S,
                       help=f"give up after this many seconds without an echo (default {STALL_TIMEOUT_S:g})")
+    send.add_argument("--rate", type=_float_in(0, 1e7), default=0.0,
+                      help="at most this many messages per second (default 0: as fast as the daemon takes them)")
     send.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
     send.add_argument("--verbose", action="store_true", help="also show the sender's state changes and why")
     recv = sub.add_parser("recv", parents=[common], help="FLOOREC: receive batches, send records to `log`")
@@ -1254,6 +1273,8 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--repeat", type=_int_in(1, 100), default=1, help="run the matrix this many times")
     exp.add_argument("--max-session-messages", type=_int_in(1, 1_000_000), default=1000,
                      help="the daemon's per-session queue limit (the thesis: 1000, later 2000)")
+    exp.add_argument("--rate", type=_float_in(0, 1e7), default=0.0,
+                     help="the sender's limit in messages per second (default 0: none)")
     exp.add_argument("--slow", type=_int_in(0, 199), default=0,
                      help="this many receivers are slow (recv --delay-ms, see --slow-ms): watch the daemon cut them off")
     exp.add_argument("--slow-ms", type=_float_in(0, 10_000), default=1.0, help="delay per message of a slow receiver")

@@ -270,6 +270,19 @@ def test_floenv_intervals_every_second_and_a_summary():
     assert "msgs/s" in ft.render_interval("b1", intervals[0]) and "sender" in ft.render_summary(s)
 
 
+def test_floenv_rate_limit_spreads_the_batch_over_time():
+    core = ft.FlooEnvCore("b1", 100, 100, "reliable", "env", window=100, echo_every=10, rate_msgs_per_s=50)
+    daemon = FakeDaemon()
+    daemon.take(core.start(0.0, WALL))
+    assert core.sent == 1                        # one at once, then 50 per second
+    daemon.take(core.tick(0.5))
+    assert core.sent == 26
+    daemon.take(core.tick(1.98))
+    assert core.sent == 100 and core.state == ft.CLOSING
+    with pytest.raises(ValueError):
+        ft.FlooEnvCore("b1", 1, 100, "safe", "env", rate_msgs_per_s=-1)
+
+
 def test_floenv_gives_up_without_echoes():
     core = ft.FlooEnvCore("b1", 100, 100, "safe", "env", window=10, echo_every=5, stall_timeout_s=30)
     core.start(0.0, WALL)

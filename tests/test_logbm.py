@@ -187,3 +187,18 @@ def test_logbm_core_writes_records_with_its_clock_and_ignores_others():
     assert core.written == 1 and sum(core.ignored.values()) == 3
     table = logbm.render_record_table(core.snapshot(), "flood.log")
     assert table is not None
+
+
+def test_everything_works_in_plain_text_without_rich():
+    code = ("import sys, runpy; sys.modules['rich'] = None; sys.argv = sys.argv[1:]; "
+            "runpy.run_path(sys.argv[0], run_name='__main__')")
+    for argv, golden in ((["logbm.py", "report", "tests/data/flood_known.log"], "flood_known.report.md"),
+                         (["logbm.py", "usage", "tests/data/connections_known.log", "--machine", "lab07"],
+                          "usage_lab07.txt")):
+        done = subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, capture_output=True, text=True,
+                              timeout=60)
+        assert done.stdout == (DATA / golden).read_text(), done.stderr
+    table = logbm.render_record_table({"written": 1, "ignored": {}, "open": 0, "machines": [
+        {"name": "pc01", "records": 1, "rec": "start", "batch": "b1", "count": 5, "size": 100, "service": "safe",
+         "received": None, "elapsed_s": None, "end": "", "time": "10:00:00.000"}]})
+    assert table is not None
