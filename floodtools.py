@@ -693,6 +693,29 @@ class FlooEnvCore:
                 "state": self.state, "failure": self.failure}
 
 
+# ---- the experiment's batch matrix ---------------------------------------------------------
+
+@dataclass
+class BatchSpec:
+    batch: str
+    count: int
+    size: int
+    service: str
+
+
+def batch_matrix(counts: Sequence[int], sizes: Sequence[int], services: Sequence[str],
+                 repeat: int = 1) -> List[BatchSpec]:
+    """The thesis's matrix: every count with 100 and 1000 B, Reliable and Safe (8.2.2)."""
+    out = []
+    for r in range(1, repeat + 1):
+        for size in sizes:
+            for service in services:
+                for count in counts:
+                    tag = f"-{r}" if repeat > 1 else ""
+                    out.append(BatchSpec(f"{service[0]}{size}x{count}{tag}", count, size, service))
+    return out
+
+
 # ============================================================================================
 # I/O loop
 # ============================================================================================
@@ -880,6 +903,10 @@ def _recv_session(lib, core: FlooRecCore, args, say) -> None:
         mbox.join(args.group)
         core.sessions += 1
         say(f"FLOOREC {args.name}: connected as {mbox.private_group}")
+        if not mbox.private_group.startswith(f"#{private_name_for(args.name)}#"):
+            say(f"FLOOREC {args.name}: WARNING: the daemon already has a session named "
+                f"{private_name_for(args.name)!r}; if it is another receiver, both records will "
+                f"say machine={args.name} (give each machine its own --name)")
         next_tick = 0.0
         while True:
             msg = mbox.receive(timeout=0.5)
@@ -916,27 +943,6 @@ def _deliver_late_records(lib, args, records: List[str], say) -> None:
 
 
 # ---- the experiment runner -----------------------------------------------------------------
-
-@dataclass
-class BatchSpec:
-    batch: str
-    count: int
-    size: int
-    service: str
-
-
-def batch_matrix(counts: Sequence[int], sizes: Sequence[int], services: Sequence[str],
-                 repeat: int = 1) -> List[BatchSpec]:
-    """The thesis's matrix: every count with 100 and 1000 B, Reliable and Safe (8.2.2)."""
-    out = []
-    for r in range(1, repeat + 1):
-        for size in sizes:
-            for service in services:
-                for count in counts:
-                    tag = f"-{r}" if repeat > 1 else ""
-                    out.append(BatchSpec(f"{service[0]}{size}x{count}{tag}", count, size, service))
-    return out
-
 
 class _Lab:
     """Where the experiment's processes run: network namespaces (root) or loopback."""

@@ -550,6 +550,8 @@ def render_usage_text(chart: UsageChart, source: str = "") -> str:
              f"{CHART_REBOOT} off and on again within {chart.reboot_s} s"]
     if not chart.rows:
         return lines[0] + "\n(no events in this log)\n"
+    if len(chart.rows) >= MAX_CHART_DAYS:
+        lines[0] += f" (only the first {MAX_CHART_DAYS} days)"
     lines += chart_header()
     for day, cells, hours in chart.rows:
         lines.append(f"{day.isoformat()} {cells} {hours:5.2f} h")
