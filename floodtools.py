@@ -712,7 +712,10 @@ def batch_matrix(counts: Sequence[int], sizes: Sequence[int], services: Sequence
             for service in services:
                 for count in counts:
                     tag = f"-{r}" if repeat > 1 else ""
-                    out.append(BatchSpec(f"{service[0]}{size}x{count}{tag}", count, size, service))
+                    batch = f"{service[0]}{size}x{count}{tag}"   # r1000x5000: readable in the tables
+                    if not BATCH_RE.match(batch):
+                        batch = f"{service[0]}{len(out) + 1:04d}"
+                    out.append(BatchSpec(batch, count, size, service))
     return out
 
 
