@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import datetime
 import io
 import json
@@ -330,8 +331,17 @@ def natural_key(name: str):
 
 def read_records(paths: Sequence[str]) -> Tuple[List[ft.LogRecord], List[str]]:
     """All records of the flood logs, and a note for every line skipped (torn, foreign...)."""
-    records, skipped = [], []
-    for path in paths:
+    runs, skipped = read_runs(paths)
+    return [r for _, records in runs for r in records], skipped
+
+
+def read_runs(paths: Sequence[str]) -> Tuple[List[Tuple[str, List[ft.LogRecord]]], List[str]]:
+    """The records of each log file, labelled by run when there are several files (the same
+    batch ids come back in every run of the experiment, and must not be merged)."""
+    runs, skipped = [], []
+    labels = run_labels(paths)
+    for path, label in zip(paths, labels):
+        records = []
         for number, line in read_lines(path):
             if not line.strip():
                 continue
@@ -339,32 +349,74 @@ def read_records(paths: Sequence[str]) -> Tuple[List[ft.LogRecord], List[str]]:
                 records.append(ft.parse_record(line))
             except ft.MalformedMessage as why:
                 skipped.append(f"{path}:{number}: {why}")
-    return records, skipped
+        runs.append((label, records))
+    return runs, skipped
 
 
-def build_report(records: Sequence[ft.LogRecord], skipped: Sequence[str] = ()) -> Report:
-    starts: Dict[Tuple[str, str], ft.LogRecord] = {}
-    ends: Dict[Tuple[str, str], ft.LogRecord] = {}
+def run_labels(paths: Sequence[str]) -> List[str]:
+    """'' for one file; otherwise the shortest name that tells the files apart: the file's stem
+    (nine.log -> nine), else its folder (run9/flood.log -> run9), else run1, run2..."""
+    if len(paths) <= 1:
+        return [""] * len(paths)
+    for pick in (lambda p: os.path.splitext(os.path.basename(p))[0],
+                 lambda p: os.path.basename(os.path.dirname(os.path.abspath(p)))):
+        labels = [pick(p) for p in paths]
+        if len(set(labels)) == len(labels) and all(labels):
+            return labels
+    return [f"run{i}" for i in range(1, len(paths) + 1)]
+
+
+def _pair(records: Sequence[ft.LogRecord]) -> Tuple[List[Tuple[str, Optional[ft.LogRecord], Optional[ft.LogRecord]]], int]:
+    """(batch label, start, end) per machine and batch, in log order. A batch id used again
+    later (say `--batch test` twice) is a new occurrence, labelled test#2; an end record equal to
+    the one before it is a duplicate (a log concatenated twice)."""
+    occurrences: Dict[Tuple[str, str], list] = OrderedDict()
     duplicates = 0
     for r in records:
-        table = starts if r.rec == "start" else ends
-        key = (r.machine, r.batch)
-        if key in table:
+        seen = occurrences.setdefault((r.machine, r.batch), [])
+        if r.rec == "start":
+            if seen and seen[-1][0] is not None and seen[-1][1] is None:
+                duplicates += 1          # a second start while the first is still open
+            else:
+                seen.append([r, None])
+        elif seen and seen[-1][1] is None:
+            seen[-1][1] = r
+        elif seen and seen[-1][1] == r:
             duplicates += 1
-            continue
-        table[key] = r
-    rows = []
-    for key, r in ends.items():
-        first = starts.get(key, r)
-        rows.append(Row(r.machine, r.batch, r.count, r.size, r.service, r.received, r.elapsed_s,
-                        r.msgs_per_s, r.end, f"{first.date} {first.time}"))
-    batches = _batch_summaries(rows, starts)
+        else:
+            seen.append([None, r])       # an end without its start (the recorder came late)
+    out = []
+    for (_machine, batch), seen in occurrences.items():
+        for i, (start, end) in enumerate(seen):
+            out.append((batch if i == 0 else f"{batch}#{i + 1}", start, end))
+    return out, duplicates
+
+
+def build_report(records, skipped: Sequence[str] = ()) -> Report:
+    """`records`: the records of one log, or [(run label, records), ...] from read_runs()."""
+    runs = records if records and isinstance(records[0], tuple) else [("", records)]
+    rows, incomplete, taking_part = [], [], {}
+    duplicates = total = 0
+    for label, run_records in runs:
+        total += len(run_records)
+        pairs, dup = _pair(run_records)
+        duplicates += dup
+        for batch, start, end in pairs:
+            name = f"{label}:{batch}" if label else batch
+            some = end or start
+            taking_part.setdefault(name, set()).add(some.machine)
+            if end is None:
+                incomplete.append(dataclasses.replace(start, batch=name))
+                continue
+            first = start or end
+            rows.append(Row(end.machine, name, end.count, end.size, end.service, end.received, end.elapsed_s,
+                            end.msgs_per_s, end.end, f"{first.date} {first.time}"))
+    batches = _batch_summaries(rows, taking_part)
     order = {b.batch: i for i, b in enumerate(batches)}
     rows.sort(key=lambda w: (order[w.batch], natural_key(w.machine)))
-    incomplete = sorted((r for k, r in starts.items() if k not in ends),
-                        key=lambda r: (r.date, r.time, natural_key(r.machine)))
+    incomplete.sort(key=lambda r: (r.date, r.time, natural_key(r.machine)))
     return Report(rows, batches, incomplete, _by_machines(batches), _versus(batches, "service", "reliable", "safe"),
-                  _versus(batches, "size", 100, 1000), records=len(records), skipped=list(skipped),
+                  _versus(batches, "size", 100, 1000), records=total, skipped=list(skipped),
                   duplicates=duplicates)
 
 
@@ -372,13 +424,10 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def _batch_summaries(rows: Sequence[Row], starts: Dict[Tuple[str, str], ft.LogRecord]) -> List[BatchSummary]:
+def _batch_summaries(rows: Sequence[Row], taking_part: Dict[str, set]) -> List[BatchSummary]:
     groups: Dict[str, List[Row]] = OrderedDict()
     for row in rows:
         groups.setdefault(row.batch, []).append(row)
-    taking_part: Dict[str, set] = {}
-    for (machine, batch) in list(starts) + [(r.machine, r.batch) for r in rows]:
-        taking_part.setdefault(batch, set()).add(machine)
     out = []
     for batch, members in groups.items():
         rates = [m.msgs_per_s for m in members]
@@ -806,8 +855,8 @@ def cmd_usage(args) -> int:
 
 
 def cmd_report(args) -> int:
-    records, skipped = read_records(args.logfiles)
-    report = build_report(records, skipped)
+    runs, skipped = read_runs(args.logfiles)
+    report = build_report(runs, skipped)
     if args.format == "csv":
         sys.stdout.write(render_csv(report))
     elif args.format == "json":

@@ -202,3 +202,24 @@ def test_everything_works_in_plain_text_without_rich():
         {"name": "pc01", "records": 1, "rec": "start", "batch": "b1", "count": 5, "size": 100, "service": "safe",
          "received": None, "elapsed_s": None, "end": "", "time": "10:00:00.000"}]})
     assert table is not None
+
+
+def test_two_runs_with_the_same_batch_ids_stay_apart(tmp_path):
+    for name in ("nine", "many"):
+        (tmp_path / f"{name}.log").write_text((DATA / "flood_known.log").read_text())
+    runs, skipped = logbm.read_runs([str(tmp_path / "nine.log"), str(tmp_path / "many.log")])
+    report = logbm.build_report(runs, skipped)
+    assert len(report.rows) == 2 * 11 and len(report.batches) == 8
+    assert {b.batch for b in report.batches} >= {"nine:r100x500", "many:s1000x500"}
+    assert logbm.run_labels(["a/flood.log", "b/flood.log"]) == ["a", "b"]
+    assert logbm.run_labels(["x/flood.log", "x/flood.log"]) == ["run1", "run2"]
+
+
+def test_a_batch_id_used_again_is_a_new_batch():
+    def rec(kind, received=0):
+        return ft.LogRecord(kind, "2026-11-20", "10:00:00.000", "pc01", "test", 5, 100, "safe", "env",
+                            received=received, elapsed_s=0.1 if kind == "end" else 0.0,
+                            end="complete" if kind == "end" else "")
+    report = logbm.build_report([rec("start"), rec("end", 5), rec("start"), rec("end", 4), rec("end", 4)])
+    assert [(r.batch, r.received) for r in report.rows] == [("test", 5), ("test#2", 4)]
+    assert report.duplicates == 1
