@@ -521,34 +521,50 @@ def run_record(daemon: str, name: str, out_path: str, group: str, live: bool, sa
             return 1
 
 
-def run_connlog(daemon: str, name: str, out_path: str, group: str, say=print) -> int:
-    """8.1.3: join GG with membership messages on; one C/D line per member joining or leaving."""
+def run_connlog(daemon: str, name: str, out_path: str, group: str, reconnect: bool = False,
+                reconnect_delay_s: float = 2.0, say=print) -> int:
+    """8.1.3: join GG with membership messages on; one C/D line per member joining or leaving.
+    With reconnect (a logger that runs as a service, as the thesis's did) it outlives daemon
+    restarts: on its return, whoever came or went meanwhile gets a line stamped with that time."""
     sp = _spread()
     core = ConnLogCore()
     _stop_on_signals()
+    failures = 0
     with open(out_path, "a", encoding="utf-8", buffering=1) as out:
-        try:
-            with ft.connect_mailbox(sp, daemon, name, group_membership=True) as mbox:
-                core.set_own(mbox.private_group)
-                mbox.join(group)
-                say(f"connlog: {mbox.private_group} joined {group!r}; appending to {out_path}")
-                while True:
-                    msg = mbox.receive(timeout=None)
-                    if not isinstance(msg, sp.MembershipMessage) or msg.group != group:
-                        continue
-                    if not msg.is_regular or msg.is_self_leave:
-                        continue
-                    for event in core.on_membership(msg.members, datetime.datetime.now()):
-                        line = format_conn_line(event)
-                        out.write(line + "\n")
-                        out.flush()
-                        say(line)
-        except (KeyboardInterrupt, Stop):
-            say(f"connlog: stopped; {core.counts['C']} C and {core.counts['D']} D lines written")
-            return 0
-        except sp.SpreadError as why:
-            say(f"connlog: the daemon {daemon} ended the session: {why}")
-            return 1
+        while True:
+            try:
+                _connlog_session(sp, core, daemon, name, out, out_path, group, say)
+            except (KeyboardInterrupt, Stop):
+                say(f"connlog: stopped; {core.counts['C']} C and {core.counts['D']} D lines written")
+                return 0
+            except (sp.SpreadError, OSError, ft.ToolError) as why:
+                failures += 1
+                first_connect = core.members is None and isinstance(why, ft.ToolError)
+                if not reconnect or first_connect or failures > ft.MAX_RECONNECT_ATTEMPTS:
+                    if isinstance(why, ft.ToolError):
+                        raise
+                    say(f"connlog: the daemon {daemon} ended the session: {why}")
+                    return 1
+                say(f"connlog: {why}; trying again in {reconnect_delay_s:g} s")
+                time.sleep(reconnect_delay_s)
+
+
+def _connlog_session(sp, core: ConnLogCore, daemon: str, name: str, out, out_path: str, group: str, say) -> None:
+    with ft.connect_mailbox(sp, daemon, name, group_membership=True) as mbox:
+        core.set_own(mbox.private_group)
+        mbox.join(group)
+        say(f"connlog: {mbox.private_group} joined {group!r}; appending to {out_path}")
+        while True:
+            msg = mbox.receive(timeout=None)
+            if not isinstance(msg, sp.MembershipMessage) or msg.group != group:
+                continue
+            if not msg.is_regular or msg.is_self_leave:
+                continue
+            for event in core.on_membership(msg.members, datetime.datetime.now()):
+                line = format_conn_line(event)
+                out.write(line + "\n")
+                out.flush()
+                say(line)
 
 
 class _LiveTable:
@@ -817,6 +833,7 @@ def build_parser() -> argparse.ArgumentParser:
     con.add_argument("--out", default=DEFAULT_CONN_LOG, help="file to append to (default connections.log)")
     con.add_argument("--daemon", default=DEFAULT_DAEMON)
     con.add_argument("--name", default="connlog", help="private name at the daemon (default connlog)")
+    con.add_argument("--reconnect", action="store_true", help="outlive daemon restarts (a logger run as a service)")
     use = sub.add_parser("usage", help="Figure 48: a machine's usage chart from a connection log")
     use.add_argument("logfile")
     use.add_argument("--machine", required=True, help="machine name as in the log")
@@ -878,7 +895,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return cmd_report(args)
         if args.cmd == "record":
             return run_record(args.daemon, args.name, args.out, args.group, live=not args.plain)
-        return run_connlog(args.daemon, args.name, args.out, args.group)
+        return run_connlog(args.daemon, args.name, args.out, args.group, reconnect=args.reconnect)
     except OSError as why:
         print(f"logbm {args.cmd}: {why}", file=sys.stderr)
         return 1

@@ -250,3 +250,28 @@ def test_receiver_with_reconnect_outlives_a_daemon_restart(procs, tmp_path):
     assert send(name, "--count", "100", "--size", "100", "--batch", "again").returncode == 0
     wait_for(lambda: any(r.rec == "end" and r.received == 100 for r in log_records(log)), 30)
     second.terminate()
+
+
+def test_connlog_with_reconnect_outlives_a_daemon_restart(procs, tmp_path):
+    sp = ft._spread()
+    port = free_tcp_port()
+    name = f"{port}@127.0.0.1"
+    first = procs.start("spread_mini.py", "daemon", "--port", str(port))
+    wait_for(lambda: "listening" in Procs.output(first), 20)
+    out = tmp_path / "connections.log"
+    connlog = procs.start("logbm.py", "connlog", "--daemon", name, "--out", str(out), "--reconnect")
+    wait_for(lambda: "joined" in Procs.output(connlog), 20)
+    a = sp.connect(name, "labA", group_membership=False)
+    a.join("GG")
+    wait_for(lambda: out.exists() and " C labA" in out.read_text(), 20)
+    first.terminate()
+    first.wait(timeout=10)
+    a.close()
+    second = procs.start("spread_mini.py", "daemon", "--port", str(port))
+    wait_for(lambda: Procs.output(connlog).count("joined") >= 2, 60)
+    wait_for(lambda: " D labA" in out.read_text(), 20)      # it was gone when the logger came back
+    b = sp.connect(name, "labB", group_membership=False)
+    b.join("GG")
+    wait_for(lambda: " C labB" in out.read_text(), 20)
+    b.disconnect()
+    second.terminate()
