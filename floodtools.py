@@ -800,6 +800,32 @@ def run_send(args, say=print) -> int:
             f"to {args.group!r} at {args.daemon}")
         say(render_interval_header())
     shown = 0
+    try:
+        shown = _send_loop(lib, core, args, batch, data_bits, echo_bits, progress)
+    except lib.SpreadError as why:
+        raise ToolError(f"the daemon {args.daemon} ended the session during batch {batch} "
+                        f"after {core.sent} messages ({core.confirmed} confirmed): {why}") from None
+    summary = core.summary()
+    if args.json:
+        say(json.dumps({"start": {"batch": batch, "sender": args.name, "group": args.group,
+                                  "daemon": args.daemon, "count": args.count, "size": args.size,
+                                  "service": args.service, "window": args.window},
+                        "intervals": [i.as_dict() for i in core.intervals],
+                        "end": {"sum": summary}}, indent=2))
+    else:
+        say(render_summary(summary))
+    if not args.json and args.verbose:
+        for change in core.changes[shown:]:
+            say(f"FLOOENV {change}")
+    if core.state == FAILED:
+        print(f"floodtools send: {core.failure}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _send_loop(lib, core: FlooEnvCore, args, batch: str, data_bits: int, echo_bits: int, progress) -> int:
+    """Start, then echoes in and data out until the batch is done; returns changes shown."""
+    shown = 0
     with connect_mailbox(lib, args.daemon, args.name) as mbox, progress:
         _perform_send(lib, mbox, core.start(time.monotonic(), time.time()), data_bits, echo_bits, args.group)
         while not core.done:
@@ -819,22 +845,7 @@ def run_send(args, say=print) -> int:
                 if isinstance(out, Interval) and not args.json:
                     progress.print(render_interval(batch, out))
             progress.update(core.confirmed)
-    summary = core.summary()
-    if args.json:
-        say(json.dumps({"start": {"batch": batch, "sender": args.name, "group": args.group,
-                                  "daemon": args.daemon, "count": args.count, "size": args.size,
-                                  "service": args.service, "window": args.window},
-                        "intervals": [i.as_dict() for i in core.intervals],
-                        "end": {"sum": summary}}, indent=2))
-    else:
-        say(render_summary(summary))
-    if not args.json and args.verbose:
-        for change in core.changes[shown:]:
-            say(f"FLOOENV {change}")
-    if core.state == FAILED:
-        print(f"floodtools send: {core.failure}", file=sys.stderr)
-        return 1
-    return 0
+    return shown
 
 
 class _Progress:

@@ -275,3 +275,17 @@ def test_connlog_with_reconnect_outlives_a_daemon_restart(procs, tmp_path):
     wait_for(lambda: " C labB" in out.read_text(), 20)
     b.disconnect()
     second.terminate()
+
+
+def test_sender_whose_daemon_dies_says_so_in_one_line(procs):
+    port = free_tcp_port()
+    first = procs.start("spread_mini.py", "daemon", "--port", str(port))
+    wait_for(lambda: "listening" in Procs.output(first), 20)
+    sender = subprocess.Popen([sys.executable, "floodtools.py", "send", "--daemon", f"{port}@127.0.0.1",
+                               "--count", "100000", "--rate", "1000", "--batch", "dies"], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    first.kill()
+    out, err = sender.communicate(timeout=60)
+    assert sender.returncode == 1, (out, err)
+    assert "ended the session during batch dies" in err and "Traceback" not in err
