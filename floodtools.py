@@ -364,7 +364,7 @@ class Interval:
 
 # ---- FLOOREC -------------------------------------------------------------------------------
 
-RECEIVING, DRAINING = "RECEIVING", "DRAINING"
+RECEIVING, DRAINING, ENDED = "RECEIVING", "DRAINING", "ENDED"
 
 
 @dataclass
@@ -435,8 +435,10 @@ class FlooRecCore:
 
     # -- handlers ------------------------------------------------------------------------
     def _on_start(self, marker: Marker, now: float, wall: float) -> list:
-        if marker.batch in self.open or marker.batch in self.finished:
+        if marker.batch in self.open:
             return self._ignore("duplicate start marker")
+        if marker.batch in self.finished:
+            self.finished.remove(marker.batch)   # the same id used again: a new batch
         out: list = []
         if len(self.open) >= self.max_open:
             oldest = min(self.open.values(), key=lambda p: p.started_at)
@@ -450,9 +452,9 @@ class FlooRecCore:
             self.total += early["data"]
             progress.last_at = early["last_at"]
         self.open[marker.batch] = progress
-        out.append(self._change(progress, "-", RECEIVING,
-                                f"start marker from {marker.sender}: {marker.count} x {marker.size} B {marker.service}"
-                                + (f" ({early['data']} messages came before it)" if early else "")))
+        out.append(self._enter_receiving(progress, f"start marker from {marker.sender}: {marker.count} x "
+                                                   f"{marker.size} B {marker.service}"
+                                         + (f" ({early['data']} messages came before it)" if early else "")))
         out.append(SendRecord(format_record(self._record(progress, "start", wall))))
         if progress.received >= marker.count:
             out += self._finish(progress, "complete", now, wall)
@@ -507,9 +509,8 @@ class FlooRecCore:
         if progress.state == DRAINING:
             return self._ignore("duplicate end marker")
         progress.drain_deadline = now + self.end_grace_s
-        return [self._change(progress, RECEIVING, DRAINING,
-                             f"end marker: {progress.received} of {progress.marker.count} so far; "
-                             f"waiting {self.end_grace_s:g} s for the rest")]
+        return [self._enter_draining(progress, f"end marker: {progress.received} of {progress.marker.count} "
+                                               f"so far; waiting {self.end_grace_s:g} s for the rest")]
 
     # -- transitions ---------------------------------------------------------------------
     def _finish(self, progress: BatchProgress, reason: str, now: float, wall: float) -> list:
@@ -520,9 +521,21 @@ class FlooRecCore:
         record.elapsed_s = max(progress.last_at - progress.started_at, 0.0)
         record.end = reason
         self.last_records.append(record)
-        return [self._change(progress, progress.state, "ENDED",
-                             f"{reason}: {progress.received} of {progress.marker.count} in {record.elapsed_s:.3f} s"),
+        return [self._enter_ended(progress, f"{reason}: {progress.received} of {progress.marker.count} "
+                                            f"in {record.elapsed_s:.3f} s"),
                 SendRecord(format_record(record))]
+
+    def _enter_receiving(self, progress: BatchProgress, reason: str) -> Say:
+        """Counting the batch's data messages."""
+        return self._change(progress, "-", RECEIVING, reason)
+
+    def _enter_draining(self, progress: BatchProgress, reason: str) -> Say:
+        """The end marker came before all COUNT messages: a grace time for stragglers."""
+        return self._change(progress, RECEIVING, DRAINING, reason)
+
+    def _enter_ended(self, progress: BatchProgress, reason: str) -> Say:
+        """The end record is out; the batch is forgotten but for its id."""
+        return self._change(progress, progress.state, ENDED, reason)
 
     def _change(self, progress: BatchProgress, old: str, new: str, reason: str) -> Say:
         key = f"{old}->{new} ({reason.split(':')[0]})"
@@ -589,7 +602,8 @@ class FlooEnvCore:
         self.intervals: List[Interval] = []
         self._interval_start_s = 0.0
         self._interval_confirmed = 0
-        self.changes: List[str] = []
+        self.changes: List[str] = []              #: every state change with its reason, in order
+        self.change_counts: Dict[str, int] = {}   #: state changes counted by "FROM->TO"
         self.failure = ""
 
     # -- events --------------------------------------------------------------------------
@@ -597,8 +611,8 @@ class FlooEnvCore:
         self.started_at = self.last_progress_at = now
         out: list = [Multicast(MESS_START, encode_start(self.batch, self.count, self.size, self.service,
                                                         self.sender, wall))]
-        self._enter(SENDING, f"start marker sent: {self.count} x {self.size} B {self.service}, "
-                             f"window {self.window}, echo every {self.echo_every}")
+        self._enter_sending(f"start marker sent: {self.count} x {self.size} B {self.service}, "
+                            f"window {self.window}, echo every {self.echo_every}")
         return out + self._fill(now)
 
     def on_own_message(self, mess_type: int, data: bytes, now: float) -> list:
@@ -617,7 +631,7 @@ class FlooEnvCore:
         if self.state == CLOSING and seq == self.final_echo:
             self.finished_at = now
             out += self._intervals_until(now, final=True)
-            self._enter(DONE, f"last echo back: {self.confirmed} messages confirmed")
+            self._enter_done(f"last echo back: {self.confirmed} messages confirmed")
             return out
         return out + self._fill(now)
 
@@ -631,7 +645,7 @@ class FlooEnvCore:
             self.failure = (f"no echo for {self.stall_timeout_s:g} s with {self.sent - self.confirmed} "
                             f"messages unconfirmed: is the daemon alive?")
             self.finished_at = now
-            self._enter(FAILED, self.failure)
+            self._enter_failed(self.failure)
         return out
 
     # -- internals -----------------------------------------------------------------------
@@ -656,7 +670,7 @@ class FlooEnvCore:
             self.final_echo = self.count + 1
             out.append(Multicast(MESS_END, encode_end(self.batch, self.sent)))
             out.append(Multicast(MESS_ECHO, encode_echo(self.batch, self.final_echo), to_self=True))
-            self._enter(CLOSING, f"all {self.count} data messages sent; end marker and last echo sent")
+            self._enter_closing(f"all {self.count} data messages sent; end marker and last echo sent")
         return out
 
     def _intervals_until(self, now: float, final: bool = False) -> list:
@@ -675,8 +689,24 @@ class FlooEnvCore:
         self._interval_start_s, self._interval_confirmed = end_s, confirmed
         return interval
 
+    def _enter_sending(self, reason: str) -> None:
+        """Data goes out while the window (and the rate) allow."""
+        self._enter(SENDING, reason)
+
+    def _enter_closing(self, reason: str) -> None:
+        """Everything is sent; only the last echo is awaited."""
+        self._enter(CLOSING, reason)
+
+    def _enter_done(self, reason: str) -> None:
+        self._enter(DONE, reason)
+
+    def _enter_failed(self, reason: str) -> None:
+        self._enter(FAILED, reason)
+
     def _enter(self, state: str, reason: str) -> None:
         self.changes.append(f"{self.state} -> {state}: {reason}")
+        key = f"{self.state}->{state}"
+        self.change_counts[key] = self.change_counts.get(key, 0) + 1
         self.state = state
 
     @property

@@ -177,6 +177,24 @@ def test_floorec_ignores_orphans_duplicates_late_and_foreign_and_counts_them():
     assert core.ignored == {"duplicate start marker": 1, "late": 1, "foreign": 1}
 
 
+def test_floorec_batch_id_used_again_is_a_new_batch():
+    core = ft.FlooRecCore("pc01")
+    start(core, count=1)
+    data(core, seq=1)
+    recs = records(start(core, count=2, now=1.0))
+    assert [r.rec for r in recs] == ["start"] and core.open["b1"].marker.count == 2
+
+
+def test_floorec_state_changes_are_said_and_counted():
+    core = ft.FlooRecCore("pc01", end_grace_s=1.0)
+    said = [o.text for o in start(core, count=3) if isinstance(o, ft.Say)]
+    said += [o.text for o in core.on_message(ft.MESS_END, ft.encode_end("b1", 3), 0.1, WALL) if isinstance(o, ft.Say)]
+    said += [o.text for o in core.tick(1.2, WALL) if isinstance(o, ft.Say)]
+    assert [t.split(":")[1].strip() for t in said] == ["- -> RECEIVING", "RECEIVING -> DRAINING", "DRAINING -> ENDED"]
+    assert core.changes == {"-->RECEIVING (start marker from env)": 1, "RECEIVING->DRAINING (end marker)": 1,
+                            "DRAINING->ENDED (marker)": 1}
+
+
 def test_floorec_counts_messages_that_overtook_the_start_marker():
     # RELIABLE promises no order (7.3.3): data and even the end marker may come first.
     core = ft.FlooRecCore("pc01", end_grace_s=1.0)
@@ -248,6 +266,7 @@ def test_floenv_never_has_more_than_window_unconfirmed():
     kinds = [m.mess_type for m in daemon.to_group]
     assert kinds[0] == ft.MESS_START and kinds[-1] == ft.MESS_END and kinds.count(ft.MESS_DATA) == 1000
     assert core.state == ft.DONE and core.summary()["messages"] == 1000
+    assert core.change_counts == {"NEW->SENDING": 1, "SENDING->CLOSING": 1, "CLOSING->DONE": 1}
 
 
 def test_floenv_intervals_every_second_and_a_summary():
