@@ -398,6 +398,7 @@ class FlooRecCore:
         self.max_open = max_open
         self.open: Dict[str, BatchProgress] = {}
         self.early: Dict[str, dict] = {}   #: batches seen before their start marker (insertion order)
+        self._hot: Optional[Tuple[bytes, str]] = None   #: (data header prefix, batch) of the last data
         self.finished: deque = deque(maxlen=MAX_FINISHED_REMEMBERED)
         self.last_records: deque = deque(maxlen=20)  #: for the live table
         self.total = 0           #: data messages counted, all batches (the thesis's counter)
@@ -478,10 +479,15 @@ class FlooRecCore:
             early["last_at"] = now
 
     def _on_data(self, data: bytes, now: float, wall: float) -> list:
-        try:
-            batch, _seq = decode_data(data)
-        except MalformedMessage as why:
-            return self._ignore(f"foreign ({why})")
+        hot = self._hot
+        if hot is not None and data.startswith(hot[0]):
+            batch = hot[1]   # most messages belong to the batch before: skip parsing (15% of the CPU)
+        else:
+            try:
+                batch, _seq = decode_data(data)
+            except MalformedMessage as why:
+                return self._ignore(f"foreign ({why})")
+            self._hot = (f"FLD {batch} ".encode(), batch)
         progress = self.open.get(batch)
         if progress is None:
             if batch in self.finished:
