@@ -223,3 +223,27 @@ def test_a_batch_id_used_again_is_a_new_batch():
     report = logbm.build_report([rec("start"), rec("end", 5), rec("start"), rec("end", 4), rec("end", 4)])
     assert [(r.batch, r.received) for r in report.rows] == [("test", 5), ("test#2", 4)]
     assert report.duplicates == 1
+
+
+try:
+    from hypothesis import given, strategies as st
+except ImportError:  # pragma: no cover
+    given = None
+
+if given is not None:
+    T0 = datetime.datetime(2026, 11, 20, 0, 0, 0)
+    event_lists = st.lists(st.tuples(st.integers(0, 3 * 86400), st.sampled_from("CD"),
+                                     st.sampled_from(["lab01", "lab02"])), min_size=1, max_size=30)
+
+    @given(event_lists, st.integers(0, 3600))
+    def test_usage_chart_invariants(raw, reboot_s):
+        events = [logbm.ConnEvent(T0 + datetime.timedelta(seconds=t), e, n) for t, e, n in sorted(raw)]
+        chart = logbm.usage_chart(events, "lab01", reboot_s)
+        for _day, cells, hours in chart.rows:
+            assert len(cells) == 96 and set(cells) <= {"#", ".", "R"}
+            assert 0 <= hours <= 24 + 1e-9
+            # every hour on is inside cells drawn on (a cell is 0.25 h)
+            assert hours <= 0.25 * sum(c != "." for c in cells) + 1e-9
+        assert chart.reboots <= chart.sessions
+        for event in events:   # the line format round-trips
+            assert logbm.parse_conn_line(logbm.format_conn_line(event)) == event
