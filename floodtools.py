@@ -19,6 +19,7 @@ import json
 import os
 import random
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -1006,7 +1007,11 @@ class _Lab:
             # Host 1 is the server (daemon, LOGBM and FLOOENV, as the thesis's Linux server);
             # hosts 2..N+1 are the N lab machines running FLOOREC.
             self.net = labnet.LabNet(hosts + 1)
-            self.net.up()
+            try:
+                self.net.up()
+            except BaseException:
+                self.net.close()   # never leave half a lab of namespaces behind
+                raise
         self.server_ip = self.net.ip(1) if self.net else "127.0.0.1"
 
     def start(self, host: int, argv: List[str], log_name: str) -> subprocess.Popen:
@@ -1078,6 +1083,10 @@ def _proc_usage(pid: int) -> Tuple[float, int]:
         return 0.0, 0
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt()
+
+
 def run_experiment(args, say=print) -> int:
     """N lab machines, one daemon, the batch matrix, then the report (section 8.2)."""
     if args.daemons > 1:
@@ -1096,6 +1105,9 @@ def run_experiment(args, say=print) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     here = os.path.dirname(os.path.abspath(__file__))
     py = sys.executable
+    # A `kill` of the runner must still take the lab down (namespaces, processes): make SIGTERM
+    # unwind like Ctrl-C, through the finally below.
+    signal.signal(signal.SIGTERM, _interrupt)
     lab = _Lab(args.hosts, use_ns, workdir)
     started = time.monotonic()
     try:
