@@ -1181,7 +1181,8 @@ def _run_batch(lab: _Lab, spec: BatchSpec, py: str, here: str, daemon_name: str,
     window = max(1, min(DEFAULT_WINDOW, args.max_session_messages // 2))
     sender = lab.start(1, [py, os.path.join(here, "floodtools.py"), "send", "--count", str(spec.count),
                            "--size", str(spec.size), "--service", spec.service, "--batch", spec.batch,
-                           # In flight at most half the daemon's per-session limit (FLOOD-NEEDS 1).
+                           # In flight at most half the daemon's per-session limit: a burst the
+                           # daemon reads at once then never fills a receiver's queue by itself.
                            "--window", str(window), "--echo-every", str(max(1, min(DEFAULT_ECHO_EVERY, window // 5))),
                            "--name", "flooenv", "--group", args.group, "--daemon", daemon_name, "--json",
                            "--rate", str(args.rate)],
