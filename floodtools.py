@@ -1,0 +1,1385 @@
+#!/usr/bin/env python3
+"""floodtools.py: the thesis's flood experiment (section 8.2): FLOOENV sends, FLOOREC receives.
+
+    python3 floodtools.py recv --name h2                  # FLOOREC: on every lab machine
+    python3 floodtools.py send --count 2000 --size 1000 --service safe     # FLOOENV: one batch
+    python3 floodtools.py experiment --hosts 9            # the whole experiment on this machine
+
+A batch is a start marker, COUNT data messages and an end marker sent to group `flood`. Each
+receiver sends a start record and an end record (elapsed time, real count) to group `log`, where
+`python3 logbm.py record` (LOGBM) writes them to a file; `python3 logbm.py report` makes the tables.
+Both tools speak the Spread client protocol through spread_mini's client library, so they work
+against spread_mini's daemon and a real Spread daemon alike.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+try:
+    import rich
+except ImportError:  # plain text still works
+    rich = None
+
+# spread_mini is imported lazily (see _spread()), so that the wire format and the cores can be
+# used and tested on their own.
+sp = None
+
+# ============================================================================================
+# Constants
+# ============================================================================================
+
+DEFAULT_DAEMON = "4803@127.0.0.1"
+DEFAULT_GROUP = "flood"              #: where FLOOENV sends its batches
+LOG_GROUP = "log"                    #: where FLOOREC sends its records (section 8.2)
+
+#: mess_type of each kind of flood message (16 bits); 0x46 is "F", so that a program that
+#: prints mess_type shows where these come from. The payload is checked too (other teams).
+MESS_START = 0x4601
+MESS_DATA = 0x4602
+MESS_END = 0x4603
+MESS_ECHO = 0x4604                   #: FLOOENV's self-addressed flow-control echo
+MESS_RECORD = 0x4605                 #: FLOOREC's log records to group `log`
+
+SERVICE_NAMES = ("unreliable", "reliable", "fifo", "causal", "agreed", "safe")
+
+MIN_SIZE_BYTES = 32                  #: a data message carries "FLD <batch> <seq> "
+MAX_SIZE_BYTES = 100_000             #: well under Spread's 143152-byte body limit
+MAX_COUNT = 10_000_000
+MAX_NAME_CHARS = 31
+MAX_BATCH_CHARS = 16
+MAX_RECORD_BYTES = 1000              #: one log record, one line
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,31}$")
+BATCH_RE = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
+
+COUNTER_EVERY = 1000                 #: FLOOREC prints a counter every 1000 messages, as in 8.2.1
+END_GRACE_S = 2.0                    #: after the end marker, wait this long for stragglers
+IDLE_TIMEOUT_S = 30.0                #: a batch with no message for this long ends (sender died)
+MAX_OPEN_BATCHES = 16                #: batches a receiver follows at once
+MAX_FINISHED_REMEMBERED = 256        #: ids of finished batches (late messages are ignored)
+
+#: Flow control of FLOOENV. At most WINDOW data messages are "in flight": sent but not yet
+#: confirmed by the echo that the sender sends to its own private group every ECHO_EVERY data
+#: messages. The sender is not a member of the flood group, so the daemon queues nothing for it
+#: but these echoes (at most WINDOW/ECHO_EVERY + 2): the per-session limit (MAX_SESSION, 1000 in
+#: Spread and spread_mini) can never disconnect it, whatever the receivers do.
+DEFAULT_WINDOW = 500
+MAX_WINDOW = 50_000
+DEFAULT_ECHO_EVERY = 50
+REPORT_EVERY_S = 1.0                 #: iperf3-like progress line interval
+STALL_TIMEOUT_S = 30.0               #: no echo for this long: the sender gives up
+MAX_RECONNECT_ATTEMPTS = 120         #: recv --reconnect: tries to reach a vanished daemon
+
+#: The experiment's batch matrix. The thesis's own counts are in its Quadros 6-13, which are cut
+#: off in our copy; it says only that disconnections began "above a thousand messages" with the
+#: daemon's queue limit at 1000. The default counts keep a 9-host run to a few minutes here;
+#: --full uses the larger counts of a lab session.
+DEFAULT_COUNTS = (1000, 5000)
+FULL_COUNTS = (1000, 5000, 10000, 50000)
+MATRIX_SIZES = (100, 1000)
+MATRIX_SERVICES = ("reliable", "safe")
+
+
+# ============================================================================================
+# Wire format
+# ============================================================================================
+# Markers and records are one line of ASCII `key=value` words: readable in a packet dump, in
+# `spread_mini.py user`, in the log file, and easy to cut with awk. Values never hold spaces
+# (names are checked against NAME_RE / BATCH_RE).
+
+class MalformedMessage(ValueError):
+    """A message on the flood or log group that is not ours or not well formed."""
+
+
+@dataclass
+class Marker:
+    kind: str                    # "start" or "end"
+    batch: str
+    count: int = 0
+    size: int = 0
+    service: str = ""
+    sender: str = ""
+    start: str = ""              # sender's clock at the start, ISO 8601 (start marker)
+    sent: int = 0                # data messages sent (end marker)
+
+
+def check_name(name: str, what: str = "name") -> str:
+    if not NAME_RE.match(name or ""):
+        raise ValueError(f"{what} {name!r}: 1 to {MAX_NAME_CHARS} characters from A-Z a-z 0-9 _ . : -")
+    return name
+
+
+def check_batch(batch: str) -> str:
+    if not BATCH_RE.match(batch or ""):
+        raise ValueError(f"batch id {batch!r}: 1 to {MAX_BATCH_CHARS} characters from A-Z a-z 0-9 _ -")
+    return batch
+
+
+def iso_time(wall: float) -> str:
+    """The local clock as 2026-11-22T08:31:02.123 (the machine's own clock, as in 8.2)."""
+    return datetime.datetime.fromtimestamp(wall).isoformat(timespec="milliseconds")
+
+
+def _words(text: str) -> Dict[str, str]:
+    out = {}
+    for word in text.split():
+        key, eq, value = word.partition("=")
+        if not eq or not key:
+            raise MalformedMessage(f"not key=value: {word[:40]!r}")
+        out[key] = value
+    return out
+
+
+def _int_field(fields: Dict[str, str], key: str, low: int, high: int) -> int:
+    try:
+        value = int(fields[key])
+    except KeyError:
+        raise MalformedMessage(f"missing {key}=") from None
+    except ValueError:
+        raise MalformedMessage(f"{key}= is not a number: {fields[key][:20]!r}") from None
+    if not low <= value <= high:
+        raise MalformedMessage(f"{key}={value} outside {low}..{high}")
+    return value
+
+
+def encode_start(batch: str, count: int, size: int, service: str, sender: str, start_wall: float) -> bytes:
+    return (f"FLOOD start batch={batch} count={count} size={size} service={service} "
+            f"sender={sender} start={iso_time(start_wall)}").encode()
+
+
+def encode_end(batch: str, sent: int) -> bytes:
+    return f"FLOOD end batch={batch} sent={sent}".encode()
+
+
+def encode_data(batch: str, seq: int, size: int) -> bytes:
+    """A data message of exactly `size` bytes: a short header, then dots."""
+    head = f"FLD {batch} {seq} ".encode()
+    return head + b"." * (size - len(head))
+
+
+def encode_echo(batch: str, seq: int) -> bytes:
+    return f"FLOOD echo batch={batch} seq={seq}".encode()
+
+
+def decode_marker(mess_type: int, data: bytes) -> Marker:
+    """Start or end marker; raises MalformedMessage for anything else."""
+    if mess_type not in (MESS_START, MESS_END) or not data.startswith(b"FLOOD "):
+        raise MalformedMessage("not a flood marker")
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise MalformedMessage("marker is not ASCII") from None
+    words = text.split(None, 2)
+    if len(words) < 3:
+        raise MalformedMessage("marker too short")
+    kind, fields = words[1], _words(words[2])
+    batch = fields.get("batch", "")
+    if not BATCH_RE.match(batch):
+        raise MalformedMessage(f"bad batch id {batch[:20]!r}")
+    if kind == "start" and mess_type == MESS_START:
+        service = fields.get("service", "")
+        if service not in SERVICE_NAMES:
+            raise MalformedMessage(f"unknown service {service[:20]!r}")
+        sender = fields.get("sender", "")
+        if not NAME_RE.match(sender):
+            raise MalformedMessage(f"bad sender {sender[:20]!r}")
+        return Marker("start", batch, count=_int_field(fields, "count", 0, MAX_COUNT),
+                      size=_int_field(fields, "size", 1, MAX_SIZE_BYTES), service=service,
+                      sender=sender, start=fields.get("start", "")[:32])
+    if kind == "end" and mess_type == MESS_END:
+        return Marker("end", batch, sent=_int_field(fields, "sent", 0, MAX_COUNT))
+    raise MalformedMessage(f"unknown marker {kind[:20]!r}")
+
+
+def decode_data(data: bytes) -> Tuple[str, int]:
+    """(batch, seq) of a data message; raises MalformedMessage."""
+    if not data.startswith(b"FLD "):
+        raise MalformedMessage("not a flood data message")
+    parts = data[:4 + MAX_BATCH_CHARS + 12].split(b" ", 3)
+    if len(parts) < 4:
+        raise MalformedMessage("data header cut short")
+    try:
+        batch, seq = parts[1].decode("ascii"), int(parts[2])
+    except (UnicodeDecodeError, ValueError):
+        raise MalformedMessage("bad data header") from None
+    if not BATCH_RE.match(batch):
+        raise MalformedMessage("bad batch id in data")
+    return batch, seq
+
+
+def decode_echo(data: bytes) -> Tuple[str, int]:
+    if not data.startswith(b"FLOOD echo "):
+        raise MalformedMessage("not an echo")
+    fields = _words(data[11:].decode("ascii", "replace"))
+    return fields.get("batch", ""), _int_field(fields, "seq", 0, MAX_COUNT)
+
+
+# ---- log records (FLOOREC -> group `log` -> LOGBM's file -> logbm.py report) ---------------
+# One line per record:
+#   FLOODLOG rec=start date=2026-11-22 time=08:31:02.123 machine=h2 batch=r1000x2000 count=2000
+#            size=1000 service=safe sender=h1
+#   FLOODLOG rec=end ... (the same fields) received=2000 elapsed_s=1.234567 end=complete
+# `end` says why the batch ended: complete (all COUNT arrived), marker (the end marker came and
+# the grace time passed with messages missing), idle (nothing for IDLE_TIMEOUT_S: the sender
+# died), disconnected (the daemon cut this receiver off: a slow receiver, as in 8.2.1),
+# superseded (too many batches at once). Unknown keys are kept, so the format can grow.
+
+RECORD_KINDS = ("start", "end")
+END_REASONS = ("complete", "marker", "idle", "disconnected", "superseded")
+RECORD_KEYS = ("rec", "date", "time", "machine", "batch", "count", "size", "service", "sender")
+END_KEYS = ("received", "elapsed_s", "end")
+
+
+@dataclass
+class LogRecord:
+    rec: str                     # "start" or "end"
+    date: str                    # receiver's clock, YYYY-MM-DD
+    time: str                    # receiver's clock, HH:MM:SS.mmm
+    machine: str
+    batch: str
+    count: int
+    size: int
+    service: str
+    sender: str
+    received: int = 0            # end records only
+    elapsed_s: float = 0.0       # end records only: first to last message of the batch
+    end: str = ""                # end records only: one of END_REASONS
+    extra: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def msgs_per_s(self) -> float:
+        return self.received / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def format_record(r: LogRecord) -> str:
+    line = (f"FLOODLOG rec={r.rec} date={r.date} time={r.time} machine={r.machine} "
+            f"batch={r.batch} count={r.count} size={r.size} service={r.service} sender={r.sender}")
+    if r.rec == "end":
+        line += f" received={r.received} elapsed_s={r.elapsed_s:.6f} end={r.end}"
+    for key, value in r.extra.items():
+        line += f" {key}={value}"
+    return line
+
+
+def parse_record(line: str) -> LogRecord:
+    """A record line back into a LogRecord; raises MalformedMessage saying what is wrong."""
+    if len(line) > MAX_RECORD_BYTES:
+        raise MalformedMessage("record longer than %d bytes" % MAX_RECORD_BYTES)
+    words = line.strip().split(None, 1)
+    if not words or words[0] != "FLOODLOG":
+        raise MalformedMessage("not a FLOODLOG record")
+    fields = _words(words[1] if len(words) > 1 else "")
+    missing = [k for k in RECORD_KEYS if k not in fields]
+    if fields.get("rec") == "end":
+        missing += [k for k in END_KEYS if k not in fields]
+    if missing:
+        raise MalformedMessage("missing " + ", ".join(missing))
+    if fields["rec"] not in RECORD_KINDS:
+        raise MalformedMessage(f"rec={fields['rec'][:20]} is neither start nor end")
+    for key in ("machine", "sender"):
+        if not NAME_RE.match(fields[key]):
+            raise MalformedMessage(f"bad {key}={fields[key][:40]}")
+    if not BATCH_RE.match(fields["batch"]):
+        raise MalformedMessage(f"bad batch={fields['batch'][:40]}")
+    if fields["service"] not in SERVICE_NAMES:
+        raise MalformedMessage(f"unknown service={fields['service'][:20]}")
+    record = LogRecord(fields["rec"], fields["date"], fields["time"], fields["machine"],
+                       fields["batch"], _int_field(fields, "count", 0, MAX_COUNT),
+                       _int_field(fields, "size", 1, MAX_SIZE_BYTES), fields["service"],
+                       fields["sender"])
+    if record.rec == "end":
+        record.received = _int_field(fields, "received", 0, MAX_COUNT)
+        try:
+            record.elapsed_s = float(fields["elapsed_s"])
+        except ValueError:
+            raise MalformedMessage("elapsed_s is not a number") from None
+        if not 0 <= record.elapsed_s < 1e7:
+            raise MalformedMessage("elapsed_s out of range")
+        record.end = fields["end"]
+    known = set(RECORD_KEYS) | set(END_KEYS)
+    record.extra = {k: v for k, v in fields.items() if k not in known}
+    return record
+
+
+def clock_fields(wall: float) -> Tuple[str, str]:
+    """(date, time) of the receiver's own clock for a record."""
+    moment = datetime.datetime.fromtimestamp(wall)
+    return moment.strftime("%Y-%m-%d"), moment.strftime("%H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
+
+
+# ============================================================================================
+# Protocol core
+# ============================================================================================
+# Outputs of both cores; the I/O loop carries them out.
+
+@dataclass
+class Multicast:
+    """Send `data` with `mess_type`; to the flood group, or to our own private group (echo)."""
+    mess_type: int
+    data: bytes
+    to_self: bool = False
+
+
+@dataclass
+class SendRecord:
+    """A log record for group `log`."""
+    line: str
+
+
+@dataclass
+class Say:
+    """A line for the terminal (the student watching)."""
+    text: str
+
+
+@dataclass
+class Interval:
+    """One iperf3-like progress line of FLOOENV."""
+    start_s: float
+    end_s: float
+    messages: int
+    bytes: int
+
+    def as_dict(self) -> dict:
+        span = max(self.end_s - self.start_s, 1e-9)
+        return {"start_s": round(self.start_s, 3), "end_s": round(self.end_s, 3),
+                "messages": self.messages, "bytes": self.bytes,
+                "msgs_per_s": round(self.messages / span, 1),
+                "mbit_per_s": round(self.bytes * 8 / span / 1e6, 3)}
+
+
+# ---- FLOOREC -------------------------------------------------------------------------------
+
+RECEIVING, DRAINING, ENDED = "RECEIVING", "DRAINING", "ENDED"
+
+
+@dataclass
+class BatchProgress:
+    marker: Marker
+    started_at: float            # monotonic, when the start marker arrived
+    started_wall: float
+    state: str = RECEIVING
+    received: int = 0
+    last_at: float = 0.0         # monotonic, last data message of this batch
+    last_seen_at: float = 0.0    # monotonic, last message of any kind of this batch
+    drain_deadline: float = 0.0
+
+
+class FlooRecCore:
+    """FLOOREC (section 8.2): follows batches on the flood group and produces the log records.
+
+    Per batch: the start marker opens it (state RECEIVING) and yields the start record; data
+    messages are counted; the batch ends when all COUNT messages arrived (complete), or the end
+    marker came and END_GRACE_S passed (state DRAINING, then `marker`: some never came), or no
+    message for IDLE_TIMEOUT_S (`idle`), or the daemon cut us off (`disconnected`). Every change
+    is said on the terminal with its reason and counted in `self.changes`.
+    """
+
+    def __init__(self, machine: str, counter_every: int = COUNTER_EVERY, end_grace_s: float = END_GRACE_S,
+                 idle_timeout_s: float = IDLE_TIMEOUT_S, max_open: int = MAX_OPEN_BATCHES):
+        self.machine = check_name(machine, "machine name")
+        self.counter_every = counter_every
+        self.end_grace_s = end_grace_s
+        self.idle_timeout_s = idle_timeout_s
+        self.max_open = max_open
+        self.open: Dict[str, BatchProgress] = {}
+        self.early: Dict[str, dict] = {}   #: batches seen before their start marker (insertion order)
+        self._hot: Optional[Tuple[bytes, str]] = None   #: (data header prefix, batch) of the last data
+        self.finished: deque = deque(maxlen=MAX_FINISHED_REMEMBERED)
+        self.last_records: deque = deque(maxlen=20)  #: for the live table
+        self.total = 0           #: data messages counted, all batches (the thesis's counter)
+        self.ignored: Dict[str, int] = {}  #: foreign / late / orphan messages, by reason
+        self.changes: Dict[str, int] = {}  #: state changes by "FROM->TO (reason)"
+        self.sessions = 0        #: sessions with the daemon so far (the I/O loop counts them)
+
+    # -- events --------------------------------------------------------------------------
+    def on_message(self, mess_type: int, data: bytes, now: float, wall: float) -> list:
+        if mess_type == MESS_DATA:
+            return self._on_data(data, now, wall)
+        try:
+            marker = decode_marker(mess_type, data)
+        except MalformedMessage as why:
+            return self._ignore(f"foreign ({why})")
+        if marker.kind == "start":
+            return self._on_start(marker, now, wall)
+        return self._on_end(marker, now, wall)
+
+    def tick(self, now: float, wall: float) -> list:
+        out: list = []
+        for progress in list(self.open.values()):
+            if progress.state == DRAINING and now >= progress.drain_deadline:
+                out += self._finish(progress, "marker", now, wall)
+            elif now - progress.last_seen_at >= self.idle_timeout_s:
+                out += self._finish(progress, "idle", now, wall)
+        return out
+
+    def on_disconnect(self, now: float, wall: float) -> list:
+        """The daemon closed our session: record what we had for every open batch."""
+        out: list = []
+        for progress in list(self.open.values()):
+            out += self._finish(progress, "disconnected", now, wall)
+        return out
+
+    # -- handlers ------------------------------------------------------------------------
+    def _on_start(self, marker: Marker, now: float, wall: float) -> list:
+        if marker.batch in self.open:
+            return self._ignore("duplicate start marker")
+        if marker.batch in self.finished:
+            self.finished.remove(marker.batch)   # the same id used again: a new batch
+        out: list = []
+        if len(self.open) >= self.max_open:
+            oldest = min(self.open.values(), key=lambda p: p.started_at)
+            out += self._finish(oldest, "superseded", now, wall)
+        progress = BatchProgress(marker, started_at=now, started_wall=wall, last_at=now, last_seen_at=now)
+        early = self.early.pop(marker.batch, None)
+        if early is not None:
+            # Messages that overtook the start marker (RELIABLE and UNRELIABLE promise no order):
+            # they belong to the batch, and the batch began when the first of them came.
+            progress.received, progress.started_at = early["data"], early["first_at"]
+            self.total += early["data"]
+            progress.last_at = early["last_at"]
+        self.open[marker.batch] = progress
+        out.append(self._enter_receiving(progress, f"start marker from {marker.sender}: {marker.count} x "
+                                                   f"{marker.size} B {marker.service}"
+                                         + (f" ({early['data']} messages came before it)" if early else "")))
+        out.append(SendRecord(format_record(self._record(progress, "start", wall))))
+        if progress.received >= marker.count:
+            out += self._finish(progress, "complete", now, wall)
+        elif early is not None and early["end"]:
+            out += self._on_end(Marker("end", marker.batch), now, wall)
+        return out
+
+    def _note_early(self, batch: str, now: float, data: int = 0, end: bool = False) -> None:
+        """Data or an end marker of a batch whose start marker has not come (yet): keep a count,
+        for at most MAX_OPEN_BATCHES such batches (a receiver that joined mid-batch never sees
+        the start marker; those counts age out)."""
+        early = self.early.get(batch)
+        if early is None:
+            if len(self.early) >= self.max_open:
+                self.early.pop(next(iter(self.early)))
+                self._ignore("orphan (joined after the start marker)")
+            early = self.early[batch] = {"data": 0, "first_at": now, "last_at": now, "end": False}
+        early["data"] += data
+        early["end"] = early["end"] or end
+        if data:
+            early["last_at"] = now
+
+    def _on_data(self, data: bytes, now: float, wall: float) -> list:
+        hot = self._hot
+        if hot is not None and data.startswith(hot[0]):
+            batch = hot[1]   # most messages belong to the batch before: skip parsing (15% of the CPU)
+        else:
+            try:
+                batch, _seq = decode_data(data)
+            except MalformedMessage as why:
+                return self._ignore(f"foreign ({why})")
+            self._hot = (f"FLD {batch} ".encode(), batch)
+        progress = self.open.get(batch)
+        if progress is None:
+            if batch in self.finished:
+                return self._ignore("late (batch already ended)")
+            self._note_early(batch, now, data=1)
+            return []
+        progress.received += 1
+        progress.last_at = progress.last_seen_at = now
+        self.total += 1
+        out: list = []
+        if self.total % self.counter_every == 0:
+            out.append(Say(f"{self.total} messages"))
+        if progress.received >= progress.marker.count:
+            out += self._finish(progress, "complete", now, wall)
+        return out
+
+    def _on_end(self, marker: Marker, now: float, wall: float) -> list:
+        progress = self.open.get(marker.batch)
+        if progress is None:
+            if marker.batch in self.finished:
+                return self._ignore("late (batch already ended)")
+            self._note_early(marker.batch, now, end=True)
+            return []
+        progress.last_seen_at = now
+        if progress.state == DRAINING:
+            return self._ignore("duplicate end marker")
+        progress.drain_deadline = now + self.end_grace_s
+        return [self._enter_draining(progress, f"end marker: {progress.received} of {progress.marker.count} "
+                                               f"so far; waiting {self.end_grace_s:g} s for the rest")]
+
+    # -- transitions ---------------------------------------------------------------------
+    def _finish(self, progress: BatchProgress, reason: str, now: float, wall: float) -> list:
+        del self.open[progress.marker.batch]
+        self.finished.append(progress.marker.batch)
+        record = self._record(progress, "end", wall)
+        record.received = progress.received
+        record.elapsed_s = max(progress.last_at - progress.started_at, 0.0)
+        record.end = reason
+        self.last_records.append(record)
+        return [self._enter_ended(progress, f"{reason}: {progress.received} of {progress.marker.count} "
+                                            f"in {record.elapsed_s:.3f} s"),
+                SendRecord(format_record(record))]
+
+    def _enter_receiving(self, progress: BatchProgress, reason: str) -> Say:
+        """Counting the batch's data messages."""
+        return self._change(progress, "-", RECEIVING, reason)
+
+    def _enter_draining(self, progress: BatchProgress, reason: str) -> Say:
+        """The end marker came before all COUNT messages: a grace time for stragglers."""
+        return self._change(progress, RECEIVING, DRAINING, reason)
+
+    def _enter_ended(self, progress: BatchProgress, reason: str) -> Say:
+        """The end record is out; the batch is forgotten but for its id."""
+        return self._change(progress, progress.state, ENDED, reason)
+
+    def _change(self, progress: BatchProgress, old: str, new: str, reason: str) -> Say:
+        key = f"{old}->{new} ({reason.split(':')[0]})"
+        self.changes[key] = self.changes.get(key, 0) + 1
+        progress.state = new
+        return Say(f"batch {progress.marker.batch}: {old} -> {new}: {reason}")
+
+    def _ignore(self, reason: str) -> list:
+        key = reason.split(" (")[0]
+        self.ignored[key] = self.ignored.get(key, 0) + 1
+        return []
+
+    def _record(self, progress: BatchProgress, kind: str, wall: float) -> LogRecord:
+        day, clock = clock_fields(wall)
+        m = progress.marker
+        return LogRecord(kind, day, clock, self.machine, m.batch, m.count, m.size, m.service, m.sender)
+
+    def snapshot(self) -> dict:
+        return {"machine": self.machine, "total": self.total, "ignored": dict(self.ignored),
+                "open": [(p.marker.batch, p.state, p.received, p.marker.count) for p in self.open.values()],
+                "last": [(r.batch, r.received, r.count, r.elapsed_s, r.end) for r in self.last_records]}
+
+
+# ---- FLOOENV -------------------------------------------------------------------------------
+
+SENDING, CLOSING, DONE, FAILED = "SENDING", "CLOSING", "DONE", "FAILED"
+
+
+class FlooEnvCore:
+    """FLOOENV (section 8.2): one batch of COUNT messages of SIZE bytes, with its own flow control.
+
+    States: SENDING (start marker, then data while fewer than WINDOW are unconfirmed) ->
+    CLOSING (end marker and a last echo sent; waiting for that echo) -> DONE; FAILED when no echo
+    comes for STALL_TIMEOUT_S. Confirmation: every ECHO_EVERY data messages the sender sends an
+    echo to its OWN private group with the batch's service (reliable for unreliable batches, so an
+    echo is never lost). Its return means the daemon has taken in everything before it.
+    """
+
+    def __init__(self, batch: str, count: int, size: int, service: str, sender: str,
+                 window: int = DEFAULT_WINDOW, echo_every: int = DEFAULT_ECHO_EVERY,
+                 report_every_s: float = REPORT_EVERY_S, stall_timeout_s: float = STALL_TIMEOUT_S,
+                 rate_msgs_per_s: float = 0.0):
+        self.batch, self.count, self.size, self.service = check_batch(batch), count, size, service
+        self.sender = check_name(sender, "sender name")
+        if not MIN_SIZE_BYTES <= size <= MAX_SIZE_BYTES:
+            raise ValueError(f"size {size}: {MIN_SIZE_BYTES} to {MAX_SIZE_BYTES} bytes")
+        if not 0 <= count <= MAX_COUNT:
+            raise ValueError(f"count {count}: 0 to {MAX_COUNT}")
+        if service not in SERVICE_NAMES:
+            raise ValueError(f"service {service!r}: one of {', '.join(SERVICE_NAMES)}")
+        if not 1 <= echo_every <= window <= MAX_WINDOW:
+            raise ValueError(f"need 1 <= echo_every ({echo_every}) <= window ({window}) <= {MAX_WINDOW}")
+        if not 0 <= rate_msgs_per_s <= 1e7:
+            raise ValueError(f"rate {rate_msgs_per_s}: 0 (no limit) to 1e7 messages per second")
+        self.window, self.echo_every = window, echo_every
+        self.rate_msgs_per_s = rate_msgs_per_s
+        self.report_every_s, self.stall_timeout_s = report_every_s, stall_timeout_s
+        self.state = "NEW"
+        self.sent = 0            #: data messages handed to the daemon
+        self.confirmed = 0       #: data messages confirmed by an echo
+        self.final_echo = -1     #: seq of the echo that closes the batch
+        self.started_at = self.finished_at = 0.0
+        self.last_progress_at = 0.0
+        self.intervals: List[Interval] = []
+        self._interval_start_s = 0.0
+        self._interval_confirmed = 0
+        self.changes: List[str] = []              #: every state change with its reason, in order
+        self.change_counts: Dict[str, int] = {}   #: state changes counted by "FROM->TO"
+        self.failure = ""
+
+    # -- events --------------------------------------------------------------------------
+    def start(self, now: float, wall: float) -> list:
+        self.started_at = self.last_progress_at = now
+        out: list = [Multicast(MESS_START, encode_start(self.batch, self.count, self.size, self.service,
+                                                        self.sender, wall))]
+        self._enter_sending(f"start marker sent: {self.count} x {self.size} B {self.service}, "
+                            f"window {self.window}, echo every {self.echo_every}")
+        return out + self._fill(now)
+
+    def on_own_message(self, mess_type: int, data: bytes, now: float) -> list:
+        """A message delivered to us: only our echoes matter; the rest is ignored."""
+        if mess_type != MESS_ECHO or self.state not in (SENDING, CLOSING):
+            return []
+        try:
+            batch, seq = decode_echo(data)
+        except MalformedMessage:
+            return []
+        if batch != self.batch or seq <= self.confirmed and seq != self.final_echo:
+            return []
+        out = self._intervals_until(now)   # seconds already past get what was confirmed in them
+        self.confirmed = max(self.confirmed, min(seq, self.sent))
+        self.last_progress_at = now
+        if self.state == CLOSING and seq == self.final_echo:
+            self.finished_at = now
+            out += self._intervals_until(now, final=True)
+            self._enter_done(f"last echo back: {self.confirmed} messages confirmed")
+            return out
+        return out + self._fill(now)
+
+    def tick(self, now: float) -> list:
+        if self.state not in (SENDING, CLOSING):
+            return []
+        out = self._intervals_until(now)
+        if self.rate_msgs_per_s and self.state == SENDING:
+            out += self._fill(now)
+        if now - self.last_progress_at >= self.stall_timeout_s:
+            self.failure = (f"no echo for {self.stall_timeout_s:g} s with {self.sent - self.confirmed} "
+                            f"messages unconfirmed: is the daemon alive?")
+            self.finished_at = now
+            self._enter_failed(self.failure)
+        return out
+
+    # -- internals -----------------------------------------------------------------------
+    def _allowed(self, now: float) -> int:
+        """Data messages the rate limit allows by `now` (no limit: all of them)."""
+        if not self.rate_msgs_per_s:
+            return self.count
+        return min(self.count, int(self.rate_msgs_per_s * (now - self.started_at)) + 1)
+
+    def _fill(self, now: float) -> list:
+        """Data while the window (and the rate, if any) allows, with an echo every echo_every;
+        then the close."""
+        out: list = []
+        allowed = self._allowed(now)
+        while self.state == SENDING and self.sent < allowed and self.sent - self.confirmed < self.window:
+            self.sent += 1
+            out.append(Multicast(MESS_DATA, encode_data(self.batch, self.sent, self.size)))
+            if self.sent % self.echo_every == 0 and self.sent < self.count:
+                out.append(Multicast(MESS_ECHO, encode_echo(self.batch, self.sent), to_self=True))
+        if self.state == SENDING and self.sent == self.count:
+            # The end marker goes to the receivers; the final echo tells us everything is in.
+            self.final_echo = self.count + 1
+            out.append(Multicast(MESS_END, encode_end(self.batch, self.sent)))
+            out.append(Multicast(MESS_ECHO, encode_echo(self.batch, self.final_echo), to_self=True))
+            self._enter_closing(f"all {self.count} data messages sent; end marker and last echo sent")
+        return out
+
+    def _intervals_until(self, now: float, final: bool = False) -> list:
+        out: list = []
+        while now - self.started_at >= self._interval_start_s + self.report_every_s:
+            out.append(self._close_interval(self._interval_start_s + self.report_every_s))
+        if final and (self.confirmed > self._interval_confirmed or not self.intervals):
+            out.append(self._close_interval(now - self.started_at))
+        return out
+
+    def _close_interval(self, end_s: float) -> Interval:
+        confirmed = min(self.confirmed, self.count)
+        messages = confirmed - self._interval_confirmed
+        interval = Interval(self._interval_start_s, end_s, messages, messages * self.size)
+        self.intervals.append(interval)
+        self._interval_start_s, self._interval_confirmed = end_s, confirmed
+        return interval
+
+    def _enter_sending(self, reason: str) -> None:
+        """Data goes out while the window (and the rate) allow."""
+        self._enter(SENDING, reason)
+
+    def _enter_closing(self, reason: str) -> None:
+        """Everything is sent; only the last echo is awaited."""
+        self._enter(CLOSING, reason)
+
+    def _enter_done(self, reason: str) -> None:
+        self._enter(DONE, reason)
+
+    def _enter_failed(self, reason: str) -> None:
+        self._enter(FAILED, reason)
+
+    def _enter(self, state: str, reason: str) -> None:
+        self.changes.append(f"{self.state} -> {state}: {reason}")
+        key = f"{self.state}->{state}"
+        self.change_counts[key] = self.change_counts.get(key, 0) + 1
+        self.state = state
+
+    @property
+    def done(self) -> bool:
+        return self.state in (DONE, FAILED)
+
+    def summary(self) -> dict:
+        elapsed_s = max(self.finished_at - self.started_at, 1e-9)
+        messages = min(self.confirmed, self.count)
+        return {"batch": self.batch, "sender": self.sender, "service": self.service, "size": self.size,
+                "count": self.count, "messages": messages, "bytes": messages * self.size,
+                "seconds": round(elapsed_s, 6), "msgs_per_s": round(messages / elapsed_s, 1),
+                "mbit_per_s": round(messages * self.size * 8 / elapsed_s / 1e6, 3),
+                "state": self.state, "failure": self.failure}
+
+
+# ---- the experiment's batch matrix ---------------------------------------------------------
+
+@dataclass
+class BatchSpec:
+    batch: str
+    count: int
+    size: int
+    service: str
+
+
+def batch_matrix(counts: Sequence[int], sizes: Sequence[int], services: Sequence[str],
+                 repeat: int = 1) -> List[BatchSpec]:
+    """The thesis's matrix: every count with 100 and 1000 B, Reliable and Safe (8.2.2)."""
+    out = []
+    for r in range(1, repeat + 1):
+        for size in sizes:
+            for service in services:
+                for count in counts:
+                    tag = f"-{r}" if repeat > 1 else ""
+                    batch = f"{service[0]}{size}x{count}{tag}"   # r1000x5000: readable in the tables
+                    if not BATCH_RE.match(batch):
+                        batch = f"{service[0]}{len(out) + 1:04d}"
+                    out.append(BatchSpec(batch, count, size, service))
+    return out
+
+
+# ============================================================================================
+# I/O loop
+# ============================================================================================
+
+class ToolError(Exception):
+    """A problem the user can fix (no daemon, a bad name...): one clear line, no traceback."""
+
+
+def _spread():
+    """spread_mini's client library (imported on first use)."""
+    global sp
+    if sp is None:
+        here = os.path.dirname(os.path.abspath(__file__))
+        if here not in sys.path:
+            sys.path.insert(0, here)
+        try:
+            import spread_mini
+        except ImportError as why:
+            raise ToolError(f"cannot import spread_mini.py (it must sit beside this file): {why}") from None
+        sp = spread_mini
+    return sp
+
+
+def service_bits(lib, service: str) -> int:
+    return {"unreliable": lib.UNRELIABLE_MESS, "reliable": lib.RELIABLE_MESS, "fifo": lib.FIFO_MESS,
+            "causal": lib.CAUSAL_MESS, "agreed": lib.AGREED_MESS, "safe": lib.SAFE_MESS}[service]
+
+
+def private_name_for(name: str) -> str:
+    """A Spread private name (at most 10 characters, all above '#') from a machine name."""
+    clean = "".join(ch for ch in name if "#" < ch <= "~")
+    return (clean or "flood")[:10]
+
+
+def connect_mailbox(lib, daemon: str, name: str, group_membership: bool = False):
+    """Connect with a private name made from `name`; when the daemon already has one of that name
+    (two tools on one machine), try a few with a random suffix instead."""
+    base = private_name_for(name)
+    rng = random.SystemRandom()
+    candidates = [base] + [base[:6] + f"{rng.randrange(10000):04d}" for _ in range(3)]
+    last = None
+    for private in candidates:
+        try:
+            return lib.connect(daemon, private, priority=0, group_membership=group_membership)
+        except lib.SpreadError as why:
+            last = why
+            if getattr(why, "code", None) != getattr(lib, "REJECT_NOT_UNIQUE", -6):
+                break
+        except OSError as why:
+            last = why
+            break
+    raise ToolError(f"cannot connect to the daemon {daemon!r} as {base!r}: {last}")
+
+
+def _perform_send(lib, mbox, outputs: list, data_bits: int, echo_bits: int, group: str) -> None:
+    for out in outputs:
+        if isinstance(out, Multicast):
+            if out.to_self:
+                mbox.multicast(echo_bits, mbox.private_group, out.data, mess_type=out.mess_type)
+            else:
+                mbox.multicast(data_bits, group, out.data, mess_type=out.mess_type)
+
+
+def run_send(args, say=print) -> int:
+    """FLOOENV: one batch, paced by the echoes; iperf3-like lines; the summary (or JSON)."""
+    lib = _spread()
+    batch = args.batch or f"{random.SystemRandom().randrange(16 ** 6):06x}"
+    try:
+        core = FlooEnvCore(batch, args.count, args.size, args.service, args.name, window=args.window,
+                           echo_every=args.echo_every, stall_timeout_s=args.stall_timeout,
+                           rate_msgs_per_s=args.rate)
+    except ValueError as why:
+        raise ToolError(str(why)) from None
+    data_bits = service_bits(lib, args.service)
+    echo_bits = lib.RELIABLE_MESS if args.service == "unreliable" else data_bits
+    progress = _Progress(args.count, enabled=not args.json)
+    if not args.json:
+        say(f"FLOOENV {args.name}: batch {batch}, {args.count} x {args.size} B {args.service} "
+            f"to {args.group!r} at {args.daemon}")
+        say(render_interval_header())
+    shown = 0
+    try:
+        shown = _send_loop(lib, core, args, batch, data_bits, echo_bits, progress)
+    except lib.SpreadError as why:
+        raise ToolError(f"the daemon {args.daemon} ended the session during batch {batch} "
+                        f"after {core.sent} messages ({core.confirmed} confirmed): {why}") from None
+    summary = core.summary()
+    if args.json:
+        say(json.dumps({"start": {"batch": batch, "sender": args.name, "group": args.group,
+                                  "daemon": args.daemon, "count": args.count, "size": args.size,
+                                  "service": args.service, "window": args.window},
+                        "intervals": [i.as_dict() for i in core.intervals],
+                        "end": {"sum": summary}}, indent=2))
+    else:
+        say(render_summary(summary))
+    if not args.json and args.verbose:
+        for change in core.changes[shown:]:
+            say(f"FLOOENV {change}")
+    if core.state == FAILED:
+        print(f"floodtools send: {core.failure}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _send_loop(lib, core: FlooEnvCore, args, batch: str, data_bits: int, echo_bits: int, progress) -> int:
+    """Start, then echoes in and data out until the batch is done; returns changes shown."""
+    shown = 0
+    with connect_mailbox(lib, args.daemon, args.name) as mbox, progress:
+        _perform_send(lib, mbox, core.start(time.monotonic(), time.time()), data_bits, echo_bits, args.group)
+        while not core.done:
+            if not args.json and args.verbose:
+                for change in core.changes[shown:]:
+                    progress.print(f"FLOOENV {change}")
+                shown = len(core.changes)
+            # With a rate limit the loop must wake up often enough to send on time.
+            msg = mbox.receive(timeout=0.002 if args.rate else 0.2)
+            now = time.monotonic()
+            outputs = []
+            if msg is not None and isinstance(msg, lib.RegularMessage):
+                outputs = core.on_own_message(msg.mess_type, msg.data, now)
+            outputs += core.tick(now)
+            _perform_send(lib, mbox, outputs, data_bits, echo_bits, args.group)
+            for out in outputs:
+                if isinstance(out, Interval) and not args.json:
+                    progress.print(render_interval(batch, out))
+            progress.update(core.confirmed)
+    return shown
+
+
+class _Progress:
+    """A progress bar under the interval lines when rich and a terminal are there; else nothing."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.bar = None
+        if enabled and rich is not None and sys.stdout.isatty():
+            from rich.progress import Progress
+            self.bar = Progress(transient=True)
+            self.task = self.bar.add_task("sending", total=total)
+
+    def __enter__(self):
+        if self.bar:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar:
+            self.bar.__exit__(*exc)
+
+    def update(self, done: int) -> None:
+        if self.bar:
+            self.bar.update(self.task, completed=done)
+
+    def print(self, line: str) -> None:
+        if self.bar:
+            self.bar.console.print(line, highlight=False)
+        else:
+            print(line, flush=True)
+
+
+def run_recv(args, say=print) -> int:
+    """FLOOREC: batch after batch; records to `log`; on a disconnection, record and maybe go on."""
+    lib = _spread()
+    core = FlooRecCore(args.name, end_grace_s=args.end_grace, idle_timeout_s=args.idle_timeout)
+    say(f"FLOOREC {args.name}: waiting for batches on {args.group!r} at {args.daemon}; records to {args.log_group!r}")
+    attempts = 0
+    while True:
+        try:
+            _recv_session(lib, core, args, say)
+            return 0
+        except ToolError as why:
+            # No daemon to connect to. The first time that is a user mistake; after a
+            # disconnection with --reconnect the daemon may be restarting: try a while.
+            attempts += 1
+            if not (args.reconnect and core.sessions) or attempts > MAX_RECONNECT_ATTEMPTS:
+                raise
+            say(f"FLOOREC {args.name}: {why}; trying again in {args.reconnect_delay:g} s "
+                f"({attempts}/{MAX_RECONNECT_ATTEMPTS})")
+            time.sleep(max(args.reconnect_delay, 0.5))
+        except (lib.SpreadError, OSError) as why:
+            now, wall = time.monotonic(), time.time()
+            say(f"FLOOREC {args.name}: DISCONNECTED by the daemon ({why}). A slow receiver is cut off "
+                f"when more than the daemon's per-session limit of messages wait for it (8.2.1).")
+            records = [o.line for o in core.on_disconnect(now, wall) if isinstance(o, SendRecord)]
+            for line in records:
+                say(line)
+            _deliver_late_records(lib, args, records, say)
+            if not args.reconnect:
+                say(f"FLOOREC {args.name}: exiting (use --reconnect to go on after a disconnection)")
+                return 3
+            say(f"FLOOREC {args.name}: reconnecting in {args.reconnect_delay:g} s")
+            time.sleep(args.reconnect_delay)
+
+
+def _recv_session(lib, core: FlooRecCore, args, say) -> None:
+    with connect_mailbox(lib, args.daemon, args.name) as mbox:
+        mbox.join(args.group)
+        core.sessions += 1
+        say(f"FLOOREC {args.name}: connected as {mbox.private_group}")
+        if not mbox.private_group.startswith(f"#{private_name_for(args.name)}#"):
+            say(f"FLOOREC {args.name}: WARNING: the daemon already has a session named "
+                f"{private_name_for(args.name)!r}; if it is another receiver, both records will "
+                f"say machine={args.name} (give each machine its own --name)")
+        next_tick = 0.0
+        while True:
+            msg = mbox.receive(timeout=0.5)
+            now = time.monotonic()
+            outputs: list = []
+            if msg is not None and isinstance(msg, lib.RegularMessage):
+                outputs = core.on_message(msg.mess_type, msg.data, now, time.time())
+                if args.delay_ms:
+                    # A slow machine (the thesis's first FLOOREC showed every message on screen).
+                    time.sleep(args.delay_ms / 1000)
+            if now >= next_tick:
+                outputs += core.tick(now, time.time())
+                next_tick = now + 0.2
+            for out in outputs:
+                if isinstance(out, SendRecord):
+                    mbox.multicast(lib.AGREED_MESS, args.log_group, out.line.encode(), mess_type=MESS_RECORD)
+                    if args.verbose:
+                        say(out.line)
+                elif isinstance(out, Say):
+                    say(f"{args.name}: {out.text}")
+
+
+def _deliver_late_records(lib, args, records: List[str], say) -> None:
+    """After a disconnection: a fresh session just to hand the end records to `log`."""
+    if not records:
+        return
+    try:
+        with connect_mailbox(lib, args.daemon, args.name) as mbox:
+            for line in records:
+                mbox.multicast(lib.AGREED_MESS, args.log_group, line.encode(), mess_type=MESS_RECORD)
+        say(f"FLOOREC {args.name}: {len(records)} end record(s) sent to {args.log_group!r} after the disconnection")
+    except (lib.SpreadError, OSError, ToolError) as why:
+        say(f"FLOOREC {args.name}: could not send the end records ({why}); they are printed above")
+
+
+# ---- the experiment runner -----------------------------------------------------------------
+
+class _Lab:
+    """Where the experiment's processes run: network namespaces (root) or loopback."""
+
+    def __init__(self, hosts: int, use_namespaces: bool, workdir: Path):
+        self.hosts, self.workdir = hosts, workdir
+        self.procs: List[subprocess.Popen] = []
+        self.net = None
+        if use_namespaces:
+            import labnet
+            # Host 1 is the server (daemon, LOGBM and FLOOENV, as the thesis's Linux server);
+            # hosts 2..N+1 are the N lab machines running FLOOREC.
+            self.net = labnet.LabNet(hosts + 1)
+            try:
+                self.net.up()
+            except BaseException:
+                self.net.close()   # never leave half a lab of namespaces behind
+                raise
+        self.server_ip = self.net.ip(1) if self.net else "127.0.0.1"
+
+    def start(self, host: int, argv: List[str], log_name: str) -> subprocess.Popen:
+        out = open(self.workdir / log_name, "w")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if self.net:
+            proc = self.net.popen(host, argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        else:
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc.log_path = out.name  # type: ignore[attr-defined]
+        self.procs.append(proc)
+        return proc
+
+    def close(self) -> None:
+        # Receivers first, the daemon last: a receiver that outlives its daemon would report
+        # a disconnection that never happened during the experiment.
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=0.05 if proc is not self.procs[0] else 5)
+                except subprocess.TimeoutExpired:
+                    pass
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if self.net:
+            self.net.close()
+
+
+def _read(path) -> str:
+    try:
+        return Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _wait(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise ToolError(f"timed out after {timeout_s:g} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def _log_records(path: Path) -> List[LogRecord]:
+    records = []
+    for line in _read(path).splitlines():
+        try:
+            records.append(parse_record(line))
+        except MalformedMessage:
+            pass
+    return records
+
+
+def _proc_usage(pid: int) -> Tuple[float, int]:
+    """(CPU seconds, peak resident kB) of a process, from /proc (Linux); zeros elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        peak = 0
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                peak = int(line.split()[1])
+        return cpu_s, peak
+    except (OSError, ValueError, IndexError):
+        return 0.0, 0
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt()
+
+
+def run_experiment(args, say=print) -> int:
+    """N lab machines, one daemon, the batch matrix, then the report (section 8.2)."""
+    if args.daemons > 1:
+        raise ToolError(f"--daemons {args.daemons}: several daemons are not available yet "
+                        f"(spread_mini has no ring of daemons yet); run with --daemons 1")
+    reason = None
+    if not args.loopback:
+        import labnet
+        reason = labnet.available()
+        if reason:
+            say(f"experiment: network namespaces unavailable ({reason}); using loopback")
+    use_ns = not args.loopback and reason is None
+    counts = FULL_COUNTS if args.full else tuple(args.counts)
+    matrix = batch_matrix(counts, args.sizes, args.services, args.repeat)
+    workdir = Path(args.out or tempfile.mkdtemp(prefix="flood-experiment-", dir="."))
+    workdir.mkdir(parents=True, exist_ok=True)
+    here = os.path.dirname(os.path.abspath(__file__))
+    py = sys.executable
+    # A `kill` of the runner must still take the lab down (namespaces, processes): make SIGTERM
+    # unwind like Ctrl-C, through the finally below.
+    signal.signal(signal.SIGTERM, _interrupt)
+    lab = _Lab(args.hosts, use_ns, workdir)
+    started = time.monotonic()
+    try:
+        # A random free port even inside namespaces: the daemon's unix socket /tmp/<port> is in
+        # the shared file system, where another daemon on this machine may own /tmp/4803.
+        port = args.port or _free_port("127.0.0.1")
+        daemon_name = f"{port}@{lab.server_ip}"
+        say(f"experiment: {args.hosts} receivers, 1 daemon at {daemon_name}, "
+            f"{'network namespaces' if use_ns else 'loopback'}; {len(matrix)} batches; files in {workdir}")
+        daemon = lab.start(1, [py, os.path.join(here, "spread_mini.py"), "daemon", "--port", str(port),
+                               "--listen", lab.server_ip, "--max-session-messages", str(args.max_session_messages)],
+                           "daemon.out")
+        _wait_connectable(lab, daemon, py, here, daemon_name)
+        flood_log = workdir / "flood.log"
+        logbm = lab.start(1, [py, os.path.join(here, "logbm.py"), "record", "--plain", "--daemon", daemon_name,
+                              "--out", str(flood_log)], "logbm.out")
+        _wait(lambda: "joined" in _read(logbm.log_path) or logbm.poll() is not None, 30, "LOGBM to join")
+        names = [f"pc{i:02d}" if args.hosts < 100 else f"pc{i:03d}" for i in range(1, args.hosts + 1)]
+        receivers = []
+        for i, name in enumerate(names):
+            slow = ["--delay-ms", str(args.slow_ms)] if i < args.slow else []
+            receivers.append(lab.start(i + 2 if use_ns else 1,
+                                       [py, os.path.join(here, "floodtools.py"), "recv", "--name", name,
+                                        "--daemon", daemon_name, "--group", args.group] + slow, f"recv-{name}.out"))
+        _wait(lambda: all("connected as" in _read(r.log_path) or r.poll() is not None for r in receivers),
+              max(30, args.hosts), "the receivers to join")
+        joined = sum(1 for r in receivers if r.poll() is None)
+        say(f"experiment: {joined} of {args.hosts} receivers joined {args.group!r}")
+        for spec in matrix:
+            _run_batch(lab, spec, py, here, daemon_name, args, flood_log, receivers, say)
+        cpu_s, peak_kb = _proc_usage(daemon.pid)
+    finally:
+        lab.close()
+    elapsed_s = time.monotonic() - started
+    import logbm as logbm_module
+    records, skipped = logbm_module.read_records([str(flood_log)])
+    report = logbm_module.build_report(records, skipped)
+    text = logbm_module.render_markdown(report, [str(flood_log)])
+    # Sessions the daemon closed for "not reading" (its per-session limit, 8.2.1).
+    cut = [line for line in _read(workdir / "daemon.out").splitlines() if "not reading" in line and "closed" in line]
+    text += (f"\n## Run\n\n{args.hosts} receivers, {'network namespaces' if use_ns else 'loopback'}, one daemon "
+             f"(--max-session-messages {args.max_session_messages}); {len(matrix)} batches in {elapsed_s:.0f} s; "
+             f"daemon CPU {cpu_s:.1f} s, peak memory {peak_kb / 1024:.0f} MB; "
+             f"receivers disconnected by the daemon: {len(cut)}.\n\n"
+             f"Command: `python3 floodtools.py {' '.join(args.argv)}`\n")
+    (workdir / "report.md").write_text(text)
+    (workdir / "report.csv").write_text(logbm_module.render_csv(report))
+    say(text)
+    say(f"experiment: report in {workdir / 'report.md'} (CSV: report.csv; raw log: flood.log)")
+    return 0
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _wait_connectable(lab: _Lab, daemon, py: str, here: str, daemon_name: str) -> None:
+    """Until the daemon's banner appears in its output (it is listening), or it died."""
+    def ready() -> bool:
+        if daemon.poll() is not None:
+            raise ToolError(f"the daemon exited: {_read(daemon.log_path)[-500:]}")
+        return "listening" in _read(daemon.log_path)
+    _wait(ready, 30, "the daemon to start")
+
+
+def _run_batch(lab: _Lab, spec: BatchSpec, py: str, here: str, daemon_name: str, args, flood_log: Path,
+               receivers: list, say) -> None:
+    alive = sum(1 for r in receivers if r.poll() is None)
+    window = max(1, min(DEFAULT_WINDOW, args.max_session_messages // 2))
+    sender = lab.start(1, [py, os.path.join(here, "floodtools.py"), "send", "--count", str(spec.count),
+                           "--size", str(spec.size), "--service", spec.service, "--batch", spec.batch,
+                           # In flight at most half the daemon's per-session limit: a burst the
+                           # daemon reads at once then never fills a receiver's queue by itself.
+                           "--window", str(window), "--echo-every", str(max(1, min(DEFAULT_ECHO_EVERY, window // 5))),
+                           "--name", "flooenv", "--group", args.group, "--daemon", daemon_name, "--json",
+                           "--rate", str(args.rate)],
+                       f"send-{spec.batch}.out")
+    try:
+        sender.wait(timeout=args.batch_timeout)
+    except subprocess.TimeoutExpired:
+        sender.kill()
+        say(f"batch {spec.batch}: the sender did not finish in {args.batch_timeout} s")
+    summary = {}
+    try:
+        summary = json.loads(_read(sender.log_path))["end"]["sum"]
+    except (ValueError, KeyError):
+        say(f"batch {spec.batch}: sender output: {_read(sender.log_path)[-300:]}")
+
+    def ended() -> bool:
+        recs = [r for r in _log_records(flood_log) if r.batch == spec.batch]
+        starts = {r.machine for r in recs if r.rec == "start"}
+        ends = {r.machine for r in recs if r.rec == "end"}
+        still = sum(1 for r in receivers if r.poll() is None)
+        return len(starts) >= min(alive, still) and starts <= ends
+    try:
+        _wait(ended, args.batch_timeout, f"the end records of batch {spec.batch}")
+    except ToolError as why:
+        say(f"batch {spec.batch}: {why}")
+    recs = [r for r in _log_records(flood_log) if r.batch == spec.batch and r.rec == "end"]
+    rates = [r.msgs_per_s for r in recs]
+    say(f"batch {spec.batch:<12} sender {summary.get('msgs_per_s', 0):9.1f} msgs/s; "
+        f"{len(recs)} receivers, {sum(1 for r in recs if r.received >= r.count)} complete, "
+        f"mean {sum(rates) / max(len(rates), 1):9.1f} msgs/s")
+
+
+# ============================================================================================
+# Terminal rendering
+# ============================================================================================
+
+def render_interval_header() -> str:
+    return "[ batch]  Interval          Messages     Transfer        Rate         Bitrate"
+
+
+def render_interval(batch: str, i: Interval) -> str:
+    d = i.as_dict()
+    return (f"[{batch[:6]:>6}]  {d['start_s']:6.2f}-{d['end_s']:<6.2f} sec  {d['messages']:8d} msgs  "
+            f"{d['bytes'] / 1e6:8.2f} MB  {d['msgs_per_s']:10.1f} msgs/s  {d['mbit_per_s']:8.2f} Mbit/s")
+
+
+def render_summary(s: dict) -> str:
+    line = (f"- - - - - - - - - - - - - - - - - - - - - - - - -\n"
+            f"[{s['batch'][:6]:>6}]  {0:6.2f}-{s['seconds']:<6.2f} sec  {s['messages']:8d} msgs  "
+            f"{s['bytes'] / 1e6:8.2f} MB  {s['msgs_per_s']:10.1f} msgs/s  {s['mbit_per_s']:8.2f} Mbit/s  "
+            f"sender ({s['service']}, {s['size']} B)")
+    if s["state"] != DONE:
+        line += f"\n{s['state']}: {s['failure']}"
+    return line
+
+
+# ============================================================================================
+# Command line
+# ============================================================================================
+
+def _int_in(low: int, high: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is outside {low}..{high}")
+        return value
+    return parse
+
+
+def _float_in(low: float, high: float):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is outside {low:g}..{high:g}")
+        return value
+    return parse
+
+
+def _name(text: str) -> str:
+    try:
+        return check_name(text)
+    except ValueError as why:
+        raise argparse.ArgumentTypeError(str(why)) from None
+
+
+def _batch_id(text: str) -> str:
+    try:
+        return check_batch(text)
+    except ValueError as why:
+        raise argparse.ArgumentTypeError(str(why)) from None
+
+
+def _int_list(text: str) -> List[int]:
+    parse = _int_in(1, MAX_COUNT)
+    return [parse(part) for part in text.split(",") if part]
+
+
+def default_name() -> str:
+    clean = "".join(ch for ch in socket.gethostname().split(".")[0] if NAME_RE.match(ch))
+    return (clean or "machine")[:MAX_NAME_CHARS]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="floodtools.py", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="cmd", metavar="{send,recv,experiment}")
+    sub.required = True
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--group", default=DEFAULT_GROUP, help="flood group (default flood)")
+    common.add_argument("--daemon", default=DEFAULT_DAEMON, help="spread_name of the daemon (default 4803@127.0.0.1)")
+    send = sub.add_parser("send", parents=[common], help="FLOOENV: send one batch")
+    send.add_argument("--count", type=_int_in(0, MAX_COUNT), default=1000, help="messages in the batch (default 1000)")
+    send.add_argument("--size", type=_int_in(MIN_SIZE_BYTES, MAX_SIZE_BYTES), default=1000,
+                      help="bytes per message (default 1000)")
+    send.add_argument("--service", choices=SERVICE_NAMES, default="reliable")
+    send.add_argument("--name", type=_name, default=default_name(), help="sender name (default: host name)")
+    send.add_argument("--batch", type=_batch_id, help="batch id (default: 6 random hex digits)")
+    send.add_argument("--window", type=_int_in(1, MAX_WINDOW), default=DEFAULT_WINDOW,
+                      help=f"at most this many messages unconfirmed (default {DEFAULT_WINDOW})")
+    send.add_argument("--echo-every", type=_int_in(1, MAX_WINDOW), default=DEFAULT_ECHO_EVERY,
+                      help=f"an echo to ourselves every N messages (default {DEFAULT_ECHO_EVERY})")
+    send.add_argument("--stall-timeout", type=_float_in(0.1, 3600), default=STALL_TIMEOUT_S,
+                      help=f"give up after this many seconds without an echo (default {STALL_TIMEOUT_S:g})")
+    send.add_argument("--rate", type=_float_in(0, 1e7), default=0.0,
+                      help="at most this many messages per second (default 0: as fast as the daemon takes them)")
+    send.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
+    send.add_argument("--verbose", action="store_true", help="also show the sender's state changes and why")
+    recv = sub.add_parser("recv", parents=[common], help="FLOOREC: receive batches, send records to `log`")
+    recv.add_argument("--name", type=_name, default=default_name(), help="machine name (default: host name)")
+    recv.add_argument("--log-group", default=LOG_GROUP, help="where records go (default log)")
+    recv.add_argument("--reconnect", action="store_true", help="after a disconnection, reconnect and go on")
+    recv.add_argument("--reconnect-delay", type=_float_in(0, 600), default=1.0)
+    recv.add_argument("--end-grace", type=_float_in(0, 600), default=END_GRACE_S,
+                      help=f"after the end marker, wait this long for missing messages (default {END_GRACE_S:g} s)")
+    recv.add_argument("--idle-timeout", type=_float_in(0.1, 86400), default=IDLE_TIMEOUT_S,
+                      help=f"end a batch that is silent this long (default {IDLE_TIMEOUT_S:g} s)")
+    recv.add_argument("--verbose", action="store_true", help="print every record sent")
+    recv.add_argument("--delay-ms", type=_float_in(0, 10_000), default=0.0,
+                      help="spend this long on every message: a slow receiver, like the thesis's first "
+                           "FLOOREC that showed each message on screen (8.2.1)")
+    exp = sub.add_parser("experiment", help="the whole experiment on this machine, then the report")
+    exp.add_argument("--hosts", type=_int_in(1, 199), default=9, help="lab machines running FLOOREC (default 9)")
+    exp.add_argument("--loopback", action="store_true", help="processes on loopback even when root")
+    exp.add_argument("--daemons", type=_int_in(1, 3), default=1, help="Spread daemons (only 1 for now)")
+    exp.add_argument("--counts", type=_int_list, default=list(DEFAULT_COUNTS),
+                     help="batch sizes in messages, comma separated (default %s)" % ",".join(map(str, DEFAULT_COUNTS)))
+    exp.add_argument("--full", action="store_true",
+                     help="the larger counts of a lab session: %s" % ",".join(map(str, FULL_COUNTS)))
+    exp.add_argument("--sizes", type=_int_list, default=list(MATRIX_SIZES), help="message sizes (default 100,1000)")
+    exp.add_argument("--services", type=lambda t: [s for s in t.split(",") if s], default=list(MATRIX_SERVICES),
+                     help="services (default reliable,safe)")
+    exp.add_argument("--repeat", type=_int_in(1, 100), default=1, help="run the matrix this many times")
+    exp.add_argument("--max-session-messages", type=_int_in(1, 1_000_000), default=1000,
+                     help="the daemon's per-session queue limit (the thesis: 1000, later 2000)")
+    exp.add_argument("--rate", type=_float_in(0, 1e7), default=0.0,
+                     help="the sender's limit in messages per second (default 0: none)")
+    exp.add_argument("--slow", type=_int_in(0, 199), default=0,
+                     help="this many receivers are slow (recv --delay-ms, see --slow-ms): watch the daemon cut them off")
+    exp.add_argument("--slow-ms", type=_float_in(0, 10_000), default=1.0, help="delay per message of a slow receiver")
+    exp.add_argument("--port", type=_int_in(1024, 65535), help="daemon port (default: a free one)")
+    exp.add_argument("--group", default=DEFAULT_GROUP)
+    exp.add_argument("--batch-timeout", type=_int_in(5, 86400), default=300,
+                     help="seconds to wait for one batch (default 300)")
+    exp.add_argument("--out", help="folder for the logs and the report (default: a new flood-experiment-*)")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.argv = argv
+    if args.cmd == "experiment":
+        bad = [s for s in args.services if s not in SERVICE_NAMES]
+        if bad:
+            parser.error(f"unknown service(s) {', '.join(bad)}: choose from {', '.join(SERVICE_NAMES)}")
+        if any(not MIN_SIZE_BYTES <= s <= MAX_SIZE_BYTES for s in args.sizes):
+            parser.error(f"sizes must be {MIN_SIZE_BYTES} to {MAX_SIZE_BYTES} bytes")
+    if args.cmd == "send" and args.echo_every > args.window:
+        parser.error(f"--echo-every ({args.echo_every}) must not exceed --window ({args.window})")
+    try:
+        if args.cmd == "send":
+            return run_send(args)
+        if args.cmd == "recv":
+            return run_recv(args)
+        return run_experiment(args)
+    except KeyboardInterrupt:
+        return 130
+    except ToolError as why:
+        print(f"floodtools {args.cmd}: {why}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,291 @@
+"""floodtools.py and logbm.py as real processes against spread_mini's daemon on loopback
+(section 8.2: FLOOENV, FLOOREC, LOGBM; 8.1.3: the connection log)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, Procs, free_tcp_port, unique_name, wait_for
+
+import floodtools as ft
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not (ROOT / "spread_mini.py").exists(), reason="spread_mini.py not merged yet")]
+
+
+@pytest.fixture
+def daemon(procs):
+    """A spread_mini daemon on a random loopback port; returns its spread_name."""
+    started = []
+
+    def start(*extra: str) -> str:
+        port = free_tcp_port()
+        proc = procs.start("spread_mini.py", "daemon", "--port", str(port), *extra)
+        name = f"{port}@127.0.0.1"
+
+        def up():
+            assert proc.poll() is None, Procs.output(proc)
+            try:
+                ft._spread().connect(name, unique_name("p")[:10], group_membership=False).disconnect()
+                return True
+            except Exception:
+                return False
+        wait_for(up, 20)
+        started.append(proc)
+        return name
+    yield start
+    for proc in started:      # SIGTERM first, so the daemon removes its unix socket /tmp/<port>
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def log_records(path: Path):
+    out = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            out.append(ft.parse_record(line))   # every line written is whole and parses
+    return out
+
+
+def start_recv(procs, daemon_name, name, *extra):
+    proc = procs.start("floodtools.py", "recv", "--name", name, "--daemon", daemon_name, *extra)
+    wait_for(lambda: "connected as" in Procs.output(proc) or proc.poll() is not None, 20)
+    assert proc.poll() is None, Procs.output(proc)
+    return proc
+
+
+def start_logbm(procs, daemon_name, out: Path):
+    proc = procs.start("logbm.py", "record", "--plain", "--daemon", daemon_name, "--out", str(out))
+    wait_for(lambda: "joined" in Procs.output(proc) or proc.poll() is not None, 20)
+    assert proc.poll() is None, Procs.output(proc)
+    return proc
+
+
+def send(daemon_name, *argv, timeout=120):
+    return subprocess.run([sys.executable, "floodtools.py", "send", "--daemon", daemon_name, *argv],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def test_safe_batch_of_2000_by_1000_bytes_to_two_receivers_gives_two_start_end_pairs(procs, daemon, tmp_path):
+    name = daemon()
+    log = tmp_path / "flood.log"
+    start_logbm(procs, name, log)
+    start_recv(procs, name, "pc01")
+    start_recv(procs, name, "pc02")
+    done = send(name, "--count", "2000", "--size", "1000", "--service", "safe", "--batch", "b2000", "--name", "env")
+    assert done.returncode == 0, done.stderr
+    assert "msgs/s" in done.stdout and "Mbit/s" in done.stdout and "sender" in done.stdout
+    wait_for(lambda: sum(r.rec == "end" for r in log_records(log)) == 2, 60)
+    records = log_records(log)
+    for machine in ("pc01", "pc02"):
+        mine = [r for r in records if r.machine == machine]
+        assert [r.rec for r in mine] == ["start", "end"]
+        start, end = mine
+        assert (start.batch, start.count, start.size, start.service, start.sender) == ("b2000", 2000, 1000, "safe", "env")
+        assert (end.received, end.end) == (2000, "complete") and end.elapsed_s > 0
+    report = subprocess.run([sys.executable, "logbm.py", "report", str(log), "--format", "csv"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert report.stdout.count(",b2000,2000,1000,safe,2000,") == 2
+
+
+def test_send_json_is_one_object_with_intervals_and_a_sum(daemon):
+    import json
+    name = daemon()
+    done = send(name, "--count", "500", "--size", "100", "--service", "reliable", "--json")
+    data = json.loads(done.stdout)
+    assert data["end"]["sum"]["messages"] == 500 and data["intervals"]
+    assert data["start"]["service"] == "reliable"
+
+
+def test_killing_the_recorder_mid_batch_loses_no_line_written_before(procs, daemon, tmp_path):
+    name = daemon()
+    log = tmp_path / "flood.log"
+    recorder = start_logbm(procs, name, log)
+    for i in range(1, 4):
+        start_recv(procs, name, f"pc0{i}")
+    sender = subprocess.Popen([sys.executable, "floodtools.py", "send", "--daemon", name, "--count", "200000",
+                               "--size", "100", "--service", "agreed", "--batch", "big"], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: sum(r.rec == "start" for r in log_records(log)) == 3, 60)   # mid-batch
+        recorder.send_signal(signal.SIGKILL)
+        recorder.wait(timeout=10)
+        printed = [line for line in Procs.output(recorder).splitlines() if line.startswith("FLOODLOG")]
+        written = log.read_text().splitlines()
+        assert len(printed) >= 3
+        # Every line the recorder had written (it prints a line after writing and flushing it)
+        # is in the file, whole.
+        assert written[:len(printed)] == printed
+        assert all(ft.parse_record(line) for line in written)
+    finally:
+        sender.kill()
+        sender.wait(timeout=10)
+    # A new recorder appends to the same file.
+    start_logbm(procs, name, log)
+    assert send(name, "--count", "10", "--size", "100", "--batch", "after").returncode == 0
+    wait_for(lambda: sum(r.batch == "after" and r.rec == "end" for r in log_records(log)) == 3, 60)
+    assert log.read_text().splitlines()[:len(printed)] == printed
+
+
+def test_connlog_records_c_and_d_for_members_of_gg(procs, daemon, tmp_path):
+    sp = ft._spread()
+    name = daemon()
+    out = tmp_path / "connections.log"
+    connlog = procs.start("logbm.py", "connlog", "--daemon", name, "--out", str(out))
+    wait_for(lambda: "joined" in Procs.output(connlog), 20)
+    a = sp.connect(name, "labA", group_membership=False)
+    a.join("GG")
+    wait_for(lambda: out.exists() and " C labA" in out.read_text(), 20)
+    # A member in another process that is killed: the daemon sees a disconnection.
+    member = procs.start("-c", f"import spread_mini as sp, time\nm = sp.connect('{name}', 'labB', group_membership=False)\n"
+                               f"m.join('GG')\nprint('in', flush=True)\ntime.sleep(60)")
+    wait_for(lambda: " C labB" in out.read_text(), 20)
+    a.leave("GG")
+    wait_for(lambda: " D labA" in out.read_text(), 20)
+    member.kill()
+    wait_for(lambda: " D labB" in out.read_text(), 20)
+    a.disconnect()
+    import logbm
+    events = [logbm.parse_conn_line(line) for line in out.read_text().splitlines()]
+    assert [(e.state, e.name) for e in events] == [("C", "labA"), ("C", "labB"), ("D", "labA"), ("D", "labB")]
+
+
+def test_slow_receiver_cut_off_by_the_daemon_says_so_records_and_reconnects(procs, daemon, tmp_path):
+    name = daemon()
+    log = tmp_path / "flood.log"
+    start_logbm(procs, name, log)
+    slow = start_recv(procs, name, "slow", "--reconnect", "--reconnect-delay", "0.2")
+    slow.send_signal(signal.SIGSTOP)          # a receiver that stops reading, as in 8.2.1
+    try:
+        # 20 MB: more than the kernel's socket buffers plus the daemon's 1000-message limit.
+        done = send(name, "--count", "20000", "--size", "1000", "--service", "reliable", "--batch", "cut")
+        assert done.returncode == 0, done.stderr
+    finally:
+        slow.send_signal(signal.SIGCONT)
+    wait_for(lambda: "DISCONNECTED" in Procs.output(slow), 60)
+    wait_for(lambda: any(r.machine == "slow" and r.rec == "end" for r in log_records(log)), 60)
+    [end] = [r for r in log_records(log) if r.machine == "slow" and r.rec == "end"]
+    assert end.end == "disconnected" and end.received < 20000
+    # --reconnect: it goes on with the next batch.
+    wait_for(lambda: Procs.output(slow).count("connected as") >= 2, 30)
+    assert send(name, "--count", "50", "--size", "100", "--batch", "next").returncode == 0
+    wait_for(lambda: any(r.machine == "slow" and r.batch == "next" and r.rec == "end" for r in log_records(log)), 60)
+    assert [r.received for r in log_records(log) if r.machine == "slow" and r.batch == "next" and r.rec == "end"] == [50]
+
+
+def test_without_reconnect_a_cut_off_receiver_records_and_exits(procs, daemon, tmp_path):
+    name = daemon()
+    log = tmp_path / "flood.log"
+    start_logbm(procs, name, log)
+    slow = start_recv(procs, name, "slow")
+    slow.send_signal(signal.SIGSTOP)
+    try:
+        assert send(name, "--count", "20000", "--size", "1000", "--batch", "cut").returncode == 0
+    finally:
+        slow.send_signal(signal.SIGCONT)
+    assert slow.wait(timeout=60) == 3
+    assert "DISCONNECTED" in Procs.output(slow) and "--reconnect" in Procs.output(slow)
+    wait_for(lambda: any(r.machine == "slow" and r.end == "disconnected" for r in log_records(log)), 30)
+
+
+def test_without_a_daemon_each_tool_says_so_in_one_line():
+    port = free_tcp_port()
+    for argv in (["floodtools.py", "send", "--count", "1"], ["floodtools.py", "recv"],
+                 ["logbm.py", "record"], ["logbm.py", "connlog"]):
+        done = subprocess.run([sys.executable, *argv, "--daemon", f"{port}@127.0.0.1"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1, (argv, done.stdout, done.stderr)
+        assert "cannot connect" in done.stderr and "Traceback" not in done.stderr, argv
+
+
+@pytest.mark.netns
+def test_experiment_runner_in_namespaces_gives_the_report(tmp_path):
+    import csv
+    import io
+    import labnet
+    reason = labnet.available()
+    if reason:
+        pytest.skip(f"network namespaces: {reason}")
+    out = tmp_path / "exp"
+    done = subprocess.run([sys.executable, "floodtools.py", "experiment", "--hosts", "2", "--counts", "300",
+                           "--sizes", "100", "--services", "reliable,safe", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "network namespaces" in done.stdout
+    rows = list(csv.DictReader(io.StringIO((out / "report.csv").read_text())))
+    assert sorted((r["machine"], r["batch"], r["received"]) for r in rows) == [
+        ("pc01", "r100x300", "300"), ("pc01", "s100x300", "300"), ("pc02", "r100x300", "300"), ("pc02", "s100x300", "300")]
+    assert "Reliable against Safe" in (out / "report.md").read_text()
+
+
+def test_experiment_refuses_several_daemons_for_now():
+    done = subprocess.run([sys.executable, "floodtools.py", "experiment", "--daemons", "3"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "not available yet" in done.stderr
+
+
+def test_receiver_with_reconnect_outlives_a_daemon_restart(procs, tmp_path):
+    port = free_tcp_port()
+    name = f"{port}@127.0.0.1"
+    first = procs.start("spread_mini.py", "daemon", "--port", str(port))
+    wait_for(lambda: "listening" in Procs.output(first), 20)
+    recv = start_recv(procs, name, "pc01", "--reconnect", "--reconnect-delay", "0.2")
+    first.terminate()
+    first.wait(timeout=10)
+    wait_for(lambda: "DISCONNECTED" in Procs.output(recv) and "trying again" in Procs.output(recv), 30)
+    second = procs.start("spread_mini.py", "daemon", "--port", str(port))
+    wait_for(lambda: Procs.output(recv).count("connected as") >= 2, 60)
+    log = tmp_path / "flood.log"
+    start_logbm(procs, name, log)
+    assert send(name, "--count", "100", "--size", "100", "--batch", "again").returncode == 0
+    wait_for(lambda: any(r.rec == "end" and r.received == 100 for r in log_records(log)), 30)
+    second.terminate()
+
+
+def test_connlog_with_reconnect_outlives_a_daemon_restart(procs, tmp_path):
+    sp = ft._spread()
+    port = free_tcp_port()
+    name = f"{port}@127.0.0.1"
+    first = procs.start("spread_mini.py", "daemon", "--port", str(port))
+    wait_for(lambda: "listening" in Procs.output(first), 20)
+    out = tmp_path / "connections.log"
+    connlog = procs.start("logbm.py", "connlog", "--daemon", name, "--out", str(out), "--reconnect")
+    wait_for(lambda: "joined" in Procs.output(connlog), 20)
+    a = sp.connect(name, "labA", group_membership=False)
+    a.join("GG")
+    wait_for(lambda: out.exists() and " C labA" in out.read_text(), 20)
+    first.terminate()
+    first.wait(timeout=10)
+    a.close()
+    second = procs.start("spread_mini.py", "daemon", "--port", str(port))
+    wait_for(lambda: Procs.output(connlog).count("joined") >= 2, 60)
+    wait_for(lambda: " D labA" in out.read_text(), 20)      # it was gone when the logger came back
+    b = sp.connect(name, "labB", group_membership=False)
+    b.join("GG")
+    wait_for(lambda: " C labB" in out.read_text(), 20)
+    b.disconnect()
+    second.terminate()
+
+
+def test_sender_whose_daemon_dies_says_so_in_one_line(procs):
+    port = free_tcp_port()
+    first = procs.start("spread_mini.py", "daemon", "--port", str(port))
+    wait_for(lambda: "listening" in Procs.output(first), 20)
+    sender = subprocess.Popen([sys.executable, "floodtools.py", "send", "--daemon", f"{port}@127.0.0.1",
+                               "--count", "100000", "--rate", "1000", "--batch", "dies"], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    first.kill()
+    out, err = sender.communicate(timeout=60)
+    assert sender.returncode == 1, (out, err)
+    assert "ended the session during batch dies" in err and "Traceback" not in err
