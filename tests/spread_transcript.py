@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -219,6 +219,15 @@ def merged(sections: List[Section]) -> List[Unit]:
     order = {s.key: n for n, s in enumerate(sections)}
     units = [u for s in sections for u in s.units]
     return sorted(units, key=lambda u: (u.time_s, order[u.section], u.index))
+
+
+def retimed(units: List[Unit], template: List[Unit]) -> List[Unit]:
+    """Copies of `units` carrying the timestamps of `template`, unit for unit (same directions and
+    kinds required).  Used to place a client traced in another run (A(5.0.1)) into the timeline
+    of a run whose other clients were traced (A, A')."""
+    if [(u.direction, u.kind) for u in units] != [(t.direction, t.kind) for t in template]:
+        raise ValueError("retimed(): the two unit sequences differ in shape")
+    return [replace(u, time=t.time) for u, t in zip(units, template)]
 
 
 # ====================================================================================================
