@@ -197,7 +197,6 @@ class FakeDaemon:
         return self._done.wait(timeout_s)
 
     def close(self) -> None:
-        self._done.wait(0)  # never block here; the thread is a daemon thread
         for s in list(self._streams.values()):
             s.close()
         try:

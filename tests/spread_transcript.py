@@ -102,10 +102,6 @@ class Unit:
         h, m, s = self.time.split(":")
         return int(h) * 3600 + int(m) * 60 + float(s)
 
-    @property
-    def client(self) -> str:
-        return self.section
-
     def __repr__(self) -> str:  # short, for pytest ids and messages
         return f"<{self.section}#{self.index} {self.time} {self.direction} {self.label[:40]!r}>"
 
