@@ -363,9 +363,14 @@ class ClientReplayer:
 
     def __init__(self, units: List[st.Unit], port: int, host: str = LOOPBACK,
                  mask: Optional[st.Mask] = None, *, unit_timeout_s: float = 10.0,
-                 end_wait_s: float = 0.3):
+                 end_wait_s: float = 0.3, unix_path: Optional[str] = None,
+                 chunk_seed: Optional[int] = None):
         self.units = list(units)
         self.port, self.host = port, host
+        self.unix_path = unix_path      #: connect there instead of host:port (the "<port>" spread name)
+        #: with a seed, messages after the handshake go out in random pieces (the handshake cannot:
+        #: the real daemon reads each handshake unit with one recv)
+        self.rng = random.Random(chunk_seed) if chunk_seed is not None else None
         self.mask = mask if mask is not None else st.Mask()
         self.unit_timeout_s = unit_timeout_s
         self.end_wait_s = end_wait_s
@@ -407,19 +412,34 @@ class ClientReplayer:
         self._failed.add(unit.section)
 
     def _connect(self, unit: st.Unit) -> None:
+        where = self.unix_path or f"{self.host}:{self.port}"
         try:
-            sock = socket.create_connection((self.host, self.port), timeout=self.unit_timeout_s)
+            if self.unix_path:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(self.unit_timeout_s)
+                sock.connect(self.unix_path)
+            else:
+                sock = socket.create_connection((self.host, self.port), timeout=self.unit_timeout_s)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)   # as the real library does
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         except OSError as exc:
-            self._fail(unit, f"cannot connect to {self.host}:{self.port}: {exc}")
+            self._fail(unit, f"cannot connect to {where}: {exc}")
             return
         sock.settimeout(None)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)   # as the real library does
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self._streams[unit.section] = _Stream(sock, unit.section)
 
     def _send(self, unit: st.Unit) -> None:
+        sock = self._streams[unit.section].sock
         try:
-            self._streams[unit.section].sock.sendall(unit.data)   # one unit, one write, like libspread
+            if self.rng is None or unit.kind != st.MESSAGE:
+                sock.sendall(unit.data)   # one unit, one write, like libspread
+                return
+            at = 0
+            while at < len(unit.data):
+                size = self.rng.randint(1, 40)
+                sock.sendall(unit.data[at:at + size])
+                at += size
+                time.sleep(self.rng.choice((0, 0, 0.001, 0.002)))
         except OSError as exc:
             self._fail(unit, f"daemon refused our bytes: {exc}")
 

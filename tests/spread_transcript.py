@@ -226,6 +226,80 @@ def retimed(units: List[Unit], template: List[Unit]) -> List[Unit]:
     return [replace(u, time=t.time) for u, t in zip(units, template)]
 
 
+def with_membership_ids(units: List[Unit], proc_id: int, memb_time: int) -> List[Unit]:
+    """Copies of `units` whose membership bodies carry group_id (proc_id, memb_time, index).  Only
+    for joining clients of two captures into one run: these two fields are masked in every
+    comparison anyway, and rewriting them keeps the "same daemon, same ids" check meaningful."""
+    out = []
+    for u in units:
+        fields = decode_unit(u) if u.kind == MESSAGE else {}
+        if "group_id" in fields:
+            at = fields["body_offset"]
+            data = u.data[:at] + struct.pack(fields["byte_order"] + "ii", proc_id, memb_time) + u.data[at + 8:]
+            u = replace(u, data=data)
+        out.append(u)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Derived vectors: the captured host was little-endian; a big-endian peer writes the same fields
+# with the marker bits clear and its ints big-endian (PROTOCOL.md section 2).  NOT captured: these
+# follow the documented rule (sess_types.h, Flip_mess) and are labelled "derived" wherever used.
+# ----------------------------------------------------------------------------------------------------
+
+def is_forwarded(unit: Unit) -> bool:
+    """A D->C data (or reject) message: its hint is the ORIGINAL sender's, not the daemon's."""
+    if unit.kind != MESSAGE or unit.direction != "D->C":
+        return False
+    return bool(decode_message(unit.data)["service"] & (REGULAR_MESS | REJECT_MESS))
+
+
+def big_endian_message(data: bytes, keep_hint: bool = False) -> bytes:
+    """A little-endian writer's message as a big-endian writer would send it.  keep_hint: leave the
+    hint bytes alone (a daemon forwards the original sender's hint untouched)."""
+    f = decode_message(data)
+    if f["byte_order"] != "<":
+        raise ValueError("already big-endian")
+    service = f["type"] & ~ENDIAN_TYPE & 0xFFFFFFFF
+    hint = data[40:44] if keep_hint else struct.pack(">I", f["hint"] & ~ENDIAN_TYPE & 0xFFFFFFFF)
+    out = bytearray(struct.pack(">I", service) + data[4:36] + struct.pack(">i", f["num_groups"]) + hint
+                    + struct.pack(">i", f["data_len"]))
+    at = HEADER_LEN
+    if service & REJECT_MESS:
+        out += struct.pack(">I", f["old_type"])
+        at += 4
+    out += data[at:f["body_offset"]]
+    body = bytearray(f["data"])
+    if "group_id" in f:
+        body[0:12] = struct.pack(">iii", *f["group_id"])
+        if "num_vs_sets" in f:
+            body[12:20] = struct.pack(">II", f["num_vs_sets"], f["local_vs_set_offset"])
+            for offset, names in zip(f["vs_set_offsets"], f["vs_sets"]):
+                body[20 + offset:24 + offset] = struct.pack(">I", len(names))
+    return bytes(out + body)
+
+
+def to_big_endian(units: List[Unit], direction: str) -> List[Unit]:
+    """The units of one direction ("C->D": a big-endian client; "D->C": a big-endian daemon)
+    rewritten as a big-endian host writes them; forwarded hints kept as the sender wrote them."""
+    out = []
+    for u in units:
+        if u.direction == direction and u.kind == MESSAGE:
+            u = replace(u, data=big_endian_message(u.data, keep_hint=is_forwarded(u)))
+        out.append(u)
+    return out
+
+
+def with_forwarded_hint(units: List[Unit], sender: str, hint_raw: bytes) -> List[Unit]:
+    """D->C data messages from `sender` carrying hint_raw (the 4 bytes the sender wrote)."""
+    out = []
+    for u in units:
+        if is_forwarded(u) and decode_message(u.data)["sender"] == sender:
+            u = replace(u, data=u.data[:40] + hint_raw + u.data[44:])
+        out.append(u)
+    return out
+
+
 # ====================================================================================================
 # Framing: how many bytes make the unit that starts this buffer
 # ====================================================================================================
