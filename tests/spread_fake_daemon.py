@@ -22,7 +22,7 @@ import select
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Tuple
 
 import spread_transcript as st
@@ -382,6 +382,9 @@ class ClientReplayer:
         self._ids_back: Dict[Tuple[int, int], Tuple[int, int]] = {}
         #: equal (proc_id, time) in the transcript must be equal in ours, and different ones different
         self.check_ids = True
+        #: clients that connect without a name (st.anonymous): the traced private group -> the one
+        #: the daemon gave; our later units are rewritten with it, its answers compared renamed back
+        self.assigned: Dict[str, str] = {}
 
     def report(self) -> str:
         return "\n".join(str(p) for p in self.problems) or "no problems"
@@ -430,6 +433,9 @@ class ClientReplayer:
 
     def _send(self, unit: st.Unit) -> None:
         sock = self._streams[unit.section].sock
+        for traced, given in self.assigned.items():
+            if unit.kind == st.MESSAGE:
+                unit = replace(unit, data=st.rename_in_unit(st.MESSAGE, unit.data, traced, given))
         try:
             if self.rng is None or unit.kind != st.MESSAGE:
                 sock.sendall(unit.data)   # one unit, one write, like libspread
@@ -459,11 +465,26 @@ class ClientReplayer:
             self._fail(unit, f"expected {st.describe(unit.kind, unit.data)}\ngot {st.describe(got_kind, got)}",
                        unit.data, got)
             return
+        if unit.kind == st.ACCEPT:
+            self._learn_name(unit, got)
         diff = st.compare_units(unit.kind, unit.data, got, self.mask)
         if diff:
             self.problems.append(Problem(unit, diff, unit.data, got))
         elif unit.kind == st.MESSAGE and self.check_ids:
             self._check_ids_consistent(unit, got)
+
+    def _learn_name(self, unit: st.Unit, got: bytes) -> None:
+        """A client that sent no name gets one from the daemon: learn it (and check it is legal)."""
+        connect = next(u for u in self.units if u.section == unit.section and u.kind == st.CONNECT)
+        if st.decode_unit(connect)["name_len"] != 0 or got[:1] != b"\x01":
+            return
+        traced = st.decode_unit(unit)["private_group"]
+        given = st.decode_unit(st.ACCEPT, got)["private_group"]
+        parts = given.split("#")
+        if len(parts) != 3 or parts[0] or parts[2] != traced.split("#")[2] or not st.legal_private_name(parts[1]):
+            self.problems.append(Problem(unit, f"invented private group {given!r} is not '#<legal name>#<daemon>'"))
+        self.assigned[traced] = given
+        self.mask = replace(self.mask, renames=dict(self.mask.renames, **{given: traced}))
 
     def _check_ids_consistent(self, unit: st.Unit, got: bytes) -> None:
         """Masking hides proc_id/time, but equal ids in the transcript must stay equal in ours

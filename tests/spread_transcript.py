@@ -300,6 +300,46 @@ def with_forwarded_hint(units: List[Unit], sender: str, hint_raw: bytes) -> List
     return out
 
 
+def without_membership(units: List[Unit], section: str) -> List[Unit]:
+    """Derived: `section`'s client connects with group_membership=0 (connect flags bit0 clear).
+    Such a session gets data messages only: no REG_MEMB, no TRANSITION, no self-leave
+    (PROTOCOL.md section 4, Is_memb_session in groups.c:1410,1442,1489,1544)."""
+    out = []
+    for u in units:
+        if u.section == section:
+            if u.kind == CONNECT:
+                at = 3 if lib_has_patch(u.data[0], u.data[1]) else 2
+                u = replace(u, data=u.data[:at] + bytes([u.data[at] & ~1]) + u.data[at + 1:])
+            elif u.direction == "D->C" and u.kind == MESSAGE and decode_message(u.data)["service"] & MEMBERSHIP_MESS:
+                continue
+        out.append(u)
+    return out
+
+
+def anonymous(units: List[Unit], section: str) -> List[Unit]:
+    """Derived: `section`'s client sends an empty private name (length 0): the daemon invents one
+    (session.c:738-762).  The expected bytes keep the traced name; compare with a rename."""
+    out = []
+    for u in units:
+        if u.section == section and u.kind == CONNECT:
+            at = 4 if lib_has_patch(u.data[0], u.data[1]) else 3
+            u = replace(u, data=u.data[:at] + b"\0")
+        out.append(u)
+    return out
+
+
+def rename_in_unit(kind: str, data: bytes, old: str, new: str) -> bytes:
+    """`data` with every name field holding `old` (sender, groups, vs_set members) holding `new`;
+    nothing else changed (KILL garbage included)."""
+    return mask_unit(kind, data, Mask(group_id_ids=False, daemon_version=False, kill_garbage=False,
+                                      renames={old: new}))
+
+
+def legal_private_name(name: str) -> bool:
+    """1..MAX_PRIVATE_NAME characters, each > '#' and <= '~' (session.c:784-786)."""
+    return 1 <= len(name) <= 10 and all(0x23 < ord(c) <= 0x7E for c in name)
+
+
 # ====================================================================================================
 # Framing: how many bytes make the unit that starts this buffer
 # ====================================================================================================

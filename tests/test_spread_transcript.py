@@ -267,6 +267,28 @@ def test_big_endian_derivation_keeps_every_field():
     assert hello[:4] == bytes.fromhex("00000010") and hello[40:44] == bytes.fromhex("00000100")
 
 
+def test_without_membership_derivation():
+    units = st.without_membership(units_of("A'", "A"), "A")
+    demo = [u for u in units if u.section == "A"]
+    assert st.decode_unit(demo[1])["group_membership"] == 0 and demo[1].data[3] == 0
+    assert [u.index for u in demo if u.direction == "D->C"] == [2, 4, 8], "auth list, accept, hello only"
+    assert [u for u in units if u.section == "A'"] == SECTIONS["A'"].units
+
+
+def test_anonymous_derivation_and_renames():
+    units = st.anonymous(SECTIONS["A'"].units, "A'")
+    assert units[1].data == bytes.fromhex("0404000100") and units[2:] == SECTIONS["A'"].units[2:]
+    join = SECTIONS["A'"].units[5].data
+    renamed = st.rename_in_unit(st.MESSAGE, join, "#obs#localhost", "#r42-7#localhost")
+    assert st.decode_unit(st.MESSAGE, renamed)["sender"] == "#r42-7#localhost" and renamed[36:] == join[36:]
+    memb = SECTIONS["A"].units[6].data
+    renamed = st.rename_in_unit(st.MESSAGE, memb, "#demo#localhost", "#r42-7#localhost")
+    fields = st.decode_unit(st.MESSAGE, renamed)
+    assert fields["groups"] == ["#r42-7#localhost", "#obs#localhost"]
+    assert fields["vs_sets"] == [["#r42-7#localhost"]] and fields["group_id"] == st.decode_unit(SECTIONS["A"].units[6])["group_id"]
+    assert [st.legal_private_name(n) for n in ("r42-7", "", "a#b", "abcdefghijk", "~~")] == [True, False, False, False, True]
+
+
 def test_framing_of_a_big_endian_peer():
     """A big-endian writer clears the marker and writes its ints big-endian; framing follows."""
     import struct
@@ -447,6 +469,15 @@ def test_replayer_over_a_unix_socket_against_fake_daemon():
         problems = ClientReplayer(units, 0, unix_path=fake.unix_path, unit_timeout_s=UNIT_TIMEOUT_S).run()
         assert fake.wait(UNIT_TIMEOUT_S)
     assert problems == [] and fake.problems == [], f"{problems} / {fake.report()}"
+
+
+def test_replayer_against_fake_daemon_derived_runs():
+    for units in (st.without_membership(units_of("A'", "A"), "A"),
+                  st.to_big_endian(units_of("A'", "A"), "C->D")):
+        with _fake_serving(units) as fake:
+            problems = ClientReplayer(units, fake.port, unit_timeout_s=UNIT_TIMEOUT_S).run()
+            assert fake.wait(UNIT_TIMEOUT_S)
+        assert problems == [] and fake.problems == [], f"{problems} / {fake.report()}"
 
 
 def test_replayer_reports_a_wrong_answer():
@@ -744,6 +775,19 @@ def test_library_reports_endian_mismatch_of_the_sender(sp):
     assert (hello.endian_mismatch, hello.mess_type, hello.service_type) == (True, 1, st.AGREED_MESS), repr(hello)
 
 
+def test_library_without_membership_messages(sp):
+    """Derived: demo of run A connecting with group_membership=False (connect flags 0x00) gets its
+    hello and nothing else: no membership, no self-leave (PROTOCOL.md section 4)."""
+    u = [x for x in st.without_membership(SECTIONS["A"].units, "A")]
+    with FakeDaemon(u) as fake:
+        demo = sp.connect(fake.spread_name, "demo", priority=0, group_membership=False)
+        demo.join("demo")
+        demo.multicast(sp.AGREED_MESS, "demo", b"hello", mess_type=1)
+        check_regular(sp, recv(demo, fake, "own hello"), SECTIONS["A"].units[8])
+        demo.leave("demo")
+        finish(fake, demo)
+
+
 def test_library_spread_name_port_only_uses_the_unix_socket(sp):
     """"4803" means the unix socket /tmp/4803 (PROTOCOL.md section 0).  The fake daemon listens
     ONLY there, so a library that went to TCP instead would not get through."""
@@ -834,6 +878,7 @@ def replay_against_daemon(procs, start, units, name="localhost", check_ids=True,
     log = procs.output(proc)[-3000:]
     assert alive, f"the daemon died during the replay:\n{log}"
     assert problems == [], "\n\n".join(str(p) for p in problems) + f"\n\ndaemon log tail:\n{log}"
+    return replayer
 
 
 def test_daemon_run_A(procs, spread_daemon):
@@ -887,6 +932,19 @@ def test_daemon_run_A_big_endian_clients(procs, spread_daemon):
     units = st.to_big_endian(units_of("A'", "A"), "C->D")
     hint_be = next(u for u in units if u.section == "A" and u.index == 7).data[40:44]
     replay_against_daemon(procs, spread_daemon, st.with_forwarded_hint(units, "#demo#localhost", hint_be))
+
+
+def test_daemon_run_A_demo_without_membership(procs, spread_daemon):
+    """Derived: demo connects with group_membership=0: the daemon sends it the hello only (no
+    REG_MEMB, no self-leave); obs sees exactly what it saw in the real run."""
+    replay_against_daemon(procs, spread_daemon, st.without_membership(units_of("A'", "A"), "A"))
+
+
+def test_daemon_run_A_obs_without_a_name(procs, spread_daemon):
+    """Derived: obs sends an empty private name; the daemon invents a legal one ('#<name>#localhost')
+    that every later unit then uses (compared renamed back to '#obs#localhost')."""
+    replayer = replay_against_daemon(procs, spread_daemon, st.anonymous(units_of("A'", "A"), "A'"))
+    assert list(replayer.assigned) == ["#obs#localhost"], replayer.assigned
 
 
 def test_daemon_C1_on_d1_alone(procs, spread_daemon):
