@@ -230,7 +230,10 @@ class FakeDaemon:
         last = _last_unit_of_each_client(self.units)
         pending: List[st.Unit] = []      # D->C units waiting to be written together (coalesce mode)
         for n, unit in enumerate(self.units):
-            if unit.direction == "TCP":
+            if unit.kind == st.TCP_CLOSE:
+                if not self._expect_close(unit):
+                    return
+            elif unit.direction == "TCP":
                 if not self._accept(unit):
                     return
             elif unit.direction == "C->D":
@@ -261,6 +264,15 @@ class FakeDaemon:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # so one-byte sends stay apart
         self._streams[unit.section] = _Stream(conn, unit.section)
         self.log.append(f"{unit.time} accepted {unit.section}")
+        return True
+
+    def _expect_close(self, unit: st.Unit) -> bool:
+        stream = self._streams[unit.section]
+        eof, extra = stream.wait_eof(self.unit_timeout_s)
+        if extra or not eof:
+            self.problems.append(Problem(unit, f"expected the client to close; got {len(extra)} bytes"
+                                               f"{' and no close' if not eof else ''}", b"", extra))
+            return False
         return True
 
     def _check_client_unit(self, unit: st.Unit) -> bool:
@@ -396,7 +408,10 @@ class ClientReplayer:
             for unit in self.units:
                 if unit.section in self._failed:
                     continue
-                if unit.direction == "TCP":
+                if unit.kind == st.TCP_CLOSE:
+                    self._streams[unit.section].close()
+                    self._failed.add(unit.section)    # nothing more to read or check there
+                elif unit.direction == "TCP":
                     self._connect(unit)
                 elif unit.direction == "C->D":
                     self._send(unit)

@@ -75,6 +75,7 @@ _TYPE_BIT_NAMES = [
 # Unit kinds: the handshake units have their own layouts, everything after it is a 48-byte-header message.
 CONNECT, AUTH_LIST, AUTH_CHOICE, ACCEPT, REJECT, MESSAGE, TCP_OPEN = (
     "connect", "auth_list", "auth_choice", "accept", "reject", "message", "tcp")
+TCP_CLOSE = "tcp_close"   # derived only: the client closes its socket (no unit of the transcript)
 
 _KIND_BY_LABEL = [("CONNECT request", CONNECT), ("AUTH list", AUTH_LIST),
                   ("AUTH method choice", AUTH_CHOICE), ("ACCEPT", ACCEPT), ("REJECT code", REJECT),
@@ -333,6 +334,36 @@ def rename_in_unit(kind: str, data: bytes, old: str, new: str) -> bytes:
     nothing else changed (KILL garbage included)."""
     return mask_unit(kind, data, Mask(group_id_ids=False, daemon_version=False, kill_garbage=False,
                                       renames={old: new}))
+
+
+def rejected_at(units: List[Unit], index: int, code: int) -> List[Unit]:
+    """Derived: the units of one client up to `index`, where the daemon answers the reject `code`
+    (one signed byte, then it closes: PROTOCOL.md section 1) instead of the traced unit."""
+    cut = units[index]
+    if cut.direction != "D->C" or cut.kind not in (AUTH_LIST, ACCEPT, REJECT):
+        raise ValueError(f"{cut!r} is not a handshake answer")
+    reject = replace(cut, data=struct.pack("b", code), kind=REJECT,
+                     label=f"REJECT code {REJECT_CODES.get(code, code)} (derived)", notes=[])
+    return list(units[:index]) + [reject]
+
+
+def with_auth_list(units: List[Unit], methods: str) -> List[Unit]:
+    """Derived: the daemon offers other auth methods ("IP NULL " ...)."""
+    raw = methods.encode("latin-1")
+    return [replace(u, data=bytes([len(raw)]) + raw) if u.kind == AUTH_LIST else u for u in units]
+
+
+def closed_instead_of_kill(units: List[Unit], section: str) -> List[Unit]:
+    """Derived: `section`'s client closes its socket where it sent SP_disconnect's KILL (a killed
+    program, spflooder): handled like a disconnect (PROTOCOL.md section 3, Sess_kill)."""
+    out = []
+    for u in units:
+        if u.section == section and u.kind == MESSAGE and u.direction == "C->D" \
+                and decode_message(u.data)["service"] & KILL_MESS:
+            u = replace(u, direction="TCP", kind=TCP_CLOSE, data=b"", label="close() without KILL (derived)",
+                        notes=[])
+        out.append(u)
+    return out
 
 
 def legal_private_name(name: str) -> bool:

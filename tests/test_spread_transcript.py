@@ -289,6 +289,16 @@ def test_anonymous_derivation_and_renames():
     assert [st.legal_private_name(n) for n in ("r42-7", "", "a#b", "abcdefghijk", "~~")] == [True, False, False, False, True]
 
 
+def test_reject_and_auth_list_derivations():
+    u = st.rejected_at(SECTIONS["B2"].units, 4, -9)
+    assert [x.kind for x in u] == [st.TCP_OPEN, st.CONNECT, st.AUTH_LIST, st.AUTH_CHOICE, st.REJECT]
+    assert u[-1].data == b"\xf7" and st.decode_unit(u[-1])["code_name"] == "REJECT_AUTH"
+    with pytest.raises(ValueError):
+        st.rejected_at(SECTIONS["B2"].units, 3, -9)
+    v = st.with_auth_list(SECTIONS["B2"].units, "IP NULL ")
+    assert v[2].data == b"\x08IP NULL " and st.unit_size(st.AUTH_LIST, v[2].data) == 9
+
+
 def test_framing_of_a_big_endian_peer():
     """A big-endian writer clears the marker and writes its ints big-endian; framing follows."""
     import struct
@@ -478,6 +488,15 @@ def test_replayer_against_fake_daemon_derived_runs():
             problems = ClientReplayer(units, fake.port, unit_timeout_s=UNIT_TIMEOUT_S).run()
             assert fake.wait(UNIT_TIMEOUT_S)
         assert problems == [] and fake.problems == [], f"{problems} / {fake.report()}"
+
+
+def test_replayer_against_fake_daemon_with_a_close_instead_of_kill():
+    units = st.closed_instead_of_kill(units_of("B3", "B1", "B2"), "B2")
+    assert sum(u.kind == st.TCP_CLOSE for u in units) == 1
+    with _fake_serving(units) as fake:
+        problems = ClientReplayer(units, fake.port, unit_timeout_s=UNIT_TIMEOUT_S).run()
+        assert fake.wait(UNIT_TIMEOUT_S)
+    assert problems == [] and fake.problems == [], f"{problems} / {fake.report()}"
 
 
 def test_replayer_reports_a_wrong_answer():
@@ -788,6 +807,34 @@ def test_library_without_membership_messages(sp):
         finish(fake, demo)
 
 
+@pytest.mark.parametrize("index, code, cls", [
+    (2, -3, "RejectQuota"), (2, -5, "RejectIllegalName"), (2, -6, "RejectNotUnique"),
+    (2, -7, "RejectVersion"), (4, -9, "RejectAuth")])
+def test_library_reports_each_reject_code(sp, index, code, cls):
+    """Derived from B1: the daemon answers a reject code in place of the auth-list length (unit 2)
+    or of the accept (unit 4, REJECT_AUTH) and closes; the library raises that code."""
+    u = st.rejected_at(SECTIONS["B2"].units, index, code)
+    with FakeDaemon(u) as fake:
+        with pytest.raises(sp.SpreadError) as caught:
+            sp.connect(fake.spread_name, "dis", priority=0, group_membership=True)
+        assert fake.wait(UNIT_TIMEOUT_S)
+    assert error_code(caught.value) == code, repr(caught.value)
+    assert fake.problems == [], fake.report()
+    if hasattr(sp, cls):   # the subclass spread_mini names after the code, where it has one
+        assert isinstance(caught.value, getattr(sp, cls)), repr(caught.value)
+
+
+def test_library_chooses_null_among_several_auth_methods(sp):
+    """Derived: a daemon configured with more methods offers "IP NULL "; the library still answers
+    with its NULL method, 90 bytes, exactly as the real library did."""
+    u = st.with_auth_list(SECTIONS["B2"].units, "IP NULL ")
+    with FakeDaemon(u) as fake:
+        dis = sp.connect(fake.spread_name, "dis", priority=0, group_membership=True)
+        dis.join("demo")
+        check_membership(sp, recv(dis, fake, "the join"), u[6], "#dis#localhost")
+        finish(fake, dis)
+
+
 def test_library_spread_name_port_only_uses_the_unix_socket(sp):
     """"4803" means the unix socket /tmp/4803 (PROTOCOL.md section 0).  The fake daemon listens
     ONLY there, so a library that went to TCP instead would not get through."""
@@ -945,6 +992,12 @@ def test_daemon_run_A_obs_without_a_name(procs, spread_daemon):
     that every later unit then uses (compared renamed back to '#obs#localhost')."""
     replayer = replay_against_daemon(procs, spread_daemon, st.anonymous(units_of("A'", "A"), "A'"))
     assert list(replayer.assigned) == ["#obs#localhost"], replayer.assigned
+
+
+def test_daemon_run_B_dis_closes_without_kill(procs, spread_daemon):
+    """Derived: dis closes its socket instead of sending KILL (a killed program): obs gets the
+    same CAUSED_BY_DISCONNECT membership the real daemon sent after the KILL."""
+    replay_against_daemon(procs, spread_daemon, st.closed_instead_of_kill(units_of("B3", "B1", "B2"), "B2"))
 
 
 def test_daemon_C1_on_d1_alone(procs, spread_daemon):
