@@ -277,7 +277,9 @@ class FakeDaemon:
 
     def _check_client_unit(self, unit: st.Unit) -> bool:
         stream = self._streams[unit.section]
+        reads_before = stream.reads
         got, why = stream.read_unit(unit.kind, self.unit_timeout_s)
+        pieces = stream.reads - reads_before
         self.received.append((unit, got))
         if why:
             self.problems.append(Problem(unit, f"expected {st.describe(unit.kind, unit.data)}\n"
@@ -293,7 +295,13 @@ class FakeDaemon:
                 return False
         if unit.kind in (st.CONNECT, st.AUTH_CHOICE):
             # The real daemon reads each handshake unit with ONE recv (session.c:656-918): a client
-            # that sends the next unit before our reply would have it read as part of this one.
+            # that writes it in pieces may be rejected (a loopback write this small is never cut).
+            if pieces > 1:
+                self.problems.append(Problem(unit, f"the {unit.kind} arrived in {pieces} pieces: the real daemon"
+                                                   f" reads it with one recv(), write it with one send()",
+                                             unit.data, got))
+                return False
+            # A client that sends the next unit before our reply would have it read as part of this one.
             early = stream.extra_bytes(0.02)
             if early:
                 self.problems.append(Problem(unit, f"client pipelined {len(early)} bytes after the {unit.kind}"

@@ -49,7 +49,7 @@ import pytest
 
 import spread_transcript as st
 from spread_fake_daemon import ClientReplayer, FakeDaemon, Problem
-from conftest import free_tcp_port
+from conftest import free_tcp_port, wait_for
 
 UNIT_TIMEOUT_S = 10.0      # generous: the machine is shared and noisy
 SECTIONS = st.load()
@@ -391,6 +391,19 @@ def test_fake_daemon_reports_a_pipelined_handshake():
         client.sock.sendall(units[1].data + units[3].data)
         assert fake.wait(UNIT_TIMEOUT_S)
     assert len(fake.problems) == 1 and "pipelined 90 bytes" in fake.problems[0].what, fake.report()
+
+
+def test_fake_daemon_reports_a_connect_message_written_in_pieces():
+    units = SECTIONS["A"].units
+    with FakeDaemon(units) as fake:
+        client = _RawClient(fake.port)
+        client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client.sock.sendall(units[1].data[:5])
+        # wait until the fake daemon has read the first piece on its own
+        wait_for(lambda: "A" in fake._streams and fake._streams["A"].reads >= 1, UNIT_TIMEOUT_S)
+        client.sock.sendall(units[1].data[5:])
+        assert fake.wait(UNIT_TIMEOUT_S)
+    assert len(fake.problems) == 1 and "arrived in 2 pieces" in fake.problems[0].what, fake.report()
 
 
 def test_fake_daemon_reports_a_missing_unit_and_a_client_that_leaves():
