@@ -34,8 +34,14 @@ Which scenario can be tested in which direction with ONE daemon:
 |           |                                                           |                 | 'obs' of that run was not traced|
 |           |                                                           |                 | : A' stands in, retimed onto A  |
 
-Not in the transcript, so not here: REJECT_MESS, big messages, priorities, other rejects (the
-other issue-3 tests cover them).
+DERIVED vectors (not captured; each test says so): transformations of the captured units that
+PROTOCOL.md documents exactly: big-endian peers (marker clear, ints swapped, forwarded hint kept),
+group_membership=0 sessions (no membership messages), an empty private name (the daemon invents
+one), a close() instead of KILL, the other reject codes in place of the auth list / accept, an auth
+list with more methods, split and coalesced writes, the unix socket.
+
+Not here: REJECT_MESS, big messages, priorities, SELF_DISCARD, multigroup sends (not in the
+transcript; the other issue-3 tests cover them).
 """
 from __future__ import annotations
 
