@@ -2107,13 +2107,24 @@ class Mailbox:
         return bool(self._complete())
 
     # -- closing -----------------------------------------------------------------------------
-    def disconnect(self) -> int:
-        """SP_disconnect: a KILL message with our own private group, then close."""
+    def disconnect(self, linger_s: float = 2.0) -> int:
+        """SP_disconnect: a KILL message with our own private group, then close.
+
+        Unlike the real library we wait (up to linger_s) for the daemon to close its side: a
+        close() with unread input makes the kernel send a reset, and a reset makes the daemon's
+        kernel drop our last messages before the daemon has read them (PROTOCOL.md section 3)."""
         if self._closed:
             return 0
         try:
             self._control(KILL_MESS, self.private_group, check_join=False)
-        except SpreadError:
+            self._sock.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + linger_s
+            while self._wait_readable(max(0.0, deadline - time.monotonic())):
+                if not self._sock.recv(RECV_CHUNK):
+                    break
+                if time.monotonic() >= deadline:
+                    break
+        except (SpreadError, OSError):
             pass
         self.close()
         return 0
