@@ -161,3 +161,37 @@ def test_scenario_a_daemon_bytes_match_transcript():
               + b"#demo#localhost\0" + hx("20 4f 9e b2 fe 7f 00 00 8c 25 01 64 00 00 00 00"))
     assert any(isinstance(a, sp.CloseConnection) and a.conn_id == 2 for a in d.poll())
     assert "#demo#localhost" not in d.core.local
+
+
+def burst(sender: Client, group: str, count: int) -> None:
+    sender.send(b"".join(sp.encode_message(sp.RELIABLE_MESS, sender.pg, [group], sp.make_hint(0), b"m%d" % i)
+                         for i in range(count)))
+
+
+def test_queue_limit_counts_only_what_the_socket_did_not_take():
+    """A burst larger than --max-session-messages in one read: a reader whose socket takes it
+    survives; one that never reads is disconnected; the others see DISCONNECT (thesis 8.2.1)."""
+    d = sp.Daemon("localhost", max_session_messages=10)
+    fast, lazy, tx = Client(d, 1, "fast"), Client(d, 2, "lazy"), Client(d, 3, "tx")
+    for c in (fast, lazy):
+        c.request(sp.JOIN_MESS, ["g"])
+    fast.pump()
+    lazy.pump()
+    burst(tx, "g", 50)
+    assert len(fast.messages()) == 50  # the socket took everything
+    d.enforce_queue_limits()
+    closes = [a for a in d.poll() if isinstance(a, sp.CloseConnection)]
+    assert [a.conn_id for a in closes] == [2] and "not reading" in closes[0].reason
+    gone = fast.messages()
+    assert len(gone) == 1 and gone[0].caused_by == "DISCONNECT" and gone[0].changed_members == ["#lazy#localhost"]
+    assert d.pending_output(2) == b""  # the lazy session's queue is freed
+    burst(tx, "g", 5)
+    assert len(fast.messages()) == 5
+
+
+def test_queue_memory_hard_bound():
+    d = sp.Daemon("localhost", max_session_messages=1000, max_session_bytes=10000)
+    lazy, tx = Client(d, 1, "lazy"), Client(d, 2, "tx")
+    lazy.request(sp.JOIN_MESS, ["g"])
+    tx.send(sp.encode_message(sp.RELIABLE_MESS, tx.pg, ["g"], sp.make_hint(0), b"x" * 20000))
+    assert any(isinstance(a, sp.CloseConnection) and a.conn_id == 1 for a in d.poll())
