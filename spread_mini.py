@@ -1240,7 +1240,7 @@ class Daemon:
         the burst is fine and only one that does not read is cut (thesis 8.2.1); others go on."""
         core = self.core
         candidates, core.over_limit = core.over_limit, set()
-        for session in candidates:
+        for session in sorted(candidates, key=lambda s: s.conn_id):
             if session.state != CLOSED and session.out.messages > core.max_session_messages:
                 session._enter_closed("not reading")
                 core.overflowed.append(session)
