@@ -2246,6 +2246,7 @@ USER_HELP = """commands:
   r [SECONDS]             wait for one message (default: block until one comes)
   w SECONDS               print whatever arrives during SECONDS
   p                       poll: bytes waiting to be received
+  v                       verbose on/off: off prints only a count every 1000 data messages
   q                       quit (disconnect)
   ?                       this help"""
 
@@ -2290,9 +2291,20 @@ class UserTool:
         self.service = SAFE_MESS
         self.mess_type = 0
         self.sent = 0
+        self.verbose = True
+        self.received = 0  # data messages
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
+
+    def show(self, msg) -> None:
+        if not msg.is_membership:
+            self.received += 1
+            if not self.verbose:
+                if self.received % 1000 == 0:
+                    self.say("received %d data messages" % self.received)
+                return
+        self.say(format_message(msg))
 
     def show_waiting(self) -> None:
         """Print every message that can be received without waiting."""
@@ -2300,7 +2312,7 @@ class UserTool:
             msg = self.mbox.receive(timeout=0)
             if msg is None:
                 break
-            self.say(format_message(msg))
+            self.show(msg)
 
     def wait(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -2311,7 +2323,7 @@ class UserTool:
             msg = self.mbox.receive(timeout=left)
             if msg is None:
                 return
-            self.say(format_message(msg))
+            self.show(msg)
 
     def command(self, line: str) -> bool:
         """Run one command; False to quit."""
@@ -2361,11 +2373,17 @@ class UserTool:
             self.mess_type = int(args[0])
         elif cmd == "r":
             msg = self.mbox.receive(timeout=float(args[0]) if args else None)
-            self.say(format_message(msg) if msg is not None else "nothing received")
+            if msg is None:
+                self.say("nothing received")
+            else:
+                self.show(msg)
         elif cmd == "w":
             self.wait(float(args[0]))
         elif cmd == "p":
             self.say("%d bytes waiting" % self.mbox.poll())
+        elif cmd == "v":
+            self.verbose = not self.verbose
+            self.say("verbose %s (%d data messages so far)" % ("on" if self.verbose else "off", self.received))
         else:
             self.say("unknown command %r (type ? for help)" % cmd)
         return True

@@ -389,3 +389,57 @@ def test_port_in_use_is_a_clear_error(procs):
     out = subprocess.run([sys.executable, "spread_mini.py", "daemon", "--port", str(port), "--no-unix"],
                          capture_output=True, text=True, timeout=30, cwd=os.path.dirname(sp.__file__))
     assert out.returncode == 1 and "cannot listen" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.netns
+def test_lab_lan_daemon_from_config_and_clients_on_two_hosts(labnet, tmp_path):
+    """A daemon on lab host 1 (address and port from a spread.conf), users on hosts 1 and 2."""
+    lab = labnet(2)
+    conf = tmp_path / "spread.conf"
+    conf.write_text("Spread_Segment 10.99.0.255:4803 {\n  h1 %s\n  h2 %s\n}\n" % (lab.ip(1), lab.ip(2)))
+    root = os.path.dirname(sp.__file__)
+    log = open(tmp_path / "daemon.out", "w+")
+    daemon = lab.popen(1, [sys.executable, os.path.join(root, "spread_mini.py"), "daemon", "-c", str(conf),
+                           "--name", "h1", "--no-unix", "--status-every", "0"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        probe = [sys.executable, "-c", "import socket,sys; socket.create_connection((sys.argv[1], 4803), 1)", lab.ip(1)]
+        wait_for(lambda: lab.run(2, probe, capture_output=True).returncode == 0, 20)
+        listener = lab.popen(1, [sys.executable, os.path.join(root, "spread_mini.py"), "user", "-s", "4803@" + lab.ip(1),
+                                 "-u", "near", "--linger", "0"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        listener.stdin.write("j lab\nw 4\nq\n")
+        listener.stdin.flush()
+        time.sleep(1.0)
+        talker = lab.run(2, [sys.executable, os.path.join(root, "spread_mini.py"), "user", "-s", "4803@" + lab.ip(1),
+                             "-u", "far"], input="j lab\nt safe\ns lab across the lab\nw 1\n", capture_output=True,
+                         text=True, timeout=60)
+        assert talker.returncode == 0, talker.stderr
+        assert "REGULAR membership for group lab with 2 member(s)" in talker.stdout, talker.stdout
+        out, _ = listener.communicate(timeout=60)
+        assert "received SAFE message from #far#h1" in out and "across the lab" in out
+        assert "due to the JOIN of #far#h1" in out
+    finally:
+        daemon.terminate()
+        daemon.wait(10)
+
+
+def test_runs_without_rich(procs, tmp_path):
+    """Plain-text fallback: the daemon's status table and the user tool work where rich is missing."""
+    port = free_tcp_port()
+    blocker = tmp_path / "norich"
+    blocker.mkdir()
+    (blocker / "rich.py").write_text("raise ImportError('rich is not installed here')\n")
+    env = dict(os.environ, PYTHONPATH=str(blocker))
+    root = os.path.dirname(sp.__file__)
+    daemon = subprocess.Popen([sys.executable, os.path.join(root, "spread_mini.py"), "daemon", "--port", str(port),
+                               "--name", "plain", "--no-unix", "--status-every", "0.3"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: __import__("spread_helpers").port_open(port), 15)
+        user = subprocess.run([sys.executable, os.path.join(root, "spread_mini.py"), "user", "-s", addr(port), "-u", "p"],
+                              input="j plain\ns plain hi\nw 0.8\n", env=env, capture_output=True, text=True, timeout=60)
+        assert "received SAFE message from #p#plain" in user.stdout, user.stdout + user.stderr
+    finally:
+        daemon.terminate()
+        out = daemon.communicate(timeout=15)[0]
+    assert "spread_mini daemon plain on 127.0.0.1:%d" % port in out and "session" in out
+    assert "Traceback" not in out and "┃" not in out
