@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import errno
 import ipaddress
 import os
 import random
@@ -131,6 +130,9 @@ MAX_MESSAGE_BODY_LEN = 144000  # the real nominal limit (100 * (1472 - 32))
 MAX_MESSAGE_LEN = 143152
 
 HEADER_LEN = 48
+#: the library refuses a message longer than this (a membership message lists every member of a
+#: group, so it can be longer than any data message; this only stops a broken peer's garbage)
+MAX_INCOMING_MESSAGE = 32 * 1024 * 1024
 AUTH_BLOCK_LEN = MAX_AUTH_NAME * MAX_AUTH_METHODS  # 90 bytes
 AUTH_METHODS_ALLOWED = ("NULL",)
 LIB_VERSION_MIN = 30100  # libs older than 3.01 get REJECT_VERSION
@@ -1588,7 +1590,15 @@ class DaemonServer:
             self._drop(conn_id)
             self.daemon.connection_closed(conn_id)
             return
-        self.daemon.connection_data(conn_id, data)
+        try:
+            self.daemon.connection_data(conn_id, data)
+        except Exception as exc:  # a bug must cost one session, never the daemon and the others
+            self.log("internal error on connection %d (%s: %s): closing that session" % (conn_id, type(exc).__name__, exc))
+            self._drop(conn_id)
+            try:
+                self.daemon.connection_closed(conn_id)
+            except Exception as again:
+                self.log("internal error closing connection %d: %s" % (conn_id, again))
 
     def _write(self, conn_id: int) -> bool:
         """Write what the core has for this connection; False when the socket is gone."""
@@ -1847,10 +1857,10 @@ def message_length(buf, off: int = 0) -> int:
     type_raw, _s, num_groups, _h, data_len = HEADER.unpack_from(buf, off)
     if (type_raw & ENDIAN_TYPE) != MY_ENDIAN_MARKER:
         type_raw, _s, num_groups, _h, data_len = HEADER_SWAPPED.unpack_from(buf, off)
-    if num_groups < 0 or data_len < 0:
+    total = HEADER_LEN + (4 if type_raw & REJECT_MESS else 0) + MAX_GROUP_NAME * num_groups + data_len
+    if num_groups < 0 or data_len < 0 or total > MAX_INCOMING_MESSAGE:
         raise IllegalMessage("header with num_groups %d, data_len %d" % (num_groups, data_len))
-    extra = 4 if type_raw & REJECT_MESS else 0
-    return HEADER_LEN + extra + MAX_GROUP_NAME * num_groups + data_len
+    return total
 
 
 def _names(buf, start: int, count: int) -> List[str]:
@@ -2559,6 +2569,8 @@ def run_daemon(args, parser) -> int:
         proc_id = proc_id_of(listen)
     except ValueError:
         parser.error("--listen %r: give an IPv4 address" % listen)
+    if listen == "0.0.0.0":  # never every interface at once: name the lab interface's address
+        parser.error("--listen 0.0.0.0 would listen on every interface; give one address (default 127.0.0.1)")
     daemon = Daemon(name, proc_id=proc_id, memb_time=int(time.time()), daemon_order=daemon_order,
                     max_session_messages=args.max_session_messages, max_sessions=args.max_sessions,
                     rng=random.Random())

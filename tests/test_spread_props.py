@@ -245,3 +245,40 @@ def test_daemon_core_matches_reference_model(ops):
     # membership agrees with the model at the end
     assert {g: sorted(grp.members) for g, grp in h.d.core.groups.items()} == \
         {g: sorted(m) for g, m in model.groups.items()}, ops
+
+
+@settings(max_examples=200)
+@given(st.booleans(), st.lists(st.binary(max_size=300), max_size=8))
+def test_garbage_never_breaks_the_daemon_core(after_handshake, chunks):
+    """Any bytes from one connection, before or after a handshake, close at most that session;
+    another session keeps working (issue 3: "a session that breaks the protocol is closed")."""
+    h = Harness()
+    assert h.connect(1, "good", True)
+    h.request(1, "#good#localhost", sp.JOIN_MESS, ["g"])
+    if after_handshake:
+        assert h.connect(2, "bad", True)
+    else:
+        h.d.connection_opened(2, 0.0)
+    for chunk in chunks:
+        h.d.connection_data(2, chunk)
+        h.after()
+    h.request(1, "#good#localhost", sp.AGREED_MESS, ["g"], b"alive")
+    h.pump(1)
+    assert h.received[1][-1][:4] == ("data", "#good#localhost", ("g",), b"alive")
+
+
+def message_bytes():
+    head = st.builds(lambda t, ng, hint, dl: sp.HEADER.pack(t, b"#x#y", ng, hint, dl),
+                     st.integers(0, 2 ** 32 - 1), st.integers(-5, 200), st.integers(0, 2 ** 32 - 1), st.integers(-5, 400))
+    return st.builds(lambda h, rest: h + rest, head, st.binary(max_size=9000))
+
+
+@settings(max_examples=300)
+@given(message_bytes(), st.one_of(st.none(), st.integers(0, 100)), st.one_of(st.none(), st.integers(0, 5)), st.booleans())
+def test_library_decoder_raises_only_spread_errors(raw, max_len, max_groups, drop):
+    try:
+        total = sp.message_length(raw)
+        if total and total <= len(raw):
+            sp.decode_message(raw, 0, "#x#y", max_len, max_groups, drop)
+    except sp.SpreadError:
+        pass

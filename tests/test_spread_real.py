@@ -370,6 +370,8 @@ def test_daemon_with_config_file(procs, tmp_path):
     (["daemon", "-c", "/nonexistent/spread.conf"], "cannot read"),
     (["daemon", "-c", "/etc/hostname"], "line 1"),
     (["user", "--linger", "x"], "seconds"),
+    (["daemon", "--listen", "0.0.0.0"], "every interface"),
+    (["daemon", "--listen", "localhost"], "IPv4 address"),
 ])
 def test_bad_arguments_exit_2_without_traceback(argv, text):
     out = subprocess.run([sys.executable, "spread_mini.py", *argv], capture_output=True, text=True, timeout=30,
