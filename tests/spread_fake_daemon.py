@@ -384,7 +384,7 @@ class ClientReplayer:
     def __init__(self, units: List[st.Unit], port: int, host: str = LOOPBACK,
                  mask: Optional[st.Mask] = None, *, unit_timeout_s: float = 10.0,
                  end_wait_s: float = 0.3, unix_path: Optional[str] = None,
-                 chunk_seed: Optional[int] = None):
+                 chunk_seed: Optional[int] = None, check_ids: bool = True):
         self.units = list(units)
         self.port, self.host = port, host
         self.unix_path = unix_path      #: connect there instead of host:port (the "<port>" spread name)
@@ -401,7 +401,7 @@ class ClientReplayer:
         self._ids_seen: Dict[Tuple[int, int], Tuple[int, int]] = {}
         self._ids_back: Dict[Tuple[int, int], Tuple[int, int]] = {}
         #: equal (proc_id, time) in the transcript must be equal in ours, and different ones different
-        self.check_ids = True
+        self.check_ids = check_ids
         #: clients that connect without a name (st.anonymous): the traced private group -> the one
         #: the daemon gave; our later units are rewritten with it, its answers compared renamed back
         self.assigned: Dict[str, str] = {}

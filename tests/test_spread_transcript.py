@@ -937,8 +937,7 @@ def replay_against_daemon(procs, start, units, name="localhost", check_ids=True,
     if replayer_options.pop("unix", False):
         replayer_options["unix_path"] = f"/tmp/{port}"
         assert os.path.exists(f"/tmp/{port}"), "the daemon has no unix socket /tmp/<port>"
-    replayer = ClientReplayer(units, port, unit_timeout_s=UNIT_TIMEOUT_S, **replayer_options)
-    replayer.check_ids = check_ids
+    replayer = ClientReplayer(units, port, unit_timeout_s=UNIT_TIMEOUT_S, check_ids=check_ids, **replayer_options)
     problems = replayer.run()
     alive = proc.poll() is None
     log = procs.output(proc)[-3000:]
