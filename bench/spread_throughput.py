@@ -2,13 +2,14 @@
 1000 B messages; and, in the same run, a raw Python TCP relay with the same framing and no
 groups (the ceiling of this design), with the ratio.
 
-    python3 bench/spread_throughput.py [--receivers 1] [--count 20000] [--sizes 100,1000]
+    python3 bench/spread_throughput.py [--receivers 1] [--count 50000] [--sizes 100,1000] [--repeat 3]
 
-Every process is on loopback.  Flow control is the application's, as in a real Spread program:
-each receiver multicasts a small acknowledgement to the sender's private group every ACK_EVERY
-messages and the sender keeps at most WINDOW messages unacknowledged, below the daemon's
-per-session queue limit (so no receiver is disconnected for being slow).  Rows in the style of
-corosync's cpgbench: one per case.
+Every process is on loopback. Each spread_mini run is paired with a relay run just before it
+and "vs relay" is the ratio within the pair (median over --repeat pairs): the machine is shared.
+Flow control is the application's, as in a real Spread program: each receiver multicasts a
+small acknowledgement to the sender's private group every ACK_EVERY messages and the sender
+keeps at most WINDOW messages unacknowledged, below the daemon's per-session queue limit (so no
+receiver is disconnected for being slow). Rows in the style of corosync's cpgbench: one per case.
 """
 from __future__ import annotations
 
@@ -223,11 +224,24 @@ def run_case(mode: str, target: str, daemon_name: str, service: str, size: int, 
             "mbit_per_s": args.count * size * 8 / seconds / 1e6}
 
 
-def best_of(mode, target, daemon_name, service, size, args) -> dict:
-    """The median run of --repeat runs (the machine is shared: single runs are noisy)."""
-    runs = sorted((run_case(mode, target, daemon_name, service, size, args) for _ in range(args.repeat)),
-                  key=lambda r: r["msgs_per_s"])
-    return runs[len(runs) // 2]
+def median(values):
+    values = sorted(values)
+    return values[len(values) // 2]
+
+
+def paired(relay_target, spread_target, service, size, args):
+    """--repeat pairs of runs, relay then spread_mini, back to back: the machine is shared, so
+    the ratio of two neighbouring runs is steadier than either figure. Returns the median spread
+    run, the median relay run and the median of the pair ratios."""
+    spread_runs, relay_runs, ratios = [], [], []
+    for _ in range(args.repeat):
+        relay = run_case("relay", relay_target, "relay", "reliable", size, args)
+        row = run_case("spread", spread_target, "bench", service, size, args)
+        relay_runs.append(relay)
+        spread_runs.append(row)
+        ratios.append(row["msgs_per_s"] / relay["msgs_per_s"])
+    pick = lambda runs: sorted(runs, key=lambda r: r["msgs_per_s"])[len(runs) // 2]
+    return pick(spread_runs), pick(relay_runs), median(ratios)
 
 
 def coordinator(args) -> int:
@@ -238,8 +252,8 @@ def coordinator(args) -> int:
                                "--name", "bench", "--status-every", "0", "--no-unix"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     relay_port = free_port()
-    relay = child("--role", "relay", "--port", str(relay_port))
-    wait_line(relay, "relay")
+    relay_proc = child("--role", "relay", "--port", str(relay_port))
+    wait_line(relay_proc, "relay")
     deadline = time.time() + 15
     while True:
         try:
@@ -250,24 +264,25 @@ def coordinator(args) -> int:
                 raise SystemExit("the daemon did not start")
             time.sleep(0.1)
     print("spread_mini throughput: 1 daemon, 1 sender, %d receiver(s), %d messages per case, window %d, "
-          "median of %d run(s)" % (args.receivers, args.count, WINDOW, args.repeat))
+          "median of %d pair(s) of runs" % (args.receivers, args.count, WINDOW, args.repeat))
     print("%-26s %8s %6s %8s %10s %9s %9s" % ("case", "msgs", "bytes", "seconds", "msgs/s", "Mbit/s", "vs relay"))
+    fmt = "%-26s %8d %6d %8.2f %10.0f %9.1f %9s"
     try:
         for size in sizes:
-            ceiling = best_of("relay", "127.0.0.1:%d" % relay_port, "relay", "reliable", size, args)
-            print("%-26s %8d %6d %8.2f %10.0f %9.1f %9s" % ("raw TCP relay (ceiling)", args.count, size,
-                                                          ceiling["seconds"], ceiling["msgs_per_s"],
-                                                          ceiling["mbit_per_s"], "1.00"), flush=True)
+            relays = []
             for service in services:
-                row = best_of("spread", "%d@127.0.0.1" % port, "bench", service, size, args)
-                print("%-26s %8d %6d %8.2f %10.0f %9.1f %9.2f" % ("spread_mini " + service.upper(), args.count, size,
-                                                                row["seconds"], row["msgs_per_s"], row["mbit_per_s"],
-                                                                row["msgs_per_s"] / ceiling["msgs_per_s"]), flush=True)
+                row, relay, ratio = paired("127.0.0.1:%d" % relay_port, "%d@127.0.0.1" % port, service, size, args)
+                relays.append(relay)
+                print(fmt % ("spread_mini " + service.upper(), args.count, size, row["seconds"], row["msgs_per_s"],
+                             row["mbit_per_s"], "%.2f" % ratio), flush=True)
+            relay = sorted(relays, key=lambda r: r["msgs_per_s"])[len(relays) // 2]
+            print(fmt % ("raw TCP relay (ceiling)", args.count, size, relay["seconds"], relay["msgs_per_s"],
+                         relay["mbit_per_s"], "1.00"), flush=True)
     finally:
         daemon.terminate()
-        relay.terminate()
+        relay_proc.terminate()
         daemon.wait(10)
-        relay.wait(10)
+        relay_proc.wait(10)
     print("command: python3 bench/spread_throughput.py --receivers %d --count %d --sizes %s --services %s --repeat %d"
           % (args.receivers, args.count, args.sizes, args.services, args.repeat))
     return 0
@@ -278,7 +293,8 @@ def main() -> int:
     parser.add_argument("--receivers", type=int, default=1)
     parser.add_argument("--count", type=int, default=50000, help="messages per case")
     parser.add_argument("--sizes", default="100,1000")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per case; the median is shown")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="pairs of runs (relay, spread_mini) per case; medians are shown")
     parser.add_argument("--services", default="unreliable,reliable,fifo,causal,agreed,safe")
     parser.add_argument("--role", choices=("receiver", "sender", "relay"), help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="spread", help=argparse.SUPPRESS)
