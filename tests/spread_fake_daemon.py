@@ -23,7 +23,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import spread_transcript as st
 
@@ -384,10 +384,14 @@ class ClientReplayer:
     def __init__(self, units: List[st.Unit], port: int, host: str = LOOPBACK,
                  mask: Optional[st.Mask] = None, *, unit_timeout_s: float = 10.0,
                  end_wait_s: float = 0.3, unix_path: Optional[str] = None,
-                 chunk_seed: Optional[int] = None, check_ids: bool = True):
+                 chunk_seed: Optional[int] = None, check_ids: bool = True,
+                 hosts: Optional[Dict[str, Tuple[str, int]]] = None,
+                 actions: Optional[Dict[str, Callable[[], None]]] = None):
         self.units = list(units)
         self.port, self.host = port, host
         self.unix_path = unix_path      #: connect there instead of host:port (the "<port>" spread name)
+        self.hosts = hosts or {}        #: per client (section key): its own daemon's (host, port)
+        self.actions = actions or {}    #: st.ACTION label -> what to do (e.g. kill a daemon)
         #: with a seed, messages after the handshake go out in random pieces (the handshake cannot:
         #: the real daemon reads each handshake unit with one recv)
         self.rng = random.Random(chunk_seed) if chunk_seed is not None else None
@@ -411,12 +415,14 @@ class ClientReplayer:
 
     def run(self) -> List[Problem]:
         patch = _accept_patch_for(self.units)
-        last = _last_unit_of_each_client(self.units)
+        last = _last_unit_of_each_client([u for u in self.units if u.kind != st.ACTION])
         try:
             for unit in self.units:
                 if unit.section in self._failed:
                     continue
-                if unit.kind == st.TCP_CLOSE:
+                if unit.kind == st.ACTION:
+                    self.actions[unit.label]()
+                elif unit.kind == st.TCP_CLOSE:
                     self._streams[unit.section].close()
                     self._failed.add(unit.section)    # nothing more to read or check there
                 elif unit.direction == "TCP":
@@ -438,14 +444,15 @@ class ClientReplayer:
         self._failed.add(unit.section)
 
     def _connect(self, unit: st.Unit) -> None:
-        where = self.unix_path or f"{self.host}:{self.port}"
+        host, port = self.hosts.get(unit.section, (self.host, self.port))
+        where = self.unix_path or f"{host}:{port}"
         try:
             if self.unix_path:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 sock.settimeout(self.unit_timeout_s)
                 sock.connect(self.unix_path)
             else:
-                sock = socket.create_connection((self.host, self.port), timeout=self.unit_timeout_s)
+                sock = socket.create_connection((host, port), timeout=self.unit_timeout_s)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)   # as the real library does
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         except OSError as exc:

@@ -76,6 +76,7 @@ _TYPE_BIT_NAMES = [
 CONNECT, AUTH_LIST, AUTH_CHOICE, ACCEPT, REJECT, MESSAGE, TCP_OPEN = (
     "connect", "auth_list", "auth_choice", "accept", "reject", "message", "tcp")
 TCP_CLOSE = "tcp_close"   # derived only: the client closes its socket (no unit of the transcript)
+ACTION = "action"         # an event of the run that is not a client's unit (e.g. "kill -9 d3")
 
 _KIND_BY_LABEL = [("CONNECT request", CONNECT), ("AUTH list", AUTH_LIST),
                   ("AUTH method choice", AUTH_CHOICE), ("ACCEPT", ACCEPT), ("REJECT code", REJECT),
@@ -364,6 +365,17 @@ def closed_instead_of_kill(units: List[Unit], section: str) -> List[Unit]:
                         notes=[])
         out.append(u)
     return out
+
+
+def action(time: str, label: str) -> Unit:
+    """A pseudo-unit for an event of the run outside the clients (the harness performs it)."""
+    return Unit("(run)", 0, time, "TCP", label, b"", ACTION)
+
+
+def kill_time(section: Section) -> Optional[str]:
+    """The time of a 'kill -9 ... at HH:MM:SS.fff' noted in a section title (C1)."""
+    m = re.search(r"kill -9 \w+ at (\d\d:\d\d:\d\d\.\d{6})", section.title)
+    return m.group(1) if m else None
 
 
 def legal_private_name(name: str) -> bool:

@@ -23,13 +23,13 @@ Which scenario can be tested in which direction with ONE daemon:
 | B1        | second 'obs' -> REJECT_NOT_UNIQUE                         | all             | all, run "B" (B3 obs is on)     |
 | B2        | dis joins 'demo', SP_disconnect without leaving           | all             | all, run "B"                    |
 | B3        | obs sees dis's join, then CAUSED_BY_DISCONNECT            | all             | all, run "B"                    |
-| C1        | 3-daemon ring: obs on d1 sees far@d3 join, d3 kill -9'd:  | all (the lib    | handshake + 1-member join + KILL|
-|           | TRANSITION then REG_MEMB CAUSED_BY_NETWORK                | sees one daemon)| with --name d1; far's join, the |
-|           |                                                           |                 | TRANSITION and NETWORK need the |
-|           |                                                           |                 | ring (issue 4): skipped         |
-| C2        | far on d3 joins (2 members incl. #obs#d1); d3 dies        | all (ends with  | handshake with --name d3; the   |
-|           |                                                           | CONNECTION_     | 2-member membership needs d1 in |
-|           |                                                           | CLOSED)         | a ring: skipped                 |
+| C1        | 3-daemon ring: obs on d1 sees far@d3 join, d3 kill -9'd:  | all (the lib    | one daemon: handshake, 1-member |
+|           | TRANSITION then REG_MEMB CAUSED_BY_NETWORK                | sees one daemon)| join, KILL with --name d1.      |
+|           |                                                           |                 | all of C1 + C2: on a ring of    |
+| C2        | far on d3 joins (2 members incl. #obs#d1); d3 dies        | all (ends with  | three daemons, d3 killed at the |
+|           |                                                           | CONNECTION_     | traced moment, when spread_mini |
+|           |                                                           | CLOSED)         | has the ring (issue 4); until   |
+|           |                                                           |                 | then skipped, saying so         |
 | A(5.0.1)  | scenario A with the 5.0.1 lib and daemon                  | all             | demo's 5.0.1 bytes; the observer|
 |           |                                                           |                 | 'obs' of that run was not traced|
 |           |                                                           |                 | : A' stands in, retimed onto A  |
@@ -55,7 +55,7 @@ import pytest
 
 import spread_transcript as st
 from spread_fake_daemon import ClientReplayer, FakeDaemon, Problem
-from conftest import free_tcp_port, wait_for
+from conftest import free_tcp_port, unique_group, wait_for
 
 UNIT_TIMEOUT_S = 10.0      # generous: the machine is shared and noisy
 SECTIONS = st.load()
@@ -1021,25 +1021,74 @@ def test_daemon_run_B_dis_closes_without_kill(procs, spread_daemon):
 def test_daemon_C1_on_d1_alone(procs, spread_daemon):
     """C1's obs on a daemon named d1: handshake, the 1-member join, then its KILL.  What happens in
     between (far's join from d3, the TRANSITION and the NETWORK membership) needs the ring:
-    test_daemon_C1_ring_part."""
+    test_daemon_run_C_on_a_ring_of_three."""
     u = SECTIONS["C1"].units
     replay_against_daemon(procs, spread_daemon, u[:7] + [u[10]], name="d1")
 
 
-def test_daemon_C1_ring_part():
-    pytest.skip("C1 units 7-9 (far@d3 joins, d3 dies: TRANSITION, CAUSED_BY_NETWORK) need a ring of"
-                " three daemons; one daemon cannot produce them (issue 4 adds the ring)")
+def _ring_or_skip():
+    sp = pytest.importorskip("spread_mini")
+    if not hasattr(sp, "RingOrderer"):
+        pytest.skip("C1 units 7-9 and C2 unit 6 (far@d3 joins, d3 is killed: TRANSITION, then"
+                    " CAUSED_BY_NETWORK) need a ring of three daemons: not in this spread_mini yet"
+                    " (issue 4 adds the ring)")
+    return sp
 
 
-def test_daemon_C2_on_d3_alone(procs, spread_daemon):
-    """C2's far on a daemon named d3: the handshake.  Its join is answered with a 2-member
-    membership that includes #obs#d1 on another daemon: test_daemon_C2_ring_part."""
-    replay_against_daemon(procs, spread_daemon, SECTIONS["C2"].units[:5], name="d3")
+def start_ring_of_three(procs, tmp_path, sp):
+    """d1, d2, d3 on 127.0.0.1/.2/.3 (loopback) as in the transcript's 10.77.0.1/.2/.3, one
+    segment; returns (client port, daemons) once every daemon sees the other two."""
+    segment = unique_group()          # "239.255.a.b:port": the client port is the segment port
+    port = int(segment.rsplit(":", 1)[1])
+    conf = tmp_path / "spread.conf"
+    conf.write_text("Spread_Segment %s {\n    d1 127.0.0.1\n    d2 127.0.0.2\n    d3 127.0.0.3\n}\n" % segment)
+    daemons = [procs.start("spread_mini.py", "daemon", "-c", str(conf), "--name", "d%d" % n,
+                           "--status-every", "0", "--no-unix") for n in (1, 2, 3)]
+    ips = ["127.0.0.%d" % n for n in (1, 2, 3)]
+
+    def listening():
+        for proc in daemons:
+            assert proc.poll() is None, f"a daemon exited:\n{procs.output(proc)}"
+        for ip in ips:
+            try:
+                socket.create_connection((ip, port), timeout=1).close()
+            except OSError:
+                return False
+        return True
+
+    wait_for(listening, 20)
+    probes = [sp.connect(f"{port}@{ip}", f"wire{n}", 0, True) for n, ip in enumerate(ips, 1)]
+    names = sorted(p.private_group for p in probes)
+    for probe in probes:   # a group with a member on every daemon: the ring holds all three
+        probe.join("wireprobe")
+    for probe in probes:
+        deadline = time.monotonic() + 30
+        while True:
+            msg = probe.receive(timeout=max(0.1, deadline - time.monotonic()))
+            if msg is not None and msg.is_membership and msg.is_regular and sorted(msg.members) == names:
+                break
+            assert time.monotonic() < deadline, "the three daemons did not form one ring within 30 s"
+    for probe in probes:
+        probe.disconnect()
+    return port, daemons
 
 
-def test_daemon_C2_ring_part():
-    pytest.skip("C2 unit 6 (members #obs#d1 and #far#d3) and the death of d3 need a ring of daemons"
-                " (issue 4)")
+def test_daemon_run_C_on_a_ring_of_three(procs, tmp_path):
+    """C1 and C2 whole, as the real run went: obs on d1 joins 'demo'; far on d3 joins (both see
+    '#obs#d1', '#far#d3': daemon order, then name); d3 is killed (kill -9) at the transcript's
+    time: obs gets the TRANSITION (same group_id as before) then REG_MEMB CAUSED_BY_NETWORK with a
+    new group_id and vs_sets [['#obs#d1']]; far's connection is closed; obs disconnects."""
+    sp = _ring_or_skip()
+    port, daemons = start_ring_of_three(procs, tmp_path, sp)
+    kill_at = st.kill_time(SECTIONS["C1"])
+    assert kill_at == "07:36:56.382444"
+    units = units_of("C1", "C2") + [st.action(kill_at, "kill -9 d3")]
+    units.sort(key=lambda u: u.time_s)
+    replayer = ClientReplayer(units, port, unit_timeout_s=30, actions={"kill -9 d3": daemons[2].kill},
+                              hosts={"C1": ("127.0.0.1", port), "C2": ("127.0.0.3", port)})
+    problems = replayer.run()
+    logs = "\n".join(procs.output(d)[-1500:] for d in daemons[:2])
+    assert problems == [], "\n\n".join(str(p) for p in problems) + f"\n\nlogs of d1, d2:\n{logs}"
 
 
 # ====================================================================================================
