@@ -149,6 +149,7 @@ RECV_CHUNK = 256 * 1024  # bytes per recv(): many messages per system call
 WRITE_CHUNK = 1024 * 1024  # bytes joined per send()
 MAX_SESSION_QUEUE_BYTES = 64 * 1024 * 1024  # a second bound on one session's output queue
 TICK_EVERY_S = 0.1
+ACCEPT_PAUSE_S = 1.0  # after accept() fails (out of file descriptors), before trying again
 HANDSHAKE_TIMEOUT_S = 30.0  # a connection that never finishes the handshake is closed
 MAX_LOG_LINES = 10000  # the core's log buffer, drained by the I/O loop
 
@@ -1493,6 +1494,7 @@ class DaemonServer:
         self.started = time.monotonic()
         self.stopping = False
         self.listeners: List[socket.socket] = []
+        self.paused: list = []  # (resume time, listener) after accept() failed
 
     def open(self) -> None:
         tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -1574,6 +1576,7 @@ class DaemonServer:
                 daemon.tick(now)
                 self._after_events()
                 next_tick = now + TICK_EVERY_S
+                self._resume_accepting(now)
             if next_status is not None and now >= next_status:
                 self.print_status()
                 next_status = now + self.status_every_s
@@ -1585,7 +1588,9 @@ class DaemonServer:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # e.g. out of file descriptors: keep serving the others
-                self.log("accept failed: %s" % exc)
+                self.log("accept failed: %s; not accepting for %.0f s" % (exc, ACCEPT_PAUSE_S))
+                self.sel.unregister(listener)  # else the pending connection wakes us forever
+                self.paused.append((time.monotonic() + ACCEPT_PAUSE_S, listener))
                 return
             sock.setblocking(False)
             if sock.family == socket.AF_INET:
@@ -1595,6 +1600,12 @@ class DaemonServer:
             self.conns[conn_id] = sock
             self.sel.register(sock, selectors.EVENT_READ, conn_id)
             self.daemon.connection_opened(conn_id, time.monotonic())
+
+    def _resume_accepting(self, now: float) -> None:
+        for item in list(self.paused):
+            if now >= item[0]:
+                self.paused.remove(item)
+                self.sel.register(item[1], selectors.EVENT_READ, "listen")
 
     def _read(self, conn_id: int) -> None:
         sock = self.conns.get(conn_id)
@@ -1656,7 +1667,7 @@ class DaemonServer:
                 if isinstance(action, CloseConnection):
                     if action.flush_first:
                         self._write(action.conn_id)
-                    sock = self._drop(action.conn_id)
+                    self._drop(action.conn_id)
                     daemon.connection_closed(action.conn_id)
             dirty = daemon.take_dirty()
             for conn_id in dirty:
@@ -2568,6 +2579,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_daemon(args, parser) -> int:
     name = args.name
     listen = args.listen
+    daemon_ip = None  # the daemon's own address (its proc_id in group ids), from -c
     port = args.port
     daemon_order = None
     if args.config:
@@ -2580,13 +2592,14 @@ def run_daemon(args, parser) -> int:
         listen = listen or entry.client_addresses()[0]
         port = port or entry.port
         daemon_order = config.daemon_order()
+        daemon_ip = entry.ip
         for setting in config.ignored:
             print("configuration: setting %s accepted and ignored" % setting, flush=True)
     name = name or default_daemon_name()
     listen = listen or DEFAULT_LISTEN
     port = port or DEFAULT_SPREAD_PORT
     try:
-        proc_id = proc_id_of(listen)
+        proc_id = proc_id_of(daemon_ip or listen)
     except ValueError:
         parser.error("--listen %r: give an IPv4 address" % listen)
     if listen == "0.0.0.0":  # never every interface at once: name the lab interface's address

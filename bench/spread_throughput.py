@@ -181,6 +181,37 @@ def flush(sel, sock, state) -> bool:
     return True
 
 
+# ---- the daemon core alone ---------------------------------------------------------------------
+
+def core_only(size: int, seconds: float = 2.0) -> float:
+    """Messages per second through the sans-I/O daemon core (no sockets): a sender's 256 KiB reads
+    parsed, ordered, delivered to one receiver whose queue is drained as a socket would."""
+    daemon = sp.Daemon("bench", max_session_messages=10 ** 9)
+    for conn_id, name in ((1, "rx"), (2, "tx")):
+        daemon.connection_opened(conn_id)
+        daemon.connection_data(conn_id, sp.encode_connect(name, False))
+        daemon.output_written(conn_id, len(daemon.pending_output(conn_id)))
+        daemon.connection_data(conn_id, sp.encode_auth_choice())
+        daemon.output_written(conn_id, len(daemon.pending_output(conn_id)))
+    daemon.connection_data(1, sp.encode_message(sp.JOIN_MESS, "#rx#bench", [GROUP], sp.make_hint(0), b""))
+    one = sp.encode_message(sp.RELIABLE_MESS, "#tx#bench", [GROUP], sp.make_hint(DATA_TYPE), b"x" * size)
+    per_read = sp.RECV_CHUNK // len(one)
+    chunk = one * per_read
+    count = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        daemon.connection_data(2, chunk)
+        count += per_read
+        for conn_id in daemon.take_dirty():
+            while True:
+                data = daemon.pending_output(conn_id)
+                if not data:
+                    break
+                daemon.output_written(conn_id, len(data))
+        daemon.enforce_queue_limits()
+    return count / (time.perf_counter() - start)
+
+
 # ---- the coordinator ------------------------------------------------------------------------------
 
 def free_port() -> int:
@@ -296,6 +327,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1,
                         help="pairs of runs (relay, spread_mini) per case; medians are shown")
     parser.add_argument("--services", default="unreliable,reliable,fifo,causal,agreed,safe")
+    parser.add_argument("--core-only", action="store_true", help="measure the daemon core in-process instead")
     parser.add_argument("--role", choices=("receiver", "sender", "relay"), help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="spread", help=argparse.SUPPRESS)
     parser.add_argument("--target", help=argparse.SUPPRESS)
@@ -308,6 +340,11 @@ def main() -> int:
     args = parser.parse_args()
     if args.receivers < 1 or args.count < ACK_EVERY or args.repeat < 1:
         parser.error("need at least 1 receiver, %d messages and 1 repeat" % ACK_EVERY)
+    if args.core_only:
+        for size in (int(x) for x in args.sizes.split(",")):
+            print("daemon core alone (in-process, no sockets), %5d B: %8.0f msgs/s" % (size, core_only(size)))
+        print("command: python3 bench/spread_throughput.py --core-only --sizes %s" % args.sizes)
+        return 0
     if args.role == "receiver":
         run_receiver(args)
     elif args.role == "sender":

@@ -445,3 +445,25 @@ def test_runs_without_rich(procs, tmp_path):
         out = daemon.communicate(timeout=15)[0]
     assert "spread_mini daemon plain on 127.0.0.1:%d" % port in out and "session" in out
     assert "Traceback" not in out and "┃" not in out
+
+
+def test_out_of_file_descriptors_pauses_accepting_and_recovers(procs, tmp_path):
+    """With a tiny descriptor limit, connections beyond it wait; the daemon neither dies nor spins."""
+    port = free_tcp_port()
+    script = tmp_path / "lowfd.py"
+    script.write_text("import resource, runpy, sys\nresource.setrlimit(resource.RLIMIT_NOFILE, (24, 24))\n"
+                      "sys.argv = ['spread_mini.py'] + sys.argv[1:]\nrunpy.run_path(%r, run_name='__main__')\n"
+                      % os.path.join(os.path.dirname(sp.__file__), "spread_mini.py"))
+    proc = procs.start(str(script), "daemon", "--port", str(port), "--name", "fd", "--no-unix", "--status-every", "0")
+    wait_for(lambda: __import__("spread_helpers").port_open(port), 15)
+    held = []
+    for i in range(30):
+        sock = socket.socket()
+        sock.settimeout(5)
+        sock.connect(("127.0.0.1", port))
+        held.append(sock)
+    wait_for(lambda: "accept failed" in procs.output(proc), 15)
+    for sock in held:
+        sock.close()
+    wait_for(lambda: _connects(port, "again"), 20)
+    assert proc.poll() is None
