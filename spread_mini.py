@@ -532,10 +532,11 @@ class ClientSession:
     deliveries there too.  A session that breaks the protocol is CLOSED; nothing else is harmed.
     """
 
-    def __init__(self, conn_id: int, daemon_name: str, reserve_name, rng: random.Random):
+    def __init__(self, conn_id: int, daemon_name: str, reserve_name, rng: random.Random, on_transition=None):
         self.conn_id = conn_id
         self.daemon_name = daemon_name
         self._reserve_name = reserve_name  # callable(name) -> bool; False when the name is taken
+        self._on_transition = on_transition  # callable(session, old, new, reason): log and count
         self._rng = rng
         self.state = AWAIT_CONNECT
         self.close_reason = ""
@@ -551,19 +552,28 @@ class ClientSession:
         self.msgs_in = 0
         self.msgs_out = 0
         self.opened_at = None
-        self.log: List[str] = []
 
-    # -- states ------------------------------------------------------------------------------
-    def _enter_await_auth(self) -> None:
-        self.state = AWAIT_AUTH
+    # -- states: AWAIT_CONNECT -> AWAIT_AUTH -> OPEN -> CLOSED (or CLOSED from any) ----------------
+    def _change(self, new: str, reason: str) -> None:
+        old, self.state = self.state, new
+        if self._on_transition is not None:
+            self._on_transition(self, old, new, reason)
 
-    def _enter_open(self) -> None:
-        self.state = OPEN
+    def _enter_await_auth(self, reason: str) -> None:
+        self._change(AWAIT_AUTH, reason)
+
+    def _enter_open(self, reason: str) -> None:
+        self._change(OPEN, reason)
 
     def _enter_closed(self, reason: str) -> None:
-        self.state = CLOSED
+        if self.state == CLOSED:
+            return
         self.close_reason = reason
         self._buf = bytearray()
+        self._change(CLOSED, reason)
+
+    def describe(self) -> str:
+        return "session %s" % self.private_group if self.private_group else "connection %d" % self.conn_id
 
     # -- input -------------------------------------------------------------------------------
     def receive_data(self, data: bytes) -> list:
@@ -621,18 +631,29 @@ class ClientSession:
         if any(ch < PRIVATE_NAME_MIN_CHAR or ch > NAME_MAX_CHAR for ch in raw_name):
             self._reject(REJECT_ILLEGAL_NAME, "private name %r has a character outside '$'..'~'" % raw_name, events)
             return
-        name = raw_name.decode("latin-1") if raw_name else self._invent_name()
-        if not self._reserve_name(name):
-            self._reject(REJECT_NOT_UNIQUE, "private name %r is in use on this daemon" % name, events)
-            return
+        if raw_name:
+            name = raw_name.decode("latin-1")
+            if not self._reserve_name(name):
+                self._reject(REJECT_NOT_UNIQUE, "private name %r is in use on this daemon" % name, events)
+                return
+        else:  # an empty name: the daemon invents one, and an invented name must not be refused
+            for _ in range(1000):
+                name = self._invent_name()
+                if self._reserve_name(name):
+                    break
+            else:
+                self._reject(REJECT_NOT_UNIQUE, "could not invent a free private name", events)
+                return
         self.private_name = name
         self.private_group = "#%s#%s" % (name, self.daemon_name)
         self._pg_padded = pad_name(self.private_group)
+        connect = "connect message from library %d.%d.%d, name %r, membership=%d, priority=%d" % (
+            major, minor, patch, name, self.group_membership, self.priority)
         if self.lib_version >= LIB_VERSION_AUTH:
             self.out.append(encode_auth_list())
-            self._enter_await_auth()
+            self._enter_await_auth(connect + "; offered authentication: " + " ".join(AUTH_METHODS_ALLOWED))
         else:  # libs older than 3.16 have no authentication exchange
-            self._accept(events)
+            self._accept(events, connect + "; no authentication before library 3.16")
 
     def _invent_name(self) -> str:
         """Like the real daemon's r<rand>-<fd> for an empty private name (at most 10 chars)."""
@@ -652,12 +673,12 @@ class ClientSession:
         if not named or any(m not in AUTH_METHODS_ALLOWED for m in named):
             self._reject(REJECT_AUTH, "authentication methods %r (allowed: %s)" % (named, " ".join(AUTH_METHODS_ALLOWED)), events)
             return
-        self._accept(events)
+        self._accept(events, "%s authentication" % "+".join(named))
 
-    def _accept(self, events: list) -> None:
+    def _accept(self, events: list, reason: str) -> None:
         self.out.append(encode_accept(self.private_group, self.lib_version))
         events.append(Accepted(self.private_group))
-        self._enter_open()
+        self._enter_open("accepted as %s (%s)" % (self.private_group, reason))
 
     def _violation(self, reason: str, events: list) -> None:
         events.append(ProtocolViolation(reason))
@@ -1062,6 +1083,7 @@ class StatusSnapshot:
     queued_bytes: int = 0
     disconnections: Dict[str, int] = field(default_factory=dict)
     rejections: Dict[str, int] = field(default_factory=dict)
+    state_changes: Dict[str, int] = field(default_factory=dict)  # session states entered
 
 
 class Daemon:
@@ -1085,6 +1107,7 @@ class Daemon:
         self.disconnections = collections.Counter()
         self.rejections = collections.Counter()
         self.log: collections.deque = collections.deque(maxlen=MAX_LOG_LINES)
+        self.state_changes = collections.Counter()  # session states entered
         self.now = 0.0
         self._orphans: Dict[int, ClientSession] = {}  # rejected before a session existed (quota)
 
@@ -1095,17 +1118,27 @@ class Daemon:
         if len(self.sessions) >= self.max_sessions:
             # REJECT_QUOTA right after accept(), before reading anything (session.c:576)
             self.rejections["REJECT_QUOTA"] += 1
-            self.log.append("connection %d rejected: REJECT_QUOTA (%d sessions)" % (conn_id, len(self.sessions)))
-            session = ClientSession(conn_id, self.name, lambda n: False, self.rng)
+            session = ClientSession(conn_id, self.name, lambda n: False, self.rng, self._transition)
             session.out.append(reject_byte(REJECT_QUOTA))
-            session._enter_closed("REJECT_QUOTA")
+            session._enter_closed("rejected: REJECT_QUOTA (%d sessions)" % len(self.sessions))
             self._orphans[conn_id] = session
             self.core.dirty.add(conn_id)
             self.actions.append(CloseConnection(conn_id, True, "REJECT_QUOTA"))
             return
-        session = ClientSession(conn_id, self.name, lambda n, c=conn_id: self._reserve(n, c), self.rng)
+        session = ClientSession(conn_id, self.name, lambda n, c=conn_id: self._reserve(n, c), self.rng,
+                                self._transition)
         session.opened_at = self.now
         self.sessions[conn_id] = session
+
+    def _transition(self, session: ClientSession, old: str, new: str, reason: str) -> None:
+        """Every session state change: logged with its reason and counted (a student reading
+        the log sees the handshake and every end of a session)."""
+        self.state_changes[new] += 1
+        if new == CLOSED:
+            self.log.append("%s closed: %s (%s -> CLOSED)" % (session.describe(), reason, old))
+        else:
+            self.log.append("%s: %s -> %s: %s" % (session.describe() if new == OPEN else "connection %d" % session.conn_id,
+                                                  old, new, reason))
 
     def _reserve(self, name: str, conn_id: int) -> bool:
         if name in self.names:
@@ -1136,7 +1169,8 @@ class Daemon:
             self._end_session(session, "connection closed by the client", close=False)
             self._run_orderer()
         else:
-            self._forget(session, session.close_reason or "closed during the handshake")
+            session._enter_closed("connection closed during the handshake")  # no-op if already closed
+            self._forget(session, session.close_reason)
 
     def datagram(self, packet: bytes, src, now: float) -> None:
         self.now = now
@@ -1192,17 +1226,12 @@ class Daemon:
             elif cls is Kill:
                 self._end_session(session, event.reason, close=True, kill=event)
             elif cls is Accepted:
-                self.log.append("session %s accepted (lib %d.%d.%d, membership=%d, priority=%d)" % (
-                    session.private_group, session.lib_version // 10000, session.lib_version // 100 % 100,
-                    session.lib_version % 100, session.group_membership, session.priority))
                 self.core.add_session(session)
             elif cls is Rejected:
                 name = ERROR_NAMES.get(event.code, str(event.code))
                 self.rejections[name] += 1
-                self.log.append("connection %d rejected: %s (%s)" % (session.conn_id, name, event.reason))
                 self.actions.append(CloseConnection(session.conn_id, True, name))
             elif cls is ProtocolViolation:
-                self.log.append("session %s: protocol violation: %s" % (session.private_group or session.conn_id, event.reason))
                 if session.private_group in self.core.local:
                     self._end_session(session, "protocol violation", close=True)
                 else:
@@ -1215,7 +1244,7 @@ class Daemon:
     def _end_session(self, session: ClientSession, reason: str, close: bool, kill: Optional[Kill] = None) -> None:
         """The session is over: its KILL goes through the orderer (others see DISCONNECT)."""
         self.disconnections[reason] += 1
-        self.log.append("session %s closed: %s" % (session.private_group, reason))
+        session._enter_closed(reason)  # logged there, unless the session had closed itself already
         if close:
             self.actions.append(CloseConnection(session.conn_id, False, reason))
         session.out.clear()
@@ -1265,7 +1294,7 @@ class Daemon:
         candidates, core.over_limit = core.over_limit, set()
         for session in sorted(candidates, key=lambda s: s.conn_id):
             if session.state != CLOSED and session.out.messages > core.max_session_messages:
-                session._enter_closed("not reading")
+                session._enter_closed("not reading (more than %d queued messages)" % core.max_session_messages)
                 core.overflowed.append(session)
         if core.overflowed:
             self._kill_overflowed()
@@ -1275,8 +1304,7 @@ class Daemon:
         core = self.core
         while core.overflowed:
             session = core.overflowed.pop()
-            reason = "not reading (more than %d queued messages)" % core.max_session_messages
-            self._end_session(session, reason, close=True)
+            self._end_session(session, session.close_reason, close=True)
 
     # -- status -------------------------------------------------------------------------------------
     def snapshot(self, address: str = "", uptime_s: float = 0.0) -> StatusSnapshot:
@@ -1292,7 +1320,8 @@ class Daemon:
             msgs_in={SERVICE_NAMES[k]: v for k, v in sorted(self.in_by_service.items()) if k in SERVICE_NAMES},
             msgs_out={SERVICE_NAMES[k]: v for k, v in sorted(self.core.out_by_service.items()) if k in SERVICE_NAMES},
             queued_bytes=sum(r.queued_bytes for r in rows),
-            disconnections=dict(self.disconnections), rejections=dict(self.rejections))
+            disconnections=dict(self.disconnections), rejections=dict(self.rejections),
+            state_changes=dict(self.state_changes))
 
 
 # ---- Configuration file (spread.conf) ------------------------------------------------------------
@@ -2479,6 +2508,10 @@ def _status_rows(snap: StatusSnapshot) -> List[Tuple[str, str, str]]:
         if service in snap.msgs_in or service in snap.msgs_out:
             rows.append(("messages", service, "in %d, out %d" % (snap.msgs_in.get(service, 0), snap.msgs_out.get(service, 0))))
     rows.append(("queued", "all sessions", "%d bytes" % snap.queued_bytes))
+    if snap.state_changes:
+        rows.append(("states", "sessions entered", ", ".join("%s %d" % (state, snap.state_changes[state])
+                                                            for state in (AWAIT_AUTH, OPEN, CLOSED)
+                                                            if state in snap.state_changes)))
     for reason, count in sorted(snap.disconnections.items()):
         rows.append(("disconnected", reason, str(count)))
     for reason, count in sorted(snap.rejections.items()):
@@ -2495,7 +2528,8 @@ def render_status(snap: StatusSnapshot):
     """A rich Table of the snapshot (or the plain text where rich is missing)."""
     if Table is None:
         return render_status_text(snap)
-    table = Table(title=_status_title(snap), title_justify="left")
+    title = _status_title(snap)
+    table = Table(title=title, title_justify="left", min_width=min(len(title) + 4, 120))
     table.add_column("what")
     table.add_column("name")
     table.add_column("detail", overflow="fold")

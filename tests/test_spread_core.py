@@ -517,3 +517,18 @@ def test_library_refuses_absurd_headers():
     with pytest.raises(sp.IllegalMessage):
         sp.message_length(sp.HEADER.pack(sp.SAFE_MESS | MARK, b"", 0, MARK, 2 ** 31 - 1))
     assert sp.message_length(b"short") == 0
+
+
+def test_every_session_state_change_is_logged_and_counted():
+    """STYLE: explicit states, a logged and counted reason for every change."""
+    d = sp.Daemon("localhost")
+    a = Client(d, 1, "a")
+    d.connection_opened(2)
+    d.connection_data(2, sp.encode_connect("a", True))  # the name is taken
+    a.request(sp.KILL_MESS, [a.pg])
+    log = "\n".join(d.log)
+    assert "connection 1: AWAIT_CONNECT -> AWAIT_AUTH: connect message from library 4.4.0, name 'a'" in log
+    assert "session #a#localhost: AWAIT_AUTH -> OPEN: accepted as #a#localhost (NULL authentication)" in log
+    assert "connection 2 closed: rejected: REJECT_NOT_UNIQUE" in log
+    assert "session #a#localhost closed: client disconnect (KILL) (OPEN -> CLOSED)" in log
+    assert d.snapshot().state_changes == {"AWAIT_AUTH": 1, "OPEN": 1, "CLOSED": 2}
