@@ -148,6 +148,7 @@ NAME_MAX_CHAR = 0x7E
 RECV_CHUNK = 256 * 1024  # bytes per recv(): many messages per system call
 WRITE_CHUNK = 1024 * 1024  # bytes joined per send()
 MAX_SESSION_QUEUE_BYTES = 64 * 1024 * 1024  # a second bound on one session's output queue
+MAX_TOTAL_QUEUE_BYTES = 512 * 1024 * 1024  # all sessions together: beyond it the biggest queue goes
 TICK_EVERY_S = 0.1
 ACCEPT_PAUSE_S = 1.0  # after accept() fails (out of file descriptors), before trying again
 HANDSHAKE_TIMEOUT_S = 30.0  # a connection that never finishes the handshake is closed
@@ -1094,8 +1095,10 @@ class Daemon:
     def __init__(self, name: str, proc_id: int = 0x7F000001, memb_time: int = 0,
                  orderer: Optional[Orderer] = None, daemon_order: Optional[Sequence[str]] = None,
                  max_session_messages: int = DEFAULT_MAX_SESSION_MESSAGES, max_sessions: int = MAX_SESSIONS,
-                 rng: Optional[random.Random] = None, max_session_bytes: int = MAX_SESSION_QUEUE_BYTES):
+                 rng: Optional[random.Random] = None, max_session_bytes: int = MAX_SESSION_QUEUE_BYTES,
+                 max_total_bytes: int = MAX_TOTAL_QUEUE_BYTES):
         self.name = name
+        self.max_total_bytes = max_total_bytes
         self.rng = rng or random.Random(0)
         self.orderer = orderer if orderer is not None else LocalOrderer(name)
         self.core = GroupCore(name, proc_id, memb_time, daemon_order, max_session_messages, max_session_bytes)
@@ -1186,8 +1189,25 @@ class Daemon:
                 self.disconnections["handshake timeout"] += 1
                 self.actions.append(CloseConnection(session.conn_id, False, "handshake timeout"))
                 self._forget(session, "handshake timeout")
+        self._bound_total_queues()
         self.orderer.tick(now)
         self._run_orderer()
+
+    def _bound_total_queues(self) -> None:
+        """Memory stays bounded with many slow sessions too: over max_total_bytes queued in all,
+        the sessions with the longest queues are disconnected until the total fits."""
+        queued = [(s.out.queued_bytes, s.conn_id, s) for s in self.sessions.values() if s.state == OPEN]
+        total = sum(q[0] for q in queued)
+        if total <= self.max_total_bytes:
+            return
+        for size, _cid, session in sorted(queued, key=lambda q: (-q[0], q[1])):
+            if total <= self.max_total_bytes:
+                break
+            total -= size
+            session._enter_closed("not reading (the longest queue while all sessions hold more than %d bytes)"
+                                  % self.max_total_bytes)
+            self.core.overflowed.append(session)
+        self._kill_overflowed()
 
     # -- outputs -----------------------------------------------------------------------------------
     def take_dirty(self) -> set:

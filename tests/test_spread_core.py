@@ -532,3 +532,17 @@ def test_every_session_state_change_is_logged_and_counted():
     assert "connection 2 closed: rejected: REJECT_NOT_UNIQUE" in log
     assert "session #a#localhost closed: client disconnect (KILL) (OPEN -> CLOSED)" in log
     assert d.snapshot().state_changes == {"AWAIT_AUTH": 1, "OPEN": 1, "CLOSED": 2}
+
+
+def test_total_queued_bytes_bounded_across_sessions():
+    d = sp.Daemon("localhost", max_session_messages=1000, max_total_bytes=30000)
+    small, big, tx = Client(d, 1, "small"), Client(d, 2, "big"), Client(d, 3, "tx")
+    small.request(sp.JOIN_MESS, ["s"])
+    big.request(sp.JOIN_MESS, ["b"])
+    tx.request(sp.RELIABLE_MESS, ["s"], b"x" * 10000)
+    for _ in range(3):
+        tx.request(sp.RELIABLE_MESS, ["b"], b"y" * 10000)
+    d.tick(1.0)
+    closes = [a.conn_id for a in d.poll() if isinstance(a, sp.CloseConnection)]
+    assert closes == [2]  # the longest queue goes; the other session keeps its message
+    assert small.messages()[-1].data == b"x" * 10000
