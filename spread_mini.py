@@ -1111,6 +1111,7 @@ class Daemon:
         self.rejections = collections.Counter()
         self.log: collections.deque = collections.deque(maxlen=MAX_LOG_LINES)
         self.state_changes = collections.Counter()  # session states entered
+        self._close_log: List[str] = []
         self.now = 0.0
         self._orphans: Dict[int, ClientSession] = {}  # rejected before a session existed (quota)
 
@@ -1137,7 +1138,10 @@ class Daemon:
         """Every session state change: logged with its reason and counted (a student reading
         the log sees the handshake and every end of a session)."""
         self.state_changes[new] += 1
-        if new == CLOSED:
+        if new == CLOSED and old == OPEN:
+            # logged by _end_session, after the session's earlier requests (same read) took effect
+            self._close_log.append("%s closed: %s (%s -> CLOSED)" % (session.describe(), reason, old))
+        elif new == CLOSED:
             self.log.append("%s closed: %s (%s -> CLOSED)" % (session.describe(), reason, old))
         else:
             self.log.append("%s: %s -> %s: %s" % (session.describe() if new == OPEN else "connection %d" % session.conn_id,
@@ -1244,6 +1248,7 @@ class Daemon:
             elif cls is Join or cls is Leave:
                 submit(event)
             elif cls is Kill:
+                self._run_orderer()  # what the session asked for before its KILL comes first
                 self._end_session(session, event.reason, close=True, kill=event)
             elif cls is Accepted:
                 self.core.add_session(session)
@@ -1252,6 +1257,7 @@ class Daemon:
                 self.rejections[name] += 1
                 self.actions.append(CloseConnection(session.conn_id, True, name))
             elif cls is ProtocolViolation:
+                self._run_orderer()
                 if session.private_group in self.core.local:
                     self._end_session(session, "protocol violation", close=True)
                 else:
@@ -1264,7 +1270,9 @@ class Daemon:
     def _end_session(self, session: ClientSession, reason: str, close: bool, kill: Optional[Kill] = None) -> None:
         """The session is over: its KILL goes through the orderer (others see DISCONNECT)."""
         self.disconnections[reason] += 1
-        session._enter_closed(reason)  # logged there, unless the session had closed itself already
+        session._enter_closed(reason)  # unless the session had closed itself already
+        self.log.extend(self._close_log)
+        self._close_log.clear()
         if close:
             self.actions.append(CloseConnection(session.conn_id, False, reason))
         session.out.clear()
@@ -1419,78 +1427,106 @@ def _parse_segment_address(text: str, lineno: int) -> Tuple[str, int]:
     return _parse_ip(addr, lineno), port
 
 
+class _ConfParser:
+    """A recursive-descent reader over (token, line) pairs; every error names its line."""
+
+    def __init__(self, text: str):
+        self.tokens = _conf_tokens(text)
+        self.pos = 0
+        self.config = SpreadConfig()
+        self.names: set = set()
+
+    def peek(self, ahead: int = 0) -> Optional[Tuple[str, int]]:
+        index = self.pos + ahead
+        return self.tokens[index] if index < len(self.tokens) else None
+
+    def take(self, what: str) -> Tuple[str, int]:
+        token = self.peek()
+        if token is None:
+            raise ConfigError("end of file: expected %s" % what)
+        self.pos += 1
+        return token
+
+    def expect(self, what: str) -> None:
+        token = self.peek()
+        if token is None or token[0] != what:
+            where = "line %d" % token[1] if token else "end of file"
+            raise ConfigError("%s: expected %r, got %r" % (where, what, token[0] if token else "nothing"))
+        self.pos += 1
+
+    def parse(self) -> SpreadConfig:
+        while self.peek() is not None:
+            word, line = self.peek()
+            if word.lower() == "spread_segment":
+                self.segment()
+            elif self.peek(1) is not None and self.peek(1)[0] == "=":
+                self.setting()
+            else:
+                raise ConfigError("line %d: unexpected %r (expected Spread_Segment or a `Key = value` setting)"
+                                  % (line, word))
+        if not self.config.daemons:
+            raise ConfigError("no daemons: the file needs a Spread_Segment with at least one daemon")
+        return self.config
+
+    def segment(self) -> None:
+        """Spread_Segment ADDR[:PORT] { daemon ... }"""
+        _, line = self.take("Spread_Segment")
+        text, line = self.take("a segment address after Spread_Segment (line %d)" % line)
+        address, port = _parse_segment_address(text, line)
+        self.expect("{")
+        segment = Segment(address, port)
+        while self.peek() is not None and self.peek()[0] != "}":
+            segment.daemons.append(self.daemon(port))
+        self.expect("}")
+        self.config.segments.append(segment)
+
+    def daemon(self, port: int) -> DaemonEntry:
+        """NAME IP [{ [D|C|M] IP ... }]"""
+        name, line = self.take("a daemon name")
+        if not name_is_legal(name, PRIVATE_NAME_MIN_CHAR, MAX_PROC_NAME - 1):
+            raise ConfigError("line %d: daemon name %r: 1..%d characters from '$'..'~'" % (line, name, MAX_PROC_NAME - 1))
+        if name in self.names:
+            raise ConfigError("line %d: daemon name %r appears twice" % (line, name))
+        self.names.add(name)
+        if len(self.names) > MAX_CONFIG_DAEMONS:
+            raise ConfigError("line %d: more than %d daemons" % (line, MAX_CONFIG_DAEMONS))
+        ip_text, ip_line = self.take("the address of daemon %r (line %d)" % (name, line))
+        entry = DaemonEntry(name, _parse_ip(ip_text, ip_line), port, len(self.config.segments))
+        if self.peek() is not None and self.peek()[0] == "{":
+            self.pos += 1
+            while self.peek() is not None and self.peek()[0] != "}":
+                entry.interfaces.append(self.interface())
+            self.expect("}")
+        return entry
+
+    def interface(self) -> Tuple[str, str]:
+        """[D|C|M...] IP: an interface of the daemon, for daemons (D), clients (C), monitor (M)."""
+        word, line = self.take("an interface address")
+        kinds = ""
+        if re.fullmatch(r"[DCMdcm]+", word):
+            kinds = word.upper()
+            word, line = self.take("an interface address after %r (line %d)" % (kinds, line))
+        return kinds, _parse_ip(word, line)
+
+    def setting(self) -> None:
+        """Key = value (to the end of the line) or Key = { ... }: accepted, listed once, not used."""
+        key, line = self.take("a setting")
+        self.expect("=")
+        if self.peek() is not None and self.peek()[0] == "{":
+            while self.peek() is not None and self.peek()[0] != "}":
+                self.pos += 1
+            self.expect("}")
+        else:
+            while self.peek() is not None and self.peek()[1] == line:
+                self.pos += 1
+        if key not in self.config.ignored:
+            self.config.ignored.append(key)
+
+
 def parse_spread_conf(text: str) -> SpreadConfig:
     """Parse the spread.conf format: Spread_Segment ADDR:PORT { NAME IP [{ [D|C|M] IP ... }] ... },
     '#' comments, and other `Key = value` settings (accepted, listed once in .ignored)."""
-    tokens = _conf_tokens(text)
-    config = SpreadConfig()
-    names = set()
-    pos = 0
-
-    def expect(what: str) -> int:
-        nonlocal pos
-        if pos >= len(tokens) or tokens[pos][0] != what:
-            where = "line %d" % tokens[pos][1] if pos < len(tokens) else "end of file"
-            got = tokens[pos][0] if pos < len(tokens) else "nothing"
-            raise ConfigError("%s: expected %r, got %r" % (where, what, got))
-        pos += 1
-        return tokens[pos - 1][1]
-
-    while pos < len(tokens):
-        tok, lineno = tokens[pos]
-        if tok.lower() == "spread_segment":
-            if pos + 1 >= len(tokens):
-                raise ConfigError("line %d: Spread_Segment without an address" % lineno)
-            address, port = _parse_segment_address(tokens[pos + 1][0], lineno)
-            pos += 2
-            expect("{")
-            segment = Segment(address, port)
-            while pos < len(tokens) and tokens[pos][0] != "}":
-                name, nline = tokens[pos]
-                if pos + 1 >= len(tokens):
-                    raise ConfigError("line %d: daemon %r without an address" % (nline, name))
-                if not name_is_legal(name, PRIVATE_NAME_MIN_CHAR, MAX_PROC_NAME - 1):
-                    raise ConfigError("line %d: daemon name %r: 1..%d characters from '$'..'~'" % (nline, name, MAX_PROC_NAME - 1))
-                if name in names:
-                    raise ConfigError("line %d: daemon name %r appears twice" % (nline, name))
-                names.add(name)
-                entry = DaemonEntry(name, _parse_ip(tokens[pos + 1][0], nline), port, len(config.segments))
-                pos += 2
-                if pos < len(tokens) and tokens[pos][0] == "{":
-                    pos += 1
-                    while pos < len(tokens) and tokens[pos][0] != "}":
-                        word, iline = tokens[pos]
-                        kinds = ""
-                        if re.fullmatch(r"[DCMdcm]+", word):
-                            kinds = word.upper()
-                            pos += 1
-                            if pos >= len(tokens):
-                                break
-                            word, iline = tokens[pos]
-                        entry.interfaces.append((kinds, _parse_ip(word, iline)))
-                        pos += 1
-                    expect("}")
-                segment.daemons.append(entry)
-                if len(names) > MAX_CONFIG_DAEMONS:
-                    raise ConfigError("line %d: more than %d daemons" % (nline, MAX_CONFIG_DAEMONS))
-            expect("}")
-            config.segments.append(segment)
-        elif pos + 1 < len(tokens) and tokens[pos + 1][0] == "=":
-            pos += 2
-            if pos < len(tokens) and tokens[pos][0] == "{":
-                while pos < len(tokens) and tokens[pos][0] != "}":
-                    pos += 1
-                expect("}")
-            else:
-                while pos < len(tokens) and tokens[pos][1] == lineno:
-                    pos += 1
-            if tok not in config.ignored:
-                config.ignored.append(tok)
-        else:
-            raise ConfigError("line %d: unexpected %r (expected Spread_Segment or a `Key = value` setting)" % (lineno, tok))
-    if not config.daemons:
-        raise ConfigError("no daemons: the file needs a Spread_Segment with at least one daemon")
-    return config
+    return _ConfParser(text).parse()
 
 
 def load_spread_conf(path: str) -> SpreadConfig:

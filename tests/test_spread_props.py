@@ -282,3 +282,18 @@ def test_library_decoder_raises_only_spread_errors(raw, max_len, max_groups, dro
             sp.decode_message(raw, 0, "#x#y", max_len, max_groups, drop)
     except sp.SpreadError:
         pass
+
+
+conf_words = st.sampled_from(["Spread_Segment", "127.0.0.255:4803", "{", "}", "d1", "127.0.0.1", "D", "C", "=",
+                              "EventLogFile", "/tmp/x", "#", "\n", "10.0.0.300", "x" * 25, "127.0.0.2"])
+
+
+@settings(max_examples=300)
+@given(st.lists(conf_words, max_size=30))
+def test_config_parser_gives_a_config_or_a_config_error(words):
+    try:
+        conf = sp.parse_spread_conf(" ".join(words))
+    except sp.ConfigError as exc:
+        assert str(exc)
+    else:
+        assert conf.daemons and len(set(conf.daemon_order())) == len(conf.daemons)
