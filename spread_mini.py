@@ -2637,6 +2637,21 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _spread_name(text: str) -> str:
+    try:
+        parse_spread_name(text)
+    except IllegalSpread as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _private_name(text: str) -> str:
+    if text and not name_is_legal(text, PRIVATE_NAME_MIN_CHAR, MAX_PRIVATE_NAME):
+        raise argparse.ArgumentTypeError("private name %r: up to %d characters from '$'..'~' (no '#')"
+                                         % (text, MAX_PRIVATE_NAME))
+    return text
+
+
 def default_daemon_name() -> str:
     """With no configuration the real daemon is named after the host (at most 19 chars)."""
     name = "".join(c for c in socket.gethostname().split(".")[0] if PRIVATE_NAME_MIN_CHAR <= ord(c) <= NAME_MAX_CHAR)
@@ -2659,8 +2674,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between status tables (0: never; default 20)")
     d.add_argument("--no-unix", action="store_true", help="do not listen on the unix socket /tmp/PORT")
     u = sub.add_parser("user", help="interactive or scripted client, like Spread's spuser")
-    u.add_argument("-s", "--spread", default=str(DEFAULT_SPREAD_PORT), help="daemon: PORT, PORT@HOST (default 4803)")
-    u.add_argument("-u", "--user", default="", help="private name (at most 10 characters)")
+    u.add_argument("-s", "--spread", type=_spread_name, default=str(DEFAULT_SPREAD_PORT),
+                   help="daemon: PORT (unix socket /tmp/PORT), PORT@HOST or PORT@A.B.C.D (default 4803)")
+    u.add_argument("-u", "--user", type=_private_name, default="",
+                   help="private name, at most 10 characters (default: the daemon invents one)")
     u.add_argument("--no-membership", action="store_true", help="do not receive membership messages")
     u.add_argument("--linger", type=_seconds, default=0.5, help="seconds to keep printing after end of input")
     return parser

@@ -371,6 +371,8 @@ def test_daemon_with_config_file(procs, tmp_path):
     (["daemon", "-c", "/etc/hostname"], "line 1"),
     (["user", "--linger", "x"], "seconds"),
     (["daemon", "--listen", "0.0.0.0"], "every interface"),
+    (["user", "-s", "nonsense"], "expected PORT"),
+    (["user", "-u", "much_too_long_name"], "private name"),
     (["daemon", "--listen", "localhost"], "IPv4 address"),
 ])
 def test_bad_arguments_exit_2_without_traceback(argv, text):
