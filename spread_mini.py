@@ -149,6 +149,9 @@ RECV_CHUNK = 256 * 1024  # bytes per recv(): many messages per system call
 WRITE_CHUNK = 1024 * 1024  # bytes joined per send()
 MAX_SESSION_QUEUE_BYTES = 64 * 1024 * 1024  # a second bound on one session's output queue
 MAX_TOTAL_QUEUE_BYTES = 512 * 1024 * 1024  # all sessions together: beyond it the biggest queue goes
+MAX_GROUPS_TOTAL = 20000  # groups in the daemon's table; a join beyond it gets REJECT_MESS
+MAX_GROUPS_PER_MEMBER = 2000  # groups one session may be in
+MAX_GROUP_MEMBERS = 10000  # members of one group
 TICK_EVERY_S = 0.1
 ACCEPT_PAUSE_S = 1.0  # after accept() fails (out of file descriptors), before trying again
 HANDSHAKE_TIMEOUT_S = 30.0  # a connection that never finishes the handshake is closed
@@ -962,11 +965,15 @@ class GroupCore:
 
     def _join(self, member: str, daemon: str, name: str) -> None:
         group = self.groups.get(name)
-        if group is None:
-            group = self.groups[name] = Group(name)
-        if member in group.members:
+        if group is not None and member in group.members:
             self.log.append("%s joined %s again: ignored" % (member, name))
             return
+        refusal = self._join_refusal(member, group)
+        if refusal:
+            self._reject_join(member, name, refusal)
+            return
+        if group is None:
+            group = self.groups[name] = Group(name)
         group.members[member] = daemon
         group.index += 1
         self.member_groups.setdefault(member, set()).add(name)
@@ -976,6 +983,25 @@ class GroupCore:
         self._reorder(group)
         self.log.append("%s joined %s (%d members)" % (member, name, len(group.members)))
         self._notify(group, CAUSED_BY_JOIN, member)
+
+    def _join_refusal(self, member: str, group: Optional[Group]) -> str:
+        """Limits on the group table (every daemon applies them to the same agreed sequence)."""
+        if group is None and len(self.groups) >= MAX_GROUPS_TOTAL:
+            return "the daemon has %d groups already" % MAX_GROUPS_TOTAL
+        if len(self.member_groups.get(member, ())) >= MAX_GROUPS_PER_MEMBER:
+            return "%s is in %d groups already" % (member, MAX_GROUPS_PER_MEMBER)
+        if group is not None and len(group.members) >= MAX_GROUP_MEMBERS:
+            return "the group has %d members already" % MAX_GROUP_MEMBERS
+        return ""
+
+    def _reject_join(self, member: str, name: str, why: str) -> None:
+        """As the real daemon does when a join exceeds its limits: the join comes back to its
+        sender as REJECT_MESS, with the old type inserted after the header (session.c:1508)."""
+        self.log.append("%s may not join %s: %s (REJECT_MESS)" % (member, name, why))
+        session = self.local.get(member)
+        if session is not None:
+            head = HEADER.pack(REJECT_MESS | MY_ENDIAN_MARKER, pad_name(member), 1, MY_ENDIAN_MARKER, 0)
+            self._enqueue(session, head + UINT32.pack(JOIN_MESS | MY_ENDIAN_MARKER) + pad_name(name))
 
     def _remove(self, member: str, group: Group) -> None:
         del group.members[member]
@@ -1162,7 +1188,7 @@ class Daemon:
         if not was_open and session.out.chunks:
             self.core.dirty.add(conn_id)  # handshake replies
         if events:
-            self._handle_events(session, events, was_open)
+            self._handle_events(session, events)
             self._run_orderer()
 
     def connection_closed(self, conn_id: int) -> None:
@@ -1237,7 +1263,7 @@ class Daemon:
         return actions
 
     # -- internals ---------------------------------------------------------------------------------
-    def _handle_events(self, session: ClientSession, events: list, was_open: bool) -> None:
+    def _handle_events(self, session: ClientSession, events: list) -> None:
         submit = self.orderer.submit
         in_by_service = self.in_by_service
         for event in events:
@@ -1331,7 +1357,7 @@ class Daemon:
     def _kill_overflowed(self) -> None:
         core = self.core
         while core.overflowed:
-            session = core.overflowed.pop()
+            session = core.overflowed.pop(0)  # in the order they were judged
             self._end_session(session, session.close_reason, close=True)
 
     # -- status -------------------------------------------------------------------------------------
@@ -1960,6 +1986,10 @@ class MembershipMessage:
 
 
 def service_name(service_type: int) -> str:
+    if service_type & REJECT_MESS:  # a request the daemon refused, sent back to its sender
+        old = service_type & ~REJECT_MESS
+        control = {JOIN_MESS: "JOIN", LEAVE_MESS: "LEAVE", KILL_MESS: "KILL"}.get(old)
+        return "REJECTED " + (control or service_name(old))
     for bit, name in SERVICE_NAMES.items():
         if service_type & bit:
             return name + ("|SELF_DISCARD" if service_type & SELF_DISCARD else "")
@@ -2377,36 +2407,6 @@ USER_HELP = """commands:
   ?                       this help"""
 
 
-def format_message(msg) -> str:
-    """A readable rendering of a received message (regular or membership), like spuser's."""
-    if not msg.is_membership:
-        text = msg.data.decode("utf-8", "replace")
-        return ("received %s message from %s, mess_type %d, endian_mismatch %s, to %d group(s) %s\n"
-                "  (%d bytes): %s%s" % (service_name(msg.service_type), msg.sender, msg.mess_type, msg.endian_mismatch,
-                                       len(msg.groups), ", ".join(msg.groups), len(msg.data), text,
-                                       " [truncated]" if msg.truncated else ""))
-    if msg.is_self_leave:
-        return "SELF-LEAVE: you left group %s" % msg.group
-    if msg.is_transitional:
-        return "TRANSITIONAL membership for group %s (group id %s)" % (msg.group, _fmt_gid(msg.group_id))
-    lines = ["REGULAR membership for group %s with %d member(s), where I am member %d:" % (
-        msg.group, len(msg.members), msg.my_index)]
-    lines += ["    %s" % m for m in msg.members]
-    lines.append("  group id %s" % _fmt_gid(msg.group_id))
-    cause = msg.caused_by or "?"
-    if cause in ("JOIN", "LEAVE", "DISCONNECT"):
-        lines.append("  due to the %s of %s" % (cause, ", ".join(msg.changed_members)))
-    else:
-        lines.append("  due to a %s change" % cause)
-    for i, vs in enumerate(msg.vs_sets):
-        lines.append("  vs_set %d (%d): %s" % (i, len(vs), ", ".join(vs)))
-    return "\n".join(lines)
-
-
-def _fmt_gid(gid) -> str:
-    return "%d %d %d" % tuple(gid) if gid is not None else "-"
-
-
 class UserTool:
     """The spuser-like loop: commands from stdin (a terminal or a script), messages as they come."""
 
@@ -2552,6 +2552,36 @@ class UserTool:
 # =============================================================================================
 # Terminal rendering
 # =============================================================================================
+
+def format_message(msg) -> str:
+    """A readable rendering of a received message (regular or membership), like spuser's."""
+    if not msg.is_membership:
+        text = msg.data.decode("utf-8", "replace")
+        return ("received %s message from %s, mess_type %d, endian_mismatch %s, to %d group(s) %s\n"
+                "  (%d bytes): %s%s" % (service_name(msg.service_type), msg.sender, msg.mess_type, msg.endian_mismatch,
+                                       len(msg.groups), ", ".join(msg.groups), len(msg.data), text,
+                                       " [truncated]" if msg.truncated else ""))
+    if msg.is_self_leave:
+        return "SELF-LEAVE: you left group %s" % msg.group
+    if msg.is_transitional:
+        return "TRANSITIONAL membership for group %s (group id %s)" % (msg.group, _fmt_gid(msg.group_id))
+    lines = ["REGULAR membership for group %s with %d member(s), where I am member %d:" % (
+        msg.group, len(msg.members), msg.my_index)]
+    lines += ["    %s" % m for m in msg.members]
+    lines.append("  group id %s" % _fmt_gid(msg.group_id))
+    cause = msg.caused_by or "?"
+    if cause in ("JOIN", "LEAVE", "DISCONNECT"):
+        lines.append("  due to the %s of %s" % (cause, ", ".join(msg.changed_members)))
+    else:
+        lines.append("  due to a %s change" % cause)
+    for i, vs in enumerate(msg.vs_sets):
+        lines.append("  vs_set %d (%d): %s" % (i, len(vs), ", ".join(vs)))
+    return "\n".join(lines)
+
+
+def _fmt_gid(gid) -> str:
+    return "%d %d %d" % tuple(gid) if gid is not None else "-"
+
 
 def _status_rows(snap: StatusSnapshot) -> List[Tuple[str, str, str]]:
     rows: List[Tuple[str, str, str]] = []

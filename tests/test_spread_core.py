@@ -546,3 +546,33 @@ def test_total_queued_bytes_bounded_across_sessions():
     closes = [a.conn_id for a in d.poll() if isinstance(a, sp.CloseConnection)]
     assert closes == [2]  # the longest queue goes; the other session keeps its message
     assert small.messages()[-1].data == b"x" * 10000
+
+
+def test_join_beyond_the_limits_comes_back_as_reject_mess(monkeypatch):
+    """PROTOCOL.md section 4: REJECT_MESS (old type after the header) only to the sender."""
+    monkeypatch.setattr(sp, "MAX_GROUPS_PER_MEMBER", 2)
+    d = sp.Daemon("localhost")
+    a = Client(d, 1, "a")
+    for name in ("g1", "g2", "g3"):
+        a.request(sp.JOIN_MESS, [name])
+    got = a.messages()
+    assert [m.is_membership for m in got] == [True, True, False]
+    rejected = got[2]
+    assert rejected.service_type == sp.JOIN_MESS | sp.REJECT_MESS and rejected.groups == ["g3"]
+    assert rejected.sender == "#a#localhost" and "g3" not in d.core.groups
+    assert any("may not join g3" in line for line in d.log)
+
+
+def test_two_slow_sessions_are_cut_in_order_and_others_see_both_disconnects():
+    d = sp.Daemon("localhost", max_session_messages=3)
+    watcher, s1, s2, tx = Client(d, 1, "w"), Client(d, 2, "s1"), Client(d, 3, "s2"), Client(d, 4, "tx")
+    for c in (watcher, s1, s2):
+        c.request(sp.JOIN_MESS, ["g"])
+    watcher.pump()
+    burst(tx, "g", 5)
+    watcher.pump()
+    d.enforce_queue_limits()
+    assert [a.conn_id for a in d.poll() if isinstance(a, sp.CloseConnection)] == [2, 3]
+    gone = watcher.messages()
+    assert [(m.caused_by, m.changed_members) for m in gone] == [("DISCONNECT", ["#s1#localhost"]),
+                                                                ("DISCONNECT", ["#s2#localhost"])]

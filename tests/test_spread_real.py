@@ -469,3 +469,19 @@ def test_out_of_file_descriptors_pauses_accepting_and_recovers(procs, tmp_path):
         sock.close()
     wait_for(lambda: _connects(port, "again"), 20)
     assert proc.poll() is None
+
+
+def test_benchmark_runs_and_prints_its_rows():
+    """The benchmark itself (tiny counts; its figures are not judged here: speed is for benchmarks)."""
+    root = os.path.dirname(sp.__file__)
+    out = subprocess.run([sys.executable, "bench/spread_throughput.py", "--count", "300", "--sizes", "100",
+                          "--services", "agreed,unreliable", "--receivers", "2"], capture_output=True, text=True,
+                         timeout=120, cwd=root)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert any(line.startswith("spread_mini AGREED") and " 300 " in line for line in lines), out.stdout
+    assert any(line.startswith("raw TCP relay (ceiling)") for line in lines)
+    assert lines[-1].startswith("command: python3 bench/spread_throughput.py --receivers 2 --count 300")
+    core = subprocess.run([sys.executable, "bench/spread_throughput.py", "--core-only", "--sizes", "100"],
+                          capture_output=True, text=True, timeout=60, cwd=root)
+    assert core.returncode == 0 and "daemon core alone" in core.stdout
