@@ -285,7 +285,7 @@ class FakeDaemon:
             self.problems.append(Problem(unit, f"expected {st.describe(unit.kind, unit.data)}\n"
                                                f"but {why}; got {got.hex(' ')}", unit.data, got))
             return False
-        diff = st.compare_units(unit.kind, unit.data, got, self.mask)
+        diff = st.compare_units(unit.kind, st.expected_in_order_of(unit, got), got, self.mask)
         if diff:
             self.problems.append(Problem(unit, diff, unit.data, got))
             return False
@@ -497,7 +497,7 @@ class ClientReplayer:
             return
         if unit.kind == st.ACCEPT:
             self._learn_name(unit, got)
-        diff = st.compare_units(unit.kind, unit.data, got, self.mask)
+        diff = st.compare_units(unit.kind, st.expected_in_order_of(unit, got), got, self.mask)
         if diff:
             self.problems.append(Problem(unit, diff, unit.data, got))
         elif unit.kind == st.MESSAGE and self.check_ids:

@@ -292,6 +292,15 @@ def to_big_endian(units: List[Unit], direction: str) -> List[Unit]:
     return out
 
 
+def expected_in_order_of(unit: Unit, got: bytes) -> bytes:
+    """The unit's bytes in the byte order `got` was written in.  The capture host was
+    little-endian; a big-endian host running our code writes its own order, which is as correct
+    (PROTOCOL.md section 2), so the tests compare like with like."""
+    if unit.kind != MESSAGE or len(got) < HEADER_LEN or message_byte_order(got) == message_byte_order(unit.data):
+        return unit.data
+    return big_endian_message(unit.data, keep_hint=is_forwarded(unit))
+
+
 def with_forwarded_hint(units: List[Unit], sender: str, hint_raw: bytes) -> List[Unit]:
     """D->C data messages from `sender` carrying hint_raw (the 4 bytes the sender wrote)."""
     out = []

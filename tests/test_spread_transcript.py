@@ -305,6 +305,17 @@ def test_reject_and_auth_list_derivations():
     assert v[2].data == b"\x08IP NULL " and st.unit_size(st.AUTH_LIST, v[2].data) == 9
 
 
+def test_expected_bytes_follow_the_writer_byte_order():
+    """On a big-endian host our code writes big-endian: compared with the capture turned to that
+    order (forwarded hints kept), never with the little-endian bytes."""
+    memb, hello = SECTIONS["A'"].units[7], SECTIONS["A'"].units[8]
+    be_memb = st.big_endian_message(memb.data)
+    assert st.expected_in_order_of(memb, be_memb) == be_memb
+    assert st.expected_in_order_of(memb, memb.data) == memb.data
+    be_hello = st.big_endian_message(hello.data, keep_hint=True)
+    assert st.expected_in_order_of(hello, be_hello) == be_hello and be_hello[40:44] == hello.data[40:44]
+
+
 def test_framing_of_a_big_endian_peer():
     """A big-endian writer clears the marker and writes its ints big-endian; framing follows."""
     import struct
