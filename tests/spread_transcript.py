@@ -327,6 +327,17 @@ def without_membership(units: List[Unit], section: str) -> List[Unit]:
     return out
 
 
+def with_priority(units: List[Unit], section: str, priority: int) -> List[Unit]:
+    """Derived: `section`'s client connects with this priority (connect flags bits 4-7, sp.c:690-694)."""
+    out = []
+    for u in units:
+        if u.section == section and u.kind == CONNECT:
+            at = 3 if lib_has_patch(u.data[0], u.data[1]) else 2
+            u = replace(u, data=u.data[:at] + bytes([(u.data[at] & 0x0F) | (priority << 4)]) + u.data[at + 1:])
+        out.append(u)
+    return out
+
+
 def anonymous(units: List[Unit], section: str) -> List[Unit]:
     """Derived: `section`'s client sends an empty private name (length 0): the daemon invents one
     (session.c:738-762).  The expected bytes keep the traced name; compare with a rename."""

@@ -865,6 +865,23 @@ def test_library_chooses_null_among_several_auth_methods(sp):
         finish(fake, dis)
 
 
+def test_library_priority_in_the_connect_flags(sp):
+    """Derived: priority=1 travels in bits 4-7 of the connect flags (0x11 with membership);
+    everything else is B2 as captured."""
+    u = st.with_priority(SECTIONS["B2"].units, "B2", 1)
+    assert u[1].data[3] == 0x11
+    with FakeDaemon(u) as fake:
+        dis = sp.connect(fake.spread_name, "dis", priority=1, group_membership=True)
+        dis.join("demo")
+        check_membership(sp, recv(dis, fake, "the join"), u[6], "#dis#localhost")
+        finish(fake, dis)
+
+
+def test_daemon_accepts_priority_1(procs, spread_daemon):
+    """Derived: the same run B with obs at priority 1: nothing else changes on the wire."""
+    replay_against_daemon(procs, spread_daemon, st.with_priority(units_of("B3", "B1", "B2"), "B3", 1))
+
+
 def test_library_spread_name_port_only_uses_the_unix_socket(sp):
     """"4803" means the unix socket /tmp/4803 (PROTOCOL.md section 0).  The fake daemon listens
     ONLY there, so a library that went to TCP instead would not get through."""
@@ -885,8 +902,14 @@ def test_library_spread_name_forms_over_tcp(sp, form):
     """"P@a.b.c.d", "P@host" and, where /tmp/P is no unix socket, "P" falling back to
     127.0.0.1:P (the agreed design, SPREAD-DESIGN.md section 7)."""
     u = SECTIONS["B2"].units
-    with FakeDaemon(u) as fake:
-        assert not os.path.exists(f"/tmp/{fake.port}")
+    fake = FakeDaemon(u)
+    for _ in range(50):   # "P" must find no /tmp/P (other programs leave stale sockets there)
+        if not os.path.exists(f"/tmp/{fake.port}"):
+            break
+        fake.close()
+        fake = FakeDaemon(u)
+    with fake:
+        assert not os.path.exists(f"/tmp/{fake.port}"), "no port without a /tmp/<port> file in 50 tries"
         dis = sp.connect(form.format(port=fake.port), "dis", priority=0, group_membership=True)
         assert dis.private_group == "#dis#localhost"
         dis.join("demo")
