@@ -1,0 +1,469 @@
+from __future__ import annotations
+
+"""A deterministic simulated network for RingOrderer, and the checkers of the guarantees.
+
+One seeded random.Random decides everything: packet loss, duplication, delay (and so reordering),
+partitions and heals, crashes and restarts (a restarted daemon is a fresh RingOrderer with a new
+incarnation), and the clients' messages of every service type. There is no real time and no
+thread: a fake clock jumps from event to event, so a seed replays exactly:
+
+    python3 spread_ring.py sim --seed 123          # or: python3 tests/ring_sim.py 123
+
+The checkers (run at the end of every run; the cheap ones after every step):
+  agreed order   one order: the union of all daemons' delivery sequences has no cycle
+  FIFO           per sender, in the order it sent
+  causal         a message is delivered after those its sender had delivered before sending it
+  no duplicates  no daemon delivers a message twice
+  virtual sync.  daemons that move together from one configuration to the next delivered the
+                 same set of messages in it (regular part and transitional part)
+  safe delivery  a SAFE message delivered in a regular configuration was complete at every member
+  no loss        at the end (network healed, everybody restarted, quiet), everybody is in one
+                 regular configuration and delivered the same messages in it; every message
+                 submitted at a daemon that never crashed was delivered by that daemon
+"""
+
+import heapq
+import os
+import random
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+import spread_ring as sr  # noqa: E402
+
+SERVICES = [sr.UNRELIABLE_MESS, sr.RELIABLE_MESS, sr.FIFO_MESS, sr.CAUSAL_MESS,
+            sr.AGREED_MESS, sr.SAFE_MESS]
+
+
+class Faults:
+    """How hostile the network is (probabilities per packet, delays in seconds)."""
+
+    def __init__(self, loss=0.02, dup=0.01, delay_s=0.002, jitter_s=0.002, crashes=True,
+                 partitions=True, fault_every_s=1.2):
+        self.loss = loss
+        self.dup = dup
+        self.delay_s = delay_s
+        self.jitter_s = jitter_s
+        self.crashes = crashes
+        self.partitions = partitions
+        self.fault_every_s = fault_every_s
+
+
+class Process:
+    """The record of one incarnation of one daemon, as the checkers see it."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.events = []  # ('conf', ConfigurationChange, t) / ('msg', msg_id, service, t)
+        self.delivered = []  # msg ids in delivery order
+        self.delivered_set = set()
+        self.completed = {}  # msg_id -> time it was complete here (link level)
+        self.crashed = False
+
+
+class SimResult:
+    def __init__(self, seed, violations, log_lines, stats):
+        self.seed = seed
+        self.violations = violations
+        self.log_lines = log_lines
+        self.stats = stats
+
+    def summary(self):
+        head = "seed %d: %d violations; %s" % (
+            self.seed, len(self.violations),
+            ", ".join("%s=%s" % kv for kv in sorted(self.stats.items())))
+        return "\n".join([head] + ["  VIOLATION " + v for v in self.violations[:20]])
+
+
+class Sim:
+    def __init__(self, seed, daemons=3, faults=None, settings=None, tick_s=0.01):
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.names = ["d%d" % (i + 1) for i in range(daemons)]
+        self.faults = faults or Faults()
+        self.settings = settings or {}
+        self.tick_s = tick_s
+        self.now = 0.0
+        self.net = []
+        self.net_counter = 0
+        self.nodes = {}  # name -> (orderer, Process) for the daemons that are up
+        self.incarnation = {n: 0 for n in self.names}
+        self.processes = []
+        self.group_of = None  # partition: name -> side
+        self.submitted = {}  # msg_id -> (service, data, deps (pid, prefix length), origin pid)
+        self.violations = []
+        self.log_lines = []
+        self.stats = {"packets": 0, "lost": 0, "crashes": 0, "restarts": 0, "partitions": 0,
+                      "submitted": 0, "configurations": 0}
+        for n in self.names:
+            self.start(n)
+
+    # -------------------------------------------------------------- daemons
+
+    def start(self, name):
+        self.incarnation[name] += 1
+        pid = (name, self.incarnation[name])
+        cfg = sr.RingSettings(**self.settings)
+        orderer = sr.RingOrderer(name, pid[1], self.names, random.Random(self.rng.random()),
+                                 cfg, now=self.now)
+        proc = Process(pid)
+        orderer.trace_completed = []
+        self.nodes[name] = (orderer, proc)
+        self.processes.append(proc)
+        self.drain(name)
+
+    def crash(self, name):
+        orderer, proc = self.nodes.pop(name)
+        proc.crashed = True
+        self.collect_log(orderer)
+        self.stats["crashes"] += 1
+
+    def collect_log(self, orderer):
+        self.log_lines.extend(orderer.log)
+        orderer.log.clear()
+
+    # -------------------------------------------------------------- network
+
+    def send(self, src, dest, raw):
+        self.stats["packets"] += 1
+        f = self.faults
+        if self.rng.random() < f.loss:
+            self.stats["lost"] += 1
+            return
+        copies = 2 if self.rng.random() < f.dup else 1
+        for _ in range(copies):
+            delay = f.delay_s + self.rng.random() * f.jitter_s
+            self.net_counter += 1
+            heapq.heappush(self.net, (self.now + delay, self.net_counter, dest, src, raw))
+
+    def reachable(self, a, b):
+        return self.group_of is None or self.group_of.get(a) == self.group_of.get(b)
+
+    def drain(self, name):
+        orderer, proc = self.nodes[name]
+        for out in orderer.poll():
+            if isinstance(out, sr.Send):
+                self.send(name, out.dest, out.packet)
+            elif isinstance(out, sr.Deliver):
+                self.record_delivery(proc, out.msg)
+            else:
+                proc.events.append(("conf", out, self.now))
+                if out.kind == sr.REGULAR:
+                    self.stats["configurations"] += 1
+        for mid in orderer.trace_completed:
+            proc.completed.setdefault(mid, self.now)
+        del orderer.trace_completed[:]
+        if len(orderer.log) > 200:
+            self.collect_log(orderer)
+
+    def record_delivery(self, proc, msg):
+        mid = msg.msg_id
+        if mid in proc.delivered_set:
+            self.fail("duplicate delivery of %s at %s#%d" % (mid, proc.pid[0], proc.pid[1]))
+            return
+        sub = self.submitted.get(mid)
+        if sub is None:
+            self.learn_ids()
+            sub = self.submitted.get(mid)
+        if sub is None:
+            self.fail("%s#%d delivered %s that nobody submitted" % (proc.pid + (mid,)))
+            return
+        if sub[0] != msg.service_type or sub[1] != msg.data:
+            self.fail("message %s delivered altered at %s" % (mid, proc.pid))
+        proc.delivered.append(mid)
+        proc.delivered_set.add(mid)
+        proc.events.append(("msg", mid, msg.service_type, self.now))
+
+    def fail(self, text):
+        self.violations.append("t=%.3f %s" % (self.now, text))
+
+    # -------------------------------------------------------------- clients
+
+    def submit_random(self):
+        if not self.nodes:
+            return
+        name = self.rng.choice(sorted(self.nodes))
+        orderer, proc = self.nodes[name]
+        service = self.rng.choice(SERVICES)
+        r = self.rng.random()
+        size = self.rng.randrange(0, 100) if r < 0.7 else (
+            self.rng.randrange(100, 1200) if r < 0.95 else self.rng.randrange(1200, 6000))
+        data = bytes(self.rng.getrandbits(8) for _ in range(min(size, 16))) + b"x" * max(0, size - 16)
+        msg = sr.DaemonMessage("#c%d#%s" % (self.rng.randrange(3), name), service, ["g"], 0, data)
+        if not orderer.submit(msg):
+            return
+        counter_guess = None  # the orderer numbers it when it is sent; we learn the id then
+        self.stats["submitted"] += 1
+        # the id is known only when the message is sent, so remember it by object
+        self.pending_ids.append((msg, (proc.pid, len(proc.delivered)), service, data, counter_guess))
+
+    # -------------------------------------------------------------- the run
+
+    def run(self, seconds=8.0, traffic_rate_per_s=150.0, quiet_s=4.0):
+        self.pending_ids = []
+        fault_end = max(0.0, seconds - quiet_s)
+        next_tick = 0.0
+        next_submit = self.rng.expovariate(traffic_rate_per_s)
+        next_fault = self.rng.uniform(0.3, self.faults.fault_every_s * 2)
+        healed = False
+        while self.now < seconds:
+            t_net = self.net[0][0] if self.net else float("inf")
+            t = min(t_net, next_tick, next_submit if next_submit < fault_end else float("inf"),
+                    next_fault if next_fault < fault_end else float("inf"))
+            if not healed and t >= fault_end:
+                t = fault_end
+            if t > seconds:
+                break
+            self.now = t
+            if not healed and self.now >= fault_end:
+                healed = True
+                self.heal_everything()
+            elif t == t_net:
+                _, _, dest, src, raw = heapq.heappop(self.net)
+                if dest in self.nodes and self.reachable(src, dest):
+                    self.nodes[dest][0].receive(raw, src, self.now)
+                    self.drain(dest)
+            elif t == next_tick:
+                for name in sorted(self.nodes):
+                    self.nodes[name][0].tick(self.now)
+                    self.drain(name)
+                next_tick += self.tick_s
+            elif t == next_submit:
+                self.submit_random()
+                self.learn_ids()
+                next_submit += self.rng.expovariate(traffic_rate_per_s)
+            elif t == next_fault:
+                self.random_fault()
+                next_fault += self.rng.uniform(0.2, self.faults.fault_every_s * 2)
+            self.learn_ids()
+        for orderer, proc in self.nodes.values():
+            self.collect_log(orderer)
+        return self.check()
+
+    def learn_ids(self):
+        """Messages get their id (origin, incarnation, counter) when the token sends them."""
+        still = []
+        for item in self.pending_ids:
+            msg = item[0]
+            if msg.origin_counter:
+                self.submitted[msg.msg_id] = (item[2], item[3], item[1], msg.msg_id[:2])
+            else:
+                still.append(item)
+        self.pending_ids = still
+
+    def heal_everything(self):
+        self.group_of = None
+        for name in self.names:
+            if name not in self.nodes:
+                self.start(name)
+                self.stats["restarts"] += 1
+
+    def random_fault(self):
+        f = self.faults
+        choices = []
+        up = sorted(self.nodes)
+        down = [n for n in self.names if n not in self.nodes]
+        if f.crashes and len(up) > 1:
+            choices.append("crash")
+        if f.crashes and down:
+            choices.append("restart")
+        if f.partitions and len(self.names) > 1:
+            choices.append("partition" if self.group_of is None else "heal")
+        if not choices:
+            return
+        what = self.rng.choice(choices)
+        if what == "crash":
+            self.crash(self.rng.choice(up))
+        elif what == "restart":
+            self.start(self.rng.choice(down))
+            self.stats["restarts"] += 1
+        elif what == "partition":
+            sides = {n: self.rng.randrange(2) for n in self.names}
+            self.group_of = sides
+            self.stats["partitions"] += 1
+        else:
+            self.group_of = None
+
+    # -------------------------------------------------------------- checkers
+
+    def check(self):
+        self.learn_ids()
+        self.check_agreed_order()
+        self.check_fifo_and_causal()
+        self.check_virtual_synchrony_and_safe()
+        self.check_end_state()
+        return SimResult(self.seed, self.violations, self.log_lines, self.stats)
+
+    def check_agreed_order(self):
+        """One total order: edges between consecutive deliveries of every process; no cycle."""
+        succ = {}
+        indeg = {}
+        for proc in self.processes:
+            for a, b in zip(proc.delivered, proc.delivered[1:]):
+                succ.setdefault(a, set())
+                if b not in succ[a]:
+                    succ[a].add(b)
+                    indeg[b] = indeg.get(b, 0) + 1
+                indeg.setdefault(a, indeg.get(a, 0))
+            for m in proc.delivered:
+                indeg.setdefault(m, 0)
+        ready = [m for m, d in indeg.items() if d == 0]
+        seen = 0
+        while ready:
+            m = ready.pop()
+            seen += 1
+            for b in succ.get(m, ()):
+                indeg[b] -= 1
+                if indeg[b] == 0:
+                    ready.append(b)
+        if seen != len(indeg):
+            stuck = sorted(m for m, d in indeg.items() if d > 0)[:4]
+            self.fail("agreed order: no single order fits all daemons (cycle through %s)" % stuck)
+
+    def check_fifo_and_causal(self):
+        by_pid = {p.pid: p for p in self.processes}
+        for proc in self.processes:
+            pos = {m: i for i, m in enumerate(proc.delivered)}
+            last_counter = {}
+            for m in proc.delivered:
+                origin = m[:2]
+                if last_counter.get(origin, 0) >= m[2]:
+                    self.fail("FIFO: %s#%d delivered %s after a later message of its sender"
+                              % (proc.pid + (m,)))
+                last_counter[origin] = m[2]
+            # causal: m2 sent at origin O after O delivered O.delivered[:k]
+            prefix_max = {}
+            for m2 in proc.delivered:
+                sub = self.submitted.get(m2)
+                if sub is None:
+                    continue
+                opid, k = sub[2]
+                o = by_pid.get(opid)
+                if o is None:
+                    continue
+                pm = prefix_max.get(opid)
+                if pm is None:
+                    pm = [-1]
+                    for m1 in o.delivered:
+                        pm.append(max(pm[-1], pos.get(m1, -1)))
+                    prefix_max[opid] = pm
+                if k < len(pm) and pm[k] > pos[m2]:
+                    self.fail("causal: %s#%d delivered %s before a message its sender had "
+                              "delivered before sending it" % (proc.pid + (m2,)))
+
+    def configurations_of(self, proc):
+        """[(regular ChangeEvent, regular msgs, trans msgs, next regular ChangeEvent or None)]"""
+        out = []
+        current = None
+        regular, trans, in_trans = set(), set(), False
+        safe_regular = []
+        for ev in proc.events:
+            if ev[0] == "conf":
+                c = ev[1]
+                if c.kind == sr.TRANSITIONAL:
+                    in_trans = True
+                    continue
+                if current is not None:
+                    out.append((current, regular, trans, c, safe_regular))
+                current, regular, trans, in_trans, safe_regular = c, set(), set(), False, []
+            else:
+                if current is None:
+                    self.fail("%s#%d delivered %s before any configuration" % (proc.pid + (ev[1],)))
+                    continue
+                (trans if in_trans else regular).add(ev[1])
+                if not in_trans and ev[2] & sr.SAFE_MESS:
+                    safe_regular.append((ev[1], ev[3]))
+        if current is not None:
+            out.append((current, regular, trans, None, safe_regular))
+        return out
+
+    def check_virtual_synchrony_and_safe(self):
+        by_pid = {p.pid: p for p in self.processes}
+        moves = {}
+        for proc in self.processes:
+            for conf, regular, trans, nxt, safe_regular in self.configurations_of(proc):
+                for mid, t in safe_regular:
+                    for member in conf.member_ids:
+                        q = by_pid.get(member)
+                        got = q.completed.get(mid) if q else None
+                        if got is None or got > t:
+                            self.fail("safe: %s#%d delivered SAFE %s in ring %s but %s#%d did "
+                                      "not have it" % (proc.pid + (mid, conf.ring_id) + member))
+                if nxt is None:
+                    continue
+                key = (conf.ring_id, nxt.ring_id, tuple(sorted(nxt.transitional_ids)))
+                moves.setdefault(key, []).append((proc.pid, regular, trans))
+        for key, group in moves.items():
+            first = group[0]
+            for other in group[1:]:
+                if other[1] != first[1]:
+                    diff = sorted(other[1] ^ first[1])[:3]
+                    self.fail("virtual synchrony: %s and %s moved together from ring %s but "
+                              "delivered different messages in it (e.g. %s)"
+                              % (first[0], other[0], key[0], diff))
+                if other[2] != first[2]:
+                    diff = sorted(other[2] ^ first[2])[:3]
+                    self.fail("virtual synchrony: %s and %s delivered different messages in the "
+                              "transitional configuration %s -> %s (e.g. %s)"
+                              % (first[0], other[0], key[0], key[1], diff))
+
+    def check_end_state(self):
+        alive = [self.nodes[n][1] for n in sorted(self.nodes)]
+        finals = []
+        for proc in alive:
+            confs = self.configurations_of(proc)
+            finals.append(confs[-1] if confs else None)
+        pids = sorted(p.pid for p in alive)
+        for proc, final in zip(alive, finals):
+            if final is None or sorted(final[0].member_ids) != pids:
+                got = sorted(final[0].member_ids) if final else None
+                self.fail("end: %s#%d is in ring %s, not in one ring with every live daemon %s"
+                          % (proc.pid + (got, pids)))
+                return
+        ring_ids = {f[0].ring_id for f in finals}
+        if len(ring_ids) != 1:
+            self.fail("end: live daemons in different rings %s" % sorted(ring_ids))
+            return
+        sets = [f[1] for f in finals]
+        for proc, s in zip(alive, sets):
+            if s != sets[0]:
+                self.fail("no loss: %s#%d and %s#%d delivered different messages in the final ring"
+                          % (alive[0].pid + proc.pid))
+        for mid, sub in self.submitted.items():
+            origin = sub[3]
+            proc = self.nodes.get(origin[0], (None, None))[1]
+            if proc is not None and proc.pid == origin and mid not in proc.delivered_set:
+                self.fail("no loss: %s was submitted at %s#%d (never crashed) and never "
+                          "delivered there" % ((mid,) + origin))
+        for item in self.pending_ids:
+            msg = item[0]
+            proc = self.nodes.get(msg.origin or "", (None, None))[1]
+            owner = item[1][0]
+            if owner[0] in self.nodes and self.nodes[owner[0]][1].pid == owner:
+                self.fail("no loss: a message submitted at %s#%d was never sent" % owner)
+
+
+def run_seed(seed, daemons=3, seconds=8.0, faults=None, settings=None, rate=150.0):
+    rng = random.Random(seed * 7919 + 1)
+    if settings is None:
+        settings = {}
+        if rng.random() < 0.5:
+            settings["max_packet_bytes"] = rng.choice([300, 600])  # more fragmentation
+        if rng.random() < 0.3:
+            settings["personal_window_packets"] = rng.choice([2, 5, 20])
+    sim = Sim(seed, daemons=daemons, faults=faults, settings=settings)
+    return sim.run(seconds=seconds, traffic_rate_per_s=rate)
+
+
+def replay_hint(seed, daemons=3, seconds=8.0):
+    return ("replay: python3 spread_ring.py sim --seed %d --daemons %d --seconds %s --log"
+            % (seed, daemons, seconds))
+
+
+if __name__ == "__main__":
+    seed = int(sys.argv[1]) if len(sys.argv) > 1 else 1
+    res = run_seed(seed)
+    if "--log" in sys.argv:
+        print("\n".join(res.log_lines))
+    print(res.summary())
