@@ -113,8 +113,15 @@ class Sim:
         self.processes.append(proc)
         self.drain(name)
 
+    def add_counters(self, orderer):
+        for key in ("recovery_packets_sent", "recovered_packets", "discarded_after_gap",
+                    "retransmissions_sent", "token_loss", "consensus_timeouts",
+                    "messages_resent_after_change", "dropped_garbage"):
+            self.stats[key] = self.stats.get(key, 0) + orderer.counters.get(key, 0)
+
     def crash(self, name):
         orderer, proc = self.nodes.pop(name)
+        self.add_counters(orderer)
         proc.crashed = True
         self.collect_log(orderer)
         self.stats["crashes"] += 1
@@ -158,22 +165,24 @@ class Sim:
             self.collect_log(orderer)
 
     def record_delivery(self, proc, msg):
-        mid = msg.msg_id
-        if mid in proc.delivered_set:
-            self.fail("duplicate delivery of %s at %s#%d" % (mid, proc.pid[0], proc.pid[1]))
+        """Messages are known by the serial number the simulated client puts in their first
+        8 bytes (a message cut by a ring change is sent again under a new orderer id)."""
+        if len(msg.data) < 8:
+            self.fail("%s#%d delivered a message without our serial" % proc.pid)
             return
-        sub = self.submitted.get(mid)
-        if sub is None:
-            self.learn_ids()
-            sub = self.submitted.get(mid)
-        if sub is None:
-            self.fail("%s#%d delivered %s that nobody submitted" % (proc.pid + (mid,)))
+        serial = int.from_bytes(msg.data[:8], "big")
+        if serial in proc.delivered_set:
+            self.fail("duplicate delivery of message %d at %s#%d" % ((serial,) + proc.pid))
             return
-        if sub[0] != msg.service_type or sub[1] != msg.data:
-            self.fail("message %s delivered altered at %s" % (mid, proc.pid))
-        proc.delivered.append(mid)
-        proc.delivered_set.add(mid)
-        proc.events.append(("msg", mid, msg.service_type, self.now))
+        sub = self.submitted.get(serial)
+        if sub is None:
+            self.fail("%s#%d delivered %s that nobody submitted" % (proc.pid + (serial,)))
+            return
+        if sub[0] != msg.service_type or sub[1] != msg.data or sub[3] != msg.msg_id[:2]:
+            self.fail("message %d delivered altered at %s" % (serial, proc.pid))
+        proc.delivered.append(serial)
+        proc.delivered_set.add(serial)
+        proc.events.append(("msg", serial, msg.service_type, self.now, msg.msg_id))
 
     def fail(self, text):
         self.violations.append("t=%.3f %s" % (self.now, text))
@@ -187,33 +196,45 @@ class Sim:
         orderer, proc = self.nodes[name]
         service = self.rng.choice(SERVICES)
         r = self.rng.random()
-        size = self.rng.randrange(0, 100) if r < 0.7 else (
+        size = self.rng.randrange(8, 100) if r < 0.7 else (
             self.rng.randrange(100, 1200) if r < 0.95 else self.rng.randrange(1200, 6000))
-        data = bytes(self.rng.getrandbits(8) for _ in range(min(size, 16))) + b"x" * max(0, size - 16)
+        serial = len(self.submitted) + 1
+        data = serial.to_bytes(8, "big") + bytes(self.rng.getrandbits(8) for _ in range(8))
+        data += b"x" * max(0, size - len(data))
         msg = sr.DaemonMessage("#c%d#%s" % (self.rng.randrange(3), name), service, ["g"], 0, data)
         if not orderer.submit(msg):
             return
-        counter_guess = None  # the orderer numbers it when it is sent; we learn the id then
         self.stats["submitted"] += 1
-        # the id is known only when the message is sent, so remember it by object
-        self.pending_ids.append((msg, (proc.pid, len(proc.delivered)), service, data, counter_guess))
+        # deps: what this daemon had delivered before the client sent (causal order)
+        self.submitted[serial] = (service, data, (proc.pid, len(proc.delivered)), proc.pid)
 
     # -------------------------------------------------------------- the run
 
-    def run(self, seconds=8.0, traffic_rate_per_s=150.0, quiet_s=4.0):
-        self.pending_ids = []
+    def settled(self):
+        for orderer, _ in self.nodes.values():
+            if orderer.state != sr.OPERATIONAL or orderer.pending or orderer.in_progress \
+                    or orderer.ring.ordered or len(orderer.ring.members) != len(self.nodes):
+                return False
+        arus = {(o.ring.ring_id, o.ring.my_aru, o.ring.high_seq) for o, _ in self.nodes.values()}
+        return len(arus) == 1
+
+    def run(self, seconds=8.0, traffic_rate_per_s=150.0, quiet_s=4.0, max_extra_s=60.0):
+        """Faults and traffic until seconds - quiet_s; then everything heals and restarts and
+        the run goes on until the daemons settle (at least until `seconds`, at most
+        max_extra_s more), so that the end checks see a finished run."""
         fault_end = max(0.0, seconds - quiet_s)
+        hard_end = seconds + max_extra_s
         next_tick = 0.0
         next_submit = self.rng.expovariate(traffic_rate_per_s)
         next_fault = self.rng.uniform(0.3, self.faults.fault_every_s * 2)
         healed = False
-        while self.now < seconds:
+        while self.now < seconds or (self.now < hard_end and not self.settled()):
             t_net = self.net[0][0] if self.net else float("inf")
             t = min(t_net, next_tick, next_submit if next_submit < fault_end else float("inf"),
                     next_fault if next_fault < fault_end else float("inf"))
             if not healed and t >= fault_end:
                 t = fault_end
-            if t > seconds:
+            if t > hard_end:
                 break
             self.now = t
             if not healed and self.now >= fault_end:
@@ -231,26 +252,16 @@ class Sim:
                 next_tick += self.tick_s
             elif t == next_submit:
                 self.submit_random()
-                self.learn_ids()
                 next_submit += self.rng.expovariate(traffic_rate_per_s)
             elif t == next_fault:
                 self.random_fault()
                 next_fault += self.rng.uniform(0.2, self.faults.fault_every_s * 2)
-            self.learn_ids()
         for orderer, proc in self.nodes.values():
             self.collect_log(orderer)
+            self.add_counters(orderer)
+        self.stats["trans_deliveries"] = sum(
+            1 for p in self.processes for e in self.configurations_of(p) for _ in e[2])
         return self.check()
-
-    def learn_ids(self):
-        """Messages get their id (origin, incarnation, counter) when the token sends them."""
-        still = []
-        for item in self.pending_ids:
-            msg = item[0]
-            if msg.origin_counter:
-                self.submitted[msg.msg_id] = (item[2], item[3], item[1], msg.msg_id[:2])
-            else:
-                still.append(item)
-        self.pending_ids = still
 
     def heal_everything(self):
         self.group_of = None
@@ -288,7 +299,6 @@ class Sim:
     # -------------------------------------------------------------- checkers
 
     def check(self):
-        self.learn_ids()
         self.check_agreed_order()
         self.check_fifo_and_causal()
         self.check_virtual_synchrony_and_safe()
@@ -325,13 +335,13 @@ class Sim:
         by_pid = {p.pid: p for p in self.processes}
         for proc in self.processes:
             pos = {m: i for i, m in enumerate(proc.delivered)}
-            last_counter = {}
+            last_serial = {}
             for m in proc.delivered:
-                origin = m[:2]
-                if last_counter.get(origin, 0) >= m[2]:
+                origin = self.submitted[m][3]
+                if last_serial.get(origin, 0) >= m:
                     self.fail("FIFO: %s#%d delivered %s after a later message of its sender"
                               % (proc.pid + (m,)))
-                last_counter[origin] = m[2]
+                last_serial[origin] = m
             # causal: m2 sent at origin O after O delivered O.delivered[:k]
             prefix_max = {}
             for m2 in proc.delivered:
@@ -373,7 +383,7 @@ class Sim:
                     continue
                 (trans if in_trans else regular).add(ev[1])
                 if not in_trans and ev[2] & sr.SAFE_MESS:
-                    safe_regular.append((ev[1], ev[3]))
+                    safe_regular.append((ev[4], ev[3]))
         if current is not None:
             out.append((current, regular, trans, None, safe_regular))
         return out
@@ -430,18 +440,12 @@ class Sim:
             if s != sets[0]:
                 self.fail("no loss: %s#%d and %s#%d delivered different messages in the final ring"
                           % (alive[0].pid + proc.pid))
-        for mid, sub in self.submitted.items():
+        for serial, sub in self.submitted.items():
             origin = sub[3]
             proc = self.nodes.get(origin[0], (None, None))[1]
-            if proc is not None and proc.pid == origin and mid not in proc.delivered_set:
-                self.fail("no loss: %s was submitted at %s#%d (never crashed) and never "
-                          "delivered there" % ((mid,) + origin))
-        for item in self.pending_ids:
-            msg = item[0]
-            proc = self.nodes.get(msg.origin or "", (None, None))[1]
-            owner = item[1][0]
-            if owner[0] in self.nodes and self.nodes[owner[0]][1].pid == owner:
-                self.fail("no loss: a message submitted at %s#%d was never sent" % owner)
+            if proc is not None and proc.pid == origin and serial not in proc.delivered_set:
+                self.fail("no loss: message %d was submitted at %s#%d (never crashed) and never "
+                          "delivered there" % ((serial,) + origin))
 
 
 def run_seed(seed, daemons=3, seconds=8.0, faults=None, settings=None, rate=150.0):
