@@ -30,6 +30,7 @@ import collections
 import random
 import struct
 import sys
+import zlib
 
 try:
     import rich
@@ -76,6 +77,11 @@ MAX_SET_MEMBERS = 128  # members in a join / commit token / ring: a limit on eve
 MAX_CHUNKS_PER_PACKET = 1024
 MAX_MESSAGE_BODY_BYTES = 144000 + 100 * 33 + 64  # data + group names + our small header
 MAX_GROUPS = 100
+#: room kept free in every data packet so that it still fits max_packet_bytes when a daemon
+#: wraps it for recovery (outer header with the longest names, length and checksum: 89 bytes)
+RECOVERY_WRAP_BYTES = 96
+#: a token without its rtr list, with the longest names (the rtr list fills the rest of a packet)
+TOKEN_FIXED_BYTES = 170
 
 
 class RingSettings:
@@ -107,8 +113,8 @@ class RingSettings:
         self.global_window_packets = 300
         #: flow control: packets one daemon may send per token visit
         self.personal_window_packets = 60
-        #: longest retransmission request list on the token
-        self.max_rtr_entries = 200
+        #: longest retransmission request list on the token (keeps the token within one packet)
+        self.max_rtr_entries = 100
         #: submitted messages waiting for the token; beyond this submit() refuses
         self.max_pending_messages = 20000
         #: lines kept in the protocol log
@@ -123,7 +129,9 @@ class RingSettings:
 # Wire format
 # =====================================================================================
 #
-# Every datagram: magic "SMRG" (4 bytes), version (u8), packet type (u8), then the body.
+# Every datagram: magic "SMRG" (4 bytes), version (u8), packet type (u8), then the body, then a
+# CRC-32 of everything before it (u32), so that a mangled or foreign datagram is recognised and
+# dropped rather than delivered with wrong contents.
 # All integers are big-endian. A daemon id ("pid") is the daemon's name (u8 length + UTF-8,
 # at most 20 bytes) and its incarnation (u64; a restarted daemon gets a new one, so its old
 # packets can never be taken for new ones). A ring id is (u64 ring seq, representative pid).
@@ -219,6 +227,10 @@ def _pid_list_bytes(pids):
 
 def _header(ptype):
     return RING_MAGIC + struct.pack(">BB", RING_VERSION, ptype)
+
+
+def _seal(raw):
+    return raw + struct.pack(">I", zlib.crc32(raw) & 0xFFFFFFFF)
 
 
 _CHUNK = struct.Struct(">QQQHHII")
@@ -337,23 +349,23 @@ def encode_data(p):
             parts.append(_CHUNK.pack(c.origin_counter, c.lts, c.site_seq, c.frag_index,
                                      c.frag_count, c.service, len(c.body)))
             parts.append(c.body)
-    p._raw = b"".join(parts)
+    p._raw = _seal(b"".join(parts))
     return p._raw
 
 
 def encode_token(t):
     mod = b"\x00" if t.site_aru_modifier is None else b"\x01" + _pid_bytes(t.site_aru_modifier)
-    return b"".join([
+    return _seal(b"".join([
         _header(PT_TOKEN), _ring_id_bytes(t.ring_id), _pid_bytes(t.sender),
         struct.pack(">QBQQI", t.token_id, t.type, t.link_seq, t.link_aru, t.flow_control),
         struct.pack(">H", len(t.rtr)), b"".join(struct.pack(">Q", s) for s in t.rtr),
         struct.pack(">QQQ", t.site_seq, t.site_lts, t.site_aru), mod,
-        struct.pack(">B", t.retrans_flg)])
+        struct.pack(">B", t.retrans_flg)]))
 
 
 def encode_join(j):
-    return b"".join([_header(PT_JOIN), _pid_bytes(j.sender), struct.pack(">Q", j.ring_seq),
-                     _pid_list_bytes(j.proc_set), _pid_list_bytes(j.fail_set)])
+    return _seal(b"".join([_header(PT_JOIN), _pid_bytes(j.sender), struct.pack(">Q", j.ring_seq),
+                           _pid_list_bytes(j.proc_set), _pid_list_bytes(j.fail_set)]))
 
 
 def encode_commit(c):
@@ -364,11 +376,11 @@ def encode_commit(c):
         e = c.entries[pid]
         parts += [_pid_bytes(pid), _ring_id_bytes(e.old_ring_id),
                   struct.pack(">QQQQ", e.old_aru, e.old_high, e.old_safe_lts, e.site_lts)]
-    return b"".join(parts)
+    return _seal(b"".join(parts))
 
 
 def encode_merge(m):
-    return _header(PT_MERGE) + _pid_bytes(m.sender) + _ring_id_bytes(m.ring_id)
+    return _seal(_header(PT_MERGE) + _pid_bytes(m.sender) + _ring_id_bytes(m.ring_id))
 
 
 def _decode_data_body(r):
@@ -453,7 +465,7 @@ _DECODERS = {PT_DATA: _decode_data_body, PT_TOKEN: _decode_token_body,
 
 def decode_packet(data):
     """bytes -> DataPacket / Token / Join / CommitToken / Merge, or WireError."""
-    if len(data) < 6 or data[:4] != RING_MAGIC:
+    if len(data) < 10 or data[:4] != RING_MAGIC:
         raise WireError("not a spread_mini ring packet (no magic)")
     version, ptype = data[4], data[5]
     if version != RING_VERSION:
@@ -461,7 +473,10 @@ def decode_packet(data):
     decoder = _DECODERS.get(ptype)
     if decoder is None:
         raise WireError("unknown packet type %d" % ptype)
-    r = _Reader(data)
+    body, crc = data[:-4], struct.unpack(">I", data[-4:])[0]
+    if zlib.crc32(body) & 0xFFFFFFFF != crc:
+        raise WireError("checksum mismatch (a mangled packet)")
+    r = _Reader(body)
     r.pos = 6
     packet = decoder(r)
     r.end()
@@ -1236,7 +1251,7 @@ class RingOrderer:
 
     def _send_new_packets(self, ring, tok, allowed):
         """Pack small messages several to a packet, fragment big ones (thesis 7.3.2)."""
-        limit = self.cfg.max_packet_bytes - self._packet_overhead(ring)
+        limit = self.cfg.max_packet_bytes - RECOVERY_WRAP_BYTES - self._packet_overhead(ring)
         sent = 0
         while sent < allowed:
             chunks = self._fill_packet(tok, limit)
@@ -1291,7 +1306,8 @@ class RingOrderer:
         self.counters["messages_sent"] += 1
 
     def _request_missing(self, ring, tok):
-        room = self.cfg.max_rtr_entries - len(tok.rtr)
+        fits = (self.cfg.max_packet_bytes - TOKEN_FIXED_BYTES) // 8
+        room = min(self.cfg.max_rtr_entries, fits) - len(tok.rtr)
         if room <= 0:
             return
         have = set(tok.rtr)
@@ -1510,18 +1526,19 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command")
     sim = sub.add_parser("sim", help="run one simulated seed with faults and check the guarantees")
     sim.add_argument("--seed", type=int, default=1)
-    sim.add_argument("--daemons", type=int, default=3)
-    sim.add_argument("--seconds", type=float, default=8.0)
+    sim.add_argument("--daemons", type=int, default=None, help="override the seed's ring size")
+    sim.add_argument("--seconds", type=float, default=None, help="override the seed's length")
     sim.add_argument("--log", action="store_true", help="print the protocol log")
     args = parser.parse_args(argv)
     if args.command != "sim":
         parser.print_help()
         return 2
-    sys.path.insert(0, "tests")
+    import os
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tests"))
     import ring_sim  # noqa: E402  (the simulator lives with the tests)
     result = ring_sim.run_seed(args.seed, daemons=args.daemons, seconds=args.seconds)
     if args.log:
-        for line in result.log_lines:
+        for line in sorted(result.log_lines, key=lambda l: float(l.split(" ", 1)[0])):
             print(line)
     print(result.summary())
     return 0 if not result.violations else 1

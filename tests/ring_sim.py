@@ -40,7 +40,7 @@ class Faults:
     """How hostile the network is (probabilities per packet, delays in seconds)."""
 
     def __init__(self, loss=0.02, dup=0.01, delay_s=0.002, jitter_s=0.002, crashes=True,
-                 partitions=True, fault_every_s=1.2):
+                 partitions=True, fault_every_s=1.2, garbage=0.005):
         self.loss = loss
         self.dup = dup
         self.delay_s = delay_s
@@ -48,6 +48,7 @@ class Faults:
         self.crashes = crashes
         self.partitions = partitions
         self.fault_every_s = fault_every_s
+        self.garbage = garbage  # a mangled copy of the packet, or other traffic, arrives too
 
 
 class Process:
@@ -134,15 +135,41 @@ class Sim:
 
     def send(self, src, dest, raw):
         self.stats["packets"] += 1
+        limit = self.nodes[src][0].cfg.max_packet_bytes if src in self.nodes else 1400
+        if raw[5] in (sr.PT_DATA, sr.PT_TOKEN) and len(raw) > limit:
+            self.fail("%s sent a %d-byte packet, more than max_packet_bytes %d"
+                      % (src, len(raw), limit))
         f = self.faults
         if self.rng.random() < f.loss:
             self.stats["lost"] += 1
             return
+        if self.rng.random() < f.garbage:
+            self.push(dest, src, self.mangle(raw))
         copies = 2 if self.rng.random() < f.dup else 1
         for _ in range(copies):
             delay = f.delay_s + self.rng.random() * f.jitter_s
             self.net_counter += 1
             heapq.heappush(self.net, (self.now + delay, self.net_counter, dest, src, raw))
+
+    def push(self, dest, src, raw):
+        self.net_counter += 1
+        heapq.heappush(self.net, (self.now + self.faults.delay_s, self.net_counter, dest, src, raw))
+
+    def mangle(self, raw):
+        """Garbage the daemons must drop and count: a flipped byte, a cut packet, random bytes,
+        another version of the protocol, or somebody else's traffic on the port."""
+        self.stats["garbage_sent"] = self.stats.get("garbage_sent", 0) + 1
+        kind = self.rng.randrange(5)
+        if kind == 0 and raw:
+            i = self.rng.randrange(len(raw))
+            return raw[:i] + bytes([raw[i] ^ (1 << self.rng.randrange(8))]) + raw[i + 1:]
+        if kind == 1:
+            return raw[:self.rng.randrange(len(raw))]
+        if kind == 2:
+            return bytes(self.rng.getrandbits(8) for _ in range(self.rng.randrange(64)))
+        if kind == 3:
+            return raw[:4] + bytes([raw[4] + 1]) + raw[5:]
+        return b"\x80\x00\x00\x80" + raw[4:]  # looks like a Spread client header
 
     def reachable(self, a, b):
         return self.group_of is None or self.group_of.get(a) == self.group_of.get(b)
@@ -448,21 +475,34 @@ class Sim:
                           "delivered there" % ((serial,) + origin))
 
 
-def run_seed(seed, daemons=3, seconds=8.0, faults=None, settings=None, rate=150.0):
+def case_for_seed(seed):
+    """Everything about a run comes from its seed: size of the ring, hostility of the network,
+    settings. The CI seeds, the soak and the replay command all use this one function."""
     rng = random.Random(seed * 7919 + 1)
-    if settings is None:
-        settings = {}
-        if rng.random() < 0.5:
-            settings["max_packet_bytes"] = rng.choice([300, 600])  # more fragmentation
-        if rng.random() < 0.3:
-            settings["personal_window_packets"] = rng.choice([2, 5, 20])
-    sim = Sim(seed, daemons=daemons, faults=faults, settings=settings)
-    return sim.run(seconds=seconds, traffic_rate_per_s=rate)
+    settings = {}
+    if rng.random() < 0.5:
+        settings["max_packet_bytes"] = rng.choice([300, 600])  # more fragmentation
+    if rng.random() < 0.3:
+        settings["personal_window_packets"] = rng.choice([2, 5, 20])
+    if rng.random() < 0.2:
+        settings["global_window_packets"] = rng.choice([10, 40])
+    faults = Faults(loss=rng.choice([0.0, 0.02, 0.05, 0.15]), dup=rng.choice([0.0, 0.02]),
+                    delay_s=rng.choice([0.0005, 0.002, 0.01]),
+                    jitter_s=rng.choice([0.0, 0.002, 0.02]),
+                    fault_every_s=rng.choice([0.4, 0.8, 1.5]))
+    return {"daemons": rng.choice([2, 3, 3, 4, 5]), "seconds": rng.choice([6.0, 8.0, 10.0]),
+            "faults": faults, "settings": settings, "rate": rng.choice([50.0, 150.0, 400.0])}
 
 
-def replay_hint(seed, daemons=3, seconds=8.0):
-    return ("replay: python3 spread_ring.py sim --seed %d --daemons %d --seconds %s --log"
-            % (seed, daemons, seconds))
+def run_seed(seed, daemons=None, seconds=None):
+    case = case_for_seed(seed)
+    sim = Sim(seed, daemons=daemons or case["daemons"], faults=case["faults"],
+              settings=case["settings"])
+    return sim.run(seconds=seconds or case["seconds"], traffic_rate_per_s=case["rate"])
+
+
+def replay_command(seed):
+    return "python3 spread_ring.py sim --seed %d --log" % seed
 
 
 if __name__ == "__main__":
