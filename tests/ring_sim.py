@@ -542,7 +542,10 @@ def case_for_seed(seed):
                     fault_every_s=rng.choice([0.4, 0.8, 1.5]))
     case = {"daemons": rng.choice([2, 3, 3, 4, 5]), "seconds": rng.choice([6.0, 8.0, 10.0]),
             "faults": faults, "settings": settings, "rate": rng.choice([50.0, 150.0, 400.0])}
-    if settings.get("personal_window_packets", 99) <= 5 or faults.loss > 0.1:
+    slow = (settings.get("personal_window_packets", 99) <= 5 or faults.loss > 0.1
+            or settings.get("global_window_packets", 999) <= 40
+            or faults.delay_s + faults.jitter_s >= 0.02)
+    if slow:
         # keep the offered load within what such a slow ring carries, so that the end checks
         # (everything delivered within a minute of the heal) test the protocol, not patience
         case["rate"] = min(case["rate"], 100.0)
