@@ -61,6 +61,15 @@ GATHER = "GATHER"
 COMMIT = "COMMIT"
 RECOVERY = "RECOVERY"
 
+#: The legal state changes (anything else is a bug in this file, not a network event).
+TRANSITIONS = {
+    None: {GATHER},
+    GATHER: {COMMIT},  # consensus reached: commit token created or accepted
+    COMMIT: {RECOVERY, GATHER},  # commit token came round / commit token lost
+    RECOVERY: {OPERATIONAL, GATHER},  # old messages recovered / token lost
+    OPERATIONAL: {GATHER},  # token lost, join from a newcomer, another ring seen
+}
+
 #: Kinds of configuration change delivered to the layer above.
 REGULAR = "REGULAR"
 TRANSITIONAL = "TRANSITIONAL"
@@ -837,6 +846,8 @@ class RingOrderer:
         return None
 
     def _set_state(self, state, reason):
+        if state not in TRANSITIONS[self.state]:
+            raise AssertionError("illegal state change %s -> %s (%s)" % (self.state, state, reason))
         if self.state != state:
             self.counters["enter_" + state.lower()] += 1
         self._log("%s -> %s: %s" % (self.state, state, reason))
@@ -975,9 +986,9 @@ class RingOrderer:
         c = CommitToken(ring_id, self.me, 0, 1, members, {})
         self.counters["commit_tokens_created"] += 1
         self._log("consensus on %s: new ring %s" % (_names(members), _ring_str(ring_id)))
-        self._accept_commit(c)
+        self._enter_commit(c)
 
-    def _accept_commit(self, c):
+    def _enter_commit(self, c):
         """First rotation: add what we know of our old ring; from now on the old ring's store
         only grows through recovery, so every member decides from the same packets."""
         self.ring_seq = max(self.ring_seq, c.ring_id[0])
@@ -1006,7 +1017,7 @@ class RingOrderer:
             active = sorted(self.proc_set - self.fail_set)
             if c.members == active and c.ring_id[0] > self.ring_seq and self.me not in c.entries:
                 self.commit_token_id = c.token_id
-                self._accept_commit(c)
+                self._enter_commit(c)
             return
         if self.commit is None or c.ring_id != self.commit.ring_id or c.token_id <= self.commit_token_id:
             return  # a duplicate or another attempt's token
@@ -1082,7 +1093,7 @@ class RingOrderer:
             rec["recovery_high"] = tok.link_seq  # every resent packet has a seq <= this
         return rec["clean"] >= 2 and self.new_ring.my_aru >= rec["recovery_high"]
 
-    def _install(self):
+    def _enter_operational(self):
         """Deliver what is left of the old ring (regular, then transitional), then the new ring."""
         rec = self.recovery
         old = self.ring
@@ -1200,7 +1211,7 @@ class RingOrderer:
         ring.my_last_sent = sent
         install = self.state == RECOVERY and self._recovery_flags(tok, had_recovery_work)
         if install:
-            self._install()
+            self._enter_operational()
             ring = self.ring
         self._pass_token(ring, tok)
         if self.state == OPERATIONAL:
