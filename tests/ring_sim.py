@@ -92,6 +92,7 @@ class Sim:
         self.incarnation = {n: 0 for n in self.names}
         self.processes = []
         self.group_of = None  # partition: name -> side
+        self.oneway_cuts = set()  # (src, dest): src's packets do not reach dest
         self.submitted = {}  # msg_id -> (service, data, deps (pid, prefix length), origin pid)
         self.violations = []
         self.log_lines = []
@@ -174,6 +175,8 @@ class Sim:
         return b"\x80\x00\x00\x80" + raw[4:]  # looks like a Spread client header
 
     def reachable(self, a, b):
+        if (a, b) in self.oneway_cuts:
+            return False
         return self.group_of is None or self.group_of.get(a) == self.group_of.get(b)
 
     def drain(self, name):
@@ -294,6 +297,7 @@ class Sim:
 
     def heal_everything(self):
         self.group_of = None
+        self.oneway_cuts = set()
         for name in self.names:
             if name not in self.nodes:
                 self.start(name)
@@ -310,6 +314,7 @@ class Sim:
             choices.append("restart")
         if f.partitions and len(self.names) > 1:
             choices.append("partition" if self.group_of is None else "heal")
+            choices.append("oneway" if not self.oneway_cuts else "heal")
         if not choices:
             return
         what = self.rng.choice(choices)
@@ -322,8 +327,13 @@ class Sim:
             sides = {n: self.rng.randrange(2) for n in self.names}
             self.group_of = sides
             self.stats["partitions"] += 1
+        elif what == "oneway":
+            a, b = self.rng.sample(self.names, 2)
+            self.oneway_cuts.add((a, b))
+            self.stats["oneway_cuts"] = self.stats.get("oneway_cuts", 0) + 1
         else:
             self.group_of = None
+            self.oneway_cuts = set()
 
     # -------------------------------------------------------------- scenario helpers
 
