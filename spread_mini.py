@@ -1,0 +1,2571 @@
+"""spread_mini: a small group communication daemon, its client library and a `user` tool.
+
+It speaks the client protocol of the real Spread 4.4 toolkit (see PROTOCOL.md of the project's
+spread-wire notes), so real Spread programs can connect to it and this library can connect to a
+real Spread daemon.  Thesis (seed 003) sections 7.2, 7.3.3 and 7.4 describe the model:
+
+* a daemon serves client *sessions*; each session has a private group ``#name#daemon``;
+* sessions join and leave *groups*; anybody may send to any group (open groups);
+* a message goes to one or more groups with one of six service types
+  (UNRELIABLE, RELIABLE, FIFO, CAUSAL, AGREED, SAFE) and an optional SELF_DISCARD flag;
+* members that asked for it get *membership messages* when a group changes.
+
+Layers (all sans-I/O except the I/O loop): wire format -> ClientSession (one per connection)
+-> Orderer (LocalOrderer: the ring of one daemon) -> GroupCore (groups, members, deliveries)
+-> Daemon (ties them together) -> I/O loop.  The client library and the `user` tool come after.
+
+Usage:
+    python3 spread_mini.py daemon [--port 4803] [--listen 127.0.0.1] [--name NAME] [-c spread.conf]
+    python3 spread_mini.py user [-s 4803@127.0.0.1] [-u NAME]
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import errno
+import ipaddress
+import os
+import random
+import re
+import select
+import selectors
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+try:
+    import rich
+    from rich.console import Console
+    from rich.table import Table
+except ImportError:  # plain-text fallback everywhere
+    rich = None
+    Console = None
+    Table = None
+
+
+# =============================================================================================
+# Constants
+# =============================================================================================
+
+#: Version this daemon reports and this library announces (Spread 4.4.0).
+SP_MAJOR_VERSION = 4
+SP_MINOR_VERSION = 4
+SP_PATCH_VERSION = 0
+
+DEFAULT_SPREAD_PORT = 4803
+DEFAULT_LISTEN = "127.0.0.1"
+DEFAULT_MAX_SESSION_MESSAGES = 1000  # Spread's MaxSessionMessages (thesis 8.2.1 saw it bite)
+DEFAULT_STATUS_EVERY_S = 20.0
+
+# Service and control bits (include/sp.h, daemon/sess_types.h)
+UNRELIABLE_MESS = 0x00000001
+RELIABLE_MESS = 0x00000002
+FIFO_MESS = 0x00000004
+CAUSAL_MESS = 0x00000008
+AGREED_MESS = 0x00000010
+SAFE_MESS = 0x00000020
+REGULAR_MESS = 0x0000003F
+SELF_DISCARD = 0x00000040
+DROP_RECV = 0x01000000  # client-side receive flag only
+
+REG_MEMB_MESS = 0x00001000
+TRANSITION_MESS = 0x00002000
+CAUSED_BY_JOIN = 0x00000100
+CAUSED_BY_LEAVE = 0x00000200
+CAUSED_BY_DISCONNECT = 0x00000400
+CAUSED_BY_NETWORK = 0x00000800
+MEMBERSHIP_MESS = 0x00003F00
+
+RETRANSMIT_MESS = 0x00004000
+LATENCY_MESS = 0x00008000
+JOIN_MESS = 0x00010000
+LEAVE_MESS = 0x00020000
+KILL_MESS = 0x00040000
+GROUPS_MESS = 0x00080000
+DUMMY_MESS = 0x00100000
+STATETRANS_MESS = 0x00200000
+REJECT_MESS = 0x00400000
+RESERVED = 0x003FC000
+
+ENDIAN_TYPE = 0x80000080  # set in type/hint by little-endian writers, clear by big-endian ones
+
+# Return codes; only ACCEPT_SESSION and the REJECT_* travel on the wire (as one signed byte).
+ACCEPT_SESSION = 1
+ILLEGAL_SPREAD = -1
+COULD_NOT_CONNECT = -2
+REJECT_QUOTA = -3
+REJECT_NO_NAME = -4
+REJECT_ILLEGAL_NAME = -5
+REJECT_NOT_UNIQUE = -6
+REJECT_VERSION = -7
+CONNECTION_CLOSED = -8
+REJECT_AUTH = -9
+ILLEGAL_SESSION = -11
+ILLEGAL_SERVICE = -12
+ILLEGAL_MESSAGE = -13
+ILLEGAL_GROUP = -14
+BUFFER_TOO_SHORT = -15
+GROUPS_TOO_SHORT = -16
+MESSAGE_TOO_LONG = -17
+NET_ERROR_ON_SESSION = -18
+SP_BUG = -19
+
+# Sizes (spread_params.h, sess_types.h, acm.h)
+MAX_PRIVATE_NAME = 10
+MAX_PROC_NAME = 20  # including the NUL: a daemon name has at most 19 characters
+MAX_GROUP_NAME = 32  # including the NUL: a group name has 1..31 characters
+MAX_GROUPS_PER_MESSAGE = 100
+MAX_AUTH_NAME = 30
+MAX_AUTH_METHODS = 3
+MAX_CLIENT_SCATTER_ELEMENTS = 100
+MAX_SESSIONS = (2000 - 5) // 2  # 997, as the real daemon computes it from its fd limit
+MAX_MESSAGE_BODY_LEN = 144000  # the real nominal limit (100 * (1472 - 32))
+#: Our limit on data_len + 32 * num_groups.  The real daemon nominally accepts up to 143952 but
+#: aborts above 143152 (PROTOCOL.md section 5), so 143152 is the largest size that works on both;
+#: ours accepts every size up to it and closes a session that sends anything larger.
+MAX_MESSAGE_LEN = 143152
+
+HEADER_LEN = 48
+AUTH_BLOCK_LEN = MAX_AUTH_NAME * MAX_AUTH_METHODS  # 90 bytes
+AUTH_METHODS_ALLOWED = ("NULL",)
+LIB_VERSION_MIN = 30100  # libs older than 3.01 get REJECT_VERSION
+LIB_VERSION_SENDS_PATCH = 31400  # lib sends its patch byte when major*10000+minor*100 > this
+LIB_VERSION_GETS_PATCH = 31500  # accept reply carries the daemon's patch byte from this lib on
+LIB_VERSION_AUTH = 31600  # the auth exchange exists from lib 3.16 on
+
+#: Group names on join/leave: 1..31 bytes, each '$'..'~' (sp.c:960-967).  '#' marks private groups.
+GROUP_NAME_MIN_CHAR = 0x24
+PRIVATE_NAME_MIN_CHAR = 0x24  # > '#'
+NAME_MAX_CHAR = 0x7E
+
+RECV_CHUNK = 256 * 1024  # bytes per recv(): many messages per system call
+WRITE_CHUNK = 1024 * 1024  # bytes joined per send()
+MAX_SESSION_QUEUE_BYTES = 64 * 1024 * 1024  # a second bound on one session's output queue
+TICK_EVERY_S = 0.1
+HANDSHAKE_TIMEOUT_S = 30.0  # a connection that never finishes the handshake is closed
+MAX_LOG_LINES = 10000  # the core's log buffer, drained by the I/O loop
+
+SERVICE_NAMES = {
+    UNRELIABLE_MESS: "UNRELIABLE",
+    RELIABLE_MESS: "RELIABLE",
+    FIFO_MESS: "FIFO",
+    CAUSAL_MESS: "CAUSAL",
+    AGREED_MESS: "AGREED",
+    SAFE_MESS: "SAFE",
+}
+SERVICE_BY_NAME = {v.lower(): k for k, v in SERVICE_NAMES.items()}
+CAUSE_NAMES = {
+    CAUSED_BY_JOIN: "JOIN",
+    CAUSED_BY_LEAVE: "LEAVE",
+    CAUSED_BY_DISCONNECT: "DISCONNECT",
+    CAUSED_BY_NETWORK: "NETWORK",
+}
+ERROR_NAMES = {
+    ACCEPT_SESSION: "ACCEPT_SESSION",
+    ILLEGAL_SPREAD: "ILLEGAL_SPREAD",
+    COULD_NOT_CONNECT: "COULD_NOT_CONNECT",
+    REJECT_QUOTA: "REJECT_QUOTA",
+    REJECT_NO_NAME: "REJECT_NO_NAME",
+    REJECT_ILLEGAL_NAME: "REJECT_ILLEGAL_NAME",
+    REJECT_NOT_UNIQUE: "REJECT_NOT_UNIQUE",
+    REJECT_VERSION: "REJECT_VERSION",
+    CONNECTION_CLOSED: "CONNECTION_CLOSED",
+    REJECT_AUTH: "REJECT_AUTH",
+    ILLEGAL_SESSION: "ILLEGAL_SESSION",
+    ILLEGAL_SERVICE: "ILLEGAL_SERVICE",
+    ILLEGAL_MESSAGE: "ILLEGAL_MESSAGE",
+    ILLEGAL_GROUP: "ILLEGAL_GROUP",
+    BUFFER_TOO_SHORT: "BUFFER_TOO_SHORT",
+    GROUPS_TOO_SHORT: "GROUPS_TOO_SHORT",
+    MESSAGE_TOO_LONG: "MESSAGE_TOO_LONG",
+    NET_ERROR_ON_SESSION: "NET_ERROR_ON_SESSION",
+    SP_BUG: "SP_BUG",
+}
+
+
+# =============================================================================================
+# Wire format
+# =============================================================================================
+# Every int in a header or membership body is in the WRITER's byte order; the endian marker
+# 0x80000080 in `type` tells which.  We write in our native order, with the marker set iff we
+# are little-endian, exactly like the real daemon and library (daemon/arch.h ARCH_ENDIAN).
+
+LITTLE_HOST = sys.byteorder == "little"
+MY_ENDIAN_MARKER = ENDIAN_TYPE if LITTLE_HOST else 0
+#: 48-byte header: type, private_group_name[32], num_groups, hint, data_len
+HEADER = struct.Struct("=I32siIi")
+HEADER_SWAPPED = struct.Struct((">" if LITTLE_HOST else "<") + "I32siIi")
+INT32 = struct.Struct("=i")
+UINT32 = struct.Struct("=I")
+UINT32_SWAPPED = struct.Struct((">" if LITTLE_HOST else "<") + "I")
+GROUP_ID = struct.Struct("=Iii")  # memb_id.proc_id, memb_id.time, index
+GROUP_ID_SWAPPED = struct.Struct((">" if LITTLE_HOST else "<") + "Iii")
+VS_HEAD = struct.Struct("=II")  # num_vs_sets, local_vs_set_offset
+
+SERVICE_BITS = (UNRELIABLE_MESS, RELIABLE_MESS, FIFO_MESS, CAUSAL_MESS, AGREED_MESS, SAFE_MESS)
+#: the only legal `type` values of a client multicast (marker stripped)
+DATA_TYPES = frozenset(s | d for s in SERVICE_BITS for d in (0, SELF_DISCARD))
+CONTROL_TYPES = frozenset((JOIN_MESS, LEAVE_MESS, KILL_MESS))
+HINT_ALLOWED = 0x80FFFF80  # hint bits a client may set: mess_type and the endian marker
+HINT_FORBIDDEN = 0x7F00007F
+
+
+def bswap32(value: int) -> int:
+    """Reverse the 4 bytes of a 32-bit value (for a peer of the other byte order)."""
+    return int.from_bytes((value & 0xFFFFFFFF).to_bytes(4, "little"), "big")
+
+
+def make_hint(mess_type: int) -> int:
+    """hint = ((mess_type << 8) & 0x00ffff00) | endian marker (sp.c:1116-1117)."""
+    return ((mess_type << 8) & 0x00FFFF00) | MY_ENDIAN_MARKER
+
+
+def hint_mess_type(hint: int) -> Tuple[int, bool]:
+    """(mess_type as a signed 16-bit int, endian_mismatch) from a hint read in our order."""
+    mismatch = (hint & ENDIAN_TYPE) != MY_ENDIAN_MARKER
+    if mismatch:
+        hint = bswap32(hint)
+    value = ((hint & ~ENDIAN_TYPE & 0xFFFFFFFF) >> 8) & 0xFFFF
+    if value >= 0x8000:
+        value -= 0x10000
+    return value, mismatch
+
+
+def pad_name(name: Union[str, bytes]) -> bytes:
+    """A group or private group name as 32 NUL-padded bytes."""
+    raw = name.encode("latin-1") if isinstance(name, str) else bytes(name)
+    return raw[:MAX_GROUP_NAME].ljust(MAX_GROUP_NAME, b"\0")
+
+
+_NAME_CACHE: Dict[bytes, str] = {}
+_NAME_CACHE_MAX = 8192
+
+
+def unpad_name(raw: bytes) -> str:
+    """The name in a 32-byte field: up to the first NUL (bytes after it may be garbage)."""
+    name = _NAME_CACHE.get(raw)
+    if name is None:
+        name = raw.split(b"\0", 1)[0].decode("latin-1")
+        if len(_NAME_CACHE) >= _NAME_CACHE_MAX:
+            _NAME_CACHE.clear()
+        _NAME_CACHE[raw] = name
+    return name
+
+
+def name_is_legal(name: str, min_char: int = GROUP_NAME_MIN_CHAR, max_len: int = MAX_GROUP_NAME - 1) -> bool:
+    """1..max_len characters, each between min_char and '~'."""
+    return 0 < len(name) <= max_len and all(min_char <= ord(c) <= NAME_MAX_CHAR for c in name)
+
+
+def encode_message(type_bits: int, sender: Union[str, bytes], groups: Sequence[Union[str, bytes]],
+                   hint: int, data: bytes) -> bytes:
+    """One message (header, group names, data) in our byte order, marker stamped into `type`."""
+    head = HEADER.pack((type_bits & ~ENDIAN_TYPE & 0xFFFFFFFF) | MY_ENDIAN_MARKER, pad_name(sender),
+                       len(groups), hint, len(data))
+    return head + b"".join(pad_name(g) for g in groups) + data
+
+
+def encode_group_id(group_id: Tuple[int, int, int]) -> bytes:
+    proc_id, memb_time, index = group_id
+    return GROUP_ID.pack(proc_id & 0xFFFFFFFF, memb_time, index)
+
+
+def encode_vs_sets(vs_sets: Sequence[Sequence[str]], local_index: int) -> bytes:
+    """num_vs_sets, local_vs_set_offset (bytes from body+20 to MY set), then the sets."""
+    parts = []
+    offset = 0
+    local_offset = 0
+    for i, members in enumerate(vs_sets):
+        if i == local_index:
+            local_offset = offset
+        part = UINT32.pack(len(members)) + b"".join(pad_name(m) for m in members)
+        parts.append(part)
+        offset += len(part)
+    return VS_HEAD.pack(len(vs_sets), local_offset) + b"".join(parts)
+
+
+def encode_reg_memb(group: str, cause: int, members_blob: bytes, num_members: int,
+                    group_id: Tuple[int, int, int], vs_sets: Sequence[Sequence[str]],
+                    local_vs_index: int = 0) -> bytes:
+    """REG_MEMB_MESS | cause: sender = the group, groups = all members, body = id + vs_sets."""
+    body = encode_group_id(group_id) + encode_vs_sets(vs_sets, local_vs_index)
+    head = HEADER.pack(REG_MEMB_MESS | cause | MY_ENDIAN_MARKER, pad_name(group), num_members,
+                       MY_ENDIAN_MARKER, len(body))
+    return head + members_blob + body
+
+
+def encode_transition(group: str, group_id: Tuple[int, int, int]) -> bytes:
+    """TRANSITION_MESS: sender = the group, no groups, body = the old group id only."""
+    body = encode_group_id(group_id)
+    return HEADER.pack(TRANSITION_MESS | MY_ENDIAN_MARKER, pad_name(group), 0, MY_ENDIAN_MARKER,
+                       len(body)) + body
+
+
+def encode_self_leave(group: str) -> bytes:
+    """The reply to one's own leave: CAUSED_BY_LEAVE alone, no groups, no body."""
+    return HEADER.pack(CAUSED_BY_LEAVE | MY_ENDIAN_MARKER, pad_name(group), 0, MY_ENDIAN_MARKER, 0)
+
+
+def encode_connect(private_name: str, group_membership: bool, priority: int = 0,
+                   version: Tuple[int, int, int] = (SP_MAJOR_VERSION, SP_MINOR_VERSION, SP_PATCH_VERSION)) -> bytes:
+    """The client's connect message: version, flags, name length, name (sp.c:686-705)."""
+    raw = private_name.encode("latin-1")
+    flags = (1 if group_membership else 0) | ((priority & 0x0F) << 4)
+    return bytes((version[0], version[1], version[2], flags, len(raw))) + raw
+
+
+def encode_auth_choice(methods: Sequence[str] = ("NULL",)) -> bytes:
+    """MAX_AUTH_METHODS slots of MAX_AUTH_NAME NUL-padded bytes: 90 bytes in all."""
+    slots = [m.encode("latin-1")[:MAX_AUTH_NAME].ljust(MAX_AUTH_NAME, b"\0") for m in methods[:MAX_AUTH_METHODS]]
+    return b"".join(slots).ljust(AUTH_BLOCK_LEN, b"\0")
+
+
+def encode_auth_list(methods: Sequence[str] = AUTH_METHODS_ALLOWED) -> bytes:
+    """Length byte, then every allowed method name followed by one space (acm.c:282-300)."""
+    text = "".join(m + " " for m in methods).encode("latin-1")
+    return bytes((len(text),)) + text
+
+
+def encode_accept(private_group: str, lib_version: int) -> bytes:
+    """ACCEPT_SESSION, daemon version (patch only for libs >= 3.15), name length, name."""
+    version = bytes((SP_MAJOR_VERSION, SP_MINOR_VERSION))
+    if lib_version >= LIB_VERSION_GETS_PATCH:
+        version += bytes((SP_PATCH_VERSION,))
+    raw = private_group.encode("latin-1")
+    return bytes((ACCEPT_SESSION,)) + version + bytes((len(raw),)) + raw
+
+
+def reject_byte(code: int) -> bytes:
+    return struct.pack("b", code)
+
+
+@dataclass
+class GroupId:
+    """A group's id: the daemon membership id (proc_id, time) and a per-group change index."""
+
+    proc_id: int
+    time: int
+    index: int
+
+    def __iter__(self):
+        return iter((self.proc_id, self.time, self.index))
+
+
+def equal_group_ids(a, b) -> bool:
+    """SP_equal_group_ids: the same three numbers."""
+    return tuple(a) == tuple(b)
+
+
+# =============================================================================================
+# Protocol core
+# =============================================================================================
+# ---- Daemon messages: what travels through the orderer (thesis 7.3.3) -----------------------
+
+DATA = "DATA"
+JOIN = "JOIN"
+LEAVE = "LEAVE"
+KILL = "KILL"
+
+
+class DaemonMessage:
+    """One client request as the daemons order it: data, or a group operation (join/leave/kill).
+
+    Group operations travel through the orderer like data (Spread's GROUPS messages) so that
+    every daemon sees the same sequence and computes the same membership.  `raw` is the client
+    message re-stamped in our byte order; local delivery forwards it unchanged.
+    """
+
+    __slots__ = ("kind", "origin", "sender", "service_type", "groups", "hint", "raw", "_data",
+                 "site_id", "seq", "lts", "reason")
+
+    def __init__(self, kind: str, origin: str, sender: str, service_type: int = 0,
+                 groups: Sequence[str] = (), hint: int = MY_ENDIAN_MARKER, data: Optional[bytes] = None,
+                 raw: Optional[bytes] = None, reason: str = ""):
+        self.kind = kind  #: DATA / JOIN / LEAVE / KILL
+        self.origin = origin  #: name of the daemon the sender is connected to
+        self.sender = sender  #: the sender's private group "#name#daemon"
+        self.service_type = service_type  #: service bits incl. SELF_DISCARD (no endian marker)
+        self.groups = groups  #: destination groups (the group joined/left for JOIN/LEAVE)
+        self.hint = hint  #: raw int32 as the client sent it, read in our order (marker kept)
+        self.raw = raw
+        self._data = data
+        self.site_id = 0  #: ordering fields, assigned by the orderer
+        self.seq = 0
+        self.lts = 0
+        self.reason = reason  #: for KILL: why the session ended
+
+    @property
+    def data(self) -> bytes:
+        if self._data is None:
+            if self.raw is None:
+                return b""
+            self._data = self.raw[HEADER_LEN + MAX_GROUP_NAME * len(self.groups):]
+        return self._data
+
+    def wire(self) -> bytes:
+        """The client-format bytes to deliver (built once when the message came from elsewhere)."""
+        if self.raw is None:
+            self.raw = encode_message(self.service_type, self.sender, self.groups, self.hint, self.data)
+        return self.raw
+
+    def __repr__(self) -> str:
+        return "DaemonMessage(%s from %s service=0x%x groups=%r len=%d)" % (
+            self.kind, self.sender, self.service_type, list(self.groups), len(self.data))
+
+
+class Multicast(DaemonMessage):
+    """Session event: a client multicast (it IS the daemon message, to avoid a copy per message)."""
+
+    __slots__ = ()
+
+
+class Join(DaemonMessage):
+    __slots__ = ()
+
+
+class Leave(DaemonMessage):
+    __slots__ = ()
+
+
+class Kill(DaemonMessage):
+    __slots__ = ()
+
+
+# ---- Session events other than requests ------------------------------------------------------
+
+@dataclass
+class Accepted:
+    private_group: str
+
+
+@dataclass
+class Rejected:
+    code: int
+    reason: str
+
+
+@dataclass
+class ProtocolViolation:
+    reason: str
+
+
+class Outbox:
+    """A session's output queue: whole messages, counted, written in coalesced chunks."""
+
+    __slots__ = ("chunks", "ends", "appended_bytes", "written_bytes")
+
+    def __init__(self):
+        self.chunks: List[bytes] = []
+        self.ends = collections.deque()  # cumulative end offset of every queued message
+        self.appended_bytes = 0
+        self.written_bytes = 0
+
+    def append(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.appended_bytes += len(data)
+        self.ends.append(self.appended_bytes)
+
+    @property
+    def messages(self) -> int:
+        """Messages not yet completely handed to the connection (undelivered)."""
+        return len(self.ends)
+
+    @property
+    def queued_bytes(self) -> int:
+        return self.appended_bytes - self.written_bytes
+
+    def peek(self, max_bytes: int = WRITE_CHUNK) -> bytes:
+        """The next bytes to write: several queued messages joined into one chunk."""
+        chunks = self.chunks
+        if len(chunks) > 1:
+            size = 0
+            count = 0
+            for chunk in chunks:
+                size += len(chunk)
+                count += 1
+                if size >= max_bytes:
+                    break
+            if count > 1:
+                chunks[:count] = [b"".join(chunks[:count])]
+        return chunks[0] if chunks else b""
+
+    def consumed(self, count: int) -> None:
+        """`count` bytes of peek() were written."""
+        self.written_bytes += count
+        first = self.chunks[0]
+        if count >= len(first):
+            del self.chunks[0]
+        else:
+            self.chunks[0] = first[count:]
+        ends = self.ends
+        written = self.written_bytes
+        while ends and ends[0] <= written:
+            ends.popleft()
+
+    def clear(self) -> None:
+        self.chunks = []
+        self.ends.clear()
+        self.written_bytes = self.appended_bytes
+
+
+# ---- ClientSession: one connection ------------------------------------------------------------
+
+AWAIT_CONNECT = "AWAIT_CONNECT"
+AWAIT_AUTH = "AWAIT_AUTH"
+OPEN = "OPEN"
+CLOSED = "CLOSED"
+
+
+class ClientSession:
+    """One client connection: the handshake, then a stream of 48-byte-header messages.
+
+    receive_data(bytes) -> events: Accepted, Rejected, ProtocolViolation, Multicast, Join,
+    Leave, Kill.  Replies (auth list, accept, reject byte) go into `self.out`; the daemon puts
+    deliveries there too.  A session that breaks the protocol is CLOSED; nothing else is harmed.
+    """
+
+    def __init__(self, conn_id: int, daemon_name: str, reserve_name, rng: random.Random):
+        self.conn_id = conn_id
+        self.daemon_name = daemon_name
+        self._reserve_name = reserve_name  # callable(name) -> bool; False when the name is taken
+        self._rng = rng
+        self.state = AWAIT_CONNECT
+        self.close_reason = ""
+        self._buf = bytearray()
+        self.out = Outbox()
+        self.lib_version = 0
+        self.group_membership = False
+        self.priority = 0
+        self.private_name = ""
+        self.private_group = ""
+        self._pg_padded = b""
+        self.groups = set()  # names of the groups this session is a member of
+        self.msgs_in = 0
+        self.msgs_out = 0
+        self.opened_at = None
+        self.log: List[str] = []
+
+    # -- states ------------------------------------------------------------------------------
+    def _enter_await_auth(self) -> None:
+        self.state = AWAIT_AUTH
+
+    def _enter_open(self) -> None:
+        self.state = OPEN
+
+    def _enter_closed(self, reason: str) -> None:
+        self.state = CLOSED
+        self.close_reason = reason
+        self._buf = bytearray()
+
+    # -- input -------------------------------------------------------------------------------
+    def receive_data(self, data: bytes) -> list:
+        """Bytes from the connection, any split; returns the events they complete."""
+        events: list = []
+        if self.state == CLOSED or not data:
+            return events
+        if self.state == OPEN and not self._buf:
+            self._parse_messages(data, events)
+            return events
+        self._buf += data
+        while self.state in (AWAIT_CONNECT, AWAIT_AUTH):
+            before = self.state
+            if before == AWAIT_CONNECT:
+                self._parse_connect(events)
+            else:
+                self._parse_auth(events)
+            if self.state == before:
+                return events  # need more bytes
+        if self.state == OPEN and self._buf:
+            buf, self._buf = self._buf, bytearray()
+            self._parse_messages(bytes(buf), events)
+        return events
+
+    def _reject(self, code: int, reason: str, events: list) -> None:
+        self.out.append(reject_byte(code))
+        events.append(Rejected(code, reason))
+        self._enter_closed("rejected: %s (%s)" % (ERROR_NAMES.get(code, code), reason))
+
+    def _parse_connect(self, events: list) -> None:
+        buf = self._buf
+        if len(buf) < 2:
+            return
+        major, minor = buf[0], buf[1]
+        version = major * 10000 + minor * 100
+        head_len = 5 if version > LIB_VERSION_SENDS_PATCH else 4
+        if len(buf) < head_len:
+            return
+        patch = buf[2] if head_len == 5 else 0
+        flags = buf[head_len - 2]
+        name_len = buf[head_len - 1]
+        if version < LIB_VERSION_MIN:
+            self._reject(REJECT_VERSION, "client library %d.%d is older than 3.01" % (major, minor), events)
+            return
+        if name_len > MAX_PRIVATE_NAME:
+            self._reject(REJECT_ILLEGAL_NAME, "private name of %d bytes (at most %d)" % (name_len, MAX_PRIVATE_NAME), events)
+            return
+        if len(buf) < head_len + name_len:
+            return
+        raw_name = bytes(buf[head_len:head_len + name_len])
+        del buf[:head_len + name_len]
+        self.lib_version = version + patch
+        self.group_membership = bool(flags % 2)
+        self.priority = flags // 16
+        if any(ch < PRIVATE_NAME_MIN_CHAR or ch > NAME_MAX_CHAR for ch in raw_name):
+            self._reject(REJECT_ILLEGAL_NAME, "private name %r has a character outside '$'..'~'" % raw_name, events)
+            return
+        name = raw_name.decode("latin-1") if raw_name else self._invent_name()
+        if not self._reserve_name(name):
+            self._reject(REJECT_NOT_UNIQUE, "private name %r is in use on this daemon" % name, events)
+            return
+        self.private_name = name
+        self.private_group = "#%s#%s" % (name, self.daemon_name)
+        self._pg_padded = pad_name(self.private_group)
+        if self.lib_version >= LIB_VERSION_AUTH:
+            self.out.append(encode_auth_list())
+            self._enter_await_auth()
+        else:  # libs older than 3.16 have no authentication exchange
+            self._accept(events)
+
+    def _invent_name(self) -> str:
+        """Like the real daemon's r<rand>-<fd> for an empty private name (at most 10 chars)."""
+        for _ in range(100):
+            name = "r%d-%d" % (self._rng.randrange(10000), self.conn_id % 1000)
+            if len(name) <= MAX_PRIVATE_NAME:
+                return name
+        return "r%d" % self._rng.randrange(10 ** 8)
+
+    def _parse_auth(self, events: list) -> None:
+        if len(self._buf) < AUTH_BLOCK_LEN:
+            return
+        block = bytes(self._buf[:AUTH_BLOCK_LEN])
+        del self._buf[:AUTH_BLOCK_LEN]
+        methods = [unpad_name(block[i:i + MAX_AUTH_NAME]) for i in range(0, AUTH_BLOCK_LEN, MAX_AUTH_NAME)]
+        named = [m for m in methods if m]
+        if not named or any(m not in AUTH_METHODS_ALLOWED for m in named):
+            self._reject(REJECT_AUTH, "authentication methods %r (allowed: %s)" % (named, " ".join(AUTH_METHODS_ALLOWED)), events)
+            return
+        self._accept(events)
+
+    def _accept(self, events: list) -> None:
+        self.out.append(encode_accept(self.private_group, self.lib_version))
+        events.append(Accepted(self.private_group))
+        self._enter_open()
+
+    def _violation(self, reason: str, events: list) -> None:
+        events.append(ProtocolViolation(reason))
+        self._enter_closed("protocol violation: " + reason)
+
+    def _parse_messages(self, buf: bytes, events: list) -> None:
+        """The hot path: parse every complete message in buf; keep an incomplete tail."""
+        off = 0
+        size = len(buf)
+        unpack = HEADER.unpack_from
+        pg_padded = self._pg_padded
+        pg_bare = pg_padded.rstrip(b"\0")
+        origin = self.daemon_name
+        sender_name = self.private_group
+        append = events.append
+        while size - off >= HEADER_LEN:
+            type_raw, sender, num_groups, hint, data_len = unpack(buf, off)
+            flipped = (type_raw & ENDIAN_TYPE) != MY_ENDIAN_MARKER
+            if flipped:  # a peer of the other byte order: flip type, num_groups, data_len (not hint)
+                type_raw, sender, num_groups, _, data_len = HEADER_SWAPPED.unpack_from(buf, off)
+            bits = type_raw & 0x7FFFFF7F
+            reason = None
+            if sender != pg_padded and sender.split(b"\0", 1)[0] != pg_bare:
+                reason = "sender %r is not this session's private group %r" % (unpad_name(sender), sender_name)
+            elif not 0 <= num_groups <= MAX_GROUPS_PER_MESSAGE:
+                reason = "num_groups %d outside 0..%d" % (num_groups, MAX_GROUPS_PER_MESSAGE)
+            elif hint & HINT_FORBIDDEN:
+                reason = "hint 0x%08x has bits outside 0x%08x" % (hint & 0xFFFFFFFF, HINT_ALLOWED)
+            elif data_len < 0 or data_len + MAX_GROUP_NAME * num_groups > MAX_MESSAGE_LEN:
+                reason = "message of %d data bytes to %d groups is over the limit data_len + 32*num_groups <= %d" % (
+                    data_len, num_groups, MAX_MESSAGE_LEN)
+            elif bits not in DATA_TYPES and bits not in CONTROL_TYPES:
+                reason = "type 0x%08x is neither one service type nor one of JOIN/LEAVE/KILL" % type_raw
+            if reason is not None:
+                self._violation(reason, events)
+                return
+            groups_end = off + HEADER_LEN + MAX_GROUP_NAME * num_groups
+            end = groups_end + data_len
+            if end > size:
+                break
+            groups = [unpad_name(buf[i:i + MAX_GROUP_NAME]) for i in range(off + HEADER_LEN, groups_end, MAX_GROUP_NAME)]
+            if bits in DATA_TYPES:
+                if flipped:
+                    raw = HEADER.pack(bits | MY_ENDIAN_MARKER, sender, num_groups, hint, data_len) + buf[off + HEADER_LEN:end]
+                else:
+                    raw = buf[off:end]
+                append(Multicast(DATA, origin, sender_name, bits, groups, hint, None, raw))
+                self.msgs_in += 1
+            elif bits == KILL_MESS:
+                append(Kill(KILL, origin, sender_name, reason="client disconnect (KILL)"))
+                self._enter_closed("client disconnect (KILL)")
+                return
+            else:
+                if num_groups != 1 or not name_is_legal(groups[0]):
+                    self._violation("%s needs exactly one legal group name, got %r" % (
+                        "JOIN" if bits == JOIN_MESS else "LEAVE", groups), events)
+                    return
+                cls, kind = (Join, JOIN) if bits == JOIN_MESS else (Leave, LEAVE)
+                append(cls(kind, origin, sender_name, 0, groups))
+            off = end
+        if off < size:
+            self._buf = bytearray(buf[off:])
+
+
+# ---- Orderer: the transport level (thesis 7.3.3) ---------------------------------------------
+
+@dataclass
+class Send:
+    """A datagram to another daemon (ring orderers only)."""
+
+    packet: bytes
+    dest: object
+
+
+class Deliver:
+    """A message in delivery order."""
+
+    __slots__ = ("msg",)
+
+    def __init__(self, msg: DaemonMessage):
+        self.msg = msg
+
+
+@dataclass
+class ConfigurationChange:
+    """The set of daemons changed (ring orderers only)."""
+
+    kind: str  # "transitional" or "regular"
+    members: List[str]
+    transitional_members: List[str]
+    ring_id: Tuple[int, int]
+
+
+class Orderer:
+    """Interface: takes this daemon's messages, returns them (and others') in delivery order."""
+
+    def submit(self, msg: DaemonMessage) -> None:
+        raise NotImplementedError
+
+    def receive(self, packet: bytes, src, now: float) -> None:
+        raise NotImplementedError
+
+    def tick(self, now: float) -> None:
+        raise NotImplementedError
+
+    def poll(self) -> list:
+        raise NotImplementedError
+
+
+class LocalOrderer(Orderer):
+    """The ring of one daemon: every message is delivered at once, in submission order.
+
+    With one daemon the submission order is already FIFO per session, causal, agreed (one
+    total order, {LTS, site id} with one site) and safe (every daemon, i.e. this one, has it),
+    so all six service types come out of poll() in the order they went in.  They still pass
+    through here so that the ring orderer can take this one's place without other changes.
+    """
+
+    def __init__(self, daemon_name: str = "", site_id: int = 0):
+        self.daemon_name = daemon_name
+        self.site_id = site_id
+        self.seq = 0  #: site sequence of the last message
+        self.lts = 0  #: Lamport time stamp of the last message
+        self.ignored_datagrams = 0
+        self._out: list = []
+
+    def submit(self, msg: DaemonMessage) -> None:
+        self.seq += 1
+        self.lts += 1
+        msg.site_id = self.site_id
+        msg.seq = self.seq
+        msg.lts = self.lts
+        self._out.append(Deliver(msg))
+
+    def receive(self, packet: bytes, src, now: float) -> None:
+        self.ignored_datagrams += 1  # a ring of one has no peers
+
+    def tick(self, now: float) -> None:
+        pass
+
+    def poll(self) -> list:
+        out, self._out = self._out, []
+        return out
+
+
+# ---- GroupCore: groups, members and deliveries (like Spread's groups.c) -----------------------
+
+class Group:
+    __slots__ = ("name", "members", "ordered", "index", "local", "blob")
+
+    def __init__(self, name: str):
+        self.name = name
+        self.members: Dict[str, str] = {}  # private group -> daemon name
+        self.ordered: List[str] = []  # members in daemon order of the configuration, then name
+        self.index = 0  # incremented on every change: group ids change on every change
+        self.local: list = []  # sessions of this daemon that are members (delivery targets)
+        self.blob = b""  # the members as 32-byte names (the groups[] of membership messages)
+
+
+class GroupCore:
+    """Consumes Deliver / ConfigurationChange in order; produces per-session deliveries."""
+
+    def __init__(self, daemon_name: str, proc_id: int = 0x7F000001, memb_time: int = 0,
+                 daemon_order: Optional[Sequence[str]] = None, max_session_messages: int = DEFAULT_MAX_SESSION_MESSAGES,
+                 max_session_bytes: int = MAX_SESSION_QUEUE_BYTES):
+        self.daemon_name = daemon_name
+        self.proc_id = proc_id
+        self.memb_time = memb_time
+        self.daemon_rank = {name: i for i, name in enumerate(daemon_order or [daemon_name])}
+        self.max_session_messages = max_session_messages
+        self.max_session_bytes = max_session_bytes
+        self.groups: Dict[str, Group] = {}
+        self.local: Dict[str, ClientSession] = {}  # private group -> session on this daemon
+        self.member_groups: Dict[str, set] = {}  # private group (any daemon) -> group names
+        self.overflowed: List[ClientSession] = []  # sessions over their queue limit
+        self.out_by_service = collections.Counter()
+        self.log: List[str] = []
+        self.dirty: set = set()  # conn ids with new output
+
+    # -- sessions -----------------------------------------------------------------------------
+    def add_session(self, session: ClientSession) -> None:
+        self.local[session.private_group] = session
+
+    def _enqueue(self, session: ClientSession, data: bytes) -> None:
+        if session.state == CLOSED:
+            return
+        out = session.out
+        out.append(data)
+        session.msgs_out += 1
+        self.dirty.add(session.conn_id)
+        if out.messages > self.max_session_messages or out.queued_bytes > self.max_session_bytes:
+            out.clear()  # memory stays bounded: the session is going away
+            session._enter_closed("not reading: more than %d undelivered messages" % self.max_session_messages)
+            self.overflowed.append(session)
+
+    # -- deliveries -----------------------------------------------------------------------------
+    def deliver(self, msg: DaemonMessage) -> None:
+        kind = msg.kind
+        if kind == DATA:
+            self._deliver_data(msg)
+        elif kind == JOIN:
+            self._join(msg.sender, msg.origin, msg.groups[0])
+        elif kind == LEAVE:
+            self._leave(msg.sender, msg.groups[0])
+        elif kind == KILL:
+            self._kill(msg.sender, msg.reason)
+
+    def _targets(self, name: str):
+        if name[:1] == "#":
+            session = self.local.get(name)
+            return (session,) if session is not None else ()
+        group = self.groups.get(name)
+        return group.local if group is not None else ()
+
+    def _deliver_data(self, msg: DaemonMessage) -> None:
+        groups = msg.groups
+        if len(groups) == 1:
+            targets = self._targets(groups[0])
+        else:  # one copy per receiving session, whatever the number of its groups
+            seen = {}
+            for name in groups:
+                for session in self._targets(name):
+                    seen[session.conn_id] = session
+            targets = list(seen.values())
+        if not targets:
+            return
+        skip = msg.sender if (msg.service_type & SELF_DISCARD) and msg.origin == self.daemon_name else None
+        raw = msg.raw if msg.raw is not None else msg.wire()
+        count = 0
+        for session in targets:
+            if session.private_group != skip:
+                self._enqueue(session, raw)
+                count += 1
+        if count:
+            self.out_by_service[msg.service_type & REGULAR_MESS] += count
+
+    def group_id(self, group: Group) -> Tuple[int, int, int]:
+        return (self.proc_id, self.memb_time, group.index)
+
+    def _reorder(self, group: Group) -> None:
+        rank = self.daemon_rank
+        big = len(rank)
+        group.ordered = sorted(group.members, key=lambda pg: (rank.get(group.members[pg], big), pg.encode("latin-1")))
+        group.blob = b"".join(pad_name(m) for m in group.ordered)
+        group.local = [self.local[pg] for pg in group.ordered if pg in self.local]
+
+    def _notify(self, group: Group, cause: int, changed: str) -> None:
+        """Lightweight membership (JOIN/LEAVE/DISCONNECT): one vs_set holding the changed member."""
+        message = None
+        for session in group.local:
+            if session.group_membership:
+                if message is None:
+                    message = encode_reg_memb(group.name, cause, group.blob, len(group.ordered),
+                                              self.group_id(group), [[changed]], 0)
+                self._enqueue(session, message)
+
+    def _join(self, member: str, daemon: str, name: str) -> None:
+        group = self.groups.get(name)
+        if group is None:
+            group = self.groups[name] = Group(name)
+        if member in group.members:
+            self.log.append("%s joined %s again: ignored" % (member, name))
+            return
+        group.members[member] = daemon
+        group.index += 1
+        self.member_groups.setdefault(member, set()).add(name)
+        session = self.local.get(member)
+        if session is not None:
+            session.groups.add(name)
+        self._reorder(group)
+        self.log.append("%s joined %s (%d members)" % (member, name, len(group.members)))
+        self._notify(group, CAUSED_BY_JOIN, member)
+
+    def _remove(self, member: str, group: Group) -> None:
+        del group.members[member]
+        group.index += 1
+        names = self.member_groups.get(member)
+        if names is not None:
+            names.discard(group.name)
+            if not names:
+                del self.member_groups[member]
+        session = self.local.get(member)
+        if session is not None:
+            session.groups.discard(group.name)
+        self._reorder(group)
+
+    def _drop_if_empty(self, group: Group) -> None:
+        if not group.members:
+            del self.groups[group.name]
+
+    def _leave(self, member: str, name: str) -> None:
+        group = self.groups.get(name)
+        if group is None or member not in group.members:
+            self.log.append("%s left %s without being a member: ignored" % (member, name))
+            return
+        self._remove(member, group)
+        self.log.append("%s left %s (%d members)" % (member, name, len(group.members)))
+        session = self.local.get(member)
+        if session is not None and session.group_membership:
+            self._enqueue(session, encode_self_leave(name))
+        self._notify(group, CAUSED_BY_LEAVE, member)
+        self._drop_if_empty(group)
+
+    def _kill(self, member: str, reason: str) -> None:
+        for name in sorted(self.member_groups.get(member, ())):
+            group = self.groups[name]
+            self._remove(member, group)
+            self.log.append("%s left %s by disconnect (%d members)" % (member, name, len(group.members)))
+            self._notify(group, CAUSED_BY_DISCONNECT, member)
+            self._drop_if_empty(group)
+        self.local.pop(member, None)
+
+    # -- configuration changes (several daemons) -------------------------------------------------
+    def configuration_change(self, change: ConfigurationChange, memb_time: int) -> None:
+        """Daemons left or came: members of departed daemons go; every changed group with
+        local members gets TRANSITION (old id) then REG_MEMB CAUSED_BY_NETWORK (new id)."""
+        if change.kind != "regular":
+            return
+        alive = set(change.members)
+        self.memb_time = memb_time
+        self.daemon_rank = {name: i for i, name in enumerate(change.members)}
+        for name in sorted(self.groups):
+            group = self.groups[name]
+            gone = [m for m, d in group.members.items() if d not in alive]
+            if not gone:
+                continue
+            old_id = self.group_id(group)
+            for member in gone:
+                self._remove(member, group)
+            group.index = 1
+            self.log.append("%s lost %d members by a network change" % (name, len(gone)))
+            survivors = list(group.ordered)
+            for session in group.local:
+                if session.group_membership:
+                    self._enqueue(session, encode_transition(name, old_id))
+                    self._enqueue(session, encode_reg_memb(name, CAUSED_BY_NETWORK, group.blob, len(group.ordered),
+                                                           self.group_id(group), [survivors], 0))
+            self._drop_if_empty(group)
+
+
+# ---- Daemon: sessions + orderer + group core ----------------------------------------------------
+
+@dataclass
+class CloseConnection:
+    conn_id: int
+    flush_first: bool
+    reason: str
+
+
+@dataclass
+class SendDatagram:
+    packet: bytes
+    dest: object
+
+
+@dataclass
+class SessionRow:
+    private_group: str
+    membership: bool
+    groups: int
+    msgs_in: int
+    msgs_out: int
+    queued_msgs: int
+    queued_bytes: int
+
+
+@dataclass
+class StatusSnapshot:
+    """Everything the status table shows, captured at one moment (pure data)."""
+
+    daemon_name: str
+    address: str
+    uptime_s: float
+    sessions: List[SessionRow] = field(default_factory=list)
+    groups: List[Tuple[str, List[str]]] = field(default_factory=list)
+    msgs_in: Dict[str, int] = field(default_factory=dict)
+    msgs_out: Dict[str, int] = field(default_factory=dict)
+    queued_bytes: int = 0
+    disconnections: Dict[str, int] = field(default_factory=dict)
+    rejections: Dict[str, int] = field(default_factory=dict)
+
+
+class Daemon:
+    """The daemon core.  Events in: connection_opened/data/closed, datagram, tick.
+    Out: each session's Outbox (pending_output / output_written), and poll() ->
+    CloseConnection / SendDatagram actions.  Never touches a socket or the clock."""
+
+    def __init__(self, name: str, proc_id: int = 0x7F000001, memb_time: int = 0,
+                 orderer: Optional[Orderer] = None, daemon_order: Optional[Sequence[str]] = None,
+                 max_session_messages: int = DEFAULT_MAX_SESSION_MESSAGES, max_sessions: int = MAX_SESSIONS,
+                 rng: Optional[random.Random] = None, max_session_bytes: int = MAX_SESSION_QUEUE_BYTES):
+        self.name = name
+        self.rng = rng or random.Random(0)
+        self.orderer = orderer if orderer is not None else LocalOrderer(name)
+        self.core = GroupCore(name, proc_id, memb_time, daemon_order, max_session_messages, max_session_bytes)
+        self.max_sessions = max_sessions
+        self.sessions: Dict[int, ClientSession] = {}
+        self.names: Dict[str, int] = {}  # private names in use -> conn id
+        self.actions: list = []
+        self.in_by_service = collections.Counter()
+        self.disconnections = collections.Counter()
+        self.rejections = collections.Counter()
+        self.log: collections.deque = collections.deque(maxlen=MAX_LOG_LINES)
+        self.now = 0.0
+        self._orphans: Dict[int, ClientSession] = {}  # rejected before a session existed (quota)
+
+    # -- events ----------------------------------------------------------------------------------
+    def connection_opened(self, conn_id: int, now: Optional[float] = None) -> None:
+        if now is not None:
+            self.now = now
+        if len(self.sessions) >= self.max_sessions:
+            # REJECT_QUOTA right after accept(), before reading anything (session.c:576)
+            self.rejections["REJECT_QUOTA"] += 1
+            self.log.append("connection %d rejected: REJECT_QUOTA (%d sessions)" % (conn_id, len(self.sessions)))
+            session = ClientSession(conn_id, self.name, lambda n: False, self.rng)
+            session.out.append(reject_byte(REJECT_QUOTA))
+            session._enter_closed("REJECT_QUOTA")
+            self._orphans[conn_id] = session
+            self.core.dirty.add(conn_id)
+            self.actions.append(CloseConnection(conn_id, True, "REJECT_QUOTA"))
+            return
+        session = ClientSession(conn_id, self.name, lambda n, c=conn_id: self._reserve(n, c), self.rng)
+        session.opened_at = self.now
+        self.sessions[conn_id] = session
+
+    def _reserve(self, name: str, conn_id: int) -> bool:
+        if name in self.names:
+            return False
+        self.names[name] = conn_id
+        return True
+
+    def connection_data(self, conn_id: int, data: bytes) -> None:
+        session = self.sessions.get(conn_id)
+        if session is None:
+            return
+        was_open = session.state == OPEN
+        events = session.receive_data(data)
+        if not was_open and session.out.chunks:
+            self.core.dirty.add(conn_id)  # handshake replies
+        if events:
+            self._handle_events(session, events, was_open)
+            self._run_orderer()
+
+    def connection_closed(self, conn_id: int) -> None:
+        """The peer closed (or the connection broke): like a disconnect (Sess_kill)."""
+        session = self.sessions.get(conn_id)
+        if session is None:
+            self._orphans.pop(conn_id, None)
+            return
+        if session.state == OPEN:
+            session._enter_closed("connection closed by the client")
+            self._end_session(session, "connection closed by the client", close=False)
+            self._run_orderer()
+        else:
+            self._forget(session, session.close_reason or "closed during the handshake")
+
+    def datagram(self, packet: bytes, src, now: float) -> None:
+        self.now = now
+        self.orderer.receive(packet, src, now)
+        self._run_orderer()
+
+    def tick(self, now: float) -> None:
+        self.now = now
+        for session in list(self.sessions.values()):
+            if session.state in (AWAIT_CONNECT, AWAIT_AUTH) and session.opened_at is not None \
+                    and now - session.opened_at > HANDSHAKE_TIMEOUT_S:
+                session._enter_closed("handshake not finished within %d s" % HANDSHAKE_TIMEOUT_S)
+                self.disconnections["handshake timeout"] += 1
+                self.actions.append(CloseConnection(session.conn_id, False, "handshake timeout"))
+                self._forget(session, "handshake timeout")
+        self.orderer.tick(now)
+        self._run_orderer()
+
+    # -- outputs -----------------------------------------------------------------------------------
+    def take_dirty(self) -> set:
+        """Connections with new output since the last call."""
+        dirty, self.core.dirty = self.core.dirty, set()
+        return dirty
+
+    def _outbox(self, conn_id: int) -> Optional[Outbox]:
+        session = self.sessions.get(conn_id) or self._orphans.get(conn_id)
+        return session.out if session is not None else None
+
+    def pending_output(self, conn_id: int) -> bytes:
+        out = self._outbox(conn_id)
+        return out.peek() if out is not None else b""
+
+    def output_written(self, conn_id: int, count: int) -> None:
+        out = self._outbox(conn_id)
+        if out is not None and count:
+            out.consumed(count)
+
+    def poll(self) -> list:
+        actions, self.actions = self.actions, []
+        return actions
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _handle_events(self, session: ClientSession, events: list, was_open: bool) -> None:
+        submit = self.orderer.submit
+        in_by_service = self.in_by_service
+        for event in events:
+            cls = event.__class__
+            if cls is Multicast:
+                in_by_service[event.service_type & REGULAR_MESS] += 1
+                submit(event)
+            elif cls is Join or cls is Leave:
+                submit(event)
+            elif cls is Kill:
+                self._end_session(session, event.reason, close=True, kill=event)
+            elif cls is Accepted:
+                self.log.append("session %s accepted (lib %d.%d.%d, membership=%d, priority=%d)" % (
+                    session.private_group, session.lib_version // 10000, session.lib_version // 100 % 100,
+                    session.lib_version % 100, session.group_membership, session.priority))
+                self.core.add_session(session)
+            elif cls is Rejected:
+                name = ERROR_NAMES.get(event.code, str(event.code))
+                self.rejections[name] += 1
+                self.log.append("connection %d rejected: %s (%s)" % (session.conn_id, name, event.reason))
+                self.actions.append(CloseConnection(session.conn_id, True, name))
+            elif cls is ProtocolViolation:
+                self.log.append("session %s: protocol violation: %s" % (session.private_group or session.conn_id, event.reason))
+                if session.private_group in self.core.local:
+                    self._end_session(session, "protocol violation", close=True)
+                else:
+                    self.disconnections["protocol violation"] += 1
+                    self.actions.append(CloseConnection(session.conn_id, False, "protocol violation"))
+                    self._forget(session, "protocol violation")
+        if session.out.chunks:
+            self.core.dirty.add(session.conn_id)
+
+    def _end_session(self, session: ClientSession, reason: str, close: bool, kill: Optional[Kill] = None) -> None:
+        """The session is over: its KILL goes through the orderer (others see DISCONNECT)."""
+        self.disconnections[reason] += 1
+        self.log.append("session %s closed: %s" % (session.private_group, reason))
+        if close:
+            self.actions.append(CloseConnection(session.conn_id, False, reason))
+        session.out.clear()
+        if kill is None:
+            kill = Kill(KILL, self.name, session.private_group, reason=reason)
+        self.orderer.submit(kill)
+        self.sessions.pop(session.conn_id, None)
+
+    def _forget(self, session: ClientSession, reason: str) -> None:
+        self.sessions.pop(session.conn_id, None)
+        if session.private_name and self.names.get(session.private_name) == session.conn_id:
+            del self.names[session.private_name]
+
+    def _run_orderer(self) -> None:
+        core = self.core
+        while True:
+            outputs = self.orderer.poll()
+            if not outputs:
+                break
+            for item in outputs:
+                if item.__class__ is Deliver:
+                    msg = item.msg
+                    core.deliver(msg)
+                    if msg.kind == KILL and msg.origin == self.name:
+                        self._release_name(msg.sender)
+                elif isinstance(item, Send):
+                    self.actions.append(SendDatagram(item.packet, item.dest))
+                elif isinstance(item, ConfigurationChange):
+                    core.configuration_change(item, core.memb_time + 1)
+            self._kill_overflowed()
+        if core.log:
+            self.log.extend(core.log)
+            core.log.clear()
+
+    def _release_name(self, private_group: str) -> None:
+        name = private_group[1:].split("#", 1)[0]
+        conn_id = self.names.get(name)
+        if conn_id is not None and conn_id not in self.sessions:
+            del self.names[name]
+
+    def _kill_overflowed(self) -> None:
+        core = self.core
+        while core.overflowed:
+            session = core.overflowed.pop()
+            reason = "not reading (more than %d queued messages)" % core.max_session_messages
+            self._end_session(session, reason, close=True)
+
+    # -- status -------------------------------------------------------------------------------------
+    def snapshot(self, address: str = "", uptime_s: float = 0.0) -> StatusSnapshot:
+        rows = []
+        for session in sorted(self.sessions.values(), key=lambda s: s.private_group):
+            if session.state != OPEN:
+                continue
+            rows.append(SessionRow(session.private_group, session.group_membership, len(session.groups),
+                                   session.msgs_in, session.msgs_out, session.out.messages, session.out.queued_bytes))
+        groups = [(name, list(self.core.groups[name].ordered)) for name in sorted(self.core.groups)]
+        return StatusSnapshot(
+            daemon_name=self.name, address=address, uptime_s=uptime_s, sessions=rows, groups=groups,
+            msgs_in={SERVICE_NAMES[k]: v for k, v in sorted(self.in_by_service.items()) if k in SERVICE_NAMES},
+            msgs_out={SERVICE_NAMES[k]: v for k, v in sorted(self.core.out_by_service.items()) if k in SERVICE_NAMES},
+            queued_bytes=sum(r.queued_bytes for r in rows),
+            disconnections=dict(self.disconnections), rejections=dict(self.rejections))
+
+
+# ---- Configuration file (spread.conf) ------------------------------------------------------------
+
+class ConfigError(ValueError):
+    """A spread.conf that cannot be used; the message names the line."""
+
+
+@dataclass
+class DaemonEntry:
+    name: str
+    ip: str
+    port: int
+    segment: int  # index of its Spread_Segment
+    interfaces: List[Tuple[str, str]] = field(default_factory=list)  # (kinds "D"/"C"/"M"/"", address)
+
+    def client_addresses(self) -> List[str]:
+        """Where clients connect: interfaces marked C (or unmarked), else the daemon address."""
+        found = [ip for kinds, ip in self.interfaces if not kinds or "C" in kinds.upper()]
+        return found or [self.ip]
+
+
+@dataclass
+class Segment:
+    address: str
+    port: int
+    daemons: List[DaemonEntry] = field(default_factory=list)
+
+
+@dataclass
+class SpreadConfig:
+    segments: List[Segment] = field(default_factory=list)
+    ignored: List[str] = field(default_factory=list)  # setting names accepted and not used
+
+    @property
+    def daemons(self) -> List[DaemonEntry]:
+        return [d for seg in self.segments for d in seg.daemons]
+
+    def daemon_order(self) -> List[str]:
+        return [d.name for d in self.daemons]
+
+    def find(self, name: str) -> Optional[DaemonEntry]:
+        for entry in self.daemons:
+            if entry.name == name:
+                return entry
+        return None
+
+
+MAX_CONFIG_DAEMONS = 128
+_CONF_TOKEN = re.compile(r"\{|\}|=|[^\s{}=]+")
+
+
+def _conf_tokens(text: str) -> List[Tuple[str, int]]:
+    tokens = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0]
+        tokens.extend((tok, lineno) for tok in _CONF_TOKEN.findall(line))
+    return tokens
+
+
+def _parse_ip(text: str, lineno: int) -> str:
+    try:
+        return str(ipaddress.IPv4Address(text))
+    except ValueError:
+        raise ConfigError("line %d: %r is not an IPv4 address" % (lineno, text)) from None
+
+
+def _parse_segment_address(text: str, lineno: int) -> Tuple[str, int]:
+    addr, _, port_text = text.partition(":")
+    port = DEFAULT_SPREAD_PORT
+    if port_text:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ConfigError("line %d: bad port in %r" % (lineno, text))
+        port = int(port_text)
+    return _parse_ip(addr, lineno), port
+
+
+def parse_spread_conf(text: str) -> SpreadConfig:
+    """Parse the spread.conf format: Spread_Segment ADDR:PORT { NAME IP [{ [D|C|M] IP ... }] ... },
+    '#' comments, and other `Key = value` settings (accepted, listed once in .ignored)."""
+    tokens = _conf_tokens(text)
+    config = SpreadConfig()
+    names = set()
+    pos = 0
+
+    def expect(what: str) -> int:
+        nonlocal pos
+        if pos >= len(tokens) or tokens[pos][0] != what:
+            where = "line %d" % tokens[pos][1] if pos < len(tokens) else "end of file"
+            got = tokens[pos][0] if pos < len(tokens) else "nothing"
+            raise ConfigError("%s: expected %r, got %r" % (where, what, got))
+        pos += 1
+        return tokens[pos - 1][1]
+
+    while pos < len(tokens):
+        tok, lineno = tokens[pos]
+        if tok.lower() == "spread_segment":
+            if pos + 1 >= len(tokens):
+                raise ConfigError("line %d: Spread_Segment without an address" % lineno)
+            address, port = _parse_segment_address(tokens[pos + 1][0], lineno)
+            pos += 2
+            expect("{")
+            segment = Segment(address, port)
+            while pos < len(tokens) and tokens[pos][0] != "}":
+                name, nline = tokens[pos]
+                if pos + 1 >= len(tokens):
+                    raise ConfigError("line %d: daemon %r without an address" % (nline, name))
+                if not name_is_legal(name, PRIVATE_NAME_MIN_CHAR, MAX_PROC_NAME - 1):
+                    raise ConfigError("line %d: daemon name %r: 1..%d characters from '$'..'~'" % (nline, name, MAX_PROC_NAME - 1))
+                if name in names:
+                    raise ConfigError("line %d: daemon name %r appears twice" % (nline, name))
+                names.add(name)
+                entry = DaemonEntry(name, _parse_ip(tokens[pos + 1][0], nline), port, len(config.segments))
+                pos += 2
+                if pos < len(tokens) and tokens[pos][0] == "{":
+                    pos += 1
+                    while pos < len(tokens) and tokens[pos][0] != "}":
+                        word, iline = tokens[pos]
+                        kinds = ""
+                        if re.fullmatch(r"[DCMdcm]+", word):
+                            kinds = word.upper()
+                            pos += 1
+                            if pos >= len(tokens):
+                                break
+                            word, iline = tokens[pos]
+                        entry.interfaces.append((kinds, _parse_ip(word, iline)))
+                        pos += 1
+                    expect("}")
+                segment.daemons.append(entry)
+                if len(names) > MAX_CONFIG_DAEMONS:
+                    raise ConfigError("line %d: more than %d daemons" % (nline, MAX_CONFIG_DAEMONS))
+            expect("}")
+            config.segments.append(segment)
+        elif pos + 1 < len(tokens) and tokens[pos + 1][0] == "=":
+            pos += 2
+            if pos < len(tokens) and tokens[pos][0] == "{":
+                while pos < len(tokens) and tokens[pos][0] != "}":
+                    pos += 1
+                expect("}")
+            else:
+                while pos < len(tokens) and tokens[pos][1] == lineno:
+                    pos += 1
+            if tok not in config.ignored:
+                config.ignored.append(tok)
+        else:
+            raise ConfigError("line %d: unexpected %r (expected Spread_Segment or a `Key = value` setting)" % (lineno, tok))
+    if not config.daemons:
+        raise ConfigError("no daemons: the file needs a Spread_Segment with at least one daemon")
+    return config
+
+
+def load_spread_conf(path: str) -> SpreadConfig:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise ConfigError("cannot read %s: %s" % (path, exc.strerror)) from None
+    return parse_spread_conf(text)
+
+
+def choose_daemon(config: SpreadConfig, name: Optional[str]) -> DaemonEntry:
+    """This daemon's entry: the one named by --name, or the only one."""
+    if name:
+        entry = config.find(name)
+        if entry is None:
+            raise ConfigError("daemon %r is not in the configuration (it has: %s)" % (name, ", ".join(config.daemon_order())))
+        return entry
+    if len(config.daemons) == 1:
+        return config.daemons[0]
+    raise ConfigError("the configuration has several daemons (%s): say which one this is with --name"
+                      % ", ".join(config.daemon_order()))
+
+
+def proc_id_of(ip: str) -> int:
+    """The 4.4 daemon's proc_id: its IPv4 address as an integer (seen 0x7f000001)."""
+    return int(ipaddress.IPv4Address(ip))
+
+
+# =============================================================================================
+# I/O loop
+# =============================================================================================
+
+class DaemonServer:
+    """Sockets, time and signals around a Daemon core: a TCP listener and the unix socket
+    /tmp/<port>; non-blocking reads of RECV_CHUNK bytes; coalesced non-blocking writes."""
+
+    def __init__(self, daemon: Daemon, listen: str, port: int, unix_path: Optional[str] = None,
+                 status_every_s: float = DEFAULT_STATUS_EVERY_S, out=None):
+        self.daemon = daemon
+        self.listen = listen
+        self.port = port
+        self.unix_path = unix_path
+        self.status_every_s = status_every_s
+        self.out = out or sys.stdout
+        self.sel = selectors.DefaultSelector()
+        self.conns: Dict[int, socket.socket] = {}
+        self.writing: set = set()
+        self.next_conn_id = 1
+        self.started = time.monotonic()
+        self.stopping = False
+        self.listeners: List[socket.socket] = []
+
+    def open(self) -> None:
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        tcp.bind((self.listen, self.port))
+        tcp.listen(128)
+        tcp.setblocking(False)
+        self.listeners.append(tcp)
+        if self.unix_path and hasattr(socket, "AF_UNIX"):
+            self._open_unix()
+        for sock in self.listeners:
+            self.sel.register(sock, selectors.EVENT_READ, "listen")
+
+    def _open_unix(self) -> None:
+        path = self.unix_path
+        if os.path.exists(path):
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(path)
+                probe.close()
+                self.log("unix socket %s is in use by another daemon: not listening there" % path)
+                self.unix_path = None
+                return
+            except OSError:
+                probe.close()
+                try:
+                    os.unlink(path)  # a stale socket from a killed daemon
+                except OSError:
+                    pass
+        unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            unix.bind(path)
+        except OSError as exc:
+            self.log("cannot listen on unix socket %s: %s" % (path, exc.strerror))
+            unix.close()
+            self.unix_path = None
+            return
+        unix.listen(128)
+        unix.setblocking(False)
+        self.listeners.append(unix)
+
+    def log(self, text: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        print("%s %s" % (stamp, text), file=self.out, flush=True)
+
+    def close(self) -> None:
+        for sock in list(self.conns.values()) + self.listeners:
+            try:
+                sock.close()
+            except OSError:
+                pass
+        if self.unix_path:
+            try:
+                os.unlink(self.unix_path)
+            except OSError:
+                pass
+
+    def serve_forever(self) -> None:
+        daemon = self.daemon
+        next_tick = time.monotonic() + TICK_EVERY_S
+        next_status = time.monotonic() + self.status_every_s if self.status_every_s > 0 else None
+        while not self.stopping:
+            now = time.monotonic()
+            wait = next_tick - now
+            if next_status is not None:
+                wait = min(wait, next_status - now)
+            for key, mask in self.sel.select(max(0.0, wait)):
+                if key.data == "listen":
+                    self._accept(key.fileobj)
+                    continue
+                conn_id = key.data
+                if mask & selectors.EVENT_READ:
+                    self._read(conn_id)
+                if mask & selectors.EVENT_WRITE and conn_id in self.conns:
+                    self._write(conn_id)
+            self._after_events()
+            now = time.monotonic()
+            if now >= next_tick:
+                daemon.tick(now)
+                self._after_events()
+                next_tick = now + TICK_EVERY_S
+            if next_status is not None and now >= next_status:
+                self.print_status()
+                next_status = now + self.status_every_s
+
+    def _accept(self, listener: socket.socket) -> None:
+        for _ in range(64):
+            try:
+                sock, _addr = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. out of file descriptors: keep serving the others
+                self.log("accept failed: %s" % exc)
+                return
+            sock.setblocking(False)
+            if sock.family == socket.AF_INET:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn_id = self.next_conn_id
+            self.next_conn_id += 1
+            self.conns[conn_id] = sock
+            self.sel.register(sock, selectors.EVENT_READ, conn_id)
+            self.daemon.connection_opened(conn_id, time.monotonic())
+
+    def _read(self, conn_id: int) -> None:
+        sock = self.conns.get(conn_id)
+        if sock is None:
+            return
+        try:
+            data = sock.recv(RECV_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(conn_id)
+            self.daemon.connection_closed(conn_id)
+            return
+        self.daemon.connection_data(conn_id, data)
+
+    def _write(self, conn_id: int) -> bool:
+        """Write what the core has for this connection; False when the socket is gone."""
+        sock = self.conns.get(conn_id)
+        if sock is None:
+            return False
+        daemon = self.daemon
+        while True:
+            data = daemon.pending_output(conn_id)
+            if not data:
+                if conn_id in self.writing:
+                    self.writing.discard(conn_id)
+                    self.sel.modify(sock, selectors.EVENT_READ, conn_id)
+                return True
+            try:
+                sent = sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                self._drop(conn_id)
+                daemon.connection_closed(conn_id)
+                return False
+            daemon.output_written(conn_id, sent)
+            if sent < len(data):
+                if conn_id not in self.writing:
+                    self.writing.add(conn_id)
+                    self.sel.modify(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, conn_id)
+                return True
+
+    def _after_events(self) -> None:
+        daemon = self.daemon
+        for _ in range(100):  # closes may produce more output (DISCONNECT memberships) and so on
+            actions = daemon.poll()
+            for action in actions:
+                if isinstance(action, CloseConnection):
+                    if action.flush_first:
+                        self._write(action.conn_id)
+                    sock = self._drop(action.conn_id)
+                    daemon.connection_closed(action.conn_id)
+            dirty = daemon.take_dirty()
+            for conn_id in dirty:
+                self._write(conn_id)
+            if not actions and not dirty:
+                break
+        for line in daemon.log:
+            self.log(line)
+        daemon.log.clear()
+
+    def _drop(self, conn_id: int) -> Optional[socket.socket]:
+        sock = self.conns.pop(conn_id, None)
+        self.writing.discard(conn_id)
+        if sock is not None:
+            try:
+                self.sel.unregister(sock)
+            except (KeyError, ValueError):
+                pass
+            try:
+                sock.close()
+            except OSError:
+                pass
+        return sock
+
+    def print_status(self) -> None:
+        address = "%s:%d" % (self.listen, self.port) + (" + %s" % self.unix_path if self.unix_path else "")
+        snap = self.daemon.snapshot(address, time.monotonic() - self.started)
+        if rich is not None:
+            Console(file=self.out, width=120).print(render_status(snap))
+        else:
+            print(render_status_text(snap), file=self.out, flush=True)
+
+
+# =============================================================================================
+# Client library
+# =============================================================================================
+
+class SpreadError(Exception):
+    """An error with the real Spread code (negative int) and its name."""
+
+    code = SP_BUG
+
+    def __init__(self, detail: str = "", code: Optional[int] = None):
+        if code is not None:
+            self.code = code
+        self.name = ERROR_NAMES.get(self.code, str(self.code))
+        super().__init__("%s (%d)%s" % (self.name, self.code, ": " + detail if detail else ""))
+
+
+class IllegalSpread(SpreadError):
+    code = ILLEGAL_SPREAD
+
+
+class CouldNotConnect(SpreadError):
+    code = COULD_NOT_CONNECT
+
+
+class RejectQuota(SpreadError):
+    code = REJECT_QUOTA
+
+
+class RejectNoName(SpreadError):
+    code = REJECT_NO_NAME
+
+
+class RejectIllegalName(SpreadError):
+    code = REJECT_ILLEGAL_NAME
+
+
+class RejectNotUnique(SpreadError):
+    code = REJECT_NOT_UNIQUE
+
+
+class RejectVersion(SpreadError):
+    code = REJECT_VERSION
+
+
+class ConnectionClosed(SpreadError):
+    code = CONNECTION_CLOSED
+
+
+class RejectAuth(SpreadError):
+    code = REJECT_AUTH
+
+
+class IllegalSession(SpreadError):
+    code = ILLEGAL_SESSION
+
+
+class IllegalService(SpreadError):
+    code = ILLEGAL_SERVICE
+
+
+class IllegalMessage(SpreadError):
+    code = ILLEGAL_MESSAGE
+
+
+class IllegalGroup(SpreadError):
+    code = ILLEGAL_GROUP
+
+
+class MessageTooLong(SpreadError):
+    code = MESSAGE_TOO_LONG
+
+
+class NetErrorOnSession(SpreadError):
+    code = NET_ERROR_ON_SESSION
+
+
+class _TooShort(SpreadError):
+    """The waiting message does not fit; it stays queued for the next receive (thesis 7.4.1)."""
+
+    def __init__(self, detail: str, service_type: int, mess_type: int, needed_len: int, needed_groups: int):
+        self.service_type = service_type
+        self.mess_type = mess_type
+        self.needed_len = needed_len  #: data bytes the message has
+        self.needed_groups = needed_groups  #: groups the message has
+        super().__init__(detail)
+
+
+class BufferTooShort(_TooShort):
+    code = BUFFER_TOO_SHORT
+
+
+class GroupsTooShort(_TooShort):
+    code = GROUPS_TOO_SHORT
+
+
+_ERROR_CLASSES = {cls.code: cls for cls in (
+    IllegalSpread, CouldNotConnect, RejectQuota, RejectNoName, RejectIllegalName, RejectNotUnique,
+    RejectVersion, ConnectionClosed, RejectAuth, IllegalSession, IllegalService, IllegalMessage,
+    IllegalGroup, MessageTooLong, NetErrorOnSession)}
+
+
+def error_for_code(code: int, detail: str = "") -> SpreadError:
+    cls = _ERROR_CLASSES.get(code)
+    return cls(detail) if cls is not None else SpreadError(detail, code)
+
+
+class RegularMessage:
+    """A data message: service_type, sender, groups, mess_type, endian_mismatch, data."""
+
+    __slots__ = ("service_type", "sender", "groups", "mess_type", "endian_mismatch", "data", "truncated")
+    is_membership = False
+
+    def __init__(self, service_type, sender, groups, mess_type, endian_mismatch, data, truncated=False):
+        self.service_type = service_type
+        self.sender = sender
+        self.groups = groups
+        self.mess_type = mess_type
+        self.endian_mismatch = endian_mismatch
+        self.data = data
+        self.truncated = truncated  #: True when drop_recv cut data or groups to fit
+
+    def __repr__(self) -> str:
+        return "RegularMessage(%s from %s to %r mess_type=%d len=%d)" % (
+            service_name(self.service_type), self.sender, self.groups, self.mess_type, len(self.data))
+
+
+class MembershipMessage:
+    """A membership message: regular (REG_MEMB), transitional, or the self-leave notice."""
+
+    __slots__ = ("service_type", "group", "members", "group_id", "my_index", "changed_members", "vs_sets",
+                 "truncated")
+    is_membership = True
+
+    def __init__(self, service_type, group, members, group_id, my_index, changed_members, vs_sets, truncated=False):
+        self.service_type = service_type
+        self.group = group
+        self.members = members
+        self.group_id = group_id
+        self.my_index = my_index
+        self.changed_members = changed_members
+        self.vs_sets = vs_sets
+        self.truncated = truncated
+
+    @property
+    def is_regular(self) -> bool:
+        return bool(self.service_type & REG_MEMB_MESS)
+
+    @property
+    def is_transitional(self) -> bool:
+        return bool(self.service_type & TRANSITION_MESS)
+
+    @property
+    def is_self_leave(self) -> bool:
+        return bool(self.service_type & CAUSED_BY_LEAVE) and not self.service_type & (REG_MEMB_MESS | TRANSITION_MESS)
+
+    @property
+    def caused_by(self) -> Optional[str]:
+        for bit, name in CAUSE_NAMES.items():
+            if self.service_type & bit:
+                return name
+        return None
+
+    @property
+    def mess_type(self) -> int:
+        return self.my_index
+
+    def __repr__(self) -> str:
+        kind = "REGULAR" if self.is_regular else "TRANSITIONAL" if self.is_transitional else "SELF-LEAVE"
+        return "MembershipMessage(%s %s of %s members=%r id=%r)" % (kind, self.caused_by, self.group, self.members,
+                                                                    tuple(self.group_id) if self.group_id else None)
+
+
+def service_name(service_type: int) -> str:
+    for bit, name in SERVICE_NAMES.items():
+        if service_type & bit:
+            return name + ("|SELF_DISCARD" if service_type & SELF_DISCARD else "")
+    return "0x%x" % service_type
+
+
+def message_length(buf, off: int = 0) -> int:
+    """Total length of the message starting at off, or 0 when even its header is incomplete."""
+    if len(buf) - off < HEADER_LEN:
+        return 0
+    type_raw, _s, num_groups, _h, data_len = HEADER.unpack_from(buf, off)
+    if (type_raw & ENDIAN_TYPE) != MY_ENDIAN_MARKER:
+        type_raw, _s, num_groups, _h, data_len = HEADER_SWAPPED.unpack_from(buf, off)
+    if num_groups < 0 or data_len < 0:
+        raise IllegalMessage("header with num_groups %d, data_len %d" % (num_groups, data_len))
+    extra = 4 if type_raw & REJECT_MESS else 0
+    return HEADER_LEN + extra + MAX_GROUP_NAME * num_groups + data_len
+
+
+def _names(buf, start: int, count: int) -> List[str]:
+    return [unpad_name(bytes(buf[i:i + MAX_GROUP_NAME])) for i in range(start, start + MAX_GROUP_NAME * count, MAX_GROUP_NAME)]
+
+
+def decode_message(buf, off: int = 0, my_private_group: str = "", max_mess_len: Optional[int] = None,
+                   max_groups: Optional[int] = None, drop_recv: bool = False):
+    """Decode one complete message (see message_length) as the real library does (sp.c:1400-1600).
+
+    Raises BufferTooShort / GroupsTooShort when it does not fit and drop_recv is False."""
+    type_raw, sender, num_groups, hint, data_len = HEADER.unpack_from(buf, off)
+    flipped = (type_raw & ENDIAN_TYPE) != MY_ENDIAN_MARKER
+    if flipped:
+        type_raw, sender, num_groups, _h, data_len = HEADER_SWAPPED.unpack_from(buf, off)
+    service_type = type_raw & ~ENDIAN_TYPE & 0xFFFFFFFF
+    pos = off + HEADER_LEN
+    if service_type & REJECT_MESS:
+        old_type = (UINT32_SWAPPED if flipped else UINT32).unpack_from(buf, pos)[0]
+        service_type = (old_type & ~ENDIAN_TYPE & 0xFFFFFFFF) | REJECT_MESS
+        pos += 4
+    membership = bool(service_type & MEMBERSHIP_MESS) and not service_type & REJECT_MESS
+    if membership:
+        mess_type, mismatch = 0, False
+    else:
+        mess_type, mismatch = hint_mess_type(hint)
+    truncated = False
+    groups_count = num_groups
+    data_count = data_len
+    too_short_groups = max_groups is not None and num_groups > max_groups
+    too_short_len = max_mess_len is not None and data_len > max_mess_len
+    if too_short_groups or too_short_len:
+        if not drop_recv:
+            cls = BufferTooShort if too_short_len else GroupsTooShort
+            raise cls("message needs %d data bytes and %d groups (given %s and %s)" % (
+                data_len, num_groups, max_mess_len, max_groups), service_type, mess_type, data_len, num_groups)
+        truncated = True
+        if too_short_groups:
+            groups_count = max(0, max_groups)
+        if too_short_len:
+            data_count = max(0, max_mess_len)
+    groups = _names(buf, pos, groups_count)
+    body_start = pos + MAX_GROUP_NAME * num_groups
+    body = bytes(buf[body_start:body_start + data_len])
+    sender_name = unpad_name(bytes(sender))
+    if not membership:
+        return RegularMessage(service_type, sender_name, groups, mess_type, mismatch, body[:data_count], truncated)
+    return _decode_membership(service_type, sender_name, groups, body, flipped, my_private_group, truncated)
+
+
+def _decode_membership(service_type, group, members, body, flipped, me, truncated) -> MembershipMessage:
+    group_id = None
+    vs_sets: List[List[str]] = []
+    changed: List[str] = []
+    uint32 = UINT32_SWAPPED if flipped else UINT32
+    if len(body) >= 12:
+        group_id = GroupId(*(GROUP_ID_SWAPPED if flipped else GROUP_ID).unpack_from(body, 0))
+    local_set: List[str] = []
+    if service_type & REG_MEMB_MESS and len(body) >= 20:
+        num_sets = uint32.unpack_from(body, 12)[0]
+        local_offset = uint32.unpack_from(body, 16)[0]
+        pos = 20
+        for _ in range(min(num_sets, 1000)):
+            if pos + 4 > len(body):
+                break
+            if pos - 20 == local_offset:
+                local_index = len(vs_sets)
+            else:
+                local_index = None
+            count = uint32.unpack_from(body, pos)[0]
+            pos += 4
+            count = min(count, (len(body) - pos) // MAX_GROUP_NAME)
+            names = _names(body, pos, count)
+            pos += MAX_GROUP_NAME * count
+            vs_sets.append(names)
+            if local_index is not None:
+                local_set = names
+        changed = list(local_set)
+    my_index = members.index(me) if me in members else -1
+    return MembershipMessage(service_type, group, members, group_id, my_index, changed, vs_sets, truncated)
+
+
+def parse_spread_name(spread_name: str) -> Tuple[str, object]:
+    """'4803' -> ('unix', '/tmp/4803') or TCP 127.0.0.1 where there is no unix socket;
+    '4803@host' / '4803@a.b.c.d' -> ('tcp', (host, 4803))."""
+    text = str(spread_name).strip()
+    port_text, _, host = text.partition("@")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise IllegalSpread("spread name %r: expected PORT, PORT@HOST or PORT@A.B.C.D" % spread_name)
+    port = int(port_text)
+    if not _:
+        unix_path = "/tmp/%d" % port
+        if hasattr(socket, "AF_UNIX") and os.path.exists(unix_path):
+            return "unix", unix_path
+        return "tcp", ("127.0.0.1", port)
+    if not host:
+        raise IllegalSpread("spread name %r has no host after '@'" % spread_name)
+    return "tcp", (host, port)
+
+
+def _check_group(name: str, for_join: bool) -> bytes:
+    if not isinstance(name, str):
+        raise IllegalGroup("group name must be a str, got %r" % (name,))
+    lowest = GROUP_NAME_MIN_CHAR if for_join else 0x21
+    if not name_is_legal(name, lowest):
+        raise IllegalGroup("group name %r: 1..%d characters from %r..'~'%s" % (
+            name, MAX_GROUP_NAME - 1, chr(lowest), " (no '#': private groups cannot be joined)" if for_join else ""))
+    return pad_name(name)
+
+
+class Mailbox:
+    """A connection to a Spread daemon (ours or a real one)."""
+
+    def __init__(self, sock: socket.socket, private_group: str, daemon_version: Tuple[int, ...], group_membership: bool):
+        self._sock = sock
+        self.private_group = private_group  #: '#name#daemon'
+        self.daemon_version = daemon_version
+        self.group_membership = group_membership
+        self._pg_padded = pad_name(private_group)
+        self._rbuf = bytearray()
+        self._rpos = 0
+        self._send_lock = threading.Lock()
+        self._recv_lock = threading.Lock()
+        self._closed = False
+        self._eof = False
+        self._padded: Dict[str, bytes] = {}
+        self._poller = select.poll() if hasattr(select, "poll") else None
+        if self._poller is not None:
+            self._poller.register(sock.fileno(), select.POLLIN)
+
+    # -- sending -----------------------------------------------------------------------------
+    def _send(self, data: bytes) -> None:
+        if self._closed:
+            raise IllegalSession("mailbox is disconnected")
+        with self._send_lock:
+            try:
+                self._sock.sendall(data)
+            except OSError as exc:
+                raise ConnectionClosed("send failed: %s" % exc) from None
+
+    def _control(self, type_bits: int, group: str, check_join: bool = True) -> None:
+        padded = _check_group(group, check_join) if check_join else pad_name(group)
+        self._send(HEADER.pack(type_bits | MY_ENDIAN_MARKER, self._pg_padded, 1, MY_ENDIAN_MARKER, 0) + padded)
+
+    def join(self, group: str) -> int:
+        """Join a group (created if nobody is in it).  Membership arrives as a message."""
+        self._control(JOIN_MESS, group)
+        return 0
+
+    def leave(self, group: str) -> int:
+        self._control(LEAVE_MESS, group)
+        return 0
+
+    def multicast(self, service_type: int, groups, data, mess_type: int = 0) -> int:
+        """Send data (bytes, str, or a list of parts: a scatter) to one group or a list of groups.
+        Returns the number of data bytes sent."""
+        if service_type & ~(REGULAR_MESS | SELF_DISCARD) or (service_type & REGULAR_MESS) not in SERVICE_NAMES:
+            raise IllegalService("service type 0x%x: exactly one of UNRELIABLE..SAFE, optionally | SELF_DISCARD" % service_type)
+        if isinstance(groups, str):
+            groups = (groups,)
+        if not 0 < len(groups) <= MAX_GROUPS_PER_MESSAGE:
+            raise IllegalGroup("%d groups: a message goes to 1..%d groups" % (len(groups), MAX_GROUPS_PER_MESSAGE))
+        padded_cache = self._padded
+        parts = []
+        for name in groups:
+            padded = padded_cache.get(name)
+            if padded is None:
+                padded = _check_group(name, False)
+                if len(padded_cache) < 10000:
+                    padded_cache[name] = padded
+            parts.append(padded)
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        elif isinstance(data, (list, tuple)):
+            if len(data) > MAX_CLIENT_SCATTER_ELEMENTS:
+                raise IllegalMessage("scatter of %d parts (at most %d)" % (len(data), MAX_CLIENT_SCATTER_ELEMENTS))
+            data = b"".join(p.encode("utf-8") if isinstance(p, str) else bytes(p) for p in data)
+        elif not isinstance(data, bytes):
+            data = bytes(data)
+        size = len(data) + MAX_GROUP_NAME * len(groups)
+        if size > MAX_MESSAGE_LEN:
+            raise MessageTooLong("%d data bytes + 32 x %d groups = %d > %d" % (len(data), len(groups), size, MAX_MESSAGE_LEN))
+        head = HEADER.pack(service_type | MY_ENDIAN_MARKER, self._pg_padded, len(groups),
+                           ((mess_type << 8) & 0x00FFFF00) | MY_ENDIAN_MARKER, len(data))
+        self._send(head + b"".join(parts) + data)
+        return len(data)
+
+    # -- receiving ---------------------------------------------------------------------------
+    def _wait_readable(self, timeout: Optional[float]) -> bool:
+        if timeout is None:
+            return True
+        if self._poller is not None:
+            return bool(self._poller.poll(max(0, int(timeout * 1000 + 0.999))))
+        readable, _, _ = select.select([self._sock], [], [], max(0.0, timeout))
+        return bool(readable)
+
+    def _fill(self, deadline: Optional[float]) -> bool:
+        """Read more bytes; False on timeout.  Raises ConnectionClosed at end of stream."""
+        if self._eof:
+            raise ConnectionClosed("the daemon closed the connection")
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not self._wait_readable(timeout):
+            return False
+        try:
+            data = self._sock.recv(RECV_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError as exc:
+            self._eof = True
+            raise ConnectionClosed("receive failed: %s" % exc) from None
+        if not data:
+            self._eof = True
+            raise ConnectionClosed("the daemon closed the connection")
+        if self._rpos:
+            if self._rpos == len(self._rbuf):
+                self._rbuf = bytearray()
+                self._rpos = 0
+            elif self._rpos > RECV_CHUNK:
+                del self._rbuf[:self._rpos]
+                self._rpos = 0
+        self._rbuf += data
+        return True
+
+    def _complete(self) -> int:
+        try:
+            total = message_length(self._rbuf, self._rpos)
+        except IllegalMessage:
+            self._eof = True
+            raise
+        if total and len(self._rbuf) - self._rpos >= total:
+            return total
+        return 0
+
+    def receive(self, timeout: Optional[float] = None, max_mess_len: Optional[int] = None,
+                max_groups: Optional[int] = None, drop_recv: bool = False):
+        """The next RegularMessage or MembershipMessage; None when nothing came within `timeout`
+        seconds (timeout=None blocks).  With max_mess_len / max_groups set, a message that does
+        not fit raises BufferTooShort / GroupsTooShort and stays queued, unless drop_recv=True
+        (then it is returned cut to fit, with .truncated = True)."""
+        if self._closed:
+            raise IllegalSession("mailbox is disconnected")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._recv_lock:
+            while True:
+                total = self._complete()
+                if total:
+                    break
+                if not self._fill(deadline):
+                    return None
+            msg = decode_message(self._rbuf, self._rpos, self.private_group, max_mess_len, max_groups, drop_recv)
+            self._rpos += total  # only now: a *_TOO_SHORT above keeps the message for the next call
+            return msg
+
+    def poll(self) -> int:
+        """Bytes waiting to be received (buffered here plus in the socket); 0 when none."""
+        if self._closed:
+            raise IllegalSession("mailbox is disconnected")
+        waiting = len(self._rbuf) - self._rpos
+        try:
+            import fcntl
+            import termios
+            raw = fcntl.ioctl(self._sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+            waiting += struct.unpack("i", raw)[0]
+        except (ImportError, OSError):
+            if self._wait_readable(0):
+                waiting += 1
+        return waiting
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def buffered(self) -> bool:
+        """True when a complete message is already buffered (select() on fileno() won't show it)."""
+        return bool(self._complete())
+
+    # -- closing -----------------------------------------------------------------------------
+    def disconnect(self) -> int:
+        """SP_disconnect: a KILL message with our own private group, then close."""
+        if self._closed:
+            return 0
+        try:
+            self._control(KILL_MESS, self.private_group, check_join=False)
+        except SpreadError:
+            pass
+        self.close()
+        return 0
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+
+    def __enter__(self) -> "Mailbox":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.disconnect()
+
+
+def _read_exact(sock: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        try:
+            part = sock.recv(count - len(data))
+        except socket.timeout:
+            raise ConnectionClosed("the daemon did not answer the handshake in time") from None
+        except OSError as exc:
+            raise ConnectionClosed("handshake failed: %s" % exc) from None
+        if not part:
+            raise ConnectionClosed("the daemon closed the connection during the handshake")
+        data += part
+    return data
+
+
+def connect(spread_name: str = str(DEFAULT_SPREAD_PORT), private_name: str = "", priority: int = 0,
+            group_membership: bool = True, timeout: Optional[float] = 10.0) -> Mailbox:
+    """SP_connect: open a session with the daemon; returns a Mailbox (.private_group is set)."""
+    if not isinstance(private_name, str) or len(private_name) > MAX_PRIVATE_NAME or \
+            (private_name and not name_is_legal(private_name, PRIVATE_NAME_MIN_CHAR, MAX_PRIVATE_NAME)):
+        raise RejectIllegalName("private name %r: up to %d characters from '$'..'~' (no '#')" % (private_name, MAX_PRIVATE_NAME))
+    kind, address = parse_spread_name(spread_name)
+    if kind == "unix":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    else:
+        try:
+            infos = socket.getaddrinfo(address[0], address[1], socket.AF_INET, socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise IllegalSpread("cannot resolve %r: %s" % (address[0], exc)) from None
+        address = infos[0][4]
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(address)
+    except OSError as exc:
+        sock.close()
+        raise CouldNotConnect("%s: %s" % (spread_name, exc)) from None
+    try:
+        mailbox = _handshake(sock, private_name, priority, group_membership)
+    except BaseException:
+        sock.close()
+        raise
+    sock.settimeout(None)
+    return mailbox
+
+
+def _handshake(sock: socket.socket, private_name: str, priority: int, group_membership: bool) -> Mailbox:
+    # each unit in ONE write, and no pipelining: the real daemon reads them with single recv()s
+    sock.sendall(encode_connect(private_name, group_membership, priority))
+    code = struct.unpack("b", _read_exact(sock, 1))[0]
+    if code < 0:
+        raise error_for_code(code, "the daemon refused the session")
+    methods = _read_exact(sock, code).decode("latin-1").split() if code else []
+    if "NULL" not in methods:
+        raise RejectAuth("the daemon offers %r; this library speaks only NULL" % methods)
+    sock.sendall(encode_auth_choice(("NULL",)))
+    code = struct.unpack("b", _read_exact(sock, 1))[0]
+    if code != ACCEPT_SESSION:
+        raise error_for_code(code, "the daemon refused the session")
+    version = tuple(_read_exact(sock, 3))
+    if version[0] * 10000 + version[1] * 100 < LIB_VERSION_MIN:
+        raise RejectVersion("daemon version %d.%d.%d is older than 3.01" % version)
+    name_len = _read_exact(sock, 1)[0]
+    private_group = _read_exact(sock, name_len).decode("latin-1")
+    return Mailbox(sock, private_group, version, group_membership)
+
+
+# ---- the `user` tool ---------------------------------------------------------------------------
+
+USER_HELP = """commands:
+  j GROUP                 join GROUP
+  l GROUP                 leave GROUP
+  s GROUP[,GROUP...] TEXT multicast TEXT with the current service type and mess_type
+  b GROUP COUNT [SIZE]    send a burst of COUNT messages of SIZE bytes
+  t SERVICE               service type: unreliable reliable fifo causal agreed safe
+                          (append +self to add SELF_DISCARD, e.g. "t safe+self")
+  m MESS_TYPE             mess_type (16 bits) for the next messages
+  r [SECONDS]             wait for one message (default: block until one comes)
+  w SECONDS               print whatever arrives during SECONDS
+  p                       poll: bytes waiting to be received
+  q                       quit (disconnect)
+  ?                       this help"""
+
+
+def format_message(msg) -> str:
+    """A readable rendering of a received message (regular or membership), like spuser's."""
+    if not msg.is_membership:
+        text = msg.data.decode("utf-8", "replace")
+        return ("received %s message from %s, mess_type %d, endian_mismatch %s, to %d group(s) %s\n"
+                "  (%d bytes): %s%s" % (service_name(msg.service_type), msg.sender, msg.mess_type, msg.endian_mismatch,
+                                       len(msg.groups), ", ".join(msg.groups), len(msg.data), text,
+                                       " [truncated]" if msg.truncated else ""))
+    if msg.is_self_leave:
+        return "SELF-LEAVE: you left group %s" % msg.group
+    if msg.is_transitional:
+        return "TRANSITIONAL membership for group %s (group id %s)" % (msg.group, _fmt_gid(msg.group_id))
+    lines = ["REGULAR membership for group %s with %d member(s), where I am member %d:" % (
+        msg.group, len(msg.members), msg.my_index)]
+    lines += ["    %s" % m for m in msg.members]
+    lines.append("  group id %s" % _fmt_gid(msg.group_id))
+    cause = msg.caused_by or "?"
+    if cause in ("JOIN", "LEAVE", "DISCONNECT"):
+        lines.append("  due to the %s of %s" % (cause, ", ".join(msg.changed_members)))
+    else:
+        lines.append("  due to a %s change" % cause)
+    for i, vs in enumerate(msg.vs_sets):
+        lines.append("  vs_set %d (%d): %s" % (i, len(vs), ", ".join(vs)))
+    return "\n".join(lines)
+
+
+def _fmt_gid(gid) -> str:
+    return "%d %d %d" % tuple(gid) if gid is not None else "-"
+
+
+class UserTool:
+    """The spuser-like loop: commands from stdin (a terminal or a script), messages as they come."""
+
+    def __init__(self, mbox: Mailbox, out=None, interactive: bool = False):
+        self.mbox = mbox
+        self.out = out or sys.stdout
+        self.interactive = interactive
+        self.service = SAFE_MESS
+        self.mess_type = 0
+        self.sent = 0
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def show_waiting(self) -> None:
+        """Print every message that can be received without waiting."""
+        while self.mbox.buffered() or self.mbox.poll():
+            msg = self.mbox.receive(timeout=0)
+            if msg is None:
+                break
+            self.say(format_message(msg))
+
+    def wait(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            msg = self.mbox.receive(timeout=left)
+            if msg is None:
+                return
+            self.say(format_message(msg))
+
+    def command(self, line: str) -> bool:
+        """Run one command; False to quit."""
+        words = line.split(None, 2)
+        if not words or words[0].startswith("#"):
+            return True
+        cmd, args = words[0].lower(), words[1:]
+        try:
+            return self._dispatch(cmd, args, line)
+        except (ValueError, IndexError):
+            self.say("bad arguments for %r (type ? for help)" % cmd)
+        except SpreadError as exc:
+            if isinstance(exc, ConnectionClosed):
+                raise
+            self.say("error: %s" % exc)
+        return True
+
+    def _dispatch(self, cmd: str, args: List[str], line: str) -> bool:
+        if cmd == "q":
+            return False
+        if cmd == "?":
+            self.say(USER_HELP)
+        elif cmd == "j":
+            self.mbox.join(args[0])
+        elif cmd == "l":
+            self.mbox.leave(args[0])
+        elif cmd == "s":
+            text = args[1] if len(args) > 1 else ""
+            self.mbox.multicast(self.service, args[0].split(","), text.encode("utf-8"), self.mess_type)
+            self.sent += 1
+        elif cmd == "b":
+            rest = args[1].split() if len(args) > 1 else []
+            count = int(rest[0]) if rest else 10
+            size = int(rest[1]) if len(rest) > 1 else 100
+            for i in range(count):
+                self.mbox.multicast(self.service, args[0].split(","), (b"burst %d " % i).ljust(size, b"."), self.mess_type)
+                self.sent += 1
+            self.say("sent %d messages of %d bytes" % (count, size))
+        elif cmd == "t":
+            name = args[0].lower()
+            base, _, flag = name.partition("+")
+            if base not in SERVICE_BY_NAME or flag not in ("", "self", "self_discard"):
+                raise ValueError(name)
+            self.service = SERVICE_BY_NAME[base] | (SELF_DISCARD if flag else 0)
+            self.say("service type is now %s" % service_name(self.service))
+        elif cmd == "m":
+            self.mess_type = int(args[0])
+        elif cmd == "r":
+            msg = self.mbox.receive(timeout=float(args[0]) if args else None)
+            self.say(format_message(msg) if msg is not None else "nothing received")
+        elif cmd == "w":
+            self.wait(float(args[0]))
+        elif cmd == "p":
+            self.say("%d bytes waiting" % self.mbox.poll())
+        else:
+            self.say("unknown command %r (type ? for help)" % cmd)
+        return True
+
+    def run(self, stdin, linger_s: float = 0.5) -> int:
+        """Interleave commands and incoming messages until q or end of input."""
+        sel = selectors.DefaultSelector()
+        sel.register(self.mbox.fileno(), selectors.EVENT_READ, "mbox")
+        stdin_registered = True
+        try:
+            sel.register(stdin, selectors.EVENT_READ, "stdin")
+        except (ValueError, OSError, PermissionError):
+            stdin_registered = False  # e.g. a regular file: always readable, read it line by line
+        if self.interactive:
+            self.say("connected as %s; type ? for help" % self.mbox.private_group)
+        try:
+            while True:
+                self.show_waiting()
+                if self.interactive:
+                    print("User> ", end="", file=self.out, flush=True)
+                ready = [key.data for key, _ in sel.select()] if stdin_registered else ["stdin"]
+                if "mbox" in ready and "stdin" not in ready:
+                    if self.interactive:
+                        print("", file=self.out)
+                    continue
+                line = stdin.readline()
+                if not line:
+                    self.wait(linger_s)
+                    return 0
+                if not self.command(line.strip()):
+                    self.show_waiting()
+                    return 0
+        except ConnectionClosed as exc:
+            self.say("the daemon closed the session: %s" % exc)
+            return 1
+        finally:
+            sel.close()
+
+
+# =============================================================================================
+# Terminal rendering
+# =============================================================================================
+
+def _status_rows(snap: StatusSnapshot) -> List[Tuple[str, str, str]]:
+    rows: List[Tuple[str, str, str]] = []
+    for s in snap.sessions:
+        rows.append(("session", s.private_group, "membership=%s groups=%d in=%d out=%d queued=%d msgs/%d B" % (
+            "yes" if s.membership else "no", s.groups, s.msgs_in, s.msgs_out, s.queued_msgs, s.queued_bytes)))
+    for name, members in snap.groups:
+        rows.append(("group", name, "%d: %s" % (len(members), " ".join(members))))
+    for service in SERVICE_NAMES.values():
+        if service in snap.msgs_in or service in snap.msgs_out:
+            rows.append(("messages", service, "in %d, out %d" % (snap.msgs_in.get(service, 0), snap.msgs_out.get(service, 0))))
+    rows.append(("queued", "all sessions", "%d bytes" % snap.queued_bytes))
+    for reason, count in sorted(snap.disconnections.items()):
+        rows.append(("disconnected", reason, str(count)))
+    for reason, count in sorted(snap.rejections.items()):
+        rows.append(("rejected", reason, str(count)))
+    return rows
+
+
+def _status_title(snap: StatusSnapshot) -> str:
+    return "spread_mini daemon %s on %s, up %.0f s: %d sessions, %d groups" % (
+        snap.daemon_name, snap.address, snap.uptime_s, len(snap.sessions), len(snap.groups))
+
+
+def render_status(snap: StatusSnapshot):
+    """A rich Table of the snapshot (or the plain text where rich is missing)."""
+    if Table is None:
+        return render_status_text(snap)
+    table = Table(title=_status_title(snap), title_justify="left")
+    table.add_column("what")
+    table.add_column("name")
+    table.add_column("detail", overflow="fold")
+    for row in _status_rows(snap):
+        table.add_row(*row)
+    return table
+
+
+def render_status_text(snap: StatusSnapshot) -> str:
+    lines = [_status_title(snap)]
+    lines += ["  %-12s %-32s %s" % row for row in _status_rows(snap)]
+    return "\n".join(lines)
+
+
+# =============================================================================================
+# Command line
+# =============================================================================================
+
+def _valid_daemon_name(text: str) -> str:
+    if not name_is_legal(text, PRIVATE_NAME_MIN_CHAR, MAX_PROC_NAME - 1):
+        raise argparse.ArgumentTypeError("daemon name %r: 1..%d characters from '$'..'~'" % (text, MAX_PROC_NAME - 1))
+    return text
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a whole number" % text) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError("a port is 1..65535")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a number of seconds" % text) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def default_daemon_name() -> str:
+    """With no configuration the real daemon is named after the host (at most 19 chars)."""
+    name = "".join(c for c in socket.gethostname().split(".")[0] if PRIVATE_NAME_MIN_CHAR <= ord(c) <= NAME_MAX_CHAR)
+    return name[:MAX_PROC_NAME - 1] or "localhost"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spread_mini.py", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command")
+    d = sub.add_parser("daemon", help="run the daemon")
+    d.add_argument("--port", type=_port, help="client port (default 4803, or the configuration's)")
+    d.add_argument("--listen", help="address to listen on (default 127.0.0.1, or the configuration's)")
+    d.add_argument("--name", type=_valid_daemon_name, help="daemon name (default: host name, or pick it from -c)")
+    d.add_argument("-c", "--config", help="spread.conf file (Spread_Segment format)")
+    d.add_argument("--max-session-messages", type=_positive_int, default=DEFAULT_MAX_SESSION_MESSAGES,
+                   help="disconnect a session with more undelivered messages than this (default 1000)")
+    d.add_argument("--max-sessions", type=_positive_int, default=MAX_SESSIONS,
+                   help="sessions allowed at once; more get REJECT_QUOTA (default %d)" % MAX_SESSIONS)
+    d.add_argument("--status-every", type=_seconds, default=DEFAULT_STATUS_EVERY_S,
+                   help="seconds between status tables (0: never; default 20)")
+    d.add_argument("--no-unix", action="store_true", help="do not listen on the unix socket /tmp/PORT")
+    u = sub.add_parser("user", help="interactive or scripted client, like Spread's spuser")
+    u.add_argument("-s", "--spread", default=str(DEFAULT_SPREAD_PORT), help="daemon: PORT, PORT@HOST (default 4803)")
+    u.add_argument("-u", "--user", default="", help="private name (at most 10 characters)")
+    u.add_argument("--no-membership", action="store_true", help="do not receive membership messages")
+    u.add_argument("--linger", type=_seconds, default=0.5, help="seconds to keep printing after end of input")
+    return parser
+
+
+def run_daemon(args, parser) -> int:
+    name = args.name
+    listen = args.listen
+    port = args.port
+    daemon_order = None
+    if args.config:
+        try:
+            config = load_spread_conf(args.config)
+            entry = choose_daemon(config, name)
+        except ConfigError as exc:
+            parser.error("-c %s: %s" % (args.config, exc))
+        name = entry.name
+        listen = listen or entry.client_addresses()[0]
+        port = port or entry.port
+        daemon_order = config.daemon_order()
+        for setting in config.ignored:
+            print("configuration: setting %s accepted and ignored" % setting, flush=True)
+    name = name or default_daemon_name()
+    listen = listen or DEFAULT_LISTEN
+    port = port or DEFAULT_SPREAD_PORT
+    try:
+        proc_id = proc_id_of(listen)
+    except ValueError:
+        parser.error("--listen %r: give an IPv4 address" % listen)
+    daemon = Daemon(name, proc_id=proc_id, memb_time=int(time.time()), daemon_order=daemon_order,
+                    max_session_messages=args.max_session_messages, max_sessions=args.max_sessions,
+                    rng=random.Random())
+    server = DaemonServer(daemon, listen, port, None if args.no_unix else "/tmp/%d" % port, args.status_every)
+    try:
+        server.open()
+    except OSError as exc:
+        print("spread_mini: cannot listen on %s:%d: %s" % (listen, port, exc.strerror), file=sys.stderr)
+        server.close()
+        return 1
+
+    def stop(_signum, _frame):
+        server.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    server.log("spread_mini daemon %s listening on %s:%d%s; max message %d bytes (data + 32 per group), "
+               "max %d queued messages per session" % (
+                   name, listen, port, " and %s" % server.unix_path if server.unix_path else "", MAX_MESSAGE_LEN,
+                   args.max_session_messages))
+    try:
+        server.serve_forever()
+    finally:
+        server.close()
+        server.log("daemon %s stopped" % name)
+    return 0
+
+
+def run_user(args) -> int:
+    try:
+        mbox = connect(args.spread, args.user, 0, not args.no_membership)
+    except SpreadError as exc:
+        print("spread_mini user: cannot connect to %s: %s" % (args.spread, exc), file=sys.stderr)
+        return 1
+    interactive = sys.stdin.isatty()
+    tool = UserTool(mbox, interactive=interactive)
+    if not interactive:
+        tool.say("connected as %s" % mbox.private_group)
+    try:
+        return tool.run(sys.stdin, args.linger)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        mbox.disconnect()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "daemon":
+        return run_daemon(args, parser)
+    if args.command == "user":
+        return run_user(args)
+    parser.print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
