@@ -7,7 +7,7 @@ partitions and heals, crashes and restarts (a restarted daemon is a fresh RingOr
 incarnation), and the clients' messages of every service type. There is no real time and no
 thread: a fake clock jumps from event to event, so a seed replays exactly:
 
-    python3 spread_ring.py sim --seed 123          # or: python3 tests/ring_sim.py 123
+    python3 tests/ring_sim.py 123 --log
 
 The checkers (run at the end of every run; the cheap ones after every step):
   agreed order   one order: the union of all daemons' delivery sequences has no cycle
@@ -30,7 +30,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-import spread_ring as sr  # noqa: E402
+import spread_mini as sr  # noqa: E402
 
 SERVICES = [sr.UNRELIABLE_MESS, sr.RELIABLE_MESS, sr.FIFO_MESS, sr.CAUSAL_MESS,
             sr.AGREED_MESS, sr.SAFE_MESS]
@@ -113,6 +113,7 @@ class Sim:
                                  cfg, now=self.now)
         proc = Process(pid)
         orderer.trace_completed = []
+        orderer.trace_delivered = []
         self.nodes[name] = (orderer, proc)
         self.processes.append(proc)
         self.drain(name)
@@ -185,10 +186,10 @@ class Sim:
             if isinstance(out, sr.Send):
                 self.send(name, out.dest, out.packet)
             elif isinstance(out, sr.Deliver):
-                self.record_delivery(proc, out.msg)
+                self.record_delivery(proc, out.msg, orderer.trace_delivered.pop(0))
             else:
                 proc.events.append(("conf", out, self.now))
-                if out.kind == sr.REGULAR:
+                if out.kind == sr.CONF_REGULAR:
                     self.stats["configurations"] += 1
         for mid in orderer.trace_completed:
             proc.completed.setdefault(mid, self.now)
@@ -196,7 +197,7 @@ class Sim:
         if len(orderer.log) > 200:
             self.collect_log(orderer)
 
-    def record_delivery(self, proc, msg):
+    def record_delivery(self, proc, msg, msg_id):
         """Messages are known by the serial number the simulated client puts in their first
         8 bytes (a message cut by a ring change is sent again under a new orderer id)."""
         if len(msg.data) < 8:
@@ -210,11 +211,11 @@ class Sim:
         if sub is None:
             self.fail("%s#%d delivered %s that nobody submitted" % (proc.pid + (serial,)))
             return
-        if sub[0] != msg.service_type or sub[1] != msg.data or sub[3] != msg.msg_id[:2]:
+        if sub[0] != msg.service_type or sub[1] != msg.data or sub[3] != msg_id[:2]:
             self.fail("message %d delivered altered at %s" % (serial, proc.pid))
         proc.delivered.append(serial)
         proc.delivered_set.add(serial)
-        proc.events.append(("msg", serial, msg.service_type, self.now, msg.msg_id))
+        proc.events.append(("msg", serial, msg.service_type, self.now, msg_id))
 
     def fail(self, text):
         self.violations.append("t=%.3f %s" % (self.now, text))
@@ -233,7 +234,8 @@ class Sim:
         serial = len(self.submitted) + 1
         data = serial.to_bytes(8, "big") + bytes(self.rng.getrandbits(8) for _ in range(8))
         data += b"x" * max(0, size - len(data))
-        msg = sr.DaemonMessage("#c%d#%s" % (self.rng.randrange(3), name), service, ["g"], 0, data)
+        msg = sr.DaemonMessage(sr.DATA, name, "#c%d#%s" % (self.rng.randrange(3), name), service, ["g"],
+                              data=data)
         if not orderer.submit(msg):
             return
         self.stats["submitted"] += 1
@@ -373,7 +375,7 @@ class Sim:
         orderer, proc = self.nodes[name]
         serial = len(self.submitted) + 1
         data = serial.to_bytes(8, "big") + b"y" * max(0, size - 8)
-        msg = sr.DaemonMessage("#c#%s" % name, service, ["g"], 0, data)
+        msg = sr.DaemonMessage(sr.DATA, name, "#c#%s" % name, service, ["g"], data=data)
         assert orderer.submit(msg)
         self.submitted[serial] = (service, data, (proc.pid, len(proc.delivered)), proc.pid)
         self.stats["submitted"] += 1
@@ -381,7 +383,7 @@ class Sim:
 
     def regular_configs(self, name):
         return [e[1] for e in self.nodes[name][1].events
-                if e[0] == "conf" and e[1].kind == sr.REGULAR]
+                if e[0] == "conf" and e[1].kind == sr.CONF_REGULAR]
 
     # -------------------------------------------------------------- checkers
 
@@ -458,7 +460,7 @@ class Sim:
         for ev in proc.events:
             if ev[0] == "conf":
                 c = ev[1]
-                if c.kind == sr.TRANSITIONAL:
+                if c.kind == sr.CONF_TRANSITIONAL:
                     in_trans = True
                     continue
                 if current is not None:
@@ -570,12 +572,12 @@ def run_seed(seed, daemons=None, seconds=None):
 
 
 def replay_command(seed):
-    return "python3 spread_ring.py sim --seed %d --log" % seed
+    return "python3 tests/ring_sim.py %d --log" % seed
 
 
 if __name__ == "__main__":
     seed = int(sys.argv[1]) if len(sys.argv) > 1 else 1
     res = run_seed(seed)
     if "--log" in sys.argv:
-        print("\n".join(res.log_lines))
+        print("\n".join(sorted(res.log_lines, key=lambda l: float(l.split(" ", 1)[0]))))
     print(res.summary())

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-"""Tier 1 and scenario tests of the RING protocol core (spread_ring.RingOrderer).
+"""Tier 1 and scenario tests of the RING protocol core (spread_mini.RingOrderer).
 
 Named after the rules of the thesis (section 7.3.2.2 "Protocolo RING", 7.3.3 "Entrega de
 Mensagens, Ordenação e Estabilidade", lines 2691-2763 of seeds/003_5c6401fa5e45e77c.txt) and of
@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-import spread_ring as sr
+import spread_mini as sr
 from ring_sim import Faults, Sim
 
 CALM = Faults(loss=0.0, dup=0.0, delay_s=0.001, jitter_s=0.0, crashes=False, partitions=False,
@@ -46,33 +46,33 @@ def delivered(sim, name):
 # ------------------------------------------------------------------------ wire format
 
 def a_token():
-    return sr.Token((7, "d1", 3), ("d2", 3), token_id=41, link_seq=90, link_aru=80,
+    return sr.RingToken((7, "d1", 3), ("d2", 3), token_id=41, link_seq=90, link_aru=80,
                     flow_control=12, rtr=[81, 85], site_seq=50, site_lts=77, site_aru=70,
                     site_aru_modifier=("d3", 9), retrans_flg=1)
 
 
 def test_wire_token_round_trip_keeps_every_thesis_field():
-    t = sr.decode_packet(sr.encode_token(a_token()))
+    t = sr.decode_ring_packet(sr.encode_ring_token(a_token()))
     assert (t.ring_id, t.sender, t.token_id, t.link_seq, t.link_aru, t.flow_control, t.rtr,
             t.site_seq, t.site_lts, t.site_aru, t.site_aru_modifier, t.retrans_flg) == (
         (7, "d1", 3), ("d2", 3), 41, 90, 80, 12, [81, 85], 50, 77, 70, ("d3", 9), 1)
 
 
 def test_wire_data_join_commit_merge_round_trip():
-    chunk = sr.Chunk(5, 6, 7, 0, 2, sr.SAFE_MESS, b"half")
-    d = sr.decode_packet(sr.encode_data(sr.DataPacket((1, "a", 1), ("a", 1), 9, [chunk])))
+    chunk = sr.RingChunk(5, 6, 7, 0, 2, sr.SAFE_MESS, b"half")
+    d = sr.decode_ring_packet(sr.encode_ring_data(sr.RingData((1, "a", 1), ("a", 1), 9, [chunk])))
     assert (d.link_seq, d.chunks[0].body, d.chunks[0].frag_count, d.chunks[0].service) == (
         9, b"half", 2, sr.SAFE_MESS)
-    wrapped = sr.DataPacket((2, "b", 1), ("b", 1), 1, inner=d)
-    back = sr.decode_packet(sr.encode_data(wrapped))
+    wrapped = sr.RingData((2, "b", 1), ("b", 1), 1, inner=d)
+    back = sr.decode_ring_packet(sr.encode_ring_data(wrapped))
     assert back.inner.ring_id == (1, "a", 1) and back.inner.chunks[0].body == b"half"
-    j = sr.decode_packet(sr.encode_join(sr.Join(("a", 1), 4, [("a", 1), ("b", 2)], [("c", 1)])))
+    j = sr.decode_ring_packet(sr.encode_ring_join(sr.RingJoin(("a", 1), 4, [("a", 1), ("b", 2)], [("c", 1)])))
     assert (j.ring_seq, j.proc_set, j.fail_set) == (4, [("a", 1), ("b", 2)], [("c", 1)])
-    entry = sr.CommitEntry((3, "a", 1), 10, 12, 8, 99)
-    c = sr.decode_packet(sr.encode_commit(sr.CommitToken((5, "a", 1), ("a", 1), 2, 1,
+    entry = sr.RingCommitEntry((3, "a", 1), 10, 12, 8, 99)
+    c = sr.decode_ring_packet(sr.encode_ring_commit(sr.RingCommit((5, "a", 1), ("a", 1), 2, 1,
                                                          [("a", 1), ("b", 2)], {("a", 1): entry})))
     assert c.entries[("a", 1)].old_high == 12 and c.members == [("a", 1), ("b", 2)]
-    m = sr.decode_packet(sr.encode_merge(sr.Merge(("a", 1), (5, "a", 1))))
+    m = sr.decode_ring_packet(sr.encode_ring_merge(sr.RingMerge(("a", 1), (5, "a", 1))))
     assert m.ring_id == (5, "a", 1)
 
 
@@ -85,8 +85,8 @@ def test_wire_data_join_commit_merge_round_trip():
     lambda raw: b"",
 ])
 def test_wire_strict_decoder_rejects_mangled_packets(mangle):
-    with pytest.raises(sr.WireError):
-        sr.decode_packet(mangle(sr.encode_token(a_token())))
+    with pytest.raises(sr.RingWireError):
+        sr.decode_ring_packet(mangle(sr.encode_ring_token(a_token())))
 
 
 def test_wire_random_bytes_only_ever_raise_wire_error():
@@ -97,8 +97,8 @@ def test_wire_random_bytes_only_ever_raise_wire_error():
     @hypothesis.settings(max_examples=300)
     def check(data):
         try:
-            sr.decode_packet(sr.RING_MAGIC + b"\x01" + data)
-        except sr.WireError:
+            sr.decode_ring_packet(sr.RING_MAGIC + b"\x01" + data)
+        except sr.RingWireError:
             pass
 
     check()
@@ -124,14 +124,14 @@ def ring_with(aru, lts_complete=0):
 
 def test_aru_rule_lower_token_aru_and_sign_site_aru_modifier():
     o = sr.RingOrderer("b", 1, ["a", "b"])
-    tok = sr.Token((1, "a", 1), ("a", 1), link_seq=20, link_aru=20, site_aru=9)
+    tok = sr.RingToken((1, "a", 1), ("a", 1), link_seq=20, link_aru=20, site_aru=9)
     o._update_aru(ring_with(aru=15, lts_complete=4), tok)
     assert (tok.link_aru, tok.site_aru, tok.site_aru_modifier) == (15, 4, ("b", 1))
 
 
 def test_aru_rule_only_the_modifier_raises_the_aru():
     o = sr.RingOrderer("b", 1, ["a", "b"])
-    tok = sr.Token((1, "a", 1), ("a", 1), link_seq=20, link_aru=10, site_aru=3,
+    tok = sr.RingToken((1, "a", 1), ("a", 1), link_seq=20, link_aru=10, site_aru=3,
                    site_aru_modifier=("c", 1))
     o._update_aru(ring_with(aru=18), tok)
     assert tok.link_aru == 10, "a daemon that did not lower the aru must not raise it"
@@ -146,7 +146,7 @@ def test_aru_rule_stable_value_is_the_smaller_of_this_and_the_last_rotation():
     o = sr.RingOrderer("b", 1, ["a", "b"])
     ring = ring_with(aru=20, lts_complete=8)
     ring.prev_link_aru, ring.prev_site_aru = 12, 5
-    tok = sr.Token((1, "a", 1), ("a", 1), link_seq=20, link_aru=20, site_aru=8)
+    tok = sr.RingToken((1, "a", 1), ("a", 1), link_seq=20, link_aru=20, site_aru=8)
     o._update_aru(ring, tok)
     assert (ring.safe_link, ring.safe_lts) == (12, 5)
 
@@ -156,10 +156,10 @@ def test_flow_control_personal_window_and_global_window_minus_the_others():
         personal_window_packets=10, global_window_packets=25))
     ring = ring_with(aru=0)
     ring.my_last_sent = 4
-    assert o._flow_allowance(ring, sr.Token(ring.ring_id, ("a", 1), flow_control=4), 0) == 10
-    assert o._flow_allowance(ring, sr.Token(ring.ring_id, ("a", 1), flow_control=24), 0) == 5
-    assert o._flow_allowance(ring, sr.Token(ring.ring_id, ("a", 1), flow_control=40), 0) == 0
-    assert o._flow_allowance(ring, sr.Token(ring.ring_id, ("a", 1), flow_control=4), 3) == 7
+    assert o._flow_allowance(ring, sr.RingToken(ring.ring_id, ("a", 1), flow_control=4), 0) == 10
+    assert o._flow_allowance(ring, sr.RingToken(ring.ring_id, ("a", 1), flow_control=24), 0) == 5
+    assert o._flow_allowance(ring, sr.RingToken(ring.ring_id, ("a", 1), flow_control=40), 0) == 0
+    assert o._flow_allowance(ring, sr.RingToken(ring.ring_id, ("a", 1), flow_control=4), 3) == 7
 
 
 def test_flow_control_no_daemon_exceeds_its_personal_window_per_visit():
@@ -311,9 +311,9 @@ def test_transitional_configuration_comes_before_messages_not_safe_in_the_old_ri
     sim.run_until(sim.now + 3.0)
     events = [(e[0], e[1].kind if e[0] == "conf" else e[1]) for e in sim.nodes["d2"][1].events]
     i = events.index(("msg", safe))
-    assert events[i - 1] == ("conf", sr.TRANSITIONAL) and events[i + 1] == ("conf", sr.REGULAR)
+    assert events[i - 1] == ("conf", sr.CONF_TRANSITIONAL) and events[i + 1] == ("conf", sr.CONF_REGULAR)
     trans = [e[1] for e in sim.nodes["d2"][1].events if e[0] == "conf"][-2]
-    assert trans.members == ["d1", "d2"] and trans.kind == sr.TRANSITIONAL
+    assert trans.members == ["d1", "d2"] and trans.kind == sr.CONF_TRANSITIONAL
     assert_guarantees(sim)
 
 
@@ -361,7 +361,7 @@ def test_partition_gives_two_rings_and_the_heal_merges_them():
 def test_stale_join_from_before_the_ring_formed_is_ignored():
     sim = calm_sim()
     o = sim.nodes["d1"][0]
-    stale = sr.encode_join(sr.Join(("d2", 1), 0, [("d2", 1)], []))
+    stale = sr.encode_ring_join(sr.RingJoin(("d2", 1), 0, [("d2", 1)], []))
     before = o.counters["enter_gather"]
     o.receive(stale, "d2", sim.now)
     assert o.state == sr.OPERATIONAL and o.counters["enter_gather"] == before
@@ -381,7 +381,7 @@ def test_membership_changes_are_logged_with_reasons_and_counted():
 
 def test_submit_refuses_beyond_the_queue_limit():
     o = sr.RingOrderer("d1", 1, ["d1", "d2"], settings=sr.RingSettings(max_pending_messages=3))
-    results = [o.submit(sr.DaemonMessage("#a#d1", sr.AGREED_MESS, ["g"], 0, b"x")) for _ in range(5)]
+    results = [o.submit(sr.DaemonMessage(sr.DATA, "d1", "#a#d1", sr.AGREED_MESS, ["g"], data=b"x")) for _ in range(5)]
     assert results == [True, True, True, False, False]
     assert o.counters["submit_refused_queue_full"] == 2
 

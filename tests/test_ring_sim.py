@@ -12,7 +12,7 @@ The checkers are tested too: orderers broken on purpose must be caught.
 
 import pytest
 
-import spread_ring as sr
+import spread_mini as sr
 import ring_sim
 
 CI_SEEDS = range(1, 161)
