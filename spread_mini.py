@@ -2052,6 +2052,7 @@ class RingOrderer:
         self.trace_completed = None  # tests set a list: msg ids as they are complete here
         self.trace_delivered = None  # tests set a list: msg ids in delivery order
         self.rotations = 0
+        self.recent_changes = collections.deque(maxlen=5)  # (time, ring, members, reason)
         self.startup_alone_after = now + self.cfg.consensus_timeout_s
         self._enter_gather("startup", extra=())
 
@@ -2125,6 +2126,7 @@ class RingOrderer:
             "global_window_packets": self.cfg.global_window_packets,
             "personal_window_packets": self.cfg.personal_window_packets,
             "last_change_reason": self.change_reason,
+            "recent_changes": list(self.recent_changes),
         }
 
     # ---------------------------------------------------------------- helpers
@@ -2435,6 +2437,8 @@ class RingOrderer:
         self.recovery = None
         self.had_regular = True
         self.counters["configurations_installed"] += 1
+        self.recent_changes.append((self.now, _ring_str(new_id), [p[0] for p in self.ring.members],
+                                    rec["reason"]))
         self.outputs.append(_configuration_change(CONF_REGULAR, self.ring.members, trans, new_id,
                                                   old.ring_id, rec["reason"]))
         self._set_state(OPERATIONAL, "installed ring %s %s (%s)" % (
@@ -2506,8 +2510,7 @@ class RingOrderer:
         ring.last_token_id = tok.token_id
         self.last_sent_token = None
         self.token_deadline = self.now + self.cfg.token_timeout_s
-        if ring.members[0] == self.me:
-            self.rotations += 1
+        self.rotations += 1  # every token visit here is one rotation of the ring
         sent = self._answer_retransmissions(ring, tok)
         allowed = self._flow_allowance(ring, tok, sent)
         had_recovery_work = self.state == RECOVERY and bool(self.recovery["queue"])
@@ -2793,6 +2796,139 @@ def _ring_str(ring_id):
     return "%d/%s#%d" % ring_id
 
 
+# ---- Ring: group membership across daemons (issue 5) ------------------------------------------
+
+STATE = "STATE"  #: daemon message kind: the groups of one daemon's clients, after a ring change
+
+
+class RingGroupCore(GroupCore):
+    """Groups whose members are on several daemons (Spread's groups.c after a daemon membership
+    change). After every REGULAR configuration, every daemon sends one STATE message (agreed
+    order, through the ring) listing the group memberships of its OWN clients, and the ring it
+    came from. When the STATE of every daemon of the configuration has been delivered, all of
+    them rebuild the same table from those messages alone, and tell their clients, for every
+    group that changed: TRANSITION (old group id) then REG_MEMB CAUSED_BY_NETWORK with the
+    vs_sets (one set per group of members whose daemons came from the same ring). Joins, leaves
+    and disconnects delivered during the exchange are held and applied after it, in order, so
+    every daemon applies them to the same table. Group ids after a change are
+    (IPv4 address of the ring's representative daemon, ring sequence, index)."""
+
+    def __init__(self, daemon_name, orderer, daemon_ips, **kwargs):
+        super().__init__(daemon_name, **kwargs)
+        self.orderer = orderer
+        self.daemon_ips = dict(daemon_ips)  #: daemon name -> IPv4 (for group ids)
+        self.exchange = None
+        self.exchanges_done = 0
+
+    def deliver(self, msg):
+        ex = self.exchange
+        if msg.kind == STATE:
+            if ex is not None and msg.groups and msg.groups[0] == repr(ex["ring_id"]):
+                self._state_arrived(ex, msg)
+            return
+        if ex is not None and msg.kind in (JOIN, LEAVE, KILL):
+            ex["held"].append(msg)
+            return
+        super().deliver(msg)
+
+    def configuration_change(self, change, memb_time):
+        if change.kind != CONF_REGULAR:
+            return  # clients hear about it with the REGULAR one, when the exchange is done
+        if self.exchange is not None:
+            # an interrupted exchange: apply what it held now, so that our STATE includes it
+            for msg in self.exchange["held"]:
+                super().deliver(msg)
+        self.exchange = {
+            "ring_id": change.ring_id, "members": list(change.members),
+            "waiting": set(change.members), "states": {}, "old_ring": {},
+            "held": [], "before": {name: (dict(g.members), self.group_id(g))
+                                   for name, g in self.groups.items()},
+        }
+        self.log.append("daemons %s (%s): exchanging group state" % (
+            ", ".join(change.members), getattr(change, "reason", "")))
+        self._send_state(change)
+
+    def _send_state(self, change):
+        lines = []
+        for name in sorted(self.groups):
+            for member, daemon in self.groups[name].members.items():
+                if daemon == self.daemon_name:
+                    lines.append("%s\t%s" % (name, member))
+        msg = DaemonMessage(STATE, self.daemon_name, "#state#%s" % self.daemon_name, AGREED_MESS,
+                            [repr(change.ring_id)], data="\n".join(lines).encode("latin-1"),
+                            reason=repr(getattr(change, "old_ring_id", None)))
+        self.orderer.submit(msg)
+
+    def _state_arrived(self, ex, msg):
+        members = []
+        for line in msg.data.decode("latin-1").split("\n"):
+            if "\t" in line:
+                members.append(tuple(line.split("\t", 1)))
+        ex["states"][msg.origin] = members
+        ex["old_ring"][msg.origin] = msg.reason
+        ex["waiting"].discard(msg.origin)
+        if not ex["waiting"]:
+            self._finish_exchange(ex)
+
+    def _finish_exchange(self, ex):
+        self.exchange = None
+        self.exchanges_done += 1
+        rep = ex["ring_id"][1]
+        self.proc_id = int(ipaddress.IPv4Address(self.daemon_ips.get(rep, "127.0.0.1")))
+        self.memb_time = ex["ring_id"][0] & 0x7FFFFFFF
+        table = {}
+        for daemon in ex["members"]:
+            for group, member in ex["states"].get(daemon, ()):
+                table.setdefault(group, {})[member] = daemon
+        self._rebuild(table)
+        my_ring = ex["old_ring"].get(self.daemon_name)
+        for name in sorted(set(table) | set(ex["before"])):
+            old_members, old_id = ex["before"].get(name, ({}, None))
+            group = self.groups.get(name)
+            if group is None or old_members == group.members:
+                continue
+            self._announce_network_change(group, old_id, ex["old_ring"], my_ring)
+        self.log.append("group state exchange done: %d groups" % len(self.groups))
+        held, ex["held"] = ex["held"], []
+        for msg in held:
+            super().deliver(msg)
+
+    def _rebuild(self, table):
+        for name in list(self.groups):
+            if name not in table:
+                del self.groups[name]
+        self.member_groups = {}
+        for name, members in table.items():
+            group = self.groups.get(name)
+            if group is None:
+                group = self.groups[name] = Group(name)
+            group.members = dict(members)
+            group.index = 1
+            for member in members:
+                self.member_groups.setdefault(member, set()).add(name)
+            self._reorder(group)
+
+    def _announce_network_change(self, group, old_id, old_ring_of, my_ring):
+        sets = collections.OrderedDict()
+        for member in group.ordered:
+            sets.setdefault(old_ring_of.get(group.members[member], ""), []).append(member)
+        keys = sorted(sets)
+        vs_sets = [sets[k] for k in keys]
+        local_index = keys.index(my_ring) if my_ring in keys else 0
+        message = None
+        for session in group.local:
+            if session.group_membership:
+                if message is None:
+                    message = encode_reg_memb(group.name, CAUSED_BY_NETWORK, group.blob,
+                                              len(group.ordered), self.group_id(group),
+                                              vs_sets, local_index)
+                if old_id is not None:
+                    self._enqueue(session, encode_transition(group.name, old_id))
+                self._enqueue(session, message)
+        self.log.append("%s: network change, %d members in %d vs_sets" % (
+            group.name, len(group.ordered), len(vs_sets)))
+
+
 # =============================================================================================
 # I/O loop
 # =============================================================================================
@@ -3003,6 +3139,148 @@ class DaemonServer:
             Console(file=self.out, width=120).print(render_status(snap))
         else:
             print(render_status_text(snap), file=self.out, flush=True)
+
+
+# ---- Ring: the daemon-daemon datagrams (issue 5) ----------------------------------------------
+
+RING_TICK_EVERY_S = 0.01  # the ring's timers (token hold 20 ms, retransmission 80 ms) need this
+RING_RCVBUF_BYTES = 4 * 1024 * 1024
+RING_MAX_DATAGRAMS_PER_WAKEUP = 512
+
+
+class RingDaemonServer(DaemonServer):
+    """A DaemonServer with the ring's UDP socket, bound to this daemon's own address and the
+    segment port (127.0.0.1, 127.0.0.2, 127.0.0.3 on one machine). Segment traffic is sent by
+    UNICAST to each configured daemon: on loopback and in a small lab as good as multicast, and
+    nothing is ever sent with the default interface. Datagrams from addresses that are not
+    configured daemons are dropped and counted."""
+
+    def __init__(self, daemon, listen, port, unix_path, status_every_s, ring_ip, ring_port, peers,
+                 out=None):
+        super().__init__(daemon, listen, port, unix_path, status_every_s, out)
+        self.ring_addr = (ring_ip, ring_port)
+        self.peers = dict(peers)  #: daemon name -> (ip, port)
+        self.peer_ips = {ip for ip, _ in self.peers.values()}
+        self.udp = None
+        self.datagrams_in = 0
+        self.datagrams_out = 0
+        self.datagrams_foreign = 0
+        self.send_errors = 0
+        self.last_status = (time.monotonic(), 0)
+
+    def open(self):
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RING_RCVBUF_BYTES)
+            udp.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, RING_RCVBUF_BYTES)
+            udp.bind(self.ring_addr)
+        except OSError:
+            udp.close()
+            raise
+        udp.setblocking(False)
+        self.udp = udp
+        super().open()
+        self.sel.register(udp, selectors.EVENT_READ, "ring")
+
+    def close(self):
+        if self.udp is not None:
+            self.udp.close()
+        super().close()
+
+    def _read(self, conn_id):
+        if conn_id == "ring":
+            self._read_datagrams()
+        else:
+            super()._read(conn_id)
+
+    def _read_datagrams(self):
+        daemon = self.daemon
+        for _ in range(RING_MAX_DATAGRAMS_PER_WAKEUP):
+            try:
+                data, src = self.udp.recvfrom(65536)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break
+            if src[0] not in self.peer_ips:
+                self.datagrams_foreign += 1
+                continue
+            self.datagrams_in += 1
+            daemon.datagram(data, src, time.monotonic())
+            self._send_datagrams()
+
+    def _send_datagrams(self):
+        actions = self.daemon.actions
+        if not any(a.__class__ is SendDatagram for a in actions):
+            return
+        keep = []
+        for action in actions:
+            if action.__class__ is not SendDatagram:
+                keep.append(action)
+                continue
+            dest = self.peers.get(action.dest)
+            if dest is None:
+                continue
+            try:
+                self.udp.sendto(action.packet, dest)
+                self.datagrams_out += 1
+            except OSError:
+                self.send_errors += 1  # the ring retransmits what is lost
+        actions[:] = keep
+
+    def _after_events(self):
+        self._send_datagrams()
+        super()._after_events()
+        self._send_datagrams()
+        ring_log = self.daemon.orderer.log
+        while ring_log:
+            self.log("ring: " + ring_log.popleft())
+
+    def serve_forever(self):
+        """The loop of DaemonServer with the ring's 10 ms timers."""
+        daemon = self.daemon
+        next_tick = time.monotonic() + RING_TICK_EVERY_S
+        next_status = time.monotonic() + self.status_every_s if self.status_every_s > 0 else None
+        while not self.stopping:
+            now = time.monotonic()
+            wait = next_tick - now
+            if next_status is not None:
+                wait = min(wait, next_status - now)
+            for key, mask in self.sel.select(max(0.0, wait)):
+                if key.data == "listen":
+                    self._accept(key.fileobj)
+                    continue
+                conn_id = key.data
+                if mask & selectors.EVENT_READ:
+                    self._read(conn_id)
+                if mask & selectors.EVENT_WRITE and conn_id in self.conns:
+                    self._write(conn_id)
+            self._after_events()
+            now = time.monotonic()
+            if now >= next_tick:
+                daemon.tick(now)
+                self._after_events()
+                next_tick = now + RING_TICK_EVERY_S
+            if next_status is not None and now >= next_status:
+                self.print_status()
+                next_status = now + self.status_every_s
+
+    def ring_snapshot(self):
+        snap = self.daemon.orderer.snapshot()
+        now = time.monotonic()
+        then, rotations = self.last_status
+        snap["rotations_per_s"] = (snap["rotations"] - rotations) / max(1e-6, now - then)
+        self.last_status = (now, snap["rotations"])
+        snap["datagrams"] = (self.datagrams_in, self.datagrams_out, self.datagrams_foreign)
+        return snap
+
+    def print_status(self):
+        super().print_status()
+        snap = self.ring_snapshot()
+        if rich is not None:
+            Console(file=self.out, width=120).print(render_ring_status(snap))
+        else:
+            print(render_ring_status(snap), file=self.out, flush=True)
 
 
 # =============================================================================================
@@ -3793,7 +4071,7 @@ def ring_status_rows(snap):
         ("daemon", "%s (incarnation %d)" % (snap["name"], snap["incarnation"])),
         ("state", snap["state"]),
         ("ring", "%s: %s" % (_ring_str(snap["ring_id"]), ", ".join(snap["members"]))),
-        ("token rotations", str(snap["rotations"])),
+        ("token rotations", "%d (%.0f per second)" % (snap["rotations"], snap.get("rotations_per_s", 0.0))),
         ("packets sent / received", "%d / %d" % (c.get("packets_sent", 0), c.get("packets_received", 0))),
         ("retransmissions asked / sent", "%d / %d" % (c.get("retransmissions_requested", 0),
                                                       c.get("retransmissions_sent", 0))),
@@ -3801,8 +4079,11 @@ def ring_status_rows(snap):
                                                             snap["personal_window_packets"])),
         ("membership changes", "%d (last: %s)" % (c.get("configurations_installed", 0),
                                                    snap["last_change_reason"])),
+        ("token losses / retransmitted tokens", "%d / %d" % (c.get("token_loss", 0),
+                                                             c.get("token_retransmissions", 0))),
         ("garbage dropped", str(c.get("dropped_garbage", 0))),
-    ]
+    ] + [("change at %.1f s" % t, "%s %s: %s" % (ring, ",".join(members), reason))
+         for t, ring, members, reason in snap.get("recent_changes", ())]
 
 
 def render_ring_status(snap):
@@ -3900,6 +4181,8 @@ def run_daemon(args, parser) -> int:
         daemon_order = config.daemon_order()
         for setting in config.ignored:
             print("configuration: setting %s accepted and ignored" % setting, flush=True)
+        if len(config.daemons) > 1:  # several daemons: the RING protocol (issue 5)
+            return run_ring_daemon(args, parser, config, entry, listen, port)
     name = name or default_daemon_name()
     listen = listen or DEFAULT_LISTEN
     port = port or DEFAULT_SPREAD_PORT
@@ -3932,6 +4215,53 @@ def run_daemon(args, parser) -> int:
     finally:
         server.close()
         server.log("daemon %s stopped" % name)
+    return 0
+
+
+def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
+    """One daemon of a configuration with several: the ring between them (issue 5)."""
+    peers = {d.name: (d.ip, d.port) for d in config.daemons}
+    if len(config.segments) > 1:
+        print("configuration: %d segments; spread_mini runs ONE ring over all their daemons "
+              "(no HOP links between sites yet)" % len(config.segments), flush=True)
+    incarnation = int(time.time() * 1000)  # a restarted daemon is a new process to the others
+    orderer = RingOrderer(entry.name, incarnation, list(peers), random.Random(), RingSettings(),
+                          now=time.monotonic())
+    try:
+        proc_id = proc_id_of(listen)
+    except ValueError:
+        parser.error("--listen %r: give an IPv4 address" % listen)
+    daemon = Daemon(entry.name, proc_id=proc_id, memb_time=int(time.time()),
+                    orderer=orderer, daemon_order=config.daemon_order(),
+                    max_session_messages=args.max_session_messages, max_sessions=args.max_sessions,
+                    rng=random.Random())
+    daemon.core = RingGroupCore(entry.name, orderer, {d.name: d.ip for d in config.daemons},
+                                proc_id=proc_id, memb_time=int(time.time()),
+                                daemon_order=config.daemon_order(),
+                                max_session_messages=args.max_session_messages)
+    server = RingDaemonServer(daemon, listen, port, None if args.no_unix else "/tmp/%d" % port,
+                              args.status_every, entry.ip, entry.port, peers)
+    try:
+        server.open()
+    except OSError as exc:
+        print("spread_mini: cannot open %s:%d (clients, TCP) or %s:%d (ring, UDP): %s" % (
+            listen, port, entry.ip, entry.port, exc.strerror), file=sys.stderr)
+        server.close()
+        return 1
+
+    def stop(_signum, _frame):
+        server.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    server.log("spread_mini daemon %s (incarnation %d) listening on %s:%d; ring on %s:%d/udp "
+               "with %s (unicast to each)" % (entry.name, incarnation, listen, port, entry.ip,
+                                              entry.port, ", ".join(sorted(peers))))
+    try:
+        server.serve_forever()
+    finally:
+        server.close()
+        server.log("daemon %s stopped" % entry.name)
     return 0
 
 
