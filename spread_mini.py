@@ -472,44 +472,67 @@ class RingWireError(ValueError):
     """A datagram that is not a well-formed ring packet of our version (dropped and counted)."""
 
 
+_RING_STRUCTS = {}
+_U8, _U16, _U32, _U64 = (struct.Struct(">B"), struct.Struct(">H"), struct.Struct(">I"),
+                         struct.Struct(">Q"))
+
+
 class _RingReader:
-    """Strict reader: running past the end or leaving bytes behind is a RingWireError."""
+    """Strict reader: running past the end or leaving bytes behind is a RingWireError.
+    (Precompiled structs and unpack_from: this is the hot path of every datagram.)"""
+
+    __slots__ = ("data", "pos", "size")
 
     def __init__(self, data):
         self.data = data
         self.pos = 0
+        self.size = len(data)
 
     def take(self, n):
-        if n < 0 or self.pos + n > len(self.data):
+        pos = self.pos
+        if n < 0 or pos + n > self.size:
             raise RingWireError("truncated packet")
-        piece = self.data[self.pos:self.pos + n]
-        self.pos += n
-        return piece
+        self.pos = pos + n
+        return self.data[pos:pos + n]
+
+    def _fixed(self, st):
+        pos = self.pos
+        if pos + st.size > self.size:
+            raise RingWireError("truncated packet")
+        self.pos = pos + st.size
+        return st.unpack_from(self.data, pos)
 
     def unpack(self, fmt):
-        s = struct.Struct(fmt)
-        return s.unpack(self.take(s.size))
+        st = _RING_STRUCTS.get(fmt)
+        if st is None:
+            st = _RING_STRUCTS[fmt] = struct.Struct(fmt)
+        return self._fixed(st)
 
     def u8(self):
-        return self.unpack(">B")[0]
+        return self._fixed(_U8)[0]
 
     def u16(self):
-        return self.unpack(">H")[0]
+        return self._fixed(_U16)[0]
 
     def u32(self):
-        return self.unpack(">I")[0]
+        return self._fixed(_U32)[0]
 
     def u64(self):
-        return self.unpack(">Q")[0]
+        return self._fixed(_U64)[0]
 
     def pid(self):
         n = self.u8()
         if n == 0 or n > MAX_NAME_BYTES:
             raise RingWireError("bad daemon name length %d" % n)
-        try:
-            name = self.take(n).decode("utf-8")
-        except UnicodeDecodeError:
-            raise RingWireError("daemon name is not UTF-8")
+        raw = self.take(n)
+        name = _RING_NAMES.get(raw)
+        if name is None:
+            try:
+                name = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise RingWireError("daemon name is not UTF-8")
+            if len(_RING_NAMES) < 1024:
+                _RING_NAMES[raw] = name
         return (name, self.u64())
 
     def ring_id(self):
@@ -524,8 +547,11 @@ class _RingReader:
         return [self.pid() for _ in range(n)]
 
     def end(self):
-        if self.pos != len(self.data):
-            raise RingWireError("%d unexpected bytes after the packet" % (len(self.data) - self.pos))
+        if self.pos != self.size:
+            raise RingWireError("%d unexpected bytes after the packet" % (self.size - self.pos))
+
+
+_RING_NAMES = {}  # daemon name bytes -> str (a handful of daemons: decode each once)
 
 
 def _pid_bytes(pid):
@@ -716,7 +742,7 @@ def _decode_data_body(r):
         raise RingWireError("too many chunks (%d)" % n)
     chunks = []
     for _ in range(n):
-        counter, lts, site_seq, index, count, service, length = r.unpack(_RING_CHUNK.format)
+        counter, lts, site_seq, index, count, service, length = r._fixed(_RING_CHUNK)
         if count == 0 or index >= count:
             raise RingWireError("bad fragment %d of %d" % (index, count))
         chunks.append(RingChunk(counter, lts, site_seq, index, count, service, r.take(length)))
@@ -834,13 +860,25 @@ def encode_message_body(m):
 
 
 def decode_message_body(body, origin):
-    r = _RingReader(body)
-    kind, service, hint, ngroups = r.unpack(_RING_MSG_HEAD.format)
+    size = len(body)
+    if size < _RING_MSG_HEAD.size:
+        raise RingWireError("bad message header")
+    kind, service, hint, ngroups = _RING_MSG_HEAD.unpack_from(body, 0)
     if ngroups > MAX_GROUPS or kind not in RING_KIND_NAMES:
         raise RingWireError("bad message header")
-    names = [r.take(r.u8()).decode("latin-1") for _ in range(ngroups + 2)]
+    pos = _RING_MSG_HEAD.size
+    names = []
+    for _ in range(ngroups + 2):
+        if pos >= size:
+            raise RingWireError("truncated message")
+        n = body[pos]
+        end = pos + 1 + n
+        if end > size:
+            raise RingWireError("truncated message")
+        names.append(body[pos + 1:end].decode("latin-1"))
+        pos = end
     return DaemonMessage(RING_KIND_NAMES[kind], origin, names[0], service, names[1:-1], hint,
-                         data=bytes(body[r.pos:]), reason=names[-1])
+                         data=body[pos:], reason=names[-1])
 
 
 # =============================================================================================
