@@ -15,7 +15,6 @@ The 1-daemon row is the same daemon without the ring (its LocalOrderer): the fig
 import argparse
 import os
 import socket
-import statistics
 import struct
 import subprocess
 import sys
