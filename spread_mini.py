@@ -2857,6 +2857,7 @@ class RingGroupCore(GroupCore):
         self.daemon_ips = dict(daemon_ips)  #: daemon name -> IPv4 (for group ids)
         self.exchange = None
         self.exchanges_done = 0
+        self.transition_sent = {}  #: group -> old id, TRANSITION already given to clients
 
     def deliver(self, msg):
         ex = self.exchange
@@ -2870,8 +2871,11 @@ class RingGroupCore(GroupCore):
         super().deliver(msg)
 
     def configuration_change(self, change, memb_time):
+        if change.kind == CONF_TRANSITIONAL:
+            self._transitional(change)
+            return
         if change.kind != CONF_REGULAR:
-            return  # clients hear about it with the REGULAR one, when the exchange is done
+            return
         if self.exchange is not None:
             # an interrupted exchange: apply what it held now, so that our STATE includes it
             for msg in self.exchange["held"]:
@@ -2885,6 +2889,21 @@ class RingGroupCore(GroupCore):
         self.log.append("daemons %s (%s): exchanging group state" % (
             ", ".join(change.members), getattr(change, "reason", "")))
         self._send_state(change)
+
+    def _transitional(self, change):
+        """EVS for clients: the groups that lose members (their daemons did not come with us)
+        get TRANSITION (old group id) now, before the messages of the transitional
+        configuration; their REG_MEMB follows when the state exchange is done."""
+        together = set(change.members)
+        for group in self.groups.values():
+            if group.name in self.transition_sent:
+                continue
+            if any(daemon not in together for daemon in group.members.values()):
+                old_id = self.group_id(group)
+                self.transition_sent[group.name] = old_id
+                for session in group.local:
+                    if session.group_membership:
+                        self._enqueue(session, encode_transition(group.name, old_id))
 
     def _send_state(self, change):
         lines = []
@@ -2925,7 +2944,10 @@ class RingGroupCore(GroupCore):
             group = self.groups.get(name)
             if group is None or old_members == group.members:
                 continue
+            if name in self.transition_sent:
+                old_id = None  # its TRANSITION went out with the transitional configuration
             self._announce_network_change(group, old_id, ex["old_ring"], my_ring)
+        self.transition_sent = {}
         self.log.append("group state exchange done: %d groups" % len(self.groups))
         held, ex["held"] = ex["held"], []
         for msg in held:
