@@ -3206,6 +3206,10 @@ class DaemonServer:
 RING_TICK_EVERY_S = 0.01  # the ring's timers (token hold 20 ms, retransmission 80 ms) need this
 RING_RCVBUF_BYTES = 4 * 1024 * 1024
 RING_MAX_DATAGRAMS_PER_WAKEUP = 512
+#: flow control towards clients: above this many messages waiting for the token the daemon stops
+#: reading its client connections (TCP pushes back on the senders); it reads again below LOW
+RING_BACKLOG_HIGH_MESSAGES = 4000
+RING_BACKLOG_LOW_MESSAGES = 1000
 
 
 class RingDaemonServer(DaemonServer):
@@ -3227,6 +3231,8 @@ class RingDaemonServer(DaemonServer):
         self.datagrams_foreign = 0
         self.send_errors = 0
         self.last_status = (time.monotonic(), 0)
+        self.paused = set()  #: client connections not read while the ring's backlog is high
+        self.pauses = 0
 
     def open(self):
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -3252,6 +3258,45 @@ class RingDaemonServer(DaemonServer):
             self._read_datagrams()
         else:
             super()._read(conn_id)
+
+    def _client_flow_control(self):
+        backlog = len(self.daemon.orderer.pending)
+        if backlog > RING_BACKLOG_HIGH_MESSAGES and not self.paused:
+            self.pauses += 1
+            for conn_id in list(self.conns):
+                self._pause(conn_id)
+        elif backlog < RING_BACKLOG_LOW_MESSAGES and self.paused:
+            for conn_id in list(self.paused):
+                self._resume(conn_id)
+
+    def _pause(self, conn_id):
+        sock = self.conns.get(conn_id)
+        if sock is not None and conn_id not in self.paused:
+            try:
+                self.sel.unregister(sock)
+            except (KeyError, ValueError):
+                return
+            self.paused.add(conn_id)
+
+    def _resume(self, conn_id):
+        self.paused.discard(conn_id)
+        sock = self.conns.get(conn_id)
+        if sock is not None:
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn_id in self.writing else 0)
+            self.sel.register(sock, events, conn_id)
+
+    def _write(self, conn_id):
+        if conn_id in self.paused:  # DaemonServer._write may change the registration
+            self._resume(conn_id)
+            try:
+                return super()._write(conn_id)
+            finally:
+                self._pause(conn_id)
+        return super()._write(conn_id)
+
+    def _drop(self, conn_id):
+        self.paused.discard(conn_id)
+        return super()._drop(conn_id)
 
     def _read_datagrams(self):
         daemon = self.daemon
@@ -3292,6 +3337,7 @@ class RingDaemonServer(DaemonServer):
         self._send_datagrams()
         super()._after_events()
         self._send_datagrams()
+        self._client_flow_control()
         ring_log = self.daemon.orderer.log
         while ring_log:
             self.log("ring: " + ring_log.popleft())
