@@ -212,3 +212,62 @@ while len(got) < 150:
         got.append(msg.data.decode())
 open(out, "w").write("\n".join(["ok" if len(got) == 150 else "only %%d" %% len(got)] + got))
 '''
+
+
+PARTITION_CLIENT = r'''
+import sys, time
+sys.path.insert(0, %r)
+import spread_mini as sp
+port, ip, user, out = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+deadline = time.monotonic() + 30
+while True:
+    try:
+        m = sp.connect("%%d@%%s" %% (port, ip), user, 0, True)
+        break
+    except sp.SpreadError:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.3)
+m.join("lab")
+log = open(out, "w")
+end = time.monotonic() + float(sys.argv[5])
+while time.monotonic() < end:
+    msg = m.receive(timeout=0.5)
+    if msg is not None and msg.is_membership:
+        kind = "TRANS" if msg.is_transitional else "REG %%s" %% msg.caused_by
+        log.write("%%s %%s %%s\n" %% (kind, ",".join(sorted(msg.members)),
+                                    "|".join(",".join(sorted(s)) for s in (msg.vs_sets or []))))
+        log.flush()
+'''
+
+
+@pytest.mark.netns
+def test_partition_and_merge_on_namespace_hosts(procs, tmp_path, labnet):
+    lab = labnet(3)
+    hosts = [1, 2, 3]
+    ips = [lab.ip(h) for h in hosts]
+    conf, port = write_conf(tmp_path, ips)
+    for i, h in enumerate(hosts):
+        log = open(str(tmp_path / ("d%d.log" % h)), "w")
+        lab.popen(h, [sys.executable, "spread_mini.py", "daemon", "-c", conf, "--name", "d%d" % h,
+                      "--status-every", "0", "--no-unix"], cwd=str(ROOT), stdout=log, stderr=log)
+    time.sleep(2.5)
+    script = tmp_path / "client.py"
+    script.write_text(PARTITION_CLIENT % str(ROOT))
+    clients = [lab.popen(h, [sys.executable, str(script), str(port), ips[i], "u%d" % h,
+                             str(tmp_path / ("c%d.txt" % h)), "14"])
+               for i, h in enumerate(hosts)]
+    everyone = "#u1#d1,#u2#d2,#u3#d3"
+    wait_for(lambda: all(everyone in (tmp_path / ("c%d.txt" % h)).read_text()
+                         for h in hosts if (tmp_path / ("c%d.txt" % h)).exists()) and
+             all((tmp_path / ("c%d.txt" % h)).exists() for h in hosts), 20)
+    lab.cut(3)
+    wait_for(lambda: "REG NETWORK #u1#d1,#u2#d2 " in (tmp_path / "c1.txt").read_text(), 15)
+    wait_for(lambda: "REG NETWORK #u3#d3 " in (tmp_path / "c3.txt").read_text(), 15)
+    lab.heal(3)
+    merged = "REG NETWORK %s #u1#d1,#u2#d2|#u3#d3" % everyone
+    wait_for(lambda: all(merged in (tmp_path / ("c%d.txt" % h)).read_text() for h in hosts), 20)
+    for c in clients:
+        c.wait(30)
+    lines = (tmp_path / "c1.txt").read_text().splitlines()
+    assert lines.index("TRANS  ") < lines.index("REG NETWORK #u1#d1,#u2#d2 #u1#d1,#u2#d2")
