@@ -2164,7 +2164,7 @@ class RingOrderer:
             "global_window_packets": self.cfg.global_window_packets,
             "personal_window_packets": self.cfg.personal_window_packets,
             "last_change_reason": self.change_reason,
-            "recent_changes": list(self.recent_changes),
+            "recent_changes": list(self.recent_changes), "now": self.now,
         }
 
     # ---------------------------------------------------------------- helpers
@@ -3233,6 +3233,7 @@ class RingDaemonServer(DaemonServer):
         self.last_status = (time.monotonic(), 0)
         self.paused = set()  #: client connections not read while the ring's backlog is high
         self.pauses = 0
+        self.refused_reported = 0
 
     def open(self):
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -3256,10 +3257,17 @@ class RingDaemonServer(DaemonServer):
     def _read(self, conn_id):
         if conn_id == "ring":
             self._read_datagrams()
+        elif len(self.daemon.orderer.pending) > RING_BACKLOG_HIGH_MESSAGES:
+            self._pause(conn_id)  # read it again when the ring has caught up
         else:
             super()._read(conn_id)
 
     def _client_flow_control(self):
+        refused = self.daemon.orderer.counters["submit_refused_queue_full"]
+        if refused != self.refused_reported:
+            self.log("ring: %d client messages refused, the ring's queue was full (%d)" % (
+                refused - self.refused_reported, self.daemon.orderer.cfg.max_pending_messages))
+            self.refused_reported = refused
         backlog = len(self.daemon.orderer.pending)
         if backlog > RING_BACKLOG_HIGH_MESSAGES and not self.paused:
             self.pauses += 1
@@ -4188,7 +4196,8 @@ def ring_status_rows(snap):
         ("token losses / retransmitted tokens", "%d / %d" % (c.get("token_loss", 0),
                                                              c.get("token_retransmissions", 0))),
         ("garbage dropped", str(c.get("dropped_garbage", 0))),
-    ] + [("change at %.1f s" % t, "%s %s: %s" % (ring, ",".join(members), reason))
+    ] + [("change %.0f s ago" % max(0.0, snap.get("now", t) - t),
+          "ring %s {%s}: %s" % (ring, ",".join(members), reason))
          for t, ring, members, reason in snap.get("recent_changes", ())]
 
 
