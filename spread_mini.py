@@ -3271,6 +3271,10 @@ class RingDaemonServer(DaemonServer):
         backlog = len(self.daemon.orderer.pending)
         if backlog > RING_BACKLOG_HIGH_MESSAGES and not self.paused:
             self.pauses += 1
+            if self.pauses <= 10 or self.pauses % 100 == 0:
+                self.log("ring: %d messages wait for the token: clients are not read until "
+                         "fewer than %d wait (pause %d)" % (backlog, RING_BACKLOG_LOW_MESSAGES,
+                                                            self.pauses))
             for conn_id in list(self.conns):
                 self._pause(conn_id)
         elif backlog < RING_BACKLOG_LOW_MESSAGES and self.paused:

@@ -30,9 +30,9 @@ def port_open(ip, port):
         return False
 
 
-def start_ring_daemon(procs, conf, name, ip, port):
+def start_ring_daemon(procs, conf, name, ip, port, extra=()):
     proc = procs.start("spread_mini.py", "daemon", "-c", conf, "--name", name, "--status-every", "0",
-                       "--no-unix")
+                       "--no-unix", *extra)
 
     def listening():
         assert proc.poll() is None, "daemon %s exited early:\n%s" % (name, procs.output(proc))
@@ -42,10 +42,11 @@ def start_ring_daemon(procs, conf, name, ip, port):
     return proc
 
 
-def start_ring(procs, tmp_path, n=3):
+def start_ring(procs, tmp_path, n=3, extra=()):
     ips = ["127.0.0.%d" % (i + 1) for i in range(n)]
     conf, port = write_conf(tmp_path, ips)
-    daemons = [start_ring_daemon(procs, conf, "d%d" % (i + 1), ip, port) for i, ip in enumerate(ips)]
+    daemons = [start_ring_daemon(procs, conf, "d%d" % (i + 1), ip, port, extra)
+               for i, ip in enumerate(ips)]
     wait_for(lambda: all("installed ring" in procs.output(p) and
                          all("d%d#" % (k + 1) in last_ring_line(procs.output(p)) for k in range(n))
                          for p in daemons), 20)

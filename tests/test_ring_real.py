@@ -271,3 +271,34 @@ def test_partition_and_merge_on_namespace_hosts(procs, tmp_path, labnet):
         c.wait(30)
     lines = (tmp_path / "c1.txt").read_text().splitlines()
     assert lines.index("TRANS  ") < lines.index("REG NETWORK #u1#d1,#u2#d2 #u1#d1,#u2#d2")
+
+
+def test_a_flooding_client_is_slowed_down_not_dropped(procs, tmp_path):
+    """More messages than the ring's send queue holds (20,000): the daemon stops reading the
+    client while the ring catches up (TCP pushes back); nothing is lost. (The receiver, a Python
+    thread beside the sender, may fall behind: its daemon lets it queue up to 100,000.)"""
+    conf, port, ips, daemons = start_ring(procs, tmp_path, extra=("--max-session-messages", "100000"))
+    r = connect(port, ips[2], "rcv")
+    r.join("flood")
+    receive_until(r, members_are([r.private_group]))
+    count = 25000
+    got = []
+
+    def receive_all():  # the receiver keeps reading (a slow one would be cut off at 1000)
+        while len(got) < count:
+            msg = r.receive(timeout=30)
+            if msg is None:
+                return
+            if not msg.is_membership:
+                got.append(msg.data)
+
+    reader = threading.Thread(target=receive_all)
+    reader.start()
+    with connect(port, ips[0], "snd", membership=False) as s:
+        for i in range(count):
+            s.multicast(sp.AGREED_MESS, "flood", b"%06d" % i)
+        reader.join(120)
+    assert len(got) == count, "only %d of %d messages arrived" % (len(got), count)
+    assert got == [b"%06d" % i for i in range(count)]
+    assert "refused" not in procs.output(daemons[0])
+    r.disconnect()
