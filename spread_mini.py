@@ -1349,7 +1349,8 @@ class GroupCore:
         self.groups: Dict[str, Group] = {}
         self.local: Dict[str, ClientSession] = {}  # private group -> session on this daemon
         self.member_groups: Dict[str, set] = {}  # private group (any daemon) -> group names
-        self.overflowed: List[ClientSession] = []  # sessions over their queue limit
+        self.overflowed: List[ClientSession] = []  # sessions to disconnect for not reading
+        self.over_limit: set = set()  # sessions with more queued messages than the limit, to judge
         self.out_by_service = collections.Counter()
         self.log: List[str] = []
         self.dirty: set = set()  # conn ids with new output
@@ -1365,9 +1366,13 @@ class GroupCore:
         out.append(data)
         session.msgs_out += 1
         self.dirty.add(session.conn_id)
-        if out.messages > self.max_session_messages or out.queued_bytes > self.max_session_bytes:
-            out.clear()  # memory stays bounded: the session is going away
-            session._enter_closed("not reading: more than %d undelivered messages" % self.max_session_messages)
+        if out.messages > self.max_session_messages:
+            # judged later, after the I/O loop has offered the queue to the socket: only what the
+            # socket did not take counts (like the real daemon's Sess_write), see enforce_queue_limits
+            self.over_limit.add(session)
+        if out.queued_bytes > self.max_session_bytes:  # a hard bound on memory, at once
+            out.clear()
+            session._enter_closed("not reading: more than %d queued bytes" % self.max_session_bytes)
             self.overflowed.append(session)
 
     # -- deliveries -----------------------------------------------------------------------------
@@ -1748,6 +1753,20 @@ class Daemon:
         conn_id = self.names.get(name)
         if conn_id is not None and conn_id not in self.sessions:
             del self.names[name]
+
+    def enforce_queue_limits(self) -> None:
+        """Disconnect every session that still has more than --max-session-messages undelivered
+        messages.  The I/O loop calls this after its write pass, so a session whose socket took
+        the burst is fine and only one that does not read is cut (thesis 8.2.1); others go on."""
+        core = self.core
+        candidates, core.over_limit = core.over_limit, set()
+        for session in candidates:
+            if session.state != CLOSED and session.out.messages > core.max_session_messages:
+                session._enter_closed("not reading")
+                core.overflowed.append(session)
+        if core.overflowed:
+            self._kill_overflowed()
+            self._run_orderer()
 
     def _kill_overflowed(self) -> None:
         core = self.core
@@ -3172,7 +3191,8 @@ class DaemonServer:
             dirty = daemon.take_dirty()
             for conn_id in dirty:
                 self._write(conn_id)
-            if not actions and not dirty:
+            daemon.enforce_queue_limits()  # after the write pass: only what sockets did not take
+            if not daemon.actions and not daemon.core.dirty:
                 break
         for line in daemon.log:
             self.log(line)
@@ -3867,13 +3887,24 @@ class Mailbox:
         return bool(self._complete())
 
     # -- closing -----------------------------------------------------------------------------
-    def disconnect(self) -> int:
-        """SP_disconnect: a KILL message with our own private group, then close."""
+    def disconnect(self, linger_s: float = 2.0) -> int:
+        """SP_disconnect: a KILL message with our own private group, then close.
+
+        Unlike the real library we wait (up to linger_s) for the daemon to close its side: a
+        close() with unread input makes the kernel send a reset, and a reset makes the daemon's
+        kernel drop our last messages before the daemon has read them (PROTOCOL.md section 3)."""
         if self._closed:
             return 0
         try:
             self._control(KILL_MESS, self.private_group, check_join=False)
-        except SpreadError:
+            self._sock.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + linger_s
+            while self._wait_readable(max(0.0, deadline - time.monotonic())):
+                if not self._sock.recv(RECV_CHUNK):
+                    break
+                if time.monotonic() >= deadline:
+                    break
+        except (SpreadError, OSError):
             pass
         self.close()
         return 0

@@ -17,10 +17,14 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
-def start_daemon(procs, *extra: str, name: str = "localhost", port: int = 0):
-    """A spread_mini daemon on a free loopback port; returns (process, port)."""
+def start_daemon(procs, *extra: str, name: str = "localhost", port: int = 0, unix: bool = False):
+    """A spread_mini daemon on a free loopback port; returns (process, port).  Without unix=True
+    it does not make /tmp/PORT (the fixture kills with SIGKILL, which would leave the file)."""
     port = port or free_tcp_port()
-    proc = procs.start("spread_mini.py", "daemon", "--port", str(port), "--name", name, "--status-every", "0", *extra)
+    argv = ["spread_mini.py", "daemon", "--port", str(port), "--name", name, "--status-every", "0"]
+    if not unix:
+        argv.append("--no-unix")
+    proc = procs.start(*argv, *extra)
 
     def listening():
         assert proc.poll() is None, "daemon exited early:\n" + procs.output(proc)

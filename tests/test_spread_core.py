@@ -161,3 +161,351 @@ def test_scenario_a_daemon_bytes_match_transcript():
               + b"#demo#localhost\0" + hx("20 4f 9e b2 fe 7f 00 00 8c 25 01 64 00 00 00 00"))
     assert any(isinstance(a, sp.CloseConnection) and a.conn_id == 2 for a in d.poll())
     assert "#demo#localhost" not in d.core.local
+
+
+def burst(sender: Client, group: str, count: int) -> None:
+    sender.send(b"".join(sp.encode_message(sp.RELIABLE_MESS, sender.pg, [group], sp.make_hint(0), b"m%d" % i)
+                         for i in range(count)))
+
+
+def test_queue_limit_counts_only_what_the_socket_did_not_take():
+    """A burst larger than --max-session-messages in one read: a reader whose socket takes it
+    survives; one that never reads is disconnected; the others see DISCONNECT (thesis 8.2.1)."""
+    d = sp.Daemon("localhost", max_session_messages=10)
+    fast, lazy, tx = Client(d, 1, "fast"), Client(d, 2, "lazy"), Client(d, 3, "tx")
+    for c in (fast, lazy):
+        c.request(sp.JOIN_MESS, ["g"])
+    fast.pump()
+    lazy.pump()
+    burst(tx, "g", 50)
+    assert len(fast.messages()) == 50  # the socket took everything
+    d.enforce_queue_limits()
+    closes = [a for a in d.poll() if isinstance(a, sp.CloseConnection)]
+    assert [a.conn_id for a in closes] == [2] and "not reading" in closes[0].reason
+    gone = fast.messages()
+    assert len(gone) == 1 and gone[0].caused_by == "DISCONNECT" and gone[0].changed_members == ["#lazy#localhost"]
+    assert d.pending_output(2) == b""  # the lazy session's queue is freed
+    burst(tx, "g", 5)
+    assert len(fast.messages()) == 5
+
+
+def test_queue_memory_hard_bound():
+    d = sp.Daemon("localhost", max_session_messages=1000, max_session_bytes=10000)
+    lazy, tx = Client(d, 1, "lazy"), Client(d, 2, "tx")
+    lazy.request(sp.JOIN_MESS, ["g"])
+    tx.send(sp.encode_message(sp.RELIABLE_MESS, tx.pg, ["g"], sp.make_hint(0), b"x" * 20000))
+    assert any(isinstance(a, sp.CloseConnection) and a.conn_id == 1 for a in d.poll())
+
+
+# ---- validation: a violation closes that session only (PROTOCOL.md section 2) --------------------
+
+def _violates(raw_for, expect_text: str):
+    d = sp.Daemon("localhost")
+    bad, good = Client(d, 1, "bad"), Client(d, 2, "good")
+    good.request(sp.JOIN_MESS, ["g"])
+    bad.request(sp.JOIN_MESS, ["g"])
+    good.pump()
+    d.poll()
+    bad.send(raw_for(bad))
+    closes = [a for a in d.poll() if isinstance(a, sp.CloseConnection)]
+    assert [a.conn_id for a in closes] == [1], closes
+    assert any(expect_text in line for line in d.log), list(d.log)
+    gone = good.messages()
+    assert gone[-1].caused_by == "DISCONNECT" and gone[-1].changed_members == ["#bad#localhost"]
+    good.request(sp.AGREED_MESS, ["g"], b"still here")
+    assert good.messages()[0].data == b"still here"
+
+
+def test_violation_wrong_sender():
+    _violates(lambda c: sp.encode_message(sp.AGREED_MESS, "#good#localhost", ["g"], sp.make_hint(0), b"x"), "sender")
+
+
+def test_violation_too_many_groups():
+    _violates(lambda c: sp.HEADER.pack(sp.AGREED_MESS | MARK, sp.pad_name(c.pg), 101, MARK, 0), "num_groups")
+
+
+def test_violation_hint_bits():
+    _violates(lambda c: sp.HEADER.pack(sp.AGREED_MESS | MARK, sp.pad_name(c.pg), 1, MARK | 0x01000000, 0), "hint")
+
+
+def test_violation_two_service_bits_or_unknown_type():
+    _violates(lambda c: sp.HEADER.pack(sp.AGREED_MESS | sp.SAFE_MESS | MARK, sp.pad_name(c.pg), 0, MARK, 0), "type")
+    _violates(lambda c: sp.HEADER.pack(sp.REG_MEMB_MESS | MARK, sp.pad_name(c.pg), 0, MARK, 0), "type")
+
+
+def test_violation_join_with_illegal_group_name():
+    _violates(lambda c: sp.encode_message(sp.JOIN_MESS, c.pg, ["#priv"], sp.make_hint(0), b""), "JOIN")
+    _violates(lambda c: sp.encode_message(sp.JOIN_MESS, c.pg, ["a", "b"], sp.make_hint(0), b""), "JOIN")
+
+
+def test_largest_message_accepted_and_one_more_refused_before_its_body():
+    """Our limit: data_len + 32*num_groups <= 143152 (the real daemon's safe maximum)."""
+    d = sp.Daemon("localhost")
+    rx, tx = Client(d, 1, "rx"), Client(d, 2, "tx")
+    rx.request(sp.JOIN_MESS, ["g"])
+    rx.pump()
+    biggest = b"b" * (sp.MAX_MESSAGE_LEN - 32)
+    tx.request(sp.SAFE_MESS, ["g"], biggest)
+    assert rx.messages()[0].data == biggest
+    # one byte more: refused from the header alone (the body is never buffered)
+    tx.send(sp.HEADER.pack(sp.SAFE_MESS | MARK, sp.pad_name(tx.pg), 1, MARK, sp.MAX_MESSAGE_LEN - 31))
+    assert any(isinstance(a, sp.CloseConnection) and a.conn_id == 2 for a in d.poll())
+    assert any("over the limit" in line for line in d.log)
+
+
+def test_split_reads_and_many_messages_per_read():
+    d = sp.Daemon("localhost")
+    rx, tx = Client(d, 1, "rx"), Client(d, 2, "tx")
+    rx.request(sp.JOIN_MESS, ["g"])
+    rx.pump()
+    stream = b"".join(sp.encode_message(sp.FIFO_MESS, tx.pg, ["g"], sp.make_hint(i), b"p%d" % i) for i in range(20))
+    for i in range(len(stream)):  # one byte at a time
+        tx.send(stream[i:i + 1])
+    tx.send(stream)  # and all at once
+    got = rx.messages()
+    assert [m.data for m in got] == [b"p%d" % i for i in range(20)] * 2
+    assert [m.mess_type for m in got[:20]] == list(range(20))
+
+
+def test_open_groups_private_groups_and_membership_flag():
+    """Thesis 7.2: open groups (a non-member sends); a private group reaches one session;
+    a session without group_membership gets data only."""
+    d = sp.Daemon("localhost")
+    member, quiet, outsider = Client(d, 1, "m"), Client(d, 2, "q", membership=False), Client(d, 3, "o")
+    member.request(sp.JOIN_MESS, ["g"])
+    quiet.request(sp.JOIN_MESS, ["g"])
+    assert quiet.pump() == b""  # no membership messages for it
+    member.pump()
+    outsider.request(sp.RELIABLE_MESS, ["g"], b"from outside")
+    assert member.messages()[0].data == b"from outside" and quiet.messages()[0].data == b"from outside"
+    assert outsider.pump() == b""
+    outsider.request(sp.RELIABLE_MESS, ["#q#localhost"], b"private")
+    assert quiet.messages()[0].data == b"private" and member.pump() == b""
+    quiet.request(sp.LEAVE_MESS, ["g"])
+    assert quiet.pump() == b""  # not even the self-leave
+    assert member.messages()[0].caused_by == "LEAVE"
+
+
+def test_join_twice_and_leave_without_membership_are_ignored():
+    d = sp.Daemon("localhost")
+    a = Client(d, 1, "a")
+    a.request(sp.JOIN_MESS, ["g"])
+    assert len(a.messages()) == 1
+    a.request(sp.JOIN_MESS, ["g"])
+    a.request(sp.LEAVE_MESS, ["other"])
+    assert a.pump() == b""
+    assert d.core.groups["g"].index == 1
+
+
+def test_group_ids_change_on_every_change_and_groups_vanish_when_empty():
+    d = sp.Daemon("localhost", proc_id=0x0A4D0001, memb_time=77)
+    a, b = Client(d, 1, "a"), Client(d, 2, "b")
+    ids = []
+    for client, kind in ((a, sp.JOIN_MESS), (b, sp.JOIN_MESS), (b, sp.LEAVE_MESS)):
+        client.request(kind, ["g"])
+        ids.append(tuple(a.messages()[-1].group_id))
+    assert ids == [(0x0A4D0001, 77, 1), (0x0A4D0001, 77, 2), (0x0A4D0001, 77, 3)]
+    assert not sp.equal_group_ids(ids[0], ids[1]) and sp.equal_group_ids(ids[2], sp.GroupId(0x0A4D0001, 77, 3))
+    a.request(sp.LEAVE_MESS, ["g"])
+    assert "g" not in d.core.groups
+
+
+def test_member_order_is_daemon_order_then_name():
+    d = sp.Daemon("d2", daemon_order=["d1", "d2"])
+    zed, amy = Client(d, 1, "zed"), Client(d, 2, "amy")
+    remote = sp.DaemonMessage(sp.JOIN, "d1", "#rem#d1", 0, ["g"])
+    d.orderer.submit(remote)
+    zed.request(sp.JOIN_MESS, ["g"])
+    amy.request(sp.JOIN_MESS, ["g"])
+    assert amy.messages()[-1].members == ["#rem#d1", "#amy#d2", "#zed#d2"]
+
+
+def test_kill_in_the_middle_of_a_read_ignores_what_follows():
+    d = sp.Daemon("localhost")
+    rx, tx = Client(d, 1, "rx"), Client(d, 2, "tx")
+    rx.request(sp.JOIN_MESS, ["g"])
+    rx.pump()
+    tx.send(sp.encode_message(sp.AGREED_MESS, tx.pg, ["g"], sp.make_hint(0), b"before")
+            + sp.encode_message(sp.KILL_MESS, tx.pg, [tx.pg], sp.make_hint(0), b"")
+            + sp.encode_message(sp.AGREED_MESS, tx.pg, ["g"], sp.make_hint(0), b"after"))
+    assert [m.data for m in rx.messages()] == [b"before"]
+    assert "tx" not in d.names  # the name is free again
+
+
+def test_connection_closed_without_kill_is_a_disconnect():
+    d = sp.Daemon("localhost")
+    a, b = Client(d, 1, "a"), Client(d, 2, "b")
+    a.request(sp.JOIN_MESS, ["g"])
+    b.request(sp.JOIN_MESS, ["g"])
+    a.pump()
+    d.connection_closed(2)
+    m = a.messages()[0]
+    assert m.caused_by == "DISCONNECT" and m.members == ["#a#localhost"]
+    assert d.snapshot().disconnections == {"connection closed by the client": 1}
+
+
+def test_handshake_timeout():
+    d = sp.Daemon("localhost")
+    d.connection_opened(1, now=100.0)
+    d.connection_data(1, b"\x04\x04")
+    d.tick(100.0 + sp.HANDSHAKE_TIMEOUT_S + 1)
+    assert any(isinstance(a, sp.CloseConnection) and a.conn_id == 1 for a in d.poll())
+
+
+# ---- endianness -----------------------------------------------------------------------------------
+
+def test_big_endian_client_is_flipped_and_its_hint_passed_through():
+    """PROTOCOL.md section 2: type, num_groups, data_len are flipped; hint is forwarded as sent."""
+    from spread_helpers import be_message
+    d = sp.Daemon("localhost")
+    rx = Client(d, 1, "rx")
+    d.connection_opened(2)
+    d.connection_data(2, b"\x04\x04\x00\x01\x02be")
+    d.output_written(2, len(d.pending_output(2)))
+    d.connection_data(2, sp.encode_auth_choice())
+    d.output_written(2, len(d.pending_output(2)))
+    rx.request(sp.JOIN_MESS, ["g"])
+    rx.pump()
+    d.connection_data(2, be_message(sp.SAFE_MESS, "#be#localhost", ["g"], 513, b"payload")
+                      + be_message(sp.JOIN_MESS, "#be#localhost", ["g"], 0, b""))
+    raw = rx.pump()
+    msg = sp.decode_message(raw, 0, rx.pg)
+    assert (msg.service_type, msg.mess_type, msg.endian_mismatch, msg.data) == (sp.SAFE_MESS, 513, True, b"payload")
+    assert struct.unpack_from("<I", raw, 0)[0] == sp.SAFE_MESS | MARK  # re-stamped in our order
+    assert raw[40:44] == struct.pack(">I", 513 << 8)  # the original hint bytes
+    assert sp.decode_message(raw, sp.message_length(raw), rx.pg).members == ["#be#localhost", "#rx#localhost"]
+
+
+def test_library_reads_a_big_endian_daemon():
+    members = ["#a#bigd", "#b#bigd"]
+    body = struct.pack(">Iii", 0x0A000001, 9, 4) + struct.pack(">II", 1, 0) + struct.pack(">I", 1) + sp.pad_name("#b#bigd")
+    raw = struct.pack(">I32siIi", sp.REG_MEMB_MESS | sp.CAUSED_BY_JOIN, sp.pad_name("g"), 2, 0, len(body)) \
+        + b"".join(sp.pad_name(m) for m in members) + body
+    m = sp.decode_message(raw, 0, "#b#bigd")
+    assert m.is_regular and m.caused_by == "JOIN" and m.members == members and m.my_index == 1
+    assert tuple(m.group_id) == (0x0A000001, 9, 4) and m.vs_sets == [["#b#bigd"]]
+    data = struct.pack(">I32siIi", sp.FIFO_MESS, sp.pad_name("#a#bigd"), 1, 7 << 8, 3) + sp.pad_name("g") + b"abc"
+    r = sp.decode_message(data, 0, "")
+    assert (r.service_type, r.mess_type, r.endian_mismatch, r.groups, r.data) == (sp.FIFO_MESS, 7, True, ["g"], b"abc")
+
+
+def test_library_reads_reject_mess_with_old_type():
+    raw = sp.HEADER.pack(sp.REJECT_MESS | MARK, sp.pad_name("#a#d"), 1, sp.make_hint(3), 2) \
+        + struct.pack("=I", sp.AGREED_MESS | MARK) + sp.pad_name("g") + b"hi"
+    assert sp.message_length(raw) == len(raw)
+    m = sp.decode_message(raw)
+    assert m.service_type == sp.AGREED_MESS | sp.REJECT_MESS and m.data == b"hi" and m.mess_type == 3
+
+
+# ---- the library's decoder: BUFFER_TOO_SHORT / GROUPS_TOO_SHORT / DROP_RECV (thesis 7.4.1) ------
+
+def test_too_short_keeps_message_and_drop_recv_truncates():
+    raw = sp.encode_message(sp.SAFE_MESS, "#a#d", ["g1", "g2"], sp.make_hint(9), b"0123456789")
+    with pytest.raises(sp.BufferTooShort) as exc:
+        sp.decode_message(raw, 0, "", max_mess_len=4)
+    e = exc.value
+    assert (e.code, e.needed_len, e.needed_groups, e.service_type, e.mess_type) == (-15, 10, 2, sp.SAFE_MESS, 9)
+    with pytest.raises(sp.GroupsTooShort) as exc:
+        sp.decode_message(raw, 0, "", max_groups=1)
+    assert exc.value.code == -16 and exc.value.needed_groups == 2
+    m = sp.decode_message(raw, 0, "", max_mess_len=4, max_groups=1, drop_recv=True)
+    assert m.truncated and m.data == b"0123" and m.groups == ["g1"]
+
+
+def test_parse_spread_name_forms():
+    assert sp.parse_spread_name("4803@localhost") == ("tcp", ("localhost", 4803))
+    assert sp.parse_spread_name("4803@10.0.0.123") == ("tcp", ("10.0.0.123", 4803))
+    kind, target = sp.parse_spread_name("59999")
+    assert (kind, target) in (("unix", "/tmp/59999"), ("tcp", ("127.0.0.1", 59999)))
+    for bad in ("", "abc", "4803@", "0", "70000@h"):
+        with pytest.raises(sp.IllegalSpread):
+            sp.parse_spread_name(bad)
+
+
+def test_orderer_stamps_order_fields_for_every_service_type():
+    """All six service types travel the same submit/poll path (thesis 7.3.3: site id, seq, LTS)."""
+    d = sp.Daemon("localhost")
+    seen = []
+    real_deliver = d.core.deliver
+    d.core.deliver = lambda msg: (seen.append((msg.kind, msg.service_type & sp.REGULAR_MESS, msg.seq, msg.lts)), real_deliver(msg))
+    rx = Client(d, 1, "rx")
+    rx.request(sp.JOIN_MESS, ["g"])
+    for bit in sp.SERVICE_BITS:
+        rx.request(bit, ["g"], b"x")
+    assert [s[1] for s in seen[1:]] == list(sp.SERVICE_BITS)
+    assert [s[2] for s in seen] == list(range(1, 8)) and [s[3] for s in seen] == list(range(1, 8))
+    assert len(rx.messages()) == 7
+
+
+# ---- configuration file ------------------------------------------------------------------------------
+
+CONF = """
+# a lab with two segments
+Spread_Segment 127.0.0.255:4803 {
+    d1 127.0.0.1 { 127.0.0.1 }
+    d2 127.0.0.2 {
+        D 127.0.0.2
+        C 127.0.0.12
+    }
+}
+Spread_Segment 10.99.0.255 {   # no port: 4803
+    d3 10.99.0.3
+}
+EventLogFile = /tmp/spread.log
+DebugFlags = { PRINT EXIT }
+EventTimeStamp
+EventTimeStamp = "[%a %d %b %Y %H:%M:%S]"
+AcceleratedRing = false
+"""
+
+
+def test_spread_conf_parser():
+    conf = sp.parse_spread_conf(CONF.replace("EventTimeStamp\n", ""))
+    assert conf.daemon_order() == ["d1", "d2", "d3"]
+    d2 = conf.find("d2")
+    assert (d2.ip, d2.port, d2.segment, d2.interfaces) == ("127.0.0.2", 4803, 0, [("D", "127.0.0.2"), ("C", "127.0.0.12")])
+    assert d2.client_addresses() == ["127.0.0.12"]
+    assert conf.find("d1").interfaces == [("", "127.0.0.1")]
+    assert conf.find("d3").port == 4803 and conf.segments[1].address == "10.99.0.255"
+    assert conf.ignored == ["EventLogFile", "DebugFlags", "EventTimeStamp", "AcceleratedRing"]
+    assert sp.choose_daemon(conf, "d3").ip == "10.99.0.3"
+    with pytest.raises(sp.ConfigError, match="--name"):
+        sp.choose_daemon(conf, None)
+    with pytest.raises(sp.ConfigError, match="not in the configuration"):
+        sp.choose_daemon(conf, "d9")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("Spread_Segment 127.0.0.255:4803 {\n d1 127.0.0.1\n", "expected '}'"),
+    ("Spread_Segment 127.0.0.255:4803 {\n d1 300.0.0.1\n}\n", "line 2"),
+    ("Spread_Segment 127.0.0.255:99999 {\n d1 127.0.0.1\n}\n", "bad port"),
+    ("Spread_Segment 127.0.0.255:4803 {\n d1 127.0.0.1\n d1 127.0.0.2\n}\n", "twice"),
+    ("Spread_Segment 127.0.0.255:4803 {\n averyveryverylongdaemonname 127.0.0.1\n}\n", "daemon name"),
+    ("hello world\n", "unexpected"),
+    ("# nothing\n", "no daemons"),
+])
+def test_spread_conf_errors_name_the_line(text, message):
+    with pytest.raises(sp.ConfigError, match=message):
+        sp.parse_spread_conf(text)
+
+
+# ---- status table -----------------------------------------------------------------------------------
+
+def test_status_table_rich_and_plain():
+    d = sp.Daemon("localhost")
+    a, b = Client(d, 1, "a"), Client(d, 2, "b")
+    a.request(sp.JOIN_MESS, ["g"])
+    b.request(sp.JOIN_MESS, ["g"])
+    a.request(sp.SAFE_MESS, ["g"], b"x")
+    d.connection_closed(2)
+    snap = d.snapshot("127.0.0.1:4803", 5.0)
+    text = sp.render_status_text(snap)
+    assert "spread_mini daemon localhost on 127.0.0.1:4803" in text
+    assert "#a#localhost" in text and "g" in text and "SAFE" in text and "in 1, out 2" in text
+    assert "connection closed by the client" in text
+    if sp.rich is not None:
+        from rich.console import Console
+        console = Console(record=True, width=140)
+        console.print(sp.render_status(snap))
+        out = console.export_text()
+        assert "#a#localhost" in out and "in 1, out 2" in out and "connection closed by the client" in out

@@ -1,6 +1,8 @@
 """spread_mini as real processes on loopback: the daemon, the library, the user tool (issue 3)."""
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -106,11 +108,45 @@ def test_private_group_multigroup_self_discard(procs):
 
 
 def test_unix_socket_spread_name(procs):
-    _, port = start_daemon(procs)
-    wait_for(lambda: __import__("os").path.exists("/tmp/%d" % port), 10)
+    proc, port = start_daemon(procs, unix=True)
+    path = "/tmp/%d" % port
+    wait_for(lambda: os.path.exists(path), 10)
     with sp.connect(str(port), "u") as mbox:
+        assert sp.parse_spread_name(str(port)) == ("unix", path)
         mbox.join("ux")
         assert recv_memb(mbox).members == ["#u#localhost"]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0
+    assert not os.path.exists(path)  # a clean stop removes the socket file
+
+
+def test_stale_unix_socket_is_replaced(procs):
+    port = free_tcp_port()
+    path = "/tmp/%d" % port
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(path)  # bound, never listening: what a SIGKILLed daemon leaves behind
+    stale.close()
+    proc, _ = start_daemon(procs, port=port, unix=True)
+    with sp.connect(str(port), "st") as mbox:
+        assert mbox.private_group == "#st#localhost"
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(15)
+
+
+def test_fast_receiver_survives_a_burst_larger_than_the_limit(procs):
+    """The limit counts what the socket did not take (lead's L1 / FLOOD-NEEDS item 1)."""
+    _, port = start_daemon(procs, "--max-session-messages", "100")
+    group = unique_name("f")
+    with sp.connect(addr(port), "rx") as rx:
+        rx.join(group)
+        recv_memb(rx)
+        tx = raw_handshake(port, "tx")
+        tx.sendall(b"".join(sp.encode_message(sp.RELIABLE_MESS, "#tx#localhost", [group], sp.make_hint(0), b"b%d" % i)
+                            for i in range(2000)))  # one write: the daemon reads it in a few chunks
+        for i in range(2000):
+            msg = rx.receive(timeout=20)
+            assert msg is not None and not msg.is_membership and msg.data == b"b%d" % i, (i, msg)
+        tx.close()
 
 
 def test_client_that_never_reads_is_disconnected(procs):
