@@ -3251,6 +3251,10 @@ class RingDaemonServer(DaemonServer):
         self.datagrams_foreign = 0
         self.send_errors = 0
         self.last_status = (time.monotonic(), 0)
+        # DaemonServer's loop polls the daemon's actions and acts on the ones it knows; the
+        # datagrams for the ring are sent as they are polled, wherever that happens
+        self._daemon_poll = daemon.poll
+        daemon.poll = self._poll_sending_datagrams
         self.paused = set()  #: client connections not read while the ring's backlog is high
         self.pauses = 0
         self.refused_reported = 0
@@ -3345,6 +3349,10 @@ class RingDaemonServer(DaemonServer):
             self.datagrams_in += 1
             daemon.datagram(data, src, time.monotonic())
             self._send_datagrams()
+
+    def _poll_sending_datagrams(self):
+        self._send_datagrams()
+        return self._daemon_poll()
 
     def _send_datagrams(self):
         actions = self.daemon.actions
