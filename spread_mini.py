@@ -2865,9 +2865,12 @@ class RingGroupCore(GroupCore):
     came from. When the STATE of every daemon of the configuration has been delivered, all of
     them rebuild the same table from those messages alone, and tell their clients, for every
     group that changed: TRANSITION (old group id) then REG_MEMB CAUSED_BY_NETWORK with the
-    vs_sets (one set per group of members whose daemons came from the same ring). Joins, leaves
-    and disconnects delivered during the exchange are held and applied after it, in order, so
-    every daemon applies them to the same table. Group ids after a change are
+    vs_sets (one set per group of members whose daemons came from the same ring). Messages
+    delivered during the exchange (data, joins, leaves, disconnects) belong to the new
+    configuration: they are held and delivered after it, in order, so clients see them after
+    the REG_MEMB and every daemon applies the group operations to the same table. (The messages
+    of the transitional configuration come before: between TRANSITION and REG_MEMB.) Group ids
+    after a change are
     (IPv4 address of the ring's representative daemon, ring sequence, index)."""
 
     def __init__(self, daemon_name, orderer, daemon_ips, **kwargs):
@@ -2884,8 +2887,8 @@ class RingGroupCore(GroupCore):
             if ex is not None and msg.groups and msg.groups[0] == repr(ex["ring_id"]):
                 self._state_arrived(ex, msg)
             return
-        if ex is not None and msg.kind in (JOIN, LEAVE, KILL):
-            ex["held"].append(msg)
+        if ex is not None:
+            ex["held"].append(msg)  # it belongs to the new configuration: after its REG_MEMB
             return
         super().deliver(msg)
 

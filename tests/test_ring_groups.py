@@ -148,6 +148,9 @@ def test_partition_transition_then_network_membership_then_merge_with_two_vs_set
     two = ("REG", "NETWORK", ("#a#d1", "#b#d2"))
     assert two in seen_a and seen_a.count(("TRANS",)) == 1
     assert seen_a.index(("TRANS",)) < seen_a.index(two)
+    # sent after the cut, so in the new configuration: after its REG_MEMB
+    assert seen_a.index(two) < seen_a.index(("DATA", b"a00"))
+    assert seen_c.index(("REG", "NETWORK", ("#c#d3",))) < seen_c.index(("DATA", b"c00"))
     assert ("REG", "NETWORK", ("#c#d3",)) in seen_c
     # virtual synchrony for the clients of d1 and d2: same messages, same order, same cut
     assert seen_a == seen_b
