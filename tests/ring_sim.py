@@ -388,11 +388,29 @@ class Sim:
     # -------------------------------------------------------------- checkers
 
     def check(self):
+        self.check_configurations_agree()
         self.check_agreed_order()
         self.check_fifo_and_causal()
         self.check_virtual_synchrony_and_safe()
         self.check_end_state()
         return SimResult(self.seed, self.violations, self.log_lines, self.stats)
+
+    def check_configurations_agree(self):
+        """Every daemon that installs a ring sees the same members; a transitional
+        configuration between the same two rings has the same members everywhere."""
+        seen = {}
+        for proc in self.processes:
+            for ev in proc.events:
+                if ev[0] != "conf":
+                    continue
+                c = ev[1]
+                key = (c.kind, c.ring_id, c.old_ring_id if c.kind == sr.CONF_TRANSITIONAL else None)
+                members = tuple(sorted(c.member_ids))
+                if c.kind == sr.CONF_REGULAR and proc.pid not in c.member_ids:
+                    self.fail("%s#%d installed ring %s without being in it" % (proc.pid + (c.ring_id,)))
+                if seen.setdefault(key, members) != members:
+                    self.fail("configuration %s has members %s at %s#%d but %s elsewhere"
+                              % ((key, members) + proc.pid + (seen[key],)))
 
     def check_agreed_order(self):
         """One total order: edges between consecutive deliveries of every process; no cycle."""
