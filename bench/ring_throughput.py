@@ -10,6 +10,7 @@ The 1-daemon row is the same daemon without the ring (its LocalOrderer): the fig
 
     python3 bench/ring_throughput.py                    # the full table
     python3 bench/ring_throughput.py --daemons 3 --sizes 1000 --services AGREED --count 20000
+    python3 bench/ring_throughput.py --rate 1000 --count 5000   # latency at a moderate load
 """
 
 import argparse
@@ -102,16 +103,21 @@ def receiver(port, ip, count, group, ready_path):
     print("RESULT %d %.6f %d %.6f %.6f" % (got, elapsed, nbytes, p50, p99), flush=True)
 
 
-def sender(port, ip, count, size, service, group):
+def sender(port, ip, count, size, service, group, rate):
     mbox = sp.connect("%d@%s" % (port, ip), "snd", 0, False)
     pad = b"x" * max(0, size - STAMP.size)
+    start = time.monotonic()
     for i in range(count):
+        if rate:  # paced: the latency of a message, not of a queue
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
         mbox.multicast(service, group, STAMP.pack(time.monotonic(), i) + pad)
     time.sleep(2)
     mbox.disconnect()
 
 
-def run_case(n, port, service_name, size, count, tmpdir):
+def run_case(n, port, service_name, size, count, tmpdir, rate=0):
     group = "bench%d" % size
     ready = os.path.join(tmpdir, "ready_%d_%s_%d" % (n, service_name, size))
     rcv = subprocess.Popen([sys.executable, __file__, "--role", "receiver", "--port", str(port),
@@ -125,7 +131,8 @@ def run_case(n, port, service_name, size, count, tmpdir):
         time.sleep(0.05)
     snd = subprocess.Popen([sys.executable, __file__, "--role", "sender", "--port", str(port),
                             "--ip", "127.0.0.1", "--count", str(count), "--size", str(size),
-                            "--service", service_name, "--group", group], cwd=ROOT)
+                            "--service", service_name, "--group", group, "--rate", str(rate)],
+                           cwd=ROOT)
     try:
         out, _ = rcv.communicate(timeout=180)
     except subprocess.TimeoutExpired:
@@ -145,6 +152,8 @@ def main(argv=None):
     parser.add_argument("--services", default="AGREED,SAFE", help="default AGREED,SAFE")
     parser.add_argument("--sizes", default="100,1000", help="message sizes in bytes (default 100,1000)")
     parser.add_argument("--count", type=int, default=20000, help="messages per case (default 20000)")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="messages per second of the sender (default 0: as fast as it can)")
     parser.add_argument("--role", choices=["receiver", "sender"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--ip", help=argparse.SUPPRESS)
@@ -158,7 +167,7 @@ def main(argv=None):
         return 0
     if args.role == "sender":
         service = {"AGREED": sp.AGREED_MESS, "SAFE": sp.SAFE_MESS}[args.service]
-        sender(args.port, args.ip, args.count, args.size, service, args.group)
+        sender(args.port, args.ip, args.count, args.size, service, args.group, args.rate)
         return 0
     try:
         sizes = [int(s) for s in args.sizes.split(",")]
@@ -167,7 +176,7 @@ def main(argv=None):
         parser.error("--sizes and --daemons are comma-separated numbers")
     services = args.services.split(",")
     if any(s not in ("AGREED", "SAFE") for s in services) or any(not 1 <= n <= 9 for n in rings) \
-            or any(not STAMP.size <= s <= 100000 for s in sizes) or args.count < 10:
+            or any(not STAMP.size <= s <= 100000 for s in sizes) or args.count < 10 or args.rate < 0:
         parser.error("services AGREED/SAFE, 1..9 daemons, sizes %d..100000, count >= 10" % STAMP.size)
     print("| daemons | service | size B | messages | msgs/s | Mbit/s | latency p50 ms | p99 ms |")
     print("|---|---|---|---|---|---|---|---|")
@@ -177,7 +186,7 @@ def main(argv=None):
             try:
                 for service in services:
                     for size in sizes:
-                        r = run_case(n, port, service, size, args.count, tmpdir)
+                        r = run_case(n, port, service, size, args.count, tmpdir, args.rate)
                         if r is None or r[0] < 2:
                             print("| %d | %s | %d | failed | | | | |" % (n, service, size), flush=True)
                             continue
@@ -194,8 +203,9 @@ def main(argv=None):
                         p.wait(5)
                     except subprocess.TimeoutExpired:
                         p.kill()
-    print("rerun: python3 bench/ring_throughput.py --daemons %s --services %s --sizes %s --count %d"
-          % (args.daemons, args.services, args.sizes, args.count))
+    print("rerun: python3 bench/ring_throughput.py --daemons %s --services %s --sizes %s --count %d%s"
+          % (args.daemons, args.services, args.sizes, args.count,
+             " --rate %g" % args.rate if args.rate else ""))
     return 0
 
 
