@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import errno
 import ipaddress
 import os
 import random
@@ -132,6 +131,9 @@ MAX_MESSAGE_BODY_LEN = 144000  # the real nominal limit (100 * (1472 - 32))
 MAX_MESSAGE_LEN = 143152
 
 HEADER_LEN = 48
+#: the library refuses a message longer than this (a membership message lists every member of a
+#: group, so it can be longer than any data message; this only stops a broken peer's garbage)
+MAX_INCOMING_MESSAGE = 32 * 1024 * 1024
 AUTH_BLOCK_LEN = MAX_AUTH_NAME * MAX_AUTH_METHODS  # 90 bytes
 AUTH_METHODS_ALLOWED = ("NULL",)
 LIB_VERSION_MIN = 30100  # libs older than 3.01 get REJECT_VERSION
@@ -1760,7 +1762,7 @@ class Daemon:
         the burst is fine and only one that does not read is cut (thesis 8.2.1); others go on."""
         core = self.core
         candidates, core.over_limit = core.over_limit, set()
-        for session in candidates:
+        for session in sorted(candidates, key=lambda s: s.conn_id):
             if session.state != CLOSED and session.out.messages > core.max_session_messages:
                 session._enter_closed("not reading")
                 core.overflowed.append(session)
@@ -3151,7 +3153,15 @@ class DaemonServer:
             self._drop(conn_id)
             self.daemon.connection_closed(conn_id)
             return
-        self.daemon.connection_data(conn_id, data)
+        try:
+            self.daemon.connection_data(conn_id, data)
+        except Exception as exc:  # a bug must cost one session, never the daemon and the others
+            self.log("internal error on connection %d (%s: %s): closing that session" % (conn_id, type(exc).__name__, exc))
+            self._drop(conn_id)
+            try:
+                self.daemon.connection_closed(conn_id)
+            except Exception as again:
+                self.log("internal error closing connection %d: %s" % (conn_id, again))
 
     def _write(self, conn_id: int) -> bool:
         """Write what the core has for this connection; False when the socket is gone."""
@@ -3618,10 +3628,10 @@ def message_length(buf, off: int = 0) -> int:
     type_raw, _s, num_groups, _h, data_len = HEADER.unpack_from(buf, off)
     if (type_raw & ENDIAN_TYPE) != MY_ENDIAN_MARKER:
         type_raw, _s, num_groups, _h, data_len = HEADER_SWAPPED.unpack_from(buf, off)
-    if num_groups < 0 or data_len < 0:
+    total = HEADER_LEN + (4 if type_raw & REJECT_MESS else 0) + MAX_GROUP_NAME * num_groups + data_len
+    if num_groups < 0 or data_len < 0 or total > MAX_INCOMING_MESSAGE:
         raise IllegalMessage("header with num_groups %d, data_len %d" % (num_groups, data_len))
-    extra = 4 if type_raw & REJECT_MESS else 0
-    return HEADER_LEN + extra + MAX_GROUP_NAME * num_groups + data_len
+    return total
 
 
 def _names(buf, start: int, count: int) -> List[str]:
@@ -4017,6 +4027,7 @@ USER_HELP = """commands:
   r [SECONDS]             wait for one message (default: block until one comes)
   w SECONDS               print whatever arrives during SECONDS
   p                       poll: bytes waiting to be received
+  v                       verbose on/off: off prints only a count every 1000 data messages
   q                       quit (disconnect)
   ?                       this help"""
 
@@ -4061,9 +4072,20 @@ class UserTool:
         self.service = SAFE_MESS
         self.mess_type = 0
         self.sent = 0
+        self.verbose = True
+        self.received = 0  # data messages
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
+
+    def show(self, msg) -> None:
+        if not msg.is_membership:
+            self.received += 1
+            if not self.verbose:
+                if self.received % 1000 == 0:
+                    self.say("received %d data messages" % self.received)
+                return
+        self.say(format_message(msg))
 
     def show_waiting(self) -> None:
         """Print every message that can be received without waiting."""
@@ -4071,7 +4093,7 @@ class UserTool:
             msg = self.mbox.receive(timeout=0)
             if msg is None:
                 break
-            self.say(format_message(msg))
+            self.show(msg)
 
     def wait(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -4082,7 +4104,7 @@ class UserTool:
             msg = self.mbox.receive(timeout=left)
             if msg is None:
                 return
-            self.say(format_message(msg))
+            self.show(msg)
 
     def command(self, line: str) -> bool:
         """Run one command; False to quit."""
@@ -4132,11 +4154,17 @@ class UserTool:
             self.mess_type = int(args[0])
         elif cmd == "r":
             msg = self.mbox.receive(timeout=float(args[0]) if args else None)
-            self.say(format_message(msg) if msg is not None else "nothing received")
+            if msg is None:
+                self.say("nothing received")
+            else:
+                self.show(msg)
         elif cmd == "w":
             self.wait(float(args[0]))
         elif cmd == "p":
             self.say("%d bytes waiting" % self.mbox.poll())
+        elif cmd == "v":
+            self.verbose = not self.verbose
+            self.say("verbose %s (%d data messages so far)" % ("on" if self.verbose else "off", self.received))
         else:
             self.say("unknown command %r (type ? for help)" % cmd)
         return True
@@ -4351,6 +4379,8 @@ def run_daemon(args, parser) -> int:
         proc_id = proc_id_of(listen)
     except ValueError:
         parser.error("--listen %r: give an IPv4 address" % listen)
+    if listen == "0.0.0.0":  # never every interface at once: name the lab interface's address
+        parser.error("--listen 0.0.0.0 would listen on every interface; give one address (default 127.0.0.1)")
     daemon = Daemon(name, proc_id=proc_id, memb_time=int(time.time()), daemon_order=daemon_order,
                     max_session_messages=args.max_session_messages, max_sessions=args.max_sessions,
                     rng=random.Random())

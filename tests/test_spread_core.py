@@ -509,3 +509,11 @@ def test_status_table_rich_and_plain():
         console.print(sp.render_status(snap))
         out = console.export_text()
         assert "#a#localhost" in out and "in 1, out 2" in out and "connection closed by the client" in out
+
+
+def test_library_refuses_absurd_headers():
+    with pytest.raises(sp.IllegalMessage):
+        sp.message_length(sp.HEADER.pack(sp.SAFE_MESS | MARK, b"", -1, MARK, 0))
+    with pytest.raises(sp.IllegalMessage):
+        sp.message_length(sp.HEADER.pack(sp.SAFE_MESS | MARK, b"", 0, MARK, 2 ** 31 - 1))
+    assert sp.message_length(b"short") == 0

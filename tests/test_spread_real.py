@@ -225,3 +225,223 @@ def test_user_tool_scripted(procs):
     assert "received AGREED message from #scr#localhost, mess_type 5" in text
     assert "hello from the script" in text
     assert "SELF-LEAVE: you left group %s" % group in text
+
+
+def test_reject_quota(procs):
+    _, port = start_daemon(procs, "--max-sessions", "2")
+    with sp.connect(addr(port), "q1"), sp.connect(addr(port), "q2"):
+        with pytest.raises(sp.RejectQuota):
+            sp.connect(addr(port), "q3")
+    wait_for(lambda: _connects(port, "q3"), 10)
+
+
+def test_all_six_service_types_deliver_in_order(procs):
+    """Thesis 7.3.3: in one daemon every service type is delivered, FIFO per sender, one order for all."""
+    _, port = start_daemon(procs)
+    group = unique_name("six")
+    with sp.connect(addr(port), "r1") as r1, sp.connect(addr(port), "r2") as r2, \
+            sp.connect(addr(port), "t1") as t1, sp.connect(addr(port), "t2") as t2:
+        for r in (r1, r2):
+            r.join(group)
+        recv_memb(r1)
+        recv_memb(r1)
+        recv_memb(r2)
+        sent = []
+        for i in range(60):
+            service = sp.SERVICE_BITS[i % 6]
+            sender = (t1, t2)[i % 2]
+            sender.multicast(service, group, b"%s-%d" % (sender.private_group.encode(), i), mess_type=i)
+            sent.append((service, i))
+        seqs = []
+        for r in (r1, r2):
+            got = [r.receive(timeout=10) for _ in range(60)]
+            assert all(m is not None and not m.is_membership for m in got)
+            assert sorted((m.service_type, m.mess_type) for m in got) == sorted(sent)
+            for t in (t1, t2):  # FIFO per sender
+                mine = [m.mess_type for m in got if m.sender == t.private_group]
+                assert mine == sorted(mine)
+            seqs.append([m.mess_type for m in got])
+        assert seqs[0] == seqs[1]  # the same total order at both receivers
+
+
+def test_largest_message_and_too_long(procs):
+    _, port = start_daemon(procs)
+    group = unique_name("big")
+    with sp.connect(addr(port), "big") as mbox:
+        mbox.join(group)
+        recv_memb(mbox)
+        data = bytes(range(256)) * ((sp.MAX_MESSAGE_LEN - 32) // 256) + b"z" * ((sp.MAX_MESSAGE_LEN - 32) % 256)
+        assert len(data) == 143120  # the largest the real daemon stores with one group
+        assert mbox.multicast(sp.RELIABLE_MESS, group, data) == len(data)
+        assert mbox.receive(timeout=20).data == data
+        with pytest.raises(sp.MessageTooLong):
+            mbox.multicast(sp.RELIABLE_MESS, group, data + b"!")
+        with pytest.raises(sp.IllegalService):
+            mbox.multicast(sp.AGREED_MESS | sp.SAFE_MESS, group, b"x")
+        with pytest.raises(sp.IllegalGroup):
+            mbox.join("#private")
+        with pytest.raises(sp.IllegalGroup):
+            mbox.multicast(sp.AGREED_MESS, ["g"] * 101, b"x")
+    raw = raw_handshake(port, "raw")  # a client that ignores the limit is closed; the daemon goes on
+    raw.sendall(sp.HEADER.pack(sp.RELIABLE_MESS | sp.MY_ENDIAN_MARKER, sp.pad_name("#raw#localhost"), 1,
+                               sp.MY_ENDIAN_MARKER, sp.MAX_MESSAGE_LEN))
+    assert closed_by_peer(raw)
+    with sp.connect(addr(port), "after") as mbox:
+        assert mbox.private_group == "#after#localhost"
+
+
+def test_receive_too_short_keeps_the_message_and_poll_fileno(procs):
+    _, port = start_daemon(procs)
+    group = unique_name("ts")
+    with sp.connect(addr(port), "ts", group_membership=False) as mbox:
+        mbox.join(group)
+        assert mbox.poll() == 0
+        mbox.multicast(sp.SAFE_MESS, group, b"0123456789", mess_type=4)
+        wait_for(lambda: mbox.poll() > 0, 10)
+        import select
+        assert select.select([mbox.fileno()], [], [], 0)[0]
+        with pytest.raises(sp.BufferTooShort) as exc:
+            mbox.receive(timeout=10, max_mess_len=5)
+        assert (exc.value.needed_len, exc.value.service_type, exc.value.mess_type) == (10, sp.SAFE_MESS, 4)
+        with pytest.raises(sp.GroupsTooShort) as exc:
+            mbox.receive(timeout=10, max_groups=0)
+        assert exc.value.needed_groups == 1
+        cut = mbox.receive(timeout=10, max_mess_len=5, drop_recv=True)
+        assert cut.truncated and cut.data == b"01234"
+        mbox.multicast(sp.SAFE_MESS, group, b"again")
+        assert mbox.receive(timeout=10, max_mess_len=100, max_groups=1).data == b"again"
+        assert mbox.receive(timeout=0.2) is None
+
+
+def test_one_thread_receives_while_another_multicasts(procs):
+    import threading
+    _, port = start_daemon(procs)
+    group = unique_name("th")
+    got = []
+    with sp.connect(addr(port), "th", group_membership=False) as mbox:
+        mbox.join(group)
+
+        def reader():
+            while len(got) < 2000:
+                msg = mbox.receive(timeout=20)
+                if msg is None:
+                    return
+                got.append(msg.data)
+
+        thread = threading.Thread(target=reader)
+        thread.start()
+        for i in range(2000):
+            mbox.multicast(sp.FIFO_MESS, group, b"%d" % i)
+        thread.join(60)
+    assert got == [b"%d" % i for i in range(2000)]
+
+
+def test_status_table_printed_every_period(procs):
+    proc, port = start_daemon(procs, "--status-every", "0.5", name="stat")  # the last --status-every wins
+    group = unique_name("st")
+    with sp.connect(addr(port), "watch") as mbox:
+        mbox.join(group)
+        mbox.multicast(sp.CAUSAL_MESS, group, b"x")
+        wait_for(lambda: "CAUSAL" in procs.output(proc) and group in procs.output(proc), 15)
+    text = procs.output(proc)
+    assert "#watch#stat" in text and "in 1, out 1" in text
+    wait_for(lambda: "connection closed by the client" in procs.output(proc) or "client disconnect (KILL)" in procs.output(proc), 15)
+
+
+def test_daemon_with_config_file(procs, tmp_path):
+    port = free_tcp_port()
+    conf = tmp_path / "spread.conf"
+    conf.write_text("# two daemons on loopback addresses\nSpread_Segment 127.0.0.255:%d {\n"
+                    "  d1 127.0.0.1 { 127.0.0.1 }\n  d2 127.0.0.2\n}\nEventLogFile = /tmp/x.log\n"
+                    "DebugFlags = { PRINT EXIT }\n" % port)
+    proc = procs.start("spread_mini.py", "daemon", "-c", str(conf), "--name", "d1", "--no-unix", "--status-every", "0")
+    wait_for(lambda: __import__("spread_helpers").port_open(port), 15)
+    with sp.connect(addr(port), "cf") as mbox:
+        assert mbox.private_group == "#cf#d1"
+    out = procs.output(proc)
+    assert out.count("EventLogFile accepted and ignored") == 1 and "DebugFlags accepted and ignored" in out
+
+
+@pytest.mark.parametrize("argv, text", [
+    (["daemon", "--port", "0"], "at least 1"),
+    (["daemon", "--port", "abc"], "not a whole number"),
+    (["daemon", "--name", "has#hash"], "daemon name"),
+    (["daemon", "--max-session-messages", "-3"], "at least 1"),
+    (["daemon", "-c", "/nonexistent/spread.conf"], "cannot read"),
+    (["daemon", "-c", "/etc/hostname"], "line 1"),
+    (["user", "--linger", "x"], "seconds"),
+    (["daemon", "--listen", "0.0.0.0"], "every interface"),
+    (["daemon", "--listen", "localhost"], "IPv4 address"),
+])
+def test_bad_arguments_exit_2_without_traceback(argv, text):
+    out = subprocess.run([sys.executable, "spread_mini.py", *argv], capture_output=True, text=True, timeout=30,
+                         cwd=os.path.dirname(sp.__file__))
+    assert out.returncode == 2 and text in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_user_tool_cannot_connect_is_a_clear_error():
+    port = free_tcp_port()
+    out = subprocess.run([sys.executable, "spread_mini.py", "user", "-s", addr(port)], capture_output=True, text=True,
+                         timeout=30, cwd=os.path.dirname(sp.__file__), input="")
+    assert out.returncode == 1 and "COULD_NOT_CONNECT" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_port_in_use_is_a_clear_error(procs):
+    _, port = start_daemon(procs)
+    out = subprocess.run([sys.executable, "spread_mini.py", "daemon", "--port", str(port), "--no-unix"],
+                         capture_output=True, text=True, timeout=30, cwd=os.path.dirname(sp.__file__))
+    assert out.returncode == 1 and "cannot listen" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.netns
+def test_lab_lan_daemon_from_config_and_clients_on_two_hosts(labnet, tmp_path):
+    """A daemon on lab host 1 (address and port from a spread.conf), users on hosts 1 and 2."""
+    lab = labnet(2)
+    conf = tmp_path / "spread.conf"
+    conf.write_text("Spread_Segment 10.99.0.255:4803 {\n  h1 %s\n  h2 %s\n}\n" % (lab.ip(1), lab.ip(2)))
+    root = os.path.dirname(sp.__file__)
+    log = open(tmp_path / "daemon.out", "w+")
+    daemon = lab.popen(1, [sys.executable, os.path.join(root, "spread_mini.py"), "daemon", "-c", str(conf),
+                           "--name", "h1", "--no-unix", "--status-every", "0"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        probe = [sys.executable, "-c", "import socket,sys; socket.create_connection((sys.argv[1], 4803), 1)", lab.ip(1)]
+        wait_for(lambda: lab.run(2, probe, capture_output=True).returncode == 0, 20)
+        listener = lab.popen(1, [sys.executable, os.path.join(root, "spread_mini.py"), "user", "-s", "4803@" + lab.ip(1),
+                                 "-u", "near", "--linger", "0"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        listener.stdin.write("j lab\nw 4\nq\n")
+        listener.stdin.flush()
+        time.sleep(1.0)
+        talker = lab.run(2, [sys.executable, os.path.join(root, "spread_mini.py"), "user", "-s", "4803@" + lab.ip(1),
+                             "-u", "far"], input="j lab\nt safe\ns lab across the lab\nw 1\n", capture_output=True,
+                         text=True, timeout=60)
+        assert talker.returncode == 0, talker.stderr
+        assert "REGULAR membership for group lab with 2 member(s)" in talker.stdout, talker.stdout
+        out, _ = listener.communicate(timeout=60)
+        assert "received SAFE message from #far#h1" in out and "across the lab" in out
+        assert "due to the JOIN of #far#h1" in out
+    finally:
+        daemon.terminate()
+        daemon.wait(10)
+
+
+def test_runs_without_rich(procs, tmp_path):
+    """Plain-text fallback: the daemon's status table and the user tool work where rich is missing."""
+    port = free_tcp_port()
+    blocker = tmp_path / "norich"
+    blocker.mkdir()
+    (blocker / "rich.py").write_text("raise ImportError('rich is not installed here')\n")
+    env = dict(os.environ, PYTHONPATH=str(blocker))
+    root = os.path.dirname(sp.__file__)
+    daemon = subprocess.Popen([sys.executable, os.path.join(root, "spread_mini.py"), "daemon", "--port", str(port),
+                               "--name", "plain", "--no-unix", "--status-every", "0.3"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: __import__("spread_helpers").port_open(port), 15)
+        user = subprocess.run([sys.executable, os.path.join(root, "spread_mini.py"), "user", "-s", addr(port), "-u", "p"],
+                              input="j plain\ns plain hi\nw 0.8\n", env=env, capture_output=True, text=True, timeout=60)
+        assert "received SAFE message from #p#plain" in user.stdout, user.stdout + user.stderr
+    finally:
+        daemon.terminate()
+        out = daemon.communicate(timeout=15)[0]
+    assert "spread_mini daemon plain on 127.0.0.1:%d" % port in out and "session" in out
+    assert "Traceback" not in out and "┃" not in out

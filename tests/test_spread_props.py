@@ -1,0 +1,284 @@
+"""Property tests (tier 2): random connects, joins, leaves, sends, disconnects and slow readers
+through the sans-I/O daemon core, against a small reference model of membership and delivery
+(thesis 7.2 and 7.3.3; PROTOCOL.md section 4).  A failing case prints its op list: rerun with it."""
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import spread_mini as sp
+
+NAMES = ["a", "b", "c", "d", "e"]
+GROUPS = ["g1", "g2", "g3"]
+SERVICES = list(sp.SERVICE_BITS)
+LIMIT = 6
+
+
+class Model:
+    """What the daemon should do, written as plainly as possible."""
+
+    def __init__(self):
+        self.sessions = {}  # conn id -> dict(name, pg, memb, queue, delivered)
+        self.names = {}
+        self.groups = {}  # group -> list of pgs
+        self.index = {}
+
+    def pg_of(self, cid):
+        return self.sessions[cid]["pg"]
+
+    def by_pg(self, pg):
+        for cid, s in self.sessions.items():
+            if s["pg"] == pg:
+                return cid
+        return None
+
+    def put(self, cid, item):
+        self.sessions[cid]["queue"].append(item)
+
+    def notify(self, group, cause, changed):
+        members = tuple(sorted(self.groups[group], key=lambda pg: pg.encode()))
+        for pg in members:
+            cid = self.by_pg(pg)
+            if self.sessions[cid]["memb"]:
+                self.put(cid, ("memb", group, cause, members, self.index[group], (changed,)))
+
+    def connect(self, cid, name, memb):
+        if name in self.names:
+            return False
+        self.names[name] = cid
+        self.sessions[cid] = dict(name=name, pg="#%s#localhost" % name, memb=memb, queue=[], delivered=[])
+        return True
+
+    def join(self, cid, group):
+        pg = self.pg_of(cid)
+        members = self.groups.setdefault(group, [])
+        if pg in members:
+            return
+        if not members:
+            self.index[group] = 0
+        members.append(pg)
+        self.index[group] += 1
+        self.notify(group, "JOIN", pg)
+
+    def _remove(self, pg, group, cause):
+        self.groups[group].remove(pg)
+        self.index[group] += 1
+        self.notify(group, cause, pg)
+        if not self.groups[group]:
+            del self.groups[group]
+
+    def leave(self, cid, group):
+        pg = self.pg_of(cid)
+        if pg not in self.groups.get(group, []):
+            return
+        if self.sessions[cid]["memb"]:
+            self.put(cid, ("self_leave", group))
+        self._remove(pg, group, "LEAVE")
+
+    def send(self, cid, groups, service, payload):
+        pg = self.pg_of(cid)
+        targets = []
+        for group in groups:
+            found = [self.by_pg(group)] if group.startswith("#") else [self.by_pg(m) for m in self.groups.get(group, [])]
+            for t in found:
+                if t is not None and t not in targets:
+                    targets.append(t)
+        for t in targets:
+            if t == cid and service & sp.SELF_DISCARD:
+                continue
+            self.put(t, ("data", pg, tuple(groups), payload, service))
+
+    def kill(self, cid):
+        pg = self.pg_of(cid)
+        for group in sorted(g for g, members in self.groups.items() if pg in members):
+            self._remove(pg, group, "DISCONNECT")
+        session = self.sessions.pop(cid)
+        del self.names[session["name"]]
+        return session
+
+    def pump(self, cid):
+        s = self.sessions[cid]
+        s["delivered"] += s["queue"]
+        s["queue"] = []
+
+    def enforce(self):
+        killed = []
+        while True:
+            over = sorted(cid for cid, s in self.sessions.items() if len(s["queue"]) > LIMIT)
+            if not over:
+                return killed
+            for cid in over:
+                killed.append((cid, self.kill(cid)))
+
+
+def as_tuple(msg):
+    if not msg.is_membership:
+        return ("data", msg.sender, tuple(msg.groups), msg.data, msg.service_type)
+    if msg.is_self_leave:
+        return ("self_leave", msg.group)
+    return ("memb", msg.group, msg.caused_by, tuple(msg.members), msg.group_id.index, tuple(msg.changed_members))
+
+
+class Harness:
+    """The daemon core, with fake connections that the I/O loop would own."""
+
+    def __init__(self):
+        self.d = sp.Daemon("localhost", max_session_messages=LIMIT, rng=random.Random(3))
+        self.received = {}  # conn id -> decoded tuples
+
+    def connect(self, cid, name, memb):
+        d = self.d
+        d.connection_opened(cid, 0.0)
+        d.connection_data(cid, sp.encode_connect(name, memb))
+        first = d.pending_output(cid)
+        d.output_written(cid, len(first))
+        if first == b"\xfa":
+            self.after()
+            return False
+        d.connection_data(cid, sp.encode_auth_choice())
+        d.output_written(cid, len(d.pending_output(cid)))
+        self.received[cid] = []
+        return True
+
+    def request(self, cid, pg, type_bits, groups, data=b""):
+        self.d.connection_data(cid, sp.encode_message(type_bits, pg, groups, sp.make_hint(0), data))
+
+    def pump(self, cid):
+        buf = b""
+        while True:
+            data = self.d.pending_output(cid)
+            if not data:
+                break
+            self.d.output_written(cid, len(data))
+            buf += data
+        off = 0
+        while off < len(buf):
+            n = sp.message_length(buf, off)
+            self.received[cid].append(as_tuple(sp.decode_message(buf, off, "")))
+            off += n
+
+    def after(self):
+        """What the I/O loop does after a batch: close what the core closes, judge the limits."""
+        closed = []
+        for _ in range(50):
+            self.d.enforce_queue_limits()
+            actions = [a for a in self.d.poll() if isinstance(a, sp.CloseConnection)]
+            if not actions:
+                break
+            for a in actions:
+                self.d.connection_closed(a.conn_id)
+                closed.append(a.conn_id)
+        return closed
+
+
+connect_op = st.tuples(st.just("connect"), st.sampled_from(NAMES), st.booleans())
+op = st.one_of(
+    connect_op,
+    st.tuples(st.just("join"), st.integers(0, 9), st.sampled_from(GROUPS)),
+    st.tuples(st.just("leave"), st.integers(0, 9), st.sampled_from(GROUPS)),
+    st.tuples(st.just("send"), st.integers(0, 9), st.lists(st.sampled_from(GROUPS + ["#a#localhost", "#b#localhost"]),
+                                                          min_size=1, max_size=3, unique=True),
+              st.sampled_from(SERVICES), st.booleans()),
+    st.tuples(st.just("kill"), st.integers(0, 9), st.booleans()),
+    st.tuples(st.just("pump"), st.integers(0, 9)),
+    st.tuples(st.just("pump_all")),
+)
+
+
+scenario = st.builds(lambda first, rest: first + rest, st.lists(connect_op, min_size=1, max_size=5),
+                     st.lists(op, min_size=5, max_size=80))
+
+
+@settings(max_examples=300)
+@given(scenario)
+def test_daemon_core_matches_reference_model(ops):
+    model, h = Model(), Harness()
+    next_cid = 1
+    counter = 0
+    for step in ops:
+        alive = sorted(model.sessions)
+        kind = step[0]
+        if kind == "connect":
+            cid = next_cid
+            next_cid += 1
+            assert h.connect(cid, step[1], step[2]) == model.connect(cid, step[1], step[2]), ops
+        elif kind == "pump_all":
+            for cid in alive:
+                model.pump(cid)
+                h.pump(cid)
+        elif alive:
+            cid = alive[step[1] % len(alive)]
+            pg = model.pg_of(cid)
+            if kind == "join":
+                model.join(cid, step[2])
+                h.request(cid, pg, sp.JOIN_MESS, [step[2]])
+            elif kind == "leave":
+                model.leave(cid, step[2])
+                h.request(cid, pg, sp.LEAVE_MESS, [step[2]])
+            elif kind == "send":
+                counter += 1
+                service = step[3] | (sp.SELF_DISCARD if step[4] else 0)
+                payload = b"m%d" % counter
+                model.send(cid, step[2], service, payload)
+                h.request(cid, pg, service, step[2], payload)
+            elif kind == "kill":
+                model.kill(cid)
+                if step[2]:
+                    h.request(cid, pg, sp.KILL_MESS, [pg])
+                    h.after()
+                else:
+                    h.d.connection_closed(cid)
+            elif kind == "pump":
+                model.pump(cid)
+                h.pump(cid)
+        killed = model.enforce()
+        closed = h.after()
+        assert sorted(closed) == sorted(k for k, _ in killed), (ops, closed, killed)
+        for cid, session in killed:
+            assert h.received[cid] == session["delivered"], ops
+    for cid in sorted(model.sessions):
+        model.pump(cid)
+        h.pump(cid)
+        assert h.received[cid] == model.sessions[cid]["delivered"], (cid, ops)
+    # membership agrees with the model at the end
+    assert {g: sorted(grp.members) for g, grp in h.d.core.groups.items()} == \
+        {g: sorted(m) for g, m in model.groups.items()}, ops
+
+
+@settings(max_examples=200)
+@given(st.booleans(), st.lists(st.binary(max_size=300), max_size=8))
+def test_garbage_never_breaks_the_daemon_core(after_handshake, chunks):
+    """Any bytes from one connection, before or after a handshake, close at most that session;
+    another session keeps working (issue 3: "a session that breaks the protocol is closed")."""
+    h = Harness()
+    assert h.connect(1, "good", True)
+    h.request(1, "#good#localhost", sp.JOIN_MESS, ["g"])
+    if after_handshake:
+        assert h.connect(2, "bad", True)
+    else:
+        h.d.connection_opened(2, 0.0)
+    for chunk in chunks:
+        h.d.connection_data(2, chunk)
+        h.after()
+    h.request(1, "#good#localhost", sp.AGREED_MESS, ["g"], b"alive")
+    h.pump(1)
+    assert h.received[1][-1][:4] == ("data", "#good#localhost", ("g",), b"alive")
+
+
+def message_bytes():
+    head = st.builds(lambda t, ng, hint, dl: sp.HEADER.pack(t, b"#x#y", ng, hint, dl),
+                     st.integers(0, 2 ** 32 - 1), st.integers(-5, 200), st.integers(0, 2 ** 32 - 1), st.integers(-5, 400))
+    return st.builds(lambda h, rest: h + rest, head, st.binary(max_size=9000))
+
+
+@settings(max_examples=300)
+@given(message_bytes(), st.one_of(st.none(), st.integers(0, 100)), st.one_of(st.none(), st.integers(0, 5)), st.booleans())
+def test_library_decoder_raises_only_spread_errors(raw, max_len, max_groups, drop):
+    try:
+        total = sp.message_length(raw)
+        if total and total <= len(raw):
+            sp.decode_message(raw, 0, "#x#y", max_len, max_groups, drop)
+    except sp.SpreadError:
+        pass
