@@ -2852,11 +2852,17 @@ class RingOrderer:
 
 
 def _ring_names(pids):
-    return "{" + ",".join("%s#%d" % p for p in sorted(pids)) + "}"
+    return "{" + ",".join(_pid_str(p) for p in sorted(pids)) + "}"
+
+
+def _pid_str(pid):
+    """name#incarnation for people: the last 4 digits of the incarnation are enough to tell a
+    restarted daemon from its predecessor in a log."""
+    return "%s#%d" % (pid[0], pid[1] % 10000)
 
 
 def _ring_str(ring_id):
-    return "%d/%s#%d" % ring_id
+    return "%d/%s" % (ring_id[0], _pid_str((ring_id[1], ring_id[2])))
 
 
 # ---- Ring: group membership across daemons (issue 5) ------------------------------------------
@@ -4260,7 +4266,7 @@ def ring_status_rows(snap):
     """(label, value) rows for the status table: the ring as a student sees it."""
     c = snap["counters"]
     return [
-        ("daemon", "%s (incarnation %d)" % (snap["name"], snap["incarnation"])),
+        ("daemon", "%s (incarnation %d)" % (snap["name"], snap["incarnation"] % 10000)),
         ("state", snap["state"]),
         ("ring", "%s: %s" % (_ring_str(snap["ring_id"]), ", ".join(snap["members"]))),
         ("token rotations", "%d (%.0f per second)" % (snap["rotations"], snap.get("rotations_per_s", 0.0))),
