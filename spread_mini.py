@@ -149,7 +149,12 @@ NAME_MAX_CHAR = 0x7E
 RECV_CHUNK = 256 * 1024  # bytes per recv(): many messages per system call
 WRITE_CHUNK = 1024 * 1024  # bytes joined per send()
 MAX_SESSION_QUEUE_BYTES = 64 * 1024 * 1024  # a second bound on one session's output queue
+MAX_TOTAL_QUEUE_BYTES = 512 * 1024 * 1024  # all sessions together: beyond it the biggest queue goes
+MAX_GROUPS_TOTAL = 20000  # groups in the daemon's table; a join beyond it gets REJECT_MESS
+MAX_GROUPS_PER_MEMBER = 2000  # groups one session may be in
+MAX_GROUP_MEMBERS = 10000  # members of one group
 TICK_EVERY_S = 0.1
+ACCEPT_PAUSE_S = 1.0  # after accept() fails (out of file descriptors), before trying again
 HANDSHAKE_TIMEOUT_S = 30.0  # a connection that never finishes the handshake is closed
 MAX_LOG_LINES = 10000  # the core's log buffer, drained by the I/O loop
 
@@ -1055,10 +1060,11 @@ class ClientSession:
     deliveries there too.  A session that breaks the protocol is CLOSED; nothing else is harmed.
     """
 
-    def __init__(self, conn_id: int, daemon_name: str, reserve_name, rng: random.Random):
+    def __init__(self, conn_id: int, daemon_name: str, reserve_name, rng: random.Random, on_transition=None):
         self.conn_id = conn_id
         self.daemon_name = daemon_name
         self._reserve_name = reserve_name  # callable(name) -> bool; False when the name is taken
+        self._on_transition = on_transition  # callable(session, old, new, reason): log and count
         self._rng = rng
         self.state = AWAIT_CONNECT
         self.close_reason = ""
@@ -1074,19 +1080,28 @@ class ClientSession:
         self.msgs_in = 0
         self.msgs_out = 0
         self.opened_at = None
-        self.log: List[str] = []
 
-    # -- states ------------------------------------------------------------------------------
-    def _enter_await_auth(self) -> None:
-        self.state = AWAIT_AUTH
+    # -- states: AWAIT_CONNECT -> AWAIT_AUTH -> OPEN -> CLOSED (or CLOSED from any) ----------------
+    def _change(self, new: str, reason: str) -> None:
+        old, self.state = self.state, new
+        if self._on_transition is not None:
+            self._on_transition(self, old, new, reason)
 
-    def _enter_open(self) -> None:
-        self.state = OPEN
+    def _enter_await_auth(self, reason: str) -> None:
+        self._change(AWAIT_AUTH, reason)
+
+    def _enter_open(self, reason: str) -> None:
+        self._change(OPEN, reason)
 
     def _enter_closed(self, reason: str) -> None:
-        self.state = CLOSED
+        if self.state == CLOSED:
+            return
         self.close_reason = reason
         self._buf = bytearray()
+        self._change(CLOSED, reason)
+
+    def describe(self) -> str:
+        return "session %s" % self.private_group if self.private_group else "connection %d" % self.conn_id
 
     # -- input -------------------------------------------------------------------------------
     def receive_data(self, data: bytes) -> list:
@@ -1144,18 +1159,29 @@ class ClientSession:
         if any(ch < PRIVATE_NAME_MIN_CHAR or ch > NAME_MAX_CHAR for ch in raw_name):
             self._reject(REJECT_ILLEGAL_NAME, "private name %r has a character outside '$'..'~'" % raw_name, events)
             return
-        name = raw_name.decode("latin-1") if raw_name else self._invent_name()
-        if not self._reserve_name(name):
-            self._reject(REJECT_NOT_UNIQUE, "private name %r is in use on this daemon" % name, events)
-            return
+        if raw_name:
+            name = raw_name.decode("latin-1")
+            if not self._reserve_name(name):
+                self._reject(REJECT_NOT_UNIQUE, "private name %r is in use on this daemon" % name, events)
+                return
+        else:  # an empty name: the daemon invents one, and an invented name must not be refused
+            for _ in range(1000):
+                name = self._invent_name()
+                if self._reserve_name(name):
+                    break
+            else:
+                self._reject(REJECT_NOT_UNIQUE, "could not invent a free private name", events)
+                return
         self.private_name = name
         self.private_group = "#%s#%s" % (name, self.daemon_name)
         self._pg_padded = pad_name(self.private_group)
+        connect = "connect message from library %d.%d.%d, name %r, membership=%d, priority=%d" % (
+            major, minor, patch, name, self.group_membership, self.priority)
         if self.lib_version >= LIB_VERSION_AUTH:
             self.out.append(encode_auth_list())
-            self._enter_await_auth()
+            self._enter_await_auth(connect + "; offered authentication: " + " ".join(AUTH_METHODS_ALLOWED))
         else:  # libs older than 3.16 have no authentication exchange
-            self._accept(events)
+            self._accept(events, connect + "; no authentication before library 3.16")
 
     def _invent_name(self) -> str:
         """Like the real daemon's r<rand>-<fd> for an empty private name (at most 10 chars)."""
@@ -1175,12 +1201,12 @@ class ClientSession:
         if not named or any(m not in AUTH_METHODS_ALLOWED for m in named):
             self._reject(REJECT_AUTH, "authentication methods %r (allowed: %s)" % (named, " ".join(AUTH_METHODS_ALLOWED)), events)
             return
-        self._accept(events)
+        self._accept(events, "%s authentication" % "+".join(named))
 
-    def _accept(self, events: list) -> None:
+    def _accept(self, events: list, reason: str) -> None:
         self.out.append(encode_accept(self.private_group, self.lib_version))
         events.append(Accepted(self.private_group))
-        self._enter_open()
+        self._enter_open("accepted as %s (%s)" % (self.private_group, reason))
 
     def _violation(self, reason: str, events: list) -> None:
         events.append(ProtocolViolation(reason))
@@ -1221,7 +1247,10 @@ class ClientSession:
             end = groups_end + data_len
             if end > size:
                 break
-            groups = [unpad_name(buf[i:i + MAX_GROUP_NAME]) for i in range(off + HEADER_LEN, groups_end, MAX_GROUP_NAME)]
+            if num_groups == 1:
+                groups = [unpad_name(buf[off + HEADER_LEN:groups_end])]
+            else:
+                groups = [unpad_name(buf[i:i + MAX_GROUP_NAME]) for i in range(off + HEADER_LEN, groups_end, MAX_GROUP_NAME)]
             if bits in DATA_TYPES:
                 if flipped:
                     raw = HEADER.pack(bits | MY_ENDIAN_MARKER, sender, num_groups, hint, data_len) + buf[off + HEADER_LEN:end]
@@ -1384,7 +1413,7 @@ class GroupCore:
     # -- deliveries -----------------------------------------------------------------------------
     def deliver(self, msg: DaemonMessage) -> None:
         kind = msg.kind
-        if kind == DATA:
+        if kind is DATA or kind == DATA:
             self._deliver_data(msg)
         elif kind == JOIN:
             self._join(msg.sender, msg.origin, msg.groups[0])
@@ -1414,13 +1443,29 @@ class GroupCore:
             return
         skip = msg.sender if (msg.service_type & SELF_DISCARD) and msg.origin == self.daemon_name else None
         raw = msg.raw if msg.raw is not None else msg.wire()
+        size = len(raw)
+        limit = self.max_session_messages
+        dirty = self.dirty
         count = 0
         for session in targets:
-            if session.private_group != skip:
-                self._enqueue(session, raw)
-                count += 1
+            if session.private_group == skip:
+                continue
+            out = session.out
+            if session.state == CLOSED or out.queued_bytes + size > self.max_session_bytes:
+                self._enqueue(session, raw)  # the rare cases, spelled out there
+                continue
+            # the hot path: Outbox.append and the checks of _enqueue, inlined
+            out.chunks.append(raw)
+            out.appended_bytes += size
+            out.ends.append(out.appended_bytes)
+            session.msgs_out += 1
+            dirty.add(session.conn_id)
+            if len(out.ends) > limit:
+                self.over_limit.add(session)
+            count += 1
         if count:
-            self.out_by_service[msg.service_type & REGULAR_MESS] += count
+            by_service = self.out_by_service
+            by_service[msg.service_type & REGULAR_MESS] += count
 
     def group_id(self, group: Group) -> Tuple[int, int, int]:
         return (self.proc_id, self.memb_time, group.index)
@@ -1444,11 +1489,15 @@ class GroupCore:
 
     def _join(self, member: str, daemon: str, name: str) -> None:
         group = self.groups.get(name)
-        if group is None:
-            group = self.groups[name] = Group(name)
-        if member in group.members:
+        if group is not None and member in group.members:
             self.log.append("%s joined %s again: ignored" % (member, name))
             return
+        refusal = self._join_refusal(member, group)
+        if refusal:
+            self._reject_join(member, name, refusal)
+            return
+        if group is None:
+            group = self.groups[name] = Group(name)
         group.members[member] = daemon
         group.index += 1
         self.member_groups.setdefault(member, set()).add(name)
@@ -1458,6 +1507,25 @@ class GroupCore:
         self._reorder(group)
         self.log.append("%s joined %s (%d members)" % (member, name, len(group.members)))
         self._notify(group, CAUSED_BY_JOIN, member)
+
+    def _join_refusal(self, member: str, group: Optional[Group]) -> str:
+        """Limits on the group table (every daemon applies them to the same agreed sequence)."""
+        if group is None and len(self.groups) >= MAX_GROUPS_TOTAL:
+            return "the daemon has %d groups already" % MAX_GROUPS_TOTAL
+        if len(self.member_groups.get(member, ())) >= MAX_GROUPS_PER_MEMBER:
+            return "%s is in %d groups already" % (member, MAX_GROUPS_PER_MEMBER)
+        if group is not None and len(group.members) >= MAX_GROUP_MEMBERS:
+            return "the group has %d members already" % MAX_GROUP_MEMBERS
+        return ""
+
+    def _reject_join(self, member: str, name: str, why: str) -> None:
+        """As the real daemon does when a join exceeds its limits: the join comes back to its
+        sender as REJECT_MESS, with the old type inserted after the header (session.c:1508)."""
+        self.log.append("%s may not join %s: %s (REJECT_MESS)" % (member, name, why))
+        session = self.local.get(member)
+        if session is not None:
+            head = HEADER.pack(REJECT_MESS | MY_ENDIAN_MARKER, pad_name(member), 1, MY_ENDIAN_MARKER, 0)
+            self._enqueue(session, head + UINT32.pack(JOIN_MESS | MY_ENDIAN_MARKER) + pad_name(name))
 
     def _remove(self, member: str, group: Group) -> None:
         del group.members[member]
@@ -1566,6 +1634,7 @@ class StatusSnapshot:
     queued_bytes: int = 0
     disconnections: Dict[str, int] = field(default_factory=dict)
     rejections: Dict[str, int] = field(default_factory=dict)
+    state_changes: Dict[str, int] = field(default_factory=dict)  # session states entered
 
 
 class Daemon:
@@ -1576,8 +1645,10 @@ class Daemon:
     def __init__(self, name: str, proc_id: int = 0x7F000001, memb_time: int = 0,
                  orderer: Optional[Orderer] = None, daemon_order: Optional[Sequence[str]] = None,
                  max_session_messages: int = DEFAULT_MAX_SESSION_MESSAGES, max_sessions: int = MAX_SESSIONS,
-                 rng: Optional[random.Random] = None, max_session_bytes: int = MAX_SESSION_QUEUE_BYTES):
+                 rng: Optional[random.Random] = None, max_session_bytes: int = MAX_SESSION_QUEUE_BYTES,
+                 max_total_bytes: int = MAX_TOTAL_QUEUE_BYTES):
         self.name = name
+        self.max_total_bytes = max_total_bytes
         self.rng = rng or random.Random(0)
         self.orderer = orderer if orderer is not None else LocalOrderer(name)
         self.core = GroupCore(name, proc_id, memb_time, daemon_order, max_session_messages, max_session_bytes)
@@ -1589,6 +1660,8 @@ class Daemon:
         self.disconnections = collections.Counter()
         self.rejections = collections.Counter()
         self.log: collections.deque = collections.deque(maxlen=MAX_LOG_LINES)
+        self.state_changes = collections.Counter()  # session states entered
+        self._close_log: List[str] = []
         self.now = 0.0
         self._orphans: Dict[int, ClientSession] = {}  # rejected before a session existed (quota)
 
@@ -1599,17 +1672,30 @@ class Daemon:
         if len(self.sessions) >= self.max_sessions:
             # REJECT_QUOTA right after accept(), before reading anything (session.c:576)
             self.rejections["REJECT_QUOTA"] += 1
-            self.log.append("connection %d rejected: REJECT_QUOTA (%d sessions)" % (conn_id, len(self.sessions)))
-            session = ClientSession(conn_id, self.name, lambda n: False, self.rng)
+            session = ClientSession(conn_id, self.name, lambda n: False, self.rng, self._transition)
             session.out.append(reject_byte(REJECT_QUOTA))
-            session._enter_closed("REJECT_QUOTA")
+            session._enter_closed("rejected: REJECT_QUOTA (%d sessions)" % len(self.sessions))
             self._orphans[conn_id] = session
             self.core.dirty.add(conn_id)
             self.actions.append(CloseConnection(conn_id, True, "REJECT_QUOTA"))
             return
-        session = ClientSession(conn_id, self.name, lambda n, c=conn_id: self._reserve(n, c), self.rng)
+        session = ClientSession(conn_id, self.name, lambda n, c=conn_id: self._reserve(n, c), self.rng,
+                                self._transition)
         session.opened_at = self.now
         self.sessions[conn_id] = session
+
+    def _transition(self, session: ClientSession, old: str, new: str, reason: str) -> None:
+        """Every session state change: logged with its reason and counted (a student reading
+        the log sees the handshake and every end of a session)."""
+        self.state_changes[new] += 1
+        if new == CLOSED and old == OPEN:
+            # logged by _end_session, after the session's earlier requests (same read) took effect
+            self._close_log.append("%s closed: %s (%s -> CLOSED)" % (session.describe(), reason, old))
+        elif new == CLOSED:
+            self.log.append("%s closed: %s (%s -> CLOSED)" % (session.describe(), reason, old))
+        else:
+            self.log.append("%s: %s -> %s: %s" % (session.describe() if new == OPEN else "connection %d" % session.conn_id,
+                                                  old, new, reason))
 
     def _reserve(self, name: str, conn_id: int) -> bool:
         if name in self.names:
@@ -1626,7 +1712,7 @@ class Daemon:
         if not was_open and session.out.chunks:
             self.core.dirty.add(conn_id)  # handshake replies
         if events:
-            self._handle_events(session, events, was_open)
+            self._handle_events(session, events)
             self._run_orderer()
 
     def connection_closed(self, conn_id: int) -> None:
@@ -1640,7 +1726,8 @@ class Daemon:
             self._end_session(session, "connection closed by the client", close=False)
             self._run_orderer()
         else:
-            self._forget(session, session.close_reason or "closed during the handshake")
+            session._enter_closed("connection closed during the handshake")  # no-op if already closed
+            self._forget(session, session.close_reason)
 
     def datagram(self, packet: bytes, src, now: float) -> None:
         self.now = now
@@ -1656,8 +1743,25 @@ class Daemon:
                 self.disconnections["handshake timeout"] += 1
                 self.actions.append(CloseConnection(session.conn_id, False, "handshake timeout"))
                 self._forget(session, "handshake timeout")
+        self._bound_total_queues()
         self.orderer.tick(now)
         self._run_orderer()
+
+    def _bound_total_queues(self) -> None:
+        """Memory stays bounded with many slow sessions too: over max_total_bytes queued in all,
+        the sessions with the longest queues are disconnected until the total fits."""
+        queued = [(s.out.queued_bytes, s.conn_id, s) for s in self.sessions.values() if s.state == OPEN]
+        total = sum(q[0] for q in queued)
+        if total <= self.max_total_bytes:
+            return
+        for size, _cid, session in sorted(queued, key=lambda q: (-q[0], q[1])):
+            if total <= self.max_total_bytes:
+                break
+            total -= size
+            session._enter_closed("not reading (the longest queue while all sessions hold more than %d bytes)"
+                                  % self.max_total_bytes)
+            self.core.overflowed.append(session)
+        self._kill_overflowed()
 
     # -- outputs -----------------------------------------------------------------------------------
     def take_dirty(self) -> set:
@@ -1683,7 +1787,7 @@ class Daemon:
         return actions
 
     # -- internals ---------------------------------------------------------------------------------
-    def _handle_events(self, session: ClientSession, events: list, was_open: bool) -> None:
+    def _handle_events(self, session: ClientSession, events: list) -> None:
         submit = self.orderer.submit
         in_by_service = self.in_by_service
         for event in events:
@@ -1694,19 +1798,16 @@ class Daemon:
             elif cls is Join or cls is Leave:
                 submit(event)
             elif cls is Kill:
+                self._run_orderer()  # what the session asked for before its KILL comes first
                 self._end_session(session, event.reason, close=True, kill=event)
             elif cls is Accepted:
-                self.log.append("session %s accepted (lib %d.%d.%d, membership=%d, priority=%d)" % (
-                    session.private_group, session.lib_version // 10000, session.lib_version // 100 % 100,
-                    session.lib_version % 100, session.group_membership, session.priority))
                 self.core.add_session(session)
             elif cls is Rejected:
                 name = ERROR_NAMES.get(event.code, str(event.code))
                 self.rejections[name] += 1
-                self.log.append("connection %d rejected: %s (%s)" % (session.conn_id, name, event.reason))
                 self.actions.append(CloseConnection(session.conn_id, True, name))
             elif cls is ProtocolViolation:
-                self.log.append("session %s: protocol violation: %s" % (session.private_group or session.conn_id, event.reason))
+                self._run_orderer()
                 if session.private_group in self.core.local:
                     self._end_session(session, "protocol violation", close=True)
                 else:
@@ -1719,7 +1820,9 @@ class Daemon:
     def _end_session(self, session: ClientSession, reason: str, close: bool, kill: Optional[Kill] = None) -> None:
         """The session is over: its KILL goes through the orderer (others see DISCONNECT)."""
         self.disconnections[reason] += 1
-        self.log.append("session %s closed: %s" % (session.private_group, reason))
+        session._enter_closed(reason)  # unless the session had closed itself already
+        self.log.extend(self._close_log)
+        self._close_log.clear()
         if close:
             self.actions.append(CloseConnection(session.conn_id, False, reason))
         session.out.clear()
@@ -1739,11 +1842,12 @@ class Daemon:
             outputs = self.orderer.poll()
             if not outputs:
                 break
+            deliver = core.deliver  # every delivery goes through deliver(): a subclass may hold some
             for item in outputs:
                 if item.__class__ is Deliver:
                     msg = item.msg
-                    core.deliver(msg)
-                    if msg.kind == KILL and msg.origin == self.name:
+                    deliver(msg)
+                    if msg.kind is not DATA and msg.kind == KILL and msg.origin == self.name:
                         self._release_name(msg.sender)
                 elif isinstance(item, Send):
                     self.actions.append(SendDatagram(item.packet, item.dest))
@@ -1768,7 +1872,7 @@ class Daemon:
         candidates, core.over_limit = core.over_limit, set()
         for session in sorted(candidates, key=lambda s: s.conn_id):
             if session.state != CLOSED and session.out.messages > core.max_session_messages:
-                session._enter_closed("not reading")
+                session._enter_closed("not reading (more than %d queued messages)" % core.max_session_messages)
                 core.overflowed.append(session)
         if core.overflowed:
             self._kill_overflowed()
@@ -1777,9 +1881,8 @@ class Daemon:
     def _kill_overflowed(self) -> None:
         core = self.core
         while core.overflowed:
-            session = core.overflowed.pop()
-            reason = "not reading (more than %d queued messages)" % core.max_session_messages
-            self._end_session(session, reason, close=True)
+            session = core.overflowed.pop(0)  # in the order they were judged
+            self._end_session(session, session.close_reason, close=True)
 
     # -- status -------------------------------------------------------------------------------------
     def snapshot(self, address: str = "", uptime_s: float = 0.0) -> StatusSnapshot:
@@ -1795,7 +1898,8 @@ class Daemon:
             msgs_in={SERVICE_NAMES[k]: v for k, v in sorted(self.in_by_service.items()) if k in SERVICE_NAMES},
             msgs_out={SERVICE_NAMES[k]: v for k, v in sorted(self.core.out_by_service.items()) if k in SERVICE_NAMES},
             queued_bytes=sum(r.queued_bytes for r in rows),
-            disconnections=dict(self.disconnections), rejections=dict(self.rejections))
+            disconnections=dict(self.disconnections), rejections=dict(self.rejections),
+            state_changes=dict(self.state_changes))
 
 
 # ---- Configuration file (spread.conf) ------------------------------------------------------------
@@ -1873,78 +1977,106 @@ def _parse_segment_address(text: str, lineno: int) -> Tuple[str, int]:
     return _parse_ip(addr, lineno), port
 
 
+class _ConfParser:
+    """A recursive-descent reader over (token, line) pairs; every error names its line."""
+
+    def __init__(self, text: str):
+        self.tokens = _conf_tokens(text)
+        self.pos = 0
+        self.config = SpreadConfig()
+        self.names: set = set()
+
+    def peek(self, ahead: int = 0) -> Optional[Tuple[str, int]]:
+        index = self.pos + ahead
+        return self.tokens[index] if index < len(self.tokens) else None
+
+    def take(self, what: str) -> Tuple[str, int]:
+        token = self.peek()
+        if token is None:
+            raise ConfigError("end of file: expected %s" % what)
+        self.pos += 1
+        return token
+
+    def expect(self, what: str) -> None:
+        token = self.peek()
+        if token is None or token[0] != what:
+            where = "line %d" % token[1] if token else "end of file"
+            raise ConfigError("%s: expected %r, got %r" % (where, what, token[0] if token else "nothing"))
+        self.pos += 1
+
+    def parse(self) -> SpreadConfig:
+        while self.peek() is not None:
+            word, line = self.peek()
+            if word.lower() == "spread_segment":
+                self.segment()
+            elif self.peek(1) is not None and self.peek(1)[0] == "=":
+                self.setting()
+            else:
+                raise ConfigError("line %d: unexpected %r (expected Spread_Segment or a `Key = value` setting)"
+                                  % (line, word))
+        if not self.config.daemons:
+            raise ConfigError("no daemons: the file needs a Spread_Segment with at least one daemon")
+        return self.config
+
+    def segment(self) -> None:
+        """Spread_Segment ADDR[:PORT] { daemon ... }"""
+        _, line = self.take("Spread_Segment")
+        text, line = self.take("a segment address after Spread_Segment (line %d)" % line)
+        address, port = _parse_segment_address(text, line)
+        self.expect("{")
+        segment = Segment(address, port)
+        while self.peek() is not None and self.peek()[0] != "}":
+            segment.daemons.append(self.daemon(port))
+        self.expect("}")
+        self.config.segments.append(segment)
+
+    def daemon(self, port: int) -> DaemonEntry:
+        """NAME IP [{ [D|C|M] IP ... }]"""
+        name, line = self.take("a daemon name")
+        if not name_is_legal(name, PRIVATE_NAME_MIN_CHAR, MAX_PROC_NAME - 1):
+            raise ConfigError("line %d: daemon name %r: 1..%d characters from '$'..'~'" % (line, name, MAX_PROC_NAME - 1))
+        if name in self.names:
+            raise ConfigError("line %d: daemon name %r appears twice" % (line, name))
+        self.names.add(name)
+        if len(self.names) > MAX_CONFIG_DAEMONS:
+            raise ConfigError("line %d: more than %d daemons" % (line, MAX_CONFIG_DAEMONS))
+        ip_text, ip_line = self.take("the address of daemon %r (line %d)" % (name, line))
+        entry = DaemonEntry(name, _parse_ip(ip_text, ip_line), port, len(self.config.segments))
+        if self.peek() is not None and self.peek()[0] == "{":
+            self.pos += 1
+            while self.peek() is not None and self.peek()[0] != "}":
+                entry.interfaces.append(self.interface())
+            self.expect("}")
+        return entry
+
+    def interface(self) -> Tuple[str, str]:
+        """[D|C|M...] IP: an interface of the daemon, for daemons (D), clients (C), monitor (M)."""
+        word, line = self.take("an interface address")
+        kinds = ""
+        if re.fullmatch(r"[DCMdcm]+", word):
+            kinds = word.upper()
+            word, line = self.take("an interface address after %r (line %d)" % (kinds, line))
+        return kinds, _parse_ip(word, line)
+
+    def setting(self) -> None:
+        """Key = value (to the end of the line) or Key = { ... }: accepted, listed once, not used."""
+        key, line = self.take("a setting")
+        self.expect("=")
+        if self.peek() is not None and self.peek()[0] == "{":
+            while self.peek() is not None and self.peek()[0] != "}":
+                self.pos += 1
+            self.expect("}")
+        else:
+            while self.peek() is not None and self.peek()[1] == line:
+                self.pos += 1
+        if key not in self.config.ignored:
+            self.config.ignored.append(key)
+
+
 def parse_spread_conf(text: str) -> SpreadConfig:
     """Parse the spread.conf format: Spread_Segment ADDR:PORT { NAME IP [{ [D|C|M] IP ... }] ... },
     '#' comments, and other `Key = value` settings (accepted, listed once in .ignored)."""
-    tokens = _conf_tokens(text)
-    config = SpreadConfig()
-    names = set()
-    pos = 0
-
-    def expect(what: str) -> int:
-        nonlocal pos
-        if pos >= len(tokens) or tokens[pos][0] != what:
-            where = "line %d" % tokens[pos][1] if pos < len(tokens) else "end of file"
-            got = tokens[pos][0] if pos < len(tokens) else "nothing"
-            raise ConfigError("%s: expected %r, got %r" % (where, what, got))
-        pos += 1
-        return tokens[pos - 1][1]
-
-    while pos < len(tokens):
-        tok, lineno = tokens[pos]
-        if tok.lower() == "spread_segment":
-            if pos + 1 >= len(tokens):
-                raise ConfigError("line %d: Spread_Segment without an address" % lineno)
-            address, port = _parse_segment_address(tokens[pos + 1][0], lineno)
-            pos += 2
-            expect("{")
-            segment = Segment(address, port)
-            while pos < len(tokens) and tokens[pos][0] != "}":
-                name, nline = tokens[pos]
-                if pos + 1 >= len(tokens):
-                    raise ConfigError("line %d: daemon %r without an address" % (nline, name))
-                if not name_is_legal(name, PRIVATE_NAME_MIN_CHAR, MAX_PROC_NAME - 1):
-                    raise ConfigError("line %d: daemon name %r: 1..%d characters from '$'..'~'" % (nline, name, MAX_PROC_NAME - 1))
-                if name in names:
-                    raise ConfigError("line %d: daemon name %r appears twice" % (nline, name))
-                names.add(name)
-                entry = DaemonEntry(name, _parse_ip(tokens[pos + 1][0], nline), port, len(config.segments))
-                pos += 2
-                if pos < len(tokens) and tokens[pos][0] == "{":
-                    pos += 1
-                    while pos < len(tokens) and tokens[pos][0] != "}":
-                        word, iline = tokens[pos]
-                        kinds = ""
-                        if re.fullmatch(r"[DCMdcm]+", word):
-                            kinds = word.upper()
-                            pos += 1
-                            if pos >= len(tokens):
-                                break
-                            word, iline = tokens[pos]
-                        entry.interfaces.append((kinds, _parse_ip(word, iline)))
-                        pos += 1
-                    expect("}")
-                segment.daemons.append(entry)
-                if len(names) > MAX_CONFIG_DAEMONS:
-                    raise ConfigError("line %d: more than %d daemons" % (nline, MAX_CONFIG_DAEMONS))
-            expect("}")
-            config.segments.append(segment)
-        elif pos + 1 < len(tokens) and tokens[pos + 1][0] == "=":
-            pos += 2
-            if pos < len(tokens) and tokens[pos][0] == "{":
-                while pos < len(tokens) and tokens[pos][0] != "}":
-                    pos += 1
-                expect("}")
-            else:
-                while pos < len(tokens) and tokens[pos][1] == lineno:
-                    pos += 1
-            if tok not in config.ignored:
-                config.ignored.append(tok)
-        else:
-            raise ConfigError("line %d: unexpected %r (expected Spread_Segment or a `Key = value` setting)" % (lineno, tok))
-    if not config.daemons:
-        raise ConfigError("no daemons: the file needs a Spread_Segment with at least one daemon")
-    return config
+    return _ConfParser(text).parse()
 
 
 def load_spread_conf(path: str) -> SpreadConfig:
@@ -3046,6 +3178,7 @@ class DaemonServer:
         self.started = time.monotonic()
         self.stopping = False
         self.listeners: List[socket.socket] = []
+        self.paused: list = []  # (resume time, listener) after accept() failed
 
     def open(self) -> None:
         tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -3127,6 +3260,7 @@ class DaemonServer:
                 daemon.tick(now)
                 self._after_events()
                 next_tick = now + TICK_EVERY_S
+                self._resume_accepting(now)
             if next_status is not None and now >= next_status:
                 self.print_status()
                 next_status = now + self.status_every_s
@@ -3138,7 +3272,9 @@ class DaemonServer:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # e.g. out of file descriptors: keep serving the others
-                self.log("accept failed: %s" % exc)
+                self.log("accept failed: %s; not accepting for %.0f s" % (exc, ACCEPT_PAUSE_S))
+                self.sel.unregister(listener)  # else the pending connection wakes us forever
+                self.paused.append((time.monotonic() + ACCEPT_PAUSE_S, listener))
                 return
             sock.setblocking(False)
             if sock.family == socket.AF_INET:
@@ -3148,6 +3284,12 @@ class DaemonServer:
             self.conns[conn_id] = sock
             self.sel.register(sock, selectors.EVENT_READ, conn_id)
             self.daemon.connection_opened(conn_id, time.monotonic())
+
+    def _resume_accepting(self, now: float) -> None:
+        for item in list(self.paused):
+            if now >= item[0]:
+                self.paused.remove(item)
+                self.sel.register(item[1], selectors.EVENT_READ, "listen")
 
     def _read(self, conn_id: int) -> None:
         sock = self.conns.get(conn_id)
@@ -3209,7 +3351,7 @@ class DaemonServer:
                 if isinstance(action, CloseConnection):
                     if action.flush_first:
                         self._write(action.conn_id)
-                    sock = self._drop(action.conn_id)
+                    self._drop(action.conn_id)
                     daemon.connection_closed(action.conn_id)
             dirty = daemon.take_dirty()
             for conn_id in dirty:
@@ -3625,6 +3767,10 @@ class MembershipMessage:
 
 
 def service_name(service_type: int) -> str:
+    if service_type & REJECT_MESS:  # a request the daemon refused, sent back to its sender
+        old = service_type & ~REJECT_MESS
+        control = {JOIN_MESS: "JOIN", LEAVE_MESS: "LEAVE", KILL_MESS: "KILL"}.get(old)
+        return "REJECTED " + (control or service_name(old))
     for bit, name in SERVICE_NAMES.items():
         if service_type & bit:
             return name + ("|SELF_DISCARD" if service_type & SELF_DISCARD else "")
@@ -4042,36 +4188,6 @@ USER_HELP = """commands:
   ?                       this help"""
 
 
-def format_message(msg) -> str:
-    """A readable rendering of a received message (regular or membership), like spuser's."""
-    if not msg.is_membership:
-        text = msg.data.decode("utf-8", "replace")
-        return ("received %s message from %s, mess_type %d, endian_mismatch %s, to %d group(s) %s\n"
-                "  (%d bytes): %s%s" % (service_name(msg.service_type), msg.sender, msg.mess_type, msg.endian_mismatch,
-                                       len(msg.groups), ", ".join(msg.groups), len(msg.data), text,
-                                       " [truncated]" if msg.truncated else ""))
-    if msg.is_self_leave:
-        return "SELF-LEAVE: you left group %s" % msg.group
-    if msg.is_transitional:
-        return "TRANSITIONAL membership for group %s (group id %s)" % (msg.group, _fmt_gid(msg.group_id))
-    lines = ["REGULAR membership for group %s with %d member(s), where I am member %d:" % (
-        msg.group, len(msg.members), msg.my_index)]
-    lines += ["    %s" % m for m in msg.members]
-    lines.append("  group id %s" % _fmt_gid(msg.group_id))
-    cause = msg.caused_by or "?"
-    if cause in ("JOIN", "LEAVE", "DISCONNECT"):
-        lines.append("  due to the %s of %s" % (cause, ", ".join(msg.changed_members)))
-    else:
-        lines.append("  due to a %s change" % cause)
-    for i, vs in enumerate(msg.vs_sets):
-        lines.append("  vs_set %d (%d): %s" % (i, len(vs), ", ".join(vs)))
-    return "\n".join(lines)
-
-
-def _fmt_gid(gid) -> str:
-    return "%d %d %d" % tuple(gid) if gid is not None else "-"
-
-
 class UserTool:
     """The spuser-like loop: commands from stdin (a terminal or a script), messages as they come."""
 
@@ -4218,6 +4334,36 @@ class UserTool:
 # Terminal rendering
 # =============================================================================================
 
+def format_message(msg) -> str:
+    """A readable rendering of a received message (regular or membership), like spuser's."""
+    if not msg.is_membership:
+        text = msg.data.decode("utf-8", "replace")
+        return ("received %s message from %s, mess_type %d, endian_mismatch %s, to %d group(s) %s\n"
+                "  (%d bytes): %s%s" % (service_name(msg.service_type), msg.sender, msg.mess_type, msg.endian_mismatch,
+                                       len(msg.groups), ", ".join(msg.groups), len(msg.data), text,
+                                       " [truncated]" if msg.truncated else ""))
+    if msg.is_self_leave:
+        return "SELF-LEAVE: you left group %s" % msg.group
+    if msg.is_transitional:
+        return "TRANSITIONAL membership for group %s (group id %s)" % (msg.group, _fmt_gid(msg.group_id))
+    lines = ["REGULAR membership for group %s with %d member(s), where I am member %d:" % (
+        msg.group, len(msg.members), msg.my_index)]
+    lines += ["    %s" % m for m in msg.members]
+    lines.append("  group id %s" % _fmt_gid(msg.group_id))
+    cause = msg.caused_by or "?"
+    if cause in ("JOIN", "LEAVE", "DISCONNECT"):
+        lines.append("  due to the %s of %s" % (cause, ", ".join(msg.changed_members)))
+    else:
+        lines.append("  due to a %s change" % cause)
+    for i, vs in enumerate(msg.vs_sets):
+        lines.append("  vs_set %d (%d): %s" % (i, len(vs), ", ".join(vs)))
+    return "\n".join(lines)
+
+
+def _fmt_gid(gid) -> str:
+    return "%d %d %d" % tuple(gid) if gid is not None else "-"
+
+
 def _status_rows(snap: StatusSnapshot) -> List[Tuple[str, str, str]]:
     rows: List[Tuple[str, str, str]] = []
     for s in snap.sessions:
@@ -4229,6 +4375,10 @@ def _status_rows(snap: StatusSnapshot) -> List[Tuple[str, str, str]]:
         if service in snap.msgs_in or service in snap.msgs_out:
             rows.append(("messages", service, "in %d, out %d" % (snap.msgs_in.get(service, 0), snap.msgs_out.get(service, 0))))
     rows.append(("queued", "all sessions", "%d bytes" % snap.queued_bytes))
+    if snap.state_changes:
+        rows.append(("states", "sessions entered", ", ".join("%s %d" % (state, snap.state_changes[state])
+                                                            for state in (AWAIT_AUTH, OPEN, CLOSED)
+                                                            if state in snap.state_changes)))
     for reason, count in sorted(snap.disconnections.items()):
         rows.append(("disconnected", reason, str(count)))
     for reason, count in sorted(snap.rejections.items()):
@@ -4245,7 +4395,8 @@ def render_status(snap: StatusSnapshot):
     """A rich Table of the snapshot (or the plain text where rich is missing)."""
     if Table is None:
         return render_status_text(snap)
-    table = Table(title=_status_title(snap), title_justify="left")
+    title = _status_title(snap)
+    table = Table(title=title, title_justify="left", min_width=min(len(title) + 4, 120))
     table.add_column("what")
     table.add_column("name")
     table.add_column("detail", overflow="fold")
@@ -4334,6 +4485,21 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _spread_name(text: str) -> str:
+    try:
+        parse_spread_name(text)
+    except IllegalSpread as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _private_name(text: str) -> str:
+    if text and not name_is_legal(text, PRIVATE_NAME_MIN_CHAR, MAX_PRIVATE_NAME):
+        raise argparse.ArgumentTypeError("private name %r: up to %d characters from '$'..'~' (no '#')"
+                                         % (text, MAX_PRIVATE_NAME))
+    return text
+
+
 def default_daemon_name() -> str:
     """With no configuration the real daemon is named after the host (at most 19 chars)."""
     name = "".join(c for c in socket.gethostname().split(".")[0] if PRIVATE_NAME_MIN_CHAR <= ord(c) <= NAME_MAX_CHAR)
@@ -4356,8 +4522,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between status tables (0: never; default 20)")
     d.add_argument("--no-unix", action="store_true", help="do not listen on the unix socket /tmp/PORT")
     u = sub.add_parser("user", help="interactive or scripted client, like Spread's spuser")
-    u.add_argument("-s", "--spread", default=str(DEFAULT_SPREAD_PORT), help="daemon: PORT, PORT@HOST (default 4803)")
-    u.add_argument("-u", "--user", default="", help="private name (at most 10 characters)")
+    u.add_argument("-s", "--spread", type=_spread_name, default=str(DEFAULT_SPREAD_PORT),
+                   help="daemon: PORT (unix socket /tmp/PORT), PORT@HOST or PORT@A.B.C.D (default 4803)")
+    u.add_argument("-u", "--user", type=_private_name, default="",
+                   help="private name, at most 10 characters (default: the daemon invents one)")
     u.add_argument("--no-membership", action="store_true", help="do not receive membership messages")
     u.add_argument("--linger", type=_seconds, default=0.5, help="seconds to keep printing after end of input")
     return parser
@@ -4366,6 +4534,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_daemon(args, parser) -> int:
     name = args.name
     listen = args.listen
+    daemon_ip = None  # the daemon's own address (its proc_id in group ids), from -c
     port = args.port
     daemon_order = None
     if args.config:
@@ -4378,6 +4547,7 @@ def run_daemon(args, parser) -> int:
         listen = listen or entry.client_addresses()[0]
         port = port or entry.port
         daemon_order = config.daemon_order()
+        daemon_ip = entry.ip
         for setting in config.ignored:
             print("configuration: setting %s accepted and ignored" % setting, flush=True)
         if len(config.daemons) > 1:  # several daemons: the RING protocol (issue 5)
@@ -4386,7 +4556,7 @@ def run_daemon(args, parser) -> int:
     listen = listen or DEFAULT_LISTEN
     port = port or DEFAULT_SPREAD_PORT
     try:
-        proc_id = proc_id_of(listen)
+        proc_id = proc_id_of(daemon_ip or listen)
     except ValueError:
         parser.error("--listen %r: give an IPv4 address" % listen)
     if listen == "0.0.0.0":  # never every interface at once: name the lab interface's address

@@ -517,3 +517,62 @@ def test_library_refuses_absurd_headers():
     with pytest.raises(sp.IllegalMessage):
         sp.message_length(sp.HEADER.pack(sp.SAFE_MESS | MARK, b"", 0, MARK, 2 ** 31 - 1))
     assert sp.message_length(b"short") == 0
+
+
+def test_every_session_state_change_is_logged_and_counted():
+    """STYLE: explicit states, a logged and counted reason for every change."""
+    d = sp.Daemon("localhost")
+    a = Client(d, 1, "a")
+    d.connection_opened(2)
+    d.connection_data(2, sp.encode_connect("a", True))  # the name is taken
+    a.request(sp.KILL_MESS, [a.pg])
+    log = "\n".join(d.log)
+    assert "connection 1: AWAIT_CONNECT -> AWAIT_AUTH: connect message from library 4.4.0, name 'a'" in log
+    assert "session #a#localhost: AWAIT_AUTH -> OPEN: accepted as #a#localhost (NULL authentication)" in log
+    assert "connection 2 closed: rejected: REJECT_NOT_UNIQUE" in log
+    assert "session #a#localhost closed: client disconnect (KILL) (OPEN -> CLOSED)" in log
+    assert d.snapshot().state_changes == {"AWAIT_AUTH": 1, "OPEN": 1, "CLOSED": 2}
+
+
+def test_total_queued_bytes_bounded_across_sessions():
+    d = sp.Daemon("localhost", max_session_messages=1000, max_total_bytes=30000)
+    small, big, tx = Client(d, 1, "small"), Client(d, 2, "big"), Client(d, 3, "tx")
+    small.request(sp.JOIN_MESS, ["s"])
+    big.request(sp.JOIN_MESS, ["b"])
+    tx.request(sp.RELIABLE_MESS, ["s"], b"x" * 10000)
+    for _ in range(3):
+        tx.request(sp.RELIABLE_MESS, ["b"], b"y" * 10000)
+    d.tick(1.0)
+    closes = [a.conn_id for a in d.poll() if isinstance(a, sp.CloseConnection)]
+    assert closes == [2]  # the longest queue goes; the other session keeps its message
+    assert small.messages()[-1].data == b"x" * 10000
+
+
+def test_join_beyond_the_limits_comes_back_as_reject_mess(monkeypatch):
+    """PROTOCOL.md section 4: REJECT_MESS (old type after the header) only to the sender."""
+    monkeypatch.setattr(sp, "MAX_GROUPS_PER_MEMBER", 2)
+    d = sp.Daemon("localhost")
+    a = Client(d, 1, "a")
+    for name in ("g1", "g2", "g3"):
+        a.request(sp.JOIN_MESS, [name])
+    got = a.messages()
+    assert [m.is_membership for m in got] == [True, True, False]
+    rejected = got[2]
+    assert rejected.service_type == sp.JOIN_MESS | sp.REJECT_MESS and rejected.groups == ["g3"]
+    assert rejected.sender == "#a#localhost" and "g3" not in d.core.groups
+    assert any("may not join g3" in line for line in d.log)
+
+
+def test_two_slow_sessions_are_cut_in_order_and_others_see_both_disconnects():
+    d = sp.Daemon("localhost", max_session_messages=3)
+    watcher, s1, s2, tx = Client(d, 1, "w"), Client(d, 2, "s1"), Client(d, 3, "s2"), Client(d, 4, "tx")
+    for c in (watcher, s1, s2):
+        c.request(sp.JOIN_MESS, ["g"])
+    watcher.pump()
+    burst(tx, "g", 5)
+    watcher.pump()
+    d.enforce_queue_limits()
+    assert [a.conn_id for a in d.poll() if isinstance(a, sp.CloseConnection)] == [2, 3]
+    gone = watcher.messages()
+    assert [(m.caused_by, m.changed_members) for m in gone] == [("DISCONNECT", ["#s1#localhost"]),
+                                                                ("DISCONNECT", ["#s2#localhost"])]

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import spread_mini as sp
+from spread_helpers import be_message
 
 NAMES = ["a", "b", "c", "d", "e"]
 GROUPS = ["g1", "g2", "g3"]
@@ -44,11 +45,12 @@ class Model:
             if self.sessions[cid]["memb"]:
                 self.put(cid, ("memb", group, cause, members, self.index[group], (changed,)))
 
-    def connect(self, cid, name, memb):
+    def connect(self, cid, name, memb, big_endian=False):
         if name in self.names:
             return False
         self.names[name] = cid
-        self.sessions[cid] = dict(name=name, pg="#%s#localhost" % name, memb=memb, queue=[], delivered=[])
+        self.sessions[cid] = dict(name=name, pg="#%s#localhost" % name, memb=memb, queue=[], delivered=[],
+                                  big_endian=big_endian)
         return True
 
     def join(self, cid, group):
@@ -88,7 +90,7 @@ class Model:
         for t in targets:
             if t == cid and service & sp.SELF_DISCARD:
                 continue
-            self.put(t, ("data", pg, tuple(groups), payload, service))
+            self.put(t, ("data", pg, tuple(groups), payload, service, self.sessions[cid]["big_endian"]))
 
     def kill(self, cid):
         pg = self.pg_of(cid)
@@ -115,7 +117,7 @@ class Model:
 
 def as_tuple(msg):
     if not msg.is_membership:
-        return ("data", msg.sender, tuple(msg.groups), msg.data, msg.service_type)
+        return ("data", msg.sender, tuple(msg.groups), msg.data, msg.service_type, msg.endian_mismatch)
     if msg.is_self_leave:
         return ("self_leave", msg.group)
     return ("memb", msg.group, msg.caused_by, tuple(msg.members), msg.group_id.index, tuple(msg.changed_members))
@@ -124,9 +126,11 @@ def as_tuple(msg):
 class Harness:
     """The daemon core, with fake connections that the I/O loop would own."""
 
-    def __init__(self):
+    def __init__(self, seed: int = 0):
         self.d = sp.Daemon("localhost", max_session_messages=LIMIT, rng=random.Random(3))
         self.received = {}  # conn id -> decoded tuples
+        self.big_endian = set()  # conn ids of clients that write big-endian
+        self.split = random.Random(seed)  # where requests are cut into pieces (TCP may cut anywhere)
 
     def connect(self, cid, name, memb):
         d = self.d
@@ -143,7 +147,13 @@ class Harness:
         return True
 
     def request(self, cid, pg, type_bits, groups, data=b""):
-        self.d.connection_data(cid, sp.encode_message(type_bits, pg, groups, sp.make_hint(0), data))
+        if cid in self.big_endian:
+            raw = be_message(type_bits, pg, groups, 0, data)
+        else:
+            raw = sp.encode_message(type_bits, pg, groups, sp.make_hint(0), data)
+        cuts = sorted(self.split.sample(range(1, len(raw)), min(len(raw) - 1, self.split.randrange(3))))
+        for start, end in zip([0] + cuts, cuts + [len(raw)]):
+            self.d.connection_data(cid, raw[start:end])
 
     def pump(self, cid):
         buf = b""
@@ -173,7 +183,7 @@ class Harness:
         return closed
 
 
-connect_op = st.tuples(st.just("connect"), st.sampled_from(NAMES), st.booleans())
+connect_op = st.tuples(st.just("connect"), st.sampled_from(NAMES), st.booleans(), st.booleans())
 op = st.one_of(
     connect_op,
     st.tuples(st.just("join"), st.integers(0, 9), st.sampled_from(GROUPS)),
@@ -192,9 +202,10 @@ scenario = st.builds(lambda first, rest: first + rest, st.lists(connect_op, min_
 
 
 @settings(max_examples=300)
-@given(scenario)
-def test_daemon_core_matches_reference_model(ops):
-    model, h = Model(), Harness()
+@given(scenario, st.integers(0, 2 ** 16))
+def test_daemon_core_matches_reference_model(ops, seed):
+    """Clients of both byte orders; every request cut into 1-3 pieces at random places."""
+    model, h = Model(), Harness(seed)
     next_cid = 1
     counter = 0
     for step in ops:
@@ -203,7 +214,9 @@ def test_daemon_core_matches_reference_model(ops):
         if kind == "connect":
             cid = next_cid
             next_cid += 1
-            assert h.connect(cid, step[1], step[2]) == model.connect(cid, step[1], step[2]), ops
+            assert h.connect(cid, step[1], step[2]) == model.connect(cid, step[1], step[2], step[3]), ops
+            if step[3]:
+                h.big_endian.add(cid)
         elif kind == "pump_all":
             for cid in alive:
                 model.pump(cid)
@@ -282,3 +295,18 @@ def test_library_decoder_raises_only_spread_errors(raw, max_len, max_groups, dro
             sp.decode_message(raw, 0, "#x#y", max_len, max_groups, drop)
     except sp.SpreadError:
         pass
+
+
+conf_words = st.sampled_from(["Spread_Segment", "127.0.0.255:4803", "{", "}", "d1", "127.0.0.1", "D", "C", "=",
+                              "EventLogFile", "/tmp/x", "#", "\n", "10.0.0.300", "x" * 25, "127.0.0.2"])
+
+
+@settings(max_examples=300)
+@given(st.lists(conf_words, max_size=30))
+def test_config_parser_gives_a_config_or_a_config_error(words):
+    try:
+        conf = sp.parse_spread_conf(" ".join(words))
+    except sp.ConfigError as exc:
+        assert str(exc)
+    else:
+        assert conf.daemons and len(set(conf.daemon_order())) == len(conf.daemons)

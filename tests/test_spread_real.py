@@ -371,6 +371,8 @@ def test_daemon_with_config_file(procs, tmp_path):
     (["daemon", "-c", "/etc/hostname"], "line 1"),
     (["user", "--linger", "x"], "seconds"),
     (["daemon", "--listen", "0.0.0.0"], "every interface"),
+    (["user", "-s", "nonsense"], "expected PORT"),
+    (["user", "-u", "much_too_long_name"], "private name"),
     (["daemon", "--listen", "localhost"], "IPv4 address"),
 ])
 def test_bad_arguments_exit_2_without_traceback(argv, text):
@@ -445,3 +447,41 @@ def test_runs_without_rich(procs, tmp_path):
         out = daemon.communicate(timeout=15)[0]
     assert "spread_mini daemon plain on 127.0.0.1:%d" % port in out and "session" in out
     assert "Traceback" not in out and "┃" not in out
+
+
+def test_out_of_file_descriptors_pauses_accepting_and_recovers(procs, tmp_path):
+    """With a tiny descriptor limit, connections beyond it wait; the daemon neither dies nor spins."""
+    port = free_tcp_port()
+    script = tmp_path / "lowfd.py"
+    script.write_text("import resource, runpy, sys\nresource.setrlimit(resource.RLIMIT_NOFILE, (24, 24))\n"
+                      "sys.argv = ['spread_mini.py'] + sys.argv[1:]\nrunpy.run_path(%r, run_name='__main__')\n"
+                      % os.path.join(os.path.dirname(sp.__file__), "spread_mini.py"))
+    proc = procs.start(str(script), "daemon", "--port", str(port), "--name", "fd", "--no-unix", "--status-every", "0")
+    wait_for(lambda: __import__("spread_helpers").port_open(port), 15)
+    held = []
+    for i in range(30):
+        sock = socket.socket()
+        sock.settimeout(5)
+        sock.connect(("127.0.0.1", port))
+        held.append(sock)
+    wait_for(lambda: "accept failed" in procs.output(proc), 15)
+    for sock in held:
+        sock.close()
+    wait_for(lambda: _connects(port, "again"), 20)
+    assert proc.poll() is None
+
+
+def test_benchmark_runs_and_prints_its_rows():
+    """The benchmark itself (tiny counts; its figures are not judged here: speed is for benchmarks)."""
+    root = os.path.dirname(sp.__file__)
+    out = subprocess.run([sys.executable, "bench/spread_throughput.py", "--count", "300", "--sizes", "100",
+                          "--services", "agreed,unreliable", "--receivers", "2"], capture_output=True, text=True,
+                         timeout=120, cwd=root)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert any(line.startswith("spread_mini AGREED") and " 300 " in line for line in lines), out.stdout
+    assert any(line.startswith("raw TCP relay (ceiling)") for line in lines)
+    assert lines[-1].startswith("command: python3 bench/spread_throughput.py --receivers 2 --count 300")
+    core = subprocess.run([sys.executable, "bench/spread_throughput.py", "--core-only", "--sizes", "100"],
+                          capture_output=True, text=True, timeout=60, cwd=root)
+    assert core.returncode == 0 and "daemon core alone" in core.stdout
