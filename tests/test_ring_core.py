@@ -400,3 +400,39 @@ def test_status_rows_show_the_ring():
         console.print(text)
         text = console.export_text()
     assert "membership changes" in text
+
+
+def test_wire_round_trip_property_for_tokens_and_data():
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_", min_size=1, max_size=20)
+    pids = st.tuples(names, st.integers(0, 2 ** 64 - 1))
+    u64 = st.integers(0, 2 ** 64 - 1)
+
+    @hypothesis.given(pids, pids, u64, u64, st.lists(u64, max_size=30), st.one_of(st.none(), pids),
+                      st.integers(0, 2 ** 32 - 1), st.binary(max_size=2000), st.integers(1, 9))
+    @hypothesis.settings(max_examples=200)
+    def check(rep, sender, seq, aru_less, rtr, modifier, fcc, body, frags):
+        ring_id = (seq, rep[0], rep[1])
+        aru = min(seq, aru_less)
+        t = sr.RingToken(ring_id, sender, 7, link_seq=seq, link_aru=aru, flow_control=fcc,
+                         rtr=rtr, site_seq=aru_less, site_lts=seq, site_aru=aru,
+                         site_aru_modifier=modifier, retrans_flg=1)
+        back = sr.decode_ring_packet(sr.encode_ring_token(t))
+        assert (back.ring_id, back.sender, back.link_seq, back.link_aru, back.rtr,
+                back.site_aru_modifier, back.flow_control) == (ring_id, sender, seq, aru, rtr,
+                                                                modifier, fcc)
+        chunk = sr.RingChunk(aru_less, seq, aru, frags - 1, frags, sr.FIFO_MESS, body)
+        d = sr.decode_ring_packet(sr.encode_ring_data(sr.RingData(ring_id, sender, seq, [chunk])))
+        assert d.chunks[0].body == body and d.chunks[0].frag_index == frags - 1
+
+    check()
+
+
+def test_message_body_round_trip_keeps_what_the_group_core_needs():
+    msg = sr.DaemonMessage(sr.KILL, "d2", "#bob#d2", sr.SAFE_MESS | sr.SELF_DISCARD, ["g1", "g2"],
+                           hint=0x80000180, data=b"\x00payload", reason="not reading")
+    back = sr.decode_message_body(sr.encode_message_body(msg), "d2")
+    assert (back.kind, back.origin, back.sender, back.service_type, list(back.groups), back.hint,
+            back.data, back.reason) == (sr.KILL, "d2", "#bob#d2", sr.SAFE_MESS | sr.SELF_DISCARD,
+                                        ["g1", "g2"], 0x80000180, b"\x00payload", "not reading")
