@@ -93,6 +93,7 @@ class Sim:
         self.processes = []
         self.group_of = None  # partition: name -> side
         self.oneway_cuts = set()  # (src, dest): src's packets do not reach dest
+        self.paused_until = {}  # name -> time: a stopped process (SIGSTOP, a long GC pause)
         self.submitted = {}  # msg_id -> (service, data, deps (pid, prefix length), origin pid)
         self.violations = []
         self.log_lines = []
@@ -223,9 +224,10 @@ class Sim:
     # -------------------------------------------------------------- clients
 
     def submit_random(self):
-        if not self.nodes:
+        running = [n for n in sorted(self.nodes) if self.paused_until.get(n, 0.0) <= self.now]
+        if not running:
             return
-        name = self.rng.choice(sorted(self.nodes))
+        name = self.rng.choice(running)
         orderer, proc = self.nodes[name]
         service = self.rng.choice(SERVICES)
         r = self.rng.random()
@@ -276,11 +278,18 @@ class Sim:
                 self.heal_everything()
             elif t == t_net:
                 _, _, dest, src, raw = heapq.heappop(self.net)
-                if dest in self.nodes and self.reachable(src, dest):
+                if self.paused_until.get(dest, 0.0) > self.now:
+                    # a stopped process: the kernel keeps its datagrams until it runs again
+                    self.net_counter += 1
+                    heapq.heappush(self.net, (self.paused_until[dest], self.net_counter, dest,
+                                              src, raw))
+                elif dest in self.nodes and self.reachable(src, dest):
                     self.nodes[dest][0].receive(raw, src, self.now)
                     self.drain(dest)
             elif t == next_tick:
                 for name in sorted(self.nodes):
+                    if self.paused_until.get(name, 0.0) > self.now:
+                        continue
                     self.nodes[name][0].tick(self.now)
                     self.drain(name)
                 next_tick += self.tick_s
@@ -299,6 +308,7 @@ class Sim:
 
     def heal_everything(self):
         self.group_of = None
+        self.paused_until = {}
         self.oneway_cuts = set()
         for name in self.names:
             if name not in self.nodes:
@@ -317,6 +327,8 @@ class Sim:
         if f.partitions and len(self.names) > 1:
             choices.append("partition" if self.group_of is None else "heal")
             choices.append("oneway" if not self.oneway_cuts else "heal")
+        if f.crashes and up:
+            choices.append("pause")
         if not choices:
             return
         what = self.rng.choice(choices)
@@ -329,6 +341,11 @@ class Sim:
             sides = {n: self.rng.randrange(2) for n in self.names}
             self.group_of = sides
             self.stats["partitions"] += 1
+        elif what == "pause":
+            # stopped for a while, shorter or longer than the token timeout
+            name = self.rng.choice(up)
+            self.paused_until[name] = self.now + self.rng.choice([0.2, 0.5, 1.0, 2.0])
+            self.stats["pauses"] = self.stats.get("pauses", 0) + 1
         elif what == "oneway":
             a, b = self.rng.sample(self.names, 2)
             self.oneway_cuts.add((a, b))
