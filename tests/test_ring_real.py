@@ -302,3 +302,23 @@ def test_a_flooding_client_is_slowed_down_not_dropped(procs, tmp_path):
     assert got == [b"%06d" % i for i in range(count)]
     assert "refused" not in procs.output(daemons[0])
     r.disconnect()
+
+
+def test_a_stopped_daemon_comes_back_and_merges(procs, tmp_path):
+    """SIGSTOP d3 longer than the token timeout (like a long pause of a loaded machine): d1 and
+    d2 go on without it; after SIGCONT its stale ring is gone, it merges back, its client with
+    it."""
+    import signal
+    conf, port, ips, daemons = start_ring(procs, tmp_path)
+    a, c = connect(port, ips[0], "ann"), connect(port, ips[2], "cid")
+    join_all([a, c], "g", [a.private_group, c.private_group])
+    daemons[2].send_signal(signal.SIGSTOP)
+    try:
+        receive_until(a, members_are([a.private_group]), 20)
+    finally:
+        daemons[2].send_signal(signal.SIGCONT)
+    receive_until(a, members_are([a.private_group, c.private_group]), 20)
+    c.multicast(sp.SAFE_MESS, "g", b"still here")
+    assert receive_until(a, lambda m: getattr(m, "data", b"") == b"still here", 20)
+    for m in (a, c):
+        m.disconnect()
