@@ -2432,8 +2432,13 @@ class RingOrderer:
             if self._join_is_stale(j, self.ring):
                 self.counters["stale_joins"] += 1
                 return
-            if self.me in j.fail_set and j.sender not in self.ring.members:
-                return  # it leaves us out; it will form its own ring and merge later
+            if j.sender not in self.ring.members and set(j.fail_set) & set(self.ring.members):
+                # a daemon from outside that leaves some of us out (stale knowledge of an earlier
+                # gather): taking its fail set would break our ring and exclusions would chase
+                # each other round the daemons forever. It forms its own ring; the merge
+                # detection joins the rings later with fresh fail sets.
+                self.counters["joins_ignored_excluding_us"] += 1
+                return
             self._enter_gather("join from %s" % j.sender[0], extra=(j.sender,))
         elif self.state in (COMMIT, RECOVERY):
             target = self.new_ring if self.state == RECOVERY else self.commit
