@@ -292,9 +292,14 @@ def test_library_decoder_raises_only_spread_errors(raw, max_len, max_groups, dro
     try:
         total = sp.message_length(raw)
         if total and total <= len(raw):
-            sp.decode_message(raw, 0, "#x#y", max_len, max_groups, drop)
-    except sp.SpreadError:
-        pass
+            msg = sp.decode_message(raw, 0, "#x#y", max_len, max_groups, drop)
+            assert isinstance(msg, (sp.RegularMessage, sp.MembershipMessage))
+            if max_groups is not None:
+                assert len(msg.members if msg.is_membership else msg.groups) <= max_groups
+            if max_len is not None and not msg.is_membership:
+                assert len(msg.data) <= max_len
+    except sp.SpreadError as exc:
+        assert exc.code < 0
 
 
 conf_words = st.sampled_from(["Spread_Segment", "127.0.0.255:4803", "{", "}", "d1", "127.0.0.1", "D", "C", "=",
