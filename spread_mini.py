@@ -2150,7 +2150,15 @@ class _GapMarker:
 
 
 class _Ring:
-    """Link-level state of one ring (the current one, or in RECOVERY the new one beside the old)."""
+    """Link-level state of one ring (the current one, or in RECOVERY the new one beside the old).
+
+    Levels (thesis 7.3.1): the LINK level is this class and the token handling of RingOrderer
+    (packets, link_seq, link_aru, rtr, flow control: how packets reach every daemon of the
+    site); the TRANSPORT level is message assembly and delivery (_feed, _add_chunk,
+    _deliver_ready: order, stability, service types). Inside one site the transport orders by
+    the ring's order, and every message's lts is assigned in that same order; with HOP links
+    between sites (a later issue) the transport would merge the sites' streams by {lts, site id}
+    and use each site's site_aru for SAFE, as 7.3.3 describes. That split is not done yet."""
 
     def __init__(self, ring_id, members, start_lts):
         self.ring_id = ring_id
