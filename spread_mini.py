@@ -2213,7 +2213,24 @@ class _Ring:
 
 
 class RingOrderer:
-    """One daemon's RING protocol engine (sans-I/O). See the module docstring."""
+    """One daemon's RING protocol engine (sans-I/O), an Orderer for several daemons:
+
+        orderer = RingOrderer("d1", incarnation, ["d1", "d2", "d3"], random.Random(7))
+        orderer.submit(msg)                  # a DaemonMessage from this daemon's sessions
+        orderer.receive(datagram, src, now)  # a daemon-daemon datagram
+        orderer.tick(now)                    # time passes (timers are deadlines against now)
+        orderer.poll()                       # Send / Deliver / ConfigurationChange
+
+    Thesis 7.3.2.2 (the RING, a descendant of Totem: Amir, Moser, Melliar-Smith, Agarwal,
+    Ciarfella, ACM TOCS 1995): a token circulates on a logical ring of the daemons that are up
+    and only its holder sends; the token's link_seq gives every packet its place in one total
+    order, link_aru/site_aru tell what everybody has, rtr asks for lost packets, flow_control
+    limits each rotation. Thesis 7.3.3: messages are delivered in that order by service type.
+    Membership (Totem's): OPERATIONAL -> GATHER (join messages until the daemons agree on who
+    is up) -> COMMIT (a commit token collects what every member has of its old ring) ->
+    RECOVERY (the new ring resends old messages that members lack) -> OPERATIONAL, giving
+    extended virtual synchrony (Moser et al. 1994): a TRANSITIONAL configuration, then the
+    REGULAR one. tests/ring_sim.py runs it under a deterministic simulator with checkers."""
 
     def __init__(self, name, incarnation, peers, rng=None, settings=None, now=0.0):
         if not name or len(name.encode("utf-8")) > MAX_NAME_BYTES:
