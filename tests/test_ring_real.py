@@ -322,3 +322,12 @@ def test_a_stopped_daemon_comes_back_and_merges(procs, tmp_path):
     assert receive_until(a, lambda m: getattr(m, "data", b"") == b"still here", 20)
     for m in (a, c):
         m.disconnect()
+
+
+def test_status_table_shows_the_ring(procs, tmp_path):
+    conf, port, ips, daemons = start_ring(procs, tmp_path, extra=("--status-every", "1"))
+    wait_for(lambda: "token rotations" in procs.output(daemons[1]), 15)
+    text = procs.output(daemons[1])
+    for needle in ("RING d2", "OPERATIONAL", "d1, d2, d3", "per second", "windows global / personal",
+                   "membership changes"):
+        assert needle in text, needle
