@@ -34,6 +34,7 @@ import struct
 import sys
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -193,6 +194,91 @@ ERROR_NAMES = {
     NET_ERROR_ON_SESSION: "NET_ERROR_ON_SESSION",
     SP_BUG: "SP_BUG",
 }
+
+
+
+# ---- Ring protocol between daemons (issue 5) ----------------------------------------------
+#: Membership states (Totem's names; one enter function each in RingOrderer).
+OPERATIONAL = "OPERATIONAL"
+GATHER = "GATHER"
+COMMIT = "COMMIT"
+RECOVERY = "RECOVERY"
+
+#: The legal state changes (anything else is a bug in this file, not a network event).
+TRANSITIONS = {
+    None: {GATHER},
+    GATHER: {COMMIT},  # consensus reached: commit token created or accepted
+    COMMIT: {RECOVERY, GATHER},  # commit token came round / commit token lost
+    RECOVERY: {OPERATIONAL, GATHER},  # old messages recovered / token lost
+    OPERATIONAL: {GATHER},  # token lost, join from a newcomer, another ring seen
+}
+
+#: Kinds of configuration change delivered to the layer above.
+CONF_REGULAR = "regular"  # the values spread_mini's ConfigurationChange uses
+CONF_TRANSITIONAL = "transitional"
+
+RING_MAGIC = b"SMRG"  # spread_mini ring: every daemon-daemon datagram starts with it
+RING_VERSION = 1
+PT_DATA, PT_TOKEN, PT_JOIN, PT_COMMIT, PT_MERGE = 1, 2, 3, 4, 5
+PACKET_TYPE_NAMES = {PT_DATA: "data", PT_TOKEN: "token", PT_JOIN: "join",
+                     PT_COMMIT: "commit", PT_MERGE: "merge"}
+TOKEN_REGULAR = 1  # the thesis's token Type: "regular except during membership changes"
+
+MAX_NAME_BYTES = MAX_PROC_NAME  # daemon names
+MAX_SET_MEMBERS = 128  # members in a join / commit token / ring: a limit on everything
+MAX_CHUNKS_PER_PACKET = 1024
+MAX_MESSAGE_BODY_BYTES = 144000 + 100 * 33 + 64  # data + group names + our small header
+MAX_GROUPS = MAX_GROUPS_PER_MESSAGE
+#: room kept free in every data packet so that it still fits max_packet_bytes when a daemon
+#: wraps it for recovery (outer header with the longest names, length and checksum: 89 bytes)
+RECOVERY_WRAP_BYTES = 96
+#: a token without its rtr list, with the longest names (the rtr list fills the rest of a packet)
+TOKEN_FIXED_BYTES = 170
+
+
+class RingSettings:
+    """Tunable values. The defaults install a new configuration well within 2 s of a crash:
+    token loss is noticed after token_timeout_s (0.6 s), then the survivors wait at most
+    consensus_timeout_s (0.5 s) for the dead daemon's join before they leave it out; the commit
+    token and the recovery take a few token rotations (milliseconds on a LAN)."""
+
+    def __init__(self, **overrides):
+        #: no token for this long while OPERATIONAL/RECOVERY: the ring is broken (Totem "token loss")
+        self.token_timeout_s = 0.6
+        #: the holder that passed the token sends it again after this long without a sign of life
+        self.token_retransmit_s = 0.08
+        #: at most this many token retransmissions per pass (token_timeout_s catches the rest)
+        self.token_retransmits_max = 6
+        #: an idle ring (nothing sent, nothing missing) is held this long by the representative,
+        #: so an idle ring does not burn the CPU; a submit() releases it at once
+        self.token_hold_s = 0.02
+        #: GATHER: a join message is sent to every configured daemon this often
+        self.join_interval_s = 0.05
+        #: GATHER: daemons whose join does not agree with ours within this time are left out
+        self.consensus_timeout_s = 0.5
+        #: OPERATIONAL: the representative announces the ring to the daemons outside it this often
+        #: (Totem's merge detection), so that partitions heal
+        self.merge_detect_s = 0.5
+        #: largest daemon-daemon datagram (fits a 1500-byte Ethernet MTU with IP and UDP headers)
+        self.max_packet_bytes = 1400
+        #: flow control: packets (new and retransmitted) in the whole ring per token rotation
+        #: (800 x 1400 bytes: about 90 ms of a 100 Mbit LAN)
+        self.global_window_packets = 800
+        #: flow control: packets one daemon may send per token visit. A visit's burst is up to
+        #: 280 KB: the daemon asks for 4 MB socket buffers, which Linux caps at net.core.rmem_max
+        #: (4 MB on this machine; 208 KB by default elsewhere, where a burst may overflow and is
+        #: then repaired by retransmission). 60 gave about half the throughput here.
+        self.personal_window_packets = 200
+        #: longest retransmission request list on the token (keeps the token within one packet)
+        self.max_rtr_entries = 100
+        #: submitted messages waiting for the token; beyond this submit() refuses
+        self.max_pending_messages = 20000
+        #: lines kept in the protocol log
+        self.max_log_lines = 2000
+        for key, value in overrides.items():
+            if not hasattr(self, key):
+                raise TypeError("unknown ring setting %r" % key)
+            setattr(self, key, value)
 
 
 # =============================================================================================
@@ -366,6 +452,444 @@ class GroupId:
 def equal_group_ids(a, b) -> bool:
     """SP_equal_group_ids: the same three numbers."""
     return tuple(a) == tuple(b)
+
+
+
+# ---- Ring: daemon-daemon packets (issue 5) -------------------------------------------------
+# Every datagram: magic "SMRG" (4 bytes), version (u8), packet type (u8), then the body, then a
+# CRC-32 of everything before it (u32), so that a mangled or foreign datagram is recognised and
+# dropped rather than delivered with wrong contents.
+# All integers are big-endian. A daemon id ("pid") is the daemon's name (u8 length + UTF-8,
+# at most 20 bytes) and its incarnation (u64; a restarted daemon gets a new one, so its old
+# packets can never be taken for new ones). A ring id is (u64 ring seq, representative pid).
+#
+#   DATA   ring_id, sender, link_seq u64, flags u8, then either chunks (u16 count, each:
+#          origin_counter u64, lts u64, site_seq u64, frag_index u16, frag_count u16,
+#          service u32, length u32, bytes) or, with flag RECOVERED, one old-ring DATA packet
+#          (u32 length + its encoding) that a daemon retransmits for the members of its old ring.
+#   TOKEN  ring_id, sender, token_id u64, type u8, link_seq u64, link_aru u64, flow_control u32,
+#          rtr (u16 count + u64 each), site_seq u64, site_lts u64, site_aru u64,
+#          site_aru_modifier (u8 present + pid), retrans_flg u8
+#   JOIN   sender, ring_seq u64, proc_set (u16 + pids), fail_set (u16 + pids)
+#   COMMIT ring_id, sender, token_id u64, rotation u8, members (u16 + pids),
+#          entries (u16 count, each: pid, old ring_id, old_aru u64, old_high u64,
+#          old_safe_lts u64, site_lts u64)
+#   MERGE  sender, ring_id   (the representative's "a ring is here")
+
+FLAG_RECOVERED = 0x01
+
+
+class RingWireError(ValueError):
+    """A datagram that is not a well-formed ring packet of our version (dropped and counted)."""
+
+
+_RING_STRUCTS = {}
+_U8, _U16, _U32, _U64 = (struct.Struct(">B"), struct.Struct(">H"), struct.Struct(">I"),
+                         struct.Struct(">Q"))
+
+
+class _RingReader:
+    """Strict reader: running past the end or leaving bytes behind is a RingWireError.
+    (Precompiled structs and unpack_from: this is the hot path of every datagram.)"""
+
+    __slots__ = ("data", "pos", "size")
+
+    def __init__(self, data):
+        self.data = data
+        self.pos = 0
+        self.size = len(data)
+
+    def take(self, n):
+        pos = self.pos
+        if n < 0 or pos + n > self.size:
+            raise RingWireError("truncated packet")
+        self.pos = pos + n
+        return self.data[pos:pos + n]
+
+    def _fixed(self, st):
+        pos = self.pos
+        if pos + st.size > self.size:
+            raise RingWireError("truncated packet")
+        self.pos = pos + st.size
+        return st.unpack_from(self.data, pos)
+
+    def unpack(self, fmt):
+        st = _RING_STRUCTS.get(fmt)
+        if st is None:
+            st = _RING_STRUCTS[fmt] = struct.Struct(fmt)
+        return self._fixed(st)
+
+    def u8(self):
+        return self._fixed(_U8)[0]
+
+    def u16(self):
+        return self._fixed(_U16)[0]
+
+    def u32(self):
+        return self._fixed(_U32)[0]
+
+    def u64(self):
+        return self._fixed(_U64)[0]
+
+    def pid(self):
+        n = self.u8()
+        if n == 0 or n > MAX_NAME_BYTES:
+            raise RingWireError("bad daemon name length %d" % n)
+        raw = self.take(n)
+        name = _RING_NAMES.get(raw)
+        if name is None:
+            try:
+                name = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise RingWireError("daemon name is not UTF-8")
+            if len(_RING_NAMES) < 1024:
+                _RING_NAMES[raw] = name
+        return (name, self.u64())
+
+    def ring_id(self):
+        seq = self.u64()
+        rep = self.pid()
+        return (seq, rep[0], rep[1])
+
+    def pid_list(self):
+        n = self.u16()
+        if n > MAX_SET_MEMBERS:
+            raise RingWireError("too many members (%d)" % n)
+        return [self.pid() for _ in range(n)]
+
+    def end(self):
+        if self.pos != self.size:
+            raise RingWireError("%d unexpected bytes after the packet" % (self.size - self.pos))
+
+
+_RING_NAMES = {}  # daemon name bytes -> str (a handful of daemons: decode each once)
+
+
+def _pid_bytes(pid):
+    raw = pid[0].encode("utf-8")
+    return struct.pack(">B", len(raw)) + raw + struct.pack(">Q", pid[1])
+
+
+def _ring_id_bytes(ring_id):
+    return struct.pack(">Q", ring_id[0]) + _pid_bytes((ring_id[1], ring_id[2]))
+
+
+def _pid_list_bytes(pids):
+    return struct.pack(">H", len(pids)) + b"".join(_pid_bytes(p) for p in pids)
+
+
+def _ring_header(ptype):
+    return RING_MAGIC + struct.pack(">BB", RING_VERSION, ptype)
+
+
+def _ring_seal(raw):
+    return raw + struct.pack(">I", zlib.crc32(raw) & 0xFFFFFFFF)
+
+
+_RING_CHUNK = struct.Struct(">QQQHHII")
+CHUNK_HEADER_BYTES = _RING_CHUNK.size
+
+
+class RingChunk:
+    """A piece of one message inside a data packet (small messages are packed several to a
+    packet; a big one is fragmented over several packets)."""
+    __slots__ = ("origin_counter", "lts", "site_seq", "frag_index", "frag_count", "service", "body")
+
+    def __init__(self, origin_counter, lts, site_seq, frag_index, frag_count, service, body):
+        self.origin_counter = origin_counter
+        self.lts = lts
+        self.site_seq = site_seq
+        self.frag_index = frag_index
+        self.frag_count = frag_count
+        self.service = service
+        self.body = body
+
+
+class RingData:
+    __slots__ = ("ring_id", "sender", "link_seq", "chunks", "inner", "_raw")
+
+    def __init__(self, ring_id, sender, link_seq, chunks=(), inner=None):
+        self.ring_id = ring_id
+        self.sender = sender
+        self.link_seq = link_seq
+        self.chunks = list(chunks)
+        self.inner = inner  # an old-ring RingData retransmitted in RECOVERY, or None
+        self._raw = None
+
+
+class RingToken:
+    """The ring token. Thesis field -> Totem field:
+    link_seq = seq (highest packet sequence sent on the ring), link_aru = aru,
+    site_aru_modifier = aru_id (who last lowered the aru), flow_control = fcc,
+    rtr = rtr list, retrans_flg = retrans_flg (recovery still has old messages to resend).
+    site_seq, site_lts and site_aru are the message-level counterparts the thesis adds
+    (message count, Lamport time stamp, all-received-up-to in LTS units)."""
+    __slots__ = ("ring_id", "sender", "token_id", "type", "link_seq", "link_aru", "flow_control",
+                 "rtr", "site_seq", "site_lts", "site_aru", "site_aru_modifier", "retrans_flg")
+
+    def __init__(self, ring_id, sender, token_id=0, type=TOKEN_REGULAR, link_seq=0, link_aru=0,
+                 flow_control=0, rtr=(), site_seq=0, site_lts=0, site_aru=0,
+                 site_aru_modifier=None, retrans_flg=0):
+        self.ring_id = ring_id
+        self.sender = sender
+        self.token_id = token_id
+        self.type = type
+        self.link_seq = link_seq
+        self.link_aru = link_aru
+        self.flow_control = flow_control
+        self.rtr = list(rtr)
+        self.site_seq = site_seq
+        self.site_lts = site_lts
+        self.site_aru = site_aru
+        self.site_aru_modifier = site_aru_modifier
+        self.retrans_flg = retrans_flg
+
+
+class RingJoin:
+    __slots__ = ("sender", "ring_seq", "proc_set", "fail_set")
+
+    def __init__(self, sender, ring_seq, proc_set, fail_set):
+        self.sender = sender
+        self.ring_seq = ring_seq
+        self.proc_set = sorted(proc_set)
+        self.fail_set = sorted(fail_set)
+
+
+class RingCommitEntry:
+    """What one member tells the others, on the commit token, about its old ring."""
+    __slots__ = ("old_ring_id", "old_aru", "old_high", "old_safe_lts", "site_lts")
+
+    def __init__(self, old_ring_id, old_aru, old_high, old_safe_lts, site_lts):
+        self.old_ring_id = old_ring_id
+        self.old_aru = old_aru
+        self.old_high = old_high
+        self.old_safe_lts = old_safe_lts
+        self.site_lts = site_lts
+
+
+class RingCommit:
+    __slots__ = ("ring_id", "sender", "token_id", "rotation", "members", "entries")
+
+    def __init__(self, ring_id, sender, token_id, rotation, members, entries):
+        self.ring_id = ring_id
+        self.sender = sender
+        self.token_id = token_id
+        self.rotation = rotation
+        self.members = list(members)
+        self.entries = dict(entries)
+
+
+class RingMerge:
+    __slots__ = ("sender", "ring_id")
+
+    def __init__(self, sender, ring_id):
+        self.sender = sender
+        self.ring_id = ring_id
+
+
+def encode_ring_data(p):
+    if p._raw is not None:
+        return p._raw
+    parts = [_ring_header(PT_DATA), _ring_id_bytes(p.ring_id), _pid_bytes(p.sender),
+             struct.pack(">Q", p.link_seq)]
+    if p.inner is not None:
+        inner = encode_ring_data(p.inner)
+        parts.append(struct.pack(">BI", FLAG_RECOVERED, len(inner)))
+        parts.append(inner)
+    else:
+        parts.append(struct.pack(">BH", 0, len(p.chunks)))
+        for c in p.chunks:
+            parts.append(_RING_CHUNK.pack(c.origin_counter, c.lts, c.site_seq, c.frag_index,
+                                     c.frag_count, c.service, len(c.body)))
+            parts.append(c.body)
+    p._raw = _ring_seal(b"".join(parts))
+    return p._raw
+
+
+def encode_ring_token(t):
+    mod = b"\x00" if t.site_aru_modifier is None else b"\x01" + _pid_bytes(t.site_aru_modifier)
+    return _ring_seal(b"".join([
+        _ring_header(PT_TOKEN), _ring_id_bytes(t.ring_id), _pid_bytes(t.sender),
+        struct.pack(">QBQQI", t.token_id, t.type, t.link_seq, t.link_aru, t.flow_control),
+        struct.pack(">H", len(t.rtr)), b"".join(struct.pack(">Q", s) for s in t.rtr),
+        struct.pack(">QQQ", t.site_seq, t.site_lts, t.site_aru), mod,
+        struct.pack(">B", t.retrans_flg)]))
+
+
+def encode_ring_join(j):
+    return _ring_seal(b"".join([_ring_header(PT_JOIN), _pid_bytes(j.sender), struct.pack(">Q", j.ring_seq),
+                           _pid_list_bytes(j.proc_set), _pid_list_bytes(j.fail_set)]))
+
+
+def encode_ring_commit(c):
+    parts = [_ring_header(PT_COMMIT), _ring_id_bytes(c.ring_id), _pid_bytes(c.sender),
+             struct.pack(">QB", c.token_id, c.rotation), _pid_list_bytes(c.members),
+             struct.pack(">H", len(c.entries))]
+    for pid in sorted(c.entries):
+        e = c.entries[pid]
+        parts += [_pid_bytes(pid), _ring_id_bytes(e.old_ring_id),
+                  struct.pack(">QQQQ", e.old_aru, e.old_high, e.old_safe_lts, e.site_lts)]
+    return _ring_seal(b"".join(parts))
+
+
+def encode_ring_merge(m):
+    return _ring_seal(_ring_header(PT_MERGE) + _pid_bytes(m.sender) + _ring_id_bytes(m.ring_id))
+
+
+def _decode_data_body(r):
+    ring_id = r.ring_id()
+    sender = r.pid()
+    link_seq = r.u64()
+    flags = r.u8()
+    if flags == FLAG_RECOVERED:
+        inner = decode_ring_packet(r.take(r.u32()))
+        if not isinstance(inner, RingData) or inner.inner is not None:
+            raise RingWireError("a recovered packet must hold one plain data packet")
+        return RingData(ring_id, sender, link_seq, inner=inner)
+    if flags != 0:
+        raise RingWireError("unknown data flags 0x%x" % flags)
+    n = r.u16()
+    if n > MAX_CHUNKS_PER_PACKET:
+        raise RingWireError("too many chunks (%d)" % n)
+    chunks = []
+    for _ in range(n):
+        counter, lts, site_seq, index, count, service, length = r._fixed(_RING_CHUNK)
+        if count == 0 or index >= count:
+            raise RingWireError("bad fragment %d of %d" % (index, count))
+        chunks.append(RingChunk(counter, lts, site_seq, index, count, service, r.take(length)))
+    return RingData(ring_id, sender, link_seq, chunks)
+
+
+def _decode_token_body(r):
+    ring_id = r.ring_id()
+    sender = r.pid()
+    token_id, ttype, link_seq, link_aru, fcc = r.unpack(">QBQQI")
+    n = r.u16()
+    if n > 10000:
+        raise RingWireError("rtr list too long")
+    rtr = [r.u64() for _ in range(n)]
+    site_seq, site_lts, site_aru = r.unpack(">QQQ")
+    present = r.u8()
+    if present not in (0, 1):
+        raise RingWireError("bad site_aru_modifier flag")
+    modifier = r.pid() if present else None
+    retrans_flg = r.u8()
+    if ttype != TOKEN_REGULAR or retrans_flg not in (0, 1) or link_aru > link_seq:
+        raise RingWireError("inconsistent token")
+    return RingToken(ring_id, sender, token_id, ttype, link_seq, link_aru, fcc, rtr,
+                 site_seq, site_lts, site_aru, modifier, retrans_flg)
+
+
+def _decode_join_body(r):
+    sender = r.pid()
+    ring_seq = r.u64()
+    return RingJoin(sender, ring_seq, r.pid_list(), r.pid_list())
+
+
+def _decode_commit_body(r):
+    ring_id = r.ring_id()
+    sender = r.pid()
+    token_id, rotation = r.unpack(">QB")
+    if rotation not in (1, 2):
+        raise RingWireError("bad commit rotation %d" % rotation)
+    members = r.pid_list()
+    n = r.u16()
+    if n > len(members):
+        raise RingWireError("more commit entries than members")
+    entries = {}
+    for _ in range(n):
+        pid = r.pid()
+        old_ring = r.ring_id()
+        entries[pid] = RingCommitEntry(old_ring, *r.unpack(">QQQQ"))
+    if not members or any(p not in members for p in entries):
+        raise RingWireError("commit entries for non-members")
+    return RingCommit(ring_id, sender, token_id, rotation, members, entries)
+
+
+def _decode_merge_body(r):
+    sender = r.pid()
+    return RingMerge(sender, r.ring_id())
+
+
+_RING_DECODERS = {PT_DATA: _decode_data_body, PT_TOKEN: _decode_token_body,
+             PT_JOIN: _decode_join_body, PT_COMMIT: _decode_commit_body,
+             PT_MERGE: _decode_merge_body}
+
+
+def decode_ring_packet(data):
+    """bytes -> RingData / RingToken / RingJoin / RingCommit / RingMerge, or RingWireError."""
+    if len(data) < 10 or data[:4] != RING_MAGIC:
+        raise RingWireError("not a spread_mini ring packet (no magic)")
+    version, ptype = data[4], data[5]
+    if version != RING_VERSION:
+        raise RingWireError("ring protocol version %d, we speak %d" % (version, RING_VERSION))
+    decoder = _RING_DECODERS.get(ptype)
+    if decoder is None:
+        raise RingWireError("unknown packet type %d" % ptype)
+    body, crc = data[:-4], struct.unpack(">I", data[-4:])[0]
+    if zlib.crc32(body) & 0xFFFFFFFF != crc:
+        raise RingWireError("checksum mismatch (a mangled packet)")
+    r = _RingReader(body)
+    r.pos = 6
+    packet = decoder(r)
+    r.end()
+    if isinstance(packet, RingData) and packet.inner is None:
+        packet._raw = bytes(data)
+    return packet
+
+
+def encode_ring_packet(p):
+    if isinstance(p, RingData):
+        return encode_ring_data(p)
+    if isinstance(p, RingToken):
+        return encode_ring_token(p)
+    if isinstance(p, RingJoin):
+        return encode_ring_join(p)
+    if isinstance(p, RingCommit):
+        return encode_ring_commit(p)
+    return encode_ring_merge(p)
+
+# ---- Ring: daemon messages as the ring carries them ---------------------------------------
+RING_KINDS = {"DATA": 0, "JOIN": 1, "LEAVE": 2, "KILL": 3, "STATE": 4}  # DATA.. as in Protocol core
+RING_KIND_NAMES = {v: k for k, v in RING_KINDS.items()}
+_RING_MSG_HEAD = struct.Struct(">BIIH")  # kind, service bits, hint (raw 32 bits), groups count
+
+
+def _ring_name_bytes(name):
+    raw = name.encode("latin-1", "replace")[:255]
+    return struct.pack(">B", len(raw)) + raw
+
+
+def encode_message_body(m):
+    """A DaemonMessage as bytes for the ring: kind, service, hint, sender, groups, reason, data."""
+    parts = [_RING_MSG_HEAD.pack(RING_KINDS[m.kind], m.service_type & 0xFFFFFFFF,
+                                 m.hint & 0xFFFFFFFF, len(m.groups))]
+    for name in [m.sender] + list(m.groups) + [m.reason or ""]:
+        parts.append(_ring_name_bytes(name))
+    parts.append(m.data)
+    return b"".join(parts)
+
+
+def decode_message_body(body, origin):
+    size = len(body)
+    if size < _RING_MSG_HEAD.size:
+        raise RingWireError("bad message header")
+    kind, service, hint, ngroups = _RING_MSG_HEAD.unpack_from(body, 0)
+    if ngroups > MAX_GROUPS or kind not in RING_KIND_NAMES:
+        raise RingWireError("bad message header")
+    pos = _RING_MSG_HEAD.size
+    names = []
+    for _ in range(ngroups + 2):
+        if pos >= size:
+            raise RingWireError("truncated message")
+        n = body[pos]
+        end = pos + 1 + n
+        if end > size:
+            raise RingWireError("truncated message")
+        names.append(body[pos + 1:end].decode("latin-1"))
+        pos = end
+    return DaemonMessage(RING_KIND_NAMES[kind], origin, names[0], service, names[1:-1], hint,
+                         data=body[pos:], reason=names[-1])
 
 
 # =============================================================================================
@@ -1582,6 +2106,1085 @@ def proc_id_of(ip: str) -> int:
     return int(ipaddress.IPv4Address(ip))
 
 
+
+# ---- Ring: the RING protocol core (issue 5; thesis 7.3.2.2 and 7.3.3, Totem's membership) ----
+
+def _configuration_change(kind, member_ids, transitional_ids, ring_id, old_ring_id, reason):
+    """spread_mini's ConfigurationChange, plus what the ring knows: members with incarnations
+    (member_ids, transitional_ids), the previous regular ring (old_ring_id) and why."""
+    change = ConfigurationChange(kind, [p[0] for p in member_ids],
+                                 [p[0] for p in transitional_ids], ring_id)
+    change.member_ids = list(member_ids)
+    change.transitional_ids = list(transitional_ids)
+    change.old_ring_id = old_ring_id
+    change.reason = reason
+    return change
+
+class _Message:
+    """A message being assembled and ordered in one ring. Its place in the total order is the
+    link_seq of its first fragment (the lts follows the same order: both grow with the token)."""
+    __slots__ = ("key", "origin", "counter", "lts", "site_seq", "service", "frag_count", "frags",
+                 "complete", "gap")
+
+    def __init__(self, key, origin, chunk):
+        self.key = key
+        self.origin = origin
+        self.counter = chunk.origin_counter
+        self.lts = chunk.lts
+        self.site_seq = chunk.site_seq
+        self.service = chunk.service
+        self.frag_count = chunk.frag_count
+        self.frags = {}
+        self.complete = False
+        self.gap = False
+
+
+class _GapMarker:
+    """Stands in the order for a packet nobody in the transitional configuration has."""
+    __slots__ = ("key",)
+    complete = False
+    gap = True
+
+    def __init__(self, key):
+        self.key = key
+
+
+class _Ring:
+    """Link-level state of one ring (the current one, or in RECOVERY the new one beside the old).
+
+    Levels (thesis 7.3.1): the LINK level is this class and the token handling of RingOrderer
+    (packets, link_seq, link_aru, rtr, flow control: how packets reach every daemon of the
+    site); the TRANSPORT level is message assembly and delivery (_feed, _add_chunk,
+    _deliver_ready: order, stability, service types). Inside one site the transport orders by
+    the ring's order, and every message's lts is assigned in that same order; with HOP links
+    between sites (a later issue) the transport would merge the sites' streams by {lts, site id}
+    and use each site's site_aru for SAFE, as 7.3.3 describes. That split is not done yet."""
+
+    def __init__(self, ring_id, members, start_lts):
+        self.ring_id = ring_id
+        self.members = list(members)
+        self.start_lts = start_lts
+        self.packets = {}  # link_seq -> RingData (kept until stable everywhere)
+        self.my_aru = 0  # all packets up to here received (Totem my_aru)
+        self.high_seq = 0  # highest link_seq seen
+        self.fed_upto = 0  # packets given to message assembly, in order
+        self.ordered = collections.deque()  # undelivered _Message / _GapMarker in total order
+        self.partial = {}  # (origin, counter) -> _Message still missing fragments
+        self.delivered_lts = start_lts
+        self.safe_lts = start_lts  # messages with lts <= this are held by every member
+        self.safe_link = 0
+        self.prev_link_aru = 0  # token values after our update, at our previous visit
+        self.prev_site_aru = start_lts
+        self.last_token_id = -1
+        self.my_last_sent = 0  # our contribution to flow_control on the last visit
+        self.gc_upto = 0
+
+    def store(self, packet):
+        """Keep a packet; True if it is new."""
+        seq = packet.link_seq
+        if seq <= self.gc_upto or seq in self.packets:
+            return False
+        self.packets[seq] = packet
+        if seq > self.high_seq:
+            self.high_seq = seq
+        while (self.my_aru + 1) in self.packets:
+            self.my_aru += 1
+        return True
+
+    def missing(self, upto, limit):
+        out = []
+        seq = self.my_aru + 1
+        while seq <= upto and len(out) < limit:
+            if seq not in self.packets:
+                out.append(seq)
+            seq += 1
+        return out
+
+    def local_site_aru(self):
+        """f(my_aru): the lts up to which every message is complete in packets <= my_aru. The
+        same function at every member (it depends only on the packets), so the member that sets
+        the token's link_aru can set site_aru with it."""
+        lts = self.delivered_lts
+        for m in self.ordered:
+            if not m.complete:
+                break
+            lts = m.lts
+        return lts
+
+
+class RingOrderer:
+    """One daemon's RING protocol engine (sans-I/O), an Orderer for several daemons:
+
+        orderer = RingOrderer("d1", incarnation, ["d1", "d2", "d3"], random.Random(7))
+        orderer.submit(msg)                  # a DaemonMessage from this daemon's sessions
+        orderer.receive(datagram, src, now)  # a daemon-daemon datagram
+        orderer.tick(now)                    # time passes (timers are deadlines against now)
+        orderer.poll()                       # Send / Deliver / ConfigurationChange
+
+    Thesis 7.3.2.2 (the RING, a descendant of Totem: Amir, Moser, Melliar-Smith, Agarwal,
+    Ciarfella, ACM TOCS 1995): a token circulates on a logical ring of the daemons that are up
+    and only its holder sends; the token's link_seq gives every packet its place in one total
+    order, link_aru/site_aru tell what everybody has, rtr asks for lost packets, flow_control
+    limits each rotation. Thesis 7.3.3: messages are delivered in that order by service type.
+    Membership (Totem's): OPERATIONAL -> GATHER (join messages until the daemons agree on who
+    is up) -> COMMIT (a commit token collects what every member has of its old ring) ->
+    RECOVERY (the new ring resends old messages that members lack) -> OPERATIONAL, giving
+    extended virtual synchrony (Moser et al. 1994): a TRANSITIONAL configuration, then the
+    REGULAR one. tests/ring_sim.py runs it under a deterministic simulator with checkers."""
+
+    def __init__(self, name, incarnation, peers, rng=None, settings=None, now=0.0):
+        if not name or len(name.encode("utf-8")) > MAX_NAME_BYTES:
+            raise ValueError("daemon name must be 1..%d bytes" % MAX_NAME_BYTES)
+        self.me = (name, int(incarnation))
+        self.peers = [p for p in peers if p != name]
+        self.rng = rng or random.Random(0)
+        self.cfg = settings or RingSettings()
+        self.now = now
+        self.outputs = []
+        self.log = collections.deque(maxlen=self.cfg.max_log_lines)
+        self.counters = collections.Counter()
+        self.state = None
+        self.state_since = now
+        self.known_incarnation = {name: self.me[1]}
+        self.ring_seq = 0  # highest ring seq this daemon has committed to
+        self.max_lts_seen = 0
+        self.origin_counter = 0
+        self.pending = collections.deque()  # (DaemonMessage, body) waiting for the token
+        self.in_progress = None  # [msg, body, counter, lts, site_seq, next_frag, frag_count]
+        # the "old ring" of a fresh daemon: just itself, no messages
+        self.ring = _Ring((0, name, self.me[1]), [self.me], 0)
+        self.had_regular = False
+        self.new_ring = None
+        self.recovery = None
+        self.token_deadline = None
+        self.held_token = None
+        self.hold_until = None
+        self.last_sent_token = None  # (bytes, dest, retransmit_at, retransmits_left, link_seq)
+        self.proc_set = set()
+        self.fail_set = set()
+        self.joins = {}
+        self.consensus_deadline = None
+        self.next_join_at = None
+        self.commit = None
+        self.commit_token_id = -1
+        self.next_merge_detect = None
+        self.change_reason = "startup"
+        self.trace_completed = None  # tests set a list: msg ids as they are complete here
+        self.trace_delivered = None  # tests set a list: msg ids in delivery order
+        self.rotations = 0
+        self.recent_changes = collections.deque(maxlen=5)  # (time, ring, members, reason)
+        self.startup_alone_after = now + self.cfg.consensus_timeout_s
+        self._enter_gather("startup", extra=())
+
+    # ---------------------------------------------------------------- public interface
+
+    def submit(self, msg):
+        """Queue a message from this daemon's sessions; False if the queue is full."""
+        if len(self.pending) >= self.cfg.max_pending_messages:
+            self.counters["submit_refused_queue_full"] += 1
+            return False
+        body = encode_message_body(msg)
+        if len(body) > MAX_MESSAGE_BODY_BYTES:
+            raise ValueError("message too long (%d bytes)" % len(body))
+        self.pending.append((msg, body))
+        self.counters["submitted"] += 1
+        if self.held_token is not None:
+            self._release_held_token()
+        return True
+
+    def receive(self, packet, src, now):
+        self.now = now
+        try:
+            p = decode_ring_packet(packet)
+        except RingWireError as e:
+            self.counters["dropped_garbage"] += 1
+            self._log("dropped a packet from %s: %s" % (src, e))
+            return
+        sender = p.sender
+        if self._superseded(sender):
+            self.counters["dropped_old_incarnation"] += 1
+            return
+        if isinstance(p, RingData):
+            self._on_data(p)
+        elif isinstance(p, RingToken):
+            self._on_token(p)
+        elif isinstance(p, RingJoin):
+            self._on_join(p)
+        elif isinstance(p, RingCommit):
+            self._on_commit(p)
+        else:
+            self._on_merge(p)
+
+    def tick(self, now):
+        self.now = now
+        if self.held_token is not None and now >= self.hold_until:
+            self._release_held_token()
+        self._retransmit_token_if_due()
+        if self.state in (OPERATIONAL, RECOVERY, COMMIT) and self.token_deadline is not None \
+                and now >= self.token_deadline:
+            what = "commit token" if self.state == COMMIT else "token"
+            self.counters["token_loss"] += 1
+            self._enter_gather("%s lost (nothing for %.2f s)" % (what, self.cfg.token_timeout_s))
+        if self.state == GATHER:
+            self._gather_timers()
+        if self.state == OPERATIONAL and self.ring.members[0] == self.me \
+                and now >= self.next_merge_detect:
+            self._send_merge_detect()
+
+    def poll(self):
+        out, self.outputs = self.outputs, []
+        return out
+
+    def snapshot(self):
+        """Plain data for the status table."""
+        ring = self.ring
+        return {
+            "name": self.me[0], "incarnation": self.me[1], "state": self.state,
+            "ring_id": ring.ring_id, "members": [p[0] for p in ring.members],
+            "my_aru": ring.my_aru, "high_seq": ring.high_seq, "pending": len(self.pending),
+            "rotations": self.rotations, "counters": dict(self.counters),
+            "global_window_packets": self.cfg.global_window_packets,
+            "personal_window_packets": self.cfg.personal_window_packets,
+            "last_change_reason": self.change_reason,
+            "recent_changes": list(self.recent_changes), "now": self.now,
+        }
+
+    # ---------------------------------------------------------------- helpers
+
+    def _log(self, text):
+        self.log.append("%.3f %s %s" % (self.now, self.me[0], text))
+
+    def _send(self, raw, dest_pid):
+        if dest_pid == self.me:
+            return
+        self.outputs.append(Send(raw, dest_pid[0]))
+
+    def _multicast(self, raw, members):
+        # unicast to each member: on loopback and small rings as good as IP multicast
+        for pid in members:
+            self._send(raw, pid)
+
+    def _superseded(self, pid):
+        known = self.known_incarnation.get(pid[0])
+        return known is not None and pid[1] < known
+
+    def _note_incarnation(self, pid):
+        """A daemon with a newer incarnation restarted: its old incarnation is gone."""
+        known = self.known_incarnation.get(pid[0])
+        if known is None or pid[1] > known:
+            self.known_incarnation[pid[0]] = pid[1]
+            if known is not None:
+                return (pid[0], known)
+        return None
+
+    def _set_state(self, state, reason):
+        if state not in TRANSITIONS[self.state]:
+            raise AssertionError("illegal state change %s -> %s (%s)" % (self.state, state, reason))
+        if self.state != state:
+            self.counters["enter_" + state.lower()] += 1
+        self._log("%s -> %s: %s" % (self.state, state, reason))
+        self.state = state
+        self.state_since = self.now
+
+    def _successor(self, members):
+        i = members.index(self.me)
+        return members[(i + 1) % len(members)]
+
+    # ---------------------------------------------------------------- state: GATHER
+
+    def _enter_gather(self, reason, extra=()):
+        """Start (or restart) forming a ring: propose the members we know, wait for agreement."""
+        self._set_state(GATHER, reason)
+        self.change_reason = reason
+        self.counters["membership_changes_started"] += 1
+        self.proc_set = set(self.ring.members) | {self.me} | set(extra)
+        self.proc_set = {p for p in self.proc_set if not self._superseded(p)}
+        self.fail_set = set()
+        self.joins = {}
+        self.commit = None
+        self.new_ring = None
+        self.recovery = None
+        self.held_token = None
+        self.last_sent_token = None
+        self.token_deadline = None
+        self.consensus_deadline = self.now + self.cfg.consensus_timeout_s
+        self._requeue_partial_message()
+        self._send_join()
+        self._check_consensus()
+
+    def _requeue_partial_message(self):
+        """A message cut by the ring change is incomplete in the old ring, so nobody delivers it
+        there; it goes again, whole, in the next ring."""
+        if self.in_progress is not None:
+            msg, body = self.in_progress[0], self.in_progress[1]
+            self.pending.appendleft((msg, body))
+            self.in_progress = None
+            self.counters["messages_resent_after_change"] += 1
+
+    def _send_join(self):
+        self.next_join_at = self.now + self.cfg.join_interval_s
+        j = RingJoin(self.me, self.ring_seq, self.proc_set, self.fail_set)
+        raw = encode_ring_join(j)
+        for name in self.peers:  # every configured daemon: that is how newcomers find us
+            self.outputs.append(Send(raw, name))
+        self.counters["joins_sent"] += 1
+
+    def _gather_timers(self):
+        if self.now >= self.consensus_deadline:
+            active = self.proc_set - self.fail_set
+            mine = (frozenset(self.proc_set), frozenset(self.fail_set))
+            silent = {p for p in active if p != self.me and self.joins.get(p, (None,))[:2] != mine}
+            if silent:
+                self.fail_set |= silent
+                self.counters["consensus_timeouts"] += 1
+                self._log("consensus timeout: leaving out %s" % _ring_names(silent))
+            self.joins = {}  # peers must show again that they are alive
+            self.consensus_deadline = self.now + self.cfg.consensus_timeout_s
+            self._send_join()
+            self._check_consensus()
+        elif self.now >= self.next_join_at:
+            self._send_join()
+
+    def _join_is_stale(self, j, ring):
+        # a member of `ring` committed to it, so its ring_seq is at least ring's seq; a join with
+        # a smaller ring_seq was sent before and arrives late
+        return j.sender in ring.members and j.ring_seq < ring.ring_id[0]
+
+    def _on_join(self, j):
+        self.counters["joins_received"] += 1
+        old = self._note_incarnation(j.sender)
+        if self.state == OPERATIONAL:
+            if self._join_is_stale(j, self.ring):
+                self.counters["stale_joins"] += 1
+                return
+            if j.sender not in self.ring.members and set(j.fail_set) & set(self.ring.members):
+                # a daemon from outside that leaves some of us out (stale knowledge of an earlier
+                # gather): taking its fail set would break our ring and exclusions would chase
+                # each other round the daemons forever. It forms its own ring; the merge
+                # detection joins the rings later with fresh fail sets.
+                self.counters["joins_ignored_excluding_us"] += 1
+                return
+            self._enter_gather("join from %s" % j.sender[0], extra=(j.sender,))
+        elif self.state in (COMMIT, RECOVERY):
+            target = self.new_ring if self.state == RECOVERY else self.commit
+            members = target.members
+            if j.sender in members and j.ring_seq >= target.ring_id[0]:
+                self._enter_gather("%s went back to gather" % j.sender[0], extra=(j.sender,))
+            elif old is not None and (old in members):
+                self._enter_gather("%s restarted" % j.sender[0], extra=(j.sender,))
+            else:
+                return
+        if self.state != GATHER:
+            return
+        if old is not None:
+            self.fail_set.add(old)
+        if j.sender in self.fail_set or self._join_is_stale(j, self.ring):
+            return
+        self._merge_sets(j)
+        self.joins[j.sender] = (frozenset(j.proc_set), frozenset(j.fail_set), j.ring_seq)
+        self._check_consensus()
+
+    def _merge_sets(self, j):
+        before = (set(self.proc_set), set(self.fail_set))
+        if self.me in j.fail_set:
+            self.fail_set.add(j.sender)  # it cannot hear us: we cannot be in one ring
+        else:
+            self.proc_set |= {p for p in j.proc_set if not self._superseded(p)}
+            self.proc_set.add(j.sender)
+            self.fail_set |= set(j.fail_set)
+        for p in list(self.proc_set):
+            if self._superseded(p):
+                self.fail_set.add(p)
+        self.proc_set |= self.fail_set
+        if (self.proc_set, self.fail_set) != before:
+            self._send_join()
+
+    def _check_consensus(self):
+        active = self.proc_set - self.fail_set
+        if active == {self.me} and self.ring.ring_id[0] == 0 and self.now < self.startup_alone_after:
+            return  # just started: give the other daemons one consensus timeout to answer
+        mine = (frozenset(self.proc_set), frozenset(self.fail_set))
+        for p in active:
+            if p != self.me and self.joins.get(p, (None, None))[:2] != mine:
+                return
+        if min(active) == self.me:
+            self._create_commit_token(sorted(active))
+
+    # ---------------------------------------------------------------- state: COMMIT
+
+    def _my_commit_entry(self):
+        ring = self.ring
+        return RingCommitEntry(ring.ring_id, ring.my_aru, ring.high_seq, ring.safe_lts,
+                           self.max_lts_seen)
+
+    def _create_commit_token(self, members):
+        seqs = [self.ring_seq] + [v[2] for p, v in self.joins.items() if p in members]
+        ring_id = (max(seqs) + 1, self.me[0], self.me[1])
+        c = RingCommit(ring_id, self.me, 0, 1, members, {})
+        self.counters["commit_tokens_created"] += 1
+        self._log("consensus on %s: new ring %s" % (_ring_names(members), _ring_str(ring_id)))
+        self._enter_commit(c)
+
+    def _enter_commit(self, c):
+        """First rotation: add what we know of our old ring; from now on the old ring's store
+        only grows through recovery, so every member decides from the same packets."""
+        self.ring_seq = max(self.ring_seq, c.ring_id[0])
+        c.entries[self.me] = self._my_commit_entry()
+        self.commit = c
+        self._set_state(COMMIT, "commit token for %s" % _ring_str(c.ring_id))
+        self.token_deadline = self.now + self.cfg.token_timeout_s
+        if c.members == [self.me]:  # a ring of one: the token is already full
+            c.rotation = 2
+            self._enter_recovery(c)
+            self._start_new_ring_token()
+            return
+        self._forward_commit(c)
+
+    def _forward_commit(self, c):
+        c.sender = self.me
+        c.token_id += 1
+        self.commit_token_id = c.token_id
+        nxt = self._successor(c.members)
+        self._pass(encode_ring_commit(c), nxt, link_seq=None)
+
+    def _on_commit(self, c):
+        if self.me not in c.members:
+            return
+        if c.rotation == 1 and self.state == GATHER:
+            active = sorted(self.proc_set - self.fail_set)
+            if c.members == active and c.ring_id[0] > self.ring_seq and self.me not in c.entries:
+                self.commit_token_id = c.token_id
+                self._enter_commit(c)
+            return
+        if self.commit is None or c.ring_id != self.commit.ring_id or c.token_id <= self.commit_token_id:
+            return  # a duplicate or another attempt's token
+        self.commit_token_id = c.token_id
+        self.last_sent_token = None
+        self.token_deadline = self.now + self.cfg.token_timeout_s
+        rep = c.members[0] == self.me
+        if c.rotation == 1 and rep and self.state == COMMIT and len(c.entries) == len(c.members):
+            c.rotation = 2
+            self.commit = c
+            self._enter_recovery(c)
+            self._forward_commit(c)
+        elif c.rotation == 2 and self.state == COMMIT and not rep:
+            self.commit = c
+            self._enter_recovery(c)
+            self._forward_commit(c)
+        elif c.rotation == 2 and self.state == RECOVERY and rep:
+            self._start_new_ring_token()
+
+    # ---------------------------------------------------------------- state: RECOVERY
+
+    def _enter_recovery(self, c):
+        """Everybody knows everybody's old-ring state: plan which old packets to resend."""
+        start_lts = max([e.site_lts for e in c.entries.values()] + [self.max_lts_seen])
+        self.new_ring = _Ring(c.ring_id, c.members, start_lts)
+        old_id = self.ring.ring_id
+        trans = [p for p in c.members if c.entries[p].old_ring_id == old_id]
+        entries = [c.entries[p] for p in trans]
+        low = min(e.old_aru for e in entries)
+        high = max(e.old_high for e in entries)
+        best_aru = max(e.old_aru for e in entries)
+        resender = min(p for p in trans if c.entries[p].old_aru == best_aru)
+        first = low + 1 if resender == self.me else best_aru + 1
+        queue = collections.deque(s for s in range(first, high + 1) if s in self.ring.packets)
+        self.recovery = {
+            "trans": trans, "low": low, "high": high,
+            "safe_lts": max(e.old_safe_lts for e in entries),
+            "queue": queue, "flag_owner": False, "clean": 0, "recovery_high": None,
+            "reason": self.change_reason, "members": c.members,
+        }
+        self.counters["recovery_packets_planned"] += len(queue)
+        self._set_state(RECOVERY, "ring %s: %d old packets to resend, old ring %s had (%d, %d]"
+                        % (_ring_str(c.ring_id), len(queue), _ring_str(old_id), low, high))
+        self.token_deadline = self.now + self.cfg.token_timeout_s
+
+    def _start_new_ring_token(self):
+        """The representative turns the commit token into the first regular token."""
+        ring = self.new_ring
+        tok = RingToken(ring.ring_id, self.me, 0, TOKEN_REGULAR, 0, 0, 0, (), 0, ring.start_lts,
+                    ring.start_lts, None, 0)
+        self.commit = None
+        self._handle_token(tok)
+
+    def _recovery_flags(self, tok, had_work):
+        """Totem's retrans_flg: set while somebody still has old packets to resend; after two
+        rotations with it clear (and every recovered packet here) the new ring is installed."""
+        rec = self.recovery
+        # "had work" counts too: the packets sent on this visit must be before everybody's
+        # first clean visit, or a daemon could install without them
+        if had_work or rec["queue"]:
+            if not tok.retrans_flg:
+                tok.retrans_flg = 1
+                rec["flag_owner"] = True
+        elif tok.retrans_flg and rec["flag_owner"]:
+            tok.retrans_flg = 0
+            rec["flag_owner"] = False
+        if tok.retrans_flg:
+            rec["clean"] = 0
+            rec["recovery_high"] = None
+            return False
+        rec["clean"] += 1
+        if rec["recovery_high"] is None:
+            rec["recovery_high"] = tok.link_seq  # every resent packet has a seq <= this
+        return rec["clean"] >= 2 and self.new_ring.my_aru >= rec["recovery_high"]
+
+    def _enter_operational(self):
+        """Deliver what is left of the old ring (regular, then transitional), then the new ring."""
+        rec = self.recovery
+        old = self.ring
+        self._feed(old, upto=rec["high"], allow_gaps=True)
+        trans = rec["trans"]
+        new_id = self.new_ring.ring_id
+        emitted_trans = False
+        after_gap = False
+        while old.ordered:
+            m = old.ordered.popleft()
+            regular_ok = not after_gap and not emitted_trans and m.complete and not (
+                m.service & SAFE_MESS and m.lts > rec["safe_lts"])
+            if not regular_ok and not emitted_trans and self.had_regular:
+                self._emit_transitional(trans, new_id, old.ring_id)
+                emitted_trans = True
+            if not m.complete:  # a gap: nobody here has it all
+                after_gap = True
+                self.counters["messages_lost_in_gaps"] += 0 if m.gap else 1
+                continue
+            if after_gap and m.origin not in trans:
+                # it may depend on the missing message (its sender could have seen it)
+                self.counters["discarded_after_gap"] += 1
+                continue
+            self._deliver(m, old)
+        if not emitted_trans and self.had_regular:
+            self._emit_transitional(trans, new_id, old.ring_id)
+        self.ring = self.new_ring
+        self.new_ring = None
+        self.recovery = None
+        self.had_regular = True
+        self.counters["configurations_installed"] += 1
+        self.recent_changes.append((self.now, _ring_str(new_id), [p[0] for p in self.ring.members],
+                                    rec["reason"]))
+        self.outputs.append(_configuration_change(CONF_REGULAR, self.ring.members, trans, new_id,
+                                                  old.ring_id, rec["reason"]))
+        self._set_state(OPERATIONAL, "installed ring %s %s (%s)" % (
+            _ring_str(new_id), _ring_names(self.ring.members), rec["reason"]))
+        self.change_reason = rec["reason"]
+        self.next_merge_detect = self.now + self.cfg.merge_detect_s
+        self._feed(self.ring, upto=self.ring.my_aru)
+        self._deliver_ready(self.ring)
+
+    def _emit_transitional(self, trans, new_id, old_id):
+        self.outputs.append(_configuration_change(CONF_TRANSITIONAL, trans, trans, new_id, old_id,
+                                                  self.recovery["reason"]))
+
+    # ---------------------------------------------------------------- data packets
+
+    def _on_data(self, p):
+        if self.state == RECOVERY or (self.state == OPERATIONAL and self.new_ring is None):
+            ring = self.new_ring if self.state == RECOVERY else self.ring
+            if p.ring_id == ring.ring_id:
+                self._on_ring_data(ring, p)
+                return
+        if self.state == GATHER and p.ring_id == self.ring.ring_id and p.inner is None:
+            # late packets of the old ring still help recovery (not once we reported on it)
+            if self.ring.store(p):
+                self.counters["late_old_ring_packets"] += 1
+            return
+        self.counters["dropped_foreign_data"] += 1
+
+    def _on_ring_data(self, ring, p):
+        self._evidence(p.link_seq)
+        if not ring.store(p):
+            self.counters["duplicate_packets"] += 1
+            return
+        self.counters["packets_received"] += 1
+        if p.inner is not None and self.recovery is not None:
+            self._store_recovered(p.inner)
+        if self.state == OPERATIONAL:
+            self._feed(ring, upto=ring.my_aru)
+            self._deliver_ready(ring)
+
+    def _store_recovered(self, inner):
+        rec = self.recovery
+        if inner.ring_id == self.ring.ring_id and inner.link_seq <= rec["high"]:
+            if self.ring.store(inner):
+                self.counters["recovered_packets"] += 1
+
+    def _evidence(self, link_seq):
+        """A packet sent after we passed the token shows that the token got through."""
+        last = self.last_sent_token
+        if last is not None and last[4] is not None and link_seq > last[4]:
+            self.last_sent_token = None
+
+    # ---------------------------------------------------------------- the token
+
+    def _on_token(self, tok):
+        ring = self.new_ring if self.state == RECOVERY else self.ring
+        if self.state not in (OPERATIONAL, RECOVERY) or tok.ring_id != ring.ring_id:
+            self.counters["dropped_foreign_tokens"] += 1
+            return
+        if tok.token_id <= ring.last_token_id:
+            self.counters["duplicate_tokens"] += 1
+            return
+        self._handle_token(tok)
+
+    def _handle_token(self, tok):
+        """Thesis 7.3.2.2: answer the retransmission requests of the previous holder, send new
+        packets within the flow-control limits, update the token, pass it, then deliver."""
+        ring = self.new_ring if self.state == RECOVERY else self.ring
+        ring.last_token_id = tok.token_id
+        self.last_sent_token = None
+        self.token_deadline = self.now + self.cfg.token_timeout_s
+        self.rotations += 1  # every token visit here is one rotation of the ring
+        sent = self._answer_retransmissions(ring, tok)
+        allowed = self._flow_allowance(ring, tok, sent)
+        had_recovery_work = self.state == RECOVERY and bool(self.recovery["queue"])
+        if self.state == RECOVERY:
+            sent += self._send_recovery_packets(ring, tok, allowed)
+        else:
+            sent += self._send_new_packets(ring, tok, allowed)
+        self._request_missing(ring, tok)
+        self._update_aru(ring, tok)
+        tok.flow_control = max(0, tok.flow_control - ring.my_last_sent) + sent
+        ring.my_last_sent = sent
+        install = self.state == RECOVERY and self._recovery_flags(tok, had_recovery_work)
+        if install:
+            self._enter_operational()
+            ring = self.ring
+        self._pass_token(ring, tok)
+        if self.state == OPERATIONAL:
+            self._feed(ring, upto=ring.my_aru)
+            self._garbage_collect(ring)
+            self._deliver_ready(ring)
+
+    def _answer_retransmissions(self, ring, tok):
+        sent = 0
+        still = []
+        for seq in tok.rtr:
+            p = ring.packets.get(seq)
+            if p is None:
+                still.append(seq)
+                continue
+            self._multicast(encode_ring_data(p), ring.members)
+            sent += 1
+            self.counters["retransmissions_sent"] += 1
+        tok.rtr = still
+        return sent
+
+    def _flow_allowance(self, ring, tok, already_sent):
+        """Send at most our personal window, and at most what the global window leaves after
+        what the others sent in the last rotation (flow_control minus our own share)."""
+        others = max(0, tok.flow_control - ring.my_last_sent)
+        return max(0, min(self.cfg.personal_window_packets - already_sent,
+                          self.cfg.global_window_packets - others - already_sent))
+
+    def _new_packet(self, ring, tok, chunks=(), inner=None):
+        tok.link_seq += 1
+        p = RingData(ring.ring_id, self.me, tok.link_seq, chunks, inner)
+        ring.store(p)
+        self._multicast(encode_ring_data(p), ring.members)
+        self.counters["packets_sent"] += 1
+        return p
+
+    def _send_recovery_packets(self, ring, tok, allowed):
+        queue = self.recovery["queue"]
+        sent = 0
+        while queue and sent < allowed:
+            old_packet = self.ring.packets.get(queue.popleft())
+            if old_packet is None:
+                continue
+            self._new_packet(ring, tok, inner=old_packet)
+            sent += 1
+            self.counters["recovery_packets_sent"] += 1
+        return sent
+
+    def _send_new_packets(self, ring, tok, allowed):
+        """Pack small messages several to a packet, fragment big ones (thesis 7.3.2)."""
+        limit = self.cfg.max_packet_bytes - RECOVERY_WRAP_BYTES - self._packet_overhead(ring)
+        sent = 0
+        while sent < allowed:
+            chunks = self._fill_packet(tok, limit)
+            if not chunks:
+                break
+            self._new_packet(ring, tok, chunks)
+            sent += 1
+        return sent
+
+    def _fill_packet(self, tok, limit):
+        """Chunks for one packet of at most `limit` payload bytes. A message gets its lts and
+        site_seq only when its first piece goes into a packet that is sent right away."""
+        chunks = []
+        room = limit
+        while len(chunks) < MAX_CHUNKS_PER_PACKET:
+            if self.in_progress is None:
+                if not self.pending:
+                    break
+                first_piece = min(len(self.pending[0][1]), limit - CHUNK_HEADER_BYTES)
+                if chunks and CHUNK_HEADER_BYTES + first_piece > room:
+                    break  # a small message is never split: it starts the next packet
+                self._start_message(tok, limit)
+            ip = self.in_progress
+            offset = ip[5] * ip[7]
+            piece = ip[1][offset:offset + ip[7]]
+            if chunks and CHUNK_HEADER_BYTES + len(piece) > room:
+                break
+            chunks.append(RingChunk(ip[2], ip[3], ip[4], ip[5], ip[6], ip[0].service_type, piece))
+            room -= CHUNK_HEADER_BYTES + len(piece)
+            ip[5] += 1
+            if ip[5] >= ip[6]:
+                self.in_progress = None
+            if room <= CHUNK_HEADER_BYTES:
+                break
+        return chunks
+
+    def _packet_overhead(self, ring):
+        dummy = RingData(ring.ring_id, self.me, 0, [])
+        return len(encode_ring_data(dummy))
+
+    def _start_message(self, tok, limit):
+        msg, body = self.pending.popleft()
+        self.origin_counter += 1
+        tok.site_lts += 1
+        tok.site_seq += 1
+        self.max_lts_seen = max(self.max_lts_seen, tok.site_lts)
+        piece_bytes = max(1, limit - CHUNK_HEADER_BYTES)
+        frag_count = max(1, -(-len(body) // piece_bytes))
+        self.in_progress = [msg, body, self.origin_counter, tok.site_lts, tok.site_seq, 0,
+                            frag_count, piece_bytes]
+        self.counters["messages_sent"] += 1
+
+    def _request_missing(self, ring, tok):
+        fits = (self.cfg.max_packet_bytes - TOKEN_FIXED_BYTES) // 8
+        room = min(self.cfg.max_rtr_entries, fits) - len(tok.rtr)
+        if room <= 0:
+            return
+        have = set(tok.rtr)
+        for seq in ring.missing(tok.link_seq, room):
+            if seq not in have:
+                tok.rtr.append(seq)
+                self.counters["retransmissions_requested"] += 1
+
+    def _update_aru(self, ring, tok):
+        """The aru rule of 7.3.2.2 (Totem's): lower the token's aru to ours and sign it with
+        site_aru_modifier; raise it only if we were the last to lower it (or nobody was)."""
+        my_site = ring.local_site_aru()
+        if ring.my_aru < tok.link_aru:
+            tok.link_aru, tok.site_aru, tok.site_aru_modifier = ring.my_aru, my_site, self.me
+        elif tok.site_aru_modifier in (None, self.me):
+            tok.link_aru, tok.site_aru = ring.my_aru, my_site
+            tok.site_aru_modifier = None if ring.my_aru >= tok.link_seq else self.me
+        # stable = what the token said on this visit and the last one (a full rotation)
+        safe_link = min(tok.link_aru, ring.prev_link_aru)
+        safe_lts = min(tok.site_aru, ring.prev_site_aru)
+        ring.safe_link = max(ring.safe_link, safe_link)
+        ring.safe_lts = max(ring.safe_lts, safe_lts)
+        ring.prev_link_aru, ring.prev_site_aru = tok.link_aru, tok.site_aru
+        self.max_lts_seen = max(self.max_lts_seen, tok.site_lts)
+
+    def _pass_token(self, ring, tok):
+        tok.sender = self.me
+        tok.token_id += 1
+        ring.last_token_id = tok.token_id
+        nxt = self._successor(ring.members)
+        idle = (tok.flow_control == 0 and not tok.rtr and tok.link_aru == tok.link_seq
+                and not self.pending and self.in_progress is None and self.state == OPERATIONAL)
+        if idle and ring.members[0] == self.me:
+            self.held_token = (ring, tok, nxt)
+            self.hold_until = self.now + self.cfg.token_hold_s
+            return
+        if nxt == self.me:  # a ring of one: the token comes straight back at the next chance
+            self.held_token = (ring, tok, nxt)
+            self.hold_until = self.now
+            return
+        self._pass(encode_ring_token(tok), nxt, link_seq=tok.link_seq)
+
+    def _release_held_token(self):
+        ring, tok, nxt = self.held_token
+        self.held_token = None
+        current = self.new_ring if self.state == RECOVERY else self.ring
+        if current is not ring or self.state not in (OPERATIONAL, RECOVERY):
+            return
+        if nxt == self.me:
+            self._handle_token(tok)
+        else:
+            self._pass(encode_ring_token(tok), nxt, link_seq=tok.link_seq)
+
+    def _pass(self, raw, nxt, link_seq):
+        self._send(raw, nxt)
+        self.last_sent_token = [raw, nxt, self.now + self.cfg.token_retransmit_s,
+                                self.cfg.token_retransmits_max, link_seq]
+
+    def _retransmit_token_if_due(self):
+        last = self.last_sent_token
+        if last is None or self.now < last[2]:
+            return
+        if last[3] <= 0:
+            self.last_sent_token = None
+            return
+        self._send(last[0], last[1])
+        last[2] = self.now + self.cfg.token_retransmit_s
+        last[3] -= 1
+        self.counters["token_retransmissions"] += 1
+
+    def _garbage_collect(self, ring):
+        upto = min(ring.safe_link, ring.fed_upto)
+        for seq in range(ring.gc_upto + 1, upto + 1):
+            ring.packets.pop(seq, None)
+        ring.gc_upto = max(ring.gc_upto, upto)
+
+    # ---------------------------------------------------------------- assembly and delivery
+
+    def _feed(self, ring, upto, allow_gaps=False):
+        """Give packets to message assembly in link_seq order (the total order)."""
+        seq = ring.fed_upto + 1
+        while seq <= upto:
+            p = ring.packets.get(seq)
+            if p is None:
+                if not allow_gaps:
+                    break
+                ring.ordered.append(_GapMarker(seq))
+            elif p.inner is None:
+                for c in p.chunks:
+                    self._add_chunk(ring, p, c)
+            ring.fed_upto = seq
+            seq += 1
+
+    def _add_chunk(self, ring, p, c):
+        key = (p.sender, c.origin_counter)
+        if c.frag_index == 0:
+            m = _Message(p.link_seq, p.sender, c)
+            ring.ordered.append(m)
+            ring.partial[key] = m
+        m = ring.partial.get(key)
+        if m is None:  # its first fragment is lost for good (only in recovery)
+            return
+        m.frags[c.frag_index] = c.body
+        if len(m.frags) == m.frag_count:
+            m.complete = True
+            del ring.partial[key]
+            if self.trace_completed is not None:
+                self.trace_completed.append((m.origin[0], m.origin[1], m.counter))
+
+    def _deliver_ready(self, ring):
+        """Thesis 7.3.3. The ring gives one total order to every message, which is also FIFO and
+        causal, so UNRELIABLE..AGREED are delivered in that order as soon as there is no gap
+        before them; SAFE waits until every member has it (lts <= the stable site_aru)."""
+        while ring.ordered:
+            m = ring.ordered[0]
+            if not m.complete:
+                return
+            if m.service & SAFE_MESS and m.lts > ring.safe_lts:
+                return
+            ring.ordered.popleft()
+            self._deliver(m, ring)
+
+    def _deliver(self, m, ring):
+        body = b"".join(m.frags[i] for i in range(m.frag_count))
+        ring.delivered_lts = m.lts
+        try:
+            msg = decode_message_body(body, m.origin[0])
+        except (RingWireError, UnicodeDecodeError):
+            self.counters["undecodable_messages"] += 1
+            return
+        msg.site_id = 0  # one site: the ring (HOP links between sites come later)
+        msg.seq = m.site_seq
+        msg.lts = m.lts
+        if self.trace_delivered is not None:
+            self.trace_delivered.append((m.origin[0], m.origin[1], m.counter))
+        self.counters["messages_delivered"] += 1
+        self.outputs.append(Deliver(msg))
+
+    # ---------------------------------------------------------------- merge detection
+
+    def _send_merge_detect(self):
+        self.next_merge_detect = self.now + self.cfg.merge_detect_s
+        raw = encode_ring_merge(RingMerge(self.me, self.ring.ring_id))
+        inside = {p[0] for p in self.ring.members}
+        for name in self.peers:
+            if name not in inside:
+                self.outputs.append(Send(raw, name))
+
+    def _on_merge(self, m):
+        self._note_incarnation(m.sender)
+        if self.state == OPERATIONAL and m.sender not in self.ring.members \
+                and m.ring_id != self.ring.ring_id:
+            self.counters["foreign_rings_seen"] += 1
+            self._enter_gather("ring %s of %s is reachable: merge" % (
+                _ring_str(m.ring_id), m.sender[0]), extra=(m.sender,))
+
+
+def _ring_names(pids):
+    return "{" + ",".join(_pid_str(p) for p in sorted(pids)) + "}"
+
+
+def _pid_str(pid):
+    """name#incarnation for people: the last 4 digits of the incarnation are enough to tell a
+    restarted daemon from its predecessor in a log."""
+    return "%s#%d" % (pid[0], pid[1] % 10000)
+
+
+def _ring_str(ring_id):
+    return "%d/%s" % (ring_id[0], _pid_str((ring_id[1], ring_id[2])))
+
+
+# ---- Ring: group membership across daemons (issue 5) ------------------------------------------
+
+STATE = "STATE"  #: daemon message kind: the groups of one daemon's clients, after a ring change
+
+
+class RingGroupCore(GroupCore):
+    """Groups whose members are on several daemons (Spread's groups.c after a daemon membership
+    change). After every REGULAR configuration, every daemon sends one STATE message (agreed
+    order, through the ring) listing the group memberships of its OWN clients, and the ring it
+    came from. When the STATE of every daemon of the configuration has been delivered, all of
+    them rebuild the same table from those messages alone, and tell their clients, for every
+    group that changed: TRANSITION (old group id) then REG_MEMB CAUSED_BY_NETWORK with the
+    vs_sets (one set per group of members whose daemons came from the same ring). Messages
+    delivered during the exchange (data, joins, leaves, disconnects) belong to the new
+    configuration: they are held and delivered after it, in order, so clients see them after
+    the REG_MEMB and every daemon applies the group operations to the same table. (The messages
+    of the transitional configuration come before: between TRANSITION and REG_MEMB.) Group ids
+    after a change are
+    (IPv4 address of the ring's representative daemon, ring sequence, index)."""
+
+    def __init__(self, daemon_name, orderer, daemon_ips, **kwargs):
+        super().__init__(daemon_name, **kwargs)
+        self.orderer = orderer
+        self.daemon_ips = dict(daemon_ips)  #: daemon name -> IPv4 (for group ids)
+        self.exchange = None
+        self.exchanges_done = 0
+        self.transition_sent = {}  #: group -> old id, TRANSITION already given to clients
+
+    def deliver(self, msg):
+        ex = self.exchange
+        if msg.kind == STATE:
+            if ex is not None and msg.groups and msg.groups[0] == repr(ex["ring_id"]):
+                self._state_arrived(ex, msg)
+            return
+        if ex is not None:
+            ex["held"].append(msg)  # it belongs to the new configuration: after its REG_MEMB
+            return
+        super().deliver(msg)
+
+    def configuration_change(self, change, memb_time):
+        if change.kind == CONF_TRANSITIONAL:
+            self._transitional(change)
+            return
+        if change.kind != CONF_REGULAR:
+            return
+        if self.exchange is not None:
+            # an interrupted exchange: apply what it held now, so that our STATE includes it
+            for msg in self.exchange["held"]:
+                super().deliver(msg)
+        self.exchange = {
+            "ring_id": change.ring_id, "members": list(change.members),
+            "waiting": set(change.members), "states": {}, "old_ring": {},
+            "held": [], "before": {name: (dict(g.members), self.group_id(g))
+                                   for name, g in self.groups.items()},
+        }
+        self.log.append("daemons %s (%s): exchanging group state" % (
+            ", ".join(change.members), getattr(change, "reason", "")))
+        self._send_state(change)
+
+    def _transitional(self, change):
+        """EVS for clients: the groups that lose members (their daemons did not come with us)
+        get TRANSITION (old group id) now, before the messages of the transitional
+        configuration; their REG_MEMB follows when the state exchange is done."""
+        together = set(change.members)
+        for group in self.groups.values():
+            if group.name in self.transition_sent:
+                continue
+            if any(daemon not in together for daemon in group.members.values()):
+                old_id = self.group_id(group)
+                self.transition_sent[group.name] = old_id
+                for session in group.local:
+                    if session.group_membership:
+                        self._enqueue(session, encode_transition(group.name, old_id))
+
+    def _send_state(self, change):
+        lines = []
+        for name in sorted(self.groups):
+            for member, daemon in self.groups[name].members.items():
+                if daemon == self.daemon_name:
+                    lines.append("%s\t%s" % (name, member))
+        msg = DaemonMessage(STATE, self.daemon_name, "#state#%s" % self.daemon_name, AGREED_MESS,
+                            [repr(change.ring_id)], data="\n".join(lines).encode("latin-1"),
+                            reason=repr(getattr(change, "old_ring_id", None)))
+        self.orderer.submit(msg)
+
+    def _state_arrived(self, ex, msg):
+        members = []
+        for line in msg.data.decode("latin-1").split("\n"):
+            if "\t" in line:
+                members.append(tuple(line.split("\t", 1)))
+        ex["states"][msg.origin] = members
+        ex["old_ring"][msg.origin] = msg.reason
+        ex["waiting"].discard(msg.origin)
+        if not ex["waiting"]:
+            self._finish_exchange(ex)
+
+    def _finish_exchange(self, ex):
+        self.exchange = None
+        self.exchanges_done += 1
+        rep = ex["ring_id"][1]
+        self.proc_id = int(ipaddress.IPv4Address(self.daemon_ips.get(rep, "127.0.0.1")))
+        self.memb_time = ex["ring_id"][0] & 0x7FFFFFFF
+        table = {}
+        for daemon in ex["members"]:
+            for group, member in ex["states"].get(daemon, ()):
+                table.setdefault(group, {})[member] = daemon
+        self._rebuild(table)
+        my_ring = ex["old_ring"].get(self.daemon_name)
+        for name in sorted(set(table) | set(ex["before"])):
+            old_members, old_id = ex["before"].get(name, ({}, None))
+            group = self.groups.get(name)
+            if group is None or old_members == group.members:
+                continue
+            if name in self.transition_sent:
+                old_id = None  # its TRANSITION went out with the transitional configuration
+            self._announce_network_change(group, old_id, ex["old_ring"], my_ring)
+        self.transition_sent = {}
+        self.log.append("group state exchange done: %d groups" % len(self.groups))
+        held, ex["held"] = ex["held"], []
+        for msg in held:
+            super().deliver(msg)
+
+    def _rebuild(self, table):
+        for name in list(self.groups):
+            if name not in table:
+                del self.groups[name]
+        self.member_groups = {}
+        for name, members in table.items():
+            group = self.groups.get(name)
+            if group is None:
+                group = self.groups[name] = Group(name)
+            group.members = dict(members)
+            group.index = 1
+            for member in members:
+                self.member_groups.setdefault(member, set()).add(name)
+            self._reorder(group)
+
+    def _announce_network_change(self, group, old_id, old_ring_of, my_ring):
+        sets = collections.OrderedDict()
+        for member in group.ordered:
+            sets.setdefault(old_ring_of.get(group.members[member], ""), []).append(member)
+        keys = sorted(sets)
+        vs_sets = [sets[k] for k in keys]
+        local_index = keys.index(my_ring) if my_ring in keys else 0
+        message = None
+        for session in group.local:
+            if session.group_membership:
+                if message is None:
+                    message = encode_reg_memb(group.name, CAUSED_BY_NETWORK, group.blob,
+                                              len(group.ordered), self.group_id(group),
+                                              vs_sets, local_index)
+                if old_id is not None:
+                    self._enqueue(session, encode_transition(group.name, old_id))
+                self._enqueue(session, message)
+        self.log.append("%s: network change, %d members in %d vs_sets" % (
+            group.name, len(group.ordered), len(vs_sets)))
+
+
 # =============================================================================================
 # I/O loop
 # =============================================================================================
@@ -1811,6 +3414,214 @@ class DaemonServer:
             Console(file=self.out, width=120).print(render_status(snap))
         else:
             print(render_status_text(snap), file=self.out, flush=True)
+
+
+# ---- Ring: the daemon-daemon datagrams (issue 5) ----------------------------------------------
+
+RING_TICK_EVERY_S = 0.01  # the ring's timers (token hold 20 ms, retransmission 80 ms) need this
+RING_RCVBUF_BYTES = 4 * 1024 * 1024
+RING_MAX_DATAGRAMS_PER_WAKEUP = 512
+#: flow control towards clients: above this many messages waiting for the token the daemon stops
+#: reading its client connections (TCP pushes back on the senders); it reads again below LOW
+RING_BACKLOG_HIGH_MESSAGES = 4000
+RING_BACKLOG_LOW_MESSAGES = 1000
+
+
+class RingDaemonServer(DaemonServer):
+    """A DaemonServer with the ring's UDP socket, bound to this daemon's own address and the
+    segment port (127.0.0.1, 127.0.0.2, 127.0.0.3 on one machine). Segment traffic is sent by
+    UNICAST to each configured daemon: on loopback and in a small lab as good as multicast, and
+    nothing is ever sent with the default interface. Datagrams from addresses that are not
+    configured daemons are dropped and counted."""
+
+    def __init__(self, daemon, listen, port, unix_path, status_every_s, ring_ip, ring_port, peers,
+                 out=None):
+        super().__init__(daemon, listen, port, unix_path, status_every_s, out)
+        self.ring_addr = (ring_ip, ring_port)
+        self.peers = dict(peers)  #: daemon name -> (ip, port)
+        self.peer_ips = {ip for ip, _ in self.peers.values()}
+        self.udp = None
+        self.datagrams_in = 0
+        self.datagrams_out = 0
+        self.datagrams_foreign = 0
+        self.send_errors = 0
+        self.last_status = (time.monotonic(), 0)
+        # DaemonServer's loop polls the daemon's actions and acts on the ones it knows; the
+        # datagrams for the ring are sent as they are polled, wherever that happens
+        self._daemon_poll = daemon.poll
+        daemon.poll = self._poll_sending_datagrams
+        self.paused = set()  #: client connections not read while the ring's backlog is high
+        self.pauses = 0
+        self.refused_reported = 0
+
+    def open(self):
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RING_RCVBUF_BYTES)
+            udp.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, RING_RCVBUF_BYTES)
+            udp.bind(self.ring_addr)
+        except OSError:
+            udp.close()
+            raise
+        udp.setblocking(False)
+        self.udp = udp
+        super().open()
+        self.sel.register(udp, selectors.EVENT_READ, "ring")
+
+    def close(self):
+        if self.udp is not None:
+            self.udp.close()
+        super().close()
+
+    def _read(self, conn_id):
+        if conn_id == "ring":
+            self._read_datagrams()
+        elif len(self.daemon.orderer.pending) > RING_BACKLOG_HIGH_MESSAGES:
+            self._pause(conn_id)  # read it again when the ring has caught up
+        else:
+            super()._read(conn_id)
+
+    def _client_flow_control(self):
+        refused = self.daemon.orderer.counters["submit_refused_queue_full"]
+        if refused != self.refused_reported:
+            self.log("ring: %d client messages refused, the ring's queue was full (%d)" % (
+                refused - self.refused_reported, self.daemon.orderer.cfg.max_pending_messages))
+            self.refused_reported = refused
+        backlog = len(self.daemon.orderer.pending)
+        if backlog > RING_BACKLOG_HIGH_MESSAGES and not self.paused:
+            self.pauses += 1
+            if self.pauses <= 10 or self.pauses % 100 == 0:
+                self.log("ring: %d messages wait for the token: clients are not read until "
+                         "fewer than %d wait (pause %d)" % (backlog, RING_BACKLOG_LOW_MESSAGES,
+                                                            self.pauses))
+            for conn_id in list(self.conns):
+                self._pause(conn_id)
+        elif backlog < RING_BACKLOG_LOW_MESSAGES and self.paused:
+            for conn_id in list(self.paused):
+                self._resume(conn_id)
+
+    def _pause(self, conn_id):
+        sock = self.conns.get(conn_id)
+        if sock is not None and conn_id not in self.paused:
+            try:
+                self.sel.unregister(sock)
+            except (KeyError, ValueError):
+                return
+            self.paused.add(conn_id)
+
+    def _resume(self, conn_id):
+        self.paused.discard(conn_id)
+        sock = self.conns.get(conn_id)
+        if sock is not None:
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn_id in self.writing else 0)
+            self.sel.register(sock, events, conn_id)
+
+    def _write(self, conn_id):
+        if conn_id in self.paused:  # DaemonServer._write may change the registration
+            self._resume(conn_id)
+            try:
+                return super()._write(conn_id)
+            finally:
+                self._pause(conn_id)
+        return super()._write(conn_id)
+
+    def _drop(self, conn_id):
+        self.paused.discard(conn_id)
+        return super()._drop(conn_id)
+
+    def _read_datagrams(self):
+        daemon = self.daemon
+        for _ in range(RING_MAX_DATAGRAMS_PER_WAKEUP):
+            try:
+                data, src = self.udp.recvfrom(65536)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break
+            if src[0] not in self.peer_ips:
+                self.datagrams_foreign += 1
+                continue
+            self.datagrams_in += 1
+            daemon.datagram(data, src, time.monotonic())
+            self._send_datagrams()
+
+    def _poll_sending_datagrams(self):
+        self._send_datagrams()
+        return self._daemon_poll()
+
+    def _send_datagrams(self):
+        actions = self.daemon.actions
+        if not any(a.__class__ is SendDatagram for a in actions):
+            return
+        keep = []
+        for action in actions:
+            if action.__class__ is not SendDatagram:
+                keep.append(action)
+                continue
+            dest = self.peers.get(action.dest)
+            if dest is None:
+                continue
+            try:
+                self.udp.sendto(action.packet, dest)
+                self.datagrams_out += 1
+            except OSError:
+                self.send_errors += 1  # the ring retransmits what is lost
+        actions[:] = keep
+
+    def _after_events(self):
+        self._send_datagrams()
+        super()._after_events()
+        self._send_datagrams()
+        self._client_flow_control()
+        ring_log = self.daemon.orderer.log
+        while ring_log:
+            self.log("ring: " + ring_log.popleft())
+
+    def serve_forever(self):
+        """The loop of DaemonServer with the ring's 10 ms timers."""
+        daemon = self.daemon
+        next_tick = time.monotonic() + RING_TICK_EVERY_S
+        next_status = time.monotonic() + self.status_every_s if self.status_every_s > 0 else None
+        while not self.stopping:
+            now = time.monotonic()
+            wait = next_tick - now
+            if next_status is not None:
+                wait = min(wait, next_status - now)
+            for key, mask in self.sel.select(max(0.0, wait)):
+                if key.data == "listen":
+                    self._accept(key.fileobj)
+                    continue
+                conn_id = key.data
+                if mask & selectors.EVENT_READ:
+                    self._read(conn_id)
+                if mask & selectors.EVENT_WRITE and conn_id in self.conns:
+                    self._write(conn_id)
+            self._after_events()
+            now = time.monotonic()
+            if now >= next_tick:
+                daemon.tick(now)
+                self._after_events()
+                next_tick = now + RING_TICK_EVERY_S
+            if next_status is not None and now >= next_status:
+                self.print_status()
+                next_status = now + self.status_every_s
+
+    def ring_snapshot(self):
+        snap = self.daemon.orderer.snapshot()
+        now = time.monotonic()
+        then, rotations = self.last_status
+        snap["rotations_per_s"] = (snap["rotations"] - rotations) / max(1e-6, now - then)
+        self.last_status = (now, snap["rotations"])
+        snap["datagrams"] = (self.datagrams_in, self.datagrams_out, self.datagrams_foreign)
+        return snap
+
+    def print_status(self):
+        super().print_status()
+        snap = self.ring_snapshot()
+        if rich is not None:
+            Console(file=self.out, width=120).print(render_ring_status(snap))
+        else:
+            print(render_ring_status(snap), file=self.out, flush=True)
 
 
 # =============================================================================================
@@ -2630,6 +4441,43 @@ def render_status_text(snap: StatusSnapshot) -> str:
     return "\n".join(lines)
 
 
+
+# ---- Ring status (issue 5) -------------------------------------------------------------------
+def ring_status_rows(snap):
+    """(label, value) rows for the status table: the ring as a student sees it."""
+    c = snap["counters"]
+    return [
+        ("daemon", "%s (incarnation %d)" % (snap["name"], snap["incarnation"] % 10000)),
+        ("state", snap["state"]),
+        ("ring", "%s: %s" % (_ring_str(snap["ring_id"]), ", ".join(snap["members"]))),
+        ("token rotations", "%d (%.0f per second)" % (snap["rotations"], snap.get("rotations_per_s", 0.0))),
+        ("packets sent / received", "%d / %d" % (c.get("packets_sent", 0), c.get("packets_received", 0))),
+        ("retransmissions asked / sent", "%d / %d" % (c.get("retransmissions_requested", 0),
+                                                      c.get("retransmissions_sent", 0))),
+        ("windows global / personal", "%d / %d packets" % (snap["global_window_packets"],
+                                                            snap["personal_window_packets"])),
+        ("membership changes", "%d (last: %s)" % (c.get("configurations_installed", 0),
+                                                   snap["last_change_reason"])),
+        ("token losses / retransmitted tokens", "%d / %d" % (c.get("token_loss", 0),
+                                                             c.get("token_retransmissions", 0))),
+        ("garbage dropped", str(c.get("dropped_garbage", 0))),
+    ] + [("change %.0f s ago" % max(0.0, snap.get("now", t) - t),
+          "ring %s {%s}: %s" % (ring, ",".join(members), reason))
+         for t, ring, members, reason in snap.get("recent_changes", ())]
+
+
+def render_ring_status(snap):
+    rows = ring_status_rows(snap)
+    if Table is None:
+        return "\n".join("%-30s %s" % r for r in rows)
+    table = Table(title="RING %s" % snap["name"])
+    table.add_column("what")
+    table.add_column("value")
+    for label, value in rows:
+        table.add_row(label, value)
+    return table
+
+
 # =============================================================================================
 # Command line
 # =============================================================================================
@@ -2732,6 +4580,8 @@ def run_daemon(args, parser) -> int:
         daemon_ip = entry.ip
         for setting in config.ignored:
             print("configuration: setting %s accepted and ignored" % setting, flush=True)
+        if len(config.daemons) > 1:  # several daemons: the RING protocol (issue 5)
+            return run_ring_daemon(args, parser, config, entry, listen, port)
     name = name or default_daemon_name()
     listen = listen or DEFAULT_LISTEN
     port = port or DEFAULT_SPREAD_PORT
@@ -2766,6 +4616,53 @@ def run_daemon(args, parser) -> int:
     finally:
         server.close()
         server.log("daemon %s stopped" % name)
+    return 0
+
+
+def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
+    """One daemon of a configuration with several: the ring between them (issue 5)."""
+    peers = {d.name: (d.ip, d.port) for d in config.daemons}
+    if len(config.segments) > 1:
+        print("configuration: %d segments; spread_mini runs ONE ring over all their daemons "
+              "(no HOP links between sites yet)" % len(config.segments), flush=True)
+    incarnation = int(time.time() * 1000)  # a restarted daemon is a new process to the others
+    orderer = RingOrderer(entry.name, incarnation, list(peers), random.Random(), RingSettings(),
+                          now=time.monotonic())
+    try:
+        proc_id = proc_id_of(listen)
+    except ValueError:
+        parser.error("--listen %r: give an IPv4 address" % listen)
+    daemon = Daemon(entry.name, proc_id=proc_id, memb_time=int(time.time()),
+                    orderer=orderer, daemon_order=config.daemon_order(),
+                    max_session_messages=args.max_session_messages, max_sessions=args.max_sessions,
+                    rng=random.Random())
+    daemon.core = RingGroupCore(entry.name, orderer, {d.name: d.ip for d in config.daemons},
+                                proc_id=proc_id, memb_time=int(time.time()),
+                                daemon_order=config.daemon_order(),
+                                max_session_messages=args.max_session_messages)
+    server = RingDaemonServer(daemon, listen, port, None if args.no_unix else "/tmp/%d" % port,
+                              args.status_every, entry.ip, entry.port, peers)
+    try:
+        server.open()
+    except OSError as exc:
+        print("spread_mini: cannot open %s:%d (clients, TCP) or %s:%d (ring, UDP): %s" % (
+            listen, port, entry.ip, entry.port, exc.strerror), file=sys.stderr)
+        server.close()
+        return 1
+
+    def stop(_signum, _frame):
+        server.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    server.log("spread_mini daemon %s (incarnation %d) listening on %s:%d; ring on %s:%d/udp "
+               "with %s (unicast to each)" % (entry.name, incarnation, listen, port, entry.ip,
+                                              entry.port, ", ".join(sorted(peers))))
+    try:
+        server.serve_forever()
+    finally:
+        server.close()
+        server.log("daemon %s stopped" % entry.name)
     return 0
 
 

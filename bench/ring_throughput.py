@@ -1,0 +1,213 @@
+from __future__ import annotations
+
+"""Throughput and latency of spread_mini daemons joined by the RING protocol, on loopback.
+
+For 1, 3 and 5 daemons (127.0.0.1 ... 127.0.0.5, one machine), AGREED and SAFE, 100 and 1000
+byte messages: one sender connected to the first daemon floods a group, one receiver connected
+to the last daemon counts and times what it gets. Rows: messages/s and Mbit/s at the receiver,
+delivery latency (median and 99th percentile, sender and receiver share the machine's clock).
+The 1-daemon row is the same daemon without the ring (its LocalOrderer): the figure beside it.
+
+    python3 bench/ring_throughput.py                    # the full table
+    python3 bench/ring_throughput.py --daemons 3 --sizes 1000 --services AGREED --count 20000
+    python3 bench/ring_throughput.py --rate 1000 --count 5000   # latency at a moderate load
+"""
+
+import argparse
+import os
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+import spread_mini as sp  # noqa: E402
+
+STAMP = struct.Struct(">dI")  # send time (monotonic), sequence number
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(ip, port):
+    try:
+        with socket.create_connection((ip, port), timeout=0.3):
+            return True
+    except OSError:
+        return False
+
+
+def start_daemons(n, tmpdir):
+    port = free_port()
+    conf = os.path.join(tmpdir, "spread%d.conf" % n)
+    with open(conf, "w") as f:
+        f.write("Spread_Segment 239.255.4.3:%d {\n" % port)
+        for i in range(1, n + 1):
+            f.write("    d%d 127.0.0.%d\n" % (i, i))
+        f.write("}\n")
+    procs = []
+    for i in range(1, n + 1):
+        log = open(os.path.join(tmpdir, "d%d_%d.log" % (n, i)), "w")
+        procs.append(subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "spread_mini.py"), "daemon", "-c", conf, "--name",
+             "d%d" % i, "--status-every", "0", "--no-unix", "--max-session-messages", "1000000"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT))
+    deadline = time.monotonic() + 20
+    while not all(port_open("127.0.0.%d" % i, port) for i in range(1, n + 1)):
+        if time.monotonic() > deadline:
+            raise SystemExit("daemons did not start; see %s" % tmpdir)
+        time.sleep(0.1)
+    time.sleep(1.5 if n > 1 else 0.2)  # the ring forms (startup waits one consensus timeout)
+    return procs, port
+
+
+def receiver(port, ip, count, group, ready_path):
+    mbox = sp.connect("%d@%s" % (port, ip), "rcv", 0, True)
+    mbox.join(group)
+    while True:
+        msg = mbox.receive(timeout=10)
+        if msg is not None and msg.is_membership:
+            break
+    open(ready_path, "w").close()
+    latencies = []
+    got = 0
+    first = last = None
+    nbytes = 0
+    while got < count:
+        msg = mbox.receive(timeout=30)
+        if msg is None:
+            break
+        if msg.is_membership:
+            continue
+        now = time.monotonic()
+        sent, _ = STAMP.unpack_from(msg.data)
+        latencies.append(now - sent)
+        if first is None:
+            first = now
+        last = now
+        got += 1
+        nbytes += len(msg.data)
+    mbox.disconnect()
+    elapsed = (last - first) if got > 1 else 0.0
+    latencies.sort()
+    p50 = latencies[len(latencies) // 2] if latencies else 0.0
+    p99 = latencies[int(len(latencies) * 0.99)] if latencies else 0.0
+    print("RESULT %d %.6f %d %.6f %.6f" % (got, elapsed, nbytes, p50, p99), flush=True)
+
+
+def sender(port, ip, count, size, service, group, rate):
+    mbox = sp.connect("%d@%s" % (port, ip), "snd", 0, False)
+    pad = b"x" * max(0, size - STAMP.size)
+    start = time.monotonic()
+    for i in range(count):
+        if rate:  # paced: the latency of a message, not of a queue
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        mbox.multicast(service, group, STAMP.pack(time.monotonic(), i) + pad)
+    time.sleep(2)
+    mbox.disconnect()
+
+
+def run_case(n, port, service_name, size, count, tmpdir, rate=0):
+    group = "bench%d" % size
+    ready = os.path.join(tmpdir, "ready_%d_%s_%d" % (n, service_name, size))
+    rcv = subprocess.Popen([sys.executable, __file__, "--role", "receiver", "--port", str(port),
+                            "--ip", "127.0.0.%d" % n, "--count", str(count), "--group", group,
+                            "--ready", ready], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    deadline = time.monotonic() + 20
+    while not os.path.exists(ready):
+        if time.monotonic() > deadline or rcv.poll() is not None:
+            rcv.kill()
+            return None
+        time.sleep(0.05)
+    snd = subprocess.Popen([sys.executable, __file__, "--role", "sender", "--port", str(port),
+                            "--ip", "127.0.0.1", "--count", str(count), "--size", str(size),
+                            "--service", service_name, "--group", group, "--rate", str(rate)],
+                           cwd=ROOT)
+    try:
+        out, _ = rcv.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        rcv.kill()
+        out = ""
+    snd.wait(30)
+    for line in out.splitlines():
+        if line.startswith("RESULT"):
+            got, elapsed, nbytes, p50, p99 = line.split()[1:]
+            return int(got), float(elapsed), int(nbytes), float(p50), float(p99)
+    return None
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Throughput and latency of spread_mini rings on loopback.")
+    parser.add_argument("--daemons", default="1,3,5", help="ring sizes, comma separated (default 1,3,5)")
+    parser.add_argument("--services", default="AGREED,SAFE", help="default AGREED,SAFE")
+    parser.add_argument("--sizes", default="100,1000", help="message sizes in bytes (default 100,1000)")
+    parser.add_argument("--count", type=int, default=20000, help="messages per case (default 20000)")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="messages per second of the sender (default 0: as fast as it can)")
+    parser.add_argument("--role", choices=["receiver", "sender"], help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--ip", help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, default=100, help=argparse.SUPPRESS)
+    parser.add_argument("--service", default="AGREED", help=argparse.SUPPRESS)
+    parser.add_argument("--group", default="bench", help=argparse.SUPPRESS)
+    parser.add_argument("--ready", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.role == "receiver":
+        receiver(args.port, args.ip, args.count, args.group, args.ready)
+        return 0
+    if args.role == "sender":
+        service = {"AGREED": sp.AGREED_MESS, "SAFE": sp.SAFE_MESS}[args.service]
+        sender(args.port, args.ip, args.count, args.size, service, args.group, args.rate)
+        return 0
+    try:
+        sizes = [int(s) for s in args.sizes.split(",")]
+        rings = [int(s) for s in args.daemons.split(",")]
+    except ValueError:
+        parser.error("--sizes and --daemons are comma-separated numbers")
+    services = args.services.split(",")
+    if any(s not in ("AGREED", "SAFE") for s in services) or any(not 1 <= n <= 9 for n in rings) \
+            or any(not STAMP.size <= s <= 100000 for s in sizes) or args.count < 10 or args.rate < 0:
+        parser.error("services AGREED/SAFE, 1..9 daemons, sizes %d..100000, count >= 10" % STAMP.size)
+    print("| daemons | service | size B | messages | msgs/s | Mbit/s | latency p50 ms | p99 ms |")
+    print("|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmpdir:
+        for n in rings:
+            procs, port = start_daemons(n, tmpdir)
+            try:
+                for service in services:
+                    for size in sizes:
+                        r = run_case(n, port, service, size, args.count, tmpdir, args.rate)
+                        if r is None or r[0] < 2:
+                            print("| %d | %s | %d | failed | | | | |" % (n, service, size), flush=True)
+                            continue
+                        got, elapsed, nbytes, p50, p99 = r
+                        rate = got / elapsed if elapsed > 0 else 0.0
+                        print("| %d | %s | %d | %d | %.0f | %.1f | %.1f | %.1f |" % (
+                            n, service, size, got, rate, rate * size * 8 / 1e6, p50 * 1000,
+                            p99 * 1000), flush=True)
+            finally:
+                for p in procs:
+                    p.terminate()
+                for p in procs:
+                    try:
+                        p.wait(5)
+                    except subprocess.TimeoutExpired:
+                        p.kill()
+    print("rerun: python3 bench/ring_throughput.py --daemons %s --services %s --sizes %s --count %d%s"
+          % (args.daemons, args.services, args.sizes, args.count,
+             " --rate %g" % args.rate if args.rate else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

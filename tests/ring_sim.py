@@ -1,0 +1,624 @@
+from __future__ import annotations
+
+"""A deterministic simulated network for RingOrderer, and the checkers of the guarantees.
+
+One seeded random.Random decides everything: packet loss, duplication, delay (and so reordering),
+partitions and heals, crashes and restarts (a restarted daemon is a fresh RingOrderer with a new
+incarnation), and the clients' messages of every service type. There is no real time and no
+thread: a fake clock jumps from event to event, so a seed replays exactly:
+
+    python3 tests/ring_sim.py 123 --log
+
+The checkers (run at the end of every run; the cheap ones after every step):
+  agreed order   one order: the union of all daemons' delivery sequences has no cycle
+  FIFO           per sender, in the order it sent
+  causal         a message is delivered after those its sender had delivered before sending it
+  no duplicates  no daemon delivers a message twice
+  virtual sync.  daemons that move together from one configuration to the next delivered the
+                 same set of messages in it (regular part and transitional part)
+  safe delivery  a SAFE message delivered in a regular configuration was complete at every member
+  no loss        at the end (network healed, everybody restarted, quiet), everybody is in one
+                 regular configuration and delivered the same messages in it; every message
+                 submitted at a daemon that never crashed was delivered by that daemon
+"""
+
+import heapq
+import os
+import random
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+import spread_mini as sr  # noqa: E402
+
+SERVICES = [sr.UNRELIABLE_MESS, sr.RELIABLE_MESS, sr.FIFO_MESS, sr.CAUSAL_MESS,
+            sr.AGREED_MESS, sr.SAFE_MESS]
+
+
+class Faults:
+    """How hostile the network is (probabilities per packet, delays in seconds)."""
+
+    def __init__(self, loss=0.02, dup=0.01, delay_s=0.002, jitter_s=0.002, crashes=True,
+                 partitions=True, fault_every_s=1.2, garbage=0.005):
+        self.loss = loss
+        self.dup = dup
+        self.delay_s = delay_s
+        self.jitter_s = jitter_s
+        self.crashes = crashes
+        self.partitions = partitions
+        self.fault_every_s = fault_every_s
+        self.garbage = garbage  # a mangled copy of the packet, or other traffic, arrives too
+
+
+class Process:
+    """The record of one incarnation of one daemon, as the checkers see it."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.events = []  # ('conf', ConfigurationChange, t) / ('msg', msg_id, service, t)
+        self.delivered = []  # msg ids in delivery order
+        self.delivered_set = set()
+        self.completed = {}  # msg_id -> time it was complete here (link level)
+        self.crashed = False
+
+
+class SimResult:
+    def __init__(self, seed, violations, log_lines, stats):
+        self.seed = seed
+        self.violations = violations
+        self.log_lines = log_lines
+        self.stats = stats
+
+    def summary(self):
+        head = "seed %d: %d violations; %s" % (
+            self.seed, len(self.violations),
+            ", ".join("%s=%s" % kv for kv in sorted(self.stats.items())))
+        return "\n".join([head] + ["  VIOLATION " + v for v in self.violations[:20]])
+
+
+class Sim:
+    def __init__(self, seed, daemons=3, faults=None, settings=None, tick_s=0.01):
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.names = ["d%d" % (i + 1) for i in range(daemons)]
+        self.faults = faults or Faults()
+        self.settings = settings or {}
+        self.tick_s = tick_s
+        self.now = 0.0
+        self.net = []
+        self.net_counter = 0
+        self.nodes = {}  # name -> (orderer, Process) for the daemons that are up
+        self.incarnation = {n: 0 for n in self.names}
+        self.processes = []
+        self.group_of = None  # partition: name -> side
+        self.oneway_cuts = set()  # (src, dest): src's packets do not reach dest
+        self.paused_until = {}  # name -> time: a stopped process (SIGSTOP, a long GC pause)
+        self.submitted = {}  # msg_id -> (service, data, deps (pid, prefix length), origin pid)
+        self.violations = []
+        self.log_lines = []
+        self.next_tick = 0.0
+        self.drop_rule = None  # scenario tests: drop_rule(src, dest, raw) -> True drops it
+        self.stats = {"packets": 0, "lost": 0, "crashes": 0, "restarts": 0, "partitions": 0,
+                      "submitted": 0, "configurations": 0}
+        for n in self.names:
+            self.start(n)
+
+    # -------------------------------------------------------------- daemons
+
+    def start(self, name):
+        self.incarnation[name] += 1
+        pid = (name, self.incarnation[name])
+        cfg = sr.RingSettings(**self.settings)
+        orderer = sr.RingOrderer(name, pid[1], self.names, random.Random(self.rng.random()),
+                                 cfg, now=self.now)
+        proc = Process(pid)
+        orderer.trace_completed = []
+        orderer.trace_delivered = []
+        self.nodes[name] = (orderer, proc)
+        self.processes.append(proc)
+        self.drain(name)
+
+    def add_counters(self, orderer):
+        for key in ("recovery_packets_sent", "recovered_packets", "discarded_after_gap",
+                    "retransmissions_sent", "token_loss", "consensus_timeouts",
+                    "messages_resent_after_change", "dropped_garbage"):
+            self.stats[key] = self.stats.get(key, 0) + orderer.counters.get(key, 0)
+
+    def crash(self, name):
+        orderer, proc = self.nodes.pop(name)
+        self.add_counters(orderer)
+        proc.crashed = True
+        self.collect_log(orderer)
+        self.stats["crashes"] += 1
+
+    def collect_log(self, orderer):
+        self.log_lines.extend(orderer.log)
+        orderer.log.clear()
+
+    # -------------------------------------------------------------- network
+
+    def send(self, src, dest, raw):
+        self.stats["packets"] += 1
+        limit = self.nodes[src][0].cfg.max_packet_bytes if src in self.nodes else 1400
+        if raw[5] in (sr.PT_DATA, sr.PT_TOKEN) and len(raw) > limit:
+            self.fail("%s sent a %d-byte packet, more than max_packet_bytes %d"
+                      % (src, len(raw), limit))
+        f = self.faults
+        if self.rng.random() < f.loss:
+            self.stats["lost"] += 1
+            return
+        if self.rng.random() < f.garbage:
+            self.push(dest, src, self.mangle(raw))
+        copies = 2 if self.rng.random() < f.dup else 1
+        for _ in range(copies):
+            delay = f.delay_s + self.rng.random() * f.jitter_s
+            self.net_counter += 1
+            heapq.heappush(self.net, (self.now + delay, self.net_counter, dest, src, raw))
+
+    def push(self, dest, src, raw):
+        self.net_counter += 1
+        heapq.heappush(self.net, (self.now + self.faults.delay_s, self.net_counter, dest, src, raw))
+
+    def mangle(self, raw):
+        """Garbage the daemons must drop and count: a flipped byte, a cut packet, random bytes,
+        another version of the protocol, or somebody else's traffic on the port."""
+        self.stats["garbage_sent"] = self.stats.get("garbage_sent", 0) + 1
+        kind = self.rng.randrange(5)
+        if kind == 0 and raw:
+            i = self.rng.randrange(len(raw))
+            return raw[:i] + bytes([raw[i] ^ (1 << self.rng.randrange(8))]) + raw[i + 1:]
+        if kind == 1:
+            return raw[:self.rng.randrange(len(raw))]
+        if kind == 2:
+            return bytes(self.rng.getrandbits(8) for _ in range(self.rng.randrange(64)))
+        if kind == 3:
+            return raw[:4] + bytes([raw[4] + 1]) + raw[5:]
+        return b"\x80\x00\x00\x80" + raw[4:]  # looks like a Spread client header
+
+    def reachable(self, a, b):
+        if (a, b) in self.oneway_cuts:
+            return False
+        return self.group_of is None or self.group_of.get(a) == self.group_of.get(b)
+
+    def drain(self, name):
+        orderer, proc = self.nodes[name]
+        for out in orderer.poll():
+            if isinstance(out, sr.Send):
+                self.send(name, out.dest, out.packet)
+            elif isinstance(out, sr.Deliver):
+                self.record_delivery(proc, out.msg, orderer.trace_delivered.pop(0))
+            else:
+                proc.events.append(("conf", out, self.now))
+                if out.kind == sr.CONF_REGULAR:
+                    self.stats["configurations"] += 1
+        for mid in orderer.trace_completed:
+            proc.completed.setdefault(mid, self.now)
+        del orderer.trace_completed[:]
+        if len(orderer.log) > 200:
+            self.collect_log(orderer)
+
+    def record_delivery(self, proc, msg, msg_id):
+        """Messages are known by the serial number the simulated client puts in their first
+        8 bytes (a message cut by a ring change is sent again under a new orderer id)."""
+        if len(msg.data) < 8:
+            self.fail("%s#%d delivered a message without our serial" % proc.pid)
+            return
+        serial = int.from_bytes(msg.data[:8], "big")
+        if serial in proc.delivered_set:
+            self.fail("duplicate delivery of message %d at %s#%d" % ((serial,) + proc.pid))
+            return
+        sub = self.submitted.get(serial)
+        if sub is None:
+            self.fail("%s#%d delivered %s that nobody submitted" % (proc.pid + (serial,)))
+            return
+        if sub[0] != msg.service_type or sub[1] != msg.data or sub[3] != msg_id[:2]:
+            self.fail("message %d delivered altered at %s" % (serial, proc.pid))
+        proc.delivered.append(serial)
+        proc.delivered_set.add(serial)
+        proc.events.append(("msg", serial, msg.service_type, self.now, msg_id))
+
+    def fail(self, text):
+        self.violations.append("t=%.3f %s" % (self.now, text))
+
+    # -------------------------------------------------------------- clients
+
+    def submit_random(self):
+        running = [n for n in sorted(self.nodes) if self.paused_until.get(n, 0.0) <= self.now]
+        if not running:
+            return
+        name = self.rng.choice(running)
+        orderer, proc = self.nodes[name]
+        service = self.rng.choice(SERVICES)
+        r = self.rng.random()
+        size = self.rng.randrange(8, 100) if r < 0.7 else (
+            self.rng.randrange(100, 1200) if r < 0.95 else self.rng.randrange(1200, 6000))
+        serial = len(self.submitted) + 1
+        data = serial.to_bytes(8, "big") + bytes(self.rng.getrandbits(8) for _ in range(8))
+        data += b"x" * max(0, size - len(data))
+        msg = sr.DaemonMessage(sr.DATA, name, "#c%d#%s" % (self.rng.randrange(3), name), service, ["g"],
+                              data=data)
+        if not orderer.submit(msg):
+            return
+        self.stats["submitted"] += 1
+        # deps: what this daemon had delivered before the client sent (causal order)
+        self.submitted[serial] = (service, data, (proc.pid, len(proc.delivered)), proc.pid)
+
+    # -------------------------------------------------------------- the run
+
+    def settled(self):
+        for orderer, _ in self.nodes.values():
+            if orderer.state != sr.OPERATIONAL or orderer.pending or orderer.in_progress \
+                    or orderer.ring.ordered or len(orderer.ring.members) != len(self.nodes):
+                return False
+        arus = {(o.ring.ring_id, o.ring.my_aru, o.ring.high_seq) for o, _ in self.nodes.values()}
+        return len(arus) == 1
+
+    def run(self, seconds=8.0, traffic_rate_per_s=150.0, quiet_s=4.0, max_extra_s=60.0):
+        """Faults and traffic until seconds - quiet_s; then everything heals and restarts and
+        the run goes on until the daemons settle (at least until `seconds`, at most
+        max_extra_s more), so that the end checks see a finished run."""
+        fault_end = max(0.0, seconds - quiet_s)
+        hard_end = seconds + max_extra_s
+        next_tick = 0.0
+        next_submit = self.rng.expovariate(traffic_rate_per_s)
+        next_fault = self.rng.uniform(0.3, self.faults.fault_every_s * 2)
+        healed = False
+        while self.now < seconds or (self.now < hard_end and not self.settled()):
+            t_net = self.net[0][0] if self.net else float("inf")
+            t = min(t_net, next_tick, next_submit if next_submit < fault_end else float("inf"),
+                    next_fault if next_fault < fault_end else float("inf"))
+            if not healed and t >= fault_end:
+                t = fault_end
+            if t > hard_end:
+                break
+            self.now = t
+            if not healed and self.now >= fault_end:
+                healed = True
+                self.heal_everything()
+            elif t == t_net:
+                _, _, dest, src, raw = heapq.heappop(self.net)
+                if self.paused_until.get(dest, 0.0) > self.now:
+                    # a stopped process: the kernel keeps its datagrams until it runs again
+                    self.net_counter += 1
+                    heapq.heappush(self.net, (self.paused_until[dest], self.net_counter, dest,
+                                              src, raw))
+                elif dest in self.nodes and self.reachable(src, dest):
+                    self.nodes[dest][0].receive(raw, src, self.now)
+                    self.drain(dest)
+            elif t == next_tick:
+                for name in sorted(self.nodes):
+                    if self.paused_until.get(name, 0.0) > self.now:
+                        continue
+                    self.nodes[name][0].tick(self.now)
+                    self.drain(name)
+                next_tick += self.tick_s
+            elif t == next_submit:
+                self.submit_random()
+                next_submit += self.rng.expovariate(traffic_rate_per_s)
+            elif t == next_fault:
+                self.random_fault()
+                next_fault += self.rng.uniform(0.2, self.faults.fault_every_s * 2)
+        for orderer, proc in self.nodes.values():
+            self.collect_log(orderer)
+            self.add_counters(orderer)
+        self.stats["trans_deliveries"] = sum(
+            1 for p in self.processes for e in self.configurations_of(p) for _ in e[2])
+        return self.check()
+
+    def heal_everything(self):
+        self.group_of = None
+        self.paused_until = {}
+        self.oneway_cuts = set()
+        for name in self.names:
+            if name not in self.nodes:
+                self.start(name)
+                self.stats["restarts"] += 1
+
+    def random_fault(self):
+        f = self.faults
+        choices = []
+        up = sorted(self.nodes)
+        down = [n for n in self.names if n not in self.nodes]
+        if f.crashes and len(up) > 1:
+            choices.append("crash")
+        if f.crashes and down:
+            choices.append("restart")
+        if f.partitions and len(self.names) > 1:
+            choices.append("partition" if self.group_of is None else "heal")
+            choices.append("oneway" if not self.oneway_cuts else "heal")
+        if f.crashes and up:
+            choices.append("pause")
+        if not choices:
+            return
+        what = self.rng.choice(choices)
+        if what == "crash":
+            self.crash(self.rng.choice(up))
+        elif what == "restart":
+            self.start(self.rng.choice(down))
+            self.stats["restarts"] += 1
+        elif what == "partition":
+            sides = {n: self.rng.randrange(2) for n in self.names}
+            self.group_of = sides
+            self.stats["partitions"] += 1
+        elif what == "pause":
+            # stopped for a while, shorter or longer than the token timeout
+            name = self.rng.choice(up)
+            self.paused_until[name] = self.now + self.rng.choice([0.2, 0.5, 1.0, 2.0])
+            self.stats["pauses"] = self.stats.get("pauses", 0) + 1
+        elif what == "oneway":
+            a, b = self.rng.sample(self.names, 2)
+            self.oneway_cuts.add((a, b))
+            self.stats["oneway_cuts"] = self.stats.get("oneway_cuts", 0) + 1
+        else:
+            self.group_of = None
+            self.oneway_cuts = set()
+
+    # -------------------------------------------------------------- scenario helpers
+
+    def deliver_one(self):
+        _, _, dest, src, raw = heapq.heappop(self.net)
+        if dest in self.nodes and self.reachable(src, dest):
+            if self.drop_rule is not None and self.drop_rule(src, dest, raw):
+                return
+            self.nodes[dest][0].receive(raw, src, self.now)
+            self.drain(dest)
+
+    def tick_all(self):
+        for name in sorted(self.nodes):
+            self.nodes[name][0].tick(self.now)
+            self.drain(name)
+        self.next_tick += self.tick_s
+
+    def run_until(self, t_end, stop=None):
+        """Scenario tests: let time pass to t_end (no random faults, no random traffic);
+        stop early when stop() is true. Returns stop()'s last value."""
+        while True:
+            t_net = self.net[0][0] if self.net else float("inf")
+            t = min(t_net, self.next_tick)
+            if t > t_end:
+                self.now = t_end
+                return stop() if stop else None
+            self.now = t
+            if t == t_net:
+                self.deliver_one()
+            else:
+                self.tick_all()
+            if stop is not None and stop():
+                return True
+
+    def submit(self, name, service, size=20):
+        """Scenario tests: a client of daemon `name` sends a message; returns its serial."""
+        orderer, proc = self.nodes[name]
+        serial = len(self.submitted) + 1
+        data = serial.to_bytes(8, "big") + b"y" * max(0, size - 8)
+        msg = sr.DaemonMessage(sr.DATA, name, "#c#%s" % name, service, ["g"], data=data)
+        assert orderer.submit(msg)
+        self.submitted[serial] = (service, data, (proc.pid, len(proc.delivered)), proc.pid)
+        self.stats["submitted"] += 1
+        return serial
+
+    def regular_configs(self, name):
+        return [e[1] for e in self.nodes[name][1].events
+                if e[0] == "conf" and e[1].kind == sr.CONF_REGULAR]
+
+    # -------------------------------------------------------------- checkers
+
+    def check(self):
+        self.check_configurations_agree()
+        self.check_agreed_order()
+        self.check_fifo_and_causal()
+        self.check_virtual_synchrony_and_safe()
+        self.check_end_state()
+        return SimResult(self.seed, self.violations, self.log_lines, self.stats)
+
+    def check_configurations_agree(self):
+        """Every daemon that installs a ring sees the same members; a transitional
+        configuration between the same two rings has the same members everywhere."""
+        seen = {}
+        for proc in self.processes:
+            for ev in proc.events:
+                if ev[0] != "conf":
+                    continue
+                c = ev[1]
+                key = (c.kind, c.ring_id, c.old_ring_id if c.kind == sr.CONF_TRANSITIONAL else None)
+                members = tuple(sorted(c.member_ids))
+                if c.kind == sr.CONF_REGULAR and proc.pid not in c.member_ids:
+                    self.fail("%s#%d installed ring %s without being in it" % (proc.pid + (c.ring_id,)))
+                if seen.setdefault(key, members) != members:
+                    self.fail("configuration %s has members %s at %s#%d but %s elsewhere"
+                              % ((key, members) + proc.pid + (seen[key],)))
+
+    def check_agreed_order(self):
+        """One total order: edges between consecutive deliveries of every process; no cycle."""
+        succ = {}
+        indeg = {}
+        for proc in self.processes:
+            for a, b in zip(proc.delivered, proc.delivered[1:]):
+                succ.setdefault(a, set())
+                if b not in succ[a]:
+                    succ[a].add(b)
+                    indeg[b] = indeg.get(b, 0) + 1
+                indeg.setdefault(a, indeg.get(a, 0))
+            for m in proc.delivered:
+                indeg.setdefault(m, 0)
+        ready = [m for m, d in indeg.items() if d == 0]
+        seen = 0
+        while ready:
+            m = ready.pop()
+            seen += 1
+            for b in succ.get(m, ()):
+                indeg[b] -= 1
+                if indeg[b] == 0:
+                    ready.append(b)
+        if seen != len(indeg):
+            stuck = sorted(m for m, d in indeg.items() if d > 0)[:4]
+            self.fail("agreed order: no single order fits all daemons (cycle through %s)" % stuck)
+
+    def check_fifo_and_causal(self):
+        by_pid = {p.pid: p for p in self.processes}
+        for proc in self.processes:
+            pos = {m: i for i, m in enumerate(proc.delivered)}
+            last_serial = {}
+            for m in proc.delivered:
+                origin = self.submitted[m][3]
+                if last_serial.get(origin, 0) >= m:
+                    self.fail("FIFO: %s#%d delivered %s after a later message of its sender"
+                              % (proc.pid + (m,)))
+                last_serial[origin] = m
+            # causal: m2 sent at origin O after O delivered O.delivered[:k]
+            prefix_max = {}
+            for m2 in proc.delivered:
+                sub = self.submitted.get(m2)
+                if sub is None:
+                    continue
+                opid, k = sub[2]
+                o = by_pid.get(opid)
+                if o is None:
+                    continue
+                pm = prefix_max.get(opid)
+                if pm is None:
+                    pm = [-1]
+                    for m1 in o.delivered:
+                        pm.append(max(pm[-1], pos.get(m1, -1)))
+                    prefix_max[opid] = pm
+                if k < len(pm) and pm[k] > pos[m2]:
+                    self.fail("causal: %s#%d delivered %s before a message its sender had "
+                              "delivered before sending it" % (proc.pid + (m2,)))
+
+    def configurations_of(self, proc):
+        """[(regular ChangeEvent, regular msgs, trans msgs, next regular ChangeEvent or None)]"""
+        out = []
+        current = None
+        regular, trans, in_trans = set(), set(), False
+        safe_regular = []
+        for ev in proc.events:
+            if ev[0] == "conf":
+                c = ev[1]
+                if c.kind == sr.CONF_TRANSITIONAL:
+                    in_trans = True
+                    continue
+                if current is not None:
+                    out.append((current, regular, trans, c, safe_regular))
+                current, regular, trans, in_trans, safe_regular = c, set(), set(), False, []
+            else:
+                if current is None:
+                    self.fail("%s#%d delivered %s before any configuration" % (proc.pid + (ev[1],)))
+                    continue
+                (trans if in_trans else regular).add(ev[1])
+                if not in_trans and ev[2] & sr.SAFE_MESS:
+                    safe_regular.append((ev[4], ev[3]))
+        if current is not None:
+            out.append((current, regular, trans, None, safe_regular))
+        return out
+
+    def check_virtual_synchrony_and_safe(self):
+        by_pid = {p.pid: p for p in self.processes}
+        moves = {}
+        for proc in self.processes:
+            for conf, regular, trans, nxt, safe_regular in self.configurations_of(proc):
+                for mid, t in safe_regular:
+                    for member in conf.member_ids:
+                        q = by_pid.get(member)
+                        got = q.completed.get(mid) if q else None
+                        if got is None or got > t:
+                            self.fail("safe: %s#%d delivered SAFE %s in ring %s but %s#%d did "
+                                      "not have it" % (proc.pid + (mid, conf.ring_id) + member))
+                if nxt is None:
+                    continue
+                key = (conf.ring_id, nxt.ring_id, tuple(sorted(nxt.transitional_ids)))
+                moves.setdefault(key, []).append((proc.pid, regular, trans))
+        for key, group in moves.items():
+            first = group[0]
+            for other in group[1:]:
+                if other[1] != first[1]:
+                    diff = sorted(other[1] ^ first[1])[:3]
+                    self.fail("virtual synchrony: %s and %s moved together from ring %s but "
+                              "delivered different messages in it (e.g. %s)"
+                              % (first[0], other[0], key[0], diff))
+                if other[2] != first[2]:
+                    diff = sorted(other[2] ^ first[2])[:3]
+                    self.fail("virtual synchrony: %s and %s delivered different messages in the "
+                              "transitional configuration %s -> %s (e.g. %s)"
+                              % (first[0], other[0], key[0], key[1], diff))
+
+    def check_end_state(self):
+        alive = [self.nodes[n][1] for n in sorted(self.nodes)]
+        finals = []
+        for proc in alive:
+            confs = self.configurations_of(proc)
+            finals.append(confs[-1] if confs else None)
+        pids = sorted(p.pid for p in alive)
+        for proc, final in zip(alive, finals):
+            if final is None or sorted(final[0].member_ids) != pids:
+                got = sorted(final[0].member_ids) if final else None
+                self.fail("end: %s#%d is in ring %s, not in one ring with every live daemon %s"
+                          % (proc.pid + (got, pids)))
+                return
+        ring_ids = {f[0].ring_id for f in finals}
+        if len(ring_ids) != 1:
+            self.fail("end: live daemons in different rings %s" % sorted(ring_ids))
+            return
+        sets = [f[1] for f in finals]
+        for proc, s in zip(alive, sets):
+            if s != sets[0]:
+                self.fail("no loss: %s#%d and %s#%d delivered different messages in the final ring"
+                          % (alive[0].pid + proc.pid))
+        for serial, sub in self.submitted.items():
+            origin = sub[3]
+            proc = self.nodes.get(origin[0], (None, None))[1]
+            if proc is not None and proc.pid == origin and serial not in proc.delivered_set:
+                orderer = self.nodes[origin[0]][0]
+                queued = any(m.data[:8] == sub[1][:8] for m, _ in orderer.pending) or (
+                    orderer.in_progress is not None and orderer.in_progress[0].data[:8] == sub[1][:8])
+                self.fail("no loss: message %d was submitted at %s#%d (never crashed) and never "
+                          "delivered there%s" % ((serial,) + origin + (
+                              " (still in its send queue: the run ended first)" if queued else "",)))
+
+
+def case_for_seed(seed):
+    """Everything about a run comes from its seed: size of the ring, hostility of the network,
+    settings. The CI seeds, the soak and the replay command all use this one function."""
+    rng = random.Random(seed * 7919 + 1)
+    settings = {}
+    if rng.random() < 0.5:
+        settings["max_packet_bytes"] = rng.choice([300, 600])  # more fragmentation
+    if rng.random() < 0.3:
+        settings["personal_window_packets"] = rng.choice([2, 5, 20])
+    if rng.random() < 0.2:
+        settings["global_window_packets"] = rng.choice([10, 40])
+    faults = Faults(loss=rng.choice([0.0, 0.02, 0.05, 0.15]), dup=rng.choice([0.0, 0.02]),
+                    delay_s=rng.choice([0.0005, 0.002, 0.01]),
+                    jitter_s=rng.choice([0.0, 0.002, 0.02]),
+                    fault_every_s=rng.choice([0.4, 0.8, 1.5]))
+    case = {"daemons": rng.choice([2, 3, 3, 4, 5]), "seconds": rng.choice([6.0, 8.0, 10.0]),
+            "faults": faults, "settings": settings, "rate": rng.choice([50.0, 150.0, 400.0])}
+    slow = (settings.get("personal_window_packets", 99) <= 5 or faults.loss > 0.1
+            or settings.get("global_window_packets", 999) <= 40
+            or faults.delay_s + faults.jitter_s >= 0.02)
+    if slow:
+        # keep the offered load within what such a slow ring carries (with 300-byte packets,
+        # window 2 and 15% loss: about 15 messages/s), so that the end checks (everything
+        # delivered within a minute of the heal) test the protocol, not patience
+        case["rate"] = min(case["rate"], 100.0 if settings.get("max_packet_bytes", 1400) > 300
+                           and faults.loss <= 0.1 else 30.0)
+    return case
+
+
+def run_seed(seed, daemons=None, seconds=None):
+    case = case_for_seed(seed)
+    sim = Sim(seed, daemons=daemons or case["daemons"], faults=case["faults"],
+              settings=case["settings"])
+    return sim.run(seconds=seconds or case["seconds"], traffic_rate_per_s=case["rate"])
+
+
+def replay_command(seed):
+    return "python3 tests/ring_sim.py %d --log" % seed
+
+
+if __name__ == "__main__":
+    seed = int(sys.argv[1]) if len(sys.argv) > 1 else 1
+    res = run_seed(seed)
+    if "--log" in sys.argv:
+        print("\n".join(sorted(res.log_lines, key=lambda l: float(l.split(" ", 1)[0]))))
+    print(res.summary())

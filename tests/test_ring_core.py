@@ -1,0 +1,438 @@
+from __future__ import annotations
+
+"""Tier 1 and scenario tests of the RING protocol core (spread_mini.RingOrderer).
+
+Named after the rules of the thesis (section 7.3.2.2 "Protocolo RING", 7.3.3 "Entrega de
+Mensagens, Ordenação e Estabilidade", lines 2691-2763 of seeds/003_5c6401fa5e45e77c.txt) and of
+Totem's membership algorithm. Every scenario runs on the deterministic simulator with a fake
+clock, and ends with the full set of guarantee checkers.
+"""
+
+import random
+
+import pytest
+
+import spread_mini as sr
+from ring_sim import Faults, Sim
+
+CALM = Faults(loss=0.0, dup=0.0, delay_s=0.001, jitter_s=0.0, crashes=False, partitions=False,
+              garbage=0.0)
+
+
+def calm_sim(n=3, seed=1, **settings):
+    sim = Sim(seed, daemons=n, faults=CALM, settings=settings)
+    assert sim.run_until(3.0, stop=lambda: all_in_one_ring(sim)), "the ring never formed"
+    return sim
+
+
+def all_in_one_ring(sim):
+    rings = set()
+    for orderer, _ in sim.nodes.values():
+        if orderer.state != sr.OPERATIONAL or len(orderer.ring.members) != len(sim.nodes):
+            return False
+        rings.add(orderer.ring.ring_id)
+    return len(rings) == 1
+
+
+def assert_guarantees(sim):
+    result = sim.check()
+    assert not result.violations, "\n".join(result.violations[:10])
+
+
+def delivered(sim, name):
+    return list(sim.nodes[name][1].delivered)
+
+
+# ------------------------------------------------------------------------ wire format
+
+def a_token():
+    return sr.RingToken((7, "d1", 3), ("d2", 3), token_id=41, link_seq=90, link_aru=80,
+                    flow_control=12, rtr=[81, 85], site_seq=50, site_lts=77, site_aru=70,
+                    site_aru_modifier=("d3", 9), retrans_flg=1)
+
+
+def test_wire_token_round_trip_keeps_every_thesis_field():
+    t = sr.decode_ring_packet(sr.encode_ring_token(a_token()))
+    assert (t.ring_id, t.sender, t.token_id, t.link_seq, t.link_aru, t.flow_control, t.rtr,
+            t.site_seq, t.site_lts, t.site_aru, t.site_aru_modifier, t.retrans_flg) == (
+        (7, "d1", 3), ("d2", 3), 41, 90, 80, 12, [81, 85], 50, 77, 70, ("d3", 9), 1)
+
+
+def test_wire_data_join_commit_merge_round_trip():
+    chunk = sr.RingChunk(5, 6, 7, 0, 2, sr.SAFE_MESS, b"half")
+    d = sr.decode_ring_packet(sr.encode_ring_data(sr.RingData((1, "a", 1), ("a", 1), 9, [chunk])))
+    assert (d.link_seq, d.chunks[0].body, d.chunks[0].frag_count, d.chunks[0].service) == (
+        9, b"half", 2, sr.SAFE_MESS)
+    wrapped = sr.RingData((2, "b", 1), ("b", 1), 1, inner=d)
+    back = sr.decode_ring_packet(sr.encode_ring_data(wrapped))
+    assert back.inner.ring_id == (1, "a", 1) and back.inner.chunks[0].body == b"half"
+    j = sr.decode_ring_packet(sr.encode_ring_join(sr.RingJoin(("a", 1), 4, [("a", 1), ("b", 2)], [("c", 1)])))
+    assert (j.ring_seq, j.proc_set, j.fail_set) == (4, [("a", 1), ("b", 2)], [("c", 1)])
+    entry = sr.RingCommitEntry((3, "a", 1), 10, 12, 8, 99)
+    c = sr.decode_ring_packet(sr.encode_ring_commit(sr.RingCommit((5, "a", 1), ("a", 1), 2, 1,
+                                                         [("a", 1), ("b", 2)], {("a", 1): entry})))
+    assert c.entries[("a", 1)].old_high == 12 and c.members == [("a", 1), ("b", 2)]
+    m = sr.decode_ring_packet(sr.encode_ring_merge(sr.RingMerge(("a", 1), (5, "a", 1))))
+    assert m.ring_id == (5, "a", 1)
+
+
+@pytest.mark.parametrize("mangle", [
+    lambda raw: raw[:-1],                                    # cut short
+    lambda raw: raw + b"\x00",                               # trailing junk
+    lambda raw: raw[:20] + bytes([raw[20] ^ 1]) + raw[21:],  # a flipped bit
+    lambda raw: b"XXXX" + raw[4:],                           # somebody else's magic
+    lambda raw: raw[:4] + b"\x02" + raw[5:],                 # another protocol version
+    lambda raw: b"",
+])
+def test_wire_strict_decoder_rejects_mangled_packets(mangle):
+    with pytest.raises(sr.RingWireError):
+        sr.decode_ring_packet(mangle(sr.encode_ring_token(a_token())))
+
+
+def test_wire_random_bytes_only_ever_raise_wire_error():
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+
+    @hypothesis.given(st.binary(max_size=300))
+    @hypothesis.settings(max_examples=300)
+    def check(data):
+        try:
+            sr.decode_ring_packet(sr.RING_MAGIC + b"\x01" + data)
+        except sr.RingWireError:
+            pass
+
+    check()
+
+
+def test_garbage_datagrams_are_dropped_and_counted_never_fatal():
+    o = sr.RingOrderer("d1", 1, ["d1", "d2"])
+    for junk in [b"", b"hello", sr.RING_MAGIC + b"\x01\x02" + b"\x00" * 40,
+                 b"\x80\x00\x00\x80" + b"\x00" * 44]:
+        o.receive(junk, ("127.0.0.9", 4803), 0.1)
+    assert o.counters["dropped_garbage"] == 4
+    assert o.state == sr.GATHER
+
+
+# ------------------------------------------------------------------------ the token (7.3.2.2)
+
+def ring_with(aru, lts_complete=0):
+    ring = sr._Ring((1, "a", 1), [("a", 1), ("b", 1)], 0)
+    ring.my_aru = aru
+    ring.delivered_lts = lts_complete
+    return ring
+
+
+def test_aru_rule_lower_token_aru_and_sign_site_aru_modifier():
+    o = sr.RingOrderer("b", 1, ["a", "b"])
+    tok = sr.RingToken((1, "a", 1), ("a", 1), link_seq=20, link_aru=20, site_aru=9)
+    o._update_aru(ring_with(aru=15, lts_complete=4), tok)
+    assert (tok.link_aru, tok.site_aru, tok.site_aru_modifier) == (15, 4, ("b", 1))
+
+
+def test_aru_rule_only_the_modifier_raises_the_aru():
+    o = sr.RingOrderer("b", 1, ["a", "b"])
+    tok = sr.RingToken((1, "a", 1), ("a", 1), link_seq=20, link_aru=10, site_aru=3,
+                   site_aru_modifier=("c", 1))
+    o._update_aru(ring_with(aru=18), tok)
+    assert tok.link_aru == 10, "a daemon that did not lower the aru must not raise it"
+    tok.site_aru_modifier = ("b", 1)
+    o._update_aru(ring_with(aru=18, lts_complete=6), tok)
+    assert (tok.link_aru, tok.site_aru, tok.site_aru_modifier) == (18, 6, ("b", 1))
+    o._update_aru(ring_with(aru=20, lts_complete=7), tok)
+    assert (tok.link_aru, tok.site_aru_modifier) == (20, None), "everything received: nobody signs"
+
+
+def test_aru_rule_stable_value_is_the_smaller_of_this_and_the_last_rotation():
+    o = sr.RingOrderer("b", 1, ["a", "b"])
+    ring = ring_with(aru=20, lts_complete=8)
+    ring.prev_link_aru, ring.prev_site_aru = 12, 5
+    tok = sr.RingToken((1, "a", 1), ("a", 1), link_seq=20, link_aru=20, site_aru=8)
+    o._update_aru(ring, tok)
+    assert (ring.safe_link, ring.safe_lts) == (12, 5)
+
+
+def test_flow_control_personal_window_and_global_window_minus_the_others():
+    o = sr.RingOrderer("b", 1, ["a", "b"], settings=sr.RingSettings(
+        personal_window_packets=10, global_window_packets=25))
+    ring = ring_with(aru=0)
+    ring.my_last_sent = 4
+    assert o._flow_allowance(ring, sr.RingToken(ring.ring_id, ("a", 1), flow_control=4), 0) == 10
+    assert o._flow_allowance(ring, sr.RingToken(ring.ring_id, ("a", 1), flow_control=24), 0) == 5
+    assert o._flow_allowance(ring, sr.RingToken(ring.ring_id, ("a", 1), flow_control=40), 0) == 0
+    assert o._flow_allowance(ring, sr.RingToken(ring.ring_id, ("a", 1), flow_control=4), 3) == 7
+
+
+def test_flow_control_no_daemon_exceeds_its_personal_window_per_visit():
+    sim = calm_sim(personal_window_packets=3)
+    sent = []
+    orig = sr.RingOrderer._send_new_packets
+
+    def spy(self, ring, tok, allowed):
+        n = orig(self, ring, tok, allowed)
+        sent.append(n)
+        return n
+
+    sr.RingOrderer._send_new_packets = spy
+    try:
+        for i in range(60):
+            sim.submit("d1", sr.AGREED_MESS, size=900)
+        sim.run_until(sim.now + 3.0)
+    finally:
+        sr.RingOrderer._send_new_packets = orig
+    assert max(sent) == 3 and len(delivered(sim, "d2")) == 60
+    assert_guarantees(sim)
+
+
+def test_small_messages_are_packed_several_to_a_packet():
+    sim = calm_sim()
+    before = sim.nodes["d1"][0].counters["packets_sent"]
+    for _ in range(30):
+        sim.submit("d1", sr.AGREED_MESS, size=20)
+    sim.run_until(sim.now + 1.0)
+    packets = sim.nodes["d1"][0].counters["packets_sent"] - before
+    assert len(delivered(sim, "d3")) == 30 and packets <= 2
+    assert_guarantees(sim)
+
+
+def test_large_messages_are_fragmented_into_packets_of_at_most_max_packet_bytes():
+    sim = calm_sim(max_packet_bytes=500)
+    sizes = []
+    orig_send = sim.send
+
+    def spy(src, dest, raw):
+        if raw[5] == sr.PT_DATA:
+            sizes.append(len(raw))
+        orig_send(src, dest, raw)
+
+    sim.send = spy
+    serial = sim.submit("d2", sr.SAFE_MESS, size=20000)
+    sim.run_until(sim.now + 2.0)
+    assert serial in delivered(sim, "d1") and max(sizes) <= 500 and len(sizes) >= 2 * 40
+    assert_guarantees(sim)
+
+
+def test_default_packet_fits_an_ethernet_mtu():
+    assert sr.RingSettings().max_packet_bytes + 20 + 8 <= 1500  # + IPv4 and UDP headers
+
+
+def test_retransmission_requests_on_the_token_repair_a_lost_packet():
+    sim = calm_sim()
+    dropped = []
+
+    def drop_first_data_to_d3(src, dest, raw):
+        if dest == "d3" and raw[5] == sr.PT_DATA and not dropped:
+            dropped.append(raw)
+            return True
+        return False
+
+    sim.drop_rule = drop_first_data_to_d3
+    serial = sim.submit("d1", sr.AGREED_MESS)
+    sim.run_until(sim.now + 1.0)
+    assert dropped and serial in delivered(sim, "d3")
+    assert sim.nodes["d3"][0].counters["retransmissions_requested"] >= 1
+    assert_guarantees(sim)
+
+
+# ------------------------------------------------------------------------ delivery (7.3.3)
+
+def test_every_service_type_is_delivered_in_one_total_order_at_every_daemon():
+    sim = calm_sim(n=4)
+    rng = random.Random(3)
+    services = [sr.UNRELIABLE_MESS, sr.RELIABLE_MESS, sr.FIFO_MESS, sr.CAUSAL_MESS,
+                sr.AGREED_MESS, sr.SAFE_MESS]
+    for i in range(120):
+        sim.submit(rng.choice(sorted(sim.nodes)), rng.choice(services), size=rng.randrange(8, 3000))
+        sim.run_until(sim.now + rng.random() * 0.005)
+    sim.run_until(sim.now + 2.0)
+    orders = [delivered(sim, n) for n in sorted(sim.nodes)]
+    assert len(orders[0]) == 120 and all(o == orders[0] for o in orders)
+    assert_guarantees(sim)
+
+
+def test_safe_message_waits_until_every_member_has_it_agreed_does_not():
+    sim = calm_sim()
+    held = []
+
+    def hold_data_to_d3(src, dest, raw):
+        # d3 misses the first copies; it gets the packet again by retransmission
+        if dest == "d3" and raw[5] == sr.PT_DATA and len(held) < 2:
+            held.append(raw)
+            return True
+        return False
+
+    sim.drop_rule = hold_data_to_d3
+    agreed = sim.submit("d1", sr.AGREED_MESS)
+    safe = sim.submit("d1", sr.SAFE_MESS)
+    sim.run_until(sim.now + 0.5, stop=lambda: agreed in delivered(sim, "d2"))
+    d3_has = sim.nodes["d3"][1].completed
+    assert agreed in delivered(sim, "d2") and safe not in delivered(sim, "d2")
+    assert not d3_has, "d3 should not have the messages yet in this scenario"
+    sim.run_until(sim.now + 1.0)
+    assert safe in delivered(sim, "d2") and safe in delivered(sim, "d3")
+    assert_guarantees(sim)  # the safe checker: complete at every member before delivery
+
+
+# ------------------------------------------------------------------------ membership
+
+def test_startup_daemons_find_each_other_and_form_one_ring():
+    sim = calm_sim(n=5)
+    assert [p[0] for p in sim.nodes["d4"][0].ring.members] == ["d1", "d2", "d3", "d4", "d5"]
+    conf = sim.regular_configs("d2")[-1]
+    assert conf.members == ["d1", "d2", "d3", "d4", "d5"]
+
+
+def test_a_crashed_daemon_is_noticed_and_the_new_ring_installed_within_2_s():
+    sim = calm_sim()
+    for i in range(20):
+        sim.submit("d%d" % (1 + i % 3), sr.AGREED_MESS)
+    sim.run_until(sim.now + 0.05)
+    crash_at = sim.now
+    sim.crash("d3")
+    for _ in range(10):
+        sim.submit("d1", sr.SAFE_MESS)
+    ok = sim.run_until(crash_at + 5.0, stop=lambda: all(
+        sim.regular_configs(n)[-1].members == ["d1", "d2"] for n in ("d1", "d2")))
+    assert ok
+    installed_after_s = sim.now - crash_at
+    assert installed_after_s < 2.0, "took %.2f s (target 2 s)" % installed_after_s
+    reasons = [line for line in sim.nodes["d1"][0].log if "token lost" in line]
+    assert reasons, "the log must say why the membership changed"
+    sim.run_until(sim.now + 1.0)
+    assert_guarantees(sim)
+
+
+def test_transitional_configuration_comes_before_messages_not_safe_in_the_old_ring():
+    """EVS: a SAFE message that the crashed daemon had, but of which the others could not learn
+    that it had, is delivered in the transitional configuration {d1, d2}."""
+    sim = calm_sim()
+    safe = sim.submit("d1", sr.SAFE_MESS)
+    sim.run_until(sim.now + 1.0, stop=lambda: sim.nodes["d3"][1].completed)
+    sim.crash("d3")  # before d3 could report on the token that it has the message
+    sim.run_until(sim.now + 3.0)
+    events = [(e[0], e[1].kind if e[0] == "conf" else e[1]) for e in sim.nodes["d2"][1].events]
+    i = events.index(("msg", safe))
+    assert events[i - 1] == ("conf", sr.CONF_TRANSITIONAL) and events[i + 1] == ("conf", sr.CONF_REGULAR)
+    trans = [e[1] for e in sim.nodes["d2"][1].events if e[0] == "conf"][-2]
+    assert trans.members == ["d1", "d2"] and trans.kind == sr.CONF_TRANSITIONAL
+    assert_guarantees(sim)
+
+
+def test_consensus_timeout_leaves_out_a_configured_daemon_that_never_answers():
+    sim = Sim(1, daemons=3, faults=CALM)
+    sim.crash("d3")  # configured but never up
+    sim.run_until(3.0, stop=lambda: all_in_one_ring(sim))
+    assert [p[0] for p in sim.nodes["d1"][0].ring.members] == ["d1", "d2"]
+    assert sim.nodes["d1"][0].counters["consensus_timeouts"] >= 1 or \
+        sim.nodes["d2"][0].counters["consensus_timeouts"] >= 1
+
+
+def test_a_restarted_daemon_comes_back_with_a_new_incarnation():
+    sim = calm_sim()
+    sim.crash("d2")
+    sim.run_until(sim.now + 0.1)
+    sim.start("d2")  # faster than token loss detection: the old incarnation is superseded
+    sim.run_until(sim.now + 4.0, stop=lambda: all_in_one_ring(sim))
+    assert ("d2", 2) in sim.nodes["d1"][0].ring.members
+    serial = sim.submit("d2", sr.AGREED_MESS)
+    sim.run_until(sim.now + 1.0)
+    assert serial in delivered(sim, "d1")
+    assert_guarantees(sim)
+
+
+def test_partition_gives_two_rings_and_the_heal_merges_them():
+    sim = calm_sim(n=4)
+    sim.group_of = {"d1": 0, "d2": 0, "d3": 1, "d4": 1}
+    a = sim.submit("d1", sr.AGREED_MESS)
+    b = sim.submit("d4", sr.SAFE_MESS)
+    sim.run_until(sim.now + 3.0)
+    assert [p[0] for p in sim.nodes["d1"][0].ring.members] == ["d1", "d2"]
+    assert [p[0] for p in sim.nodes["d3"][0].ring.members] == ["d3", "d4"]
+    assert a in delivered(sim, "d2") and a not in delivered(sim, "d3")
+    assert b in delivered(sim, "d3") and b not in delivered(sim, "d1")
+    sim.group_of = None
+    assert sim.run_until(sim.now + 4.0, stop=lambda: all_in_one_ring(sim)), "no merge"
+    reasons = " ".join(sim.nodes["d1"][0].log)
+    assert "merge" in reasons or "join from" in reasons
+    conf = sim.regular_configs("d3")[-1]
+    assert conf.members == ["d1", "d2", "d3", "d4"] and conf.transitional_members == ["d3", "d4"]
+    assert_guarantees(sim)
+
+
+def test_stale_join_from_before_the_ring_formed_is_ignored():
+    sim = calm_sim()
+    o = sim.nodes["d1"][0]
+    stale = sr.encode_ring_join(sr.RingJoin(("d2", 1), 0, [("d2", 1)], []))
+    before = o.counters["enter_gather"]
+    o.receive(stale, "d2", sim.now)
+    assert o.state == sr.OPERATIONAL and o.counters["enter_gather"] == before
+    assert o.counters["stale_joins"] == 1
+
+
+def test_membership_changes_are_logged_with_reasons_and_counted():
+    sim = calm_sim()
+    sim.crash("d1")
+    sim.run_until(sim.now + 3.0)
+    o = sim.nodes["d2"][0]
+    assert o.counters["configurations_installed"] >= 2
+    assert o.counters["enter_gather"] >= 2 and o.counters["enter_recovery"] >= 2
+    assert any("GATHER -> COMMIT" in line or "COMMIT" in line for line in o.log)
+    assert o.snapshot()["last_change_reason"]
+
+
+def test_submit_refuses_beyond_the_queue_limit():
+    o = sr.RingOrderer("d1", 1, ["d1", "d2"], settings=sr.RingSettings(max_pending_messages=3))
+    results = [o.submit(sr.DaemonMessage(sr.DATA, "d1", "#a#d1", sr.AGREED_MESS, ["g"], data=b"x")) for _ in range(5)]
+    assert results == [True, True, True, False, False]
+    assert o.counters["submit_refused_queue_full"] == 2
+
+
+# ------------------------------------------------------------------------ rendering
+
+def test_status_rows_show_the_ring():
+    sim = calm_sim()
+    rows = dict(sr.ring_status_rows(sim.nodes["d1"][0].snapshot()))
+    assert rows["state"] == "OPERATIONAL" and "d1, d2, d3" in rows["ring"]
+    assert "packets" in rows["windows global / personal"]
+    text = sr.render_ring_status(sim.nodes["d1"][0].snapshot())
+    if sr.Table is not None:
+        from rich.console import Console
+        console = Console(record=True, width=100)
+        console.print(text)
+        text = console.export_text()
+    assert "membership changes" in text
+
+
+def test_wire_round_trip_property_for_tokens_and_data():
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_", min_size=1, max_size=20)
+    pids = st.tuples(names, st.integers(0, 2 ** 64 - 1))
+    u64 = st.integers(0, 2 ** 64 - 1)
+
+    @hypothesis.given(pids, pids, u64, u64, st.lists(u64, max_size=30), st.one_of(st.none(), pids),
+                      st.integers(0, 2 ** 32 - 1), st.binary(max_size=2000), st.integers(1, 9))
+    @hypothesis.settings(max_examples=200)
+    def check(rep, sender, seq, aru_less, rtr, modifier, fcc, body, frags):
+        ring_id = (seq, rep[0], rep[1])
+        aru = min(seq, aru_less)
+        t = sr.RingToken(ring_id, sender, 7, link_seq=seq, link_aru=aru, flow_control=fcc,
+                         rtr=rtr, site_seq=aru_less, site_lts=seq, site_aru=aru,
+                         site_aru_modifier=modifier, retrans_flg=1)
+        back = sr.decode_ring_packet(sr.encode_ring_token(t))
+        assert (back.ring_id, back.sender, back.link_seq, back.link_aru, back.rtr,
+                back.site_aru_modifier, back.flow_control) == (ring_id, sender, seq, aru, rtr,
+                                                                modifier, fcc)
+        chunk = sr.RingChunk(aru_less, seq, aru, frags - 1, frags, sr.FIFO_MESS, body)
+        d = sr.decode_ring_packet(sr.encode_ring_data(sr.RingData(ring_id, sender, seq, [chunk])))
+        assert d.chunks[0].body == body and d.chunks[0].frag_index == frags - 1
+
+    check()
+
+
+def test_message_body_round_trip_keeps_what_the_group_core_needs():
+    msg = sr.DaemonMessage(sr.KILL, "d2", "#bob#d2", sr.SAFE_MESS | sr.SELF_DISCARD, ["g1", "g2"],
+                           hint=0x80000180, data=b"\x00payload", reason="not reading")
+    back = sr.decode_message_body(sr.encode_message_body(msg), "d2")
+    assert (back.kind, back.origin, back.sender, back.service_type, list(back.groups), back.hint,
+            back.data, back.reason) == (sr.KILL, "d2", "#bob#d2", sr.SAFE_MESS | sr.SELF_DISCARD,
+                                        ["g1", "g2"], 0x80000180, b"\x00payload", "not reading")
