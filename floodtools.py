@@ -958,7 +958,7 @@ def _recv_session(lib, core: FlooRecCore, args, say) -> None:
     with connect_mailbox(lib, args.daemon, args.name) as mbox:
         mbox.join(args.group)
         core.sessions += 1
-        say(f"FLOOREC {args.name}: connected as {mbox.private_group}")
+        say(f"FLOOREC {args.name}: connected as {mbox.private_group} to {args.daemon}")
         if not mbox.private_group.startswith(f"#{private_name_for(args.name)}#"):
             say(f"FLOOREC {args.name}: WARNING: the daemon already has a session named "
                 f"{private_name_for(args.name)!r}; if it is another receiver, both records will "
