@@ -228,6 +228,27 @@ def test_experiment_runner_in_namespaces_gives_the_report(tmp_path):
     assert "Reliable against Safe" in (out / "report.md").read_text()
 
 
+@pytest.mark.netns
+def test_experiment_with_three_daemons_in_namespaces_each_on_its_own_host(tmp_path):
+    import labnet
+    reason = labnet.available()
+    if reason:
+        pytest.skip(f"network namespaces: {reason}")
+    out = tmp_path / "exp"
+    done = subprocess.run([sys.executable, "floodtools.py", "experiment", "--daemons", "3", "--hosts", "4",
+                           "--counts", "300", "--sizes", "1000", "--services", "safe", "--batch-timeout", "60",
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "network namespaces" in done.stdout
+    conf = (out / "spread.conf").read_text()
+    ips = [labnet.LabNet(3, tag="x").ip(d) for d in (1, 2, 3)]
+    assert all(f"d{d} {ip}" in conf for d, ip in zip((1, 2, 3), ips)), conf
+    ends = [r for r in ft_records(out / "flood.log") if r.rec == "end"]
+    assert sorted((r.machine, r.received) for r in ends) == [(f"pc0{i}", 300) for i in (1, 2, 3, 4)]
+    # pc04 went round to d1 again
+    assert f"@{ips[0]}" in (out / "recv-pc04.out").read_text()
+
+
 def test_experiment_with_three_daemons_on_loopback_gives_every_receiver_its_pairs(tmp_path):
     """The thesis's set-up (8.2): three daemons in a ring on 127.0.0.1..3, the receivers spread
     over them, LOGBM and the sender on the first: every receiver logs a complete start and end
