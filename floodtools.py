@@ -1147,6 +1147,7 @@ def run_experiment(args, say=print) -> int:
                                        [py, os.path.join(here, "floodtools.py"), "recv", "--name", name,
                                         "--daemon", daemon_names[i % args.daemons], "--group", args.group] + slow,
                                        f"recv-{name}.out"))
+            receivers[-1].machine = name  # type: ignore[attr-defined]
         _wait(lambda: all("connected as" in _read(r.log_path) or r.poll() is not None for r in receivers),
               max(30, args.hosts), "the receivers to join")
         joined = sum(1 for r in receivers if r.poll() is None)
@@ -1154,6 +1155,7 @@ def run_experiment(args, say=print) -> int:
         for spec in matrix:
             _run_batch(lab, spec, py, here, daemon_names[0], args, flood_log, receivers, say)
         usage = [_proc_usage(d.pid) for d in lab.daemon_procs]
+        died = [f"d{k}" for k, d in enumerate(lab.daemon_procs, 1) if d.poll() is not None]
     finally:
         lab.close()
     elapsed_s = time.monotonic() - started
@@ -1174,7 +1176,8 @@ def run_experiment(args, say=print) -> int:
     text += (f"\n## Run\n\n{args.hosts} receivers, {where}, {daemons_text} "
              f"(--max-session-messages {args.max_session_messages}); {len(matrix)} batches in {elapsed_s:.0f} s; "
              f"daemon CPU {cpu} s, peak memory {peak} MB; "
-             f"receivers disconnected by the daemon: {len(cut)}.\n\n"
+             f"receivers disconnected by the daemon: {len(cut)}"
+             f"{'; daemons that died during the run: ' + ', '.join(died) if died else ''}.\n\n"
              f"Command: `python3 floodtools.py {' '.join(args.argv)}`\n")
     (workdir / "report.md").write_text(text)
     (workdir / "report.csv").write_text(logbm_module.render_csv(report))
@@ -1308,7 +1311,10 @@ def _run_batch(lab: _Lab, spec: BatchSpec, py: str, here: str, daemon_name: str,
         starts = {r.machine for r in recs if r.rec == "start"}
         ends = {r.machine for r in recs if r.rec == "end"}
         still = sum(1 for r in receivers if r.poll() is None)
-        return len(starts) >= min(alive, still) and starts <= ends
+        # A receiver that exited without its end record (its daemon died: with several
+        # daemons the others go on) will never send it: do not wait for it.
+        gone = {r.machine for r in receivers if r.poll() is not None}
+        return len(starts) >= min(alive, still) and starts - gone <= ends
     try:
         _wait(ended, args.batch_timeout, f"the end records of batch {spec.batch}")
     except ToolError as why:
