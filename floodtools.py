@@ -94,6 +94,11 @@ FULL_COUNTS = (1000, 5000, 10000, 50000)
 MATRIX_SIZES = (100, 1000)
 MATRIX_SERVICES = ("reliable", "safe")
 
+MAX_LAB_HOSTS = 200                  #: labnet.py's limit: the daemons' hosts plus the receivers'
+RING_SEGMENT_ADDRESS = "239.255.4.3" #: the generated spread.conf's segment (not used for sending)
+RING_FORM_TIMEOUT_S = 30.0           #: the daemons of --daemons N must form one ring by then
+MAX_PORT_TRIES = 20
+
 
 # ============================================================================================
 # Wire format
@@ -953,7 +958,7 @@ def _recv_session(lib, core: FlooRecCore, args, say) -> None:
     with connect_mailbox(lib, args.daemon, args.name) as mbox:
         mbox.join(args.group)
         core.sessions += 1
-        say(f"FLOOREC {args.name}: connected as {mbox.private_group}")
+        say(f"FLOOREC {args.name}: connected as {mbox.private_group} to {args.daemon}")
         if not mbox.private_group.startswith(f"#{private_name_for(args.name)}#"):
             say(f"FLOOREC {args.name}: WARNING: the daemon already has a session named "
                 f"{private_name_for(args.name)!r}; if it is another receiver, both records will "
@@ -996,25 +1001,35 @@ def _deliver_late_records(lib, args, records: List[str], say) -> None:
 # ---- the experiment runner -----------------------------------------------------------------
 
 class _Lab:
-    """Where the experiment's processes run: network namespaces (root) or loopback."""
+    """Where the experiment's processes run: network namespaces (root) or loopback.
 
-    def __init__(self, hosts: int, use_namespaces: bool, workdir: Path):
-        self.hosts, self.workdir = hosts, workdir
+    The thesis's set-up (8.2): the daemons each on their own server, LOGBM and FLOOENV on the
+    first, the lab machines (FLOOREC) spread over the daemons."""
+
+    def __init__(self, hosts: int, daemons: int, use_namespaces: bool, workdir: Path):
+        self.hosts, self.daemons, self.workdir = hosts, daemons, workdir
         self.procs: List[subprocess.Popen] = []
+        self.daemon_procs: List[subprocess.Popen] = []
         self.net = None
         if use_namespaces:
             import labnet
-            # Host 1 is the server (daemon, LOGBM and FLOOENV, as the thesis's Linux server);
-            # hosts 2..N+1 are the N lab machines running FLOOREC.
-            self.net = labnet.LabNet(hosts + 1)
+            # Hosts 1..D are the servers (daemon i on host i; LOGBM and FLOOENV on host 1, as the
+            # thesis's Linux server); hosts D+1..D+N are the N lab machines running FLOOREC.
+            self.net = labnet.LabNet(hosts + daemons)
             try:
                 self.net.up()
             except BaseException:
                 self.net.close()   # never leave half a lab of namespaces behind
                 raise
-        self.server_ip = self.net.ip(1) if self.net else "127.0.0.1"
+        # Without namespaces every daemon gets its own loopback address (all of 127/8 is loopback).
+        self.server_ips = [self.net.ip(d) if self.net else f"127.0.0.{d}" for d in range(1, daemons + 1)]
+        self.server_ip = self.server_ips[0]
 
-    def start(self, host: int, argv: List[str], log_name: str) -> subprocess.Popen:
+    def receiver_host(self, i: int) -> int:
+        """The namespace host of receiver i (0-based); 1 (unused) on loopback."""
+        return self.daemons + 1 + i if self.net else 1
+
+    def start(self, host: int, argv: List[str], log_name: str, daemon: bool = False) -> subprocess.Popen:
         out = open(self.workdir / log_name, "w")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         if self.net:
@@ -1023,16 +1038,18 @@ class _Lab:
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
         proc.log_path = out.name  # type: ignore[attr-defined]
         self.procs.append(proc)
+        if daemon:
+            self.daemon_procs.append(proc)
         return proc
 
     def close(self) -> None:
-        # Receivers first, the daemon last: a receiver that outlives its daemon would report
+        # Receivers first, the daemons last: a receiver that outlives its daemon would report
         # a disconnection that never happened during the experiment.
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 proc.terminate()
                 try:
-                    proc.wait(timeout=0.05 if proc is not self.procs[0] else 5)
+                    proc.wait(timeout=5 if proc in self.daemon_procs else 0.05)
                 except subprocess.TimeoutExpired:
                     pass
         for proc in self.procs:
@@ -1088,10 +1105,7 @@ def _interrupt(signum, frame) -> None:
 
 
 def run_experiment(args, say=print) -> int:
-    """N lab machines, one daemon, the batch matrix, then the report (section 8.2)."""
-    if args.daemons > 1:
-        raise ToolError(f"--daemons {args.daemons}: several daemons are not available yet "
-                        f"(spread_mini has no ring of daemons yet); run with --daemons 1")
+    """N lab machines, one daemon or a ring of several, the batch matrix, then the report (8.2)."""
     reason = None
     if not args.loopback:
         import labnet
@@ -1099,6 +1113,10 @@ def run_experiment(args, say=print) -> int:
         if reason:
             say(f"experiment: network namespaces unavailable ({reason}); using loopback")
     use_ns = not args.loopback and reason is None
+    if use_ns and args.hosts + args.daemons > MAX_LAB_HOSTS:
+        raise ToolError(f"--hosts {args.hosts} with --daemons {args.daemons} needs {args.hosts + args.daemons} "
+                        f"namespace hosts; labnet.py builds at most {MAX_LAB_HOSTS} "
+                        f"(use --hosts {MAX_LAB_HOSTS - args.daemons} or --loopback)")
     counts = FULL_COUNTS if args.full else tuple(args.counts)
     matrix = batch_matrix(counts, args.sizes, args.services, args.repeat)
     workdir = Path(args.out or tempfile.mkdtemp(prefix="flood-experiment-", dir="."))
@@ -1108,37 +1126,36 @@ def run_experiment(args, say=print) -> int:
     # A `kill` of the runner must still take the lab down (namespaces, processes): make SIGTERM
     # unwind like Ctrl-C, through the finally below.
     signal.signal(signal.SIGTERM, _interrupt)
-    lab = _Lab(args.hosts, use_ns, workdir)
+    lab = _Lab(args.hosts, args.daemons, use_ns, workdir)
     started = time.monotonic()
+    where = "network namespaces" if use_ns else "loopback"
     try:
-        # A random free port even inside namespaces: the daemon's unix socket /tmp/<port> is in
-        # the shared file system, where another daemon on this machine may own /tmp/4803.
-        port = args.port or _free_port("127.0.0.1")
-        daemon_name = f"{port}@{lab.server_ip}"
-        say(f"experiment: {args.hosts} receivers, 1 daemon at {daemon_name}, "
-            f"{'network namespaces' if use_ns else 'loopback'}; {len(matrix)} batches; files in {workdir}")
-        daemon = lab.start(1, [py, os.path.join(here, "spread_mini.py"), "daemon", "--port", str(port),
-                               "--listen", lab.server_ip, "--max-session-messages", str(args.max_session_messages)],
-                           "daemon.out")
-        _wait_connectable(lab, daemon, py, here, daemon_name)
+        daemon_names = _start_daemons(lab, args, py, here, use_ns, say)
+        say(f"experiment: {args.hosts} receivers, {_daemons_phrase(args.daemons)} at {', '.join(daemon_names)}, "
+            f"{where}; {len(matrix)} batches; files in {workdir}")
         flood_log = workdir / "flood.log"
-        logbm = lab.start(1, [py, os.path.join(here, "logbm.py"), "record", "--plain", "--daemon", daemon_name,
+        # LOGBM and FLOOENV on the first daemon, as on the thesis's first server.
+        logbm = lab.start(1, [py, os.path.join(here, "logbm.py"), "record", "--plain", "--daemon", daemon_names[0],
                               "--out", str(flood_log)], "logbm.out")
         _wait(lambda: "joined" in _read(logbm.log_path) or logbm.poll() is not None, 30, "LOGBM to join")
         names = [f"pc{i:02d}" if args.hosts < 100 else f"pc{i:03d}" for i in range(1, args.hosts + 1)]
         receivers = []
         for i, name in enumerate(names):
             slow = ["--delay-ms", str(args.slow_ms)] if i < args.slow else []
-            receivers.append(lab.start(i + 2 if use_ns else 1,
+            # The lab machines spread over the daemons round-robin (the thesis's Quadro 4).
+            receivers.append(lab.start(lab.receiver_host(i),
                                        [py, os.path.join(here, "floodtools.py"), "recv", "--name", name,
-                                        "--daemon", daemon_name, "--group", args.group] + slow, f"recv-{name}.out"))
+                                        "--daemon", daemon_names[i % args.daemons], "--group", args.group] + slow,
+                                       f"recv-{name}.out"))
+            receivers[-1].machine = name  # type: ignore[attr-defined]
         _wait(lambda: all("connected as" in _read(r.log_path) or r.poll() is not None for r in receivers),
               max(30, args.hosts), "the receivers to join")
         joined = sum(1 for r in receivers if r.poll() is None)
         say(f"experiment: {joined} of {args.hosts} receivers joined {args.group!r}")
         for spec in matrix:
-            _run_batch(lab, spec, py, here, daemon_name, args, flood_log, receivers, say)
-        cpu_s, peak_kb = _proc_usage(daemon.pid)
+            _run_batch(lab, spec, py, here, daemon_names[0], args, flood_log, receivers, say)
+        usage = [_proc_usage(d.pid) for d in lab.daemon_procs]
+        died = [f"d{k}" for k, d in enumerate(lab.daemon_procs, 1) if d.poll() is not None]
     finally:
         lab.close()
     elapsed_s = time.monotonic() - started
@@ -1146,18 +1163,109 @@ def run_experiment(args, say=print) -> int:
     records, skipped = logbm_module.read_records([str(flood_log)])
     report = logbm_module.build_report(records, skipped)
     text = logbm_module.render_markdown(report, [str(flood_log)])
-    # Sessions the daemon closed for "not reading" (its per-session limit, 8.2.1).
-    cut = [line for line in _read(workdir / "daemon.out").splitlines() if "not reading" in line and "closed" in line]
-    text += (f"\n## Run\n\n{args.hosts} receivers, {'network namespaces' if use_ns else 'loopback'}, one daemon "
+    # Sessions a daemon closed for "not reading" (its per-session limit, 8.2.1).
+    cut = [line for d in lab.daemon_procs for line in _read(d.log_path).splitlines()
+           if "not reading" in line and "closed" in line]
+    cpu = ", ".join(f"{c:.1f}" for c, _ in usage)
+    peak = ", ".join(f"{kb / 1024:.0f}" for _, kb in usage)
+    if args.daemons == 1:
+        daemons_text = "one daemon"
+    else:
+        per = ", ".join(f"{n} on d{d + 1}" for d, n in enumerate(_receivers_per_daemon(args.hosts, args.daemons)))
+        daemons_text = f"{args.daemons} daemons in a ring (receivers {per}; LOGBM and the sender on d1)"
+    text += (f"\n## Run\n\n{args.hosts} receivers, {where}, {daemons_text} "
              f"(--max-session-messages {args.max_session_messages}); {len(matrix)} batches in {elapsed_s:.0f} s; "
-             f"daemon CPU {cpu_s:.1f} s, peak memory {peak_kb / 1024:.0f} MB; "
-             f"receivers disconnected by the daemon: {len(cut)}.\n\n"
+             f"daemon CPU {cpu} s, peak memory {peak} MB; "
+             f"receivers disconnected by the daemon: {len(cut)}"
+             f"{'; daemons that died during the run: ' + ', '.join(died) if died else ''}.\n\n"
              f"Command: `python3 floodtools.py {' '.join(args.argv)}`\n")
     (workdir / "report.md").write_text(text)
     (workdir / "report.csv").write_text(logbm_module.render_csv(report))
     say(text)
     say(f"experiment: report in {workdir / 'report.md'} (CSV: report.csv; raw log: flood.log)")
     return 0
+
+
+def _daemons_phrase(daemons: int) -> str:
+    return "1 daemon" if daemons == 1 else f"{daemons} daemons in a ring"
+
+
+def _receivers_per_daemon(hosts: int, daemons: int) -> List[int]:
+    return [len(range(d, hosts, daemons)) for d in range(daemons)]
+
+
+def _start_daemons(lab: _Lab, args, py: str, here: str, use_ns: bool, say) -> List[str]:
+    """Start the daemon(s) and wait until they serve clients (and, several, form one ring);
+    returns their spread_names, the first one's first."""
+    mini = os.path.join(here, "spread_mini.py")
+    if args.daemons == 1:
+        # A random free port even inside namespaces: the daemon's unix socket /tmp/<port> is in
+        # the shared file system, where another daemon on this machine may own /tmp/4803.
+        port = args.port or _free_port("127.0.0.1")
+        daemon = lab.start(1, [py, mini, "daemon", "--port", str(port), "--listen", lab.server_ip,
+                               "--max-session-messages", str(args.max_session_messages)], "daemon.out", daemon=True)
+        _wait_connectable(lab, daemon, py, here, f"{port}@{lab.server_ip}")
+        return [f"{port}@{lab.server_ip}"]
+    # Several: a spread.conf listing every daemon at its lab (or loopback) address; the segment
+    # port serves clients (TCP) and the ring (UDP) on each daemon's own address. On loopback it
+    # must be free on all of them; in namespaces any port is, so the same check does no harm.
+    port = args.port or _free_ring_port(lab.server_ips if not use_ns else ["127.0.0.1"])
+    conf = lab.workdir / "spread.conf"
+    conf.write_text(render_spread_conf(lab.server_ips, port))
+    say(f"experiment: {conf} lists {', '.join(f'd{d} {ip}' for d, ip in enumerate(lab.server_ips, 1))}")
+    daemons = []
+    for d in range(1, args.daemons + 1):
+        # --no-unix: the daemons share one /tmp (namespaces share the file system), so a unix
+        # socket /tmp/<port> would be one file for all three.
+        daemons.append(lab.start(d, [py, mini, "daemon", "-c", str(conf), "--name", f"d{d}", "--no-unix",
+                                     "--max-session-messages", str(args.max_session_messages)],
+                                 f"daemon-d{d}.out", daemon=True))
+    names = [f"{port}@{ip}" for ip in lab.server_ips]
+    for daemon, name in zip(daemons, names):
+        _wait_connectable(lab, daemon, py, here, name)
+    _wait_ring(daemons, args.daemons)
+    return names
+
+
+def render_spread_conf(ips: Sequence[str], port: int) -> str:
+    """The spread.conf of the experiment's daemons d1.. at the given addresses."""
+    lines = ["# written by floodtools.py experiment: the thesis's three servers (8.2)",
+             # The segment address is required by the format; spread_mini's ring sends unicast.
+             f"Spread_Segment {RING_SEGMENT_ADDRESS}:{port} {{"]
+    lines += [f"    d{d} {ip}" for d, ip in enumerate(ips, 1)]
+    return "\n".join(lines + ["}", ""])
+
+
+def _free_ring_port(ips: Sequence[str]) -> int:
+    """A port free for TCP and UDP on every address (several daemons on one machine)."""
+    for _ in range(MAX_PORT_TRIES):
+        port = _free_port(ips[0])
+        try:
+            for ip in ips:
+                for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                    with socket.socket(socket.AF_INET, kind) as s:
+                        s.bind((ip, port))
+        except OSError:
+            continue
+        return port
+    raise ToolError(f"no port free on all of {', '.join(ips)} after {MAX_PORT_TRIES} tries")
+
+
+def _wait_ring(daemons: list, count: int) -> None:
+    """Until every daemon's last installed ring has all the daemons d1..dN in it."""
+    wanted = [f"d{d}#" for d in range(1, count + 1)]
+
+    def formed() -> bool:
+        for daemon in daemons:
+            if daemon.poll() is not None:
+                raise ToolError(f"a daemon exited: {_read(daemon.log_path)[-500:]}")
+        return all(all(w in _last_ring(_read(d.log_path)) for w in wanted) for d in daemons)
+    _wait(formed, RING_FORM_TIMEOUT_S, f"the {count} daemons to form one ring")
+
+
+def _last_ring(text: str) -> str:
+    lines = [line for line in text.splitlines() if "installed ring" in line]
+    return lines[-1] if lines else ""
 
 
 def _free_port(host: str) -> int:
@@ -1203,7 +1311,10 @@ def _run_batch(lab: _Lab, spec: BatchSpec, py: str, here: str, daemon_name: str,
         starts = {r.machine for r in recs if r.rec == "start"}
         ends = {r.machine for r in recs if r.rec == "end"}
         still = sum(1 for r in receivers if r.poll() is None)
-        return len(starts) >= min(alive, still) and starts <= ends
+        # A receiver that exited without its end record (its daemon died: with several
+        # daemons the others go on) will never send it: do not wait for it.
+        gone = {r.machine for r in receivers if r.poll() is not None}
+        return len(starts) >= min(alive, still) and starts - gone <= ends
     try:
         _wait(ended, args.batch_timeout, f"the end records of batch {spec.batch}")
     except ToolError as why:
@@ -1331,7 +1442,8 @@ def build_parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("experiment", help="the whole experiment on this machine, then the report")
     exp.add_argument("--hosts", type=_int_in(1, 199), default=9, help="lab machines running FLOOREC (default 9)")
     exp.add_argument("--loopback", action="store_true", help="processes on loopback even when root")
-    exp.add_argument("--daemons", type=_int_in(1, 3), default=1, help="Spread daemons (only 1 for now)")
+    exp.add_argument("--daemons", type=_int_in(1, 3), default=1,
+                     help="Spread daemons (default 1; 3: the thesis's three servers, a ring, receivers round-robin)")
     exp.add_argument("--counts", type=_int_list, default=list(DEFAULT_COUNTS),
                      help="batch sizes in messages, comma separated (default %s)" % ",".join(map(str, DEFAULT_COUNTS)))
     exp.add_argument("--full", action="store_true",
@@ -1347,7 +1459,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--slow", type=_int_in(0, 199), default=0,
                      help="this many receivers are slow (recv --delay-ms, see --slow-ms): watch the daemon cut them off")
     exp.add_argument("--slow-ms", type=_float_in(0, 10_000), default=1.0, help="delay per message of a slow receiver")
-    exp.add_argument("--port", type=_int_in(1024, 65535), help="daemon port (default: a free one)")
+    exp.add_argument("--port", type=_int_in(1024, 65535), help="daemon port, the segment's with several (default: a free one)")
     exp.add_argument("--group", default=DEFAULT_GROUP)
     exp.add_argument("--batch-timeout", type=_int_in(5, 86400), default=300,
                      help="seconds to wait for one batch (default 300)")

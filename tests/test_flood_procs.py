@@ -228,10 +228,60 @@ def test_experiment_runner_in_namespaces_gives_the_report(tmp_path):
     assert "Reliable against Safe" in (out / "report.md").read_text()
 
 
-def test_experiment_refuses_several_daemons_for_now():
-    done = subprocess.run([sys.executable, "floodtools.py", "experiment", "--daemons", "3"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 1 and "not available yet" in done.stderr
+@pytest.mark.netns
+def test_experiment_with_three_daemons_in_namespaces_each_on_its_own_host(tmp_path):
+    import labnet
+    reason = labnet.available()
+    if reason:
+        pytest.skip(f"network namespaces: {reason}")
+    out = tmp_path / "exp"
+    done = subprocess.run([sys.executable, "floodtools.py", "experiment", "--daemons", "3", "--hosts", "4",
+                           "--counts", "300", "--sizes", "1000", "--services", "safe", "--batch-timeout", "60",
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "network namespaces" in done.stdout
+    conf = (out / "spread.conf").read_text()
+    ips = [labnet.LabNet(3, tag="x").ip(d) for d in (1, 2, 3)]
+    assert all(f"d{d} {ip}" in conf for d, ip in zip((1, 2, 3), ips)), conf
+    ends = [r for r in ft_records(out / "flood.log") if r.rec == "end"]
+    assert sorted((r.machine, r.received) for r in ends) == [(f"pc0{i}", 300) for i in (1, 2, 3, 4)]
+    # pc04 went round to d1 again
+    assert f"@{ips[0]}" in (out / "recv-pc04.out").read_text()
+
+
+def test_experiment_with_three_daemons_on_loopback_gives_every_receiver_its_pairs(tmp_path):
+    """The thesis's set-up (8.2): three daemons in a ring on 127.0.0.1..3, the receivers spread
+    over them, LOGBM and the sender on the first: every receiver logs a complete start and end
+    pair for every batch, whichever daemon it is connected to."""
+    out = tmp_path / "exp"
+    done = subprocess.run([sys.executable, "floodtools.py", "experiment", "--daemons", "3", "--hosts", "3",
+                           "--loopback", "--counts", "500", "--sizes", "100,1000", "--services", "reliable,safe",
+                           "--batch-timeout", "60", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    conf = (out / "spread.conf").read_text()
+    assert all(f"d{d} 127.0.0.{d}" in conf for d in (1, 2, 3)), conf
+    for d in (1, 2, 3):   # one ring of all three, and a receiver connected to each daemon
+        ring = [line for line in (out / f"daemon-d{d}.out").read_text().splitlines() if "installed ring" in line]
+        assert ring and all(f"d{k}#" in ring[-1] for k in (1, 2, 3)), (d, ring)
+        assert f"@127.0.0.{d}" in (out / f"recv-pc0{d}.out").read_text().split("connected as", 1)[1].split("\n")[0]
+    records = ft_records(out / "flood.log")
+    batches = ["r100x500", "r1000x500", "s100x500", "s1000x500"]
+    for machine in ("pc01", "pc02", "pc03"):
+        for batch in batches:
+            mine = [r for r in records if r.machine == machine and r.batch == batch]
+            assert sorted(r.rec for r in mine) == ["end", "start"], (machine, batch, mine)
+            end = next(r for r in mine if r.rec == "end")
+            assert end.received == end.count == 500, (machine, batch, end)
+    assert "3 daemons in a ring" in (out / "report.md").read_text()
+
+
+def ft_records(path: Path):
+    recs = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            recs.append(ft.parse_record(line))
+    return recs
 
 
 def test_receiver_with_reconnect_outlives_a_daemon_restart(procs, tmp_path):

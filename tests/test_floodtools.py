@@ -335,6 +335,22 @@ def test_batch_matrix_is_sizes_by_services_by_counts():
     assert len({m.batch for m in ft.batch_matrix((5,), (100,), ("safe",), repeat=3)}) == 3
 
 
+def test_experiment_spread_conf_names_each_daemon_at_its_address_and_spread_mini_reads_it():
+    import spread_mini
+    text = ft.render_spread_conf(["10.99.0.1", "10.99.0.2", "10.99.0.3"], 4803)
+    config = spread_mini.parse_spread_conf(text)
+    assert [(d.name, d.ip, d.port) for d in config.daemons] == [
+        ("d1", "10.99.0.1", 4803), ("d2", "10.99.0.2", 4803), ("d3", "10.99.0.3", 4803)]
+
+
+def test_experiment_receivers_spread_round_robin_over_the_daemons():
+    # the thesis's Quadro 4: every server has its share of the lab machines
+    assert ft._receivers_per_daemon(9, 3) == [3, 3, 3]
+    assert ft._receivers_per_daemon(167, 3) == [56, 56, 55]
+    assert ft._receivers_per_daemon(2, 3) == [1, 1, 0]
+    assert ft._receivers_per_daemon(5, 1) == [5]
+
+
 # ---- both cores through a seeded simulated daemon ------------------------------------------
 
 def simulate(seed: int, receivers: int, count: int, service: str, loss: float = 0.0, window: int = 50):
