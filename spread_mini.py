@@ -2250,6 +2250,7 @@ class RingOrderer:
         self.max_lts_seen = 0
         self.origin_counter = 0
         self.pending = collections.deque()  # (DaemonMessage, body) waiting for the token
+        self.pending_bytes = 0  #: bodies waiting for the token: the daemon's flow control reads it
         self.in_progress = None  # [msg, body, counter, lts, site_seq, next_frag, frag_count]
         # the "old ring" of a fresh daemon: just itself, no messages
         self.ring = _Ring((0, name, self.me[1]), [self.me], 0)
@@ -2287,6 +2288,7 @@ class RingOrderer:
         if len(body) > MAX_MESSAGE_BODY_BYTES:
             raise ValueError("message too long (%d bytes)" % len(body))
         self.pending.append((msg, body))
+        self.pending_bytes += len(body)
         self.counters["submitted"] += 1
         if self.held_token is not None:
             self._release_held_token()
@@ -2418,6 +2420,7 @@ class RingOrderer:
         if self.in_progress is not None:
             msg, body = self.in_progress[0], self.in_progress[1]
             self.pending.appendleft((msg, body))
+            self.pending_bytes += len(body)
             self.in_progress = None
             self.counters["messages_resent_after_change"] += 1
 
@@ -2843,6 +2846,7 @@ class RingOrderer:
 
     def _start_message(self, tok, limit):
         msg, body = self.pending.popleft()
+        self.pending_bytes -= len(body)
         self.origin_counter += 1
         tok.site_lts += 1
         tok.site_seq += 1
@@ -3425,6 +3429,10 @@ RING_MAX_DATAGRAMS_PER_WAKEUP = 512
 #: reading its client connections (TCP pushes back on the senders); it reads again below LOW
 RING_BACKLOG_HIGH_MESSAGES = 4000
 RING_BACKLOG_LOW_MESSAGES = 1000
+#: ... and the same in bytes, so that big messages (up to 143 KB each) cannot make 4000 waiting
+#: messages cost half a gigabyte: a flood of 100 KB messages had one daemon at 1.27 GB without it
+RING_BACKLOG_HIGH_BYTES = 16 * 1024 * 1024
+RING_BACKLOG_LOW_BYTES = 4 * 1024 * 1024
 
 
 class RingDaemonServer(DaemonServer):
@@ -3476,7 +3484,7 @@ class RingDaemonServer(DaemonServer):
     def _read(self, conn_id):
         if conn_id == "ring":
             self._read_datagrams()
-        elif len(self.daemon.orderer.pending) > RING_BACKLOG_HIGH_MESSAGES:
+        elif self._ring_backlog_high():
             self._pause(conn_id)  # read it again when the ring has caught up
         else:
             super()._read(conn_id)
@@ -3488,17 +3496,24 @@ class RingDaemonServer(DaemonServer):
                 refused - self.refused_reported, self.daemon.orderer.cfg.max_pending_messages))
             self.refused_reported = refused
         backlog = len(self.daemon.orderer.pending)
-        if backlog > RING_BACKLOG_HIGH_MESSAGES and not self.paused:
+        if self._ring_backlog_high() and not self.paused:
             self.pauses += 1
             if self.pauses <= 10 or self.pauses % 100 == 0:
-                self.log("ring: %d messages wait for the token: clients are not read until "
-                         "fewer than %d wait (pause %d)" % (backlog, RING_BACKLOG_LOW_MESSAGES,
-                                                            self.pauses))
+                self.log("ring: %d messages (%d KB) wait for the token: clients are not read "
+                         "until fewer than %d (%d KB) wait (pause %d)" % (
+                             backlog, self.daemon.orderer.pending_bytes // 1024,
+                             RING_BACKLOG_LOW_MESSAGES, RING_BACKLOG_LOW_BYTES // 1024, self.pauses))
             for conn_id in list(self.conns):
                 self._pause(conn_id)
-        elif backlog < RING_BACKLOG_LOW_MESSAGES and self.paused:
+        elif (backlog < RING_BACKLOG_LOW_MESSAGES and self.paused
+              and self.daemon.orderer.pending_bytes < RING_BACKLOG_LOW_BYTES):
             for conn_id in list(self.paused):
                 self._resume(conn_id)
+
+    def _ring_backlog_high(self):
+        orderer = self.daemon.orderer
+        return (len(orderer.pending) > RING_BACKLOG_HIGH_MESSAGES
+                or orderer.pending_bytes > RING_BACKLOG_HIGH_BYTES)
 
     def _pause(self, conn_id):
         sock = self.conns.get(conn_id)
