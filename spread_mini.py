@@ -1794,7 +1794,11 @@ class Daemon:
             cls = event.__class__
             if cls is Multicast:
                 in_by_service[event.service_type & REGULAR_MESS] += 1
-                submit(event)
+                if submit(event) is False:
+                    # The ring's hard queue limit (the daemon's flow control keeps far below it):
+                    # end the session rather than lose its message without a word.
+                    self._end_session(session, "daemon overloaded: the ring's queue is full", close=True)
+                    return
             elif cls is Join or cls is Leave:
                 submit(event)
             elif cls is Kill:
@@ -2280,8 +2284,10 @@ class RingOrderer:
     # ---------------------------------------------------------------- public interface
 
     def submit(self, msg):
-        """Queue a message from this daemon's sessions; False if the queue is full."""
-        if len(self.pending) >= self.cfg.max_pending_messages:
+        """Queue a message from this daemon's sessions; False if the queue is full. Only data
+        is ever refused: a join, leave or disconnect is small and must reach every daemon, or
+        they would disagree about the groups."""
+        if len(self.pending) >= self.cfg.max_pending_messages and msg.kind == DATA:
             self.counters["submit_refused_queue_full"] += 1
             return False
         body = encode_message_body(msg)

@@ -399,6 +399,8 @@ def test_submit_refuses_beyond_the_queue_limit():
     results = [o.submit(sr.DaemonMessage(sr.DATA, "d1", "#a#d1", sr.AGREED_MESS, ["g"], data=b"x")) for _ in range(5)]
     assert results == [True, True, True, False, False]
     assert o.counters["submit_refused_queue_full"] == 2
+    # a disconnect is never refused: every daemon must learn of it, or the groups would disagree
+    assert o.submit(sr.Kill(sr.KILL, "d1", "#a#d1", reason="test")) is True
 
 
 # ------------------------------------------------------------------------ rendering

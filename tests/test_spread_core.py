@@ -576,3 +576,16 @@ def test_two_slow_sessions_are_cut_in_order_and_others_see_both_disconnects():
     gone = watcher.messages()
     assert [(m.caused_by, m.changed_members) for m in gone] == [("DISCONNECT", ["#s1#localhost"]),
                                                                 ("DISCONNECT", ["#s2#localhost"])]
+
+
+def test_a_message_the_ring_refuses_ends_its_session_instead_of_vanishing():
+    # The ring's hard queue limit (the I/O loop's flow control keeps far below it in practice):
+    # the session that overflows it is closed with a reason; nothing is lost without a word.
+    ring = sp.RingOrderer("d1", 1, ["d1", "d2"], settings=sp.RingSettings(max_pending_messages=1))
+    d = sp.Daemon("d1", orderer=ring, daemon_order=["d1", "d2"])
+    c = Client(d, 1, "alice")
+    c.request(sp.AGREED_MESS, ["g"], b"first")    # waits for a token that never comes
+    c.request(sp.AGREED_MESS, ["g"], b"second")   # the queue is full
+    closes = [a for a in d.poll() if isinstance(a, sp.CloseConnection) and a.conn_id == 1]
+    assert closes and "queue is full" in closes[0].reason
+    assert d.disconnections["daemon overloaded: the ring's queue is full"] == 1
