@@ -3276,9 +3276,12 @@ class DaemonServer:
             except OSError:
                 pass
 
+    #: how often the core's timers are looked at (the ring's server needs it finer)
+    tick_every_s = TICK_EVERY_S
+
     def serve_forever(self) -> None:
         daemon = self.daemon
-        next_tick = time.monotonic() + TICK_EVERY_S
+        next_tick = time.monotonic() + self.tick_every_s
         next_status = time.monotonic() + self.status_every_s if self.status_every_s > 0 else None
         while not self.stopping:
             now = time.monotonic()
@@ -3299,7 +3302,7 @@ class DaemonServer:
             if now >= next_tick:
                 daemon.tick(now)
                 self._after_events()
-                next_tick = now + TICK_EVERY_S
+                next_tick = now + self.tick_every_s
                 self._resume_accepting(now)
             if next_status is not None and now >= next_status:
                 self.print_status()
@@ -3448,6 +3451,8 @@ class RingDaemonServer(DaemonServer):
     nothing is ever sent with the default interface. Datagrams from addresses that are not
     configured daemons are dropped and counted."""
 
+    tick_every_s = RING_TICK_EVERY_S
+
     def __init__(self, daemon, listen, port, unix_path, status_every_s, ring_ip, ring_port, peers,
                  out=None):
         super().__init__(daemon, listen, port, unix_path, status_every_s, out)
@@ -3464,7 +3469,7 @@ class RingDaemonServer(DaemonServer):
         # datagrams for the ring are sent as they are polled, wherever that happens
         self._daemon_poll = daemon.poll
         daemon.poll = self._poll_sending_datagrams
-        self.paused = set()  #: client connections not read while the ring's backlog is high
+        self.paused_clients = set()  #: client connections not read while the ring's backlog is high
         self.pauses = 0
         self.refused_reported = 0
 
@@ -3502,7 +3507,7 @@ class RingDaemonServer(DaemonServer):
                 refused - self.refused_reported, self.daemon.orderer.cfg.max_pending_messages))
             self.refused_reported = refused
         backlog = len(self.daemon.orderer.pending)
-        if self._ring_backlog_high() and not self.paused:
+        if self._ring_backlog_high() and not self.paused_clients:
             self.pauses += 1
             if self.pauses <= 10 or self.pauses % 100 == 0:
                 self.log("ring: %d messages (%d KB) wait for the token: clients are not read "
@@ -3511,9 +3516,9 @@ class RingDaemonServer(DaemonServer):
                              RING_BACKLOG_LOW_MESSAGES, RING_BACKLOG_LOW_BYTES // 1024, self.pauses))
             for conn_id in list(self.conns):
                 self._pause(conn_id)
-        elif (backlog < RING_BACKLOG_LOW_MESSAGES and self.paused
+        elif (backlog < RING_BACKLOG_LOW_MESSAGES and self.paused_clients
               and self.daemon.orderer.pending_bytes < RING_BACKLOG_LOW_BYTES):
-            for conn_id in list(self.paused):
+            for conn_id in list(self.paused_clients):
                 self._resume(conn_id)
 
     def _ring_backlog_high(self):
@@ -3523,22 +3528,22 @@ class RingDaemonServer(DaemonServer):
 
     def _pause(self, conn_id):
         sock = self.conns.get(conn_id)
-        if sock is not None and conn_id not in self.paused:
+        if sock is not None and conn_id not in self.paused_clients:
             try:
                 self.sel.unregister(sock)
             except (KeyError, ValueError):
                 return
-            self.paused.add(conn_id)
+            self.paused_clients.add(conn_id)
 
     def _resume(self, conn_id):
-        self.paused.discard(conn_id)
+        self.paused_clients.discard(conn_id)
         sock = self.conns.get(conn_id)
         if sock is not None:
             events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn_id in self.writing else 0)
             self.sel.register(sock, events, conn_id)
 
     def _write(self, conn_id):
-        if conn_id in self.paused:  # DaemonServer._write may change the registration
+        if conn_id in self.paused_clients:  # DaemonServer._write may change the registration
             self._resume(conn_id)
             try:
                 return super()._write(conn_id)
@@ -3547,7 +3552,7 @@ class RingDaemonServer(DaemonServer):
         return super()._write(conn_id)
 
     def _drop(self, conn_id):
-        self.paused.discard(conn_id)
+        self.paused_clients.discard(conn_id)
         return super()._drop(conn_id)
 
     def _read_datagrams(self):
@@ -3597,35 +3602,6 @@ class RingDaemonServer(DaemonServer):
         ring_log = self.daemon.orderer.log
         while ring_log:
             self.log("ring: " + ring_log.popleft())
-
-    def serve_forever(self):
-        """The loop of DaemonServer with the ring's 10 ms timers."""
-        daemon = self.daemon
-        next_tick = time.monotonic() + RING_TICK_EVERY_S
-        next_status = time.monotonic() + self.status_every_s if self.status_every_s > 0 else None
-        while not self.stopping:
-            now = time.monotonic()
-            wait = next_tick - now
-            if next_status is not None:
-                wait = min(wait, next_status - now)
-            for key, mask in self.sel.select(max(0.0, wait)):
-                if key.data == "listen":
-                    self._accept(key.fileobj)
-                    continue
-                conn_id = key.data
-                if mask & selectors.EVENT_READ:
-                    self._read(conn_id)
-                if mask & selectors.EVENT_WRITE and conn_id in self.conns:
-                    self._write(conn_id)
-            self._after_events()
-            now = time.monotonic()
-            if now >= next_tick:
-                daemon.tick(now)
-                self._after_events()
-                next_tick = now + RING_TICK_EVERY_S
-            if next_status is not None and now >= next_status:
-                self.print_status()
-                next_status = now + self.status_every_s
 
     def ring_snapshot(self):
         snap = self.daemon.orderer.snapshot()
