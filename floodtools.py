@@ -1354,28 +1354,25 @@ def render_summary(s: dict) -> str:
 # Command line
 # ============================================================================================
 
-def _int_in(low: int, high: int):
-    def parse(text: str) -> int:
+def _number_in(convert, what: str, low, high):
+    """An argparse type: `convert` the text, then check it lies in low..high."""
+    def parse(text: str):
         try:
-            value = int(text)
+            value = convert(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{value} is outside {low}..{high}")
-        return value
-    return parse
-
-
-def _float_in(low: float, high: float):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"{value} is outside {low:g}..{high:g}")
         return value
     return parse
+
+
+def _int_in(low: int, high: int):
+    return _number_in(int, "a whole number", low, high)
+
+
+def _float_in(low: float, high: float):
+    return _number_in(float, "a number", low, high)
 
 
 def _name(text: str) -> str:

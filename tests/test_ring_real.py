@@ -182,7 +182,8 @@ def test_three_daemons_on_namespace_hosts_with_10_percent_loss(procs, tmp_path, 
     assert len(results[0]) - 1 == 3 * 50
 
 
-CLIENT_SCRIPT = r'''
+# Both client scripts start alike: connect to the daemon at ip, retrying while it starts.
+CONNECT_PRELUDE = r'''
 import sys, time
 sys.path.insert(0, %r)
 import spread_mini as sp
@@ -195,7 +196,11 @@ while True:
     except sp.SpreadError:
         if time.monotonic() > deadline:
             raise
-        time.sleep(0.5)
+        time.sleep(0.3)
+'''
+
+
+CLIENT_SCRIPT = CONNECT_PRELUDE + r'''
 m.join("lab")
 while True:  # wait until the three users are in the group
     msg = m.receive(timeout=60)
@@ -214,20 +219,7 @@ open(out, "w").write("\n".join(["ok" if len(got) == 150 else "only %%d" %% len(g
 '''
 
 
-PARTITION_CLIENT = r'''
-import sys, time
-sys.path.insert(0, %r)
-import spread_mini as sp
-port, ip, user, out = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-deadline = time.monotonic() + 30
-while True:
-    try:
-        m = sp.connect("%%d@%%s" %% (port, ip), user, 0, True)
-        break
-    except sp.SpreadError:
-        if time.monotonic() > deadline:
-            raise
-        time.sleep(0.3)
+PARTITION_CLIENT = CONNECT_PRELUDE + r'''
 m.join("lab")
 log = open(out, "w")
 end = time.monotonic() + float(sys.argv[5])
