@@ -347,7 +347,7 @@ def test_a_restarted_daemon_comes_back_with_a_new_incarnation():
     sim.run_until(sim.now + 0.1)
     sim.start("d2")  # faster than token loss detection: the old incarnation is superseded
     sim.run_until(sim.now + 4.0, stop=lambda: all_in_one_ring(sim))
-    assert ("d2", 2) in sim.nodes["d1"][0].ring.members
+    assert ("d2", 2000) in sim.nodes["d1"][0].ring.members
     serial = sim.submit("d2", sr.AGREED_MESS)
     sim.run_until(sim.now + 1.0)
     assert serial in delivered(sim, "d1")
@@ -376,7 +376,8 @@ def test_partition_gives_two_rings_and_the_heal_merges_them():
 def test_stale_join_from_before_the_ring_formed_is_ignored():
     sim = calm_sim()
     o = sim.nodes["d1"][0]
-    stale = sr.encode_ring_join(sr.RingJoin(("d2", 1), 0, [("d2", 1)], []))
+    d2 = sim.nodes["d2"][0].me
+    stale = sr.encode_ring_join(sr.RingJoin(d2, 0, [d2], []))
     before = o.counters["enter_gather"]
     o.receive(stale, "d2", sim.now)
     assert o.state == sr.OPERATIONAL and o.counters["enter_gather"] == before
