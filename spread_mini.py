@@ -3163,7 +3163,10 @@ class RingGroupCore(GroupCore):
     delivered during the exchange (data, joins, leaves, disconnects) belong to the new
     configuration: they are held and delivered after it, in order, so clients see them after
     the REG_MEMB and every daemon applies the group operations to the same table. (The messages
-    of the transitional configuration come before: between TRANSITION and REG_MEMB.) Group ids
+    of the transitional configuration come before: between TRANSITION and REG_MEMB.) STATE goes
+    to the FRONT of the orderer's queue, so that what is held is only what the ring carries
+    until every STATE is delivered (a rotation or two of the global window), not the megabytes
+    of client data waiting at each daemon; the peak is counted and a limit watches it. Group ids
     after a change are
     (IPv4 address of the ring's representative daemon, ring sequence, index)."""
 
@@ -3174,6 +3177,14 @@ class RingGroupCore(GroupCore):
         self.exchange = None
         self.exchanges_done = 0
         self.transition_sent = {}  #: group -> old id, TRANSITION already given to clients
+        cfg = getattr(orderer, "cfg", None) or RingSettings()
+        #: bytes (message data) held during one exchange beyond which it is reported and this
+        #: daemon's clients are not read until it is done: HELD_LIMIT_ROTATIONS rotations' worth
+        self.held_limit_bytes = HELD_LIMIT_ROTATIONS * cfg.global_window_packets * cfg.max_packet_bytes
+        self.held_peak_messages = 0  #: most messages held at once, over all exchanges
+        self.held_peak_bytes = 0  #: most message data held at once, over all exchanges
+        self.held_limit_exceeded = 0  #: exchanges that went over held_limit_bytes
+        self.held_over_limit = False  #: now: the exchange under way is over the limit
 
     def deliver(self, msg):
         ex = self.exchange
@@ -3183,8 +3194,27 @@ class RingGroupCore(GroupCore):
             return
         if ex is not None:
             ex["held"].append(msg)  # it belongs to the new configuration: after its REG_MEMB
+            ex["held_bytes"] += len(msg.data)
+            self._note_held(ex)
             return
         super().deliver(msg)
+
+    def _note_held(self, ex):
+        held = len(ex["held"])
+        if held > self.held_peak_messages:
+            self.held_peak_messages = held
+        if ex["held_bytes"] > self.held_peak_bytes:
+            self.held_peak_bytes = ex["held_bytes"]
+        if ex["held_bytes"] > self.held_limit_bytes and not self.held_over_limit:
+            # never dropped (every daemon must apply the same messages); what we can do is stop
+            # adding: this daemon's clients are not read until the exchange is done
+            self.held_over_limit = True
+            self.held_limit_exceeded += 1
+            self.log.append("group state exchange: %d messages (%d KB) held waiting for the STATE "
+                            "of %s, more than the limit of %d KB (%d rotations of the global "
+                            "window): clients of this daemon are not read until it is done" % (
+                                held, ex["held_bytes"] // 1024, ", ".join(sorted(ex["waiting"])),
+                                self.held_limit_bytes // 1024, HELD_LIMIT_ROTATIONS))
 
     def configuration_change(self, change, memb_time):
         if change.kind == CONF_TRANSITIONAL:
@@ -3196,11 +3226,13 @@ class RingGroupCore(GroupCore):
             # an interrupted exchange: apply what it held now, so that our STATE includes it
             for msg in self.exchange["held"]:
                 super().deliver(msg)
+        self.held_over_limit = False
         self.exchange = {
             "ring_id": change.ring_id, "members": list(change.members),
             "waiting": set(change.members), "states": {}, "old_ring": {},
-            "held": [], "before": {name: (dict(g.members), self.group_id(g))
-                                   for name, g in self.groups.items()},
+            "held": [], "held_bytes": 0,
+            "before": {name: (dict(g.members), self.group_id(g))
+                       for name, g in self.groups.items()},
         }
         self.log.append("daemons %s (%s): exchanging group state" % (
             ", ".join(change.members), getattr(change, "reason", "")))
@@ -3230,7 +3262,9 @@ class RingGroupCore(GroupCore):
         msg = DaemonMessage(STATE, self.daemon_name, "#state#%s" % self.daemon_name, AGREED_MESS,
                             [repr(change.ring_id)], data="\n".join(lines).encode("latin-1"),
                             reason=repr(getattr(change, "old_ring_id", None)))
-        self.orderer.submit(msg)
+        # urgent: ahead of the client data waiting here, which is then held everywhere until
+        # this STATE is delivered
+        self.orderer.submit(msg, urgent=True)
 
     def _state_arrived(self, ex, msg):
         members = []
@@ -3246,6 +3280,7 @@ class RingGroupCore(GroupCore):
     def _finish_exchange(self, ex):
         self.exchange = None
         self.exchanges_done += 1
+        self.held_over_limit = False
         rep = ex["ring_id"][1]
         self.proc_id = int(ipaddress.IPv4Address(self.daemon_ips.get(rep, "127.0.0.1")))
         self.memb_time = ex["ring_id"][0] & 0x7FFFFFFF
@@ -3264,7 +3299,8 @@ class RingGroupCore(GroupCore):
                 old_id = None  # its TRANSITION went out with the transitional configuration
             self._announce_network_change(group, old_id, ex["old_ring"], my_ring)
         self.transition_sent = {}
-        self.log.append("group state exchange done: %d groups" % len(self.groups))
+        self.log.append("group state exchange done: %d groups; %d messages (%d KB) were held "
+                        "meanwhile" % (len(self.groups), len(ex["held"]), ex["held_bytes"] // 1024))
         held, ex["held"] = ex["held"], []
         for msg in held:
             super().deliver(msg)
@@ -3617,16 +3653,19 @@ class RingDaemonServer(DaemonServer):
                 refused - self.refused_reported, self.daemon.orderer.cfg.max_pending_messages))
             self.refused_reported = refused
         backlog = len(self.daemon.orderer.pending)
+        held_over = self._held_over_limit()
         if self._ring_backlog_high() and not self.paused_clients:
             self.pauses += 1
-            if self.pauses <= 10 or self.pauses % 100 == 0:
+            if held_over:
+                pass  # the group core has logged why (the state exchange holds too much)
+            elif self.pauses <= 10 or self.pauses % 100 == 0:
                 self.log("ring: %d messages (%d KB) wait for the token: clients are not read "
                          "until fewer than %d (%d KB) wait (pause %d)" % (
                              backlog, self.daemon.orderer.pending_bytes // 1024,
                              RING_BACKLOG_LOW_MESSAGES, RING_BACKLOG_LOW_BYTES // 1024, self.pauses))
             for conn_id in list(self.conns):
                 self._pause(conn_id)
-        elif (backlog < RING_BACKLOG_LOW_MESSAGES and self.paused_clients
+        elif (backlog < RING_BACKLOG_LOW_MESSAGES and self.paused_clients and not held_over
               and self.daemon.orderer.pending_bytes < RING_BACKLOG_LOW_BYTES):
             for conn_id in list(self.paused_clients):
                 self._resume(conn_id)
@@ -3634,7 +3673,11 @@ class RingDaemonServer(DaemonServer):
     def _ring_backlog_high(self):
         orderer = self.daemon.orderer
         return (len(orderer.pending) > RING_BACKLOG_HIGH_MESSAGES
-                or orderer.pending_bytes > RING_BACKLOG_HIGH_BYTES)
+                or orderer.pending_bytes > RING_BACKLOG_HIGH_BYTES or self._held_over_limit())
+
+    def _held_over_limit(self):
+        """The group state exchange holds more than its limit: add nothing until it is done."""
+        return getattr(self.daemon.core, "held_over_limit", False)
 
     def _pause(self, conn_id):
         sock = self.conns.get(conn_id)
@@ -3720,6 +3763,10 @@ class RingDaemonServer(DaemonServer):
         snap["rotations_per_s"] = (snap["rotations"] - rotations) / max(1e-6, now - then)
         self.last_status = (now, snap["rotations"])
         snap["datagrams"] = (self.datagrams_in, self.datagrams_out, self.datagrams_foreign)
+        core = self.daemon.core
+        if isinstance(core, RingGroupCore):
+            snap["held_peak"] = (core.held_peak_messages, core.held_peak_bytes,
+                                 core.held_limit_bytes, core.held_limit_exceeded)
         return snap
 
     def print_status(self):
@@ -4568,7 +4615,9 @@ def ring_status_rows(snap):
         ("token losses / retransmitted tokens", "%d / %d" % (c.get("token_loss", 0),
                                                              c.get("token_retransmissions", 0))),
         ("garbage dropped", str(c.get("dropped_garbage", 0))),
-    ] + [("change %.0f s ago" % max(0.0, snap.get("now", t) - t),
+    ] + ([("held in state exchange (peak)", "%d messages, %d KB (limit %d KB; exceeded %d)" % (
+        snap["held_peak"][0], snap["held_peak"][1] // 1024, snap["held_peak"][2] // 1024,
+        snap["held_peak"][3]))] if "held_peak" in snap else []) + [("change %.0f s ago" % max(0.0, snap.get("now", t) - t),
           "ring %s {%s}: %s" % (ring, ",".join(members), reason))
          for t, ring, members, reason in snap.get("recent_changes", ())]
 
