@@ -85,7 +85,7 @@ class SimResult:
 
 
 class Sim:
-    def __init__(self, seed, daemons=3, faults=None, settings=None, tick_s=0.01):
+    def __init__(self, seed, daemons=3, faults=None, settings=None, tick_s=0.01, group_cores=False):
         self.seed = seed
         self.rng = random.Random(seed)
         self.names = ["d%d" % (i + 1) for i in range(daemons)]
@@ -107,6 +107,10 @@ class Sim:
         self.log_lines = []
         self.next_tick = 0.0
         self.drop_rule = None  # scenario tests: drop_rule(src, dest, raw) -> True drops it
+        #: scenario tests: a RingGroupCore above each orderer (its group STATE exchange after
+        #: every ring change goes through the ring; the checkers skip those STATE messages)
+        self.group_cores = group_cores
+        self.cores = {}
         self.stats = {"packets": 0, "lost": 0, "crashes": 0, "restarts": 0, "partitions": 0,
                       "submitted": 0, "configurations": 0}
         for n in self.names:
@@ -130,6 +134,9 @@ class Sim:
         orderer.trace_delivered = []
         self.nodes[name] = (orderer, proc)
         self.processes.append(proc)
+        if self.group_cores:
+            ips = {n: "127.0.0.%d" % (i + 1) for i, n in enumerate(self.names)}
+            self.cores[name] = sr.RingGroupCore(name, orderer, ips, daemon_order=self.names)
         self.drain(name)
 
     def add_counters(self, orderer):
@@ -160,6 +167,7 @@ class Sim:
 
     def crash(self, name):
         orderer, proc = self.nodes.pop(name)
+        self.cores.pop(name, None)
         self.add_counters(orderer)
         proc.crashed = True
         self.collect_log(orderer)
@@ -221,15 +229,25 @@ class Sim:
             proc.pids.add(orderer.me)
             self.proc_of[orderer.me] = proc
             self.incarnation[name] = max(self.incarnation[name], orderer.me[1])
-        for out in orderer.poll():
-            if isinstance(out, sr.Send):
-                self.send(name, out.dest, out.packet)
-            elif isinstance(out, sr.Deliver):
-                self.record_delivery(proc, out.msg, orderer.trace_delivered.pop(0))
-            else:
-                proc.events.append(("conf", out, self.now))
-                if out.kind == sr.CONF_REGULAR:
-                    self.stats["configurations"] += 1
+        core = self.cores.get(name)
+        outputs = orderer.poll()
+        while outputs:
+            for out in outputs:
+                if isinstance(out, sr.Send):
+                    self.send(name, out.dest, out.packet)
+                elif isinstance(out, sr.Deliver):
+                    msg_id = orderer.trace_delivered.pop(0)
+                    if core is not None:
+                        core.deliver(out.msg)
+                    if out.msg.kind != sr.STATE:
+                        self.record_delivery(proc, out.msg, msg_id)
+                else:
+                    proc.events.append(("conf", out, self.now))
+                    if out.kind == sr.CONF_REGULAR:
+                        self.stats["configurations"] += 1
+                    if core is not None:
+                        core.configuration_change(out, 0)  # submits its STATE
+            outputs = orderer.poll()  # what the group core's STATE set going
         for mid in orderer.trace_completed:
             proc.completed.setdefault(mid, self.now)
         del orderer.trace_completed[:]
