@@ -3656,9 +3656,8 @@ class RingDaemonServer(DaemonServer):
         held_over = self._held_over_limit()
         if self._ring_backlog_high() and not self.paused_clients:
             self.pauses += 1
-            if held_over:
-                pass  # the group core has logged why (the state exchange holds too much)
-            elif self.pauses <= 10 or self.pauses % 100 == 0:
+            # (over the state exchange's limit: the group core has logged why)
+            if not held_over and (self.pauses <= 10 or self.pauses % 100 == 0):
                 self.log("ring: %d messages (%d KB) wait for the token: clients are not read "
                          "until fewer than %d (%d KB) wait (pause %d)" % (
                              backlog, self.daemon.orderer.pending_bytes // 1024,
@@ -4615,11 +4614,18 @@ def ring_status_rows(snap):
         ("token losses / retransmitted tokens", "%d / %d" % (c.get("token_loss", 0),
                                                              c.get("token_retransmissions", 0))),
         ("garbage dropped", str(c.get("dropped_garbage", 0))),
-    ] + ([("held in state exchange (peak)", "%d messages, %d KB (limit %d KB; exceeded %d)" % (
-        snap["held_peak"][0], snap["held_peak"][1] // 1024, snap["held_peak"][2] // 1024,
-        snap["held_peak"][3]))] if "held_peak" in snap else []) + [("change %.0f s ago" % max(0.0, snap.get("now", t) - t),
+    ] + _held_rows(snap) + [("change %.0f s ago" % max(0.0, snap.get("now", t) - t),
           "ring %s {%s}: %s" % (ring, ",".join(members), reason))
          for t, ring, members, reason in snap.get("recent_changes", ())]
+
+
+def _held_rows(snap):
+    """The peak of what the group state exchange held (the daemon's snapshot has it)."""
+    if "held_peak" not in snap:
+        return []
+    messages, held_bytes, limit_bytes, exceeded = snap["held_peak"]
+    return [("held in state exchange (peak)", "%d messages, %d KB (limit %d KB; exceeded %d)" % (
+        messages, held_bytes // 1024, limit_bytes // 1024, exceeded))]
 
 
 def render_ring_status(snap):

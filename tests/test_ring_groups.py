@@ -295,3 +295,14 @@ def test_a_held_limit_exceeded_is_logged_and_stops_reading_clients_until_the_exc
     assert not core.held_over_limit and core.exchange is None and server._ring_backlog_high() is False
     assert any("more than the limit" in line and "clients of this daemon are not read" in line
                for line in d1.log)
+
+
+def test_the_status_table_shows_the_held_peak_beside_the_limit():
+    sim = merge_with_megabytes_queued(global_window_packets=100, personal_window_packets=40)
+    core = sim.cores["d1"]
+    snap = sim.nodes["d1"][0].snapshot()
+    snap["held_peak"] = (core.held_peak_messages, core.held_peak_bytes, core.held_limit_bytes,
+                         core.held_limit_exceeded)
+    rows = dict(sp.ring_status_rows(snap))
+    assert rows["held in state exchange (peak)"] == "%d messages, %d KB (limit %d KB; exceeded 0)" % (
+        core.held_peak_messages, core.held_peak_bytes // 1024, 4 * 100 * 1400 // 1024)
