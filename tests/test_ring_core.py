@@ -604,3 +604,45 @@ def test_without_the_notice_an_operational_ring_would_ignore_it_forever(monkeypa
     restart_with_clock_set_back(sim, "d2", 400)
     assert not sim.run_until(sim.now + 6.0, stop=lambda: all_in_one_ring(sim))
     assert sim.nodes["d2"][0].counters["incarnation_bumps"] == 0
+
+
+def clock_back_inside_a_ring(seed, loss):
+    """d2 comes back as d2#400 on the side of a partition where d3 is new too (d3 never knew
+    d2#1000), so d2#400 and d3 form a ring and carry traffic. Only d1 knows d2#1000: after the
+    heal its notice makes d2 take a newer incarnation while it is in a ring with d3."""
+    faults = Faults(loss=loss, dup=0.0, delay_s=0.001, jitter_s=0.001, crashes=False,
+                    partitions=False, garbage=0.0)
+    sim = Sim(seed, daemons=3, faults=faults)
+    assert sim.run_until(3.0, stop=lambda: all_in_one_ring(sim))
+    sim.group_of = {"d1": 0, "d2": 1, "d3": 1}
+    sim.crash("d2")
+    sim.crash("d3")
+    sim.start("d3")
+    sim.start("d2", incarnation=400)
+    assert sim.run_until(sim.now + 4.0, stop=lambda: sim.nodes["d2"][0].state == sr.OPERATIONAL
+                         and len(sim.nodes["d2"][0].ring.members) == 2), "seed %d" % seed
+    rng = random.Random(seed)
+    for i in range(100):
+        if i == 40:
+            sim.group_of = None
+        sim.submit(rng.choice(["d1", "d2", "d3"]), rng.choice([sr.AGREED_MESS, sr.SAFE_MESS, sr.FIFO_MESS]),
+                   size=rng.choice([20, 900, 3000]))
+        sim.run_until(sim.now + 0.01)
+    assert sim.run_until(sim.now + 8.0, stop=lambda: all_in_one_ring(sim) and sim.settled()), \
+        "seed %d: no merge" % seed
+    return sim
+
+
+def test_a_daemon_that_takes_a_newer_incarnation_inside_a_ring_moves_on_with_its_partner():
+    moved_together = 0
+    for seed in range(1, 9):
+        sim = clock_back_inside_a_ring(seed, loss=0.0 if seed <= 4 else 0.05)
+        o2 = sim.nodes["d2"][0]
+        assert o2.counters["incarnation_bumps"] == 1 and o2.me[1] > 1000, "seed %d" % seed
+        result = sim.check()
+        assert not result.violations, "seed %d:\n%s" % (seed, "\n".join(result.violations[:10]))
+        confs = [e[1] for e in sim.nodes["d3"][1].events
+                 if e[0] == "conf" and e[1].kind == sr.CONF_REGULAR]
+        # d3 and the renamed d2 came from the same ring: one transitional configuration
+        moved_together += any(o2.me in c.transitional_ids for c in confs)
+    assert moved_together >= 4
