@@ -234,6 +234,25 @@ MAX_GROUPS = MAX_GROUPS_PER_MESSAGE
 RECOVERY_WRAP_BYTES = 96
 #: a token without its rtr list, with the longest names (the rtr list fills the rest of a packet)
 TOKEN_FIXED_BYTES = 170
+#: A daemon's incarnation is its start time in ms; the others ignore a smaller one of the same name.
+#: A daemon restarted after its clock went back learns from the others that they know its name
+#: with a higher incarnation and takes one above it: once or twice (one per higher incarnation
+#: the others remember). More changes than this mean two daemons run under ONE name and keep
+#: overtaking each other: the daemon stops changing and says so in the log.
+INCARNATION_BUMPS_MAX = 5
+#: a daemon answers the packets of an older incarnation of a daemon with an "incarnation notice"
+#: (a merge packet whose ring seq 0 names no ring: "I know you as name#N"), per name at most this
+#: often
+INCARNATION_NOTICE_EVERY_S = 0.2
+#: the new incarnation is 1..this many ms above the one the others know, at random: two restarts
+#: that learn of the same old incarnation must not become the same process to the others
+INCARNATION_BUMP_SPREAD_MS = 1000
+#: The group state exchange after a ring change holds every message delivered before the last
+#: STATE. STATE goes first in each daemon's queue, so that is what the ring carries in about one
+#: or two token rotations. More than this many rotations of the global window (packets x bytes)
+#: means something is wrong: logged, counted, and this daemon's clients are not read until the
+#: exchange is done (a held message is never dropped).
+HELD_LIMIT_ROTATIONS = 4
 
 
 class RingSettings:
@@ -2279,21 +2298,28 @@ class RingOrderer:
         self.rotations = 0
         self.recent_changes = collections.deque(maxlen=5)  # (time, ring, members, reason)
         self.startup_alone_after = now + self.cfg.consensus_timeout_s
+        self.incarnation_bumps = 0  #: times we took a newer incarnation (clock went back)
+        self.incarnation_notice_at = {}  # daemon name -> when we last told it its incarnation
+        self.bump_refused_log_at = None  # next time the "same name twice" error may be logged
         self._enter_gather("startup", extra=())
 
     # ---------------------------------------------------------------- public interface
 
-    def submit(self, msg):
+    def submit(self, msg, urgent=False):
         """Queue a message from this daemon's sessions; False if the queue is full. Only data
         is ever refused: a join, leave or disconnect is small and must reach every daemon, or
-        they would disagree about the groups."""
+        they would disagree about the groups. An urgent message goes to the front of the queue,
+        behind only the message being sent (the group STATE after a ring change)."""
         if len(self.pending) >= self.cfg.max_pending_messages and msg.kind == DATA:
             self.counters["submit_refused_queue_full"] += 1
             return False
         body = encode_message_body(msg)
         if len(body) > MAX_MESSAGE_BODY_BYTES:
             raise ValueError("message too long (%d bytes)" % len(body))
-        self.pending.append((msg, body))
+        if urgent:
+            self.pending.appendleft((msg, body))
+        else:
+            self.pending.append((msg, body))
         self.pending_bytes += len(body)
         self.counters["submitted"] += 1
         if self.held_token is not None:
@@ -2311,7 +2337,11 @@ class RingOrderer:
         sender = p.sender
         if self._superseded(sender):
             self.counters["dropped_old_incarnation"] += 1
+            self._send_incarnation_notice(sender)
             return
+        newer = self._newer_incarnation_of_me(p)
+        if newer is not None and self._take_newer_incarnation(*newer):
+            return  # the packet was for our old incarnation
         if isinstance(p, RingData):
             self._on_data(p)
         elif isinstance(p, RingToken):
@@ -2385,6 +2415,80 @@ class RingOrderer:
                 return (pid[0], known)
         return None
 
+    # ---------------------------------------------------------------- our own incarnation
+
+    def _send_incarnation_notice(self, stale):
+        """A packet from an incarnation older than the one we know: perhaps a daemon restarted
+        after its clock went back, which would be ignored forever. Tell it which incarnation we
+        know (even when OPERATIONAL: nothing else we send it names it). Harmless to the current
+        incarnation: a merge with ring seq 0 names no ring, and it knows its own incarnation."""
+        name = stale[0]
+        if name == self.me[0] or name not in self.peers:
+            return
+        last = self.incarnation_notice_at.get(name)
+        if last is not None and self.now < last + INCARNATION_NOTICE_EVERY_S:
+            return
+        self.incarnation_notice_at[name] = self.now
+        known = self.known_incarnation[name]
+        self.outputs.append(Send(encode_ring_merge(RingMerge(self.me, (0, name, known))), name))
+        self.counters["incarnation_notices_sent"] += 1
+        if self.counters["incarnation_notices_sent"] % 50 == 1:
+            self._log("packets from %s#%d, older than the incarnation we know (%d): told it"
+                      % (name, stale[1], known))
+
+    def _newer_incarnation_of_me(self, p):
+        """(incarnation, why) if packet p shows that its sender knows our name with a higher
+        incarnation than ours, else None. Data packets and tokens only name a ring and their
+        sender; joins and commit tokens name every member."""
+        name, mine = self.me
+        found = []
+        if p.sender[0] == name and p.sender[1] > mine:
+            found.append((p.sender[1], "a daemon sends as %s" % _pid_str(p.sender)))
+        ring_id = getattr(p, "ring_id", None)
+        if ring_id is not None and ring_id[1] == name and ring_id[2] > mine:
+            what = "an incarnation notice" if ring_id[0] == 0 else "ring %s" % _ring_str(ring_id)
+            found.append((ring_id[2], "%s from %s names %s#%d" % (what, p.sender[0], name, ring_id[2])))
+        if isinstance(p, (RingJoin, RingCommit)):
+            named = list(p.proc_set) + list(p.fail_set) if isinstance(p, RingJoin) else p.members
+            kind = "join" if isinstance(p, RingJoin) else "commit token"
+            for pid in named:
+                if pid[0] == name and pid[1] > mine:
+                    found.append((pid[1], "the %s of %s names %s#%d" % (kind, p.sender[0], name, pid[1])))
+        elif isinstance(p, RingToken):
+            mod = p.site_aru_modifier
+            if mod is not None and mod[0] == name and mod[1] > mine:
+                found.append((mod[1], "the token of %s names %s#%d" % (p.sender[0], name, mod[1])))
+        return max(found) if found else None
+
+    def _take_newer_incarnation(self, seen, why):
+        """The others know our name with incarnation `seen` > ours (our start time in ms: the
+        clock went back since that daemon ran) and ignore us. Take an incarnation above it and
+        gather again, like a restart. The old ring stays as it is, so the daemons that move with
+        us from it still recover its messages together. True if we changed."""
+        name, old = self.me
+        if self.incarnation_bumps >= INCARNATION_BUMPS_MAX:
+            self.counters["newer_incarnation_ignored"] += 1
+            if self.bump_refused_log_at is None or self.now >= self.bump_refused_log_at:
+                self.bump_refused_log_at = self.now + 10.0
+                self._log("ERROR: %s; we changed our incarnation %d times already: two daemons "
+                          "are probably running with the same name %s (check --name and the "
+                          "configuration on every machine). Keeping incarnation %d"
+                          % (why, self.incarnation_bumps, name, old))
+            return False
+        self.incarnation_bumps += 1
+        self.counters["incarnation_bumps"] += 1
+        self.me = (name, seen + 1 + self.rng.randrange(INCARNATION_BUMP_SPREAD_MS))
+        self.known_incarnation[name] = self.me[1]
+        if self.ring.ring_id[0] == 0:  # never in a ring: the pseudo-ring of a fresh daemon
+            self.ring = _Ring((0, name, self.me[1]), [self.me], 0)
+        self.startup_alone_after = self.now + self.cfg.consensus_timeout_s
+        self._log("incarnation %d is older than what the others know (%s): was the clock set "
+                  "back? Taking incarnation %d (change %d of at most %d)"
+                  % (old, why, self.me[1], self.incarnation_bumps, INCARNATION_BUMPS_MAX))
+        self._enter_gather("new incarnation %s: ours was older than the others knew"
+                           % _pid_str(self.me))
+        return True
+
     def _set_state(self, state, reason):
         if state not in TRANSITIONS[self.state]:
             raise AssertionError("illegal state change %s -> %s (%s)" % (self.state, state, reason))
@@ -2402,7 +2506,10 @@ class RingOrderer:
 
     def _enter_gather(self, reason, extra=()):
         """Start (or restart) forming a ring: propose the members we know, wait for agreement."""
-        self._set_state(GATHER, reason)
+        if self.state == GATHER:  # gathering again from scratch (our incarnation changed)
+            self._log("GATHER again: %s" % reason)
+        else:
+            self._set_state(GATHER, reason)
         self.change_reason = reason
         self.counters["membership_changes_started"] += 1
         self.proc_set = set(self.ring.members) | {self.me} | set(extra)
@@ -3016,6 +3123,9 @@ class RingOrderer:
 
     def _on_merge(self, m):
         self._note_incarnation(m.sender)
+        if m.ring_id[0] == 0:  # an incarnation notice (no ring has seq 0): ours is current
+            self.counters["incarnation_notices_received"] += 1
+            return
         if self.state == OPERATIONAL and m.sender not in self.ring.members \
                 and m.ring_id != self.ring.ring_id:
             self.counters["foreign_rings_seen"] += 1
@@ -3053,7 +3163,10 @@ class RingGroupCore(GroupCore):
     delivered during the exchange (data, joins, leaves, disconnects) belong to the new
     configuration: they are held and delivered after it, in order, so clients see them after
     the REG_MEMB and every daemon applies the group operations to the same table. (The messages
-    of the transitional configuration come before: between TRANSITION and REG_MEMB.) Group ids
+    of the transitional configuration come before: between TRANSITION and REG_MEMB.) STATE goes
+    to the FRONT of the orderer's queue, so that what is held is only what the ring carries
+    until every STATE is delivered (a rotation or two of the global window), not the megabytes
+    of client data waiting at each daemon; the peak is counted and a limit watches it. Group ids
     after a change are
     (IPv4 address of the ring's representative daemon, ring sequence, index)."""
 
@@ -3064,6 +3177,14 @@ class RingGroupCore(GroupCore):
         self.exchange = None
         self.exchanges_done = 0
         self.transition_sent = {}  #: group -> old id, TRANSITION already given to clients
+        cfg = getattr(orderer, "cfg", None) or RingSettings()
+        #: bytes (message data) held during one exchange beyond which it is reported and this
+        #: daemon's clients are not read until it is done: HELD_LIMIT_ROTATIONS rotations' worth
+        self.held_limit_bytes = HELD_LIMIT_ROTATIONS * cfg.global_window_packets * cfg.max_packet_bytes
+        self.held_peak_messages = 0  #: most messages held at once, over all exchanges
+        self.held_peak_bytes = 0  #: most message data held at once, over all exchanges
+        self.held_limit_exceeded = 0  #: exchanges that went over held_limit_bytes
+        self.held_over_limit = False  #: now: the exchange under way is over the limit
 
     def deliver(self, msg):
         ex = self.exchange
@@ -3073,8 +3194,27 @@ class RingGroupCore(GroupCore):
             return
         if ex is not None:
             ex["held"].append(msg)  # it belongs to the new configuration: after its REG_MEMB
+            ex["held_bytes"] += len(msg.data)
+            self._note_held(ex)
             return
         super().deliver(msg)
+
+    def _note_held(self, ex):
+        held = len(ex["held"])
+        if held > self.held_peak_messages:
+            self.held_peak_messages = held
+        if ex["held_bytes"] > self.held_peak_bytes:
+            self.held_peak_bytes = ex["held_bytes"]
+        if ex["held_bytes"] > self.held_limit_bytes and not self.held_over_limit:
+            # never dropped (every daemon must apply the same messages); what we can do is stop
+            # adding: this daemon's clients are not read until the exchange is done
+            self.held_over_limit = True
+            self.held_limit_exceeded += 1
+            self.log.append("group state exchange: %d messages (%d KB) held waiting for the STATE "
+                            "of %s, more than the limit of %d KB (%d rotations of the global "
+                            "window): clients of this daemon are not read until it is done" % (
+                                held, ex["held_bytes"] // 1024, ", ".join(sorted(ex["waiting"])),
+                                self.held_limit_bytes // 1024, HELD_LIMIT_ROTATIONS))
 
     def configuration_change(self, change, memb_time):
         if change.kind == CONF_TRANSITIONAL:
@@ -3086,11 +3226,13 @@ class RingGroupCore(GroupCore):
             # an interrupted exchange: apply what it held now, so that our STATE includes it
             for msg in self.exchange["held"]:
                 super().deliver(msg)
+        self.held_over_limit = False
         self.exchange = {
             "ring_id": change.ring_id, "members": list(change.members),
             "waiting": set(change.members), "states": {}, "old_ring": {},
-            "held": [], "before": {name: (dict(g.members), self.group_id(g))
-                                   for name, g in self.groups.items()},
+            "held": [], "held_bytes": 0,
+            "before": {name: (dict(g.members), self.group_id(g))
+                       for name, g in self.groups.items()},
         }
         self.log.append("daemons %s (%s): exchanging group state" % (
             ", ".join(change.members), getattr(change, "reason", "")))
@@ -3120,7 +3262,9 @@ class RingGroupCore(GroupCore):
         msg = DaemonMessage(STATE, self.daemon_name, "#state#%s" % self.daemon_name, AGREED_MESS,
                             [repr(change.ring_id)], data="\n".join(lines).encode("latin-1"),
                             reason=repr(getattr(change, "old_ring_id", None)))
-        self.orderer.submit(msg)
+        # urgent: ahead of the client data waiting here, which is then held everywhere until
+        # this STATE is delivered
+        self.orderer.submit(msg, urgent=True)
 
     def _state_arrived(self, ex, msg):
         members = []
@@ -3136,6 +3280,7 @@ class RingGroupCore(GroupCore):
     def _finish_exchange(self, ex):
         self.exchange = None
         self.exchanges_done += 1
+        self.held_over_limit = False
         rep = ex["ring_id"][1]
         self.proc_id = int(ipaddress.IPv4Address(self.daemon_ips.get(rep, "127.0.0.1")))
         self.memb_time = ex["ring_id"][0] & 0x7FFFFFFF
@@ -3154,7 +3299,8 @@ class RingGroupCore(GroupCore):
                 old_id = None  # its TRANSITION went out with the transitional configuration
             self._announce_network_change(group, old_id, ex["old_ring"], my_ring)
         self.transition_sent = {}
-        self.log.append("group state exchange done: %d groups" % len(self.groups))
+        self.log.append("group state exchange done: %d groups; %d messages (%d KB) were held "
+                        "meanwhile" % (len(self.groups), len(ex["held"]), ex["held_bytes"] // 1024))
         held, ex["held"] = ex["held"], []
         for msg in held:
             super().deliver(msg)
@@ -3507,16 +3653,18 @@ class RingDaemonServer(DaemonServer):
                 refused - self.refused_reported, self.daemon.orderer.cfg.max_pending_messages))
             self.refused_reported = refused
         backlog = len(self.daemon.orderer.pending)
+        held_over = self._held_over_limit()
         if self._ring_backlog_high() and not self.paused_clients:
             self.pauses += 1
-            if self.pauses <= 10 or self.pauses % 100 == 0:
+            # (over the state exchange's limit: the group core has logged why)
+            if not held_over and (self.pauses <= 10 or self.pauses % 100 == 0):
                 self.log("ring: %d messages (%d KB) wait for the token: clients are not read "
                          "until fewer than %d (%d KB) wait (pause %d)" % (
                              backlog, self.daemon.orderer.pending_bytes // 1024,
                              RING_BACKLOG_LOW_MESSAGES, RING_BACKLOG_LOW_BYTES // 1024, self.pauses))
             for conn_id in list(self.conns):
                 self._pause(conn_id)
-        elif (backlog < RING_BACKLOG_LOW_MESSAGES and self.paused_clients
+        elif (backlog < RING_BACKLOG_LOW_MESSAGES and self.paused_clients and not held_over
               and self.daemon.orderer.pending_bytes < RING_BACKLOG_LOW_BYTES):
             for conn_id in list(self.paused_clients):
                 self._resume(conn_id)
@@ -3524,7 +3672,11 @@ class RingDaemonServer(DaemonServer):
     def _ring_backlog_high(self):
         orderer = self.daemon.orderer
         return (len(orderer.pending) > RING_BACKLOG_HIGH_MESSAGES
-                or orderer.pending_bytes > RING_BACKLOG_HIGH_BYTES)
+                or orderer.pending_bytes > RING_BACKLOG_HIGH_BYTES or self._held_over_limit())
+
+    def _held_over_limit(self):
+        """The group state exchange holds more than its limit: add nothing until it is done."""
+        return getattr(self.daemon.core, "held_over_limit", False)
 
     def _pause(self, conn_id):
         sock = self.conns.get(conn_id)
@@ -3610,6 +3762,10 @@ class RingDaemonServer(DaemonServer):
         snap["rotations_per_s"] = (snap["rotations"] - rotations) / max(1e-6, now - then)
         self.last_status = (now, snap["rotations"])
         snap["datagrams"] = (self.datagrams_in, self.datagrams_out, self.datagrams_foreign)
+        core = self.daemon.core
+        if isinstance(core, RingGroupCore):
+            snap["held_peak"] = (core.held_peak_messages, core.held_peak_bytes,
+                                 core.held_limit_bytes, core.held_limit_exceeded)
         return snap
 
     def print_status(self):
@@ -4458,9 +4614,18 @@ def ring_status_rows(snap):
         ("token losses / retransmitted tokens", "%d / %d" % (c.get("token_loss", 0),
                                                              c.get("token_retransmissions", 0))),
         ("garbage dropped", str(c.get("dropped_garbage", 0))),
-    ] + [("change %.0f s ago" % max(0.0, snap.get("now", t) - t),
+    ] + _held_rows(snap) + [("change %.0f s ago" % max(0.0, snap.get("now", t) - t),
           "ring %s {%s}: %s" % (ring, ",".join(members), reason))
          for t, ring, members, reason in snap.get("recent_changes", ())]
+
+
+def _held_rows(snap):
+    """The peak of what the group state exchange held (the daemon's snapshot has it)."""
+    if "held_peak" not in snap:
+        return []
+    messages, held_bytes, limit_bytes, exceeded = snap["held_peak"]
+    return [("held in state exchange (peak)", "%d messages, %d KB (limit %d KB; exceeded %d)" % (
+        messages, held_bytes // 1024, limit_bytes // 1024, exceeded))]
 
 
 def render_ring_status(snap):
@@ -4548,6 +4713,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--status-every", type=_seconds, default=DEFAULT_STATUS_EVERY_S,
                    help="seconds between status tables (0: never; default 20)")
     d.add_argument("--no-unix", action="store_true", help="do not listen on the unix socket /tmp/PORT")
+    # for tests: a ring daemon's incarnation instead of its start time in ms (a clock set back)
+    d.add_argument("--incarnation", type=_positive_int, help=argparse.SUPPRESS)
     u = sub.add_parser("user", help="interactive or scripted client, like Spread's spuser")
     u.add_argument("-s", "--spread", type=_spread_name, default=str(DEFAULT_SPREAD_PORT),
                    help="daemon: PORT (unix socket /tmp/PORT), PORT@HOST or PORT@A.B.C.D (default 4803)")
@@ -4622,7 +4789,9 @@ def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
     if len(config.segments) > 1:
         print("configuration: %d segments; spread_mini runs ONE ring over all their daemons "
               "(no HOP links between sites yet)" % len(config.segments), flush=True)
-    incarnation = int(time.time() * 1000)  # a restarted daemon is a new process to the others
+    # a restarted daemon is a new process to the others (if its clock went back, the others
+    # tell it, and it takes a higher incarnation: RingOrderer._take_newer_incarnation)
+    incarnation = args.incarnation or int(time.time() * 1000)
     orderer = RingOrderer(entry.name, incarnation, list(peers), random.Random(), RingSettings(),
                           now=time.monotonic())
     try:

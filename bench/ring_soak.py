@@ -53,6 +53,9 @@ def main(argv=None):
               totals["crashes"], totals["restarts"], totals["partitions"], totals["lost"],
               totals["packets"], totals["garbage_sent"], totals["configurations"],
               totals["submitted"], totals["trans_deliveries"], elapsed))
+    print("restarts with the clock set back (a smaller incarnation) %d; incarnations taken "
+          "anew when the others named a newer one %d" % (totals["clock_back_restarts"],
+                                                totals["incarnation_bumps"]))
     print("rerun: python3 bench/ring_soak.py --seeds %d --first %d" % (args.seeds, args.first))
     return 1 if failing else 0
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 One seeded random.Random decides everything: packet loss, duplication, delay (and so reordering),
 partitions and heals, crashes and restarts (a restarted daemon is a fresh RingOrderer with a new
-incarnation), and the clients' messages of every service type. There is no real time and no
+incarnation: its start time in ms, 1000, 2000, ...; in some seeds a restart's clock went back
+and its incarnation is SMALLER than the last one, so it must learn from the others to take a
+higher one), and the clients' messages of every service type. There is no real time and no
 thread: a fake clock jumps from event to event, so a seed replays exactly:
 
     python3 tests/ring_sim.py 123 --log
@@ -40,7 +42,7 @@ class Faults:
     """How hostile the network is (probabilities per packet, delays in seconds)."""
 
     def __init__(self, loss=0.02, dup=0.01, delay_s=0.002, jitter_s=0.002, crashes=True,
-                 partitions=True, fault_every_s=1.2, garbage=0.005):
+                 partitions=True, fault_every_s=1.2, garbage=0.005, clock_back=0.0):
         self.loss = loss
         self.dup = dup
         self.delay_s = delay_s
@@ -49,13 +51,18 @@ class Faults:
         self.partitions = partitions
         self.fault_every_s = fault_every_s
         self.garbage = garbage  # a mangled copy of the packet, or other traffic, arrives too
+        self.clock_back = clock_back  # a restart's clock went back: a smaller incarnation
 
 
 class Process:
-    """The record of one incarnation of one daemon, as the checkers see it."""
+    """The record of one process of one daemon, as the checkers see it. A process restarted
+    with its clock set back changes its incarnation while it runs: `pid` is the one it started
+    with, `pids` all it had, `current` the one it has now."""
 
     def __init__(self, pid):
         self.pid = pid
+        self.pids = {pid}
+        self.current = pid
         self.events = []  # ('conf', ConfigurationChange, t) / ('msg', msg_id, service, t)
         self.delivered = []  # msg ids in delivery order
         self.delivered_set = set()
@@ -78,7 +85,7 @@ class SimResult:
 
 
 class Sim:
-    def __init__(self, seed, daemons=3, faults=None, settings=None, tick_s=0.01):
+    def __init__(self, seed, daemons=3, faults=None, settings=None, tick_s=0.01, group_cores=False):
         self.seed = seed
         self.rng = random.Random(seed)
         self.names = ["d%d" % (i + 1) for i in range(daemons)]
@@ -89,7 +96,8 @@ class Sim:
         self.net = []
         self.net_counter = 0
         self.nodes = {}  # name -> (orderer, Process) for the daemons that are up
-        self.incarnation = {n: 0 for n in self.names}
+        self.incarnation = {n: 0 for n in self.names}  # the highest incarnation of each name
+        self.proc_of = {}  # pid (any incarnation a process had) -> Process
         self.processes = []
         self.group_of = None  # partition: name -> side
         self.oneway_cuts = set()  # (src, dest): src's packets do not reach dest
@@ -99,6 +107,10 @@ class Sim:
         self.log_lines = []
         self.next_tick = 0.0
         self.drop_rule = None  # scenario tests: drop_rule(src, dest, raw) -> True drops it
+        #: scenario tests: a RingGroupCore above each orderer (its group STATE exchange after
+        #: every ring change goes through the ring; the checkers skip those STATE messages)
+        self.group_cores = group_cores
+        self.cores = {}
         self.stats = {"packets": 0, "lost": 0, "crashes": 0, "restarts": 0, "partitions": 0,
                       "submitted": 0, "configurations": 0}
         for n in self.names:
@@ -106,27 +118,56 @@ class Sim:
 
     # -------------------------------------------------------------- daemons
 
-    def start(self, name):
-        self.incarnation[name] += 1
-        pid = (name, self.incarnation[name])
+    def start(self, name, incarnation=None):
+        """A new process of daemon `name`: by default with a later start time (the next 1000
+        ms) than every earlier one; or with the given, perhaps smaller, incarnation."""
+        if incarnation is None:
+            incarnation = (self.incarnation[name] // 1000 + 1) * 1000
+        self.incarnation[name] = max(self.incarnation[name], incarnation)
+        pid = (name, incarnation)
         cfg = sr.RingSettings(**self.settings)
         orderer = sr.RingOrderer(name, pid[1], self.names, random.Random(self.rng.random()),
                                  cfg, now=self.now)
         proc = Process(pid)
+        self.proc_of[pid] = proc
         orderer.trace_completed = []
         orderer.trace_delivered = []
         self.nodes[name] = (orderer, proc)
         self.processes.append(proc)
+        if self.group_cores:
+            ips = {n: "127.0.0.%d" % (i + 1) for i, n in enumerate(self.names)}
+            self.cores[name] = sr.RingGroupCore(name, orderer, ips, daemon_order=self.names)
         self.drain(name)
 
     def add_counters(self, orderer):
         for key in ("recovery_packets_sent", "recovered_packets", "discarded_after_gap",
                     "retransmissions_sent", "token_loss", "consensus_timeouts",
-                    "messages_resent_after_change", "dropped_garbage"):
+                    "messages_resent_after_change", "dropped_garbage", "incarnation_bumps",
+                    "incarnation_notices_sent"):
             self.stats[key] = self.stats.get(key, 0) + orderer.counters.get(key, 0)
+
+    def start_clock_back(self, name):
+        """Restart `name` with an incarnation below the last one (its clock was set back),
+        one that no earlier process of the name had."""
+        used = {pid[1] for pid in self.proc_of if pid[0] == name}
+        incarnation = None
+        for _ in range(100):
+            incarnation = self.rng.randrange(1, max(2, self.incarnation[name]))
+            if incarnation not in used:
+                break
+        self.stats["clock_back_restarts"] = self.stats.get("clock_back_restarts", 0) + 1
+        self.start(name, incarnation)
+
+    def restart(self, name):
+        f = self.faults
+        if f.clock_back and self.rng.random() < f.clock_back:
+            self.start_clock_back(name)
+        else:
+            self.start(name)
 
     def crash(self, name):
         orderer, proc = self.nodes.pop(name)
+        self.cores.pop(name, None)
         self.add_counters(orderer)
         proc.crashed = True
         self.collect_log(orderer)
@@ -183,15 +224,30 @@ class Sim:
 
     def drain(self, name):
         orderer, proc = self.nodes[name]
-        for out in orderer.poll():
-            if isinstance(out, sr.Send):
-                self.send(name, out.dest, out.packet)
-            elif isinstance(out, sr.Deliver):
-                self.record_delivery(proc, out.msg, orderer.trace_delivered.pop(0))
-            else:
-                proc.events.append(("conf", out, self.now))
-                if out.kind == sr.CONF_REGULAR:
-                    self.stats["configurations"] += 1
+        if orderer.me != proc.current:  # it took a newer incarnation (its clock went back)
+            proc.current = orderer.me
+            proc.pids.add(orderer.me)
+            self.proc_of[orderer.me] = proc
+            self.incarnation[name] = max(self.incarnation[name], orderer.me[1])
+        core = self.cores.get(name)
+        outputs = orderer.poll()
+        while outputs:
+            for out in outputs:
+                if isinstance(out, sr.Send):
+                    self.send(name, out.dest, out.packet)
+                elif isinstance(out, sr.Deliver):
+                    msg_id = orderer.trace_delivered.pop(0)
+                    if core is not None:
+                        core.deliver(out.msg)
+                    if out.msg.kind != sr.STATE:
+                        self.record_delivery(proc, out.msg, msg_id)
+                else:
+                    proc.events.append(("conf", out, self.now))
+                    if out.kind == sr.CONF_REGULAR:
+                        self.stats["configurations"] += 1
+                    if core is not None:
+                        core.configuration_change(out, 0)  # submits its STATE
+            outputs = orderer.poll()  # what the group core's STATE set going
         for mid in orderer.trace_completed:
             proc.completed.setdefault(mid, self.now)
         del orderer.trace_completed[:]
@@ -212,7 +268,8 @@ class Sim:
         if sub is None:
             self.fail("%s#%d delivered %s that nobody submitted" % (proc.pid + (serial,)))
             return
-        if sub[0] != msg.service_type or sub[1] != msg.data or sub[3] != msg_id[:2]:
+        if sub[0] != msg.service_type or sub[1] != msg.data or \
+                self.proc_of.get(sub[3]) is not self.proc_of.get(msg_id[:2]):
             self.fail("message %d delivered altered at %s" % (serial, proc.pid))
         proc.delivered.append(serial)
         proc.delivered_set.add(serial)
@@ -312,7 +369,7 @@ class Sim:
         self.oneway_cuts = set()
         for name in self.names:
             if name not in self.nodes:
-                self.start(name)
+                self.restart(name)
                 self.stats["restarts"] += 1
 
     def random_fault(self):
@@ -335,7 +392,7 @@ class Sim:
         if what == "crash":
             self.crash(self.rng.choice(up))
         elif what == "restart":
-            self.start(self.rng.choice(down))
+            self.restart(self.rng.choice(down))
             self.stats["restarts"] += 1
         elif what == "partition":
             sides = {n: self.rng.randrange(2) for n in self.names}
@@ -423,7 +480,7 @@ class Sim:
                 c = ev[1]
                 key = (c.kind, c.ring_id, c.old_ring_id if c.kind == sr.CONF_TRANSITIONAL else None)
                 members = tuple(sorted(c.member_ids))
-                if c.kind == sr.CONF_REGULAR and proc.pid not in c.member_ids:
+                if c.kind == sr.CONF_REGULAR and not proc.pids & set(c.member_ids):
                     self.fail("%s#%d installed ring %s without being in it" % (proc.pid + (c.ring_id,)))
                 if seen.setdefault(key, members) != members:
                     self.fail("configuration %s has members %s at %s#%d but %s elsewhere"
@@ -456,7 +513,7 @@ class Sim:
             self.fail("agreed order: no single order fits all daemons (cycle through %s)" % stuck)
 
     def check_fifo_and_causal(self):
-        by_pid = {p.pid: p for p in self.processes}
+        by_pid = self.proc_of
         for proc in self.processes:
             pos = {m: i for i, m in enumerate(proc.delivered)}
             last_serial = {}
@@ -513,7 +570,7 @@ class Sim:
         return out
 
     def check_virtual_synchrony_and_safe(self):
-        by_pid = {p.pid: p for p in self.processes}
+        by_pid = self.proc_of
         moves = {}
         for proc in self.processes:
             for conf, regular, trans, nxt, safe_regular in self.configurations_of(proc):
@@ -548,12 +605,12 @@ class Sim:
         for proc in alive:
             confs = self.configurations_of(proc)
             finals.append(confs[-1] if confs else None)
-        pids = sorted(p.pid for p in alive)
+        pids = sorted(p.current for p in alive)
         for proc, final in zip(alive, finals):
             if final is None or sorted(final[0].member_ids) != pids:
                 got = sorted(final[0].member_ids) if final else None
                 self.fail("end: %s#%d is in ring %s, not in one ring with every live daemon %s"
-                          % (proc.pid + (got, pids)))
+                          % (proc.current + (got, pids)))
                 return
         ring_ids = {f[0].ring_id for f in finals}
         if len(ring_ids) != 1:
@@ -567,7 +624,7 @@ class Sim:
         for serial, sub in self.submitted.items():
             origin = sub[3]
             proc = self.nodes.get(origin[0], (None, None))[1]
-            if proc is not None and proc.pid == origin and serial not in proc.delivered_set:
+            if proc is not None and origin in proc.pids and serial not in proc.delivered_set:
                 orderer = self.nodes[origin[0]][0]
                 queued = any(m.data[:8] == sub[1][:8] for m, _ in orderer.pending) or (
                     orderer.in_progress is not None and orderer.in_progress[0].data[:8] == sub[1][:8])
@@ -591,6 +648,10 @@ def case_for_seed(seed):
                     delay_s=rng.choice([0.0005, 0.002, 0.01]),
                     jitter_s=rng.choice([0.0, 0.002, 0.02]),
                     fault_every_s=rng.choice([0.4, 0.8, 1.5]))
+    # 40% of the seeds restart daemons with their clock set back, mostly (its own Random: the
+    # other parameters of every seed stay what they were)
+    if random.Random(seed * 7919 + 2).random() < 0.4:
+        faults.clock_back = 0.7
     case = {"daemons": rng.choice([2, 3, 3, 4, 5]), "seconds": rng.choice([6.0, 8.0, 10.0]),
             "faults": faults, "settings": settings, "rate": rng.choice([50.0, 150.0, 400.0])}
     slow = (settings.get("personal_window_packets", 99) <= 5 or faults.loss > 0.1

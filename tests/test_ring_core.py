@@ -347,7 +347,7 @@ def test_a_restarted_daemon_comes_back_with_a_new_incarnation():
     sim.run_until(sim.now + 0.1)
     sim.start("d2")  # faster than token loss detection: the old incarnation is superseded
     sim.run_until(sim.now + 4.0, stop=lambda: all_in_one_ring(sim))
-    assert ("d2", 2) in sim.nodes["d1"][0].ring.members
+    assert ("d2", 2000) in sim.nodes["d1"][0].ring.members
     serial = sim.submit("d2", sr.AGREED_MESS)
     sim.run_until(sim.now + 1.0)
     assert serial in delivered(sim, "d1")
@@ -376,7 +376,8 @@ def test_partition_gives_two_rings_and_the_heal_merges_them():
 def test_stale_join_from_before_the_ring_formed_is_ignored():
     sim = calm_sim()
     o = sim.nodes["d1"][0]
-    stale = sr.encode_ring_join(sr.RingJoin(("d2", 1), 0, [("d2", 1)], []))
+    d2 = sim.nodes["d2"][0].me
+    stale = sr.encode_ring_join(sr.RingJoin(d2, 0, [d2], []))
     before = o.counters["enter_gather"]
     o.receive(stale, "d2", sim.now)
     assert o.state == sr.OPERATIONAL and o.counters["enter_gather"] == before
@@ -453,3 +454,195 @@ def test_message_body_round_trip_keeps_what_the_group_core_needs():
     assert (back.kind, back.origin, back.sender, back.service_type, list(back.groups), back.hint,
             back.data, back.reason) == (sr.KILL, "d2", "#bob#d2", sr.SAFE_MESS | sr.SELF_DISCARD,
                                         ["g1", "g2"], 0x80000180, b"\x00payload", "not reading")
+
+
+# ------------------------------------------------------------------------ incarnations: a clock set back
+# A daemon's incarnation is its start time in ms; the others ignore a smaller one of the same
+# name (an old process). A daemon restarted after its clock went back must learn that the others
+# know its name with a higher incarnation, take one above it, and gather again.
+
+PEERS = ["d1", "d2", "d3"]
+
+
+def join_from(pid, proc_set=(), fail_set=(), ring_seq=0):
+    return sr.encode_ring_join(sr.RingJoin(pid, ring_seq, list(proc_set) or [pid], list(fail_set)))
+
+
+def sent_packets(orderer, dest=None):
+    return [sr.decode_ring_packet(s.packet) for s in orderer.poll()
+            if isinstance(s, sr.Send) and (dest is None or s.dest == dest)]
+
+
+def test_a_join_naming_us_with_a_higher_incarnation_makes_us_take_a_newer_one_and_gather():
+    o = sr.RingOrderer("d2", 500, PEERS, random.Random(1), now=0.0)
+    o.poll()
+    o.receive(join_from(("d1", 7000), [("d1", 7000), ("d2", 900)], ring_seq=3), "d1", 0.1)
+    assert o.me[0] == "d2" and 900 < o.me[1] <= 900 + sr.INCARNATION_BUMP_SPREAD_MS
+    assert o.state == sr.GATHER and o.counters["incarnation_bumps"] == 1
+    assert any("was the clock set back" in line and "d2#900" in line for line in o.log)
+    joins = [p for p in sent_packets(o) if isinstance(p, sr.RingJoin)]
+    assert joins and all(j.sender == o.me and o.me in j.proc_set for j in joins)
+    assert ("d2", 500) not in joins[-1].proc_set
+
+
+def test_our_own_incarnation_or_an_older_one_in_the_others_packets_is_no_evidence():
+    o = sr.RingOrderer("d2", 900, PEERS, random.Random(1), now=0.0)
+    o.receive(join_from(("d1", 7000), [("d1", 7000), ("d2", 900)], [("d2", 300)]), "d1", 0.1)
+    o.receive(sr.encode_ring_merge(sr.RingMerge(("d1", 7000), (0, "d2", 900))), "d1", 0.2)
+    assert o.me == ("d2", 900) and o.counters["incarnation_bumps"] == 0
+
+
+def evidence_packets():
+    """Every kind of packet that can name our name with a higher incarnation (d2#900)."""
+    d1, new = ("d1", 7000), ("d2", 900)
+    entry = sr.RingCommitEntry((0, "d1", 7000), 0, 0, 0, 0)
+    return {
+        "join proc set": join_from(d1, [d1, new]),
+        "join fail set": join_from(d1, [d1], [new]),
+        "commit members": sr.encode_ring_commit(sr.RingCommit((4, "d1", 7000), d1, 1, 1, [d1, new],
+                                                              {d1: entry})),
+        "ring id of a data packet": sr.encode_ring_data(sr.RingData((4, "d2", 900), d1, 1, [])),
+        "token": sr.encode_ring_token(sr.RingToken((4, "d1", 7000), d1, site_aru_modifier=new)),
+        "incarnation notice": sr.encode_ring_merge(sr.RingMerge(d1, (0, "d2", 900))),
+        "sender with our name": join_from(new, [new]),
+    }
+
+
+@pytest.mark.parametrize("kind", sorted(evidence_packets()))
+def test_every_packet_that_names_us_newer_is_evidence(kind):
+    o = sr.RingOrderer("d2", 500, PEERS, random.Random(1), now=0.0)
+    o.receive(evidence_packets()[kind], "d1", 0.1)
+    assert o.counters["incarnation_bumps"] == 1 and o.me[1] > 900, kind
+
+
+def test_packets_of_an_older_incarnation_are_answered_with_a_notice_at_a_limited_rate():
+    o = sr.RingOrderer("d1", 7000, PEERS, random.Random(1), now=0.0)
+    o.receive(join_from(("d2", 900)), "d2", 0.01)  # d1 now knows d2#900
+    o.poll()
+
+    def notices():
+        return [p for p in sent_packets(o, "d2") if isinstance(p, sr.RingMerge)]
+
+    o.receive(join_from(("d2", 500)), "d2", 0.02)  # from an older d2: dropped, and answered
+    first = notices()
+    assert len(first) == 1 and first[0].ring_id == (0, "d2", 900) and first[0].sender == o.me
+    o.receive(join_from(("d2", 500)), "d2", 0.05)
+    assert notices() == []  # not more often than INCARNATION_NOTICE_EVERY_S
+    o.receive(join_from(("d2", 500)), "d2", 0.03 + sr.INCARNATION_NOTICE_EVERY_S)
+    assert len(notices()) == 1
+    assert o.counters["dropped_old_incarnation"] == 3 and o.counters["incarnation_notices_sent"] == 2
+
+
+def test_an_incarnation_notice_to_the_current_incarnation_changes_nothing():
+    sim = calm_sim()
+    o = sim.nodes["d2"][0]
+    before = (o.me, o.ring.ring_id, o.counters["enter_gather"])
+    o.receive(sr.encode_ring_merge(sr.RingMerge(sim.nodes["d1"][0].me, (0, "d2", o.me[1]))), "d1", sim.now)
+    assert o.state == sr.OPERATIONAL and (o.me, o.ring.ring_id, o.counters["enter_gather"]) == before
+    assert o.counters["incarnation_notices_received"] == 1
+
+
+def test_two_daemons_with_one_name_stop_overtaking_each_other_and_say_so():
+    o = sr.RingOrderer("d2", 100, PEERS, random.Random(2), now=0.0)
+    for i in range(sr.INCARNATION_BUMPS_MAX + 3):
+        other = ("d2", o.me[1] + 5000)  # the other "d2" overtakes us again
+        o.receive(join_from(("d1", 7000), [("d1", 7000), other]), "d1", 0.1 * (i + 1))
+    assert o.incarnation_bumps == sr.INCARNATION_BUMPS_MAX
+    assert o.counters["newer_incarnation_ignored"] == 3
+    errors = [line for line in o.log if "ERROR" in line]
+    assert len(errors) == 1  # not once per packet
+    assert "same name d2" in errors[0] and "--name" in errors[0]
+
+
+def restart_with_clock_set_back(sim, name, incarnation, wait_for_new_ring=True):
+    sim.crash(name)
+    if wait_for_new_ring:
+        assert sim.run_until(sim.now + 3.0, stop=lambda: all_in_one_ring(sim))
+    restarted_at = sim.now
+    sim.start(name, incarnation=incarnation)
+    return restarted_at
+
+
+def test_a_daemon_restarted_with_its_clock_set_back_joins_the_operational_ring():
+    """The others are OPERATIONAL without d2 and remember d2#1000; d2 comes back as d2#400.
+    Their incarnation notice tells it; it becomes d2#1001.. and joins; its message sent before
+    it knew is delivered everywhere."""
+    sim = calm_sim()
+    restarted_at = restart_with_clock_set_back(sim, "d2", 400)
+    early = sim.submit("d2", sr.AGREED_MESS)
+    assert sim.run_until(sim.now + 5.0, stop=lambda: all_in_one_ring(sim)), "d2 never joined"
+    joined_after_s = sim.now - restarted_at
+    o2 = sim.nodes["d2"][0]
+    assert o2.me[1] > 1000 and o2.counters["incarnation_bumps"] == 1
+    assert sim.nodes["d1"][0].counters["incarnation_notices_sent"] >= 1
+    assert joined_after_s < 3.0, "took %.2f s" % joined_after_s  # simulated time: deterministic
+    late = sim.submit("d2", sr.SAFE_MESS)
+    sim.run_until(sim.now + 1.0)
+    for name in ("d1", "d2", "d3"):
+        assert early in delivered(sim, name) and late in delivered(sim, name)
+    assert_guarantees(sim)
+
+
+def test_a_daemon_restarted_with_its_clock_set_back_before_the_others_noticed_the_crash():
+    """Its old incarnation is still in their ring: their joins (after the token loss) name it."""
+    sim = calm_sim()
+    restart_with_clock_set_back(sim, "d3", 10, wait_for_new_ring=False)
+    assert sim.run_until(sim.now + 5.0, stop=lambda: all_in_one_ring(sim) and
+                         sim.nodes["d3"][0].me in sim.nodes["d1"][0].ring.members)
+    assert sim.nodes["d3"][0].me[1] > 1000
+    serial = sim.submit("d3", sr.SAFE_MESS)
+    sim.run_until(sim.now + 1.0)
+    assert serial in delivered(sim, "d1")
+    assert_guarantees(sim)
+
+
+def test_without_the_notice_an_operational_ring_would_ignore_it_forever(monkeypatch):
+    """Why the notice exists: an OPERATIONAL ring sends a daemon outside it only merge
+    detection, which does not name it."""
+    monkeypatch.setattr(sr.RingOrderer, "_send_incarnation_notice", lambda self, stale: None)
+    sim = calm_sim()
+    restart_with_clock_set_back(sim, "d2", 400)
+    assert not sim.run_until(sim.now + 6.0, stop=lambda: all_in_one_ring(sim))
+    assert sim.nodes["d2"][0].counters["incarnation_bumps"] == 0
+
+
+def clock_back_inside_a_ring(seed, loss):
+    """d2 comes back as d2#400 on the side of a partition where d3 is new too (d3 never knew
+    d2#1000), so d2#400 and d3 form a ring and carry traffic. Only d1 knows d2#1000: after the
+    heal its notice makes d2 take a newer incarnation while it is in a ring with d3."""
+    faults = Faults(loss=loss, dup=0.0, delay_s=0.001, jitter_s=0.001, crashes=False,
+                    partitions=False, garbage=0.0)
+    sim = Sim(seed, daemons=3, faults=faults)
+    assert sim.run_until(3.0, stop=lambda: all_in_one_ring(sim))
+    sim.group_of = {"d1": 0, "d2": 1, "d3": 1}
+    sim.crash("d2")
+    sim.crash("d3")
+    sim.start("d3")
+    sim.start("d2", incarnation=400)
+    assert sim.run_until(sim.now + 4.0, stop=lambda: sim.nodes["d2"][0].state == sr.OPERATIONAL
+                         and len(sim.nodes["d2"][0].ring.members) == 2), "seed %d" % seed
+    rng = random.Random(seed)
+    for i in range(100):
+        if i == 40:
+            sim.group_of = None
+        sim.submit(rng.choice(["d1", "d2", "d3"]), rng.choice([sr.AGREED_MESS, sr.SAFE_MESS, sr.FIFO_MESS]),
+                   size=rng.choice([20, 900, 3000]))
+        sim.run_until(sim.now + 0.01)
+    assert sim.run_until(sim.now + 8.0, stop=lambda: all_in_one_ring(sim) and sim.settled()), \
+        "seed %d: no merge" % seed
+    return sim
+
+
+def test_a_daemon_that_takes_a_newer_incarnation_inside_a_ring_moves_on_with_its_partner():
+    moved_together = 0
+    for seed in range(1, 9):
+        sim = clock_back_inside_a_ring(seed, loss=0.0 if seed <= 4 else 0.05)
+        o2 = sim.nodes["d2"][0]
+        assert o2.counters["incarnation_bumps"] == 1 and o2.me[1] > 1000, "seed %d" % seed
+        result = sim.check()
+        assert not result.violations, "seed %d:\n%s" % (seed, "\n".join(result.violations[:10]))
+        confs = [e[1] for e in sim.nodes["d3"][1].events
+                 if e[0] == "conf" and e[1].kind == sr.CONF_REGULAR]
+        # d3 and the renamed d2 came from the same ring: one transitional configuration
+        moved_together += any(o2.me in c.transitional_ids for c in confs)
+    assert moved_together >= 4

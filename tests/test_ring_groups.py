@@ -178,3 +178,131 @@ def test_joins_during_the_state_exchange_are_applied_after_it_everywhere():
     for m in final:
         assert sorted(m.members) == ["#a#d1", "#b#d2", "#c#d3", "#late#d2"]
     assert all(sp.equal_group_ids(final[0].group_id, m.group_id) for m in final)
+
+
+# ------------------------------------------------------------------------ what the exchange holds
+# After a ring change every daemon sends STATE and holds every message delivered until all the
+# STATEs are in. STATE goes to the front of the queue, so megabytes of client data waiting at
+# the daemons are not held: only what the ring carries before the last STATE, about a rotation
+# of the global window (tests/ring_sim.py with a RingGroupCore above each orderer).
+
+import random  # noqa: E402
+
+from ring_sim import Faults, Sim  # noqa: E402
+
+CALM = Faults(loss=0.0, dup=0.0, delay_s=0.001, jitter_s=0.0, crashes=False, partitions=False,
+              garbage=0.0)
+QUEUED_PER_DAEMON_BYTES = 3 * 1024 * 1024
+MESSAGE_BYTES = 10000
+
+
+def one_ring(sim):
+    rings = {o.ring.ring_id for o, _ in sim.nodes.values()}
+    return len(rings) == 1 and all(o.state == sp.OPERATIONAL and len(o.ring.members) == len(sim.nodes)
+                                   for o, _ in sim.nodes.values())
+
+
+def merge_with_megabytes_queued(seed=1, **settings):
+    """d3 cut off, then healed: when the merge starts, 3 MB of AGREED/SAFE messages wait at
+    each daemon; returns the simulator after everything is delivered."""
+    sim = Sim(seed, daemons=3, faults=CALM, settings=settings, group_cores=True)
+    sim.group_of = {"d1": 0, "d2": 0, "d3": 1}
+    sim.run_until(3.0)
+    assert [p[0] for p in sim.nodes["d1"][0].ring.members] == ["d1", "d2"]
+    sim.group_of = None
+    assert sim.run_until(sim.now + 3.0, stop=lambda: any(
+        o.state == sp.GATHER for o, _ in sim.nodes.values())), "no merge started"
+    rng = random.Random(seed)
+    for _ in range(QUEUED_PER_DAEMON_BYTES // MESSAGE_BYTES):
+        for name in ("d1", "d2", "d3"):
+            sim.submit(name, rng.choice([sp.AGREED_MESS, sp.SAFE_MESS]), size=MESSAGE_BYTES)
+    assert all(o.pending_bytes >= QUEUED_PER_DAEMON_BYTES * 0.9 for o, _ in sim.nodes.values())
+    assert sim.run_until(sim.now + 30.0, stop=lambda: one_ring(sim) and sim.settled() and all(
+        c.exchange is None for c in sim.cores.values())), "not settled"
+    return sim
+
+
+def held_bound_bytes(settings, rotations=2):
+    """A rotation of the global window, in bytes: the ring carries no more per rotation."""
+    cfg = sp.RingSettings(**settings)
+    return rotations * cfg.global_window_packets * cfg.max_packet_bytes
+
+
+def test_state_goes_first_so_the_exchange_holds_about_a_rotation_not_the_queues():
+    for settings in ({}, {"global_window_packets": 100, "personal_window_packets": 40}):
+        sim = merge_with_megabytes_queued(**settings)
+        bound = held_bound_bytes(settings)
+        assert 3 * QUEUED_PER_DAEMON_BYTES > 3 * bound  # the queues dwarf the bound
+        for name, core in sorted(sim.cores.items()):
+            assert core.exchanges_done >= 2, name  # the startup ring, then the merge
+            assert 0 < core.held_peak_bytes <= bound, (
+                "%s held %d bytes at the peak, more than %d (2 rotations of the global window "
+                "%s); seed 1" % (name, core.held_peak_bytes, bound, settings))
+            assert core.held_limit_exceeded == 0 and not core.held_over_limit
+        result = sim.check()
+        assert not result.violations, "\n".join(result.violations[:10])
+        assert result.stats["submitted"] == 3 * (QUEUED_PER_DAEMON_BYTES // MESSAGE_BYTES)
+
+
+def test_with_state_at_the_back_the_exchange_would_hold_the_queues(monkeypatch):
+    """The test above can fail: STATE behind the queued data holds megabytes."""
+    original = sp.RingOrderer.submit
+    monkeypatch.setattr(sp.RingOrderer, "submit", lambda self, msg, urgent=False: original(self, msg))
+    settings = {"global_window_packets": 100, "personal_window_packets": 40}
+    sim = merge_with_megabytes_queued(**settings)
+    assert max(c.held_peak_bytes for c in sim.cores.values()) > 4 * held_bound_bytes(settings)
+    assert any(c.held_limit_exceeded for c in sim.cores.values())  # and the limit said so
+
+
+def test_urgent_submit_goes_first_behind_only_the_message_being_sent():
+    o = sp.RingOrderer("d1", 1, ["d1", "d2"])
+    msgs = [sp.DaemonMessage(sp.DATA, "d1", "#a#d1", sp.AGREED_MESS, ["g"], data=b"x" * n)
+            for n in (10, 20, 30)]
+    o.submit(msgs[0])
+    o.submit(msgs[1])
+    o.in_progress = ["being sent"]  # a message half sent stays first: it is not in pending
+    assert o.submit(msgs[2], urgent=True)
+    assert [m for m, _ in o.pending] == [msgs[2], msgs[0], msgs[1]]
+    assert o.pending_bytes == sum(len(body) for _, body in o.pending)
+
+
+def test_a_held_limit_exceeded_is_logged_and_stops_reading_clients_until_the_exchange_is_done():
+    lab = Lab()
+    lab.run(1.5)
+    d1 = lab.daemons["d1"]
+    core = d1.core
+    core.held_limit_bytes = 100  # tiny: the merge's exchange goes over it
+    server = sp.RingDaemonServer.__new__(sp.RingDaemonServer)  # its flow control only: no sockets
+    server.daemon = d1
+    reads_clients = []
+    note_held = core._note_held
+
+    def watched(ex):
+        note_held(ex)
+        reads_clients.append(not server._ring_backlog_high())
+
+    core._note_held = watched
+    lab.side = {"d3": 1}
+    lab.run(2.5)
+    lab.side = {}
+    client = Client(lab, "d2", "bulk", 7)
+    for i in range(400):  # a client of d2 keeps sending while the ring merges
+        client.multicast(sp.AGREED_MESS, "nobody", b"%04d" % i + b"z" * 200)
+        lab.run(0.01)
+    lab.run(2.0)
+    assert core.held_limit_exceeded >= 1 and core.held_peak_bytes > 100
+    assert False in reads_clients  # over the limit: d1's clients were not read
+    assert not core.held_over_limit and core.exchange is None and server._ring_backlog_high() is False
+    assert any("more than the limit" in line and "clients of this daemon are not read" in line
+               for line in d1.log)
+
+
+def test_the_status_table_shows_the_held_peak_beside_the_limit():
+    sim = merge_with_megabytes_queued(global_window_packets=100, personal_window_packets=40)
+    core = sim.cores["d1"]
+    snap = sim.nodes["d1"][0].snapshot()
+    snap["held_peak"] = (core.held_peak_messages, core.held_peak_bytes, core.held_limit_bytes,
+                         core.held_limit_exceeded)
+    rows = dict(sp.ring_status_rows(snap))
+    assert rows["held in state exchange (peak)"] == "%d messages, %d KB (limit %d KB; exceeded 0)" % (
+        core.held_peak_messages, core.held_peak_bytes // 1024, 4 * 100 * 1400 // 1024)

@@ -13,8 +13,8 @@ import sys
 
 import spread_mini as sp
 from conftest import ROOT, wait_for
-from ring_helpers import (connect, data_of, members_are, receive_until, start_ring,
-                          start_ring_daemon, write_conf)
+from ring_helpers import (connect, data_of, last_ring_line, members_are, receive_until,
+                          start_ring, start_ring_daemon, write_conf)
 
 pytestmark = pytest.mark.slow
 
@@ -321,5 +321,28 @@ def test_status_table_shows_the_ring(procs, tmp_path):
     wait_for(lambda: "token rotations" in procs.output(daemons[1]), 15)
     text = procs.output(daemons[1])
     for needle in ("RING d2", "OPERATIONAL", "d1, d2, d3", "per second", "windows global / personal",
-                   "membership changes"):
+                   "membership changes", "held in state exchange (peak)"):
         assert needle in text, needle
+
+
+def test_a_daemon_restarted_with_its_clock_set_back_joins(procs, tmp_path):
+    """d2 restarts with incarnation 1000 (its start time in ms, as if its clock said 1970): far
+    below the one d1 and d3 remember. They tell it; it takes a newer one and joins; its
+    client's group spans the three daemons again."""
+    conf, port, ips, daemons = start_ring(procs, tmp_path)
+    a = connect(port, ips[0], "ann")
+    daemons[1].kill()
+    wait_for(lambda: "d2#" not in last_ring_line(procs.output(daemons[0])) and
+             procs.output(daemons[0]).count("installed ring") >= 2, 20)
+    daemons[1] = start_ring_daemon(procs, conf, "d2", ips[1], port, ("--incarnation", "1000"))
+    wait_for(lambda: "d2#" in last_ring_line(procs.output(daemons[0])), 20)
+    out = procs.output(daemons[1])
+    assert "incarnation 1000 is older than what the others know" in out
+    taken = int(out.split("Taking incarnation ", 1)[1].split()[0])
+    assert taken > 1000
+    b = connect(port, ips[1], "ben")
+    join_all([a, b], "g", [a.private_group, b.private_group])
+    b.multicast(sp.AGREED_MESS, "g", b"back from 1970")
+    assert receive_until(a, lambda m: getattr(m, "data", b"") == b"back from 1970", 20)
+    for m in (a, b):
+        m.disconnect()
