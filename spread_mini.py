@@ -253,6 +253,10 @@ INCARNATION_BUMP_SPREAD_MS = 1000
 #: means something is wrong: logged, counted, and this daemon's clients are not read until the
 #: exchange is done (a held message is never dropped).
 HELD_LIMIT_ROTATIONS = 4
+#: group memberships in one STATE message, in bytes of "group<TAB>member" lines; more go in
+#: further parts (the largest message is about 147 KB; a daemon may hold 997 sessions x 2000
+#: groups)
+STATE_PART_BYTES = 100000  # (at most 65535 parts: the part's index and count share its hint)
 
 
 class RingSettings:
@@ -3185,6 +3189,7 @@ class RingGroupCore(GroupCore):
         self.held_peak_bytes = 0  #: most message data held at once, over all exchanges
         self.held_limit_exceeded = 0  #: exchanges that went over held_limit_bytes
         self.held_over_limit = False  #: now: the exchange under way is over the limit
+        self.state_parts_sent = 0  #: STATE messages sent (several per exchange for big tables)
 
     def deliver(self, msg):
         ex = self.exchange
@@ -3230,7 +3235,7 @@ class RingGroupCore(GroupCore):
         self.exchange = {
             "ring_id": change.ring_id, "members": list(change.members),
             "waiting": set(change.members), "states": {}, "old_ring": {},
-            "held": [], "held_bytes": 0,
+            "held": [], "held_bytes": 0, "parts": {},
             "before": {name: (dict(g.members), self.group_id(g))
                        for name, g in self.groups.items()},
         }
@@ -3254,26 +3259,41 @@ class RingGroupCore(GroupCore):
                         self._enqueue(session, encode_transition(group.name, old_id))
 
     def _send_state(self, change):
-        lines = []
+        """One STATE per daemon, in parts of at most STATE_PART_BYTES (a daemon whose clients
+        are in thousands of groups would otherwise exceed the largest message). Each part's hint
+        is index << 16 | count: the exchange waits until it has every part, in whatever order
+        they come (a ring of one may deliver a part inside submit(), before the next is queued)."""
+        parts, part, size = [], [], 0
         for name in sorted(self.groups):
             for member, daemon in self.groups[name].members.items():
                 if daemon == self.daemon_name:
-                    lines.append("%s\t%s" % (name, member))
-        msg = DaemonMessage(STATE, self.daemon_name, "#state#%s" % self.daemon_name, AGREED_MESS,
-                            [repr(change.ring_id)], data="\n".join(lines).encode("latin-1"),
-                            reason=repr(getattr(change, "old_ring_id", None)))
+                    line = "%s\t%s" % (name, member)
+                    if part and size + len(line) + 1 > STATE_PART_BYTES:
+                        parts.append(part)
+                        part, size = [], 0
+                    part.append(line)
+                    size += len(line) + 1
+        parts.append(part)
         # urgent: ahead of the client data waiting here, which is then held everywhere until
         # this STATE is delivered
-        self.orderer.submit(msg, urgent=True)
+        for index in range(len(parts)):
+            msg = DaemonMessage(STATE, self.daemon_name, "#state#%s" % self.daemon_name,
+                                AGREED_MESS, [repr(change.ring_id)], index << 16 | len(parts),
+                                data="\n".join(parts[index]).encode("latin-1"),
+                                reason=repr(getattr(change, "old_ring_id", None)))
+            self.orderer.submit(msg, urgent=True)
+        self.state_parts_sent += len(parts)
 
     def _state_arrived(self, ex, msg):
-        members = []
+        members = ex["states"].setdefault(msg.origin, [])
         for line in msg.data.decode("latin-1").split("\n"):
             if "\t" in line:
                 members.append(tuple(line.split("\t", 1)))
-        ex["states"][msg.origin] = members
         ex["old_ring"][msg.origin] = msg.reason
-        ex["waiting"].discard(msg.origin)
+        got = ex["parts"].setdefault(msg.origin, set())
+        got.add(msg.hint >> 16)
+        if len(got) >= msg.hint & 0xFFFF:  # every part of its STATE
+            ex["waiting"].discard(msg.origin)
         if not ex["waiting"]:
             self._finish_exchange(ex)
 

@@ -306,3 +306,46 @@ def test_the_status_table_shows_the_held_peak_beside_the_limit():
     rows = dict(sp.ring_status_rows(snap))
     assert rows["held in state exchange (peak)"] == "%d messages, %d KB (limit %d KB; exceeded 0)" % (
         core.held_peak_messages, core.held_peak_bytes // 1024, 4 * 100 * 1400 // 1024)
+
+
+# ------------------------------------------------------------------------ STATE in parts
+# A daemon's STATE lists its clients' memberships; 997 sessions in 2000 groups each would be far
+# beyond the largest message, so it goes in parts and the exchange waits for the last one.
+
+def test_a_state_too_big_for_one_message_goes_in_numbered_parts():
+    orderer = sp.RingOrderer("d1", 1, NAMES)
+    core = sp.RingGroupCore("d1", orderer, IPS, daemon_order=NAMES)
+    for i in range(4000):
+        group = core.groups["group-%04d" % i] = sp.Group("group-%04d" % i)
+        group.members = {"#student%03d#d1" % (i % 997): "d1", "#other#d2": "d2"}
+    change = sp.ConfigurationChange(sp.CONF_REGULAR, NAMES, NAMES, (5, "d1", 1))
+    core._send_state(change)  # would raise "message too long" in one message
+    states = [msg for msg, _ in orderer.pending if msg.kind == sp.STATE]
+    assert len(states) == core.state_parts_sent >= 2
+    count = len(states)
+    assert sorted(m.hint for m in states) == [i << 16 | count for i in range(count)]
+    lines = [line for m in states for line in m.data.decode("latin-1").split("\n")]
+    assert len(lines) == 4000 and sorted(lines) == sorted(set(lines))  # every membership, once
+    assert all("#other#d2" not in line for line in lines)  # only this daemon's clients
+    assert all(len(body) <= sp.MAX_MESSAGE_BODY_BYTES for _, body in orderer.pending)
+
+
+def test_memberships_survive_a_merge_when_every_state_comes_in_several_parts(monkeypatch):
+    monkeypatch.setattr(sp, "STATE_PART_BYTES", 5)  # one membership per part
+    lab, a, b, c = started_lab()
+    for client, group in ((a, "h"), (b, "h"), (c, "k"), (a, "k")):
+        client.join(group)
+        lab.run(0.2)
+    lab.side = {"d3": 1}
+    lab.run(2.5)
+    lab.side = {}
+    lab.run(4.0)
+    cores = [d.core for d in lab.daemons.values()]
+    assert all(core.exchange is None for core in cores)
+    assert cores[0].state_parts_sent > 2 * cores[0].exchanges_done  # several parts each time
+    for core in cores:
+        table = {name: sorted(g.members) for name, g in core.groups.items()}
+        assert table == {"g": ["#a#d1", "#b#d2", "#c#d3"], "h": ["#a#d1", "#b#d2"],
+                         "k": ["#a#d1", "#c#d3"]}, core.daemon_name
+    final = [m for m in memberships(a) if m.is_regular and m.group == "k"][-1]
+    assert sorted(final.members) == ["#a#d1", "#c#d3"]
