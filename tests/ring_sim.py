@@ -249,7 +249,7 @@ class Sim:
     def settled(self):
         for orderer, _ in self.nodes.values():
             if orderer.state != sr.OPERATIONAL or orderer.pending or orderer.in_progress \
-                    or orderer.ring.ordered or len(orderer.ring.members) != len(self.nodes):
+                    or orderer.ring.stream.ordered or len(orderer.ring.members) != len(self.nodes):
                 return False
         arus = {(o.ring.ring_id, o.ring.my_aru, o.ring.high_seq) for o, _ in self.nodes.values()}
         return len(arus) == 1

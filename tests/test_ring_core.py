@@ -116,9 +116,9 @@ def test_garbage_datagrams_are_dropped_and_counted_never_fatal():
 # ------------------------------------------------------------------------ the token (7.3.2.2)
 
 def ring_with(aru, lts_complete=0):
-    ring = sr._Ring((1, "a", 1), [("a", 1), ("b", 1)], 0)
+    ring = sr._Ring((1, "a", 1), [("a", 1), ("b", 1)], 0, sr.SiteStream(sr.LOCAL_SITE, 0))
     ring.my_aru = aru
-    ring.delivered_lts = lts_complete
+    ring.stream.delivered_lts = lts_complete
     return ring
 
 
@@ -156,29 +156,29 @@ def test_flow_control_personal_window_and_global_window_minus_the_others():
         personal_window_packets=10, global_window_packets=25))
     ring = ring_with(aru=0)
     ring.my_last_sent = 4
-    assert o._flow_allowance(ring, sr.RingToken(ring.ring_id, ("a", 1), flow_control=4), 0) == 10
-    assert o._flow_allowance(ring, sr.RingToken(ring.ring_id, ("a", 1), flow_control=24), 0) == 5
-    assert o._flow_allowance(ring, sr.RingToken(ring.ring_id, ("a", 1), flow_control=40), 0) == 0
-    assert o._flow_allowance(ring, sr.RingToken(ring.ring_id, ("a", 1), flow_control=4), 3) == 7
+    assert o.link.flow_allowance(ring, sr.RingToken(ring.ring_id, ("a", 1), flow_control=4), 0) == 10
+    assert o.link.flow_allowance(ring, sr.RingToken(ring.ring_id, ("a", 1), flow_control=24), 0) == 5
+    assert o.link.flow_allowance(ring, sr.RingToken(ring.ring_id, ("a", 1), flow_control=40), 0) == 0
+    assert o.link.flow_allowance(ring, sr.RingToken(ring.ring_id, ("a", 1), flow_control=4), 3) == 7
 
 
 def test_flow_control_no_daemon_exceeds_its_personal_window_per_visit():
     sim = calm_sim(personal_window_packets=3)
     sent = []
-    orig = sr.RingOrderer._send_new_packets
+    orig = sr.RingLink.send_new_packets
 
     def spy(self, ring, tok, allowed):
         n = orig(self, ring, tok, allowed)
         sent.append(n)
         return n
 
-    sr.RingOrderer._send_new_packets = spy
+    sr.RingLink.send_new_packets = spy
     try:
         for i in range(60):
             sim.submit("d1", sr.AGREED_MESS, size=900)
         sim.run_until(sim.now + 3.0)
     finally:
-        sr.RingOrderer._send_new_packets = orig
+        sr.RingLink.send_new_packets = orig
     assert max(sent) == 3 and len(delivered(sim, "d2")) == 60
     assert_guarantees(sim)
 
