@@ -2270,6 +2270,7 @@ class Transport:
         self.counters = counters
         self.deliver_to = deliver
         self.streams = {}  # site id -> the SiteStream of the current configuration
+        self._merge = []  # the same streams, as a list for the merge
         self.pending = collections.deque()  # (DaemonMessage, body) waiting for the token
         self.pending_bytes = 0  #: bodies waiting for the token: the daemon's flow control reads it
         self.front = 0  # entries at the head of pending that an urgent message stays behind
@@ -2368,6 +2369,7 @@ class Transport:
     def install(self, stream):
         """From now on this stream is its site's in the merge (a new configuration)."""
         self.streams[stream.site_id] = stream
+        self._merge = list(self.streams.values())
 
     def link_chunk(self, stream, sender, chunk):
         """A piece of a message, handed up by the site's link in the site's order."""
@@ -2420,16 +2422,15 @@ class Transport:
 
     def deliver_ready(self):
         """Thesis 7.3.3: deliver in {lts, site id} order while the merge allows it."""
-        streams = list(self.streams.values())
+        streams = self._merge
         while True:
-            best = None
-            for s in streams:
-                if s.ordered and (best is None or s.ordered[0].key < best.ordered[0].key):
-                    best = s
-            if best is None:
-                return
-            m = best.ordered[0]
-            if not m.complete:
+            best = m = None
+            for s in streams:  # the smallest head
+                if s.ordered:
+                    head = s.ordered[0]
+                    if m is None or head.key < m.key:
+                        best, m = s, head
+            if m is None or not m.complete:
                 return
             for s in streams:  # every other site must have passed m (its frontier)
                 if not s.ordered and not s.passed(m.key):
@@ -2467,7 +2468,10 @@ class Transport:
         return emitted
 
     def _deliver(self, m, stream):
-        body = b"".join(m.frags[i] for i in range(m.frag_count))
+        if m.frag_count == 1:
+            body = m.frags[0]
+        else:
+            body = b"".join(m.frags[i] for i in range(m.frag_count))
         stream.delivered_lts = m.lts
         try:
             msg = decode_message_body(body, m.origin[0])
