@@ -219,9 +219,9 @@ CONF_TRANSITIONAL = "transitional"
 
 RING_MAGIC = b"SMRG"  # spread_mini ring: every daemon-daemon datagram starts with it
 RING_VERSION = 1
-PT_DATA, PT_TOKEN, PT_JOIN, PT_COMMIT, PT_MERGE = 1, 2, 3, 4, 5
+PT_DATA, PT_TOKEN, PT_JOIN, PT_COMMIT, PT_MERGE, PT_UNRELIABLE = 1, 2, 3, 4, 5, 6
 PACKET_TYPE_NAMES = {PT_DATA: "data", PT_TOKEN: "token", PT_JOIN: "join",
-                     PT_COMMIT: "commit", PT_MERGE: "merge"}
+                     PT_COMMIT: "commit", PT_MERGE: "merge", PT_UNRELIABLE: "unreliable"}
 TOKEN_REGULAR = 1  # the thesis's token Type: "regular except during membership changes"
 
 MAX_NAME_BYTES = MAX_PROC_NAME  # daemon names
@@ -273,6 +273,11 @@ class RingSettings:
         self.max_rtr_entries = 100
         #: submitted messages waiting for the token; beyond this submit() refuses
         self.max_pending_messages = 20000
+        #: an UNRELIABLE message whose pieces are not all here this long after its first piece
+        #: is dropped, every piece of it (7.3.3: no retransmission for it)
+        self.unreliable_timeout_s = 1.0
+        #: UNRELIABLE messages being assembled per site; beyond this the oldest is dropped
+        self.max_unreliable_partial = 1000
         #: lines kept in the protocol log
         self.max_log_lines = 2000
         for key, value in overrides.items():
@@ -475,6 +480,8 @@ def equal_group_ids(a, b) -> bool:
 #          entries (u16 count, each: pid, old ring_id, old_aru u64, old_high u64,
 #          old_safe_lts u64, site_lts u64)
 #   MERGE  sender, ring_id   (the representative's "a ring is here")
+#   UNRELIABLE  ring_id, sender, chunks as in DATA (origin_counter is the sender's separate
+#          unreliable sequence): pieces of UNRELIABLE messages, no link_seq, never resent (7.3.3)
 
 FLAG_RECOVERED = 0x01
 
@@ -687,6 +694,17 @@ class RingMerge:
         self.ring_id = ring_id
 
 
+class RingUnreliable:
+    """Pieces of UNRELIABLE messages (7.3.3): sent by the token holder, outside the reliable
+    link (no link_seq, no retransmission), for the members of one ring only."""
+    __slots__ = ("ring_id", "sender", "chunks")
+
+    def __init__(self, ring_id, sender, chunks=()):
+        self.ring_id = ring_id
+        self.sender = sender
+        self.chunks = list(chunks)
+
+
 def encode_ring_data(p):
     if p._raw is not None:
         return p._raw
@@ -734,6 +752,16 @@ def encode_ring_commit(c):
 
 def encode_ring_merge(m):
     return _ring_seal(_ring_header(PT_MERGE) + _pid_bytes(m.sender) + _ring_id_bytes(m.ring_id))
+
+
+def encode_ring_unreliable(p):
+    parts = [_ring_header(PT_UNRELIABLE), _ring_id_bytes(p.ring_id), _pid_bytes(p.sender),
+             struct.pack(">H", len(p.chunks))]
+    for c in p.chunks:
+        parts.append(_RING_CHUNK.pack(c.origin_counter, c.lts, c.site_seq, c.frag_index,
+                                      c.frag_count, c.service, len(c.body)))
+        parts.append(c.body)
+    return _ring_seal(b"".join(parts))
 
 
 def _decode_data_body(r):
@@ -811,13 +839,29 @@ def _decode_merge_body(r):
     return RingMerge(sender, r.ring_id())
 
 
+def _decode_unreliable_body(r):
+    ring_id = r.ring_id()
+    sender = r.pid()
+    n = r.u16()
+    if n > MAX_CHUNKS_PER_PACKET:
+        raise RingWireError("too many chunks (%d)" % n)
+    chunks = []
+    for _ in range(n):
+        counter, lts, site_seq, index, count, service, length = r._fixed(_RING_CHUNK)
+        if count == 0 or index >= count:
+            raise RingWireError("bad fragment %d of %d" % (index, count))
+        chunks.append(RingChunk(counter, lts, site_seq, index, count, service, r.take(length)))
+    return RingUnreliable(ring_id, sender, chunks)
+
+
 _RING_DECODERS = {PT_DATA: _decode_data_body, PT_TOKEN: _decode_token_body,
              PT_JOIN: _decode_join_body, PT_COMMIT: _decode_commit_body,
-             PT_MERGE: _decode_merge_body}
+             PT_MERGE: _decode_merge_body, PT_UNRELIABLE: _decode_unreliable_body}
 
 
 def decode_ring_packet(data):
-    """bytes -> RingData / RingToken / RingJoin / RingCommit / RingMerge, or RingWireError."""
+    """bytes -> RingData / RingToken / RingJoin / RingCommit / RingMerge / RingUnreliable, or
+    RingWireError."""
     if len(data) < 10 or data[:4] != RING_MAGIC:
         raise RingWireError("not a spread_mini ring packet (no magic)")
     version, ptype = data[4], data[5]
@@ -847,6 +891,8 @@ def encode_ring_packet(p):
         return encode_ring_join(p)
     if isinstance(p, RingCommit):
         return encode_ring_commit(p)
+    if isinstance(p, RingUnreliable):
+        return encode_ring_unreliable(p)
     return encode_ring_merge(p)
 
 # ---- Ring: daemon messages as the ring carries them ---------------------------------------
@@ -2125,6 +2171,13 @@ def _configuration_change(kind, member_ids, transitional_ids, ring_id, old_ring_
     return change
 
 LOCAL_SITE = 0  #: the site id of this daemon's own ring (HOP links to other sites come later)
+#: per sender, an UNRELIABLE sequence this far below the highest seen counts as already seen
+UNRELIABLE_DUP_WINDOW = 4096
+
+
+def _is_unreliable(service):
+    return service & UNRELIABLE_MESS and not service & (RELIABLE_MESS | FIFO_MESS | CAUSAL_MESS
+                                                       | AGREED_MESS | SAFE_MESS)
 
 
 class _Message:
@@ -2219,7 +2272,8 @@ class SiteStream:
     A site's messages arrive in its own order, which is also its lts order; the stream's
     frontier says how far that order has got: no message with lts <= frontier_lts can still
     come from this site. A message, or a pseudo "update" message (advance_frontier), moves it."""
-    __slots__ = ("site_id", "ordered", "partial", "delivered_lts", "frontier_lts", "stable_aru")
+    __slots__ = ("site_id", "ordered", "partial", "delivered_lts", "frontier_lts", "stable_aru",
+                 "unrel_partial", "unrel_expiry", "unrel_done")
 
     def __init__(self, site_id, start_lts):
         self.site_id = site_id
@@ -2228,6 +2282,10 @@ class SiteStream:
         self.delivered_lts = start_lts
         self.frontier_lts = start_lts
         self.stable_aru = start_lts  # the site's All-Received-Upto: every daemon there has these
+        # UNRELIABLE messages of this configuration (7.3.3): outside the order and the link
+        self.unrel_partial = {}  # (origin, unreliable seq) -> _Message being assembled
+        self.unrel_expiry = collections.deque()  # (drop_at, key) in arrival order
+        self.unrel_done = {}  # origin -> [highest seq, recent seqs] delivered or given up
 
     def passed(self, key):
         """True if no message with a {lts, site id} at or below key can still come from here."""
@@ -2277,6 +2335,9 @@ class Transport:
         self.in_progress = None  # [msg, body, counter, lts, site_seq, next_frag, frag_count, piece]
         self.origin_counter = 0
         self.max_lts_seen = 0  # the Lamport clock: highest lts seen here, of any site
+        self.unreliable = collections.deque()  # UNRELIABLE (msg, body): outside `pending`
+        self.unrel_in_progress = None  # like in_progress (lts taken, site_seq 0)
+        self.unrel_seq = 0  # the separate session sequence of UNRELIABLE messages (7.3.3)
         self.trace_completed = None  # tests set a list: msg ids as they are complete here
         self.trace_delivered = None  # tests set a list: msg ids in delivery order
 
@@ -2287,12 +2348,16 @@ class Transport:
         or disconnect is small and must reach every daemon, or they would disagree about the
         groups. An urgent message goes to the front, behind only the message whose fragments
         are being sent and earlier urgent ones (FIFO among themselves)."""
-        if len(self.pending) >= self.cfg.max_pending_messages and msg.kind == DATA:
+        unreliable = msg.kind == DATA and _is_unreliable(msg.service_type)
+        if len(self.pending) >= self.cfg.max_pending_messages and msg.kind == DATA \
+                and not unreliable:
             self.counters["submit_refused_queue_full"] += 1
             return False
         body = encode_message_body(msg)
         if len(body) > MAX_MESSAGE_BODY_BYTES:
             raise ValueError("message too long (%d bytes)" % len(body))
+        if unreliable:
+            return self._submit_unreliable(msg, body)
         if urgent:
             self.pending.insert(self.front, (msg, body))
             self.front += 1
@@ -2303,8 +2368,23 @@ class Transport:
         self.counters["submitted"] += 1
         return True
 
+    def _submit_unreliable(self, msg, body):
+        """UNRELIABLE data waits in its own queue; a full queue loses it (its service allows
+        that) rather than ending the client's session."""
+        if len(self.unreliable) >= self.cfg.max_pending_messages:
+            self.counters["unreliable_dropped_queue_full"] += 1
+            return True
+        self.unreliable.append((msg, body))
+        self.pending_bytes += len(body)
+        self.counters["submitted"] += 1
+        self.counters["submitted_unreliable"] += 1
+        return True
+
     def has_outgoing(self):
-        return bool(self.pending) or self.in_progress is not None
+        return bool(self.pending) or self.in_progress is not None or self.has_unreliable()
+
+    def has_unreliable(self):
+        return bool(self.unreliable) or self.unrel_in_progress is not None
 
     def requeue_partial(self):
         """A message cut by a ring change is incomplete in the old ring, so nobody delivers it
@@ -2316,6 +2396,11 @@ class Transport:
             self.pending_bytes += len(body)
             self.in_progress = None
             self.counters["messages_resent_after_change"] += 1
+        if self.unrel_in_progress is not None:
+            # an UNRELIABLE message is never delivered outside the configuration it was sent
+            # in, and its pieces are never sent again: the rest of it is dropped
+            self.unrel_in_progress = None
+            self.counters["unreliable_cut_by_change"] += 1
 
     def next_piece_bytes(self, piece_bytes):
         """Size of the next piece take_piece would give (None: nothing to send)."""
@@ -2333,12 +2418,34 @@ class Transport:
         if self.in_progress is None:
             self._start_message(stamp, piece_bytes)
         ip = self.in_progress
-        offset = ip[5] * ip[7]
-        chunk = RingChunk(ip[2], ip[3], ip[4], ip[5], ip[6], ip[0].service_type,
-                          ip[1][offset:offset + ip[7]])
-        ip[5] += 1
+        chunk = _cut_piece(ip)
         if ip[5] >= ip[6]:
             self.in_progress = None
+        return chunk
+
+    def next_unreliable_piece_bytes(self, piece_bytes):
+        ip = self.unrel_in_progress
+        if ip is not None:
+            return min(ip[7], len(ip[1]) - ip[5] * ip[7])
+        if self.unreliable:
+            return min(len(self.unreliable[0][1]), piece_bytes)
+        return None
+
+    def take_unreliable_piece(self, stamp, piece_bytes):
+        """The next piece of UNRELIABLE data: its own sequence, no site_seq, the token's lts
+        as it is (it takes no place in the order)."""
+        if self.unrel_in_progress is None:
+            msg, body = self.unreliable.popleft()
+            self.pending_bytes -= len(body)
+            self.unrel_seq += 1
+            frag_count = max(1, -(-len(body) // piece_bytes))
+            self.unrel_in_progress = [msg, body, self.unrel_seq, stamp.site_lts, 0, 0,
+                                      frag_count, piece_bytes]
+            self.counters["unreliable_sent"] += 1
+        ip = self.unrel_in_progress
+        chunk = _cut_piece(ip)
+        if ip[5] >= ip[6]:
+            self.unrel_in_progress = None
         return chunk
 
     def _start_message(self, stamp, piece_bytes):
@@ -2418,6 +2525,62 @@ class Transport:
             lts = m.lts
         return lts
 
+    # ---------------------------------------------------------------- UNRELIABLE (7.3.3)
+
+    def unreliable_chunk(self, stream, sender, chunk, now):
+        """A piece of an UNRELIABLE message of this configuration: delivered as soon as the
+        message is complete, never twice; dropped if incomplete unreliable_timeout_s after its
+        first piece."""
+        key = (sender, chunk.origin_counter)
+        if self._unreliable_seen(stream, key):
+            self.counters["unreliable_duplicates"] += 1
+            return
+        m = stream.unrel_partial.get(key)
+        if m is None:
+            if chunk.frag_count == 1:
+                m = _Message(stream.site_id, sender, chunk)
+                m.frags[0] = chunk.body
+                self._unreliable_done(stream, key)
+                self._hand_over(m, "u")
+                return
+            if len(stream.unrel_partial) >= self.cfg.max_unreliable_partial:
+                self._give_up(stream, next(iter(stream.unrel_partial)))
+            m = _Message(stream.site_id, sender, chunk)
+            stream.unrel_partial[key] = m
+            stream.unrel_expiry.append((now + self.cfg.unreliable_timeout_s, key))
+        m.frags[chunk.frag_index] = chunk.body
+        if len(m.frags) == m.frag_count:
+            del stream.unrel_partial[key]
+            self._unreliable_done(stream, key)
+            self._hand_over(m, "u")
+
+    def expire_unreliable(self, now):
+        for stream in self._merge:
+            expiry = stream.unrel_expiry
+            while expiry and expiry[0][0] <= now:
+                key = expiry.popleft()[1]
+                if key in stream.unrel_partial:
+                    self._give_up(stream, key)
+
+    def _give_up(self, stream, key):
+        del stream.unrel_partial[key]
+        self._unreliable_done(stream, key)  # late pieces must not start it again
+        self.counters["unreliable_dropped_incomplete"] += 1
+
+    @staticmethod
+    def _unreliable_seen(stream, key):
+        done = stream.unrel_done.get(key[0])
+        return done is not None and (key[1] in done[1] or key[1] <= done[0] - UNRELIABLE_DUP_WINDOW)
+
+    @staticmethod
+    def _unreliable_done(stream, key):
+        done = stream.unrel_done.setdefault(key[0], [0, set()])
+        done[1].add(key[1])
+        if key[1] > done[0]:
+            done[0] = key[1]
+        if len(done[1]) > 2 * UNRELIABLE_DUP_WINDOW:
+            done[1] = {s for s in done[1] if s > done[0] - UNRELIABLE_DUP_WINDOW}
+
     # ---------------------------------------------------------------- delivery
 
     def deliver_ready(self):
@@ -2465,25 +2628,30 @@ class Transport:
                 continue
             self._deliver(m, stream)
         stream.partial.clear()  # what never completed in that configuration never will
+        stream.unrel_partial.clear()
         return emitted
 
     def _deliver(self, m, stream):
+        stream.delivered_lts = m.lts
+        self._hand_over(m, "")
+
+    def _hand_over(self, m, tag):
         if m.frag_count == 1:
             body = m.frags[0]
         else:
             body = b"".join(m.frags[i] for i in range(m.frag_count))
-        stream.delivered_lts = m.lts
         try:
             msg = decode_message_body(body, m.origin[0])
         except (RingWireError, UnicodeDecodeError):
             self.counters["undecodable_messages"] += 1
             return
         msg.site_id = m.site
-        msg.seq = m.site_seq
+        msg.seq = m.counter if tag else m.site_seq  # UNRELIABLE: its own sequence
         msg.lts = m.lts
         if self.trace_delivered is not None:
-            self.trace_delivered.append((m.origin[0], m.origin[1], m.counter))
-        self.counters["messages_delivered"] += 1
+            self.trace_delivered.append((m.origin[0], m.origin[1], tag + str(m.counter) if tag
+                                         else m.counter))
+        self.counters["unreliable_delivered" if tag else "messages_delivered"] += 1
         self.deliver_to(msg)
 
 
@@ -2548,14 +2716,33 @@ class RingLink:
     def send_new_packets(self, ring, tok, allowed):
         """Pack small messages several to a packet, fragment big ones (thesis 7.3.2)."""
         limit = self.payload_limit(ring)
+        upper = self.upper
         sent = 0
         while sent < allowed:
-            chunks = self.fill_packet(tok, limit)
+            chunks = self.fill_packet(tok, limit, upper.next_piece_bytes, upper.take_piece)
             if not chunks:
                 break
             self.new_packet(ring, tok, chunks)
             sent += 1
         return sent
+
+    def send_unreliable(self, ring, tok, allowed):
+        """UNRELIABLE pieces (7.3.3): packed like the others and sent by the token holder (so
+        that flow control counts them), but outside the reliable link: no link_seq, not kept,
+        never resent. Returns the packets, for our own delivery."""
+        limit = self.payload_limit(ring)
+        upper = self.upper
+        packets = []
+        while len(packets) < allowed:
+            chunks = self.fill_packet(tok, limit, upper.next_unreliable_piece_bytes,
+                                      upper.take_unreliable_piece)
+            if not chunks:
+                break
+            p = RingUnreliable(ring.ring_id, self.me, chunks)
+            self.multicast(encode_ring_unreliable(p), ring.members)
+            self.counters["unreliable_packets_sent"] += 1
+            packets.append(p)
+        return packets
 
     def payload_limit(self, ring):
         """Chunk bytes (headers included) that fit one packet of at most max_packet_bytes, with
@@ -2563,18 +2750,18 @@ class RingLink:
         dummy = RingData(ring.ring_id, self.me, 0, [])
         return self.cfg.max_packet_bytes - RECOVERY_WRAP_BYTES - len(encode_ring_data(dummy))
 
-    def fill_packet(self, tok, limit):
-        """Chunks for one packet of at most `limit` payload bytes. A small message is never
-        split: if it does not fit what is left, it starts the next packet."""
-        upper = self.upper
+    def fill_packet(self, tok, limit, next_piece_bytes, take_piece):
+        """Chunks for one packet of at most `limit` payload bytes, from the transport's queue
+        (next_piece_bytes, take_piece). A small message is never split: if it does not fit
+        what is left, it starts the next packet."""
         piece_bytes = max(1, limit - CHUNK_HEADER_BYTES)
         chunks = []
         room = limit
         while len(chunks) < MAX_CHUNKS_PER_PACKET:
-            size = upper.next_piece_bytes(piece_bytes)
+            size = next_piece_bytes(piece_bytes)
             if size is None or (chunks and CHUNK_HEADER_BYTES + size > room):
                 break
-            chunk = upper.take_piece(tok, piece_bytes)
+            chunk = take_piece(tok, piece_bytes)
             chunks.append(chunk)
             room -= CHUNK_HEADER_BYTES + len(chunk.body)
             if room <= CHUNK_HEADER_BYTES:
@@ -2679,6 +2866,16 @@ class RingLink:
 def _successor(members, me):
     i = members.index(me)
     return members[(i + 1) % len(members)]
+
+
+def _cut_piece(ip):
+    """The next fragment of a message in progress [msg, body, counter, lts, site_seq,
+    next_frag, frag_count, piece_bytes], as a RingChunk; moves next_frag on."""
+    offset = ip[5] * ip[7]
+    chunk = RingChunk(ip[2], ip[3], ip[4], ip[5], ip[6], ip[0].service_type,
+                      ip[1][offset:offset + ip[7]])
+    ip[5] += 1
+    return chunk
 
 
 def _delegate(part, attr, doc):
@@ -2796,6 +2993,8 @@ class RingOrderer:
             self._on_join(p)
         elif isinstance(p, RingCommit):
             self._on_commit(p)
+        elif isinstance(p, RingUnreliable):
+            self._on_unreliable(p)
         else:
             self._on_merge(p)
 
@@ -2804,6 +3003,7 @@ class RingOrderer:
         if self.held_token is not None and now >= self.hold_until:
             self._release_held_token()
         self.link.retransmit_token_if_due(now)
+        self.transport.expire_unreliable(now)
         if self.state in (OPERATIONAL, RECOVERY, COMMIT) and self.token_deadline is not None \
                 and now >= self.token_deadline:
             what = "commit token" if self.state == COMMIT else "token"
@@ -3207,6 +3407,8 @@ class RingOrderer:
         had_recovery_work = self.state == RECOVERY and bool(self.recovery["queue"])
         if self.state == RECOVERY:
             sent += self._send_recovery_packets(ring, tok, allowed)
+        elif self.transport.has_unreliable():
+            sent += self._send_with_unreliable(ring, tok, allowed)
         else:
             sent += link.send_new_packets(ring, tok, allowed)
         link.request_missing(ring, tok)
@@ -3226,6 +3428,26 @@ class RingOrderer:
                 self.transport.advance_frontier(ring.stream, tok.site_lts)
             link.garbage_collect(ring)
             self.transport.deliver_ready()
+
+    def _send_with_unreliable(self, ring, tok, allowed):
+        """UNRELIABLE data gets a quarter of the visit's allowance first (so that a flood of
+        reliable messages cannot starve it, nor it them), then reliable, then what is left."""
+        share = min(allowed, max(1, allowed // 4))
+        own = self.link.send_unreliable(ring, tok, share)
+        reliable = self.link.send_new_packets(ring, tok, allowed - len(own))
+        own += self.link.send_unreliable(ring, tok, allowed - len(own) - reliable)
+        for p in own:  # our own clients get it too, in this configuration
+            self._on_unreliable(p)
+        return len(own) + reliable
+
+    def _on_unreliable(self, p):
+        """UNRELIABLE pieces count only in the regular configuration they were sent in."""
+        if self.state == OPERATIONAL and p.ring_id == self.ring.ring_id \
+                and p.sender in self.ring.members:
+            for c in p.chunks:
+                self.transport.unreliable_chunk(self.ring.stream, p.sender, c, self.now)
+        else:
+            self.counters["unreliable_dropped_other_configuration"] += 1
 
     def _update_aru(self, ring, tok):
         """The link's aru rule with the transport's site_aru; the site's stable All-Received-Upto

@@ -120,3 +120,9 @@ def test_checker_catches_out_of_order_delivery(monkeypatch):
     found = violations_with(monkeypatch, "_deliver", shuffled, seeds=range(1, 11),
                             cls=sr.Transport)
     assert any("agreed order" in v or "FIFO" in v or "causal" in v for v in found)
+
+
+def test_checker_catches_unreliable_duplicates(monkeypatch):
+    found = violations_with(monkeypatch, "_unreliable_seen", staticmethod(lambda stream, key: False),
+                            seeds=range(1, 11), cls=sr.Transport)
+    assert any("duplicate delivery" in v for v in found)

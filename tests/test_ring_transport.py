@@ -450,3 +450,57 @@ def test_link_garbage_collects_only_what_is_stable_and_handed_up():
     link.garbage_collect(ring)
     assert sorted(ring.packets) == [4, 5] and ring.gc_upto == 3
     assert not ring.store(sr.RingData(ring.ring_id, ("b", 1), 2)), "a collected packet is old"
+
+
+# ------------------------------------------------------------------------ UNRELIABLE (7.3.3)
+
+def unreliable_pieces(counter, text, frag_bytes=None, origin=("s0a", 1)):
+    return chunks_of(origin, counter, 0, 0, sr.UNRELIABLE_MESS, text, frag_bytes)
+
+
+def test_unreliable_is_delivered_as_soon_as_complete_outside_the_order():
+    t, out = make_transport()
+    s0, s1 = SiteFeed(t, 0), SiteFeed(t, 1)
+    s0.message(5)  # an AGREED message waits for site 1
+    for c in unreliable_pieces(1, "u" * 50, frag_bytes=20):
+        assert out == []
+        t.unreliable_chunk(s0.stream, ("s0a", 1), c, now=1.0)
+    assert [m.data for m in out] == [b"u" * 50], "no wait for the order, nor for site 1"
+    assert out[0].service_type == sr.UNRELIABLE_MESS and out[0].seq == 1
+
+
+def test_unreliable_is_never_delivered_twice():
+    t, out = make_transport()
+    s0 = SiteFeed(t, 0)
+    for _ in range(3):  # the network duplicates it
+        for c in unreliable_pieces(7, "once"):
+            t.unreliable_chunk(s0.stream, ("s0a", 1), c, now=1.0)
+    assert len(out) == 1 and t.counters["unreliable_duplicates"] == 2
+
+
+def test_unreliable_pieces_are_all_dropped_when_incomplete_after_the_timeout():
+    t, out = make_transport()
+    s0 = SiteFeed(t, 0)
+    pieces = unreliable_pieces(3, "z" * 60, frag_bytes=20)
+    t.unreliable_chunk(s0.stream, ("s0a", 1), pieces[0], now=1.0)
+    t.unreliable_chunk(s0.stream, ("s0a", 1), pieces[1], now=1.5)
+    t.expire_unreliable(1.0 + t.cfg.unreliable_timeout_s - 0.01)
+    assert s0.stream.unrel_partial, "not yet"
+    t.expire_unreliable(1.0 + t.cfg.unreliable_timeout_s)
+    assert not s0.stream.unrel_partial and t.counters["unreliable_dropped_incomplete"] == 1
+    for c in pieces:  # the rest, and even a full copy, comes too late
+        t.unreliable_chunk(s0.stream, ("s0a", 1), c, now=2.5)
+    assert out == []
+
+
+def test_unreliable_has_its_own_sequence_and_takes_no_lts():
+    t, out = make_transport()
+    t.submit(sr.DaemonMessage(sr.DATA, "t", "#c#t", sr.AGREED_MESS, ["g"], data=b"r"))
+    t.submit(sr.DaemonMessage(sr.DATA, "t", "#c#t", sr.UNRELIABLE_MESS, ["g"], data=b"u"))
+    assert len(t.pending) == 1 and len(t.unreliable) == 1
+    stamp = Stamp(site_lts=10, site_seq=4)
+    u = t.take_unreliable_piece(stamp, 1000)
+    r = t.take_piece(stamp, 1000)
+    assert (u.origin_counter, u.site_seq, stamp.site_seq) == (1, 0, 5)
+    assert (r.origin_counter, r.lts) == (1, 11), "the reliable sequence and the lts go on alone"
+    assert t.pending_bytes == 0 and not t.has_outgoing()
