@@ -2309,17 +2309,23 @@ class Transport:
     merge delivers in the lexicographic order {lts, site id}: the smallest head among the
     sites' streams goes when every site with nothing waiting has passed it (its frontier), so
     every daemon that sees the same streams delivers the same sequence, however the streams'
-    packets interleave. That one order is FIFO and causal too, so UNRELIABLE..AGREED all use it
+    packets interleave. That one order is FIFO and causal too, so RELIABLE..AGREED all use it
     (as before the split); SAFE waits until its lts <= the minimum over sites of their stable
     All-Received-Upto. With one site (the local ring) this is exactly the ring's order.
+    UNRELIABLE data stays outside all that (7.3.3): its own queue and sequence, delivered as
+    soon as complete, never twice, dropped when incomplete after unreliable_timeout_s.
 
     What the LINK asks of the transport (the interface, in both directions):
       downward: next_piece_bytes(piece_bytes) -> size of the next piece to send or None;
                 take_piece(stamp, piece_bytes) -> a RingChunk (starts the next message with a
                 site_seq and lts taken from the token, `stamp`, if none is in progress);
+                next_unreliable_piece_bytes / take_unreliable_piece: the same for UNRELIABLE;
       upward:   link_chunk(stream, sender, chunk), link_gap(stream, link_seq) in link order,
                 site_aru(stream) -> the lts up to which every message handed up is complete
-                (the link puts it on the token as site_aru)."""
+                (the link puts it on the token as site_aru).
+    The coordinator (RingOrderer) adds: install / site_stable / advance_frontier for the local
+    stream, drain at the end of a configuration, unreliable_chunk for UNRELIABLE pieces of the
+    current configuration, expire_unreliable(now) on its ticks."""
 
     def __init__(self, name, settings, counters, deliver, site_id=LOCAL_SITE):
         self.name = name
