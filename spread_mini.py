@@ -2616,7 +2616,9 @@ class Transport:
         by transitional(), which returns True if it emitted the TRANSITIONAL configuration.
         After a gap, only the messages of daemons in the transitional configuration go: the
         others may depend on the missing one (their sender could have seen it). Returns True
-        if the transitional configuration was emitted."""
+        if the transitional configuration was emitted. Only the local site's stream is drained:
+        with HOP links (a later issue) a site's configuration change must also be ordered
+        against the other sites' streams, which that issue's membership has to define."""
         emitted = False
         after_gap = False
         while stream.ordered:
