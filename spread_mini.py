@@ -219,9 +219,9 @@ CONF_TRANSITIONAL = "transitional"
 
 RING_MAGIC = b"SMRG"  # spread_mini ring: every daemon-daemon datagram starts with it
 RING_VERSION = 1
-PT_DATA, PT_TOKEN, PT_JOIN, PT_COMMIT, PT_MERGE = 1, 2, 3, 4, 5
+PT_DATA, PT_TOKEN, PT_JOIN, PT_COMMIT, PT_MERGE, PT_UNRELIABLE = 1, 2, 3, 4, 5, 6
 PACKET_TYPE_NAMES = {PT_DATA: "data", PT_TOKEN: "token", PT_JOIN: "join",
-                     PT_COMMIT: "commit", PT_MERGE: "merge"}
+                     PT_COMMIT: "commit", PT_MERGE: "merge", PT_UNRELIABLE: "unreliable"}
 TOKEN_REGULAR = 1  # the thesis's token Type: "regular except during membership changes"
 
 MAX_NAME_BYTES = MAX_PROC_NAME  # daemon names
@@ -296,6 +296,11 @@ class RingSettings:
         self.max_rtr_entries = 100
         #: submitted messages waiting for the token; beyond this submit() refuses
         self.max_pending_messages = 20000
+        #: an UNRELIABLE message whose pieces are not all here this long after its first piece
+        #: is dropped, every piece of it (7.3.3: no retransmission for it)
+        self.unreliable_timeout_s = 1.0
+        #: UNRELIABLE messages being assembled per site; beyond this the oldest is dropped
+        self.max_unreliable_partial = 1000
         #: lines kept in the protocol log
         self.max_log_lines = 2000
         for key, value in overrides.items():
@@ -498,6 +503,8 @@ def equal_group_ids(a, b) -> bool:
 #          entries (u16 count, each: pid, old ring_id, old_aru u64, old_high u64,
 #          old_safe_lts u64, site_lts u64)
 #   MERGE  sender, ring_id   (the representative's "a ring is here")
+#   UNRELIABLE  ring_id, sender, chunks as in DATA (origin_counter is the sender's separate
+#          unreliable sequence): pieces of UNRELIABLE messages, no link_seq, never resent (7.3.3)
 
 FLAG_RECOVERED = 0x01
 
@@ -710,6 +717,17 @@ class RingMerge:
         self.ring_id = ring_id
 
 
+class RingUnreliable:
+    """Pieces of UNRELIABLE messages (7.3.3): sent by the token holder, outside the reliable
+    link (no link_seq, no retransmission), for the members of one ring only."""
+    __slots__ = ("ring_id", "sender", "chunks")
+
+    def __init__(self, ring_id, sender, chunks=()):
+        self.ring_id = ring_id
+        self.sender = sender
+        self.chunks = list(chunks)
+
+
 def encode_ring_data(p):
     if p._raw is not None:
         return p._raw
@@ -757,6 +775,16 @@ def encode_ring_commit(c):
 
 def encode_ring_merge(m):
     return _ring_seal(_ring_header(PT_MERGE) + _pid_bytes(m.sender) + _ring_id_bytes(m.ring_id))
+
+
+def encode_ring_unreliable(p):
+    parts = [_ring_header(PT_UNRELIABLE), _ring_id_bytes(p.ring_id), _pid_bytes(p.sender),
+             struct.pack(">H", len(p.chunks))]
+    for c in p.chunks:
+        parts.append(_RING_CHUNK.pack(c.origin_counter, c.lts, c.site_seq, c.frag_index,
+                                      c.frag_count, c.service, len(c.body)))
+        parts.append(c.body)
+    return _ring_seal(b"".join(parts))
 
 
 def _decode_data_body(r):
@@ -834,13 +862,29 @@ def _decode_merge_body(r):
     return RingMerge(sender, r.ring_id())
 
 
+def _decode_unreliable_body(r):
+    ring_id = r.ring_id()
+    sender = r.pid()
+    n = r.u16()
+    if n > MAX_CHUNKS_PER_PACKET:
+        raise RingWireError("too many chunks (%d)" % n)
+    chunks = []
+    for _ in range(n):
+        counter, lts, site_seq, index, count, service, length = r._fixed(_RING_CHUNK)
+        if count == 0 or index >= count:
+            raise RingWireError("bad fragment %d of %d" % (index, count))
+        chunks.append(RingChunk(counter, lts, site_seq, index, count, service, r.take(length)))
+    return RingUnreliable(ring_id, sender, chunks)
+
+
 _RING_DECODERS = {PT_DATA: _decode_data_body, PT_TOKEN: _decode_token_body,
              PT_JOIN: _decode_join_body, PT_COMMIT: _decode_commit_body,
-             PT_MERGE: _decode_merge_body}
+             PT_MERGE: _decode_merge_body, PT_UNRELIABLE: _decode_unreliable_body}
 
 
 def decode_ring_packet(data):
-    """bytes -> RingData / RingToken / RingJoin / RingCommit / RingMerge, or RingWireError."""
+    """bytes -> RingData / RingToken / RingJoin / RingCommit / RingMerge / RingUnreliable, or
+    RingWireError."""
     if len(data) < 10 or data[:4] != RING_MAGIC:
         raise RingWireError("not a spread_mini ring packet (no magic)")
     version, ptype = data[4], data[5]
@@ -870,6 +914,8 @@ def encode_ring_packet(p):
         return encode_ring_join(p)
     if isinstance(p, RingCommit):
         return encode_ring_commit(p)
+    if isinstance(p, RingUnreliable):
+        return encode_ring_unreliable(p)
     return encode_ring_merge(p)
 
 # ---- Ring: daemon messages as the ring carries them ---------------------------------------
@@ -2147,14 +2193,27 @@ def _configuration_change(kind, member_ids, transitional_ids, ring_id, old_ring_
     change.reason = reason
     return change
 
-class _Message:
-    """A message being assembled and ordered in one ring. Its place in the total order is the
-    link_seq of its first fragment (the lts follows the same order: both grow with the token)."""
-    __slots__ = ("key", "origin", "counter", "lts", "site_seq", "service", "frag_count", "frags",
-                 "complete", "gap")
+LOCAL_SITE = 0  #: the site id of this daemon's own ring (HOP links to other sites come later)
+#: per sender, an UNRELIABLE sequence this far below the highest seen counts as already seen
+UNRELIABLE_DUP_WINDOW = 4096
 
-    def __init__(self, key, origin, chunk):
-        self.key = key
+
+def _is_unreliable(service):
+    return service & UNRELIABLE_MESS and not service & (RELIABLE_MESS | FIFO_MESS | CAUSAL_MESS
+                                                       | AGREED_MESS | SAFE_MESS)
+
+
+class _Message:
+    """A message of one site's stream, being assembled (transport level). Its place in the total
+    order is key = (lts, site id), thesis 7.3.3; inside its site's stream it keeps the order in
+    which the site's link handed up its first fragment (for the ring: link_seq, and the lts
+    grows in that same order because both are taken from the token)."""
+    __slots__ = ("key", "site", "origin", "counter", "lts", "site_seq", "service", "frag_count",
+                 "frags", "complete", "gap")
+
+    def __init__(self, site, origin, chunk):
+        self.key = (chunk.lts, site)
+        self.site = site
         self.origin = origin
         self.counter = chunk.origin_counter
         self.lts = chunk.lts
@@ -2167,39 +2226,42 @@ class _Message:
 
 
 class _GapMarker:
-    """Stands in the order for a packet nobody in the transitional configuration has."""
-    __slots__ = ("key",)
+    """Stands in a site's stream for a packet nobody in the transitional configuration has. Gaps
+    exist only while a configuration is closed (Transport.drain), never in the merge."""
+    __slots__ = ("link_seq",)
     complete = False
     gap = True
+    key = None
 
-    def __init__(self, key):
-        self.key = key
+    def __init__(self, link_seq):
+        self.link_seq = link_seq
 
 
 class _Ring:
-    """Link-level state of one ring (the current one, or in RECOVERY the new one beside the old).
+    """LINK-level state of one ring (the current one, or in RECOVERY the new one beside the old):
+    the packet store, what we have of it (my_aru, high_seq), how far it was handed up (fed_upto),
+    the token's aru values at our last visit and what they make stable.
 
-    Levels (thesis 7.3.1): the LINK level is this class and the token handling of RingOrderer
-    (packets, link_seq, link_aru, rtr, flow control: how packets reach every daemon of the
-    site); the TRANSPORT level is message assembly and delivery (_feed, _add_chunk,
-    _deliver_ready: order, stability, service types). Inside one site the transport orders by
-    the ring's order, and every message's lts is assigned in that same order; with HOP links
-    between sites (a later issue) the transport would merge the sites' streams by {lts, site id}
-    and use each site's site_aru for SAFE, as 7.3.3 describes. That split is not done yet."""
+    Levels (thesis 7.3.1): the LINK level is this class and RingLink (packets, link_seq,
+    link_aru, rtr, flow control, packing: how packets reach every daemon of the site); the
+    TRANSPORT level is the class Transport (the send queue, site_seq and lts, message assembly,
+    the merge of the sites' streams by {lts, site id}, service types, SAFE stability). `stream`
+    is the transport's stream that this ring feeds; the link never looks inside it, it only
+    gives it back to the transport (link_chunk, link_gap, site_aru)."""
 
-    def __init__(self, ring_id, members, start_lts):
+    def __init__(self, ring_id, members, start_lts, stream=None):
         self.ring_id = ring_id
         self.members = list(members)
         self.start_lts = start_lts
+        self.stream = stream
         self.packets = {}  # link_seq -> RingData (kept until stable everywhere)
         self.my_aru = 0  # all packets up to here received (Totem my_aru)
         self.high_seq = 0  # highest link_seq seen
-        self.fed_upto = 0  # packets given to message assembly, in order
-        self.ordered = collections.deque()  # undelivered _Message / _GapMarker in total order
-        self.partial = {}  # (origin, counter) -> _Message still missing fragments
-        self.delivered_lts = start_lts
-        self.safe_lts = start_lts  # messages with lts <= this are held by every member
-        self.safe_link = 0
+        self.fed_upto = 0  # packets handed up to the transport, in order
+        self.safe_link = 0  # packets up to here are held by every member: can be discarded
+        #: the site-wide All-Received-Upto (7.3.3): messages with lts <= this are held by every
+        #: member of the ring (the smaller token site_aru of this visit and of the last one)
+        self.safe_lts = start_lts
         self.prev_link_aru = 0  # token values after our update, at our previous visit
         self.prev_site_aru = start_lts
         self.last_token_id = -1
@@ -2227,16 +2289,633 @@ class _Ring:
             seq += 1
         return out
 
-    def local_site_aru(self):
-        """f(my_aru): the lts up to which every message is complete in packets <= my_aru. The
-        same function at every member (it depends only on the packets), so the member that sets
-        the token's link_aru can set site_aru with it."""
-        lts = self.delivered_lts
-        for m in self.ordered:
+
+class SiteStream:
+    """TRANSPORT-level state of one site's stream of messages in one configuration (7.3.3).
+    A site's messages arrive in its own order, which is also its lts order; the stream's
+    frontier says how far that order has got: no message with lts <= frontier_lts can still
+    come from this site. A message, or a pseudo "update" message (advance_frontier), moves it."""
+    __slots__ = ("site_id", "ordered", "partial", "delivered_lts", "frontier_lts", "stable_aru",
+                 "unrel_partial", "unrel_expiry", "unrel_done")
+
+    def __init__(self, site_id, start_lts):
+        self.site_id = site_id
+        self.ordered = collections.deque()  # undelivered _Message / _GapMarker in site order
+        self.partial = {}  # (origin, counter) -> _Message still missing fragments
+        self.delivered_lts = start_lts
+        self.frontier_lts = start_lts
+        self.stable_aru = start_lts  # the site's All-Received-Upto: every daemon there has these
+        # UNRELIABLE messages of this configuration (7.3.3): outside the order and the link
+        self.unrel_partial = {}  # (origin, unreliable seq) -> _Message being assembled
+        self.unrel_expiry = collections.deque()  # (drop_at, key) in arrival order
+        self.unrel_done = {}  # origin -> [highest seq, recent seqs] delivered or given up
+
+    def passed(self, key):
+        """True if no message with a {lts, site id} at or below key can still come from here."""
+        return key < (self.frontier_lts + 1, self.site_id)
+
+
+class Transport:
+    """TRANSPORT level of one daemon (thesis 7.3.3): ordering, stability and delivery over
+    SEVERAL SITES. Sans-I/O and independent of how the sites' packets travel:
+
+        t = Transport("d1", settings, counters, deliver=callback)   # callback(DaemonMessage)
+        t.submit(msg, urgent=False)            # the send queue (the link pulls from it)
+        s = t.open_stream(site_id, start_lts)  # a site's stream for one configuration
+        t.install(s)                           # ... which takes part in the merge from now on
+        t.link_chunk(s, sender, chunk)         # a link hands up a piece of a message, in order
+        t.advance_frontier(s, lts)             # pseudo "update": the site sends nothing <= lts
+        t.site_stable(s, lts)                  # the site's All-Received-Upto (for SAFE)
+        t.deliver_ready()                      # deliver what the merge allows
+
+    Every message carries its site id, site_seq, lts (Lamport) and its origin's counter. The
+    merge delivers in the lexicographic order {lts, site id}: the smallest head among the
+    sites' streams goes when every site with nothing waiting has passed it (its frontier), so
+    every daemon that sees the same streams delivers the same sequence, however the streams'
+    packets interleave. That one order is FIFO and causal too, so RELIABLE..AGREED all use it
+    (as before the split); SAFE waits until its lts <= the minimum over sites of their stable
+    All-Received-Upto. With one site (the local ring) this is exactly the ring's order.
+    UNRELIABLE data stays outside all that (7.3.3): its own queue and sequence, delivered as
+    soon as complete, never twice, dropped when incomplete after unreliable_timeout_s.
+
+    What the LINK asks of the transport (the interface, in both directions):
+      downward: next_piece_bytes(piece_bytes) -> size of the next piece to send or None;
+                take_piece(stamp, piece_bytes) -> a RingChunk (starts the next message with a
+                site_seq and lts taken from the token, `stamp`, if none is in progress);
+                next_unreliable_piece_bytes / take_unreliable_piece: the same for UNRELIABLE;
+      upward:   link_chunk(stream, sender, chunk), link_gap(stream, link_seq) in link order,
+                site_aru(stream) -> the lts up to which every message handed up is complete
+                (the link puts it on the token as site_aru).
+    The coordinator (RingOrderer) adds: install / site_stable / advance_frontier for the local
+    stream, drain at the end of a configuration, unreliable_chunk for UNRELIABLE pieces of the
+    current configuration, expire_unreliable(now) on its ticks."""
+
+    def __init__(self, name, settings, counters, deliver, site_id=LOCAL_SITE):
+        self.name = name
+        self.site_id = site_id
+        self.cfg = settings
+        self.counters = counters
+        self.deliver_to = deliver
+        self.streams = {}  # site id -> the SiteStream of the current configuration
+        self._merge = []  # the same streams, as a list for the merge
+        self.pending = collections.deque()  # (DaemonMessage, body) waiting for the token
+        self.pending_bytes = 0  #: bodies waiting for the token: the daemon's flow control reads it
+        self.front = 0  # entries at the head of pending that an urgent message stays behind
+        self.in_progress = None  # [msg, body, counter, lts, site_seq, next_frag, frag_count, piece]
+        self.origin_counter = 0
+        self.max_lts_seen = 0  # the Lamport clock: highest lts seen here, of any site
+        self.unreliable = collections.deque()  # UNRELIABLE (msg, body): outside `pending`
+        self.unrel_in_progress = None  # like in_progress (lts taken, site_seq 0)
+        self.unrel_seq = 0  # the separate session sequence of UNRELIABLE messages (7.3.3)
+        self.trace_completed = None  # tests set a list: msg ids as they are complete here
+        self.trace_delivered = None  # tests set a list: msg ids in delivery order
+
+    # ---------------------------------------------------------------- the send queue
+
+    def submit(self, msg, urgent=False):
+        """Queue a message; False if the queue is full. Only data is ever refused: a join, leave
+        or disconnect is small and must reach every daemon, or they would disagree about the
+        groups. An urgent message goes to the front, behind only the message whose fragments
+        are being sent and earlier urgent ones (FIFO among themselves)."""
+        unreliable = msg.kind == DATA and _is_unreliable(msg.service_type)
+        if len(self.pending) >= self.cfg.max_pending_messages and msg.kind == DATA \
+                and not unreliable:
+            self.counters["submit_refused_queue_full"] += 1
+            return False
+        body = encode_message_body(msg)
+        if len(body) > MAX_MESSAGE_BODY_BYTES:
+            raise ValueError("message too long (%d bytes)" % len(body))
+        if unreliable:
+            return self._submit_unreliable(msg, body)
+        if urgent:
+            self.pending.insert(self.front, (msg, body))
+            self.front += 1
+            self.counters["submitted_urgent"] += 1
+        else:
+            self.pending.append((msg, body))
+        self.pending_bytes += len(body)
+        self.counters["submitted"] += 1
+        return True
+
+    def _submit_unreliable(self, msg, body):
+        """UNRELIABLE data waits in its own queue; a full queue loses it (its service allows
+        that) rather than ending the client's session."""
+        if len(self.unreliable) >= self.cfg.max_pending_messages:
+            self.counters["unreliable_dropped_queue_full"] += 1
+            return True
+        self.unreliable.append((msg, body))
+        self.pending_bytes += len(body)
+        self.counters["submitted"] += 1
+        self.counters["submitted_unreliable"] += 1
+        return True
+
+    def has_outgoing(self):
+        return bool(self.pending) or self.in_progress is not None or self.has_unreliable()
+
+    def has_unreliable(self):
+        return bool(self.unreliable) or self.unrel_in_progress is not None
+
+    def requeue_partial(self):
+        """A message cut by a ring change is incomplete in the old ring, so nobody delivers it
+        there; it goes again, whole and first, in the next ring."""
+        if self.in_progress is not None:
+            msg, body = self.in_progress[0], self.in_progress[1]
+            self.pending.appendleft((msg, body))
+            self.front += 1
+            self.pending_bytes += len(body)
+            self.in_progress = None
+            self.counters["messages_resent_after_change"] += 1
+        if self.unrel_in_progress is not None:
+            # an UNRELIABLE message is never delivered outside the configuration it was sent
+            # in, and its pieces are never sent again: the rest of it is dropped
+            self.unrel_in_progress = None
+            self.counters["unreliable_cut_by_change"] += 1
+
+    def next_piece_bytes(self, piece_bytes):
+        """Size of the next piece take_piece would give (None: nothing to send)."""
+        ip = self.in_progress
+        if ip is not None:
+            return min(ip[7], len(ip[1]) - ip[5] * ip[7])
+        if self.pending:
+            return min(len(self.pending[0][1]), piece_bytes)
+        return None
+
+    def take_piece(self, stamp, piece_bytes):
+        """The next piece of the message in progress, starting the next one if needed. A message
+        gets its site_seq and lts only now, when its first piece goes into a packet that is sent
+        at once (`stamp` is the token: site_seq and site_lts grow in the ring's order)."""
+        if self.in_progress is None:
+            self._start_message(stamp, piece_bytes)
+        ip = self.in_progress
+        chunk = _cut_piece(ip)
+        if ip[5] >= ip[6]:
+            self.in_progress = None
+        return chunk
+
+    def next_unreliable_piece_bytes(self, piece_bytes):
+        ip = self.unrel_in_progress
+        if ip is not None:
+            return min(ip[7], len(ip[1]) - ip[5] * ip[7])
+        if self.unreliable:
+            return min(len(self.unreliable[0][1]), piece_bytes)
+        return None
+
+    def take_unreliable_piece(self, stamp, piece_bytes):
+        """The next piece of UNRELIABLE data: its own sequence, no site_seq, the token's lts
+        as it is (it takes no place in the order)."""
+        if self.unrel_in_progress is None:
+            msg, body = self.unreliable.popleft()
+            self.pending_bytes -= len(body)
+            self.unrel_seq += 1
+            frag_count = max(1, -(-len(body) // piece_bytes))
+            self.unrel_in_progress = [msg, body, self.unrel_seq, stamp.site_lts, 0, 0,
+                                      frag_count, piece_bytes]
+            self.counters["unreliable_sent"] += 1
+        ip = self.unrel_in_progress
+        chunk = _cut_piece(ip)
+        if ip[5] >= ip[6]:
+            self.unrel_in_progress = None
+        return chunk
+
+    def _start_message(self, stamp, piece_bytes):
+        msg, body = self.pending.popleft()
+        if self.front:
+            self.front -= 1
+        self.pending_bytes -= len(body)
+        self.origin_counter += 1
+        # Lamport: after everything seen here, of any site (a no-op inside one ring, where the
+        # token's site_lts is already the highest)
+        stamp.site_lts = max(stamp.site_lts, self.max_lts_seen) + 1
+        stamp.site_seq += 1
+        self.max_lts_seen = stamp.site_lts
+        frag_count = max(1, -(-len(body) // piece_bytes))
+        self.in_progress = [msg, body, self.origin_counter, stamp.site_lts, stamp.site_seq, 0,
+                            frag_count, piece_bytes]
+        self.counters["messages_sent"] += 1
+
+    def saw_lts(self, lts):
+        if lts > self.max_lts_seen:
+            self.max_lts_seen = lts
+
+    # ---------------------------------------------------------------- the sites' streams
+
+    def open_stream(self, site_id, start_lts):
+        return SiteStream(site_id, start_lts)
+
+    def install(self, stream):
+        """From now on this stream is its site's in the merge (a new configuration)."""
+        self.streams[stream.site_id] = stream
+        self._merge = list(self.streams.values())
+
+    def link_chunk(self, stream, sender, chunk):
+        """A piece of a message, handed up by the site's link in the site's order."""
+        key = (sender, chunk.origin_counter)
+        if chunk.frag_index == 0:
+            m = _Message(stream.site_id, sender, chunk)
+            stream.ordered.append(m)
+            stream.partial[key] = m
+            if chunk.lts > stream.frontier_lts:
+                stream.frontier_lts = chunk.lts
+            if stream.site_id != self.site_id and chunk.lts > self.max_lts_seen:
+                self.max_lts_seen = chunk.lts
+        m = stream.partial.get(key)
+        if m is None:  # its first fragment is lost for good (only in recovery)
+            return
+        m.frags[chunk.frag_index] = chunk.body
+        if len(m.frags) == m.frag_count:
+            m.complete = True
+            del stream.partial[key]
+            if self.trace_completed is not None:
+                self.trace_completed.append((m.origin[0], m.origin[1], m.counter))
+
+    def link_gap(self, stream, link_seq):
+        stream.ordered.append(_GapMarker(link_seq))
+
+    def advance_frontier(self, stream, lts):
+        """A pseudo "update" message (7.3.3): the site will send nothing with lts <= this."""
+        if lts > stream.frontier_lts:
+            stream.frontier_lts = lts
+            if stream.site_id != self.site_id:
+                self.saw_lts(lts)
+
+    def site_stable(self, stream, lts):
+        """The site's All-Received-Upto: every daemon of the site has the messages up to lts."""
+        if lts > stream.stable_aru:
+            stream.stable_aru = lts
+
+    def site_aru(self, stream):
+        """The lts up to which every message handed up is complete: the same function at every
+        member of a ring (it depends only on the packets), so the member that sets the token's
+        link_aru can set site_aru with it."""
+        lts = stream.delivered_lts
+        for m in stream.ordered:
             if not m.complete:
                 break
             lts = m.lts
         return lts
+
+    # ---------------------------------------------------------------- UNRELIABLE (7.3.3)
+
+    def unreliable_chunk(self, stream, sender, chunk, now):
+        """A piece of an UNRELIABLE message of this configuration: delivered as soon as the
+        message is complete, never twice; dropped if incomplete unreliable_timeout_s after its
+        first piece."""
+        key = (sender, chunk.origin_counter)
+        if self._unreliable_seen(stream, key):
+            self.counters["unreliable_duplicates"] += 1
+            return
+        m = stream.unrel_partial.get(key)
+        if m is None:
+            if chunk.frag_count == 1:
+                m = _Message(stream.site_id, sender, chunk)
+                m.frags[0] = chunk.body
+                self._unreliable_done(stream, key)
+                self._hand_over(m, "u")
+                return
+            if len(stream.unrel_partial) >= self.cfg.max_unreliable_partial:
+                self._give_up(stream, next(iter(stream.unrel_partial)))
+            m = _Message(stream.site_id, sender, chunk)
+            stream.unrel_partial[key] = m
+            stream.unrel_expiry.append((now + self.cfg.unreliable_timeout_s, key))
+        m.frags[chunk.frag_index] = chunk.body
+        if len(m.frags) == m.frag_count:
+            del stream.unrel_partial[key]
+            self._unreliable_done(stream, key)
+            self._hand_over(m, "u")
+
+    def expire_unreliable(self, now):
+        for stream in self._merge:
+            expiry = stream.unrel_expiry
+            while expiry and expiry[0][0] <= now:
+                key = expiry.popleft()[1]
+                if key in stream.unrel_partial:
+                    self._give_up(stream, key)
+
+    def _give_up(self, stream, key):
+        del stream.unrel_partial[key]
+        self._unreliable_done(stream, key)  # late pieces must not start it again
+        self.counters["unreliable_dropped_incomplete"] += 1
+
+    @staticmethod
+    def _unreliable_seen(stream, key):
+        done = stream.unrel_done.get(key[0])
+        return done is not None and (key[1] in done[1] or key[1] <= done[0] - UNRELIABLE_DUP_WINDOW)
+
+    @staticmethod
+    def _unreliable_done(stream, key):
+        done = stream.unrel_done.setdefault(key[0], [0, set()])
+        done[1].add(key[1])
+        if key[1] > done[0]:
+            done[0] = key[1]
+        if len(done[1]) > 2 * UNRELIABLE_DUP_WINDOW:
+            done[1] = {s for s in done[1] if s > done[0] - UNRELIABLE_DUP_WINDOW}
+
+    # ---------------------------------------------------------------- delivery
+
+    def deliver_ready(self):
+        """Thesis 7.3.3: deliver in {lts, site id} order while the merge allows it."""
+        streams = self._merge
+        while True:
+            best = m = None
+            for s in streams:  # the smallest head
+                if s.ordered:
+                    head = s.ordered[0]
+                    if m is None or head.key < m.key:
+                        best, m = s, head
+            if m is None or not m.complete:
+                return
+            for s in streams:  # every other site must have passed m (its frontier)
+                if not s.ordered and not s.passed(m.key):
+                    return
+            if m.service & SAFE_MESS and m.lts > min(s.stable_aru for s in streams):
+                return
+            best.ordered.popleft()
+            self._deliver(m, best)
+
+    def drain(self, stream, trans, safe_lts, transitional):
+        """Close a configuration of the local site (EVS, at the end of RECOVERY): deliver what is
+        left of its stream in order; the first message that cannot go in the regular
+        configuration (a gap before it, or a SAFE message not known stable there) is preceded
+        by transitional(), which returns True if it emitted the TRANSITIONAL configuration.
+        After a gap, only the messages of daemons in the transitional configuration go: the
+        others may depend on the missing one (their sender could have seen it). Returns True
+        if the transitional configuration was emitted. Only the local site's stream is drained:
+        with HOP links (a later issue) a site's configuration change must also be ordered
+        against the other sites' streams, which that issue's membership has to define."""
+        emitted = False
+        after_gap = False
+        # by name: a daemon that took a newer incarnation inside the ring (its clock had gone
+        # back) is the same process, with the same packets, as the sender of its older messages
+        trans_names = {pid[0] for pid in trans}
+        while stream.ordered:
+            m = stream.ordered.popleft()
+            regular_ok = not after_gap and not emitted and m.complete and not (
+                m.service & SAFE_MESS and m.lts > safe_lts)
+            if not regular_ok and not emitted:
+                emitted = transitional()
+            if not m.complete:  # a gap: nobody here has it all
+                after_gap = True
+                self.counters["messages_lost_in_gaps"] += 0 if m.gap else 1
+                continue
+            if after_gap and m.origin[0] not in trans_names:
+                self.counters["discarded_after_gap"] += 1
+                continue
+            self._deliver(m, stream)
+        stream.partial.clear()  # what never completed in that configuration never will
+        stream.unrel_partial.clear()
+        return emitted
+
+    def _deliver(self, m, stream):
+        stream.delivered_lts = m.lts
+        self._hand_over(m, "")
+
+    def _hand_over(self, m, tag):
+        if m.frag_count == 1:
+            body = m.frags[0]
+        else:
+            body = b"".join(m.frags[i] for i in range(m.frag_count))
+        try:
+            msg = decode_message_body(body, m.origin[0])
+        except (RingWireError, UnicodeDecodeError):
+            self.counters["undecodable_messages"] += 1
+            return
+        msg.site_id = m.site
+        msg.seq = m.counter if tag else m.site_seq  # UNRELIABLE: its own sequence
+        msg.lts = m.lts
+        if self.trace_delivered is not None:
+            self.trace_delivered.append((m.origin[0], m.origin[1], tag + str(m.counter) if tag
+                                         else m.counter))
+        self.counters["unreliable_delivered" if tag else "messages_delivered"] += 1
+        self.deliver_to(msg)
+
+
+class RingLink:
+    """LINK level of the ring (thesis 7.3.2.2): how packets reach every daemon of the site
+    reliably, in one order. It knows packets, link_seq, link_aru, the rtr list, flow control,
+    packing and the token's passing; it knows nothing of service types or delivery. Above it
+    is the Transport (`upper`), which it asks for pieces of messages to pack (next_piece_bytes,
+    take_piece) and to which it hands packets' chunks in link_seq order (link_chunk, link_gap),
+    and whose site_aru it puts on the token. The packets of several messages share one packet;
+    a big message is cut into pieces (7.3.1: the link carries abstract objects in packets).
+    Membership (which ring, RECOVERY) is the RingOrderer's: it gives the ring to every call."""
+
+    def __init__(self, me, settings, counters, send, upper):
+        self.me = me
+        self.cfg = settings
+        self.counters = counters
+        self.send = send  # send(raw, dest_pid)
+        self.upper = upper
+        self.held_token = None  # (ring, token, next) kept by an idle representative
+        self.hold_until = None
+        self.last_sent_token = None  # [bytes, dest, retransmit_at, retransmits_left, link_seq]
+
+    def multicast(self, raw, members):
+        # unicast to each member: on loopback and small rings as good as IP multicast
+        for pid in members:
+            self.send(raw, pid)
+
+    def answer_retransmissions(self, ring, tok):
+        sent = 0
+        still = []
+        for seq in tok.rtr:
+            p = ring.packets.get(seq)
+            if p is None:
+                still.append(seq)
+                continue
+            self.multicast(encode_ring_data(p), ring.members)
+            sent += 1
+            self.counters["retransmissions_sent"] += 1
+        tok.rtr = still
+        return sent
+
+    def flow_allowance(self, ring, tok, already_sent):
+        """Send at most our personal window, and at most what the global window leaves after
+        what the others sent in the last rotation (flow_control minus our own share)."""
+        others = max(0, tok.flow_control - ring.my_last_sent)
+        return max(0, min(self.cfg.personal_window_packets - already_sent,
+                          self.cfg.global_window_packets - others - already_sent))
+
+    def account_flow(self, ring, tok, sent):
+        tok.flow_control = max(0, tok.flow_control - ring.my_last_sent) + sent
+        ring.my_last_sent = sent
+
+    def new_packet(self, ring, tok, chunks=(), inner=None):
+        tok.link_seq += 1
+        p = RingData(ring.ring_id, self.me, tok.link_seq, chunks, inner)
+        ring.store(p)
+        self.multicast(encode_ring_data(p), ring.members)
+        self.counters["packets_sent"] += 1
+        return p
+
+    def send_new_packets(self, ring, tok, allowed):
+        """Pack small messages several to a packet, fragment big ones (thesis 7.3.2)."""
+        limit = self.payload_limit(ring)
+        upper = self.upper
+        sent = 0
+        while sent < allowed:
+            chunks = self.fill_packet(tok, limit, upper.next_piece_bytes, upper.take_piece)
+            if not chunks:
+                break
+            self.new_packet(ring, tok, chunks)
+            sent += 1
+        return sent
+
+    def send_unreliable(self, ring, tok, allowed):
+        """UNRELIABLE pieces (7.3.3): packed like the others and sent by the token holder (so
+        that flow control counts them), but outside the reliable link: no link_seq, not kept,
+        never resent. Returns the packets, for our own delivery."""
+        limit = self.payload_limit(ring)
+        upper = self.upper
+        packets = []
+        while len(packets) < allowed:
+            chunks = self.fill_packet(tok, limit, upper.next_unreliable_piece_bytes,
+                                      upper.take_unreliable_piece)
+            if not chunks:
+                break
+            p = RingUnreliable(ring.ring_id, self.me, chunks)
+            self.multicast(encode_ring_unreliable(p), ring.members)
+            self.counters["unreliable_packets_sent"] += 1
+            packets.append(p)
+        return packets
+
+    def payload_limit(self, ring):
+        """Chunk bytes (headers included) that fit one packet of at most max_packet_bytes, with
+        room for the wrapping of a recovery resend."""
+        dummy = RingData(ring.ring_id, self.me, 0, [])
+        return self.cfg.max_packet_bytes - RECOVERY_WRAP_BYTES - len(encode_ring_data(dummy))
+
+    def fill_packet(self, tok, limit, next_piece_bytes, take_piece):
+        """Chunks for one packet of at most `limit` payload bytes, from the transport's queue
+        (next_piece_bytes, take_piece). A small message is never split: if it does not fit
+        what is left, it starts the next packet."""
+        piece_bytes = max(1, limit - CHUNK_HEADER_BYTES)
+        chunks = []
+        room = limit
+        while len(chunks) < MAX_CHUNKS_PER_PACKET:
+            size = next_piece_bytes(piece_bytes)
+            if size is None or (chunks and CHUNK_HEADER_BYTES + size > room):
+                break
+            chunk = take_piece(tok, piece_bytes)
+            chunks.append(chunk)
+            room -= CHUNK_HEADER_BYTES + len(chunk.body)
+            if room <= CHUNK_HEADER_BYTES:
+                break
+        return chunks
+
+    def request_missing(self, ring, tok):
+        fits = (self.cfg.max_packet_bytes - TOKEN_FIXED_BYTES) // 8
+        room = min(self.cfg.max_rtr_entries, fits) - len(tok.rtr)
+        if room <= 0:
+            return
+        have = set(tok.rtr)
+        for seq in ring.missing(tok.link_seq, room):
+            if seq not in have:
+                tok.rtr.append(seq)
+                self.counters["retransmissions_requested"] += 1
+
+    def update_aru(self, ring, tok, my_site_aru):
+        """The aru rule of 7.3.2.2 (Totem's): lower the token's aru to ours and sign it with
+        site_aru_modifier; raise it only if we were the last to lower it (or nobody was). The
+        link_aru and the site_aru (my_site_aru: what the transport has complete) move together."""
+        if ring.my_aru < tok.link_aru:
+            tok.link_aru, tok.site_aru, tok.site_aru_modifier = ring.my_aru, my_site_aru, self.me
+        elif tok.site_aru_modifier in (None, self.me):
+            tok.link_aru, tok.site_aru = ring.my_aru, my_site_aru
+            tok.site_aru_modifier = None if ring.my_aru >= tok.link_seq else self.me
+        # stable = what the token said on this visit and the last one (a full rotation)
+        safe_link = min(tok.link_aru, ring.prev_link_aru)
+        safe_lts = min(tok.site_aru, ring.prev_site_aru)
+        ring.safe_link = max(ring.safe_link, safe_link)
+        ring.safe_lts = max(ring.safe_lts, safe_lts)
+        ring.prev_link_aru, ring.prev_site_aru = tok.link_aru, tok.site_aru
+
+    def pass_token(self, ring, tok, now, may_hold):
+        """Pass the token to our successor; an idle representative (may_hold: nothing waits to
+        be sent here) keeps it token_hold_s, and a ring of one keeps it until the next chance."""
+        tok.sender = self.me
+        tok.token_id += 1
+        ring.last_token_id = tok.token_id
+        nxt = _successor(ring.members, self.me)
+        idle = (may_hold and tok.flow_control == 0 and not tok.rtr
+                and tok.link_aru == tok.link_seq)
+        if idle and ring.members[0] == self.me:
+            self.held_token = (ring, tok, nxt)
+            self.hold_until = now + self.cfg.token_hold_s
+            return
+        if nxt == self.me:  # a ring of one: the token comes straight back at the next chance
+            self.held_token = (ring, tok, nxt)
+            self.hold_until = now
+            return
+        self.pass_raw(encode_ring_token(tok), nxt, tok.link_seq, now)
+
+    def pass_raw(self, raw, nxt, link_seq, now):
+        """Send a token (or commit token) and keep it to resend until a sign of life."""
+        self.send(raw, nxt)
+        self.last_sent_token = [raw, nxt, now + self.cfg.token_retransmit_s,
+                                self.cfg.token_retransmits_max, link_seq]
+
+    def retransmit_token_if_due(self, now):
+        last = self.last_sent_token
+        if last is None or now < last[2]:
+            return
+        if last[3] <= 0:
+            self.last_sent_token = None
+            return
+        self.send(last[0], last[1])
+        last[2] = now + self.cfg.token_retransmit_s
+        last[3] -= 1
+        self.counters["token_retransmissions"] += 1
+
+    def evidence(self, link_seq):
+        """A packet sent after we passed the token shows that the token got through."""
+        last = self.last_sent_token
+        if last is not None and last[4] is not None and link_seq > last[4]:
+            self.last_sent_token = None
+
+    def garbage_collect(self, ring):
+        upto = min(ring.safe_link, ring.fed_upto)
+        for seq in range(ring.gc_upto + 1, upto + 1):
+            ring.packets.pop(seq, None)
+        ring.gc_upto = max(ring.gc_upto, upto)
+
+    def feed(self, ring, upto, allow_gaps=False):
+        """Hand packets' chunks up to the transport in link_seq order (the site's order); with
+        allow_gaps (closing a configuration) a missing packet is handed up as a gap."""
+        upper = self.upper
+        stream = ring.stream
+        seq = ring.fed_upto + 1
+        while seq <= upto:
+            p = ring.packets.get(seq)
+            if p is None:
+                if not allow_gaps:
+                    break
+                upper.link_gap(stream, seq)
+            elif p.inner is None:
+                for c in p.chunks:
+                    upper.link_chunk(stream, p.sender, c)
+            ring.fed_upto = seq
+            seq += 1
+
+
+def _successor(members, me):
+    i = members.index(me)
+    return members[(i + 1) % len(members)]
+
+
+def _cut_piece(ip):
+    """The next fragment of a message in progress [msg, body, counter, lts, site_seq,
+    next_frag, frag_count, piece_bytes], as a RingChunk; moves next_frag on."""
+    offset = ip[5] * ip[7]
+    chunk = RingChunk(ip[2], ip[3], ip[4], ip[5], ip[6], ip[0].service_type,
+                      ip[1][offset:offset + ip[7]])
+    ip[5] += 1
+    return chunk
+
+
+def _delegate(part, attr, doc):
+    """A RingOrderer attribute that lives in its link or its transport (callers keep using it)."""
+    return property(lambda self: getattr(getattr(self, part), attr),
+                    lambda self, value: setattr(getattr(self, part), attr, value), doc=doc)
 
 
 class RingOrderer:
@@ -2257,7 +2936,25 @@ class RingOrderer:
     is up) -> COMMIT (a commit token collects what every member has of its old ring) ->
     RECOVERY (the new ring resends old messages that members lack) -> OPERATIONAL, giving
     extended virtual synchrony (Moser et al. 1994): a TRANSITIONAL configuration, then the
-    REGULAR one. tests/ring_sim.py runs it under a deterministic simulator with checkers."""
+    REGULAR one. tests/ring_sim.py runs it under a deterministic simulator with checkers.
+
+    The orderer is the coordinator of three parts (thesis 7.3.1 separates the first two):
+    membership (here: GATHER, COMMIT, RECOVERY, OPERATIONAL, the commit token, merges), one
+    LINK (RingLink, with a _Ring per ring: packets, token, rtr, flow control, packing) and the
+    TRANSPORT (Transport: send queue, lts, assembly, merge of the sites' streams, delivery by
+    service type, SAFE). On a token visit it calls the link, which pulls pieces of messages
+    from the transport; on new packets the link hands chunks up to the transport."""
+
+    #: attributes that live in the link or the transport (the daemon and the tests read them)
+    pending = _delegate("transport", "pending", "(DaemonMessage, body) waiting for the token")
+    pending_bytes = _delegate("transport", "pending_bytes", "bodies waiting for the token")
+    in_progress = _delegate("transport", "in_progress", "the message being fragmented, or None")
+    max_lts_seen = _delegate("transport", "max_lts_seen", "the Lamport clock")
+    trace_completed = _delegate("transport", "trace_completed", "tests: ids as completed")
+    trace_delivered = _delegate("transport", "trace_delivered", "tests: ids as delivered")
+    held_token = _delegate("link", "held_token", "(ring, token, next) held while idle")
+    hold_until = _delegate("link", "hold_until", "when a held token goes on")
+    last_sent_token = _delegate("link", "last_sent_token", "the token passed, to resend if lost")
 
     def __init__(self, name, incarnation, peers, rng=None, settings=None, now=0.0):
         if not name or len(name.encode("utf-8")) > MAX_NAME_BYTES:
@@ -2274,20 +2971,15 @@ class RingOrderer:
         self.state_since = now
         self.known_incarnation = {name: self.me[1]}
         self.ring_seq = 0  # highest ring seq this daemon has committed to
-        self.max_lts_seen = 0
-        self.origin_counter = 0
-        self.pending = collections.deque()  # (DaemonMessage, body) waiting for the token
-        self.pending_bytes = 0  #: bodies waiting for the token: the daemon's flow control reads it
-        self.in_progress = None  # [msg, body, counter, lts, site_seq, next_frag, frag_count]
+        self.transport = Transport(name, self.cfg, self.counters, self._output_delivery)
+        self.link = RingLink(self.me, self.cfg, self.counters, self._send, self.transport)
         # the "old ring" of a fresh daemon: just itself, no messages
-        self.ring = _Ring((0, name, self.me[1]), [self.me], 0)
+        self.ring = self._open_ring((0, name, self.me[1]), [self.me], 0)
+        self.transport.install(self.ring.stream)
         self.had_regular = False
         self.new_ring = None
         self.recovery = None
         self.token_deadline = None
-        self.held_token = None
-        self.hold_until = None
-        self.last_sent_token = None  # (bytes, dest, retransmit_at, retransmits_left, link_seq)
         self.proc_set = set()
         self.fail_set = set()
         self.joins = {}
@@ -2297,8 +2989,6 @@ class RingOrderer:
         self.commit_token_id = -1
         self.next_merge_detect = None
         self.change_reason = "startup"
-        self.trace_completed = None  # tests set a list: msg ids as they are complete here
-        self.trace_delivered = None  # tests set a list: msg ids in delivery order
         self.rotations = 0
         self.recent_changes = collections.deque(maxlen=5)  # (time, ring, members, reason)
         self.startup_alone_after = now + self.cfg.consensus_timeout_s
@@ -2310,22 +3000,12 @@ class RingOrderer:
     # ---------------------------------------------------------------- public interface
 
     def submit(self, msg, urgent=False):
-        """Queue a message from this daemon's sessions; False if the queue is full. Only data
-        is ever refused: a join, leave or disconnect is small and must reach every daemon, or
-        they would disagree about the groups. An urgent message goes to the front of the queue,
-        behind only the message being sent (the group STATE after a ring change)."""
-        if len(self.pending) >= self.cfg.max_pending_messages and msg.kind == DATA:
-            self.counters["submit_refused_queue_full"] += 1
+        """Queue a message from this daemon's sessions; False if the queue is full (only data
+        is ever refused: Transport.submit). An urgent message goes to the front of the queue,
+        behind only a message whose fragments are already being sent (and earlier urgent ones):
+        the group state exchange sends its STATE message so."""
+        if not self.transport.submit(msg, urgent):
             return False
-        body = encode_message_body(msg)
-        if len(body) > MAX_MESSAGE_BODY_BYTES:
-            raise ValueError("message too long (%d bytes)" % len(body))
-        if urgent:
-            self.pending.appendleft((msg, body))
-        else:
-            self.pending.append((msg, body))
-        self.pending_bytes += len(body)
-        self.counters["submitted"] += 1
         if self.held_token is not None:
             self._release_held_token()
         return True
@@ -2354,6 +3034,8 @@ class RingOrderer:
             self._on_join(p)
         elif isinstance(p, RingCommit):
             self._on_commit(p)
+        elif isinstance(p, RingUnreliable):
+            self._on_unreliable(p)
         else:
             self._on_merge(p)
 
@@ -2361,7 +3043,8 @@ class RingOrderer:
         self.now = now
         if self.held_token is not None and now >= self.hold_until:
             self._release_held_token()
-        self._retransmit_token_if_due()
+        self.link.retransmit_token_if_due(now)
+        self.transport.expire_unreliable(now)
         if self.state in (OPERATIONAL, RECOVERY, COMMIT) and self.token_deadline is not None \
                 and now >= self.token_deadline:
             what = "commit token" if self.state == COMMIT else "token"
@@ -2401,10 +3084,13 @@ class RingOrderer:
             return
         self.outputs.append(Send(raw, dest_pid[0]))
 
-    def _multicast(self, raw, members):
-        # unicast to each member: on loopback and small rings as good as IP multicast
-        for pid in members:
-            self._send(raw, pid)
+    def _output_delivery(self, msg):
+        self.outputs.append(Deliver(msg))
+
+    def _open_ring(self, ring_id, members, start_lts):
+        """A ring's link state, feeding a new stream of the local site in the transport."""
+        stream = self.transport.open_stream(LOCAL_SITE, start_lts)
+        return _Ring(ring_id, members, start_lts, stream)
 
     def _superseded(self, pid):
         known = self.known_incarnation.get(pid[0])
@@ -2482,9 +3168,11 @@ class RingOrderer:
         self.incarnation_bumps += 1
         self.counters["incarnation_bumps"] += 1
         self.me = (name, seen + 1 + self.rng.randrange(INCARNATION_BUMP_SPREAD_MS))
+        self.link.me = self.me  # the link signs tokens and packets with it
         self.known_incarnation[name] = self.me[1]
         if self.ring.ring_id[0] == 0:  # never in a ring: the pseudo-ring of a fresh daemon
-            self.ring = _Ring((0, name, self.me[1]), [self.me], 0)
+            self.ring = self._open_ring((0, name, self.me[1]), [self.me], 0)
+            self.transport.install(self.ring.stream)
         self.startup_alone_after = self.now + self.cfg.consensus_timeout_s
         self._log("incarnation %d is older than what the others know (%s): was the clock set "
                   "back? Taking incarnation %d (change %d of at most %d)"
@@ -2503,8 +3191,7 @@ class RingOrderer:
         self.state_since = self.now
 
     def _successor(self, members):
-        i = members.index(self.me)
-        return members[(i + 1) % len(members)]
+        return _successor(members, self.me)
 
     # ---------------------------------------------------------------- state: GATHER
 
@@ -2532,14 +3219,7 @@ class RingOrderer:
         self._check_consensus()
 
     def _requeue_partial_message(self):
-        """A message cut by the ring change is incomplete in the old ring, so nobody delivers it
-        there; it goes again, whole, in the next ring."""
-        if self.in_progress is not None:
-            msg, body = self.in_progress[0], self.in_progress[1]
-            self.pending.appendleft((msg, body))
-            self.pending_bytes += len(body)
-            self.in_progress = None
-            self.counters["messages_resent_after_change"] += 1
+        self.transport.requeue_partial()
 
     def _send_join(self):
         self.next_join_at = self.now + self.cfg.join_interval_s
@@ -2699,7 +3379,7 @@ class RingOrderer:
     def _enter_recovery(self, c):
         """Everybody knows everybody's old-ring state: plan which old packets to resend."""
         start_lts = max([e.site_lts for e in c.entries.values()] + [self.max_lts_seen])
-        self.new_ring = _Ring(c.ring_id, c.members, start_lts)
+        self.new_ring = self._open_ring(c.ring_id, c.members, start_lts)
         old_id = self.ring.ring_id
         trans = [p for p in c.members if c.entries[p].old_ring_id == old_id]
         entries = [c.entries[p] for p in trans]
@@ -2754,30 +3434,20 @@ class RingOrderer:
         """Deliver what is left of the old ring (regular, then transitional), then the new ring."""
         rec = self.recovery
         old = self.ring
-        self._feed(old, upto=rec["high"], allow_gaps=True)
+        self.link.feed(old, upto=rec["high"], allow_gaps=True)
         trans = rec["trans"]
         new_id = self.new_ring.ring_id
-        emitted_trans = False
-        after_gap = False
-        while old.ordered:
-            m = old.ordered.popleft()
-            regular_ok = not after_gap and not emitted_trans and m.complete and not (
-                m.service & SAFE_MESS and m.lts > rec["safe_lts"])
-            if not regular_ok and not emitted_trans and self.had_regular:
-                self._emit_transitional(trans, new_id, old.ring_id)
-                emitted_trans = True
-            if not m.complete:  # a gap: nobody here has it all
-                after_gap = True
-                self.counters["messages_lost_in_gaps"] += 0 if m.gap else 1
-                continue
-            if after_gap and m.origin not in trans:
-                # it may depend on the missing message (its sender could have seen it)
-                self.counters["discarded_after_gap"] += 1
-                continue
-            self._deliver(m, old)
-        if not emitted_trans and self.had_regular:
+
+        def transitional():
+            if not self.had_regular:  # a fresh daemon has no regular configuration to close
+                return False
             self._emit_transitional(trans, new_id, old.ring_id)
+            return True
+
+        if not self.transport.drain(old.stream, trans, rec["safe_lts"], transitional):
+            transitional()
         self.ring = self.new_ring
+        self.transport.install(self.ring.stream)
         self.new_ring = None
         self.recovery = None
         self.had_regular = True
@@ -2790,8 +3460,8 @@ class RingOrderer:
             _ring_str(new_id), _ring_names(self.ring.members), rec["reason"]))
         self.change_reason = rec["reason"]
         self.next_merge_detect = self.now + self.cfg.merge_detect_s
-        self._feed(self.ring, upto=self.ring.my_aru)
-        self._deliver_ready(self.ring)
+        self.link.feed(self.ring, upto=self.ring.my_aru)
+        self.transport.deliver_ready()
 
     def _emit_transitional(self, trans, new_id, old_id):
         self.outputs.append(_configuration_change(CONF_TRANSITIONAL, trans, trans, new_id, old_id,
@@ -2813,7 +3483,7 @@ class RingOrderer:
         self.counters["dropped_foreign_data"] += 1
 
     def _on_ring_data(self, ring, p):
-        self._evidence(p.link_seq)
+        self.link.evidence(p.link_seq)
         if not ring.store(p):
             self.counters["duplicate_packets"] += 1
             return
@@ -2821,20 +3491,14 @@ class RingOrderer:
         if p.inner is not None and self.recovery is not None:
             self._store_recovered(p.inner)
         if self.state == OPERATIONAL:
-            self._feed(ring, upto=ring.my_aru)
-            self._deliver_ready(ring)
+            self.link.feed(ring, upto=ring.my_aru)
+            self.transport.deliver_ready()
 
     def _store_recovered(self, inner):
         rec = self.recovery
         if inner.ring_id == self.ring.ring_id and inner.link_seq <= rec["high"]:
             if self.ring.store(inner):
                 self.counters["recovered_packets"] += 1
-
-    def _evidence(self, link_seq):
-        """A packet sent after we passed the token shows that the token got through."""
-        last = self.last_sent_token
-        if last is not None and last[4] is not None and link_seq > last[4]:
-            self.last_sent_token = None
 
     # ---------------------------------------------------------------- the token
 
@@ -2850,61 +3514,67 @@ class RingOrderer:
 
     def _handle_token(self, tok):
         """Thesis 7.3.2.2: answer the retransmission requests of the previous holder, send new
-        packets within the flow-control limits, update the token, pass it, then deliver."""
+        packets within the flow-control limits, update the token, pass it, then deliver. The
+        link does the packets and the token; the transport gives the messages and delivers."""
         ring = self.new_ring if self.state == RECOVERY else self.ring
+        link = self.link
         ring.last_token_id = tok.token_id
-        self.last_sent_token = None
+        link.last_sent_token = None
         self.token_deadline = self.now + self.cfg.token_timeout_s
         self.rotations += 1  # every token visit here is one rotation of the ring
-        sent = self._answer_retransmissions(ring, tok)
-        allowed = self._flow_allowance(ring, tok, sent)
+        sent = link.answer_retransmissions(ring, tok)
+        allowed = link.flow_allowance(ring, tok, sent)
         had_recovery_work = self.state == RECOVERY and bool(self.recovery["queue"])
         if self.state == RECOVERY:
             sent += self._send_recovery_packets(ring, tok, allowed)
+        elif self.transport.has_unreliable():
+            sent += self._send_with_unreliable(ring, tok, allowed)
         else:
-            sent += self._send_new_packets(ring, tok, allowed)
-        self._request_missing(ring, tok)
+            sent += link.send_new_packets(ring, tok, allowed)
+        link.request_missing(ring, tok)
         self._update_aru(ring, tok)
-        tok.flow_control = max(0, tok.flow_control - ring.my_last_sent) + sent
-        ring.my_last_sent = sent
+        link.account_flow(ring, tok, sent)
         install = self.state == RECOVERY and self._recovery_flags(tok, had_recovery_work)
         if install:
             self._enter_operational()
             ring = self.ring
-        self._pass_token(ring, tok)
+        may_hold = self.state == OPERATIONAL and not self.transport.has_outgoing()
+        link.pass_token(ring, tok, self.now, may_hold)
         if self.state == OPERATIONAL:
-            self._feed(ring, upto=ring.my_aru)
-            self._garbage_collect(ring)
-            self._deliver_ready(ring)
+            link.feed(ring, upto=ring.my_aru)
+            if ring.fed_upto >= tok.link_seq:
+                # every packet sent on the ring so far is handed up: the site's later messages
+                # all get a larger lts (the local site's pseudo "update", 7.3.3)
+                self.transport.advance_frontier(ring.stream, tok.site_lts)
+            link.garbage_collect(ring)
+            self.transport.deliver_ready()
 
-    def _answer_retransmissions(self, ring, tok):
-        sent = 0
-        still = []
-        for seq in tok.rtr:
-            p = ring.packets.get(seq)
-            if p is None:
-                still.append(seq)
-                continue
-            self._multicast(encode_ring_data(p), ring.members)
-            sent += 1
-            self.counters["retransmissions_sent"] += 1
-        tok.rtr = still
-        return sent
+    def _send_with_unreliable(self, ring, tok, allowed):
+        """UNRELIABLE data gets a quarter of the visit's allowance first (so that a flood of
+        reliable messages cannot starve it, nor it them), then reliable, then what is left."""
+        share = min(allowed, max(1, allowed // 4))
+        own = self.link.send_unreliable(ring, tok, share)
+        reliable = self.link.send_new_packets(ring, tok, allowed - len(own))
+        own += self.link.send_unreliable(ring, tok, allowed - len(own) - reliable)
+        for p in own:  # our own clients get it too, in this configuration
+            self._on_unreliable(p)
+        return len(own) + reliable
 
-    def _flow_allowance(self, ring, tok, already_sent):
-        """Send at most our personal window, and at most what the global window leaves after
-        what the others sent in the last rotation (flow_control minus our own share)."""
-        others = max(0, tok.flow_control - ring.my_last_sent)
-        return max(0, min(self.cfg.personal_window_packets - already_sent,
-                          self.cfg.global_window_packets - others - already_sent))
+    def _on_unreliable(self, p):
+        """UNRELIABLE pieces count only in the regular configuration they were sent in."""
+        if self.state == OPERATIONAL and p.ring_id == self.ring.ring_id \
+                and p.sender in self.ring.members:
+            for c in p.chunks:
+                self.transport.unreliable_chunk(self.ring.stream, p.sender, c, self.now)
+        else:
+            self.counters["unreliable_dropped_other_configuration"] += 1
 
-    def _new_packet(self, ring, tok, chunks=(), inner=None):
-        tok.link_seq += 1
-        p = RingData(ring.ring_id, self.me, tok.link_seq, chunks, inner)
-        ring.store(p)
-        self._multicast(encode_ring_data(p), ring.members)
-        self.counters["packets_sent"] += 1
-        return p
+    def _update_aru(self, ring, tok):
+        """The link's aru rule with the transport's site_aru; the site's stable All-Received-Upto
+        that comes out of it goes to the transport (SAFE), the token's lts to the Lamport clock."""
+        self.link.update_aru(ring, tok, self.transport.site_aru(ring.stream))
+        self.transport.site_stable(ring.stream, ring.safe_lts)
+        self.transport.saw_lts(tok.site_lts)
 
     def _send_recovery_packets(self, ring, tok, allowed):
         queue = self.recovery["queue"]
@@ -2913,111 +3583,10 @@ class RingOrderer:
             old_packet = self.ring.packets.get(queue.popleft())
             if old_packet is None:
                 continue
-            self._new_packet(ring, tok, inner=old_packet)
+            self.link.new_packet(ring, tok, inner=old_packet)
             sent += 1
             self.counters["recovery_packets_sent"] += 1
         return sent
-
-    def _send_new_packets(self, ring, tok, allowed):
-        """Pack small messages several to a packet, fragment big ones (thesis 7.3.2)."""
-        limit = self.cfg.max_packet_bytes - RECOVERY_WRAP_BYTES - self._packet_overhead(ring)
-        sent = 0
-        while sent < allowed:
-            chunks = self._fill_packet(tok, limit)
-            if not chunks:
-                break
-            self._new_packet(ring, tok, chunks)
-            sent += 1
-        return sent
-
-    def _fill_packet(self, tok, limit):
-        """Chunks for one packet of at most `limit` payload bytes. A message gets its lts and
-        site_seq only when its first piece goes into a packet that is sent right away."""
-        chunks = []
-        room = limit
-        while len(chunks) < MAX_CHUNKS_PER_PACKET:
-            if self.in_progress is None:
-                if not self.pending:
-                    break
-                first_piece = min(len(self.pending[0][1]), limit - CHUNK_HEADER_BYTES)
-                if chunks and CHUNK_HEADER_BYTES + first_piece > room:
-                    break  # a small message is never split: it starts the next packet
-                self._start_message(tok, limit)
-            ip = self.in_progress
-            offset = ip[5] * ip[7]
-            piece = ip[1][offset:offset + ip[7]]
-            if chunks and CHUNK_HEADER_BYTES + len(piece) > room:
-                break
-            chunks.append(RingChunk(ip[2], ip[3], ip[4], ip[5], ip[6], ip[0].service_type, piece))
-            room -= CHUNK_HEADER_BYTES + len(piece)
-            ip[5] += 1
-            if ip[5] >= ip[6]:
-                self.in_progress = None
-            if room <= CHUNK_HEADER_BYTES:
-                break
-        return chunks
-
-    def _packet_overhead(self, ring):
-        dummy = RingData(ring.ring_id, self.me, 0, [])
-        return len(encode_ring_data(dummy))
-
-    def _start_message(self, tok, limit):
-        msg, body = self.pending.popleft()
-        self.pending_bytes -= len(body)
-        self.origin_counter += 1
-        tok.site_lts += 1
-        tok.site_seq += 1
-        self.max_lts_seen = max(self.max_lts_seen, tok.site_lts)
-        piece_bytes = max(1, limit - CHUNK_HEADER_BYTES)
-        frag_count = max(1, -(-len(body) // piece_bytes))
-        self.in_progress = [msg, body, self.origin_counter, tok.site_lts, tok.site_seq, 0,
-                            frag_count, piece_bytes]
-        self.counters["messages_sent"] += 1
-
-    def _request_missing(self, ring, tok):
-        fits = (self.cfg.max_packet_bytes - TOKEN_FIXED_BYTES) // 8
-        room = min(self.cfg.max_rtr_entries, fits) - len(tok.rtr)
-        if room <= 0:
-            return
-        have = set(tok.rtr)
-        for seq in ring.missing(tok.link_seq, room):
-            if seq not in have:
-                tok.rtr.append(seq)
-                self.counters["retransmissions_requested"] += 1
-
-    def _update_aru(self, ring, tok):
-        """The aru rule of 7.3.2.2 (Totem's): lower the token's aru to ours and sign it with
-        site_aru_modifier; raise it only if we were the last to lower it (or nobody was)."""
-        my_site = ring.local_site_aru()
-        if ring.my_aru < tok.link_aru:
-            tok.link_aru, tok.site_aru, tok.site_aru_modifier = ring.my_aru, my_site, self.me
-        elif tok.site_aru_modifier in (None, self.me):
-            tok.link_aru, tok.site_aru = ring.my_aru, my_site
-            tok.site_aru_modifier = None if ring.my_aru >= tok.link_seq else self.me
-        # stable = what the token said on this visit and the last one (a full rotation)
-        safe_link = min(tok.link_aru, ring.prev_link_aru)
-        safe_lts = min(tok.site_aru, ring.prev_site_aru)
-        ring.safe_link = max(ring.safe_link, safe_link)
-        ring.safe_lts = max(ring.safe_lts, safe_lts)
-        ring.prev_link_aru, ring.prev_site_aru = tok.link_aru, tok.site_aru
-        self.max_lts_seen = max(self.max_lts_seen, tok.site_lts)
-
-    def _pass_token(self, ring, tok):
-        tok.sender = self.me
-        tok.token_id += 1
-        ring.last_token_id = tok.token_id
-        nxt = self._successor(ring.members)
-        idle = (tok.flow_control == 0 and not tok.rtr and tok.link_aru == tok.link_seq
-                and not self.pending and self.in_progress is None and self.state == OPERATIONAL)
-        if idle and ring.members[0] == self.me:
-            self.held_token = (ring, tok, nxt)
-            self.hold_until = self.now + self.cfg.token_hold_s
-            return
-        if nxt == self.me:  # a ring of one: the token comes straight back at the next chance
-            self.held_token = (ring, tok, nxt)
-            self.hold_until = self.now
-            return
-        self._pass(encode_ring_token(tok), nxt, link_seq=tok.link_seq)
 
     def _release_held_token(self):
         ring, tok, nxt = self.held_token
@@ -3031,89 +3600,7 @@ class RingOrderer:
             self._pass(encode_ring_token(tok), nxt, link_seq=tok.link_seq)
 
     def _pass(self, raw, nxt, link_seq):
-        self._send(raw, nxt)
-        self.last_sent_token = [raw, nxt, self.now + self.cfg.token_retransmit_s,
-                                self.cfg.token_retransmits_max, link_seq]
-
-    def _retransmit_token_if_due(self):
-        last = self.last_sent_token
-        if last is None or self.now < last[2]:
-            return
-        if last[3] <= 0:
-            self.last_sent_token = None
-            return
-        self._send(last[0], last[1])
-        last[2] = self.now + self.cfg.token_retransmit_s
-        last[3] -= 1
-        self.counters["token_retransmissions"] += 1
-
-    def _garbage_collect(self, ring):
-        upto = min(ring.safe_link, ring.fed_upto)
-        for seq in range(ring.gc_upto + 1, upto + 1):
-            ring.packets.pop(seq, None)
-        ring.gc_upto = max(ring.gc_upto, upto)
-
-    # ---------------------------------------------------------------- assembly and delivery
-
-    def _feed(self, ring, upto, allow_gaps=False):
-        """Give packets to message assembly in link_seq order (the total order)."""
-        seq = ring.fed_upto + 1
-        while seq <= upto:
-            p = ring.packets.get(seq)
-            if p is None:
-                if not allow_gaps:
-                    break
-                ring.ordered.append(_GapMarker(seq))
-            elif p.inner is None:
-                for c in p.chunks:
-                    self._add_chunk(ring, p, c)
-            ring.fed_upto = seq
-            seq += 1
-
-    def _add_chunk(self, ring, p, c):
-        key = (p.sender, c.origin_counter)
-        if c.frag_index == 0:
-            m = _Message(p.link_seq, p.sender, c)
-            ring.ordered.append(m)
-            ring.partial[key] = m
-        m = ring.partial.get(key)
-        if m is None:  # its first fragment is lost for good (only in recovery)
-            return
-        m.frags[c.frag_index] = c.body
-        if len(m.frags) == m.frag_count:
-            m.complete = True
-            del ring.partial[key]
-            if self.trace_completed is not None:
-                self.trace_completed.append((m.origin[0], m.origin[1], m.counter))
-
-    def _deliver_ready(self, ring):
-        """Thesis 7.3.3. The ring gives one total order to every message, which is also FIFO and
-        causal, so UNRELIABLE..AGREED are delivered in that order as soon as there is no gap
-        before them; SAFE waits until every member has it (lts <= the stable site_aru)."""
-        while ring.ordered:
-            m = ring.ordered[0]
-            if not m.complete:
-                return
-            if m.service & SAFE_MESS and m.lts > ring.safe_lts:
-                return
-            ring.ordered.popleft()
-            self._deliver(m, ring)
-
-    def _deliver(self, m, ring):
-        body = b"".join(m.frags[i] for i in range(m.frag_count))
-        ring.delivered_lts = m.lts
-        try:
-            msg = decode_message_body(body, m.origin[0])
-        except (RingWireError, UnicodeDecodeError):
-            self.counters["undecodable_messages"] += 1
-            return
-        msg.site_id = 0  # one site: the ring (HOP links between sites come later)
-        msg.seq = m.site_seq
-        msg.lts = m.lts
-        if self.trace_delivered is not None:
-            self.trace_delivered.append((m.origin[0], m.origin[1], m.counter))
-        self.counters["messages_delivered"] += 1
-        self.outputs.append(Deliver(msg))
+        self.link.pass_raw(raw, nxt, link_seq, self.now)
 
     # ---------------------------------------------------------------- merge detection
 

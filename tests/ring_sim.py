@@ -22,6 +22,10 @@ The checkers (run at the end of every run; the cheap ones after every step):
   no loss        at the end (network healed, everybody restarted, quiet), everybody is in one
                  regular configuration and delivered the same messages in it; every message
                  submitted at a daemon that never crashed was delivered by that daemon
+UNRELIABLE messages (thesis 7.3.3: outside the order and the reliable link; lost pieces are
+never resent) are left out of all of those except "no duplicates"; instead:
+  unreliable     delivered only in a regular configuration (never in a transitional one), and
+                 everywhere in the same one: the configuration it was sent in
 """
 
 import heapq
@@ -66,6 +70,7 @@ class Process:
         self.events = []  # ('conf', ConfigurationChange, t) / ('msg', msg_id, service, t)
         self.delivered = []  # msg ids in delivery order
         self.delivered_set = set()
+        self.unreliable = []  # (serial, ring id of the configuration it was delivered in)
         self.completed = {}  # msg_id -> time it was complete here (link level)
         self.crashed = False
 
@@ -104,6 +109,7 @@ class Sim:
         self.paused_until = {}  # name -> time: a stopped process (SIGSTOP, a long GC pause)
         self.submitted = {}  # msg_id -> (service, data, deps (pid, prefix length), origin pid)
         self.violations = []
+        self.unreliable_ring = {}  # serial -> (ring id, pid) of its first delivery
         self.log_lines = []
         self.next_tick = 0.0
         self.drop_rule = None  # scenario tests: drop_rule(src, dest, raw) -> True drops it
@@ -140,7 +146,8 @@ class Sim:
         self.drain(name)
 
     def add_counters(self, orderer):
-        for key in ("recovery_packets_sent", "recovered_packets", "discarded_after_gap",
+        for key in ("unreliable_dropped_incomplete", "unreliable_dropped_other_configuration",
+                    "recovery_packets_sent", "recovered_packets", "discarded_after_gap",
                     "retransmissions_sent", "token_loss", "consensus_timeouts",
                     "messages_resent_after_change", "dropped_garbage", "incarnation_bumps",
                     "incarnation_notices_sent"):
@@ -271,9 +278,28 @@ class Sim:
         if sub[0] != msg.service_type or sub[1] != msg.data or \
                 self.proc_of.get(sub[3]) is not self.proc_of.get(msg_id[:2]):
             self.fail("message %d delivered altered at %s" % (serial, proc.pid))
+        if sr._is_unreliable(sub[0]):
+            self.record_unreliable(proc, serial)
+            return
         proc.delivered.append(serial)
         proc.delivered_set.add(serial)
         proc.events.append(("msg", serial, msg.service_type, self.now, msg_id))
+
+    def record_unreliable(self, proc, serial):
+        """UNRELIABLE: no order, may be lost; only in its own regular configuration, once."""
+        proc.delivered_set.add(serial)
+        confs = [ev[1] for ev in proc.events if ev[0] == "conf"]
+        if not confs or confs[-1].kind != sr.CONF_REGULAR:
+            self.fail("unreliable: %s#%d delivered %d outside a regular configuration"
+                      % (proc.pid + (serial,)))
+            return
+        ring = confs[-1].ring_id
+        first = self.unreliable_ring.setdefault(serial, (ring, proc.pid))
+        if first[0] != ring:
+            self.fail("unreliable: message %d delivered in ring %s at %s#%d but in ring %s at "
+                      "%s#%d" % ((serial, ring) + proc.pid + (first[0],) + first[1]))
+        proc.unreliable.append((serial, ring))
+        self.stats["unreliable_delivered"] = self.stats.get("unreliable_delivered", 0) + 1
 
     def fail(self, text):
         self.violations.append("t=%.3f %s" % (self.now, text))
@@ -306,7 +332,7 @@ class Sim:
     def settled(self):
         for orderer, _ in self.nodes.values():
             if orderer.state != sr.OPERATIONAL or orderer.pending or orderer.in_progress \
-                    or orderer.ring.ordered or len(orderer.ring.members) != len(self.nodes):
+                    or orderer.ring.stream.ordered or len(orderer.ring.members) != len(self.nodes):
                 return False
         arus = {(o.ring.ring_id, o.ring.my_aru, o.ring.high_seq) for o, _ in self.nodes.values()}
         return len(arus) == 1
@@ -624,6 +650,8 @@ class Sim:
         for serial, sub in self.submitted.items():
             origin = sub[3]
             proc = self.nodes.get(origin[0], (None, None))[1]
+            if sr._is_unreliable(sub[0]):
+                continue  # it may be lost
             if proc is not None and origin in proc.pids and serial not in proc.delivered_set:
                 orderer = self.nodes[origin[0]][0]
                 queued = any(m.data[:8] == sub[1][:8] for m, _ in orderer.pending) or (

@@ -67,6 +67,33 @@ def test_three_daemons_one_group_one_order_for_concurrent_senders(procs, tmp_pat
         m.disconnect()
 
 
+def test_unreliable_messages_reach_the_other_daemons_once_and_reliable_ones_keep_their_order(
+        procs, tmp_path):
+    # UNRELIABLE goes outside the reliable link (7.3.3); on quiet loopback nothing is lost
+    conf, port, ips, daemons = start_ring(procs, tmp_path)
+    receivers = [connect(port, ip, "r%d" % i) for i, ip in enumerate(ips, 1)]
+    join_all(receivers, "demo", [m.private_group for m in receivers])
+    with connect(port, ips[0], "mixed", membership=False) as mbox:
+        for i in range(40):
+            service = sp.UNRELIABLE_MESS if i % 2 else sp.AGREED_MESS
+            mbox.multicast(service, "demo", b"%s %02d" % (b"u" if i % 2 else b"a", i))
+        mbox.disconnect()
+    for m in receivers[1:]:
+        got = []
+        deadline = time.monotonic() + 20
+        while len(got) < 40 and time.monotonic() < deadline:
+            msg = m.receive(timeout=2)
+            if msg is not None and not msg.is_membership:
+                got.append(msg)
+        unreliable = [g.data for g in got if g.service_type & sp.UNRELIABLE_MESS]
+        agreed = [g.data for g in got if g.service_type & sp.AGREED_MESS]
+        assert agreed == [b"a %02d" % i for i in range(0, 40, 2)], "AGREED: all, in order"
+        assert sorted(unreliable) == [b"u %02d" % i for i in range(1, 40, 2)], \
+            "UNRELIABLE: each once (at %s)" % m.private_group
+    for m in receivers:
+        m.disconnect()
+
+
 def test_kill_9_of_a_daemon_during_traffic_then_its_restart(procs, tmp_path):
     conf, port, ips, daemons = start_ring(procs, tmp_path)
     a, b, c = (connect(port, ip, user) for ip, user in zip(ips, ("alice", "bob", "carol")))

@@ -62,8 +62,8 @@ def test_the_seeds_do_inject_every_kind_of_fault():
 
 # ------------------------------------------------------------------------ the checkers catch bugs
 
-def violations_with(monkeypatch, name, replacement, seeds=range(1, 31)):
-    monkeypatch.setattr(sr.RingOrderer, name, replacement)
+def violations_with(monkeypatch, name, replacement, seeds=range(1, 31), cls=sr.RingOrderer):
+    monkeypatch.setattr(cls, name, replacement)
     found = []
     for seed in seeds:
         found += ring_sim.run_seed(seed).violations
@@ -71,16 +71,19 @@ def violations_with(monkeypatch, name, replacement, seeds=range(1, 31)):
 
 
 def test_checker_catches_safe_messages_delivered_before_everyone_has_them(monkeypatch):
-    original = sr.RingOrderer._deliver_ready
+    original = sr.Transport.deliver_ready
 
-    def too_early(self, ring):
-        saved, ring.safe_lts = ring.safe_lts, 10 ** 12
+    def too_early(self):
+        saved = [(s, s.stable_aru) for s in self.streams.values()]
+        for s, _ in saved:
+            s.stable_aru = 10 ** 12
         try:
-            original(self, ring)
+            original(self)
         finally:
-            ring.safe_lts = saved
+            for s, value in saved:
+                s.stable_aru = value
 
-    found = violations_with(monkeypatch, "_deliver_ready", too_early)
+    found = violations_with(monkeypatch, "deliver_ready", too_early, cls=sr.Transport)
     assert any(v.split(" ", 1)[1].startswith("safe:") for v in found)
 
 
@@ -104,15 +107,22 @@ def test_checker_catches_installing_before_recovery_is_complete(monkeypatch):
 
 
 def test_checker_catches_out_of_order_delivery(monkeypatch):
-    original = sr.RingOrderer._deliver
+    original = sr.Transport._deliver
 
-    def shuffled(self, m, ring):
-        # deliver each odd-numbered daemon's messages of a ring in reverse pairs
-        if self.me[0] in ("d1",) and len(ring.ordered) and ring.ordered[0].complete \
-                and not ring.ordered[0].service & sr.SAFE_MESS:
-            nxt = ring.ordered.popleft()
-            original(self, nxt, ring)
-        original(self, m, ring)
+    def shuffled(self, m, stream):
+        # d1 delivers its messages in reverse pairs
+        if self.name in ("d1",) and len(stream.ordered) and stream.ordered[0].complete \
+                and not stream.ordered[0].service & sr.SAFE_MESS:
+            nxt = stream.ordered.popleft()
+            original(self, nxt, stream)
+        original(self, m, stream)
 
-    found = violations_with(monkeypatch, "_deliver", shuffled, seeds=range(1, 11))
+    found = violations_with(monkeypatch, "_deliver", shuffled, seeds=range(1, 11),
+                            cls=sr.Transport)
     assert any("agreed order" in v or "FIFO" in v or "causal" in v for v in found)
+
+
+def test_checker_catches_unreliable_duplicates(monkeypatch):
+    found = violations_with(monkeypatch, "_unreliable_seen", staticmethod(lambda stream, key: False),
+                            seeds=range(1, 11), cls=sr.Transport)
+    assert any("duplicate delivery" in v for v in found)
