@@ -2433,12 +2433,7 @@ class Transport:
 
     def next_piece_bytes(self, piece_bytes):
         """Size of the next piece take_piece would give (None: nothing to send)."""
-        ip = self.in_progress
-        if ip is not None:
-            return min(ip[7], len(ip[1]) - ip[5] * ip[7])
-        if self.pending:
-            return min(len(self.pending[0][1]), piece_bytes)
-        return None
+        return _next_piece_bytes(self.in_progress, self.pending, piece_bytes)
 
     def take_piece(self, stamp, piece_bytes):
         """The next piece of the message in progress, starting the next one if needed. A message
@@ -2453,12 +2448,7 @@ class Transport:
         return chunk
 
     def next_unreliable_piece_bytes(self, piece_bytes):
-        ip = self.unrel_in_progress
-        if ip is not None:
-            return min(ip[7], len(ip[1]) - ip[5] * ip[7])
-        if self.unreliable:
-            return min(len(self.unreliable[0][1]), piece_bytes)
-        return None
+        return _next_piece_bytes(self.unrel_in_progress, self.unreliable, piece_bytes)
 
     def take_unreliable_piece(self, stamp, piece_bytes):
         """The next piece of UNRELIABLE data: its own sequence, no site_seq, the token's lts
@@ -2900,6 +2890,16 @@ class RingLink:
 def _successor(members, me):
     i = members.index(me)
     return members[(i + 1) % len(members)]
+
+
+def _next_piece_bytes(in_progress, queue, piece_bytes):
+    """Size of the next piece: the rest of the message in progress (a piece at most), else the
+    first piece of the next queued message; None when there is nothing to send."""
+    if in_progress is not None:
+        return min(in_progress[7], len(in_progress[1]) - in_progress[5] * in_progress[7])
+    if queue:
+        return min(len(queue[0][1]), piece_bytes)
+    return None
 
 
 def _cut_piece(ip):
