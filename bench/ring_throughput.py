@@ -63,10 +63,38 @@ def start_daemons(n, tmpdir):
     deadline = time.monotonic() + 20
     while not all(port_open("127.0.0.%d" % i, port) for i in range(1, n + 1)):
         if time.monotonic() > deadline:
+            stop_daemons(procs)  # never leave daemons behind
             raise SystemExit("daemons did not start; see %s" % tmpdir)
         time.sleep(0.1)
     time.sleep(1.5 if n > 1 else 0.2)  # the ring forms (startup waits one consensus timeout)
     return procs, port
+
+
+def stop_daemons(procs):
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def machine_line():
+    """Where the figures come from: they mean little without the machine and its load."""
+    try:
+        load = "%.1f %.1f %.1f" % os.getloadavg()
+    except OSError:
+        load = "?"
+    return "%s, %d CPU cores, load average %s (1, 5, 15 min) at the start" % (
+        time.strftime("%Y-%m-%d %H:%M %Z"), os.cpu_count() or 0, load)
+
+
+def ratio_text(rate, one_daemon_rate):
+    """msgs/s as a fraction of the 1-daemon figure of the same service and size."""
+    if not one_daemon_rate:
+        return ""
+    return "%.2f" % (rate / one_daemon_rate)
 
 
 def receiver(port, ip, count, group, ready_path):
@@ -178,8 +206,10 @@ def main(argv=None):
     if any(s not in ("AGREED", "SAFE") for s in services) or any(not 1 <= n <= 9 for n in rings) \
             or any(not STAMP.size <= s <= 100000 for s in sizes) or args.count < 10 or args.rate < 0:
         parser.error("services AGREED/SAFE, 1..9 daemons, sizes %d..100000, count >= 10" % STAMP.size)
-    print("| daemons | service | size B | messages | msgs/s | Mbit/s | latency p50 ms | p99 ms |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(machine_line())
+    print("| daemons | service | size B | messages | msgs/s | x 1 daemon | Mbit/s | latency p50 ms | p99 ms |")
+    print("|---|---|---|---|---|---|---|---|---|", flush=True)
+    one_daemon = {}  # (service, size) -> msgs/s of the 1-daemon row: the figure beside each row
     with tempfile.TemporaryDirectory() as tmpdir:
         for n in rings:
             procs, port = start_daemons(n, tmpdir)
@@ -188,21 +218,17 @@ def main(argv=None):
                     for size in sizes:
                         r = run_case(n, port, service, size, args.count, tmpdir, args.rate)
                         if r is None or r[0] < 2:
-                            print("| %d | %s | %d | failed | | | | |" % (n, service, size), flush=True)
+                            print("| %d | %s | %d | failed | | | | | |" % (n, service, size), flush=True)
                             continue
                         got, elapsed, nbytes, p50, p99 = r
                         rate = got / elapsed if elapsed > 0 else 0.0
-                        print("| %d | %s | %d | %d | %.0f | %.1f | %.1f | %.1f |" % (
-                            n, service, size, got, rate, rate * size * 8 / 1e6, p50 * 1000,
-                            p99 * 1000), flush=True)
+                        if n == 1:
+                            one_daemon[(service, size)] = rate
+                        print("| %d | %s | %d | %d | %.0f | %s | %.1f | %.1f | %.1f |" % (
+                            n, service, size, got, rate, ratio_text(rate, one_daemon.get((service, size))),
+                            rate * size * 8 / 1e6, p50 * 1000, p99 * 1000), flush=True)
             finally:
-                for p in procs:
-                    p.terminate()
-                for p in procs:
-                    try:
-                        p.wait(5)
-                    except subprocess.TimeoutExpired:
-                        p.kill()
+                stop_daemons(procs)
     print("rerun: python3 bench/ring_throughput.py --daemons %s --services %s --sizes %s --count %d%s"
           % (args.daemons, args.services, args.sizes, args.count,
              " --rate %g" % args.rate if args.rate else ""))
