@@ -4831,6 +4831,9 @@ def ring_open_error(exc: OSError, server, entry, listen: str, port: int) -> str:
         if exc.errno == errno.EADDRINUSE:
             return ("cannot open the ring socket %s: it is in use; is daemon %s already running "
                     "(or another program on that port)?" % (ring, entry.name))
+        if exc.errno == errno.EADDRNOTAVAIL:
+            return ("cannot open the ring socket %s: %s is not an address of this machine (check "
+                    "--name and the file; in a namespace, run the daemon inside it)" % (ring, entry.ip))
         return "cannot open the ring socket %s: %s" % (ring, exc.strerror or exc)
     return "cannot listen for clients on %s:%d/tcp: %s" % (listen, port, exc.strerror or exc)
 

@@ -202,3 +202,12 @@ def test_other_teams_datagrams_are_counted_and_the_log_stays_short(procs, tmp_pa
         got = []
         wait_for(lambda: got.append(a.receive(timeout=0.2)) or any(
             m is not None and not m.is_membership and m.data == b"still here" for m in got), 20)
+
+
+def test_a_daemon_whose_address_is_not_here_is_told_so(tmp_path):
+    """A file written for the namespace lab (10.99.0.x) run on the host: nothing is bound or
+    sent, one line says why."""
+    conf, port = write_conf(tmp_path, ["10.99.250.1", "10.99.250.2"])
+    out = run_daemon_cli("-c", conf, "--name", "d1", "--no-unix", "--status-every", "0")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "10.99.250.1 is not an address of this machine" in out.stderr, out.stderr
