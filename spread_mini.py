@@ -4653,8 +4653,8 @@ def _datagram_rows(snap):
 
 def render_ring_status(snap):
     rows = ring_status_rows(snap)
-    if Table is None:
-        return "\n".join("%-30s %s" % r for r in rows)
+    if Table is None:  # plain text: the same title as the rich table, so both are found alike
+        return "\n".join(["RING %s" % snap["name"]] + ["  %-36s %s" % r for r in rows])
     table = Table(title="RING %s" % snap["name"])
     table.add_column("what")
     table.add_column("value")

@@ -211,3 +211,12 @@ def test_a_daemon_whose_address_is_not_here_is_told_so(tmp_path):
     out = run_daemon_cli("-c", conf, "--name", "d1", "--no-unix", "--status-every", "0")
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert "10.99.250.1 is not an address of this machine" in out.stderr, out.stderr
+
+
+def test_the_plain_ring_table_has_the_title_and_every_row(monkeypatch):
+    monkeypatch.setattr(sp, "Table", None)  # as where rich is missing
+    snap = ring_snapshot(rotations_per_s=3.0, datagrams=(1, 2, 3))
+    text = sp.render_ring_status(snap)
+    lines = text.splitlines()
+    assert lines[0] == "RING d1" and len(lines) == 1 + len(sp.ring_status_rows(snap))
+    assert "token rotations" in text and "(3 per second)" in text and "datagrams from strangers" in text
