@@ -12,7 +12,7 @@ import sys
 import pytest
 
 import spread_mini as sp
-from conftest import free_udp_port, wait_for
+from conftest import wait_for
 from ring_helpers import start_ring_daemon, write_conf
 
 HERE = os.path.dirname(os.path.abspath(__file__))
