@@ -10,6 +10,8 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import spread_mini as sp
 from conftest import wait_for
@@ -220,3 +222,24 @@ def test_the_plain_ring_table_has_the_title_and_every_row(monkeypatch):
     lines = text.splitlines()
     assert lines[0] == "RING d1" and len(lines) == 1 + len(sp.ring_status_rows(snap))
     assert "token rotations" in text and "(3 per second)" in text and "datagrams from strangers" in text
+
+
+CONF_WORDS = st.sampled_from([
+    "Spread_Segment", "127.0.0.255:4803", "239.1.1.1", "{", "}", ";", "=", "d1", "d2", "127.0.0.1",
+    "127.0.0.2", "127.0.0.1:4803", "::1", "D", "C", "M", "DC", "#", "//", "\n", '"', "'", '"a b"',
+    "'{x}'", "Window", "PersonalWindow", "MaxSessionMessages", "0", "60", "15", "-3", "EventTimeStamp",
+    "ActiveIPVersion", "IPv6", "DebugFlags", "!ALL", "Windw", "300.1.1.1", "x" * 25, "\0", "é"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(CONF_WORDS, max_size=40))
+def test_any_word_soup_gives_a_config_or_one_config_error(words):
+    try:
+        conf = sp.parse_spread_conf(" ".join(words))
+    except sp.ConfigError as exc:
+        assert str(exc) and "\n" not in str(exc)
+    else:
+        assert conf.daemons and len(set(conf.daemon_order())) == len(conf.daemons)
+        assert len({(d.ip, d.port) for d in conf.daemons}) == len(conf.daemons)
+        sp.ring_settings_of(conf)
+        conf.summary_lines()
