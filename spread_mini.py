@@ -2101,7 +2101,8 @@ class _ConfParser:
         address, port = _parse_segment_address(token.text, token.line)
         while self.peek() is not None and not self.peek_is("{"):  # more segment addresses
             extra = self.take("a segment address")
-            _parse_ip(extra.text, extra.line)
+            if not _is_ipv4(extra.text):
+                raise ConfigError("line %d: expected '{' after the segment address, got %r" % (extra.line, extra.text))
         self.expect("{")
         segment = Segment(address, port)
         while self.peek() is not None and not self.peek_is("}"):

@@ -75,6 +75,7 @@ def test_quotes_protect_braces_and_hashes_and_comments_follow_anything():
     ("Spread_Segment 127.0.0.255:4803 {\n d1 127.0.0.1\n}\nWindow = 10\nPersonalWindow = 20\n",
      r"PersonalWindow \(20\) is larger than Window \(10\)"),
     ("Spread_Segment 127.0.0.255:4803 {\n d1 127.0.0.1\n\n", r"line 3 \(end of file\): expected '}'"),
+    ("Spread_Segment 127.0.0.255:4803\n d1 127.0.0.1\n}\n", r"line 2: expected '\{' after the segment address, got 'd1'"),
 ])
 def test_a_bad_file_is_one_error_that_names_the_line(text, message):
     with pytest.raises(sp.ConfigError, match=message):
