@@ -3360,14 +3360,20 @@ class DaemonServer:
         self.paused: list = []  # (resume time, listener) after accept() failed
 
     def open(self) -> None:
+        # the unix socket first: whoever sees the TCP port accept may use /tmp/PORT at once (tests
+        # under load connected to a stale /tmp/PORT the daemon had not yet replaced)
+        if self.unix_path and hasattr(socket, "AF_UNIX"):
+            self._open_unix()
         tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        tcp.bind((self.listen, self.port))
+        try:
+            tcp.bind((self.listen, self.port))
+        except OSError:
+            tcp.close()
+            raise
         tcp.listen(128)
         tcp.setblocking(False)
         self.listeners.append(tcp)
-        if self.unix_path and hasattr(socket, "AF_UNIX"):
-            self._open_unix()
         for sock in self.listeners:
             self.sel.register(sock, selectors.EVENT_READ, "listen")
 
