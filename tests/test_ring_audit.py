@@ -244,3 +244,22 @@ def test_any_word_soup_gives_a_config_or_one_config_error(words):
         assert len({(d.ip, d.port) for d in conf.daemons}) == len(conf.daemons)
         sp.ring_settings_of(conf)
         conf.summary_lines()
+
+
+def test_max_session_messages_of_the_file_and_the_command_line_that_overrides_it(procs, tmp_path):
+    from spread_helpers import port_open
+    from ring_helpers import free_ring_port
+    port = free_ring_port(["127.0.0.1"])
+    conf = tmp_path / "spread.conf"
+    conf.write_text("Spread_Segment 127.0.0.255:%d {\n  solo 127.0.0.1\n}\nMaxSessionMessages = 7\n" % port)
+    first = procs.start("spread_mini.py", "daemon", "-c", str(conf), "--no-unix", "--status-every", "0")
+    wait_for(lambda: "queued messages per session" in procs.output(first), 15)
+    assert "max 7 queued messages per session" in procs.output(first)
+    assert "configuration: using MaxSessionMessages = 7" in procs.output(first)
+    first.terminate()
+    first.wait(15)
+    wait_for(lambda: not port_open(port), 15)
+    second = procs.start("spread_mini.py", "daemon", "-c", str(conf), "--no-unix", "--status-every", "0",
+                         "--max-session-messages", "50")
+    wait_for(lambda: "queued messages per session" in procs.output(second), 15)
+    assert "max 50 queued messages per session" in procs.output(second)
