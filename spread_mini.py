@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import errno
 import ipaddress
 import os
 import random
@@ -2005,7 +2006,9 @@ class Segment:
 @dataclass
 class SpreadConfig:
     segments: List[Segment] = field(default_factory=list)
-    ignored: List[str] = field(default_factory=list)  # setting names accepted and not used
+    ignored: List[str] = field(default_factory=list)  # Spread 4 settings accepted and not used
+    used: Dict[str, int] = field(default_factory=dict)  # settings spread_mini uses (USED_SETTINGS)
+    unknown: List[str] = field(default_factory=list)  # `Key = value` that Spread 4 does not know
 
     @property
     def daemons(self) -> List[DaemonEntry]:
@@ -2020,24 +2023,79 @@ class SpreadConfig:
                 return entry
         return None
 
+    def summary_lines(self) -> List[str]:
+        """What a user should know about the file, said once: what is used, what is not."""
+        lines = []
+        if self.used:
+            lines.append("configuration: using %s" % ", ".join("%s = %d" % kv for kv in self.used.items()))
+        if self.ignored:
+            lines.append("configuration: spread_mini accepts and ignores %s (logging, users, "
+                         "directories, authentication, timeouts and tuning of the real daemon)"
+                         % ", ".join(self.ignored))
+        if self.unknown:
+            lines.append("configuration: WARNING: %s %s not a Spread 4 setting (a typo?); ignored"
+                         % (", ".join(self.unknown), "is" if len(self.unknown) == 1 else "are"))
+        return lines
+
 
 MAX_CONFIG_DAEMONS = 128
-_CONF_TOKEN = re.compile(r"\{|\}|=|[^\s{}=]+")
+MAX_CONFIG_BYTES = 1 << 20  # a spread.conf is a few KB; a bigger file is the wrong file
+#: the settings of Spread 4's configuration grammar (daemon/config_gram.l); all are accepted
+SPREAD4_SETTINGS = (
+    "EventLogFile", "EventTimeStamp", "EventPreciseTimeStamp", "EventPriority", "DebugFlags",
+    "DangerousMonitor", "SocketPortReuse", "RuntimeDir", "DaemonUser", "DaemonGroup",
+    "RequiredAuthMethods", "AllowedAuthMethods", "AccessControlPolicy", "MaxSessionMessages",
+    "ActiveIPVersion", "Window", "PersonalWindow", "AcceleratedRing", "AcceleratedWindow",
+    "TokenTimeout", "HurryTimeout", "AliveTimeout", "JoinTimeout", "RepTimeout", "SegTimeout",
+    "GatherTimeout", "FormTimeout", "LookupTimeout", "WideAreaNetwork", "ExcludeSegAddrsFromHash",
+    "IgnoreMulticastJoinErrors", "VirtualID")
+_SPREAD4_BY_LOWER = {name.lower(): name for name in SPREAD4_SETTINGS}
+#: settings that may stand alone, without "= value"
+BARE_SETTINGS = ("EventTimeStamp", "EventPreciseTimeStamp")
+#: settings spread_mini uses: the ring's flow control windows (packets per token rotation, as in
+#: Spread) and the per-session queue limit. Everything else is accepted and ignored.
+USED_SETTINGS = ("Window", "PersonalWindow", "MaxSessionMessages")
+#: one token: a brace, '=', ';', a quoted string, or a word; '#' outside quotes starts a comment
+_CONF_TOKEN = re.compile(r"""\s+|(#.*)|("[^"]*"|'[^']*')|([{}=;])|([^\s{}=;#"']+)|(["'])""")
 
 
-def _conf_tokens(text: str) -> List[Tuple[str, int]]:
+@dataclass
+class _Token:
+    text: str
+    line: int
+    quoted: bool = False
+
+
+def _conf_tokens(text: str) -> List[_Token]:
     tokens = []
     for lineno, line in enumerate(text.splitlines(), 1):
-        line = line.split("#", 1)[0]
-        tokens.extend((tok, lineno) for tok in _CONF_TOKEN.findall(line))
+        for match in _CONF_TOKEN.finditer(line):
+            _comment, quoted, punct, word, stray_quote = match.groups()
+            if stray_quote:
+                raise ConfigError("line %d: a %s quote that is not closed on the same line" % (lineno, stray_quote))
+            if quoted:
+                tokens.append(_Token(quoted[1:-1], lineno, True))
+            elif punct or word:
+                tokens.append(_Token(punct or word, lineno))
     return tokens
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+        return True
+    except ValueError:
+        return False
 
 
 def _parse_ip(text: str, lineno: int) -> str:
     try:
         return str(ipaddress.IPv4Address(text))
     except ValueError:
-        raise ConfigError("line %d: %r is not an IPv4 address" % (lineno, text)) from None
+        pass
+    if ":" in text and not text.count(".") == 3:
+        raise ConfigError("line %d: %r: spread_mini speaks IPv4 only" % (lineno, text))
+    raise ConfigError("line %d: %r is not an IPv4 address" % (lineno, text))
 
 
 def _parse_segment_address(text: str, lineno: int) -> Tuple[str, int]:
@@ -2045,120 +2103,201 @@ def _parse_segment_address(text: str, lineno: int) -> Tuple[str, int]:
     port = DEFAULT_SPREAD_PORT
     if port_text:
         if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise ConfigError("line %d: bad port in %r" % (lineno, text))
+            raise ConfigError("line %d: bad port in %r (1..65535)" % (lineno, text))
         port = int(port_text)
     return _parse_ip(addr, lineno), port
 
 
 class _ConfParser:
-    """A recursive-descent reader over (token, line) pairs; every error names its line."""
+    """A recursive-descent reader of Spread 4's spread.conf over tokens; every error names its line."""
 
     def __init__(self, text: str):
         self.tokens = _conf_tokens(text)
+        self.last_line = len(text.splitlines())
         self.pos = 0
         self.config = SpreadConfig()
-        self.names: set = set()
+        self.names: Dict[str, int] = {}  # daemon name -> line
+        self.addresses: Dict[Tuple[str, int], Tuple[str, int]] = {}  # (ip, port) -> (name, line)
 
-    def peek(self, ahead: int = 0) -> Optional[Tuple[str, int]]:
+    def peek(self, ahead: int = 0) -> Optional[_Token]:
         index = self.pos + ahead
         return self.tokens[index] if index < len(self.tokens) else None
 
-    def take(self, what: str) -> Tuple[str, int]:
+    def peek_is(self, text: str) -> bool:
+        token = self.peek()
+        return token is not None and not token.quoted and token.text == text
+
+    def where(self) -> str:
+        token = self.peek()
+        return "line %d" % token.line if token else "line %d (end of file)" % self.last_line
+
+    def take(self, what: str) -> _Token:
         token = self.peek()
         if token is None:
-            raise ConfigError("end of file: expected %s" % what)
+            raise ConfigError("%s: expected %s" % (self.where(), what))
         self.pos += 1
         return token
 
     def expect(self, what: str) -> None:
-        token = self.peek()
-        if token is None or token[0] != what:
-            where = "line %d" % token[1] if token else "end of file"
-            raise ConfigError("%s: expected %r, got %r" % (where, what, token[0] if token else "nothing"))
+        if not self.peek_is(what):
+            token = self.peek()
+            raise ConfigError("%s: expected %r, got %r" % (self.where(), what, token.text if token else "nothing"))
         self.pos += 1
 
     def parse(self) -> SpreadConfig:
         while self.peek() is not None:
-            word, line = self.peek()
-            if word.lower() == "spread_segment":
+            token = self.peek()
+            if token.text.lower() == "spread_segment" and not token.quoted:
                 self.segment()
-            elif self.peek(1) is not None and self.peek(1)[0] == "=":
+            elif self.peek(1) is not None and self.peek(1).text == "=" or token.text.lower() in _SPREAD4_BY_LOWER:
                 self.setting()
+            elif token.text.startswith("//") or token.text.startswith("/*"):
+                raise ConfigError("line %d: unexpected %r: comments in spread.conf start with '#'" % (token.line, token.text))
             else:
                 raise ConfigError("line %d: unexpected %r (expected Spread_Segment or a `Key = value` setting)"
-                                  % (line, word))
+                                  % (token.line, token.text))
         if not self.config.daemons:
             raise ConfigError("no daemons: the file needs a Spread_Segment with at least one daemon")
+        used = self.config.used
+        if used.get("PersonalWindow", 0) > used.get("Window", used.get("PersonalWindow", 0)):
+            raise ConfigError("PersonalWindow (%d) is larger than Window (%d)" % (used["PersonalWindow"], used["Window"]))
         return self.config
 
     def segment(self) -> None:
-        """Spread_Segment ADDR[:PORT] { daemon ... }"""
-        _, line = self.take("Spread_Segment")
-        text, line = self.take("a segment address after Spread_Segment (line %d)" % line)
-        address, port = _parse_segment_address(text, line)
+        """Spread_Segment ADDR[:PORT] [ADDR ...] { daemon ... }"""
+        keyword = self.take("Spread_Segment")
+        token = self.take("a segment address after Spread_Segment (line %d)" % keyword.line)
+        address, port = _parse_segment_address(token.text, token.line)
+        while self.peek() is not None and not self.peek_is("{"):  # more segment addresses
+            extra = self.take("a segment address")
+            if not _is_ipv4(extra.text):
+                raise ConfigError("line %d: expected '{' after the segment address, got %r" % (extra.line, extra.text))
         self.expect("{")
         segment = Segment(address, port)
-        while self.peek() is not None and self.peek()[0] != "}":
+        while self.peek() is not None and not self.peek_is("}"):
             segment.daemons.append(self.daemon(port))
         self.expect("}")
         self.config.segments.append(segment)
 
     def daemon(self, port: int) -> DaemonEntry:
-        """NAME IP [{ [D|C|M] IP ... }]"""
-        name, line = self.take("a daemon name")
+        """NAME IP [{ [D] [C] [M] IP ... }] [;] or IP alone (its name is the address)"""
+        first = self.take("a daemon name")
+        if _is_ipv4(first.text):
+            name, ip_token = first.text, first
+        else:
+            name = first.text
+            ip_token = self.peek()
+            if ip_token is None or not (":" in ip_token.text or re.fullmatch(r"[0-9.]+", ip_token.text)):
+                raise ConfigError("line %d: daemon %r has no address: write its IPv4 address after the name "
+                                  "(spread_mini does not look names up)" % (first.line, name))
+            self.pos += 1
+        self._check_name(name, first.line)
+        if ":" in ip_token.text and ip_token.text.count(".") == 3:
+            raise ConfigError("line %d: %r: a daemon's address has no port (the segment gives it)"
+                              % (ip_token.line, ip_token.text))
+        entry = DaemonEntry(name, _parse_ip(ip_token.text, ip_token.line), port, len(self.config.segments))
+        self._check_address(entry, first.line)
+        if self.peek_is("{"):
+            open_line = self.take("{").line
+            while self.peek() is not None and not self.peek_is("}"):
+                entry.interfaces.append(self.interface())
+            self.expect("}")
+            if not entry.interfaces:
+                raise ConfigError("line %d: daemon %r has an empty interface block" % (open_line, name))
+        if self.peek_is(";"):
+            self.pos += 1
+        return entry
+
+    def _check_name(self, name: str, line: int) -> None:
         if not name_is_legal(name, PRIVATE_NAME_MIN_CHAR, MAX_PROC_NAME - 1):
             raise ConfigError("line %d: daemon name %r: 1..%d characters from '$'..'~'" % (line, name, MAX_PROC_NAME - 1))
         if name in self.names:
-            raise ConfigError("line %d: daemon name %r appears twice" % (line, name))
-        self.names.add(name)
+            raise ConfigError("line %d: daemon name %r appears twice (first on line %d)" % (line, name, self.names[name]))
+        self.names[name] = line
         if len(self.names) > MAX_CONFIG_DAEMONS:
             raise ConfigError("line %d: more than %d daemons" % (line, MAX_CONFIG_DAEMONS))
-        ip_text, ip_line = self.take("the address of daemon %r (line %d)" % (name, line))
-        entry = DaemonEntry(name, _parse_ip(ip_text, ip_line), port, len(self.config.segments))
-        if self.peek() is not None and self.peek()[0] == "{":
-            self.pos += 1
-            while self.peek() is not None and self.peek()[0] != "}":
-                entry.interfaces.append(self.interface())
-            self.expect("}")
-        return entry
+
+    def _check_address(self, entry: DaemonEntry, line: int) -> None:
+        key = (entry.ip, entry.port)
+        if key in self.addresses:
+            other, other_line = self.addresses[key]
+            raise ConfigError("line %d: daemon %r has the address %s:%d of daemon %r (line %d): "
+                              "every daemon needs its own" % (line, entry.name, entry.ip, entry.port, other, other_line))
+        self.addresses[key] = (entry.name, line)
 
     def interface(self) -> Tuple[str, str]:
-        """[D|C|M...] IP: an interface of the daemon, for daemons (D), clients (C), monitor (M)."""
-        word, line = self.take("an interface address")
+        """[D] [C] [M] IP: an interface of the daemon, for daemons (D), clients (C), monitor (M)."""
+        token = self.take("an interface address")
         kinds = ""
-        if re.fullmatch(r"[DCMdcm]+", word):
-            kinds = word.upper()
-            word, line = self.take("an interface address after %r (line %d)" % (kinds, line))
-        return kinds, _parse_ip(word, line)
+        while re.fullmatch(r"[DCMdcm]+", token.text):
+            kinds += token.text.upper()
+            token = self.take("an interface address after %r (line %d)" % (kinds, token.line))
+        if token.text in ("{", "}", ";", "=") and not token.quoted:
+            raise ConfigError("line %d: expected an interface address%s, got %r"
+                              % (token.line, " after %r" % kinds if kinds else "", token.text))
+        return "".join(sorted(set(kinds), key=kinds.index)), _parse_ip(token.text, token.line)
 
     def setting(self) -> None:
-        """Key = value (to the end of the line) or Key = { ... }: accepted, listed once, not used."""
-        key, line = self.take("a setting")
-        self.expect("=")
-        if self.peek() is not None and self.peek()[0] == "{":
-            while self.peek() is not None and self.peek()[0] != "}":
-                self.pos += 1
-            self.expect("}")
+        """Key = value (the rest of the line), Key = { ... }, or a bare EventTimeStamp."""
+        key_token = self.take("a setting")
+        key = _SPREAD4_BY_LOWER.get(key_token.text.lower())
+        if self.peek_is("="):
+            self.pos += 1
+            values = self._setting_value(key_token)
+        elif key in BARE_SETTINGS:
+            values = []
         else:
-            while self.peek() is not None and self.peek()[1] == line:
-                self.pos += 1
-        if key not in self.config.ignored:
+            raise ConfigError("line %d: %r needs `= value`" % (key_token.line, key_token.text))
+        if key is None:
+            if key_token.text not in self.config.unknown:
+                self.config.unknown.append(key_token.text)
+        elif key in USED_SETTINGS:
+            self.config.used[key] = self._positive_number(key, values, key_token.line)
+        elif key == "ActiveIPVersion" and values and values[0].lower() != "ipv4":
+            raise ConfigError("line %d: ActiveIPVersion %s: spread_mini speaks IPv4 only" % (key_token.line, values[0]))
+        elif key not in self.config.ignored:
             self.config.ignored.append(key)
+
+    def _setting_value(self, key_token: _Token) -> List[str]:
+        if self.peek_is("{"):
+            self.pos += 1
+            values = []
+            while self.peek() is not None and not self.peek_is("}"):
+                values.append(self.take("}").text)
+            self.expect("}")
+            return values
+        values = []
+        while self.peek() is not None and self.peek().line == key_token.line and not self.peek_is("}"):
+            values.append(self.take("a value").text)
+        if not values:
+            raise ConfigError("line %d: %s = needs a value on the same line" % (key_token.line, key_token.text))
+        return values
+
+    @staticmethod
+    def _positive_number(key: str, values: List[str], line: int) -> int:
+        if len(values) != 1 or not values[0].isdigit() or not 0 < int(values[0]) < 10 ** 9:
+            raise ConfigError("line %d: %s = %s: give a whole number above 0" % (line, key, " ".join(values)))
+        return int(values[0])
 
 
 def parse_spread_conf(text: str) -> SpreadConfig:
-    """Parse the spread.conf format: Spread_Segment ADDR:PORT { NAME IP [{ [D|C|M] IP ... }] ... },
-    '#' comments, and other `Key = value` settings (accepted, listed once in .ignored)."""
+    """Parse Spread 4's spread.conf: Spread_Segment ADDR[:PORT] { NAME IP [{ [D] [C] [M] IP ... }] ... },
+    '#' comments, quoted values and the `Key = value` settings (Window, PersonalWindow and
+    MaxSessionMessages are used; the others are accepted and listed in .ignored)."""
     return _ConfParser(text).parse()
 
 
 def load_spread_conf(path: str) -> SpreadConfig:
     try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            text = handle.read()
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
-        raise ConfigError("cannot read %s: %s" % (path, exc.strerror)) from None
-    return parse_spread_conf(text)
+        raise ConfigError("cannot read %s: %s" % (path, exc.strerror or exc)) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError("%s is larger than %d bytes: not a spread.conf" % (path, MAX_CONFIG_BYTES))
+    if b"\0" in raw:
+        raise ConfigError("%s is a binary file, not a spread.conf" % path)
+    return parse_spread_conf(raw.decode("utf-8", "replace"))
 
 
 def choose_daemon(config: SpreadConfig, name: Optional[str]) -> DaemonEntry:
@@ -3874,14 +4013,20 @@ class DaemonServer:
         self.paused: list = []  # (resume time, listener) after accept() failed
 
     def open(self) -> None:
+        # the unix socket first: whoever sees the TCP port accept may use /tmp/PORT at once (tests
+        # under load connected to a stale /tmp/PORT the daemon had not yet replaced)
+        if self.unix_path and hasattr(socket, "AF_UNIX"):
+            self._open_unix()
         tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        tcp.bind((self.listen, self.port))
+        try:
+            tcp.bind((self.listen, self.port))
+        except OSError:
+            tcp.close()
+            raise
         tcp.listen(128)
         tcp.setblocking(False)
         self.listeners.append(tcp)
-        if self.unix_path and hasattr(socket, "AF_UNIX"):
-            self._open_unix()
         for sock in self.listeners:
             self.sel.register(sock, selectors.EVENT_READ, "listen")
 
@@ -4095,6 +4240,13 @@ RING_BACKLOG_LOW_MESSAGES = 1000
 #: messages cost half a gigabyte: a flood of 100 KB messages had one daemon at 1.27 GB without it
 RING_BACKLOG_HIGH_BYTES = 16 * 1024 * 1024
 RING_BACKLOG_LOW_BYTES = 4 * 1024 * 1024
+#: at most this many "dropped a packet" lines per status period or RING_GARBAGE_PERIOD_S (the
+#: rest are counted only)
+RING_GARBAGE_LINES_PER_PERIOD = 20
+RING_GARBAGE_PERIOD_S = 20.0
+RING_GARBAGE_MARK = " dropped a packet from "
+#: addresses outside the configuration whose datagrams are logged (once each)
+RING_STRANGERS_LOGGED = 16
 
 
 class RingDaemonServer(DaemonServer):
@@ -4125,6 +4277,10 @@ class RingDaemonServer(DaemonServer):
         self.paused_clients = set()  #: client connections not read while the ring's backlog is high
         self.pauses = 0
         self.refused_reported = 0
+        self.strangers_logged = set()  #: addresses not in the file whose datagrams were logged once
+        self.garbage_lines = 0  #: "dropped a packet" lines of the ring log in this status period
+        self.garbage_lines_hidden = 0
+        self.garbage_period_start = time.monotonic()
 
     def open(self):
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -4225,10 +4381,39 @@ class RingDaemonServer(DaemonServer):
                 break
             if src[0] not in self.peer_ips:
                 self.datagrams_foreign += 1
+                self._log_stranger(src)
                 continue
             self.datagrams_in += 1
             daemon.datagram(data, src, time.monotonic())
             self._send_datagrams()
+
+    def _log_stranger(self, src):
+        """Another team's traffic on our port: said once per address (a few), counted always."""
+        if src[0] in self.strangers_logged or len(self.strangers_logged) >= RING_STRANGERS_LOGGED:
+            return
+        self.strangers_logged.add(src[0])
+        self.log("ring: datagrams from %s:%d, which is not a daemon of the configuration: dropped "
+                 "(counted in the status table, logged once per address)" % src)
+
+    def _log_ring_line(self, line):
+        """The ring's log, with its lines about garbage datagrams limited per status period, so
+        that a flood of another team's packets cannot flood the terminal (all are counted)."""
+        if RING_GARBAGE_MARK in line:
+            now = time.monotonic()
+            if now - self.garbage_period_start >= RING_GARBAGE_PERIOD_S:
+                self._say_hidden_garbage()
+                self.garbage_period_start = now
+            self.garbage_lines += 1
+            if self.garbage_lines > RING_GARBAGE_LINES_PER_PERIOD:
+                self.garbage_lines_hidden += 1
+                return
+        self.log("ring: " + line)
+
+    def _say_hidden_garbage(self):
+        if self.garbage_lines_hidden:
+            self.log("ring: %d more lines about dropped packets not shown (all are counted: "
+                     "garbage dropped)" % self.garbage_lines_hidden)
+        self.garbage_lines = self.garbage_lines_hidden = 0
 
     def _poll_sending_datagrams(self):
         self._send_datagrams()
@@ -4260,7 +4445,7 @@ class RingDaemonServer(DaemonServer):
         self._client_flow_control()
         ring_log = self.daemon.orderer.log
         while ring_log:
-            self.log("ring: " + ring_log.popleft())
+            self._log_ring_line(ring_log.popleft())
 
     def ring_snapshot(self):
         snap = self.daemon.orderer.snapshot()
@@ -4277,6 +4462,8 @@ class RingDaemonServer(DaemonServer):
 
     def print_status(self):
         super().print_status()
+        self._say_hidden_garbage()
+        self.garbage_period_start = time.monotonic()
         snap = self.ring_snapshot()
         if rich is not None:
             Console(file=self.out, width=120).print(render_ring_status(snap))
@@ -5121,9 +5308,10 @@ def ring_status_rows(snap):
         ("token losses / retransmitted tokens", "%d / %d" % (c.get("token_loss", 0),
                                                              c.get("token_retransmissions", 0))),
         ("garbage dropped", str(c.get("dropped_garbage", 0))),
-    ] + _held_rows(snap) + [("change %.0f s ago" % max(0.0, snap.get("now", t) - t),
-          "ring %s {%s}: %s" % (ring, ",".join(members), reason))
-         for t, ring, members, reason in snap.get("recent_changes", ())]
+    ] + _held_rows(snap) + _datagram_rows(snap) + [
+        ("change %.0f s ago" % max(0.0, snap.get("now", t) - t),
+         "ring %s {%s}: %s" % (ring, ",".join(members), reason))
+        for t, ring, members, reason in snap.get("recent_changes", ())]
 
 
 def _held_rows(snap):
@@ -5135,10 +5323,18 @@ def _held_rows(snap):
         messages, held_bytes // 1024, limit_bytes // 1024, exceeded))]
 
 
+def _datagram_rows(snap):
+    if "datagrams" not in snap:
+        return []
+    received, sent, strangers = snap["datagrams"]
+    return [("datagrams in / out", "%d / %d" % (received, sent)),
+            ("datagrams from strangers", "%d (not from a daemon of the file: dropped)" % strangers)]
+
+
 def render_ring_status(snap):
     rows = ring_status_rows(snap)
-    if Table is None:
-        return "\n".join("%-30s %s" % r for r in rows)
+    if Table is None:  # plain text: the same title as the rich table, so both are found alike
+        return "\n".join(["RING %s" % snap["name"]] + ["  %-36s %s" % r for r in rows])
     table = Table(title="RING %s" % snap["name"])
     table.add_column("what")
     table.add_column("value")
@@ -5213,8 +5409,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--listen", help="address to listen on (default 127.0.0.1, or the configuration's)")
     d.add_argument("--name", type=_valid_daemon_name, help="daemon name (default: host name, or pick it from -c)")
     d.add_argument("-c", "--config", help="spread.conf file (Spread_Segment format)")
-    d.add_argument("--max-session-messages", type=_positive_int, default=DEFAULT_MAX_SESSION_MESSAGES,
-                   help="disconnect a session with more undelivered messages than this (default 1000)")
+    d.add_argument("--max-session-messages", type=_positive_int, default=None,
+                   help="disconnect a session with more undelivered messages than this "
+                        "(default: MaxSessionMessages of the -c file, else %d)" % DEFAULT_MAX_SESSION_MESSAGES)
     d.add_argument("--max-sessions", type=_positive_int, default=MAX_SESSIONS,
                    help="sessions allowed at once; more get REJECT_QUOTA (default %d)" % MAX_SESSIONS)
     d.add_argument("--status-every", type=_seconds, default=DEFAULT_STATUS_EVERY_S,
@@ -5242,17 +5439,22 @@ def run_daemon(args, parser) -> int:
         try:
             config = load_spread_conf(args.config)
             entry = choose_daemon(config, name)
-        except ConfigError as exc:
-            parser.error("-c %s: %s" % (args.config, exc))
+        except ConfigError as exc:  # one line, no usage: the file is wrong, not the command
+            print("spread_mini.py daemon: error: -c %s: %s" % (args.config, exc), file=sys.stderr)
+            return 2
         name = entry.name
         listen = listen or entry.client_addresses()[0]
         port = port or entry.port
         daemon_order = config.daemon_order()
         daemon_ip = entry.ip
-        for setting in config.ignored:
-            print("configuration: setting %s accepted and ignored" % setting, flush=True)
+        for line in config.summary_lines():
+            print(line, flush=True)
+        if args.max_session_messages is None:
+            args.max_session_messages = config.used.get("MaxSessionMessages")
         if len(config.daemons) > 1:  # several daemons: the RING protocol (issue 5)
+            args.max_session_messages = args.max_session_messages or DEFAULT_MAX_SESSION_MESSAGES
             return run_ring_daemon(args, parser, config, entry, listen, port)
+    args.max_session_messages = args.max_session_messages or DEFAULT_MAX_SESSION_MESSAGES
     name = name or default_daemon_name()
     listen = listen or DEFAULT_LISTEN
     port = port or DEFAULT_SPREAD_PORT
@@ -5290,6 +5492,34 @@ def run_daemon(args, parser) -> int:
     return 0
 
 
+def ring_settings_of(config) -> RingSettings:
+    """The ring's settings, with the flow control windows of the file (Spread's Window and
+    PersonalWindow: packets per token rotation, in the ring and per daemon)."""
+    overrides = {}
+    if "Window" in config.used:
+        overrides["global_window_packets"] = config.used["Window"]
+    if "PersonalWindow" in config.used:
+        overrides["personal_window_packets"] = config.used["PersonalWindow"]
+    settings = RingSettings(**overrides)
+    if settings.personal_window_packets > settings.global_window_packets:  # one of them from the file
+        settings.personal_window_packets = settings.global_window_packets
+    return settings
+
+
+def ring_open_error(exc: OSError, server, entry, listen: str, port: int) -> str:
+    """One line that says which socket could not be opened, and the likely reason."""
+    ring = "%s:%d/udp" % (entry.ip, entry.port)
+    if server.udp is None:  # the ring's socket is opened first
+        if exc.errno == errno.EADDRINUSE:
+            return ("cannot open the ring socket %s: it is in use; is daemon %s already running "
+                    "(or another program on that port)?" % (ring, entry.name))
+        if exc.errno == errno.EADDRNOTAVAIL:
+            return ("cannot open the ring socket %s: %s is not an address of this machine (check "
+                    "--name and the file; in a namespace, run the daemon inside it)" % (ring, entry.ip))
+        return "cannot open the ring socket %s: %s" % (ring, exc.strerror or exc)
+    return "cannot listen for clients on %s:%d/tcp: %s" % (listen, port, exc.strerror or exc)
+
+
 def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
     """One daemon of a configuration with several: the ring between them (issue 5)."""
     peers = {d.name: (d.ip, d.port) for d in config.daemons}
@@ -5299,8 +5529,8 @@ def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
     # a restarted daemon is a new process to the others (if its clock went back, the others
     # tell it, and it takes a higher incarnation: RingOrderer._take_newer_incarnation)
     incarnation = args.incarnation or int(time.time() * 1000)
-    orderer = RingOrderer(entry.name, incarnation, list(peers), random.Random(), RingSettings(),
-                          now=time.monotonic())
+    orderer = RingOrderer(entry.name, incarnation, list(peers), random.Random(),
+                          ring_settings_of(config), now=time.monotonic())
     try:
         proc_id = proc_id_of(listen)
     except ValueError:
@@ -5318,8 +5548,7 @@ def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
     try:
         server.open()
     except OSError as exc:
-        print("spread_mini: cannot open %s:%d (clients, TCP) or %s:%d (ring, UDP): %s" % (
-            listen, port, entry.ip, entry.port, exc.strerror), file=sys.stderr)
+        print("spread_mini: %s" % ring_open_error(exc, server, entry, listen, port), file=sys.stderr)
         server.close()
         return 1
 

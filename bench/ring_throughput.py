@@ -15,6 +15,7 @@ The 1-daemon row is the same daemon without the ring (its LocalOrderer): the fig
 
 import argparse
 import os
+import random
 import socket
 import struct
 import subprocess
@@ -31,10 +32,29 @@ import spread_mini as sp  # noqa: E402
 STAMP = struct.Struct(">dI")  # send time (monotonic), sequence number
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def port_is_free(ip, port):
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind((ip, port))
+            except OSError:
+                return False
+    return True
+
+
+def free_port(n=5):
+    """A port free for TCP and UDP on 127.0.0.1..n, below the kernel's ephemeral range (from
+    which the source ports of other programs' connections are taken, at any moment)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(200):
+        port = random.randrange(10000, max(10001, low))
+        if all(port_is_free("127.0.0.%d" % i, port) for i in range(1, n + 1)):
+            return port
+    raise SystemExit("no free port for the ring on 127.0.0.1..%d" % n)
 
 
 def port_open(ip, port):
@@ -46,7 +66,7 @@ def port_open(ip, port):
 
 
 def start_daemons(n, tmpdir):
-    port = free_port()
+    port = free_port(n)
     conf = os.path.join(tmpdir, "spread%d.conf" % n)
     with open(conf, "w") as f:
         f.write("Spread_Segment 239.255.4.3:%d {\n" % port)
@@ -63,10 +83,38 @@ def start_daemons(n, tmpdir):
     deadline = time.monotonic() + 20
     while not all(port_open("127.0.0.%d" % i, port) for i in range(1, n + 1)):
         if time.monotonic() > deadline:
+            stop_daemons(procs)  # never leave daemons behind
             raise SystemExit("daemons did not start; see %s" % tmpdir)
         time.sleep(0.1)
     time.sleep(1.5 if n > 1 else 0.2)  # the ring forms (startup waits one consensus timeout)
     return procs, port
+
+
+def stop_daemons(procs):
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def machine_line():
+    """Where the figures come from: they mean little without the machine and its load."""
+    try:
+        load = "%.1f %.1f %.1f" % os.getloadavg()
+    except OSError:
+        load = "?"
+    return "%s, %d CPU cores, load average %s (1, 5, 15 min) at the start" % (
+        time.strftime("%Y-%m-%d %H:%M %Z"), os.cpu_count() or 0, load)
+
+
+def ratio_text(rate, one_daemon_rate):
+    """msgs/s as a fraction of the 1-daemon figure of the same service and size."""
+    if not one_daemon_rate:
+        return ""
+    return "%.2f" % (rate / one_daemon_rate)
 
 
 def receiver(port, ip, count, group, ready_path):
@@ -178,8 +226,10 @@ def main(argv=None):
     if any(s not in ("AGREED", "SAFE") for s in services) or any(not 1 <= n <= 9 for n in rings) \
             or any(not STAMP.size <= s <= 100000 for s in sizes) or args.count < 10 or args.rate < 0:
         parser.error("services AGREED/SAFE, 1..9 daemons, sizes %d..100000, count >= 10" % STAMP.size)
-    print("| daemons | service | size B | messages | msgs/s | Mbit/s | latency p50 ms | p99 ms |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(machine_line())
+    print("| daemons | service | size B | messages | msgs/s | x 1 daemon | Mbit/s | latency p50 ms | p99 ms |")
+    print("|---|---|---|---|---|---|---|---|---|", flush=True)
+    one_daemon = {}  # (service, size) -> msgs/s of the 1-daemon row: the figure beside each row
     with tempfile.TemporaryDirectory() as tmpdir:
         for n in rings:
             procs, port = start_daemons(n, tmpdir)
@@ -188,21 +238,17 @@ def main(argv=None):
                     for size in sizes:
                         r = run_case(n, port, service, size, args.count, tmpdir, args.rate)
                         if r is None or r[0] < 2:
-                            print("| %d | %s | %d | failed | | | | |" % (n, service, size), flush=True)
+                            print("| %d | %s | %d | failed | | | | | |" % (n, service, size), flush=True)
                             continue
                         got, elapsed, nbytes, p50, p99 = r
                         rate = got / elapsed if elapsed > 0 else 0.0
-                        print("| %d | %s | %d | %d | %.0f | %.1f | %.1f | %.1f |" % (
-                            n, service, size, got, rate, rate * size * 8 / 1e6, p50 * 1000,
-                            p99 * 1000), flush=True)
+                        if n == 1:
+                            one_daemon[(service, size)] = rate
+                        print("| %d | %s | %d | %d | %.0f | %s | %.1f | %.1f | %.1f |" % (
+                            n, service, size, got, rate, ratio_text(rate, one_daemon.get((service, size))),
+                            rate * size * 8 / 1e6, p50 * 1000, p99 * 1000), flush=True)
             finally:
-                for p in procs:
-                    p.terminate()
-                for p in procs:
-                    try:
-                        p.wait(5)
-                    except subprocess.TimeoutExpired:
-                        p.kill()
+                stop_daemons(procs)
     print("rerun: python3 bench/ring_throughput.py --daemons %s --services %s --sizes %s --count %d%s"
           % (args.daemons, args.services, args.sizes, args.count,
              " --rate %g" % args.rate if args.rate else ""))

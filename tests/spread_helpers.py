@@ -6,7 +6,8 @@ import struct
 import time
 
 import spread_mini as sp
-from conftest import free_tcp_port, wait_for
+from conftest import wait_for
+from ring_helpers import free_ring_port
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -20,7 +21,7 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 def start_daemon(procs, *extra: str, name: str = "localhost", port: int = 0, unix: bool = False):
     """A spread_mini daemon on a free loopback port; returns (process, port).  Without unix=True
     it does not make /tmp/PORT (the fixture kills with SIGKILL, which would leave the file)."""
-    port = port or free_tcp_port()
+    port = port or free_ring_port(["127.0.0.1"])  # below the ephemeral range: see there
     argv = ["spread_mini.py", "daemon", "--port", str(port), "--name", name, "--status-every", "0"]
     if not unix:
         argv.append("--no-unix")

@@ -273,23 +273,64 @@ def test_partition_and_merge_on_namespace_hosts(procs, tmp_path, labnet):
     time.sleep(2.5)
     script = tmp_path / "client.py"
     script.write_text(PARTITION_CLIENT % str(ROOT))
+    # the clients run until killed at the end (a fixed lifetime ran out on a loaded machine)
     clients = [lab.popen(h, [sys.executable, str(script), str(port), ips[i], "u%d" % h,
-                             str(tmp_path / ("c%d.txt" % h)), "14"])
+                             str(tmp_path / ("c%d.txt" % h)), "300"])
                for i, h in enumerate(hosts)]
     everyone = "#u1#d1,#u2#d2,#u3#d3"
-    wait_for(lambda: all(everyone in (tmp_path / ("c%d.txt" % h)).read_text()
-                         for h in hosts if (tmp_path / ("c%d.txt" % h)).exists()) and
-             all((tmp_path / ("c%d.txt" % h)).exists() for h in hosts), 20)
+
+    def text(h):
+        path = tmp_path / ("c%d.txt" % h)
+        return path.read_text() if path.exists() else ""
+
+    def files():
+        return {h: text(h) for h in hosts}
+
+    wait_for(lambda: all(everyone in text(h) for h in hosts), 30)
     lab.cut(3)
-    wait_for(lambda: "REG NETWORK #u1#d1,#u2#d2 " in (tmp_path / "c1.txt").read_text(), 15)
-    wait_for(lambda: "REG NETWORK #u3#d3 " in (tmp_path / "c3.txt").read_text(), 15)
+    wait_for(lambda: "REG NETWORK #u1#d1,#u2#d2 " in text(1), 30)
+    wait_for(lambda: "REG NETWORK #u3#d3 " in text(3), 30)
     lab.heal(3)
-    merged = "REG NETWORK %s #u1#d1,#u2#d2|#u3#d3" % everyone
-    wait_for(lambda: all(merged in (tmp_path / ("c%d.txt" % h)).read_text() for h in hosts), 20)
+    # Right after the link comes back the hosts re-learn each other's addresses (ARP): a daemon
+    # may hear the others before they hear it, and the merge may then take two or three
+    # configurations (seen: {d1,d2} -> {d1,d3} + {d2} -> {d1,d2,d3}). Extended virtual synchrony
+    # allows that; what must hold is checked below on whatever sequence arrived.
+    wait_for(lambda: all(last_regular(text(h)).startswith("REG NETWORK %s " % everyone) for h in hosts),
+             30)
     for c in clients:
-        c.wait(30)
-    lines = (tmp_path / "c1.txt").read_text().splitlines()
-    assert lines.index("TRANS  ") < lines.index("REG NETWORK #u1#d1,#u2#d2 #u1#d1,#u2#d2")
+        c.kill()
+    logs = files()
+    for h in hosts:
+        check_membership_sequence(logs[h].splitlines(), "#u%d#d%d" % (h, h), logs)
+    lines = logs[1].splitlines()
+    assert lines.index("TRANS  ") < lines.index("REG NETWORK #u1#d1,#u2#d2 #u1#d1,#u2#d2"), logs
+
+
+def last_regular(text):
+    regular = [line for line in text.splitlines() if line.startswith("REG ")]
+    return regular[-1] if regular else ""
+
+
+def check_membership_sequence(lines, me, logs):
+    """EVS at one client, from its log lines ("REG CAUSE members vs_sets" / "TRANS"): every
+    network change comes after a TRANS; the vs_sets split the new members; my own vs_set is the
+    members of my previous configuration that came along with me, so it lies within it."""
+    previous = None
+    after_trans = False
+    for line in lines:
+        if line.startswith("TRANS"):
+            after_trans = True
+            continue
+        _, cause, members, vs_sets = (line.split(" ") + [""])[:4]
+        members = set(members.split(","))
+        sets = [set(s.split(",")) for s in vs_sets.split("|")] if vs_sets else []
+        if cause == "NETWORK":
+            assert after_trans, ("a NETWORK change without a TRANS before it", me, logs)
+            assert set().union(*sets) == members and sum(map(len, sets)) == len(members), (line, logs)
+            mine = [s for s in sets if me in s]
+            assert len(mine) == 1 and previous is not None and mine[0] <= previous, (me, line, logs)
+        previous = members
+        after_trans = False
 
 
 def test_a_flooding_client_is_slowed_down_not_dropped(procs, tmp_path):
@@ -345,7 +386,13 @@ def test_a_stopped_daemon_comes_back_and_merges(procs, tmp_path):
 
 def test_status_table_shows_the_ring(procs, tmp_path):
     conf, port, ips, daemons = start_ring(procs, tmp_path, extra=("--status-every", "1"))
-    wait_for(lambda: "token rotations" in procs.output(daemons[1]), 15)
+    # d2's first tables may come before d3 is up (the daemons start one after the other, and a
+    # loaded machine can take over a second per start): wait for a table of the whole ring
+    def whole_ring_table():
+        out = procs.output(daemons[1])
+        return "RING d2" in out and ": d1, d2, d3" in out.split("RING d2")[-1]
+
+    wait_for(whole_ring_table, 30)
     text = procs.output(daemons[1])
     for needle in ("RING d2", "OPERATIONAL", "d1, d2, d3", "per second", "windows global / personal",
                    "membership changes", "held in state exchange (peak)"):
