@@ -24,17 +24,50 @@ except ImportError:  # hypothesis is a test extra; tests that need it import it 
     pass
 
 
-def free_tcp_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody is listening on right now, on a loopback address."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
+def ephemeral_port_range() -> tuple:
+    """The kernel's range for the source ports of outgoing connections."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def port_is_free(host: str, port: int) -> bool:
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                return False
+    return True
+
+
+def free_port(hosts=("127.0.0.1",), tries: int = 200) -> int:
+    """A port free for TCP and UDP on every one of `hosts` (loopback addresses), taken BELOW the
+    kernel's ephemeral range. A port the kernel hands out for bind(0) comes from that range, and
+    on a loaded machine the source port of some other test's connection can take it between the
+    pick and the server's bind ("Address already in use"); below the range only a bind can."""
+    low, _ = ephemeral_port_range()
+    if low > 12000:
+        for _ in range(tries):
+            port = random.randrange(10000, low)
+            if all(port_is_free(h, port) for h in hosts):
+                return port
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # no room below: any free one
+        s.bind((hosts[0], 0))
         return s.getsockname()[1]
+
+
+def free_tcp_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody is using right now on a loopback address (free for UDP too)."""
+    return free_port((host,))
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A UDP port nobody is using right now on a loopback address (free for TCP too)."""
+    return free_port((host,))
 
 
 def unique_name(prefix: str) -> str:

@@ -3,47 +3,17 @@ from __future__ import annotations
 """Helpers for the tests of spread_mini daemons joined by the ring: a spread.conf with daemons
 on 127.0.0.1, 127.0.0.2, ... (all loopback), started as real processes."""
 
-import random
 import socket
 import time
 
 import spread_mini as sp
-from conftest import free_udp_port, wait_for
+from conftest import free_port, wait_for
 
 
-def ephemeral_port_range():
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            low, high = (int(x) for x in f.read().split())
-        return low, high
-    except (OSError, ValueError):
-        return 32768, 60999
-
-
-def port_is_free(ip, port):
-    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-        with socket.socket(socket.AF_INET, kind) as s:
-            try:
-                s.bind((ip, port))
-            except OSError:
-                return False
-    return True
-
-
-def free_ring_port(addresses, tries=200):
-    """A port free for TCP (clients) and UDP (ring) on every loopback address of the ring, taken
-    BELOW the kernel's ephemeral range: free_udp_port() gave a port from that range, and under
-    load the source port of some other client's TCP connection took it between the pick and the
-    daemon's bind ("cannot listen for clients on 127.0.0.1:50352/tcp: Address already in use")."""
-    low, _ = ephemeral_port_range()
-    if low <= 12000:  # an unusual machine: no room below the range
-        return free_udp_port()
-    loopbacks = [ip for ip in addresses if ip.startswith("127.")]
-    for _ in range(tries):
-        port = random.randrange(10000, low)
-        if all(port_is_free(ip, port) for ip in loopbacks):
-            return port
-    return free_udp_port()
+def free_ring_port(addresses):
+    """A port free for TCP (clients) and UDP (ring) on every loopback address of the ring,
+    below the kernel's ephemeral range (conftest.free_port says why)."""
+    return free_port([ip for ip in addresses if ip.startswith("127.")] or ["127.0.0.1"])
 
 
 def write_conf(tmp_path, addresses, port=None):
