@@ -1,0 +1,173 @@
+from __future__ import annotations
+
+"""Review of the ring's link/transport split, UNRELIABLE outside the link and the incarnation
+notices (issue 5): each test first showed a suspected fault, then guards its fix.
+
+Tier 1 (cores with a fake clock) and scenarios on tests/ring_sim.py. Adversarial datagrams here
+are WELL-FORMED ring packets (right magic, version and CRC) with hostile values: what a
+confused or malicious daemon at a configured address could send. Foreign traffic without our
+magic is covered by tests/test_ring_core.py (test_wire_*, test_garbage_*).
+"""
+
+import collections
+import copy
+import random
+
+import spread_mini as sr
+from ring_sim import Faults, Sim
+
+CALM = Faults(loss=0.0, dup=0.0, delay_s=0.001, jitter_s=0.0, crashes=False, partitions=False,
+              garbage=0.0)
+PEERS = ["d1", "d2", "d3"]
+
+
+def calm_sim(n=3, seed=1, **settings):
+    sim = Sim(seed, daemons=n, faults=CALM, settings=settings)
+    assert sim.run_until(3.0, stop=lambda: all_in_one_ring(sim)), "the ring never formed"
+    return sim
+
+
+def all_in_one_ring(sim):
+    rings = set()
+    for orderer, _ in sim.nodes.values():
+        if orderer.state != sr.OPERATIONAL or len(orderer.ring.members) != len(sim.nodes):
+            return False
+        rings.add(orderer.ring.ring_id)
+    return len(rings) == 1
+
+
+def assert_guarantees(sim):
+    result = sim.check()
+    assert not result.violations, "\n".join(result.violations[:10])
+
+
+def delivered(sim, name):
+    return list(sim.nodes[name][1].delivered)
+
+
+# ------------------------------------------------------------------ counters beyond u64 arithmetic
+
+def test_a_notice_naming_us_with_the_largest_incarnation_is_dropped_not_fatal():
+    """Was: d2 took incarnation 2**64-1 + 1.., and encoding its next join raised struct.error
+    out of receive(): one datagram stopped the daemon. Counters on the wire are now at most
+    MAX_WIRE_COUNTER, far above any real one (an incarnation is a time in ms)."""
+    sim = calm_sim()
+    o = sim.nodes["d2"][0]
+    forged = sr.encode_ring_merge(sr.RingMerge(sim.nodes["d1"][0].me, (0, "d2", 2 ** 64 - 1)))
+    o.receive(forged, "d1", sim.now)
+    assert o.me == ("d2", 1000) and o.state == sr.OPERATIONAL
+    assert o.counters["dropped_garbage"] == 1
+
+
+def test_the_wire_refuses_counters_that_the_protocol_would_overflow():
+    ring = (3, "d1", 1000)
+    for pid, token_id, link_seq in [(("d1", sr.MAX_WIRE_COUNTER + 1), 1, 1),
+                                    (("d1", 1000), 2 ** 64 - 1, 1),
+                                    (("d1", 1000), 1, 2 ** 64 - 1)]:
+        raw = sr.encode_ring_token(sr.RingToken(ring, pid, token_id, link_seq=link_seq))
+        try:
+            sr.decode_ring_packet(raw)
+        except sr.RingWireError:
+            continue
+        raise AssertionError("accepted %r" % ((pid, token_id, link_seq),))
+    ok = sr.decode_ring_packet(sr.encode_ring_token(sr.RingToken(ring, ("d1", 1000), 5, link_seq=9)))
+    assert ok.link_seq == 9
+
+
+# ------------------------------------------------------------------ a far link_seq and recovery
+
+def test_closing_a_configuration_hands_up_a_run_of_missing_packets_as_one_gap():
+    """Was: one gap marker per missing link_seq, so a packet with a far link_seq (or a commit
+    entry with a far old_high) made the closing loop run for ever. A run of missing packets is
+    one gap to drain (after the first, the same rule applies to all), so one marker is enough."""
+    t = sr.Transport("d1", sr.RingSettings(), collections.Counter(), lambda m: None)
+    link = sr.RingLink(("d1", 1), sr.RingSettings(), collections.Counter(), lambda r, d: None, t)
+    ring = sr._Ring((1, "d1", 1), [("d1", 1), ("d2", 1)], 0, t.open_stream(sr.LOCAL_SITE, 0))
+    for seq in (1, 2, 5, 10 ** 12):
+        ring.store(sr.RingData(ring.ring_id, ("d2", 1), seq, []))
+    link.feed(ring, upto=10 ** 15, allow_gaps=True)
+    gaps = [m.link_seq for m in ring.stream.ordered if m.gap]
+    assert gaps == [3, 6, 10 ** 12 + 1] and ring.fed_upto == 10 ** 15
+
+
+def test_a_packet_with_a_far_link_seq_does_not_stop_the_next_configuration():
+    """Was: RECOVERY planned its resends with range(first, high + 1): a packet of the current
+    ring with link_seq 2**52 (from a confused or hostile daemon) hung every daemon at the next
+    ring change."""
+    sim = calm_sim()
+    early = [sim.submit("d1", sr.AGREED_MESS) for _ in range(5)]
+    sim.run_until(sim.now + 0.5)
+    d2 = sim.nodes["d2"][0]
+    far = sr.RingData(d2.ring.ring_id, sim.nodes["d3"][0].me, 2 ** 52, [])
+    d2.receive(sr.encode_ring_data(far), "d3", sim.now)
+    sim.crash("d3")
+    assert sim.run_until(sim.now + 5.0, stop=lambda: all_in_one_ring(sim)), "no new ring"
+    late = sim.submit("d2", sr.SAFE_MESS)
+    sim.run_until(sim.now + 1.0)
+    for name in ("d1", "d2"):
+        assert set(early) | {late} <= set(delivered(sim, name))
+    assert_guarantees(sim)
+
+
+# ------------------------------------------------------------------ fragments that disagree
+
+def _chunk(counter, index, count, body=b"x"):
+    return sr.RingChunk(counter, 7, 1, index, count, sr.AGREED_MESS, body)
+
+
+def test_a_fragment_that_disagrees_with_its_message_on_the_count_is_ignored():
+    """Was: fragment 0 of 2, then fragment 3 of 5 of the same message: two fragments, so
+    "complete", and joining fragments 0 and 1 raised KeyError in the delivery."""
+    delivered_msgs = []
+    t = sr.Transport("d1", sr.RingSettings(), collections.Counter(), delivered_msgs.append)
+    s = t.open_stream(sr.LOCAL_SITE, 0)
+    t.install(s)
+    t.link_chunk(s, ("d2", 1), _chunk(1, 0, 2))
+    t.link_chunk(s, ("d2", 1), _chunk(1, 3, 5))
+    t.advance_frontier(s, 9)
+    t.deliver_ready()
+    assert delivered_msgs == [] and not s.ordered[0].complete
+    assert t.counters["inconsistent_fragments"] == 1
+    t.unreliable_chunk(s, ("d2", 1), sr.RingChunk(1, 7, 0, 0, 2, sr.UNRELIABLE_MESS, b"a"), 0.0)
+    t.unreliable_chunk(s, ("d2", 1), sr.RingChunk(1, 7, 0, 3, 5, sr.UNRELIABLE_MESS, b"b"), 0.0)
+    assert delivered_msgs == [] and t.counters["inconsistent_fragments"] == 2
+
+
+# ------------------------------------------------------------------ daemons outside the configuration
+
+def test_a_daemon_outside_the_configuration_cannot_break_the_ring_nor_fill_our_tables():
+    """Was: every join from a name not in spread.conf (another team's daemon at a configured
+    address) made the ring gather again, and each new name stayed in known_incarnation for
+    ever. We cannot even answer such a daemon (packets go to configured daemons only)."""
+    sim = calm_sim()
+    d1 = sim.nodes["d1"][0]
+    ring_before = d1.ring.ring_id
+    for i in range(50):
+        stranger = ("x%d" % i, 5)
+        d1.receive(sr.encode_ring_join(sr.RingJoin(stranger, 0, [stranger], [])), "d2", sim.now)
+        d1.receive(sr.encode_ring_merge(sr.RingMerge(stranger, (9, "x%d" % i, 5))), "d2", sim.now)
+    sim.run_until(sim.now + 1.0)
+    assert all_in_one_ring(sim) and d1.ring.ring_id == ring_before
+    assert set(d1.known_incarnation) <= set(PEERS)
+    assert d1.counters["dropped_unknown_daemon"] == 100
+
+
+# ------------------------------------------------------------------ flow control
+
+def test_reliable_messages_are_not_starved_by_unreliable_at_a_window_of_one_packet():
+    """Was: UNRELIABLE took max(1, allowed // 4) first: with one packet per visit (a personal
+    window of 1, or a visit that answered retransmissions) a steady UNRELIABLE stream took every
+    packet and AGREED never left the queue."""
+    sim = calm_sim(personal_window_packets=1)
+    d1 = sim.nodes["d1"][0]
+    agreed = [sim.submit("d1", sr.AGREED_MESS) for _ in range(5)]
+    unreliable = []
+    for _ in range(300):  # keep d1's UNRELIABLE queue from ever running dry (one per packet)
+        while len(d1.transport.unreliable) < 5:
+            unreliable.append(sim.submit("d1", sr.UNRELIABLE_MESS, size=1200))
+        sim.run_until(sim.now + 0.004)
+    for name in PEERS:
+        assert set(agreed) <= set(delivered(sim, name)), name
+    got = {s for s, _ in sim.nodes["d2"][1].unreliable}
+    assert len(got & set(unreliable)) >= 10  # and UNRELIABLE still flows
+    assert_guarantees(sim)
