@@ -3074,6 +3074,12 @@ class RingOrderer:
         newer = self._newer_incarnation_of_me(p)
         if newer is not None and self._take_newer_incarnation(*newer):
             return  # the packet was for our old incarnation
+        if sender[0] == self.me[0]:
+            # another process with our name (its incarnation is newer, and we stopped changing
+            # ours: two daemons run as one name). Taken as a peer's, its packets would supersede
+            # our own incarnation and leave us out of our own ring
+            self.counters["dropped_other_process_with_our_name"] += 1
+            return
         if isinstance(p, RingData):
             self._on_data(p)
         elif isinstance(p, RingToken):

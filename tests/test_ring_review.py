@@ -171,3 +171,25 @@ def test_reliable_messages_are_not_starved_by_unreliable_at_a_window_of_one_pack
     got = {s for s, _ in sim.nodes["d2"][1].unreliable}
     assert len(got & set(unreliable)) >= 10  # and UNRELIABLE still flows
     assert_guarantees(sim)
+
+
+# ------------------------------------------------------------------ two daemons with one name
+
+def test_after_the_last_incarnation_change_another_process_with_our_name_is_ignored():
+    """Was: once INCARNATION_BUMPS_MAX changes were spent (two daemons run as d2), the next join
+    FROM the other d2 went on as a peer's: it superseded our own incarnation, left us out of our
+    own proc set, and min() of an empty set raised ValueError out of receive()."""
+    o = sr.RingOrderer("d2", 100, PEERS, random.Random(2), now=0.0)
+    t = 0.0
+    for _ in range(sr.INCARNATION_BUMPS_MAX):
+        t += 0.1
+        other = ("d2", o.me[1] + 5000)  # the other "d2" overtakes us again
+        o.receive(sr.encode_ring_join(sr.RingJoin(other, 0, [other], [])), "d2", t)
+    assert o.incarnation_bumps == sr.INCARNATION_BUMPS_MAX
+    mine = o.me
+    other = ("d2", o.me[1] + 5000)
+    o.receive(sr.encode_ring_join(sr.RingJoin(other, 0, [other], [])), "d2", t + 0.1)
+    o.tick(t + 2.0)
+    assert o.me == mine and o.known_incarnation["d2"] == mine[1]
+    assert o.counters["dropped_other_process_with_our_name"] == 1
+    assert mine in o.proc_set
