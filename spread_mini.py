@@ -2673,6 +2673,13 @@ class Transport:
         trans_names = {pid[0] for pid in trans}
         while stream.ordered:
             m = stream.ordered.popleft()
+            if not m.complete and not m.gap and m.origin[0] in trans_names:
+                # cut by the ring change: its sender moves with us, holds every packet it sent
+                # (all recovered), so the rest was never sent and nobody anywhere has it; it
+                # goes again whole in the next ring (requeue_partial). It hides nothing a later
+                # message could depend on: not a gap, and the ones after it are not discarded
+                self.counters["messages_cut_by_change"] += 1
+                continue
             regular_ok = not after_gap and not emitted and m.complete and not (
                 m.service & SAFE_MESS and m.lts > safe_lts)
             if not regular_ok and not emitted:

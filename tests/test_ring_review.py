@@ -324,3 +324,29 @@ def test_forged_notices_naming_a_live_daemon_newer_cost_a_few_ring_changes_and_n
     for name in PEERS:
         assert set(serials) <= set(delivered(sim, name)), name
     assert_guarantees(sim)
+
+
+# ------------------------------------------------------------------ a message cut by a ring change
+
+def test_a_message_cut_by_a_ring_change_is_not_a_gap_for_the_messages_after_it():
+    """d1 sends a 6000-byte message one packet per visit; d3's small message goes between its
+    fragments; d3 crashes. d1's message is cut (it goes again whole in the next ring), and was
+    taken for a gap: d3's message, which d1 and d2 both hold, was discarded after it. Its sender
+    d1 moves with them and holds every packet it sent: the rest was never sent."""
+    sim = calm_sim(personal_window_packets=1)
+    big = sim.submit("d1", sr.AGREED_MESS, size=6000)
+    d1, d2 = sim.nodes["d1"][0], sim.nodes["d2"][0]
+    while d1.in_progress is None:
+        sim.run_until(sim.now + 0.0002)
+    small = sim.submit("d3", sr.AGREED_MESS, size=20)
+    while not any(m.complete and m.origin[0] == "d3" for m in d2.ring.stream.ordered):
+        sim.run_until(sim.now + 0.0002)
+    assert d1.in_progress is not None  # d1's message is still being fragmented
+    sim.crash("d3")
+    assert sim.run_until(sim.now + 5.0, stop=lambda: all_in_one_ring(sim))
+    sim.run_until(sim.now + 1.0)
+    for name in ("d1", "d2"):
+        assert big in delivered(sim, name) and small in delivered(sim, name), name
+        o = sim.nodes[name][0]
+        assert o.counters["messages_cut_by_change"] == 1 and o.counters["discarded_after_gap"] == 0
+    assert_guarantees(sim)
