@@ -967,6 +967,10 @@ def decode_message_body(body, origin):
     kind, service, hint, ngroups = _RING_MSG_HEAD.unpack_from(body, 0)
     if ngroups > MAX_GROUPS or kind not in RING_KIND_NAMES:
         raise RingWireError("bad message header")
+    if ngroups == 0 and RING_KIND_NAMES[kind] in (JOIN, LEAVE, "STATE"):
+        # the group core reads groups[0] of these: one such message, delivered at every
+        # daemon in agreed order, would stop them all (IndexError)
+        raise RingWireError("a %s message names no group" % RING_KIND_NAMES[kind])
     pos = _RING_MSG_HEAD.size
     names = []
     for _ in range(ngroups + 2):
