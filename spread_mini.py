@@ -228,6 +228,11 @@ TOKEN_REGULAR = 1  # the thesis's token Type: "regular except during membership 
 MAX_NAME_BYTES = MAX_PROC_NAME  # daemon names
 MAX_SET_MEMBERS = 128  # members in a join / commit token / ring: a limit on everything
 MAX_CHUNKS_PER_PACKET = 1024
+#: largest counter accepted on the wire (incarnations, sequences, lts, token ids). Real ones are
+#: far below (an incarnation is a time in ms: 2**41 in 2039; a ring sending a million packets a
+#: second reaches 2**53 in 285 years), and the daemon adds to them: a u64 near its end would make
+#: the next packet unencodable (struct.error), so a datagram carrying one is refused
+MAX_WIRE_COUNTER = 2 ** 53
 MAX_MESSAGE_BODY_BYTES = 144000 + 100 * 33 + 64  # data + group names + our small header
 MAX_GROUPS = MAX_GROUPS_PER_MESSAGE
 #: room kept free in every data packet so that it still fits max_packet_bytes when a daemon
@@ -562,6 +567,9 @@ class _RingReader:
     def u64(self):
         return self._fixed(_U64)[0]
 
+    def counter(self):
+        return _counters(self._fixed(_U64))[0]
+
     def pid(self):
         n = self.u8()
         if n == 0 or n > MAX_NAME_BYTES:
@@ -575,10 +583,10 @@ class _RingReader:
                 raise RingWireError("daemon name is not UTF-8")
             if len(_RING_NAMES) < 1024:
                 _RING_NAMES[raw] = name
-        return (name, self.u64())
+        return (name, self.counter())
 
     def ring_id(self):
-        seq = self.u64()
+        seq = self.counter()
         rep = self.pid()
         return (seq, rep[0], rep[1])
 
@@ -594,6 +602,15 @@ class _RingReader:
 
 
 _RING_NAMES = {}  # daemon name bytes -> str (a handful of daemons: decode each once)
+
+
+def _counters(values):
+    """values, if every one is at most MAX_WIRE_COUNTER (the daemon adds to them), else
+    RingWireError."""
+    for v in values:
+        if v > MAX_WIRE_COUNTER:
+            raise RingWireError("counter %d beyond %d" % (v, MAX_WIRE_COUNTER))
+    return values
 
 
 def _pid_bytes(pid):
@@ -791,7 +808,7 @@ def encode_ring_unreliable(p):
 def _decode_data_body(r):
     ring_id = r.ring_id()
     sender = r.pid()
-    link_seq = r.u64()
+    link_seq = r.counter()
     flags = r.u8()
     if flags == FLAG_RECOVERED:
         inner = decode_ring_packet(r.take(r.u32()))
@@ -806,6 +823,7 @@ def _decode_data_body(r):
     chunks = []
     for _ in range(n):
         counter, lts, site_seq, index, count, service, length = r._fixed(_RING_CHUNK)
+        _counters((counter, lts, site_seq))
         if count == 0 or index >= count:
             raise RingWireError("bad fragment %d of %d" % (index, count))
         chunks.append(RingChunk(counter, lts, site_seq, index, count, service, r.take(length)))
@@ -816,11 +834,12 @@ def _decode_token_body(r):
     ring_id = r.ring_id()
     sender = r.pid()
     token_id, ttype, link_seq, link_aru, fcc = r.unpack(">QBQQI")
+    _counters((token_id, link_seq))
     n = r.u16()
     if n > 10000:
         raise RingWireError("rtr list too long")
     rtr = [r.u64() for _ in range(n)]
-    site_seq, site_lts, site_aru = r.unpack(">QQQ")
+    site_seq, site_lts, site_aru = _counters(r.unpack(">QQQ"))
     present = r.u8()
     if present not in (0, 1):
         raise RingWireError("bad site_aru_modifier flag")
@@ -834,7 +853,7 @@ def _decode_token_body(r):
 
 def _decode_join_body(r):
     sender = r.pid()
-    ring_seq = r.u64()
+    ring_seq = r.counter()
     return RingJoin(sender, ring_seq, r.pid_list(), r.pid_list())
 
 
@@ -842,6 +861,7 @@ def _decode_commit_body(r):
     ring_id = r.ring_id()
     sender = r.pid()
     token_id, rotation = r.unpack(">QB")
+    _counters((token_id,))
     if rotation not in (1, 2):
         raise RingWireError("bad commit rotation %d" % rotation)
     members = r.pid_list()
@@ -852,7 +872,7 @@ def _decode_commit_body(r):
     for _ in range(n):
         pid = r.pid()
         old_ring = r.ring_id()
-        entries[pid] = RingCommitEntry(old_ring, *r.unpack(">QQQQ"))
+        entries[pid] = RingCommitEntry(old_ring, *_counters(r.unpack(">QQQQ")))
     if not members or any(p not in members for p in entries):
         raise RingWireError("commit entries for non-members")
     return RingCommit(ring_id, sender, token_id, rotation, members, entries)
@@ -872,6 +892,7 @@ def _decode_unreliable_body(r):
     chunks = []
     for _ in range(n):
         counter, lts, site_seq, index, count, service, length = r._fixed(_RING_CHUNK)
+        _counters((counter, lts, site_seq))
         if count == 0 or index >= count:
             raise RingWireError("bad fragment %d of %d" % (index, count))
         chunks.append(RingChunk(counter, lts, site_seq, index, count, service, r.take(length)))
@@ -947,6 +968,10 @@ def decode_message_body(body, origin):
     kind, service, hint, ngroups = _RING_MSG_HEAD.unpack_from(body, 0)
     if ngroups > MAX_GROUPS or kind not in RING_KIND_NAMES:
         raise RingWireError("bad message header")
+    if ngroups == 0 and RING_KIND_NAMES[kind] in (JOIN, LEAVE, "STATE"):
+        # the group core reads groups[0] of these: one such message, delivered at every
+        # daemon in agreed order, would stop them all (IndexError)
+        raise RingWireError("a %s message names no group" % RING_KIND_NAMES[kind])
     pos = _RING_MSG_HEAD.size
     names = []
     for _ in range(ngroups + 2):
@@ -2650,12 +2675,23 @@ class Transport:
         m = stream.partial.get(key)
         if m is None:  # its first fragment is lost for good (only in recovery)
             return
+        if not self._fits(m, chunk):
+            return
         m.frags[chunk.frag_index] = chunk.body
         if len(m.frags) == m.frag_count:
             m.complete = True
             del stream.partial[key]
             if self.trace_completed is not None:
                 self.trace_completed.append((m.origin[0], m.origin[1], m.counter))
+
+    def _fits(self, m, chunk):
+        """A fragment must agree with its message's first on the count: otherwise frags could
+        reach frag_count with a hole, and joining them would fail in the delivery (KeyError).
+        Our daemons never send such a thing; a confused or hostile one might."""
+        if chunk.frag_count == m.frag_count:
+            return True
+        self.counters["inconsistent_fragments"] += 1
+        return False
 
     def link_gap(self, stream, link_seq):
         stream.ordered.append(_GapMarker(link_seq))
@@ -2706,6 +2742,8 @@ class Transport:
             m = _Message(stream.site_id, sender, chunk)
             stream.unrel_partial[key] = m
             stream.unrel_expiry.append((now + self.cfg.unreliable_timeout_s, key))
+        elif not self._fits(m, chunk):
+            return
         m.frags[chunk.frag_index] = chunk.body
         if len(m.frags) == m.frag_count:
             del stream.unrel_partial[key]
@@ -2778,6 +2816,13 @@ class Transport:
         trans_names = {pid[0] for pid in trans}
         while stream.ordered:
             m = stream.ordered.popleft()
+            if not m.complete and not m.gap and m.origin[0] in trans_names:
+                # cut by the ring change: its sender moves with us, holds every packet it sent
+                # (all recovered), so the rest was never sent and nobody anywhere has it; it
+                # goes again whole in the next ring (requeue_partial). It hides nothing a later
+                # message could depend on: not a gap, and the ones after it are not discarded
+                self.counters["messages_cut_by_change"] += 1
+                continue
             regular_ok = not after_gap and not emitted and m.complete and not (
                 m.service & SAFE_MESS and m.lts > safe_lts)
             if not regular_ok and not emitted:
@@ -3009,7 +3054,9 @@ class RingLink:
 
     def feed(self, ring, upto, allow_gaps=False):
         """Hand packets' chunks up to the transport in link_seq order (the site's order); with
-        allow_gaps (closing a configuration) a missing packet is handed up as a gap."""
+        allow_gaps (closing a configuration) a run of missing packets is handed up as ONE gap:
+        drain treats everything after a gap alike, and one marker per missing link_seq would
+        loop for ever on a far link_seq (a stray packet's, or a commit entry's old_high)."""
         upper = self.upper
         stream = ring.stream
         seq = ring.fed_upto + 1
@@ -3019,6 +3066,9 @@ class RingLink:
                 if not allow_gaps:
                     break
                 upper.link_gap(stream, seq)
+                seq = min([s for s in ring.packets if seq < s <= upto] or [upto + 1])
+                ring.fed_upto = seq - 1
+                continue
             elif p.inner is None:
                 for c in p.chunks:
                     upper.link_chunk(stream, p.sender, c)
@@ -3100,6 +3150,9 @@ class RingOrderer:
             raise ValueError("daemon name must be 1..%d bytes" % MAX_NAME_BYTES)
         self.me = (name, int(incarnation))
         self.peers = [p for p in peers if p != name]
+        #: the daemons spread.conf names, us included (a packet "from us" is another process
+        #: with our name: _newer_incarnation_of_me)
+        self.configured_names = frozenset(self.peers) | {name}
         self.rng = rng or random.Random(0)
         self.cfg = settings or RingSettings()
         self.now = now
@@ -3132,6 +3185,7 @@ class RingOrderer:
         self.recent_changes = collections.deque(maxlen=5)  # (time, ring, members, reason)
         self.startup_alone_after = now + self.cfg.consensus_timeout_s
         self.incarnation_bumps = 0  #: times we took a newer incarnation (clock went back)
+        self.unreliable_turn = False  #: a visit allowed one packet: UNRELIABLE's turn (alternates)
         self.incarnation_notice_at = {}  # daemon name -> when we last told it its incarnation
         self.bump_refused_log_at = None  # next time the "same name twice" error may be logged
         self._enter_gather("startup", extra=())
@@ -3158,6 +3212,11 @@ class RingOrderer:
             self._log("dropped a packet from %s: %s" % (src, e))
             return
         sender = p.sender
+        if sender[0] not in self.configured_names:
+            # a daemon that spread.conf does not name (another team's, at a configured address):
+            # we could not even send to it, and its joins would make our ring gather again
+            self.counters["dropped_unknown_daemon"] += 1
+            return
         if self._superseded(sender):
             self.counters["dropped_old_incarnation"] += 1
             self._send_incarnation_notice(sender)
@@ -3165,6 +3224,12 @@ class RingOrderer:
         newer = self._newer_incarnation_of_me(p)
         if newer is not None and self._take_newer_incarnation(*newer):
             return  # the packet was for our old incarnation
+        if sender[0] == self.me[0]:
+            # another process with our name (its incarnation is newer, and we stopped changing
+            # ours: two daemons run as one name). Taken as a peer's, its packets would supersede
+            # our own incarnation and leave us out of our own ring
+            self.counters["dropped_other_process_with_our_name"] += 1
+            return
         if isinstance(p, RingData):
             self._on_data(p)
         elif isinstance(p, RingToken):
@@ -3527,7 +3592,9 @@ class RingOrderer:
         best_aru = max(e.old_aru for e in entries)
         resender = min(p for p in trans if c.entries[p].old_aru == best_aru)
         first = low + 1 if resender == self.me else best_aru + 1
-        queue = collections.deque(s for s in range(first, high + 1) if s in self.ring.packets)
+        # the packets we hold in (first, high], not range(first, high + 1): a far link_seq
+        # (a stray packet's) must not make this loop run for ever
+        queue = collections.deque(sorted(s for s in self.ring.packets if first <= s <= high))
         self.recovery = {
             "trans": trans, "low": low, "high": high,
             "safe_lts": max(e.old_safe_lts for e in entries),
@@ -3690,8 +3757,15 @@ class RingOrderer:
 
     def _send_with_unreliable(self, ring, tok, allowed):
         """UNRELIABLE data gets a quarter of the visit's allowance first (so that a flood of
-        reliable messages cannot starve it, nor it them), then reliable, then what is left."""
-        share = min(allowed, max(1, allowed // 4))
+        reliable messages cannot starve it, nor it them), then reliable, then what is left.
+        A visit allowed ONE packet (a personal window of 1, or a visit that answered
+        retransmissions) gives it to UNRELIABLE every other time: "at least one" would give
+        them all to a steady UNRELIABLE stream, and reliable messages would never go."""
+        if allowed == 1:
+            self.unreliable_turn = not self.unreliable_turn
+            share = 1 if self.unreliable_turn else 0
+        else:
+            share = min(allowed, max(1, allowed // 4))
         own = self.link.send_unreliable(ring, tok, share)
         reliable = self.link.send_new_packets(ring, tok, allowed - len(own))
         own += self.link.send_unreliable(ring, tok, allowed - len(own) - reliable)

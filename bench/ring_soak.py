@@ -25,20 +25,37 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=1000, help="how many seeds (default 1000)")
     parser.add_argument("--first", type=int, default=1, help="first seed (default 1)")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
+    parser.add_argument("--unreliable-share", type=float, default=None, metavar="P",
+                        help="share of UNRELIABLE among the messages, 0..1 (default: one service "
+                             "in six, as every seed always ran)")
+    parser.add_argument("--clock-back", type=float, default=None, metavar="P",
+                        help="probability that a restart's clock went back, 0..1 (default: 0.7 "
+                             "in 40%% of the seeds, 0 in the others)")
+    parser.add_argument("--fault-every", type=float, default=None, metavar="S",
+                        help="seconds between faults (crashes, restarts, partitions; default: "
+                             "the seed's own, 0.4-1.5)")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
+    for name in ("unreliable_share", "clock_back"):
+        value = getattr(args, name)
+        if value is not None and not 0.0 <= value <= 1.0:
+            parser.error("--%s must be between 0 and 1" % name.replace("_", "-"))
+    if args.fault_every is not None and args.fault_every <= 0.05:
+        parser.error("--fault-every must be more than 0.05 s")
+    mix = {"unreliable_share": args.unreliable_share, "clock_back": args.clock_back,
+           "fault_every_s": args.fault_every}
     started = time.monotonic()
     totals = collections.Counter()
     failing = []
     for seed in range(args.first, args.first + args.seeds):
-        result = ring_sim.run_seed(seed)
+        result = ring_sim.run_seed(seed, **mix)
         totals.update(result.stats)
         totals["violations"] += len(result.violations)
         if result.violations:
             failing.append(seed)
             print(result.summary())
-            print("  " + ring_sim.replay_command(seed))
+            print("  " + ring_sim.replay_command(seed, **mix))
         if not args.quiet and (seed - args.first + 1) % 50 == 0:
             print("... %d seeds, %d violations, %.0f s" % (
                 seed - args.first + 1, totals["violations"], time.monotonic() - started),
@@ -56,7 +73,9 @@ def main(argv=None):
     print("restarts with the clock set back (a smaller incarnation) %d; incarnations taken "
           "anew when the others named a newer one %d" % (totals["clock_back_restarts"],
                                                 totals["incarnation_bumps"]))
-    print("rerun: python3 bench/ring_soak.py --seeds %d --first %d" % (args.seeds, args.first))
+    print("UNRELIABLE messages delivered %d" % totals["unreliable_delivered"])
+    print("rerun: python3 bench/ring_soak.py --seeds %d --first %d%s" % (
+        args.seeds, args.first, ring_sim.mix_options(**mix)))
     return 1 if failing else 0
 
 

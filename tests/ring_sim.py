@@ -113,6 +113,9 @@ class Sim:
         self.log_lines = []
         self.next_tick = 0.0
         self.drop_rule = None  # scenario tests: drop_rule(src, dest, raw) -> True drops it
+        #: soaks: the share of UNRELIABLE among the clients' messages (None: one service in six,
+        #: drawn exactly as before, so every seed replays as it always did)
+        self.unreliable_share = None
         #: scenario tests: a RingGroupCore above each orderer (its group STATE exchange after
         #: every ring change goes through the ring; the checkers skip those STATE messages)
         self.group_cores = group_cores
@@ -312,7 +315,12 @@ class Sim:
             return
         name = self.rng.choice(running)
         orderer, proc = self.nodes[name]
-        service = self.rng.choice(SERVICES)
+        if self.unreliable_share is None:
+            service = self.rng.choice(SERVICES)
+        elif self.rng.random() < self.unreliable_share:
+            service = sr.UNRELIABLE_MESS
+        else:
+            service = self.rng.choice(SERVICES[1:])
         r = self.rng.random()
         size = self.rng.randrange(8, 100) if r < 0.7 else (
             self.rng.randrange(100, 1200) if r < 0.95 else self.rng.randrange(1200, 6000))
@@ -694,20 +702,45 @@ def case_for_seed(seed):
     return case
 
 
-def run_seed(seed, daemons=None, seconds=None):
+def run_seed(seed, daemons=None, seconds=None, unreliable_share=None, clock_back=None,
+             fault_every_s=None):
+    """One seed's run. The mix options (soaks that stress UNRELIABLE and restarts) change the
+    seed's case; without them the run is the seed's usual one."""
     case = case_for_seed(seed)
-    sim = Sim(seed, daemons=daemons or case["daemons"], faults=case["faults"],
-              settings=case["settings"])
+    faults = case["faults"]
+    if clock_back is not None:
+        faults.clock_back = clock_back
+    if fault_every_s is not None:
+        faults.fault_every_s = fault_every_s
+    sim = Sim(seed, daemons=daemons or case["daemons"], faults=faults, settings=case["settings"])
+    sim.unreliable_share = unreliable_share
     return sim.run(seconds=seconds or case["seconds"], traffic_rate_per_s=case["rate"])
 
 
-def replay_command(seed):
-    return "python3 tests/ring_sim.py %d --log" % seed
+def mix_options(unreliable_share=None, clock_back=None, fault_every_s=None):
+    """The command-line form of run_seed's mix options (for replay commands)."""
+    out = ""
+    for flag, value in (("--unreliable-share", unreliable_share), ("--clock-back", clock_back),
+                        ("--fault-every", fault_every_s)):
+        if value is not None:
+            out += " %s %g" % (flag, value)
+    return out
+
+
+def replay_command(seed, **mix):
+    return "python3 tests/ring_sim.py %d --log%s" % (seed, mix_options(**mix))
+
+
+def _option(name):
+    if name in sys.argv:
+        return float(sys.argv[sys.argv.index(name) + 1])
+    return None
 
 
 if __name__ == "__main__":
     seed = int(sys.argv[1]) if len(sys.argv) > 1 else 1
-    res = run_seed(seed)
+    res = run_seed(seed, unreliable_share=_option("--unreliable-share"),
+                   clock_back=_option("--clock-back"), fault_every_s=_option("--fault-every"))
     if "--log" in sys.argv:
         print("\n".join(sorted(res.log_lines, key=lambda l: float(l.split(" ", 1)[0]))))
     print(res.summary())
