@@ -3390,7 +3390,7 @@ class RingOrderer:
             raise AssertionError("illegal state change %s -> %s (%s)" % (self.state, state, reason))
         if self.state != state:
             self.counters["enter_" + state.lower()] += 1
-        self._log("%s -> %s: %s" % (self.state, state, reason))
+        self._log("%s -> %s: %s" % (self.state or "(new daemon)", state, reason))
         self.state = state
         self.state_since = self.now
 
