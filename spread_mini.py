@@ -817,6 +817,12 @@ def _decode_data_body(r):
         return RingData(ring_id, sender, link_seq, inner=inner)
     if flags != 0:
         raise RingWireError("unknown data flags 0x%x" % flags)
+    chunks = _decode_chunks(r)
+    return RingData(ring_id, sender, link_seq, chunks)
+
+
+def _decode_chunks(r):
+    """The pieces of messages in a data or UNRELIABLE packet."""
     n = r.u16()
     if n > MAX_CHUNKS_PER_PACKET:
         raise RingWireError("too many chunks (%d)" % n)
@@ -827,7 +833,7 @@ def _decode_data_body(r):
         if count == 0 or index >= count:
             raise RingWireError("bad fragment %d of %d" % (index, count))
         chunks.append(RingChunk(counter, lts, site_seq, index, count, service, r.take(length)))
-    return RingData(ring_id, sender, link_seq, chunks)
+    return chunks
 
 
 def _decode_token_body(r):
@@ -886,16 +892,7 @@ def _decode_merge_body(r):
 def _decode_unreliable_body(r):
     ring_id = r.ring_id()
     sender = r.pid()
-    n = r.u16()
-    if n > MAX_CHUNKS_PER_PACKET:
-        raise RingWireError("too many chunks (%d)" % n)
-    chunks = []
-    for _ in range(n):
-        counter, lts, site_seq, index, count, service, length = r._fixed(_RING_CHUNK)
-        _counters((counter, lts, site_seq))
-        if count == 0 or index >= count:
-            raise RingWireError("bad fragment %d of %d" % (index, count))
-        chunks.append(RingChunk(counter, lts, site_seq, index, count, service, r.take(length)))
+    chunks = _decode_chunks(r)
     return RingUnreliable(ring_id, sender, chunks)
 
 

@@ -669,6 +669,36 @@ class Sim:
                               " (still in its send queue: the run ended first)" if queued else "",)))
 
 
+# ---- helpers for scenario tests (tests/test_ring_*.py) ----------------------------------------
+
+CALM = Faults(loss=0.0, dup=0.0, delay_s=0.001, jitter_s=0.0, crashes=False, partitions=False,
+              garbage=0.0)
+
+
+def calm_sim(n=3, seed=1, **settings):
+    sim = Sim(seed, daemons=n, faults=CALM, settings=settings)
+    assert sim.run_until(3.0, stop=lambda: all_in_one_ring(sim)), "the ring never formed"
+    return sim
+
+
+def all_in_one_ring(sim):
+    rings = set()
+    for orderer, _ in sim.nodes.values():
+        if orderer.state != sr.OPERATIONAL or len(orderer.ring.members) != len(sim.nodes):
+            return False
+        rings.add(orderer.ring.ring_id)
+    return len(rings) == 1
+
+
+def assert_guarantees(sim):
+    result = sim.check()
+    assert not result.violations, "\n".join(result.violations[:10])
+
+
+def delivered(sim, name):
+    return list(sim.nodes[name][1].delivered)
+
+
 def case_for_seed(seed):
     """Everything about a run comes from its seed: size of the ring, hostility of the network,
     settings. The CI seeds, the soak and the replay command all use this one function."""

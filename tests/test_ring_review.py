@@ -15,35 +15,9 @@ import random
 import struct
 
 import spread_mini as sr
-from ring_sim import Faults, Sim
+from ring_sim import CALM, Sim, all_in_one_ring, assert_guarantees, calm_sim, delivered
 
-CALM = Faults(loss=0.0, dup=0.0, delay_s=0.001, jitter_s=0.0, crashes=False, partitions=False,
-              garbage=0.0)
 PEERS = ["d1", "d2", "d3"]
-
-
-def calm_sim(n=3, seed=1, **settings):
-    sim = Sim(seed, daemons=n, faults=CALM, settings=settings)
-    assert sim.run_until(3.0, stop=lambda: all_in_one_ring(sim)), "the ring never formed"
-    return sim
-
-
-def all_in_one_ring(sim):
-    rings = set()
-    for orderer, _ in sim.nodes.values():
-        if orderer.state != sr.OPERATIONAL or len(orderer.ring.members) != len(sim.nodes):
-            return False
-        rings.add(orderer.ring.ring_id)
-    return len(rings) == 1
-
-
-def assert_guarantees(sim):
-    result = sim.check()
-    assert not result.violations, "\n".join(result.violations[:10])
-
-
-def delivered(sim, name):
-    return list(sim.nodes[name][1].delivered)
 
 
 # ------------------------------------------------------------------ counters beyond u64 arithmetic
