@@ -4700,9 +4700,27 @@ class RingDaemonServer(DaemonServer):
         super()._after_events()
         self._send_datagrams()
         self._client_flow_control()
+        self._flush_ring_log()
+
+    def _flush_ring_log(self):
         ring_log = self.daemon.orderer.log
         while ring_log:
             self._log_ring_line(ring_log.popleft())
+
+    def leave_ring(self, reason):
+        """Ctrl-C / SIGTERM: the core's LEAVE copies go out (LEAVE_COPY_GAP_S apart), so that
+        the other daemons form a new ring at once; then the caller closes the connections.
+        Clients and ring datagrams are not read any more: we are going."""
+        daemon = self.daemon
+        now = time.monotonic()
+        daemon.leave(reason, now)
+        self._send_datagrams()
+        deadline = now + LEAVE_COPIES * LEAVE_COPY_GAP_S + 0.5  # a bound, whatever the clock does
+        while daemon.orderer.leaving and time.monotonic() < deadline:
+            time.sleep(self.tick_every_s)
+            daemon.tick(time.monotonic())
+            self._send_datagrams()
+        self._flush_ring_log()
 
     def ring_snapshot(self):
         snap = self.daemon.orderer.snapshot()
@@ -5809,7 +5827,10 @@ def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
         server.close()
         return 1
 
-    def stop(_signum, _frame):
+    stopped_by = []
+
+    def stop(signum, _frame):
+        stopped_by.append(signum)
         server.stopping = True
 
     signal.signal(signal.SIGTERM, stop)
@@ -5819,6 +5840,11 @@ def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
                                               entry.port, ", ".join(sorted(peers))))
     try:
         server.serve_forever()
+        # a clean stop: the others form a new ring at once, and say why (kill -9 cannot do
+        # this: they notice by token loss)
+        server.log("%s: leaving the ring" % ("SIGINT (Ctrl-C)" if stopped_by[:1] == [signal.SIGINT]
+                                             else "SIGTERM"))
+        server.leave_ring("stopped by its operator")
     finally:
         server.close()
         server.log("daemon %s stopped" % entry.name)
