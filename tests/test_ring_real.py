@@ -208,7 +208,7 @@ def test_ctrl_c_of_a_daemon_tells_the_others_who_change_membership_at_once(procs
         assert "token lost" not in log, log[-2000:]
     out3 = procs.output(daemons[2])
     assert "SIGINT (Ctrl-C): leaving the ring" in out3 and "-> LEFT: stopped by its operator" in out3
-    print("Ctrl-C -> new membership at a client of another daemon after %.3f s" % took_s)
+    print("Ctrl-C -> new membership at a client of another daemon after %.4f s" % took_s)
     for m in (a, b):
         m.disconnect()
 
