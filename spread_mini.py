@@ -274,6 +274,11 @@ LEAVE_COPIES = 3
 LEAVE_COPY_GAP_S = 0.02
 #: the reason a leaving daemon gives ("stopped by its operator"): printable UTF-8, this long at most
 LEAVE_REASON_MAX_BYTES = 80
+#: after a LEAVE, what else comes from that process (a join sent before it, arriving late) is
+#: dropped for this long: far longer than a datagram lingers in a LAN, and short enough that a
+#: LEAVE naming a daemon that is in fact alive (a confused or forged sender) costs a few ring
+#: changes, not a livelock (it would be left out here and taken in by the others, for ever)
+LEAVE_REMEMBER_S = 2.0
 
 
 class RingSettings:
@@ -3259,8 +3264,9 @@ class RingOrderer:
         self.unreliable_turn = False  #: a visit allowed one packet: UNRELIABLE's turn (alternates)
         self.incarnation_notice_at = {}  # daemon name -> when we last told it its incarnation
         self.bump_refused_log_at = None  # next time the "same name twice" error may be logged
-        #: daemon name -> the incarnation that announced it leaves: that process sends nothing
-        #: more, so whatever still comes from it is late (a delayed join must not bring it back)
+        #: daemon name -> (incarnation that announced it leaves, until when): that process sends
+        #: nothing more, so whatever still comes from it is late (a delayed join must not bring
+        #: it back); forgotten after LEAVE_REMEMBER_S
         self.departed = {}
         self.leave_packet = None  #: our own LEAVE, once leave() was called
         self.leave_copies_left = 0
@@ -3313,7 +3319,7 @@ class RingOrderer:
             # our own incarnation and leave us out of our own ring
             self.counters["dropped_other_process_with_our_name"] += 1
             return
-        if self.departed.get(sender[0]) == sender[1] and not isinstance(p, RingData):
+        if sender[0] in self.departed and self._departed(sender) and not isinstance(p, RingData):
             # sent before its LEAVE, arriving after it (a late join would bring it back into a
             # gather). Its data packets still help the recovery of the old ring, like a crashed
             # daemon's late ones; they cannot start a membership change.
@@ -3963,6 +3969,13 @@ class RingOrderer:
         self.next_leave_copy_at = self.now + LEAVE_COPY_GAP_S
         self.counters["leaves_sent"] += 1
 
+    def _departed(self, pid):
+        gone = self.departed.get(pid[0])
+        if gone is not None and self.now >= gone[1]:
+            del self.departed[pid[0]]
+            return False
+        return gone is not None and gone[0] == pid[1]
+
     def _counts_on(self, pid):
         """Does the ring we are in, or the one we are forming, wait for daemon `pid`?"""
         if self.state == OPERATIONAL:
@@ -3981,7 +3994,7 @@ class RingOrderer:
         superseded in receive), a newer one is another process. Its later copies, and anything
         else it sent before, arriving late, are dropped (self.departed)."""
         pid = p.sender
-        self.departed[pid[0]] = pid[1]
+        self.departed[pid[0]] = (pid[1], self.now + LEAVE_REMEMBER_S)
         why = "%s is leaving (%s)" % (pid[0], p.reason or "no reason given")
         if not self._counts_on(pid):
             # not in our ring nor in the one we form (another partition's daemon, or one we

@@ -996,3 +996,21 @@ def test_a_safe_message_of_the_ring_the_leaver_was_in_goes_in_the_transitional_c
     i = events.index(("msg", safe))
     assert events[i - 1] == ("conf", sr.CONF_TRANSITIONAL) and events[i + 1] == ("conf", sr.CONF_REGULAR)
     assert_guarantees(sim)
+
+
+def test_a_leave_naming_a_live_daemon_costs_a_few_ring_changes_not_a_livelock():
+    """A LEAVE that names a daemon that is in fact alive (a confused or forged sender on a
+    configured address): d1 leaves d3 out and drops its packets, d2 takes it in. That lasts
+    LEAVE_REMEMBER_S, then the three are one ring again, EVS holding throughout."""
+    sim = calm_sim()
+    d1, d3 = sim.nodes["d1"][0], sim.nodes["d3"][0]
+    serials = [sim.submit(n, sr.AGREED_MESS) for n in ("d1", "d2", "d3")]
+    d1.receive(sr.encode_ring_leave(sr.RingLeave(d3.me, d3.ring.ring_id, "forged")), "d3", sim.now)
+    sim.drain("d1")
+    sim.run_until(sim.now + sr.LEAVE_REMEMBER_S + 0.5)
+    assert sim.run_until(sim.now + 5.0, stop=lambda: all_in_one_ring(sim))
+    assert sim.stats["configurations"] < 40
+    sim.run_until(sim.now + 1.0)
+    for name in ("d1", "d2", "d3"):  # each at its sender at least (it was a partition meanwhile)
+        assert serials[int(name[1]) - 1] in delivered(sim, name), name
+    assert_guarantees(sim)
