@@ -204,14 +204,16 @@ OPERATIONAL = "OPERATIONAL"
 GATHER = "GATHER"
 COMMIT = "COMMIT"
 RECOVERY = "RECOVERY"
+LEFT = "LEFT"  # this daemon was stopped (Ctrl-C, SIGTERM) and told the others: it sends no more
 
 #: The legal state changes (anything else is a bug in this file, not a network event).
 TRANSITIONS = {
     None: {GATHER},
-    GATHER: {COMMIT},  # consensus reached: commit token created or accepted
-    COMMIT: {RECOVERY, GATHER},  # commit token came round / commit token lost
-    RECOVERY: {OPERATIONAL, GATHER},  # old messages recovered / token lost
-    OPERATIONAL: {GATHER},  # token lost, join from a newcomer, another ring seen
+    GATHER: {COMMIT, LEFT},  # consensus reached: commit token created or accepted
+    COMMIT: {RECOVERY, GATHER, LEFT},  # commit token came round / commit token lost
+    RECOVERY: {OPERATIONAL, GATHER, LEFT},  # old messages recovered / token lost
+    OPERATIONAL: {GATHER, LEFT},  # token lost, join from a newcomer, another ring seen, a member leaves
+    LEFT: set(),  # the end (from any state: stopped by its operator, leave()): the process exits
 }
 
 #: Kinds of configuration change delivered to the layer above.
@@ -220,9 +222,10 @@ CONF_TRANSITIONAL = "transitional"
 
 RING_MAGIC = b"SMRG"  # spread_mini ring: every daemon-daemon datagram starts with it
 RING_VERSION = 1
-PT_DATA, PT_TOKEN, PT_JOIN, PT_COMMIT, PT_MERGE, PT_UNRELIABLE = 1, 2, 3, 4, 5, 6
+PT_DATA, PT_TOKEN, PT_JOIN, PT_COMMIT, PT_MERGE, PT_UNRELIABLE, PT_LEAVE = 1, 2, 3, 4, 5, 6, 7
 PACKET_TYPE_NAMES = {PT_DATA: "data", PT_TOKEN: "token", PT_JOIN: "join",
-                     PT_COMMIT: "commit", PT_MERGE: "merge", PT_UNRELIABLE: "unreliable"}
+                     PT_COMMIT: "commit", PT_MERGE: "merge", PT_UNRELIABLE: "unreliable",
+                     PT_LEAVE: "leave"}
 TOKEN_REGULAR = 1  # the thesis's token Type: "regular except during membership changes"
 
 MAX_NAME_BYTES = MAX_PROC_NAME  # daemon names
@@ -263,6 +266,19 @@ HELD_LIMIT_ROTATIONS = 4
 #: further parts (the largest message is about 147 KB; a daemon may hold 997 sessions x 2000
 #: groups)
 STATE_PART_BYTES = 100000  # (at most 65535 parts: the part's index and count share its hint)
+#: A daemon stopped cleanly (Ctrl-C, SIGTERM) sends a LEAVE packet this many times, this far
+#: apart (a datagram can be lost; a burst of loss, a full receive buffer, would take copies sent
+#: back to back together), then nothing more. If every copy is lost the others still notice by
+#: token loss, as for a crash: slower, never wrong.
+LEAVE_COPIES = 3
+LEAVE_COPY_GAP_S = 0.02
+#: the reason a leaving daemon gives ("stopped by its operator"): printable UTF-8, this long at most
+LEAVE_REASON_MAX_BYTES = 80
+#: after a LEAVE, what else comes from that process (a join sent before it, arriving late) is
+#: dropped for this long: far longer than a datagram lingers in a LAN, and short enough that a
+#: LEAVE naming a daemon that is in fact alive (a confused or forged sender) costs a few ring
+#: changes, not a livelock (it would be left out here and taken in by the others, for ever)
+LEAVE_REMEMBER_S = 2.0
 
 
 class RingSettings:
@@ -511,6 +527,8 @@ def equal_group_ids(a, b) -> bool:
 #   MERGE  sender, ring_id   (the representative's "a ring is here")
 #   UNRELIABLE  ring_id, sender, chunks as in DATA (origin_counter is the sender's separate
 #          unreliable sequence): pieces of UNRELIABLE messages, no link_seq, never resent (7.3.3)
+#   LEAVE  sender, ring_id (the ring it was in), reason (u8 length + printable UTF-8): "I stop
+#          now, do not wait for me" (a daemon stopped by Ctrl-C or SIGTERM; sent a few times)
 
 FLAG_RECOVERED = 0x01
 
@@ -746,6 +764,29 @@ class RingUnreliable:
         self.chunks = list(chunks)
 
 
+class RingLeave:
+    """A daemon that stops cleanly says so: the others leave it out at once, without waiting
+    for token loss. Its own packet type (not a join naming its sender as failed) so that no
+    daemon can take it for a join, and an old daemon drops it as an unknown type."""
+    __slots__ = ("sender", "ring_id", "reason")
+
+    def __init__(self, sender, ring_id, reason):
+        self.sender = sender
+        self.ring_id = ring_id
+        self.reason = reason
+
+
+def leave_reason_error(reason):
+    """Why `reason` cannot travel in a LEAVE packet, or None (it ends up in other daemons'
+    logs: printable text only, so no terminal escape codes)."""
+    raw = reason.encode("utf-8", "replace")
+    if len(raw) > LEAVE_REASON_MAX_BYTES:
+        return "leave reason longer than %d bytes" % LEAVE_REASON_MAX_BYTES
+    if not reason.isprintable():
+        return "leave reason with control characters"
+    return None
+
+
 def encode_ring_data(p):
     if p._raw is not None:
         return p._raw
@@ -793,6 +834,12 @@ def encode_ring_commit(c):
 
 def encode_ring_merge(m):
     return _ring_seal(_ring_header(PT_MERGE) + _pid_bytes(m.sender) + _ring_id_bytes(m.ring_id))
+
+
+def encode_ring_leave(p):
+    raw = p.reason.encode("utf-8")
+    return _ring_seal(_ring_header(PT_LEAVE) + _pid_bytes(p.sender) + _ring_id_bytes(p.ring_id)
+                      + struct.pack(">B", len(raw)) + raw)
 
 
 def encode_ring_unreliable(p):
@@ -896,14 +943,29 @@ def _decode_unreliable_body(r):
     return RingUnreliable(ring_id, sender, chunks)
 
 
+def _decode_leave_body(r):
+    sender = r.pid()
+    ring_id = r.ring_id()
+    raw = r.take(r.u8())
+    try:
+        reason = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RingWireError("leave reason is not UTF-8")
+    error = leave_reason_error(reason)
+    if error is not None:
+        raise RingWireError(error)
+    return RingLeave(sender, ring_id, reason)
+
+
 _RING_DECODERS = {PT_DATA: _decode_data_body, PT_TOKEN: _decode_token_body,
              PT_JOIN: _decode_join_body, PT_COMMIT: _decode_commit_body,
-             PT_MERGE: _decode_merge_body, PT_UNRELIABLE: _decode_unreliable_body}
+             PT_MERGE: _decode_merge_body, PT_UNRELIABLE: _decode_unreliable_body,
+             PT_LEAVE: _decode_leave_body}
 
 
 def decode_ring_packet(data):
-    """bytes -> RingData / RingToken / RingJoin / RingCommit / RingMerge / RingUnreliable, or
-    RingWireError."""
+    """bytes -> RingData / RingToken / RingJoin / RingCommit / RingMerge / RingUnreliable /
+    RingLeave, or RingWireError."""
     if len(data) < 10 or data[:4] != RING_MAGIC:
         raise RingWireError("not a spread_mini ring packet (no magic)")
     version, ptype = data[4], data[5]
@@ -935,6 +997,8 @@ def encode_ring_packet(p):
         return encode_ring_commit(p)
     if isinstance(p, RingUnreliable):
         return encode_ring_unreliable(p)
+    if isinstance(p, RingLeave):
+        return encode_ring_leave(p)
     return encode_ring_merge(p)
 
 # ---- Ring: daemon messages as the ring carries them ---------------------------------------
@@ -1410,6 +1474,14 @@ class Orderer:
     def poll(self) -> list:
         raise NotImplementedError
 
+    #: True while leave() still has announcements to send (tick() sends them, LEAVE_COPY_GAP_S
+    #: apart); the I/O loop keeps ticking until it is False, then exits
+    leaving = False
+
+    def leave(self, reason: str, now: float) -> None:
+        """The daemon is being stopped cleanly (Ctrl-C, SIGTERM): tell the other daemons, if
+        there are any (one daemon alone has nobody to tell)."""
+
 
 class LocalOrderer(Orderer):
     """The ring of one daemon: every message is delivered at once, in submission order.
@@ -1824,6 +1896,13 @@ class Daemon:
     def datagram(self, packet: bytes, src, now: float) -> None:
         self.now = now
         self.orderer.receive(packet, src, now)
+        self._run_orderer()
+
+    def leave(self, reason: str, now: float) -> None:
+        """Stopped by the operator: the orderer tells the other daemons (SendDatagram actions);
+        the I/O loop ticks while orderer.leaving, then closes the connections and exits."""
+        self.now = now
+        self.orderer.leave(reason, now)
         self._run_orderer()
 
     def tick(self, now: float) -> None:
@@ -3185,6 +3264,13 @@ class RingOrderer:
         self.unreliable_turn = False  #: a visit allowed one packet: UNRELIABLE's turn (alternates)
         self.incarnation_notice_at = {}  # daemon name -> when we last told it its incarnation
         self.bump_refused_log_at = None  # next time the "same name twice" error may be logged
+        #: daemon name -> (incarnation that announced it leaves, until when): that process sends
+        #: nothing more, so whatever still comes from it is late (a delayed join must not bring
+        #: it back); forgotten after LEAVE_REMEMBER_S
+        self.departed = {}
+        self.leave_packet = None  #: our own LEAVE, once leave() was called
+        self.leave_copies_left = 0
+        self.next_leave_copy_at = None
         self._enter_gather("startup", extra=())
 
     # ---------------------------------------------------------------- public interface
@@ -3194,6 +3280,9 @@ class RingOrderer:
         is ever refused: Transport.submit). An urgent message goes to the front of the queue,
         behind only a message whose fragments are already being sent (and earlier urgent ones):
         the group state exchange sends its STATE message so."""
+        if self.state == LEFT:
+            self.counters["submit_refused_after_leave"] += 1
+            return False
         if not self.transport.submit(msg, urgent):
             return False
         if self.held_token is not None:
@@ -3202,6 +3291,9 @@ class RingOrderer:
 
     def receive(self, packet, src, now):
         self.now = now
+        if self.state == LEFT:  # we said we leave: nothing the others send concerns us now
+            self.counters["dropped_after_we_left"] += 1
+            return
         try:
             p = decode_ring_packet(packet)
         except RingWireError as e:
@@ -3227,6 +3319,13 @@ class RingOrderer:
             # our own incarnation and leave us out of our own ring
             self.counters["dropped_other_process_with_our_name"] += 1
             return
+        if sender[0] in self.departed and self._departed(sender) and not isinstance(p, RingData):
+            # sent before its LEAVE, arriving after it (a late join would bring it back into a
+            # gather). Its data packets still help the recovery of the old ring, like a crashed
+            # daemon's late ones; they cannot start a membership change.
+            self.counters["duplicate_leaves" if isinstance(p, RingLeave)
+                          else "dropped_late_from_departed"] += 1
+            return
         if isinstance(p, RingData):
             self._on_data(p)
         elif isinstance(p, RingToken):
@@ -3237,11 +3336,17 @@ class RingOrderer:
             self._on_commit(p)
         elif isinstance(p, RingUnreliable):
             self._on_unreliable(p)
+        elif isinstance(p, RingLeave):
+            self._on_leave(p)
         else:
             self._on_merge(p)
 
     def tick(self, now):
         self.now = now
+        if self.state == LEFT:
+            if self.leave_copies_left and now >= self.next_leave_copy_at:
+                self._send_leave_copy()
+            return
         if self.held_token is not None and now >= self.hold_until:
             self._release_held_token()
         self.link.retransmit_token_if_due(now)
@@ -3260,6 +3365,28 @@ class RingOrderer:
     def poll(self):
         out, self.outputs = self.outputs, []
         return out
+
+    def leave(self, reason, now):
+        """This daemon is being stopped cleanly (its operator pressed Ctrl-C): tell the others,
+        so that they form a new ring at once instead of waiting for token loss (token_timeout_s)
+        and a consensus timeout; then send nothing more (state LEFT). The others treat us as
+        crashed in every other respect: we are not in their transitional configuration, and
+        what we sent and they have is delivered or not exactly as after a crash (EVS). The
+        first LEAVE goes now, LEAVE_COPIES - 1 more on later ticks (see `leaving`)."""
+        self.now = now
+        if self.state == LEFT:
+            return
+        error = leave_reason_error(reason)
+        if error is not None:
+            raise ValueError(error)  # our caller's mistake, not the network's
+        self.leave_packet = encode_ring_leave(RingLeave(self.me, self.ring.ring_id, reason))
+        self.leave_copies_left = LEAVE_COPIES
+        self._enter_left(reason)
+        self._send_leave_copy()
+
+    @property
+    def leaving(self):
+        return self.state == LEFT and self.leave_copies_left > 0
 
     def snapshot(self):
         """Plain data for the status table."""
@@ -3396,8 +3523,10 @@ class RingOrderer:
 
     # ---------------------------------------------------------------- state: GATHER
 
-    def _enter_gather(self, reason, extra=()):
-        """Start (or restart) forming a ring: propose the members we know, wait for agreement."""
+    def _enter_gather(self, reason, extra=(), failed=()):
+        """Start (or restart) forming a ring: propose the members we know, wait for agreement.
+        `failed`: daemons known to be gone (they said they leave): in the fail set from the
+        start, so nobody waits a consensus timeout for them."""
         if self.state == GATHER:  # gathering again from scratch (our incarnation changed)
             self._log("GATHER again: %s" % reason)
         else:
@@ -3406,7 +3535,8 @@ class RingOrderer:
         self.counters["membership_changes_started"] += 1
         self.proc_set = set(self.ring.members) | {self.me} | set(extra)
         self.proc_set = {p for p in self.proc_set if not self._superseded(p)}
-        self.fail_set = set()
+        self.fail_set = set(failed)
+        self.proc_set |= self.fail_set  # (Totem: the fail set is part of the proc set)
         self.joins = {}
         self.commit = None
         self.new_ring = None
@@ -3811,6 +3941,75 @@ class RingOrderer:
 
     def _pass(self, raw, nxt, link_seq):
         self.link.pass_raw(raw, nxt, link_seq, self.now)
+
+    # ---------------------------------------------------------------- a clean stop: LEAVE
+
+    def _enter_left(self, reason):
+        """The end of this daemon: whatever it held (the token, a commit token, messages not
+        yet sent) is dropped, as in a crash; the others recover without it."""
+        others = sorted(self.peers)
+        self._set_state(LEFT, "%s: telling %s (%d copies), then sending nothing more" % (
+            reason, ", ".join(others) or "nobody", LEAVE_COPIES))
+        self.change_reason = reason
+        self.commit = None
+        self.new_ring = None
+        self.recovery = None
+        self.held_token = None
+        self.last_sent_token = None
+        self.token_deadline = None
+        self.consensus_deadline = None
+        self.next_join_at = None
+
+    def _send_leave_copy(self):
+        """To every configured daemon, as joins go: one that gathers with us but is not in our
+        ring (it saw our join) waits for us too. The others drop it (_on_leave)."""
+        for name in self.peers:
+            self.outputs.append(Send(self.leave_packet, name))
+        self.leave_copies_left -= 1
+        self.next_leave_copy_at = self.now + LEAVE_COPY_GAP_S
+        self.counters["leaves_sent"] += 1
+
+    def _departed(self, pid):
+        gone = self.departed.get(pid[0])
+        if gone is not None and self.now >= gone[1]:
+            del self.departed[pid[0]]
+            return False
+        return gone is not None and gone[0] == pid[1]
+
+    def _counts_on(self, pid):
+        """Does the ring we are in, or the one we are forming, wait for daemon `pid`?"""
+        if self.state == OPERATIONAL:
+            return pid in self.ring.members
+        if self.state == GATHER:
+            return pid in self.proc_set and pid not in self.fail_set
+        if self.state == COMMIT:
+            return self.commit is not None and pid in self.commit.members
+        if self.state == RECOVERY:
+            return self.new_ring is not None and pid in self.new_ring.members
+        return False
+
+    def _on_leave(self, p):
+        """A daemon says it stops: leave it out now (in any state) instead of waiting for token
+        loss. Only the process that sent it: an older incarnation never gets here (dropped as
+        superseded in receive), a newer one is another process. Its later copies, and anything
+        else it sent before, arriving late, are dropped (self.departed)."""
+        pid = p.sender
+        self.departed[pid[0]] = (pid[1], self.now + LEAVE_REMEMBER_S)
+        why = "%s is leaving (%s)" % (pid[0], p.reason or "no reason given")
+        if not self._counts_on(pid):
+            # not in our ring nor in the one we form (another partition's daemon, or one we
+            # already left out): nothing to change
+            self.counters["leaves_ignored_not_member"] += 1
+            self._log("%s: not a member of our ring, nothing to change" % why)
+            return
+        self.counters["leaves_received"] += 1
+        if self.state == GATHER:
+            self.fail_set.add(pid)
+            self._log("GATHER: %s: left out" % why)
+            self._send_join()
+            self._check_consensus()
+        else:
+            self._enter_gather(why, failed=(pid,))
 
     # ---------------------------------------------------------------- merge detection
 
@@ -4514,9 +4713,27 @@ class RingDaemonServer(DaemonServer):
         super()._after_events()
         self._send_datagrams()
         self._client_flow_control()
+        self._flush_ring_log()
+
+    def _flush_ring_log(self):
         ring_log = self.daemon.orderer.log
         while ring_log:
             self._log_ring_line(ring_log.popleft())
+
+    def leave_ring(self, reason):
+        """Ctrl-C / SIGTERM: the core's LEAVE copies go out (LEAVE_COPY_GAP_S apart), so that
+        the other daemons form a new ring at once; then the caller closes the connections.
+        Clients and ring datagrams are not read any more: we are going."""
+        daemon = self.daemon
+        now = time.monotonic()
+        daemon.leave(reason, now)
+        self._send_datagrams()
+        deadline = now + LEAVE_COPIES * LEAVE_COPY_GAP_S + 0.5  # a bound, whatever the clock does
+        while daemon.orderer.leaving and time.monotonic() < deadline:
+            time.sleep(self.tick_every_s)
+            daemon.tick(time.monotonic())
+            self._send_datagrams()
+        self._flush_ring_log()
 
     def ring_snapshot(self):
         snap = self.daemon.orderer.snapshot()
@@ -5623,7 +5840,10 @@ def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
         server.close()
         return 1
 
-    def stop(_signum, _frame):
+    stopped_by = []
+
+    def stop(signum, _frame):
+        stopped_by.append(signum)
         server.stopping = True
 
     signal.signal(signal.SIGTERM, stop)
@@ -5633,6 +5853,11 @@ def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
                                               entry.port, ", ".join(sorted(peers))))
     try:
         server.serve_forever()
+        # a clean stop: the others form a new ring at once, and say why (kill -9 cannot do
+        # this: they notice by token loss)
+        server.log("%s: leaving the ring" % ("SIGINT (Ctrl-C)" if stopped_by[:1] == [signal.SIGINT]
+                                             else "SIGTERM"))
+        server.leave_ring("stopped by its operator")
     finally:
         server.close()
         server.log("daemon %s stopped" % entry.name)

@@ -34,17 +34,20 @@ def main(argv=None):
     parser.add_argument("--fault-every", type=float, default=None, metavar="S",
                         help="seconds between faults (crashes, restarts, partitions; default: "
                              "the seed's own, 0.4-1.5)")
+    parser.add_argument("--clean-stop", type=float, default=None, metavar="P",
+                        help="share of the crashes that are clean stops (a LEAVE announcement "
+                             "first, as after Ctrl-C), 0..1 (default: one in three)")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
-    for name in ("unreliable_share", "clock_back"):
+    for name in ("unreliable_share", "clock_back", "clean_stop"):
         value = getattr(args, name)
         if value is not None and not 0.0 <= value <= 1.0:
             parser.error("--%s must be between 0 and 1" % name.replace("_", "-"))
     if args.fault_every is not None and args.fault_every <= 0.05:
         parser.error("--fault-every must be more than 0.05 s")
     mix = {"unreliable_share": args.unreliable_share, "clock_back": args.clock_back,
-           "fault_every_s": args.fault_every}
+           "fault_every_s": args.fault_every, "clean_stop": args.clean_stop}
     started = time.monotonic()
     totals = collections.Counter()
     failing = []
@@ -73,6 +76,10 @@ def main(argv=None):
     print("restarts with the clock set back (a smaller incarnation) %d; incarnations taken "
           "anew when the others named a newer one %d" % (totals["clock_back_restarts"],
                                                 totals["incarnation_bumps"]))
+    print("clean stops (LEAVE announced, then the process gone) %d of the crashes; LEAVEs acted "
+          "on %d, duplicates dropped %d, from non-members ignored %d" % (
+              totals["clean_stops"], totals["leaves_received"], totals["duplicate_leaves"],
+              totals["leaves_ignored_not_member"]))
     print("UNRELIABLE messages delivered %d" % totals["unreliable_delivered"])
     print("rerun: python3 bench/ring_soak.py --seeds %d --first %d%s" % (
         args.seeds, args.first, ring_sim.mix_options(**mix)))

@@ -3,7 +3,8 @@ from __future__ import annotations
 """A deterministic simulated network for RingOrderer, and the checkers of the guarantees.
 
 One seeded random.Random decides everything: packet loss, duplication, delay (and so reordering),
-partitions and heals, crashes and restarts (a restarted daemon is a fresh RingOrderer with a new
+partitions and heals, crashes (some of them clean stops: the daemon announces that it leaves,
+as after Ctrl-C, then stops) and restarts (a restarted daemon is a fresh RingOrderer with a new
 incarnation: its start time in ms, 1000, 2000, ...; in some seeds a restart's clock went back
 and its incarnation is SMALLER than the last one, so it must learn from the others to take a
 higher one), and the clients' messages of every service type. There is no real time and no
@@ -46,7 +47,8 @@ class Faults:
     """How hostile the network is (probabilities per packet, delays in seconds)."""
 
     def __init__(self, loss=0.02, dup=0.01, delay_s=0.002, jitter_s=0.002, crashes=True,
-                 partitions=True, fault_every_s=1.2, garbage=0.005, clock_back=0.0):
+                 partitions=True, fault_every_s=1.2, garbage=0.005, clock_back=0.0,
+                 clean_stop=0.0):
         self.loss = loss
         self.dup = dup
         self.delay_s = delay_s
@@ -56,6 +58,9 @@ class Faults:
         self.fault_every_s = fault_every_s
         self.garbage = garbage  # a mangled copy of the packet, or other traffic, arrives too
         self.clock_back = clock_back  # a restart's clock went back: a smaller incarnation
+        #: the share of the crashes that are clean stops (Ctrl-C: RingOrderer.leave, its LEAVE
+        #: copies, then the process is gone); the others are kill -9
+        self.clean_stop = clean_stop
 
 
 class Process:
@@ -113,6 +118,10 @@ class Sim:
         self.log_lines = []
         self.next_tick = 0.0
         self.drop_rule = None  # scenario tests: drop_rule(src, dest, raw) -> True drops it
+        #: clean stops decided by their own Random, so that a seed's other draws stay the same
+        #: until its first clean stop
+        self.stop_rng = random.Random(seed * 7919 + 3)
+        self.leaving = set()  # names of daemons that announced they leave, still sending copies
         #: soaks: the share of UNRELIABLE among the clients' messages (None: one service in six,
         #: drawn exactly as before, so every seed replays as it always did)
         self.unreliable_share = None
@@ -153,7 +162,8 @@ class Sim:
                     "recovery_packets_sent", "recovered_packets", "discarded_after_gap",
                     "retransmissions_sent", "token_loss", "consensus_timeouts",
                     "messages_resent_after_change", "dropped_garbage", "incarnation_bumps",
-                    "incarnation_notices_sent"):
+                    "incarnation_notices_sent", "leaves_received", "duplicate_leaves",
+                    "leaves_ignored_not_member"):
             self.stats[key] = self.stats.get(key, 0) + orderer.counters.get(key, 0)
 
     def start_clock_back(self, name):
@@ -175,7 +185,21 @@ class Sim:
         else:
             self.start(name)
 
+    def stop_cleanly(self, name, reason="stopped by its operator"):
+        """Ctrl-C: the daemon announces that it leaves; it is gone (crash) once it has sent its
+        last copy of the announcement (after_tick), or at once if crashed or healed before."""
+        orderer = self.nodes[name][0]
+        orderer.leave(reason, self.now)
+        self.drain(name)
+        self.leaving.add(name)
+        self.stats["clean_stops"] = self.stats.get("clean_stops", 0) + 1
+
+    def after_tick(self, name):
+        if name in self.leaving and not self.nodes[name][0].leaving:
+            self.crash(name)
+
     def crash(self, name):
+        self.leaving.discard(name)
         orderer, proc = self.nodes.pop(name)
         self.cores.pop(name, None)
         self.add_counters(orderer)
@@ -383,6 +407,7 @@ class Sim:
                         continue
                     self.nodes[name][0].tick(self.now)
                     self.drain(name)
+                    self.after_tick(name)
                 next_tick += self.tick_s
             elif t == next_submit:
                 self.submit_random()
@@ -398,6 +423,8 @@ class Sim:
         return self.check()
 
     def heal_everything(self):
+        for name in sorted(self.leaving):  # its last copies are not sent: like kill -9 after ^C
+            self.crash(name)
         self.group_of = None
         self.paused_until = {}
         self.oneway_cuts = set()
@@ -424,7 +451,11 @@ class Sim:
             return
         what = self.rng.choice(choices)
         if what == "crash":
-            self.crash(self.rng.choice(up))
+            name = self.rng.choice(up)
+            if name not in self.leaving and f.clean_stop and self.stop_rng.random() < f.clean_stop:
+                self.stop_cleanly(name)
+            else:
+                self.crash(name)
         elif what == "restart":
             self.restart(self.rng.choice(down))
             self.stats["restarts"] += 1
@@ -459,6 +490,7 @@ class Sim:
         for name in sorted(self.nodes):
             self.nodes[name][0].tick(self.now)
             self.drain(name)
+            self.after_tick(name)
         self.next_tick += self.tick_s
 
     def run_until(self, t_end, stop=None):
@@ -718,6 +750,8 @@ def case_for_seed(seed):
     # other parameters of every seed stay what they were)
     if random.Random(seed * 7919 + 2).random() < 0.4:
         faults.clock_back = 0.7
+    # a third of the crashes are clean stops (a LEAVE announcement first, as after Ctrl-C)
+    faults.clean_stop = 1.0 / 3
     case = {"daemons": rng.choice([2, 3, 3, 4, 5]), "seconds": rng.choice([6.0, 8.0, 10.0]),
             "faults": faults, "settings": settings, "rate": rng.choice([50.0, 150.0, 400.0])}
     slow = (settings.get("personal_window_packets", 99) <= 5 or faults.loss > 0.1
@@ -733,7 +767,7 @@ def case_for_seed(seed):
 
 
 def run_seed(seed, daemons=None, seconds=None, unreliable_share=None, clock_back=None,
-             fault_every_s=None):
+             fault_every_s=None, clean_stop=None):
     """One seed's run. The mix options (soaks that stress UNRELIABLE and restarts) change the
     seed's case; without them the run is the seed's usual one."""
     case = case_for_seed(seed)
@@ -742,16 +776,18 @@ def run_seed(seed, daemons=None, seconds=None, unreliable_share=None, clock_back
         faults.clock_back = clock_back
     if fault_every_s is not None:
         faults.fault_every_s = fault_every_s
+    if clean_stop is not None:
+        faults.clean_stop = clean_stop
     sim = Sim(seed, daemons=daemons or case["daemons"], faults=faults, settings=case["settings"])
     sim.unreliable_share = unreliable_share
     return sim.run(seconds=seconds or case["seconds"], traffic_rate_per_s=case["rate"])
 
 
-def mix_options(unreliable_share=None, clock_back=None, fault_every_s=None):
+def mix_options(unreliable_share=None, clock_back=None, fault_every_s=None, clean_stop=None):
     """The command-line form of run_seed's mix options (for replay commands)."""
     out = ""
     for flag, value in (("--unreliable-share", unreliable_share), ("--clock-back", clock_back),
-                        ("--fault-every", fault_every_s)):
+                        ("--fault-every", fault_every_s), ("--clean-stop", clean_stop)):
         if value is not None:
             out += " %s %g" % (flag, value)
     return out
@@ -770,7 +806,8 @@ def _option(name):
 if __name__ == "__main__":
     seed = int(sys.argv[1]) if len(sys.argv) > 1 else 1
     res = run_seed(seed, unreliable_share=_option("--unreliable-share"),
-                   clock_back=_option("--clock-back"), fault_every_s=_option("--fault-every"))
+                   clock_back=_option("--clock-back"), fault_every_s=_option("--fault-every"),
+                   clean_stop=_option("--clean-stop"))
     if "--log" in sys.argv:
         print("\n".join(sorted(res.log_lines, key=lambda l: float(l.split(" ", 1)[0]))))
     print(res.summary())

@@ -744,3 +744,273 @@ def test_unreliable_lost_piece_is_never_resent_and_reliable_traffic_goes_on():
     assert lost in {s for s, _ in sim.nodes["d2"][1].unreliable}
     assert sim.nodes["d1"][0].counters["retransmissions_sent"] == 0
     assert_guarantees(sim)
+
+
+# ------------------------------------------------------------------ a clean stop: LEAVE
+# A daemon stopped with Ctrl-C or SIGTERM calls RingOrderer.leave(reason): it sends LEAVE_COPIES
+# LEAVE packets and nothing more; the others leave it out at once (in any state), instead of
+# waiting for token loss (token_timeout_s) and a consensus timeout. EVS as after a crash.
+
+REASON = "stopped by its operator"
+
+
+def leaves_to(dest=None):
+    """A drop rule's helper: is `raw` a LEAVE (to `dest`, or to anyone)?"""
+    def match(src, d, raw):
+        return raw[5] == sr.PT_LEAVE and (dest is None or d == dest)
+    return match
+
+
+def record_sends(sim, name):
+    """Every datagram `name` sends from now on, as (dest, packet type)."""
+    sent = []
+    original = sim.send
+
+    def send(src, dest, raw):
+        if src == name:
+            sent.append((dest, raw[5]))
+        original(src, dest, raw)
+
+    sim.send = send
+    return sent
+
+
+def new_ring_of_two(sim):
+    return all(sim.nodes[n][0].state == sr.OPERATIONAL and
+               [p[0] for p in sim.nodes[n][0].ring.members] == ["d1", "d2"] for n in ("d1", "d2"))
+
+
+def test_wire_leave_round_trip_and_strict_decoding():
+    raw = sr.encode_ring_leave(sr.RingLeave(("d3", 7), (4, "d1", 5), REASON))
+    p = sr.decode_ring_packet(raw)
+    assert isinstance(p, sr.RingLeave) and (p.sender, p.ring_id, p.reason) == (
+        ("d3", 7), (4, "d1", 5), REASON)
+    head = sr._ring_header(sr.PT_LEAVE) + sr._pid_bytes(("d3", 7)) + sr._ring_id_bytes((4, "d1", 5))
+    for bad in (b"\x02\xff\xfe",                      # not UTF-8
+                b"\x05ab\x1b[m",                      # a terminal escape code in the reason
+                b"\x51" + b"x" * 0x51,                # longer than LEAVE_REASON_MAX_BYTES
+                b"\x02ok!",                           # a byte after the reason
+                b"\x05ok"):                           # cut short
+        with pytest.raises(sr.RingWireError):
+            sr.decode_ring_packet(sr._ring_seal(head + bad))
+    assert sr.decode_ring_packet(sr._ring_seal(head + b"\x00")).reason == ""
+
+
+def test_leave_refuses_a_reason_that_could_not_travel():
+    o = sr.RingOrderer("d1", 1, ["d1", "d2"], random.Random(1))
+    with pytest.raises(ValueError):
+        o.leave("bad\nreason", 0.0)
+    assert o.state == sr.GATHER
+
+
+def test_leave_from_operational_the_others_change_at_once_and_say_why():
+    sim = calm_sim()
+    serials = [sim.submit("d%d" % (1 + i % 3), s) for i in range(12)
+               for s in (sr.AGREED_MESS, sr.SAFE_MESS)]
+    sim.run_until(sim.now + 0.005)
+    d3 = sim.nodes["d3"][0]
+    sent = record_sends(sim, "d3")
+    left_at = sim.now
+    sim.stop_cleanly("d3", REASON)
+    assert d3.state == sr.LEFT and d3.leaving
+    assert sim.run_until(left_at + 2.0, stop=lambda: new_ring_of_two(sim))
+    # well before the token loss path (token_timeout_s, then consensus_timeout_s) could
+    assert sim.now - left_at < sim.nodes["d1"][0].cfg.token_timeout_s
+    sim.run_until(sim.now + 1.0)
+    assert "d3" not in sim.nodes  # gone once its last copy was sent
+    assert sent == [(dest, sr.PT_LEAVE) for _ in range(sr.LEAVE_COPIES) for dest in ("d1", "d2")]
+    for name in ("d1", "d2"):
+        o = sim.nodes[name][0]
+        assert any("OPERATIONAL -> GATHER: d3 is leaving (stopped by its operator)" in line
+                   for line in o.log), name
+        assert o.counters["token_loss"] == 0 and o.counters["consensus_timeouts"] == 0
+        assert o.counters["leaves_received"] == 1
+        assert o.counters["duplicate_leaves"] == sr.LEAVE_COPIES - 1
+        trans = [e[1] for e in sim.nodes[name][1].events if e[0] == "conf"][-2:]
+        assert [c.kind for c in trans] == [sr.CONF_TRANSITIONAL, sr.CONF_REGULAR]
+        assert trans[0].members == ["d1", "d2"]  # the leaver is not in the transitional one
+    for s in serials:  # what d1 and d2 sent is delivered at both; d3's: at both or at neither
+        if sim.submitted[s][3][0] != "d3":
+            assert s in delivered(sim, "d1") and s in delivered(sim, "d2")
+        else:
+            assert (s in delivered(sim, "d1")) == (s in delivered(sim, "d2"))
+    assert_guarantees(sim)
+
+
+def test_the_leaver_sends_its_copies_apart_then_nothing_and_takes_nothing():
+    sim = calm_sim()
+    d3 = sim.nodes["d3"][0]
+    t0 = sim.now
+    d3.leave(REASON, t0)
+    first = [o for o in d3.poll() if isinstance(o, sr.Send)]
+    assert sorted(o.dest for o in first) == ["d1", "d2"]
+    assert {sr.decode_ring_packet(o.packet).reason for o in first} == {REASON}
+    d3.tick(t0 + sr.LEAVE_COPY_GAP_S / 2)
+    assert d3.poll() == []  # not yet
+    copies = 1
+    t = t0
+    while d3.leaving:
+        t += 0.005
+        d3.tick(t)
+        copies += bool(d3.poll())
+    assert copies == sr.LEAVE_COPIES and t - t0 >= (sr.LEAVE_COPIES - 1) * sr.LEAVE_COPY_GAP_S
+    d3.tick(t + 5.0)  # no token retransmission, no join, nothing
+    token = sr.encode_ring_token(sr.RingToken(d3.ring.ring_id, sim.nodes["d1"][0].me, 10 ** 6))
+    d3.receive(token, "d1", t + 5.0)
+    assert d3.poll() == [] and d3.counters["dropped_after_we_left"] == 1
+    msg = sr.DaemonMessage(sr.DATA, "d3", "#c#d3", sr.AGREED_MESS, ["g"], data=b"late")
+    assert d3.submit(msg) is False
+    d3.leave(REASON, t + 6.0)  # a second Ctrl-C: nothing more
+    assert d3.poll() == [] and d3.state == sr.LEFT
+
+
+@pytest.mark.parametrize("state", [sr.GATHER, sr.COMMIT, sr.RECOVERY])
+def test_leave_while_the_ring_is_forming(state):
+    """d3 leaves while d1 (the representative) is in GATHER, COMMIT or RECOVERY of a ring with
+    d3: d1 and d2 form {d1, d2} at once, without a token loss or consensus timeout."""
+    sim = Sim(1, daemons=3, faults=CALM)
+    d1 = sim.nodes["d1"][0]
+
+    def d1_waits_for_d3():
+        if state == sr.GATHER:
+            return d1.state == sr.GATHER and any(p[0] == "d3" for p in d1.proc_set) \
+                and any(p[0] == "d3" for p in d1.joins)
+        target = d1.commit if state == sr.COMMIT else d1.new_ring
+        return d1.state == state and target is not None and \
+            any(p[0] == "d3" for p in target.members)
+
+    assert sim.run_until(2.0, stop=d1_waits_for_d3), "d1 never reached %s with d3" % state
+    left_at = sim.now
+    sim.stop_cleanly("d3", REASON)
+    assert sim.run_until(left_at + 2.0, stop=lambda: new_ring_of_two(sim))
+    assert sim.now - left_at < d1.cfg.consensus_timeout_s
+    assert any("d3 is leaving (stopped by its operator)" in line for line in d1.log)
+    if state != sr.GATHER:
+        assert any("%s -> GATHER: d3 is leaving" % state in line for line in d1.log)
+    for name in ("d1", "d2"):
+        o = sim.nodes[name][0]
+        assert o.counters["token_loss"] == 0 and o.counters["consensus_timeouts"] == 0, name
+    sim.run_until(sim.now + 1.0)
+    assert_guarantees(sim)
+
+
+def test_a_lost_first_announcement_the_next_copy_does_it():
+    sim = calm_sim()
+    lost = []
+
+    def lose_first_leave(src, dest, raw):
+        if raw[5] == sr.PT_LEAVE and dest not in lost:
+            lost.append(dest)
+            return True
+        return False
+
+    sim.drop_rule = lose_first_leave
+    left_at = sim.now
+    sim.stop_cleanly("d3", REASON)
+    assert sim.run_until(left_at + 2.0, stop=lambda: new_ring_of_two(sim))
+    assert sorted(lost) == ["d1", "d2"]
+    assert sim.now - left_at < sim.nodes["d1"][0].cfg.token_timeout_s
+    for name in ("d1", "d2"):
+        o = sim.nodes[name][0]
+        assert o.counters["leaves_received"] + o.counters["duplicate_leaves"] >= 1
+        assert o.counters["token_loss"] == 0, name
+    sim.run_until(sim.now + 1.0)
+    assert_guarantees(sim)
+
+
+def test_every_copy_lost_falls_back_to_token_loss_as_for_a_crash():
+    sim = calm_sim()
+    sim.drop_rule = leaves_to()
+    sim.stop_cleanly("d3", REASON)
+    assert sim.run_until(sim.now + 3.0, stop=lambda: new_ring_of_two(sim))
+    assert sim.nodes["d1"][0].counters["token_loss"] + sim.nodes["d2"][0].counters["token_loss"] >= 1
+    assert_guarantees(sim)
+
+
+def test_a_duplicate_announcement_after_the_new_ring_formed_does_nothing():
+    sim = calm_sim()
+    d3 = sim.nodes["d3"][0]
+    sim.drop_rule = leaves_to("d2")  # d2 gets none: it learns from d1's join
+    sim.stop_cleanly("d3", REASON)
+    assert sim.run_until(sim.now + 2.0, stop=lambda: new_ring_of_two(sim))
+    sim.run_until(sim.now + 0.5)
+    sim.drop_rule = None
+    late = d3.leave_packet
+    for name in ("d1", "d2"):  # d1 saw copies before (departed), d2 never did
+        o = sim.nodes[name][0]
+        ring, changes = o.ring.ring_id, o.counters["enter_gather"]
+        o.receive(late, "d3", sim.now)
+        sim.drain(name)
+        assert o.state == sr.OPERATIONAL and o.ring.ring_id == ring, name
+        assert o.counters["enter_gather"] == changes, name
+    assert sim.nodes["d1"][0].counters["duplicate_leaves"] >= sr.LEAVE_COPIES
+    assert sim.nodes["d2"][0].counters["leaves_ignored_not_member"] == 1
+    sim.run_until(sim.now + 1.0)
+    assert_guarantees(sim)
+
+
+def test_a_late_join_from_the_leaver_does_not_bring_it_back():
+    sim = calm_sim()
+    d3 = sim.nodes["d3"][0]
+    old_join = sr.encode_ring_join(sr.RingJoin(d3.me, d3.ring_seq, [d3.me], []))
+    sim.stop_cleanly("d3", REASON)
+    assert sim.run_until(sim.now + 2.0, stop=lambda: new_ring_of_two(sim))
+    d1 = sim.nodes["d1"][0]
+    d1.receive(old_join, "d3", sim.now)  # sent before the LEAVE, arriving after it
+    assert d1.state == sr.OPERATIONAL and d1.counters["dropped_late_from_departed"] == 1
+
+
+def test_an_announcement_from_a_non_member_or_an_old_incarnation_changes_nothing():
+    sim = calm_sim(n=4)
+    sim.group_of = {"d1": 0, "d2": 0, "d3": 0, "d4": 1}
+    assert sim.run_until(sim.now + 3.0, stop=lambda: [p[0] for p in sim.nodes["d1"][0].ring.members]
+                         == ["d1", "d2", "d3"] and sim.nodes["d1"][0].state == sr.OPERATIONAL)
+    d1 = sim.nodes["d1"][0]
+    d3, d4 = sim.nodes["d3"][0].me, sim.nodes["d4"][0]
+    ring, gathers = d1.ring.ring_id, d1.counters["enter_gather"]
+    # d4 (configured, in another partition's ring) leaves: not a member of d1's ring
+    d1.receive(sr.encode_ring_leave(sr.RingLeave(d4.me, d4.ring.ring_id, REASON)), "d4", sim.now)
+    assert d1.counters["leaves_ignored_not_member"] == 1
+    # an older incarnation of d3 (a process that was replaced) says it leaves
+    d1.receive(sr.encode_ring_leave(sr.RingLeave((d3[0], d3[1] - 1), ring, REASON)), "d3", sim.now)
+    assert d1.counters["dropped_old_incarnation"] == 1
+    # a daemon spread.conf does not name
+    d1.receive(sr.encode_ring_leave(sr.RingLeave(("x9", 5), ring, REASON)), "d3", sim.now)
+    assert d1.counters["dropped_unknown_daemon"] == 1
+    sim.drain("d1")
+    sim.run_until(sim.now + 0.5)
+    assert d1.state == sr.OPERATIONAL and d1.ring.ring_id == ring
+    assert d1.counters["enter_gather"] == gathers and d1.counters["leaves_received"] == 0
+    assert d3 in d1.ring.members
+
+
+def test_a_safe_message_of_the_ring_the_leaver_was_in_goes_in_the_transitional_configuration():
+    """EVS exactly as for a crash: d1's SAFE message, which d3 had but could not report on the
+    token, is delivered in the transitional configuration {d1, d2}, without d3."""
+    sim = calm_sim()
+    safe = sim.submit("d1", sr.SAFE_MESS)
+    sim.run_until(sim.now + 1.0, stop=lambda: sim.nodes["d3"][1].completed)
+    sim.stop_cleanly("d3", REASON)
+    sim.run_until(sim.now + 1.0)
+    events = [(e[0], e[1].kind if e[0] == "conf" else e[1]) for e in sim.nodes["d2"][1].events]
+    i = events.index(("msg", safe))
+    assert events[i - 1] == ("conf", sr.CONF_TRANSITIONAL) and events[i + 1] == ("conf", sr.CONF_REGULAR)
+    assert_guarantees(sim)
+
+
+def test_a_leave_naming_a_live_daemon_costs_a_few_ring_changes_not_a_livelock():
+    """A LEAVE that names a daemon that is in fact alive (a confused or forged sender on a
+    configured address): d1 leaves d3 out and drops its packets, d2 takes it in. That lasts
+    LEAVE_REMEMBER_S, then the three are one ring again, EVS holding throughout."""
+    sim = calm_sim()
+    d1, d3 = sim.nodes["d1"][0], sim.nodes["d3"][0]
+    serials = [sim.submit(n, sr.AGREED_MESS) for n in ("d1", "d2", "d3")]
+    d1.receive(sr.encode_ring_leave(sr.RingLeave(d3.me, d3.ring.ring_id, "forged")), "d3", sim.now)
+    sim.drain("d1")
+    sim.run_until(sim.now + sr.LEAVE_REMEMBER_S + 0.5)
+    assert sim.run_until(sim.now + 5.0, stop=lambda: all_in_one_ring(sim))
+    assert sim.stats["configurations"] < 40
+    sim.run_until(sim.now + 1.0)
+    for name in ("d1", "d2", "d3"):  # each at its sender at least (it was a partition meanwhile)
+        assert serials[int(name[1]) - 1] in delivered(sim, name), name
+    assert_guarantees(sim)

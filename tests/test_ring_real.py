@@ -4,6 +4,7 @@ from __future__ import annotations
 (127.0.0.1, 127.0.0.2, 127.0.0.3), with real clients on each; and in network namespaces with
 10% packet loss (nftables)."""
 
+import signal
 import threading
 import time
 
@@ -155,6 +156,61 @@ def test_kill_9_of_a_daemon_during_traffic_then_its_restart(procs, tmp_path):
             m.disconnect()
         except sp.SpreadError:
             pass
+
+
+def test_ctrl_c_of_a_daemon_tells_the_others_who_change_membership_at_once(procs, tmp_path):
+    """SIGINT (Ctrl-C) of d3 during traffic: d3 announces that it leaves (LEAVE, a few copies)
+    and exits with status 0; d1 and d2 form the new ring without waiting for token loss, and
+    their clients get TRANSITION then REG_MEMB CAUSED_BY_NETWORK, as after a crash. No timing
+    assertion: the log must give the leave as the reason, never a token loss."""
+    conf, port, ips, daemons = start_ring(procs, tmp_path)
+    a, b, c = (connect(port, ip, user) for ip, user in zip(ips, ("alice", "bob", "carol")))
+    join_all([a, b, c], "demo", [a.private_group, b.private_group, c.private_group])
+    stop = threading.Event()
+    errors = []
+
+    def traffic():
+        try:
+            with connect(port, ips[0], "flood", membership=False) as mbox:
+                i = 0
+                while not stop.is_set():
+                    mbox.multicast(sp.SAFE_MESS if i % 3 == 0 else sp.AGREED_MESS, "demo",
+                                   b"m%06d" % i)
+                    i += 1
+                    time.sleep(0.002)
+        except Exception as exc:
+            errors.append(repr(exc))
+
+    sender = threading.Thread(target=traffic)
+    sender.start()
+    time.sleep(0.5)
+    stopped_at = time.monotonic()
+    daemons[2].send_signal(signal.SIGINT)
+    survivors = [a.private_group, b.private_group]
+    got_a = receive_until(a, members_are(survivors), 20)
+    took_s = time.monotonic() - stopped_at
+    got_b = receive_until(b, members_are(survivors), 20)
+    stop.set()
+    sender.join(10)
+    assert not errors
+    assert daemons[2].wait(20) == 0, procs.output(daemons[2])
+    for got in (got_a, got_b):
+        network = got[-1]
+        assert network.caused_by == "NETWORK" and network.vs_sets == [survivors]
+        trans = [i for i, m in enumerate(got) if getattr(m, "is_membership", False) and m.is_transitional]
+        assert len(trans) == 1, "one TRANSITION, before the REG_MEMB"
+    assert data_of(got_a) == data_of(got_b)  # virtual synchrony, as after a crash
+    with pytest.raises(sp.SpreadError):  # d3's clients are cut off, as before
+        receive_until(c, lambda m: False, 20)
+    for d in daemons[:2]:
+        log = procs.output(d)
+        assert "d3 is leaving (stopped by its operator)" in log, log[-2000:]
+        assert "token lost" not in log, log[-2000:]
+    out3 = procs.output(daemons[2])
+    assert "SIGINT (Ctrl-C): leaving the ring" in out3 and "-> LEFT: stopped by its operator" in out3
+    print("Ctrl-C -> new membership at a client of another daemon after %.4f s" % took_s)
+    for m in (a, b):
+        m.disconnect()
 
 
 def test_group_membership_across_daemons_join_leave_disconnect(procs, tmp_path):

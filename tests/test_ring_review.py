@@ -216,7 +216,9 @@ class HostilePackets:
         return out
 
     def packet(self):
-        kind = self.rng.choice(["data", "token", "join", "commit", "merge", "unreliable"])
+        kind = self.rng.choice(["data", "token", "join", "commit", "merge", "unreliable", "leave"])
+        if kind == "leave":  # from a member, another incarnation or a stranger; any ring
+            return sr.RingLeave(self.pid(), self.ring_id(), self.rng.choice(["", "x", "bye"]))
         if kind == "data":
             seq = self.rng.choice([self.o.ring.high_seq + 1, self.o.ring.my_aru + 2, self.number()])
             return sr.RingData(self.ring_id(), self.pid(), seq, self.chunks())

@@ -50,13 +50,30 @@ def test_a_seed_replays_exactly():
     assert a.stats == b.stats and a.log_lines == b.log_lines
 
 
+def test_a_seed_with_clean_stops_replays_exactly():
+    seed = next(s for s in range(1, 40) if ring_sim.run_seed(s).stats.get("clean_stops"))
+    a = ring_sim.run_seed(seed)
+    b = ring_sim.run_seed(seed)
+    assert a.stats == b.stats and a.log_lines == b.log_lines, ring_sim.replay_command(seed)
+    assert any("is leaving (stopped by its operator)" in line for line in a.log_lines)
+
+
+@pytest.mark.parametrize("seed", [1, 5, 22])
+def test_every_crash_a_clean_stop_keeps_every_guarantee(seed):
+    result = ring_sim.run_seed(seed, clean_stop=1.0)
+    assert not result.violations, "%s\n  %s" % (result.summary(),
+                                                ring_sim.replay_command(seed, clean_stop=1.0))
+    assert result.stats["clean_stops"] == result.stats["crashes"] > 0, result.summary()
+
+
 def test_the_seeds_do_inject_every_kind_of_fault():
     totals = {}
     for seed in range(1, 21):
         for key, value in ring_sim.run_seed(seed).stats.items():
             totals[key] = totals.get(key, 0) + value
     for key in ("crashes", "restarts", "partitions", "lost", "garbage_sent",
-                "recovery_packets_sent", "trans_deliveries", "token_loss"):
+                "recovery_packets_sent", "trans_deliveries", "token_loss", "clean_stops",
+                "leaves_received", "duplicate_leaves"):
         assert totals[key] > 0, "no %s in the CI seeds: the faults are too tame" % key
 
 
