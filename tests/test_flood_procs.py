@@ -262,11 +262,12 @@ def test_experiment_with_three_daemons_on_loopback_gives_every_receiver_its_pair
     conf = (out / "spread.conf").read_text()
     assert all(f"d{d} 127.0.0.{d}" in conf for d in (1, 2, 3)), conf
     for d in (1, 2, 3):   # one ring of all three, and a receiver connected to each daemon
-        # (not the rings formed while the runner stops the daemons one by one at the end: a
-        # daemon stopped by SIGTERM tells the others, who install a ring without it at once)
-        ring = [line for line in (out / f"daemon-d{d}.out").read_text().splitlines()
-                if "installed ring" in line and "stopped by its operator" not in line]
-        assert ring and all(f"d{k}#" in ring[-1] for k in (1, 2, 3)), (d, ring)
+        # a ring of all three was installed (not necessarily the last: the runner stops the
+        # daemons one by one at the end, and a daemon stopped by SIGTERM tells the others, who
+        # install a ring without it at once, whichever of them noticed first giving the reason)
+        rings = [line for line in (out / f"daemon-d{d}.out").read_text().splitlines()
+                 if "installed ring" in line]
+        assert any(all(f"d{k}#" in line for k in (1, 2, 3)) for line in rings), (d, rings)
         assert f"@127.0.0.{d}" in (out / f"recv-pc0{d}.out").read_text().split("connected as", 1)[1].split("\n")[0]
     records = ft_records(out / "flood.log")
     batches = ["r100x500", "r1000x500", "s100x500", "s1000x500"]
