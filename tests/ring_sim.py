@@ -29,6 +29,7 @@ never resent) are left out of all of those except "no duplicates"; instead:
                  everywhere in the same one: the configuration it was sent in
 """
 
+import argparse
 import heapq
 import os
 import random
@@ -797,17 +798,26 @@ def replay_command(seed, **mix):
     return "python3 tests/ring_sim.py %d --log%s" % (seed, mix_options(**mix))
 
 
-def _option(name):
-    if name in sys.argv:
-        return float(sys.argv[sys.argv.index(name) + 1])
-    return None
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Run one seed of the RING protocol in the deterministic simulator and check "
+                    "the guarantees; the same seed (and options) replays the same run exactly.")
+    parser.add_argument("seed", nargs="?", type=int, default=1, help="the seed (default 1)")
+    parser.add_argument("--log", action="store_true", help="print every daemon's protocol log")
+    for flag, what in (("--unreliable-share", "share of UNRELIABLE among the messages, 0..1"),
+                       ("--clock-back", "probability that a restart's clock went back, 0..1"),
+                       ("--fault-every", "seconds between faults"),
+                       ("--clean-stop", "share of the crashes that are clean stops, 0..1")):
+        parser.add_argument(flag, type=float, default=None, metavar="X",
+                            help="%s (default: the seed's own)" % what)
+    args = parser.parse_args(argv)
+    res = run_seed(args.seed, unreliable_share=args.unreliable_share, clock_back=args.clock_back,
+                   fault_every_s=args.fault_every, clean_stop=args.clean_stop)
+    if args.log:
+        print("\n".join(sorted(res.log_lines, key=lambda l: float(l.split(" ", 1)[0]))))
+    print(res.summary())
+    return 0
 
 
 if __name__ == "__main__":
-    seed = int(sys.argv[1]) if len(sys.argv) > 1 else 1
-    res = run_seed(seed, unreliable_share=_option("--unreliable-share"),
-                   clock_back=_option("--clock-back"), fault_every_s=_option("--fault-every"),
-                   clean_stop=_option("--clean-stop"))
-    if "--log" in sys.argv:
-        print("\n".join(sorted(res.log_lines, key=lambda l: float(l.split(" ", 1)[0]))))
-    print(res.summary())
+    sys.exit(main())
