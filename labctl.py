@@ -504,17 +504,17 @@ class NonceBook:
         self._seen: Dict[str, int] = {}
         self._expiry: List[Tuple[int, str]] = []   # heap of (forget after, nonce)
 
-    def _forget_old(self, now_ms: int) -> None:
+    def forget_old(self, now_ms: int) -> None:
         while self._expiry and self._expiry[0][0] < now_ms:
             _, nonce = heapq.heappop(self._expiry)
             self._seen.pop(nonce, None)
 
     def seen(self, nonce: str, now_ms: int) -> bool:
-        self._forget_old(now_ms)
+        self.forget_old(now_ms)
         return nonce in self._seen
 
     def full(self, now_ms: int) -> bool:
-        self._forget_old(now_ms)
+        self.forget_old(now_ms)
         return len(self._seen) >= self.capacity
 
     def add(self, nonce: str, time_ms: int) -> None:
@@ -530,16 +530,21 @@ class AgentCore:
     """The resident client of 8.1.1: takes what arrives on GG, returns what to do.
 
     With a key, every request must carry a right tag, a nonce not seen before and a time within
-    MAX_AGE_S of ours; without one, message and quit are refused outright and the questions are
+    MAX_AGE_S of ours and not before this agent started; without one, message and quit are refused outright and the questions are
     open. Each refusal is counted by reason and logged (at most MAX_LOGGED_REFUSALS_PER_MIN a
     minute, then a count, so forged traffic cannot fill the log).
     """
 
-    def __init__(self, name: str, facts: MachineFacts, key: Optional[bytes] = None, max_age_s: float = MAX_AGE_S):
+    def __init__(self, name: str, facts: MachineFacts, key: Optional[bytes] = None, max_age_s: float = MAX_AGE_S,
+                 started_wall_s: float = 0.0):
         self.name = name
         self.facts = facts
         self.key = key
         self.max_age_ms = int(max_age_s * 1000)
+        #: A request signed before this agent started was not meant for it: its nonce book is
+        #: empty, so this is what stops a quit recorded earlier and replayed at agents that were
+        #: just restarted (all the agents that saw the original stopped, or remember its nonce).
+        self.not_before_ms = int(started_wall_s * 1000)
         self.nonces = NonceBook(max_age_s)
         self.obeyed: Dict[str, int] = {}
         self.refused: Dict[str, int] = {}
@@ -576,10 +581,13 @@ class AgentCore:
         if not tag_is_right(self.key, req):
             return "bad signature", "the tag does not match (wrong key, or the request was altered)"
         now_ms = int(wall_s * 1000)
+        self.nonces.forget_old(now_ms)
         if req.auth.time_ms < now_ms - self.max_age_ms:
             return "too old", f"signed {(now_ms - req.auth.time_ms) / 1000:.0f} s ago (limit {self.max_age_ms // 1000} s)"
         if req.auth.time_ms > now_ms + self.max_age_ms:
             return "from the future", f"signed {(req.auth.time_ms - now_ms) / 1000:.0f} s ahead of this clock"
+        if req.auth.time_ms < self.not_before_ms:
+            return "before start", "signed before this agent started (a recorded request played again)"
         if self.nonces.seen(req.auth.nonce, now_ms):
             return "replay", f"nonce {req.auth.nonce[:8]}... was already used"
         if self.nonces.full(now_ms):
@@ -820,7 +828,7 @@ def run_agent(args, say=print) -> int:
     lib = _spread()
     key = load_key(args.key) if args.key else None
     roots = args.files_root or default_files_roots()
-    core = AgentCore(args.name, PsutilFacts(roots), key)
+    core = AgentCore(args.name, PsutilFacts(roots), key, started_wall_s=time.time())
 
     def log(line: str) -> None:
         say(f"{_stamp()} labctl agent {args.name}: {line}")
@@ -1239,6 +1247,10 @@ def _check_ask_args(parser: argparse.ArgumentParser, args) -> None:
     if code not in ARGUMENT_OF and args.text is not None:
         parser.error(f"ask {args.function} takes no argument (got {args.text!r})")
     args.text = args.text or ""
+    try:
+        check_text(code, args.text)
+    except ValueError as why:
+        parser.error(f"ask {args.function}: {why}")
     if args.json and args.csv:
         parser.error("--json or --csv, not both")
     if args.sort not in COLUMNS[args.function]:
