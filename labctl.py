@@ -54,7 +54,7 @@ import stat
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 try:
@@ -425,7 +425,7 @@ class AskCore:
         if self.state != ASKING:
             return
         if not self.asked:
-            self._done(f"nobody is in the roll call")
+            self._done("nobody is in the roll call")
         elif self.code == "Z" and not self.members:
             self._done("every agent left the group")
         elif self.code in QUESTIONS and all(m in self.rows or m in self.left for m in self.asked):

@@ -176,7 +176,7 @@ def test_a_keyed_agent_refuses_and_counts_and_logs(data, reason):
     actions = core.on_request(data, "#$ask1#d1", 1, T0)
     assert not any(isinstance(a, (lc.Popup, lc.Stop, lc.Reply)) for a in actions)
     assert core.refused == {reason: 1}
-    assert len(logs(actions)) == 1 and f"REFUSED" in logs(actions)[0] and reason in logs(actions)[0]
+    assert len(logs(actions)) == 1 and "REFUSED" in logs(actions)[0] and reason in logs(actions)[0]
 
 
 def test_age_limit_is_60_s_either_way():

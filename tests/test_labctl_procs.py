@@ -3,7 +3,6 @@ the test controls, a silent agent named missing, 50 agents, quit without and wit
 replayed quit packet, a daemon restart, the menu."""
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -14,7 +13,7 @@ import pytest
 import labctl as lc
 import spread_mini as sp
 from conftest import unique_name, wait_for
-from labctl_helpers import ask, roll_call, start_agent, wait_roll_call
+from labctl_helpers import ask, start_agent, wait_roll_call
 from spread_helpers import start_daemon
 
 pytestmark = pytest.mark.slow
