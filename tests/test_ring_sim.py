@@ -14,6 +14,10 @@ the same faults as a table. Further tests break the orderer itself (recovery, in
 delivery order, UNRELIABLE duplicates, SAFE stability) and name the checker that catches each.
 """
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 import spread_mini as sr
@@ -175,3 +179,14 @@ def test_checker_catches_unreliable_duplicates(monkeypatch):
                             staticmethod(lambda stream, key: False), seeds=range(1, 11),
                             cls=sr.Transport)
     assert ring_sim.DUPLICATE in kinds, kinds
+
+
+def test_the_mutation_check_catches_every_mutant_of_spread_mini():
+    """bench/mutation_check.py's real code mutations (each on a temporary copy) stay caught,
+    and every mutation site is still in spread_mini.py."""
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench",
+                          "mutation_check.py")
+    out = subprocess.run([sys.executable, script, "--only", "mutants", "--seeds", "60"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "NOT caught" not in out.stdout and out.stdout.count("| caught") >= 6, out.stdout
