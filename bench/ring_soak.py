@@ -51,10 +51,12 @@ def main(argv=None):
     started = time.monotonic()
     totals = collections.Counter()
     failing = []
+    kinds = collections.Counter()  # violations per checker
     for seed in range(args.first, args.first + args.seeds):
         result = ring_sim.run_seed(seed, **mix)
         totals.update(result.stats)
         totals["violations"] += len(result.violations)
+        kinds.update(ring_sim.kind_of(v) for v in result.violations)
         if result.violations:
             failing.append(seed)
             print(result.summary())
@@ -67,6 +69,8 @@ def main(argv=None):
     print("ring soak: seeds %d..%d (%d), violations %d, failing seeds %d%s" % (
         args.first, args.first + args.seeds - 1, args.seeds, totals["violations"], len(failing),
         (" " + str(failing[:20])) if failing else ""))
+    if kinds:
+        print("violations by checker: " + ", ".join("%s %d" % kv for kv in sorted(kinds.items())))
     print("faults injected: crashes %d, restarts %d, partitions %d, packets lost %d of %d, "
           "garbage packets %d; configurations installed %d; messages submitted %d; "
           "delivered in transitional configurations %d; %.0f s" % (

@@ -12,28 +12,38 @@ thread: a fake clock jumps from event to event, so a seed replays exactly:
 
     python3 tests/ring_sim.py 123 --log
 
-The checkers (run at the end of every run; the cheap ones after every step):
+The checkers (run at the end of every run; the cheap ones after every step), each with the
+kind of violation it reports (tests/test_ring_sim.py plants a fault for each one):
   agreed order   one order: the union of all daemons' delivery sequences has no cycle
   FIFO           per sender, in the order it sent
-  causal         a message is delivered after those its sender had delivered before sending it
-  no duplicates  no daemon delivers a message twice
+  causal order   a message is delivered after those its sender had delivered before sending it
+  causal hole    ... and those of its configuration were delivered at all (check_causal states
+                 the EVS rule and its transitional exception)
+  duplicate      no daemon delivers a message twice
+  configuration  every daemon that installs a ring, or a transitional configuration between
+                 two rings, sees the same members, itself among them
+  transitional   a transitional configuration c -> c' holds exactly the processes that went
+                 from c straight to c' (none missing, none extra)
   virtual sync.  daemons that move together from one configuration to the next delivered the
                  same set of messages in it (regular part and transitional part)
-  safe delivery  a SAFE message delivered in a regular configuration was complete at every member
-  no loss        at the end (network healed, everybody restarted, quiet), everybody is in one
+  safe           a SAFE message delivered in a regular configuration was complete at every member
+  end, no loss   at the end (network healed, everybody restarted, quiet), everybody is in one
                  regular configuration and delivered the same messages in it; every message
                  submitted at a daemon that never crashed was delivered by that daemon
 UNRELIABLE messages (thesis 7.3.3: outside the order and the reliable link; lost pieces are
-never resent) are left out of all of those except "no duplicates"; instead:
+never resent) are left out of all of those except "duplicate"; instead:
   unreliable     delivered only in a regular configuration (never in a transitional one), and
                  everywhere in the same one: the configuration it was sent in
 """
 
 import argparse
 import heapq
+import inspect
 import os
 import random
 import sys
+import textwrap
+import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -42,6 +52,31 @@ import spread_mini as sr  # noqa: E402
 
 SERVICES = [sr.UNRELIABLE_MESS, sr.RELIABLE_MESS, sr.FIFO_MESS, sr.CAUSAL_MESS,
             sr.AGREED_MESS, sr.SAFE_MESS]
+
+# The kinds of violation, one per checker (a violation reads "t=<time> <kind>: <what>");
+# tests/test_ring_sim.py plants a fault for each and asserts that its own kind is reported
+WIRE = "wire"  # a packet bigger than max_packet_bytes
+FOREIGN = "foreign"  # a delivered message that nobody submitted
+ALTERED = "altered"  # delivered with other bytes, service or sender than submitted
+DUPLICATE = "duplicate"
+UNRELIABLE = "unreliable"
+CONFIGURATION = "configuration"  # members that disagree between daemons, or no self-inclusion
+TRANSITIONAL = "transitional"  # a transitional configuration with a member too few or too many
+AGREED = "agreed order"
+FIFO = "FIFO"
+CAUSAL_ORDER = "causal order"  # a causal predecessor delivered after the message
+CAUSAL_HOLE = "causal hole"  # a causal predecessor never delivered where the message was
+SAFE = "safe"
+VIRTUAL_SYNCHRONY = "virtual synchrony"
+END = "end"  # the healed, quiet network did not end in one ring of every live daemon
+LOSS = "no loss"
+KINDS = (WIRE, FOREIGN, ALTERED, DUPLICATE, UNRELIABLE, CONFIGURATION, TRANSITIONAL, AGREED, FIFO,
+         CAUSAL_ORDER, CAUSAL_HOLE, SAFE, VIRTUAL_SYNCHRONY, END, LOSS)
+
+
+def kind_of(violation):
+    """The checker's kind of a violation string ("t=1.234 causal hole: ..." -> "causal hole")."""
+    return violation.split(" ", 1)[1].split(":", 1)[0]
 
 
 class Faults:
@@ -88,6 +123,10 @@ class SimResult:
         self.log_lines = log_lines
         self.stats = stats
 
+    def kinds(self):
+        """The set of violation kinds this run reported."""
+        return {kind_of(v) for v in self.violations}
+
     def summary(self):
         head = "seed %d: %d violations; %s" % (
             self.seed, len(self.violations),
@@ -96,7 +135,8 @@ class SimResult:
 
 
 class Sim:
-    def __init__(self, seed, daemons=3, faults=None, settings=None, tick_s=0.01, group_cores=False):
+    def __init__(self, seed, daemons=3, faults=None, settings=None, tick_s=0.01, group_cores=False,
+                 delivery_filter=None, on_start=None):
         self.seed = seed
         self.rng = random.Random(seed)
         self.names = ["d%d" % (i + 1) for i in range(daemons)]
@@ -130,6 +170,14 @@ class Sim:
         #: every ring change goes through the ring; the checkers skip those STATE messages)
         self.group_cores = group_cores
         self.cores = {}
+        #: planted faults (tests/test_ring_sim.py, bench/mutation_check.py), so that the checkers
+        #: are shown to catch them without editing the code under test:
+        #: delivery_filter(name, outputs) -> outputs, where outputs are what one poll() of daemon
+        #: `name` returned, each as (output, trace id of a Deliver or None); the filter may drop,
+        #: repeat, reorder or replace them before the application (and the checkers) see them
+        self.delivery_filter = delivery_filter
+        #: on_start(name, orderer): called with every new process's RingOrderer, before it runs
+        self.on_start = on_start
         self.stats = {"packets": 0, "lost": 0, "crashes": 0, "restarts": 0, "partitions": 0,
                       "submitted": 0, "configurations": 0}
         for n in self.names:
@@ -151,6 +199,8 @@ class Sim:
         self.proc_of[pid] = proc
         orderer.trace_completed = []
         orderer.trace_delivered = []
+        if self.on_start is not None:
+            self.on_start(name, orderer)
         self.nodes[name] = (orderer, proc)
         self.processes.append(proc)
         if self.group_cores:
@@ -218,7 +268,7 @@ class Sim:
         self.stats["packets"] += 1
         limit = self.nodes[src][0].cfg.max_packet_bytes if src in self.nodes else 1400
         if raw[5] in (sr.PT_DATA, sr.PT_TOKEN) and len(raw) > limit:
-            self.fail("%s sent a %d-byte packet, more than max_packet_bytes %d"
+            self.fail(WIRE, "%s sent a %d-byte packet, more than max_packet_bytes %d"
                       % (src, len(raw), limit))
         f = self.faults
         if self.rng.random() < f.loss:
@@ -265,13 +315,12 @@ class Sim:
             self.proc_of[orderer.me] = proc
             self.incarnation[name] = max(self.incarnation[name], orderer.me[1])
         core = self.cores.get(name)
-        outputs = orderer.poll()
+        outputs = self.polled(name, orderer)
         while outputs:
-            for out in outputs:
+            for out, msg_id in outputs:
                 if isinstance(out, sr.Send):
                     self.send(name, out.dest, out.packet)
                 elif isinstance(out, sr.Deliver):
-                    msg_id = orderer.trace_delivered.pop(0)
                     if core is not None:
                         core.deliver(out.msg)
                     if out.msg.kind != sr.STATE:
@@ -282,30 +331,39 @@ class Sim:
                         self.stats["configurations"] += 1
                     if core is not None:
                         core.configuration_change(out, 0)  # submits its STATE
-            outputs = orderer.poll()  # what the group core's STATE set going
+            outputs = self.polled(name, orderer)  # what the group core's STATE set going
         for mid in orderer.trace_completed:
             proc.completed.setdefault(mid, self.now)
         del orderer.trace_completed[:]
         if len(orderer.log) > 200:
             self.collect_log(orderer)
 
+    def polled(self, name, orderer):
+        """One poll() of the orderer, each Deliver paired with its trace id, through the
+        delivery filter if a test planted one."""
+        outputs = [(out, orderer.trace_delivered.pop(0) if isinstance(out, sr.Deliver) else None)
+                   for out in orderer.poll()]
+        if self.delivery_filter is not None and outputs:
+            outputs = self.delivery_filter(name, outputs)
+        return outputs
+
     def record_delivery(self, proc, msg, msg_id):
         """Messages are known by the serial number the simulated client puts in their first
         8 bytes (a message cut by a ring change is sent again under a new orderer id)."""
         if len(msg.data) < 8:
-            self.fail("%s#%d delivered a message without our serial" % proc.pid)
+            self.fail(FOREIGN, "%s#%d delivered a message without our serial" % proc.pid)
             return
         serial = int.from_bytes(msg.data[:8], "big")
         if serial in proc.delivered_set:
-            self.fail("duplicate delivery of message %d at %s#%d" % ((serial,) + proc.pid))
+            self.fail(DUPLICATE, "message %d delivered twice at %s#%d" % ((serial,) + proc.pid))
             return
         sub = self.submitted.get(serial)
         if sub is None:
-            self.fail("%s#%d delivered %s that nobody submitted" % (proc.pid + (serial,)))
+            self.fail(FOREIGN, "%s#%d delivered %s that nobody submitted" % (proc.pid + (serial,)))
             return
         if sub[0] != msg.service_type or sub[1] != msg.data or \
                 self.proc_of.get(sub[3]) is not self.proc_of.get(msg_id[:2]):
-            self.fail("message %d delivered altered at %s" % (serial, proc.pid))
+            self.fail(ALTERED, "message %d delivered altered at %s" % (serial, proc.pid))
         if sr._is_unreliable(sub[0]):
             self.record_unreliable(proc, serial)
             return
@@ -318,19 +376,20 @@ class Sim:
         proc.delivered_set.add(serial)
         confs = [ev[1] for ev in proc.events if ev[0] == "conf"]
         if not confs or confs[-1].kind != sr.CONF_REGULAR:
-            self.fail("unreliable: %s#%d delivered %d outside a regular configuration"
+            self.fail(UNRELIABLE, "%s#%d delivered %d outside a regular configuration"
                       % (proc.pid + (serial,)))
             return
         ring = confs[-1].ring_id
         first = self.unreliable_ring.setdefault(serial, (ring, proc.pid))
         if first[0] != ring:
-            self.fail("unreliable: message %d delivered in ring %s at %s#%d but in ring %s at "
+            self.fail(UNRELIABLE, "message %d delivered in ring %s at %s#%d but in ring %s at "
                       "%s#%d" % ((serial, ring) + proc.pid + (first[0],) + first[1]))
         proc.unreliable.append((serial, ring))
         self.stats["unreliable_delivered"] = self.stats.get("unreliable_delivered", 0) + 1
 
-    def fail(self, text):
-        self.violations.append("t=%.3f %s" % (self.now, text))
+    def fail(self, kind, text):
+        """A violation: "t=<time> <kind>: <what>" (kind_of reads the kind back)."""
+        self.violations.append("t=%.3f %s: %s" % (self.now, kind, text))
 
     # -------------------------------------------------------------- clients
 
@@ -530,8 +589,10 @@ class Sim:
 
     def check(self):
         self.check_configurations_agree()
+        self.check_transitional()
         self.check_agreed_order()
-        self.check_fifo_and_causal()
+        self.check_fifo()
+        self.check_causal()
         self.check_virtual_synchrony_and_safe()
         self.check_end_state()
         return SimResult(self.seed, self.violations, self.log_lines, self.stats)
@@ -548,9 +609,9 @@ class Sim:
                 key = (c.kind, c.ring_id, c.old_ring_id if c.kind == sr.CONF_TRANSITIONAL else None)
                 members = tuple(sorted(c.member_ids))
                 if c.kind == sr.CONF_REGULAR and not proc.pids & set(c.member_ids):
-                    self.fail("%s#%d installed ring %s without being in it" % (proc.pid + (c.ring_id,)))
+                    self.fail(CONFIGURATION, "%s#%d installed ring %s without being in it" % (proc.pid + (c.ring_id,)))
                 if seen.setdefault(key, members) != members:
-                    self.fail("configuration %s has members %s at %s#%d but %s elsewhere"
+                    self.fail(CONFIGURATION, "%s has members %s at %s#%d but %s elsewhere"
                               % ((key, members) + proc.pid + (seen[key],)))
 
     def check_agreed_order(self):
@@ -577,38 +638,144 @@ class Sim:
                     ready.append(b)
         if seen != len(indeg):
             stuck = sorted(m for m, d in indeg.items() if d > 0)[:4]
-            self.fail("agreed order: no single order fits all daemons (cycle through %s)" % stuck)
+            self.fail(AGREED, "no single order fits all daemons (cycle through %s)" % stuck)
 
-    def check_fifo_and_causal(self):
-        by_pid = self.proc_of
+    def check_fifo(self):
+        """Per sender, in the order it sent (the client's serials grow with time)."""
         for proc in self.processes:
-            pos = {m: i for i, m in enumerate(proc.delivered)}
             last_serial = {}
             for m in proc.delivered:
                 origin = self.submitted[m][3]
                 if last_serial.get(origin, 0) >= m:
-                    self.fail("FIFO: %s#%d delivered %s after a later message of its sender"
+                    self.fail(FIFO, "%s#%d delivered %s after a later message of its sender"
                               % (proc.pid + (m,)))
                 last_serial[origin] = m
-            # causal: m2 sent at origin O after O delivered O.delivered[:k]
-            prefix_max = {}
+
+    @staticmethod
+    def rings_of(proc):
+        """serial -> the regular ring a process delivered it in: in that ring's regular
+        configuration or in the transitional configuration that closes it (EVS delivers a
+        message in the configuration it was sent in, or in the transitional one after it)."""
+        ring, out = None, {}
+        for ev in proc.events:
+            if ev[0] == "conf":
+                if ev[1].kind == sr.CONF_REGULAR:
+                    ring = ev[1].ring_id
+            else:
+                out[ev[1]] = ring
+        return out
+
+    def check_causal(self):
+        """Causal delivery, as extended virtual synchrony states it (L. Moser, Y. Amir,
+        P. Melliar-Smith, D. Agarwal, "Extended Virtual Synchrony", ICDCS 1994; the thesis,
+        ch. 3, causal ordering: a member that sends B after receiving A, every member receives A
+        before B (line 2046 of seeds/003); 7.2: Spread provides EVS (line 2548)).
+
+        m1 precedes m2 when the sender of m2 had delivered m1 before its client sent m2, and
+        both belong to the same configuration c. The checker knows a message's configuration
+        by where it was delivered: the regular ring c whose regular or transitional
+        configuration delivered it. The rule: if a daemon p delivers m2 in c, and m2's sender
+        O had delivered m1 in c before m2 was sent, then p delivered m1, and before m2.
+          causal order  p delivered m1 after m2 (checked over every earlier delivery of O,
+                        in any configuration: the one order never goes backwards)
+          causal hole   p never delivered m1 although it delivered m2 in c
+        The transitional exception, and why it does not excuse a hole: EVS lets p's
+        transitional configuration of c miss messages of c (holes: their senders are not in
+        p's transitional configuration, so nobody p moves with has them). It does not let p
+        deliver a message that may depend on a hole: after the first hole, p delivers only
+        messages from daemons in its transitional configuration (Spread's Discard_packets:
+        "Due to hole, not delivering"; spread_mini's Transport.drain). Such a daemon O went
+        through recovery with p and resent every message of c it had, m1 included, so a
+        message of O never lacks a predecessor at p. What the exception does allow is a hole
+        that nothing delivered at p depends on: this checker never flags that, and it leaves
+        out what EVS leaves out too, predecessors from another configuration (m2 queued in c,
+        sent in the next ring: O delivered m1 in c, p delivered m2 in c')."""
+        for proc in self.processes:
+            pos = {m: i for i, m in enumerate(proc.delivered)}
+            ring_here = self.rings_of(proc)
+            seen = {}  # origin pid -> (prefix max position, prefix missing count, ring spans)
             for m2 in proc.delivered:
-                sub = self.submitted.get(m2)
-                if sub is None:
+                opid, k = self.submitted[m2][2]
+                origin = self.proc_of.get(opid)
+                if origin is None or origin is proc:
                     continue
-                opid, k = sub[2]
-                o = by_pid.get(opid)
-                if o is None:
-                    continue
-                pm = prefix_max.get(opid)
-                if pm is None:
-                    pm = [-1]
-                    for m1 in o.delivered:
-                        pm.append(max(pm[-1], pos.get(m1, -1)))
-                    prefix_max[opid] = pm
-                if k < len(pm) and pm[k] > pos[m2]:
-                    self.fail("causal: %s#%d delivered %s before a message its sender had "
+                if opid not in seen:
+                    seen[opid] = self.prefixes(origin, pos)
+                prefix_max, prefix_missing, spans = seen[opid]
+                k = min(k, len(origin.delivered))
+                if prefix_max[k] > pos[m2]:
+                    self.fail(CAUSAL_ORDER, "%s#%d delivered %s before a message its sender had "
                               "delivered before sending it" % (proc.pid + (m2,)))
+                span = spans.get(ring_here[m2])
+                if span is None:
+                    continue
+                first, end = span[0], min(span[1], k)
+                if first < end and prefix_missing[end] > prefix_missing[first]:
+                    m1 = next(m for m in origin.delivered[first:end] if m not in pos)
+                    self.fail(CAUSAL_HOLE, "%s#%d delivered %s in ring %s but never %s, which its "
+                              "sender %s#%d had delivered in that ring before sending it"
+                              % (proc.pid + (m2, ring_here[m2], m1) + origin.pid))
+
+    def prefixes(self, origin, pos):
+        """For origin's deliveries, as seen from a process whose positions are `pos`: the
+        prefix maxima of their positions (-1: not delivered), the prefix counts of the ones not
+        delivered, and each ring's span [first, end) in origin's delivery sequence."""
+        prefix_max, prefix_missing, spans = [-1], [0], {}
+        for i, (m1, ring) in enumerate(zip(origin.delivered, self.rings_in_order(origin))):
+            prefix_max.append(max(prefix_max[-1], pos.get(m1, -1)))
+            prefix_missing.append(prefix_missing[-1] + (m1 not in pos))
+            spans[ring] = (spans.get(ring, (i,))[0], i + 1)
+        return prefix_max, prefix_missing, spans
+
+    def rings_in_order(self, proc):
+        rings = self.rings_of(proc)
+        return [rings[m] for m in proc.delivered]
+
+    def transitions_of(self, proc):
+        """[(regular ChangeEvent, transitional ChangeEvent or None, next regular ChangeEvent)]"""
+        out, current, trans = [], None, None
+        for ev in proc.events:
+            if ev[0] != "conf":
+                continue
+            if ev[1].kind == sr.CONF_TRANSITIONAL:
+                trans = ev[1]
+                continue
+            if current is not None:
+                out.append((current, trans, ev[1]))
+            current, trans = ev[1], None
+        return out
+
+    def check_transitional(self):
+        """EVS's transitional configuration (Moser et al. 1994): when p goes from regular
+        configuration c to c', its transitional configuration holds exactly the members of c'
+        that come to c' from c, as p does. So: no member of it outside c or c' (one too many),
+        and every process that also went from c straight to c' is in it (one too few: the
+        virtual synchrony check would then compare p and q as if they had moved apart)."""
+        moved = {}  # (ring c, ring c') -> processes that went from c straight to c'
+        found = []
+        for proc in self.processes:
+            for old, trans, new in self.transitions_of(proc):
+                moved.setdefault((old.ring_id, new.ring_id), []).append(proc)
+                if trans is not None:
+                    found.append((proc, old, trans, new))
+        for proc, old, trans, new in found:
+            members = set(trans.member_ids)
+            both = self.processes_in(old) & self.processes_in(new)
+            extra = [m for m in members if self.proc_of.get(m) not in both]
+            if extra:
+                self.fail(TRANSITIONAL, "%s#%d's transitional configuration %s -> %s has %s, "
+                          "not a member of both rings" % (proc.pid + (old.ring_id, new.ring_id,
+                                                                      sorted(extra))))
+            for other in moved[(old.ring_id, new.ring_id)]:
+                if not other.pids & members:
+                    self.fail(TRANSITIONAL, "%s#%d's transitional configuration %s -> %s lacks "
+                              "%s#%d, which went from the one ring to the other too"
+                              % (proc.pid + (old.ring_id, new.ring_id) + other.pid))
+
+    def processes_in(self, conf):
+        """The processes (not incarnations: one may take a newer one in a ring) of a
+        configuration's members."""
+        return {self.proc_of.get(m) for m in conf.member_ids} - {None}
 
     def configurations_of(self, proc):
         """[(regular ChangeEvent, regular msgs, trans msgs, next regular ChangeEvent or None)]"""
@@ -627,7 +794,7 @@ class Sim:
                 current, regular, trans, in_trans, safe_regular = c, set(), set(), False, []
             else:
                 if current is None:
-                    self.fail("%s#%d delivered %s before any configuration" % (proc.pid + (ev[1],)))
+                    self.fail(CONFIGURATION, "%s#%d delivered %s before any configuration" % (proc.pid + (ev[1],)))
                     continue
                 (trans if in_trans else regular).add(ev[1])
                 if not in_trans and ev[2] & sr.SAFE_MESS:
@@ -646,7 +813,7 @@ class Sim:
                         q = by_pid.get(member)
                         got = q.completed.get(mid) if q else None
                         if got is None or got > t:
-                            self.fail("safe: %s#%d delivered SAFE %s in ring %s but %s#%d did "
+                            self.fail(SAFE, "%s#%d delivered SAFE %s in ring %s but %s#%d did "
                                       "not have it" % (proc.pid + (mid, conf.ring_id) + member))
                 if nxt is None:
                     continue
@@ -657,12 +824,12 @@ class Sim:
             for other in group[1:]:
                 if other[1] != first[1]:
                     diff = sorted(other[1] ^ first[1])[:3]
-                    self.fail("virtual synchrony: %s and %s moved together from ring %s but "
+                    self.fail(VIRTUAL_SYNCHRONY, "%s and %s moved together from ring %s but "
                               "delivered different messages in it (e.g. %s)"
                               % (first[0], other[0], key[0], diff))
                 if other[2] != first[2]:
                     diff = sorted(other[2] ^ first[2])[:3]
-                    self.fail("virtual synchrony: %s and %s delivered different messages in the "
+                    self.fail(VIRTUAL_SYNCHRONY, "%s and %s delivered different messages in the "
                               "transitional configuration %s -> %s (e.g. %s)"
                               % (first[0], other[0], key[0], key[1], diff))
 
@@ -676,17 +843,17 @@ class Sim:
         for proc, final in zip(alive, finals):
             if final is None or sorted(final[0].member_ids) != pids:
                 got = sorted(final[0].member_ids) if final else None
-                self.fail("end: %s#%d is in ring %s, not in one ring with every live daemon %s"
+                self.fail(END, "%s#%d is in ring %s, not in one ring with every live daemon %s"
                           % (proc.current + (got, pids)))
                 return
         ring_ids = {f[0].ring_id for f in finals}
         if len(ring_ids) != 1:
-            self.fail("end: live daemons in different rings %s" % sorted(ring_ids))
+            self.fail(END, "live daemons in different rings %s" % sorted(ring_ids))
             return
         sets = [f[1] for f in finals]
         for proc, s in zip(alive, sets):
             if s != sets[0]:
-                self.fail("no loss: %s#%d and %s#%d delivered different messages in the final ring"
+                self.fail(LOSS, "%s#%d and %s#%d delivered different messages in the final ring"
                           % (alive[0].pid + proc.pid))
         for serial, sub in self.submitted.items():
             origin = sub[3]
@@ -697,9 +864,30 @@ class Sim:
                 orderer = self.nodes[origin[0]][0]
                 queued = any(m.data[:8] == sub[1][:8] for m, _ in orderer.pending) or (
                     orderer.in_progress is not None and orderer.in_progress[0].data[:8] == sub[1][:8])
-                self.fail("no loss: message %d was submitted at %s#%d (never crashed) and never "
+                self.fail(LOSS, "message %d was submitted at %s#%d (never crashed) and never "
                           "delivered there%s" % ((serial,) + origin + (
                               " (still in its send queue: the run ended first)" if queued else "",)))
+
+
+# ---- planted faults (tests/test_ring_sim.py, bench/mutation_check.py) ------------------------
+
+def mutant(cls, method, old, new):
+    """Mutation testing without editing the code under test: a copy of cls.method whose
+    source has the text `old` replaced by `new`, compiled in the class's module. Install it
+    on one instance (install_mutant) or with monkeypatch. `old` must occur exactly once: when
+    the code under test changes, this says where the mutation no longer applies."""
+    source = textwrap.dedent(inspect.getsource(getattr(cls, method)))
+    if source.count(old) != 1:
+        raise LookupError("mutation of %s.%s: %r occurs %d times in its source (update the "
+                          "planted fault)" % (cls.__name__, method, old, source.count(old)))
+    names = {}
+    code = compile(source.replace(old, new), "<mutant of %s.%s>" % (cls.__name__, method), "exec")
+    exec(code, vars(sys.modules[cls.__module__]), names)  # noqa: S102 (our own source)
+    return names[method]
+
+
+def install_mutant(obj, method, function):
+    setattr(obj, method, types.MethodType(function, obj))
 
 
 # ---- helpers for scenario tests (tests/test_ring_*.py) ----------------------------------------
@@ -708,8 +896,8 @@ CALM = Faults(loss=0.0, dup=0.0, delay_s=0.001, jitter_s=0.0, crashes=False, par
               garbage=0.0)
 
 
-def calm_sim(n=3, seed=1, **settings):
-    sim = Sim(seed, daemons=n, faults=CALM, settings=settings)
+def calm_sim(n=3, seed=1, on_start=None, **settings):
+    sim = Sim(seed, daemons=n, faults=CALM, settings=settings, on_start=on_start)
     assert sim.run_until(3.0, stop=lambda: all_in_one_ring(sim)), "the ring never formed"
     return sim
 
@@ -768,9 +956,10 @@ def case_for_seed(seed):
 
 
 def run_seed(seed, daemons=None, seconds=None, unreliable_share=None, clock_back=None,
-             fault_every_s=None, clean_stop=None):
+             fault_every_s=None, clean_stop=None, delivery_filter=None, on_start=None):
     """One seed's run. The mix options (soaks that stress UNRELIABLE and restarts) change the
-    seed's case; without them the run is the seed's usual one."""
+    seed's case; without them the run is the seed's usual one. delivery_filter and on_start
+    plant a fault (see Sim)."""
     case = case_for_seed(seed)
     faults = case["faults"]
     if clock_back is not None:
@@ -779,7 +968,8 @@ def run_seed(seed, daemons=None, seconds=None, unreliable_share=None, clock_back
         faults.fault_every_s = fault_every_s
     if clean_stop is not None:
         faults.clean_stop = clean_stop
-    sim = Sim(seed, daemons=daemons or case["daemons"], faults=faults, settings=case["settings"])
+    sim = Sim(seed, daemons=daemons or case["daemons"], faults=faults, settings=case["settings"],
+              delivery_filter=delivery_filter, on_start=on_start)
     sim.unreliable_share = unreliable_share
     return sim.run(seconds=seconds or case["seconds"], traffic_rate_per_s=case["rate"])
 

@@ -335,11 +335,19 @@ def test_sender_whose_daemon_dies_says_so_in_one_line(procs):
     port = free_tcp_port()
     first = procs.start("spread_mini.py", "daemon", "--port", str(port))
     wait_for(lambda: "listening" in Procs.output(first), 20)
+    group = unique_name("dies")
+    watcher = ft._spread().connect(f"{port}@127.0.0.1", "watch", group_membership=False)
+    watcher.join(group)
     sender = subprocess.Popen([sys.executable, "floodtools.py", "send", "--daemon", f"{port}@127.0.0.1",
-                               "--count", "100000", "--rate", "1000", "--batch", "dies"], cwd=ROOT,
+                               "--count", "100000", "--rate", "1000", "--batch", "dies",
+                               "--group", group], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)
+    # the daemon dies while the batch is under way: once the flood reaches the group
+    deadline = time.monotonic() + 20
+    while watcher.receive(timeout=max(0.0, deadline - time.monotonic())) is None:
+        assert time.monotonic() < deadline, "the sender's flood never reached the group"
     first.kill()
+    watcher.close()
     out, err = sender.communicate(timeout=60)
     assert sender.returncode == 1, (out, err)
     assert "ended the session during batch dies" in err and "Traceback" not in err

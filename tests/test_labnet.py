@@ -44,5 +44,7 @@ def test_multicast_crosses_the_bridge_but_not_a_cut(labnet):
         assert r.stdout.readline().strip() == "ready"
     lab.run(1, [sys.executable, "-c", SENDER, lab.ip(1)], check=True)
     got = [int(r.communicate(timeout=10)[0].strip()) for r in receivers]
-    assert got[0] == 200       # host 2 hears every datagram on the bridge
-    assert got[1] == 0         # host 3's port is down: a partition
+    # host 2 hears the datagrams on the bridge: UDP promises none of them, and a loaded machine
+    # may drop a few from a full socket buffer, so "most", not "all 200"
+    assert 100 <= got[0] <= 200, got
+    assert got[1] == 0         # host 3's port is down: a partition, nothing gets through

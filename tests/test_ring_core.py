@@ -371,12 +371,19 @@ def test_stale_join_from_before_the_ring_formed_is_ignored():
 
 def test_membership_changes_are_logged_with_reasons_and_counted():
     sim = calm_sim()
+    crashed_at = sim.now
     sim.crash("d1")
     sim.run_until(sim.now + 3.0)
     o = sim.nodes["d2"][0]
     assert o.counters["configurations_installed"] >= 2
     assert o.counters["enter_gather"] >= 2 and o.counters["enter_recovery"] >= 2
-    assert any("GATHER -> COMMIT" in line or "COMMIT" in line for line in o.log)
+    # a log line per state change: "<time> d2 OLD -> NEW: <reason>"
+    changes = [line.split(" ", 2)[2] for line in o.log
+               if " -> " in line and float(line.split(" ", 1)[0]) >= crashed_at]
+    assert [c.split(":", 1)[0] for c in changes] == [
+        "OPERATIONAL -> GATHER", "GATHER -> COMMIT", "COMMIT -> RECOVERY",
+        "RECOVERY -> OPERATIONAL"], changes
+    assert "token lost" in changes[0] and "token lost" in changes[-1], changes
     assert o.snapshot()["last_change_reason"]
 
 

@@ -70,7 +70,8 @@ def test_three_daemons_one_group_one_order_for_concurrent_senders(procs, tmp_pat
 
 def test_unreliable_messages_reach_the_other_daemons_once_and_reliable_ones_keep_their_order(
         procs, tmp_path):
-    # UNRELIABLE goes outside the reliable link (7.3.3); on quiet loopback nothing is lost
+    # UNRELIABLE goes outside the reliable link (7.3.3): each arrives at most once, and may be
+    # lost (a full socket buffer on a busy machine); AGREED ones all arrive, in order
     conf, port, ips, daemons = start_ring(procs, tmp_path)
     receivers = [connect(port, ip, "r%d" % i) for i, ip in enumerate(ips, 1)]
     join_all(receivers, "demo", [m.private_group for m in receivers])
@@ -79,18 +80,23 @@ def test_unreliable_messages_reach_the_other_daemons_once_and_reliable_ones_keep
             service = sp.UNRELIABLE_MESS if i % 2 else sp.AGREED_MESS
             mbox.multicast(service, "demo", b"%s %02d" % (b"u" if i % 2 else b"a", i))
         mbox.disconnect()
+    sent_unreliable = {b"u %02d" % i for i in range(1, 40, 2)}
     for m in receivers[1:]:
-        got = []
+        unreliable, agreed = [], []
         deadline = time.monotonic() + 20
-        while len(got) < 40 and time.monotonic() < deadline:
-            msg = m.receive(timeout=2)
-            if msg is not None and not msg.is_membership:
-                got.append(msg)
-        unreliable = [g.data for g in got if g.service_type & sp.UNRELIABLE_MESS]
-        agreed = [g.data for g in got if g.service_type & sp.AGREED_MESS]
+        while time.monotonic() < deadline and len(unreliable) + len(agreed) < 40:
+            # once every AGREED one is in, a quiet half second ends the wait for the rest
+            msg = m.receive(timeout=2 if len(agreed) < 20 else 0.5)
+            if msg is None:
+                if len(agreed) == 20:
+                    break
+            elif not msg.is_membership:
+                (unreliable if msg.service_type & sp.UNRELIABLE_MESS else agreed).append(msg.data)
         assert agreed == [b"a %02d" % i for i in range(0, 40, 2)], "AGREED: all, in order"
-        assert sorted(unreliable) == [b"u %02d" % i for i in range(1, 40, 2)], \
-            "UNRELIABLE: each once (at %s)" % m.private_group
+        assert len(unreliable) == len(set(unreliable)) and set(unreliable) <= sent_unreliable, \
+            "UNRELIABLE: each at most once, none made up (at %s: %s)" % (m.private_group,
+                                                                        unreliable)
+        assert unreliable, "not one UNRELIABLE message reached %s" % m.private_group
     for m in receivers:
         m.disconnect()
 

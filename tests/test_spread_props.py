@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import spread_mini as sp
@@ -280,24 +280,73 @@ def test_garbage_never_breaks_the_daemon_core(after_handshake, chunks):
     assert h.received[1][-1][:4] == ("data", "#good#localhost", ("g",), b"alive")
 
 
-def message_bytes():
-    head = st.builds(lambda t, ng, hint, dl: sp.HEADER.pack(t, b"#x#y", ng, hint, dl),
-                     st.integers(0, 2 ** 32 - 1), st.integers(-5, 200), st.integers(0, 2 ** 32 - 1), st.integers(-5, 400))
-    return st.builds(lambda h, rest: h + rest, head, st.binary(max_size=9000))
+SERVICE_KINDS = list(sp.SERVICE_BITS) + [
+    sp.REG_MEMB_MESS | sp.CAUSED_BY_JOIN, sp.REG_MEMB_MESS | sp.CAUSED_BY_NETWORK,
+    sp.TRANSITION_MESS, sp.CAUSED_BY_LEAVE, sp.REJECT_MESS | sp.AGREED_MESS]
+group_names = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7e), min_size=1,
+                      max_size=31)
+
+
+@st.composite
+def whole_messages(draw):
+    """One whole message as a daemon would write it, in either byte order: a header whose
+    num_groups and data_len match what follows (so that every example reaches the decoder),
+    for a rejected message its old type, the groups, the body. Returns (raw, the groups, the
+    body)."""
+    swapped = draw(st.booleans())
+    service = draw(st.sampled_from(SERVICE_KINDS)) | draw(st.sampled_from([0, 0x04000000, 0x10]))
+    marker = sp.MY_ENDIAN_MARKER ^ sp.ENDIAN_TYPE if swapped else sp.MY_ENDIAN_MARKER
+    groups = draw(st.lists(group_names, max_size=8))
+    body = draw(st.binary(max_size=300))
+    header = sp.HEADER_SWAPPED if swapped else sp.HEADER
+    raw = header.pack(service | marker, b"#x#y", len(groups), draw(st.integers(0, 2 ** 32 - 1)),
+                      len(body))
+    if service & sp.REJECT_MESS:  # the type the message had before the daemon rejected it
+        raw += (sp.UINT32_SWAPPED if swapped else sp.UINT32).pack(sp.AGREED_MESS | marker)
+    raw += b"".join(g.encode("latin-1").ljust(sp.MAX_GROUP_NAME, b"\0") for g in groups)
+    return raw + body, groups, body
 
 
 @settings(max_examples=300)
-@given(message_bytes(), st.one_of(st.none(), st.integers(0, 100)), st.one_of(st.none(), st.integers(0, 5)), st.booleans())
-def test_library_decoder_raises_only_spread_errors(raw, max_len, max_groups, drop):
+@given(whole_messages(), st.binary(max_size=40), st.one_of(st.none(), st.integers(0, 100)),
+       st.one_of(st.none(), st.integers(0, 5)), st.booleans())
+def test_library_decoder_decodes_or_says_what_does_not_fit(message, next_bytes, max_len,
+                                                           max_groups, drop):
+    """Like the real library (sp.c, SP_receive): a message that does not fit the caller's
+    buffers raises BufferTooShort (data) or GroupsTooShort with the sizes needed, unless the
+    caller asked to drop (DROP_RECV): then it is truncated and says so."""
+    raw, groups, body = message
+    assert sp.message_length(raw + next_bytes) == len(raw)
+    too_long = max_len is not None and len(body) > max_len
+    too_many = max_groups is not None and len(groups) > max_groups
+    try:
+        msg = sp.decode_message(raw + next_bytes, 0, "#x#y", max_len, max_groups, drop)
+    except (sp.BufferTooShort, sp.GroupsTooShort) as exc:
+        assert (too_long or too_many) and not drop, exc
+        assert isinstance(exc, sp.BufferTooShort if too_long else sp.GroupsTooShort)
+        assert exc.code < 0
+        event("raised %s" % type(exc).__name__)  # --hypothesis-show-statistics counts them
+        return
+    event("decoded, truncated" if msg.truncated else "decoded whole")
+    assert not ((too_long or too_many) and not drop)
+    assert msg.truncated == (too_long or too_many)
+    names = msg.members if msg.is_membership else msg.groups
+    assert names == groups[:max_groups] if too_many else names == groups
+    if not msg.is_membership:
+        assert msg.data == (body[:max_len] if too_long else body)
+
+
+@settings(max_examples=300)
+@given(st.binary(min_size=sp.HEADER_LEN, max_size=600), st.one_of(st.none(), st.integers(0, 100)),
+       st.one_of(st.none(), st.integers(0, 5)), st.booleans())
+def test_library_decoder_raises_only_spread_errors_on_garbage(raw, max_len, max_groups, drop):
+    """Bytes that are not a daemon's message: the length check or the decoder refuses them
+    with a Spread error (a negative code), never with another exception."""
     try:
         total = sp.message_length(raw)
-        if total and total <= len(raw):
+        if total <= len(raw):
             msg = sp.decode_message(raw, 0, "#x#y", max_len, max_groups, drop)
             assert isinstance(msg, (sp.RegularMessage, sp.MembershipMessage))
-            if max_groups is not None:
-                assert len(msg.members if msg.is_membership else msg.groups) <= max_groups
-            if max_len is not None and not msg.is_membership:
-                assert len(msg.data) <= max_len
     except sp.SpreadError as exc:
         assert exc.code < 0
 
