@@ -15,8 +15,6 @@ The 1-daemon row is the same daemon without the ring (its LocalOrderer): the fig
 
 import argparse
 import os
-import random
-import socket
 import struct
 import subprocess
 import sys
@@ -27,42 +25,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
+import labnet  # noqa: E402
 import spread_mini as sp  # noqa: E402
+from labnet import port_open  # noqa: E402
 
 STAMP = struct.Struct(">dI")  # send time (monotonic), sequence number
 
 
-def port_is_free(ip, port):
-    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-        with socket.socket(socket.AF_INET, kind) as s:
-            try:
-                s.bind((ip, port))
-            except OSError:
-                return False
-    return True
-
-
 def free_port(n=5):
-    """A port free for TCP and UDP on 127.0.0.1..n, below the kernel's ephemeral range (from
-    which the source ports of other programs' connections are taken, at any moment)."""
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            low = int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    for _ in range(200):
-        port = random.randrange(10000, max(10001, low))
-        if all(port_is_free("127.0.0.%d" % i, port) for i in range(1, n + 1)):
-            return port
-    raise SystemExit("no free port for the ring on 127.0.0.1..%d" % n)
-
-
-def port_open(ip, port):
-    try:
-        with socket.create_connection((ip, port), timeout=0.3):
-            return True
-    except OSError:
-        return False
+    """A port free for TCP and UDP on 127.0.0.1..n (labnet.free_port says where it is taken)."""
+    return labnet.free_port(["127.0.0.%d" % i for i in range(1, n + 1)])
 
 
 def start_daemons(n, tmpdir):

@@ -27,6 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
+import labnet  # noqa: E402
 import spread_mini as sp  # noqa: E402
 
 ACK_EVERY = 100
@@ -212,9 +213,7 @@ def core_only(size: int, seconds: float = 2.0) -> float:
 # ---- the coordinator ------------------------------------------------------------------------------
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return labnet.free_port(["127.0.0.1"])
 
 
 def child(*argv: str) -> subprocess.Popen:

@@ -21,12 +21,12 @@ def hx(text: str) -> bytes:
 class Client:
     """A fake client on a Daemon core: feeds bytes, collects what the daemon writes back."""
 
-    def __init__(self, daemon, conn_id: int, name: str, membership: bool = True):
+    def __init__(self, daemon, conn_id: int, name: str, membership: bool = True, address: str = "127.0.0.1"):
         self.d = daemon
         self.conn_id = conn_id
         self.name = name
         self.inbox = b""
-        daemon.connection_opened(conn_id, 0.0)
+        daemon.connection_opened(conn_id, 0.0, address)
         daemon.connection_data(conn_id, sp.encode_connect(name, membership))
         self.pump()
         daemon.connection_data(conn_id, sp.encode_auth_choice())
@@ -346,6 +346,62 @@ def test_handshake_timeout():
     d.connection_data(1, b"\x04\x04")
     d.tick(100.0 + sp.DEFAULT_HANDSHAKE_TIMEOUT_S + 1)
     assert any(isinstance(a, sp.CloseConnection) and a.conn_id == 1 for a in d.take_actions())
+
+
+def test_handshake_timeout_is_a_setting():
+    d = driven("localhost", handshake_timeout_s=2.0)
+    d.connection_opened(1, now=100.0)
+    d.tick(101.9)
+    assert d.closes() == []
+    d.tick(102.1)
+    assert [(a.conn_id, a.reason) for a in d.closes()] == [(1, "handshake timeout")]
+    assert d.snapshot().disconnections == {"handshake timeout": 1}
+
+
+def idle(d, first: int, count: int, now: float = 0.0, address: str = "127.0.0.1") -> None:
+    """`count` connections that never send a byte (a student's idle script)."""
+    for conn_id in range(first, first + count):
+        d.connection_opened(conn_id, now, address)
+
+
+def test_idle_connections_from_one_address_make_room_for_the_newest():
+    # On loopback every client comes from 127.0.0.1: the limit per address closes the OLDEST
+    # unfinished handshake, so the newest connection (a real client) always gets its turn.
+    d = driven("localhost", max_handshakes_per_address=3)
+    idle(d, 1, 3)
+    assert d.closes() == []
+    Client(d, 4, "real")  # the fourth from the same address: it finishes its handshake
+    closes = d.closes()
+    assert [a.conn_id for a in closes] == [1]
+    assert any("connection 1 closed: more than 3 unfinished handshakes from 127.0.0.1" in line for line in d.log)
+    assert d.snapshot().disconnections == {"handshake: made room for a newer connection": 1}
+    idle(d, 5, 1, address="10.0.0.7")  # another address has its own allowance
+    assert d.closes() == []
+    assert sorted(d.handshaking) == [2, 3, 5]
+
+
+def test_at_the_session_limit_an_idle_connection_gives_way_and_open_sessions_get_reject_quota():
+    d = driven("localhost", max_sessions=3, max_handshakes_per_address=1000)
+    Client(d, 1, "a")
+    idle(d, 2, 2)
+    c = Client(d, 4, "real")  # 3 connections already: the oldest idle one (2) makes room
+    assert [a.conn_id for a in d.closes()] == [2] and c.pg == "#real#localhost"
+    assert d.take_output(4) == b""  # (its accept was read by Client)
+    Client(d, 5, "b")  # and again: 3 gives way
+    assert [a.conn_id for a in d.closes()] == [3]
+    d.connection_opened(6, 0.0, "127.0.0.1")  # three OPEN sessions: the quota, as before
+    assert d.take_output(6) == b"\xfd" and [a.conn_id for a in d.closes()] == [6]
+
+
+def test_a_thousand_idle_connections_never_keep_a_client_out():
+    d = driven("localhost")  # the defaults
+    idle(d, 1, 1000, now=10.0)
+    c = Client(d, 1001, "real")
+    assert c.pg == "#real#localhost"
+    # the newest idle ones are left, one fewer than the limit: the real client made room and is OPEN
+    assert list(d.handshaking) == list(range(1002 - sp.DEFAULT_MAX_HANDSHAKES_PER_ADDRESS, 1001))
+    d.tick(10.0 + sp.DEFAULT_HANDSHAKE_TIMEOUT_S + 0.1)  # the idle ones go after the time-out
+    assert d.handshaking == {} and len(d.sessions) == 1
 
 
 # ---- endianness -----------------------------------------------------------------------------------
