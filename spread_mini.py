@@ -10,9 +10,30 @@ real Spread daemon.  Thesis (seed 003) sections 7.2, 7.3.3 and 7.4 describe the 
   (UNRELIABLE, RELIABLE, FIFO, CAUSAL, AGREED, SAFE) and an optional SELF_DISCARD flag;
 * members that asked for it get *membership messages* when a group changes.
 
-Layers (all sans-I/O except the I/O loop): wire format -> ClientSession (one per connection)
--> Orderer (LocalOrderer: the ring of one daemon) -> GroupCore (groups, members, deliveries)
--> Daemon (ties them together) -> I/O loop.  The client library and the `user` tool come after.
+Module map. Sections in this order: Constants, Wire format, Protocol core, I/O loop, Client
+library, Terminal rendering, Command line. Everything but the I/O loop is sans-I/O. A datagram
+from another daemon meets, in order (thesis 7.3.1 names the levels):
+
+  DaemonServer          I/O loop: recvfrom() on the ring's UDP socket; performs actions
+  Daemon.datagram       the core's input; a source outside the configuration is a stranger
+  RingOrderer.receive   decode_ring_packet -> RingData / RingToken / RingJoin / RingCommit /
+                        RingMerge / RingUnreliable / RingLeave (with RingChunk, RingCommitEntry;
+                        RingWireError for garbage); membership: GATHER, COMMIT, RECOVERY,
+                        OPERATIONAL (Totem's), ConfigurationChange out
+  RingLink, _Ring       link level: token, link_seq, link_aru, rtr, flow control, one _Ring
+                        per ring (its packet store)
+  Transport, SiteStream transport level: pieces into _Message (a _GapMarker for a packet lost
+                        with a configuration), order by {lts, site} and service type, Deliver
+  RingGroupCore         groups across daemons (GroupCore, Group: one daemon's table)
+  ClientSession.out     an Outbox per client; Daemon returns Write actions
+  DaemonServer          send() to the client's socket
+
+A client's message meets: DaemonServer (recv) -> Daemon.connection_data -> ClientSession
+(handshake, parse: DaemonMessage / Multicast / Join / Leave / Kill) -> Orderer (RingOrderer,
+or LocalOrderer alone) -> Transport -> RingLink -> SendDatagram actions -> DaemonServer, and
+back up as above. build_daemon() makes a Daemon alone or in a ring. Every input of Daemon
+returns one batch of actions: Write, CloseConnection, SendDatagram, LogLine, PauseReading,
+ResumeReading. The client library (Mailbox, connect) and the `user` tool come after the loop.
 
 Usage:
     python3 spread_mini.py daemon [--port 4803] [--listen 127.0.0.1] [--name NAME] [-c spread.conf]
@@ -220,7 +241,7 @@ ERROR_NAMES = {
 
 
 
-# ---- Ring protocol between daemons (issue 5) ----------------------------------------------
+# ---- Ring protocol between daemons ---------------------------------------------------------
 #: Membership states (Totem's names; one enter function each in RingOrderer).
 OPERATIONAL = "OPERATIONAL"
 GATHER = "GATHER"
@@ -527,7 +548,7 @@ def equal_group_ids(a, b) -> bool:
 
 
 
-# ---- Ring: daemon-daemon packets (issue 5) -------------------------------------------------
+# ---- Ring: daemon-daemon packets ---------------------------------------------------------
 # Every datagram: magic "SMRG" (4 bytes), version (u8), packet type (u8), then the body, then a
 # CRC-32 of everything before it (u32), so that a mangled or foreign datagram is recognised and
 # dropped rather than delivered with wrong contents.
@@ -1603,7 +1624,7 @@ class GroupCore:
         self.dirty.add(session.conn_id)
         if out.messages > self.max_session_messages:
             # judged later, after the I/O loop has offered the queue to the socket: only what the
-            # socket did not take counts (like the real daemon's Sess_write), see enforce_queue_limits
+            # socket did not take counts (like the real daemon's Sess_write), see Daemon._enforce_queue_limits
             self.over_limit.add(session)
         if out.queued_bytes > self.max_session_bytes:  # a hard bound on memory, at once
             out.clear()
@@ -2757,7 +2778,7 @@ def proc_id_of(ip: str) -> int:
 
 
 
-# ---- Ring: the RING protocol core (issue 5; thesis 7.3.2.2 and 7.3.3, Totem's membership) ----
+# ---- Ring: the RING protocol core (thesis 7.3.2.2 and 7.3.3, Totem's membership) ------------
 
 def _configuration_change(kind, member_ids, transitional_ids, ring_id, old_ring_id, reason):
     """spread_mini's ConfigurationChange, plus what the ring knows: members with incarnations
@@ -4390,7 +4411,7 @@ def _ring_str(ring_id):
     return "%d/%s" % (ring_id[0], _pid_str((ring_id[1], ring_id[2])))
 
 
-# ---- Ring: group membership across daemons (issue 5) ------------------------------------------
+# ---- Ring: group membership across daemons ------------------------------------------------
 
 STATE = "STATE"  #: daemon message kind: the groups of one daemon's clients, after a ring change
 
@@ -5757,7 +5778,7 @@ def render_status_text(snap: StatusSnapshot) -> str:
 
 
 
-# ---- Ring status (issue 5) -------------------------------------------------------------------
+# ---- Ring status ----------------------------------------------------------------------------
 def ring_status_rows(snap):
     """(label, value) rows for the status table: the ring as a student sees it."""
     c = snap["counters"]
