@@ -1159,10 +1159,9 @@ def run_experiment(args, say=print) -> int:
     finally:
         lab.close()
     elapsed_s = time.monotonic() - started
-    import logbm as logbm_module
-    records, skipped = logbm_module.read_records([str(flood_log)])
-    report = logbm_module.build_report(records, skipped)
-    text = logbm_module.render_markdown(report, [str(flood_log)])
+    # logbm reads the flood record format from this file: it runs as its own program here, so
+    # that the two modules do not import each other
+    text = _logbm_report(py, here, flood_log, "markdown")
     # Sessions a daemon closed for "not reading" (its per-session limit, 8.2.1).
     cut = [line for d in lab.daemon_procs for line in _read(d.log_path).splitlines()
            if "not reading" in line and "closed" in line]
@@ -1180,7 +1179,7 @@ def run_experiment(args, say=print) -> int:
              f"{'; daemons that died during the run: ' + ', '.join(died) if died else ''}.\n\n"
              f"Command: `python3 floodtools.py {' '.join(args.argv)}`\n")
     (workdir / "report.md").write_text(text)
-    (workdir / "report.csv").write_text(logbm_module.render_csv(report))
+    (workdir / "report.csv").write_text(_logbm_report(py, here, flood_log, "csv"))
     say(text)
     say(f"experiment: report in {workdir / 'report.md'} (CSV: report.csv; raw log: flood.log)")
     return 0
@@ -1281,6 +1280,15 @@ def _wait_connectable(lab: _Lab, daemon, py: str, here: str, daemon_name: str) -
             raise ToolError(f"the daemon exited: {_read(daemon.log_path)[-500:]}")
         return "listening" in _read(daemon.log_path)
     _wait(ready, 30, "the daemon to start")
+
+
+def _logbm_report(py: str, here: str, flood_log, fmt: str) -> str:
+    """`logbm.py report FLOODLOG --format FMT`: the experiment's report tables."""
+    done = subprocess.run([py, os.path.join(here, "logbm.py"), "report", str(flood_log), "--format", fmt],
+                          capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise ToolError(f"logbm report failed: {done.stderr.strip() or done.returncode}")
+    return done.stdout
 
 
 def _run_batch(lab: _Lab, spec: BatchSpec, py: str, here: str, daemon_name: str, args, flood_log: Path,

@@ -12,11 +12,15 @@ in a namespace. Needs root and iproute2 (nftables for packet loss).
         lab.set_loss(3, percent=10)           # host 3 drops ~10% of incoming UDP
 
 From a shell, for a demo by hand:  python3 labnet.py up 3 ... python3 labnet.py down
+
+It also picks free loopback ports for the tests and benchmarks (free_port, port_open).
 """
 from __future__ import annotations
 
 import os
+import random
 import shutil
+import socket
 import subprocess
 import sys
 from typing import List, Optional, Sequence
@@ -28,6 +32,56 @@ from typing import List, Optional, Sequence
 #: The lab subnet: private, never routed anywhere, and only ever configured inside namespaces.
 SUBNET_PREFIX = "10.99.0."
 SUBNET_BITS = 24
+
+
+# ============================================================================================
+# Loopback ports (shared by the tests and the benchmarks)
+# ============================================================================================
+
+def ephemeral_port_range() -> tuple:
+    """The kernel's range for the source ports of outgoing connections."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Nobody has `port` bound on `host`, for TCP or for UDP."""
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                return False
+    return True
+
+
+def free_port(hosts: Sequence[str] = ("127.0.0.1",), tries: int = 200) -> int:
+    """A port free for TCP and UDP on every one of `hosts` (loopback addresses), taken BELOW the
+    kernel's ephemeral range. A port the kernel hands out for bind(0) comes from that range, and
+    on a loaded machine the source port of some other program's connection can take it between
+    the pick and the server's bind ("Address already in use"); below the range only a bind can."""
+    low, _ = ephemeral_port_range()
+    if low > 12000:
+        for _ in range(tries):
+            port = random.randrange(10000, low)
+            if all(port_is_free(h, port) for h in hosts):
+                return port
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # no room below: any free one
+        s.bind((hosts[0], 0))
+        return s.getsockname()[1]
+
+
+def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
+    """Something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
 
 
 # ============================================================================================

@@ -10,9 +10,30 @@ real Spread daemon.  Thesis (seed 003) sections 7.2, 7.3.3 and 7.4 describe the 
   (UNRELIABLE, RELIABLE, FIFO, CAUSAL, AGREED, SAFE) and an optional SELF_DISCARD flag;
 * members that asked for it get *membership messages* when a group changes.
 
-Layers (all sans-I/O except the I/O loop): wire format -> ClientSession (one per connection)
--> Orderer (LocalOrderer: the ring of one daemon) -> GroupCore (groups, members, deliveries)
--> Daemon (ties them together) -> I/O loop.  The client library and the `user` tool come after.
+Module map. Sections in this order: Constants, Wire format, Protocol core, I/O loop, Client
+library, Terminal rendering, Command line. Everything but the I/O loop is sans-I/O. A datagram
+from another daemon meets, in order (thesis 7.3.1 names the levels):
+
+  DaemonServer          I/O loop: recvfrom() on the ring's UDP socket; performs actions
+  Daemon.datagram       the core's input; a source outside the configuration is a stranger
+  RingOrderer.receive   decode_ring_packet -> RingData / RingToken / RingJoin / RingCommit /
+                        RingMerge / RingUnreliable / RingLeave (with RingChunk, RingCommitEntry;
+                        RingWireError for garbage); membership: GATHER, COMMIT, RECOVERY,
+                        OPERATIONAL (Totem's), ConfigurationChange out
+  RingLink, _Ring       link level: token, link_seq, link_aru, rtr, flow control, one _Ring
+                        per ring (its packet store)
+  Transport, SiteStream transport level: pieces into _Message (a _GapMarker for a packet lost
+                        with a configuration), order by {lts, site} and service type, Deliver
+  RingGroupCore         groups across daemons (GroupCore, Group: one daemon's table)
+  ClientSession.out     an Outbox per client; Daemon returns Write actions
+  DaemonServer          send() to the client's socket
+
+A client's message meets: DaemonServer (recv) -> Daemon.connection_data -> ClientSession
+(handshake, parse: DaemonMessage / Multicast / Join / Leave / Kill) -> Orderer (RingOrderer,
+or LocalOrderer alone) -> Transport -> RingLink -> SendDatagram actions -> DaemonServer, and
+back up as above. build_daemon() makes a Daemon alone or in a ring. Every input of Daemon
+returns one batch of actions: Write, CloseConnection, SendDatagram, LogLine, PauseReading,
+ResumeReading. The client library (Mailbox, connect) and the `user` tool come after the loop.
 
 Usage:
     python3 spread_mini.py daemon [--port 4803] [--listen 127.0.0.1] [--name NAME] [-c spread.conf]
@@ -156,8 +177,30 @@ MAX_GROUPS_PER_MEMBER = 2000  # groups one session may be in
 MAX_GROUP_MEMBERS = 10000  # members of one group
 TICK_EVERY_S = 0.1
 ACCEPT_PAUSE_S = 1.0  # after accept() fails (out of file descriptors), before trying again
-HANDSHAKE_TIMEOUT_S = 30.0  # a connection that never finishes the handshake is closed
+#: a connection that has not finished the handshake after this long is closed (a real client
+#: finishes in milliseconds; idle connections must not hold a place for long)
+DEFAULT_HANDSHAKE_TIMEOUT_S = 5.0
+#: unfinished handshakes from one address at once; one more closes the oldest of them. On
+#: loopback every client comes from 127.0.0.1, so it is a bound on idle connections, and
+#: closing the OLDEST keeps it from ever keeping out the newest (a real client)
+DEFAULT_MAX_HANDSHAKES_PER_ADDRESS = 100
+LISTEN_BACKLOG = 1024  # connections the kernel queues for accept(): a burst of idle ones fits
 MAX_LOG_LINES = 10000  # the core's log buffer, drained by the I/O loop
+#: flow control towards clients: above this many messages waiting for the token the daemon stops
+#: reading its client connections (TCP pushes back on the senders); it reads again below LOW
+RING_BACKLOG_HIGH_MESSAGES = 4000
+RING_BACKLOG_LOW_MESSAGES = 1000
+#: ... and the same in bytes, so that big messages (up to 143 KB each) cannot make 4000 waiting
+#: messages cost half a gigabyte: a flood of 100 KB messages had one daemon at 1.27 GB without it
+RING_BACKLOG_HIGH_BYTES = 16 * 1024 * 1024
+RING_BACKLOG_LOW_BYTES = 4 * 1024 * 1024
+#: at most this many "dropped a packet" lines per status period or RING_GARBAGE_PERIOD_S (the
+#: rest are counted only)
+RING_GARBAGE_LINES_PER_PERIOD = 20
+RING_GARBAGE_PERIOD_S = 20.0
+RING_GARBAGE_MARK = " dropped a packet from "
+#: addresses outside the configuration whose datagrams are logged (once each)
+RING_STRANGERS_LOGGED = 16
 
 SERVICE_NAMES = {
     UNRELIABLE_MESS: "UNRELIABLE",
@@ -198,7 +241,7 @@ ERROR_NAMES = {
 
 
 
-# ---- Ring protocol between daemons (issue 5) ----------------------------------------------
+# ---- Ring protocol between daemons ---------------------------------------------------------
 #: Membership states (Totem's names; one enter function each in RingOrderer).
 OPERATIONAL = "OPERATIONAL"
 GATHER = "GATHER"
@@ -505,7 +548,7 @@ def equal_group_ids(a, b) -> bool:
 
 
 
-# ---- Ring: daemon-daemon packets (issue 5) -------------------------------------------------
+# ---- Ring: daemon-daemon packets ---------------------------------------------------------
 # Every datagram: magic "SMRG" (4 bytes), version (u8), packet type (u8), then the body, then a
 # CRC-32 of everything before it (u32), so that a mangled or foreign datagram is recognised and
 # dropped rather than delivered with wrong contents.
@@ -1459,8 +1502,22 @@ class ConfigurationChange:
     ring_id: Tuple[int, int]
 
 
+@dataclass
+class Backlog:
+    """What waits in an orderer for the network: the daemon stops reading clients above a
+    limit (its flow control)."""
+
+    messages: int = 0
+    bytes: int = 0
+    refused: int = 0  #: messages refused so far because the queue was full
+    max_messages: int = 0  #: the queue's hard limit
+
+
 class Orderer:
     """Interface: takes this daemon's messages, returns them (and others') in delivery order."""
+
+    def backlog(self) -> Backlog:
+        return Backlog()  # a ring of one delivers at once: nothing waits
 
     def submit(self, msg: DaemonMessage) -> None:
         raise NotImplementedError
@@ -1567,7 +1624,7 @@ class GroupCore:
         self.dirty.add(session.conn_id)
         if out.messages > self.max_session_messages:
             # judged later, after the I/O loop has offered the queue to the socket: only what the
-            # socket did not take counts (like the real daemon's Sess_write), see enforce_queue_limits
+            # socket did not take counts (like the real daemon's Sess_write), see Daemon._enforce_queue_limits
             self.over_limit.add(session)
         if out.queued_bytes > self.max_session_bytes:  # a hard bound on memory, at once
             out.clear()
@@ -1759,9 +1816,23 @@ class GroupCore:
 
 
 # ---- Daemon: sessions + orderer + group core ----------------------------------------------------
+# Every input (a connection opened, bytes from a client, the socket took bytes, a datagram, a
+# tick) returns ONE batch of actions, in the order the I/O loop must perform them (raft's Ready):
+
+@dataclass
+class Write:
+    """Send `data` on the connection, then tell the core how much the socket took:
+    Daemon.written(conn_id, count). Until then the core offers that connection nothing more."""
+
+    conn_id: int
+    data: bytes
+
 
 @dataclass
 class CloseConnection:
+    """Close the connection (any Write before it in the batch went first). The core has
+    already forgotten it: the loop does not report the close back."""
+
     conn_id: int
     flush_first: bool
     reason: str
@@ -1769,8 +1840,28 @@ class CloseConnection:
 
 @dataclass
 class SendDatagram:
+    """A datagram to the daemon named `dest` (the loop knows its address)."""
+
     packet: bytes
     dest: object
+
+
+@dataclass
+class LogLine:
+    text: str
+
+
+@dataclass
+class PauseReading:
+    """Do not read this client until ResumeReading: the ring's backlog is high, and TCP pushes
+    back on the senders."""
+
+    conn_id: int
+
+
+@dataclass
+class ResumeReading:
+    conn_id: int
 
 
 @dataclass
@@ -1801,76 +1892,105 @@ class StatusSnapshot:
     state_changes: Dict[str, int] = field(default_factory=dict)  # session states entered
 
 
+@dataclass
+class ClientLimits:
+    """What one client, or one address, may hold of the daemon (command-line settings)."""
+
+    max_session_messages: int = DEFAULT_MAX_SESSION_MESSAGES
+    max_sessions: int = MAX_SESSIONS
+    max_session_bytes: int = MAX_SESSION_QUEUE_BYTES
+    max_total_bytes: int = MAX_TOTAL_QUEUE_BYTES
+    #: a connection that has not finished the handshake after this long is closed
+    handshake_timeout_s: float = DEFAULT_HANDSHAKE_TIMEOUT_S
+    #: unfinished handshakes from one address; one more closes the OLDEST of them, so idle
+    #: connections can never keep out the newest one (a real client finishes in milliseconds)
+    max_handshakes_per_address: int = DEFAULT_MAX_HANDSHAKES_PER_ADDRESS
+
+
 class Daemon:
-    """The daemon core.  Events in: connection_opened/data/closed, datagram, tick.
-    Out: each session's Outbox (pending_output / output_written), and poll() ->
-    CloseConnection / SendDatagram actions.  Never touches a socket or the clock."""
+    """The daemon core: client sessions, the orderer and the group core. Never touches a socket
+    or the clock. Inputs, each returning a list of actions (Write, CloseConnection,
+    SendDatagram, LogLine, PauseReading, ResumeReading):
+
+        connection_opened(conn_id, now, address)   connection_data(conn_id, data)
+        written(conn_id, count)    writable(conn_id)    connection_closed(conn_id)
+        datagram(packet, src, now)    tick(now)    leave(reason, now)
+
+    Built by build_daemon(): alone, or one daemon of a ring."""
 
     def __init__(self, name: str, proc_id: int = 0x7F000001, memb_time: int = 0,
                  orderer: Optional[Orderer] = None, daemon_order: Optional[Sequence[str]] = None,
-                 max_session_messages: int = DEFAULT_MAX_SESSION_MESSAGES, max_sessions: int = MAX_SESSIONS,
-                 rng: Optional[random.Random] = None, max_session_bytes: int = MAX_SESSION_QUEUE_BYTES,
-                 max_total_bytes: int = MAX_TOTAL_QUEUE_BYTES):
+                 limits: Optional[ClientLimits] = None, rng: Optional[random.Random] = None,
+                 core: Optional[GroupCore] = None, peer_ips: Optional[Sequence[str]] = None):
         self.name = name
-        self.max_total_bytes = max_total_bytes
+        self.limits = limits = limits or ClientLimits()
         self.rng = rng or random.Random(0)
         self.orderer = orderer if orderer is not None else LocalOrderer(name)
-        self.core = GroupCore(name, proc_id, memb_time, daemon_order, max_session_messages, max_session_bytes)
-        self.max_sessions = max_sessions
+        self.core = core if core is not None else GroupCore(
+            name, proc_id, memb_time, daemon_order, limits.max_session_messages, limits.max_session_bytes)
         self.sessions: Dict[int, ClientSession] = {}
         self.names: Dict[str, int] = {}  # private names in use -> conn id
         self.actions: list = []
         self.in_by_service = collections.Counter()
         self.disconnections = collections.Counter()
         self.rejections = collections.Counter()
-        self.log: collections.deque = collections.deque(maxlen=MAX_LOG_LINES)
+        self.log: collections.deque = collections.deque(maxlen=MAX_LOG_LINES)  #: recent lines
         self.state_changes = collections.Counter()  # session states entered
         self._close_log: List[str] = []
         self.now = 0.0
         self._orphans: Dict[int, ClientSession] = {}  # rejected before a session existed (quota)
+        #: conn id -> (address, opened at), oldest first: connections still in the handshake
+        self.handshaking: "collections.OrderedDict[int, Tuple[str, float]]" = collections.OrderedDict()
+        self.handshakes_from = collections.Counter()  #: address -> unfinished handshakes
+        self.offered: Dict[int, int] = {}  #: conn id -> bytes of the Write not yet reported
+        self.blocked: set = set()  #: conn ids whose socket took less than offered (full)
+        self.paused_reads: set = set()
+        self.reading_paused = False  #: the ring's backlog is high: clients are not read
+        self.pauses = 0
+        self.refused_reported = 0
+        #: the configured daemons' addresses (a ring): datagrams from others are strangers
+        self.peer_ips = frozenset(peer_ips) if peer_ips is not None else None
+        self.datagrams_in = 0
+        self.datagrams_foreign = 0
+        self.strangers_logged: set = set()
+        self.garbage_lines = 0  #: "dropped a packet" lines of the ring log in this period
+        self.garbage_lines_hidden = 0
+        self.garbage_period_start = 0.0
+        self.last_rotations = (0.0, 0)  #: (time, rotations) of the last ring status
 
-    # -- events ----------------------------------------------------------------------------------
-    def connection_opened(self, conn_id: int, now: Optional[float] = None) -> None:
+    # -- inputs --------------------------------------------------------------------------------
+    def connection_opened(self, conn_id: int, now: Optional[float] = None, address: str = "") -> list:
         if now is not None:
             self.now = now
-        if len(self.sessions) >= self.max_sessions:
+        if self.handshakes_from[address] >= self.limits.max_handshakes_per_address:
+            self._close_oldest_handshake(address, "more than %d unfinished handshakes from %s"
+                                         % (self.limits.max_handshakes_per_address, address or "one address"))
+        if len(self.sessions) >= self.limits.max_sessions and self.handshaking:
+            self._close_oldest_handshake(None, "%d connections: the oldest unfinished handshake makes room"
+                                         % len(self.sessions))
+        if len(self.sessions) >= self.limits.max_sessions:
             # REJECT_QUOTA right after accept(), before reading anything (session.c:576)
             self.rejections["REJECT_QUOTA"] += 1
             session = ClientSession(conn_id, self.name, lambda n: False, self.rng, self._transition)
             session.out.append(reject_byte(REJECT_QUOTA))
             session._enter_closed("rejected: REJECT_QUOTA (%d sessions)" % len(self.sessions))
             self._orphans[conn_id] = session
-            self.core.dirty.add(conn_id)
-            self.actions.append(CloseConnection(conn_id, True, "REJECT_QUOTA"))
-            return
+            self._close(conn_id, True, "REJECT_QUOTA")
+            return self._finish()
         session = ClientSession(conn_id, self.name, lambda n, c=conn_id: self._reserve(n, c), self.rng,
                                 self._transition)
         session.opened_at = self.now
         self.sessions[conn_id] = session
+        self.handshaking[conn_id] = (address, self.now)
+        self.handshakes_from[address] += 1
+        if self.reading_paused:
+            self._pause(conn_id)
+        return self._finish()
 
-    def _transition(self, session: ClientSession, old: str, new: str, reason: str) -> None:
-        """Every session state change: logged with its reason and counted (a student reading
-        the log sees the handshake and every end of a session)."""
-        self.state_changes[new] += 1
-        if new == CLOSED and old == OPEN:
-            # logged by _end_session, after the session's earlier requests (same read) took effect
-            self._close_log.append("%s closed: %s (%s -> CLOSED)" % (session.describe(), reason, old))
-        elif new == CLOSED:
-            self.log.append("%s closed: %s (%s -> CLOSED)" % (session.describe(), reason, old))
-        else:
-            self.log.append("%s: %s -> %s: %s" % (session.describe() if new == OPEN else "connection %d" % session.conn_id,
-                                                  old, new, reason))
-
-    def _reserve(self, name: str, conn_id: int) -> bool:
-        if name in self.names:
-            return False
-        self.names[name] = conn_id
-        return True
-
-    def connection_data(self, conn_id: int, data: bytes) -> None:
+    def connection_data(self, conn_id: int, data: bytes) -> list:
         session = self.sessions.get(conn_id)
         if session is None:
-            return
+            return self._finish()
         was_open = session.state == OPEN
         events = session.receive_data(data)
         if not was_open and session.out.chunks:
@@ -1878,13 +1998,37 @@ class Daemon:
         if events:
             self._handle_events(session, events)
             self._run_orderer()
+        return self._finish()
 
-    def connection_closed(self, conn_id: int) -> None:
+    def written(self, conn_id: int, count: int) -> list:
+        """The socket took `count` bytes of the connection's last Write. Less than offered: the
+        socket is full; the core offers more after writable(conn_id). Only what a socket did not
+        take counts against --max-session-messages (like the real daemon's Sess_write)."""
+        offered = self.offered.pop(conn_id, None)
+        out = self._outbox(conn_id)
+        if offered is None or out is None:  # the connection was closed meanwhile
+            return self._finish()
+        if count:
+            out.consumed(count)
+        if count < offered:
+            self.blocked.add(conn_id)
+        elif out.chunks:
+            self.core.dirty.add(conn_id)
+        return self._finish()
+
+    def writable(self, conn_id: int) -> list:
+        """A socket that was full can take more."""
+        self.blocked.discard(conn_id)
+        self.core.dirty.add(conn_id)
+        return self._finish()
+
+    def connection_closed(self, conn_id: int) -> list:
         """The peer closed (or the connection broke): like a disconnect (Sess_kill)."""
+        self._forget_connection(conn_id)
         session = self.sessions.get(conn_id)
         if session is None:
             self._orphans.pop(conn_id, None)
-            return
+            return self._finish()
         if session.state == OPEN:
             session._enter_closed("connection closed by the client")
             self._end_session(session, "connection closed by the client", close=False)
@@ -1892,72 +2036,126 @@ class Daemon:
         else:
             session._enter_closed("connection closed during the handshake")  # no-op if already closed
             self._forget(session, session.close_reason)
+        return self._finish()
 
-    def datagram(self, packet: bytes, src, now: float) -> None:
+    def datagram(self, packet: bytes, src, now: float) -> list:
         self.now = now
+        if self.peer_ips is not None and src[0] not in self.peer_ips:
+            self.datagrams_foreign += 1
+            self._log_stranger(src)
+            return self._finish()
+        self.datagrams_in += 1
         self.orderer.receive(packet, src, now)
         self._run_orderer()
+        return self._finish()
 
-    def leave(self, reason: str, now: float) -> None:
+    def leave(self, reason: str, now: float) -> list:
         """Stopped by the operator: the orderer tells the other daemons (SendDatagram actions);
-        the I/O loop ticks while orderer.leaving, then closes the connections and exits."""
+        the I/O loop ticks while leaving(), then closes the connections and exits."""
         self.now = now
         self.orderer.leave(reason, now)
         self._run_orderer()
+        return self._finish()
 
-    def tick(self, now: float) -> None:
+    def tick(self, now: float) -> list:
         self.now = now
-        for session in list(self.sessions.values()):
-            if session.state in (AWAIT_CONNECT, AWAIT_AUTH) and session.opened_at is not None \
-                    and now - session.opened_at > HANDSHAKE_TIMEOUT_S:
-                session._enter_closed("handshake not finished within %d s" % HANDSHAKE_TIMEOUT_S)
-                self.disconnections["handshake timeout"] += 1
-                self.actions.append(CloseConnection(session.conn_id, False, "handshake timeout"))
-                self._forget(session, "handshake timeout")
+        self._close_late_handshakes(now)
         self._bound_total_queues()
         self.orderer.tick(now)
         self._run_orderer()
+        return self._finish()
 
-    def _bound_total_queues(self) -> None:
-        """Memory stays bounded with many slow sessions too: over max_total_bytes queued in all,
-        the sessions with the longest queues are disconnected until the total fits."""
-        queued = [(s.out.queued_bytes, s.conn_id, s) for s in self.sessions.values() if s.state == OPEN]
-        total = sum(q[0] for q in queued)
-        if total <= self.max_total_bytes:
+    # -- queries -------------------------------------------------------------------------------
+    def leaving(self) -> bool:
+        """leave() still has announcements to send (tick() sends them)."""
+        return self.orderer.leaving
+
+    def snapshot(self, address: str = "", uptime_s: float = 0.0) -> StatusSnapshot:
+        rows = []
+        for session in sorted(self.sessions.values(), key=lambda s: s.private_group):
+            if session.state != OPEN:
+                continue
+            rows.append(SessionRow(session.private_group, session.group_membership, len(session.groups),
+                                   session.msgs_in, session.msgs_out, session.out.messages, session.out.queued_bytes))
+        groups = [(name, list(self.core.groups[name].ordered)) for name in sorted(self.core.groups)]
+        return StatusSnapshot(
+            daemon_name=self.name, address=address, uptime_s=uptime_s, sessions=rows, groups=groups,
+            msgs_in={SERVICE_NAMES[k]: v for k, v in sorted(self.in_by_service.items()) if k in SERVICE_NAMES},
+            msgs_out={SERVICE_NAMES[k]: v for k, v in sorted(self.core.out_by_service.items()) if k in SERVICE_NAMES},
+            queued_bytes=sum(r.queued_bytes for r in rows),
+            disconnections=dict(self.disconnections), rejections=dict(self.rejections),
+            state_changes=dict(self.state_changes))
+
+    def ring_snapshot(self, now: float, datagrams_sent: int = 0) -> Optional[dict]:
+        """Plain data for the ring's status table (None for a daemon alone); the rotation rate
+        is since the previous call."""
+        if not isinstance(self.orderer, RingOrderer):
+            return None
+        snap = self.orderer.snapshot()
+        then, rotations = self.last_rotations
+        snap["rotations_per_s"] = (snap["rotations"] - rotations) / max(1e-6, now - then)
+        self.last_rotations = (now, snap["rotations"])
+        snap["datagrams"] = (self.datagrams_in, datagrams_sent, self.datagrams_foreign)
+        core = self.core
+        if isinstance(core, RingGroupCore):
+            snap["held_peak"] = (core.held_peak_messages, core.held_peak_bytes,
+                                 core.held_limit_bytes, core.held_limit_exceeded)
+        return snap
+
+    # -- sessions ------------------------------------------------------------------------------
+    def _transition(self, session: ClientSession, old: str, new: str, reason: str) -> None:
+        """Every session state change: logged with its reason and counted (a student reading
+        the log sees the handshake and every end of a session)."""
+        self.state_changes[new] += 1
+        if new in (OPEN, CLOSED):
+            self._handshake_over(session.conn_id)
+        if new == CLOSED and old == OPEN:
+            # logged by _end_session, after the session's earlier requests (same read) took effect
+            self._close_log.append("%s closed: %s (%s -> CLOSED)" % (session.describe(), reason, old))
+        elif new == CLOSED:
+            self._say("%s closed: %s (%s -> CLOSED)" % (session.describe(), reason, old))
+        else:
+            self._say("%s: %s -> %s: %s" % (session.describe() if new == OPEN else "connection %d" % session.conn_id,
+                                            old, new, reason))
+
+    def _handshake_over(self, conn_id: int) -> None:
+        entry = self.handshaking.pop(conn_id, None)
+        if entry is not None:
+            self.handshakes_from[entry[0]] -= 1
+            if not self.handshakes_from[entry[0]]:
+                del self.handshakes_from[entry[0]]
+
+    def _close_oldest_handshake(self, address: Optional[str], why: str) -> None:
+        """Fair to the newest: idle connections from one address (on loopback: every client)
+        make room for a new one instead of keeping it out."""
+        for conn_id, (addr, _opened) in self.handshaking.items():
+            if address is None or addr == address:
+                self._close_handshake(conn_id, why, "handshake: made room for a newer connection")
+                return
+
+    def _close_late_handshakes(self, now: float) -> None:
+        timeout_s = self.limits.handshake_timeout_s
+        while self.handshaking:
+            conn_id, (_addr, opened) = next(iter(self.handshaking.items()))
+            if now - opened <= timeout_s:
+                break  # oldest first: the rest are younger
+            self._close_handshake(conn_id, "handshake not finished within %g s" % timeout_s, "handshake timeout")
+
+    def _close_handshake(self, conn_id: int, reason: str, counted_as: str) -> None:
+        session = self.sessions.get(conn_id)
+        self._handshake_over(conn_id)
+        if session is None:
             return
-        for size, _cid, session in sorted(queued, key=lambda q: (-q[0], q[1])):
-            if total <= self.max_total_bytes:
-                break
-            total -= size
-            session._enter_closed("not reading (the longest queue while all sessions hold more than %d bytes)"
-                                  % self.max_total_bytes)
-            self.core.overflowed.append(session)
-        self._kill_overflowed()
+        session._enter_closed(reason)
+        self.disconnections[counted_as] += 1
+        self._close(conn_id, False, counted_as)
 
-    # -- outputs -----------------------------------------------------------------------------------
-    def take_dirty(self) -> set:
-        """Connections with new output since the last call."""
-        dirty, self.core.dirty = self.core.dirty, set()
-        return dirty
+    def _reserve(self, name: str, conn_id: int) -> bool:
+        if name in self.names:
+            return False
+        self.names[name] = conn_id
+        return True
 
-    def _outbox(self, conn_id: int) -> Optional[Outbox]:
-        session = self.sessions.get(conn_id) or self._orphans.get(conn_id)
-        return session.out if session is not None else None
-
-    def pending_output(self, conn_id: int) -> bytes:
-        out = self._outbox(conn_id)
-        return out.peek() if out is not None else b""
-
-    def output_written(self, conn_id: int, count: int) -> None:
-        out = self._outbox(conn_id)
-        if out is not None and count:
-            out.consumed(count)
-
-    def poll(self) -> list:
-        actions, self.actions = self.actions, []
-        return actions
-
-    # -- internals ---------------------------------------------------------------------------------
     def _handle_events(self, session: ClientSession, events: list) -> None:
         submit = self.orderer.submit
         in_by_service = self.in_by_service
@@ -1980,15 +2178,14 @@ class Daemon:
             elif cls is Rejected:
                 name = ERROR_NAMES.get(event.code, str(event.code))
                 self.rejections[name] += 1
-                self.actions.append(CloseConnection(session.conn_id, True, name))
+                self._close(session.conn_id, True, name)
             elif cls is ProtocolViolation:
                 self._run_orderer()
                 if session.private_group in self.core.local:
                     self._end_session(session, "protocol violation", close=True)
                 else:
                     self.disconnections["protocol violation"] += 1
-                    self.actions.append(CloseConnection(session.conn_id, False, "protocol violation"))
-                    self._forget(session, "protocol violation")
+                    self._close(session.conn_id, False, "protocol violation")
         if session.out.chunks:
             self.core.dirty.add(session.conn_id)
 
@@ -1996,21 +2193,52 @@ class Daemon:
         """The session is over: its KILL goes through the orderer (others see DISCONNECT)."""
         self.disconnections[reason] += 1
         session._enter_closed(reason)  # unless the session had closed itself already
-        self.log.extend(self._close_log)
+        for line in self._close_log:
+            self._say(line)
         self._close_log.clear()
-        if close:
-            self.actions.append(CloseConnection(session.conn_id, False, reason))
         session.out.clear()
+        self.sessions.pop(session.conn_id, None)
+        if close:
+            self._close(session.conn_id, False, reason)
         if kill is None:
             kill = Kill(KILL, self.name, session.private_group, reason=reason)
         self.orderer.submit(kill)
-        self.sessions.pop(session.conn_id, None)
+
+    def _close(self, conn_id: int, flush_first: bool, reason: str) -> None:
+        """Ask the loop to close a connection, and forget it here at once."""
+        out = self._outbox(conn_id)
+        if flush_first and out is not None and out.chunks and conn_id not in self.offered:
+            self.actions.append(Write(conn_id, out.peek()))
+        self.actions.append(CloseConnection(conn_id, flush_first, reason))
+        self._forget_connection(conn_id)
+        self._orphans.pop(conn_id, None)
+        session = self.sessions.get(conn_id)
+        if session is not None:  # still in the handshake (an OPEN one was ended before)
+            session._enter_closed(reason)
+            self._forget(session, reason)
+
+    def _forget_connection(self, conn_id: int) -> None:
+        self.offered.pop(conn_id, None)
+        self.blocked.discard(conn_id)
+        self.paused_reads.discard(conn_id)
+        self._handshake_over(conn_id)
 
     def _forget(self, session: ClientSession, reason: str) -> None:
         self.sessions.pop(session.conn_id, None)
         if session.private_name and self.names.get(session.private_name) == session.conn_id:
             del self.names[session.private_name]
 
+    def _release_name(self, private_group: str) -> None:
+        name = private_group[1:].split("#", 1)[0]
+        conn_id = self.names.get(name)
+        if conn_id is not None and conn_id not in self.sessions:
+            del self.names[name]
+
+    def _outbox(self, conn_id: int) -> Optional[Outbox]:
+        session = self.sessions.get(conn_id) or self._orphans.get(conn_id)
+        return session.out if session is not None else None
+
+    # -- the orderer's fixed point -------------------------------------------------------------
     def _run_orderer(self) -> None:
         core = self.core
         while True:
@@ -2030,28 +2258,77 @@ class Daemon:
                     core.configuration_change(item, core.memb_time + 1)
             self._kill_overflowed()
         if core.log:
-            self.log.extend(core.log)
+            for line in core.log:
+                self._say(line)
             core.log.clear()
 
-    def _release_name(self, private_group: str) -> None:
-        name = private_group[1:].split("#", 1)[0]
-        conn_id = self.names.get(name)
-        if conn_id is not None and conn_id not in self.sessions:
-            del self.names[name]
+    def _finish(self) -> list:
+        """The end of every input: offer output to the sockets, judge the queues, decide about
+        reading clients, hand over the log; the batch of actions."""
+        for _ in range(100):  # a cut session's DISCONNECT is more output for the others
+            self._offer_writes()
+            if not self._enforce_queue_limits():
+                break
+        self._client_flow_control()
+        self._take_ring_log()
+        actions, self.actions = self.actions, []
+        return actions
 
-    def enforce_queue_limits(self) -> None:
-        """Disconnect every session that still has more than --max-session-messages undelivered
-        messages.  The I/O loop calls this after its write pass, so a session whose socket took
-        the burst is fine and only one that does not read is cut (thesis 8.2.1); others go on."""
+    def _offer_writes(self) -> None:
         core = self.core
-        candidates, core.over_limit = core.over_limit, set()
-        for session in sorted(candidates, key=lambda s: s.conn_id):
-            if session.state != CLOSED and session.out.messages > core.max_session_messages:
+        if not core.dirty:
+            return
+        dirty, core.dirty = core.dirty, set()
+        offered, blocked = self.offered, self.blocked
+        for conn_id in sorted(dirty):
+            if conn_id in offered or conn_id in blocked:
+                continue
+            out = self._outbox(conn_id)
+            if out is not None and out.chunks:
+                data = out.peek()
+                offered[conn_id] = len(data)
+                self.actions.append(Write(conn_id, data))
+
+    # -- queue limits (thesis 8.2.1) --------------------------------------------------------------
+    def _enforce_queue_limits(self) -> bool:
+        """Disconnect every session whose socket is full and that still has more than
+        --max-session-messages undelivered messages: one whose socket took the burst is fine,
+        and only one that does not read is cut; others go on. True if any was cut."""
+        core = self.core
+        if not core.over_limit:
+            return False
+        undecided = set()
+        for session in sorted(core.over_limit, key=lambda s: s.conn_id):
+            if session.state == CLOSED or session.out.messages <= core.max_session_messages:
+                continue
+            if session.conn_id in self.blocked:
                 session._enter_closed("not reading (more than %d queued messages)" % core.max_session_messages)
                 core.overflowed.append(session)
-        if core.overflowed:
-            self._kill_overflowed()
-            self._run_orderer()
+            else:
+                undecided.add(session)  # its socket has not yet said whether it takes the lot
+        core.over_limit = undecided
+        if not core.overflowed:
+            return False
+        self._kill_overflowed()
+        self._run_orderer()
+        return True
+
+    def _bound_total_queues(self) -> None:
+        """Memory stays bounded with many slow sessions too: over max_total_bytes queued in all,
+        the sessions with the longest queues are disconnected until the total fits."""
+        limit = self.limits.max_total_bytes
+        queued = [(s.out.queued_bytes, s.conn_id, s) for s in self.sessions.values() if s.state == OPEN]
+        total = sum(q[0] for q in queued)
+        if total <= limit:
+            return
+        for size, _cid, session in sorted(queued, key=lambda q: (-q[0], q[1])):
+            if total <= limit:
+                break
+            total -= size
+            session._enter_closed("not reading (the longest queue while all sessions hold more than %d bytes)"
+                                  % limit)
+            self.core.overflowed.append(session)
+        self._kill_overflowed()
 
     def _kill_overflowed(self) -> None:
         core = self.core
@@ -2059,22 +2336,103 @@ class Daemon:
             session = core.overflowed.pop(0)  # in the order they were judged
             self._end_session(session, session.close_reason, close=True)
 
-    # -- status -------------------------------------------------------------------------------------
-    def snapshot(self, address: str = "", uptime_s: float = 0.0) -> StatusSnapshot:
-        rows = []
-        for session in sorted(self.sessions.values(), key=lambda s: s.private_group):
-            if session.state != OPEN:
-                continue
-            rows.append(SessionRow(session.private_group, session.group_membership, len(session.groups),
-                                   session.msgs_in, session.msgs_out, session.out.messages, session.out.queued_bytes))
-        groups = [(name, list(self.core.groups[name].ordered)) for name in sorted(self.core.groups)]
-        return StatusSnapshot(
-            daemon_name=self.name, address=address, uptime_s=uptime_s, sessions=rows, groups=groups,
-            msgs_in={SERVICE_NAMES[k]: v for k, v in sorted(self.in_by_service.items()) if k in SERVICE_NAMES},
-            msgs_out={SERVICE_NAMES[k]: v for k, v in sorted(self.core.out_by_service.items()) if k in SERVICE_NAMES},
-            queued_bytes=sum(r.queued_bytes for r in rows),
-            disconnections=dict(self.disconnections), rejections=dict(self.rejections),
-            state_changes=dict(self.state_changes))
+    # -- flow control towards clients --------------------------------------------------------------
+    def _client_flow_control(self) -> None:
+        backlog = self.orderer.backlog()
+        if backlog.refused != self.refused_reported:
+            self._say("ring: %d client messages refused, the ring's queue was full (%d)" % (
+                backlog.refused - self.refused_reported, backlog.max_messages))
+            self.refused_reported = backlog.refused
+        held_over = getattr(self.core, "held_over_limit", False)
+        if not self.reading_paused:
+            if (backlog.messages > RING_BACKLOG_HIGH_MESSAGES or backlog.bytes > RING_BACKLOG_HIGH_BYTES
+                    or held_over):
+                self._pause_all(backlog, held_over)
+        elif (backlog.messages < RING_BACKLOG_LOW_MESSAGES and backlog.bytes < RING_BACKLOG_LOW_BYTES
+              and not held_over):
+            self.reading_paused = False
+            for conn_id in sorted(self.paused_reads):
+                self.actions.append(ResumeReading(conn_id))
+            self.paused_reads.clear()
+
+    def _pause_all(self, backlog, held_over: bool) -> None:
+        self.reading_paused = True
+        self.pauses += 1
+        # (over the state exchange's limit: the group core has logged why)
+        if not held_over and (self.pauses <= 10 or self.pauses % 100 == 0):
+            self._say("ring: %d messages (%d KB) wait for the token: clients are not read "
+                      "until fewer than %d (%d KB) wait (pause %d)" % (
+                          backlog.messages, backlog.bytes // 1024,
+                          RING_BACKLOG_LOW_MESSAGES, RING_BACKLOG_LOW_BYTES // 1024, self.pauses))
+        for conn_id in sorted(set(self.sessions) | set(self._orphans)):
+            self._pause(conn_id)
+
+    def _pause(self, conn_id: int) -> None:
+        if conn_id not in self.paused_reads:
+            self.paused_reads.add(conn_id)
+            self.actions.append(PauseReading(conn_id))
+
+    # -- log -----------------------------------------------------------------------------------------
+    def _say(self, text: str) -> None:
+        self.log.append(text)
+        self.actions.append(LogLine(text))
+
+    def _log_stranger(self, src) -> None:
+        """Another team's traffic on our port: said once per address (a few), counted always."""
+        if src[0] in self.strangers_logged or len(self.strangers_logged) >= RING_STRANGERS_LOGGED:
+            return
+        self.strangers_logged.add(src[0])
+        self._say("ring: datagrams from %s:%d, which is not a daemon of the configuration: dropped "
+                  "(counted in the status table, logged once per address)" % tuple(src[:2]))
+
+    def _take_ring_log(self) -> None:
+        ring_log = getattr(self.orderer, "log", None)
+        while ring_log:
+            self._ring_line(ring_log.popleft())
+        if self.garbage_lines and self.now - self.garbage_period_start >= RING_GARBAGE_PERIOD_S:
+            self._say_hidden_garbage()
+
+    def _ring_line(self, line: str) -> None:
+        """The ring's log, with its lines about garbage datagrams limited per period, so that a
+        flood of another team's packets cannot flood the terminal (all are counted)."""
+        if RING_GARBAGE_MARK in line:
+            if self.now - self.garbage_period_start >= RING_GARBAGE_PERIOD_S:
+                self._say_hidden_garbage()
+            self.garbage_lines += 1
+            if self.garbage_lines > RING_GARBAGE_LINES_PER_PERIOD:
+                self.garbage_lines_hidden += 1
+                return
+        self._say("ring: " + line)
+
+    def _say_hidden_garbage(self) -> None:
+        if self.garbage_lines_hidden:
+            self._say("ring: %d more lines about dropped packets not shown (all are counted: "
+                      "garbage dropped)" % self.garbage_lines_hidden)
+        self.garbage_lines = self.garbage_lines_hidden = 0
+        self.garbage_period_start = self.now
+
+
+def build_daemon(name: str, ring: Optional[Dict[str, str]] = None, *, incarnation: int = 1,
+                 settings: Optional[RingSettings] = None, proc_id: int = 0x7F000001, memb_time: int = 0,
+                 daemon_order: Optional[Sequence[str]] = None, limits: Optional[ClientLimits] = None,
+                 rng: Optional[random.Random] = None, ring_rng: Optional[random.Random] = None,
+                 now: float = 0.0) -> Daemon:
+    """The one way to make a daemon core: alone (ring None: the LocalOrderer), or one daemon of a
+    ring (ring: daemon name -> IPv4 address for every daemon of the configuration, this one
+    included, in configuration order). The command line, the tests and the benchmarks use it."""
+    limits = limits or ClientLimits()
+    if not ring:
+        return Daemon(name, proc_id=proc_id, memb_time=memb_time, daemon_order=daemon_order,
+                      limits=limits, rng=rng)
+    if name not in ring:
+        raise ValueError("daemon %r is not one of the ring's daemons (%s)" % (name, ", ".join(ring)))
+    order = list(daemon_order or ring)
+    orderer = RingOrderer(name, incarnation, list(ring), ring_rng, settings, now=now)
+    core = RingGroupCore(name, orderer, ring, proc_id=proc_id, memb_time=memb_time, daemon_order=order,
+                         max_session_messages=limits.max_session_messages,
+                         max_session_bytes=limits.max_session_bytes)
+    return Daemon(name, proc_id=proc_id, memb_time=memb_time, orderer=orderer, daemon_order=order,
+                  limits=limits, rng=rng, core=core, peer_ips=list(ring.values()))
 
 
 # ---- Configuration file (spread.conf) ------------------------------------------------------------
@@ -2420,7 +2778,7 @@ def proc_id_of(ip: str) -> int:
 
 
 
-# ---- Ring: the RING protocol core (issue 5; thesis 7.3.2.2 and 7.3.3, Totem's membership) ----
+# ---- Ring: the RING protocol core (thesis 7.3.2.2 and 7.3.3, Totem's membership) ------------
 
 def _configuration_change(kind, member_ids, transitional_ids, ring_id, old_ring_id, reason):
     """spread_mini's ConfigurationChange, plus what the ring knows: members with incarnations
@@ -3388,6 +3746,12 @@ class RingOrderer:
     def leaving(self):
         return self.state == LEFT and self.leave_copies_left > 0
 
+    def backlog(self):
+        """What waits for the token (the daemon's flow control towards its clients)."""
+        t = self.transport
+        return Backlog(len(t.pending), t.pending_bytes, self.counters["submit_refused_queue_full"],
+                       self.cfg.max_pending_messages)
+
     def snapshot(self):
         """Plain data for the status table."""
         ring = self.ring
@@ -4047,7 +4411,7 @@ def _ring_str(ring_id):
     return "%d/%s" % (ring_id[0], _pid_str((ring_id[1], ring_id[2])))
 
 
-# ---- Ring: group membership across daemons (issue 5) ------------------------------------------
+# ---- Ring: group membership across daemons ------------------------------------------------
 
 STATE = "STATE"  #: daemon message kind: the groups of one daemon's clients, after a ring change
 
@@ -4261,12 +4625,22 @@ class RingGroupCore(GroupCore):
 # I/O loop
 # =============================================================================================
 
+RING_TICK_EVERY_S = 0.01  # the ring's timers (token hold 20 ms, retransmission 80 ms) need this
+RING_RCVBUF_BYTES = 4 * 1024 * 1024
+RING_MAX_DATAGRAMS_PER_WAKEUP = 512
+
+
 class DaemonServer:
-    """Sockets, time and signals around a Daemon core: a TCP listener and the unix socket
-    /tmp/<port>; non-blocking reads of RECV_CHUNK bytes; coalesced non-blocking writes."""
+    """Sockets, time and signals around a Daemon core, and nothing else: a TCP listener and the
+    unix socket /tmp/<port> for clients; with `ring` (this daemon's UDP address and every
+    daemon's, by name) the ring's UDP socket. Each input goes to the core and the batch of
+    actions it returns is performed in order (_perform). Segment traffic is sent by UNICAST to
+    each configured daemon: on loopback and in a small lab as good as multicast, and nothing is
+    ever sent with the default interface."""
 
     def __init__(self, daemon: Daemon, listen: str, port: int, unix_path: Optional[str] = None,
-                 status_every_s: float = DEFAULT_STATUS_EVERY_S, out=None):
+                 status_every_s: float = DEFAULT_STATUS_EVERY_S, out=None,
+                 ring: Optional[Tuple[Tuple[str, int], Dict[str, Tuple[str, int]]]] = None):
         self.daemon = daemon
         self.listen = listen
         self.port = port
@@ -4275,14 +4649,34 @@ class DaemonServer:
         self.out = out or sys.stdout
         self.sel = selectors.DefaultSelector()
         self.conns: Dict[int, socket.socket] = {}
-        self.writing: set = set()
+        self.registered: Dict[int, int] = {}  #: conn id -> selector events now registered
+        self.paused: set = set()  #: conn ids the core asked not to read
+        self.blocked: set = set()  #: conn ids whose socket was full: waiting to be writable
         self.next_conn_id = 1
         self.started = time.monotonic()
         self.stopping = False
         self.listeners: List[socket.socket] = []
-        self.paused: list = []  # (resume time, listener) after accept() failed
+        self.accept_paused: list = []  # (resume time, listener) after accept() failed
+        self.ring_addr, self.peers = ring if ring is not None else (None, {})
+        self.udp: Optional[socket.socket] = None
+        self.datagrams_out = 0
+        self.send_errors = 0
+        #: how often the core's timers are looked at (the ring's need it finer)
+        self.tick_every_s = RING_TICK_EVERY_S if ring is not None else TICK_EVERY_S
 
+    # -- sockets ----------------------------------------------------------------------------------
     def open(self) -> None:
+        if self.ring_addr is not None:  # first: its error names the daemon (ring_open_error)
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RING_RCVBUF_BYTES)
+                udp.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, RING_RCVBUF_BYTES)
+                udp.bind(self.ring_addr)
+            except OSError:
+                udp.close()
+                raise
+            udp.setblocking(False)
+            self.udp = udp
         # the unix socket first: whoever sees the TCP port accept may use /tmp/PORT at once (tests
         # under load connected to a stale /tmp/PORT the daemon had not yet replaced)
         if self.unix_path and hasattr(socket, "AF_UNIX"):
@@ -4294,11 +4688,13 @@ class DaemonServer:
         except OSError:
             tcp.close()
             raise
-        tcp.listen(128)
+        tcp.listen(LISTEN_BACKLOG)
         tcp.setblocking(False)
         self.listeners.append(tcp)
         for sock in self.listeners:
             self.sel.register(sock, selectors.EVENT_READ, "listen")
+        if self.udp is not None:
+            self.sel.register(self.udp, selectors.EVENT_READ, "ring")
 
     def _open_unix(self) -> None:
         path = self.unix_path
@@ -4324,7 +4720,7 @@ class DaemonServer:
             unix.close()
             self.unix_path = None
             return
-        unix.listen(128)
+        unix.listen(LISTEN_BACKLOG)
         unix.setblocking(False)
         self.listeners.append(unix)
 
@@ -4333,7 +4729,7 @@ class DaemonServer:
         print("%s %s" % (stamp, text), file=self.out, flush=True)
 
     def close(self) -> None:
-        for sock in list(self.conns.values()) + self.listeners:
+        for sock in list(self.conns.values()) + self.listeners + ([self.udp] if self.udp else []):
             try:
                 sock.close()
             except OSError:
@@ -4344,9 +4740,7 @@ class DaemonServer:
             except OSError:
                 pass
 
-    #: how often the core's timers are looked at (the ring's server needs it finer)
-    tick_every_s = TICK_EVERY_S
-
+    # -- the loop ---------------------------------------------------------------------------------
     def serve_forever(self) -> None:
         daemon = self.daemon
         next_tick = time.monotonic() + self.tick_every_s
@@ -4357,19 +4751,21 @@ class DaemonServer:
             if next_status is not None:
                 wait = min(wait, next_status - now)
             for key, mask in self.sel.select(max(0.0, wait)):
-                if key.data == "listen":
+                data = key.data
+                if data == "listen":
                     self._accept(key.fileobj)
-                    continue
-                conn_id = key.data
-                if mask & selectors.EVENT_READ:
-                    self._read(conn_id)
-                if mask & selectors.EVENT_WRITE and conn_id in self.conns:
-                    self._write(conn_id)
-            self._after_events()
+                elif data == "ring":
+                    self._read_datagrams()
+                else:
+                    if mask & selectors.EVENT_WRITE and data in self.blocked:
+                        self.blocked.discard(data)
+                        self._update_registration(data)
+                        self._perform(daemon.writable(data))
+                    if mask & selectors.EVENT_READ and data in self.conns and data not in self.paused:
+                        self._read(data)
             now = time.monotonic()
             if now >= next_tick:
-                daemon.tick(now)
-                self._after_events()
+                self._perform(daemon.tick(now))
                 next_tick = now + self.tick_every_s
                 self._resume_accepting(now)
             if next_status is not None and now >= next_status:
@@ -4379,33 +4775,33 @@ class DaemonServer:
     def _accept(self, listener: socket.socket) -> None:
         for _ in range(64):
             try:
-                sock, _addr = listener.accept()
+                sock, addr = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # e.g. out of file descriptors: keep serving the others
                 self.log("accept failed: %s; not accepting for %.0f s" % (exc, ACCEPT_PAUSE_S))
                 self.sel.unregister(listener)  # else the pending connection wakes us forever
-                self.paused.append((time.monotonic() + ACCEPT_PAUSE_S, listener))
+                self.accept_paused.append((time.monotonic() + ACCEPT_PAUSE_S, listener))
                 return
             sock.setblocking(False)
+            address = ""
             if sock.family == socket.AF_INET:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                address = addr[0]
             conn_id = self.next_conn_id
             self.next_conn_id += 1
             self.conns[conn_id] = sock
-            self.sel.register(sock, selectors.EVENT_READ, conn_id)
-            self.daemon.connection_opened(conn_id, time.monotonic())
+            self._update_registration(conn_id)
+            self._perform(self.daemon.connection_opened(conn_id, time.monotonic(), address))
 
     def _resume_accepting(self, now: float) -> None:
-        for item in list(self.paused):
+        for item in list(self.accept_paused):
             if now >= item[0]:
-                self.paused.remove(item)
+                self.accept_paused.remove(item)
                 self.sel.register(item[1], selectors.EVENT_READ, "listen")
 
     def _read(self, conn_id: int) -> None:
-        sock = self.conns.get(conn_id)
-        if sock is None:
-            return
+        sock = self.conns[conn_id]
         try:
             data = sock.recv(RECV_CHUNK)
         except (BlockingIOError, InterruptedError):
@@ -4414,234 +4810,26 @@ class DaemonServer:
             data = b""
         if not data:
             self._drop(conn_id)
-            self.daemon.connection_closed(conn_id)
+            self._perform(self.daemon.connection_closed(conn_id))
             return
         try:
-            self.daemon.connection_data(conn_id, data)
+            actions = self.daemon.connection_data(conn_id, data)
         except Exception as exc:  # a bug must cost one session, never the daemon and the others
             self.log("internal error on connection %d (%s: %s): closing that session" % (conn_id, type(exc).__name__, exc))
             self._drop(conn_id)
             try:
-                self.daemon.connection_closed(conn_id)
+                actions = self.daemon.connection_closed(conn_id)
             except Exception as again:
                 self.log("internal error closing connection %d: %s" % (conn_id, again))
-
-    def _write(self, conn_id: int) -> bool:
-        """Write what the core has for this connection; False when the socket is gone."""
-        sock = self.conns.get(conn_id)
-        if sock is None:
-            return False
-        daemon = self.daemon
-        while True:
-            data = daemon.pending_output(conn_id)
-            if not data:
-                if conn_id in self.writing:
-                    self.writing.discard(conn_id)
-                    self.sel.modify(sock, selectors.EVENT_READ, conn_id)
-                return True
-            try:
-                sent = sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                self._drop(conn_id)
-                daemon.connection_closed(conn_id)
-                return False
-            daemon.output_written(conn_id, sent)
-            if sent < len(data):
-                if conn_id not in self.writing:
-                    self.writing.add(conn_id)
-                    self.sel.modify(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, conn_id)
-                return True
-
-    def _after_events(self) -> None:
-        daemon = self.daemon
-        for _ in range(100):  # closes may produce more output (DISCONNECT memberships) and so on
-            actions = daemon.poll()
-            for action in actions:
-                if isinstance(action, CloseConnection):
-                    if action.flush_first:
-                        self._write(action.conn_id)
-                    self._drop(action.conn_id)
-                    daemon.connection_closed(action.conn_id)
-            dirty = daemon.take_dirty()
-            for conn_id in dirty:
-                self._write(conn_id)
-            daemon.enforce_queue_limits()  # after the write pass: only what sockets did not take
-            if not daemon.actions and not daemon.core.dirty:
-                break
-        for line in daemon.log:
-            self.log(line)
-        daemon.log.clear()
-
-    def _drop(self, conn_id: int) -> Optional[socket.socket]:
-        sock = self.conns.pop(conn_id, None)
-        self.writing.discard(conn_id)
-        if sock is not None:
-            try:
-                self.sel.unregister(sock)
-            except (KeyError, ValueError):
-                pass
-            try:
-                sock.close()
-            except OSError:
-                pass
-        return sock
-
-    def print_status(self) -> None:
-        address = "%s:%d" % (self.listen, self.port) + (" + %s" % self.unix_path if self.unix_path else "")
-        snap = self.daemon.snapshot(address, time.monotonic() - self.started)
-        if rich is not None:
-            Console(file=self.out, width=120).print(render_status(snap))
-        else:
-            print(render_status_text(snap), file=self.out, flush=True)
-
-
-# ---- Ring: the daemon-daemon datagrams (issue 5) ----------------------------------------------
-
-RING_TICK_EVERY_S = 0.01  # the ring's timers (token hold 20 ms, retransmission 80 ms) need this
-RING_RCVBUF_BYTES = 4 * 1024 * 1024
-RING_MAX_DATAGRAMS_PER_WAKEUP = 512
-#: flow control towards clients: above this many messages waiting for the token the daemon stops
-#: reading its client connections (TCP pushes back on the senders); it reads again below LOW
-RING_BACKLOG_HIGH_MESSAGES = 4000
-RING_BACKLOG_LOW_MESSAGES = 1000
-#: ... and the same in bytes, so that big messages (up to 143 KB each) cannot make 4000 waiting
-#: messages cost half a gigabyte: a flood of 100 KB messages had one daemon at 1.27 GB without it
-RING_BACKLOG_HIGH_BYTES = 16 * 1024 * 1024
-RING_BACKLOG_LOW_BYTES = 4 * 1024 * 1024
-#: at most this many "dropped a packet" lines per status period or RING_GARBAGE_PERIOD_S (the
-#: rest are counted only)
-RING_GARBAGE_LINES_PER_PERIOD = 20
-RING_GARBAGE_PERIOD_S = 20.0
-RING_GARBAGE_MARK = " dropped a packet from "
-#: addresses outside the configuration whose datagrams are logged (once each)
-RING_STRANGERS_LOGGED = 16
-
-
-class RingDaemonServer(DaemonServer):
-    """A DaemonServer with the ring's UDP socket, bound to this daemon's own address and the
-    segment port (127.0.0.1, 127.0.0.2, 127.0.0.3 on one machine). Segment traffic is sent by
-    UNICAST to each configured daemon: on loopback and in a small lab as good as multicast, and
-    nothing is ever sent with the default interface. Datagrams from addresses that are not
-    configured daemons are dropped and counted."""
-
-    tick_every_s = RING_TICK_EVERY_S
-
-    def __init__(self, daemon, listen, port, unix_path, status_every_s, ring_ip, ring_port, peers,
-                 out=None):
-        super().__init__(daemon, listen, port, unix_path, status_every_s, out)
-        self.ring_addr = (ring_ip, ring_port)
-        self.peers = dict(peers)  #: daemon name -> (ip, port)
-        self.peer_ips = {ip for ip, _ in self.peers.values()}
-        self.udp = None
-        self.datagrams_in = 0
-        self.datagrams_out = 0
-        self.datagrams_foreign = 0
-        self.send_errors = 0
-        self.last_status = (time.monotonic(), 0)
-        # DaemonServer's loop polls the daemon's actions and acts on the ones it knows; the
-        # datagrams for the ring are sent as they are polled, wherever that happens
-        self._daemon_poll = daemon.poll
-        daemon.poll = self._poll_sending_datagrams
-        self.paused_clients = set()  #: client connections not read while the ring's backlog is high
-        self.pauses = 0
-        self.refused_reported = 0
-        self.strangers_logged = set()  #: addresses not in the file whose datagrams were logged once
-        self.garbage_lines = 0  #: "dropped a packet" lines of the ring log in this status period
-        self.garbage_lines_hidden = 0
-        self.garbage_period_start = time.monotonic()
-
-    def open(self):
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RING_RCVBUF_BYTES)
-            udp.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, RING_RCVBUF_BYTES)
-            udp.bind(self.ring_addr)
-        except OSError:
-            udp.close()
-            raise
-        udp.setblocking(False)
-        self.udp = udp
-        super().open()
-        self.sel.register(udp, selectors.EVENT_READ, "ring")
-
-    def close(self):
-        if self.udp is not None:
-            self.udp.close()
-        super().close()
-
-    def _read(self, conn_id):
-        if conn_id == "ring":
-            self._read_datagrams()
-        elif self._ring_backlog_high():
-            self._pause(conn_id)  # read it again when the ring has caught up
-        else:
-            super()._read(conn_id)
-
-    def _client_flow_control(self):
-        refused = self.daemon.orderer.counters["submit_refused_queue_full"]
-        if refused != self.refused_reported:
-            self.log("ring: %d client messages refused, the ring's queue was full (%d)" % (
-                refused - self.refused_reported, self.daemon.orderer.cfg.max_pending_messages))
-            self.refused_reported = refused
-        backlog = len(self.daemon.orderer.pending)
-        held_over = self._held_over_limit()
-        if self._ring_backlog_high() and not self.paused_clients:
-            self.pauses += 1
-            # (over the state exchange's limit: the group core has logged why)
-            if not held_over and (self.pauses <= 10 or self.pauses % 100 == 0):
-                self.log("ring: %d messages (%d KB) wait for the token: clients are not read "
-                         "until fewer than %d (%d KB) wait (pause %d)" % (
-                             backlog, self.daemon.orderer.pending_bytes // 1024,
-                             RING_BACKLOG_LOW_MESSAGES, RING_BACKLOG_LOW_BYTES // 1024, self.pauses))
-            for conn_id in list(self.conns):
-                self._pause(conn_id)
-        elif (backlog < RING_BACKLOG_LOW_MESSAGES and self.paused_clients and not held_over
-              and self.daemon.orderer.pending_bytes < RING_BACKLOG_LOW_BYTES):
-            for conn_id in list(self.paused_clients):
-                self._resume(conn_id)
-
-    def _ring_backlog_high(self):
-        orderer = self.daemon.orderer
-        return (len(orderer.pending) > RING_BACKLOG_HIGH_MESSAGES
-                or orderer.pending_bytes > RING_BACKLOG_HIGH_BYTES or self._held_over_limit())
-
-    def _held_over_limit(self):
-        """The group state exchange holds more than its limit: add nothing until it is done."""
-        return getattr(self.daemon.core, "held_over_limit", False)
-
-    def _pause(self, conn_id):
-        sock = self.conns.get(conn_id)
-        if sock is not None and conn_id not in self.paused_clients:
-            try:
-                self.sel.unregister(sock)
-            except (KeyError, ValueError):
                 return
-            self.paused_clients.add(conn_id)
+        self._perform(actions)
 
-    def _resume(self, conn_id):
-        self.paused_clients.discard(conn_id)
-        sock = self.conns.get(conn_id)
-        if sock is not None:
-            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn_id in self.writing else 0)
-            self.sel.register(sock, events, conn_id)
-
-    def _write(self, conn_id):
-        if conn_id in self.paused_clients:  # DaemonServer._write may change the registration
-            self._resume(conn_id)
-            try:
-                return super()._write(conn_id)
-            finally:
-                self._pause(conn_id)
-        return super()._write(conn_id)
-
-    def _drop(self, conn_id):
-        self.paused_clients.discard(conn_id)
-        return super()._drop(conn_id)
-
-    def _read_datagrams(self):
+    def _read_datagrams(self) -> None:
+        """Up to RING_MAX_DATAGRAMS_PER_WAKEUP datagrams; the ring's own datagrams go out at
+        once, the rest of each batch (mostly writes to clients) after the burst, so that many
+        deliveries to one client leave in one send()."""
         daemon = self.daemon
+        later: list = []
         for _ in range(RING_MAX_DATAGRAMS_PER_WAKEUP):
             try:
                 data, src = self.udp.recvfrom(65536)
@@ -4649,114 +4837,127 @@ class RingDaemonServer(DaemonServer):
                 break
             except OSError:
                 break
-            if src[0] not in self.peer_ips:
-                self.datagrams_foreign += 1
-                self._log_stranger(src)
-                continue
-            self.datagrams_in += 1
-            daemon.datagram(data, src, time.monotonic())
-            self._send_datagrams()
+            for action in daemon.datagram(data, src, time.monotonic()):
+                if action.__class__ is SendDatagram:
+                    self._send_datagram(action)
+                else:
+                    later.append(action)
+        self._perform(later)
 
-    def _log_stranger(self, src):
-        """Another team's traffic on our port: said once per address (a few), counted always."""
-        if src[0] in self.strangers_logged or len(self.strangers_logged) >= RING_STRANGERS_LOGGED:
+    def _perform(self, actions: list) -> None:
+        """Do what the core asked, in order; what the socket took goes back to the core, and
+        the actions that answer brings come after the rest (first in, first done)."""
+        queue = collections.deque(actions)
+        daemon = self.daemon
+        while queue:
+            action = queue.popleft()
+            cls = action.__class__
+            if cls is Write:
+                sent = self._send(action.conn_id, action.data)
+                if sent is None:  # the connection broke
+                    self._drop(action.conn_id)
+                    queue.extend(daemon.connection_closed(action.conn_id))
+                else:
+                    queue.extend(daemon.written(action.conn_id, sent))
+            elif cls is SendDatagram:
+                self._send_datagram(action)
+            elif cls is LogLine:
+                self.log(action.text)
+            elif cls is CloseConnection:
+                self._drop(action.conn_id)
+            elif cls is PauseReading:
+                self.paused.add(action.conn_id)
+                self._update_registration(action.conn_id)
+            elif cls is ResumeReading:
+                self.paused.discard(action.conn_id)
+                self._update_registration(action.conn_id)
+
+    def _send(self, conn_id: int, data: bytes) -> Optional[int]:
+        """Bytes the socket took (fewer than offered: wait until it is writable); None if the
+        connection broke."""
+        sock = self.conns.get(conn_id)
+        if sock is None:
+            return 0
+        try:
+            sent = sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            return None
+        if sent < len(data):
+            self.blocked.add(conn_id)
+            self._update_registration(conn_id)
+        return sent
+
+    def _send_datagram(self, action: SendDatagram) -> None:
+        dest = self.peers.get(action.dest)
+        if dest is None or self.udp is None:
             return
-        self.strangers_logged.add(src[0])
-        self.log("ring: datagrams from %s:%d, which is not a daemon of the configuration: dropped "
-                 "(counted in the status table, logged once per address)" % src)
+        try:
+            self.udp.sendto(action.packet, dest)
+            self.datagrams_out += 1
+        except OSError:
+            self.send_errors += 1  # the ring retransmits what is lost
 
-    def _log_ring_line(self, line):
-        """The ring's log, with its lines about garbage datagrams limited per status period, so
-        that a flood of another team's packets cannot flood the terminal (all are counted)."""
-        if RING_GARBAGE_MARK in line:
-            now = time.monotonic()
-            if now - self.garbage_period_start >= RING_GARBAGE_PERIOD_S:
-                self._say_hidden_garbage()
-                self.garbage_period_start = now
-            self.garbage_lines += 1
-            if self.garbage_lines > RING_GARBAGE_LINES_PER_PERIOD:
-                self.garbage_lines_hidden += 1
-                return
-        self.log("ring: " + line)
-
-    def _say_hidden_garbage(self):
-        if self.garbage_lines_hidden:
-            self.log("ring: %d more lines about dropped packets not shown (all are counted: "
-                     "garbage dropped)" % self.garbage_lines_hidden)
-        self.garbage_lines = self.garbage_lines_hidden = 0
-
-    def _poll_sending_datagrams(self):
-        self._send_datagrams()
-        return self._daemon_poll()
-
-    def _send_datagrams(self):
-        actions = self.daemon.actions
-        if not any(a.__class__ is SendDatagram for a in actions):
+    def _update_registration(self, conn_id: int) -> None:
+        sock = self.conns.get(conn_id)
+        if sock is None:
             return
-        keep = []
-        for action in actions:
-            if action.__class__ is not SendDatagram:
-                keep.append(action)
-                continue
-            dest = self.peers.get(action.dest)
-            if dest is None:
-                continue
+        events = (0 if conn_id in self.paused else selectors.EVENT_READ) | \
+            (selectors.EVENT_WRITE if conn_id in self.blocked else 0)
+        now = self.registered.get(conn_id, 0)
+        if events == now:
+            return
+        if not now:
+            self.sel.register(sock, events, conn_id)
+        elif not events:
+            self.sel.unregister(sock)
+        else:
+            self.sel.modify(sock, events, conn_id)
+        self.registered[conn_id] = events
+
+    def _drop(self, conn_id: int) -> None:
+        sock = self.conns.pop(conn_id, None)
+        self.paused.discard(conn_id)
+        self.blocked.discard(conn_id)
+        if self.registered.pop(conn_id, 0) and sock is not None:
             try:
-                self.udp.sendto(action.packet, dest)
-                self.datagrams_out += 1
+                self.sel.unregister(sock)
+            except (KeyError, ValueError):
+                pass
+        if sock is not None:
+            try:
+                sock.close()
             except OSError:
-                self.send_errors += 1  # the ring retransmits what is lost
-        actions[:] = keep
+                pass
 
-    def _after_events(self):
-        self._send_datagrams()
-        super()._after_events()
-        self._send_datagrams()
-        self._client_flow_control()
-        self._flush_ring_log()
-
-    def _flush_ring_log(self):
-        ring_log = self.daemon.orderer.log
-        while ring_log:
-            self._log_ring_line(ring_log.popleft())
-
-    def leave_ring(self, reason):
+    # -- stopping and status ------------------------------------------------------------------------
+    def leave_ring(self, reason: str) -> None:
         """Ctrl-C / SIGTERM: the core's LEAVE copies go out (LEAVE_COPY_GAP_S apart), so that
         the other daemons form a new ring at once; then the caller closes the connections.
         Clients and ring datagrams are not read any more: we are going."""
         daemon = self.daemon
         now = time.monotonic()
-        daemon.leave(reason, now)
-        self._send_datagrams()
+        self._perform(daemon.leave(reason, now))
         deadline = now + LEAVE_COPIES * LEAVE_COPY_GAP_S + 0.5  # a bound, whatever the clock does
-        while daemon.orderer.leaving and time.monotonic() < deadline:
+        while daemon.leaving() and time.monotonic() < deadline:
             time.sleep(self.tick_every_s)
-            daemon.tick(time.monotonic())
-            self._send_datagrams()
-        self._flush_ring_log()
+            self._perform(daemon.tick(time.monotonic()))
 
-    def ring_snapshot(self):
-        snap = self.daemon.orderer.snapshot()
+    def print_status(self) -> None:
+        address = "%s:%d" % (self.listen, self.port) + (" + %s" % self.unix_path if self.unix_path else "")
         now = time.monotonic()
-        then, rotations = self.last_status
-        snap["rotations_per_s"] = (snap["rotations"] - rotations) / max(1e-6, now - then)
-        self.last_status = (now, snap["rotations"])
-        snap["datagrams"] = (self.datagrams_in, self.datagrams_out, self.datagrams_foreign)
-        core = self.daemon.core
-        if isinstance(core, RingGroupCore):
-            snap["held_peak"] = (core.held_peak_messages, core.held_peak_bytes,
-                                 core.held_limit_bytes, core.held_limit_exceeded)
-        return snap
+        snap = self.daemon.snapshot(address, now - self.started)
+        self._print(render_status(snap) if rich is not None else render_status_text(snap))
+        ring = self.daemon.ring_snapshot(now, self.datagrams_out)
+        if ring is not None:
+            self._print(render_ring_status(ring))
 
-    def print_status(self):
-        super().print_status()
-        self._say_hidden_garbage()
-        self.garbage_period_start = time.monotonic()
-        snap = self.ring_snapshot()
+    def _print(self, renderable) -> None:
         if rich is not None:
-            Console(file=self.out, width=120).print(render_ring_status(snap))
+            Console(file=self.out, width=120).print(renderable)
         else:
-            print(render_ring_status(snap), file=self.out, flush=True)
+            print(renderable, file=self.out, flush=True)
 
 
 # =============================================================================================
@@ -5577,7 +5778,7 @@ def render_status_text(snap: StatusSnapshot) -> str:
 
 
 
-# ---- Ring status (issue 5) -------------------------------------------------------------------
+# ---- Ring status ----------------------------------------------------------------------------
 def ring_status_rows(snap):
     """(label, value) rows for the status table: the ring as a student sees it."""
     c = snap["counters"]
@@ -5702,6 +5903,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: MaxSessionMessages of the -c file, else %d)" % DEFAULT_MAX_SESSION_MESSAGES)
     d.add_argument("--max-sessions", type=_positive_int, default=MAX_SESSIONS,
                    help="sessions allowed at once; more get REJECT_QUOTA (default %d)" % MAX_SESSIONS)
+    d.add_argument("--handshake-timeout", type=_seconds, default=DEFAULT_HANDSHAKE_TIMEOUT_S,
+                   help="close a connection that has not finished the client handshake after this "
+                        "many seconds (default %g)" % DEFAULT_HANDSHAKE_TIMEOUT_S)
+    d.add_argument("--max-handshakes-per-address", type=_positive_int, default=DEFAULT_MAX_HANDSHAKES_PER_ADDRESS,
+                   help="unfinished handshakes from one address; one more closes the oldest of them "
+                        "(default %d)" % DEFAULT_MAX_HANDSHAKES_PER_ADDRESS)
     d.add_argument("--status-every", type=_seconds, default=DEFAULT_STATUS_EVERY_S,
                    help="seconds between status tables (0: never; default 20)")
     d.add_argument("--no-unix", action="store_true", help="do not listen on the unix socket /tmp/PORT")
@@ -5715,6 +5922,12 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--no-membership", action="store_true", help="do not receive membership messages")
     u.add_argument("--linger", type=_seconds, default=0.5, help="seconds to keep printing after end of input")
     return parser
+
+
+def client_limits_of(args) -> ClientLimits:
+    return ClientLimits(max_session_messages=args.max_session_messages, max_sessions=args.max_sessions,
+                        handshake_timeout_s=args.handshake_timeout,
+                        max_handshakes_per_address=args.max_handshakes_per_address)
 
 
 def run_daemon(args, parser) -> int:
@@ -5739,7 +5952,7 @@ def run_daemon(args, parser) -> int:
             print(line, flush=True)
         if args.max_session_messages is None:
             args.max_session_messages = config.used.get("MaxSessionMessages")
-        if len(config.daemons) > 1:  # several daemons: the RING protocol (issue 5)
+        if len(config.daemons) > 1:  # several daemons: the RING protocol
             args.max_session_messages = args.max_session_messages or DEFAULT_MAX_SESSION_MESSAGES
             return run_ring_daemon(args, parser, config, entry, listen, port)
     args.max_session_messages = args.max_session_messages or DEFAULT_MAX_SESSION_MESSAGES
@@ -5752,9 +5965,8 @@ def run_daemon(args, parser) -> int:
         parser.error("--listen %r: give an IPv4 address" % listen)
     if listen == "0.0.0.0":  # never every interface at once: name the lab interface's address
         parser.error("--listen 0.0.0.0 would listen on every interface; give one address (default 127.0.0.1)")
-    daemon = Daemon(name, proc_id=proc_id, memb_time=int(time.time()), daemon_order=daemon_order,
-                    max_session_messages=args.max_session_messages, max_sessions=args.max_sessions,
-                    rng=random.Random())
+    daemon = build_daemon(name, proc_id=proc_id, memb_time=int(time.time()), daemon_order=daemon_order,
+                          limits=client_limits_of(args), rng=random.Random())
     server = DaemonServer(daemon, listen, port, None if args.no_unix else "/tmp/%d" % port, args.status_every)
     try:
         server.open()
@@ -5809,30 +6021,24 @@ def ring_open_error(exc: OSError, server, entry, listen: str, port: int) -> str:
 
 
 def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
-    """One daemon of a configuration with several: the ring between them (issue 5)."""
-    peers = {d.name: (d.ip, d.port) for d in config.daemons}
+    """One daemon of a configuration with several: the ring between them."""
     if len(config.segments) > 1:
         print("configuration: %d segments; spread_mini runs ONE ring over all their daemons "
               "(no HOP links between sites yet)" % len(config.segments), flush=True)
     # a restarted daemon is a new process to the others (if its clock went back, the others
     # tell it, and it takes a higher incarnation: RingOrderer._take_newer_incarnation)
     incarnation = args.incarnation or int(time.time() * 1000)
-    orderer = RingOrderer(entry.name, incarnation, list(peers), random.Random(),
-                          ring_settings_of(config), now=time.monotonic())
     try:
         proc_id = proc_id_of(listen)
     except ValueError:
         parser.error("--listen %r: give an IPv4 address" % listen)
-    daemon = Daemon(entry.name, proc_id=proc_id, memb_time=int(time.time()),
-                    orderer=orderer, daemon_order=config.daemon_order(),
-                    max_session_messages=args.max_session_messages, max_sessions=args.max_sessions,
-                    rng=random.Random())
-    daemon.core = RingGroupCore(entry.name, orderer, {d.name: d.ip for d in config.daemons},
-                                proc_id=proc_id, memb_time=int(time.time()),
-                                daemon_order=config.daemon_order(),
-                                max_session_messages=args.max_session_messages)
-    server = RingDaemonServer(daemon, listen, port, None if args.no_unix else "/tmp/%d" % port,
-                              args.status_every, entry.ip, entry.port, peers)
+    daemon = build_daemon(entry.name, {d.name: d.ip for d in config.daemons}, incarnation=incarnation,
+                          settings=ring_settings_of(config), proc_id=proc_id, memb_time=int(time.time()),
+                          daemon_order=config.daemon_order(), limits=client_limits_of(args),
+                          rng=random.Random(), ring_rng=random.Random(), now=time.monotonic())
+    peers = {d.name: (d.ip, d.port) for d in config.daemons}
+    server = DaemonServer(daemon, listen, port, None if args.no_unix else "/tmp/%d" % port,
+                          args.status_every, ring=((entry.ip, entry.port), peers))
     try:
         server.open()
     except OSError as exc:

@@ -11,12 +11,12 @@ The 1-daemon row is the same daemon without the ring (its LocalOrderer): the fig
     python3 bench/ring_throughput.py                    # the full table
     python3 bench/ring_throughput.py --daemons 3 --sizes 1000 --services AGREED --count 20000
     python3 bench/ring_throughput.py --rate 1000 --count 5000   # latency at a moderate load
+    git show HEAD~1:spread_mini.py > /tmp/old_spread_mini.py   # another version, in the same run:
+    python3 bench/ring_throughput.py --daemons 3 --against /tmp/old_spread_mini.py --repeat 3
 """
 
 import argparse
 import os
-import random
-import socket
 import struct
 import subprocess
 import sys
@@ -27,45 +27,19 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
+import labnet  # noqa: E402
 import spread_mini as sp  # noqa: E402
+from labnet import port_open  # noqa: E402
 
 STAMP = struct.Struct(">dI")  # send time (monotonic), sequence number
 
 
-def port_is_free(ip, port):
-    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-        with socket.socket(socket.AF_INET, kind) as s:
-            try:
-                s.bind((ip, port))
-            except OSError:
-                return False
-    return True
-
-
 def free_port(n=5):
-    """A port free for TCP and UDP on 127.0.0.1..n, below the kernel's ephemeral range (from
-    which the source ports of other programs' connections are taken, at any moment)."""
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            low = int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    for _ in range(200):
-        port = random.randrange(10000, max(10001, low))
-        if all(port_is_free("127.0.0.%d" % i, port) for i in range(1, n + 1)):
-            return port
-    raise SystemExit("no free port for the ring on 127.0.0.1..%d" % n)
+    """A port free for TCP and UDP on 127.0.0.1..n (labnet.free_port says where it is taken)."""
+    return labnet.free_port(["127.0.0.%d" % i for i in range(1, n + 1)])
 
 
-def port_open(ip, port):
-    try:
-        with socket.create_connection((ip, port), timeout=0.3):
-            return True
-    except OSError:
-        return False
-
-
-def start_daemons(n, tmpdir):
+def start_daemons(n, tmpdir, spread=os.path.join(ROOT, "spread_mini.py")):
     port = free_port(n)
     conf = os.path.join(tmpdir, "spread%d.conf" % n)
     with open(conf, "w") as f:
@@ -77,7 +51,7 @@ def start_daemons(n, tmpdir):
     for i in range(1, n + 1):
         log = open(os.path.join(tmpdir, "d%d_%d.log" % (n, i)), "w")
         procs.append(subprocess.Popen(
-            [sys.executable, os.path.join(ROOT, "spread_mini.py"), "daemon", "-c", conf, "--name",
+            [sys.executable, spread, "daemon", "-c", conf, "--name",
              "d%d" % i, "--status-every", "0", "--no-unix", "--max-session-messages", "1000000"],
             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT))
     deadline = time.monotonic() + 20
@@ -202,6 +176,10 @@ def main(argv=None):
     parser.add_argument("--count", type=int, default=20000, help="messages per case (default 20000)")
     parser.add_argument("--rate", type=float, default=0.0,
                         help="messages per second of the sender (default 0: as fast as it can)")
+    parser.add_argument("--against", metavar="SPREAD_MINI_PY",
+                        help="also run the daemons of this spread_mini.py, alternating with ours, and "
+                             "print the ratio of the medians (the machine is shared: one run, two versions)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each case per version (default 1)")
     parser.add_argument("--role", choices=["receiver", "sender"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--ip", help=argparse.SUPPRESS)
@@ -226,33 +204,75 @@ def main(argv=None):
     if any(s not in ("AGREED", "SAFE") for s in services) or any(not 1 <= n <= 9 for n in rings) \
             or any(not STAMP.size <= s <= 100000 for s in sizes) or args.count < 10 or args.rate < 0:
         parser.error("services AGREED/SAFE, 1..9 daemons, sizes %d..100000, count >= 10" % STAMP.size)
+    versions = [("this", os.path.join(ROOT, "spread_mini.py"))]
+    if args.against:
+        if not os.path.isfile(args.against):
+            parser.error("--against %s: no such file" % args.against)
+        versions.append(("against", os.path.abspath(args.against)))
     print(machine_line())
-    print("| daemons | service | size B | messages | msgs/s | x 1 daemon | Mbit/s | latency p50 ms | p99 ms |")
-    print("|---|---|---|---|---|---|---|---|---|", flush=True)
-    one_daemon = {}  # (service, size) -> msgs/s of the 1-daemon row: the figure beside each row
+    print("| daemons | service | size B | messages | msgs/s | x 1 daemon | Mbit/s | latency p50 ms | p99 ms |"
+          + (" version |" if args.against else ""))
+    print("|---|---|---|---|---|---|---|---|---|" + ("---|" if args.against else ""), flush=True)
+    one_daemon = {}  # (version, service, size) -> msgs/s of the 1-daemon row: the figure beside each row
+    rates = {}  # (n, service, size, version) -> [msgs/s of each run]
     with tempfile.TemporaryDirectory() as tmpdir:
         for n in rings:
-            procs, port = start_daemons(n, tmpdir)
-            try:
-                for service in services:
-                    for size in sizes:
-                        r = run_case(n, port, service, size, args.count, tmpdir, args.rate)
-                        if r is None or r[0] < 2:
-                            print("| %d | %s | %d | failed | | | | | |" % (n, service, size), flush=True)
-                            continue
-                        got, elapsed, nbytes, p50, p99 = r
-                        rate = got / elapsed if elapsed > 0 else 0.0
-                        if n == 1:
-                            one_daemon[(service, size)] = rate
-                        print("| %d | %s | %d | %d | %.0f | %s | %.1f | %.1f | %.1f |" % (
-                            n, service, size, got, rate, ratio_text(rate, one_daemon.get((service, size))),
-                            rate * size * 8 / 1e6, p50 * 1000, p99 * 1000), flush=True)
-            finally:
-                stop_daemons(procs)
-    print("rerun: python3 bench/ring_throughput.py --daemons %s --services %s --sizes %s --count %d%s"
+            for run in range(max(1, args.repeat)):
+                # alternating, and in turn first: both see the same load, drifts cancel
+                for version, spread in (versions if run % 2 == 0 else versions[::-1]):
+                    procs, port = start_daemons(n, tmpdir, spread)
+                    try:
+                        for service in services:
+                            for size in sizes:
+                                rate = print_case(n, port, service, size, args, tmpdir, one_daemon,
+                                                  version if args.against else "")
+                                rates.setdefault((n, service, size, version), []).append(rate)
+                    finally:
+                        stop_daemons(procs)
+    if args.against:
+        print_comparison(rates, rings, services, sizes, args.against)
+    print("rerun: python3 bench/ring_throughput.py --daemons %s --services %s --sizes %s --count %d%s%s%s"
           % (args.daemons, args.services, args.sizes, args.count,
-             " --rate %g" % args.rate if args.rate else ""))
+             " --rate %g" % args.rate if args.rate else "",
+             " --against %s" % args.against if args.against else "",
+             " --repeat %d" % args.repeat if args.repeat > 1 else ""))
     return 0
+
+
+def print_case(n, port, service, size, args, tmpdir, one_daemon, version):
+    """One row; msgs/s (0.0 if the case failed)."""
+    tail = " %s |" % version if version else ""
+    r = run_case(n, port, service, size, args.count, tmpdir, args.rate)
+    if r is None or r[0] < 2:
+        print("| %d | %s | %d | failed | | | | | |%s" % (n, service, size, tail), flush=True)
+        return 0.0
+    got, elapsed, nbytes, p50, p99 = r
+    rate = got / elapsed if elapsed > 0 else 0.0
+    if n == 1:
+        one_daemon[(version, service, size)] = rate
+    print("| %d | %s | %d | %d | %.0f | %s | %.1f | %.1f | %.1f |%s" % (
+        n, service, size, got, rate, ratio_text(rate, one_daemon.get((version, service, size))),
+        rate * size * 8 / 1e6, p50 * 1000, p99 * 1000, tail), flush=True)
+    return rate
+
+
+def median(values):
+    values = sorted(values)
+    return values[len(values) // 2] if values else 0.0
+
+
+def print_comparison(rates, rings, services, sizes, against):
+    print()
+    print("this spread_mini.py against %s (median msgs/s of the runs above):" % against)
+    print("| daemons | service | size B | this | against | this / against |")
+    print("|---|---|---|---|---|---|")
+    for n in rings:
+        for service in services:
+            for size in sizes:
+                mine = median(rates.get((n, service, size, "this"), []))
+                theirs = median(rates.get((n, service, size, "against"), []))
+                print("| %d | %s | %d | %.0f | %.0f | %s |" % (
+                    n, service, size, mine, theirs, "%.2f" % (mine / theirs) if theirs else "-"), flush=True)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
+import labnet  # noqa: E402
 import spread_mini as sp  # noqa: E402
 
 ACK_EVERY = 100
@@ -186,38 +187,33 @@ def flush(sel, sock, state) -> bool:
 def core_only(size: int, seconds: float = 2.0) -> float:
     """Messages per second through the sans-I/O daemon core (no sockets): a sender's 256 KiB reads
     parsed, ordered, delivered to one receiver whose queue is drained as a socket would."""
-    daemon = sp.Daemon("bench", max_session_messages=10 ** 9)
+    daemon = sp.build_daemon("bench", limits=sp.ClientLimits(max_session_messages=10 ** 9))
+
+    def perform(actions):  # as the I/O loop would, with sockets that take everything
+        for action in actions:
+            if action.__class__ is sp.Write:
+                perform(daemon.written(action.conn_id, len(action.data)))
+
     for conn_id, name in ((1, "rx"), (2, "tx")):
-        daemon.connection_opened(conn_id)
-        daemon.connection_data(conn_id, sp.encode_connect(name, False))
-        daemon.output_written(conn_id, len(daemon.pending_output(conn_id)))
-        daemon.connection_data(conn_id, sp.encode_auth_choice())
-        daemon.output_written(conn_id, len(daemon.pending_output(conn_id)))
-    daemon.connection_data(1, sp.encode_message(sp.JOIN_MESS, "#rx#bench", [GROUP], sp.make_hint(0), b""))
+        perform(daemon.connection_opened(conn_id))
+        perform(daemon.connection_data(conn_id, sp.encode_connect(name, False)))
+        perform(daemon.connection_data(conn_id, sp.encode_auth_choice()))
+    perform(daemon.connection_data(1, sp.encode_message(sp.JOIN_MESS, "#rx#bench", [GROUP], sp.make_hint(0), b"")))
     one = sp.encode_message(sp.RELIABLE_MESS, "#tx#bench", [GROUP], sp.make_hint(DATA_TYPE), b"x" * size)
     per_read = sp.RECV_CHUNK // len(one)
     chunk = one * per_read
     count = 0
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
-        daemon.connection_data(2, chunk)
+        perform(daemon.connection_data(2, chunk))
         count += per_read
-        for conn_id in daemon.take_dirty():
-            while True:
-                data = daemon.pending_output(conn_id)
-                if not data:
-                    break
-                daemon.output_written(conn_id, len(data))
-        daemon.enforce_queue_limits()
     return count / (time.perf_counter() - start)
 
 
 # ---- the coordinator ------------------------------------------------------------------------------
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return labnet.free_port(["127.0.0.1"])
 
 
 def child(*argv: str) -> subprocess.Popen:

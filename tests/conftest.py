@@ -14,6 +14,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from labnet import ephemeral_port_range, free_port, port_is_free, port_open  # noqa: E402,F401  (shared with bench/)
+
 try:
     from hypothesis import settings
 
@@ -22,42 +24,6 @@ try:
     settings.load_profile("lab")
 except ImportError:  # hypothesis is a test extra; tests that need it import it themselves
     pass
-
-
-def ephemeral_port_range() -> tuple:
-    """The kernel's range for the source ports of outgoing connections."""
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            low, high = (int(x) for x in f.read().split())
-        return low, high
-    except (OSError, ValueError):
-        return 32768, 60999
-
-
-def port_is_free(host: str, port: int) -> bool:
-    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-        with socket.socket(socket.AF_INET, kind) as s:
-            try:
-                s.bind((host, port))
-            except OSError:
-                return False
-    return True
-
-
-def free_port(hosts=("127.0.0.1",), tries: int = 200) -> int:
-    """A port free for TCP and UDP on every one of `hosts` (loopback addresses), taken BELOW the
-    kernel's ephemeral range. A port the kernel hands out for bind(0) comes from that range, and
-    on a loaded machine the source port of some other test's connection can take it between the
-    pick and the server's bind ("Address already in use"); below the range only a bind can."""
-    low, _ = ephemeral_port_range()
-    if low > 12000:
-        for _ in range(tries):
-            port = random.randrange(10000, low)
-            if all(port_is_free(h, port) for h in hosts):
-                return port
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # no room below: any free one
-        s.bind((hosts[0], 0))
-        return s.getsockname()[1]
 
 
 def free_tcp_port(host: str = "127.0.0.1") -> int:

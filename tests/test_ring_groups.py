@@ -7,6 +7,7 @@ the real client protocol to them. Deterministic: no sockets, no threads, no real
 import heapq
 
 import spread_mini as sp
+from daemon_driver import Driver
 
 NAMES = ["d1", "d2", "d3"]
 IPS = {"d1": "127.0.0.1", "d2": "127.0.0.2", "d3": "127.0.0.3"}
@@ -19,19 +20,19 @@ class Lab:
         self.counter = 0
         self.side = {}  # name -> partition side (missing: together)
         self.daemons = {}
+        self.others = {name: [] for name in NAMES}  #: actions other than datagrams, per daemon
         for i, name in enumerate(NAMES, 1):
-            orderer = sp.RingOrderer(name, i, NAMES, now=0.0)
-            daemon = sp.Daemon(name, orderer=orderer, daemon_order=NAMES)
-            daemon.core = sp.RingGroupCore(name, orderer, IPS, daemon_order=NAMES)
-            self.daemons[name] = daemon
+            self.daemons[name] = Driver(sp.build_daemon(name, IPS, incarnation=i))
         self.next_tick = 0.0
 
     def pump(self, name):
-        for action in self.daemons[name].poll():
+        for action in self.daemons[name].take_actions():
             if isinstance(action, sp.SendDatagram):
                 self.counter += 1
                 heapq.heappush(self.queue, (self.now + 0.001, self.counter, action.dest, name,
                                             action.packet))
+            else:
+                self.others[name].append(action)
 
     def run(self, seconds):
         end = self.now + seconds
@@ -45,7 +46,7 @@ class Lab:
             if t == t_net:
                 _, _, dest, src, packet = heapq.heappop(self.queue)
                 if self.side.get(dest, 0) == self.side.get(src, 0):
-                    self.daemons[dest].datagram(packet, src, self.now)
+                    self.daemons[dest].datagram(packet, (IPS[src], 4803), self.now)
                     self.pump(dest)
             else:
                 for name in NAMES:
@@ -70,13 +71,7 @@ class Client:
         self.messages = []
 
     def _take(self):
-        data = b""
-        while True:
-            part = self.daemon.pending_output(self.conn)
-            if not part:
-                return data
-            self.daemon.output_written(self.conn, len(part))
-            data += part
+        return self.daemon.take_output(self.conn)
 
     def send(self, raw):
         self.daemon.connection_data(self.conn, raw)
@@ -272,16 +267,7 @@ def test_a_held_limit_exceeded_is_logged_and_stops_reading_clients_until_the_exc
     d1 = lab.daemons["d1"]
     core = d1.core
     core.held_limit_bytes = 100  # tiny: the merge's exchange goes over it
-    server = sp.RingDaemonServer.__new__(sp.RingDaemonServer)  # its flow control only: no sockets
-    server.daemon = d1
-    reads_clients = []
-    note_held = core._note_held
-
-    def watched(ex):
-        note_held(ex)
-        reads_clients.append(not server._ring_backlog_high())
-
-    core._note_held = watched
+    Client(lab, "d1", "quiet", 9)
     lab.side = {"d3": 1}
     lab.run(2.5)
     lab.side = {}
@@ -291,8 +277,10 @@ def test_a_held_limit_exceeded_is_logged_and_stops_reading_clients_until_the_exc
         lab.run(0.01)
     lab.run(2.0)
     assert core.held_limit_exceeded >= 1 and core.held_peak_bytes > 100
-    assert False in reads_clients  # over the limit: d1's clients were not read
-    assert not core.held_over_limit and core.exchange is None and server._ring_backlog_high() is False
+    reading = [a for a in lab.others["d1"] if isinstance(a, (sp.PauseReading, sp.ResumeReading))]
+    # over the limit: d1's clients were not read, and were read again once the exchange was done
+    assert reading[:2] == [sp.PauseReading(9), sp.ResumeReading(9)], reading
+    assert not core.held_over_limit and core.exchange is None and not d1.reading_paused
     assert any("more than the limit" in line and "clients of this daemon are not read" in line
                for line in d1.log)
 

@@ -9,6 +9,7 @@ import struct
 import pytest
 
 import spread_mini as sp
+from daemon_driver import driven
 
 MARK = sp.MY_ENDIAN_MARKER
 
@@ -20,12 +21,12 @@ def hx(text: str) -> bytes:
 class Client:
     """A fake client on a Daemon core: feeds bytes, collects what the daemon writes back."""
 
-    def __init__(self, daemon: sp.Daemon, conn_id: int, name: str, membership: bool = True):
+    def __init__(self, daemon, conn_id: int, name: str, membership: bool = True, address: str = "127.0.0.1"):
         self.d = daemon
         self.conn_id = conn_id
         self.name = name
         self.inbox = b""
-        daemon.connection_opened(conn_id, 0.0)
+        daemon.connection_opened(conn_id, 0.0, address)
         daemon.connection_data(conn_id, sp.encode_connect(name, membership))
         self.pump()
         daemon.connection_data(conn_id, sp.encode_auth_choice())
@@ -33,12 +34,7 @@ class Client:
         self.pg = "#%s#%s" % (name, daemon.name)
 
     def pump(self) -> bytes:
-        while True:
-            data = self.d.pending_output(self.conn_id)
-            if not data:
-                break
-            self.d.output_written(self.conn_id, len(data))
-            self.inbox += data
+        self.inbox += self.d.take_output(self.conn_id)
         out, self.inbox = self.inbox, b""
         return out
 
@@ -60,62 +56,61 @@ class Client:
 
 def test_handshake_bytes_match_transcript_scenario_a():
     """TRANSCRIPT A: 04 04 00 01 04 'demo' -> 05 'NULL ', 90-byte NULL choice -> 01 04 04 00 0f '#demo#localhost'."""
-    d = sp.Daemon("localhost")
+    d = driven("localhost")
     d.connection_opened(1)
     d.connection_data(1, hx("04 04 00 01 04 64 65 6d 6f"))
-    assert d.pending_output(1) == hx("05 4e 55 4c 4c 20")
-    d.output_written(1, 6)
+    assert d.take_output(1) == hx("05 4e 55 4c 4c 20")
     d.connection_data(1, b"NULL" + b"\0" * 86)
-    assert d.pending_output(1) == hx("01 04 04 00 0f") + b"#demo#localhost"
+    assert d.take_output(1) == hx("01 04 04 00 0f") + b"#demo#localhost"
 
 
 def test_reject_codes_on_the_wire():
     """PROTOCOL.md section 1: REJECT_NOT_UNIQUE (fa) in place of the auth-list length, -5, -7, -9."""
-    d = sp.Daemon("localhost")
+    d = driven("localhost")
     Client(d, 1, "obs")
     d.connection_opened(2)
     d.connection_data(2, hx("04 04 00 01 03 6f 62 73"))
-    assert d.pending_output(2) == b"\xfa"
-    assert any(isinstance(a, sp.CloseConnection) and a.conn_id == 2 and a.flush_first for a in d.poll())
+    assert d.take_output(2) == b"\xfa"
+    assert any(isinstance(a, sp.CloseConnection) and a.conn_id == 2 and a.flush_first for a in d.take_actions())
     for conn_id, data, code in ((3, b"\x04\x04\x00\x01\x0bABCDEFGHIJK", b"\xfb"),  # 11 chars > 10
                                 (4, b"\x04\x04\x00\x01\x02a ", b"\xfb"),  # a space is not allowed
                                 (5, b"\x03\x00\x01\x01a", b"\xf9")):  # lib 3.00 < 3.01 -> REJECT_VERSION
         d.connection_opened(conn_id)
         d.connection_data(conn_id, data)
-        assert d.pending_output(conn_id) == code
+        assert d.take_output(conn_id) == code
     d.connection_opened(6)
     d.connection_data(6, b"\x04\x04\x00\x01\x01z")
-    d.output_written(6, len(d.pending_output(6)))
+    d.take_output(6)
     d.connection_data(6, b"KERBEROS".ljust(90, b"\0"))
-    assert d.pending_output(6) == b"\xf7"  # -9 REJECT_AUTH
+    assert d.take_output(6) == b"\xf7"  # -9 REJECT_AUTH
 
 
 def test_reject_quota():
-    d = sp.Daemon("localhost", max_sessions=2)
+    d = driven("localhost", max_sessions=2)
     Client(d, 1, "a")
     Client(d, 2, "b")
     d.connection_opened(3)
-    assert d.pending_output(3) == b"\xfd"  # -3 REJECT_QUOTA right after accept()
+    assert d.take_output(3) == b"\xfd"  # -3 REJECT_QUOTA right after accept()
 
 
 def test_old_library_versions():
     """Libs <= 3.14 send no patch byte; < 3.15 get no daemon patch; < 3.16 have no auth exchange."""
-    d = sp.Daemon("localhost")
+    d = driven("localhost")
     d.connection_opened(1)
     d.connection_data(1, b"\x03\x0e\x01\x02ab")  # 3.14: major, minor, flags, len, name
-    assert d.pending_output(1) == b"\x01\x04\x04\x0d#ab#localhost"
+    assert d.take_output(1) == b"\x01\x04\x04\x0d#ab#localhost"
     d.connection_opened(2)
     d.connection_data(2, b"\x03\x0f\x00\x01\x02cd")  # 3.15.0: patch byte, no auth exchange
-    assert d.pending_output(2) == b"\x01\x04\x04\x00\x0d#cd#localhost"
+    assert d.take_output(2) == b"\x01\x04\x04\x00\x0d#cd#localhost"
 
 
 def test_empty_private_name_gets_an_invented_one():
-    d = sp.Daemon("localhost", rng=__import__("random").Random(1))
+    d = driven("localhost", rng=__import__("random").Random(1))
     d.connection_opened(7)
     d.connection_data(7, b"\x04\x04\x00\x01\x00")
-    d.output_written(7, len(d.pending_output(7)))
+    d.take_output(7)
     d.connection_data(7, sp.encode_auth_choice())
-    reply = d.pending_output(7)
+    reply = d.take_output(7)
     name = reply[5:].decode()
     assert reply[:4] == b"\x01\x04\x04\x00" and name.startswith("#r") and name.endswith("#localhost")
     assert len(name.split("#")[1]) <= sp.MAX_PRIVATE_NAME
@@ -140,7 +135,7 @@ A_SELF_LEAVE = hx("""
 @pytest.mark.skipif(not sp.LITTLE_HOST, reason="the transcript was captured on a little-endian host")
 def test_scenario_a_daemon_bytes_match_transcript():
     """TRANSCRIPT A / A': join, membership bytes (proc_id 127.0.0.1, time from the capture), hello, leave."""
-    d = sp.Daemon("localhost", proc_id=0x7F000001, memb_time=0x6B029B6F)
+    d = driven("localhost", proc_id=0x7F000001, memb_time=0x6B029B6F)
     obs = Client(d, 1, "obs")
     obs.pump()
     obs.request(sp.JOIN_MESS, ["demo"])
@@ -159,7 +154,7 @@ def test_scenario_a_daemon_bytes_match_transcript():
     # KILL with stack garbage after the NUL of the group name (seen on the wire) is accepted
     demo.send(hx("80 00 04 80") + sp.pad_name("#demo#localhost") + hx("01 00 00 00 80 00 00 80 00 00 00 00")
               + b"#demo#localhost\0" + hx("20 4f 9e b2 fe 7f 00 00 8c 25 01 64 00 00 00 00"))
-    assert any(isinstance(a, sp.CloseConnection) and a.conn_id == 2 for a in d.poll())
+    assert any(isinstance(a, sp.CloseConnection) and a.conn_id == 2 for a in d.take_actions())
     assert "#demo#localhost" not in d.core.local
 
 
@@ -171,43 +166,44 @@ def burst(sender: Client, group: str, count: int) -> None:
 def test_queue_limit_counts_only_what_the_socket_did_not_take():
     """A burst larger than --max-session-messages in one read: a reader whose socket takes it
     survives; one that never reads is disconnected; the others see DISCONNECT (thesis 8.2.1)."""
-    d = sp.Daemon("localhost", max_session_messages=10)
+    d = driven("localhost", max_session_messages=10)
     fast, lazy, tx = Client(d, 1, "fast"), Client(d, 2, "lazy"), Client(d, 3, "tx")
     for c in (fast, lazy):
         c.request(sp.JOIN_MESS, ["g"])
     fast.pump()
     lazy.pump()
+    d.stall(2)  # lazy's socket takes nothing more
     burst(tx, "g", 50)
-    assert len(fast.messages()) == 50  # the socket took everything
-    d.enforce_queue_limits()
-    closes = [a for a in d.poll() if isinstance(a, sp.CloseConnection)]
+    got = fast.messages()
+    assert [m.is_membership for m in got] == [False] * 50 + [True]  # the socket took everything
+    closes = [a for a in d.take_actions() if isinstance(a, sp.CloseConnection)]
     assert [a.conn_id for a in closes] == [2] and "not reading" in closes[0].reason
-    gone = fast.messages()
-    assert len(gone) == 1 and gone[0].caused_by == "DISCONNECT" and gone[0].changed_members == ["#lazy#localhost"]
-    assert d.pending_output(2) == b""  # the lazy session's queue is freed
+    assert got[-1].caused_by == "DISCONNECT" and got[-1].changed_members == ["#lazy#localhost"]
+    assert d.take_output(2) == b"" and 2 not in d.sessions  # the lazy session's queue is freed
     burst(tx, "g", 5)
     assert len(fast.messages()) == 5
 
 
 def test_queue_memory_hard_bound():
-    d = sp.Daemon("localhost", max_session_messages=1000, max_session_bytes=10000)
+    d = driven("localhost", max_session_messages=1000, max_session_bytes=10000)
     lazy, tx = Client(d, 1, "lazy"), Client(d, 2, "tx")
     lazy.request(sp.JOIN_MESS, ["g"])
+    d.stall(1)
     tx.send(sp.encode_message(sp.RELIABLE_MESS, tx.pg, ["g"], sp.make_hint(0), b"x" * 20000))
-    assert any(isinstance(a, sp.CloseConnection) and a.conn_id == 1 for a in d.poll())
+    assert any(isinstance(a, sp.CloseConnection) and a.conn_id == 1 for a in d.take_actions())
 
 
 # ---- validation: a violation closes that session only (PROTOCOL.md section 2) --------------------
 
 def _violates(raw_for, expect_text: str):
-    d = sp.Daemon("localhost")
+    d = driven("localhost")
     bad, good = Client(d, 1, "bad"), Client(d, 2, "good")
     good.request(sp.JOIN_MESS, ["g"])
     bad.request(sp.JOIN_MESS, ["g"])
     good.pump()
-    d.poll()
+    d.take_actions()
     bad.send(raw_for(bad))
-    closes = [a for a in d.poll() if isinstance(a, sp.CloseConnection)]
+    closes = [a for a in d.take_actions() if isinstance(a, sp.CloseConnection)]
     assert [a.conn_id for a in closes] == [1], closes
     assert any(expect_text in line for line in d.log), list(d.log)
     gone = good.messages()
@@ -240,7 +236,7 @@ def test_violation_join_with_illegal_group_name():
 
 def test_largest_message_accepted_and_one_more_refused_before_its_body():
     """Our limit: data_len + 32*num_groups <= 143152 (the real daemon's safe maximum)."""
-    d = sp.Daemon("localhost")
+    d = driven("localhost")
     rx, tx = Client(d, 1, "rx"), Client(d, 2, "tx")
     rx.request(sp.JOIN_MESS, ["g"])
     rx.pump()
@@ -249,12 +245,12 @@ def test_largest_message_accepted_and_one_more_refused_before_its_body():
     assert rx.messages()[0].data == biggest
     # one byte more: refused from the header alone (the body is never buffered)
     tx.send(sp.HEADER.pack(sp.SAFE_MESS | MARK, sp.pad_name(tx.pg), 1, MARK, sp.MAX_MESSAGE_LEN - 31))
-    assert any(isinstance(a, sp.CloseConnection) and a.conn_id == 2 for a in d.poll())
+    assert any(isinstance(a, sp.CloseConnection) and a.conn_id == 2 for a in d.take_actions())
     assert any("over the limit" in line for line in d.log)
 
 
 def test_split_reads_and_many_messages_per_read():
-    d = sp.Daemon("localhost")
+    d = driven("localhost")
     rx, tx = Client(d, 1, "rx"), Client(d, 2, "tx")
     rx.request(sp.JOIN_MESS, ["g"])
     rx.pump()
@@ -270,7 +266,7 @@ def test_split_reads_and_many_messages_per_read():
 def test_open_groups_private_groups_and_membership_flag():
     """Thesis 7.2: open groups (a non-member sends); a private group reaches one session;
     a session without group_membership gets data only."""
-    d = sp.Daemon("localhost")
+    d = driven("localhost")
     member, quiet, outsider = Client(d, 1, "m"), Client(d, 2, "q", membership=False), Client(d, 3, "o")
     member.request(sp.JOIN_MESS, ["g"])
     quiet.request(sp.JOIN_MESS, ["g"])
@@ -287,7 +283,7 @@ def test_open_groups_private_groups_and_membership_flag():
 
 
 def test_join_twice_and_leave_without_membership_are_ignored():
-    d = sp.Daemon("localhost")
+    d = driven("localhost")
     a = Client(d, 1, "a")
     a.request(sp.JOIN_MESS, ["g"])
     assert len(a.messages()) == 1
@@ -298,7 +294,7 @@ def test_join_twice_and_leave_without_membership_are_ignored():
 
 
 def test_group_ids_change_on_every_change_and_groups_vanish_when_empty():
-    d = sp.Daemon("localhost", proc_id=0x0A4D0001, memb_time=77)
+    d = driven("localhost", proc_id=0x0A4D0001, memb_time=77)
     a, b = Client(d, 1, "a"), Client(d, 2, "b")
     ids = []
     for client, kind in ((a, sp.JOIN_MESS), (b, sp.JOIN_MESS), (b, sp.LEAVE_MESS)):
@@ -311,7 +307,7 @@ def test_group_ids_change_on_every_change_and_groups_vanish_when_empty():
 
 
 def test_member_order_is_daemon_order_then_name():
-    d = sp.Daemon("d2", daemon_order=["d1", "d2"])
+    d = driven("d2", daemon_order=["d1", "d2"])
     zed, amy = Client(d, 1, "zed"), Client(d, 2, "amy")
     remote = sp.DaemonMessage(sp.JOIN, "d1", "#rem#d1", 0, ["g"])
     d.orderer.submit(remote)
@@ -321,7 +317,7 @@ def test_member_order_is_daemon_order_then_name():
 
 
 def test_kill_in_the_middle_of_a_read_ignores_what_follows():
-    d = sp.Daemon("localhost")
+    d = driven("localhost")
     rx, tx = Client(d, 1, "rx"), Client(d, 2, "tx")
     rx.request(sp.JOIN_MESS, ["g"])
     rx.pump()
@@ -333,7 +329,7 @@ def test_kill_in_the_middle_of_a_read_ignores_what_follows():
 
 
 def test_connection_closed_without_kill_is_a_disconnect():
-    d = sp.Daemon("localhost")
+    d = driven("localhost")
     a, b = Client(d, 1, "a"), Client(d, 2, "b")
     a.request(sp.JOIN_MESS, ["g"])
     b.request(sp.JOIN_MESS, ["g"])
@@ -345,11 +341,67 @@ def test_connection_closed_without_kill_is_a_disconnect():
 
 
 def test_handshake_timeout():
-    d = sp.Daemon("localhost")
+    d = driven("localhost")
     d.connection_opened(1, now=100.0)
     d.connection_data(1, b"\x04\x04")
-    d.tick(100.0 + sp.HANDSHAKE_TIMEOUT_S + 1)
-    assert any(isinstance(a, sp.CloseConnection) and a.conn_id == 1 for a in d.poll())
+    d.tick(100.0 + sp.DEFAULT_HANDSHAKE_TIMEOUT_S + 1)
+    assert any(isinstance(a, sp.CloseConnection) and a.conn_id == 1 for a in d.take_actions())
+
+
+def test_handshake_timeout_is_a_setting():
+    d = driven("localhost", handshake_timeout_s=2.0)
+    d.connection_opened(1, now=100.0)
+    d.tick(101.9)
+    assert d.closes() == []
+    d.tick(102.1)
+    assert [(a.conn_id, a.reason) for a in d.closes()] == [(1, "handshake timeout")]
+    assert d.snapshot().disconnections == {"handshake timeout": 1}
+
+
+def idle(d, first: int, count: int, now: float = 0.0, address: str = "127.0.0.1") -> None:
+    """`count` connections that never send a byte (a student's idle script)."""
+    for conn_id in range(first, first + count):
+        d.connection_opened(conn_id, now, address)
+
+
+def test_idle_connections_from_one_address_make_room_for_the_newest():
+    # On loopback every client comes from 127.0.0.1: the limit per address closes the OLDEST
+    # unfinished handshake, so the newest connection (a real client) always gets its turn.
+    d = driven("localhost", max_handshakes_per_address=3)
+    idle(d, 1, 3)
+    assert d.closes() == []
+    Client(d, 4, "real")  # the fourth from the same address: it finishes its handshake
+    closes = d.closes()
+    assert [a.conn_id for a in closes] == [1]
+    assert any("connection 1 closed: more than 3 unfinished handshakes from 127.0.0.1" in line for line in d.log)
+    assert d.snapshot().disconnections == {"handshake: made room for a newer connection": 1}
+    idle(d, 5, 1, address="10.0.0.7")  # another address has its own allowance
+    assert d.closes() == []
+    assert sorted(d.handshaking) == [2, 3, 5]
+
+
+def test_at_the_session_limit_an_idle_connection_gives_way_and_open_sessions_get_reject_quota():
+    d = driven("localhost", max_sessions=3, max_handshakes_per_address=1000)
+    Client(d, 1, "a")
+    idle(d, 2, 2)
+    c = Client(d, 4, "real")  # 3 connections already: the oldest idle one (2) makes room
+    assert [a.conn_id for a in d.closes()] == [2] and c.pg == "#real#localhost"
+    assert d.take_output(4) == b""  # (its accept was read by Client)
+    Client(d, 5, "b")  # and again: 3 gives way
+    assert [a.conn_id for a in d.closes()] == [3]
+    d.connection_opened(6, 0.0, "127.0.0.1")  # three OPEN sessions: the quota, as before
+    assert d.take_output(6) == b"\xfd" and [a.conn_id for a in d.closes()] == [6]
+
+
+def test_a_thousand_idle_connections_never_keep_a_client_out():
+    d = driven("localhost")  # the defaults
+    idle(d, 1, 1000, now=10.0)
+    c = Client(d, 1001, "real")
+    assert c.pg == "#real#localhost"
+    # the newest idle ones are left, one fewer than the limit: the real client made room and is OPEN
+    assert list(d.handshaking) == list(range(1002 - sp.DEFAULT_MAX_HANDSHAKES_PER_ADDRESS, 1001))
+    d.tick(10.0 + sp.DEFAULT_HANDSHAKE_TIMEOUT_S + 0.1)  # the idle ones go after the time-out
+    assert d.handshaking == {} and len(d.sessions) == 1
 
 
 # ---- endianness -----------------------------------------------------------------------------------
@@ -357,13 +409,13 @@ def test_handshake_timeout():
 def test_big_endian_client_is_flipped_and_its_hint_passed_through():
     """PROTOCOL.md section 2: type, num_groups, data_len are flipped; hint is forwarded as sent."""
     from spread_helpers import be_message
-    d = sp.Daemon("localhost")
+    d = driven("localhost")
     rx = Client(d, 1, "rx")
     d.connection_opened(2)
     d.connection_data(2, b"\x04\x04\x00\x01\x02be")
-    d.output_written(2, len(d.pending_output(2)))
+    d.take_output(2)
     d.connection_data(2, sp.encode_auth_choice())
-    d.output_written(2, len(d.pending_output(2)))
+    d.take_output(2)
     rx.request(sp.JOIN_MESS, ["g"])
     rx.pump()
     d.connection_data(2, be_message(sp.SAFE_MESS, "#be#localhost", ["g"], 513, b"payload")
@@ -424,7 +476,7 @@ def test_parse_spread_name_forms():
 
 def test_orderer_stamps_order_fields_for_every_service_type():
     """All six service types travel the same submit/poll path (thesis 7.3.3: site id, seq, LTS)."""
-    d = sp.Daemon("localhost")
+    d = driven("localhost")
     seen = []
     real_deliver = d.core.deliver
     d.core.deliver = lambda msg: (seen.append((msg.kind, msg.service_type & sp.REGULAR_MESS, msg.seq, msg.lts)), real_deliver(msg))
@@ -492,7 +544,7 @@ def test_spread_conf_errors_name_the_line(text, message):
 # ---- status table -----------------------------------------------------------------------------------
 
 def test_status_table_rich_and_plain():
-    d = sp.Daemon("localhost")
+    d = driven("localhost")
     a, b = Client(d, 1, "a"), Client(d, 2, "b")
     a.request(sp.JOIN_MESS, ["g"])
     b.request(sp.JOIN_MESS, ["g"])
@@ -521,7 +573,7 @@ def test_library_refuses_absurd_headers():
 
 def test_every_session_state_change_is_logged_and_counted():
     """STYLE: explicit states, a logged and counted reason for every change."""
-    d = sp.Daemon("localhost")
+    d = driven("localhost")
     a = Client(d, 1, "a")
     d.connection_opened(2)
     d.connection_data(2, sp.encode_connect("a", True))  # the name is taken
@@ -535,23 +587,26 @@ def test_every_session_state_change_is_logged_and_counted():
 
 
 def test_total_queued_bytes_bounded_across_sessions():
-    d = sp.Daemon("localhost", max_session_messages=1000, max_total_bytes=30000)
+    d = driven("localhost", max_session_messages=1000, max_total_bytes=30000)
     small, big, tx = Client(d, 1, "small"), Client(d, 2, "big"), Client(d, 3, "tx")
     small.request(sp.JOIN_MESS, ["s"])
     big.request(sp.JOIN_MESS, ["b"])
+    d.stall(1)
+    d.stall(2)
     tx.request(sp.RELIABLE_MESS, ["s"], b"x" * 10000)
     for _ in range(3):
         tx.request(sp.RELIABLE_MESS, ["b"], b"y" * 10000)
     d.tick(1.0)
-    closes = [a.conn_id for a in d.poll() if isinstance(a, sp.CloseConnection)]
+    closes = [a.conn_id for a in d.take_actions() if isinstance(a, sp.CloseConnection)]
     assert closes == [2]  # the longest queue goes; the other session keeps its message
+    d.unstall(1)
     assert small.messages()[-1].data == b"x" * 10000
 
 
 def test_join_beyond_the_limits_comes_back_as_reject_mess(monkeypatch):
     """PROTOCOL.md section 4: REJECT_MESS (old type after the header) only to the sender."""
     monkeypatch.setattr(sp, "MAX_GROUPS_PER_MEMBER", 2)
-    d = sp.Daemon("localhost")
+    d = driven("localhost")
     a = Client(d, 1, "a")
     for name in ("g1", "g2", "g3"):
         a.request(sp.JOIN_MESS, [name])
@@ -564,16 +619,18 @@ def test_join_beyond_the_limits_comes_back_as_reject_mess(monkeypatch):
 
 
 def test_two_slow_sessions_are_cut_in_order_and_others_see_both_disconnects():
-    d = sp.Daemon("localhost", max_session_messages=3)
+    d = driven("localhost", max_session_messages=3)
     watcher, s1, s2, tx = Client(d, 1, "w"), Client(d, 2, "s1"), Client(d, 3, "s2"), Client(d, 4, "tx")
     for c in (watcher, s1, s2):
         c.request(sp.JOIN_MESS, ["g"])
     watcher.pump()
+    d.stall(2)
+    d.stall(3)
     burst(tx, "g", 5)
-    watcher.pump()
-    d.enforce_queue_limits()
-    assert [a.conn_id for a in d.poll() if isinstance(a, sp.CloseConnection)] == [2, 3]
-    gone = watcher.messages()
+    assert [a.conn_id for a in d.take_actions() if isinstance(a, sp.CloseConnection)] == [2, 3]
+    got = watcher.messages()
+    assert [m.is_membership for m in got] == [False] * 5 + [True, True]  # the burst, then both cuts
+    gone = got[5:]
     assert [(m.caused_by, m.changed_members) for m in gone] == [("DISCONNECT", ["#s1#localhost"]),
                                                                 ("DISCONNECT", ["#s2#localhost"])]
 
@@ -581,11 +638,10 @@ def test_two_slow_sessions_are_cut_in_order_and_others_see_both_disconnects():
 def test_a_message_the_ring_refuses_ends_its_session_instead_of_vanishing():
     # The ring's hard queue limit (the I/O loop's flow control keeps far below it in practice):
     # the session that overflows it is closed with a reason; nothing is lost without a word.
-    ring = sp.RingOrderer("d1", 1, ["d1", "d2"], settings=sp.RingSettings(max_pending_messages=1))
-    d = sp.Daemon("d1", orderer=ring, daemon_order=["d1", "d2"])
+    d = driven("d1", {"d1": "127.0.0.1", "d2": "127.0.0.2"}, settings=sp.RingSettings(max_pending_messages=1))
     c = Client(d, 1, "alice")
     c.request(sp.AGREED_MESS, ["g"], b"first")    # waits for a token that never comes
     c.request(sp.AGREED_MESS, ["g"], b"second")   # the queue is full
-    closes = [a for a in d.poll() if isinstance(a, sp.CloseConnection) and a.conn_id == 1]
+    closes = [a for a in d.take_actions() if isinstance(a, sp.CloseConnection) and a.conn_id == 1]
     assert closes and "queue is full" in closes[0].reason
     assert d.disconnections["daemon overloaded: the ring's queue is full"] == 1

@@ -9,6 +9,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import spread_mini as sp
+from daemon_driver import driven
 from spread_helpers import be_message
 
 NAMES = ["a", "b", "c", "d", "e"]
@@ -124,10 +125,11 @@ def as_tuple(msg):
 
 
 class Harness:
-    """The daemon core, with fake connections that the I/O loop would own."""
+    """The daemon core, with fake connections that the I/O loop would own. A client reads only
+    when the test pumps it: in between, its socket takes nothing (is full)."""
 
     def __init__(self, seed: int = 0):
-        self.d = sp.Daemon("localhost", max_session_messages=LIMIT, rng=random.Random(3))
+        self.d = driven("localhost", max_session_messages=LIMIT, rng=random.Random(3))
         self.received = {}  # conn id -> decoded tuples
         self.big_endian = set()  # conn ids of clients that write big-endian
         self.split = random.Random(seed)  # where requests are cut into pieces (TCP may cut anywhere)
@@ -136,13 +138,13 @@ class Harness:
         d = self.d
         d.connection_opened(cid, 0.0)
         d.connection_data(cid, sp.encode_connect(name, memb))
-        first = d.pending_output(cid)
-        d.output_written(cid, len(first))
+        first = d.take_output(cid)
         if first == b"\xfa":
-            self.after()
+            d.take_actions()  # the core closed it: not a session the model knows
             return False
         d.connection_data(cid, sp.encode_auth_choice())
-        d.output_written(cid, len(d.pending_output(cid)))
+        d.take_output(cid)
+        d.stall(cid)
         self.received[cid] = []
         return True
 
@@ -156,31 +158,18 @@ class Harness:
             self.d.connection_data(cid, raw[start:end])
 
     def pump(self, cid):
-        buf = b""
-        while True:
-            data = self.d.pending_output(cid)
-            if not data:
-                break
-            self.d.output_written(cid, len(data))
-            buf += data
+        self.d.unstall(cid)
+        buf = self.d.take_output(cid)
+        self.d.stall(cid)
         off = 0
         while off < len(buf):
             n = sp.message_length(buf, off)
             self.received[cid].append(as_tuple(sp.decode_message(buf, off, "")))
             off += n
 
-    def after(self):
-        """What the I/O loop does after a batch: close what the core closes, judge the limits."""
-        closed = []
-        for _ in range(50):
-            self.d.enforce_queue_limits()
-            actions = [a for a in self.d.poll() if isinstance(a, sp.CloseConnection)]
-            if not actions:
-                break
-            for a in actions:
-                self.d.connection_closed(a.conn_id)
-                closed.append(a.conn_id)
-        return closed
+    def closed(self):
+        """Connections the core closed since the last call."""
+        return [a.conn_id for a in self.d.take_actions() if isinstance(a, sp.CloseConnection)]
 
 
 connect_op = st.tuples(st.just("connect"), st.sampled_from(NAMES), st.booleans(), st.booleans())
@@ -240,14 +229,14 @@ def test_daemon_core_matches_reference_model(ops, seed):
                 model.kill(cid)
                 if step[2]:
                     h.request(cid, pg, sp.KILL_MESS, [pg])
-                    h.after()
+                    h.closed()
                 else:
                     h.d.connection_closed(cid)
             elif kind == "pump":
                 model.pump(cid)
                 h.pump(cid)
         killed = model.enforce()
-        closed = h.after()
+        closed = h.closed()
         assert sorted(closed) == sorted(k for k, _ in killed), (ops, closed, killed)
         for cid, session in killed:
             assert h.received[cid] == session["delivered"], ops
@@ -274,7 +263,7 @@ def test_garbage_never_breaks_the_daemon_core(after_handshake, chunks):
         h.d.connection_opened(2, 0.0)
     for chunk in chunks:
         h.d.connection_data(2, chunk)
-        h.after()
+        h.closed()
     h.request(1, "#good#localhost", sp.AGREED_MESS, ["g"], b"alive")
     h.pump(1)
     assert h.received[1][-1][:4] == ("data", "#good#localhost", ("g",), b"alive")

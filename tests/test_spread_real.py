@@ -488,3 +488,50 @@ def test_benchmark_runs_and_prints_its_rows():
     core = subprocess.run([sys.executable, "bench/spread_throughput.py", "--core-only", "--sizes", "100"],
                           capture_output=True, text=True, timeout=60, cwd=root)
     assert core.returncode == 0 and "daemon core alone" in core.stdout
+
+
+# ---- the client port cannot be locked by idle connections ----------------------------------------
+
+def open_idle(port: int, count: int, first_bytes: bytes = b"") -> list:
+    """`count` connections that never finish the handshake (some send its first bytes)."""
+    socks = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        if first_bytes:
+            sock.sendall(first_bytes)
+        socks.append(sock)
+    return socks
+
+
+def seconds_to_connect(port: int) -> float:
+    start = time.monotonic()
+    mbox = sp.connect("%d@127.0.0.1" % port, unique_name("rc")[:10], 0, True)
+    took = time.monotonic() - start
+    mbox.disconnect()
+    return took
+
+
+@pytest.mark.parametrize("extra", [(), ("--max-sessions", "120", "--max-handshakes-per-address", "1000")],
+                         ids=["limit-per-address", "limit-of-sessions"])
+def test_idle_connections_never_keep_a_real_client_out(procs, extra):
+    # 300 idle connections (every one from 127.0.0.1, like the real client): with the defaults
+    # the limit per address closes the oldest; with a high one, the session limit makes the
+    # oldest unfinished handshake give way. Either way the client is in at once.
+    proc, port = start_daemon(procs, *extra)
+    socks = open_idle(port, 250) + open_idle(port, 50, b"\x04\x04")
+    try:
+        assert seconds_to_connect(port) < 2.0
+        wait_for(lambda: "closed: " in procs.output(proc) and "unfinished handshake" in procs.output(proc), 10)
+    finally:
+        for sock in socks:
+            sock.close()
+    assert proc.poll() is None and "REJECT_QUOTA" not in procs.output(proc)
+
+
+def test_an_idle_connection_is_closed_after_the_handshake_timeout(procs):
+    proc, port = start_daemon(procs, "--handshake-timeout", "0.5")
+    sock = open_idle(port, 1, b"\x04")[0]
+    start = time.monotonic()
+    assert closed_by_peer(sock, 10.0)
+    assert time.monotonic() - start < 5.0
+    assert "handshake not finished within 0.5 s" in procs.output(proc)
