@@ -4,6 +4,7 @@ Seed 000, section 3 (heartbeats and states) and section 4 (who answers) are cite
 """
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -20,8 +21,12 @@ CLUSTER = "unit"
 CLIENT = ("127.0.0.9", 5555)
 
 
-def hb(index, incarnation=7, seq=1, answered=0):
-    return Heartbeat(index, incarnation, seq, answered)
+_numbers = itertools.count(1)
+
+
+def hb(index, incarnation=7, seq=None, answered=0):
+    """A heartbeat; each new one newer than the last (the server refuses replays)."""
+    return Heartbeat(index, incarnation, next(_numbers) if seq is None else seq, answered)
 
 
 # ---- the tracker: seed section 3 -------------------------------------------------------------
@@ -141,7 +146,8 @@ def own_tick(server, now):
     return out
 
 
-def request(server, expr, now, rid=1, attempt=1, src=CLIENT):
+def request(server, expr, now, rid=None, attempt=1, src=CLIENT):
+    rid = 10**6 + next(_numbers) if rid is None else rid     # a new request unless told
     return server.datagram(encode_request(CLUSTER, Request(rid, attempt, expr)), src, now)
 
 
@@ -170,7 +176,7 @@ def test_a_late_loop_sends_one_heartbeat_not_a_burst():
 
 def test_a_new_server_listens_one_tick_before_it_answers():
     server = started(1)
-    assert answers(request(server, "1+1", 0.5)) == []           # warming up: held
+    assert answers(request(server, "1+1", 0.5, rid=1)) == []    # warming up: held
     out = own_tick(server, 1.0)
     assert Note(1.0, "now answering requests: no lower index is fit") in out.events
     # nobody else was expected to answer the held request: it is answered at once
@@ -289,12 +295,44 @@ def test_a_lower_index_that_cannot_hear_itself_does_not_silence_us():
     assert s2.tracker.state(1) == ACTIVE and s2.answering
 
 
-def test_another_server_with_our_index_is_reported():
+def test_another_server_with_our_index_is_reported_once_with_both_addresses():
     s1 = started(1)
-    out = heartbeat_from(s1, 1, 0.5, incarnation=s1.incarnation + 1)
-    assert len(out.events) == 1 and "also uses index 1" in out.events[0].text
-    assert heartbeat_from(s1, 1, 0.6, incarnation=s1.incarnation + 1).events == []  # once
-    assert s1.dropped["index-conflict"] == 2
+    other = s1.incarnation + 1
+    out = s1.datagram(encode_heartbeat(CLUSTER, hb(1, other)), ("127.0.0.5", 7000), 0.5)
+    [note] = out.events
+    assert note.text.startswith(
+        f"two processes claim index 1 in cluster 'unit': 127.0.0.1:40001 (incarnation "
+        f"{s1.incarnation:08x}) and 127.0.0.5:7000 (incarnation {other:08x}); give every "
+        f"server its own index")
+    assert s1.datagram(encode_heartbeat(CLUSTER, hb(1, other)), ("127.0.0.5", 7000),
+                       0.6).events == []                              # once per pair
+    assert s1.dropped["our-index-elsewhere"] == 2
+    # ... and the other process's heartbeats do not make our own row look heard
+    assert s1.tracker.peers[1].address == "127.0.0.1:40001"
+    [conflict] = s1.snapshot(1.0).conflicts
+    assert (conflict.index, conflict.first[1], conflict.second[1]) == \
+        (1, "127.0.0.1:40001", "127.0.0.5:7000")
+
+
+def test_two_processes_claiming_another_index_are_reported_a_restart_is_not():
+    s3 = started(3)
+    a, b = ("127.0.0.1", 1001), ("127.0.0.2", 1002)
+    notes = []
+    for k in range(3):                           # a restart: incarnation 5 stops, 6 begins
+        notes += s3.datagram(encode_heartbeat(CLUSTER, hb(1, 5)), a, k * 1.0).events
+    for k in range(3, 6):
+        notes += s3.datagram(encode_heartbeat(CLUSTER, hb(1, 6)), b, k * 1.0 + 0.1).events
+    assert not [n for n in notes if "claim" in getattr(n, "text", "")]
+    for k in range(6, 9):                        # now 5 is back beside 6: two processes
+        notes += s3.datagram(encode_heartbeat(CLUSTER, hb(1, 5)), a, k * 1.0).events
+        notes += s3.datagram(encode_heartbeat(CLUSTER, hb(1, 6)), b, k * 1.0 + 0.1).events
+    claims = [n.text for n in notes if "claim" in getattr(n, "text", "")]
+    assert len(claims) == 1 and "127.0.0.2:1002 (incarnation 00000006) and 127.0.0.1:1001 " \
+                                "(incarnation 00000005)" in claims[0]
+    [line] = [x for x in calc_server.status_text(s3.snapshot(8.5)).splitlines() if "claimed" in x]
+    assert line.startswith("index 1 is claimed by two processes: ")
+    assert "127.0.0.2:1002" in line and "127.0.0.1:1001" in line
+    assert "claimed" not in calc_server.status_text(s3.snapshot(100.0))   # long ago
 
 
 def test_every_server_gives_the_same_answer():
@@ -402,7 +440,7 @@ def test_status_table_with_rich():
 
 def test_status_text_without_rich():
     lines = calc_server.status_text(snapshot()).splitlines()
-    assert lines[0] == "cluster 'unit' seen by server 2"
+    assert lines[0] == "cluster 'unit' seen by server 2 (no key)"
     assert lines[1].split() == ["index", "state", "heard", "(s", "ago)", "answered", "address"]
     assert lines[2].split() == ["1", "UNRESPONSIVE", "3.0", "0", "127.0.0.1:40001"]
     assert lines[3].split()[:3] == ["2", "(me)", "ACTIVE"]
