@@ -974,6 +974,39 @@ def parse_group(text: str) -> Tuple[str, int]:
     return str(ip), number
 
 
+KEY_FILE_HEADER = ("# calculator cluster key (calc_server.py --new-key): give this file to every "
+                   "server and client of the cluster with --key; keep it secret\n")
+
+
+def write_new_key(path: str) -> None:
+    """A new random key in a new file readable by its owner only; never overwrites."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(KEY_FILE_HEADER + os.urandom(KEY_BYTES).hex() + "\n")
+
+
+def load_key(path: str) -> bytes:
+    """The key in a --new-key file, or ValueError saying what is wrong with the file."""
+    try:
+        with open(path) as f:
+            lines = [line.strip() for line in f if not line.lstrip().startswith("#")]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read key file {path}: {exc}") from None
+    try:
+        key = bytes.fromhex("".join(lines))
+    except ValueError:
+        key = b""
+    if len(key) < MIN_KEY_BYTES:
+        raise ValueError(f"{path} holds no key of at least {MIN_KEY_BYTES} bytes in hex; make "
+                         f"one with: python3 calc_server.py --new-key FILE")
+    return key
+
+
+def key_fingerprint(key: bytes) -> str:
+    """A short name for a key, so that students can compare keys without showing them."""
+    return hashlib.sha256(b"calc key fingerprint" + key).hexdigest()[:8]
+
+
 def parse_iface(text: str) -> str:
     try:
         ip = ipaddress.IPv4Address(text)
