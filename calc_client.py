@@ -8,7 +8,13 @@
 The expression goes to the client group by multicast; the lowest fit server answers by
 unicast. The client retries with the same request id every --timeout seconds until
 --deadline, and shows each expression's answer once even when two servers answer it during a
-failover. Exit status: 0 all results, 1 an error answer, 2 an expression without an answer.
+failover. With --key (the servers' key file) it believes only answers tagged with that key and
+shows the ones it refused. Exit status: 0 all results, 1 an error answer, 2 an expression
+without an answer; with -e or from a pipe the client stops at the first expression left
+without an answer (the cluster is down or out of reach: the rest would wait as long).
+
+Module map: CalcClientCore (request ids, retries, which answers to believe) -> CalcClient (the
+socket) -> format_reply / reply_json -> main.
 """
 from __future__ import annotations
 
@@ -223,8 +229,8 @@ class CalcClient:
     def __init__(self, iface: str = wire.DEFAULT_IFACE, cluster: str = wire.DEFAULT_CLUSTER,
                  client_group: Tuple[str, int] = wire.parse_group(wire.DEFAULT_CLIENT_GROUP),
                  timeout_s: float = DEFAULT_TIMEOUT_S, deadline_s: float = DEFAULT_DEADLINE_S,
-                 answer_port: int = 0):
-        self.core = CalcClientCore(cluster, timeout_s, deadline_s)
+                 answer_port: int = 0, key: Optional[bytes] = None):
+        self.core = CalcClientCore(cluster, timeout_s, deadline_s, key=key)
         self.group = client_group
         # One socket: it sends the requests, so its address is where the answers come back.
         self.sock = multicast_sender(iface, answer_port)
@@ -305,8 +311,9 @@ def format_reply(reply: Reply) -> str:
     per answer refused for it."""
     expr = shown_expr(reply.expr)
     if reply.ok is None:
-        line = (f"{expr}: {reply.text} ({reply.attempts} attempts): is a server running "
-                f"with the same --cluster, --client-group, --key and a reachable --iface?")
+        tries = f"{reply.attempts} attempt{'' if reply.attempts == 1 else 's'}"
+        line = (f"{expr}: {reply.text} ({tries}): is a server running with the same "
+                f"--cluster, --client-group, --key and a reachable --iface?")
     else:
         where = "checked here" if reply.server is None else f"server {reply.server}"
         if reply.rtt_ms is not None:
@@ -384,6 +391,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def expr_values_kept(argv: List[str]) -> List[str]:
+    """argv with every `-e VALUE` written `--expr=VALUE`: argparse takes a value that starts
+    with '-' (`-e -3*2`, `-e -(1+2)`) for an option of its own and refuses it."""
+    out = []
+    args = iter(argv)
+    for arg in args:
+        if arg == "--":
+            out.append(arg)
+            out.extend(args)
+            break
+        if arg in ("-e", "--expr"):
+            value = next(args, None)
+            out.append(arg if value is None else f"--expr={value}")
+        else:
+            out.append(arg)
+    return out
+
+
 def _expressions(args):
     """The expressions to ask: -e, else a prompt on a terminal, else one per line of stdin."""
     if args.expr:
@@ -411,11 +436,14 @@ def _expressions(args):
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(expr_values_kept(sys.argv[1:] if argv is None else argv))
+    key = wire.key_option(parser, args.key)
     replies = []
+    interactive = not args.expr and sys.stdin.isatty()
     try:
         client = CalcClient(args.iface, args.cluster, args.client_group, args.timeout,
-                            args.deadline, args.answer_port)
+                            args.deadline, args.answer_port, key)
     except OSError as exc:
         print(f"calc_client: cannot use --iface {args.iface}"
               f"{' --answer-port %d' % args.answer_port if args.answer_port else ''}: {exc}",
@@ -427,11 +455,25 @@ def main(argv: Optional[List[str]] = None) -> int:
                 reply = client.ask(expr)
                 replies.append(reply)
                 print(reply_json(reply) if args.json else format_reply(reply), flush=True)
+                if reply.ok is None and not interactive:
+                    print(f"calc_client: stopped at the first expression without an answer "
+                          f"(exit status {EXIT_NO_ANSWER})", file=sys.stderr)
+                    break
+            _report_refused_elsewhere(client.core)
     except KeyboardInterrupt:
         print(file=sys.stderr)
     except BrokenPipeError:       # e.g. piped into `head`: the reader has seen enough
         sys.stderr.close()
     return exit_status(replies)
+
+
+def _report_refused_elsewhere(core: CalcClientCore) -> None:
+    """Refused answers that claimed no pending request (e.g. forged after the real one)."""
+    if core.refused_elsewhere:
+        counts = ", ".join(f"{REFUSAL_WHY.get(k, k)}: {v}"
+                           for k, v in sorted(core.refused_elsewhere.items()))
+        print(f"calc_client: also refused answers for no pending expression ({counts})",
+              file=sys.stderr)
 
 
 if __name__ == "__main__":

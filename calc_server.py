@@ -1153,7 +1153,7 @@ def _demo_banner(children, argv_common: List[str]) -> str:
 
 def _client_opts(argv_common: List[str]) -> str:
     keep = []
-    for name in ("--iface", "--cluster", "--client-group"):
+    for name in ("--iface", "--cluster", "--client-group", "--key"):
         if name in argv_common:
             keep += [name, argv_common[argv_common.index(name) + 1]]
     return " ".join(keep)
@@ -1202,6 +1202,15 @@ STATE_STYLE = {ACTIVE: "bold green", AWAITING_CONFIRMATION: "yellow", UNRESPONSI
 def clock(at_wall: float) -> str:
     """HH:MM:SS.mmm of a wall-clock time (the log's time column)."""
     return time.strftime("%H:%M:%S", time.localtime(at_wall)) + f".{int(at_wall * 1000) % 1000:03d}"
+
+
+UNKEYED_WARNING = ("no --key: anyone on this LAN can stop or fake this service (forge "
+                   "heartbeats or answers); make a key with `python3 calc_server.py --new-key "
+                   "calc.key` and give every server and client --key calc.key")
+
+
+def key_words(key: Optional[bytes]) -> str:
+    return "no key" if key is None else f"key {key_fingerprint(key)}"
 
 
 def format_event(event: Union[StateChange, Note], me: int, wall_at: float) -> str:
@@ -1287,7 +1296,9 @@ class Show:
                   f"{client_group[0]}:{client_group[1]}; heartbeat every {s.heartbeat_s} s; "
                   f"awaiting/unresponsive/disconnected after {t.awaiting_after_ticks}/"
                   f"{t.unresponsive_after_ticks}/{t.disconnected_after_ticks} missed ticks; "
-                  f"pid {os.getpid()}")
+                  f"{key_words(server.key)}; pid {os.getpid()}")
+        if server.key is None:
+            self.line(f"{clock(time.time())}  {UNKEYED_WARNING}", "yellow")
 
     def event(self, event) -> None:
         text = format_event(event, self.me, event.at + self.wall_minus_mono)
@@ -1332,6 +1343,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 0.5:
+        raise ValueError(f"{text}: expected a fraction of a tick between 0 and 0.5")
+    return value
+
+
 def _ticks(text: str) -> int:
     value = int(text)
     if not 1 <= value <= 1000:
@@ -1356,6 +1374,10 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--client-group", type=_arg(parse_group), default=DEFAULT_CLIENT_GROUP,
                         metavar="ADDR:PORT",
                         help="group clients send requests to (default %(default)s)")
+    parser.add_argument("--key", metavar="FILE",
+                        help="key file (make one with calc_server.py --new-key FILE): every "
+                             "packet is tagged with it, and packets without its tag are "
+                             "refused; give the same file to every server and client")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1366,6 +1388,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "the lowest fit index answers")
     parser.add_argument("--demo", type=int, metavar="N",
                         help="start N servers on this machine (loopback) and show them all")
+    parser.add_argument("--new-key", metavar="FILE",
+                        help="write a new random key to FILE (readable by you only) and exit")
     add_common_options(parser)
     parser.add_argument("--server-group", type=_arg(parse_group), default=DEFAULT_SERVER_GROUP,
                         metavar="ADDR:PORT", help="group for heartbeats (default %(default)s)")
@@ -1387,6 +1411,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--disconnected-after", type=_arg(_ticks),
                         default=DEFAULT_DISCONNECTED_AFTER_TICKS, metavar="TICKS",
                         help="missed ticks before DISCONNECTED (default %(default)s)")
+    parser.add_argument("--jitter-grace", type=_arg(_fraction), default=DEFAULT_JITTER_GRACE,
+                        metavar="FRACTION",
+                        help="an own tick less than this fraction of a tick after a heartbeat "
+                             "is not a missed tick (phase jitter; 0: the seed's plain count; "
+                             "default %(default)s)")
     parser.add_argument("--plain", action="store_true", help="plain text even if rich is there")
     return parser
 
@@ -1410,7 +1439,35 @@ def _check(parser: argparse.ArgumentParser, args) -> Settings:
         thresholds.check()
     except ValueError as exc:
         parser.error(str(exc))
-    return Settings(args.heartbeat, args.max_servers, thresholds)
+    return Settings(args.heartbeat, args.max_servers, thresholds,
+                    jitter_grace=args.jitter_grace)
+
+
+def key_option(parser: argparse.ArgumentParser, path: Optional[str]) -> Optional[bytes]:
+    """The key of --key, or None; a bad key file is a command-line error."""
+    if path is None:
+        return None
+    try:
+        return load_key(path)
+    except ValueError as exc:
+        parser.error(f"--key: {exc}")
+        raise   # not reached: parser.error exits
+
+
+def new_key_command(path: str) -> int:
+    try:
+        write_new_key(path)
+    except FileExistsError:
+        print(f"calc_server: {path} exists; not overwritten (a key in use must stay as it is)",
+              file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"calc_server: cannot write {path}: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote a new key to {path} (fingerprint {key_fingerprint(load_key(path))}, readable "
+          f"by you only); copy it to every server and client of the cluster and give them "
+          f"--key {path}")
+    return 0
 
 
 def _forwarded(argv: List[str]) -> List[str]:
@@ -1430,10 +1487,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.new_key is not None:
+        return new_key_command(args.new_key)
     settings = _check(parser, args)
+    key = key_option(parser, args.key)
     if args.demo is not None:
         return run_demo(args.demo, _forwarded(argv))
-    server = CalcServer(args.index, args.cluster, settings, rng=random.Random())
+    server = CalcServer(args.index, args.cluster, settings, rng=random.Random(), key=key)
     show = Show(args.index, use_rich=not args.plain)
     install_stop_handlers()
     try:
