@@ -53,8 +53,7 @@ def test_failover_and_comeback_without_loss(seed):
             net.restart_gaps.append(round(net.now, 3))
     net.run_until(80.0, check_restart)
     net.check_exactly_one_answer_each()
-    # (At the cold start the first server out of its warm-up may answer for a moment.)
-    servers = {r.server for r in net.replies if r.answered_at >= 3.0}
+    servers = {r.server for r in net.replies}             # from the cold start on
     assert servers == {1, 2}, f"answers came from {servers} (seed {seed})"
     # A restarted server 1 announces when it is able to answer: no moment without an answerer.
     assert net.restart_gaps == [], f"nobody answered at {net.restart_gaps[:3]} (seed {seed})"
