@@ -324,6 +324,22 @@ def kill_once(run: Run, k: int, steady_s: float, rng: random.Random) -> dict:
     return row
 
 
+def tag_cost_us(rounds: int = 20000) -> Dict[str, float]:
+    """Microseconds to encode and decode one heartbeat and one answer, without and with a key,
+    measured here and now in one process (what the tag adds to every datagram)."""
+    key = bytes(range(32))
+    hb = calc_server.Heartbeat(1, 12345, 7, 0, True)
+    ans = calc_server.Answer(2**40, 1, 1, True, "2.666666666666667")
+    cost = {}
+    for label, k in (("no key", None), ("key", key)):
+        start = time.perf_counter()
+        for _ in range(rounds):
+            calc_server.decode(calc_server.encode_heartbeat("bench", hb, k), "bench", k)
+            calc_server.decode(calc_server.encode_answer("bench", ans, k), "bench", k)
+        cost[label] = (time.perf_counter() - start) / (2 * rounds) * 1e6
+    return cost
+
+
 def print_summary(results: List[dict], argv: List[str]) -> None:
     print("\n## summary")
     print("| heartbeat (s) | key | client timeout (s) | kills | worst gap (s) | median gap (s) | "
@@ -351,6 +367,11 @@ def print_summary(results: List[dict], argv: List[str]) -> None:
         median = keyed["median_gap_s"] / base["median_gap_s"]
         print(f"with / without --key at heartbeat {keyed['heartbeat_s']:g} s: worst gap "
               f"{worst:.2f}x, median gap {median:.2f}x (target: at most 1.10x)")
+    if any(r["keyed"] for r in results):
+        cost = tag_cost_us()
+        print(f"encode + decode of one datagram: {cost['no key']:.1f} us without a key, "
+              f"{cost['key']:.1f} us with (x{cost['key'] / cost['no key']:.1f}); a gap is "
+              f"hundreds of milliseconds")
     print(f"\nrerun: python3 bench/calc_failover.py {' '.join(argv)}".rstrip())
 
 
