@@ -66,6 +66,8 @@ DEFAULT_UNRESPONSIVE_AFTER_TICKS = 3
 DEFAULT_DISCONNECTED_AFTER_TICKS = 10
 #: A new server listens this many ticks before it answers, so that it knows who is alive
 #: before it decides it is the lowest fit index (otherwise every restart doubles answers).
+#: The warm-up ends the jitter grace (below) after that tick: a heartbeat due just before it
+#: may arrive just after it, and then the new server would not know of that index.
 DEFAULT_WARMUP_TICKS = 1
 #: Phase jitter is not silence. Two servers' ticks run on two clocks, so a heartbeat that
 #: usually arrives just before our tick sometimes arrives just after it, and that tick seems
@@ -721,6 +723,8 @@ class CalcServer:
                                         settings.grace_s)
         self.incarnation = (rng or random.Random()).getrandbits(32)
         self.next_tick_at: Optional[float] = None      # None: not started
+        self.warm_at: Optional[float] = None           # when the warm-up ends
+        self.warm = False
         self.ticks = 0
         self.answering = False
         self.held: Deque[_Held] = collections.deque(maxlen=MAX_HELD_REQUESTS)
@@ -743,7 +747,12 @@ class CalcServer:
         """Call at (or after) next_deadline(); the first call starts the server."""
         out = Output()
         if self.next_tick_at is not None and now < self.next_tick_at:
+            if not self.warm and now >= self.warm_at:
+                return self._end_warmup(now)
             return out
+        if self.warm_at is None:
+            self.warm_at = now + self.settings.warmup_ticks * self.settings.heartbeat_s \
+                + self.settings.grace_s
         self.ticks += 1
         # Catch up without a burst: a late loop sends one heartbeat, not the ones it missed.
         base = now if self.next_tick_at is None else self.next_tick_at
@@ -751,6 +760,8 @@ class CalcServer:
         if self.next_tick_at <= now:
             self.next_tick_at = now + self.settings.heartbeat_s
         out.events.extend(self.tracker.own_tick(now))
+        if not self.warm and now >= self.warm_at:
+            self.warm = True
         hb = Heartbeat(self.index, self.incarnation, self.ticks % 2**32,
                        self.requests_answered % 2**32, self.able_to_answer())
         out.sends.append(Send(encode_heartbeat(self.cluster, hb, self.key), TO_SERVER_GROUP))
@@ -770,7 +781,16 @@ class CalcServer:
         return Output()
 
     def next_deadline(self) -> float:
-        return self.next_tick_at if self.next_tick_at is not None else float("-inf")
+        if self.next_tick_at is None:
+            return float("-inf")
+        if not self.warm:
+            return min(self.next_tick_at, self.warm_at)
+        return self.next_tick_at
+
+    def _end_warmup(self, now: float) -> Output:
+        """The warm-up is over between two ticks: answer now if we are the one."""
+        self.warm = True
+        return self._review_answering(now)
 
     # ---- heartbeats ---------------------------------------------------------------------
     def _on_heartbeat(self, hb: Heartbeat, src: Tuple[str, int], now: float) -> Output:
@@ -864,14 +884,14 @@ class CalcServer:
 
     def warming_up(self, index: int) -> bool:
         """A fit index whose heartbeats have said "not ready" for no longer than a warm-up
-        (and a tick of phase): at a cold start, the lower index is about to answer."""
+        (with its grace, and a tick of phase): at a cold start, it is about to answer."""
         peer = self.tracker.peers[index]
         return (self.tracker.is_fit(index) and not peer.ready
-                and peer.unready_ticks <= self.settings.warmup_ticks + 1)
+                and peer.unready_ticks <= self.settings.warmup_ticks + 2)
 
     def able_to_answer(self) -> bool:
         """What our heartbeats say: past the warm-up, and we hear our own heartbeats."""
-        return self.ticks > self.settings.warmup_ticks and self.tracker.is_fit(self.index)
+        return self.warm and self.tracker.is_fit(self.index)
 
     def lowest_fit_other(self) -> Optional[int]:
         for i in sorted(self.tracker.peers):

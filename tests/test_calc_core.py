@@ -19,6 +19,8 @@ from calc_server import (ACTIVE, AWAITING_CONFIRMATION, DISCONNECTED, TO_SERVER_
 
 CLUSTER = "unit"
 CLIENT = ("127.0.0.9", 5555)
+#: The seed's plain count, for the tests of the other rules (the grace has its own tests)
+PLAIN = Settings(heartbeat_s=1.0, jitter_grace=0.0)
 
 
 _numbers = itertools.count(1)
@@ -161,7 +163,7 @@ def test_with_the_grace_a_silent_index_still_slides_by_our_own_ticks():
 
 # ---- the server core: heartbeats, warm-up, who answers (seed sections 3 and 4) ---------------
 
-def started(index, now=0.0, settings=Settings(heartbeat_s=1.0)):
+def started(index, now=0.0, settings=PLAIN):
     """A server that has sent its first heartbeat and heard it come back."""
     server = CalcServer(index, CLUSTER, settings, rng=random.Random(index))
     out = server.tick(now)
@@ -226,8 +228,8 @@ def test_a_new_server_listens_one_tick_before_it_answers():
 def test_at_a_cold_start_server_2_waits_for_server_1_warming_up():
     """Issue 12, item 5: server 2, a little ahead of server 1, came out of its warm-up before
     server 1's heartbeats said ready, and answered for a moment (2 starts in 4)."""
-    s2 = CalcServer(2, CLUSTER, Settings(heartbeat_s=1.0), rng=random.Random(2))
-    s1 = CalcServer(1, CLUSTER, Settings(heartbeat_s=1.0), rng=random.Random(1))
+    s2 = CalcServer(2, CLUSTER, PLAIN, rng=random.Random(2))
+    s1 = CalcServer(1, CLUSTER, PLAIN, rng=random.Random(1))
     wire = []
 
     def run(server, now):
@@ -250,7 +252,25 @@ def test_at_a_cold_start_server_2_waits_for_server_1_warming_up():
         assert s1.answering and not s2.answering
 
 
-def test_a_lower_index_that_stays_unready_is_waited_for_only_a_tick_longer():
+@pytest.mark.parametrize("grace, server_2_answers", [(0.0, True), (0.2, False)])
+def test_the_warm_up_ends_a_grace_after_its_tick(grace, server_2_answers):
+    """Seen in bench/calc_soak.py under load: server 1's first heartbeat went out just before
+    server 2 joined the group, and its second arrived 20 ms after server 2's warm-up tick;
+    server 2 had heard nobody lower and answered for a moment."""
+    settings = Settings(heartbeat_s=1.0, jitter_grace=grace)
+    s1 = CalcServer(1, CLUSTER, settings, rng=random.Random(1))
+    s2 = CalcServer(2, CLUSTER, settings, rng=random.Random(2))
+    s1.tick(-0.01)                                  # nobody hears it: server 2 is not there
+    s2.datagram(s2.tick(0.0).sends[0].data, ("127.0.0.1", 40002), 0.001)
+    s2.datagram(s2.tick(1.0).sends[0].data, ("127.0.0.1", 40002), 1.001)
+    late = s1.tick(0.99).sends[0].data              # due before server 2's tick, 30 ms late
+    s2.datagram(late, ("127.0.0.1", 40001), 1.02)
+    assert s2.next_deadline() == pytest.approx(1.0 + grace if grace else 2.0)
+    s2.tick(s2.next_deadline())                     # the loop calls tick at the deadline
+    assert s2.answering is server_2_answers
+
+
+def test_a_lower_index_that_stays_unready_is_waited_for_only_two_ticks_longer():
     s2 = started(2)
     for tick in range(1, 6):
         s2.datagram(encode_heartbeat(CLUSTER, Heartbeat(1, 5, tick, 0, False)),
@@ -258,7 +278,7 @@ def test_a_lower_index_that_stays_unready_is_waited_for_only_a_tick_longer():
         own_tick(s2, float(tick))
         if s2.answering:
             break
-    assert s2.answering and tick == Settings().warmup_ticks + 2
+    assert s2.answering and tick == PLAIN.warmup_ticks + 3
 
 
 def test_the_lowest_fit_index_answers_and_the_others_hold_back():
@@ -323,7 +343,7 @@ def test_takeover_answers_requests_that_arrived_after_the_dead_servers_last_hear
 
 
 def test_a_restarted_server_does_not_repeat_what_a_higher_one_answered_meanwhile():
-    s1 = CalcServer(1, CLUSTER, rng=random.Random(1))
+    s1 = CalcServer(1, CLUSTER, PLAIN, rng=random.Random(1))
     first = s1.tick(0.0).sends[0]
     s1.datagram(first.data, ("127.0.0.1", 1), 0.001)
     request(s1, "1+1", 0.1, rid=1)                   # nobody known yet: expected None
@@ -331,14 +351,14 @@ def test_a_restarted_server_does_not_repeat_what_a_higher_one_answered_meanwhile
     request(s1, "2+2", 0.6, rid=2)                   # expected 2
     out = own_tick(s1, 1.0)                          # warm-up over: s1 answers from now on
     assert s1.answering and answers(out) == []      # server 2 answered both meanwhile
-    alone = CalcServer(1, CLUSTER, rng=random.Random(1))
+    alone = CalcServer(1, CLUSTER, PLAIN, rng=random.Random(1))
     alone.datagram(alone.tick(0.0).sends[0].data, ("127.0.0.1", 1), 0.001)
     request(alone, "1+1", 0.1, rid=1)
     assert [a.rid for a in answers(own_tick(alone, 1.0))] == [1]   # nobody else: answered
 
 
 def test_heartbeats_say_whether_the_sender_is_able_to_answer():
-    server = CalcServer(1, CLUSTER, rng=random.Random(1))
+    server = CalcServer(1, CLUSTER, PLAIN, rng=random.Random(1))
     first = decode(server.tick(0.0).sends[0].data, CLUSTER)
     assert first.ready is False                       # warming up
     server.datagram(encode_heartbeat(CLUSTER, first), ("127.0.0.1", 1), 0.001)

@@ -83,7 +83,7 @@ def test_any_changed_byte_is_refused(which, data):
 
 # ---- the server: forgeries and replays change nothing ------------------------------------------
 
-def keyed_server(index, now=0.0, settings=Settings(heartbeat_s=1.0)):
+def keyed_server(index, now=0.0, settings=Settings(heartbeat_s=1.0, jitter_grace=0.0)):
     server = CalcServer(index, CLUSTER, settings, rng=random.Random(index), key=KEY)
     out = server.tick(now)
     server.datagram(out.sends[0].data, ("127.0.0.1", 40000 + index), now + 0.001)
