@@ -10,11 +10,19 @@ Kill it and the next one takes over. (After seed 000: Dantas & Alves, UFPI 2020.
     python3 calc_server.py 1                 # server 1 on this machine (loopback)
     python3 calc_server.py --demo 3          # three servers on this machine, to kill one by one
     python3 calc_server.py 2 --iface 10.1.2.3 --cluster team7    # on a lab machine
+    python3 calc_server.py --new-key calc.key    # a key; then --key calc.key on every server
+                                                 # and client: forged packets are refused
+
+Module map, in the order a datagram meets it: decode (wire format, with the HMAC tag when
+there is a key) -> CalcServer.datagram (replays refused: Replay) -> HeartbeatTracker (states)
+or the expression language (parse, evaluate) -> Output -> serve (the I/O loop) -> Show.
 """
 from __future__ import annotations
 
 import argparse
 import collections
+import hashlib
+import hmac
 import ipaddress
 import os
 import random
@@ -58,16 +66,33 @@ DEFAULT_UNRESPONSIVE_AFTER_TICKS = 3
 DEFAULT_DISCONNECTED_AFTER_TICKS = 10
 #: A new server listens this many ticks before it answers, so that it knows who is alive
 #: before it decides it is the lowest fit index (otherwise every restart doubles answers).
+#: The warm-up ends the jitter grace (below) after that tick: a heartbeat due just before it
+#: may arrive just after it, and then the new server would not know of that index.
 DEFAULT_WARMUP_TICKS = 1
+#: Phase jitter is not silence. Two servers' ticks run on two clocks, so a heartbeat that
+#: usually arrives just before our tick sometimes arrives just after it, and that tick seems
+#: missed although nothing was late by more than a few milliseconds. An own tick that comes
+#: less than this fraction of a tick after the index's last heartbeat is therefore not
+#: counted as missed (states still slide only by our own ticks). The price: detection may
+#: take this much of a tick longer. 0 is the seed's plain count.
+DEFAULT_JITTER_GRACE = 0.2
 
 MAGIC = b"CaLc"
 VERSION = 1
 MAX_EXPR_CHARS = 256               # the language's stated length limit
 MAX_TEXT_BYTES = 4 * MAX_EXPR_CHARS   # expression or answer text: any 256 characters of UTF-8
 MAX_CLUSTER_BYTES = 32
-MAX_DATAGRAM_BYTES = 1100          # header + longest name + body + text; longer is not ours
+TAG_BYTES = 32                     # HMAC-SHA256
+MAX_DATAGRAM_BYTES = 1100 + TAG_BYTES   # header + longest name + body + text + tag
+KEY_BYTES = 32                     # what --new-key writes
+MIN_KEY_BYTES = 16                 # what --key accepts: shorter keys can be guessed
 MAX_NESTING = 32                   # parentheses and unary minus, nested
 MAX_HELD_REQUESTS = 512            # requests remembered for a takeover (see CalcServer)
+#: Replay refusal memory. A request (id, attempt) is answered once; at the benchmark's 50
+#: requests/s this remembers 200 s. (index, incarnation) -> newest heartbeat seq.
+MAX_SEEN_REQUESTS = 10000
+MAX_INCARNATIONS_REMEMBERED = 256
+MAX_CONFLICTS_REMEMBERED = 64      # pairs of incarnations claiming one index, reported once
 MAX_NOTES_PER_TICK = 20            # never flood the terminal
 
 ACTIVE = "ACTIVE"
@@ -88,10 +113,14 @@ TO_SERVER_GROUP = "server-group"
 # Every datagram: magic "CaLc" (4 bytes), version (1), kind (1), cluster name length (1), the
 # cluster name (UTF-8, 1..32 bytes), then a body that depends on the kind. Big-endian, sizes
 # exact: a datagram one byte too short or too long is rejected, never guessed at.
+# With a key (--key) the kind has its top bit set and the datagram ends in a 32-byte
+# HMAC-SHA256 tag over everything before it: header, cluster name and body. The bit says a
+# tag is there, so that a server with a key and one without each name the other's mistake.
 
 KIND_HEARTBEAT = 1   # server -> server group: index, incarnation, seq, answered count, flags
 KIND_REQUEST = 2     # client -> client group: request id, attempt, expression
 KIND_ANSWER = 3      # server -> client (unicast): request id, attempt, server index, ok, text
+KIND_TAGGED = 0x80   # or-ed into the kind: the datagram ends in an HMAC tag
 
 _HEADER = struct.Struct("!4sBBB")
 _HEARTBEAT = struct.Struct("!BIIIB")
@@ -100,18 +129,10 @@ _REQUEST = struct.Struct("!QBH")
 _ANSWER = struct.Struct("!QBBBH")
 
 
-class WireError(Exception):
-    """A datagram we drop; `reason` is the short name it is counted under."""
-
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-
-
 class Heartbeat(NamedTuple):
     index: int
     incarnation: int     # random per process start: tells a restarted server from the old one
-    seq: int
+    seq: int             # its own tick count: a replayed heartbeat is not newer
     answered: int        # requests this server has answered, for everyone's status table
     ready: bool = True   # False while the sender warms up or cannot hear itself
 
@@ -133,11 +154,29 @@ class Answer(NamedTuple):
 Message = Union[Heartbeat, Request, Answer]
 
 
-def _encode(kind: int, cluster: str, body: bytes) -> bytes:
+class WireError(Exception):
+    """A datagram we drop; `reason` is the short name it is counted under. `claimed` is what
+    a datagram refused for its tag says, parsed but not believed (the client shows it)."""
+
+    def __init__(self, reason: str, detail: str = "", claimed: Optional[Message] = None):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.claimed = claimed
+
+
+def tag(key: bytes, data: bytes) -> bytes:
+    return hmac.new(key, data, hashlib.sha256).digest()
+
+
+def _encode(kind: int, cluster: str, body: bytes, key: Optional[bytes]) -> bytes:
     name = cluster.encode("utf-8")
     if not 1 <= len(name) <= MAX_CLUSTER_BYTES:
         raise ValueError(f"cluster name must be 1 to {MAX_CLUSTER_BYTES} bytes of UTF-8")
+    if key is not None:
+        kind |= KIND_TAGGED
     data = _HEADER.pack(MAGIC, VERSION, kind, len(name)) + name + body
+    if key is not None:
+        data += tag(key, data)
     if len(data) > MAX_DATAGRAM_BYTES:
         raise ValueError(f"datagram of {len(data)} bytes is over {MAX_DATAGRAM_BYTES}")
     return data
@@ -150,25 +189,30 @@ def _text_bytes(text: str) -> bytes:
     return data
 
 
-def encode_heartbeat(cluster: str, hb: Heartbeat) -> bytes:
+def encode_heartbeat(cluster: str, hb: Heartbeat, key: Optional[bytes] = None) -> bytes:
     body = _HEARTBEAT.pack(hb.index, hb.incarnation, hb.seq, hb.answered,
                            FLAG_READY if hb.ready else 0)
-    return _encode(KIND_HEARTBEAT, cluster, body)
+    return _encode(KIND_HEARTBEAT, cluster, body, key)
 
 
-def encode_request(cluster: str, req: Request) -> bytes:
+def encode_request(cluster: str, req: Request, key: Optional[bytes] = None) -> bytes:
     text = _text_bytes(req.expr)
-    return _encode(KIND_REQUEST, cluster, _REQUEST.pack(req.rid, req.attempt, len(text)) + text)
+    return _encode(KIND_REQUEST, cluster, _REQUEST.pack(req.rid, req.attempt, len(text)) + text,
+                   key)
 
 
-def encode_answer(cluster: str, ans: Answer) -> bytes:
+def encode_answer(cluster: str, ans: Answer, key: Optional[bytes] = None) -> bytes:
     text = _text_bytes(ans.text)
     head = _ANSWER.pack(ans.rid, ans.attempt, ans.server, 0 if ans.ok else 1, len(text))
-    return _encode(KIND_ANSWER, cluster, head + text)
+    return _encode(KIND_ANSWER, cluster, head + text, key)
 
 
-def decode(data: bytes, cluster: str) -> Message:
-    """The message in `data`, or WireError naming why it is not one of our cluster's."""
+def decode(data: bytes, cluster: str, key: Optional[bytes] = None) -> Message:
+    """The message in `data`, or WireError naming why it is not one of our cluster's.
+
+    With a key, only a datagram whose tag is right is parsed and believed: "no-tag" (sent
+    without a key), "bad-tag" (another key, a forgery, or cut short). Without one, a tagged
+    datagram is "unexpected-tag": its sender has a key we lack."""
     if len(data) > MAX_DATAGRAM_BYTES:
         raise WireError("oversize", f"{len(data)} bytes")
     if len(data) < _HEADER.size or data[:4] != MAGIC:
@@ -181,7 +225,22 @@ def decode(data: bytes, cluster: str) -> Message:
         raise WireError("truncated", "in the cluster name")
     if data[_HEADER.size:body_at] != cluster.encode("utf-8"):
         raise WireError("other-cluster")
-    body = data[body_at:]
+    tagged, kind = bool(kind & KIND_TAGGED), kind & ~KIND_TAGGED
+    if tagged and key is None:
+        raise WireError("unexpected-tag", "the sender uses --key and we have none",
+                        _claim(kind, data[body_at:-TAG_BYTES]))
+    if key is not None and not tagged:
+        raise WireError("no-tag", "the sender has no --key", _claim(kind, data[body_at:]))
+    if tagged:
+        signed, got = data[:-TAG_BYTES], data[-TAG_BYTES:]
+        if len(signed) < body_at or not hmac.compare_digest(got, tag(key, signed)):
+            raise WireError("bad-tag", "another key, a forgery, or cut short",
+                            _claim(kind, data[body_at:-TAG_BYTES]))
+        data = signed
+    return _body(kind, data[body_at:])
+
+
+def _body(kind: int, body: bytes) -> Message:
     if kind == KIND_HEARTBEAT:
         index, incarnation, seq, answered, flags = _fixed(_HEARTBEAT, body)
         if flags & ~FLAG_READY:
@@ -196,6 +255,14 @@ def decode(data: bytes, cluster: str) -> Message:
             raise WireError("malformed", f"answer status {status}")
         return Answer(rid, attempt, server, status == 0, _text(body[_ANSWER.size:], size))
     raise WireError("malformed", f"unknown kind {kind}")
+
+
+def _claim(kind: int, body: bytes) -> Optional[Message]:
+    """What a refused datagram says, for the refusal's report only; None if unreadable."""
+    try:
+        return _body(kind, body)
+    except WireError:
+        return None
 
 
 def _fixed(shape: struct.Struct, body: bytes) -> tuple:
@@ -454,6 +521,9 @@ class PeerState:
     answered: Optional[int] = None      # as the index's own heartbeats report it
     incarnation: Optional[int] = None
     ready: bool = False                 # its last heartbeat said it can answer
+    #: Own ticks since its heartbeats began to say "not ready" (a server warming up says so
+    #: for about one tick; one that cannot hear itself says so for ever).
+    unready_ticks: int = 0
 
 
 class HeartbeatTracker:
@@ -462,11 +532,15 @@ class HeartbeatTracker:
     A heartbeat from index i makes i ACTIVE and fills its TTL. Each of our own ticks takes one
     from every TTL; the ticks missed since the last heartbeat decide the state. All indexes
     start DISCONNECTED. Every change goes through one enter function and carries its reason.
+    An own tick less than grace_s after an index's last heartbeat does not count as missed
+    (DEFAULT_JITTER_GRACE says why).
     """
 
-    def __init__(self, max_servers: int, thresholds: Thresholds = Thresholds()):
+    def __init__(self, max_servers: int, thresholds: Thresholds = Thresholds(),
+                 grace_s: float = 0.0):
         thresholds.check()
         self.thresholds = thresholds
+        self.grace_s = grace_s
         self.peers = {i: PeerState(i) for i in range(1, max_servers + 1)}
         self.changes_into = collections.Counter()   # state -> how many times entered
 
@@ -484,6 +558,8 @@ class HeartbeatTracker:
 
     def heartbeat(self, hb: Heartbeat, address: str, now: float) -> List[StateChange]:
         peer = self.peers[hb.index]
+        if hb.ready or peer.ready or hb.incarnation != peer.incarnation:
+            peer.unready_ticks = 0
         peer.ttl_ticks = self.full_ttl()
         peer.last_heard_at = now
         peer.address = address
@@ -499,6 +575,10 @@ class HeartbeatTracker:
         for peer in self.peers.values():
             if peer.ttl_ticks == 0:
                 continue          # never heard, or already DISCONNECTED: nothing to count
+            if not peer.ready:
+                peer.unready_ticks += 1
+            if now - peer.last_heard_at < self.grace_s:
+                continue          # its heartbeat came just before this tick: on time
             peer.ttl_ticks -= 1
             change = self._slide(peer, now)
             if change:
@@ -555,6 +635,11 @@ class Settings:
     max_servers: int = DEFAULT_MAX_SERVERS
     thresholds: Thresholds = Thresholds()
     warmup_ticks: int = DEFAULT_WARMUP_TICKS
+    jitter_grace: float = DEFAULT_JITTER_GRACE     # a fraction of heartbeat_s
+
+    @property
+    def grace_s(self) -> float:
+        return self.jitter_grace * self.heartbeat_s
 
 
 class Send(NamedTuple):
@@ -592,6 +677,22 @@ class Snapshot:
     requests_answered: int
     dropped: Dict[str, int]
     changes_into: Dict[str, int]       # state -> how many times some index entered it
+    keyed: bool = False
+    conflicts: List["Conflict"] = field(default_factory=list)   # heard lately
+
+
+class Claim(NamedTuple):
+    """One process's heartbeats for an index: when last heard, and from where."""
+    at: float
+    address: str
+
+
+class Conflict(NamedTuple):
+    """Two incarnations of one index heard alternately: two processes claim the index."""
+    index: int
+    first: Tuple[int, str]       # (incarnation, address) heard before
+    second: Tuple[int, str]      # the one whose heartbeat showed the conflict
+    last_at: float
 
 
 class CalcServer:
@@ -603,18 +704,27 @@ class CalcServer:
     the requests that arrived after its last heartbeat: a client waiting on a dead server then
     gets its answer as soon as the failure is noticed, not one retry later. Some of those were
     answered already by the dead server just before it died; the client drops the duplicate.
+
+    Replays are refused (with a key they are all a forger without it can send): a heartbeat
+    only if it is newer than the last one of its index and incarnation, a request once per
+    (request id, attempt).
     """
 
     def __init__(self, index: int, cluster: str = DEFAULT_CLUSTER,
-                 settings: Settings = Settings(), rng: Optional[random.Random] = None):
+                 settings: Settings = Settings(), rng: Optional[random.Random] = None,
+                 key: Optional[bytes] = None):
         if not 1 <= index <= settings.max_servers:
             raise ValueError(f"index must be in 1..{settings.max_servers}")
         self.index = index
         self.cluster = cluster
         self.settings = settings
-        self.tracker = HeartbeatTracker(settings.max_servers, settings.thresholds)
+        self.key = key
+        self.tracker = HeartbeatTracker(settings.max_servers, settings.thresholds,
+                                        settings.grace_s)
         self.incarnation = (rng or random.Random()).getrandbits(32)
         self.next_tick_at: Optional[float] = None      # None: not started
+        self.warm_at: Optional[float] = None           # when the warm-up ends
+        self.warm = False
         self.ticks = 0
         self.answering = False
         self.held: Deque[_Held] = collections.deque(maxlen=MAX_HELD_REQUESTS)
@@ -622,14 +732,27 @@ class CalcServer:
         self.requests_answered = 0
         self.replayed = 0
         self.dropped = collections.Counter()           # reason -> datagrams dropped
-        self.conflict_noted_tick = -10**9
+        #: (index, incarnation) -> newest heartbeat seq, to refuse replayed heartbeats
+        self.newest_seq: "collections.OrderedDict[Tuple[int, int], int]" = \
+            collections.OrderedDict()
+        self.seen_requests: "collections.OrderedDict[Tuple[int, int], None]" = \
+            collections.OrderedDict()
+        #: index -> incarnation -> its last heartbeat, to see two processes claim one index
+        self.claims: Dict[int, Dict[int, Claim]] = collections.defaultdict(dict)
+        self.conflicts: "collections.OrderedDict[Tuple[int, frozenset], Conflict]" = \
+            collections.OrderedDict()
 
     # ---- inputs -------------------------------------------------------------------------
     def tick(self, now: float) -> Output:
         """Call at (or after) next_deadline(); the first call starts the server."""
         out = Output()
         if self.next_tick_at is not None and now < self.next_tick_at:
+            if not self.warm and now >= self.warm_at:
+                return self._end_warmup(now)
             return out
+        if self.warm_at is None:
+            self.warm_at = now + self.settings.warmup_ticks * self.settings.heartbeat_s \
+                + self.settings.grace_s
         self.ticks += 1
         # Catch up without a burst: a late loop sends one heartbeat, not the ones it missed.
         base = now if self.next_tick_at is None else self.next_tick_at
@@ -637,14 +760,16 @@ class CalcServer:
         if self.next_tick_at <= now:
             self.next_tick_at = now + self.settings.heartbeat_s
         out.events.extend(self.tracker.own_tick(now))
+        if not self.warm and now >= self.warm_at:
+            self.warm = True
         hb = Heartbeat(self.index, self.incarnation, self.ticks % 2**32,
                        self.requests_answered % 2**32, self.able_to_answer())
-        out.sends.append(Send(encode_heartbeat(self.cluster, hb), TO_SERVER_GROUP))
+        out.sends.append(Send(encode_heartbeat(self.cluster, hb, self.key), TO_SERVER_GROUP))
         return out.extend(self._review_answering(now))
 
     def datagram(self, data: bytes, src: Tuple[str, int], now: float) -> Output:
         try:
-            msg = decode(data, self.cluster)
+            msg = decode(data, self.cluster, self.key)
         except WireError as exc:
             self.dropped[exc.reason] += 1
             return Output()
@@ -656,29 +781,84 @@ class CalcServer:
         return Output()
 
     def next_deadline(self) -> float:
-        return self.next_tick_at if self.next_tick_at is not None else float("-inf")
+        if self.next_tick_at is None:
+            return float("-inf")
+        if not self.warm:
+            return min(self.next_tick_at, self.warm_at)
+        return self.next_tick_at
+
+    def _end_warmup(self, now: float) -> Output:
+        """The warm-up is over between two ticks: answer now if we are the one."""
+        self.warm = True
+        return self._review_answering(now)
 
     # ---- heartbeats ---------------------------------------------------------------------
     def _on_heartbeat(self, hb: Heartbeat, src: Tuple[str, int], now: float) -> Output:
         if not 1 <= hb.index <= self.settings.max_servers:
             self.dropped["index-out-of-range"] += 1
             return Output()
-        out = Output()
+        if not self._newer(hb):
+            self.dropped["replayed-heartbeat"] += 1
+            return Output()
+        out = Output(events=self._check_claims(hb, f"{src[0]}:{src[1]}", now))
         if hb.index == self.index and hb.incarnation != self.incarnation:
-            out.events.extend(self._note_conflict(src, now))
+            # Not our own heartbeat: it must not tell us that we hear ourselves.
+            self.dropped["our-index-elsewhere"] += 1
+            return out
         out.events.extend(self.tracker.heartbeat(hb, f"{src[0]}:{src[1]}", now))
         return out.extend(self._review_answering(now))
 
-    def _note_conflict(self, src: Tuple[str, int], now: float) -> List[Note]:
-        self.dropped["index-conflict"] += 1
-        if self.ticks - self.conflict_noted_tick < 10:
-            return []
-        self.conflict_noted_tick = self.ticks
-        return [Note(now, f"another server at {src[0]}:{src[1]} also uses index {self.index} "
-                          f"in cluster {self.cluster!r}: give every server its own index")]
+    def _newer(self, hb: Heartbeat) -> bool:
+        """Is hb newer than every heartbeat heard from its index and incarnation? (Remembers
+        it.) A genuine heartbeat delivered twice or out of order is refused too: harmless."""
+        who = (hb.index, hb.incarnation)
+        newest = self.newest_seq.get(who)
+        if newest is not None and hb.seq <= newest:
+            return False
+        self.newest_seq[who] = hb.seq
+        self.newest_seq.move_to_end(who)
+        while len(self.newest_seq) > MAX_INCARNATIONS_REMEMBERED:
+            self.newest_seq.popitem(last=False)
+        return True
+
+    def _check_claims(self, hb: Heartbeat, address: str, now: float) -> List[Note]:
+        """Two processes claim one index when their heartbeats alternate: since this
+        incarnation's previous heartbeat another one was heard, within one heartbeat period.
+        (A restart does not alternate: the old process stops before the new one starts.)
+        For our own index, any other incarnation is a second process: we are alive."""
+        claims = self.claims[hb.index]
+        before = claims.get(hb.incarnation)
+        if hb.index == self.index and hb.incarnation != self.incarnation:
+            before = claims.get(self.incarnation, before)
+            rivals = [(self.incarnation, c) for i, c in claims.items() if i == self.incarnation]
+        else:
+            rivals = [(inc, c) for inc, c in claims.items() if inc != hb.incarnation and
+                      before is not None and c.at > before.at and
+                      now - c.at <= self.settings.heartbeat_s]
+        claims[hb.incarnation] = Claim(now, address)
+        if len(claims) > 4:       # old incarnations of the index (restarts): forget the oldest
+            del claims[min(claims, key=lambda inc: claims[inc].at)]
+        notes = []
+        for inc, claim in rivals:
+            pair = (hb.index, frozenset((inc, hb.incarnation)))
+            seen = pair in self.conflicts
+            self.conflicts[pair] = Conflict(hb.index, (inc, claim.address),
+                                            (hb.incarnation, address), now)
+            self.conflicts.move_to_end(pair)
+            while len(self.conflicts) > MAX_CONFLICTS_REMEMBERED:
+                self.conflicts.popitem(last=False)
+            if not seen:
+                notes.append(Note(now, conflict_text(self.conflicts[pair], self.cluster)))
+        return notes
 
     # ---- requests -----------------------------------------------------------------------
     def _on_request(self, req: Request, src: Tuple[str, int], now: float) -> Output:
+        if (req.rid, req.attempt) in self.seen_requests:
+            self.dropped["replayed-request"] += 1
+            return Output()
+        self.seen_requests[(req.rid, req.attempt)] = None
+        while len(self.seen_requests) > MAX_SEEN_REQUESTS:
+            self.seen_requests.popitem(last=False)
         self.requests_seen += 1
         if self.answering:
             return Output(sends=[self._answer(req, src)])
@@ -690,7 +870,8 @@ class CalcServer:
         if len(text.encode("utf-8")) > MAX_TEXT_BYTES:    # cannot happen within the length
             ok, text = False, "result too long to send"  # limit; a limit all the same
         self.requests_answered += 1
-        data = encode_answer(self.cluster, Answer(req.rid, req.attempt, self.index, ok, text))
+        data = encode_answer(self.cluster, Answer(req.rid, req.attempt, self.index, ok, text),
+                             self.key)
         return Send(data, src)
 
     # ---- who answers --------------------------------------------------------------------
@@ -701,9 +882,16 @@ class CalcServer:
         hear requests either) does not silence anybody."""
         return self.tracker.is_fit(index) and self.tracker.peers[index].ready
 
+    def warming_up(self, index: int) -> bool:
+        """A fit index whose heartbeats have said "not ready" for no longer than a warm-up
+        (with its grace, and a tick of phase): at a cold start, it is about to answer."""
+        peer = self.tracker.peers[index]
+        return (self.tracker.is_fit(index) and not peer.ready
+                and peer.unready_ticks <= self.settings.warmup_ticks + 2)
+
     def able_to_answer(self) -> bool:
         """What our heartbeats say: past the warm-up, and we hear our own heartbeats."""
-        return self.ticks > self.settings.warmup_ticks and self.tracker.is_fit(self.index)
+        return self.warm and self.tracker.is_fit(self.index)
 
     def lowest_fit_other(self) -> Optional[int]:
         for i in sorted(self.tracker.peers):
@@ -714,7 +902,10 @@ class CalcServer:
     def should_answer(self) -> bool:
         if not self.able_to_answer():
             return False   # warming up, or we cannot hear ourselves: our link is broken
-        return all(not self.can_answer(i) for i in range(1, self.index))
+        lower = range(1, self.index)
+        if not self.answering and any(self.warming_up(i) for i in lower):
+            return False   # a cold start: do not answer for the moment before it can
+        return all(not self.can_answer(i) for i in lower)
 
     def _review_answering(self, now: float) -> Output:
         now_answering = self.should_answer()
@@ -766,9 +957,19 @@ class CalcServer:
             since = None if peer.last_heard_at is None else max(0.0, now - peer.last_heard_at)
             answered = self.requests_answered if i == self.index else peer.answered
             rows.append((i, peer.state, since, answered, peer.address))
+        recent_s = self.settings.thresholds.disconnected_after_ticks * self.settings.heartbeat_s
+        conflicts = [c for c in self.conflicts.values() if now - c.last_at <= recent_s]
         return Snapshot(now, self.index, self.cluster, self.answering, rows,
                         self.requests_seen, self.requests_answered, dict(self.dropped),
-                        dict(self.tracker.changes_into))
+                        dict(self.tracker.changes_into), self.key is not None, conflicts)
+
+
+def conflict_text(conflict: Conflict, cluster: str) -> str:
+    (inc_a, addr_a), (inc_b, addr_b) = conflict.first, conflict.second
+    return (f"two processes claim index {conflict.index} in cluster {cluster!r}: {addr_a} "
+            f"(incarnation {inc_a:08x}) and {addr_b} (incarnation {inc_b:08x}); give every "
+            f"server its own index (if nobody started a second one, someone forges heartbeats: "
+            f"use --key)")
 
 
 # ============================================================================================
@@ -791,6 +992,39 @@ def parse_group(text: str) -> Tuple[str, int]:
     if not 1 <= number <= 65535:
         raise ValueError(f"port {number} is not in 1..65535")
     return str(ip), number
+
+
+KEY_FILE_HEADER = ("# calculator cluster key (calc_server.py --new-key): give this file to every "
+                   "server and client of the cluster with --key; keep it secret\n")
+
+
+def write_new_key(path: str) -> None:
+    """A new random key in a new file readable by its owner only; never overwrites."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(KEY_FILE_HEADER + os.urandom(KEY_BYTES).hex() + "\n")
+
+
+def load_key(path: str) -> bytes:
+    """The key in a --new-key file, or ValueError saying what is wrong with the file."""
+    try:
+        with open(path) as f:
+            lines = [line.strip() for line in f if not line.lstrip().startswith("#")]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read key file {path}: {exc}") from None
+    try:
+        key = bytes.fromhex("".join(lines))
+    except ValueError:
+        key = b""
+    if len(key) < MIN_KEY_BYTES:
+        raise ValueError(f"{path} holds no key of at least {MIN_KEY_BYTES} bytes in hex; make "
+                         f"one with: python3 calc_server.py --new-key FILE")
+    return key
+
+
+def key_fingerprint(key: bytes) -> str:
+    """A short name for a key, so that students can compare keys without showing them."""
+    return hashlib.sha256(b"calc key fingerprint" + key).hexdigest()[:8]
 
 
 def parse_iface(text: str) -> str:
@@ -939,7 +1173,7 @@ def _demo_banner(children, argv_common: List[str]) -> str:
 
 def _client_opts(argv_common: List[str]) -> str:
     keep = []
-    for name in ("--iface", "--cluster", "--client-group"):
+    for name in ("--iface", "--cluster", "--client-group", "--key"):
         if name in argv_common:
             keep += [name, argv_common[argv_common.index(name) + 1]]
     return " ".join(keep)
@@ -990,6 +1224,15 @@ def clock(at_wall: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(at_wall)) + f".{int(at_wall * 1000) % 1000:03d}"
 
 
+UNKEYED_WARNING = ("no --key: anyone on this LAN can stop or fake this service (forge "
+                   "heartbeats or answers); make a key with `python3 calc_server.py --new-key "
+                   "calc.key` and give every server and client --key calc.key")
+
+
+def key_words(key: Optional[bytes]) -> str:
+    return "no key" if key is None else f"key {key_fingerprint(key)}"
+
+
 def format_event(event: Union[StateChange, Note], me: int, wall_at: float) -> str:
     """One log line; the time is wall-clock so that logs of several machines can be merged."""
     if isinstance(event, Note):
@@ -1017,12 +1260,19 @@ def status_counters(snap: Snapshot) -> str:
             (f"; changes into {changes}" if changes else ""))
 
 
+def status_warnings(snap: Snapshot) -> List[str]:
+    """Lines under the counters: what a student must fix (two processes on one index)."""
+    return [f"index {c.index} is claimed by two processes: {c.first[1]} and {c.second[1]} "
+            f"(see the log)" for c in snap.conflicts]
+
+
 STATUS_HEADERS = ("index", "state", "heard (s ago)", "answered", "address")
 
 
 def status_table(snap: Snapshot) -> "Table":
     """The rich table of all servers as this server sees them (counters: status_counters)."""
-    table = Table(title=f"cluster {snap.cluster!r} seen by server {snap.index}",
+    table = Table(title=f"cluster {snap.cluster!r} seen by server {snap.index}"
+                        f"{'' if snap.keyed else ' (no key)'}",
                   box=rich.box.SIMPLE_HEAD)
     for header in STATUS_HEADERS:
         table.add_column(header, justify="left" if header == "state" else "right", no_wrap=True)
@@ -1035,9 +1285,11 @@ def status_text(snap: Snapshot) -> str:
     """The same table in plain text, for terminals without rich."""
     rows = [STATUS_HEADERS] + list(_cells(snap))
     widths = [max(len(r[c]) for r in rows) for c in range(len(STATUS_HEADERS))]
-    lines = [f"cluster {snap.cluster!r} seen by server {snap.index}"]
+    lines = [f"cluster {snap.cluster!r} seen by server {snap.index}"
+             f"{'' if snap.keyed else ' (no key)'}"]
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
     lines.append(status_counters(snap))
+    lines += status_warnings(snap)
     return "\n".join(lines)
 
 
@@ -1064,7 +1316,9 @@ class Show:
                   f"{client_group[0]}:{client_group[1]}; heartbeat every {s.heartbeat_s} s; "
                   f"awaiting/unresponsive/disconnected after {t.awaiting_after_ticks}/"
                   f"{t.unresponsive_after_ticks}/{t.disconnected_after_ticks} missed ticks; "
-                  f"pid {os.getpid()}")
+                  f"{key_words(server.key)}; pid {os.getpid()}")
+        if server.key is None:
+            self.line(f"{clock(time.time())}  {UNKEYED_WARNING}", "yellow")
 
     def event(self, event) -> None:
         text = format_event(event, self.me, event.at + self.wall_minus_mono)
@@ -1075,6 +1329,8 @@ class Show:
         if self.console is not None:
             self.console.print(status_table(snap))
             self.console.print(status_counters(snap), markup=False, soft_wrap=True)
+            for line in status_warnings(snap):
+                self.console.print(line, style="bold red", markup=False, soft_wrap=True)
         else:
             print(status_text(snap), flush=True)
 
@@ -1107,6 +1363,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 0.5:
+        raise ValueError(f"{text}: expected a fraction of a tick between 0 and 0.5")
+    return value
+
+
 def _ticks(text: str) -> int:
     value = int(text)
     if not 1 <= value <= 1000:
@@ -1131,6 +1394,10 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--client-group", type=_arg(parse_group), default=DEFAULT_CLIENT_GROUP,
                         metavar="ADDR:PORT",
                         help="group clients send requests to (default %(default)s)")
+    parser.add_argument("--key", metavar="FILE",
+                        help="key file (make one with calc_server.py --new-key FILE): every "
+                             "packet is tagged with it, and packets without its tag are "
+                             "refused; give the same file to every server and client")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1141,6 +1408,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "the lowest fit index answers")
     parser.add_argument("--demo", type=int, metavar="N",
                         help="start N servers on this machine (loopback) and show them all")
+    parser.add_argument("--new-key", metavar="FILE",
+                        help="write a new random key to FILE (readable by you only) and exit")
     add_common_options(parser)
     parser.add_argument("--server-group", type=_arg(parse_group), default=DEFAULT_SERVER_GROUP,
                         metavar="ADDR:PORT", help="group for heartbeats (default %(default)s)")
@@ -1162,6 +1431,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--disconnected-after", type=_arg(_ticks),
                         default=DEFAULT_DISCONNECTED_AFTER_TICKS, metavar="TICKS",
                         help="missed ticks before DISCONNECTED (default %(default)s)")
+    parser.add_argument("--jitter-grace", type=_arg(_fraction), default=DEFAULT_JITTER_GRACE,
+                        metavar="FRACTION",
+                        help="an own tick less than this fraction of a tick after a heartbeat "
+                             "is not a missed tick (phase jitter; 0: the seed's plain count; "
+                             "default %(default)s)")
     parser.add_argument("--plain", action="store_true", help="plain text even if rich is there")
     return parser
 
@@ -1185,7 +1459,35 @@ def _check(parser: argparse.ArgumentParser, args) -> Settings:
         thresholds.check()
     except ValueError as exc:
         parser.error(str(exc))
-    return Settings(args.heartbeat, args.max_servers, thresholds)
+    return Settings(args.heartbeat, args.max_servers, thresholds,
+                    jitter_grace=args.jitter_grace)
+
+
+def key_option(parser: argparse.ArgumentParser, path: Optional[str]) -> Optional[bytes]:
+    """The key of --key, or None; a bad key file is a command-line error."""
+    if path is None:
+        return None
+    try:
+        return load_key(path)
+    except ValueError as exc:
+        parser.error(f"--key: {exc}")
+        raise   # not reached: parser.error exits
+
+
+def new_key_command(path: str) -> int:
+    try:
+        write_new_key(path)
+    except FileExistsError:
+        print(f"calc_server: {path} exists; not overwritten (a key in use must stay as it is)",
+              file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"calc_server: cannot write {path}: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote a new key to {path} (fingerprint {key_fingerprint(load_key(path))}, readable "
+          f"by you only); copy it to every server and client of the cluster and give them "
+          f"--key {path}")
+    return 0
 
 
 def _forwarded(argv: List[str]) -> List[str]:
@@ -1205,10 +1507,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.new_key is not None:
+        return new_key_command(args.new_key)
     settings = _check(parser, args)
+    key = key_option(parser, args.key)
     if args.demo is not None:
         return run_demo(args.demo, _forwarded(argv))
-    server = CalcServer(args.index, args.cluster, settings, rng=random.Random())
+    server = CalcServer(args.index, args.cluster, settings, rng=random.Random(), key=key)
     show = Show(args.index, use_rich=not args.plain)
     install_stop_handlers()
     try:

@@ -10,10 +10,12 @@ heartbeat (1 s, client --timeout 0.5) and again at --heartbeat 0.1 (client --tim
 
     python3 bench/calc_failover.py                 # loopback, 10 kills per heartbeat
     python3 bench/calc_failover.py --kills 3 --heartbeats 0.1
+    python3 bench/calc_failover.py --key-compare   # each setting without and with --key
     sudo python3 bench/calc_failover.py --netns    # a namespace host per server (root)
 
 Targets (issue 2): worst gap over 10 kills <= 3.5 s at 1 s heartbeats and <= 0.5 s at 0.1 s,
-0 lost, 0 doubled.
+0 lost, 0 doubled. Issue 14: with --key the gap is no more than 10 % longer (--key-compare
+runs both in one run, one after the other, and prints the ratio).
 """
 from __future__ import annotations
 
@@ -56,7 +58,9 @@ EVENT_RE = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d{3})  index (\d+)(?: \(me\))?:
 def stream(args) -> int:
     """Send `rate` requests per second until stdin closes; one JSON line per answer."""
     group = calc_server.parse_group(args.client_group)
-    client = calc_client.CalcClient(args.iface, args.cluster, group, args.timeout, args.deadline)
+    key = calc_server.load_key(args.key) if args.key else None
+    client = calc_client.CalcClient(args.iface, args.cluster, group, args.timeout, args.deadline,
+                                    key=key)
     sel = selectors.DefaultSelector()
     sel.register(sys.stdin, selectors.EVENT_READ)
     period_s = 1.0 / args.rate
@@ -126,8 +130,10 @@ class Lab:
 class Run:
     """One heartbeat setting: servers, a streaming client, and the kills."""
 
-    def __init__(self, args, lab: Lab, heartbeat_s: float, timeout_s: float, logdir: Path):
+    def __init__(self, args, lab: Lab, heartbeat_s: float, timeout_s: float, logdir: Path,
+                 key_path: Optional[str] = None):
         self.args, self.lab = args, lab
+        self.key_args = ["--key", key_path] if key_path else []
         self.heartbeat_s, self.timeout_s = heartbeat_s, timeout_s
         self.logdir = logdir
         tag = f"{os.getpid() % 10000}{random.randrange(1000)}"
@@ -145,11 +151,12 @@ class Run:
 
     # ---- processes ----------------------------------------------------------------------
     def start_server(self, index: int) -> None:
-        log = self.logdir / f"hb{self.heartbeat_s}-s{index}-{time.time():.3f}.log"
+        keyed = "-key" if self.key_args else ""
+        log = self.logdir / f"hb{self.heartbeat_s}{keyed}-s{index}-{time.time():.3f}.log"
         argv = [sys.executable, str(ROOT / "calc_server.py"), str(index), "--plain",
                 "--iface", self.lab.iface(index), "--cluster", self.cluster,
                 "--server-group", self.server_group, "--client-group", self.client_group,
-                "--heartbeat", str(self.heartbeat_s), "--status-every", "3600"]
+                "--heartbeat", str(self.heartbeat_s), "--status-every", "3600", *self.key_args]
         with open(log, "w") as f:
             self.servers[index] = self.lab.popen(index, argv, stdout=f, stderr=subprocess.STDOUT,
                                                  env=dict(os.environ, PYTHONUNBUFFERED="1"))
@@ -159,7 +166,7 @@ class Run:
         argv = [sys.executable, str(Path(__file__).resolve()), "--stream",
                 "--iface", self.lab.iface(self.lab.client_host), "--cluster", self.cluster,
                 "--client-group", self.client_group, "--timeout", str(self.timeout_s),
-                "--rate", str(self.args.rate)]
+                "--rate", str(self.args.rate), *self.key_args]
         self.client = self.lab.popen(self.lab.client_host, argv, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True)
         threading.Thread(target=self._read_client, daemon=True).start()
@@ -245,11 +252,13 @@ def longest_gap(times: List[float]) -> float:
     return max((b - a for a, b in zip(times, times[1:])), default=float("inf"))
 
 
-def run_setting(args, lab: Lab, heartbeat_s: float, logdir: Path, rng: random.Random) -> dict:
+def run_setting(args, lab: Lab, heartbeat_s: float, logdir: Path, rng: random.Random,
+                key_path: Optional[str] = None) -> dict:
     timeout_s = heartbeat_s / 2
-    run = Run(args, lab, heartbeat_s, timeout_s, logdir)
+    run = Run(args, lab, heartbeat_s, timeout_s, logdir, key_path)
     print(f"\n## heartbeat {heartbeat_s} s, client --timeout {timeout_s:g} s, {args.servers} "
-          f"servers, {args.rate} requests/s, {args.kills} kills "
+          f"servers, {args.rate} requests/s, {args.kills} kills, "
+          f"{'with --key' if key_path else 'no key'} "
           f"({'namespace hosts' if lab.netns else 'loopback'})")
     print("| kill | killed | survivors noticed (s after kill) | next server answered (s) | "
           "client gap (s) | lost | doubled | dups dropped |")
@@ -273,6 +282,7 @@ def run_setting(args, lab: Lab, heartbeat_s: float, logdir: Path, rng: random.Ra
             shown[a["rid"]] = shown.get(a["rid"], 0) + 1
     return {
         "heartbeat_s": heartbeat_s, "timeout_s": timeout_s, "kills": len(rows),
+        "keyed": bool(key_path),
         "worst_gap_s": max(gaps), "median_gap_s": statistics.median(gaps),
         "median_noticed_s": statistics.median(min(r["noticed"].values(), default=float("nan"))
                                               for r in rows),
@@ -314,25 +324,54 @@ def kill_once(run: Run, k: int, steady_s: float, rng: random.Random) -> dict:
     return row
 
 
+def tag_cost_us(rounds: int = 20000) -> Dict[str, float]:
+    """Microseconds to encode and decode one heartbeat and one answer, without and with a key,
+    measured here and now in one process (what the tag adds to every datagram)."""
+    key = bytes(range(32))
+    hb = calc_server.Heartbeat(1, 12345, 7, 0, True)
+    ans = calc_server.Answer(2**40, 1, 1, True, "2.666666666666667")
+    cost = {}
+    for label, k in (("no key", None), ("key", key)):
+        start = time.perf_counter()
+        for _ in range(rounds):
+            calc_server.decode(calc_server.encode_heartbeat("bench", hb, k), "bench", k)
+            calc_server.decode(calc_server.encode_answer("bench", ans, k), "bench", k)
+        cost[label] = (time.perf_counter() - start) / (2 * rounds) * 1e6
+    return cost
+
+
 def print_summary(results: List[dict], argv: List[str]) -> None:
     print("\n## summary")
-    print("| heartbeat (s) | client timeout (s) | kills | worst gap (s) | median gap (s) | "
+    print("| heartbeat (s) | key | client timeout (s) | kills | worst gap (s) | median gap (s) | "
           "first survivor noticed, median (s) | target (s) | sent | lost | doubled | wrong | "
           "dups dropped | verdict |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in results:
         target = TARGET_GAP_S.get(r["heartbeat_s"])
         ok = (target is None or r["worst_gap_s"] <= target) and r["lost"] == 0 \
             and r["doubled"] == 0 and r["wrong"] == 0
-        print(f"| {r['heartbeat_s']:g} | {r['timeout_s']:g} | {r['kills']} | "
+        print(f"| {r['heartbeat_s']:g} | {'yes' if r['keyed'] else 'no'} | {r['timeout_s']:g} | "
+              f"{r['kills']} | "
               f"{r['worst_gap_s']:.2f} | {r['median_gap_s']:.2f} | {r['median_noticed_s']:.2f} | "
               f"{'-' if target is None else target} | {r['sent']} | {r['lost']} | "
               f"{r['doubled']} | {r['wrong']} | {r['dups_dropped']} | "
               f"{'meets target' if ok else 'MISSES target'} |")
-    if len(results) == 2:
-        a, b = results
+    plain = [r for r in results if not r["keyed"]]
+    if len(plain) == 2:
+        a, b = plain
         print(f"\nworst gap ratio (heartbeat {a['heartbeat_s']:g} / {b['heartbeat_s']:g}): "
               f"{a['worst_gap_s'] / b['worst_gap_s']:.1f}x")
+    for keyed in (r for r in results if r["keyed"]):
+        base = next(r for r in plain if r["heartbeat_s"] == keyed["heartbeat_s"])
+        worst = keyed["worst_gap_s"] / base["worst_gap_s"]
+        median = keyed["median_gap_s"] / base["median_gap_s"]
+        print(f"with / without --key at heartbeat {keyed['heartbeat_s']:g} s: worst gap "
+              f"{worst:.2f}x, median gap {median:.2f}x (target: at most 1.10x)")
+    if any(r["keyed"] for r in results):
+        cost = tag_cost_us()
+        print(f"encode + decode of one datagram: {cost['no key']:.1f} us without a key, "
+              f"{cost['key']:.1f} us with (x{cost['key'] / cost['no key']:.1f}); a gap is "
+              f"hundreds of milliseconds")
     print(f"\nrerun: python3 bench/calc_failover.py {' '.join(argv)}".rstrip())
 
 
@@ -350,6 +389,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                         metavar="SECONDS", help="heartbeat settings to measure (default 1.0 0.1)")
     parser.add_argument("--netns", action="store_true", help="a namespace host per server (root)")
     parser.add_argument("--seed", type=int, default=None, help="seed for the kill moments")
+    parser.add_argument("--key-compare", action="store_true",
+                        help="run every heartbeat setting twice, without and with --key (a "
+                             "new key in the log folder), and print the ratio of the gaps")
     parser.add_argument("--logdir", default=None, help="keep server logs here (default: a "
                                                        "temporary folder under bench-out/)")
     # The streaming client's own options (the benchmark starts itself with --stream).
@@ -361,6 +403,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--timeout", type=float, default=0.5, help=argparse.SUPPRESS)
     parser.add_argument("--deadline", type=float, default=calc_client.DEFAULT_DEADLINE_S,
                         help=argparse.SUPPRESS)
+    parser.add_argument("--key", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.stream:
         return stream(args)
@@ -373,11 +416,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     logdir = Path(args.logdir) if args.logdir else ROOT / "bench-out" / f"calc-{os.getpid()}"
     logdir.mkdir(parents=True, exist_ok=True)
     print(f"calc failover benchmark, seed {seed}, server logs in {logdir}")
+    key_path = None
+    if args.key_compare:
+        key_path = str(logdir / "bench.key")
+        if not os.path.exists(key_path):
+            calc_server.write_new_key(key_path)
     lab = Lab(args.servers, args.netns)
     results = []
     try:
         for hb in args.heartbeats:
+            kill_moments = rng.getstate()
             results.append(run_setting(args, lab, hb, logdir, rng))
+            if key_path:
+                rng.setstate(kill_moments)   # the same kill moments, with the key
+                results.append(run_setting(args, lab, hb, logdir, rng, key_path))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 1

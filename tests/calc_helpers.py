@@ -172,8 +172,9 @@ class Cluster:
 
     def __init__(self, procs, heartbeat_s: float = 0.2, name: Optional[str] = None,
                  server_group: Optional[str] = None, client_group: Optional[str] = None,
-                 iface: str = "127.0.0.1"):
+                 iface: str = "127.0.0.1", key_path: Optional[str] = None):
         self.procs = procs
+        self.key_path = key_path     # a --new-key file: every server and client uses it
         self.name = name or unique_name("calct")
         self.server_group = server_group or unique_group()
         self.client_group = client_group or unique_group()
@@ -184,16 +185,20 @@ class Cluster:
     def server_argv(self, index: int, *extra: str) -> List[str]:
         return ["calc_server.py", str(index), "--cluster", self.name, "--iface", self.iface,
                 "--server-group", self.server_group, "--client-group", self.client_group,
-                "--heartbeat", str(self.heartbeat_s), "--plain", *extra]
+                "--heartbeat", str(self.heartbeat_s), "--plain", *self.key_args(), *extra]
+
+    def key_args(self) -> List[str]:
+        return [] if self.key_path is None else ["--key", self.key_path]
 
     def start(self, index: int, *extra: str) -> subprocess.Popen:
         self.servers[index] = self.procs.start(*self.server_argv(index, *extra))
         return self.servers[index]
 
     def client(self, timeout_s: float = 0.1, deadline_s: float = 3.0) -> calc_client.CalcClient:
+        key = None if self.key_path is None else calc_server.load_key(self.key_path)
         return calc_client.CalcClient(self.iface, self.name,
                                       calc_server.parse_group(self.client_group),
-                                      timeout_s, deadline_s)
+                                      timeout_s, deadline_s, key=key)
 
     def ask(self, expr: str = "6*7") -> calc_client.Reply:
         with self.client() as client:
@@ -201,7 +206,8 @@ class Cluster:
 
     def client_argv(self, *extra: str) -> List[str]:
         return [sys.executable, str(ROOT / "calc_client.py"), "--cluster", self.name,
-                "--iface", self.iface, "--client-group", self.client_group, *extra]
+                "--iface", self.iface, "--client-group", self.client_group, *self.key_args(),
+                *extra]
 
     def answered_by(self, index: int, expr: str = "6*7"):
         """A predicate for wait_for: the next answer comes from `index`."""

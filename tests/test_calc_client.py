@@ -117,9 +117,11 @@ def test_output_lines_and_json():
     assert format_reply(reply(None, "no answer within 10 s", None, None, 20)).startswith(
         "1/x: no answer within 10 s (20 attempts): is a server running")
     assert json.loads(reply_json(reply(True, "3.5"))) == \
-        {"expr": "1/x", "result": "3.5", "server": 1, "rtt_ms": 0.4, "attempts": 1}
+        {"expr": "1/x", "result": "3.5", "server": 1, "rtt_ms": 0.4, "attempts": 1,
+         "refused": []}
     assert json.loads(reply_json(reply(False, "boom"))) == \
-        {"expr": "1/x", "error": "boom", "server": 1, "rtt_ms": 0.4, "attempts": 1}
+        {"expr": "1/x", "error": "boom", "server": 1, "rtt_ms": 0.4, "attempts": 1,
+         "refused": []}
 
 
 def test_exit_status():
