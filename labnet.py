@@ -34,12 +34,18 @@ SUBNET_BITS = 24
 # Namespace lab
 # ============================================================================================
 
-def available() -> Optional[str]:
-    """None when namespaces can be made here, otherwise the reason they cannot."""
+#: The package that brings each command a lab may need (for the reason a test is skipped).
+COMMAND_PACKAGES = {"ip": "iproute2", "nft": "nftables", "tc": "iproute2"}
+
+
+def available(needs: Sequence[str] = ()) -> Optional[str]:
+    """None when namespaces can be made here (and every command in `needs`, such as "nft" for
+    set_loss, is installed), otherwise the reason they cannot."""
     if os.geteuid() != 0:
         return "needs root"
-    if shutil.which("ip") is None:
-        return "needs iproute2 (the `ip` command)"
+    for command in ("ip", *needs):
+        if shutil.which(command) is None:
+            return f"needs {COMMAND_PACKAGES.get(command, command)} (the `{command}` command)"
     probe = f"labnet-probe-{os.getpid()}"
     made = subprocess.run(["ip", "netns", "add", probe], capture_output=True)
     if made.returncode != 0:

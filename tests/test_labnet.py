@@ -46,3 +46,21 @@ def test_multicast_crosses_the_bridge_but_not_a_cut(labnet):
     got = [int(r.communicate(timeout=10)[0].strip()) for r in receivers]
     assert got[0] == 200       # host 2 hears every datagram on the bridge
     assert got[1] == 0         # host 3's port is down: a partition
+
+
+def test_a_missing_command_is_a_reason_to_skip(monkeypatch):
+    """Without nftables a test that needs packet loss is skipped, not failed (and says why)."""
+    import shutil
+
+    import labnet
+    monkeypatch.setattr(labnet.os, "geteuid", lambda: 0)
+    real_which = shutil.which
+    monkeypatch.setattr(labnet.shutil, "which", lambda cmd: None if cmd == "nft" else real_which(cmd) or "/bin/" + cmd)
+    monkeypatch.setattr(labnet.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, b"", b""))
+    assert labnet.available(["nft"]) == "needs nftables (the `nft` command)"
+    assert labnet.available() is None
+
+
+@pytest.mark.netns(needs=["a-command-nobody-has"])
+def test_the_fixture_skips_for_a_missing_command(labnet):
+    pytest.fail("the labnet fixture should have skipped this test")
