@@ -182,3 +182,14 @@ def test_suite_leaves_no_stale_unix_socket_after_a_kill(procs):
     procs.stop_all()
     assert not os.path.exists(path)
     remove_if_stale(path)           # and again: nothing there is fine
+
+
+def test_daemon_pid_file_holds_its_pid_and_goes_at_a_clean_stop(procs, tmp_path):
+    """The guide's kill commands use it (`pgrep -f "name d3"` found other users' daemons)."""
+    pid_file = tmp_path / "d.pid"
+    daemon, _ = start_daemon(procs, "--pid-file", str(pid_file))
+    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), 10)
+    assert int(pid_file.read_text()) == daemon.pid
+    assert "(pid %d)" % daemon.pid in Procs.output(daemon)
+    stop(daemon, "Ctrl-C")
+    assert not pid_file.exists()
