@@ -5491,9 +5491,21 @@ class UserTool:
         self.sent = 0
         self.verbose = True
         self.received = 0  # data messages
+        self.at_prompt = False  # "User> " is the last thing on the terminal
 
     def say(self, text: str) -> None:
+        if self.at_prompt:  # off the prompt's line first
+            print("", file=self.out)
+            self.at_prompt = False
         print(text, file=self.out, flush=True)
+
+    def prompt(self) -> None:
+        """Shown again only after something was printed: a prompt per arriving message was a
+        line per message on the terminal, and a terminal that cannot keep up slows the reader
+        until the daemon cuts it off (with `v`, a burst must cost nothing but the counting)."""
+        if self.interactive and not self.at_prompt:
+            print("User> ", end="", file=self.out, flush=True)
+            self.at_prompt = True
 
     def show(self, msg) -> None:
         if not msg.is_membership:
@@ -5606,14 +5618,12 @@ class UserTool:
         try:
             while True:
                 self.show_waiting()
-                if self.interactive:
-                    print("User> ", end="", file=self.out, flush=True)
+                self.prompt()
                 ready = [key.data for key, _ in sel.select()] if stdin_registered else ["stdin"]
                 if "mbox" in ready and "stdin" not in ready:
-                    if self.interactive:
-                        print("", file=self.out)
                     continue
                 line = stdin.readline()
+                self.at_prompt = False  # the person's Enter ended the prompt's line
                 if not line:
                     self.wait(linger_s)
                     return 0
@@ -5621,7 +5631,7 @@ class UserTool:
                     self.show_waiting()
                     return 0
         except ConnectionClosed as exc:
-            if self.interactive:
+            if self.at_prompt:
                 print("", file=self.out, flush=True)  # off the prompt's line
             print("spread_mini user: the session ended: %s" % exc, file=sys.stderr, flush=True)
             return 1

@@ -193,3 +193,46 @@ def test_daemon_pid_file_holds_its_pid_and_goes_at_a_clean_stop(procs, tmp_path)
     assert "(pid %d)" % daemon.pid in Procs.output(daemon)
     stop(daemon, "Ctrl-C")
     assert not pid_file.exists()
+
+
+def test_interactive_user_prints_no_prompt_per_arriving_message(procs):
+    """In a terminal, `v` (count only) must make a burst cost the reader nothing but counting: a
+    `User>` line per wake-up slowed the guide's r2 until the daemon cut it off on a busy machine."""
+    import pty
+    import threading
+    _, port = start_daemon(procs)
+    group = unique_name("t")
+    master, slave = os.openpty()
+    user = subprocess.Popen([sys.executable, "spread_mini.py", "user", "-s", addr(port), "-u", "r2"], cwd=ROOT,
+                            stdin=slave, stdout=slave, stderr=slave, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    os.close(slave)
+    screen = []
+    reader = threading.Thread(target=_read_pty, args=(master, screen), daemon=True)
+    reader.start()
+    try:
+        os.write(master, ("j %s\nv\n" % group).encode())
+        wait_for(lambda: "verbose off" in "".join(screen), 15)
+        with sp.connect(addr(port), "tx", group_membership=False) as tx:
+            for i in range(1000):          # paced: each one wakes the reader up
+                tx.multicast(sp.AGREED_MESS, group, b"m%d" % i)
+                time.sleep(0.001)
+            wait_for(lambda: "received 1000 data messages" in "".join(screen), 30)
+        text = "".join(screen)
+        assert text.count("User>") <= 8, text[-2000:]   # one per command and per count line
+    finally:
+        user.kill()
+        user.wait(10)
+        reader.join(5)
+        os.close(master)
+    assert pty  # the module is there (Linux): the terminal is a real one
+
+
+def _read_pty(fd, screen):
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:
+            return
+        if not data:
+            return
+        screen.append(data.decode("utf-8", "replace"))
