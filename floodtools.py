@@ -1360,10 +1360,10 @@ def _start_daemons(lab: _Lab, args, py: str, here: str, use_ns: bool, say) -> Li
     returns their spread_names, the first one's first."""
     mini = os.path.join(here, "spread_mini.py")
     if args.daemons == 1:
-        # A random free port even inside namespaces: the daemon's unix socket /tmp/<port> is in
-        # the shared file system, where another daemon on this machine may own /tmp/4803.
+        # A random free port even inside namespaces, and no unix socket: everybody is given
+        # PORT@ADDRESS, and /tmp is shared by the namespaces and the other users of this machine.
         port = args.port or _free_port("127.0.0.1")
-        daemon = lab.start(1, [py, mini, "daemon", "--port", str(port), "--listen", lab.server_ip,
+        daemon = lab.start(1, [py, mini, "daemon", "--port", str(port), "--listen", lab.server_ip, "--no-unix",
                                "--max-session-messages", str(args.max_session_messages)], "daemon.out", daemon=True)
         _wait_connectable(lab, daemon, py, here, f"{port}@{lab.server_ip}")
         return [f"{port}@{lab.server_ip}"]
