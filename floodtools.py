@@ -84,6 +84,8 @@ DEFAULT_ECHO_EVERY = 50
 REPORT_EVERY_S = 1.0                 #: iperf3-like progress line interval
 STALL_TIMEOUT_S = 30.0               #: no echo for this long: the sender gives up
 MAX_RECONNECT_ATTEMPTS = 120         #: recv --reconnect: tries to reach a vanished daemon
+EXIT_CUT_OFF = 3                     #: recv: the daemon cut this receiver off (without --reconnect)
+EXIT_DAEMON_GONE = 4                 #: recv: the daemon is gone and no other of the list is up
 
 #: The experiment's batch matrix. The thesis's own counts are in its Quadros 6-13, which are cut
 #: off in our copy; it says only that disconnections began "above a thousand messages" with the
@@ -241,7 +243,8 @@ def decode_echo(data: bytes) -> Tuple[str, int]:
 #   FLOODLOG rec=end ... (the same fields) received=2000 elapsed_s=1.234567 end=complete
 # `end` says why the batch ended: complete (all COUNT arrived), marker (the end marker came and
 # the grace time passed with messages missing), idle (nothing for IDLE_TIMEOUT_S: the sender
-# died), disconnected (the daemon cut this receiver off: a slow receiver, as in 8.2.1),
+# died), disconnected (the session ended: `cause=cut-off` when the daemon cut this receiver off,
+# a slow receiver as in 8.2.1; `cause=daemon-gone` when the daemon died or was stopped),
 # superseded (too many batches at once). Unknown keys are kept, so the format can grow.
 
 RECORD_KINDS = ("start", "end")
@@ -433,11 +436,12 @@ class FlooRecCore:
                 out += self._finish(progress, "idle", now, wall)
         return out
 
-    def on_disconnect(self, now: float, wall: float) -> list:
-        """The daemon closed our session: record what we had for every open batch."""
+    def on_disconnect(self, now: float, wall: float, cause: str = "") -> list:
+        """The session ended: record what we had for every open batch, and why it ended
+        (`cause=cut-off`: the daemon cut us off; `daemon-gone`: it died or was stopped)."""
         out: list = []
         for progress in list(self.open.values()):
-            out += self._finish(progress, "disconnected", now, wall)
+            out += self._finish(progress, "disconnected", now, wall, cause)
         return out
 
     # -- handlers ------------------------------------------------------------------------
@@ -525,15 +529,18 @@ class FlooRecCore:
                                                f"so far; waiting {self.end_grace_s:g} s for the rest")]
 
     # -- transitions ---------------------------------------------------------------------
-    def _finish(self, progress: BatchProgress, reason: str, now: float, wall: float) -> list:
+    def _finish(self, progress: BatchProgress, reason: str, now: float, wall: float, cause: str = "") -> list:
         del self.open[progress.marker.batch]
         self.finished.append(progress.marker.batch)
         record = self._record(progress, "end", wall)
         record.received = progress.received
         record.elapsed_s = max(progress.last_at - progress.started_at, 0.0)
         record.end = reason
+        if cause:
+            record.extra["cause"] = cause
         self.last_records.append(record)
-        return [self._enter_ended(progress, f"{reason}: {progress.received} of {progress.marker.count} "
+        because = f" ({cause})" if cause else ""
+        return [self._enter_ended(progress, f"{reason}{because}: {progress.received} of {progress.marker.count} "
                                             f"in {record.elapsed_s:.3f} s"),
                 SendRecord(format_record(record))]
 
@@ -658,6 +665,20 @@ class FlooEnvCore:
                             f"messages unconfirmed: is the daemon alive?")
             self.finished_at = now
             self._enter_failed(self.failure)
+        return out
+
+    def interrupt(self, now: float, why: str) -> list:
+        """Stopped before the end (Ctrl-C): the end marker still goes out, with the count really
+        sent, so that the receivers close the batch after their grace time (`end=marker`)
+        instead of waiting IDLE_TIMEOUT_S for a marker that would never come."""
+        if self.state not in (SENDING, CLOSING):
+            return []
+        out: list = []
+        if self.state == SENDING:
+            out.append(Multicast(MESS_END, encode_end(self.batch, self.sent)))
+        self.finished_at = now
+        self.failure = f"{why} after {self.sent} of {self.count} messages; end marker sent"
+        self._enter_failed(self.failure)
         return out
 
     # -- internals -----------------------------------------------------------------------
@@ -842,8 +863,13 @@ def run_send(args, say=print) -> int:
             f"to {args.group!r} at {args.daemon}")
         say(render_interval_header())
     shown = 0
+    interrupted = False
     try:
         shown = _send_loop(lib, core, args, batch, data_bits, echo_bits, progress)
+    except KeyboardInterrupt:
+        if core.state != FAILED:   # the connection was lost before the marker could go
+            raise
+        interrupted = True
     except lib.SpreadError as why:
         raise ToolError(f"the daemon {args.daemon} ended the session during batch {batch} "
                         f"after {core.sent} messages ({core.confirmed} confirmed): {why}") from None
@@ -861,7 +887,7 @@ def run_send(args, say=print) -> int:
             say(f"FLOOENV {change}")
     if core.state == FAILED:
         print(f"floodtools send: {core.failure}", file=sys.stderr)
-        return 1
+        return 130 if interrupted else 1
     return 0
 
 
@@ -869,24 +895,37 @@ def _send_loop(lib, core: FlooEnvCore, args, batch: str, data_bits: int, echo_bi
     """Start, then echoes in and data out until the batch is done; returns changes shown."""
     shown = 0
     with connect_mailbox(lib, args.daemon, args.name) as mbox, progress:
-        _perform_send(lib, mbox, core.start(time.monotonic(), time.time()), data_bits, echo_bits, args.group)
-        while not core.done:
-            if not args.json and args.verbose:
-                for change in core.changes[shown:]:
-                    progress.print(f"FLOOENV {change}")
-                shown = len(core.changes)
-            # With a rate limit the loop must wake up often enough to send on time.
-            msg = mbox.receive(timeout=0.002 if args.rate else 0.2)
-            now = time.monotonic()
-            outputs = []
-            if msg is not None and isinstance(msg, lib.RegularMessage):
-                outputs = core.on_own_message(msg.mess_type, msg.data, now)
-            outputs += core.tick(now)
-            _perform_send(lib, mbox, outputs, data_bits, echo_bits, args.group)
-            for out in outputs:
-                if isinstance(out, Interval) and not args.json:
-                    progress.print(render_interval(batch, out))
-            progress.update(core.confirmed)
+        try:
+            _perform_send(lib, mbox, core.start(time.monotonic(), time.time()), data_bits, echo_bits, args.group)
+            shown = _send_until_done(lib, mbox, core, args, batch, data_bits, echo_bits, progress)
+        except KeyboardInterrupt:
+            _perform_send(lib, mbox, core.interrupt(time.monotonic(), "interrupted (Ctrl-C)"), data_bits,
+                          echo_bits, args.group)
+            raise
+    return shown
+
+
+def _send_until_done(lib, mbox, core: FlooEnvCore, args, batch: str, data_bits: int, echo_bits: int,
+                     progress) -> int:
+    """Echoes in, data out, until the batch is done; returns the state changes shown."""
+    shown = 0
+    while not core.done:
+        if not args.json and args.verbose:
+            for change in core.changes[shown:]:
+                progress.print(f"FLOOENV {change}")
+            shown = len(core.changes)
+        # With a rate limit the loop must wake up often enough to send on time.
+        msg = mbox.receive(timeout=0.002 if args.rate else 0.2)
+        now = time.monotonic()
+        outputs = []
+        if msg is not None and isinstance(msg, lib.RegularMessage):
+            outputs = core.on_own_message(msg.mess_type, msg.data, now)
+        outputs += core.tick(now)
+        _perform_send(lib, mbox, outputs, data_bits, echo_bits, args.group)
+        for out in outputs:
+            if isinstance(out, Interval) and not args.json:
+                progress.print(render_interval(batch, out))
+        progress.update(core.confirmed)
     return shown
 
 
@@ -920,45 +959,92 @@ class _Progress:
             print(line, flush=True)
 
 
+def daemon_list(text: str) -> List[str]:
+    """`--daemon A,B,C`: our daemon first, then the others of the configuration."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise ToolError(f"--daemon {text!r} names no daemon")
+    return names
+
+
 def run_recv(args, say=print) -> int:
-    """FLOOREC: batch after batch; records to `log`; on a disconnection, record and maybe go on."""
+    """FLOOREC: batch after batch; records to `log`. When the session ends: record why, and go on
+    at another daemon of the configuration (ours is gone) or, with --reconnect, at ours."""
     lib = _spread()
     core = FlooRecCore(args.name, end_grace_s=args.end_grace, idle_timeout_s=args.idle_timeout)
-    say(f"FLOOREC {args.name}: waiting for batches on {args.group!r} at {args.daemon}; records to {args.log_group!r}")
+    daemons = daemon_list(args.daemon)
+    others = f" (if it goes: {', '.join(daemons[1:])})" if len(daemons) > 1 else ""
+    say(f"FLOOREC {args.name}: waiting for batches on {args.group!r} at {daemons[0]}{others}; "
+        f"records to {args.log_group!r}")
+    current = daemons[0]
+    pending: List[str] = []   # end records to hand in first on the next session (we moved)
     attempts = 0
     while True:
         try:
-            _recv_session(lib, core, args, say)
+            _recv_session(lib, core, args, current, say, pending)
             return 0
         except ToolError as why:
             # No daemon to connect to. The first time that is a user mistake; after a
             # disconnection with --reconnect the daemon may be restarting: try a while.
+            if pending:
+                say(f"FLOOREC {args.name}: could not send the end records ({why}); they are printed above")
+                pending = []
             attempts += 1
             if not (args.reconnect and core.sessions) or attempts > MAX_RECONNECT_ATTEMPTS:
                 raise
-            say(f"FLOOREC {args.name}: {why}; trying again in {args.reconnect_delay:g} s "
+            current = daemons[(daemons.index(current) + 1) % len(daemons)]
+            say(f"FLOOREC {args.name}: {why}; trying again at {current} in {args.reconnect_delay:g} s "
                 f"({attempts}/{MAX_RECONNECT_ATTEMPTS})")
             time.sleep(max(args.reconnect_delay, 0.5))
         except (lib.SpreadError, OSError) as why:
-            now, wall = time.monotonic(), time.time()
-            say(f"FLOOREC {args.name}: DISCONNECTED by the daemon ({why}). A slow receiver is cut off "
-                f"when more than the daemon's per-session limit of messages wait for it (8.2.1).")
-            records = [o.line for o in core.on_disconnect(now, wall) if isinstance(o, SendRecord)]
+            attempts = 0
+            cause = _session_end_cause(lib, why)
+            say(f"FLOOREC {args.name}: DISCONNECTED: {why}")
+            if cause == lib.CUT_OFF:
+                say(f"FLOOREC {args.name}: a slow receiver is cut off when more than the daemon's "
+                    f"per-session limit of messages wait for it (8.2.1)")
+            records = [o.line for o in core.on_disconnect(time.monotonic(), time.time(), cause)
+                       if isinstance(o, SendRecord)]
             for line in records:
                 say(line)
-            _deliver_late_records(lib, args, records, say)
+            gone = cause == lib.DAEMON_GONE
+            others = [d for d in daemons if d != current]
+            if gone and others:
+                up = _first_daemon_up(lib, others)
+                if up is not None:
+                    # the next session hands the records in, then receives: one session, one name
+                    say(f"FLOOREC {args.name}: moving to {up}, another daemon of the configuration")
+                    current, pending = up, records
+                    continue
+                say(f"FLOOREC {args.name}: no other daemon of the configuration is up "
+                    f"({', '.join(others)}: connection refused)")
+            _deliver_late_records(lib, args, [current] if not gone else [], records, say)
             if not args.reconnect:
                 say(f"FLOOREC {args.name}: exiting (use --reconnect to go on after a disconnection)")
-                return 3
+                return EXIT_DAEMON_GONE if gone else EXIT_CUT_OFF
             say(f"FLOOREC {args.name}: reconnecting in {args.reconnect_delay:g} s")
             time.sleep(args.reconnect_delay)
 
 
-def _recv_session(lib, core: FlooRecCore, args, say) -> None:
-    with connect_mailbox(lib, args.daemon, args.name) as mbox:
+def _session_end_cause(lib, why) -> str:
+    """CUT_OFF, DAEMON_GONE or UNKNOWN_CAUSE: the library probes the daemon when a session ends."""
+    cause = getattr(why, "cause", None)
+    return cause or lib.UNKNOWN_CAUSE
+
+
+def _recv_session(lib, core: FlooRecCore, args, daemon: str, say, pending: List[str]) -> None:
+    """One session: first the end records of the one before (`pending`, emptied once sent), then
+    batch after batch until the session ends (an exception says how)."""
+    with connect_mailbox(lib, daemon, args.name) as mbox:
+        if pending:
+            for line in pending:
+                mbox.multicast(lib.AGREED_MESS, args.log_group, line.encode(), mess_type=MESS_RECORD)
+            say(f"FLOOREC {args.name}: {len(pending)} end record(s) sent to {args.log_group!r} at {daemon} "
+                f"after the disconnection")
+            pending.clear()
         mbox.join(args.group)
         core.sessions += 1
-        say(f"FLOOREC {args.name}: connected as {mbox.private_group} to {args.daemon}")
+        say(f"FLOOREC {args.name}: connected as {mbox.private_group} to {daemon}")
         if not mbox.private_group.startswith(f"#{private_name_for(args.name)}#"):
             say(f"FLOOREC {args.name}: WARNING: the daemon already has a session named "
                 f"{private_name_for(args.name)!r}; if it is another receiver, both records will "
@@ -985,17 +1071,31 @@ def _recv_session(lib, core: FlooRecCore, args, say) -> None:
                     say(f"{args.name}: {out.text}")
 
 
-def _deliver_late_records(lib, args, records: List[str], say) -> None:
-    """After a disconnection: a fresh session just to hand the end records to `log`."""
+def _deliver_late_records(lib, args, daemons: List[str], records: List[str], say) -> None:
+    """After a disconnection: a fresh session just to hand the end records to `log`, at the first
+    of `daemons` that takes them (none: say so; they were printed)."""
     if not records:
         return
-    try:
-        with connect_mailbox(lib, args.daemon, args.name) as mbox:
-            for line in records:
-                mbox.multicast(lib.AGREED_MESS, args.log_group, line.encode(), mess_type=MESS_RECORD)
-        say(f"FLOOREC {args.name}: {len(records)} end record(s) sent to {args.log_group!r} after the disconnection")
-    except (lib.SpreadError, OSError, ToolError) as why:
-        say(f"FLOOREC {args.name}: could not send the end records ({why}); they are printed above")
+    failures = []
+    for daemon in daemons:
+        try:
+            with connect_mailbox(lib, daemon, args.name) as mbox:
+                for line in records:
+                    mbox.multicast(lib.AGREED_MESS, args.log_group, line.encode(), mess_type=MESS_RECORD)
+            say(f"FLOOREC {args.name}: {len(records)} end record(s) sent to {args.log_group!r} at {daemon} "
+                f"after the disconnection")
+            return
+        except (lib.SpreadError, OSError, ToolError) as why:
+            failures.append(str(why))
+    say(f"FLOOREC {args.name}: could not send the end records "
+        f"({'; '.join(failures) or 'no daemon is up: connection refused'}); they are printed above")
+
+
+def _first_daemon_up(lib, daemons: List[str]) -> Optional[str]:
+    for daemon in daemons:
+        if lib.probe_daemon(daemon) == lib.CUT_OFF:   # "accepts connections"
+            return daemon
+    return None
 
 
 # ---- the experiment runner -----------------------------------------------------------------
@@ -1129,42 +1229,111 @@ def run_experiment(args, say=print) -> int:
     lab = _Lab(args.hosts, args.daemons, use_ns, workdir)
     started = time.monotonic()
     where = "network namespaces" if use_ns else "loopback"
+    flood_log = workdir / "flood.log"
+    done: List[str] = []          # batches run to the end
+    interrupted = ""
+    usage: List[Tuple[float, int]] = []
+    died: List[str] = []
     try:
-        daemon_names = _start_daemons(lab, args, py, here, use_ns, say)
-        say(f"experiment: {args.hosts} receivers, {_daemons_phrase(args.daemons)} at {', '.join(daemon_names)}, "
-            f"{where}; {len(matrix)} batches; files in {workdir}")
-        flood_log = workdir / "flood.log"
-        # LOGBM and FLOOENV on the first daemon, as on the thesis's first server.
-        logbm = lab.start(1, [py, os.path.join(here, "logbm.py"), "record", "--plain", "--daemon", daemon_names[0],
-                              "--out", str(flood_log)], "logbm.out")
-        _wait(lambda: "joined" in _read(logbm.log_path) or logbm.poll() is not None, 30, "LOGBM to join")
-        names = [f"pc{i:02d}" if args.hosts < 100 else f"pc{i:03d}" for i in range(1, args.hosts + 1)]
-        receivers = []
-        for i, name in enumerate(names):
-            slow = ["--delay-ms", str(args.slow_ms)] if i < args.slow else []
-            # The lab machines spread over the daemons round-robin (the thesis's Quadro 4).
-            receivers.append(lab.start(lab.receiver_host(i),
-                                       [py, os.path.join(here, "floodtools.py"), "recv", "--name", name,
-                                        "--daemon", daemon_names[i % args.daemons], "--group", args.group] + slow,
-                                       f"recv-{name}.out"))
-            receivers[-1].machine = name  # type: ignore[attr-defined]
-        _wait(lambda: all("connected as" in _read(r.log_path) or r.poll() is not None for r in receivers),
-              max(30, args.hosts), "the receivers to join")
-        joined = sum(1 for r in receivers if r.poll() is None)
-        say(f"experiment: {joined} of {args.hosts} receivers joined {args.group!r}")
-        for spec in matrix:
-            _run_batch(lab, spec, py, here, daemon_names[0], args, flood_log, receivers, say)
+        try:
+            daemon_names = _start_daemons(lab, args, py, here, use_ns, say)
+            say(f"experiment: {args.hosts} receivers, {_daemons_phrase(args.daemons)} at {', '.join(daemon_names)}, "
+                f"{where}; {len(matrix)} batches; files in {workdir}")
+            _say_daemon_pids(lab, say)
+            receivers = _start_receivers(lab, args, py, here, daemon_names, flood_log, say)
+            for spec in matrix:
+                _run_batch(lab, spec, py, here, daemon_names[0], args, flood_log, receivers, say)
+                done.append(spec.batch)
+        except KeyboardInterrupt:
+            # Ctrl-C, or a `kill` of the runner (SIGTERM): the report of what was done still counts
+            interrupted = f"interrupted after {len(done)} of {len(matrix)} batches"
+            say(f"experiment: {interrupted}; stopping the lab, then the report of what was done")
         usage = [_proc_usage(d.pid) for d in lab.daemon_procs]
         died = [f"d{k}" for k, d in enumerate(lab.daemon_procs, 1) if d.poll() is not None]
     finally:
         lab.close()
     elapsed_s = time.monotonic() - started
+    text = _report_text(lab, args, matrix, flood_log, where, elapsed_s, usage, died, interrupted, py, here)
+    (workdir / "report.md").write_text(text)
+    (workdir / "report.csv").write_text(_logbm_report(py, here, flood_log, "csv"))
+    say(text)
+    say(f"experiment: report in {workdir / 'report.md'} (CSV: report.csv; raw log: flood.log)")
+    return 130 if interrupted else 0
+
+
+def _say_daemon_pids(lab: _Lab, say) -> None:
+    """Each daemon's pid, printed and in a pid file: the demos kill a daemon by it (never by a
+    name search, which finds other users' daemons on a shared machine)."""
+    for k, proc in enumerate(lab.daemon_procs, 1):
+        name = f"d{k}" if len(lab.daemon_procs) > 1 else "daemon"
+        pid_file = lab.workdir / f"{name}.pid"
+        pid_file.write_text(f"{proc.pid}\n")
+        say(f"experiment: {name} is pid {proc.pid} (crash it: kill -9 {proc.pid}, or kill -9 $(cat {pid_file}))")
+
+
+def _start_receivers(lab: _Lab, args, py: str, here: str, daemon_names: List[str], flood_log: Path,
+                     say) -> list:
+    """LOGBM and the N receivers; returns the receivers once they have joined."""
+    # LOGBM and FLOOENV on the first daemon, as on the thesis's first server.
+    logbm = lab.start(1, [py, os.path.join(here, "logbm.py"), "record", "--plain", "--daemon", daemon_names[0],
+                          "--out", str(flood_log)], "logbm.out")
+    _wait(lambda: "joined" in _read(logbm.log_path) or logbm.poll() is not None, 30, "LOGBM to join")
+    names = [f"pc{i:02d}" if args.hosts < 100 else f"pc{i:03d}" for i in range(1, args.hosts + 1)]
+    receivers = []
+    for i, name in enumerate(names):
+        slow = ["--delay-ms", str(args.slow_ms)] if i < args.slow else []
+        # The lab machines spread over the daemons round-robin (the thesis's Quadro 4); each also
+        # knows the others, and moves to one of them if its own daemon dies.
+        k = i % args.daemons
+        mine = ",".join(daemon_names[k:] + daemon_names[:k])
+        receivers.append(lab.start(lab.receiver_host(i),
+                                   [py, os.path.join(here, "floodtools.py"), "recv", "--name", name,
+                                    "--daemon", mine, "--group", args.group] + slow,
+                                   f"recv-{name}.out"))
+        receivers[-1].machine = name  # type: ignore[attr-defined]
+    _wait(lambda: all("connected as" in _read(r.log_path) or r.poll() is not None for r in receivers),
+          max(30, args.hosts), "the receivers to join")
+    joined = sum(1 for r in receivers if r.poll() is None)
+    say(f"experiment: {joined} of {args.hosts} receivers joined {args.group!r}")
+    return receivers
+
+
+def session_end_counts(records: Sequence[LogRecord], receiver_outputs: Sequence[str]) -> Dict[str, int]:
+    """Why receivers lost their sessions, counted: from their end records (`end=disconnected`,
+    by `cause=`) and from what they printed (moved to another daemon; records no daemon took)."""
+    counts = {"cut-off": 0, "daemon-gone": 0, "unknown": 0, "moved": 0, "records refused": 0}
+    for r in records:
+        if r.rec == "end" and r.end == "disconnected":
+            cause = r.extra.get("cause", "unknown")
+            counts[cause if cause in counts else "unknown"] += 1
+    for out in receiver_outputs:
+        counts["moved"] += out.count("moving to ")
+        counts["records refused"] += out.count("could not send the end records")
+    return counts
+
+
+def _flood_records(flood_log: Path) -> List[LogRecord]:
+    """The records of the run's flood log (torn or foreign lines are for logbm's report to name)."""
+    records = []
+    for line in _read(flood_log).splitlines():
+        try:
+            records.append(parse_record(line))
+        except MalformedMessage:
+            continue
+    return records
+
+
+def _report_text(lab: _Lab, args, matrix, flood_log: Path, where: str, elapsed_s: float, usage, died,
+                 interrupted: str, py: str, here: str) -> str:
     # logbm reads the flood record format from this file: it runs as its own program here, so
     # that the two modules do not import each other
     text = _logbm_report(py, here, flood_log, "markdown")
+    records = _flood_records(flood_log)
     # Sessions a daemon closed for "not reading" (its per-session limit, 8.2.1).
     cut = [line for d in lab.daemon_procs for line in _read(d.log_path).splitlines()
            if "not reading" in line and "closed" in line]
+    outputs = [_read(p.log_path) for p in lab.procs if os.path.basename(p.log_path).startswith("recv-")]
+    ends = session_end_counts(records, outputs)
     cpu = ", ".join(f"{c:.1f}" for c, _ in usage)
     peak = ", ".join(f"{kb / 1024:.0f}" for _, kb in usage)
     if args.daemons == 1:
@@ -1172,17 +1341,19 @@ def run_experiment(args, say=print) -> int:
     else:
         per = ", ".join(f"{n} on d{d + 1}" for d, n in enumerate(_receivers_per_daemon(args.hosts, args.daemons)))
         daemons_text = f"{args.daemons} daemons in a ring (receivers {per}; LOGBM and the sender on d1)"
-    text += (f"\n## Run\n\n{args.hosts} receivers, {where}, {daemons_text} "
-             f"(--max-session-messages {args.max_session_messages}); {len(matrix)} batches in {elapsed_s:.0f} s; "
-             f"daemon CPU {cpu} s, peak memory {peak} MB; "
-             f"receivers disconnected by the daemon: {len(cut)}"
-             f"{'; daemons that died during the run: ' + ', '.join(died) if died else ''}.\n\n"
-             f"Command: `python3 floodtools.py {' '.join(args.argv)}`\n")
-    (workdir / "report.md").write_text(text)
-    (workdir / "report.csv").write_text(_logbm_report(py, here, flood_log, "csv"))
-    say(text)
-    say(f"experiment: report in {workdir / 'report.md'} (CSV: report.csv; raw log: flood.log)")
-    return 0
+    batches = f"{interrupted.capitalize()}" if interrupted else f"{len(matrix)} batches"
+    return text + (
+        f"\n## Run\n\n{args.hosts} receivers, {where}, {daemons_text} "
+        f"(--max-session-messages {args.max_session_messages}); {batches} in {elapsed_s:.0f} s; "
+        f"daemon CPU {cpu or '-'} s, peak memory {peak or '-'} MB.\n\n"
+        f"Sessions that ended during a batch (`end=disconnected`): {ends['cut-off']} receivers cut off by "
+        f"their daemon for being slow (the daemons' logs: {len(cut)} sessions closed for not reading), "
+        f"{ends['daemon-gone']} whose daemon died or was stopped ({ends['moved']} moved to another daemon of "
+        f"the configuration), {ends['unknown']} for another reason; "
+        f"{ends['records refused']} receivers could not hand in their end records (connection refused "
+        f"at every daemon)"
+        f"{'; daemons that died during the run: ' + ', '.join(died) if died else ''}.\n\n"
+        f"Command: `python3 floodtools.py {' '.join(args.argv)}`\n")
 
 
 def _daemons_phrase(daemons: int) -> str:
@@ -1198,10 +1369,10 @@ def _start_daemons(lab: _Lab, args, py: str, here: str, use_ns: bool, say) -> Li
     returns their spread_names, the first one's first."""
     mini = os.path.join(here, "spread_mini.py")
     if args.daemons == 1:
-        # A random free port even inside namespaces: the daemon's unix socket /tmp/<port> is in
-        # the shared file system, where another daemon on this machine may own /tmp/4803.
+        # A random free port even inside namespaces, and no unix socket: everybody is given
+        # PORT@ADDRESS, and /tmp is shared by the namespaces and the other users of this machine.
         port = args.port or _free_port("127.0.0.1")
-        daemon = lab.start(1, [py, mini, "daemon", "--port", str(port), "--listen", lab.server_ip,
+        daemon = lab.start(1, [py, mini, "daemon", "--port", str(port), "--listen", lab.server_ip, "--no-unix",
                                "--max-session-messages", str(args.max_session_messages)], "daemon.out", daemon=True)
         _wait_connectable(lab, daemon, py, here, f"{port}@{lab.server_ip}")
         return [f"{port}@{lab.server_ip}"]
@@ -1413,8 +1584,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--group", default=DEFAULT_GROUP, help="flood group (default flood)")
-    common.add_argument("--daemon", default=DEFAULT_DAEMON, help="spread_name of the daemon (default 4803@127.0.0.1)")
     send = sub.add_parser("send", parents=[common], help="FLOOENV: send one batch")
+    send.add_argument("--daemon", default=DEFAULT_DAEMON, help="spread_name of the daemon (default 4803@127.0.0.1)")
     send.add_argument("--count", type=_int_in(0, MAX_COUNT), default=1000, help="messages in the batch (default 1000)")
     send.add_argument("--size", type=_int_in(MIN_SIZE_BYTES, MAX_SIZE_BYTES), default=1000,
                       help="bytes per message (default 1000)")
@@ -1432,9 +1603,14 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
     send.add_argument("--verbose", action="store_true", help="also show the sender's state changes and why")
     recv = sub.add_parser("recv", parents=[common], help="FLOOREC: receive batches, send records to `log`")
+    recv.add_argument("--daemon", default=DEFAULT_DAEMON,
+                      help="spread_name of the daemon (default 4803@127.0.0.1); A,B,C: A, and when A is "
+                           "gone the first of the others (the daemons of the configuration) that is up")
     recv.add_argument("--name", type=_name, default=default_name(), help="machine name (default: host name)")
     recv.add_argument("--log-group", default=LOG_GROUP, help="where records go (default log)")
-    recv.add_argument("--reconnect", action="store_true", help="after a disconnection, reconnect and go on")
+    recv.add_argument("--reconnect", action="store_true",
+                      help="after a disconnection, reconnect and go on (without it: exit 3 when cut off, "
+                           "4 when the daemon is gone and no other of --daemon A,B,... is up)")
     recv.add_argument("--reconnect-delay", type=_float_in(0, 600), default=1.0)
     recv.add_argument("--end-grace", type=_float_in(0, 600), default=END_GRACE_S,
                       help=f"after the end marker, wait this long for missing messages (default {END_GRACE_S:g} s)")

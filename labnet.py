@@ -88,12 +88,18 @@ def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
 # Namespace lab
 # ============================================================================================
 
-def available() -> Optional[str]:
-    """None when namespaces can be made here, otherwise the reason they cannot."""
+#: The package that brings each command a lab may need (for the reason a test is skipped).
+COMMAND_PACKAGES = {"ip": "iproute2", "nft": "nftables", "tc": "iproute2"}
+
+
+def available(needs: Sequence[str] = ()) -> Optional[str]:
+    """None when namespaces can be made here (and every command in `needs`, such as "nft" for
+    set_loss, is installed), otherwise the reason they cannot."""
     if os.geteuid() != 0:
         return "needs root"
-    if shutil.which("ip") is None:
-        return "needs iproute2 (the `ip` command)"
+    for command in ("ip", *needs):
+        if shutil.which(command) is None:
+            return f"needs {COMMAND_PACKAGES.get(command, command)} (the `{command}` command)"
     probe = f"labnet-probe-{os.getpid()}"
     made = subprocess.run(["ip", "netns", "add", probe], capture_output=True)
     if made.returncode != 0:
@@ -236,17 +242,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"labnet: {reason}", file=sys.stderr)
         return 2
     tag = "demo"
+    ours = [name for name in _run("ip", "netns", "list").stdout.split()
+            if name.endswith("x" + tag) or name == "sw" + tag]
     if args.cmd == "up":
+        if not 1 <= args.hosts <= 200:
+            parser.error("a lab has 1 to 200 hosts")
+        if ours:
+            print(f"labnet: a lab is already up ({len(ours)} namespaces: {', '.join(sorted(ours)[:4])}"
+                  f"{' ...' if len(ours) > 4 else ''}); remove it first: python3 labnet.py down", file=sys.stderr)
+            return 1
         lab = LabNet(args.hosts, tag=tag)
-        lab.up()
+        try:
+            lab.up()
+        except RuntimeError as why:
+            lab.close()   # never half a lab
+            print(f"labnet: cannot make the lab: {why}", file=sys.stderr)
+            return 1
         for host in range(1, args.hosts + 1):
             print(f"host {host}: ip netns exec {lab.ns(host)} ...   address {lab.ip(host)}")
         print("remove with: python3 labnet.py down")
         return 0
-    names = _run("ip", "netns", "list").stdout.split()
-    for name in names:
-        if name.endswith("x" + tag) or name == "sw" + tag:
-            _run("ip", "netns", "del", name, check=False)
+    for name in ours:
+        _run("ip", "netns", "del", name, check=False)
+    print(f"labnet: {len(ours)} namespaces removed" if ours else "labnet: no lab was up")
     return 0
 
 

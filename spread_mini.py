@@ -168,6 +168,9 @@ GROUP_NAME_MIN_CHAR = 0x24
 PRIVATE_NAME_MIN_CHAR = 0x24  # > '#'
 NAME_MAX_CHAR = 0x7E
 
+MESS_TYPE_MIN = -32768  # mess_type is an int16 (sp.h): receivers see -32768..32767
+MESS_TYPE_MAX = 32767
+MESS_TYPE_WIRE_MAX = 0xFFFF  # the library also takes the unsigned spelling of the same 16 bits
 RECV_CHUNK = 256 * 1024  # bytes per recv(): many messages per system call
 WRITE_CHUNK = 1024 * 1024  # bytes joined per send()
 MAX_SESSION_QUEUE_BYTES = 64 * 1024 * 1024  # a second bound on one session's output queue
@@ -4663,6 +4666,8 @@ class DaemonServer:
         self.send_errors = 0
         #: how often the core's timers are looked at (the ring's need it finer)
         self.tick_every_s = RING_TICK_EVERY_S if ring is not None else TICK_EVERY_S
+        self.unix_wanted = unix_path
+        self.unix_problem = ""  #: why there is no unix socket, said in the banner
 
     # -- sockets ----------------------------------------------------------------------------------
     def open(self) -> None:
@@ -4698,38 +4703,54 @@ class DaemonServer:
 
     def _open_unix(self) -> None:
         path = self.unix_path
+        self.unix_path = None  # until we listen there: close() must not remove another's socket
         if os.path.exists(path):
             probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 probe.connect(path)
                 probe.close()
-                self.log("unix socket %s is in use by another daemon: not listening there" % path)
-                self.unix_path = None
+                self.unix_problem = "it is in use by another daemon"
                 return
-            except OSError:
+            except OSError as exc:
                 probe.close()
+                refused = exc.errno == errno.ECONNREFUSED
                 try:
                     os.unlink(path)  # a stale socket from a killed daemon
-                except OSError:
-                    pass
+                except OSError as unlink_exc:
+                    self.unix_problem = "it is %s, and we may not remove it (%s)" % (
+                        "stale" if refused else "another user's (%s)" % (exc.strerror or exc),
+                        unlink_exc.strerror or unlink_exc)
+                    return
         unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             unix.bind(path)
         except OSError as exc:
-            self.log("cannot listen on unix socket %s: %s" % (path, exc.strerror))
+            self.unix_problem = exc.strerror or str(exc)
             unix.close()
-            self.unix_path = None
             return
         unix.listen(LISTEN_BACKLOG)
         unix.setblocking(False)
         self.listeners.append(unix)
+        self.unix_path = path
+
+    def where_listening(self, tcp: str) -> str:
+        """For the banner: the TCP address, and the unix socket or why not (short form clients
+        such as `user -s 4803` fall back to TCP then)."""
+        if self.unix_path:
+            return "%s and %s" % (tcp, self.unix_path)
+        if self.unix_problem:
+            return "%s (not on the unix socket %s: %s; clients given just \"%d\" use TCP)" % (
+                tcp, self.unix_wanted, self.unix_problem, self.port)
+        return tcp
 
     def log(self, text: str) -> None:
         stamp = time.strftime("%H:%M:%S")
         print("%s %s" % (stamp, text), file=self.out, flush=True)
 
     def close(self) -> None:
-        for sock in list(self.conns.values()) + self.listeners + ([self.udp] if self.udp else []):
+        # listeners first: a client that sees its connection close and then finds the port
+        # refused knows the daemon is gone (Mailbox._closed_error), not that it was cut off
+        for sock in self.listeners + list(self.conns.values()) + ([self.udp] if self.udp else []):
             try:
                 sock.close()
             except OSError:
@@ -5006,6 +5027,10 @@ class RejectVersion(SpreadError):
 
 class ConnectionClosed(SpreadError):
     code = CONNECTION_CLOSED
+    #: why the session ended, when the library could tell (Mailbox._closed_error): CUT_OFF (the
+    #: daemon is still there: it ended this session), DAEMON_GONE (nothing accepts at its address
+    #: any more) or UNKNOWN_CAUSE (the probe got no answer in time)
+    cause = None
 
 
 class RejectAuth(SpreadError):
@@ -5237,7 +5262,8 @@ def _decode_membership(service_type, group, members, body, flipped, me, truncate
 
 
 def parse_spread_name(spread_name: str) -> Tuple[str, object]:
-    """'4803' -> ('unix', '/tmp/4803') or TCP 127.0.0.1 where there is no unix socket;
+    """'4803' -> ('unix', '/tmp/4803') where that socket is there, else TCP 127.0.0.1 (connect()
+    falls back to TCP too when the socket turns out stale or not ours);
     '4803@host' / '4803@a.b.c.d' -> ('tcp', (host, 4803))."""
     text = str(spread_name).strip()
     port_text, _, host = text.partition("@")
@@ -5252,6 +5278,41 @@ def parse_spread_name(spread_name: str) -> Tuple[str, object]:
     if not host:
         raise IllegalSpread("spread name %r has no host after '@'" % spread_name)
     return "tcp", (host, port)
+
+
+#: ConnectionClosed.cause values (see Mailbox._closed_error)
+CUT_OFF = "cut-off"
+DAEMON_GONE = "daemon-gone"
+UNKNOWN_CAUSE = "unknown"
+CLOSED_CAUSE_TEXT = {
+    CUT_OFF: "the daemon %(daemon)s is still there, so it ended this session: a daemon does that to a "
+             "session that does not read while more than its limit of messages (MaxSessionMessages, "
+             "--max-session-messages) wait for it",
+    DAEMON_GONE: "the daemon %(daemon)s is gone (connection refused): it was stopped or it died",
+    UNKNOWN_CAUSE: "no answer from %(daemon)s to say whether the daemon is still there",
+}
+PROBE_TIMEOUT_S = 1.0  # a dead host does not refuse: give up on the probe after this long
+PROBE_SETTLE_S = 0.05  # a listener that is being closed accepts, then resets at once
+
+
+def probe_daemon(spread_name: str, timeout_s: float = PROBE_TIMEOUT_S) -> str:
+    """Is a daemon accepting connections at spread_name? CUT_OFF when one is (so the session that
+    just ended was ended by it), DAEMON_GONE when the connection is refused, UNKNOWN_CAUSE when
+    nothing answers in time.  The daemon sees a connection that closes before its handshake."""
+    try:
+        sock, _where, _note = _open_socket(spread_name, timeout_s)
+    except CouldNotConnect as exc:
+        return UNKNOWN_CAUSE if "timed out" in str(exc) else DAEMON_GONE
+    except (IllegalSpread, OSError):
+        return UNKNOWN_CAUSE
+    try:
+        # a dying daemon's listener may take the connection and reset it a moment later
+        readable, _, _ = select.select([sock], [], [], PROBE_SETTLE_S)
+        if readable:
+            return DAEMON_GONE
+        return CUT_OFF
+    finally:
+        sock.close()
 
 
 def _check_group(name: str, for_join: bool) -> bytes:
@@ -5279,6 +5340,8 @@ class Mailbox:
         self._recv_lock = threading.Lock()
         self._closed = False
         self._eof = False
+        self._closed_by: Optional[ConnectionClosed] = None  #: the first end-of-session error, said once
+        self.spread_name = ""  #: what connect() was given: where to probe when the session ends
         self._padded: Dict[str, bytes] = {}
         self._poller = select.poll() if hasattr(select, "poll") else None
         if self._poller is not None:
@@ -5292,7 +5355,7 @@ class Mailbox:
             try:
                 self._sock.sendall(data)
             except OSError as exc:
-                raise ConnectionClosed("send failed: %s" % exc) from None
+                raise self._closed_error("send failed: %s" % (exc.strerror or exc)) from None
 
     def _control(self, type_bits: int, group: str, check_join: bool = True) -> None:
         padded = _check_group(group, check_join) if check_join else pad_name(group)
@@ -5333,6 +5396,9 @@ class Mailbox:
             data = b"".join(p.encode("utf-8") if isinstance(p, str) else bytes(p) for p in data)
         elif not isinstance(data, bytes):
             data = bytes(data)
+        if not MESS_TYPE_MIN <= mess_type <= MESS_TYPE_WIRE_MAX:
+            # the real library keeps the low 16 bits without a word: 70000 would arrive as 4464
+            raise IllegalMessage("mess_type %r: 16 bits, %d..%d (or 0..%d)" % (mess_type, MESS_TYPE_MIN, MESS_TYPE_MAX, MESS_TYPE_WIRE_MAX))
         size = len(data) + MAX_GROUP_NAME * len(groups)
         if size > MAX_MESSAGE_LEN:
             raise MessageTooLong("%d data bytes + 32 x %d groups = %d > %d" % (len(data), len(groups), size, MAX_MESSAGE_LEN))
@@ -5350,10 +5416,24 @@ class Mailbox:
         readable, _, _ = select.select([self._sock], [], [], max(0.0, timeout))
         return bool(readable)
 
+    def _closed_error(self, detail: str) -> ConnectionClosed:
+        """The session is over: one ConnectionClosed that says why, the same on every later call.
+
+        The socket cannot tell a daemon that ended this session (a slow reader over its queue
+        limit, MaxSessionMessages) from one that died: both just close. A new connection to the
+        daemon's address can: refused means the daemon is gone (probe_daemon)."""
+        if self._closed_by is None:
+            self._eof = True
+            cause = probe_daemon(self.spread_name) if self.spread_name else UNKNOWN_CAUSE
+            error = ConnectionClosed("%s; %s" % (detail, CLOSED_CAUSE_TEXT[cause] % {"daemon": self.spread_name}))
+            error.cause = cause
+            self._closed_by = error
+        return self._closed_by
+
     def _fill(self, deadline: Optional[float]) -> bool:
         """Read more bytes; False on timeout.  Raises ConnectionClosed at end of stream."""
         if self._eof:
-            raise ConnectionClosed("the daemon closed the connection")
+            raise self._closed_error("the daemon closed the connection")
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         if not self._wait_readable(timeout):
             return False
@@ -5362,11 +5442,9 @@ class Mailbox:
         except (BlockingIOError, InterruptedError):
             return True
         except OSError as exc:
-            self._eof = True
-            raise ConnectionClosed("receive failed: %s" % exc) from None
+            raise self._closed_error("receive failed: %s" % (exc.strerror or exc)) from None
         if not data:
-            self._eof = True
-            raise ConnectionClosed("the daemon closed the connection")
+            raise self._closed_error("the daemon closed the connection")
         if self._rpos:
             if self._rpos == len(self._rbuf):
                 self._rbuf = bytearray()
@@ -5408,19 +5486,29 @@ class Mailbox:
             return msg
 
     def poll(self) -> int:
-        """Bytes waiting to be received (buffered here plus in the socket); 0 when none."""
+        """Bytes waiting to be received (buffered here plus in the socket); 0 when none.
+
+        Raises ConnectionClosed when the daemon has closed the session and nothing is left to
+        read: a socket at its end is readable with 0 bytes, and a caller that receives only
+        while poll() is above 0 would otherwise wait for it for ever (SP_poll returns 0 there)."""
         if self._closed:
             raise IllegalSession("mailbox is disconnected")
         waiting = len(self._rbuf) - self._rpos
+        if self._eof:
+            if waiting:
+                return waiting
+            raise self._closed_error("the daemon closed the connection")
         try:
             import fcntl
             import termios
             raw = fcntl.ioctl(self._sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
-            waiting += struct.unpack("i", raw)[0]
+            in_socket = struct.unpack("i", raw)[0]
         except (ImportError, OSError):
-            if self._wait_readable(0):
-                waiting += 1
-        return waiting
+            return waiting + (1 if self._wait_readable(0) else 0)
+        if in_socket == 0 and self._wait_readable(0):
+            self._fill(time.monotonic())  # readable with nothing in it: the end (raises)
+            return len(self._rbuf) - self._rpos  # (or bytes that came in just now)
+        return waiting + in_socket
 
     def fileno(self) -> int:
         return self._sock.fileno()
@@ -5488,31 +5576,69 @@ def connect(spread_name: str = str(DEFAULT_SPREAD_PORT), private_name: str = "",
     if not isinstance(private_name, str) or len(private_name) > MAX_PRIVATE_NAME or \
             (private_name and not name_is_legal(private_name, PRIVATE_NAME_MIN_CHAR, MAX_PRIVATE_NAME)):
         raise RejectIllegalName("private name %r: up to %d characters from '$'..'~' (no '#')" % (private_name, MAX_PRIVATE_NAME))
-    kind, address = parse_spread_name(spread_name)
-    if kind == "unix":
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    else:
-        try:
-            infos = socket.getaddrinfo(address[0], address[1], socket.AF_INET, socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            raise IllegalSpread("cannot resolve %r: %s" % (address[0], exc)) from None
-        address = infos[0][4]
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(address)
-    except OSError as exc:
-        sock.close()
-        raise CouldNotConnect("%s: %s" % (spread_name, exc)) from None
+    sock, _where, note = _open_socket(spread_name, timeout)
+    if note and note not in _FALLBACKS_SAID:  # once per process: a script connects again and again
+        _FALLBACKS_SAID.add(note)
+        print("spread_mini: %s" % note, file=sys.stderr, flush=True)
     try:
         mailbox = _handshake(sock, private_name, priority, group_membership)
     except BaseException:
         sock.close()
         raise
     sock.settimeout(None)
+    mailbox.spread_name = str(spread_name)
     return mailbox
+
+
+_FALLBACKS_SAID: set = set()
+
+
+def _unix_socket_usable(path: str) -> Optional[str]:
+    """None when the unix socket `path` is one to use, else why not (it belongs to another user:
+    their daemon, or one that died and left it where we may not remove it)."""
+    try:
+        owner = os.stat(path).st_uid
+    except OSError as exc:
+        return "cannot read %s (%s)" % (path, exc.strerror)
+    if hasattr(os, "getuid") and owner != os.getuid():
+        return "%s belongs to another user" % path
+    return None
+
+
+def _open_socket(spread_name: str, timeout: Optional[float]) -> Tuple[socket.socket, object, str]:
+    """(connected socket, address, a note to say or "").  The short form PORT means the unix
+    socket /tmp/PORT, as in Spread; when that file is stale (its daemon died), refuses us or is
+    another user's, this is the daemon on TCP 127.0.0.1:PORT, and the note says so."""
+    kind, address = parse_spread_name(spread_name)
+    note = ""
+    if kind == "unix":
+        why_not = _unix_socket_usable(address)
+        if why_not is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            try:
+                sock.connect(address)
+                return sock, address, ""
+            except OSError as exc:
+                sock.close()
+                why_not = "%s: %s" % (address, exc.strerror or exc)
+        kind, address = "tcp", ("127.0.0.1", int(str(spread_name).strip()))
+        note = "%s; using TCP 127.0.0.1:%d instead" % (why_not, address[1])
+    try:
+        infos = socket.getaddrinfo(address[0], address[1], socket.AF_INET, socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise IllegalSpread("cannot resolve %r: %s" % (address[0], exc)) from None
+    address = infos[0][4]
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(address)
+    except OSError as exc:
+        sock.close()
+        raise CouldNotConnect("%s: %s%s" % (spread_name, exc, " (%s)" % note if note else "")) from None
+    return sock, address, note
 
 
 def _handshake(sock: socket.socket, private_name: str, priority: int, group_membership: bool) -> Mailbox:
@@ -5566,9 +5692,21 @@ class UserTool:
         self.sent = 0
         self.verbose = True
         self.received = 0  # data messages
+        self.at_prompt = False  # "User> " is the last thing on the terminal
 
     def say(self, text: str) -> None:
+        if self.at_prompt:  # off the prompt's line first
+            print("", file=self.out)
+            self.at_prompt = False
         print(text, file=self.out, flush=True)
+
+    def prompt(self) -> None:
+        """Shown again only after something was printed: a prompt per arriving message was a
+        line per message on the terminal, and a terminal that cannot keep up slows the reader
+        until the daemon cuts it off (with `v`, a burst must cost nothing but the counting)."""
+        if self.interactive and not self.at_prompt:
+            print("User> ", end="", file=self.out, flush=True)
+            self.at_prompt = True
 
     def show(self, msg) -> None:
         if not msg.is_membership:
@@ -5643,7 +5781,13 @@ class UserTool:
             self.service = SERVICE_BY_NAME[base] | (SELF_DISCARD if flag else 0)
             self.say("service type is now %s" % service_name(self.service))
         elif cmd == "m":
-            self.mess_type = int(args[0])
+            value = int(args[0])
+            if not MESS_TYPE_MIN <= value <= MESS_TYPE_MAX:
+                self.say("mess_type %d is out of range: it is 16 bits, %d..%d (still %d)" % (
+                    value, MESS_TYPE_MIN, MESS_TYPE_MAX, self.mess_type))
+            else:
+                self.mess_type = value
+                self.say("mess_type is now %d" % value)
         elif cmd == "r":
             msg = self.mbox.receive(timeout=float(args[0]) if args else None)
             if msg is None:
@@ -5675,14 +5819,12 @@ class UserTool:
         try:
             while True:
                 self.show_waiting()
-                if self.interactive:
-                    print("User> ", end="", file=self.out, flush=True)
+                self.prompt()
                 ready = [key.data for key, _ in sel.select()] if stdin_registered else ["stdin"]
                 if "mbox" in ready and "stdin" not in ready:
-                    if self.interactive:
-                        print("", file=self.out)
                     continue
                 line = stdin.readline()
+                self.at_prompt = False  # the person's Enter ended the prompt's line
                 if not line:
                     self.wait(linger_s)
                     return 0
@@ -5690,7 +5832,9 @@ class UserTool:
                     self.show_waiting()
                     return 0
         except ConnectionClosed as exc:
-            self.say("the daemon closed the session: %s" % exc)
+            if self.at_prompt:
+                print("", file=self.out, flush=True)  # off the prompt's line
+            print("spread_mini user: the session ended: %s" % exc, file=sys.stderr, flush=True)
             return 1
         finally:
             sel.close()
@@ -5912,6 +6056,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--status-every", type=_seconds, default=DEFAULT_STATUS_EVERY_S,
                    help="seconds between status tables (0: never; default 20)")
     d.add_argument("--no-unix", action="store_true", help="do not listen on the unix socket /tmp/PORT")
+    d.add_argument("--pid-file", help="write the daemon's process id to this file (removed at a clean stop): "
+                                      "`kill -9 $(cat FILE)` crashes this daemon and no other")
     # for tests: a ring daemon's incarnation instead of its start time in ms (a clock set back)
     d.add_argument("--incarnation", type=_positive_int, help=argparse.SUPPRESS)
     u = sub.add_parser("user", help="interactive or scripted client, like Spread's spuser")
@@ -5980,16 +6126,33 @@ def run_daemon(args, parser) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    server.log("spread_mini daemon %s listening on %s:%d%s; max message %d bytes (data + 32 per group), "
+    write_pid_file(args.pid_file)
+    server.log("spread_mini daemon %s (pid %d) listening on %s; max message %d bytes (data + 32 per group), "
                "max %d queued messages per session" % (
-                   name, listen, port, " and %s" % server.unix_path if server.unix_path else "", MAX_MESSAGE_LEN,
+                   name, os.getpid(), server.where_listening("%s:%d" % (listen, port)), MAX_MESSAGE_LEN,
                    args.max_session_messages))
     try:
         server.serve_forever()
     finally:
         server.close()
+        remove_pid_file(args.pid_file)
         server.log("daemon %s stopped" % name)
     return 0
+
+
+def write_pid_file(path: Optional[str]) -> None:
+    if path:
+        with open(path, "w") as f:
+            f.write("%d\n" % os.getpid())
+
+
+def remove_pid_file(path: Optional[str]) -> None:
+    """Only our own: a daemon started later with the same file must keep its pid there."""
+    try:
+        if path and open(path).read().strip() == str(os.getpid()):
+            os.unlink(path)
+    except OSError:
+        pass
 
 
 def ring_settings_of(config) -> RingSettings:
@@ -6054,8 +6217,10 @@ def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    server.log("spread_mini daemon %s (incarnation %d) listening on %s:%d; ring on %s:%d/udp "
-               "with %s (unicast to each)" % (entry.name, incarnation, listen, port, entry.ip,
+    write_pid_file(args.pid_file)
+    server.log("spread_mini daemon %s (incarnation %d, pid %d) listening on %s; ring on %s:%d/udp "
+               "with %s (unicast to each)" % (entry.name, incarnation, os.getpid(),
+                                              server.where_listening("%s:%d" % (listen, port)), entry.ip,
                                               entry.port, ", ".join(sorted(peers))))
     try:
         server.serve_forever()
@@ -6066,6 +6231,7 @@ def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
         server.leave_ring("stopped by its operator")
     finally:
         server.close()
+        remove_pid_file(args.pid_file)
         server.log("daemon %s stopped" % entry.name)
     return 0
 

@@ -59,12 +59,42 @@ def wait_for(predicate, timeout_s: float = 10.0, every_s: float = 0.05):
         time.sleep(every_s)
 
 
+def unix_socket_of(argv) -> str | None:
+    """The unix socket /tmp/<port> a spread_mini daemon started with argv makes, if any."""
+    argv = [str(a) for a in argv]
+    if "daemon" not in argv or "--no-unix" in argv or "--port" not in argv:
+        return None
+    return "/tmp/%s" % argv[argv.index("--port") + 1]
+
+
+def remove_if_stale(path: str) -> None:
+    """Remove the unix socket `path` when nothing listens on it any more (a daemon killed with
+    SIGKILL cannot remove its own): the next first command of the guide must not meet it."""
+    if not os.path.exists(path):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    except OSError:
+        pass
+    finally:
+        probe.close()
+
+
 class Procs:
-    """Starts our scripts as real processes and kills whatever is left at the end of the test."""
+    """Starts our scripts as real processes and stops whatever is left at the end of the test:
+    SIGTERM first (a daemon then removes its unix socket /tmp/<port>), SIGKILL after 5 s, and
+    any unix socket a killed daemon of ours left behind is removed."""
 
     def __init__(self, tmp_path: Path):
         self.tmp_path = tmp_path
         self.started: list[subprocess.Popen] = []
+        self.unix_sockets: list[str] = []
 
     def start(self, *argv: str, stdin=subprocess.DEVNULL, **kwargs) -> subprocess.Popen:
         log = open(self.tmp_path / f"proc{len(self.started)}.out", "w+")
@@ -73,6 +103,9 @@ class Procs:
             env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"}, **kwargs)
         proc.log_path = log.name  # type: ignore[attr-defined]
         self.started.append(proc)
+        path = unix_socket_of(argv)
+        if path:
+            self.unix_sockets.append(path)
         return proc
 
     @staticmethod
@@ -82,12 +115,19 @@ class Procs:
     def stop_all(self) -> None:
         for proc in self.started:
             if proc.poll() is None:
-                proc.kill()
+                proc.terminate()
+        deadline = time.monotonic() + 5
         for proc in self.started:
             try:
-                proc.wait(timeout=5)
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                pass
+                proc.kill()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
+        for path in self.unix_sockets:
+            remove_if_stale(path)
 
 
 @pytest.fixture
@@ -98,11 +138,14 @@ def procs(tmp_path):
 
 
 @pytest.fixture
-def labnet():
-    """A factory for namespace labs; skips the test when namespaces cannot be made here."""
+def labnet(request):
+    """A factory for namespace labs; skips the test when namespaces cannot be made here, or when
+    a command the test names is missing: `@pytest.mark.netns(needs=["nft"])`."""
     import labnet as _labnet
 
-    reason = _labnet.available()
+    marker = request.node.get_closest_marker("netns")
+    needs = tuple(marker.kwargs.get("needs", ())) if marker else ()
+    reason = _labnet.available(needs)
     if reason:
         pytest.skip(f"network namespaces: {reason}")
     made = []

@@ -421,3 +421,31 @@ def test_simulated_lossy_unreliable_batch_ends_by_marker_and_counts_what_came(se
     assert len(ends) == 3, f"seed {seed}"
     for end in ends:
         assert 200 < end.received < 300 and end.end == "marker", f"seed {seed}: {end}"
+
+
+def test_floorec_disconnection_records_say_why_the_session_ended():
+    """A killed daemon and a slow receiver both end with end=disconnected; cause= tells them apart."""
+    core = ft.FlooRecCore("pc03")
+    start(core, "b1", count=10)
+    [end] = records(core.on_disconnect(1.0, WALL + 1, "daemon-gone"))
+    assert (end.end, end.extra) == ("disconnected", {"cause": "daemon-gone"})
+    assert ft.parse_record(ft.format_record(end)).extra == {"cause": "daemon-gone"}
+    assert any("disconnected (daemon-gone)" in key for key in core.changes)
+
+
+def test_recv_daemon_list_is_ours_first_then_the_others():
+    assert ft.daemon_list("4803@127.0.0.3, 4803@127.0.0.1,4803@127.0.0.2") == [
+        "4803@127.0.0.3", "4803@127.0.0.1", "4803@127.0.0.2"]
+    with pytest.raises(ft.ToolError):
+        ft.daemon_list(" , ")
+
+
+def test_floenv_interrupted_still_sends_the_end_marker_with_the_count_sent():
+    """Ctrl-C during `send`: the receivers get the end marker, not 30 s of waiting."""
+    core = ft.FlooEnvCore("b1", count=1000, size=100, service="reliable", sender="env", window=100, echo_every=10)
+    core.start(0.0, WALL)
+    out = core.interrupt(0.5, "interrupted (Ctrl-C)")
+    [end] = [o for o in out if isinstance(o, ft.Multicast)]
+    assert ft.decode_marker(end.mess_type, end.data).kind == "end"
+    assert core.state == ft.FAILED and core.done and "after 100 of 1000 messages" in core.failure
+    assert core.interrupt(0.6, "again") == []     # once

@@ -48,3 +48,43 @@ def test_multicast_crosses_the_bridge_but_not_a_cut(labnet):
     # may drop a few from a full socket buffer, so "most", not "all 200"
     assert 100 <= got[0] <= 200, got
     assert got[1] == 0         # host 3's port is down: a partition, nothing gets through
+
+
+def test_a_missing_command_is_a_reason_to_skip(monkeypatch):
+    """Without nftables a test that needs packet loss is skipped, not failed (and says why)."""
+    import shutil
+
+    import labnet
+    monkeypatch.setattr(labnet.os, "geteuid", lambda: 0)
+    real_which = shutil.which
+    monkeypatch.setattr(labnet.shutil, "which", lambda cmd: None if cmd == "nft" else real_which(cmd) or "/bin/" + cmd)
+    monkeypatch.setattr(labnet.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, b"", b""))
+    assert labnet.available(["nft"]) == "needs nftables (the `nft` command)"
+    assert labnet.available() is None
+
+
+@pytest.mark.netns(needs=["a-command-nobody-has"])
+def test_the_fixture_skips_for_a_missing_command(labnet):
+    pytest.fail("the labnet fixture should have skipped this test")
+
+
+@pytest.mark.netns
+def test_up_twice_is_a_clear_message_not_a_traceback(labnet):
+    """`labnet.py up 3` run twice gave a traceback (`File exists`)."""
+    import os
+    import labnet as _labnet
+    root = os.path.dirname(os.path.abspath(_labnet.__file__))
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    if "swdemo" in names:
+        pytest.skip("somebody's demo lab is up on this machine: not ours to take down")
+    run = lambda *argv: subprocess.run([sys.executable, "labnet.py", *argv], cwd=root, capture_output=True,
+                                       text=True, timeout=120)
+    try:
+        assert run("up", "2").returncode == 0
+        again = run("up", "2")
+        assert again.returncode == 1 and "already up" in again.stderr and "labnet.py down" in again.stderr
+        assert "Traceback" not in again.stderr
+    finally:
+        down = run("down")
+    assert down.returncode == 0 and "3 namespaces removed" in down.stdout
+    assert "demo" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout

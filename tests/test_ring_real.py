@@ -213,7 +213,7 @@ def test_group_membership_across_daemons_join_leave_disconnect(procs, tmp_path):
     a.disconnect()
 
 
-@pytest.mark.netns
+@pytest.mark.netns(needs=["nft"])
 def test_three_daemons_on_namespace_hosts_with_10_percent_loss(procs, tmp_path, labnet):
     lab = labnet(3)
     hosts = [1, 2, 3]
