@@ -11,6 +11,7 @@ The 1-daemon row is the same daemon without the ring (its LocalOrderer): the fig
     python3 bench/ring_throughput.py                    # the full table
     python3 bench/ring_throughput.py --daemons 3 --sizes 1000 --services AGREED --count 20000
     python3 bench/ring_throughput.py --rate 1000 --count 5000   # latency at a moderate load
+    python3 bench/ring_throughput.py --key-compare              # what --key costs, as a ratio
 """
 
 import argparse
@@ -65,7 +66,7 @@ def port_open(ip, port):
         return False
 
 
-def start_daemons(n, tmpdir):
+def start_daemons(n, tmpdir, key=None):
     port = free_port(n)
     conf = os.path.join(tmpdir, "spread%d.conf" % n)
     with open(conf, "w") as f:
@@ -78,7 +79,8 @@ def start_daemons(n, tmpdir):
         log = open(os.path.join(tmpdir, "d%d_%d.log" % (n, i)), "w")
         procs.append(subprocess.Popen(
             [sys.executable, os.path.join(ROOT, "spread_mini.py"), "daemon", "-c", conf, "--name",
-             "d%d" % i, "--status-every", "0", "--no-unix", "--max-session-messages", "1000000"],
+             "d%d" % i, "--status-every", "0", "--no-unix", "--max-session-messages", "1000000"]
+            + (["--key", key] if key else []),
             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT))
     deadline = time.monotonic() + 20
     while not all(port_open("127.0.0.%d" % i, port) for i in range(1, n + 1)):
@@ -202,6 +204,10 @@ def main(argv=None):
     parser.add_argument("--count", type=int, default=20000, help="messages per case (default 20000)")
     parser.add_argument("--rate", type=float, default=0.0,
                         help="messages per second of the sender (default 0: as fast as it can)")
+    parser.add_argument("--key-compare", action="store_true",
+                        help="each case without and with a key (--key), alternately --repeat "
+                             "times, and the ratio keyed/unkeyed (default 3 daemons, AGREED, 1000 B)")
+    parser.add_argument("--repeat", type=int, default=3, help="--key-compare: rounds (default 3)")
     parser.add_argument("--role", choices=["receiver", "sender"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--ip", help=argparse.SUPPRESS)
@@ -227,6 +233,9 @@ def main(argv=None):
             or any(not STAMP.size <= s <= 100000 for s in sizes) or args.count < 10 or args.rate < 0:
         parser.error("services AGREED/SAFE, 1..9 daemons, sizes %d..100000, count >= 10" % STAMP.size)
     print(machine_line())
+    if args.key_compare:
+        return key_compare(args, rings if args.daemons != "1,3,5" else [3], services, sizes
+                           if args.sizes != "100,1000" else [1000])
     print("| daemons | service | size B | messages | msgs/s | x 1 daemon | Mbit/s | latency p50 ms | p99 ms |")
     print("|---|---|---|---|---|---|---|---|---|", flush=True)
     one_daemon = {}  # (service, size) -> msgs/s of the 1-daemon row: the figure beside each row
@@ -252,6 +261,49 @@ def main(argv=None):
     print("rerun: python3 bench/ring_throughput.py --daemons %s --services %s --sizes %s --count %d%s"
           % (args.daemons, args.services, args.sizes, args.count,
              " --rate %g" % args.rate if args.rate else ""))
+    return 0
+
+
+def key_compare(args, rings, services, sizes):
+    """Without and with a key, alternately (the machine's load changes under both alike):
+    rows per run, then the total rate of each and their ratio."""
+    print("| daemons | service | size B | key | round | messages | msgs/s |")
+    print("|---|---|---|---|---|---|---|", flush=True)
+    totals = {}  # (n, service, size, keyed) -> [messages, seconds]
+    with tempfile.TemporaryDirectory() as tmpdir:
+        key = os.path.join(tmpdir, "ring.key")
+        sp.write_key_file(key)
+        for n in rings:
+            for round_no in range(1, args.repeat + 1):
+                for keyed in (False, True):
+                    procs, port = start_daemons(n, tmpdir, key if keyed else None)
+                    try:
+                        for service in services:
+                            for size in sizes:
+                                r = run_case(n, port, service, size, args.count, tmpdir)
+                                if r is None or r[0] < 2 or r[1] <= 0:
+                                    print("| %d | %s | %d | %s | %d | failed | |" % (
+                                        n, service, size, "yes" if keyed else "no", round_no), flush=True)
+                                    continue
+                                t = totals.setdefault((n, service, size, keyed), [0, 0.0])
+                                t[0] += r[0]
+                                t[1] += r[1]
+                                print("| %d | %s | %d | %s | %d | %d | %.0f |" % (
+                                    n, service, size, "yes" if keyed else "no", round_no, r[0],
+                                    r[0] / r[1]), flush=True)
+                    finally:
+                        stop_daemons(procs)
+    for (n, service, size, keyed), (count, seconds) in sorted(totals.items()):
+        if keyed and (n, service, size, False) in totals:
+            plain = totals[(n, service, size, False)]
+            with_key, without = count / seconds, plain[0] / plain[1]
+            print("%d daemons, %s, %d B: %.0f msgs/s with the key, %.0f without: ratio %.2f "
+                  "(cost %.0f%%)" % (n, service, size, with_key, without, with_key / without,
+                                     100 * (1 - with_key / without)))
+    print("rerun: python3 bench/ring_throughput.py --key-compare --repeat %d --count %d%s%s%s" % (
+        args.repeat, args.count, " --daemons %s" % args.daemons if args.daemons != "1,3,5" else "",
+        " --services %s" % args.services if args.services != "AGREED,SAFE" else "",
+        " --sizes %s" % args.sizes if args.sizes != "100,1000" else ""), flush=True)
     return 0
 
 
