@@ -78,6 +78,7 @@ class Client:
         self.got = {}  # sender -> set of numbers
         self.regular_views = 0
         self.transitional_then_data = 0
+        self.altered = 0  # messages that are not one of the clients' (made up or altered)
         self.after_transitional = False
         self.stop = False
         self.lock = threading.Lock()
@@ -96,9 +97,14 @@ class Client:
                 continue
             if self.after_transitional:
                 self.transitional_then_data += 1
-            sender, number = msg.data.split(b" ", 1)
+            try:  # without a key, a mutated data packet can reach the clients altered
+                sender, number = msg.data.split(b" ", 1)
+                sender, number = sender.decode("ascii"), int(number)
+            except ValueError:
+                self.altered += 1
+                continue
             with self.lock:
-                self.got.setdefault(sender.decode(), set()).add(int(number))
+                self.got.setdefault(sender, set()).add(number)
 
     def send_loop(self, rate, until):
         while time.monotonic() < until[0] and not self.stop:
@@ -219,10 +225,10 @@ def run_mode(keyed, args, rng):
         logs = [open(os.path.join(tmpdir, "d3_%d.log" % i)).read() for i in (1, 2, 3)]
         whole = sum(1 for text in logs if last_ring(text) == ["d1", "d2", "d3"])
         installs = [text.count("installed ring") for text in logs]
-        print("| %s | %d (%s) | %.1f | %d | %d | %d | %d | %d of 3 | %s |" % (
+        print("| %s | %d (%s) | %.1f | %d | %d | %d | %d | %d | %d of 3 | %s |" % (
             "yes" if keyed else "no", sum(kinds.values()),
             ", ".join("%s %d" % kv for kv in kinds.items()), hostile_s,
-            sum(c.sent for c in clients), changes, lost,
+            sum(c.sent for c in clients), changes, lost, sum(c.altered for c in clients),
             sum(c.transitional_then_data for c in clients), whole,
             "/".join(str(n) for n in installs)), flush=True)
         for s in socks.values():
@@ -256,9 +262,9 @@ def main(argv=None):
         parser.error("--modes key,nokey; --count at least 1")
     print(machine_line())
     print("| key | hostile datagrams | s | client messages | membership changes at clients | "
-          "lost at clients | transitional then data | daemons in the ring of 3 at the end | "
-          "rings installed d1/d2/d3 |")
-    print("|---|---|---|---|---|---|---|---|---|", flush=True)
+          "lost at clients | altered at clients | transitional then data | "
+          "daemons in the ring of 3 at the end | rings installed d1/d2/d3 |")
+    print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
     rng = random.Random(args.seed)
     for mode in modes:
         run_mode(mode == "key", args, rng)
