@@ -5891,11 +5891,11 @@ def _refused_rows(snap):
     return [
         ("daemon key", "HMAC-SHA256 tag on every packet" if snap.get("keyed")
          else "none (anyone on the LAN can send packets to the ring)"),
-        ("dropped: no tag / wrong tag / tag, no key", "%d / %d / %d" % (
+        ("dropped: no / wrong / unexpected tag", "%d / %d / %d" % (
             c.get("dropped_no_tag", 0), c.get("dropped_bad_tag", 0),
             c.get("dropped_unexpected_tag", 0))),
         ("dropped: different configuration", str(c.get("dropped_different_configuration", 0))),
-        ("dropped: out-of-turn or far-ahead tokens", str(
+        ("dropped: tokens out of turn, ahead", str(
             c.get("dropped_tokens_not_for_us", 0) + c.get("dropped_commit_tokens_not_for_us", 0)
             + c.get("dropped_tokens_far_ahead", 0) + c.get("dropped_data_beyond_the_token", 0))),
     ]

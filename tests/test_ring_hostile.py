@@ -66,7 +66,7 @@ def test_a_keyed_orderer_counts_refused_packets_by_reason_and_stays_in_its_ring(
             o.counters["dropped_garbage"]) == (1, 1, 1)
     assert o.joins == {} and o.counters["joins_received"] == 0
     rows = dict(sr.ring_status_rows(o.snapshot()))
-    assert rows["dropped: no tag / wrong tag / tag, no key"] == "1 / 1 / 0"
+    assert rows["dropped: no / wrong / unexpected tag"] == "1 / 1 / 0"
     assert rows["daemon key"].startswith("HMAC-SHA256")
 
 

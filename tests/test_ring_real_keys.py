@@ -90,7 +90,7 @@ def test_keyed_daemons_form_a_ring_and_one_with_the_wrong_key_is_kept_out_and_co
     assert [procs.output(p).count("installed ring") for p in daemons] == before
 
     def wrong_tags_counted():
-        rows = re.findall(r"no tag / wrong tag / tag, no key\W+(\d+) / (\d+) / (\d+)",
+        rows = re.findall(r"no / wrong / unexpected tag\W+(\d+) / (\d+) / (\d+)",
                           procs.output(daemons[0]))
         return rows and int(rows[-1][1]) > 0
 
