@@ -37,13 +37,17 @@ ResumeReading. The client library (Mailbox, connect) and the `user` tool come af
 
 Usage:
     python3 spread_mini.py daemon [--port 4803] [--listen 127.0.0.1] [--name NAME] [-c spread.conf]
+                                  [--key ring.key]
     python3 spread_mini.py user [-s 4803@127.0.0.1] [-u NAME]
+    python3 spread_mini.py keygen ring.key      # a key for --key (signed daemon-daemon packets)
 """
 from __future__ import annotations
 
 import argparse
 import collections
 import errno
+import hashlib
+import hmac
 import ipaddress
 import os
 import random
@@ -267,7 +271,7 @@ CONF_REGULAR = "regular"  # the values spread_mini's ConfigurationChange uses
 CONF_TRANSITIONAL = "transitional"
 
 RING_MAGIC = b"SMRG"  # spread_mini ring: every daemon-daemon datagram starts with it
-RING_VERSION = 1
+RING_VERSION = 2  # 2: the configuration stamp in the header, and the key's tag
 PT_DATA, PT_TOKEN, PT_JOIN, PT_COMMIT, PT_MERGE, PT_UNRELIABLE, PT_LEAVE = 1, 2, 3, 4, 5, 6, 7
 PACKET_TYPE_NAMES = {PT_DATA: "data", PT_TOKEN: "token", PT_JOIN: "join",
                      PT_COMMIT: "commit", PT_MERGE: "merge", PT_UNRELIABLE: "unreliable",
@@ -285,10 +289,21 @@ MAX_WIRE_COUNTER = 2 ** 53
 MAX_MESSAGE_BODY_BYTES = 144000 + 100 * 33 + 64  # data + group names + our small header
 MAX_GROUPS = MAX_GROUPS_PER_MESSAGE
 #: room kept free in every data packet so that it still fits max_packet_bytes when a daemon
-#: wraps it for recovery (outer header with the longest names, length and checksum: 89 bytes)
-RECOVERY_WRAP_BYTES = 96
+#: wraps it for recovery (outer header with the longest names, length and a key's tag: 111 bytes)
+RECOVERY_WRAP_BYTES = 120
 #: a token without its rtr list, with the longest names (the rtr list fills the rest of a packet)
-TOKEN_FIXED_BYTES = 170
+TOKEN_FIXED_BYTES = 200
+#: --key: every daemon-daemon packet carries HMAC-SHA256(key, packet) cut to its first 16 bytes
+#: (128 bits, as IPsec's HMAC-SHA-256-128, RFC 4868: a forger still needs about 2**128 tries;
+#: the full 32 bytes would cost 16 more bytes in every packet for nothing a LAN can use)
+RING_TAG_BYTES = 16
+#: keygen: random bytes in a new key file; a key file shorter than RING_KEY_MIN_BYTES is refused
+RING_KEY_BYTES = 32
+RING_KEY_MIN_BYTES = 16
+#: "different configuration" lines: the first per peer at once, then at most one per peer this
+#: often (all such packets are counted); peers remembered for that, at most
+OTHER_CONFIGURATION_LOG_EVERY_S = 60.0
+OTHER_CONFIGURATION_PEERS_MAX = 64
 #: A daemon's incarnation is its start time in ms; the others ignore a smaller one of the same name.
 #: A daemon restarted after its clock went back learns from the others that they know its name
 #: with a higher incarnation and takes one above it: once or twice (one per higher incarnation
@@ -302,6 +317,25 @@ INCARNATION_NOTICE_EVERY_S = 0.2
 #: the new incarnation is 1..this many ms above the one the others know, at random: two restarts
 #: that learn of the same old incarnation must not become the same process to the others
 INCARNATION_BUMP_SPREAD_MS = 1000
+#: A newer incarnation of a daemon that has sent nothing for this long, while an older one of
+#: the same name has kept sending for at least half of it, was never a process: a forged or
+#: mangled packet named it. The older one is taken as current again (without this, one such
+#: packet would leave the older one out for good once it cannot take a higher incarnation).
+#: A crashed process's late packets linger milliseconds, not seconds.
+INCARNATION_FORGET_S = 3.0
+#: Counters that a packet may move far ahead of ours, refused beyond this: a ring seq grows by
+#: one per membership change (a million changes do not happen), an lts by one per message (a
+#: token rotation carries at most the global window of packets of at most 1024 pieces). One
+#: forged packet at the wire's limit (2**53) would otherwise make the next ring, or the next
+#: message, a counter that every decoder refuses: the ring cut off for good.
+RING_SEQ_AHEAD_MAX = 2 ** 20
+LTS_AHEAD_MAX = 2 ** 32
+#: A token, or a data packet, of the ring we are in can be at most this many token rotations'
+#: worth of packets (the global window) ahead of the token we passed last: the token goes
+#: through every member once a rotation, and flow control lets the ring send at most the global
+#: window in one. Beyond it, the packet is not one of our ring's (a confused or forged sender):
+#: dropped, so that a far link_seq cannot make the ring wait for packets nobody will ever send.
+RING_AHEAD_ROTATIONS = 2
 #: The group state exchange after a ring change holds every message delivered before the last
 #: STATE. STATE goes first in each daemon's queue, so that is what the ring carries in about one
 #: or two token rotations. More than this many rotations of the global window (packets x bytes)
@@ -552,9 +586,14 @@ def equal_group_ids(a, b) -> bool:
 
 
 # ---- Ring: daemon-daemon packets ---------------------------------------------------------
-# Every datagram: magic "SMRG" (4 bytes), version (u8), packet type (u8), then the body, then a
-# CRC-32 of everything before it (u32), so that a mangled or foreign datagram is recognised and
-# dropped rather than delivered with wrong contents.
+# Every datagram: magic "SMRG" (4 bytes), version (u8), packet type (u8), flags (u8: 1 = it
+# ends with a key's tag), then the configuration stamp (9 bytes: how many daemons the sender's
+# configuration lists, u8, and 4 bytes each of SHA-256 of its daemons and of its ring settings,
+# so that daemons started from different files never take each other's packets), then the body,
+# then the trailer: without a key a CRC-32 of everything before it (u32), so that a mangled or
+# foreign datagram is recognised and dropped rather than delivered with wrong contents; with a
+# key (--key) the first RING_TAG_BYTES of HMAC-SHA256(key, everything before it), so that only
+# a daemon holding the key can make a packet that the others take (RingSeal).
 # All integers are big-endian. A daemon id ("pid") is the daemon's name (u8 length + UTF-8,
 # at most 20 bytes) and its incarnation (u64; a restarted daemon gets a new one, so its old
 # packets can never be taken for new ones). A ring id is (u64 ring seq, representative pid).
@@ -580,7 +619,137 @@ FLAG_RECOVERED = 0x01
 
 
 class RingWireError(ValueError):
-    """A datagram that is not a well-formed ring packet of our version (dropped and counted)."""
+    """A datagram that is not a well-formed ring packet of our version and configuration
+    (dropped, and counted as dropped_<reason>)."""
+
+    def __init__(self, text, reason="garbage"):
+        super().__init__(text)
+        #: the counter's name: garbage, no_tag, bad_tag, unexpected_tag, different_configuration
+        self.reason = reason
+
+
+class RingConfigurationError(RingWireError):
+    """A well-formed packet of another configuration: what its stamp says, and who sent it."""
+
+    def __init__(self, text, stamp, sender):
+        super().__init__(text, "different_configuration")
+        self.stamp = stamp  #: (daemons, daemons hash, settings hash) of the sender's file
+        self.sender = sender  #: (name, incarnation) from its body
+
+
+def configuration_stamp(daemons=(), settings=None):
+    """What a daemon's configuration says that must be the same at every daemon of a ring:
+    (how many daemons, 4 bytes of SHA-256 of their names, addresses and ports, 4 bytes of
+    SHA-256 of the ring settings). daemons: (name, ip, port) each. Without daemons (the tests'
+    and the simulator's orderers): the zero stamp, which every such orderer shares."""
+    if not daemons:
+        return (0, bytes(4), bytes(4))
+    listed = "\n".join("%s %s %d" % d for d in sorted(daemons)).encode("utf-8")
+    values = sorted((k, v) for k, v in vars(settings or RingSettings()).items()
+                    if k != "max_log_lines")  # how much log a daemon keeps is its own affair
+    tuned = repr(values).encode("utf-8")
+    return (min(len(daemons), 255), hashlib.sha256(listed).digest()[:4],
+            hashlib.sha256(tuned).digest()[:4])
+
+
+def stamp_difference(theirs, ours):
+    """What differs between two configuration stamps, for people."""
+    if theirs[0] != ours[0]:
+        return "it lists %d daemons, we list %d" % (theirs[0], ours[0])
+    what = []
+    if theirs[1] != ours[1]:
+        what.append("other daemon names, addresses or ports (%d daemons, as we list)" % ours[0])
+    if theirs[2] != ours[2]:
+        what.append("other ring settings (Window, PersonalWindow or the timeouts)")
+    return "; ".join(what) or "nothing we can tell"
+
+
+FLAG_TAGGED = 0x01
+_RING_HEADER = struct.Struct(">4sBBBB4s4s")  # magic, version, type, flags, daemons, two hashes
+RING_HEADER_BYTES = _RING_HEADER.size
+
+
+class RingSeal:
+    """The header and trailer of every daemon-daemon datagram of one daemon: its configuration
+    stamp, and its key (bytes) or None. seal() finishes an encoded packet; open() checks one
+    that came in and says why it is refused (RingWireError.reason). Without a key and a
+    configuration (OPEN_SEAL) the packets are those of the tests and the simulator."""
+
+    def __init__(self, key=None, stamp=None):
+        self.key = key
+        self.stamp = stamp or configuration_stamp()
+        self.flags = FLAG_TAGGED if key else 0
+        self.trailer_bytes = RING_TAG_BYTES if key else 4
+        self._stamp_bytes = struct.pack(">B", self.stamp[0]) + self.stamp[1] + self.stamp[2]
+
+    def header(self, ptype):
+        return _RING_HEADER.pack(RING_MAGIC, RING_VERSION, ptype, self.flags, self.stamp[0],
+                                 self.stamp[1], self.stamp[2])
+
+    def seal(self, raw):
+        if self.key:
+            return raw + hmac.digest(self.key, raw, "sha256")[:RING_TAG_BYTES]
+        return raw + struct.pack(">I", zlib.crc32(raw) & 0xFFFFFFFF)
+
+    def open(self, data):
+        """(packet type, body without the trailer) of a datagram that passes the header and
+        the trailer, else RingWireError with its reason. The stamp is checked by the caller
+        (after the body, which names the sender)."""
+        if len(data) < RING_HEADER_BYTES + 4 or data[:4] != RING_MAGIC:
+            raise RingWireError("not a spread_mini ring packet (no magic)")
+        version, ptype, flags = data[4], data[5], data[6]
+        if version != RING_VERSION:
+            raise RingWireError("ring protocol version %d, we speak %d" % (version, RING_VERSION))
+        if flags & ~FLAG_TAGGED:
+            raise RingWireError("unknown header flags 0x%x" % flags)
+        if not self.key:
+            if flags & FLAG_TAGGED:
+                raise RingWireError("a packet signed with a key, and this daemon has none "
+                                    "(start it with --key)", "unexpected_tag")
+            body, crc = data[:-4], struct.unpack(">I", data[-4:])[0]
+            if zlib.crc32(body) & 0xFFFFFFFF != crc:
+                raise RingWireError("checksum mismatch (a mangled packet)")
+            return ptype, body
+        if not flags & FLAG_TAGGED:
+            raise RingWireError("a packet without the key's tag", "no_tag")
+        body, tag = data[:-RING_TAG_BYTES], data[-RING_TAG_BYTES:]
+        if len(body) < RING_HEADER_BYTES or not hmac.compare_digest(
+                hmac.digest(self.key, body, "sha256")[:RING_TAG_BYTES], tag):
+            raise RingWireError("the key's tag does not match (another key, or an altered "
+                                "packet)", "bad_tag")
+        return ptype, body
+
+    def same_configuration(self, data):
+        return data[7:RING_HEADER_BYTES] == self._stamp_bytes
+
+
+#: the seal of orderers made without a key or a configuration (tests, the simulator)
+OPEN_SEAL = RingSeal()
+
+
+def read_key_file(path):
+    """The key bytes of a key file made by `keygen`, or ValueError saying what is wrong."""
+    try:
+        with open(path, "rb") as f:
+            key = f.read(4096)
+    except OSError as exc:
+        raise ValueError("cannot read the key file %s: %s" % (path, exc.strerror or exc))
+    if len(key) < RING_KEY_MIN_BYTES:
+        raise ValueError("the key file %s has %d bytes, fewer than %d: make one with "
+                         "`python3 spread_mini.py keygen %s`" % (path, len(key), RING_KEY_MIN_BYTES, path))
+    return key
+
+
+def write_key_file(path, nbytes=RING_KEY_BYTES):
+    """A new key file of random bytes, readable by its owner only (mode 0600), as
+    corosync-keygen makes one. An existing file is never overwritten (daemons that hold the
+    old key would be cut off): FileExistsError."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask
+        os.write(fd, os.urandom(nbytes))
+    finally:
+        os.close(fd)
 
 
 _RING_STRUCTS = {}
@@ -690,12 +859,12 @@ def _pid_list_bytes(pids):
     return struct.pack(">H", len(pids)) + b"".join(_pid_bytes(p) for p in pids)
 
 
-def _ring_header(ptype):
-    return RING_MAGIC + struct.pack(">BB", RING_VERSION, ptype)
+def _ring_header(ptype, seal=None):
+    return (seal or OPEN_SEAL).header(ptype)
 
 
-def _ring_seal(raw):
-    return raw + struct.pack(">I", zlib.crc32(raw) & 0xFFFFFFFF)
+def _ring_seal(raw, seal=None):
+    return (seal or OPEN_SEAL).seal(raw)
 
 
 _RING_CHUNK = struct.Struct(">QQQHHII")
@@ -833,13 +1002,13 @@ def leave_reason_error(reason):
     return None
 
 
-def encode_ring_data(p):
+def encode_ring_data(p, seal=None):
     if p._raw is not None:
         return p._raw
-    parts = [_ring_header(PT_DATA), _ring_id_bytes(p.ring_id), _pid_bytes(p.sender),
+    parts = [_ring_header(PT_DATA, seal), _ring_id_bytes(p.ring_id), _pid_bytes(p.sender),
              struct.pack(">Q", p.link_seq)]
     if p.inner is not None:
-        inner = encode_ring_data(p.inner)
+        inner = encode_ring_data(p.inner, seal)
         parts.append(struct.pack(">BI", FLAG_RECOVERED, len(inner)))
         parts.append(inner)
     else:
@@ -848,63 +1017,65 @@ def encode_ring_data(p):
             parts.append(_RING_CHUNK.pack(c.origin_counter, c.lts, c.site_seq, c.frag_index,
                                      c.frag_count, c.service, len(c.body)))
             parts.append(c.body)
-    p._raw = _ring_seal(b"".join(parts))
+    p._raw = _ring_seal(b"".join(parts), seal)
     return p._raw
 
 
-def encode_ring_token(t):
+def encode_ring_token(t, seal=None):
     mod = b"\x00" if t.site_aru_modifier is None else b"\x01" + _pid_bytes(t.site_aru_modifier)
     return _ring_seal(b"".join([
-        _ring_header(PT_TOKEN), _ring_id_bytes(t.ring_id), _pid_bytes(t.sender),
+        _ring_header(PT_TOKEN, seal), _ring_id_bytes(t.ring_id), _pid_bytes(t.sender),
         struct.pack(">QBQQI", t.token_id, t.type, t.link_seq, t.link_aru, t.flow_control),
         struct.pack(">H", len(t.rtr)), b"".join(struct.pack(">Q", s) for s in t.rtr),
         struct.pack(">QQQ", t.site_seq, t.site_lts, t.site_aru), mod,
-        struct.pack(">B", t.retrans_flg)]))
+        struct.pack(">B", t.retrans_flg)]), seal)
 
 
-def encode_ring_join(j):
-    return _ring_seal(b"".join([_ring_header(PT_JOIN), _pid_bytes(j.sender), struct.pack(">Q", j.ring_seq),
-                           _pid_list_bytes(j.proc_set), _pid_list_bytes(j.fail_set)]))
+def encode_ring_join(j, seal=None):
+    return _ring_seal(b"".join([_ring_header(PT_JOIN, seal), _pid_bytes(j.sender),
+                                struct.pack(">Q", j.ring_seq), _pid_list_bytes(j.proc_set),
+                                _pid_list_bytes(j.fail_set)]), seal)
 
 
-def encode_ring_commit(c):
-    parts = [_ring_header(PT_COMMIT), _ring_id_bytes(c.ring_id), _pid_bytes(c.sender),
+def encode_ring_commit(c, seal=None):
+    parts = [_ring_header(PT_COMMIT, seal), _ring_id_bytes(c.ring_id), _pid_bytes(c.sender),
              struct.pack(">QB", c.token_id, c.rotation), _pid_list_bytes(c.members),
              struct.pack(">H", len(c.entries))]
     for pid in sorted(c.entries):
         e = c.entries[pid]
         parts += [_pid_bytes(pid), _ring_id_bytes(e.old_ring_id),
                   struct.pack(">QQQQ", e.old_aru, e.old_high, e.old_safe_lts, e.site_lts)]
-    return _ring_seal(b"".join(parts))
+    return _ring_seal(b"".join(parts), seal)
 
 
-def encode_ring_merge(m):
-    return _ring_seal(_ring_header(PT_MERGE) + _pid_bytes(m.sender) + _ring_id_bytes(m.ring_id))
+def encode_ring_merge(m, seal=None):
+    return _ring_seal(_ring_header(PT_MERGE, seal) + _pid_bytes(m.sender)
+                      + _ring_id_bytes(m.ring_id), seal)
 
 
-def encode_ring_leave(p):
+def encode_ring_leave(p, seal=None):
     raw = p.reason.encode("utf-8")
-    return _ring_seal(_ring_header(PT_LEAVE) + _pid_bytes(p.sender) + _ring_id_bytes(p.ring_id)
-                      + struct.pack(">B", len(raw)) + raw)
+    return _ring_seal(_ring_header(PT_LEAVE, seal) + _pid_bytes(p.sender)
+                      + _ring_id_bytes(p.ring_id) + struct.pack(">B", len(raw)) + raw, seal)
 
 
-def encode_ring_unreliable(p):
-    parts = [_ring_header(PT_UNRELIABLE), _ring_id_bytes(p.ring_id), _pid_bytes(p.sender),
+def encode_ring_unreliable(p, seal=None):
+    parts = [_ring_header(PT_UNRELIABLE, seal), _ring_id_bytes(p.ring_id), _pid_bytes(p.sender),
              struct.pack(">H", len(p.chunks))]
     for c in p.chunks:
         parts.append(_RING_CHUNK.pack(c.origin_counter, c.lts, c.site_seq, c.frag_index,
                                       c.frag_count, c.service, len(c.body)))
         parts.append(c.body)
-    return _ring_seal(b"".join(parts))
+    return _ring_seal(b"".join(parts), seal)
 
 
-def _decode_data_body(r):
+def _decode_data_body(r, seal):
     ring_id = r.ring_id()
     sender = r.pid()
     link_seq = r.counter()
     flags = r.u8()
     if flags == FLAG_RECOVERED:
-        inner = decode_ring_packet(r.take(r.u32()))
+        inner = decode_ring_packet(r.take(r.u32()), seal)
         if not isinstance(inner, RingData) or inner.inner is not None:
             raise RingWireError("a recovered packet must hold one plain data packet")
         return RingData(ring_id, sender, link_seq, inner=inner)
@@ -929,7 +1100,7 @@ def _decode_chunks(r):
     return chunks
 
 
-def _decode_token_body(r):
+def _decode_token_body(r, _seal):
     ring_id = r.ring_id()
     sender = r.pid()
     token_id, ttype, link_seq, link_aru, fcc = r.unpack(">QBQQI")
@@ -950,13 +1121,13 @@ def _decode_token_body(r):
                  site_seq, site_lts, site_aru, modifier, retrans_flg)
 
 
-def _decode_join_body(r):
+def _decode_join_body(r, _seal):
     sender = r.pid()
     ring_seq = r.counter()
     return RingJoin(sender, ring_seq, r.pid_list(), r.pid_list())
 
 
-def _decode_commit_body(r):
+def _decode_commit_body(r, _seal):
     ring_id = r.ring_id()
     sender = r.pid()
     token_id, rotation = r.unpack(">QB")
@@ -977,19 +1148,19 @@ def _decode_commit_body(r):
     return RingCommit(ring_id, sender, token_id, rotation, members, entries)
 
 
-def _decode_merge_body(r):
+def _decode_merge_body(r, _seal):
     sender = r.pid()
     return RingMerge(sender, r.ring_id())
 
 
-def _decode_unreliable_body(r):
+def _decode_unreliable_body(r, _seal):
     ring_id = r.ring_id()
     sender = r.pid()
     chunks = _decode_chunks(r)
     return RingUnreliable(ring_id, sender, chunks)
 
 
-def _decode_leave_body(r):
+def _decode_leave_body(r, _seal):
     sender = r.pid()
     ring_id = r.ring_id()
     raw = r.take(r.u8())
@@ -1009,43 +1180,42 @@ _RING_DECODERS = {PT_DATA: _decode_data_body, PT_TOKEN: _decode_token_body,
              PT_LEAVE: _decode_leave_body}
 
 
-def decode_ring_packet(data):
+def decode_ring_packet(data, seal=None):
     """bytes -> RingData / RingToken / RingJoin / RingCommit / RingMerge / RingUnreliable /
-    RingLeave, or RingWireError."""
-    if len(data) < 10 or data[:4] != RING_MAGIC:
-        raise RingWireError("not a spread_mini ring packet (no magic)")
-    version, ptype = data[4], data[5]
-    if version != RING_VERSION:
-        raise RingWireError("ring protocol version %d, we speak %d" % (version, RING_VERSION))
+    RingLeave, or RingWireError (its reason says why: RingSeal.open; a packet of another
+    configuration is a RingConfigurationError, which names its sender)."""
+    seal = seal or OPEN_SEAL
+    ptype, body = seal.open(data)
     decoder = _RING_DECODERS.get(ptype)
     if decoder is None:
         raise RingWireError("unknown packet type %d" % ptype)
-    body, crc = data[:-4], struct.unpack(">I", data[-4:])[0]
-    if zlib.crc32(body) & 0xFFFFFFFF != crc:
-        raise RingWireError("checksum mismatch (a mangled packet)")
     r = _RingReader(body)
-    r.pos = 6
-    packet = decoder(r)
+    r.pos = RING_HEADER_BYTES
+    packet = decoder(r, seal)
     r.end()
+    if not seal.same_configuration(data):
+        stamp = (data[7], bytes(data[8:12]), bytes(data[12:16]))
+        raise RingConfigurationError("a packet of another configuration: %s"
+                                     % stamp_difference(stamp, seal.stamp), stamp, packet.sender)
     if isinstance(packet, RingData) and packet.inner is None:
         packet._raw = bytes(data)
     return packet
 
 
-def encode_ring_packet(p):
+def encode_ring_packet(p, seal=None):
     if isinstance(p, RingData):
-        return encode_ring_data(p)
+        return encode_ring_data(p, seal)
     if isinstance(p, RingToken):
-        return encode_ring_token(p)
+        return encode_ring_token(p, seal)
     if isinstance(p, RingJoin):
-        return encode_ring_join(p)
+        return encode_ring_join(p, seal)
     if isinstance(p, RingCommit):
-        return encode_ring_commit(p)
+        return encode_ring_commit(p, seal)
     if isinstance(p, RingUnreliable):
-        return encode_ring_unreliable(p)
+        return encode_ring_unreliable(p, seal)
     if isinstance(p, RingLeave):
-        return encode_ring_leave(p)
-    return encode_ring_merge(p)
+        return encode_ring_leave(p, seal)
+    return encode_ring_merge(p, seal)
 
 # ---- Ring: daemon messages as the ring carries them ---------------------------------------
 RING_KINDS = {"DATA": 0, "JOIN": 1, "LEAVE": 2, "KILL": 3, "STATE": 4}  # DATA.. as in Protocol core
@@ -2419,7 +2589,7 @@ def build_daemon(name: str, ring: Optional[Dict[str, str]] = None, *, incarnatio
                  settings: Optional[RingSettings] = None, proc_id: int = 0x7F000001, memb_time: int = 0,
                  daemon_order: Optional[Sequence[str]] = None, limits: Optional[ClientLimits] = None,
                  rng: Optional[random.Random] = None, ring_rng: Optional[random.Random] = None,
-                 now: float = 0.0) -> Daemon:
+                 now: float = 0.0, seal: Optional[RingSeal] = None) -> Daemon:
     """The one way to make a daemon core: alone (ring None: the LocalOrderer), or one daemon of a
     ring (ring: daemon name -> IPv4 address for every daemon of the configuration, this one
     included, in configuration order). The command line, the tests and the benchmarks use it."""
@@ -2430,7 +2600,7 @@ def build_daemon(name: str, ring: Optional[Dict[str, str]] = None, *, incarnatio
     if name not in ring:
         raise ValueError("daemon %r is not one of the ring's daemons (%s)" % (name, ", ".join(ring)))
     order = list(daemon_order or ring)
-    orderer = RingOrderer(name, incarnation, list(ring), ring_rng, settings, now=now)
+    orderer = RingOrderer(name, incarnation, list(ring), ring_rng, settings, now=now, seal=seal)
     core = RingGroupCore(name, orderer, ring, proc_id=proc_id, memb_time=memb_time, daemon_order=order,
                          max_session_messages=limits.max_session_messages,
                          max_session_bytes=limits.max_session_bytes)
@@ -2866,6 +3036,7 @@ class _Ring:
         self.prev_link_aru = 0  # token values after our update, at our previous visit
         self.prev_site_aru = start_lts
         self.last_token_id = -1
+        self.last_token_seq = 0  # the token's link_seq when we passed it last
         self.my_last_sent = 0  # our contribution to flow_control on the last visit
         self.gc_upto = 0
 
@@ -3310,9 +3481,10 @@ class RingLink:
     a big message is cut into pieces (7.3.1: the link carries abstract objects in packets).
     Membership (which ring, RECOVERY) is the RingOrderer's: it gives the ring to every call."""
 
-    def __init__(self, me, settings, counters, send, upper):
+    def __init__(self, me, settings, counters, send, upper, seal=None):
         self.me = me
         self.cfg = settings
+        self.seal = seal or OPEN_SEAL  #: header and trailer of our packets (key, configuration)
         self.counters = counters
         self.send = send  # send(raw, dest_pid)
         self.upper = upper
@@ -3333,7 +3505,7 @@ class RingLink:
             if p is None:
                 still.append(seq)
                 continue
-            self.multicast(encode_ring_data(p), ring.members)
+            self.multicast(encode_ring_data(p, self.seal), ring.members)
             sent += 1
             self.counters["retransmissions_sent"] += 1
         tok.rtr = still
@@ -3354,7 +3526,7 @@ class RingLink:
         tok.link_seq += 1
         p = RingData(ring.ring_id, self.me, tok.link_seq, chunks, inner)
         ring.store(p)
-        self.multicast(encode_ring_data(p), ring.members)
+        self.multicast(encode_ring_data(p, self.seal), ring.members)
         self.counters["packets_sent"] += 1
         return p
 
@@ -3384,7 +3556,7 @@ class RingLink:
             if not chunks:
                 break
             p = RingUnreliable(ring.ring_id, self.me, chunks)
-            self.multicast(encode_ring_unreliable(p), ring.members)
+            self.multicast(encode_ring_unreliable(p, self.seal), ring.members)
             self.counters["unreliable_packets_sent"] += 1
             packets.append(p)
         return packets
@@ -3393,7 +3565,7 @@ class RingLink:
         """Chunk bytes (headers included) that fit one packet of at most max_packet_bytes, with
         room for the wrapping of a recovery resend."""
         dummy = RingData(ring.ring_id, self.me, 0, [])
-        return self.cfg.max_packet_bytes - RECOVERY_WRAP_BYTES - len(encode_ring_data(dummy))
+        return self.cfg.max_packet_bytes - RECOVERY_WRAP_BYTES - len(encode_ring_data(dummy, self.seal))
 
     def fill_packet(self, tok, limit, next_piece_bytes, take_piece):
         """Chunks for one packet of at most `limit` payload bytes, from the transport's queue
@@ -3446,6 +3618,7 @@ class RingLink:
         tok.sender = self.me
         tok.token_id += 1
         ring.last_token_id = tok.token_id
+        ring.last_token_seq = tok.link_seq
         nxt = _successor(ring.members, self.me)
         idle = (may_hold and tok.flow_control == 0 and not tok.rtr
                 and tok.link_aru == tok.link_seq)
@@ -3457,7 +3630,7 @@ class RingLink:
             self.held_token = (ring, tok, nxt)
             self.hold_until = now
             return
-        self.pass_raw(encode_ring_token(tok), nxt, tok.link_seq, now)
+        self.pass_raw(encode_ring_token(tok, self.seal), nxt, tok.link_seq, now)
 
     def pass_raw(self, raw, nxt, link_seq, now):
         """Send a token (or commit token) and keep it to resend until a sign of life."""
@@ -3516,6 +3689,11 @@ class RingLink:
 def _successor(members, me):
     i = members.index(me)
     return members[(i + 1) % len(members)]
+
+
+def _predecessor(members, me):
+    i = members.index(me)
+    return members[i - 1]
 
 
 def _next_piece_bytes(in_progress, queue, piece_bytes):
@@ -3582,7 +3760,7 @@ class RingOrderer:
     hold_until = _delegate("link", "hold_until", "when a held token goes on")
     last_sent_token = _delegate("link", "last_sent_token", "the token passed, to resend if lost")
 
-    def __init__(self, name, incarnation, peers, rng=None, settings=None, now=0.0):
+    def __init__(self, name, incarnation, peers, rng=None, settings=None, now=0.0, seal=None):
         if not name or len(name.encode("utf-8")) > MAX_NAME_BYTES:
             raise ValueError("daemon name must be 1..%d bytes" % MAX_NAME_BYTES)
         self.me = (name, int(incarnation))
@@ -3592,6 +3770,11 @@ class RingOrderer:
         self.configured_names = frozenset(self.peers) | {name}
         self.rng = rng or random.Random(0)
         self.cfg = settings or RingSettings()
+        #: our key and configuration stamp: what our packets carry, what theirs must carry
+        self.seal = seal or OPEN_SEAL
+        #: peer (sender name, or source address) -> when its "different configuration" line
+        #: may be logged again
+        self.other_configuration_log_at = {}
         self.now = now
         self.outputs = []
         self.log = collections.deque(maxlen=self.cfg.max_log_lines)
@@ -3599,9 +3782,13 @@ class RingOrderer:
         self.state = None
         self.state_since = now
         self.known_incarnation = {name: self.me[1]}
+        #: daemon name -> when a packet of its current incarnation last came in
+        self.heard_at = {}
+        #: daemon name -> (older incarnation, since when its packets are dropped as superseded)
+        self.superseded_since = {}
         self.ring_seq = 0  # highest ring seq this daemon has committed to
         self.transport = Transport(name, self.cfg, self.counters, self._output_delivery)
-        self.link = RingLink(self.me, self.cfg, self.counters, self._send, self.transport)
+        self.link = RingLink(self.me, self.cfg, self.counters, self._send, self.transport, self.seal)
         # the "old ring" of a fresh daemon: just itself, no messages
         self.ring = self._open_ring((0, name, self.me[1]), [self.me], 0)
         self.transport.install(self.ring.stream)
@@ -3656,10 +3843,15 @@ class RingOrderer:
             self.counters["dropped_after_we_left"] += 1
             return
         try:
-            p = decode_ring_packet(packet)
+            p = decode_ring_packet(packet, self.seal)
+        except RingConfigurationError as e:
+            # started from another spread.conf: never a member of our ring, whatever it sends
+            self.counters["dropped_different_configuration"] += 1
+            self._log_other_configuration(src, e)
+            return
         except RingWireError as e:
-            self.counters["dropped_garbage"] += 1
-            self._log("dropped a packet from %s: %s" % (src, e))
+            self.counters["dropped_" + e.reason] += 1
+            self._log("dropped a packet from %s: %s" % (_src_str(src), e))
             return
         sender = p.sender
         if sender[0] not in self.configured_names:
@@ -3667,10 +3859,12 @@ class RingOrderer:
             # we could not even send to it, and its joins would make our ring gather again
             self.counters["dropped_unknown_daemon"] += 1
             return
-        if self._superseded(sender):
+        if self._superseded(sender) and not self._newer_was_never_there(sender):
             self.counters["dropped_old_incarnation"] += 1
             self._send_incarnation_notice(sender)
             return
+        if sender[1] >= self.known_incarnation.get(sender[0], 0):
+            self.heard_at[sender[0]] = now
         newer = self._newer_incarnation_of_me(p)
         if newer is not None and self._take_newer_incarnation(*newer):
             return  # the packet was for our old incarnation
@@ -3740,7 +3934,7 @@ class RingOrderer:
         error = leave_reason_error(reason)
         if error is not None:
             raise ValueError(error)  # our caller's mistake, not the network's
-        self.leave_packet = encode_ring_leave(RingLeave(self.me, self.ring.ring_id, reason))
+        self.leave_packet = encode_ring_leave(RingLeave(self.me, self.ring.ring_id, reason), self.seal)
         self.leave_copies_left = LEAVE_COPIES
         self._enter_left(reason)
         self._send_leave_copy()
@@ -3767,9 +3961,25 @@ class RingOrderer:
             "personal_window_packets": self.cfg.personal_window_packets,
             "last_change_reason": self.change_reason,
             "recent_changes": list(self.recent_changes), "now": self.now,
+            "keyed": bool(self.seal.key),
         }
 
     # ---------------------------------------------------------------- helpers
+
+    def _log_other_configuration(self, src, e):
+        """Once per peer at once, then at most once a minute: the operator must fix a file, and
+        a line a second would drown everything else."""
+        peer = e.sender[0]
+        when = self.other_configuration_log_at.get(peer)
+        if when is not None and self.now < when:
+            return
+        if when is None and len(self.other_configuration_log_at) >= OTHER_CONFIGURATION_PEERS_MAX:
+            return  # (a flood of forged names: counted, not logged)
+        self.other_configuration_log_at[peer] = self.now + OTHER_CONFIGURATION_LOG_EVERY_S
+        self._log("packets from %s at %s come from a different configuration: %s. Dropped: they "
+                  "never change our ring (%d so far; the spread.conf files must be the same on "
+                  "every daemon)" % (peer, _src_str(src), stamp_difference(e.stamp, self.seal.stamp),
+                                     self.counters["dropped_different_configuration"]))
 
     def _log(self, text):
         self.log.append("%.3f %s %s" % (self.now, self.me[0], text))
@@ -3790,6 +4000,28 @@ class RingOrderer:
     def _superseded(self, pid):
         known = self.known_incarnation.get(pid[0])
         return known is not None and pid[1] < known
+
+    def _newer_was_never_there(self, older):
+        """True (and `older` is current again) if the newer incarnation that supersedes it has
+        been silent for INCARNATION_FORGET_S while `older` kept sending (see there)."""
+        name = older[0]
+        if name == self.me[0]:
+            return False  # our own: we know which incarnation is current
+        since = self.superseded_since.get(name)
+        if since is None or since[0] != older[1]:
+            self.superseded_since[name] = (older[1], self.now)
+            return False
+        silent_s = self.now - self.heard_at.get(name, self.state_since)
+        if silent_s < INCARNATION_FORGET_S or self.now - since[1] < INCARNATION_FORGET_S / 2:
+            return False
+        newer = self.known_incarnation[name]
+        self.known_incarnation[name] = older[1]
+        del self.superseded_since[name]
+        self.counters["incarnations_forgotten"] += 1
+        self._log("%s#%d has sent nothing for %.1f s while %s keeps sending: it was never a "
+                  "process (a forged or mangled packet named it); %s is current again"
+                  % (name, newer % 10000, silent_s, _pid_str(older), _pid_str(older)))
+        return True
 
     def _note_incarnation(self, pid):
         """A daemon with a newer incarnation restarted: its old incarnation is gone."""
@@ -3815,7 +4047,8 @@ class RingOrderer:
             return
         self.incarnation_notice_at[name] = self.now
         known = self.known_incarnation[name]
-        self.outputs.append(Send(encode_ring_merge(RingMerge(self.me, (0, name, known))), name))
+        self.outputs.append(Send(encode_ring_merge(RingMerge(self.me, (0, name, known)), self.seal),
+                                 name))
         self.counters["incarnation_notices_sent"] += 1
         if self.counters["incarnation_notices_sent"] % 50 == 1:
             self._log("packets from %s#%d, older than the incarnation we know (%d): told it"
@@ -3851,6 +4084,14 @@ class RingOrderer:
         gather again, like a restart. The old ring stays as it is, so the daemons that move with
         us from it still recover its messages together. True if we changed."""
         name, old = self.me
+        if seen + 1 + INCARNATION_BUMP_SPREAD_MS > MAX_WIRE_COUNTER:
+            # the others' decoders would refuse every packet of ours: we would be cut off for
+            # good (a forged join naming us with 2**53 did that). No daemon started that late.
+            self.counters["newer_incarnation_beyond_wire_limit"] += 1
+            if self.counters["newer_incarnation_beyond_wire_limit"] % 100 == 1:
+                self._log("%s: beyond what the wire carries (%d); not a daemon's start time, "
+                          "ignored (keeping incarnation %d)" % (why, MAX_WIRE_COUNTER, old))
+            return False
         if self.incarnation_bumps >= INCARNATION_BUMPS_MAX:
             self.counters["newer_incarnation_ignored"] += 1
             if self.bump_refused_log_at is None or self.now >= self.bump_refused_log_at:
@@ -3922,7 +4163,7 @@ class RingOrderer:
     def _send_join(self):
         self.next_join_at = self.now + self.cfg.join_interval_s
         j = RingJoin(self.me, self.ring_seq, self.proc_set, self.fail_set)
-        raw = encode_ring_join(j)
+        raw = encode_ring_join(j, self.seal)
         for name in self.peers:  # every configured daemon: that is how newcomers find us
             self.outputs.append(Send(raw, name))
         self.counters["joins_sent"] += 1
@@ -3950,6 +4191,9 @@ class RingOrderer:
 
     def _on_join(self, j):
         self.counters["joins_received"] += 1
+        if j.ring_seq > self.ring_seq + RING_SEQ_AHEAD_MAX:
+            self.counters["dropped_ring_seq_far_ahead"] += 1
+            return
         old = self._note_incarnation(j.sender)
         if self.state == OPERATIONAL:
             if self._join_is_stale(j, self.ring):
@@ -4043,10 +4287,18 @@ class RingOrderer:
         c.token_id += 1
         self.commit_token_id = c.token_id
         nxt = self._successor(c.members)
-        self._pass(encode_ring_commit(c), nxt, link_seq=None)
+        self._pass(encode_ring_commit(c, self.seal), nxt, link_seq=None)
 
     def _on_commit(self, c):
         if self.me not in c.members:
+            return
+        if c.sender != _predecessor(c.members, self.me):
+            # it goes round the members in order: one from elsewhere is a copy (replayed)
+            self.counters["dropped_commit_tokens_not_for_us"] += 1
+            return
+        if c.ring_id[0] > self.ring_seq + RING_SEQ_AHEAD_MAX + 1 or any(
+                e.site_lts > self.max_lts_seen + LTS_AHEAD_MAX for e in c.entries.values()):
+            self.counters["dropped_ring_seq_far_ahead"] += 1
             return
         if c.rotation == 1 and self.state == GATHER:
             active = sorted(self.proc_set - self.fail_set)
@@ -4177,12 +4429,23 @@ class RingOrderer:
                 return
         if self.state == GATHER and p.ring_id == self.ring.ring_id and p.inner is None:
             # late packets of the old ring still help recovery (not once we reported on it)
+            if self._beyond_token(self.ring, p.link_seq, "data"):
+                return
             if self.ring.store(p):
                 self.counters["late_old_ring_packets"] += 1
             return
         self.counters["dropped_foreign_data"] += 1
 
+    def _beyond_token(self, ring, link_seq, what):
+        """A link_seq that our ring cannot have reached yet (RING_AHEAD_ROTATIONS): counted."""
+        if link_seq <= ring.last_token_seq + RING_AHEAD_ROTATIONS * self.cfg.global_window_packets:
+            return False
+        self.counters["dropped_%s_beyond_the_token" % what] += 1
+        return True
+
     def _on_ring_data(self, ring, p):
+        if self._beyond_token(ring, p.link_seq, "data"):
+            return
         self.link.evidence(p.link_seq)
         if not ring.store(p):
             self.counters["duplicate_packets"] += 1
@@ -4209,6 +4472,19 @@ class RingOrderer:
             return
         if tok.token_id <= ring.last_token_id:
             self.counters["duplicate_tokens"] += 1
+            return
+        if tok.sender != _predecessor(ring.members, self.me):
+            # the token goes from each member to the next: one from elsewhere is a copy of
+            # another member's (replayed) or forged, and taking it would make two tokens
+            self.counters["dropped_tokens_not_for_us"] += 1
+            return
+        ahead = ring.last_token_seq + RING_AHEAD_ROTATIONS * self.cfg.global_window_packets
+        if tok.token_id > ring.last_token_id + 2 * len(ring.members) + 2 or tok.link_seq > ahead \
+                or tok.site_lts > self.max_lts_seen + LTS_AHEAD_MAX or tok.site_seq > tok.site_lts:
+            # one rotation adds len(members) to the token id: a far one would make every
+            # true token after it a "duplicate"; a far link_seq, every daemon wait for packets
+            # that nobody sent
+            self.counters["dropped_tokens_far_ahead"] += 1
             return
         self._handle_token(tok)
 
@@ -4304,7 +4580,7 @@ class RingOrderer:
         if nxt == self.me:
             self._handle_token(tok)
         else:
-            self._pass(encode_ring_token(tok), nxt, link_seq=tok.link_seq)
+            self._pass(encode_ring_token(tok, self.seal), nxt, link_seq=tok.link_seq)
 
     def _pass(self, raw, nxt, link_seq):
         self.link.pass_raw(raw, nxt, link_seq, self.now)
@@ -4382,7 +4658,7 @@ class RingOrderer:
 
     def _send_merge_detect(self):
         self.next_merge_detect = self.now + self.cfg.merge_detect_s
-        raw = encode_ring_merge(RingMerge(self.me, self.ring.ring_id))
+        raw = encode_ring_merge(RingMerge(self.me, self.ring.ring_id), self.seal)
         inside = {p[0] for p in self.ring.members}
         for name in self.peers:
             if name not in inside:
@@ -4398,6 +4674,13 @@ class RingOrderer:
             self.counters["foreign_rings_seen"] += 1
             self._enter_gather("ring %s of %s is reachable: merge" % (
                 _ring_str(m.ring_id), m.sender[0]), extra=(m.sender,))
+
+
+def _src_str(src):
+    """A datagram's source for the log: ip:port from a socket, or the simulator's name."""
+    if isinstance(src, tuple) and len(src) == 2:
+        return "%s:%s" % src
+    return str(src)
 
 
 def _ring_names(pids):
@@ -5941,10 +6224,26 @@ def ring_status_rows(snap):
         ("token losses / retransmitted tokens", "%d / %d" % (c.get("token_loss", 0),
                                                              c.get("token_retransmissions", 0))),
         ("garbage dropped", str(c.get("dropped_garbage", 0))),
-    ] + _held_rows(snap) + _datagram_rows(snap) + [
+    ] + _refused_rows(snap) + _held_rows(snap) + _datagram_rows(snap) + [
         ("change %.0f s ago" % max(0.0, snap.get("now", t) - t),
          "ring %s {%s}: %s" % (ring, ",".join(members), reason))
         for t, ring, members, reason in snap.get("recent_changes", ())]
+
+
+def _refused_rows(snap):
+    """Packets refused by the key, the configuration stamp and the ring's own checks."""
+    c = snap["counters"]
+    return [
+        ("daemon key", "HMAC-SHA256 tag on every packet" if snap.get("keyed")
+         else "none (anyone on the LAN can send packets to the ring)"),
+        ("dropped: no / wrong / unexpected tag", "%d / %d / %d" % (
+            c.get("dropped_no_tag", 0), c.get("dropped_bad_tag", 0),
+            c.get("dropped_unexpected_tag", 0))),
+        ("dropped: different configuration", str(c.get("dropped_different_configuration", 0))),
+        ("dropped: tokens out of turn, ahead", str(
+            c.get("dropped_tokens_not_for_us", 0) + c.get("dropped_commit_tokens_not_for_us", 0)
+            + c.get("dropped_tokens_far_ahead", 0) + c.get("dropped_data_beyond_the_token", 0))),
+    ]
 
 
 def _held_rows(snap):
@@ -6058,8 +6357,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-unix", action="store_true", help="do not listen on the unix socket /tmp/PORT")
     d.add_argument("--pid-file", help="write the daemon's process id to this file (removed at a clean stop): "
                                       "`kill -9 $(cat FILE)` crashes this daemon and no other")
+    d.add_argument("--key", metavar="FILE",
+                   help="a key made by `keygen`: every packet to the other daemons carries an "
+                        "HMAC-SHA256 tag, and packets without a valid one are dropped (give every "
+                        "daemon of the configuration the same file)")
     # for tests: a ring daemon's incarnation instead of its start time in ms (a clock set back)
     d.add_argument("--incarnation", type=_positive_int, help=argparse.SUPPRESS)
+    k = sub.add_parser("keygen", help="write a random key for --key (mode 0600)")
+    k.add_argument("file", help="the key file to create (never overwritten)")
     u = sub.add_parser("user", help="interactive or scripted client, like Spread's spuser")
     u.add_argument("-s", "--spread", type=_spread_name, default=str(DEFAULT_SPREAD_PORT),
                    help="daemon: PORT (unix socket /tmp/PORT), PORT@HOST or PORT@A.B.C.D (default 4803)")
@@ -6102,6 +6407,9 @@ def run_daemon(args, parser) -> int:
             args.max_session_messages = args.max_session_messages or DEFAULT_MAX_SESSION_MESSAGES
             return run_ring_daemon(args, parser, config, entry, listen, port)
     args.max_session_messages = args.max_session_messages or DEFAULT_MAX_SESSION_MESSAGES
+    if args.key:
+        print("--key: this daemon has no other daemons (a configuration with one daemon, or "
+              "none): nothing to sign", flush=True)
     name = name or default_daemon_name()
     listen = listen or DEFAULT_LISTEN
     port = port or DEFAULT_SPREAD_PORT
@@ -6185,6 +6493,19 @@ def ring_open_error(exc: OSError, server, entry, listen: str, port: int) -> str:
 
 def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
     """One daemon of a configuration with several: the ring between them."""
+    key = None
+    if args.key:
+        try:
+            key = read_key_file(args.key)
+        except ValueError as exc:
+            print("spread_mini.py daemon: error: --key: %s" % exc, file=sys.stderr)
+            return 2
+    else:
+        for line in unkeyed_lan_warning(config):
+            print(line, flush=True)
+    settings = ring_settings_of(config)
+    seal = RingSeal(key, configuration_stamp([(d.name, d.ip, d.port) for d in config.daemons],
+                                             settings))
     if len(config.segments) > 1:
         print("configuration: %d segments; spread_mini runs ONE ring over all their daemons "
               "(no HOP links between sites yet)" % len(config.segments), flush=True)
@@ -6196,7 +6517,7 @@ def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
     except ValueError:
         parser.error("--listen %r: give an IPv4 address" % listen)
     daemon = build_daemon(entry.name, {d.name: d.ip for d in config.daemons}, incarnation=incarnation,
-                          settings=ring_settings_of(config), proc_id=proc_id, memb_time=int(time.time()),
+                          settings=settings, seal=seal, proc_id=proc_id, memb_time=int(time.time()),
                           daemon_order=config.daemon_order(), limits=client_limits_of(args),
                           rng=random.Random(), ring_rng=random.Random(), now=time.monotonic())
     peers = {d.name: (d.ip, d.port) for d in config.daemons}
@@ -6219,9 +6540,10 @@ def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
     signal.signal(signal.SIGINT, stop)
     write_pid_file(args.pid_file)
     server.log("spread_mini daemon %s (incarnation %d, pid %d) listening on %s; ring on %s:%d/udp "
-               "with %s (unicast to each)" % (entry.name, incarnation, os.getpid(),
+               "with %s (unicast to each)%s" % (entry.name, incarnation, os.getpid(),
                                               server.where_listening("%s:%d" % (listen, port)), entry.ip,
-                                              entry.port, ", ".join(sorted(peers))))
+                                              entry.port, ", ".join(sorted(peers)),
+                                              "; packets signed with the key %s" % args.key if key else ""))
     try:
         server.serve_forever()
         # a clean stop: the others form a new ring at once, and say why (kill -9 cannot do
@@ -6233,6 +6555,36 @@ def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
         server.close()
         remove_pid_file(args.pid_file)
         server.log("daemon %s stopped" % entry.name)
+    return 0
+
+
+def unkeyed_lan_warning(config) -> List[str]:
+    """Said once at the start of a daemon without a key whose configuration reaches beyond
+    this machine (an address outside 127.0.0.0/8): on a shared LAN anyone can forge packets."""
+    outside = sorted({d.ip for d in config.daemons if not ipaddress.ip_address(d.ip).is_loopback})
+    if not outside:
+        return []
+    return ["WARNING: the configuration names %s, outside 127.0.0.0/8, and this daemon runs "
+            "without a key: anyone on the LAN can send packets that disturb the ring." % ", ".join(outside),
+            "  Make a key once (python3 spread_mini.py keygen ring.key), copy it to every daemon's "
+            "machine and start every daemon with --key ring.key."]
+
+
+def run_keygen(args) -> int:
+    try:
+        write_key_file(args.file)
+    except FileExistsError:
+        print("spread_mini.py keygen: error: %s exists; it is never overwritten (the daemons "
+              "that hold it would no longer accept this one's packets). Remove it first to "
+              "make a new key." % args.file, file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print("spread_mini.py keygen: error: %s: %s" % (args.file, exc.strerror or exc),
+              file=sys.stderr)
+        return 2
+    print("wrote a random %d-byte key to %s (mode 0600, readable by you only). Copy it to the "
+          "machine of every daemon of the configuration and start each with --key %s"
+          % (RING_KEY_BYTES, args.file, args.file))
     return 0
 
 
@@ -6261,6 +6613,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return run_daemon(args, parser)
     if args.command == "user":
         return run_user(args)
+    if args.command == "keygen":
+        return run_keygen(args)
     parser.print_help()
     return 2
 

@@ -5,6 +5,7 @@ violations of the guarantees. Every seed replays exactly with the command printe
 
     python3 bench/ring_soak.py --seeds 1000            # seeds 1..1000
     python3 bench/ring_soak.py --seeds 200 --first 5000
+    python3 bench/ring_soak.py --seeds 10000 --hostile 0.1 [--key]   # replayed and forged packets
 """
 
 import argparse
@@ -37,17 +38,24 @@ def main(argv=None):
     parser.add_argument("--clean-stop", type=float, default=None, metavar="P",
                         help="share of the crashes that are clean stops (a LEAVE announcement "
                              "first, as after Ctrl-C), 0..1 (default: one in three)")
+    parser.add_argument("--hostile", type=float, default=None, metavar="P",
+                        help="per packet sent while the faults last, the chance that a hostile "
+                             "one arrives too: a replay of an earlier packet, to any daemon, or a "
+                             "forged packet with extreme values in every field, 0..1 (default 0)")
+    parser.add_argument("--key", action="store_true",
+                        help="the daemons sign their packets (--key); forgers do not have the key")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
-    for name in ("unreliable_share", "clock_back", "clean_stop"):
+    for name in ("unreliable_share", "clock_back", "clean_stop", "hostile"):
         value = getattr(args, name)
         if value is not None and not 0.0 <= value <= 1.0:
             parser.error("--%s must be between 0 and 1" % name.replace("_", "-"))
     if args.fault_every is not None and args.fault_every <= 0.05:
         parser.error("--fault-every must be more than 0.05 s")
     mix = {"unreliable_share": args.unreliable_share, "clock_back": args.clock_back,
-           "fault_every_s": args.fault_every, "clean_stop": args.clean_stop}
+           "fault_every_s": args.fault_every, "clean_stop": args.clean_stop,
+           "hostile": args.hostile, "key": args.key}
     started = time.monotonic()
     totals = collections.Counter()
     failing = []
@@ -85,6 +93,18 @@ def main(argv=None):
               totals["clean_stops"], totals["leaves_received"], totals["duplicate_leaves"],
               totals["leaves_ignored_not_member"]))
     print("UNRELIABLE messages delivered %d" % totals["unreliable_delivered"])
+    if args.hostile:
+        print("hostile packets: replayed %d, forged %d%s; refused: wrong or no tag %d, "
+              "garbage %d, old incarnations %d, out-of-turn tokens %d, far-ahead counters %d, "
+              "strangers %d; forged incarnations forgotten %d" % (
+                  totals["hostile_replayed"], totals["hostile_forged"],
+                  " (without the key)" if args.key else "",
+                  totals["dropped_bad_tag"] + totals["dropped_no_tag"], totals["dropped_garbage"],
+                  totals["dropped_old_incarnation"],
+                  totals["dropped_tokens_not_for_us"] + totals["dropped_commit_tokens_not_for_us"],
+                  totals["dropped_tokens_far_ahead"] + totals["dropped_data_beyond_the_token"]
+                  + totals["dropped_ring_seq_far_ahead"], totals["dropped_unknown_daemon"],
+                  totals["incarnations_forgotten"]))
     print("rerun: python3 bench/ring_soak.py --seeds %d --first %d%s" % (
         args.seeds, args.first, ring_sim.mix_options(**mix)))
     return 1 if failing else 0

@@ -13,6 +13,7 @@ The 1-daemon row is the same daemon without the ring (its LocalOrderer): the fig
     python3 bench/ring_throughput.py --rate 1000 --count 5000   # latency at a moderate load
     git show HEAD~1:spread_mini.py > /tmp/old_spread_mini.py   # another version, in the same run:
     python3 bench/ring_throughput.py --daemons 3 --against /tmp/old_spread_mini.py --repeat 3
+    python3 bench/ring_throughput.py --key-compare              # what --key costs, as a ratio
 """
 
 import argparse
@@ -39,7 +40,7 @@ def free_port(n=5):
     return labnet.free_port(["127.0.0.%d" % i for i in range(1, n + 1)])
 
 
-def start_daemons(n, tmpdir, spread=os.path.join(ROOT, "spread_mini.py")):
+def start_daemons(n, tmpdir, spread=os.path.join(ROOT, "spread_mini.py"), key=None):
     port = free_port(n)
     conf = os.path.join(tmpdir, "spread%d.conf" % n)
     with open(conf, "w") as f:
@@ -52,7 +53,8 @@ def start_daemons(n, tmpdir, spread=os.path.join(ROOT, "spread_mini.py")):
         log = open(os.path.join(tmpdir, "d%d_%d.log" % (n, i)), "w")
         procs.append(subprocess.Popen(
             [sys.executable, spread, "daemon", "-c", conf, "--name",
-             "d%d" % i, "--status-every", "0", "--no-unix", "--max-session-messages", "1000000"],
+             "d%d" % i, "--status-every", "0", "--no-unix", "--max-session-messages", "1000000"]
+            + (["--key", key] if key else []),
             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT))
     deadline = time.monotonic() + 20
     while not all(port_open("127.0.0.%d" % i, port) for i in range(1, n + 1)):
@@ -179,7 +181,11 @@ def main(argv=None):
     parser.add_argument("--against", metavar="SPREAD_MINI_PY",
                         help="also run the daemons of this spread_mini.py, alternating with ours, and "
                              "print the ratio of the medians (the machine is shared: one run, two versions)")
-    parser.add_argument("--repeat", type=int, default=1, help="runs of each case per version (default 1)")
+    parser.add_argument("--key-compare", action="store_true",
+                        help="each case without and with a key (--key), alternately --repeat "
+                             "times, and the ratio keyed/unkeyed (default 3 daemons, AGREED, 1000 B)")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="runs of each case per version (default 1), or --key-compare rounds (default 3)")
     parser.add_argument("--role", choices=["receiver", "sender"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--ip", help=argparse.SUPPRESS)
@@ -210,6 +216,13 @@ def main(argv=None):
             parser.error("--against %s: no such file" % args.against)
         versions.append(("against", os.path.abspath(args.against)))
     print(machine_line())
+    if args.key_compare:
+        if args.repeat is None:
+            args.repeat = 3
+        return key_compare(args, rings if args.daemons != "1,3,5" else [3], services, sizes
+                           if args.sizes != "100,1000" else [1000])
+    if args.repeat is None:
+        args.repeat = 1
     print("| daemons | service | size B | messages | msgs/s | x 1 daemon | Mbit/s | latency p50 ms | p99 ms |"
           + (" version |" if args.against else ""))
     print("|---|---|---|---|---|---|---|---|---|" + ("---|" if args.against else ""), flush=True)
@@ -273,6 +286,49 @@ def print_comparison(rates, rings, services, sizes, against):
                 theirs = median(rates.get((n, service, size, "against"), []))
                 print("| %d | %s | %d | %.0f | %.0f | %s |" % (
                     n, service, size, mine, theirs, "%.2f" % (mine / theirs) if theirs else "-"), flush=True)
+
+
+def key_compare(args, rings, services, sizes):
+    """Without and with a key, alternately (the machine's load changes under both alike):
+    rows per run, then the total rate of each and their ratio."""
+    print("| daemons | service | size B | key | round | messages | msgs/s |")
+    print("|---|---|---|---|---|---|---|", flush=True)
+    totals = {}  # (n, service, size, keyed) -> [messages, seconds]
+    with tempfile.TemporaryDirectory() as tmpdir:
+        key = os.path.join(tmpdir, "ring.key")
+        sp.write_key_file(key)
+        for n in rings:
+            for round_no in range(1, args.repeat + 1):
+                for keyed in (False, True):
+                    procs, port = start_daemons(n, tmpdir, key if keyed else None)
+                    try:
+                        for service in services:
+                            for size in sizes:
+                                r = run_case(n, port, service, size, args.count, tmpdir)
+                                if r is None or r[0] < 2 or r[1] <= 0:
+                                    print("| %d | %s | %d | %s | %d | failed | |" % (
+                                        n, service, size, "yes" if keyed else "no", round_no), flush=True)
+                                    continue
+                                t = totals.setdefault((n, service, size, keyed), [0, 0.0])
+                                t[0] += r[0]
+                                t[1] += r[1]
+                                print("| %d | %s | %d | %s | %d | %d | %.0f |" % (
+                                    n, service, size, "yes" if keyed else "no", round_no, r[0],
+                                    r[0] / r[1]), flush=True)
+                    finally:
+                        stop_daemons(procs)
+    for (n, service, size, keyed), (count, seconds) in sorted(totals.items()):
+        if keyed and (n, service, size, False) in totals:
+            plain = totals[(n, service, size, False)]
+            with_key, without = count / seconds, plain[0] / plain[1]
+            print("%d daemons, %s, %d B: %.0f msgs/s with the key, %.0f without: ratio %.2f "
+                  "(cost %.0f%%)" % (n, service, size, with_key, without, with_key / without,
+                                     100 * (1 - with_key / without)))
+    print("rerun: python3 bench/ring_throughput.py --key-compare --repeat %d --count %d%s%s%s" % (
+        args.repeat, args.count, " --daemons %s" % args.daemons if args.daemons != "1,3,5" else "",
+        " --services %s" % args.services if args.services != "AGREED,SAFE" else "",
+        " --sizes %s" % args.sizes if args.sizes != "100,1000" else ""), flush=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -37,10 +37,12 @@ never resent) are left out of all of those except "duplicate"; instead:
 """
 
 import argparse
+import collections
 import heapq
 import inspect
 import os
 import random
+import struct
 import sys
 import textwrap
 import types
@@ -84,7 +86,7 @@ class Faults:
 
     def __init__(self, loss=0.02, dup=0.01, delay_s=0.002, jitter_s=0.002, crashes=True,
                  partitions=True, fault_every_s=1.2, garbage=0.005, clock_back=0.0,
-                 clean_stop=0.0):
+                 clean_stop=0.0, hostile=0.0):
         self.loss = loss
         self.dup = dup
         self.delay_s = delay_s
@@ -97,6 +99,10 @@ class Faults:
         #: the share of the crashes that are clean stops (Ctrl-C: RingOrderer.leave, its LEAVE
         #: copies, then the process is gone); the others are kill -9
         self.clean_stop = clean_stop
+        #: per packet sent while faults last, the chance that a hostile one arrives too: a
+        #: replay of a packet sent earlier (to any daemon: old incarnations' and old rings'
+        #: included) or a well-formed forged packet with extreme values in every field (Hostile)
+        self.hostile = hostile
 
 
 class Process:
@@ -136,9 +142,14 @@ class SimResult:
 
 class Sim:
     def __init__(self, seed, daemons=3, faults=None, settings=None, tick_s=0.01, group_cores=False,
-                 delivery_filter=None, on_start=None):
+                 delivery_filter=None, on_start=None, key=None):
         self.seed = seed
         self.rng = random.Random(seed)
+        #: the daemons' key (--key), or None; a forger never has it
+        self.key = key
+        #: hostile packets from their own Random, so that a seed's other draws stay as they were
+        self.hostile = Hostile(random.Random(seed * 7919 + 5), self)
+        self.hostile_until = float("inf")  # run(): hostile packets while the faults last
         self.names = ["d%d" % (i + 1) for i in range(daemons)]
         self.faults = faults or Faults()
         self.settings = settings or {}
@@ -194,7 +205,7 @@ class Sim:
         pid = (name, incarnation)
         cfg = sr.RingSettings(**self.settings)
         orderer = sr.RingOrderer(name, pid[1], self.names, random.Random(self.rng.random()),
-                                 cfg, now=self.now)
+                                 cfg, now=self.now, seal=sr.RingSeal(self.key) if self.key else None)
         proc = Process(pid)
         self.proc_of[pid] = proc
         orderer.trace_completed = []
@@ -214,7 +225,12 @@ class Sim:
                     "retransmissions_sent", "token_loss", "consensus_timeouts",
                     "messages_resent_after_change", "dropped_garbage", "incarnation_bumps",
                     "incarnation_notices_sent", "leaves_received", "duplicate_leaves",
-                    "leaves_ignored_not_member"):
+                    "leaves_ignored_not_member", "dropped_bad_tag", "dropped_no_tag",
+                    "incarnations_forgotten", "dropped_old_incarnation",
+                    "dropped_tokens_not_for_us", "dropped_commit_tokens_not_for_us",
+                    "dropped_tokens_far_ahead", "dropped_data_beyond_the_token",
+                    "dropped_ring_seq_far_ahead", "newer_incarnation_beyond_wire_limit",
+                    "dropped_unknown_daemon"):
             self.stats[key] = self.stats.get(key, 0) + orderer.counters.get(key, 0)
 
     def start_clock_back(self, name):
@@ -271,6 +287,10 @@ class Sim:
             self.fail(WIRE, "%s sent a %d-byte packet, more than max_packet_bytes %d"
                       % (src, len(raw), limit))
         f = self.faults
+        if f.hostile and self.now < self.hostile_until:
+            self.hostile.saw(src, raw)
+            if self.hostile.rng.random() < f.hostile:
+                self.push(*self.hostile.packet())
         if self.rng.random() < f.loss:
             self.stats["lost"] += 1
             return
@@ -434,6 +454,7 @@ class Sim:
         the run goes on until the daemons settle (at least until `seconds`, at most
         max_extra_s more), so that the end checks see a finished run."""
         fault_end = max(0.0, seconds - quiet_s)
+        self.hostile_until = fault_end
         hard_end = seconds + max_extra_s
         next_tick = 0.0
         next_submit = self.rng.expovariate(traffic_rate_per_s)
@@ -478,6 +499,8 @@ class Sim:
         for orderer, proc in self.nodes.values():
             self.collect_log(orderer)
             self.add_counters(orderer)
+        for what, count in self.hostile.sent.items():
+            self.stats["hostile_" + what] = count
         self.stats["trans_deliveries"] = sum(
             1 for p in self.processes for e in self.configurations_of(p) for _ in e[2])
         return self.check()
@@ -869,6 +892,99 @@ class Sim:
                               " (still in its send queue: the run ended first)" if queued else "",)))
 
 
+# ---- hostile packets --------------------------------------------------------------------------
+
+#: counters at the ends of what the wire carries (1 is left out: a clock-back restart may have
+#: incarnation 1, and a forged packet must never be one a daemon really sent)
+EXTREMES = [0, sr.MAX_WIRE_COUNTER - 1, sr.MAX_WIRE_COUNTER, 2 ** 63, 2 ** 64 - 1]
+U32_EXTREMES = [0, 2 ** 32 - 1]
+U16_EXTREMES = [1, 65535]
+
+
+class Hostile:
+    """What a student on the LAN sends to the daemons' port: replays of packets sent earlier,
+    to any daemon (captured with a sniffer: packets of old incarnations and old rings among
+    them), and forged well-formed packets of every type with extreme values in every field,
+    under the daemons' names, older or newer incarnations of them, or strangers'. Forged ones
+    are sealed without the key (the forger has none): with --key they must all be refused;
+    without a key, they pass the CRC and the protocol must refuse or survive them."""
+
+    def __init__(self, rng, sim):
+        self.rng = rng
+        self.sim = sim
+        self.captured = []  # (src, raw), the last CAPTURED_MAX sent
+        self.sent = collections.Counter()
+
+    CAPTURED_MAX = 400
+
+    def saw(self, src, raw):
+        if len(self.captured) < self.CAPTURED_MAX:
+            self.captured.append((src, raw))
+        else:
+            self.captured[self.rng.randrange(self.CAPTURED_MAX)] = (src, raw)
+
+    def packet(self):
+        """(dest, src, raw) of one hostile datagram."""
+        dest = self.rng.choice(self.sim.names)
+        if self.captured and self.rng.random() < 0.5:
+            src, raw = self.rng.choice(self.captured)
+            self.sent["replayed"] += 1
+            return dest, src, raw
+        self.sent["forged"] += 1
+        src = self.rng.choice(self.sim.names)
+        try:
+            return dest, src, sr.encode_ring_packet(self.forged(), self.forger_seal())
+        except struct.error:  # a value beyond its field: our encoder refuses it
+            return dest, src, b"SMRG"
+
+    def forger_seal(self):
+        if self.sim.key is None:
+            return None
+        return sr.RingSeal(bytes(self.rng.getrandbits(8) for _ in range(32)))  # a wrong key
+
+    def n(self):
+        return self.rng.choice(EXTREMES)
+
+    def pid(self):
+        names = self.sim.names + ["x%d" % self.rng.randrange(3)]
+        return (self.rng.choice(names), self.n())
+
+    def ring_id(self):
+        p = self.pid()
+        return (self.n(), p[0], p[1])
+
+    def chunks(self):
+        return [sr.RingChunk(self.n(), self.n(), self.n(), 0, self.rng.choice(U16_EXTREMES),
+                             self.rng.choice(U32_EXTREMES), b"\x00" * self.rng.randrange(9))
+                for _ in range(self.rng.randrange(1, 3))]
+
+    def forged(self):
+        kind = self.rng.choice(["data", "token", "join", "commit", "merge", "unreliable", "leave"])
+        if kind == "data":
+            return sr.RingData(self.ring_id(), self.pid(), self.n(), self.chunks())
+        if kind == "token":
+            seq = self.n()
+            return sr.RingToken(self.ring_id(), self.pid(), self.n(), sr.TOKEN_REGULAR, seq,
+                                self.rng.choice([0, seq]), self.rng.choice(U32_EXTREMES),
+                                [self.n() for _ in range(self.rng.randrange(3))], self.n(),
+                                self.n(), self.n(), self.rng.choice([None, self.pid()]),
+                                self.rng.randrange(2))
+        if kind == "join":
+            return sr.RingJoin(self.pid(), self.n(), [self.pid() for _ in range(self.rng.randrange(1, 4))],
+                               [self.pid() for _ in range(self.rng.randrange(3))])
+        if kind == "commit":
+            members = sorted({self.pid() for _ in range(self.rng.randrange(1, 4))})
+            entries = {m: sr.RingCommitEntry(self.ring_id(), *[self.n() for _ in range(4)])
+                       for m in members}
+            return sr.RingCommit(self.ring_id(), self.pid(), self.n(), self.rng.choice([1, 2]),
+                                 members, entries)
+        if kind == "merge":
+            return sr.RingMerge(self.pid(), self.ring_id())
+        if kind == "leave":
+            return sr.RingLeave(self.pid(), self.ring_id(), "forged")
+        return sr.RingUnreliable(self.ring_id(), self.pid(), self.chunks())
+
+
 # ---- planted faults (tests/test_ring_sim.py, bench/mutation_check.py) ------------------------
 
 def mutant(cls, method, old, new):
@@ -955,13 +1071,20 @@ def case_for_seed(seed):
     return case
 
 
+#: the simulated daemons' key in runs with --key (the forger's keys are random)
+SIM_KEY = b"simulated ring key, 32 bytes ..."
+
+
 def run_seed(seed, daemons=None, seconds=None, unreliable_share=None, clock_back=None,
-             fault_every_s=None, clean_stop=None, delivery_filter=None, on_start=None):
-    """One seed's run. The mix options (soaks that stress UNRELIABLE and restarts) change the
-    seed's case; without them the run is the seed's usual one. delivery_filter and on_start
-    plant a fault (see Sim)."""
+             fault_every_s=None, clean_stop=None, delivery_filter=None, on_start=None,
+             hostile=None, key=None):
+    """One seed's run. The mix options (soaks that stress UNRELIABLE and restarts, hostile
+    packets, a key) change the seed's case; without them the run is the seed's usual one.
+    delivery_filter and on_start plant a fault (see Sim)."""
     case = case_for_seed(seed)
     faults = case["faults"]
+    if hostile is not None:
+        faults.hostile = hostile
     if clock_back is not None:
         faults.clock_back = clock_back
     if fault_every_s is not None:
@@ -969,19 +1092,21 @@ def run_seed(seed, daemons=None, seconds=None, unreliable_share=None, clock_back
     if clean_stop is not None:
         faults.clean_stop = clean_stop
     sim = Sim(seed, daemons=daemons or case["daemons"], faults=faults, settings=case["settings"],
-              delivery_filter=delivery_filter, on_start=on_start)
+              delivery_filter=delivery_filter, on_start=on_start, key=SIM_KEY if key else None)
     sim.unreliable_share = unreliable_share
     return sim.run(seconds=seconds or case["seconds"], traffic_rate_per_s=case["rate"])
 
 
-def mix_options(unreliable_share=None, clock_back=None, fault_every_s=None, clean_stop=None):
+def mix_options(unreliable_share=None, clock_back=None, fault_every_s=None, clean_stop=None,
+                hostile=None, key=None):
     """The command-line form of run_seed's mix options (for replay commands)."""
     out = ""
     for flag, value in (("--unreliable-share", unreliable_share), ("--clock-back", clock_back),
-                        ("--fault-every", fault_every_s), ("--clean-stop", clean_stop)):
+                        ("--fault-every", fault_every_s), ("--clean-stop", clean_stop),
+                        ("--hostile", hostile)):
         if value is not None:
             out += " %s %g" % (flag, value)
-    return out
+    return out + (" --key" if key else "")
 
 
 def replay_command(seed, **mix):
@@ -997,12 +1122,16 @@ def main(argv=None):
     for flag, what in (("--unreliable-share", "share of UNRELIABLE among the messages, 0..1"),
                        ("--clock-back", "probability that a restart's clock went back, 0..1"),
                        ("--fault-every", "seconds between faults"),
-                       ("--clean-stop", "share of the crashes that are clean stops, 0..1")):
+                       ("--clean-stop", "share of the crashes that are clean stops, 0..1"),
+                       ("--hostile", "per packet, the chance of a hostile one too (replayed or "
+                                     "forged), 0..1")):
         parser.add_argument(flag, type=float, default=None, metavar="X",
                             help="%s (default: the seed's own)" % what)
+    parser.add_argument("--key", action="store_true", help="the daemons sign their packets")
     args = parser.parse_args(argv)
     res = run_seed(args.seed, unreliable_share=args.unreliable_share, clock_back=args.clock_back,
-                   fault_every_s=args.fault_every, clean_stop=args.clean_stop)
+                   fault_every_s=args.fault_every, clean_stop=args.clean_stop,
+                   hostile=args.hostile, key=args.key)
     if args.log:
         print("\n".join(sorted(res.log_lines, key=lambda l: float(l.split(" ", 1)[0]))))
     print(res.summary())

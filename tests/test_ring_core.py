@@ -63,7 +63,7 @@ def test_wire_unreliable_round_trip_has_no_link_seq():
     lambda raw: raw + b"\x00",                               # trailing junk
     lambda raw: raw[:20] + bytes([raw[20] ^ 1]) + raw[21:],  # a flipped bit
     lambda raw: b"XXXX" + raw[4:],                           # somebody else's magic
-    lambda raw: raw[:4] + b"\x02" + raw[5:],                 # another protocol version
+    lambda raw: raw[:4] + bytes([sr.RING_VERSION + 1]) + raw[5:],  # another protocol version
     lambda raw: b"",
 ])
 def test_wire_strict_decoder_rejects_mangled_packets(mangle):
@@ -591,14 +591,21 @@ def test_a_daemon_restarted_with_its_clock_set_back_before_the_others_noticed_th
     assert_guarantees(sim)
 
 
-def test_without_the_notice_an_operational_ring_would_ignore_it_forever(monkeypatch):
+def test_without_the_notice_an_operational_ring_waits_until_it_forgets_the_silent_incarnation(
+        monkeypatch):
     """Why the notice exists: an OPERATIONAL ring sends a daemon outside it only merge
-    detection, which does not name it."""
+    detection, which does not name it. Without the notice, only the rule against forged
+    incarnations brings d2 back: d2#1000 has been silent INCARNATION_FORGET_S while d2#400
+    kept sending, so the others take d2#400 as current (seconds instead of milliseconds)."""
     monkeypatch.setattr(sr.RingOrderer, "_send_incarnation_notice", lambda self, stale: None)
     sim = calm_sim()
     restart_with_clock_set_back(sim, "d2", 400)
-    assert not sim.run_until(sim.now + 6.0, stop=lambda: all_in_one_ring(sim))
+    assert not sim.run_until(sim.now + sr.INCARNATION_FORGET_S / 2, stop=lambda: all_in_one_ring(sim))
+    assert sim.run_until(sim.now + 2 * sr.INCARNATION_FORGET_S, stop=lambda: all_in_one_ring(sim))
     assert sim.nodes["d2"][0].counters["incarnation_bumps"] == 0
+    assert sim.nodes["d2"][0].me == ("d2", 400)
+    assert sim.nodes["d1"][0].counters["incarnations_forgotten"] == 1
+    assert_guarantees(sim)
 
 
 def clock_back_inside_a_ring(seed, loss):

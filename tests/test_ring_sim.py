@@ -67,7 +67,9 @@ def test_a_seed_with_clean_stops_replays_exactly():
     assert any("is leaving (stopped by its operator)" in line for line in a.log_lines)
 
 
-@pytest.mark.parametrize("seed", [1, 5, 22])
+#: seeds with crashes in this mode (a seed's faults are drawn between its packets' draws: when
+#: the wire format changes the size of packets, the same seed deals other faults)
+@pytest.mark.parametrize("seed", [1, 7, 22])
 def test_every_crash_a_clean_stop_keeps_every_guarantee(seed):
     result = ring_sim.run_seed(seed, clean_stop=1.0)
     assert not result.violations, "%s\n  %s" % (result.summary(),
