@@ -155,6 +155,11 @@ MAX_MESSAGE_BODY_LEN = 144000  # the real nominal limit (100 * (1472 - 32))
 #: aborts above 143152 (PROTOCOL.md section 5), so 143152 is the largest size that works on both;
 #: ours accepts every size up to it and closes a session that sends anything larger.
 MAX_MESSAGE_LEN = 143152
+#: What the library sends at most: one byte less. A message that fills the real daemon's 100
+#: packets exactly (48 + 143152 = 100 x 1432 bytes) is delivered, but can make a real 4.4 daemon
+#: abort on a later message (memory.c:557, dispose: Assertion `Mem_valid_objtype'); seen by
+#: tests/test_interop_real.py with one and with two groups, never one byte below.
+MAX_SEND_LEN = MAX_MESSAGE_LEN - 1
 
 HEADER_LEN = 48
 #: the library refuses a message longer than this (a membership message lists every member of a
@@ -5683,8 +5688,8 @@ class Mailbox:
             # the real library keeps the low 16 bits without a word: 70000 would arrive as 4464
             raise IllegalMessage("mess_type %r: 16 bits, %d..%d (or 0..%d)" % (mess_type, MESS_TYPE_MIN, MESS_TYPE_MAX, MESS_TYPE_WIRE_MAX))
         size = len(data) + MAX_GROUP_NAME * len(groups)
-        if size > MAX_MESSAGE_LEN:
-            raise MessageTooLong("%d data bytes + 32 x %d groups = %d > %d" % (len(data), len(groups), size, MAX_MESSAGE_LEN))
+        if size > MAX_SEND_LEN:
+            raise MessageTooLong("%d data bytes + 32 x %d groups = %d > %d" % (len(data), len(groups), size, MAX_SEND_LEN))
         head = HEADER.pack(service_type | MY_ENDIAN_MARKER, self._pg_padded, len(groups),
                            ((mess_type << 8) & 0x00FFFF00) | MY_ENDIAN_MARKER, len(data))
         self._send(head + b"".join(parts) + data)

@@ -9,22 +9,34 @@ Where it looks, in order:
 
 The daemon runs in a network namespace of its own (only `lo` inside) with a private /tmp, so it
 never meets another daemon's port 4803 or its /tmp/4803 socket. That needs root and iproute2.
+A test reaches it from inside the namespace: processes through `prefix()`, spread_mini's library
+in the test's own process through `connect()` (in_namespace: a socket opened by a thread that
+entered the namespace stays in it).
+
+    python3 tests/real_spread.py --build     # what .ci/run does: build the cache folder now
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = "4.4.0"
 CACHE = Path(tempfile.gettempdir()) / f"gc-lab-spread-real-{VERSION}"
 BUILD_TIMEOUT_S = 600
+#: what build.sh puts beside the daemon: the real clients and the library to link a C client with
+CLIENT_FILES = ("spuser", "spflooder", "libspread-core.a", "include/sp.h")
+PROBE_SOURCE = Path(__file__).resolve().parent / "sp_probe.c"
+CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
 
 
 def _built(folder: Path) -> bool:
@@ -61,6 +73,53 @@ def find_or_build() -> Tuple[Optional[Path], str]:
             shutil.rmtree(CACHE, ignore_errors=True)
             return None, "building the real Spread daemon failed: " + " | ".join(tail)
     return CACHE, ""
+
+
+def client_tools_reason(folder: Path) -> Optional[str]:
+    """Why the real clients or libspread are missing from a build folder, or None."""
+    missing = [name for name in CLIENT_FILES if not (folder / name).is_file()]
+    if missing:
+        return f"the real Spread build in {folder} lacks {', '.join(missing)} (rebuild it with build.sh)"
+    return None
+
+
+def compile_client(folder: Path, source: Path, out: Path) -> Path:
+    """A C client compiled against the real libspread of the build folder; RuntimeError on failure."""
+    done = subprocess.run(["gcc", "-O2", "-Wall", "-I", str(folder / "include"), "-o", str(out), str(source),
+                           str(folder / "libspread-core.a"), "-lm", "-ldl", "-lpthread"],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"gcc {source.name} failed:\n{done.stderr}")
+    return out
+
+
+def in_namespace(ns: str, action: Callable[[], T]) -> T:
+    """action() run by a thread that has entered network namespace `ns`: the sockets it opens
+    belong to the namespace for their whole life, whichever thread uses them afterwards. The
+    test's own threads stay where they are (setns changes only the calling thread)."""
+    result: list = []
+
+    def enter_and_run():
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(f"/var/run/netns/{ns}", os.O_RDONLY)
+        try:
+            if libc.setns(fd, CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                result.append(OSError(err, f"setns into {ns}: {os.strerror(err)}"))
+                return
+        finally:
+            os.close(fd)
+        try:
+            result.append((action(),))
+        except BaseException as exc:  # handed to the caller's thread below
+            result.append(exc)
+
+    thread = threading.Thread(target=enter_and_run, name=f"in-{ns}")
+    thread.start()
+    thread.join()
+    if isinstance(result[0], BaseException):
+        raise result[0]
+    return result[0][0]
 
 
 def namespace_reason() -> Optional[str]:
@@ -106,16 +165,21 @@ class RealSpread:
 
     def wait_ready(self, timeout_s: float = 30.0) -> None:
         """Until the daemon takes TCP connections inside its namespace (it first forms its ring)."""
-        probe = "import socket; socket.create_connection(('127.0.0.1', 4803), timeout=1).close()"
         deadline = time.monotonic() + timeout_s
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError("the real Spread daemon stopped:\n" + self.log())
-            if subprocess.run([*self.prefix(), sys.executable, "-c", probe], capture_output=True).returncode == 0:
+            if in_namespace(self.ns, _port_4803_open):
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the real Spread daemon took no connection within {timeout_s:g} s:\n" + self.log())
             time.sleep(0.3)
+
+    def connect(self, private_name: str, group_membership: bool = True):
+        """A spread_mini Mailbox connected to this daemon (from inside its namespace)."""
+        import spread_mini
+        return in_namespace(self.ns, lambda: spread_mini.connect("4803@127.0.0.1", private_name,
+                                                                 group_membership=group_membership))
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -125,3 +189,35 @@ class RealSpread:
             self.proc.kill()
             self.proc.wait(timeout=10)
         subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+
+
+def _port_4803_open() -> bool:
+    import socket
+    try:
+        socket.create_connection(("127.0.0.1", 4803), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """--build: find or build the real Spread now (CI does it before the tests). Exit 0 when it is
+    there, or when this machine cannot build it (the tests then skip with the same reason); 1 when
+    a build was tried and failed."""
+    import argparse
+    parser = argparse.ArgumentParser(description="The real Spread 4.4 build used by the interoperability tests")
+    parser.add_argument("--build", action="store_true", help="build it into the cache folder if it is not there")
+    args = parser.parse_args(argv)
+    if not args.build:
+        parser.print_help()
+        return 0
+    folder, why = find_or_build()
+    if folder is None:
+        print(f"real Spread: not available, the interoperability tests will skip: {why}")
+        return 1 if why.startswith("building") else 0
+    print(f"real Spread {VERSION}: {folder}" + (f" ({client_tools_reason(folder)})" if client_tools_reason(folder) else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

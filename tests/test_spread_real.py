@@ -270,8 +270,8 @@ def test_largest_message_and_too_long(procs):
     with sp.connect(addr(port), "big") as mbox:
         mbox.join(group)
         recv_memb(mbox)
-        data = bytes(range(256)) * ((sp.MAX_MESSAGE_LEN - 32) // 256) + b"z" * ((sp.MAX_MESSAGE_LEN - 32) % 256)
-        assert len(data) == 143120  # the largest the real daemon stores with one group
+        data = bytes(range(256)) * ((sp.MAX_SEND_LEN - 32) // 256) + b"z" * ((sp.MAX_SEND_LEN - 32) % 256)
+        assert len(data) == 143119  # the largest the library sends with one group (see MAX_SEND_LEN)
         assert mbox.multicast(sp.RELIABLE_MESS, group, data) == len(data)
         assert mbox.receive(timeout=20).data == data
         with pytest.raises(sp.MessageTooLong):
