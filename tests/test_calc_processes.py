@@ -121,10 +121,12 @@ def test_garbage_datagrams_change_nothing(procs):
     for index in (1, 2):
         proc = cluster.servers[index]
 
-        def all_counted():   # each server gets every datagram on both groups (b"" aside)
+        def counted():   # each server is sent every datagram on both groups (b"" aside); UDP
+            # promises none of them, and a loaded machine drops some from a full socket buffer:
+            # what is promised is that those that arrive are counted and dropped, so "most"
             counts = re.findall(r"dropped packets (\d+)", Procs.output(proc))
-            return counts and int(counts[-1]) >= 2 * 5 * (len(junk) - 1)
-        wait_for(all_counted, 10)
+            return counts and int(counts[-1]) >= 5 * (len(junk) - 1)
+        wait_for(counted, 10)
         assert proc.poll() is None
     assert "now answering" not in Procs.output(cluster.servers[2])[steady_at:]
 
