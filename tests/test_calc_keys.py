@@ -28,8 +28,13 @@ FORGER = ("127.0.0.66", 6666)
 
 
 def messages():
-    return [Heartbeat(2, 77, 5, 3, True), Request(2**40 + 3, 2, "3+5-4/3*4"),
+    return [Heartbeat(2, 77, 5, 3, True, (0xDEADBEEF, 12)), Request(2**40 + 3, 2, "3+5-4/3*4"),
             Answer(2**40 + 3, 2, 1, True, "2.666666666666667")]
+
+
+def unkeyed(msg):
+    """What the unkeyed format keeps of msg: a heartbeat without its echoes."""
+    return msg._replace(echoes=()) if isinstance(msg, Heartbeat) else msg
 
 
 def encode(msg, cluster=CLUSTER, key=KEY):
@@ -43,10 +48,12 @@ def encode(msg, cluster=CLUSTER, key=KEY):
 def test_a_keyed_datagram_ends_in_the_hmac_of_everything_before_it(msg):
     data = encode(msg)
     plain = encode(msg, key=None)
-    assert len(data) == len(plain) + TAG_BYTES
+    echoes = 1 + 4 * len(msg.echoes) if isinstance(msg, Heartbeat) else 0
+    assert len(data) == len(plain) + echoes + TAG_BYTES
     assert data[5] == plain[5] | KIND_TAGGED                    # the kind says: tagged
     assert data[-TAG_BYTES:] == hmac.new(KEY, data[:-TAG_BYTES], hashlib.sha256).digest()
     assert decode(data, CLUSTER, KEY) == msg
+    assert decode(plain, CLUSTER) == unkeyed(msg)
 
 
 @pytest.mark.parametrize("msg", messages())
@@ -58,7 +65,9 @@ def test_wrong_key_missing_tag_and_unexpected_tag_each_have_their_reason(msg):
         with pytest.raises(WireError) as caught:
             decode(data, CLUSTER, key)
         assert caught.value.reason == reason
-        assert caught.value.claimed == msg         # what it says, kept for the report only
+        # what it says, kept for the report only
+        assert caught.value.claimed == (unkeyed(msg) if key == KEY and reason == "no-tag"
+                                        else msg)
 
 
 @pytest.mark.parametrize("msg", messages())
@@ -98,6 +107,12 @@ def own_tick(server, now):
     return out
 
 
+def heard_by(server, seq, index=1, incarnation=5):
+    """A genuine keyed heartbeat of (index, incarnation) from a process that hears `server`:
+    it echoes the server's incarnation."""
+    return encode(Heartbeat(index, incarnation, seq, 0, True, (server.incarnation,)))
+
+
 def state_of(server, now):
     snap = server.snapshot(now)
     return (snap.rows, snap.requests_seen, snap.requests_answered, snap.answering,
@@ -107,7 +122,7 @@ def state_of(server, now):
 def test_a_forged_heartbeat_for_a_dead_index_does_not_stop_the_failover():
     """The issue's forger: heartbeats for index 1 every 0.3 s, without the key."""
     s2 = keyed_server(2)
-    s2.datagram(encode(Heartbeat(1, 5, 1, 0, True)), ("127.0.0.1", 40001), 0.5)
+    s2.datagram(heard_by(s2, 1), ("127.0.0.1", 40001), 0.5)
     forged = 0
     for tick in range(1, 7):
         own_tick(s2, float(tick))
@@ -122,7 +137,7 @@ def test_a_forged_heartbeat_for_a_dead_index_does_not_stop_the_failover():
 
 def test_replayed_heartbeats_are_refused_and_an_older_seq_too():
     s2 = keyed_server(2)
-    recorded = [encode(Heartbeat(1, 5, seq, 0, True)) for seq in (1, 2, 3)]
+    recorded = [heard_by(s2, seq) for seq in (1, 2, 3)]
     for k, data in enumerate(recorded):
         s2.datagram(data, ("127.0.0.1", 40001), 0.1 + k * 0.3)
     for tick in (1.0, 2.0, 3.0, 4.0):          # server 1 died after seq 3
@@ -151,9 +166,9 @@ def test_a_replayed_request_is_answered_once():
 def test_nothing_sent_without_the_key_changes_any_server_state(forgeries):
     """Genuine datagrams recorded, then cut, extended, re-keyed, or replayed whole."""
     s2 = keyed_server(2)
-    s2.datagram(encode(Heartbeat(1, 5, 1, 0, True)), ("127.0.0.1", 40001), 0.2)
+    s2.datagram(heard_by(s2, 1), ("127.0.0.1", 40001), 0.2)
     own_tick(s2, 1.0)
-    genuine = [encode(Heartbeat(1, 5, 1, 0, True)), encode(Request(7, 1, "1+1")),
+    genuine = [heard_by(s2, 1), encode(Request(7, 1, "1+1")),
                encode(Answer(7, 1, 1, True, "2"))]
     s2.datagram(genuine[1], CLIENT, 1.1)
     before = state_of(s2, 1.5)
