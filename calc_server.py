@@ -14,8 +14,9 @@ Kill it and the next one takes over. (After seed 000: Dantas & Alves, UFPI 2020.
                                                  # and client: forged packets are refused
 
 Module map, in the order a datagram meets it: decode (wire format, with the HMAC tag when
-there is a key) -> CalcServer.datagram (replays refused: Replay) -> HeartbeatTracker (states)
-or the expression language (parse, evaluate) -> Output -> serve (the I/O loop) -> Show.
+there is a key) -> CalcServer.datagram (replays refused; with a key, a process's heartbeats
+believed only once one echoes our incarnation) -> HeartbeatTracker (states) or the expression
+language (parse, evaluate) -> Output -> serve (the I/O loop) -> Show.
 """
 from __future__ import annotations
 
@@ -93,6 +94,14 @@ MAX_HELD_REQUESTS = 512            # requests remembered for a takeover (see Cal
 MAX_SEEN_REQUESTS = 10000
 MAX_INCARNATIONS_REMEMBERED = 256
 MAX_CONFLICTS_REMEMBERED = 64      # pairs of incarnations claiming one index, reported once
+#: With a key, a keyed heartbeat echoes the incarnations its sender heard within the last
+#: ECHO_WINDOW_TICKS of its own ticks (newest first, at most MAX_ECHOED): the freshness proof
+#: a server asks of a process it has not believed yet (CalcServer says why).
+ECHO_WINDOW_TICKS = 2
+MAX_ECHOED = 128                   # 4 bytes each; a cluster has at most 64 indexes
+#: Heartbeats of one process refused for want of our echo before the log says so. A genuine
+#: process started before us sends one or two of them (before it heard us), never three.
+UNCONFIRMED_NOTE_AFTER = 3
 MAX_NOTES_PER_TICK = 20            # never flood the terminal
 
 ACTIVE = "ACTIVE"
@@ -116,14 +125,19 @@ TO_SERVER_GROUP = "server-group"
 # With a key (--key) the kind has its top bit set and the datagram ends in a 32-byte
 # HMAC-SHA256 tag over everything before it: header, cluster name and body. The bit says a
 # tag is there, so that a server with a key and one without each name the other's mistake.
+# A keyed heartbeat's body goes on after the fixed part: a count (1 byte), then that many
+# incarnations (4 bytes each) its sender heard lately, its echoes. Without a key the body
+# stays the fixed part: an echo anyone can forge would prove nothing.
 
 KIND_HEARTBEAT = 1   # server -> server group: index, incarnation, seq, answered count, flags
+                     # (keyed: and the incarnations heard lately)
 KIND_REQUEST = 2     # client -> client group: request id, attempt, expression
 KIND_ANSWER = 3      # server -> client (unicast): request id, attempt, server index, ok, text
 KIND_TAGGED = 0x80   # or-ed into the kind: the datagram ends in an HMAC tag
 
 _HEADER = struct.Struct("!4sBBB")
 _HEARTBEAT = struct.Struct("!BIIIB")
+_INCARNATION = struct.Struct("!I")
 FLAG_READY = 1       # the sender can answer: past its warm-up, and it hears itself
 _REQUEST = struct.Struct("!QBH")
 _ANSWER = struct.Struct("!QBBBH")
@@ -135,6 +149,7 @@ class Heartbeat(NamedTuple):
     seq: int             # its own tick count: a replayed heartbeat is not newer
     answered: int        # requests this server has answered, for everyone's status table
     ready: bool = True   # False while the sender warms up or cannot hear itself
+    echoes: Tuple[int, ...] = ()   # keyed only: incarnations the sender heard lately
 
 
 class Request(NamedTuple):
@@ -190,8 +205,13 @@ def _text_bytes(text: str) -> bytes:
 
 
 def encode_heartbeat(cluster: str, hb: Heartbeat, key: Optional[bytes] = None) -> bytes:
+    """The heartbeat's datagram; its echoes only with a key (the unkeyed format has none)."""
     body = _HEARTBEAT.pack(hb.index, hb.incarnation, hb.seq, hb.answered,
                            FLAG_READY if hb.ready else 0)
+    if key is not None:
+        if len(hb.echoes) > MAX_ECHOED:
+            raise ValueError(f"{len(hb.echoes)} echoes is over {MAX_ECHOED}")
+        body += bytes([len(hb.echoes)]) + b"".join(_INCARNATION.pack(i) for i in hb.echoes)
     return _encode(KIND_HEARTBEAT, cluster, body, key)
 
 
@@ -228,24 +248,27 @@ def decode(data: bytes, cluster: str, key: Optional[bytes] = None) -> Message:
     tagged, kind = bool(kind & KIND_TAGGED), kind & ~KIND_TAGGED
     if tagged and key is None:
         raise WireError("unexpected-tag", "the sender uses --key and we have none",
-                        _claim(kind, data[body_at:-TAG_BYTES]))
+                        _claim(kind, data[body_at:-TAG_BYTES], True))
     if key is not None and not tagged:
-        raise WireError("no-tag", "the sender has no --key", _claim(kind, data[body_at:]))
+        raise WireError("no-tag", "the sender has no --key",
+                        _claim(kind, data[body_at:], False))
     if tagged:
         signed, got = data[:-TAG_BYTES], data[-TAG_BYTES:]
         if len(signed) < body_at or not hmac.compare_digest(got, tag(key, signed)):
             raise WireError("bad-tag", "another key, a forgery, or cut short",
-                            _claim(kind, data[body_at:-TAG_BYTES]))
+                            _claim(kind, data[body_at:-TAG_BYTES], True))
         data = signed
-    return _body(kind, data[body_at:])
+    return _body(kind, data[body_at:], tagged)
 
 
-def _body(kind: int, body: bytes) -> Message:
+def _body(kind: int, body: bytes, tagged: bool) -> Message:
     if kind == KIND_HEARTBEAT:
-        index, incarnation, seq, answered, flags = _fixed(_HEARTBEAT, body)
+        fixed = body[:_HEARTBEAT.size] if tagged else body
+        index, incarnation, seq, answered, flags = _fixed(_HEARTBEAT, fixed)
         if flags & ~FLAG_READY:
             raise WireError("malformed", f"unknown heartbeat flags {flags:#x}")
-        return Heartbeat(index, incarnation, seq, answered, bool(flags & FLAG_READY))
+        echoes = _echoes(body[_HEARTBEAT.size:]) if tagged else ()
+        return Heartbeat(index, incarnation, seq, answered, bool(flags & FLAG_READY), echoes)
     if kind == KIND_REQUEST:
         rid, attempt, size = _head(_REQUEST, body)
         return Request(rid, attempt, _text(body[_REQUEST.size:], size))
@@ -257,12 +280,24 @@ def _body(kind: int, body: bytes) -> Message:
     raise WireError("malformed", f"unknown kind {kind}")
 
 
-def _claim(kind: int, body: bytes) -> Optional[Message]:
+def _claim(kind: int, body: bytes, tagged: bool) -> Optional[Message]:
     """What a refused datagram says, for the refusal's report only; None if unreadable."""
     try:
-        return _body(kind, body)
+        return _body(kind, body, tagged)
     except WireError:
         return None
+
+
+def _echoes(rest: bytes) -> Tuple[int, ...]:
+    """A keyed heartbeat's echoes: a count, then that many incarnations."""
+    if not rest:
+        raise WireError("truncated", "a keyed heartbeat without its echo count")
+    size = 1 + rest[0] * _INCARNATION.size
+    if len(rest) < size:
+        raise WireError("truncated", f"{rest[0]} echoes announced, {len(rest) - 1} bytes")
+    if len(rest) > size:
+        raise WireError("malformed", f"{len(rest) - size} bytes after the echoes")
+    return tuple(i for (i,) in _INCARNATION.iter_unpack(rest[1:]))
 
 
 def _fixed(shape: struct.Struct, body: bytes) -> tuple:
@@ -708,6 +743,19 @@ class CalcServer:
     Replays are refused (with a key they are all a forger without it can send): a heartbeat
     only if it is newer than the last one of its index and incarnation, a request once per
     (request id, attempt).
+
+    That rule alone refuses only what we heard before: a server started after a recording was
+    made would believe a dead server's recorded heartbeats. So with a key a heartbeat must
+    also be fresh, and freshness is proved by an echo, not by a clock: every keyed heartbeat
+    echoes the incarnations its sender heard lately, and we believe a process (index,
+    incarnation) we have not believed yet only once one of its heartbeats echoes our own
+    incarnation. Ours is random and was first sent when we started, so that heartbeat was
+    made after we started, by a process holding the key; no recording made before can hold
+    it. After that its heartbeats need only be newer. We chose the echo over timestamps
+    because it leaves no window (a timestamp check would believe a recording younger than
+    the clock tolerance) and needs no clocks set alike; it costs nothing in time, since the
+    heartbeats go round every tick anyway. A process that does not hear us (its --iface, a
+    firewall) is never believed either, and the log says so once.
     """
 
     def __init__(self, index: int, cluster: str = DEFAULT_CLUSTER,
@@ -741,6 +789,10 @@ class CalcServer:
         self.claims: Dict[int, Dict[int, Claim]] = collections.defaultdict(dict)
         self.conflicts: "collections.OrderedDict[Tuple[int, frozenset], Conflict]" = \
             collections.OrderedDict()
+        #: With a key: incarnation -> when we last heard it, oldest first (our echoes), and
+        #: incarnation -> heartbeats refused for want of our echo (logged once).
+        self.heard_at: "collections.OrderedDict[int, float]" = collections.OrderedDict()
+        self.unconfirmed: "collections.OrderedDict[int, int]" = collections.OrderedDict()
 
     # ---- inputs -------------------------------------------------------------------------
     def tick(self, now: float) -> Output:
@@ -763,7 +815,8 @@ class CalcServer:
         if not self.warm and now >= self.warm_at:
             self.warm = True
         hb = Heartbeat(self.index, self.incarnation, self.ticks % 2**32,
-                       self.requests_answered % 2**32, self.able_to_answer())
+                       self.requests_answered % 2**32, self.able_to_answer(),
+                       self.echoes(now) if self.key is not None else ())
         out.sends.append(Send(encode_heartbeat(self.cluster, hb, self.key), TO_SERVER_GROUP))
         return out.extend(self._review_answering(now))
 
@@ -797,6 +850,10 @@ class CalcServer:
         if not 1 <= hb.index <= self.settings.max_servers:
             self.dropped["index-out-of-range"] += 1
             return Output()
+        if self.key is not None:
+            self._hear(hb.incarnation, now)
+            if not self._confirmed(hb):
+                return self._refuse_unconfirmed(hb, src, now)
         if not self._newer(hb):
             self.dropped["replayed-heartbeat"] += 1
             return Output()
@@ -807,6 +864,41 @@ class CalcServer:
             return out
         out.events.extend(self.tracker.heartbeat(hb, f"{src[0]}:{src[1]}", now))
         return out.extend(self._review_answering(now))
+
+    def _hear(self, incarnation: int, now: float) -> None:
+        """Remember a keyed heartbeat's incarnation, to echo it. A replay may make us echo a
+        dead process: harmless, since only that process could use the echo."""
+        if incarnation == self.incarnation:
+            return
+        self.heard_at[incarnation] = now
+        self.heard_at.move_to_end(incarnation)
+        while len(self.heard_at) > MAX_INCARNATIONS_REMEMBERED:
+            self.heard_at.popitem(last=False)
+
+    def echoes(self, now: float) -> Tuple[int, ...]:
+        """The incarnations heard within the echo window, newest first (the freshness proof
+        our heartbeats give to every server; CalcServer says why)."""
+        window_s = ECHO_WINDOW_TICKS * self.settings.heartbeat_s
+        while self.heard_at and now - next(iter(self.heard_at.values())) > window_s:
+            self.heard_at.popitem(last=False)
+        return tuple(reversed(self.heard_at))[:MAX_ECHOED]
+
+    def _confirmed(self, hb: Heartbeat) -> bool:
+        """Believed already (we keep its newest seq), ourselves, or echoing us now."""
+        return ((hb.index, hb.incarnation) in self.newest_seq
+                or (hb.index, hb.incarnation) == (self.index, self.incarnation)
+                or self.incarnation in hb.echoes)
+
+    def _refuse_unconfirmed(self, hb: Heartbeat, src: Tuple[str, int], now: float) -> Output:
+        self.dropped["unconfirmed-heartbeat"] += 1
+        count = self.unconfirmed.pop(hb.incarnation, 0) + 1
+        self.unconfirmed[hb.incarnation] = count
+        while len(self.unconfirmed) > MAX_INCARNATIONS_REMEMBERED:
+            self.unconfirmed.popitem(last=False)
+        if count != UNCONFIRMED_NOTE_AFTER:
+            return Output()
+        return Output(events=[Note(now, unconfirmed_text(hb, f"{src[0]}:{src[1]}",
+                                                         self.incarnation))])
 
     def _newer(self, hb: Heartbeat) -> bool:
         """Is hb newer than every heartbeat heard from its index and incarnation? (Remembers
@@ -962,6 +1054,13 @@ class CalcServer:
         return Snapshot(now, self.index, self.cluster, self.answering, rows,
                         self.requests_seen, self.requests_answered, dict(self.dropped),
                         dict(self.tracker.changes_into), self.key is not None, conflicts)
+
+
+def unconfirmed_text(hb: Heartbeat, address: str, ours: int) -> str:
+    return (f"index {hb.index}: heartbeats from {address} (incarnation {hb.incarnation:08x}) "
+            f"do not echo ours ({ours:08x}), so they may be older than this server: ignored "
+            f"until one does (a replayed recording, or that process does not hear us: its "
+            f"--iface or a firewall); counted as unconfirmed-heartbeat")
 
 
 def conflict_text(conflict: Conflict, cluster: str) -> str:

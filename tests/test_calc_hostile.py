@@ -71,6 +71,17 @@ class Recorder:
                     self.out.sendto(data, self.group)
         threading.Thread(target=replay, daemon=True).start()
 
+    def replay_paced_in_background(self, interval_s: float) -> None:
+        """One recorded datagram every interval_s, in the order recorded, round and round: a
+        dead server's heartbeats at its own pace, with sequence numbers that keep growing
+        (for one pass of the recording)."""
+        def replay():
+            k = 0
+            while not self.stop.wait(interval_s):
+                self.out.sendto(self.recorded[k % len(self.recorded)], self.group)
+                k += 1
+        threading.Thread(target=replay, daemon=True).start()
+
     def close(self) -> None:
         self.stop.set()
         time.sleep(0.15)
@@ -130,6 +141,42 @@ def test_with_a_key_forged_and_replayed_heartbeats_do_not_stop_the_failover(proc
         assert "two processes claim" not in out
         assert out.count("index 1: ") == 3      # -> ACTIVE, -> AWAITING, -> UNRESPONSIVE only
         assert cluster.ask().server == 2
+    finally:
+        recorder.close()
+
+
+def test_with_a_key_a_recording_replayed_to_a_server_started_later_is_refused(procs, tmp_path):
+    """The hole the newer-seq rule left: server 2 starts after server 1 died, so it never
+    heard the heartbeats a forger recorded from server 1, replayed at server 1's own pace
+    (before the echo rule it kept index 1 ACTIVE there for a pass of the recording). Server 2
+    still takes over: the recording does not echo its incarnation."""
+    cluster = Cluster(procs, key_path=new_key(tmp_path))
+    s1 = cluster.start(1)
+    wait_for(cluster.answered_by(1), 20)
+    recorder = Recorder(cluster)
+    recorder.record(3.0)                              # server 1's heartbeats only
+    assert len(recorder.recorded) >= 5
+    s1.send_signal(signal.SIGKILL)
+    s1.wait()
+    recorder.replay_paced_in_background(cluster.heartbeat_s / 2)
+    try:
+        time.sleep(0.3)                               # the replay runs before server 2 starts
+        s2 = cluster.start(2, "--status-every", "0.5")
+        reply = wait_for(cluster.answered_by(2), 20)
+        assert (reply.ok, reply.text) == (True, "42")
+
+        assert "index 1: DISCONNECTED -> ACTIVE" not in Procs.output(s2)
+
+        def replays_counted():
+            counts = re.findall(r"unconfirmed-heartbeat (\d+)", Procs.output(s2))
+            return counts and int(counts[-1]) >= len(recorder.recorded)
+        wait_for(replays_counted, 20)
+        out = Procs.output(s2)
+        assert "index 1: DISCONNECTED -> ACTIVE" not in out, out
+        assert "now answering requests" in out and "stopped answering" not in out
+        assert out.count("do not echo ours") == 1, out
+        assert re.search(r"index 1: heartbeats from 127\.0\.0\.1:\d+ \(incarnation "
+                         r"[0-9a-f]{8}\) do not echo ours", out)
     finally:
         recorder.close()
 
