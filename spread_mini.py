@@ -2974,6 +2974,61 @@ def _is_unreliable(service):
                                                        | AGREED_MESS | SAFE_MESS)
 
 
+# ---- Ring: typed records of the ring's state -------------------------------------------------
+
+@dataclass
+class MessageInProgress:
+    """A message whose pieces the link is packing (transport level): the rest of it goes on
+    the next token visits, before any other message."""
+    msg: "DaemonMessage"
+    body: bytes
+    counter: int  #: the origin's counter (or, for UNRELIABLE, its own sequence)
+    lts: int
+    site_seq: int  #: 0 for UNRELIABLE: it takes no place in the site's order
+    next_frag: int
+    frag_count: int
+    piece_bytes: int
+
+    def next_piece_bytes(self) -> int:
+        return min(self.piece_bytes, len(self.body) - self.next_frag * self.piece_bytes)
+
+
+@dataclass
+class SentToken:
+    """The token (or commit token) we passed, kept to send again until a sign of life."""
+    raw: bytes
+    dest: "Pid"
+    retransmit_at: float
+    retransmits_left: int
+    link_seq: Optional[int]  #: a data packet above this shows the token got through (None: a commit token)
+
+
+@dataclass
+class HeldToken:
+    """The token an idle representative keeps (token_hold_s), or that a ring of one gives
+    itself at the next chance."""
+    ring: "_Ring"
+    token: "RingToken"
+    next: "Pid"
+    until: float
+
+
+@dataclass
+class Recovery:
+    """RECOVERY of one new ring (thesis 7.3.2.2, Totem's): what the commit token told about
+    every member's old ring, and how far the resending of old packets has got."""
+    trans: "List[Pid]"  #: the members that come from our old ring: the transitional configuration
+    low: int  #: every member of trans has the old ring's packets up to here
+    high: int  #: the highest old packet any of them has
+    safe_lts: int  #: SAFE messages up to this lts were stable in the old ring
+    queue: "collections.deque[int]"  #: old link_seqs this daemon still has to resend
+    reason: str  #: why the membership changed (for the configuration change)
+    members: "List[Pid]"  #: the new ring
+    flag_owner: bool = False  #: we set the token's retrans_flg and are the one to clear it
+    clean: int = 0  #: visits in a row with retrans_flg clear
+    recovery_high: Optional[int] = None  #: the token's link_seq at the first clean visit
+
+
 class _Message:
     """A message of one site's stream, being assembled (transport level). Its place in the total
     order is key = (lts, site id), thesis 7.3.3; inside its site's stream it keeps the order in
@@ -3133,11 +3188,11 @@ class Transport:
         self.pending = collections.deque()  # (DaemonMessage, body) waiting for the token
         self.pending_bytes = 0  #: bodies waiting for the token: the daemon's flow control reads it
         self.front = 0  # entries at the head of pending that an urgent message stays behind
-        self.in_progress = None  # [msg, body, counter, lts, site_seq, next_frag, frag_count, piece]
+        self.in_progress: Optional[MessageInProgress] = None  #: the message being packed
         self.origin_counter = 0
         self.max_lts_seen = 0  # the Lamport clock: highest lts seen here, of any site
         self.unreliable = collections.deque()  # UNRELIABLE (msg, body): outside `pending`
-        self.unrel_in_progress = None  # like in_progress (lts taken, site_seq 0)
+        self.unrel_in_progress: Optional[MessageInProgress] = None  #: UNRELIABLE's (site_seq 0)
         self.unrel_seq = 0  # the separate session sequence of UNRELIABLE messages (7.3.3)
         self.trace_completed = None  # tests set a list: msg ids as they are complete here
         self.trace_delivered = None  # tests set a list: msg ids in delivery order
@@ -3191,7 +3246,7 @@ class Transport:
         """A message cut by a ring change is incomplete in the old ring, so nobody delivers it
         there; it goes again, whole and first, in the next ring."""
         if self.in_progress is not None:
-            msg, body = self.in_progress[0], self.in_progress[1]
+            msg, body = self.in_progress.msg, self.in_progress.body
             self.pending.appendleft((msg, body))
             self.front += 1
             self.pending_bytes += len(body)
@@ -3215,7 +3270,7 @@ class Transport:
             self._start_message(stamp, piece_bytes)
         ip = self.in_progress
         chunk = _cut_piece(ip)
-        if ip[5] >= ip[6]:
+        if ip.next_frag >= ip.frag_count:
             self.in_progress = None
         return chunk
 
@@ -3230,12 +3285,12 @@ class Transport:
             self.pending_bytes -= len(body)
             self.unrel_seq += 1
             frag_count = max(1, -(-len(body) // piece_bytes))
-            self.unrel_in_progress = [msg, body, self.unrel_seq, stamp.site_lts, 0, 0,
-                                      frag_count, piece_bytes]
+            self.unrel_in_progress = MessageInProgress(msg, body, self.unrel_seq, stamp.site_lts,
+                                                       0, 0, frag_count, piece_bytes)
             self.counters["unreliable_sent"] += 1
         ip = self.unrel_in_progress
         chunk = _cut_piece(ip)
-        if ip[5] >= ip[6]:
+        if ip.next_frag >= ip.frag_count:
             self.unrel_in_progress = None
         return chunk
 
@@ -3251,8 +3306,8 @@ class Transport:
         stamp.site_seq += 1
         self.max_lts_seen = stamp.site_lts
         frag_count = max(1, -(-len(body) // piece_bytes))
-        self.in_progress = [msg, body, self.origin_counter, stamp.site_lts, stamp.site_seq, 0,
-                            frag_count, piece_bytes]
+        self.in_progress = MessageInProgress(msg, body, self.origin_counter, stamp.site_lts,
+                                             stamp.site_seq, 0, frag_count, piece_bytes)
         self.counters["messages_sent"] += 1
 
     def saw_lts(self, lts):
@@ -3488,9 +3543,8 @@ class RingLink:
         self.counters = counters
         self.send = send  # send(raw, dest_pid)
         self.upper = upper
-        self.held_token = None  # (ring, token, next) kept by an idle representative
-        self.hold_until = None
-        self.last_sent_token = None  # [bytes, dest, retransmit_at, retransmits_left, link_seq]
+        self.held_token: Optional[HeldToken] = None
+        self.last_sent_token: Optional[SentToken] = None
 
     def multicast(self, raw, members):
         # unicast to each member: on loopback and small rings as good as IP multicast
@@ -3623,37 +3677,35 @@ class RingLink:
         idle = (may_hold and tok.flow_control == 0 and not tok.rtr
                 and tok.link_aru == tok.link_seq)
         if idle and ring.members[0] == self.me:
-            self.held_token = (ring, tok, nxt)
-            self.hold_until = now + self.cfg.token_hold_s
+            self.held_token = HeldToken(ring, tok, nxt, now + self.cfg.token_hold_s)
             return
         if nxt == self.me:  # a ring of one: the token comes straight back at the next chance
-            self.held_token = (ring, tok, nxt)
-            self.hold_until = now
+            self.held_token = HeldToken(ring, tok, nxt, now)
             return
         self.pass_raw(encode_ring_token(tok, self.seal), nxt, tok.link_seq, now)
 
     def pass_raw(self, raw, nxt, link_seq, now):
         """Send a token (or commit token) and keep it to resend until a sign of life."""
         self.send(raw, nxt)
-        self.last_sent_token = [raw, nxt, now + self.cfg.token_retransmit_s,
-                                self.cfg.token_retransmits_max, link_seq]
+        self.last_sent_token = SentToken(raw, nxt, now + self.cfg.token_retransmit_s,
+                                         self.cfg.token_retransmits_max, link_seq)
 
     def retransmit_token_if_due(self, now):
         last = self.last_sent_token
-        if last is None or now < last[2]:
+        if last is None or now < last.retransmit_at:
             return
-        if last[3] <= 0:
+        if last.retransmits_left <= 0:
             self.last_sent_token = None
             return
-        self.send(last[0], last[1])
-        last[2] = now + self.cfg.token_retransmit_s
-        last[3] -= 1
+        self.send(last.raw, last.dest)
+        last.retransmit_at = now + self.cfg.token_retransmit_s
+        last.retransmits_left -= 1
         self.counters["token_retransmissions"] += 1
 
     def evidence(self, link_seq):
         """A packet sent after we passed the token shows that the token got through."""
         last = self.last_sent_token
-        if last is not None and last[4] is not None and link_seq > last[4]:
+        if last is not None and last.link_seq is not None and link_seq > last.link_seq:
             self.last_sent_token = None
 
     def garbage_collect(self, ring):
@@ -3700,26 +3752,19 @@ def _next_piece_bytes(in_progress, queue, piece_bytes):
     """Size of the next piece: the rest of the message in progress (a piece at most), else the
     first piece of the next queued message; None when there is nothing to send."""
     if in_progress is not None:
-        return min(in_progress[7], len(in_progress[1]) - in_progress[5] * in_progress[7])
+        return in_progress.next_piece_bytes()
     if queue:
         return min(len(queue[0][1]), piece_bytes)
     return None
 
 
-def _cut_piece(ip):
-    """The next fragment of a message in progress [msg, body, counter, lts, site_seq,
-    next_frag, frag_count, piece_bytes], as a RingChunk; moves next_frag on."""
-    offset = ip[5] * ip[7]
-    chunk = RingChunk(ip[2], ip[3], ip[4], ip[5], ip[6], ip[0].service_type,
-                      ip[1][offset:offset + ip[7]])
-    ip[5] += 1
+def _cut_piece(ip: MessageInProgress) -> RingChunk:
+    """The next fragment of a message in progress, as a RingChunk; moves next_frag on."""
+    offset = ip.next_frag * ip.piece_bytes
+    chunk = RingChunk(ip.counter, ip.lts, ip.site_seq, ip.next_frag, ip.frag_count,
+                      ip.msg.service_type, ip.body[offset:offset + ip.piece_bytes])
+    ip.next_frag += 1
     return chunk
-
-
-def _delegate(part, attr, doc):
-    """A RingOrderer attribute that lives in its link or its transport (callers keep using it)."""
-    return property(lambda self: getattr(getattr(self, part), attr),
-                    lambda self, value: setattr(getattr(self, part), attr, value), doc=doc)
 
 
 class RingOrderer:
@@ -3748,17 +3793,6 @@ class RingOrderer:
     TRANSPORT (Transport: send queue, lts, assembly, merge of the sites' streams, delivery by
     service type, SAFE). On a token visit it calls the link, which pulls pieces of messages
     from the transport; on new packets the link hands chunks up to the transport."""
-
-    #: attributes that live in the link or the transport (the daemon and the tests read them)
-    pending = _delegate("transport", "pending", "(DaemonMessage, body) waiting for the token")
-    pending_bytes = _delegate("transport", "pending_bytes", "bodies waiting for the token")
-    in_progress = _delegate("transport", "in_progress", "the message being fragmented, or None")
-    max_lts_seen = _delegate("transport", "max_lts_seen", "the Lamport clock")
-    trace_completed = _delegate("transport", "trace_completed", "tests: ids as completed")
-    trace_delivered = _delegate("transport", "trace_delivered", "tests: ids as delivered")
-    held_token = _delegate("link", "held_token", "(ring, token, next) held while idle")
-    hold_until = _delegate("link", "hold_until", "when a held token goes on")
-    last_sent_token = _delegate("link", "last_sent_token", "the token passed, to resend if lost")
 
     def __init__(self, name, incarnation, peers, rng=None, settings=None, now=0.0, seal=None):
         if not name or len(name.encode("utf-8")) > MAX_NAME_BYTES:
@@ -3833,7 +3867,7 @@ class RingOrderer:
             return False
         if not self.transport.submit(msg, urgent):
             return False
-        if self.held_token is not None:
+        if self.link.held_token is not None:
             self._release_held_token()
         return True
 
@@ -3902,7 +3936,8 @@ class RingOrderer:
             if self.leave_copies_left and now >= self.next_leave_copy_at:
                 self._send_leave_copy()
             return
-        if self.held_token is not None and now >= self.hold_until:
+        held = self.link.held_token
+        if held is not None and now >= held.until:
             self._release_held_token()
         self.link.retransmit_token_if_due(now)
         self.transport.expire_unreliable(now)
@@ -3955,7 +3990,8 @@ class RingOrderer:
         return {
             "name": self.me[0], "incarnation": self.me[1], "state": self.state,
             "ring_id": ring.ring_id, "members": [p[0] for p in ring.members],
-            "my_aru": ring.my_aru, "high_seq": ring.high_seq, "pending": len(self.pending),
+            "my_aru": ring.my_aru, "high_seq": ring.high_seq,
+            "pending": len(self.transport.pending),
             "rotations": self.rotations, "counters": dict(self.counters),
             "global_window_packets": self.cfg.global_window_packets,
             "personal_window_packets": self.cfg.personal_window_packets,
@@ -4149,8 +4185,8 @@ class RingOrderer:
         self.commit = None
         self.new_ring = None
         self.recovery = None
-        self.held_token = None
-        self.last_sent_token = None
+        self.link.held_token = None
+        self.link.last_sent_token = None
         self.token_deadline = None
         self.consensus_deadline = self.now + self.cfg.consensus_timeout_s
         self._requeue_partial_message()
@@ -4257,7 +4293,7 @@ class RingOrderer:
     def _my_commit_entry(self):
         ring = self.ring
         return RingCommitEntry(ring.ring_id, ring.my_aru, ring.high_seq, ring.safe_lts,
-                           self.max_lts_seen)
+                               self.transport.max_lts_seen)
 
     def _create_commit_token(self, members):
         seqs = [self.ring_seq] + [v[2] for p, v in self.joins.items() if p in members]
@@ -4297,7 +4333,7 @@ class RingOrderer:
             self.counters["dropped_commit_tokens_not_for_us"] += 1
             return
         if c.ring_id[0] > self.ring_seq + RING_SEQ_AHEAD_MAX + 1 or any(
-                e.site_lts > self.max_lts_seen + LTS_AHEAD_MAX for e in c.entries.values()):
+                e.site_lts > self.transport.max_lts_seen + LTS_AHEAD_MAX for e in c.entries.values()):
             self.counters["dropped_ring_seq_far_ahead"] += 1
             return
         if c.rotation == 1 and self.state == GATHER:
@@ -4309,7 +4345,7 @@ class RingOrderer:
         if self.commit is None or c.ring_id != self.commit.ring_id or c.token_id <= self.commit_token_id:
             return  # a duplicate or another attempt's token
         self.commit_token_id = c.token_id
-        self.last_sent_token = None
+        self.link.last_sent_token = None
         self.token_deadline = self.now + self.cfg.token_timeout_s
         rep = c.members[0] == self.me
         if c.rotation == 1 and rep and self.state == COMMIT and len(c.entries) == len(c.members):
@@ -4328,7 +4364,7 @@ class RingOrderer:
 
     def _enter_recovery(self, c):
         """Everybody knows everybody's old-ring state: plan which old packets to resend."""
-        start_lts = max([e.site_lts for e in c.entries.values()] + [self.max_lts_seen])
+        start_lts = max([e.site_lts for e in c.entries.values()] + [self.transport.max_lts_seen])
         self.new_ring = self._open_ring(c.ring_id, c.members, start_lts)
         old_id = self.ring.ring_id
         trans = [p for p in c.members if c.entries[p].old_ring_id == old_id]
@@ -4341,12 +4377,8 @@ class RingOrderer:
         # the packets we hold in (first, high], not range(first, high + 1): a far link_seq
         # (a stray packet's) must not make this loop run for ever
         queue = collections.deque(sorted(s for s in self.ring.packets if first <= s <= high))
-        self.recovery = {
-            "trans": trans, "low": low, "high": high,
-            "safe_lts": max(e.old_safe_lts for e in entries),
-            "queue": queue, "flag_owner": False, "clean": 0, "recovery_high": None,
-            "reason": self.change_reason, "members": c.members,
-        }
+        self.recovery = Recovery(trans, low, high, max(e.old_safe_lts for e in entries), queue,
+                                 self.change_reason, c.members)
         self.counters["recovery_packets_planned"] += len(queue)
         self._set_state(RECOVERY, "ring %s: %d old packets to resend, old ring %s had (%d, %d]"
                         % (_ring_str(c.ring_id), len(queue), _ring_str(old_id), low, high))
@@ -4366,28 +4398,28 @@ class RingOrderer:
         rec = self.recovery
         # "had work" counts too: the packets sent on this visit must be before everybody's
         # first clean visit, or a daemon could install without them
-        if had_work or rec["queue"]:
+        if had_work or rec.queue:
             if not tok.retrans_flg:
                 tok.retrans_flg = 1
-                rec["flag_owner"] = True
-        elif tok.retrans_flg and rec["flag_owner"]:
+                rec.flag_owner = True
+        elif tok.retrans_flg and rec.flag_owner:
             tok.retrans_flg = 0
-            rec["flag_owner"] = False
+            rec.flag_owner = False
         if tok.retrans_flg:
-            rec["clean"] = 0
-            rec["recovery_high"] = None
+            rec.clean = 0
+            rec.recovery_high = None
             return False
-        rec["clean"] += 1
-        if rec["recovery_high"] is None:
-            rec["recovery_high"] = tok.link_seq  # every resent packet has a seq <= this
-        return rec["clean"] >= 2 and self.new_ring.my_aru >= rec["recovery_high"]
+        rec.clean += 1
+        if rec.recovery_high is None:
+            rec.recovery_high = tok.link_seq  # every resent packet has a seq <= this
+        return rec.clean >= 2 and self.new_ring.my_aru >= rec.recovery_high
 
     def _enter_operational(self):
         """Deliver what is left of the old ring (regular, then transitional), then the new ring."""
         rec = self.recovery
         old = self.ring
-        self.link.feed(old, upto=rec["high"], allow_gaps=True)
-        trans = rec["trans"]
+        self.link.feed(old, upto=rec.high, allow_gaps=True)
+        trans = rec.trans
         new_id = self.new_ring.ring_id
 
         def transitional():
@@ -4396,7 +4428,7 @@ class RingOrderer:
             self._emit_transitional(trans, new_id, old.ring_id)
             return True
 
-        if not self.transport.drain(old.stream, trans, rec["safe_lts"], transitional):
+        if not self.transport.drain(old.stream, trans, rec.safe_lts, transitional):
             transitional()
         self.ring = self.new_ring
         self.transport.install(self.ring.stream)
@@ -4405,19 +4437,19 @@ class RingOrderer:
         self.had_regular = True
         self.counters["configurations_installed"] += 1
         self.recent_changes.append((self.now, _ring_str(new_id), [p[0] for p in self.ring.members],
-                                    rec["reason"]))
+                                    rec.reason))
         self.outputs.append(_configuration_change(CONF_REGULAR, self.ring.members, trans, new_id,
-                                                  old.ring_id, rec["reason"]))
+                                                  old.ring_id, rec.reason))
         self._set_state(OPERATIONAL, "installed ring %s %s (%s)" % (
-            _ring_str(new_id), _ring_names(self.ring.members), rec["reason"]))
-        self.change_reason = rec["reason"]
+            _ring_str(new_id), _ring_names(self.ring.members), rec.reason))
+        self.change_reason = rec.reason
         self.next_merge_detect = self.now + self.cfg.merge_detect_s
         self.link.feed(self.ring, upto=self.ring.my_aru)
         self.transport.deliver_ready()
 
     def _emit_transitional(self, trans, new_id, old_id):
         self.outputs.append(_configuration_change(CONF_TRANSITIONAL, trans, trans, new_id, old_id,
-                                                  self.recovery["reason"]))
+                                                  self.recovery.reason))
 
     # ---------------------------------------------------------------- data packets
 
@@ -4459,7 +4491,7 @@ class RingOrderer:
 
     def _store_recovered(self, inner):
         rec = self.recovery
-        if inner.ring_id == self.ring.ring_id and inner.link_seq <= rec["high"]:
+        if inner.ring_id == self.ring.ring_id and inner.link_seq <= rec.high:
             if self.ring.store(inner):
                 self.counters["recovered_packets"] += 1
 
@@ -4480,7 +4512,7 @@ class RingOrderer:
             return
         ahead = ring.last_token_seq + RING_AHEAD_ROTATIONS * self.cfg.global_window_packets
         if tok.token_id > ring.last_token_id + 2 * len(ring.members) + 2 or tok.link_seq > ahead \
-                or tok.site_lts > self.max_lts_seen + LTS_AHEAD_MAX or tok.site_seq > tok.site_lts:
+                or tok.site_lts > self.transport.max_lts_seen + LTS_AHEAD_MAX or tok.site_seq > tok.site_lts:
             # one rotation adds len(members) to the token id: a far one would make every
             # true token after it a "duplicate"; a far link_seq, every daemon wait for packets
             # that nobody sent
@@ -4500,7 +4532,7 @@ class RingOrderer:
         self.rotations += 1  # every token visit here is one rotation of the ring
         sent = link.answer_retransmissions(ring, tok)
         allowed = link.flow_allowance(ring, tok, sent)
-        had_recovery_work = self.state == RECOVERY and bool(self.recovery["queue"])
+        had_recovery_work = self.state == RECOVERY and bool(self.recovery.queue)
         if self.state == RECOVERY:
             sent += self._send_recovery_packets(ring, tok, allowed)
         elif self.transport.has_unreliable():
@@ -4560,7 +4592,7 @@ class RingOrderer:
         self.transport.saw_lts(tok.site_lts)
 
     def _send_recovery_packets(self, ring, tok, allowed):
-        queue = self.recovery["queue"]
+        queue = self.recovery.queue
         sent = 0
         while queue and sent < allowed:
             old_packet = self.ring.packets.get(queue.popleft())
@@ -4572,8 +4604,9 @@ class RingOrderer:
         return sent
 
     def _release_held_token(self):
-        ring, tok, nxt = self.held_token
-        self.held_token = None
+        held = self.link.held_token
+        ring, tok, nxt = held.ring, held.token, held.next
+        self.link.held_token = None
         current = self.new_ring if self.state == RECOVERY else self.ring
         if current is not ring or self.state not in (OPERATIONAL, RECOVERY):
             return
@@ -4597,8 +4630,8 @@ class RingOrderer:
         self.commit = None
         self.new_ring = None
         self.recovery = None
-        self.held_token = None
-        self.last_sent_token = None
+        self.link.held_token = None
+        self.link.last_sent_token = None
         self.token_deadline = None
         self.consensus_deadline = None
         self.next_join_at = None
@@ -4702,6 +4735,21 @@ def _ring_str(ring_id):
 STATE = "STATE"  #: daemon message kind: the groups of one daemon's clients, after a ring change
 
 
+@dataclass
+class StateExchange:
+    """The group state exchange after one REGULAR configuration: whose STATE is still awaited,
+    what came in, and the messages held until it is done."""
+    ring_id: "RingId"
+    members: "List[str]"  #: daemon names of the configuration
+    waiting: "set"  #: daemons whose STATE is not complete yet
+    before: "Dict[str, tuple]"  #: group -> (members, group id) before the change
+    states: "Dict[str, List[Tuple[str, str]]]" = field(default_factory=dict)  #: daemon -> (group, member)
+    old_ring: "Dict[str, str]" = field(default_factory=dict)  #: daemon -> the ring it came from
+    parts: "Dict[str, set]" = field(default_factory=dict)  #: daemon -> STATE parts received
+    held: "List[DaemonMessage]" = field(default_factory=list)  #: delivered meanwhile, held
+    held_bytes: int = 0
+
+
 class RingGroupCore(GroupCore):
     """Groups whose members are on several daemons (Spread's groups.c after a daemon membership
     change). After every REGULAR configuration, every daemon sends one STATE message (agreed
@@ -4724,7 +4772,7 @@ class RingGroupCore(GroupCore):
         super().__init__(daemon_name, **kwargs)
         self.orderer = orderer
         self.daemon_ips = dict(daemon_ips)  #: daemon name -> IPv4 (for group ids)
-        self.exchange = None
+        self.exchange: Optional[StateExchange] = None
         self.exchanges_done = 0
         self.transition_sent = {}  #: group -> old id, TRANSITION already given to clients
         cfg = getattr(orderer, "cfg", None) or RingSettings()
@@ -4740,23 +4788,23 @@ class RingGroupCore(GroupCore):
     def deliver(self, msg):
         ex = self.exchange
         if msg.kind == STATE:
-            if ex is not None and msg.groups and msg.groups[0] == repr(ex["ring_id"]):
+            if ex is not None and msg.groups and msg.groups[0] == repr(ex.ring_id):
                 self._state_arrived(ex, msg)
             return
         if ex is not None:
-            ex["held"].append(msg)  # it belongs to the new configuration: after its REG_MEMB
-            ex["held_bytes"] += len(msg.data)
+            ex.held.append(msg)  # it belongs to the new configuration: after its REG_MEMB
+            ex.held_bytes += len(msg.data)
             self._note_held(ex)
             return
         super().deliver(msg)
 
     def _note_held(self, ex):
-        held = len(ex["held"])
+        held = len(ex.held)
         if held > self.held_peak_messages:
             self.held_peak_messages = held
-        if ex["held_bytes"] > self.held_peak_bytes:
-            self.held_peak_bytes = ex["held_bytes"]
-        if ex["held_bytes"] > self.held_limit_bytes and not self.held_over_limit:
+        if ex.held_bytes > self.held_peak_bytes:
+            self.held_peak_bytes = ex.held_bytes
+        if ex.held_bytes > self.held_limit_bytes and not self.held_over_limit:
             # never dropped (every daemon must apply the same messages); what we can do is stop
             # adding: this daemon's clients are not read until the exchange is done
             self.held_over_limit = True
@@ -4764,7 +4812,7 @@ class RingGroupCore(GroupCore):
             self.log.append("group state exchange: %d messages (%d KB) held waiting for the STATE "
                             "of %s, more than the limit of %d KB (%d rotations of the global "
                             "window): clients of this daemon are not read until it is done" % (
-                                held, ex["held_bytes"] // 1024, ", ".join(sorted(ex["waiting"])),
+                                held, ex.held_bytes // 1024, ", ".join(sorted(ex.waiting)),
                                 self.held_limit_bytes // 1024, HELD_LIMIT_ROTATIONS))
 
     def configuration_change(self, change, memb_time):
@@ -4775,16 +4823,12 @@ class RingGroupCore(GroupCore):
             return
         if self.exchange is not None:
             # an interrupted exchange: apply what it held now, so that our STATE includes it
-            for msg in self.exchange["held"]:
+            for msg in self.exchange.held:
                 super().deliver(msg)
         self.held_over_limit = False
-        self.exchange = {
-            "ring_id": change.ring_id, "members": list(change.members),
-            "waiting": set(change.members), "states": {}, "old_ring": {},
-            "held": [], "held_bytes": 0, "parts": {},
-            "before": {name: (dict(g.members), self.group_id(g))
-                       for name, g in self.groups.items()},
-        }
+        self.exchange = StateExchange(
+            change.ring_id, list(change.members), set(change.members),
+            {name: (dict(g.members), self.group_id(g)) for name, g in self.groups.items()})
         self.log.append("daemons %s (%s): exchanging group state" % (
             ", ".join(change.members), getattr(change, "reason", "")))
         self._send_state(change)
@@ -4831,43 +4875,43 @@ class RingGroupCore(GroupCore):
         self.state_parts_sent += len(parts)
 
     def _state_arrived(self, ex, msg):
-        members = ex["states"].setdefault(msg.origin, [])
+        members = ex.states.setdefault(msg.origin, [])
         for line in msg.data.decode("latin-1").split("\n"):
             if "\t" in line:
                 members.append(tuple(line.split("\t", 1)))
-        ex["old_ring"][msg.origin] = msg.reason
-        got = ex["parts"].setdefault(msg.origin, set())
+        ex.old_ring[msg.origin] = msg.reason
+        got = ex.parts.setdefault(msg.origin, set())
         got.add(msg.hint >> 16)
         if len(got) >= msg.hint & 0xFFFF:  # every part of its STATE
-            ex["waiting"].discard(msg.origin)
-        if not ex["waiting"]:
+            ex.waiting.discard(msg.origin)
+        if not ex.waiting:
             self._finish_exchange(ex)
 
     def _finish_exchange(self, ex):
         self.exchange = None
         self.exchanges_done += 1
         self.held_over_limit = False
-        rep = ex["ring_id"][1]
+        rep = ex.ring_id[1]
         self.proc_id = int(ipaddress.IPv4Address(self.daemon_ips.get(rep, "127.0.0.1")))
-        self.memb_time = ex["ring_id"][0] & 0x7FFFFFFF
+        self.memb_time = ex.ring_id[0] & 0x7FFFFFFF
         table = {}
-        for daemon in ex["members"]:
-            for group, member in ex["states"].get(daemon, ()):
+        for daemon in ex.members:
+            for group, member in ex.states.get(daemon, ()):
                 table.setdefault(group, {})[member] = daemon
         self._rebuild(table)
-        my_ring = ex["old_ring"].get(self.daemon_name)
-        for name in sorted(set(table) | set(ex["before"])):
-            old_members, old_id = ex["before"].get(name, ({}, None))
+        my_ring = ex.old_ring.get(self.daemon_name)
+        for name in sorted(set(table) | set(ex.before)):
+            old_members, old_id = ex.before.get(name, ({}, None))
             group = self.groups.get(name)
             if group is None or old_members == group.members:
                 continue
             if name in self.transition_sent:
                 old_id = None  # its TRANSITION went out with the transitional configuration
-            self._announce_network_change(group, old_id, ex["old_ring"], my_ring)
+            self._announce_network_change(group, old_id, ex.old_ring, my_ring)
         self.transition_sent = {}
         self.log.append("group state exchange done: %d groups; %d messages (%d KB) were held "
-                        "meanwhile" % (len(self.groups), len(ex["held"]), ex["held_bytes"] // 1024))
-        held, ex["held"] = ex["held"], []
+                        "meanwhile" % (len(self.groups), len(ex.held), ex.held_bytes // 1024))
+        held, ex.held = ex.held, []
         for msg in held:
             super().deliver(msg)
 

@@ -198,13 +198,13 @@ def test_pending_bytes_counts_what_waits_for_the_token_and_drains_to_zero():
     # big messages cannot pile up half a gigabyte behind the token.
     sim = calm_sim()
     d1 = sim.nodes["d1"][0]
-    assert d1.pending_bytes == 0
+    assert d1.transport.pending_bytes == 0
     for _ in range(5):
         sim.submit("d1", sr.AGREED_MESS, size=30000)
-    assert d1.pending_bytes == sum(len(body) for _, body in d1.pending) >= 5 * 30000
+    assert d1.transport.pending_bytes == sum(len(body) for _, body in d1.transport.pending) >= 5 * 30000
     sim.run_until(sim.now + 2.0)
     assert len(delivered(sim, "d3")) == 5
-    assert d1.pending_bytes == 0 and not d1.pending
+    assert d1.transport.pending_bytes == 0 and not d1.transport.pending
     assert_guarantees(sim)
 
 
@@ -658,7 +658,7 @@ def _named(o, text, kind=sr.DATA):
 
 
 def _queue(o):
-    return [m.data.decode() for m, _ in o.pending]
+    return [m.data.decode() for m, _ in o.transport.pending]
 
 
 def test_an_urgent_message_goes_to_the_front_behind_only_the_message_being_fragmented():
@@ -667,12 +667,12 @@ def test_an_urgent_message_goes_to_the_front_behind_only_the_message_being_fragm
     o.submit(_named(o, "a"))
     o.submit(_named(o, "b"))
     o.transport.take_piece(sr.RingToken(o.ring.ring_id, o.me), 500)  # "big..." is being sent
-    assert o.in_progress is not None and _queue(o) == ["a", "b"]
+    assert o.transport.in_progress is not None and _queue(o) == ["a", "b"]
     assert o.submit(_named(o, "u1"), urgent=True)
     assert o.submit(_named(o, "u2"), urgent=True)
     o.submit(_named(o, "c"))
     assert _queue(o) == ["u1", "u2", "a", "b", "c"], "urgent ones first, FIFO among themselves"
-    assert o.pending_bytes == sum(len(body) for _, body in o.pending)
+    assert o.transport.pending_bytes == sum(len(body) for _, body in o.transport.pending)
     o._requeue_partial_message()  # a ring change: the cut message goes again, whole and first
     o.submit(_named(o, "u3"), urgent=True)
     assert _queue(o)[0].startswith("big") and _queue(o)[1:] == ["u1", "u2", "u3", "a", "b", "c"]

@@ -210,7 +210,7 @@ def test_a_token_far_ahead_of_the_ring_is_dropped_not_followed(field):
     d2 = sim.nodes["d2"][0]
     ring = d2.ring
     values = {"token_id": ring.last_token_id + 1, "link_seq": ring.last_token_seq,
-              "site_lts": d2.max_lts_seen}
+              "site_lts": d2.transport.max_lts_seen}
     values[field] = sr.MAX_WIRE_COUNTER
     tok = sr.RingToken(ring.ring_id, sim.nodes["d1"][0].me, values["token_id"],
                        link_seq=values["link_seq"], link_aru=0, site_lts=values["site_lts"])

@@ -312,12 +312,12 @@ def test_a_message_cut_by_a_ring_change_is_not_a_gap_for_the_messages_after_it()
     sim = calm_sim(personal_window_packets=1)
     big = sim.submit("d1", sr.AGREED_MESS, size=6000)
     d1, d2 = sim.nodes["d1"][0], sim.nodes["d2"][0]
-    while d1.in_progress is None:
+    while d1.transport.in_progress is None:
         sim.run_until(sim.now + 0.0002)
     small = sim.submit("d3", sr.AGREED_MESS, size=20)
     while not any(m.complete and m.origin[0] == "d3" for m in d2.ring.stream.ordered):
         sim.run_until(sim.now + 0.0002)
-    assert d1.in_progress is not None  # d1's message is still being fragmented
+    assert d1.transport.in_progress is not None  # d1's message is still being fragmented
     sim.crash("d3")
     assert sim.run_until(sim.now + 5.0, stop=lambda: all_in_one_ring(sim))
     sim.run_until(sim.now + 1.0)

@@ -145,7 +145,7 @@ def test_checker_catches_a_recovery_that_does_not_resend_old_messages(monkeypatc
 
     def forgetful(self, c):
         original(self, c)
-        self.recovery["queue"].clear()
+        self.recovery.queue.clear()
 
     kinds = violation_kinds(monkeypatch, "_enter_recovery", forgetful)
     # daemons that move together on to the next ring delivered different messages in the old
