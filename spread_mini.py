@@ -887,6 +887,7 @@ class RingChunk:
 
 
 class RingData:
+    ptype = PT_DATA  #: its packet type on the wire (the key of the orderer's dispatch)
     __slots__ = ("ring_id", "sender", "link_seq", "chunks", "inner", "_raw")
 
     def __init__(self, ring_id, sender, link_seq, chunks=(), inner=None):
@@ -905,6 +906,7 @@ class RingToken:
     rtr = rtr list, retrans_flg = retrans_flg (recovery still has old messages to resend).
     site_seq, site_lts and site_aru are the message-level counterparts the thesis adds
     (message count, Lamport time stamp, all-received-up-to in LTS units)."""
+    ptype = PT_TOKEN  #: its packet type on the wire (the key of the orderer's dispatch)
     __slots__ = ("ring_id", "sender", "token_id", "type", "link_seq", "link_aru", "flow_control",
                  "rtr", "site_seq", "site_lts", "site_aru", "site_aru_modifier", "retrans_flg")
 
@@ -927,6 +929,7 @@ class RingToken:
 
 
 class RingJoin:
+    ptype = PT_JOIN  #: its packet type on the wire (the key of the orderer's dispatch)
     __slots__ = ("sender", "ring_seq", "proc_set", "fail_set")
 
     def __init__(self, sender, ring_seq, proc_set, fail_set):
@@ -949,6 +952,7 @@ class RingCommitEntry:
 
 
 class RingCommit:
+    ptype = PT_COMMIT  #: its packet type on the wire (the key of the orderer's dispatch)
     __slots__ = ("ring_id", "sender", "token_id", "rotation", "members", "entries")
 
     def __init__(self, ring_id, sender, token_id, rotation, members, entries):
@@ -961,6 +965,7 @@ class RingCommit:
 
 
 class RingMerge:
+    ptype = PT_MERGE  #: its packet type on the wire (the key of the orderer's dispatch)
     __slots__ = ("sender", "ring_id")
 
     def __init__(self, sender, ring_id):
@@ -971,6 +976,7 @@ class RingMerge:
 class RingUnreliable:
     """Pieces of UNRELIABLE messages (7.3.3): sent by the token holder, outside the reliable
     link (no link_seq, no retransmission), for the members of one ring only."""
+    ptype = PT_UNRELIABLE  #: its packet type on the wire (the key of the orderer's dispatch)
     __slots__ = ("ring_id", "sender", "chunks")
 
     def __init__(self, ring_id, sender, chunks=()):
@@ -983,6 +989,7 @@ class RingLeave:
     """A daemon that stops cleanly says so: the others leave it out at once, without waiting
     for token loss. Its own packet type (not a join naming its sender as failed) so that no
     daemon can take it for a join, and an old daemon drops it as an unknown type."""
+    ptype = PT_LEAVE  #: its packet type on the wire (the key of the orderer's dispatch)
     __slots__ = ("sender", "ring_id", "reason")
 
     def __init__(self, sender, ring_id, reason):
@@ -3915,20 +3922,7 @@ class RingOrderer:
             self.counters["duplicate_leaves" if isinstance(p, RingLeave)
                           else "dropped_late_from_departed"] += 1
             return
-        if isinstance(p, RingData):
-            self._on_data(p)
-        elif isinstance(p, RingToken):
-            self._on_token(p)
-        elif isinstance(p, RingJoin):
-            self._on_join(p)
-        elif isinstance(p, RingCommit):
-            self._on_commit(p)
-        elif isinstance(p, RingUnreliable):
-            self._on_unreliable(p)
-        elif isinstance(p, RingLeave):
-            self._on_leave(p)
-        else:
-            self._on_merge(p)
+        self.DISPATCH[self.state, p.ptype](self, p)
 
     def tick(self, now):
         self.now = now
@@ -4225,35 +4219,57 @@ class RingOrderer:
         # a smaller ring_seq was sent before and arrives late
         return j.sender in ring.members and j.ring_seq < ring.ring_id[0]
 
-    def _on_join(self, j):
+    def _join_admitted(self, j: RingJoin) -> bool:
+        """Every join is counted; one naming a ring seq far beyond ours is refused (it would
+        make every later ring seq jump there)."""
         self.counters["joins_received"] += 1
         if j.ring_seq > self.ring_seq + RING_SEQ_AHEAD_MAX:
             self.counters["dropped_ring_seq_far_ahead"] += 1
+            return False
+        return True
+
+    def _join_in_operational(self, j: RingJoin) -> None:
+        if not self._join_admitted(j):
             return
         old = self._note_incarnation(j.sender)
-        if self.state == OPERATIONAL:
-            if self._join_is_stale(j, self.ring):
-                self.counters["stale_joins"] += 1
-                return
-            if j.sender not in self.ring.members and set(j.fail_set) & set(self.ring.members):
-                # a daemon from outside that leaves some of us out (stale knowledge of an earlier
-                # gather): taking its fail set would break our ring and exclusions would chase
-                # each other round the daemons forever. It forms its own ring; the merge
-                # detection joins the rings later with fresh fail sets.
-                self.counters["joins_ignored_excluding_us"] += 1
-                return
-            self._enter_gather("join from %s" % j.sender[0], extra=(j.sender,))
-        elif self.state in (COMMIT, RECOVERY):
-            target = self.new_ring if self.state == RECOVERY else self.commit
-            members = target.members
-            if j.sender in members and j.ring_seq >= target.ring_id[0]:
-                self._enter_gather("%s went back to gather" % j.sender[0], extra=(j.sender,))
-            elif old is not None and (old in members):
-                self._enter_gather("%s restarted" % j.sender[0], extra=(j.sender,))
-            else:
-                return
-        if self.state != GATHER:
+        if self._join_is_stale(j, self.ring):
+            self.counters["stale_joins"] += 1
             return
+        if j.sender not in self.ring.members and set(j.fail_set) & set(self.ring.members):
+            # a daemon from outside that leaves some of us out (stale knowledge of an earlier
+            # gather): taking its fail set would break our ring and exclusions would chase
+            # each other round the daemons forever. It forms its own ring; the merge
+            # detection joins the rings later with fresh fail sets.
+            self.counters["joins_ignored_excluding_us"] += 1
+            return
+        self._enter_gather("join from %s" % j.sender[0], extra=(j.sender,))
+        self._gather_join(j, old)
+
+    def _join_while_forming(self, j: RingJoin) -> None:
+        """COMMIT and RECOVERY: a member of the ring being formed that gathers again, or one
+        that restarted, sends us back to GATHER; any other join waits for the new ring."""
+        if not self._join_admitted(j):
+            return
+        old = self._note_incarnation(j.sender)
+        target = self.new_ring if self.state == RECOVERY else self.commit
+        members = target.members
+        if j.sender in members and j.ring_seq >= target.ring_id[0]:
+            self._enter_gather("%s went back to gather" % j.sender[0], extra=(j.sender,))
+        elif old is not None and (old in members):
+            self._enter_gather("%s restarted" % j.sender[0], extra=(j.sender,))
+        else:
+            return
+        self._gather_join(j, old)
+
+    def _join_in_gather(self, j: RingJoin) -> None:
+        if not self._join_admitted(j):
+            return
+        self._gather_join(j, self._note_incarnation(j.sender))
+
+    def _gather_join(self, j: RingJoin, old: "Optional[Pid]") -> None:
+        """GATHER (Totem): merge the join's sets into ours; consensus when every active
+        daemon proposes the same sets. `old`: the sender's previous incarnation, if it
+        restarted."""
         if old is not None:
             self.fail_set.add(old)
         if j.sender in self.fail_set or self._join_is_stale(j, self.ring):
@@ -4325,22 +4341,32 @@ class RingOrderer:
         nxt = self._successor(c.members)
         self._pass(encode_ring_commit(c, self.seal), nxt, link_seq=None)
 
-    def _on_commit(self, c):
+    def _commit_admitted(self, c: RingCommit) -> bool:
+        """A commit token for us, from our predecessor in it, with believable counters."""
         if self.me not in c.members:
-            return
+            return False
         if c.sender != _predecessor(c.members, self.me):
             # it goes round the members in order: one from elsewhere is a copy (replayed)
             self.counters["dropped_commit_tokens_not_for_us"] += 1
-            return
+            return False
         if c.ring_id[0] > self.ring_seq + RING_SEQ_AHEAD_MAX + 1 or any(
                 e.site_lts > self.transport.max_lts_seen + LTS_AHEAD_MAX for e in c.entries.values()):
             self.counters["dropped_ring_seq_far_ahead"] += 1
-            return
-        if c.rotation == 1 and self.state == GATHER:
-            active = sorted(self.proc_set - self.fail_set)
-            if c.members == active and c.ring_id[0] > self.ring_seq and self.me not in c.entries:
-                self.commit_token_id = c.token_id
-                self._enter_commit(c)
+            return False
+        return True
+
+    def _commit_in_gather(self, c: RingCommit) -> None:
+        """The first rotation of a commit token for exactly the members we agreed on."""
+        if not self._commit_admitted(c) or c.rotation != 1:
+            return  # (a second rotation is for daemons that took part in the first)
+        active = sorted(self.proc_set - self.fail_set)
+        if c.members == active and c.ring_id[0] > self.ring_seq and self.me not in c.entries:
+            self.commit_token_id = c.token_id
+            self._enter_commit(c)
+
+    def _on_commit(self, c: RingCommit) -> None:
+        """COMMIT, RECOVERY (and OPERATIONAL: a late copy of the last commit token)."""
+        if not self._commit_admitted(c):
             return
         if self.commit is None or c.ring_id != self.commit.ring_id or c.token_id <= self.commit_token_id:
             return  # a duplicate or another attempt's token
@@ -4453,19 +4479,25 @@ class RingOrderer:
 
     # ---------------------------------------------------------------- data packets
 
-    def _on_data(self, p):
-        if self.state == RECOVERY or (self.state == OPERATIONAL and self.new_ring is None):
-            ring = self.new_ring if self.state == RECOVERY else self.ring
-            if p.ring_id == ring.ring_id:
-                self._on_ring_data(ring, p)
-                return
-        if self.state == GATHER and p.ring_id == self.ring.ring_id and p.inner is None:
+    def _on_data(self, p: RingData) -> None:
+        """OPERATIONAL and RECOVERY: a packet of the ring that carries the token now."""
+        ring = self.new_ring if self.state == RECOVERY else self.ring
+        if p.ring_id == ring.ring_id:
+            self._on_ring_data(ring, p)
+            return
+        self._drop_data(p)
+
+    def _data_in_gather(self, p: RingData) -> None:
+        if p.ring_id == self.ring.ring_id and p.inner is None:
             # late packets of the old ring still help recovery (not once we reported on it)
             if self._beyond_token(self.ring, p.link_seq, "data"):
                 return
             if self.ring.store(p):
                 self.counters["late_old_ring_packets"] += 1
             return
+        self._drop_data(p)
+
+    def _drop_data(self, _p: RingData) -> None:
         self.counters["dropped_foreign_data"] += 1
 
     def _beyond_token(self, ring, link_seq, what):
@@ -4497,10 +4529,11 @@ class RingOrderer:
 
     # ---------------------------------------------------------------- the token
 
-    def _on_token(self, tok):
+    def _on_token(self, tok: RingToken) -> None:
+        """OPERATIONAL and RECOVERY: the token of the ring we are in."""
         ring = self.new_ring if self.state == RECOVERY else self.ring
-        if self.state not in (OPERATIONAL, RECOVERY) or tok.ring_id != ring.ring_id:
-            self.counters["dropped_foreign_tokens"] += 1
+        if tok.ring_id != ring.ring_id:
+            self._drop_token(tok)
             return
         if tok.token_id <= ring.last_token_id:
             self.counters["duplicate_tokens"] += 1
@@ -4557,6 +4590,10 @@ class RingOrderer:
             link.garbage_collect(ring)
             self.transport.deliver_ready()
 
+    def _drop_token(self, _tok: RingToken) -> None:
+        """GATHER and COMMIT have no ring that a token could go round (yet)."""
+        self.counters["dropped_foreign_tokens"] += 1
+
     def _send_with_unreliable(self, ring, tok, allowed):
         """UNRELIABLE data gets a quarter of the visit's allowance first (so that a flood of
         reliable messages cannot starve it, nor it them), then reliable, then what is left.
@@ -4582,7 +4619,11 @@ class RingOrderer:
             for c in p.chunks:
                 self.transport.unreliable_chunk(self.ring.stream, p.sender, c, self.now)
         else:
-            self.counters["unreliable_dropped_other_configuration"] += 1
+            self._drop_unreliable(p)
+
+    def _drop_unreliable(self, _p: RingUnreliable) -> None:
+        """Outside OPERATIONAL there is no regular configuration for UNRELIABLE pieces."""
+        self.counters["unreliable_dropped_other_configuration"] += 1
 
     def _update_aru(self, ring, tok):
         """The link's aru rule with the transport's site_aru; the site's stable All-Received-Upto
@@ -4708,6 +4749,39 @@ class RingOrderer:
             self._enter_gather("ring %s of %s is reachable: merge" % (
                 _ring_str(m.ring_id), m.sender[0]), extra=(m.sender,))
 
+
+    #: (membership state, packet type) -> handler (totemsrp's dispatch table): what each state
+    #: does with each kind of packet. LEFT takes nothing (receive drops it before decoding).
+    DISPATCH = {
+        (GATHER, PT_JOIN): _join_in_gather,
+        (GATHER, PT_COMMIT): _commit_in_gather,
+        (GATHER, PT_DATA): _data_in_gather,
+        (GATHER, PT_TOKEN): _drop_token,
+        (GATHER, PT_UNRELIABLE): _drop_unreliable,
+        (GATHER, PT_MERGE): _on_merge,
+        (GATHER, PT_LEAVE): _on_leave,
+        (COMMIT, PT_JOIN): _join_while_forming,
+        (COMMIT, PT_COMMIT): _on_commit,
+        (COMMIT, PT_DATA): _drop_data,
+        (COMMIT, PT_TOKEN): _drop_token,
+        (COMMIT, PT_UNRELIABLE): _drop_unreliable,
+        (COMMIT, PT_MERGE): _on_merge,
+        (COMMIT, PT_LEAVE): _on_leave,
+        (RECOVERY, PT_JOIN): _join_while_forming,
+        (RECOVERY, PT_COMMIT): _on_commit,
+        (RECOVERY, PT_DATA): _on_data,
+        (RECOVERY, PT_TOKEN): _on_token,
+        (RECOVERY, PT_UNRELIABLE): _drop_unreliable,
+        (RECOVERY, PT_MERGE): _on_merge,
+        (RECOVERY, PT_LEAVE): _on_leave,
+        (OPERATIONAL, PT_JOIN): _join_in_operational,
+        (OPERATIONAL, PT_COMMIT): _on_commit,
+        (OPERATIONAL, PT_DATA): _on_data,
+        (OPERATIONAL, PT_TOKEN): _on_token,
+        (OPERATIONAL, PT_UNRELIABLE): _on_unreliable,
+        (OPERATIONAL, PT_MERGE): _on_merge,
+        (OPERATIONAL, PT_LEAVE): _on_leave,
+    }
 
 def _src_str(src):
     """A datagram's source for the log: ip:port from a socket, or the simulator's name."""

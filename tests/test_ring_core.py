@@ -737,7 +737,8 @@ def test_checker_catches_unreliable_delivered_in_another_configuration(monkeypat
         for c in p.chunks:
             self.transport.unreliable_chunk(self.ring.stream, p.sender, c, self.now)
 
-    monkeypatch.setattr(sr.RingOrderer, "_on_unreliable", sloppy)
+    for state in (sr.GATHER, sr.COMMIT, sr.RECOVERY, sr.OPERATIONAL):  # taken in every state
+        monkeypatch.setitem(sr.RingOrderer.DISPATCH, (state, sr.PT_UNRELIABLE), sloppy)
     sim = calm_sim()
     late_unreliable_piece(sim)
     assert any("unreliable: message" in v for v in sim.check().violations)
@@ -1028,3 +1029,11 @@ def test_a_leave_naming_a_live_daemon_costs_a_few_ring_changes_not_a_livelock():
     for name in ("d1", "d2", "d3"):  # each at its sender at least (it was a partition meanwhile)
         assert serials[int(name[1]) - 1] in delivered(sim, name), name
     assert_guarantees(sim)
+
+
+def test_the_dispatch_table_has_a_handler_for_every_packet_type_in_every_state():
+    """totemsrp's shape: (state, packet type) -> handler; a pair missing would be a KeyError
+    on the first such packet from the network."""
+    states = (sr.GATHER, sr.COMMIT, sr.RECOVERY, sr.OPERATIONAL)
+    assert set(sr.RingOrderer.DISPATCH) == {(s, pt) for s in states for pt in sr.PACKET_TYPE_NAMES}
+    assert all(callable(h) for h in sr.RingOrderer.DISPATCH.values())
