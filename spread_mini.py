@@ -618,7 +618,19 @@ def equal_group_ids(a, b) -> bool:
 FLAG_RECOVERED = 0x01
 
 
-class RingWireError(ValueError):
+class RingUsageError(ValueError):
+    """The ring core's caller made a mistake (h11's LocalProtocolError): a daemon name, a
+    message or a leave reason that the ring cannot carry. A bug in the daemon or a wrong
+    argument, never the network's doing: it is raised to the caller."""
+
+
+class RingPeerError(ValueError):
+    """Another daemon, or whoever sends to our ring port, misbehaved (h11's
+    RemoteProtocolError). Never raised to the ring core's caller: the packet is dropped and
+    counted, and the ring goes on."""
+
+
+class RingWireError(RingPeerError):
     """A datagram that is not a well-formed ring packet of our version and configuration
     (dropped, and counted as dropped_<reason>)."""
 
@@ -3218,7 +3230,7 @@ class Transport:
             return False
         body = encode_message_body(msg)
         if len(body) > MAX_MESSAGE_BODY_BYTES:
-            raise ValueError("message too long (%d bytes)" % len(body))
+            raise RingUsageError("message too long (%d bytes)" % len(body))
         if unreliable:
             return self._submit_unreliable(msg, body)
         if urgent:
@@ -3803,7 +3815,7 @@ class RingOrderer:
 
     def __init__(self, name, incarnation, peers, rng=None, settings=None, now=0.0, seal=None):
         if not name or len(name.encode("utf-8")) > MAX_NAME_BYTES:
-            raise ValueError("daemon name must be 1..%d bytes" % MAX_NAME_BYTES)
+            raise RingUsageError("daemon name must be 1..%d bytes" % MAX_NAME_BYTES)
         self.me = (name, int(incarnation))
         self.peers = [p for p in peers if p != name]
         #: the daemons spread.conf names, us included (a packet "from us" is another process
@@ -3962,7 +3974,7 @@ class RingOrderer:
             return
         error = leave_reason_error(reason)
         if error is not None:
-            raise ValueError(error)  # our caller's mistake, not the network's
+            raise RingUsageError(error)
         self.leave_packet = encode_ring_leave(RingLeave(self.me, self.ring.ring_id, reason), self.seal)
         self.leave_copies_left = LEAVE_COPIES
         self._enter_left(reason)

@@ -813,7 +813,7 @@ def test_wire_leave_round_trip_and_strict_decoding():
 
 def test_leave_refuses_a_reason_that_could_not_travel():
     o = sr.RingOrderer("d1", 1, ["d1", "d2"], random.Random(1))
-    with pytest.raises(ValueError):
+    with pytest.raises(sr.RingUsageError):  # our caller's mistake, not the network's
         o.leave("bad\nreason", 0.0)
     assert o.state == sr.GATHER
 
@@ -1037,3 +1037,20 @@ def test_the_dispatch_table_has_a_handler_for_every_packet_type_in_every_state()
     states = (sr.GATHER, sr.COMMIT, sr.RECOVERY, sr.OPERATIONAL)
     assert set(sr.RingOrderer.DISPATCH) == {(s, pt) for s in states for pt in sr.PACKET_TYPE_NAMES}
     assert all(callable(h) for h in sr.RingOrderer.DISPATCH.values())
+
+
+def test_two_error_kinds_caller_mistakes_and_peer_misbehaviour():
+    """h11's split: what the caller did wrong is raised to it; what a peer sent is a
+    RingPeerError, which the orderer drops and counts (never raised out of receive)."""
+    with pytest.raises(sr.RingUsageError):
+        sr.RingOrderer("x" * (sr.MAX_NAME_BYTES + 1), 1, [])
+    o = sr.RingOrderer("d1", 1, ["d1", "d2"], random.Random(1))
+    with pytest.raises(sr.RingUsageError, match="too long"):
+        o.submit(sr.DaemonMessage(sr.DATA, "d1", "#c#d1", sr.AGREED_MESS, ["g"],
+                                  data=b"x" * (sr.MAX_MESSAGE_BODY_BYTES + 1)))
+    with pytest.raises(sr.RingPeerError):
+        sr.decode_ring_packet(b"SMRG garbage")
+    o.receive(b"SMRG garbage", ("127.0.0.2", 4803), 0.1)
+    assert o.counters["dropped_garbage"] == 1
+    assert not issubclass(sr.RingUsageError, sr.RingPeerError)
+    assert not issubclass(sr.RingPeerError, sr.RingUsageError)
