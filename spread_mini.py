@@ -62,7 +62,7 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 try:
     import rich
@@ -480,7 +480,8 @@ def unpad_name(raw: bytes) -> str:
     return name
 
 
-def name_is_legal(name: str, min_char: int = GROUP_NAME_MIN_CHAR, max_len: int = MAX_GROUP_NAME - 1) -> bool:
+def name_is_legal(name: str, min_char: int = GROUP_NAME_MIN_CHAR,
+                  max_len: int = MAX_GROUP_NAME - 1) -> bool:
     """1..max_len characters, each between min_char and '~'."""
     return 0 < len(name) <= max_len and all(min_char <= ord(c) <= NAME_MAX_CHAR for c in name)
 
@@ -617,6 +618,11 @@ def equal_group_ids(a, b) -> bool:
 
 FLAG_RECOVERED = 0x01
 
+#: names of the ring's plain values, for the annotations (they are tuples on the wire's terms)
+Pid = Tuple[str, int]  #: a daemon: (name, incarnation)
+RingId = Tuple[int, str, int]  #: a ring: (ring seq, representative's name, its incarnation)
+Stamp = Tuple[int, bytes, bytes]  #: a configuration stamp (configuration_stamp)
+
 
 class RingUsageError(ValueError):
     """The ring core's caller made a mistake (h11's LocalProtocolError): a daemon name, a
@@ -634,7 +640,7 @@ class RingWireError(RingPeerError):
     """A datagram that is not a well-formed ring packet of our version and configuration
     (dropped, and counted as dropped_<reason>)."""
 
-    def __init__(self, text, reason="garbage"):
+    def __init__(self, text: str, reason: str = "garbage") -> None:
         super().__init__(text)
         #: the counter's name: garbage, no_tag, bad_tag, unexpected_tag, different_configuration
         self.reason = reason
@@ -643,13 +649,14 @@ class RingWireError(RingPeerError):
 class RingConfigurationError(RingWireError):
     """A well-formed packet of another configuration: what its stamp says, and who sent it."""
 
-    def __init__(self, text, stamp, sender):
+    def __init__(self, text: str, stamp: Stamp, sender: Pid) -> None:
         super().__init__(text, "different_configuration")
         self.stamp = stamp  #: (daemons, daemons hash, settings hash) of the sender's file
         self.sender = sender  #: (name, incarnation) from its body
 
 
-def configuration_stamp(daemons=(), settings=None):
+def configuration_stamp(daemons: Sequence[Tuple[str, str, int]] = (),
+                        settings: Optional[RingSettings] = None) -> Stamp:
     """What a daemon's configuration says that must be the same at every daemon of a ring:
     (how many daemons, 4 bytes of SHA-256 of their names, addresses and ports, 4 bytes of
     SHA-256 of the ring settings). daemons: (name, ip, port) each. Without daemons (the tests'
@@ -664,7 +671,7 @@ def configuration_stamp(daemons=(), settings=None):
             hashlib.sha256(tuned).digest()[:4])
 
 
-def stamp_difference(theirs, ours):
+def stamp_difference(theirs: Stamp, ours: Stamp) -> str:
     """What differs between two configuration stamps, for people."""
     if theirs[0] != ours[0]:
         return "it lists %d daemons, we list %d" % (theirs[0], ours[0])
@@ -687,23 +694,23 @@ class RingSeal:
     that came in and says why it is refused (RingWireError.reason). Without a key and a
     configuration (OPEN_SEAL) the packets are those of the tests and the simulator."""
 
-    def __init__(self, key=None, stamp=None):
+    def __init__(self, key: Optional[bytes] = None, stamp: Optional[Stamp] = None) -> None:
         self.key = key
         self.stamp = stamp or configuration_stamp()
         self.flags = FLAG_TAGGED if key else 0
         self.trailer_bytes = RING_TAG_BYTES if key else 4
         self._stamp_bytes = struct.pack(">B", self.stamp[0]) + self.stamp[1] + self.stamp[2]
 
-    def header(self, ptype):
+    def header(self, ptype: int) -> bytes:
         return _RING_HEADER.pack(RING_MAGIC, RING_VERSION, ptype, self.flags, self.stamp[0],
                                  self.stamp[1], self.stamp[2])
 
-    def seal(self, raw):
+    def seal(self, raw: bytes) -> bytes:
         if self.key:
             return raw + hmac.digest(self.key, raw, "sha256")[:RING_TAG_BYTES]
         return raw + struct.pack(">I", zlib.crc32(raw) & 0xFFFFFFFF)
 
-    def open(self, data):
+    def open(self, data: bytes) -> Tuple[int, bytes]:
         """(packet type, body without the trailer) of a datagram that passes the header and
         the trailer, else RingWireError with its reason. The stamp is checked by the caller
         (after the body, which names the sender)."""
@@ -731,7 +738,7 @@ class RingSeal:
                                 "packet)", "bad_tag")
         return ptype, body
 
-    def same_configuration(self, data):
+    def same_configuration(self, data: bytes) -> bool:
         return data[7:RING_HEADER_BYTES] == self._stamp_bytes
 
 
@@ -739,7 +746,7 @@ class RingSeal:
 OPEN_SEAL = RingSeal()
 
 
-def read_key_file(path):
+def read_key_file(path: str) -> bytes:
     """The key bytes of a key file made by `keygen`, or ValueError saying what is wrong."""
     try:
         with open(path, "rb") as f:
@@ -752,7 +759,7 @@ def read_key_file(path):
     return key
 
 
-def write_key_file(path, nbytes=RING_KEY_BYTES):
+def write_key_file(path: str, nbytes: int = RING_KEY_BYTES) -> None:
     """A new key file of random bytes, readable by its owner only (mode 0600), as
     corosync-keygen makes one. An existing file is never overwritten (daemons that hold the
     old key would be cut off): FileExistsError."""
@@ -775,47 +782,47 @@ class _RingReader:
 
     __slots__ = ("data", "pos", "size")
 
-    def __init__(self, data):
+    def __init__(self, data: bytes) -> None:
         self.data = data
         self.pos = 0
         self.size = len(data)
 
-    def take(self, n):
+    def take(self, n: int) -> bytes:
         pos = self.pos
         if n < 0 or pos + n > self.size:
             raise RingWireError("truncated packet")
         self.pos = pos + n
         return self.data[pos:pos + n]
 
-    def _fixed(self, st):
+    def _fixed(self, st: struct.Struct) -> tuple:
         pos = self.pos
         if pos + st.size > self.size:
             raise RingWireError("truncated packet")
         self.pos = pos + st.size
         return st.unpack_from(self.data, pos)
 
-    def unpack(self, fmt):
+    def unpack(self, fmt: str) -> tuple:
         st = _RING_STRUCTS.get(fmt)
         if st is None:
             st = _RING_STRUCTS[fmt] = struct.Struct(fmt)
         return self._fixed(st)
 
-    def u8(self):
+    def u8(self) -> int:
         return self._fixed(_U8)[0]
 
-    def u16(self):
+    def u16(self) -> int:
         return self._fixed(_U16)[0]
 
-    def u32(self):
+    def u32(self) -> int:
         return self._fixed(_U32)[0]
 
-    def u64(self):
+    def u64(self) -> int:
         return self._fixed(_U64)[0]
 
-    def counter(self):
+    def counter(self) -> int:
         return _counters(self._fixed(_U64))[0]
 
-    def pid(self):
+    def pid(self) -> Pid:
         n = self.u8()
         if n == 0 or n > MAX_NAME_BYTES:
             raise RingWireError("bad daemon name length %d" % n)
@@ -830,18 +837,18 @@ class _RingReader:
                 _RING_NAMES[raw] = name
         return (name, self.counter())
 
-    def ring_id(self):
+    def ring_id(self) -> RingId:
         seq = self.counter()
         rep = self.pid()
         return (seq, rep[0], rep[1])
 
-    def pid_list(self):
+    def pid_list(self) -> List[Pid]:
         n = self.u16()
         if n > MAX_SET_MEMBERS:
             raise RingWireError("too many members (%d)" % n)
         return [self.pid() for _ in range(n)]
 
-    def end(self):
+    def end(self) -> None:
         if self.pos != self.size:
             raise RingWireError("%d unexpected bytes after the packet" % (self.size - self.pos))
 
@@ -849,7 +856,7 @@ class _RingReader:
 _RING_NAMES = {}  # daemon name bytes -> str (a handful of daemons: decode each once)
 
 
-def _counters(values):
+def _counters(values: Sequence[int]) -> Sequence[int]:
     """values, if every one is at most MAX_WIRE_COUNTER (the daemon adds to them), else
     RingWireError."""
     for v in values:
@@ -858,24 +865,24 @@ def _counters(values):
     return values
 
 
-def _pid_bytes(pid):
+def _pid_bytes(pid: Pid) -> bytes:
     raw = pid[0].encode("utf-8")
     return struct.pack(">B", len(raw)) + raw + struct.pack(">Q", pid[1])
 
 
-def _ring_id_bytes(ring_id):
+def _ring_id_bytes(ring_id: RingId) -> bytes:
     return struct.pack(">Q", ring_id[0]) + _pid_bytes((ring_id[1], ring_id[2]))
 
 
-def _pid_list_bytes(pids):
+def _pid_list_bytes(pids: Iterable[Pid]) -> bytes:
     return struct.pack(">H", len(pids)) + b"".join(_pid_bytes(p) for p in pids)
 
 
-def _ring_header(ptype, seal=None):
+def _ring_header(ptype: int, seal: Optional[RingSeal] = None) -> bytes:
     return (seal or OPEN_SEAL).header(ptype)
 
 
-def _ring_seal(raw, seal=None):
+def _ring_seal(raw: bytes, seal: Optional[RingSeal] = None) -> bytes:
     return (seal or OPEN_SEAL).seal(raw)
 
 
@@ -888,7 +895,8 @@ class RingChunk:
     packet; a big one is fragmented over several packets)."""
     __slots__ = ("origin_counter", "lts", "site_seq", "frag_index", "frag_count", "service", "body")
 
-    def __init__(self, origin_counter, lts, site_seq, frag_index, frag_count, service, body):
+    def __init__(self, origin_counter: int, lts: int, site_seq: int, frag_index: int,
+                 frag_count: int, service: int, body: bytes) -> None:
         self.origin_counter = origin_counter
         self.lts = lts
         self.site_seq = site_seq
@@ -902,7 +910,8 @@ class RingData:
     ptype = PT_DATA  #: its packet type on the wire (the key of the orderer's dispatch)
     __slots__ = ("ring_id", "sender", "link_seq", "chunks", "inner", "_raw")
 
-    def __init__(self, ring_id, sender, link_seq, chunks=(), inner=None):
+    def __init__(self, ring_id: RingId, sender: Pid, link_seq: int,
+                 chunks: Sequence[RingChunk] = (), inner: Optional[RingData] = None) -> None:
         self.ring_id = ring_id
         self.sender = sender
         self.link_seq = link_seq
@@ -922,9 +931,10 @@ class RingToken:
     __slots__ = ("ring_id", "sender", "token_id", "type", "link_seq", "link_aru", "flow_control",
                  "rtr", "site_seq", "site_lts", "site_aru", "site_aru_modifier", "retrans_flg")
 
-    def __init__(self, ring_id, sender, token_id=0, type=TOKEN_REGULAR, link_seq=0, link_aru=0,
-                 flow_control=0, rtr=(), site_seq=0, site_lts=0, site_aru=0,
-                 site_aru_modifier=None, retrans_flg=0):
+    def __init__(self, ring_id: RingId, sender: Pid, token_id: int = 0, type: int = TOKEN_REGULAR,
+                 link_seq: int = 0, link_aru: int = 0, flow_control: int = 0,
+                 rtr: Sequence[int] = (), site_seq: int = 0, site_lts: int = 0, site_aru: int = 0,
+                 site_aru_modifier: Optional[Pid] = None, retrans_flg: int = 0) -> None:
         self.ring_id = ring_id
         self.sender = sender
         self.token_id = token_id
@@ -944,7 +954,8 @@ class RingJoin:
     ptype = PT_JOIN  #: its packet type on the wire (the key of the orderer's dispatch)
     __slots__ = ("sender", "ring_seq", "proc_set", "fail_set")
 
-    def __init__(self, sender, ring_seq, proc_set, fail_set):
+    def __init__(self, sender: Pid, ring_seq: int, proc_set: Iterable[Pid],
+                 fail_set: Iterable[Pid]) -> None:
         self.sender = sender
         self.ring_seq = ring_seq
         self.proc_set = sorted(proc_set)
@@ -955,7 +966,8 @@ class RingCommitEntry:
     """What one member tells the others, on the commit token, about its old ring."""
     __slots__ = ("old_ring_id", "old_aru", "old_high", "old_safe_lts", "site_lts")
 
-    def __init__(self, old_ring_id, old_aru, old_high, old_safe_lts, site_lts):
+    def __init__(self, old_ring_id: RingId, old_aru: int, old_high: int, old_safe_lts: int,
+                 site_lts: int) -> None:
         self.old_ring_id = old_ring_id
         self.old_aru = old_aru
         self.old_high = old_high
@@ -967,7 +979,8 @@ class RingCommit:
     ptype = PT_COMMIT  #: its packet type on the wire (the key of the orderer's dispatch)
     __slots__ = ("ring_id", "sender", "token_id", "rotation", "members", "entries")
 
-    def __init__(self, ring_id, sender, token_id, rotation, members, entries):
+    def __init__(self, ring_id: RingId, sender: Pid, token_id: int, rotation: int,
+                 members: Sequence[Pid], entries: Dict[Pid, RingCommitEntry]) -> None:
         self.ring_id = ring_id
         self.sender = sender
         self.token_id = token_id
@@ -980,7 +993,7 @@ class RingMerge:
     ptype = PT_MERGE  #: its packet type on the wire (the key of the orderer's dispatch)
     __slots__ = ("sender", "ring_id")
 
-    def __init__(self, sender, ring_id):
+    def __init__(self, sender: Pid, ring_id: RingId) -> None:
         self.sender = sender
         self.ring_id = ring_id
 
@@ -991,7 +1004,7 @@ class RingUnreliable:
     ptype = PT_UNRELIABLE  #: its packet type on the wire (the key of the orderer's dispatch)
     __slots__ = ("ring_id", "sender", "chunks")
 
-    def __init__(self, ring_id, sender, chunks=()):
+    def __init__(self, ring_id: RingId, sender: Pid, chunks: Sequence[RingChunk] = ()) -> None:
         self.ring_id = ring_id
         self.sender = sender
         self.chunks = list(chunks)
@@ -1004,13 +1017,13 @@ class RingLeave:
     ptype = PT_LEAVE  #: its packet type on the wire (the key of the orderer's dispatch)
     __slots__ = ("sender", "ring_id", "reason")
 
-    def __init__(self, sender, ring_id, reason):
+    def __init__(self, sender: Pid, ring_id: RingId, reason: str) -> None:
         self.sender = sender
         self.ring_id = ring_id
         self.reason = reason
 
 
-def leave_reason_error(reason):
+def leave_reason_error(reason: str) -> Optional[str]:
     """Why `reason` cannot travel in a LEAVE packet, or None (it ends up in other daemons'
     logs: printable text only, so no terminal escape codes)."""
     raw = reason.encode("utf-8", "replace")
@@ -1021,7 +1034,7 @@ def leave_reason_error(reason):
     return None
 
 
-def encode_ring_data(p, seal=None):
+def encode_ring_data(p: RingData, seal: Optional[RingSeal] = None) -> bytes:
     if p._raw is not None:
         return p._raw
     parts = [_ring_header(PT_DATA, seal), _ring_id_bytes(p.ring_id), _pid_bytes(p.sender),
@@ -1040,7 +1053,7 @@ def encode_ring_data(p, seal=None):
     return p._raw
 
 
-def encode_ring_token(t, seal=None):
+def encode_ring_token(t: RingToken, seal: Optional[RingSeal] = None) -> bytes:
     mod = b"\x00" if t.site_aru_modifier is None else b"\x01" + _pid_bytes(t.site_aru_modifier)
     return _ring_seal(b"".join([
         _ring_header(PT_TOKEN, seal), _ring_id_bytes(t.ring_id), _pid_bytes(t.sender),
@@ -1050,13 +1063,13 @@ def encode_ring_token(t, seal=None):
         struct.pack(">B", t.retrans_flg)]), seal)
 
 
-def encode_ring_join(j, seal=None):
+def encode_ring_join(j: RingJoin, seal: Optional[RingSeal] = None) -> bytes:
     return _ring_seal(b"".join([_ring_header(PT_JOIN, seal), _pid_bytes(j.sender),
                                 struct.pack(">Q", j.ring_seq), _pid_list_bytes(j.proc_set),
                                 _pid_list_bytes(j.fail_set)]), seal)
 
 
-def encode_ring_commit(c, seal=None):
+def encode_ring_commit(c: RingCommit, seal: Optional[RingSeal] = None) -> bytes:
     parts = [_ring_header(PT_COMMIT, seal), _ring_id_bytes(c.ring_id), _pid_bytes(c.sender),
              struct.pack(">QB", c.token_id, c.rotation), _pid_list_bytes(c.members),
              struct.pack(">H", len(c.entries))]
@@ -1067,18 +1080,18 @@ def encode_ring_commit(c, seal=None):
     return _ring_seal(b"".join(parts), seal)
 
 
-def encode_ring_merge(m, seal=None):
+def encode_ring_merge(m: RingMerge, seal: Optional[RingSeal] = None) -> bytes:
     return _ring_seal(_ring_header(PT_MERGE, seal) + _pid_bytes(m.sender)
                       + _ring_id_bytes(m.ring_id), seal)
 
 
-def encode_ring_leave(p, seal=None):
+def encode_ring_leave(p: RingLeave, seal: Optional[RingSeal] = None) -> bytes:
     raw = p.reason.encode("utf-8")
     return _ring_seal(_ring_header(PT_LEAVE, seal) + _pid_bytes(p.sender)
                       + _ring_id_bytes(p.ring_id) + struct.pack(">B", len(raw)) + raw, seal)
 
 
-def encode_ring_unreliable(p, seal=None):
+def encode_ring_unreliable(p: RingUnreliable, seal: Optional[RingSeal] = None) -> bytes:
     parts = [_ring_header(PT_UNRELIABLE, seal), _ring_id_bytes(p.ring_id), _pid_bytes(p.sender),
              struct.pack(">H", len(p.chunks))]
     for c in p.chunks:
@@ -1088,7 +1101,7 @@ def encode_ring_unreliable(p, seal=None):
     return _ring_seal(b"".join(parts), seal)
 
 
-def _decode_data_body(r, seal):
+def _decode_data_body(r: _RingReader, seal: Optional[RingSeal]) -> RingData:
     ring_id = r.ring_id()
     sender = r.pid()
     link_seq = r.counter()
@@ -1104,7 +1117,7 @@ def _decode_data_body(r, seal):
     return RingData(ring_id, sender, link_seq, chunks)
 
 
-def _decode_chunks(r):
+def _decode_chunks(r: _RingReader) -> List[RingChunk]:
     """The pieces of messages in a data or UNRELIABLE packet."""
     n = r.u16()
     if n > MAX_CHUNKS_PER_PACKET:
@@ -1119,7 +1132,7 @@ def _decode_chunks(r):
     return chunks
 
 
-def _decode_token_body(r, _seal):
+def _decode_token_body(r: _RingReader, _seal: RingSeal) -> RingToken:
     ring_id = r.ring_id()
     sender = r.pid()
     token_id, ttype, link_seq, link_aru, fcc = r.unpack(">QBQQI")
@@ -1140,13 +1153,13 @@ def _decode_token_body(r, _seal):
                  site_seq, site_lts, site_aru, modifier, retrans_flg)
 
 
-def _decode_join_body(r, _seal):
+def _decode_join_body(r: _RingReader, _seal: RingSeal) -> RingJoin:
     sender = r.pid()
     ring_seq = r.counter()
     return RingJoin(sender, ring_seq, r.pid_list(), r.pid_list())
 
 
-def _decode_commit_body(r, _seal):
+def _decode_commit_body(r: _RingReader, _seal: RingSeal) -> RingCommit:
     ring_id = r.ring_id()
     sender = r.pid()
     token_id, rotation = r.unpack(">QB")
@@ -1167,19 +1180,19 @@ def _decode_commit_body(r, _seal):
     return RingCommit(ring_id, sender, token_id, rotation, members, entries)
 
 
-def _decode_merge_body(r, _seal):
+def _decode_merge_body(r: _RingReader, _seal: RingSeal) -> RingMerge:
     sender = r.pid()
     return RingMerge(sender, r.ring_id())
 
 
-def _decode_unreliable_body(r, _seal):
+def _decode_unreliable_body(r: _RingReader, _seal: RingSeal) -> RingUnreliable:
     ring_id = r.ring_id()
     sender = r.pid()
     chunks = _decode_chunks(r)
     return RingUnreliable(ring_id, sender, chunks)
 
 
-def _decode_leave_body(r, _seal):
+def _decode_leave_body(r: _RingReader, _seal: RingSeal) -> RingLeave:
     sender = r.pid()
     ring_id = r.ring_id()
     raw = r.take(r.u8())
@@ -1199,7 +1212,7 @@ _RING_DECODERS = {PT_DATA: _decode_data_body, PT_TOKEN: _decode_token_body,
              PT_LEAVE: _decode_leave_body}
 
 
-def decode_ring_packet(data, seal=None):
+def decode_ring_packet(data: bytes, seal: Optional[RingSeal] = None) -> RingPacket:
     """bytes -> RingData / RingToken / RingJoin / RingCommit / RingMerge / RingUnreliable /
     RingLeave, or RingWireError (its reason says why: RingSeal.open; a packet of another
     configuration is a RingConfigurationError, which names its sender)."""
@@ -1221,7 +1234,12 @@ def decode_ring_packet(data, seal=None):
     return packet
 
 
-def encode_ring_packet(p, seal=None):
+#: any decoded daemon-daemon packet
+RingPacket = Union["RingData", "RingToken", "RingJoin", "RingCommit", "RingMerge",
+                   "RingUnreliable", "RingLeave"]
+
+
+def encode_ring_packet(p: RingPacket, seal: Optional[RingSeal] = None) -> bytes:
     if isinstance(p, RingData):
         return encode_ring_data(p, seal)
     if isinstance(p, RingToken):
@@ -1242,12 +1260,12 @@ RING_KIND_NAMES = {v: k for k, v in RING_KINDS.items()}
 _RING_MSG_HEAD = struct.Struct(">BIIH")  # kind, service bits, hint (raw 32 bits), groups count
 
 
-def _ring_name_bytes(name):
+def _ring_name_bytes(name: str) -> bytes:
     raw = name.encode("latin-1", "replace")[:255]
     return struct.pack(">B", len(raw)) + raw
 
 
-def encode_message_body(m):
+def encode_message_body(m: DaemonMessage) -> bytes:
     """A DaemonMessage as bytes for the ring: kind, service, hint, sender, groups, reason, data."""
     parts = [_RING_MSG_HEAD.pack(RING_KINDS[m.kind], m.service_type & 0xFFFFFFFF,
                                  m.hint & 0xFFFFFFFF, len(m.groups))]
@@ -1257,7 +1275,7 @@ def encode_message_body(m):
     return b"".join(parts)
 
 
-def decode_message_body(body, origin):
+def decode_message_body(body: bytes, origin: str) -> DaemonMessage:
     size = len(body)
     if size < _RING_MSG_HEAD.size:
         raise RingWireError("bad message header")
@@ -1451,7 +1469,8 @@ class ClientSession:
     deliveries there too.  A session that breaks the protocol is CLOSED; nothing else is harmed.
     """
 
-    def __init__(self, conn_id: int, daemon_name: str, reserve_name, rng: random.Random, on_transition=None):
+    def __init__(self, conn_id: int, daemon_name: str, reserve_name, rng: random.Random,
+                 on_transition=None):
         self.conn_id = conn_id
         self.daemon_name = daemon_name
         self._reserve_name = reserve_name  # callable(name) -> bool; False when the name is taken
@@ -2151,7 +2170,8 @@ class Daemon:
         self.last_rotations = (0.0, 0)  #: (time, rotations) of the last ring status
 
     # -- inputs --------------------------------------------------------------------------------
-    def connection_opened(self, conn_id: int, now: Optional[float] = None, address: str = "") -> list:
+    def connection_opened(self, conn_id: int, now: Optional[float] = None,
+                          address: str = "") -> list:
         if now is not None:
             self.now = now
         if self.handshakes_from[address] >= self.limits.max_handshakes_per_address:
@@ -2381,7 +2401,8 @@ class Daemon:
         if session.out.chunks:
             self.core.dirty.add(session.conn_id)
 
-    def _end_session(self, session: ClientSession, reason: str, close: bool, kill: Optional[Kill] = None) -> None:
+    def _end_session(self, session: ClientSession, reason: str, close: bool,
+                     kill: Optional[Kill] = None) -> None:
         """The session is over: its KILL goes through the orderer (others see DISCONNECT)."""
         self.disconnections[reason] += 1
         session._enter_closed(reason)  # unless the session had closed itself already
@@ -2972,7 +2993,8 @@ def proc_id_of(ip: str) -> int:
 
 # ---- Ring: the RING protocol core (thesis 7.3.2.2 and 7.3.3, Totem's membership) ------------
 
-def _configuration_change(kind, member_ids, transitional_ids, ring_id, old_ring_id, reason):
+def _configuration_change(kind: str, member_ids: List[Pid], transitional_ids: List[Pid],
+                          ring_id: RingId, old_ring_id: RingId, reason: str) -> ConfigurationChange:
     """spread_mini's ConfigurationChange, plus what the ring knows: members with incarnations
     (member_ids, transitional_ids), the previous regular ring (old_ring_id) and why."""
     change = ConfigurationChange(kind, [p[0] for p in member_ids],
@@ -2988,7 +3010,7 @@ LOCAL_SITE = 0  #: the site id of this daemon's own ring (HOP links to other sit
 UNRELIABLE_DUP_WINDOW = 4096
 
 
-def _is_unreliable(service):
+def _is_unreliable(service: int) -> bool:
     return service & UNRELIABLE_MESS and not service & (RELIABLE_MESS | FIFO_MESS | CAUSAL_MESS
                                                        | AGREED_MESS | SAFE_MESS)
 
@@ -3056,7 +3078,7 @@ class _Message:
     __slots__ = ("key", "site", "origin", "counter", "lts", "site_seq", "service", "frag_count",
                  "frags", "complete", "gap")
 
-    def __init__(self, site, origin, chunk):
+    def __init__(self, site: int, origin: Pid, chunk: RingChunk) -> None:
         self.key = (chunk.lts, site)
         self.site = site
         self.origin = origin
@@ -3078,7 +3100,7 @@ class _GapMarker:
     gap = True
     key = None
 
-    def __init__(self, link_seq):
+    def __init__(self, link_seq: int) -> None:
         self.link_seq = link_seq
 
 
@@ -3094,7 +3116,8 @@ class _Ring:
     is the transport's stream that this ring feeds; the link never looks inside it, it only
     gives it back to the transport (link_chunk, link_gap, site_aru)."""
 
-    def __init__(self, ring_id, members, start_lts, stream=None):
+    def __init__(self, ring_id: RingId, members: List[Pid], start_lts: int,
+                 stream: Optional[SiteStream] = None) -> None:
         self.ring_id = ring_id
         self.members = list(members)
         self.start_lts = start_lts
@@ -3114,7 +3137,7 @@ class _Ring:
         self.my_last_sent = 0  # our contribution to flow_control on the last visit
         self.gc_upto = 0
 
-    def store(self, packet):
+    def store(self, packet: RingData) -> bool:
         """Keep a packet; True if it is new."""
         seq = packet.link_seq
         if seq <= self.gc_upto or seq in self.packets:
@@ -3126,7 +3149,7 @@ class _Ring:
             self.my_aru += 1
         return True
 
-    def missing(self, upto, limit):
+    def missing(self, upto: int, limit: int) -> List[int]:
         out = []
         seq = self.my_aru + 1
         while seq <= upto and len(out) < limit:
@@ -3144,7 +3167,7 @@ class SiteStream:
     __slots__ = ("site_id", "ordered", "partial", "delivered_lts", "frontier_lts", "stable_aru",
                  "unrel_partial", "unrel_expiry", "unrel_done")
 
-    def __init__(self, site_id, start_lts):
+    def __init__(self, site_id: int, start_lts: int) -> None:
         self.site_id = site_id
         self.ordered = collections.deque()  # undelivered _Message / _GapMarker in site order
         self.partial = {}  # (origin, counter) -> _Message still missing fragments
@@ -3156,7 +3179,7 @@ class SiteStream:
         self.unrel_expiry = collections.deque()  # (drop_at, key) in arrival order
         self.unrel_done = {}  # origin -> [highest seq, recent seqs] delivered or given up
 
-    def passed(self, key):
+    def passed(self, key: Tuple[int, int]) -> bool:
         """True if no message with a {lts, site id} at or below key can still come from here."""
         return key < (self.frontier_lts + 1, self.site_id)
 
@@ -3196,7 +3219,8 @@ class Transport:
     stream, drain at the end of a configuration, unreliable_chunk for UNRELIABLE pieces of the
     current configuration, expire_unreliable(now) on its ticks."""
 
-    def __init__(self, name, settings, counters, deliver, site_id=LOCAL_SITE):
+    def __init__(self, name: str, settings: RingSettings, counters: collections.Counter,
+                 deliver: Callable[[DaemonMessage], None], site_id: int = LOCAL_SITE) -> None:
         self.name = name
         self.site_id = site_id
         self.cfg = settings
@@ -3218,7 +3242,7 @@ class Transport:
 
     # ---------------------------------------------------------------- the send queue
 
-    def submit(self, msg, urgent=False):
+    def submit(self, msg: DaemonMessage, urgent: bool = False) -> bool:
         """Queue a message; False if the queue is full. Only data is ever refused: a join, leave
         or disconnect is small and must reach every daemon, or they would disagree about the
         groups. An urgent message goes to the front, behind only the message whose fragments
@@ -3243,7 +3267,7 @@ class Transport:
         self.counters["submitted"] += 1
         return True
 
-    def _submit_unreliable(self, msg, body):
+    def _submit_unreliable(self, msg: DaemonMessage, body: bytes) -> bool:
         """UNRELIABLE data waits in its own queue; a full queue loses it (its service allows
         that) rather than ending the client's session."""
         if len(self.unreliable) >= self.cfg.max_pending_messages:
@@ -3255,13 +3279,13 @@ class Transport:
         self.counters["submitted_unreliable"] += 1
         return True
 
-    def has_outgoing(self):
+    def has_outgoing(self) -> bool:
         return bool(self.pending) or self.in_progress is not None or self.has_unreliable()
 
-    def has_unreliable(self):
+    def has_unreliable(self) -> bool:
         return bool(self.unreliable) or self.unrel_in_progress is not None
 
-    def requeue_partial(self):
+    def requeue_partial(self) -> None:
         """A message cut by a ring change is incomplete in the old ring, so nobody delivers it
         there; it goes again, whole and first, in the next ring."""
         if self.in_progress is not None:
@@ -3277,11 +3301,11 @@ class Transport:
             self.unrel_in_progress = None
             self.counters["unreliable_cut_by_change"] += 1
 
-    def next_piece_bytes(self, piece_bytes):
+    def next_piece_bytes(self, piece_bytes: int) -> Optional[int]:
         """Size of the next piece take_piece would give (None: nothing to send)."""
         return _next_piece_bytes(self.in_progress, self.pending, piece_bytes)
 
-    def take_piece(self, stamp, piece_bytes):
+    def take_piece(self, stamp: RingToken, piece_bytes: int) -> RingChunk:
         """The next piece of the message in progress, starting the next one if needed. A message
         gets its site_seq and lts only now, when its first piece goes into a packet that is sent
         at once (`stamp` is the token: site_seq and site_lts grow in the ring's order)."""
@@ -3293,10 +3317,10 @@ class Transport:
             self.in_progress = None
         return chunk
 
-    def next_unreliable_piece_bytes(self, piece_bytes):
+    def next_unreliable_piece_bytes(self, piece_bytes: int) -> Optional[int]:
         return _next_piece_bytes(self.unrel_in_progress, self.unreliable, piece_bytes)
 
-    def take_unreliable_piece(self, stamp, piece_bytes):
+    def take_unreliable_piece(self, stamp: RingToken, piece_bytes: int) -> RingChunk:
         """The next piece of UNRELIABLE data: its own sequence, no site_seq, the token's lts
         as it is (it takes no place in the order)."""
         if self.unrel_in_progress is None:
@@ -3313,7 +3337,7 @@ class Transport:
             self.unrel_in_progress = None
         return chunk
 
-    def _start_message(self, stamp, piece_bytes):
+    def _start_message(self, stamp: RingToken, piece_bytes: int) -> None:
         msg, body = self.pending.popleft()
         if self.front:
             self.front -= 1
@@ -3329,21 +3353,21 @@ class Transport:
                                              stamp.site_seq, 0, frag_count, piece_bytes)
         self.counters["messages_sent"] += 1
 
-    def saw_lts(self, lts):
+    def saw_lts(self, lts: int) -> None:
         if lts > self.max_lts_seen:
             self.max_lts_seen = lts
 
     # ---------------------------------------------------------------- the sites' streams
 
-    def open_stream(self, site_id, start_lts):
+    def open_stream(self, site_id: int, start_lts: int) -> SiteStream:
         return SiteStream(site_id, start_lts)
 
-    def install(self, stream):
+    def install(self, stream: SiteStream) -> None:
         """From now on this stream is its site's in the merge (a new configuration)."""
         self.streams[stream.site_id] = stream
         self._merge = list(self.streams.values())
 
-    def link_chunk(self, stream, sender, chunk):
+    def link_chunk(self, stream: SiteStream, sender: Pid, chunk: RingChunk) -> None:
         """A piece of a message, handed up by the site's link in the site's order."""
         key = (sender, chunk.origin_counter)
         if chunk.frag_index == 0:
@@ -3366,7 +3390,7 @@ class Transport:
             if self.trace_completed is not None:
                 self.trace_completed.append((m.origin[0], m.origin[1], m.counter))
 
-    def _fits(self, m, chunk):
+    def _fits(self, m: _Message, chunk: RingChunk) -> bool:
         """A fragment must agree with its message's first on the count: otherwise frags could
         reach frag_count with a hole, and joining them would fail in the delivery (KeyError).
         Our daemons never send such a thing; a confused or hostile one might."""
@@ -3375,22 +3399,22 @@ class Transport:
         self.counters["inconsistent_fragments"] += 1
         return False
 
-    def link_gap(self, stream, link_seq):
+    def link_gap(self, stream: SiteStream, link_seq: int) -> None:
         stream.ordered.append(_GapMarker(link_seq))
 
-    def advance_frontier(self, stream, lts):
+    def advance_frontier(self, stream: SiteStream, lts: int) -> None:
         """A pseudo "update" message (7.3.3): the site will send nothing with lts <= this."""
         if lts > stream.frontier_lts:
             stream.frontier_lts = lts
             if stream.site_id != self.site_id:
                 self.saw_lts(lts)
 
-    def site_stable(self, stream, lts):
+    def site_stable(self, stream: SiteStream, lts: int) -> None:
         """The site's All-Received-Upto: every daemon of the site has the messages up to lts."""
         if lts > stream.stable_aru:
             stream.stable_aru = lts
 
-    def site_aru(self, stream):
+    def site_aru(self, stream: SiteStream) -> int:
         """The lts up to which every message handed up is complete: the same function at every
         member of a ring (it depends only on the packets), so the member that sets the token's
         link_aru can set site_aru with it."""
@@ -3403,7 +3427,8 @@ class Transport:
 
     # ---------------------------------------------------------------- UNRELIABLE (7.3.3)
 
-    def unreliable_chunk(self, stream, sender, chunk, now):
+    def unreliable_chunk(self, stream: SiteStream, sender: Pid, chunk: RingChunk,
+                         now: float) -> None:
         """A piece of an UNRELIABLE message of this configuration: delivered as soon as the
         message is complete, never twice; dropped if incomplete unreliable_timeout_s after its
         first piece."""
@@ -3432,7 +3457,7 @@ class Transport:
             self._unreliable_done(stream, key)
             self._hand_over(m, "u")
 
-    def expire_unreliable(self, now):
+    def expire_unreliable(self, now: float) -> None:
         for stream in self._merge:
             expiry = stream.unrel_expiry
             while expiry and expiry[0][0] <= now:
@@ -3440,18 +3465,18 @@ class Transport:
                 if key in stream.unrel_partial:
                     self._give_up(stream, key)
 
-    def _give_up(self, stream, key):
+    def _give_up(self, stream: SiteStream, key: Tuple[Pid, int]) -> None:
         del stream.unrel_partial[key]
         self._unreliable_done(stream, key)  # late pieces must not start it again
         self.counters["unreliable_dropped_incomplete"] += 1
 
     @staticmethod
-    def _unreliable_seen(stream, key):
+    def _unreliable_seen(stream: SiteStream, key: Tuple[Pid, int]) -> bool:
         done = stream.unrel_done.get(key[0])
         return done is not None and (key[1] in done[1] or key[1] <= done[0] - UNRELIABLE_DUP_WINDOW)
 
     @staticmethod
-    def _unreliable_done(stream, key):
+    def _unreliable_done(stream: SiteStream, key: Tuple[Pid, int]) -> None:
         done = stream.unrel_done.setdefault(key[0], [0, set()])
         done[1].add(key[1])
         if key[1] > done[0]:
@@ -3461,7 +3486,7 @@ class Transport:
 
     # ---------------------------------------------------------------- delivery
 
-    def deliver_ready(self):
+    def deliver_ready(self) -> None:
         """Thesis 7.3.3: deliver in {lts, site id} order while the merge allows it."""
         streams = self._merge
         while True:
@@ -3481,7 +3506,8 @@ class Transport:
             best.ordered.popleft()
             self._deliver(m, best)
 
-    def drain(self, stream, trans, safe_lts, transitional):
+    def drain(self, stream: SiteStream, trans: List[Pid], safe_lts: int,
+              transitional: Callable[[], bool]) -> bool:
         """Close a configuration of the local site (EVS, at the end of RECOVERY): deliver what is
         left of its stream in order; the first message that cannot go in the regular
         configuration (a gap before it, or a SAFE message not known stable there) is preceded
@@ -3521,11 +3547,11 @@ class Transport:
         stream.unrel_partial.clear()
         return emitted
 
-    def _deliver(self, m, stream):
+    def _deliver(self, m: _Message, stream: SiteStream) -> None:
         stream.delivered_lts = m.lts
         self._hand_over(m, "")
 
-    def _hand_over(self, m, tag):
+    def _hand_over(self, m: _Message, tag: str) -> None:
         if m.frag_count == 1:
             body = m.frags[0]
         else:
@@ -3555,7 +3581,9 @@ class RingLink:
     a big message is cut into pieces (7.3.1: the link carries abstract objects in packets).
     Membership (which ring, RECOVERY) is the RingOrderer's: it gives the ring to every call."""
 
-    def __init__(self, me, settings, counters, send, upper, seal=None):
+    def __init__(self, me: Pid, settings: RingSettings, counters: collections.Counter,
+                 send: Callable[[bytes, Pid], None], upper: Transport,
+                 seal: Optional[RingSeal] = None) -> None:
         self.me = me
         self.cfg = settings
         self.seal = seal or OPEN_SEAL  #: header and trailer of our packets (key, configuration)
@@ -3565,12 +3593,12 @@ class RingLink:
         self.held_token: Optional[HeldToken] = None
         self.last_sent_token: Optional[SentToken] = None
 
-    def multicast(self, raw, members):
+    def multicast(self, raw: bytes, members: List[Pid]) -> None:
         # unicast to each member: on loopback and small rings as good as IP multicast
         for pid in members:
             self.send(raw, pid)
 
-    def answer_retransmissions(self, ring, tok):
+    def answer_retransmissions(self, ring: _Ring, tok: RingToken) -> int:
         sent = 0
         still = []
         for seq in tok.rtr:
@@ -3584,18 +3612,19 @@ class RingLink:
         tok.rtr = still
         return sent
 
-    def flow_allowance(self, ring, tok, already_sent):
+    def flow_allowance(self, ring: _Ring, tok: RingToken, already_sent: int) -> int:
         """Send at most our personal window, and at most what the global window leaves after
         what the others sent in the last rotation (flow_control minus our own share)."""
         others = max(0, tok.flow_control - ring.my_last_sent)
         return max(0, min(self.cfg.personal_window_packets - already_sent,
                           self.cfg.global_window_packets - others - already_sent))
 
-    def account_flow(self, ring, tok, sent):
+    def account_flow(self, ring: _Ring, tok: RingToken, sent: int) -> None:
         tok.flow_control = max(0, tok.flow_control - ring.my_last_sent) + sent
         ring.my_last_sent = sent
 
-    def new_packet(self, ring, tok, chunks=(), inner=None):
+    def new_packet(self, ring: _Ring, tok: RingToken, chunks: Sequence[RingChunk] = (),
+                   inner: Optional[RingData] = None) -> RingData:
         tok.link_seq += 1
         p = RingData(ring.ring_id, self.me, tok.link_seq, chunks, inner)
         ring.store(p)
@@ -3603,7 +3632,7 @@ class RingLink:
         self.counters["packets_sent"] += 1
         return p
 
-    def send_new_packets(self, ring, tok, allowed):
+    def send_new_packets(self, ring: _Ring, tok: RingToken, allowed: int) -> int:
         """Pack small messages several to a packet, fragment big ones (thesis 7.3.2)."""
         limit = self.payload_limit(ring)
         upper = self.upper
@@ -3616,7 +3645,7 @@ class RingLink:
             sent += 1
         return sent
 
-    def send_unreliable(self, ring, tok, allowed):
+    def send_unreliable(self, ring: _Ring, tok: RingToken, allowed: int) -> List[RingUnreliable]:
         """UNRELIABLE pieces (7.3.3): packed like the others and sent by the token holder (so
         that flow control counts them), but outside the reliable link: no link_seq, not kept,
         never resent. Returns the packets, for our own delivery."""
@@ -3634,13 +3663,15 @@ class RingLink:
             packets.append(p)
         return packets
 
-    def payload_limit(self, ring):
+    def payload_limit(self, ring: _Ring) -> int:
         """Chunk bytes (headers included) that fit one packet of at most max_packet_bytes, with
         room for the wrapping of a recovery resend."""
         dummy = RingData(ring.ring_id, self.me, 0, [])
         return self.cfg.max_packet_bytes - RECOVERY_WRAP_BYTES - len(encode_ring_data(dummy, self.seal))
 
-    def fill_packet(self, tok, limit, next_piece_bytes, take_piece):
+    def fill_packet(self, tok: RingToken, limit: int,
+                    next_piece_bytes: Callable[[int], Optional[int]],
+                    take_piece: Callable[[RingToken, int], RingChunk]) -> List[RingChunk]:
         """Chunks for one packet of at most `limit` payload bytes, from the transport's queue
         (next_piece_bytes, take_piece). A small message is never split: if it does not fit
         what is left, it starts the next packet."""
@@ -3658,7 +3689,7 @@ class RingLink:
                 break
         return chunks
 
-    def request_missing(self, ring, tok):
+    def request_missing(self, ring: _Ring, tok: RingToken) -> None:
         fits = (self.cfg.max_packet_bytes - TOKEN_FIXED_BYTES) // 8
         room = min(self.cfg.max_rtr_entries, fits) - len(tok.rtr)
         if room <= 0:
@@ -3669,7 +3700,7 @@ class RingLink:
                 tok.rtr.append(seq)
                 self.counters["retransmissions_requested"] += 1
 
-    def update_aru(self, ring, tok, my_site_aru):
+    def update_aru(self, ring: _Ring, tok: RingToken, my_site_aru: int) -> None:
         """The aru rule of 7.3.2.2 (Totem's): lower the token's aru to ours and sign it with
         site_aru_modifier; raise it only if we were the last to lower it (or nobody was). The
         link_aru and the site_aru (my_site_aru: what the transport has complete) move together."""
@@ -3685,7 +3716,7 @@ class RingLink:
         ring.safe_lts = max(ring.safe_lts, safe_lts)
         ring.prev_link_aru, ring.prev_site_aru = tok.link_aru, tok.site_aru
 
-    def pass_token(self, ring, tok, now, may_hold):
+    def pass_token(self, ring: _Ring, tok: RingToken, now: float, may_hold: bool) -> None:
         """Pass the token to our successor; an idle representative (may_hold: nothing waits to
         be sent here) keeps it token_hold_s, and a ring of one keeps it until the next chance."""
         tok.sender = self.me
@@ -3703,13 +3734,13 @@ class RingLink:
             return
         self.pass_raw(encode_ring_token(tok, self.seal), nxt, tok.link_seq, now)
 
-    def pass_raw(self, raw, nxt, link_seq, now):
+    def pass_raw(self, raw: bytes, nxt: Pid, link_seq: int, now: float) -> None:
         """Send a token (or commit token) and keep it to resend until a sign of life."""
         self.send(raw, nxt)
         self.last_sent_token = SentToken(raw, nxt, now + self.cfg.token_retransmit_s,
                                          self.cfg.token_retransmits_max, link_seq)
 
-    def retransmit_token_if_due(self, now):
+    def retransmit_token_if_due(self, now: float) -> None:
         last = self.last_sent_token
         if last is None or now < last.retransmit_at:
             return
@@ -3721,19 +3752,19 @@ class RingLink:
         last.retransmits_left -= 1
         self.counters["token_retransmissions"] += 1
 
-    def evidence(self, link_seq):
+    def evidence(self, link_seq: int) -> None:
         """A packet sent after we passed the token shows that the token got through."""
         last = self.last_sent_token
         if last is not None and last.link_seq is not None and link_seq > last.link_seq:
             self.last_sent_token = None
 
-    def garbage_collect(self, ring):
+    def garbage_collect(self, ring: _Ring) -> None:
         upto = min(ring.safe_link, ring.fed_upto)
         for seq in range(ring.gc_upto + 1, upto + 1):
             ring.packets.pop(seq, None)
         ring.gc_upto = max(ring.gc_upto, upto)
 
-    def feed(self, ring, upto, allow_gaps=False):
+    def feed(self, ring: _Ring, upto: int, allow_gaps: bool = False) -> None:
         """Hand packets' chunks up to the transport in link_seq order (the site's order); with
         allow_gaps (closing a configuration) a run of missing packets is handed up as ONE gap:
         drain treats everything after a gap alike, and one marker per missing link_seq would
@@ -3757,17 +3788,18 @@ class RingLink:
             seq += 1
 
 
-def _successor(members, me):
+def _successor(members: List[Pid], me: Pid) -> Pid:
     i = members.index(me)
     return members[(i + 1) % len(members)]
 
 
-def _predecessor(members, me):
+def _predecessor(members: List[Pid], me: Pid) -> Pid:
     i = members.index(me)
     return members[i - 1]
 
 
-def _next_piece_bytes(in_progress, queue, piece_bytes):
+def _next_piece_bytes(in_progress: Optional[MessageInProgress], queue: collections.deque,
+                      piece_bytes: int) -> Optional[int]:
     """Size of the next piece: the rest of the message in progress (a piece at most), else the
     first piece of the next queued message; None when there is nothing to send."""
     if in_progress is not None:
@@ -3813,7 +3845,9 @@ class RingOrderer:
     service type, SAFE). On a token visit it calls the link, which pulls pieces of messages
     from the transport; on new packets the link hands chunks up to the transport."""
 
-    def __init__(self, name, incarnation, peers, rng=None, settings=None, now=0.0, seal=None):
+    def __init__(self, name: str, incarnation: int, peers: Iterable[str],
+                 rng: Optional[random.Random] = None, settings: Optional[RingSettings] = None,
+                 now: float = 0.0, seal: Optional[RingSeal] = None) -> None:
         if not name or len(name.encode("utf-8")) > MAX_NAME_BYTES:
             raise RingUsageError("daemon name must be 1..%d bytes" % MAX_NAME_BYTES)
         self.me = (name, int(incarnation))
@@ -3876,7 +3910,7 @@ class RingOrderer:
 
     # ---------------------------------------------------------------- public interface
 
-    def submit(self, msg, urgent=False):
+    def submit(self, msg: DaemonMessage, urgent: bool = False) -> bool:
         """Queue a message from this daemon's sessions; False if the queue is full (only data
         is ever refused: Transport.submit). An urgent message goes to the front of the queue,
         behind only a message whose fragments are already being sent (and earlier urgent ones):
@@ -3890,7 +3924,7 @@ class RingOrderer:
             self._release_held_token()
         return True
 
-    def receive(self, packet, src, now):
+    def receive(self, packet: bytes, src: object, now: float) -> None:
         self.now = now
         if self.state == LEFT:  # we said we leave: nothing the others send concerns us now
             self.counters["dropped_after_we_left"] += 1
@@ -3936,7 +3970,7 @@ class RingOrderer:
             return
         self.DISPATCH[self.state, p.ptype](self, p)
 
-    def tick(self, now):
+    def tick(self, now: float) -> None:
         self.now = now
         if self.state == LEFT:
             if self.leave_copies_left and now >= self.next_leave_copy_at:
@@ -3958,11 +3992,11 @@ class RingOrderer:
                 and now >= self.next_merge_detect:
             self._send_merge_detect()
 
-    def poll(self):
+    def poll(self) -> list:
         out, self.outputs = self.outputs, []
         return out
 
-    def leave(self, reason, now):
+    def leave(self, reason: str, now: float) -> None:
         """This daemon is being stopped cleanly (its operator pressed Ctrl-C): tell the others,
         so that they form a new ring at once instead of waiting for token loss (token_timeout_s)
         and a consensus timeout; then send nothing more (state LEFT). The others treat us as
@@ -3981,16 +4015,16 @@ class RingOrderer:
         self._send_leave_copy()
 
     @property
-    def leaving(self):
+    def leaving(self) -> bool:
         return self.state == LEFT and self.leave_copies_left > 0
 
-    def backlog(self):
+    def backlog(self) -> Backlog:
         """What waits for the token (the daemon's flow control towards its clients)."""
         t = self.transport
         return Backlog(len(t.pending), t.pending_bytes, self.counters["submit_refused_queue_full"],
                        self.cfg.max_pending_messages)
 
-    def snapshot(self):
+    def snapshot(self) -> dict:
         """Plain data for the status table."""
         ring = self.ring
         return {
@@ -4008,7 +4042,7 @@ class RingOrderer:
 
     # ---------------------------------------------------------------- helpers
 
-    def _log_other_configuration(self, src, e):
+    def _log_other_configuration(self, src: object, e: RingConfigurationError) -> None:
         """Once per peer at once, then at most once a minute: the operator must fix a file, and
         a line a second would drown everything else."""
         peer = e.sender[0]
@@ -4023,27 +4057,27 @@ class RingOrderer:
                   "every daemon)" % (peer, _src_str(src), stamp_difference(e.stamp, self.seal.stamp),
                                      self.counters["dropped_different_configuration"]))
 
-    def _log(self, text):
+    def _log(self, text: str) -> None:
         self.log.append("%.3f %s %s" % (self.now, self.me[0], text))
 
-    def _send(self, raw, dest_pid):
+    def _send(self, raw: bytes, dest_pid: Pid) -> None:
         if dest_pid == self.me:
             return
         self.outputs.append(Send(raw, dest_pid[0]))
 
-    def _output_delivery(self, msg):
+    def _output_delivery(self, msg: DaemonMessage) -> None:
         self.outputs.append(Deliver(msg))
 
-    def _open_ring(self, ring_id, members, start_lts):
+    def _open_ring(self, ring_id: RingId, members: List[Pid], start_lts: int) -> _Ring:
         """A ring's link state, feeding a new stream of the local site in the transport."""
         stream = self.transport.open_stream(LOCAL_SITE, start_lts)
         return _Ring(ring_id, members, start_lts, stream)
 
-    def _superseded(self, pid):
+    def _superseded(self, pid: Pid) -> bool:
         known = self.known_incarnation.get(pid[0])
         return known is not None and pid[1] < known
 
-    def _newer_was_never_there(self, older):
+    def _newer_was_never_there(self, older: Pid) -> bool:
         """True (and `older` is current again) if the newer incarnation that supersedes it has
         been silent for INCARNATION_FORGET_S while `older` kept sending (see there)."""
         name = older[0]
@@ -4065,7 +4099,7 @@ class RingOrderer:
                   % (name, newer % 10000, silent_s, _pid_str(older), _pid_str(older)))
         return True
 
-    def _note_incarnation(self, pid):
+    def _note_incarnation(self, pid: Pid) -> Optional[Pid]:
         """A daemon with a newer incarnation restarted: its old incarnation is gone."""
         known = self.known_incarnation.get(pid[0])
         if known is None or pid[1] > known:
@@ -4076,7 +4110,7 @@ class RingOrderer:
 
     # ---------------------------------------------------------------- our own incarnation
 
-    def _send_incarnation_notice(self, stale):
+    def _send_incarnation_notice(self, stale: Pid) -> None:
         """A packet from an incarnation older than the one we know: perhaps a daemon restarted
         after its clock went back, which would be ignored forever. Tell it which incarnation we
         know (even when OPERATIONAL: nothing else we send it names it). Harmless to the current
@@ -4096,7 +4130,7 @@ class RingOrderer:
             self._log("packets from %s#%d, older than the incarnation we know (%d): told it"
                       % (name, stale[1], known))
 
-    def _newer_incarnation_of_me(self, p):
+    def _newer_incarnation_of_me(self, p: RingPacket) -> Optional[Tuple[int, str]]:
         """(incarnation, why) if packet p shows that its sender knows our name with a higher
         incarnation than ours, else None. Data packets and tokens only name a ring and their
         sender; joins and commit tokens name every member."""
@@ -4120,7 +4154,7 @@ class RingOrderer:
                 found.append((mod[1], "the token of %s names %s#%d" % (p.sender[0], name, mod[1])))
         return max(found) if found else None
 
-    def _take_newer_incarnation(self, seen, why):
+    def _take_newer_incarnation(self, seen: int, why: str) -> bool:
         """The others know our name with incarnation `seen` > ours (our start time in ms: the
         clock went back since that daemon ran) and ignore us. Take an incarnation above it and
         gather again, like a restart. The old ring stays as it is, so the daemons that move with
@@ -4159,7 +4193,7 @@ class RingOrderer:
                            % _pid_str(self.me))
         return True
 
-    def _set_state(self, state, reason):
+    def _set_state(self, state: str, reason: str) -> None:
         if state not in TRANSITIONS[self.state]:
             raise AssertionError("illegal state change %s -> %s (%s)" % (self.state, state, reason))
         if self.state != state:
@@ -4168,12 +4202,13 @@ class RingOrderer:
         self.state = state
         self.state_since = self.now
 
-    def _successor(self, members):
+    def _successor(self, members: List[Pid]) -> Pid:
         return _successor(members, self.me)
 
     # ---------------------------------------------------------------- state: GATHER
 
-    def _enter_gather(self, reason, extra=(), failed=()):
+    def _enter_gather(self, reason: str, extra: Iterable[Pid] = (),
+                      failed: Iterable[Pid] = ()) -> None:
         """Start (or restart) forming a ring: propose the members we know, wait for agreement.
         `failed`: daemons known to be gone (they said they leave): in the fail set from the
         start, so nobody waits a consensus timeout for them."""
@@ -4199,10 +4234,10 @@ class RingOrderer:
         self._send_join()
         self._check_consensus()
 
-    def _requeue_partial_message(self):
+    def _requeue_partial_message(self) -> None:
         self.transport.requeue_partial()
 
-    def _send_join(self):
+    def _send_join(self) -> None:
         self.next_join_at = self.now + self.cfg.join_interval_s
         j = RingJoin(self.me, self.ring_seq, self.proc_set, self.fail_set)
         raw = encode_ring_join(j, self.seal)
@@ -4210,7 +4245,7 @@ class RingOrderer:
             self.outputs.append(Send(raw, name))
         self.counters["joins_sent"] += 1
 
-    def _gather_timers(self):
+    def _gather_timers(self) -> None:
         if self.now >= self.consensus_deadline:
             active = self.proc_set - self.fail_set
             mine = (frozenset(self.proc_set), frozenset(self.fail_set))
@@ -4226,7 +4261,7 @@ class RingOrderer:
         elif self.now >= self.next_join_at:
             self._send_join()
 
-    def _join_is_stale(self, j, ring):
+    def _join_is_stale(self, j: RingJoin, ring: _Ring) -> bool:
         # a member of `ring` committed to it, so its ring_seq is at least ring's seq; a join with
         # a smaller ring_seq was sent before and arrives late
         return j.sender in ring.members and j.ring_seq < ring.ring_id[0]
@@ -4290,7 +4325,7 @@ class RingOrderer:
         self.joins[j.sender] = (frozenset(j.proc_set), frozenset(j.fail_set), j.ring_seq)
         self._check_consensus()
 
-    def _merge_sets(self, j):
+    def _merge_sets(self, j: RingJoin) -> None:
         before = (set(self.proc_set), set(self.fail_set))
         if self.me in j.fail_set:
             self.fail_set.add(j.sender)  # it cannot hear us: we cannot be in one ring
@@ -4305,7 +4340,7 @@ class RingOrderer:
         if (self.proc_set, self.fail_set) != before:
             self._send_join()
 
-    def _check_consensus(self):
+    def _check_consensus(self) -> None:
         active = self.proc_set - self.fail_set
         if active == {self.me} and self.ring.ring_id[0] == 0 and self.now < self.startup_alone_after:
             return  # just started: give the other daemons one consensus timeout to answer
@@ -4318,12 +4353,12 @@ class RingOrderer:
 
     # ---------------------------------------------------------------- state: COMMIT
 
-    def _my_commit_entry(self):
+    def _my_commit_entry(self) -> RingCommitEntry:
         ring = self.ring
         return RingCommitEntry(ring.ring_id, ring.my_aru, ring.high_seq, ring.safe_lts,
                                self.transport.max_lts_seen)
 
-    def _create_commit_token(self, members):
+    def _create_commit_token(self, members: List[Pid]) -> None:
         seqs = [self.ring_seq] + [v[2] for p, v in self.joins.items() if p in members]
         ring_id = (max(seqs) + 1, self.me[0], self.me[1])
         c = RingCommit(ring_id, self.me, 0, 1, members, {})
@@ -4331,7 +4366,7 @@ class RingOrderer:
         self._log("consensus on %s: new ring %s" % (_ring_names(members), _ring_str(ring_id)))
         self._enter_commit(c)
 
-    def _enter_commit(self, c):
+    def _enter_commit(self, c: RingCommit) -> None:
         """First rotation: add what we know of our old ring; from now on the old ring's store
         only grows through recovery, so every member decides from the same packets."""
         self.ring_seq = max(self.ring_seq, c.ring_id[0])
@@ -4346,7 +4381,7 @@ class RingOrderer:
             return
         self._forward_commit(c)
 
-    def _forward_commit(self, c):
+    def _forward_commit(self, c: RingCommit) -> None:
         c.sender = self.me
         c.token_id += 1
         self.commit_token_id = c.token_id
@@ -4400,7 +4435,7 @@ class RingOrderer:
 
     # ---------------------------------------------------------------- state: RECOVERY
 
-    def _enter_recovery(self, c):
+    def _enter_recovery(self, c: RingCommit) -> None:
         """Everybody knows everybody's old-ring state: plan which old packets to resend."""
         start_lts = max([e.site_lts for e in c.entries.values()] + [self.transport.max_lts_seen])
         self.new_ring = self._open_ring(c.ring_id, c.members, start_lts)
@@ -4422,7 +4457,7 @@ class RingOrderer:
                         % (_ring_str(c.ring_id), len(queue), _ring_str(old_id), low, high))
         self.token_deadline = self.now + self.cfg.token_timeout_s
 
-    def _start_new_ring_token(self):
+    def _start_new_ring_token(self) -> None:
         """The representative turns the commit token into the first regular token."""
         ring = self.new_ring
         tok = RingToken(ring.ring_id, self.me, 0, TOKEN_REGULAR, 0, 0, 0, (), 0, ring.start_lts,
@@ -4430,7 +4465,7 @@ class RingOrderer:
         self.commit = None
         self._handle_token(tok)
 
-    def _recovery_flags(self, tok, had_work):
+    def _recovery_flags(self, tok: RingToken, had_work: bool) -> bool:
         """Totem's retrans_flg: set while somebody still has old packets to resend; after two
         rotations with it clear (and every recovered packet here) the new ring is installed."""
         rec = self.recovery
@@ -4452,7 +4487,7 @@ class RingOrderer:
             rec.recovery_high = tok.link_seq  # every resent packet has a seq <= this
         return rec.clean >= 2 and self.new_ring.my_aru >= rec.recovery_high
 
-    def _enter_operational(self):
+    def _enter_operational(self) -> None:
         """Deliver what is left of the old ring (regular, then transitional), then the new ring."""
         rec = self.recovery
         old = self.ring
@@ -4485,7 +4520,7 @@ class RingOrderer:
         self.link.feed(self.ring, upto=self.ring.my_aru)
         self.transport.deliver_ready()
 
-    def _emit_transitional(self, trans, new_id, old_id):
+    def _emit_transitional(self, trans: List[Pid], new_id: RingId, old_id: RingId) -> None:
         self.outputs.append(_configuration_change(CONF_TRANSITIONAL, trans, trans, new_id, old_id,
                                                   self.recovery.reason))
 
@@ -4512,14 +4547,14 @@ class RingOrderer:
     def _drop_data(self, _p: RingData) -> None:
         self.counters["dropped_foreign_data"] += 1
 
-    def _beyond_token(self, ring, link_seq, what):
+    def _beyond_token(self, ring: _Ring, link_seq: int, what: str) -> bool:
         """A link_seq that our ring cannot have reached yet (RING_AHEAD_ROTATIONS): counted."""
         if link_seq <= ring.last_token_seq + RING_AHEAD_ROTATIONS * self.cfg.global_window_packets:
             return False
         self.counters["dropped_%s_beyond_the_token" % what] += 1
         return True
 
-    def _on_ring_data(self, ring, p):
+    def _on_ring_data(self, ring: _Ring, p: RingData) -> None:
         if self._beyond_token(ring, p.link_seq, "data"):
             return
         self.link.evidence(p.link_seq)
@@ -4533,7 +4568,7 @@ class RingOrderer:
             self.link.feed(ring, upto=ring.my_aru)
             self.transport.deliver_ready()
 
-    def _store_recovered(self, inner):
+    def _store_recovered(self, inner: Optional[RingData]) -> None:
         rec = self.recovery
         if inner.ring_id == self.ring.ring_id and inner.link_seq <= rec.high:
             if self.ring.store(inner):
@@ -4565,7 +4600,7 @@ class RingOrderer:
             return
         self._handle_token(tok)
 
-    def _handle_token(self, tok):
+    def _handle_token(self, tok: RingToken) -> None:
         """Thesis 7.3.2.2: answer the retransmission requests of the previous holder, send new
         packets within the flow-control limits, update the token, pass it, then deliver. The
         link does the packets and the token; the transport gives the messages and delivers."""
@@ -4606,7 +4641,7 @@ class RingOrderer:
         """GATHER and COMMIT have no ring that a token could go round (yet)."""
         self.counters["dropped_foreign_tokens"] += 1
 
-    def _send_with_unreliable(self, ring, tok, allowed):
+    def _send_with_unreliable(self, ring: _Ring, tok: RingToken, allowed: int) -> int:
         """UNRELIABLE data gets a quarter of the visit's allowance first (so that a flood of
         reliable messages cannot starve it, nor it them), then reliable, then what is left.
         A visit allowed ONE packet (a personal window of 1, or a visit that answered
@@ -4624,7 +4659,7 @@ class RingOrderer:
             self._on_unreliable(p)
         return len(own) + reliable
 
-    def _on_unreliable(self, p):
+    def _on_unreliable(self, p: RingUnreliable) -> None:
         """UNRELIABLE pieces count only in the regular configuration they were sent in."""
         if self.state == OPERATIONAL and p.ring_id == self.ring.ring_id \
                 and p.sender in self.ring.members:
@@ -4637,14 +4672,14 @@ class RingOrderer:
         """Outside OPERATIONAL there is no regular configuration for UNRELIABLE pieces."""
         self.counters["unreliable_dropped_other_configuration"] += 1
 
-    def _update_aru(self, ring, tok):
+    def _update_aru(self, ring: _Ring, tok: RingToken) -> None:
         """The link's aru rule with the transport's site_aru; the site's stable All-Received-Upto
         that comes out of it goes to the transport (SAFE), the token's lts to the Lamport clock."""
         self.link.update_aru(ring, tok, self.transport.site_aru(ring.stream))
         self.transport.site_stable(ring.stream, ring.safe_lts)
         self.transport.saw_lts(tok.site_lts)
 
-    def _send_recovery_packets(self, ring, tok, allowed):
+    def _send_recovery_packets(self, ring: _Ring, tok: RingToken, allowed: int) -> int:
         queue = self.recovery.queue
         sent = 0
         while queue and sent < allowed:
@@ -4656,7 +4691,7 @@ class RingOrderer:
             self.counters["recovery_packets_sent"] += 1
         return sent
 
-    def _release_held_token(self):
+    def _release_held_token(self) -> None:
         held = self.link.held_token
         ring, tok, nxt = held.ring, held.token, held.next
         self.link.held_token = None
@@ -4668,12 +4703,12 @@ class RingOrderer:
         else:
             self._pass(encode_ring_token(tok, self.seal), nxt, link_seq=tok.link_seq)
 
-    def _pass(self, raw, nxt, link_seq):
+    def _pass(self, raw: bytes, nxt: Pid, link_seq: int) -> None:
         self.link.pass_raw(raw, nxt, link_seq, self.now)
 
     # ---------------------------------------------------------------- a clean stop: LEAVE
 
-    def _enter_left(self, reason):
+    def _enter_left(self, reason: str) -> None:
         """The end of this daemon: whatever it held (the token, a commit token, messages not
         yet sent) is dropped, as in a crash; the others recover without it."""
         others = sorted(self.peers)
@@ -4689,7 +4724,7 @@ class RingOrderer:
         self.consensus_deadline = None
         self.next_join_at = None
 
-    def _send_leave_copy(self):
+    def _send_leave_copy(self) -> None:
         """To every configured daemon, as joins go: one that gathers with us but is not in our
         ring (it saw our join) waits for us too. The others drop it (_on_leave)."""
         for name in self.peers:
@@ -4698,14 +4733,14 @@ class RingOrderer:
         self.next_leave_copy_at = self.now + LEAVE_COPY_GAP_S
         self.counters["leaves_sent"] += 1
 
-    def _departed(self, pid):
+    def _departed(self, pid: Pid) -> bool:
         gone = self.departed.get(pid[0])
         if gone is not None and self.now >= gone[1]:
             del self.departed[pid[0]]
             return False
         return gone is not None and gone[0] == pid[1]
 
-    def _counts_on(self, pid):
+    def _counts_on(self, pid: Pid) -> bool:
         """Does the ring we are in, or the one we are forming, wait for daemon `pid`?"""
         if self.state == OPERATIONAL:
             return pid in self.ring.members
@@ -4717,7 +4752,7 @@ class RingOrderer:
             return self.new_ring is not None and pid in self.new_ring.members
         return False
 
-    def _on_leave(self, p):
+    def _on_leave(self, p: RingLeave) -> None:
         """A daemon says it stops: leave it out now (in any state) instead of waiting for token
         loss. Only the process that sent it: an older incarnation never gets here (dropped as
         superseded in receive), a newer one is another process. Its later copies, and anything
@@ -4742,7 +4777,7 @@ class RingOrderer:
 
     # ---------------------------------------------------------------- merge detection
 
-    def _send_merge_detect(self):
+    def _send_merge_detect(self) -> None:
         self.next_merge_detect = self.now + self.cfg.merge_detect_s
         raw = encode_ring_merge(RingMerge(self.me, self.ring.ring_id), self.seal)
         inside = {p[0] for p in self.ring.members}
@@ -4750,7 +4785,7 @@ class RingOrderer:
             if name not in inside:
                 self.outputs.append(Send(raw, name))
 
-    def _on_merge(self, m):
+    def _on_merge(self, m: RingMerge) -> None:
         self._note_incarnation(m.sender)
         if m.ring_id[0] == 0:  # an incarnation notice (no ring has seq 0): ours is current
             self.counters["incarnation_notices_received"] += 1
@@ -4795,24 +4830,24 @@ class RingOrderer:
         (OPERATIONAL, PT_LEAVE): _on_leave,
     }
 
-def _src_str(src):
+def _src_str(src: object) -> str:
     """A datagram's source for the log: ip:port from a socket, or the simulator's name."""
     if isinstance(src, tuple) and len(src) == 2:
         return "%s:%s" % src
     return str(src)
 
 
-def _ring_names(pids):
+def _ring_names(pids: Iterable[Pid]) -> str:
     return "{" + ",".join(_pid_str(p) for p in sorted(pids)) + "}"
 
 
-def _pid_str(pid):
+def _pid_str(pid: Pid) -> str:
     """name#incarnation for people: the last 4 digits of the incarnation are enough to tell a
     restarted daemon from its predecessor in a log."""
     return "%s#%d" % (pid[0], pid[1] % 10000)
 
 
-def _ring_str(ring_id):
+def _ring_str(ring_id: RingId) -> str:
     return "%d/%s" % (ring_id[0], _pid_str((ring_id[1], ring_id[2])))
 
 
@@ -4854,7 +4889,8 @@ class RingGroupCore(GroupCore):
     after a change are
     (IPv4 address of the ring's representative daemon, ring sequence, index)."""
 
-    def __init__(self, daemon_name, orderer, daemon_ips, **kwargs):
+    def __init__(self, daemon_name: str, orderer: Orderer, daemon_ips: Dict[str, str],
+                 **kwargs) -> None:
         super().__init__(daemon_name, **kwargs)
         self.orderer = orderer
         self.daemon_ips = dict(daemon_ips)  #: daemon name -> IPv4 (for group ids)
@@ -4871,7 +4907,7 @@ class RingGroupCore(GroupCore):
         self.held_over_limit = False  #: now: the exchange under way is over the limit
         self.state_parts_sent = 0  #: STATE messages sent (several per exchange for big tables)
 
-    def deliver(self, msg):
+    def deliver(self, msg: DaemonMessage) -> None:
         ex = self.exchange
         if msg.kind == STATE:
             if ex is not None and msg.groups and msg.groups[0] == repr(ex.ring_id):
@@ -4884,7 +4920,7 @@ class RingGroupCore(GroupCore):
             return
         super().deliver(msg)
 
-    def _note_held(self, ex):
+    def _note_held(self, ex: StateExchange) -> None:
         held = len(ex.held)
         if held > self.held_peak_messages:
             self.held_peak_messages = held
@@ -4901,7 +4937,7 @@ class RingGroupCore(GroupCore):
                                 held, ex.held_bytes // 1024, ", ".join(sorted(ex.waiting)),
                                 self.held_limit_bytes // 1024, HELD_LIMIT_ROTATIONS))
 
-    def configuration_change(self, change, memb_time):
+    def configuration_change(self, change: ConfigurationChange, memb_time: int) -> None:
         if change.kind == CONF_TRANSITIONAL:
             self._transitional(change)
             return
@@ -4919,7 +4955,7 @@ class RingGroupCore(GroupCore):
             ", ".join(change.members), getattr(change, "reason", "")))
         self._send_state(change)
 
-    def _transitional(self, change):
+    def _transitional(self, change: ConfigurationChange) -> None:
         """EVS for clients: the groups that lose members (their daemons did not come with us)
         get TRANSITION (old group id) now, before the messages of the transitional
         configuration; their REG_MEMB follows when the state exchange is done."""
@@ -4934,7 +4970,7 @@ class RingGroupCore(GroupCore):
                     if session.group_membership:
                         self._enqueue(session, encode_transition(group.name, old_id))
 
-    def _send_state(self, change):
+    def _send_state(self, change: ConfigurationChange) -> None:
         """One STATE per daemon, in parts of at most STATE_PART_BYTES (a daemon whose clients
         are in thousands of groups would otherwise exceed the largest message). Each part's hint
         is index << 16 | count: the exchange waits until it has every part, in whatever order
@@ -4960,7 +4996,7 @@ class RingGroupCore(GroupCore):
             self.orderer.submit(msg, urgent=True)
         self.state_parts_sent += len(parts)
 
-    def _state_arrived(self, ex, msg):
+    def _state_arrived(self, ex: StateExchange, msg: DaemonMessage) -> None:
         members = ex.states.setdefault(msg.origin, [])
         for line in msg.data.decode("latin-1").split("\n"):
             if "\t" in line:
@@ -4973,7 +5009,7 @@ class RingGroupCore(GroupCore):
         if not ex.waiting:
             self._finish_exchange(ex)
 
-    def _finish_exchange(self, ex):
+    def _finish_exchange(self, ex: StateExchange) -> None:
         self.exchange = None
         self.exchanges_done += 1
         self.held_over_limit = False
@@ -5001,7 +5037,7 @@ class RingGroupCore(GroupCore):
         for msg in held:
             super().deliver(msg)
 
-    def _rebuild(self, table):
+    def _rebuild(self, table: Dict[str, Dict[str, str]]) -> None:
         for name in list(self.groups):
             if name not in table:
                 del self.groups[name]
@@ -5016,7 +5052,8 @@ class RingGroupCore(GroupCore):
                 self.member_groups.setdefault(member, set()).add(name)
             self._reorder(group)
 
-    def _announce_network_change(self, group, old_id, old_ring_of, my_ring):
+    def _announce_network_change(self, group: Group, old_id: Optional[Tuple[int, int, int]],
+                                 old_ring_of: Dict[str, str], my_ring: str) -> None:
         sets = collections.OrderedDict()
         for member in group.ordered:
             sets.setdefault(old_ring_of.get(group.members[member], ""), []).append(member)
@@ -5477,7 +5514,8 @@ class NetErrorOnSession(SpreadError):
 class _TooShort(SpreadError):
     """The waiting message does not fit; it stays queued for the next receive (thesis 7.4.1)."""
 
-    def __init__(self, detail: str, service_type: int, mess_type: int, needed_len: int, needed_groups: int):
+    def __init__(self, detail: str, service_type: int, mess_type: int, needed_len: int,
+                 needed_groups: int):
         self.service_type = service_type
         self.mess_type = mess_type
         self.needed_len = needed_len  #: data bytes the message has
@@ -5510,7 +5548,8 @@ class RegularMessage:
     __slots__ = ("service_type", "sender", "groups", "mess_type", "endian_mismatch", "data", "truncated")
     is_membership = False
 
-    def __init__(self, service_type, sender, groups, mess_type, endian_mismatch, data, truncated=False):
+    def __init__(self, service_type, sender, groups, mess_type, endian_mismatch, data,
+                 truncated=False):
         self.service_type = service_type
         self.sender = sender
         self.groups = groups
@@ -5531,7 +5570,8 @@ class MembershipMessage:
                  "truncated")
     is_membership = True
 
-    def __init__(self, service_type, group, members, group_id, my_index, changed_members, vs_sets, truncated=False):
+    def __init__(self, service_type, group, members, group_id, my_index, changed_members, vs_sets,
+                 truncated=False):
         self.service_type = service_type
         self.group = group
         self.members = members
@@ -5598,8 +5638,9 @@ def _names(buf, start: int, count: int) -> List[str]:
     return [unpad_name(bytes(buf[i:i + MAX_GROUP_NAME])) for i in range(start, start + MAX_GROUP_NAME * count, MAX_GROUP_NAME)]
 
 
-def decode_message(buf, off: int = 0, my_private_group: str = "", max_mess_len: Optional[int] = None,
-                   max_groups: Optional[int] = None, drop_recv: bool = False):
+def decode_message(buf, off: int = 0, my_private_group: str = "",
+                   max_mess_len: Optional[int] = None, max_groups: Optional[int] = None,
+                   drop_recv: bool = False):
     """Decode one complete message (see message_length) as the real library does (sp.c:1400-1600).
 
     Raises BufferTooShort / GroupsTooShort when it does not fit and drop_recv is False."""
@@ -5642,7 +5683,8 @@ def decode_message(buf, off: int = 0, my_private_group: str = "", max_mess_len: 
     return _decode_membership(service_type, sender_name, groups, body, flipped, my_private_group, truncated)
 
 
-def _decode_membership(service_type, group, members, body, flipped, me, truncated) -> MembershipMessage:
+def _decode_membership(service_type, group, members, body, flipped, me,
+                       truncated) -> MembershipMessage:
     group_id = None
     vs_sets: List[List[str]] = []
     changed: List[str] = []
@@ -5741,7 +5783,8 @@ def _check_group(name: str, for_join: bool) -> bytes:
 class Mailbox:
     """A connection to a Spread daemon (ours or a real one)."""
 
-    def __init__(self, sock: socket.socket, private_group: str, daemon_version: Tuple[int, ...], group_membership: bool):
+    def __init__(self, sock: socket.socket, private_group: str, daemon_version: Tuple[int, ...],
+                 group_membership: bool):
         self._sock = sock
         self.private_group = private_group  #: '#name#daemon'
         self.daemon_version = daemon_version
@@ -6054,7 +6097,8 @@ def _open_socket(spread_name: str, timeout: Optional[float]) -> Tuple[socket.soc
     return sock, address, note
 
 
-def _handshake(sock: socket.socket, private_name: str, priority: int, group_membership: bool) -> Mailbox:
+def _handshake(sock: socket.socket, private_name: str, priority: int,
+               group_membership: bool) -> Mailbox:
     # each unit in ONE write, and no pipelining: the real daemon reads them with single recv()s
     sock.sendall(encode_connect(private_name, group_membership, priority))
     code = struct.unpack("b", _read_exact(sock, 1))[0]
