@@ -43,6 +43,7 @@ Usage:
 """
 from __future__ import annotations
 
+import abc
 import argparse
 import collections
 import errno
@@ -270,6 +271,19 @@ TRANSITIONS = {
 CONF_REGULAR = "regular"  # the values spread_mini's ConfigurationChange uses
 CONF_TRANSITIONAL = "transitional"
 
+#: Kinds of daemon message (what the transport orders and delivers; thesis 7.3.3). A client's
+#: data, its joins and leaves, a disconnect, and a daemon's STATE: the groups of its clients,
+#: exchanged after every ring change. RING_KINDS gives each its byte in the ring's messages.
+DATA = "DATA"
+JOIN = "JOIN"
+LEAVE = "LEAVE"
+KILL = "KILL"
+STATE = "STATE"
+RING_KINDS = {DATA: 0, JOIN: 1, LEAVE: 2, KILL: 3, STATE: 4}
+RING_KIND_NAMES = {v: k for k, v in RING_KINDS.items()}
+
+#: Kinds of daemon-daemon packet (the LINK level and membership; one byte in every header:
+#: Wire format says what each carries)
 RING_MAGIC = b"SMRG"  # spread_mini ring: every daemon-daemon datagram starts with it
 RING_VERSION = 2  # 2: the configuration stamp in the header, and the key's tag
 PT_DATA, PT_TOKEN, PT_JOIN, PT_COMMIT, PT_MERGE, PT_UNRELIABLE, PT_LEAVE = 1, 2, 3, 4, 5, 6, 7
@@ -1255,8 +1269,6 @@ def encode_ring_packet(p: RingPacket, seal: Optional[RingSeal] = None) -> bytes:
     return encode_ring_merge(p, seal)
 
 # ---- Ring: daemon messages as the ring carries them ---------------------------------------
-RING_KINDS = {"DATA": 0, "JOIN": 1, "LEAVE": 2, "KILL": 3, "STATE": 4}  # DATA.. as in Protocol core
-RING_KIND_NAMES = {v: k for k, v in RING_KINDS.items()}
 _RING_MSG_HEAD = struct.Struct(">BIIH")  # kind, service bits, hint (raw 32 bits), groups count
 
 
@@ -1282,7 +1294,7 @@ def decode_message_body(body: bytes, origin: str) -> DaemonMessage:
     kind, service, hint, ngroups = _RING_MSG_HEAD.unpack_from(body, 0)
     if ngroups > MAX_GROUPS or kind not in RING_KIND_NAMES:
         raise RingWireError("bad message header")
-    if ngroups == 0 and RING_KIND_NAMES[kind] in (JOIN, LEAVE, "STATE"):
+    if ngroups == 0 and RING_KIND_NAMES[kind] in (JOIN, LEAVE, STATE):
         # the group core reads groups[0] of these: one such message, delivered at every
         # daemon in agreed order, would stop them all (IndexError)
         raise RingWireError("a %s message names no group" % RING_KIND_NAMES[kind])
@@ -1305,11 +1317,7 @@ def decode_message_body(body: bytes, origin: str) -> DaemonMessage:
 # Protocol core
 # =============================================================================================
 # ---- Daemon messages: what travels through the orderer (thesis 7.3.3) -----------------------
-
-DATA = "DATA"
-JOIN = "JOIN"
-LEAVE = "LEAVE"
-KILL = "KILL"
+# (their kinds, DATA .. STATE, are defined with the ring's packet types in Constants)
 
 
 class DaemonMessage:
@@ -3571,7 +3579,116 @@ class Transport:
         self.deliver_to(msg)
 
 
-class RingLink:
+class Link(abc.ABC):
+    """The LINK level's interface (thesis 7.3.1): reliability and flow control for packets
+    between daemons. Spread has two link protocols, RING for a multicast domain (one site:
+    RingLink) and HOP for point-to-point connections between sites (HopLink, to come); both
+    sit between the same Transport above and Routing beside them. What the layers around a
+    link use, and every link implements:
+
+      upper            the Transport: the link pulls pieces of messages from it when it may
+                       send (next_piece_bytes / take_piece, packed by fill_packet) and hands
+                       their chunks up into the site stream it feeds, in the link's own order
+                       (link_chunk, link_gap)
+      routing          the Routing that names the links a packet it carried goes on to
+      feed(state, upto, allow_gaps)   hand packets up to the transport in link order (and
+                       give them to the links Routing names)
+      garbage_collect(state)          forget packets every receiver holds
+      retransmit_if_due(now)          the link's own timer: send again what may be lost
+      evidence(link_seq)              a sign of life from the peers
+      forward(packet)                 carry a packet another link brought in (Routing)
+
+    `state` is the link's record of one configuration of its peers (for the ring: a _Ring).
+    How a link decides when it may send (the ring: the token) is its own affair."""
+
+    upper: "Transport"
+    routing: "Optional[Routing]" = None
+
+    @abc.abstractmethod
+    def feed(self, state: object, upto: int, allow_gaps: bool = False) -> None:
+        """Hand packets up to the transport in link order, up to `upto`."""
+
+    @abc.abstractmethod
+    def garbage_collect(self, state: object) -> None:
+        """Forget the packets that every receiver holds."""
+
+    @abc.abstractmethod
+    def retransmit_if_due(self, now: float) -> None:
+        """Send again what may have been lost, when the link's timer says so."""
+
+    @abc.abstractmethod
+    def evidence(self, link_seq: int) -> None:
+        """A packet from the peers with this link_seq came in: a sign of life."""
+
+    @abc.abstractmethod
+    def forward(self, packet: "RingData") -> None:
+        """Carry a packet that came in on another link (Routing.onward named this one)."""
+
+    def fill_packet(self, stamp: RingToken, limit: int,
+                    next_piece_bytes: Callable[[int], Optional[int]],
+                    take_piece: Callable[[RingToken, int], RingChunk]) -> List[RingChunk]:
+        """Chunks for one packet of at most `limit` payload bytes, from the transport's queue
+        (next_piece_bytes, take_piece; `stamp` gives a new message its site_seq and lts). A
+        small message is never split: if it does not fit what is left, it starts the next
+        packet."""
+        piece_bytes = max(1, limit - CHUNK_HEADER_BYTES)
+        chunks = []
+        room = limit
+        while len(chunks) < MAX_CHUNKS_PER_PACKET:
+            size = next_piece_bytes(piece_bytes)
+            if size is None or (chunks and CHUNK_HEADER_BYTES + size > room):
+                break
+            chunk = take_piece(stamp, piece_bytes)
+            chunks.append(chunk)
+            room -= CHUNK_HEADER_BYTES + len(chunk.body)
+            if room <= CHUNK_HEADER_BYTES:
+                break
+        return chunks
+
+
+
+class Routing:
+    """ROUTING (thesis 7.3.1): which links a packet goes out on. Each site builds its own
+    dissemination tree over its links (7.3.2: shortest paths over static weights, pruned to
+    the sites with interested members), and a packet never goes back on the link it came in
+    on. With one ring and no HOP link the answer is trivial: a packet of our site that came
+    in on the ring goes nowhere else. But every packet the ring hands up asks (Link.feed), so
+    a HopLink added beside the ring (add_link) gets the packets its sites need."""
+
+    def __init__(self, site_id: int = 0) -> None:
+        self.site_id = site_id  #: our own site
+        self._links: "List[Tuple[Link, frozenset]]" = []  #: (link, the sites it leads to)
+        self._onward: "Dict[int, Tuple[Link, ...]]" = {}  #: id(link) -> onward links (cached)
+
+    def add_link(self, link: Link, sites: Iterable[int]) -> None:
+        """A link, and the sites it leads to (a ring: our own; a HOP link: the sites behind it)."""
+        self._links.append((link, frozenset(sites)))
+        link.routing = self
+        self._onward = {}
+
+    def links(self) -> "List[Link]":
+        return [link for link, _ in self._links]
+
+    def link_to(self, site_id: int) -> "Optional[Link]":
+        """The link that leads to a site (None: no route to it)."""
+        for link, sites in self._links:
+            if site_id in sites:
+                return link
+        return None
+
+    def onward(self, came_on: Link) -> "Tuple[Link, ...]":
+        """The links a packet that came in on `came_on` goes on to: every other link that
+        leads to a site `came_on` does not (with one ring: none)."""
+        key = id(came_on)
+        links = self._onward.get(key)
+        if links is None:
+            behind = next((sites for link, sites in self._links if link is came_on), frozenset())
+            links = self._onward[key] = tuple(
+                link for link, sites in self._links if link is not came_on and sites - behind)
+        return links
+
+
+class RingLink(Link):
     """LINK level of the ring (thesis 7.3.2.2): how packets reach every daemon of the site
     reliably, in one order. It knows packets, link_seq, link_aru, the rtr list, flow control,
     packing and the token's passing; it knows nothing of service types or delivery. Above it
@@ -3579,7 +3696,9 @@ class RingLink:
     take_piece) and to which it hands packets' chunks in link_seq order (link_chunk, link_gap),
     and whose site_aru it puts on the token. The packets of several messages share one packet;
     a big message is cut into pieces (7.3.1: the link carries abstract objects in packets).
-    Membership (which ring, RECOVERY) is the RingOrderer's: it gives the ring to every call."""
+    Membership (which ring, RECOVERY) is the RingOrderer's: it gives the ring to every call.
+    It implements the Link interface; the rest (the token's passing and holding, rtr, the
+    aru rule, flow control) is the ring's own and only the RingOrderer calls it."""
 
     def __init__(self, me: Pid, settings: RingSettings, counters: collections.Counter,
                  send: Callable[[bytes, Pid], None], upper: Transport,
@@ -3669,26 +3788,6 @@ class RingLink:
         dummy = RingData(ring.ring_id, self.me, 0, [])
         return self.cfg.max_packet_bytes - RECOVERY_WRAP_BYTES - len(encode_ring_data(dummy, self.seal))
 
-    def fill_packet(self, tok: RingToken, limit: int,
-                    next_piece_bytes: Callable[[int], Optional[int]],
-                    take_piece: Callable[[RingToken, int], RingChunk]) -> List[RingChunk]:
-        """Chunks for one packet of at most `limit` payload bytes, from the transport's queue
-        (next_piece_bytes, take_piece). A small message is never split: if it does not fit
-        what is left, it starts the next packet."""
-        piece_bytes = max(1, limit - CHUNK_HEADER_BYTES)
-        chunks = []
-        room = limit
-        while len(chunks) < MAX_CHUNKS_PER_PACKET:
-            size = next_piece_bytes(piece_bytes)
-            if size is None or (chunks and CHUNK_HEADER_BYTES + size > room):
-                break
-            chunk = take_piece(tok, piece_bytes)
-            chunks.append(chunk)
-            room -= CHUNK_HEADER_BYTES + len(chunk.body)
-            if room <= CHUNK_HEADER_BYTES:
-                break
-        return chunks
-
     def request_missing(self, ring: _Ring, tok: RingToken) -> None:
         fits = (self.cfg.max_packet_bytes - TOKEN_FIXED_BYTES) // 8
         room = min(self.cfg.max_rtr_entries, fits) - len(tok.rtr)
@@ -3740,7 +3839,8 @@ class RingLink:
         self.last_sent_token = SentToken(raw, nxt, now + self.cfg.token_retransmit_s,
                                          self.cfg.token_retransmits_max, link_seq)
 
-    def retransmit_token_if_due(self, now: float) -> None:
+    def retransmit_if_due(self, now: float) -> None:
+        """The token we passed, again, until a sign of life (or token_retransmits_max)."""
         last = self.last_sent_token
         if last is None or now < last.retransmit_at:
             return
@@ -3764,6 +3864,12 @@ class RingLink:
             ring.packets.pop(seq, None)
         ring.gc_upto = max(ring.gc_upto, upto)
 
+    def forward(self, packet: RingData) -> None:
+        # A ring's packets are sent only by its token holder, each with the next link_seq:
+        # another link's packet would reach the ring through the transport, as a message
+        raise RingUsageError("the ring does not carry other links' packets; Routing.onward "
+                             "never names the ring for them")
+
     def feed(self, ring: _Ring, upto: int, allow_gaps: bool = False) -> None:
         """Hand packets' chunks up to the transport in link_seq order (the site's order); with
         allow_gaps (closing a configuration) a run of missing packets is handed up as ONE gap:
@@ -3771,6 +3877,7 @@ class RingLink:
         loop for ever on a far link_seq (a stray packet's, or a commit entry's old_high)."""
         upper = self.upper
         stream = ring.stream
+        onward = self.routing.onward(self) if self.routing is not None else ()
         seq = ring.fed_upto + 1
         while seq <= upto:
             p = ring.packets.get(seq)
@@ -3784,6 +3891,8 @@ class RingLink:
             elif p.inner is None:
                 for c in p.chunks:
                     upper.link_chunk(stream, p.sender, c)
+                for link in onward:
+                    link.forward(p)
             ring.fed_upto = seq
             seq += 1
 
@@ -3876,6 +3985,9 @@ class RingOrderer:
         self.ring_seq = 0  # highest ring seq this daemon has committed to
         self.transport = Transport(name, self.cfg, self.counters, self._output_delivery)
         self.link = RingLink(self.me, self.cfg, self.counters, self._send, self.transport, self.seal)
+        #: which links a packet goes out on: today the ring alone (HOP links come beside it)
+        self.routing = Routing(LOCAL_SITE)
+        self.routing.add_link(self.link, (LOCAL_SITE,))
         # the "old ring" of a fresh daemon: just itself, no messages
         self.ring = self._open_ring((0, name, self.me[1]), [self.me], 0)
         self.transport.install(self.ring.stream)
@@ -3979,7 +4091,7 @@ class RingOrderer:
         held = self.link.held_token
         if held is not None and now >= held.until:
             self._release_held_token()
-        self.link.retransmit_token_if_due(now)
+        self.link.retransmit_if_due(now)
         self.transport.expire_unreliable(now)
         if self.state in (OPERATIONAL, RECOVERY, COMMIT) and self.token_deadline is not None \
                 and now >= self.token_deadline:
@@ -4853,7 +4965,6 @@ def _ring_str(ring_id: RingId) -> str:
 
 # ---- Ring: group membership across daemons ------------------------------------------------
 
-STATE = "STATE"  #: daemon message kind: the groups of one daemon's clients, after a ring change
 
 
 @dataclass
