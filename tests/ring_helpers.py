@@ -4,10 +4,12 @@ from __future__ import annotations
 on 127.0.0.1, 127.0.0.2, ... (all loopback), started as real processes."""
 
 import socket
+import subprocess
+import sys
 import time
 
 import spread_mini as sp
-from conftest import free_port, wait_for
+from conftest import ROOT, free_port, wait_for
 
 
 def free_ring_port(addresses):
@@ -92,3 +94,9 @@ def data_of(messages):
 
 def connect(port, ip, user, membership=True):
     return sp.connect("%d@%s" % (port, ip), user, 0, membership)
+
+
+def run_daemon_cli(*argv, timeout_s=30):
+    """`python3 spread_mini.py daemon ARGV...` to its end: the command line's answer."""
+    return subprocess.run([sys.executable, "spread_mini.py", "daemon", *argv], capture_output=True,
+                          text=True, timeout=timeout_s, cwd=ROOT)
