@@ -1,7 +1,6 @@
-from __future__ import annotations
-
 """Helpers for the tests of spread_mini daemons joined by the ring: a spread.conf with daemons
 on 127.0.0.1, 127.0.0.2, ... (all loopback), started as real processes."""
+from __future__ import annotations
 
 import socket
 import subprocess

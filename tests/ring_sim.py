@@ -1,5 +1,3 @@
-from __future__ import annotations
-
 """A deterministic simulated network for RingOrderer, and the checkers of the guarantees.
 
 One seeded random.Random decides everything: packet loss, duplication, delay (and so reordering),
@@ -35,6 +33,7 @@ never resent) are left out of all of those except "duplicate"; instead:
   unreliable     delivered only in a regular configuration (never in a transitional one), and
                  everywhere in the same one: the configuration it was sent in
 """
+from __future__ import annotations
 
 import argparse
 import collections

@@ -1,8 +1,7 @@
-from __future__ import annotations
-
 """Group membership across daemons (RingGroupCore), sans-I/O: whole spread_mini Daemon cores
 with RingOrderers, wired through an in-memory network with a fake clock, and clients speaking
 the real client protocol to them. Deterministic: no sockets, no threads, no real time."""
+from __future__ import annotations
 
 import heapq
 

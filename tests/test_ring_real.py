@@ -1,8 +1,7 @@
-from __future__ import annotations
-
 """Tier 3: spread_mini daemons joined by the RING protocol, as real processes on loopback
 (127.0.0.1, 127.0.0.2, 127.0.0.3), with real clients on each; and in network namespaces with
 10% packet loss (nftables)."""
+from __future__ import annotations
 
 import signal
 import socket

@@ -1,5 +1,3 @@
-from __future__ import annotations
-
 """Tier 2: the RING protocol under the deterministic simulator with faults (tests/ring_sim.py).
 
 A fixed set of seeds runs here (about half a minute); `python3 bench/ring_soak.py --seeds 1000`
@@ -13,6 +11,7 @@ test asserts that the checker reports its own kind of violation; bench/mutation_
 the same faults as a table. Further tests break the orderer itself (recovery, installation,
 delivery order, UNRELIABLE duplicates, SAFE stability) and name the checker that catches each.
 """
+from __future__ import annotations
 
 import os
 import subprocess
