@@ -16,15 +16,25 @@ from another daemon meets, in order (thesis 7.3.1 names the levels):
 
   DaemonServer          I/O loop: recvfrom() on the ring's UDP socket; performs actions
   Daemon.datagram       the core's input; a source outside the configuration is a stranger
-  RingOrderer.receive   decode_ring_packet -> RingData / RingToken / RingJoin / RingCommit /
-                        RingMerge / RingUnreliable / RingLeave (with RingChunk, RingCommitEntry;
-                        RingWireError for garbage); membership: GATHER, COMMIT, RECOVERY,
-                        OPERATIONAL (Totem's), ConfigurationChange out
-  RingLink, _Ring       link level: token, link_seq, link_aru, rtr, flow control, one _Ring
-                        per ring (its packet store)
-  Transport, SiteStream transport level: pieces into _Message (a _GapMarker for a packet lost
-                        with a configuration), order by {lts, site} and service type, Deliver
-  RingGroupCore         groups across daemons (GroupCore, Group: one daemon's table)
+  RingSeal, decode_ring_packet   wire: header, configuration stamp, CRC or the key's tag ->
+                        RingData / RingToken / RingJoin / RingCommit / RingMerge /
+                        RingUnreliable / RingLeave (with RingChunk, RingCommitEntry); a bad
+                        one is a RingWireError (a RingPeerError: dropped and counted), a
+                        caller's mistake a RingUsageError
+  RingOrderer.receive   membership (Totem's GATHER, COMMIT, RECOVERY, OPERATIONAL, LEFT): the
+                        DISPATCH table (state, packet type) -> handler; one _enter_* per
+                        state, every change logged with its reason; its records Recovery
+                        (the commit token's plan), HeldToken, SentToken; ConfigurationChange out
+  Link, RingLink, _Ring LINK level (7.3.2.2): the Link interface that RingLink implements and a
+                        HopLink will; token, link_seq, link_aru, rtr, flow control, packing;
+                        one _Ring per ring (its packet store)
+  Routing               which links a packet goes on to (with one ring: none)
+  Transport, SiteStream TRANSPORT level (7.3.3): streams keyed by site id; pieces into
+                        _Message (a _GapMarker for a packet lost with a configuration), order
+                        by {lts, site} and service type, Deliver; MessageInProgress on the way
+                        down
+  RingGroupCore         groups across daemons (GroupCore, Group: one daemon's table;
+                        StateExchange after every ring change)
   ClientSession.out     an Outbox per client; Daemon returns Write actions
   DaemonServer          send() to the client's socket
 
@@ -3947,12 +3957,15 @@ class RingOrderer:
     extended virtual synchrony (Moser et al. 1994): a TRANSITIONAL configuration, then the
     REGULAR one. tests/ring_sim.py runs it under a deterministic simulator with checkers.
 
-    The orderer is the coordinator of three parts (thesis 7.3.1 separates the first two):
-    membership (here: GATHER, COMMIT, RECOVERY, OPERATIONAL, the commit token, merges), one
-    LINK (RingLink, with a _Ring per ring: packets, token, rtr, flow control, packing) and the
-    TRANSPORT (Transport: send queue, lts, assembly, merge of the sites' streams, delivery by
+    The orderer is the coordinator of the network layer's parts (thesis 7.3.1): membership
+    (here: GATHER, COMMIT, RECOVERY, OPERATIONAL, the commit token, merges; a decoded packet
+    goes to the handler that DISPATCH names for the state and the packet type), one LINK
+    (`self.link`, a RingLink with a _Ring per ring: packets, token, rtr, flow control,
+    packing), ROUTING (`self.routing`: which links a packet goes on to) and the TRANSPORT
+    (`self.transport`: send queue, lts, assembly, merge of the sites' streams, delivery by
     service type, SAFE). On a token visit it calls the link, which pulls pieces of messages
-    from the transport; on new packets the link hands chunks up to the transport."""
+    from the transport; on new packets the link hands chunks up to the transport. Callers
+    read the queue and the Lamport clock on `orderer.transport`, the token on `orderer.link`."""
 
     def __init__(self, name: str, incarnation: int, peers: Iterable[str],
                  rng: Optional[random.Random] = None, settings: Optional[RingSettings] = None,
