@@ -3072,6 +3072,17 @@ class HeldToken:
     until: float
 
 
+@dataclass(frozen=True)
+class JoinSeen:
+    """The last join of a peer in GATHER: the sets it proposes, and its ring seq."""
+    proc_set: frozenset
+    fail_set: frozenset
+    ring_seq: int
+
+    def agrees(self, sets: "Tuple[frozenset, frozenset]") -> bool:
+        return (self.proc_set, self.fail_set) == sets
+
+
 @dataclass
 class Recovery:
     """RECOVERY of one new ring (thesis 7.3.2.2, Totem's): what the commit token told about
@@ -4010,7 +4021,7 @@ class RingOrderer:
         self.token_deadline = None
         self.proc_set = set()
         self.fail_set = set()
-        self.joins = {}
+        self.joins: Dict[Pid, JoinSeen] = {}  #: GATHER: each peer's last join
         self.consensus_deadline = None
         self.next_join_at = None
         self.commit = None
@@ -4374,7 +4385,7 @@ class RingOrderer:
         if self.now >= self.consensus_deadline:
             active = self.proc_set - self.fail_set
             mine = (frozenset(self.proc_set), frozenset(self.fail_set))
-            silent = {p for p in active if p != self.me and self.joins.get(p, (None,))[:2] != mine}
+            silent = {p for p in active if p != self.me and not self._agrees(p, mine)}
             if silent:
                 self.fail_set |= silent
                 self.counters["consensus_timeouts"] += 1
@@ -4447,7 +4458,7 @@ class RingOrderer:
         if j.sender in self.fail_set or self._join_is_stale(j, self.ring):
             return
         self._merge_sets(j)
-        self.joins[j.sender] = (frozenset(j.proc_set), frozenset(j.fail_set), j.ring_seq)
+        self.joins[j.sender] = JoinSeen(frozenset(j.proc_set), frozenset(j.fail_set), j.ring_seq)
         self._check_consensus()
 
     def _merge_sets(self, j: RingJoin) -> None:
@@ -4465,13 +4476,18 @@ class RingOrderer:
         if (self.proc_set, self.fail_set) != before:
             self._send_join()
 
+    def _agrees(self, pid: Pid, sets: "Tuple[frozenset, frozenset]") -> bool:
+        """Did daemon pid's last join propose exactly these (proc set, fail set)?"""
+        seen = self.joins.get(pid)
+        return seen is not None and seen.agrees(sets)
+
     def _check_consensus(self) -> None:
         active = self.proc_set - self.fail_set
         if active == {self.me} and self.ring.ring_id[0] == 0 and self.now < self.startup_alone_after:
             return  # just started: give the other daemons one consensus timeout to answer
         mine = (frozenset(self.proc_set), frozenset(self.fail_set))
         for p in active:
-            if p != self.me and self.joins.get(p, (None, None))[:2] != mine:
+            if p != self.me and not self._agrees(p, mine):
                 return
         if min(active) == self.me:
             self._create_commit_token(sorted(active))
@@ -4484,7 +4500,7 @@ class RingOrderer:
                                self.transport.max_lts_seen)
 
     def _create_commit_token(self, members: List[Pid]) -> None:
-        seqs = [self.ring_seq] + [v[2] for p, v in self.joins.items() if p in members]
+        seqs = [self.ring_seq] + [v.ring_seq for p, v in self.joins.items() if p in members]
         ring_id = (max(seqs) + 1, self.me[0], self.me[1])
         c = RingCommit(ring_id, self.me, 0, 1, members, {})
         self.counters["commit_tokens_created"] += 1
