@@ -2699,6 +2699,10 @@ class SpreadConfig:
     ignored: List[str] = field(default_factory=list)  # Spread 4 settings accepted and not used
     used: Dict[str, int] = field(default_factory=dict)  # settings spread_mini uses (USED_SETTINGS)
     unknown: List[str] = field(default_factory=list)  # `Key = value` that Spread 4 does not know
+    #: RouteMatrix rows as written (clamped to ROUTE_COST_MAX), one per segment; None: none given
+    route_matrix: Optional[List[List[int]]] = None
+    link_protocol: Optional[str] = None  # LinkProtocol = Hop / TcpHop (Spread 4 reads it, never uses it)
+    warnings: List[str] = field(default_factory=list)  # said once at start (a clamped cost)
 
     @property
     def daemons(self) -> List[DaemonEntry]:
@@ -2713,9 +2717,17 @@ class SpreadConfig:
                 return entry
         return None
 
+    def site_costs(self) -> List[List[int]]:
+        """The cost of the direct link from site i to site j (0: none), one site per segment:
+        the RouteMatrix, or without one a direct link of cost 1 between every pair of sites.
+        The diagonal is 0 (a site does not link to itself)."""
+        count = len(self.segments)
+        rows = self.route_matrix or [[1] * count for _ in range(count)]
+        return [[0 if i == j else rows[i][j] for j in range(count)] for i in range(count)]
+
     def summary_lines(self) -> List[str]:
         """What a user should know about the file, said once: what is used, what is not."""
-        lines = []
+        lines = ["configuration: WARNING: %s" % text for text in self.warnings]
         if self.used:
             lines.append("configuration: using %s" % ", ".join("%s = %d" % kv for kv in self.used.items()))
         if self.ignored:
@@ -2740,6 +2752,12 @@ SPREAD4_SETTINGS = (
     "GatherTimeout", "FormTimeout", "LookupTimeout", "WideAreaNetwork", "ExcludeSegAddrsFromHash",
     "IgnoreMulticastJoinErrors", "VirtualID")
 _SPREAD4_BY_LOWER = {name.lower(): name for name in SPREAD4_SETTINGS}
+#: RouteMatrix costs above this are clamped to it with a warning, as Spread 4's lexer does
+#: (daemon/config_gram.l). A cost of 0 between two different sites means "no direct link":
+#: negative costs are refused, so 0 is the one way to write a topology that is not a full mesh
+ROUTE_COST_MAX = 100
+#: LinkProtocol's values in Spread 4's grammar (it reads them and never uses them)
+LINK_PROTOCOLS = ("Hop", "TcpHop")
 #: settings that may stand alone, without "= value"
 BARE_SETTINGS = ("EventTimeStamp", "EventPreciseTimeStamp")
 #: settings spread_mini uses: the ring's flow control windows (packets per token rotation, as in
@@ -2808,6 +2826,8 @@ class _ConfParser:
         self.config = SpreadConfig()
         self.names: Dict[str, int] = {}  # daemon name -> line
         self.addresses: Dict[Tuple[str, int], Tuple[str, int]] = {}  # (ip, port) -> (name, line)
+        self.route_matrix_line = 0  # where RouteMatrix starts, and the line of each of its rows
+        self.route_rows_lines: List[int] = []
 
     def peek(self, ahead: int = 0) -> Optional[_Token]:
         index = self.pos + ahead
@@ -2839,6 +2859,10 @@ class _ConfParser:
             token = self.peek()
             if token.text.lower() == "spread_segment" and not token.quoted:
                 self.segment()
+            elif token.text.lower() == "routematrix" and not token.quoted:
+                self.route_matrix()
+            elif token.text.lower() == "linkprotocol" and not token.quoted:
+                self.link_protocol()
             elif self.peek(1) is not None and self.peek(1).text == "=" or token.text.lower() in _SPREAD4_BY_LOWER:
                 self.setting()
             elif token.text.startswith("//") or token.text.startswith("/*"):
@@ -2848,6 +2872,7 @@ class _ConfParser:
                                   % (token.line, token.text))
         if not self.config.daemons:
             raise ConfigError("no daemons: the file needs a Spread_Segment with at least one daemon")
+        self._check_route_matrix()
         used = self.config.used
         if used.get("PersonalWindow", 0) > used.get("Window", used.get("PersonalWindow", 0)):
             raise ConfigError("PersonalWindow (%d) is larger than Window (%d)" % (used["PersonalWindow"], used["Window"]))
@@ -2927,6 +2952,65 @@ class _ConfParser:
                               % (token.line, " after %r" % kinds if kinds else "", token.text))
         return "".join(sorted(set(kinds), key=kinds.index)), _parse_ip(token.text, token.line)
 
+    def route_matrix(self) -> None:
+        """RouteMatrix { COST COST ... (one row per line, one row per segment) }, as Spread 4:
+        row i gives the cost of the link from segment i to each segment, in file order."""
+        keyword = self.take("RouteMatrix")
+        if self.config.route_matrix is not None:
+            raise ConfigError("line %d: a second RouteMatrix (the first is on line %d)"
+                              % (keyword.line, self.route_matrix_line))
+        self.route_matrix_line = keyword.line
+        self.expect("{")
+        rows: List[List[int]] = []
+        while self.peek() is not None and not self.peek_is("}"):
+            token = self.take("a cost")
+            if not self.route_rows_lines or self.route_rows_lines[-1] != token.line:
+                rows.append([])
+                self.route_rows_lines.append(token.line)
+            rows[-1].append(self._route_cost(token))
+        self.expect("}")
+        self.config.route_matrix = rows
+
+    def _route_cost(self, token: _Token) -> int:
+        if not re.fullmatch(r"-?[0-9]+", token.text) or token.quoted:
+            raise ConfigError("line %d: RouteMatrix: %r is not a whole number (one row of costs per "
+                              "line, one row per Spread_Segment)" % (token.line, token.text))
+        cost = int(token.text)
+        if cost < 0:
+            raise ConfigError("line %d: RouteMatrix: negative cost %d (costs are 0..%d; 0 means "
+                              "no direct link)" % (token.line, cost, ROUTE_COST_MAX))
+        if cost > ROUTE_COST_MAX:
+            self.config.warnings.append("line %d: RouteMatrix cost %d clamped to %d"
+                                        % (token.line, cost, ROUTE_COST_MAX))
+            cost = ROUTE_COST_MAX
+        return cost
+
+    def _check_route_matrix(self) -> None:
+        """One row per segment, one cost per segment in each row (checked at the end: the
+        segments may follow the matrix in the file)."""
+        rows = self.config.route_matrix
+        if rows is None:
+            return
+        count = len(self.config.segments)
+        if len(rows) != count:
+            raise ConfigError("line %d: RouteMatrix has %d rows for %d segments (one row per "
+                              "Spread_Segment, in file order)" % (self.route_matrix_line, len(rows), count))
+        for row, line in zip(rows, self.route_rows_lines):
+            if len(row) != count:
+                raise ConfigError("line %d: RouteMatrix row has %d costs for %d segments"
+                                  % (line, len(row), count))
+
+    def link_protocol(self) -> None:
+        """LinkProtocol = Hop | TcpHop (Spread 4's grammar; what links spread_mini uses
+        between sites is its own choice: HOP over UDP)."""
+        key_token = self.take("LinkProtocol")
+        self.expect("=")
+        value = self.take("Hop or TcpHop after LinkProtocol = (line %d)" % key_token.line)
+        if value.text not in LINK_PROTOCOLS:
+            raise ConfigError("line %d: LinkProtocol = %s: Spread 4 knows %s"
+                              % (value.line, value.text, " and ".join(LINK_PROTOCOLS)))
+        self.config.link_protocol = value.text
+
     def setting(self) -> None:
         """Key = value (the rest of the line), Key = { ... }, or a bare EventTimeStamp."""
         key_token = self.take("a setting")
@@ -2972,8 +3056,9 @@ class _ConfParser:
 
 def parse_spread_conf(text: str) -> SpreadConfig:
     """Parse Spread 4's spread.conf: Spread_Segment ADDR[:PORT] { NAME IP [{ [D] [C] [M] IP ... }] ... },
-    '#' comments, quoted values and the `Key = value` settings (Window, PersonalWindow and
-    MaxSessionMessages are used; the others are accepted and listed in .ignored)."""
+    '#' comments, quoted values, RouteMatrix { costs }, LinkProtocol = Hop and the `Key = value`
+    settings (Window, PersonalWindow and MaxSessionMessages are used; the others are accepted
+    and listed in .ignored). Each Spread_Segment is a site."""
     return _ConfParser(text).parse()
 
 

@@ -117,7 +117,8 @@ CONF_WORDS = st.sampled_from([
     "Spread_Segment", "127.0.0.255:4803", "239.1.1.1", "{", "}", ";", "=", "d1", "d2", "127.0.0.1",
     "127.0.0.2", "127.0.0.1:4803", "::1", "D", "C", "M", "DC", "#", "//", "\n", '"', "'", '"a b"',
     "'{x}'", "Window", "PersonalWindow", "MaxSessionMessages", "0", "60", "15", "-3", "EventTimeStamp",
-    "ActiveIPVersion", "IPv6", "DebugFlags", "!ALL", "Windw", "300.1.1.1", "x" * 25, "\0", "é"])
+    "ActiveIPVersion", "IPv6", "DebugFlags", "!ALL", "Windw", "300.1.1.1", "x" * 25, "\0", "é",
+    "RouteMatrix", "LinkProtocol", "Hop", "250", "1 1"])
 
 
 @settings(max_examples=400, deadline=None)
@@ -132,6 +133,7 @@ def test_any_word_soup_gives_a_config_or_one_config_error(words):
         assert len({(d.ip, d.port) for d in conf.daemons}) == len(conf.daemons)
         sr.ring_settings_of(conf)
         conf.summary_lines()
+        assert [len(row) for row in conf.site_costs()] == [len(conf.segments)] * len(conf.segments)
 
 
 def test_a_configuration_beyond_loopback_without_a_key_is_warned_about_once():
@@ -172,3 +174,59 @@ def test_packets_of_another_configuration_never_change_membership_and_are_logged
     assert "d2 at 127.0.0.2:4803" in lines[0] and "it lists 2 daemons, we list 3" in lines[0]
     assert o.counters["dropped_different_configuration"] == 2600
     assert o.counters["joins_received"] == 0 and ("d2", 7) not in o.proc_set
+
+
+# ---- sites: RouteMatrix and LinkProtocol (each Spread_Segment is a site) -------------------------
+
+THREE_SITES = ("Spread_Segment 127.0.0.255:4803 {\n a 127.0.0.1\n}\n"
+               "Spread_Segment 127.0.1.255:4804 {\n b 127.0.1.1\n}\n"
+               "Spread_Segment 127.0.2.255:4805 {\n c 127.0.2.1\n c2 127.0.2.2\n}\n")
+
+
+def test_route_matrix_rows_are_the_costs_from_each_site_in_file_order():
+    conf = sr.parse_spread_conf(THREE_SITES + "LinkProtocol = Hop\nRouteMatrix {\n"
+                                " 0 5 20\n 5 0 7   # comments may follow a row\n 20 7 0\n}\n")
+    assert conf.site_costs() == [[0, 5, 20], [5, 0, 7], [20, 7, 0]]
+    assert conf.link_protocol == "Hop" and conf.warnings == [] and conf.unknown == []
+
+
+def test_without_a_route_matrix_every_pair_of_sites_has_a_direct_link_of_cost_1():
+    conf = sr.parse_spread_conf(THREE_SITES)
+    assert conf.route_matrix is None
+    assert conf.site_costs() == [[0, 1, 1], [1, 0, 1], [1, 1, 0]]
+
+
+def test_a_cost_over_100_is_clamped_with_a_warning_that_names_the_line():
+    conf = sr.parse_spread_conf(THREE_SITES + "RouteMatrix {\n 0 5 250\n 5 0 7\n 20 7 0\n}\n")
+    assert conf.site_costs()[0] == [0, 5, 100]
+    assert conf.warnings == ["line 12: RouteMatrix cost 250 clamped to 100"]
+    assert conf.summary_lines()[0] == "configuration: WARNING: line 12: RouteMatrix cost 250 clamped to 100"
+
+
+def test_the_matrix_may_come_before_the_segments_and_the_diagonal_is_ignored():
+    conf = sr.parse_spread_conf("RouteMatrix {\n 9 3\n 4 9\n}\n" + THREE_SITES.split("Spread_Segment 127.0.2")[0])
+    assert conf.site_costs() == [[0, 3], [4, 0]]
+
+
+@pytest.mark.parametrize("matrix, message", [
+    ("RouteMatrix {\n 0 5 20\n 5 0 -7\n 20 7 0\n}\n", r"line 13: RouteMatrix: negative cost -7"),
+    ("RouteMatrix {\n 0 5 20\n 5 0 7\n}\n", r"line 11: RouteMatrix has 2 rows for 3 segments"),
+    ("RouteMatrix {\n 0 5 20\n 5 0\n 20 7 0\n}\n", r"line 13: RouteMatrix row has 2 costs for 3 segments"),
+    ("RouteMatrix {\n 0 5 x\n 5 0 7\n 20 7 0\n}\n", r"line 12: RouteMatrix: 'x' is not a whole number"),
+    ("RouteMatrix {\n 0 5 20\n 5 0 7\n 20 7 0\n", r"line 14 \(end of file\): expected '}'"),
+    ("RouteMatrix {\n 0 1 1\n 1 0 1\n 1 1 0\n}\nRouteMatrix {\n}\n", r"line 16: a second RouteMatrix \(the first is on line 11\)"),
+    ("LinkProtocol = Ring\n", r"line 11: LinkProtocol = Ring: Spread 4 knows Hop and TcpHop"),
+])
+def test_a_bad_route_matrix_is_one_error_that_names_the_line(matrix, message):
+    with pytest.raises(sr.ConfigError, match=message):
+        sr.parse_spread_conf(THREE_SITES + matrix)
+
+
+def test_the_command_line_warns_about_a_clamped_cost_and_still_starts_parsing(tmp_path):
+    """A file the real Spread 4.4 accepts (it warns "Cost clamped to 100" and goes on) is a
+    file spread_mini accepts: the same warning, no error."""
+    path = tmp_path / "spread.conf"
+    path.write_text(THREE_SITES + "LinkProtocol = TcpHop\nRouteMatrix {\n 0 1 1\n 1 0 101\n 1 1 0\n}\n")
+    conf = sr.load_spread_conf(str(path))
+    assert conf.site_costs()[1] == [1, 0, 100] and conf.link_protocol == "TcpHop"
+    assert [d.segment for d in conf.daemons] == [0, 1, 2, 2]
