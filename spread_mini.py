@@ -58,6 +58,7 @@ import argparse
 import collections
 import errno
 import hashlib
+import heapq
 import hmac
 import ipaddress
 import os
@@ -297,6 +298,8 @@ RING_KIND_NAMES = {v: k for k, v in RING_KINDS.items()}
 RING_MAGIC = b"SMRG"  # spread_mini ring: every daemon-daemon datagram starts with it
 RING_VERSION = 2  # 2: the configuration stamp in the header, and the key's tag
 PT_DATA, PT_TOKEN, PT_JOIN, PT_COMMIT, PT_MERGE, PT_UNRELIABLE, PT_LEAVE = 1, 2, 3, 4, 5, 6, 7
+#: HOP links between sites (thesis 7.3.2.1), sealed as the ring's packets
+PT_HOP_DATA, PT_HOP_ACK, PT_HOP_NACK = 8, 9, 10
 PACKET_TYPE_NAMES = {PT_DATA: "data", PT_TOKEN: "token", PT_JOIN: "join",
                      PT_COMMIT: "commit", PT_MERGE: "merge", PT_UNRELIABLE: "unreliable",
                      PT_LEAVE: "leave"}
@@ -432,6 +435,53 @@ class RingSettings:
         for key, value in overrides.items():
             if not hasattr(self, key):
                 raise TypeError("unknown ring setting %r" % key)
+            setattr(self, key, value)
+
+
+class HopSettings:
+    """Tunable values of one HOP link (thesis 7.3.2.1 leaves every number open; lab_guide.md,
+    "HOP links: the numbers we chose", says why each). Both ends of a link need the same."""
+
+    def __init__(self, **overrides):
+        #: Max_pkt_btw_ack: a link ACK goes after this many data packets sent or received since
+        #: the last one; a sixteenth of the window, so the sender's window moves on long before
+        #: it fills, at one small ACK per 16 packets of up to 1400 bytes
+        self.max_pkt_btw_ack = 32
+        #: ... or this long after the first of them: a trickle is acknowledged too, and the
+        #: tail of a burst lost on the way is noticed by the peer this soon
+        self.ack_delay_s = 0.005
+        #: a gap waits this long before the first NACK: a packet the network only reordered
+        #: arrives within a millisecond or two, a lost one never does
+        self.nack_wait_s = 0.005
+        #: the NACK goes again this often while the gap stays: above a WAN round trip (tens
+        #: of ms), so that a retransmission on its way is not asked for twice
+        self.nack_interval_s = 0.1
+        #: dead-peer rule: a packet asked for this many times and still missing. At 10 % loss
+        #: a request and its answer both get through 81 % of the time: ten failures in a row
+        #: happen once in 6 x 10**7; a dead peer is found within 0.005 + 10 x 0.1 s
+        self.nack_requests_max = 10
+        #: dead-peer rule: nothing from the peer for this long. Each end sends a keep-alive
+        #: ACK when it has sent nothing for keepalive_s: ten lost in a row at 10 % loss is
+        #: 10**-10; one second leaves two for the membership change in the issue's 3 s
+        self.peer_silence_s = 1.0
+        self.keepalive_s = 0.1
+        #: S_cur_window: data packets sent and not yet acknowledged, at most. 512 x 1400 bytes
+        #: covers 100 Mbit/s x 57 ms (a WAN round trip at the lab's speed), and bounds how far
+        #: ahead a packet may be and how long a NACK list gets
+        self.window_packets = 512
+        #: the token bucket: data bytes per second, and the largest burst. 100 Mbit/s, the
+        #: lab's LAN (set it to the WAN's speed, e.g. 250000 for 2 Mbit/s); a burst of 64 KB
+        #: is what a 2 Mbit/s router queue of a quarter second holds
+        self.rate_bytes_s = 12500000
+        self.burst_bytes = 65536
+        #: largest datagram (as the ring's: fits a 1500-byte Ethernet MTU)
+        self.max_packet_bytes = 1400
+        #: payloads waiting for the window or the bucket, at most (submit refuses beyond): a
+        #: link to a slow site holds its own queue and never blocks the other links
+        self.max_queued_packets = 20000
+        for key, value in overrides.items():
+            if not hasattr(self, key):
+                raise TypeError("unknown HOP setting %r" % key)
             setattr(self, key, value)
 
 
@@ -1277,6 +1327,87 @@ def encode_ring_packet(p: RingPacket, seal: Optional[RingSeal] = None) -> bytes:
     if isinstance(p, RingLeave):
         return encode_ring_leave(p, seal)
     return encode_ring_merge(p, seal)
+
+# ---- HOP: the packets of a link between two sites (thesis 7.3.2.1) --------------------------------
+# Sealed as the ring's (RingSeal: magic, version, type, configuration stamp; CRC or the key's
+# tag). After the header:
+#   DATA  sender pid, link seq (u64), payload (the rest: packed pieces of messages)
+#   ACK   sender pid, its R_link_aru (u64), its S_highest_linkseq (u64): "I hold all up to
+#         link_aru of yours; I have sent up to highest_linkseq" (the second lets the peer see
+#         that the tail of a burst was lost)
+#   NACK  sender pid, its R_link_aru (u64), count (u16), that many missing link seqs (u64)
+
+class HopData:
+    __slots__ = ("sender", "seq", "payload")
+
+    def __init__(self, sender: Pid, seq: int, payload: bytes) -> None:
+        self.sender, self.seq, self.payload = sender, seq, payload
+
+
+class HopAck:
+    __slots__ = ("sender", "link_aru", "highest_linkseq")
+
+    def __init__(self, sender: Pid, link_aru: int, highest_linkseq: int) -> None:
+        self.sender, self.link_aru, self.highest_linkseq = sender, link_aru, highest_linkseq
+
+
+class HopNack:
+    __slots__ = ("sender", "link_aru", "missing")
+
+    def __init__(self, sender: Pid, link_aru: int, missing: List[int]) -> None:
+        self.sender, self.link_aru, self.missing = sender, link_aru, missing
+
+
+HopPacket = Union[HopData, HopAck, HopNack]
+
+
+def encode_hop_data(sender: Pid, seq: int, payload: bytes, seal: Optional[RingSeal] = None) -> bytes:
+    seal = seal or OPEN_SEAL
+    return seal.seal(seal.header(PT_HOP_DATA) + _pid_bytes(sender) + _U64.pack(seq) + payload)
+
+
+def encode_hop_ack(sender: Pid, link_aru: int, highest_linkseq: int,
+                   seal: Optional[RingSeal] = None) -> bytes:
+    seal = seal or OPEN_SEAL
+    return seal.seal(seal.header(PT_HOP_ACK) + _pid_bytes(sender) + _U64.pack(link_aru)
+                     + _U64.pack(highest_linkseq))
+
+
+def encode_hop_nack(sender: Pid, link_aru: int, missing: Sequence[int],
+                    seal: Optional[RingSeal] = None) -> bytes:
+    seal = seal or OPEN_SEAL
+    return seal.seal(seal.header(PT_HOP_NACK) + _pid_bytes(sender) + _U64.pack(link_aru)
+                     + _U16.pack(len(missing)) + b"".join(_U64.pack(s) for s in missing))
+
+
+def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket:
+    """bytes -> HopData / HopAck / HopNack, or RingWireError saying why not (a ring packet
+    here is one too: "not a HOP packet")."""
+    seal = seal or OPEN_SEAL
+    ptype, body = seal.open(data)
+    if ptype not in (PT_HOP_DATA, PT_HOP_ACK, PT_HOP_NACK):
+        raise RingWireError("not a HOP packet (type %d)" % ptype)
+    r = _RingReader(body)
+    r.pos = RING_HEADER_BYTES
+    sender = r.pid()
+    if ptype == PT_HOP_DATA:
+        seq = r.counter()
+        packet = HopData(sender, seq, r.take(r.size - r.pos))  # type: HopPacket
+    elif ptype == PT_HOP_ACK:
+        aru, highest = r.counter(), r.counter()
+        packet = HopAck(sender, aru, highest)
+    else:
+        aru, count = r.counter(), r.u16()
+        packet = HopNack(sender, aru, [r.counter() for _ in range(count)])
+    r.end()
+    if ptype == PT_HOP_DATA and packet.seq == 0:
+        raise RingWireError("HOP data with link seq 0 (they start at 1)")
+    if not seal.same_configuration(data):
+        stamp = (data[7], bytes(data[8:12]), bytes(data[12:16]))
+        raise RingConfigurationError("a HOP packet of another configuration: %s"
+                                     % stamp_difference(stamp, seal.stamp), stamp, sender)
+    return packet
+
 
 # ---- Ring: daemon messages as the ring carries them ---------------------------------------
 _RING_MSG_HEAD = struct.Struct(">BIIH")  # kind, service bits, hint (raw 32 bits), groups count
@@ -5297,6 +5428,363 @@ class RingGroupCore(GroupCore):
                 self._enqueue(session, message)
         self.log.append("%s: network change, %d members in %d vs_sets" % (
             group.name, len(group.ordered), len(vs_sets)))
+
+
+# ---- Sites: representatives and dissemination trees (thesis 7.3.1, 7.3.2) -------------------------
+# Each Spread_Segment is a site; its daemons form one ring. These are pure functions of the
+# configuration and of an agreed membership, so every daemon computes the same answer without
+# a message.
+
+def site_representative(configured: Sequence[str], live: Iterable[str]) -> Optional[str]:
+    """The daemon that carries a site's wide-area traffic: the first of the site's daemons, in
+    the order of spread.conf, that is in the ring's current membership (None: nobody is).
+    Why this rule: every member of the ring knows the file and the agreed membership, so all
+    name the same daemon at once, with no election; and a student reading spread.conf can say
+    who it is. It changes only when a daemon earlier in the file leaves or comes back."""
+    alive = set(live)
+    return next((name for name in configured if name in alive), None)
+
+
+@dataclass
+class SiteTree:
+    """One site's dissemination tree over the live sites (7.3.2): the parent of each site
+    reached (the source has none), its distance from the source (the sum of link costs), and
+    the sites that could not be reached over the live sites."""
+    source: int
+    parent: Dict[int, Optional[int]]
+    distance: Dict[int, int]
+    unreachable: List[int]
+
+    def children(self, site: int) -> List[int]:
+        """The sites a packet of this tree goes on to from `site` (ascending)."""
+        return sorted(s for s, p in self.parent.items() if p == site)
+
+
+def dissemination_tree(costs: Sequence[Sequence[int]], source: int,
+                       live: Iterable[int]) -> SiteTree:
+    """Dijkstra's shortest paths from `source` over the live sites; costs[i][j] is the cost of
+    the direct link i -> j (0: none). Ties are broken so that every daemon builds the same
+    tree: sites are settled in (distance, site id) order, and between two parents that give
+    the same distance the one with the lower site id wins."""
+    sites = sorted(set(live) | {source})
+    distance: Dict[int, int] = {source: 0}
+    parent: Dict[int, Optional[int]] = {source: None}
+    settled = set()
+    heap = [(0, source)]
+    while heap:
+        dist, site = heapq.heappop(heap)
+        if site in settled:
+            continue
+        settled.add(site)
+        for other in sites:
+            cost = costs[site][other]
+            if other in settled or other == site or cost <= 0:
+                continue
+            candidate = dist + cost
+            known = distance.get(other)
+            if known is None or candidate < known or (candidate == known and site < parent[other]):
+                distance[other], parent[other] = candidate, site
+                heapq.heappush(heap, (candidate, other))
+    return SiteTree(source, parent, distance, [s for s in sites if s not in settled])
+
+
+def dissemination_trees(costs: Sequence[Sequence[int]], live: Iterable[int]) -> Dict[int, SiteTree]:
+    """Every live site's own tree (7.3.2: one per site, better than one shared tree)."""
+    sites = sorted(set(live))
+    return {site: dissemination_tree(costs, site, sites) for site in sites}
+
+
+# ---- HOP: the link between two sites (thesis 7.3.2.1) --------------------------------------------
+
+@dataclass
+class HopPeerDead:
+    """The dead-peer rule fired: the link is over and a membership change must start.
+    reason: "silence" (nothing from the peer for peer_silence_s) or "requests" (a packet asked
+    for nack_requests_max times and still missing); seq: that packet (requests only)."""
+    peer: Pid
+    reason: str
+    at_s: float
+    seq: Optional[int] = None
+
+
+@dataclass
+class HopOutput:
+    """What one input of a HopLink gives: datagrams for the peer, packets for the layer above
+    as (link seq, payload) in the order they first came in (non-blocking forwarding: a packet
+    is handed up when it arrives, not when the ones before it have), and dead-peer events."""
+    send: List[bytes] = field(default_factory=list)
+    deliver: List[Tuple[int, bytes]] = field(default_factory=list)
+    events: List[HopPeerDead] = field(default_factory=list)
+
+
+class HopLink:
+    """The sans-I/O core of one point-to-point HOP link (thesis 7.3.2.1), both directions of it.
+    Fed with submit(payload, now), datagram(bytes, now) and tick(now); each returns a HopOutput.
+    It never reads the clock; next_deadline_s() says when tick() has work.
+
+    Sender: S_highest_linkseq (s_highest_linkseq), S_other_end_aru (s_other_end_aru),
+    S_cur_window (s_cur_window, packets sent and not yet acknowledged, at most), the packets
+    kept until acknowledged, and the token bucket (rate_bytes_s, burst_bytes) that every data
+    packet, new or sent again, draws from. Receiver: R_highest_seq (r_highest_seq), R_link_aru
+    (r_link_aru) and the retransmit list (retransmit_list: missing seq -> times asked for).
+    Both: Pkt_cnt_linkack (pkt_cnt_linkack) against Max_pkt_btw_ack (settings.max_pkt_btw_ack).
+
+    A datagram that does not decode, comes from another daemon or names sequences the link
+    never had is dropped and counted (counters["dropped_<reason>"]); it changes nothing."""
+
+    def __init__(self, me: Pid, peer: Pid, settings: Optional[HopSettings] = None,
+                 seal: Optional[RingSeal] = None, now: float = 0.0) -> None:
+        self.me, self.peer = me, peer
+        self.settings = settings or HopSettings()
+        self.seal = seal or OPEN_SEAL
+        self.counters: Dict[str, int] = collections.Counter()
+        self.dead: Optional[HopPeerDead] = None
+        # sender
+        self.s_highest_linkseq = 0
+        self.s_other_end_aru = 0
+        self.s_cur_window = self.settings.window_packets
+        self._queue: "collections.deque[bytes]" = collections.deque()  # payloads not yet sent
+        self._unacked: Dict[int, bytes] = {}  # seq -> its datagram, until the peer has it
+        self._resend: "collections.deque[int]" = collections.deque()  # NACKed, to go first
+        self._tokens_bytes = float(self.settings.burst_bytes)
+        self._tokens_at_s = now
+        # receiver
+        self.r_highest_seq = 0
+        self.r_link_aru = 0
+        self.retransmit_list: Dict[int, int] = {}
+        self._nack_due_s: Optional[float] = None
+        # both
+        self.pkt_cnt_linkack = 0
+        self._ack_due_s: Optional[float] = None
+        self._heard_s = now
+        self._sent_s = now
+        self._out = HopOutput()
+        overhead = len(encode_hop_data(me, 0, b"", self.seal))
+        self.max_payload_bytes = self.settings.max_packet_bytes - overhead
+        nack_overhead = len(encode_hop_nack(me, 0, [], self.seal))
+        self._nack_entries_max = (self.settings.max_packet_bytes - nack_overhead) // 8
+        if self.max_payload_bytes < 1 or self.settings.burst_bytes < self.settings.max_packet_bytes:
+            raise RingUsageError("HopSettings: max_packet_bytes leaves no room for data, or "
+                                 "burst_bytes is below one packet")
+
+    # ------------------------------------------------------------ inputs
+    def submit(self, payload: bytes, now: float) -> HopOutput:
+        """Queue one packet's payload for the peer (at most max_payload_bytes; at most
+        max_queued_packets waiting: RingUsageError beyond, the caller keeps it)."""
+        if len(payload) > self.max_payload_bytes:
+            raise RingUsageError("a HOP payload of %d bytes (at most %d)" % (len(payload), self.max_payload_bytes))
+        if len(self._queue) >= self.settings.max_queued_packets:
+            raise RingUsageError("HOP link to %s: %d packets already wait" % (self.peer[0], len(self._queue)))
+        if self.dead is None:
+            self._queue.append(bytes(payload))
+            self._pump(now)
+        return self._take_output()
+
+    def datagram(self, data: bytes, now: float) -> HopOutput:
+        if self.dead is None:
+            try:
+                packet = decode_hop_packet(data, self.seal)
+                self._check_sender(packet)
+                HOP_DISPATCH[type(packet)](self, packet, now)
+            except RingPeerError as exc:
+                self.counters["dropped_" + getattr(exc, "reason", "garbage")] += 1
+            else:
+                self._heard_s = now
+            self._pump(now)
+        return self._take_output()
+
+    def tick(self, now: float) -> HopOutput:
+        if self.dead is None:
+            self._check_timers(now)
+        if self.dead is None:
+            self._pump(now)
+        return self._take_output()
+
+    def next_deadline_s(self) -> float:
+        """The earliest time at which tick() has something to do (inf: the link is over)."""
+        if self.dead is not None:
+            return float("inf")
+        s = self.settings
+        times = [self._heard_s + s.peer_silence_s, self._sent_s + s.keepalive_s]
+        times += [t for t in (self._nack_due_s, self._ack_due_s) if t is not None]
+        waiting = self._next_data_bytes()
+        if waiting:
+            times.append(self._tokens_at_s + max(0.0, waiting - self._tokens_bytes) / s.rate_bytes_s)
+        return min(times)
+
+    def outstanding_packets(self) -> int:
+        return self.s_highest_linkseq - self.s_other_end_aru
+
+    def idle(self) -> bool:
+        """Nothing waits to go and the peer has everything we sent."""
+        return not self._queue and not self._unacked
+
+    # ------------------------------------------------------------ receiving
+    def _check_sender(self, packet: "HopPacket") -> None:
+        if packet.sender != self.peer:
+            raise RingWireError("a HOP packet from %s, this link is to %s" % (packet.sender, self.peer), "stranger")
+
+    def _on_data(self, p: "HopData", now: float) -> None:
+        seq = p.seq
+        if seq > self.r_link_aru + self.settings.window_packets:
+            raise RingWireError("HOP data seq %d beyond the window" % seq, "beyond_window")
+        if seq <= self.r_link_aru or (seq <= self.r_highest_seq and seq not in self.retransmit_list):
+            self.counters["duplicates"] += 1
+            return
+        self._out.deliver.append((seq, p.payload))
+        self.counters["data_received"] += 1
+        if seq > self.r_highest_seq:
+            self._gap_up_to(seq - 1, now)
+            self.r_highest_seq = seq
+        else:
+            del self.retransmit_list[seq]
+        self._advance_aru()
+        self._count_for_ack(now)
+
+    def _on_ack(self, p: "HopAck", now: float) -> None:
+        self._check_aru(p.link_aru)
+        if p.highest_linkseq > self.r_link_aru + self.settings.window_packets:
+            raise RingWireError("HOP ack names seq %d beyond the window" % p.highest_linkseq, "beyond_window")
+        self._acknowledged(p.link_aru)
+        self._gap_up_to(p.highest_linkseq, now)  # the tail of a burst may be lost
+        self.r_highest_seq = max(self.r_highest_seq, p.highest_linkseq)
+        self._advance_aru()
+
+    def _on_nack(self, p: "HopNack", now: float) -> None:
+        self._check_aru(p.link_aru)
+        if any(seq > self.s_highest_linkseq for seq in p.missing):
+            raise RingWireError("HOP nack asks for a packet never sent", "never_sent")
+        self._acknowledged(p.link_aru)
+        self.counters["nacks_received"] += 1
+        for seq in p.missing:
+            if seq in self._unacked and seq not in self._resend:
+                self._resend.append(seq)
+
+    def _check_aru(self, aru: int) -> None:
+        if aru > self.s_highest_linkseq:
+            raise RingWireError("HOP peer acknowledges seq %d, we sent up to %d" % (aru, self.s_highest_linkseq), "never_sent")
+
+    def _acknowledged(self, aru: int) -> None:
+        while self.s_other_end_aru < aru:
+            self.s_other_end_aru += 1
+            self._unacked.pop(self.s_other_end_aru, None)
+
+    def _gap_up_to(self, last: int, now: float) -> None:
+        """Every seq above R_highest_seq up to `last` is missing: into the retransmit list, and
+        the short timer starts (a reordered packet may still come)."""
+        for seq in range(self.r_highest_seq + 1, last + 1):
+            self.retransmit_list[seq] = 0
+        if last > self.r_highest_seq and self._nack_due_s is None:
+            self._nack_due_s = now + self.settings.nack_wait_s
+
+    def _advance_aru(self) -> None:
+        self.r_link_aru = min(self.retransmit_list) - 1 if self.retransmit_list else self.r_highest_seq
+        if not self.retransmit_list:
+            self._nack_due_s = None
+
+    def _count_for_ack(self, now: float) -> None:
+        """Pkt_cnt_linkack counts data packets sent or received since our last ACK: at
+        Max_pkt_btw_ack one goes at once, else ack_delay_s after the first."""
+        self.pkt_cnt_linkack += 1
+        if self.pkt_cnt_linkack >= self.settings.max_pkt_btw_ack:
+            self._send_ack(now)
+        elif self._ack_due_s is None:
+            self._ack_due_s = now + self.settings.ack_delay_s
+
+    # ------------------------------------------------------------ timers
+    def _check_timers(self, now: float) -> None:
+        s = self.settings
+        if now - self._heard_s >= s.peer_silence_s:
+            self._declare_dead("silence", now)
+            return
+        if self._nack_due_s is not None and now >= self._nack_due_s:
+            if self._send_nacks(now):
+                return
+        if self._ack_due_s is not None and now >= self._ack_due_s:
+            self._send_ack(now)
+        if now - self._sent_s >= s.keepalive_s:
+            self._send_ack(now)  # a keep-alive: the peer's silence rule hears us
+
+    def _send_nacks(self, now: float) -> bool:
+        """The NACK timer expired with packets still missing: ask for every one of them (in
+        as many datagrams as it takes), or declare the peer dead if one was asked for too
+        often. True: the peer is dead."""
+        for seq in sorted(self.retransmit_list):
+            if self.retransmit_list[seq] >= self.settings.nack_requests_max:
+                self._declare_dead("requests", now, seq)
+                return True
+        missing = sorted(self.retransmit_list)
+        for start in range(0, len(missing), self._nack_entries_max):
+            part = missing[start:start + self._nack_entries_max]
+            self._emit(encode_hop_nack(self.me, self.r_link_aru, part, self.seal), now)
+            self.counters["nacks_sent"] += 1
+        for seq in missing:
+            self.retransmit_list[seq] += 1
+        self._nack_due_s = now + self.settings.nack_interval_s
+        return False
+
+    def _send_ack(self, now: float) -> None:
+        self._emit(encode_hop_ack(self.me, self.r_link_aru, self.s_highest_linkseq, self.seal), now)
+        self.counters["acks_sent"] += 1
+        self.pkt_cnt_linkack = 0
+        self._ack_due_s = None
+
+    def _declare_dead(self, reason: str, now: float, seq: Optional[int] = None) -> None:
+        self.dead = HopPeerDead(self.peer, reason, now, seq)
+        self._out.events.append(self.dead)
+
+    # ------------------------------------------------------------ sending: window and bucket
+    def _refill(self, now: float) -> None:
+        s = self.settings
+        if now > self._tokens_at_s:
+            self._tokens_bytes = min(float(s.burst_bytes),
+                                     self._tokens_bytes + (now - self._tokens_at_s) * s.rate_bytes_s)
+            self._tokens_at_s = now
+
+    def _next_data_bytes(self) -> int:
+        """The size of the next data datagram that waits (0: none may go now)."""
+        while self._resend and self._resend[0] not in self._unacked:
+            self._resend.popleft()  # acknowledged since it was asked for
+        if self._resend:
+            return len(self._unacked[self._resend[0]])
+        if self._queue and self.outstanding_packets() < self.s_cur_window:
+            return self.max_packet_bytes_for(self._queue[0])
+        return 0
+
+    def max_packet_bytes_for(self, payload: bytes) -> int:
+        return self.settings.max_packet_bytes - self.max_payload_bytes + len(payload)
+
+    def _pump(self, now: float) -> None:
+        """Send what the window and the bucket allow: packets asked for again first, at once
+        and out of order, then new ones. Both kinds draw from the bucket."""
+        self._refill(now)
+        while True:
+            size = self._next_data_bytes()
+            if not size or self._tokens_bytes < size:
+                return
+            self._tokens_bytes -= size
+            if self._resend:
+                self._emit(self._unacked[self._resend.popleft()], now)
+                self.counters["retransmitted"] += 1
+                continue
+            self.s_highest_linkseq += 1
+            datagram = encode_hop_data(self.me, self.s_highest_linkseq, self._queue.popleft(), self.seal)
+            self._unacked[self.s_highest_linkseq] = datagram
+            self._emit(datagram, now)
+            self.counters["data_sent"] += 1
+            self._count_for_ack(now)
+
+    def _emit(self, datagram: bytes, now: float) -> None:
+        self._out.send.append(datagram)
+        self._sent_s = now
+
+    def _take_output(self) -> HopOutput:
+        out, self._out = self._out, HopOutput()
+        return out
+
+
+#: HOP packet -> HopLink's handler (h11's table: one place says what each packet does)
+HOP_DISPATCH = {HopData: HopLink._on_data, HopAck: HopLink._on_ack, HopNack: HopLink._on_nack}
 
 
 # =============================================================================================
