@@ -5517,6 +5517,11 @@ class HopOutput:
     events: List[HopPeerDead] = field(default_factory=list)
 
 
+#: rounding in the bucket's refill: next_deadline_s() names the moment the bytes are there,
+#: and tick() at that moment must find them (else the caller ticks for ever at that moment)
+BUCKET_SLACK_BYTES = 1e-6
+
+
 class HopLink:
     """The sans-I/O core of one point-to-point HOP link (thesis 7.3.2.1), both directions of it.
     Fed with submit(payload, now), datagram(bytes, now) and tick(now); each returns a HopOutput.
@@ -5585,7 +5590,7 @@ class HopLink:
             try:
                 packet = decode_hop_packet(data, self.seal)
                 self._check_sender(packet)
-                HOP_DISPATCH[type(packet)](self, packet, now)
+                getattr(self, HOP_DISPATCH[type(packet)])(packet, now)
             except RingPeerError as exc:
                 self.counters["dropped_" + getattr(exc, "reason", "garbage")] += 1
             else:
@@ -5694,7 +5699,7 @@ class HopLink:
     # ------------------------------------------------------------ timers
     def _check_timers(self, now: float) -> None:
         s = self.settings
-        if now - self._heard_s >= s.peer_silence_s:
+        if now >= self._heard_s + s.peer_silence_s:  # the same sum next_deadline_s() gives
             self._declare_dead("silence", now)
             return
         if self._nack_due_s is not None and now >= self._nack_due_s:
@@ -5702,7 +5707,7 @@ class HopLink:
                 return
         if self._ack_due_s is not None and now >= self._ack_due_s:
             self._send_ack(now)
-        if now - self._sent_s >= s.keepalive_s:
+        if now >= self._sent_s + s.keepalive_s:
             self._send_ack(now)  # a keep-alive: the peer's silence rule hears us
 
     def _send_nacks(self, now: float) -> bool:
@@ -5760,7 +5765,7 @@ class HopLink:
         self._refill(now)
         while True:
             size = self._next_data_bytes()
-            if not size or self._tokens_bytes < size:
+            if not size or self._tokens_bytes < size - BUCKET_SLACK_BYTES:
                 return
             self._tokens_bytes -= size
             if self._resend:
@@ -5783,8 +5788,9 @@ class HopLink:
         return out
 
 
-#: HOP packet -> HopLink's handler (h11's table: one place says what each packet does)
-HOP_DISPATCH = {HopData: HopLink._on_data, HopAck: HopLink._on_ack, HopNack: HopLink._on_nack}
+#: HOP packet -> the name of HopLink's handler (h11's table: one place says what each packet
+#: does; names, so that a subclass's handler is the one called)
+HOP_DISPATCH = {HopData: "_on_data", HopAck: "_on_ack", HopNack: "_on_nack"}
 
 
 # =============================================================================================
