@@ -29,6 +29,12 @@ from another daemon meets, in order (thesis 7.3.1 names the levels):
                         HopLink will; token, link_seq, link_aru, rtr, flow control, packing;
                         one _Ring per ring (its packet store)
   Routing               which links a packet goes on to (with one ring: none)
+  HopLink               LINK level between sites (7.3.2.1; not in the daemon yet): one
+                        point-to-point link's core, decode_hop_packet -> HopData / HopAck /
+                        HopNack, the HOP_DISPATCH table; window, token bucket, NACKs, the
+                        dead-peer rule (HopPeerDead); HopSettings. Beside it, pure functions of
+                        the sites (one per Spread_Segment): site_representative and
+                        dissemination_tree -> SiteTree over SpreadConfig.site_costs()
   Transport, SiteStream TRANSPORT level (7.3.3): streams keyed by site id; pieces into
                         _Message (a _GapMarker for a packet lost with a configuration), order
                         by {lts, site} and service type, Deliver; MessageInProgress on the way
