@@ -451,7 +451,7 @@ class HopSettings:
     def __init__(self, **overrides):
         #: Max_pkt_btw_ack: a link ACK goes after this many data packets sent or received since
         #: the last one; a sixteenth of the window, so the sender's window moves on long before
-        #: it fills, at one small ACK per 16 packets of up to 1400 bytes
+        #: it fills, at one small ACK per 32 packets of up to 1400 bytes
         self.max_pkt_btw_ack = 32
         #: ... or this long after the first of them: a trickle is acknowledged too, and the
         #: tail of a burst lost on the way is noticed by the peer this soon
