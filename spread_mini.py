@@ -16,15 +16,31 @@ from another daemon meets, in order (thesis 7.3.1 names the levels):
 
   DaemonServer          I/O loop: recvfrom() on the ring's UDP socket; performs actions
   Daemon.datagram       the core's input; a source outside the configuration is a stranger
-  RingOrderer.receive   decode_ring_packet -> RingData / RingToken / RingJoin / RingCommit /
-                        RingMerge / RingUnreliable / RingLeave (with RingChunk, RingCommitEntry;
-                        RingWireError for garbage); membership: GATHER, COMMIT, RECOVERY,
-                        OPERATIONAL (Totem's), ConfigurationChange out
-  RingLink, _Ring       link level: token, link_seq, link_aru, rtr, flow control, one _Ring
-                        per ring (its packet store)
-  Transport, SiteStream transport level: pieces into _Message (a _GapMarker for a packet lost
-                        with a configuration), order by {lts, site} and service type, Deliver
-  RingGroupCore         groups across daemons (GroupCore, Group: one daemon's table)
+  RingSeal, decode_ring_packet   wire: header, configuration stamp, CRC or the key's tag ->
+                        RingData / RingToken / RingJoin / RingCommit / RingMerge /
+                        RingUnreliable / RingLeave (with RingChunk, RingCommitEntry); a bad
+                        one is a RingWireError (a RingPeerError: dropped and counted), a
+                        caller's mistake a RingUsageError
+  RingOrderer.receive   membership (Totem's GATHER, COMMIT, RECOVERY, OPERATIONAL, LEFT): the
+                        DISPATCH table (state, packet type) -> handler; one _enter_* per
+                        state, every change logged with its reason; its records Recovery
+                        (the commit token's plan), HeldToken, SentToken; ConfigurationChange out
+  Link, RingLink, _Ring LINK level (7.3.2.2): the Link interface that RingLink implements and a
+                        HopLink will; token, link_seq, link_aru, rtr, flow control, packing;
+                        one _Ring per ring (its packet store)
+  Routing               which links a packet goes on to (with one ring: none)
+  HopLink               LINK level between sites (7.3.2.1; not in the daemon yet): one
+                        point-to-point link's core, decode_hop_packet -> HopData / HopAck /
+                        HopNack, the HOP_DISPATCH table; window, token bucket, NACKs, the
+                        dead-peer rule (HopPeerDead); HopSettings. Beside it, pure functions of
+                        the sites (one per Spread_Segment): site_representative and
+                        dissemination_tree -> SiteTree over SpreadConfig.site_costs()
+  Transport, SiteStream TRANSPORT level (7.3.3): streams keyed by site id; pieces into
+                        _Message (a _GapMarker for a packet lost with a configuration), order
+                        by {lts, site} and service type, Deliver; MessageInProgress on the way
+                        down
+  RingGroupCore         groups across daemons (GroupCore, Group: one daemon's table;
+                        StateExchange after every ring change)
   ClientSession.out     an Outbox per client; Daemon returns Write actions
   DaemonServer          send() to the client's socket
 
@@ -43,10 +59,12 @@ Usage:
 """
 from __future__ import annotations
 
+import abc
 import argparse
 import collections
 import errno
 import hashlib
+import heapq
 import hmac
 import ipaddress
 import os
@@ -62,7 +80,7 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 try:
     import rich
@@ -275,9 +293,24 @@ TRANSITIONS = {
 CONF_REGULAR = "regular"  # the values spread_mini's ConfigurationChange uses
 CONF_TRANSITIONAL = "transitional"
 
+#: Kinds of daemon message (what the transport orders and delivers; thesis 7.3.3). A client's
+#: data, its joins and leaves, a disconnect, and a daemon's STATE: the groups of its clients,
+#: exchanged after every ring change. RING_KINDS gives each its byte in the ring's messages.
+DATA = "DATA"
+JOIN = "JOIN"
+LEAVE = "LEAVE"
+KILL = "KILL"
+STATE = "STATE"
+RING_KINDS = {DATA: 0, JOIN: 1, LEAVE: 2, KILL: 3, STATE: 4}
+RING_KIND_NAMES = {v: k for k, v in RING_KINDS.items()}
+
+#: Kinds of daemon-daemon packet (the LINK level and membership; one byte in every header:
+#: Wire format says what each carries)
 RING_MAGIC = b"SMRG"  # spread_mini ring: every daemon-daemon datagram starts with it
 RING_VERSION = 2  # 2: the configuration stamp in the header, and the key's tag
 PT_DATA, PT_TOKEN, PT_JOIN, PT_COMMIT, PT_MERGE, PT_UNRELIABLE, PT_LEAVE = 1, 2, 3, 4, 5, 6, 7
+#: HOP links between sites (thesis 7.3.2.1), sealed as the ring's packets
+PT_HOP_DATA, PT_HOP_ACK, PT_HOP_NACK = 8, 9, 10
 PACKET_TYPE_NAMES = {PT_DATA: "data", PT_TOKEN: "token", PT_JOIN: "join",
                      PT_COMMIT: "commit", PT_MERGE: "merge", PT_UNRELIABLE: "unreliable",
                      PT_LEAVE: "leave"}
@@ -416,6 +449,53 @@ class RingSettings:
             setattr(self, key, value)
 
 
+class HopSettings:
+    """Tunable values of one HOP link (thesis 7.3.2.1 leaves every number open; lab_guide.md,
+    "HOP links: the numbers we chose", says why each). Both ends of a link need the same."""
+
+    def __init__(self, **overrides):
+        #: Max_pkt_btw_ack: a link ACK goes after this many data packets sent or received since
+        #: the last one; a sixteenth of the window, so the sender's window moves on long before
+        #: it fills, at one small ACK per 32 packets of up to 1400 bytes
+        self.max_pkt_btw_ack = 32
+        #: ... or this long after the first of them: a trickle is acknowledged too, and the
+        #: tail of a burst lost on the way is noticed by the peer this soon
+        self.ack_delay_s = 0.005
+        #: a gap waits this long before the first NACK: a packet the network only reordered
+        #: arrives within a millisecond or two, a lost one never does
+        self.nack_wait_s = 0.005
+        #: the NACK goes again this often while the gap stays: above a WAN round trip (tens
+        #: of ms), so that a retransmission on its way is not asked for twice
+        self.nack_interval_s = 0.1
+        #: dead-peer rule: a packet asked for this many times and still missing. At 10 % loss
+        #: a request and its answer both get through 81 % of the time: ten failures in a row
+        #: happen once in 6 x 10**7; a dead peer is found within 0.005 + 10 x 0.1 s
+        self.nack_requests_max = 10
+        #: dead-peer rule: nothing from the peer for this long. Each end sends a keep-alive
+        #: ACK when it has sent nothing for keepalive_s: ten lost in a row at 10 % loss is
+        #: 10**-10; one second leaves two for the membership change in the issue's 3 s
+        self.peer_silence_s = 1.0
+        self.keepalive_s = 0.1
+        #: S_cur_window: data packets sent and not yet acknowledged, at most. 512 x 1400 bytes
+        #: covers 100 Mbit/s x 57 ms (a WAN round trip at the lab's speed), and bounds how far
+        #: ahead a packet may be and how long a NACK list gets
+        self.window_packets = 512
+        #: the token bucket: data bytes per second, and the largest burst. 100 Mbit/s, the
+        #: lab's LAN (set it to the WAN's speed, e.g. 250000 for 2 Mbit/s); a burst of 64 KB
+        #: is what a 2 Mbit/s router queue of a quarter second holds
+        self.rate_bytes_s = 12500000
+        self.burst_bytes = 65536
+        #: largest datagram (as the ring's: fits a 1500-byte Ethernet MTU)
+        self.max_packet_bytes = 1400
+        #: payloads waiting for the window or the bucket, at most (submit refuses beyond): a
+        #: link to a slow site holds its own queue and never blocks the other links
+        self.max_queued_packets = 20000
+        for key, value in overrides.items():
+            if not hasattr(self, key):
+                raise TypeError("unknown HOP setting %r" % key)
+            setattr(self, key, value)
+
+
 # =============================================================================================
 # Wire format
 # =============================================================================================
@@ -485,7 +565,8 @@ def unpad_name(raw: bytes) -> str:
     return name
 
 
-def name_is_legal(name: str, min_char: int = GROUP_NAME_MIN_CHAR, max_len: int = MAX_GROUP_NAME - 1) -> bool:
+def name_is_legal(name: str, min_char: int = GROUP_NAME_MIN_CHAR,
+                  max_len: int = MAX_GROUP_NAME - 1) -> bool:
     """1..max_len characters, each between min_char and '~'."""
     return 0 < len(name) <= max_len and all(min_char <= ord(c) <= NAME_MAX_CHAR for c in name)
 
@@ -622,12 +703,29 @@ def equal_group_ids(a, b) -> bool:
 
 FLAG_RECOVERED = 0x01
 
+#: names of the ring's plain values, for the annotations (they are tuples on the wire's terms)
+Pid = Tuple[str, int]  #: a daemon: (name, incarnation)
+RingId = Tuple[int, str, int]  #: a ring: (ring seq, representative's name, its incarnation)
+Stamp = Tuple[int, bytes, bytes]  #: a configuration stamp (configuration_stamp)
 
-class RingWireError(ValueError):
+
+class RingUsageError(ValueError):
+    """The ring core's caller made a mistake (h11's LocalProtocolError): a daemon name, a
+    message or a leave reason that the ring cannot carry. A bug in the daemon or a wrong
+    argument, never the network's doing: it is raised to the caller."""
+
+
+class RingPeerError(ValueError):
+    """Another daemon, or whoever sends to our ring port, misbehaved (h11's
+    RemoteProtocolError). Never raised to the ring core's caller: the packet is dropped and
+    counted, and the ring goes on."""
+
+
+class RingWireError(RingPeerError):
     """A datagram that is not a well-formed ring packet of our version and configuration
     (dropped, and counted as dropped_<reason>)."""
 
-    def __init__(self, text, reason="garbage"):
+    def __init__(self, text: str, reason: str = "garbage") -> None:
         super().__init__(text)
         #: the counter's name: garbage, no_tag, bad_tag, unexpected_tag, different_configuration
         self.reason = reason
@@ -636,13 +734,14 @@ class RingWireError(ValueError):
 class RingConfigurationError(RingWireError):
     """A well-formed packet of another configuration: what its stamp says, and who sent it."""
 
-    def __init__(self, text, stamp, sender):
+    def __init__(self, text: str, stamp: Stamp, sender: Pid) -> None:
         super().__init__(text, "different_configuration")
         self.stamp = stamp  #: (daemons, daemons hash, settings hash) of the sender's file
         self.sender = sender  #: (name, incarnation) from its body
 
 
-def configuration_stamp(daemons=(), settings=None):
+def configuration_stamp(daemons: Sequence[Tuple[str, str, int]] = (),
+                        settings: Optional[RingSettings] = None) -> Stamp:
     """What a daemon's configuration says that must be the same at every daemon of a ring:
     (how many daemons, 4 bytes of SHA-256 of their names, addresses and ports, 4 bytes of
     SHA-256 of the ring settings). daemons: (name, ip, port) each. Without daemons (the tests'
@@ -657,7 +756,7 @@ def configuration_stamp(daemons=(), settings=None):
             hashlib.sha256(tuned).digest()[:4])
 
 
-def stamp_difference(theirs, ours):
+def stamp_difference(theirs: Stamp, ours: Stamp) -> str:
     """What differs between two configuration stamps, for people."""
     if theirs[0] != ours[0]:
         return "it lists %d daemons, we list %d" % (theirs[0], ours[0])
@@ -680,23 +779,23 @@ class RingSeal:
     that came in and says why it is refused (RingWireError.reason). Without a key and a
     configuration (OPEN_SEAL) the packets are those of the tests and the simulator."""
 
-    def __init__(self, key=None, stamp=None):
+    def __init__(self, key: Optional[bytes] = None, stamp: Optional[Stamp] = None) -> None:
         self.key = key
         self.stamp = stamp or configuration_stamp()
         self.flags = FLAG_TAGGED if key else 0
         self.trailer_bytes = RING_TAG_BYTES if key else 4
         self._stamp_bytes = struct.pack(">B", self.stamp[0]) + self.stamp[1] + self.stamp[2]
 
-    def header(self, ptype):
+    def header(self, ptype: int) -> bytes:
         return _RING_HEADER.pack(RING_MAGIC, RING_VERSION, ptype, self.flags, self.stamp[0],
                                  self.stamp[1], self.stamp[2])
 
-    def seal(self, raw):
+    def seal(self, raw: bytes) -> bytes:
         if self.key:
             return raw + hmac.digest(self.key, raw, "sha256")[:RING_TAG_BYTES]
         return raw + struct.pack(">I", zlib.crc32(raw) & 0xFFFFFFFF)
 
-    def open(self, data):
+    def open(self, data: bytes) -> Tuple[int, bytes]:
         """(packet type, body without the trailer) of a datagram that passes the header and
         the trailer, else RingWireError with its reason. The stamp is checked by the caller
         (after the body, which names the sender)."""
@@ -724,7 +823,7 @@ class RingSeal:
                                 "packet)", "bad_tag")
         return ptype, body
 
-    def same_configuration(self, data):
+    def same_configuration(self, data: bytes) -> bool:
         return data[7:RING_HEADER_BYTES] == self._stamp_bytes
 
 
@@ -732,7 +831,7 @@ class RingSeal:
 OPEN_SEAL = RingSeal()
 
 
-def read_key_file(path):
+def read_key_file(path: str) -> bytes:
     """The key bytes of a key file made by `keygen`, or ValueError saying what is wrong."""
     try:
         with open(path, "rb") as f:
@@ -745,7 +844,7 @@ def read_key_file(path):
     return key
 
 
-def write_key_file(path, nbytes=RING_KEY_BYTES):
+def write_key_file(path: str, nbytes: int = RING_KEY_BYTES) -> None:
     """A new key file of random bytes, readable by its owner only (mode 0600), as
     corosync-keygen makes one. An existing file is never overwritten (daemons that hold the
     old key would be cut off): FileExistsError."""
@@ -768,47 +867,47 @@ class _RingReader:
 
     __slots__ = ("data", "pos", "size")
 
-    def __init__(self, data):
+    def __init__(self, data: bytes) -> None:
         self.data = data
         self.pos = 0
         self.size = len(data)
 
-    def take(self, n):
+    def take(self, n: int) -> bytes:
         pos = self.pos
         if n < 0 or pos + n > self.size:
             raise RingWireError("truncated packet")
         self.pos = pos + n
         return self.data[pos:pos + n]
 
-    def _fixed(self, st):
+    def _fixed(self, st: struct.Struct) -> tuple:
         pos = self.pos
         if pos + st.size > self.size:
             raise RingWireError("truncated packet")
         self.pos = pos + st.size
         return st.unpack_from(self.data, pos)
 
-    def unpack(self, fmt):
+    def unpack(self, fmt: str) -> tuple:
         st = _RING_STRUCTS.get(fmt)
         if st is None:
             st = _RING_STRUCTS[fmt] = struct.Struct(fmt)
         return self._fixed(st)
 
-    def u8(self):
+    def u8(self) -> int:
         return self._fixed(_U8)[0]
 
-    def u16(self):
+    def u16(self) -> int:
         return self._fixed(_U16)[0]
 
-    def u32(self):
+    def u32(self) -> int:
         return self._fixed(_U32)[0]
 
-    def u64(self):
+    def u64(self) -> int:
         return self._fixed(_U64)[0]
 
-    def counter(self):
+    def counter(self) -> int:
         return _counters(self._fixed(_U64))[0]
 
-    def pid(self):
+    def pid(self) -> Pid:
         n = self.u8()
         if n == 0 or n > MAX_NAME_BYTES:
             raise RingWireError("bad daemon name length %d" % n)
@@ -823,18 +922,18 @@ class _RingReader:
                 _RING_NAMES[raw] = name
         return (name, self.counter())
 
-    def ring_id(self):
+    def ring_id(self) -> RingId:
         seq = self.counter()
         rep = self.pid()
         return (seq, rep[0], rep[1])
 
-    def pid_list(self):
+    def pid_list(self) -> List[Pid]:
         n = self.u16()
         if n > MAX_SET_MEMBERS:
             raise RingWireError("too many members (%d)" % n)
         return [self.pid() for _ in range(n)]
 
-    def end(self):
+    def end(self) -> None:
         if self.pos != self.size:
             raise RingWireError("%d unexpected bytes after the packet" % (self.size - self.pos))
 
@@ -842,7 +941,7 @@ class _RingReader:
 _RING_NAMES = {}  # daemon name bytes -> str (a handful of daemons: decode each once)
 
 
-def _counters(values):
+def _counters(values: Sequence[int]) -> Sequence[int]:
     """values, if every one is at most MAX_WIRE_COUNTER (the daemon adds to them), else
     RingWireError."""
     for v in values:
@@ -851,24 +950,24 @@ def _counters(values):
     return values
 
 
-def _pid_bytes(pid):
+def _pid_bytes(pid: Pid) -> bytes:
     raw = pid[0].encode("utf-8")
     return struct.pack(">B", len(raw)) + raw + struct.pack(">Q", pid[1])
 
 
-def _ring_id_bytes(ring_id):
+def _ring_id_bytes(ring_id: RingId) -> bytes:
     return struct.pack(">Q", ring_id[0]) + _pid_bytes((ring_id[1], ring_id[2]))
 
 
-def _pid_list_bytes(pids):
+def _pid_list_bytes(pids: Iterable[Pid]) -> bytes:
     return struct.pack(">H", len(pids)) + b"".join(_pid_bytes(p) for p in pids)
 
 
-def _ring_header(ptype, seal=None):
+def _ring_header(ptype: int, seal: Optional[RingSeal] = None) -> bytes:
     return (seal or OPEN_SEAL).header(ptype)
 
 
-def _ring_seal(raw, seal=None):
+def _ring_seal(raw: bytes, seal: Optional[RingSeal] = None) -> bytes:
     return (seal or OPEN_SEAL).seal(raw)
 
 
@@ -881,7 +980,8 @@ class RingChunk:
     packet; a big one is fragmented over several packets)."""
     __slots__ = ("origin_counter", "lts", "site_seq", "frag_index", "frag_count", "service", "body")
 
-    def __init__(self, origin_counter, lts, site_seq, frag_index, frag_count, service, body):
+    def __init__(self, origin_counter: int, lts: int, site_seq: int, frag_index: int,
+                 frag_count: int, service: int, body: bytes) -> None:
         self.origin_counter = origin_counter
         self.lts = lts
         self.site_seq = site_seq
@@ -892,9 +992,11 @@ class RingChunk:
 
 
 class RingData:
+    ptype = PT_DATA  #: its packet type on the wire (the key of the orderer's dispatch)
     __slots__ = ("ring_id", "sender", "link_seq", "chunks", "inner", "_raw")
 
-    def __init__(self, ring_id, sender, link_seq, chunks=(), inner=None):
+    def __init__(self, ring_id: RingId, sender: Pid, link_seq: int,
+                 chunks: Sequence[RingChunk] = (), inner: Optional[RingData] = None) -> None:
         self.ring_id = ring_id
         self.sender = sender
         self.link_seq = link_seq
@@ -910,12 +1012,14 @@ class RingToken:
     rtr = rtr list, retrans_flg = retrans_flg (recovery still has old messages to resend).
     site_seq, site_lts and site_aru are the message-level counterparts the thesis adds
     (message count, Lamport time stamp, all-received-up-to in LTS units)."""
+    ptype = PT_TOKEN  #: its packet type on the wire (the key of the orderer's dispatch)
     __slots__ = ("ring_id", "sender", "token_id", "type", "link_seq", "link_aru", "flow_control",
                  "rtr", "site_seq", "site_lts", "site_aru", "site_aru_modifier", "retrans_flg")
 
-    def __init__(self, ring_id, sender, token_id=0, type=TOKEN_REGULAR, link_seq=0, link_aru=0,
-                 flow_control=0, rtr=(), site_seq=0, site_lts=0, site_aru=0,
-                 site_aru_modifier=None, retrans_flg=0):
+    def __init__(self, ring_id: RingId, sender: Pid, token_id: int = 0, type: int = TOKEN_REGULAR,
+                 link_seq: int = 0, link_aru: int = 0, flow_control: int = 0,
+                 rtr: Sequence[int] = (), site_seq: int = 0, site_lts: int = 0, site_aru: int = 0,
+                 site_aru_modifier: Optional[Pid] = None, retrans_flg: int = 0) -> None:
         self.ring_id = ring_id
         self.sender = sender
         self.token_id = token_id
@@ -932,9 +1036,11 @@ class RingToken:
 
 
 class RingJoin:
+    ptype = PT_JOIN  #: its packet type on the wire (the key of the orderer's dispatch)
     __slots__ = ("sender", "ring_seq", "proc_set", "fail_set")
 
-    def __init__(self, sender, ring_seq, proc_set, fail_set):
+    def __init__(self, sender: Pid, ring_seq: int, proc_set: Iterable[Pid],
+                 fail_set: Iterable[Pid]) -> None:
         self.sender = sender
         self.ring_seq = ring_seq
         self.proc_set = sorted(proc_set)
@@ -945,7 +1051,8 @@ class RingCommitEntry:
     """What one member tells the others, on the commit token, about its old ring."""
     __slots__ = ("old_ring_id", "old_aru", "old_high", "old_safe_lts", "site_lts")
 
-    def __init__(self, old_ring_id, old_aru, old_high, old_safe_lts, site_lts):
+    def __init__(self, old_ring_id: RingId, old_aru: int, old_high: int, old_safe_lts: int,
+                 site_lts: int) -> None:
         self.old_ring_id = old_ring_id
         self.old_aru = old_aru
         self.old_high = old_high
@@ -954,9 +1061,11 @@ class RingCommitEntry:
 
 
 class RingCommit:
+    ptype = PT_COMMIT  #: its packet type on the wire (the key of the orderer's dispatch)
     __slots__ = ("ring_id", "sender", "token_id", "rotation", "members", "entries")
 
-    def __init__(self, ring_id, sender, token_id, rotation, members, entries):
+    def __init__(self, ring_id: RingId, sender: Pid, token_id: int, rotation: int,
+                 members: Sequence[Pid], entries: Dict[Pid, RingCommitEntry]) -> None:
         self.ring_id = ring_id
         self.sender = sender
         self.token_id = token_id
@@ -966,9 +1075,10 @@ class RingCommit:
 
 
 class RingMerge:
+    ptype = PT_MERGE  #: its packet type on the wire (the key of the orderer's dispatch)
     __slots__ = ("sender", "ring_id")
 
-    def __init__(self, sender, ring_id):
+    def __init__(self, sender: Pid, ring_id: RingId) -> None:
         self.sender = sender
         self.ring_id = ring_id
 
@@ -976,9 +1086,10 @@ class RingMerge:
 class RingUnreliable:
     """Pieces of UNRELIABLE messages (7.3.3): sent by the token holder, outside the reliable
     link (no link_seq, no retransmission), for the members of one ring only."""
+    ptype = PT_UNRELIABLE  #: its packet type on the wire (the key of the orderer's dispatch)
     __slots__ = ("ring_id", "sender", "chunks")
 
-    def __init__(self, ring_id, sender, chunks=()):
+    def __init__(self, ring_id: RingId, sender: Pid, chunks: Sequence[RingChunk] = ()) -> None:
         self.ring_id = ring_id
         self.sender = sender
         self.chunks = list(chunks)
@@ -988,15 +1099,16 @@ class RingLeave:
     """A daemon that stops cleanly says so: the others leave it out at once, without waiting
     for token loss. Its own packet type (not a join naming its sender as failed) so that no
     daemon can take it for a join, and an old daemon drops it as an unknown type."""
+    ptype = PT_LEAVE  #: its packet type on the wire (the key of the orderer's dispatch)
     __slots__ = ("sender", "ring_id", "reason")
 
-    def __init__(self, sender, ring_id, reason):
+    def __init__(self, sender: Pid, ring_id: RingId, reason: str) -> None:
         self.sender = sender
         self.ring_id = ring_id
         self.reason = reason
 
 
-def leave_reason_error(reason):
+def leave_reason_error(reason: str) -> Optional[str]:
     """Why `reason` cannot travel in a LEAVE packet, or None (it ends up in other daemons'
     logs: printable text only, so no terminal escape codes)."""
     raw = reason.encode("utf-8", "replace")
@@ -1007,7 +1119,7 @@ def leave_reason_error(reason):
     return None
 
 
-def encode_ring_data(p, seal=None):
+def encode_ring_data(p: RingData, seal: Optional[RingSeal] = None) -> bytes:
     if p._raw is not None:
         return p._raw
     parts = [_ring_header(PT_DATA, seal), _ring_id_bytes(p.ring_id), _pid_bytes(p.sender),
@@ -1026,7 +1138,7 @@ def encode_ring_data(p, seal=None):
     return p._raw
 
 
-def encode_ring_token(t, seal=None):
+def encode_ring_token(t: RingToken, seal: Optional[RingSeal] = None) -> bytes:
     mod = b"\x00" if t.site_aru_modifier is None else b"\x01" + _pid_bytes(t.site_aru_modifier)
     return _ring_seal(b"".join([
         _ring_header(PT_TOKEN, seal), _ring_id_bytes(t.ring_id), _pid_bytes(t.sender),
@@ -1036,13 +1148,13 @@ def encode_ring_token(t, seal=None):
         struct.pack(">B", t.retrans_flg)]), seal)
 
 
-def encode_ring_join(j, seal=None):
+def encode_ring_join(j: RingJoin, seal: Optional[RingSeal] = None) -> bytes:
     return _ring_seal(b"".join([_ring_header(PT_JOIN, seal), _pid_bytes(j.sender),
                                 struct.pack(">Q", j.ring_seq), _pid_list_bytes(j.proc_set),
                                 _pid_list_bytes(j.fail_set)]), seal)
 
 
-def encode_ring_commit(c, seal=None):
+def encode_ring_commit(c: RingCommit, seal: Optional[RingSeal] = None) -> bytes:
     parts = [_ring_header(PT_COMMIT, seal), _ring_id_bytes(c.ring_id), _pid_bytes(c.sender),
              struct.pack(">QB", c.token_id, c.rotation), _pid_list_bytes(c.members),
              struct.pack(">H", len(c.entries))]
@@ -1053,18 +1165,18 @@ def encode_ring_commit(c, seal=None):
     return _ring_seal(b"".join(parts), seal)
 
 
-def encode_ring_merge(m, seal=None):
+def encode_ring_merge(m: RingMerge, seal: Optional[RingSeal] = None) -> bytes:
     return _ring_seal(_ring_header(PT_MERGE, seal) + _pid_bytes(m.sender)
                       + _ring_id_bytes(m.ring_id), seal)
 
 
-def encode_ring_leave(p, seal=None):
+def encode_ring_leave(p: RingLeave, seal: Optional[RingSeal] = None) -> bytes:
     raw = p.reason.encode("utf-8")
     return _ring_seal(_ring_header(PT_LEAVE, seal) + _pid_bytes(p.sender)
                       + _ring_id_bytes(p.ring_id) + struct.pack(">B", len(raw)) + raw, seal)
 
 
-def encode_ring_unreliable(p, seal=None):
+def encode_ring_unreliable(p: RingUnreliable, seal: Optional[RingSeal] = None) -> bytes:
     parts = [_ring_header(PT_UNRELIABLE, seal), _ring_id_bytes(p.ring_id), _pid_bytes(p.sender),
              struct.pack(">H", len(p.chunks))]
     for c in p.chunks:
@@ -1074,7 +1186,7 @@ def encode_ring_unreliable(p, seal=None):
     return _ring_seal(b"".join(parts), seal)
 
 
-def _decode_data_body(r, seal):
+def _decode_data_body(r: _RingReader, seal: Optional[RingSeal]) -> RingData:
     ring_id = r.ring_id()
     sender = r.pid()
     link_seq = r.counter()
@@ -1090,7 +1202,7 @@ def _decode_data_body(r, seal):
     return RingData(ring_id, sender, link_seq, chunks)
 
 
-def _decode_chunks(r):
+def _decode_chunks(r: _RingReader) -> List[RingChunk]:
     """The pieces of messages in a data or UNRELIABLE packet."""
     n = r.u16()
     if n > MAX_CHUNKS_PER_PACKET:
@@ -1105,7 +1217,7 @@ def _decode_chunks(r):
     return chunks
 
 
-def _decode_token_body(r, _seal):
+def _decode_token_body(r: _RingReader, _seal: RingSeal) -> RingToken:
     ring_id = r.ring_id()
     sender = r.pid()
     token_id, ttype, link_seq, link_aru, fcc = r.unpack(">QBQQI")
@@ -1126,13 +1238,13 @@ def _decode_token_body(r, _seal):
                  site_seq, site_lts, site_aru, modifier, retrans_flg)
 
 
-def _decode_join_body(r, _seal):
+def _decode_join_body(r: _RingReader, _seal: RingSeal) -> RingJoin:
     sender = r.pid()
     ring_seq = r.counter()
     return RingJoin(sender, ring_seq, r.pid_list(), r.pid_list())
 
 
-def _decode_commit_body(r, _seal):
+def _decode_commit_body(r: _RingReader, _seal: RingSeal) -> RingCommit:
     ring_id = r.ring_id()
     sender = r.pid()
     token_id, rotation = r.unpack(">QB")
@@ -1153,19 +1265,19 @@ def _decode_commit_body(r, _seal):
     return RingCommit(ring_id, sender, token_id, rotation, members, entries)
 
 
-def _decode_merge_body(r, _seal):
+def _decode_merge_body(r: _RingReader, _seal: RingSeal) -> RingMerge:
     sender = r.pid()
     return RingMerge(sender, r.ring_id())
 
 
-def _decode_unreliable_body(r, _seal):
+def _decode_unreliable_body(r: _RingReader, _seal: RingSeal) -> RingUnreliable:
     ring_id = r.ring_id()
     sender = r.pid()
     chunks = _decode_chunks(r)
     return RingUnreliable(ring_id, sender, chunks)
 
 
-def _decode_leave_body(r, _seal):
+def _decode_leave_body(r: _RingReader, _seal: RingSeal) -> RingLeave:
     sender = r.pid()
     ring_id = r.ring_id()
     raw = r.take(r.u8())
@@ -1185,7 +1297,7 @@ _RING_DECODERS = {PT_DATA: _decode_data_body, PT_TOKEN: _decode_token_body,
              PT_LEAVE: _decode_leave_body}
 
 
-def decode_ring_packet(data, seal=None):
+def decode_ring_packet(data: bytes, seal: Optional[RingSeal] = None) -> RingPacket:
     """bytes -> RingData / RingToken / RingJoin / RingCommit / RingMerge / RingUnreliable /
     RingLeave, or RingWireError (its reason says why: RingSeal.open; a packet of another
     configuration is a RingConfigurationError, which names its sender)."""
@@ -1207,7 +1319,12 @@ def decode_ring_packet(data, seal=None):
     return packet
 
 
-def encode_ring_packet(p, seal=None):
+#: any decoded daemon-daemon packet
+RingPacket = Union["RingData", "RingToken", "RingJoin", "RingCommit", "RingMerge",
+                   "RingUnreliable", "RingLeave"]
+
+
+def encode_ring_packet(p: RingPacket, seal: Optional[RingSeal] = None) -> bytes:
     if isinstance(p, RingData):
         return encode_ring_data(p, seal)
     if isinstance(p, RingToken):
@@ -1222,18 +1339,97 @@ def encode_ring_packet(p, seal=None):
         return encode_ring_leave(p, seal)
     return encode_ring_merge(p, seal)
 
+# ---- HOP: the packets of a link between two sites (thesis 7.3.2.1) --------------------------------
+# Sealed as the ring's (RingSeal: magic, version, type, configuration stamp; CRC or the key's
+# tag). After the header:
+#   DATA  sender pid, link seq (u64), payload (the rest: packed pieces of messages)
+#   ACK   sender pid, its R_link_aru (u64), its S_highest_linkseq (u64): "I hold all up to
+#         link_aru of yours; I have sent up to highest_linkseq" (the second lets the peer see
+#         that the tail of a burst was lost)
+#   NACK  sender pid, its R_link_aru (u64), count (u16), that many missing link seqs (u64)
+
+class HopData:
+    __slots__ = ("sender", "seq", "payload")
+
+    def __init__(self, sender: Pid, seq: int, payload: bytes) -> None:
+        self.sender, self.seq, self.payload = sender, seq, payload
+
+
+class HopAck:
+    __slots__ = ("sender", "link_aru", "highest_linkseq")
+
+    def __init__(self, sender: Pid, link_aru: int, highest_linkseq: int) -> None:
+        self.sender, self.link_aru, self.highest_linkseq = sender, link_aru, highest_linkseq
+
+
+class HopNack:
+    __slots__ = ("sender", "link_aru", "missing")
+
+    def __init__(self, sender: Pid, link_aru: int, missing: List[int]) -> None:
+        self.sender, self.link_aru, self.missing = sender, link_aru, missing
+
+
+HopPacket = Union[HopData, HopAck, HopNack]
+
+
+def encode_hop_data(sender: Pid, seq: int, payload: bytes, seal: Optional[RingSeal] = None) -> bytes:
+    seal = seal or OPEN_SEAL
+    return seal.seal(seal.header(PT_HOP_DATA) + _pid_bytes(sender) + _U64.pack(seq) + payload)
+
+
+def encode_hop_ack(sender: Pid, link_aru: int, highest_linkseq: int,
+                   seal: Optional[RingSeal] = None) -> bytes:
+    seal = seal or OPEN_SEAL
+    return seal.seal(seal.header(PT_HOP_ACK) + _pid_bytes(sender) + _U64.pack(link_aru)
+                     + _U64.pack(highest_linkseq))
+
+
+def encode_hop_nack(sender: Pid, link_aru: int, missing: Sequence[int],
+                    seal: Optional[RingSeal] = None) -> bytes:
+    seal = seal or OPEN_SEAL
+    return seal.seal(seal.header(PT_HOP_NACK) + _pid_bytes(sender) + _U64.pack(link_aru)
+                     + _U16.pack(len(missing)) + b"".join(_U64.pack(s) for s in missing))
+
+
+def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket:
+    """bytes -> HopData / HopAck / HopNack, or RingWireError saying why not (a ring packet
+    here is one too: "not a HOP packet")."""
+    seal = seal or OPEN_SEAL
+    ptype, body = seal.open(data)
+    if ptype not in (PT_HOP_DATA, PT_HOP_ACK, PT_HOP_NACK):
+        raise RingWireError("not a HOP packet (type %d)" % ptype)
+    r = _RingReader(body)
+    r.pos = RING_HEADER_BYTES
+    sender = r.pid()
+    if ptype == PT_HOP_DATA:
+        seq = r.counter()
+        packet = HopData(sender, seq, r.take(r.size - r.pos))  # type: HopPacket
+    elif ptype == PT_HOP_ACK:
+        aru, highest = r.counter(), r.counter()
+        packet = HopAck(sender, aru, highest)
+    else:
+        aru, count = r.counter(), r.u16()
+        packet = HopNack(sender, aru, [r.counter() for _ in range(count)])
+    r.end()
+    if ptype == PT_HOP_DATA and packet.seq == 0:
+        raise RingWireError("HOP data with link seq 0 (they start at 1)")
+    if not seal.same_configuration(data):
+        stamp = (data[7], bytes(data[8:12]), bytes(data[12:16]))
+        raise RingConfigurationError("a HOP packet of another configuration: %s"
+                                     % stamp_difference(stamp, seal.stamp), stamp, sender)
+    return packet
+
+
 # ---- Ring: daemon messages as the ring carries them ---------------------------------------
-RING_KINDS = {"DATA": 0, "JOIN": 1, "LEAVE": 2, "KILL": 3, "STATE": 4}  # DATA.. as in Protocol core
-RING_KIND_NAMES = {v: k for k, v in RING_KINDS.items()}
 _RING_MSG_HEAD = struct.Struct(">BIIH")  # kind, service bits, hint (raw 32 bits), groups count
 
 
-def _ring_name_bytes(name):
+def _ring_name_bytes(name: str) -> bytes:
     raw = name.encode("latin-1", "replace")[:255]
     return struct.pack(">B", len(raw)) + raw
 
 
-def encode_message_body(m):
+def encode_message_body(m: DaemonMessage) -> bytes:
     """A DaemonMessage as bytes for the ring: kind, service, hint, sender, groups, reason, data."""
     parts = [_RING_MSG_HEAD.pack(RING_KINDS[m.kind], m.service_type & 0xFFFFFFFF,
                                  m.hint & 0xFFFFFFFF, len(m.groups))]
@@ -1243,14 +1439,14 @@ def encode_message_body(m):
     return b"".join(parts)
 
 
-def decode_message_body(body, origin):
+def decode_message_body(body: bytes, origin: str) -> DaemonMessage:
     size = len(body)
     if size < _RING_MSG_HEAD.size:
         raise RingWireError("bad message header")
     kind, service, hint, ngroups = _RING_MSG_HEAD.unpack_from(body, 0)
     if ngroups > MAX_GROUPS or kind not in RING_KIND_NAMES:
         raise RingWireError("bad message header")
-    if ngroups == 0 and RING_KIND_NAMES[kind] in (JOIN, LEAVE, "STATE"):
+    if ngroups == 0 and RING_KIND_NAMES[kind] in (JOIN, LEAVE, STATE):
         # the group core reads groups[0] of these: one such message, delivered at every
         # daemon in agreed order, would stop them all (IndexError)
         raise RingWireError("a %s message names no group" % RING_KIND_NAMES[kind])
@@ -1273,11 +1469,7 @@ def decode_message_body(body, origin):
 # Protocol core
 # =============================================================================================
 # ---- Daemon messages: what travels through the orderer (thesis 7.3.3) -----------------------
-
-DATA = "DATA"
-JOIN = "JOIN"
-LEAVE = "LEAVE"
-KILL = "KILL"
+# (their kinds, DATA .. STATE, are defined with the ring's packet types in Constants)
 
 
 class DaemonMessage:
@@ -1437,7 +1629,8 @@ class ClientSession:
     deliveries there too.  A session that breaks the protocol is CLOSED; nothing else is harmed.
     """
 
-    def __init__(self, conn_id: int, daemon_name: str, reserve_name, rng: random.Random, on_transition=None):
+    def __init__(self, conn_id: int, daemon_name: str, reserve_name, rng: random.Random,
+                 on_transition=None):
         self.conn_id = conn_id
         self.daemon_name = daemon_name
         self._reserve_name = reserve_name  # callable(name) -> bool; False when the name is taken
@@ -2137,7 +2330,8 @@ class Daemon:
         self.last_rotations = (0.0, 0)  #: (time, rotations) of the last ring status
 
     # -- inputs --------------------------------------------------------------------------------
-    def connection_opened(self, conn_id: int, now: Optional[float] = None, address: str = "") -> list:
+    def connection_opened(self, conn_id: int, now: Optional[float] = None,
+                          address: str = "") -> list:
         if now is not None:
             self.now = now
         if self.handshakes_from[address] >= self.limits.max_handshakes_per_address:
@@ -2367,7 +2561,8 @@ class Daemon:
         if session.out.chunks:
             self.core.dirty.add(session.conn_id)
 
-    def _end_session(self, session: ClientSession, reason: str, close: bool, kill: Optional[Kill] = None) -> None:
+    def _end_session(self, session: ClientSession, reason: str, close: bool,
+                     kill: Optional[Kill] = None) -> None:
         """The session is over: its KILL goes through the orderer (others see DISCONNECT)."""
         self.disconnections[reason] += 1
         session._enter_closed(reason)  # unless the session had closed itself already
@@ -2646,6 +2841,10 @@ class SpreadConfig:
     ignored: List[str] = field(default_factory=list)  # Spread 4 settings accepted and not used
     used: Dict[str, int] = field(default_factory=dict)  # settings spread_mini uses (USED_SETTINGS)
     unknown: List[str] = field(default_factory=list)  # `Key = value` that Spread 4 does not know
+    #: RouteMatrix rows as written (clamped to ROUTE_COST_MAX), one per segment; None: none given
+    route_matrix: Optional[List[List[int]]] = None
+    link_protocol: Optional[str] = None  # LinkProtocol = Hop / TcpHop (Spread 4 reads it, never uses it)
+    warnings: List[str] = field(default_factory=list)  # said once at start (a clamped cost)
 
     @property
     def daemons(self) -> List[DaemonEntry]:
@@ -2660,9 +2859,17 @@ class SpreadConfig:
                 return entry
         return None
 
+    def site_costs(self) -> List[List[int]]:
+        """The cost of the direct link from site i to site j (0: none), one site per segment:
+        the RouteMatrix, or without one a direct link of cost 1 between every pair of sites.
+        The diagonal is 0 (a site does not link to itself)."""
+        count = len(self.segments)
+        rows = self.route_matrix or [[1] * count for _ in range(count)]
+        return [[0 if i == j else rows[i][j] for j in range(count)] for i in range(count)]
+
     def summary_lines(self) -> List[str]:
         """What a user should know about the file, said once: what is used, what is not."""
-        lines = []
+        lines = ["configuration: WARNING: %s" % text for text in self.warnings]
         if self.used:
             lines.append("configuration: using %s" % ", ".join("%s = %d" % kv for kv in self.used.items()))
         if self.ignored:
@@ -2687,6 +2894,12 @@ SPREAD4_SETTINGS = (
     "GatherTimeout", "FormTimeout", "LookupTimeout", "WideAreaNetwork", "ExcludeSegAddrsFromHash",
     "IgnoreMulticastJoinErrors", "VirtualID")
 _SPREAD4_BY_LOWER = {name.lower(): name for name in SPREAD4_SETTINGS}
+#: RouteMatrix costs above this are clamped to it with a warning, as Spread 4's lexer does
+#: (daemon/config_gram.l). A cost of 0 between two different sites means "no direct link":
+#: negative costs are refused, so 0 is the one way to write a topology that is not a full mesh
+ROUTE_COST_MAX = 100
+#: LinkProtocol's values in Spread 4's grammar (it reads them and never uses them)
+LINK_PROTOCOLS = ("Hop", "TcpHop")
 #: settings that may stand alone, without "= value"
 BARE_SETTINGS = ("EventTimeStamp", "EventPreciseTimeStamp")
 #: settings spread_mini uses: the ring's flow control windows (packets per token rotation, as in
@@ -2755,6 +2968,8 @@ class _ConfParser:
         self.config = SpreadConfig()
         self.names: Dict[str, int] = {}  # daemon name -> line
         self.addresses: Dict[Tuple[str, int], Tuple[str, int]] = {}  # (ip, port) -> (name, line)
+        self.route_matrix_line = 0  # where RouteMatrix starts, and the line of each of its rows
+        self.route_rows_lines: List[int] = []
 
     def peek(self, ahead: int = 0) -> Optional[_Token]:
         index = self.pos + ahead
@@ -2786,6 +3001,10 @@ class _ConfParser:
             token = self.peek()
             if token.text.lower() == "spread_segment" and not token.quoted:
                 self.segment()
+            elif token.text.lower() == "routematrix" and not token.quoted:
+                self.route_matrix()
+            elif token.text.lower() == "linkprotocol" and not token.quoted:
+                self.link_protocol()
             elif self.peek(1) is not None and self.peek(1).text == "=" or token.text.lower() in _SPREAD4_BY_LOWER:
                 self.setting()
             elif token.text.startswith("//") or token.text.startswith("/*"):
@@ -2795,6 +3014,7 @@ class _ConfParser:
                                   % (token.line, token.text))
         if not self.config.daemons:
             raise ConfigError("no daemons: the file needs a Spread_Segment with at least one daemon")
+        self._check_route_matrix()
         used = self.config.used
         if used.get("PersonalWindow", 0) > used.get("Window", used.get("PersonalWindow", 0)):
             raise ConfigError("PersonalWindow (%d) is larger than Window (%d)" % (used["PersonalWindow"], used["Window"]))
@@ -2874,6 +3094,65 @@ class _ConfParser:
                               % (token.line, " after %r" % kinds if kinds else "", token.text))
         return "".join(sorted(set(kinds), key=kinds.index)), _parse_ip(token.text, token.line)
 
+    def route_matrix(self) -> None:
+        """RouteMatrix { COST COST ... (one row per line, one row per segment) }, as Spread 4:
+        row i gives the cost of the link from segment i to each segment, in file order."""
+        keyword = self.take("RouteMatrix")
+        if self.config.route_matrix is not None:
+            raise ConfigError("line %d: a second RouteMatrix (the first is on line %d)"
+                              % (keyword.line, self.route_matrix_line))
+        self.route_matrix_line = keyword.line
+        self.expect("{")
+        rows: List[List[int]] = []
+        while self.peek() is not None and not self.peek_is("}"):
+            token = self.take("a cost")
+            if not self.route_rows_lines or self.route_rows_lines[-1] != token.line:
+                rows.append([])
+                self.route_rows_lines.append(token.line)
+            rows[-1].append(self._route_cost(token))
+        self.expect("}")
+        self.config.route_matrix = rows
+
+    def _route_cost(self, token: _Token) -> int:
+        if not re.fullmatch(r"-?[0-9]+", token.text) or token.quoted:
+            raise ConfigError("line %d: RouteMatrix: %r is not a whole number (one row of costs per "
+                              "line, one row per Spread_Segment)" % (token.line, token.text))
+        cost = int(token.text)
+        if cost < 0:
+            raise ConfigError("line %d: RouteMatrix: negative cost %d (costs are 0..%d; 0 means "
+                              "no direct link)" % (token.line, cost, ROUTE_COST_MAX))
+        if cost > ROUTE_COST_MAX:
+            self.config.warnings.append("line %d: RouteMatrix cost %d clamped to %d"
+                                        % (token.line, cost, ROUTE_COST_MAX))
+            cost = ROUTE_COST_MAX
+        return cost
+
+    def _check_route_matrix(self) -> None:
+        """One row per segment, one cost per segment in each row (checked at the end: the
+        segments may follow the matrix in the file)."""
+        rows = self.config.route_matrix
+        if rows is None:
+            return
+        count = len(self.config.segments)
+        if len(rows) != count:
+            raise ConfigError("line %d: RouteMatrix has %d rows for %d segments (one row per "
+                              "Spread_Segment, in file order)" % (self.route_matrix_line, len(rows), count))
+        for row, line in zip(rows, self.route_rows_lines):
+            if len(row) != count:
+                raise ConfigError("line %d: RouteMatrix row has %d costs for %d segments"
+                                  % (line, len(row), count))
+
+    def link_protocol(self) -> None:
+        """LinkProtocol = Hop | TcpHop (Spread 4's grammar; what links spread_mini uses
+        between sites is its own choice: HOP over UDP)."""
+        key_token = self.take("LinkProtocol")
+        self.expect("=")
+        value = self.take("Hop or TcpHop after LinkProtocol = (line %d)" % key_token.line)
+        if value.text not in LINK_PROTOCOLS:
+            raise ConfigError("line %d: LinkProtocol = %s: Spread 4 knows %s"
+                              % (value.line, value.text, " and ".join(LINK_PROTOCOLS)))
+        self.config.link_protocol = value.text
+
     def setting(self) -> None:
         """Key = value (the rest of the line), Key = { ... }, or a bare EventTimeStamp."""
         key_token = self.take("a setting")
@@ -2919,8 +3198,9 @@ class _ConfParser:
 
 def parse_spread_conf(text: str) -> SpreadConfig:
     """Parse Spread 4's spread.conf: Spread_Segment ADDR[:PORT] { NAME IP [{ [D] [C] [M] IP ... }] ... },
-    '#' comments, quoted values and the `Key = value` settings (Window, PersonalWindow and
-    MaxSessionMessages are used; the others are accepted and listed in .ignored)."""
+    '#' comments, quoted values, RouteMatrix { costs }, LinkProtocol = Hop and the `Key = value`
+    settings (Window, PersonalWindow and MaxSessionMessages are used; the others are accepted
+    and listed in .ignored). Each Spread_Segment is a site."""
     return _ConfParser(text).parse()
 
 
@@ -2958,7 +3238,8 @@ def proc_id_of(ip: str) -> int:
 
 # ---- Ring: the RING protocol core (thesis 7.3.2.2 and 7.3.3, Totem's membership) ------------
 
-def _configuration_change(kind, member_ids, transitional_ids, ring_id, old_ring_id, reason):
+def _configuration_change(kind: str, member_ids: List[Pid], transitional_ids: List[Pid],
+                          ring_id: RingId, old_ring_id: RingId, reason: str) -> ConfigurationChange:
     """spread_mini's ConfigurationChange, plus what the ring knows: members with incarnations
     (member_ids, transitional_ids), the previous regular ring (old_ring_id) and why."""
     change = ConfigurationChange(kind, [p[0] for p in member_ids],
@@ -2974,9 +3255,75 @@ LOCAL_SITE = 0  #: the site id of this daemon's own ring (HOP links to other sit
 UNRELIABLE_DUP_WINDOW = 4096
 
 
-def _is_unreliable(service):
+def _is_unreliable(service: int) -> bool:
     return service & UNRELIABLE_MESS and not service & (RELIABLE_MESS | FIFO_MESS | CAUSAL_MESS
                                                        | AGREED_MESS | SAFE_MESS)
+
+
+# ---- Ring: typed records of the ring's state -------------------------------------------------
+
+@dataclass
+class MessageInProgress:
+    """A message whose pieces the link is packing (transport level): the rest of it goes on
+    the next token visits, before any other message."""
+    msg: "DaemonMessage"
+    body: bytes
+    counter: int  #: the origin's counter (or, for UNRELIABLE, its own sequence)
+    lts: int
+    site_seq: int  #: 0 for UNRELIABLE: it takes no place in the site's order
+    next_frag: int
+    frag_count: int
+    piece_bytes: int
+
+    def next_piece_bytes(self) -> int:
+        return min(self.piece_bytes, len(self.body) - self.next_frag * self.piece_bytes)
+
+
+@dataclass
+class SentToken:
+    """The token (or commit token) we passed, kept to send again until a sign of life."""
+    raw: bytes
+    dest: "Pid"
+    retransmit_at: float
+    retransmits_left: int
+    link_seq: Optional[int]  #: a data packet above this shows the token got through (None: a commit token)
+
+
+@dataclass
+class HeldToken:
+    """The token an idle representative keeps (token_hold_s), or that a ring of one gives
+    itself at the next chance."""
+    ring: "_Ring"
+    token: "RingToken"
+    next: "Pid"
+    until: float
+
+
+@dataclass(frozen=True)
+class JoinSeen:
+    """The last join of a peer in GATHER: the sets it proposes, and its ring seq."""
+    proc_set: frozenset
+    fail_set: frozenset
+    ring_seq: int
+
+    def agrees(self, sets: "Tuple[frozenset, frozenset]") -> bool:
+        return (self.proc_set, self.fail_set) == sets
+
+
+@dataclass
+class Recovery:
+    """RECOVERY of one new ring (thesis 7.3.2.2, Totem's): what the commit token told about
+    every member's old ring, and how far the resending of old packets has got."""
+    trans: "List[Pid]"  #: the members that come from our old ring: the transitional configuration
+    low: int  #: every member of trans has the old ring's packets up to here
+    high: int  #: the highest old packet any of them has
+    safe_lts: int  #: SAFE messages up to this lts were stable in the old ring
+    queue: "collections.deque[int]"  #: old link_seqs this daemon still has to resend
+    reason: str  #: why the membership changed (for the configuration change)
+    members: "List[Pid]"  #: the new ring
+    flag_owner: bool = False  #: we set the token's retrans_flg and are the one to clear it
+    clean: int = 0  #: visits in a row with retrans_flg clear
+    recovery_high: Optional[int] = None  #: the token's link_seq at the first clean visit
 
 
 class _Message:
@@ -2987,7 +3334,7 @@ class _Message:
     __slots__ = ("key", "site", "origin", "counter", "lts", "site_seq", "service", "frag_count",
                  "frags", "complete", "gap")
 
-    def __init__(self, site, origin, chunk):
+    def __init__(self, site: int, origin: Pid, chunk: RingChunk) -> None:
         self.key = (chunk.lts, site)
         self.site = site
         self.origin = origin
@@ -3009,7 +3356,7 @@ class _GapMarker:
     gap = True
     key = None
 
-    def __init__(self, link_seq):
+    def __init__(self, link_seq: int) -> None:
         self.link_seq = link_seq
 
 
@@ -3025,7 +3372,8 @@ class _Ring:
     is the transport's stream that this ring feeds; the link never looks inside it, it only
     gives it back to the transport (link_chunk, link_gap, site_aru)."""
 
-    def __init__(self, ring_id, members, start_lts, stream=None):
+    def __init__(self, ring_id: RingId, members: List[Pid], start_lts: int,
+                 stream: Optional[SiteStream] = None) -> None:
         self.ring_id = ring_id
         self.members = list(members)
         self.start_lts = start_lts
@@ -3045,7 +3393,7 @@ class _Ring:
         self.my_last_sent = 0  # our contribution to flow_control on the last visit
         self.gc_upto = 0
 
-    def store(self, packet):
+    def store(self, packet: RingData) -> bool:
         """Keep a packet; True if it is new."""
         seq = packet.link_seq
         if seq <= self.gc_upto or seq in self.packets:
@@ -3057,7 +3405,7 @@ class _Ring:
             self.my_aru += 1
         return True
 
-    def missing(self, upto, limit):
+    def missing(self, upto: int, limit: int) -> List[int]:
         out = []
         seq = self.my_aru + 1
         while seq <= upto and len(out) < limit:
@@ -3075,7 +3423,7 @@ class SiteStream:
     __slots__ = ("site_id", "ordered", "partial", "delivered_lts", "frontier_lts", "stable_aru",
                  "unrel_partial", "unrel_expiry", "unrel_done")
 
-    def __init__(self, site_id, start_lts):
+    def __init__(self, site_id: int, start_lts: int) -> None:
         self.site_id = site_id
         self.ordered = collections.deque()  # undelivered _Message / _GapMarker in site order
         self.partial = {}  # (origin, counter) -> _Message still missing fragments
@@ -3087,7 +3435,7 @@ class SiteStream:
         self.unrel_expiry = collections.deque()  # (drop_at, key) in arrival order
         self.unrel_done = {}  # origin -> [highest seq, recent seqs] delivered or given up
 
-    def passed(self, key):
+    def passed(self, key: Tuple[int, int]) -> bool:
         """True if no message with a {lts, site id} at or below key can still come from here."""
         return key < (self.frontier_lts + 1, self.site_id)
 
@@ -3127,7 +3475,8 @@ class Transport:
     stream, drain at the end of a configuration, unreliable_chunk for UNRELIABLE pieces of the
     current configuration, expire_unreliable(now) on its ticks."""
 
-    def __init__(self, name, settings, counters, deliver, site_id=LOCAL_SITE):
+    def __init__(self, name: str, settings: RingSettings, counters: collections.Counter,
+                 deliver: Callable[[DaemonMessage], None], site_id: int = LOCAL_SITE) -> None:
         self.name = name
         self.site_id = site_id
         self.cfg = settings
@@ -3138,18 +3487,18 @@ class Transport:
         self.pending = collections.deque()  # (DaemonMessage, body) waiting for the token
         self.pending_bytes = 0  #: bodies waiting for the token: the daemon's flow control reads it
         self.front = 0  # entries at the head of pending that an urgent message stays behind
-        self.in_progress = None  # [msg, body, counter, lts, site_seq, next_frag, frag_count, piece]
+        self.in_progress: Optional[MessageInProgress] = None  #: the message being packed
         self.origin_counter = 0
         self.max_lts_seen = 0  # the Lamport clock: highest lts seen here, of any site
         self.unreliable = collections.deque()  # UNRELIABLE (msg, body): outside `pending`
-        self.unrel_in_progress = None  # like in_progress (lts taken, site_seq 0)
+        self.unrel_in_progress: Optional[MessageInProgress] = None  #: UNRELIABLE's (site_seq 0)
         self.unrel_seq = 0  # the separate session sequence of UNRELIABLE messages (7.3.3)
         self.trace_completed = None  # tests set a list: msg ids as they are complete here
         self.trace_delivered = None  # tests set a list: msg ids in delivery order
 
     # ---------------------------------------------------------------- the send queue
 
-    def submit(self, msg, urgent=False):
+    def submit(self, msg: DaemonMessage, urgent: bool = False) -> bool:
         """Queue a message; False if the queue is full. Only data is ever refused: a join, leave
         or disconnect is small and must reach every daemon, or they would disagree about the
         groups. An urgent message goes to the front, behind only the message whose fragments
@@ -3161,7 +3510,7 @@ class Transport:
             return False
         body = encode_message_body(msg)
         if len(body) > MAX_MESSAGE_BODY_BYTES:
-            raise ValueError("message too long (%d bytes)" % len(body))
+            raise RingUsageError("message too long (%d bytes)" % len(body))
         if unreliable:
             return self._submit_unreliable(msg, body)
         if urgent:
@@ -3174,7 +3523,7 @@ class Transport:
         self.counters["submitted"] += 1
         return True
 
-    def _submit_unreliable(self, msg, body):
+    def _submit_unreliable(self, msg: DaemonMessage, body: bytes) -> bool:
         """UNRELIABLE data waits in its own queue; a full queue loses it (its service allows
         that) rather than ending the client's session."""
         if len(self.unreliable) >= self.cfg.max_pending_messages:
@@ -3186,17 +3535,17 @@ class Transport:
         self.counters["submitted_unreliable"] += 1
         return True
 
-    def has_outgoing(self):
+    def has_outgoing(self) -> bool:
         return bool(self.pending) or self.in_progress is not None or self.has_unreliable()
 
-    def has_unreliable(self):
+    def has_unreliable(self) -> bool:
         return bool(self.unreliable) or self.unrel_in_progress is not None
 
-    def requeue_partial(self):
+    def requeue_partial(self) -> None:
         """A message cut by a ring change is incomplete in the old ring, so nobody delivers it
         there; it goes again, whole and first, in the next ring."""
         if self.in_progress is not None:
-            msg, body = self.in_progress[0], self.in_progress[1]
+            msg, body = self.in_progress.msg, self.in_progress.body
             self.pending.appendleft((msg, body))
             self.front += 1
             self.pending_bytes += len(body)
@@ -3208,11 +3557,11 @@ class Transport:
             self.unrel_in_progress = None
             self.counters["unreliable_cut_by_change"] += 1
 
-    def next_piece_bytes(self, piece_bytes):
+    def next_piece_bytes(self, piece_bytes: int) -> Optional[int]:
         """Size of the next piece take_piece would give (None: nothing to send)."""
         return _next_piece_bytes(self.in_progress, self.pending, piece_bytes)
 
-    def take_piece(self, stamp, piece_bytes):
+    def take_piece(self, stamp: RingToken, piece_bytes: int) -> RingChunk:
         """The next piece of the message in progress, starting the next one if needed. A message
         gets its site_seq and lts only now, when its first piece goes into a packet that is sent
         at once (`stamp` is the token: site_seq and site_lts grow in the ring's order)."""
@@ -3220,14 +3569,14 @@ class Transport:
             self._start_message(stamp, piece_bytes)
         ip = self.in_progress
         chunk = _cut_piece(ip)
-        if ip[5] >= ip[6]:
+        if ip.next_frag >= ip.frag_count:
             self.in_progress = None
         return chunk
 
-    def next_unreliable_piece_bytes(self, piece_bytes):
+    def next_unreliable_piece_bytes(self, piece_bytes: int) -> Optional[int]:
         return _next_piece_bytes(self.unrel_in_progress, self.unreliable, piece_bytes)
 
-    def take_unreliable_piece(self, stamp, piece_bytes):
+    def take_unreliable_piece(self, stamp: RingToken, piece_bytes: int) -> RingChunk:
         """The next piece of UNRELIABLE data: its own sequence, no site_seq, the token's lts
         as it is (it takes no place in the order)."""
         if self.unrel_in_progress is None:
@@ -3235,16 +3584,16 @@ class Transport:
             self.pending_bytes -= len(body)
             self.unrel_seq += 1
             frag_count = max(1, -(-len(body) // piece_bytes))
-            self.unrel_in_progress = [msg, body, self.unrel_seq, stamp.site_lts, 0, 0,
-                                      frag_count, piece_bytes]
+            self.unrel_in_progress = MessageInProgress(msg, body, self.unrel_seq, stamp.site_lts,
+                                                       0, 0, frag_count, piece_bytes)
             self.counters["unreliable_sent"] += 1
         ip = self.unrel_in_progress
         chunk = _cut_piece(ip)
-        if ip[5] >= ip[6]:
+        if ip.next_frag >= ip.frag_count:
             self.unrel_in_progress = None
         return chunk
 
-    def _start_message(self, stamp, piece_bytes):
+    def _start_message(self, stamp: RingToken, piece_bytes: int) -> None:
         msg, body = self.pending.popleft()
         if self.front:
             self.front -= 1
@@ -3256,25 +3605,25 @@ class Transport:
         stamp.site_seq += 1
         self.max_lts_seen = stamp.site_lts
         frag_count = max(1, -(-len(body) // piece_bytes))
-        self.in_progress = [msg, body, self.origin_counter, stamp.site_lts, stamp.site_seq, 0,
-                            frag_count, piece_bytes]
+        self.in_progress = MessageInProgress(msg, body, self.origin_counter, stamp.site_lts,
+                                             stamp.site_seq, 0, frag_count, piece_bytes)
         self.counters["messages_sent"] += 1
 
-    def saw_lts(self, lts):
+    def saw_lts(self, lts: int) -> None:
         if lts > self.max_lts_seen:
             self.max_lts_seen = lts
 
     # ---------------------------------------------------------------- the sites' streams
 
-    def open_stream(self, site_id, start_lts):
+    def open_stream(self, site_id: int, start_lts: int) -> SiteStream:
         return SiteStream(site_id, start_lts)
 
-    def install(self, stream):
+    def install(self, stream: SiteStream) -> None:
         """From now on this stream is its site's in the merge (a new configuration)."""
         self.streams[stream.site_id] = stream
         self._merge = list(self.streams.values())
 
-    def link_chunk(self, stream, sender, chunk):
+    def link_chunk(self, stream: SiteStream, sender: Pid, chunk: RingChunk) -> None:
         """A piece of a message, handed up by the site's link in the site's order."""
         key = (sender, chunk.origin_counter)
         if chunk.frag_index == 0:
@@ -3297,7 +3646,7 @@ class Transport:
             if self.trace_completed is not None:
                 self.trace_completed.append((m.origin[0], m.origin[1], m.counter))
 
-    def _fits(self, m, chunk):
+    def _fits(self, m: _Message, chunk: RingChunk) -> bool:
         """A fragment must agree with its message's first on the count: otherwise frags could
         reach frag_count with a hole, and joining them would fail in the delivery (KeyError).
         Our daemons never send such a thing; a confused or hostile one might."""
@@ -3306,22 +3655,22 @@ class Transport:
         self.counters["inconsistent_fragments"] += 1
         return False
 
-    def link_gap(self, stream, link_seq):
+    def link_gap(self, stream: SiteStream, link_seq: int) -> None:
         stream.ordered.append(_GapMarker(link_seq))
 
-    def advance_frontier(self, stream, lts):
+    def advance_frontier(self, stream: SiteStream, lts: int) -> None:
         """A pseudo "update" message (7.3.3): the site will send nothing with lts <= this."""
         if lts > stream.frontier_lts:
             stream.frontier_lts = lts
             if stream.site_id != self.site_id:
                 self.saw_lts(lts)
 
-    def site_stable(self, stream, lts):
+    def site_stable(self, stream: SiteStream, lts: int) -> None:
         """The site's All-Received-Upto: every daemon of the site has the messages up to lts."""
         if lts > stream.stable_aru:
             stream.stable_aru = lts
 
-    def site_aru(self, stream):
+    def site_aru(self, stream: SiteStream) -> int:
         """The lts up to which every message handed up is complete: the same function at every
         member of a ring (it depends only on the packets), so the member that sets the token's
         link_aru can set site_aru with it."""
@@ -3334,7 +3683,8 @@ class Transport:
 
     # ---------------------------------------------------------------- UNRELIABLE (7.3.3)
 
-    def unreliable_chunk(self, stream, sender, chunk, now):
+    def unreliable_chunk(self, stream: SiteStream, sender: Pid, chunk: RingChunk,
+                         now: float) -> None:
         """A piece of an UNRELIABLE message of this configuration: delivered as soon as the
         message is complete, never twice; dropped if incomplete unreliable_timeout_s after its
         first piece."""
@@ -3363,7 +3713,7 @@ class Transport:
             self._unreliable_done(stream, key)
             self._hand_over(m, "u")
 
-    def expire_unreliable(self, now):
+    def expire_unreliable(self, now: float) -> None:
         for stream in self._merge:
             expiry = stream.unrel_expiry
             while expiry and expiry[0][0] <= now:
@@ -3371,18 +3721,18 @@ class Transport:
                 if key in stream.unrel_partial:
                     self._give_up(stream, key)
 
-    def _give_up(self, stream, key):
+    def _give_up(self, stream: SiteStream, key: Tuple[Pid, int]) -> None:
         del stream.unrel_partial[key]
         self._unreliable_done(stream, key)  # late pieces must not start it again
         self.counters["unreliable_dropped_incomplete"] += 1
 
     @staticmethod
-    def _unreliable_seen(stream, key):
+    def _unreliable_seen(stream: SiteStream, key: Tuple[Pid, int]) -> bool:
         done = stream.unrel_done.get(key[0])
         return done is not None and (key[1] in done[1] or key[1] <= done[0] - UNRELIABLE_DUP_WINDOW)
 
     @staticmethod
-    def _unreliable_done(stream, key):
+    def _unreliable_done(stream: SiteStream, key: Tuple[Pid, int]) -> None:
         done = stream.unrel_done.setdefault(key[0], [0, set()])
         done[1].add(key[1])
         if key[1] > done[0]:
@@ -3392,7 +3742,7 @@ class Transport:
 
     # ---------------------------------------------------------------- delivery
 
-    def deliver_ready(self):
+    def deliver_ready(self) -> None:
         """Thesis 7.3.3: deliver in {lts, site id} order while the merge allows it."""
         streams = self._merge
         while True:
@@ -3412,7 +3762,8 @@ class Transport:
             best.ordered.popleft()
             self._deliver(m, best)
 
-    def drain(self, stream, trans, safe_lts, transitional):
+    def drain(self, stream: SiteStream, trans: List[Pid], safe_lts: int,
+              transitional: Callable[[], bool]) -> bool:
         """Close a configuration of the local site (EVS, at the end of RECOVERY): deliver what is
         left of its stream in order; the first message that cannot go in the regular
         configuration (a gap before it, or a SAFE message not known stable there) is preceded
@@ -3452,11 +3803,11 @@ class Transport:
         stream.unrel_partial.clear()
         return emitted
 
-    def _deliver(self, m, stream):
+    def _deliver(self, m: _Message, stream: SiteStream) -> None:
         stream.delivered_lts = m.lts
         self._hand_over(m, "")
 
-    def _hand_over(self, m, tag):
+    def _hand_over(self, m: _Message, tag: str) -> None:
         if m.frag_count == 1:
             body = m.frags[0]
         else:
@@ -3476,7 +3827,116 @@ class Transport:
         self.deliver_to(msg)
 
 
-class RingLink:
+class Link(abc.ABC):
+    """The LINK level's interface (thesis 7.3.1): reliability and flow control for packets
+    between daemons. Spread has two link protocols, RING for a multicast domain (one site:
+    RingLink) and HOP for point-to-point connections between sites (HopLink, to come); both
+    sit between the same Transport above and Routing beside them. What the layers around a
+    link use, and every link implements:
+
+      upper            the Transport: the link pulls pieces of messages from it when it may
+                       send (next_piece_bytes / take_piece, packed by fill_packet) and hands
+                       their chunks up into the site stream it feeds, in the link's own order
+                       (link_chunk, link_gap)
+      routing          the Routing that names the links a packet it carried goes on to
+      feed(state, upto, allow_gaps)   hand packets up to the transport in link order (and
+                       give them to the links Routing names)
+      garbage_collect(state)          forget packets every receiver holds
+      retransmit_if_due(now)          the link's own timer: send again what may be lost
+      evidence(link_seq)              a sign of life from the peers
+      forward(packet)                 carry a packet another link brought in (Routing)
+
+    `state` is the link's record of one configuration of its peers (for the ring: a _Ring).
+    How a link decides when it may send (the ring: the token) is its own affair."""
+
+    upper: "Transport"
+    routing: "Optional[Routing]" = None
+
+    @abc.abstractmethod
+    def feed(self, state: object, upto: int, allow_gaps: bool = False) -> None:
+        """Hand packets up to the transport in link order, up to `upto`."""
+
+    @abc.abstractmethod
+    def garbage_collect(self, state: object) -> None:
+        """Forget the packets that every receiver holds."""
+
+    @abc.abstractmethod
+    def retransmit_if_due(self, now: float) -> None:
+        """Send again what may have been lost, when the link's timer says so."""
+
+    @abc.abstractmethod
+    def evidence(self, link_seq: int) -> None:
+        """A packet from the peers with this link_seq came in: a sign of life."""
+
+    @abc.abstractmethod
+    def forward(self, packet: "RingData") -> None:
+        """Carry a packet that came in on another link (Routing.onward named this one)."""
+
+    def fill_packet(self, stamp: RingToken, limit: int,
+                    next_piece_bytes: Callable[[int], Optional[int]],
+                    take_piece: Callable[[RingToken, int], RingChunk]) -> List[RingChunk]:
+        """Chunks for one packet of at most `limit` payload bytes, from the transport's queue
+        (next_piece_bytes, take_piece; `stamp` gives a new message its site_seq and lts). A
+        small message is never split: if it does not fit what is left, it starts the next
+        packet."""
+        piece_bytes = max(1, limit - CHUNK_HEADER_BYTES)
+        chunks = []
+        room = limit
+        while len(chunks) < MAX_CHUNKS_PER_PACKET:
+            size = next_piece_bytes(piece_bytes)
+            if size is None or (chunks and CHUNK_HEADER_BYTES + size > room):
+                break
+            chunk = take_piece(stamp, piece_bytes)
+            chunks.append(chunk)
+            room -= CHUNK_HEADER_BYTES + len(chunk.body)
+            if room <= CHUNK_HEADER_BYTES:
+                break
+        return chunks
+
+
+
+class Routing:
+    """ROUTING (thesis 7.3.1): which links a packet goes out on. Each site builds its own
+    dissemination tree over its links (7.3.2: shortest paths over static weights, pruned to
+    the sites with interested members), and a packet never goes back on the link it came in
+    on. With one ring and no HOP link the answer is trivial: a packet of our site that came
+    in on the ring goes nowhere else. But every packet the ring hands up asks (Link.feed), so
+    a HopLink added beside the ring (add_link) gets the packets its sites need."""
+
+    def __init__(self, site_id: int = 0) -> None:
+        self.site_id = site_id  #: our own site
+        self._links: "List[Tuple[Link, frozenset]]" = []  #: (link, the sites it leads to)
+        self._onward: "Dict[int, Tuple[Link, ...]]" = {}  #: id(link) -> onward links (cached)
+
+    def add_link(self, link: Link, sites: Iterable[int]) -> None:
+        """A link, and the sites it leads to (a ring: our own; a HOP link: the sites behind it)."""
+        self._links.append((link, frozenset(sites)))
+        link.routing = self
+        self._onward = {}
+
+    def links(self) -> "List[Link]":
+        return [link for link, _ in self._links]
+
+    def link_to(self, site_id: int) -> "Optional[Link]":
+        """The link that leads to a site (None: no route to it)."""
+        for link, sites in self._links:
+            if site_id in sites:
+                return link
+        return None
+
+    def onward(self, came_on: Link) -> "Tuple[Link, ...]":
+        """The links a packet that came in on `came_on` goes on to: every other link that
+        leads to a site `came_on` does not (with one ring: none)."""
+        key = id(came_on)
+        links = self._onward.get(key)
+        if links is None:
+            behind = next((sites for link, sites in self._links if link is came_on), frozenset())
+            links = self._onward[key] = tuple(
+                link for link, sites in self._links if link is not came_on and sites - behind)
+        return links
+
+
+class RingLink(Link):
     """LINK level of the ring (thesis 7.3.2.2): how packets reach every daemon of the site
     reliably, in one order. It knows packets, link_seq, link_aru, the rtr list, flow control,
     packing and the token's passing; it knows nothing of service types or delivery. Above it
@@ -3484,25 +3944,28 @@ class RingLink:
     take_piece) and to which it hands packets' chunks in link_seq order (link_chunk, link_gap),
     and whose site_aru it puts on the token. The packets of several messages share one packet;
     a big message is cut into pieces (7.3.1: the link carries abstract objects in packets).
-    Membership (which ring, RECOVERY) is the RingOrderer's: it gives the ring to every call."""
+    Membership (which ring, RECOVERY) is the RingOrderer's: it gives the ring to every call.
+    It implements the Link interface; the rest (the token's passing and holding, rtr, the
+    aru rule, flow control) is the ring's own and only the RingOrderer calls it."""
 
-    def __init__(self, me, settings, counters, send, upper, seal=None):
+    def __init__(self, me: Pid, settings: RingSettings, counters: collections.Counter,
+                 send: Callable[[bytes, Pid], None], upper: Transport,
+                 seal: Optional[RingSeal] = None) -> None:
         self.me = me
         self.cfg = settings
         self.seal = seal or OPEN_SEAL  #: header and trailer of our packets (key, configuration)
         self.counters = counters
         self.send = send  # send(raw, dest_pid)
         self.upper = upper
-        self.held_token = None  # (ring, token, next) kept by an idle representative
-        self.hold_until = None
-        self.last_sent_token = None  # [bytes, dest, retransmit_at, retransmits_left, link_seq]
+        self.held_token: Optional[HeldToken] = None
+        self.last_sent_token: Optional[SentToken] = None
 
-    def multicast(self, raw, members):
+    def multicast(self, raw: bytes, members: List[Pid]) -> None:
         # unicast to each member: on loopback and small rings as good as IP multicast
         for pid in members:
             self.send(raw, pid)
 
-    def answer_retransmissions(self, ring, tok):
+    def answer_retransmissions(self, ring: _Ring, tok: RingToken) -> int:
         sent = 0
         still = []
         for seq in tok.rtr:
@@ -3516,18 +3979,19 @@ class RingLink:
         tok.rtr = still
         return sent
 
-    def flow_allowance(self, ring, tok, already_sent):
+    def flow_allowance(self, ring: _Ring, tok: RingToken, already_sent: int) -> int:
         """Send at most our personal window, and at most what the global window leaves after
         what the others sent in the last rotation (flow_control minus our own share)."""
         others = max(0, tok.flow_control - ring.my_last_sent)
         return max(0, min(self.cfg.personal_window_packets - already_sent,
                           self.cfg.global_window_packets - others - already_sent))
 
-    def account_flow(self, ring, tok, sent):
+    def account_flow(self, ring: _Ring, tok: RingToken, sent: int) -> None:
         tok.flow_control = max(0, tok.flow_control - ring.my_last_sent) + sent
         ring.my_last_sent = sent
 
-    def new_packet(self, ring, tok, chunks=(), inner=None):
+    def new_packet(self, ring: _Ring, tok: RingToken, chunks: Sequence[RingChunk] = (),
+                   inner: Optional[RingData] = None) -> RingData:
         tok.link_seq += 1
         p = RingData(ring.ring_id, self.me, tok.link_seq, chunks, inner)
         ring.store(p)
@@ -3535,7 +3999,7 @@ class RingLink:
         self.counters["packets_sent"] += 1
         return p
 
-    def send_new_packets(self, ring, tok, allowed):
+    def send_new_packets(self, ring: _Ring, tok: RingToken, allowed: int) -> int:
         """Pack small messages several to a packet, fragment big ones (thesis 7.3.2)."""
         limit = self.payload_limit(ring)
         upper = self.upper
@@ -3548,7 +4012,7 @@ class RingLink:
             sent += 1
         return sent
 
-    def send_unreliable(self, ring, tok, allowed):
+    def send_unreliable(self, ring: _Ring, tok: RingToken, allowed: int) -> List[RingUnreliable]:
         """UNRELIABLE pieces (7.3.3): packed like the others and sent by the token holder (so
         that flow control counts them), but outside the reliable link: no link_seq, not kept,
         never resent. Returns the packets, for our own delivery."""
@@ -3566,31 +4030,13 @@ class RingLink:
             packets.append(p)
         return packets
 
-    def payload_limit(self, ring):
+    def payload_limit(self, ring: _Ring) -> int:
         """Chunk bytes (headers included) that fit one packet of at most max_packet_bytes, with
         room for the wrapping of a recovery resend."""
         dummy = RingData(ring.ring_id, self.me, 0, [])
         return self.cfg.max_packet_bytes - RECOVERY_WRAP_BYTES - len(encode_ring_data(dummy, self.seal))
 
-    def fill_packet(self, tok, limit, next_piece_bytes, take_piece):
-        """Chunks for one packet of at most `limit` payload bytes, from the transport's queue
-        (next_piece_bytes, take_piece). A small message is never split: if it does not fit
-        what is left, it starts the next packet."""
-        piece_bytes = max(1, limit - CHUNK_HEADER_BYTES)
-        chunks = []
-        room = limit
-        while len(chunks) < MAX_CHUNKS_PER_PACKET:
-            size = next_piece_bytes(piece_bytes)
-            if size is None or (chunks and CHUNK_HEADER_BYTES + size > room):
-                break
-            chunk = take_piece(tok, piece_bytes)
-            chunks.append(chunk)
-            room -= CHUNK_HEADER_BYTES + len(chunk.body)
-            if room <= CHUNK_HEADER_BYTES:
-                break
-        return chunks
-
-    def request_missing(self, ring, tok):
+    def request_missing(self, ring: _Ring, tok: RingToken) -> None:
         fits = (self.cfg.max_packet_bytes - TOKEN_FIXED_BYTES) // 8
         room = min(self.cfg.max_rtr_entries, fits) - len(tok.rtr)
         if room <= 0:
@@ -3601,7 +4047,7 @@ class RingLink:
                 tok.rtr.append(seq)
                 self.counters["retransmissions_requested"] += 1
 
-    def update_aru(self, ring, tok, my_site_aru):
+    def update_aru(self, ring: _Ring, tok: RingToken, my_site_aru: int) -> None:
         """The aru rule of 7.3.2.2 (Totem's): lower the token's aru to ours and sign it with
         site_aru_modifier; raise it only if we were the last to lower it (or nobody was). The
         link_aru and the site_aru (my_site_aru: what the transport has complete) move together."""
@@ -3617,7 +4063,7 @@ class RingLink:
         ring.safe_lts = max(ring.safe_lts, safe_lts)
         ring.prev_link_aru, ring.prev_site_aru = tok.link_aru, tok.site_aru
 
-    def pass_token(self, ring, tok, now, may_hold):
+    def pass_token(self, ring: _Ring, tok: RingToken, now: float, may_hold: bool) -> None:
         """Pass the token to our successor; an idle representative (may_hold: nothing waits to
         be sent here) keeps it token_hold_s, and a ring of one keeps it until the next chance."""
         tok.sender = self.me
@@ -3628,52 +4074,58 @@ class RingLink:
         idle = (may_hold and tok.flow_control == 0 and not tok.rtr
                 and tok.link_aru == tok.link_seq)
         if idle and ring.members[0] == self.me:
-            self.held_token = (ring, tok, nxt)
-            self.hold_until = now + self.cfg.token_hold_s
+            self.held_token = HeldToken(ring, tok, nxt, now + self.cfg.token_hold_s)
             return
         if nxt == self.me:  # a ring of one: the token comes straight back at the next chance
-            self.held_token = (ring, tok, nxt)
-            self.hold_until = now
+            self.held_token = HeldToken(ring, tok, nxt, now)
             return
         self.pass_raw(encode_ring_token(tok, self.seal), nxt, tok.link_seq, now)
 
-    def pass_raw(self, raw, nxt, link_seq, now):
+    def pass_raw(self, raw: bytes, nxt: Pid, link_seq: int, now: float) -> None:
         """Send a token (or commit token) and keep it to resend until a sign of life."""
         self.send(raw, nxt)
-        self.last_sent_token = [raw, nxt, now + self.cfg.token_retransmit_s,
-                                self.cfg.token_retransmits_max, link_seq]
+        self.last_sent_token = SentToken(raw, nxt, now + self.cfg.token_retransmit_s,
+                                         self.cfg.token_retransmits_max, link_seq)
 
-    def retransmit_token_if_due(self, now):
+    def retransmit_if_due(self, now: float) -> None:
+        """The token we passed, again, until a sign of life (or token_retransmits_max)."""
         last = self.last_sent_token
-        if last is None or now < last[2]:
+        if last is None or now < last.retransmit_at:
             return
-        if last[3] <= 0:
+        if last.retransmits_left <= 0:
             self.last_sent_token = None
             return
-        self.send(last[0], last[1])
-        last[2] = now + self.cfg.token_retransmit_s
-        last[3] -= 1
+        self.send(last.raw, last.dest)
+        last.retransmit_at = now + self.cfg.token_retransmit_s
+        last.retransmits_left -= 1
         self.counters["token_retransmissions"] += 1
 
-    def evidence(self, link_seq):
+    def evidence(self, link_seq: int) -> None:
         """A packet sent after we passed the token shows that the token got through."""
         last = self.last_sent_token
-        if last is not None and last[4] is not None and link_seq > last[4]:
+        if last is not None and last.link_seq is not None and link_seq > last.link_seq:
             self.last_sent_token = None
 
-    def garbage_collect(self, ring):
+    def garbage_collect(self, ring: _Ring) -> None:
         upto = min(ring.safe_link, ring.fed_upto)
         for seq in range(ring.gc_upto + 1, upto + 1):
             ring.packets.pop(seq, None)
         ring.gc_upto = max(ring.gc_upto, upto)
 
-    def feed(self, ring, upto, allow_gaps=False):
+    def forward(self, packet: RingData) -> None:
+        # A ring's packets are sent only by its token holder, each with the next link_seq:
+        # another link's packet would reach the ring through the transport, as a message
+        raise RingUsageError("the ring does not carry other links' packets; Routing.onward "
+                             "never names the ring for them")
+
+    def feed(self, ring: _Ring, upto: int, allow_gaps: bool = False) -> None:
         """Hand packets' chunks up to the transport in link_seq order (the site's order); with
         allow_gaps (closing a configuration) a run of missing packets is handed up as ONE gap:
         drain treats everything after a gap alike, and one marker per missing link_seq would
         loop for ever on a far link_seq (a stray packet's, or a commit entry's old_high)."""
         upper = self.upper
         stream = ring.stream
+        onward = self.routing.onward(self) if self.routing is not None else ()
         seq = ring.fed_upto + 1
         while seq <= upto:
             p = ring.packets.get(seq)
@@ -3687,44 +4139,40 @@ class RingLink:
             elif p.inner is None:
                 for c in p.chunks:
                     upper.link_chunk(stream, p.sender, c)
+                for link in onward:
+                    link.forward(p)
             ring.fed_upto = seq
             seq += 1
 
 
-def _successor(members, me):
+def _successor(members: List[Pid], me: Pid) -> Pid:
     i = members.index(me)
     return members[(i + 1) % len(members)]
 
 
-def _predecessor(members, me):
+def _predecessor(members: List[Pid], me: Pid) -> Pid:
     i = members.index(me)
     return members[i - 1]
 
 
-def _next_piece_bytes(in_progress, queue, piece_bytes):
+def _next_piece_bytes(in_progress: Optional[MessageInProgress], queue: collections.deque,
+                      piece_bytes: int) -> Optional[int]:
     """Size of the next piece: the rest of the message in progress (a piece at most), else the
     first piece of the next queued message; None when there is nothing to send."""
     if in_progress is not None:
-        return min(in_progress[7], len(in_progress[1]) - in_progress[5] * in_progress[7])
+        return in_progress.next_piece_bytes()
     if queue:
         return min(len(queue[0][1]), piece_bytes)
     return None
 
 
-def _cut_piece(ip):
-    """The next fragment of a message in progress [msg, body, counter, lts, site_seq,
-    next_frag, frag_count, piece_bytes], as a RingChunk; moves next_frag on."""
-    offset = ip[5] * ip[7]
-    chunk = RingChunk(ip[2], ip[3], ip[4], ip[5], ip[6], ip[0].service_type,
-                      ip[1][offset:offset + ip[7]])
-    ip[5] += 1
+def _cut_piece(ip: MessageInProgress) -> RingChunk:
+    """The next fragment of a message in progress, as a RingChunk; moves next_frag on."""
+    offset = ip.next_frag * ip.piece_bytes
+    chunk = RingChunk(ip.counter, ip.lts, ip.site_seq, ip.next_frag, ip.frag_count,
+                      ip.msg.service_type, ip.body[offset:offset + ip.piece_bytes])
+    ip.next_frag += 1
     return chunk
-
-
-def _delegate(part, attr, doc):
-    """A RingOrderer attribute that lives in its link or its transport (callers keep using it)."""
-    return property(lambda self: getattr(getattr(self, part), attr),
-                    lambda self, value: setattr(getattr(self, part), attr, value), doc=doc)
 
 
 class RingOrderer:
@@ -3747,27 +4195,21 @@ class RingOrderer:
     extended virtual synchrony (Moser et al. 1994): a TRANSITIONAL configuration, then the
     REGULAR one. tests/ring_sim.py runs it under a deterministic simulator with checkers.
 
-    The orderer is the coordinator of three parts (thesis 7.3.1 separates the first two):
-    membership (here: GATHER, COMMIT, RECOVERY, OPERATIONAL, the commit token, merges), one
-    LINK (RingLink, with a _Ring per ring: packets, token, rtr, flow control, packing) and the
-    TRANSPORT (Transport: send queue, lts, assembly, merge of the sites' streams, delivery by
+    The orderer is the coordinator of the network layer's parts (thesis 7.3.1): membership
+    (here: GATHER, COMMIT, RECOVERY, OPERATIONAL, the commit token, merges; a decoded packet
+    goes to the handler that DISPATCH names for the state and the packet type), one LINK
+    (`self.link`, a RingLink with a _Ring per ring: packets, token, rtr, flow control,
+    packing), ROUTING (`self.routing`: which links a packet goes on to) and the TRANSPORT
+    (`self.transport`: send queue, lts, assembly, merge of the sites' streams, delivery by
     service type, SAFE). On a token visit it calls the link, which pulls pieces of messages
-    from the transport; on new packets the link hands chunks up to the transport."""
+    from the transport; on new packets the link hands chunks up to the transport. Callers
+    read the queue and the Lamport clock on `orderer.transport`, the token on `orderer.link`."""
 
-    #: attributes that live in the link or the transport (the daemon and the tests read them)
-    pending = _delegate("transport", "pending", "(DaemonMessage, body) waiting for the token")
-    pending_bytes = _delegate("transport", "pending_bytes", "bodies waiting for the token")
-    in_progress = _delegate("transport", "in_progress", "the message being fragmented, or None")
-    max_lts_seen = _delegate("transport", "max_lts_seen", "the Lamport clock")
-    trace_completed = _delegate("transport", "trace_completed", "tests: ids as completed")
-    trace_delivered = _delegate("transport", "trace_delivered", "tests: ids as delivered")
-    held_token = _delegate("link", "held_token", "(ring, token, next) held while idle")
-    hold_until = _delegate("link", "hold_until", "when a held token goes on")
-    last_sent_token = _delegate("link", "last_sent_token", "the token passed, to resend if lost")
-
-    def __init__(self, name, incarnation, peers, rng=None, settings=None, now=0.0, seal=None):
+    def __init__(self, name: str, incarnation: int, peers: Iterable[str],
+                 rng: Optional[random.Random] = None, settings: Optional[RingSettings] = None,
+                 now: float = 0.0, seal: Optional[RingSeal] = None) -> None:
         if not name or len(name.encode("utf-8")) > MAX_NAME_BYTES:
-            raise ValueError("daemon name must be 1..%d bytes" % MAX_NAME_BYTES)
+            raise RingUsageError("daemon name must be 1..%d bytes" % MAX_NAME_BYTES)
         self.me = (name, int(incarnation))
         self.peers = [p for p in peers if p != name]
         #: the daemons spread.conf names, us included (a packet "from us" is another process
@@ -3794,6 +4236,9 @@ class RingOrderer:
         self.ring_seq = 0  # highest ring seq this daemon has committed to
         self.transport = Transport(name, self.cfg, self.counters, self._output_delivery)
         self.link = RingLink(self.me, self.cfg, self.counters, self._send, self.transport, self.seal)
+        #: which links a packet goes out on: today the ring alone (HOP links come beside it)
+        self.routing = Routing(LOCAL_SITE)
+        self.routing.add_link(self.link, (LOCAL_SITE,))
         # the "old ring" of a fresh daemon: just itself, no messages
         self.ring = self._open_ring((0, name, self.me[1]), [self.me], 0)
         self.transport.install(self.ring.stream)
@@ -3803,7 +4248,7 @@ class RingOrderer:
         self.token_deadline = None
         self.proc_set = set()
         self.fail_set = set()
-        self.joins = {}
+        self.joins: Dict[Pid, JoinSeen] = {}  #: GATHER: each peer's last join
         self.consensus_deadline = None
         self.next_join_at = None
         self.commit = None
@@ -3828,7 +4273,7 @@ class RingOrderer:
 
     # ---------------------------------------------------------------- public interface
 
-    def submit(self, msg, urgent=False):
+    def submit(self, msg: DaemonMessage, urgent: bool = False) -> bool:
         """Queue a message from this daemon's sessions; False if the queue is full (only data
         is ever refused: Transport.submit). An urgent message goes to the front of the queue,
         behind only a message whose fragments are already being sent (and earlier urgent ones):
@@ -3838,11 +4283,11 @@ class RingOrderer:
             return False
         if not self.transport.submit(msg, urgent):
             return False
-        if self.held_token is not None:
+        if self.link.held_token is not None:
             self._release_held_token()
         return True
 
-    def receive(self, packet, src, now):
+    def receive(self, packet: bytes, src: object, now: float) -> None:
         self.now = now
         if self.state == LEFT:  # we said we leave: nothing the others send concerns us now
             self.counters["dropped_after_we_left"] += 1
@@ -3886,30 +4331,18 @@ class RingOrderer:
             self.counters["duplicate_leaves" if isinstance(p, RingLeave)
                           else "dropped_late_from_departed"] += 1
             return
-        if isinstance(p, RingData):
-            self._on_data(p)
-        elif isinstance(p, RingToken):
-            self._on_token(p)
-        elif isinstance(p, RingJoin):
-            self._on_join(p)
-        elif isinstance(p, RingCommit):
-            self._on_commit(p)
-        elif isinstance(p, RingUnreliable):
-            self._on_unreliable(p)
-        elif isinstance(p, RingLeave):
-            self._on_leave(p)
-        else:
-            self._on_merge(p)
+        self.DISPATCH[self.state, p.ptype](self, p)
 
-    def tick(self, now):
+    def tick(self, now: float) -> None:
         self.now = now
         if self.state == LEFT:
             if self.leave_copies_left and now >= self.next_leave_copy_at:
                 self._send_leave_copy()
             return
-        if self.held_token is not None and now >= self.hold_until:
+        held = self.link.held_token
+        if held is not None and now >= held.until:
             self._release_held_token()
-        self.link.retransmit_token_if_due(now)
+        self.link.retransmit_if_due(now)
         self.transport.expire_unreliable(now)
         if self.state in (OPERATIONAL, RECOVERY, COMMIT) and self.token_deadline is not None \
                 and now >= self.token_deadline:
@@ -3922,11 +4355,11 @@ class RingOrderer:
                 and now >= self.next_merge_detect:
             self._send_merge_detect()
 
-    def poll(self):
+    def poll(self) -> list:
         out, self.outputs = self.outputs, []
         return out
 
-    def leave(self, reason, now):
+    def leave(self, reason: str, now: float) -> None:
         """This daemon is being stopped cleanly (its operator pressed Ctrl-C): tell the others,
         so that they form a new ring at once instead of waiting for token loss (token_timeout_s)
         and a consensus timeout; then send nothing more (state LEFT). The others treat us as
@@ -3938,29 +4371,30 @@ class RingOrderer:
             return
         error = leave_reason_error(reason)
         if error is not None:
-            raise ValueError(error)  # our caller's mistake, not the network's
+            raise RingUsageError(error)
         self.leave_packet = encode_ring_leave(RingLeave(self.me, self.ring.ring_id, reason), self.seal)
         self.leave_copies_left = LEAVE_COPIES
         self._enter_left(reason)
         self._send_leave_copy()
 
     @property
-    def leaving(self):
+    def leaving(self) -> bool:
         return self.state == LEFT and self.leave_copies_left > 0
 
-    def backlog(self):
+    def backlog(self) -> Backlog:
         """What waits for the token (the daemon's flow control towards its clients)."""
         t = self.transport
         return Backlog(len(t.pending), t.pending_bytes, self.counters["submit_refused_queue_full"],
                        self.cfg.max_pending_messages)
 
-    def snapshot(self):
+    def snapshot(self) -> dict:
         """Plain data for the status table."""
         ring = self.ring
         return {
             "name": self.me[0], "incarnation": self.me[1], "state": self.state,
             "ring_id": ring.ring_id, "members": [p[0] for p in ring.members],
-            "my_aru": ring.my_aru, "high_seq": ring.high_seq, "pending": len(self.pending),
+            "my_aru": ring.my_aru, "high_seq": ring.high_seq,
+            "pending": len(self.transport.pending),
             "rotations": self.rotations, "counters": dict(self.counters),
             "global_window_packets": self.cfg.global_window_packets,
             "personal_window_packets": self.cfg.personal_window_packets,
@@ -3971,7 +4405,7 @@ class RingOrderer:
 
     # ---------------------------------------------------------------- helpers
 
-    def _log_other_configuration(self, src, e):
+    def _log_other_configuration(self, src: object, e: RingConfigurationError) -> None:
         """Once per peer at once, then at most once a minute: the operator must fix a file, and
         a line a second would drown everything else."""
         peer = e.sender[0]
@@ -3986,27 +4420,27 @@ class RingOrderer:
                   "every daemon)" % (peer, _src_str(src), stamp_difference(e.stamp, self.seal.stamp),
                                      self.counters["dropped_different_configuration"]))
 
-    def _log(self, text):
+    def _log(self, text: str) -> None:
         self.log.append("%.3f %s %s" % (self.now, self.me[0], text))
 
-    def _send(self, raw, dest_pid):
+    def _send(self, raw: bytes, dest_pid: Pid) -> None:
         if dest_pid == self.me:
             return
         self.outputs.append(Send(raw, dest_pid[0]))
 
-    def _output_delivery(self, msg):
+    def _output_delivery(self, msg: DaemonMessage) -> None:
         self.outputs.append(Deliver(msg))
 
-    def _open_ring(self, ring_id, members, start_lts):
+    def _open_ring(self, ring_id: RingId, members: List[Pid], start_lts: int) -> _Ring:
         """A ring's link state, feeding a new stream of the local site in the transport."""
         stream = self.transport.open_stream(LOCAL_SITE, start_lts)
         return _Ring(ring_id, members, start_lts, stream)
 
-    def _superseded(self, pid):
+    def _superseded(self, pid: Pid) -> bool:
         known = self.known_incarnation.get(pid[0])
         return known is not None and pid[1] < known
 
-    def _newer_was_never_there(self, older):
+    def _newer_was_never_there(self, older: Pid) -> bool:
         """True (and `older` is current again) if the newer incarnation that supersedes it has
         been silent for INCARNATION_FORGET_S while `older` kept sending (see there)."""
         name = older[0]
@@ -4028,7 +4462,7 @@ class RingOrderer:
                   % (name, newer % 10000, silent_s, _pid_str(older), _pid_str(older)))
         return True
 
-    def _note_incarnation(self, pid):
+    def _note_incarnation(self, pid: Pid) -> Optional[Pid]:
         """A daemon with a newer incarnation restarted: its old incarnation is gone."""
         known = self.known_incarnation.get(pid[0])
         if known is None or pid[1] > known:
@@ -4039,7 +4473,7 @@ class RingOrderer:
 
     # ---------------------------------------------------------------- our own incarnation
 
-    def _send_incarnation_notice(self, stale):
+    def _send_incarnation_notice(self, stale: Pid) -> None:
         """A packet from an incarnation older than the one we know: perhaps a daemon restarted
         after its clock went back, which would be ignored forever. Tell it which incarnation we
         know (even when OPERATIONAL: nothing else we send it names it). Harmless to the current
@@ -4059,7 +4493,7 @@ class RingOrderer:
             self._log("packets from %s#%d, older than the incarnation we know (%d): told it"
                       % (name, stale[1], known))
 
-    def _newer_incarnation_of_me(self, p):
+    def _newer_incarnation_of_me(self, p: RingPacket) -> Optional[Tuple[int, str]]:
         """(incarnation, why) if packet p shows that its sender knows our name with a higher
         incarnation than ours, else None. Data packets and tokens only name a ring and their
         sender; joins and commit tokens name every member."""
@@ -4083,7 +4517,7 @@ class RingOrderer:
                 found.append((mod[1], "the token of %s names %s#%d" % (p.sender[0], name, mod[1])))
         return max(found) if found else None
 
-    def _take_newer_incarnation(self, seen, why):
+    def _take_newer_incarnation(self, seen: int, why: str) -> bool:
         """The others know our name with incarnation `seen` > ours (our start time in ms: the
         clock went back since that daemon ran) and ignore us. Take an incarnation above it and
         gather again, like a restart. The old ring stays as it is, so the daemons that move with
@@ -4122,7 +4556,7 @@ class RingOrderer:
                            % _pid_str(self.me))
         return True
 
-    def _set_state(self, state, reason):
+    def _set_state(self, state: str, reason: str) -> None:
         if state not in TRANSITIONS[self.state]:
             raise AssertionError("illegal state change %s -> %s (%s)" % (self.state, state, reason))
         if self.state != state:
@@ -4131,12 +4565,13 @@ class RingOrderer:
         self.state = state
         self.state_since = self.now
 
-    def _successor(self, members):
+    def _successor(self, members: List[Pid]) -> Pid:
         return _successor(members, self.me)
 
     # ---------------------------------------------------------------- state: GATHER
 
-    def _enter_gather(self, reason, extra=(), failed=()):
+    def _enter_gather(self, reason: str, extra: Iterable[Pid] = (),
+                      failed: Iterable[Pid] = ()) -> None:
         """Start (or restart) forming a ring: propose the members we know, wait for agreement.
         `failed`: daemons known to be gone (they said they leave): in the fail set from the
         start, so nobody waits a consensus timeout for them."""
@@ -4154,18 +4589,18 @@ class RingOrderer:
         self.commit = None
         self.new_ring = None
         self.recovery = None
-        self.held_token = None
-        self.last_sent_token = None
+        self.link.held_token = None
+        self.link.last_sent_token = None
         self.token_deadline = None
         self.consensus_deadline = self.now + self.cfg.consensus_timeout_s
         self._requeue_partial_message()
         self._send_join()
         self._check_consensus()
 
-    def _requeue_partial_message(self):
+    def _requeue_partial_message(self) -> None:
         self.transport.requeue_partial()
 
-    def _send_join(self):
+    def _send_join(self) -> None:
         self.next_join_at = self.now + self.cfg.join_interval_s
         j = RingJoin(self.me, self.ring_seq, self.proc_set, self.fail_set)
         raw = encode_ring_join(j, self.seal)
@@ -4173,11 +4608,11 @@ class RingOrderer:
             self.outputs.append(Send(raw, name))
         self.counters["joins_sent"] += 1
 
-    def _gather_timers(self):
+    def _gather_timers(self) -> None:
         if self.now >= self.consensus_deadline:
             active = self.proc_set - self.fail_set
             mine = (frozenset(self.proc_set), frozenset(self.fail_set))
-            silent = {p for p in active if p != self.me and self.joins.get(p, (None,))[:2] != mine}
+            silent = {p for p in active if p != self.me and not self._agrees(p, mine)}
             if silent:
                 self.fail_set |= silent
                 self.counters["consensus_timeouts"] += 1
@@ -4189,49 +4624,71 @@ class RingOrderer:
         elif self.now >= self.next_join_at:
             self._send_join()
 
-    def _join_is_stale(self, j, ring):
+    def _join_is_stale(self, j: RingJoin, ring: _Ring) -> bool:
         # a member of `ring` committed to it, so its ring_seq is at least ring's seq; a join with
         # a smaller ring_seq was sent before and arrives late
         return j.sender in ring.members and j.ring_seq < ring.ring_id[0]
 
-    def _on_join(self, j):
+    def _join_admitted(self, j: RingJoin) -> bool:
+        """Every join is counted; one naming a ring seq far beyond ours is refused (it would
+        make every later ring seq jump there)."""
         self.counters["joins_received"] += 1
         if j.ring_seq > self.ring_seq + RING_SEQ_AHEAD_MAX:
             self.counters["dropped_ring_seq_far_ahead"] += 1
+            return False
+        return True
+
+    def _join_in_operational(self, j: RingJoin) -> None:
+        if not self._join_admitted(j):
             return
         old = self._note_incarnation(j.sender)
-        if self.state == OPERATIONAL:
-            if self._join_is_stale(j, self.ring):
-                self.counters["stale_joins"] += 1
-                return
-            if j.sender not in self.ring.members and set(j.fail_set) & set(self.ring.members):
-                # a daemon from outside that leaves some of us out (stale knowledge of an earlier
-                # gather): taking its fail set would break our ring and exclusions would chase
-                # each other round the daemons forever. It forms its own ring; the merge
-                # detection joins the rings later with fresh fail sets.
-                self.counters["joins_ignored_excluding_us"] += 1
-                return
-            self._enter_gather("join from %s" % j.sender[0], extra=(j.sender,))
-        elif self.state in (COMMIT, RECOVERY):
-            target = self.new_ring if self.state == RECOVERY else self.commit
-            members = target.members
-            if j.sender in members and j.ring_seq >= target.ring_id[0]:
-                self._enter_gather("%s went back to gather" % j.sender[0], extra=(j.sender,))
-            elif old is not None and (old in members):
-                self._enter_gather("%s restarted" % j.sender[0], extra=(j.sender,))
-            else:
-                return
-        if self.state != GATHER:
+        if self._join_is_stale(j, self.ring):
+            self.counters["stale_joins"] += 1
             return
+        if j.sender not in self.ring.members and set(j.fail_set) & set(self.ring.members):
+            # a daemon from outside that leaves some of us out (stale knowledge of an earlier
+            # gather): taking its fail set would break our ring and exclusions would chase
+            # each other round the daemons forever. It forms its own ring; the merge
+            # detection joins the rings later with fresh fail sets.
+            self.counters["joins_ignored_excluding_us"] += 1
+            return
+        self._enter_gather("join from %s" % j.sender[0], extra=(j.sender,))
+        self._gather_join(j, old)
+
+    def _join_while_forming(self, j: RingJoin) -> None:
+        """COMMIT and RECOVERY: a member of the ring being formed that gathers again, or one
+        that restarted, sends us back to GATHER; any other join waits for the new ring."""
+        if not self._join_admitted(j):
+            return
+        old = self._note_incarnation(j.sender)
+        target = self.new_ring if self.state == RECOVERY else self.commit
+        members = target.members
+        if j.sender in members and j.ring_seq >= target.ring_id[0]:
+            self._enter_gather("%s went back to gather" % j.sender[0], extra=(j.sender,))
+        elif old is not None and (old in members):
+            self._enter_gather("%s restarted" % j.sender[0], extra=(j.sender,))
+        else:
+            return
+        self._gather_join(j, old)
+
+    def _join_in_gather(self, j: RingJoin) -> None:
+        if not self._join_admitted(j):
+            return
+        self._gather_join(j, self._note_incarnation(j.sender))
+
+    def _gather_join(self, j: RingJoin, old: "Optional[Pid]") -> None:
+        """GATHER (Totem): merge the join's sets into ours; consensus when every active
+        daemon proposes the same sets. `old`: the sender's previous incarnation, if it
+        restarted."""
         if old is not None:
             self.fail_set.add(old)
         if j.sender in self.fail_set or self._join_is_stale(j, self.ring):
             return
         self._merge_sets(j)
-        self.joins[j.sender] = (frozenset(j.proc_set), frozenset(j.fail_set), j.ring_seq)
+        self.joins[j.sender] = JoinSeen(frozenset(j.proc_set), frozenset(j.fail_set), j.ring_seq)
         self._check_consensus()
 
-    def _merge_sets(self, j):
+    def _merge_sets(self, j: RingJoin) -> None:
         before = (set(self.proc_set), set(self.fail_set))
         if self.me in j.fail_set:
             self.fail_set.add(j.sender)  # it cannot hear us: we cannot be in one ring
@@ -4246,33 +4703,38 @@ class RingOrderer:
         if (self.proc_set, self.fail_set) != before:
             self._send_join()
 
-    def _check_consensus(self):
+    def _agrees(self, pid: Pid, sets: "Tuple[frozenset, frozenset]") -> bool:
+        """Did daemon pid's last join propose exactly these (proc set, fail set)?"""
+        seen = self.joins.get(pid)
+        return seen is not None and seen.agrees(sets)
+
+    def _check_consensus(self) -> None:
         active = self.proc_set - self.fail_set
         if active == {self.me} and self.ring.ring_id[0] == 0 and self.now < self.startup_alone_after:
             return  # just started: give the other daemons one consensus timeout to answer
         mine = (frozenset(self.proc_set), frozenset(self.fail_set))
         for p in active:
-            if p != self.me and self.joins.get(p, (None, None))[:2] != mine:
+            if p != self.me and not self._agrees(p, mine):
                 return
         if min(active) == self.me:
             self._create_commit_token(sorted(active))
 
     # ---------------------------------------------------------------- state: COMMIT
 
-    def _my_commit_entry(self):
+    def _my_commit_entry(self) -> RingCommitEntry:
         ring = self.ring
         return RingCommitEntry(ring.ring_id, ring.my_aru, ring.high_seq, ring.safe_lts,
-                           self.max_lts_seen)
+                               self.transport.max_lts_seen)
 
-    def _create_commit_token(self, members):
-        seqs = [self.ring_seq] + [v[2] for p, v in self.joins.items() if p in members]
+    def _create_commit_token(self, members: List[Pid]) -> None:
+        seqs = [self.ring_seq] + [v.ring_seq for p, v in self.joins.items() if p in members]
         ring_id = (max(seqs) + 1, self.me[0], self.me[1])
         c = RingCommit(ring_id, self.me, 0, 1, members, {})
         self.counters["commit_tokens_created"] += 1
         self._log("consensus on %s: new ring %s" % (_ring_names(members), _ring_str(ring_id)))
         self._enter_commit(c)
 
-    def _enter_commit(self, c):
+    def _enter_commit(self, c: RingCommit) -> None:
         """First rotation: add what we know of our old ring; from now on the old ring's store
         only grows through recovery, so every member decides from the same packets."""
         self.ring_seq = max(self.ring_seq, c.ring_id[0])
@@ -4287,34 +4749,44 @@ class RingOrderer:
             return
         self._forward_commit(c)
 
-    def _forward_commit(self, c):
+    def _forward_commit(self, c: RingCommit) -> None:
         c.sender = self.me
         c.token_id += 1
         self.commit_token_id = c.token_id
         nxt = self._successor(c.members)
         self._pass(encode_ring_commit(c, self.seal), nxt, link_seq=None)
 
-    def _on_commit(self, c):
+    def _commit_admitted(self, c: RingCommit) -> bool:
+        """A commit token for us, from our predecessor in it, with believable counters."""
         if self.me not in c.members:
-            return
+            return False
         if c.sender != _predecessor(c.members, self.me):
             # it goes round the members in order: one from elsewhere is a copy (replayed)
             self.counters["dropped_commit_tokens_not_for_us"] += 1
-            return
+            return False
         if c.ring_id[0] > self.ring_seq + RING_SEQ_AHEAD_MAX + 1 or any(
-                e.site_lts > self.max_lts_seen + LTS_AHEAD_MAX for e in c.entries.values()):
+                e.site_lts > self.transport.max_lts_seen + LTS_AHEAD_MAX for e in c.entries.values()):
             self.counters["dropped_ring_seq_far_ahead"] += 1
-            return
-        if c.rotation == 1 and self.state == GATHER:
-            active = sorted(self.proc_set - self.fail_set)
-            if c.members == active and c.ring_id[0] > self.ring_seq and self.me not in c.entries:
-                self.commit_token_id = c.token_id
-                self._enter_commit(c)
+            return False
+        return True
+
+    def _commit_in_gather(self, c: RingCommit) -> None:
+        """The first rotation of a commit token for exactly the members we agreed on."""
+        if not self._commit_admitted(c) or c.rotation != 1:
+            return  # (a second rotation is for daemons that took part in the first)
+        active = sorted(self.proc_set - self.fail_set)
+        if c.members == active and c.ring_id[0] > self.ring_seq and self.me not in c.entries:
+            self.commit_token_id = c.token_id
+            self._enter_commit(c)
+
+    def _on_commit(self, c: RingCommit) -> None:
+        """COMMIT, RECOVERY (and OPERATIONAL: a late copy of the last commit token)."""
+        if not self._commit_admitted(c):
             return
         if self.commit is None or c.ring_id != self.commit.ring_id or c.token_id <= self.commit_token_id:
             return  # a duplicate or another attempt's token
         self.commit_token_id = c.token_id
-        self.last_sent_token = None
+        self.link.last_sent_token = None
         self.token_deadline = self.now + self.cfg.token_timeout_s
         rep = c.members[0] == self.me
         if c.rotation == 1 and rep and self.state == COMMIT and len(c.entries) == len(c.members):
@@ -4331,9 +4803,9 @@ class RingOrderer:
 
     # ---------------------------------------------------------------- state: RECOVERY
 
-    def _enter_recovery(self, c):
+    def _enter_recovery(self, c: RingCommit) -> None:
         """Everybody knows everybody's old-ring state: plan which old packets to resend."""
-        start_lts = max([e.site_lts for e in c.entries.values()] + [self.max_lts_seen])
+        start_lts = max([e.site_lts for e in c.entries.values()] + [self.transport.max_lts_seen])
         self.new_ring = self._open_ring(c.ring_id, c.members, start_lts)
         old_id = self.ring.ring_id
         trans = [p for p in c.members if c.entries[p].old_ring_id == old_id]
@@ -4346,18 +4818,14 @@ class RingOrderer:
         # the packets we hold in (first, high], not range(first, high + 1): a far link_seq
         # (a stray packet's) must not make this loop run for ever
         queue = collections.deque(sorted(s for s in self.ring.packets if first <= s <= high))
-        self.recovery = {
-            "trans": trans, "low": low, "high": high,
-            "safe_lts": max(e.old_safe_lts for e in entries),
-            "queue": queue, "flag_owner": False, "clean": 0, "recovery_high": None,
-            "reason": self.change_reason, "members": c.members,
-        }
+        self.recovery = Recovery(trans, low, high, max(e.old_safe_lts for e in entries), queue,
+                                 self.change_reason, c.members)
         self.counters["recovery_packets_planned"] += len(queue)
         self._set_state(RECOVERY, "ring %s: %d old packets to resend, old ring %s had (%d, %d]"
                         % (_ring_str(c.ring_id), len(queue), _ring_str(old_id), low, high))
         self.token_deadline = self.now + self.cfg.token_timeout_s
 
-    def _start_new_ring_token(self):
+    def _start_new_ring_token(self) -> None:
         """The representative turns the commit token into the first regular token."""
         ring = self.new_ring
         tok = RingToken(ring.ring_id, self.me, 0, TOKEN_REGULAR, 0, 0, 0, (), 0, ring.start_lts,
@@ -4365,34 +4833,34 @@ class RingOrderer:
         self.commit = None
         self._handle_token(tok)
 
-    def _recovery_flags(self, tok, had_work):
+    def _recovery_flags(self, tok: RingToken, had_work: bool) -> bool:
         """Totem's retrans_flg: set while somebody still has old packets to resend; after two
         rotations with it clear (and every recovered packet here) the new ring is installed."""
         rec = self.recovery
         # "had work" counts too: the packets sent on this visit must be before everybody's
         # first clean visit, or a daemon could install without them
-        if had_work or rec["queue"]:
+        if had_work or rec.queue:
             if not tok.retrans_flg:
                 tok.retrans_flg = 1
-                rec["flag_owner"] = True
-        elif tok.retrans_flg and rec["flag_owner"]:
+                rec.flag_owner = True
+        elif tok.retrans_flg and rec.flag_owner:
             tok.retrans_flg = 0
-            rec["flag_owner"] = False
+            rec.flag_owner = False
         if tok.retrans_flg:
-            rec["clean"] = 0
-            rec["recovery_high"] = None
+            rec.clean = 0
+            rec.recovery_high = None
             return False
-        rec["clean"] += 1
-        if rec["recovery_high"] is None:
-            rec["recovery_high"] = tok.link_seq  # every resent packet has a seq <= this
-        return rec["clean"] >= 2 and self.new_ring.my_aru >= rec["recovery_high"]
+        rec.clean += 1
+        if rec.recovery_high is None:
+            rec.recovery_high = tok.link_seq  # every resent packet has a seq <= this
+        return rec.clean >= 2 and self.new_ring.my_aru >= rec.recovery_high
 
-    def _enter_operational(self):
+    def _enter_operational(self) -> None:
         """Deliver what is left of the old ring (regular, then transitional), then the new ring."""
         rec = self.recovery
         old = self.ring
-        self.link.feed(old, upto=rec["high"], allow_gaps=True)
-        trans = rec["trans"]
+        self.link.feed(old, upto=rec.high, allow_gaps=True)
+        trans = rec.trans
         new_id = self.new_ring.ring_id
 
         def transitional():
@@ -4401,7 +4869,7 @@ class RingOrderer:
             self._emit_transitional(trans, new_id, old.ring_id)
             return True
 
-        if not self.transport.drain(old.stream, trans, rec["safe_lts"], transitional):
+        if not self.transport.drain(old.stream, trans, rec.safe_lts, transitional):
             transitional()
         self.ring = self.new_ring
         self.transport.install(self.ring.stream)
@@ -4410,45 +4878,51 @@ class RingOrderer:
         self.had_regular = True
         self.counters["configurations_installed"] += 1
         self.recent_changes.append((self.now, _ring_str(new_id), [p[0] for p in self.ring.members],
-                                    rec["reason"]))
+                                    rec.reason))
         self.outputs.append(_configuration_change(CONF_REGULAR, self.ring.members, trans, new_id,
-                                                  old.ring_id, rec["reason"]))
+                                                  old.ring_id, rec.reason))
         self._set_state(OPERATIONAL, "installed ring %s %s (%s)" % (
-            _ring_str(new_id), _ring_names(self.ring.members), rec["reason"]))
-        self.change_reason = rec["reason"]
+            _ring_str(new_id), _ring_names(self.ring.members), rec.reason))
+        self.change_reason = rec.reason
         self.next_merge_detect = self.now + self.cfg.merge_detect_s
         self.link.feed(self.ring, upto=self.ring.my_aru)
         self.transport.deliver_ready()
 
-    def _emit_transitional(self, trans, new_id, old_id):
+    def _emit_transitional(self, trans: List[Pid], new_id: RingId, old_id: RingId) -> None:
         self.outputs.append(_configuration_change(CONF_TRANSITIONAL, trans, trans, new_id, old_id,
-                                                  self.recovery["reason"]))
+                                                  self.recovery.reason))
 
     # ---------------------------------------------------------------- data packets
 
-    def _on_data(self, p):
-        if self.state == RECOVERY or (self.state == OPERATIONAL and self.new_ring is None):
-            ring = self.new_ring if self.state == RECOVERY else self.ring
-            if p.ring_id == ring.ring_id:
-                self._on_ring_data(ring, p)
-                return
-        if self.state == GATHER and p.ring_id == self.ring.ring_id and p.inner is None:
+    def _on_data(self, p: RingData) -> None:
+        """OPERATIONAL and RECOVERY: a packet of the ring that carries the token now."""
+        ring = self.new_ring if self.state == RECOVERY else self.ring
+        if p.ring_id == ring.ring_id:
+            self._on_ring_data(ring, p)
+            return
+        self._drop_data(p)
+
+    def _data_in_gather(self, p: RingData) -> None:
+        if p.ring_id == self.ring.ring_id and p.inner is None:
             # late packets of the old ring still help recovery (not once we reported on it)
             if self._beyond_token(self.ring, p.link_seq, "data"):
                 return
             if self.ring.store(p):
                 self.counters["late_old_ring_packets"] += 1
             return
+        self._drop_data(p)
+
+    def _drop_data(self, _p: RingData) -> None:
         self.counters["dropped_foreign_data"] += 1
 
-    def _beyond_token(self, ring, link_seq, what):
+    def _beyond_token(self, ring: _Ring, link_seq: int, what: str) -> bool:
         """A link_seq that our ring cannot have reached yet (RING_AHEAD_ROTATIONS): counted."""
         if link_seq <= ring.last_token_seq + RING_AHEAD_ROTATIONS * self.cfg.global_window_packets:
             return False
         self.counters["dropped_%s_beyond_the_token" % what] += 1
         return True
 
-    def _on_ring_data(self, ring, p):
+    def _on_ring_data(self, ring: _Ring, p: RingData) -> None:
         if self._beyond_token(ring, p.link_seq, "data"):
             return
         self.link.evidence(p.link_seq)
@@ -4462,18 +4936,19 @@ class RingOrderer:
             self.link.feed(ring, upto=ring.my_aru)
             self.transport.deliver_ready()
 
-    def _store_recovered(self, inner):
+    def _store_recovered(self, inner: Optional[RingData]) -> None:
         rec = self.recovery
-        if inner.ring_id == self.ring.ring_id and inner.link_seq <= rec["high"]:
+        if inner.ring_id == self.ring.ring_id and inner.link_seq <= rec.high:
             if self.ring.store(inner):
                 self.counters["recovered_packets"] += 1
 
     # ---------------------------------------------------------------- the token
 
-    def _on_token(self, tok):
+    def _on_token(self, tok: RingToken) -> None:
+        """OPERATIONAL and RECOVERY: the token of the ring we are in."""
         ring = self.new_ring if self.state == RECOVERY else self.ring
-        if self.state not in (OPERATIONAL, RECOVERY) or tok.ring_id != ring.ring_id:
-            self.counters["dropped_foreign_tokens"] += 1
+        if tok.ring_id != ring.ring_id:
+            self._drop_token(tok)
             return
         if tok.token_id <= ring.last_token_id:
             self.counters["duplicate_tokens"] += 1
@@ -4485,7 +4960,7 @@ class RingOrderer:
             return
         ahead = ring.last_token_seq + RING_AHEAD_ROTATIONS * self.cfg.global_window_packets
         if tok.token_id > ring.last_token_id + 2 * len(ring.members) + 2 or tok.link_seq > ahead \
-                or tok.site_lts > self.max_lts_seen + LTS_AHEAD_MAX or tok.site_seq > tok.site_lts:
+                or tok.site_lts > self.transport.max_lts_seen + LTS_AHEAD_MAX or tok.site_seq > tok.site_lts:
             # one rotation adds len(members) to the token id: a far one would make every
             # true token after it a "duplicate"; a far link_seq, every daemon wait for packets
             # that nobody sent
@@ -4493,7 +4968,7 @@ class RingOrderer:
             return
         self._handle_token(tok)
 
-    def _handle_token(self, tok):
+    def _handle_token(self, tok: RingToken) -> None:
         """Thesis 7.3.2.2: answer the retransmission requests of the previous holder, send new
         packets within the flow-control limits, update the token, pass it, then deliver. The
         link does the packets and the token; the transport gives the messages and delivers."""
@@ -4505,7 +4980,7 @@ class RingOrderer:
         self.rotations += 1  # every token visit here is one rotation of the ring
         sent = link.answer_retransmissions(ring, tok)
         allowed = link.flow_allowance(ring, tok, sent)
-        had_recovery_work = self.state == RECOVERY and bool(self.recovery["queue"])
+        had_recovery_work = self.state == RECOVERY and bool(self.recovery.queue)
         if self.state == RECOVERY:
             sent += self._send_recovery_packets(ring, tok, allowed)
         elif self.transport.has_unreliable():
@@ -4530,7 +5005,11 @@ class RingOrderer:
             link.garbage_collect(ring)
             self.transport.deliver_ready()
 
-    def _send_with_unreliable(self, ring, tok, allowed):
+    def _drop_token(self, _tok: RingToken) -> None:
+        """GATHER and COMMIT have no ring that a token could go round (yet)."""
+        self.counters["dropped_foreign_tokens"] += 1
+
+    def _send_with_unreliable(self, ring: _Ring, tok: RingToken, allowed: int) -> int:
         """UNRELIABLE data gets a quarter of the visit's allowance first (so that a flood of
         reliable messages cannot starve it, nor it them), then reliable, then what is left.
         A visit allowed ONE packet (a personal window of 1, or a visit that answered
@@ -4548,24 +5027,28 @@ class RingOrderer:
             self._on_unreliable(p)
         return len(own) + reliable
 
-    def _on_unreliable(self, p):
+    def _on_unreliable(self, p: RingUnreliable) -> None:
         """UNRELIABLE pieces count only in the regular configuration they were sent in."""
         if self.state == OPERATIONAL and p.ring_id == self.ring.ring_id \
                 and p.sender in self.ring.members:
             for c in p.chunks:
                 self.transport.unreliable_chunk(self.ring.stream, p.sender, c, self.now)
         else:
-            self.counters["unreliable_dropped_other_configuration"] += 1
+            self._drop_unreliable(p)
 
-    def _update_aru(self, ring, tok):
+    def _drop_unreliable(self, _p: RingUnreliable) -> None:
+        """Outside OPERATIONAL there is no regular configuration for UNRELIABLE pieces."""
+        self.counters["unreliable_dropped_other_configuration"] += 1
+
+    def _update_aru(self, ring: _Ring, tok: RingToken) -> None:
         """The link's aru rule with the transport's site_aru; the site's stable All-Received-Upto
         that comes out of it goes to the transport (SAFE), the token's lts to the Lamport clock."""
         self.link.update_aru(ring, tok, self.transport.site_aru(ring.stream))
         self.transport.site_stable(ring.stream, ring.safe_lts)
         self.transport.saw_lts(tok.site_lts)
 
-    def _send_recovery_packets(self, ring, tok, allowed):
-        queue = self.recovery["queue"]
+    def _send_recovery_packets(self, ring: _Ring, tok: RingToken, allowed: int) -> int:
+        queue = self.recovery.queue
         sent = 0
         while queue and sent < allowed:
             old_packet = self.ring.packets.get(queue.popleft())
@@ -4576,9 +5059,10 @@ class RingOrderer:
             self.counters["recovery_packets_sent"] += 1
         return sent
 
-    def _release_held_token(self):
-        ring, tok, nxt = self.held_token
-        self.held_token = None
+    def _release_held_token(self) -> None:
+        held = self.link.held_token
+        ring, tok, nxt = held.ring, held.token, held.next
+        self.link.held_token = None
         current = self.new_ring if self.state == RECOVERY else self.ring
         if current is not ring or self.state not in (OPERATIONAL, RECOVERY):
             return
@@ -4587,12 +5071,12 @@ class RingOrderer:
         else:
             self._pass(encode_ring_token(tok, self.seal), nxt, link_seq=tok.link_seq)
 
-    def _pass(self, raw, nxt, link_seq):
+    def _pass(self, raw: bytes, nxt: Pid, link_seq: int) -> None:
         self.link.pass_raw(raw, nxt, link_seq, self.now)
 
     # ---------------------------------------------------------------- a clean stop: LEAVE
 
-    def _enter_left(self, reason):
+    def _enter_left(self, reason: str) -> None:
         """The end of this daemon: whatever it held (the token, a commit token, messages not
         yet sent) is dropped, as in a crash; the others recover without it."""
         others = sorted(self.peers)
@@ -4602,13 +5086,13 @@ class RingOrderer:
         self.commit = None
         self.new_ring = None
         self.recovery = None
-        self.held_token = None
-        self.last_sent_token = None
+        self.link.held_token = None
+        self.link.last_sent_token = None
         self.token_deadline = None
         self.consensus_deadline = None
         self.next_join_at = None
 
-    def _send_leave_copy(self):
+    def _send_leave_copy(self) -> None:
         """To every configured daemon, as joins go: one that gathers with us but is not in our
         ring (it saw our join) waits for us too. The others drop it (_on_leave)."""
         for name in self.peers:
@@ -4617,14 +5101,14 @@ class RingOrderer:
         self.next_leave_copy_at = self.now + LEAVE_COPY_GAP_S
         self.counters["leaves_sent"] += 1
 
-    def _departed(self, pid):
+    def _departed(self, pid: Pid) -> bool:
         gone = self.departed.get(pid[0])
         if gone is not None and self.now >= gone[1]:
             del self.departed[pid[0]]
             return False
         return gone is not None and gone[0] == pid[1]
 
-    def _counts_on(self, pid):
+    def _counts_on(self, pid: Pid) -> bool:
         """Does the ring we are in, or the one we are forming, wait for daemon `pid`?"""
         if self.state == OPERATIONAL:
             return pid in self.ring.members
@@ -4636,7 +5120,7 @@ class RingOrderer:
             return self.new_ring is not None and pid in self.new_ring.members
         return False
 
-    def _on_leave(self, p):
+    def _on_leave(self, p: RingLeave) -> None:
         """A daemon says it stops: leave it out now (in any state) instead of waiting for token
         loss. Only the process that sent it: an older incarnation never gets here (dropped as
         superseded in receive), a newer one is another process. Its later copies, and anything
@@ -4661,7 +5145,7 @@ class RingOrderer:
 
     # ---------------------------------------------------------------- merge detection
 
-    def _send_merge_detect(self):
+    def _send_merge_detect(self) -> None:
         self.next_merge_detect = self.now + self.cfg.merge_detect_s
         raw = encode_ring_merge(RingMerge(self.me, self.ring.ring_id), self.seal)
         inside = {p[0] for p in self.ring.members}
@@ -4669,7 +5153,7 @@ class RingOrderer:
             if name not in inside:
                 self.outputs.append(Send(raw, name))
 
-    def _on_merge(self, m):
+    def _on_merge(self, m: RingMerge) -> None:
         self._note_incarnation(m.sender)
         if m.ring_id[0] == 0:  # an incarnation notice (no ring has seq 0): ours is current
             self.counters["incarnation_notices_received"] += 1
@@ -4681,30 +5165,77 @@ class RingOrderer:
                 _ring_str(m.ring_id), m.sender[0]), extra=(m.sender,))
 
 
-def _src_str(src):
+    #: (membership state, packet type) -> handler (totemsrp's dispatch table): what each state
+    #: does with each kind of packet. LEFT takes nothing (receive drops it before decoding).
+    DISPATCH = {
+        (GATHER, PT_JOIN): _join_in_gather,
+        (GATHER, PT_COMMIT): _commit_in_gather,
+        (GATHER, PT_DATA): _data_in_gather,
+        (GATHER, PT_TOKEN): _drop_token,
+        (GATHER, PT_UNRELIABLE): _drop_unreliable,
+        (GATHER, PT_MERGE): _on_merge,
+        (GATHER, PT_LEAVE): _on_leave,
+        (COMMIT, PT_JOIN): _join_while_forming,
+        (COMMIT, PT_COMMIT): _on_commit,
+        (COMMIT, PT_DATA): _drop_data,
+        (COMMIT, PT_TOKEN): _drop_token,
+        (COMMIT, PT_UNRELIABLE): _drop_unreliable,
+        (COMMIT, PT_MERGE): _on_merge,
+        (COMMIT, PT_LEAVE): _on_leave,
+        (RECOVERY, PT_JOIN): _join_while_forming,
+        (RECOVERY, PT_COMMIT): _on_commit,
+        (RECOVERY, PT_DATA): _on_data,
+        (RECOVERY, PT_TOKEN): _on_token,
+        (RECOVERY, PT_UNRELIABLE): _drop_unreliable,
+        (RECOVERY, PT_MERGE): _on_merge,
+        (RECOVERY, PT_LEAVE): _on_leave,
+        (OPERATIONAL, PT_JOIN): _join_in_operational,
+        (OPERATIONAL, PT_COMMIT): _on_commit,
+        (OPERATIONAL, PT_DATA): _on_data,
+        (OPERATIONAL, PT_TOKEN): _on_token,
+        (OPERATIONAL, PT_UNRELIABLE): _on_unreliable,
+        (OPERATIONAL, PT_MERGE): _on_merge,
+        (OPERATIONAL, PT_LEAVE): _on_leave,
+    }
+
+def _src_str(src: object) -> str:
     """A datagram's source for the log: ip:port from a socket, or the simulator's name."""
     if isinstance(src, tuple) and len(src) == 2:
         return "%s:%s" % src
     return str(src)
 
 
-def _ring_names(pids):
+def _ring_names(pids: Iterable[Pid]) -> str:
     return "{" + ",".join(_pid_str(p) for p in sorted(pids)) + "}"
 
 
-def _pid_str(pid):
+def _pid_str(pid: Pid) -> str:
     """name#incarnation for people: the last 4 digits of the incarnation are enough to tell a
     restarted daemon from its predecessor in a log."""
     return "%s#%d" % (pid[0], pid[1] % 10000)
 
 
-def _ring_str(ring_id):
+def _ring_str(ring_id: RingId) -> str:
     return "%d/%s" % (ring_id[0], _pid_str((ring_id[1], ring_id[2])))
 
 
 # ---- Ring: group membership across daemons ------------------------------------------------
 
-STATE = "STATE"  #: daemon message kind: the groups of one daemon's clients, after a ring change
+
+
+@dataclass
+class StateExchange:
+    """The group state exchange after one REGULAR configuration: whose STATE is still awaited,
+    what came in, and the messages held until it is done."""
+    ring_id: "RingId"
+    members: "List[str]"  #: daemon names of the configuration
+    waiting: "set"  #: daemons whose STATE is not complete yet
+    before: "Dict[str, tuple]"  #: group -> (members, group id) before the change
+    states: "Dict[str, List[Tuple[str, str]]]" = field(default_factory=dict)  #: daemon -> (group, member)
+    old_ring: "Dict[str, str]" = field(default_factory=dict)  #: daemon -> the ring it came from
+    parts: "Dict[str, set]" = field(default_factory=dict)  #: daemon -> STATE parts received
+    held: "List[DaemonMessage]" = field(default_factory=list)  #: delivered meanwhile, held
+    held_bytes: int = 0
 
 
 class RingGroupCore(GroupCore):
@@ -4725,11 +5256,12 @@ class RingGroupCore(GroupCore):
     after a change are
     (IPv4 address of the ring's representative daemon, ring sequence, index)."""
 
-    def __init__(self, daemon_name, orderer, daemon_ips, **kwargs):
+    def __init__(self, daemon_name: str, orderer: Orderer, daemon_ips: Dict[str, str],
+                 **kwargs) -> None:
         super().__init__(daemon_name, **kwargs)
         self.orderer = orderer
         self.daemon_ips = dict(daemon_ips)  #: daemon name -> IPv4 (for group ids)
-        self.exchange = None
+        self.exchange: Optional[StateExchange] = None
         self.exchanges_done = 0
         self.transition_sent = {}  #: group -> old id, TRANSITION already given to clients
         cfg = getattr(orderer, "cfg", None) or RingSettings()
@@ -4742,26 +5274,26 @@ class RingGroupCore(GroupCore):
         self.held_over_limit = False  #: now: the exchange under way is over the limit
         self.state_parts_sent = 0  #: STATE messages sent (several per exchange for big tables)
 
-    def deliver(self, msg):
+    def deliver(self, msg: DaemonMessage) -> None:
         ex = self.exchange
         if msg.kind == STATE:
-            if ex is not None and msg.groups and msg.groups[0] == repr(ex["ring_id"]):
+            if ex is not None and msg.groups and msg.groups[0] == repr(ex.ring_id):
                 self._state_arrived(ex, msg)
             return
         if ex is not None:
-            ex["held"].append(msg)  # it belongs to the new configuration: after its REG_MEMB
-            ex["held_bytes"] += len(msg.data)
+            ex.held.append(msg)  # it belongs to the new configuration: after its REG_MEMB
+            ex.held_bytes += len(msg.data)
             self._note_held(ex)
             return
         super().deliver(msg)
 
-    def _note_held(self, ex):
-        held = len(ex["held"])
+    def _note_held(self, ex: StateExchange) -> None:
+        held = len(ex.held)
         if held > self.held_peak_messages:
             self.held_peak_messages = held
-        if ex["held_bytes"] > self.held_peak_bytes:
-            self.held_peak_bytes = ex["held_bytes"]
-        if ex["held_bytes"] > self.held_limit_bytes and not self.held_over_limit:
+        if ex.held_bytes > self.held_peak_bytes:
+            self.held_peak_bytes = ex.held_bytes
+        if ex.held_bytes > self.held_limit_bytes and not self.held_over_limit:
             # never dropped (every daemon must apply the same messages); what we can do is stop
             # adding: this daemon's clients are not read until the exchange is done
             self.held_over_limit = True
@@ -4769,10 +5301,10 @@ class RingGroupCore(GroupCore):
             self.log.append("group state exchange: %d messages (%d KB) held waiting for the STATE "
                             "of %s, more than the limit of %d KB (%d rotations of the global "
                             "window): clients of this daemon are not read until it is done" % (
-                                held, ex["held_bytes"] // 1024, ", ".join(sorted(ex["waiting"])),
+                                held, ex.held_bytes // 1024, ", ".join(sorted(ex.waiting)),
                                 self.held_limit_bytes // 1024, HELD_LIMIT_ROTATIONS))
 
-    def configuration_change(self, change, memb_time):
+    def configuration_change(self, change: ConfigurationChange, memb_time: int) -> None:
         if change.kind == CONF_TRANSITIONAL:
             self._transitional(change)
             return
@@ -4780,21 +5312,17 @@ class RingGroupCore(GroupCore):
             return
         if self.exchange is not None:
             # an interrupted exchange: apply what it held now, so that our STATE includes it
-            for msg in self.exchange["held"]:
+            for msg in self.exchange.held:
                 super().deliver(msg)
         self.held_over_limit = False
-        self.exchange = {
-            "ring_id": change.ring_id, "members": list(change.members),
-            "waiting": set(change.members), "states": {}, "old_ring": {},
-            "held": [], "held_bytes": 0, "parts": {},
-            "before": {name: (dict(g.members), self.group_id(g))
-                       for name, g in self.groups.items()},
-        }
+        self.exchange = StateExchange(
+            change.ring_id, list(change.members), set(change.members),
+            {name: (dict(g.members), self.group_id(g)) for name, g in self.groups.items()})
         self.log.append("daemons %s (%s): exchanging group state" % (
             ", ".join(change.members), getattr(change, "reason", "")))
         self._send_state(change)
 
-    def _transitional(self, change):
+    def _transitional(self, change: ConfigurationChange) -> None:
         """EVS for clients: the groups that lose members (their daemons did not come with us)
         get TRANSITION (old group id) now, before the messages of the transitional
         configuration; their REG_MEMB follows when the state exchange is done."""
@@ -4809,7 +5337,7 @@ class RingGroupCore(GroupCore):
                     if session.group_membership:
                         self._enqueue(session, encode_transition(group.name, old_id))
 
-    def _send_state(self, change):
+    def _send_state(self, change: ConfigurationChange) -> None:
         """One STATE per daemon, in parts of at most STATE_PART_BYTES (a daemon whose clients
         are in thousands of groups would otherwise exceed the largest message). Each part's hint
         is index << 16 | count: the exchange waits until it has every part, in whatever order
@@ -4835,48 +5363,48 @@ class RingGroupCore(GroupCore):
             self.orderer.submit(msg, urgent=True)
         self.state_parts_sent += len(parts)
 
-    def _state_arrived(self, ex, msg):
-        members = ex["states"].setdefault(msg.origin, [])
+    def _state_arrived(self, ex: StateExchange, msg: DaemonMessage) -> None:
+        members = ex.states.setdefault(msg.origin, [])
         for line in msg.data.decode("latin-1").split("\n"):
             if "\t" in line:
                 members.append(tuple(line.split("\t", 1)))
-        ex["old_ring"][msg.origin] = msg.reason
-        got = ex["parts"].setdefault(msg.origin, set())
+        ex.old_ring[msg.origin] = msg.reason
+        got = ex.parts.setdefault(msg.origin, set())
         got.add(msg.hint >> 16)
         if len(got) >= msg.hint & 0xFFFF:  # every part of its STATE
-            ex["waiting"].discard(msg.origin)
-        if not ex["waiting"]:
+            ex.waiting.discard(msg.origin)
+        if not ex.waiting:
             self._finish_exchange(ex)
 
-    def _finish_exchange(self, ex):
+    def _finish_exchange(self, ex: StateExchange) -> None:
         self.exchange = None
         self.exchanges_done += 1
         self.held_over_limit = False
-        rep = ex["ring_id"][1]
+        rep = ex.ring_id[1]
         self.proc_id = int(ipaddress.IPv4Address(self.daemon_ips.get(rep, "127.0.0.1")))
-        self.memb_time = ex["ring_id"][0] & 0x7FFFFFFF
+        self.memb_time = ex.ring_id[0] & 0x7FFFFFFF
         table = {}
-        for daemon in ex["members"]:
-            for group, member in ex["states"].get(daemon, ()):
+        for daemon in ex.members:
+            for group, member in ex.states.get(daemon, ()):
                 table.setdefault(group, {})[member] = daemon
         self._rebuild(table)
-        my_ring = ex["old_ring"].get(self.daemon_name)
-        for name in sorted(set(table) | set(ex["before"])):
-            old_members, old_id = ex["before"].get(name, ({}, None))
+        my_ring = ex.old_ring.get(self.daemon_name)
+        for name in sorted(set(table) | set(ex.before)):
+            old_members, old_id = ex.before.get(name, ({}, None))
             group = self.groups.get(name)
             if group is None or old_members == group.members:
                 continue
             if name in self.transition_sent:
                 old_id = None  # its TRANSITION went out with the transitional configuration
-            self._announce_network_change(group, old_id, ex["old_ring"], my_ring)
+            self._announce_network_change(group, old_id, ex.old_ring, my_ring)
         self.transition_sent = {}
         self.log.append("group state exchange done: %d groups; %d messages (%d KB) were held "
-                        "meanwhile" % (len(self.groups), len(ex["held"]), ex["held_bytes"] // 1024))
-        held, ex["held"] = ex["held"], []
+                        "meanwhile" % (len(self.groups), len(ex.held), ex.held_bytes // 1024))
+        held, ex.held = ex.held, []
         for msg in held:
             super().deliver(msg)
 
-    def _rebuild(self, table):
+    def _rebuild(self, table: Dict[str, Dict[str, str]]) -> None:
         for name in list(self.groups):
             if name not in table:
                 del self.groups[name]
@@ -4891,7 +5419,8 @@ class RingGroupCore(GroupCore):
                 self.member_groups.setdefault(member, set()).add(name)
             self._reorder(group)
 
-    def _announce_network_change(self, group, old_id, old_ring_of, my_ring):
+    def _announce_network_change(self, group: Group, old_id: Optional[Tuple[int, int, int]],
+                                 old_ring_of: Dict[str, str], my_ring: str) -> None:
         sets = collections.OrderedDict()
         for member in group.ordered:
             sets.setdefault(old_ring_of.get(group.members[member], ""), []).append(member)
@@ -4910,6 +5439,369 @@ class RingGroupCore(GroupCore):
                 self._enqueue(session, message)
         self.log.append("%s: network change, %d members in %d vs_sets" % (
             group.name, len(group.ordered), len(vs_sets)))
+
+
+# ---- Sites: representatives and dissemination trees (thesis 7.3.1, 7.3.2) -------------------------
+# Each Spread_Segment is a site; its daemons form one ring. These are pure functions of the
+# configuration and of an agreed membership, so every daemon computes the same answer without
+# a message.
+
+def site_representative(configured: Sequence[str], live: Iterable[str]) -> Optional[str]:
+    """The daemon that carries a site's wide-area traffic: the first of the site's daemons, in
+    the order of spread.conf, that is in the ring's current membership (None: nobody is).
+    Why this rule: every member of the ring knows the file and the agreed membership, so all
+    name the same daemon at once, with no election; and a student reading spread.conf can say
+    who it is. It changes only when a daemon earlier in the file leaves or comes back."""
+    alive = set(live)
+    return next((name for name in configured if name in alive), None)
+
+
+@dataclass
+class SiteTree:
+    """One site's dissemination tree over the live sites (7.3.2): the parent of each site
+    reached (the source has none), its distance from the source (the sum of link costs), and
+    the sites that could not be reached over the live sites."""
+    source: int
+    parent: Dict[int, Optional[int]]
+    distance: Dict[int, int]
+    unreachable: List[int]
+
+    def children(self, site: int) -> List[int]:
+        """The sites a packet of this tree goes on to from `site` (ascending)."""
+        return sorted(s for s, p in self.parent.items() if p == site)
+
+
+def dissemination_tree(costs: Sequence[Sequence[int]], source: int,
+                       live: Iterable[int]) -> SiteTree:
+    """Dijkstra's shortest paths from `source` over the live sites; costs[i][j] is the cost of
+    the direct link i -> j (0: none). Ties are broken so that every daemon builds the same
+    tree: sites are settled in (distance, site id) order, and between two parents that give
+    the same distance the one with the lower site id wins."""
+    sites = sorted(set(live) | {source})
+    distance: Dict[int, int] = {source: 0}
+    parent: Dict[int, Optional[int]] = {source: None}
+    settled = set()
+    heap = [(0, source)]
+    while heap:
+        dist, site = heapq.heappop(heap)
+        if site in settled:
+            continue
+        settled.add(site)
+        for other in sites:
+            cost = costs[site][other]
+            if other in settled or other == site or cost <= 0:
+                continue
+            candidate = dist + cost
+            known = distance.get(other)
+            if known is None or candidate < known or (candidate == known and site < parent[other]):
+                distance[other], parent[other] = candidate, site
+                heapq.heappush(heap, (candidate, other))
+    return SiteTree(source, parent, distance, [s for s in sites if s not in settled])
+
+
+def dissemination_trees(costs: Sequence[Sequence[int]], live: Iterable[int]) -> Dict[int, SiteTree]:
+    """Every live site's own tree (7.3.2: one per site, better than one shared tree)."""
+    sites = sorted(set(live))
+    return {site: dissemination_tree(costs, site, sites) for site in sites}
+
+
+# ---- HOP: the link between two sites (thesis 7.3.2.1) --------------------------------------------
+
+@dataclass
+class HopPeerDead:
+    """The dead-peer rule fired: the link is over and a membership change must start.
+    reason: "silence" (nothing from the peer for peer_silence_s) or "requests" (a packet asked
+    for nack_requests_max times and still missing); seq: that packet (requests only)."""
+    peer: Pid
+    reason: str
+    at_s: float
+    seq: Optional[int] = None
+
+
+@dataclass
+class HopOutput:
+    """What one input of a HopLink gives: datagrams for the peer, packets for the layer above
+    as (link seq, payload) in the order they first came in (non-blocking forwarding: a packet
+    is handed up when it arrives, not when the ones before it have), and dead-peer events."""
+    send: List[bytes] = field(default_factory=list)
+    deliver: List[Tuple[int, bytes]] = field(default_factory=list)
+    events: List[HopPeerDead] = field(default_factory=list)
+
+
+#: rounding in the bucket's refill: next_deadline_s() names the moment the bytes are there,
+#: and tick() at that moment must find them (else the caller ticks for ever at that moment)
+BUCKET_SLACK_BYTES = 1e-6
+
+
+class HopLink:
+    """The sans-I/O core of one point-to-point HOP link (thesis 7.3.2.1), both directions of it.
+    Fed with submit(payload, now), datagram(bytes, now) and tick(now); each returns a HopOutput.
+    It never reads the clock; next_deadline_s() says when tick() has work.
+
+    Sender: S_highest_linkseq (s_highest_linkseq), S_other_end_aru (s_other_end_aru),
+    S_cur_window (s_cur_window, packets sent and not yet acknowledged, at most), the packets
+    kept until acknowledged, and the token bucket (rate_bytes_s, burst_bytes) that every data
+    packet, new or sent again, draws from. Receiver: R_highest_seq (r_highest_seq), R_link_aru
+    (r_link_aru) and the retransmit list (retransmit_list: missing seq -> times asked for).
+    Both: Pkt_cnt_linkack (pkt_cnt_linkack) against Max_pkt_btw_ack (settings.max_pkt_btw_ack).
+
+    A datagram that does not decode, comes from another daemon or names sequences the link
+    never had is dropped and counted (counters["dropped_<reason>"]); it changes nothing."""
+
+    def __init__(self, me: Pid, peer: Pid, settings: Optional[HopSettings] = None,
+                 seal: Optional[RingSeal] = None, now: float = 0.0) -> None:
+        self.me, self.peer = me, peer
+        self.settings = settings or HopSettings()
+        self.seal = seal or OPEN_SEAL
+        self.counters: Dict[str, int] = collections.Counter()
+        self.dead: Optional[HopPeerDead] = None
+        # sender
+        self.s_highest_linkseq = 0
+        self.s_other_end_aru = 0
+        self.s_cur_window = self.settings.window_packets
+        self._queue: "collections.deque[bytes]" = collections.deque()  # payloads not yet sent
+        self._unacked: Dict[int, bytes] = {}  # seq -> its datagram, until the peer has it
+        self._resend: "collections.deque[int]" = collections.deque()  # NACKed, to go first
+        self._tokens_bytes = float(self.settings.burst_bytes)
+        self._tokens_at_s = now
+        # receiver
+        self.r_highest_seq = 0
+        self.r_link_aru = 0
+        self.retransmit_list: Dict[int, int] = {}
+        self._nack_due_s: Optional[float] = None
+        # both
+        self.pkt_cnt_linkack = 0
+        self._ack_due_s: Optional[float] = None
+        self._heard_s = now
+        self._sent_s = now
+        self._out = HopOutput()
+        overhead = len(encode_hop_data(me, 0, b"", self.seal))
+        self.max_payload_bytes = self.settings.max_packet_bytes - overhead
+        nack_overhead = len(encode_hop_nack(me, 0, [], self.seal))
+        self._nack_entries_max = (self.settings.max_packet_bytes - nack_overhead) // 8
+        if self.max_payload_bytes < 1 or self.settings.burst_bytes < self.settings.max_packet_bytes:
+            raise RingUsageError("HopSettings: max_packet_bytes leaves no room for data, or "
+                                 "burst_bytes is below one packet")
+
+    # ------------------------------------------------------------ inputs
+    def submit(self, payload: bytes, now: float) -> HopOutput:
+        """Queue one packet's payload for the peer (at most max_payload_bytes; at most
+        max_queued_packets waiting: RingUsageError beyond, the caller keeps it)."""
+        if len(payload) > self.max_payload_bytes:
+            raise RingUsageError("a HOP payload of %d bytes (at most %d)" % (len(payload), self.max_payload_bytes))
+        if len(self._queue) >= self.settings.max_queued_packets:
+            raise RingUsageError("HOP link to %s: %d packets already wait" % (self.peer[0], len(self._queue)))
+        if self.dead is None:
+            self._queue.append(bytes(payload))
+            self._pump(now)
+        return self._take_output()
+
+    def datagram(self, data: bytes, now: float) -> HopOutput:
+        if self.dead is None:
+            try:
+                packet = decode_hop_packet(data, self.seal)
+                self._check_sender(packet)
+                getattr(self, HOP_DISPATCH[type(packet)])(packet, now)
+            except RingPeerError as exc:
+                self.counters["dropped_" + getattr(exc, "reason", "garbage")] += 1
+            else:
+                self._heard_s = now
+            self._pump(now)
+        return self._take_output()
+
+    def tick(self, now: float) -> HopOutput:
+        if self.dead is None:
+            self._check_timers(now)
+        if self.dead is None:
+            self._pump(now)
+        return self._take_output()
+
+    def next_deadline_s(self) -> float:
+        """The earliest time at which tick() has something to do (inf: the link is over)."""
+        if self.dead is not None:
+            return float("inf")
+        s = self.settings
+        times = [self._heard_s + s.peer_silence_s, self._sent_s + s.keepalive_s]
+        times += [t for t in (self._nack_due_s, self._ack_due_s) if t is not None]
+        waiting = self._next_data_bytes()
+        if waiting:
+            times.append(self._tokens_at_s + max(0.0, waiting - self._tokens_bytes) / s.rate_bytes_s)
+        return min(times)
+
+    def outstanding_packets(self) -> int:
+        return self.s_highest_linkseq - self.s_other_end_aru
+
+    def idle(self) -> bool:
+        """Nothing waits to go and the peer has everything we sent."""
+        return not self._queue and not self._unacked
+
+    # ------------------------------------------------------------ receiving
+    def _check_sender(self, packet: "HopPacket") -> None:
+        if packet.sender != self.peer:
+            raise RingWireError("a HOP packet from %s, this link is to %s" % (packet.sender, self.peer), "stranger")
+
+    def _on_data(self, p: "HopData", now: float) -> None:
+        seq = p.seq
+        if seq > self.r_link_aru + self.settings.window_packets:
+            raise RingWireError("HOP data seq %d beyond the window" % seq, "beyond_window")
+        if seq <= self.r_link_aru or (seq <= self.r_highest_seq and seq not in self.retransmit_list):
+            self.counters["duplicates"] += 1
+            return
+        self._out.deliver.append((seq, p.payload))
+        self.counters["data_received"] += 1
+        if seq > self.r_highest_seq:
+            self._gap_up_to(seq - 1, now)
+            self.r_highest_seq = seq
+        else:
+            del self.retransmit_list[seq]
+        self._advance_aru()
+        self._count_for_ack(now)
+
+    def _on_ack(self, p: "HopAck", now: float) -> None:
+        self._check_aru(p.link_aru)
+        if p.highest_linkseq > self.r_link_aru + self.settings.window_packets:
+            raise RingWireError("HOP ack names seq %d beyond the window" % p.highest_linkseq, "beyond_window")
+        self._acknowledged(p.link_aru)
+        self._gap_up_to(p.highest_linkseq, now)  # the tail of a burst may be lost
+        self.r_highest_seq = max(self.r_highest_seq, p.highest_linkseq)
+        self._advance_aru()
+
+    def _on_nack(self, p: "HopNack", now: float) -> None:
+        self._check_aru(p.link_aru)
+        if any(seq > self.s_highest_linkseq for seq in p.missing):
+            raise RingWireError("HOP nack asks for a packet never sent", "never_sent")
+        self._acknowledged(p.link_aru)
+        self.counters["nacks_received"] += 1
+        for seq in p.missing:
+            if seq in self._unacked and seq not in self._resend:
+                self._resend.append(seq)
+
+    def _check_aru(self, aru: int) -> None:
+        if aru > self.s_highest_linkseq:
+            raise RingWireError("HOP peer acknowledges seq %d, we sent up to %d" % (aru, self.s_highest_linkseq), "never_sent")
+
+    def _acknowledged(self, aru: int) -> None:
+        while self.s_other_end_aru < aru:
+            self.s_other_end_aru += 1
+            self._unacked.pop(self.s_other_end_aru, None)
+
+    def _gap_up_to(self, last: int, now: float) -> None:
+        """Every seq above R_highest_seq up to `last` is missing: into the retransmit list, and
+        the short timer starts (a reordered packet may still come)."""
+        for seq in range(self.r_highest_seq + 1, last + 1):
+            self.retransmit_list[seq] = 0
+        if last > self.r_highest_seq and self._nack_due_s is None:
+            self._nack_due_s = now + self.settings.nack_wait_s
+
+    def _advance_aru(self) -> None:
+        self.r_link_aru = min(self.retransmit_list) - 1 if self.retransmit_list else self.r_highest_seq
+        if not self.retransmit_list:
+            self._nack_due_s = None
+
+    def _count_for_ack(self, now: float) -> None:
+        """Pkt_cnt_linkack counts data packets sent or received since our last ACK: at
+        Max_pkt_btw_ack one goes at once, else ack_delay_s after the first."""
+        self.pkt_cnt_linkack += 1
+        if self.pkt_cnt_linkack >= self.settings.max_pkt_btw_ack:
+            self._send_ack(now)
+        elif self._ack_due_s is None:
+            self._ack_due_s = now + self.settings.ack_delay_s
+
+    # ------------------------------------------------------------ timers
+    def _check_timers(self, now: float) -> None:
+        s = self.settings
+        if now >= self._heard_s + s.peer_silence_s:  # the same sum next_deadline_s() gives
+            self._declare_dead("silence", now)
+            return
+        if self._nack_due_s is not None and now >= self._nack_due_s:
+            if self._send_nacks(now):
+                return
+        if self._ack_due_s is not None and now >= self._ack_due_s:
+            self._send_ack(now)
+        if now >= self._sent_s + s.keepalive_s:
+            self._send_ack(now)  # a keep-alive: the peer's silence rule hears us
+
+    def _send_nacks(self, now: float) -> bool:
+        """The NACK timer expired with packets still missing: ask for every one of them (in
+        as many datagrams as it takes), or declare the peer dead if one was asked for too
+        often. True: the peer is dead."""
+        for seq in sorted(self.retransmit_list):
+            if self.retransmit_list[seq] >= self.settings.nack_requests_max:
+                self._declare_dead("requests", now, seq)
+                return True
+        missing = sorted(self.retransmit_list)
+        for start in range(0, len(missing), self._nack_entries_max):
+            part = missing[start:start + self._nack_entries_max]
+            self._emit(encode_hop_nack(self.me, self.r_link_aru, part, self.seal), now)
+            self.counters["nacks_sent"] += 1
+        for seq in missing:
+            self.retransmit_list[seq] += 1
+        self._nack_due_s = now + self.settings.nack_interval_s
+        return False
+
+    def _send_ack(self, now: float) -> None:
+        self._emit(encode_hop_ack(self.me, self.r_link_aru, self.s_highest_linkseq, self.seal), now)
+        self.counters["acks_sent"] += 1
+        self.pkt_cnt_linkack = 0
+        self._ack_due_s = None
+
+    def _declare_dead(self, reason: str, now: float, seq: Optional[int] = None) -> None:
+        self.dead = HopPeerDead(self.peer, reason, now, seq)
+        self._out.events.append(self.dead)
+
+    # ------------------------------------------------------------ sending: window and bucket
+    def _refill(self, now: float) -> None:
+        s = self.settings
+        if now > self._tokens_at_s:
+            self._tokens_bytes = min(float(s.burst_bytes),
+                                     self._tokens_bytes + (now - self._tokens_at_s) * s.rate_bytes_s)
+            self._tokens_at_s = now
+
+    def _next_data_bytes(self) -> int:
+        """The size of the next data datagram that waits (0: none may go now)."""
+        while self._resend and self._resend[0] not in self._unacked:
+            self._resend.popleft()  # acknowledged since it was asked for
+        if self._resend:
+            return len(self._unacked[self._resend[0]])
+        if self._queue and self.outstanding_packets() < self.s_cur_window:
+            return self.max_packet_bytes_for(self._queue[0])
+        return 0
+
+    def max_packet_bytes_for(self, payload: bytes) -> int:
+        return self.settings.max_packet_bytes - self.max_payload_bytes + len(payload)
+
+    def _pump(self, now: float) -> None:
+        """Send what the window and the bucket allow: packets asked for again first, at once
+        and out of order, then new ones. Both kinds draw from the bucket."""
+        self._refill(now)
+        while True:
+            size = self._next_data_bytes()
+            if not size or self._tokens_bytes < size - BUCKET_SLACK_BYTES:
+                return
+            self._tokens_bytes -= size
+            if self._resend:
+                self._emit(self._unacked[self._resend.popleft()], now)
+                self.counters["retransmitted"] += 1
+                continue
+            self.s_highest_linkseq += 1
+            datagram = encode_hop_data(self.me, self.s_highest_linkseq, self._queue.popleft(), self.seal)
+            self._unacked[self.s_highest_linkseq] = datagram
+            self._emit(datagram, now)
+            self.counters["data_sent"] += 1
+            self._count_for_ack(now)
+
+    def _emit(self, datagram: bytes, now: float) -> None:
+        self._out.send.append(datagram)
+        self._sent_s = now
+
+    def _take_output(self) -> HopOutput:
+        out, self._out = self._out, HopOutput()
+        return out
+
+
+#: HOP packet -> the name of HopLink's handler (h11's table: one place says what each packet
+#: does; names, so that a subclass's handler is the one called)
+HOP_DISPATCH = {HopData: "_on_data", HopAck: "_on_ack", HopNack: "_on_nack"}
 
 
 # =============================================================================================
@@ -5352,7 +6244,8 @@ class NetErrorOnSession(SpreadError):
 class _TooShort(SpreadError):
     """The waiting message does not fit; it stays queued for the next receive (thesis 7.4.1)."""
 
-    def __init__(self, detail: str, service_type: int, mess_type: int, needed_len: int, needed_groups: int):
+    def __init__(self, detail: str, service_type: int, mess_type: int, needed_len: int,
+                 needed_groups: int):
         self.service_type = service_type
         self.mess_type = mess_type
         self.needed_len = needed_len  #: data bytes the message has
@@ -5385,7 +6278,8 @@ class RegularMessage:
     __slots__ = ("service_type", "sender", "groups", "mess_type", "endian_mismatch", "data", "truncated")
     is_membership = False
 
-    def __init__(self, service_type, sender, groups, mess_type, endian_mismatch, data, truncated=False):
+    def __init__(self, service_type, sender, groups, mess_type, endian_mismatch, data,
+                 truncated=False):
         self.service_type = service_type
         self.sender = sender
         self.groups = groups
@@ -5406,7 +6300,8 @@ class MembershipMessage:
                  "truncated")
     is_membership = True
 
-    def __init__(self, service_type, group, members, group_id, my_index, changed_members, vs_sets, truncated=False):
+    def __init__(self, service_type, group, members, group_id, my_index, changed_members, vs_sets,
+                 truncated=False):
         self.service_type = service_type
         self.group = group
         self.members = members
@@ -5473,8 +6368,9 @@ def _names(buf, start: int, count: int) -> List[str]:
     return [unpad_name(bytes(buf[i:i + MAX_GROUP_NAME])) for i in range(start, start + MAX_GROUP_NAME * count, MAX_GROUP_NAME)]
 
 
-def decode_message(buf, off: int = 0, my_private_group: str = "", max_mess_len: Optional[int] = None,
-                   max_groups: Optional[int] = None, drop_recv: bool = False):
+def decode_message(buf, off: int = 0, my_private_group: str = "",
+                   max_mess_len: Optional[int] = None, max_groups: Optional[int] = None,
+                   drop_recv: bool = False):
     """Decode one complete message (see message_length) as the real library does (sp.c:1400-1600).
 
     Raises BufferTooShort / GroupsTooShort when it does not fit and drop_recv is False."""
@@ -5517,7 +6413,8 @@ def decode_message(buf, off: int = 0, my_private_group: str = "", max_mess_len: 
     return _decode_membership(service_type, sender_name, groups, body, flipped, my_private_group, truncated)
 
 
-def _decode_membership(service_type, group, members, body, flipped, me, truncated) -> MembershipMessage:
+def _decode_membership(service_type, group, members, body, flipped, me,
+                       truncated) -> MembershipMessage:
     group_id = None
     vs_sets: List[List[str]] = []
     changed: List[str] = []
@@ -5616,7 +6513,8 @@ def _check_group(name: str, for_join: bool) -> bytes:
 class Mailbox:
     """A connection to a Spread daemon (ours or a real one)."""
 
-    def __init__(self, sock: socket.socket, private_group: str, daemon_version: Tuple[int, ...], group_membership: bool):
+    def __init__(self, sock: socket.socket, private_group: str, daemon_version: Tuple[int, ...],
+                 group_membership: bool):
         self._sock = sock
         self.private_group = private_group  #: '#name#daemon'
         self.daemon_version = daemon_version
@@ -5929,7 +6827,8 @@ def _open_socket(spread_name: str, timeout: Optional[float]) -> Tuple[socket.soc
     return sock, address, note
 
 
-def _handshake(sock: socket.socket, private_name: str, priority: int, group_membership: bool) -> Mailbox:
+def _handshake(sock: socket.socket, private_name: str, priority: int,
+               group_membership: bool) -> Mailbox:
     # each unit in ONE write, and no pipelining: the real daemon reads them with single recv()s
     sock.sendall(encode_connect(private_name, group_membership, priority))
     code = struct.unpack("b", _read_exact(sock, 1))[0]

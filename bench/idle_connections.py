@@ -1,5 +1,3 @@
-from __future__ import annotations
-
 """Can idle connections lock a daemon's client port? On loopback: one spread_mini daemon, N
 connections that never finish the client handshake (most send nothing, some the first two bytes
 of a connect message), then a real client connects, several times; the time each took.
@@ -12,6 +10,7 @@ handshake give way). Every connection comes from 127.0.0.1, the real client's ad
     python3 bench/idle_connections.py --idle 1000 --clients 5
     python3 bench/idle_connections.py --spread OTHER/spread_mini.py   # another version (its defaults)
 """
+from __future__ import annotations
 
 import argparse
 import os

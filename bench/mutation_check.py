@@ -1,5 +1,3 @@
-from __future__ import annotations
-
 """Do the simulator's checkers catch every fault they name? Plant each fault in turn and say
 which test or soak catches it, one table row per fault; every row must say "caught".
 
@@ -15,6 +13,7 @@ Two sets of faults:
 When spread_mini.py changes so much that a mutant's line is gone, its row says so ("mutation
 site not found"): update the MUTANTS table below, so that the check keeps meaning something.
 """
+from __future__ import annotations
 
 import argparse
 import os

@@ -1,5 +1,3 @@
-from __future__ import annotations
-
 """What the group state exchange holds after a ring change, with real daemons on loopback.
 
 Three daemons (127.0.0.1-3). Clients of d1 and d2 flood 1000-byte AGREED messages as fast as
@@ -11,6 +9,7 @@ reports the peak (`held in state exchange (peak)`); this prints it beside the li
     python3 bench/ring_held.py
     python3 bench/ring_held.py --flood-s 4
 """
+from __future__ import annotations
 
 import argparse
 import os

@@ -1,5 +1,3 @@
-from __future__ import annotations
-
 """Soak the RING protocol in the deterministic simulator: many seeds with faults, count the
 violations of the guarantees. Every seed replays exactly with the command printed for it.
 
@@ -7,6 +5,7 @@ violations of the guarantees. Every seed replays exactly with the command printe
     python3 bench/ring_soak.py --seeds 200 --first 5000
     python3 bench/ring_soak.py --seeds 10000 --hostile 0.1 [--key]   # replayed and forged packets
 """
+from __future__ import annotations
 
 import argparse
 import collections

@@ -1,5 +1,3 @@
-from __future__ import annotations
-
 """Throughput and latency of spread_mini daemons joined by the RING protocol, on loopback.
 
 For 1, 3 and 5 daemons (127.0.0.1 ... 127.0.0.5, one machine), AGREED and SAFE, 100 and 1000
@@ -15,6 +13,7 @@ The 1-daemon row is the same daemon without the ring (its LocalOrderer): the fig
     python3 bench/ring_throughput.py --daemons 3 --against /tmp/old_spread_mini.py --repeat 3
     python3 bench/ring_throughput.py --key-compare              # what --key costs, as a ratio
 """
+from __future__ import annotations
 
 import argparse
 import os

@@ -1,5 +1,3 @@
-from __future__ import annotations
-
 """Faults planted on purpose, one per checker of tests/ring_sim.py, each with the violation kind
 that checker must report. tests/test_ring_sim.py runs them (one test per fault, asserting its
 own kind); bench/mutation_check.py prints them as a table.
@@ -8,6 +6,7 @@ The faults go in through the simulator's hooks (Sim.delivery_filter: what a daem
 clients; Sim.on_start: one daemon's orderer, e.g. with a mutant method from ring_sim.mutant);
 the code under test is never edited.
 """
+from __future__ import annotations
 
 import copy
 

@@ -1,13 +1,14 @@
-from __future__ import annotations
-
 """Helpers for the tests of spread_mini daemons joined by the ring: a spread.conf with daemons
 on 127.0.0.1, 127.0.0.2, ... (all loopback), started as real processes."""
+from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 
 import spread_mini as sp
-from conftest import free_port, wait_for
+from conftest import ROOT, free_port, wait_for
 
 
 def free_ring_port(addresses):
@@ -92,3 +93,9 @@ def data_of(messages):
 
 def connect(port, ip, user, membership=True):
     return sp.connect("%d@%s" % (port, ip), user, 0, membership)
+
+
+def run_daemon_cli(*argv, timeout_s=30):
+    """`python3 spread_mini.py daemon ARGV...` to its end: the command line's answer."""
+    return subprocess.run([sys.executable, "spread_mini.py", "daemon", *argv], capture_output=True,
+                          text=True, timeout=timeout_s, cwd=ROOT)

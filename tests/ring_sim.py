@@ -1,5 +1,3 @@
-from __future__ import annotations
-
 """A deterministic simulated network for RingOrderer, and the checkers of the guarantees.
 
 One seeded random.Random decides everything: packet loss, duplication, delay (and so reordering),
@@ -35,6 +33,7 @@ never resent) are left out of all of those except "duplicate"; instead:
   unreliable     delivered only in a regular configuration (never in a transitional one), and
                  everywhere in the same one: the configuration it was sent in
 """
+from __future__ import annotations
 
 import argparse
 import collections
@@ -208,8 +207,8 @@ class Sim:
                                  cfg, now=self.now, seal=sr.RingSeal(self.key) if self.key else None)
         proc = Process(pid)
         self.proc_of[pid] = proc
-        orderer.trace_completed = []
-        orderer.trace_delivered = []
+        orderer.transport.trace_completed = []
+        orderer.transport.trace_delivered = []
         if self.on_start is not None:
             self.on_start(name, orderer)
         self.nodes[name] = (orderer, proc)
@@ -352,16 +351,16 @@ class Sim:
                     if core is not None:
                         core.configuration_change(out, 0)  # submits its STATE
             outputs = self.polled(name, orderer)  # what the group core's STATE set going
-        for mid in orderer.trace_completed:
+        for mid in orderer.transport.trace_completed:
             proc.completed.setdefault(mid, self.now)
-        del orderer.trace_completed[:]
+        del orderer.transport.trace_completed[:]
         if len(orderer.log) > 200:
             self.collect_log(orderer)
 
     def polled(self, name, orderer):
         """One poll() of the orderer, each Deliver paired with its trace id, through the
         delivery filter if a test planted one."""
-        outputs = [(out, orderer.trace_delivered.pop(0) if isinstance(out, sr.Deliver) else None)
+        outputs = [(out, orderer.transport.trace_delivered.pop(0) if isinstance(out, sr.Deliver) else None)
                    for out in orderer.poll()]
         if self.delivery_filter is not None and outputs:
             outputs = self.delivery_filter(name, outputs)
@@ -443,7 +442,7 @@ class Sim:
 
     def settled(self):
         for orderer, _ in self.nodes.values():
-            if orderer.state != sr.OPERATIONAL or orderer.pending or orderer.in_progress \
+            if orderer.state != sr.OPERATIONAL or orderer.transport.pending or orderer.transport.in_progress \
                     or orderer.ring.stream.ordered or len(orderer.ring.members) != len(self.nodes):
                 return False
         arus = {(o.ring.ring_id, o.ring.my_aru, o.ring.high_seq) for o, _ in self.nodes.values()}
@@ -885,8 +884,8 @@ class Sim:
                 continue  # it may be lost
             if proc is not None and origin in proc.pids and serial not in proc.delivered_set:
                 orderer = self.nodes[origin[0]][0]
-                queued = any(m.data[:8] == sub[1][:8] for m, _ in orderer.pending) or (
-                    orderer.in_progress is not None and orderer.in_progress[0].data[:8] == sub[1][:8])
+                queued = any(m.data[:8] == sub[1][:8] for m, _ in orderer.transport.pending) or (
+                    orderer.transport.in_progress is not None and orderer.transport.in_progress.msg.data[:8] == sub[1][:8])
                 self.fail(LOSS, "message %d was submitted at %s#%d (never crashed) and never "
                           "delivered there%s" % ((serial,) + origin + (
                               " (still in its send queue: the run ended first)" if queued else "",)))

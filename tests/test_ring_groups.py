@@ -1,8 +1,7 @@
-from __future__ import annotations
-
 """Group membership across daemons (RingGroupCore), sans-I/O: whole spread_mini Daemon cores
 with RingOrderers, wired through an in-memory network with a fake clock, and clients speaking
 the real client protocol to them. Deterministic: no sockets, no threads, no real time."""
+from __future__ import annotations
 
 import heapq
 
@@ -211,7 +210,7 @@ def merge_with_megabytes_queued(seed=1, **settings):
     for _ in range(QUEUED_PER_DAEMON_BYTES // MESSAGE_BYTES):
         for name in ("d1", "d2", "d3"):
             sim.submit(name, rng.choice([sp.AGREED_MESS, sp.SAFE_MESS]), size=MESSAGE_BYTES)
-    assert all(o.pending_bytes >= QUEUED_PER_DAEMON_BYTES * 0.9 for o, _ in sim.nodes.values())
+    assert all(o.transport.pending_bytes >= QUEUED_PER_DAEMON_BYTES * 0.9 for o, _ in sim.nodes.values())
     assert sim.run_until(sim.now + 30.0, stop=lambda: one_ring(sim) and sim.settled() and all(
         c.exchange is None for c in sim.cores.values())), "not settled"
     return sim
@@ -255,10 +254,10 @@ def test_urgent_submit_goes_first_behind_only_the_message_being_sent():
             for n in (10, 20, 30)]
     o.submit(msgs[0])
     o.submit(msgs[1])
-    o.in_progress = ["being sent"]  # a message half sent stays first: it is not in pending
+    o.transport.in_progress = ["being sent"]  # a message half sent stays first: it is not in pending
     assert o.submit(msgs[2], urgent=True)
-    assert [m for m, _ in o.pending] == [msgs[2], msgs[0], msgs[1]]
-    assert o.pending_bytes == sum(len(body) for _, body in o.pending)
+    assert [m for m, _ in o.transport.pending] == [msgs[2], msgs[0], msgs[1]]
+    assert o.transport.pending_bytes == sum(len(body) for _, body in o.transport.pending)
 
 
 def test_a_held_limit_exceeded_is_logged_and_stops_reading_clients_until_the_exchange_is_done():
@@ -308,14 +307,14 @@ def test_a_state_too_big_for_one_message_goes_in_numbered_parts():
         group.members = {"#student%03d#d1" % (i % 997): "d1", "#other#d2": "d2"}
     change = sp.ConfigurationChange(sp.CONF_REGULAR, NAMES, NAMES, (5, "d1", 1))
     core._send_state(change)  # would raise "message too long" in one message
-    states = [msg for msg, _ in orderer.pending if msg.kind == sp.STATE]
+    states = [msg for msg, _ in orderer.transport.pending if msg.kind == sp.STATE]
     assert len(states) == core.state_parts_sent >= 2
     count = len(states)
     assert sorted(m.hint for m in states) == [i << 16 | count for i in range(count)]
     lines = [line for m in states for line in m.data.decode("latin-1").split("\n")]
     assert len(lines) == 4000 and sorted(lines) == sorted(set(lines))  # every membership, once
     assert all("#other#d2" not in line for line in lines)  # only this daemon's clients
-    assert all(len(body) <= sp.MAX_MESSAGE_BODY_BYTES for _, body in orderer.pending)
+    assert all(len(body) <= sp.MAX_MESSAGE_BODY_BYTES for _, body in orderer.transport.pending)
 
 
 def test_memberships_survive_a_merge_when_every_state_comes_in_several_parts(monkeypatch):

@@ -1,21 +1,20 @@
-from __future__ import annotations
-
 """Tier 3: spread_mini daemons joined by the RING protocol, as real processes on loopback
 (127.0.0.1, 127.0.0.2, 127.0.0.3), with real clients on each; and in network namespaces with
 10% packet loss (nftables)."""
+from __future__ import annotations
 
 import signal
+import socket
+import sys
 import threading
 import time
 
 import pytest
 
-import sys
-
 import spread_mini as sp
 from conftest import ROOT, wait_for
 from ring_helpers import (connect, data_of, last_ring_line, members_are, receive_until,
-                          start_ring, start_ring_daemon, write_conf)
+                          run_daemon_cli, start_ring, start_ring_daemon, write_conf)
 
 pytestmark = pytest.mark.slow
 
@@ -459,3 +458,101 @@ def test_a_daemon_restarted_with_its_clock_set_back_joins(procs, tmp_path):
     assert receive_until(a, lambda m: getattr(m, "data", b"") == b"back from 1970", 20)
     for m in (a, b):
         m.disconnect()
+
+
+# ---- bad starts, other teams' traffic, the status table of a real daemon -------------------
+
+def test_status_table_reaches_a_file_with_a_rate_and_the_ring(procs, tmp_path):
+    """The status table is printed when stdout is a file (not a terminal), and its rotations per
+    second is a rate over the last period, not the total since the start."""
+    conf, port = write_conf(tmp_path, ["127.0.0.1", "127.0.0.2"])
+    d1 = start_ring_daemon(procs, conf, "d1", "127.0.0.1", port, extra=("--status-every", "1"))
+    start_ring_daemon(procs, conf, "d2", "127.0.0.2", port)
+    wait_for(lambda: procs.output(d1).count("RING d1") >= 3 and "d1, d2" in procs.output(d1), 40)
+    text = procs.output(d1)
+    rates = [int(line.split("(")[1].split()[0]) for line in text.splitlines()
+             if "token rotations" in line and "per second" in line]
+    totals = [int(line.split("│")[2].split()[0]) for line in text.splitlines()
+              if "token rotations" in line and "per second" in line]
+    assert len(rates) >= 3 and totals[-1] > totals[0]
+    assert rates[-1] < totals[-1]  # a rate of about one second, not the running total
+    for label in ("ring", "windows global / personal", "membership changes", "retransmissions",
+                  "datagrams from strangers", "change "):
+        assert label in text, label
+
+
+# ---- bad starts and other teams' traffic ---------------------------------------------------------
+
+def test_the_same_daemon_started_twice_is_told_so(procs, tmp_path):
+    conf, port = write_conf(tmp_path, ["127.0.0.1", "127.0.0.2"])
+    start_ring_daemon(procs, conf, "d1", "127.0.0.1", port)
+    out = run_daemon_cli("-c", conf, "--name", "d1", "--no-unix", "--status-every", "0")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "is daemon d1 already running" in out.stderr and out.stderr.count("\n") == 1, out.stderr
+
+
+def test_a_client_port_in_use_names_the_tcp_socket(tmp_path):
+    conf, port = write_conf(tmp_path, ["127.0.0.1", "127.0.0.2"])
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.2", port))
+        squatter.listen(1)
+        out = run_daemon_cli("-c", conf, "--name", "d2", "--no-unix", "--status-every", "0")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "cannot listen for clients on 127.0.0.2:%d/tcp" % port in out.stderr, out.stderr
+
+
+def test_other_teams_datagrams_are_counted_and_the_log_stays_short(procs, tmp_path):
+    conf, port = write_conf(tmp_path, ["127.0.0.1", "127.0.0.2"])
+    d1 = start_ring_daemon(procs, conf, "d1", "127.0.0.1", port, extra=("--status-every", "2"))
+    start_ring_daemon(procs, conf, "d2", "127.0.0.2", port)
+    wait_for(lambda: "installed ring" in procs.output(d1) and "d2#" in procs.output(d1).split("installed ring")[-1], 30)
+    junk = [bytes([i % 251]) * (i % 300) for i in range(300)] + [b"SMRG\x01\x02" + b"\x00" * 40] * 100
+    for source in ("127.0.0.9", "127.0.0.2"):  # a stranger, and a wrong port on a daemon's address
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((source, 0))
+            for data in junk:
+                s.sendto(data, ("127.0.0.1", port))
+    wait_for(lambda: "more lines about dropped packets not shown" in procs.output(d1), 40)
+    text = procs.output(d1)
+    assert text.count("dropped a packet from") <= sp.RING_GARBAGE_LINES_PER_PERIOD
+    assert text.count("which is not a daemon of the configuration") == 1
+    wait_for(lambda: "400 (not from a daemon" in procs.output(d1), 30)
+    assert d1.poll() is None and "Traceback" not in procs.output(d1)
+    # the ring still works: a message from a client of d2 reaches a client of d1
+    from ring_helpers import connect
+    with connect(port, "127.0.0.1", "a") as a, connect(port, "127.0.0.2", "b") as b:
+        a.join("audit")
+        wait_for(lambda: a.receive(timeout=0.2) is not None, 20)
+        b.multicast(sp.AGREED_MESS, "audit", b"still here")
+        got = []
+        wait_for(lambda: got.append(a.receive(timeout=0.2)) or any(
+            m is not None and not m.is_membership and m.data == b"still here" for m in got), 20)
+
+
+def test_a_daemon_whose_address_is_not_here_is_told_so(tmp_path):
+    """A file written for the namespace lab (10.99.0.x) run on the host: nothing is bound or
+    sent, one line says why."""
+    conf, port = write_conf(tmp_path, ["10.99.250.1", "10.99.250.2"])
+    out = run_daemon_cli("-c", conf, "--name", "d1", "--no-unix", "--status-every", "0")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "10.99.250.1 is not an address of this machine" in out.stderr, out.stderr
+
+
+def test_max_session_messages_of_the_file_and_the_command_line_that_overrides_it(procs, tmp_path):
+    from spread_helpers import port_open
+    from ring_helpers import free_ring_port
+    port = free_ring_port(["127.0.0.1"])
+    conf = tmp_path / "spread.conf"
+    conf.write_text("Spread_Segment 127.0.0.255:%d {\n  solo 127.0.0.1\n}\nMaxSessionMessages = 7\n" % port)
+    first = procs.start("spread_mini.py", "daemon", "-c", str(conf), "--no-unix", "--status-every", "0")
+    wait_for(lambda: "queued messages per session" in procs.output(first), 15)
+    assert "max 7 queued messages per session" in procs.output(first)
+    assert "configuration: using MaxSessionMessages = 7" in procs.output(first)
+    first.terminate()
+    first.wait(15)
+    wait_for(lambda: not port_open(port), 15)
+    second = procs.start("spread_mini.py", "daemon", "-c", str(conf), "--no-unix", "--status-every", "0",
+                         "--max-session-messages", "50")
+    wait_for(lambda: "queued messages per session" in procs.output(second), 15)
+    assert "max 50 queued messages per session" in procs.output(second)

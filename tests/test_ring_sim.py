@@ -1,5 +1,3 @@
-from __future__ import annotations
-
 """Tier 2: the RING protocol under the deterministic simulator with faults (tests/ring_sim.py).
 
 A fixed set of seeds runs here (about half a minute); `python3 bench/ring_soak.py --seeds 1000`
@@ -13,6 +11,7 @@ test asserts that the checker reports its own kind of violation; bench/mutation_
 the same faults as a table. Further tests break the orderer itself (recovery, installation,
 delivery order, UNRELIABLE duplicates, SAFE stability) and name the checker that catches each.
 """
+from __future__ import annotations
 
 import os
 import subprocess
@@ -145,7 +144,7 @@ def test_checker_catches_a_recovery_that_does_not_resend_old_messages(monkeypatc
 
     def forgetful(self, c):
         original(self, c)
-        self.recovery["queue"].clear()
+        self.recovery.queue.clear()
 
     kinds = violation_kinds(monkeypatch, "_enter_recovery", forgetful)
     # daemons that move together on to the next ring delivered different messages in the old
