@@ -17,6 +17,8 @@ The 1-daemon row is the same daemon without the ring (its LocalOrderer): the fig
 """
 
 import argparse
+import itertools
+import json
 import os
 import struct
 import subprocess
@@ -40,8 +42,13 @@ def free_port(n=5):
     return labnet.free_port(["127.0.0.%d" % i for i in range(1, n + 1)])
 
 
-def start_daemons(n, tmpdir, spread=os.path.join(ROOT, "spread_mini.py"), key=None):
+STARTS = itertools.count(1)  # numbers each start of the daemons: kept logs do not overwrite each other
+
+
+def start_daemons(n, tmpdir, spread=os.path.join(ROOT, "spread_mini.py"), key=None, logdir=None):
+    """n daemons in one ring; their logs go to logdir (or tmpdir) as s<start>_d<n>_<i>.log."""
     port = free_port(n)
+    start_no = next(STARTS)
     conf = os.path.join(tmpdir, "spread%d.conf" % n)
     with open(conf, "w") as f:
         f.write("Spread_Segment 239.255.4.3:%d {\n" % port)
@@ -50,10 +57,10 @@ def start_daemons(n, tmpdir, spread=os.path.join(ROOT, "spread_mini.py"), key=No
         f.write("}\n")
     procs = []
     for i in range(1, n + 1):
-        log = open(os.path.join(tmpdir, "d%d_%d.log" % (n, i)), "w")
+        log = open(os.path.join(logdir or tmpdir, "s%d_d%d_%d.log" % (start_no, n, i)), "w")
         procs.append(subprocess.Popen(
             [sys.executable, spread, "daemon", "-c", conf, "--name",
-             "d%d" % i, "--status-every", "0", "--no-unix", "--max-session-messages", "1000000"]
+             "d%d" % i, "--status-every", "5" if logdir else "0", "--no-unix", "--max-session-messages", "1000000"]
             + (["--key", key] if key else []),
             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT))
     deadline = time.monotonic() + 20
@@ -93,7 +100,7 @@ def ratio_text(rate, one_daemon_rate):
     return "%.2f" % (rate / one_daemon_rate)
 
 
-def receiver(port, ip, count, group, ready_path):
+def receiver(port, ip, count, group, ready_path, wait_s=30.0):
     mbox = sp.connect("%d@%s" % (port, ip), "rcv", 0, True)
     mbox.join(group)
     while True:
@@ -105,14 +112,24 @@ def receiver(port, ip, count, group, ready_path):
     got = 0
     first = last = None
     nbytes = 0
+    seen = bytearray(count)  # which of the sender's sequence numbers came
+    tally = ReceiverTally()
+    ended = "all"
     while got < count:
-        msg = mbox.receive(timeout=30)
+        try:
+            msg = mbox.receive(timeout=wait_s)
+        except sp.SpreadError as exc:  # the daemon closed us (a slow client cut off?) or died
+            ended = "daemon closed the connection: %s" % exc
+            break
         if msg is None:
+            ended = "%.0f s without a message" % wait_s
             break
         if msg.is_membership:
+            tally.memberships.append(repr(msg))
             continue
         now = time.monotonic()
-        sent, _ = STAMP.unpack_from(msg.data)
+        sent, seq = STAMP.unpack_from(msg.data)
+        tally.note(seq, seen)
         latencies.append(now - sent)
         if first is None:
             first = now
@@ -125,23 +142,70 @@ def receiver(port, ip, count, group, ready_path):
     p50 = latencies[len(latencies) // 2] if latencies else 0.0
     p99 = latencies[int(len(latencies) * 0.99)] if latencies else 0.0
     print("RESULT %d %.6f %d %.6f %.6f" % (got, elapsed, nbytes, p50, p99), flush=True)
+    print("DETAIL " + json.dumps(tally.detail(seen, ended)), flush=True)
+
+
+class ReceiverTally:
+    """What a receiver saw besides the count: sequence numbers out of order or twice, and
+    membership messages (a ring change tells the receiver this way: reg. + transitional)."""
+
+    def __init__(self):
+        self.memberships = []  # repr of each membership message after the receiver's own join
+        self.duplicates = 0
+        self.out_of_order = 0  # sequence numbers below one already seen (one sender: FIFO broken)
+        self.highest = -1
+
+    def note(self, seq, seen):
+        if not 0 <= seq < len(seen):
+            self.out_of_order += 1  # not one of this case's numbers: counted as wrong order
+            return
+        if seen[seq]:
+            self.duplicates += 1
+        seen[seq] = 1
+        if seq < self.highest:
+            self.out_of_order += 1
+        self.highest = max(self.highest, seq)
+
+    def detail(self, seen, ended):
+        return {"ended": ended, "missing": missing_ranges(seen), "duplicates": self.duplicates,
+                "out_of_order": self.out_of_order, "memberships": self.memberships}
+
+
+def missing_ranges(seen, limit=20):
+    """[first, last] runs of sequence numbers not seen; at most `limit` runs, then the count."""
+    runs = []
+    start = None
+    for i, flag in enumerate(bytes(seen) + b"\x01"):
+        if not flag and start is None:
+            start = i
+        elif flag and start is not None:
+            runs.append([start, i - 1])
+            start = None
+    return runs[:limit] + ([["%d more runs" % (len(runs) - limit)]] if len(runs) > limit else [])
 
 
 def sender(port, ip, count, size, service, group, rate):
     mbox = sp.connect("%d@%s" % (port, ip), "snd", 0, False)
     pad = b"x" * max(0, size - STAMP.size)
     start = time.monotonic()
-    for i in range(count):
-        if rate:  # paced: the latency of a message, not of a queue
-            delay = start + i / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-        mbox.multicast(service, group, STAMP.pack(time.monotonic(), i) + pad)
+    sent = 0
+    try:
+        for i in range(count):
+            if rate:  # paced: the latency of a message, not of a queue
+                delay = start + i / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            mbox.multicast(service, group, STAMP.pack(time.monotonic(), i) + pad)
+            sent += 1
+    finally:
+        print("SENT %d" % sent, flush=True)  # the library took them; the daemon may not have yet
     time.sleep(2)
     mbox.disconnect()
 
 
 def run_case(n, port, service_name, size, count, tmpdir, rate=0):
+    """(got, seconds, bytes, p50 s, p99 s, detail) or None; detail says what the receiver
+    missed and saw (missing sequence numbers, membership messages) and what the sender sent."""
     group = "bench%d" % size
     ready = os.path.join(tmpdir, "ready_%d_%s_%d" % (n, service_name, size))
     rcv = subprocess.Popen([sys.executable, __file__, "--role", "receiver", "--port", str(port),
@@ -156,18 +220,50 @@ def run_case(n, port, service_name, size, count, tmpdir, rate=0):
     snd = subprocess.Popen([sys.executable, __file__, "--role", "sender", "--port", str(port),
                             "--ip", "127.0.0.1", "--count", str(count), "--size", str(size),
                             "--service", service_name, "--group", group, "--rate", str(rate)],
-                           cwd=ROOT)
+                           stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         out, _ = rcv.communicate(timeout=180)
     except subprocess.TimeoutExpired:
         rcv.kill()
         out = ""
-    snd.wait(30)
+    try:
+        snd_out, _ = snd.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        snd.kill()
+        snd_out = ""
+    result, detail = None, {}
     for line in out.splitlines():
         if line.startswith("RESULT"):
             got, elapsed, nbytes, p50, p99 = line.split()[1:]
-            return int(got), float(elapsed), int(nbytes), float(p50), float(p99)
-    return None
+            result = [int(got), float(elapsed), int(nbytes), float(p50), float(p99)]
+        elif line.startswith("DETAIL"):
+            detail = json.loads(line[len("DETAIL"):])
+    for line in snd_out.splitlines():
+        if line.startswith("SENT"):
+            detail["sent"] = int(line.split()[1])
+    return tuple(result + [detail]) if result else None
+
+
+def shortfall_text(count, r):
+    """'' when the receiver got every message once, in order, in one configuration; else what
+    went wrong, in words: the figures of such a row do not measure the ring alone."""
+    got, detail = r[0], r[5]
+    notes = []
+    if detail.get("sent", count) < count:
+        notes.append("the sender sent only %d" % detail["sent"])
+    if got < count:
+        missing = detail.get("missing", [])
+        notes.append("receiver got %d of %d (missing sequence numbers %s; %s)" % (
+            got, count, ", ".join("%s..%s" % tuple(m) if len(m) == 2 else m[0] for m in missing),
+            detail.get("ended", "?")))
+    for key in ("duplicates", "out_of_order"):
+        if detail.get(key):
+            notes.append("%d %s" % (detail[key], key.replace("_", " ")))
+    changes = detail.get("memberships", [])
+    if changes:
+        notes.append("ring or group changed during the case: the receiver got %d membership "
+                     "messages: %s" % (len(changes), "; ".join(changes[:4])))
+    return "; ".join(notes)
 
 
 def main(argv=None):
@@ -186,6 +282,8 @@ def main(argv=None):
                              "times, and the ratio keyed/unkeyed (default 3 daemons, AGREED, 1000 B)")
     parser.add_argument("--repeat", type=int, default=None,
                         help="runs of each case per version (default 1), or --key-compare rounds (default 3)")
+    parser.add_argument("--keep-logs", metavar="DIR",
+                        help="write the daemons' logs (d<N>_<i>.log, one set per start) into DIR and keep them")
     parser.add_argument("--role", choices=["receiver", "sender"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--ip", help=argparse.SUPPRESS)
@@ -194,6 +292,8 @@ def main(argv=None):
     parser.add_argument("--group", default="bench", help=argparse.SUPPRESS)
     parser.add_argument("--ready", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.keep_logs:
+        os.makedirs(args.keep_logs, exist_ok=True)
     if args.role == "receiver":
         receiver(args.port, args.ip, args.count, args.group, args.ready)
         return 0
@@ -233,7 +333,7 @@ def main(argv=None):
             for run in range(max(1, args.repeat)):
                 # alternating, and in turn first: both see the same load, drifts cancel
                 for version, spread in (versions if run % 2 == 0 else versions[::-1]):
-                    procs, port = start_daemons(n, tmpdir, spread)
+                    procs, port = start_daemons(n, tmpdir, spread, logdir=args.keep_logs)
                     try:
                         for service in services:
                             for size in sizes:
@@ -259,7 +359,10 @@ def print_case(n, port, service, size, args, tmpdir, one_daemon, version):
     if r is None or r[0] < 2:
         print("| %d | %s | %d | failed | | | | | |%s" % (n, service, size, tail), flush=True)
         return 0.0
-    got, elapsed, nbytes, p50, p99 = r
+    got, elapsed, nbytes, p50, p99, _detail = r
+    note = shortfall_text(args.count, r)
+    if note:
+        print("NOTE %d %s %d: %s" % (n, service, size, note), flush=True)
     rate = got / elapsed if elapsed > 0 else 0.0
     if n == 1:
         one_daemon[(version, service, size)] = rate
@@ -300,7 +403,8 @@ def key_compare(args, rings, services, sizes):
         for n in rings:
             for round_no in range(1, args.repeat + 1):
                 for keyed in (False, True):
-                    procs, port = start_daemons(n, tmpdir, key if keyed else None)
+                    procs, port = start_daemons(n, tmpdir, key=key if keyed else None,
+                                                logdir=args.keep_logs)
                     try:
                         for service in services:
                             for size in sizes:
@@ -309,6 +413,9 @@ def key_compare(args, rings, services, sizes):
                                     print("| %d | %s | %d | %s | %d | failed | |" % (
                                         n, service, size, "yes" if keyed else "no", round_no), flush=True)
                                     continue
+                                note = shortfall_text(args.count, r)
+                                if note:
+                                    print("NOTE %d %s %d: %s" % (n, service, size, note), flush=True)
                                 t = totals.setdefault((n, service, size, keyed), [0, 0.0])
                                 t[0] += r[0]
                                 t[1] += r[1]
