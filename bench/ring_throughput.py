@@ -42,6 +42,7 @@ def free_port(n=5):
     return labnet.free_port(["127.0.0.%d" % i for i in range(1, n + 1)])
 
 
+CASES = itertools.count(1)  # numbers each case: its group and its receiver's ready file
 STARTS = itertools.count(1)  # numbers each start of the daemons: kept logs do not overwrite each other
 
 
@@ -203,11 +204,20 @@ def sender(port, ip, count, size, service, group, rate):
     mbox.disconnect()
 
 
+def case_names(tmpdir, size):
+    """(group, ready file) of a new case. Every case has its own: with names shared by the
+    cases of the same daemons (--repeat, --against, --key-compare), an earlier case's ready file
+    would start the sender before this receiver has joined (the first messages would go to a
+    group with nobody in it, and the receiver would wait for them in vain), and a late message
+    of an earlier case would count in this one."""
+    case_no = next(CASES)
+    return "bench%d_%d" % (size, case_no), os.path.join(tmpdir, "ready_%d" % case_no)
+
+
 def run_case(n, port, service_name, size, count, tmpdir, rate=0):
     """(got, seconds, bytes, p50 s, p99 s, detail) or None; detail says what the receiver
     missed and saw (missing sequence numbers, membership messages) and what the sender sent."""
-    group = "bench%d" % size
-    ready = os.path.join(tmpdir, "ready_%d_%s_%d" % (n, service_name, size))
+    group, ready = case_names(tmpdir, size)
     rcv = subprocess.Popen([sys.executable, __file__, "--role", "receiver", "--port", str(port),
                             "--ip", "127.0.0.%d" % n, "--count", str(count), "--group", group,
                             "--ready", ready], stdout=subprocess.PIPE, text=True, cwd=ROOT)
@@ -283,7 +293,8 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=None,
                         help="runs of each case per version (default 1), or --key-compare rounds (default 3)")
     parser.add_argument("--keep-logs", metavar="DIR",
-                        help="write the daemons' logs (d<N>_<i>.log, one set per start) into DIR and keep them")
+                        help="write the daemons' logs into DIR and keep them (s<start>_d<N>_<i>.log: one set "
+                             "per start of the daemons, with their status every 5 s)")
     parser.add_argument("--role", choices=["receiver", "sender"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--ip", help=argparse.SUPPRESS)
@@ -328,6 +339,7 @@ def main(argv=None):
     print("|---|---|---|---|---|---|---|---|---|" + ("---|" if args.against else ""), flush=True)
     one_daemon = {}  # (version, service, size) -> msgs/s of the 1-daemon row: the figure beside each row
     rates = {}  # (n, service, size, version) -> [msgs/s of each run]
+    notes = []  # what went wrong in a row, printed under the table
     with tempfile.TemporaryDirectory() as tmpdir:
         for n in rings:
             for run in range(max(1, args.repeat)):
@@ -338,10 +350,11 @@ def main(argv=None):
                         for service in services:
                             for size in sizes:
                                 rate = print_case(n, port, service, size, args, tmpdir, one_daemon,
-                                                  version if args.against else "")
+                                                  version if args.against else "", notes)
                                 rates.setdefault((n, service, size, version), []).append(rate)
                     finally:
                         stop_daemons(procs)
+    print_notes(notes)
     if args.against:
         print_comparison(rates, rings, services, sizes, args.against)
     print("rerun: python3 bench/ring_throughput.py --daemons %s --services %s --sizes %s --count %d%s%s%s"
@@ -352,7 +365,24 @@ def main(argv=None):
     return 0
 
 
-def print_case(n, port, service, size, args, tmpdir, one_daemon, version):
+def footnote(notes, n, service, size, count, r):
+    """' (k)' after the row's message count when the case went wrong (note k, printed under
+    the table), else ''."""
+    text = shortfall_text(count, r)
+    if not text:
+        return ""
+    notes.append("(%d) %d daemons, %s, %d B: %s" % (len(notes) + 1, n, service, size, text))
+    return " (%d)" % len(notes)
+
+
+def print_notes(notes):
+    """What went wrong in the rows marked (k): their figures are not the ring's alone."""
+    if notes:
+        print()
+        print("\n".join(notes), flush=True)
+
+
+def print_case(n, port, service, size, args, tmpdir, one_daemon, version, notes):
     """One row; msgs/s (0.0 if the case failed)."""
     tail = " %s |" % version if version else ""
     r = run_case(n, port, service, size, args.count, tmpdir, args.rate)
@@ -360,14 +390,12 @@ def print_case(n, port, service, size, args, tmpdir, one_daemon, version):
         print("| %d | %s | %d | failed | | | | | |%s" % (n, service, size, tail), flush=True)
         return 0.0
     got, elapsed, nbytes, p50, p99, _detail = r
-    note = shortfall_text(args.count, r)
-    if note:
-        print("NOTE %d %s %d: %s" % (n, service, size, note), flush=True)
+    mark = footnote(notes, n, service, size, args.count, r)
     rate = got / elapsed if elapsed > 0 else 0.0
     if n == 1:
         one_daemon[(version, service, size)] = rate
-    print("| %d | %s | %d | %d | %.0f | %s | %.1f | %.1f | %.1f |%s" % (
-        n, service, size, got, rate, ratio_text(rate, one_daemon.get((version, service, size))),
+    print("| %d | %s | %d | %d%s | %.0f | %s | %.1f | %.1f | %.1f |%s" % (
+        n, service, size, got, mark, rate, ratio_text(rate, one_daemon.get((version, service, size))),
         rate * size * 8 / 1e6, p50 * 1000, p99 * 1000, tail), flush=True)
     return rate
 
@@ -397,6 +425,7 @@ def key_compare(args, rings, services, sizes):
     print("| daemons | service | size B | key | round | messages | msgs/s |")
     print("|---|---|---|---|---|---|---|", flush=True)
     totals = {}  # (n, service, size, keyed) -> [messages, seconds]
+    notes = []  # what went wrong in a row, printed under the table
     with tempfile.TemporaryDirectory() as tmpdir:
         key = os.path.join(tmpdir, "ring.key")
         sp.write_key_file(key)
@@ -413,17 +442,16 @@ def key_compare(args, rings, services, sizes):
                                     print("| %d | %s | %d | %s | %d | failed | |" % (
                                         n, service, size, "yes" if keyed else "no", round_no), flush=True)
                                     continue
-                                note = shortfall_text(args.count, r)
-                                if note:
-                                    print("NOTE %d %s %d: %s" % (n, service, size, note), flush=True)
+                                mark = footnote(notes, n, service, size, args.count, r)
                                 t = totals.setdefault((n, service, size, keyed), [0, 0.0])
                                 t[0] += r[0]
                                 t[1] += r[1]
-                                print("| %d | %s | %d | %s | %d | %d | %.0f |" % (
+                                print("| %d | %s | %d | %s | %d | %d%s | %.0f |" % (
                                     n, service, size, "yes" if keyed else "no", round_no, r[0],
-                                    r[0] / r[1]), flush=True)
+                                    mark, r[0] / r[1]), flush=True)
                     finally:
                         stop_daemons(procs)
+    print_notes(notes)
     for (n, service, size, keyed), (count, seconds) in sorted(totals.items()):
         if keyed and (n, service, size, False) in totals:
             plain = totals[(n, service, size, False)]
