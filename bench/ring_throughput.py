@@ -47,7 +47,8 @@ STARTS = itertools.count(1)  # numbers each start of the daemons: kept logs do n
 
 
 def start_daemons(n, tmpdir, spread=os.path.join(ROOT, "spread_mini.py"), key=None, logdir=None):
-    """n daemons in one ring; their logs go to logdir (or tmpdir) as s<start>_d<n>_<i>.log."""
+    """n daemons in one ring: (processes, port, log paths); the logs go to logdir (or tmpdir)
+    as s<start>_d<n>_<i>.log."""
     port = free_port(n)
     start_no = next(STARTS)
     conf = os.path.join(tmpdir, "spread%d.conf" % n)
@@ -57,8 +58,9 @@ def start_daemons(n, tmpdir, spread=os.path.join(ROOT, "spread_mini.py"), key=No
             f.write("    d%d 127.0.0.%d\n" % (i, i))
         f.write("}\n")
     procs = []
-    for i in range(1, n + 1):
-        log = open(os.path.join(logdir or tmpdir, "s%d_d%d_%d.log" % (start_no, n, i)), "w")
+    logs = [os.path.join(logdir or tmpdir, "s%d_d%d_%d.log" % (start_no, n, i)) for i in range(1, n + 1)]
+    for i, path in enumerate(logs, 1):
+        log = open(path, "w")
         procs.append(subprocess.Popen(
             [sys.executable, spread, "daemon", "-c", conf, "--name",
              "d%d" % i, "--status-every", "5" if logdir else "0", "--no-unix", "--max-session-messages", "1000000"]
@@ -71,7 +73,7 @@ def start_daemons(n, tmpdir, spread=os.path.join(ROOT, "spread_mini.py"), key=No
             raise SystemExit("daemons did not start; see %s" % tmpdir)
         time.sleep(0.1)
     time.sleep(1.5 if n > 1 else 0.2)  # the ring forms (startup waits one consensus timeout)
-    return procs, port
+    return procs, port, logs
 
 
 def stop_daemons(procs):
@@ -214,10 +216,12 @@ def case_names(tmpdir, size):
     return "bench%d_%d" % (size, case_no), os.path.join(tmpdir, "ready_%d" % case_no)
 
 
-def run_case(n, port, service_name, size, count, tmpdir, rate=0):
+def run_case(n, port, service_name, size, count, tmpdir, rate=0, logs=()):
     """(got, seconds, bytes, p50 s, p99 s, detail) or None; detail says what the receiver
-    missed and saw (missing sequence numbers, membership messages) and what the sender sent."""
+    missed and saw (missing sequence numbers, membership messages), what the sender sent, and
+    what the daemons' logs say happened meanwhile (a new ring, a client cut off)."""
     group, ready = case_names(tmpdir, size)
+    log_marks = {path: log_size(path) for path in logs}
     rcv = subprocess.Popen([sys.executable, __file__, "--role", "receiver", "--port", str(port),
                             "--ip", "127.0.0.%d" % n, "--count", str(count), "--group", group,
                             "--ready", ready], stdout=subprocess.PIPE, text=True, cwd=ROOT)
@@ -251,7 +255,36 @@ def run_case(n, port, service_name, size, count, tmpdir, rate=0):
     for line in snd_out.splitlines():
         if line.startswith("SENT"):
             detail["sent"] = int(line.split()[1])
+    detail["daemon_events"] = daemon_events(log_marks)
     return tuple(result + [detail]) if result else None
+
+
+#: lines of a daemon's log that change what a receiver is owed: a new ring (messages sent in the
+#: old configuration reach only the daemons of the receiver's transitional configuration; the
+#: receiver hears of it only if its group's membership changed, and the bench's sender is no
+#: member) and a client cut off for not reading
+DAEMON_EVENTS = ("-> OPERATIONAL: installed ring", "closed: not reading")
+
+
+def log_size(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def daemon_events(log_marks):
+    """The DAEMON_EVENTS lines written to each log since its mark (path -> size then)."""
+    events = []
+    for path, start in log_marks.items():
+        try:
+            with open(path, "rb") as f:
+                f.seek(start)
+                text = f.read().decode("utf-8", "replace")
+        except OSError:
+            continue
+        events += [line.strip() for line in text.splitlines() if any(e in line for e in DAEMON_EVENTS)]
+    return events
 
 
 def shortfall_text(count, r):
@@ -271,8 +304,13 @@ def shortfall_text(count, r):
             notes.append("%d %s" % (detail[key], key.replace("_", " ")))
     changes = detail.get("memberships", [])
     if changes:
-        notes.append("ring or group changed during the case: the receiver got %d membership "
-                     "messages: %s" % (len(changes), "; ".join(changes[:4])))
+        notes.append("the receiver got %d membership messages: %s" % (len(changes), "; ".join(changes[:4])))
+    events = detail.get("daemon_events", [])
+    rings = [e for e in events if DAEMON_EVENTS[0] in e]
+    if rings:
+        notes.append("the ring changed during the case (%d daemons installed a new ring: %s)" % (
+            len(rings), "; ".join(rings[:3])))
+    notes += [e for e in events if DAEMON_EVENTS[1] in e][:3]
     return "; ".join(notes)
 
 
@@ -345,12 +383,12 @@ def main(argv=None):
             for run in range(max(1, args.repeat)):
                 # alternating, and in turn first: both see the same load, drifts cancel
                 for version, spread in (versions if run % 2 == 0 else versions[::-1]):
-                    procs, port = start_daemons(n, tmpdir, spread, logdir=args.keep_logs)
+                    procs, port, logs = start_daemons(n, tmpdir, spread, logdir=args.keep_logs)
                     try:
                         for service in services:
                             for size in sizes:
                                 rate = print_case(n, port, service, size, args, tmpdir, one_daemon,
-                                                  version if args.against else "", notes)
+                                                  version if args.against else "", notes, logs)
                                 rates.setdefault((n, service, size, version), []).append(rate)
                     finally:
                         stop_daemons(procs)
@@ -382,10 +420,10 @@ def print_notes(notes):
         print("\n".join(notes), flush=True)
 
 
-def print_case(n, port, service, size, args, tmpdir, one_daemon, version, notes):
+def print_case(n, port, service, size, args, tmpdir, one_daemon, version, notes, logs=()):
     """One row; msgs/s (0.0 if the case failed)."""
     tail = " %s |" % version if version else ""
-    r = run_case(n, port, service, size, args.count, tmpdir, args.rate)
+    r = run_case(n, port, service, size, args.count, tmpdir, args.rate, logs)
     if r is None or r[0] < 2:
         print("| %d | %s | %d | failed | | | | | |%s" % (n, service, size, tail), flush=True)
         return 0.0
@@ -432,12 +470,12 @@ def key_compare(args, rings, services, sizes):
         for n in rings:
             for round_no in range(1, args.repeat + 1):
                 for keyed in (False, True):
-                    procs, port = start_daemons(n, tmpdir, key=key if keyed else None,
-                                                logdir=args.keep_logs)
+                    procs, port, logs = start_daemons(n, tmpdir, key=key if keyed else None,
+                                                      logdir=args.keep_logs)
                     try:
                         for service in services:
                             for size in sizes:
-                                r = run_case(n, port, service, size, args.count, tmpdir)
+                                r = run_case(n, port, service, size, args.count, tmpdir, logs=logs)
                                 if r is None or r[0] < 2 or r[1] <= 0:
                                     print("| %d | %s | %d | %s | %d | failed | |" % (
                                         n, service, size, "yes" if keyed else "no", round_no), flush=True)

@@ -87,3 +87,24 @@ def test_key_compare_runs_both_rounds_and_counts_every_message():
     assert [row.split("|")[4].strip() for row in rows] == ["no", "yes"], out.stdout
     assert all(row.split("|")[6].strip() == "300" for row in rows), out.stdout
     assert "ratio" in out.stdout and "(1)" not in out.stdout
+
+
+def test_a_new_ring_or_a_cut_client_in_the_daemons_logs_is_reported(tmp_path):
+    """The receiver hears of a ring change only if its group changed (the sender is no member):
+    the daemons' logs say it in any case."""
+    log = tmp_path / "s1_d3_2.log"
+    log.write_text("18:54:40 ring: 7.1 d2 RECOVERY -> OPERATIONAL: installed ring 2/d1#1 {d1#1,d2#2} (startup)\n")
+    marks = {str(log): bench.log_size(str(log))}  # the case starts here
+    with open(log, "a") as f:
+        f.write("18:54:48 ring: 7562.687 d2 OPERATIONAL -> GATHER: token lost (nothing for 0.60 s)\n"
+                "18:54:49 ring: 7562.960 d2 RECOVERY -> OPERATIONAL: installed ring 3/d1#6865 "
+                "{d1#6865,d2#6734,d3#6789} (token lost (nothing for 0.60 s))\n"
+                "18:54:50 session #rcv#d3 closed: not reading (more than 1000 queued messages)\n")
+    events = bench.daemon_events(marks)
+    assert len(events) == 2 and "startup" not in " ".join(events)
+    whole = (10, 1.0, 10000, 0.001, 0.002, {"sent": 10, "missing": [], "memberships": [],
+                                            "daemon_events": events})
+    text = bench.shortfall_text(10, whole)
+    assert "the ring changed during the case (1 daemons installed a new ring" in text
+    assert "token lost" in text and "closed: not reading" in text
+    assert bench.daemon_events({str(tmp_path / "gone.log"): 0}) == []
