@@ -14,6 +14,11 @@ The 1-daemon row is the same daemon without the ring (its LocalOrderer): the fig
     git show HEAD~1:spread_mini.py > /tmp/old_spread_mini.py   # another version, in the same run:
     python3 bench/ring_throughput.py --daemons 3 --against /tmp/old_spread_mini.py --repeat 3
     python3 bench/ring_throughput.py --key-compare              # what --key costs, as a ratio
+    python3 bench/ring_throughput.py --daemons 3 --keep-logs /tmp/ringlogs   # keep the daemons' logs
+
+A row whose receiver missed messages, got some twice or out of order, or during which a daemon
+logged a new ring or cut a client off, is marked (k) and note k under the table says what
+happened: such a row measures more than the ring.
 """
 
 import argparse
@@ -150,7 +155,8 @@ def receiver(port, ip, count, group, ready_path, wait_s=30.0):
 
 class ReceiverTally:
     """What a receiver saw besides the count: sequence numbers out of order or twice, and
-    membership messages (a ring change tells the receiver this way: reg. + transitional)."""
+    membership messages (only a change of its group: a new ring that leaves that group as it
+    was is seen in the daemons' logs, DAEMON_EVENTS)."""
 
     def __init__(self):
         self.memberships = []  # repr of each membership message after the receiver's own join
