@@ -314,8 +314,8 @@ def shortfall_text(count, r):
     events = detail.get("daemon_events", [])
     rings = [e for e in events if DAEMON_EVENTS[0] in e]
     if rings:
-        notes.append("the ring changed during the case (%d daemons installed a new ring: %s)" % (
-            len(rings), "; ".join(rings[:3])))
+        notes.append("the ring changed during the case (%d new rings installed, counting each "
+                     "daemon's: %s)" % (len(rings), "; ".join(rings[:3])))
     notes += [e for e in events if DAEMON_EVENTS[1] in e][:3]
     return "; ".join(notes)
 

@@ -105,6 +105,6 @@ def test_a_new_ring_or_a_cut_client_in_the_daemons_logs_is_reported(tmp_path):
     whole = (10, 1.0, 10000, 0.001, 0.002, {"sent": 10, "missing": [], "memberships": [],
                                             "daemon_events": events})
     text = bench.shortfall_text(10, whole)
-    assert "the ring changed during the case (1 daemons installed a new ring" in text
+    assert "the ring changed during the case (1 new rings installed" in text
     assert "token lost" in text and "closed: not reading" in text
     assert bench.daemon_events({str(tmp_path / "gone.log"): 0}) == []
