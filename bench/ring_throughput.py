@@ -12,10 +12,17 @@ The 1-daemon row is the same daemon without the ring (its LocalOrderer): the fig
     git show HEAD~1:spread_mini.py > /tmp/old_spread_mini.py   # another version, in the same run:
     python3 bench/ring_throughput.py --daemons 3 --against /tmp/old_spread_mini.py --repeat 3
     python3 bench/ring_throughput.py --key-compare              # what --key costs, as a ratio
+    python3 bench/ring_throughput.py --daemons 3 --keep-logs /tmp/ringlogs   # keep the daemons' logs
+
+A row whose receiver missed messages, got some twice or out of order, or during which a daemon
+logged a new ring or cut a client off, is marked (k) and note k under the table says what
+happened: such a row measures more than the ring.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
+import json
 import os
 import struct
 import subprocess
@@ -39,8 +46,15 @@ def free_port(n=5):
     return labnet.free_port(["127.0.0.%d" % i for i in range(1, n + 1)])
 
 
-def start_daemons(n, tmpdir, spread=os.path.join(ROOT, "spread_mini.py"), key=None):
+CASES = itertools.count(1)  # numbers each case: its group and its receiver's ready file
+STARTS = itertools.count(1)  # numbers each start of the daemons: kept logs do not overwrite each other
+
+
+def start_daemons(n, tmpdir, spread=os.path.join(ROOT, "spread_mini.py"), key=None, logdir=None):
+    """n daemons in one ring: (processes, port, log paths); the logs go to logdir (or tmpdir)
+    as s<start>_d<n>_<i>.log."""
     port = free_port(n)
+    start_no = next(STARTS)
     conf = os.path.join(tmpdir, "spread%d.conf" % n)
     with open(conf, "w") as f:
         f.write("Spread_Segment 239.255.4.3:%d {\n" % port)
@@ -48,11 +62,12 @@ def start_daemons(n, tmpdir, spread=os.path.join(ROOT, "spread_mini.py"), key=No
             f.write("    d%d 127.0.0.%d\n" % (i, i))
         f.write("}\n")
     procs = []
-    for i in range(1, n + 1):
-        log = open(os.path.join(tmpdir, "d%d_%d.log" % (n, i)), "w")
+    logs = [os.path.join(logdir or tmpdir, "s%d_d%d_%d.log" % (start_no, n, i)) for i in range(1, n + 1)]
+    for i, path in enumerate(logs, 1):
+        log = open(path, "w")
         procs.append(subprocess.Popen(
             [sys.executable, spread, "daemon", "-c", conf, "--name",
-             "d%d" % i, "--status-every", "0", "--no-unix", "--max-session-messages", "1000000"]
+             "d%d" % i, "--status-every", "5" if logdir else "0", "--no-unix", "--max-session-messages", "1000000"]
             + (["--key", key] if key else []),
             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT))
     deadline = time.monotonic() + 20
@@ -62,7 +77,7 @@ def start_daemons(n, tmpdir, spread=os.path.join(ROOT, "spread_mini.py"), key=No
             raise SystemExit("daemons did not start; see %s" % tmpdir)
         time.sleep(0.1)
     time.sleep(1.5 if n > 1 else 0.2)  # the ring forms (startup waits one consensus timeout)
-    return procs, port
+    return procs, port, logs
 
 
 def stop_daemons(procs):
@@ -92,7 +107,7 @@ def ratio_text(rate, one_daemon_rate):
     return "%.2f" % (rate / one_daemon_rate)
 
 
-def receiver(port, ip, count, group, ready_path):
+def receiver(port, ip, count, group, ready_path, wait_s=30.0):
     mbox = sp.connect("%d@%s" % (port, ip), "rcv", 0, True)
     mbox.join(group)
     while True:
@@ -104,14 +119,24 @@ def receiver(port, ip, count, group, ready_path):
     got = 0
     first = last = None
     nbytes = 0
+    seen = bytearray(count)  # which of the sender's sequence numbers came
+    tally = ReceiverTally()
+    ended = "all"
     while got < count:
-        msg = mbox.receive(timeout=30)
+        try:
+            msg = mbox.receive(timeout=wait_s)
+        except sp.SpreadError as exc:  # the daemon closed us (a slow client cut off?) or died
+            ended = "daemon closed the connection: %s" % exc
+            break
         if msg is None:
+            ended = "%.0f s without a message" % wait_s
             break
         if msg.is_membership:
+            tally.memberships.append(repr(msg))
             continue
         now = time.monotonic()
-        sent, _ = STAMP.unpack_from(msg.data)
+        sent, seq = STAMP.unpack_from(msg.data)
+        tally.note(seq, seen)
         latencies.append(now - sent)
         if first is None:
             first = now
@@ -124,25 +149,84 @@ def receiver(port, ip, count, group, ready_path):
     p50 = latencies[len(latencies) // 2] if latencies else 0.0
     p99 = latencies[int(len(latencies) * 0.99)] if latencies else 0.0
     print("RESULT %d %.6f %d %.6f %.6f" % (got, elapsed, nbytes, p50, p99), flush=True)
+    print("DETAIL " + json.dumps(tally.detail(seen, ended)), flush=True)
+
+
+class ReceiverTally:
+    """What a receiver saw besides the count: sequence numbers out of order or twice, and
+    membership messages (only a change of its group: a new ring that leaves that group as it
+    was is seen in the daemons' logs, DAEMON_EVENTS)."""
+
+    def __init__(self):
+        self.memberships = []  # repr of each membership message after the receiver's own join
+        self.duplicates = 0
+        self.out_of_order = 0  # sequence numbers below one already seen (one sender: FIFO broken)
+        self.highest = -1
+
+    def note(self, seq, seen):
+        if not 0 <= seq < len(seen):
+            self.out_of_order += 1  # not one of this case's numbers: counted as wrong order
+            return
+        if seen[seq]:
+            self.duplicates += 1
+        seen[seq] = 1
+        if seq < self.highest:
+            self.out_of_order += 1
+        self.highest = max(self.highest, seq)
+
+    def detail(self, seen, ended):
+        return {"ended": ended, "missing": missing_ranges(seen), "duplicates": self.duplicates,
+                "out_of_order": self.out_of_order, "memberships": self.memberships}
+
+
+def missing_ranges(seen, limit=20):
+    """[first, last] runs of sequence numbers not seen; at most `limit` runs, then the count."""
+    runs = []
+    start = None
+    for i, flag in enumerate(bytes(seen) + b"\x01"):
+        if not flag and start is None:
+            start = i
+        elif flag and start is not None:
+            runs.append([start, i - 1])
+            start = None
+    return runs[:limit] + ([["%d more runs" % (len(runs) - limit)]] if len(runs) > limit else [])
 
 
 def sender(port, ip, count, size, service, group, rate):
     mbox = sp.connect("%d@%s" % (port, ip), "snd", 0, False)
     pad = b"x" * max(0, size - STAMP.size)
     start = time.monotonic()
-    for i in range(count):
-        if rate:  # paced: the latency of a message, not of a queue
-            delay = start + i / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-        mbox.multicast(service, group, STAMP.pack(time.monotonic(), i) + pad)
+    sent = 0
+    try:
+        for i in range(count):
+            if rate:  # paced: the latency of a message, not of a queue
+                delay = start + i / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            mbox.multicast(service, group, STAMP.pack(time.monotonic(), i) + pad)
+            sent += 1
+    finally:
+        print("SENT %d" % sent, flush=True)  # the library took them; the daemon may not have yet
     time.sleep(2)
     mbox.disconnect()
 
 
-def run_case(n, port, service_name, size, count, tmpdir, rate=0):
-    group = "bench%d" % size
-    ready = os.path.join(tmpdir, "ready_%d_%s_%d" % (n, service_name, size))
+def case_names(tmpdir, size):
+    """(group, ready file) of a new case. Every case has its own: with names shared by the
+    cases of the same daemons (--repeat, --against, --key-compare), an earlier case's ready file
+    would start the sender before this receiver has joined (the first messages would go to a
+    group with nobody in it, and the receiver would wait for them in vain), and a late message
+    of an earlier case would count in this one."""
+    case_no = next(CASES)
+    return "bench%d_%d" % (size, case_no), os.path.join(tmpdir, "ready_%d" % case_no)
+
+
+def run_case(n, port, service_name, size, count, tmpdir, rate=0, logs=()):
+    """(got, seconds, bytes, p50 s, p99 s, detail) or None; detail says what the receiver
+    missed and saw (missing sequence numbers, membership messages), what the sender sent, and
+    what the daemons' logs say happened meanwhile (a new ring, a client cut off)."""
+    group, ready = case_names(tmpdir, size)
+    log_marks = {path: log_size(path) for path in logs}
     rcv = subprocess.Popen([sys.executable, __file__, "--role", "receiver", "--port", str(port),
                             "--ip", "127.0.0.%d" % n, "--count", str(count), "--group", group,
                             "--ready", ready], stdout=subprocess.PIPE, text=True, cwd=ROOT)
@@ -155,18 +239,84 @@ def run_case(n, port, service_name, size, count, tmpdir, rate=0):
     snd = subprocess.Popen([sys.executable, __file__, "--role", "sender", "--port", str(port),
                             "--ip", "127.0.0.1", "--count", str(count), "--size", str(size),
                             "--service", service_name, "--group", group, "--rate", str(rate)],
-                           cwd=ROOT)
+                           stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         out, _ = rcv.communicate(timeout=180)
     except subprocess.TimeoutExpired:
         rcv.kill()
         out = ""
-    snd.wait(30)
+    try:
+        snd_out, _ = snd.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        snd.kill()
+        snd_out = ""
+    result, detail = None, {}
     for line in out.splitlines():
         if line.startswith("RESULT"):
             got, elapsed, nbytes, p50, p99 = line.split()[1:]
-            return int(got), float(elapsed), int(nbytes), float(p50), float(p99)
-    return None
+            result = [int(got), float(elapsed), int(nbytes), float(p50), float(p99)]
+        elif line.startswith("DETAIL"):
+            detail = json.loads(line[len("DETAIL"):])
+    for line in snd_out.splitlines():
+        if line.startswith("SENT"):
+            detail["sent"] = int(line.split()[1])
+    detail["daemon_events"] = daemon_events(log_marks)
+    return tuple(result + [detail]) if result else None
+
+
+#: lines of a daemon's log that change what a receiver is owed: a new ring (messages sent in the
+#: old configuration reach only the daemons of the receiver's transitional configuration; the
+#: receiver hears of it only if its group's membership changed, and the bench's sender is no
+#: member) and a client cut off for not reading
+DAEMON_EVENTS = ("-> OPERATIONAL: installed ring", "closed: not reading")
+
+
+def log_size(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def daemon_events(log_marks):
+    """The DAEMON_EVENTS lines written to each log since its mark (path -> size then)."""
+    events = []
+    for path, start in log_marks.items():
+        try:
+            with open(path, "rb") as f:
+                f.seek(start)
+                text = f.read().decode("utf-8", "replace")
+        except OSError:
+            continue
+        events += [line.strip() for line in text.splitlines() if any(e in line for e in DAEMON_EVENTS)]
+    return events
+
+
+def shortfall_text(count, r):
+    """'' when the receiver got every message once, in order, in one configuration; else what
+    went wrong, in words: the figures of such a row do not measure the ring alone."""
+    got, detail = r[0], r[5]
+    notes = []
+    if detail.get("sent", count) < count:
+        notes.append("the sender sent only %d" % detail["sent"])
+    if got < count:
+        missing = detail.get("missing", [])
+        notes.append("receiver got %d of %d (missing sequence numbers %s; %s)" % (
+            got, count, ", ".join("%s..%s" % tuple(m) if len(m) == 2 else m[0] for m in missing),
+            detail.get("ended", "?")))
+    for key in ("duplicates", "out_of_order"):
+        if detail.get(key):
+            notes.append("%d %s" % (detail[key], key.replace("_", " ")))
+    changes = detail.get("memberships", [])
+    if changes:
+        notes.append("the receiver got %d membership messages: %s" % (len(changes), "; ".join(changes[:4])))
+    events = detail.get("daemon_events", [])
+    rings = [e for e in events if DAEMON_EVENTS[0] in e]
+    if rings:
+        notes.append("the ring changed during the case (%d new rings installed, counting each "
+                     "daemon's: %s)" % (len(rings), "; ".join(rings[:3])))
+    notes += [e for e in events if DAEMON_EVENTS[1] in e][:3]
+    return "; ".join(notes)
 
 
 def main(argv=None):
@@ -185,6 +335,9 @@ def main(argv=None):
                              "times, and the ratio keyed/unkeyed (default 3 daemons, AGREED, 1000 B)")
     parser.add_argument("--repeat", type=int, default=None,
                         help="runs of each case per version (default 1), or --key-compare rounds (default 3)")
+    parser.add_argument("--keep-logs", metavar="DIR",
+                        help="write the daemons' logs into DIR and keep them (s<start>_d<N>_<i>.log: one set "
+                             "per start of the daemons, with their status every 5 s)")
     parser.add_argument("--role", choices=["receiver", "sender"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--ip", help=argparse.SUPPRESS)
@@ -193,6 +346,8 @@ def main(argv=None):
     parser.add_argument("--group", default="bench", help=argparse.SUPPRESS)
     parser.add_argument("--ready", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.keep_logs:
+        os.makedirs(args.keep_logs, exist_ok=True)
     if args.role == "receiver":
         receiver(args.port, args.ip, args.count, args.group, args.ready)
         return 0
@@ -227,20 +382,22 @@ def main(argv=None):
     print("|---|---|---|---|---|---|---|---|---|" + ("---|" if args.against else ""), flush=True)
     one_daemon = {}  # (version, service, size) -> msgs/s of the 1-daemon row: the figure beside each row
     rates = {}  # (n, service, size, version) -> [msgs/s of each run]
+    notes = []  # what went wrong in a row, printed under the table
     with tempfile.TemporaryDirectory() as tmpdir:
         for n in rings:
             for run in range(max(1, args.repeat)):
                 # alternating, and in turn first: both see the same load, drifts cancel
                 for version, spread in (versions if run % 2 == 0 else versions[::-1]):
-                    procs, port = start_daemons(n, tmpdir, spread)
+                    procs, port, logs = start_daemons(n, tmpdir, spread, logdir=args.keep_logs)
                     try:
                         for service in services:
                             for size in sizes:
                                 rate = print_case(n, port, service, size, args, tmpdir, one_daemon,
-                                                  version if args.against else "")
+                                                  version if args.against else "", notes, logs)
                                 rates.setdefault((n, service, size, version), []).append(rate)
                     finally:
                         stop_daemons(procs)
+    print_notes(notes)
     if args.against:
         print_comparison(rates, rings, services, sizes, args.against)
     print("rerun: python3 bench/ring_throughput.py --daemons %s --services %s --sizes %s --count %d%s%s%s"
@@ -251,19 +408,37 @@ def main(argv=None):
     return 0
 
 
-def print_case(n, port, service, size, args, tmpdir, one_daemon, version):
+def footnote(notes, n, service, size, count, r):
+    """' (k)' after the row's message count when the case went wrong (note k, printed under
+    the table), else ''."""
+    text = shortfall_text(count, r)
+    if not text:
+        return ""
+    notes.append("(%d) %d daemons, %s, %d B: %s" % (len(notes) + 1, n, service, size, text))
+    return " (%d)" % len(notes)
+
+
+def print_notes(notes):
+    """What went wrong in the rows marked (k): their figures are not the ring's alone."""
+    if notes:
+        print()
+        print("\n".join(notes), flush=True)
+
+
+def print_case(n, port, service, size, args, tmpdir, one_daemon, version, notes, logs=()):
     """One row; msgs/s (0.0 if the case failed)."""
     tail = " %s |" % version if version else ""
-    r = run_case(n, port, service, size, args.count, tmpdir, args.rate)
+    r = run_case(n, port, service, size, args.count, tmpdir, args.rate, logs)
     if r is None or r[0] < 2:
         print("| %d | %s | %d | failed | | | | | |%s" % (n, service, size, tail), flush=True)
         return 0.0
-    got, elapsed, nbytes, p50, p99 = r
+    got, elapsed, nbytes, p50, p99, _detail = r
+    mark = footnote(notes, n, service, size, args.count, r)
     rate = got / elapsed if elapsed > 0 else 0.0
     if n == 1:
         one_daemon[(version, service, size)] = rate
-    print("| %d | %s | %d | %d | %.0f | %s | %.1f | %.1f | %.1f |%s" % (
-        n, service, size, got, rate, ratio_text(rate, one_daemon.get((version, service, size))),
+    print("| %d | %s | %d | %d%s | %.0f | %s | %.1f | %.1f | %.1f |%s" % (
+        n, service, size, got, mark, rate, ratio_text(rate, one_daemon.get((version, service, size))),
         rate * size * 8 / 1e6, p50 * 1000, p99 * 1000, tail), flush=True)
     return rate
 
@@ -293,29 +468,33 @@ def key_compare(args, rings, services, sizes):
     print("| daemons | service | size B | key | round | messages | msgs/s |")
     print("|---|---|---|---|---|---|---|", flush=True)
     totals = {}  # (n, service, size, keyed) -> [messages, seconds]
+    notes = []  # what went wrong in a row, printed under the table
     with tempfile.TemporaryDirectory() as tmpdir:
         key = os.path.join(tmpdir, "ring.key")
         sp.write_key_file(key)
         for n in rings:
             for round_no in range(1, args.repeat + 1):
                 for keyed in (False, True):
-                    procs, port = start_daemons(n, tmpdir, key if keyed else None)
+                    procs, port, logs = start_daemons(n, tmpdir, key=key if keyed else None,
+                                                      logdir=args.keep_logs)
                     try:
                         for service in services:
                             for size in sizes:
-                                r = run_case(n, port, service, size, args.count, tmpdir)
+                                r = run_case(n, port, service, size, args.count, tmpdir, logs=logs)
                                 if r is None or r[0] < 2 or r[1] <= 0:
                                     print("| %d | %s | %d | %s | %d | failed | |" % (
                                         n, service, size, "yes" if keyed else "no", round_no), flush=True)
                                     continue
+                                mark = footnote(notes, n, service, size, args.count, r)
                                 t = totals.setdefault((n, service, size, keyed), [0, 0.0])
                                 t[0] += r[0]
                                 t[1] += r[1]
-                                print("| %d | %s | %d | %s | %d | %d | %.0f |" % (
+                                print("| %d | %s | %d | %s | %d | %d%s | %.0f |" % (
                                     n, service, size, "yes" if keyed else "no", round_no, r[0],
-                                    r[0] / r[1]), flush=True)
+                                    mark, r[0] / r[1]), flush=True)
                     finally:
                         stop_daemons(procs)
+    print_notes(notes)
     for (n, service, size, keyed), (count, seconds) in sorted(totals.items()):
         if keyed and (n, service, size, False) in totals:
             plain = totals[(n, service, size, False)]
