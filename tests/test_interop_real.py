@@ -464,6 +464,9 @@ def spuser_session(side: Side, tmp: Path, tag: str) -> List[str]:
         user.stdin.flush()
         left = box.receive(timeout=RECEIVE_TIMEOUT_S)
         assert left.caused_by == "LEAVE" and left.changed_members == ["#su#localhost"]
+        # spuser's own self-leave notice may still be on its way when the others' notice reached
+        # us; if "q" got there first spuser would quit without printing it (CI saw that once)
+        wait_for(lambda: "left group %s" % group in printed(), 15)
         user.stdin.write("q\n")
         user.stdin.close()
         assert user.wait(timeout=15) == 0
