@@ -678,7 +678,7 @@ class FlooEnvCore:
         if self.state == SENDING:
             out.append(Multicast(MESS_END, encode_end(self.batch, self.sent)))
         self.finished_at = now
-        self.failure = f"{why} after {self.sent} of {self.count} messages; end marker sent"
+        self.failure = f"{why} after {self.sent} of {self.count} planned messages were sent; end marker sent"
         self._enter_failed(self.failure)
         return out
 
@@ -1556,8 +1556,7 @@ def render_summary(s: dict) -> str:
             f"[{s['batch'][:6]:>6}]  {0:6.2f}-{s['seconds']:<6.2f} sec  {s['messages']:8d} msgs  "
             f"{s['bytes'] / 1e6:8.2f} MB  {s['msgs_per_s']:10.1f} msgs/s  {s['mbit_per_s']:8.2f} Mbit/s  "
             f"sender ({s['service']}, {s['size']} B)")
-    if s["state"] != DONE:
-        line += f"\n{s['state']}: {s['failure']}"
+    # a failure (Ctrl-C: sent and planned counts) is said once, by the caller, on stderr
     return line
 
 
@@ -1680,11 +1679,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def react_to_ctrl_c() -> None:
+    """Take SIGINT back: a shell without job control (a script, `cmd &`) starts its background
+    jobs with SIGINT ignored, and Python keeps it so, so Ctrl-C stopped the script but left
+    this process running (and `kill -INT` did nothing)."""
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    except ValueError:   # not the main thread (a test calling main()): nothing to take back
+        pass
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = argv
+    react_to_ctrl_c()
     if args.cmd == "experiment":
         bad = [s for s in args.services if s not in SERVICE_NAMES]
         if bad:

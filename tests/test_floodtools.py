@@ -447,7 +447,7 @@ def test_floenv_interrupted_still_sends_the_end_marker_with_the_count_sent():
     out = core.interrupt(0.5, "interrupted (Ctrl-C)")
     [end] = [o for o in out if isinstance(o, ft.Multicast)]
     assert ft.decode_marker(end.mess_type, end.data).kind == "end"
-    assert core.state == ft.FAILED and core.done and "after 100 of 1000 messages" in core.failure
+    assert core.state == ft.FAILED and core.done and "after 100 of 1000 planned messages were sent" in core.failure
     assert core.interrupt(0.6, "again") == []     # once
 
 
