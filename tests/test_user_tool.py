@@ -3,6 +3,7 @@ Its line reader and argument parsing alone, then real processes on loopback."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -89,10 +90,13 @@ def test_commands_written_at_once_are_all_run_while_stdin_stays_open(procs):
 def test_piped_script_with_spusers_s_then_text_line(procs):
     """`s GROUP` without text takes the next line as the text, as the real spuser does."""
     _, port = start_daemon(procs)
-    done = run_user(port, "spu", "j g\ns g\nhi\nq\n")
-    assert done.returncode == 0, done.stderr
-    assert "to 1 group(s) g\n  (2 bytes): hi" in done.stdout
-    assert "unknown command" not in done.stdout
+    with sp.connect(addr(port), "rx", group_membership=False) as receiver:
+        receiver.join("g")
+        done = run_user(port, "spu", "j g\ns g\nhi\nq\n")     # the q comes before "hi" is back
+        assert done.returncode == 0, done.stderr
+        assert "unknown command" not in done.stdout
+        msg = receiver.receive(timeout=10)
+    assert msg is not None and msg.data == b"hi" and msg.sender.startswith("#spu#"), msg
 
 
 @pytest.mark.slow
@@ -140,3 +144,70 @@ def test_library_refused_for_a_taken_name_says_which_name(procs):
         with pytest.raises(sp.RejectNotUnique) as refused:
             sp.connect(addr(port), "twin")
     assert "the private name 'twin' is already in use on this daemon" in str(refused.value)
+
+
+class Terminal:
+    """`spread_mini.py user` in a pseudo-terminal, as a student runs it."""
+
+    def __init__(self, port: int, name: str):
+        import pty  # noqa: F401  (Linux: the terminal is a real one)
+        import threading
+        self.master, slave = os.openpty()
+        self.proc = subprocess.Popen([sys.executable, "spread_mini.py", "user", "-s", addr(port), "-u", name],
+                                     cwd=ROOT, stdin=slave, stdout=slave, stderr=slave,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        os.close(slave)
+        self.screen: list = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            self.screen.append(data.decode("utf-8", "replace"))
+
+    def text(self) -> str:
+        return "".join(self.screen)
+
+    def type(self, line: str, then: str, timeout_s: float = 30) -> None:
+        os.write(self.master, (line + "\n").encode())
+        wait_for(lambda: then in self.text(), timeout_s)
+
+    def close(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+        self.proc.kill()
+        self.proc.wait(10)
+        self.reader.join(5)
+        os.close(self.master)
+
+
+@pytest.mark.slow
+def test_guide_chapter_2_step_5_r2_gets_all_5000_and_slow_is_cut_off(procs):
+    """lab_guide.md chapter 2, step 5, in terminals: `slow` stopped with Ctrl-Z is cut off at the
+    queue limit of 200; r2, counting with `v`, gets every one of the paced burst."""
+    daemon, port = start_daemon(procs, "--max-session-messages", "200")
+    r1, r2, slow = Terminal(port, "r1"), Terminal(port, "r2"), Terminal(port, "slow")
+    try:
+        r1.type("j exp", "REGULAR membership")
+        r2.type("j exp", "#r1#")
+        r2.type("v", "verbose off")
+        slow.type("j exp", "#slow#")
+        wait_for(lambda: "#slow#" in r2.text(), 15)
+        slow.proc.send_signal(signal.SIGSTOP)          # Ctrl-Z
+        r1.type("t agreed+self", "service type is now")
+        r1.type("b exp 5000 1000 2000", "sent 5000 messages of 1000 bytes", 120)
+        wait_for(lambda: "not reading" in Procs.output(daemon), 30)
+        wait_for(lambda: "received 5000 data messages" in r2.text() or r2.proc.poll() is not None, 60)
+        r2.type("v", "verbose on", 30)
+        assert "verbose on (5000 data messages so far)" in r2.text(), r2.text()[-1500:]
+        wait_for(lambda: "DISCONNECT of #slow#" in r2.text(), 15)
+        cut = [line for line in Procs.output(daemon).splitlines() if "not reading" in line]
+        assert any("#slow#" in line for line in cut) and not any("#r2#" in line for line in cut), cut
+    finally:
+        for terminal in (r1, r2, slow):
+            terminal.close()
