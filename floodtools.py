@@ -54,6 +54,7 @@ MESS_DATA = 0x4602
 MESS_END = 0x4603
 MESS_ECHO = 0x4604                   #: FLOOENV's self-addressed flow-control echo
 MESS_RECORD = 0x4605                 #: FLOOREC's log records to group `log`
+MESS_JOINED = 0x4606                 #: FLOOREC's AGREED echo to itself, sent after its join
 
 SERVICE_NAMES = ("unreliable", "reliable", "fifo", "causal", "agreed", "safe")
 
@@ -677,7 +678,7 @@ class FlooEnvCore:
         if self.state == SENDING:
             out.append(Multicast(MESS_END, encode_end(self.batch, self.sent)))
         self.finished_at = now
-        self.failure = f"{why} after {self.sent} of {self.count} messages; end marker sent"
+        self.failure = f"{why} after {self.sent} of {self.count} planned messages were sent; end marker sent"
         self._enter_failed(self.failure)
         return out
 
@@ -1043,6 +1044,12 @@ def _recv_session(lib, core: FlooRecCore, args, daemon: str, say, pending: List[
                 f"after the disconnection")
             pending.clear()
         mbox.join(args.group)
+        # The echo is ordered after the join (one session's messages keep their order, and AGREED
+        # puts every daemon's deliveries in one order): when it is back, every batch started
+        # later reaches us. Cheaper than membership messages, which every join of every other
+        # receiver would send to all (167 receivers: 167 x 167 of them).
+        mbox.multicast(lib.AGREED_MESS, mbox.private_group, b"joined " + args.group.encode(),
+                       mess_type=MESS_JOINED)
         core.sessions += 1
         say(f"FLOOREC {args.name}: connected as {mbox.private_group} to {daemon}")
         if not mbox.private_group.startswith(f"#{private_name_for(args.name)}#"):
@@ -1054,7 +1061,10 @@ def _recv_session(lib, core: FlooRecCore, args, daemon: str, say, pending: List[
             msg = mbox.receive(timeout=0.5)
             now = time.monotonic()
             outputs: list = []
-            if msg is not None and isinstance(msg, lib.RegularMessage):
+            if msg is not None and isinstance(msg, lib.RegularMessage) and msg.mess_type == MESS_JOINED \
+                    and msg.sender == mbox.private_group:
+                say(f"FLOOREC {args.name}: {member_line(args.group)} at {daemon}")
+            elif msg is not None and isinstance(msg, lib.RegularMessage):
                 outputs = core.on_message(msg.mess_type, msg.data, now, time.time())
                 if args.delay_ms:
                     # A slow machine (the thesis's first FLOOREC showed every message on screen).
@@ -1069,6 +1079,17 @@ def _recv_session(lib, core: FlooRecCore, args, daemon: str, say, pending: List[
                         say(out.line)
                 elif isinstance(out, Say):
                     say(f"{args.name}: {out.text}")
+
+
+def member_line(group: str) -> str:
+    """What a receiver prints once its join has taken effect (the experiment waits for it)."""
+    return f"member of {group!r}"
+
+
+def is_member_now(output: str, group: str) -> bool:
+    """A receiver's output says it is a member in its latest session (a receiver that moved to
+    another daemon says `connected as` again, then, once joined there, `member of` again)."""
+    return output.rfind(member_line(group)) > output.rfind("connected as")
 
 
 def _deliver_late_records(lib, args, daemons: List[str], records: List[str], say) -> None:
@@ -1291,11 +1312,17 @@ def _start_receivers(lab: _Lab, args, py: str, here: str, daemon_names: List[str
                                     "--daemon", mine, "--group", args.group] + slow,
                                    f"recv-{name}.out"))
         receivers[-1].machine = name  # type: ignore[attr-defined]
-    _wait(lambda: all("connected as" in _read(r.log_path) or r.poll() is not None for r in receivers),
-          max(30, args.hosts), "the receivers to join")
+    _wait_members(receivers, args.group, max(30, args.hosts))
     joined = sum(1 for r in receivers if r.poll() is None)
     say(f"experiment: {joined} of {args.hosts} receivers joined {args.group!r}")
     return receivers
+
+
+def _wait_members(receivers: list, group: str, timeout_s: float) -> None:
+    """Until every receiver still running is a member of `group` in its latest session: a batch
+    started before a receiver's join has taken effect would miss it from its first message."""
+    _wait(lambda: all(r.poll() is not None or is_member_now(_read(r.log_path), group) for r in receivers),
+          timeout_s, f"every receiver's membership of {group!r}")
 
 
 def session_end_counts(records: Sequence[LogRecord], receiver_outputs: Sequence[str]) -> Dict[str, int]:
@@ -1464,6 +1491,11 @@ def _logbm_report(py: str, here: str, flood_log, fmt: str) -> str:
 
 def _run_batch(lab: _Lab, spec: BatchSpec, py: str, here: str, daemon_name: str, args, flood_log: Path,
                receivers: list, say) -> None:
+    try:
+        # a receiver that moved to another daemon (its own died) joins there again first
+        _wait_members(receivers, args.group, max(30, args.hosts))
+    except ToolError as why:
+        say(f"batch {spec.batch}: {why}; starting it anyway")
     alive = sum(1 for r in receivers if r.poll() is None)
     window = max(1, min(DEFAULT_WINDOW, args.max_session_messages // 2))
     sender = lab.start(1, [py, os.path.join(here, "floodtools.py"), "send", "--count", str(spec.count),
@@ -1524,8 +1556,7 @@ def render_summary(s: dict) -> str:
             f"[{s['batch'][:6]:>6}]  {0:6.2f}-{s['seconds']:<6.2f} sec  {s['messages']:8d} msgs  "
             f"{s['bytes'] / 1e6:8.2f} MB  {s['msgs_per_s']:10.1f} msgs/s  {s['mbit_per_s']:8.2f} Mbit/s  "
             f"sender ({s['service']}, {s['size']} B)")
-    if s["state"] != DONE:
-        line += f"\n{s['state']}: {s['failure']}"
+    # a failure (Ctrl-C: sent and planned counts) is said once, by the caller, on stderr
     return line
 
 
@@ -1648,11 +1679,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def react_to_ctrl_c() -> None:
+    """Take SIGINT back: a shell without job control (a script, `cmd &`) starts its background
+    jobs with SIGINT ignored, and Python keeps it so, so Ctrl-C stopped the script but left
+    this process running (and `kill -INT` did nothing)."""
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    except ValueError:   # not the main thread (a test calling main()): nothing to take back
+        pass
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = argv
+    react_to_ctrl_c()
     if args.cmd == "experiment":
         bad = [s for s in args.services if s not in SERVICE_NAMES]
         if bad:

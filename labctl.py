@@ -833,8 +833,10 @@ def run_agent(args, say=print) -> int:
     def log(line: str) -> None:
         say(f"{_stamp()} labctl agent {args.name}: {line}")
 
-    log(f"daemon {args.daemon}, group {args.group!r} (roll call {roster_group(args.group)!r}), "
-        f"files under {', '.join(roots)}")
+    # the pid first: the lab sheet stops and kills agents by it (never by a name search, which
+    # finds other users' agents on a shared machine)
+    log(f"pid {os.getpid()}; daemon {args.daemon}, group {args.group!r} (roll call "
+        f"{roster_group(args.group)!r}), files under {', '.join(roots)}")
     if key is None:
         log("no --key: message and quit will be REFUSED; the questions (free, running, files, user) are open")
     else:
@@ -1257,9 +1259,20 @@ def _check_ask_args(parser: argparse.ArgumentParser, args) -> None:
         parser.error(f"--sort {args.sort}: {args.function} has the columns {', '.join(COLUMNS[args.function])}")
 
 
+def react_to_ctrl_c() -> None:
+    """Take SIGINT back: a shell without job control (a script, `cmd &`) starts its background
+    jobs with SIGINT ignored, and Python keeps it so, so Ctrl-C stopped the script but left
+    this process running (and `kill -INT` did nothing)."""
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    except ValueError:   # not the main thread (a test calling main()): nothing to take back
+        pass
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    react_to_ctrl_c()
     try:
         if args.cmd == "keygen":
             return run_keygen(args.file)

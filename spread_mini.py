@@ -49,7 +49,8 @@ A client's message meets: DaemonServer (recv) -> Daemon.connection_data -> Clien
 or LocalOrderer alone) -> Transport -> RingLink -> SendDatagram actions -> DaemonServer, and
 back up as above. build_daemon() makes a Daemon alone or in a ring. Every input of Daemon
 returns one batch of actions: Write, CloseConnection, SendDatagram, LogLine, PauseReading,
-ResumeReading. The client library (Mailbox, connect) and the `user` tool come after the loop.
+ResumeReading. The client library (connect -> Mailbox; a refused session is a SpreadError
+that says why) and the `user` tool (stdin -> LineReader -> UserTool) come after the loop.
 
 Usage:
     python3 spread_mini.py daemon [--port 4803] [--listen 127.0.0.1] [--name NAME] [-c spread.conf]
@@ -267,6 +268,20 @@ ERROR_NAMES = {
     MESSAGE_TOO_LONG: "MESSAGE_TOO_LONG",
     NET_ERROR_ON_SESSION: "NET_ERROR_ON_SESSION",
     SP_BUG: "SP_BUG",
+}
+#: Why a daemon refuses a session, in the words a person needs (the wire carries only the code).
+#: "{name}" is the private name asked for.
+REFUSAL_REASONS = {
+    REJECT_QUOTA: "the daemon already serves as many sessions as it allows (spread_mini: "
+                  "--max-sessions, default %d); try again when some have left" % MAX_SESSIONS,
+    REJECT_NO_NAME: "the daemon wants a private name: give one",
+    REJECT_ILLEGAL_NAME: "the private name {name!r} is not allowed: up to %d characters from "
+                         "'$'..'~', no '#'" % MAX_PRIVATE_NAME,
+    REJECT_NOT_UNIQUE: "the private name {name!r} is already in use on this daemon: choose another "
+                       "(or wait until that session has ended)",
+    REJECT_VERSION: "the daemon does not accept this library's version (%d.%d.%d)"
+                    % (SP_MAJOR_VERSION, SP_MINOR_VERSION, SP_PATCH_VERSION),
+    REJECT_AUTH: "the daemon refused the authentication (this library offers only NULL)",
 }
 
 
@@ -6827,20 +6842,42 @@ def _open_socket(spread_name: str, timeout: Optional[float]) -> Tuple[socket.soc
     return sock, address, note
 
 
+def refusal(code: int, private_name: str) -> SpreadError:
+    """The error for a session the daemon refused with `code`, saying why in one line."""
+    why = REFUSAL_REASONS.get(code, "code %d" % code).format(name=private_name)
+    return error_for_code(code, "the daemon refused the session: %s" % why)
+
+
+def _send_handshake(sock: socket.socket, unit: bytes, private_name: str) -> None:
+    try:
+        sock.sendall(unit)
+    except OSError as exc:
+        # A daemon that refuses at once (REJECT_QUOTA right after accept) may have closed before
+        # our write: its refusal may still be waiting to be read, and it says more.
+        try:
+            code = struct.unpack("b", sock.recv(1))[0]
+        except (OSError, struct.error):
+            code = 0
+        if code < 0:
+            raise refusal(code, private_name) from None
+        raise ConnectionClosed("the daemon closed the connection during the handshake (%s)"
+                               % (exc.strerror or exc)) from None
+
+
 def _handshake(sock: socket.socket, private_name: str, priority: int,
                group_membership: bool) -> Mailbox:
     # each unit in ONE write, and no pipelining: the real daemon reads them with single recv()s
-    sock.sendall(encode_connect(private_name, group_membership, priority))
+    _send_handshake(sock, encode_connect(private_name, group_membership, priority), private_name)
     code = struct.unpack("b", _read_exact(sock, 1))[0]
     if code < 0:
-        raise error_for_code(code, "the daemon refused the session")
+        raise refusal(code, private_name)
     methods = _read_exact(sock, code).decode("latin-1").split() if code else []
     if "NULL" not in methods:
         raise RejectAuth("the daemon offers %r; this library speaks only NULL" % methods)
-    sock.sendall(encode_auth_choice(("NULL",)))
+    _send_handshake(sock, encode_auth_choice(("NULL",)), private_name)
     code = struct.unpack("b", _read_exact(sock, 1))[0]
     if code != ACCEPT_SESSION:
-        raise error_for_code(code, "the daemon refused the session")
+        raise refusal(code, private_name)
     version = tuple(_read_exact(sock, 3))
     if version[0] * 10000 + version[1] * 100 < LIB_VERSION_MIN:
         raise RejectVersion("daemon version %d.%d.%d is older than 3.01" % version)
@@ -6855,7 +6892,10 @@ USER_HELP = """commands:
   j GROUP                 join GROUP
   l GROUP                 leave GROUP
   s GROUP[,GROUP...] TEXT multicast TEXT with the current service type and mess_type
-  b GROUP COUNT [SIZE]    send a burst of COUNT messages of SIZE bytes
+                          (without TEXT the next line is the text, as in Spread's spuser)
+  b GROUP COUNT [SIZE [RATE]]
+                          send a burst of COUNT messages of SIZE bytes (default 100), at
+                          most RATE messages per second (default: as fast as it can)
   t SERVICE               service type: unreliable reliable fifo causal agreed safe
                           (append +self to add SELF_DISCARD, e.g. "t safe+self")
   m MESS_TYPE             mess_type (16 bits) for the next messages
@@ -6865,6 +6905,50 @@ USER_HELP = """commands:
   v                       verbose on/off: off prints only a count every 1000 data messages
   q                       quit (disconnect)
   ?                       this help"""
+
+
+def burst_arguments(text: str) -> Tuple[int, int, float]:
+    """`COUNT [SIZE [RATE]]` of the b command -> (count, size, rate_per_s); ValueError if bad."""
+    words = text.split()
+    if len(words) > 3:
+        raise ValueError(text)
+    count = int(words[0]) if words else 10
+    size = int(words[1]) if len(words) > 1 else 100
+    rate_per_s = float(words[2]) if len(words) > 2 else 0.0
+    if count < 0 or not 0 <= size <= MAX_SEND_LEN - MAX_GROUP_NAME or not 0 <= rate_per_s < float("inf"):
+        raise ValueError(text)
+    return count, size, rate_per_s
+
+
+class LineReader:
+    """Whole lines from a file descriptor, read with os.read: nothing waits unseen in a buffer
+    while select() says the descriptor is empty."""
+
+    def __init__(self, fd: int, chunk_bytes: int = 65536):
+        self.fd = fd
+        self.chunk_bytes = chunk_bytes
+        self.pending = b""
+        self.eof = False     # os.read said the input has ended
+        self.at_end = False  # ... and every line has been handed out
+
+    def fill(self) -> None:
+        """One os.read (it may block): append what came; b"" is the end of the input."""
+        data = os.read(self.fd, self.chunk_bytes)
+        if data:
+            self.pending += data
+        else:
+            self.eof = True
+
+    def next_line(self) -> Optional[str]:
+        """The next complete line (at the end, what is left without its newline), or None."""
+        cut = self.pending.find(b"\n")
+        if cut < 0 and self.eof and self.pending:
+            cut = len(self.pending) - 1
+        if cut < 0:
+            self.at_end = self.eof
+            return None
+        line, self.pending = self.pending[:cut + 1], self.pending[cut + 1:]
+        return line.decode("utf-8", "replace")
 
 
 class UserTool:
@@ -6880,6 +6964,7 @@ class UserTool:
         self.verbose = True
         self.received = 0  # data messages
         self.at_prompt = False  # "User> " is the last thing on the terminal
+        self.text_for: Optional[List[str]] = None  # `s GROUP` without text: the next line goes there
 
     def say(self, text: str) -> None:
         if self.at_prompt:  # off the prompt's line first
@@ -6923,8 +7008,29 @@ class UserTool:
                 return
             self.show(msg)
 
+    def burst(self, groups: List[str], count: int, size: int, rate_per_s: float) -> None:
+        """COUNT messages; with a rate, paced by the clock, printing what arrives meanwhile (a
+        paced burst gives every receiver, and the daemon, time to keep up)."""
+        start = time.monotonic()
+        sent = 0
+        while sent < count:
+            allowed = count if not rate_per_s else \
+                min(count, int((time.monotonic() - start) * rate_per_s) + 1)
+            for i in range(sent, allowed):
+                self.mbox.multicast(self.service, groups, (b"burst %d " % i).ljust(size, b"."), self.mess_type)
+            self.sent += allowed - sent
+            sent = allowed
+            if sent < count:
+                self.wait(start + sent / rate_per_s - time.monotonic())
+        seconds = time.monotonic() - start
+        self.say("sent %d messages of %d bytes in %.2f s%s" % (
+            count, size, seconds, " (at most %g per second)" % rate_per_s if rate_per_s else ""))
+
     def command(self, line: str) -> bool:
         """Run one command; False to quit."""
+        if self.text_for is not None:
+            groups, self.text_for = self.text_for, None
+            return self._send_text(groups, line)
         words = line.split(None, 2)
         if not words or words[0].startswith("#"):
             return True
@@ -6933,6 +7039,16 @@ class UserTool:
             return self._dispatch(cmd, args, line)
         except (ValueError, IndexError):
             self.say("bad arguments for %r (type ? for help)" % cmd)
+        except SpreadError as exc:
+            if isinstance(exc, ConnectionClosed):
+                raise
+            self.say("error: %s" % exc)
+        return True
+
+    def _send_text(self, groups: List[str], text: str) -> bool:
+        try:
+            self.mbox.multicast(self.service, groups, text.encode("utf-8"), self.mess_type)
+            self.sent += 1
         except SpreadError as exc:
             if isinstance(exc, ConnectionClosed):
                 raise
@@ -6949,17 +7065,14 @@ class UserTool:
         elif cmd == "l":
             self.mbox.leave(args[0])
         elif cmd == "s":
-            text = args[1] if len(args) > 1 else ""
-            self.mbox.multicast(self.service, args[0].split(","), text.encode("utf-8"), self.mess_type)
-            self.sent += 1
+            if len(args) > 1:
+                return self._send_text(args[0].split(","), args[1])
+            self.text_for = args[0].split(",")
+            if self.interactive:
+                print("enter message: ", end="", file=self.out, flush=True)
+                self.at_prompt = True
         elif cmd == "b":
-            rest = args[1].split() if len(args) > 1 else []
-            count = int(rest[0]) if rest else 10
-            size = int(rest[1]) if len(rest) > 1 else 100
-            for i in range(count):
-                self.mbox.multicast(self.service, args[0].split(","), (b"burst %d " % i).ljust(size, b"."), self.mess_type)
-                self.sent += 1
-            self.say("sent %d messages of %d bytes" % (count, size))
+            self.burst(args[0].split(","), *burst_arguments(args[1] if len(args) > 1 else ""))
         elif cmd == "t":
             name = args[0].lower()
             base, _, flag = name.partition("+")
@@ -6993,28 +7106,34 @@ class UserTool:
         return True
 
     def run(self, stdin, linger_s: float = 0.5) -> int:
-        """Interleave commands and incoming messages until q or end of input."""
+        """Interleave commands and incoming messages until q or end of input. `stdin` is a file
+        descriptor (or has fileno()): it is read with os.read, because a buffered reader takes
+        several piped lines at once and select() then sees the descriptor empty, leaving the
+        rest unrun until more input came."""
+        lines = LineReader(stdin if isinstance(stdin, int) else stdin.fileno())
         sel = selectors.DefaultSelector()
         sel.register(self.mbox.fileno(), selectors.EVENT_READ, "mbox")
         stdin_registered = True
         try:
-            sel.register(stdin, selectors.EVENT_READ, "stdin")
+            sel.register(lines.fd, selectors.EVENT_READ, "stdin")
         except (ValueError, OSError, PermissionError):
-            stdin_registered = False  # e.g. a regular file: always readable, read it line by line
+            stdin_registered = False  # e.g. a regular file: always readable, read it as it comes
         if self.interactive:
             self.say("connected as %s; type ? for help" % self.mbox.private_group)
         try:
             while True:
                 self.show_waiting()
-                self.prompt()
-                ready = [key.data for key, _ in sel.select()] if stdin_registered else ["stdin"]
-                if "mbox" in ready and "stdin" not in ready:
-                    continue
-                line = stdin.readline()
-                self.at_prompt = False  # the person's Enter ended the prompt's line
-                if not line:
+                line = lines.next_line()
+                if line is None and lines.at_end:
                     self.wait(linger_s)
                     return 0
+                if line is None:
+                    self.prompt()
+                    ready = [key.data for key, _ in sel.select()] if stdin_registered else ["stdin"]
+                    if "stdin" in ready:
+                        lines.fill()
+                    continue
+                self.at_prompt = False  # the person's Enter ended the prompt's line
                 if not self.command(line.strip()):
                     self.show_waiting()
                     return 0

@@ -59,7 +59,8 @@ def log_records(path: Path):
 
 def start_recv(procs, daemon_name, name, *extra):
     proc = procs.start("floodtools.py", "recv", "--name", name, "--daemon", daemon_name, *extra)
-    wait_for(lambda: "connected as" in Procs.output(proc) or proc.poll() is not None, 20)
+    # "member of": its join has taken effect, so a batch sent now reaches it from its start marker
+    wait_for(lambda: "member of 'flood'" in Procs.output(proc) or proc.poll() is not None, 20)
     assert proc.poll() is None, Procs.output(proc)
     return proc
 

@@ -447,5 +447,16 @@ def test_floenv_interrupted_still_sends_the_end_marker_with_the_count_sent():
     out = core.interrupt(0.5, "interrupted (Ctrl-C)")
     [end] = [o for o in out if isinstance(o, ft.Multicast)]
     assert ft.decode_marker(end.mess_type, end.data).kind == "end"
-    assert core.state == ft.FAILED and core.done and "after 100 of 1000 messages" in core.failure
+    assert core.state == ft.FAILED and core.done and "after 100 of 1000 planned messages were sent" in core.failure
     assert core.interrupt(0.6, "again") == []     # once
+
+
+def test_a_receiver_is_a_member_only_after_member_of_in_its_latest_session():
+    """The experiment starts a batch only when every receiver's output says so."""
+    joined = "FLOOREC pc01: connected as #pc01#d1 to A\nFLOOREC pc01: member of 'flood' at A\n"
+    assert ft.is_member_now(joined, "flood")
+    assert not ft.is_member_now("FLOOREC pc01: connected as #pc01#d1 to A\n", "flood")
+    assert not ft.is_member_now(joined.replace("'flood'", "'other'"), "flood")
+    moved = joined + "FLOOREC pc01: moving to B\nFLOOREC pc01: connected as #pc01#d2 to B\n"
+    assert not ft.is_member_now(moved, "flood")            # joined at A, not yet at B
+    assert ft.is_member_now(moved + "FLOOREC pc01: member of 'flood' at B\n", "flood")

@@ -511,7 +511,7 @@ def test_floodtools_and_logbm_run_a_batch_through_the_real_daemon(real, tmp_path
     for machine in ("pc01", "pc02"):
         proc = real.start([sys.executable, "floodtools.py", "recv", "--name", machine, "--daemon", real.spread_name],
                           tmp_path / (machine + ".out"))
-        wait_for(lambda: "connected as" in output(proc) or proc.poll() is not None, 20)
+        wait_for(lambda: "member of 'flood'" in output(proc) or proc.poll() is not None, 20)
         receivers.append(proc)
     assert all(p.poll() is None for p in (recorder, *receivers)), output(recorder)
     for service, batch in (("safe", "rsafe"), ("agreed", "ragreed")):

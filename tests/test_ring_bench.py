@@ -108,3 +108,17 @@ def test_a_new_ring_or_a_cut_client_in_the_daemons_logs_is_reported(tmp_path):
     assert "the ring changed during the case (1 new rings installed" in text
     assert "token lost" in text and "closed: not reading" in text
     assert bench.daemon_events({str(tmp_path / "gone.log"): 0}) == []
+
+
+def test_side_by_side_summary_when_the_real_daemons_cpu_time_rounds_to_zero():
+    """A short run of the real daemons took less than the kernel's 10 ms tick: 0 s of CPU, and the
+    summary divided by it (seen once in the full suite under load)."""
+    spec = importlib.util.spec_from_file_location("side_by_side", os.path.join(ROOT, "bench", "side_by_side.py"))
+    sbs = importlib.util.module_from_spec(spec)
+    sys.modules["side_by_side"] = sbs   # its dataclasses look their module up there
+    spec.loader.exec_module(sbs)
+    mini = sbs.Run("mini", 4483, 4905, [0.02, 0.02, 0.02])
+    text = sbs.summary({"mini": [mini], "real": [sbs.Run("real", 7477, 7398, [0.0, 0.0, 0.0])]}, 500, "case")
+    assert "ratio 0.60" in text and "CPU per message" in text and "ratio n/a" in text, text
+    text = sbs.summary({"mini": [mini], "real": [sbs.Run("real", 7477, 7398, [0.01, 0.0, 0.0])]}, 500, "case")
+    assert text.endswith("real 20 us, ratio 6.00"), text
