@@ -223,13 +223,14 @@ def summary(runs: Dict[str, List[Run]], count: int, what: str) -> str:
     rate = {k: median(k, lambda r: r.rate) for k in KINDS}
     cpu = {k: median(k, lambda r: r.cpu_us_per_message(count)) for k in KINDS}
     ratio = statistics.median(m.rate / r.rate for m, r in zip(runs["mini"], runs["real"]))
-    # CPU time comes in clock ticks (10 ms): a short run of the C daemon can read as 0
+    # A short run of the real daemons can take less CPU than the kernel's clock tick counts (10 ms):
+    # 0 s, with no ratio to be had from it.
     cpu_ratios = [m.cpu_us_per_message(count) / r.cpu_us_per_message(count)
                   for m, r in zip(runs["mini"], runs["real"]) if r.cpu_us_per_message(count) > 0]
-    cpu_ratio = ("ratio %.2f" % statistics.median(cpu_ratios) if cpu_ratios
-                 else "ratio not measurable (too few messages for the clock ticks; raise --count)")
+    cpu_ratio = ("%.2f" % statistics.median(cpu_ratios) if cpu_ratios else
+                 "n/a (the real daemons' CPU time was below the 10 ms the kernel counts: use a larger --count)")
     return ("%s: spread_mini %d msgs/s, real Spread %d msgs/s, ratio %.2f (median of %d pairs); "
-            "daemon CPU per message (3 daemons summed) spread_mini %.0f us, real %.0f us, %s"
+            "daemon CPU per message (3 daemons summed) spread_mini %.0f us, real %.0f us, ratio %s"
             % (what, rate["mini"], rate["real"], ratio, len(runs["mini"]), cpu["mini"], cpu["real"], cpu_ratio))
 
 
