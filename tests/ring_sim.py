@@ -1035,6 +1035,20 @@ def delivered(sim, name):
     return list(sim.nodes[name][1].delivered)
 
 
+#: the ring protocols a seed may run: the original ring, or the Accelerated Ring with this
+#: many packets of a visit after the token (0: none, but requests wait a rotation; 1000: all)
+ACCELERATED_WINDOWS = (0, 1, 5, 15, 1000)
+
+
+def ring_protocol_for_seed(seed):
+    """A third of the seeds run the original ring, the others the Accelerated Ring with one of
+    ACCELERATED_WINDOWS (its own Random: the seed's other draws stay what they were)."""
+    rng = random.Random(seed * 7919 + 4)
+    if rng.random() < 1.0 / 3:
+        return {"accelerated_ring": False}
+    return {"accelerated_ring": True, "accelerated_window_packets": rng.choice(ACCELERATED_WINDOWS)}
+
+
 def case_for_seed(seed):
     """Everything about a run comes from its seed: size of the ring, hostility of the network,
     settings. The CI seeds, the soak and the replay command all use this one function."""
@@ -1056,6 +1070,7 @@ def case_for_seed(seed):
         faults.clock_back = 0.7
     # a third of the crashes are clean stops (a LEAVE announcement first, as after Ctrl-C)
     faults.clean_stop = 1.0 / 3
+    settings.update(ring_protocol_for_seed(seed))
     case = {"daemons": rng.choice([2, 3, 3, 4, 5]), "seconds": rng.choice([6.0, 8.0, 10.0]),
             "faults": faults, "settings": settings, "rate": rng.choice([50.0, 150.0, 400.0])}
     slow = (settings.get("personal_window_packets", 99) <= 5 or faults.loss > 0.1
