@@ -1091,11 +1091,14 @@ SIM_KEY = b"simulated ring key, 32 bytes ..."
 
 def run_seed(seed, daemons=None, seconds=None, unreliable_share=None, clock_back=None,
              fault_every_s=None, clean_stop=None, delivery_filter=None, on_start=None,
-             hostile=None, key=None):
+             hostile=None, key=None, accelerated=None):
     """One seed's run. The mix options (soaks that stress UNRELIABLE and restarts, hostile
-    packets, a key) change the seed's case; without them the run is the seed's usual one.
-    delivery_filter and on_start plant a fault (see Sim)."""
+    packets, a key, one ring protocol: accelerated = "off" or a window in packets) change the
+    seed's case; without them the run is the seed's usual one. delivery_filter and on_start
+    plant a fault (see Sim)."""
     case = case_for_seed(seed)
+    if accelerated is not None:
+        case["settings"].update(ring_protocol_option(accelerated))
     faults = case["faults"]
     if hostile is not None:
         faults.hostile = hostile
@@ -1111,8 +1114,18 @@ def run_seed(seed, daemons=None, seconds=None, unreliable_share=None, clock_back
     return sim.run(seconds=seconds or case["seconds"], traffic_rate_per_s=case["rate"])
 
 
+def ring_protocol_option(accelerated):
+    """--accelerated's value ("off", or a window in packets) -> ring settings."""
+    if str(accelerated).lower() == "off":
+        return {"accelerated_ring": False}
+    window = int(accelerated)
+    if window < 0:
+        raise ValueError("a window of %d packets" % window)
+    return {"accelerated_ring": True, "accelerated_window_packets": window}
+
+
 def mix_options(unreliable_share=None, clock_back=None, fault_every_s=None, clean_stop=None,
-                hostile=None, key=None):
+                hostile=None, key=None, accelerated=None):
     """The command-line form of run_seed's mix options (for replay commands)."""
     out = ""
     for flag, value in (("--unreliable-share", unreliable_share), ("--clock-back", clock_back),
@@ -1120,7 +1133,24 @@ def mix_options(unreliable_share=None, clock_back=None, fault_every_s=None, clea
                         ("--hostile", hostile)):
         if value is not None:
             out += " %s %g" % (flag, value)
+    if accelerated is not None:
+        out += " --accelerated %s" % accelerated
     return out + (" --key" if key else "")
+
+
+def accelerated_value(text):
+    try:
+        ring_protocol_option(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("give off or a window in packets (0 or more)")
+    return text.lower()
+
+
+def add_accelerated_option(parser):
+    parser.add_argument("--accelerated", type=accelerated_value, default=None, metavar="W",
+                        help="run every seed on one ring protocol: 'off' (the original ring) or "
+                             "the Accelerated Ring with W packets after the token (default: "
+                             "the seed's own, see ring_protocol_for_seed)")
 
 
 def replay_command(seed, **mix):
@@ -1142,10 +1172,11 @@ def main(argv=None):
         parser.add_argument(flag, type=float, default=None, metavar="X",
                             help="%s (default: the seed's own)" % what)
     parser.add_argument("--key", action="store_true", help="the daemons sign their packets")
+    add_accelerated_option(parser)
     args = parser.parse_args(argv)
     res = run_seed(args.seed, unreliable_share=args.unreliable_share, clock_back=args.clock_back,
                    fault_every_s=args.fault_every, clean_stop=args.clean_stop,
-                   hostile=args.hostile, key=args.key)
+                   hostile=args.hostile, key=args.key, accelerated=args.accelerated)
     if args.log:
         print("\n".join(sorted(res.log_lines, key=lambda l: float(l.split(" ", 1)[0]))))
     print(res.summary())
