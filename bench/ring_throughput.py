@@ -549,13 +549,29 @@ def accelerated_variants(text):
     return variants
 
 
+def daemons_cpu_s(procs):
+    """utime + stime of the daemons, summed (seconds): the CPU a case cost moves less with the
+    machine's load than its rate does."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for proc in procs:
+        try:
+            with open("/proc/%d/stat" % proc.pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
 def settings_compare(args, rings, services, sizes, variants):
     """Each variant (label, spread.conf lines) in turn, --repeat rounds, each round in
-    another order (the machine's load changes under all alike): rows per run, then the total
-    rate of each variant and its ratio to the first."""
-    print("| daemons | service | size B | ring | round | messages | msgs/s | p50 ms | p99 ms |")
-    print("|---|---|---|---|---|---|---|---|---|", flush=True)
-    totals = {}  # (n, service, size, label) -> [messages, seconds]
+    another order (the machine's load changes under all alike): rows per run (with the
+    daemons' CPU per message, summed over them), then the total rate and CPU of each variant
+    and its ratio to the first."""
+    print("| daemons | service | size B | ring | round | messages | msgs/s | p50 ms | p99 ms | CPU us/msg |")
+    print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    totals = {}  # (n, service, size, label) -> [messages, seconds, daemon CPU seconds]
     notes = []
     with tempfile.TemporaryDirectory() as tmpdir:
         for n in rings:
@@ -566,18 +582,21 @@ def settings_compare(args, rings, services, sizes, variants):
                     try:
                         for service in services:
                             for size in sizes:
+                                cpu_before = daemons_cpu_s(procs)
                                 r = run_case(n, port, service, size, args.count, tmpdir, args.rate, logs)
+                                cpu = daemons_cpu_s(procs) - cpu_before
                                 if r is None or r[0] < 2 or r[1] <= 0:
-                                    print("| %d | %s | %d | %s | %d | failed | | | |" % (
+                                    print("| %d | %s | %d | %s | %d | failed | | | | |" % (
                                         n, service, size, label, round_no), flush=True)
                                     continue
                                 mark = footnote(notes, n, service, size, args.count, r)
-                                t = totals.setdefault((n, service, size, label), [0, 0.0])
+                                t = totals.setdefault((n, service, size, label), [0, 0.0, 0.0])
                                 t[0] += r[0]
                                 t[1] += r[1]
-                                print("| %d | %s | %d | %s | %d | %d%s | %.0f | %.1f | %.1f |" % (
+                                t[2] += cpu
+                                print("| %d | %s | %d | %s | %d | %d%s | %.0f | %.1f | %.1f | %.0f |" % (
                                     n, service, size, label, round_no, r[0], mark, r[0] / r[1],
-                                    r[3] * 1000, r[4] * 1000), flush=True)
+                                    r[3] * 1000, r[4] * 1000, cpu / r[0] * 1e6), flush=True)
                     finally:
                         stop_daemons(procs)
     print_notes(notes)
@@ -589,9 +608,11 @@ def settings_compare(args, rings, services, sizes, variants):
                 for label, _ in variants[1:]:
                     t = totals.get((n, service, size, label))
                     if base and t:
-                        print("%d daemons, %s, %d B: %s %.0f msgs/s, %s %.0f: ratio %.2f" % (
-                            n, service, size, label, t[0] / t[1], first, base[0] / base[1],
-                            (t[0] / t[1]) / (base[0] / base[1])))
+                        print("%d daemons, %s, %d B: %s %.0f msgs/s, %s %.0f: ratio %.2f; daemon "
+                              "CPU per message %.0f us against %.0f: ratio %.2f" % (
+                                  n, service, size, label, t[0] / t[1], first, base[0] / base[1],
+                                  (t[0] / t[1]) / (base[0] / base[1]), t[2] / t[0] * 1e6,
+                                  base[2] / base[0] * 1e6, (t[2] / t[0]) / (base[2] / base[0])))
     print("rerun: python3 bench/ring_throughput.py --accelerated-compare %s --repeat %d --count %d%s%s%s%s"
           % (args.accelerated_compare, args.repeat, args.count,
              " --daemons %s" % args.daemons if args.daemons != "1,3,5" else "",

@@ -108,3 +108,16 @@ def test_a_new_ring_or_a_cut_client_in_the_daemons_logs_is_reported(tmp_path):
     assert "the ring changed during the case (1 new rings installed" in text
     assert "token lost" in text and "closed: not reading" in text
     assert bench.daemon_events({str(tmp_path / "gone.log"): 0}) == []
+
+
+def test_accelerated_variants_are_spread_conf_lines():
+    variants = bench.accelerated_variants("off, 15,300")
+    assert [label for label, _ in variants] == ["off", "window 15", "window 300"]
+    assert variants[0][1] == ["AcceleratedRing = false"]
+    assert variants[1][1] == ["AcceleratedRing = true", "AcceleratedWindow = 15"]
+    assert "PersonalWindow = 300" in variants[2][1]  # Spread refuses a window above the personal one
+    for lines in (lines for _, lines in variants):  # each one a file the daemon accepts
+        bench.sp.parse_spread_conf("Spread_Segment 127.0.0.255:4803 { d1 127.0.0.1 }\n" + "\n".join(lines))
+    for bad in ("off", "off,fast", "15,-2"):
+        with pytest.raises(ValueError):
+            bench.accelerated_variants(bad)
