@@ -121,3 +121,21 @@ def test_accelerated_variants_are_spread_conf_lines():
     for bad in ("off", "off,fast", "15,-2"):
         with pytest.raises(ValueError):
             bench.accelerated_variants(bad)
+
+
+@pytest.mark.slow
+def test_ring_lan_measures_both_protocols_on_shaped_namespace_links():
+    """bench/ring_lan.py: both ring protocols on three namespace hosts whose links are limited
+    to 20 Mbit/s; every message comes (the namespaces' removal is labnet's, tested there)."""
+    import labnet
+    reason = labnet.available(("tc",))
+    if reason:
+        pytest.skip("network namespaces: %s" % reason)
+    out = subprocess.run([sys.executable, "bench/ring_lan.py", "--count", "300", "--repeat", "1",
+                          "--services", "AGREED", "--mbit", "20"], capture_output=True, text=True,
+                         timeout=240, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    rows = [line.split("|") for line in out.stdout.splitlines() if line.startswith("| AGREED |")]
+    assert [row[2].strip() for row in rows] == ["off", "window 15"], out.stdout
+    assert all(row[4].strip() == "300" for row in rows), out.stdout
+    assert "ratio" in out.stdout and "links 20 Mbit/s" in out.stdout
