@@ -6,7 +6,7 @@ which is what the Accelerated Ring (AcceleratedRing, AcceleratedWindow in spread
 for. This script builds three namespace hosts on one bridge (labnet.LabNet, 10.99.0.1-3),
 limits every host's link to --mbit in both directions (a tc token bucket on the host's eth0
 and on its switch port), and runs spread_mini daemons there, one sender on d1 and one receiver on d3
-(bench/ring_throughput.py's roles), with each ring protocol in turn, --repeat rounds, the order
+(bench/ring_throughput.py's roles; --senders 3: one on each daemon), with each ring protocol in turn, --repeat rounds, the order
 turned each round. Every packet stays inside the namespaces made here, removed at the end.
 
     sudo python3 bench/ring_lan.py                                   # off,15 at 100 Mbit/s
@@ -83,8 +83,10 @@ def stop(procs):
             p.kill()
 
 
-def run_case(lab, tmpdir, service, size, count, tag):
-    """(messages, seconds, p50 s, p99 s) at the receiver on d3, or None."""
+def run_case(lab, tmpdir, service, size, count, tag, senders=1):
+    """(messages, seconds, p50 s, p99 s) at the receiver on d3, or None. The senders are on
+    d1, d2, ... (count // senders messages each): with several, the holders' bursts follow
+    each other round the ring, the case the Accelerated Ring overlaps."""
     ready = os.path.join(tmpdir, "ready_%s" % tag)
     group = "lan%s" % tag
     rcv = lab.popen(DAEMONS, [sys.executable, THROUGHPUT, "--role", "receiver", "--port", str(PORT),
@@ -96,15 +98,17 @@ def run_case(lab, tmpdir, service, size, count, tag):
             rcv.kill()
             return None
         time.sleep(0.05)
-    snd = lab.popen(1, [sys.executable, THROUGHPUT, "--role", "sender", "--port", str(PORT), "--ip",
-                        lab.ip(1), "--count", str(count), "--size", str(size), "--service", service,
-                        "--group", group], stdout=subprocess.DEVNULL)
+    snds = [lab.popen(host, [sys.executable, THROUGHPUT, "--role", "sender", "--port", str(PORT),
+                             "--ip", lab.ip(host), "--count", str(count // senders), "--size",
+                             str(size), "--service", service, "--group", group],
+                      stdout=subprocess.DEVNULL) for host in range(1, senders + 1)]
     try:
         out, _ = rcv.communicate(timeout=300)
     except subprocess.TimeoutExpired:
         rcv.kill()
         out = ""
-    snd.wait(60)
+    for snd in snds:
+        snd.wait(60)
     for line in out.splitlines():
         if line.startswith("RESULT"):
             got, elapsed, _nbytes, p50, p99 = line.split()[1:]
@@ -122,6 +126,8 @@ def main(argv=None):
     parser.add_argument("--size", type=int, default=1000)
     parser.add_argument("--count", type=int, default=10000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--senders", type=int, default=1, choices=range(1, DAEMONS + 1),
+                        help="senders on d1, d2, ... (default 1)")
     args = parser.parse_args(argv)
     try:
         variants = rt.accelerated_variants(args.variants)
@@ -134,7 +140,9 @@ def main(argv=None):
     if reason:
         print("ring_lan.py: cannot run here: %s" % reason, file=sys.stderr)
         return 2
-    print(rt.machine_line() + "; links %d Mbit/s" % args.mbit)
+    args.count -= args.count % args.senders
+    print(rt.machine_line() + "; links %d Mbit/s; %d sender%s" % (
+        args.mbit, args.senders, "s" if args.senders > 1 else ""))
     print("| service | ring | round | messages | msgs/s | Mbit/s | p50 ms | p99 ms |")
     print("|---|---|---|---|---|---|---|---|", flush=True)
     totals = {}
@@ -150,7 +158,8 @@ def main(argv=None):
                     try:
                         for service in services:
                             case_no += 1
-                            r = run_case(lab, tmpdir, service, args.size, args.count, str(case_no))
+                            r = run_case(lab, tmpdir, service, args.size, args.count, str(case_no),
+                                         args.senders)
                             if r is None or r[0] < 2 or r[1] <= 0:
                                 print("| %s | %s | %d | failed | | | | |" % (service, label, round_no), flush=True)
                                 continue
@@ -176,8 +185,8 @@ def main(argv=None):
                     service, args.size, args.mbit, label, t[0] / t[1], first, base[0] / base[1],
                     (t[0] / t[1]) / (base[0] / base[1])))
     print("rerun: sudo python3 bench/ring_lan.py --variants %s --mbit %d --services %s --size %d "
-          "--count %d --repeat %d" % (args.variants, args.mbit, args.services, args.size, args.count,
-                                      args.repeat), flush=True)
+          "--count %d --repeat %d --senders %d" % (args.variants, args.mbit, args.services, args.size,
+                                                   args.count, args.repeat, args.senders), flush=True)
     return 0
 
 
