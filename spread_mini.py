@@ -3051,7 +3051,8 @@ class _ConfParser:
         personal = min(used.get("PersonalWindow", defaults.personal_window_packets),
                        used.get("Window", defaults.global_window_packets))
         if used["AcceleratedWindow"] > personal:
-            raise ConfigError("AcceleratedWindow (%d) is larger than PersonalWindow (%d)"
+            raise ConfigError("AcceleratedWindow (%d) is larger than the personal window (%d "
+                              "packets: PersonalWindow, at most Window)"
                               % (used["AcceleratedWindow"], personal))
 
     def segment(self) -> None:

@@ -81,7 +81,9 @@ def test_quotes_protect_braces_and_hashes_and_comments_follow_anything():
     ("Spread_Segment 127.0.0.255:4803 {\n d1 127.0.0.1\n}\nAcceleratedWindow = -1\n",
      r"line 4: AcceleratedWindow = -1: give a whole number of 0 or more"),
     ("Spread_Segment 127.0.0.255:4803 {\n d1 127.0.0.1\n}\nPersonalWindow = 20\nAcceleratedWindow = 21\n",
-     r"AcceleratedWindow \(21\) is larger than PersonalWindow \(20\)"),
+     r"AcceleratedWindow \(21\) is larger than the personal window \(20 packets"),
+    ("Spread_Segment 127.0.0.255:4803 {\n d1 127.0.0.1\n}\nWindow = 30\nAcceleratedWindow = 31\n",
+     r"AcceleratedWindow \(31\) is larger than the personal window \(30 packets"),
     ("Spread_Segment 127.0.0.255:4803 {\n d1 127.0.0.1\n\n", r"line 3 \(end of file\): expected '}'"),
     ("Spread_Segment 127.0.0.255:4803\n d1 127.0.0.1\n}\n", r"line 2: expected '\{' after the segment address, got 'd1'"),
 ])
