@@ -26,8 +26,9 @@ from another daemon meets, in order (thesis 7.3.1 names the levels):
                         state, every change logged with its reason; its records Recovery
                         (the commit token's plan), HeldToken, SentToken; ConfigurationChange out
   Link, RingLink, _Ring LINK level (7.3.2.2): the Link interface that RingLink implements and a
-                        HopLink will; token, link_seq, link_aru, rtr, flow control, packing;
-                        one _Ring per ring (its packet store)
+                        HopLink will; token, link_seq, link_aru, rtr, flow control, packing,
+                        the Accelerated Ring (packets after the token); one _Ring per ring
+                        (its packet store)
   Routing               which links a packet goes on to (with one ring: none)
   HopLink               LINK level between sites (7.3.2.1; not in the daemon yet): one
                         point-to-point link's core, decode_hop_packet -> HopData / HopAck /
@@ -447,6 +448,16 @@ class RingSettings:
         #: (4 MB on this machine; 208 KB by default elsewhere, where a burst may overflow and is
         #: then repaired by retransmission). 60 gave about half the throughput here.
         self.personal_window_packets = 200
+        #: the Accelerated Ring (Babay and Amir, ICDCS 2016; Spread 5's AcceleratedRing): the
+        #: holder passes the token before the last accelerated_window_packets new packets of
+        #: its visit, so that the next daemon sends while they are on their way; the token's
+        #: link_seq counts them, and a daemon asks again only for packets the previous
+        #: rotation should have brought. OPERATIONAL only: RECOVERY sends in order, as
+        #: Spread 5 does in its EVS state
+        self.accelerated_ring = True
+        #: ... at most this many packets of a visit go after the token (0: none, but the
+        #: retransmission requests still wait a rotation). Spread 5's default is 15 of 20
+        self.accelerated_window_packets = 15
         #: longest retransmission request list on the token (keeps the token within one packet)
         self.max_rtr_entries = 100
         #: submitted messages waiting for the token; beyond this submit() refuses
@@ -2886,7 +2897,9 @@ class SpreadConfig:
         """What a user should know about the file, said once: what is used, what is not."""
         lines = ["configuration: WARNING: %s" % text for text in self.warnings]
         if self.used:
-            lines.append("configuration: using %s" % ", ".join("%s = %d" % kv for kv in self.used.items()))
+            lines.append("configuration: using %s" % ", ".join(
+                "%s = %s" % (key, ("false", "true")[value] if key in BOOLEAN_SETTINGS else value)
+                for key, value in self.used.items()))
         if self.ignored:
             lines.append("configuration: spread_mini accepts and ignores %s (logging, users, "
                          "directories, authentication, timeouts and tuning of the real daemon)"
@@ -2918,8 +2931,15 @@ LINK_PROTOCOLS = ("Hop", "TcpHop")
 #: settings that may stand alone, without "= value"
 BARE_SETTINGS = ("EventTimeStamp", "EventPreciseTimeStamp")
 #: settings spread_mini uses: the ring's flow control windows (packets per token rotation, as in
-#: Spread) and the per-session queue limit. Everything else is accepted and ignored.
-USED_SETTINGS = ("Window", "PersonalWindow", "MaxSessionMessages")
+#: Spread), its protocol (Spread 5's AcceleratedRing and AcceleratedWindow) and the per-session
+#: queue limit. Everything else is accepted and ignored.
+USED_SETTINGS = ("Window", "PersonalWindow", "MaxSessionMessages", "AcceleratedRing",
+                 "AcceleratedWindow")
+#: yes/no settings, written as Spread's lexer reads them (kept in SpreadConfig.used as 1 or 0)
+BOOLEAN_SETTINGS = ("AcceleratedRing",)
+BOOLEAN_WORDS = {"true": 1, "yes": 1, "false": 0, "no": 0}
+#: settings that may be 0 (AcceleratedWindow = 0: no packet after the token)
+ZERO_SETTINGS = ("AcceleratedWindow",)
 #: one token: a brace, '=', ';', a quoted string, or a word; '#' outside quotes starts a comment
 _CONF_TOKEN = re.compile(r"""\s+|(#.*)|("[^"]*"|'[^']*')|([{}=;])|([^\s{}=;#"']+)|(["'])""")
 
@@ -3033,7 +3053,22 @@ class _ConfParser:
         used = self.config.used
         if used.get("PersonalWindow", 0) > used.get("Window", used.get("PersonalWindow", 0)):
             raise ConfigError("PersonalWindow (%d) is larger than Window (%d)" % (used["PersonalWindow"], used["Window"]))
+        self._check_accelerated_window()
         return self.config
+
+    def _check_accelerated_window(self) -> None:
+        """Spread 5's rule: the packets a visit sends after the token are some of its personal
+        window (a larger AcceleratedWindow is a mistake, unless the ring is not accelerated)."""
+        used = self.config.used
+        defaults = RingSettings()
+        if not used.get("AcceleratedRing", defaults.accelerated_ring) or "AcceleratedWindow" not in used:
+            return
+        personal = min(used.get("PersonalWindow", defaults.personal_window_packets),
+                       used.get("Window", defaults.global_window_packets))
+        if used["AcceleratedWindow"] > personal:
+            raise ConfigError("AcceleratedWindow (%d) is larger than the personal window (%d "
+                              "packets: PersonalWindow, at most Window)"
+                              % (used["AcceleratedWindow"], personal))
 
     def segment(self) -> None:
         """Spread_Segment ADDR[:PORT] [ADDR ...] { daemon ... }"""
@@ -3182,8 +3217,11 @@ class _ConfParser:
         if key is None:
             if key_token.text not in self.config.unknown:
                 self.config.unknown.append(key_token.text)
+        elif key in BOOLEAN_SETTINGS:
+            self.config.used[key] = self._boolean(key, values, key_token.line)
         elif key in USED_SETTINGS:
-            self.config.used[key] = self._positive_number(key, values, key_token.line)
+            self.config.used[key] = self._positive_number(key, values, key_token.line,
+                                                          zero=key in ZERO_SETTINGS)
         elif key == "ActiveIPVersion" and values and values[0].lower() != "ipv4":
             raise ConfigError("line %d: ActiveIPVersion %s: spread_mini speaks IPv4 only" % (key_token.line, values[0]))
         elif key not in self.config.ignored:
@@ -3205,17 +3243,26 @@ class _ConfParser:
         return values
 
     @staticmethod
-    def _positive_number(key: str, values: List[str], line: int) -> int:
-        if len(values) != 1 or not values[0].isdigit() or not 0 < int(values[0]) < 10 ** 9:
-            raise ConfigError("line %d: %s = %s: give a whole number above 0" % (line, key, " ".join(values)))
+    def _positive_number(key: str, values: List[str], line: int, zero: bool = False) -> int:
+        low = 0 if zero else 1
+        if len(values) != 1 or not values[0].isdigit() or not low <= int(values[0]) < 10 ** 9:
+            raise ConfigError("line %d: %s = %s: give a whole number of %d or more"
+                              % (line, key, " ".join(values), low))
         return int(values[0])
+
+    @staticmethod
+    def _boolean(key: str, values: List[str], line: int) -> int:
+        if len(values) != 1 or values[0].lower() not in BOOLEAN_WORDS:
+            raise ConfigError("line %d: %s = %s: give true or false (yes or no)"
+                              % (line, key, " ".join(values)))
+        return BOOLEAN_WORDS[values[0].lower()]
 
 
 def parse_spread_conf(text: str) -> SpreadConfig:
     """Parse Spread 4's spread.conf: Spread_Segment ADDR[:PORT] { NAME IP [{ [D] [C] [M] IP ... }] ... },
     '#' comments, quoted values, RouteMatrix { costs }, LinkProtocol = Hop and the `Key = value`
-    settings (Window, PersonalWindow and MaxSessionMessages are used; the others are accepted
-    and listed in .ignored). Each Spread_Segment is a site."""
+    settings (Window, PersonalWindow, AcceleratedRing, AcceleratedWindow and MaxSessionMessages
+    are used; the others are accepted and listed in .ignored). Each Spread_Segment is a site."""
     return _ConfParser(text).parse()
 
 
@@ -3974,6 +4021,33 @@ class RingLink(Link):
         self.upper = upper
         self.held_token: Optional[HeldToken] = None
         self.last_sent_token: Optional[SentToken] = None
+        #: this token visit runs the Accelerated Ring (begin_visit)
+        self.accelerated = False
+        #: new packets of this visit that go out after the token, at most trailing_max; empty
+        #: between two inputs (pass_token sends them)
+        self.trailing: "collections.deque[Tuple[bytes, List[Pid]]]" = collections.deque()
+        self.trailing_max = 0
+
+    def begin_visit(self, operational: bool) -> None:
+        """A token visit starts. The Accelerated Ring runs in OPERATIONAL only (RingSettings):
+        a RECOVERY visit sends its packets before the token, as the original ring does."""
+        self.accelerated = operational and self.cfg.accelerated_ring
+        self.trailing_max = self.cfg.accelerated_window_packets if self.accelerated else 0
+
+    def broadcast_new(self, raw: bytes, members: List[Pid]) -> None:
+        """A new packet of this visit: out now, or (accelerated) held back among the visit's
+        last trailing_max, and the oldest held one goes out in its place."""
+        if self.trailing_max <= 0:
+            self.multicast(raw, members)
+            return
+        self.trailing.append((raw, members))
+        if len(self.trailing) > self.trailing_max:
+            self.multicast(*self.trailing.popleft())
+
+    def send_trailing(self) -> None:
+        """After the token: the visit's packets that waited for it, in link_seq order."""
+        while self.trailing:
+            self.multicast(*self.trailing.popleft())
 
     def multicast(self, raw: bytes, members: List[Pid]) -> None:
         # unicast to each member: on loopback and small rings as good as IP multicast
@@ -4010,7 +4084,7 @@ class RingLink(Link):
         tok.link_seq += 1
         p = RingData(ring.ring_id, self.me, tok.link_seq, chunks, inner)
         ring.store(p)
-        self.multicast(encode_ring_data(p, self.seal), ring.members)
+        self.broadcast_new(encode_ring_data(p, self.seal), ring.members)
         self.counters["packets_sent"] += 1
         return p
 
@@ -4052,12 +4126,16 @@ class RingLink(Link):
         return self.cfg.max_packet_bytes - RECOVERY_WRAP_BYTES - len(encode_ring_data(dummy, self.seal))
 
     def request_missing(self, ring: _Ring, tok: RingToken) -> None:
+        """Ask for the packets we lack. Accelerated, only up to the token's link_seq when we
+        passed it last: the packets after it were sent in this rotation and may still be on
+        their way (the holders before us sent their last ones after the token)."""
         fits = (self.cfg.max_packet_bytes - TOKEN_FIXED_BYTES) // 8
         room = min(self.cfg.max_rtr_entries, fits) - len(tok.rtr)
         if room <= 0:
             return
+        upto = min(ring.last_token_seq, tok.link_seq) if self.accelerated else tok.link_seq
         have = set(tok.rtr)
-        for seq in ring.missing(tok.link_seq, room):
+        for seq in ring.missing(upto, room):
             if seq not in have:
                 tok.rtr.append(seq)
                 self.counters["retransmissions_requested"] += 1
@@ -4079,8 +4157,13 @@ class RingLink(Link):
         ring.prev_link_aru, ring.prev_site_aru = tok.link_aru, tok.site_aru
 
     def pass_token(self, ring: _Ring, tok: RingToken, now: float, may_hold: bool) -> None:
-        """Pass the token to our successor; an idle representative (may_hold: nothing waits to
-        be sent here) keeps it token_hold_s, and a ring of one keeps it until the next chance."""
+        """Pass the token to our successor, then send the visit's trailing packets (the
+        Accelerated Ring); an idle representative (may_hold: nothing waits to be sent here)
+        keeps it token_hold_s, and a ring of one keeps it until the next chance."""
+        self._pass_or_hold(ring, tok, now, may_hold)
+        self.send_trailing()
+
+    def _pass_or_hold(self, ring: _Ring, tok: RingToken, now: float, may_hold: bool) -> None:
         tok.sender = self.me
         tok.token_id += 1
         ring.last_token_id = tok.token_id
@@ -4413,6 +4496,8 @@ class RingOrderer:
             "rotations": self.rotations, "counters": dict(self.counters),
             "global_window_packets": self.cfg.global_window_packets,
             "personal_window_packets": self.cfg.personal_window_packets,
+            "accelerated_window_packets": (self.cfg.accelerated_window_packets
+                                           if self.cfg.accelerated_ring else None),
             "last_change_reason": self.change_reason,
             "recent_changes": list(self.recent_changes), "now": self.now,
             "keyed": bool(self.seal.key),
@@ -4993,6 +5078,7 @@ class RingOrderer:
         link.last_sent_token = None
         self.token_deadline = self.now + self.cfg.token_timeout_s
         self.rotations += 1  # every token visit here is one rotation of the ring
+        link.begin_visit(self.state == OPERATIONAL)
         sent = link.answer_retransmissions(ring, tok)
         allowed = link.flow_allowance(ring, tok, sent)
         had_recovery_work = self.state == RECOVERY and bool(self.recovery.queue)
@@ -7242,6 +7328,7 @@ def ring_status_rows(snap):
                                                       c.get("retransmissions_sent", 0))),
         ("windows global / personal", "%d / %d packets" % (snap["global_window_packets"],
                                                             snap["personal_window_packets"])),
+        ("ring protocol", _ring_protocol_text(snap.get("accelerated_window_packets"))),
         ("membership changes", "%d (last: %s)" % (c.get("configurations_installed", 0),
                                                    snap["last_change_reason"])),
         ("token losses / retransmitted tokens", "%d / %d" % (c.get("token_loss", 0),
@@ -7251,6 +7338,12 @@ def ring_status_rows(snap):
         ("change %.0f s ago" % max(0.0, snap.get("now", t) - t),
          "ring %s {%s}: %s" % (ring, ",".join(members), reason))
         for t, ring, members, reason in snap.get("recent_changes", ())]
+
+
+def _ring_protocol_text(accelerated_window: Optional[int]) -> str:
+    if accelerated_window is None:
+        return "original (a visit's packets all go before the token)"
+    return "accelerated (up to %d packets of a visit go after the token)" % accelerated_window
 
 
 def _refused_rows(snap):
@@ -7488,15 +7581,24 @@ def remove_pid_file(path: Optional[str]) -> None:
 
 def ring_settings_of(config) -> RingSettings:
     """The ring's settings, with the flow control windows of the file (Spread's Window and
-    PersonalWindow: packets per token rotation, in the ring and per daemon)."""
+    PersonalWindow: packets per token rotation, in the ring and per daemon) and its protocol
+    (Spread 5's AcceleratedRing and AcceleratedWindow)."""
     overrides = {}
     if "Window" in config.used:
         overrides["global_window_packets"] = config.used["Window"]
     if "PersonalWindow" in config.used:
         overrides["personal_window_packets"] = config.used["PersonalWindow"]
+    if "AcceleratedRing" in config.used:
+        overrides["accelerated_ring"] = bool(config.used["AcceleratedRing"])
+    if "AcceleratedWindow" in config.used:
+        overrides["accelerated_window_packets"] = config.used["AcceleratedWindow"]
     settings = RingSettings(**overrides)
     if settings.personal_window_packets > settings.global_window_packets:  # one of them from the file
         settings.personal_window_packets = settings.global_window_packets
+    # the default window within a smaller PersonalWindow of the file (a larger one from the
+    # file is refused by the parser, as Spread 5 does)
+    settings.accelerated_window_packets = min(settings.accelerated_window_packets,
+                                              settings.personal_window_packets)
     return settings
 
 
@@ -7567,6 +7669,8 @@ def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
                                               server.where_listening("%s:%d" % (listen, port)), entry.ip,
                                               entry.port, ", ".join(sorted(peers)),
                                               "; packets signed with the key %s" % args.key if key else ""))
+    server.log("ring protocol: %s" % _ring_protocol_text(
+        settings.accelerated_window_packets if settings.accelerated_ring else None))
     try:
         server.serve_forever()
         # a clean stop: the others form a new ring at once, and say why (kill -9 cannot do

@@ -49,6 +49,11 @@ MUTANTS = [
     ("transitional configuration missing a member (RingOrderer._emit_transitional)",
      "_configuration_change(CONF_TRANSITIONAL, trans, trans,",
      "_configuration_change(CONF_TRANSITIONAL, trans[1:], trans[1:],", "transitional"),
+    ("accelerated token does not count the packets sent after it (RingLink.pass_token)",
+     "        self._pass_or_hold(ring, tok, now, may_hold)\n        self.send_trailing()\n",
+     "        tok.link_seq -= len(self.trailing)\n"
+     "        self._pass_or_hold(ring, tok, now, may_hold)\n        self.send_trailing()\n",
+     "no loss"),
 ]
 
 

@@ -4,6 +4,7 @@ violations of the guarantees. Every seed replays exactly with the command printe
     python3 bench/ring_soak.py --seeds 1000            # seeds 1..1000
     python3 bench/ring_soak.py --seeds 200 --first 5000
     python3 bench/ring_soak.py --seeds 10000 --hostile 0.1 [--key]   # replayed and forged packets
+    python3 bench/ring_soak.py --seeds 2500 --accelerated 15   # every seed on one ring protocol
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ def main(argv=None):
                              "forged packet with extreme values in every field, 0..1 (default 0)")
     parser.add_argument("--key", action="store_true",
                         help="the daemons sign their packets (--key); forgers do not have the key")
+    ring_sim.add_accelerated_option(parser)
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
@@ -54,7 +56,7 @@ def main(argv=None):
         parser.error("--fault-every must be more than 0.05 s")
     mix = {"unreliable_share": args.unreliable_share, "clock_back": args.clock_back,
            "fault_every_s": args.fault_every, "clean_stop": args.clean_stop,
-           "hostile": args.hostile, "key": args.key}
+           "hostile": args.hostile, "key": args.key, "accelerated": args.accelerated}
     started = time.monotonic()
     totals = collections.Counter()
     failing = []

@@ -12,6 +12,8 @@ The 1-daemon row is the same daemon without the ring (its LocalOrderer): the fig
     git show HEAD~1:spread_mini.py > /tmp/old_spread_mini.py   # another version, in the same run:
     python3 bench/ring_throughput.py --daemons 3 --against /tmp/old_spread_mini.py --repeat 3
     python3 bench/ring_throughput.py --key-compare              # what --key costs, as a ratio
+    python3 bench/ring_throughput.py --accelerated-compare off,15 --repeat 3   # the Accelerated
+                                         # Ring (its AcceleratedWindow) against the original ring
     python3 bench/ring_throughput.py --daemons 3 --keep-logs /tmp/ringlogs   # keep the daemons' logs
 
 A row whose receiver missed messages, got some twice or out of order, or during which a daemon
@@ -50,9 +52,10 @@ CASES = itertools.count(1)  # numbers each case: its group and its receiver's re
 STARTS = itertools.count(1)  # numbers each start of the daemons: kept logs do not overwrite each other
 
 
-def start_daemons(n, tmpdir, spread=os.path.join(ROOT, "spread_mini.py"), key=None, logdir=None):
+def start_daemons(n, tmpdir, spread=os.path.join(ROOT, "spread_mini.py"), key=None, logdir=None,
+                  settings=()):
     """n daemons in one ring: (processes, port, log paths); the logs go to logdir (or tmpdir)
-    as s<start>_d<n>_<i>.log."""
+    as s<start>_d<n>_<i>.log. settings: more lines of spread.conf ("AcceleratedRing = false")."""
     port = free_port(n)
     start_no = next(STARTS)
     conf = os.path.join(tmpdir, "spread%d.conf" % n)
@@ -61,6 +64,7 @@ def start_daemons(n, tmpdir, spread=os.path.join(ROOT, "spread_mini.py"), key=No
         for i in range(1, n + 1):
             f.write("    d%d 127.0.0.%d\n" % (i, i))
         f.write("}\n")
+        f.writelines(line + "\n" for line in settings)
     procs = []
     logs = [os.path.join(logdir or tmpdir, "s%d_d%d_%d.log" % (start_no, n, i)) for i in range(1, n + 1)]
     for i, path in enumerate(logs, 1):
@@ -333,6 +337,11 @@ def main(argv=None):
     parser.add_argument("--key-compare", action="store_true",
                         help="each case without and with a key (--key), alternately --repeat "
                              "times, and the ratio keyed/unkeyed (default 3 daemons, AGREED, 1000 B)")
+    parser.add_argument("--accelerated-compare", metavar="WINDOWS",
+                        help="the original ring ('off') and the Accelerated Ring with each "
+                             "AcceleratedWindow given (e.g. off,15,100), alternately --repeat "
+                             "times, and each one's ratio to the first (default 3 daemons, "
+                             "AGREED and SAFE, 1000 B)")
     parser.add_argument("--repeat", type=int, default=None,
                         help="runs of each case per version (default 1), or --key-compare rounds (default 3)")
     parser.add_argument("--keep-logs", metavar="DIR",
@@ -375,6 +384,15 @@ def main(argv=None):
             args.repeat = 3
         return key_compare(args, rings if args.daemons != "1,3,5" else [3], services, sizes
                            if args.sizes != "100,1000" else [1000])
+    if args.accelerated_compare:
+        try:
+            variants = accelerated_variants(args.accelerated_compare)
+        except ValueError as exc:
+            parser.error("--accelerated-compare: %s" % exc)
+        if args.repeat is None:
+            args.repeat = 3
+        return settings_compare(args, rings if args.daemons != "1,3,5" else [3], services, sizes
+                                if args.sizes != "100,1000" else [1000], variants)
     if args.repeat is None:
         args.repeat = 1
     print("| daemons | service | size B | messages | msgs/s | x 1 daemon | Mbit/s | latency p50 ms | p99 ms |"
@@ -506,6 +524,101 @@ def key_compare(args, rings, services, sizes):
         args.repeat, args.count, " --daemons %s" % args.daemons if args.daemons != "1,3,5" else "",
         " --services %s" % args.services if args.services != "AGREED,SAFE" else "",
         " --sizes %s" % args.sizes if args.sizes != "100,1000" else ""), flush=True)
+    return 0
+
+
+def accelerated_variants(text):
+    """'off,15,100' -> [(label, spread.conf lines)]: the original ring, the Accelerated Ring
+    with AcceleratedWindow 15, then 100 (PersonalWindow raised to it where it is larger)."""
+    variants = []
+    for word in text.split(","):
+        word = word.strip().lower()
+        if word == "off":
+            variants.append(("off", ["AcceleratedRing = false"]))
+        elif word.isdigit():
+            window = int(word)
+            personal = sp.RingSettings().personal_window_packets
+            lines = ["AcceleratedRing = true", "AcceleratedWindow = %d" % window]
+            if window > personal:
+                lines.append("PersonalWindow = %d" % window)
+            variants.append(("window %d" % window, lines))
+        else:
+            raise ValueError("%r is neither 'off' nor a window in packets" % word)
+    if len(variants) < 2:
+        raise ValueError("give at least two, e.g. off,15")
+    return variants
+
+
+def daemons_cpu_s(procs):
+    """utime + stime of the daemons, summed (seconds): the CPU a case cost moves less with the
+    machine's load than its rate does."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for proc in procs:
+        try:
+            with open("/proc/%d/stat" % proc.pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+def settings_compare(args, rings, services, sizes, variants):
+    """Each variant (label, spread.conf lines) in turn, --repeat rounds, each round in
+    another order (the machine's load changes under all alike): rows per run (with the
+    daemons' CPU per message, summed over them), then the total rate and CPU of each variant
+    and its ratio to the first."""
+    print("| daemons | service | size B | ring | round | messages | msgs/s | p50 ms | p99 ms | CPU us/msg |")
+    print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    totals = {}  # (n, service, size, label) -> [messages, seconds, daemon CPU seconds]
+    notes = []
+    with tempfile.TemporaryDirectory() as tmpdir:
+        for n in rings:
+            for round_no in range(1, args.repeat + 1):
+                shift = (round_no - 1) % len(variants)
+                for label, lines in variants[shift:] + variants[:shift]:
+                    procs, port, logs = start_daemons(n, tmpdir, logdir=args.keep_logs, settings=lines)
+                    try:
+                        for service in services:
+                            for size in sizes:
+                                cpu_before = daemons_cpu_s(procs)
+                                r = run_case(n, port, service, size, args.count, tmpdir, args.rate, logs)
+                                cpu = daemons_cpu_s(procs) - cpu_before
+                                if r is None or r[0] < 2 or r[1] <= 0:
+                                    print("| %d | %s | %d | %s | %d | failed | | | | |" % (
+                                        n, service, size, label, round_no), flush=True)
+                                    continue
+                                mark = footnote(notes, n, service, size, args.count, r)
+                                t = totals.setdefault((n, service, size, label), [0, 0.0, 0.0])
+                                t[0] += r[0]
+                                t[1] += r[1]
+                                t[2] += cpu
+                                print("| %d | %s | %d | %s | %d | %d%s | %.0f | %.1f | %.1f | %.0f |" % (
+                                    n, service, size, label, round_no, r[0], mark, r[0] / r[1],
+                                    r[3] * 1000, r[4] * 1000, cpu / r[0] * 1e6), flush=True)
+                    finally:
+                        stop_daemons(procs)
+    print_notes(notes)
+    first = variants[0][0]
+    for n in rings:
+        for service in services:
+            for size in sizes:
+                base = totals.get((n, service, size, first))
+                for label, _ in variants[1:]:
+                    t = totals.get((n, service, size, label))
+                    if base and t:
+                        print("%d daemons, %s, %d B: %s %.0f msgs/s, %s %.0f: ratio %.2f; daemon "
+                              "CPU per message %.0f us against %.0f: ratio %.2f" % (
+                                  n, service, size, label, t[0] / t[1], first, base[0] / base[1],
+                                  (t[0] / t[1]) / (base[0] / base[1]), t[2] / t[0] * 1e6,
+                                  base[2] / base[0] * 1e6, (t[2] / t[0]) / (base[2] / base[0])))
+    print("rerun: python3 bench/ring_throughput.py --accelerated-compare %s --repeat %d --count %d%s%s%s%s"
+          % (args.accelerated_compare, args.repeat, args.count,
+             " --daemons %s" % args.daemons if args.daemons != "1,3,5" else "",
+             " --services %s" % args.services if args.services != "AGREED,SAFE" else "",
+             " --sizes %s" % args.sizes if args.sizes != "100,1000" else "",
+             " --rate %g" % args.rate if args.rate else ""), flush=True)
     return 0
 
 

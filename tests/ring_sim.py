@@ -1035,6 +1035,20 @@ def delivered(sim, name):
     return list(sim.nodes[name][1].delivered)
 
 
+#: the ring protocols a seed may run: the original ring, or the Accelerated Ring with this
+#: many packets of a visit after the token (0: none, but requests wait a rotation; 1000: all)
+ACCELERATED_WINDOWS = (0, 1, 5, 15, 1000)
+
+
+def ring_protocol_for_seed(seed):
+    """A third of the seeds run the original ring, the others the Accelerated Ring with one of
+    ACCELERATED_WINDOWS (its own Random: the seed's other draws stay what they were)."""
+    rng = random.Random(seed * 7919 + 4)
+    if rng.random() < 1.0 / 3:
+        return {"accelerated_ring": False}
+    return {"accelerated_ring": True, "accelerated_window_packets": rng.choice(ACCELERATED_WINDOWS)}
+
+
 def case_for_seed(seed):
     """Everything about a run comes from its seed: size of the ring, hostility of the network,
     settings. The CI seeds, the soak and the replay command all use this one function."""
@@ -1056,6 +1070,7 @@ def case_for_seed(seed):
         faults.clock_back = 0.7
     # a third of the crashes are clean stops (a LEAVE announcement first, as after Ctrl-C)
     faults.clean_stop = 1.0 / 3
+    settings.update(ring_protocol_for_seed(seed))
     case = {"daemons": rng.choice([2, 3, 3, 4, 5]), "seconds": rng.choice([6.0, 8.0, 10.0]),
             "faults": faults, "settings": settings, "rate": rng.choice([50.0, 150.0, 400.0])}
     slow = (settings.get("personal_window_packets", 99) <= 5 or faults.loss > 0.1
@@ -1076,11 +1091,14 @@ SIM_KEY = b"simulated ring key, 32 bytes ..."
 
 def run_seed(seed, daemons=None, seconds=None, unreliable_share=None, clock_back=None,
              fault_every_s=None, clean_stop=None, delivery_filter=None, on_start=None,
-             hostile=None, key=None):
+             hostile=None, key=None, accelerated=None):
     """One seed's run. The mix options (soaks that stress UNRELIABLE and restarts, hostile
-    packets, a key) change the seed's case; without them the run is the seed's usual one.
-    delivery_filter and on_start plant a fault (see Sim)."""
+    packets, a key, one ring protocol: accelerated = "off" or a window in packets) change the
+    seed's case; without them the run is the seed's usual one. delivery_filter and on_start
+    plant a fault (see Sim)."""
     case = case_for_seed(seed)
+    if accelerated is not None:
+        case["settings"].update(ring_protocol_option(accelerated))
     faults = case["faults"]
     if hostile is not None:
         faults.hostile = hostile
@@ -1096,8 +1114,18 @@ def run_seed(seed, daemons=None, seconds=None, unreliable_share=None, clock_back
     return sim.run(seconds=seconds or case["seconds"], traffic_rate_per_s=case["rate"])
 
 
+def ring_protocol_option(accelerated):
+    """--accelerated's value ("off", or a window in packets) -> ring settings."""
+    if str(accelerated).lower() == "off":
+        return {"accelerated_ring": False}
+    window = int(accelerated)
+    if window < 0:
+        raise ValueError("a window of %d packets" % window)
+    return {"accelerated_ring": True, "accelerated_window_packets": window}
+
+
 def mix_options(unreliable_share=None, clock_back=None, fault_every_s=None, clean_stop=None,
-                hostile=None, key=None):
+                hostile=None, key=None, accelerated=None):
     """The command-line form of run_seed's mix options (for replay commands)."""
     out = ""
     for flag, value in (("--unreliable-share", unreliable_share), ("--clock-back", clock_back),
@@ -1105,7 +1133,24 @@ def mix_options(unreliable_share=None, clock_back=None, fault_every_s=None, clea
                         ("--hostile", hostile)):
         if value is not None:
             out += " %s %g" % (flag, value)
+    if accelerated is not None:
+        out += " --accelerated %s" % accelerated
     return out + (" --key" if key else "")
+
+
+def accelerated_value(text):
+    try:
+        ring_protocol_option(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("give off or a window in packets (0 or more)")
+    return text.lower()
+
+
+def add_accelerated_option(parser):
+    parser.add_argument("--accelerated", type=accelerated_value, default=None, metavar="W",
+                        help="run every seed on one ring protocol: 'off' (the original ring) or "
+                             "the Accelerated Ring with W packets after the token (default: "
+                             "the seed's own, see ring_protocol_for_seed)")
 
 
 def replay_command(seed, **mix):
@@ -1127,10 +1172,11 @@ def main(argv=None):
         parser.add_argument(flag, type=float, default=None, metavar="X",
                             help="%s (default: the seed's own)" % what)
     parser.add_argument("--key", action="store_true", help="the daemons sign their packets")
+    add_accelerated_option(parser)
     args = parser.parse_args(argv)
     res = run_seed(args.seed, unreliable_share=args.unreliable_share, clock_back=args.clock_back,
                    fault_every_s=args.fault_every, clean_stop=args.clean_stop,
-                   hostile=args.hostile, key=args.key)
+                   hostile=args.hostile, key=args.key, accelerated=args.accelerated)
     if args.log:
         print("\n".join(sorted(res.log_lines, key=lambda l: float(l.split(" ", 1)[0]))))
     print(res.summary())

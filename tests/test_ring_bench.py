@@ -122,3 +122,32 @@ def test_side_by_side_summary_when_the_real_daemons_cpu_time_rounds_to_zero():
     assert "ratio 0.60" in text and "CPU per message" in text and "ratio n/a" in text, text
     text = sbs.summary({"mini": [mini], "real": [sbs.Run("real", 7477, 7398, [0.01, 0.0, 0.0])]}, 500, "case")
     assert text.endswith("real 20 us, ratio 6.00"), text
+def test_accelerated_variants_are_spread_conf_lines():
+    variants = bench.accelerated_variants("off, 15,300")
+    assert [label for label, _ in variants] == ["off", "window 15", "window 300"]
+    assert variants[0][1] == ["AcceleratedRing = false"]
+    assert variants[1][1] == ["AcceleratedRing = true", "AcceleratedWindow = 15"]
+    assert "PersonalWindow = 300" in variants[2][1]  # Spread refuses a window above the personal one
+    for lines in (lines for _, lines in variants):  # each one a file the daemon accepts
+        bench.sp.parse_spread_conf("Spread_Segment 127.0.0.255:4803 { d1 127.0.0.1 }\n" + "\n".join(lines))
+    for bad in ("off", "off,fast", "15,-2"):
+        with pytest.raises(ValueError):
+            bench.accelerated_variants(bad)
+
+
+@pytest.mark.slow
+def test_ring_lan_measures_both_protocols_on_shaped_namespace_links():
+    """bench/ring_lan.py: both ring protocols on three namespace hosts whose links are limited
+    to 20 Mbit/s; every message comes (the namespaces' removal is labnet's, tested there)."""
+    import labnet
+    reason = labnet.available(("tc",))
+    if reason:
+        pytest.skip("network namespaces: %s" % reason)
+    out = subprocess.run([sys.executable, "bench/ring_lan.py", "--count", "300", "--repeat", "1",
+                          "--services", "AGREED", "--mbit", "20"], capture_output=True, text=True,
+                         timeout=240, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    rows = [line.split("|") for line in out.stdout.splitlines() if line.startswith("| AGREED |")]
+    assert [row[2].strip() for row in rows] == ["off", "window 15"], out.stdout
+    assert all(row[4].strip() == "300" for row in rows), out.stdout
+    assert "ratio" in out.stdout and "links 20 Mbit/s" in out.stdout

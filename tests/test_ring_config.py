@@ -28,12 +28,14 @@ def test_the_spread4_sample_layout_is_accepted_and_its_settings_sorted():
     conf = sr.load_spread_conf(os.path.join(DATA, "spread4_sample.conf"))
     assert conf.daemon_order() == ["d1", "d2", "d3"]
     assert [(d.ip, d.port) for d in conf.daemons] == [("127.0.0.%d" % i, 4803) for i in (1, 2, 3)]
-    assert conf.used == {"MaxSessionMessages": 5000, "Window": 200, "PersonalWindow": 40}
+    assert conf.used == {"MaxSessionMessages": 5000, "Window": 200, "PersonalWindow": 40,
+                         "AcceleratedRing": 0, "AcceleratedWindow": 20}
     expected_ignored = [s for s in sr.SPREAD4_SETTINGS if s not in sr.USED_SETTINGS and s != "VirtualID"]
     assert sorted(conf.ignored) == sorted(expected_ignored)  # every keyword of Spread 4's grammar
     assert conf.unknown == []
     lines = conf.summary_lines()
     assert len(lines) == 2 and "Window = 200" in lines[0] and "DaemonUser" in lines[1]
+    assert "AcceleratedRing = false, AcceleratedWindow = 20" in lines[0]
 
 
 def test_interface_blocks_several_segments_and_address_only_daemons():
@@ -74,6 +76,14 @@ def test_quotes_protect_braces_and_hashes_and_comments_follow_anything():
     ("Spread_Segment 127.0.0.255:4803 {\n d1 127.0.0.1\n}\nWindow = lots\n", r"line 4: Window = lots"),
     ("Spread_Segment 127.0.0.255:4803 {\n d1 127.0.0.1\n}\nWindow = 10\nPersonalWindow = 20\n",
      r"PersonalWindow \(20\) is larger than Window \(10\)"),
+    ("Spread_Segment 127.0.0.255:4803 {\n d1 127.0.0.1\n}\nAcceleratedRing = maybe\n",
+     r"line 4: AcceleratedRing = maybe: give true or false"),
+    ("Spread_Segment 127.0.0.255:4803 {\n d1 127.0.0.1\n}\nAcceleratedWindow = -1\n",
+     r"line 4: AcceleratedWindow = -1: give a whole number of 0 or more"),
+    ("Spread_Segment 127.0.0.255:4803 {\n d1 127.0.0.1\n}\nPersonalWindow = 20\nAcceleratedWindow = 21\n",
+     r"AcceleratedWindow \(21\) is larger than the personal window \(20 packets"),
+    ("Spread_Segment 127.0.0.255:4803 {\n d1 127.0.0.1\n}\nWindow = 30\nAcceleratedWindow = 31\n",
+     r"AcceleratedWindow \(31\) is larger than the personal window \(30 packets"),
     ("Spread_Segment 127.0.0.255:4803 {\n d1 127.0.0.1\n\n", r"line 3 \(end of file\): expected '}'"),
     ("Spread_Segment 127.0.0.255:4803\n d1 127.0.0.1\n}\n", r"line 2: expected '\{' after the segment address, got 'd1'"),
 ])
@@ -113,12 +123,40 @@ def test_windows_and_max_session_messages_come_from_the_file():
         sr.RingSettings().global_window_packets, sr.RingSettings().personal_window_packets)
 
 
+def test_the_ring_protocol_comes_from_the_file_as_in_spread5():
+    segment = "Spread_Segment 127.0.0.255:4803 {\n d1 127.0.0.1\n d2 127.0.0.2\n}\n"
+    default = sr.ring_settings_of(sr.parse_spread_conf(segment))
+    assert (default.accelerated_ring, default.accelerated_window_packets) == (
+        sr.RingSettings().accelerated_ring, sr.RingSettings().accelerated_window_packets)
+    off = sr.ring_settings_of(sr.parse_spread_conf(segment + "AcceleratedRing = NO\n"))
+    assert off.accelerated_ring is False
+    on = sr.ring_settings_of(sr.parse_spread_conf(segment + "AcceleratedRing = yes\nAcceleratedWindow = 0\n"))
+    assert (on.accelerated_ring, on.accelerated_window_packets) == (True, 0)
+    # a window larger than the personal one is refused only when the ring is accelerated
+    sr.parse_spread_conf(segment + "AcceleratedRing = false\nPersonalWindow = 5\nAcceleratedWindow = 9\n")
+    # the default window stays within a smaller PersonalWindow of the file
+    small = sr.ring_settings_of(sr.parse_spread_conf(segment + "PersonalWindow = 3\n"))
+    assert small.accelerated_window_packets == 3
+
+
+def test_daemons_of_the_two_ring_protocols_refuse_each_other():
+    """Spread 5: "daemons can only communicate with daemons that run the same protocol". The
+    settings are in the configuration stamp: a packet of the other protocol is dropped."""
+    daemons = [("d1", "127.0.0.1", 4803), ("d2", "127.0.0.2", 4803)]
+    accelerated = sr.RingSeal(None, sr.configuration_stamp(daemons, sr.RingSettings(accelerated_ring=True)))
+    original = sr.RingSeal(None, sr.configuration_stamp(daemons, sr.RingSettings(accelerated_ring=False)))
+    assert accelerated.stamp != original.stamp
+    with pytest.raises(sr.RingConfigurationError):
+        sr.decode_ring_packet(a_join(seal=original), accelerated)
+
+
 CONF_WORDS = st.sampled_from([
     "Spread_Segment", "127.0.0.255:4803", "239.1.1.1", "{", "}", ";", "=", "d1", "d2", "127.0.0.1",
     "127.0.0.2", "127.0.0.1:4803", "::1", "D", "C", "M", "DC", "#", "//", "\n", '"', "'", '"a b"',
     "'{x}'", "Window", "PersonalWindow", "MaxSessionMessages", "0", "60", "15", "-3", "EventTimeStamp",
     "ActiveIPVersion", "IPv6", "DebugFlags", "!ALL", "Windw", "300.1.1.1", "x" * 25, "\0", "é",
-    "RouteMatrix", "LinkProtocol", "Hop", "250", "1 1"])
+    "RouteMatrix", "LinkProtocol", "Hop", "250", "1 1", "AcceleratedRing", "AcceleratedWindow",
+    "true", "no", "400"])
 
 
 @settings(max_examples=400, deadline=None)

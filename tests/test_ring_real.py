@@ -556,3 +556,33 @@ def test_max_session_messages_of_the_file_and_the_command_line_that_overrides_it
                          "--max-session-messages", "50")
     wait_for(lambda: "queued messages per session" in procs.output(second), 15)
     assert "max 50 queued messages per session" in procs.output(second)
+
+
+def test_daemons_of_the_original_ring_and_the_accelerated_ring_keep_apart(procs, tmp_path):
+    """AcceleratedRing from spread.conf, as in Spread 5: d1 and d2 run the original ring, d3
+    (the same file but for that line) the accelerated one. d3 is refused as a daemon of another
+    configuration; d1 and d2 carry messages between their clients."""
+    ips = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+    conf, port = write_conf(tmp_path, ips)
+    text = open(conf).read()
+    with open(conf, "a") as f:
+        f.write("AcceleratedRing = false\n")
+    other = tmp_path / "accelerated.conf"
+    other.write_text(text + "AcceleratedRing = true\nAcceleratedWindow = 10\n")
+    d1 = start_ring_daemon(procs, conf, "d1", ips[0], port)
+    d2 = start_ring_daemon(procs, conf, "d2", ips[1], port)
+    d3 = start_ring_daemon(procs, str(other), "d3", ips[2], port)
+    wait_for(lambda: all("installed ring" in procs.output(p) and "d2#" in last_ring_line(procs.output(p))
+                         for p in (d1, d2)), 20)
+    wait_for(lambda: "packets from d3 at 127.0.0.3" in procs.output(d1)
+             and "come from a different configuration" in procs.output(d1), 10)
+    assert "ring protocol: original" in procs.output(d1)
+    assert "ring protocol: accelerated (up to 10 packets" in procs.output(d3)
+    assert "d3#" not in last_ring_line(procs.output(d1))
+    with connect(port, ips[1], "rcv") as rcv, connect(port, ips[0], "snd", membership=False) as snd:
+        rcv.join("plain")
+        receive_until(rcv, members_are([rcv.private_group]))
+        for i in range(50):
+            snd.multicast(sp.AGREED_MESS, "plain", b"m%02d" % i)
+        got = receive_until(rcv, lambda m: getattr(m, "data", b"") == b"m49")
+        assert data_of(got) == [b"m%02d" % i for i in range(50)]

@@ -48,3 +48,12 @@ def test_the_plain_ring_table_has_the_title_and_every_row(monkeypatch):
     lines = text.splitlines()
     assert lines[0] == "RING d1" and len(lines) == 1 + len(sr.ring_status_rows(snap))
     assert "token rotations" in text and "(3 per second)" in text and "datagrams from strangers" in text
+
+
+def test_the_status_says_which_ring_protocol_runs():
+    accelerated = dict(sr.ring_status_rows(ring_snapshot(accelerated_window_packets=15)))
+    assert accelerated["ring protocol"] == "accelerated (up to 15 packets of a visit go after the token)"
+    original = dict(sr.ring_status_rows(ring_snapshot(accelerated_window_packets=None)))
+    assert original["ring protocol"].startswith("original")
+    orderer = sr.RingOrderer("d1", 1, ["d1", "d2"], settings=sr.RingSettings(accelerated_ring=False))
+    assert orderer.snapshot()["accelerated_window_packets"] is None

@@ -519,7 +519,8 @@ def test_spread_conf_parser():
     assert d2.client_addresses() == ["127.0.0.12"]
     assert conf.find("d1").interfaces == [("", "127.0.0.1")]
     assert conf.find("d3").port == 4803 and conf.segments[1].address == "10.99.0.255"
-    assert conf.ignored == ["EventLogFile", "DebugFlags", "EventTimeStamp", "AcceleratedRing"]
+    assert conf.ignored == ["EventLogFile", "DebugFlags", "EventTimeStamp"]
+    assert conf.used == {"AcceleratedRing": 0}  # the ring protocol (Spread 5's setting)
     assert sp.choose_daemon(conf, "d3").ip == "10.99.0.3"
     with pytest.raises(sp.ConfigError, match="--name"):
         sp.choose_daemon(conf, None)
