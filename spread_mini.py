@@ -48,7 +48,8 @@ A client's message meets: DaemonServer (recv) -> Daemon.connection_data -> Clien
 (handshake, parse: DaemonMessage / Multicast / Join / Leave / Kill) -> Orderer (RingOrderer,
 or LocalOrderer alone) -> Transport -> RingLink -> SendDatagram actions -> DaemonServer, and
 back up as above. build_daemon() makes a Daemon alone or in a ring. Every input of Daemon
-returns one batch of actions: Write, CloseConnection, SendDatagram, LogLine, PauseReading,
+returns one batch of actions: Write, CloseConnection, SendDatagram, MulticastDatagram (the
+ring's data: one IP multicast on the segment, or a unicast to each), LogLine, PauseReading,
 ResumeReading. The client library (Mailbox, connect) and the `user` tool come after the loop.
 
 Usage:
@@ -1854,6 +1855,15 @@ class Send:
     dest: object
 
 
+@dataclass
+class SendToAll:
+    """One datagram for every daemon named in `dests` (never ourselves): the ring's data. The
+    I/O loop sends it once by IP multicast on the segment where it has one, else once to each."""
+
+    packet: bytes
+    dests: Tuple[str, ...]
+
+
 class Deliver:
     """A message in delivery order."""
 
@@ -2215,6 +2225,15 @@ class SendDatagram:
 
     packet: bytes
     dest: object
+
+
+@dataclass
+class MulticastDatagram:
+    """A datagram for every daemon named in `dests`: one IP multicast on the segment if the
+    loop has one, else a unicast to each (the loop knows their addresses)."""
+
+    packet: bytes
+    dests: Tuple[str, ...]
 
 
 @dataclass
@@ -2625,6 +2644,8 @@ class Daemon:
                     deliver(msg)
                     if msg.kind is not DATA and msg.kind == KILL and msg.origin == self.name:
                         self._release_name(msg.sender)
+                elif item.__class__ is SendToAll:
+                    self.actions.append(MulticastDatagram(item.packet, item.dests))
                 elif isinstance(item, Send):
                     self.actions.append(SendDatagram(item.packet, item.dest))
                 elif isinstance(item, ConfigurationChange):
@@ -3950,18 +3971,23 @@ class RingLink(Link):
 
     def __init__(self, me: Pid, settings: RingSettings, counters: collections.Counter,
                  send: Callable[[bytes, Pid], None], upper: Transport,
-                 seal: Optional[RingSeal] = None) -> None:
+                 seal: Optional[RingSeal] = None,
+                 send_all: Optional[Callable[[bytes, List[Pid]], None]] = None) -> None:
         self.me = me
         self.cfg = settings
         self.seal = seal or OPEN_SEAL  #: header and trailer of our packets (key, configuration)
         self.counters = counters
         self.send = send  # send(raw, dest_pid)
+        self.send_all = send_all  # send_all(raw, members): one packet for all (IP multicast)
         self.upper = upper
         self.held_token: Optional[HeldToken] = None
         self.last_sent_token: Optional[SentToken] = None
 
     def multicast(self, raw: bytes, members: List[Pid]) -> None:
-        # unicast to each member: on loopback and small rings as good as IP multicast
+        # one output for all: the I/O loop sends it once by IP multicast where it can
+        if self.send_all is not None:
+            self.send_all(raw, members)
+            return
         for pid in members:
             self.send(raw, pid)
 
@@ -4182,7 +4208,7 @@ class RingOrderer:
         orderer.submit(msg)                  # a DaemonMessage from this daemon's sessions
         orderer.receive(datagram, src, now)  # a daemon-daemon datagram
         orderer.tick(now)                    # time passes (timers are deadlines against now)
-        orderer.poll()                       # Send / Deliver / ConfigurationChange
+        orderer.poll()                       # Send / SendToAll / Deliver / ConfigurationChange
 
     Thesis 7.3.2.2 (the RING, a descendant of Totem: Amir, Moser, Melliar-Smith, Agarwal,
     Ciarfella, ACM TOCS 1995): a token circulates on a logical ring of the daemons that are up
@@ -4235,7 +4261,8 @@ class RingOrderer:
         self.superseded_since = {}
         self.ring_seq = 0  # highest ring seq this daemon has committed to
         self.transport = Transport(name, self.cfg, self.counters, self._output_delivery)
-        self.link = RingLink(self.me, self.cfg, self.counters, self._send, self.transport, self.seal)
+        self.link = RingLink(self.me, self.cfg, self.counters, self._send, self.transport, self.seal,
+                             self._send_all)
         #: which links a packet goes out on: today the ring alone (HOP links come beside it)
         self.routing = Routing(LOCAL_SITE)
         self.routing.add_link(self.link, (LOCAL_SITE,))
@@ -4427,6 +4454,12 @@ class RingOrderer:
         if dest_pid == self.me:
             return
         self.outputs.append(Send(raw, dest_pid[0]))
+
+    def _send_all(self, raw: bytes, members: List[Pid]) -> None:
+        me = self.me
+        dests = tuple(pid[0] for pid in members if pid != me)
+        if dests:
+            self.outputs.append(SendToAll(raw, dests))
 
     def _output_delivery(self, msg: DaemonMessage) -> None:
         self.outputs.append(Deliver(msg))
@@ -5813,17 +5846,33 @@ RING_RCVBUF_BYTES = 4 * 1024 * 1024
 RING_MAX_DATAGRAMS_PER_WAKEUP = 512
 
 
+def segment_interface(own_ip: str) -> str:
+    """The interface (by its address) the segment's multicast goes out on and is joined on:
+    a daemon's own address, or 127.0.0.1 for one on loopback (lo holds all of 127.0.0.0/8 but
+    has only 127.0.0.1 as its address). Never the default interface."""
+    try:
+        loopback = ipaddress.ip_address(own_ip).is_loopback
+    except ValueError:
+        loopback = False
+    return "127.0.0.1" if loopback else own_ip
+
+
 class DaemonServer:
     """Sockets, time and signals around a Daemon core, and nothing else: a TCP listener and the
     unix socket /tmp/<port> for clients; with `ring` (this daemon's UDP address and every
     daemon's, by name) the ring's UDP socket. Each input goes to the core and the batch of
-    actions it returns is performed in order (_perform). Segment traffic is sent by UNICAST to
-    each configured daemon: on loopback and in a small lab as good as multicast, and nothing is
-    ever sent with the default interface."""
+    actions it returns is performed in order (_perform). Tokens, joins and the like go by
+    UNICAST; the ring's data (MulticastDatagram) goes once by IP MULTICAST to the segment
+    (`segment`: its group address and port) as in the thesis and the real Spread, on the
+    interface of the daemon's own address (127.0.0.1 for a daemon on loopback, TTL 1): one
+    send per packet instead of one per member. Where the segment cannot be joined, or there
+    is none, the data goes by unicast to each member. Nothing is ever sent with the default
+    interface."""
 
     def __init__(self, daemon: Daemon, listen: str, port: int, unix_path: Optional[str] = None,
                  status_every_s: float = DEFAULT_STATUS_EVERY_S, out=None,
-                 ring: Optional[Tuple[Tuple[str, int], Dict[str, Tuple[str, int]]]] = None):
+                 ring: Optional[Tuple[Tuple[str, int], Dict[str, Tuple[str, int]]]] = None,
+                 segment: Optional[Tuple[str, int]] = None):
         self.daemon = daemon
         self.listen = listen
         self.port = port
@@ -5842,6 +5891,11 @@ class DaemonServer:
         self.accept_paused: list = []  # (resume time, listener) after accept() failed
         self.ring_addr, self.peers = ring if ring is not None else (None, {})
         self.udp: Optional[socket.socket] = None
+        self.segment = segment  #: the segment's multicast (address, port), if it has one
+        self.mcast: Optional[socket.socket] = None  #: joined to the segment: the others' data
+        self.mcast_dest: Optional[Tuple[str, int]] = None  #: where data goes when multicast works
+        self.segment_problem = "" if segment else "no segment multicast address"
+        self.own_copies = 0  #: our own multicast data, back on the segment socket (dropped)
         self.datagrams_out = 0
         self.send_errors = 0
         #: how often the core's timers are looked at (the ring's need it finer)
@@ -5862,6 +5916,8 @@ class DaemonServer:
                 raise
             udp.setblocking(False)
             self.udp = udp
+            if self.segment is not None:
+                self._join_segment()
         # the unix socket first: whoever sees the TCP port accept may use /tmp/PORT at once (tests
         # under load connected to a stale /tmp/PORT the daemon had not yet replaced)
         if self.unix_path and hasattr(socket, "AF_UNIX"):
@@ -5880,6 +5936,48 @@ class DaemonServer:
             self.sel.register(sock, selectors.EVENT_READ, "listen")
         if self.udp is not None:
             self.sel.register(self.udp, selectors.EVENT_READ, "ring")
+        if self.mcast is not None:
+            self.sel.register(self.mcast, selectors.EVENT_READ, "ring")
+
+    def _join_segment(self) -> None:
+        """The segment's multicast group, joined on the interface of our own address (on
+        loopback 127.0.0.1: every 127.x address is on lo). Any failure: unicast, and why."""
+        group, port = self.segment
+        interface = segment_interface(self.ring_addr[0])
+        try:
+            if not ipaddress.ip_address(group).is_multicast:
+                raise OSError("%s is not a multicast address" % group)
+            mcast = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        except (OSError, ValueError) as exc:
+            self.segment_problem = str(exc)
+            return
+        try:
+            # several daemons of one machine bind the same group and port; each gets every packet
+            mcast.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            mcast.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RING_RCVBUF_BYTES)
+            mcast.bind((group, port))
+            mcast.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+                             socket.inet_aton(group) + socket.inet_aton(interface))
+            udp = self.udp
+            udp.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(interface))
+            udp.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+            # other daemons of this machine must get it too; our own copy is dropped on arrival
+            udp.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+        except OSError as exc:
+            mcast.close()
+            self.segment_problem = "joining %s on %s failed: %s" % (group, interface, exc.strerror or exc)
+            return
+        mcast.setblocking(False)
+        self.mcast = mcast
+        self.mcast_dest = (group, port)
+        self.segment_problem = ""
+
+    def segment_text(self) -> str:
+        """How the ring's data goes out, for the start line and the status table."""
+        if self.mcast_dest is not None:
+            return "IP multicast to %s:%d on %s" % (self.mcast_dest[0], self.mcast_dest[1],
+                                                   segment_interface(self.ring_addr[0]))
+        return "unicast to each member (%s)" % (self.segment_problem or "no multicast")
 
     def _open_unix(self) -> None:
         path = self.unix_path
@@ -5930,7 +6028,7 @@ class DaemonServer:
     def close(self) -> None:
         # listeners first: a client that sees its connection close and then finds the port
         # refused knows the daemon is gone (Mailbox._closed_error), not that it was cut off
-        for sock in self.listeners + list(self.conns.values()) + ([self.udp] if self.udp else []):
+        for sock in self.listeners + list(self.conns.values()) + [s for s in (self.udp, self.mcast) if s]:
             try:
                 sock.close()
             except OSError:
@@ -5956,7 +6054,7 @@ class DaemonServer:
                 if data == "listen":
                     self._accept(key.fileobj)
                 elif data == "ring":
-                    self._read_datagrams()
+                    self._read_datagrams(key.fileobj)
                 else:
                     if mask & selectors.EVENT_WRITE and data in self.blocked:
                         self.blocked.discard(data)
@@ -6025,22 +6123,31 @@ class DaemonServer:
                 return
         self._perform(actions)
 
-    def _read_datagrams(self) -> None:
+    def _read_datagrams(self, sock: socket.socket) -> None:
         """Up to RING_MAX_DATAGRAMS_PER_WAKEUP datagrams; the ring's own datagrams go out at
         once, the rest of each batch (mostly writes to clients) after the burst, so that many
-        deliveries to one client leave in one send()."""
+        deliveries to one client leave in one send(). Our own multicast data comes back on
+        the segment socket (every daemon of the machine gets it): dropped before decoding."""
         daemon = self.daemon
+        own = self.ring_addr if sock is self.mcast else None
         later: list = []
+        recvfrom = sock.recvfrom
         for _ in range(RING_MAX_DATAGRAMS_PER_WAKEUP):
             try:
-                data, src = self.udp.recvfrom(65536)
+                data, src = recvfrom(65536)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
                 break
+            if src == own:
+                self.own_copies += 1
+                continue
             for action in daemon.datagram(data, src, time.monotonic()):
-                if action.__class__ is SendDatagram:
+                cls = action.__class__
+                if cls is SendDatagram:
                     self._send_datagram(action)
+                elif cls is MulticastDatagram:
+                    self._multicast_datagram(action)
                 else:
                     later.append(action)
         self._perform(later)
@@ -6062,6 +6169,8 @@ class DaemonServer:
                     queue.extend(daemon.written(action.conn_id, sent))
             elif cls is SendDatagram:
                 self._send_datagram(action)
+            elif cls is MulticastDatagram:
+                self._multicast_datagram(action)
             elif cls is LogLine:
                 self.log(action.text)
             elif cls is CloseConnection:
@@ -6093,6 +6202,18 @@ class DaemonServer:
     def _send_datagram(self, action: SendDatagram) -> None:
         dest = self.peers.get(action.dest)
         if dest is None or self.udp is None:
+            return
+        try:
+            self.udp.sendto(action.packet, dest)
+            self.datagrams_out += 1
+        except OSError:
+            self.send_errors += 1  # the ring retransmits what is lost
+
+    def _multicast_datagram(self, action: MulticastDatagram) -> None:
+        dest = self.mcast_dest
+        if dest is None:
+            for name in action.dests:
+                self._send_datagram(SendDatagram(action.packet, name))
             return
         try:
             self.udp.sendto(action.packet, dest)
@@ -6152,6 +6273,7 @@ class DaemonServer:
         self._print(render_status(snap) if rich is not None else render_status_text(snap))
         ring = self.daemon.ring_snapshot(now, self.datagrams_out)
         if ring is not None:
+            ring["segment"] = self.segment_text()
             self._print(render_ring_status(ring))
 
     def _print(self, renderable) -> None:
@@ -7163,7 +7285,8 @@ def _datagram_rows(snap):
     if "datagrams" not in snap:
         return []
     received, sent, strangers = snap["datagrams"]
-    return [("datagrams in / out", "%d / %d" % (received, sent)),
+    return ([("ring data sent by", snap["segment"])] if "segment" in snap else []) + [
+            ("datagrams in / out", "%d / %d" % (received, sent)),
             ("datagrams from strangers", "%d (not from a daemon of the file: dropped)" % strangers)]
 
 
@@ -7259,6 +7382,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--status-every", type=_seconds, default=DEFAULT_STATUS_EVERY_S,
                    help="seconds between status tables (0: never; default 20)")
     d.add_argument("--no-unix", action="store_true", help="do not listen on the unix socket /tmp/PORT")
+    d.add_argument("--no-multicast", action="store_true",
+                   help="send the ring's data by unicast to each daemon instead of one IP multicast to "
+                        "the segment's address (for a network that drops multicast)")
     d.add_argument("--pid-file", help="write the daemon's process id to this file (removed at a clean stop): "
                                       "`kill -9 $(cat FILE)` crashes this daemon and no other")
     d.add_argument("--key", metavar="FILE",
@@ -7425,8 +7551,12 @@ def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
                           daemon_order=config.daemon_order(), limits=client_limits_of(args),
                           rng=random.Random(), ring_rng=random.Random(), now=time.monotonic())
     peers = {d.name: (d.ip, d.port) for d in config.daemons}
+    segment, no_segment = segment_of(config, args.no_multicast)
     server = DaemonServer(daemon, listen, port, None if args.no_unix else "/tmp/%d" % port,
-                          args.status_every, ring=((entry.ip, entry.port), peers))
+                          args.status_every, ring=((entry.ip, entry.port), peers),
+                          segment=segment)
+    if segment is None:
+        server.segment_problem = no_segment
     try:
         server.open()
     except OSError as exc:
@@ -7444,9 +7574,9 @@ def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
     signal.signal(signal.SIGINT, stop)
     write_pid_file(args.pid_file)
     server.log("spread_mini daemon %s (incarnation %d, pid %d) listening on %s; ring on %s:%d/udp "
-               "with %s (unicast to each)%s" % (entry.name, incarnation, os.getpid(),
-                                              server.where_listening("%s:%d" % (listen, port)), entry.ip,
-                                              entry.port, ", ".join(sorted(peers)),
+               "with %s; data by %s%s" % (entry.name, incarnation, os.getpid(),
+                                         server.where_listening("%s:%d" % (listen, port)), entry.ip,
+                                         entry.port, ", ".join(sorted(peers)), server.segment_text(),
                                               "; packets signed with the key %s" % args.key if key else ""))
     try:
         server.serve_forever()
@@ -7460,6 +7590,16 @@ def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
         remove_pid_file(args.pid_file)
         server.log("daemon %s stopped" % entry.name)
     return 0
+
+
+def segment_of(config, no_multicast: bool = False) -> Tuple[Optional[Tuple[str, int]], str]:
+    """(the multicast group and port the ring's data goes to, or None; why not): the segment's,
+    when there is exactly one (one ring over several segments has no common group)."""
+    if no_multicast:
+        return None, "--no-multicast"
+    if len(config.segments) != 1:
+        return None, "%d segments" % len(config.segments)
+    return (config.segments[0].address, config.segments[0].port), ""
 
 
 def unkeyed_lan_warning(config) -> List[str]:
