@@ -1422,7 +1422,12 @@ def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket
 
 
 # ---- Ring: daemon messages as the ring carries them ---------------------------------------
+# Data goes in the clients' own format (RING_WIRE_DATA, then the 48-byte header, the groups and
+# the data, in the origin daemon's byte order): encoded once where it enters, and every
+# daemon hands those same bytes to its clients. Group operations, STATE and data whose names
+# do not fit the client format (a simulator's) go field by field (_RING_MSG_HEAD).
 _RING_MSG_HEAD = struct.Struct(">BIIH")  # kind, service bits, hint (raw 32 bits), groups count
+RING_WIRE_DATA = 0x80  # first byte of a body that is a client-format DATA message
 
 
 def _ring_name_bytes(name: str) -> bytes:
@@ -1431,7 +1436,10 @@ def _ring_name_bytes(name: str) -> bytes:
 
 
 def encode_message_body(m: DaemonMessage) -> bytes:
-    """A DaemonMessage as bytes for the ring: kind, service, hint, sender, groups, reason, data."""
+    """A DaemonMessage as bytes for the ring: DATA as the client-format bytes (m.wire()), the
+    rest kind, service, hint, sender, groups, reason, data."""
+    if m.kind is DATA and (m.raw is not None or _fits_client_format(m)):
+        return b"\x80" + m.wire()
     parts = [_RING_MSG_HEAD.pack(RING_KINDS[m.kind], m.service_type & 0xFFFFFFFF,
                                  m.hint & 0xFFFFFFFF, len(m.groups))]
     for name in [m.sender] + list(m.groups) + [m.reason or ""]:
@@ -1440,8 +1448,44 @@ def encode_message_body(m: DaemonMessage) -> bytes:
     return b"".join(parts)
 
 
+def _fits_client_format(m: DaemonMessage) -> bool:
+    """Every name 1..31 latin-1 characters without NUL, as a client's always are."""
+    for name in (m.sender, *m.groups):
+        if not 0 < len(name) < MAX_GROUP_NAME or "\0" in name:
+            return False
+        try:
+            name.encode("latin-1")
+        except UnicodeEncodeError:
+            return False
+    return len(m.groups) <= MAX_GROUPS and not m.reason
+
+
+def _decode_wire_data(body: bytes, origin: str) -> DaemonMessage:
+    """A RING_WIRE_DATA body: the message keeps these bytes (less the first) as its raw, for
+    its clients; from a daemon of the other byte order it is re-encoded in ours."""
+    size = len(body)
+    if size < 1 + HEADER_LEN:
+        raise RingWireError("bad message header")
+    type_raw, sender, num_groups, hint, data_len = HEADER.unpack_from(body, 1)
+    flipped = (type_raw & ENDIAN_TYPE) != MY_ENDIAN_MARKER
+    if flipped:  # the hint stays as read: raw bits, as the client sent them (ClientSession)
+        type_raw, sender, num_groups, _, data_len = HEADER_SWAPPED.unpack_from(body, 1)
+    service = type_raw & ~ENDIAN_TYPE & 0xFFFFFFFF
+    groups_end = 1 + HEADER_LEN + MAX_GROUP_NAME * num_groups
+    if not 0 <= num_groups <= MAX_GROUPS or service not in DATA_TYPES or data_len < 0 \
+            or groups_end + data_len != size:
+        raise RingWireError("bad client-format message")
+    groups = [unpad_name(body[i:i + MAX_GROUP_NAME]) for i in range(1 + HEADER_LEN, groups_end, MAX_GROUP_NAME)]
+    if flipped:
+        return DaemonMessage(DATA, origin, unpad_name(sender), service, groups, hint,
+                             data=body[groups_end:])
+    return DaemonMessage(DATA, origin, unpad_name(sender), service, groups, hint, raw=body[1:])
+
+
 def decode_message_body(body: bytes, origin: str) -> DaemonMessage:
     size = len(body)
+    if size and body[0] == RING_WIRE_DATA:
+        return _decode_wire_data(body, origin)
     if size < _RING_MSG_HEAD.size:
         raise RingWireError("bad message header")
     kind, service, hint, ngroups = _RING_MSG_HEAD.unpack_from(body, 0)
