@@ -1187,11 +1187,39 @@ def encode_ring_unreliable(p: RingUnreliable, seal: Optional[RingSeal] = None) -
     return _ring_seal(b"".join(parts), seal)
 
 
+#: the bytes of (ring id, sender) at the start of a data packet -> their decoded values: the
+#: same in every packet one daemon sends in one ring, so each is decoded once (bounded: forged
+#: packets can only make it start over)
+_DATA_HEADS: Dict[bytes, Tuple[RingId, Pid]] = {}
+_DATA_HEADS_MAX = 256
+_SEQ_FLAGS = struct.Struct(">QB")
+
+
+def _data_head(r: _RingReader) -> Tuple[RingId, Pid]:
+    """The ring id and the sender of a data packet (the hot path: cached by their bytes)."""
+    data, pos = r.data, r.pos
+    try:
+        end = pos + 17 + data[pos + 8]  # ring seq, name length and name, incarnation
+        end += 9 + data[end]  # the sender: name length and name, incarnation
+    except IndexError:
+        raise RingWireError("truncated packet") from None
+    key = data[pos:end]
+    head = _DATA_HEADS.get(key)
+    if head is not None and end <= r.size:
+        r.pos = end
+        return head
+    head = (r.ring_id(), r.pid())
+    if r.pos == end:
+        if len(_DATA_HEADS) >= _DATA_HEADS_MAX:
+            _DATA_HEADS.clear()
+        _DATA_HEADS[key] = head
+    return head
+
+
 def _decode_data_body(r: _RingReader, seal: Optional[RingSeal]) -> RingData:
-    ring_id = r.ring_id()
-    sender = r.pid()
-    link_seq = r.counter()
-    flags = r.u8()
+    ring_id, sender = _data_head(r)
+    link_seq, flags = r._fixed(_SEQ_FLAGS)
+    _counters((link_seq,))
     if flags == FLAG_RECOVERED:
         inner = decode_ring_packet(r.take(r.u32()), seal)
         if not isinstance(inner, RingData) or inner.inner is not None:
@@ -1209,12 +1237,23 @@ def _decode_chunks(r: _RingReader) -> List[RingChunk]:
     if n > MAX_CHUNKS_PER_PACKET:
         raise RingWireError("too many chunks (%d)" % n)
     chunks = []
+    data, pos, size = r.data, r.pos, r.size
+    unpack = _RING_CHUNK.unpack_from
     for _ in range(n):
-        counter, lts, site_seq, index, count, service, length = r._fixed(_RING_CHUNK)
-        _counters((counter, lts, site_seq))
+        if pos + CHUNK_HEADER_BYTES > size:
+            raise RingWireError("truncated packet")
+        counter, lts, site_seq, index, count, service, length = unpack(data, pos)
+        if counter > MAX_WIRE_COUNTER or lts > MAX_WIRE_COUNTER or site_seq > MAX_WIRE_COUNTER:
+            _counters((counter, lts, site_seq))
         if count == 0 or index >= count:
             raise RingWireError("bad fragment %d of %d" % (index, count))
-        chunks.append(RingChunk(counter, lts, site_seq, index, count, service, r.take(length)))
+        pos += CHUNK_HEADER_BYTES
+        end = pos + length
+        if end > size:
+            raise RingWireError("truncated packet")
+        chunks.append(RingChunk(counter, lts, site_seq, index, count, service, data[pos:end]))
+        pos = end
+    r.pos = pos
     return chunks
 
 
@@ -1475,7 +1514,10 @@ def _decode_wire_data(body: bytes, origin: str) -> DaemonMessage:
     if not 0 <= num_groups <= MAX_GROUPS or service not in DATA_TYPES or data_len < 0 \
             or groups_end + data_len != size:
         raise RingWireError("bad client-format message")
-    groups = [unpad_name(body[i:i + MAX_GROUP_NAME]) for i in range(1 + HEADER_LEN, groups_end, MAX_GROUP_NAME)]
+    if num_groups == 1:
+        groups = [unpad_name(body[1 + HEADER_LEN:groups_end])]
+    else:
+        groups = [unpad_name(body[i:i + MAX_GROUP_NAME]) for i in range(1 + HEADER_LEN, groups_end, MAX_GROUP_NAME)]
     if flipped:
         return DaemonMessage(DATA, origin, unpad_name(sender), service, groups, hint,
                              data=body[groups_end:])
@@ -2349,6 +2391,7 @@ class Daemon:
         connection_opened(conn_id, now, address)   connection_data(conn_id, data)
         written(conn_id, count)    writable(conn_id)    connection_closed(conn_id)
         datagram(packet, src, now)    tick(now)    leave(reason, now)
+        datagram_in_burst(packet, src, now) ... end_of_burst()   (several read at one wake-up)
 
     Built by build_daemon(): alone, or one daemon of a ring."""
 
@@ -2474,15 +2517,37 @@ class Daemon:
         return self._finish()
 
     def datagram(self, packet: bytes, src, now: float) -> list:
+        self._take_datagram(packet, src, now)
+        return self._finish()
+
+    def datagram_in_burst(self, packet: bytes, src, now: float) -> list:
+        """One datagram of several read at one wake-up: only what goes to other daemons now
+        (SendDatagram, MulticastDatagram: the token must not wait); the rest of the batch
+        (writes to clients, log lines...) comes from end_of_burst(), so that the work done
+        after every input is done once per burst and many deliveries leave in one write."""
+        self._take_datagram(packet, src, now)
+        actions = self.actions
+        if not actions:
+            return actions[:0]
+        now_out = [a for a in actions if a.__class__ is SendDatagram or a.__class__ is MulticastDatagram]
+        if now_out:
+            self.actions = [a for a in actions if a.__class__ is not SendDatagram
+                            and a.__class__ is not MulticastDatagram]
+        return now_out
+
+    def end_of_burst(self) -> list:
+        """The rest of a burst's actions (see datagram_in_burst)."""
+        return self._finish()
+
+    def _take_datagram(self, packet: bytes, src, now: float) -> None:
         self.now = now
         if self.peer_ips is not None and src[0] not in self.peer_ips:
             self.datagrams_foreign += 1
             self._log_stranger(src)
-            return self._finish()
+            return
         self.datagrams_in += 1
         self.orderer.receive(packet, src, now)
         self._run_orderer()
-        return self._finish()
 
     def leave(self, reason: str, now: float) -> list:
         """Stopped by the operator: the orderer tells the other daemons (SendDatagram actions);
@@ -6174,7 +6239,6 @@ class DaemonServer:
         the segment socket (every daemon of the machine gets it): dropped before decoding."""
         daemon = self.daemon
         own = self.ring_addr if sock is self.mcast else None
-        later: list = []
         recvfrom = sock.recvfrom
         for _ in range(RING_MAX_DATAGRAMS_PER_WAKEUP):
             try:
@@ -6186,15 +6250,12 @@ class DaemonServer:
             if src == own:
                 self.own_copies += 1
                 continue
-            for action in daemon.datagram(data, src, time.monotonic()):
-                cls = action.__class__
-                if cls is SendDatagram:
+            for action in daemon.datagram_in_burst(data, src, time.monotonic()):
+                if action.__class__ is SendDatagram:
                     self._send_datagram(action)
-                elif cls is MulticastDatagram:
-                    self._multicast_datagram(action)
                 else:
-                    later.append(action)
-        self._perform(later)
+                    self._multicast_datagram(action)
+        self._perform(daemon.end_of_burst())
 
     def _perform(self, actions: list) -> None:
         """Do what the core asked, in order; what the socket took goes back to the core, and
