@@ -6070,8 +6070,9 @@ class DaemonServer:
             udp = self.udp
             udp.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(interface))
             udp.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
-            # other daemons of this machine must get it too; our own copy is dropped on arrival
-            udp.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+            # a copy for this machine only if another daemon of the file is here (on loopback
+            # every daemon gets it whatever this says; our own copy is dropped on arrival)
+            udp.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1 if self._peer_on_this_machine() else 0)
         except OSError as exc:
             mcast.close()
             self.segment_problem = "joining %s on %s failed: %s" % (group, interface, exc.strerror or exc)
@@ -6080,6 +6081,21 @@ class DaemonServer:
         self.mcast = mcast
         self.mcast_dest = (group, port)
         self.segment_problem = ""
+
+    def _peer_on_this_machine(self) -> bool:
+        """Another configured daemon has an address of this machine (one we can bind)."""
+        for ip, _port in self.peers.values():
+            if ip == self.ring_addr[0]:
+                continue
+            probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                probe.bind((ip, 0))
+                return True
+            except OSError:
+                continue
+            finally:
+                probe.close()
+        return False
 
     def segment_text(self) -> str:
         """How the ring's data goes out, for the start line and the status table."""

@@ -399,7 +399,7 @@ def main(argv=None):
           "| daemon CPU us/msg |" + (" version |" if args.against else ""))
     print("|---|---|---|---|---|---|---|---|---|---|" + ("---|" if args.against else ""), flush=True)
     one_daemon = {}  # (version, service, size) -> msgs/s of the 1-daemon row: the figure beside each row
-    rates = {}  # (n, service, size, version) -> [(msgs/s, daemon CPU us/msg) of each run]
+    rates = {}  # (n, service, size, version) -> [(msgs/s, daemon CPU us/msg, p99 ms) of each run]
     notes = []  # what went wrong in a row, printed under the table
     with tempfile.TemporaryDirectory() as tmpdir:
         for n in rings:
@@ -445,12 +445,13 @@ def print_notes(notes):
 
 
 def print_case(n, port, service, size, args, tmpdir, one_daemon, version, notes, logs=(), pids=()):
-    """One row; (msgs/s, the daemons' CPU per message in us, summed) ((0.0, 0.0) if it failed)."""
+    """One row; (msgs/s, the daemons' CPU per message in us, summed, p99 latency in ms) (zeros
+    if it failed)."""
     tail = " %s |" % version if version else ""
     r = run_case(n, port, service, size, args.count, tmpdir, args.rate, logs, pids)
     if r is None or r[0] < 2:
         print("| %d | %s | %d | failed | | | | | | |%s" % (n, service, size, tail), flush=True)
-        return 0.0, 0.0
+        return 0.0, 0.0, 0.0
     got, elapsed, nbytes, p50, p99, _detail = r
     mark = footnote(notes, n, service, size, args.count, r)
     rate = got / elapsed if elapsed > 0 else 0.0
@@ -460,7 +461,7 @@ def print_case(n, port, service, size, args, tmpdir, one_daemon, version, notes,
     print("| %d | %s | %d | %d%s | %.0f | %s | %.1f | %.1f | %.1f | %.0f |%s" % (
         n, service, size, got, mark, rate, ratio_text(rate, one_daemon.get((version, service, size))),
         rate * size * 8 / 1e6, p50 * 1000, p99 * 1000, cpu_us, tail), flush=True)
-    return rate, cpu_us
+    return rate, cpu_us, p99 * 1000
 
 
 def median(values):
@@ -472,16 +473,17 @@ def print_comparison(rates, rings, services, sizes, against):
     print()
     print("this spread_mini.py against %s (medians of the runs above; CPU: the daemons', summed):" % against)
     print("| daemons | service | size B | msgs/s this | against | this / against "
-          "| CPU us/msg this | against | this / against |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| CPU us/msg this | against | this / against | p99 ms this | against |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for n in rings:
         for service in services:
             for size in sizes:
-                mine = [median([r[k] for r in rates.get((n, service, size, "this"), [])]) for k in (0, 1)]
-                theirs = [median([r[k] for r in rates.get((n, service, size, "against"), [])]) for k in (0, 1)]
-                print("| %d | %s | %d | %.0f | %.0f | %s | %.0f | %.0f | %s |" % (
+                mine = [median([r[k] for r in rates.get((n, service, size, "this"), [])]) for k in (0, 1, 2)]
+                theirs = [median([r[k] for r in rates.get((n, service, size, "against"), [])]) for k in (0, 1, 2)]
+                print("| %d | %s | %d | %.0f | %.0f | %s | %.0f | %.0f | %s | %.1f | %.1f |" % (
                     n, service, size, mine[0], theirs[0], "%.2f" % (mine[0] / theirs[0]) if theirs[0] else "-",
-                    mine[1], theirs[1], "%.2f" % (mine[1] / theirs[1]) if theirs[1] else "-"), flush=True)
+                    mine[1], theirs[1], "%.2f" % (mine[1] / theirs[1]) if theirs[1] else "-",
+                    mine[2], theirs[2]), flush=True)
 
 
 def key_compare(args, rings, services, sizes):
