@@ -6174,12 +6174,13 @@ class DaemonServer:
             wait = next_tick - now
             if next_status is not None:
                 wait = min(wait, next_status - now)
+            ring_ready = False
             for key, mask in self.sel.select(max(0.0, wait)):
                 data = key.data
                 if data == "listen":
                     self._accept(key.fileobj)
                 elif data == "ring":
-                    self._read_datagrams(key.fileobj)
+                    ring_ready = True  # both ring sockets are read together, below
                 else:
                     if mask & selectors.EVENT_WRITE and data in self.blocked:
                         self.blocked.discard(data)
@@ -6187,6 +6188,8 @@ class DaemonServer:
                         self._perform(daemon.writable(data))
                     if mask & selectors.EVENT_READ and data in self.conns and data not in self.paused:
                         self._read(data)
+            if ring_ready:
+                self._read_datagrams()
             now = time.monotonic()
             if now >= next_tick:
                 self._perform(daemon.tick(now))
@@ -6248,21 +6251,37 @@ class DaemonServer:
                 return
         self._perform(actions)
 
-    def _read_datagrams(self, sock: socket.socket) -> None:
-        """Up to RING_MAX_DATAGRAMS_PER_WAKEUP datagrams; the ring's own datagrams go out at
-        once, the rest of each batch (mostly writes to clients) after the burst, so that many
-        deliveries to one client leave in one send(). Our own multicast data comes back on
-        the segment socket (every daemon of the machine gets it): dropped before decoding."""
+    def _read_datagrams(self) -> None:
+        """Up to RING_MAX_DATAGRAMS_PER_WAKEUP datagrams from both ring sockets; the ring's own
+        datagrams go out at once, the rest of the burst (mostly writes to clients) after it,
+        so that many deliveries to one client leave in one send(). The segment's data is read
+        before each unicast datagram: a token that names packets sent before it would
+        otherwise be taken while they still wait in the other socket, and they would be asked
+        for again."""
+        budget = RING_MAX_DATAGRAMS_PER_WAKEUP
+        mcast, udp = self.mcast, self.udp
+        while budget > 0:
+            if mcast is not None:
+                budget -= self._take_datagrams(mcast, budget, self.ring_addr)
+            if budget <= 0 or not self._take_datagrams(udp, 1, None):
+                break
+            budget -= 1
+        self._perform(self.daemon.end_of_burst())
+
+    def _take_datagrams(self, sock: socket.socket, limit: int, own: Optional[Tuple[str, int]]) -> int:
+        """Read and hand to the core up to `limit` datagrams of one socket: how many were read.
+        Our own multicast data comes back on the segment socket on loopback: dropped unread."""
         daemon = self.daemon
-        own = self.ring_addr if sock is self.mcast else None
         recvfrom = sock.recvfrom
-        for _ in range(RING_MAX_DATAGRAMS_PER_WAKEUP):
+        count = 0
+        while count < limit:
             try:
                 data, src = recvfrom(65536)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
                 break
+            count += 1
             if src == own:
                 self.own_copies += 1
                 continue
@@ -6271,7 +6290,7 @@ class DaemonServer:
                     self._send_datagram(action)
                 else:
                     self._multicast_datagram(action)
-        self._perform(daemon.end_of_burst())
+        return count
 
     def _perform(self, actions: list) -> None:
         """Do what the core asked, in order; what the socket took goes back to the core, and
