@@ -1120,11 +1120,26 @@ def leave_reason_error(reason: str) -> Optional[str]:
     return None
 
 
+#: (seal, ring id, sender) -> the bytes that start each of its data packets (header, ring id,
+#: sender): the same in every packet a daemon sends in one ring
+_DATA_PREFIXES: Dict[Tuple[object, RingId, Pid], bytes] = {}
+
+
+def _data_prefix(seal: Optional[RingSeal], ring_id: RingId, sender: Pid) -> bytes:
+    key = (seal, ring_id, sender)
+    prefix = _DATA_PREFIXES.get(key)
+    if prefix is None:
+        prefix = _ring_header(PT_DATA, seal) + _ring_id_bytes(ring_id) + _pid_bytes(sender)
+        if len(_DATA_PREFIXES) >= _DATA_HEADS_MAX:
+            _DATA_PREFIXES.clear()
+        _DATA_PREFIXES[key] = prefix
+    return prefix
+
+
 def encode_ring_data(p: RingData, seal: Optional[RingSeal] = None) -> bytes:
     if p._raw is not None:
         return p._raw
-    parts = [_ring_header(PT_DATA, seal), _ring_id_bytes(p.ring_id), _pid_bytes(p.sender),
-             struct.pack(">Q", p.link_seq)]
+    parts = [_data_prefix(seal, p.ring_id, p.sender), _U64.pack(p.link_seq)]
     if p.inner is not None:
         inner = encode_ring_data(p.inner, seal)
         parts.append(struct.pack(">BI", FLAG_RECOVERED, len(inner)))
