@@ -108,3 +108,13 @@ def test_a_new_ring_or_a_cut_client_in_the_daemons_logs_is_reported(tmp_path):
     assert "the ring changed during the case (1 new rings installed" in text
     assert "token lost" in text and "closed: not reading" in text
     assert bench.daemon_events({str(tmp_path / "gone.log"): 0}) == []
+
+
+def test_ring_cores_counts_every_message_through_three_cores_and_prints_its_figure():
+    """bench/ring_cores.py: the in-process ring delivers every message to both receivers (it
+    exits 2 otherwise), once for ours and once against another copy of the same file."""
+    out = subprocess.run([sys.executable, "bench/ring_cores.py", "--count", "400", "--repeat", "1",
+                          "--against", "spread_mini.py"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "us CPU per message (median of 1)" in out.stdout and "this / against" in out.stdout
+    assert "rerun: python3 bench/ring_cores.py" in out.stdout
