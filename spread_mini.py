@@ -14,8 +14,11 @@ Module map. Sections in this order: Constants, Wire format, Protocol core, I/O l
 library, Terminal rendering, Command line. Everything but the I/O loop is sans-I/O. A datagram
 from another daemon meets, in order (thesis 7.3.1 names the levels):
 
-  DaemonServer          I/O loop: recvfrom() on the ring's UDP socket; performs actions
-  Daemon.datagram       the core's input; a source outside the configuration is a stranger
+  DaemonServer          I/O loop: recvfrom() on the segment's multicast socket (data) and
+                        the daemon's own UDP socket (tokens...), a burst per wake-up;
+                        performs actions
+  Daemon.datagram_in_burst   the core's input; a source outside the configuration is a
+                        stranger (end_of_burst: the burst's writes to clients)
   RingSeal, decode_ring_packet   wire: header, configuration stamp, CRC or the key's tag ->
                         RingData / RingToken / RingJoin / RingCommit / RingMerge /
                         RingUnreliable / RingLeave (with RingChunk, RingCommitEntry); a bad
@@ -46,8 +49,9 @@ from another daemon meets, in order (thesis 7.3.1 names the levels):
 
 A client's message meets: DaemonServer (recv) -> Daemon.connection_data -> ClientSession
 (handshake, parse: DaemonMessage / Multicast / Join / Leave / Kill) -> Orderer (RingOrderer,
-or LocalOrderer alone) -> Transport -> RingLink -> SendDatagram actions -> DaemonServer, and
-back up as above. build_daemon() makes a Daemon alone or in a ring. Every input of Daemon
+or LocalOrderer alone) -> Transport (encode_message_body: the client's own bytes, encoded
+once) -> RingLink -> SendToAll / Send -> MulticastDatagram / SendDatagram actions ->
+DaemonServer (one IP multicast, or a unicast to each), and back up as above. build_daemon() makes a Daemon alone or in a ring. Every input of Daemon
 returns one batch of actions: Write, CloseConnection, SendDatagram, MulticastDatagram (the
 ring's data: one IP multicast on the segment, or a unicast to each), LogLine, PauseReading,
 ResumeReading. The client library (Mailbox, connect) and the `user` tool come after the loop.
@@ -7718,6 +7722,11 @@ def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
         print("spread_mini: %s" % ring_open_error(exc, server, entry, listen, port), file=sys.stderr)
         server.close()
         return 1
+
+    if segment is not None and server.mcast is None:
+        print("WARNING: the ring's data goes by unicast (%s); the daemons that did join the segment "
+              "send theirs by multicast, which this one does not get: start every daemon of the file "
+              "with --no-multicast" % server.segment_problem, flush=True)
 
     stopped_by = []
 

@@ -96,6 +96,7 @@ def test_without_multicast_the_data_goes_by_unicast_and_the_daemons_say_so(procs
     conf, port, ips, daemons = start_ring(procs, tmp_path, extra=("--no-multicast",))
     for proc in daemons:
         assert "data by unicast to each member (--no-multicast)" in procs.output(proc)
+        assert "WARNING" not in procs.output(proc)  # asked for: nothing to warn about
     watcher = listener_on_segment(port)
     try:
         got = flood_and_collect(port, ips[0], ips[1:], "uc", 100)
@@ -118,6 +119,7 @@ def test_a_segment_that_cannot_be_joined_falls_back_to_unicast(procs, tmp_path):
             wait_for(lambda: "data by unicast to each member (joining %s on 127.0.0.1 failed" % SEGMENT
                      in procs.output(proc), 10)
         wait_for(lambda: all(re.search(r"installed ring .*d1#.*d2#.*d3#", procs.output(p)) for p in daemons), 20)
+        assert all("WARNING: the ring's data goes by unicast" in procs.output(p) for p in daemons)
         got = flood_and_collect(port, ips[0], ips[1:], "fb", 100)
     finally:
         blocker.close()
