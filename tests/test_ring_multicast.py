@@ -154,3 +154,46 @@ def test_two_configurations_on_one_multicast_address_and_port_do_not_disturb_eac
     # each side saw the other's traffic and said so
     assert any("not a daemon of the configuration" in procs.output(p) for p in a)
     assert any("come from a different configuration" in procs.output(p) for p in b)
+
+
+def test_datagrams_to_the_segment_get_the_checks_of_unicast_ones(procs, tmp_path):
+    # a keyed ring on the segment; a forger on a configured address (and a stranger) sends to
+    # the group: garbage, an unsigned packet, one signed with another key, one of another
+    # configuration. Every one is dropped and counted; the ring goes on as if nothing came.
+    key = str(tmp_path / "ring.key")
+    sp.write_key_file(key)
+    conf, port, ips, daemons = start_ring(procs, tmp_path, extra=("--key", key, "--status-every", "1"))
+    config = sp.load_spread_conf(conf)
+    stamp = sp.configuration_stamp([(d.name, d.ip, d.port) for d in config.daemons], sp.ring_settings_of(config))
+    data = sp.RingData((1, "d1", 1), ("d1", 1), 5, [sp.RingChunk(1, 1, 1, 0, 1, sp.AGREED_MESS, b"x")])
+    other_key = sp.RingSeal(b"k" * 32, stamp)
+    rings = [procs.output(p).count("installed ring") for p in daemons]
+    forged = [b"garbage, not a ring packet",
+              sp.encode_ring_data(data, sp.RingSeal(None, stamp)),  # no tag
+              sp.encode_ring_data(sp.RingData(*(data.ring_id, data.sender, 6, data.chunks)), other_key),
+              sp.encode_ring_data(sp.RingData(*(data.ring_id, data.sender, 7, data.chunks)),
+                                  sp.RingSeal(sp.read_key_file(key), (9, stamp[1], stamp[2])))]
+    for source in ("127.0.0.3", "127.0.0.9"):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((source, 0))
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+        for packet in forged * 5:
+            sock.sendto(packet, (SEGMENT, port))
+        sock.close()
+    got = flood_and_collect(port, ips[0], ips[1:], "k", 100)
+    assert got == [[b"m %04d" % i for i in range(100)]] * 2
+
+    def counted(proc):
+        text = procs.output(proc)
+        tags = re.findall(r"dropped: no / wrong / unexpected tag\s*\S?\s*(\d+) / (\d+) / (\d+)", text)
+        config_drops = re.findall(r"dropped: different configuration\s*\S?\s*(\d+)", text)
+        strangers = re.findall(r"datagrams from strangers\s*\S?\s*(\d+)", text)
+        return (tags[-1] if tags else None, config_drops[-1] if config_drops else None,
+                strangers[-1] if strangers else None)
+
+    for proc in daemons:  # d3 too: the forger's port is not its ring port, so not its own copy
+        wait_for(lambda: counted(proc) == (("5", "5", "0"), "5", "20"), 10)
+        assert " dropped a packet from 127.0.0.3" in procs.output(proc)  # the garbage, logged
+    assert [procs.output(p).count("installed ring") for p in daemons] == rings, "a forged packet changed the ring"
+
