@@ -231,10 +231,13 @@ def summary(runs: Dict[str, List[Run]], count: int, what: str) -> str:
         return statistics.median(key(r) for r in runs[kind])
 
     def ratios(kind, other):
-        rate = statistics.median(m.rate / r.rate for m, r in zip(runs[kind], runs[other]))
-        cpu = statistics.median(m.cpu_us_per_message(count) / r.cpu_us_per_message(count)
-                                for m, r in zip(runs[kind], runs[other]))
-        return rate, cpu
+        """Medians of the per-pair ratios; a pair whose denominator is 0 (a short run can take
+        less CPU than one clock tick) has none: nan if no pair has one."""
+        pairs = list(zip(runs[kind], runs[other]))
+        rate = [m.rate / r.rate for m, r in pairs if r.rate]
+        cpu = [m.cpu_us_per_message(count) / r.cpu_us_per_message(count) for m, r in pairs if sum(r.cpu_s)]
+        return (statistics.median(rate) if rate else float("nan"),
+                statistics.median(cpu) if cpu else float("nan"))
     kinds = [k for k in runs if runs[k]]
     rate = {k: median(k, lambda r: r.rate) for k in kinds}
     cpu = {k: median(k, lambda r: r.cpu_us_per_message(count)) for k in kinds}
