@@ -6023,6 +6023,7 @@ class DaemonServer:
         self.mcast: Optional[socket.socket] = None  #: joined to the segment: the others' data
         self.mcast_dest: Optional[Tuple[str, int]] = None  #: where data goes when multicast works
         self.segment_problem = "" if segment else "no segment multicast address"
+        self.join_failed = False  #: the file names a multicast group and this machine could not join it
         self.own_copies = 0  #: our own multicast data, back on the segment socket (dropped)
         self.datagrams_out = 0
         self.send_errors = 0
@@ -6095,6 +6096,7 @@ class DaemonServer:
         except OSError as exc:
             mcast.close()
             self.segment_problem = "joining %s on %s failed: %s" % (group, interface, exc.strerror or exc)
+            self.join_failed = True
             return
         mcast.setblocking(False)
         self.mcast = mcast
@@ -7723,7 +7725,7 @@ def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
         server.close()
         return 1
 
-    if segment is not None and server.mcast is None:
+    if server.join_failed:  # another machine may have joined: then the two cannot talk
         print("WARNING: the ring's data goes by unicast (%s); the daemons that did join the segment "
               "send theirs by multicast, which this one does not get: start every daemon of the file "
               "with --no-multicast" % server.segment_problem, flush=True)

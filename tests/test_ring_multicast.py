@@ -106,6 +106,21 @@ def test_without_multicast_the_data_goes_by_unicast_and_the_daemons_say_so(procs
     assert got == [[b"m %04d" % i for i in range(100)]] * 2
 
 
+def test_a_segment_address_that_is_not_multicast_means_unicast_and_never_a_broadcast(procs, tmp_path):
+    ips = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+    conf, port = write_conf(tmp_path, ips)
+    with open(conf) as f:
+        text = f.read().replace(SEGMENT, "127.0.0.255")  # a broadcast address, as Spread allows
+    with open(conf, "w") as f:
+        f.write(text)
+    daemons = [start_ring_daemon(procs, conf, "d%d" % i, ip, port) for i, ip in enumerate(ips, 1)]
+    for proc in daemons:
+        assert "data by unicast to each member (127.0.0.255 is not a multicast address)" in procs.output(proc)
+        assert "WARNING" not in procs.output(proc)  # every daemon of the file does the same
+    wait_for(lambda: all(re.search(r"installed ring .*d1#.*d2#.*d3#", procs.output(p)) for p in daemons), 20)
+    assert flood_and_collect(port, ips[0], ips[1:], "bc", 50) == [[b"m %04d" % i for i in range(50)]] * 2
+
+
 def test_a_segment_that_cannot_be_joined_falls_back_to_unicast(procs, tmp_path):
     # another program holds the segment's address and port (without SO_REUSEADDR): no daemon
     # can bind it, each says why and sends by unicast; the ring works as before
