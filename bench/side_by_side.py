@@ -231,25 +231,30 @@ def summary(runs: Dict[str, List[Run]], count: int, what: str) -> str:
         return statistics.median(key(r) for r in runs[kind])
 
     def ratios(kind, other):
-        """Medians of the per-pair ratios; a pair whose denominator is 0 (a short run can take
-        less CPU than one clock tick) has none: nan if no pair has one."""
+        """Medians of the per-pair ratios; CPU time comes in clock ticks (10 ms): a short run
+        of the C daemon can read as 0, and such a pair has no CPU ratio (None if none has)."""
         pairs = list(zip(runs[kind], runs[other]))
-        rate = [m.rate / r.rate for m, r in pairs if r.rate]
-        cpu = [m.cpu_us_per_message(count) / r.cpu_us_per_message(count) for m, r in pairs if sum(r.cpu_s)]
-        return (statistics.median(rate) if rate else float("nan"),
-                statistics.median(cpu) if cpu else float("nan"))
+        rate = statistics.median(m.rate / r.rate for m, r in pairs)
+        cpu = [m.cpu_us_per_message(count) / r.cpu_us_per_message(count) for m, r in pairs
+               if r.cpu_us_per_message(count) > 0]
+        return rate, (statistics.median(cpu) if cpu else None)
+
+    def cpu_text(value):
+        return ("ratio %.2f" % value if value is not None
+                else "ratio not measurable (too few messages for the clock ticks; raise --count)")
     kinds = [k for k in runs if runs[k]]
     rate = {k: median(k, lambda r: r.rate) for k in kinds}
     cpu = {k: median(k, lambda r: r.cpu_us_per_message(count)) for k in kinds}
     ratio, cpu_ratio = ratios("mini", "real")
     line = ("%s: spread_mini %d msgs/s, real Spread %d msgs/s, ratio %.2f (median of %d pairs); "
-            "daemon CPU per message (3 daemons summed) spread_mini %.0f us, real %.0f us, ratio %.2f"
-            % (what, rate["mini"], rate["real"], ratio, len(runs["mini"]), cpu["mini"], cpu["real"], cpu_ratio))
+            "daemon CPU per message (3 daemons summed) spread_mini %.0f us, real %.0f us, %s"
+            % (what, rate["mini"], rate["real"], ratio, len(runs["mini"]), cpu["mini"], cpu["real"],
+               cpu_text(cpu_ratio)))
     if "base" in kinds:
         base_ratio, base_cpu_ratio = ratios("mini", "base")
-        line += ("\nagainst %s: %d msgs/s, %.0f us CPU per message; spread_mini / it: rate %.2f, CPU %.2f"
+        line += ("\nagainst %s: %d msgs/s, %.0f us CPU per message; spread_mini / it: rate %.2f, CPU %s"
                  " (medians of the per-pair ratios)" % (AGAINST[0], rate["base"], cpu["base"], base_ratio,
-                                                         base_cpu_ratio))
+                                                         cpu_text(base_cpu_ratio)))
     return line
 
 

@@ -16,6 +16,16 @@ CLIENT_ADDR = ("10.0.0.100", 5000)
 CLIENT_GROUP = "client-group"
 
 
+def own_tick(server: CalcServer, now: float):
+    """Tick a server core and let it hear its own heartbeat, as the real loop does over
+    multicast loopback (IP_MULTICAST_LOOP)."""
+    out = server.tick(now)
+    for send in out.sends:
+        if send.to == TO_SERVER_GROUP:
+            out.extend(server.datagram(send.data, ("127.0.0.1", 40000 + server.index), now))
+    return out
+
+
 class SimNet:
     """Servers and one client wired through a network that drops and delays under a seed.
 

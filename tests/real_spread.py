@@ -131,6 +131,24 @@ def namespace_reason() -> Optional[str]:
     return None
 
 
+def usable_build(*, client_tools: bool = False) -> Path:
+    """The folder of a built real Spread that a test can run in a namespace of its own; skips
+    the calling test with the reason when namespaces, the build or (when asked) the client
+    tools are missing. Imports pytest late: this module also runs as a script in .ci/run."""
+    import pytest
+    why = namespace_reason()
+    if why:
+        pytest.skip(why)
+    folder, why = find_or_build()
+    if folder is None:
+        pytest.skip(why)
+    if client_tools:
+        why = client_tools_reason(folder)
+        if why:
+            pytest.skip(why)
+    return folder
+
+
 class RealSpread:
     """One real Spread daemon on 127.0.0.1:4803 inside namespace `ns`, with a private /tmp."""
 

@@ -17,6 +17,8 @@ from calc_server import (ACTIVE, AWAITING_CONFIRMATION, DISCONNECTED, TO_SERVER_
                          Request, Settings, StateChange, Thresholds, WireError, decode,
                          encode_answer, encode_heartbeat, encode_request)
 
+from calc_helpers import own_tick
+
 CLUSTER = "unit"
 CLIENT = ("127.0.0.9", 5555)
 #: The seed's plain count, for the tests of the other rules (the grace has its own tests)
@@ -176,15 +178,6 @@ def started(index, now=0.0, settings=PLAIN):
 def heartbeat_from(server, index, now, incarnation=99):
     data = encode_heartbeat(CLUSTER, hb(index, incarnation))
     return server.datagram(data, ("127.0.0.1", 40000 + index), now)
-
-
-def own_tick(server, now):
-    """Tick and hear our own heartbeat, as the real loop does over multicast loopback."""
-    out = server.tick(now)
-    for send in out.sends:
-        if send.to == TO_SERVER_GROUP:
-            out.extend(server.datagram(send.data, ("127.0.0.1", 40000 + server.index), now))
-    return out
 
 
 def request(server, expr, now, rid=None, attempt=1, src=CLIENT):

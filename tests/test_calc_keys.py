@@ -21,6 +21,8 @@ from calc_server import (ACTIVE, DISCONNECTED, KIND_TAGGED, TAG_BYTES, TO_SERVER
                          WireError, decode, encode_answer, encode_heartbeat, encode_request,
                          status_counters)
 
+from calc_helpers import own_tick
+
 CLUSTER = "keyed"
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
@@ -98,14 +100,6 @@ def keyed_server(index, now=0.0, settings=Settings(heartbeat_s=1.0, jitter_grace
     out = server.tick(now)
     server.datagram(out.sends[0].data, ("127.0.0.1", 40000 + index), now + 0.001)
     return server
-
-
-def own_tick(server, now):
-    out = server.tick(now)
-    for send in out.sends:
-        if send.to == TO_SERVER_GROUP:
-            out.extend(server.datagram(send.data, ("127.0.0.1", 40000 + server.index), now))
-    return out
 
 
 def heard_by(server, seq, index=1, incarnation=5):

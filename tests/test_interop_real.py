@@ -28,8 +28,7 @@ import pytest
 
 import spread_mini as sp
 from conftest import ROOT, wait_for
-from real_spread import (PROBE_SOURCE, RealSpread, client_tools_reason, compile_client, find_or_build,
-                         namespace_reason)
+from real_spread import PROBE_SOURCE, RealSpread, compile_client, usable_build
 from spread_helpers import port_open, start_daemon
 
 pytestmark = pytest.mark.slow
@@ -88,22 +87,9 @@ def output(proc: subprocess.Popen) -> str:
     return Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
 
 
-def real_build() -> Path:
-    why = namespace_reason()
-    if why:
-        pytest.skip(why)
-    folder, why = find_or_build()
-    if folder is None:
-        pytest.skip(why)
-    why = client_tools_reason(folder)
-    if why:
-        pytest.skip(why)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def real(tmp_path_factory):
-    folder = real_build()
+    folder = usable_build(client_tools=True)
     daemon = RealSpread(folder, tmp_path_factory.mktemp("real"))
     daemon.start()
     side = Side("real", "4803@127.0.0.1", daemon.connect, daemon.prefix(), folder)
@@ -138,7 +124,7 @@ class _ModuleProcs:
 
 @pytest.fixture(scope="module")
 def mini(tmp_path_factory):
-    folder = real_build()  # the C clients come from the real build: without it there is nothing to compare
+    folder = usable_build(client_tools=True)  # the C clients come from the real build: without it there is nothing to compare
     procs = _ModuleProcs(tmp_path_factory.mktemp("mini"))
     daemon, port = start_daemon(procs)
     name = f"{port}@127.0.0.1"
@@ -155,7 +141,7 @@ def mini(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def probe(tmp_path_factory) -> Path:
-    folder = real_build()
+    folder = usable_build(client_tools=True)
     if shutil.which("gcc") is None:
         pytest.skip("compiling sp_probe.c against the real libspread needs gcc")
     return compile_client(folder, PROBE_SOURCE, tmp_path_factory.mktemp("probe") / "sp_probe")

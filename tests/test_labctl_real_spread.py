@@ -7,7 +7,7 @@ import pytest
 import labctl as lc
 from conftest import wait_for
 from labctl_helpers import ask, start_agent
-from real_spread import RealSpread, find_or_build, namespace_reason
+from real_spread import RealSpread, usable_build
 
 pytestmark = pytest.mark.slow
 
@@ -16,13 +16,7 @@ DAEMON = "4803@127.0.0.1"
 
 @pytest.fixture
 def real_spread(tmp_path):
-    why = namespace_reason()
-    if why:
-        pytest.skip(why)
-    folder, why = find_or_build()
-    if folder is None:
-        pytest.skip(why)
-    daemon = RealSpread(folder, tmp_path)
+    daemon = RealSpread(usable_build(), tmp_path)
     daemon.start()
     yield daemon
     daemon.stop()
