@@ -51,10 +51,10 @@ A client's message meets: DaemonServer (recv) -> Daemon.connection_data -> Clien
 (handshake, parse: DaemonMessage / Multicast / Join / Leave / Kill) -> Orderer (RingOrderer,
 or LocalOrderer alone) -> Transport (encode_message_body: the client's own bytes, encoded
 once) -> RingLink -> SendToAll / Send -> MulticastDatagram / SendDatagram actions ->
-DaemonServer (one IP multicast, or a unicast to each), and back up as above. build_daemon() makes a Daemon alone or in a ring. Every input of Daemon
-returns one batch of actions: Write, CloseConnection, SendDatagram, MulticastDatagram (the
-ring's data: one IP multicast on the segment, or a unicast to each), LogLine, PauseReading,
-ResumeReading. The client library (Mailbox, connect) and the `user` tool come after the loop.
+DaemonServer (one IP multicast, or a unicast to each), and back up as above. build_daemon()
+makes a Daemon alone or in a ring. Every input of Daemon returns one batch of actions: Write,
+CloseConnection, SendDatagram, MulticastDatagram (the ring's data: one IP multicast on the
+segment, or a unicast to each), LogLine, PauseReading, ResumeReading. The client library (Mailbox, connect) and the `user` tool come after the loop.
 
 Usage:
     python3 spread_mini.py daemon [--port 4803] [--listen 127.0.0.1] [--name NAME] [-c spread.conf]
