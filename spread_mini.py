@@ -54,7 +54,8 @@ once) -> RingLink -> SendToAll / Send -> MulticastDatagram / SendDatagram action
 DaemonServer (one IP multicast, or a unicast to each), and back up as above. build_daemon()
 makes a Daemon alone or in a ring. Every input of Daemon returns one batch of actions: Write,
 CloseConnection, SendDatagram, MulticastDatagram (the ring's data: one IP multicast on the
-segment, or a unicast to each), LogLine, PauseReading, ResumeReading. The client library (Mailbox, connect) and the `user` tool come after the loop.
+segment, or a unicast to each), LogLine, PauseReading, ResumeReading. The client library
+(Mailbox, connect) and the `user` tool come after the loop.
 
 Usage:
     python3 spread_mini.py daemon [--port 4803] [--listen 127.0.0.1] [--name NAME] [-c spread.conf]
