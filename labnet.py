@@ -154,7 +154,8 @@ class LabNet:
     def up(self) -> None:
         _run("ip", "netns", "add", self.switch)
         self._made.append(self.switch)
-        _run("ip", "netns", "exec", self.switch, "ip", "link", "add", "br0", "type", "bridge")
+        # a plain lab switch floods multicast (with IGMP snooping and no querier, groups fade)
+        _run("ip", "netns", "exec", self.switch, "ip", "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
         _run("ip", "netns", "exec", self.switch, "ip", "link", "set", "br0", "up")
         for host in range(1, self.hosts + 1):
             self._add_host(host)

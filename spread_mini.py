@@ -14,8 +14,11 @@ Module map. Sections in this order: Constants, Wire format, Protocol core, I/O l
 library, Terminal rendering, Command line. Everything but the I/O loop is sans-I/O. A datagram
 from another daemon meets, in order (thesis 7.3.1 names the levels):
 
-  DaemonServer          I/O loop: recvfrom() on the ring's UDP socket; performs actions
-  Daemon.datagram       the core's input; a source outside the configuration is a stranger
+  DaemonServer          I/O loop: recvfrom() on the segment's multicast socket (data) and
+                        the daemon's own UDP socket (tokens...), a burst per wake-up;
+                        performs actions
+  Daemon.datagram_in_burst   the core's input; a source outside the configuration is a
+                        stranger (end_of_burst: the burst's writes to clients)
   RingSeal, decode_ring_packet   wire: header, configuration stamp, CRC or the key's tag ->
                         RingData / RingToken / RingJoin / RingCommit / RingMerge /
                         RingUnreliable / RingLeave (with RingChunk, RingCommitEntry); a bad
@@ -47,11 +50,14 @@ from another daemon meets, in order (thesis 7.3.1 names the levels):
 
 A client's message meets: DaemonServer (recv) -> Daemon.connection_data -> ClientSession
 (handshake, parse: DaemonMessage / Multicast / Join / Leave / Kill) -> Orderer (RingOrderer,
-or LocalOrderer alone) -> Transport -> RingLink -> SendDatagram actions -> DaemonServer, and
-back up as above. build_daemon() makes a Daemon alone or in a ring. Every input of Daemon
-returns one batch of actions: Write, CloseConnection, SendDatagram, LogLine, PauseReading,
-ResumeReading. The client library (connect -> Mailbox; a refused session is a SpreadError
-that says why) and the `user` tool (stdin -> LineReader -> UserTool) come after the loop.
+or LocalOrderer alone) -> Transport (encode_message_body: the client's own bytes, encoded
+once) -> RingLink -> SendToAll / Send -> MulticastDatagram / SendDatagram actions ->
+DaemonServer (one IP multicast, or a unicast to each), and back up as above. build_daemon()
+makes a Daemon alone or in a ring. Every input of Daemon returns one batch of actions: Write,
+CloseConnection, SendDatagram, MulticastDatagram (the ring's data: one IP multicast on the
+segment, or a unicast to each), LogLine, PauseReading, ResumeReading. The client library
+(connect -> Mailbox; a refused session is a SpreadError that says why) and the `user` tool
+(stdin -> LineReader -> UserTool) come after the loop.
 
 Usage:
     python3 spread_mini.py daemon [--port 4803] [--listen 127.0.0.1] [--name NAME] [-c spread.conf]
@@ -1145,11 +1151,26 @@ def leave_reason_error(reason: str) -> Optional[str]:
     return None
 
 
+#: (seal, ring id, sender) -> the bytes that start each of its data packets (header, ring id,
+#: sender): the same in every packet a daemon sends in one ring
+_DATA_PREFIXES: Dict[Tuple[object, RingId, Pid], bytes] = {}
+
+
+def _data_prefix(seal: Optional[RingSeal], ring_id: RingId, sender: Pid) -> bytes:
+    key = (seal, ring_id, sender)
+    prefix = _DATA_PREFIXES.get(key)
+    if prefix is None:
+        prefix = _ring_header(PT_DATA, seal) + _ring_id_bytes(ring_id) + _pid_bytes(sender)
+        if len(_DATA_PREFIXES) >= _DATA_HEADS_MAX:
+            _DATA_PREFIXES.clear()
+        _DATA_PREFIXES[key] = prefix
+    return prefix
+
+
 def encode_ring_data(p: RingData, seal: Optional[RingSeal] = None) -> bytes:
     if p._raw is not None:
         return p._raw
-    parts = [_ring_header(PT_DATA, seal), _ring_id_bytes(p.ring_id), _pid_bytes(p.sender),
-             struct.pack(">Q", p.link_seq)]
+    parts = [_data_prefix(seal, p.ring_id, p.sender), _U64.pack(p.link_seq)]
     if p.inner is not None:
         inner = encode_ring_data(p.inner, seal)
         parts.append(struct.pack(">BI", FLAG_RECOVERED, len(inner)))
@@ -1212,11 +1233,39 @@ def encode_ring_unreliable(p: RingUnreliable, seal: Optional[RingSeal] = None) -
     return _ring_seal(b"".join(parts), seal)
 
 
+#: the bytes of (ring id, sender) at the start of a data packet -> their decoded values: the
+#: same in every packet one daemon sends in one ring, so each is decoded once (bounded: forged
+#: packets can only make it start over)
+_DATA_HEADS: Dict[bytes, Tuple[RingId, Pid]] = {}
+_DATA_HEADS_MAX = 256
+_SEQ_FLAGS = struct.Struct(">QB")
+
+
+def _data_head(r: _RingReader) -> Tuple[RingId, Pid]:
+    """The ring id and the sender of a data packet (the hot path: cached by their bytes)."""
+    data, pos = r.data, r.pos
+    try:
+        end = pos + 17 + data[pos + 8]  # ring seq, name length and name, incarnation
+        end += 9 + data[end]  # the sender: name length and name, incarnation
+    except IndexError:
+        raise RingWireError("truncated packet") from None
+    key = data[pos:end]
+    head = _DATA_HEADS.get(key)
+    if head is not None and end <= r.size:
+        r.pos = end
+        return head
+    head = (r.ring_id(), r.pid())
+    if r.pos == end:
+        if len(_DATA_HEADS) >= _DATA_HEADS_MAX:
+            _DATA_HEADS.clear()
+        _DATA_HEADS[key] = head
+    return head
+
+
 def _decode_data_body(r: _RingReader, seal: Optional[RingSeal]) -> RingData:
-    ring_id = r.ring_id()
-    sender = r.pid()
-    link_seq = r.counter()
-    flags = r.u8()
+    ring_id, sender = _data_head(r)
+    link_seq, flags = r._fixed(_SEQ_FLAGS)
+    _counters((link_seq,))
     if flags == FLAG_RECOVERED:
         inner = decode_ring_packet(r.take(r.u32()), seal)
         if not isinstance(inner, RingData) or inner.inner is not None:
@@ -1234,12 +1283,23 @@ def _decode_chunks(r: _RingReader) -> List[RingChunk]:
     if n > MAX_CHUNKS_PER_PACKET:
         raise RingWireError("too many chunks (%d)" % n)
     chunks = []
+    data, pos, size = r.data, r.pos, r.size
+    unpack = _RING_CHUNK.unpack_from
     for _ in range(n):
-        counter, lts, site_seq, index, count, service, length = r._fixed(_RING_CHUNK)
-        _counters((counter, lts, site_seq))
+        if pos + CHUNK_HEADER_BYTES > size:
+            raise RingWireError("truncated packet")
+        counter, lts, site_seq, index, count, service, length = unpack(data, pos)
+        if counter > MAX_WIRE_COUNTER or lts > MAX_WIRE_COUNTER or site_seq > MAX_WIRE_COUNTER:
+            _counters((counter, lts, site_seq))
         if count == 0 or index >= count:
             raise RingWireError("bad fragment %d of %d" % (index, count))
-        chunks.append(RingChunk(counter, lts, site_seq, index, count, service, r.take(length)))
+        pos += CHUNK_HEADER_BYTES
+        end = pos + length
+        if end > size:
+            raise RingWireError("truncated packet")
+        chunks.append(RingChunk(counter, lts, site_seq, index, count, service, data[pos:end]))
+        pos = end
+    r.pos = pos
     return chunks
 
 
@@ -1447,7 +1507,12 @@ def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket
 
 
 # ---- Ring: daemon messages as the ring carries them ---------------------------------------
+# Data goes in the clients' own format (RING_WIRE_DATA, then the 48-byte header, the groups and
+# the data, in the origin daemon's byte order): encoded once where it enters, and every
+# daemon hands those same bytes to its clients. Group operations, STATE and data whose names
+# do not fit the client format (a simulator's) go field by field (_RING_MSG_HEAD).
 _RING_MSG_HEAD = struct.Struct(">BIIH")  # kind, service bits, hint (raw 32 bits), groups count
+RING_WIRE_DATA = 0x80  # first byte of a body that is a client-format DATA message
 
 
 def _ring_name_bytes(name: str) -> bytes:
@@ -1456,7 +1521,10 @@ def _ring_name_bytes(name: str) -> bytes:
 
 
 def encode_message_body(m: DaemonMessage) -> bytes:
-    """A DaemonMessage as bytes for the ring: kind, service, hint, sender, groups, reason, data."""
+    """A DaemonMessage as bytes for the ring: DATA as the client-format bytes (m.wire()), the
+    rest kind, service, hint, sender, groups, reason, data."""
+    if m.kind is DATA and (m.raw is not None or _fits_client_format(m)):
+        return b"\x80" + m.wire()
     parts = [_RING_MSG_HEAD.pack(RING_KINDS[m.kind], m.service_type & 0xFFFFFFFF,
                                  m.hint & 0xFFFFFFFF, len(m.groups))]
     for name in [m.sender] + list(m.groups) + [m.reason or ""]:
@@ -1465,8 +1533,47 @@ def encode_message_body(m: DaemonMessage) -> bytes:
     return b"".join(parts)
 
 
+def _fits_client_format(m: DaemonMessage) -> bool:
+    """Every name 1..31 latin-1 characters without NUL, as a client's always are."""
+    for name in (m.sender, *m.groups):
+        if not 0 < len(name) < MAX_GROUP_NAME or "\0" in name:
+            return False
+        try:
+            name.encode("latin-1")
+        except UnicodeEncodeError:
+            return False
+    return len(m.groups) <= MAX_GROUPS and not m.reason
+
+
+def _decode_wire_data(body: bytes, origin: str) -> DaemonMessage:
+    """A RING_WIRE_DATA body: the message keeps these bytes (less the first) as its raw, for
+    its clients; from a daemon of the other byte order it is re-encoded in ours."""
+    size = len(body)
+    if size < 1 + HEADER_LEN:
+        raise RingWireError("bad message header")
+    type_raw, sender, num_groups, hint, data_len = HEADER.unpack_from(body, 1)
+    flipped = (type_raw & ENDIAN_TYPE) != MY_ENDIAN_MARKER
+    if flipped:  # the hint stays as read: raw bits, as the client sent them (ClientSession)
+        type_raw, sender, num_groups, _, data_len = HEADER_SWAPPED.unpack_from(body, 1)
+    service = type_raw & ~ENDIAN_TYPE & 0xFFFFFFFF
+    groups_end = 1 + HEADER_LEN + MAX_GROUP_NAME * num_groups
+    if not 0 <= num_groups <= MAX_GROUPS or service not in DATA_TYPES or data_len < 0 \
+            or groups_end + data_len != size:
+        raise RingWireError("bad client-format message")
+    if num_groups == 1:
+        groups = [unpad_name(body[1 + HEADER_LEN:groups_end])]
+    else:
+        groups = [unpad_name(body[i:i + MAX_GROUP_NAME]) for i in range(1 + HEADER_LEN, groups_end, MAX_GROUP_NAME)]
+    if flipped:
+        return DaemonMessage(DATA, origin, unpad_name(sender), service, groups, hint,
+                             data=body[groups_end:])
+    return DaemonMessage(DATA, origin, unpad_name(sender), service, groups, hint, raw=body[1:])
+
+
 def decode_message_body(body: bytes, origin: str) -> DaemonMessage:
     size = len(body)
+    if size and body[0] == RING_WIRE_DATA:
+        return _decode_wire_data(body, origin)
     if size < _RING_MSG_HEAD.size:
         raise RingWireError("bad message header")
     kind, service, hint, ngroups = _RING_MSG_HEAD.unpack_from(body, 0)
@@ -1880,6 +1987,15 @@ class Send:
     dest: object
 
 
+@dataclass
+class SendToAll:
+    """One datagram for every daemon named in `dests` (never ourselves): the ring's data. The
+    I/O loop sends it once by IP multicast on the segment where it has one, else once to each."""
+
+    packet: bytes
+    dests: Tuple[str, ...]
+
+
 class Deliver:
     """A message in delivery order."""
 
@@ -2244,6 +2360,15 @@ class SendDatagram:
 
 
 @dataclass
+class MulticastDatagram:
+    """A datagram for every daemon named in `dests`: one IP multicast on the segment if the
+    loop has one, else a unicast to each (the loop knows their addresses)."""
+
+    packet: bytes
+    dests: Tuple[str, ...]
+
+
+@dataclass
 class LogLine:
     text: str
 
@@ -2312,6 +2437,7 @@ class Daemon:
         connection_opened(conn_id, now, address)   connection_data(conn_id, data)
         written(conn_id, count)    writable(conn_id)    connection_closed(conn_id)
         datagram(packet, src, now)    tick(now)    leave(reason, now)
+        datagram_in_burst(packet, src, now) ... end_of_burst()   (several read at one wake-up)
 
     Built by build_daemon(): alone, or one daemon of a ring."""
 
@@ -2437,15 +2563,37 @@ class Daemon:
         return self._finish()
 
     def datagram(self, packet: bytes, src, now: float) -> list:
+        self._take_datagram(packet, src, now)
+        return self._finish()
+
+    def datagram_in_burst(self, packet: bytes, src, now: float) -> list:
+        """One datagram of several read at one wake-up: only what goes to other daemons now
+        (SendDatagram, MulticastDatagram: the token must not wait); the rest of the batch
+        (writes to clients, log lines...) comes from end_of_burst(), so that the work done
+        after every input is done once per burst and many deliveries leave in one write."""
+        self._take_datagram(packet, src, now)
+        actions = self.actions
+        if not actions:
+            return actions[:0]
+        now_out = [a for a in actions if a.__class__ is SendDatagram or a.__class__ is MulticastDatagram]
+        if now_out:
+            self.actions = [a for a in actions if a.__class__ is not SendDatagram
+                            and a.__class__ is not MulticastDatagram]
+        return now_out
+
+    def end_of_burst(self) -> list:
+        """The rest of a burst's actions (see datagram_in_burst)."""
+        return self._finish()
+
+    def _take_datagram(self, packet: bytes, src, now: float) -> None:
         self.now = now
         if self.peer_ips is not None and src[0] not in self.peer_ips:
             self.datagrams_foreign += 1
             self._log_stranger(src)
-            return self._finish()
+            return
         self.datagrams_in += 1
         self.orderer.receive(packet, src, now)
         self._run_orderer()
-        return self._finish()
 
     def leave(self, reason: str, now: float) -> list:
         """Stopped by the operator: the orderer tells the other daemons (SendDatagram actions);
@@ -2651,6 +2799,8 @@ class Daemon:
                     deliver(msg)
                     if msg.kind is not DATA and msg.kind == KILL and msg.origin == self.name:
                         self._release_name(msg.sender)
+                elif item.__class__ is SendToAll:
+                    self.actions.append(MulticastDatagram(item.packet, item.dests))
                 elif isinstance(item, Send):
                     self.actions.append(SendDatagram(item.packet, item.dest))
                 elif isinstance(item, ConfigurationChange):
@@ -4012,12 +4162,14 @@ class RingLink(Link):
 
     def __init__(self, me: Pid, settings: RingSettings, counters: collections.Counter,
                  send: Callable[[bytes, Pid], None], upper: Transport,
-                 seal: Optional[RingSeal] = None) -> None:
+                 seal: Optional[RingSeal] = None,
+                 send_all: Optional[Callable[[bytes, List[Pid]], None]] = None) -> None:
         self.me = me
         self.cfg = settings
         self.seal = seal or OPEN_SEAL  #: header and trailer of our packets (key, configuration)
         self.counters = counters
         self.send = send  # send(raw, dest_pid)
+        self.send_all = send_all  # send_all(raw, members): one packet for all (IP multicast)
         self.upper = upper
         self.held_token: Optional[HeldToken] = None
         self.last_sent_token: Optional[SentToken] = None
@@ -4050,7 +4202,10 @@ class RingLink(Link):
             self.multicast(*self.trailing.popleft())
 
     def multicast(self, raw: bytes, members: List[Pid]) -> None:
-        # unicast to each member: on loopback and small rings as good as IP multicast
+        # one output for all: the I/O loop sends it once by IP multicast where it can
+        if self.send_all is not None:
+            self.send_all(raw, members)
+            return
         for pid in members:
             self.send(raw, pid)
 
@@ -4280,7 +4435,7 @@ class RingOrderer:
         orderer.submit(msg)                  # a DaemonMessage from this daemon's sessions
         orderer.receive(datagram, src, now)  # a daemon-daemon datagram
         orderer.tick(now)                    # time passes (timers are deadlines against now)
-        orderer.poll()                       # Send / Deliver / ConfigurationChange
+        orderer.poll()                       # Send / SendToAll / Deliver / ConfigurationChange
 
     Thesis 7.3.2.2 (the RING, a descendant of Totem: Amir, Moser, Melliar-Smith, Agarwal,
     Ciarfella, ACM TOCS 1995): a token circulates on a logical ring of the daemons that are up
@@ -4333,7 +4488,8 @@ class RingOrderer:
         self.superseded_since = {}
         self.ring_seq = 0  # highest ring seq this daemon has committed to
         self.transport = Transport(name, self.cfg, self.counters, self._output_delivery)
-        self.link = RingLink(self.me, self.cfg, self.counters, self._send, self.transport, self.seal)
+        self.link = RingLink(self.me, self.cfg, self.counters, self._send, self.transport, self.seal,
+                             self._send_all)
         #: which links a packet goes out on: today the ring alone (HOP links come beside it)
         self.routing = Routing(LOCAL_SITE)
         self.routing.add_link(self.link, (LOCAL_SITE,))
@@ -4527,6 +4683,12 @@ class RingOrderer:
         if dest_pid == self.me:
             return
         self.outputs.append(Send(raw, dest_pid[0]))
+
+    def _send_all(self, raw: bytes, members: List[Pid]) -> None:
+        me = self.me
+        dests = tuple(pid[0] for pid in members if pid != me)
+        if dests:
+            self.outputs.append(SendToAll(raw, dests))
 
     def _output_delivery(self, msg: DaemonMessage) -> None:
         self.outputs.append(Deliver(msg))
@@ -5914,17 +6076,33 @@ RING_RCVBUF_BYTES = 4 * 1024 * 1024
 RING_MAX_DATAGRAMS_PER_WAKEUP = 512
 
 
+def segment_interface(own_ip: str) -> str:
+    """The interface (by its address) the segment's multicast goes out on and is joined on:
+    a daemon's own address, or 127.0.0.1 for one on loopback (lo holds all of 127.0.0.0/8 but
+    has only 127.0.0.1 as its address). Never the default interface."""
+    try:
+        loopback = ipaddress.ip_address(own_ip).is_loopback
+    except ValueError:
+        loopback = False
+    return "127.0.0.1" if loopback else own_ip
+
+
 class DaemonServer:
     """Sockets, time and signals around a Daemon core, and nothing else: a TCP listener and the
     unix socket /tmp/<port> for clients; with `ring` (this daemon's UDP address and every
     daemon's, by name) the ring's UDP socket. Each input goes to the core and the batch of
-    actions it returns is performed in order (_perform). Segment traffic is sent by UNICAST to
-    each configured daemon: on loopback and in a small lab as good as multicast, and nothing is
-    ever sent with the default interface."""
+    actions it returns is performed in order (_perform). Tokens, joins and the like go by
+    UNICAST; the ring's data (MulticastDatagram) goes once by IP MULTICAST to the segment
+    (`segment`: its group address and port) as in the thesis and the real Spread, on the
+    interface of the daemon's own address (127.0.0.1 for a daemon on loopback, TTL 1): one
+    send per packet instead of one per member. Where the segment cannot be joined, or there
+    is none, the data goes by unicast to each member. Nothing is ever sent with the default
+    interface."""
 
     def __init__(self, daemon: Daemon, listen: str, port: int, unix_path: Optional[str] = None,
                  status_every_s: float = DEFAULT_STATUS_EVERY_S, out=None,
-                 ring: Optional[Tuple[Tuple[str, int], Dict[str, Tuple[str, int]]]] = None):
+                 ring: Optional[Tuple[Tuple[str, int], Dict[str, Tuple[str, int]]]] = None,
+                 segment: Optional[Tuple[str, int]] = None):
         self.daemon = daemon
         self.listen = listen
         self.port = port
@@ -5943,6 +6121,12 @@ class DaemonServer:
         self.accept_paused: list = []  # (resume time, listener) after accept() failed
         self.ring_addr, self.peers = ring if ring is not None else (None, {})
         self.udp: Optional[socket.socket] = None
+        self.segment = segment  #: the segment's multicast (address, port), if it has one
+        self.mcast: Optional[socket.socket] = None  #: joined to the segment: the others' data
+        self.mcast_dest: Optional[Tuple[str, int]] = None  #: where data goes when multicast works
+        self.segment_problem = "" if segment else "no segment multicast address"
+        self.join_failed = False  #: the file names a multicast group and this machine could not join it
+        self.own_copies = 0  #: our own multicast data, back on the segment socket (dropped)
         self.datagrams_out = 0
         self.send_errors = 0
         #: how often the core's timers are looked at (the ring's need it finer)
@@ -5963,6 +6147,8 @@ class DaemonServer:
                 raise
             udp.setblocking(False)
             self.udp = udp
+            if self.segment is not None:
+                self._join_segment()
         # the unix socket first: whoever sees the TCP port accept may use /tmp/PORT at once (tests
         # under load connected to a stale /tmp/PORT the daemon had not yet replaced)
         if self.unix_path and hasattr(socket, "AF_UNIX"):
@@ -5981,6 +6167,65 @@ class DaemonServer:
             self.sel.register(sock, selectors.EVENT_READ, "listen")
         if self.udp is not None:
             self.sel.register(self.udp, selectors.EVENT_READ, "ring")
+        if self.mcast is not None:
+            self.sel.register(self.mcast, selectors.EVENT_READ, "ring")
+
+    def _join_segment(self) -> None:
+        """The segment's multicast group, joined on the interface of our own address (on
+        loopback 127.0.0.1: every 127.x address is on lo). Any failure: unicast, and why."""
+        group, port = self.segment
+        interface = segment_interface(self.ring_addr[0])
+        try:
+            if not ipaddress.ip_address(group).is_multicast:
+                raise OSError("%s is not a multicast address" % group)
+            mcast = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        except (OSError, ValueError) as exc:
+            self.segment_problem = str(exc)
+            return
+        try:
+            # several daemons of one machine bind the same group and port; each gets every packet
+            mcast.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            mcast.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RING_RCVBUF_BYTES)
+            mcast.bind((group, port))
+            mcast.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+                             socket.inet_aton(group) + socket.inet_aton(interface))
+            udp = self.udp
+            udp.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(interface))
+            udp.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+            # a copy for this machine only if another daemon of the file is here (on loopback
+            # every daemon gets it whatever this says; our own copy is dropped on arrival)
+            udp.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1 if self._peer_on_this_machine() else 0)
+        except OSError as exc:
+            mcast.close()
+            self.segment_problem = "joining %s on %s failed: %s" % (group, interface, exc.strerror or exc)
+            self.join_failed = True
+            return
+        mcast.setblocking(False)
+        self.mcast = mcast
+        self.mcast_dest = (group, port)
+        self.segment_problem = ""
+
+    def _peer_on_this_machine(self) -> bool:
+        """Another configured daemon has an address of this machine (one we can bind)."""
+        for ip, _port in self.peers.values():
+            if ip == self.ring_addr[0]:
+                continue
+            probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                probe.bind((ip, 0))
+                return True
+            except OSError:
+                continue
+            finally:
+                probe.close()
+        return False
+
+    def segment_text(self) -> str:
+        """How the ring's data goes out, for the start line and the status table."""
+        if self.mcast_dest is not None:
+            return "IP multicast to %s:%d on %s" % (self.mcast_dest[0], self.mcast_dest[1],
+                                                   segment_interface(self.ring_addr[0]))
+        return "unicast to each member (%s)" % (self.segment_problem or "no multicast")
 
     def _open_unix(self) -> None:
         path = self.unix_path
@@ -6031,7 +6276,7 @@ class DaemonServer:
     def close(self) -> None:
         # listeners first: a client that sees its connection close and then finds the port
         # refused knows the daemon is gone (Mailbox._closed_error), not that it was cut off
-        for sock in self.listeners + list(self.conns.values()) + ([self.udp] if self.udp else []):
+        for sock in self.listeners + list(self.conns.values()) + [s for s in (self.udp, self.mcast) if s]:
             try:
                 sock.close()
             except OSError:
@@ -6052,12 +6297,13 @@ class DaemonServer:
             wait = next_tick - now
             if next_status is not None:
                 wait = min(wait, next_status - now)
+            ring_ready = False
             for key, mask in self.sel.select(max(0.0, wait)):
                 data = key.data
                 if data == "listen":
                     self._accept(key.fileobj)
                 elif data == "ring":
-                    self._read_datagrams()
+                    ring_ready = True  # both ring sockets are read together, below
                 else:
                     if mask & selectors.EVENT_WRITE and data in self.blocked:
                         self.blocked.discard(data)
@@ -6065,6 +6311,8 @@ class DaemonServer:
                         self._perform(daemon.writable(data))
                     if mask & selectors.EVENT_READ and data in self.conns and data not in self.paused:
                         self._read(data)
+            if ring_ready:
+                self._read_datagrams()
             now = time.monotonic()
             if now >= next_tick:
                 self._perform(daemon.tick(now))
@@ -6127,24 +6375,45 @@ class DaemonServer:
         self._perform(actions)
 
     def _read_datagrams(self) -> None:
-        """Up to RING_MAX_DATAGRAMS_PER_WAKEUP datagrams; the ring's own datagrams go out at
-        once, the rest of each batch (mostly writes to clients) after the burst, so that many
-        deliveries to one client leave in one send()."""
+        """Up to RING_MAX_DATAGRAMS_PER_WAKEUP datagrams from both ring sockets; the ring's own
+        datagrams go out at once, the rest of the burst (mostly writes to clients) after it,
+        so that many deliveries to one client leave in one send(). The segment's data is read
+        before each unicast datagram: a token that names packets sent before it would
+        otherwise be taken while they still wait in the other socket, and they would be asked
+        for again."""
+        budget = RING_MAX_DATAGRAMS_PER_WAKEUP
+        mcast, udp = self.mcast, self.udp
+        while budget > 0:
+            if mcast is not None:
+                budget -= self._take_datagrams(mcast, budget, self.ring_addr)
+            if budget <= 0 or not self._take_datagrams(udp, 1, None):
+                break
+            budget -= 1
+        self._perform(self.daemon.end_of_burst())
+
+    def _take_datagrams(self, sock: socket.socket, limit: int, own: Optional[Tuple[str, int]]) -> int:
+        """Read and hand to the core up to `limit` datagrams of one socket: how many were read.
+        Our own multicast data comes back on the segment socket on loopback: dropped unread."""
         daemon = self.daemon
-        later: list = []
-        for _ in range(RING_MAX_DATAGRAMS_PER_WAKEUP):
+        recvfrom = sock.recvfrom
+        count = 0
+        while count < limit:
             try:
-                data, src = self.udp.recvfrom(65536)
+                data, src = recvfrom(65536)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
                 break
-            for action in daemon.datagram(data, src, time.monotonic()):
+            count += 1
+            if src == own:
+                self.own_copies += 1
+                continue
+            for action in daemon.datagram_in_burst(data, src, time.monotonic()):
                 if action.__class__ is SendDatagram:
                     self._send_datagram(action)
                 else:
-                    later.append(action)
-        self._perform(later)
+                    self._multicast_datagram(action)
+        return count
 
     def _perform(self, actions: list) -> None:
         """Do what the core asked, in order; what the socket took goes back to the core, and
@@ -6163,6 +6432,8 @@ class DaemonServer:
                     queue.extend(daemon.written(action.conn_id, sent))
             elif cls is SendDatagram:
                 self._send_datagram(action)
+            elif cls is MulticastDatagram:
+                self._multicast_datagram(action)
             elif cls is LogLine:
                 self.log(action.text)
             elif cls is CloseConnection:
@@ -6194,6 +6465,18 @@ class DaemonServer:
     def _send_datagram(self, action: SendDatagram) -> None:
         dest = self.peers.get(action.dest)
         if dest is None or self.udp is None:
+            return
+        try:
+            self.udp.sendto(action.packet, dest)
+            self.datagrams_out += 1
+        except OSError:
+            self.send_errors += 1  # the ring retransmits what is lost
+
+    def _multicast_datagram(self, action: MulticastDatagram) -> None:
+        dest = self.mcast_dest
+        if dest is None:
+            for name in action.dests:
+                self._send_datagram(SendDatagram(action.packet, name))
             return
         try:
             self.udp.sendto(action.packet, dest)
@@ -6253,6 +6536,7 @@ class DaemonServer:
         self._print(render_status(snap) if rich is not None else render_status_text(snap))
         ring = self.daemon.ring_snapshot(now, self.datagrams_out)
         if ring is not None:
+            ring["segment"] = self.segment_text()
             self._print(render_ring_status(ring))
 
     def _print(self, renderable) -> None:
@@ -6660,6 +6944,21 @@ class Mailbox:
     def multicast(self, service_type: int, groups, data, mess_type: int = 0) -> int:
         """Send data (bytes, str, or a list of parts: a scatter) to one group or a list of groups.
         Returns the number of data bytes sent."""
+        frame, size = self._frame(service_type, groups, data, mess_type)
+        self._send(frame)
+        return size
+
+    def multicast_many(self, service_type: int, groups, datas: Sequence, mess_type: int = 0) -> int:
+        """Several messages to the same groups with one system call (a flooding sender's
+        messages then cost the daemon one read for many, too). Each is checked as multicast()
+        checks it, and nothing is sent if one is refused. Returns the data bytes sent."""
+        frames = [self._frame(service_type, groups, data, mess_type) for data in datas]
+        if frames:
+            self._send(b"".join(frame for frame, _ in frames))
+        return sum(size for _, size in frames)
+
+    def _frame(self, service_type: int, groups, data, mess_type: int) -> Tuple[bytes, int]:
+        """One message's bytes, and its data bytes; SpreadError if it cannot be sent."""
         if service_type & ~(REGULAR_MESS | SELF_DISCARD) or (service_type & REGULAR_MESS) not in SERVICE_NAMES:
             raise IllegalService("service type 0x%x: exactly one of UNRELIABLE..SAFE, optionally | SELF_DISCARD" % service_type)
         if isinstance(groups, str):
@@ -6691,8 +6990,7 @@ class Mailbox:
             raise MessageTooLong("%d data bytes + 32 x %d groups = %d > %d" % (len(data), len(groups), size, MAX_SEND_LEN))
         head = HEADER.pack(service_type | MY_ENDIAN_MARKER, self._pg_padded, len(groups),
                            ((mess_type << 8) & 0x00FFFF00) | MY_ENDIAN_MARKER, len(data))
-        self._send(head + b"".join(parts) + data)
-        return len(data)
+        return head + b"".join(parts) + data, len(data)
 
     # -- receiving ---------------------------------------------------------------------------
     def _wait_readable(self, timeout: Optional[float]) -> bool:
@@ -7375,7 +7673,8 @@ def _datagram_rows(snap):
     if "datagrams" not in snap:
         return []
     received, sent, strangers = snap["datagrams"]
-    return [("datagrams in / out", "%d / %d" % (received, sent)),
+    return ([("ring data sent by", snap["segment"])] if "segment" in snap else []) + [
+            ("datagrams in / out", "%d / %d" % (received, sent)),
             ("datagrams from strangers", "%d (not from a daemon of the file: dropped)" % strangers)]
 
 
@@ -7471,6 +7770,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--status-every", type=_seconds, default=DEFAULT_STATUS_EVERY_S,
                    help="seconds between status tables (0: never; default 20)")
     d.add_argument("--no-unix", action="store_true", help="do not listen on the unix socket /tmp/PORT")
+    d.add_argument("--no-multicast", action="store_true",
+                   help="send the ring's data by unicast to each daemon instead of one IP multicast to "
+                        "the segment's address (for a network that drops multicast)")
     d.add_argument("--pid-file", help="write the daemon's process id to this file (removed at a clean stop): "
                                       "`kill -9 $(cat FILE)` crashes this daemon and no other")
     d.add_argument("--key", metavar="FILE",
@@ -7646,14 +7948,23 @@ def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
                           daemon_order=config.daemon_order(), limits=client_limits_of(args),
                           rng=random.Random(), ring_rng=random.Random(), now=time.monotonic())
     peers = {d.name: (d.ip, d.port) for d in config.daemons}
+    segment, no_segment = segment_of(config, args.no_multicast)
     server = DaemonServer(daemon, listen, port, None if args.no_unix else "/tmp/%d" % port,
-                          args.status_every, ring=((entry.ip, entry.port), peers))
+                          args.status_every, ring=((entry.ip, entry.port), peers),
+                          segment=segment)
+    if segment is None:
+        server.segment_problem = no_segment
     try:
         server.open()
     except OSError as exc:
         print("spread_mini: %s" % ring_open_error(exc, server, entry, listen, port), file=sys.stderr)
         server.close()
         return 1
+
+    if server.join_failed:  # another machine may have joined: then the two cannot talk
+        print("WARNING: the ring's data goes by unicast (%s); the daemons that did join the segment "
+              "send theirs by multicast, which this one does not get: start every daemon of the file "
+              "with --no-multicast" % server.segment_problem, flush=True)
 
     stopped_by = []
 
@@ -7665,9 +7976,9 @@ def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
     signal.signal(signal.SIGINT, stop)
     write_pid_file(args.pid_file)
     server.log("spread_mini daemon %s (incarnation %d, pid %d) listening on %s; ring on %s:%d/udp "
-               "with %s (unicast to each)%s" % (entry.name, incarnation, os.getpid(),
-                                              server.where_listening("%s:%d" % (listen, port)), entry.ip,
-                                              entry.port, ", ".join(sorted(peers)),
+               "with %s; data by %s%s" % (entry.name, incarnation, os.getpid(),
+                                         server.where_listening("%s:%d" % (listen, port)), entry.ip,
+                                         entry.port, ", ".join(sorted(peers)), server.segment_text(),
                                               "; packets signed with the key %s" % args.key if key else ""))
     server.log("ring protocol: %s" % _ring_protocol_text(
         settings.accelerated_window_packets if settings.accelerated_ring else None))
@@ -7683,6 +7994,16 @@ def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
         remove_pid_file(args.pid_file)
         server.log("daemon %s stopped" % entry.name)
     return 0
+
+
+def segment_of(config, no_multicast: bool = False) -> Tuple[Optional[Tuple[str, int]], str]:
+    """(the multicast group and port the ring's data goes to, or None; why not): the segment's,
+    when there is exactly one (one ring over several segments has no common group)."""
+    if no_multicast:
+        return None, "--no-multicast"
+    if len(config.segments) != 1:
+        return None, "%d segments" % len(config.segments)
+    return (config.segments[0].address, config.segments[0].port), ""
 
 
 def unkeyed_lan_warning(config) -> List[str]:

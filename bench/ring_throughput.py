@@ -225,9 +225,24 @@ def case_names(tmpdir, size):
     return "bench%d_%d" % (size, case_no), os.path.join(tmpdir, "ready_%d" % case_no)
 
 
-def run_case(n, port, service_name, size, count, tmpdir, rate=0, logs=()):
+def cpu_seconds(pids):
+    """utime + stime of these processes, summed (0 where /proc cannot tell)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / ticks
+
+
+def run_case(n, port, service_name, size, count, tmpdir, rate=0, logs=(), pids=()):
     """(got, seconds, bytes, p50 s, p99 s, detail) or None; detail says what the receiver
-    missed and saw (missing sequence numbers, membership messages), what the sender sent, and
+    missed and saw (missing sequence numbers, membership messages), what the sender sent, the
+    daemons' CPU seconds (`pids`: summed, from the receiver's join to its last message), and
     what the daemons' logs say happened meanwhile (a new ring, a client cut off)."""
     group, ready = case_names(tmpdir, size)
     log_marks = {path: log_size(path) for path in logs}
@@ -240,6 +255,7 @@ def run_case(n, port, service_name, size, count, tmpdir, rate=0, logs=()):
             rcv.kill()
             return None
         time.sleep(0.05)
+    cpu_before = cpu_seconds(pids)
     snd = subprocess.Popen([sys.executable, __file__, "--role", "sender", "--port", str(port),
                             "--ip", "127.0.0.1", "--count", str(count), "--size", str(size),
                             "--service", service_name, "--group", group, "--rate", str(rate)],
@@ -249,6 +265,7 @@ def run_case(n, port, service_name, size, count, tmpdir, rate=0, logs=()):
     except subprocess.TimeoutExpired:
         rcv.kill()
         out = ""
+    cpu_used = cpu_seconds(pids) - cpu_before
     try:
         snd_out, _ = snd.communicate(timeout=30)
     except subprocess.TimeoutExpired:
@@ -265,6 +282,7 @@ def run_case(n, port, service_name, size, count, tmpdir, rate=0, logs=()):
         if line.startswith("SENT"):
             detail["sent"] = int(line.split()[1])
     detail["daemon_events"] = daemon_events(log_marks)
+    detail["daemon_cpu_s"] = cpu_used
     return tuple(result + [detail]) if result else None
 
 
@@ -395,11 +413,11 @@ def main(argv=None):
                                 if args.sizes != "100,1000" else [1000], variants)
     if args.repeat is None:
         args.repeat = 1
-    print("| daemons | service | size B | messages | msgs/s | x 1 daemon | Mbit/s | latency p50 ms | p99 ms |"
-          + (" version |" if args.against else ""))
-    print("|---|---|---|---|---|---|---|---|---|" + ("---|" if args.against else ""), flush=True)
+    print("| daemons | service | size B | messages | msgs/s | x 1 daemon | Mbit/s | latency p50 ms | p99 ms "
+          "| daemon CPU us/msg |" + (" version |" if args.against else ""))
+    print("|---|---|---|---|---|---|---|---|---|---|" + ("---|" if args.against else ""), flush=True)
     one_daemon = {}  # (version, service, size) -> msgs/s of the 1-daemon row: the figure beside each row
-    rates = {}  # (n, service, size, version) -> [msgs/s of each run]
+    rates = {}  # (n, service, size, version) -> [(msgs/s, daemon CPU us/msg, p99 ms) of each run]
     notes = []  # what went wrong in a row, printed under the table
     with tempfile.TemporaryDirectory() as tmpdir:
         for n in rings:
@@ -411,7 +429,8 @@ def main(argv=None):
                         for service in services:
                             for size in sizes:
                                 rate = print_case(n, port, service, size, args, tmpdir, one_daemon,
-                                                  version if args.against else "", notes, logs)
+                                                  version if args.against else "", notes, logs,
+                                                  [p.pid for p in procs])
                                 rates.setdefault((n, service, size, version), []).append(rate)
                     finally:
                         stop_daemons(procs)
@@ -443,22 +462,24 @@ def print_notes(notes):
         print("\n".join(notes), flush=True)
 
 
-def print_case(n, port, service, size, args, tmpdir, one_daemon, version, notes, logs=()):
-    """One row; msgs/s (0.0 if the case failed)."""
+def print_case(n, port, service, size, args, tmpdir, one_daemon, version, notes, logs=(), pids=()):
+    """One row; (msgs/s, the daemons' CPU per message in us, summed, p99 latency in ms) (zeros
+    if it failed)."""
     tail = " %s |" % version if version else ""
-    r = run_case(n, port, service, size, args.count, tmpdir, args.rate, logs)
+    r = run_case(n, port, service, size, args.count, tmpdir, args.rate, logs, pids)
     if r is None or r[0] < 2:
-        print("| %d | %s | %d | failed | | | | | |%s" % (n, service, size, tail), flush=True)
-        return 0.0
+        print("| %d | %s | %d | failed | | | | | | |%s" % (n, service, size, tail), flush=True)
+        return 0.0, 0.0, 0.0
     got, elapsed, nbytes, p50, p99, _detail = r
     mark = footnote(notes, n, service, size, args.count, r)
     rate = got / elapsed if elapsed > 0 else 0.0
     if n == 1:
         one_daemon[(version, service, size)] = rate
-    print("| %d | %s | %d | %d%s | %.0f | %s | %.1f | %.1f | %.1f |%s" % (
+    cpu_us = _detail.get("daemon_cpu_s", 0.0) / got * 1e6
+    print("| %d | %s | %d | %d%s | %.0f | %s | %.1f | %.1f | %.1f | %.0f |%s" % (
         n, service, size, got, mark, rate, ratio_text(rate, one_daemon.get((version, service, size))),
-        rate * size * 8 / 1e6, p50 * 1000, p99 * 1000, tail), flush=True)
-    return rate
+        rate * size * 8 / 1e6, p50 * 1000, p99 * 1000, cpu_us, tail), flush=True)
+    return rate, cpu_us, p99 * 1000
 
 
 def median(values):
@@ -468,16 +489,19 @@ def median(values):
 
 def print_comparison(rates, rings, services, sizes, against):
     print()
-    print("this spread_mini.py against %s (median msgs/s of the runs above):" % against)
-    print("| daemons | service | size B | this | against | this / against |")
-    print("|---|---|---|---|---|---|")
+    print("this spread_mini.py against %s (medians of the runs above; CPU: the daemons', summed):" % against)
+    print("| daemons | service | size B | msgs/s this | against | this / against "
+          "| CPU us/msg this | against | this / against | p99 ms this | against |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for n in rings:
         for service in services:
             for size in sizes:
-                mine = median(rates.get((n, service, size, "this"), []))
-                theirs = median(rates.get((n, service, size, "against"), []))
-                print("| %d | %s | %d | %.0f | %.0f | %s |" % (
-                    n, service, size, mine, theirs, "%.2f" % (mine / theirs) if theirs else "-"), flush=True)
+                mine = [median([r[k] for r in rates.get((n, service, size, "this"), [])]) for k in (0, 1, 2)]
+                theirs = [median([r[k] for r in rates.get((n, service, size, "against"), [])]) for k in (0, 1, 2)]
+                print("| %d | %s | %d | %.0f | %.0f | %s | %.0f | %.0f | %s | %.1f | %.1f |" % (
+                    n, service, size, mine[0], theirs[0], "%.2f" % (mine[0] / theirs[0]) if theirs[0] else "-",
+                    mine[1], theirs[1], "%.2f" % (mine[1] / theirs[1]) if theirs[1] else "-",
+                    mine[2], theirs[2]), flush=True)
 
 
 def key_compare(args, rings, services, sizes):

@@ -19,6 +19,8 @@ messages undelivered, so no session meets a daemon's per-session limit.
     sudo python3 bench/side_by_side.py                          # 3 pairs, 50,000 x 1000 B AGREED
     sudo python3 bench/side_by_side.py --service SAFE --pairs 5
     sudo python3 bench/side_by_side.py --count 20000 --size 100
+    git show main:spread_mini.py > /tmp/main_spread_mini.py    # and another version, in the same run:
+    sudo python3 bench/side_by_side.py --against /tmp/main_spread_mini.py
 
 Needs root (namespaces), iproute2, unshare and gcc; the real Spread build comes from
 tests/real_spread.py (SPREAD_BIN, its cache folder, or ../shared/spread-real/build.sh: ~50 s
@@ -118,7 +120,14 @@ def prepare(work: str) -> Tuple[str, str, str]:
 # Running: daemons, a batch, the CPU they spent
 # ---------------------------------------------------------------------------------------------
 
+#: with --against: the other spread_mini.py, run as a third kind ("base") in every pair
+AGAINST: List[str] = []
+
+
 def daemon_argv(kind: str, host: int, real_daemon: str, conf: str) -> List[str]:
+    if kind == "base":
+        return [sys.executable, AGAINST[0], "daemon", "-c", conf, "--name", "d%d" % host,
+                "--no-unix", "--status-every", "0"]
     if kind == "real":
         # a private /tmp, made inside: the daemon's /tmp/4803 and RuntimeDir never meet another's
         inner = 'mount -t tmpfs none /tmp && mkdir /tmp/rt && exec "$0" -c "$1" -n "$2"'
@@ -220,18 +229,33 @@ def one_run(lab, kind: str, tools, work: str, args, pair: int) -> Tuple[Run, flo
 def summary(runs: Dict[str, List[Run]], count: int, what: str) -> str:
     def median(kind, key):
         return statistics.median(key(r) for r in runs[kind])
-    rate = {k: median(k, lambda r: r.rate) for k in KINDS}
-    cpu = {k: median(k, lambda r: r.cpu_us_per_message(count)) for k in KINDS}
-    ratio = statistics.median(m.rate / r.rate for m, r in zip(runs["mini"], runs["real"]))
-    # A short run of the real daemons can take less CPU than the kernel's clock tick counts (10 ms):
-    # 0 s, with no ratio to be had from it.
-    cpu_ratios = [m.cpu_us_per_message(count) / r.cpu_us_per_message(count)
-                  for m, r in zip(runs["mini"], runs["real"]) if r.cpu_us_per_message(count) > 0]
-    cpu_ratio = ("%.2f" % statistics.median(cpu_ratios) if cpu_ratios else
-                 "n/a (the real daemons' CPU time was below the 10 ms the kernel counts: use a larger --count)")
-    return ("%s: spread_mini %d msgs/s, real Spread %d msgs/s, ratio %.2f (median of %d pairs); "
-            "daemon CPU per message (3 daemons summed) spread_mini %.0f us, real %.0f us, ratio %s"
-            % (what, rate["mini"], rate["real"], ratio, len(runs["mini"]), cpu["mini"], cpu["real"], cpu_ratio))
+
+    def ratios(kind, other):
+        """Medians of the per-pair ratios; CPU time comes in clock ticks (10 ms): a short run
+        of the C daemon can read as 0, and such a pair has no CPU ratio (None if none has)."""
+        pairs = list(zip(runs[kind], runs[other]))
+        rate = statistics.median(m.rate / r.rate for m, r in pairs)
+        cpu = [m.cpu_us_per_message(count) / r.cpu_us_per_message(count) for m, r in pairs
+               if r.cpu_us_per_message(count) > 0]
+        return rate, (statistics.median(cpu) if cpu else None)
+
+    def cpu_text(value):
+        return ("ratio %.2f" % value if value is not None
+                else "ratio n/a (the real daemons' CPU time was below the 10 ms the kernel counts: raise --count)")
+    kinds = [k for k in runs if runs[k]]
+    rate = {k: median(k, lambda r: r.rate) for k in kinds}
+    cpu = {k: median(k, lambda r: r.cpu_us_per_message(count)) for k in kinds}
+    ratio, cpu_ratio = ratios("mini", "real")
+    line = ("%s: spread_mini %d msgs/s, real Spread %d msgs/s, ratio %.2f (median of %d pairs); "
+            "daemon CPU per message (3 daemons summed) spread_mini %.0f us, real %.0f us, %s"
+            % (what, rate["mini"], rate["real"], ratio, len(runs["mini"]), cpu["mini"], cpu["real"],
+               cpu_text(cpu_ratio)))
+    if "base" in kinds:
+        base_ratio, base_cpu_ratio = ratios("mini", "base")
+        line += ("\nagainst %s: %d msgs/s, %.0f us CPU per message; spread_mini / it: rate %.2f, CPU %s"
+                 " (medians of the per-pair ratios)" % (AGAINST[0], rate["base"], cpu["base"], base_ratio,
+                                                         cpu_text(base_cpu_ratio)))
+    return line
 
 
 def measure(args, work: str) -> str:
@@ -241,14 +265,15 @@ def measure(args, work: str) -> str:
     print("%s, %d messages a run, %d pairs; spread_mini %s (Python %s) vs real Spread 4.4; load average %.2f"
           % (what, args.count, args.pairs, os.path.join(ROOT, "spread_mini.py"), sys.version.split()[0],
              os.getloadavg()[0]), flush=True)
-    runs: Dict[str, List[Run]] = {k: [] for k in KINDS}
+    kinds = KINDS + (("base",) if AGAINST else ())
+    runs: Dict[str, List[Run]] = {k: [] for k in kinds}
     with labnet.LabNet(DAEMONS, tag="sbs%d" % (os.getpid() % 10000)) as lab:
         # The bridge floods multicast to every port, as a plain lab switch does: with IGMP
         # snooping and no querier on the bridge, the real daemons' ring does not form reliably.
         subprocess.run(["ip", "-n", lab.switch, "link", "set", "br0", "type", "bridge", "mcast_snooping", "0"],
                        check=True, capture_output=True)
         for pair in range(1, args.pairs + 1):
-            for kind in (KINDS if pair % 2 else KINDS[::-1]):
+            for kind in (kinds if pair % 2 else kinds[::-1]):
                 run, seconds = one_run(lab, kind, tools, work, args, pair)
                 runs[kind].append(run)
                 print("pair %d %-4s: %6d msgs/s at the slower receiver (sender %d), daemon CPU %s s = %.0f us/msg, "
@@ -264,7 +289,14 @@ def parse_args(argv: Optional[List[str]] = None):
     parser.add_argument("--pairs", type=int, default=3, help="real / spread_mini pairs (default 3)")
     parser.add_argument("--size", type=int, default=1000, help="bytes per message (default 1000)")
     parser.add_argument("--service", type=str.upper, choices=["AGREED", "SAFE"], default="AGREED")
+    parser.add_argument("--against", metavar="SPREAD_MINI_PY",
+                        help="also run the daemons of this spread_mini.py in every pair (a third kind, "
+                             "'base'), and print spread_mini / it")
     args = parser.parse_args(argv)
+    if args.against:
+        if not os.path.isfile(args.against):
+            parser.error("--against %s: no such file" % args.against)
+        AGAINST[:] = [os.path.abspath(args.against)]
     if args.count < 2 or args.pairs < 1 or not 1 <= args.size <= 100000:
         parser.error("needs --count >= 2, --pairs >= 1 and 1 <= --size <= 100000")
     return args
@@ -293,8 +325,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if code == 0:
             shutil.rmtree(work, ignore_errors=True)
     print(line)
-    print("rerun: sudo python3 bench/side_by_side.py --count %d --pairs %d --size %d --service %s"
-          % (args.count, args.pairs, args.size, args.service))
+    print("rerun: sudo python3 bench/side_by_side.py --count %d --pairs %d --size %d --service %s%s"
+          % (args.count, args.pairs, args.size, args.service, " --against %s" % args.against if args.against else ""))
     return code
 
 

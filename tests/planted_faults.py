@@ -210,9 +210,7 @@ def transitional_lacks_member():
 #: transitional configuration (EVS: a later message may depend on the missing one)
 DISCARD_RULE = "if after_gap and m.origin[0] not in trans_names:"
 #: a seed whose run has messages that EVS requires to be discarded, some with a causal
-#: predecessor missing (of the CI seeds 1..160, the mutant is caught in 6 and 55, which run the
-#: Accelerated Ring with every packet after the token, in 97 (5 after it) and in 36 (the
-#: original ring); the others discard only messages that depend on nothing missing)
+#: predecessor missing (found again for the merged ring: see find_discard_seed below)
 DISCARD_SEED = 6
 
 

@@ -339,6 +339,9 @@ class Sim:
             for out, msg_id in outputs:
                 if isinstance(out, sr.Send):
                     self.send(name, out.dest, out.packet)
+                elif isinstance(out, sr.SendToAll):  # IP multicast: each copy may be lost alone
+                    for dest in out.dests:
+                        self.send(name, dest, out.packet)
                 elif isinstance(out, sr.Deliver):
                     if core is not None:
                         core.deliver(out.msg)

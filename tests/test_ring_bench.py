@@ -151,3 +151,11 @@ def test_ring_lan_measures_both_protocols_on_shaped_namespace_links():
     assert [row[2].strip() for row in rows] == ["off", "window 15"], out.stdout
     assert all(row[4].strip() == "300" for row in rows), out.stdout
     assert "ratio" in out.stdout and "links 20 Mbit/s" in out.stdout
+def test_ring_cores_counts_every_message_through_three_cores_and_prints_its_figure():
+    """bench/ring_cores.py: the in-process ring delivers every message to both receivers (it
+    exits 2 otherwise), once for ours and once against another copy of the same file."""
+    out = subprocess.run([sys.executable, "bench/ring_cores.py", "--count", "400", "--repeat", "1",
+                          "--against", "spread_mini.py"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "us CPU per message (median of 1)" in out.stdout and "this / against" in out.stdout
+    assert "rerun: python3 bench/ring_cores.py" in out.stdout

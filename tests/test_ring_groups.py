@@ -26,10 +26,12 @@ class Lab:
 
     def pump(self, name):
         for action in self.daemons[name].take_actions():
-            if isinstance(action, sp.SendDatagram):
-                self.counter += 1
-                heapq.heappush(self.queue, (self.now + 0.001, self.counter, action.dest, name,
-                                            action.packet))
+            if isinstance(action, (sp.SendDatagram, sp.MulticastDatagram)):
+                dests = action.dests if isinstance(action, sp.MulticastDatagram) else (action.dest,)
+                for dest in dests:
+                    self.counter += 1
+                    heapq.heappush(self.queue, (self.now + 0.001, self.counter, dest, name,
+                                                action.packet))
             else:
                 self.others[name].append(action)
 

@@ -146,7 +146,8 @@ def join_from(pid, proc_set=(), fail_set=(), ring_seq=0):
 
 def sent_packets(orderer, dest=None):
     return [sr.decode_ring_packet(s.packet) for s in orderer.poll()
-            if isinstance(s, sr.Send) and (dest is None or s.dest == dest)]
+            if (isinstance(s, sr.Send) and (dest is None or s.dest == dest))
+            or (isinstance(s, sr.SendToAll) and (dest is None or dest in s.dests))]
 
 
 def test_a_join_naming_us_with_a_higher_incarnation_makes_us_take_a_newer_one_and_gather():

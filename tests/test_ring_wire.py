@@ -327,3 +327,46 @@ def test_a_short_or_missing_key_file_is_refused_with_the_way_to_make_one(tmp_pat
         sr.read_key_file(str(short))
     with pytest.raises(ValueError, match="cannot read"):
         sr.read_key_file(str(tmp_path / "none.key"))
+
+
+def test_data_travels_in_the_client_format_and_is_delivered_without_encoding_it_again():
+    raw = sr.encode_message(sr.AGREED_MESS, "#bob#d1", ["g1", "g2"], sr.make_hint(7), b"\x00hello")
+    msg = sr.Multicast(sr.DATA, "d1", "#bob#d1", sr.AGREED_MESS, ["g1", "g2"], sr.make_hint(7), None, raw)
+    body = sr.encode_message_body(msg)
+    assert body[0] == sr.RING_WIRE_DATA and body[1:] == raw
+    back = sr.decode_message_body(body, "d1")
+    assert back.raw == raw  # what every client of every daemon gets, as it came in
+    assert (back.kind, back.origin, back.sender, back.service_type, list(back.groups), back.hint,
+            back.data) == (sr.DATA, "d1", "#bob#d1", sr.AGREED_MESS, ["g1", "g2"], sr.make_hint(7), b"\x00hello")
+
+
+def test_data_from_a_daemon_of_the_other_byte_order_is_read_and_given_to_clients_in_ours():
+    hint = sr.make_hint(3)
+    ours = sr.encode_message(sr.SAFE_MESS | sr.SELF_DISCARD, "#al#d2", ["g"], hint, b"xyz")
+    other_marker = sr.ENDIAN_TYPE ^ sr.MY_ENDIAN_MARKER
+    theirs = sr.HEADER_SWAPPED.pack(sr.SAFE_MESS | sr.SELF_DISCARD | other_marker, sr.pad_name("#al#d2"),
+                                    1, hint, 3) + sr.pad_name("g") + b"xyz"
+    back = sr.decode_message_body(b"\x80" + theirs, "d2")
+    assert (back.sender, back.service_type, list(back.groups), back.data) == (
+        "#al#d2", sr.SAFE_MESS | sr.SELF_DISCARD, ["g"], b"xyz")
+    # in our order, but the hint's raw bits as the client sent them (its reader flips it)
+    out = back.wire()
+    assert out[:40] == ours[:40] and out[44:] == ours[44:] and out[40:44] == theirs[40:44]
+
+
+def test_a_client_format_body_that_does_not_add_up_is_refused():
+    raw = sr.encode_message(sr.AGREED_MESS, "#bob#d1", ["g1"], sr.make_hint(0), b"12345")
+    for bad in (raw[:-1], raw + b"!", raw[:40], sr.encode_message(sr.JOIN_MESS, "#bob#d1", ["g1"], 0, b""),
+                raw[:36] + sr.INT32.pack(sr.MAX_GROUPS + 1) + raw[40:]):
+        try:
+            sr.decode_message_body(b"\x80" + bad, "d1")
+        except sr.RingWireError:
+            continue
+        raise AssertionError("accepted %r" % bad)
+
+
+def test_data_whose_names_do_not_fit_the_client_format_goes_field_by_field():
+    msg = sr.DaemonMessage(sr.DATA, "d1", "#" + "x" * 40, sr.FIFO_MESS, ["g"], data=b"d")
+    body = sr.encode_message_body(msg)
+    assert body[0] != sr.RING_WIRE_DATA
+    assert sr.decode_message_body(body, "d1").sender == "#" + "x" * 40

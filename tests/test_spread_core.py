@@ -646,3 +646,46 @@ def test_a_message_the_ring_refuses_ends_its_session_instead_of_vanishing():
     closes = [a for a in d.take_actions() if isinstance(a, sp.CloseConnection) and a.conn_id == 1]
     assert closes and "queue is full" in closes[0].reason
     assert d.disconnections["daemon overloaded: the ring's queue is full"] == 1
+
+
+# ---- the client library: several messages in one system call ----------------------------------
+
+def _mailbox_pair():
+    import socket
+    ours, daemon_side = socket.socketpair()
+    return sp.Mailbox(ours, "#u#d1", (4, 4, 0), False), daemon_side
+
+
+def _read_all(sock, count):
+    data = b""
+    sock.settimeout(2)
+    while len(data) < count:
+        data += sock.recv(65536)
+    return data
+
+
+def test_multicast_many_sends_the_bytes_of_each_multicast_at_once():
+    one, side_one = _mailbox_pair()
+    many, side_many = _mailbox_pair()
+    datas = [b"first", "second", [b"sca", "tter"], b"x" * 1000]
+    sizes = [one.multicast(sp.AGREED_MESS, ["g1", "g2"], d, 7) for d in datas]
+    expected = _read_all(side_one, sum(sizes) + len(datas) * (48 + 64))
+    assert many.multicast_many(sp.AGREED_MESS, ["g1", "g2"], datas, 7) == sum(sizes)
+    assert _read_all(side_many, len(expected)) == expected
+    # and the daemon's session reads them as the four messages they are
+    import random
+    session = sp.ClientSession(1, "d1", lambda name: True, random.Random(1), lambda *a: None)
+    session.receive_data(sp.encode_connect("u", False) + sp.encode_auth_choice())
+    assert session.state == sp.OPEN and session.private_group == "#u#d1"
+    events = session.receive_data(expected)
+    assert [e.data for e in events] == [b"first", b"second", b"scatter", b"x" * 1000]
+
+
+def test_multicast_many_sends_nothing_when_one_message_is_refused():
+    box, side = _mailbox_pair()
+    with pytest.raises(sp.MessageTooLong):
+        box.multicast_many(sp.AGREED_MESS, "g", [b"fine", b"x" * (sp.MAX_SEND_LEN + 1)])
+    side.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        side.recv(100)
+    assert box.multicast_many(sp.AGREED_MESS, "g", []) == 0

@@ -1,0 +1,194 @@
+#!/usr/bin/env python3
+"""The CPU that three daemon cores spend per message, without sockets: where the Python time goes.
+
+Three spread_mini Daemon cores (d1, d2, d3, one ring) in this process, joined by an in-memory
+network that hands each daemon every datagram queued for it at once, the way the I/O loop
+reads a burst (Daemon.datagram_in_burst, then end_of_burst; one at a time for a version
+without them). A client session on d1 sends COUNT messages to a group, 20 per read, as a
+flooding client's TCP stream would arrive; a client on d2 and one on d3 are its members. The
+figure is this process's CPU time for the flood, per message (the three cores summed): the
+system calls, the kernel and the other processes of a real run are not in it, so it moves
+much less with the machine's load than bench/ring_throughput.py. With --against the same is
+measured for another spread_mini.py, alternating, and the ratio of the medians printed.
+
+    python3 bench/ring_cores.py                                   # 20,000 x 1000 B AGREED
+    python3 bench/ring_cores.py --size 100 --service SAFE
+    git show main:spread_mini.py > /tmp/main_spread_mini.py       # another version, in the same run:
+    python3 bench/ring_cores.py --against /tmp/main_spread_mini.py --repeat 5
+    python3 bench/ring_cores.py --profile                         # cProfile: the top functions
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import cProfile
+import importlib.util
+import os
+import pstats
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+NAMES = ["d1", "d2", "d3"]
+IPS = {name: "127.0.0.%d" % i for i, name in enumerate(NAMES, 1)}
+BATCH = 20  # messages per read of the sender's connection
+TICK_S = 0.001
+
+
+def load(path):
+    """spread_mini from `path` (a second version may sit beside ours in another process only)."""
+    spec = importlib.util.spec_from_file_location("spread_mini", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["spread_mini"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class Ring:
+    """Three cores and the datagrams between them; clients are connection 1 of each."""
+
+    def __init__(self, sp):
+        self.sp = sp
+        self.cores = {name: sp.build_daemon(name, IPS, incarnation=i) for i, name in enumerate(NAMES, 1)}
+        self.queue = collections.deque()  # (dest, src, packet)
+        self.received = collections.Counter()  # daemon -> bytes its client got
+        self.now = 0.0
+        self.burst = hasattr(sp.Daemon, "datagram_in_burst")
+
+    def perform(self, name, actions):
+        """Writes: the client takes everything. Datagrams: queued. The rest: ignored."""
+        core = self.cores[name]
+        todo = collections.deque(actions)
+        while todo:
+            action = todo.popleft()
+            kind = action.__class__.__name__
+            if kind == "Write":
+                self.received[name] += len(action.data)
+                todo.extend(core.written(action.conn_id, len(action.data)))
+            elif kind == "SendDatagram":
+                self.queue.append((action.dest, name, action.packet))
+            elif kind == "MulticastDatagram":
+                self.queue.extend((dest, name, action.packet) for dest in action.dests)
+
+    def run_network(self):
+        while self.queue:
+            burst = list(self.queue)
+            self.queue.clear()
+            touched = []
+            for dest, src, packet in burst:
+                core = self.cores[dest]
+                if self.burst:
+                    self.perform(dest, core.datagram_in_burst(packet, (IPS[src], 4803), self.now))
+                    if dest not in touched:
+                        touched.append(dest)
+                else:
+                    self.perform(dest, core.datagram(packet, (IPS[src], 4803), self.now))
+            for name in touched:
+                self.perform(name, self.cores[name].end_of_burst())
+
+    def tick(self, steps=1):
+        for _ in range(steps):
+            self.now += TICK_S
+            for name in NAMES:
+                self.perform(name, self.cores[name].tick(self.now))
+            self.run_network()
+
+    def client(self, name, user, group=None):
+        sp, core = self.sp, self.cores[name]
+        self.perform(name, core.connection_opened(1, self.now, "127.0.0.1"))
+        self.perform(name, core.connection_data(1, sp.encode_connect(user, True) + sp.encode_auth_choice()))
+        if group:
+            self.perform(name, core.connection_data(1, sp.encode_message(
+                sp.JOIN_MESS, "#%s#%s" % (user, name), [group], sp.make_hint(0), b"")))
+        return "#%s#%s" % (user, name)
+
+
+def measure(path, count, size, service, profile):
+    """(us of CPU per message, messages each receiver got); prints a profile if asked."""
+    sp = load(path)
+    ring = Ring(sp)
+    ring.tick(3000)  # the ring forms (startup waits one consensus timeout)
+    sender = ring.client("d1", "snd")
+    ring.client("d2", "r2", "g")
+    ring.client("d3", "r3", "g")
+    ring.tick(500)
+    ring.received.clear()
+    one = sp.encode_message(getattr(sp, service + "_MESS"), sender, ["g"], sp.make_hint(0), b"x" * size)
+    prof = cProfile.Profile() if profile else None
+    started = time.process_time()
+    if prof:
+        prof.enable()
+    sent = 0
+    while sent < count:
+        ring.perform("d1", ring.cores["d1"].connection_data(1, one * BATCH))
+        sent += BATCH
+        ring.run_network()
+        if sent % (BATCH * 20) == 0:
+            ring.tick()
+    ring.tick(200)
+    if prof:
+        prof.disable()
+    cpu_s = time.process_time() - started
+    if prof:
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+    got = min(ring.received["d2"], ring.received["d3"]) // len(one)
+    return cpu_s / sent * 1e6, got
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--count", type=int, default=20000, help="messages (default 20000)")
+    parser.add_argument("--size", type=int, default=1000, help="bytes of data per message (default 1000)")
+    parser.add_argument("--service", type=str.upper, choices=["AGREED", "SAFE"], default="AGREED")
+    parser.add_argument("--against", metavar="SPREAD_MINI_PY", help="another spread_mini.py, measured alternately")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each version (default 3)")
+    parser.add_argument("--profile", action="store_true", help="one run of ours under cProfile")
+    parser.add_argument("--one", metavar="SPREAD_MINI_PY", help=argparse.SUPPRESS)  # a child: one run
+    args = parser.parse_args(argv)
+    if args.count < BATCH or not 1 <= args.size <= 100000 or args.repeat < 1:
+        parser.error("needs --count >= %d, 1 <= --size <= 100000, --repeat >= 1" % BATCH)
+    if args.one:
+        us, got = measure(args.one, args.count, args.size, args.service, False)
+        print("%.3f %d" % (us, got))
+        return 0
+    ours = os.path.join(ROOT, "spread_mini.py")
+    print("%d x %d B %s through 3 daemon cores, no sockets; load average %.2f" % (
+        args.count, args.size, args.service, os.getloadavg()[0]), flush=True)
+    if args.profile:
+        us, got = measure(ours, args.count, args.size, args.service, True)
+        print("%.1f us CPU per message under the profiler (it costs about 3x); each receiver got %d" % (us, got))
+        return 0
+    versions = [("this", ours)] + ([("against", os.path.abspath(args.against))] if args.against else [])
+    figures = {name: [] for name, _ in versions}
+    for run in range(args.repeat):
+        for name, path in (versions if run % 2 == 0 else versions[::-1]):
+            # each run in a fresh process: two versions of the module never share one
+            out = subprocess.run([sys.executable, __file__, "--one", path, "--count", str(args.count),
+                                  "--size", str(args.size), "--service", args.service],
+                                 capture_output=True, text=True)
+            if out.returncode != 0:
+                print("%s: failed: %s" % (name, (out.stderr.strip().splitlines() or ["?"])[-1]))
+                return 2
+            us, got = out.stdout.split()
+            if int(got) != args.count - args.count % BATCH:
+                print("%s: a receiver got %s of %d messages" % (name, got, args.count))
+                return 2
+            figures[name].append(float(us))
+            print("run %d %-7s %.1f us CPU per message" % (run + 1, name, float(us)), flush=True)
+    line = "this spread_mini.py: %.1f us CPU per message (median of %d)" % (
+        statistics.median(figures["this"]), args.repeat)
+    if args.against:
+        line += "; %s: %.1f us; this / against %.2f" % (
+            args.against, statistics.median(figures["against"]),
+            statistics.median(figures["this"]) / statistics.median(figures["against"]))
+    print(line)
+    print("rerun: python3 bench/ring_cores.py --count %d --size %d --service %s --repeat %d%s" % (
+        args.count, args.size, args.service, args.repeat, " --against %s" % args.against if args.against else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
