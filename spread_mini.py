@@ -301,7 +301,10 @@ JOIN = "JOIN"
 LEAVE = "LEAVE"
 KILL = "KILL"
 STATE = "STATE"
-RING_KINDS = {DATA: 0, JOIN: 1, LEAVE: 2, KILL: 3, STATE: 4}
+#: ... and, with several sites, what a representative brings into its ring from the other
+#: sites (their messages, "update" frontiers, All-Received-Upto values: site records)
+SITES = "SITES"
+RING_KINDS = {DATA: 0, JOIN: 1, LEAVE: 2, KILL: 3, STATE: 4, SITES: 5}
 RING_KIND_NAMES = {v: k for k, v in RING_KINDS.items()}
 
 #: Kinds of daemon-daemon packet (the LINK level and membership; one byte in every header:
@@ -326,6 +329,8 @@ MAX_CHUNKS_PER_PACKET = 1024
 MAX_WIRE_COUNTER = 2 ** 53
 MAX_MESSAGE_BODY_BYTES = 144000 + 100 * 33 + 64  # data + group names + our small header
 MAX_GROUPS = MAX_GROUPS_PER_MESSAGE
+#: sites (Spread_Segments) a configuration may have: a site record names its site in a u16
+MAX_SITES = 256
 #: room kept free in every data packet so that it still fits max_packet_bytes when a daemon
 #: wraps it for recovery (outer header with the longest names, length and a key's tag: 111 bytes)
 RECOVERY_WRAP_BYTES = 120
@@ -1418,6 +1423,104 @@ def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket
         raise RingConfigurationError("a HOP packet of another configuration: %s"
                                      % stamp_difference(stamp, seal.stamp), stamp, sender)
     return packet
+
+
+# ---- Sites: the records that cross between sites (thesis 7.3.3) -----------------------------
+# A site's representative sends its site's messages and control to the other sites as site
+# records, and brings theirs into its ring (one message of kind SITES holds several). On a HOP
+# link the records of one direction are a byte stream cut into DATA payloads; the receiver
+# reads them back in link seq order (SiteRecordReader). Each record: length (u32), kind (u8),
+# site (u16), lts (u64), then
+#   MSG       site_seq (u64), service (u32), origin daemon name (u8 length + UTF-8), the
+#             message as the ring carries it (encode_message_body)
+#   FRONTIER  nothing: the site sends nothing more with an lts <= this (7.3.3's "update")
+#   ARU       nothing: every daemon of the site holds every message, of any site, up to lts
+SITE_MSG, SITE_FRONTIER, SITE_ARU = 1, 2, 3
+SITE_RECORD_KINDS = {SITE_MSG: "MSG", SITE_FRONTIER: "FRONTIER", SITE_ARU: "ARU"}
+_SITE_HEAD = struct.Struct(">BHQ")
+_SITE_MSG_HEAD = struct.Struct(">QI")
+#: the longest record: the longest message, its header and the origin's name
+MAX_SITE_RECORD_BYTES = MAX_MESSAGE_BODY_BYTES + _SITE_HEAD.size + _SITE_MSG_HEAD.size + 1 + MAX_NAME_BYTES
+
+
+@dataclass(frozen=True)
+class SiteRecord:
+    """One record of a site's stream as it crosses to the other sites (see above)."""
+    kind: int  #: SITE_MSG, SITE_FRONTIER or SITE_ARU
+    site: int  #: the site whose stream it belongs to
+    lts: int
+    site_seq: int = 0  #: MSG: its place in its site's order
+    service: int = 0  #: MSG: the service bits (SAFE waits for the global ARU)
+    origin: str = ""  #: MSG: the daemon its client is connected to
+    body: bytes = b""  #: MSG: encode_message_body of the message
+
+
+def encode_site_record(r: SiteRecord) -> bytes:
+    parts = [_SITE_HEAD.pack(r.kind, r.site, r.lts)]
+    if r.kind == SITE_MSG:
+        parts += [_SITE_MSG_HEAD.pack(r.site_seq, r.service), _ring_name_bytes(r.origin), r.body]
+    raw = b"".join(parts)
+    return _U32.pack(len(raw)) + raw
+
+
+def encode_site_records(records: Iterable[SiteRecord]) -> bytes:
+    return b"".join(encode_site_record(r) for r in records)
+
+
+def _decode_site_record(raw: bytes) -> SiteRecord:
+    r = _RingReader(raw)
+    kind, site, lts = r._fixed(_SITE_HEAD)
+    if kind not in SITE_RECORD_KINDS or site > MAX_SITES or lts > MAX_WIRE_COUNTER:
+        raise RingWireError("bad site record (kind %d, site %d)" % (kind, site))
+    if kind != SITE_MSG:
+        r.end()
+        return SiteRecord(kind, site, lts)
+    site_seq, service = r._fixed(_SITE_MSG_HEAD)
+    name = r.take(r.u8())
+    if not name or site_seq == 0 or site_seq > MAX_WIRE_COUNTER:
+        raise RingWireError("bad site message record")
+    try:
+        origin = name.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RingWireError("site record: origin name is not UTF-8")
+    return SiteRecord(kind, site, lts, site_seq, service, origin, r.take(r.size - r.pos))
+
+
+class SiteRecordReader:
+    """Reads site records back from a byte stream given in pieces, in order (the payloads of
+    one HOP link, or one SITES message at once). A length beyond MAX_SITE_RECORD_BYTES or a
+    record that does not decode is a RingWireError: the stream cannot be trusted after it."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> List[SiteRecord]:
+        self._buf += data
+        out = []
+        pos = 0
+        buf = self._buf
+        while len(buf) - pos >= 4:
+            size = _U32.unpack_from(buf, pos)[0]
+            if size > MAX_SITE_RECORD_BYTES or size < _SITE_HEAD.size:
+                raise RingWireError("a site record of %d bytes" % size)
+            if len(buf) - pos - 4 < size:
+                break
+            out.append(_decode_site_record(bytes(buf[pos + 4:pos + 4 + size])))
+            pos += 4 + size
+        del buf[:pos]
+        return out
+
+    def pending_bytes(self) -> int:
+        return len(self._buf)
+
+
+def decode_site_records(data: bytes) -> List[SiteRecord]:
+    """Every record of one SITES message (a record cut short is an error)."""
+    reader = SiteRecordReader()
+    records = reader.feed(data)
+    if reader.pending_bytes():
+        raise RingWireError("a site record cut short")
+    return records
 
 
 # ---- Ring: daemon messages as the ring carries them ---------------------------------------
@@ -5802,6 +5905,301 @@ class HopLink:
 #: HOP packet -> the name of HopLink's handler (h11's table: one place says what each packet
 #: does; names, so that a subclass's handler is the one called)
 HOP_DISPATCH = {HopData: "_on_data", HopAck: "_on_ack", HopNack: "_on_nack"}
+
+
+# ---- Sites joined: the wide-area coordinator of one daemon (thesis 7.3.1-7.3.3) -------------
+
+@dataclass
+class SendHop:
+    """A datagram on a HOP link, to the representative of another site (its daemon name)."""
+    packet: bytes
+    dest: str
+
+
+#: a representative brings at most this many bytes of site records into its ring in one
+#: SITES message (a bigger record goes alone): the ring's own traffic keeps its turn
+SITES_BATCH_BYTES = 16000
+#: while a SAFE message waits, the representative tells the other sites its site's
+#: All-Received-Upto at most this often unless the new value covers every SAFE message seen
+SITE_ARU_EVERY_S = 0.01
+
+
+class SiteGateway:
+    """WIDE-AREA coordinator of one daemon (thesis 7.3.1-7.3.3): it joins the daemon's site
+    (its ring, a RingOrderer it is given) to the other sites. Sans-I/O, fed with
+
+        gw.ring_output(out, now)        # every Deliver / ConfigurationChange of the orderer
+        gw.hop_datagram(src, data, now) # a datagram from another site's representative
+        gw.tick(now)                    # when now >= gw.next_deadline_s()
+        gw.poll()                       # SendHop / Deliver (in the one order of all sites)
+
+    Every daemon keeps a second Transport, `merge`, with one stream per site: its own site's
+    messages come from its ring in ring order; the other sites' messages, their "update"
+    frontiers and their All-Received-Upto (ARU) values come as site records that the site's
+    representative (site_representative) brought into the ring in messages of kind SITES. So
+    every daemon of a site sees the same streams in the same order, and the merge delivers
+    in {lts, site id} order everywhere (7.3.3); SAFE waits for the minimum of the sites' ARUs.
+
+    The representative alone holds HopLinks, one to each neighbour site (a cost > 0 in the
+    RouteMatrix), and forwards, when its ring delivers them (so, in its stream's order), the
+    records of site X to its children in X's dissemination tree; its own site's messages go
+    down its own tree. Records from a link are read in link seq order (SiteRecordReader) and
+    submitted to the ring. The rules that keep the order moving without a sequencer:
+      frontier  when the ring delivers a SITES message holding another site's message with
+                an lts above what we last announced, the representative announces FRONTIER =
+                that SITES message's lts (the representative took the Lamport clock past the
+                other site's lts before submitting it, so every later message of the site has a
+                higher lts): each site answers another's message once, an idle site included
+      ARU       the representative pairs each ring delivery with the minimum of the streams'
+                frontiers at that point; once the ring says those deliveries are held by every
+                member (ring.safe_lts), that minimum is the site's ARU. It is announced (through
+                its own ring first, so every member sets it at the same point) while a SAFE
+                message waits for it.
+    Not yet: membership across sites (a site lost, a representative taking over; recovery is
+    designed in lab_guide.md), pruning by group interest, UNRELIABLE across sites (it is
+    delivered in its own site only), non-blocking forwarding (we forward once our ring has
+    ordered a record, which is later than the thesis's rule)."""
+
+    def __init__(self, name: str, sites: Sequence[Sequence[str]], costs: Sequence[Sequence[int]],
+                 orderer: "RingOrderer", hop_settings: Optional[HopSettings] = None,
+                 seal: Optional[RingSeal] = None) -> None:
+        self.name = name
+        self.sites = [list(s) for s in sites]
+        self.site_of = {d: i for i, s in enumerate(self.sites) for d in s}
+        if name not in self.site_of:
+            raise RingUsageError("daemon %s is in no site" % name)
+        self.site_id = self.site_of[name]
+        self.costs = costs
+        self.orderer = orderer
+        self.hop_settings = hop_settings or HopSettings()
+        self.seal = seal
+        self.counters: Dict[str, int] = collections.Counter()
+        self.log: "collections.deque[str]" = collections.deque(maxlen=orderer.cfg.max_log_lines)
+        self.outputs: list = []
+        #: the merge of the sites' streams: a Transport of its own (it sends nothing)
+        self.merge = Transport(name, orderer.cfg, self.counters, self._deliver, site_id=self.site_id)
+        self.streams: Dict[int, SiteStream] = {}
+        self.applied_seq: Dict[int, int] = {}  # site -> the highest site_seq in its stream
+        for site in range(len(self.sites)):
+            self.streams[site] = self.merge.open_stream(site, 0)
+            self.merge.install(self.streams[site])
+            self.applied_seq[site] = 0
+        self.live_sites = list(range(len(self.sites)))
+        self.trees = dissemination_trees(costs, self.live_sites)
+        self.representative: Optional[str] = None  #: our site's, by the last regular ring
+        self.links: Dict[int, HopLink] = {}  #: neighbour site -> link (the representative's)
+        self._readers: Dict[int, SiteRecordReader] = {}
+        self._inbox: Dict[int, Dict[int, bytes]] = {}  # site -> link seq -> payload, not in order yet
+        self._next_seq: Dict[int, int] = {}
+        self._out_bytes: Dict[int, bytearray] = {}  # site -> records for that link, not yet submitted
+        self.to_ring: "collections.deque[SiteRecord]" = collections.deque()
+        self.frontier_announced = 0
+        self.aru_wanted = 0  #: the highest lts of a SAFE message seen
+        self.aru_announced = 0
+        self.aru_announced_at = -1.0
+        self.held: "collections.deque[Tuple[int, int]]" = collections.deque()  # (ring lts, min frontier)
+        self.site_aru = 0  #: the representative's: our site's All-Received-Upto
+        self.trace_held = None  # tests set a list: (site, site_seq) as they enter the merge
+
+    # ------------------------------------------------------------ inputs
+    def ring_output(self, out: object, now: float) -> None:
+        if isinstance(out, Deliver):
+            self._ring_delivered(out.msg, now)
+        elif isinstance(out, ConfigurationChange) and out.kind == CONF_REGULAR:
+            self._regular(out, now)
+        self._after(now)
+
+    def hop_datagram(self, src: str, data: bytes, now: float) -> None:
+        link = self.links.get(self.site_of.get(src, -1))
+        if link is None or link.peer[0] != src:
+            self.counters["hop_dropped_not_a_link"] += 1
+            return
+        self._hop_output(self.site_of[src], link.datagram(data, now))
+        self._after(now)
+
+    def tick(self, now: float) -> None:
+        for site, link in list(self.links.items()):
+            if now >= link.next_deadline_s():
+                self._hop_output(site, link.tick(now))
+        self._after(now)
+
+    def next_deadline_s(self) -> float:
+        return min([link.next_deadline_s() for link in self.links.values()] + [float("inf")])
+
+    def poll(self) -> list:
+        out, self.outputs = self.outputs, []
+        return out
+
+    def is_representative(self) -> bool:
+        return self.representative == self.name
+
+    # ------------------------------------------------------------ our ring
+    def _regular(self, change: ConfigurationChange, now: float) -> None:
+        rep = site_representative(self.sites[self.site_id], change.members)
+        if rep == self.representative:
+            return
+        self._log("%s represents site %d (ring %s)" % (rep, self.site_id, change.members), now)
+        self.representative = rep
+        if rep == self.name:
+            self._open_links(now)
+        else:
+            self.links = {}
+
+    def _open_links(self, now: float) -> None:
+        """A link to each neighbour site's representative (today: its first daemon in
+        spread.conf; finding the current one belongs to the membership across sites)."""
+        me = self.site_id
+        for site in self.live_sites:
+            if site != me and (self.costs[me][site] > 0 or self.costs[site][me] > 0):
+                peer = self.sites[site][0]
+                self.links[site] = HopLink((self.name, 0), (peer, 0), self.hop_settings,
+                                           self.seal, now)
+                self._readers[site] = SiteRecordReader()
+                self._inbox[site] = {}
+                self._next_seq[site] = 1
+                self._out_bytes[site] = bytearray()
+
+    def _ring_delivered(self, msg: DaemonMessage, now: float) -> None:
+        own = self.streams[self.site_id]
+        if msg.kind == SITES:
+            try:
+                records = decode_site_records(msg.data)
+            except RingWireError:
+                self.counters["site_records_undecodable"] += 1
+                records = []
+            answer = False
+            for r in records:
+                if self._apply(r) and r.kind == SITE_MSG and r.site != self.site_id:
+                    answer = answer or r.lts > self.frontier_announced
+                if r.site == self.site_id and r.kind == SITE_ARU:
+                    self._forward(SiteRecord(SITE_ARU, r.site, r.lts))
+                elif r.site != self.site_id:
+                    self._forward(r)
+            self.merge.advance_frontier(own, msg.lts)
+            if answer and self.is_representative():
+                self.frontier_announced = msg.lts
+                self._forward(SiteRecord(SITE_FRONTIER, self.site_id, msg.lts))
+        else:  # a message of our own site, in its place in our ring's order
+            # its site_seq counts our site's messages only (the ring's counts SITES ones too)
+            r = SiteRecord(SITE_MSG, self.site_id, msg.lts, self.applied_seq[self.site_id] + 1,
+                           msg.service_type, msg.origin, encode_message_body(msg))
+            if self._apply(r):
+                self._forward(r)
+        if self.is_representative():
+            self.held.append((msg.lts, min(s.frontier_lts for s in self.streams.values())))
+        self.merge.deliver_ready()
+
+    def _apply(self, r: SiteRecord) -> bool:
+        """A record into the merge. False (and counted) for one that cannot be right: an unknown
+        site, a message out of its site's order."""
+        stream = self.streams.get(r.site)
+        if stream is None:
+            self.counters["site_records_unknown_site"] += 1
+            return False
+        if r.kind == SITE_FRONTIER:
+            self.merge.advance_frontier(stream, r.lts)
+        elif r.kind == SITE_ARU:
+            self.merge.site_stable(stream, r.lts)
+        else:
+            if r.site_seq != self.applied_seq[r.site] + 1 or r.lts <= stream.frontier_lts:
+                self.counters["site_records_out_of_order"] += 1
+                return False
+            self.applied_seq[r.site] = r.site_seq
+            if r.service & SAFE_MESS and r.lts > self.aru_wanted:
+                self.aru_wanted = r.lts
+            self.orderer.transport.saw_lts(r.lts)
+            self.merge.link_chunk(stream, (r.origin, 0),
+                                  RingChunk(r.site_seq, r.lts, r.site_seq, 0, 1, r.service, r.body))
+            if self.trace_held is not None:
+                self.trace_held.append((r.site, r.site_seq))
+        return True
+
+    def _forward(self, r: SiteRecord) -> None:
+        """The representative passes a record of site r.site on to our children in that
+        site's tree."""
+        if not self.is_representative():
+            return
+        tree = self.trees.get(r.site)
+        if tree is None:
+            return
+        raw = encode_site_record(r)
+        for child in tree.children(self.site_id):
+            out = self._out_bytes.get(child)
+            if out is not None:
+                out += raw
+                self.counters["site_records_forwarded"] += 1
+
+    # ------------------------------------------------------------ the links
+    def _hop_output(self, site: int, out: HopOutput) -> None:
+        link = self.links[site]
+        for datagram in out.send:
+            self.outputs.append(SendHop(datagram, link.peer[0]))
+        inbox = self._inbox[site]
+        for seq, payload in out.deliver:
+            inbox[seq] = payload
+        while self._next_seq[site] in inbox:
+            payload = inbox.pop(self._next_seq[site])
+            self._next_seq[site] += 1
+            try:
+                records = self._readers[site].feed(payload)
+            except RingWireError as exc:
+                self.counters["hop_stream_broken"] += 1
+                self._log("the stream from site %d does not decode (%s): link dropped" % (site, exc), None)
+                self.links.pop(site, None)
+                return
+            for r in records:
+                self.orderer.transport.saw_lts(r.lts)  # our next message comes after it
+                self.to_ring.append(r)
+        for event in out.events:
+            self.counters["hop_peer_dead_" + event.reason] += 1
+            self._log("HOP link to %s (site %d): peer dead (%s)" % (event.peer[0], site, event.reason), event.at_s)
+
+    def _after(self, now: float) -> None:
+        """After every input: the ARU rule, then what waits goes to the links and the ring."""
+        if self.is_representative():
+            self._site_aru(now)
+            self._flush_links(now)
+        self._flush_ring()
+
+    def _site_aru(self, now: float) -> None:
+        safe = self.orderer.ring.safe_lts
+        while self.held and self.held[0][0] <= safe:
+            self.site_aru = max(self.site_aru, self.held.popleft()[1])
+        if self.site_aru > self.aru_announced and self.aru_wanted > self.aru_announced and (
+                self.site_aru >= self.aru_wanted or now >= self.aru_announced_at + SITE_ARU_EVERY_S):
+            self.aru_announced, self.aru_announced_at = self.site_aru, now
+            self.to_ring.append(SiteRecord(SITE_ARU, self.site_id, self.site_aru))
+
+    def _flush_links(self, now: float) -> None:
+        for site, link in self.links.items():
+            data = self._out_bytes[site]
+            step = link.max_payload_bytes
+            sent = 0
+            try:
+                while sent < len(data):
+                    self._hop_output(site, link.submit(bytes(data[sent:sent + step]), now))
+                    sent += step
+            except RingUsageError:
+                self.counters["hop_queue_full"] += 1  # the rest waits here
+            del data[:sent]
+
+    def _flush_ring(self) -> None:
+        while self.to_ring:
+            batch = [self.to_ring.popleft()]
+            size = len(encode_site_record(batch[0]))
+            while self.to_ring and size + len(encode_site_record(self.to_ring[0])) <= SITES_BATCH_BYTES:
+                size += len(encode_site_record(self.to_ring[0]))
+                batch.append(self.to_ring.popleft())
+            msg = DaemonMessage(SITES, self.name, "", AGREED_MESS, [], data=encode_site_records(batch))
+            self.orderer.submit(msg)  # never refused: only DATA is
+            self.counters["sites_messages_submitted"] += 1
+
+    # ------------------------------------------------------------ output
+    def _deliver(self, msg: DaemonMessage) -> None:
+        self.outputs.append(Deliver(msg))
+
+    def _log(self, text: str, now: Optional[float]) -> None:
+        self.log.append("%s %s %s" % ("%.3f" % now if now is not None else "-", self.name, text))
 
 
 # =============================================================================================
