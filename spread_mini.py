@@ -314,6 +314,8 @@ RING_VERSION = 2  # 2: the configuration stamp in the header, and the key's tag
 PT_DATA, PT_TOKEN, PT_JOIN, PT_COMMIT, PT_MERGE, PT_UNRELIABLE, PT_LEAVE = 1, 2, 3, 4, 5, 6, 7
 #: HOP links between sites (thesis 7.3.2.1), sealed as the ring's packets
 PT_HOP_DATA, PT_HOP_ACK, PT_HOP_NACK = 8, 9, 10
+#: a site's representative announces itself to a neighbour site (the HOP link's start)
+PT_SITE_HELLO = 11
 PACKET_TYPE_NAMES = {PT_DATA: "data", PT_TOKEN: "token", PT_JOIN: "join",
                      PT_COMMIT: "commit", PT_MERGE: "merge", PT_UNRELIABLE: "unreliable",
                      PT_LEAVE: "leave"}
@@ -1521,6 +1523,59 @@ def decode_site_records(data: bytes) -> List[SiteRecord]:
     if reader.pending_bytes():
         raise RingWireError("a site record cut short")
     return records
+
+
+# ---- Sites: HELLO, how a HOP link between two representatives starts ----------------------------
+# A new representative sends it to every daemon of each neighbour site until that site's
+# representative answers with its own (request flag clear); each side then starts a fresh
+# HopLink to the other (its sender pid: name and incarnation) and sends the other site every
+# record it lacks, by the positions the HELLO carries. After the header: sender pid, site
+# (u16), request (u8), count (u16), that many (site u16, the highest site_seq of that site
+# that this site's ring holds, u64).
+
+@dataclass
+class SiteHello:
+    sender: Pid
+    site: int
+    request: bool
+    positions: Dict[int, int]
+
+
+def encode_site_hello(h: SiteHello, seal: Optional[RingSeal] = None) -> bytes:
+    seal = seal or OPEN_SEAL
+    parts = [seal.header(PT_SITE_HELLO), _pid_bytes(h.sender), _U16.pack(h.site),
+             _U8.pack(1 if h.request else 0), _U16.pack(len(h.positions))]
+    parts += [_U16.pack(site) + _U64.pack(seq) for site, seq in sorted(h.positions.items())]
+    return seal.seal(b"".join(parts))
+
+
+def decode_site_hello(data: bytes, seal: Optional[RingSeal] = None) -> SiteHello:
+    seal = seal or OPEN_SEAL
+    ptype, body = seal.open(data)
+    if ptype != PT_SITE_HELLO:
+        raise RingWireError("not a site HELLO (type %d)" % ptype)
+    r = _RingReader(body)
+    r.pos = RING_HEADER_BYTES
+    sender, site, request, count = r.pid(), r.u16(), r.u8(), r.u16()
+    if count > MAX_SITES or site > MAX_SITES:
+        raise RingWireError("a site HELLO naming %d sites" % count)
+    positions = {}
+    for _ in range(count):
+        other = r.u16()
+        positions[other] = r.counter()
+    r.end()
+    if not seal.same_configuration(data):
+        raise RingConfigurationError("a site HELLO of another configuration",
+                                     (data[7], bytes(data[8:12]), bytes(data[12:16])), sender)
+    return SiteHello(sender, site, bool(request), positions)
+
+
+def hop_packet_type(data: bytes) -> Optional[int]:
+    """The packet type of a datagram on the HOP port (None: not ours at all), before it is
+    opened: a HELLO goes to the gateway, DATA / ACK / NACK to the link."""
+    if len(data) < RING_HEADER_BYTES or data[:4] != RING_MAGIC:
+        return None
+    return data[5]
 
 
 # ---- Ring: daemon messages as the ring carries them ---------------------------------------
@@ -5922,6 +5977,9 @@ SITES_BATCH_BYTES = 16000
 #: while a SAFE message waits, the representative tells the other sites its site's
 #: All-Received-Upto at most this often unless the new value covers every SAFE message seen
 SITE_ARU_EVERY_S = 0.01
+#: a representative without a link to a neighbour site sends its HELLO this often (a WAN
+#: round trip or two: a lost HELLO costs little, and a new representative is found at once)
+SITE_HELLO_EVERY_S = 0.1
 
 
 class SiteGateway:
@@ -5929,7 +5987,7 @@ class SiteGateway:
     (its ring, a RingOrderer it is given) to the other sites. Sans-I/O, fed with
 
         gw.ring_output(out, now)        # every Deliver / ConfigurationChange of the orderer
-        gw.hop_datagram(src, data, now) # a datagram from another site's representative
+        gw.hop_datagram(src, data, now) # a datagram on the HOP port from another site's daemon
         gw.tick(now)                    # when now >= gw.next_deadline_s()
         gw.poll()                       # SendHop / Deliver (in the one order of all sites)
 
@@ -5941,29 +5999,36 @@ class SiteGateway:
     in {lts, site id} order everywhere (7.3.3); SAFE waits for the minimum of the sites' ARUs.
 
     The representative alone holds HopLinks, one to each neighbour site (a cost > 0 in the
-    RouteMatrix), and forwards, when its ring delivers them (so, in its stream's order), the
-    records of site X to its children in X's dissemination tree; its own site's messages go
-    down its own tree. Records from a link are read in link seq order (SiteRecordReader) and
-    submitted to the ring. The rules that keep the order moving without a sequencer:
+    RouteMatrix), started by a HELLO exchange (SiteHello). It forwards the records of site X
+    to its children in X's dissemination tree, its own site's messages down its own tree, in
+    its ring's order and only once its ring has made them safe (every daemon of the site holds
+    them: ring.safe_lts). That is what lets a new representative take over after a crash: the
+    site's ring re-forms (EVS inside the site), the next daemon in spread.conf order becomes
+    representative, sends HELLO to the neighbour sites with the positions its ring holds
+    (the highest site_seq of each site), and each side resends what the other lacks from the
+    records every daemon keeps (`kept`). Nothing the old one forwarded can be missing at the
+    new one, since it was safe; a record submitted twice is dropped by its site_seq.
+    The rules that keep the order moving without a sequencer:
       frontier  when the ring delivers a SITES message holding another site's message with
-                an lts above what we last announced, the representative announces FRONTIER =
-                that SITES message's lts (the representative took the Lamport clock past the
-                other site's lts before submitting it, so every later message of the site has a
+                an lts above what the site last answered, the site answers FRONTIER = that
+                SITES message's lts (the representative took the Lamport clock past the other
+                site's lts before submitting it, so every later message of the site has a
                 higher lts): each site answers another's message once, an idle site included
-      ARU       the representative pairs each ring delivery with the minimum of the streams'
-                frontiers at that point; once the ring says those deliveries are held by every
-                member (ring.safe_lts), that minimum is the site's ARU. It is announced (through
-                its own ring first, so every member sets it at the same point) while a SAFE
+      ARU       every ring delivery is paired with the minimum of the streams' frontiers at
+                that point; once the ring says it is held by every member (ring.safe_lts),
+                that minimum is the site's ARU. The representative announces it (through its
+                own ring first, so every member sets it at the same point) while a SAFE
                 message waits for it.
-    Not yet: membership across sites (a site lost, a representative taking over; recovery is
-    designed in lab_guide.md), pruning by group interest, UNRELIABLE across sites (it is
-    delivered in its own site only), non-blocking forwarding (we forward once our ring has
-    ordered a record, which is later than the thesis's rule)."""
+    Not yet: a site lost or partitioned away (the recovery across sites is designed in
+    lab_guide.md, "Sites: when one goes away"), a restarted daemon's state, pruning by group
+    interest, UNRELIABLE across sites (delivered in its own site only), non-blocking
+    forwarding, and a bound on `kept` (it needs a global ARU that moves without SAFE traffic)."""
 
     def __init__(self, name: str, sites: Sequence[Sequence[str]], costs: Sequence[Sequence[int]],
                  orderer: "RingOrderer", hop_settings: Optional[HopSettings] = None,
                  seal: Optional[RingSeal] = None) -> None:
         self.name = name
+        self.me = orderer.me  #: the link's identity: a restarted daemon is another process
         self.sites = [list(s) for s in sites]
         self.site_of = {d: i for i, s in enumerate(self.sites) for d in s}
         if name not in self.site_of:
@@ -5978,53 +6043,84 @@ class SiteGateway:
         self.outputs: list = []
         #: the merge of the sites' streams: a Transport of its own (it sends nothing)
         self.merge = Transport(name, orderer.cfg, self.counters, self._deliver, site_id=self.site_id)
+        n = len(self.sites)
         self.streams: Dict[int, SiteStream] = {}
-        self.applied_seq: Dict[int, int] = {}  # site -> the highest site_seq in its stream
-        for site in range(len(self.sites)):
+        for site in range(n):
             self.streams[site] = self.merge.open_stream(site, 0)
             self.merge.install(self.streams[site])
-            self.applied_seq[site] = 0
-        self.live_sites = list(range(len(self.sites)))
+        self.applied_seq = dict.fromkeys(range(n), 0)  #: the highest site_seq in each stream
+        self.kept: Dict[int, List[SiteRecord]] = {s: [] for s in range(n)}  # kept[s][i]: seq i + 1
+        self.live_sites = list(range(n))
+        self.neighbours = [s for s in self.live_sites if s != self.site_id
+                           and (costs[self.site_id][s] > 0 or costs[s][self.site_id] > 0)]
         self.trees = dissemination_trees(costs, self.live_sites)
         self.representative: Optional[str] = None  #: our site's, by the last regular ring
-        self.links: Dict[int, HopLink] = {}  #: neighbour site -> link (the representative's)
+        # the ring-safe gate, kept at every daemon alike: (ring lts, our stream's lts, records,
+        # the streams' minimum frontier)
+        self.gate: "collections.deque[Tuple[int, int, List[SiteRecord], int]]" = collections.deque()
+        self.passed_seq = dict.fromkeys(range(n), 0)  # MSG records past the gate, per site
+        self.passed_frontier = dict.fromkeys(range(n), 0)
+        self.passed_aru = dict.fromkeys(range(n), 0)
+        self.safe_ring_lts = 0  # our stream's lts at the last delivery past the gate
+        #: our site's stream's lts: the ring's, made to grow across ring changes (a new ring
+        #: may start below the lts of old messages that only some members had, delivered in
+        #: its recovery); the same at every daemon of the site, since they see the same deliveries
+        self.own_lts = 0
+        self.frontier_answered = 0  #: the frontier rule's last answer (the same at every daemon)
+        self.site_aru = 0  #: our site's All-Received-Upto (from the gate)
+        self.aru_wanted = 0  #: the highest lts of a SAFE message seen
+        # the representative's
+        self.links: Dict[int, HopLink] = {}  #: neighbour site -> link
+        self.hello_due_s: Optional[float] = None
         self._readers: Dict[int, SiteRecordReader] = {}
         self._inbox: Dict[int, Dict[int, bytes]] = {}  # site -> link seq -> payload, not in order yet
         self._next_seq: Dict[int, int] = {}
         self._out_bytes: Dict[int, bytearray] = {}  # site -> records for that link, not yet submitted
         self.to_ring: "collections.deque[SiteRecord]" = collections.deque()
-        self.frontier_announced = 0
-        self.aru_wanted = 0  #: the highest lts of a SAFE message seen
+        self.injected: Dict[Tuple[int, int], int] = {}  # (kind, site) -> highest seq / lts submitted
         self.aru_announced = 0
         self.aru_announced_at = -1.0
-        self.held: "collections.deque[Tuple[int, int]]" = collections.deque()  # (ring lts, min frontier)
-        self.site_aru = 0  #: the representative's: our site's All-Received-Upto
         self.trace_held = None  # tests set a list: (site, site_seq) as they enter the merge
 
     # ------------------------------------------------------------ inputs
     def ring_output(self, out: object, now: float) -> None:
         if isinstance(out, Deliver):
-            self._ring_delivered(out.msg, now)
+            self._ring_delivered(out.msg)
         elif isinstance(out, ConfigurationChange) and out.kind == CONF_REGULAR:
             self._regular(out, now)
         self._after(now)
 
     def hop_datagram(self, src: str, data: bytes, now: float) -> None:
-        link = self.links.get(self.site_of.get(src, -1))
+        if hop_packet_type(data) == PT_SITE_HELLO:
+            try:
+                hello = decode_site_hello(data, self.seal)
+            except RingPeerError as exc:
+                self.counters["hop_dropped_" + getattr(exc, "reason", "garbage")] += 1
+            else:
+                self._on_hello(hello, now)
+            self._after(now)
+            return
+        site = self.site_of.get(src, -1)
+        link = self.links.get(site)
         if link is None or link.peer[0] != src:
             self.counters["hop_dropped_not_a_link"] += 1
             return
-        self._hop_output(self.site_of[src], link.datagram(data, now))
+        self._hop_output(site, link.datagram(data, now), now)
         self._after(now)
 
     def tick(self, now: float) -> None:
         for site, link in list(self.links.items()):
             if now >= link.next_deadline_s():
-                self._hop_output(site, link.tick(now))
+                self._hop_output(site, link.tick(now), now)
+        if self.hello_due_s is not None and now >= self.hello_due_s:
+            self._send_hellos(now)
         self._after(now)
 
     def next_deadline_s(self) -> float:
-        return min([link.next_deadline_s() for link in self.links.values()] + [float("inf")])
+        times = [link.next_deadline_s() for link in self.links.values()]
+        if self.hello_due_s is not None:
+            times.append(self.hello_due_s)
+        return min(times + [float("inf")])
 
     def poll(self) -> list:
         out, self.outputs = self.outputs, []
@@ -6035,32 +6131,26 @@ class SiteGateway:
 
     # ------------------------------------------------------------ our ring
     def _regular(self, change: ConfigurationChange, now: float) -> None:
+        # what the old ring delivered here, every member that came with us delivered too (EVS):
+        # it is as safe as it will get, and the new ring's safe_lts counts other packets
+        self._pass_gate(everything=True)
         rep = site_representative(self.sites[self.site_id], change.members)
         if rep == self.representative:
             return
         self._log("%s represents site %d (ring %s)" % (rep, self.site_id, change.members), now)
         self.representative = rep
+        self.links = {}
+        self.to_ring.clear()
+        self.injected = {}
+        self.hello_due_s = None
         if rep == self.name:
-            self._open_links(now)
-        else:
-            self.links = {}
+            self.aru_announced = 0
+            self._send_hellos(now)
 
-    def _open_links(self, now: float) -> None:
-        """A link to each neighbour site's representative (today: its first daemon in
-        spread.conf; finding the current one belongs to the membership across sites)."""
-        me = self.site_id
-        for site in self.live_sites:
-            if site != me and (self.costs[me][site] > 0 or self.costs[site][me] > 0):
-                peer = self.sites[site][0]
-                self.links[site] = HopLink((self.name, 0), (peer, 0), self.hop_settings,
-                                           self.seal, now)
-                self._readers[site] = SiteRecordReader()
-                self._inbox[site] = {}
-                self._next_seq[site] = 1
-                self._out_bytes[site] = bytearray()
-
-    def _ring_delivered(self, msg: DaemonMessage, now: float) -> None:
-        own = self.streams[self.site_id]
+    def _ring_delivered(self, msg: DaemonMessage) -> None:
+        own = self.site_id
+        passed = []
+        lts = self.own_lts = max(msg.lts, self.own_lts + 1)
         if msg.kind == SITES:
             try:
                 records = decode_site_records(msg.data)
@@ -6069,54 +6159,73 @@ class SiteGateway:
                 records = []
             answer = False
             for r in records:
-                if self._apply(r) and r.kind == SITE_MSG and r.site != self.site_id:
-                    answer = answer or r.lts > self.frontier_announced
-                if r.site == self.site_id and r.kind == SITE_ARU:
-                    self._forward(SiteRecord(SITE_ARU, r.site, r.lts))
-                elif r.site != self.site_id:
-                    self._forward(r)
-            self.merge.advance_frontier(own, msg.lts)
-            if answer and self.is_representative():
-                self.frontier_announced = msg.lts
-                self._forward(SiteRecord(SITE_FRONTIER, self.site_id, msg.lts))
+                if self._apply(r):
+                    passed.append(r)
+                    answer = answer or (r.kind == SITE_MSG and r.site != own
+                                        and r.lts > self.frontier_answered)
+            self.merge.advance_frontier(self.streams[own], lts)
+            if answer:
+                self.frontier_answered = lts
+                passed.append(SiteRecord(SITE_FRONTIER, own, lts))
         else:  # a message of our own site, in its place in our ring's order
             # its site_seq counts our site's messages only (the ring's counts SITES ones too)
-            r = SiteRecord(SITE_MSG, self.site_id, msg.lts, self.applied_seq[self.site_id] + 1,
+            r = SiteRecord(SITE_MSG, own, lts, self.applied_seq[own] + 1,
                            msg.service_type, msg.origin, encode_message_body(msg))
             if self._apply(r):
-                self._forward(r)
-        if self.is_representative():
-            self.held.append((msg.lts, min(s.frontier_lts for s in self.streams.values())))
+                passed.append(r)
+        self.gate.append((msg.lts, lts, passed, min(s.frontier_lts for s in self.streams.values())))
         self.merge.deliver_ready()
 
     def _apply(self, r: SiteRecord) -> bool:
-        """A record into the merge. False (and counted) for one that cannot be right: an unknown
-        site, a message out of its site's order."""
+        """A record into the merge. False (and counted) for one already there or that cannot
+        be right: an unknown site, a message out of its site's order."""
         stream = self.streams.get(r.site)
         if stream is None:
             self.counters["site_records_unknown_site"] += 1
             return False
         if r.kind == SITE_FRONTIER:
             self.merge.advance_frontier(stream, r.lts)
-        elif r.kind == SITE_ARU:
+            return True
+        if r.kind == SITE_ARU:
             self.merge.site_stable(stream, r.lts)
-        else:
-            if r.site_seq != self.applied_seq[r.site] + 1 or r.lts <= stream.frontier_lts:
-                self.counters["site_records_out_of_order"] += 1
-                return False
-            self.applied_seq[r.site] = r.site_seq
-            if r.service & SAFE_MESS and r.lts > self.aru_wanted:
-                self.aru_wanted = r.lts
-            self.orderer.transport.saw_lts(r.lts)
-            self.merge.link_chunk(stream, (r.origin, 0),
-                                  RingChunk(r.site_seq, r.lts, r.site_seq, 0, 1, r.service, r.body))
-            if self.trace_held is not None:
-                self.trace_held.append((r.site, r.site_seq))
+            return True
+        if r.site_seq <= self.applied_seq[r.site]:
+            self.counters["site_records_duplicate"] += 1
+            return False
+        if r.site_seq != self.applied_seq[r.site] + 1 or r.lts <= stream.frontier_lts:
+            self.counters["site_records_out_of_order"] += 1
+            return False
+        self.applied_seq[r.site] = r.site_seq
+        self.kept[r.site].append(r)
+        if r.service & SAFE_MESS and r.lts > self.aru_wanted:
+            self.aru_wanted = r.lts
+        self.orderer.transport.saw_lts(r.lts)
+        self.merge.link_chunk(stream, (r.origin, 0),
+                              RingChunk(r.site_seq, r.lts, r.site_seq, 0, 1, r.service, r.body))
+        if self.trace_held is not None:
+            self.trace_held.append((r.site, r.site_seq))
         return True
 
+    def _pass_gate(self, everything: bool = False) -> None:
+        """What the ring has made safe (every daemon of the site holds it) goes on to the other
+        sites, and gives the site's ARU."""
+        safe = self.orderer.ring.safe_lts
+        while self.gate and (everything or self.gate[0][0] <= safe):
+            _, lts, records, low = self.gate.popleft()
+            self.safe_ring_lts = lts
+            self.site_aru = max(self.site_aru, low)
+            for r in records:
+                if r.kind == SITE_MSG:
+                    self.passed_seq[r.site] = r.site_seq
+                elif r.kind == SITE_FRONTIER:
+                    self.passed_frontier[r.site] = max(self.passed_frontier[r.site], r.lts)
+                else:
+                    self.passed_aru[r.site] = max(self.passed_aru[r.site], r.lts)
+                self._forward(r)
+
     def _forward(self, r: SiteRecord) -> None:
-        """The representative passes a record of site r.site on to our children in that
-        site's tree."""
+        """The representative passes a record of site r.site on to our children in that site's
+        tree (a child without a link now gets it by the positions of its next HELLO)."""
         if not self.is_representative():
             return
         tree = self.trees.get(r.site)
@@ -6124,13 +6233,74 @@ class SiteGateway:
             return
         raw = encode_site_record(r)
         for child in tree.children(self.site_id):
-            out = self._out_bytes.get(child)
-            if out is not None:
-                out += raw
+            if child in self.links:
+                self._out_bytes[child] += raw
                 self.counters["site_records_forwarded"] += 1
 
-    # ------------------------------------------------------------ the links
-    def _hop_output(self, site: int, out: HopOutput) -> None:
+    # ------------------------------------------------------------ HELLO and the links
+    def _positions(self) -> Dict[int, int]:
+        """What our site's ring holds of each site's messages, or will: what it delivered and
+        what we submitted to it."""
+        return {s: max(self.applied_seq[s], self.injected.get((SITE_MSG, s), 0)) for s in self.live_sites}
+
+    def _send_hellos(self, now: float) -> None:
+        """To every daemon of each neighbour site we have no link with: only its
+        representative answers."""
+        waiting = [s for s in self.neighbours if s not in self.links]
+        hello = encode_site_hello(SiteHello(self.me, self.site_id, True, self._positions()), self.seal)
+        for site in waiting:
+            for daemon in self.sites[site]:
+                self.outputs.append(SendHop(hello, daemon))
+            self.counters["hellos_sent"] += 1
+        self.hello_due_s = now + SITE_HELLO_EVERY_S if waiting else None
+
+    def _on_hello(self, h: SiteHello, now: float) -> None:
+        site = self.site_of.get(h.sender[0])
+        if not self.is_representative():
+            self.counters["hellos_not_representative"] += 1
+            return
+        if site is None or site != h.site or site not in self.neighbours:
+            self.counters["hellos_not_a_neighbour"] += 1
+            return
+        link = self.links.get(site)
+        if link is not None and link.peer == h.sender:
+            if h.request:  # our answer was lost
+                self._answer_hello(h.sender)
+            return
+        if link is not None and link.peer[0] == h.sender[0] and link.peer[1] > h.sender[1]:
+            self.counters["hellos_old_incarnation"] += 1
+            return
+        self._start_link(site, h.sender, h.positions, now)
+        self._answer_hello(h.sender)
+
+    def _answer_hello(self, peer: Pid) -> None:
+        hello = SiteHello(self.me, self.site_id, False, self._positions())
+        self.outputs.append(SendHop(encode_site_hello(hello, self.seal), peer[0]))
+
+    def _start_link(self, site: int, peer: Pid, positions: Dict[int, int], now: float) -> None:
+        self.links[site] = HopLink(self.me, peer, self.hop_settings, self.seal, now)
+        self._readers[site] = SiteRecordReader()
+        self._inbox[site] = {}
+        self._next_seq[site] = 1
+        out = self._out_bytes[site] = bytearray()
+        resent = 0
+        for source in self.live_sites:  # what the peer lacks, of the trees through us to it
+            if site not in self.trees[source].children(self.site_id):
+                continue
+            for r in self.kept[source][positions.get(source, 0):self.passed_seq[source]]:
+                out += encode_site_record(r)
+                resent += 1
+            frontier = self.safe_ring_lts if source == self.site_id else self.passed_frontier[source]
+            for kind, lts in ((SITE_FRONTIER, frontier), (SITE_ARU, self.passed_aru[source])):
+                if lts:
+                    out += encode_site_record(SiteRecord(kind, source, lts))
+        self.counters["site_records_resent"] += resent
+        self._log("HOP link to %s#%d (site %d) starts; %d records sent again by its positions"
+                  % (peer[0], peer[1], site, resent), now)
+        if all(s in self.links for s in self.neighbours):
+            self.hello_due_s = None
+
+    def _hop_output(self, site: int, out: HopOutput, now: float) -> None:
         link = self.links[site]
         for datagram in out.send:
             self.outputs.append(SendHop(datagram, link.peer[0]))
@@ -6144,40 +6314,62 @@ class SiteGateway:
                 records = self._readers[site].feed(payload)
             except RingWireError as exc:
                 self.counters["hop_stream_broken"] += 1
-                self._log("the stream from site %d does not decode (%s): link dropped" % (site, exc), None)
-                self.links.pop(site, None)
+                self._drop_link(site, "its stream does not decode (%s)" % exc, now)
                 return
             for r in records:
-                self.orderer.transport.saw_lts(r.lts)  # our next message comes after it
-                self.to_ring.append(r)
+                self._from_link(site, r)
         for event in out.events:
             self.counters["hop_peer_dead_" + event.reason] += 1
-            self._log("HOP link to %s (site %d): peer dead (%s)" % (event.peer[0], site, event.reason), event.at_s)
+            self._drop_link(site, "peer dead (%s)" % event.reason, event.at_s)
+            return
 
+    def _from_link(self, site: int, r: SiteRecord) -> None:
+        """A record from the link to `site`: into our ring, once (a HELLO's resending may
+        repeat what the ring already has)."""
+        if r.site == self.site_id or r.site not in self.streams:
+            self.counters["site_records_not_for_us"] += 1
+            return
+        key = (r.kind, r.site)
+        mark = r.site_seq if r.kind == SITE_MSG else r.lts
+        if mark <= max(self.injected.get(key, 0), self.applied_seq[r.site] if r.kind == SITE_MSG else 0):
+            self.counters["site_records_duplicate"] += 1
+            return
+        self.injected[key] = mark
+        self.orderer.transport.saw_lts(r.lts)  # our site's next message comes after it
+        self.to_ring.append(r)
+
+    def _drop_link(self, site: int, why: str, now: float) -> None:
+        link = self.links.pop(site, None)
+        if link is None:
+            return
+        self._log("HOP link to %s (site %d) is over: %s; HELLO until it answers again"
+                  % (link.peer[0], site, why), now)
+        if self.hello_due_s is None:
+            self.hello_due_s = now
+
+    # ------------------------------------------------------------ after every input
     def _after(self, now: float) -> None:
-        """After every input: the ARU rule, then what waits goes to the links and the ring."""
+        """The gate, the ARU rule, then what waits goes to the links and the ring."""
+        self._pass_gate()
         if self.is_representative():
-            self._site_aru(now)
+            self._announce_aru(now)
             self._flush_links(now)
-        self._flush_ring()
+            self._flush_ring()
 
-    def _site_aru(self, now: float) -> None:
-        safe = self.orderer.ring.safe_lts
-        while self.held and self.held[0][0] <= safe:
-            self.site_aru = max(self.site_aru, self.held.popleft()[1])
+    def _announce_aru(self, now: float) -> None:
         if self.site_aru > self.aru_announced and self.aru_wanted > self.aru_announced and (
                 self.site_aru >= self.aru_wanted or now >= self.aru_announced_at + SITE_ARU_EVERY_S):
             self.aru_announced, self.aru_announced_at = self.site_aru, now
             self.to_ring.append(SiteRecord(SITE_ARU, self.site_id, self.site_aru))
 
     def _flush_links(self, now: float) -> None:
-        for site, link in self.links.items():
+        for site, link in list(self.links.items()):
             data = self._out_bytes[site]
             step = link.max_payload_bytes
             sent = 0
             try:
-                while sent < len(data):
-                    self._hop_output(site, link.submit(bytes(data[sent:sent + step]), now))
+                while sent < len(data) and site in self.links:
+                    self._hop_output(site, link.submit(bytes(data[sent:sent + step]), now), now)
                     sent += step
             except RingUsageError:
                 self.counters["hop_queue_full"] += 1  # the rest waits here

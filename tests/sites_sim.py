@@ -71,6 +71,10 @@ class SitesCase:
     lan: LanSpec
     rate_per_s: float
     traffic_s: float
+    #: when, after the rings formed, the representative of a site of several daemons is
+    #: killed (kill -9: its ring re-forms and the next daemon takes over its links); None: never
+    rep_crash_after_s: Optional[float] = None
+    rep_crash_site: int = 0
 
 
 @dataclass
@@ -82,6 +86,7 @@ class Node:
     delivered_at: Dict[int, float] = field(default_factory=dict)
     held_at: Dict[Tuple[int, int], float] = field(default_factory=dict)
     key_of: Dict[int, Tuple[int, int]] = field(default_factory=dict)  # serial -> (site, site_seq)
+    crashed_at: Optional[float] = None
 
 
 @dataclass
@@ -120,8 +125,14 @@ def case_for_seed(seed: int) -> SitesCase:
     # offered load well within the slowest link (a message is 150 bytes on average, about
     # 350 with the records' and packets' overhead): the checks test the protocol, not patience
     rate = min(rng.choice([20.0, 60.0, 150.0]), slowest / 8 / 350 * 0.5)
-    return SitesCase(sites, costs, wires, LanSpec(loss=rng.choice([0.0, 0.01, 0.03])),
+    case = SitesCase(sites, costs, wires, LanSpec(loss=rng.choice([0.0, 0.01, 0.03])),
                      rate, rng.choice([1.0, 2.0]))
+    crash = random.Random(seed * 7919 + 12)  # its own draws: the rest of the case stays as it was
+    several = [i for i, s in enumerate(sites) if len(s) > 1]
+    if several and crash.random() < 0.5:
+        case.rep_crash_site = crash.choice(several)
+        case.rep_crash_after_s = crash.uniform(0.0, case.traffic_s)
+    return case
 
 
 class SitesSim:
@@ -237,8 +248,16 @@ class SitesSim:
         self.latency.append(self.now - sub[4])
 
     # -------------------------------------------------------------- clients
+    def live(self) -> Dict[str, Node]:
+        return {n: node for n, node in self.nodes.items() if node.crashed_at is None}
+
+    def crash(self, name: str) -> None:
+        """kill -9: the daemon does nothing more; what it delivered stays on the record."""
+        self.nodes[name].crashed_at = self.now
+        self.stats["crashes"] = self.stats.get("crashes", 0) + 1
+
     def submit_random(self) -> None:
-        name = self.rng.choice(sorted(self.nodes))
+        name = self.rng.choice(sorted(self.live()))
         node = self.nodes[name]
         service = self.rng.choice(SERVICES)
         r = self.rng.random()
@@ -263,9 +282,18 @@ class SitesSim:
         return all(n.gateway.representative == self.case.sites[self.site_of[name]][0]
                    for name, n in self.nodes.items())
 
+    def survivors_must_deliver(self) -> set:
+        """Every message submitted at a daemon that never crashed, and every message some
+        living daemon delivered (a crashed daemon's last messages may be lost, everywhere)."""
+        live = self.live()
+        must = {s for s, sub in self.submitted.items() if sub[2] in live}
+        for node in live.values():
+            must.update(node.delivered)
+        return must
+
     def everything_delivered(self) -> bool:
-        total = len(self.submitted)
-        return all(len(n.delivered) == total for n in self.nodes.values())
+        must = self.survivors_must_deliver()
+        return all(must <= node.position.keys() for node in self.live().values())
 
     def run(self, form_max_s: float = 3.0, drain_max_s: float = 30.0) -> SitesResult:
         for name in self.nodes:
@@ -279,6 +307,9 @@ class SitesSim:
             if t > start + self.case.traffic_s:
                 break
             self.push(t, "submit", "")
+        if self.case.rep_crash_after_s is not None:
+            names = self.case.sites[self.case.rep_crash_site]
+            self.push(start + self.case.rep_crash_after_s, "crash", names[0])
         self.run_until(start + self.case.traffic_s)
         self.run_until(start + self.case.traffic_s + drain_max_s, self.everything_delivered)
         self.stats["end_s"] = self.now
@@ -299,7 +330,12 @@ class SitesSim:
         if kind == "submit":
             self.submit_random()
             return
+        if kind == "crash":
+            self.crash(dest)
+            return
         node = self.nodes[dest]
+        if node.crashed_at is not None:
+            return
         if kind == "ring":
             node.orderer.receive(data, src, at)
         elif kind == "hop":
@@ -379,17 +415,20 @@ class SitesSim:
                     continue
                 key, at = node.key_of[serial], node.delivered_at[serial]
                 for other, o in sorted(self.nodes.items()):
+                    if o.crashed_at is not None and o.crashed_at <= at:
+                        continue  # not a member any more when it was delivered
                     if o.held_at.get(key, float("inf")) > at:
                         self.fail(SAFE, "%s delivered SAFE %d at %.4f; %s held it only at %.4f"
                                   % (name, serial, at, other, o.held_at.get(key, float("inf"))))
                         return
 
     def check_no_loss(self) -> None:
-        for name, node in sorted(self.nodes.items()):
-            missing = [s for s in self.submitted if s not in node.position]
+        must = self.survivors_must_deliver()
+        for name, node in sorted(self.live().items()):
+            missing = sorted(must - node.position.keys())
             if missing:
                 self.fail(LOSS, "%s never delivered %d of %d messages (first: %d)"
-                          % (name, len(missing), len(self.submitted), missing[0]))
+                          % (name, len(missing), len(must), missing[0]))
 
 
 def run_seed(seed: int, on_start=None, delivery_filter=None) -> SitesResult:
