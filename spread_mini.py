@@ -1437,8 +1437,15 @@ def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket
 #             message as the ring carries it (encode_message_body)
 #   FRONTIER  nothing: the site sends nothing more with an lts <= this (7.3.3's "update")
 #   ARU       nothing: every daemon of the site holds every message, of any site, up to lts
-SITE_MSG, SITE_FRONTIER, SITE_ARU = 1, 2, 3
-SITE_RECORD_KINDS = {SITE_MSG: "MSG", SITE_FRONTIER: "FRONTIER", SITE_ARU: "ARU"}
+#   SUSPECT   view seq (u64), then a view body: the representative found sites gone (inside
+#             its own site only: its ring orders the suspicion for every daemon there)
+#   PROPOSE   view seq (u64), then a view body: the site's proposal for the next view of
+#             several sites; lts is the site's own frontier when it proposed (SiteGateway)
+# A view body: count (u16) and that many lost site ids (u16); count (u16) and that many
+# (site u16, the highest site_seq of it held u64, its last ARU known u64).
+SITE_MSG, SITE_FRONTIER, SITE_ARU, SITE_SUSPECT, SITE_PROPOSE = 1, 2, 3, 4, 5
+SITE_RECORD_KINDS = {SITE_MSG: "MSG", SITE_FRONTIER: "FRONTIER", SITE_ARU: "ARU",
+                     SITE_SUSPECT: "SUSPECT", SITE_PROPOSE: "PROPOSE"}
 _SITE_HEAD = struct.Struct(">BHQ")
 _SITE_MSG_HEAD = struct.Struct(">QI")
 #: the longest record: the longest message, its header and the origin's name
@@ -1461,6 +1468,8 @@ def encode_site_record(r: SiteRecord) -> bytes:
     parts = [_SITE_HEAD.pack(r.kind, r.site, r.lts)]
     if r.kind == SITE_MSG:
         parts += [_SITE_MSG_HEAD.pack(r.site_seq, r.service), _ring_name_bytes(r.origin), r.body]
+    elif r.kind in (SITE_SUSPECT, SITE_PROPOSE):
+        parts += [_U64.pack(r.site_seq), r.body]
     raw = b"".join(parts)
     return _U32.pack(len(raw)) + raw
 
@@ -1474,6 +1483,11 @@ def _decode_site_record(raw: bytes) -> SiteRecord:
     kind, site, lts = r._fixed(_SITE_HEAD)
     if kind not in SITE_RECORD_KINDS or site > MAX_SITES or lts > MAX_WIRE_COUNTER:
         raise RingWireError("bad site record (kind %d, site %d)" % (kind, site))
+    if kind in (SITE_SUSPECT, SITE_PROPOSE):
+        view_seq = r.counter()
+        body = r.take(r.size - r.pos)
+        decode_site_view_body(body)  # refused here if it does not decode
+        return SiteRecord(kind, site, lts, view_seq, body=body)
     if kind != SITE_MSG:
         r.end()
         return SiteRecord(kind, site, lts)
@@ -1486,6 +1500,31 @@ def _decode_site_record(raw: bytes) -> SiteRecord:
     except UnicodeDecodeError:
         raise RingWireError("site record: origin name is not UTF-8")
     return SiteRecord(kind, site, lts, site_seq, service, origin, r.take(r.size - r.pos))
+
+
+def encode_site_view_body(lost: Iterable[int], entries: Dict[int, Tuple[int, int]]) -> bytes:
+    """SUSPECT / PROPOSE: the sites gone, and per site (highest site_seq held, last ARU)."""
+    lost = sorted(lost)
+    parts = [_U16.pack(len(lost))] + [_U16.pack(x) for x in lost] + [_U16.pack(len(entries))]
+    parts += [_U16.pack(site) + _U64.pack(seq) + _U64.pack(aru) for site, (seq, aru) in sorted(entries.items())]
+    return b"".join(parts)
+
+
+def decode_site_view_body(body: bytes) -> Tuple[frozenset, Dict[int, Tuple[int, int]]]:
+    r = _RingReader(body)
+    count = r.u16()
+    if count > MAX_SITES:
+        raise RingWireError("a view naming %d lost sites" % count)
+    lost = frozenset(r.u16() for _ in range(count))
+    count = r.u16()
+    if count > MAX_SITES:
+        raise RingWireError("a view naming %d sites" % count)
+    entries = {}
+    for _ in range(count):
+        site = r.u16()
+        entries[site] = (r.counter(), r.counter())
+    r.end()
+    return lost, entries
 
 
 class SiteRecordReader:
@@ -3653,6 +3692,11 @@ class Transport:
         self.unrel_seq = 0  # the separate session sequence of UNRELIABLE messages (7.3.3)
         self.trace_completed = None  # tests set a list: msg ids as they are complete here
         self.trace_delivered = None  # tests set a list: msg ids in delivery order
+        #: closing a view of several sites (SiteGateway): nothing above this lts is delivered
+        #: until the next view is installed (None: no limit)
+        self.deliver_limit_lts: Optional[int] = None
+        #: ... and in its transitional part, SAFE counts only these sites' ARUs (None: all)
+        self.safe_sites: Optional[frozenset] = None
 
     # ---------------------------------------------------------------- the send queue
 
@@ -3779,6 +3823,11 @@ class Transport:
     def install(self, stream: SiteStream) -> None:
         """From now on this stream is its site's in the merge (a new configuration)."""
         self.streams[stream.site_id] = stream
+        self._merge = list(self.streams.values())
+
+    def uninstall(self, site_id: int) -> None:
+        """A site that left the view of several sites takes no more part in the merge."""
+        self.streams.pop(site_id, None)
         self._merge = list(self.streams.values())
 
     def link_chunk(self, stream: SiteStream, sender: Pid, chunk: RingChunk) -> None:
@@ -3912,10 +3961,13 @@ class Transport:
                         best, m = s, head
             if m is None or not m.complete:
                 return
+            if self.deliver_limit_lts is not None and m.lts > self.deliver_limit_lts:
+                return
             for s in streams:  # every other site must have passed m (its frontier)
                 if not s.ordered and not s.passed(m.key):
                     return
-            if m.service & SAFE_MESS and m.lts > min(s.stable_aru for s in streams):
+            if m.service & SAFE_MESS and m.lts > min(s.stable_aru for s in streams
+                                                     if self.safe_sites is None or s.site_id in self.safe_sites):
                 return
             best.ordered.popleft()
             self._deliver(m, best)
@@ -5977,6 +6029,48 @@ SITES_BATCH_BYTES = 16000
 #: while a SAFE message waits, the representative tells the other sites its site's
 #: All-Received-Upto at most this often unless the new value covers every SAFE message seen
 SITE_ARU_EVERY_S = 0.01
+#: a neighbour site whose link died is declared gone if no HELLO comes from it within this
+#: time: its ring re-forms after a representative's crash in token_timeout_s +
+#: consensus_timeout_s (1.1 s) and its new representative says HELLO at once, while the
+#: link's silence rule (1 s) fired already; 1 s more keeps a whole site's loss within the
+#: issue's 3 s (silence 1 s + grace 1 s + the views' agreement, a few WAN round trips)
+SITE_GRACE_S = 1.0
+
+
+@dataclass
+class SiteViewChange:
+    """The view of several sites changed (SiteGateway): first a TRANSITIONAL one (the sites
+    that go on together), then the REGULAR one, as extended virtual synchrony has it."""
+    kind: str  #: CONF_TRANSITIONAL or CONF_REGULAR
+    view_seq: int
+    sites: List[int]
+    reason: str
+
+
+@dataclass
+class SiteProposal:
+    """One site's proposal for the next view (a PROPOSE record): who is gone, its own frontier
+    when it proposed, and per site of the old view (highest site_seq held, last ARU)."""
+    lost: frozenset
+    frontier: int
+    entries: Dict[int, Tuple[int, int]]
+
+
+@dataclass
+class ViewClosing:
+    """The decision on the next view, being carried out: every survivor delivers the lost
+    sites' messages up to `cut` (the most any survivor held; `holder` sends them to those
+    that lack them) and everything up to `limit_lts`; then TRANSITIONAL, REGULAR."""
+    view_seq: int
+    survivors: List[int]
+    lost: frozenset
+    cut: Dict[int, int]
+    holder: Dict[int, int]
+    limit_lts: int
+    transitional: bool = False
+    reason: str = ""
+
+
 #: a representative without a link to a neighbour site sends its HELLO this often (a WAN
 #: round trip or two: a lost HELLO costs little, and a new representative is found at once)
 SITE_HELLO_EVERY_S = 0.1
@@ -6081,6 +6175,15 @@ class SiteGateway:
         self.aru_announced = 0
         self.aru_announced_at = -1.0
         self.trace_held = None  # tests set a list: (site, site_seq) as they enter the merge
+        # the view of several sites (the same at every daemon of the site: ring order)
+        self.view_seq = 0
+        self.proposed_view = 0  #: the view seq of our site's last proposal
+        self.proposal_lost: frozenset = frozenset()
+        self.proposals: Dict[int, SiteProposal] = {}  # site -> its proposal for proposed_view
+        self.frozen: Dict[int, List[SiteRecord]] = {}  # lost site -> its records held back
+        self.closing: Optional[ViewClosing] = None
+        self.suspect_at: Dict[int, float] = {}  # the representative's: site -> end of its grace
+        self.suspect_sent = 0  # the view seq of the SUSPECT we submitted
 
     # ------------------------------------------------------------ inputs
     def ring_output(self, out: object, now: float) -> None:
@@ -6114,10 +6217,18 @@ class SiteGateway:
                 self._hop_output(site, link.tick(now), now)
         if self.hello_due_s is not None and now >= self.hello_due_s:
             self._send_hellos(now)
+        gone = [site for site, t in self.suspect_at.items() if now >= t]
+        for site in gone:
+            del self.suspect_at[site]
+        gone = [site for site in gone if site not in self.links and site in self.live_sites]
+        if gone and self.is_representative() and not self._suspect(gone, now):
+            for site in gone:  # a view is being installed: after it
+                self.suspect_at[site] = now + SITE_HELLO_EVERY_S
         self._after(now)
 
     def next_deadline_s(self) -> float:
         times = [link.next_deadline_s() for link in self.links.values()]
+        times += self.suspect_at.values()
         if self.hello_due_s is not None:
             times.append(self.hello_due_s)
         return min(times + [float("inf")])
@@ -6159,7 +6270,9 @@ class SiteGateway:
                 records = []
             answer = False
             for r in records:
-                if self._apply(r):
+                if r.kind in (SITE_SUSPECT, SITE_PROPOSE):
+                    self._view_record(r, passed)
+                elif self._apply(r):
                     passed.append(r)
                     answer = answer or (r.kind == SITE_MSG and r.site != own
                                         and r.lts > self.frontier_answered)
@@ -6173,8 +6286,10 @@ class SiteGateway:
                            msg.service_type, msg.origin, encode_message_body(msg))
             if self._apply(r):
                 passed.append(r)
-        self.gate.append((msg.lts, lts, passed, min(s.frontier_lts for s in self.streams.values())))
         self.merge.deliver_ready()
+        if self.closing is not None:
+            self._close_step()  # (a lost site that is complete counts with its final frontier)
+        self.gate.append((msg.lts, lts, passed, min(s.frontier_lts for s in self.streams.values())))
 
     def _apply(self, r: SiteRecord) -> bool:
         """A record into the merge. False (and counted) for one already there or that cannot
@@ -6183,6 +6298,8 @@ class SiteGateway:
         if stream is None:
             self.counters["site_records_unknown_site"] += 1
             return False
+        if r.site in self.frozen:
+            return self._lost_site_record(r)
         if r.kind == SITE_FRONTIER:
             self.merge.advance_frontier(stream, r.lts)
             return True
@@ -6228,10 +6345,17 @@ class SiteGateway:
         tree (a child without a link now gets it by the positions of its next HELLO)."""
         if not self.is_representative():
             return
-        tree = self.trees.get(r.site)
+        raw = encode_site_record(r)
+        if r.kind == SITE_PROPOSE:  # control: to every site, flooded (duplicates are dropped)
+            for site in self.links:
+                self._out_bytes[site] += raw
+            return
+        source = r.site
+        if self.closing is not None and r.site in self.closing.holder:
+            source = self.closing.holder[r.site]  # a lost site's last messages come from there
+        tree = self.trees.get(source)
         if tree is None:
             return
-        raw = encode_site_record(r)
         for child in tree.children(self.site_id):
             if child in self.links:
                 self._out_bytes[child] += raw
@@ -6282,23 +6406,42 @@ class SiteGateway:
         self._readers[site] = SiteRecordReader()
         self._inbox[site] = {}
         self._next_seq[site] = 1
-        out = self._out_bytes[site] = bytearray()
-        resent = 0
-        for source in self.live_sites:  # what the peer lacks, of the trees through us to it
-            if site not in self.trees[source].children(self.site_id):
-                continue
-            for r in self.kept[source][positions.get(source, 0):self.passed_seq[source]]:
-                out += encode_site_record(r)
-                resent += 1
-            frontier = self.safe_ring_lts if source == self.site_id else self.passed_frontier[source]
-            for kind, lts in ((SITE_FRONTIER, frontier), (SITE_ARU, self.passed_aru[source])):
-                if lts:
-                    out += encode_site_record(SiteRecord(kind, source, lts))
-        self.counters["site_records_resent"] += resent
+        self._out_bytes[site] = bytearray()
+        self.suspect_at.pop(site, None)
+        resent = self._resend(site, positions)
         self._log("HOP link to %s#%d (site %d) starts; %d records sent again by its positions"
                   % (peer[0], peer[1], site, resent), now)
         if all(s in self.links for s in self.neighbours):
             self.hello_due_s = None
+
+    def _resend(self, site: int, positions: Dict[int, int]) -> int:
+        """What the site lacks (by its positions) of the trees that go through us to it; our
+        own PROPOSE too while a view is being agreed. Returns the messages sent again."""
+        out = self._out_bytes[site]
+        resent = 0
+        sources = [(s, s) for s in self.live_sites if s not in self.frozen]
+        if self.closing is not None:
+            sources += [(x, h) for x, h in self.closing.holder.items()]
+        for source, tree_of in sources:
+            if site not in self.trees[tree_of].children(self.site_id):
+                continue
+            upto = self.passed_seq[source]
+            if self.closing is not None and source in self.closing.cut:
+                upto = min(upto, self.closing.cut[source])
+            for r in self.kept[source][positions.get(source, 0):upto]:
+                out += encode_site_record(r)
+                resent += 1
+            if source in self.frozen:
+                continue
+            frontier = self.safe_ring_lts if source == self.site_id else self.passed_frontier[source]
+            for kind, lts in ((SITE_FRONTIER, frontier), (SITE_ARU, self.passed_aru[source])):
+                if lts:
+                    out += encode_site_record(SiteRecord(kind, source, lts))
+        mine = self.proposals.get(self.site_id)
+        if mine is not None and self.closing is None:
+            out += encode_site_record(self._proposal_record(mine))
+        self.counters["site_records_resent"] += resent
+        return resent
 
     def _hop_output(self, site: int, out: HopOutput, now: float) -> None:
         link = self.links[site]
@@ -6326,11 +6469,11 @@ class SiteGateway:
     def _from_link(self, site: int, r: SiteRecord) -> None:
         """A record from the link to `site`: into our ring, once (a HELLO's resending may
         repeat what the ring already has)."""
-        if r.site == self.site_id or r.site not in self.streams:
+        if r.site == self.site_id or r.site not in self.streams or r.kind == SITE_SUSPECT:
             self.counters["site_records_not_for_us"] += 1
             return
         key = (r.kind, r.site)
-        mark = r.site_seq if r.kind == SITE_MSG else r.lts
+        mark = r.site_seq if r.kind in (SITE_MSG, SITE_PROPOSE) else r.lts
         if mark <= max(self.injected.get(key, 0), self.applied_seq[r.site] if r.kind == SITE_MSG else 0):
             self.counters["site_records_duplicate"] += 1
             return
@@ -6342,10 +6485,194 @@ class SiteGateway:
         link = self.links.pop(site, None)
         if link is None:
             return
-        self._log("HOP link to %s (site %d) is over: %s; HELLO until it answers again"
-                  % (link.peer[0], site, why), now)
+        self._log("HOP link to %s (site %d) is over: %s; HELLO until it answers again, "
+                  "for %.1f s" % (link.peer[0], site, why, SITE_GRACE_S), now)
+        self.suspect_at[site] = now + SITE_GRACE_S
         if self.hello_due_s is None:
             self.hello_due_s = now
+
+    # ------------------------------------------------------------ the view of several sites
+    # The recovery across sites (the thesis leaves it open; lab_guide.md, "Sites: when one
+    # goes away"). 1. A representative whose link to a neighbour died and that heard no HELLO
+    # from that site within SITE_GRACE_S submits SUSPECT to its ring. 2. Where its ring
+    # delivers it (or another site's PROPOSE for a newer view), every daemon of the site
+    # freezes the lost sites' streams there (their later records are held back) and makes the
+    # site's PROPOSE: the lost sites, its own frontier, and per site what it holds; the
+    # representative floods it to every site. 3. When a site has the PROPOSE of every
+    # survivor for the same lost sites (survivors: the others that it can still reach), it
+    # decides, the same everywhere: each lost site's stream ends at the most any survivor
+    # held (`cut`; the lowest such site sends it to those that lack it, down its own tree),
+    # and the old view ends at limit_lts, the highest frontier proposed. 4. Every daemon
+    # delivers up to limit_lts; the first message that cannot go in the old view (a SAFE one
+    # the lost sites never said they held) starts the TRANSITIONAL view; when nothing up to
+    # limit_lts is left, the REGULAR view goes, without the lost sites. A PROPOSE that names
+    # other lost sites starts the next view seq with both sets.
+
+    def _suspect(self, sites: Iterable[int], now: float) -> bool:
+        """False: not now (a view is being installed; come back after it)."""
+        if self.closing is not None:
+            return False
+        view = max(self.view_seq, self.proposed_view) + 1
+        if not frozenset(sites) - self.proposal_lost or self.suspect_sent >= view:
+            return True
+        lost = frozenset(sites) | self.proposal_lost
+        self.suspect_sent = view
+        self._log("sites %s silent for %.1f s after their link died: suspected gone (view %d)"
+                  % (sorted(lost), SITE_GRACE_S, view), now)
+        self.to_ring.append(SiteRecord(SITE_SUSPECT, self.site_id, 0, view,
+                                       body=encode_site_view_body(lost, {})))
+        return True
+
+    def _view_record(self, r: SiteRecord, passed: List[SiteRecord]) -> None:
+        """A SUSPECT of our site or another site's PROPOSE, where our ring delivered it."""
+        try:
+            lost, entries = decode_site_view_body(r.body)
+        except RingWireError:
+            self.counters["site_records_undecodable"] += 1
+            return
+        view = r.site_seq
+        if r.kind == SITE_SUSPECT:
+            if r.site == self.site_id and view > max(self.proposed_view, self.view_seq):
+                self._propose(view, lost, passed)
+            return
+        if r.site == self.site_id or r.site not in self.live_sites or view <= self.view_seq:
+            return
+        if view > self.proposed_view and self.closing is None:
+            self._propose(view, lost, passed)
+        if view != self.proposed_view or r.site in self.proposals:
+            return
+        if lost != self.proposal_lost:
+            if self.closing is None:
+                self._propose(view + 1, lost | self.proposal_lost, passed)
+            return
+        self.proposals[r.site] = SiteProposal(lost, r.lts, entries)
+        passed.append(r)  # the representative floods it on
+        self._maybe_decide(passed)
+
+    def _propose(self, view: int, lost: Iterable[int], passed: List[SiteRecord]) -> None:
+        lost = frozenset(lost) & set(self.live_sites)
+        reach = dissemination_tree(self.costs, self.site_id, set(self.live_sites) - lost)
+        lost |= frozenset(reach.unreachable)
+        self.proposed_view, self.proposal_lost = view, lost
+        for x in lost:
+            self.frozen.setdefault(x, [])
+        entries = {s: (self.applied_seq[s], self.streams[s].stable_aru) for s in self.live_sites}
+        mine = SiteProposal(lost, self.own_lts, entries)
+        self.proposals = {self.site_id: mine}
+        passed.append(self._proposal_record(mine))
+        self._log("proposes view %d without sites %s" % (view, sorted(lost)), None)
+        self._maybe_decide(passed)
+
+    def _proposal_record(self, p: SiteProposal) -> SiteRecord:
+        return SiteRecord(SITE_PROPOSE, self.site_id, p.frontier, self.proposed_view,
+                          body=encode_site_view_body(p.lost, p.entries))
+
+    def _maybe_decide(self, passed: List[SiteRecord]) -> None:
+        survivors = sorted(set(self.live_sites) - self.proposal_lost)
+        if self.closing is not None or any(s not in self.proposals for s in survivors):
+            return
+        props = self.proposals
+        cut, holder = {}, {}
+        for x in sorted(self.proposal_lost):
+            cut[x] = max(p.entries.get(x, (0, 0))[0] for p in props.values())
+            holder[x] = min(s for s, p in props.items() if p.entries.get(x, (0, 0))[0] == cut[x])
+            aru = max(p.entries.get(x, (0, 0))[1] for p in props.values())
+            self.merge.site_stable(self.streams[x], aru)
+        limit = max(p.frontier for p in props.values())
+        reason = "sites %s gone" % sorted(self.proposal_lost)
+        self.closing = ViewClosing(self.proposed_view, survivors, self.proposal_lost, cut, holder,
+                                   limit, reason=reason)
+        self._log("view %d decided: sites %s, %s; messages up to lts %d in the old view"
+                  % (self.proposed_view, survivors, reason, limit), None)
+        self.trees = dissemination_trees(self.costs, survivors)
+        self.neighbours = [s for s in self.neighbours if s in survivors]
+        for x in self.proposal_lost:
+            self.links.pop(x, None)
+            self.suspect_at.pop(x, None)
+        self.merge.deliver_limit_lts = limit
+        for x in sorted(self.frozen):
+            held, self.frozen[x] = self.frozen[x], []
+            for r in held:
+                self._lost_site_record(r)
+        if self.is_representative():
+            for site in list(self.links):
+                entries = props[site].entries if site in props else {}
+                self._resend(site, {s: seq for s, (seq, _) in entries.items()})
+        # our frontier now (above every proposed one), once our ring has made this point safe:
+        # the old view can end everywhere
+        passed.append(SiteRecord(SITE_FRONTIER, self.site_id, self.own_lts))
+
+    def _lost_site_record(self, r: SiteRecord) -> bool:
+        """A record of a site being left out: held back until the decision, then applied up to
+        its cut; its frontier and ARU are what the decision says."""
+        if r.kind != SITE_MSG or r.site_seq <= self.applied_seq[r.site]:
+            return False
+        c = self.closing
+        if c is None:
+            held = self.frozen[r.site]
+            if not held or held[-1].site_seq < r.site_seq:
+                held.append(r)
+            return False
+        if r.site_seq > c.cut.get(r.site, 0) or r.site_seq != self.applied_seq[r.site] + 1:
+            self.counters["site_records_after_cut"] += 1
+            return False
+        self.applied_seq[r.site] = r.site_seq
+        self.kept[r.site].append(r)
+        stream = self.streams[r.site]
+        self.orderer.transport.saw_lts(r.lts)
+        self.merge.link_chunk(stream, (r.origin, 0),
+                              RingChunk(r.site_seq, r.lts, r.site_seq, 0, 1, r.service, r.body))
+        if self.trace_held is not None:
+            self.trace_held.append((r.site, r.site_seq))
+        return True
+
+    def _close_step(self) -> None:
+        c = self.closing
+        if any(self.applied_seq[x] < c.cut[x] for x in c.lost):
+            return
+        for x in c.lost:  # nothing more comes from it
+            self.merge.advance_frontier(self.streams[x], c.limit_lts)
+        while True:
+            if any(self.streams[s].frontier_lts < c.limit_lts for s in c.survivors):
+                return
+            head = min((s.ordered[0] for s in self.streams.values() if s.ordered),
+                       key=lambda m: m.key, default=None)
+            if head is None or head.lts > c.limit_lts:
+                self._install_view()
+                return
+            blocked_by_lost = head.complete and head.service & SAFE_MESS and head.lts <= min(
+                self.streams[s].stable_aru for s in c.survivors)
+            if c.transitional or not blocked_by_lost:
+                return  # the survivors' ARUs will come
+            self._emit_view(CONF_TRANSITIONAL)
+            self.merge.deliver_ready()
+
+    def _emit_view(self, kind: str) -> None:
+        c = self.closing
+        if kind == CONF_TRANSITIONAL:
+            c.transitional = True
+            self.merge.safe_sites = frozenset(c.survivors)
+        self.outputs.append(SiteViewChange(kind, c.view_seq, list(c.survivors), c.reason))
+        self._log("%s view %d: sites %s (%s)" % (kind, c.view_seq, c.survivors, c.reason), None)
+
+    def _install_view(self) -> None:
+        c = self.closing
+        if not c.transitional:
+            self._emit_view(CONF_TRANSITIONAL)
+        self._emit_view(CONF_REGULAR)
+        for x in c.lost:
+            self.merge.uninstall(x)
+            del self.streams[x]
+            self.kept[x] = []
+        self.live_sites = list(c.survivors)
+        self.view_seq = c.view_seq
+        self.merge.deliver_limit_lts = None
+        self.merge.safe_sites = None
+        self.closing = None
+        self.frozen = {}
+        self.proposals = {}
+        self.proposal_lost = frozenset()
+        self.merge.deliver_ready()
 
     # ------------------------------------------------------------ after every input
     def _after(self, now: float) -> None:

@@ -47,7 +47,9 @@ FIFO = "FIFO"
 CAUSAL = "causal order"
 SAFE = "safe"
 LOSS = "no loss"
-KINDS = (FOREIGN, DUPLICATE, AGREED, FIFO, CAUSAL, SAFE, LOSS)
+VIEW = "view"  # a living daemon's last view is not the sites it can reach, or views disagree
+VIRTUAL_SYNCHRONY = "virtual synchrony"
+KINDS = (FOREIGN, DUPLICATE, AGREED, FIFO, CAUSAL, SAFE, LOSS, VIEW, VIRTUAL_SYNCHRONY)
 
 
 def kind_of(violation: str) -> str:
@@ -75,6 +77,9 @@ class SitesCase:
     #: killed (kill -9: its ring re-forms and the next daemon takes over its links); None: never
     rep_crash_after_s: Optional[float] = None
     rep_crash_site: int = 0
+    #: when every daemon of one site is killed (the others install a view without it)
+    site_kill_after_s: Optional[float] = None
+    site_kill: int = 0
 
 
 @dataclass
@@ -87,6 +92,10 @@ class Node:
     held_at: Dict[Tuple[int, int], float] = field(default_factory=dict)
     key_of: Dict[int, Tuple[int, int]] = field(default_factory=dict)  # serial -> (site, site_seq)
     crashed_at: Optional[float] = None
+    #: view changes of several sites: (kind, view seq, sites, messages delivered before, time)
+    views: List[tuple] = field(default_factory=list)
+    view_sites: Tuple[int, ...] = ()  # the sites of the view (regular or transitional) now
+    delivered_in: Dict[int, Tuple[int, ...]] = field(default_factory=dict)  # serial -> view_sites
 
 
 @dataclass
@@ -132,6 +141,10 @@ def case_for_seed(seed: int) -> SitesCase:
     if several and crash.random() < 0.5:
         case.rep_crash_site = crash.choice(several)
         case.rep_crash_after_s = crash.uniform(0.0, case.traffic_s)
+    kill = random.Random(seed * 7919 + 13)
+    if kill.random() < 0.4:
+        case.site_kill = kill.randrange(nsites)
+        case.site_kill_after_s = kill.uniform(0.0, case.traffic_s)
     return case
 
 
@@ -220,6 +233,9 @@ class SitesSim:
             for out in gouts:
                 if isinstance(out, sr.SendHop):
                     self.hop_send(name, out.dest, out.packet)
+                elif isinstance(out, sr.SiteViewChange):
+                    node.views.append((out.kind, out.view_seq, tuple(out.sites), len(node.delivered), self.now))
+                    node.view_sites = tuple(out.sites)
                 else:
                     self.record_delivery(name, node, out.msg)
             if not outs and not gouts:
@@ -245,6 +261,7 @@ class SitesSim:
         node.delivered.append(serial)
         node.delivered_at[serial] = self.now
         node.key_of[serial] = (msg.site_id, msg.seq)
+        node.delivered_in[serial] = node.view_sites
         self.latency.append(self.now - sub[4])
 
     # -------------------------------------------------------------- clients
@@ -282,18 +299,33 @@ class SitesSim:
         return all(n.gateway.representative == self.case.sites[self.site_of[name]][0]
                    for name, n in self.nodes.items())
 
-    def survivors_must_deliver(self) -> set:
-        """Every message submitted at a daemon that never crashed, and every message some
-        living daemon delivered (a crashed daemon's last messages may be lost, everywhere)."""
-        live = self.live()
+    def live_sites(self) -> set:
+        return {self.site_of[n] for n in self.live()}
+
+    def component(self, site: int) -> frozenset:
+        """The live sites that `site` can still reach over the links (its final view)."""
+        tree = sr.dissemination_tree(self.case.costs, site, self.live_sites())
+        return frozenset(tree.parent)
+
+    def survivors_must_deliver(self, name: str) -> set:
+        """For a living daemon: every message submitted at a daemon of its component that
+        never crashed, and every message a living daemon of its component delivered (a crashed
+        daemon's last messages may be lost, but then everywhere)."""
+        comp = self.component(self.site_of[name])
+        live = {n: node for n, node in self.live().items() if self.site_of[n] in comp}
         must = {s for s, sub in self.submitted.items() if sub[2] in live}
         for node in live.values():
             must.update(node.delivered)
         return must
 
     def everything_delivered(self) -> bool:
-        must = self.survivors_must_deliver()
-        return all(must <= node.position.keys() for node in self.live().values())
+        for name, node in self.live().items():
+            if not self.survivors_must_deliver(name) <= node.position.keys():
+                return False
+            gw = node.gateway
+            if gw.closing is not None or set(gw.live_sites) != self.component(self.site_of[name]):
+                return False
+        return True
 
     def run(self, form_max_s: float = 3.0, drain_max_s: float = 30.0) -> SitesResult:
         for name in self.nodes:
@@ -307,6 +339,10 @@ class SitesSim:
             if t > start + self.case.traffic_s:
                 break
             self.push(t, "submit", "")
+        if self.case.site_kill_after_s is not None:
+            self.kill_at = start + self.case.site_kill_after_s
+            for name in self.case.sites[self.case.site_kill]:
+                self.push(self.kill_at, "crash", name)
         if self.case.rep_crash_after_s is not None:
             names = self.case.sites[self.case.rep_crash_site]
             self.push(start + self.case.rep_crash_after_s, "crash", names[0])
@@ -342,6 +378,7 @@ class SitesSim:
             node.gateway.hop_datagram(src, data, at)
         elif kind == "tick":
             node.orderer.tick(at)
+            node.gateway.tick(at)  # the ring's safe_lts moves on tokens that deliver nothing
             self.push(at + self.tick_s, "tick", dest)
         elif kind == "gtick":
             if at != self.gtick_at[dest]:
@@ -360,6 +397,7 @@ class SitesSim:
         self.check_causal()
         self.check_safe()
         self.check_no_loss()
+        self.check_views()
         if self.latency:
             lat = sorted(self.latency)
             self.stats["latency_median_s"] = lat[len(lat) // 2]
@@ -414,17 +452,67 @@ class SitesSim:
                 if self.submitted[serial][0] != sr.SAFE_MESS:
                     continue
                 key, at = node.key_of[serial], node.delivered_at[serial]
+                members = node.delivered_in[serial] or tuple(range(len(self.case.sites)))
                 for other, o in sorted(self.nodes.items()):
                     if o.crashed_at is not None and o.crashed_at <= at:
                         continue  # not a member any more when it was delivered
+                    if self.site_of[other] not in members:
+                        continue  # not in the view (EVS: SAFE holds in its configuration)
                     if o.held_at.get(key, float("inf")) > at:
                         self.fail(SAFE, "%s delivered SAFE %d at %.4f; %s held it only at %.4f"
                                   % (name, serial, at, other, o.held_at.get(key, float("inf"))))
                         return
 
+    def segments(self, node: Node) -> Dict[tuple, frozenset]:
+        """A daemon's deliveries cut by its view changes: ("regular", old view seq, new view
+        seq) -> what it delivered in the old view's regular part before the new view's
+        TRANSITIONAL; ("transitional", new view seq) -> between TRANSITIONAL and REGULAR."""
+        out = {}
+        start, old = 0, 0
+        for kind, view, _, at, _ in node.views:
+            if kind == sr.CONF_TRANSITIONAL:
+                out["regular", old, view] = frozenset(node.delivered[start:at])
+            else:
+                out["transitional", view] = frozenset(node.delivered[start:at])
+                old = view
+            start = at
+        return out
+
+    def check_views(self) -> None:
+        """Every living daemon ends in the view of the sites it can reach; daemons that
+        install the same view saw the same sites in it, and delivered the same messages in
+        the old view's regular part and in the transitional part (virtual synchrony)."""
+        installed: Dict[int, Tuple[str, tuple]] = {}
+        for name, node in sorted(self.nodes.items()):
+            regular = [v for v in node.views if v[0] == sr.CONF_REGULAR]
+            for _, view, sites, _, _ in regular:
+                first = installed.setdefault(view, (name, sites))
+                if first[1] != sites and self.component(self.site_of[name]) == self.component(self.site_of[first[0]]):
+                    self.fail(VIEW, "%s installed view %d with sites %s, %s with %s" % (name, view, sites, first[0], first[1]))
+            if node.crashed_at is None:
+                final = set(regular[-1][2]) if regular else set(range(len(self.case.sites)))
+                if final != self.component(self.site_of[name]):
+                    self.fail(VIEW, "%s ends in a view of sites %s; it can reach %s"
+                              % (name, sorted(final), sorted(self.component(self.site_of[name]))))
+        segs = {name: self.segments(node) for name, node in self.nodes.items()}
+        names = sorted(self.nodes)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                for key in segs[a].keys() & segs[b].keys():
+                    if segs[a][key] != segs[b][key] and self.completed(a, key) and self.completed(b, key):
+                        diff = sorted(segs[a][key] ^ segs[b][key])
+                        self.fail(VIRTUAL_SYNCHRONY, "%s and %s delivered different messages in %s "
+                                  "(e.g. %d)" % (a, b, key, diff[0]))
+                        return
+
+    def completed(self, name: str, key: tuple) -> bool:
+        """The segment is closed at that daemon by the view change that names it (a regular
+        part by its TRANSITIONAL, a transitional part by its REGULAR)."""
+        return True
+
     def check_no_loss(self) -> None:
-        must = self.survivors_must_deliver()
         for name, node in sorted(self.live().items()):
+            must = self.survivors_must_deliver(name)
             missing = sorted(must - node.position.keys())
             if missing:
                 self.fail(LOSS, "%s never delivered %d of %d messages (first: %d)"
