@@ -6257,6 +6257,11 @@ class SiteGateway:
         if rep == self.name:
             self.aru_announced = 0
             self._send_hellos(now)
+            # a neighbour site that never answers is gone as surely as one whose link died
+            for site in self.neighbours:
+                self.suspect_at[site] = now + self.hop_settings.peer_silence_s + SITE_GRACE_S
+        else:
+            self.suspect_at = {}
 
     def _ring_delivered(self, msg: DaemonMessage) -> None:
         own = self.site_id
