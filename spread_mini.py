@@ -6637,6 +6637,7 @@ class SiteGateway:
             return
         for x in c.lost:  # nothing more comes from it
             self.merge.advance_frontier(self.streams[x], c.limit_lts)
+        self.merge.deliver_ready()
         while True:
             if any(self.streams[s].frontier_lts < c.limit_lts for s in c.survivors):
                 return
