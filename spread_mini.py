@@ -35,6 +35,15 @@ from another daemon meets, in order (thesis 7.3.1 names the levels):
                         dead-peer rule (HopPeerDead); HopSettings. Beside it, pure functions of
                         the sites (one per Spread_Segment): site_representative and
                         dissemination_tree -> SiteTree over SpreadConfig.site_costs()
+  SiteGateway           WIDE AREA (7.3.1-7.3.3; in tests/sites_sim.py, not in the daemon yet):
+                        a datagram on the HOP port is a SiteHello (decode_site_hello: starts a
+                        HopLink between two sites' representatives) or the link's; the link's
+                        payloads are a stream of SiteRecord (MSG / FRONTIER / ARU / SUSPECT /
+                        PROPOSE; SiteRecordReader) that the representative submits to its ring
+                        as a message of kind SITES; what the ring delivers goes into a second
+                        Transport (`merge`, one stream per site) and, once the ring made it
+                        safe, on to the next sites (SendHop). SiteProposal and ViewClosing
+                        agree on a view without a lost site -> SiteViewChange
   Transport, SiteStream TRANSPORT level (7.3.3): streams keyed by site id; pieces into
                         _Message (a _GapMarker for a packet lost with a configuration), order
                         by {lts, site} and service type, Deliver; MessageInProgress on the way
