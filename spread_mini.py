@@ -6350,7 +6350,7 @@ class SiteGateway:
                     self.passed_seq[r.site] = r.site_seq
                 elif r.kind == SITE_FRONTIER:
                     self.passed_frontier[r.site] = max(self.passed_frontier[r.site], r.lts)
-                else:
+                elif r.kind == SITE_ARU:
                     self.passed_aru[r.site] = max(self.passed_aru[r.site], r.lts)
                 self._forward(r)
 
