@@ -10,7 +10,8 @@ The rings form, clients send messages of every ordered service type (RELIABLE ..
 UNRELIABLE stays in its own site), and in some seeds (each decided by its own Random, so the
 rest of the case stays the same) a site's representative is killed (its ring re-forms, the next
 daemon takes over the links) and/or every daemon of one site is killed (the others agree on a
-view without it: TRANSITIONAL, then REGULAR). The run goes on until every living daemon has
+view without it: TRANSITIONAL, then REGULAR) and/or, with two sites or a line, a WAN link is
+cut for good (each side ends in a view of the sites it can reach). The run goes on until every living daemon has
 delivered what it must and installed the view of the sites it can reach, or the time is up.
 
 The checkers look only at what the simulated clients submitted and what every daemon delivered
@@ -91,6 +92,10 @@ class SitesCase:
     #: when every daemon of one site is killed (the others install a view without it)
     site_kill_after_s: Optional[float] = None
     site_kill: int = 0
+    #: when the WAN link between two sites is cut for good, both ways, and the cut splits the
+    #: sites in two (two sites, or a line): each side goes on in a view of its own
+    cut_after_s: Optional[float] = None
+    cut_pair: Tuple[int, int] = (0, 1)
 
 
 @dataclass
@@ -156,6 +161,10 @@ def case_for_seed(seed: int) -> SitesCase:
     if kill.random() < 0.4:
         case.site_kill = kill.randrange(nsites)
         case.site_kill_after_s = kill.uniform(0.0, case.traffic_s)
+    cut = random.Random(seed * 7919 + 14)
+    if (nsites == 2 or line) and cut.random() < 0.3:
+        case.cut_pair = (0, 1) if nsites == 2 or cut.random() < 0.5 else (1, 2)
+        case.cut_after_s = cut.uniform(0.0, case.traffic_s)
     return case
 
 
@@ -179,6 +188,7 @@ class SitesSim:
         self.stats: Dict[str, float] = {"ring_packets": 0, "hop_packets": 0, "hop_lost": 0,
                                         "submitted": 0}
         self.wire_free: Dict[Tuple[int, int], float] = {}
+        self.cut_pairs: set = set()  # (site, site) whose wire is cut, both ways
         self.gtick_at: Dict[str, float] = {}
         self.latency: List[float] = []
         settings = {}
@@ -222,6 +232,9 @@ class SitesSim:
             return
         start = max(self.now, self.wire_free.get(pair, 0.0))
         self.wire_free[pair] = start + len(raw) * 8 / wire.bits_s
+        if pair in self.cut_pairs:
+            self.stats["hop_lost"] += 1
+            return
         if self.rng.random() < wire.loss:
             self.stats["hop_lost"] += 1
             return
@@ -314,8 +327,10 @@ class SitesSim:
         return {self.site_of[n] for n in self.live()}
 
     def component(self, site: int) -> frozenset:
-        """The live sites that `site` can still reach over the links (its final view)."""
-        tree = sr.dissemination_tree(self.case.costs, site, self.live_sites())
+        """The live sites that `site` can still reach over the links not cut (its final view)."""
+        costs = [[0 if (i, j) in self.cut_pairs else c for j, c in enumerate(row)]
+                 for i, row in enumerate(self.case.costs)]
+        tree = sr.dissemination_tree(costs, site, self.live_sites())
         return frozenset(tree.parent)
 
     def survivors_must_deliver(self, name: str) -> set:
@@ -354,6 +369,8 @@ class SitesSim:
             self.kill_at = start + self.case.site_kill_after_s
             for name in self.case.sites[self.case.site_kill]:
                 self.push(self.kill_at, "crash", name)
+        if self.case.cut_after_s is not None:
+            self.push(start + self.case.cut_after_s, "cut", "")
         if self.case.rep_crash_after_s is not None:
             names = self.case.sites[self.case.rep_crash_site]
             self.push(start + self.case.rep_crash_after_s, "crash", names[0])
@@ -379,6 +396,11 @@ class SitesSim:
             return
         if kind == "crash":
             self.crash(dest)
+            return
+        if kind == "cut":
+            a, b = self.case.cut_pair
+            self.cut_pairs |= {(a, b), (b, a)}
+            self.stats["cuts"] = self.stats.get("cuts", 0) + 1
             return
         node = self.nodes[dest]
         if node.crashed_at is not None:

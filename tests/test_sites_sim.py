@@ -236,3 +236,23 @@ def test_planted_message_moved_across_the_transitional_view_is_a_virtual_synchro
         return flt
     res = _run_planted(KILL_SEED, late)
     assert sites_sim.VIRTUAL_SYNCHRONY in res.kinds(), res.summary()
+
+
+CUT_SEED = 43  # a line a - b - c; the b - c link is cut for good while messages flow
+
+
+def test_a_cut_link_splits_the_sites_into_two_views_and_each_goes_on():
+    sim = sites_sim.SitesSim(CUT_SEED)
+    assert sim.case.cut_pair == (1, 2) and sim.case.site_kill_after_s is None
+    res = sim.run()
+    assert res.violations == [], res.summary()
+    for name, node in sim.live().items():
+        expected = (0, 1) if sim.site_of[name] in (0, 1) else (2,)
+        assert node.views[-1][:3] == (sr.CONF_REGULAR, 1, expected), (name, node.views)
+    # messages sent on each side after the cut are delivered on that side only
+    after = [s for s, sub in sim.submitted.items() if sub[4] > sim.stats["formed_at_s"] + sim.case.cut_after_s]
+    assert after
+    for serial in after:
+        origin_side = {0, 1} if sim.site_of[sim.submitted[serial][2]] in (0, 1) else {2}
+        for name, node in sim.live().items():
+            assert (serial in node.position) == (sim.site_of[name] in origin_side)
