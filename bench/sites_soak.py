@@ -35,12 +35,15 @@ def main(argv=None):
     kinds = collections.Counter()
     failing = []
     latencies = []
+    view_times = []  # per seed that killed a site: when the last survivor left it out
     for seed in range(args.first, args.first + args.seeds):
         result = sites_sim.run_seed(seed)
         for key in ("submitted", "hop_packets", "hop_lost", "ring_packets"):
             totals[key] += result.stats.get(key, 0)
         if "latency_median_s" in result.stats:
             latencies.append(result.stats["latency_median_s"])
+        if "view_after_kill_s" in result.stats:
+            view_times.append(result.stats["view_after_kill_s"])
         totals["violations"] += len(result.violations)
         kinds.update(sites_sim.kind_of(v) for v in result.violations)
         if result.violations:
@@ -62,6 +65,12 @@ def main(argv=None):
           "median delivery latency %.3f s (simulated); %.0f s" % (
               totals["submitted"], totals["hop_packets"], totals["hop_lost"], totals["ring_packets"],
               latencies[len(latencies) // 2] if latencies else 0.0, elapsed))
+    view_times.sort()
+    if view_times:
+        print("a whole site killed (%d seeds): the last survivor installed the view without it "
+              "after %.2f s (median), %.2f s (90th percentile), %.2f s (max; simulated time, "
+              "from the kill)" % (len(view_times), view_times[len(view_times) // 2],
+                                  view_times[int(len(view_times) * 0.9)], view_times[-1]))
     print("rerun: python3 bench/sites_soak.py --seeds %d --first %d" % (args.seeds, args.first))
     return 1 if failing else 0
 

@@ -431,6 +431,12 @@ class SitesSim:
         self.check_safe()
         self.check_no_loss()
         self.check_views()
+        kill_at = getattr(self, "kill_at", None)
+        if kill_at is not None:  # how long the survivors took to leave the killed site out
+            installs = [next((v[4] for v in n.views if v[0] == sr.CONF_REGULAR), None)
+                        for n in self.live().values()]
+            if installs and None not in installs:
+                self.stats["view_after_kill_s"] = max(installs) - kill_at
         if self.latency:
             lat = sorted(self.latency)
             self.stats["latency_median_s"] = lat[len(lat) // 2]
