@@ -6122,10 +6122,13 @@ class SiteGateway:
                 that minimum is the site's ARU. The representative announces it (through its
                 own ring first, so every member sets it at the same point) while a SAFE
                 message waits for it.
-    Not yet: a site lost or partitioned away (the recovery across sites is designed in
-    lab_guide.md, "Sites: when one goes away"), a restarted daemon's state, pruning by group
-    interest, UNRELIABLE across sites (delivered in its own site only), non-blocking
-    forwarding, and a bound on `kept` (it needs a global ARU that moves without SAFE traffic)."""
+    A site that goes away (killed, or cut off) is left out by a view change that every
+    survivor agrees on (SUSPECT, PROPOSE, the decision, TRANSITIONAL, REGULAR: see "the view
+    of several sites" below, and lab_guide.md). Not yet: merging views again when a partition
+    heals, a restarted daemon's state, routing around a dead link to a site that is still
+    reachable through another (today that site is left out), pruning by group interest,
+    UNRELIABLE across sites (delivered in its own site only), non-blocking forwarding, and a
+    bound on `kept` (it needs a global ARU that moves without SAFE traffic)."""
 
     def __init__(self, name: str, sites: Sequence[Sequence[str]], costs: Sequence[Sequence[int]],
                  orderer: "RingOrderer", hop_settings: Optional[HopSettings] = None,
