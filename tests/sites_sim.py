@@ -170,8 +170,9 @@ def case_for_seed(seed: int) -> SitesCase:
 
 class SitesSim:
     def __init__(self, seed: int, case: Optional[SitesCase] = None, tick_s: float = 0.01,
-                 on_start=None, delivery_filter=None):
+                 on_start=None, delivery_filter=None, services=None):
         self.seed = seed
+        self.services = list(services or SERVICES)  #: what the simulated clients send
         self.rng = random.Random(seed)
         self.case = case or case_for_seed(seed)
         self.tick_s = tick_s
@@ -300,7 +301,7 @@ class SitesSim:
     def submit_random(self) -> None:
         name = self.rng.choice(sorted(self.live()))
         node = self.nodes[name]
-        service = self.rng.choice(SERVICES)
+        service = self.rng.choice(self.services)
         r = self.rng.random()
         size = self.rng.randrange(8, 100) if r < 0.7 else (
             self.rng.randrange(100, 1200) if r < 0.95 else self.rng.randrange(1200, 6000))
