@@ -6554,9 +6554,13 @@ class SiteGateway:
             return
         if r.site == self.site_id or r.site not in self.live_sites or view <= self.view_seq:
             return
+        if self.site_id in lost:  # it cannot reach us: then it is gone for us too
+            lost = (lost - {self.site_id}) | {r.site}
+        if r.site in self.proposal_lost and lost == self.proposal_lost:
+            return  # from a site we leave out already: not a survivor's proposal
         if view > self.proposed_view and self.closing is None:
             self._propose(view, lost, passed)
-        if view != self.proposed_view or r.site in self.proposals:
+        if view != self.proposed_view or r.site in self.proposals or r.site in self.proposal_lost:
             return
         if lost != self.proposal_lost:
             if self.closing is None:
@@ -6567,7 +6571,7 @@ class SiteGateway:
         self._maybe_decide(passed)
 
     def _propose(self, view: int, lost: Iterable[int], passed: List[SiteRecord]) -> None:
-        lost = frozenset(lost) & set(self.live_sites)
+        lost = (frozenset(lost) - {self.site_id}) & set(self.live_sites)
         reach = dissemination_tree(self.costs, self.site_id, set(self.live_sites) - lost)
         lost |= frozenset(reach.unreachable)
         self.proposed_view, self.proposal_lost = view, lost

@@ -256,3 +256,24 @@ def test_a_cut_link_splits_the_sites_into_two_views_and_each_goes_on():
         origin_side = {0, 1} if sim.site_of[sim.submitted[serial][2]] in (0, 1) else {2}
         for name, node in sim.live().items():
             assert (serial in node.position) == (sim.site_of[name] in origin_side)
+
+
+def test_a_cut_link_in_a_mesh_splits_safely_though_the_site_is_still_reachable():
+    """Three sites in a mesh, the a - b link cut for good. Routing around it is not done: a
+    and b each leave the other out, and c ends on one side (so the 'view' and 'no loss'
+    checkers, which expect all three sites together, complain). What must hold all the same:
+    one order, FIFO, causal, SAFE in its view, virtual synchrony, and the final views split
+    the sites, each daemon in its own site's view."""
+    case = sites_sim.case_for_seed(2)
+    assert len(case.sites) == 3 and all(c > 0 for i, row in enumerate(case.costs) for j, c in enumerate(row) if i != j)
+    case.cut_pair, case.cut_after_s = (0, 1), 0.5
+    case.site_kill_after_s = case.rep_crash_after_s = None
+    sim = sites_sim.SitesSim(2, case=case)
+    res = sim.run(drain_max_s=8.0)
+    assert res.kinds() <= {sites_sim.VIEW, sites_sim.LOSS}, res.summary()
+    final = {name: node.views[-1][2] for name, node in sim.nodes.items() if node.views}
+    assert len(final) == len(sim.nodes)
+    for name, sites in final.items():
+        assert sim.site_of[name] in sites
+        for other, theirs in final.items():
+            assert theirs == sites or not set(theirs) & set(sites), (name, sites, other, theirs)
