@@ -295,6 +295,8 @@ class SitesSim:
 
     def crash(self, name: str) -> None:
         """kill -9: the daemon does nothing more; what it delivered stays on the record."""
+        if self.nodes[name].crashed_at is not None:
+            return  # (a representative killed earlier, in a site killed now)
         self.nodes[name].crashed_at = self.now
         self.stats["crashes"] = self.stats.get("crashes", 0) + 1
 
