@@ -6038,6 +6038,9 @@ SITES_BATCH_BYTES = 16000
 #: while a SAFE message waits, the representative tells the other sites its site's
 #: All-Received-Upto at most this often unless the new value covers every SAFE message seen
 SITE_ARU_EVERY_S = 0.01
+#: ... and, while it keeps records (kept), at most this often: the records every daemon of
+#: every site holds are dropped, so a daemon keeps about this long of the sites' traffic
+SITE_ARU_KEPT_EVERY_S = 0.5
 #: a neighbour site whose link died is declared gone if no HELLO comes from it within this
 #: time: its ring re-forms after a representative's crash in token_timeout_s +
 #: consensus_timeout_s (1.1 s) and its new representative says HELLO at once, while the
@@ -6121,14 +6124,14 @@ class SiteGateway:
                 that point; once the ring says it is held by every member (ring.safe_lts),
                 that minimum is the site's ARU. The representative announces it (through its
                 own ring first, so every member sets it at the same point) while a SAFE
-                message waits for it.
+                message waits for it, and every SITE_ARU_KEPT_EVERY_S while it keeps
+                records: what every site holds is dropped from `kept`.
     A site that goes away (killed, or cut off) is left out by a view change that every
     survivor agrees on (SUSPECT, PROPOSE, the decision, TRANSITIONAL, REGULAR: see "the view
     of several sites" below, and lab_guide.md). Not yet: merging views again when a partition
     heals, a restarted daemon's state, routing around a dead link to a site that is still
     reachable through another (today that site is left out), pruning by group interest,
-    UNRELIABLE across sites (delivered in its own site only), non-blocking forwarding, and a
-    bound on `kept` (it needs a global ARU that moves without SAFE traffic)."""
+    UNRELIABLE across sites (delivered in its own site only) and non-blocking forwarding."""
 
     def __init__(self, name: str, sites: Sequence[Sequence[str]], costs: Sequence[Sequence[int]],
                  orderer: "RingOrderer", hop_settings: Optional[HopSettings] = None,
@@ -6155,7 +6158,11 @@ class SiteGateway:
             self.streams[site] = self.merge.open_stream(site, 0)
             self.merge.install(self.streams[site])
         self.applied_seq = dict.fromkeys(range(n), 0)  #: the highest site_seq in each stream
-        self.kept: Dict[int, List[SiteRecord]] = {s: [] for s in range(n)}  # kept[s][i]: seq i + 1
+        #: every site's messages this daemon holds, for a link that starts to send what its
+        #: peer lacks; kept[s][i] has site_seq kept_base[s] + i + 1. What every daemon of
+        #: every site holds (lts <= every site's ARU) is dropped: no peer can lack it
+        self.kept: Dict[int, "collections.deque[SiteRecord]"] = {s: collections.deque() for s in range(n)}
+        self.kept_base = dict.fromkeys(range(n), 0)
         self.live_sites = list(range(n))
         self.neighbours = [s for s in self.live_sites if s != self.site_id
                            and (costs[self.site_id][s] > 0 or costs[s][self.site_id] > 0)]
@@ -6322,6 +6329,7 @@ class SiteGateway:
             return True
         if r.kind == SITE_ARU:
             self.merge.site_stable(stream, r.lts)
+            self._drop_kept()
             return True
         if r.site_seq <= self.applied_seq[r.site]:
             self.counters["site_records_duplicate"] += 1
@@ -6445,8 +6453,9 @@ class SiteGateway:
             upto = self.passed_seq[source]
             if self.closing is not None and source in self.closing.cut:
                 upto = min(upto, self.closing.cut[source])
-            for r in self.kept[source][positions.get(source, 0):upto]:
-                out += encode_site_record(r)
+            base = self.kept_base[source]
+            for i in range(max(positions.get(source, 0), base) - base, upto - base):
+                out += encode_site_record(self.kept[source][i])
                 resent += 1
             if source in self.frozen:
                 continue
@@ -6685,7 +6694,7 @@ class SiteGateway:
         for x in c.lost:
             self.merge.uninstall(x)
             del self.streams[x]
-            self.kept[x] = []
+            self.kept[x] = collections.deque()
         self.live_sites = list(c.survivors)
         self.view_seq = c.view_seq
         self.merge.deliver_limit_lts = None
@@ -6706,10 +6715,25 @@ class SiteGateway:
             self._flush_ring()
 
     def _announce_aru(self, now: float) -> None:
-        if self.site_aru > self.aru_announced and self.aru_wanted > self.aru_announced and (
-                self.site_aru >= self.aru_wanted or now >= self.aru_announced_at + SITE_ARU_EVERY_S):
+        """While a SAFE message waits for it; and now and then while records are kept, so
+        that they can be dropped (none is: then nothing more to say)."""
+        if self.site_aru <= self.aru_announced:
+            return
+        waits = self.aru_wanted > self.aru_announced and (
+            self.site_aru >= self.aru_wanted or now >= self.aru_announced_at + SITE_ARU_EVERY_S)
+        collect = now >= self.aru_announced_at + SITE_ARU_KEPT_EVERY_S and any(self.kept.values())
+        if waits or collect:
             self.aru_announced, self.aru_announced_at = self.site_aru, now
             self.to_ring.append(SiteRecord(SITE_ARU, self.site_id, self.site_aru))
+
+    def _drop_kept(self) -> None:
+        """Messages every daemon of every site holds (lts <= the global ARU) are never sent
+        again: forget them."""
+        held = min(s.stable_aru for s in self.streams.values())
+        for site, kept in self.kept.items():
+            while kept and kept[0].lts <= held:
+                kept.popleft()
+                self.kept_base[site] += 1
 
     def _flush_links(self, now: float) -> None:
         for site, link in list(self.links.items()):

@@ -180,3 +180,16 @@ def test_a_hello_starts_a_link_and_sends_what_the_peer_lacks():
     answers = [sr.decode_site_hello(o.packet) for o in gw.poll()
                if isinstance(o, sr.SendHop) and sr.hop_packet_type(o.packet) == sr.PT_SITE_HELLO]
     assert answers and not answers[-1].request and answers[-1].positions[0] == 3
+
+
+def test_what_every_site_holds_is_no_longer_kept():
+    import sites_sim
+    sim = sites_sim.SitesSim(2)
+    assert sim.case.site_kill_after_s is None and sim.case.rep_crash_after_s is None
+    res = sim.run()
+    assert res.violations == [], res.summary()
+    total = len(sim.submitted)
+    for name, node in sim.nodes.items():
+        kept = sum(len(k) for k in node.gateway.kept.values())
+        dropped = sum(node.gateway.kept_base.values())
+        assert dropped > 0 and kept + dropped == total and kept < total / 2, (name, kept, dropped, total)
