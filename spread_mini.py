@@ -1451,7 +1451,7 @@ def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket
 #   PROPOSE   view seq (u64), then a view body: the site's proposal for the next view of
 #             several sites; lts is the site's own frontier when it proposed (SiteGateway)
 # A view body: count (u16) and that many lost site ids (u16); count (u16) and that many
-# (site u16, the highest site_seq of it held u64, its last ARU known u64).
+# (site u16, the highest site_seq of it held u64, its last ARU known u64, its frontier u64).
 SITE_MSG, SITE_FRONTIER, SITE_ARU, SITE_SUSPECT, SITE_PROPOSE = 1, 2, 3, 4, 5
 SITE_RECORD_KINDS = {SITE_MSG: "MSG", SITE_FRONTIER: "FRONTIER", SITE_ARU: "ARU",
                      SITE_SUSPECT: "SUSPECT", SITE_PROPOSE: "PROPOSE"}
@@ -1511,15 +1511,17 @@ def _decode_site_record(raw: bytes) -> SiteRecord:
     return SiteRecord(kind, site, lts, site_seq, service, origin, r.take(r.size - r.pos))
 
 
-def encode_site_view_body(lost: Iterable[int], entries: Dict[int, Tuple[int, int]]) -> bytes:
-    """SUSPECT / PROPOSE: the sites gone, and per site (highest site_seq held, last ARU)."""
+def encode_site_view_body(lost: Iterable[int], entries: Dict[int, Tuple[int, int, int]]) -> bytes:
+    """SUSPECT / PROPOSE: the sites gone, and per site (highest site_seq held, last ARU,
+    frontier)."""
     lost = sorted(lost)
     parts = [_U16.pack(len(lost))] + [_U16.pack(x) for x in lost] + [_U16.pack(len(entries))]
-    parts += [_U16.pack(site) + _U64.pack(seq) + _U64.pack(aru) for site, (seq, aru) in sorted(entries.items())]
+    parts += [_U16.pack(site) + _U64.pack(seq) + _U64.pack(aru) + _U64.pack(frontier)
+              for site, (seq, aru, frontier) in sorted(entries.items())]
     return b"".join(parts)
 
 
-def decode_site_view_body(body: bytes) -> Tuple[frozenset, Dict[int, Tuple[int, int]]]:
+def decode_site_view_body(body: bytes) -> Tuple[frozenset, Dict[int, Tuple[int, int, int]]]:
     r = _RingReader(body)
     count = r.u16()
     if count > MAX_SITES:
@@ -1531,7 +1533,7 @@ def decode_site_view_body(body: bytes) -> Tuple[frozenset, Dict[int, Tuple[int, 
     entries = {}
     for _ in range(count):
         site = r.u16()
-        entries[site] = (r.counter(), r.counter())
+        entries[site] = (r.counter(), r.counter(), r.counter())
     r.end()
     return lost, entries
 
@@ -6062,10 +6064,10 @@ class SiteViewChange:
 @dataclass
 class SiteProposal:
     """One site's proposal for the next view (a PROPOSE record): who is gone, its own frontier
-    when it proposed, and per site of the old view (highest site_seq held, last ARU)."""
+    when it proposed, and per site of the old view (highest site_seq held, last ARU, frontier)."""
     lost: frozenset
     frontier: int
-    entries: Dict[int, Tuple[int, int]]
+    entries: Dict[int, Tuple[int, int, int]]
 
 
 @dataclass
@@ -6079,7 +6081,11 @@ class ViewClosing:
     cut: Dict[int, int]
     holder: Dict[int, int]
     limit_lts: int
+    #: per lost site, the highest frontier any survivor knew: with its cut, all it sent up to
+    #: there is known (see _close_lost_streams)
+    frontier: Dict[int, int] = field(default_factory=dict)
     transitional: bool = False
+    closed: bool = False  #: the lost sites' streams are final
     reason: str = ""
 
 
@@ -6586,7 +6592,8 @@ class SiteGateway:
         self.proposed_view, self.proposal_lost = view, lost
         for x in lost:
             self.frozen.setdefault(x, [])
-        entries = {s: (self.applied_seq[s], self.streams[s].stable_aru) for s in self.live_sites}
+        entries = {s: (self.applied_seq[s], self.streams[s].stable_aru, self.streams[s].frontier_lts)
+                   for s in self.live_sites}
         mine = SiteProposal(lost, self.own_lts, entries)
         self.proposals = {self.site_id: mine}
         passed.append(self._proposal_record(mine))
@@ -6602,16 +6609,17 @@ class SiteGateway:
         if self.closing is not None or any(s not in self.proposals for s in survivors):
             return
         props = self.proposals
-        cut, holder = {}, {}
+        cut, holder, frontier = {}, {}, {}
         for x in sorted(self.proposal_lost):
-            cut[x] = max(p.entries.get(x, (0, 0))[0] for p in props.values())
-            holder[x] = min(s for s, p in props.items() if p.entries.get(x, (0, 0))[0] == cut[x])
-            aru = max(p.entries.get(x, (0, 0))[1] for p in props.values())
+            cut[x] = max(p.entries.get(x, (0, 0, 0))[0] for p in props.values())
+            holder[x] = min(s for s, p in props.items() if p.entries.get(x, (0, 0, 0))[0] == cut[x])
+            aru = max(p.entries.get(x, (0, 0, 0))[1] for p in props.values())
+            frontier[x] = max(p.entries.get(x, (0, 0, 0))[2] for p in props.values())
             self.merge.site_stable(self.streams[x], aru)
         limit = max(p.frontier for p in props.values())
         reason = "sites %s gone" % sorted(self.proposal_lost)
         self.closing = ViewClosing(self.proposed_view, survivors, self.proposal_lost, cut, holder,
-                                   limit, reason=reason)
+                                   limit, frontier, reason=reason)
         self._log("view %d decided: sites %s, %s; messages up to lts %d in the old view"
                   % (self.proposed_view, survivors, reason, limit), None)
         self.trees = dissemination_trees(self.costs, survivors)
@@ -6627,7 +6635,7 @@ class SiteGateway:
         if self.is_representative():
             for site in list(self.links):
                 entries = props[site].entries if site in props else {}
-                self._resend(site, {s: seq for s, (seq, _) in entries.items()})
+                self._resend(site, {s: e[0] for s, e in entries.items()})
         # our frontier now (above every proposed one), once our ring has made this point safe:
         # the old view can end everywhere
         passed.append(SiteRecord(SITE_FRONTIER, self.site_id, self.own_lts))
@@ -6660,8 +6668,8 @@ class SiteGateway:
         c = self.closing
         if any(self.applied_seq[x] < c.cut[x] for x in c.lost):
             return
-        for x in c.lost:  # nothing more comes from it
-            self.merge.advance_frontier(self.streams[x], c.limit_lts)
+        if not c.closed:
+            self._close_lost_streams(c)
         self.merge.deliver_ready()
         while True:
             if any(self.streams[s].frontier_lts < c.limit_lts for s in c.survivors):
@@ -6677,6 +6685,25 @@ class SiteGateway:
                 return  # the survivors' ARUs will come
             self._emit_view(CONF_TRANSITIONAL)
             self.merge.deliver_ready()
+
+    def _close_lost_streams(self, c: ViewClosing) -> None:
+        """Every lost site's stream now ends at its cut. A lost site's message may depend on
+        another lost site's message that no survivor has (it was delivered there, and it is
+        beyond that site's cut): everything of a lost site above the lowest final frontier of
+        the other lost sites is dropped, at every survivor alike (final frontier: the highest
+        of the cut message's lts and the frontiers proposed; every message of the site up to it
+        is within the cut). A survivor's messages never depend on one beyond a cut: it had
+        every message it delivered, and the cut is the most any survivor had."""
+        final = {x: max(self.streams[x].frontier_lts, c.frontier.get(x, 0)) for x in c.lost}
+        for y in c.lost:
+            others = [final[x] for x in c.lost if x != y]
+            ordered = self.streams[y].ordered
+            while others and ordered and ordered[-1].lts > min(others):
+                ordered.pop()
+                self.counters["messages_discarded_after_a_lost_gap"] += 1
+        for x in c.lost:  # nothing more comes from it
+            self.merge.advance_frontier(self.streams[x], c.limit_lts)
+        c.closed = True
 
     def _emit_view(self, kind: str) -> None:
         c = self.closing

@@ -50,7 +50,7 @@ def delivered(gw):
 def test_records_cross_in_any_cut_of_the_byte_stream():
     records = [remote(1, 5, b"x" * 3000), sr.SiteRecord(sr.SITE_FRONTIER, 1, 9),
                sr.SiteRecord(sr.SITE_ARU, 0, 4),
-               sr.SiteRecord(sr.SITE_PROPOSE, 1, 12, 2, body=sr.encode_site_view_body({0}, {1: (3, 2)}))]
+               sr.SiteRecord(sr.SITE_PROPOSE, 1, 12, 2, body=sr.encode_site_view_body({0}, {1: (3, 2, 7)}))]
     raw = sr.encode_site_records(records)
     for step in (1, 7, 1000, len(raw)):
         reader, out = sr.SiteRecordReader(), []
