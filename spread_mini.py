@@ -6049,6 +6049,12 @@ SITE_ARU_KEPT_EVERY_S = 0.5
 #: link's silence rule (1 s) fired already; 1 s more keeps a whole site's loss within the
 #: issue's 3 s (silence 1 s + grace 1 s + the views' agreement, a few WAN round trips)
 SITE_GRACE_S = 1.0
+#: a representative whose ring does not hold every daemon of its site starts its links only
+#: this long after the gateway started: at startup a site's daemons may form two rings for
+#: a moment (each with its own representative, each a different stream of the same site);
+#: they merge within token_timeout_s + consensus_timeout_s (1.1 s). A site with a daemon down
+#: goes wide after 2 s; after a crash the survivors' ring goes wide at once
+SITE_ALONE_AFTER_S = 2.0
 
 
 @dataclass
@@ -6141,8 +6147,9 @@ class SiteGateway:
 
     def __init__(self, name: str, sites: Sequence[Sequence[str]], costs: Sequence[Sequence[int]],
                  orderer: "RingOrderer", hop_settings: Optional[HopSettings] = None,
-                 seal: Optional[RingSeal] = None) -> None:
+                 seal: Optional[RingSeal] = None, now: float = 0.0) -> None:
         self.name = name
+        self.alone_after_s = now + SITE_ALONE_AFTER_S
         self.me = orderer.me  #: the link's identity: a restarted daemon is another process
         self.sites = [list(s) for s in sites]
         self.site_of = {d: i for i, s in enumerate(self.sites) for d in s}
@@ -6174,6 +6181,8 @@ class SiteGateway:
                            and (costs[self.site_id][s] > 0 or costs[s][self.site_id] > 0)]
         self.trees = dissemination_trees(costs, self.live_sites)
         self.representative: Optional[str] = None  #: our site's, by the last regular ring
+        self.ring_members: frozenset = frozenset()  #: of the last regular ring
+        self.wide = False  #: the representative has started its links (_go_wide)
         # the ring-safe gate, kept at every daemon alike: (ring lts, our stream's lts, records,
         # the streams' minimum frontier)
         self.gate: "collections.deque[Tuple[int, int, List[SiteRecord], int]]" = collections.deque()
@@ -6240,6 +6249,7 @@ class SiteGateway:
         for site, link in list(self.links.items()):
             if now >= link.next_deadline_s():
                 self._hop_output(site, link.tick(now), now)
+        self._go_wide(now)
         if self.hello_due_s is not None and now >= self.hello_due_s:
             self._send_hellos(now)
         gone = [site for site, t in self.suspect_at.items() if now >= t]
@@ -6256,6 +6266,8 @@ class SiteGateway:
         times += self.suspect_at.values()
         if self.hello_due_s is not None:
             times.append(self.hello_due_s)
+        if self.is_representative() and not self.wide:
+            times.append(self.alone_after_s)
         return min(times + [float("inf")])
 
     def poll(self) -> list:
@@ -6270,8 +6282,10 @@ class SiteGateway:
         # what the old ring delivered here, every member that came with us delivered too (EVS):
         # it is as safe as it will get, and the new ring's safe_lts counts other packets
         self._pass_gate(everything=True)
+        self.ring_members = frozenset(change.members)
         rep = site_representative(self.sites[self.site_id], change.members)
         if rep == self.representative:
+            self._go_wide(now)
             return
         self._log("%s represents site %d (ring %s)" % (rep, self.site_id, change.members), now)
         self.representative = rep
@@ -6279,14 +6293,25 @@ class SiteGateway:
         self.to_ring.clear()
         self.injected = {}
         self.hello_due_s = None
+        self.wide = False
+        self.suspect_at = {}
         if rep == self.name:
             self.aru_announced = 0
-            self._send_hellos(now)
-            # a neighbour site that never answers is gone as surely as one whose link died
-            for site in self.neighbours:
-                self.suspect_at[site] = now + self.hop_settings.peer_silence_s + SITE_GRACE_S
-        else:
-            self.suspect_at = {}
+            self._go_wide(now)
+
+    def _go_wide(self, now: float) -> None:
+        """The representative starts its links: with every daemon of its site in its ring, or
+        SITE_ALONE_AFTER_S after the start (see there)."""
+        if self.wide or not self.is_representative():
+            return
+        if not set(self.sites[self.site_id]) <= self.ring_members and now < self.alone_after_s:
+            return
+        self.wide = True
+        self._log("starts its links to sites %s" % self.neighbours, now)
+        self._send_hellos(now)
+        # a neighbour site that never answers is gone as surely as one whose link died
+        for site in self.neighbours:
+            self.suspect_at[site] = now + self.hop_settings.peer_silence_s + SITE_GRACE_S
 
     def _ring_delivered(self, msg: DaemonMessage) -> None:
         own = self.site_id
@@ -6411,7 +6436,7 @@ class SiteGateway:
 
     def _on_hello(self, h: SiteHello, now: float) -> None:
         site = self.site_of.get(h.sender[0])
-        if not self.is_representative():
+        if not self.is_representative() or not self.wide:
             self.counters["hellos_not_representative"] += 1
             return
         if site is None or site != h.site or site not in self.neighbours:

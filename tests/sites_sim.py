@@ -198,7 +198,7 @@ class SitesSim:
                 orderer = sr.RingOrderer(name, 1, names, random.Random(self.rng.random()),
                                          sr.RingSettings(**settings), now=0.0)
                 gateway = sr.SiteGateway(name, self.case.sites, self.case.costs, orderer,
-                                         self.hop_settings(site))
+                                         self.hop_settings(site), now=0.0)
                 gateway.trace_held = []
                 self.nodes[name] = Node(orderer, gateway)
                 self.gtick_at[name] = float("inf")
