@@ -6117,7 +6117,8 @@ class SiteGateway:
     in {lts, site id} order everywhere (7.3.3); SAFE waits for the minimum of the sites' ARUs.
 
     The representative alone holds HopLinks, one to each neighbour site (a cost > 0 in the
-    RouteMatrix), started by a HELLO exchange (SiteHello). It forwards the records of site X
+    RouteMatrix), started by a HELLO exchange (SiteHello) once its ring holds its whole site
+    or SITE_ALONE_AFTER_S after the start (two rings of one site would be two streams). It forwards the records of site X
     to its children in X's dissemination tree, its own site's messages down its own tree, in
     its ring's order and only once its ring has made them safe (every daemon of the site holds
     them: ring.safe_lts). That is what lets a new representative take over after a crash: the
@@ -6141,7 +6142,7 @@ class SiteGateway:
     A site that goes away (killed, or cut off) is left out by a view change that every
     survivor agrees on (SUSPECT, PROPOSE, the decision, TRANSITIONAL, REGULAR: see "the view
     of several sites" below, and lab_guide.md). Not yet: merging views again when a partition
-    heals, a restarted daemon's state, routing around a dead link to a site that is still
+    heals, a site split into two rings after the start, a restarted daemon's state, routing around a dead link to a site that is still
     reachable through another (today that site is left out), pruning by group interest,
     UNRELIABLE across sites (delivered in its own site only) and non-blocking forwarding."""
 
