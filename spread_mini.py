@@ -6052,9 +6052,10 @@ SITE_GRACE_S = 1.0
 #: a representative whose ring does not hold every daemon of its site starts its links only
 #: this long after the gateway started: at startup a site's daemons may form two rings for
 #: a moment (each with its own representative, each a different stream of the same site);
-#: they merge within token_timeout_s + consensus_timeout_s (1.1 s). A site with a daemon down
-#: goes wide after 2 s; after a crash the survivors' ring goes wide at once
-SITE_ALONE_AFTER_S = 2.0
+#: they merge within token_timeout_s + consensus_timeout_s (1.1 s). Not longer: the ring of
+#: the survivors of a representative killed right after the start forms 1.1 s after the kill
+#: and must say HELLO before the neighbours' suspicion (2 s after the kill) fires
+SITE_ALONE_AFTER_S = 1.2
 
 
 @dataclass
