@@ -3706,8 +3706,6 @@ class Transport:
         #: closing a view of several sites (SiteGateway): nothing above this lts is delivered
         #: until the next view is installed (None: no limit)
         self.deliver_limit_lts: Optional[int] = None
-        #: ... and in its transitional part, SAFE counts only these sites' ARUs (None: all)
-        self.safe_sites: Optional[frozenset] = None
 
     # ---------------------------------------------------------------- the send queue
 
@@ -3977,8 +3975,7 @@ class Transport:
             for s in streams:  # every other site must have passed m (its frontier)
                 if not s.ordered and not s.passed(m.key):
                     return
-            if m.service & SAFE_MESS and m.lts > min(s.stable_aru for s in streams
-                                                     if self.safe_sites is None or s.site_id in self.safe_sites):
+            if m.service & SAFE_MESS and m.lts > min(s.stable_aru for s in streams):
                 return
             best.ordered.popleft()
             self._deliver(m, best)
@@ -6058,6 +6055,10 @@ SITE_GRACE_S = 1.0
 SITE_ALONE_AFTER_S = 1.2
 
 
+#: a lost site's ARU in the transitional part of a view change: it holds nothing back
+LOST_SITE_ARU = 1 << 62
+
+
 @dataclass
 class SiteViewChange:
     """The view of several sites changed (SiteGateway): first a TRANSITIONAL one (the sites
@@ -6736,7 +6737,8 @@ class SiteGateway:
         c = self.closing
         if kind == CONF_TRANSITIONAL:
             c.transitional = True
-            self.merge.safe_sites = frozenset(c.survivors)
+            for x in c.lost:  # SAFE counts the survivors only from now on
+                self.streams[x].stable_aru = LOST_SITE_ARU
         self.outputs.append(SiteViewChange(kind, c.view_seq, list(c.survivors), c.reason))
         self._log("%s view %d: sites %s (%s)" % (kind, c.view_seq, c.survivors, c.reason), None)
 
@@ -6752,7 +6754,6 @@ class SiteGateway:
         self.live_sites = list(c.survivors)
         self.view_seq = c.view_seq
         self.merge.deliver_limit_lts = None
-        self.merge.safe_sites = None
         self.closing = None
         self.frozen = {}
         self.proposals = {}
