@@ -39,6 +39,15 @@ from another daemon meets, in order (thesis 7.3.1 names the levels):
                         dead-peer rule (HopPeerDead); HopSettings. Beside it, pure functions of
                         the sites (one per Spread_Segment): site_representative and
                         dissemination_tree -> SiteTree over SpreadConfig.site_costs()
+  SiteGateway           WIDE AREA (7.3.1-7.3.3; in tests/sites_sim.py, not in the daemon yet):
+                        a datagram on the HOP port is a SiteHello (decode_site_hello: starts a
+                        HopLink between two sites' representatives) or the link's; the link's
+                        payloads are a stream of SiteRecord (MSG / FRONTIER / ARU / SUSPECT /
+                        PROPOSE; SiteRecordReader) that the representative submits to its ring
+                        as a message of kind SITES; what the ring delivers goes into a second
+                        Transport (`merge`, one stream per site) and, once the ring made it
+                        safe, on to the next sites (SendHop). SiteProposal and ViewClosing
+                        agree on a view without a lost site -> SiteViewChange
   Transport, SiteStream TRANSPORT level (7.3.3): streams keyed by site id; pieces into
                         _Message (a _GapMarker for a packet lost with a configuration), order
                         by {lts, site} and service type, Deliver; MessageInProgress on the way
@@ -323,7 +332,10 @@ JOIN = "JOIN"
 LEAVE = "LEAVE"
 KILL = "KILL"
 STATE = "STATE"
-RING_KINDS = {DATA: 0, JOIN: 1, LEAVE: 2, KILL: 3, STATE: 4}
+#: ... and, with several sites, what a representative brings into its ring from the other
+#: sites (their messages, "update" frontiers, All-Received-Upto values: site records)
+SITES = "SITES"
+RING_KINDS = {DATA: 0, JOIN: 1, LEAVE: 2, KILL: 3, STATE: 4, SITES: 5}
 RING_KIND_NAMES = {v: k for k, v in RING_KINDS.items()}
 
 #: Kinds of daemon-daemon packet (the LINK level and membership; one byte in every header:
@@ -333,6 +345,8 @@ RING_VERSION = 2  # 2: the configuration stamp in the header, and the key's tag
 PT_DATA, PT_TOKEN, PT_JOIN, PT_COMMIT, PT_MERGE, PT_UNRELIABLE, PT_LEAVE = 1, 2, 3, 4, 5, 6, 7
 #: HOP links between sites (thesis 7.3.2.1), sealed as the ring's packets
 PT_HOP_DATA, PT_HOP_ACK, PT_HOP_NACK = 8, 9, 10
+#: a site's representative announces itself to a neighbour site (the HOP link's start)
+PT_SITE_HELLO = 11
 PACKET_TYPE_NAMES = {PT_DATA: "data", PT_TOKEN: "token", PT_JOIN: "join",
                      PT_COMMIT: "commit", PT_MERGE: "merge", PT_UNRELIABLE: "unreliable",
                      PT_LEAVE: "leave"}
@@ -348,6 +362,8 @@ MAX_CHUNKS_PER_PACKET = 1024
 MAX_WIRE_COUNTER = 2 ** 53
 MAX_MESSAGE_BODY_BYTES = 144000 + 100 * 33 + 64  # data + group names + our small header
 MAX_GROUPS = MAX_GROUPS_PER_MESSAGE
+#: sites (Spread_Segments) a configuration may have: a site record names its site in a u16
+MAX_SITES = 256
 #: room kept free in every data packet so that it still fits max_packet_bytes when a daemon
 #: wraps it for recovery (outer header with the longest names, length and a key's tag: 111 bytes)
 RECOVERY_WRAP_BYTES = 120
@@ -1504,6 +1520,198 @@ def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket
         raise RingConfigurationError("a HOP packet of another configuration: %s"
                                      % stamp_difference(stamp, seal.stamp), stamp, sender)
     return packet
+
+
+# ---- Sites: the records that cross between sites (thesis 7.3.3) -----------------------------
+# A site's representative sends its site's messages and control to the other sites as site
+# records, and brings theirs into its ring (one message of kind SITES holds several). On a HOP
+# link the records of one direction are a byte stream cut into DATA payloads; the receiver
+# reads them back in link seq order (SiteRecordReader). Each record: length (u32), kind (u8),
+# site (u16), lts (u64), then
+#   MSG       site_seq (u64), service (u32), origin daemon name (u8 length + UTF-8), the
+#             message as the ring carries it (encode_message_body)
+#   FRONTIER  nothing: the site sends nothing more with an lts <= this (7.3.3's "update")
+#   ARU       nothing: every daemon of the site holds every message, of any site, up to lts
+#   SUSPECT   view seq (u64), then a view body: the representative found sites gone (inside
+#             its own site only: its ring orders the suspicion for every daemon there)
+#   PROPOSE   view seq (u64), then a view body: the site's proposal for the next view of
+#             several sites; lts is the site's own frontier when it proposed (SiteGateway)
+# A view body: count (u16) and that many lost site ids (u16); count (u16) and that many
+# (site u16, the highest site_seq of it held u64, its last ARU known u64, its frontier u64).
+SITE_MSG, SITE_FRONTIER, SITE_ARU, SITE_SUSPECT, SITE_PROPOSE = 1, 2, 3, 4, 5
+SITE_RECORD_KINDS = {SITE_MSG: "MSG", SITE_FRONTIER: "FRONTIER", SITE_ARU: "ARU",
+                     SITE_SUSPECT: "SUSPECT", SITE_PROPOSE: "PROPOSE"}
+_SITE_HEAD = struct.Struct(">BHQ")
+_SITE_MSG_HEAD = struct.Struct(">QI")
+#: the longest record: the longest message, its header and the origin's name
+MAX_SITE_RECORD_BYTES = MAX_MESSAGE_BODY_BYTES + _SITE_HEAD.size + _SITE_MSG_HEAD.size + 1 + MAX_NAME_BYTES
+
+
+@dataclass(frozen=True)
+class SiteRecord:
+    """One record of a site's stream as it crosses to the other sites (see above)."""
+    kind: int  #: SITE_MSG, SITE_FRONTIER or SITE_ARU
+    site: int  #: the site whose stream it belongs to
+    lts: int
+    site_seq: int = 0  #: MSG: its place in its site's order
+    service: int = 0  #: MSG: the service bits (SAFE waits for the global ARU)
+    origin: str = ""  #: MSG: the daemon its client is connected to
+    body: bytes = b""  #: MSG: encode_message_body of the message
+
+
+def encode_site_record(r: SiteRecord) -> bytes:
+    parts = [_SITE_HEAD.pack(r.kind, r.site, r.lts)]
+    if r.kind == SITE_MSG:
+        parts += [_SITE_MSG_HEAD.pack(r.site_seq, r.service), _ring_name_bytes(r.origin), r.body]
+    elif r.kind in (SITE_SUSPECT, SITE_PROPOSE):
+        parts += [_U64.pack(r.site_seq), r.body]
+    raw = b"".join(parts)
+    return _U32.pack(len(raw)) + raw
+
+
+def encode_site_records(records: Iterable[SiteRecord]) -> bytes:
+    return b"".join(encode_site_record(r) for r in records)
+
+
+def _decode_site_record(raw: bytes) -> SiteRecord:
+    r = _RingReader(raw)
+    kind, site, lts = r._fixed(_SITE_HEAD)
+    if kind not in SITE_RECORD_KINDS or site > MAX_SITES or lts > MAX_WIRE_COUNTER:
+        raise RingWireError("bad site record (kind %d, site %d)" % (kind, site))
+    if kind in (SITE_SUSPECT, SITE_PROPOSE):
+        view_seq = r.counter()
+        body = r.take(r.size - r.pos)
+        decode_site_view_body(body)  # refused here if it does not decode
+        return SiteRecord(kind, site, lts, view_seq, body=body)
+    if kind != SITE_MSG:
+        r.end()
+        return SiteRecord(kind, site, lts)
+    site_seq, service = r._fixed(_SITE_MSG_HEAD)
+    name = r.take(r.u8())
+    if not name or site_seq == 0 or site_seq > MAX_WIRE_COUNTER:
+        raise RingWireError("bad site message record")
+    try:
+        origin = name.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RingWireError("site record: origin name is not UTF-8")
+    return SiteRecord(kind, site, lts, site_seq, service, origin, r.take(r.size - r.pos))
+
+
+def encode_site_view_body(lost: Iterable[int], entries: Dict[int, Tuple[int, int, int]]) -> bytes:
+    """SUSPECT / PROPOSE: the sites gone, and per site (highest site_seq held, last ARU,
+    frontier)."""
+    lost = sorted(lost)
+    parts = [_U16.pack(len(lost))] + [_U16.pack(x) for x in lost] + [_U16.pack(len(entries))]
+    parts += [_U16.pack(site) + _U64.pack(seq) + _U64.pack(aru) + _U64.pack(frontier)
+              for site, (seq, aru, frontier) in sorted(entries.items())]
+    return b"".join(parts)
+
+
+def decode_site_view_body(body: bytes) -> Tuple[frozenset, Dict[int, Tuple[int, int, int]]]:
+    r = _RingReader(body)
+    count = r.u16()
+    if count > MAX_SITES:
+        raise RingWireError("a view naming %d lost sites" % count)
+    lost = frozenset(r.u16() for _ in range(count))
+    count = r.u16()
+    if count > MAX_SITES:
+        raise RingWireError("a view naming %d sites" % count)
+    entries = {}
+    for _ in range(count):
+        site = r.u16()
+        entries[site] = (r.counter(), r.counter(), r.counter())
+    r.end()
+    return lost, entries
+
+
+class SiteRecordReader:
+    """Reads site records back from a byte stream given in pieces, in order (the payloads of
+    one HOP link, or one SITES message at once). A length beyond MAX_SITE_RECORD_BYTES or a
+    record that does not decode is a RingWireError: the stream cannot be trusted after it."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> List[SiteRecord]:
+        self._buf += data
+        out = []
+        pos = 0
+        buf = self._buf
+        while len(buf) - pos >= 4:
+            size = _U32.unpack_from(buf, pos)[0]
+            if size > MAX_SITE_RECORD_BYTES or size < _SITE_HEAD.size:
+                raise RingWireError("a site record of %d bytes" % size)
+            if len(buf) - pos - 4 < size:
+                break
+            out.append(_decode_site_record(bytes(buf[pos + 4:pos + 4 + size])))
+            pos += 4 + size
+        del buf[:pos]
+        return out
+
+    def pending_bytes(self) -> int:
+        return len(self._buf)
+
+
+def decode_site_records(data: bytes) -> List[SiteRecord]:
+    """Every record of one SITES message (a record cut short is an error)."""
+    reader = SiteRecordReader()
+    records = reader.feed(data)
+    if reader.pending_bytes():
+        raise RingWireError("a site record cut short")
+    return records
+
+
+# ---- Sites: HELLO, how a HOP link between two representatives starts ----------------------------
+# A new representative sends it to every daemon of each neighbour site until that site's
+# representative answers with its own (request flag clear); each side then starts a fresh
+# HopLink to the other (its sender pid: name and incarnation) and sends the other site every
+# record it lacks, by the positions the HELLO carries. After the header: sender pid, site
+# (u16), request (u8), count (u16), that many (site u16, the highest site_seq of that site
+# that this site's ring holds, u64).
+
+@dataclass
+class SiteHello:
+    sender: Pid
+    site: int
+    request: bool
+    positions: Dict[int, int]
+
+
+def encode_site_hello(h: SiteHello, seal: Optional[RingSeal] = None) -> bytes:
+    seal = seal or OPEN_SEAL
+    parts = [seal.header(PT_SITE_HELLO), _pid_bytes(h.sender), _U16.pack(h.site),
+             _U8.pack(1 if h.request else 0), _U16.pack(len(h.positions))]
+    parts += [_U16.pack(site) + _U64.pack(seq) for site, seq in sorted(h.positions.items())]
+    return seal.seal(b"".join(parts))
+
+
+def decode_site_hello(data: bytes, seal: Optional[RingSeal] = None) -> SiteHello:
+    seal = seal or OPEN_SEAL
+    ptype, body = seal.open(data)
+    if ptype != PT_SITE_HELLO:
+        raise RingWireError("not a site HELLO (type %d)" % ptype)
+    r = _RingReader(body)
+    r.pos = RING_HEADER_BYTES
+    sender, site, request, count = r.pid(), r.u16(), r.u8(), r.u16()
+    if count > MAX_SITES or site > MAX_SITES:
+        raise RingWireError("a site HELLO naming %d sites" % count)
+    positions = {}
+    for _ in range(count):
+        other = r.u16()
+        positions[other] = r.counter()
+    r.end()
+    if not seal.same_configuration(data):
+        raise RingConfigurationError("a site HELLO of another configuration",
+                                     (data[7], bytes(data[8:12]), bytes(data[12:16])), sender)
+    return SiteHello(sender, site, bool(request), positions)
+
+
+def hop_packet_type(data: bytes) -> Optional[int]:
+    """The packet type of a datagram on the HOP port (None: not ours at all), before it is
+    opened: a HELLO goes to the gateway, DATA / ACK / NACK to the link."""
+    if len(data) < RING_HEADER_BYTES or data[:4] != RING_MAGIC:
+        return None
+    return data[5]
 
 
 # ---- Ring: daemon messages as the ring carries them ---------------------------------------
@@ -3707,6 +3915,9 @@ class Transport:
         self.unrel_seq = 0  # the separate session sequence of UNRELIABLE messages (7.3.3)
         self.trace_completed = None  # tests set a list: msg ids as they are complete here
         self.trace_delivered = None  # tests set a list: msg ids in delivery order
+        #: closing a view of several sites (SiteGateway): nothing above this lts is delivered
+        #: until the next view is installed (None: no limit)
+        self.deliver_limit_lts: Optional[int] = None
 
     # ---------------------------------------------------------------- the send queue
 
@@ -3833,6 +4044,11 @@ class Transport:
     def install(self, stream: SiteStream) -> None:
         """From now on this stream is its site's in the merge (a new configuration)."""
         self.streams[stream.site_id] = stream
+        self._merge = list(self.streams.values())
+
+    def uninstall(self, site_id: int) -> None:
+        """A site that left the view of several sites takes no more part in the merge."""
+        self.streams.pop(site_id, None)
         self._merge = list(self.streams.values())
 
     def link_chunk(self, stream: SiteStream, sender: Pid, chunk: RingChunk) -> None:
@@ -3965,6 +4181,8 @@ class Transport:
                     if m is None or head.key < m.key:
                         best, m = s, head
             if m is None or not m.complete:
+                return
+            if self.deliver_limit_lts is not None and m.lts > self.deliver_limit_lts:
                 return
             for s in streams:  # every other site must have passed m (its frontier)
                 if not s.ordered and not s.passed(m.key):
@@ -6065,6 +6283,806 @@ class HopLink:
 #: HOP packet -> the name of HopLink's handler (h11's table: one place says what each packet
 #: does; names, so that a subclass's handler is the one called)
 HOP_DISPATCH = {HopData: "_on_data", HopAck: "_on_ack", HopNack: "_on_nack"}
+
+
+# ---- Sites joined: the wide-area coordinator of one daemon (thesis 7.3.1-7.3.3) -------------
+
+@dataclass
+class SendHop:
+    """A datagram on a HOP link, to the representative of another site (its daemon name)."""
+    packet: bytes
+    dest: str
+
+
+#: a representative brings at most this many bytes of site records into its ring in one
+#: SITES message (a bigger record goes alone): the ring's own traffic keeps its turn
+SITES_BATCH_BYTES = 16000
+#: while a SAFE message waits, the representative tells the other sites its site's
+#: All-Received-Upto at most this often unless the new value covers every SAFE message seen
+SITE_ARU_EVERY_S = 0.01
+#: ... and, while it keeps records (kept), at most this often: the records every daemon of
+#: every site holds are dropped, so a daemon keeps about this long of the sites' traffic
+SITE_ARU_KEPT_EVERY_S = 0.5
+#: a neighbour site whose link died is declared gone if no HELLO comes from it within this
+#: time: its ring re-forms after a representative's crash in token_timeout_s +
+#: consensus_timeout_s (1.1 s) and its new representative says HELLO at once, while the
+#: link's silence rule (1 s) fired already; 1 s more keeps a whole site's loss within the
+#: issue's 3 s (silence 1 s + grace 1 s + the views' agreement, a few WAN round trips)
+SITE_GRACE_S = 1.0
+#: a representative whose ring does not hold every daemon of its site starts its links only
+#: this long after the gateway started: at startup a site's daemons may form two rings for
+#: a moment (each with its own representative, each a different stream of the same site);
+#: they merge within token_timeout_s + consensus_timeout_s (1.1 s). Not longer: the ring of
+#: the survivors of a representative killed right after the start forms 1.1 s after the kill
+#: and must say HELLO before the neighbours' suspicion (2 s after the kill) fires
+SITE_ALONE_AFTER_S = 1.2
+
+
+#: a lost site's ARU in the transitional part of a view change: it holds nothing back
+LOST_SITE_ARU = 1 << 62
+
+
+@dataclass
+class SiteViewChange:
+    """The view of several sites changed (SiteGateway): first a TRANSITIONAL one (the sites
+    that go on together), then the REGULAR one, as extended virtual synchrony has it."""
+    kind: str  #: CONF_TRANSITIONAL or CONF_REGULAR
+    view_seq: int
+    sites: List[int]
+    reason: str
+
+
+@dataclass
+class SiteProposal:
+    """One site's proposal for the next view (a PROPOSE record): who is gone, its own frontier
+    when it proposed, and per site of the old view (highest site_seq held, last ARU, frontier)."""
+    lost: frozenset
+    frontier: int
+    entries: Dict[int, Tuple[int, int, int]]
+
+
+@dataclass
+class ViewClosing:
+    """The decision on the next view, being carried out: every survivor delivers the lost
+    sites' messages up to `cut` (the most any survivor held; `holder` sends them to those
+    that lack them) and everything up to `limit_lts`; then TRANSITIONAL, REGULAR."""
+    view_seq: int
+    survivors: List[int]
+    lost: frozenset
+    cut: Dict[int, int]
+    holder: Dict[int, int]
+    limit_lts: int
+    #: per lost site, the highest frontier any survivor knew: with its cut, all it sent up to
+    #: there is known (see _close_lost_streams)
+    frontier: Dict[int, int] = field(default_factory=dict)
+    transitional: bool = False
+    closed: bool = False  #: the lost sites' streams are final
+    reason: str = ""
+
+
+#: a representative without a link to a neighbour site sends its HELLO this often (a WAN
+#: round trip or two: a lost HELLO costs little, and a new representative is found at once)
+SITE_HELLO_EVERY_S = 0.1
+
+
+class SiteGateway:
+    """WIDE-AREA coordinator of one daemon (thesis 7.3.1-7.3.3): it joins the daemon's site
+    (its ring, a RingOrderer it is given) to the other sites. Sans-I/O, fed with
+
+        gw.ring_output(out, now)        # every Deliver / ConfigurationChange of the orderer
+        gw.hop_datagram(src, data, now) # a datagram on the HOP port from another site's daemon
+        gw.tick(now)                    # when now >= gw.next_deadline_s()
+        gw.poll()                       # SendHop / Deliver (in the one order of all sites)
+
+    Every daemon keeps a second Transport, `merge`, with one stream per site: its own site's
+    messages come from its ring in ring order; the other sites' messages, their "update"
+    frontiers and their All-Received-Upto (ARU) values come as site records that the site's
+    representative (site_representative) brought into the ring in messages of kind SITES. So
+    every daemon of a site sees the same streams in the same order, and the merge delivers
+    in {lts, site id} order everywhere (7.3.3); SAFE waits for the minimum of the sites' ARUs.
+
+    The representative alone holds HopLinks, one to each neighbour site (a cost > 0 in the
+    RouteMatrix), started by a HELLO exchange (SiteHello) once its ring holds its whole site
+    or SITE_ALONE_AFTER_S after the start (two rings of one site would be two streams). It forwards the records of site X
+    to its children in X's dissemination tree, its own site's messages down its own tree, in
+    its ring's order and only once its ring has made them safe (every daemon of the site holds
+    them: ring.safe_lts). That is what lets a new representative take over after a crash: the
+    site's ring re-forms (EVS inside the site), the next daemon in spread.conf order becomes
+    representative, sends HELLO to the neighbour sites with the positions its ring holds
+    (the highest site_seq of each site), and each side resends what the other lacks from the
+    records every daemon keeps (`kept`). Nothing the old one forwarded can be missing at the
+    new one, since it was safe; a record submitted twice is dropped by its site_seq.
+    The rules that keep the order moving without a sequencer:
+      frontier  when the ring delivers a SITES message holding another site's message with
+                an lts above what the site last answered, the site answers FRONTIER = that
+                SITES message's lts (the representative took the Lamport clock past the other
+                site's lts before submitting it, so every later message of the site has a
+                higher lts): each site answers another's message once, an idle site included
+      ARU       every ring delivery is paired with the minimum of the streams' frontiers at
+                that point; once the ring says it is held by every member (ring.safe_lts),
+                that minimum is the site's ARU. The representative announces it (through its
+                own ring first, so every member sets it at the same point) while a SAFE
+                message waits for it, and every SITE_ARU_KEPT_EVERY_S while it keeps
+                records: what every site holds is dropped from `kept`.
+    A site that goes away (killed, or cut off) is left out by a view change that every
+    survivor agrees on (SUSPECT, PROPOSE, the decision, TRANSITIONAL, REGULAR: see "the view
+    of several sites" below, and lab_guide.md). Not yet: merging views again when a partition
+    heals, a site split into two rings after the start, a restarted daemon's state, routing around a dead link to a site that is still
+    reachable through another (today that site is left out), pruning by group interest,
+    UNRELIABLE across sites (delivered in its own site only) and non-blocking forwarding."""
+
+    def __init__(self, name: str, sites: Sequence[Sequence[str]], costs: Sequence[Sequence[int]],
+                 orderer: "RingOrderer", hop_settings: Optional[HopSettings] = None,
+                 seal: Optional[RingSeal] = None, now: float = 0.0) -> None:
+        self.name = name
+        self.alone_after_s = now + SITE_ALONE_AFTER_S
+        self.me = orderer.me  #: the link's identity: a restarted daemon is another process
+        self.sites = [list(s) for s in sites]
+        self.site_of = {d: i for i, s in enumerate(self.sites) for d in s}
+        if name not in self.site_of:
+            raise RingUsageError("daemon %s is in no site" % name)
+        self.site_id = self.site_of[name]
+        self.costs = costs
+        self.orderer = orderer
+        self.hop_settings = hop_settings or HopSettings()
+        self.seal = seal
+        self.counters: Dict[str, int] = collections.Counter()
+        self.log: "collections.deque[str]" = collections.deque(maxlen=orderer.cfg.max_log_lines)
+        self.outputs: list = []
+        #: the merge of the sites' streams: a Transport of its own (it sends nothing)
+        self.merge = Transport(name, orderer.cfg, self.counters, self._deliver, site_id=self.site_id)
+        n = len(self.sites)
+        self.streams: Dict[int, SiteStream] = {}
+        for site in range(n):
+            self.streams[site] = self.merge.open_stream(site, 0)
+            self.merge.install(self.streams[site])
+        self.applied_seq = dict.fromkeys(range(n), 0)  #: the highest site_seq in each stream
+        #: every site's messages this daemon holds, for a link that starts to send what its
+        #: peer lacks; kept[s][i] has site_seq kept_base[s] + i + 1. What every daemon of
+        #: every site holds (lts <= every site's ARU) is dropped: no peer can lack it
+        self.kept: Dict[int, "collections.deque[SiteRecord]"] = {s: collections.deque() for s in range(n)}
+        self.kept_base = dict.fromkeys(range(n), 0)
+        self.live_sites = list(range(n))
+        self.neighbours = [s for s in self.live_sites if s != self.site_id
+                           and (costs[self.site_id][s] > 0 or costs[s][self.site_id] > 0)]
+        self.trees = dissemination_trees(costs, self.live_sites)
+        self.representative: Optional[str] = None  #: our site's, by the last regular ring
+        self.ring_members: frozenset = frozenset()  #: of the last regular ring
+        self.wide = False  #: the representative has started its links (_go_wide)
+        # the ring-safe gate, kept at every daemon alike: (ring lts, our stream's lts, records,
+        # the streams' minimum frontier)
+        self.gate: "collections.deque[Tuple[int, int, List[SiteRecord], int]]" = collections.deque()
+        self.passed_seq = dict.fromkeys(range(n), 0)  # MSG records past the gate, per site
+        self.passed_frontier = dict.fromkeys(range(n), 0)
+        self.passed_aru = dict.fromkeys(range(n), 0)
+        self.safe_ring_lts = 0  # our stream's lts at the last delivery past the gate
+        #: our site's stream's lts: the ring's, made to grow across ring changes (a new ring
+        #: may start below the lts of old messages that only some members had, delivered in
+        #: its recovery); the same at every daemon of the site, since they see the same deliveries
+        self.own_lts = 0
+        self.frontier_answered = 0  #: the frontier rule's last answer (the same at every daemon)
+        self.site_aru = 0  #: our site's All-Received-Upto (from the gate)
+        self.aru_wanted = 0  #: the highest lts of a SAFE message seen
+        # the representative's
+        self.links: Dict[int, HopLink] = {}  #: neighbour site -> link
+        self.hello_due_s: Optional[float] = None
+        self._readers: Dict[int, SiteRecordReader] = {}
+        self._inbox: Dict[int, Dict[int, bytes]] = {}  # site -> link seq -> payload, not in order yet
+        self._next_seq: Dict[int, int] = {}
+        self._out_bytes: Dict[int, bytearray] = {}  # site -> records for that link, not yet submitted
+        self.to_ring: "collections.deque[SiteRecord]" = collections.deque()
+        self.injected: Dict[Tuple[int, int], int] = {}  # (kind, site) -> highest seq / lts submitted
+        self.aru_announced = 0
+        self.aru_announced_at = -1.0
+        self.trace_held = None  # tests set a list: (site, site_seq) as they enter the merge
+        # the view of several sites (the same at every daemon of the site: ring order)
+        self.view_seq = 0
+        self.proposed_view = 0  #: the view seq of our site's last proposal
+        self.proposal_lost: frozenset = frozenset()
+        self.proposals: Dict[int, SiteProposal] = {}  # site -> its proposal for proposed_view
+        self.frozen: Dict[int, List[SiteRecord]] = {}  # lost site -> its records held back
+        self.closing: Optional[ViewClosing] = None
+        self.suspect_at: Dict[int, float] = {}  # the representative's: site -> end of its grace
+        self.suspect_sent = 0  # the view seq of the SUSPECT we submitted
+
+    # ------------------------------------------------------------ inputs
+    def ring_output(self, out: object, now: float) -> None:
+        if isinstance(out, Deliver):
+            self._ring_delivered(out.msg)
+        elif isinstance(out, ConfigurationChange) and out.kind == CONF_REGULAR:
+            self._regular(out, now)
+        self._after(now)
+
+    def hop_datagram(self, src: str, data: bytes, now: float) -> None:
+        if hop_packet_type(data) == PT_SITE_HELLO:
+            try:
+                hello = decode_site_hello(data, self.seal)
+            except RingPeerError as exc:
+                self.counters["hop_dropped_" + getattr(exc, "reason", "garbage")] += 1
+            else:
+                self._on_hello(hello, now)
+            self._after(now)
+            return
+        site = self.site_of.get(src, -1)
+        link = self.links.get(site)
+        if link is None or link.peer[0] != src:
+            self.counters["hop_dropped_not_a_link"] += 1
+            return
+        self._hop_output(site, link.datagram(data, now), now)
+        self._after(now)
+
+    def tick(self, now: float) -> None:
+        for site, link in list(self.links.items()):
+            if now >= link.next_deadline_s():
+                self._hop_output(site, link.tick(now), now)
+        self._go_wide(now)
+        if self.hello_due_s is not None and now >= self.hello_due_s:
+            self._send_hellos(now)
+        gone = [site for site, t in self.suspect_at.items() if now >= t]
+        for site in gone:
+            del self.suspect_at[site]
+        gone = [site for site in gone if site not in self.links and site in self.live_sites]
+        if gone and self.is_representative() and not self._suspect(gone, now):
+            for site in gone:  # a view is being installed: after it
+                self.suspect_at[site] = now + SITE_HELLO_EVERY_S
+        self._after(now)
+
+    def next_deadline_s(self) -> float:
+        times = [link.next_deadline_s() for link in self.links.values()]
+        times += self.suspect_at.values()
+        if self.hello_due_s is not None:
+            times.append(self.hello_due_s)
+        if self.is_representative() and not self.wide:
+            times.append(self.alone_after_s)
+        return min(times + [float("inf")])
+
+    def poll(self) -> list:
+        out, self.outputs = self.outputs, []
+        return out
+
+    def is_representative(self) -> bool:
+        return self.representative == self.name
+
+    # ------------------------------------------------------------ our ring
+    def _regular(self, change: ConfigurationChange, now: float) -> None:
+        # what the old ring delivered here, every member that came with us delivered too (EVS):
+        # it is as safe as it will get, and the new ring's safe_lts counts other packets
+        self._pass_gate(everything=True)
+        self.ring_members = frozenset(change.members)
+        rep = site_representative(self.sites[self.site_id], change.members)
+        if rep == self.representative:
+            self._go_wide(now)
+            return
+        self._log("%s represents site %d (ring %s)" % (rep, self.site_id, change.members), now)
+        self.representative = rep
+        self.links = {}
+        self.to_ring.clear()
+        self.injected = {}
+        self.hello_due_s = None
+        self.wide = False
+        self.suspect_at = {}
+        if rep == self.name:
+            self.aru_announced = 0
+            self._go_wide(now)
+
+    def _go_wide(self, now: float) -> None:
+        """The representative starts its links: with every daemon of its site in its ring, or
+        SITE_ALONE_AFTER_S after the start (see there)."""
+        if self.wide or not self.is_representative():
+            return
+        if not set(self.sites[self.site_id]) <= self.ring_members and now < self.alone_after_s:
+            return
+        self.wide = True
+        self._log("starts its links to sites %s" % self.neighbours, now)
+        self._send_hellos(now)
+        # a neighbour site that never answers is gone as surely as one whose link died
+        for site in self.neighbours:
+            self.suspect_at[site] = now + self.hop_settings.peer_silence_s + SITE_GRACE_S
+
+    def _ring_delivered(self, msg: DaemonMessage) -> None:
+        own = self.site_id
+        passed = []
+        lts = self.own_lts = max(msg.lts, self.own_lts + 1)
+        if msg.kind == SITES:
+            try:
+                records = decode_site_records(msg.data)
+            except RingWireError:
+                self.counters["site_records_undecodable"] += 1
+                records = []
+            answer = False
+            for r in records:
+                if r.kind in (SITE_SUSPECT, SITE_PROPOSE):
+                    self._view_record(r, passed)
+                elif self._apply(r):
+                    passed.append(r)
+                    answer = answer or (r.kind == SITE_MSG and r.site != own
+                                        and r.lts > self.frontier_answered)
+            self.merge.advance_frontier(self.streams[own], lts)
+            if answer:
+                self.frontier_answered = lts
+                passed.append(SiteRecord(SITE_FRONTIER, own, lts))
+        else:  # a message of our own site, in its place in our ring's order
+            # its site_seq counts our site's messages only (the ring's counts SITES ones too)
+            r = SiteRecord(SITE_MSG, own, lts, self.applied_seq[own] + 1,
+                           msg.service_type, msg.origin, encode_message_body(msg))
+            if self._apply(r):
+                passed.append(r)
+        self.merge.deliver_ready()
+        if self.closing is not None:
+            self._close_step()  # (a lost site that is complete counts with its final frontier)
+        self.gate.append((msg.lts, lts, passed, min(s.frontier_lts for s in self.streams.values())))
+
+    def _apply(self, r: SiteRecord) -> bool:
+        """A record into the merge. False (and counted) for one already there or that cannot
+        be right: an unknown site, a message out of its site's order."""
+        stream = self.streams.get(r.site)
+        if stream is None:
+            self.counters["site_records_unknown_site"] += 1
+            return False
+        if r.site in self.frozen:
+            return self._lost_site_record(r)
+        if r.kind == SITE_FRONTIER:
+            self.merge.advance_frontier(stream, r.lts)
+            return True
+        if r.kind == SITE_ARU:
+            self.merge.site_stable(stream, r.lts)
+            self._drop_kept()
+            return True
+        if r.site_seq <= self.applied_seq[r.site]:
+            self.counters["site_records_duplicate"] += 1
+            return False
+        if r.site_seq != self.applied_seq[r.site] + 1 or r.lts <= stream.frontier_lts:
+            self.counters["site_records_out_of_order"] += 1
+            return False
+        self.applied_seq[r.site] = r.site_seq
+        self.kept[r.site].append(r)
+        if r.service & SAFE_MESS and r.lts > self.aru_wanted:
+            self.aru_wanted = r.lts
+        self.orderer.transport.saw_lts(r.lts)
+        self.merge.link_chunk(stream, (r.origin, 0),
+                              RingChunk(r.site_seq, r.lts, r.site_seq, 0, 1, r.service, r.body))
+        if self.trace_held is not None:
+            self.trace_held.append((r.site, r.site_seq))
+        return True
+
+    def _pass_gate(self, everything: bool = False) -> None:
+        """What the ring has made safe (every daemon of the site holds it) goes on to the other
+        sites, and gives the site's ARU."""
+        safe = self.orderer.ring.safe_lts
+        while self.gate and (everything or self.gate[0][0] <= safe):
+            _, lts, records, low = self.gate.popleft()
+            self.safe_ring_lts = lts
+            self.site_aru = max(self.site_aru, low)
+            for r in records:
+                if r.kind == SITE_MSG:
+                    self.passed_seq[r.site] = r.site_seq
+                elif r.kind == SITE_FRONTIER:
+                    self.passed_frontier[r.site] = max(self.passed_frontier[r.site], r.lts)
+                elif r.kind == SITE_ARU:
+                    self.passed_aru[r.site] = max(self.passed_aru[r.site], r.lts)
+                self._forward(r)
+
+    def _forward(self, r: SiteRecord) -> None:
+        """The representative passes a record of site r.site on to our children in that site's
+        tree (a child without a link now gets it by the positions of its next HELLO)."""
+        if not self.is_representative():
+            return
+        raw = encode_site_record(r)
+        if r.kind == SITE_PROPOSE:  # control: to every site, flooded (duplicates are dropped)
+            for site in self.links:
+                self._out_bytes[site] += raw
+            return
+        source = r.site
+        if self.closing is not None and r.site in self.closing.holder:
+            source = self.closing.holder[r.site]  # a lost site's last messages come from there
+        tree = self.trees.get(source)
+        if tree is None:
+            return
+        for child in tree.children(self.site_id):
+            if child in self.links:
+                self._out_bytes[child] += raw
+                self.counters["site_records_forwarded"] += 1
+
+    # ------------------------------------------------------------ HELLO and the links
+    def _positions(self) -> Dict[int, int]:
+        """What our site's ring holds of each site's messages, or will: what it delivered and
+        what we submitted to it."""
+        return {s: max(self.applied_seq[s], self.injected.get((SITE_MSG, s), 0)) for s in self.live_sites}
+
+    def _send_hellos(self, now: float) -> None:
+        """To every daemon of each neighbour site we have no link with: only its
+        representative answers."""
+        waiting = [s for s in self.neighbours if s not in self.links]
+        hello = encode_site_hello(SiteHello(self.me, self.site_id, True, self._positions()), self.seal)
+        for site in waiting:
+            for daemon in self.sites[site]:
+                self.outputs.append(SendHop(hello, daemon))
+            self.counters["hellos_sent"] += 1
+        self.hello_due_s = now + SITE_HELLO_EVERY_S if waiting else None
+
+    def _on_hello(self, h: SiteHello, now: float) -> None:
+        site = self.site_of.get(h.sender[0])
+        if not self.is_representative() or not self.wide:
+            self.counters["hellos_not_representative"] += 1
+            return
+        if site is None or site != h.site or site not in self.neighbours:
+            self.counters["hellos_not_a_neighbour"] += 1
+            return
+        link = self.links.get(site)
+        if link is not None and link.peer == h.sender:
+            if h.request:  # our answer was lost
+                self._answer_hello(h.sender)
+            return
+        if link is not None and link.peer[0] == h.sender[0] and link.peer[1] > h.sender[1]:
+            self.counters["hellos_old_incarnation"] += 1
+            return
+        self._start_link(site, h.sender, h.positions, now)
+        self._answer_hello(h.sender)
+
+    def _answer_hello(self, peer: Pid) -> None:
+        hello = SiteHello(self.me, self.site_id, False, self._positions())
+        self.outputs.append(SendHop(encode_site_hello(hello, self.seal), peer[0]))
+
+    def _start_link(self, site: int, peer: Pid, positions: Dict[int, int], now: float) -> None:
+        self.links[site] = HopLink(self.me, peer, self.hop_settings, self.seal, now)
+        self._readers[site] = SiteRecordReader()
+        self._inbox[site] = {}
+        self._next_seq[site] = 1
+        self._out_bytes[site] = bytearray()
+        self.suspect_at.pop(site, None)
+        resent = self._resend(site, positions)
+        self._log("HOP link to %s#%d (site %d) starts; %d records sent again by its positions"
+                  % (peer[0], peer[1], site, resent), now)
+        if all(s in self.links for s in self.neighbours):
+            self.hello_due_s = None
+
+    def _resend(self, site: int, positions: Dict[int, int]) -> int:
+        """What the site lacks (by its positions) of the trees that go through us to it; our
+        own PROPOSE too while a view is being agreed. Returns the messages sent again."""
+        out = self._out_bytes[site]
+        resent = 0
+        sources = [(s, s) for s in self.live_sites if s not in self.frozen]
+        if self.closing is not None:
+            sources += [(x, h) for x, h in self.closing.holder.items()]
+        for source, tree_of in sources:
+            if site not in self.trees[tree_of].children(self.site_id):
+                continue
+            upto = self.passed_seq[source]
+            if self.closing is not None and source in self.closing.cut:
+                upto = min(upto, self.closing.cut[source])
+            base = self.kept_base[source]
+            for i in range(max(positions.get(source, 0), base) - base, upto - base):
+                out += encode_site_record(self.kept[source][i])
+                resent += 1
+            if source in self.frozen:
+                continue
+            frontier = self.safe_ring_lts if source == self.site_id else self.passed_frontier[source]
+            for kind, lts in ((SITE_FRONTIER, frontier), (SITE_ARU, self.passed_aru[source])):
+                if lts:
+                    out += encode_site_record(SiteRecord(kind, source, lts))
+        mine = self.proposals.get(self.site_id)
+        if mine is not None and self.closing is None:
+            out += encode_site_record(self._proposal_record(mine))
+        self.counters["site_records_resent"] += resent
+        return resent
+
+    def _hop_output(self, site: int, out: HopOutput, now: float) -> None:
+        link = self.links[site]
+        for datagram in out.send:
+            self.outputs.append(SendHop(datagram, link.peer[0]))
+        inbox = self._inbox[site]
+        for seq, payload in out.deliver:
+            inbox[seq] = payload
+        while self._next_seq[site] in inbox:
+            payload = inbox.pop(self._next_seq[site])
+            self._next_seq[site] += 1
+            try:
+                records = self._readers[site].feed(payload)
+            except RingWireError as exc:
+                self.counters["hop_stream_broken"] += 1
+                self._drop_link(site, "its stream does not decode (%s)" % exc, now)
+                return
+            for r in records:
+                self._from_link(site, r)
+        for event in out.events:
+            self.counters["hop_peer_dead_" + event.reason] += 1
+            self._drop_link(site, "peer dead (%s)" % event.reason, event.at_s)
+            return
+
+    def _from_link(self, site: int, r: SiteRecord) -> None:
+        """A record from the link to `site`: into our ring, once (a HELLO's resending may
+        repeat what the ring already has)."""
+        if r.site == self.site_id or r.site not in self.streams or r.kind == SITE_SUSPECT:
+            self.counters["site_records_not_for_us"] += 1
+            return
+        key = (r.kind, r.site)
+        mark = r.site_seq if r.kind in (SITE_MSG, SITE_PROPOSE) else r.lts
+        if mark <= max(self.injected.get(key, 0), self.applied_seq[r.site] if r.kind == SITE_MSG else 0):
+            self.counters["site_records_duplicate"] += 1
+            return
+        self.injected[key] = mark
+        self.orderer.transport.saw_lts(r.lts)  # our site's next message comes after it
+        self.to_ring.append(r)
+
+    def _drop_link(self, site: int, why: str, now: float) -> None:
+        link = self.links.pop(site, None)
+        if link is None:
+            return
+        self._log("HOP link to %s (site %d) is over: %s; HELLO until it answers again, "
+                  "for %.1f s" % (link.peer[0], site, why, SITE_GRACE_S), now)
+        self.suspect_at[site] = now + SITE_GRACE_S
+        if self.hello_due_s is None:
+            self.hello_due_s = now
+
+    # ------------------------------------------------------------ the view of several sites
+    # The recovery across sites (the thesis leaves it open; lab_guide.md, "Sites: when one
+    # goes away"). 1. A representative whose link to a neighbour died and that heard no HELLO
+    # from that site within SITE_GRACE_S submits SUSPECT to its ring. 2. Where its ring
+    # delivers it (or another site's PROPOSE for a newer view), every daemon of the site
+    # freezes the lost sites' streams there (their later records are held back) and makes the
+    # site's PROPOSE: the lost sites, its own frontier, and per site what it holds; the
+    # representative floods it to every site. 3. When a site has the PROPOSE of every
+    # survivor for the same lost sites (survivors: the others that it can still reach), it
+    # decides, the same everywhere: each lost site's stream ends at the most any survivor
+    # held (`cut`; the lowest such site sends it to those that lack it, down its own tree),
+    # and the old view ends at limit_lts, the highest frontier proposed. 4. Every daemon
+    # delivers up to limit_lts; the first message that cannot go in the old view (a SAFE one
+    # the lost sites never said they held) starts the TRANSITIONAL view; when nothing up to
+    # limit_lts is left, the REGULAR view goes, without the lost sites. A PROPOSE that names
+    # other lost sites starts the next view seq with both sets.
+
+    def _suspect(self, sites: Iterable[int], now: float) -> bool:
+        """False: not now (a view is being installed; come back after it)."""
+        if self.closing is not None:
+            return False
+        view = max(self.view_seq, self.proposed_view) + 1
+        if not frozenset(sites) - self.proposal_lost or self.suspect_sent >= view:
+            return True
+        lost = frozenset(sites) | self.proposal_lost
+        self.suspect_sent = view
+        self._log("sites %s silent for %.1f s after their link died: suspected gone (view %d)"
+                  % (sorted(lost), SITE_GRACE_S, view), now)
+        self.to_ring.append(SiteRecord(SITE_SUSPECT, self.site_id, 0, view,
+                                       body=encode_site_view_body(lost, {})))
+        return True
+
+    def _view_record(self, r: SiteRecord, passed: List[SiteRecord]) -> None:
+        """A SUSPECT of our site or another site's PROPOSE, where our ring delivered it."""
+        try:
+            lost, entries = decode_site_view_body(r.body)
+        except RingWireError:
+            self.counters["site_records_undecodable"] += 1
+            return
+        view = r.site_seq
+        if r.kind == SITE_SUSPECT:
+            if r.site == self.site_id and view > max(self.proposed_view, self.view_seq):
+                self._propose(view, lost, passed)
+            return
+        if r.site == self.site_id or r.site not in self.live_sites or view <= self.view_seq:
+            return
+        if self.site_id in lost:  # it cannot reach us: then it is gone for us too
+            lost = (lost - {self.site_id}) | {r.site}
+        if r.site in self.proposal_lost and lost == self.proposal_lost:
+            return  # from a site we leave out already: not a survivor's proposal
+        if view > self.proposed_view and self.closing is None:
+            self._propose(view, lost, passed)
+        if view != self.proposed_view or r.site in self.proposals or r.site in self.proposal_lost:
+            return
+        if lost != self.proposal_lost:
+            if self.closing is None:
+                self._propose(view + 1, lost | self.proposal_lost, passed)
+            return
+        self.proposals[r.site] = SiteProposal(lost, r.lts, entries)
+        passed.append(r)  # the representative floods it on
+        self._maybe_decide(passed)
+
+    def _propose(self, view: int, lost: Iterable[int], passed: List[SiteRecord]) -> None:
+        lost = (frozenset(lost) - {self.site_id}) & set(self.live_sites)
+        reach = dissemination_tree(self.costs, self.site_id, set(self.live_sites) - lost)
+        lost |= frozenset(reach.unreachable)
+        self.proposed_view, self.proposal_lost = view, lost
+        for x in lost:
+            self.frozen.setdefault(x, [])
+        entries = {s: (self.applied_seq[s], self.streams[s].stable_aru, self.streams[s].frontier_lts)
+                   for s in self.live_sites}
+        mine = SiteProposal(lost, self.own_lts, entries)
+        self.proposals = {self.site_id: mine}
+        passed.append(self._proposal_record(mine))
+        self._log("proposes view %d without sites %s" % (view, sorted(lost)), None)
+        self._maybe_decide(passed)
+
+    def _proposal_record(self, p: SiteProposal) -> SiteRecord:
+        return SiteRecord(SITE_PROPOSE, self.site_id, p.frontier, self.proposed_view,
+                          body=encode_site_view_body(p.lost, p.entries))
+
+    def _maybe_decide(self, passed: List[SiteRecord]) -> None:
+        survivors = sorted(set(self.live_sites) - self.proposal_lost)
+        if self.closing is not None or any(s not in self.proposals for s in survivors):
+            return
+        props = self.proposals
+        cut, holder, frontier = {}, {}, {}
+        for x in sorted(self.proposal_lost):
+            cut[x] = max(p.entries.get(x, (0, 0, 0))[0] for p in props.values())
+            holder[x] = min(s for s, p in props.items() if p.entries.get(x, (0, 0, 0))[0] == cut[x])
+            aru = max(p.entries.get(x, (0, 0, 0))[1] for p in props.values())
+            frontier[x] = max(p.entries.get(x, (0, 0, 0))[2] for p in props.values())
+            self.merge.site_stable(self.streams[x], aru)
+        limit = max(p.frontier for p in props.values())
+        reason = "sites %s gone" % sorted(self.proposal_lost)
+        self.closing = ViewClosing(self.proposed_view, survivors, self.proposal_lost, cut, holder,
+                                   limit, frontier, reason=reason)
+        self._log("view %d decided: sites %s, %s; messages up to lts %d in the old view"
+                  % (self.proposed_view, survivors, reason, limit), None)
+        self.trees = dissemination_trees(self.costs, survivors)
+        self.neighbours = [s for s in self.neighbours if s in survivors]
+        for x in self.proposal_lost:
+            self.links.pop(x, None)
+            self.suspect_at.pop(x, None)
+        self.merge.deliver_limit_lts = limit
+        for x in sorted(self.frozen):
+            held, self.frozen[x] = self.frozen[x], []
+            for r in held:
+                self._lost_site_record(r)
+        if self.is_representative():
+            for site in list(self.links):
+                entries = props[site].entries if site in props else {}
+                self._resend(site, {s: e[0] for s, e in entries.items()})
+        # our frontier now (above every proposed one), once our ring has made this point safe:
+        # the old view can end everywhere
+        passed.append(SiteRecord(SITE_FRONTIER, self.site_id, self.own_lts))
+
+    def _lost_site_record(self, r: SiteRecord) -> bool:
+        """A record of a site being left out: held back until the decision, then applied up to
+        its cut; its frontier and ARU are what the decision says."""
+        if r.kind != SITE_MSG or r.site_seq <= self.applied_seq[r.site]:
+            return False
+        c = self.closing
+        if c is None:
+            held = self.frozen[r.site]
+            if not held or held[-1].site_seq < r.site_seq:
+                held.append(r)
+            return False
+        if r.site_seq > c.cut.get(r.site, 0) or r.site_seq != self.applied_seq[r.site] + 1:
+            self.counters["site_records_after_cut"] += 1
+            return False
+        self.applied_seq[r.site] = r.site_seq
+        self.kept[r.site].append(r)
+        stream = self.streams[r.site]
+        self.orderer.transport.saw_lts(r.lts)
+        self.merge.link_chunk(stream, (r.origin, 0),
+                              RingChunk(r.site_seq, r.lts, r.site_seq, 0, 1, r.service, r.body))
+        if self.trace_held is not None:
+            self.trace_held.append((r.site, r.site_seq))
+        return True
+
+    def _close_step(self) -> None:
+        c = self.closing
+        if any(self.applied_seq[x] < c.cut[x] for x in c.lost):
+            return
+        if not c.closed:
+            self._close_lost_streams(c)
+        self.merge.deliver_ready()
+        while True:
+            if any(self.streams[s].frontier_lts < c.limit_lts for s in c.survivors):
+                return
+            head = min((s.ordered[0] for s in self.streams.values() if s.ordered),
+                       key=lambda m: m.key, default=None)
+            if head is None or head.lts > c.limit_lts:
+                self._install_view()
+                return
+            blocked_by_lost = head.complete and head.service & SAFE_MESS and head.lts <= min(
+                self.streams[s].stable_aru for s in c.survivors)
+            if c.transitional or not blocked_by_lost:
+                return  # the survivors' ARUs will come
+            self._emit_view(CONF_TRANSITIONAL)
+            self.merge.deliver_ready()
+
+    def _close_lost_streams(self, c: ViewClosing) -> None:
+        """Every lost site's stream now ends at its cut. A lost site's message may depend on
+        another lost site's message that no survivor has (it was delivered there, and it is
+        beyond that site's cut): everything of a lost site above the lowest final frontier of
+        the other lost sites is dropped, at every survivor alike (final frontier: the highest
+        of the cut message's lts and the frontiers proposed; every message of the site up to it
+        is within the cut). A survivor's messages never depend on one beyond a cut: it had
+        every message it delivered, and the cut is the most any survivor had."""
+        final = {x: max(self.streams[x].frontier_lts, c.frontier.get(x, 0)) for x in c.lost}
+        for y in c.lost:
+            others = [final[x] for x in c.lost if x != y]
+            ordered = self.streams[y].ordered
+            while others and ordered and ordered[-1].lts > min(others):
+                ordered.pop()
+                self.counters["messages_discarded_after_a_lost_gap"] += 1
+        for x in c.lost:  # nothing more comes from it
+            self.merge.advance_frontier(self.streams[x], c.limit_lts)
+        c.closed = True
+
+    def _emit_view(self, kind: str) -> None:
+        c = self.closing
+        if kind == CONF_TRANSITIONAL:
+            c.transitional = True
+            for x in c.lost:  # SAFE counts the survivors only from now on
+                self.streams[x].stable_aru = LOST_SITE_ARU
+        self.outputs.append(SiteViewChange(kind, c.view_seq, list(c.survivors), c.reason))
+        self._log("%s view %d: sites %s (%s)" % (kind, c.view_seq, c.survivors, c.reason), None)
+
+    def _install_view(self) -> None:
+        c = self.closing
+        if not c.transitional:
+            self._emit_view(CONF_TRANSITIONAL)
+        self._emit_view(CONF_REGULAR)
+        for x in c.lost:
+            self.merge.uninstall(x)
+            del self.streams[x]
+            self.kept[x] = collections.deque()
+        self.live_sites = list(c.survivors)
+        self.view_seq = c.view_seq
+        self.merge.deliver_limit_lts = None
+        self.closing = None
+        self.frozen = {}
+        self.proposals = {}
+        self.proposal_lost = frozenset()
+        self.merge.deliver_ready()
+
+    # ------------------------------------------------------------ after every input
+    def _after(self, now: float) -> None:
+        """The gate, the ARU rule, then what waits goes to the links and the ring."""
+        self._pass_gate()
+        if self.is_representative():
+            self._announce_aru(now)
+            self._flush_links(now)
+            self._flush_ring()
+
+    def _announce_aru(self, now: float) -> None:
+        """While a SAFE message waits for it; and now and then while records are kept, so
+        that they can be dropped (none is: then nothing more to say)."""
+        if self.site_aru <= self.aru_announced:
+            return
+        waits = self.aru_wanted > self.aru_announced and (
+            self.site_aru >= self.aru_wanted or now >= self.aru_announced_at + SITE_ARU_EVERY_S)
+        collect = now >= self.aru_announced_at + SITE_ARU_KEPT_EVERY_S and any(self.kept.values())
+        if waits or collect:
+            self.aru_announced, self.aru_announced_at = self.site_aru, now
+            self.to_ring.append(SiteRecord(SITE_ARU, self.site_id, self.site_aru))
+
+    def _drop_kept(self) -> None:
+        """Messages every daemon of every site holds (lts <= the global ARU) are never sent
+        again: forget them."""
+        held = min(s.stable_aru for s in self.streams.values())
+        for site, kept in self.kept.items():
+            while kept and kept[0].lts <= held:
+                kept.popleft()
+                self.kept_base[site] += 1
+
+    def _flush_links(self, now: float) -> None:
+        for site, link in list(self.links.items()):
+            data = self._out_bytes[site]
+            step = link.max_payload_bytes
+            sent = 0
+            try:
+                while sent < len(data) and site in self.links:
+                    self._hop_output(site, link.submit(bytes(data[sent:sent + step]), now), now)
+                    sent += step
+            except RingUsageError:
+                self.counters["hop_queue_full"] += 1  # the rest waits here
+            del data[:sent]
+
+    def _flush_ring(self) -> None:
+        while self.to_ring:
+            batch = [self.to_ring.popleft()]
+            size = len(encode_site_record(batch[0]))
+            while self.to_ring and size + len(encode_site_record(self.to_ring[0])) <= SITES_BATCH_BYTES:
+                size += len(encode_site_record(self.to_ring[0]))
+                batch.append(self.to_ring.popleft())
+            msg = DaemonMessage(SITES, self.name, "", AGREED_MESS, [], data=encode_site_records(batch))
+            self.orderer.submit(msg)  # never refused: only DATA is
+            self.counters["sites_messages_submitted"] += 1
+
+    # ------------------------------------------------------------ output
+    def _deliver(self, msg: DaemonMessage) -> None:
+        self.outputs.append(Deliver(msg))
+
+    def _log(self, text: str, now: Optional[float]) -> None:
+        self.log.append("%s %s %s" % ("%.3f" % now if now is not None else "-", self.name, text))
 
 
 # =============================================================================================

@@ -1,0 +1,63 @@
+"""AGREED latency across sites at low load, in the deterministic simulator (simulated time, so
+the figures do not depend on the machine): two sites of two daemons each, one WAN link of
+--delay-ms each way (no loss, 10 Mbit/s), a few messages a second. Prints the latency from
+submit to delivery, at the sender's site and at the other site, next to the issue's target
+(link delay + one ring rotation + 5 ms).
+
+    python3 bench/sites_latency.py [--delay-ms 20] [--seconds 10] [--service agreed|safe]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+sys.path.insert(0, os.path.dirname(HERE))
+
+import spread_mini as sr  # noqa: E402
+import sites_sim  # noqa: E402
+from hop_sim import WireSpec  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="AGREED/SAFE latency across two sites in the simulator.")
+    parser.add_argument("--delay-ms", type=float, default=20.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rate", type=float, default=5.0, help="messages per second (default 5)")
+    parser.add_argument("--service", choices=("agreed", "safe"), default="agreed")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    wire = WireSpec(loss=0.0, delay_s=args.delay_ms / 1000, jitter_s=0.0, bits_s=10e6)
+    case = sites_sim.SitesCase(sites=[["a1", "a2"], ["b1", "b2"]], costs=[[0, 1], [1, 0]],
+                               wires={(0, 1): wire, (1, 0): wire}, lan=sites_sim.LanSpec(loss=0.0),
+                               rate_per_s=args.rate, traffic_s=args.seconds)
+    service = sr.AGREED_MESS if args.service == "agreed" else sr.SAFE_MESS
+    sim = sites_sim.SitesSim(args.seed, case=case, services=[service])
+    res = sim.run()
+    if res.violations:
+        print(res.summary())
+        return 1
+    same, other = [], []
+    for name, node in sim.nodes.items():
+        for serial, at in node.delivered_at.items():
+            sub = sim.submitted[serial]
+            (same if sim.site_of[sub[2]] == sim.site_of[name] else other).append(at - sub[4])
+    rotation = sim.nodes["a1"].orderer.cfg.token_hold_s
+    print("%s, %d messages, WAN delay %.0f ms each way, rings of 2 daemons (an idle ring's token "
+          "is held %.0f ms per rotation)" % (args.service.upper(), len(sim.submitted), args.delay_ms,
+                                             rotation * 1000))
+    for label, values in (("at the sender's site", same), ("at the other site", other)):
+        values.sort()
+        print("  %-22s median %.1f ms, 90th percentile %.1f ms, max %.1f ms" % (
+            label, statistics.median(values) * 1000, values[int(len(values) * 0.9)] * 1000, values[-1] * 1000))
+    print("  the issue's target: delay + one rotation + 5 ms = %.1f ms" % (args.delay_ms + rotation * 1000 + 5))
+    print("rerun: python3 bench/sites_latency.py --delay-ms %g --seconds %g --rate %g --service %s"
+          % (args.delay_ms, args.seconds, args.rate, args.service))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

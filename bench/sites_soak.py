@@ -1,0 +1,79 @@
+"""Soak several sites joined by HOP links in the deterministic simulator (tests/sites_sim.py):
+many seeds, each its own topology (2-3 sites of 1-3 daemons, a mesh or a line), lossy WAN
+links and traffic; count the violations of the guarantees. Every failing seed is printed with
+the command that replays it.
+
+    python3 bench/sites_soak.py --seeds 1000            # seeds 1..1000
+    python3 bench/sites_soak.py --seeds 200 --first 5000
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+sys.path.insert(0, os.path.dirname(HERE))
+
+import sites_sim  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Soak several sites joined by HOP links in the "
+                                     "deterministic simulator and count violations.")
+    parser.add_argument("--seeds", type=int, default=1000, help="how many seeds (default 1000)")
+    parser.add_argument("--first", type=int, default=1, help="first seed (default 1)")
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
+    args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
+    started = time.monotonic()
+    totals = collections.Counter()
+    kinds = collections.Counter()
+    failing = []
+    latencies = []
+    view_times = []  # per seed that killed a site: when the last survivor left it out
+    for seed in range(args.first, args.first + args.seeds):
+        result = sites_sim.run_seed(seed)
+        for key in ("submitted", "hop_packets", "hop_lost", "ring_packets"):
+            totals[key] += result.stats.get(key, 0)
+        if "latency_median_s" in result.stats:
+            latencies.append(result.stats["latency_median_s"])
+        if "view_after_kill_s" in result.stats:
+            view_times.append(result.stats["view_after_kill_s"])
+        totals["violations"] += len(result.violations)
+        kinds.update(sites_sim.kind_of(v) for v in result.violations)
+        if result.violations:
+            failing.append(seed)
+            print(result.summary())
+            print("  " + sites_sim.replay_command(seed))
+        if not args.quiet and (seed - args.first + 1) % 100 == 0:
+            print("... %d seeds, %d violations, %.0f s" % (
+                seed - args.first + 1, totals["violations"], time.monotonic() - started),
+                file=sys.stderr)
+    elapsed = time.monotonic() - started
+    print("sites soak: seeds %d..%d (%d), violations %d, failing seeds %d%s" % (
+        args.first, args.first + args.seeds - 1, args.seeds, totals["violations"], len(failing),
+        (" " + str(failing[:20])) if failing else ""))
+    if kinds:
+        print("violations by checker: " + ", ".join("%s %d" % kv for kv in sorted(kinds.items())))
+    latencies.sort()
+    print("messages submitted %d; HOP packets %d (lost %d); ring packets %d; median of the seeds' "
+          "median delivery latency %.3f s (simulated); %.0f s" % (
+              totals["submitted"], totals["hop_packets"], totals["hop_lost"], totals["ring_packets"],
+              latencies[len(latencies) // 2] if latencies else 0.0, elapsed))
+    view_times.sort()
+    if view_times:
+        print("a whole site killed (%d seeds): the last survivor installed the view without it "
+              "after %.2f s (median), %.2f s (90th percentile), %.2f s (max; simulated time, "
+              "from the kill)" % (len(view_times), view_times[len(view_times) // 2],
+                                  view_times[int(len(view_times) * 0.9)], view_times[-1]))
+    print("rerun: python3 bench/sites_soak.py --seeds %d --first %d" % (args.seeds, args.first))
+    return 1 if failing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,584 @@
+"""A seeded simulator of several sites (thesis 7.3): each site a ring of 1-3 daemons (real
+RingOrderer cores on a simulated LAN, as in tests/ring_sim.py), each daemon's SiteGateway above
+its ring, and the sites' representatives joined by HopLinks over hop_sim's wire: a bandwidth,
+tens of milliseconds of delay with reordering jitter, 1-10 % loss. One Random decides
+everything, so a failing seed replays exactly:
+
+    python3 tests/sites_sim.py 123 [--log]
+
+The rings form, clients send messages of every ordered service type (RELIABLE .. SAFE;
+UNRELIABLE stays in its own site), and in some seeds (each decided by its own Random, so the
+rest of the case stays the same) a site's representative is killed (its ring re-forms, the next
+daemon takes over the links) and/or every daemon of one site is killed (the others agree on a
+view without it: TRANSITIONAL, then REGULAR) and/or, with two sites or a line, a WAN link is
+cut for good (each side ends in a view of the sites it can reach). The run goes on until every living daemon has
+delivered what it must and installed the view of the sites it can reach, or the time is up.
+
+The checkers look only at what the simulated clients submitted and what every daemon delivered
+(and when each message reached each daemon's merge), never at the cores' state. Each kind has
+a planted fault in tests/test_sites_sim.py that it must catch:
+  foreign      a delivered message that nobody submitted, or altered
+  duplicate    delivered twice at one daemon
+  agreed order two daemons deliver two messages in different orders
+  FIFO         a sender's messages out of the order it sent them
+  causal order a message delivered before one its sender had delivered before sending it
+  safe         a SAFE message delivered at a daemon before every daemon of every site held it
+  no loss      at the end, a living daemon has not delivered every message submitted at a
+               daemon of its component that never crashed, or one that another living daemon
+               of its component delivered
+  view         a living daemon does not end in the view of the sites it can reach, or two
+               daemons install the same view seq with different sites
+  virtual synchrony  two daemons that install the same view delivered different messages
+               in the old view's regular part, or in the transitional part
+SAFE is checked against the daemons of the view it was delivered in (its transitional part:
+the survivors), that had not crashed by then.
+"""
+from __future__ import annotations
+
+import argparse
+import heapq
+import os
+import random
+import sys
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+
+import spread_mini as sr  # noqa: E402
+from hop_sim import WireSpec  # noqa: E402
+
+SERVICES = [sr.RELIABLE_MESS, sr.FIFO_MESS, sr.CAUSAL_MESS, sr.AGREED_MESS, sr.SAFE_MESS]
+
+FOREIGN = "foreign"
+DUPLICATE = "duplicate"
+AGREED = "agreed order"
+FIFO = "FIFO"
+CAUSAL = "causal order"
+SAFE = "safe"
+LOSS = "no loss"
+VIEW = "view"  # a living daemon's last view is not the sites it can reach, or views disagree
+VIRTUAL_SYNCHRONY = "virtual synchrony"
+KINDS = (FOREIGN, DUPLICATE, AGREED, FIFO, CAUSAL, SAFE, LOSS, VIEW, VIRTUAL_SYNCHRONY)
+
+
+def kind_of(violation: str) -> str:
+    return violation.split(" ", 1)[1].split(":", 1)[0]
+
+
+@dataclass
+class LanSpec:
+    """The network inside a site (a LAN): small delay, a little loss."""
+    loss: float = 0.01
+    delay_s: float = 0.0003
+    jitter_s: float = 0.0005
+
+
+@dataclass
+class SitesCase:
+    """Everything a run needs, all drawn from its seed (case_for_seed)."""
+    sites: List[List[str]]
+    costs: List[List[int]]
+    wires: Dict[Tuple[int, int], WireSpec]  # (site, site) -> each direction's wire
+    lan: LanSpec
+    rate_per_s: float
+    traffic_s: float
+    #: when, after the rings formed, the representative of a site of several daemons is
+    #: killed (kill -9: its ring re-forms and the next daemon takes over its links); None: never
+    rep_crash_after_s: Optional[float] = None
+    rep_crash_site: int = 0
+    #: when every daemon of one site is killed (the others install a view without it)
+    site_kill_after_s: Optional[float] = None
+    site_kill: int = 0
+    #: when the WAN link between two sites is cut for good, both ways, and the cut splits the
+    #: sites in two (two sites, or a line): each side goes on in a view of its own
+    cut_after_s: Optional[float] = None
+    cut_pair: Tuple[int, int] = (0, 1)
+
+
+@dataclass
+class Node:
+    orderer: sr.RingOrderer
+    gateway: sr.SiteGateway
+    delivered: List[int] = field(default_factory=list)
+    position: Dict[int, int] = field(default_factory=dict)
+    delivered_at: Dict[int, float] = field(default_factory=dict)
+    held_at: Dict[Tuple[int, int], float] = field(default_factory=dict)
+    key_of: Dict[int, Tuple[int, int]] = field(default_factory=dict)  # serial -> (site, site_seq)
+    crashed_at: Optional[float] = None
+    #: view changes of several sites: (kind, view seq, sites, messages delivered before, time)
+    views: List[tuple] = field(default_factory=list)
+    view_sites: Tuple[int, ...] = ()  # the sites of the view (regular or transitional) now
+    delivered_in: Dict[int, Tuple[int, ...]] = field(default_factory=dict)  # serial -> view_sites
+
+
+@dataclass
+class SitesResult:
+    seed: int
+    violations: List[str]
+    stats: Dict[str, float]
+    log_lines: List[str]
+
+    def kinds(self):
+        return {kind_of(v) for v in self.violations}
+
+    def summary(self) -> str:
+        head = "seed %d: %d violations; %s" % (self.seed, len(self.violations), ", ".join(
+            "%s=%s" % (k, round(v, 4) if isinstance(v, float) else v) for k, v in sorted(self.stats.items())))
+        return "\n".join([head] + ["  VIOLATION " + v for v in self.violations[:20]])
+
+
+def case_for_seed(seed: int) -> SitesCase:
+    """2-3 sites of 1-3 daemons; between them a full mesh or a line (so that some packets go
+    through a middle site), each link 1-10 % loss, 10-50 ms, 1-10 Mbit/s."""
+    rng = random.Random(seed * 7919 + 11)
+    nsites = rng.choice([2, 3, 3])
+    sites = [["%s%d" % ("abc"[s], i + 1) for i in range(rng.choice([1, 2, 3]))] for s in range(nsites)]
+    line = nsites == 3 and rng.random() < 0.4
+    costs = [[0 if i == j or (line and abs(i - j) == 2) else rng.choice([1, 1, 2, 5])
+              for j in range(nsites)] for i in range(nsites)]
+    wires = {}
+    for i in range(nsites):
+        for j in range(i + 1, nsites):
+            if costs[i][j] > 0 or costs[j][i] > 0:
+                wire = WireSpec(loss=rng.uniform(0.01, 0.10), delay_s=rng.uniform(0.01, 0.05),
+                                jitter_s=rng.uniform(0.0, 0.01), bits_s=rng.choice([1e6, 2e6, 5e6, 10e6]))
+                wires[i, j] = wires[j, i] = wire
+    slowest = min(w.bits_s for w in wires.values())
+    # offered load well within the slowest link (a message is 150 bytes on average, about
+    # 350 with the records' and packets' overhead): the checks test the protocol, not patience
+    rate = min(rng.choice([20.0, 60.0, 150.0]), slowest / 8 / 350 * 0.5)
+    case = SitesCase(sites, costs, wires, LanSpec(loss=rng.choice([0.0, 0.01, 0.03])),
+                     rate, rng.choice([1.0, 2.0]))
+    crash = random.Random(seed * 7919 + 12)  # its own draws: the rest of the case stays as it was
+    several = [i for i, s in enumerate(sites) if len(s) > 1]
+    if several and crash.random() < 0.5:
+        case.rep_crash_site = crash.choice(several)
+        case.rep_crash_after_s = crash.uniform(0.0, case.traffic_s)
+    kill = random.Random(seed * 7919 + 13)
+    if kill.random() < 0.4:
+        case.site_kill = kill.randrange(nsites)
+        case.site_kill_after_s = kill.uniform(0.0, case.traffic_s)
+    cut = random.Random(seed * 7919 + 14)
+    if (nsites == 2 or line) and cut.random() < 0.3:
+        case.cut_pair = (0, 1) if nsites == 2 or cut.random() < 0.5 else (1, 2)
+        case.cut_after_s = cut.uniform(0.0, case.traffic_s)
+    return case
+
+
+class SitesSim:
+    def __init__(self, seed: int, case: Optional[SitesCase] = None, tick_s: float = 0.01,
+                 on_start=None, delivery_filter=None, services=None):
+        self.seed = seed
+        self.services = list(services or SERVICES)  #: what the simulated clients send
+        self.rng = random.Random(seed)
+        self.case = case or case_for_seed(seed)
+        self.tick_s = tick_s
+        #: planted faults: on_start(name, gateway) before the run; delivery_filter(name,
+        #: outputs) -> outputs on what one poll() of a gateway returned
+        self.delivery_filter = delivery_filter
+        self.now = 0.0
+        self.events: list = []
+        self.counter = 0
+        self.nodes: Dict[str, Node] = {}
+        self.site_of = {d: i for i, s in enumerate(self.case.sites) for d in s}
+        self.submitted: Dict[int, tuple] = {}  # serial -> (service, data, origin, deps)
+        self.violations: List[str] = []
+        self.stats: Dict[str, float] = {"ring_packets": 0, "hop_packets": 0, "hop_lost": 0,
+                                        "submitted": 0}
+        self.wire_free: Dict[Tuple[int, int], float] = {}
+        self.cut_pairs: set = set()  # (site, site) whose wire is cut, both ways
+        self.gtick_at: Dict[str, float] = {}
+        self.latency: List[float] = []
+        settings = {}
+        for site, names in enumerate(self.case.sites):
+            for name in names:
+                orderer = sr.RingOrderer(name, 1, names, random.Random(self.rng.random()),
+                                         sr.RingSettings(**settings), now=0.0)
+                gateway = sr.SiteGateway(name, self.case.sites, self.case.costs, orderer,
+                                         self.hop_settings(site), now=0.0)
+                gateway.trace_held = []
+                self.nodes[name] = Node(orderer, gateway)
+                self.gtick_at[name] = float("inf")
+                if on_start is not None:
+                    on_start(name, gateway)
+
+    def hop_settings(self, site: int) -> sr.HopSettings:
+        """Each representative's links draw from a bucket at 90 % of its slowest wire (one
+        HopSettings for all of a daemon's links, as spread.conf would give)."""
+        bits = min(w.bits_s for (a, _), w in self.case.wires.items() if a == site) \
+            if any(a == site for a, _ in self.case.wires) else 1e7
+        return sr.HopSettings(rate_bytes_s=bits / 8 * 0.9, burst_bytes=16000)
+
+    # -------------------------------------------------------------- the networks
+    def push(self, at: float, kind: str, dest: str, src: str = "", data: bytes = b"") -> None:
+        self.counter += 1
+        heapq.heappush(self.events, (at, self.counter, kind, dest, src, data))
+
+    def ring_send(self, src: str, dest: str, raw: bytes) -> None:
+        self.stats["ring_packets"] += 1
+        lan = self.case.lan
+        if self.rng.random() < lan.loss:
+            return
+        self.push(self.now + lan.delay_s + self.rng.random() * lan.jitter_s, "ring", dest, src, raw)
+
+    def hop_send(self, src: str, dest: str, raw: bytes) -> None:
+        self.stats["hop_packets"] += 1
+        pair = (self.site_of[src], self.site_of[dest])
+        wire = self.case.wires.get(pair)
+        if wire is None:
+            self.fail(FOREIGN, "%s sent a HOP packet to %s: no link between their sites" % (src, dest))
+            return
+        start = max(self.now, self.wire_free.get(pair, 0.0))
+        self.wire_free[pair] = start + len(raw) * 8 / wire.bits_s
+        if pair in self.cut_pairs:
+            self.stats["hop_lost"] += 1
+            return
+        if self.rng.random() < wire.loss:
+            self.stats["hop_lost"] += 1
+            return
+        self.push(self.wire_free[pair] + wire.delay_s + self.rng.uniform(0, wire.jitter_s), "hop",
+                  dest, src, raw)
+
+    # -------------------------------------------------------------- one daemon's outputs
+    def drain(self, name: str) -> None:
+        node = self.nodes[name]
+        while True:
+            outs = node.orderer.poll()
+            for out in outs:
+                if isinstance(out, sr.Send):
+                    self.ring_send(name, out.dest, out.packet)
+                else:
+                    node.gateway.ring_output(out, self.now)
+            gouts = node.gateway.poll()
+            if self.delivery_filter is not None and gouts:
+                gouts = self.delivery_filter(name, gouts)
+            for out in gouts:
+                if isinstance(out, sr.SendHop):
+                    self.hop_send(name, out.dest, out.packet)
+                elif isinstance(out, sr.SiteViewChange):
+                    node.views.append((out.kind, out.view_seq, tuple(out.sites), len(node.delivered), self.now))
+                    node.view_sites = tuple(out.sites)
+                else:
+                    self.record_delivery(name, node, out.msg)
+            if not outs and not gouts:
+                break
+        for key in node.gateway.trace_held:
+            node.held_at.setdefault(key, self.now)
+        del node.gateway.trace_held[:]
+        deadline = node.gateway.next_deadline_s()
+        if deadline < self.gtick_at[name]:
+            self.gtick_at[name] = deadline
+            self.push(deadline, "gtick", name)
+
+    def record_delivery(self, name: str, node: Node, msg: sr.DaemonMessage) -> None:
+        serial = int.from_bytes(msg.data[:8], "big") if len(msg.data) >= 8 else 0
+        sub = self.submitted.get(serial)
+        if sub is None or sub[0] != msg.service_type or sub[1] != msg.data or sub[2] != msg.origin:
+            self.fail(FOREIGN, "%s delivered a message nobody submitted so (serial %d)" % (name, serial))
+            return
+        if serial in node.position:
+            self.fail(DUPLICATE, "%s delivered message %d twice" % (name, serial))
+            return
+        node.position[serial] = len(node.delivered)
+        node.delivered.append(serial)
+        node.delivered_at[serial] = self.now
+        node.key_of[serial] = (msg.site_id, msg.seq)
+        node.delivered_in[serial] = node.view_sites
+        self.latency.append(self.now - sub[4])
+
+    # -------------------------------------------------------------- clients
+    def live(self) -> Dict[str, Node]:
+        return {n: node for n, node in self.nodes.items() if node.crashed_at is None}
+
+    def crash(self, name: str) -> None:
+        """kill -9: the daemon does nothing more; what it delivered stays on the record."""
+        if self.nodes[name].crashed_at is not None:
+            return  # (a representative killed earlier, in a site killed now)
+        self.nodes[name].crashed_at = self.now
+        self.stats["crashes"] = self.stats.get("crashes", 0) + 1
+
+    def submit_random(self) -> None:
+        name = self.rng.choice(sorted(self.live()))
+        node = self.nodes[name]
+        service = self.rng.choice(self.services)
+        r = self.rng.random()
+        size = self.rng.randrange(8, 100) if r < 0.7 else (
+            self.rng.randrange(100, 1200) if r < 0.95 else self.rng.randrange(1200, 6000))
+        serial = len(self.submitted) + 1
+        data = serial.to_bytes(8, "big") + bytes(self.rng.getrandbits(8) for _ in range(8))
+        data += b"x" * max(0, size - len(data))
+        msg = sr.DaemonMessage(sr.DATA, name, "#c#%s" % name, service, ["g"], data=data)
+        if not node.orderer.submit(msg):
+            return
+        self.stats["submitted"] += 1
+        self.submitted[serial] = (service, data, name, len(node.delivered), self.now)
+        self.drain(name)
+
+    # -------------------------------------------------------------- the run
+    def rings_formed(self) -> bool:
+        for name, node in self.nodes.items():
+            o = node.orderer
+            if o.state != sr.OPERATIONAL or len(o.ring.members) != len(self.case.sites[self.site_of[name]]):
+                return False
+        return all(n.gateway.representative == self.case.sites[self.site_of[name]][0]
+                   for name, n in self.nodes.items())
+
+    def live_sites(self) -> set:
+        return {self.site_of[n] for n in self.live()}
+
+    def component(self, site: int) -> frozenset:
+        """The live sites that `site` can still reach over the links not cut (its final view)."""
+        costs = [[0 if (i, j) in self.cut_pairs else c for j, c in enumerate(row)]
+                 for i, row in enumerate(self.case.costs)]
+        tree = sr.dissemination_tree(costs, site, self.live_sites())
+        return frozenset(tree.parent)
+
+    def survivors_must_deliver(self, name: str) -> set:
+        """For a living daemon: every message submitted at a daemon of its component that
+        never crashed, and every message a living daemon of its component delivered (a crashed
+        daemon's last messages may be lost, but then everywhere)."""
+        comp = self.component(self.site_of[name])
+        live = {n: node for n, node in self.live().items() if self.site_of[n] in comp}
+        must = {s for s, sub in self.submitted.items() if sub[2] in live}
+        for node in live.values():
+            must.update(node.delivered)
+        return must
+
+    def everything_delivered(self) -> bool:
+        for name, node in self.live().items():
+            if not self.survivors_must_deliver(name) <= node.position.keys():
+                return False
+            gw = node.gateway
+            if gw.closing is not None or set(gw.live_sites) != self.component(self.site_of[name]):
+                return False
+        return True
+
+    def run(self, form_max_s: float = 3.0, drain_max_s: float = 30.0) -> SitesResult:
+        for name in self.nodes:
+            self.push(0.0, "tick", name)
+        self.run_until(form_max_s, self.rings_formed)
+        self.stats["formed_at_s"] = self.now
+        start = self.now
+        t = start
+        while True:
+            t += self.rng.expovariate(self.case.rate_per_s)
+            if t > start + self.case.traffic_s:
+                break
+            self.push(t, "submit", "")
+        if self.case.site_kill_after_s is not None:
+            self.kill_at = start + self.case.site_kill_after_s
+            for name in self.case.sites[self.case.site_kill]:
+                self.push(self.kill_at, "crash", name)
+        if self.case.cut_after_s is not None:
+            self.push(start + self.case.cut_after_s, "cut", "")
+        if self.case.rep_crash_after_s is not None:
+            names = self.case.sites[self.case.rep_crash_site]
+            self.push(start + self.case.rep_crash_after_s, "crash", names[0])
+        self.run_until(start + self.case.traffic_s)
+        self.run_until(start + self.case.traffic_s + drain_max_s, self.everything_delivered)
+        self.stats["end_s"] = self.now
+        return self.check()
+
+    def run_until(self, t_end: float, stop=None) -> bool:
+        """Run the events up to t_end, or until stop() is true (then True)."""
+        while self.events and self.events[0][0] <= t_end:
+            if stop is not None and stop():
+                return True
+            self.step()
+        self.now = max(self.now, t_end)
+        return bool(stop is not None and stop())
+
+    def step(self) -> None:
+        at, _, kind, dest, src, data = heapq.heappop(self.events)
+        self.now = at
+        if kind == "submit":
+            self.submit_random()
+            return
+        if kind == "crash":
+            self.crash(dest)
+            return
+        if kind == "cut":
+            a, b = self.case.cut_pair
+            self.cut_pairs |= {(a, b), (b, a)}
+            self.stats["cuts"] = self.stats.get("cuts", 0) + 1
+            return
+        node = self.nodes[dest]
+        if node.crashed_at is not None:
+            return
+        if kind == "ring":
+            node.orderer.receive(data, src, at)
+        elif kind == "hop":
+            node.gateway.hop_datagram(src, data, at)
+        elif kind == "tick":
+            node.orderer.tick(at)
+            node.gateway.tick(at)  # the ring's safe_lts moves on tokens that deliver nothing
+            self.push(at + self.tick_s, "tick", dest)
+        elif kind == "gtick":
+            if at != self.gtick_at[dest]:
+                return  # superseded by an earlier deadline
+            self.gtick_at[dest] = float("inf")
+            node.gateway.tick(at)
+        self.drain(dest)
+
+    def fail(self, kind: str, text: str) -> None:
+        self.violations.append("t=%.3f %s: %s" % (self.now, kind, text))
+
+    # -------------------------------------------------------------- checkers
+    def check(self) -> SitesResult:
+        self.check_agreed()
+        self.check_fifo()
+        self.check_causal()
+        self.check_safe()
+        self.check_no_loss()
+        self.check_views()
+        kill_at = getattr(self, "kill_at", None)
+        if kill_at is not None:  # how long the survivors took to leave the killed site out
+            installs = [next((v[4] for v in n.views if v[0] == sr.CONF_REGULAR), None)
+                        for n in self.live().values()]
+            if installs and None not in installs:
+                self.stats["view_after_kill_s"] = max(installs) - kill_at
+        if self.latency:
+            lat = sorted(self.latency)
+            self.stats["latency_median_s"] = lat[len(lat) // 2]
+            self.stats["latency_max_s"] = lat[-1]
+        for n in self.nodes.values():
+            for k, v in n.gateway.counters.items():
+                if k.startswith(("site_records_out", "site_records_unknown", "hop_stream", "hop_peer_dead")):
+                    self.stats[k] = self.stats.get(k, 0) + v
+        logs = [line for n in self.nodes.values() for line in list(n.orderer.log) + list(n.gateway.log)]
+        return SitesResult(self.seed, self.violations, self.stats, logs)
+
+    def check_agreed(self) -> None:
+        """Any two daemons deliver the messages they both delivered in the same order."""
+        names = sorted(self.nodes)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                pos_b = self.nodes[b].position
+                common = [s for s in self.nodes[a].delivered if s in pos_b]
+                for x, y in zip(common, common[1:]):
+                    if pos_b[x] > pos_b[y]:
+                        self.fail(AGREED, "%s delivered %d before %d, %s the other way" % (a, x, y, b))
+                        break
+
+    def check_fifo(self) -> None:
+        """Per sending daemon, in the order its clients submitted (serials grow with time)."""
+        for name, node in sorted(self.nodes.items()):
+            last: Dict[str, int] = {}
+            for serial in node.delivered:
+                origin = self.submitted[serial][2]
+                if serial < last.get(origin, 0):
+                    self.fail(FIFO, "%s delivered %d from %s after its later %d" % (name, serial, origin, last[origin]))
+                    break
+                last[origin] = serial
+
+    def check_causal(self) -> None:
+        """A message comes after every message its sending daemon had delivered before the
+        client sent it (what the client could have read)."""
+        for name, node in sorted(self.nodes.items()):
+            for serial in node.delivered:
+                origin, prefix = self.submitted[serial][2], self.submitted[serial][3]
+                before = self.nodes[origin].delivered[:prefix]
+                late = [d for d in before if node.position.get(d, len(node.delivered)) > node.position[serial]]
+                if late:
+                    self.fail(CAUSAL, "%s delivered %d before %d, which %s had delivered before "
+                                      "sending it" % (name, serial, late[0], origin))
+                    return
+
+    def check_safe(self) -> None:
+        """A SAFE message is delivered only once every daemon of every site holds it."""
+        for name, node in sorted(self.nodes.items()):
+            for serial in node.delivered:
+                if self.submitted[serial][0] != sr.SAFE_MESS:
+                    continue
+                key, at = node.key_of[serial], node.delivered_at[serial]
+                members = node.delivered_in[serial] or tuple(range(len(self.case.sites)))
+                for other, o in sorted(self.nodes.items()):
+                    if o.crashed_at is not None and o.crashed_at <= at:
+                        continue  # not a member any more when it was delivered
+                    if self.site_of[other] not in members:
+                        continue  # not in the view (EVS: SAFE holds in its configuration)
+                    if o.held_at.get(key, float("inf")) > at:
+                        self.fail(SAFE, "%s delivered SAFE %d at %.4f; %s held it only at %.4f"
+                                  % (name, serial, at, other, o.held_at.get(key, float("inf"))))
+                        return
+
+    def segments(self, node: Node) -> Dict[tuple, frozenset]:
+        """A daemon's deliveries cut by its view changes (a view: its seq and its sites; two
+        components of a partition each have a view of the same seq): ("regular", old view,
+        new view) -> what it delivered in the old view's regular part before the new view's
+        TRANSITIONAL; ("transitional", new view) -> between TRANSITIONAL and REGULAR."""
+        out = {}
+        start, old = 0, (0, ())
+        for kind, view, sites, at, _ in node.views:
+            if kind == sr.CONF_TRANSITIONAL:
+                out["regular", old, (view, sites)] = frozenset(node.delivered[start:at])
+            else:
+                out["transitional", (view, sites)] = frozenset(node.delivered[start:at])
+                old = (view, sites)
+            start = at
+        return out
+
+    def check_views(self) -> None:
+        """Every living daemon ends in the view of the sites it can reach; daemons that
+        install the same view saw the same sites in it, and delivered the same messages in
+        the old view's regular part and in the transitional part (virtual synchrony)."""
+        installed: Dict[int, Tuple[str, tuple]] = {}
+        for name, node in sorted(self.nodes.items()):
+            regular = [v for v in node.views if v[0] == sr.CONF_REGULAR]
+            for _, view, sites, _, _ in regular:
+                first = installed.setdefault(view, (name, sites))
+                if first[1] != sites and self.component(self.site_of[name]) == self.component(self.site_of[first[0]]):
+                    self.fail(VIEW, "%s installed view %d with sites %s, %s with %s" % (name, view, sites, first[0], first[1]))
+            if node.crashed_at is None:
+                final = set(regular[-1][2]) if regular else set(range(len(self.case.sites)))
+                if final != self.component(self.site_of[name]):
+                    self.fail(VIEW, "%s ends in a view of sites %s; it can reach %s"
+                              % (name, sorted(final), sorted(self.component(self.site_of[name]))))
+        segs = {name: self.segments(node) for name, node in self.nodes.items()}
+        names = sorted(self.nodes)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                for key in segs[a].keys() & segs[b].keys():
+                    if segs[a][key] != segs[b][key]:
+                        diff = sorted(segs[a][key] ^ segs[b][key])
+                        self.fail(VIRTUAL_SYNCHRONY, "%s and %s delivered different messages in %s "
+                                  "(e.g. %d)" % (a, b, key, diff[0]))
+                        return
+
+    def check_no_loss(self) -> None:
+        for name, node in sorted(self.live().items()):
+            must = self.survivors_must_deliver(name)
+            missing = sorted(must - node.position.keys())
+            if missing:
+                self.fail(LOSS, "%s never delivered %d of %d messages (first: %d)"
+                          % (name, len(missing), len(must), missing[0]))
+
+
+def run_seed(seed: int, on_start=None, delivery_filter=None) -> SitesResult:
+    return SitesSim(seed, on_start=on_start, delivery_filter=delivery_filter).run()
+
+
+def replay_command(seed: int) -> str:
+    return "python3 tests/sites_sim.py %d --log" % seed
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Run one seed of several sites joined by HOP links "
+                                     "in the deterministic simulator and check the guarantees.")
+    parser.add_argument("seed", nargs="?", type=int, default=1)
+    parser.add_argument("--log", action="store_true", help="print the daemons' protocol logs")
+    args = parser.parse_args(argv)
+    case = case_for_seed(args.seed)
+    print("sites %s, costs %s, %.0f msg/s for %.0f s" % (case.sites, case.costs, case.rate_per_s, case.traffic_s))
+    res = run_seed(args.seed)
+    if args.log:
+        print("\n".join(res.log_lines))
+    print(res.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
