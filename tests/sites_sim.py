@@ -250,6 +250,9 @@ class SitesSim:
             for out in outs:
                 if isinstance(out, sr.Send):
                     self.ring_send(name, out.dest, out.packet)
+                elif isinstance(out, sr.SendToAll):  # IP multicast: each copy may be lost alone
+                    for dest in out.dests:
+                        self.ring_send(name, dest, out.packet)
                 else:
                     node.gateway.ring_output(out, self.now)
             gouts = node.gateway.poll()
