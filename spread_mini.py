@@ -6634,16 +6634,21 @@ class SiteGateway:
         if r.site_seq != self.applied_seq[r.site] + 1 or r.lts <= stream.frontier_lts:
             self.counters["site_records_out_of_order"] += 1
             return False
-        self.applied_seq[r.site] = r.site_seq
-        self.kept[r.site].append(r)
         if r.service & SAFE_MESS and r.lts > self.aru_wanted:
             self.aru_wanted = r.lts
+        self._merge_message(r, stream)
+        return True
+
+    def _merge_message(self, r: SiteRecord, stream: SiteStream) -> None:
+        """A site's next message, checked by the caller: kept (for a peer that lacks it) and
+        handed to the merge of the sites' streams."""
+        self.applied_seq[r.site] = r.site_seq
+        self.kept[r.site].append(r)
         self.orderer.transport.saw_lts(r.lts)
         self.merge.link_chunk(stream, (r.origin, 0),
                               RingChunk(r.site_seq, r.lts, r.site_seq, 0, 1, r.service, r.body))
         if self.trace_held is not None:
             self.trace_held.append((r.site, r.site_seq))
-        return True
 
     def _pass_gate(self, everything: bool = False) -> None:
         """What the ring has made safe (every daemon of the site holds it) goes on to the other
@@ -6945,14 +6950,7 @@ class SiteGateway:
         if r.site_seq > c.cut.get(r.site, 0) or r.site_seq != self.applied_seq[r.site] + 1:
             self.counters["site_records_after_cut"] += 1
             return False
-        self.applied_seq[r.site] = r.site_seq
-        self.kept[r.site].append(r)
-        stream = self.streams[r.site]
-        self.orderer.transport.saw_lts(r.lts)
-        self.merge.link_chunk(stream, (r.origin, 0),
-                              RingChunk(r.site_seq, r.lts, r.site_seq, 0, 1, r.service, r.body))
-        if self.trace_held is not None:
-            self.trace_held.append((r.site, r.site_seq))
+        self._merge_message(r, self.streams[r.site])
         return True
 
     def _close_step(self) -> None:
