@@ -80,6 +80,16 @@ def kind_of(violation):
     return violation.split(" ", 1)[1].split(":", 1)[0]
 
 
+def random_payload(rng: random.Random, serial: int) -> bytes:
+    """A message's data: its serial (the checkers find it by this) and random bytes, mostly
+    small, some of several packets."""
+    r = rng.random()
+    size = rng.randrange(8, 100) if r < 0.7 else (
+        rng.randrange(100, 1200) if r < 0.95 else rng.randrange(1200, 6000))
+    data = serial.to_bytes(8, "big") + bytes(rng.getrandbits(8) for _ in range(8))
+    return data + b"x" * max(0, size - len(data))
+
+
 class Faults:
     """How hostile the network is (probabilities per packet, delays in seconds)."""
 
@@ -427,12 +437,8 @@ class Sim:
             service = sr.UNRELIABLE_MESS
         else:
             service = self.rng.choice(SERVICES[1:])
-        r = self.rng.random()
-        size = self.rng.randrange(8, 100) if r < 0.7 else (
-            self.rng.randrange(100, 1200) if r < 0.95 else self.rng.randrange(1200, 6000))
         serial = len(self.submitted) + 1
-        data = serial.to_bytes(8, "big") + bytes(self.rng.getrandbits(8) for _ in range(8))
-        data += b"x" * max(0, size - len(data))
+        data = random_payload(self.rng, serial)
         msg = sr.DaemonMessage(sr.DATA, name, "#c%d#%s" % (self.rng.randrange(3), name), service, ["g"],
                               data=data)
         if not orderer.submit(msg):

@@ -49,6 +49,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 import spread_mini as sr  # noqa: E402
 from hop_sim import WireSpec  # noqa: E402
+import ring_sim  # noqa: E402
 
 SERVICES = [sr.RELIABLE_MESS, sr.FIFO_MESS, sr.CAUSAL_MESS, sr.AGREED_MESS, sr.SAFE_MESS]
 
@@ -307,12 +308,8 @@ class SitesSim:
         name = self.rng.choice(sorted(self.live()))
         node = self.nodes[name]
         service = self.rng.choice(self.services)
-        r = self.rng.random()
-        size = self.rng.randrange(8, 100) if r < 0.7 else (
-            self.rng.randrange(100, 1200) if r < 0.95 else self.rng.randrange(1200, 6000))
         serial = len(self.submitted) + 1
-        data = serial.to_bytes(8, "big") + bytes(self.rng.getrandbits(8) for _ in range(8))
-        data += b"x" * max(0, size - len(data))
+        data = ring_sim.random_payload(self.rng, serial)
         msg = sr.DaemonMessage(sr.DATA, name, "#c#%s" % name, service, ["g"], data=data)
         if not node.orderer.submit(msg):
             return
