@@ -158,7 +158,7 @@ def run_mode(keyed, args, rng):
     if keyed:
         key = os.path.join(tmpdir, "ring.key")
         sp.write_key_file(key)
-    procs, port = start_daemons(3, tmpdir, key)
+    procs, port, log_paths = start_daemons(3, tmpdir, key=key)
     clients = []
     try:
         clients = [Client(port, ip, "c%d" % i) for i, ip in enumerate(IPS, 1)]
@@ -222,7 +222,7 @@ def run_mode(keyed, args, rng):
                 have = c.got.get(other.name, set())
                 lost += sum(1 for n in range(other.sent) if n not in have)
         changes = sum(c.regular_views - v for c, v in zip(clients, views_at_start))
-        logs = [open(os.path.join(tmpdir, "d3_%d.log" % i)).read() for i in (1, 2, 3)]
+        logs = [open(path).read() for path in log_paths]
         whole = sum(1 for text in logs if last_ring(text) == ["d1", "d2", "d3"])
         installs = [text.count("installed ring") for text in logs]
         print("| %s | %d (%s) | %.1f | %d | %d | %d | %d | %d | %d of 3 | %s |" % (
