@@ -3836,6 +3836,7 @@ class _Ring:
         self.last_token_seq = 0  # the token's link_seq when we passed it last
         self.my_last_sent = 0  # our contribution to flow_control on the last visit
         self.gc_upto = 0
+        self.payload_limit_bytes = 0  #: RingLink.payload_limit, once worked out (0: not yet)
 
     def store(self, packet: RingData) -> bool:
         """Keep a packet; True if it is new."""
@@ -4518,9 +4519,13 @@ class RingLink(Link):
 
     def payload_limit(self, ring: _Ring) -> int:
         """Chunk bytes (headers included) that fit one packet of at most max_packet_bytes, with
-        room for the wrapping of a recovery resend."""
-        dummy = RingData(ring.ring_id, self.me, 0, [])
-        return self.cfg.max_packet_bytes - RECOVERY_WRAP_BYTES - len(encode_ring_data(dummy, self.seal))
+        room for the wrapping of a recovery resend. Worked out once per ring: it is asked at
+        every token, and with a key encoding the empty packet costs a tag each time."""
+        if not ring.payload_limit_bytes:
+            dummy = RingData(ring.ring_id, self.me, 0, [])
+            ring.payload_limit_bytes = (self.cfg.max_packet_bytes - RECOVERY_WRAP_BYTES
+                                        - len(encode_ring_data(dummy, self.seal)))
+        return ring.payload_limit_bytes
 
     def request_missing(self, ring: _Ring, tok: RingToken) -> None:
         """Ask for the packets we lack. Accelerated, only up to the token's link_seq when we
