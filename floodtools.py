@@ -98,6 +98,8 @@ MATRIX_SIZES = (100, 1000)
 MATRIX_SERVICES = ("reliable", "safe")
 
 MAX_LAB_HOSTS = 200                  #: labnet.py's limit: the daemons' hosts plus the receivers'
+THESIS_SITES = 3                     #: Quadro 4: three campus segments, a daemon in each
+THESIS_RECEIVERS = (40, 79, 48)      #: Quadro 4: the lab machines of each segment
 RING_SEGMENT_ADDRESS = "239.255.4.3" #: the generated spread.conf's segment (not used for sending)
 RING_FORM_TIMEOUT_S = 30.0           #: the daemons of --daemons N must form one ring by then
 MAX_PORT_TRIES = 20
@@ -1150,6 +1152,11 @@ class _Lab:
         """The namespace host of receiver i (0-based); 1 (unused) on loopback."""
         return self.daemons + 1 + i if self.net else 1
 
+    def receiver_daemon(self, i: int) -> int:
+        """The daemon (0-based) of receiver i: round-robin over the daemons (Quadro 4's lab
+        machines shared the three servers)."""
+        return i % self.daemons
+
     def start(self, host: int, argv: List[str], log_name: str, daemon: bool = False) -> subprocess.Popen:
         out = open(self.workdir / log_name, "w")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -1180,6 +1187,75 @@ class _Lab:
                 proc.kill()
         if self.net:
             self.net.close()
+
+
+class _WanLab(_Lab):
+    """The thesis's own topology (Quadro 4): three sites, one daemon each on its site's host 1,
+    the lab machines of each site on the same LAN as their daemon, the sites joined by WAN
+    links of --wan-mbit and --wan-delay-ms (labnet.WanLab: a delay line in a router
+    namespace). Receivers are split over the sites as the thesis's 40 / 79 / 48."""
+
+    def __init__(self, hosts: int, args, workdir: Path):
+        import labnet
+        self.hosts, self.daemons, self.workdir = hosts, THESIS_SITES, workdir
+        self.procs: List[subprocess.Popen] = []
+        self.daemon_procs: List[subprocess.Popen] = []
+        self.split = thesis_split(hosts)
+        self.first_receiver = [sum(self.split[:s]) for s in range(THESIS_SITES)]
+        self.net = labnet.WanLab([n + 1 for n in self.split], labnet.WanSettings(
+            rate_mbit=args.wan_mbit, delay_ms=args.wan_delay_ms, loss_percent=args.wan_loss,
+            seed=args.wan_seed))
+        try:
+            self.net.up()
+        except BaseException:
+            self.net.close()
+            raise
+        self.server_ips = [self.net.ip(site, 1) for site in range(1, THESIS_SITES + 1)]
+        self.server_ip = self.server_ips[0]
+
+    def _site_host(self, host: int) -> Tuple[int, int]:
+        """(site, host in the site) of a host number: 1..3 the servers, then the receivers."""
+        if host <= THESIS_SITES:
+            return host, 1
+        i = host - THESIS_SITES - 1
+        site = self.receiver_daemon(i)
+        return site + 1, i - self.first_receiver[site] + 2
+
+    def receiver_host(self, i: int) -> int:
+        return THESIS_SITES + 1 + i
+
+    def receiver_daemon(self, i: int) -> int:
+        return max(s for s in range(THESIS_SITES) if self.first_receiver[s] <= i and self.split[s])
+
+    def start(self, host: int, argv: List[str], log_name: str, daemon: bool = False) -> subprocess.Popen:
+        out = open(self.workdir / log_name, "w")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        site, k = self._site_host(host)
+        proc = self.net.popen(site, k, argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc.log_path = out.name  # type: ignore[attr-defined]
+        self.procs.append(proc)
+        if daemon:
+            self.daemon_procs.append(proc)
+        return proc
+
+    def close(self) -> None:
+        self.link_report = self.net.link_report() if self.net.relay else {}
+        super().close()
+
+
+def thesis_split(hosts: int) -> List[int]:
+    """Receivers per site in the proportions of the thesis's 40 / 79 / 48 (largest remainder),
+    at least one per site when there are enough."""
+    total = sum(THESIS_RECEIVERS)
+    exact = [hosts * n / total for n in THESIS_RECEIVERS]
+    split = [int(x) for x in exact]
+    for s in sorted(range(len(exact)), key=lambda s: exact[s] - split[s], reverse=True)[:hosts - sum(split)]:
+        split[s] += 1
+    for s in range(len(split)):          # a site with none takes one from the largest
+        if split[s] == 0 and max(split) > 1:
+            split[split.index(max(split))] -= 1
+            split[s] += 1
+    return split
 
 
 def _read(path) -> str:
@@ -1228,7 +1304,17 @@ def _interrupt(signum, frame) -> None:
 def run_experiment(args, say=print) -> int:
     """N lab machines, one daemon or a ring of several, the batch matrix, then the report (8.2)."""
     reason = None
-    if not args.loopback:
+    if args.topology == "thesis":
+        import labnet
+        reason = labnet.available()
+        if reason or args.loopback:
+            raise ToolError(f"--topology thesis runs three sites in network namespaces joined by emulated "
+                            f"WAN links: {reason or 'not with --loopback'}")
+        if args.wan == "hop":
+            raise ToolError("--wan hop needs the daemon's HOP links between sites, which spread_mini.py "
+                            "does not run yet; --wan ring runs one ring spanning the WAN")
+        args.daemons = THESIS_SITES
+    elif not args.loopback:
         import labnet
         reason = labnet.available()
         if reason:
@@ -1247,9 +1333,14 @@ def run_experiment(args, say=print) -> int:
     # A `kill` of the runner must still take the lab down (namespaces, processes): make SIGTERM
     # unwind like Ctrl-C, through the finally below.
     signal.signal(signal.SIGTERM, _interrupt)
-    lab = _Lab(args.hosts, args.daemons, use_ns, workdir)
+    if args.topology == "thesis":
+        lab = _WanLab(args.hosts, args, workdir)
+        where = (f"network namespaces, three sites joined by {args.wan_mbit:g} Mbit/s links with "
+                 f"{args.wan_delay_ms:g} ms delay{f' and {args.wan_loss:g} % loss' if args.wan_loss else ''}")
+    else:
+        lab = _Lab(args.hosts, args.daemons, use_ns, workdir)
+        where = "network namespaces" if use_ns else "loopback"
     started = time.monotonic()
-    where = "network namespaces" if use_ns else "loopback"
     flood_log = workdir / "flood.log"
     done: List[str] = []          # batches run to the end
     interrupted = ""
@@ -1305,7 +1396,7 @@ def _start_receivers(lab: _Lab, args, py: str, here: str, daemon_names: List[str
         slow = ["--delay-ms", str(args.slow_ms)] if i < args.slow else []
         # The lab machines spread over the daemons round-robin (the thesis's Quadro 4); each also
         # knows the others, and moves to one of them if its own daemon dies.
-        k = i % args.daemons
+        k = lab.receiver_daemon(i)
         mine = ",".join(daemon_names[k:] + daemon_names[:k])
         receivers.append(lab.start(lab.receiver_host(i),
                                    [py, os.path.join(here, "floodtools.py"), "recv", "--name", name,
@@ -1365,14 +1456,19 @@ def _report_text(lab: _Lab, args, matrix, flood_log: Path, where: str, elapsed_s
     peak = ", ".join(f"{kb / 1024:.0f}" for _, kb in usage)
     if args.daemons == 1:
         daemons_text = "one daemon"
+    elif isinstance(lab, _WanLab):
+        per = ", ".join(f"{n} at site {d + 1}" for d, n in enumerate(lab.split))
+        daemons_text = (f"a daemon at each site, in one ring spanning the WAN as the real Spread 4.4 runs "
+                        f"(receivers {per}; LOGBM and the sender at site 1)")
     else:
         per = ", ".join(f"{n} on d{d + 1}" for d, n in enumerate(_receivers_per_daemon(args.hosts, args.daemons)))
         daemons_text = f"{args.daemons} daemons in a ring (receivers {per}; LOGBM and the sender on d1)"
     batches = f"{interrupted.capitalize()}" if interrupted else f"{len(matrix)} batches"
+    wan = wan_links_text(getattr(lab, "link_report", None) or {})
     return text + (
         f"\n## Run\n\n{args.hosts} receivers, {where}, {daemons_text} "
         f"(--max-session-messages {args.max_session_messages}); {batches} in {elapsed_s:.0f} s; "
-        f"daemon CPU {cpu or '-'} s, peak memory {peak or '-'} MB.\n\n"
+        f"daemon CPU {cpu or '-'} s, peak memory {peak or '-'} MB.\n\n{wan}"
         f"Sessions that ended during a batch (`end=disconnected`): {ends['cut-off']} receivers cut off by "
         f"their daemon for being slow (the daemons' logs: {len(cut)} sessions closed for not reading), "
         f"{ends['daemon-gone']} whose daemon died or was stopped ({ends['moved']} moved to another daemon of "
@@ -1381,6 +1477,15 @@ def _report_text(lab: _Lab, args, matrix, flood_log: Path, where: str, elapsed_s
         f"at every daemon)"
         f"{'; daemons that died during the run: ' + ', '.join(died) if died else ''}.\n\n"
         f"Command: `python3 floodtools.py {' '.join(args.argv)}`\n")
+
+
+def wan_links_text(report: Dict[str, dict]) -> str:
+    """The WAN relay's counts per direction between sites, as a line of the report."""
+    if not report:
+        return ""
+    parts = [f"{link} {c['packets']} packets, {c['bytes'] / 1e6:.1f} MB, {c['lost']} lost, "
+             f"{c['overflowed']} dropped at a full queue" for link, c in sorted(report.items())]
+    return "WAN links (the relay's counts): " + "; ".join(parts) + ".\n\n"
 
 
 def _daemons_phrase(daemons: int) -> str:
@@ -1414,8 +1519,11 @@ def _start_daemons(lab: _Lab, args, py: str, here: str, use_ns: bool, say) -> Li
     for d in range(1, args.daemons + 1):
         # --no-unix: the daemons share one /tmp (namespaces share the file system), so a unix
         # socket /tmp/<port> would be one file for all three.
+        # Across the WAN the router does not carry multicast (as campus routers did not): the
+        # ring's data goes by unicast to each daemon, as the real Spread 4.4 sends to another segment.
+        across_wan = ["--no-multicast"] if args.topology == "thesis" else []
         daemons.append(lab.start(d, [py, mini, "daemon", "-c", str(conf), "--name", f"d{d}", "--no-unix",
-                                     "--max-session-messages", str(args.max_session_messages)],
+                                     "--max-session-messages", str(args.max_session_messages)] + across_wan,
                                  f"daemon-d{d}.out", daemon=True))
     names = [f"{port}@{ip}" for ip in lab.server_ips]
     for daemon, name in zip(daemons, names):
@@ -1676,6 +1784,18 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--batch-timeout", type=_int_in(5, 86400), default=300,
                      help="seconds to wait for one batch (default 300)")
     exp.add_argument("--out", help="folder for the logs and the report (default: a new flood-experiment-*)")
+    exp.add_argument("--topology", choices=["lan", "thesis"], default="lan",
+                     help="lan (default): every daemon on one LAN; thesis: Quadro 4, three sites of one "
+                          "daemon each joined by WAN links, receivers split 40/79/48 (root: namespaces)")
+    exp.add_argument("--wan", choices=["ring", "hop"], default="ring",
+                     help="with --topology thesis: ring (one token ring spanning the WAN, as the real "
+                          "Spread 4.4) or hop (a ring per site, HOP links between sites; not yet)")
+    exp.add_argument("--wan-mbit", type=_float_in(0.01, 10_000), default=2.0,
+                     help="WAN link rate in Mbit/s (default 2, the thesis's campus links)")
+    exp.add_argument("--wan-delay-ms", type=_float_in(0, 10_000), default=15.0,
+                     help="WAN link delay, one way (default 15 ms)")
+    exp.add_argument("--wan-loss", type=_float_in(0, 99), default=0.0, help="WAN packet loss in %% (default 0)")
+    exp.add_argument("--wan-seed", type=int, default=1, help="the losses replay with the same seed")
     return parser
 
 

@@ -352,3 +352,44 @@ def test_sender_whose_daemon_dies_says_so_in_one_line(procs):
     out, err = sender.communicate(timeout=60)
     assert sender.returncode == 1, (out, err)
     assert "ended the session during batch dies" in err and "Traceback" not in err
+
+
+def test_thesis_split_keeps_quadro_4s_proportions_and_a_receiver_at_every_site():
+    assert ft.thesis_split(167) == [40, 79, 48]
+    assert ft.thesis_split(9) == [2, 4, 3]
+    assert ft.thesis_split(3) == [1, 1, 1]
+    assert all(sum(ft.thesis_split(n)) == n for n in range(1, 200))
+
+
+@pytest.mark.netns
+def test_experiment_over_the_thesis_topology_runs_one_ring_across_emulated_wan_links(tmp_path):
+    """Quadro 4's three sites, one daemon each, joined by 2 Mbit/s links with 15 ms delay (the
+    WAN relay of labnet.WanLab): every receiver at every site gets every message, the ring's
+    data crossed the WAN links (the relay counted it), and the report says how it ran."""
+    import labnet
+    reason = labnet.available()
+    if reason:
+        pytest.skip(f"network namespaces: {reason}")
+    out = tmp_path / "exp"
+    done = subprocess.run([sys.executable, "floodtools.py", "experiment", "--topology", "thesis", "--hosts", "4",
+                           "--counts", "200", "--sizes", "1000", "--services", "agreed", "--batch-timeout", "90",
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    ends = [r for r in ft_records(out / "flood.log") if r.rec == "end"]
+    assert sorted((r.machine, r.received) for r in ends) == [(f"pc0{i}", 200) for i in (1, 2, 3, 4)]
+    report = (out / "report.md").read_text()
+    assert "three sites joined by 2 Mbit/s links with 15 ms delay" in report
+    assert "one ring spanning the WAN" in report
+    # 200 x 1000 B went from site 1 to each other site over its own WAN link
+    wan = report.split("WAN links (the relay's counts): ", 1)[1].split("\n", 1)[0]
+    sent = {part.split()[0]: int(part.split()[1]) for part in wan.split("; ")}
+    assert sent["1->2"] >= 200 and sent["1->3"] >= 200, wan
+    # receivers connect to the daemon of their own site (10.98.S.1)
+    assert "@10.98.2.1" in (out / "recv-pc02.out").read_text()
+
+
+def test_the_thesis_topology_says_what_it_needs_when_it_cannot_run(tmp_path):
+    done = subprocess.run([sys.executable, "floodtools.py", "experiment", "--topology", "thesis", "--loopback",
+                           "--out", str(tmp_path / "x")], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "--topology thesis runs three sites in network namespaces" in done.stderr + done.stdout
