@@ -1207,6 +1207,9 @@ class _WanLab(_Lab):
             seed=args.wan_seed))
         try:
             self.net.up()
+        except RuntimeError as why:   # an `ip` command failed: no TUN device, say
+            self.net.close()
+            raise ToolError(f"cannot build the thesis's sites: {why}")
         except BaseException:
             self.net.close()
             raise

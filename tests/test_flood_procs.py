@@ -370,6 +370,8 @@ def test_experiment_over_the_thesis_topology_runs_one_ring_across_emulated_wan_l
     reason = labnet.available()
     if reason:
         pytest.skip(f"network namespaces: {reason}")
+    if not os.path.exists("/dev/net/tun"):
+        pytest.skip("the WAN relay needs a TUN device (/dev/net/tun)")
     out = tmp_path / "exp"
     done = subprocess.run([sys.executable, "floodtools.py", "experiment", "--topology", "thesis", "--hosts", "4",
                            "--counts", "200", "--sizes", "1000", "--services", "agreed", "--batch-timeout", "90",

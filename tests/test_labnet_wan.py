@@ -5,6 +5,7 @@ reads the router namespace's TUN device. The core is tested with a fake clock; t
 with real packets between namespaces (root only)."""
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import subprocess
@@ -127,13 +128,13 @@ def wan_lab_or_skip(sites, settings):
     reason = labnet.available()
     if reason:
         pytest.skip("network namespaces: " + reason)
+    if not os.path.exists("/dev/net/tun"):
+        pytest.skip("the WAN relay needs a TUN device (/dev/net/tun)")
     lab = labnet.WanLab(sites, settings)
     try:
         lab.up()
-    except RuntimeError as why:
+    except BaseException:
         lab.close()
-        if "tun" in str(why).lower():
-            pytest.skip("no TUN device here: %s" % why)
         raise
     return lab
 
