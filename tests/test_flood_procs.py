@@ -300,6 +300,8 @@ def test_receiver_with_reconnect_outlives_a_daemon_restart(procs, tmp_path):
     wait_for(lambda: "DISCONNECTED" in Procs.output(recv) and "trying again" in Procs.output(recv), 30)
     second = procs.start("spread_mini.py", "daemon", "--port", str(port))
     wait_for(lambda: Procs.output(recv).count("connected as") >= 2, 60)
+    [back] = [line for line in Procs.output(recv).splitlines() if "(back " in line]
+    assert back.startswith("FLOOREC pc01: connected as #pc01") and "after the session was lost" in back, back
     log = tmp_path / "flood.log"
     start_logbm(procs, name, log)
     assert send(name, "--count", "100", "--size", "100", "--batch", "again").returncode == 0
