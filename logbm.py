@@ -529,31 +529,35 @@ def run_connlog(daemon: str, name: str, out_path: str, group: str, reconnect: bo
     sp = _spread()
     core = ConnLogCore()
     _stop_on_signals()
-    failures = 0
+    retry = ft.Reconnect(reconnect_delay_s, reconnect_delay_s, reconnect_delay_s, ft.MAX_RECONNECT_ATTEMPTS)
     with open(out_path, "a", encoding="utf-8", buffering=1) as out:
-        while True:
-            try:
-                _connlog_session(sp, core, daemon, name, out, out_path, group, say)
-            except (KeyboardInterrupt, Stop):
-                say(f"connlog: stopped; {core.counts['C']} C and {core.counts['D']} D lines written")
-                return 0
-            except (sp.SpreadError, OSError, ft.ToolError) as why:
-                failures += 1
-                first_connect = core.members is None and isinstance(why, ft.ToolError)
-                if not reconnect or first_connect or failures > ft.MAX_RECONNECT_ATTEMPTS:
-                    if isinstance(why, ft.ToolError):
-                        raise
-                    say(f"connlog: the daemon {daemon} ended the session: {why}")
-                    return 1
-                say(f"connlog: {why}; trying again in {reconnect_delay_s:g} s")
-                time.sleep(reconnect_delay_s)
+        try:
+            while True:
+                try:
+                    _connlog_session(sp, core, daemon, name, out, out_path, group, say, retry)
+                except (sp.SpreadError, OSError, ft.ToolError) as why:
+                    if retry.in_session:
+                        retry.lost(time.monotonic())
+                    delay_s = retry.next_delay_s() if reconnect else None
+                    if delay_s is None:
+                        if isinstance(why, ft.ToolError):
+                            raise
+                        say(f"connlog: the daemon {daemon} ended the session: {why}")
+                        return 1
+                    say(f"connlog: {why}; trying again in {delay_s:g} s")
+                    time.sleep(delay_s)
+        except (KeyboardInterrupt, Stop):
+            say(f"connlog: stopped; {core.counts['C']} C and {core.counts['D']} D lines written")
+            return 0
 
 
-def _connlog_session(sp, core: ConnLogCore, daemon: str, name: str, out, out_path: str, group: str, say) -> None:
+def _connlog_session(sp, core: ConnLogCore, daemon: str, name: str, out, out_path: str, group: str, say,
+                     retry: ft.Reconnect) -> None:
     with ft.connect_mailbox(sp, daemon, name, group_membership=True) as mbox:
+        back = retry.connected(time.monotonic())
         core.set_own(mbox.private_group)
         mbox.join(group)
-        say(f"connlog: {mbox.private_group} joined {group!r}; appending to {out_path}")
+        say(f"connlog: {mbox.private_group} joined {group!r}; appending to {out_path}{back}")
         while True:
             msg = mbox.receive(timeout=None)
             if not isinstance(msg, sp.MembershipMessage) or msg.group != group:

@@ -326,6 +326,8 @@ def test_connlog_with_reconnect_outlives_a_daemon_restart(procs, tmp_path):
     a.close()
     second = procs.start("spread_mini.py", "daemon", "--port", str(port))
     wait_for(lambda: Procs.output(connlog).count("joined") >= 2, 60)
+    [back] = [line for line in Procs.output(connlog).splitlines() if "(back " in line]
+    assert back.startswith("connlog: #connlog#") and "after the session was lost" in back, back
     wait_for(lambda: " D labA" in out.read_text(), 20)      # it was gone when the logger came back
     b = sp.connect(name, "labB", group_membership=False)
     b.join("GG")
