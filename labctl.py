@@ -31,7 +31,7 @@ Module map, in the order a request meets the code:
     count_files    function 4's bounded walk
     Reconnect      when the agent tries its daemon again, and the line that says it is back
     run_agent, run_ask, run_menu, run_keygen                 I/O loops (spread_mini's client library)
-    answer_rows, render_table, render_json, render_csv       terminal rendering
+    answer_rows, answer_cells, render_table, render_json, render_csv   terminal rendering
     build_parser, main                                       command line
 """
 from __future__ import annotations
@@ -1069,15 +1069,13 @@ def print_results(summary: Summary, args, say, live_shown: bool = False) -> None
         sys.stdout.write(render_csv(summary, args.sort, args.reverse))
         print(summary_line(summary), file=sys.stderr)
         return
-    if summary.function not in ("message",):
-        table = render_table(summary, args.sort, args.reverse)
-        if rich is not None and not isinstance(table, str):
-            if sys.stdout.isatty():
-                Console().print(table)
-            else:   # a pipe or a file: plain text, as without rich
-                say(render_table(summary, args.sort, args.reverse, plain=True))
-        else:
+    if summary.function != "message":
+        plain = rich is None or not sys.stdout.isatty()   # a pipe or a file: plain text
+        table = render_table(summary, args.sort, args.reverse, plain=plain)
+        if plain:
             say(table)
+        else:
+            Console().print(table)
     say(summary_line(summary))
 
 
@@ -1183,20 +1181,30 @@ def summary_line(summary: Summary) -> str:
 def render_table(summary: Summary, sort: str = "machine", reverse: bool = False, waiting: bool = False,
                  plain: bool = False):
     """A pure function from a summary to a rich Table (or plain text without rich)."""
-    columns = COLUMNS[summary.function]
-    rows = answer_rows(summary, sort, reverse)
+    cells = answer_cells(summary, sort, reverse)
     verb = "stopped" if summary.function == "quit" else "answered"
-    title = f"{summary.function}: {len(rows)} of {len(summary.asked)} {verb}" + (" (waiting...)" if waiting else "")
+    title = f"{summary.function}: {len(cells)} of {len(summary.asked)} {verb}" + (" (waiting...)" if waiting else "")
+    return _table(title, COLUMNS[summary.function], cells, plain)
+
+
+def answer_cells(summary: Summary, sort: str = "machine", reverse: bool = False) -> List[List[str]]:
+    """The table's rows as text, in the function's columns (the table and the CSV)."""
+    columns = COLUMNS[summary.function]
+    return [[_cell(values.get(c, "")) for c in columns] for values in answer_rows(summary, sort, reverse)]
+
+
+def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], plain: bool = False):
+    """A rich Table, machine names to the left and numbers to the right; or the same as aligned
+    plain text (without rich, or when asked: a pipe, a file)."""
     if rich is None or plain:
-        widths = [max([len(c)] + [len(_cell(r.get(c, ""))) for r in rows]) for c in columns]
-        lines = [title, "  ".join(c.ljust(w) for c, w in zip(columns, widths))]
-        lines += ["  ".join(_cell(r.get(c, "")).ljust(w) for c, w in zip(columns, widths)) for r in rows]
+        widths = [max([len(c)] + [len(row[i]) for row in rows]) for i, c in enumerate(columns)]
+        lines = [title] + ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in [columns, *rows]]
         return "\n".join(line.rstrip() for line in lines)
     table = Table(title=title)
     for column in columns:
         table.add_column(column, justify="left" if column == "machine" else "right")
-    for r in rows:
-        table.add_row(*(_cell(r.get(c, "")) for c in columns))
+    for row in rows:
+        table.add_row(*row)
     return table
 
 
@@ -1214,10 +1222,8 @@ def render_json(summary: Summary) -> List[str]:
 def render_csv(summary: Summary, sort: str = "machine", reverse: bool = False) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    columns = COLUMNS[summary.function]
-    writer.writerow(columns)
-    for values in answer_rows(summary, sort, reverse):
-        writer.writerow([_cell(values.get(c, "")) for c in columns])
+    writer.writerow(COLUMNS[summary.function])
+    writer.writerows(answer_cells(summary, sort, reverse))
     return out.getvalue()
 
 

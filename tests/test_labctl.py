@@ -452,6 +452,13 @@ def test_the_table_renders_with_rich_and_in_plain_text():
         assert "files: 3 of 4 answered" in text and "lab10" in text and "5000" in text
 
 
+
+def test_the_plain_table_and_the_csv_have_the_same_rows_in_the_same_order():
+    for sort, reverse in (("machine", False), ("kbytes", True), ("truncated", False)):
+        plain = lc.render_table(files_summary(), sort, reverse, plain=True).splitlines()[1:]
+        csv_lines = lc.render_csv(files_summary(), sort, reverse).splitlines()
+        assert [line.split() for line in plain] == [line.split(",") for line in csv_lines], sort
+
 # ---- names, keys, command line ----------------------------------------------------------------
 
 @pytest.mark.parametrize("host, name", [("lab07", "lab07"), ("lab07.inf.ufsc.br", "lab07"),
