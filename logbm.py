@@ -688,17 +688,9 @@ def render_markdown(report: Report, sources: Sequence[str] = ()) -> str:
                      [[c["machines"], c["service"], c["size"], c["count"], c["batches"],
                        f"{c['mean_elapsed_s']:.3f}", f"{c['mean_msgs_per_s']:.1f}"] for c in report.by_machines])
     out += ["", "## Reliable against Safe (cf. Figure 54)", ""]
-    out += _md_table(["machines", "size", "count", "reliable elapsed_s", "safe elapsed_s", "safe/reliable time",
-                      "reliable msgs/s", "safe msgs/s"],
-                     [[c["machines"], c["size"], c["count"], _fmt(c["reliable_elapsed_s"], 3),
-                       _fmt(c["safe_elapsed_s"], 3), _fmt(c["time_ratio"], 2), _fmt(c["reliable_msgs_per_s"]),
-                       _fmt(c["safe_msgs_per_s"])] for c in report.reliable_vs_safe])
+    out += _versus_table(report.reliable_vs_safe, ("machines", "size", "count"), ("reliable", ""), ("safe", ""))
     out += ["", "## 100 against 1000 bytes (cf. Figure 55)", ""]
-    out += _md_table(["machines", "service", "count", "100 B elapsed_s", "1000 B elapsed_s", "1000/100 time",
-                      "100 B msgs/s", "1000 B msgs/s"],
-                     [[c["machines"], c["service"], c["count"], _fmt(c["100_elapsed_s"], 3),
-                       _fmt(c["1000_elapsed_s"], 3), _fmt(c["time_ratio"], 2), _fmt(c["100_msgs_per_s"]),
-                       _fmt(c["1000_msgs_per_s"])] for c in report.small_vs_large])
+    out += _versus_table(report.small_vs_large, ("machines", "service", "count"), (100, " B"), (1000, " B"))
     if report.incomplete:
         out += ["", "## Started but never ended (receiver killed or cut off before its end record)", ""]
         out += _md_table(["machine", "batch", "count", "size", "service", "start"],
@@ -710,6 +702,18 @@ def render_markdown(report: Report, sources: Sequence[str] = ()) -> str:
         if len(report.skipped) > 20:
             out.append(f"- ... and {len(report.skipped) - 20} more")
     return "\n".join(out) + "\n"
+
+
+def _versus_table(cases: Sequence[dict], keys: Sequence[str], left: Tuple[object, str],
+                  right: Tuple[object, str]) -> List[str]:
+    """Figures 54 and 55: a case per row, `left` against `right` of one attribute (its value,
+    and the unit that follows it in the column names)."""
+    (lv, lu), (rv, ru) = left, right
+    header = [*keys, f"{lv}{lu} elapsed_s", f"{rv}{ru} elapsed_s", f"{rv}/{lv} time", f"{lv}{lu} msgs/s",
+              f"{rv}{ru} msgs/s"]
+    return _md_table(header, [[*(c[k] for k in keys), _fmt(c[f"{lv}_elapsed_s"], 3), _fmt(c[f"{rv}_elapsed_s"], 3),
+                               _fmt(c["time_ratio"], 2), _fmt(c[f"{lv}_msgs_per_s"]), _fmt(c[f"{rv}_msgs_per_s"])]
+                              for c in cases])
 
 
 def render_bars(report: Report, width: int = BAR_WIDTH) -> List[str]:
@@ -791,19 +795,24 @@ def write_png(report: Report, path: str) -> Optional[str]:
 
 # ---- live table of `record` ----------------------------------------------------------------
 
-def render_record_table(snapshot: dict, out_path: str = ""):
+def render_record_table(snapshot: dict, out_path: str = "", plain: bool = False):
     """A pure function from the recorder's snapshot to a rich Table (or plain text)."""
     title = (f"LOGBM -> {out_path}: {snapshot['written']} records, {snapshot['open']} batches open, "
              f"ignored {sum(snapshot['ignored'].values())}")
     header = ["machine", "records", "last", "batch", "received/count", "elapsed_s", "msgs/s", "end"]
-    rows = []
-    for m in snapshot["machines"]:
-        received = "-" if m["received"] is None else str(m["received"])
-        rate = "-" if not m["elapsed_s"] else f"{(m['received'] or 0) / m['elapsed_s']:.1f}"
-        rows.append([m["name"], str(m["records"]), f"{m['rec']} {m['time']}", m["batch"],
-                     f"{received}/{m['count']}", _fmt(m["elapsed_s"], 3), rate, m["end"] or "-"])
-    if rich is None:
-        return "\n".join([title, "  ".join(header)] + ["  ".join(r) for r in rows])
+    rows = [[m["name"], str(m["records"]), f"{m['rec']} {m['time']}", m["batch"],
+             f"{_fmt(m['received'])}/{m['count']}", _fmt(m["elapsed_s"], 3),
+             _fmt((m["received"] or 0) / m["elapsed_s"] if m["elapsed_s"] else None), m["end"] or "-"]
+            for m in snapshot["machines"]]
+    return _table(title, header, rows, plain)
+
+
+def _table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]], plain: bool = False):
+    """A rich Table, or the same as aligned plain text (without rich, or when asked)."""
+    if rich is None or plain:
+        widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(header)]
+        lines = [title] + ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in [header, *rows]]
+        return "\n".join(line.rstrip() for line in lines)
     table = Table(title=title)
     for column in header:
         table.add_column(column)
