@@ -1259,16 +1259,6 @@ def _wait(predicate, timeout_s: float, what: str) -> None:
         time.sleep(0.1)
 
 
-def _log_records(path: Path) -> List[LogRecord]:
-    records = []
-    for line in _read(path).splitlines():
-        try:
-            records.append(parse_record(line))
-        except MalformedMessage:
-            pass
-    return records
-
-
 def _proc_usage(pid: int) -> Tuple[float, int]:
     """(CPU seconds, peak resident kB) of a process, from /proc (Linux); zeros elsewhere."""
     try:
@@ -1580,7 +1570,7 @@ def _run_batch(lab: _Lab, spec: BatchSpec, py: str, here: str, daemon_name: str,
         say(f"batch {spec.batch}: sender output: {_read(sender.log_path)[-300:]}")
 
     def ended() -> bool:
-        recs = [r for r in _log_records(flood_log) if r.batch == spec.batch]
+        recs = [r for r in _flood_records(flood_log) if r.batch == spec.batch]
         starts = {r.machine for r in recs if r.rec == "start"}
         ends = {r.machine for r in recs if r.rec == "end"}
         still = sum(1 for r in receivers if r.poll() is None)
@@ -1592,7 +1582,7 @@ def _run_batch(lab: _Lab, spec: BatchSpec, py: str, here: str, daemon_name: str,
         _wait(ended, args.batch_timeout, f"the end records of batch {spec.batch}")
     except ToolError as why:
         say(f"batch {spec.batch}: {why}")
-    recs = [r for r in _log_records(flood_log) if r.batch == spec.batch and r.rec == "end"]
+    recs = [r for r in _flood_records(flood_log) if r.batch == spec.batch and r.rec == "end"]
     rates = [r.msgs_per_s for r in recs]
     say(f"batch {spec.batch:<12} sender {summary.get('msgs_per_s', 0):9.1f} msgs/s; "
         f"{len(recs)} receivers, {sum(1 for r in recs if r.received >= r.count)} complete, "
