@@ -903,19 +903,9 @@ def cmd_report(args) -> int:
     return 0
 
 
-def react_to_ctrl_c() -> None:
-    """Take SIGINT back: a shell without job control (a script, `cmd &`) starts its background
-    jobs with SIGINT ignored, and Python keeps it so, so Ctrl-C stopped the script but left
-    this process running (and `kill -INT` did nothing)."""
-    try:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    except ValueError:   # not the main thread (a test calling main()): nothing to take back
-        pass
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    react_to_ctrl_c()
+    ft.react_to_ctrl_c()   # Ctrl-C works even when a script started us in the background
     try:
         if args.cmd == "usage":
             return cmd_usage(args)
