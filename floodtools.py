@@ -10,6 +10,17 @@ receiver sends a start record and an end record (elapsed time, real count) to gr
 `python3 logbm.py record` (LOGBM) writes them to a file; `python3 logbm.py report` makes the tables.
 Both tools speak the Spread client protocol through spread_mini's client library, so they work
 against spread_mini's daemon and a real Spread daemon alike.
+
+Module map, in the order a batch meets the code:
+    Marker, encode_start/_end/_data/_echo, decode_marker   wire format of the flood messages
+    LogRecord, format_record, parse_record                 the log records (logbm.py stores them)
+    FlooEnvCore    FLOOENV: window, echoes, rate, intervals (outputs Multicast, Interval)
+    FlooRecCore    FLOOREC: BatchProgress per batch, records (outputs SendRecord, Say)
+    batch_matrix   the experiment's batches (BatchSpec)
+    Reconnect      when FLOOREC --reconnect tries again, and the line that says it is back
+    run_send, run_recv, run_experiment (_Lab)                I/O loops
+    render_interval, render_summary                          terminal rendering
+    build_parser, main                                       command line
 """
 from __future__ import annotations
 

@@ -9,6 +9,16 @@
 
 `record` and `connlog` speak the Spread client protocol through spread_mini's client library,
 so they work against spread_mini's daemon and a real Spread daemon alike.
+
+Module map, in the order a record or a membership meets the code:
+    ConnEvent, format_conn_line, parse_conn_line     wire format of the connection log
+    LogbmCore      LOGBM: a flood record (floodtools' LogRecord) to a line of the file
+    ConnLogCore    GG's memberships to C/D events
+    usage_chart    Figure 48 from the events (UsageChart)
+    build_report   Quadros 6-13 and Figures 53-55 from the records (Row, BatchSummary, Report)
+    run_record, run_connlog (floodtools' Reconnect)  I/O loops
+    render_usage_*, render_markdown/_csv/_json, render_record_table   terminal rendering
+    build_parser, main                               command line
 """
 from __future__ import annotations
 
