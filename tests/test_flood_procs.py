@@ -209,14 +209,12 @@ def test_without_a_daemon_each_tool_says_so_in_one_line():
         assert "cannot connect" in done.stderr and "Traceback" not in done.stderr, argv
 
 
+# In the two tests below the labnet fixture only skips where namespaces cannot be made: the
+# experiment runner makes and removes its own.
 @pytest.mark.netns
-def test_experiment_runner_in_namespaces_gives_the_report(tmp_path):
+def test_experiment_runner_in_namespaces_gives_the_report(tmp_path, labnet):
     import csv
     import io
-    import labnet
-    reason = labnet.available()
-    if reason:
-        pytest.skip(f"network namespaces: {reason}")
     out = tmp_path / "exp"
     done = subprocess.run([sys.executable, "floodtools.py", "experiment", "--hosts", "2", "--counts", "300",
                            "--sizes", "100", "--services", "reliable,safe", "--out", str(out)],
@@ -230,11 +228,8 @@ def test_experiment_runner_in_namespaces_gives_the_report(tmp_path):
 
 
 @pytest.mark.netns
-def test_experiment_with_three_daemons_in_namespaces_each_on_its_own_host(tmp_path):
-    import labnet
-    reason = labnet.available()
-    if reason:
-        pytest.skip(f"network namespaces: {reason}")
+def test_experiment_with_three_daemons_in_namespaces_each_on_its_own_host(tmp_path, labnet):
+    import labnet as ln
     out = tmp_path / "exp"
     done = subprocess.run([sys.executable, "floodtools.py", "experiment", "--daemons", "3", "--hosts", "4",
                            "--counts", "300", "--sizes", "1000", "--services", "safe", "--batch-timeout", "60",
@@ -242,7 +237,7 @@ def test_experiment_with_three_daemons_in_namespaces_each_on_its_own_host(tmp_pa
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "network namespaces" in done.stdout
     conf = (out / "spread.conf").read_text()
-    ips = [labnet.LabNet(3, tag="x").ip(d) for d in (1, 2, 3)]
+    ips = [ln.LabNet(3, tag="x").ip(d) for d in (1, 2, 3)]
     assert all(f"d{d} {ip}" in conf for d, ip in zip((1, 2, 3), ips)), conf
     ends = [r for r in ft_records(out / "flood.log") if r.rec == "end"]
     assert sorted((r.machine, r.received) for r in ends) == [(f"pc0{i}", 300) for i in (1, 2, 3, 4)]
