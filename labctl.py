@@ -249,6 +249,7 @@ def make_answer(code: str, **values) -> Answer:
 
 
 def _word(value) -> str:
+    """A value as an answer carries it, and as the table and the CSV show it: yes/no, digits."""
     if isinstance(value, bool):
         return "yes" if value else "no"
     return str(value)
@@ -1159,12 +1160,6 @@ def answer_rows(summary: Summary, sort: str = "machine", reverse: bool = False) 
     return sorted(rows, key=key, reverse=reverse)
 
 
-def _cell(value) -> str:
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return str(value)
-
-
 def summary_line(summary: Summary) -> str:
     names = display_names(summary.asked)
     verb = "stopped" if summary.function == "quit" else "answered"
@@ -1190,7 +1185,7 @@ def render_table(summary: Summary, sort: str = "machine", reverse: bool = False,
 def answer_cells(summary: Summary, sort: str = "machine", reverse: bool = False) -> List[List[str]]:
     """The table's rows as text, in the function's columns (the table and the CSV)."""
     columns = COLUMNS[summary.function]
-    return [[_cell(values.get(c, "")) for c in columns] for values in answer_rows(summary, sort, reverse)]
+    return [[_word(values.get(c, "")) for c in columns] for values in answer_rows(summary, sort, reverse)]
 
 
 def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], plain: bool = False):
