@@ -3434,11 +3434,10 @@ class _ConfParser:
         """Spread 5's rule: the packets a visit sends after the token are some of its personal
         window (a larger AcceleratedWindow is a mistake, unless the ring is not accelerated)."""
         used = self.config.used
-        defaults = RingSettings()
-        if not used.get("AcceleratedRing", defaults.accelerated_ring) or "AcceleratedWindow" not in used:
+        settings = ring_settings_of(self.config)   # the ring's settings as this file makes them
+        if not settings.accelerated_ring or "AcceleratedWindow" not in used:
             return
-        personal = min(used.get("PersonalWindow", defaults.personal_window_packets),
-                       used.get("Window", defaults.global_window_packets))
+        personal = settings.personal_window_packets
         if used["AcceleratedWindow"] > personal:
             raise ConfigError("AcceleratedWindow (%d) is larger than the personal window (%d "
                               "packets: PersonalWindow, at most Window)"
