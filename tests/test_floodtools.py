@@ -481,12 +481,12 @@ def test_reconnect_waits_first_then_later_delay_doubling_to_the_ceiling_then_giv
     assert retry.attempts == 7
 
 
-def test_reconnect_floorec_waits_its_delay_then_at_least_the_minimum():
-    later_s = max(0.2, ft.MIN_RETRY_DELAY_S)
-    retry = ft.Reconnect(0.2, later_s, later_s, ft.MAX_RECONNECT_ATTEMPTS)
+def test_reconnect_with_one_later_delay_waits_it_every_time_after_the_first():
+    """FLOOREC's policy: --reconnect-delay, then at least MIN_RETRY_DELAY_S between tries."""
+    retry = ft.Reconnect(0.2, 0.5, 0.5, ft.MAX_RECONNECT_ATTEMPTS)
     retry.connected(0.0)
     retry.lost(1.0)
-    assert delays(retry, 4) == [0.2, later_s, later_s, later_s]
+    assert delays(retry, 4) == [0.2, 0.5, 0.5, 0.5]
 
 
 def test_reconnect_says_it_is_back_in_one_line_and_starts_a_fresh_series():
