@@ -351,24 +351,8 @@ def exit_status(replies: List[Reply]) -> int:
 # Command line
 # ============================================================================================
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0.01 <= value <= 3600:
-        raise argparse.ArgumentTypeError(f"{text}: expected seconds between 0.01 and 3600")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{text}: expected a port in 0..65535")
-    return value
+_seconds = wire.number_in(float, 0.01, 3600, "a number of seconds")
+_port = wire.number_in(int, 0, 65535, "a port number")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1455,25 +1455,23 @@ def _arg(convert):
     return parse_arg
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not 0.01 <= value <= 3600:
-        raise ValueError(f"{text}: expected seconds between 0.01 and 3600")
-    return value
+def number_in(convert, low, high, what: str):
+    """An argparse type: a number (convert: int or float) from low to high, `what` in the error
+    (calc_client's options too)."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text}: expected {what} between {low:g} and {high:g}")
+        return value
+    return parse
 
 
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0 <= value <= 0.5:
-        raise ValueError(f"{text}: expected a fraction of a tick between 0 and 0.5")
-    return value
-
-
-def _ticks(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 1000:
-        raise ValueError(f"{text}: expected a number of ticks between 1 and 1000")
-    return value
+_seconds = number_in(float, 0.01, 3600, "a number of seconds")
+_fraction = number_in(float, 0, 0.5, "a fraction of a tick")
+_ticks = number_in(int, 1, 1000, "a number of ticks")
 
 
 def _cluster(text: str) -> str:
@@ -1512,25 +1510,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_options(parser)
     parser.add_argument("--server-group", type=_arg(parse_group), default=DEFAULT_SERVER_GROUP,
                         metavar="ADDR:PORT", help="group for heartbeats (default %(default)s)")
-    parser.add_argument("--heartbeat", type=_arg(_positive_float), default=DEFAULT_HEARTBEAT_S,
+    parser.add_argument("--heartbeat", type=_seconds, default=DEFAULT_HEARTBEAT_S,
                         metavar="SECONDS", help="seconds between heartbeats, one tick "
                                                 "(default %(default)s)")
-    parser.add_argument("--status-every", type=_arg(_positive_float),
+    parser.add_argument("--status-every", type=_seconds,
                         default=DEFAULT_STATUS_EVERY_S, metavar="SECONDS",
                         help="seconds between status tables (default %(default)s)")
     parser.add_argument("--max-servers", type=int, default=DEFAULT_MAX_SERVERS, metavar="N",
                         help="highest index (default %(default)s)")
-    parser.add_argument("--awaiting-after", type=_arg(_ticks),
+    parser.add_argument("--awaiting-after", type=_ticks,
                         default=DEFAULT_AWAITING_AFTER_TICKS, metavar="TICKS",
                         help="missed ticks before AWAITING_CONFIRMATION (default %(default)s)")
-    parser.add_argument("--unresponsive-after", type=_arg(_ticks),
+    parser.add_argument("--unresponsive-after", type=_ticks,
                         default=DEFAULT_UNRESPONSIVE_AFTER_TICKS, metavar="TICKS",
                         help="missed ticks before UNRESPONSIVE: may not answer "
                              "(default %(default)s)")
-    parser.add_argument("--disconnected-after", type=_arg(_ticks),
+    parser.add_argument("--disconnected-after", type=_ticks,
                         default=DEFAULT_DISCONNECTED_AFTER_TICKS, metavar="TICKS",
                         help="missed ticks before DISCONNECTED (default %(default)s)")
-    parser.add_argument("--jitter-grace", type=_arg(_fraction), default=DEFAULT_JITTER_GRACE,
+    parser.add_argument("--jitter-grace", type=_fraction, default=DEFAULT_JITTER_GRACE,
                         metavar="FRACTION",
                         help="an own tick less than this fraction of a tick after a heartbeat "
                              "is not a missed tick (phase jitter; 0: the seed's plain count; "

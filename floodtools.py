@@ -10,6 +10,17 @@ receiver sends a start record and an end record (elapsed time, real count) to gr
 `python3 logbm.py record` (LOGBM) writes them to a file; `python3 logbm.py report` makes the tables.
 Both tools speak the Spread client protocol through spread_mini's client library, so they work
 against spread_mini's daemon and a real Spread daemon alike.
+
+Module map, in the order a batch meets the code:
+    Marker, encode_start/_end/_data/_echo, decode_marker   wire format of the flood messages
+    LogRecord, format_record, parse_record                 the log records (logbm.py stores them)
+    FlooEnvCore    FLOOENV: window, echoes, rate, intervals (outputs Multicast, Interval)
+    FlooRecCore    FLOOREC: BatchProgress per batch, records (outputs SendRecord, Say)
+    batch_matrix   the experiment's batches (BatchSpec)
+    Reconnect      when FLOOREC --reconnect tries again, and the line that says it is back
+    run_send, run_recv, run_experiment (_Lab)                I/O loops
+    render_interval, render_summary                          terminal rendering
+    build_parser, main                                       command line
 """
 from __future__ import annotations
 
@@ -85,6 +96,7 @@ DEFAULT_ECHO_EVERY = 50
 REPORT_EVERY_S = 1.0                 #: iperf3-like progress line interval
 STALL_TIMEOUT_S = 30.0               #: no echo for this long: the sender gives up
 MAX_RECONNECT_ATTEMPTS = 120         #: recv --reconnect: tries to reach a vanished daemon
+MIN_RETRY_DELAY_S = 0.5              #: ... the second and later ones this far apart at least
 EXIT_CUT_OFF = 3                     #: recv: the daemon cut this receiver off (without --reconnect)
 EXIT_DAEMON_GONE = 4                 #: recv: the daemon is gone and no other of the list is up
 
@@ -416,7 +428,6 @@ class FlooRecCore:
         self.total = 0           #: data messages counted, all batches (the thesis's counter)
         self.ignored: Dict[str, int] = {}  #: foreign / late / orphan messages, by reason
         self.changes: Dict[str, int] = {}  #: state changes by "FROM->TO (reason)"
-        self.sessions = 0        #: sessions with the daemon so far (the I/O loop counts them)
 
     # -- events --------------------------------------------------------------------------
     def on_message(self, mess_type: int, data: bytes, now: float, wall: float) -> list:
@@ -785,6 +796,55 @@ def batch_matrix(counts: Sequence[int], sizes: Sequence[int], services: Sequence
     return out
 
 
+# ---- reconnecting (FLOOREC --reconnect; logbm.py connlog --reconnect) -----------------------
+# labctl.py has the same class: each tool is one file that a lab machine copies alone.
+
+class Reconnect:
+    """When a client of the daemon tries again, and the line that says it is back. Pure: the
+    I/O loop reads the clock, sleeps and connects.
+
+    Only a client that has had a session tries again: no daemon at the start is a mistake to
+    report. A lost session starts a series of tries: the first after first_delay_s (a restarted
+    daemon is back soon), the second after later_delay_s, each further one after twice the wait
+    before it, at most max_delay_s. After max_attempts tries in a row the client gives up; a
+    session that begins ends the series."""
+
+    def __init__(self, first_delay_s: float, later_delay_s: float, max_delay_s: float, max_attempts: int):
+        self.first_delay_s = first_delay_s
+        self.later_delay_s = later_delay_s
+        self.max_delay_s = max_delay_s
+        self.max_attempts = max_attempts
+        self.sessions = 0                       #: sessions that reached the daemon
+        self.in_session = False
+        self.attempts = 0                       #: tries since the last session ended
+        self.lost_at_s: Optional[float] = None  #: when it ended; None: never, or back since
+        self._delay_s = first_delay_s
+
+    def connected(self, now_s: float) -> str:
+        """A session began. After a loss, what to add to the `connected` line: ' (back ...)'."""
+        back = ""
+        if self.lost_at_s is not None:
+            tries = f", {self.attempts} tries" if self.attempts > 1 else ""
+            back = f" (back {now_s - self.lost_at_s:.1f} s after the session was lost{tries})"
+        self.sessions += 1
+        self.in_session, self.attempts, self.lost_at_s = True, 0, None
+        return back
+
+    def lost(self, now_s: float) -> None:
+        """The session ended: the daemon went away, or cut this client off."""
+        self.in_session, self.attempts, self.lost_at_s = False, 0, now_s
+        self._delay_s = self.first_delay_s
+
+    def next_delay_s(self) -> Optional[float]:
+        """How long to wait before the next try; None: give up (never a session, or too many)."""
+        if not self.sessions or self.attempts >= self.max_attempts:
+            return None
+        self.attempts += 1
+        delay_s = self._delay_s
+        self._delay_s = self.later_delay_s if self.attempts == 1 else min(delay_s * 2, self.max_delay_s)
+        return delay_s
+
+
 # ============================================================================================
 # I/O loop
 # ============================================================================================
@@ -979,54 +1039,67 @@ def run_recv(args, say=print) -> int:
     others = f" (if it goes: {', '.join(daemons[1:])})" if len(daemons) > 1 else ""
     say(f"FLOOREC {args.name}: waiting for batches on {args.group!r} at {daemons[0]}{others}; "
         f"records to {args.log_group!r}")
+    later_s = max(args.reconnect_delay, MIN_RETRY_DELAY_S)
+    retry = Reconnect(args.reconnect_delay, later_s, later_s, MAX_RECONNECT_ATTEMPTS)
     current = daemons[0]
     pending: List[str] = []   # end records to hand in first on the next session (we moved)
-    attempts = 0
     while True:
         try:
-            _recv_session(lib, core, args, current, say, pending)
+            _recv_session(lib, core, args, current, say, pending, retry)
             return 0
-        except ToolError as why:
-            # No daemon to connect to. The first time that is a user mistake; after a
-            # disconnection with --reconnect the daemon may be restarting: try a while.
+        except ToolError as why:   # `current` took no session
             if pending:
                 say(f"FLOOREC {args.name}: could not send the end records ({why}); they are printed above")
                 pending = []
-            attempts += 1
-            if not (args.reconnect and core.sessions) or attempts > MAX_RECONNECT_ATTEMPTS:
+            delay_s = retry.next_delay_s() if args.reconnect else None
+            if delay_s is None:
                 raise
             current = daemons[(daemons.index(current) + 1) % len(daemons)]
-            say(f"FLOOREC {args.name}: {why}; trying again at {current} in {args.reconnect_delay:g} s "
-                f"({attempts}/{MAX_RECONNECT_ATTEMPTS})")
-            time.sleep(max(args.reconnect_delay, 0.5))
-        except (lib.SpreadError, OSError) as why:
-            attempts = 0
+            say(f"FLOOREC {args.name}: {why}; trying again at {current} in {delay_s:g} s "
+                f"({retry.attempts}/{retry.max_attempts})")
+        except (lib.SpreadError, OSError) as why:   # the session ended
+            retry.lost(time.monotonic())
             cause = _session_end_cause(lib, why)
-            say(f"FLOOREC {args.name}: DISCONNECTED: {why}")
-            if cause == lib.CUT_OFF:
-                say(f"FLOOREC {args.name}: a slow receiver is cut off when more than the daemon's "
-                    f"per-session limit of messages wait for it (8.2.1)")
-            records = [o.line for o in core.on_disconnect(time.monotonic(), time.time(), cause)
-                       if isinstance(o, SendRecord)]
-            for line in records:
-                say(line)
+            records = _record_lost_session(lib, core, args, why, cause, say)
             gone = cause == lib.DAEMON_GONE
-            others = [d for d in daemons if d != current]
-            if gone and others:
-                up = _first_daemon_up(lib, others)
-                if up is not None:
-                    # the next session hands the records in, then receives: one session, one name
-                    say(f"FLOOREC {args.name}: moving to {up}, another daemon of the configuration")
-                    current, pending = up, records
-                    continue
-                say(f"FLOOREC {args.name}: no other daemon of the configuration is up "
-                    f"({', '.join(others)}: connection refused)")
-            _deliver_late_records(lib, args, [current] if not gone else [], records, say)
+            up = _other_daemon_up(lib, args, daemons, current, say) if gone else None
+            if up is not None:   # the next session hands the records in, then receives: one name
+                current, pending = up, records
+                continue
+            _deliver_late_records(lib, args, [] if gone else [current], records, say)
             if not args.reconnect:
                 say(f"FLOOREC {args.name}: exiting (use --reconnect to go on after a disconnection)")
                 return EXIT_DAEMON_GONE if gone else EXIT_CUT_OFF
-            say(f"FLOOREC {args.name}: reconnecting in {args.reconnect_delay:g} s")
-            time.sleep(args.reconnect_delay)
+            delay_s = retry.next_delay_s()
+            say(f"FLOOREC {args.name}: reconnecting in {delay_s:g} s")
+        time.sleep(delay_s)
+
+
+def _record_lost_session(lib, core: FlooRecCore, args, why, cause: str, say) -> List[str]:
+    """Say that the session ended and why; the end records of the batches it cut short."""
+    say(f"FLOOREC {args.name}: DISCONNECTED: {why}")
+    if cause == lib.CUT_OFF:
+        say(f"FLOOREC {args.name}: a slow receiver is cut off when more than the daemon's "
+            f"per-session limit of messages wait for it (8.2.1)")
+    records = [o.line for o in core.on_disconnect(time.monotonic(), time.time(), cause)
+               if isinstance(o, SendRecord)]
+    for line in records:
+        say(line)
+    return records
+
+
+def _other_daemon_up(lib, args, daemons: List[str], current: str, say) -> Optional[str]:
+    """Ours is gone: the first other daemon of the configuration that is up, said either way."""
+    others = [d for d in daemons if d != current]
+    if not others:
+        return None
+    up = _first_daemon_up(lib, others)
+    if up is None:
+        say(f"FLOOREC {args.name}: no other daemon of the configuration is up "
+            f"({', '.join(others)}: connection refused)")
+    else:
+        say(f"FLOOREC {args.name}: moving to {up}, another daemon of the configuration")
+    return up
 
 
 def _session_end_cause(lib, why) -> str:
@@ -1035,10 +1108,11 @@ def _session_end_cause(lib, why) -> str:
     return cause or lib.UNKNOWN_CAUSE
 
 
-def _recv_session(lib, core: FlooRecCore, args, daemon: str, say, pending: List[str]) -> None:
+def _recv_session(lib, core: FlooRecCore, args, daemon: str, say, pending: List[str], retry: Reconnect) -> None:
     """One session: first the end records of the one before (`pending`, emptied once sent), then
     batch after batch until the session ends (an exception says how)."""
     with connect_mailbox(lib, daemon, args.name) as mbox:
+        back = retry.connected(time.monotonic())
         if pending:
             for line in pending:
                 mbox.multicast(lib.AGREED_MESS, args.log_group, line.encode(), mess_type=MESS_RECORD)
@@ -1052,8 +1126,7 @@ def _recv_session(lib, core: FlooRecCore, args, daemon: str, say, pending: List[
         # receiver would send to all (167 receivers: 167 x 167 of them).
         mbox.multicast(lib.AGREED_MESS, mbox.private_group, b"joined " + args.group.encode(),
                        mess_type=MESS_JOINED)
-        core.sessions += 1
-        say(f"FLOOREC {args.name}: connected as {mbox.private_group} to {daemon}")
+        say(f"FLOOREC {args.name}: connected as {mbox.private_group} to {daemon}{back}")
         if not mbox.private_group.startswith(f"#{private_name_for(args.name)}#"):
             say(f"FLOOREC {args.name}: WARNING: the daemon already has a session named "
                 f"{private_name_for(args.name)!r}; if it is another receiver, both records will "
@@ -1274,16 +1347,6 @@ def _wait(predicate, timeout_s: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise ToolError(f"timed out after {timeout_s:g} s waiting for {what}")
         time.sleep(0.1)
-
-
-def _log_records(path: Path) -> List[LogRecord]:
-    records = []
-    for line in _read(path).splitlines():
-        try:
-            records.append(parse_record(line))
-        except MalformedMessage:
-            pass
-    return records
 
 
 def _proc_usage(pid: int) -> Tuple[float, int]:
@@ -1629,7 +1692,7 @@ def _run_batch(lab: _Lab, spec: BatchSpec, py: str, here: str, daemon_name: str,
         say(f"batch {spec.batch}: sender output: {_read(sender.log_path)[-300:]}")
 
     def ended() -> bool:
-        recs = [r for r in _log_records(flood_log) if r.batch == spec.batch]
+        recs = [r for r in _flood_records(flood_log) if r.batch == spec.batch]
         starts = {r.machine for r in recs if r.rec == "start"}
         ends = {r.machine for r in recs if r.rec == "end"}
         still = sum(1 for r in receivers if r.poll() is None)
@@ -1641,7 +1704,7 @@ def _run_batch(lab: _Lab, spec: BatchSpec, py: str, here: str, daemon_name: str,
         _wait(ended, args.batch_timeout, f"the end records of batch {spec.batch}")
     except ToolError as why:
         say(f"batch {spec.batch}: {why}")
-    recs = [r for r in _log_records(flood_log) if r.batch == spec.batch and r.rec == "end"]
+    recs = [r for r in _flood_records(flood_log) if r.batch == spec.batch and r.rec == "end"]
     rates = [r.msgs_per_s for r in recs]
     say(f"batch {spec.batch:<12} sender {summary.get('msgs_per_s', 0):9.1f} msgs/s; "
         f"{len(recs)} receivers, {sum(1 for r in recs if r.received >= r.count)} complete, "

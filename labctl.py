@@ -29,8 +29,9 @@ Module map, in the order a request meets the code:
     NonceBook      the agent's memory of nonces already seen
     MachineFacts   what an agent knows about its machine (PsutilFacts; tests inject fakes)
     count_files    function 4's bounded walk
+    Reconnect      when the agent tries its daemon again, and the line that says it is back
     run_agent, run_ask, run_menu, run_keygen                 I/O loops (spread_mini's client library)
-    answer_rows, render_table, render_json, render_csv       terminal rendering
+    answer_rows, answer_cells, render_table, render_json, render_csv   terminal rendering
     build_parser, main                                       command line
 """
 from __future__ import annotations
@@ -248,6 +249,7 @@ def make_answer(code: str, **values) -> Answer:
 
 
 def _word(value) -> str:
+    """A value as an answer carries it, and as the table and the CSV show it: yes/no, digits."""
     if isinstance(value, bool):
         return "yes" if value else "no"
     return str(value)
@@ -680,6 +682,55 @@ def process_matches(wanted: str, name: str, cmdline: Sequence[str]) -> bool:
     return same(name or "") or any(same(word) for word in list(cmdline)[:3])
 
 
+# ---- reconnecting (the agent after a daemon restart) ----------------------------------------
+# floodtools.py has the same class: each tool is one file that a lab machine copies alone.
+
+class Reconnect:
+    """When a client of the daemon tries again, and the line that says it is back. Pure: the
+    I/O loop reads the clock, sleeps and connects.
+
+    Only a client that has had a session tries again: no daemon at the start is a mistake to
+    report. A lost session starts a series of tries: the first after first_delay_s (a restarted
+    daemon is back soon), the second after later_delay_s, each further one after twice the wait
+    before it, at most max_delay_s. After max_attempts tries in a row the client gives up; a
+    session that begins ends the series."""
+
+    def __init__(self, first_delay_s: float, later_delay_s: float, max_delay_s: float, max_attempts: int):
+        self.first_delay_s = first_delay_s
+        self.later_delay_s = later_delay_s
+        self.max_delay_s = max_delay_s
+        self.max_attempts = max_attempts
+        self.sessions = 0                       #: sessions that reached the daemon
+        self.in_session = False
+        self.attempts = 0                       #: tries since the last session ended
+        self.lost_at_s: Optional[float] = None  #: when it ended; None: never, or back since
+        self._delay_s = first_delay_s
+
+    def connected(self, now_s: float) -> str:
+        """A session began. After a loss, what to add to the `connected` line: ' (back ...)'."""
+        back = ""
+        if self.lost_at_s is not None:
+            tries = f", {self.attempts} tries" if self.attempts > 1 else ""
+            back = f" (back {now_s - self.lost_at_s:.1f} s after the session was lost{tries})"
+        self.sessions += 1
+        self.in_session, self.attempts, self.lost_at_s = True, 0, None
+        return back
+
+    def lost(self, now_s: float) -> None:
+        """The session ended: the daemon went away, or cut this client off."""
+        self.in_session, self.attempts, self.lost_at_s = False, 0, now_s
+        self._delay_s = self.first_delay_s
+
+    def next_delay_s(self) -> Optional[float]:
+        """How long to wait before the next try; None: give up (never a session, or too many)."""
+        if not self.sessions or self.attempts >= self.max_attempts:
+            return None
+        self.attempts += 1
+        delay_s = self._delay_s
+        self._delay_s = self.later_delay_s if self.attempts == 1 else min(delay_s * 2, self.max_delay_s)
+        return delay_s
+
+
 # ============================================================================================
 # I/O loop
 # ============================================================================================
@@ -845,47 +896,44 @@ def run_agent(args, say=print) -> int:
         if warning:
             log(warning)
     _stop_on_signals()
-    life = AgentLife()
-    delay_s = RECONNECT_FIRST_DELAY_S
-    while True:
-        sessions_before = life.sessions
-        try:
-            _agent_session(lib, core, args, log, life)
-            return EXIT_OK
-        except (KeyboardInterrupt, Stopped):
-            log(f"stopped by a signal; obeyed {sum(core.obeyed.values())}, refused {core.refused_total}")
-            return EXIT_OK
-        except (lib.SpreadError, OSError) as why:
-            if life.sessions == 0:
-                # Never connected: a mistake to report (a service manager restarts us later).
-                if isinstance(why, lib.RejectNotUnique):
-                    raise ToolError(f"the daemon {args.daemon} already has a session named {args.name!r}: another "
-                                    f"machine's name cuts to the same 10 characters; give this one --name") from None
-                raise ToolError(f"cannot reach the daemon {args.daemon}: {why}") from None
-            if life.sessions > sessions_before:   # it was connected: a fresh series of attempts
-                life.attempts, delay_s = 0, RECONNECT_FIRST_DELAY_S
-                log(f"lost the daemon: {why}")
-            life.attempts += 1
-            if life.attempts > MAX_RECONNECT_ATTEMPTS:
-                log(f"gave up after {MAX_RECONNECT_ATTEMPTS} attempts to reach {args.daemon}: {why}")
-                return 1
-            log(f"trying again in {delay_s:g} s ({life.attempts}/{MAX_RECONNECT_ATTEMPTS})")
-            time.sleep(delay_s)
-            delay_s = min(delay_s * 2, RECONNECT_MAX_DELAY_S)
+    retry = Reconnect(RECONNECT_FIRST_DELAY_S, 2 * RECONNECT_FIRST_DELAY_S, RECONNECT_MAX_DELAY_S,
+                      MAX_RECONNECT_ATTEMPTS)
+    try:
+        while True:
+            try:
+                _agent_session(lib, core, args, log, retry)
+                return EXIT_OK                         # a good quit
+            except (lib.SpreadError, OSError) as why:
+                if retry.in_session:
+                    retry.lost(time.monotonic())
+                    log(f"lost the daemon: {why}")
+                elif not retry.sessions:   # never connected: a mistake to report
+                    raise _unreachable(lib, args, why) from None
+                delay_s = retry.next_delay_s()
+                if delay_s is None:
+                    log(f"gave up after {retry.max_attempts} attempts to reach {args.daemon}: {why}")
+                    return 1
+                log(f"trying again in {delay_s:g} s ({retry.attempts}/{retry.max_attempts})")
+                time.sleep(delay_s)
+    except (KeyboardInterrupt, Stopped):
+        log(f"stopped by a signal; obeyed {sum(core.obeyed.values())}, refused {core.refused_total}")
+        return EXIT_OK
 
 
-@dataclass
-class AgentLife:
-    sessions: int = 0            #: sessions that reached the daemon
-    attempts: int = 0            #: failed attempts since the last session
+def _unreachable(lib, args, why) -> ToolError:
+    """The first connection failed (a service manager starts the agent again later)."""
+    if isinstance(why, lib.RejectNotUnique):
+        return ToolError(f"the daemon {args.daemon} already has a session named {args.name!r}: another "
+                         f"machine's name cuts to the same 10 characters; give this one --name")
+    return ToolError(f"cannot reach the daemon {args.daemon}: {why}")
 
 
-def _agent_session(lib, core: AgentCore, args, log, life: AgentLife) -> None:
+def _agent_session(lib, core: AgentCore, args, log, retry: Reconnect) -> None:
     with lib.connect(args.daemon, args.name, group_membership=True) as mbox:
-        life.sessions += 1
+        back = retry.connected(time.monotonic())
         mbox.join(args.group)
         mbox.join(roster_group(args.group))
-        log(f"connected as {mbox.private_group}; answering on {args.group!r}")
+        log(f"connected as {mbox.private_group}; answering on {args.group!r}{back}")
         while True:
             msg = mbox.receive(timeout=RECEIVE_EVERY_S * 5)
             if msg is None or not isinstance(msg, lib.RegularMessage) or args.group not in msg.groups:
@@ -1022,15 +1070,13 @@ def print_results(summary: Summary, args, say, live_shown: bool = False) -> None
         sys.stdout.write(render_csv(summary, args.sort, args.reverse))
         print(summary_line(summary), file=sys.stderr)
         return
-    if summary.function not in ("message",):
-        table = render_table(summary, args.sort, args.reverse)
-        if rich is not None and not isinstance(table, str):
-            if sys.stdout.isatty():
-                Console().print(table)
-            else:   # a pipe or a file: plain text, as without rich
-                say(render_table(summary, args.sort, args.reverse, plain=True))
-        else:
+    if summary.function != "message":
+        plain = rich is None or not sys.stdout.isatty()   # a pipe or a file: plain text
+        table = render_table(summary, args.sort, args.reverse, plain=plain)
+        if plain:
             say(table)
+        else:
+            Console().print(table)
     say(summary_line(summary))
 
 
@@ -1114,12 +1160,6 @@ def answer_rows(summary: Summary, sort: str = "machine", reverse: bool = False) 
     return sorted(rows, key=key, reverse=reverse)
 
 
-def _cell(value) -> str:
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return str(value)
-
-
 def summary_line(summary: Summary) -> str:
     names = display_names(summary.asked)
     verb = "stopped" if summary.function == "quit" else "answered"
@@ -1136,20 +1176,30 @@ def summary_line(summary: Summary) -> str:
 def render_table(summary: Summary, sort: str = "machine", reverse: bool = False, waiting: bool = False,
                  plain: bool = False):
     """A pure function from a summary to a rich Table (or plain text without rich)."""
-    columns = COLUMNS[summary.function]
-    rows = answer_rows(summary, sort, reverse)
+    cells = answer_cells(summary, sort, reverse)
     verb = "stopped" if summary.function == "quit" else "answered"
-    title = f"{summary.function}: {len(rows)} of {len(summary.asked)} {verb}" + (" (waiting...)" if waiting else "")
+    title = f"{summary.function}: {len(cells)} of {len(summary.asked)} {verb}" + (" (waiting...)" if waiting else "")
+    return _table(title, COLUMNS[summary.function], cells, plain)
+
+
+def answer_cells(summary: Summary, sort: str = "machine", reverse: bool = False) -> List[List[str]]:
+    """The table's rows as text, in the function's columns (the table and the CSV)."""
+    columns = COLUMNS[summary.function]
+    return [[_word(values.get(c, "")) for c in columns] for values in answer_rows(summary, sort, reverse)]
+
+
+def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], plain: bool = False):
+    """A rich Table, machine names to the left and numbers to the right; or the same as aligned
+    plain text (without rich, or when asked: a pipe, a file)."""
     if rich is None or plain:
-        widths = [max([len(c)] + [len(_cell(r.get(c, ""))) for r in rows]) for c in columns]
-        lines = [title, "  ".join(c.ljust(w) for c, w in zip(columns, widths))]
-        lines += ["  ".join(_cell(r.get(c, "")).ljust(w) for c, w in zip(columns, widths)) for r in rows]
+        widths = [max([len(c)] + [len(row[i]) for row in rows]) for i, c in enumerate(columns)]
+        lines = [title] + ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in [columns, *rows]]
         return "\n".join(line.rstrip() for line in lines)
     table = Table(title=title)
     for column in columns:
         table.add_column(column, justify="left" if column == "machine" else "right")
-    for r in rows:
-        table.add_row(*(_cell(r.get(c, "")) for c in columns))
+    for row in rows:
+        table.add_row(*row)
     return table
 
 
@@ -1167,10 +1217,8 @@ def render_json(summary: Summary) -> List[str]:
 def render_csv(summary: Summary, sort: str = "machine", reverse: bool = False) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    columns = COLUMNS[summary.function]
-    writer.writerow(columns)
-    for values in answer_rows(summary, sort, reverse):
-        writer.writerow([_cell(values.get(c, "")) for c in columns])
+    writer.writerow(COLUMNS[summary.function])
+    writer.writerows(answer_cells(summary, sort, reverse))
     return out.getvalue()
 
 

@@ -9,6 +9,16 @@
 
 `record` and `connlog` speak the Spread client protocol through spread_mini's client library,
 so they work against spread_mini's daemon and a real Spread daemon alike.
+
+Module map, in the order a record or a membership meets the code:
+    ConnEvent, format_conn_line, parse_conn_line     wire format of the connection log
+    LogbmCore      LOGBM: a flood record (floodtools' LogRecord) to a line of the file
+    ConnLogCore    GG's memberships to C/D events
+    usage_chart    Figure 48 from the events (UsageChart)
+    build_report   Quadros 6-13 and Figures 53-55 from the records (Row, BatchSummary, Report)
+    run_record, run_connlog (floodtools' Reconnect)  I/O loops
+    render_usage_*, render_markdown/_csv/_json, render_record_table   terminal rendering
+    build_parser, main                               command line
 """
 from __future__ import annotations
 
@@ -529,31 +539,35 @@ def run_connlog(daemon: str, name: str, out_path: str, group: str, reconnect: bo
     sp = _spread()
     core = ConnLogCore()
     _stop_on_signals()
-    failures = 0
+    retry = ft.Reconnect(reconnect_delay_s, reconnect_delay_s, reconnect_delay_s, ft.MAX_RECONNECT_ATTEMPTS)
     with open(out_path, "a", encoding="utf-8", buffering=1) as out:
-        while True:
-            try:
-                _connlog_session(sp, core, daemon, name, out, out_path, group, say)
-            except (KeyboardInterrupt, Stop):
-                say(f"connlog: stopped; {core.counts['C']} C and {core.counts['D']} D lines written")
-                return 0
-            except (sp.SpreadError, OSError, ft.ToolError) as why:
-                failures += 1
-                first_connect = core.members is None and isinstance(why, ft.ToolError)
-                if not reconnect or first_connect or failures > ft.MAX_RECONNECT_ATTEMPTS:
-                    if isinstance(why, ft.ToolError):
-                        raise
-                    say(f"connlog: the daemon {daemon} ended the session: {why}")
-                    return 1
-                say(f"connlog: {why}; trying again in {reconnect_delay_s:g} s")
-                time.sleep(reconnect_delay_s)
+        try:
+            while True:
+                try:
+                    _connlog_session(sp, core, daemon, name, out, out_path, group, say, retry)
+                except (sp.SpreadError, OSError, ft.ToolError) as why:
+                    if retry.in_session:
+                        retry.lost(time.monotonic())
+                    delay_s = retry.next_delay_s() if reconnect else None
+                    if delay_s is None:
+                        if isinstance(why, ft.ToolError):
+                            raise
+                        say(f"connlog: the daemon {daemon} ended the session: {why}")
+                        return 1
+                    say(f"connlog: {why}; trying again in {delay_s:g} s")
+                    time.sleep(delay_s)
+        except (KeyboardInterrupt, Stop):
+            say(f"connlog: stopped; {core.counts['C']} C and {core.counts['D']} D lines written")
+            return 0
 
 
-def _connlog_session(sp, core: ConnLogCore, daemon: str, name: str, out, out_path: str, group: str, say) -> None:
+def _connlog_session(sp, core: ConnLogCore, daemon: str, name: str, out, out_path: str, group: str, say,
+                     retry: ft.Reconnect) -> None:
     with ft.connect_mailbox(sp, daemon, name, group_membership=True) as mbox:
+        back = retry.connected(time.monotonic())
         core.set_own(mbox.private_group)
         mbox.join(group)
-        say(f"connlog: {mbox.private_group} joined {group!r}; appending to {out_path}")
+        say(f"connlog: {mbox.private_group} joined {group!r}; appending to {out_path}{back}")
         while True:
             msg = mbox.receive(timeout=None)
             if not isinstance(msg, sp.MembershipMessage) or msg.group != group:
@@ -684,17 +698,9 @@ def render_markdown(report: Report, sources: Sequence[str] = ()) -> str:
                      [[c["machines"], c["service"], c["size"], c["count"], c["batches"],
                        f"{c['mean_elapsed_s']:.3f}", f"{c['mean_msgs_per_s']:.1f}"] for c in report.by_machines])
     out += ["", "## Reliable against Safe (cf. Figure 54)", ""]
-    out += _md_table(["machines", "size", "count", "reliable elapsed_s", "safe elapsed_s", "safe/reliable time",
-                      "reliable msgs/s", "safe msgs/s"],
-                     [[c["machines"], c["size"], c["count"], _fmt(c["reliable_elapsed_s"], 3),
-                       _fmt(c["safe_elapsed_s"], 3), _fmt(c["time_ratio"], 2), _fmt(c["reliable_msgs_per_s"]),
-                       _fmt(c["safe_msgs_per_s"])] for c in report.reliable_vs_safe])
+    out += _versus_table(report.reliable_vs_safe, ("machines", "size", "count"), ("reliable", ""), ("safe", ""))
     out += ["", "## 100 against 1000 bytes (cf. Figure 55)", ""]
-    out += _md_table(["machines", "service", "count", "100 B elapsed_s", "1000 B elapsed_s", "1000/100 time",
-                      "100 B msgs/s", "1000 B msgs/s"],
-                     [[c["machines"], c["service"], c["count"], _fmt(c["100_elapsed_s"], 3),
-                       _fmt(c["1000_elapsed_s"], 3), _fmt(c["time_ratio"], 2), _fmt(c["100_msgs_per_s"]),
-                       _fmt(c["1000_msgs_per_s"])] for c in report.small_vs_large])
+    out += _versus_table(report.small_vs_large, ("machines", "service", "count"), (100, " B"), (1000, " B"))
     if report.incomplete:
         out += ["", "## Started but never ended (receiver killed or cut off before its end record)", ""]
         out += _md_table(["machine", "batch", "count", "size", "service", "start"],
@@ -706,6 +712,18 @@ def render_markdown(report: Report, sources: Sequence[str] = ()) -> str:
         if len(report.skipped) > 20:
             out.append(f"- ... and {len(report.skipped) - 20} more")
     return "\n".join(out) + "\n"
+
+
+def _versus_table(cases: Sequence[dict], keys: Sequence[str], left: Tuple[object, str],
+                  right: Tuple[object, str]) -> List[str]:
+    """Figures 54 and 55: a case per row, `left` against `right` of one attribute (its value,
+    and the unit that follows it in the column names)."""
+    (lv, lu), (rv, ru) = left, right
+    header = [*keys, f"{lv}{lu} elapsed_s", f"{rv}{ru} elapsed_s", f"{rv}/{lv} time", f"{lv}{lu} msgs/s",
+              f"{rv}{ru} msgs/s"]
+    return _md_table(header, [[*(c[k] for k in keys), _fmt(c[f"{lv}_elapsed_s"], 3), _fmt(c[f"{rv}_elapsed_s"], 3),
+                               _fmt(c["time_ratio"], 2), _fmt(c[f"{lv}_msgs_per_s"]), _fmt(c[f"{rv}_msgs_per_s"])]
+                              for c in cases])
 
 
 def render_bars(report: Report, width: int = BAR_WIDTH) -> List[str]:
@@ -787,19 +805,24 @@ def write_png(report: Report, path: str) -> Optional[str]:
 
 # ---- live table of `record` ----------------------------------------------------------------
 
-def render_record_table(snapshot: dict, out_path: str = ""):
+def render_record_table(snapshot: dict, out_path: str = "", plain: bool = False):
     """A pure function from the recorder's snapshot to a rich Table (or plain text)."""
     title = (f"LOGBM -> {out_path}: {snapshot['written']} records, {snapshot['open']} batches open, "
              f"ignored {sum(snapshot['ignored'].values())}")
     header = ["machine", "records", "last", "batch", "received/count", "elapsed_s", "msgs/s", "end"]
-    rows = []
-    for m in snapshot["machines"]:
-        received = "-" if m["received"] is None else str(m["received"])
-        rate = "-" if not m["elapsed_s"] else f"{(m['received'] or 0) / m['elapsed_s']:.1f}"
-        rows.append([m["name"], str(m["records"]), f"{m['rec']} {m['time']}", m["batch"],
-                     f"{received}/{m['count']}", _fmt(m["elapsed_s"], 3), rate, m["end"] or "-"])
-    if rich is None:
-        return "\n".join([title, "  ".join(header)] + ["  ".join(r) for r in rows])
+    rows = [[m["name"], str(m["records"]), f"{m['rec']} {m['time']}", m["batch"],
+             f"{_fmt(m['received'])}/{m['count']}", _fmt(m["elapsed_s"], 3),
+             _fmt((m["received"] or 0) / m["elapsed_s"] if m["elapsed_s"] else None), m["end"] or "-"]
+            for m in snapshot["machines"]]
+    return _table(title, header, rows, plain)
+
+
+def _table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]], plain: bool = False):
+    """A rich Table, or the same as aligned plain text (without rich, or when asked)."""
+    if rich is None or plain:
+        widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(header)]
+        lines = [title] + ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in [header, *rows]]
+        return "\n".join(line.rstrip() for line in lines)
     table = Table(title=title)
     for column in header:
         table.add_column(column)
@@ -890,19 +913,9 @@ def cmd_report(args) -> int:
     return 0
 
 
-def react_to_ctrl_c() -> None:
-    """Take SIGINT back: a shell without job control (a script, `cmd &`) starts its background
-    jobs with SIGINT ignored, and Python keeps it so, so Ctrl-C stopped the script but left
-    this process running (and `kill -INT` did nothing)."""
-    try:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    except ValueError:   # not the main thread (a test calling main()): nothing to take back
-        pass
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    react_to_ctrl_c()
+    ft.react_to_ctrl_c()   # Ctrl-C works even when a script started us in the background
     try:
         if args.cmd == "usage":
             return cmd_usage(args)

@@ -68,6 +68,9 @@ segment, or a unicast to each), LogLine, PauseReading, ResumeReading. The client
 (connect -> Mailbox; a refused session is a SpreadError that says why) and the `user` tool
 (stdin -> LineReader -> UserTool) come after the loop.
 
+Tunable numbers are Settings (RingSettings, HopSettings), changed only by Settings.override:
+ring_settings_of() takes spread.conf's (RING_SETTINGS_OF_FILE).
+
 Usage:
     python3 spread_mini.py daemon [--port 4803] [--listen 127.0.0.1] [--name NAME] [-c spread.conf]
                                   [--key ring.key]
@@ -437,11 +440,28 @@ LEAVE_REASON_MAX_BYTES = 80
 LEAVE_REMEMBER_S = 2.0
 
 
-class RingSettings:
+class Settings:
+    """Tunable values: each kind sets its defaults in __init__ and ends with override(), the one
+    way to change them (keywords in code, spread.conf, the command line): a name that is not
+    one of its settings is an error, never a new attribute that nothing reads."""
+
+    KIND = ""  #: the kind's name in the error, "ring" or "HOP"
+
+    def override(self, **values) -> "Settings":
+        for key, value in values.items():
+            if key not in vars(self):
+                raise TypeError("unknown %s setting %r" % (self.KIND, key))
+            setattr(self, key, value)
+        return self
+
+
+class RingSettings(Settings):
     """Tunable values. The defaults install a new configuration well within 2 s of a crash:
     token loss is noticed after token_timeout_s (0.6 s), then the survivors wait at most
     consensus_timeout_s (0.5 s) for the dead daemon's join before they leave it out; the commit
     token and the recovery take a few token rotations (milliseconds on a LAN)."""
+
+    KIND = "ring"
 
     def __init__(self, **overrides):
         #: no token for this long while OPERATIONAL/RECOVERY: the ring is broken (Totem "token loss")
@@ -491,15 +511,14 @@ class RingSettings:
         self.max_unreliable_partial = 1000
         #: lines kept in the protocol log
         self.max_log_lines = 2000
-        for key, value in overrides.items():
-            if not hasattr(self, key):
-                raise TypeError("unknown ring setting %r" % key)
-            setattr(self, key, value)
+        self.override(**overrides)
 
 
-class HopSettings:
+class HopSettings(Settings):
     """Tunable values of one HOP link (thesis 7.3.2.1 leaves every number open; lab_guide.md,
     "HOP links: the numbers we chose", says why each). Both ends of a link need the same."""
+
+    KIND = "HOP"
 
     def __init__(self, **overrides):
         #: Max_pkt_btw_ack: a link ACK goes after this many data packets sent or received since
@@ -538,10 +557,7 @@ class HopSettings:
         #: payloads waiting for the window or the bucket, at most (submit refuses beyond): a
         #: link to a slow site holds its own queue and never blocks the other links
         self.max_queued_packets = 20000
-        for key, value in overrides.items():
-            if not hasattr(self, key):
-                raise TypeError("unknown HOP setting %r" % key)
-            setattr(self, key, value)
+        self.override(**overrides)
 
 
 # =============================================================================================
@@ -3442,11 +3458,10 @@ class _ConfParser:
         """Spread 5's rule: the packets a visit sends after the token are some of its personal
         window (a larger AcceleratedWindow is a mistake, unless the ring is not accelerated)."""
         used = self.config.used
-        defaults = RingSettings()
-        if not used.get("AcceleratedRing", defaults.accelerated_ring) or "AcceleratedWindow" not in used:
+        settings = ring_settings_of(self.config)   # the ring's settings as this file makes them
+        if not settings.accelerated_ring or "AcceleratedWindow" not in used:
             return
-        personal = min(used.get("PersonalWindow", defaults.personal_window_packets),
-                       used.get("Window", defaults.global_window_packets))
+        personal = settings.personal_window_packets
         if used["AcceleratedWindow"] > personal:
             raise ConfigError("AcceleratedWindow (%d) is larger than the personal window (%d "
                               "packets: PersonalWindow, at most Window)"
@@ -8838,8 +8853,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def client_limits_of(args) -> ClientLimits:
-    return ClientLimits(max_session_messages=args.max_session_messages, max_sessions=args.max_sessions,
+def client_limits_of(args, config=None) -> ClientLimits:
+    """The command line's limits; where it gives no --max-session-messages, the -c file's
+    MaxSessionMessages; where neither does, the default."""
+    max_session_messages = args.max_session_messages
+    if max_session_messages is None and config is not None:
+        max_session_messages = config.used.get("MaxSessionMessages")
+    return ClientLimits(max_session_messages=max_session_messages or DEFAULT_MAX_SESSION_MESSAGES,
+                        max_sessions=args.max_sessions,
                         handshake_timeout_s=args.handshake_timeout,
                         max_handshakes_per_address=args.max_handshakes_per_address)
 
@@ -8850,6 +8871,7 @@ def run_daemon(args, parser) -> int:
     daemon_ip = None  # the daemon's own address (its proc_id in group ids), from -c
     port = args.port
     daemon_order = None
+    config = None
     if args.config:
         try:
             config = load_spread_conf(args.config)
@@ -8864,12 +8886,9 @@ def run_daemon(args, parser) -> int:
         daemon_ip = entry.ip
         for line in config.summary_lines():
             print(line, flush=True)
-        if args.max_session_messages is None:
-            args.max_session_messages = config.used.get("MaxSessionMessages")
         if len(config.daemons) > 1:  # several daemons: the RING protocol
-            args.max_session_messages = args.max_session_messages or DEFAULT_MAX_SESSION_MESSAGES
             return run_ring_daemon(args, parser, config, entry, listen, port)
-    args.max_session_messages = args.max_session_messages or DEFAULT_MAX_SESSION_MESSAGES
+    limits = client_limits_of(args, config)
     if args.key:
         print("--key: this daemon has no other daemons (a configuration with one daemon, or "
               "none): nothing to sign", flush=True)
@@ -8883,7 +8902,7 @@ def run_daemon(args, parser) -> int:
     if listen == "0.0.0.0":  # never every interface at once: name the lab interface's address
         parser.error("--listen 0.0.0.0 would listen on every interface; give one address (default 127.0.0.1)")
     daemon = build_daemon(name, proc_id=proc_id, memb_time=int(time.time()), daemon_order=daemon_order,
-                          limits=client_limits_of(args), rng=random.Random())
+                          limits=limits, rng=random.Random())
     server = DaemonServer(daemon, listen, port, None if args.no_unix else "/tmp/%d" % port, args.status_every)
     try:
         server.open()
@@ -8901,7 +8920,7 @@ def run_daemon(args, parser) -> int:
     server.log("spread_mini daemon %s (pid %d) listening on %s; max message %d bytes (data + 32 per group), "
                "max %d queued messages per session" % (
                    name, os.getpid(), server.where_listening("%s:%d" % (listen, port)), MAX_MESSAGE_LEN,
-                   args.max_session_messages))
+                   limits.max_session_messages))
     try:
         server.serve_forever()
     finally:
@@ -8926,27 +8945,25 @@ def remove_pid_file(path: Optional[str]) -> None:
         pass
 
 
+#: spread.conf's ring settings (Spread's names): the RingSettings each one sets, and its type
+RING_SETTINGS_OF_FILE = {"Window": ("global_window_packets", int),
+                         "PersonalWindow": ("personal_window_packets", int),
+                         "AcceleratedRing": ("accelerated_ring", bool),
+                         "AcceleratedWindow": ("accelerated_window_packets", int)}
+
+
 def ring_settings_of(config) -> RingSettings:
     """The ring's settings, with the flow control windows of the file (Spread's Window and
     PersonalWindow: packets per token rotation, in the ring and per daemon) and its protocol
     (Spread 5's AcceleratedRing and AcceleratedWindow)."""
-    overrides = {}
-    if "Window" in config.used:
-        overrides["global_window_packets"] = config.used["Window"]
-    if "PersonalWindow" in config.used:
-        overrides["personal_window_packets"] = config.used["PersonalWindow"]
-    if "AcceleratedRing" in config.used:
-        overrides["accelerated_ring"] = bool(config.used["AcceleratedRing"])
-    if "AcceleratedWindow" in config.used:
-        overrides["accelerated_window_packets"] = config.used["AcceleratedWindow"]
-    settings = RingSettings(**overrides)
-    if settings.personal_window_packets > settings.global_window_packets:  # one of them from the file
-        settings.personal_window_packets = settings.global_window_packets
-    # the default window within a smaller PersonalWindow of the file (a larger one from the
+    settings = RingSettings(**{name: kind(config.used[key]) for key, (name, kind) in RING_SETTINGS_OF_FILE.items()
+                               if key in config.used})
+    # one window from the file and the other a default: the personal window within the ring's,
+    # and the default accelerated window within a smaller personal one (a larger one from the
     # file is refused by the parser, as Spread 5 does)
-    settings.accelerated_window_packets = min(settings.accelerated_window_packets,
-                                              settings.personal_window_packets)
-    return settings
+    personal = min(settings.personal_window_packets, settings.global_window_packets)
+    return settings.override(personal_window_packets=personal,
+                             accelerated_window_packets=min(settings.accelerated_window_packets, personal))
 
 
 def ring_open_error(exc: OSError, server, entry, listen: str, port: int) -> str:
@@ -8990,7 +9007,7 @@ def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
         parser.error("--listen %r: give an IPv4 address" % listen)
     daemon = build_daemon(entry.name, {d.name: d.ip for d in config.daemons}, incarnation=incarnation,
                           settings=settings, seal=seal, proc_id=proc_id, memb_time=int(time.time()),
-                          daemon_order=config.daemon_order(), limits=client_limits_of(args),
+                          daemon_order=config.daemon_order(), limits=client_limits_of(args, config),
                           rng=random.Random(), ring_rng=random.Random(), now=time.monotonic())
     peers = {d.name: (d.ip, d.port) for d in config.daemons}
     segment, no_segment = segment_of(config, args.no_multicast)

@@ -129,3 +129,27 @@ def test_exit_status():
     assert exit_status([]) == 0 and exit_status([ok, ok]) == 0
     assert exit_status([ok, err]) == 1
     assert exit_status([err, none, ok]) == 2
+
+
+@pytest.mark.parametrize("tool, argv, said", [
+    ("client", ["--timeout", "abc"], "--timeout: 'abc' is not a number of seconds"),
+    ("client", ["--deadline", "0"], "--deadline: 0: expected a number of seconds between 0.01 and 3600"),
+    ("client", ["--answer-port", "70000"], "expected a port number between 0 and 65535"),
+    ("server", ["--heartbeat", "x"], "--heartbeat: 'x' is not a number of seconds"),
+    ("server", ["--awaiting-after", "1.5"], "--awaiting-after: '1.5' is not a number of ticks"),
+    ("server", ["--unresponsive-after", "1001"], "expected a number of ticks between 1 and 1000"),
+    ("server", ["--jitter-grace", "0.9"], "0.9: expected a fraction of a tick between 0 and 0.5"),
+])
+def test_numbers_on_the_command_line_are_checked_with_one_clear_error(tool, argv, said, capsys):
+    import calc_server
+    build = calc_server.build_parser if tool == "server" else calc_client.build_parser
+    with pytest.raises(SystemExit) as stopped:
+        build().parse_args(argv)
+    assert stopped.value.code == 2 and said in capsys.readouterr().err
+
+
+def test_numbers_in_range_are_taken_as_numbers():
+    import calc_server
+    args = calc_server.build_parser().parse_args(["--heartbeat", "0.5", "--awaiting-after", "3", "--jitter-grace", "0"])
+    assert (args.heartbeat, args.awaiting_after, args.jitter_grace) == (0.5, 3, 0.0)
+    assert calc_client.build_parser().parse_args(["--answer-port", "0"]).answer_port == 0

@@ -209,14 +209,12 @@ def test_without_a_daemon_each_tool_says_so_in_one_line():
         assert "cannot connect" in done.stderr and "Traceback" not in done.stderr, argv
 
 
+# In the two tests below the labnet fixture only skips where namespaces cannot be made: the
+# experiment runner makes and removes its own.
 @pytest.mark.netns
-def test_experiment_runner_in_namespaces_gives_the_report(tmp_path):
+def test_experiment_runner_in_namespaces_gives_the_report(tmp_path, labnet):
     import csv
     import io
-    import labnet
-    reason = labnet.available()
-    if reason:
-        pytest.skip(f"network namespaces: {reason}")
     out = tmp_path / "exp"
     done = subprocess.run([sys.executable, "floodtools.py", "experiment", "--hosts", "2", "--counts", "300",
                            "--sizes", "100", "--services", "reliable,safe", "--out", str(out)],
@@ -230,11 +228,8 @@ def test_experiment_runner_in_namespaces_gives_the_report(tmp_path):
 
 
 @pytest.mark.netns
-def test_experiment_with_three_daemons_in_namespaces_each_on_its_own_host(tmp_path):
-    import labnet
-    reason = labnet.available()
-    if reason:
-        pytest.skip(f"network namespaces: {reason}")
+def test_experiment_with_three_daemons_in_namespaces_each_on_its_own_host(tmp_path, labnet):
+    import labnet as ln
     out = tmp_path / "exp"
     done = subprocess.run([sys.executable, "floodtools.py", "experiment", "--daemons", "3", "--hosts", "4",
                            "--counts", "300", "--sizes", "1000", "--services", "safe", "--batch-timeout", "60",
@@ -242,7 +237,7 @@ def test_experiment_with_three_daemons_in_namespaces_each_on_its_own_host(tmp_pa
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "network namespaces" in done.stdout
     conf = (out / "spread.conf").read_text()
-    ips = [labnet.LabNet(3, tag="x").ip(d) for d in (1, 2, 3)]
+    ips = [ln.LabNet(3, tag="x").ip(d) for d in (1, 2, 3)]
     assert all(f"d{d} {ip}" in conf for d, ip in zip((1, 2, 3), ips)), conf
     ends = [r for r in ft_records(out / "flood.log") if r.rec == "end"]
     assert sorted((r.machine, r.received) for r in ends) == [(f"pc0{i}", 300) for i in (1, 2, 3, 4)]
@@ -300,6 +295,8 @@ def test_receiver_with_reconnect_outlives_a_daemon_restart(procs, tmp_path):
     wait_for(lambda: "DISCONNECTED" in Procs.output(recv) and "trying again" in Procs.output(recv), 30)
     second = procs.start("spread_mini.py", "daemon", "--port", str(port))
     wait_for(lambda: Procs.output(recv).count("connected as") >= 2, 60)
+    [back] = [line for line in Procs.output(recv).splitlines() if "(back " in line]
+    assert back.startswith("FLOOREC pc01: connected as #pc01") and "after the session was lost" in back, back
     log = tmp_path / "flood.log"
     start_logbm(procs, name, log)
     assert send(name, "--count", "100", "--size", "100", "--batch", "again").returncode == 0
@@ -324,6 +321,8 @@ def test_connlog_with_reconnect_outlives_a_daemon_restart(procs, tmp_path):
     a.close()
     second = procs.start("spread_mini.py", "daemon", "--port", str(port))
     wait_for(lambda: Procs.output(connlog).count("joined") >= 2, 60)
+    [back] = [line for line in Procs.output(connlog).splitlines() if "(back " in line]
+    assert back.startswith("connlog: #connlog#") and "after the session was lost" in back, back
     wait_for(lambda: " D labA" in out.read_text(), 20)      # it was gone when the logger came back
     b = sp.connect(name, "labB", group_membership=False)
     b.join("GG")

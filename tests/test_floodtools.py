@@ -460,3 +460,42 @@ def test_a_receiver_is_a_member_only_after_member_of_in_its_latest_session():
     moved = joined + "FLOOREC pc01: moving to B\nFLOOREC pc01: connected as #pc01#d2 to B\n"
     assert not ft.is_member_now(moved, "flood")            # joined at A, not yet at B
     assert ft.is_member_now(moved + "FLOOREC pc01: member of 'flood' at B\n", "flood")
+
+
+# ---- reconnecting ---------------------------------------------------------------------------
+
+def delays(retry: ft.Reconnect, tries: int):
+    return [retry.next_delay_s() for _ in range(tries)]
+
+
+def test_reconnect_never_retries_a_daemon_that_was_not_there_at_the_start():
+    retry = ft.Reconnect(0.2, 0.5, 0.5, 120)
+    assert retry.next_delay_s() is None and retry.attempts == 0
+
+
+def test_reconnect_waits_first_then_later_delay_doubling_to_the_ceiling_then_gives_up():
+    retry = ft.Reconnect(0.5, 1.0, 5.0, 7)
+    assert retry.connected(0.0) == ""           # the first session says nothing more
+    retry.lost(10.0)
+    assert delays(retry, 8) == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0, None]
+    assert retry.attempts == 7
+
+
+def test_reconnect_with_one_later_delay_waits_it_every_time_after_the_first():
+    """FLOOREC's policy: --reconnect-delay, then at least MIN_RETRY_DELAY_S between tries."""
+    retry = ft.Reconnect(0.2, 0.5, 0.5, ft.MAX_RECONNECT_ATTEMPTS)
+    retry.connected(0.0)
+    retry.lost(1.0)
+    assert delays(retry, 4) == [0.2, 0.5, 0.5, 0.5]
+
+
+def test_reconnect_says_it_is_back_in_one_line_and_starts_a_fresh_series():
+    retry = ft.Reconnect(0.5, 1.0, 5.0, 3)
+    retry.connected(0.0)
+    retry.lost(10.0)
+    delays(retry, 3)
+    assert retry.connected(13.3) == " (back 3.3 s after the session was lost, 3 tries)"
+    assert retry.in_session and retry.sessions == 2
+    retry.lost(20.0)
+    assert delays(retry, 1) == [0.5]               # the series starts again at the first delay
+    assert retry.connected(20.5) == " (back 0.5 s after the session was lost)"

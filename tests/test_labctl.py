@@ -295,6 +295,27 @@ def test_process_matches_by_name_or_by_its_first_words(wanted, name, cmdline, ma
     assert lc.process_matches(wanted, name, cmdline) is match
 
 
+# ---- the agent after a daemon restart --------------------------------------------------------
+
+def test_the_agent_tries_again_at_doubling_delays_up_to_its_ceiling_then_gives_up():
+    retry = lc.Reconnect(lc.RECONNECT_FIRST_DELAY_S, 2 * lc.RECONNECT_FIRST_DELAY_S, lc.RECONNECT_MAX_DELAY_S, 7)
+    assert retry.next_delay_s() is None            # no daemon at the start: not retried
+    assert retry.connected(0.0) == ""
+    retry.lost(100.0)
+    assert [retry.next_delay_s() for _ in range(8)] == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0, None]
+
+
+def test_the_agent_says_it_is_back_once_and_a_new_loss_starts_the_delays_again():
+    retry = lc.Reconnect(0.5, 1.0, 5.0, lc.MAX_RECONNECT_ATTEMPTS)
+    retry.connected(0.0)
+    retry.lost(100.0)
+    retry.next_delay_s(), retry.next_delay_s()
+    assert retry.connected(101.6) == " (back 1.6 s after the session was lost, 2 tries)"
+    assert retry.connected(200.0) == ""            # a session without a loss before it
+    retry.lost(300.0)
+    assert retry.next_delay_s() == 0.5 and retry.attempts == 1
+
+
 # ---- the asker: roll call, answers, time-out -------------------------------------------------
 
 ME = "#$ask1#d1"
@@ -430,6 +451,13 @@ def test_the_table_renders_with_rich_and_in_plain_text():
         text = console.export_text()
         assert "files: 3 of 4 answered" in text and "lab10" in text and "5000" in text
 
+
+
+def test_the_plain_table_and_the_csv_have_the_same_rows_in_the_same_order():
+    for sort, reverse in (("machine", False), ("kbytes", True), ("truncated", False)):
+        plain = lc.render_table(files_summary(), sort, reverse, plain=True).splitlines()[1:]
+        csv_lines = lc.render_csv(files_summary(), sort, reverse).splitlines()
+        assert [line.split() for line in plain] == [line.split(",") for line in csv_lines], sort
 
 # ---- names, keys, command line ----------------------------------------------------------------
 

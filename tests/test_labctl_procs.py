@@ -212,6 +212,8 @@ def test_an_agent_comes_back_after_its_daemon_restarts(procs):
     start_daemon(procs, port=port)
     wait_roll_call(daemon, ["lab1"])
     assert ask(daemon, "free").summary["answered"] == 1 and agent.poll() is None
+    [back] = [line for line in procs.output(agent).splitlines() if "(back " in line]
+    assert "lab1: connected as #lab1#" in back and "after the session was lost" in back, back
 
 
 def test_two_agents_with_one_name_on_one_daemon_the_second_is_told(procs, daemon):

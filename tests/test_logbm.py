@@ -185,11 +185,18 @@ def test_logbm_core_writes_records_with_its_clock_and_ignores_others():
     assert core.on_message(b"FLOODLOG rec=end machine=pc01", 0.0) is None
     assert core.on_message(b"\xff" * 2000, 0.0) is None
     assert core.written == 1 and sum(core.ignored.values()) == 3
-    table = logbm.render_record_table(core.snapshot(), "flood.log")
-    assert table is not None
+    table = logbm.render_record_table(core.snapshot(), "flood.log", plain=True).splitlines()
+    assert table[0] == "LOGBM -> flood.log: 1 records, 1 batches open, ignored 3"
+    assert table[2].split() == ["pc01", "1", "start", "10:00:00.000", "b1", "-/10", "-", "-", "-"]
+    if logbm.rich is not None:
+        from rich.console import Console
+        console = Console(record=True, width=120)
+        console.print(logbm.render_record_table(core.snapshot(), "flood.log"))
+        assert [cell.strip() for cell in console.export_text().splitlines()[4].split("│")[1:-1]] == [
+            "pc01", "1", "start 10:00:00.000", "b1", "-/10", "-", "-", "-"]
 
 
-def test_everything_works_in_plain_text_without_rich():
+def test_everything_works_in_plain_text_without_rich(monkeypatch):
     code = ("import sys, runpy; sys.modules['rich'] = None; sys.argv = sys.argv[1:]; "
             "runpy.run_path(sys.argv[0], run_name='__main__')")
     for argv, golden in ((["logbm.py", "report", "tests/data/flood_known.log"], "flood_known.report.md"),
@@ -198,10 +205,12 @@ def test_everything_works_in_plain_text_without_rich():
         done = subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, capture_output=True, text=True,
                               timeout=60)
         assert done.stdout == (DATA / golden).read_text(), done.stderr
+    monkeypatch.setattr(logbm, "rich", None)
     table = logbm.render_record_table({"written": 1, "ignored": {}, "open": 0, "machines": [
         {"name": "pc01", "records": 1, "rec": "start", "batch": "b1", "count": 5, "size": 100, "service": "safe",
          "received": None, "elapsed_s": None, "end": "", "time": "10:00:00.000"}]})
-    assert table is not None
+    assert table.splitlines()[1].split() == ["machine", "records", "last", "batch", "received/count", "elapsed_s",
+                                             "msgs/s", "end"]
 
 
 def test_two_runs_with_the_same_batch_ids_stay_apart(tmp_path):

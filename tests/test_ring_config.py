@@ -123,6 +123,33 @@ def test_windows_and_max_session_messages_come_from_the_file():
         sr.RingSettings().global_window_packets, sr.RingSettings().personal_window_packets)
 
 
+
+def test_settings_change_only_by_name_and_a_misspelt_one_is_an_error():
+    settings = sr.RingSettings(token_timeout_s=1.5)
+    assert settings.override(max_rtr_entries=7) is settings
+    assert (settings.token_timeout_s, settings.max_rtr_entries) == (1.5, 7)
+    with pytest.raises(TypeError, match="unknown ring setting 'windw'"):
+        sr.RingSettings(windw=3)
+    with pytest.raises(TypeError, match="unknown ring setting 'override'"):
+        settings.override(override=None)     # a method is not a setting
+    with pytest.raises(TypeError, match="unknown HOP setting 'token_timeout_s'"):
+        sr.HopSettings().override(token_timeout_s=1.0)
+    # every setting spread.conf may set is a ring setting
+    defaults = vars(sr.RingSettings())
+    assert all(name in defaults for name, _kind in sr.RING_SETTINGS_OF_FILE.values())
+
+
+def test_max_session_messages_from_the_command_line_else_the_file_else_the_default():
+    conf = sr.parse_spread_conf("Spread_Segment 127.0.0.255:4803 { d1 127.0.0.1 }\nMaxSessionMessages = 7\n")
+    plain = sr.parse_spread_conf("Spread_Segment 127.0.0.255:4803 { d1 127.0.0.1 }")
+
+    def limit(argv, config):
+        args = sr.build_parser().parse_args(["daemon", *argv])
+        return sr.client_limits_of(args, config).max_session_messages
+    assert limit(["--max-session-messages", "50"], conf) == 50
+    assert limit([], conf) == 7
+    assert limit([], plain) == limit([], None) == sr.DEFAULT_MAX_SESSION_MESSAGES
+
 def test_the_ring_protocol_comes_from_the_file_as_in_spread5():
     segment = "Spread_Segment 127.0.0.255:4803 {\n d1 127.0.0.1\n d2 127.0.0.2\n}\n"
     default = sr.ring_settings_of(sr.parse_spread_conf(segment))

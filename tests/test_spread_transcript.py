@@ -576,14 +576,25 @@ def recv(mbox, fake, what):
     return msg
 
 
+def decoded(unit, msg):
+    """The unit's fields as the real daemon sent them, and what an assertion says when they differ."""
+    return st.decode_unit(unit), f"{unit!r}: {st.describe(unit.kind, unit.data)}\ngot {msg!r}"
+
+
+def check_membership_kind(sp, msg, unit, flags):
+    """What every membership message has: its kind (is_regular, is_transitional, is_self_leave)
+    and its group."""
+    f, why = decoded(unit, msg)
+    assert isinstance(msg, sp.MembershipMessage), why
+    assert (msg.is_regular, msg.is_transitional, msg.is_self_leave) == flags, why
+    assert msg.group == f["sender"], why
+    return f, why
+
+
 def check_membership(sp, msg, unit, me):
     """Every field of a REG_MEMB message as the real daemon sent it (unit) and libspread reports it."""
-    f = st.decode_unit(unit)
-    why = f"{unit!r}: {st.describe(unit.kind, unit.data)}\ngot {msg!r}"
-    assert isinstance(msg, sp.MembershipMessage), why
+    f, why = check_membership_kind(sp, msg, unit, (True, False, False))
     assert msg.service_type == f["service"], why
-    assert (msg.is_regular, msg.is_transitional, msg.is_self_leave) == (True, False, False), why
-    assert msg.group == f["sender"], why
     assert list(msg.members) == f["groups"], why
     assert msg.my_index == f["groups"].index(me), why
     assert gid(msg.group_id) == f["group_id"], why
@@ -597,30 +608,21 @@ def check_membership(sp, msg, unit, me):
 
 
 def check_transitional(sp, msg, unit):
-    f = st.decode_unit(unit)
-    why = f"{unit!r}: {st.describe(unit.kind, unit.data)}\ngot {msg!r}"
-    assert isinstance(msg, sp.MembershipMessage), why
+    f, why = check_membership_kind(sp, msg, unit, (False, True, False))
     assert msg.service_type == f["service"] == st.TRANSITION_MESS, why
-    assert (msg.is_regular, msg.is_transitional, msg.is_self_leave) == (False, True, False), why
-    assert msg.group == f["sender"], why
     assert gid(msg.group_id) == f["group_id"], why
     return msg
 
 
 def check_self_leave(sp, msg, unit):
-    f = st.decode_unit(unit)
-    why = f"{unit!r}: {st.describe(unit.kind, unit.data)}\ngot {msg!r}"
-    assert isinstance(msg, sp.MembershipMessage), why
+    f, why = check_membership_kind(sp, msg, unit, (False, False, True))
     assert msg.service_type == f["service"] == st.CAUSED_BY_LEAVE, why
-    assert (msg.is_regular, msg.is_transitional, msg.is_self_leave) == (False, False, True), why
-    assert msg.group == f["sender"], why
     assert list(msg.members) == [], why
     return msg
 
 
 def check_regular(sp, msg, unit):
-    f = st.decode_unit(unit)
-    why = f"{unit!r}: {st.describe(unit.kind, unit.data)}\ngot {msg!r}"
+    f, why = decoded(unit, msg)
     assert isinstance(msg, sp.RegularMessage), why
     assert msg.service_type == f["service"], why
     assert msg.sender == f["sender"], why
@@ -685,13 +687,17 @@ def test_library_B1_duplicate_name_is_rejected(sp):
     assert fake.problems == [], fake.report()
 
 
-def test_library_B2_dis_joins_and_disconnects_without_leaving(sp):
-    u = SECTIONS["B2"].units
-    with FakeDaemon(u) as fake:
-        dis = sp.connect(fake.spread_name, "dis", priority=0, group_membership=True)
+def dis_joins_demo(sp, units, priority: int = 0):
+    """B2, or a variant of it: dis connects, joins demo, gets its own join, disconnects."""
+    with FakeDaemon(units) as fake:
+        dis = sp.connect(fake.spread_name, "dis", priority=priority, group_membership=True)
         dis.join("demo")
-        check_membership(sp, recv(dis, fake, "the join"), u[6], "#dis#localhost")
+        check_membership(sp, recv(dis, fake, "the join"), units[6], "#dis#localhost")
         finish(fake, dis)
+
+
+def test_library_B2_dis_joins_and_disconnects_without_leaving(sp):
+    dis_joins_demo(sp, SECTIONS["B2"].units)
 
 
 def test_library_B3_obs_sees_join_then_disconnect(sp):
@@ -857,12 +863,7 @@ def test_library_reports_each_reject_code(sp, index, code, cls):
 def test_library_chooses_null_among_several_auth_methods(sp):
     """Derived: a daemon configured with more methods offers "IP NULL "; the library still answers
     with its NULL method, 90 bytes, exactly as the real library did."""
-    u = st.with_auth_list(SECTIONS["B2"].units, "IP NULL ")
-    with FakeDaemon(u) as fake:
-        dis = sp.connect(fake.spread_name, "dis", priority=0, group_membership=True)
-        dis.join("demo")
-        check_membership(sp, recv(dis, fake, "the join"), u[6], "#dis#localhost")
-        finish(fake, dis)
+    dis_joins_demo(sp, st.with_auth_list(SECTIONS["B2"].units, "IP NULL "))
 
 
 def test_library_priority_in_the_connect_flags(sp):
@@ -870,11 +871,7 @@ def test_library_priority_in_the_connect_flags(sp):
     everything else is B2 as captured."""
     u = st.with_priority(SECTIONS["B2"].units, "B2", 1)
     assert u[1].data[3] == 0x11
-    with FakeDaemon(u) as fake:
-        dis = sp.connect(fake.spread_name, "dis", priority=1, group_membership=True)
-        dis.join("demo")
-        check_membership(sp, recv(dis, fake, "the join"), u[6], "#dis#localhost")
-        finish(fake, dis)
+    dis_joins_demo(sp, u, priority=1)
 
 
 def test_daemon_accepts_priority_1(procs, spread_daemon):
