@@ -361,14 +361,10 @@ def test_thesis_split_keeps_quadro_4s_proportions_and_a_receiver_at_every_site()
 
 
 @pytest.mark.netns
-def test_experiment_over_the_thesis_topology_runs_one_ring_across_emulated_wan_links(tmp_path):
+def test_experiment_over_the_thesis_topology_runs_one_ring_across_emulated_wan_links(tmp_path, labnet):
     """Quadro 4's three sites, one daemon each, joined by 2 Mbit/s links with 15 ms delay (the
     WAN relay of labnet.WanLab): every receiver at every site gets every message, the ring's
     data crossed the WAN links (the relay counted it), and the report says how it ran."""
-    import labnet
-    reason = labnet.available()
-    if reason:
-        pytest.skip(f"network namespaces: {reason}")
     if not os.path.exists("/dev/net/tun"):
         pytest.skip("the WAN relay needs a TUN device (/dev/net/tun)")
     out = tmp_path / "exp"
