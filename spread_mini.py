@@ -6045,6 +6045,11 @@ class HopLink:
         self._resend: "collections.deque[int]" = collections.deque()  # NACKed, to go first
         self._tokens_bytes = float(self.settings.burst_bytes)
         self._tokens_at_s = now
+        #: the round trip, smoothed (None before the first sample): one new packet at a time
+        #: is timed until an ACK covers it, and never one that was asked for again (Karn's rule:
+        #: its ACK may answer either copy). It includes the peer's ACK delay (ack_delay_s)
+        self.rtt_s: Optional[float] = None
+        self._timed: Optional[Tuple[int, float]] = None
         # receiver
         self.r_highest_seq = 0
         self.r_link_aru = 0
@@ -6112,6 +6117,18 @@ class HopLink:
     def outstanding_packets(self) -> int:
         return self.s_highest_linkseq - self.s_other_end_aru
 
+    def snapshot(self, now: float) -> dict:
+        """Plain data for the status table."""
+        self._refill(now)
+        c = self.counters
+        return {"peer": "%s#%d" % (self.peer[0], self.peer[1] % 10000), "rtt_s": self.rtt_s,
+                "outstanding": self.outstanding_packets(), "window": self.s_cur_window,
+                "bucket_bytes": int(self._tokens_bytes), "burst_bytes": self.settings.burst_bytes,
+                "rate_bytes_s": self.settings.rate_bytes_s, "queued": len(self._queue),
+                "sent": c["data_sent"], "received": c["data_received"],
+                "retransmitted": c["retransmitted"], "nacks_sent": c["nacks_sent"],
+                "nacks_received": c["nacks_received"]}
+
     def idle(self) -> bool:
         """Nothing waits to go and the peer has everything we sent."""
         return not self._queue and not self._unacked
@@ -6142,7 +6159,7 @@ class HopLink:
         self._check_aru(p.link_aru)
         if p.highest_linkseq > self.r_link_aru + self.settings.window_packets:
             raise RingWireError("HOP ack names seq %d beyond the window" % p.highest_linkseq, "beyond_window")
-        self._acknowledged(p.link_aru)
+        self._acknowledged(p.link_aru, now)
         self._gap_up_to(p.highest_linkseq, now)  # the tail of a burst may be lost
         self.r_highest_seq = max(self.r_highest_seq, p.highest_linkseq)
         self._advance_aru()
@@ -6151,8 +6168,10 @@ class HopLink:
         self._check_aru(p.link_aru)
         if any(seq > self.s_highest_linkseq for seq in p.missing):
             raise RingWireError("HOP nack asks for a packet never sent", "never_sent")
-        self._acknowledged(p.link_aru)
+        self._acknowledged(p.link_aru, now)
         self.counters["nacks_received"] += 1
+        if self._timed is not None and self._timed[0] in p.missing:
+            self._timed = None  # it will be sent again: its ACK would not say which copy
         for seq in p.missing:
             if seq in self._unacked and seq not in self._resend:
                 self._resend.append(seq)
@@ -6161,7 +6180,11 @@ class HopLink:
         if aru > self.s_highest_linkseq:
             raise RingWireError("HOP peer acknowledges seq %d, we sent up to %d" % (aru, self.s_highest_linkseq), "never_sent")
 
-    def _acknowledged(self, aru: int) -> None:
+    def _acknowledged(self, aru: int, now: float) -> None:
+        if self._timed is not None and aru >= self._timed[0]:
+            sample = now - self._timed[1]
+            self.rtt_s = sample if self.rtt_s is None else 0.875 * self.rtt_s + 0.125 * sample
+            self._timed = None
         while self.s_other_end_aru < aru:
             self.s_other_end_aru += 1
             self._unacked.pop(self.s_other_end_aru, None)
@@ -6267,6 +6290,8 @@ class HopLink:
             self.s_highest_linkseq += 1
             datagram = encode_hop_data(self.me, self.s_highest_linkseq, self._queue.popleft(), self.seal)
             self._unacked[self.s_highest_linkseq] = datagram
+            if self._timed is None:
+                self._timed = (self.s_highest_linkseq, now)
             self._emit(datagram, now)
             self.counters["data_sent"] += 1
             self._count_for_ack(now)
