@@ -2527,20 +2527,21 @@ class GroupCore:
         local members gets TRANSITION (old id) then REG_MEMB CAUSED_BY_NETWORK (new id)."""
         if change.kind != "regular":
             return
-        self.memb_time = memb_time
         self.daemon_rank = {name: i for i, name in enumerate(change.members)}
-        self._drop_daemons(set(change.members), {})
+        self._drop_daemons(set(change.members), {}, memb_time)
 
-    def _drop_daemons(self, alive: set, transition_sent: Dict[str, tuple]) -> None:
+    def _drop_daemons(self, alive: set, transition_sent: Dict[str, tuple], memb_time: int) -> None:
         """Members at daemons not in `alive` go; each changed group's local members get
-        TRANSITION (old id; not again for a group in transition_sent) then REG_MEMB
-        CAUSED_BY_NETWORK with the survivors as one vs_set."""
+        TRANSITION (its id before the change; not again for a group in transition_sent) then
+        REG_MEMB CAUSED_BY_NETWORK (the id of memb_time) with the survivors as one vs_set."""
+        old_ids = {name: self.group_id(group) for name, group in self.groups.items()}
+        self.memb_time = memb_time
         for name in sorted(self.groups):
             group = self.groups[name]
             gone = [m for m, d in group.members.items() if d not in alive]
             if not gone:
                 continue
-            old_id = self.group_id(group)
+            old_id = old_ids[name]
             for member in gone:
                 self._remove(member, group)
             group.index = 1
@@ -7409,10 +7410,9 @@ class SitesGroupCore(GroupCore):
 
     def _network_change(self, why: str) -> None:
         self.network_changes += 1
-        self.memb_time = self.network_changes
         self.log.append("network change: %s" % why)
         alive = set(self.site_of) - self.gone
-        self._drop_daemons(alive, self.transition_sent)
+        self._drop_daemons(alive, self.transition_sent, self.network_changes)
         self.transition_sent = {}
 
 

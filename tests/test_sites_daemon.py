@@ -135,6 +135,9 @@ def test_a_representative_crash_is_a_network_change_at_one_point_everywhere():
     assert seen[0] == seen[1], "the two sites saw the change at different points"
     ids = [m.group_id for c in (ua2, ub1) for m in c.messages if m.is_membership and m.is_regular]
     assert sp.equal_group_ids(ids[0], ids[1])
+    old = [m.group_id for c in (ua2, ub1) for m in c.messages if m.is_membership and m.is_transitional]
+    assert len(old) == 2 and sp.equal_group_ids(old[0], old[1])
+    assert not sp.equal_group_ids(old[0], ids[0]), "TRANSITION must carry the id before the change"
     core = lab.daemons["a2"].core
     assert core.rosters_sent == 1 and lab.daemons["b1"].core.gone == {"a1"}
 
