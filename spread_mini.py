@@ -3061,6 +3061,7 @@ class Daemon:
                     core.site_view_change(item)
             self._kill_overflowed()
         if core.log:
+            self._take_ring_log()  # the ring's reasons first: the groups' changes follow from them
             for line in core.log:
                 self._say(line)
             core.log.clear()
@@ -9099,12 +9100,19 @@ def sites_status_rows(sites: dict) -> List[Tuple[str, str]]:
                 sites["view_seq"], ", ".join(map(str, sites["live_sites"])),
                 " (a change is being agreed)" if sites["closing"] else ""))]
     for i, daemons in enumerate(sites["sites"]):
-        gone = "" if i in sites["live_sites"] else " (gone)"
-        rows.append(("site %d%s" % (i, gone), "%s; representative %s" % (
+        if i not in sites["live_sites"]:
+            rows.append(("site %d (gone)" % i, ", ".join(daemons)))
+            continue
+        rows.append(("site %d" % i, "%s; representative %s" % (
             ", ".join(daemons), reps.get(i) or "(known to its neighbours' representatives)")))
     if not sites["links"]:
-        rows.append(("HOP links", "none here (this daemon is not its site's representative)"
-                     if reps.get(sites["site_id"]) != sites.get("name") else "none yet"))
+        if reps.get(sites["site_id"]) != sites.get("name"):
+            why = "none here (this daemon is not its site's representative)"
+        elif sites["live_sites"] == [sites["site_id"]]:
+            why = "none (no other site in the view)"
+        else:
+            why = "none yet (HELLO to the neighbour sites until one answers)"
+        rows.append(("HOP links", why))
     for link in sites["links"]:
         rtt = "-" if link["rtt_s"] is None else "%.1f ms" % (link["rtt_s"] * 1000)
         rows.append(("HOP link to site %d" % link["site"], (

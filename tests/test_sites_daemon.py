@@ -219,3 +219,17 @@ def test_the_sites_table_shows_sites_representatives_links_and_trees(monkeypatch
     monkeypatch.setattr(sp, "Table", None)
     text = sp.render_sites_status(snap)
     assert text.startswith("SITES a1") and "HOP link to site 1" in text
+
+
+def test_a_site_killed_is_gone_in_the_table_and_its_members_leave_with_a_network_change():
+    lab, (ua1, ua2, ub1) = started_lab()
+    lab.crashed.add("b1")
+    lab.run(4.0)
+    for c in (ua1, ua2):
+        seen = [describe(m) for m in c.receive_all()]
+        assert ("REG", "NETWORK", ("#ua1#a1", "#ua2#a2")) in seen and ("TRANS",) in seen
+    rows = dict(sp.sites_status_rows(dict(lab.daemons["a1"].ring_snapshot(lab.now)["sites"], name="a1")))
+    assert rows["view of the sites"] == "1: sites 0" and rows["site 1 (gone)"] == "b1"
+    assert rows["HOP links"] == "none (no other site in the view)"
+    assert any("network change: view 1 of the sites: [0] (sites [1] gone)" in line
+               for line in lab.daemons["a2"].log)
