@@ -23,7 +23,8 @@ from another daemon meets, in order (thesis 7.3.1 names the levels):
                         Daemon.hop_datagram for the HOP port
   SitesOrderer          several sites (LinkProtocol = Hop): the Orderer that holds the site's
                         RingOrderer and the SiteGateway above it; a HOP datagram's source
-                        address names its daemon (or it is a stranger)
+                        address names its daemon (or it is a stranger); a daemon that joins
+                        its site after the traffic began is told so (LATE) and stops
   RingSeal, decode_ring_packet   wire: header, configuration stamp, CRC or the key's tag ->
                         RingData / RingToken / RingJoin / RingCommit / RingMerge /
                         RingUnreliable / RingLeave (with RingChunk, RingCommitEntry); a bad
@@ -2717,6 +2718,8 @@ class Daemon:
         self.garbage_lines_hidden = 0
         self.garbage_period_start = 0.0
         self.last_rotations = (0.0, 0)  #: (time, rotations) of the last ring status
+        #: why this daemon must stop (the I/O loop stops when it is set), or None
+        self.fatal: Optional[str] = None
 
     # -- inputs --------------------------------------------------------------------------------
     def connection_opened(self, conn_id: int, now: Optional[float] = None,
@@ -3060,6 +3063,10 @@ class Daemon:
                 elif item.__class__ is SiteViewChange:
                     core.site_view_change(item)
             self._kill_overflowed()
+        late = getattr(self.orderer, "late", None)
+        if late and self.fatal is None:
+            self.fatal = late
+            self._say("ERROR: " + late)
         if core.log:
             self._take_ring_log()  # the ring's reasons first: the groups' changes follow from them
             for line in core.log:
@@ -7225,6 +7232,9 @@ class SiteGateway:
 
 #: the group a ROSTER message names (a STATE message; no client group starts with '#roster')
 ROSTER_GROUP = "#roster#"
+#: the group of a LATE message: a daemon names those that joined its site's ring after the
+#: sites' traffic began (a STATE message, like ROSTER)
+LATE_GROUP = "#late#"
 
 
 class SitesOrderer(Orderer):
@@ -7246,6 +7256,13 @@ class SitesOrderer(Orderer):
         self.now = now
         self.hop_datagrams_in = 0
         self.hop_strangers = 0
+        #: why this daemon must stop (its site's representative said it came too late), or None
+        self.late: Optional[str] = None
+
+    def established(self) -> bool:
+        """The sites' traffic has begun here: a daemon that joins our ring now would start
+        with empty streams and an empty group table (nothing brings it up to date)."""
+        return any(self.gateway.applied_seq.values())
 
     @property
     def leaving(self) -> bool:
@@ -7287,6 +7304,8 @@ class SitesOrderer(Orderer):
             ring_out = self.ring_orderer.poll()
             for item in ring_out:
                 if item.__class__ is Deliver:
+                    if item.msg.kind == STATE and item.msg.groups == [LATE_GROUP]:
+                        self._late_notice(item.msg)  # (read in the ring: our merge cannot move)
                     gateway.ring_output(item, self.now)
                 elif isinstance(item, ConfigurationChange):
                     gateway.ring_output(item, self.now)
@@ -7297,6 +7316,14 @@ class SitesOrderer(Orderer):
             out.extend(site_out)
             if not ring_out and not site_out:
                 return out
+
+    def _late_notice(self, msg: DaemonMessage) -> None:
+        if self.late is None and self.gateway.name in msg.data.decode("latin-1").split("\n"):
+            self.late = ("this daemon joined site %d's ring after the sites' traffic began (said "
+                         "%s): spread_mini does not bring a late daemon's streams and group table "
+                         "up to date, so its clients would see other memberships and orders. Stop "
+                         "every daemon of the configuration and start them together (within a "
+                         "second)" % (self.gateway.site_id, msg.origin))
 
 
 def sites_snapshot(orderer: SitesOrderer, now: float) -> dict:
@@ -7356,13 +7383,25 @@ class SitesGroupCore(GroupCore):
         self.network_changes = 0
 
     def configuration_change(self, change: ConfigurationChange, memb_time: int) -> None:
-        """Our site's ring changed (the gateway has it too). Only a ring that lost daemons
-        matters to the groups, and only its representative says so (one ROSTER per ring)."""
+        """Our site's ring changed (the gateway has it too). A ring that lost daemons matters to
+        the groups, and only its representative says so (one ROSTER per ring). A ring that
+        took in a daemon after the sites' traffic began (here) gets a LATE message naming it:
+        that daemon stops (SitesOrderer.late), since nothing brings it up to date."""
         if change.kind != CONF_REGULAR:
             return
         old, self.ring_members = self.ring_members, frozenset(change.members)
         lost = old - self.ring_members
-        if lost and site_representative(self.sites[self.site_id], change.members) == self.daemon_name:
+        mine = site_representative(self.sites[self.site_id], change.members) == self.daemon_name
+        late = self.ring_members - old
+        if old and late and self.orderer.established():  # each of us says it: the late one may
+            # be the representative now (first in spread.conf), and not know it is late
+            self.orderer.submit(DaemonMessage(STATE, self.daemon_name, "#late#%s" % self.daemon_name,
+                                              AGREED_MESS, [LATE_GROUP],
+                                              data="\n".join(sorted(late)).encode("latin-1")), urgent=True)
+            self.log.append("WARNING: daemons %s joined site %d's ring after the sites' traffic "
+                            "began: they are told to stop (nothing brings a late daemon up to "
+                            "date)" % (", ".join(sorted(late)), self.site_id))
+        if lost and mine:
             body = "\n".join([str(change.ring_id[0])] + sorted(change.members)).encode("latin-1")
             self.orderer.submit(DaemonMessage(STATE, self.daemon_name, "#roster#%s" % self.daemon_name,
                                               AGREED_MESS, [ROSTER_GROUP], data=body), urgent=True)
@@ -7374,7 +7413,7 @@ class SitesGroupCore(GroupCore):
         if msg.kind == STATE:
             if msg.groups and msg.groups[0] == ROSTER_GROUP:
                 self._roster(msg)
-            return
+            return  # (a LATE one was read by SitesOrderer, in the ring)
         super().deliver(msg)
 
     def _roster(self, msg: DaemonMessage) -> None:
@@ -7666,7 +7705,7 @@ class DaemonServer:
         daemon = self.daemon
         next_tick = time.monotonic() + self.tick_every_s
         next_status = time.monotonic() + self.status_every_s if self.status_every_s > 0 else None
-        while not self.stopping:
+        while not self.stopping and daemon.fatal is None:
             now = time.monotonic()
             wait = next_tick - now
             if next_status is not None:
@@ -9469,6 +9508,10 @@ def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
         server.serve_forever()
         # a clean stop: the others form a new ring at once, and say why (kill -9 cannot do
         # this: they notice by token loss)
+        if daemon.fatal is not None:
+            server.log("leaving the ring: joined its site too late")
+            server.leave_ring("joined its site too late")
+            return 1
         server.log("%s: leaving the ring" % ("SIGINT (Ctrl-C)" if stopped_by[:1] == [signal.SIGINT]
                                              else "SIGTERM"))
         server.leave_ring("stopped by its operator")

@@ -233,3 +233,44 @@ def test_a_site_killed_is_gone_in_the_table_and_its_members_leave_with_a_network
     assert rows["HOP links"] == "none (no other site in the view)"
     assert any("network change: view 1 of the sites: [0] (sites [1] gone)" in line
                for line in lab.daemons["a2"].log)
+
+
+def lab_with_a_late_daemon(late):
+    """The sites start without `late`; a client at each other daemon joins and sends; then
+    `late` starts (a new process: incarnation 9)."""
+    lab = SitesLab()
+    lab.crashed.add(late)
+    lab.run(2.5)
+    clients = [Client(lab, name, "u" + name, 1) for name in IPS if name != late]
+    for c in clients:
+        c.join("g")
+        lab.run(0.3)
+    clients[0].multicast(sp.AGREED_MESS, "g", b"before")
+    lab.run(0.5)
+    lab.crashed.discard(late)
+    lab.daemons[late] = Driver(sp.build_daemon(late, IPS, incarnation=9, sites=lab.plan, now=lab.now))
+    lab.run(2.0)
+    return lab, clients
+
+
+@pytest.mark.parametrize("late", ["a2", "a1"])
+def test_a_daemon_that_joins_its_site_after_the_traffic_began_is_told_to_stop(late):
+    # a1 late is the hard case: first in spread.conf, it is the representative at once
+    lab, clients = lab_with_a_late_daemon(late)
+    d = lab.daemons[late]
+    assert d.fatal and "joined site 0's ring after the sites' traffic began" in d.fatal
+    assert any(line.startswith("ERROR: this daemon joined site 0") for line in d.log)
+    other = "a1" if late == "a2" else "a2"
+    assert any("WARNING: daemons %s joined site 0's ring" % late in line for line in lab.daemons[other].log)
+    # it leaves (the I/O loop stops on fatal): the others go on as before
+    lab.crashed.add(late)
+    lab.run(3.0)
+    clients[-1].multicast(sp.AGREED_MESS, "g", b"after")
+    lab.run(1.0)
+    seen = [[describe(m) for m in c.receive_all() if not m.is_membership] for c in clients]
+    assert seen[0] == seen[1] == [("DATA", b"before"), ("DATA", b"after")]
+
+
+def test_daemons_that_start_together_are_never_late():
+    lab, clients = started_lab()
+    assert not any(d.fatal for d in lab.daemons.values())
