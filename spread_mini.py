@@ -3752,6 +3752,10 @@ def uses_sites(config: SpreadConfig) -> bool:
 def sites_plan(config: SpreadConfig, hop_settings: Optional[HopSettings] = None) -> SitesPlan:
     """The sites of the file; a ConfigError if a daemon's HOP port (its segment port +
     HOP_PORT_OFFSET) is another daemon's segment or HOP port at the same address."""
+    for i, segment in enumerate(config.segments):
+        if not segment.daemons:
+            raise ConfigError("Spread_Segment %d (%s:%d) has no daemon: a site needs one at least"
+                              % (i, segment.address, segment.port))
     taken: Dict[Tuple[str, int], str] = {(d.ip, d.port): "the segment port of %s" % d.name
                                          for d in config.daemons}
     hop = {}
@@ -9220,6 +9224,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _mbit(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a number of Mbit/s" % text) from None
+    if not 0.01 <= value <= 100000:
+        raise argparse.ArgumentTypeError("give 0.01 to 100000 Mbit/s")
+    return value
+
+
 def _spread_name(text: str) -> str:
     try:
         parse_spread_name(text)
@@ -9273,6 +9287,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "HMAC-SHA256 tag, and packets without a valid one are dropped (give every "
                         "daemon of the configuration the same file)")
     # for tests: a ring daemon's incarnation instead of its start time in ms (a clock set back)
+    d.add_argument("--hop-rate-mbit", type=_mbit, metavar="MBIT",
+                   help="several sites (LinkProtocol = Hop): the HOP links' token bucket rate, "
+                        "new and resent packets alike (default 100, the lab LAN; give the WAN's "
+                        "speed, e.g. 2); every daemon of the file needs the same")
     d.add_argument("--incarnation", type=_positive_int, help=argparse.SUPPRESS)
     k = sub.add_parser("keygen", help="write a random key for --key (mode 0600)")
     k.add_argument("file", help="the key file to create (never overwritten)")
@@ -9397,6 +9415,13 @@ def ring_settings_of(config) -> RingSettings:
     return settings
 
 
+def hop_settings_of(args) -> HopSettings:
+    """The HOP links' settings: the defaults, with the bucket's rate from --hop-rate-mbit."""
+    if args.hop_rate_mbit is None:
+        return HopSettings()
+    return HopSettings(rate_bytes_s=args.hop_rate_mbit * 1e6 / 8)
+
+
 def ring_open_error(exc: OSError, server, entry, listen: str, port: int) -> str:
     """One line that says which socket could not be opened, and the likely reason."""
     ring = "%s:%d/udp" % (entry.ip, entry.port)
@@ -9435,16 +9460,20 @@ def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
     plan = None
     if uses_sites(config):
         try:
-            plan = sites_plan(config)
+            plan = sites_plan(config, hop_settings_of(args))
         except ConfigError as exc:
             print("spread_mini.py daemon: error: -c %s: %s" % (args.config, exc), file=sys.stderr)
             return 2
         print("configuration: %d sites (one per Spread_Segment), LinkProtocol = %s: a ring in "
               "each site, HOP links over UDP between the sites' representatives (the segment "
-              "port + %d)%s" % (len(config.segments), config.link_protocol, HOP_PORT_OFFSET,
-                                " (TcpHop runs as Hop)" if config.link_protocol == "TcpHop" else ""),
-              flush=True)
-    elif len(config.segments) > 1:
+              "port + %d, at most %g Mbit/s each)%s" % (
+                  len(config.segments), config.link_protocol, HOP_PORT_OFFSET,
+                  plan.hop_settings.rate_bytes_s * 8 / 1e6,
+                  " (TcpHop runs as Hop)" if config.link_protocol == "TcpHop" else ""), flush=True)
+    if plan is None and args.hop_rate_mbit is not None:
+        print("--hop-rate-mbit: this configuration has no sites joined by HOP links (several "
+              "Spread_Segment blocks and LinkProtocol = Hop): ignored", flush=True)
+    if plan is None and len(config.segments) > 1:
         print("configuration: %d segments; spread_mini runs ONE ring over all their daemons, "
               "as Spread 4 does (LinkProtocol = Hop: a ring per site and HOP links between "
               "them)" % len(config.segments), flush=True)

@@ -274,3 +274,17 @@ def test_a_daemon_that_joins_its_site_after_the_traffic_began_is_told_to_stop(la
 def test_daemons_that_start_together_are_never_late():
     lab, clients = started_lab()
     assert not any(d.fatal for d in lab.daemons.values())
+
+
+def test_a_segment_without_daemons_is_no_site():
+    empty = CONF.replace("LinkProtocol = Hop", "Spread_Segment 239.255.42.1:4823 {\n}\nLinkProtocol = Hop")
+    with pytest.raises(sp.ConfigError, match=r"Spread_Segment 2 \(239.255.42.1:4823\) has no daemon"):
+        sp.sites_plan(sp.parse_spread_conf(empty))
+
+
+def test_hop_rate_mbit_sets_the_links_bucket():
+    args = sp.build_parser().parse_args(["daemon", "--hop-rate-mbit", "2"])
+    assert sp.hop_settings_of(args).rate_bytes_s == 250000
+    assert sp.hop_settings_of(sp.build_parser().parse_args(["daemon"])).rate_bytes_s == sp.HopSettings().rate_bytes_s
+    with pytest.raises(SystemExit):
+        sp.build_parser().parse_args(["daemon", "--hop-rate-mbit", "0"])

@@ -15,7 +15,7 @@ import pytest
 
 import spread_mini as sp
 from conftest import free_port, wait_for
-from ring_helpers import connect, members_are, port_open, receive_until
+from ring_helpers import connect, members_are, port_open, receive_until, run_daemon_cli
 
 pytestmark = pytest.mark.slow
 
@@ -228,3 +228,26 @@ def test_a_whole_site_killed_the_other_sites_install_a_view_without_it(procs, tm
         assert [g.data for g in data_until(clients[d], 1)] == [b"after the view"]
     for d in ("a1", "a2", "b1"):
         clients[d].disconnect()
+
+
+def test_a_hop_port_clash_is_refused_at_the_start_with_both_daemons_named(tmp_path):
+    conf = tmp_path / "clash.conf"
+    conf.write_text("Spread_Segment 239.255.9.1:4803 {\n a1 127.0.3.1\n}\n"
+                    "Spread_Segment 239.255.9.2:4805 {\n b1 127.0.3.1\n}\nLinkProtocol = Hop\n")
+    done = run_daemon_cli("-c", str(conf), "--name", "a1", "--no-unix", "--status-every", "0")
+    assert done.returncode == 2
+    assert "its HOP port 127.0.3.1:4805 (segment port + 2) is the segment port of b1" in done.stderr
+
+
+def test_several_segments_without_link_protocol_run_one_ring_as_spread_4_does(procs, tmp_path):
+    ips = ["127.0.43.11", "127.0.44.11"]
+    port = free_port(ips)
+    conf = tmp_path / "two.conf"
+    conf.write_text("Spread_Segment 239.255.9.3:%d {\n a1 %s\n}\nSpread_Segment 239.255.9.4:%d {\n b1 %s\n}\n"
+                    % (port, ips[0], port, ips[1]))
+    proc = procs.start("spread_mini.py", "daemon", "-c", str(conf), "--name", "a1", "--no-unix",
+                       "--status-every", "0", "--hop-rate-mbit", "2")
+    wait_for(lambda: "installed ring" in procs.output(proc), 15)
+    out = procs.output(proc)
+    assert "2 segments; spread_mini runs ONE ring over all their daemons" in out
+    assert "--hop-rate-mbit: this configuration has no sites" in out and "sites:" not in out
