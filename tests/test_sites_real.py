@@ -7,6 +7,7 @@ whole one-daemon site (the others install a view without it; the time it took is
 from __future__ import annotations
 
 import random
+import sys
 import signal
 import threading
 import time
@@ -14,7 +15,7 @@ import time
 import pytest
 
 import spread_mini as sp
-from conftest import free_port, wait_for
+from conftest import ROOT, free_port, wait_for
 from ring_helpers import connect, members_are, port_open, receive_until, run_daemon_cli
 
 pytestmark = pytest.mark.slow
@@ -251,3 +252,84 @@ def test_several_segments_without_link_protocol_run_one_ring_as_spread_4_does(pr
     out = procs.output(proc)
     assert "2 segments; spread_mini runs ONE ring over all their daemons" in out
     assert "--hop-rate-mbit: this configuration has no sites" in out and "sites:" not in out
+
+
+WAN_CLIENT = r'''
+import sys, time
+sys.path.insert(0, %r)
+import spread_mini as sp
+port, ip, user, out, count = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+deadline = time.monotonic() + 60
+while True:
+    try:
+        m = sp.connect("%%d@%%s" %% (port, ip), user, 0, True)
+        break
+    except sp.SpreadError:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.3)
+m.join("wan")
+while True:  # both users in the group
+    msg = m.receive(timeout=60)
+    if msg.is_membership and msg.is_regular and len(msg.members) == 2:
+        break
+for i in range(count):
+    service = sp.SAFE_MESS if i %% 10 == 9 else sp.AGREED_MESS
+    m.multicast(service, "wan", (b"%%s %%04d " %% (user.encode(), i)).ljust(1000, b"."))
+got, first, last = [], None, None
+while len(got) < 2 * count:
+    msg = m.receive(timeout=60)
+    if msg is None:
+        break
+    if not msg.is_membership:
+        got.append(msg.data[:10].decode())
+        if not msg.data.startswith(user.encode()):
+            first = first or time.monotonic()
+            last = time.monotonic()
+rate = (count - 1) * 1000 * 8 / (last - first) / 1e6 if last and last > first else 0
+open(out, "w").write("\n".join(["ok %%.2f" %% rate if len(got) == 2 * count else "only %%d" %% len(got)] + got))
+'''
+
+
+@pytest.mark.netns(needs=["nft", "tc"])
+@pytest.mark.parametrize("loss_percent", [0, 1])
+def test_two_sites_on_namespace_hosts_joined_by_a_2_mbit_link(procs, tmp_path, labnet, loss_percent):
+    """Two hosts (network namespaces on a bridge), a site on each; each host's way out shaped
+    to 2 Mbit/s with tc (tbf); in one run 1 % of the HOP datagrams dropped at each host
+    (nftables). No delay: this kernel has no netem. Each client sends 200 messages of 1000 B;
+    both sites deliver all 400 in one order."""
+    lab = labnet(2)
+    ips = [lab.ip(1), lab.ip(2)]
+    port = 4803
+    conf = tmp_path / "wan.conf"
+    conf.write_text("Spread_Segment 239.255.9.5:%d {\n a1 %s\n}\nSpread_Segment 239.255.9.6:%d {\n b1 %s\n}\n"
+                    "LinkProtocol = Hop\n" % (port, ips[0], port, ips[1]))
+    for host in (1, 2):
+        shaped = lab.run(host, ["tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "2mbit",
+                                "burst", "32kbit", "latency", "400ms"], capture_output=True, text=True)
+        if shaped.returncode != 0:
+            pytest.skip("tc cannot shape here: %s" % shaped.stderr.strip())
+        if loss_percent:
+            lab.set_loss(host, loss_percent, dport=port + sp.HOP_PORT_OFFSET)
+    logs = []
+    for host, name in ((1, "a1"), (2, "b1")):
+        log = open(str(tmp_path / ("%s.log" % name)), "w")
+        logs.append(log.name)
+        lab.popen(host, [sys.executable, "spread_mini.py", "daemon", "-c", str(conf), "--name", name,
+                         "--status-every", "0", "--no-unix", "--hop-rate-mbit", "1.8"],
+                  cwd=str(ROOT), stdout=log, stderr=log)
+    wait_for(lambda: all("HOP link to" in open(p).read() for p in logs), 20)
+    script = tmp_path / "wan_client.py"
+    script.write_text(WAN_CLIENT % str(ROOT))
+    count = 200
+    clients = [lab.popen(h, [sys.executable, str(script), str(port), ips[h - 1], "u%d" % h,
+                             str(tmp_path / ("out%d.txt" % h)), str(count)]) for h in (1, 2)]
+    for c in clients:
+        c.wait(120)
+    results = [(tmp_path / ("out%d.txt" % h)).read_text().split("\n")
+               if (tmp_path / ("out%d.txt" % h)).exists() else ["missing"] for h in (1, 2)]
+    tails = [open(p).read()[-2000:] for p in logs]
+    assert all(r[0].startswith("ok") for r in results), (results[0][:1], results[1][:1], tails)
+    assert results[0][1:] == results[1][1:], "one order at both sites"
+    print("\n2 Mbit/s (tbf), loss %d %%: each site received the other's 200 x 1000 B at %s and %s "
+          "Mbit/s (while sending its own)" % (loss_percent, results[0][0][3:], results[1][0][3:]))
