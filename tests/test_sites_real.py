@@ -333,3 +333,12 @@ def test_two_sites_on_namespace_hosts_joined_by_a_2_mbit_link(procs, tmp_path, l
     assert results[0][1:] == results[1][1:], "one order at both sites"
     print("\n2 Mbit/s (tbf), loss %d %%: each site received the other's 200 x 1000 B at %s and %s "
           "Mbit/s (while sending its own)" % (loss_percent, results[0][0][3:], results[1][0][3:]))
+
+
+def test_the_failover_bench_runs_a_round_of_each_kind():
+    import subprocess
+    done = subprocess.run([sys.executable, "bench/sites_failover.py", "--rounds", "1"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "representative (a1)" in done.stdout and "site (c1)" in done.stdout
+    assert "NONE" not in done.stdout and "rerun: python3 bench/sites_failover.py --rounds 1" in done.stdout
