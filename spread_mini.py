@@ -7273,7 +7273,13 @@ class SitesOrderer(Orderer):
         return self.ring_orderer.leaving
 
     def backlog(self) -> Backlog:
-        return self.ring_orderer.backlog()
+        """The ring's backlog, and the messages the merge holds: a site's own messages wait
+        there until the other sites answer them (a WAN round trip, and the HOP link's rate),
+        so the daemon stops reading its clients while the WAN lags far behind them (every
+        daemon of the site holds the same, so all of them stop alike)."""
+        ring = self.ring_orderer.backlog()
+        held = sum(len(stream.ordered) for stream in self.gateway.streams.values())
+        return Backlog(ring.messages + held, ring.bytes, ring.refused, ring.max_messages)
 
     def submit(self, msg: DaemonMessage, urgent: bool = False) -> bool:
         return self.ring_orderer.submit(msg, urgent)

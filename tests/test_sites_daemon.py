@@ -42,6 +42,7 @@ class SitesLab:
         self.queue = []
         self.counter = 0
         self.crashed = set()
+        self.wan_cut = False  #: every HOP datagram is lost
         self.plan = plan()
         self.site_of = {d: s for s, names in enumerate(LAYOUT) for d in names}
         self.daemons = {}
@@ -74,7 +75,7 @@ class SitesLab:
             self.now = t
             if t == t_net:
                 _, _, kind, dest, src, packet = heapq.heappop(self.queue)
-                if dest in self.crashed or src in self.crashed:
+                if dest in self.crashed or src in self.crashed or (kind == "hop" and self.wan_cut):
                     continue
                 d = self.daemons[dest]
                 if kind == "hop":
@@ -288,3 +289,19 @@ def test_hop_rate_mbit_sets_the_links_bucket():
     assert sp.hop_settings_of(sp.build_parser().parse_args(["daemon"])).rate_bytes_s == sp.HopSettings().rate_bytes_s
     with pytest.raises(SystemExit):
         sp.build_parser().parse_args(["daemon", "--hop-rate-mbit", "0"])
+
+
+def test_messages_the_wan_has_not_answered_count_in_the_backlog_that_stops_reading_clients():
+    lab, (ua1, ua2, ub1) = started_lab()
+    before = [lab.daemons[n].orderer.backlog().messages for n in ("a1", "a2")]
+    lab.wan_cut = True  # (shorter than the dead-peer rule: the link holds)
+    for i in range(30):
+        ua2.multicast(sp.AGREED_MESS, "g", b"m%d" % i)
+    lab.run(0.5)
+    held = [lab.daemons[n].orderer.backlog().messages for n in ("a1", "a2")]
+    assert held[0] == held[1] >= before[0] + 30, "every daemon of the site holds them alike"
+    assert lab.daemons["a1"].orderer.ring_orderer.backlog().messages == 0, "not in the ring's queue"
+    lab.wan_cut = False
+    lab.run(1.0)
+    assert [lab.daemons[n].orderer.backlog().messages for n in ("a1", "a2")] == before
+    assert len([m for m in ub1.receive_all() if not m.is_membership]) == 30
