@@ -37,37 +37,39 @@ LAYOUT = [["a1", "a2"], ["b1"], ["c1"]]
 KILLS = {"representative": "a1", "site": "c1"}
 
 
-def write_conf(tmpdir):
-    ip = {name: "127.0.%d.%d" % (50 + s, 11 + i) for s, names in enumerate(LAYOUT) for i, name in enumerate(names)}
+def write_conf(tmpdir, layout):
+    ip = {name: "127.0.%d.%d" % (50 + s, 11 + i) for s, names in enumerate(layout) for i, name in enumerate(names)}
     while True:
         base = free_port(sorted(ip.values()))
-        ports = [base + 10 * s for s in range(len(LAYOUT))]
+        ports = [base + 10 * s for s in range(len(layout))]
         if all(port_is_free(a, p + k) for a in ip.values() for p in ports for k in (0, sp.HOP_PORT_OFFSET)):
             break
-    groups = random.sample(range(1, 250), len(LAYOUT))
+    groups = random.sample(range(1, 250), len(layout))
     lines = []
-    for s, names in enumerate(LAYOUT):
+    for s, names in enumerate(layout):
         lines.append("Spread_Segment 239.255.%d.%d:%d {" % (groups[s], 50 + s, ports[s]))
         lines += ["    %s %s" % (n, ip[n]) for n in names] + ["}"]
     path = os.path.join(tmpdir, "sites.conf")
     with open(path, "w") as f:
         f.write("\n".join(lines + ["LinkProtocol = Hop", ""]))
-    port = {n: ports[s] for s, names in enumerate(LAYOUT) for n in names}
+    port = {n: ports[s] for s, names in enumerate(layout) for n in names}
     return path, ip, port
 
 
-def start(tmpdir, round_no):
-    conf, ip, port = write_conf(tmpdir)
+def start(tmpdir, round_no, layout=LAYOUT, extra=()):
+    """The daemons of `layout` (a list of sites, each a list of names) on 127.0.5x.x, started
+    together and ready (rings whole, links up): (processes by name, ip by name, port by name)."""
+    conf, ip, port = write_conf(tmpdir, layout)
     procs, logs = {}, {}
-    for names in LAYOUT:
+    for names in layout:
         for name in names:
             logs[name] = os.path.join(tmpdir, "r%d_%s.log" % (round_no, name))
             procs[name] = subprocess.Popen(
                 [sys.executable, os.path.join(ROOT, "spread_mini.py"), "daemon", "-c", conf, "--name", name,
-                 "--status-every", "0", "--no-unix"], stdout=open(logs[name], "w"), stderr=subprocess.STDOUT,
+                 "--status-every", "0", "--no-unix", *extra], stdout=open(logs[name], "w"), stderr=subprocess.STDOUT,
                 cwd=ROOT)
     deadline = time.monotonic() + 30
-    while not ready(ip, port, logs):
+    while not ready(ip, port, logs, layout):
         if time.monotonic() > deadline or any(p.poll() is not None for p in procs.values()):
             stop(procs)
             raise SystemExit("the daemons did not come up; logs in %s" % tmpdir)
@@ -75,12 +77,12 @@ def start(tmpdir, round_no):
     return procs, ip, port
 
 
-def ready(ip, port, logs):
+def ready(ip, port, logs, layout):
     if not all(port_open(ip[n], port[n]) for n in ip):
         return False
-    for names in LAYOUT:
+    for names in layout:
         rep = open(logs[names[0]]).read()
-        if rep.count("HOP link to") < len(LAYOUT) - 1:
+        if rep.count("HOP link to") < len(layout) - 1:
             return False
         for n in names:
             rings = [l for l in open(logs[n]).read().splitlines() if "installed ring" in l]

@@ -342,3 +342,11 @@ def test_the_failover_bench_runs_a_round_of_each_kind():
     assert done.returncode == 0, done.stdout + done.stderr
     assert "representative (a1)" in done.stdout and "site (c1)" in done.stdout
     assert "NONE" not in done.stdout and "rerun: python3 bench/sites_failover.py --rounds 1" in done.stdout
+
+
+def test_the_goodput_bench_runs():
+    import subprocess
+    done = subprocess.run([sys.executable, "bench/sites_goodput.py", "--mbit", "5", "--count", "200"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "200 x 1000 B AGREED, site 0 -> site 1, HOP bucket 5 Mbit/s: goodput" in done.stdout
