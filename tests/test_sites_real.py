@@ -156,12 +156,12 @@ def flood(sites, daemon, count, every_s, errors):
         errors.append(repr(exc))
 
 
-def seen_until(mbox, data_count, timeout_s=30.0):
-    """What a client receives until it has data_count data messages: data, TRANSITION and
-    REG_MEMB (with its cause and members), in order."""
+def seen_until(mbox, data_count, also=None, timeout_s=30.0):
+    """What a client receives until it has data_count data messages (and `also`, if given):
+    data, TRANSITION and REG_MEMB (with its cause and members), in order."""
     seen, data = [], 0
     deadline = time.monotonic() + timeout_s
-    while data < data_count and time.monotonic() < deadline:
+    while (data < data_count or (also is not None and also not in seen)) and time.monotonic() < deadline:
         msg = mbox.receive(timeout=max(0.05, deadline - time.monotonic()))
         if msg is None:
             continue
@@ -181,7 +181,7 @@ def test_a_representative_killed_during_traffic_its_site_goes_on_and_both_sites_
     sites = Sites(procs, tmp_path, [["a1", "a2"], ["b1"]])
     doomed, a2, b1 = (sites.client(d, "u" + d) for d in ("a1", "a2", "b1"))
     join_all([doomed, a2, b1], "demo")
-    errors, count = [], 150
+    errors, count = [], 300
     senders = [threading.Thread(target=flood, args=(sites, d, count, 0.01, errors)) for d in ("a2", "b1")]
     for t in senders:
         t.start()
@@ -192,10 +192,13 @@ def test_a_representative_killed_during_traffic_its_site_goes_on_and_both_sites_
     for t in senders:
         t.join(60)
     assert not errors
-    seen = [seen_until(m, 2 * count) for m in (a2, b1)]
+    seen = [seen_until(m, 2 * count, survivors) for m in (a2, b1)]
     took = time.monotonic() - killed_at
     for s in seen:
         assert survivors in s and "TRANSITION" in s and s.index("TRANSITION") < s.index(survivors)
+    before = sum(1 for x in seen[0][:seen[0].index(survivors)] if isinstance(x, bytes))
+    assert before < 2 * count, "no message after the change: the traffic ended before it"
+    print("\nthe change came after %d of the %d messages" % (before, 2 * count))
     assert seen[0] == seen[1], "a2 and b1 saw different orders, or the change at different points"
     for d in ("a2", "b1"):
         mine = [x for x in seen[0] if isinstance(x, bytes) and x.startswith(d.encode())]
