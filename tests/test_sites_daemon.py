@@ -305,3 +305,39 @@ def test_messages_the_wan_has_not_answered_count_in_the_backlog_that_stops_readi
     lab.run(1.0)
     assert [lab.daemons[n].orderer.backlog().messages for n in ("a1", "a2")] == before
     assert len([m for m in ub1.receive_all() if not m.is_membership]) == 30
+
+
+def test_forged_hop_datagrams_from_a_daemons_own_address_change_nothing():
+    import random as _random
+    lab, (ua1, ua2, ub1) = started_lab()
+    rng = _random.Random(5)
+    captured = []
+    original = lab.pump
+
+    def capture(name):  # keep a copy of the HOP datagrams a1 sends
+        for action in lab.daemons[name].actions:
+            if isinstance(action, sp.HopDatagram) and name == "a1":
+                captured.append(action.packet)
+        original(name)
+
+    lab.pump = capture
+    ua1.multicast(sp.AGREED_MESS, "g", b"before")
+    lab.run(0.5)
+    b1 = lab.daemons["b1"]
+    for i in range(300):
+        raw = bytearray(rng.choice(captured)) if captured and i % 3 else bytearray(rng.randbytes(rng.randrange(1, 200)))
+        for _ in range(rng.randrange(1, 4)):
+            if raw:
+                raw[rng.randrange(len(raw))] = rng.randrange(256)
+        b1.perform(b1.d.hop_datagram(bytes(raw), lab.plan.hop_addresses["a1"], lab.now))
+        lab.pump("b1")
+    lab.run(0.5)
+    ub1.multicast(sp.AGREED_MESS, "g", b"after")
+    lab.run(1.0)
+    seen = [[describe(m) for m in c.receive_all() if not m.is_membership] for c in (ua1, ua2, ub1)]
+    assert seen[0] == seen[1] == seen[2] and seen[0][-2:] == [("DATA", b"before"), ("DATA", b"after")]
+    assert not b1.fatal and b1.orderer.gateway.live_sites == [0, 1]
+    gw = b1.orderer.gateway
+    dropped = sum(v for k, v in gw.counters.items() if k.startswith("hop_dropped")) + sum(
+        v for k, v in gw.links[0].counters.items() if k.startswith("dropped"))
+    assert captured and dropped > 100, "the forged datagrams were not seen and dropped"
