@@ -361,3 +361,22 @@ def test_the_goodput_bench_runs():
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "200 x 1000 B AGREED, site 0 -> site 1, HOP bucket 5 Mbit/s: goodput" in done.stdout
+
+
+def test_a_representative_restarted_after_its_crash_is_told_it_came_late_and_stops(procs, tmp_path):
+    sites = Sites(procs, tmp_path, [["a1", "a2"], ["b1"]])
+    a2, b1 = sites.client("a2", "ua2"), sites.client("b1", "ub1")
+    join_all([a2, b1], "demo")
+    sites.kill("a1")
+    wait_for(lambda: "a2 represents site 0" in sites.output("a2"), 10)
+    again = procs.start("spread_mini.py", "daemon", "-c", str(sites.conf), "--name", "a1",
+                        "--status-every", "0", "--no-unix")
+    assert again.wait(30) == 1
+    out = procs.output(again)
+    assert "ERROR: this daemon joined site 0's ring after the sites' traffic began" in out
+    assert "WARNING: daemons a1 joined site 0's ring" in sites.output("a2")
+    b1.multicast(sp.AGREED_MESS, "demo", b"still one order")
+    for m in (a2, b1):
+        assert [g.data for g in data_until(m, 1)] == [b"still one order"]
+    for m in (a2, b1):
+        m.disconnect()
