@@ -81,7 +81,9 @@ PauseReading, ResumeReading. The client library
 
 Usage:
     python3 spread_mini.py daemon [--port 4803] [--listen 127.0.0.1] [--name NAME] [-c spread.conf]
-                                  [--key ring.key]
+                                  [--key ring.key] [--hop-rate-mbit 2]
+        (several Spread_Segment blocks and LinkProtocol = Hop in spread.conf: a ring per site,
+        HOP links between the sites on each daemon's segment port + 2)
     python3 spread_mini.py user [-s 4803@127.0.0.1] [-u NAME]
     python3 spread_mini.py keygen ring.key      # a key for --key (signed daemon-daemon packets)
 """
