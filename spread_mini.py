@@ -15,10 +15,16 @@ library, Terminal rendering, Command line. Everything but the I/O loop is sans-I
 from another daemon meets, in order (thesis 7.3.1 names the levels):
 
   DaemonServer          I/O loop: recvfrom() on the segment's multicast socket (data) and
-                        the daemon's own UDP socket (tokens...), a burst per wake-up;
+                        the daemon's own UDP socket (tokens...), a burst per wake-up, and
+                        on the HOP port (several sites: the segment port + HOP_PORT_OFFSET);
                         performs actions
   Daemon.datagram_in_burst   the core's input; a source outside the configuration is a
-                        stranger (end_of_burst: the burst's writes to clients)
+                        stranger (end_of_burst: the burst's writes to clients);
+                        Daemon.hop_datagram for the HOP port
+  SitesOrderer          several sites (LinkProtocol = Hop): the Orderer that holds the site's
+                        RingOrderer and the SiteGateway above it; a HOP datagram's source
+                        address names its daemon (or it is a stranger); a daemon that joins
+                        its site after the traffic began is told so (LATE) and stops
   RingSeal, decode_ring_packet   wire: header, configuration stamp, CRC or the key's tag ->
                         RingData / RingToken / RingJoin / RingCommit / RingMerge /
                         RingUnreliable / RingLeave (with RingChunk, RingCommitEntry); a bad
@@ -33,13 +39,14 @@ from another daemon meets, in order (thesis 7.3.1 names the levels):
                         the Accelerated Ring (packets after the token); one _Ring per ring
                         (its packet store)
   Routing               which links a packet goes on to (with one ring: none)
-  HopLink               LINK level between sites (7.3.2.1; not in the daemon yet): one
+  HopLink               LINK level between sites (7.3.2.1): one
                         point-to-point link's core, decode_hop_packet -> HopData / HopAck /
                         HopNack, the HOP_DISPATCH table; window, token bucket, NACKs, the
                         dead-peer rule (HopPeerDead); HopSettings. Beside it, pure functions of
                         the sites (one per Spread_Segment): site_representative and
                         dissemination_tree -> SiteTree over SpreadConfig.site_costs()
-  SiteGateway           WIDE AREA (7.3.1-7.3.3; in tests/sites_sim.py, not in the daemon yet):
+  SiteGateway           WIDE AREA (7.3.1-7.3.3; in the daemon under SitesOrderer, and in
+                        tests/sites_sim.py):
                         a datagram on the HOP port is a SiteHello (decode_site_hello: starts a
                         HopLink between two sites' representatives) or the link's; the link's
                         payloads are a stream of SiteRecord (MSG / FRONTIER / ARU / SUSPECT /
@@ -53,7 +60,9 @@ from another daemon meets, in order (thesis 7.3.1 names the levels):
                         by {lts, site} and service type, Deliver; MessageInProgress on the way
                         down
   RingGroupCore         groups across daemons (GroupCore, Group: one daemon's table;
-                        StateExchange after every ring change)
+                        StateExchange after every ring change); SitesGroupCore across
+                        sites instead (the merge's one order; ROSTER and SiteViewChange
+                        are its network changes)
   ClientSession.out     an Outbox per client; Daemon returns Write actions
   DaemonServer          send() to the client's socket
 
@@ -62,9 +71,11 @@ A client's message meets: DaemonServer (recv) -> Daemon.connection_data -> Clien
 or LocalOrderer alone) -> Transport (encode_message_body: the client's own bytes, encoded
 once) -> RingLink -> SendToAll / Send -> MulticastDatagram / SendDatagram actions ->
 DaemonServer (one IP multicast, or a unicast to each), and back up as above. build_daemon()
-makes a Daemon alone or in a ring. Every input of Daemon returns one batch of actions: Write,
+makes a Daemon alone, in a ring, or in a ring of one site among several (SitesPlan from
+sites_plan(spread.conf)). Every input of Daemon returns one batch of actions: Write,
 CloseConnection, SendDatagram, MulticastDatagram (the ring's data: one IP multicast on the
-segment, or a unicast to each), LogLine, PauseReading, ResumeReading. The client library
+segment, or a unicast to each), HopDatagram (to another site's HOP port), LogLine,
+PauseReading, ResumeReading. The client library
 (connect -> Mailbox; a refused session is a SpreadError that says why) and the `user` tool
 (stdin -> LineReader -> UserTool) come after the loop.
 
@@ -73,7 +84,9 @@ ring_settings_of() takes spread.conf's (RING_SETTINGS_OF_FILE).
 
 Usage:
     python3 spread_mini.py daemon [--port 4803] [--listen 127.0.0.1] [--name NAME] [-c spread.conf]
-                                  [--key ring.key]
+                                  [--key ring.key] [--hop-rate-mbit 2]
+        (several Spread_Segment blocks and LinkProtocol = Hop in spread.conf: a ring per site,
+        HOP links between the sites on each daemon's segment port + 2)
     python3 spread_mini.py user [-s 4803@127.0.0.1] [-u NAME]
     python3 spread_mini.py keygen ring.key      # a key for --key (signed daemon-daemon packets)
 """
@@ -122,6 +135,9 @@ SP_MINOR_VERSION = 4
 SP_PATCH_VERSION = 0
 
 DEFAULT_SPREAD_PORT = 4803
+#: with LinkProtocol = Hop, a daemon's HOP links use the UDP port of its segment plus this (the
+#: segment port carries the ring and the clients' TCP; Spread keeps port + 1 for its tokens)
+HOP_PORT_OFFSET = 2
 DEFAULT_LISTEN = "127.0.0.1"
 DEFAULT_MAX_SESSION_MESSAGES = 1000  # Spread's MaxSessionMessages (thesis 8.2.1 saw it bite)
 DEFAULT_STATUS_EVERY_S = 20.0
@@ -2554,15 +2570,21 @@ class GroupCore:
         local members gets TRANSITION (old id) then REG_MEMB CAUSED_BY_NETWORK (new id)."""
         if change.kind != "regular":
             return
-        alive = set(change.members)
-        self.memb_time = memb_time
         self.daemon_rank = {name: i for i, name in enumerate(change.members)}
+        self._drop_daemons(set(change.members), {}, memb_time)
+
+    def _drop_daemons(self, alive: set, transition_sent: Dict[str, tuple], memb_time: int) -> None:
+        """Members at daemons not in `alive` go; each changed group's local members get
+        TRANSITION (its id before the change; not again for a group in transition_sent) then
+        REG_MEMB CAUSED_BY_NETWORK (the id of memb_time) with the survivors as one vs_set."""
+        old_ids = {name: self.group_id(group) for name, group in self.groups.items()}
+        self.memb_time = memb_time
         for name in sorted(self.groups):
             group = self.groups[name]
             gone = [m for m, d in group.members.items() if d not in alive]
             if not gone:
                 continue
-            old_id = self.group_id(group)
+            old_id = old_ids[name]
             for member in gone:
                 self._remove(member, group)
             group.index = 1
@@ -2570,7 +2592,8 @@ class GroupCore:
             survivors = list(group.ordered)
             for session in group.local:
                 if session.group_membership:
-                    self._enqueue(session, encode_transition(name, old_id))
+                    if name not in transition_sent:
+                        self._enqueue(session, encode_transition(name, old_id))
                     self._enqueue(session, encode_reg_memb(name, CAUSED_BY_NETWORK, group.blob, len(group.ordered),
                                                            self.group_id(group), [survivors], 0))
             self._drop_if_empty(group)
@@ -2614,6 +2637,15 @@ class MulticastDatagram:
 
     packet: bytes
     dests: Tuple[str, ...]
+
+
+@dataclass
+class HopDatagram:
+    """A datagram on the HOP port of the daemon named `dest`, another site's (the loop knows
+    its address: the segment port + HOP_PORT_OFFSET)."""
+
+    packet: bytes
+    dest: str
 
 
 @dataclass
@@ -2728,6 +2760,8 @@ class Daemon:
         self.garbage_lines_hidden = 0
         self.garbage_period_start = 0.0
         self.last_rotations = (0.0, 0)  #: (time, rotations) of the last ring status
+        #: why this daemon must stop (the I/O loop stops when it is set), or None
+        self.fatal: Optional[str] = None
 
     # -- inputs --------------------------------------------------------------------------------
     def connection_opened(self, conn_id: int, now: Optional[float] = None,
@@ -2843,6 +2877,14 @@ class Daemon:
         self.orderer.receive(packet, src, now)
         self._run_orderer()
 
+    def hop_datagram(self, packet: bytes, src, now: float) -> list:
+        """A datagram on the HOP port (several sites): for the gateway; the orderer knows
+        which daemon's port it came from, and drops it if none."""
+        self.now = now
+        self.orderer.hop_receive(packet, src, now)
+        self._run_orderer()
+        return self._finish()
+
     def leave(self, reason: str, now: float) -> list:
         """Stopped by the operator: the orderer tells the other daemons (SendDatagram actions);
         the I/O loop ticks while leaving(), then closes the connections and exits."""
@@ -2883,9 +2925,14 @@ class Daemon:
     def ring_snapshot(self, now: float, datagrams_sent: int = 0) -> Optional[dict]:
         """Plain data for the ring's status table (None for a daemon alone); the rotation rate
         is since the previous call."""
-        if not isinstance(self.orderer, RingOrderer):
+        orderer = self.orderer
+        if isinstance(orderer, SitesOrderer):
+            snap = orderer.ring_orderer.snapshot()
+            snap["sites"] = sites_snapshot(orderer, now)
+        elif isinstance(orderer, RingOrderer):
+            snap = orderer.snapshot()
+        else:
             return None
-        snap = self.orderer.snapshot()
         then, rotations = self.last_rotations
         snap["rotations_per_s"] = (snap["rotations"] - rotations) / max(1e-6, now - then)
         self.last_rotations = (now, snap["rotations"])
@@ -3053,8 +3100,17 @@ class Daemon:
                     self.actions.append(SendDatagram(item.packet, item.dest))
                 elif isinstance(item, ConfigurationChange):
                     core.configuration_change(item, core.memb_time + 1)
+                elif item.__class__ is SendHop:
+                    self.actions.append(HopDatagram(item.packet, item.dest))
+                elif item.__class__ is SiteViewChange:
+                    core.site_view_change(item)
             self._kill_overflowed()
+        late = getattr(self.orderer, "late", None)
+        if late and self.fatal is None:
+            self.fatal = late
+            self._say("ERROR: " + late)
         if core.log:
+            self._take_ring_log()  # the ring's reasons first: the groups' changes follow from them
             for line in core.log:
                 self._say(line)
             core.log.clear()
@@ -3186,6 +3242,9 @@ class Daemon:
         ring_log = getattr(self.orderer, "log", None)
         while ring_log:
             self._ring_line(ring_log.popleft())
+        gateway = getattr(self.orderer, "gateway", None)
+        while gateway is not None and gateway.log:
+            self._say("sites: " + gateway.log.popleft())
         if self.garbage_lines and self.now - self.garbage_period_start >= RING_GARBAGE_PERIOD_S:
             self._say_hidden_garbage()
 
@@ -3213,10 +3272,13 @@ def build_daemon(name: str, ring: Optional[Dict[str, str]] = None, *, incarnatio
                  settings: Optional[RingSettings] = None, proc_id: int = 0x7F000001, memb_time: int = 0,
                  daemon_order: Optional[Sequence[str]] = None, limits: Optional[ClientLimits] = None,
                  rng: Optional[random.Random] = None, ring_rng: Optional[random.Random] = None,
-                 now: float = 0.0, seal: Optional[RingSeal] = None) -> Daemon:
+                 now: float = 0.0, seal: Optional[RingSeal] = None,
+                 sites: Optional["SitesPlan"] = None) -> Daemon:
     """The one way to make a daemon core: alone (ring None: the LocalOrderer), or one daemon of a
     ring (ring: daemon name -> IPv4 address for every daemon of the configuration, this one
-    included, in configuration order). The command line, the tests and the benchmarks use it."""
+    included, in configuration order), or, with `sites` (LinkProtocol = Hop), one daemon of
+    several sites: a ring of its own site's daemons, a SiteGateway above it and HOP links
+    between the sites' representatives. The command line, the tests and the benchmarks use it."""
     limits = limits or ClientLimits()
     if not ring:
         return Daemon(name, proc_id=proc_id, memb_time=memb_time, daemon_order=daemon_order,
@@ -3224,12 +3286,45 @@ def build_daemon(name: str, ring: Optional[Dict[str, str]] = None, *, incarnatio
     if name not in ring:
         raise ValueError("daemon %r is not one of the ring's daemons (%s)" % (name, ", ".join(ring)))
     order = list(daemon_order or ring)
+    if sites is not None:
+        return _build_site_daemon(name, ring, sites, incarnation, settings, order, limits, rng,
+                                  ring_rng, now, seal)
     orderer = RingOrderer(name, incarnation, list(ring), ring_rng, settings, now=now, seal=seal)
     core = RingGroupCore(name, orderer, ring, proc_id=proc_id, memb_time=memb_time, daemon_order=order,
                          max_session_messages=limits.max_session_messages,
                          max_session_bytes=limits.max_session_bytes)
     return Daemon(name, proc_id=proc_id, memb_time=memb_time, orderer=orderer, daemon_order=order,
                   limits=limits, rng=rng, core=core, peer_ips=list(ring.values()))
+
+
+def _build_site_daemon(name, ring, sites, incarnation, settings, order, limits, rng, ring_rng,
+                       now, seal) -> Daemon:
+    own = next((list(s) for s in sites.sites if name in s), None)
+    if own is None:
+        raise ValueError("daemon %r is in no site" % name)
+    orderer = RingOrderer(name, incarnation, own, ring_rng, settings, now=now, seal=seal)
+    gateway = SiteGateway(name, sites.sites, sites.costs, orderer, sites.hop_settings, seal, now)
+    hop_names = {tuple(addr): d for d, addr in sites.hop_addresses.items() if d != name}
+    wide = SitesOrderer(orderer, gateway, hop_names, now)
+    # group ids must be the same at every daemon of every site: the first daemon's address,
+    # and the count of network changes (0 at the start)
+    first_ip = proc_id_of(ring[order[0]])
+    core = SitesGroupCore(name, wide, sites.sites, proc_id=first_ip, memb_time=0, daemon_order=order,
+                          max_session_messages=limits.max_session_messages,
+                          max_session_bytes=limits.max_session_bytes)
+    return Daemon(name, proc_id=first_ip, memb_time=0, orderer=wide, daemon_order=order,
+                  limits=limits, rng=rng, core=core, peer_ips=[ring[d] for d in own])
+
+
+@dataclass
+class SitesPlan:
+    """What a daemon of several sites needs of spread.conf (LinkProtocol = Hop): the daemons of
+    each site (one site per Spread_Segment, in file order), the RouteMatrix costs, and every
+    daemon's HOP address (its IP and its segment's port + HOP_PORT_OFFSET)."""
+    sites: List[List[str]]
+    costs: List[List[int]]
+    hop_addresses: Dict[str, Tuple[str, int]]
+    hop_settings: HopSettings = field(default_factory=HopSettings)
 
 
 # ---- Configuration file (spread.conf) ------------------------------------------------------------
@@ -3687,6 +3782,37 @@ def choose_daemon(config: SpreadConfig, name: Optional[str]) -> DaemonEntry:
         return config.daemons[0]
     raise ConfigError("the configuration has several daemons (%s): say which one this is with --name"
                       % ", ".join(config.daemon_order()))
+
+
+def uses_sites(config: SpreadConfig) -> bool:
+    """Several Spread_Segment blocks and LinkProtocol = Hop: a ring per site and HOP links
+    between the sites. Without LinkProtocol, one ring spans every segment, as Spread 4 runs."""
+    return len(config.segments) > 1 and config.link_protocol is not None
+
+
+def sites_plan(config: SpreadConfig, hop_settings: Optional[HopSettings] = None) -> SitesPlan:
+    """The sites of the file; a ConfigError if a daemon's HOP port (its segment port +
+    HOP_PORT_OFFSET) is another daemon's segment or HOP port at the same address."""
+    for i, segment in enumerate(config.segments):
+        if not segment.daemons:
+            raise ConfigError("Spread_Segment %d (%s:%d) has no daemon: a site needs one at least"
+                              % (i, segment.address, segment.port))
+    taken: Dict[Tuple[str, int], str] = {(d.ip, d.port): "the segment port of %s" % d.name
+                                         for d in config.daemons}
+    hop = {}
+    for d in config.daemons:
+        address = (d.ip, d.port + HOP_PORT_OFFSET)
+        if d.port + HOP_PORT_OFFSET > 65535:
+            raise ConfigError("daemon %s: its HOP port would be %d (the segment port %d + %d): "
+                              "give its segment a lower port" % (d.name, address[1], d.port, HOP_PORT_OFFSET))
+        if address in taken:
+            raise ConfigError("daemon %s: its HOP port %s:%d (segment port + %d) is %s; give the "
+                              "segments ports at least 3 apart" % (d.name, address[0], address[1],
+                                                                  HOP_PORT_OFFSET, taken[address]))
+        taken[address] = "the HOP port of %s" % d.name
+        hop[d.name] = address
+    sites = [[d.name for d in seg.daemons] for seg in config.segments]
+    return SitesPlan(sites, config.site_costs(), hop, hop_settings or HopSettings())
 
 
 def proc_id_of(ip: str) -> int:
@@ -6089,6 +6215,11 @@ class HopLink:
         self._resend: "collections.deque[int]" = collections.deque()  # NACKed, to go first
         self._tokens_bytes = float(self.settings.burst_bytes)
         self._tokens_at_s = now
+        #: the round trip, smoothed (None before the first sample): one new packet at a time
+        #: is timed until an ACK covers it, and never one that was asked for again (Karn's rule:
+        #: its ACK may answer either copy). It includes the peer's ACK delay (ack_delay_s)
+        self.rtt_s: Optional[float] = None
+        self._timed: Optional[Tuple[int, float]] = None
         # receiver
         self.r_highest_seq = 0
         self.r_link_aru = 0
@@ -6156,6 +6287,18 @@ class HopLink:
     def outstanding_packets(self) -> int:
         return self.s_highest_linkseq - self.s_other_end_aru
 
+    def snapshot(self, now: float) -> dict:
+        """Plain data for the status table."""
+        self._refill(now)
+        c = self.counters
+        return {"peer": "%s#%d" % (self.peer[0], self.peer[1] % 10000), "rtt_s": self.rtt_s,
+                "outstanding": self.outstanding_packets(), "window": self.s_cur_window,
+                "bucket_bytes": int(self._tokens_bytes), "burst_bytes": self.settings.burst_bytes,
+                "rate_bytes_s": self.settings.rate_bytes_s, "queued": len(self._queue),
+                "sent": c["data_sent"], "received": c["data_received"],
+                "retransmitted": c["retransmitted"], "nacks_sent": c["nacks_sent"],
+                "nacks_received": c["nacks_received"]}
+
     def idle(self) -> bool:
         """Nothing waits to go and the peer has everything we sent."""
         return not self._queue and not self._unacked
@@ -6186,7 +6329,7 @@ class HopLink:
         self._check_aru(p.link_aru)
         if p.highest_linkseq > self.r_link_aru + self.settings.window_packets:
             raise RingWireError("HOP ack names seq %d beyond the window" % p.highest_linkseq, "beyond_window")
-        self._acknowledged(p.link_aru)
+        self._acknowledged(p.link_aru, now)
         self._gap_up_to(p.highest_linkseq, now)  # the tail of a burst may be lost
         self.r_highest_seq = max(self.r_highest_seq, p.highest_linkseq)
         self._advance_aru()
@@ -6195,8 +6338,10 @@ class HopLink:
         self._check_aru(p.link_aru)
         if any(seq > self.s_highest_linkseq for seq in p.missing):
             raise RingWireError("HOP nack asks for a packet never sent", "never_sent")
-        self._acknowledged(p.link_aru)
+        self._acknowledged(p.link_aru, now)
         self.counters["nacks_received"] += 1
+        if self._timed is not None and self._timed[0] in p.missing:
+            self._timed = None  # it will be sent again: its ACK would not say which copy
         for seq in p.missing:
             if seq in self._unacked and seq not in self._resend:
                 self._resend.append(seq)
@@ -6205,7 +6350,11 @@ class HopLink:
         if aru > self.s_highest_linkseq:
             raise RingWireError("HOP peer acknowledges seq %d, we sent up to %d" % (aru, self.s_highest_linkseq), "never_sent")
 
-    def _acknowledged(self, aru: int) -> None:
+    def _acknowledged(self, aru: int, now: float) -> None:
+        if self._timed is not None and aru >= self._timed[0]:
+            sample = now - self._timed[1]
+            self.rtt_s = sample if self.rtt_s is None else 0.875 * self.rtt_s + 0.125 * sample
+            self._timed = None
         while self.s_other_end_aru < aru:
             self.s_other_end_aru += 1
             self._unacked.pop(self.s_other_end_aru, None)
@@ -6311,6 +6460,8 @@ class HopLink:
             self.s_highest_linkseq += 1
             datagram = encode_hop_data(self.me, self.s_highest_linkseq, self._queue.popleft(), self.seal)
             self._unacked[self.s_highest_linkseq] = datagram
+            if self._timed is None:
+                self._timed = (self.s_highest_linkseq, now)
             self._emit(datagram, now)
             self.counters["data_sent"] += 1
             self._count_for_ack(now)
@@ -7127,6 +7278,240 @@ class SiteGateway:
         self.log.append("%s %s %s" % ("%.3f" % now if now is not None else "-", self.name, text))
 
 
+# ---- A daemon of several sites: its ring, its gateway and its groups (LinkProtocol = Hop) ------
+
+#: the group a ROSTER message names (a STATE message; no client group starts with '#roster')
+ROSTER_GROUP = "#roster#"
+#: the group of a LATE message: a daemon names those that joined its site's ring after the
+#: sites' traffic began (a STATE message, like ROSTER)
+LATE_GROUP = "#late#"
+
+
+class SitesOrderer(Orderer):
+    """The Orderer of a daemon whose spread.conf has several sites joined by HOP links: its
+    site's ring (a RingOrderer over the site's daemons) below, the SiteGateway above it. What
+    the ring delivers goes to the gateway, never straight to the clients; poll() returns, in
+    order, the ring's datagrams (Send / SendToAll), its ConfigurationChanges (the group core
+    needs them for ROSTER), and the gateway's SendHop, Deliver (in the one order of all
+    sites) and SiteViewChange. A datagram on the HOP port comes in by hop_receive(); its
+    source address names the daemon (hop_names), and one from an address that is no
+    daemon's HOP port is a stranger: counted and dropped."""
+
+    def __init__(self, ring: "RingOrderer", gateway: "SiteGateway",
+                 hop_names: Dict[Tuple[str, int], str], now: float = 0.0) -> None:
+        self.ring_orderer = ring
+        self.gateway = gateway
+        self.hop_names = dict(hop_names)
+        self.log = ring.log  #: the ring's lines (the gateway's are gateway.log)
+        self.now = now
+        self.hop_datagrams_in = 0
+        self.hop_strangers = 0
+        #: why this daemon must stop (its site's representative said it came too late), or None
+        self.late: Optional[str] = None
+
+    def established(self) -> bool:
+        """The sites' traffic has begun here: a daemon that joins our ring now would start
+        with empty streams and an empty group table (nothing brings it up to date)."""
+        return any(self.gateway.applied_seq.values())
+
+    @property
+    def leaving(self) -> bool:
+        return self.ring_orderer.leaving
+
+    def backlog(self) -> Backlog:
+        """The ring's backlog, and the messages the merge holds: a site's own messages wait
+        there until the other sites answer them (a WAN round trip, and the HOP link's rate),
+        so the daemon stops reading its clients while the WAN lags far behind them (every
+        daemon of the site holds the same, so all of them stop alike)."""
+        ring = self.ring_orderer.backlog()
+        held = sum(len(stream.ordered) for stream in self.gateway.streams.values())
+        return Backlog(ring.messages + held, ring.bytes, ring.refused, ring.max_messages)
+
+    def submit(self, msg: DaemonMessage, urgent: bool = False) -> bool:
+        return self.ring_orderer.submit(msg, urgent)
+
+    def receive(self, packet: bytes, src, now: float) -> None:
+        self.now = now
+        self.ring_orderer.receive(packet, src, now)
+
+    def hop_receive(self, packet: bytes, src, now: float) -> None:
+        self.now = now
+        name = self.hop_names.get(tuple(src[:2]))
+        if name is None:
+            self.hop_strangers += 1
+            return
+        self.hop_datagrams_in += 1
+        self.gateway.hop_datagram(name, packet, now)
+
+    def tick(self, now: float) -> None:
+        self.now = now
+        self.ring_orderer.tick(now)
+        if now >= self.gateway.next_deadline_s():
+            self.gateway.tick(now)
+
+    def leave(self, reason: str, now: float) -> None:
+        self.now = now
+        self.ring_orderer.leave(reason, now)
+
+    def poll(self) -> list:
+        out = []
+        gateway = self.gateway
+        while True:  # the gateway submits to the ring, which may answer at once (a ring of one)
+            ring_out = self.ring_orderer.poll()
+            for item in ring_out:
+                if item.__class__ is Deliver:
+                    if item.msg.kind == STATE and item.msg.groups == [LATE_GROUP]:
+                        self._late_notice(item.msg)  # (read in the ring: our merge cannot move)
+                    gateway.ring_output(item, self.now)
+                elif isinstance(item, ConfigurationChange):
+                    gateway.ring_output(item, self.now)
+                    out.append(item)
+                else:
+                    out.append(item)
+            site_out = gateway.poll()
+            out.extend(site_out)
+            if not ring_out and not site_out:
+                return out
+
+    def _late_notice(self, msg: DaemonMessage) -> None:
+        if self.late is None and self.gateway.name in msg.data.decode("latin-1").split("\n"):
+            self.late = ("this daemon joined site %d's ring after the sites' traffic began (said "
+                         "%s): spread_mini does not bring a late daemon's streams and group table "
+                         "up to date, so its clients would see other memberships and orders. Stop "
+                         "every daemon of the configuration and start them together (within a "
+                         "second)" % (self.gateway.site_id, msg.origin))
+
+
+def sites_snapshot(orderer: SitesOrderer, now: float) -> dict:
+    """Plain data for the status table's sites part: the sites and their daemons, the view of
+    the sites, the representatives we know (ours; the peers of our links), the links and the
+    dissemination trees."""
+    gw = orderer.gateway
+    links = []
+    for site in sorted(gw.links):
+        link = gw.links[site]
+        row = link.snapshot(now)
+        row["site"] = site
+        links.append(row)
+    reps = {gw.site_id: gw.representative}
+    for row in links:
+        reps[row["site"]] = row["peer"]
+    trees = {source: {s: p for s, p in tree.parent.items() if p is not None}
+             for source, tree in gw.trees.items()}
+    return {"site_id": gw.site_id, "sites": [list(s) for s in gw.sites],
+            "live_sites": list(gw.live_sites), "view_seq": gw.view_seq,
+            "representatives": reps, "wide": gw.wide, "links": links, "trees": trees,
+            "closing": gw.closing is not None,
+            "counters": dict(gw.counters), "hop_in": orderer.hop_datagrams_in,
+            "hop_strangers": orderer.hop_strangers}
+
+
+class SitesGroupCore(GroupCore):
+    """Groups whose members are at daemons of several sites. Every daemon of every site
+    applies the same messages (joins, leaves, disconnects) in the one order of all sites (the
+    gateway's merge), so their tables agree without a state exchange. A network change
+    happens at one point of that order too, the same at every daemon:
+
+    * a site's ring lost daemons (a crash inside the site, its representative's included):
+      the representative of the new ring sends a ROSTER, a STATE message to ROSTER_GROUP
+      holding the ring's seq and its daemons; where the order delivers it, every daemon of
+      every site drops the members at that site's daemons not named (TRANSITION, REG_MEMB
+      CAUSED_BY_NETWORK). A ROSTER of an older ring than one applied is stale: ignored.
+    * sites are gone (SiteViewChange): TRANSITION for the groups that lose members with the
+      TRANSITIONAL view (the messages of the transitional part come after it), REG_MEMB with
+      the REGULAR one.
+
+    Group ids are (the first daemon's address, the count of network changes, index): the same
+    at every daemon, since all count the same changes."""
+
+    def __init__(self, daemon_name: str, orderer: Orderer, sites: Sequence[Sequence[str]],
+                 **kwargs) -> None:
+        super().__init__(daemon_name, **kwargs)
+        self.orderer = orderer
+        self.sites = [list(s) for s in sites]
+        self.site_of = {d: i for i, s in enumerate(self.sites) for d in s}
+        self.site_id = self.site_of[daemon_name]
+        self.ring_members: frozenset = frozenset()  #: our site's last regular ring
+        self.gone: set = set()  #: daemons left out by a ROSTER or a view of the sites
+        self.roster_ring_seq: Dict[int, int] = {}  #: site -> ring seq of its last ROSTER applied
+        self.transition_sent: Dict[str, tuple] = {}  #: group -> old id, TRANSITION given
+        self.rosters_sent = 0
+        self.network_changes = 0
+
+    def configuration_change(self, change: ConfigurationChange, memb_time: int) -> None:
+        """Our site's ring changed (the gateway has it too). A ring that lost daemons matters to
+        the groups, and only its representative says so (one ROSTER per ring). A ring that
+        took in a daemon after the sites' traffic began (here) gets a LATE message naming it:
+        that daemon stops (SitesOrderer.late), since nothing brings it up to date."""
+        if change.kind != CONF_REGULAR:
+            return
+        old, self.ring_members = self.ring_members, frozenset(change.members)
+        lost = old - self.ring_members
+        mine = site_representative(self.sites[self.site_id], change.members) == self.daemon_name
+        late = self.ring_members - old
+        if old and late and self.orderer.established():  # each of us says it: the late one may
+            # be the representative now (first in spread.conf), and not know it is late
+            self.orderer.submit(DaemonMessage(STATE, self.daemon_name, "#late#%s" % self.daemon_name,
+                                              AGREED_MESS, [LATE_GROUP],
+                                              data="\n".join(sorted(late)).encode("latin-1")), urgent=True)
+            self.log.append("WARNING: daemons %s joined site %d's ring after the sites' traffic "
+                            "began: they are told to stop (nothing brings a late daemon up to "
+                            "date)" % (", ".join(sorted(late)), self.site_id))
+        if lost and mine:
+            body = "\n".join([str(change.ring_id[0])] + sorted(change.members)).encode("latin-1")
+            self.orderer.submit(DaemonMessage(STATE, self.daemon_name, "#roster#%s" % self.daemon_name,
+                                              AGREED_MESS, [ROSTER_GROUP], data=body), urgent=True)
+            self.rosters_sent += 1
+            self.log.append("site %d lost daemons %s: ROSTER %s sent to every site" % (
+                self.site_id, ", ".join(sorted(lost)), ", ".join(sorted(change.members))))
+
+    def deliver(self, msg: DaemonMessage) -> None:
+        if msg.kind == STATE:
+            if msg.groups and msg.groups[0] == ROSTER_GROUP:
+                self._roster(msg)
+            return  # (a LATE one was read by SitesOrderer, in the ring)
+        super().deliver(msg)
+
+    def _roster(self, msg: DaemonMessage) -> None:
+        site = self.site_of.get(msg.origin)
+        lines = msg.data.decode("latin-1").split("\n")
+        if site is None or not lines[0].isdigit():
+            self.log.append("a ROSTER from %s that names no ring: ignored" % msg.origin)
+            return
+        ring_seq = int(lines[0])
+        if ring_seq <= self.roster_ring_seq.get(site, -1):
+            return  # an older ring's, delivered after a newer one's
+        self.roster_ring_seq[site] = ring_seq
+        daemons = set(self.sites[site])
+        alive = daemons & set(lines[1:])
+        self.gone = (self.gone - daemons) | (daemons - alive)
+        self._network_change("site %d's ring is now %s" % (site, ", ".join(sorted(alive))))
+
+    def site_view_change(self, change: "SiteViewChange") -> None:
+        lost = [d for s, names in enumerate(self.sites) if s not in change.sites for d in names]
+        if change.kind == CONF_TRANSITIONAL:
+            lost = set(lost)
+            for group in self.groups.values():
+                if group.name in self.transition_sent:
+                    continue
+                if any(daemon in lost for daemon in group.members.values()):
+                    old_id = self.group_id(group)
+                    self.transition_sent[group.name] = old_id
+                    for session in group.local:
+                        if session.group_membership:
+                            self._enqueue(session, encode_transition(group.name, old_id))
+            return
+        self.gone |= set(lost)
+        self._network_change("view %d of the sites: %s (%s)" % (change.view_seq, change.sites, change.reason))
+
+    def _network_change(self, why: str) -> None:
+        self.network_changes += 1
+        self.log.append("network change: %s" % why)
+        alive = set(self.site_of) - self.gone
+        self._drop_daemons(alive, self.transition_sent, self.network_changes)
+        self.transition_sent = {}
+
+
 # =============================================================================================
 # I/O loop
 # =============================================================================================
@@ -7162,7 +7547,8 @@ class DaemonServer:
     def __init__(self, daemon: Daemon, listen: str, port: int, unix_path: Optional[str] = None,
                  status_every_s: float = DEFAULT_STATUS_EVERY_S, out=None,
                  ring: Optional[Tuple[Tuple[str, int], Dict[str, Tuple[str, int]]]] = None,
-                 segment: Optional[Tuple[str, int]] = None):
+                 segment: Optional[Tuple[str, int]] = None,
+                 hop: Optional[Tuple[Tuple[str, int], Dict[str, Tuple[str, int]]]] = None):
         self.daemon = daemon
         self.listen = listen
         self.port = port
@@ -7193,6 +7579,10 @@ class DaemonServer:
         self.tick_every_s = RING_TICK_EVERY_S if ring is not None else TICK_EVERY_S
         self.unix_wanted = unix_path
         self.unix_problem = ""  #: why there is no unix socket, said in the banner
+        #: several sites: our HOP address and every other daemon's, by name
+        self.hop_addr, self.hop_peers = hop if hop is not None else (None, {})
+        self.hop_sock: Optional[socket.socket] = None
+        self.hop_datagrams_out = 0
 
     # -- sockets ----------------------------------------------------------------------------------
     def open(self) -> None:
@@ -7209,6 +7599,8 @@ class DaemonServer:
             self.udp = udp
             if self.segment is not None:
                 self._join_segment()
+        if self.hop_addr is not None:
+            self.hop_sock = self._open_hop()
         # the unix socket first: whoever sees the TCP port accept may use /tmp/PORT at once (tests
         # under load connected to a stale /tmp/PORT the daemon had not yet replaced)
         if self.unix_path and hasattr(socket, "AF_UNIX"):
@@ -7229,6 +7621,22 @@ class DaemonServer:
             self.sel.register(self.udp, selectors.EVENT_READ, "ring")
         if self.mcast is not None:
             self.sel.register(self.mcast, selectors.EVENT_READ, "ring")
+        if self.hop_sock is not None:
+            self.sel.register(self.hop_sock, selectors.EVENT_READ, "hop")
+
+    def _open_hop(self) -> socket.socket:
+        """The HOP port: one UDP socket on our own address (never a wildcard) for every link
+        to the other sites' representatives."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RING_RCVBUF_BYTES)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, RING_RCVBUF_BYTES)
+            sock.bind(self.hop_addr)
+        except OSError:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        return sock
 
     def _join_segment(self) -> None:
         """The segment's multicast group, joined on the interface of our own address (on
@@ -7336,7 +7744,8 @@ class DaemonServer:
     def close(self) -> None:
         # listeners first: a client that sees its connection close and then finds the port
         # refused knows the daemon is gone (Mailbox._closed_error), not that it was cut off
-        for sock in self.listeners + list(self.conns.values()) + [s for s in (self.udp, self.mcast) if s]:
+        for sock in self.listeners + list(self.conns.values()) + [
+                s for s in (self.udp, self.mcast, self.hop_sock) if s]:
             try:
                 sock.close()
             except OSError:
@@ -7352,7 +7761,7 @@ class DaemonServer:
         daemon = self.daemon
         next_tick = time.monotonic() + self.tick_every_s
         next_status = time.monotonic() + self.status_every_s if self.status_every_s > 0 else None
-        while not self.stopping:
+        while not self.stopping and daemon.fatal is None:
             now = time.monotonic()
             wait = next_tick - now
             if next_status is not None:
@@ -7364,6 +7773,8 @@ class DaemonServer:
                     self._accept(key.fileobj)
                 elif data == "ring":
                     ring_ready = True  # both ring sockets are read together, below
+                elif data == "hop":
+                    self._read_hop()
                 else:
                     if mask & selectors.EVENT_WRITE and data in self.blocked:
                         self.blocked.discard(data)
@@ -7451,6 +7862,18 @@ class DaemonServer:
             budget -= 1
         self._perform(self.daemon.end_of_burst())
 
+    def _read_hop(self) -> None:
+        """Up to RING_MAX_DATAGRAMS_PER_WAKEUP datagrams of the HOP port, each to the core."""
+        daemon = self.daemon
+        for _ in range(RING_MAX_DATAGRAMS_PER_WAKEUP):
+            try:
+                data, src = self.hop_sock.recvfrom(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            self._perform(daemon.hop_datagram(data, src, time.monotonic()))
+
     def _take_datagrams(self, sock: socket.socket, limit: int, own: Optional[Tuple[str, int]]) -> int:
         """Read and hand to the core up to `limit` datagrams of one socket: how many were read.
         Our own multicast data comes back on the segment socket on loopback: dropped unread."""
@@ -7494,6 +7917,8 @@ class DaemonServer:
                 self._send_datagram(action)
             elif cls is MulticastDatagram:
                 self._multicast_datagram(action)
+            elif cls is HopDatagram:
+                self._hop_datagram(action)
             elif cls is LogLine:
                 self.log(action.text)
             elif cls is CloseConnection:
@@ -7531,6 +7956,16 @@ class DaemonServer:
             self.datagrams_out += 1
         except OSError:
             self.send_errors += 1  # the ring retransmits what is lost
+
+    def _hop_datagram(self, action: HopDatagram) -> None:
+        dest = self.hop_peers.get(action.dest)
+        if dest is None or self.hop_sock is None:
+            return
+        try:
+            self.hop_sock.sendto(action.packet, dest)
+            self.hop_datagrams_out += 1
+        except OSError:
+            self.send_errors += 1  # the HOP link resends what is lost
 
     def _multicast_datagram(self, action: MulticastDatagram) -> None:
         dest = self.mcast_dest
@@ -7598,6 +8033,8 @@ class DaemonServer:
         if ring is not None:
             ring["segment"] = self.segment_text()
             self._print(render_ring_status(ring))
+            if "sites" in ring:
+                self._print(render_sites_status(ring))
 
     def _print(self, renderable) -> None:
         if rich is not None:
@@ -8750,6 +9187,58 @@ def render_ring_status(snap):
     return table
 
 
+def sites_status_rows(sites: dict) -> List[Tuple[str, str]]:
+    """(label, value) rows of the sites part: what a student looks at when a site goes away."""
+    reps = sites["representatives"]
+    rows = [("site (this daemon's)", str(sites["site_id"])),
+            ("view of the sites", "%d: sites %s%s" % (
+                sites["view_seq"], ", ".join(map(str, sites["live_sites"])),
+                " (a change is being agreed)" if sites["closing"] else ""))]
+    for i, daemons in enumerate(sites["sites"]):
+        if i not in sites["live_sites"]:
+            rows.append(("site %d (gone)" % i, ", ".join(daemons)))
+            continue
+        rows.append(("site %d" % i, "%s; representative %s" % (
+            ", ".join(daemons), reps.get(i) or "(known to its neighbours' representatives)")))
+    if not sites["links"]:
+        if reps.get(sites["site_id"]) != sites.get("name"):
+            why = "none here (this daemon is not its site's representative)"
+        elif sites["live_sites"] == [sites["site_id"]]:
+            why = "none (no other site in the view)"
+        else:
+            why = "none yet (HELLO to the neighbour sites until one answers)"
+        rows.append(("HOP links", why))
+    for link in sites["links"]:
+        rtt = "-" if link["rtt_s"] is None else "%.1f ms" % (link["rtt_s"] * 1000)
+        rows.append(("HOP link to site %d" % link["site"], (
+            "peer %s, RTT %s, window %d/%d, bucket %d/%d B at %.0f KB/s, queued %d, "
+            "packets out/in %d/%d, retransmitted %d, NACKs out/in %d/%d") % (
+            link["peer"], rtt, link["outstanding"], link["window"], link["bucket_bytes"],
+            link["burst_bytes"], link["rate_bytes_s"] / 1000, link["queued"], link["sent"],
+            link["received"], link["retransmitted"], link["nacks_sent"], link["nacks_received"])))
+    for source in sorted(sites["trees"]):
+        edges = sites["trees"][source]
+        rows.append(("tree of site %d" % source, ", ".join(
+            "%d->%d" % (edges[s], s) for s in sorted(edges)) or "(alone)"))
+    c = sites["counters"]
+    rows.append(("HOP datagrams in / strangers", "%d / %d" % (sites["hop_in"], sites["hop_strangers"])))
+    rows.append(("records forwarded / resent", "%d / %d" % (
+        c.get("site_records_forwarded", 0), c.get("site_records_resent", 0))))
+    return rows
+
+
+def render_sites_status(snap):
+    rows = sites_status_rows(dict(snap["sites"], name=snap["name"]))
+    if Table is None:
+        return "\n".join(["SITES %s" % snap["name"]] + ["  %-36s %s" % r for r in rows])
+    table = Table(title="SITES %s" % snap["name"])
+    table.add_column("what")
+    table.add_column("value")
+    for label, value in rows:
+        table.add_row(label, value)
+    return table
+
+
 # =============================================================================================
 # Command line
 # =============================================================================================
@@ -8784,6 +9273,16 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError("%r is not a number of seconds" % text) from None
     if value < 0:
         raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def _mbit(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a number of Mbit/s" % text) from None
+    if not 0.01 <= value <= 100000:
+        raise argparse.ArgumentTypeError("give 0.01 to 100000 Mbit/s")
     return value
 
 
@@ -8840,6 +9339,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "HMAC-SHA256 tag, and packets without a valid one are dropped (give every "
                         "daemon of the configuration the same file)")
     # for tests: a ring daemon's incarnation instead of its start time in ms (a clock set back)
+    d.add_argument("--hop-rate-mbit", type=_mbit, metavar="MBIT",
+                   help="several sites (LinkProtocol = Hop): the HOP links' token bucket rate, "
+                        "new and resent packets alike (default 100, the lab LAN; give the WAN's "
+                        "speed, e.g. 2); every daemon of the file needs the same")
     d.add_argument("--incarnation", type=_positive_int, help=argparse.SUPPRESS)
     k = sub.add_parser("keygen", help="write a random key for --key (mode 0600)")
     k.add_argument("file", help="the key file to create (never overwritten)")
@@ -8966,9 +9469,22 @@ def ring_settings_of(config) -> RingSettings:
                              accelerated_window_packets=min(settings.accelerated_window_packets, personal))
 
 
+def hop_settings_of(args) -> HopSettings:
+    """The HOP links' settings: the defaults, with the bucket's rate from --hop-rate-mbit."""
+    if args.hop_rate_mbit is None:
+        return HopSettings()
+    return HopSettings(rate_bytes_s=args.hop_rate_mbit * 1e6 / 8)
+
+
 def ring_open_error(exc: OSError, server, entry, listen: str, port: int) -> str:
     """One line that says which socket could not be opened, and the likely reason."""
     ring = "%s:%d/udp" % (entry.ip, entry.port)
+    if server.udp is not None and server.hop_addr is not None and server.hop_sock is None:
+        hop = "%s:%d/udp" % server.hop_addr
+        if exc.errno == errno.EADDRINUSE:
+            return ("cannot open the HOP socket %s (the segment port + %d): it is in use; is "
+                    "daemon %s already running?" % (hop, HOP_PORT_OFFSET, entry.name))
+        return "cannot open the HOP socket %s: %s" % (hop, exc.strerror or exc)
     if server.udp is None:  # the ring's socket is opened first
         if exc.errno == errno.EADDRINUSE:
             return ("cannot open the ring socket %s: it is in use; is daemon %s already running "
@@ -8995,9 +9511,26 @@ def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
     settings = ring_settings_of(config)
     seal = RingSeal(key, configuration_stamp([(d.name, d.ip, d.port) for d in config.daemons],
                                              settings))
-    if len(config.segments) > 1:
-        print("configuration: %d segments; spread_mini runs ONE ring over all their daemons "
-              "(no HOP links between sites yet)" % len(config.segments), flush=True)
+    plan = None
+    if uses_sites(config):
+        try:
+            plan = sites_plan(config, hop_settings_of(args))
+        except ConfigError as exc:
+            print("spread_mini.py daemon: error: -c %s: %s" % (args.config, exc), file=sys.stderr)
+            return 2
+        print("configuration: %d sites (one per Spread_Segment), LinkProtocol = %s: a ring in "
+              "each site, HOP links over UDP between the sites' representatives (the segment "
+              "port + %d, at most %g Mbit/s each)%s" % (
+                  len(config.segments), config.link_protocol, HOP_PORT_OFFSET,
+                  plan.hop_settings.rate_bytes_s * 8 / 1e6,
+                  " (TcpHop runs as Hop)" if config.link_protocol == "TcpHop" else ""), flush=True)
+    if plan is None and args.hop_rate_mbit is not None:
+        print("--hop-rate-mbit: this configuration has no sites joined by HOP links (several "
+              "Spread_Segment blocks and LinkProtocol = Hop): ignored", flush=True)
+    if plan is None and len(config.segments) > 1:
+        print("configuration: %d segments; spread_mini runs ONE ring over all their daemons, "
+              "as Spread 4 does (LinkProtocol = Hop: a ring per site and HOP links between "
+              "them)" % len(config.segments), flush=True)
     # a restarted daemon is a new process to the others (if its clock went back, the others
     # tell it, and it takes a higher incarnation: RingOrderer._take_newer_incarnation)
     incarnation = args.incarnation or int(time.time() * 1000)
@@ -9008,12 +9541,18 @@ def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
     daemon = build_daemon(entry.name, {d.name: d.ip for d in config.daemons}, incarnation=incarnation,
                           settings=settings, seal=seal, proc_id=proc_id, memb_time=int(time.time()),
                           daemon_order=config.daemon_order(), limits=client_limits_of(args, config),
-                          rng=random.Random(), ring_rng=random.Random(), now=time.monotonic())
+                          rng=random.Random(), ring_rng=random.Random(), now=time.monotonic(),
+                          sites=plan)
     peers = {d.name: (d.ip, d.port) for d in config.daemons}
-    segment, no_segment = segment_of(config, args.no_multicast)
+    hop = None
+    if plan is not None:  # the ring holds our site's daemons; the other sites are HOP peers
+        peers = {d.name: (d.ip, d.port) for d in config.segments[entry.segment].daemons}
+        hop = (plan.hop_addresses[entry.name],
+               {d: a for d, a in plan.hop_addresses.items() if d not in peers})
+    segment, no_segment = segment_of(config, args.no_multicast, entry.segment if plan else None)
     server = DaemonServer(daemon, listen, port, None if args.no_unix else "/tmp/%d" % port,
                           args.status_every, ring=((entry.ip, entry.port), peers),
-                          segment=segment)
+                          segment=segment, hop=hop)
     if segment is None:
         server.segment_problem = no_segment
     try:
@@ -9042,12 +9581,20 @@ def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
                                          server.where_listening("%s:%d" % (listen, port)), entry.ip,
                                          entry.port, ", ".join(sorted(peers)), server.segment_text(),
                                               "; packets signed with the key %s" % args.key if key else ""))
+    if plan is not None:
+        server.log("site %d of %d; HOP port %s:%d/udp; sites: %s" % (
+            entry.segment, len(plan.sites), hop[0][0], hop[0][1],
+            "; ".join("%d: %s" % (i, ", ".join(s)) for i, s in enumerate(plan.sites))))
     server.log("ring protocol: %s" % _ring_protocol_text(
         settings.accelerated_window_packets if settings.accelerated_ring else None))
     try:
         server.serve_forever()
         # a clean stop: the others form a new ring at once, and say why (kill -9 cannot do
         # this: they notice by token loss)
+        if daemon.fatal is not None:
+            server.log("leaving the ring: joined its site too late")
+            server.leave_ring("joined its site too late")
+            return 1
         server.log("%s: leaving the ring" % ("SIGINT (Ctrl-C)" if stopped_by[:1] == [signal.SIGINT]
                                              else "SIGTERM"))
         server.leave_ring("stopped by its operator")
@@ -9058,11 +9605,15 @@ def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
     return 0
 
 
-def segment_of(config, no_multicast: bool = False) -> Tuple[Optional[Tuple[str, int]], str]:
+def segment_of(config, no_multicast: bool = False,
+               site: Optional[int] = None) -> Tuple[Optional[Tuple[str, int]], str]:
     """(the multicast group and port the ring's data goes to, or None; why not): the segment's,
-    when there is exactly one (one ring over several segments has no common group)."""
+    when there is exactly one (one ring over several segments has no common group), or the
+    daemon's own site's (several sites: a ring per segment)."""
     if no_multicast:
         return None, "--no-multicast"
+    if site is not None:
+        return (config.segments[site].address, config.segments[site].port), ""
     if len(config.segments) != 1:
         return None, "%d segments" % len(config.segments)
     return (config.segments[0].address, config.segments[0].port), ""

@@ -195,3 +195,25 @@ def test_the_callers_mistakes_raise():
         a.submit(b"3", 0.0)
     with pytest.raises(TypeError, match="unknown HOP setting"):
         sr.HopSettings(windw=3)
+
+
+def test_the_round_trip_is_timed_on_a_new_packet_and_never_on_one_asked_for_again():
+    a, b = pair(keepalive_s=10, ack_delay_s=0.005)
+    (d1,) = sent_data(a, [b"1"], now=1.0)
+    b.datagram(d1, 1.02)
+    ack = b.tick(1.025).send  # the ACK delay: 5 ms after the packet
+    assert a.rtt_s is None
+    a.datagram(ack[0], 1.045)
+    assert a.rtt_s == pytest.approx(0.045)
+    # Karn: packet 2 is lost and asked for again; its ACK times nothing
+    (d2,) = sent_data(a, [b"2"], now=2.0)
+    (d3,) = sent_data(a, [b"3"], now=2.0)
+    b.datagram(d3, 2.01)
+    nack = b.tick(2.016).send
+    a.datagram(nack[0], 2.03)
+    b.datagram(d2, 2.5)
+    a.datagram(b.tick(2.6).send[0], 2.6)
+    assert a.rtt_s == pytest.approx(0.045), "a packet sent twice gave a sample"
+    snap = a.snapshot(2.6)
+    assert (snap["sent"], snap["retransmitted"], snap["nacks_received"]) == (3, 1, 1)
+    assert snap["peer"] == "b#1" and snap["outstanding"] == 0

@@ -1,0 +1,343 @@
+"""Daemons of several sites (LinkProtocol = Hop), sans-I/O: whole Daemon cores from
+build_daemon(sites=...), each site's ring on an in-memory LAN and the HOP ports on an in-memory
+WAN (10 ms), a fake clock, and clients speaking the real client protocol. Also the
+configuration's rules (which files run sites, the HOP port) and the status table's rows."""
+from __future__ import annotations
+
+import heapq
+
+import pytest
+
+import spread_mini as sp
+from daemon_driver import Driver
+from test_ring_groups import Client, describe, memberships
+
+LAYOUT = [["a1", "a2"], ["b1"]]
+IPS = {"a1": "127.0.40.11", "a2": "127.0.40.12", "b1": "127.0.41.11"}
+PORTS = [4803, 4813]
+WAN_DELAY_S = 0.01
+
+CONF = """
+Spread_Segment 239.255.40.1:4803 {
+    a1 127.0.40.11
+    a2 127.0.40.12
+}
+Spread_Segment 239.255.41.1:4813 {
+    b1 127.0.41.11
+}
+LinkProtocol = Hop
+"""
+
+
+def plan():
+    return sp.sites_plan(sp.parse_spread_conf(CONF))
+
+
+class SitesLab:
+    """The daemons of LAYOUT; ring datagrams inside a site (1 ms), HOP datagrams between
+    sites (WAN_DELAY_S); a crashed daemon neither sends nor receives."""
+
+    def __init__(self):
+        self.now = 0.0
+        self.queue = []
+        self.counter = 0
+        self.crashed = set()
+        self.wan_cut = False  #: every HOP datagram is lost
+        self.plan = plan()
+        self.site_of = {d: s for s, names in enumerate(LAYOUT) for d in names}
+        self.daemons = {}
+        for i, name in enumerate(IPS, 1):
+            self.daemons[name] = Driver(sp.build_daemon(name, IPS, incarnation=i, sites=self.plan))
+        self.next_tick = 0.0
+
+    def pump(self, name):
+        for action in self.daemons[name].take_actions():
+            if isinstance(action, sp.HopDatagram):
+                self._push(WAN_DELAY_S, "hop", action.dest, name, action.packet)
+            elif isinstance(action, (sp.SendDatagram, sp.MulticastDatagram)):
+                dests = action.dests if isinstance(action, sp.MulticastDatagram) else (action.dest,)
+                for dest in dests:
+                    assert self.site_of[dest] == self.site_of[name], "a ring datagram left its site"
+                    self._push(0.001, "ring", dest, name, action.packet)
+
+    def _push(self, delay_s, kind, dest, src, packet):
+        self.counter += 1
+        heapq.heappush(self.queue, (self.now + delay_s, self.counter, kind, dest, src, packet))
+
+    def run(self, seconds):
+        end = self.now + seconds
+        while True:
+            t_net = self.queue[0][0] if self.queue else float("inf")
+            t = min(t_net, self.next_tick)
+            if t > end:
+                self.now = end
+                return
+            self.now = t
+            if t == t_net:
+                _, _, kind, dest, src, packet = heapq.heappop(self.queue)
+                if dest in self.crashed or src in self.crashed or (kind == "hop" and self.wan_cut):
+                    continue
+                d = self.daemons[dest]
+                if kind == "hop":
+                    d.perform(d.d.hop_datagram(packet, self.plan.hop_addresses[src], self.now))
+                else:
+                    d.datagram(packet, (IPS[src], PORTS[self.site_of[src]]), self.now)
+                self.pump(dest)
+            else:
+                for name in IPS:
+                    if name not in self.crashed:
+                        self.daemons[name].tick(self.now)
+                        self.pump(name)
+                self.next_tick += 0.01
+
+
+def started_lab():
+    lab = SitesLab()
+    lab.run(2.5)
+    assert all(d.orderer.gateway.wide for n, d in lab.daemons.items() if n in ("a1", "b1"))
+    clients = [Client(lab, name, "u" + name, 1) for name in IPS]
+    for c in clients:
+        c.join("g")
+        lab.run(0.3)
+    return lab, clients
+
+
+def test_a_group_spans_two_sites_with_one_group_id_and_one_order():
+    lab, clients = started_lab()
+    last = [memberships(c)[-1] for c in clients]
+    assert all(sorted(m.members) == ["#ua1#a1", "#ua2#a2", "#ub1#b1"] for m in last)
+    assert all(sp.equal_group_ids(last[0].group_id, m.group_id) for m in last)
+    for i in range(10):
+        for c in clients:
+            c.multicast(sp.AGREED_MESS if i % 2 else sp.SAFE_MESS, "g", b"%s %d" % (c.private_group.encode(), i))
+        lab.run(0.005)
+    lab.run(1.0)
+    orders = [[describe(m) for m in c.receive_all() if not m.is_membership] for c in clients]
+    assert len(orders[0]) == 30 and orders[0] == orders[1] == orders[2]
+
+
+def test_a_representative_crash_is_a_network_change_at_one_point_everywhere():
+    lab, (ua1, ua2, ub1) = started_lab()
+    for c in (ua2, ub1):
+        c.messages = []
+        c.receive_all()
+        c.messages = []
+    lab.crashed.add("a1")
+    ua2.multicast(sp.AGREED_MESS, "g", b"during")
+    lab.run(4.0)
+    ub1.multicast(sp.AGREED_MESS, "g", b"after")
+    lab.run(1.0)
+    survivors = ("REG", "NETWORK", ("#ua2#a2", "#ub1#b1"))
+    seen = [[describe(m) for m in c.receive_all()] for c in (ua2, ub1)]
+    for s in seen:
+        assert ("TRANS",) in s and survivors in s, s
+        assert s.index(("TRANS",)) < s.index(survivors) < s.index(("DATA", b"after"))
+        assert ("DATA", b"during") in s
+    assert seen[0] == seen[1], "the two sites saw the change at different points"
+    ids = [m.group_id for c in (ua2, ub1) for m in c.messages if m.is_membership and m.is_regular]
+    assert sp.equal_group_ids(ids[0], ids[1])
+    old = [m.group_id for c in (ua2, ub1) for m in c.messages if m.is_membership and m.is_transitional]
+    assert len(old) == 2 and sp.equal_group_ids(old[0], old[1])
+    assert not sp.equal_group_ids(old[0], ids[0]), "TRANSITION must carry the id before the change"
+    core = lab.daemons["a2"].core
+    assert core.rosters_sent == 1 and lab.daemons["b1"].core.gone == {"a1"}
+
+
+def test_a_hop_datagram_from_an_address_that_is_no_daemons_hop_port_is_dropped():
+    lab = SitesLab()
+    lab.run(2.5)
+    b1 = lab.daemons["b1"]
+    before = b1.orderer.gateway.counters.copy()
+    b1.perform(b1.d.hop_datagram(b"\x00" * 40, ("127.0.41.99", 4815), lab.now))
+    assert b1.orderer.hop_strangers == 1 and b1.orderer.gateway.counters == before
+
+
+class FakeOrderer(sp.Orderer):
+    def __init__(self):
+        self.submitted = []
+
+    def submit(self, msg, urgent=False):
+        self.submitted.append(msg)
+        return True
+
+
+def roster(origin, ring_seq, members):
+    return sp.DaemonMessage(sp.STATE, origin, "#roster#%s" % origin, sp.AGREED_MESS, [sp.ROSTER_GROUP],
+                            data="\n".join([str(ring_seq)] + members).encode())
+
+
+def test_only_the_new_representative_of_a_ring_that_lost_daemons_sends_a_roster():
+    cores = {n: sp.SitesGroupCore(n, FakeOrderer(), [["a1", "a2", "a3"], ["b1"]]) for n in ("a2", "a3")}
+    for core in cores.values():
+        core.configuration_change(sp.ConfigurationChange(sp.CONF_REGULAR, ["a1", "a2", "a3"], [], (4, "a1", 1)), 1)
+        core.configuration_change(sp.ConfigurationChange(sp.CONF_REGULAR, ["a2", "a3"], [], (8, "a2", 1)), 2)
+    assert [m.groups for m in cores["a2"].orderer.submitted] == [[sp.ROSTER_GROUP]]
+    assert cores["a3"].orderer.submitted == []
+    body = cores["a2"].orderer.submitted[0].data.decode().split("\n")
+    assert body == ["8", "a2", "a3"]
+
+
+def test_a_roster_of_an_older_ring_than_one_applied_changes_nothing():
+    core = sp.SitesGroupCore("b1", FakeOrderer(), [["a1", "a2", "a3"], ["b1"]])
+    core.deliver(roster("a2", 8, ["a2", "a3"]))
+    assert core.gone == {"a1"} and core.network_changes == 1
+    core.deliver(roster("a1", 4, ["a1", "a2", "a3"]))  # submitted before the crash, came late
+    assert core.gone == {"a1"} and core.network_changes == 1
+    core.deliver(roster("a3", 12, ["a3"]))
+    assert core.gone == {"a1", "a2"}
+
+
+def test_several_segments_run_sites_only_with_link_protocol():
+    config = sp.parse_spread_conf(CONF)
+    assert sp.uses_sites(config)
+    p = sp.sites_plan(config)
+    assert p.sites == LAYOUT and p.costs == [[0, 1], [1, 0]]
+    assert p.hop_addresses == {"a1": ("127.0.40.11", 4805), "a2": ("127.0.40.12", 4805),
+                               "b1": ("127.0.41.11", 4815)}
+    assert not sp.uses_sites(sp.parse_spread_conf(CONF.replace("LinkProtocol = Hop", "")))
+    one = "Spread_Segment 239.255.40.1:4803 {\n a1 127.0.0.1\n a2 127.0.0.2\n}\nLinkProtocol = Hop\n"
+    assert not sp.uses_sites(sp.parse_spread_conf(one))
+
+
+def test_a_hop_port_that_is_another_daemons_port_is_refused_with_both_named():
+    clash = CONF.replace("4813", "4805").replace("b1 127.0.41.11", "b1 127.0.40.11")
+    with pytest.raises(sp.ConfigError, match=r"a1: its HOP port 127.0.40.11:4805 .* segment port of b1"):
+        sp.sites_plan(sp.parse_spread_conf(clash))
+
+
+def test_the_sites_table_shows_sites_representatives_links_and_trees(monkeypatch):
+    lab, clients = started_lab()
+    snap = lab.daemons["a1"].ring_snapshot(lab.now)
+    rows = dict(sp.sites_status_rows(dict(snap["sites"], name="a1")))
+    assert rows["site 0"] == "a1, a2; representative a1"
+    assert rows["site 1"].startswith("b1; representative b1#")
+    link = rows["HOP link to site 1"]
+    assert link.startswith("peer b1#") and "RTT " in link and "window 0/512" in link
+    assert "retransmitted 0" in link and "NACKs out/in 0/0" in link
+    assert rows["tree of site 0"] == "0->1" and rows["tree of site 1"] == "1->0"
+    a2 = lab.daemons["a2"].ring_snapshot(lab.now)
+    assert "not its site's representative" in dict(sp.sites_status_rows(dict(a2["sites"], name="a2")))["HOP links"]
+    monkeypatch.setattr(sp, "Table", None)
+    text = sp.render_sites_status(snap)
+    assert text.startswith("SITES a1") and "HOP link to site 1" in text
+
+
+def test_a_site_killed_is_gone_in_the_table_and_its_members_leave_with_a_network_change():
+    lab, (ua1, ua2, ub1) = started_lab()
+    lab.crashed.add("b1")
+    lab.run(4.0)
+    for c in (ua1, ua2):
+        seen = [describe(m) for m in c.receive_all()]
+        assert ("REG", "NETWORK", ("#ua1#a1", "#ua2#a2")) in seen and ("TRANS",) in seen
+    rows = dict(sp.sites_status_rows(dict(lab.daemons["a1"].ring_snapshot(lab.now)["sites"], name="a1")))
+    assert rows["view of the sites"] == "1: sites 0" and rows["site 1 (gone)"] == "b1"
+    assert rows["HOP links"] == "none (no other site in the view)"
+    assert any("network change: view 1 of the sites: [0] (sites [1] gone)" in line
+               for line in lab.daemons["a2"].log)
+
+
+def lab_with_a_late_daemon(late):
+    """The sites start without `late`; a client at each other daemon joins and sends; then
+    `late` starts (a new process: incarnation 9)."""
+    lab = SitesLab()
+    lab.crashed.add(late)
+    lab.run(2.5)
+    clients = [Client(lab, name, "u" + name, 1) for name in IPS if name != late]
+    for c in clients:
+        c.join("g")
+        lab.run(0.3)
+    clients[0].multicast(sp.AGREED_MESS, "g", b"before")
+    lab.run(0.5)
+    lab.crashed.discard(late)
+    lab.daemons[late] = Driver(sp.build_daemon(late, IPS, incarnation=9, sites=lab.plan, now=lab.now))
+    lab.run(2.0)
+    return lab, clients
+
+
+@pytest.mark.parametrize("late", ["a2", "a1"])
+def test_a_daemon_that_joins_its_site_after_the_traffic_began_is_told_to_stop(late):
+    # a1 late is the hard case: first in spread.conf, it is the representative at once
+    lab, clients = lab_with_a_late_daemon(late)
+    d = lab.daemons[late]
+    assert d.fatal and "joined site 0's ring after the sites' traffic began" in d.fatal
+    assert any(line.startswith("ERROR: this daemon joined site 0") for line in d.log)
+    other = "a1" if late == "a2" else "a2"
+    assert any("WARNING: daemons %s joined site 0's ring" % late in line for line in lab.daemons[other].log)
+    # it leaves (the I/O loop stops on fatal): the others go on as before
+    lab.crashed.add(late)
+    lab.run(3.0)
+    clients[-1].multicast(sp.AGREED_MESS, "g", b"after")
+    lab.run(1.0)
+    seen = [[describe(m) for m in c.receive_all() if not m.is_membership] for c in clients]
+    assert seen[0] == seen[1] == [("DATA", b"before"), ("DATA", b"after")]
+
+
+def test_daemons_that_start_together_are_never_late():
+    lab, clients = started_lab()
+    assert not any(d.fatal for d in lab.daemons.values())
+
+
+def test_a_segment_without_daemons_is_no_site():
+    empty = CONF.replace("LinkProtocol = Hop", "Spread_Segment 239.255.42.1:4823 {\n}\nLinkProtocol = Hop")
+    with pytest.raises(sp.ConfigError, match=r"Spread_Segment 2 \(239.255.42.1:4823\) has no daemon"):
+        sp.sites_plan(sp.parse_spread_conf(empty))
+
+
+def test_hop_rate_mbit_sets_the_links_bucket():
+    args = sp.build_parser().parse_args(["daemon", "--hop-rate-mbit", "2"])
+    assert sp.hop_settings_of(args).rate_bytes_s == 250000
+    assert sp.hop_settings_of(sp.build_parser().parse_args(["daemon"])).rate_bytes_s == sp.HopSettings().rate_bytes_s
+    with pytest.raises(SystemExit):
+        sp.build_parser().parse_args(["daemon", "--hop-rate-mbit", "0"])
+
+
+def test_messages_the_wan_has_not_answered_count_in_the_backlog_that_stops_reading_clients():
+    lab, (ua1, ua2, ub1) = started_lab()
+    before = [lab.daemons[n].orderer.backlog().messages for n in ("a1", "a2")]
+    lab.wan_cut = True  # (shorter than the dead-peer rule: the link holds)
+    for i in range(30):
+        ua2.multicast(sp.AGREED_MESS, "g", b"m%d" % i)
+    lab.run(0.5)
+    held = [lab.daemons[n].orderer.backlog().messages for n in ("a1", "a2")]
+    assert held[0] == held[1] >= before[0] + 30, "every daemon of the site holds them alike"
+    assert lab.daemons["a1"].orderer.ring_orderer.backlog().messages == 0, "not in the ring's queue"
+    lab.wan_cut = False
+    lab.run(1.0)
+    assert [lab.daemons[n].orderer.backlog().messages for n in ("a1", "a2")] == before
+    assert len([m for m in ub1.receive_all() if not m.is_membership]) == 30
+
+
+def test_forged_hop_datagrams_from_a_daemons_own_address_change_nothing():
+    import random as _random
+    lab, (ua1, ua2, ub1) = started_lab()
+    rng = _random.Random(5)
+    captured = []
+    original = lab.pump
+
+    def capture(name):  # keep a copy of the HOP datagrams a1 sends
+        for action in lab.daemons[name].actions:
+            if isinstance(action, sp.HopDatagram) and name == "a1":
+                captured.append(action.packet)
+        original(name)
+
+    lab.pump = capture
+    ua1.multicast(sp.AGREED_MESS, "g", b"before")
+    lab.run(0.5)
+    b1 = lab.daemons["b1"]
+    for i in range(300):
+        raw = bytearray(rng.choice(captured)) if captured and i % 3 else bytearray(rng.randbytes(rng.randrange(1, 200)))
+        for _ in range(rng.randrange(1, 4)):
+            if raw:
+                raw[rng.randrange(len(raw))] = rng.randrange(256)
+        b1.perform(b1.d.hop_datagram(bytes(raw), lab.plan.hop_addresses["a1"], lab.now))
+        lab.pump("b1")
+    lab.run(0.5)
+    ub1.multicast(sp.AGREED_MESS, "g", b"after")
+    lab.run(1.0)
+    seen = [[describe(m) for m in c.receive_all() if not m.is_membership] for c in (ua1, ua2, ub1)]
+    assert seen[0] == seen[1] == seen[2] and seen[0][-2:] == [("DATA", b"before"), ("DATA", b"after")]
+    assert not b1.fatal and b1.orderer.gateway.live_sites == [0, 1]
+    gw = b1.orderer.gateway
+    dropped = sum(v for k, v in gw.counters.items() if k.startswith("hop_dropped")) + sum(
+        v for k, v in gw.links[0].counters.items() if k.startswith("dropped"))
+    assert captured and dropped > 100, "the forged datagrams were not seen and dropped"
