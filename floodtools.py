@@ -112,6 +112,8 @@ MATRIX_SERVICES = ("reliable", "safe")
 MAX_LAB_HOSTS = 200                  #: labnet.py's limit: the daemons' hosts plus the receivers'
 THESIS_SITES = 3                     #: Quadro 4: three campus segments, a daemon in each
 THESIS_RECEIVERS = (40, 79, 48)      #: Quadro 4: the lab machines of each segment
+WAN_MODES = ("hop", "ring")         #: --wan both runs these, in this order
+HOP_SHARE_OF_WAN = 0.9               #: --wan hop: the HOP bucket's rate, as a share of --wan-mbit
 RING_SEGMENT_ADDRESS = "239.255.4.3" #: the generated spread.conf's segment (not used for sending)
 RING_FORM_TIMEOUT_S = 30.0           #: the daemons of --daemons N must form one ring by then
 MAX_PORT_TRIES = 20
@@ -1376,9 +1378,6 @@ def run_experiment(args, say=print) -> int:
         if reason or args.loopback:
             raise ToolError(f"--topology thesis runs three sites in network namespaces joined by emulated "
                             f"WAN links: {reason or 'not with --loopback'}")
-        if args.wan == "hop":
-            raise ToolError("--wan hop needs the daemon's HOP links between sites, which spread_mini.py "
-                            "does not run yet; --wan ring runs one ring spanning the WAN")
         args.daemons = THESIS_SITES
     elif not args.loopback:
         import labnet
@@ -1434,9 +1433,80 @@ def run_experiment(args, say=print) -> int:
     text = _report_text(lab, args, matrix, flood_log, where, elapsed_s, usage, died, interrupted, py, here)
     (workdir / "report.md").write_text(text)
     (workdir / "report.csv").write_text(_logbm_report(py, here, flood_log, "csv"))
+    if getattr(lab, "link_report", None):
+        (workdir / "wan-links.json").write_text(json.dumps(lab.link_report, indent=1) + "\n")
     say(text)
     say(f"experiment: report in {workdir / 'report.md'} (CSV: report.csv; raw log: flood.log)")
     return 130 if interrupted else 0
+
+
+def run_wan_comparison(args, say=print) -> int:
+    """--wan both: the same matrix over HOP links and over one ring spanning the WAN, each in a
+    lab of its own (folders hop/ and ring/), then both side by side in compare.md."""
+    base = Path(args.out or tempfile.mkdtemp(prefix="flood-wan-", dir="."))
+    for wan in WAN_MODES:
+        one = argparse.Namespace(**vars(args))
+        one.wan, one.out = wan, str(base / wan)
+        say(f"experiment: --wan {wan} ({'a ring per site, HOP links between them' if wan == 'hop' else 'one ring over the WAN'})")
+        code = run_experiment(one, say)
+        if code:
+            return code
+    text = wan_comparison_text({wan: _flood_records(base / wan / "flood.log") for wan in WAN_MODES},
+                               {wan: _read_json(base / wan / "wan-links.json") for wan in WAN_MODES}, args)
+    (base / "compare.md").write_text(text)
+    say(text)
+    say(f"experiment: the comparison in {base / 'compare.md'} (each run's report in hop/ and ring/)")
+    return 0
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def wan_comparison_text(records: Dict[str, List[LogRecord]], links: Dict[str, dict], args) -> str:
+    """The thesis's argument measured: how long each batch took over HOP links and over one ring
+    spanning the WAN, from the first receiver's start marker to the last receiver's end marker
+    (every process runs on this machine's one clock), and what the WAN links dropped. A
+    receiver's own msgs/s (in each run's report) counts from its first message, which SAFE
+    delivers late at a far site: it overstates what crossed the link."""
+    batches: List[LogRecord] = []
+    for r in records["hop"] + records["ring"]:
+        if r.rec == "end" and r.batch not in [b.batch for b in batches]:
+            batches.append(r)
+    lines = [f"# HOP links against one ring over the WAN ({args.wan_mbit:g} Mbit/s, {args.wan_delay_ms:g} ms"
+             f"{f', {args.wan_loss:g} % loss' if args.wan_loss else ''})", "",
+             "Seconds from the first receiver's start marker to the last receiver's end marker, and the",
+             "batch's messages per second over that time.", "",
+             "| batch | service | size | count | HOP s | ring s | HOP msgs/s | ring msgs/s | ring / HOP time |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for b in batches:
+        hop, ring = batch_span_s(records["hop"], b.batch), batch_span_s(records["ring"], b.batch)
+        cells = [f"{x:.2f}" if x else "-" for x in (hop, ring)]
+        cells += [f"{b.count / x:.0f}" if x else "-" for x in (hop, ring)]
+        cells.append(f"{ring / hop:.2f}" if hop and ring else "-")
+        lines.append(f"| {b.batch} | {b.service} | {b.size} | {b.count} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for wan in WAN_MODES:
+        sent = sum(c["packets"] for c in links[wan].values())
+        dropped = sum(c["overflowed"] for c in links[wan].values())
+        lines.append(f"- {wan}: the WAN links carried {sent} packets and dropped {dropped} at a full queue.")
+    lines += ["", f"Command: `python3 floodtools.py {' '.join(args.argv)}`", ""]
+    return "\n".join(lines)
+
+
+def batch_span_s(records: Sequence[LogRecord], batch: str) -> Optional[float]:
+    """Seconds from the batch's first start record to its last end record (receivers' clocks:
+    one machine's here), or None when either is missing."""
+    def when(r: LogRecord) -> float:
+        return datetime.datetime.strptime(f"{r.date} {r.time}", "%Y-%m-%d %H:%M:%S.%f").timestamp()
+    starts = [when(r) for r in records if r.rec == "start" and r.batch == batch]
+    ends = [when(r) for r in records if r.rec == "end" and r.batch == batch]
+    if not starts or not ends:
+        return None
+    return max(ends) - min(starts)
 
 
 def _say_daemon_pids(lab: _Lab, say) -> None:
@@ -1524,8 +1594,10 @@ def _report_text(lab: _Lab, args, matrix, flood_log: Path, where: str, elapsed_s
         daemons_text = "one daemon"
     elif isinstance(lab, _WanLab):
         per = ", ".join(f"{n} at site {d + 1}" for d, n in enumerate(lab.split))
-        daemons_text = (f"a daemon at each site, in one ring spanning the WAN as the real Spread 4.4 runs "
-                        f"(receivers {per}; LOGBM and the sender at site 1)")
+        how = ("in one ring spanning the WAN as the real Spread 4.4 runs" if args.wan == "ring" else
+               f"each site its own ring, HOP links between the sites (bucket "
+               f"{args.wan_mbit * HOP_SHARE_OF_WAN:g} Mbit/s) as the thesis proposes")
+        daemons_text = f"a daemon at each site, {how} (receivers {per}; LOGBM and the sender at site 1)"
     else:
         per = ", ".join(f"{n} on d{d + 1}" for d, n in enumerate(_receivers_per_daemon(args.hosts, args.daemons)))
         daemons_text = f"{args.daemons} daemons in a ring (receivers {per}; LOGBM and the sender on d1)"
@@ -1579,7 +1651,8 @@ def _start_daemons(lab: _Lab, args, py: str, here: str, use_ns: bool, say) -> Li
     # must be free on all of them; in namespaces any port is, so the same check does no harm.
     port = args.port or _free_ring_port(lab.server_ips if not use_ns else ["127.0.0.1"])
     conf = lab.workdir / "spread.conf"
-    conf.write_text(render_spread_conf(lab.server_ips, port))
+    sites = args.topology == "thesis" and args.wan == "hop"
+    conf.write_text(render_spread_conf(lab.server_ips, port, sites))
     say(f"experiment: {conf} lists {', '.join(f'd{d} {ip}' for d, ip in enumerate(lab.server_ips, 1))}")
     daemons = []
     for d in range(1, args.daemons + 1):
@@ -1587,24 +1660,47 @@ def _start_daemons(lab: _Lab, args, py: str, here: str, use_ns: bool, say) -> Li
         # socket /tmp/<port> would be one file for all three.
         # Across the WAN the router does not carry multicast (as campus routers did not): the
         # ring's data goes by unicast to each daemon, as the real Spread 4.4 sends to another segment.
-        across_wan = ["--no-multicast"] if args.topology == "thesis" else []
+        # With HOP each site is a ring of its own and the links between sites are HOP's, with a
+        # token bucket a little under the WAN's rate so that the routers' queues never fill.
+        across_wan = ["--no-multicast"] if args.topology == "thesis" and not sites else []
+        if sites:
+            across_wan = ["--hop-rate-mbit", "%g" % (args.wan_mbit * HOP_SHARE_OF_WAN)]
         daemons.append(lab.start(d, [py, mini, "daemon", "-c", str(conf), "--name", f"d{d}", "--no-unix",
                                      "--max-session-messages", str(args.max_session_messages)] + across_wan,
                                  f"daemon-d{d}.out", daemon=True))
     names = [f"{port}@{ip}" for ip in lab.server_ips]
     for daemon, name in zip(daemons, names):
         _wait_connectable(lab, daemon, py, here, name)
-    _wait_ring(daemons, args.daemons)
+    if sites:
+        _wait_sites(daemons)
+    else:
+        _wait_ring(daemons, args.daemons)
     return names
 
 
-def render_spread_conf(ips: Sequence[str], port: int) -> str:
-    """The spread.conf of the experiment's daemons d1.. at the given addresses."""
-    lines = ["# written by floodtools.py experiment: the thesis's three servers (8.2)",
-             # The segment address is required by the format; spread_mini's ring sends unicast.
-             f"Spread_Segment {RING_SEGMENT_ADDRESS}:{port} {{"]
-    lines += [f"    d{d} {ip}" for d, ip in enumerate(ips, 1)]
-    return "\n".join(lines + ["}", ""])
+def render_spread_conf(ips: Sequence[str], port: int, sites: bool = False) -> str:
+    """The spread.conf of the experiment's daemons d1.. at the given addresses: one segment
+    (one ring), or with `sites` a segment per daemon joined by HOP links (LinkProtocol = Hop)."""
+    lines = ["# written by floodtools.py experiment: the thesis's three servers (8.2)"]
+    if not sites:
+        lines.append(f"Spread_Segment {RING_SEGMENT_ADDRESS}:{port} {{")
+        lines += [f"    d{d} {ip}" for d, ip in enumerate(ips, 1)]
+        return "\n".join(lines + ["}", ""])
+    group = RING_SEGMENT_ADDRESS.rsplit(".", 1)[0]
+    for d, ip in enumerate(ips, 1):
+        lines += [f"Spread_Segment {group}.{10 + d}:{port} {{", f"    d{d} {ip}", "}"]
+    return "\n".join(lines + ["LinkProtocol = Hop", ""])
+
+
+def _wait_sites(daemons: list) -> None:
+    """Until every daemon (each a site of its own) has a HOP link up to every other site."""
+    def linked() -> bool:
+        for daemon in daemons:
+            if daemon.poll() is not None:
+                raise ToolError(f"a daemon exited: {_read(daemon.log_path)[-500:]}")
+        return all(_read(d.log_path).count("HOP link to") - _read(d.log_path).count(") is over")
+                   >= len(daemons) - 1 for d in daemons)
+    _wait(linked, RING_FORM_TIMEOUT_S, f"the {len(daemons)} sites' HOP links")
 
 
 def _free_ring_port(ips: Sequence[str]) -> int:
@@ -1853,9 +1949,10 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--topology", choices=["lan", "thesis"], default="lan",
                      help="lan (default): every daemon on one LAN; thesis: Quadro 4, three sites of one "
                           "daemon each joined by WAN links, receivers split 40/79/48 (root: namespaces)")
-    exp.add_argument("--wan", choices=["ring", "hop"], default="ring",
-                     help="with --topology thesis: ring (one token ring spanning the WAN, as the real "
-                          "Spread 4.4) or hop (a ring per site, HOP links between sites; not yet)")
+    exp.add_argument("--wan", choices=["hop", "ring", "both"], default="hop",
+                     help="with --topology thesis: hop (default: a ring per site, HOP links between the "
+                          "sites, as the thesis proposes), ring (one token ring spanning the WAN, as "
+                          "the real Spread 4.4 runs), or both, one after the other, compared side by side")
     exp.add_argument("--wan-mbit", type=_float_in(0.01, 10_000), default=2.0,
                      help="WAN link rate in Mbit/s (default 2, the thesis's campus links)")
     exp.add_argument("--wan-delay-ms", type=_float_in(0, 10_000), default=15.0,
@@ -1894,6 +1991,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return run_send(args)
         if args.cmd == "recv":
             return run_recv(args)
+        if args.topology == "thesis" and args.wan == "both":
+            return run_wan_comparison(args)
         return run_experiment(args)
     except KeyboardInterrupt:
         return 130

@@ -2,6 +2,8 @@
 (section 8.2: FLOOENV, FLOOREC, LOGBM; 8.1.3: the connection log)."""
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import signal
 import subprocess
@@ -361,28 +363,52 @@ def test_thesis_split_keeps_quadro_4s_proportions_and_a_receiver_at_every_site()
 
 
 @pytest.mark.netns
-def test_experiment_over_the_thesis_topology_runs_one_ring_across_emulated_wan_links(tmp_path, labnet):
+def test_experiment_over_the_thesis_topology_over_hop_links_and_over_one_ring(tmp_path, labnet):
     """Quadro 4's three sites, one daemon each, joined by 2 Mbit/s links with 15 ms delay (the
-    WAN relay of labnet.WanLab): every receiver at every site gets every message, the ring's
-    data crossed the WAN links (the relay counted it), and the report says how it ran."""
+    WAN relay of labnet.WanLab), once with HOP links between the sites and once with one ring
+    spanning the WAN (--wan both): every receiver at every site gets every message in both,
+    the data crossed the WAN links (the relay counted it), and compare.md puts both side by
+    side."""
     if not os.path.exists("/dev/net/tun"):
         pytest.skip("the WAN relay needs a TUN device (/dev/net/tun)")
     out = tmp_path / "exp"
-    done = subprocess.run([sys.executable, "floodtools.py", "experiment", "--topology", "thesis", "--hosts", "4",
-                           "--counts", "200", "--sizes", "1000", "--services", "agreed", "--batch-timeout", "90",
-                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=240)
+    done = subprocess.run([sys.executable, "floodtools.py", "experiment", "--topology", "thesis", "--wan", "both",
+                           "--hosts", "4", "--counts", "200", "--sizes", "1000", "--services", "agreed",
+                           "--batch-timeout", "90", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    ends = [r for r in ft_records(out / "flood.log") if r.rec == "end"]
-    assert sorted((r.machine, r.received) for r in ends) == [(f"pc0{i}", 200) for i in (1, 2, 3, 4)]
-    report = (out / "report.md").read_text()
-    assert "three sites joined by 2 Mbit/s links with 15 ms delay" in report
-    assert "one ring spanning the WAN" in report
-    # 200 x 1000 B went from site 1 to each other site over its own WAN link
-    wan = report.split("WAN links (the relay's counts): ", 1)[1].split("\n", 1)[0]
-    sent = {part.split()[0]: int(part.split()[1]) for part in wan.split("; ")}
-    assert sent["1->2"] >= 200 and sent["1->3"] >= 200, wan
-    # receivers connect to the daemon of their own site (10.98.S.1)
-    assert "@10.98.2.1" in (out / "recv-pc02.out").read_text()
+    for wan, how in (("hop", "HOP links between the sites"), ("ring", "one ring spanning the WAN")):
+        ends = [r for r in ft_records(out / wan / "flood.log") if r.rec == "end"]
+        assert sorted((r.machine, r.received) for r in ends) == [(f"pc0{i}", 200) for i in (1, 2, 3, 4)], wan
+        report = (out / wan / "report.md").read_text()
+        assert "three sites joined by 2 Mbit/s links with 15 ms delay" in report and how in report
+        links = json.loads((out / wan / "wan-links.json").read_text())
+        # 200 x 1000 B went from site 1 to each other site over its own WAN link
+        assert links["1->2"]["bytes"] >= 200 * 1000 and links["1->3"]["bytes"] >= 200 * 1000, (wan, links)
+        # receivers connect to the daemon of their own site (10.98.S.1)
+        assert "@10.98.2.1" in (out / wan / "recv-pc02.out").read_text()
+    conf = (out / "hop" / "spread.conf").read_text()
+    assert conf.count("Spread_Segment") == 3 and "LinkProtocol = Hop" in conf
+    compare = (out / "compare.md").read_text()
+    row = next(line for line in compare.splitlines() if line.startswith("| a1000x200 "))
+    hop_s, ring_s = (float(x) for x in row.split("|")[5:7])
+    assert hop_s > 0 and ring_s > 0
+
+
+def test_the_wan_comparison_times_a_batch_from_the_first_start_to_the_last_end():
+    def rec(kind, machine, clock, received=0):
+        return ft.LogRecord(kind, "2026-12-05", clock, machine, "s1000x10", 10, 1000, "safe", "pc00",
+                            received=received, elapsed_s=0.5 if kind == "end" else 0.0)
+    hop = [rec("start", "pc01", "10:00:00.000"), rec("start", "pc02", "10:00:01.000"),
+           rec("end", "pc01", "10:00:02.000", 10), rec("end", "pc02", "10:00:04.500", 10)]
+    ring = [rec("start", "pc01", "10:00:00.000"), rec("end", "pc01", "10:00:09.000", 10)]
+    assert ft.batch_span_s(hop, "s1000x10") == pytest.approx(4.5)
+    assert ft.batch_span_s(hop, "other") is None
+    args = argparse.Namespace(wan_mbit=2.0, wan_delay_ms=15.0, wan_loss=0.0, argv=["experiment"])
+    links = {"hop": {"1->2": {"packets": 30, "overflowed": 1}}, "ring": {"1->2": {"packets": 40, "overflowed": 9}}}
+    text = ft.wan_comparison_text({"hop": hop, "ring": ring}, links, args)
+    assert "| s1000x10 | safe | 1000 | 10 | 4.50 | 9.00 | 2 | 1 | 2.00 |" in text
+    assert "- ring: the WAN links carried 40 packets and dropped 9 at a full queue." in text
 
 
 def test_the_thesis_topology_says_what_it_needs_when_it_cannot_run(tmp_path):
