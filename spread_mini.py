@@ -369,6 +369,20 @@ MAX_SITES = 256
 RECOVERY_WRAP_BYTES = 120
 #: a token without its rtr list, with the longest names (the rtr list fills the rest of a packet)
 TOKEN_FIXED_BYTES = 200
+#: the ring's largest packet on a LAN: a 1500-byte Ethernet frame less the IP and UDP headers,
+#: with room to spare (RingSettings.max_packet_bytes). Window and PersonalWindow count packets
+#: of this size (ring_settings_of)
+LAN_PACKET_BYTES = 1400
+#: ... when every daemon of the configuration is on this machine (127.0.0.0/8): loopback carries
+#: a 64 KB datagram whole, and a fuller packet pays the per-packet work (header, seal, sendto,
+#: recvfrom, decoding, the token's bookkeeping) once for more messages: a 1000-byte message
+#: fills a LAN packet alone, 8 share one of these. It is a 9000-byte jumbo frame's payload, so
+#: `--packet-bytes 8900` serves a LAN with jumbo frames too
+LOOPBACK_PACKET_BYTES = 8900
+#: --packet-bytes: at least a LAN packet (the token's rtr list and the commit token's entries
+#: are sized for it), at most what one UDP datagram carries, less room
+PACKET_BYTES_MIN = LAN_PACKET_BYTES
+PACKET_BYTES_MAX = 65000
 #: --key: every daemon-daemon packet carries HMAC-SHA256(key, packet) cut to its first 16 bytes
 #: (128 bits, as IPsec's HMAC-SHA-256-128, RFC 4868: a forger still needs about 2**128 tries;
 #: the full 32 bytes would cost 16 more bytes in every packet for nothing a LAN can use)
@@ -460,8 +474,9 @@ class RingSettings:
         #: OPERATIONAL: the representative announces the ring to the daemons outside it this often
         #: (Totem's merge detection), so that partitions heal
         self.merge_detect_s = 0.5
-        #: largest daemon-daemon datagram (fits a 1500-byte Ethernet MTU with IP and UDP headers)
-        self.max_packet_bytes = 1400
+        #: largest daemon-daemon datagram (fits a 1500-byte Ethernet MTU with IP and UDP headers;
+        #: a ring on one machine uses LOOPBACK_PACKET_BYTES: ring_settings_of)
+        self.max_packet_bytes = LAN_PACKET_BYTES
         #: flow control: packets (new and retransmitted) in the whole ring per token rotation
         #: (800 x 1400 bytes: about 90 ms of a 100 Mbit LAN)
         self.global_window_packets = 800
@@ -4872,6 +4887,7 @@ class RingOrderer:
             "personal_window_packets": self.cfg.personal_window_packets,
             "accelerated_window_packets": (self.cfg.accelerated_window_packets
                                            if self.cfg.accelerated_ring else None),
+            "max_packet_bytes": self.cfg.max_packet_bytes,
             "last_change_reason": self.change_reason,
             "recent_changes": list(self.recent_changes), "now": self.now,
             "keyed": bool(self.seal.key),
@@ -8643,6 +8659,7 @@ def ring_status_rows(snap):
         ("windows global / personal", "%d / %d packets" % (snap["global_window_packets"],
                                                             snap["personal_window_packets"])),
         ("ring protocol", _ring_protocol_text(snap.get("accelerated_window_packets"))),
+        ("ring packets", "up to %d bytes" % snap.get("max_packet_bytes", LAN_PACKET_BYTES)),
         ("membership changes", "%d (last: %s)" % (c.get("configurations_installed", 0),
                                                    snap["last_change_reason"])),
         ("token losses / retransmitted tokens", "%d / %d" % (c.get("token_loss", 0),
@@ -8726,6 +8743,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _packet_bytes(text: str) -> int:
+    value = _positive_int(text)
+    if not PACKET_BYTES_MIN <= value <= PACKET_BYTES_MAX:
+        raise argparse.ArgumentTypeError("a ring packet is %d..%d bytes" % (PACKET_BYTES_MIN, PACKET_BYTES_MAX))
+    return value
+
+
 def _port(text: str) -> int:
     value = _positive_int(text)
     if value > 65535:
@@ -8795,6 +8819,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a key made by `keygen`: every packet to the other daemons carries an "
                         "HMAC-SHA256 tag, and packets without a valid one are dropped (give every "
                         "daemon of the configuration the same file)")
+    d.add_argument("--packet-bytes", type=_packet_bytes, metavar="N",
+                   help="the ring's largest packet (default %d when every daemon of the file is on "
+                        "127.0.0.0/8, else %d; give every daemon the same: on a LAN of 1500-byte "
+                        "frames a larger packet goes as several IP fragments, and losing one loses "
+                        "it all; %d fits a jumbo frame)" % (LOOPBACK_PACKET_BYTES, LAN_PACKET_BYTES,
+                                                             LOOPBACK_PACKET_BYTES))
     # for tests: a ring daemon's incarnation instead of its start time in ms (a clock set back)
     d.add_argument("--incarnation", type=_positive_int, help=argparse.SUPPRESS)
     k = sub.add_parser("keygen", help="write a random key for --key (mode 0600)")
@@ -8897,11 +8927,25 @@ def remove_pid_file(path: Optional[str]) -> None:
         pass
 
 
-def ring_settings_of(config) -> RingSettings:
+def ring_packet_bytes(config, requested: Optional[int] = None) -> int:
+    """The ring's largest packet: --packet-bytes if given, else LOOPBACK_PACKET_BYTES when every
+    daemon of the file is on this machine, else LAN_PACKET_BYTES. A function of the file and the
+    option only, so every daemon started alike picks the same (it is in the configuration
+    stamp: daemons with different sizes refuse each other, and say so)."""
+    if requested is not None:
+        return requested
+    if all(ipaddress.ip_address(d.ip).is_loopback for d in config.daemons):
+        return LOOPBACK_PACKET_BYTES
+    return LAN_PACKET_BYTES
+
+
+def ring_settings_of(config, packet_bytes: Optional[int] = None) -> RingSettings:
     """The ring's settings, with the flow control windows of the file (Spread's Window and
     PersonalWindow: packets per token rotation, in the ring and per daemon) and its protocol
-    (Spread 5's AcceleratedRing and AcceleratedWindow)."""
-    overrides = {}
+    (Spread 5's AcceleratedRing and AcceleratedWindow), for packets of ring_packet_bytes. The
+    windows count LAN-sized packets: with bigger ones they hold fewer, so that a visit's burst
+    stays as many bytes (it must fit the receivers' socket buffers)."""
+    overrides = {"max_packet_bytes": ring_packet_bytes(config, packet_bytes)}
     if "Window" in config.used:
         overrides["global_window_packets"] = config.used["Window"]
     if "PersonalWindow" in config.used:
@@ -8913,11 +8957,18 @@ def ring_settings_of(config) -> RingSettings:
     settings = RingSettings(**overrides)
     if settings.personal_window_packets > settings.global_window_packets:  # one of them from the file
         settings.personal_window_packets = settings.global_window_packets
+    settings.global_window_packets = _windows_in_packets(settings.global_window_packets, settings)
+    settings.personal_window_packets = _windows_in_packets(settings.personal_window_packets, settings)
     # the default window within a smaller PersonalWindow of the file (a larger one from the
     # file is refused by the parser, as Spread 5 does)
     settings.accelerated_window_packets = min(settings.accelerated_window_packets,
                                               settings.personal_window_packets)
     return settings
+
+
+def _windows_in_packets(lan_packets: int, settings: RingSettings) -> int:
+    """A window of lan_packets LAN-sized packets, in packets of settings.max_packet_bytes."""
+    return max(1, lan_packets * LAN_PACKET_BYTES // settings.max_packet_bytes)
 
 
 def ring_open_error(exc: OSError, server, entry, listen: str, port: int) -> str:
@@ -8946,7 +8997,7 @@ def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
     else:
         for line in unkeyed_lan_warning(config):
             print(line, flush=True)
-    settings = ring_settings_of(config)
+    settings = ring_settings_of(config, args.packet_bytes)
     seal = RingSeal(key, configuration_stamp([(d.name, d.ip, d.port) for d in config.daemons],
                                              settings))
     if len(config.segments) > 1:
@@ -8996,8 +9047,9 @@ def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
                                          server.where_listening("%s:%d" % (listen, port)), entry.ip,
                                          entry.port, ", ".join(sorted(peers)), server.segment_text(),
                                               "; packets signed with the key %s" % args.key if key else ""))
-    server.log("ring protocol: %s" % _ring_protocol_text(
-        settings.accelerated_window_packets if settings.accelerated_ring else None))
+    server.log("ring protocol: %s; packets up to %d bytes, windows %d / %d packets" % (
+        _ring_protocol_text(settings.accelerated_window_packets if settings.accelerated_ring else None),
+        settings.max_packet_bytes, settings.global_window_packets, settings.personal_window_packets))
     try:
         server.serve_forever()
         # a clean stop: the others form a new ring at once, and say why (kill -9 cannot do
