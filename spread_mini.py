@@ -1768,10 +1768,22 @@ def _fits_client_format(m: DaemonMessage) -> bool:
     return len(m.groups) <= MAX_GROUPS and not m.reason
 
 
+#: the hot path of _decode_wire_data: the first 81 bytes of a one-group message from a daemon of
+#: our byte order (marker, header with the data's length, the group) -> (its size, service,
+#: sender, group, hint). A flood repeats them message after message (bounded: forged ones can
+#: only make it start over)
+_WIRE_HEADS: Dict[bytes, Tuple[int, int, str, str, int]] = {}
+_WIRE_HEADS_MAX = 1024
+_WIRE_HEAD_BYTES = 1 + HEADER_LEN + MAX_GROUP_NAME
+
+
 def _decode_wire_data(body: bytes, origin: str) -> DaemonMessage:
     """A RING_WIRE_DATA body: the message keeps these bytes (less the first) as its raw, for
     its clients; from a daemon of the other byte order it is re-encoded in ours."""
     size = len(body)
+    known = _WIRE_HEADS.get(body[:_WIRE_HEAD_BYTES])
+    if known is not None and known[0] == size:
+        return DaemonMessage(DATA, origin, known[2], known[1], [known[3]], known[4], raw=body[1:])
     if size < 1 + HEADER_LEN:
         raise RingWireError("bad message header")
     type_raw, sender, num_groups, hint, data_len = HEADER.unpack_from(body, 1)
@@ -1790,7 +1802,12 @@ def _decode_wire_data(body: bytes, origin: str) -> DaemonMessage:
     if flipped:
         return DaemonMessage(DATA, origin, unpad_name(sender), service, groups, hint,
                              data=body[groups_end:])
-    return DaemonMessage(DATA, origin, unpad_name(sender), service, groups, hint, raw=body[1:])
+    sender_name = unpad_name(sender)
+    if num_groups == 1:
+        if len(_WIRE_HEADS) >= _WIRE_HEADS_MAX:
+            _WIRE_HEADS.clear()
+        _WIRE_HEADS[body[:_WIRE_HEAD_BYTES]] = (size, service, sender_name, groups[0], hint)
+    return DaemonMessage(DATA, origin, sender_name, service, groups, hint, raw=body[1:])
 
 
 def decode_message_body(body: bytes, origin: str) -> DaemonMessage:
@@ -4069,6 +4086,9 @@ class Transport:
     def link_chunk(self, stream: SiteStream, sender: Pid, chunk: RingChunk) -> None:
         """A piece of a message, handed up by the site's link in the site's order."""
         key = (sender, chunk.origin_counter)
+        if chunk.frag_count == 1:  # a whole message (the common case): complete at once
+            self._link_whole(stream, sender, chunk, key)
+            return
         if chunk.frag_index == 0:
             m = _Message(stream.site_id, sender, chunk)
             stream.ordered.append(m)
@@ -4088,6 +4108,23 @@ class Transport:
             del stream.partial[key]
             if self.trace_completed is not None:
                 self.trace_completed.append((m.origin[0], m.origin[1], m.counter))
+
+    def _link_whole(self, stream: SiteStream, sender: Pid, chunk: RingChunk,
+                    key: Tuple[Pid, int]) -> None:
+        """link_chunk for a message in one piece: what the general path does, without the
+        round trip through stream.partial (a partial message of the same key is replaced)."""
+        m = _Message(stream.site_id, sender, chunk)
+        m.frags[0] = chunk.body
+        m.complete = True
+        stream.ordered.append(m)
+        if stream.partial:
+            stream.partial.pop(key, None)
+        if chunk.lts > stream.frontier_lts:
+            stream.frontier_lts = chunk.lts
+        if stream.site_id != self.site_id and chunk.lts > self.max_lts_seen:
+            self.max_lts_seen = chunk.lts
+        if self.trace_completed is not None:
+            self.trace_completed.append((sender[0], sender[1], chunk.origin_counter))
 
     def _fits(self, m: _Message, chunk: RingChunk) -> bool:
         """A fragment must agree with its message's first on the count: otherwise frags could
@@ -4188,20 +4225,26 @@ class Transport:
     def deliver_ready(self) -> None:
         """Thesis 7.3.3: deliver in {lts, site id} order while the merge allows it."""
         streams = self._merge
+        # one site (one ring): its head is the smallest, and no other site must pass it
+        one = streams[0] if len(streams) == 1 else None
         while True:
-            best = m = None
-            for s in streams:  # the smallest head
-                if s.ordered:
-                    head = s.ordered[0]
-                    if m is None or head.key < m.key:
-                        best, m = s, head
+            if one is not None:
+                best, m = one, (one.ordered[0] if one.ordered else None)
+            else:
+                best = m = None
+                for s in streams:  # the smallest head
+                    if s.ordered:
+                        head = s.ordered[0]
+                        if m is None or head.key < m.key:
+                            best, m = s, head
             if m is None or not m.complete:
                 return
             if self.deliver_limit_lts is not None and m.lts > self.deliver_limit_lts:
                 return
-            for s in streams:  # every other site must have passed m (its frontier)
-                if not s.ordered and not s.passed(m.key):
-                    return
+            if one is None:
+                for s in streams:  # every other site must have passed m (its frontier)
+                    if not s.ordered and not s.passed(m.key):
+                        return
             if m.service & SAFE_MESS and m.lts > min(s.stable_aru for s in streams):
                 return
             best.ordered.popleft()

@@ -47,12 +47,24 @@ def load(path):
     return module
 
 
+def daemon_settings(sp):
+    """The ring settings a daemon of a spread.conf naming these three addresses runs with (a
+    version without ring_settings_of: its defaults)."""
+    if not hasattr(sp, "ring_settings_of"):
+        return None
+    conf = "Spread_Segment 239.255.4.3:4803 {\n%s}\n" % "".join(
+        " %s %s\n" % (name, ip) for name, ip in IPS.items())
+    return sp.ring_settings_of(sp.parse_spread_conf(conf))
+
+
 class Ring:
     """Three cores and the datagrams between them; clients are connection 1 of each."""
 
     def __init__(self, sp):
         self.sp = sp
-        self.cores = {name: sp.build_daemon(name, IPS, incarnation=i) for i, name in enumerate(NAMES, 1)}
+        settings = daemon_settings(sp)
+        self.cores = {name: sp.build_daemon(name, IPS, incarnation=i, settings=settings)
+                      for i, name in enumerate(NAMES, 1)}
         self.queue = collections.deque()  # (dest, src, packet)
         self.received = collections.Counter()  # daemon -> bytes its client got
         self.now = 0.0

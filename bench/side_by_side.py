@@ -19,6 +19,7 @@ messages undelivered, so no session meets a daemon's per-session limit.
     sudo python3 bench/side_by_side.py                          # 3 pairs, 50,000 x 1000 B AGREED
     sudo python3 bench/side_by_side.py --service SAFE --pairs 5
     sudo python3 bench/side_by_side.py --count 20000 --size 100
+    sudo python3 bench/side_by_side.py --packet-bytes 8900      # spread_mini's packets as on one machine
     git show main:spread_mini.py > /tmp/main_spread_mini.py    # and another version, in the same run:
     sudo python3 bench/side_by_side.py --against /tmp/main_spread_mini.py
 
@@ -122,6 +123,8 @@ def prepare(work: str) -> Tuple[str, str, str]:
 
 #: with --against: the other spread_mini.py, run as a third kind ("base") in every pair
 AGAINST: List[str] = []
+#: with --packet-bytes: spread_mini's own daemons get `--packet-bytes N` (the other's never)
+MINI_OPTIONS: List[str] = []
 
 
 def daemon_argv(kind: str, host: int, real_daemon: str, conf: str) -> List[str]:
@@ -133,7 +136,7 @@ def daemon_argv(kind: str, host: int, real_daemon: str, conf: str) -> List[str]:
         inner = 'mount -t tmpfs none /tmp && mkdir /tmp/rt && exec "$0" -c "$1" -n "$2"'
         return ["unshare", "--mount", "--propagation", "private", "sh", "-c", inner, real_daemon, conf, "d%d" % host]
     return [sys.executable, os.path.join(ROOT, "spread_mini.py"), "daemon", "-c", conf, "--name", "d%d" % host,
-            "--no-unix", "--status-every", "0"]
+            "--no-unix", "--status-every", "0"] + MINI_OPTIONS
 
 
 def start_daemons(lab: labnet.LabNet, kind: str, real_daemon: str, conf: str, work: str) -> List[subprocess.Popen]:
@@ -292,7 +295,13 @@ def parse_args(argv: Optional[List[str]] = None):
     parser.add_argument("--against", metavar="SPREAD_MINI_PY",
                         help="also run the daemons of this spread_mini.py in every pair (a third kind, "
                              "'base'), and print spread_mini / it")
+    parser.add_argument("--packet-bytes", type=int, metavar="N",
+                        help="spread_mini's ring packets of up to N bytes (its --packet-bytes; default "
+                             "its own for a LAN, 1400). The lab LAN here has 1500-byte frames: a "
+                             "bigger packet goes as IP fragments")
     args = parser.parse_args(argv)
+    if args.packet_bytes is not None:
+        MINI_OPTIONS[:] = ["--packet-bytes", str(args.packet_bytes)]
     if args.against:
         if not os.path.isfile(args.against):
             parser.error("--against %s: no such file" % args.against)
@@ -325,8 +334,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if code == 0:
             shutil.rmtree(work, ignore_errors=True)
     print(line)
-    print("rerun: sudo python3 bench/side_by_side.py --count %d --pairs %d --size %d --service %s%s"
-          % (args.count, args.pairs, args.size, args.service, " --against %s" % args.against if args.against else ""))
+    print("rerun: sudo python3 bench/side_by_side.py --count %d --pairs %d --size %d --service %s%s%s"
+          % (args.count, args.pairs, args.size, args.service, " --against %s" % args.against if args.against else "",
+             " --packet-bytes %d" % args.packet_bytes if args.packet_bytes is not None else ""))
     return code
 
 
