@@ -4028,6 +4028,37 @@ class Transport:
             self.in_progress = None
         return chunk
 
+    def take_whole(self, stamp: RingToken, piece_bytes: int, room: int, chunks: List[RingChunk],
+                   max_chunks: int) -> int:
+        """fill_packet's hot path: the queued messages that go whole (one piece each), while
+        they fit `room`, appended to chunks; for each, what take_piece does, without a
+        MessageInProgress. Returns the room left."""
+        if self.in_progress is not None:
+            return room
+        pending = self.pending
+        counters = self.counters
+        while pending and len(chunks) < max_chunks:
+            msg, body = pending[0]
+            size = len(body)
+            if size > piece_bytes or (chunks and CHUNK_HEADER_BYTES + size > room):
+                break
+            pending.popleft()
+            if self.front:
+                self.front -= 1
+            self.pending_bytes -= size
+            self.origin_counter += 1
+            # Lamport, as _start_message
+            stamp.site_lts = max(stamp.site_lts, self.max_lts_seen) + 1
+            stamp.site_seq += 1
+            self.max_lts_seen = stamp.site_lts
+            chunks.append(RingChunk(self.origin_counter, stamp.site_lts, stamp.site_seq, 0, 1,
+                                    msg.service_type, body))
+            counters["messages_sent"] += 1
+            room -= CHUNK_HEADER_BYTES + size
+            if room <= CHUNK_HEADER_BYTES:
+                break
+        return room
+
     def next_unreliable_piece_bytes(self, piece_bytes: int) -> Optional[int]:
         return _next_piece_bytes(self.unrel_in_progress, self.unreliable, piece_bytes)
 
@@ -4362,15 +4393,23 @@ class Link(abc.ABC):
 
     def fill_packet(self, stamp: RingToken, limit: int,
                     next_piece_bytes: Callable[[int], Optional[int]],
-                    take_piece: Callable[[RingToken, int], RingChunk]) -> List[RingChunk]:
+                    take_piece: Callable[[RingToken, int], RingChunk],
+                    take_whole: Optional[Callable] = None) -> List[RingChunk]:
         """Chunks for one packet of at most `limit` payload bytes, from the transport's queue
         (next_piece_bytes, take_piece; `stamp` gives a new message its site_seq and lts). A
         small message is never split: if it does not fit what is left, it starts the next
-        packet."""
+        packet. take_whole (Transport.take_whole), if given, takes the run of messages that
+        go whole in one call: the same chunks, fewer calls per message."""
         piece_bytes = max(1, limit - CHUNK_HEADER_BYTES)
         chunks = []
         room = limit
         while len(chunks) < MAX_CHUNKS_PER_PACKET:
+            if take_whole is not None:
+                before = len(chunks)
+                room = take_whole(stamp, piece_bytes, room, chunks, MAX_CHUNKS_PER_PACKET)
+                if len(chunks) > before and (room <= CHUNK_HEADER_BYTES
+                                             or len(chunks) >= MAX_CHUNKS_PER_PACKET):
+                    break
             size = next_piece_bytes(piece_bytes)
             if size is None or (chunks and CHUNK_HEADER_BYTES + size > room):
                 break
@@ -4525,7 +4564,8 @@ class RingLink(Link):
         upper = self.upper
         sent = 0
         while sent < allowed:
-            chunks = self.fill_packet(tok, limit, upper.next_piece_bytes, upper.take_piece)
+            chunks = self.fill_packet(tok, limit, upper.next_piece_bytes, upper.take_piece,
+                                      getattr(upper, "take_whole", None))
             if not chunks:
                 break
             self.new_packet(ring, tok, chunks)
@@ -5816,6 +5856,9 @@ class RingGroupCore(GroupCore):
 
     def deliver(self, msg: DaemonMessage) -> None:
         ex = self.exchange
+        if ex is None and msg.kind is DATA:  # the hot path: what GroupCore.deliver does for it
+            self._deliver_data(msg)
+            return
         if msg.kind == STATE:
             if ex is not None and msg.groups and msg.groups[0] == repr(ex.ring_id):
                 self._state_arrived(ex, msg)

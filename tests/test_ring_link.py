@@ -9,6 +9,9 @@ from __future__ import annotations
 import collections
 import random
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 import spread_mini as sr
 from ring_sim import all_in_one_ring, assert_guarantees, calm_sim, delivered
 
@@ -369,3 +372,34 @@ def test_a_link_added_beside_the_ring_gets_every_ring_packet_once_in_link_order(
         seqs = [seq for ring_id, seq in hop.forwarded if ring_id == orderer.ring.ring_id]
         assert seqs and seqs == list(range(seqs[0], seqs[0] + len(seqs))), name
         assert orderer.routing.onward(hops[name]) == (orderer.link,)
+
+
+@given(st.lists(st.integers(min_value=0, max_value=3000), max_size=40),
+       st.sampled_from([300, 600, 1400, 8900]), st.booleans())
+@settings(max_examples=150, deadline=None)
+def test_take_whole_packs_the_same_chunks_as_piece_by_piece(sizes, packet_bytes, urgent_first):
+    """The packing's hot path (Transport.take_whole) must give the chunks, counters and token
+    stamps that next_piece_bytes / take_piece give, for any mix of small and fragmented ones."""
+    def packets(fast):
+        t, _ = make_transport()
+        for i, size in enumerate(sizes):
+            t.submit(sr.DaemonMessage(sr.DATA, "a", "#c#a", sr.AGREED_MESS, ["g"],
+                                      data=bytes([i % 256]) * size), urgent=urgent_first and i < 2)
+        link, ring, _ = make_link(FakeUpper(), max_packet_bytes=packet_bytes)
+        stamp = sr.RingToken(ring.ring_id, ("a", 1), site_lts=5, site_seq=2)
+        t.max_lts_seen = 7
+        limit = link.payload_limit(ring)
+        out = []
+        while True:
+            chunks = link.fill_packet(stamp, limit, t.next_piece_bytes, t.take_piece,
+                                      t.take_whole if fast else None)
+            if not chunks:
+                break
+            assert sum(sr.CHUNK_HEADER_BYTES + len(c.body) for c in chunks) <= limit or len(chunks) == 1
+            out.append([(c.origin_counter, c.lts, c.site_seq, c.frag_index, c.frag_count,
+                         c.service, c.body) for c in chunks])
+        return out, (stamp.site_lts, stamp.site_seq), t.pending_bytes, t.front, dict(t.counters)
+
+    fast, slow = packets(True), packets(False)
+    assert fast == slow
+    assert sum(len(p) for p in fast[0]) >= len(sizes)
