@@ -3844,6 +3844,7 @@ class _Ring:
         self.last_token_seq = 0  # the token's link_seq when we passed it last
         self.my_last_sent = 0  # our contribution to flow_control on the last visit
         self.gc_upto = 0
+        self.stable_visits = 0  # our visits in a row with every packet stable (the idle hold)
 
     def store(self, packet: RingData) -> bool:
         """Keep a packet; True if it is new."""
@@ -4640,8 +4641,13 @@ class RingLink(Link):
         ring.last_token_id = tok.token_id
         ring.last_token_seq = tok.link_seq
         nxt = _successor(ring.members, self.me)
+        # idle: nothing sent in the last rotation, nothing missing, and everything stable here
+        # at this visit and the last one, so at every member by now (a SAFE message waits for
+        # the aru of two visits at each: a held token would make it, and a sender waiting for
+        # it, wait token_hold_s)
+        ring.stable_visits = ring.stable_visits + 1 if ring.safe_link >= tok.link_seq else 0
         idle = (may_hold and tok.flow_control == 0 and not tok.rtr
-                and tok.link_aru == tok.link_seq)
+                and tok.link_aru == tok.link_seq and ring.stable_visits >= 2)
         if idle and ring.members[0] == self.me:
             self.held_token = HeldToken(ring, tok, nxt, now + self.cfg.token_hold_s)
             return

@@ -403,3 +403,38 @@ def test_take_whole_packs_the_same_chunks_as_piece_by_piece(sizes, packet_bytes,
     fast, slow = packets(True), packets(False)
     assert fast == slow
     assert sum(len(p) for p in fast[0]) >= len(sizes)
+
+
+def test_an_idle_ring_holds_the_token_but_not_while_a_safe_message_waits_for_stability():
+    """The representative keeps an idle token token_hold_s (an idle ring costs little), but a
+    ring whose last messages are not yet stable at every member is not idle: a SAFE message
+    needs the aru of two visits at each daemon, and one whose sender gets it a hold after the
+    others would make that client (and a flooder's window) wait."""
+    sim = calm_sim()
+    d1 = sim.nodes["d1"][0]
+    hold_s = d1.cfg.token_hold_s
+    assert d1.ring.members[0] == d1.me  # d1 is the representative: it holds an idle token
+    sim.run_until(sim.now + 1.0)
+    rotations = d1.rotations
+    sim.run_until(sim.now + 1.0)
+    idle_rotations = d1.rotations - rotations
+    assert idle_rotations <= 1.0 / hold_s + 1  # at most one rotation per hold
+    for sender in ("d1", "d2", "d3"):
+        before = {name: len(delivered(sim, name)) for name in PEERS}
+        sim.submit(sender, sr.SAFE_MESS)
+        times = {}
+
+        def everywhere():
+            for name in PEERS:
+                if name not in times and len(delivered(sim, name)) > before[name]:
+                    times[name] = sim.now
+            return len(times) == len(PEERS)
+
+        assert sim.run_until(sim.now + 1.0, stop=everywhere)
+        spread_s = max(times.values()) - min(times.values())
+        assert spread_s < hold_s / 2, "SAFE from %s: delivered %.3f s apart" % (sender, spread_s)
+        sim.run_until(sim.now + 0.5)
+        rotations = d1.rotations
+        sim.run_until(sim.now + 1.0)
+        assert d1.rotations - rotations <= idle_rotations + 1  # idle again, held again
+    assert_guarantees(sim)
