@@ -3844,7 +3844,8 @@ class _Ring:
         self.last_token_seq = 0  # the token's link_seq when we passed it last
         self.my_last_sent = 0  # our contribution to flow_control on the last visit
         self.gc_upto = 0
-        self.stable_visits = 0  # our visits in a row with every packet stable (the idle hold)
+        self.safe_seen_lts = start_lts  # the highest lts of a SAFE message handed up (feed)
+        self.safe_lts_last_visit = start_lts  # safe_lts when we passed the token last
 
     def store(self, packet: RingData) -> bool:
         """Keep a packet; True if it is new."""
@@ -4641,13 +4642,14 @@ class RingLink(Link):
         ring.last_token_id = tok.token_id
         ring.last_token_seq = tok.link_seq
         nxt = _successor(ring.members, self.me)
-        # idle: nothing sent in the last rotation, nothing missing, and everything stable here
-        # at this visit and the last one, so at every member by now (a SAFE message waits for
-        # the aru of two visits at each: a held token would make it, and a sender waiting for
-        # it, wait token_hold_s)
-        ring.stable_visits = ring.stable_visits + 1 if ring.safe_link >= tok.link_seq else 0
+        # idle: nothing sent in the last rotation, nothing missing, and no SAFE message that
+        # was not stable here at our last visit already (so at every member by now): a SAFE
+        # message waits for the aru of two visits at each daemon, and a held token would make
+        # it, and a sender waiting for it, wait token_hold_s
+        safe_waiting = ring.safe_seen_lts > ring.safe_lts_last_visit
+        ring.safe_lts_last_visit = ring.safe_lts
         idle = (may_hold and tok.flow_control == 0 and not tok.rtr
-                and tok.link_aru == tok.link_seq and ring.stable_visits >= 2)
+                and tok.link_aru == tok.link_seq and not safe_waiting)
         if idle and ring.members[0] == self.me:
             self.held_token = HeldToken(ring, tok, nxt, now + self.cfg.token_hold_s)
             return
@@ -4714,6 +4716,8 @@ class RingLink(Link):
             elif p.inner is None:
                 for c in p.chunks:
                     upper.link_chunk(stream, p.sender, c)
+                    if c.service & SAFE_MESS and c.lts > ring.safe_seen_lts:
+                        ring.safe_seen_lts = c.lts
                 for link in onward:
                     link.forward(p)
             ring.fed_upto = seq
