@@ -16,6 +16,11 @@ measured for another spread_mini.py, alternating, and the ratio of the medians p
     git show main:spread_mini.py > /tmp/main_spread_mini.py       # another version, in the same run:
     python3 bench/ring_cores.py --against /tmp/main_spread_mini.py --repeat 5
     python3 bench/ring_cores.py --profile                         # cProfile: the top functions
+    python3 bench/ring_cores.py --key-compare --repeat 5          # what --key costs the cores
+
+With --key-compare the same spread_mini.py runs with and without a ring key (every daemon
+packet signed with HMAC-SHA256 instead of a CRC), alternating, and the ratio is the key's cost
+in CPU, the daemons' bottleneck. Without the system calls in the figure this overstates it.
 """
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ NAMES = ["d1", "d2", "d3"]
 IPS = {name: "127.0.0.%d" % i for i, name in enumerate(NAMES, 1)}
 BATCH = 20  # messages per read of the sender's connection
 TICK_S = 0.001
+KEY = bytes(range(32))  # --key-compare: any 32 bytes do, as a key file made by keygen
 
 
 def load(path):
@@ -60,10 +66,12 @@ def daemon_settings(sp):
 class Ring:
     """Three cores and the datagrams between them; clients are connection 1 of each."""
 
-    def __init__(self, sp):
+    def __init__(self, sp, key=None):
         self.sp = sp
         settings = daemon_settings(sp)
-        self.cores = {name: sp.build_daemon(name, IPS, incarnation=i, settings=settings)
+        seal = sp.RingSeal(key, sp.configuration_stamp([(n, IPS[n], 4803) for n in NAMES], settings)) \
+            if key else None
+        self.cores = {name: sp.build_daemon(name, IPS, incarnation=i, settings=settings, seal=seal)
                       for i, name in enumerate(NAMES, 1)}
         self.queue = collections.deque()  # (dest, src, packet)
         self.received = collections.Counter()  # daemon -> bytes its client got
@@ -118,10 +126,10 @@ class Ring:
         return "#%s#%s" % (user, name)
 
 
-def measure(path, count, size, service, profile):
+def measure(path, count, size, service, profile, key=None):
     """(us of CPU per message, messages each receiver got); prints a profile if asked."""
     sp = load(path)
-    ring = Ring(sp)
+    ring = Ring(sp, key)
     ring.tick(3000)  # the ring forms (startup waits one consensus timeout)
     sender = ring.client("d1", "snd")
     ring.client("d2", "r2", "g")
@@ -158,12 +166,16 @@ def main(argv=None):
     parser.add_argument("--against", metavar="SPREAD_MINI_PY", help="another spread_mini.py, measured alternately")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each version (default 3)")
     parser.add_argument("--profile", action="store_true", help="one run of ours under cProfile")
+    parser.add_argument("--key-compare", action="store_true",
+                        help="ours with and without a ring key, alternately: what the key costs")
+    parser.add_argument("--key", action="store_true", help=argparse.SUPPRESS)  # a child: with a key
     parser.add_argument("--one", metavar="SPREAD_MINI_PY", help=argparse.SUPPRESS)  # a child: one run
     args = parser.parse_args(argv)
     if args.count < BATCH or not 1 <= args.size <= 100000 or args.repeat < 1:
         parser.error("needs --count >= %d, 1 <= --size <= 100000, --repeat >= 1" % BATCH)
     if args.one:
-        us, got = measure(args.one, args.count, args.size, args.service, False)
+        us, got = measure(args.one, args.count, args.size, args.service, False,
+                          KEY if args.key else None)
         print("%.3f %d" % (us, got))
         return 0
     ours = os.path.join(ROOT, "spread_mini.py")
@@ -173,13 +185,20 @@ def main(argv=None):
         us, got = measure(ours, args.count, args.size, args.service, True)
         print("%.1f us CPU per message under the profiler (it costs about 3x); each receiver got %d" % (us, got))
         return 0
-    versions = [("this", ours)] + ([("against", os.path.abspath(args.against))] if args.against else [])
-    figures = {name: [] for name, _ in versions}
+    if args.key_compare and args.against:
+        parser.error("--key-compare measures this spread_mini.py only (no --against)")
+    versions = [("this", ours, False)]
+    if args.against:
+        versions.append(("against", os.path.abspath(args.against), False))
+    if args.key_compare:
+        versions.append(("key", ours, True))
+    figures = {name: [] for name, _, _ in versions}
     for run in range(args.repeat):
-        for name, path in (versions if run % 2 == 0 else versions[::-1]):
+        for name, path, key in (versions if run % 2 == 0 else versions[::-1]):
             # each run in a fresh process: two versions of the module never share one
             out = subprocess.run([sys.executable, __file__, "--one", path, "--count", str(args.count),
-                                  "--size", str(args.size), "--service", args.service],
+                                  "--size", str(args.size), "--service", args.service]
+                                 + (["--key"] if key else []),
                                  capture_output=True, text=True)
             if out.returncode != 0:
                 print("%s: failed: %s" % (name, (out.stderr.strip().splitlines() or ["?"])[-1]))
@@ -196,9 +215,14 @@ def main(argv=None):
         line += "; %s: %.1f us; this / against %.2f" % (
             args.against, statistics.median(figures["against"]),
             statistics.median(figures["this"]) / statistics.median(figures["against"]))
+    if args.key_compare:
+        with_key, without = statistics.median(figures["key"]), statistics.median(figures["this"])
+        line += "; with a key: %.1f us; key / no key %.2f (the key costs %.0f %% more CPU)" % (
+            with_key, with_key / without, (with_key / without - 1) * 100)
     print(line)
-    print("rerun: python3 bench/ring_cores.py --count %d --size %d --service %s --repeat %d%s" % (
-        args.count, args.size, args.service, args.repeat, " --against %s" % args.against if args.against else ""))
+    print("rerun: python3 bench/ring_cores.py --count %d --size %d --service %s --repeat %d%s%s" % (
+        args.count, args.size, args.service, args.repeat,
+        " --against %s" % args.against if args.against else "", " --key-compare" if args.key_compare else ""))
     return 0
 
 

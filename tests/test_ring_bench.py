@@ -161,6 +161,16 @@ def test_ring_cores_counts_every_message_through_three_cores_and_prints_its_figu
     assert "rerun: python3 bench/ring_cores.py" in out.stdout
 
 
+def test_ring_cores_key_compare_delivers_everything_with_a_key_and_prints_the_cost():
+    """--key-compare runs the cores with a ring key too (every packet tagged and checked): a
+    wrong tag would lose messages, and the bench exits 2 when a receiver is short."""
+    out = subprocess.run([sys.executable, "bench/ring_cores.py", "--count", "400", "--repeat", "1",
+                          "--key-compare"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "run 1 key" in out.stdout and "key / no key" in out.stdout, out.stdout
+    assert "--key-compare" in out.stdout.splitlines()[-1]
+
+
 @pytest.mark.slow
 def test_ring_hostile_benchmark_runs_and_the_key_keeps_the_ring_whole():
     """bench/ring_hostile.py once broke silently when start_daemons changed its signature (its

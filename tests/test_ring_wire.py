@@ -5,6 +5,7 @@ add to are refused; the key's tag (--key, keygen) replaces the CRC; the caller's
 RingUsageErrors. Tier 1: no network, no clock."""
 from __future__ import annotations
 
+import hmac
 import os
 import random
 import stat
@@ -262,6 +263,16 @@ def test_a_keyed_packet_round_trips_and_carries_a_16_byte_tag_instead_of_the_crc
     raw = a_join(seal=seal)
     assert len(raw) == len(a_join()) - 4 + sr.RING_TAG_BYTES
     assert sr.decode_ring_packet(raw, seal).sender == ("d2", 7)
+
+
+@settings(max_examples=60, deadline=None)
+@given(key=st.binary(min_size=16, max_size=200), body=st.binary(max_size=3000))
+def test_the_tag_is_the_standard_hmac_sha256_of_the_packet_cut_to_16_bytes(key, body):
+    # the seal hashes the key's pads once; what it appends must still be plain HMAC-SHA256
+    # (keys longer than SHA-256's 64-byte block included), so any tool can check our packets
+    packet = keyed(key).seal(body)
+    assert packet[:-sr.RING_TAG_BYTES] == body
+    assert packet[-sr.RING_TAG_BYTES:] == hmac.digest(key, body, "sha256")[:sr.RING_TAG_BYTES]
 
 
 @pytest.mark.parametrize("sender_seal, receiver_seal, reason", [
