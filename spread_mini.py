@@ -388,6 +388,20 @@ MAX_SITES = 256
 RECOVERY_WRAP_BYTES = 120
 #: a token without its rtr list, with the longest names (the rtr list fills the rest of a packet)
 TOKEN_FIXED_BYTES = 200
+#: the ring's largest packet on a LAN: a 1500-byte Ethernet frame less the IP and UDP headers,
+#: with room to spare (RingSettings.max_packet_bytes). Window and PersonalWindow count packets
+#: of this size (ring_settings_of)
+LAN_PACKET_BYTES = 1400
+#: ... when every daemon of the configuration is on this machine (127.0.0.0/8): loopback carries
+#: a 64 KB datagram whole, and a fuller packet pays the per-packet work (header, seal, sendto,
+#: recvfrom, decoding, the token's bookkeeping) once for more messages: a 1000-byte message
+#: fills a LAN packet alone, 8 share one of these. It is a 9000-byte jumbo frame's payload, so
+#: `--packet-bytes 8900` serves a LAN with jumbo frames too
+LOOPBACK_PACKET_BYTES = 8900
+#: --packet-bytes: at least a LAN packet (the token's rtr list and the commit token's entries
+#: are sized for it), at most what one UDP datagram carries, less room
+PACKET_BYTES_MIN = LAN_PACKET_BYTES
+PACKET_BYTES_MAX = 65000
 #: --key: every daemon-daemon packet carries HMAC-SHA256(key, packet) cut to its first 16 bytes
 #: (128 bits, as IPsec's HMAC-SHA-256-128, RFC 4868: a forger still needs about 2**128 tries;
 #: the full 32 bytes would cost 16 more bytes in every packet for nothing a LAN can use)
@@ -496,8 +510,9 @@ class RingSettings(Settings):
         #: OPERATIONAL: the representative announces the ring to the daemons outside it this often
         #: (Totem's merge detection), so that partitions heal
         self.merge_detect_s = 0.5
-        #: largest daemon-daemon datagram (fits a 1500-byte Ethernet MTU with IP and UDP headers)
-        self.max_packet_bytes = 1400
+        #: largest daemon-daemon datagram (fits a 1500-byte Ethernet MTU with IP and UDP headers;
+        #: a ring on one machine uses LOOPBACK_PACKET_BYTES: ring_settings_of)
+        self.max_packet_bytes = LAN_PACKET_BYTES
         #: flow control: packets (new and retransmitted) in the whole ring per token rotation
         #: (800 x 1400 bytes: about 90 ms of a 100 Mbit LAN)
         self.global_window_packets = 800
@@ -1809,10 +1824,22 @@ def _fits_client_format(m: DaemonMessage) -> bool:
     return len(m.groups) <= MAX_GROUPS and not m.reason
 
 
+#: the hot path of _decode_wire_data: the first 81 bytes of a one-group message from a daemon of
+#: our byte order (marker, header with the data's length, the group) -> (its size, service,
+#: sender, group, hint). A flood repeats them message after message (bounded: forged ones can
+#: only make it start over)
+_WIRE_HEADS: Dict[bytes, Tuple[int, int, str, str, int]] = {}
+_WIRE_HEADS_MAX = 1024
+_WIRE_HEAD_BYTES = 1 + HEADER_LEN + MAX_GROUP_NAME
+
+
 def _decode_wire_data(body: bytes, origin: str) -> DaemonMessage:
     """A RING_WIRE_DATA body: the message keeps these bytes (less the first) as its raw, for
     its clients; from a daemon of the other byte order it is re-encoded in ours."""
     size = len(body)
+    known = _WIRE_HEADS.get(body[:_WIRE_HEAD_BYTES])
+    if known is not None and known[0] == size:
+        return DaemonMessage(DATA, origin, known[2], known[1], [known[3]], known[4], raw=body[1:])
     if size < 1 + HEADER_LEN:
         raise RingWireError("bad message header")
     type_raw, sender, num_groups, hint, data_len = HEADER.unpack_from(body, 1)
@@ -1831,7 +1858,12 @@ def _decode_wire_data(body: bytes, origin: str) -> DaemonMessage:
     if flipped:
         return DaemonMessage(DATA, origin, unpad_name(sender), service, groups, hint,
                              data=body[groups_end:])
-    return DaemonMessage(DATA, origin, unpad_name(sender), service, groups, hint, raw=body[1:])
+    sender_name = unpad_name(sender)
+    if num_groups == 1:
+        if len(_WIRE_HEADS) >= _WIRE_HEADS_MAX:
+            _WIRE_HEADS.clear()
+        _WIRE_HEADS[body[:_WIRE_HEAD_BYTES]] = (size, service, sender_name, groups[0], hint)
+    return DaemonMessage(DATA, origin, sender_name, service, groups, hint, raw=body[1:])
 
 
 def decode_message_body(body: bytes, origin: str) -> DaemonMessage:
@@ -3553,7 +3585,8 @@ class _ConfParser:
         """Spread 5's rule: the packets a visit sends after the token are some of its personal
         window (a larger AcceleratedWindow is a mistake, unless the ring is not accelerated)."""
         used = self.config.used
-        settings = ring_settings_of(self.config)   # the ring's settings as this file makes them
+        # the ring's settings as this file makes them, its windows in LAN packets as written
+        settings = ring_settings_of(self.config, LAN_PACKET_BYTES)
         if not settings.accelerated_ring or "AcceleratedWindow" not in used:
             return
         personal = settings.personal_window_packets
@@ -3977,6 +4010,8 @@ class _Ring:
         self.last_token_seq = 0  # the token's link_seq when we passed it last
         self.my_last_sent = 0  # our contribution to flow_control on the last visit
         self.gc_upto = 0
+        self.safe_seen_lts = start_lts  # the highest lts of a SAFE message handed up (feed)
+        self.safe_lts_last_visit = start_lts  # safe_lts when we passed the token last
         self.payload_limit_bytes = 0  #: RingLink.payload_limit, once worked out (0: not yet)
 
     def store(self, packet: RingData) -> bool:
@@ -4162,6 +4197,37 @@ class Transport:
             self.in_progress = None
         return chunk
 
+    def take_whole(self, stamp: RingToken, piece_bytes: int, room: int, chunks: List[RingChunk],
+                   max_chunks: int) -> int:
+        """fill_packet's hot path: the queued messages that go whole (one piece each), while
+        they fit `room`, appended to chunks; for each, what take_piece does, without a
+        MessageInProgress. Returns the room left."""
+        if self.in_progress is not None:
+            return room
+        pending = self.pending
+        counters = self.counters
+        while pending and len(chunks) < max_chunks:
+            msg, body = pending[0]
+            size = len(body)
+            if size > piece_bytes or (chunks and CHUNK_HEADER_BYTES + size > room):
+                break
+            pending.popleft()
+            if self.front:
+                self.front -= 1
+            self.pending_bytes -= size
+            self.origin_counter += 1
+            # Lamport, as _start_message
+            stamp.site_lts = max(stamp.site_lts, self.max_lts_seen) + 1
+            stamp.site_seq += 1
+            self.max_lts_seen = stamp.site_lts
+            chunks.append(RingChunk(self.origin_counter, stamp.site_lts, stamp.site_seq, 0, 1,
+                                    msg.service_type, body))
+            counters["messages_sent"] += 1
+            room -= CHUNK_HEADER_BYTES + size
+            if room <= CHUNK_HEADER_BYTES:
+                break
+        return room
+
     def next_unreliable_piece_bytes(self, piece_bytes: int) -> Optional[int]:
         return _next_piece_bytes(self.unrel_in_progress, self.unreliable, piece_bytes)
 
@@ -4220,6 +4286,9 @@ class Transport:
     def link_chunk(self, stream: SiteStream, sender: Pid, chunk: RingChunk) -> None:
         """A piece of a message, handed up by the site's link in the site's order."""
         key = (sender, chunk.origin_counter)
+        if chunk.frag_count == 1:  # a whole message (the common case): complete at once
+            self._link_whole(stream, sender, chunk, key)
+            return
         if chunk.frag_index == 0:
             m = _Message(stream.site_id, sender, chunk)
             stream.ordered.append(m)
@@ -4239,6 +4308,23 @@ class Transport:
             del stream.partial[key]
             if self.trace_completed is not None:
                 self.trace_completed.append((m.origin[0], m.origin[1], m.counter))
+
+    def _link_whole(self, stream: SiteStream, sender: Pid, chunk: RingChunk,
+                    key: Tuple[Pid, int]) -> None:
+        """link_chunk for a message in one piece: what the general path does, without the
+        round trip through stream.partial (a partial message of the same key is replaced)."""
+        m = _Message(stream.site_id, sender, chunk)
+        m.frags[0] = chunk.body
+        m.complete = True
+        stream.ordered.append(m)
+        if stream.partial:
+            stream.partial.pop(key, None)
+        if chunk.lts > stream.frontier_lts:
+            stream.frontier_lts = chunk.lts
+        if stream.site_id != self.site_id and chunk.lts > self.max_lts_seen:
+            self.max_lts_seen = chunk.lts
+        if self.trace_completed is not None:
+            self.trace_completed.append((sender[0], sender[1], chunk.origin_counter))
 
     def _fits(self, m: _Message, chunk: RingChunk) -> bool:
         """A fragment must agree with its message's first on the count: otherwise frags could
@@ -4339,20 +4425,26 @@ class Transport:
     def deliver_ready(self) -> None:
         """Thesis 7.3.3: deliver in {lts, site id} order while the merge allows it."""
         streams = self._merge
+        # one site (one ring): its head is the smallest, and no other site must pass it
+        one = streams[0] if len(streams) == 1 else None
         while True:
-            best = m = None
-            for s in streams:  # the smallest head
-                if s.ordered:
-                    head = s.ordered[0]
-                    if m is None or head.key < m.key:
-                        best, m = s, head
+            if one is not None:
+                best, m = one, (one.ordered[0] if one.ordered else None)
+            else:
+                best = m = None
+                for s in streams:  # the smallest head
+                    if s.ordered:
+                        head = s.ordered[0]
+                        if m is None or head.key < m.key:
+                            best, m = s, head
             if m is None or not m.complete:
                 return
             if self.deliver_limit_lts is not None and m.lts > self.deliver_limit_lts:
                 return
-            for s in streams:  # every other site must have passed m (its frontier)
-                if not s.ordered and not s.passed(m.key):
-                    return
+            if one is None:
+                for s in streams:  # every other site must have passed m (its frontier)
+                    if not s.ordered and not s.passed(m.key):
+                        return
             if m.service & SAFE_MESS and m.lts > min(s.stable_aru for s in streams):
                 return
             best.ordered.popleft()
@@ -4470,15 +4562,23 @@ class Link(abc.ABC):
 
     def fill_packet(self, stamp: RingToken, limit: int,
                     next_piece_bytes: Callable[[int], Optional[int]],
-                    take_piece: Callable[[RingToken, int], RingChunk]) -> List[RingChunk]:
+                    take_piece: Callable[[RingToken, int], RingChunk],
+                    take_whole: Optional[Callable] = None) -> List[RingChunk]:
         """Chunks for one packet of at most `limit` payload bytes, from the transport's queue
         (next_piece_bytes, take_piece; `stamp` gives a new message its site_seq and lts). A
         small message is never split: if it does not fit what is left, it starts the next
-        packet."""
+        packet. take_whole (Transport.take_whole), if given, takes the run of messages that
+        go whole in one call: the same chunks, fewer calls per message."""
         piece_bytes = max(1, limit - CHUNK_HEADER_BYTES)
         chunks = []
         room = limit
         while len(chunks) < MAX_CHUNKS_PER_PACKET:
+            if take_whole is not None:
+                before = len(chunks)
+                room = take_whole(stamp, piece_bytes, room, chunks, MAX_CHUNKS_PER_PACKET)
+                if len(chunks) > before and (room <= CHUNK_HEADER_BYTES
+                                             or len(chunks) >= MAX_CHUNKS_PER_PACKET):
+                    break
             size = next_piece_bytes(piece_bytes)
             if size is None or (chunks and CHUNK_HEADER_BYTES + size > room):
                 break
@@ -4633,7 +4733,8 @@ class RingLink(Link):
         upper = self.upper
         sent = 0
         while sent < allowed:
-            chunks = self.fill_packet(tok, limit, upper.next_piece_bytes, upper.take_piece)
+            chunks = self.fill_packet(tok, limit, upper.next_piece_bytes, upper.take_piece,
+                                      getattr(upper, "take_whole", None))
             if not chunks:
                 break
             self.new_packet(ring, tok, chunks)
@@ -4712,8 +4813,14 @@ class RingLink(Link):
         ring.last_token_id = tok.token_id
         ring.last_token_seq = tok.link_seq
         nxt = _successor(ring.members, self.me)
+        # idle: nothing sent in the last rotation, nothing missing, and no SAFE message that
+        # was not stable here at our last visit already (so at every member by now): a SAFE
+        # message waits for the aru of two visits at each daemon, and a held token would make
+        # it, and a sender waiting for it, wait token_hold_s
+        safe_waiting = ring.safe_seen_lts > ring.safe_lts_last_visit
+        ring.safe_lts_last_visit = ring.safe_lts
         idle = (may_hold and tok.flow_control == 0 and not tok.rtr
-                and tok.link_aru == tok.link_seq)
+                and tok.link_aru == tok.link_seq and not safe_waiting)
         if idle and ring.members[0] == self.me:
             self.held_token = HeldToken(ring, tok, nxt, now + self.cfg.token_hold_s)
             return
@@ -4780,6 +4887,8 @@ class RingLink(Link):
             elif p.inner is None:
                 for c in p.chunks:
                     upper.link_chunk(stream, p.sender, c)
+                    if c.service & SAFE_MESS and c.lts > ring.safe_seen_lts:
+                        ring.safe_seen_lts = c.lts
                 for link in onward:
                     link.forward(p)
             ring.fed_upto = seq
@@ -5042,6 +5151,7 @@ class RingOrderer:
             "personal_window_packets": self.cfg.personal_window_packets,
             "accelerated_window_packets": (self.cfg.accelerated_window_packets
                                            if self.cfg.accelerated_ring else None),
+            "max_packet_bytes": self.cfg.max_packet_bytes,
             "last_change_reason": self.change_reason,
             "recent_changes": list(self.recent_changes), "now": self.now,
             "keyed": bool(self.seal.key),
@@ -5927,6 +6037,9 @@ class RingGroupCore(GroupCore):
 
     def deliver(self, msg: DaemonMessage) -> None:
         ex = self.exchange
+        if ex is None and msg.kind is DATA:  # the hot path: what GroupCore.deliver does for it
+            self._deliver_data(msg)
+            return
         if msg.kind == STATE:
             if ex is not None and msg.groups and msg.groups[0] == repr(ex.ring_id):
                 self._state_arrived(ex, msg)
@@ -9124,6 +9237,7 @@ def ring_status_rows(snap):
         ("windows global / personal", "%d / %d packets" % (snap["global_window_packets"],
                                                             snap["personal_window_packets"])),
         ("ring protocol", _ring_protocol_text(snap.get("accelerated_window_packets"))),
+        ("ring packets", "up to %d bytes" % snap.get("max_packet_bytes", LAN_PACKET_BYTES)),
         ("membership changes", "%d (last: %s)" % (c.get("configurations_installed", 0),
                                                    snap["last_change_reason"])),
         ("token losses / retransmitted tokens", "%d / %d" % (c.get("token_loss", 0),
@@ -9259,6 +9373,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _packet_bytes(text: str) -> int:
+    value = _positive_int(text)
+    if not PACKET_BYTES_MIN <= value <= PACKET_BYTES_MAX:
+        raise argparse.ArgumentTypeError("a ring packet is %d..%d bytes" % (PACKET_BYTES_MIN, PACKET_BYTES_MAX))
+    return value
+
+
 def _port(text: str) -> int:
     value = _positive_int(text)
     if value > 65535:
@@ -9338,6 +9459,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a key made by `keygen`: every packet to the other daemons carries an "
                         "HMAC-SHA256 tag, and packets without a valid one are dropped (give every "
                         "daemon of the configuration the same file)")
+    d.add_argument("--packet-bytes", type=_packet_bytes, metavar="N",
+                   help="the ring's largest packet (default %d when every daemon of the file is on "
+                        "127.0.0.0/8, else %d; give every daemon the same: on a LAN of 1500-byte "
+                        "frames a larger packet goes as several IP fragments, and losing one loses "
+                        "it all; %d fits a jumbo frame)" % (LOOPBACK_PACKET_BYTES, LAN_PACKET_BYTES,
+                                                             LOOPBACK_PACKET_BYTES))
     # for tests: a ring daemon's incarnation instead of its start time in ms (a clock set back)
     d.add_argument("--hop-rate-mbit", type=_mbit, metavar="MBIT",
                    help="several sites (LinkProtocol = Hop): the HOP links' token bucket rate, "
@@ -9455,17 +9582,34 @@ RING_SETTINGS_OF_FILE = {"Window": ("global_window_packets", int),
                          "AcceleratedWindow": ("accelerated_window_packets", int)}
 
 
-def ring_settings_of(config) -> RingSettings:
+def ring_packet_bytes(config, requested: Optional[int] = None) -> int:
+    """The ring's largest packet: --packet-bytes if given, else LOOPBACK_PACKET_BYTES when every
+    daemon of the file is on this machine, else LAN_PACKET_BYTES. A function of the file and the
+    option only, so every daemon started alike picks the same (it is in the configuration
+    stamp: daemons with different sizes refuse each other, and say so)."""
+    if requested is not None:
+        return requested
+    if all(ipaddress.ip_address(d.ip).is_loopback for d in config.daemons):
+        return LOOPBACK_PACKET_BYTES
+    return LAN_PACKET_BYTES
+
+
+def ring_settings_of(config, packet_bytes: Optional[int] = None) -> RingSettings:
     """The ring's settings, with the flow control windows of the file (Spread's Window and
     PersonalWindow: packets per token rotation, in the ring and per daemon) and its protocol
-    (Spread 5's AcceleratedRing and AcceleratedWindow)."""
-    settings = RingSettings(**{name: kind(config.used[key]) for key, (name, kind) in RING_SETTINGS_OF_FILE.items()
+    (Spread 5's AcceleratedRing and AcceleratedWindow), for packets of ring_packet_bytes. The
+    windows count LAN-sized packets: with bigger ones they hold fewer, so that a visit's burst
+    stays as many bytes (it must fit the receivers' socket buffers)."""
+    settings = RingSettings(max_packet_bytes=ring_packet_bytes(config, packet_bytes),
+                            **{name: kind(config.used[key]) for key, (name, kind) in RING_SETTINGS_OF_FILE.items()
                                if key in config.used})
-    # one window from the file and the other a default: the personal window within the ring's,
-    # and the default accelerated window within a smaller personal one (a larger one from the
-    # file is refused by the parser, as Spread 5 does)
+    # one window from the file and the other a default: the personal window within the ring's
     personal = min(settings.personal_window_packets, settings.global_window_packets)
-    return settings.override(personal_window_packets=personal,
+    ring_window = _windows_in_packets(settings.global_window_packets, settings)
+    personal = _windows_in_packets(personal, settings)
+    # the default accelerated window within a smaller personal one (a larger one from the file
+    # is refused by the parser, as Spread 5 does)
+    return settings.override(global_window_packets=ring_window, personal_window_packets=personal,
                              accelerated_window_packets=min(settings.accelerated_window_packets, personal))
 
 
@@ -9474,6 +9618,11 @@ def hop_settings_of(args) -> HopSettings:
     if args.hop_rate_mbit is None:
         return HopSettings()
     return HopSettings(rate_bytes_s=args.hop_rate_mbit * 1e6 / 8)
+
+
+def _windows_in_packets(lan_packets: int, settings: RingSettings) -> int:
+    """A window of lan_packets LAN-sized packets, in packets of settings.max_packet_bytes."""
+    return max(1, lan_packets * LAN_PACKET_BYTES // settings.max_packet_bytes)
 
 
 def ring_open_error(exc: OSError, server, entry, listen: str, port: int) -> str:
@@ -9508,7 +9657,7 @@ def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
     else:
         for line in unkeyed_lan_warning(config):
             print(line, flush=True)
-    settings = ring_settings_of(config)
+    settings = ring_settings_of(config, args.packet_bytes)
     seal = RingSeal(key, configuration_stamp([(d.name, d.ip, d.port) for d in config.daemons],
                                              settings))
     plan = None
@@ -9585,8 +9734,9 @@ def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
         server.log("site %d of %d; HOP port %s:%d/udp; sites: %s" % (
             entry.segment, len(plan.sites), hop[0][0], hop[0][1],
             "; ".join("%d: %s" % (i, ", ".join(s)) for i, s in enumerate(plan.sites))))
-    server.log("ring protocol: %s" % _ring_protocol_text(
-        settings.accelerated_window_packets if settings.accelerated_ring else None))
+    server.log("ring protocol: %s; packets up to %d bytes, windows %d / %d packets" % (
+        _ring_protocol_text(settings.accelerated_window_packets if settings.accelerated_ring else None),
+        settings.max_packet_bytes, settings.global_window_packets, settings.personal_window_packets))
     try:
         server.serve_forever()
         # a clean stop: the others form a new ring at once, and say why (kill -9 cannot do

@@ -53,13 +53,25 @@ def load(path):
     return module
 
 
+def daemon_settings(sp):
+    """The ring settings a daemon of a spread.conf naming these three addresses runs with (a
+    version without ring_settings_of: its defaults)."""
+    if not hasattr(sp, "ring_settings_of"):
+        return None
+    conf = "Spread_Segment 239.255.4.3:4803 {\n%s}\n" % "".join(
+        " %s %s\n" % (name, ip) for name, ip in IPS.items())
+    return sp.ring_settings_of(sp.parse_spread_conf(conf))
+
+
 class Ring:
     """Three cores and the datagrams between them; clients are connection 1 of each."""
 
     def __init__(self, sp, key=None):
         self.sp = sp
-        seal = sp.RingSeal(key, sp.configuration_stamp([(n, IPS[n], 4803) for n in NAMES])) if key else None
-        self.cores = {name: sp.build_daemon(name, IPS, incarnation=i, seal=seal)
+        settings = daemon_settings(sp)
+        seal = sp.RingSeal(key, sp.configuration_stamp([(n, IPS[n], 4803) for n in NAMES], settings)) \
+            if key else None
+        self.cores = {name: sp.build_daemon(name, IPS, incarnation=i, settings=settings, seal=seal)
                       for i, name in enumerate(NAMES, 1)}
         self.queue = collections.deque()  # (dest, src, packet)
         self.received = collections.Counter()  # daemon -> bytes its client got

@@ -5,6 +5,7 @@ violations of the guarantees. Every seed replays exactly with the command printe
     python3 bench/ring_soak.py --seeds 200 --first 5000
     python3 bench/ring_soak.py --seeds 10000 --hostile 0.1 [--key]   # replayed and forged packets
     python3 bench/ring_soak.py --seeds 2500 --accelerated 15   # every seed on one ring protocol
+    python3 bench/ring_soak.py --seeds 2000 --packet-bytes 8900  # every seed with big packets
 """
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ def main(argv=None):
         parser.error("--fault-every must be more than 0.05 s")
     mix = {"unreliable_share": args.unreliable_share, "clock_back": args.clock_back,
            "fault_every_s": args.fault_every, "clean_stop": args.clean_stop,
-           "hostile": args.hostile, "key": args.key, "accelerated": args.accelerated}
+           "hostile": args.hostile, "key": args.key, "accelerated": args.accelerated,
+           "packet_bytes": args.packet_bytes}
     started = time.monotonic()
     totals = collections.Counter()
     failing = []

@@ -19,6 +19,8 @@ messages undelivered, so no session meets a daemon's per-session limit.
     sudo python3 bench/side_by_side.py                          # 3 pairs, 50,000 x 1000 B AGREED
     sudo python3 bench/side_by_side.py --service SAFE --pairs 5
     sudo python3 bench/side_by_side.py --count 20000 --size 100
+    sudo python3 bench/side_by_side.py --packet-bytes 8900      # spread_mini's packets as on one machine
+    sudo python3 bench/side_by_side.py --packet-bytes 8900 --mtu 9000    # ... on a LAN of jumbo frames
     git show main:spread_mini.py > /tmp/main_spread_mini.py    # and another version, in the same run:
     sudo python3 bench/side_by_side.py --against /tmp/main_spread_mini.py
 
@@ -122,6 +124,8 @@ def prepare(work: str) -> Tuple[str, str, str]:
 
 #: with --against: the other spread_mini.py, run as a third kind ("base") in every pair
 AGAINST: List[str] = []
+#: with --packet-bytes: spread_mini's own daemons get `--packet-bytes N` (the other's never)
+MINI_OPTIONS: List[str] = []
 
 
 def daemon_argv(kind: str, host: int, real_daemon: str, conf: str) -> List[str]:
@@ -133,7 +137,7 @@ def daemon_argv(kind: str, host: int, real_daemon: str, conf: str) -> List[str]:
         inner = 'mount -t tmpfs none /tmp && mkdir /tmp/rt && exec "$0" -c "$1" -n "$2"'
         return ["unshare", "--mount", "--propagation", "private", "sh", "-c", inner, real_daemon, conf, "d%d" % host]
     return [sys.executable, os.path.join(ROOT, "spread_mini.py"), "daemon", "-c", conf, "--name", "d%d" % host,
-            "--no-unix", "--status-every", "0"]
+            "--no-unix", "--status-every", "0"] + MINI_OPTIONS
 
 
 def start_daemons(lab: labnet.LabNet, kind: str, real_daemon: str, conf: str, work: str) -> List[subprocess.Popen]:
@@ -258,13 +262,25 @@ def summary(runs: Dict[str, List[Run]], count: int, what: str) -> str:
     return line
 
 
+def set_mtu(lab: labnet.LabNet, mtu: int) -> None:
+    """Frames of up to `mtu` bytes on the whole lab LAN (the bridge, its ports, the hosts'
+    interfaces), as on a LAN with jumbo frames: for both kinds of daemon alike."""
+    links = [(lab.switch, "br0")] + [(lab.switch, lab._port(h)) for h in range(1, DAEMONS + 1)] \
+        + [(lab.ns(h), "eth0") for h in range(1, DAEMONS + 1)]
+    for ns, dev in links:
+        subprocess.run(["ip", "-n", ns, "link", "set", "dev", dev, "mtu", str(mtu)], check=True,
+                       capture_output=True)
+
+
 def measure(args, work: str) -> str:
     check_machine()
     tools = prepare(work)
     what = "%d daemons, %d B %s" % (DAEMONS, args.size, args.service)
-    print("%s, %d messages a run, %d pairs; spread_mini %s (Python %s) vs real Spread 4.4; load average %.2f"
+    print("%s, %d messages a run, %d pairs; spread_mini %s (Python %s%s) vs real Spread 4.4; "
+          "LAN frames up to %d bytes; load average %.2f"
           % (what, args.count, args.pairs, os.path.join(ROOT, "spread_mini.py"), sys.version.split()[0],
-             os.getloadavg()[0]), flush=True)
+             ", " + " ".join(MINI_OPTIONS) if MINI_OPTIONS else "", args.mtu or 1500, os.getloadavg()[0]),
+          flush=True)
     kinds = KINDS + (("base",) if AGAINST else ())
     runs: Dict[str, List[Run]] = {k: [] for k in kinds}
     with labnet.LabNet(DAEMONS, tag="sbs%d" % (os.getpid() % 10000)) as lab:
@@ -272,6 +288,8 @@ def measure(args, work: str) -> str:
         # snooping and no querier on the bridge, the real daemons' ring does not form reliably.
         subprocess.run(["ip", "-n", lab.switch, "link", "set", "br0", "type", "bridge", "mcast_snooping", "0"],
                        check=True, capture_output=True)
+        if args.mtu is not None:
+            set_mtu(lab, args.mtu)
         for pair in range(1, args.pairs + 1):
             for kind in (kinds if pair % 2 else kinds[::-1]):
                 run, seconds = one_run(lab, kind, tools, work, args, pair)
@@ -292,7 +310,18 @@ def parse_args(argv: Optional[List[str]] = None):
     parser.add_argument("--against", metavar="SPREAD_MINI_PY",
                         help="also run the daemons of this spread_mini.py in every pair (a third kind, "
                              "'base'), and print spread_mini / it")
+    parser.add_argument("--packet-bytes", type=int, metavar="N",
+                        help="spread_mini's ring packets of up to N bytes (its --packet-bytes; default "
+                             "its own for a LAN, 1400). The lab LAN here has 1500-byte frames: a "
+                             "bigger packet goes as IP fragments")
+    parser.add_argument("--mtu", type=int, metavar="BYTES",
+                        help="frames of up to BYTES on the lab LAN, 1280..9000 (default 1500; 9000: jumbo "
+                             "frames, where an 8900-byte packet goes whole)")
     args = parser.parse_args(argv)
+    if args.mtu is not None and not 1280 <= args.mtu <= 9000:
+        parser.error("--mtu must be 1280..9000")
+    if args.packet_bytes is not None:
+        MINI_OPTIONS[:] = ["--packet-bytes", str(args.packet_bytes)]
     if args.against:
         if not os.path.isfile(args.against):
             parser.error("--against %s: no such file" % args.against)
@@ -325,8 +354,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         if code == 0:
             shutil.rmtree(work, ignore_errors=True)
     print(line)
-    print("rerun: sudo python3 bench/side_by_side.py --count %d --pairs %d --size %d --service %s%s"
-          % (args.count, args.pairs, args.size, args.service, " --against %s" % args.against if args.against else ""))
+    print("rerun: sudo python3 bench/side_by_side.py --count %d --pairs %d --size %d --service %s%s%s"
+          % (args.count, args.pairs, args.size, args.service, " --against %s" % args.against if args.against else "",
+             (" --packet-bytes %d" % args.packet_bytes if args.packet_bytes is not None else "")
+             + (" --mtu %d" % args.mtu if args.mtu is not None else "")))
     return code
 
 

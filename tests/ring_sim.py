@@ -1100,14 +1100,16 @@ SIM_KEY = b"simulated ring key, 32 bytes ..."
 
 def run_seed(seed, daemons=None, seconds=None, unreliable_share=None, clock_back=None,
              fault_every_s=None, clean_stop=None, delivery_filter=None, on_start=None,
-             hostile=None, key=None, accelerated=None):
+             hostile=None, key=None, accelerated=None, packet_bytes=None):
     """One seed's run. The mix options (soaks that stress UNRELIABLE and restarts, hostile
-    packets, a key, one ring protocol: accelerated = "off" or a window in packets) change the
-    seed's case; without them the run is the seed's usual one. delivery_filter and on_start
-    plant a fault (see Sim)."""
+    packets, a key, one ring protocol: accelerated = "off" or a window in packets, one packet
+    size: packet_bytes) change the seed's case; without them the run is the seed's usual one.
+    delivery_filter and on_start plant a fault (see Sim)."""
     case = case_for_seed(seed)
     if accelerated is not None:
         case["settings"].update(ring_protocol_option(accelerated))
+    if packet_bytes is not None:
+        case["settings"]["max_packet_bytes"] = packet_bytes
     faults = case["faults"]
     if hostile is not None:
         faults.hostile = hostile
@@ -1134,7 +1136,7 @@ def ring_protocol_option(accelerated):
 
 
 def mix_options(unreliable_share=None, clock_back=None, fault_every_s=None, clean_stop=None,
-                hostile=None, key=None, accelerated=None):
+                hostile=None, key=None, accelerated=None, packet_bytes=None):
     """The command-line form of run_seed's mix options (for replay commands)."""
     out = ""
     for flag, value in (("--unreliable-share", unreliable_share), ("--clock-back", clock_back),
@@ -1144,6 +1146,8 @@ def mix_options(unreliable_share=None, clock_back=None, fault_every_s=None, clea
             out += " %s %g" % (flag, value)
     if accelerated is not None:
         out += " --accelerated %s" % accelerated
+    if packet_bytes is not None:
+        out += " --packet-bytes %d" % packet_bytes
     return out + (" --key" if key else "")
 
 
@@ -1160,6 +1164,19 @@ def add_accelerated_option(parser):
                         help="run every seed on one ring protocol: 'off' (the original ring) or "
                              "the Accelerated Ring with W packets after the token (default: "
                              "the seed's own, see ring_protocol_for_seed)")
+    parser.add_argument("--packet-bytes", type=packet_bytes_value, default=None, metavar="N",
+                        help="every seed's ring sends packets of up to N bytes (e.g. 8900, a "
+                             "ring on one machine's; default: the seed's own, 300, 600 or 1400)")
+
+
+def packet_bytes_value(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 300 <= value <= sr.PACKET_BYTES_MAX:
+        raise argparse.ArgumentTypeError("give a packet size of 300..%d bytes" % sr.PACKET_BYTES_MAX)
+    return value
 
 
 def replay_command(seed, **mix):
@@ -1185,7 +1202,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     res = run_seed(args.seed, unreliable_share=args.unreliable_share, clock_back=args.clock_back,
                    fault_every_s=args.fault_every, clean_stop=args.clean_stop,
-                   hostile=args.hostile, key=args.key, accelerated=args.accelerated)
+                   hostile=args.hostile, key=args.key, accelerated=args.accelerated,
+                   packet_bytes=args.packet_bytes)
     if args.log:
         print("\n".join(sorted(res.log_lines, key=lambda l: float(l.split(" ", 1)[0]))))
     print(res.summary())

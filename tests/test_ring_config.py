@@ -113,12 +113,13 @@ def test_the_command_line_says_one_line_and_exits_2(tmp_path, content, message):
 def test_windows_and_max_session_messages_come_from_the_file():
     conf = sr.parse_spread_conf("Spread_Segment 127.0.0.255:4803 {\n d1 127.0.0.1\n d2 127.0.0.2\n}\n"
                                 "Window = 90\nPersonalWindow = 30\n")
-    settings = sr.ring_settings_of(conf)
+    settings = sr.ring_settings_of(conf, sr.LAN_PACKET_BYTES)
     assert (settings.global_window_packets, settings.personal_window_packets) == (90, 30)
     only_window = sr.parse_spread_conf("Spread_Segment 127.0.0.255:4803 { d1 127.0.0.1 }\nWindow = 60\n")
-    settings = sr.ring_settings_of(only_window)  # the default personal window (200) would exceed it
+    settings = sr.ring_settings_of(only_window, sr.LAN_PACKET_BYTES)  # the default personal window (200) would exceed it
     assert (settings.global_window_packets, settings.personal_window_packets) == (60, 60)
-    default = sr.ring_settings_of(sr.parse_spread_conf("Spread_Segment 127.0.0.255:4803 { d1 127.0.0.1 }"))
+    default = sr.ring_settings_of(sr.parse_spread_conf("Spread_Segment 127.0.0.255:4803 { d1 127.0.0.1 }"),
+                                  sr.LAN_PACKET_BYTES)
     assert (default.global_window_packets, default.personal_window_packets) == (
         sr.RingSettings().global_window_packets, sr.RingSettings().personal_window_packets)
 
@@ -152,18 +153,54 @@ def test_max_session_messages_from_the_command_line_else_the_file_else_the_defau
 
 def test_the_ring_protocol_comes_from_the_file_as_in_spread5():
     segment = "Spread_Segment 127.0.0.255:4803 {\n d1 127.0.0.1\n d2 127.0.0.2\n}\n"
-    default = sr.ring_settings_of(sr.parse_spread_conf(segment))
+    default = sr.ring_settings_of(sr.parse_spread_conf(segment), sr.LAN_PACKET_BYTES)
     assert (default.accelerated_ring, default.accelerated_window_packets) == (
         sr.RingSettings().accelerated_ring, sr.RingSettings().accelerated_window_packets)
-    off = sr.ring_settings_of(sr.parse_spread_conf(segment + "AcceleratedRing = NO\n"))
+    off = sr.ring_settings_of(sr.parse_spread_conf(segment + "AcceleratedRing = NO\n"), sr.LAN_PACKET_BYTES)
     assert off.accelerated_ring is False
-    on = sr.ring_settings_of(sr.parse_spread_conf(segment + "AcceleratedRing = yes\nAcceleratedWindow = 0\n"))
+    on = sr.ring_settings_of(sr.parse_spread_conf(segment + "AcceleratedRing = yes\nAcceleratedWindow = 0\n"),
+                         sr.LAN_PACKET_BYTES)
     assert (on.accelerated_ring, on.accelerated_window_packets) == (True, 0)
     # a window larger than the personal one is refused only when the ring is accelerated
     sr.parse_spread_conf(segment + "AcceleratedRing = false\nPersonalWindow = 5\nAcceleratedWindow = 9\n")
     # the default window stays within a smaller PersonalWindow of the file
-    small = sr.ring_settings_of(sr.parse_spread_conf(segment + "PersonalWindow = 3\n"))
+    small = sr.ring_settings_of(sr.parse_spread_conf(segment + "PersonalWindow = 3\n"), sr.LAN_PACKET_BYTES)
     assert small.accelerated_window_packets == 3
+
+
+def test_a_ring_on_one_machine_sends_bigger_packets_with_windows_of_as_many_bytes():
+    """All daemons on 127.0.0.0/8: loopback packets; any other address: LAN packets; the option
+    wins. Window and PersonalWindow count LAN packets: bigger ones make fewer of them."""
+    local = sr.parse_spread_conf("Spread_Segment 127.0.0.255:4803 {\n d1 127.0.0.1\n d2 127.0.0.2\n}\n"
+                                 "Window = 160\nPersonalWindow = 40\n")
+    lan = sr.parse_spread_conf("Spread_Segment 10.0.0.255:4803 {\n d1 127.0.0.1\n d2 10.0.0.2\n}\n")
+    assert sr.ring_packet_bytes(local) == sr.LOOPBACK_PACKET_BYTES > sr.LAN_PACKET_BYTES
+    assert sr.ring_packet_bytes(lan) == sr.LAN_PACKET_BYTES
+    assert sr.ring_packet_bytes(lan, 5000) == 5000
+    big = sr.ring_settings_of(local)
+    assert big.max_packet_bytes == sr.LOOPBACK_PACKET_BYTES
+    for packets, lan_packets in ((big.global_window_packets, 160), (big.personal_window_packets, 40)):
+        assert packets * big.max_packet_bytes <= lan_packets * sr.LAN_PACKET_BYTES
+        assert (packets + 1) * big.max_packet_bytes > lan_packets * sr.LAN_PACKET_BYTES
+    assert big.accelerated_window_packets <= big.personal_window_packets
+    assert sr.ring_settings_of(lan).max_packet_bytes == sr.RingSettings().max_packet_bytes
+    # the most a file allows still leaves a window of one packet
+    tiny = sr.ring_settings_of(sr.parse_spread_conf("Spread_Segment 127.0.0.255:4803 { d1 127.0.0.1 }\n"
+                                                    "Window = 1\n"), sr.PACKET_BYTES_MAX)
+    assert (tiny.global_window_packets, tiny.personal_window_packets) == (1, 1)
+    # the size is in the configuration stamp: daemons of two sizes refuse each other
+    daemons = [("d1", "127.0.0.1", 4803), ("d2", "127.0.0.2", 4803)]
+    assert sr.configuration_stamp(daemons, big) != sr.configuration_stamp(
+        daemons, sr.ring_settings_of(local, sr.LAN_PACKET_BYTES))
+
+
+@pytest.mark.parametrize("value", ["1399", "65001", "big"])
+def test_packet_bytes_out_of_range_is_refused_with_one_line(value, tmp_path):
+    path = tmp_path / "spread.conf"
+    path.write_text("Spread_Segment 127.0.0.255:4803 {\n d1 127.0.0.1\n d2 127.0.0.2\n}\n")
+    out = run_daemon_cli("-c", str(path), "--name", "d1", "--no-unix", "--packet-bytes", value)
+    assert out.returncode == 2 and "--packet-bytes" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
 
 
 def test_daemons_of_the_two_ring_protocols_refuse_each_other():

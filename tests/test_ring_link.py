@@ -9,6 +9,9 @@ from __future__ import annotations
 import collections
 import random
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 import spread_mini as sr
 from ring_sim import all_in_one_ring, assert_guarantees, calm_sim, delivered
 
@@ -369,3 +372,69 @@ def test_a_link_added_beside_the_ring_gets_every_ring_packet_once_in_link_order(
         seqs = [seq for ring_id, seq in hop.forwarded if ring_id == orderer.ring.ring_id]
         assert seqs and seqs == list(range(seqs[0], seqs[0] + len(seqs))), name
         assert orderer.routing.onward(hops[name]) == (orderer.link,)
+
+
+@given(st.lists(st.integers(min_value=0, max_value=3000), max_size=40),
+       st.sampled_from([300, 600, 1400, 8900]), st.booleans())
+@settings(max_examples=150, deadline=None)
+def test_take_whole_packs_the_same_chunks_as_piece_by_piece(sizes, packet_bytes, urgent_first):
+    """The packing's hot path (Transport.take_whole) must give the chunks, counters and token
+    stamps that next_piece_bytes / take_piece give, for any mix of small and fragmented ones."""
+    def packets(fast):
+        t, _ = make_transport()
+        for i, size in enumerate(sizes):
+            t.submit(sr.DaemonMessage(sr.DATA, "a", "#c#a", sr.AGREED_MESS, ["g"],
+                                      data=bytes([i % 256]) * size), urgent=urgent_first and i < 2)
+        link, ring, _ = make_link(FakeUpper(), max_packet_bytes=packet_bytes)
+        stamp = sr.RingToken(ring.ring_id, ("a", 1), site_lts=5, site_seq=2)
+        t.max_lts_seen = 7
+        limit = link.payload_limit(ring)
+        out = []
+        while True:
+            chunks = link.fill_packet(stamp, limit, t.next_piece_bytes, t.take_piece,
+                                      t.take_whole if fast else None)
+            if not chunks:
+                break
+            assert sum(sr.CHUNK_HEADER_BYTES + len(c.body) for c in chunks) <= limit or len(chunks) == 1
+            out.append([(c.origin_counter, c.lts, c.site_seq, c.frag_index, c.frag_count,
+                         c.service, c.body) for c in chunks])
+        return out, (stamp.site_lts, stamp.site_seq), t.pending_bytes, t.front, dict(t.counters)
+
+    fast, slow = packets(True), packets(False)
+    assert fast == slow
+    assert sum(len(p) for p in fast[0]) >= len(sizes)
+
+
+def test_an_idle_ring_holds_the_token_but_not_while_a_safe_message_waits_for_stability():
+    """The representative keeps an idle token token_hold_s (an idle ring costs little), but a
+    ring whose last messages are not yet stable at every member is not idle: a SAFE message
+    needs the aru of two visits at each daemon, and one whose sender gets it a hold after the
+    others would make that client (and a flooder's window) wait."""
+    sim = calm_sim()
+    d1 = sim.nodes["d1"][0]
+    hold_s = d1.cfg.token_hold_s
+    assert d1.ring.members[0] == d1.me  # d1 is the representative: it holds an idle token
+    sim.run_until(sim.now + 1.0)
+    rotations = d1.rotations
+    sim.run_until(sim.now + 1.0)
+    idle_rotations = d1.rotations - rotations
+    assert idle_rotations <= 1.0 / hold_s + 1  # at most one rotation per hold
+    for sender in ("d1", "d2", "d3"):
+        before = {name: len(delivered(sim, name)) for name in PEERS}
+        sim.submit(sender, sr.SAFE_MESS)
+        times = {}
+
+        def everywhere():
+            for name in PEERS:
+                if name not in times and len(delivered(sim, name)) > before[name]:
+                    times[name] = sim.now
+            return len(times) == len(PEERS)
+
+        assert sim.run_until(sim.now + 1.0, stop=everywhere)
+        spread_s = max(times.values()) - min(times.values())
+        assert spread_s < hold_s / 2, "SAFE from %s: delivered %.3f s apart" % (sender, spread_s)
+        sim.run_until(sim.now + 0.5)
+        rotations = d1.rotations
+        sim.run_until(sim.now + 1.0)
+        assert d1.rotations - rotations <= idle_rotations + 1  # idle again, held again
+    assert_guarantees(sim)
