@@ -6484,6 +6484,7 @@ class SiteGateway:
         self.closing: Optional[ViewClosing] = None
         self.suspect_at: Dict[int, float] = {}  # the representative's: site -> end of its grace
         self.suspect_sent = 0  # the view seq of the SUSPECT we submitted
+        self.suspect_lost: frozenset = frozenset()  # ... and the sites it names
 
     # ------------------------------------------------------------ inputs
     def ring_output(self, out: object, now: float) -> None:
@@ -6561,6 +6562,7 @@ class SiteGateway:
         self.hello_due_s = None
         self.wide = False
         self.suspect_at = {}
+        self.suspect_sent, self.suspect_lost = 0, frozenset()  # (a SUSPECT of an old turn may be lost)
         if rep == self.name:
             self.aru_announced = 0
             self._go_wide(now)
@@ -6841,10 +6843,14 @@ class SiteGateway:
         if self.closing is not None:
             return False
         view = max(self.view_seq, self.proposed_view) + 1
-        if not frozenset(sites) - self.proposal_lost or self.suspect_sent >= view:
+        if not frozenset(sites) - self.proposal_lost:
             return True
+        if self.suspect_sent >= view:
+            # our SUSPECT for this view is still on its way through the ring: a site it does
+            # not name waits for it (then the next view seq names both), else it is forgotten
+            return not frozenset(sites) - self.suspect_lost
         lost = frozenset(sites) | self.proposal_lost
-        self.suspect_sent = view
+        self.suspect_sent, self.suspect_lost = view, lost
         self._log("sites %s silent for %.1f s after their link died: suspected gone (view %d)"
                   % (sorted(lost), SITE_GRACE_S, view), now)
         self.to_ring.append(SiteRecord(SITE_SUSPECT, self.site_id, 0, view,

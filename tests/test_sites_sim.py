@@ -23,7 +23,7 @@ def test_static_sites_agree_on_one_order_and_lose_nothing(seed):
 
 
 #: seeds that once failed in the soak (each fixed since): they stay in CI
-REGRESSION_SEEDS = [29, 36, 5039, 5400, 20215, 30002, 31387]
+REGRESSION_SEEDS = [29, 36, 5039, 5400, 20215, 30002, 31387, 41181]
 
 
 @pytest.mark.parametrize("seed", REGRESSION_SEEDS)
@@ -277,3 +277,18 @@ def test_a_cut_link_in_a_mesh_splits_safely_though_the_site_is_still_reachable()
         assert sim.site_of[name] in sites
         for other, theirs in final.items():
             assert theirs == sites or not set(theirs) & set(sites), (name, sites, other, theirs)
+
+
+def test_a_second_site_suspected_while_the_first_suspicion_crosses_the_ring_is_not_forgotten():
+    """A line a - b - c: the a - b link cut, then site c killed 30 ms later (seed 41181's
+    case, found by a soak). b's suspicion of c fires while its SUSPECT of a still goes round
+    b's ring; it must wait for it and then name both, else b proposes a view with c in it and
+    waits for c's PROPOSE for ever."""
+    case = sites_sim.case_for_seed(41181)
+    assert case.cut_pair == (0, 1) and case.site_kill == 2 and case.costs[0][2] == 0
+    case.site_kill_after_s = case.cut_after_s + 0.03
+    sim = sites_sim.SitesSim(41181, case=case)
+    res = sim.run(drain_max_s=8.0)
+    assert res.violations == [], res.summary()
+    for name in sim.case.sites[1]:
+        assert sim.nodes[name].views[-1][:3] == (sr.CONF_REGULAR, 2, (1,)), sim.nodes[name].views
