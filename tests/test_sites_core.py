@@ -77,7 +77,7 @@ def test_a_sites_message_cut_short_is_refused():
 
 
 def test_hello_round_trip_and_garbage():
-    hello = sr.SiteHello(("b1", 1000), 1, True, {0: 4, 1: 9})
+    hello = sr.SiteHello(("b1", 1000), 1, True, {0: 4, 1: 9}, 0, (0, 1))
     raw = sr.encode_site_hello(hello)
     assert sr.decode_site_hello(raw) == hello and sr.hop_packet_type(raw) == sr.PT_SITE_HELLO
     with pytest.raises(sr.RingWireError):
@@ -135,7 +135,7 @@ def test_our_stream_lts_keeps_growing_when_a_new_ring_starts_lower():
 def test_the_representative_forwards_only_what_its_ring_made_safe():
     gw = gateway()
     regular(gw, ["a1", "a2"])
-    gw._start_link(1, ("b1", 1), {}, 0.0)
+    gw._start_link(1, ("b1", 1), {}, 0.0, 0)
     gw.orderer.ring.safe_lts = 0
     gw.ring_output(local(5), 0.1)
     assert gw.counters["site_records_forwarded"] == 0 and gw.passed_seq[0] == 0
@@ -174,7 +174,7 @@ def test_a_hello_starts_a_link_and_sends_what_the_peer_lacks():
     gw.orderer.ring.safe_lts = 100
     for lts in (5, 6, 7):
         gw.ring_output(local(lts, b"m%d" % lts), 1.0)
-    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, True, {0: 1})), 1.2)
+    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, True, {0: 1}, 0, (0, 1))), 1.2)
     assert gw.links[1].peer == ("b1", 1)
     assert gw.counters["site_records_resent"] == 2  # b has our first message: seq 2 and 3 again
     answers = [sr.decode_site_hello(o.packet) for o in gw.poll()

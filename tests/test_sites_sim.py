@@ -242,7 +242,9 @@ CUT_SEED = 43  # a line a - b - c; the b - c link is cut for good while messages
 
 
 def test_a_cut_link_splits_the_sites_into_two_views_and_each_goes_on():
-    sim = sites_sim.SitesSim(CUT_SEED)
+    case = sites_sim.case_for_seed(CUT_SEED)
+    case.heal_after_s = None  # cut for good
+    sim = sites_sim.SitesSim(CUT_SEED, case=case)
     assert sim.case.cut_pair == (1, 2) and sim.case.site_kill_after_s is None
     res = sim.run()
     assert res.violations == [], res.summary()
@@ -267,7 +269,7 @@ def test_a_cut_link_in_a_mesh_splits_safely_though_the_site_is_still_reachable()
     case = sites_sim.case_for_seed(2)
     assert len(case.sites) == 3 and all(c > 0 for i, row in enumerate(case.costs) for j, c in enumerate(row) if i != j)
     case.cut_pair, case.cut_after_s = (0, 1), 0.5
-    case.site_kill_after_s = case.rep_crash_after_s = None
+    case.site_kill_after_s = case.rep_crash_after_s = case.heal_after_s = None
     sim = sites_sim.SitesSim(2, case=case)
     res = sim.run(drain_max_s=8.0)
     assert res.kinds() <= {sites_sim.VIEW, sites_sim.LOSS}, res.summary()
@@ -287,6 +289,7 @@ def test_a_second_site_suspected_while_the_first_suspicion_crosses_the_ring_is_n
     case = sites_sim.case_for_seed(41181)
     assert case.cut_pair == (0, 1) and case.site_kill == 2 and case.costs[0][2] == 0
     case.site_kill_after_s = case.cut_after_s + 0.03
+    case.heal_after_s = None
     sim = sites_sim.SitesSim(41181, case=case)
     res = sim.run(drain_max_s=8.0)
     assert res.violations == [], res.summary()
