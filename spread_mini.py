@@ -7229,7 +7229,8 @@ class SiteGateway:
     # every site. Records of the other view's sites are held back, and ours do not go to them.
     # 3. With the MERGE of every site of the new view: the old views end at limit = the highest
     # frontier proposed (each side delivers its own messages up to it, as a view change without
-    # lost sites), ours go to the joined sites from the first above limit (`kept` is not
+    # lost sites; from our proposal to the decision, nothing above our own frontier is
+    # delivered), ours go to the joined sites from the first above limit (`kept` is not
     # trimmed during a merge); then TRANSITIONAL (the sites we came with), REGULAR (all). The
     # joined sites' streams start at limit, each with its first message above it. ARU records
     # carry their view: one from before the merge says nothing of the joined streams.
@@ -7324,6 +7325,9 @@ class SiteGateway:
         joined = sites - live
         self.proposed_view = view
         m = self.merging = SiteMerge(view, sites, joined, self.own_lts)
+        # nothing above our frontier goes in the old view until the limit is known (at
+        # least this): a site alone in its view would deliver its next message at once
+        self.merge.deliver_limit_lts = self.own_lts
         for x in joined:
             self.join_hold[x] = []
         self.forward_held = set(joined)
@@ -7369,6 +7373,7 @@ class SiteGateway:
 
     def _abandon_merge(self, why: str) -> None:
         m, self.merging = self.merging, None
+        self.merge.deliver_limit_lts = None
         self.join_hold = {}  # (their records come again, from their `kept`, at the next merge)
         self.forward_held = set()
         self.trees = dissemination_trees(self.costs, self.live_sites)

@@ -24,6 +24,7 @@ a planted fault in tests/test_sites_sim.py that it must catch:
   agreed order two daemons deliver two messages in different orders
   FIFO         a sender's messages out of the order it sent them
   causal order a message delivered before one its sender had delivered before sending it
+               (and that this daemon delivers too)
   safe         a SAFE message delivered at a daemon before every daemon of every site held it
   no loss      at the end, a living daemon that never crashed has not delivered a message
                its clients submitted, or a living daemon has not delivered a message that
@@ -72,6 +73,12 @@ VIEW = "view"  # a living daemon's last view is not the sites it can reach, or v
 VIRTUAL_SYNCHRONY = "virtual synchrony"
 ONE_VIEW = "one view"  # a message delivered in two different views (it crossed a partition)
 KINDS = (FOREIGN, DUPLICATE, AGREED, FIFO, CAUSAL, SAFE, LOSS, VIEW, VIRTUAL_SYNCHRONY, ONE_VIEW)
+
+
+#: the run's end is looked for at most this often (simulated seconds)
+CHECK_EVERY_S = 0.01
+#: after a heal, the clients send again this long after it, for a second (seconds)
+HEAL_TRAFFIC_AFTER_S = 3.0
 
 
 def kind_of(violation: str) -> str:
@@ -206,6 +213,9 @@ class SitesSim:
         self.wire_free: Dict[Tuple[int, int], float] = {}
         self.cut_pairs: set = set()  # (site, site) whose wire is cut, both ways
         self.heal_pending = False
+        self.late_submits = 0  # submissions after the heal still to come
+        self.next_check_s = 0.0
+        self.traffic_end_s = float("inf")
         self.gtick_at: Dict[str, float] = {}
         self.latency: List[float] = []
         settings = {}
@@ -385,8 +395,9 @@ class SitesSim:
         return must
 
     def everything_delivered(self) -> bool:
-        if self.heal_pending:
+        if self.heal_pending or self.late_submits or self.now < self.next_check_s:
             return False
+        self.next_check_s = self.now + CHECK_EVERY_S  # (the whole check costs: not every event)
         for name, node in self.live().items():
             gw = node.gateway
             if gw.closing is not None or gw.merging is not None or set(gw.live_sites) != self.component(self.site_of[name]):
@@ -400,6 +411,7 @@ class SitesSim:
         self.run_until(form_max_s, self.rings_formed)
         self.stats["formed_at_s"] = self.now
         start = self.now
+        self.traffic_end_s = start + self.case.traffic_s
         t = start
         while True:
             t += self.rng.expovariate(self.case.rate_per_s)
@@ -413,8 +425,18 @@ class SitesSim:
         if self.case.cut_after_s is not None:
             self.push(start + self.case.cut_after_s, "cut", "")
             if self.case.heal_after_s is not None:
-                self.push(start + self.case.cut_after_s + self.case.heal_after_s, "heal", "")
+                healed = start + self.case.cut_after_s + self.case.heal_after_s
+                self.push(healed, "heal", "")
                 self.heal_pending = True  # the run goes on until the views merged
+                # and the clients send again once the views have merged (about 3 s after
+                # the heal: the probes, the merge), for the order across the merged sites
+                t = healed + HEAL_TRAFFIC_AFTER_S
+                while True:
+                    t += self.rng.expovariate(self.case.rate_per_s)
+                    if t > healed + HEAL_TRAFFIC_AFTER_S + 1.0:
+                        break
+                    self.push(t, "submit", "")
+                    self.late_submits += 1
         if self.case.rep_crash_after_s is not None:
             names = self.case.sites[self.case.rep_crash_site]
             self.push(start + self.case.rep_crash_after_s, "crash", names[0])
@@ -436,6 +458,8 @@ class SitesSim:
         at, _, kind, dest, src, data = heapq.heappop(self.events)
         self.now = at
         if kind == "submit":
+            if at > self.traffic_end_s:
+                self.late_submits -= 1
             self.submit_random()
             return
         if kind == "crash":
@@ -449,6 +473,7 @@ class SitesSim:
         if kind == "heal":
             self.cut_pairs = set()
             self.heal_pending = False
+            self.healed_at = self.now
             self.stats["heals"] = self.stats.get("heals", 0) + 1
             return
         node = self.nodes[dest]
@@ -487,6 +512,12 @@ class SitesSim:
                         for n in self.live().values()]
             if installs and None not in installs:
                 self.stats["view_after_kill_s"] = max(installs) - kill_at
+        healed_at = getattr(self, "healed_at", None)
+        if healed_at is not None:  # how long the views took to merge after the heal
+            merged = [n.views[-1][4] for n in self.live().values()
+                      if n.views and n.views[-1][4] > healed_at and len(n.views[-1][2]) == len(self.case.sites)]
+            if merged and len(merged) == len(self.live()):
+                self.stats["view_after_heal_s"] = max(merged) - healed_at
         if self.latency:
             lat = sorted(self.latency)
             self.stats["latency_median_s"] = lat[len(lat) // 2]
@@ -523,12 +554,14 @@ class SitesSim:
 
     def check_causal(self) -> None:
         """A message comes after every message its sending daemon had delivered before the
-        client sent it (what the client could have read)."""
+        client sent it (what the client could have read), of those this daemon delivers: one
+        of another view (the other side of a partition) it never delivers, and one it should
+        have is the no-loss checker's."""
         for name, node in sorted(self.nodes.items()):
             for serial in node.delivered:
                 origin, prefix = self.submitted[serial][2], self.submitted[serial][3]
                 before = self.nodes[origin].delivered[:prefix]
-                late = [d for d in before if node.position.get(d, len(node.delivered)) > node.position[serial]]
+                late = [d for d in before if node.position.get(d, -1) > node.position[serial]]
                 if late:
                     self.fail(CAUSAL, "%s delivered %d before %d, which %s had delivered before "
                                       "sending it" % (name, serial, late[0], origin))

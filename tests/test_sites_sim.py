@@ -295,3 +295,59 @@ def test_a_second_site_suspected_while_the_first_suspicion_crosses_the_ring_is_n
     assert res.violations == [], res.summary()
     for name in sim.case.sites[1]:
         assert sim.nodes[name].views[-1][:3] == (sr.CONF_REGULAR, 2, (1,)), sim.nodes[name].views
+
+
+# ---- a partition that heals: the views merge ---------------------------------------------------
+
+HEAL_SEED = 79  # a line a - b - c; the a - b link is cut for 2 s, then comes back
+
+
+def test_a_healed_partition_merges_the_views_and_the_order_resumes_across_them():
+    sim = sites_sim.SitesSim(HEAL_SEED)
+    case = sim.case
+    assert case.cut_pair == (0, 1) and case.heal_after_s is not None
+    assert case.site_kill_after_s is None and case.rep_crash_after_s is None
+    res = sim.run()
+    assert res.violations == [], res.summary()
+    everyone = tuple(range(len(case.sites)))
+    for name, node in sim.nodes.items():
+        side = (0,) if sim.site_of[name] == 0 else (1, 2)
+        kinds = [(kind, sites) for kind, _, sites, _, _ in node.views]
+        # the partition's view, then the merge: TRANSITIONAL with the sites it came with
+        assert kinds == [(sr.CONF_TRANSITIONAL, side), (sr.CONF_REGULAR, side),
+                         (sr.CONF_TRANSITIONAL, side), (sr.CONF_REGULAR, everyone)], (name, kinds)
+    merged_at = max(node.views[-1][4] for node in sim.nodes.values())
+    cut_at = sim.stats["formed_at_s"] + case.cut_after_s
+    healed_at = cut_at + case.heal_after_s
+    after = [s for s, sub in sim.submitted.items() if sub[4] > merged_at]
+    during = [s for s, sub in sim.submitted.items() if cut_at < sub[4] < healed_at]
+    assert after and during
+    for name, node in sim.nodes.items():
+        assert all(s in node.position for s in after)  # the merged view: every site
+        side = {0} if sim.site_of[name] == 0 else {1, 2}
+        for s in during:  # sent after the cut: on its own side only (EVS: in its own view)
+            assert (s in node.position) == (sim.site_of[sim.submitted[s][2]] in side)
+
+
+def test_planted_merge_never_started_is_a_view_violation():
+    def never(name, gateway):
+        gateway._request_merge = lambda *args: None
+    res = _run_planted(HEAL_SEED, on_start=never)
+    assert sites_sim.VIEW in res.kinds(), res.summary()
+
+
+class _NoFloor(dict):
+    """The merge's limit forgotten: what a site sends to a joined site, and where the joined
+    site's stream starts, take the messages of the partition too."""
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, 0)
+
+
+def test_planted_merge_without_its_limit_is_a_one_view_violation():
+    def no_floor(name, gateway):
+        gateway.join_after_lts, gateway.join_floor = _NoFloor(), _NoFloor()
+        open_stream = gateway.merge.open_stream
+        gateway.merge.open_stream = lambda site, lts: open_stream(site, 0)
+    res = _run_planted(161, on_start=no_floor)  # two sites; a - b cut, healed
+    assert sites_sim.ONE_VIEW in res.kinds(), res.summary()
