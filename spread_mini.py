@@ -34,8 +34,8 @@ from another daemon meets, in order (thesis 7.3.1 names the levels):
                         (its packet store)
   Routing               which links a packet goes on to (with one ring: none)
   HopLink               LINK level between sites (7.3.2.1; not in the daemon yet): one
-                        point-to-point link's core, decode_hop_packet -> HopData / HopAck /
-                        HopNack, the HOP_DISPATCH table; window, token bucket, NACKs, the
+                        point-to-point link's core (one session of each end), decode_hop_packet
+                        -> HopData / HopAck / HopNack, the HOP_DISPATCH table; window, token bucket, NACKs, the
                         dead-peer rule (HopPeerDead); HopSettings. Beside it, pure functions of
                         the sites (one per Spread_Segment): site_representative and
                         dissemination_tree -> SiteTree over SpreadConfig.site_costs()
@@ -47,7 +47,9 @@ from another daemon meets, in order (thesis 7.3.1 names the levels):
                         as a message of kind SITES; what the ring delivers goes into a second
                         Transport (`merge`, one stream per site) and, once the ring made it
                         safe, on to the next sites (SendHop). SiteProposal and ViewClosing
-                        agree on a view without a lost site -> SiteViewChange
+                        agree on a view without a lost site -> SiteViewChange; after a
+                        partition heals, SiteMerge (JOIN / MERGE records) and ViewClosing
+                        merge two views -> SiteViewChange
   Transport, SiteStream TRANSPORT level (7.3.3): streams keyed by site id; pieces into
                         _Message (a _GapMarker for a packet lost with a configuration), order
                         by {lts, site} and service type, Deliver; MessageInProgress on the way
@@ -6471,10 +6473,12 @@ class SiteGateway:
                 records: what every site holds is dropped from `kept`.
     A site that goes away (killed, or cut off) is left out by a view change that every
     survivor agrees on (SUSPECT, PROPOSE, the decision, TRANSITIONAL, REGULAR: see "the view
-    of several sites" below, and lab_guide.md). Not yet: merging views again when a partition
-    heals, a site split into two rings after the start, a restarted daemon's state, routing around a dead link to a site that is still
-    reachable through another (today that site is left out), pruning by group interest,
-    UNRELIABLE across sites (delivered in its own site only) and non-blocking forwarding."""
+    of several sites" below, and lab_guide.md); when the partition heals, the two views merge
+    (see "merging views" below). Not yet: a site split into two rings after the start, a
+    restarted daemon's state, routing around a dead link to a site that is still reachable
+    through another (today that site is left out), a failure after a view change is decided
+    and before it is installed, pruning by group interest, UNRELIABLE across sites (delivered
+    in its own site only) and non-blocking forwarding."""
 
     def __init__(self, name: str, sites: Sequence[Sequence[str]], costs: Sequence[Sequence[int]],
                  orderer: "RingOrderer", hop_settings: Optional[HopSettings] = None,
@@ -6838,7 +6842,11 @@ class SiteGateway:
             return
         joining = self.merging is not None and site in self.merging.joined
         if self.site_id not in h.view_sites and not joining:
-            self.counters["hellos_left_out"] += 1  # it left us out: so will we (its silence)
+            self.counters["hellos_left_out"] += 1  # it left us out: so will we
+            if site in self.live_sites and h.view_seq >= self.view_seq and site in self.links:
+                # (a view at least as new as ours: it went on without us, say after giving
+                # up a merge that we decided; its link may live on, so drop it to suspect it)
+                self._drop_link(site, "its view %d leaves us out" % h.view_seq, now)
             return
         link = self.links.get(site)
         if link is not None and link.peer == h.sender:
