@@ -6674,6 +6674,12 @@ class SiteGateway:
             self.suspect_at[site] = now + self.hop_settings.peer_silence_s + SITE_GRACE_S
 
     def _ring_delivered(self, msg: DaemonMessage) -> None:
+        if msg.kind == DATA and _is_unreliable(msg.service_type):
+            # delivered by the ring outside its order (each daemon at its own moment): it
+            # cannot take a place in our site's stream, which every daemon must number alike.
+            # It stays in our site (UNRELIABLE across sites is not done)
+            self._deliver(msg)
+            return
         own = self.site_id
         passed = []
         lts = self.own_lts = max(msg.lts, self.own_lts + 1)

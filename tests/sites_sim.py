@@ -131,6 +131,7 @@ class Node:
     views: List[tuple] = field(default_factory=list)
     view_sites: Tuple[int, ...] = ()  # the sites of the view (regular or transitional) now
     delivered_in: Dict[int, Tuple[int, ...]] = field(default_factory=dict)  # serial -> view_sites
+    unreliable: set = field(default_factory=set)  # UNRELIABLE messages delivered (no order)
 
 
 @dataclass
@@ -308,8 +309,11 @@ class SitesSim:
         if sub is None or sub[0] != msg.service_type or sub[1] != msg.data or sub[2] != msg.origin:
             self.fail(FOREIGN, "%s delivered a message nobody submitted so (serial %d)" % (name, serial))
             return
-        if serial in node.position:
+        if serial in node.position or serial in node.unreliable:
             self.fail(DUPLICATE, "%s delivered message %d twice" % (name, serial))
+            return
+        if msg.service_type == sr.UNRELIABLE_MESS:  # outside every order: on a list of its own
+            node.unreliable.add(serial)
             return
         node.position[serial] = len(node.delivered)
         node.delivered.append(serial)
@@ -386,7 +390,8 @@ class SitesSim:
         and what another living daemon delivered with its site among the companions (a crashed
         daemon's last messages may be lost, but then everywhere)."""
         live = self.live()
-        must = {name: {s for s, sub in self.submitted.items() if sub[2] == name} for name in live}
+        must = {name: {s for s, sub in self.submitted.items()
+                       if sub[2] == name and sub[0] != sr.UNRELIABLE_MESS} for name in live}
         for node in live.values():
             for serial, sites in self.companions(node).items():
                 for name in live:
@@ -662,12 +667,13 @@ class SitesSim:
                           % (name, len(missing), len(must), missing[0]))
 
 
-def run_seed(seed: int, on_start=None, delivery_filter=None) -> SitesResult:
-    return SitesSim(seed, on_start=on_start, delivery_filter=delivery_filter).run()
+def run_seed(seed: int, on_start=None, delivery_filter=None, unreliable: bool = False) -> SitesResult:
+    services = SERVICES + ([sr.UNRELIABLE_MESS] if unreliable else [])
+    return SitesSim(seed, on_start=on_start, delivery_filter=delivery_filter, services=services).run()
 
 
-def replay_command(seed: int) -> str:
-    return "python3 tests/sites_sim.py %d --log" % seed
+def replay_command(seed: int, unreliable: bool = False) -> str:
+    return "python3 tests/sites_sim.py %d --log%s" % (seed, " --unreliable" if unreliable else "")
 
 
 def main(argv=None) -> int:
@@ -675,10 +681,12 @@ def main(argv=None) -> int:
                                      "in the deterministic simulator and check the guarantees.")
     parser.add_argument("seed", nargs="?", type=int, default=1)
     parser.add_argument("--log", action="store_true", help="print the daemons' protocol logs")
+    parser.add_argument("--unreliable", action="store_true",
+                        help="the clients send UNRELIABLE messages too (they stay in their site)")
     args = parser.parse_args(argv)
     case = case_for_seed(args.seed)
     print("sites %s, costs %s, %.0f msg/s for %.0f s" % (case.sites, case.costs, case.rate_per_s, case.traffic_s))
-    res = run_seed(args.seed)
+    res = run_seed(args.seed, unreliable=args.unreliable)
     if args.log:
         print("\n".join(res.log_lines))
     print(res.summary())

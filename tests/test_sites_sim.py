@@ -352,3 +352,27 @@ def test_planted_merge_without_its_limit_is_a_one_view_violation():
         gateway.merge.open_stream = lambda site, lts: open_stream(site, 0)
     res = _run_planted(161, on_start=no_floor)  # two sites; a - b cut, healed
     assert sites_sim.ONE_VIEW in res.kinds(), res.summary()
+
+
+# ---- UNRELIABLE: in its own site only ----------------------------------------------------------
+
+def test_unreliable_messages_stay_in_their_site_and_leave_the_others_order_alone():
+    """The ring delivers an UNRELIABLE message outside its order, at each daemon at its own
+    moment: it must not take a place in the site's stream (the site's daemons would number
+    that stream differently). It is delivered in its own site only, at most once; the
+    ordered messages keep every guarantee."""
+    home = crossed = 0
+    for seed in (2, 7, 8, 22):
+        sim = sites_sim.SitesSim(seed, services=sites_sim.SERVICES + [sr.UNRELIABLE_MESS])
+        res = sim.run()
+        assert res.violations == [], res.summary()
+        for serial, sub in sim.submitted.items():
+            if sub[0] != sr.UNRELIABLE_MESS:
+                continue
+            for name, node in sim.nodes.items():
+                if serial in node.unreliable:
+                    if sim.site_of[name] == sim.site_of[sub[2]]:
+                        home += 1
+                    else:
+                        crossed += 1
+    assert home > 0 and crossed == 0
