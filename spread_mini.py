@@ -39,8 +39,8 @@ from another daemon meets, in order (thesis 7.3.1 names the levels):
                         the Accelerated Ring (packets after the token); one _Ring per ring
                         (its packet store)
   Routing               which links a packet goes on to (with one ring: none)
-  HopLink               LINK level between sites (7.3.2.1): one
-                        point-to-point link's core, decode_hop_packet -> HopData / HopAck /
+  HopLink               LINK level between sites (7.3.2.1): one point-to-point link's core
+                        (one session of each end), decode_hop_packet -> HopData / HopAck /
                         HopNack, the HOP_DISPATCH table; window, token bucket, NACKs, the
                         dead-peer rule (HopPeerDead); HopSettings. Beside it, pure functions of
                         the sites (one per Spread_Segment): site_representative and
@@ -54,7 +54,9 @@ from another daemon meets, in order (thesis 7.3.1 names the levels):
                         as a message of kind SITES; what the ring delivers goes into a second
                         Transport (`merge`, one stream per site) and, once the ring made it
                         safe, on to the next sites (SendHop). SiteProposal and ViewClosing
-                        agree on a view without a lost site -> SiteViewChange
+                        agree on a view without a lost site -> SiteViewChange; after a
+                        partition heals, SiteMerge (JOIN / MERGE records) and ViewClosing
+                        merge two views -> SiteViewChange
   Transport, SiteStream TRANSPORT level (7.3.3): streams keyed by site id; pieces into
                         _Message (a _GapMarker for a packet lost with a configuration), order
                         by {lts, site} and service type, Deliver; MessageInProgress on the way
@@ -1514,54 +1516,60 @@ def encode_ring_packet(p: RingPacket, seal: Optional[RingSeal] = None) -> bytes:
 
 # ---- HOP: the packets of a link between two sites (thesis 7.3.2.1) --------------------------------
 # Sealed as the ring's (RingSeal: magic, version, type, configuration stamp; CRC or the key's
-# tag). After the header:
-#   DATA  sender pid, link seq (u64), payload (the rest: packed pieces of messages)
-#   ACK   sender pid, its R_link_aru (u64), its S_highest_linkseq (u64): "I hold all up to
-#         link_aru of yours; I have sent up to highest_linkseq" (the second lets the peer see
-#         that the tail of a burst was lost)
-#   NACK  sender pid, its R_link_aru (u64), count (u16), that many missing link seqs (u64)
+# tag). After the header, the sender pid and the sender's session of the link (u32: a new
+# one each time its end starts afresh, so that a packet of an old end is never read as part of
+# the new stream), then:
+#   DATA  link seq (u64), payload (the rest: packed pieces of messages)
+#   ACK   its R_link_aru (u64), its S_highest_linkseq (u64): "I hold all up to link_aru of
+#         yours; I have sent up to highest_linkseq" (the second lets the peer see that the
+#         tail of a burst was lost)
+#   NACK  its R_link_aru (u64), count (u16), that many missing link seqs (u64)
 
 class HopData:
-    __slots__ = ("sender", "seq", "payload")
+    __slots__ = ("sender", "seq", "payload", "session")
 
-    def __init__(self, sender: Pid, seq: int, payload: bytes) -> None:
-        self.sender, self.seq, self.payload = sender, seq, payload
+    def __init__(self, sender: Pid, seq: int, payload: bytes, session: int = 0) -> None:
+        self.sender, self.seq, self.payload, self.session = sender, seq, payload, session
 
 
 class HopAck:
-    __slots__ = ("sender", "link_aru", "highest_linkseq")
+    __slots__ = ("sender", "link_aru", "highest_linkseq", "session")
 
-    def __init__(self, sender: Pid, link_aru: int, highest_linkseq: int) -> None:
+    def __init__(self, sender: Pid, link_aru: int, highest_linkseq: int, session: int = 0) -> None:
         self.sender, self.link_aru, self.highest_linkseq = sender, link_aru, highest_linkseq
+        self.session = session
 
 
 class HopNack:
-    __slots__ = ("sender", "link_aru", "missing")
+    __slots__ = ("sender", "link_aru", "missing", "session")
 
-    def __init__(self, sender: Pid, link_aru: int, missing: List[int]) -> None:
-        self.sender, self.link_aru, self.missing = sender, link_aru, missing
+    def __init__(self, sender: Pid, link_aru: int, missing: List[int], session: int = 0) -> None:
+        self.sender, self.link_aru, self.missing, self.session = sender, link_aru, missing, session
 
 
 HopPacket = Union[HopData, HopAck, HopNack]
 
 
-def encode_hop_data(sender: Pid, seq: int, payload: bytes, seal: Optional[RingSeal] = None) -> bytes:
+def encode_hop_data(sender: Pid, seq: int, payload: bytes, seal: Optional[RingSeal] = None,
+                    session: int = 0) -> bytes:
     seal = seal or OPEN_SEAL
-    return seal.seal(seal.header(PT_HOP_DATA) + _pid_bytes(sender) + _U64.pack(seq) + payload)
+    return seal.seal(seal.header(PT_HOP_DATA) + _pid_bytes(sender) + _U32.pack(session)
+                     + _U64.pack(seq) + payload)
 
 
 def encode_hop_ack(sender: Pid, link_aru: int, highest_linkseq: int,
-                   seal: Optional[RingSeal] = None) -> bytes:
+                   seal: Optional[RingSeal] = None, session: int = 0) -> bytes:
     seal = seal or OPEN_SEAL
-    return seal.seal(seal.header(PT_HOP_ACK) + _pid_bytes(sender) + _U64.pack(link_aru)
-                     + _U64.pack(highest_linkseq))
+    return seal.seal(seal.header(PT_HOP_ACK) + _pid_bytes(sender) + _U32.pack(session)
+                     + _U64.pack(link_aru) + _U64.pack(highest_linkseq))
 
 
 def encode_hop_nack(sender: Pid, link_aru: int, missing: Sequence[int],
-                    seal: Optional[RingSeal] = None) -> bytes:
+                    seal: Optional[RingSeal] = None, session: int = 0) -> bytes:
     seal = seal or OPEN_SEAL
-    return seal.seal(seal.header(PT_HOP_NACK) + _pid_bytes(sender) + _U64.pack(link_aru)
-                     + _U16.pack(len(missing)) + b"".join(_U64.pack(s) for s in missing))
+    return seal.seal(seal.header(PT_HOP_NACK) + _pid_bytes(sender) + _U32.pack(session)
+                     + _U64.pack(link_aru) + _U16.pack(len(missing))
+                     + b"".join(_U64.pack(s) for s in missing))
 
 
 def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket:
@@ -1574,15 +1582,16 @@ def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket
     r = _RingReader(body)
     r.pos = RING_HEADER_BYTES
     sender = r.pid()
+    session = r.u32()
     if ptype == PT_HOP_DATA:
         seq = r.counter()
-        packet = HopData(sender, seq, r.take(r.size - r.pos))  # type: HopPacket
+        packet = HopData(sender, seq, r.take(r.size - r.pos), session)  # type: HopPacket
     elif ptype == PT_HOP_ACK:
         aru, highest = r.counter(), r.counter()
-        packet = HopAck(sender, aru, highest)
+        packet = HopAck(sender, aru, highest, session)
     else:
         aru, count = r.counter(), r.u16()
-        packet = HopNack(sender, aru, [r.counter() for _ in range(count)])
+        packet = HopNack(sender, aru, [r.counter() for _ in range(count)], session)
     r.end()
     if ptype == PT_HOP_DATA and packet.seq == 0:
         raise RingWireError("HOP data with link seq 0 (they start at 1)")
@@ -1602,16 +1611,26 @@ def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket
 #   MSG       site_seq (u64), service (u32), origin daemon name (u8 length + UTF-8), the
 #             message as the ring carries it (encode_message_body)
 #   FRONTIER  nothing: the site sends nothing more with an lts <= this (7.3.3's "update")
-#   ARU       nothing: every daemon of the site holds every message, of any site, up to lts
+#   ARU       view seq (u64): every daemon of the site holds every message, of any site, up
+#             to lts, of the streams of that view (after a merge, an older view's ARU says
+#             nothing of the sites that joined)
 #   SUSPECT   view seq (u64), then a view body: the representative found sites gone (inside
 #             its own site only: its ring orders the suspicion for every daemon there)
 #   PROPOSE   view seq (u64), then a view body: the site's proposal for the next view of
 #             several sites; lts is the site's own frontier when it proposed (SiteGateway)
+#   JOIN      view seq (u64), then a view body whose "lost" list is the merged view's sites:
+#             the representative heard a HELLO from a site outside its view (inside its own
+#             site only, like SUSPECT); no sites: give up that merge
+#   MERGE     view seq (u64), then a view body as JOIN's: the site's proposal to merge two
+#             views after a partition healed; lts is the site's frontier when it proposed
 # A view body: count (u16) and that many lost site ids (u16); count (u16) and that many
 # (site u16, the highest site_seq of it held u64, its last ARU known u64, its frontier u64).
-SITE_MSG, SITE_FRONTIER, SITE_ARU, SITE_SUSPECT, SITE_PROPOSE = 1, 2, 3, 4, 5
+SITE_MSG, SITE_FRONTIER, SITE_ARU, SITE_SUSPECT, SITE_PROPOSE, SITE_JOIN, SITE_MERGE = 1, 2, 3, 4, 5, 6, 7
 SITE_RECORD_KINDS = {SITE_MSG: "MSG", SITE_FRONTIER: "FRONTIER", SITE_ARU: "ARU",
-                     SITE_SUSPECT: "SUSPECT", SITE_PROPOSE: "PROPOSE"}
+                     SITE_SUSPECT: "SUSPECT", SITE_PROPOSE: "PROPOSE", SITE_JOIN: "JOIN",
+                     SITE_MERGE: "MERGE"}
+#: the records that carry a view seq and a view body
+SITE_VIEW_KINDS = (SITE_SUSPECT, SITE_PROPOSE, SITE_JOIN, SITE_MERGE)
 _SITE_HEAD = struct.Struct(">BHQ")
 _SITE_MSG_HEAD = struct.Struct(">QI")
 #: the longest record: the longest message, its header and the origin's name
@@ -1624,7 +1643,7 @@ class SiteRecord:
     kind: int  #: SITE_MSG, SITE_FRONTIER or SITE_ARU
     site: int  #: the site whose stream it belongs to
     lts: int
-    site_seq: int = 0  #: MSG: its place in its site's order
+    site_seq: int = 0  #: MSG: its place in its site's order; view records, ARU: a view seq
     service: int = 0  #: MSG: the service bits (SAFE waits for the global ARU)
     origin: str = ""  #: MSG: the daemon its client is connected to
     body: bytes = b""  #: MSG: encode_message_body of the message
@@ -1634,8 +1653,10 @@ def encode_site_record(r: SiteRecord) -> bytes:
     parts = [_SITE_HEAD.pack(r.kind, r.site, r.lts)]
     if r.kind == SITE_MSG:
         parts += [_SITE_MSG_HEAD.pack(r.site_seq, r.service), _ring_name_bytes(r.origin), r.body]
-    elif r.kind in (SITE_SUSPECT, SITE_PROPOSE):
+    elif r.kind in SITE_VIEW_KINDS:
         parts += [_U64.pack(r.site_seq), r.body]
+    elif r.kind == SITE_ARU:
+        parts.append(_U64.pack(r.site_seq))
     raw = b"".join(parts)
     return _U32.pack(len(raw)) + raw
 
@@ -1649,11 +1670,15 @@ def _decode_site_record(raw: bytes) -> SiteRecord:
     kind, site, lts = r._fixed(_SITE_HEAD)
     if kind not in SITE_RECORD_KINDS or site > MAX_SITES or lts > MAX_WIRE_COUNTER:
         raise RingWireError("bad site record (kind %d, site %d)" % (kind, site))
-    if kind in (SITE_SUSPECT, SITE_PROPOSE):
+    if kind in SITE_VIEW_KINDS:
         view_seq = r.counter()
         body = r.take(r.size - r.pos)
         decode_site_view_body(body)  # refused here if it does not decode
         return SiteRecord(kind, site, lts, view_seq, body=body)
+    if kind == SITE_ARU:
+        view_seq = r.counter()
+        r.end()
+        return SiteRecord(kind, site, lts, view_seq)
     if kind != SITE_MSG:
         r.end()
         return SiteRecord(kind, site, lts)
@@ -1738,7 +1763,11 @@ def decode_site_records(data: bytes) -> List[SiteRecord]:
 # HopLink to the other (its sender pid: name and incarnation) and sends the other site every
 # record it lacks, by the positions the HELLO carries. After the header: sender pid, site
 # (u16), request (u8), count (u16), that many (site u16, the highest site_seq of that site
-# that this site's ring holds, u64).
+# that this site's ring holds, u64); then the sender's view of several sites: its seq (u64),
+# count (u16) and that many site ids (u16); then the session (u32) of the sender's end of the
+# link. A request whose session is not the one our link has from the peer means the peer's
+# end started over: ours starts over too. A HELLO between sites of two views (a partition
+# that healed) starts their merge.
 
 @dataclass
 class SiteHello:
@@ -1746,6 +1775,10 @@ class SiteHello:
     site: int
     request: bool
     positions: Dict[int, int]
+    view_seq: int = 0
+    view_sites: Tuple[int, ...] = ()
+    #: the session of the sender's end of the link (a request: the one its next end takes)
+    session: int = 0
 
 
 def encode_site_hello(h: SiteHello, seal: Optional[RingSeal] = None) -> bytes:
@@ -1753,6 +1786,9 @@ def encode_site_hello(h: SiteHello, seal: Optional[RingSeal] = None) -> bytes:
     parts = [seal.header(PT_SITE_HELLO), _pid_bytes(h.sender), _U16.pack(h.site),
              _U8.pack(1 if h.request else 0), _U16.pack(len(h.positions))]
     parts += [_U16.pack(site) + _U64.pack(seq) for site, seq in sorted(h.positions.items())]
+    parts += [_U64.pack(h.view_seq), _U16.pack(len(h.view_sites))]
+    parts += [_U16.pack(site) for site in h.view_sites]
+    parts.append(_U32.pack(h.session))
     return seal.seal(b"".join(parts))
 
 
@@ -1770,11 +1806,16 @@ def decode_site_hello(data: bytes, seal: Optional[RingSeal] = None) -> SiteHello
     for _ in range(count):
         other = r.u16()
         positions[other] = r.counter()
+    view_seq, count = r.counter(), r.u16()
+    if count > MAX_SITES:
+        raise RingWireError("a site HELLO naming %d sites in its view" % count)
+    view_sites = tuple(r.u16() for _ in range(count))
+    session = r.u32()
     r.end()
     if not seal.same_configuration(data):
         raise RingConfigurationError("a site HELLO of another configuration",
                                      (data[7], bytes(data[8:12]), bytes(data[12:16])), sender)
-    return SiteHello(sender, site, bool(request), positions)
+    return SiteHello(sender, site, bool(request), positions, view_seq, view_sites, session)
 
 
 def hop_packet_type(data: bytes) -> Optional[int]:
@@ -6313,8 +6354,12 @@ class HopLink:
     never had is dropped and counted (counters["dropped_<reason>"]); it changes nothing."""
 
     def __init__(self, me: Pid, peer: Pid, settings: Optional[HopSettings] = None,
-                 seal: Optional[RingSeal] = None, now: float = 0.0) -> None:
+                 seal: Optional[RingSeal] = None, now: float = 0.0, session: int = 0,
+                 peer_session: int = 0) -> None:
         self.me, self.peer = me, peer
+        #: this end's session and the peer's end's (SiteHello tells each to the other): a
+        #: packet of another session of the peer is a stranger's
+        self.session, self.peer_session = session, peer_session
         self.settings = settings or HopSettings()
         self.seal = seal or OPEN_SEAL
         self.counters: Dict[str, int] = collections.Counter()
@@ -6344,9 +6389,9 @@ class HopLink:
         self._heard_s = now
         self._sent_s = now
         self._out = HopOutput()
-        overhead = len(encode_hop_data(me, 0, b"", self.seal))
+        overhead = len(encode_hop_data(me, 0, b"", self.seal, session))
         self.max_payload_bytes = self.settings.max_packet_bytes - overhead
-        nack_overhead = len(encode_hop_nack(me, 0, [], self.seal))
+        nack_overhead = len(encode_hop_nack(me, 0, [], self.seal, session))
         self._nack_entries_max = (self.settings.max_packet_bytes - nack_overhead) // 8
         if self.max_payload_bytes < 1 or self.settings.burst_bytes < self.settings.max_packet_bytes:
             raise RingUsageError("HopSettings: max_packet_bytes leaves no room for data, or "
@@ -6420,6 +6465,9 @@ class HopLink:
     def _check_sender(self, packet: "HopPacket") -> None:
         if packet.sender != self.peer:
             raise RingWireError("a HOP packet from %s, this link is to %s" % (packet.sender, self.peer), "stranger")
+        if packet.session != self.peer_session:
+            raise RingWireError("a HOP packet of the peer's session %d, this link is to its %d"
+                                % (packet.session, self.peer_session), "old_session")
 
     def _on_data(self, p: "HopData", now: float) -> None:
         seq = p.seq
@@ -6519,7 +6567,7 @@ class HopLink:
         missing = sorted(self.retransmit_list)
         for start in range(0, len(missing), self._nack_entries_max):
             part = missing[start:start + self._nack_entries_max]
-            self._emit(encode_hop_nack(self.me, self.r_link_aru, part, self.seal), now)
+            self._emit(encode_hop_nack(self.me, self.r_link_aru, part, self.seal, self.session), now)
             self.counters["nacks_sent"] += 1
         for seq in missing:
             self.retransmit_list[seq] += 1
@@ -6527,7 +6575,7 @@ class HopLink:
         return False
 
     def _send_ack(self, now: float) -> None:
-        self._emit(encode_hop_ack(self.me, self.r_link_aru, self.s_highest_linkseq, self.seal), now)
+        self._emit(encode_hop_ack(self.me, self.r_link_aru, self.s_highest_linkseq, self.seal, self.session), now)
         self.counters["acks_sent"] += 1
         self.pkt_cnt_linkack = 0
         self._ack_due_s = None
@@ -6571,7 +6619,8 @@ class HopLink:
                 self.counters["retransmitted"] += 1
                 continue
             self.s_highest_linkseq += 1
-            datagram = encode_hop_data(self.me, self.s_highest_linkseq, self._queue.popleft(), self.seal)
+            datagram = encode_hop_data(self.me, self.s_highest_linkseq, self._queue.popleft(), self.seal,
+                                       self.session)
             self._unacked[self.s_highest_linkseq] = datagram
             if self._timed is None:
                 self._timed = (self.s_highest_linkseq, now)
@@ -6666,11 +6715,29 @@ class ViewClosing:
     transitional: bool = False
     closed: bool = False  #: the lost sites' streams are final
     reason: str = ""
+    #: a merge: the sites of the other view, and the new view's sites (else: the survivors)
+    joined: frozenset = frozenset()
+    sites_next: Optional[List[int]] = None
+
+
+@dataclass
+class SiteMerge:
+    """A merge of two views of several sites being agreed (a partition healed): the new
+    view's seq and sites, those that come from the other view, our site's frontier when it
+    proposed, and every site's MERGE record so far (resent to a link that starts again)."""
+    view_seq: int
+    sites: frozenset
+    joined: frozenset
+    frontier: int
+    proposals: Dict[int, "SiteRecord"] = field(default_factory=dict)
 
 
 #: a representative without a link to a neighbour site sends its HELLO this often (a WAN
 #: round trip or two: a lost HELLO costs little, and a new representative is found at once)
 SITE_HELLO_EVERY_S = 0.1
+#: ... and to a neighbour site outside its view (left out after a partition) this often: a
+#: healed link is found within this time, and a cut one costs a HELLO per period
+SITE_PROBE_EVERY_S = 0.5
 
 
 class SiteGateway:
@@ -6714,10 +6781,12 @@ class SiteGateway:
                 records: what every site holds is dropped from `kept`.
     A site that goes away (killed, or cut off) is left out by a view change that every
     survivor agrees on (SUSPECT, PROPOSE, the decision, TRANSITIONAL, REGULAR: see "the view
-    of several sites" below, and lab_guide.md). Not yet: merging views again when a partition
-    heals, a site split into two rings after the start, a restarted daemon's state, routing around a dead link to a site that is still
-    reachable through another (today that site is left out), pruning by group interest,
-    UNRELIABLE across sites (delivered in its own site only) and non-blocking forwarding."""
+    of several sites" below, and lab_guide.md); when the partition heals, the two views merge
+    (see "merging views" below). Not yet: a site split into two rings after the start, a
+    restarted daemon's state, routing around a dead link to a site that is still reachable
+    through another (today that site is left out), a failure after a view change is decided
+    and before it is installed, pruning by group interest, UNRELIABLE across sites (delivered
+    in its own site only) and non-blocking forwarding."""
 
     def __init__(self, name: str, sites: Sequence[Sequence[str]], costs: Sequence[Sequence[int]],
                  orderer: "RingOrderer", hop_settings: Optional[HopSettings] = None,
@@ -6753,6 +6822,7 @@ class SiteGateway:
         self.live_sites = list(range(n))
         self.neighbours = [s for s in self.live_sites if s != self.site_id
                            and (costs[self.site_id][s] > 0 or costs[s][self.site_id] > 0)]
+        self.configured_neighbours = list(self.neighbours)  #: with those outside our view
         self.trees = dissemination_trees(costs, self.live_sites)
         self.representative: Optional[str] = None  #: our site's, by the last regular ring
         self.ring_members: frozenset = frozenset()  #: of the last regular ring
@@ -6778,6 +6848,7 @@ class SiteGateway:
         self._inbox: Dict[int, Dict[int, bytes]] = {}  # site -> link seq -> payload, not in order yet
         self._next_seq: Dict[int, int] = {}
         self._out_bytes: Dict[int, bytearray] = {}  # site -> records for that link, not yet submitted
+        self._session: Dict[int, int] = {}  # site -> the session of our last end of its link
         self.to_ring: "collections.deque[SiteRecord]" = collections.deque()
         self.injected: Dict[Tuple[int, int], int] = {}  # (kind, site) -> highest seq / lts submitted
         self.aru_announced = 0
@@ -6792,9 +6863,23 @@ class SiteGateway:
         self.closing: Optional[ViewClosing] = None
         self.suspect_at: Dict[int, float] = {}  # the representative's: site -> end of its grace
         self.suspect_sent = 0  # the view seq of the SUSPECT we submitted
+        self.suspect_lost: frozenset = frozenset()  # ... and the sites it names
+        # merging two views after a partition healed (see "merging views" below)
+        self.merging: Optional[SiteMerge] = None
+        self.join_hold: Dict[int, List[SiteRecord]] = {}  # joined site -> records until merged
+        self.join_after_lts: Dict[int, int] = {}  # its stream starts with a message above this
+        self.join_floor: Dict[int, int] = {}  # joined site -> the merge's limit: older is not its
+        self.forward_held: set = set()  # joined sites our records wait for (until the decision)
+        self.aru_floor_view = 0  #: ARU records of an older view than the last merge say nothing
+        self.aru_pending: Dict[int, SiteRecord] = {}  # a newer view's ARU, until we install it
+        self.join_sent = 0  # the view seq of the JOIN we submitted
+        self.merge_offers: Dict[int, SiteRecord] = {}  # site -> its last MERGE we did not take
+        self.probe_due_s: Optional[float] = None
+        self.now_s = now  #: the time of the input being handled (for timers set deep inside)
 
     # ------------------------------------------------------------ inputs
     def ring_output(self, out: object, now: float) -> None:
+        self.now_s = now
         if isinstance(out, Deliver):
             self._ring_delivered(out.msg)
         elif isinstance(out, ConfigurationChange) and out.kind == CONF_REGULAR:
@@ -6802,6 +6887,7 @@ class SiteGateway:
         self._after(now)
 
     def hop_datagram(self, src: str, data: bytes, now: float) -> None:
+        self.now_s = now
         if hop_packet_type(data) == PT_SITE_HELLO:
             try:
                 hello = decode_site_hello(data, self.seal)
@@ -6820,12 +6906,15 @@ class SiteGateway:
         self._after(now)
 
     def tick(self, now: float) -> None:
+        self.now_s = now
         for site, link in list(self.links.items()):
             if now >= link.next_deadline_s():
                 self._hop_output(site, link.tick(now), now)
         self._go_wide(now)
         if self.hello_due_s is not None and now >= self.hello_due_s:
             self._send_hellos(now)
+        if self.probe_due_s is not None and now >= self.probe_due_s:
+            self._probe(now)
         gone = [site for site, t in self.suspect_at.items() if now >= t]
         for site in gone:
             del self.suspect_at[site]
@@ -6838,8 +6927,9 @@ class SiteGateway:
     def next_deadline_s(self) -> float:
         times = [link.next_deadline_s() for link in self.links.values()]
         times += self.suspect_at.values()
-        if self.hello_due_s is not None:
-            times.append(self.hello_due_s)
+        for t in (self.hello_due_s, self.probe_due_s):
+            if t is not None:
+                times.append(t)
         if self.is_representative() and not self.wide:
             times.append(self.alone_after_s)
         return min(times + [float("inf")])
@@ -6869,6 +6959,9 @@ class SiteGateway:
         self.hello_due_s = None
         self.wide = False
         self.suspect_at = {}
+        self.suspect_sent, self.suspect_lost = 0, frozenset()  # (a SUSPECT of an old turn may be lost)
+        self.join_sent = 0
+        self.probe_due_s = None
         if rep == self.name:
             self.aru_announced = 0
             self._go_wide(now)
@@ -6883,11 +6976,18 @@ class SiteGateway:
         self.wide = True
         self._log("starts its links to sites %s" % self.neighbours, now)
         self._send_hellos(now)
+        self.probe_due_s = now + SITE_PROBE_EVERY_S
         # a neighbour site that never answers is gone as surely as one whose link died
         for site in self.neighbours:
             self.suspect_at[site] = now + self.hop_settings.peer_silence_s + SITE_GRACE_S
 
     def _ring_delivered(self, msg: DaemonMessage) -> None:
+        if msg.kind == DATA and _is_unreliable(msg.service_type):
+            # delivered by the ring outside its order (each daemon at its own moment): it
+            # cannot take a place in our site's stream, which every daemon must number alike.
+            # It stays in our site (UNRELIABLE across sites is not done)
+            self._deliver(msg)
+            return
         own = self.site_id
         passed = []
         lts = self.own_lts = max(msg.lts, self.own_lts + 1)
@@ -6901,6 +7001,8 @@ class SiteGateway:
             for r in records:
                 if r.kind in (SITE_SUSPECT, SITE_PROPOSE):
                     self._view_record(r, passed)
+                elif r.kind in (SITE_JOIN, SITE_MERGE):
+                    self._merge_record(r, passed)
                 elif self._apply(r):
                     passed.append(r)
                     answer = answer or (r.kind == SITE_MSG and r.site != own
@@ -6918,11 +7020,16 @@ class SiteGateway:
         self.merge.deliver_ready()
         if self.closing is not None:
             self._close_step()  # (a lost site that is complete counts with its final frontier)
+        if self.closing is None and self.merging is None and self.merge_offers:
+            self._take_offer(passed)  # a merge proposed while we were busy
         self.gate.append((msg.lts, lts, passed, min(s.frontier_lts for s in self.streams.values())))
 
     def _apply(self, r: SiteRecord) -> bool:
         """A record into the merge. False (and counted) for one already there or that cannot
         be right: an unknown site, a message out of its site's order."""
+        if r.site in self.join_hold:  # a site of the view we merge with: after the merge
+            self.join_hold[r.site].append(r)
+            return True
         stream = self.streams.get(r.site)
         if stream is None:
             self.counters["site_records_unknown_site"] += 1
@@ -6933,9 +7040,15 @@ class SiteGateway:
             self.merge.advance_frontier(stream, r.lts)
             return True
         if r.kind == SITE_ARU:
-            self.merge.site_stable(stream, r.lts)
-            self._drop_kept()
-            return True
+            return self._aru_record(r, stream)
+        if r.site in self.join_after_lts:
+            if r.lts <= self.join_after_lts[r.site]:
+                self.counters["site_records_before_merge"] += 1  # delivered in its own old view
+                return False
+            del self.join_after_lts[r.site]  # its first message of the merged view
+            first = r.site_seq - 1
+            self.applied_seq[r.site] = self.kept_base[r.site] = first
+            self.passed_seq[r.site] = max(self.passed_seq[r.site], first)
         if r.site_seq <= self.applied_seq[r.site]:
             self.counters["site_records_duplicate"] += 1
             return False
@@ -6945,6 +7058,20 @@ class SiteGateway:
         if r.service & SAFE_MESS and r.lts > self.aru_wanted:
             self.aru_wanted = r.lts
         self._merge_message(r, stream)
+        return True
+
+    def _aru_record(self, r: SiteRecord, stream: SiteStream) -> bool:
+        """A site's ARU, if it counts the streams of our view (an older view's does not)."""
+        if r.site_seq < self.aru_floor_view:
+            self.counters["site_aru_of_an_older_view"] += 1
+            return False
+        if r.site_seq > self.view_seq and self.merging is not None:
+            pending = self.aru_pending.get(r.site)  # the merged view's, before we install it
+            if pending is None or pending.lts < r.lts:
+                self.aru_pending[r.site] = r
+            return True
+        self.merge.site_stable(stream, r.lts)
+        self._drop_kept()
         return True
 
     def _merge_message(self, r: SiteRecord, stream: SiteStream) -> None:
@@ -6971,7 +7098,7 @@ class SiteGateway:
                     self.passed_seq[r.site] = r.site_seq
                 elif r.kind == SITE_FRONTIER:
                     self.passed_frontier[r.site] = max(self.passed_frontier[r.site], r.lts)
-                elif r.kind == SITE_ARU:
+                elif r.kind == SITE_ARU and r.site_seq >= self.aru_floor_view:
                     self.passed_aru[r.site] = max(self.passed_aru[r.site], r.lts)
                 self._forward(r)
 
@@ -6981,7 +7108,7 @@ class SiteGateway:
         if not self.is_representative():
             return
         raw = encode_site_record(r)
-        if r.kind == SITE_PROPOSE:  # control: to every site, flooded (duplicates are dropped)
+        if r.kind in (SITE_PROPOSE, SITE_MERGE):  # control: to every site, flooded (duplicates are dropped)
             for site in self.links:
                 self._out_bytes[site] += raw
             return
@@ -6992,7 +7119,7 @@ class SiteGateway:
         if tree is None:
             return
         for child in tree.children(self.site_id):
-            if child in self.links:
+            if child in self.links and child not in self.forward_held:
                 self._out_bytes[child] += raw
                 self.counters["site_records_forwarded"] += 1
 
@@ -7005,9 +7132,12 @@ class SiteGateway:
     def _send_hellos(self, now: float) -> None:
         """To every daemon of each neighbour site we have no link with: only its
         representative answers."""
-        waiting = [s for s in self.neighbours if s not in self.links]
-        hello = encode_site_hello(SiteHello(self.me, self.site_id, True, self._positions()), self.seal)
+        if not self.is_representative():
+            self.hello_due_s = None
+            return
+        waiting = [s for s in self._link_sites() if s not in self.links]
         for site in waiting:
+            hello = encode_site_hello(self._hello(True, site), self.seal)
             for daemon in self.sites[site]:
                 self.outputs.append(SendHop(hello, daemon))
             self.counters["hellos_sent"] += 1
@@ -7018,26 +7148,62 @@ class SiteGateway:
         if not self.is_representative() or not self.wide:
             self.counters["hellos_not_representative"] += 1
             return
-        if site is None or site != h.site or site not in self.neighbours:
+        if site is None or site != h.site or site not in self.configured_neighbours:
             self.counters["hellos_not_a_neighbour"] += 1
+            return
+        if site not in self._link_sites():
+            self._on_probe(site, h, now)
+            return
+        joining = self.merging is not None and site in self.merging.joined
+        if self.site_id not in h.view_sites and not joining:
+            self.counters["hellos_left_out"] += 1  # it left us out: so will we
+            if site in self.live_sites and h.view_seq >= self.view_seq and site in self.links:
+                # (a view at least as new as ours: it went on without us, say after giving
+                # up a merge that we decided; its link may live on, so drop it to suspect it)
+                self._drop_link(site, "its view %d leaves us out" % h.view_seq, now)
             return
         link = self.links.get(site)
         if link is not None and link.peer == h.sender:
-            if h.request:  # our answer was lost
+            if h.session == link.peer_session:
+                if h.request:  # our answer was lost (or this HELLO is a late copy)
+                    self._answer_hello(h.sender)
+            elif h.request:
+                # the peer's end died (its dead-peer rule fired first) and a fresh one starts
+                # there: ours starts afresh too (a session of its own)
+                self._log("HOP link to %s (site %d): the peer started over" % (h.sender[0], site), now)
+                self._start_link(site, h.sender, h.positions, now, h.session)
                 self._answer_hello(h.sender)
+            else:
+                self.counters["hellos_old_session"] += 1
             return
         if link is not None and link.peer[0] == h.sender[0] and link.peer[1] > h.sender[1]:
             self.counters["hellos_old_incarnation"] += 1
             return
-        self._start_link(site, h.sender, h.positions, now)
+        self._start_link(site, h.sender, h.positions, now, h.session)
         self._answer_hello(h.sender)
 
     def _answer_hello(self, peer: Pid) -> None:
-        hello = SiteHello(self.me, self.site_id, False, self._positions())
-        self.outputs.append(SendHop(encode_site_hello(hello, self.seal), peer[0]))
+        site = self.site_of[peer[0]]
+        self.outputs.append(SendHop(encode_site_hello(self._hello(False, site), self.seal), peer[0]))
 
-    def _start_link(self, site: int, peer: Pid, positions: Dict[int, int], now: float) -> None:
-        self.links[site] = HopLink(self.me, peer, self.hop_settings, self.seal, now)
+    def _hello(self, request: bool, site: int) -> SiteHello:
+        """Our positions, our view (its seq: a merge takes a seq above both sides'; its
+        sites), and the session of our end of the link to `site` (a request: of the next)."""
+        link = self.links.get(site)
+        session = link.session if link is not None else self._session.get(site, 0) + 1
+        return SiteHello(self.me, self.site_id, request, self._positions(),
+                         self.view_seq, tuple(sorted(self.live_sites)), session)
+
+    def _link_sites(self) -> List[int]:
+        """The neighbour sites we keep a link with: those of our view, and during a merge
+        those of the other view."""
+        extra = self.merging.sites if self.merging is not None else frozenset()
+        return [s for s in self.configured_neighbours if s in self.neighbours or s in extra]
+
+    def _start_link(self, site: int, peer: Pid, positions: Dict[int, int], now: float,
+                    peer_session: int) -> None:
+        session = self._session[site] = self._session.get(site, 0) + 1
+        self.links[site] = HopLink(self.me, peer, self.hop_settings, self.seal, now, session, peer_session)
         self._readers[site] = SiteRecordReader()
         self._inbox[site] = {}
         self._next_seq[site] = 1
@@ -7046,7 +7212,7 @@ class SiteGateway:
         resent = self._resend(site, positions)
         self._log("HOP link to %s#%d (site %d) starts; %d records sent again by its positions"
                   % (peer[0], peer[1], site, resent), now)
-        if all(s in self.links for s in self.neighbours):
+        if all(s in self.links for s in self._link_sites()):
             self.hello_due_s = None
 
     def _resend(self, site: int, positions: Dict[int, int]) -> int:
@@ -7057,27 +7223,47 @@ class SiteGateway:
         sources = [(s, s) for s in self.live_sites if s not in self.frozen]
         if self.closing is not None:
             sources += [(x, h) for x, h in self.closing.holder.items()]
+        floor = self.join_floor.get(site, 0)  # a site that joined us lacks nothing older
         for source, tree_of in sources:
-            if site not in self.trees[tree_of].children(self.site_id):
+            if site not in self.trees[tree_of].children(self.site_id) or site in self.forward_held:
                 continue
-            upto = self.passed_seq[source]
+            upto = min(self.passed_seq[source], self.applied_seq[source])
             if self.closing is not None and source in self.closing.cut:
                 upto = min(upto, self.closing.cut[source])
             base = self.kept_base[source]
+            upto = min(upto, base + len(self.kept[source]))
             for i in range(max(positions.get(source, 0), base) - base, upto - base):
-                out += encode_site_record(self.kept[source][i])
-                resent += 1
+                if self.kept[source][i].lts > floor:
+                    out += encode_site_record(self.kept[source][i])
+                    resent += 1
             if source in self.frozen:
                 continue
             frontier = self.safe_ring_lts if source == self.site_id else self.passed_frontier[source]
-            for kind, lts in ((SITE_FRONTIER, frontier), (SITE_ARU, self.passed_aru[source])):
-                if lts:
-                    out += encode_site_record(SiteRecord(kind, source, lts))
+            if frontier:
+                out += encode_site_record(SiteRecord(SITE_FRONTIER, source, frontier))
+            if self.passed_aru[source]:  # (what passed the gate since the last merge)
+                out += encode_site_record(SiteRecord(SITE_ARU, source, self.passed_aru[source],
+                                                     max(self.aru_floor_view, self.view_seq)))
         mine = self.proposals.get(self.site_id)
         if mine is not None and self.closing is None:
             out += encode_site_record(self._proposal_record(mine))
+        if self.merging is not None and self.closing is None:
+            for r in self.merging.proposals.values():
+                out += encode_site_record(r)
         self.counters["site_records_resent"] += resent
         return resent
+
+    def _merge_unreachable(self, r: SiteRecord) -> bool:
+        """A MERGE that brings in a neighbour site we have no link with (its HELLO never came:
+        the link to it is still cut, though another site reaches it) does not go into our
+        ring: the merged view could not hold (routing around a cut link is not done). Our
+        own probe starts a merge once the link is back."""
+        try:
+            sites, _ = decode_site_view_body(r.body)
+        except RingWireError:
+            return False  # (counted where the ring delivers it)
+        return any(s in self.configured_neighbours and s not in self.links
+                   for s in sites - set(self.live_sites))
 
     def _hop_output(self, site: int, out: HopOutput, now: float) -> None:
         link = self.links[site]
@@ -7105,11 +7291,16 @@ class SiteGateway:
     def _from_link(self, site: int, r: SiteRecord) -> None:
         """A record from the link to `site`: into our ring, once (a HELLO's resending may
         repeat what the ring already has)."""
-        if r.site == self.site_id or r.site not in self.streams or r.kind == SITE_SUSPECT:
+        known = r.site in self.streams or (self.merging is not None and r.site in self.merging.sites)
+        if (r.site == self.site_id or r.kind in (SITE_SUSPECT, SITE_JOIN)
+                or not (known or (r.kind == SITE_MERGE and r.site < len(self.sites)))):
             self.counters["site_records_not_for_us"] += 1
             return
+        if r.kind == SITE_MERGE and self._merge_unreachable(r):
+            self.counters["site_merges_unreachable"] += 1
+            return
         key = (r.kind, r.site)
-        mark = r.site_seq if r.kind in (SITE_MSG, SITE_PROPOSE) else r.lts
+        mark = r.site_seq if r.kind in (SITE_MSG, SITE_PROPOSE, SITE_MERGE) else r.lts
         if mark <= max(self.injected.get(key, 0), self.applied_seq[r.site] if r.kind == SITE_MSG else 0):
             self.counters["site_records_duplicate"] += 1
             return
@@ -7126,6 +7317,10 @@ class SiteGateway:
         self.suspect_at[site] = now + SITE_GRACE_S
         if self.hello_due_s is None:
             self.hello_due_s = now
+        m = self.merging
+        if m is not None and site in m.joined and self.closing is None and self.is_representative():
+            self.to_ring.append(SiteRecord(SITE_JOIN, self.site_id, 0, m.view_seq,
+                                           body=encode_site_view_body((), {})))  # give it up
 
     # ------------------------------------------------------------ the view of several sites
     # The recovery across sites (the thesis leaves it open; lab_guide.md, "Sites: when one
@@ -7149,10 +7344,14 @@ class SiteGateway:
         if self.closing is not None:
             return False
         view = max(self.view_seq, self.proposed_view) + 1
-        if not frozenset(sites) - self.proposal_lost or self.suspect_sent >= view:
+        if not frozenset(sites) - self.proposal_lost:
             return True
+        if self.suspect_sent >= view:
+            # our SUSPECT for this view is still on its way through the ring: a site it does
+            # not name waits for it (then the next view seq names both), else it is forgotten
+            return not frozenset(sites) - self.suspect_lost
         lost = frozenset(sites) | self.proposal_lost
-        self.suspect_sent = view
+        self.suspect_sent, self.suspect_lost = view, lost
         self._log("sites %s silent for %.1f s after their link died: suspected gone (view %d)"
                   % (sorted(lost), SITE_GRACE_S, view), now)
         self.to_ring.append(SiteRecord(SITE_SUSPECT, self.site_id, 0, view,
@@ -7167,6 +7366,16 @@ class SiteGateway:
             self.counters["site_records_undecodable"] += 1
             return
         view = r.site_seq
+        if r.kind == SITE_SUSPECT and r.site == self.site_id and self.closing is not None:
+            self.suspect_sent = 0  # a view is being installed: the suspicion comes back after it
+            for x in lost:
+                self.suspect_at.setdefault(x, 0.0)
+            return
+        if self.merging is not None and self.closing is None and (
+                r.kind == SITE_SUSPECT or (r.site in self.live_sites and view > self.view_seq)):
+            self._abandon_merge("a site is gone (%s of site %d)" % (SITE_RECORD_KINDS[r.kind], r.site))
+            if r.kind == SITE_SUSPECT:
+                view = max(view, self.proposed_view + 1)
         if r.kind == SITE_SUSPECT:
             if r.site == self.site_id and view > max(self.proposed_view, self.view_seq):
                 self._propose(view, lost, passed)
@@ -7308,8 +7517,9 @@ class SiteGateway:
             c.transitional = True
             for x in c.lost:  # SAFE counts the survivors only from now on
                 self.streams[x].stable_aru = LOST_SITE_ARU
-        self.outputs.append(SiteViewChange(kind, c.view_seq, list(c.survivors), c.reason))
-        self._log("%s view %d: sites %s (%s)" % (kind, c.view_seq, c.survivors, c.reason), None)
+        sites = c.survivors if kind == CONF_TRANSITIONAL or c.sites_next is None else c.sites_next
+        self.outputs.append(SiteViewChange(kind, c.view_seq, list(sites), c.reason))
+        self._log("%s view %d: sites %s (%s)" % (kind, c.view_seq, sites, c.reason), None)
 
     def _install_view(self) -> None:
         c = self.closing
@@ -7320,14 +7530,212 @@ class SiteGateway:
             self.merge.uninstall(x)
             del self.streams[x]
             self.kept[x] = collections.deque()
-        self.live_sites = list(c.survivors)
+        self.live_sites = list(c.survivors if c.sites_next is None else c.sites_next)
         self.view_seq = c.view_seq
         self.merge.deliver_limit_lts = None
         self.closing = None
         self.frozen = {}
         self.proposals = {}
         self.proposal_lost = frozenset()
+        if c.joined:
+            self._install_joined(c)
         self.merge.deliver_ready()
+
+    # ------------------------------------------------------------ merging views
+    # A partition that healed (lab_guide.md, "Sites: when a partition heals"). 1. A
+    # representative HELLOs the neighbour sites outside its view every SITE_PROBE_EVERY_S;
+    # HELLO carries the sender's view. One from a site of a view disjoint from ours starts a
+    # link and submits JOIN to our ring: the merged view's seq (above both sides') and sites.
+    # 2. Where the ring delivers JOIN, or another site's MERGE for a view we can join, every
+    # daemon of the site proposes MERGE (its frontier, the view's seq and sites), flooded to
+    # every site. Records of the other view's sites are held back, and ours do not go to them.
+    # 3. With the MERGE of every site of the new view: the old views end at limit = the highest
+    # frontier proposed (each side delivers its own messages up to it, as a view change without
+    # lost sites; from our proposal to the decision, nothing above our own frontier is
+    # delivered), ours go to the joined sites from the first above limit (`kept` is not
+    # trimmed during a merge); then TRANSITIONAL (the sites we came with), REGULAR (all). The
+    # joined sites' streams start at limit, each with its first message above it. ARU records
+    # carry their view: one from before the merge says nothing of the joined streams.
+    # A loss before the decision gives the merge up (the next probe starts another); so does
+    # a conflicting MERGE of a site of the new view, or the death of a link to a joined site.
+
+    def _probe(self, now: float) -> None:
+        self.probe_due_s = now + SITE_PROBE_EVERY_S
+        if not self.is_representative() or not self.wide or self.closing is not None or self.merging is not None:
+            return
+        absent = [s for s in self.configured_neighbours if s not in self.live_sites]
+        for site in absent:
+            hello = encode_site_hello(self._hello(True, site), self.seal)
+            for daemon in self.sites[site]:
+                self.outputs.append(SendHop(hello, daemon))
+            self.counters["probes_sent"] += 1
+
+    def _on_probe(self, site: int, h: SiteHello, now: float) -> None:
+        """A HELLO from a neighbour site outside our view: a partition healed (or the other
+        side has not left us out yet: then nothing)."""
+        theirs = frozenset(h.view_sites)
+        if site not in theirs or theirs & set(self.live_sites) or not theirs <= set(range(len(self.sites))):
+            self.counters["hellos_views_overlap"] += 1
+            return
+        link = self.links.get(site)
+        if link is not None and link.peer[0] == h.sender[0] and link.peer[1] > h.sender[1]:
+            self.counters["hellos_old_incarnation"] += 1
+            return
+        if link is None or link.peer != h.sender or link.peer_session != h.session:
+            self._start_link(site, h.sender, h.positions, now, h.session)
+        if h.request:
+            self._answer_hello(h.sender)
+        self._request_merge(h.view_seq, theirs, now)
+
+    def _request_merge(self, their_view: int, theirs: frozenset, now: float) -> None:
+        if self.closing is not None or self.merging is not None or self.proposal_lost:
+            return  # after the view being installed: the next probe
+        view = max(self.view_seq, self.proposed_view, their_view) + 1
+        if self.join_sent >= view:
+            return
+        self.join_sent = view
+        sites = frozenset(self.live_sites) | theirs
+        self._log("sites %s answer from another view: merge them into view %d" % (sorted(theirs), view), now)
+        self.to_ring.append(SiteRecord(SITE_JOIN, self.site_id, 0, view, body=encode_site_view_body(sites, {})))
+
+    def _merge_record(self, r: SiteRecord, passed: List[SiteRecord]) -> None:
+        """Our site's JOIN, or another site's MERGE, where our ring delivered it."""
+        try:
+            sites, _ = decode_site_view_body(r.body)
+        except RingWireError:
+            self.counters["site_records_undecodable"] += 1
+            return
+        view, m = r.site_seq, self.merging
+        if r.kind == SITE_JOIN:
+            if r.site != self.site_id:
+                return
+            if not sites:  # give it up
+                if m is not None and m.view_seq == view and self.closing is None:
+                    self._abandon_merge("a link to a joining site died")
+                return
+            self._start_merge(view, sites, passed)
+            return
+        if r.site == self.site_id:
+            return
+        if m is not None and (view, sites) == (m.view_seq, m.sites):
+            self._merge_proposal(r, passed)
+            return
+        if m is not None and self.closing is None and r.site in m.sites and view >= m.view_seq:
+            self._abandon_merge("site %d proposes view %d with sites %s" % (r.site, view, sorted(sites)))
+        offer = self.merge_offers.get(r.site)
+        if offer is None or offer.site_seq < view:
+            self.merge_offers[r.site] = r  # taken now, or when the view being installed is
+        if r.site in sites:
+            self._start_merge(view, sites, passed)
+
+    def _take_offer(self, passed: List[SiteRecord]) -> None:
+        for site, r in sorted(self.merge_offers.items(), key=lambda kv: -kv[1].site_seq):
+            if r.site_seq <= self.view_seq:
+                del self.merge_offers[site]
+                continue
+            sites, _ = decode_site_view_body(r.body)
+            if r.site in sites and self._start_merge(r.site_seq, sites, passed):
+                return
+
+    def _start_merge(self, view: int, sites: frozenset, passed: List[SiteRecord]) -> bool:
+        live = frozenset(self.live_sites)
+        if (self.closing is not None or self.merging is not None or self.proposal_lost
+                or view <= max(self.view_seq, self.proposed_view) or not live < sites
+                or not sites <= set(range(len(self.sites)))):
+            self.counters["site_merges_refused"] += 1
+            return False
+        joined = sites - live
+        self.proposed_view = view
+        m = self.merging = SiteMerge(view, sites, joined, self.own_lts)
+        # nothing above our frontier goes in the old view until the limit is known (at
+        # least this): a site alone in its view would deliver its next message at once
+        self.merge.deliver_limit_lts = self.own_lts
+        for x in joined:
+            self.join_hold[x] = []
+        self.forward_held = set(joined)
+        self.trees = dissemination_trees(self.costs, sites)
+        mine = SiteRecord(SITE_MERGE, self.site_id, self.own_lts, view, body=encode_site_view_body(sites, {}))
+        m.proposals[self.site_id] = mine
+        passed.append(mine)
+        self._log("proposes to merge view %d: sites %s join us" % (view, sorted(joined)), None)
+        for site, r in sorted(self.merge_offers.items()):
+            if r.site_seq == view and r.body == mine.body:
+                self._merge_proposal(r, passed)  # (it floods them on: they came before ours)
+        self._maybe_merge(passed)
+        return True
+
+    def _merge_proposal(self, r: SiteRecord, passed: List[SiteRecord]) -> None:
+        m = self.merging
+        if r.site not in m.sites or r.site in m.proposals:
+            return
+        self.merge_offers.pop(r.site, None)
+        m.proposals[r.site] = r
+        passed.append(r)  # the representative floods it on
+        self._maybe_merge(passed)
+
+    def _maybe_merge(self, passed: List[SiteRecord]) -> None:
+        m = self.merging
+        if self.closing is not None or any(s not in m.proposals for s in m.sites):
+            return
+        limit = max(r.lts for r in m.proposals.values())
+        reason = "sites %s joined" % sorted(m.joined)
+        self.closing = ViewClosing(m.view_seq, sorted(self.live_sites), frozenset(), {}, {}, limit,
+                                   reason=reason, joined=m.joined, sites_next=sorted(m.sites))
+        self._log("view %d decided: sites %s, %s; messages up to lts %d in the old view"
+                  % (m.view_seq, sorted(m.sites), reason, limit), None)
+        for x in m.joined:
+            self.join_after_lts[x] = self.join_floor[x] = limit
+        self.merge.deliver_limit_lts = limit
+        self.forward_held = set()
+        if self.is_representative():
+            for site in list(self.links):
+                if site in m.joined:
+                    self._resend(site, {})
+        passed.append(SiteRecord(SITE_FRONTIER, self.site_id, self.own_lts))
+
+    def _abandon_merge(self, why: str) -> None:
+        m, self.merging = self.merging, None
+        self.merge.deliver_limit_lts = None
+        self.join_hold = {}  # (their records come again, from their `kept`, at the next merge)
+        self.forward_held = set()
+        self.trees = dissemination_trees(self.costs, self.live_sites)
+        self._log("gives up merging view %d: %s" % (m.view_seq, why), None)
+
+    def _install_joined(self, c: ViewClosing) -> None:
+        """The merged view: the joined sites' streams start at the limit; what every site's
+        ARU said of the old view's streams says nothing of theirs."""
+        self.merging = None
+        for x in sorted(c.joined):
+            stream = self.streams[x] = self.merge.open_stream(x, c.limit_lts)
+            self.merge.install(stream)
+            self.kept[x] = collections.deque()
+            self.kept_base[x] = self.applied_seq[x]  # (until its first message: see _apply)
+            self.passed_frontier[x] = self.passed_aru[x] = 0
+        for stream in self.streams.values():
+            stream.stable_aru = min(stream.stable_aru, c.limit_lts)
+        for site in self.passed_aru:
+            self.passed_aru[site] = min(self.passed_aru[site], c.limit_lts)
+        self.site_aru = min(self.site_aru, c.limit_lts)
+        self.aru_announced = min(self.aru_announced, c.limit_lts)
+        self.gate = collections.deque((a, b, rs, min(low, c.limit_lts)) for a, b, rs, low in self.gate)
+        self.aru_floor_view = c.view_seq
+        for key in [k for k in self.injected if k[0] == SITE_ARU]:
+            del self.injected[key]
+        self.neighbours = [s for s in self.configured_neighbours if s in self.live_sites]
+        self.trees = dissemination_trees(self.costs, self.live_sites)
+        # a joined site we have no link with (it died, or the other side gave the merge up
+        # after we decided) is suspected as at the start: HELLO, then the silence rule
+        for site in self.neighbours:
+            if self.is_representative() and site not in self.links and site not in self.suspect_at:
+                self.suspect_at[site] = self.now_s + self.hop_settings.peer_silence_s + SITE_GRACE_S
+                self.hello_due_s = self.now_s
+        held, self.join_hold = self.join_hold, {}
+        for x in sorted(held):
+            for r in held[x]:
+                self._apply(r)
+        pending, self.aru_pending = self.aru_pending, {}
+        for r in pending.values():
+            self._aru_record(r, self.streams[r.site])
 
     # ------------------------------------------------------------ after every input
     def _after(self, now: float) -> None:
@@ -7348,11 +7756,13 @@ class SiteGateway:
         collect = now >= self.aru_announced_at + SITE_ARU_KEPT_EVERY_S and any(self.kept.values())
         if waits or collect:
             self.aru_announced, self.aru_announced_at = self.site_aru, now
-            self.to_ring.append(SiteRecord(SITE_ARU, self.site_id, self.site_aru))
+            self.to_ring.append(SiteRecord(SITE_ARU, self.site_id, self.site_aru, self.view_seq))
 
     def _drop_kept(self) -> None:
         """Messages every daemon of every site holds (lts <= the global ARU) are never sent
         again: forget them."""
+        if self.merging is not None:
+            return  # the other view's sites may lack any of it (see "merging views")
         held = min(s.stable_aru for s in self.streams.values())
         for site, kept in self.kept.items():
             while kept and kept[0].lts <= held:

@@ -27,6 +27,8 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=1000, help="how many seeds (default 1000)")
     parser.add_argument("--first", type=int, default=1, help="first seed (default 1)")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
+    parser.add_argument("--unreliable", action="store_true",
+                        help="the clients send UNRELIABLE messages too (they stay in their site)")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
@@ -36,20 +38,24 @@ def main(argv=None):
     failing = []
     latencies = []
     view_times = []  # per seed that killed a site: when the last survivor left it out
+    merge_times = []  # per seed whose cut healed after the views split: when they merged
     for seed in range(args.first, args.first + args.seeds):
-        result = sites_sim.run_seed(seed)
+        result = sites_sim.run_seed(seed, unreliable=args.unreliable)
         for key in ("submitted", "hop_packets", "hop_lost", "ring_packets"):
             totals[key] += result.stats.get(key, 0)
         if "latency_median_s" in result.stats:
             latencies.append(result.stats["latency_median_s"])
         if "view_after_kill_s" in result.stats:
             view_times.append(result.stats["view_after_kill_s"])
+        if "view_after_heal_s" in result.stats:
+            merge_times.append(result.stats["view_after_heal_s"])
+        totals["heals"] += result.stats.get("heals", 0)
         totals["violations"] += len(result.violations)
         kinds.update(sites_sim.kind_of(v) for v in result.violations)
         if result.violations:
             failing.append(seed)
             print(result.summary())
-            print("  " + sites_sim.replay_command(seed))
+            print("  " + sites_sim.replay_command(seed, args.unreliable))
         if not args.quiet and (seed - args.first + 1) % 100 == 0:
             print("... %d seeds, %d violations, %.0f s" % (
                 seed - args.first + 1, totals["violations"], time.monotonic() - started),
@@ -71,7 +77,15 @@ def main(argv=None):
               "after %.2f s (median), %.2f s (90th percentile), %.2f s (max; simulated time, "
               "from the kill)" % (len(view_times), view_times[len(view_times) // 2],
                                   view_times[int(len(view_times) * 0.9)], view_times[-1]))
-    print("rerun: python3 bench/sites_soak.py --seeds %d --first %d" % (args.seeds, args.first))
+    merge_times.sort()
+    if merge_times:
+        print("a cut link healed after the views split (%d of %d seeds that healed): every daemon "
+              "had the merged view %.2f s after the heal (median), %.2f s (90th percentile), "
+              "%.2f s (max; simulated time)" % (
+                  len(merge_times), totals["heals"], merge_times[len(merge_times) // 2],
+                  merge_times[int(len(merge_times) * 0.9)], merge_times[-1]))
+    print("rerun: python3 bench/sites_soak.py --seeds %d --first %d%s" % (
+        args.seeds, args.first, " --unreliable" if args.unreliable else ""))
     return 1 if failing else 0
 
 

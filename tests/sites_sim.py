@@ -11,8 +11,10 @@ UNRELIABLE stays in its own site), and in some seeds (each decided by its own Ra
 rest of the case stays the same) a site's representative is killed (its ring re-forms, the next
 daemon takes over the links) and/or every daemon of one site is killed (the others agree on a
 view without it: TRANSITIONAL, then REGULAR) and/or, with two sites or a line, a WAN link is
-cut for good (each side ends in a view of the sites it can reach). The run goes on until every living daemon has
-delivered what it must and installed the view of the sites it can reach, or the time is up.
+cut (each side goes on in a view of the sites it can reach), and in most of those seeds the
+link comes back 0.2-6 s later: before its silence rule, during the view change or after it
+(then the views merge: TRANSITIONAL, then REGULAR with every site). The run goes on until
+every living daemon has delivered what it must and installed the view of the sites it can reach, or the time is up.
 
 The checkers look only at what the simulated clients submitted and what every daemon delivered
 (and when each message reached each daemon's merge), never at the cores' state. Each kind has
@@ -22,14 +24,21 @@ a planted fault in tests/test_sites_sim.py that it must catch:
   agreed order two daemons deliver two messages in different orders
   FIFO         a sender's messages out of the order it sent them
   causal order a message delivered before one its sender had delivered before sending it
+               (and that this daemon delivers too)
   safe         a SAFE message delivered at a daemon before every daemon of every site held it
-  no loss      at the end, a living daemon has not delivered every message submitted at a
-               daemon of its component that never crashed, or one that another living daemon
-               of its component delivered
-  view         a living daemon does not end in the view of the sites it can reach, or two
-               daemons install the same view seq with different sites
-  virtual synchrony  two daemons that install the same view delivered different messages
-               in the old view's regular part, or in the transitional part
+  no loss      at the end, a living daemon that never crashed has not delivered a message
+               its clients submitted, or a living daemon has not delivered a message that
+               another living daemon delivered in a view it shared with it and left with it
+               (the regular part of a view whose next TRANSITIONAL names its site, or that is
+               still the view; or a transitional part naming its site)
+  view         a living daemon does not end in the view of the sites it can reach (after a
+               partition heals: the merged view), or two daemons install the same view seq
+               with sites that differ but overlap (two sides of a partition may share a seq)
+  virtual synchrony  two daemons that install the same view from the same transitional
+               view delivered different messages in the old view's regular part, or in the
+               transitional part
+  one view     a message delivered in two different views (the last REGULAR before it):
+               a message of one side of a partition delivered on the other side after the heal
 SAFE is checked against the daemons of the view it was delivered in (its transitional part:
 the survivors), that had not crashed by then.
 """
@@ -62,7 +71,14 @@ SAFE = "safe"
 LOSS = "no loss"
 VIEW = "view"  # a living daemon's last view is not the sites it can reach, or views disagree
 VIRTUAL_SYNCHRONY = "virtual synchrony"
-KINDS = (FOREIGN, DUPLICATE, AGREED, FIFO, CAUSAL, SAFE, LOSS, VIEW, VIRTUAL_SYNCHRONY)
+ONE_VIEW = "one view"  # a message delivered in two different views (it crossed a partition)
+KINDS = (FOREIGN, DUPLICATE, AGREED, FIFO, CAUSAL, SAFE, LOSS, VIEW, VIRTUAL_SYNCHRONY, ONE_VIEW)
+
+
+#: the run's end is looked for at most this often (simulated seconds)
+CHECK_EVERY_S = 0.01
+#: after a heal, the clients send again this long after it, for a second (seconds)
+HEAL_TRAFFIC_AFTER_S = 3.0
 
 
 def kind_of(violation: str) -> str:
@@ -93,10 +109,12 @@ class SitesCase:
     #: when every daemon of one site is killed (the others install a view without it)
     site_kill_after_s: Optional[float] = None
     site_kill: int = 0
-    #: when the WAN link between two sites is cut for good, both ways, and the cut splits the
+    #: when the WAN link between two sites is cut, both ways, and the cut splits the
     #: sites in two (two sites, or a line): each side goes on in a view of its own
     cut_after_s: Optional[float] = None
     cut_pair: Tuple[int, int] = (0, 1)
+    #: how long after the cut the link comes back (None: never): the views merge again
+    heal_after_s: Optional[float] = None
 
 
 @dataclass
@@ -113,6 +131,7 @@ class Node:
     views: List[tuple] = field(default_factory=list)
     view_sites: Tuple[int, ...] = ()  # the sites of the view (regular or transitional) now
     delivered_in: Dict[int, Tuple[int, ...]] = field(default_factory=dict)  # serial -> view_sites
+    unreliable: set = field(default_factory=set)  # UNRELIABLE messages delivered (no order)
 
 
 @dataclass
@@ -166,6 +185,9 @@ def case_for_seed(seed: int) -> SitesCase:
     if (nsites == 2 or line) and cut.random() < 0.3:
         case.cut_pair = (0, 1) if nsites == 2 or cut.random() < 0.5 else (1, 2)
         case.cut_after_s = cut.uniform(0.0, case.traffic_s)
+        heal = random.Random(seed * 7919 + 15)
+        if heal.random() < 0.6:  # before the link's silence rule, during the view change, after
+            case.heal_after_s = heal.uniform(0.2, 6.0)
     return case
 
 
@@ -191,6 +213,10 @@ class SitesSim:
                                         "submitted": 0}
         self.wire_free: Dict[Tuple[int, int], float] = {}
         self.cut_pairs: set = set()  # (site, site) whose wire is cut, both ways
+        self.heal_pending = False
+        self.late_submits = 0  # submissions after the heal still to come
+        self.next_check_s = 0.0
+        self.traffic_end_s = float("inf")
         self.gtick_at: Dict[str, float] = {}
         self.latency: List[float] = []
         settings = {}
@@ -283,8 +309,11 @@ class SitesSim:
         if sub is None or sub[0] != msg.service_type or sub[1] != msg.data or sub[2] != msg.origin:
             self.fail(FOREIGN, "%s delivered a message nobody submitted so (serial %d)" % (name, serial))
             return
-        if serial in node.position:
+        if serial in node.position or serial in node.unreliable:
             self.fail(DUPLICATE, "%s delivered message %d twice" % (name, serial))
+            return
+        if msg.service_type == sr.UNRELIABLE_MESS:  # outside every order: on a list of its own
+            node.unreliable.add(serial)
             return
         node.position[serial] = len(node.delivered)
         node.delivered.append(serial)
@@ -336,25 +365,50 @@ class SitesSim:
         tree = sr.dissemination_tree(costs, site, self.live_sites())
         return frozenset(tree.parent)
 
-    def survivors_must_deliver(self, name: str) -> set:
-        """For a living daemon: every message submitted at a daemon of its component that
-        never crashed, and every message a living daemon of its component delivered (a crashed
+    def companions(self, node: Node) -> Dict[int, Tuple[int, ...]]:
+        """serial -> the sites whose daemons must deliver it too, by extended virtual
+        synchrony: those that left the view it was delivered in with this daemon (the next
+        TRANSITIONAL's sites), or are in that view still; for a delivery in a transitional
+        part, that transitional view's sites."""
+        everyone = tuple(range(len(self.case.sites)))
+        out = {}
+        views = node.views
+        i = 0  # views[:i] happened before the delivery at hand
+        for idx, serial in enumerate(node.delivered):
+            while i < len(views) and views[i][3] <= idx:
+                i += 1
+            if i and views[i - 1][0] == sr.CONF_TRANSITIONAL:
+                out[serial] = views[i - 1][2]
+            elif i < len(views):
+                out[serial] = views[i][2]  # the TRANSITIONAL that ends this regular part
+            else:
+                out[serial] = views[i - 1][2] if i else everyone
+        return out
+
+    def must_deliver(self) -> Dict[str, set]:
+        """For each living daemon: what it submitted (if it never crashed: EVS self-delivery),
+        and what another living daemon delivered with its site among the companions (a crashed
         daemon's last messages may be lost, but then everywhere)."""
-        comp = self.component(self.site_of[name])
-        live = {n: node for n, node in self.live().items() if self.site_of[n] in comp}
-        must = {s for s, sub in self.submitted.items() if sub[2] in live}
+        live = self.live()
+        must = {name: {s for s, sub in self.submitted.items()
+                       if sub[2] == name and sub[0] != sr.UNRELIABLE_MESS} for name in live}
         for node in live.values():
-            must.update(node.delivered)
+            for serial, sites in self.companions(node).items():
+                for name in live:
+                    if self.site_of[name] in sites:
+                        must[name].add(serial)
         return must
 
     def everything_delivered(self) -> bool:
+        if self.heal_pending or self.late_submits or self.now < self.next_check_s:
+            return False
+        self.next_check_s = self.now + CHECK_EVERY_S  # (the whole check costs: not every event)
         for name, node in self.live().items():
-            if not self.survivors_must_deliver(name) <= node.position.keys():
-                return False
             gw = node.gateway
-            if gw.closing is not None or set(gw.live_sites) != self.component(self.site_of[name]):
+            if gw.closing is not None or gw.merging is not None or set(gw.live_sites) != self.component(self.site_of[name]):
                 return False
-        return True
+        must = self.must_deliver()
+        return all(must[name] <= node.position.keys() for name, node in self.live().items())
 
     def run(self, form_max_s: float = 3.0, drain_max_s: float = 30.0) -> SitesResult:
         for name in self.nodes:
@@ -362,6 +416,7 @@ class SitesSim:
         self.run_until(form_max_s, self.rings_formed)
         self.stats["formed_at_s"] = self.now
         start = self.now
+        self.traffic_end_s = start + self.case.traffic_s
         t = start
         while True:
             t += self.rng.expovariate(self.case.rate_per_s)
@@ -374,6 +429,19 @@ class SitesSim:
                 self.push(self.kill_at, "crash", name)
         if self.case.cut_after_s is not None:
             self.push(start + self.case.cut_after_s, "cut", "")
+            if self.case.heal_after_s is not None:
+                healed = start + self.case.cut_after_s + self.case.heal_after_s
+                self.push(healed, "heal", "")
+                self.heal_pending = True  # the run goes on until the views merged
+                # and the clients send again once the views have merged (about 3 s after
+                # the heal: the probes, the merge), for the order across the merged sites
+                t = healed + HEAL_TRAFFIC_AFTER_S
+                while True:
+                    t += self.rng.expovariate(self.case.rate_per_s)
+                    if t > healed + HEAL_TRAFFIC_AFTER_S + 1.0:
+                        break
+                    self.push(t, "submit", "")
+                    self.late_submits += 1
         if self.case.rep_crash_after_s is not None:
             names = self.case.sites[self.case.rep_crash_site]
             self.push(start + self.case.rep_crash_after_s, "crash", names[0])
@@ -395,6 +463,8 @@ class SitesSim:
         at, _, kind, dest, src, data = heapq.heappop(self.events)
         self.now = at
         if kind == "submit":
+            if at > self.traffic_end_s:
+                self.late_submits -= 1
             self.submit_random()
             return
         if kind == "crash":
@@ -404,6 +474,12 @@ class SitesSim:
             a, b = self.case.cut_pair
             self.cut_pairs |= {(a, b), (b, a)}
             self.stats["cuts"] = self.stats.get("cuts", 0) + 1
+            return
+        if kind == "heal":
+            self.cut_pairs = set()
+            self.heal_pending = False
+            self.healed_at = self.now
+            self.stats["heals"] = self.stats.get("heals", 0) + 1
             return
         node = self.nodes[dest]
         if node.crashed_at is not None:
@@ -434,12 +510,19 @@ class SitesSim:
         self.check_safe()
         self.check_no_loss()
         self.check_views()
+        self.check_one_view()
         kill_at = getattr(self, "kill_at", None)
         if kill_at is not None:  # how long the survivors took to leave the killed site out
             installs = [next((v[4] for v in n.views if v[0] == sr.CONF_REGULAR), None)
                         for n in self.live().values()]
             if installs and None not in installs:
                 self.stats["view_after_kill_s"] = max(installs) - kill_at
+        healed_at = getattr(self, "healed_at", None)
+        if healed_at is not None:  # how long the views took to merge after the heal
+            merged = [n.views[-1][4] for n in self.live().values()
+                      if n.views and n.views[-1][4] > healed_at and len(n.views[-1][2]) == len(self.case.sites)]
+            if merged and len(merged) == len(self.live()):
+                self.stats["view_after_heal_s"] = max(merged) - healed_at
         if self.latency:
             lat = sorted(self.latency)
             self.stats["latency_median_s"] = lat[len(lat) // 2]
@@ -476,12 +559,14 @@ class SitesSim:
 
     def check_causal(self) -> None:
         """A message comes after every message its sending daemon had delivered before the
-        client sent it (what the client could have read)."""
+        client sent it (what the client could have read), of those this daemon delivers: one
+        of another view (the other side of a partition) it never delivers, and one it should
+        have is the no-loss checker's."""
         for name, node in sorted(self.nodes.items()):
             for serial in node.delivered:
                 origin, prefix = self.submitted[serial][2], self.submitted[serial][3]
                 before = self.nodes[origin].delivered[:prefix]
-                late = [d for d in before if node.position.get(d, len(node.delivered)) > node.position[serial]]
+                late = [d for d in before if node.position.get(d, -1) > node.position[serial]]
                 if late:
                     self.fail(CAUSAL, "%s delivered %d before %d, which %s had delivered before "
                                       "sending it" % (name, serial, late[0], origin))
@@ -508,18 +593,42 @@ class SitesSim:
     def segments(self, node: Node) -> Dict[tuple, frozenset]:
         """A daemon's deliveries cut by its view changes (a view: its seq and its sites; two
         components of a partition each have a view of the same seq): ("regular", old view,
-        new view) -> what it delivered in the old view's regular part before the new view's
-        TRANSITIONAL; ("transitional", new view) -> between TRANSITIONAL and REGULAR."""
+        transitional view) -> what it delivered in the old view's regular part before the
+        TRANSITIONAL; ("transitional", transitional view, new view) -> between TRANSITIONAL and
+        REGULAR (in a merge, each side comes with its own transitional view)."""
         out = {}
-        start, old = 0, (0, ())
+        start, old, trans = 0, (0, ()), None
         for kind, view, sites, at, _ in node.views:
             if kind == sr.CONF_TRANSITIONAL:
-                out["regular", old, (view, sites)] = frozenset(node.delivered[start:at])
+                trans = (view, sites)
+                out["regular", old, trans] = frozenset(node.delivered[start:at])
             else:
-                out["transitional", (view, sites)] = frozenset(node.delivered[start:at])
+                out["transitional", trans, (view, sites)] = frozenset(node.delivered[start:at])
                 old = (view, sites)
             start = at
         return out
+
+    def view_of_delivery(self, node: Node) -> Dict[int, tuple]:
+        """serial -> the last REGULAR view (seq, sites) installed before it was delivered."""
+        out, view, i = {}, (0, ()), 0
+        for idx, serial in enumerate(node.delivered):
+            while i < len(node.views) and node.views[i][3] <= idx:
+                if node.views[i][0] == sr.CONF_REGULAR:
+                    view = node.views[i][1:3]
+                i += 1
+            out[serial] = view
+        return out
+
+    def check_one_view(self) -> None:
+        """Extended virtual synchrony: a message is delivered in one view wherever it is."""
+        first: Dict[int, Tuple[str, tuple]] = {}
+        for name, node in sorted(self.nodes.items()):
+            for serial, view in self.view_of_delivery(node).items():
+                seen = first.setdefault(serial, (name, view))
+                if seen[1] != view:
+                    self.fail(ONE_VIEW, "%s delivered %d in view %s, %s in view %s"
+                              % (seen[0], serial, seen[1], name, view))
+                    return
 
     def check_views(self) -> None:
         """Every living daemon ends in the view of the sites it can reach; daemons that
@@ -530,7 +639,7 @@ class SitesSim:
             regular = [v for v in node.views if v[0] == sr.CONF_REGULAR]
             for _, view, sites, _, _ in regular:
                 first = installed.setdefault(view, (name, sites))
-                if first[1] != sites and self.component(self.site_of[name]) == self.component(self.site_of[first[0]]):
+                if first[1] != sites and set(first[1]) & set(sites):
                     self.fail(VIEW, "%s installed view %d with sites %s, %s with %s" % (name, view, sites, first[0], first[1]))
             if node.crashed_at is None:
                 final = set(regular[-1][2]) if regular else set(range(len(self.case.sites)))
@@ -549,20 +658,22 @@ class SitesSim:
                         return
 
     def check_no_loss(self) -> None:
+        must_all = self.must_deliver()
         for name, node in sorted(self.live().items()):
-            must = self.survivors_must_deliver(name)
+            must = must_all[name]
             missing = sorted(must - node.position.keys())
             if missing:
                 self.fail(LOSS, "%s never delivered %d of %d messages (first: %d)"
                           % (name, len(missing), len(must), missing[0]))
 
 
-def run_seed(seed: int, on_start=None, delivery_filter=None) -> SitesResult:
-    return SitesSim(seed, on_start=on_start, delivery_filter=delivery_filter).run()
+def run_seed(seed: int, on_start=None, delivery_filter=None, unreliable: bool = False) -> SitesResult:
+    services = SERVICES + ([sr.UNRELIABLE_MESS] if unreliable else [])
+    return SitesSim(seed, on_start=on_start, delivery_filter=delivery_filter, services=services).run()
 
 
-def replay_command(seed: int) -> str:
-    return "python3 tests/sites_sim.py %d --log" % seed
+def replay_command(seed: int, unreliable: bool = False) -> str:
+    return "python3 tests/sites_sim.py %d --log%s" % (seed, " --unreliable" if unreliable else "")
 
 
 def main(argv=None) -> int:
@@ -570,10 +681,12 @@ def main(argv=None) -> int:
                                      "in the deterministic simulator and check the guarantees.")
     parser.add_argument("seed", nargs="?", type=int, default=1)
     parser.add_argument("--log", action="store_true", help="print the daemons' protocol logs")
+    parser.add_argument("--unreliable", action="store_true",
+                        help="the clients send UNRELIABLE messages too (they stay in their site)")
     args = parser.parse_args(argv)
     case = case_for_seed(args.seed)
     print("sites %s, costs %s, %.0f msg/s for %.0f s" % (case.sites, case.costs, case.rate_per_s, case.traffic_s))
-    res = run_seed(args.seed)
+    res = run_seed(args.seed, unreliable=args.unreliable)
     if args.log:
         print("\n".join(res.log_lines))
     print(res.summary())

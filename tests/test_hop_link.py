@@ -163,6 +163,7 @@ def test_dead_peer_after_silence_and_a_keepalive_keeps_a_quiet_link_alive():
     (sr.encode_hop_data(("c", 1), 1, b"x"), "stranger"),
     (sr.encode_hop_data(("b", 2), 1, b"x"), "stranger"),  # another incarnation of b
     (sr.encode_hop_data(B, 10 ** 6, b"x"), "beyond_window"),
+    (sr.encode_hop_data(B, 1, b"x", session=5), "old_session"),  # another end of b's link
     (sr.encode_hop_ack(B, 99, 0), "never_sent"),
     (sr.encode_hop_nack(B, 0, [77]), "never_sent"),
     (sr.RingSeal(b"k" * 16).seal(sr.RingSeal(b"k" * 16).header(sr.PT_HOP_DATA) + b"x"), "unexpected_tag"),

@@ -77,7 +77,7 @@ def test_a_sites_message_cut_short_is_refused():
 
 
 def test_hello_round_trip_and_garbage():
-    hello = sr.SiteHello(("b1", 1000), 1, True, {0: 4, 1: 9})
+    hello = sr.SiteHello(("b1", 1000), 1, True, {0: 4, 1: 9}, 3, (0, 1), 7)
     raw = sr.encode_site_hello(hello)
     assert sr.decode_site_hello(raw) == hello and sr.hop_packet_type(raw) == sr.PT_SITE_HELLO
     with pytest.raises(sr.RingWireError):
@@ -135,7 +135,7 @@ def test_our_stream_lts_keeps_growing_when_a_new_ring_starts_lower():
 def test_the_representative_forwards_only_what_its_ring_made_safe():
     gw = gateway()
     regular(gw, ["a1", "a2"])
-    gw._start_link(1, ("b1", 1), {}, 0.0)
+    gw._start_link(1, ("b1", 1), {}, 0.0, 0)
     gw.orderer.ring.safe_lts = 0
     gw.ring_output(local(5), 0.1)
     assert gw.counters["site_records_forwarded"] == 0 and gw.passed_seq[0] == 0
@@ -174,7 +174,7 @@ def test_a_hello_starts_a_link_and_sends_what_the_peer_lacks():
     gw.orderer.ring.safe_lts = 100
     for lts in (5, 6, 7):
         gw.ring_output(local(lts, b"m%d" % lts), 1.0)
-    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, True, {0: 1})), 1.2)
+    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, True, {0: 1}, 0, (0, 1))), 1.2)
     assert gw.links[1].peer == ("b1", 1)
     assert gw.counters["site_records_resent"] == 2  # b has our first message: seq 2 and 3 again
     answers = [sr.decode_site_hello(o.packet) for o in gw.poll()
@@ -193,3 +193,39 @@ def test_what_every_site_holds_is_no_longer_kept():
         kept = sum(len(k) for k in node.gateway.kept.values())
         dropped = sum(node.gateway.kept_base.values())
         assert dropped > 0 and kept + dropped == total and kept < total / 2, (name, kept, dropped, total)
+
+
+def test_view_records_and_a_tagged_aru_cross_the_wire():
+    records = [sr.SiteRecord(sr.SITE_JOIN, 0, 0, 4, body=sr.encode_site_view_body({0, 1}, {})),
+               sr.SiteRecord(sr.SITE_MERGE, 1, 33, 4, body=sr.encode_site_view_body({0, 1}, {})),
+               sr.SiteRecord(sr.SITE_ARU, 1, 20, 4)]
+    assert sr.decode_site_records(sr.encode_site_records(records)) == records
+
+
+def test_a_hello_request_of_a_new_session_restarts_our_end_of_the_link():
+    """The peer's end died (its dead-peer rule fired first) and it asks again with a new
+    session: our end starts afresh (else its new packets would read as our old stream); a late
+    copy of the request that started our end changes nothing."""
+    gw = gateway()
+    regular(gw, ["a1", "a2"])
+    gw.poll()
+    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, True, {}, 0, (0, 1), 1)), 0.1)
+    first = gw.links[1]
+    assert (first.peer_session, gw.poll() != []) == (1, True)
+    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, True, {}, 0, (0, 1), 1)), 0.2)
+    assert gw.links[1] is first  # a late copy: answered, nothing restarted
+    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, True, {}, 0, (0, 1), 2)), 0.3)
+    second = gw.links[1]
+    assert second is not first and second.peer_session == 2 and second.session == first.session + 1
+    # a packet of the peer's old end is a stranger's to the new one
+    old = sr.encode_hop_data(("b1", 1), 1, b"old stream", session=1)
+    gw.hop_datagram("b1", old, 0.4)
+    assert second.counters["dropped_old_session"] == 1
+
+
+def test_a_hello_from_a_site_that_left_us_out_starts_no_link():
+    gw = gateway()
+    regular(gw, ["a1", "a2"])
+    gw.poll()
+    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, True, {}, 1, (1,), 1)), 0.1)
+    assert gw.links == {} and gw.counters["hellos_left_out"] == 1
