@@ -6457,6 +6457,10 @@ class HopLink:
                 "retransmitted": c["retransmitted"], "nacks_sent": c["nacks_sent"],
                 "nacks_received": c["nacks_received"]}
 
+    def queued_packets(self) -> int:
+        """Payloads submitted and not sent yet (the window or the bucket holds them)."""
+        return len(self._queue)
+
     def idle(self) -> bool:
         """Nothing waits to go and the peer has everything we sent."""
         return not self._queue and not self._unacked
@@ -7770,12 +7774,18 @@ class SiteGateway:
                 self.kept_base[site] += 1
 
     def _flush_links(self, now: float) -> None:
+        """The records for each site go to its link as a byte stream cut into full payloads.
+        A last, partial payload goes only when nothing waits in the link's queue: behind
+        queued packets it would wait anyway, and kept here it fills up with the next records
+        (a flood of small messages crosses in full packets, not one packet per delivery)."""
         for site, link in list(self.links.items()):
             data = self._out_bytes[site]
             step = link.max_payload_bytes
             sent = 0
             try:
                 while sent < len(data) and site in self.links:
+                    if len(data) - sent < step and link.queued_packets():
+                        break
                     self._hop_output(site, link.submit(bytes(data[sent:sent + step]), now), now)
                     sent += step
             except RingUsageError:
