@@ -2671,6 +2671,43 @@ class GroupCore:
                                                            self.group_id(group), [survivors], 0))
             self._drop_if_empty(group)
 
+    # -- state exchanges (a ring's, the sites') ----------------------------------------------------
+    def _rebuild(self, table: Dict[str, Dict[str, str]]) -> None:
+        for name in list(self.groups):
+            if name not in table:
+                del self.groups[name]
+        self.member_groups = {}
+        for name, members in table.items():
+            group = self.groups.get(name)
+            if group is None:
+                group = self.groups[name] = Group(name)
+            group.members = dict(members)
+            group.index = 1
+            for member in members:
+                self.member_groups.setdefault(member, set()).add(name)
+            self._reorder(group)
+
+    def _announce_network_change(self, group: Group, old_id: Optional[Tuple[int, int, int]],
+                                 old_ring_of: Dict[str, str], my_ring: str) -> None:
+        sets = collections.OrderedDict()
+        for member in group.ordered:
+            sets.setdefault(old_ring_of.get(group.members[member], ""), []).append(member)
+        keys = sorted(sets)
+        vs_sets = [sets[k] for k in keys]
+        local_index = keys.index(my_ring) if my_ring in keys else 0
+        message = None
+        for session in group.local:
+            if session.group_membership:
+                if message is None:
+                    message = encode_reg_memb(group.name, CAUSED_BY_NETWORK, group.blob,
+                                              len(group.ordered), self.group_id(group),
+                                              vs_sets, local_index)
+                if old_id is not None:
+                    self._enqueue(session, encode_transition(group.name, old_id))
+                self._enqueue(session, message)
+        self.log.append("%s: network change, %d members in %d vs_sets" % (
+            group.name, len(group.ordered), len(vs_sets)))
+
 
 # ---- Daemon: sessions + orderer + group core ----------------------------------------------------
 # Every input (a connection opened, bytes from a client, the socket took bytes, a datagram, a
@@ -6038,6 +6075,8 @@ class StateExchange:
     parts: "Dict[str, set]" = field(default_factory=dict)  #: daemon -> STATE parts received
     held: "List[DaemonMessage]" = field(default_factory=list)  #: delivered meanwhile, held
     held_bytes: int = 0
+    #: the sites' exchange: site -> (its ring's seq, its count of network changes, its daemons)
+    rings: "Dict[int, tuple]" = field(default_factory=dict)
 
 
 class RingGroupCore(GroupCore):
@@ -6208,42 +6247,6 @@ class RingGroupCore(GroupCore):
         held, ex.held = ex.held, []
         for msg in held:
             super().deliver(msg)
-
-    def _rebuild(self, table: Dict[str, Dict[str, str]]) -> None:
-        for name in list(self.groups):
-            if name not in table:
-                del self.groups[name]
-        self.member_groups = {}
-        for name, members in table.items():
-            group = self.groups.get(name)
-            if group is None:
-                group = self.groups[name] = Group(name)
-            group.members = dict(members)
-            group.index = 1
-            for member in members:
-                self.member_groups.setdefault(member, set()).add(name)
-            self._reorder(group)
-
-    def _announce_network_change(self, group: Group, old_id: Optional[Tuple[int, int, int]],
-                                 old_ring_of: Dict[str, str], my_ring: str) -> None:
-        sets = collections.OrderedDict()
-        for member in group.ordered:
-            sets.setdefault(old_ring_of.get(group.members[member], ""), []).append(member)
-        keys = sorted(sets)
-        vs_sets = [sets[k] for k in keys]
-        local_index = keys.index(my_ring) if my_ring in keys else 0
-        message = None
-        for session in group.local:
-            if session.group_membership:
-                if message is None:
-                    message = encode_reg_memb(group.name, CAUSED_BY_NETWORK, group.blob,
-                                              len(group.ordered), self.group_id(group),
-                                              vs_sets, local_index)
-                if old_id is not None:
-                    self._enqueue(session, encode_transition(group.name, old_id))
-                self._enqueue(session, message)
-        self.log.append("%s: network change, %d members in %d vs_sets" % (
-            group.name, len(group.ordered), len(vs_sets)))
 
 
 # ---- Sites: representatives and dissemination trees (thesis 7.3.1, 7.3.2) -------------------------
@@ -7818,6 +7821,9 @@ ROSTER_GROUP = "#roster#"
 #: the group of a LATE message: a daemon names those that joined its site's ring after the
 #: sites' traffic began (a STATE message, like ROSTER)
 LATE_GROUP = "#late#"
+#: the group of a site's STATE in the exchange after the sites' views merged (a partition
+#: healed): its representative names the members at its site's daemons
+SITES_STATE_GROUP = "#sitestate#"
 
 
 class SitesOrderer(Orderer):
@@ -7953,6 +7959,14 @@ class SitesGroupCore(GroupCore):
     * sites are gone (SiteViewChange): TRANSITION for the groups that lose members with the
       TRANSITIONAL view (the messages of the transitional part come after it), REG_MEMB with
       the REGULAR one.
+    * sites joined (a partition healed: the two views merged): each side's table knows only
+      its own side's members, so there is a state exchange as a ring has after a merge
+      (RingGroupCore): the representative of every site of the new view sends one STATE to
+      SITES_STATE_GROUP naming its ring's daemons and the members at them, and the view it
+      came from; what the order delivers meanwhile is held. Where the order delivers the last
+      site's STATE, every daemon rebuilds the same table from those alone and tells its
+      clients, for each group that changed, TRANSITION then REG_MEMB CAUSED_BY_NETWORK with one
+      vs_set per view the members came from; then the held messages.
 
     Group ids are (the first daemon's address, the count of network changes, index): the same
     at every daemon, since all count the same changes."""
@@ -7970,6 +7984,11 @@ class SitesGroupCore(GroupCore):
         self.transition_sent: Dict[str, tuple] = {}  #: group -> old id, TRANSITION given
         self.rosters_sent = 0
         self.network_changes = 0
+        self.ring_seq = 0  #: our site's last regular ring's seq
+        self.view_sites: frozenset = frozenset(range(len(self.sites)))  #: the sites' view we are in
+        self.exchange: Optional[StateExchange] = None  #: after a merge: waiting for sites' STATE
+        self.exchanges_done = 0
+        self.state_parts_sent = 0
 
     def configuration_change(self, change: ConfigurationChange, memb_time: int) -> None:
         """Our site's ring changed (the gateway has it too). A ring that lost daemons matters to
@@ -7979,6 +7998,7 @@ class SitesGroupCore(GroupCore):
         if change.kind != CONF_REGULAR:
             return
         old, self.ring_members = self.ring_members, frozenset(change.members)
+        self.ring_seq = change.ring_id[0]
         lost = old - self.ring_members
         mine = site_representative(self.sites[self.site_id], change.members) == self.daemon_name
         late = self.ring_members - old
@@ -7999,6 +8019,15 @@ class SitesGroupCore(GroupCore):
                 self.site_id, ", ".join(sorted(lost)), ", ".join(sorted(change.members))))
 
     def deliver(self, msg: DaemonMessage) -> None:
+        ex = self.exchange
+        if msg.kind == STATE and msg.groups and msg.groups[0] == SITES_STATE_GROUP:
+            if ex is not None and msg.groups[1:] == [str(ex.ring_id)]:
+                self._site_state_arrived(ex, msg)
+            return  # (an older exchange's: stale)
+        if ex is not None:
+            ex.held.append(msg)  # it belongs to the merged view: after its REG_MEMB
+            ex.held_bytes += len(msg.data)
+            return
         if msg.kind == STATE:
             if msg.groups and msg.groups[0] == ROSTER_GROUP:
                 self._roster(msg)
@@ -8021,7 +8050,13 @@ class SitesGroupCore(GroupCore):
         self._network_change("site %d's ring is now %s" % (site, ", ".join(sorted(alive))))
 
     def site_view_change(self, change: "SiteViewChange") -> None:
+        if self.exchange is not None:
+            self._view_change_in_exchange(change)
+            return
         lost = [d for s, names in enumerate(self.sites) if s not in change.sites for d in names]
+        if change.kind == CONF_REGULAR and set(change.sites) - self.view_sites:
+            self._start_exchange(change)
+            return
         if change.kind == CONF_TRANSITIONAL:
             lost = set(lost)
             for group in self.groups.values():
@@ -8035,7 +8070,127 @@ class SitesGroupCore(GroupCore):
                             self._enqueue(session, encode_transition(group.name, old_id))
             return
         self.gone |= set(lost)
+        self.view_sites = frozenset(change.sites)
         self._network_change("view %d of the sites: %s (%s)" % (change.view_seq, change.sites, change.reason))
+
+    # -- the state exchange after a merge ---------------------------------------------------------
+    def _start_exchange(self, change: "SiteViewChange") -> None:
+        """Every daemon of the merged view starts it at the same point of the order (its
+        REGULAR view); only each site's representative speaks, for all of its site."""
+        came_from = ",".join(str(x) for x in sorted(self.view_sites))
+        self.view_sites = frozenset(change.sites)
+        self.exchange = StateExchange(
+            change.view_seq, sorted(change.sites), set(change.sites),
+            {name: (dict(g.members), self.group_id(g)) for name, g in self.groups.items()})
+        self.log.append("view %d of the sites: %s (%s): exchanging group state" % (
+            change.view_seq, change.sites, change.reason))
+        if site_representative(self.sites[self.site_id], self.ring_members) == self.daemon_name:
+            self._send_site_state(change.view_seq, came_from)
+
+    def _send_site_state(self, view_seq: int, came_from: str) -> None:
+        """Our site's STATE, in parts as RingGroupCore's (hint: index << 16 | count). Each part
+        starts with a line: our ring's seq, the view we came from, the count of network
+        changes we applied, our ring's daemons; then "group TAB member TAB daemon" lines."""
+        alive = sorted(self.ring_members)
+        head = "%d\t%s\t%d\t%s" % (self.ring_seq, came_from, self.network_changes, " ".join(alive))
+        parts, part, size = [], [], 0
+        for name in sorted(self.groups):
+            for member, daemon in sorted(self.groups[name].members.items()):
+                if daemon in self.ring_members:
+                    line = "%s\t%s\t%s" % (name, member, daemon)
+                    if part and size + len(line) + 1 > STATE_PART_BYTES:
+                        parts.append(part)
+                        part, size = [], 0
+                    part.append(line)
+                    size += len(line) + 1
+        parts.append(part)
+        for index, lines in enumerate(parts):
+            msg = DaemonMessage(STATE, self.daemon_name, "#sitestate#%s" % self.daemon_name,
+                                AGREED_MESS, [SITES_STATE_GROUP, str(view_seq)], index << 16 | len(parts),
+                                data="\n".join([head] + lines).encode("latin-1"))
+            self.orderer.submit(msg, urgent=True)
+        self.state_parts_sent += len(parts)
+
+    def _site_state_arrived(self, ex: StateExchange, msg: DaemonMessage) -> None:
+        site = self.site_of.get(msg.origin)
+        lines = msg.data.decode("latin-1").split("\n")
+        head = lines[0].split("\t")
+        if site is None or site not in ex.waiting or len(head) != 4 or not head[0].isdigit() \
+                or not head[2].isdigit():
+            self.log.append("a site STATE from %s that is not awaited or not well formed: ignored" % msg.origin)
+            return
+        ring_seq, came_from, changes, alive = int(head[0]), head[1], int(head[2]), head[3].split()
+        ex.old_ring[str(site)] = came_from
+        got = ex.parts.setdefault(str(site), set())
+        if not got:
+            ex.states[str(site)] = []
+            ex.rings[site] = (ring_seq, changes, alive)
+        for line in lines[1:]:
+            fields = line.split("\t")
+            if len(fields) == 3 and self.site_of.get(fields[2]) == site:
+                ex.states[str(site)].append(tuple(fields))
+        got.add(msg.hint >> 16)
+        if len(got) >= msg.hint & 0xFFFF:
+            ex.waiting.discard(site)
+        if not ex.waiting:
+            self._finish_exchange(ex)
+
+    def _view_change_in_exchange(self, change: "SiteViewChange") -> None:
+        """A view change before every STATE came (every daemon of the view sees it at the same
+        point). Sites lost: the exchange goes on without them. Sites joined again: the held
+        messages are applied to our table, and a new exchange starts."""
+        ex = self.exchange
+        if change.kind != CONF_REGULAR:
+            return  # the TRANSITION of the changed groups goes with the exchange's end
+        if set(change.sites) - set(ex.members):
+            self.exchange = None
+            for msg in ex.held:
+                self.deliver(msg)
+            self.view_sites = frozenset(ex.members)
+            self.site_view_change(change)
+            return
+        for site in set(ex.members) - set(change.sites):
+            ex.members.remove(site)
+            ex.waiting.discard(site)
+        self.view_sites = frozenset(change.sites)
+        if not ex.waiting:
+            self._finish_exchange(ex)
+
+    def _finish_exchange(self, ex: StateExchange) -> None:
+        self.exchange = None
+        self.exchanges_done += 1
+        alive_of = ex.rings
+        table: Dict[str, Dict[str, str]] = {}
+        for site in ex.members:
+            ring_seq, changes, alive = alive_of[site]
+            daemons = set(self.sites[site])
+            self.gone = (self.gone - daemons) | (daemons - set(alive))
+            self.roster_ring_seq[site] = max(ring_seq, self.roster_ring_seq.get(site, -1))
+            for group, member, daemon in ex.states.get(str(site), ()):
+                if daemon in alive:
+                    table.setdefault(group, {})[member] = daemon
+        for site in set(range(len(self.sites))) - set(ex.members):
+            self.gone |= set(self.sites[site])
+        # the same count at every daemon, whatever each side counted while apart: group ids agree
+        self.network_changes = max(c for _, c, _ in alive_of.values()) + 1 if alive_of else self.network_changes + 1
+        self.memb_time = self.network_changes
+        self._rebuild(table)
+        came_from = {d: ex.old_ring.get(str(self.site_of[d]), "") for d in self.site_of}
+        my_view = ex.old_ring.get(str(self.site_id), "")
+        for name in sorted(set(table) | set(ex.before)):
+            old_members, old_id = ex.before.get(name, ({}, None))
+            group = self.groups.get(name)
+            if group is None or old_members == group.members:
+                continue
+            if name in self.transition_sent:
+                old_id = None
+            self._announce_network_change(group, old_id, came_from, my_view)
+        self.transition_sent = {}
+        self.log.append("network change: view %d of the sites, group state exchange done: %d groups; "
+                        "%d messages were held meanwhile" % (ex.ring_id, len(self.groups), len(ex.held)))
+        held, ex.held = ex.held, []
+        for msg in held:
+            self.deliver(msg)
 
     def _network_change(self, why: str) -> None:
         self.network_changes += 1
