@@ -341,3 +341,39 @@ def test_forged_hop_datagrams_from_a_daemons_own_address_change_nothing():
     dropped = sum(v for k, v in gw.counters.items() if k.startswith("hop_dropped")) + sum(
         v for k, v in gw.links[0].counters.items() if k.startswith("dropped"))
     assert captured and dropped > 100, "the forged datagrams were not seen and dropped"
+
+
+def test_after_a_heal_every_client_gets_the_merged_membership_with_one_vs_set_per_side():
+    lab, clients = started_lab()
+    def take(c):
+        got, c.messages = list(c.receive_all()), []
+        return got
+
+    for c in clients:
+        take(c)
+    lab.wan_cut = True
+    lab.run(8.0)
+    apart = {c.private_group: [describe(m) for m in take(c)] for c in clients}
+    assert apart["#ua1#a1"][-1] == ("REG", "NETWORK", ("#ua1#a1", "#ua2#a2"))
+    assert apart["#ub1#b1"][-1] == ("REG", "NETWORK", ("#ub1#b1",))
+    lab.wan_cut = False
+    lab.run(8.0)
+    everyone = ("#ua1#a1", "#ua2#a2", "#ub1#b1")
+    merged = {}
+    for c in clients:
+        seen = [m for m in take(c) if m.is_membership]
+        assert [describe(m) for m in seen] == [("TRANS",), ("REG", "NETWORK", everyone)], c.private_group
+        merged[c.private_group] = seen[-1]
+    # the same group id and vs_sets everywhere: one set per side of the partition
+    ids = [m.group_id for m in merged.values()]
+    assert ids[0] == ids[1] == ids[2]
+    for m in merged.values():
+        assert sorted(sorted(v) for v in m.vs_sets) == [["#ua1#a1", "#ua2#a2"], ["#ub1#b1"]]
+    assert all(d.orderer.gateway.view_seq == lab.daemons["a1"].orderer.gateway.view_seq
+               for d in lab.daemons.values())
+    # and the group goes on in one order at every daemon
+    clients[2].multicast(sp.AGREED_MESS, "g", b"after the heal")
+    clients[0].multicast(sp.AGREED_MESS, "g", b"and another")
+    lab.run(1.0)
+    orders = [[m.data for m in take(c) if not m.is_membership] for c in clients]
+    assert orders[0] == orders[1] == orders[2] and sorted(orders[0]) == [b"after the heal", b"and another"]
