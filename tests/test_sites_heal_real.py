@@ -46,7 +46,20 @@ while time.time() < end:
 
 
 def lines(path):
-    return [json.loads(line) for line in open(path) if line.startswith("[")]
+    return [json.loads(line) for line in open(path) if line.startswith("[") and line.endswith("]\n")]
+
+
+def network_views(path):
+    return [x[1:3] for x in lines(path) if x[0] == "REG" and x[3] == "NETWORK"]
+
+
+def wait_until(check, timeout_s, what):
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if check():
+            return
+        time.sleep(0.2)
+    pytest.fail("waited %.0f s for %s" % (timeout_s, what))
 
 
 def test_after_a_cut_site_heals_every_client_sees_all_three_and_one_order(tmp_path):
@@ -61,7 +74,7 @@ def test_after_a_cut_site_heals_every_client_sees_all_three_and_one_order(tmp_pa
         ips = [wan.ip(s, 1) for s in (1, 2, 3)]
         conf = tmp_path / "sites.conf"
         conf.write_text(ft.render_spread_conf(ips, 4803, True))
-        procs = []
+        procs, clients = [], []
         try:
             for s in (1, 2, 3):
                 procs.append(wan.popen(s, 1, [sys.executable, os.path.join(ROOT, "spread_mini.py"), "daemon",
@@ -69,23 +82,24 @@ def test_after_a_cut_site_heals_every_client_sees_all_three_and_one_order(tmp_pa
                                               "--status-every", "0"],
                                        stdout=open(tmp_path / ("d%d.log" % s), "w"), stderr=subprocess.STDOUT))
             time.sleep(3)
-            clients = []
             for s in (1, 2, 3):
                 clients.append(wan.popen(s, 1, [sys.executable, str(tmp_path / "client.py"), ROOT,
-                                                "4803@%s" % ips[s - 1], "c%d" % s, str(go), "20"],
+                                                "4803@%s" % ips[s - 1], "c%d" % s, str(go), "40"],
                                          stdout=open(tmp_path / ("c%d.log" % s), "w"), stderr=subprocess.STDOUT))
-            time.sleep(3)
+            logs = [tmp_path / ("c%d.log" % s) for s in (1, 2, 3)]
+            wait_until(lambda: all(any(x[0] == "REG" and len(x[1]) == 3 for x in lines(p)) for p in logs),
+                       20, "every client in a group of three")
             wan.cut_site(3)
-            time.sleep(5)
+            wait_until(lambda: all(network_views(p) for p in logs), 10, "the views of the partition")
             wan.heal_site(3)
-            time.sleep(5)
+            wait_until(lambda: all(len(network_views(p)) >= 2 for p in logs), 10, "the views after the heal")
             go.write_text("")
-            for c in clients:
-                c.wait(timeout=30)
+            wait_until(lambda: all(sum(x[0] == "DATA" for x in lines(p)) >= 3 for p in logs), 10,
+                       "the three messages sent after the heal")
         finally:
-            for p in procs:
+            for p in clients + procs:
                 p.terminate()
-            for p in procs:
+            for p in clients + procs:
                 try:
                     p.wait(timeout=10)
                 except subprocess.TimeoutExpired:
