@@ -64,7 +64,8 @@ from another daemon meets, in order (thesis 7.3.1 names the levels):
   RingGroupCore         groups across daemons (GroupCore, Group: one daemon's table;
                         StateExchange after every ring change); SitesGroupCore across
                         sites instead (the merge's one order; ROSTER and SiteViewChange
-                        are its network changes)
+                        are its network changes; a StateExchange of the sites' STATE after
+                        two views merge)
   ClientSession.out     an Outbox per client; Daemon returns Write actions
   DaemonServer          send() to the client's socket
 
