@@ -53,13 +53,14 @@ def network_views(path):
     return [x[1:3] for x in lines(path) if x[0] == "REG" and x[3] == "NETWORK"]
 
 
-def wait_until(check, timeout_s, what):
+def wait_until(check, timeout_s, what, folder):
     end = time.monotonic() + timeout_s
     while time.monotonic() < end:
         if check():
             return
         time.sleep(0.2)
-    pytest.fail("waited %.0f s for %s" % (timeout_s, what))
+    tails = "".join("\n== %s\n%s" % (p.name, p.read_text()[-2500:]) for p in sorted(folder.glob("[cd]*.log")))
+    pytest.fail("waited %.0f s for %s%s" % (timeout_s, what, tails))
 
 
 def test_after_a_cut_site_heals_every_client_sees_all_three_and_one_order(tmp_path):
@@ -88,14 +89,15 @@ def test_after_a_cut_site_heals_every_client_sees_all_three_and_one_order(tmp_pa
                                          stdout=open(tmp_path / ("c%d.log" % s), "w"), stderr=subprocess.STDOUT))
             logs = [tmp_path / ("c%d.log" % s) for s in (1, 2, 3)]
             wait_until(lambda: all(any(x[0] == "REG" and len(x[1]) == 3 for x in lines(p)) for p in logs),
-                       20, "every client in a group of three")
+                       20, "every client in a group of three", tmp_path)
             wan.cut_site(3)
-            wait_until(lambda: all(network_views(p) for p in logs), 10, "the views of the partition")
+            wait_until(lambda: all(network_views(p) for p in logs), 10, "the views of the partition", tmp_path)
             wan.heal_site(3)
-            wait_until(lambda: all(len(network_views(p)) >= 2 for p in logs), 10, "the views after the heal")
+            wait_until(lambda: all(len(network_views(p)) >= 2 for p in logs), 20, "the views after the heal",
+                       tmp_path)
             go.write_text("")
             wait_until(lambda: all(sum(x[0] == "DATA" for x in lines(p)) >= 3 for p in logs), 10,
-                       "the three messages sent after the heal")
+                       "the three messages sent after the heal", tmp_path)
         finally:
             for p in clients + procs:
                 p.terminate()
