@@ -4,6 +4,7 @@
     python3 floodtools.py recv --name h2                  # FLOOREC: on every lab machine
     python3 floodtools.py send --count 2000 --size 1000 --service safe     # FLOOENV: one batch
     python3 floodtools.py experiment --hosts 9            # the whole experiment on this machine
+    sudo python3 floodtools.py experiment --topology thesis --wan both   # Quadro 4's three sites
 
 A batch is a start marker, COUNT data messages and an end marker sent to group `flood`. Each
 receiver sends a start record and an end record (elapsed time, real count) to group `log`, where
@@ -18,7 +19,9 @@ Module map, in the order a batch meets the code:
     FlooRecCore    FLOOREC: BatchProgress per batch, records (outputs SendRecord, Say)
     batch_matrix   the experiment's batches (BatchSpec)
     Reconnect      when FLOOREC --reconnect tries again, and the line that says it is back
-    run_send, run_recv, run_experiment (_Lab)                I/O loops
+    run_send, run_recv, run_experiment (_Lab; _WanLab: three sites joined by an emulated WAN)
+                                                             I/O loops
+    run_wan_comparison, wan_comparison_text, batch_span_s   --wan both: HOP against one ring
     render_interval, render_summary                          terminal rendering
     build_parser, main                                       command line
 """
