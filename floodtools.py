@@ -1238,15 +1238,17 @@ class _Lab:
     def start(self, host: int, argv: List[str], log_name: str, daemon: bool = False) -> subprocess.Popen:
         out = open(self.workdir / log_name, "w")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        if self.net:
-            proc = self.net.popen(host, argv, stdout=out, stderr=subprocess.STDOUT, env=env)
-        else:
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = self._popen(host, argv, stdout=out, stderr=subprocess.STDOUT, env=env)
         proc.log_path = out.name  # type: ignore[attr-defined]
         self.procs.append(proc)
         if daemon:
             self.daemon_procs.append(proc)
         return proc
+
+    def _popen(self, host: int, argv: List[str], **kwargs) -> subprocess.Popen:
+        if self.net:
+            return self.net.popen(host, argv, **kwargs)
+        return subprocess.Popen(argv, **kwargs)
 
     def close(self) -> None:
         # Receivers first, the daemons last: a receiver that outlives its daemon would report
@@ -1308,16 +1310,9 @@ class _WanLab(_Lab):
     def receiver_daemon(self, i: int) -> int:
         return max(s for s in range(THESIS_SITES) if self.first_receiver[s] <= i and self.split[s])
 
-    def start(self, host: int, argv: List[str], log_name: str, daemon: bool = False) -> subprocess.Popen:
-        out = open(self.workdir / log_name, "w")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+    def _popen(self, host: int, argv: List[str], **kwargs) -> subprocess.Popen:
         site, k = self._site_host(host)
-        proc = self.net.popen(site, k, argv, stdout=out, stderr=subprocess.STDOUT, env=env)
-        proc.log_path = out.name  # type: ignore[attr-defined]
-        self.procs.append(proc)
-        if daemon:
-            self.daemon_procs.append(proc)
-        return proc
+        return self.net.popen(site, k, argv, **kwargs)
 
     def close(self) -> None:
         self.link_report = self.net.link_report() if self.net.relay else {}

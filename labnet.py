@@ -146,7 +146,59 @@ def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
     return done
 
 
-class LabNet:
+def _plug_host(ns: str, leg: str, port: str, switch_ns: str, bridge: str, cidr: str,
+               gateway: Optional[str] = None) -> None:
+    """Make host namespace `ns` with one veth leg (eth0, address `cidr`) whose other end is a
+    port of `bridge` in namespace `switch_ns`. Both ends are created in the root namespace and
+    moved out at once, so nothing of ours stays in the root namespace."""
+    _run("ip", "netns", "add", ns)
+    _run("ip", "link", "add", leg, "type", "veth", "peer", "name", port)
+    _run("ip", "link", "set", leg, "netns", ns)
+    _run("ip", "link", "set", port, "netns", switch_ns)
+    _run("ip", "netns", "exec", switch_ns, "ip", "link", "set", port, "master", bridge)
+    _run("ip", "netns", "exec", switch_ns, "ip", "link", "set", port, "up")
+    inside = ("ip", "netns", "exec", ns)
+    _run(*inside, "ip", "link", "set", leg, "name", "eth0")
+    _run(*inside, "ip", "addr", "add", cidr, "dev", "eth0")
+    _run(*inside, "ip", "link", "set", "eth0", "up")
+    _run(*inside, "ip", "link", "set", "lo", "up")
+    if gateway:
+        _run(*inside, "ip", "route", "add", "default", "via", gateway)
+    # Multicast goes to the lab LAN, as `route add -net 224.0.0.0 ...` does on a lab machine.
+    _run(*inside, "ip", "route", "add", "224.0.0.0/4", "dev", "eth0")
+
+
+def _stop_and_remove(procs: Sequence[subprocess.Popen], namespaces: List[str]) -> None:
+    """Kill the processes, then delete the namespaces (last made, first deleted)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+    for proc in procs:
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+    for ns in reversed(namespaces):
+        _run("ip", "netns", "del", ns, check=False)
+    namespaces.clear()
+
+
+class _ScopedLab:
+    """`with Lab(...) as lab:` builds it (up) and always removes it (close), half-built too."""
+
+    def __enter__(self):
+        try:
+            self.up()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class LabNet(_ScopedLab):
     """N hosts (numbered from 1) on one bridge; everything is removed on close()."""
 
     def __init__(self, hosts: int, tag: Optional[str] = None):
@@ -171,17 +223,6 @@ class LabNet:
         return f"p{host}x{self.tag}"
 
     # ---- life cycle --------------------------------------------------------------------
-    def __enter__(self) -> "LabNet":
-        try:
-            self.up()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     def up(self) -> None:
         _run("ip", "netns", "add", self.switch)
         self._made.append(self.switch)
@@ -192,36 +233,13 @@ class LabNet:
             self._add_host(host)
 
     def _add_host(self, host: int) -> None:
-        ns, leg, port = self.ns(host), f"v{host}x{self.tag}", self._port(host)
-        _run("ip", "netns", "add", ns)
+        ns = self.ns(host)
         self._made.append(ns)
-        # Both ends are created in the root namespace and moved out at once, so nothing of
-        # ours stays in the root namespace.
-        _run("ip", "link", "add", leg, "type", "veth", "peer", "name", port)
-        _run("ip", "link", "set", leg, "netns", ns)
-        _run("ip", "link", "set", port, "netns", self.switch)
-        _run("ip", "netns", "exec", self.switch, "ip", "link", "set", port, "master", "br0")
-        _run("ip", "netns", "exec", self.switch, "ip", "link", "set", port, "up")
-        inside = ("ip", "netns", "exec", ns)
-        _run(*inside, "ip", "link", "set", leg, "name", "eth0")
-        _run(*inside, "ip", "addr", "add", f"{self.ip(host)}/{SUBNET_BITS}", "dev", "eth0")
-        _run(*inside, "ip", "link", "set", "eth0", "up")
-        _run(*inside, "ip", "link", "set", "lo", "up")
-        # Multicast goes to the lab LAN, as `route add -net 224.0.0.0 ...` does on a lab machine.
-        _run(*inside, "ip", "route", "add", "224.0.0.0/4", "dev", "eth0")
+        _plug_host(ns, f"v{host}x{self.tag}", self._port(host), self.switch, "br0",
+                   f"{self.ip(host)}/{SUBNET_BITS}")
 
     def close(self) -> None:
-        for proc in self._procs:
-            if proc.poll() is None:
-                proc.kill()
-        for proc in self._procs:
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-        for ns in reversed(self._made):
-            _run("ip", "netns", "del", ns, check=False)
-        self._made.clear()
+        _stop_and_remove(self._procs, self._made)
 
     # ---- running things on a host ------------------------------------------------------
     def command(self, host: int, argv: Sequence[str]) -> List[str]:
@@ -418,7 +436,7 @@ def _read_wan_control(path: str, seen_mtime, emulator: WanEmulator):
     return mtime
 
 
-class WanLab:
+class WanLab(_ScopedLab):
     """Sites of hosts (site S has hosts 1..n at 10.98.S.k on a bridge of its own) joined by a
     router namespace whose WAN relay shapes every packet between two sites. Each site's LAN is
     fast; multicast stays inside a site (the router does not route it, as campus routers did
@@ -444,17 +462,6 @@ class WanLab:
 
     def ip(self, site: int, host: int) -> str:
         return f"{WAN_PREFIX}{site}.{host}"
-
-    def __enter__(self) -> "WanLab":
-        try:
-            self.up()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def up(self) -> None:
         r = ("ip", "netns", "exec", self.router)
@@ -491,22 +498,10 @@ class WanLab:
             time.sleep(0.05)
 
     def _add_host(self, site: int, host: int, bridge: str) -> None:
-        ns, leg, port = self.ns(site, host), f"w{site}v{host}x{self.tag}", f"w{site}p{host}x{self.tag}"
-        _run("ip", "netns", "add", ns)
+        ns = self.ns(site, host)
         self._made.append(ns)
-        _run("ip", "link", "add", leg, "type", "veth", "peer", "name", port)
-        _run("ip", "link", "set", leg, "netns", ns)
-        _run("ip", "link", "set", port, "netns", self.router)
-        r = ("ip", "netns", "exec", self.router)
-        _run(*r, "ip", "link", "set", port, "master", bridge)
-        _run(*r, "ip", "link", "set", port, "up")
-        inside = ("ip", "netns", "exec", ns)
-        _run(*inside, "ip", "link", "set", leg, "name", "eth0")
-        _run(*inside, "ip", "addr", "add", f"{self.ip(site, host)}/24", "dev", "eth0")
-        _run(*inside, "ip", "link", "set", "eth0", "up")
-        _run(*inside, "ip", "link", "set", "lo", "up")
-        _run(*inside, "ip", "route", "add", "default", "via", f"{WAN_PREFIX}{site}.{WAN_ROUTER_HOST}")
-        _run(*inside, "ip", "route", "add", "224.0.0.0/4", "dev", "eth0")
+        _plug_host(ns, f"w{site}v{host}x{self.tag}", f"w{site}p{host}x{self.tag}", self.router, bridge,
+                   f"{self.ip(site, host)}/24", gateway=f"{WAN_PREFIX}{site}.{WAN_ROUTER_HOST}")
 
     def command(self, site: int, host: int, argv: Sequence[str]) -> List[str]:
         return ["ip", "netns", "exec", self.ns(site, host), *argv]
@@ -553,17 +548,7 @@ class WanLab:
         return {}
 
     def close(self) -> None:
-        for proc in self._procs + ([self.relay] if self.relay else []):
-            if proc.poll() is None:
-                proc.kill()
-        for proc in self._procs + ([self.relay] if self.relay else []):
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-        for ns in reversed(self._made):
-            _run("ip", "netns", "del", ns, check=False)
-        self._made.clear()
+        _stop_and_remove(self._procs + ([self.relay] if self.relay else []), self._made)
         for path in (self.control_path, self.relay_out):
             try:
                 os.unlink(path)

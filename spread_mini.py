@@ -8221,6 +8221,21 @@ def segment_interface(own_ip: str) -> str:
     return "127.0.0.1" if loopback else own_ip
 
 
+def _daemon_udp_socket(addr: Tuple[str, int]) -> socket.socket:
+    """A non-blocking UDP socket of the daemon's own (never a wildcard) address, with buffers
+    for a visit's burst; OSError, with nothing left open, if it cannot be bound."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RING_RCVBUF_BYTES)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, RING_RCVBUF_BYTES)
+        sock.bind(addr)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
 class DaemonServer:
     """Sockets, time and signals around a Daemon core, and nothing else: a TCP listener and the
     unix socket /tmp/<port> for clients; with `ring` (this daemon's UDP address and every
@@ -8276,20 +8291,12 @@ class DaemonServer:
     # -- sockets ----------------------------------------------------------------------------------
     def open(self) -> None:
         if self.ring_addr is not None:  # first: its error names the daemon (ring_open_error)
-            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            try:
-                udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RING_RCVBUF_BYTES)
-                udp.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, RING_RCVBUF_BYTES)
-                udp.bind(self.ring_addr)
-            except OSError:
-                udp.close()
-                raise
-            udp.setblocking(False)
-            self.udp = udp
+            self.udp = _daemon_udp_socket(self.ring_addr)
             if self.segment is not None:
                 self._join_segment()
         if self.hop_addr is not None:
-            self.hop_sock = self._open_hop()
+            # the HOP port: one socket for every link to the other sites' representatives
+            self.hop_sock = _daemon_udp_socket(self.hop_addr)
         # the unix socket first: whoever sees the TCP port accept may use /tmp/PORT at once (tests
         # under load connected to a stale /tmp/PORT the daemon had not yet replaced)
         if self.unix_path and hasattr(socket, "AF_UNIX"):
@@ -8312,20 +8319,6 @@ class DaemonServer:
             self.sel.register(self.mcast, selectors.EVENT_READ, "ring")
         if self.hop_sock is not None:
             self.sel.register(self.hop_sock, selectors.EVENT_READ, "hop")
-
-    def _open_hop(self) -> socket.socket:
-        """The HOP port: one UDP socket on our own address (never a wildcard) for every link
-        to the other sites' representatives."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RING_RCVBUF_BYTES)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, RING_RCVBUF_BYTES)
-            sock.bind(self.hop_addr)
-        except OSError:
-            sock.close()
-            raise
-        sock.setblocking(False)
-        return sock
 
     def _join_segment(self) -> None:
         """The segment's multicast group, joined on the interface of our own address (on
