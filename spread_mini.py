@@ -1473,11 +1473,72 @@ _RING_DECODERS = {PT_DATA: _decode_data_body, PT_TOKEN: _decode_token_body,
              PT_LEAVE: _decode_leave_body}
 
 
+def _decode_plain_data(data: bytes, seal: RingSeal) -> Optional[RingData]:
+    """decode_ring_packet's hot path: a data packet that is not a recovery resend, of a ring
+    and sender whose bytes were decoded before (_DATA_HEADS), in one pass over the datagram
+    without copying it (its chunks' bodies are the only copies). Anything else, or anything
+    wrong with it, is None: the general path then decodes it or says what is wrong, so both
+    paths accept exactly the same packets."""
+    if seal.key:
+        if data[5] != PT_DATA or data[4] != RING_VERSION or data[:4] != RING_MAGIC:
+            return None
+        buf = seal.open(data)[1]  # its refusal is the general path's first word too
+        end = len(buf)
+    else:
+        end = len(data) - 4
+        if end < RING_HEADER_BYTES or data[5] != PT_DATA or data[6] or data[4] != RING_VERSION \
+                or data[:4] != RING_MAGIC or zlib.crc32(memoryview(data)[:end]) != _U32.unpack_from(data, end)[0]:
+            return None
+        buf = data
+    if not seal.same_configuration(data):
+        return None
+    pos = RING_HEADER_BYTES
+    try:
+        head_end = pos + 17 + buf[pos + 8]  # as _data_head
+        head_end += 9 + buf[head_end]
+    except IndexError:
+        return None
+    head = _DATA_HEADS.get(buf[pos:head_end])
+    if head is None or head_end + 11 > end:
+        return None
+    link_seq, flags = _SEQ_FLAGS.unpack_from(buf, head_end)
+    count = _U16.unpack_from(buf, head_end + 9)[0]
+    if flags or link_seq > MAX_WIRE_COUNTER or count > MAX_CHUNKS_PER_PACKET:
+        return None
+    pos = head_end + 11
+    chunks = []
+    unpack = _RING_CHUNK.unpack_from
+    for _ in range(count):
+        if pos + CHUNK_HEADER_BYTES > end:
+            return None
+        counter, lts, site_seq, index, frags, service, length = unpack(buf, pos)
+        pos += CHUNK_HEADER_BYTES
+        if counter > MAX_WIRE_COUNTER or lts > MAX_WIRE_COUNTER or site_seq > MAX_WIRE_COUNTER \
+                or index >= frags or pos + length > end:
+            return None
+        chunks.append(RingChunk(counter, lts, site_seq, index, frags, service, buf[pos:pos + length]))
+        pos += length
+    if pos != end:
+        return None
+    packet = RingData(head[0], head[1], link_seq, chunks)
+    packet._raw = data if data.__class__ is bytes else bytes(data)
+    return packet
+
+
 def decode_ring_packet(data: bytes, seal: Optional[RingSeal] = None) -> RingPacket:
     """bytes -> RingData / RingToken / RingJoin / RingCommit / RingMerge / RingUnreliable /
     RingLeave, or RingWireError (its reason says why: RingSeal.open; a packet of another
     configuration is a RingConfigurationError, which names its sender)."""
     seal = seal or OPEN_SEAL
+    if len(data) > RING_HEADER_BYTES and data[5] == PT_DATA:
+        packet = _decode_plain_data(data, seal)
+        if packet is not None:
+            return packet
+    return _decode_any_packet(data, seal)
+
+
+def _decode_any_packet(data: bytes, seal: RingSeal) -> RingPacket:
+    """decode_ring_packet's general path: every type, every check, the reasons."""
     ptype, body = seal.open(data)
     decoder = _RING_DECODERS.get(ptype)
     if decoder is None:
@@ -4184,6 +4245,7 @@ class Transport:
         self.deliver_to = deliver
         self.streams = {}  # site id -> the SiteStream of the current configuration
         self._merge = []  # the same streams, as a list for the merge
+        self._lone: Optional[SiteStream] = None  #: the merge's only stream, if it has one
         self.pending = collections.deque()  # (DaemonMessage, body) waiting for the token
         self.pending_bytes = 0  #: bodies waiting for the token: the daemon's flow control reads it
         self.front = 0  # entries at the head of pending that an urgent message stays behind
@@ -4355,12 +4417,16 @@ class Transport:
     def install(self, stream: SiteStream) -> None:
         """From now on this stream is its site's in the merge (a new configuration)."""
         self.streams[stream.site_id] = stream
-        self._merge = list(self.streams.values())
+        self._set_merge()
 
     def uninstall(self, site_id: int) -> None:
         """A site that left the view of several sites takes no more part in the merge."""
         self.streams.pop(site_id, None)
+        self._set_merge()
+
+    def _set_merge(self) -> None:
         self._merge = list(self.streams.values())
+        self._lone = self._merge[0] if len(self._merge) == 1 else None
 
     def link_chunk(self, stream: SiteStream, sender: Pid, chunk: RingChunk) -> None:
         """A piece of a message, handed up by the site's link in the site's order."""
@@ -4387,6 +4453,26 @@ class Transport:
             del stream.partial[key]
             if self.trace_completed is not None:
                 self.trace_completed.append((m.origin[0], m.origin[1], m.counter))
+
+    def link_chunk_at_once(self, stream: SiteStream, sender: Pid, chunk: RingChunk) -> None:
+        """link_chunk for a link whose caller runs deliver_ready() next (the ring's
+        OPERATIONAL path): a whole message that deliver_ready would deliver first (the merge's
+        only stream, nothing before it, not SAFE, no delivery limit) is delivered now,
+        without its _Message. The same deliveries in the same order, fewer objects."""
+        if chunk.frag_count != 1 or stream is not self._lone or stream.ordered or stream.partial \
+                or chunk.service & SAFE_MESS or self.deliver_limit_lts is not None:
+            self.link_chunk(stream, sender, chunk)
+            return
+        lts = chunk.lts
+        if lts > stream.frontier_lts:
+            stream.frontier_lts = lts
+        if stream.site_id != self.site_id and lts > self.max_lts_seen:
+            self.max_lts_seen = lts
+        if self.trace_completed is not None:
+            self.trace_completed.append((sender[0], sender[1], chunk.origin_counter))
+        stream.delivered_lts = lts
+        self._hand_over_body(chunk.body, stream.site_id, sender, chunk.origin_counter,
+                             chunk.site_seq, lts, "")
 
     def _link_whole(self, stream: SiteStream, sender: Pid, chunk: RingChunk,
                     key: Tuple[Pid, int]) -> None:
@@ -4579,17 +4665,21 @@ class Transport:
             body = m.frags[0]
         else:
             body = b"".join(m.frags[i] for i in range(m.frag_count))
+        self._hand_over_body(body, m.site, m.origin, m.counter, m.site_seq, m.lts, tag)
+
+    def _hand_over_body(self, body: bytes, site: int, origin: Pid, counter: int, site_seq: int,
+                        lts: int, tag: str) -> None:
         try:
-            msg = decode_message_body(body, m.origin[0])
+            msg = decode_message_body(body, origin[0])
         except (RingWireError, UnicodeDecodeError):
             self.counters["undecodable_messages"] += 1
             return
-        msg.site_id = m.site
-        msg.seq = m.counter if tag else m.site_seq  # UNRELIABLE: its own sequence
-        msg.lts = m.lts
+        msg.site_id = site
+        msg.seq = counter if tag else site_seq  # UNRELIABLE: its own sequence
+        msg.lts = lts
         if self.trace_delivered is not None:
-            self.trace_delivered.append((m.origin[0], m.origin[1], tag + str(m.counter) if tag
-                                         else m.counter))
+            self.trace_delivered.append((origin[0], origin[1], tag + str(counter) if tag
+                                         else counter))
         self.counters["unreliable_delivered" if tag else "messages_delivered"] += 1
         self.deliver_to(msg)
 
@@ -4953,6 +5043,9 @@ class RingLink(Link):
         upper = self.upper
         stream = ring.stream
         onward = self.routing.onward(self) if self.routing is not None else ()
+        # the orderer runs deliver_ready() after every feed but the closing one (allow_gaps)
+        hand_up = upper.link_chunk if allow_gaps else getattr(upper, "link_chunk_at_once",
+                                                             upper.link_chunk)
         seq = ring.fed_upto + 1
         while seq <= upto:
             p = ring.packets.get(seq)
@@ -4965,7 +5058,7 @@ class RingLink(Link):
                 continue
             elif p.inner is None:
                 for c in p.chunks:
-                    upper.link_chunk(stream, p.sender, c)
+                    hand_up(stream, p.sender, c)
                     if c.service & SAFE_MESS and c.lts > ring.safe_seen_lts:
                         ring.safe_seen_lts = c.lts
                 for link in onward:
@@ -5139,15 +5232,17 @@ class RingOrderer:
             # we could not even send to it, and its joins would make our ring gather again
             self.counters["dropped_unknown_daemon"] += 1
             return
-        if self._superseded(sender) and not self._newer_was_never_there(sender):
+        known = self.known_incarnation.get(sender[0])
+        if known is not None and sender[1] < known and not self._newer_was_never_there(sender):
             self.counters["dropped_old_incarnation"] += 1
             self._send_incarnation_notice(sender)
             return
-        if sender[1] >= self.known_incarnation.get(sender[0], 0):
-            self.heard_at[sender[0]] = now
-        newer = self._newer_incarnation_of_me(p)
-        if newer is not None and self._take_newer_incarnation(*newer):
-            return  # the packet was for our old incarnation
+        self.heard_at[sender[0]] = now  # a current incarnation (or current again)
+        # a data packet can name us only as its sender or its ring's representative
+        if p.__class__ is not RingData or sender[0] == self.me[0] or p.ring_id[1] == self.me[0]:
+            newer = self._newer_incarnation_of_me(p)
+            if newer is not None and self._take_newer_incarnation(*newer):
+                return  # the packet was for our old incarnation
         if sender[0] == self.me[0]:
             # another process with our name (its incarnation is newer, and we stopped changing
             # ours: two daemons run as one name). Taken as a peer's, its packets would supersede

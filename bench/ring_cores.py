@@ -53,22 +53,24 @@ def load(path):
     return module
 
 
-def daemon_settings(sp):
-    """The ring settings a daemon of a spread.conf naming these three addresses runs with (a
-    version without ring_settings_of: its defaults)."""
+def daemon_settings(sp, packet_bytes=None):
+    """The ring settings a daemon of a spread.conf naming these three addresses runs with, with
+    --packet-bytes if given (a version without ring_settings_of: its defaults)."""
     if not hasattr(sp, "ring_settings_of"):
         return None
     conf = "Spread_Segment 239.255.4.3:4803 {\n%s}\n" % "".join(
         " %s %s\n" % (name, ip) for name, ip in IPS.items())
-    return sp.ring_settings_of(sp.parse_spread_conf(conf))
+    if packet_bytes is None:
+        return sp.ring_settings_of(sp.parse_spread_conf(conf))
+    return sp.ring_settings_of(sp.parse_spread_conf(conf), packet_bytes)
 
 
 class Ring:
     """Three cores and the datagrams between them; clients are connection 1 of each."""
 
-    def __init__(self, sp, key=None):
+    def __init__(self, sp, key=None, packet_bytes=None, profiled=None):
         self.sp = sp
-        settings = daemon_settings(sp)
+        settings = daemon_settings(sp, packet_bytes)
         seal = sp.RingSeal(key, sp.configuration_stamp([(n, IPS[n], 4803) for n in NAMES], settings)) \
             if key else None
         self.cores = {name: sp.build_daemon(name, IPS, incarnation=i, settings=settings, seal=seal)
@@ -77,6 +79,21 @@ class Ring:
         self.received = collections.Counter()  # daemon -> bytes its client got
         self.now = 0.0
         self.burst = hasattr(sp.Daemon, "datagram_in_burst")
+        #: CPU seconds spent in each core's inputs (the writes' bookkeeping included)
+        self.cpu_s = collections.Counter()
+        self.profiled = profiled  # (daemon name, cProfile.Profile): only that core's inputs
+
+    def call(self, name, method, *args):
+        """One input of a core, its CPU counted to it (and profiled if it is the one)."""
+        started = time.process_time()
+        profile = self.profiled[1] if self.profiled and self.profiled[0] == name else None
+        if profile:
+            profile.enable()
+        actions = method(*args)
+        if profile:
+            profile.disable()
+        self.cpu_s[name] += time.process_time() - started
+        return actions
 
     def perform(self, name, actions):
         """Writes: the client takes everything. Datagrams: queued. The rest: ignored."""
@@ -87,7 +104,7 @@ class Ring:
             kind = action.__class__.__name__
             if kind == "Write":
                 self.received[name] += len(action.data)
-                todo.extend(core.written(action.conn_id, len(action.data)))
+                todo.extend(self.call(name, core.written, action.conn_id, len(action.data)))
             elif kind == "SendDatagram":
                 self.queue.append((action.dest, name, action.packet))
             elif kind == "MulticastDatagram":
@@ -101,19 +118,19 @@ class Ring:
             for dest, src, packet in burst:
                 core = self.cores[dest]
                 if self.burst:
-                    self.perform(dest, core.datagram_in_burst(packet, (IPS[src], 4803), self.now))
+                    self.perform(dest, self.call(dest, core.datagram_in_burst, packet, (IPS[src], 4803), self.now))
                     if dest not in touched:
                         touched.append(dest)
                 else:
-                    self.perform(dest, core.datagram(packet, (IPS[src], 4803), self.now))
+                    self.perform(dest, self.call(dest, core.datagram, packet, (IPS[src], 4803), self.now))
             for name in touched:
-                self.perform(name, self.cores[name].end_of_burst())
+                self.perform(name, self.call(name, self.cores[name].end_of_burst))
 
     def tick(self, steps=1):
         for _ in range(steps):
             self.now += TICK_S
             for name in NAMES:
-                self.perform(name, self.cores[name].tick(self.now))
+                self.perform(name, self.call(name, self.cores[name].tick, self.now))
             self.run_network()
 
     def client(self, name, user, group=None):
@@ -126,36 +143,40 @@ class Ring:
         return "#%s#%s" % (user, name)
 
 
-def measure(path, count, size, service, profile, key=None):
-    """(us of CPU per message, messages each receiver got); prints a profile if asked."""
+def measure(path, count, size, service, profile, key=None, packet_bytes=None):
+    """(us of CPU per message, messages each receiver got, {daemon: us of its core's inputs per
+    message}); `profile` names a daemon whose inputs alone are profiled, or "all"."""
     sp = load(path)
-    ring = Ring(sp, key)
+    prof = cProfile.Profile() if profile else None
+    ring = Ring(sp, key, packet_bytes, (profile, prof) if profile and profile != "all" else None)
     ring.tick(3000)  # the ring forms (startup waits one consensus timeout)
     sender = ring.client("d1", "snd")
     ring.client("d2", "r2", "g")
     ring.client("d3", "r3", "g")
     ring.tick(500)
     ring.received.clear()
+    ring.cpu_s.clear()
     one = sp.encode_message(getattr(sp, service + "_MESS"), sender, ["g"], sp.make_hint(0), b"x" * size)
-    prof = cProfile.Profile() if profile else None
     started = time.process_time()
-    if prof:
+    if profile == "all":
         prof.enable()
     sent = 0
+    core1 = ring.cores["d1"]
     while sent < count:
-        ring.perform("d1", ring.cores["d1"].connection_data(1, one * BATCH))
+        ring.perform("d1", ring.call("d1", core1.connection_data, 1, one * BATCH))
         sent += BATCH
         ring.run_network()
         if sent % (BATCH * 20) == 0:
             ring.tick()
     ring.tick(200)
-    if prof:
+    if profile == "all":
         prof.disable()
     cpu_s = time.process_time() - started
     if prof:
-        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+        pstats.Stats(prof).sort_stats(os.environ.get("RING_CORES_SORT", "tottime")).print_stats(int(os.environ.get("RING_CORES_TOP", "30")))
     got = min(ring.received["d2"], ring.received["d3"]) // len(one)
-    return cpu_s / sent * 1e6, got
+    per_daemon = {name: ring.cpu_s[name] / sent * 1e6 for name in NAMES}
+    return cpu_s / sent * 1e6, got, per_daemon
 
 
 def main(argv=None):
@@ -165,7 +186,12 @@ def main(argv=None):
     parser.add_argument("--service", type=str.upper, choices=["AGREED", "SAFE"], default="AGREED")
     parser.add_argument("--against", metavar="SPREAD_MINI_PY", help="another spread_mini.py, measured alternately")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each version (default 3)")
-    parser.add_argument("--profile", action="store_true", help="one run of ours under cProfile")
+    parser.add_argument("--profile", nargs="?", const="all", choices=["all"] + NAMES,
+                        help="one run of ours under cProfile: every core, or one daemon's inputs "
+                             "only (d2: a receiver)")
+    parser.add_argument("--packet-bytes", type=int, metavar="N",
+                        help="ring packets of up to N bytes (default: the daemons' own for a ring "
+                             "on loopback, 8900; 1400 is a LAN's)")
     parser.add_argument("--key-compare", action="store_true",
                         help="ours with and without a ring key, alternately: what the key costs")
     parser.add_argument("--key", action="store_true", help=argparse.SUPPRESS)  # a child: with a key
@@ -174,16 +200,19 @@ def main(argv=None):
     if args.count < BATCH or not 1 <= args.size <= 100000 or args.repeat < 1:
         parser.error("needs --count >= %d, 1 <= --size <= 100000, --repeat >= 1" % BATCH)
     if args.one:
-        us, got = measure(args.one, args.count, args.size, args.service, False,
-                          KEY if args.key else None)
-        print("%.3f %d" % (us, got))
+        us, got, per_daemon = measure(args.one, args.count, args.size, args.service, None,
+                                      KEY if args.key else None, args.packet_bytes)
+        print("%.3f %d %s" % (us, got, " ".join("%.3f" % per_daemon[n] for n in NAMES)))
         return 0
     ours = os.path.join(ROOT, "spread_mini.py")
-    print("%d x %d B %s through 3 daemon cores, no sockets; load average %.2f" % (
-        args.count, args.size, args.service, os.getloadavg()[0]), flush=True)
+    print("%d x %d B %s through 3 daemon cores, no sockets, packets of %s bytes; load average %.2f" % (
+        args.count, args.size, args.service, args.packet_bytes or "the default", os.getloadavg()[0]),
+        flush=True)
     if args.profile:
-        us, got = measure(ours, args.count, args.size, args.service, True)
-        print("%.1f us CPU per message under the profiler (it costs about 3x); each receiver got %d" % (us, got))
+        us, got, per_daemon = measure(ours, args.count, args.size, args.service, args.profile,
+                                      None, args.packet_bytes)
+        print("%.1f us CPU per message under the profiler (it costs about 3x; %s); each receiver got %d" % (
+            us, ", ".join("%s %.1f" % (n, per_daemon[n]) for n in NAMES), got))
         return 0
     if args.key_compare and args.against:
         parser.error("--key-compare measures this spread_mini.py only (no --against)")
@@ -193,35 +222,41 @@ def main(argv=None):
     if args.key_compare:
         versions.append(("key", ours, True))
     figures = {name: [] for name, _, _ in versions}
+    receivers = {name: [] for name, _, _ in versions}  # us per message on one receiving core
     for run in range(args.repeat):
         for name, path, key in (versions if run % 2 == 0 else versions[::-1]):
             # each run in a fresh process: two versions of the module never share one
             out = subprocess.run([sys.executable, __file__, "--one", path, "--count", str(args.count),
                                   "--size", str(args.size), "--service", args.service]
-                                 + (["--key"] if key else []),
+                                 + (["--key"] if key else [])
+                                 + (["--packet-bytes", str(args.packet_bytes)] if args.packet_bytes else []),
                                  capture_output=True, text=True)
             if out.returncode != 0:
                 print("%s: failed: %s" % (name, (out.stderr.strip().splitlines() or ["?"])[-1]))
                 return 2
-            us, got = out.stdout.split()
+            us, got, *per_daemon = out.stdout.split()
             if int(got) != args.count - args.count % BATCH:
                 print("%s: a receiver got %s of %d messages" % (name, got, args.count))
                 return 2
             figures[name].append(float(us))
-            print("run %d %-7s %.1f us CPU per message" % (run + 1, name, float(us)), flush=True)
-    line = "this spread_mini.py: %.1f us CPU per message (median of %d)" % (
-        statistics.median(figures["this"]), args.repeat)
+            receivers[name].append((float(per_daemon[1]) + float(per_daemon[2])) / 2)
+            print("run %d %-7s %.1f us CPU per message (the cores' inputs: d1 %s, d2 %s, d3 %s)" % (
+                run + 1, name, float(us), *("%.1f" % float(v) for v in per_daemon)), flush=True)
+    line = "this spread_mini.py: %.1f us CPU per message, a receiving core %.1f (medians of %d)" % (
+        statistics.median(figures["this"]), statistics.median(receivers["this"]), args.repeat)
     if args.against:
-        line += "; %s: %.1f us; this / against %.2f" % (
-            args.against, statistics.median(figures["against"]),
-            statistics.median(figures["this"]) / statistics.median(figures["against"]))
+        line += "; %s: %.1f us, a receiving core %.1f; this / against %.2f, receivers %.2f" % (
+            args.against, statistics.median(figures["against"]), statistics.median(receivers["against"]),
+            statistics.median(figures["this"]) / statistics.median(figures["against"]),
+            statistics.median(receivers["this"]) / statistics.median(receivers["against"]))
     if args.key_compare:
         with_key, without = statistics.median(figures["key"]), statistics.median(figures["this"])
         line += "; with a key: %.1f us; key / no key %.2f (the key costs %.0f %% more CPU)" % (
             with_key, with_key / without, (with_key / without - 1) * 100)
     print(line)
-    print("rerun: python3 bench/ring_cores.py --count %d --size %d --service %s --repeat %d%s%s" % (
+    print("rerun: python3 bench/ring_cores.py --count %d --size %d --service %s --repeat %d%s%s%s" % (
         args.count, args.size, args.service, args.repeat,
+        " --packet-bytes %d" % args.packet_bytes if args.packet_bytes else "",
         " --against %s" % args.against if args.against else "", " --key-compare" if args.key_compare else ""))
     return 0
 

@@ -227,6 +227,59 @@ def test_decoders_behind_a_valid_crc_only_ever_raise_wire_error():
             pass
 
 
+def _fields(p):
+    return (type(p), p.ring_id, p.sender, p.link_seq, p.inner,
+            [(c.origin_counter, c.lts, c.site_seq, c.frag_index, c.frag_count, c.service, c.body)
+             for c in p.chunks])
+
+
+@pytest.mark.parametrize("key", [None, bytes(range(32))])
+def test_the_data_packets_hot_path_accepts_exactly_what_the_general_decoder_accepts(key):
+    """decode_ring_packet reads a data packet of a known ring and sender in one pass
+    (_decode_plain_data) and leaves everything else to the general decoder: on mutations of
+    real data packets (several chunks, then bytes changed, cut or added, resealed or not) the
+    two agree on every field, or the hot path declines and the general one decides."""
+    seal = sr.RingSeal(key, sr.configuration_stamp([("d1", "127.0.0.1", 4803)]))
+    rng = random.Random(13)
+    d1 = ("d1", 1000)
+    samples = [sr.encode_ring_data(sr.RingData((3, "d1", 1000), d1, seq, [
+        sr.RingChunk(4 + i, 9 + i, 2 + i, i % 2, 1 + i % 2, sr.AGREED_MESS, bytes([i]) * (7 * i))
+        for i in range(count)]), seal) for seq, count in ((7, 1), (8, 3), (9, 0))]
+    took = declined = refused = 0
+    for n in range(4000):
+        raw = bytearray(rng.choice(samples))
+        trailer = seal.trailer_bytes
+        body = raw[:-trailer]
+        for _ in range(rng.randrange(0, 3)):
+            kind = rng.randrange(4)
+            if kind == 0 and len(body) > 6:
+                body[rng.randrange(6, len(body))] = rng.choice([0, 1, 255, rng.randrange(256)])
+            elif kind == 1 and body:
+                del body[rng.randrange(len(body)):]
+            elif kind == 2:
+                body += bytes(rng.randrange(1, 9))
+        raw = bytes(body) + bytes(raw[-trailer:]) if n % 5 == 0 else seal.seal(bytes(body))
+        try:
+            general = sr._decode_any_packet(raw, seal)
+        except sr.RingWireError as e:
+            general = e
+        if len(raw) <= sr.RING_HEADER_BYTES:
+            continue
+        try:
+            fast = sr._decode_plain_data(raw, seal)
+        except sr.RingWireError as e:  # only the key's own refusal, the general path's first
+            assert isinstance(general, sr.RingWireError) and str(e) == str(general)
+            refused += 1
+            continue
+        if fast is None:
+            declined += 1
+            continue
+        took += 1
+        assert not isinstance(general, Exception), "the hot path took what the general refused"
+        assert _fields(fast) == _fields(general) and fast._raw == raw
+    assert took > 100 and declined > 100, (took, declined, refused)
+
+
 def test_a_join_or_leave_that_names_no_group_is_refused_not_delivered():
     """Was: such a message (never sent by our daemons; a confused one could) went up to the
     group core, which reads groups[0]: IndexError at every daemon of the ring at once."""
