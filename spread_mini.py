@@ -1241,16 +1241,22 @@ def leave_reason_error(reason: str) -> Optional[str]:
     return None
 
 
-#: (seal, ring id, sender) -> the bytes that start each of its data packets (header, ring id,
-#: sender): the same in every packet a daemon sends in one ring
-_DATA_PREFIXES: Dict[Tuple[object, RingId, Pid], bytes] = {}
+#: (packet type, seal, ring id, sender) -> the bytes that start each of its data packets and
+#: tokens (header, ring id, sender): the same in every one a daemon sends in one ring
+_DATA_PREFIXES: Dict[Tuple[int, object, RingId, Pid], bytes] = {}
 
 
 def _data_prefix(seal: Optional[RingSeal], ring_id: RingId, sender: Pid) -> bytes:
-    key = (seal, ring_id, sender)
+    return _packet_prefix(PT_DATA, seal, ring_id, sender)
+
+
+def _packet_prefix(ptype: int, seal: Optional[RingSeal], ring_id: RingId, sender: Pid) -> bytes:
+    """The header, ring id and sender that begin every data packet and token of one sender in
+    one ring: encoded once (bounded)."""
+    key = (ptype, seal, ring_id, sender)
     prefix = _DATA_PREFIXES.get(key)
     if prefix is None:
-        prefix = _ring_header(PT_DATA, seal) + _ring_id_bytes(ring_id) + _pid_bytes(sender)
+        prefix = _ring_header(ptype, seal) + _ring_id_bytes(ring_id) + _pid_bytes(sender)
         if len(_DATA_PREFIXES) >= _DATA_HEADS_MAX:
             _DATA_PREFIXES.clear()
         _DATA_PREFIXES[key] = prefix
@@ -1277,12 +1283,13 @@ def encode_ring_data(p: RingData, seal: Optional[RingSeal] = None) -> bytes:
 
 def encode_ring_token(t: RingToken, seal: Optional[RingSeal] = None) -> bytes:
     mod = b"\x00" if t.site_aru_modifier is None else b"\x01" + _pid_bytes(t.site_aru_modifier)
+    rtr = t.rtr
     return _ring_seal(b"".join([
-        _ring_header(PT_TOKEN, seal), _ring_id_bytes(t.ring_id), _pid_bytes(t.sender),
-        struct.pack(">QBQQI", t.token_id, t.type, t.link_seq, t.link_aru, t.flow_control),
-        struct.pack(">H", len(t.rtr)), b"".join(struct.pack(">Q", s) for s in t.rtr),
-        struct.pack(">QQQ", t.site_seq, t.site_lts, t.site_aru), mod,
-        struct.pack(">B", t.retrans_flg)]), seal)
+        _packet_prefix(PT_TOKEN, seal, t.ring_id, t.sender),
+        _TOKEN_FIXED.pack(t.token_id, t.type, t.link_seq, t.link_aru, t.flow_control, len(rtr)),
+        struct.pack(">%dQ" % len(rtr), *rtr) if rtr else b"",
+        _TOKEN_SITE.pack(t.site_seq, t.site_lts, t.site_aru), mod,
+        _U8.pack(t.retrans_flg)]), seal)
 
 
 def encode_ring_join(j: RingJoin, seal: Optional[RingSeal] = None) -> bytes:
@@ -1393,16 +1400,18 @@ def _decode_chunks(r: _RingReader) -> List[RingChunk]:
     return chunks
 
 
+_TOKEN_FIXED = struct.Struct(">QBQQIH")  # token id, type, link_seq, link_aru, fcc, rtr count
+_TOKEN_SITE = struct.Struct(">QQQ")  # site_seq, site_lts, site_aru
+
+
 def _decode_token_body(r: _RingReader, _seal: RingSeal) -> RingToken:
-    ring_id = r.ring_id()
-    sender = r.pid()
-    token_id, ttype, link_seq, link_aru, fcc = r.unpack(">QBQQI")
+    ring_id, sender = _data_head(r)  # laid out as a data packet's: cached alike
+    token_id, ttype, link_seq, link_aru, fcc, n = r._fixed(_TOKEN_FIXED)
     _counters((token_id, link_seq))
-    n = r.u16()
     if n > 10000:
         raise RingWireError("rtr list too long")
-    rtr = [r.u64() for _ in range(n)]
-    site_seq, site_lts, site_aru = _counters(r.unpack(">QQQ"))
+    rtr = list(struct.unpack(">%dQ" % n, r.take(8 * n))) if n else []
+    site_seq, site_lts, site_aru = _counters(r._fixed(_TOKEN_SITE))
     present = r.u8()
     if present not in (0, 1):
         raise RingWireError("bad site_aru_modifier flag")
@@ -1971,6 +1980,9 @@ def _decode_wire_data(body: bytes, origin: str) -> DaemonMessage:
 
 def decode_message_body(body: bytes, origin: str) -> DaemonMessage:
     size = len(body)
+    known = _WIRE_HEADS.get(body[:_WIRE_HEAD_BYTES])  # _decode_wire_data's hot path, a call less
+    if known is not None and known[0] == size:
+        return DaemonMessage(DATA, origin, known[2], known[1], [known[3]], known[4], raw=body[1:])
     if size and body[0] == RING_WIRE_DATA:
         return _decode_wire_data(body, origin)
     if size < _RING_MSG_HEAD.size:
