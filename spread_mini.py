@@ -884,6 +884,8 @@ class RingSeal:
         self.flags = FLAG_TAGGED if key else 0
         self.trailer_bytes = RING_TAG_BYTES if key else 4
         self._stamp_bytes = struct.pack(">B", self.stamp[0]) + self.stamp[1] + self.stamp[2]
+        #: how every data packet sealed by us (or by a daemon of our configuration) begins
+        self.data_header = self.header(PT_DATA)
 
     def header(self, ptype: int) -> bytes:
         return _RING_HEADER.pack(RING_MAGIC, RING_VERSION, ptype, self.flags, self.stamp[0],
@@ -1488,19 +1490,16 @@ def _decode_plain_data(data: bytes, seal: RingSeal) -> Optional[RingData]:
     without copying it (its chunks' bodies are the only copies). Anything else, or anything
     wrong with it, is None: the general path then decodes it or says what is wrong, so both
     paths accept exactly the same packets."""
+    if data[:RING_HEADER_BYTES] != seal.data_header:  # magic, version, type, flags, stamp
+        return None
     if seal.key:
-        if data[5] != PT_DATA or data[4] != RING_VERSION or data[:4] != RING_MAGIC:
-            return None
         buf = seal.open(data)[1]  # its refusal is the general path's first word too
         end = len(buf)
     else:
         end = len(data) - 4
-        if end < RING_HEADER_BYTES or data[5] != PT_DATA or data[6] or data[4] != RING_VERSION \
-                or data[:4] != RING_MAGIC or zlib.crc32(memoryview(data)[:end]) != _U32.unpack_from(data, end)[0]:
+        if zlib.crc32(data[:end]) != _U32.unpack_from(data, end)[0]:
             return None
         buf = data
-    if not seal.same_configuration(data):
-        return None
     pos = RING_HEADER_BYTES
     try:
         head_end = pos + 17 + buf[pos + 8]  # as _data_head
