@@ -124,14 +124,16 @@ def prepare(work: str) -> Tuple[str, str, str]:
 
 #: with --against: the other spread_mini.py, run as a third kind ("base") in every pair
 AGAINST: List[str] = []
-#: with --packet-bytes: spread_mini's own daemons get `--packet-bytes N` (the other's never)
+#: with --packet-bytes: spread_mini's daemons get `--packet-bytes N` (ours, and the --against
+#: version's if it has that option; the real daemon's never)
 MINI_OPTIONS: List[str] = []
+AGAINST_TAKES_OPTIONS = False  #: the --against version knows --packet-bytes
 
 
 def daemon_argv(kind: str, host: int, real_daemon: str, conf: str) -> List[str]:
     if kind == "base":
         return [sys.executable, AGAINST[0], "daemon", "-c", conf, "--name", "d%d" % host,
-                "--no-unix", "--status-every", "0"]
+                "--no-unix", "--status-every", "0"] + (MINI_OPTIONS if AGAINST_TAKES_OPTIONS else [])
     if kind == "real":
         # a private /tmp, made inside: the daemon's /tmp/4803 and RuntimeDir never meet another's
         inner = 'mount -t tmpfs none /tmp && mkdir /tmp/rt && exec "$0" -c "$1" -n "$2"'
@@ -302,6 +304,7 @@ def measure(args, work: str) -> str:
 
 
 def parse_args(argv: Optional[List[str]] = None):
+    global AGAINST_TAKES_OPTIONS
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=50000, help="messages in each timed batch (default 50000)")
     parser.add_argument("--pairs", type=int, default=3, help="real / spread_mini pairs (default 3)")
@@ -326,6 +329,8 @@ def parse_args(argv: Optional[List[str]] = None):
         if not os.path.isfile(args.against):
             parser.error("--against %s: no such file" % args.against)
         AGAINST[:] = [os.path.abspath(args.against)]
+        with open(args.against, encoding="utf-8", errors="replace") as f:
+            AGAINST_TAKES_OPTIONS = '"--packet-bytes"' in f.read()
     if args.count < 2 or args.pairs < 1 or not 1 <= args.size <= 100000:
         parser.error("needs --count >= 2, --pairs >= 1 and 1 <= --size <= 100000")
     return args
