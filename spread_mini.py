@@ -4468,10 +4468,12 @@ class Transport:
     def link_chunk_at_once(self, stream: SiteStream, sender: Pid, chunk: RingChunk) -> None:
         """link_chunk for a link whose caller runs deliver_ready() next (the ring's
         OPERATIONAL path): a whole message that deliver_ready would deliver first (the merge's
-        only stream, nothing before it, not SAFE, no delivery limit) is delivered now,
-        without its _Message. The same deliveries in the same order, fewer objects."""
+        only stream, nothing before it, not a SAFE one that is not yet stable, no delivery
+        limit) is delivered now, without its _Message. The same deliveries in the same order,
+        fewer objects."""
         if chunk.frag_count != 1 or stream is not self._lone or stream.ordered or stream.partial \
-                or chunk.service & SAFE_MESS or self.deliver_limit_lts is not None:
+                or (chunk.service & SAFE_MESS and chunk.lts > stream.stable_aru) \
+                or self.deliver_limit_lts is not None:
             self.link_chunk(stream, sender, chunk)
             return
         lts = chunk.lts

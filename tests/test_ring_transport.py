@@ -610,3 +610,47 @@ def test_unreliable_has_its_own_sequence_and_takes_no_lts():
     assert (u.origin_counter, u.site_seq, stamp.site_seq) == (1, 0, 5)
     assert (r.origin_counter, r.lts) == (1, 11), "the reliable sequence and the lts go on alone"
     assert t.pending_bytes == 0 and not t.has_outgoing()
+
+
+def _body(i, service):
+    return sr.encode_message_body(sr.DaemonMessage(sr.DATA, "d2", "#c%d#d2" % (i % 3), service, ["g"],
+                                                   data=bytes([i % 256]) * (i % 40)))
+
+
+@given(st.lists(st.tuples(st.sampled_from([sr.AGREED_MESS, sr.FIFO_MESS, sr.SAFE_MESS]),
+                          st.integers(1, 3), st.booleans()), min_size=1, max_size=40),
+       st.integers(0, 2 ** 32 - 1))
+@settings(max_examples=150, deadline=None)
+def test_delivering_as_handed_up_is_the_same_as_handing_up_then_delivering(messages, seed):
+    """Transport.link_chunk_at_once (the ring's hot path) delivers a whole message at once when
+    deliver_ready would deliver it next. Two transports get the same packets (whole messages
+    and fragments, AGREED, FIFO and SAFE, the site's stability moving now and then): one hands
+    the chunks up with link_chunk, the other with link_chunk_at_once, and both call
+    deliver_ready after each packet, as the ring does. The same messages, in the same order,
+    with the same sequence fields; the same state after."""
+    runs = []
+    for at_once in (False, True):
+        got = []
+        t = sr.Transport("d1", sr.RingSettings(), collections.Counter(), got.append)
+        t.trace_delivered, t.trace_completed = [], []
+        s = t.open_stream(sr.LOCAL_SITE, 0)
+        t.install(s)
+        hand_up = t.link_chunk_at_once if at_once else t.link_chunk
+        pick = random.Random(seed)
+        for i, (service, frags, stable_now) in enumerate(messages, 1):
+            body = _body(i, service)
+            piece = -(-len(body) // frags)
+            for index in range(frags):  # one packet per fragment, in order
+                hand_up(s, ("d2", 1), sr.RingChunk(i, i, i, index, frags, service,
+                                                    body[index * piece:(index + 1) * piece]))
+                t.deliver_ready()
+            if stable_now:
+                t.site_stable(s, pick.randrange(i + 1))
+                t.deliver_ready()
+        t.site_stable(s, len(messages))
+        t.deliver_ready()
+        runs.append(([(m.sender, m.seq, m.lts, m.service_type, m.data) for m in got],
+                     t.trace_delivered, t.trace_completed, s.delivered_lts, len(s.ordered),
+                     t.site_aru(s)))
+    assert runs[0] == runs[1]
+    assert len(runs[0][0]) == len(messages), "everything is delivered in the end"
