@@ -886,6 +886,7 @@ class RingSeal:
         self._stamp_bytes = struct.pack(">B", self.stamp[0]) + self.stamp[1] + self.stamp[2]
         #: how every data packet sealed by us (or by a daemon of our configuration) begins
         self.data_header = self.header(PT_DATA)
+        self.token_header = self.header(PT_TOKEN)
 
     def header(self, ptype: int) -> bytes:
         return _RING_HEADER.pack(RING_MAGIC, RING_VERSION, ptype, self.flags, self.stamp[0],
@@ -1538,11 +1539,36 @@ def decode_ring_packet(data: bytes, seal: Optional[RingSeal] = None) -> RingPack
     RingLeave, or RingWireError (its reason says why: RingSeal.open; a packet of another
     configuration is a RingConfigurationError, which names its sender)."""
     seal = seal or OPEN_SEAL
-    if len(data) > RING_HEADER_BYTES and data[5] == PT_DATA:
-        packet = _decode_plain_data(data, seal)
+    if len(data) > RING_HEADER_BYTES:
+        ptype = data[5]
+        packet = _decode_plain_data(data, seal) if ptype == PT_DATA else \
+            _decode_plain_token(data, seal) if ptype == PT_TOKEN else None
         if packet is not None:
             return packet
     return _decode_any_packet(data, seal)
+
+
+def _decode_plain_token(data: bytes, seal: RingSeal) -> Optional[RingToken]:
+    """decode_ring_packet's path for a token of our configuration: the header compared in one
+    piece, the body read in place. Anything wrong with it is None: the general path then says
+    what (as _decode_plain_data)."""
+    if data[:RING_HEADER_BYTES] != seal.token_header:
+        return None
+    if seal.key:
+        buf = seal.open(data)[1]  # its refusal is the general path's first word too
+        end = len(buf)
+    else:
+        end = len(data) - 4
+        if zlib.crc32(data[:end]) != _U32.unpack_from(data, end)[0]:
+            return None
+        buf = data
+    r = _RingReader(buf)
+    r.pos, r.size = RING_HEADER_BYTES, end
+    try:
+        token = _decode_token_body(r, seal)
+    except RingWireError:
+        return None
+    return token if r.pos == end else None
 
 
 def _decode_any_packet(data: bytes, seal: RingSeal) -> RingPacket:
@@ -2595,7 +2621,7 @@ class GroupCore:
             if session.private_group == skip:
                 continue
             out = session.out
-            if session.state == CLOSED or out.queued_bytes + size > self.max_session_bytes:
+            if session.state == CLOSED or out.appended_bytes - out.written_bytes + size > self.max_session_bytes:
                 self._enqueue(session, raw)  # the rare cases, spelled out there
                 continue
             # the hot path: Outbox.append and the checks of _enqueue, inlined

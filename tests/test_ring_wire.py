@@ -228,24 +228,32 @@ def test_decoders_behind_a_valid_crc_only_ever_raise_wire_error():
 
 
 def _fields(p):
+    if isinstance(p, sr.RingToken):
+        return tuple(getattr(p, name) for name in sr.RingToken.__slots__)
     return (type(p), p.ring_id, p.sender, p.link_seq, p.inner,
             [(c.origin_counter, c.lts, c.site_seq, c.frag_index, c.frag_count, c.service, c.body)
              for c in p.chunks])
 
 
 @pytest.mark.parametrize("key", [None, bytes(range(32))])
-def test_the_data_packets_hot_path_accepts_exactly_what_the_general_decoder_accepts(key):
+def test_the_hot_paths_accept_exactly_what_the_general_decoder_accepts(key):
     """decode_ring_packet reads a data packet of a known ring and sender in one pass
-    (_decode_plain_data) and leaves everything else to the general decoder: on mutations of
-    real data packets (several chunks, then bytes changed, cut or added, resealed or not) the
-    two agree on every field, or the hot path declines and the general one decides."""
+    (_decode_plain_data), and a token with its header compared in one piece
+    (_decode_plain_token), and leaves everything else to the general decoder: on mutations of
+    real data packets and tokens (bytes changed, cut or added, resealed or not) the two agree
+    on every field, or the hot path declines and the general one decides."""
     seal = sr.RingSeal(key, sr.configuration_stamp([("d1", "127.0.0.1", 4803)]))
     rng = random.Random(13)
     d1 = ("d1", 1000)
     samples = [sr.encode_ring_data(sr.RingData((3, "d1", 1000), d1, seq, [
         sr.RingChunk(4 + i, 9 + i, 2 + i, i % 2, 1 + i % 2, sr.AGREED_MESS, bytes([i]) * (7 * i))
-        for i in range(count)]), seal) for seq, count in ((7, 1), (8, 3), (9, 0))]
+        for i in range(count)]), seal) for seq, count in ((7, 1), (8, 3), (9, 0))] + [
+        sr.encode_ring_token(sr.RingToken((3, "d1", 1000), d1, 41, link_seq=90, link_aru=80,
+                                          flow_control=12, rtr=rtr, site_seq=50, site_lts=77,
+                                          site_aru=70, site_aru_modifier=modifier), seal)
+        for rtr, modifier in (([], None), ([81, 85], ("d3", 9)))]
     took = declined = refused = 0
+    kinds = set()
     for n in range(4000):
         raw = bytearray(rng.choice(samples))
         trailer = seal.trailer_bytes
@@ -265,8 +273,9 @@ def test_the_data_packets_hot_path_accepts_exactly_what_the_general_decoder_acce
             general = e
         if len(raw) <= sr.RING_HEADER_BYTES:
             continue
+        hot_path = sr._decode_plain_token if raw[5] == sr.PT_TOKEN else sr._decode_plain_data
         try:
-            fast = sr._decode_plain_data(raw, seal)
+            fast = hot_path(raw, seal)
         except sr.RingWireError as e:  # only the key's own refusal, the general path's first
             assert isinstance(general, sr.RingWireError) and str(e) == str(general)
             refused += 1
@@ -276,8 +285,9 @@ def test_the_data_packets_hot_path_accepts_exactly_what_the_general_decoder_acce
             continue
         took += 1
         assert not isinstance(general, Exception), "the hot path took what the general refused"
-        assert _fields(fast) == _fields(general) and fast._raw == raw
-    assert took > 100 and declined > 100, (took, declined, refused)
+        assert _fields(fast) == _fields(general) and getattr(fast, "_raw", raw) == raw
+        kinds.add(type(fast))
+    assert took > 100 and declined > 100 and len(kinds) == 2, (took, declined, refused, kinds)
 
 
 def test_a_join_or_leave_that_names_no_group_is_refused_not_delivered():
