@@ -5185,6 +5185,8 @@ class RingOrderer:
         self.other_configuration_log_at = {}
         self.now = now
         self.outputs = []
+        #: _send_all's last (members list, me, daemon names but ours): a ring's packets reuse it
+        self._dests_of: Tuple[object, object, Tuple[str, ...]] = (None, None, ())
         self.log = collections.deque(maxlen=self.cfg.max_log_lines)
         self.counters = collections.Counter()
         self.state = None
@@ -5396,8 +5398,13 @@ class RingOrderer:
         self.outputs.append(Send(raw, dest_pid[0]))
 
     def _send_all(self, raw: bytes, members: List[Pid]) -> None:
-        me = self.me
-        dests = tuple(pid[0] for pid in members if pid != me)
+        cached = self._dests_of
+        if cached[0] is members and cached[1] == self.me:  # the same ring's packets, one by one
+            dests = cached[2]
+        else:
+            me = self.me
+            dests = tuple(pid[0] for pid in members if pid != me)
+            self._dests_of = (members, me, dests)
         if dests:
             self.outputs.append(SendToAll(raw, dests))
 
