@@ -8,14 +8,18 @@ without them). A client session on d1 sends COUNT messages to a group, 20 per re
 flooding client's TCP stream would arrive; a client on d2 and one on d3 are its members. The
 figure is this process's CPU time for the flood, per message (the three cores summed): the
 system calls, the kernel and the other processes of a real run are not in it, so it moves
-much less with the machine's load than bench/ring_throughput.py. With --against the same is
-measured for another spread_mini.py, alternating, and the ratio of the medians printed.
+much less with the machine's load than bench/ring_throughput.py. Each core's own share (the
+CPU of its inputs, the sender d1's and the receivers d2's and d3's) is printed beside it. With
+--against the same is measured for another spread_mini.py, alternating, and the ratio of the
+medians printed, for the whole ring and for a receiving core.
 
     python3 bench/ring_cores.py                                   # 20,000 x 1000 B AGREED
     python3 bench/ring_cores.py --size 100 --service SAFE
+    python3 bench/ring_cores.py --packet-bytes 1400               # a LAN's packets: one message each
     git show main:spread_mini.py > /tmp/main_spread_mini.py       # another version, in the same run:
     python3 bench/ring_cores.py --against /tmp/main_spread_mini.py --repeat 5
     python3 bench/ring_cores.py --profile                         # cProfile: the top functions
+    python3 bench/ring_cores.py --profile d2                      # ... of a receiver's inputs only
     python3 bench/ring_cores.py --key-compare --repeat 5          # what --key costs the cores
 
 With --key-compare the same spread_mini.py runs with and without a ring key (every daemon
@@ -173,7 +177,7 @@ def measure(path, count, size, service, profile, key=None, packet_bytes=None):
         prof.disable()
     cpu_s = time.process_time() - started
     if prof:
-        pstats.Stats(prof).sort_stats(os.environ.get("RING_CORES_SORT", "tottime")).print_stats(int(os.environ.get("RING_CORES_TOP", "30")))
+        pstats.Stats(prof).sort_stats("tottime").print_stats(30)
     got = min(ring.received["d2"], ring.received["d3"]) // len(one)
     per_daemon = {name: ring.cpu_s[name] / sent * 1e6 for name in NAMES}
     return cpu_s / sent * 1e6, got, per_daemon

@@ -9,6 +9,7 @@ messages went to a group with nobody in it). Tier 1 for the pure parts; one shor
 real-process ring tests."""
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 
@@ -157,8 +158,25 @@ def test_ring_cores_counts_every_message_through_three_cores_and_prints_its_figu
     out = subprocess.run([sys.executable, "bench/ring_cores.py", "--count", "400", "--repeat", "1",
                           "--against", "spread_mini.py"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "us CPU per message (median of 1)" in out.stdout and "this / against" in out.stdout
+    assert "us CPU per message, a receiving core" in out.stdout and "this / against" in out.stdout
     assert "rerun: python3 bench/ring_cores.py" in out.stdout
+
+
+def test_ring_cores_with_a_lans_packets_splits_the_cpu_by_core_and_profiles_a_receiver():
+    """--packet-bytes 1400 (one 1000-byte message a packet): every message still reaches both
+    receivers, each core's CPU is printed and the rerun line keeps the option; --profile d2
+    profiles the receiver's inputs alone (its functions, not the sender's packing)."""
+    out = subprocess.run([sys.executable, "bench/ring_cores.py", "--count", "400", "--repeat", "1",
+                          "--packet-bytes", "1400"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr
+    run = next(line for line in out.stdout.splitlines() if line.startswith("run 1 this"))
+    figures = [float(x) for x in re.findall(r"d[123] ([0-9.]+)", run)]
+    assert len(figures) == 3 and all(f > 0 for f in figures), run
+    assert "--packet-bytes 1400" in out.stdout.splitlines()[-1]
+    profiled = subprocess.run([sys.executable, "bench/ring_cores.py", "--count", "400", "--profile", "d2",
+                               "--packet-bytes", "1400"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert profiled.returncode == 0, profiled.stdout + profiled.stderr
+    assert "(_decode_plain_data)" in profiled.stdout and "(take_whole)" not in profiled.stdout, profiled.stdout
 
 
 def test_ring_cores_key_compare_delivers_everything_with_a_key_and_prints_the_cost():
