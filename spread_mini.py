@@ -25,7 +25,9 @@ from another daemon meets, in order (thesis 7.3.1 names the levels):
                         RingOrderer and the SiteGateway above it; a HOP datagram's source
                         address names its daemon (or it is a stranger); a daemon that joins
                         its site after the traffic began is told so (LATE) and stops
-  RingSeal, decode_ring_packet   wire: header, configuration stamp, CRC or the key's tag ->
+  RingSeal, decode_ring_packet   wire (a data packet or a token of our configuration read in
+                        one pass, anything else by the general decoder, which says why):
+                        header, configuration stamp, CRC or the key's tag ->
                         RingData / RingToken / RingJoin / RingCommit / RingMerge /
                         RingUnreliable / RingLeave (with RingChunk, RingCommitEntry); a bad
                         one is a RingWireError (a RingPeerError: dropped and counted), a
@@ -59,8 +61,9 @@ from another daemon meets, in order (thesis 7.3.1 names the levels):
                         merge two views -> SiteViewChange
   Transport, SiteStream TRANSPORT level (7.3.3): streams keyed by site id; pieces into
                         _Message (a _GapMarker for a packet lost with a configuration), order
-                        by {lts, site} and service type, Deliver; MessageInProgress on the way
-                        down
+                        by {lts, site} and service type, Deliver (a whole message the merge
+                        would deliver next: at once, link_chunk_at_once); MessageInProgress on
+                        the way down
   RingGroupCore         groups across daemons (GroupCore, Group: one daemon's table;
                         StateExchange after every ring change); SitesGroupCore across
                         sites instead (the merge's one order; ROSTER and SiteViewChange
