@@ -35,14 +35,18 @@ MUTANTS = [
     ("SAFE delivered before it is stable (Transport.deliver_ready)",
      "if m.service & SAFE_MESS and m.lts > min(s.stable_aru for s in streams):", "if False:",
      "safe"),
-    ("ordered message delivered twice (Transport._deliver)",
-     "        stream.delivered_lts = m.lts\n        self._hand_over(m, \"\")\n",
-     "        stream.delivered_lts = m.lts\n        self._hand_over(m, \"\")\n"
-     "        self._hand_over(m, \"\")\n", "duplicate"),
-    ("a message skipped everywhere (Transport._deliver)",
-     "        stream.delivered_lts = m.lts\n        self._hand_over(m, \"\")\n",
-     "        stream.delivered_lts = m.lts\n        if m.lts % 97 != 3:\n"
-     "            self._hand_over(m, \"\")\n", "no loss"),
+    ("SAFE delivered as handed up before it is stable (Transport.link_chunk_at_once)",
+     "(chunk.service & SAFE_MESS and chunk.lts > stream.stable_aru)", "False", "safe"),
+    # (_hand_over_body: every ordered delivery passes there, from the stream's queue or at once)
+    ("ordered message delivered twice (Transport._hand_over_body)",
+     "        self.deliver_to(msg)\n",
+     "        self.deliver_to(msg)\n        if not tag:\n            if self.trace_delivered is not None:\n"
+     "                self.trace_delivered.append(self.trace_delivered[-1])\n"
+     "            self.deliver_to(msg)\n",
+     "duplicate"),
+    ("a message skipped everywhere (Transport._hand_over_body)",
+     "        self.deliver_to(msg)\n",
+     "        if tag or lts % 97 != 3:\n            self.deliver_to(msg)\n", "no loss"),
     ("UNRELIABLE duplicates pass (Transport._unreliable_seen)",
      "return done is not None and (key[1] in done[1]", "return False and (key[1] in done[1]",
      "duplicate"),
