@@ -165,7 +165,8 @@ def test_ring_cores_counts_every_message_through_three_cores_and_prints_its_figu
 def test_ring_cores_with_a_lans_packets_splits_the_cpu_by_core_and_profiles_a_receiver():
     """--packet-bytes 1400 (one 1000-byte message a packet): every message still reaches both
     receivers, each core's CPU is printed and the rerun line keeps the option; --profile d2
-    profiles the receiver's inputs alone (its functions, not the sender's packing)."""
+    profiles the receiver's inputs alone (its decoding is there, and the profiler's cost is on
+    d2, not on d3, which does the same work)."""
     out = subprocess.run([sys.executable, "bench/ring_cores.py", "--count", "400", "--repeat", "1",
                           "--packet-bytes", "1400"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -176,7 +177,10 @@ def test_ring_cores_with_a_lans_packets_splits_the_cpu_by_core_and_profiles_a_re
     profiled = subprocess.run([sys.executable, "bench/ring_cores.py", "--count", "400", "--profile", "d2",
                                "--packet-bytes", "1400"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert profiled.returncode == 0, profiled.stdout + profiled.stderr
-    assert "(_decode_plain_data)" in profiled.stdout and "(take_whole)" not in profiled.stdout, profiled.stdout
+    assert "(_decode_plain_data)" in profiled.stdout, profiled.stdout
+    # the profiler's cost lands on d2 alone: d3 does the same work unprofiled
+    cores = dict(re.findall(r"(d[123]) ([0-9.]+)", profiled.stdout.splitlines()[-1]))
+    assert float(cores["d2"]) > 1.5 * float(cores["d3"]), profiled.stdout.splitlines()[-1]
 
 
 def test_ring_cores_key_compare_delivers_everything_with_a_key_and_prints_the_cost():
