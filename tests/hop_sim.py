@@ -78,7 +78,8 @@ def run_link(seed: int, wire: WireSpec, messages: int = 150, duration_s: float =
                 run.violations.append("%.4f %s sent seq %d beyond the window (acked %d)"
                                       % (now, name, packet.seq, acked_seen[name]))
             tokens, at = bucket[name]
-            tokens = min(settings.burst_bytes, tokens + (now - at) * settings.rate_bytes_s) - len(datagram)
+            tokens = (min(settings.burst_bytes, tokens + (now - at) * settings.rate_bytes_s) - len(datagram)
+                      - settings.datagram_overhead_bytes)  # the network's headers count too
             if tokens < -1e-6:
                 run.violations.append("%.4f %s sent beyond its token bucket (%.0f bytes)" % (now, name, tokens))
             bucket[name] = [tokens, now]
