@@ -7154,6 +7154,12 @@ class SiteGateway:
         if self.closing is None and self.merging is None and self.merge_offers:
             self._take_offer(passed)  # a merge proposed while we were busy
         self.gate.append((msg.lts, lts, passed, min(s.frontier_lts for s in self.streams.values())))
+        ring = self.orderer.ring
+        if ring is not None and msg.lts > ring.safe_seen_lts:
+            # the gate waits for the ring to make it safe, as a SAFE message does: the ring
+            # must not hold its token idle (token_hold_s) meanwhile, or every message would
+            # cross to the other sites token_hold_s later
+            ring.safe_seen_lts = msg.lts
 
     def _apply(self, r: SiteRecord) -> bool:
         """A record into the merge. False (and counted) for one already there or that cannot
