@@ -560,8 +560,11 @@ class HopSettings(Settings):
         #: it fills, at one small ACK per 32 packets of up to 1400 bytes
         self.max_pkt_btw_ack = 32
         #: ... or this long after the first of them: a trickle is acknowledged too, and the
-        #: tail of a burst lost on the way is noticed by the peer this soon
-        self.ack_delay_s = 0.005
+        #: tail of a burst lost on the way is noticed by the peer this soon. On a WAN of tens
+        #: of ms what the peer needs (its window, its tail) moves at the round trip's pace;
+        #: at 5 ms a site that answers each of our packets with a small FRONTIER had us send
+        #: an ACK for nearly every one of them: 2 % of a 2 Mbit/s link
+        self.ack_delay_s = 0.02
         #: a gap waits this long before the first NACK: a packet the network only reordered
         #: arrives within a millisecond or two, a lost one never does
         self.nack_wait_s = 0.005
@@ -586,8 +589,9 @@ class HopSettings(Settings):
         #: is what a 2 Mbit/s router queue of a quarter second holds
         self.rate_bytes_s = 12500000
         self.burst_bytes = 65536
-        #: largest datagram (as the ring's: fits a 1500-byte Ethernet MTU)
-        self.max_packet_bytes = 1400
+        #: largest datagram: with the network's 28 bytes it fills a 1500-byte Ethernet MTU
+        #: (every byte of header a WAN packet carries is paid for at the link's rate)
+        self.max_packet_bytes = 1472
         #: what the network adds to each datagram on the link (IPv4 20 + UDP 8 bytes): the
         #: bucket counts it too, so that rate_bytes_s is the link's own rate, as a router
         #: (or labnet's WAN emulator) counts it
@@ -6697,7 +6701,7 @@ class HopLink:
         missing = sorted(self.retransmit_list)
         for start in range(0, len(missing), self._nack_entries_max):
             part = missing[start:start + self._nack_entries_max]
-            self._emit(encode_hop_nack(self.me, self.r_link_aru, part, self.seal, self.session), now)
+            self._emit_control(encode_hop_nack(self.me, self.r_link_aru, part, self.seal, self.session), now)
             self.counters["nacks_sent"] += 1
         for seq in missing:
             self.retransmit_list[seq] += 1
@@ -6705,7 +6709,7 @@ class HopLink:
         return False
 
     def _send_ack(self, now: float) -> None:
-        self._emit(encode_hop_ack(self.me, self.r_link_aru, self.s_highest_linkseq, self.seal, self.session), now)
+        self._emit_control(encode_hop_ack(self.me, self.r_link_aru, self.s_highest_linkseq, self.seal, self.session), now)
         self.counters["acks_sent"] += 1
         self.pkt_cnt_linkack = 0
         self._ack_due_s = None
@@ -6762,6 +6766,14 @@ class HopLink:
     def _emit(self, datagram: bytes, now: float) -> None:
         self._out.send.append(datagram)
         self._sent_s = now
+
+    def _emit_control(self, datagram: bytes, now: float) -> None:
+        """An ACK or NACK goes at once, whatever the bucket holds, and is paid from it (the
+        bucket may go below zero): the link carries it too, and data that kept the bucket's
+        rate plus control on top would overrun the link's queue."""
+        self._refill(now)
+        self._tokens_bytes -= len(datagram) + self.settings.datagram_overhead_bytes
+        self._emit(datagram, now)
 
     def _take_output(self) -> HopOutput:
         out, self._out = self._out, HopOutput()
