@@ -1037,6 +1037,16 @@ class _RingReader:
     def counter(self) -> int:
         return _counters(self._fixed(_U64))[0]
 
+    def varint(self) -> int:
+        """read_varint's number (at most MAX_WIRE_COUNTER)."""
+        try:
+            value, self.pos = read_varint(self.data, self.pos)
+        except IndexError:
+            raise RingWireError("truncated packet")
+        if self.pos > self.size:
+            raise RingWireError("truncated packet")
+        return value
+
     def pid(self) -> Pid:
         n = self.u8()
         if n == 0 or n > MAX_NAME_BYTES:
@@ -1528,17 +1538,20 @@ def encode_ring_packet(p: RingPacket, seal: Optional[RingSeal] = None) -> bytes:
 # tag). After the header, the sender pid and the sender's session of the link (u32: a new
 # one each time its end starts afresh, so that a packet of an old end is never read as part of
 # the new stream), then:
-#   DATA  link seq (u64), payload (the rest: packed pieces of messages)
+#   DATA  link seq, its R_link_aru (every DATA carries an ACK's news, so that a link busy
+#         both ways sends no ACK of its own), both varints (read_varint: 2-3 bytes where a
+#         u64 took 8, on every packet of a WAN link), payload (the rest: site records)
 #   ACK   its R_link_aru (u64), its S_highest_linkseq (u64): "I hold all up to link_aru of
 #         yours; I have sent up to highest_linkseq" (the second lets the peer see that the
 #         tail of a burst was lost)
 #   NACK  its R_link_aru (u64), count (u16), that many missing link seqs (u64)
 
 class HopData:
-    __slots__ = ("sender", "seq", "payload", "session")
+    __slots__ = ("sender", "seq", "payload", "session", "link_aru")
 
-    def __init__(self, sender: Pid, seq: int, payload: bytes, session: int = 0) -> None:
+    def __init__(self, sender: Pid, seq: int, payload: bytes, session: int = 0, link_aru: int = 0) -> None:
         self.sender, self.seq, self.payload, self.session = sender, seq, payload, session
+        self.link_aru = link_aru
 
 
 class HopAck:
@@ -1560,10 +1573,10 @@ HopPacket = Union[HopData, HopAck, HopNack]
 
 
 def encode_hop_data(sender: Pid, seq: int, payload: bytes, seal: Optional[RingSeal] = None,
-                    session: int = 0) -> bytes:
+                    session: int = 0, link_aru: int = 0) -> bytes:
     seal = seal or OPEN_SEAL
     return seal.seal(seal.header(PT_HOP_DATA) + _pid_bytes(sender) + _U32.pack(session)
-                     + _U64.pack(seq) + payload)
+                     + encode_varint(seq) + encode_varint(link_aru) + payload)
 
 
 def encode_hop_ack(sender: Pid, link_aru: int, highest_linkseq: int,
@@ -1593,8 +1606,8 @@ def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket
     sender = r.pid()
     session = r.u32()
     if ptype == PT_HOP_DATA:
-        seq = r.counter()
-        packet = HopData(sender, seq, r.take(r.size - r.pos), session)  # type: HopPacket
+        seq, aru = r.varint(), r.varint()
+        packet = HopData(sender, seq, r.take(r.size - r.pos), session, aru)  # type: HopPacket
     elif ptype == PT_HOP_ACK:
         aru, highest = r.counter(), r.counter()
         packet = HopAck(sender, aru, highest, session)
@@ -6518,7 +6531,8 @@ class HopLink:
         self._heard_s = now
         self._sent_s = now
         self._out = HopOutput()
-        overhead = len(encode_hop_data(me, 0, b"", self.seal, session))
+        # (the longest header: a link seq and an aru as long as a varint gets)
+        overhead = len(encode_hop_data(me, MAX_WIRE_COUNTER, b"", self.seal, session, MAX_WIRE_COUNTER))
         self.max_payload_bytes = self.settings.max_packet_bytes - overhead
         nack_overhead = len(encode_hop_nack(me, 0, [], self.seal, session))
         self._nack_entries_max = (self.settings.max_packet_bytes - nack_overhead) // 8
@@ -6607,6 +6621,8 @@ class HopLink:
         seq = p.seq
         if seq > self.r_link_aru + self.settings.window_packets:
             raise RingWireError("HOP data seq %d beyond the window" % seq, "beyond_window")
+        self._check_aru(p.link_aru)
+        self._acknowledged(p.link_aru, now)  # (a resent packet's is old: it changes nothing)
         if seq <= self.r_link_aru or (seq <= self.r_highest_seq and seq not in self.retransmit_list):
             self.counters["duplicates"] += 1
             return
@@ -6675,6 +6691,13 @@ class HopLink:
             self._send_ack(now)
         elif self._ack_due_s is None:
             self._ack_due_s = now + self.settings.ack_delay_s
+
+    def _acked_by_data(self, now: float) -> None:
+        """A new data packet just said what an ACK would (our R_link_aru; its seq is our
+        S_highest_linkseq): the count starts again, and an ACK goes ack_delay_s after the last
+        data packet, should it be lost (the tail of a burst)."""
+        self.pkt_cnt_linkack = 0
+        self._ack_due_s = now + self.settings.ack_delay_s
 
     # ------------------------------------------------------------ timers
     def _check_timers(self, now: float) -> None:
@@ -6755,13 +6778,13 @@ class HopLink:
                 continue
             self.s_highest_linkseq += 1
             datagram = encode_hop_data(self.me, self.s_highest_linkseq, self._queue.popleft(), self.seal,
-                                       self.session)
+                                       self.session, self.r_link_aru)
             self._unacked[self.s_highest_linkseq] = datagram
             if self._timed is None:
                 self._timed = (self.s_highest_linkseq, now)
             self._emit(datagram, now)
             self.counters["data_sent"] += 1
-            self._count_for_ack(now)
+            self._acked_by_data(now)
 
     def _emit(self, datagram: bytes, now: float) -> None:
         self._out.send.append(datagram)

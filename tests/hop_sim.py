@@ -116,7 +116,7 @@ def run_link(seed: int, wire: WireSpec, messages: int = 150, duration_s: float =
         elif kind == "arrive":
             run.last_arrival_s[name] = now
             packet = sr.decode_hop_packet(data)
-            if isinstance(packet, (sr.HopAck, sr.HopNack)):
+            if isinstance(packet, (sr.HopAck, sr.HopNack, sr.HopData)):  # (DATA carries one too)
                 acked_seen[name] = max(acked_seen[name], packet.link_aru)
             perform(name, link.datagram(data, now), now)
         elif now >= link.next_deadline_s():
