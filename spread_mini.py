@@ -563,8 +563,11 @@ class HopSettings(Settings):
         #: it fills, at one small ACK per 32 packets of up to 1400 bytes
         self.max_pkt_btw_ack = 32
         #: ... or this long after the first of them: a trickle is acknowledged too, and the
-        #: tail of a burst lost on the way is noticed by the peer this soon
-        self.ack_delay_s = 0.005
+        #: tail of a burst lost on the way is noticed by the peer this soon. On a WAN of tens
+        #: of ms what the peer needs (its window, its tail) moves at the round trip's pace;
+        #: at 5 ms a site that answers each of our packets with a small FRONTIER had us send
+        #: an ACK for nearly every one of them: 2 % of a 2 Mbit/s link
+        self.ack_delay_s = 0.02
         #: a gap waits this long before the first NACK: a packet the network only reordered
         #: arrives within a millisecond or two, a lost one never does
         self.nack_wait_s = 0.005
@@ -589,8 +592,13 @@ class HopSettings(Settings):
         #: is what a 2 Mbit/s router queue of a quarter second holds
         self.rate_bytes_s = 12500000
         self.burst_bytes = 65536
-        #: largest datagram (as the ring's: fits a 1500-byte Ethernet MTU)
-        self.max_packet_bytes = 1400
+        #: largest datagram: with the network's 28 bytes it fills a 1500-byte Ethernet MTU
+        #: (every byte of header a WAN packet carries is paid for at the link's rate)
+        self.max_packet_bytes = 1472
+        #: what the network adds to each datagram on the link (IPv4 20 + UDP 8 bytes): the
+        #: bucket counts it too, so that rate_bytes_s is the link's own rate, as a router
+        #: (or labnet's WAN emulator) counts it
+        self.datagram_overhead_bytes = 28
         #: payloads waiting for the window or the bucket, at most (submit refuses beyond): a
         #: link to a slow site holds its own queue and never blocks the other links
         self.max_queued_packets = 20000
@@ -1034,6 +1042,16 @@ class _RingReader:
 
     def counter(self) -> int:
         return _counters(self._fixed(_U64))[0]
+
+    def varint(self) -> int:
+        """read_varint's number (at most MAX_WIRE_COUNTER)."""
+        try:
+            value, self.pos = read_varint(self.data, self.pos)
+        except IndexError:
+            raise RingWireError("truncated packet")
+        if self.pos > self.size:
+            raise RingWireError("truncated packet")
+        return value
 
     def pid(self) -> Pid:
         n = self.u8()
@@ -1618,17 +1636,20 @@ def encode_ring_packet(p: RingPacket, seal: Optional[RingSeal] = None) -> bytes:
 # tag). After the header, the sender pid and the sender's session of the link (u32: a new
 # one each time its end starts afresh, so that a packet of an old end is never read as part of
 # the new stream), then:
-#   DATA  link seq (u64), payload (the rest: packed pieces of messages)
+#   DATA  link seq, its R_link_aru (every DATA carries an ACK's news, so that a link busy
+#         both ways sends no ACK of its own), both varints (read_varint: 2-3 bytes where a
+#         u64 took 8, on every packet of a WAN link), payload (the rest: site records)
 #   ACK   its R_link_aru (u64), its S_highest_linkseq (u64): "I hold all up to link_aru of
 #         yours; I have sent up to highest_linkseq" (the second lets the peer see that the
 #         tail of a burst was lost)
 #   NACK  its R_link_aru (u64), count (u16), that many missing link seqs (u64)
 
 class HopData:
-    __slots__ = ("sender", "seq", "payload", "session")
+    __slots__ = ("sender", "seq", "payload", "session", "link_aru")
 
-    def __init__(self, sender: Pid, seq: int, payload: bytes, session: int = 0) -> None:
+    def __init__(self, sender: Pid, seq: int, payload: bytes, session: int = 0, link_aru: int = 0) -> None:
         self.sender, self.seq, self.payload, self.session = sender, seq, payload, session
+        self.link_aru = link_aru
 
 
 class HopAck:
@@ -1650,10 +1671,10 @@ HopPacket = Union[HopData, HopAck, HopNack]
 
 
 def encode_hop_data(sender: Pid, seq: int, payload: bytes, seal: Optional[RingSeal] = None,
-                    session: int = 0) -> bytes:
+                    session: int = 0, link_aru: int = 0) -> bytes:
     seal = seal or OPEN_SEAL
     return seal.seal(seal.header(PT_HOP_DATA) + _pid_bytes(sender) + _U32.pack(session)
-                     + _U64.pack(seq) + payload)
+                     + encode_varint(seq) + encode_varint(link_aru) + payload)
 
 
 def encode_hop_ack(sender: Pid, link_aru: int, highest_linkseq: int,
@@ -1683,8 +1704,8 @@ def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket
     sender = r.pid()
     session = r.u32()
     if ptype == PT_HOP_DATA:
-        seq = r.counter()
-        packet = HopData(sender, seq, r.take(r.size - r.pos), session)  # type: HopPacket
+        seq, aru = r.varint(), r.varint()
+        packet = HopData(sender, seq, r.take(r.size - r.pos), session, aru)  # type: HopPacket
     elif ptype == PT_HOP_ACK:
         aru, highest = r.counter(), r.counter()
         packet = HopAck(sender, aru, highest, session)
@@ -1705,22 +1726,24 @@ def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket
 # A site's representative sends its site's messages and control to the other sites as site
 # records, and brings theirs into its ring (one message of kind SITES holds several). On a HOP
 # link the records of one direction are a byte stream cut into DATA payloads; the receiver
-# reads them back in link seq order (SiteRecordReader). Each record: length (u32), kind (u8),
-# site (u16), lts (u64), then
-#   MSG       site_seq (u64), service (u32), origin daemon name (u8 length + UTF-8), the
-#             message as the ring carries it (encode_message_body)
+# reads them back in link seq order (SiteRecordReader). The records are lean, since a WAN link
+# of 2 Mbit/s is the scarce thing: every number is a varint (7 bits a byte, low first, the
+# shortest form only). Each record: length (varint, at most 3 bytes), kind (u8), site, lts, then
+#   MSG       site_seq, service, origin daemon name (u8 length + UTF-8), the message: a
+#             client-format body (RING_WIRE_DATA) crosses as RING_WIRE_LEAN (lean_message_body:
+#             names without their padding), anything else as the ring carries it
 #   FRONTIER  nothing: the site sends nothing more with an lts <= this (7.3.3's "update")
-#   ARU       view seq (u64): every daemon of the site holds every message, of any site, up
+#   ARU       view seq: every daemon of the site holds every message, of any site, up
 #             to lts, of the streams of that view (after a merge, an older view's ARU says
 #             nothing of the sites that joined)
-#   SUSPECT   view seq (u64), then a view body: the representative found sites gone (inside
+#   SUSPECT   view seq, then a view body: the representative found sites gone (inside
 #             its own site only: its ring orders the suspicion for every daemon there)
-#   PROPOSE   view seq (u64), then a view body: the site's proposal for the next view of
+#   PROPOSE   view seq, then a view body: the site's proposal for the next view of
 #             several sites; lts is the site's own frontier when it proposed (SiteGateway)
-#   JOIN      view seq (u64), then a view body whose "lost" list is the merged view's sites:
+#   JOIN      view seq, then a view body whose "lost" list is the merged view's sites:
 #             the representative heard a HELLO from a site outside its view (inside its own
 #             site only, like SUSPECT); no sites: give up that merge
-#   MERGE     view seq (u64), then a view body as JOIN's: the site's proposal to merge two
+#   MERGE     view seq, then a view body as JOIN's: the site's proposal to merge two
 #             views after a partition healed; lts is the site's frontier when it proposed
 # A view body: count (u16) and that many lost site ids (u16); count (u16) and that many
 # (site u16, the highest site_seq of it held u64, its last ARU known u64, its frontier u64).
@@ -1730,10 +1753,110 @@ SITE_RECORD_KINDS = {SITE_MSG: "MSG", SITE_FRONTIER: "FRONTIER", SITE_ARU: "ARU"
                      SITE_MERGE: "MERGE"}
 #: the records that carry a view seq and a view body
 SITE_VIEW_KINDS = (SITE_SUSPECT, SITE_PROPOSE, SITE_JOIN, SITE_MERGE)
-_SITE_HEAD = struct.Struct(">BHQ")
-_SITE_MSG_HEAD = struct.Struct(">QI")
 #: the longest record: the longest message, its header and the origin's name
-MAX_SITE_RECORD_BYTES = MAX_MESSAGE_BODY_BYTES + _SITE_HEAD.size + _SITE_MSG_HEAD.size + 1 + MAX_NAME_BYTES
+MAX_SITE_RECORD_BYTES = MAX_MESSAGE_BODY_BYTES + 1 + 3 * 10 + 1 + MAX_NAME_BYTES
+#: a record's length prefix: 3 varint bytes hold up to 2 MB, above MAX_SITE_RECORD_BYTES
+SITE_LENGTH_VARINT_MAX = 3
+#: first byte of a lean message body: type (4 raw bytes), hint (4 raw bytes), sender (u8
+#: length + bytes), count of groups (u8), each group (u8 length + bytes), the data. It stands
+#: for the RING_WIRE_DATA body with the same header words and the names NUL-padded to 32 bytes
+RING_WIRE_LEAN = 0x81
+
+
+def encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def read_varint(data, pos: int, limit: int = 8) -> Tuple[int, int]:
+    """(value, position after it) from data[pos:], at most `limit` bytes long; a varint cut
+    short is IndexError (the caller may wait for more), one too long, above MAX_WIRE_COUNTER
+    or not in its shortest form a RingWireError."""
+    value = shift = 0
+    for i in range(limit):
+        byte = data[pos + i]
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            if byte == 0 and i:
+                raise RingWireError("a varint not in its shortest form")
+            if value > MAX_WIRE_COUNTER:
+                raise RingWireError("a varint beyond %d" % MAX_WIRE_COUNTER)
+            return value, pos + i + 1
+        shift += 7
+    raise RingWireError("a varint longer than %d bytes" % limit)
+
+
+def _byte_order_of(type_raw: bytes) -> str:
+    """The struct byte order of a client header whose type field is these 4 bytes: its
+    writer's (little-endian writers set ENDIAN_TYPE in it, big-endian ones clear it)."""
+    return "<" if (_LE_U32.unpack(type_raw)[0] & ENDIAN_TYPE) == ENDIAN_TYPE else ">"
+
+
+_LE_U32 = struct.Struct("<I")
+_LEAN_NAMES_CACHE: Dict[bytes, bytes] = {}
+
+
+def lean_message_body(body: bytes) -> bytes:
+    """A RING_WIRE_DATA body as RING_WIRE_LEAN (81 bytes less for one group), or the body as it
+    is when full_message_body would not give these very bytes back (garbage after a name's NUL,
+    a header that does not add up, another kind of body)."""
+    if len(body) < 1 + HEADER_LEN or body[0] != RING_WIRE_DATA:
+        return body
+    order = _byte_order_of(body[1:5])
+    num_groups, = struct.unpack_from(order + "i", body, 37)
+    data_len, = struct.unpack_from(order + "i", body, 45)
+    groups_end = 1 + HEADER_LEN + MAX_GROUP_NAME * num_groups
+    if not 0 <= num_groups <= MAX_GROUPS or groups_end + data_len != len(body):
+        return body
+    names = bytes(body[5:37]) + bytes(body[1 + HEADER_LEN:groups_end])
+    head = _LEAN_NAMES_CACHE.get(names)
+    if head is None:
+        parts = []
+        for i in range(0, len(names), MAX_GROUP_NAME):
+            field = names[i:i + MAX_GROUP_NAME]
+            name = field.split(b"\0", 1)[0]
+            if name.ljust(MAX_GROUP_NAME, b"\0") != field:
+                return body  # no NUL at all, or bytes after it: only the padded form says that
+            parts.append(_U8.pack(len(name)) + name)
+        head = parts[0] + _U8.pack(num_groups) + b"".join(parts[1:])
+        if len(_LEAN_NAMES_CACHE) >= _NAME_CACHE_MAX:
+            _LEAN_NAMES_CACHE.clear()
+        _LEAN_NAMES_CACHE[names] = head
+    return b"".join((b"\x81", body[1:5], body[41:45], head, body[groups_end:]))
+
+
+def full_message_body(lean: bytes) -> bytes:
+    """RING_WIRE_LEAN -> the RING_WIRE_DATA body it stands for; a RingWireError if it is not
+    one (a name longer than 31 bytes or holding a NUL, too many groups, cut short)."""
+    r = _RingReader(lean)
+    if r.u8() != RING_WIRE_LEAN:
+        raise RingWireError("not a lean message body")
+    type_raw, hint_raw = r.take(4), r.take(4)
+    names = []
+    count = 1
+    i = 0
+    while i < count:
+        name = r.take(r.u8())
+        if len(name) >= MAX_GROUP_NAME or b"\0" in name:
+            raise RingWireError("a lean message with a name of %d bytes or a NUL in it" % len(name))
+        names.append(name.ljust(MAX_GROUP_NAME, b"\0"))
+        if i == 0:
+            count = 1 + r.u8()
+            if count - 1 > MAX_GROUPS:
+                raise RingWireError("a lean message to %d groups" % (count - 1))
+        i += 1
+    data = r.take(r.size - r.pos)
+    order = _byte_order_of(type_raw)
+    return b"".join((b"\x80", type_raw, names[0], struct.pack(order + "i", count - 1), hint_raw,
+                     struct.pack(order + "i", len(data)), b"".join(names[1:]), data))
+
+
+def _site_record_head(r: "SiteRecord") -> bytes:
+    return bytes([r.kind]) + encode_varint(r.site) + encode_varint(r.lts)
 
 
 @dataclass(frozen=True)
@@ -1749,15 +1872,16 @@ class SiteRecord:
 
 
 def encode_site_record(r: SiteRecord) -> bytes:
-    parts = [_SITE_HEAD.pack(r.kind, r.site, r.lts)]
+    parts = [_site_record_head(r)]
     if r.kind == SITE_MSG:
-        parts += [_SITE_MSG_HEAD.pack(r.site_seq, r.service), _ring_name_bytes(r.origin), r.body]
+        parts += [encode_varint(r.site_seq), encode_varint(r.service & 0xFFFFFFFF),
+                  _ring_name_bytes(r.origin), lean_message_body(r.body)]
     elif r.kind in SITE_VIEW_KINDS:
-        parts += [_U64.pack(r.site_seq), r.body]
+        parts += [encode_varint(r.site_seq), r.body]
     elif r.kind == SITE_ARU:
-        parts.append(_U64.pack(r.site_seq))
+        parts.append(encode_varint(r.site_seq))
     raw = b"".join(parts)
-    return _U32.pack(len(raw)) + raw
+    return encode_varint(len(raw)) + raw
 
 
 def encode_site_records(records: Iterable[SiteRecord]) -> bytes:
@@ -1765,31 +1889,41 @@ def encode_site_records(records: Iterable[SiteRecord]) -> bytes:
 
 
 def _decode_site_record(raw: bytes) -> SiteRecord:
+    try:
+        kind = raw[0]
+        site, pos = read_varint(raw, 1)
+        lts, pos = read_varint(raw, pos)
+        if kind not in SITE_RECORD_KINDS or site > MAX_SITES:
+            raise RingWireError("bad site record (kind %d, site %d)" % (kind, site))
+        if kind == SITE_FRONTIER:
+            if pos != len(raw):
+                raise RingWireError("%d unexpected bytes after a FRONTIER record" % (len(raw) - pos))
+            return SiteRecord(kind, site, lts)
+        seq, pos = read_varint(raw, pos)
+        if kind in SITE_VIEW_KINDS:
+            body = raw[pos:]
+            decode_site_view_body(body)  # refused here if it does not decode
+            return SiteRecord(kind, site, lts, seq, body=body)
+        if kind == SITE_ARU:
+            if pos != len(raw):
+                raise RingWireError("%d unexpected bytes after an ARU record" % (len(raw) - pos))
+            return SiteRecord(kind, site, lts, seq)
+        service, pos = read_varint(raw, pos, 5)
+    except IndexError:
+        raise RingWireError("a site record cut short")
     r = _RingReader(raw)
-    kind, site, lts = r._fixed(_SITE_HEAD)
-    if kind not in SITE_RECORD_KINDS or site > MAX_SITES or lts > MAX_WIRE_COUNTER:
-        raise RingWireError("bad site record (kind %d, site %d)" % (kind, site))
-    if kind in SITE_VIEW_KINDS:
-        view_seq = r.counter()
-        body = r.take(r.size - r.pos)
-        decode_site_view_body(body)  # refused here if it does not decode
-        return SiteRecord(kind, site, lts, view_seq, body=body)
-    if kind == SITE_ARU:
-        view_seq = r.counter()
-        r.end()
-        return SiteRecord(kind, site, lts, view_seq)
-    if kind != SITE_MSG:
-        r.end()
-        return SiteRecord(kind, site, lts)
-    site_seq, service = r._fixed(_SITE_MSG_HEAD)
+    r.pos = pos
     name = r.take(r.u8())
-    if not name or site_seq == 0 or site_seq > MAX_WIRE_COUNTER:
+    if not name or seq == 0 or service > 0xFFFFFFFF:
         raise RingWireError("bad site message record")
     try:
         origin = name.decode("utf-8")
     except UnicodeDecodeError:
         raise RingWireError("site record: origin name is not UTF-8")
-    return SiteRecord(kind, site, lts, site_seq, service, origin, r.take(r.size - r.pos))
+    body = r.take(r.size - r.pos)
+    if body[:1] == b"\x81":
+        body = full_message_body(body)
+    return SiteRecord(kind, site, lts, seq, service, origin, body)
 
 
 def encode_site_view_body(lost: Iterable[int], entries: Dict[int, Tuple[int, int, int]]) -> bytes:
@@ -1832,14 +1966,18 @@ class SiteRecordReader:
         out = []
         pos = 0
         buf = self._buf
-        while len(buf) - pos >= 4:
-            size = _U32.unpack_from(buf, pos)[0]
-            if size > MAX_SITE_RECORD_BYTES or size < _SITE_HEAD.size:
+        end = len(buf)
+        while pos < end:
+            try:
+                size, start = read_varint(buf, pos, SITE_LENGTH_VARINT_MAX)
+            except IndexError:
+                break  # the length itself is cut: wait for the rest
+            if size > MAX_SITE_RECORD_BYTES or size < 3:
                 raise RingWireError("a site record of %d bytes" % size)
-            if len(buf) - pos - 4 < size:
+            if end - start < size:
                 break
-            out.append(_decode_site_record(bytes(buf[pos + 4:pos + 4 + size])))
-            pos += 4 + size
+            out.append(_decode_site_record(bytes(buf[start:start + size])))
+            pos = start + size
         del buf[:pos]
         return out
 
@@ -6537,11 +6675,13 @@ class HopLink:
         self._heard_s = now
         self._sent_s = now
         self._out = HopOutput()
-        overhead = len(encode_hop_data(me, 0, b"", self.seal, session))
+        # (the longest header: a link seq and an aru as long as a varint gets)
+        overhead = len(encode_hop_data(me, MAX_WIRE_COUNTER, b"", self.seal, session, MAX_WIRE_COUNTER))
         self.max_payload_bytes = self.settings.max_packet_bytes - overhead
         nack_overhead = len(encode_hop_nack(me, 0, [], self.seal, session))
         self._nack_entries_max = (self.settings.max_packet_bytes - nack_overhead) // 8
-        if self.max_payload_bytes < 1 or self.settings.burst_bytes < self.settings.max_packet_bytes:
+        if self.max_payload_bytes < 1 or self.settings.burst_bytes < (self.settings.max_packet_bytes
+                                                                     + self.settings.datagram_overhead_bytes):
             raise RingUsageError("HopSettings: max_packet_bytes leaves no room for data, or "
                                  "burst_bytes is below one packet")
 
@@ -6625,6 +6765,8 @@ class HopLink:
         seq = p.seq
         if seq > self.r_link_aru + self.settings.window_packets:
             raise RingWireError("HOP data seq %d beyond the window" % seq, "beyond_window")
+        self._check_aru(p.link_aru)
+        self._acknowledged(p.link_aru, now)  # (a resent packet's is old: it changes nothing)
         if seq <= self.r_link_aru or (seq <= self.r_highest_seq and seq not in self.retransmit_list):
             self.counters["duplicates"] += 1
             return
@@ -6694,6 +6836,13 @@ class HopLink:
         elif self._ack_due_s is None:
             self._ack_due_s = now + self.settings.ack_delay_s
 
+    def _acked_by_data(self, now: float) -> None:
+        """A new data packet just said what an ACK would (our R_link_aru; its seq is our
+        S_highest_linkseq): the count starts again, and an ACK goes ack_delay_s after the last
+        data packet, should it be lost (the tail of a burst)."""
+        self.pkt_cnt_linkack = 0
+        self._ack_due_s = now + self.settings.ack_delay_s
+
     # ------------------------------------------------------------ timers
     def _check_timers(self, now: float) -> None:
         s = self.settings
@@ -6719,7 +6868,7 @@ class HopLink:
         missing = sorted(self.retransmit_list)
         for start in range(0, len(missing), self._nack_entries_max):
             part = missing[start:start + self._nack_entries_max]
-            self._emit(encode_hop_nack(self.me, self.r_link_aru, part, self.seal, self.session), now)
+            self._emit_control(encode_hop_nack(self.me, self.r_link_aru, part, self.seal, self.session), now)
             self.counters["nacks_sent"] += 1
         for seq in missing:
             self.retransmit_list[seq] += 1
@@ -6727,7 +6876,7 @@ class HopLink:
         return False
 
     def _send_ack(self, now: float) -> None:
-        self._emit(encode_hop_ack(self.me, self.r_link_aru, self.s_highest_linkseq, self.seal, self.session), now)
+        self._emit_control(encode_hop_ack(self.me, self.r_link_aru, self.s_highest_linkseq, self.seal, self.session), now)
         self.counters["acks_sent"] += 1
         self.pkt_cnt_linkack = 0
         self._ack_due_s = None
@@ -6745,13 +6894,14 @@ class HopLink:
             self._tokens_at_s = now
 
     def _next_data_bytes(self) -> int:
-        """The size of the next data datagram that waits (0: none may go now)."""
+        """What the next data datagram that waits costs the bucket: its size and the
+        network's headers (0: none may go now)."""
         while self._resend and self._resend[0] not in self._unacked:
             self._resend.popleft()  # acknowledged since it was asked for
         if self._resend:
-            return len(self._unacked[self._resend[0]])
+            return len(self._unacked[self._resend[0]]) + self.settings.datagram_overhead_bytes
         if self._queue and self.outstanding_packets() < self.s_cur_window:
-            return self.max_packet_bytes_for(self._queue[0])
+            return self.max_packet_bytes_for(self._queue[0]) + self.settings.datagram_overhead_bytes
         return 0
 
     def max_packet_bytes_for(self, payload: bytes) -> int:
@@ -6772,17 +6922,25 @@ class HopLink:
                 continue
             self.s_highest_linkseq += 1
             datagram = encode_hop_data(self.me, self.s_highest_linkseq, self._queue.popleft(), self.seal,
-                                       self.session)
+                                       self.session, self.r_link_aru)
             self._unacked[self.s_highest_linkseq] = datagram
             if self._timed is None:
                 self._timed = (self.s_highest_linkseq, now)
             self._emit(datagram, now)
             self.counters["data_sent"] += 1
-            self._count_for_ack(now)
+            self._acked_by_data(now)
 
     def _emit(self, datagram: bytes, now: float) -> None:
         self._out.send.append(datagram)
         self._sent_s = now
+
+    def _emit_control(self, datagram: bytes, now: float) -> None:
+        """An ACK or NACK goes at once, whatever the bucket holds, and is paid from it (the
+        bucket may go below zero): the link carries it too, and data that kept the bucket's
+        rate plus control on top would overrun the link's queue."""
+        self._refill(now)
+        self._tokens_bytes -= len(datagram) + self.settings.datagram_overhead_bytes
+        self._emit(datagram, now)
 
     def _take_output(self) -> HopOutput:
         out, self._out = self._out, HopOutput()
@@ -7175,6 +7333,12 @@ class SiteGateway:
         if self.closing is None and self.merging is None and self.merge_offers:
             self._take_offer(passed)  # a merge proposed while we were busy
         self.gate.append((msg.lts, lts, passed, min(s.frontier_lts for s in self.streams.values())))
+        ring = self.orderer.ring
+        if ring is not None and msg.lts > ring.safe_seen_lts:
+            # the gate waits for the ring to make it safe, as a SAFE message does: the ring
+            # must not hold its token idle (token_hold_s) meanwhile, or every message would
+            # cross to the other sites token_hold_s later
+            ring.safe_seen_lts = msg.lts
 
     def _apply(self, r: SiteRecord) -> bool:
         """A record into the merge. False (and counted) for one already there or that cannot

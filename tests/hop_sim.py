@@ -78,7 +78,8 @@ def run_link(seed: int, wire: WireSpec, messages: int = 150, duration_s: float =
                 run.violations.append("%.4f %s sent seq %d beyond the window (acked %d)"
                                       % (now, name, packet.seq, acked_seen[name]))
             tokens, at = bucket[name]
-            tokens = min(settings.burst_bytes, tokens + (now - at) * settings.rate_bytes_s) - len(datagram)
+            tokens = (min(settings.burst_bytes, tokens + (now - at) * settings.rate_bytes_s) - len(datagram)
+                      - settings.datagram_overhead_bytes)  # the network's headers count too
             if tokens < -1e-6:
                 run.violations.append("%.4f %s sent beyond its token bucket (%.0f bytes)" % (now, name, tokens))
             bucket[name] = [tokens, now]
@@ -115,7 +116,7 @@ def run_link(seed: int, wire: WireSpec, messages: int = 150, duration_s: float =
         elif kind == "arrive":
             run.last_arrival_s[name] = now
             packet = sr.decode_hop_packet(data)
-            if isinstance(packet, (sr.HopAck, sr.HopNack)):
+            if isinstance(packet, (sr.HopAck, sr.HopNack, sr.HopData)):  # (DATA carries one too)
                 acked_seen[name] = max(acked_seen[name], packet.link_aru)
             perform(name, link.datagram(data, now), now)
         elif now >= link.next_deadline_s():

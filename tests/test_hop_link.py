@@ -95,6 +95,26 @@ def test_a_link_ack_goes_every_max_pkt_btw_ack_packets_or_after_ack_delay():
     assert a.s_other_end_aru == 5 and a.idle()
 
 
+def test_data_both_ways_carries_the_acks_and_no_ack_packet_goes():
+    """Each DATA holds its sender's R_link_aru: while both ends send, neither sends an ACK of
+    its own (on a WAN it would cost the link's bytes), and each end's window moves on."""
+    a, b = pair(max_pkt_btw_ack=4, keepalive_s=10)
+    now, sent = 0.0, {"a": [], "b": []}
+    for i in range(40):
+        now = round(now + 0.002, 3)
+        for name, me, peer in (("a", a, b), ("b", b, a)):
+            out = me.submit(b"%s%d" % (name.encode(), i), now)
+            sent[name] += out.send
+            for d in out.send:
+                sent[name] += peer.datagram(d, now).send
+        for me in (a, b):
+            assert me.tick(now).send == []
+    assert set(kinds(sent["a"] + sent["b"])) == {"HopData"}
+    assert a.s_other_end_aru >= 39 and b.s_other_end_aru >= 39
+    later = now + a.settings.ack_delay_s
+    assert kinds(a.tick(later).send) == ["HopAck"], "after the last DATA, an ACK for its tail"
+
+
 def test_an_ack_naming_our_peers_highest_seq_reveals_a_lost_tail():
     a, b = pair(keepalive_s=10)
     data = sent_data(a, [b"1", b"2", b"3"])
@@ -165,6 +185,13 @@ def test_dead_peer_after_silence_and_a_keepalive_keeps_a_quiet_link_alive():
     (sr.encode_hop_data(B, 10 ** 6, b"x"), "beyond_window"),
     (sr.encode_hop_data(B, 1, b"x", session=5), "old_session"),  # another end of b's link
     (sr.encode_hop_ack(B, 99, 0), "never_sent"),
+    (sr.encode_hop_data(B, 1, b"x", link_aru=99), "never_sent"),  # its ACK's news is forged
+    (sr.OPEN_SEAL.seal(sr.OPEN_SEAL.header(sr.PT_HOP_DATA) + sr._pid_bytes(B) + sr._U32.pack(0)
+                       + b"\x81\x00\x00x"), "garbage"),  # a seq not in its shortest form
+    (sr.OPEN_SEAL.seal(sr.OPEN_SEAL.header(sr.PT_HOP_DATA) + sr._pid_bytes(B) + sr._U32.pack(0)
+                       + b"\xff" * 9), "garbage"),  # a varint that never ends
+    (sr.OPEN_SEAL.seal(sr.OPEN_SEAL.header(sr.PT_HOP_DATA) + sr._pid_bytes(B) + sr._U32.pack(0)
+                       + b"\x01"), "garbage"),  # the aru cut off
     (sr.encode_hop_nack(B, 0, [77]), "never_sent"),
     (sr.RingSeal(b"k" * 16).seal(sr.RingSeal(b"k" * 16).header(sr.PT_HOP_DATA) + b"x"), "unexpected_tag"),
 ])

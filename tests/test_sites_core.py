@@ -3,7 +3,9 @@ on the wire (and what a forger's bytes do: nothing but a counter), and one SiteG
 by hand with what its ring would deliver, to see the frontier rule, the merge and the gate."""
 from __future__ import annotations
 
+import collections
 import random
+import struct
 
 import pytest
 
@@ -60,14 +62,111 @@ def test_records_cross_in_any_cut_of_the_byte_stream():
 
 
 @pytest.mark.parametrize("raw, why", [
-    (b"\xff\xff\xff\xff", "a length beyond any record"),
-    (b"\x00\x00\x00\x02\x01\x00", "shorter than its header"),
-    (sr._U32.pack(11) + bytes([9]) + b"\x00\x01" + b"\x00" * 8, "an unknown kind"),
-    (sr._U32.pack(11) + bytes([sr.SITE_FRONTIER]) + b"\x01\x01" + b"\x00" * 8, "a site beyond MAX_SITES"),
+    (b"\xff\xff\xff\xff", "a length prefix of more than 3 bytes"),
+    (sr.encode_varint(sr.MAX_SITE_RECORD_BYTES + 1), "a length beyond any record"),
+    (b"\x02\x02\x00", "shorter than its header"),
+    (b"\x03\x09\x00\x01", "an unknown kind"),
+    (b"\x04" + bytes([sr.SITE_FRONTIER]) + sr.encode_varint(sr.MAX_SITES + 1) + b"\x01", "a site beyond MAX_SITES"),
+    (b"\x04" + bytes([sr.SITE_FRONTIER]) + b"\x80\x00\x01", "a varint not in its shortest form"),
+    (b"\x0b" + bytes([sr.SITE_FRONTIER]) + b"\x00" + b"\xff" * 8 + b"\x01", "an lts beyond MAX_WIRE_COUNTER"),
+    (b"\x04" + bytes([sr.SITE_FRONTIER]) + b"\x00\x01\x00", "a byte after a FRONTIER"),
+    (b"\x04" + bytes([sr.SITE_MSG]) + b"\x00\x01\x01", "a MSG record cut short"),
 ])
 def test_a_stream_that_cannot_be_records_is_refused(raw, why):
     with pytest.raises(sr.RingWireError):
         sr.SiteRecordReader().feed(raw)
+
+
+def _client_body(rng, order="="):
+    """A client-format body (RING_WIRE_DATA) as a client of either byte order writes it."""
+    groups = [rng.choice(["g", "gp", "a" * 31, "#x#y"]) for _ in range(rng.choice([0, 1, 1, 2, 5]))]
+    data = bytes(rng.randrange(256) for _ in range(rng.choice([0, 1, 100, 1000])))
+    service = rng.choice([sr.AGREED_MESS, sr.SAFE_MESS, sr.FIFO_MESS | sr.SELF_DISCARD])
+    marker = sr.ENDIAN_TYPE if order == "<" else 0
+    head = struct.pack(order + "I32siIi", service | marker, sr.pad_name("#s#" + "d" * rng.randrange(1, 20)),
+                       len(groups), rng.getrandbits(32), len(data))
+    return b"\x80" + head + b"".join(sr.pad_name(g) for g in groups) + data
+
+
+def _random_record(rng):
+    kind = rng.choice(list(sr.SITE_RECORD_KINDS))
+    site, lts = rng.randrange(sr.MAX_SITES + 1), rng.choice([1, 127, 128, 2 ** 21, sr.MAX_WIRE_COUNTER])
+    seq = rng.choice([1, 300, sr.MAX_WIRE_COUNTER])
+    if kind == sr.SITE_FRONTIER:
+        return sr.SiteRecord(kind, site, lts)
+    if kind == sr.SITE_ARU:
+        return sr.SiteRecord(kind, site, lts, seq)
+    if kind in sr.SITE_VIEW_KINDS:
+        return sr.SiteRecord(kind, site, lts, seq, body=sr.encode_site_view_body({1, 3}, {0: (4, 5, 6)}))
+    body = rng.choice([_client_body(rng, "<"), _client_body(rng, ">"),
+                       sr.encode_message_body(sr.DaemonMessage(sr.JOIN, "a1", "#c#a1", 0, ["g"]))])
+    return sr.SiteRecord(kind, site, lts, seq, rng.choice([sr.AGREED_MESS, 0xFFFFFFFF]), "a1", body)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_records_round_trip_byte_for_byte(seed):
+    """Whatever a record holds (client bodies of both byte orders, other bodies, the largest
+    numbers), the far end reads back the very record, and its body the very bytes."""
+    rng = random.Random(seed)
+    records = [_random_record(rng) for _ in range(30)]
+    raw = sr.encode_site_records(records)
+    assert sr.decode_site_records(raw) == records
+    for r in records:
+        if r.kind == sr.SITE_MSG and r.body[0] == sr.RING_WIRE_DATA:
+            lean = sr.lean_message_body(r.body)
+            assert lean[0] == sr.RING_WIRE_LEAN and sr.full_message_body(lean) == r.body
+            assert len(lean) < len(r.body), "the padding stays home"
+
+
+def test_a_client_body_that_only_the_padded_form_can_say_crosses_as_it_is():
+    """Bytes after a name's NUL (a client may send them), or a header whose counts do not add
+    up: the body crosses unchanged, still byte for byte."""
+    body = bytearray(_client_body(random.Random(1)))
+    body[1 + 4 + 20] = ord("z")  # after the sender's NUL
+    odd = [bytes(body), b"\x80" + b"\x01" * 60, b"\x80short"]
+    for b in odd:
+        assert sr.lean_message_body(b) == b
+        r = sr.SiteRecord(sr.SITE_MSG, 1, 5, 1, sr.AGREED_MESS, "b1", b)
+        assert sr.decode_site_records(sr.encode_site_record(r)) == [r]
+
+
+@pytest.mark.parametrize("lean, why", [
+    (b"\x81" + b"\x00" * 8 + b"\x20" + b"a" * 32 + b"\x00", "a sender of 32 bytes"),
+    (b"\x81" + b"\x00" * 8 + b"\x02a\x00\x00", "a NUL in a name"),
+    (b"\x81" + b"\x00" * 8 + b"\x01a\x65" + b"\x01g" * 101, "101 groups"),
+    (b"\x81" + b"\x00" * 8 + b"\x01a\x02\x01g", "a group missing"),
+    (b"\x81" + b"\x00" * 5, "a header cut short"),
+])
+def test_a_forged_lean_message_is_refused(lean, why):
+    raw = b"".join([bytes([sr.SITE_MSG]), b"\x01\x05\x01\x04", sr._ring_name_bytes("b1"), lean])
+    with pytest.raises(sr.RingWireError):
+        sr.decode_site_records(sr.encode_varint(len(raw)) + raw)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_garbage_in_any_field_is_a_wire_error_or_records_never_a_crash(seed):
+    """Every byte of a lean stream flipped, cut or inserted at random: the reader refuses it
+    (RingWireError) or reads records, nothing else."""
+    rng = random.Random(1000 + seed)
+    raw = sr.encode_site_records([_random_record(rng) for _ in range(5)])
+    outcomes = collections.Counter()
+    for _ in range(300):
+        bad = bytearray(raw)
+        for _ in range(rng.randrange(1, 4)):
+            at = rng.randrange(len(bad))
+            choice = rng.random()
+            if choice < 0.6:
+                bad[at] = rng.randrange(256)
+            elif choice < 0.8:
+                del bad[at]
+            else:
+                bad.insert(at, rng.randrange(256))
+        try:
+            sr.decode_site_records(bytes(bad))
+            outcomes["read"] += 1
+        except sr.RingWireError:
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 0 and sum(outcomes.values()) == 300
 
 
 def test_a_sites_message_cut_short_is_refused():

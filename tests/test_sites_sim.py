@@ -350,7 +350,7 @@ def test_planted_merge_without_its_limit_is_a_one_view_violation():
         gateway.join_after_lts, gateway.join_floor = _NoFloor(), _NoFloor()
         open_stream = gateway.merge.open_stream
         gateway.merge.open_stream = lambda site, lts: open_stream(site, 0)
-    res = _run_planted(161, on_start=no_floor)  # two sites; a - b cut, healed
+    res = _run_planted(363, on_start=no_floor)  # two sites; a - b cut, healed
     assert sites_sim.ONE_VIEW in res.kinds(), res.summary()
 
 
