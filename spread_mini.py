@@ -7909,6 +7909,8 @@ class SiteGateway:
                     raise ValueError("stream %d holds a record of kind %d" % (site, r.kind))
                 self.merge.link_chunk(stream, (r.origin, 0),
                                       RingChunk(r.site_seq, r.lts, r.site_seq, 0, 1, r.service, r.body))
+                if self.trace_held is not None:
+                    self.trace_held.append((r.site, r.site_seq))
             stream.delivered_lts, stream.frontier_lts = _counter(entry[0]), _counter(entry[1])
             stream.stable_aru = _counter(entry[2])
         self.applied_seq = _per_site(state["applied_seq"], n, all_sites=True)
