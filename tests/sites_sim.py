@@ -629,6 +629,9 @@ class SitesSim:
                       if n.views and n.views[-1][4] > healed_at and len(n.views[-1][2]) == len(self.case.sites)]
             if merged and len(merged) == len(self.live()):
                 self.stats["view_after_heal_s"] = max(merged) - healed_at
+        synced = [n.synced_at - n.started_at for n in self.nodes.values() if n.restarted and n.synced_at]
+        if synced:  # how long a restarted daemon took to be up to date (from its start)
+            self.stats["sync_after_restart_s"] = max(synced)
         if self.latency:
             lat = sorted(self.latency)
             self.stats["latency_median_s"] = lat[len(lat) // 2]
