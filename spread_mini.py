@@ -24,7 +24,10 @@ from another daemon meets, in order (thesis 7.3.1 names the levels):
   SitesOrderer          several sites (LinkProtocol = Hop): the Orderer that holds the site's
                         RingOrderer and the SiteGateway above it; a HOP datagram's source
                         address names its daemon (or it is a stranger); a daemon that joins
-                        its site after the traffic began is told so (LATE) and stops
+                        its site's ring late (or restarted) is brought up to date through the
+                        ring: each daemon's STATUS, a SyncRound, the sender's state in parts
+                        (SiteGateway.export_state / import_state, and SiteSync events for the
+                        group core), what it held meanwhile replayed
   RingSeal, decode_ring_packet   wire: header, configuration stamp, CRC or the key's tag ->
                         RingData / RingToken / RingJoin / RingCommit / RingMerge /
                         RingUnreliable / RingLeave (with RingChunk, RingCommitEntry); a bad
@@ -65,7 +68,7 @@ from another daemon meets, in order (thesis 7.3.1 names the levels):
                         StateExchange after every ring change); SitesGroupCore across
                         sites instead (the merge's one order; ROSTER and SiteViewChange
                         are its network changes; a StateExchange of the sites' STATE after
-                        two views merge)
+                        two views merge; site_sync gives or takes a late daemon's table)
   ClientSession.out     an Outbox per client; Daemon returns Write actions
   DaemonServer          send() to the client's socket
 
@@ -6858,10 +6861,11 @@ class SiteGateway:
     A site that goes away (killed, or cut off) is left out by a view change that every
     survivor agrees on (SUSPECT, PROPOSE, the decision, TRANSITIONAL, REGULAR: see "the view
     of several sites" below, and lab_guide.md); when the partition heals, the two views merge
-    (see "merging views" below). Not yet: a site split into two rings after the start, a
-    restarted daemon's state, routing around a dead link to a site that is still reachable
-    through another (today that site is left out), a failure after a view change is decided
-    and before it is installed, pruning by group interest, UNRELIABLE across sites (delivered
+    (see "merging views" below). A daemon that joins its site's ring late gets this state
+    through the ring (export_state, import_state: SitesOrderer). Not yet: a site split into
+    two rings after the start (both with traffic), a whole site restarted, routing around a
+    dead link to a site that is still reachable through another (today that site is left
+    out), a failure after a view change is decided and before it is installed, pruning by group interest, UNRELIABLE across sites (delivered
     in its own site only) and non-blocking forwarding."""
 
     def __init__(self, name: str, sites: Sequence[Sequence[str]], costs: Sequence[Sequence[int]],
