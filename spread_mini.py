@@ -8044,6 +8044,7 @@ class SiteSync:
     gateway_state: Optional[dict] = None  #: the sender's gateway at the point (with export)
     groups: Optional[dict] = None  #: install: the sender's core
     members: List[str] = field(default_factory=list)  #: install: our ring's daemons
+    member_ids: List[Pid] = field(default_factory=list)  #: ... with their incarnations
     ring_seq: int = 0
 
 
@@ -8386,8 +8387,8 @@ class SitesOrderer(Orderer):
                          "rather than run with a wrong state" % (r.sender, exc))
             return
         self.gateway.ring_members = frozenset(self.members)
-        out.append(SiteSync("install", list(r.late), groups=state["groups"],
-                            members=list(self.members), ring_seq=self.ring_id[0]))
+        out.append(SiteSync("install", list(r.late), groups=state["groups"], members=list(self.members),
+                            member_ids=sorted(self.member_ids), ring_seq=self.ring_id[0]))
         self.synced = True
         self.syncs_installed += 1
         self._replay(self.held)
@@ -8468,11 +8469,13 @@ class SitesGroupCore(GroupCore):
     gateway's merge), so their tables agree without a state exchange. A network change
     happens at one point of that order too, the same at every daemon:
 
-    * a site's ring lost daemons (a crash inside the site, its representative's included):
-      the representative of the new ring sends a ROSTER, a STATE message to ROSTER_GROUP
-      holding the ring's seq and its daemons; where the order delivers it, every daemon of
-      every site drops the members at that site's daemons not named (TRANSITION, REG_MEMB
-      CAUSED_BY_NETWORK). A ROSTER of an older ring than one applied is stale: ignored.
+    * a site's ring lost daemons (a crash inside the site, its representative's included),
+      or took in a restarted one: the representative of the new ring sends a ROSTER, a STATE
+      message to ROSTER_GROUP holding the ring's seq and its daemons ("!name": restarted);
+      where the order delivers it, every daemon of every site drops the members at that
+      site's daemons not named, and at the restarted ones (their earlier incarnation's)
+      (TRANSITION, REG_MEMB CAUSED_BY_NETWORK). A ROSTER of an older ring than one applied is
+      stale: ignored.
     * sites are gone (SiteViewChange): TRANSITION for the groups that lose members with the
       TRANSITIONAL view (the messages of the transitional part come after it), REG_MEMB with
       the REGULAR one.
@@ -8496,6 +8499,7 @@ class SitesGroupCore(GroupCore):
         self.site_of = {d: i for i, s in enumerate(self.sites) for d in s}
         self.site_id = self.site_of[daemon_name]
         self.ring_members: frozenset = frozenset()  #: our site's last regular ring
+        self.ring_ids: frozenset = frozenset()  #: ... its daemons with their incarnations
         self.gone: set = set()  #: daemons left out by a ROSTER or a view of the sites
         self.roster_ring_seq: Dict[int, int] = {}  #: site -> ring seq of its last ROSTER applied
         self.transition_sent: Dict[str, tuple] = {}  #: group -> old id, TRANSITION given
@@ -8509,21 +8513,30 @@ class SitesGroupCore(GroupCore):
 
     def configuration_change(self, change: ConfigurationChange, memb_time: int) -> None:
         """Our site's ring changed (the gateway has it too). A ring that lost daemons matters to
-        the groups, and only its representative says so (one ROSTER per ring). A daemon that
-        joined late gets its table at one point of the order (site_sync)."""
+        the groups, and only its representative says so (one ROSTER per ring). So does a ring
+        in which a daemon came back: restarted (a new incarnation of a name in the old ring: its
+        earlier members are gone; "!name" in the ROSTER), or one the sites count as gone. A
+        daemon that joined late gets its table at one point of the order (site_sync)."""
         if change.kind != CONF_REGULAR:
             return
         old, self.ring_members = self.ring_members, frozenset(change.members)
+        old_ids, self.ring_ids = self.ring_ids, frozenset(getattr(change, "member_ids", ()))
         self.ring_seq = change.ring_id[0]
         lost = old - self.ring_members
+        restarted = {pid[0] for pid in self.ring_ids - old_ids} & {pid[0] for pid in old_ids}
+        back = (self.ring_members - old) & self.gone
         mine = self._representative() == self.daemon_name
-        if lost and mine:
-            body = "\n".join([str(change.ring_id[0])] + sorted(change.members)).encode("latin-1")
+        if old and (lost or restarted or back) and mine:
+            names = sorted(("!" if d in restarted else "") + d for d in change.members)
+            body = "\n".join([str(change.ring_id[0])] + names).encode("latin-1")
             self.orderer.submit(DaemonMessage(STATE, self.daemon_name, "#roster#%s" % self.daemon_name,
                                               AGREED_MESS, [ROSTER_GROUP], data=body), urgent=True)
             self.rosters_sent += 1
-            self.log.append("site %d lost daemons %s: ROSTER %s sent to every site" % (
-                self.site_id, ", ".join(sorted(lost)), ", ".join(sorted(change.members))))
+            why = ["lost daemons %s" % ", ".join(sorted(lost))] if lost else []
+            why += ["daemons %s restarted" % ", ".join(sorted(restarted))] if restarted else []
+            why += ["daemons %s came back" % ", ".join(sorted(back))] if back else []
+            self.log.append("site %d %s: ROSTER %s sent to every site" % (
+                self.site_id, "; ".join(why), ", ".join(names)))
 
     def _representative(self) -> Optional[str]:
         """Our site's representative: the gateway's (it skips a daemon not up to date)."""
@@ -8534,22 +8547,12 @@ class SitesGroupCore(GroupCore):
 
     # -- a daemon that joined its site's ring late (SitesOrderer) -------------------------------
     def site_sync(self, event: "SiteSync") -> Optional[dict]:
-        """`point`: the members the late daemons' names had are an older incarnation's: gone
-        (a network change, if there are any); with export, our table for them (None: busy).
-        `install`: we are the late daemon and take the table."""
+        """`point`: with export, our table for the late daemons (None: busy). `install`: we are
+        the late daemon and take the table. (What a restarted daemon's earlier incarnation had
+        goes by the ROSTER of the ring that took it in, at every site: configuration_change.)"""
         if event.kind == "install":
             self._install_groups(event)
             return None
-        late = set(event.late)
-        self.gone -= late
-        stale = sorted({d for g in self.groups.values() for d in g.members.values()} & late)
-        if stale:
-            self.network_changes += 1
-            self.log.append("network change: daemons %s restarted: their earlier members are gone"
-                            % ", ".join(stale))
-            self._drop_daemons(set(self.site_of) - self.gone - late, self.transition_sent,
-                               self.network_changes)
-            self.transition_sent = {}
         if not event.export or self.exchange is not None:
             return None
         return {"groups": [[name, g.index, sorted(g.members.items())] for name, g in sorted(self.groups.items())],
@@ -8598,6 +8601,7 @@ class SitesGroupCore(GroupCore):
         self.gone, self.transition_sent, self.view_sites = gone, transition, view_sites
         self.roster_ring_seq, self.memb_time, self.network_changes = roster, memb_time, changes
         self.ring_members, self.ring_seq = frozenset(event.members), event.ring_seq
+        self.ring_ids = frozenset(event.member_ids)
         self.log.append("up to date: %d groups, %d members" % (
             len(self.groups), sum(len(g.members) for g in self.groups.values())))
 
@@ -8628,9 +8632,12 @@ class SitesGroupCore(GroupCore):
             return  # an older ring's, delivered after a newer one's
         self.roster_ring_seq[site] = ring_seq
         daemons = set(self.sites[site])
-        alive = daemons & set(lines[1:])
+        restarted = daemons & {line[1:] for line in lines[1:] if line.startswith("!")}
+        alive = daemons & {line.lstrip("!") for line in lines[1:]}
         self.gone = (self.gone - daemons) | (daemons - alive)
-        self._network_change("site %d's ring is now %s" % (site, ", ".join(sorted(alive))))
+        self._network_change("site %d's ring is now %s%s" % (
+            site, ", ".join(sorted(alive)),
+            " (%s restarted)" % ", ".join(sorted(restarted)) if restarted else ""), restarted)
 
     def site_view_change(self, change: "SiteViewChange") -> None:
         if self.exchange is not None:
@@ -8775,10 +8782,11 @@ class SitesGroupCore(GroupCore):
         for msg in held:
             self.deliver(msg)
 
-    def _network_change(self, why: str) -> None:
+    def _network_change(self, why: str, restarted: Iterable[str] = ()) -> None:
+        """Members at daemons gone (and at restarted daemons: an earlier incarnation's) go."""
         self.network_changes += 1
         self.log.append("network change: %s" % why)
-        alive = set(self.site_of) - self.gone
+        alive = set(self.site_of) - self.gone - set(restarted)
         self._drop_daemons(alive, self.transition_sent, self.network_changes)
         self.transition_sent = {}
 

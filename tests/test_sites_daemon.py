@@ -342,6 +342,40 @@ def test_a_client_of_a_late_daemon_waits_and_then_joins_with_everything_in_order
     assert all(("REG", "JOIN", ("#ua1#a1", "#ua2#a2", "#ub1#b1")) in s for s in seen)
 
 
+@pytest.mark.parametrize("victim", ["a2", "a1"])
+def test_a_daemon_restarted_before_its_ring_noticed_loses_its_earlier_members_at_every_site(victim):
+    """kill -9 and a new process at once: the ring goes from the old incarnation to the new
+    one with no ring between, so no ROSTER of a loss; the ROSTER of the new ring names it
+    restarted, and every daemon of both sites drops what its earlier incarnation had."""
+    lab, clients = started_lab()
+    lab.run(0.5)
+    lab.crashed.add(victim)
+    lab.run(0.05)
+    lab.restart(victim)
+    lab.run(3.0)
+    assert not any(d.fatal for d in lab.daemons.values())
+    rings = [l for l in lab.daemons["a1" if victim == "a2" else "a2"].log if "installed ring" in l]
+    assert "%s#9" % victim in rings[-1] and len(rings) == 2  # (startup, then the new one)
+    tables = [table_of(lab.daemons[n]) for n in ("a1", "a2", "b1")]
+    assert tables[0] == tables[1] == tables[2]
+    stayed = [c for c in clients if not c.private_group.endswith("#" + victim)]
+    assert sorted(tables[0]["g"][0]) == sorted(c.private_group for c in stayed)
+    for c in stayed:
+        seen = [describe(m) for m in c.receive_all()]
+        assert seen[-2:] == [("TRANS",), ("REG", "NETWORK", tuple(sorted(x.private_group for x in stayed)))]
+    again = Client(lab, victim, "u" + victim, 1)  # the same private name as before
+    again.join("g")
+    lab.run(0.5)
+    everyone = stayed + [again]
+    last = [memberships(c)[-1] for c in everyone]
+    assert all(sorted(m.members) == ["#ua1#a1", "#ua2#a2", "#ub1#b1"] for m in last)
+    assert all(sp.equal_group_ids(last[0].group_id, m.group_id) for m in last)
+    for c in everyone:
+        c.messages = []
+    orders = burst_everywhere(lab, everyone, 4)
+    assert len(orders[0]) == 12 and orders[0] == orders[1] == orders[2]
+
+
 THREE = """
 Spread_Segment 239.255.40.1:4803 {
     a1 127.0.40.11
