@@ -363,12 +363,19 @@ def test_the_goodput_bench_runs():
     assert "200 x 1000 B AGREED, site 0 -> site 1, HOP bucket 5 Mbit/s: goodput" in done.stdout
 
 
-@pytest.mark.parametrize("victim", ["a2", "a1"], ids=["a daemon", "the representative"])
-def test_a_daemon_killed_and_restarted_is_brought_up_to_date_and_its_client_joins(procs, tmp_path, victim):
+@pytest.mark.parametrize("victim,keyed", [("a2", False), ("a1", True)],
+                         ids=["a daemon", "the representative, with a key"])
+def test_a_daemon_killed_and_restarted_is_brought_up_to_date_and_its_client_joins(procs, tmp_path, victim,
+                                                                                  keyed):
     """kill -9 of a daemon of site 0 (a1 is its representative), then the same daemon again:
-    the ring takes it in, it gets the sites' state from the daemon that stayed, its new
-    client joins the group, and a burst from every client arrives in one order everywhere."""
-    sites = Sites(procs, tmp_path, [["a1", "a2"], ["b1"]])
+    the ring takes it in, it gets the sites' state from the daemon that stayed (with a key:
+    signed like all ring traffic), its new client joins the group, and a burst from every
+    client arrives in one order everywhere."""
+    extra = ()
+    if keyed:
+        sp.write_key_file(str(tmp_path / "ring.key"))
+        extra = ("--key", str(tmp_path / "ring.key"))
+    sites = Sites(procs, tmp_path, [["a1", "a2"], ["b1"]], extra)
     clients = {d: sites.client(d, "u" + d) for d in ("a1", "a2", "b1")}
     join_all(list(clients.values()), "demo")
     clients["b1"].multicast(sp.AGREED_MESS, "demo", b"before")
@@ -381,7 +388,7 @@ def test_a_daemon_killed_and_restarted_is_brought_up_to_date_and_its_client_join
         receive_until(clients[d], members_are([clients[n].private_group for n in stayed]), 15)
     restarted_at = time.monotonic()
     sites.proc[victim] = procs.start("spread_mini.py", "daemon", "-c", str(sites.conf), "--name", victim,
-                                     "--status-every", "0", "--no-unix")
+                                     "--status-every", "0", "--no-unix", *extra)
     sites._wait_listening(victim)
     clients[victim] = sites.client(victim, "u" + victim)  # accepted at once; its join waits
     clients[victim].join("demo")
@@ -395,8 +402,6 @@ def test_a_daemon_killed_and_restarted_is_brought_up_to_date_and_its_client_join
     assert "sends the sites' state to %s" % victim in sites.output("a2" if victim == "a1" else "a1")
     if victim == "a1":  # the first daemon of spread.conf is the representative again
         wait_for(lambda: "HOP link to b1" in sites.output("a1").split("up to date: view")[1], 10)
-    print(sites.output(victim))
-    print(sites.output("a2" if victim == "a1" else "a1")[-3000:])
     per_sender = 20
     for i in range(per_sender):
         for m in clients.values():
