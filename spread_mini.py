@@ -7842,6 +7842,23 @@ class SiteGateway:
                 and not self.proposal_lost and not self.frozen and not self.join_hold
                 and not self.aru_pending and self.merge.deliver_limit_lts is None)
 
+    def holds_nothing(self) -> bool:
+        """No message of any site applied here, and the first view: a state not worth keeping
+        (a daemon that formed a ring alone at the start, beside the rest of its site)."""
+        return not any(self.applied_seq.values()) and self.view_seq == 0 and self.quiescent()
+
+    def stand_down(self) -> None:
+        """This daemon's state is to be replaced by another's (SitesOrderer): no links, and
+        nothing more into the ring, until then."""
+        if self.representative == self.name:
+            self._log("stands down as the representative of site %d: it takes another "
+                      "daemon's state" % self.site_id, self.now_s)
+        self.representative = None
+        self.links, self.wide = {}, False
+        self.to_ring.clear()
+        self.hello_due_s = self.probe_due_s = None
+        self.suspect_at = {}
+
     def export_state(self) -> dict:
         """This daemon's sites-level state, as plain data (JSON), at a quiet moment."""
         if not self.quiescent():
@@ -8242,7 +8259,8 @@ class SitesOrderer(Orderer):
             return
         self.status_sent = self.ring_id
         came_from = _ring_str(self.prev_ring_id) if self.prev_ring_id is not None else "-"
-        body = "%d\n%s" % (int(self.synced), came_from)
+        holds = self.synced and not self.gateway.holds_nothing()
+        body = "%d\n%s" % (int(holds), came_from)
         self.ring_orderer.submit(DaemonMessage(
             STATE, self.name, "#sync#%s" % self.name, AGREED_MESS, [SYNC_GROUP, "status", self._tag()],
             data=body.encode("latin-1")), urgent=True)
@@ -8296,6 +8314,9 @@ class SitesOrderer(Orderer):
         if not r.late:
             self.round = None
             return
+        if self.synced and self.name in r.late:  # (it said it holds nothing worth keeping)
+            self.synced = False
+            self.gateway.stand_down()
         if not self.synced:  # late: the state will be as it is here; what came before is in it
             self.held, self.held_bytes = [], 0
             self.gateway._log("not up to date: waits for the sites' state from %s" % r.sender, self.now)
@@ -8424,6 +8445,7 @@ class SitesOrderer(Orderer):
             self.gateway.ring_output(item, self.now)
             if isinstance(item, ConfigurationChange):
                 out.append(item)
+        self.gateway.choose_representative(self.now)
         self._flush_waiting()
 
     def _replay(self, held: list) -> None:

@@ -352,6 +352,10 @@ class SitesSim:
                     gouts.append(out)
             if node.synced_at is None and node.sites.synced:
                 self.up_to_date(node)
+            if node.sites.late and node.crashed_at is None:  # a real daemon stops on it
+                self.fail(VIEW, "%s stops: %s" % (name, node.sites.late))
+                self.crash(name)
+                return
             if self.delivery_filter is not None and gouts:
                 gouts = self.delivery_filter(name, gouts)
             for out in gouts:
