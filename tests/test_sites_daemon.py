@@ -44,6 +44,7 @@ class SitesLab:
         self.counter = 0
         self.crashed = set()
         self.wan_cut = False  #: every HOP datagram is lost
+        self.ring_cut = False  #: every ring datagram is lost (each daemon a ring of its own)
         self.layout, self.ips = layout or LAYOUT, ips or IPS
         self.plan = sp.sites_plan(sp.parse_spread_conf(conf)) if conf else plan()
         self.site_of = {d: s for s, names in enumerate(self.layout) for d in names}
@@ -83,7 +84,8 @@ class SitesLab:
             self.now = t
             if t == t_net:
                 _, _, kind, dest, src, packet = heapq.heappop(self.queue)
-                if dest in self.crashed or src in self.crashed or (kind == "hop" and self.wan_cut):
+                if dest in self.crashed or src in self.crashed or (kind == "hop" and self.wan_cut) \
+                        or (kind == "ring" and self.ring_cut):
                     continue
                 d = self.daemons[dest]
                 if kind == "hop":
@@ -374,6 +376,56 @@ def test_a_daemon_restarted_before_its_ring_noticed_loses_its_earlier_members_at
         c.messages = []
     orders = burst_everywhere(lab, everyone, 4)
     assert len(orders[0]) == 12 and orders[0] == orders[1] == orders[2]
+
+
+@pytest.mark.parametrize("busy", [None, "a1", "a2"])
+def test_daemons_of_a_site_that_formed_rings_of_their_own_at_the_start_go_on_as_one(busy):
+    """a1 and a2 cannot hear each other for 2 s at the start: each makes a ring of its own and
+    represents it (links to b1); a client joins at `busy` meanwhile. When they hear each
+    other, a daemon that holds nothing worth keeping takes the other's state (standing down
+    meanwhile), or, if neither holds anything, both start afresh; nobody stops."""
+    lab = SitesLab()
+    lab.ring_cut = True
+    lab.run(2.0)
+    assert lab.daemons["a2"].orderer.gateway.wide and lab.daemons["a1"].orderer.gateway.wide
+    clients = [Client(lab, busy, "u" + busy, 1)] if busy else []
+    for c in clients:
+        c.join("g")
+    lab.run(0.5)
+    lab.ring_cut = False
+    lab.run(3.0)
+    assert not any(d.fatal for d in lab.daemons.values())
+    if busy:
+        idle = "a2" if busy == "a1" else "a1"
+        assert any("stands down as the representative of site 0" in l for l in lab.daemons[idle].log)
+        assert any("sends the sites' state to %s" % idle in l for l in lab.daemons[busy].log)
+    else:
+        assert all(any("starts with the sites' state afresh (no daemon of the ring holds" in l
+                       for l in lab.daemons[n].log) for n in ("a1", "a2"))
+    assert all(lab.daemons[n].orderer.gateway.representative == "a1" for n in ("a1", "a2"))
+    clients += [Client(lab, name, "u" + name, 2) for name in IPS if name != busy]
+    for c in clients[1 if busy else 0:]:
+        c.join("g")
+        lab.run(0.3)
+    for c in clients:
+        c.receive_all()
+        c.messages = []
+    orders = burst_everywhere(lab, clients, 4)
+    assert len(orders[0]) == 12 and all(o == orders[0] for o in orders)
+
+
+def test_two_rings_of_one_site_both_with_traffic_the_one_not_kept_stops_with_a_clear_error():
+    lab = SitesLab()
+    lab.ring_cut = True
+    lab.run(2.0)
+    for name in ("a1", "a2"):
+        Client(lab, name, "u" + name, 1).join("g")
+    lab.run(0.5)
+    lab.ring_cut = False
+    lab.run(3.0)
+    assert lab.daemons["a1"].fatal is None
+    fatal = lab.daemons["a2"].fatal
+    assert fatal and "the site was split in two rings, both with traffic" in fatal
 
 
 THREE = """
