@@ -3238,7 +3238,7 @@ class Daemon:
         takes its table; one that does not read is a state we cannot run with."""
         try:
             answer = core.site_sync(event)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             self.orderer.late = ("the group table sent with the sites' state does not decode "
                                  "(%s): this daemon stops rather than run with a wrong state" % exc)
             return
@@ -7906,7 +7906,8 @@ class SiteGateway:
         if rep is not None and rep not in self.sites[self.site_id]:
             raise ValueError("representative %r is not a daemon of our site" % (rep,))
         ineligible = frozenset(_checked(x, str) for x in _checked(state["ineligible"], list))
-        kept = {s: collections.deque(_records_of(state["kept"].get(str(s), ""), s)) for s in sites}
+        kept_text = _checked(state["kept"], dict)
+        kept = {s: collections.deque(_records_of(kept_text.get(str(s), ""), s)) for s in sites}
         gate = collections.deque()
         for entry in _checked(state["gate"], list):
             a, b, recs, low = _checked(entry, list)
@@ -8403,7 +8404,7 @@ class SitesOrderer(Orderer):
         try:
             state = self._decode_state(b"".join(r.parts[i] for i in range(count)))
             self.gateway.import_state(state["gateway"], self.now)
-        except (ValueError, KeyError, TypeError, zlib.error) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, zlib.error) as exc:
             self.late = ("the sites' state sent by %s does not decode (%s): this daemon stops "
                          "rather than run with a wrong state" % (r.sender, exc))
             return
