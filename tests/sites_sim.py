@@ -36,7 +36,8 @@ a planted fault in tests/test_sites_sim.py that it must catch:
                still the view; or a transitional part naming its site)
   view         a living daemon does not end in the view of the sites it can reach (after a
                partition heals: the merged view), or two daemons install the same view seq
-               with sites that differ but overlap (two sides of a partition may share a seq)
+               with sites that differ but overlap (two sides of a partition may share a seq),
+               or a daemon stops (SitesOrderer.late: a state it cannot be brought up to)
   virtual synchrony  two daemons that install the same view from the same transitional
                view delivered different messages in the old view's regular part, or in the
                transitional part
