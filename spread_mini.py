@@ -8462,6 +8462,21 @@ class SitesOrderer(Orderer):
             self.waiting.popleft()
 
 
+def _sync_text(orderer: SitesOrderer) -> str:
+    """This daemon and the sites' state: up to date, or what it waits for (with how much)."""
+    r = orderer.round
+    if not orderer.synced:
+        if r is None:
+            return "not yet: its ring is agreeing who sends it (%d messages held back, %d of its clients' waiting)" % (
+                len(orderer.held), len(orderer.waiting))
+        return "not yet: waits for the state from %s (%d messages held back, %d of its clients' waiting)" % (
+            r.sender, len(orderer.held), len(orderer.waiting))
+    text = "yes (states sent %d, received %d)" % (orderer.syncs_sent, orderer.syncs_installed)
+    if r is not None:
+        text += "; %s brings %s up to date" % (r.sender, ", ".join(r.late))
+    return text
+
+
 def sites_snapshot(orderer: SitesOrderer, now: float) -> dict:
     """Plain data for the status table's sites part: the sites and their daemons, the view of
     the sites, the representatives we know (ours; the peers of our links), the links and the
@@ -8481,7 +8496,7 @@ def sites_snapshot(orderer: SitesOrderer, now: float) -> dict:
     return {"site_id": gw.site_id, "sites": [list(s) for s in gw.sites],
             "live_sites": list(gw.live_sites), "view_seq": gw.view_seq,
             "representatives": reps, "wide": gw.wide, "links": links, "trees": trees,
-            "closing": gw.closing is not None,
+            "closing": gw.closing is not None, "sync": _sync_text(orderer),
             "counters": dict(gw.counters), "hop_in": orderer.hop_datagrams_in,
             "hop_strangers": orderer.hop_strangers}
 
@@ -10486,10 +10501,12 @@ def render_ring_status(snap):
 def sites_status_rows(sites: dict) -> List[Tuple[str, str]]:
     """(label, value) rows of the sites part: what a student looks at when a site goes away."""
     reps = sites["representatives"]
-    rows = [("site (this daemon's)", str(sites["site_id"])),
-            ("view of the sites", "%d: sites %s%s" % (
-                sites["view_seq"], ", ".join(map(str, sites["live_sites"])),
-                " (a change is being agreed)" if sites["closing"] else ""))]
+    rows = [("site (this daemon's)", str(sites["site_id"]))]
+    if "sync" in sites:
+        rows.append(("up to date", sites["sync"]))
+    rows.append(("view of the sites", "%d: sites %s%s" % (
+        sites["view_seq"], ", ".join(map(str, sites["live_sites"])),
+        " (a change is being agreed)" if sites["closing"] else "")))
     for i, daemons in enumerate(sites["sites"]):
         if i not in sites["live_sites"]:
             rows.append(("site %d (gone)" % i, ", ".join(daemons)))

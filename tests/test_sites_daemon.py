@@ -288,6 +288,8 @@ def test_a_daemon_that_joins_its_site_after_the_traffic_began_is_brought_up_to_d
     other = "a1" if late == "a2" else "a2"
     assert any("sends the sites' state to %s" % late in line for line in lab.daemons[other].log)
     assert table_of(d) == table_of(lab.daemons[other]) == table_of(lab.daemons["b1"])
+    rows = dict(sp.sites_status_rows(dict(d.ring_snapshot(lab.now)["sites"], name=late)))
+    assert rows["up to date"] == "yes (states sent 0, received 1)"
     newcomer = Client(lab, late, "u" + late, 1)
     newcomer.join("g")
     lab.run(0.5)
@@ -335,6 +337,9 @@ def test_a_client_of_a_late_daemon_waits_and_then_joins_with_everything_in_order
     ua2.join("g")
     ua2.multicast(sp.AGREED_MESS, "g", b"early")
     assert lab.daemons["a2"].orderer.waiting  # (queued: a2 is not up to date)
+    rows = dict(sp.sites_status_rows(dict(lab.daemons["a2"].ring_snapshot(lab.now)["sites"], name="a2")))
+    assert rows["up to date"].startswith("not yet: its ring is agreeing who sends it (0 messages "
+                                         "held back, 2 of its clients' waiting)")
     lab.run(2.0)
     everyone = [ua1, ua2, ub1]
     seen = [[describe(m) for m in c.receive_all()] for c in everyone]
