@@ -24,7 +24,10 @@ from another daemon meets, in order (thesis 7.3.1 names the levels):
   SitesOrderer          several sites (LinkProtocol = Hop): the Orderer that holds the site's
                         RingOrderer and the SiteGateway above it; a HOP datagram's source
                         address names its daemon (or it is a stranger); a daemon that joins
-                        its site after the traffic began is told so (LATE) and stops
+                        its site's ring late (or restarted) is brought up to date through the
+                        ring: each daemon's STATUS, a SyncRound, the sender's state in parts
+                        (SiteGateway.export_state / import_state, and SiteSync events for the
+                        group core), what it held meanwhile replayed
   RingSeal, decode_ring_packet   wire (a data packet or a token of our configuration read in
                         one pass, anything else by the general decoder, which says why):
                         header, configuration stamp, CRC or the key's tag ->
@@ -68,7 +71,7 @@ from another daemon meets, in order (thesis 7.3.1 names the levels):
                         StateExchange after every ring change); SitesGroupCore across
                         sites instead (the merge's one order; ROSTER and SiteViewChange
                         are its network changes; a StateExchange of the sites' STATE after
-                        two views merge)
+                        two views merge; site_sync gives or takes a late daemon's table)
   ClientSession.out     an Outbox per client; Daemon returns Write actions
   DaemonServer          send() to the client's socket
 
@@ -100,12 +103,14 @@ from __future__ import annotations
 
 import abc
 import argparse
+import base64
 import collections
 import errno
 import hashlib
 import heapq
 import hmac
 import ipaddress
+import json
 import os
 import random
 import re
@@ -3454,6 +3459,8 @@ class Daemon:
                     self.actions.append(HopDatagram(item.packet, item.dest))
                 elif item.__class__ is SiteViewChange:
                     core.site_view_change(item)
+                elif item.__class__ is SiteSync:
+                    self._site_sync(core, item)
             self._kill_overflowed()
         late = getattr(self.orderer, "late", None)
         if late and self.fatal is None:
@@ -3464,6 +3471,18 @@ class Daemon:
             for line in core.log:
                 self._say(line)
             core.log.clear()
+
+    def _site_sync(self, core: GroupCore, event: "SiteSync") -> None:
+        """A late daemon's state, at its point of the order (SitesOrderer): the core gives or
+        takes its table; one that does not read is a state we cannot run with."""
+        try:
+            answer = core.site_sync(event)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            self.orderer.late = ("the group table sent with the sites' state does not decode "
+                                 "(%s): this daemon stops rather than run with a wrong state" % exc)
+            return
+        if event.export:
+            self.orderer.send_state(event, answer)
 
     def _finish(self) -> list:
         """The end of every input: offer output to the sockets, judge the queues, decide about
@@ -7050,6 +7069,58 @@ SITE_HELLO_EVERY_S = 0.1
 SITE_PROBE_EVERY_S = 0.5
 
 
+def _records_text(records: Iterable[SiteRecord]) -> str:
+    return base64.b64encode(encode_site_records(records)).decode("ascii")
+
+
+def _records_of(text: object, site: Optional[int] = None) -> List[SiteRecord]:
+    """Site records back from _records_text, each checked as a record off the wire (and, with
+    `site`, of that site)."""
+    try:
+        raw = base64.b64decode(_checked(text, str).encode("ascii"), validate=True)
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise ValueError("records that are not base64 (%s)" % exc)
+    try:
+        records = decode_site_records(raw)
+    except RingWireError as exc:
+        raise ValueError("records that do not decode (%s)" % exc)
+    if site is not None and any(r.site != site for r in records):
+        raise ValueError("a record of another site in site %d's list" % site)
+    return records
+
+
+def _checked(value: object, kind: type) -> object:
+    if type(value) is not kind:
+        raise ValueError("%s where a %s is expected" % (type(value).__name__, kind.__name__))
+    return value
+
+
+def _counter(value: object) -> int:
+    if type(value) is not int or not 0 <= value <= LOST_SITE_ARU:
+        raise ValueError("%r is not a counter" % (value,))
+    return value
+
+
+def _site_key(key: object, n: int) -> int:
+    if not isinstance(key, str) or not key.isdigit() or int(key) >= n:
+        raise ValueError("%r is not a site" % (key,))
+    return int(key)
+
+
+def _int_list(value: object, n: int) -> List[int]:
+    out = [_counter(x) for x in _checked(value, list)]
+    if any(x >= n for x in out) or len(set(out)) != len(out):
+        raise ValueError("%r is not a list of sites" % (value,))
+    return out
+
+
+def _per_site(value: object, n: int, all_sites: bool = False) -> Dict[int, int]:
+    out = {_site_key(k, n): _counter(v) for k, v in _checked(value, dict).items()}
+    if all_sites and sorted(out) != list(range(n)):
+        raise ValueError("%r does not name every site" % (value,))
+    return out
+
+
 class SiteGateway:
     """WIDE-AREA coordinator of one daemon (thesis 7.3.1-7.3.3): it joins the daemon's site
     (its ring, a RingOrderer it is given) to the other sites. Sans-I/O, fed with
@@ -7092,10 +7163,11 @@ class SiteGateway:
     A site that goes away (killed, or cut off) is left out by a view change that every
     survivor agrees on (SUSPECT, PROPOSE, the decision, TRANSITIONAL, REGULAR: see "the view
     of several sites" below, and lab_guide.md); when the partition heals, the two views merge
-    (see "merging views" below). Not yet: a site split into two rings after the start, a
-    restarted daemon's state, routing around a dead link to a site that is still reachable
-    through another (today that site is left out), a failure after a view change is decided
-    and before it is installed, pruning by group interest, UNRELIABLE across sites (delivered
+    (see "merging views" below). A daemon that joins its site's ring late gets this state
+    through the ring (export_state, import_state: SitesOrderer). Not yet: a site split into
+    two rings after the start (both with traffic), a whole site restarted, routing around a
+    dead link to a site that is still reachable through another (today that site is left
+    out), a failure after a view change is decided and before it is installed, pruning by group interest, UNRELIABLE across sites (delivered
     in its own site only) and non-blocking forwarding."""
 
     def __init__(self, name: str, sites: Sequence[Sequence[str]], costs: Sequence[Sequence[int]],
@@ -7136,6 +7208,9 @@ class SiteGateway:
         self.trees = dissemination_trees(costs, self.live_sites)
         self.representative: Optional[str] = None  #: our site's, by the last regular ring
         self.ring_members: frozenset = frozenset()  #: of the last regular ring
+        #: daemons of our ring that joined it late and are not up to date yet: never the
+        #: representative (SitesOrderer keeps it, the same at every daemon of the ring)
+        self.ineligible: frozenset = frozenset()
         self.wide = False  #: the representative has started its links (_go_wide)
         # the ring-safe gate, kept at every daemon alike: (ring lts, our stream's lts, records,
         # the streams' minimum frontier)
@@ -7257,11 +7332,21 @@ class SiteGateway:
         # it is as safe as it will get, and the new ring's safe_lts counts other packets
         self._pass_gate(everything=True)
         self.ring_members = frozenset(change.members)
-        rep = site_representative(self.sites[self.site_id], change.members)
+        self.choose_representative(now)
+
+    def choose_representative(self, now: float) -> None:
+        """site_representative over the ring's daemons that hold the sites' state: a daemon
+        that joined late (`ineligible`, set by SitesOrderer at the same point of the ring's
+        order everywhere) takes the links only once it is up to date."""
+        self.now_s = now
+        rep = site_representative(self.sites[self.site_id], self.ring_members - self.ineligible)
         if rep == self.representative:
             self._go_wide(now)
             return
-        self._log("%s represents site %d (ring %s)" % (rep, self.site_id, change.members), now)
+        waiting = sorted(self.ring_members & self.ineligible)
+        self._log("%s represents site %d (ring %s%s)" % (
+            rep, self.site_id, sorted(self.ring_members),
+            "; %s not up to date yet" % ", ".join(waiting) if waiting else ""), now)
         self.representative = rep
         self.links = {}
         self.to_ring.clear()
@@ -8053,6 +8138,132 @@ class SiteGateway:
         for r in pending.values():
             self._aru_record(r, self.streams[r.site])
 
+    # ------------------------------------------------------------ a late daemon's state
+    # A daemon that joins its site's ring late gets, through the ring, what every daemon
+    # already there holds at one point of the ring's order (SitesOrderer: the point, who
+    # sends, the holding back): the sites' streams in the merge, the positions, the kept
+    # records, the gate and the view. Only in a quiet moment: no view being agreed or installed.
+
+    def quiescent(self) -> bool:
+        """No view change or merge under way: the state is the few plain values below."""
+        return (self.closing is None and self.merging is None and not self.proposals
+                and not self.proposal_lost and not self.frozen and not self.join_hold
+                and not self.aru_pending and self.merge.deliver_limit_lts is None)
+
+    def holds_nothing(self) -> bool:
+        """No message of any site applied here, and the first view: a state not worth keeping
+        (a daemon that formed a ring alone at the start, beside the rest of its site)."""
+        return not any(self.applied_seq.values()) and self.view_seq == 0 and self.quiescent()
+
+    def stand_down(self) -> None:
+        """This daemon's state is to be replaced by another's (SitesOrderer): no links, and
+        nothing more into the ring, until then."""
+        if self.representative == self.name:
+            self._log("stands down as the representative of site %d: it takes another "
+                      "daemon's state" % self.site_id, self.now_s)
+        self.representative = None
+        self.links, self.wide = {}, False
+        self.to_ring.clear()
+        self.hello_due_s = self.probe_due_s = None
+        self.suspect_at = {}
+
+    def export_state(self) -> dict:
+        """This daemon's sites-level state, as plain data (JSON), at a quiet moment."""
+        if not self.quiescent():
+            raise RingUsageError("the sites' state is exported only between view changes")
+        def per_site(values: Dict[int, int]) -> Dict[str, int]:
+            return {str(k): v for k, v in values.items()}
+        streams = {}
+        for site, stream in self.streams.items():
+            msgs = [SiteRecord(SITE_MSG, site, m.lts, m.site_seq, m.service, m.origin[0], m.frags[0])
+                    for m in stream.ordered]
+            streams[str(site)] = [stream.delivered_lts, stream.frontier_lts, stream.stable_aru,
+                                  _records_text(msgs)]
+        return {
+            "sites": len(self.sites), "streams": streams,
+            "applied_seq": per_site(self.applied_seq), "kept_base": per_site(self.kept_base),
+            "kept": {str(k): _records_text(v) for k, v in self.kept.items()},
+            "live_sites": list(self.live_sites), "neighbours": list(self.neighbours),
+            "gate": [[a, b, _records_text(rs), low] for a, b, rs, low in self.gate],
+            "passed_seq": per_site(self.passed_seq), "passed_frontier": per_site(self.passed_frontier),
+            "passed_aru": per_site(self.passed_aru), "join_after_lts": per_site(self.join_after_lts),
+            "join_floor": per_site(self.join_floor),
+            "merge_offers": {str(k): _records_text([r]) for k, r in self.merge_offers.items()},
+            "numbers": [self.safe_ring_lts, self.own_lts, self.frontier_answered, self.site_aru,
+                        self.aru_wanted, self.view_seq, self.proposed_view, self.aru_floor_view,
+                        self.orderer.transport.max_lts_seen],
+            "representative": self.representative, "ineligible": sorted(self.ineligible),
+        }
+
+    def import_state(self, state: dict, now: float) -> None:
+        """The state another daemon of our ring exported at the point where we joined its
+        order; anything malformed is a ValueError (the daemon stops: it would run wrong)."""
+        n = len(self.sites)
+        if _checked(state, dict).get("sites") != n:
+            raise ValueError("the state is of another configuration (%r sites)" % state.get("sites"))
+        sites = range(n)
+        streams = {_site_key(k, n): _checked(v, list) for k, v in _checked(state["streams"], dict).items()}
+        live = _int_list(state["live_sites"], n)
+        neighbours = _int_list(state["neighbours"], n)
+        if sorted(streams) != sorted(live) or not set(neighbours) <= set(self.configured_neighbours):
+            raise ValueError("its streams %s are not its view's sites %s" % (sorted(streams), live))
+        numbers = [_counter(x) for x in _checked(state["numbers"], list)]
+        if len(numbers) != 9:
+            raise ValueError("%d numbers where 9 are expected" % len(numbers))
+        rep = state["representative"]
+        if rep is not None and rep not in self.sites[self.site_id]:
+            raise ValueError("representative %r is not a daemon of our site" % (rep,))
+        ineligible = frozenset(_checked(x, str) for x in _checked(state["ineligible"], list))
+        kept_text = _checked(state["kept"], dict)
+        kept = {s: collections.deque(_records_of(kept_text.get(str(s), ""), s)) for s in sites}
+        gate = collections.deque()
+        for entry in _checked(state["gate"], list):
+            a, b, recs, low = _checked(entry, list)
+            gate.append((_counter(a), _counter(b), _records_of(recs), _counter(low)))
+        offers = {}
+        for k, text in _checked(state["merge_offers"], dict).items():
+            records = _records_of(text)
+            if len(records) != 1:
+                raise ValueError("a merge offer of %d records" % len(records))
+            offers[_site_key(k, n)] = records[0]
+        self.merge.streams, self.merge._merge = {}, []
+        self.streams = {}
+        for site in sorted(streams):
+            entry = streams[site]
+            if len(entry) != 4:
+                raise ValueError("stream %d: %d fields" % (site, len(entry)))
+            stream = self.streams[site] = self.merge.open_stream(site, 0)
+            self.merge.install(stream)
+            for r in _records_of(entry[3], site):
+                if r.kind != SITE_MSG:
+                    raise ValueError("stream %d holds a record of kind %d" % (site, r.kind))
+                self.merge.link_chunk(stream, (r.origin, 0),
+                                      RingChunk(r.site_seq, r.lts, r.site_seq, 0, 1, r.service, r.body))
+                if self.trace_held is not None:
+                    self.trace_held.append((r.site, r.site_seq))
+            stream.delivered_lts, stream.frontier_lts = _counter(entry[0]), _counter(entry[1])
+            stream.stable_aru = _counter(entry[2])
+        self.applied_seq = _per_site(state["applied_seq"], n, all_sites=True)
+        self.kept_base = _per_site(state["kept_base"], n, all_sites=True)
+        self.kept = kept
+        self.live_sites, self.neighbours = live, neighbours
+        self.trees = dissemination_trees(self.costs, live)
+        self.gate = gate
+        self.passed_seq = _per_site(state["passed_seq"], n, all_sites=True)
+        self.passed_frontier = _per_site(state["passed_frontier"], n, all_sites=True)
+        self.passed_aru = _per_site(state["passed_aru"], n, all_sites=True)
+        self.join_after_lts = _per_site(state["join_after_lts"], n)
+        self.join_floor = _per_site(state["join_floor"], n)
+        self.merge_offers = offers
+        (self.safe_ring_lts, self.own_lts, self.frontier_answered, self.site_aru, self.aru_wanted,
+         self.view_seq, self.proposed_view, self.aru_floor_view, max_lts) = numbers
+        self.orderer.transport.saw_lts(max_lts)
+        self.representative, self.ineligible = rep, ineligible
+        self.wide, self.links = False, {}
+        self._log("up to date: view %d of the sites %s, %d messages waiting in the merge, "
+                  "positions %s" % (self.view_seq, live, sum(len(s.ordered) for s in self.streams.values()),
+                                    self.applied_seq), now)
+
     # ------------------------------------------------------------ after every input
     def _after(self, now: float) -> None:
         """The gate, the ARU rule, then what waits goes to the links and the ring."""
@@ -8127,12 +8338,53 @@ class SiteGateway:
 
 #: the group a ROSTER message names (a STATE message; no client group starts with '#roster')
 ROSTER_GROUP = "#roster#"
-#: the group of a LATE message: a daemon names those that joined its site's ring after the
-#: sites' traffic began (a STATE message, like ROSTER)
-LATE_GROUP = "#late#"
 #: the group of a site's STATE in the exchange after the sites' views merged (a partition
 #: healed): its representative names the members at its site's daemons
 SITES_STATE_GROUP = "#sitestate#"
+
+
+#: the group of the messages that bring a late daemon of a site up to date (STATE messages,
+#: like ROSTER): each daemon's STATUS, the sender's AGAIN, the state's parts
+SYNC_GROUP = "#sync#"
+#: the state goes through the ring in parts of at most this many bytes (compressed JSON)
+SYNC_PART_BYTES = 100000
+#: the largest state (compressed) a daemon sends or takes: above it, the late daemon stops
+SYNC_MAX_BYTES = 64 * 1024 * 1024
+#: what a late daemon holds back (the ring's deliveries after the point of its state) while
+#: the state crosses the ring: above either bound it stops rather than grow without end
+SYNC_MAX_HELD_MESSAGES = 500000
+SYNC_MAX_HELD_BYTES = 256 * 1024 * 1024
+#: a sender whose state is busy (a view of the sites being changed) tries again this often
+SYNC_RETRY_EVERY_S = 0.05
+
+
+@dataclass
+class SiteSync:
+    """A point of the ring's order where the sites' state passes to late daemons (SitesOrderer),
+    for the group core: `point`: the members a late daemon's name had (an older incarnation's)
+    are gone, and, with `export`, the core answers with its groups (SitesOrderer.send_state);
+    `install`: a late daemon takes `groups`, another core's state at that point."""
+    kind: str  #: "point" or "install"
+    late: List[str]
+    export: bool = False
+    gateway_state: Optional[dict] = None  #: the sender's gateway at the point (with export)
+    groups: Optional[dict] = None  #: install: the sender's core
+    members: List[str] = field(default_factory=list)  #: install: our ring's daemons
+    member_ids: List[Pid] = field(default_factory=list)  #: ... with their incarnations
+    ring_seq: int = 0
+
+
+@dataclass
+class SyncRound:
+    """Bringing late daemons of our ring up to date: every daemon said whether it holds the
+    sites' state (STATUS), the first in spread.conf order that does sends it, as it is where
+    the last STATUS (or its AGAIN number `attempt`) is delivered."""
+    ring_id: RingId
+    attempt: int
+    sender: str
+    late: List[str]
+    parts: Dict[int, bytes] = field(default_factory=dict)
+    parts_bytes: int = 0
 
 
 class SitesOrderer(Orderer):
@@ -8143,24 +8395,55 @@ class SitesOrderer(Orderer):
     needs them for ROSTER), and the gateway's SendHop, Deliver (in the one order of all
     sites) and SiteViewChange. A datagram on the HOP port comes in by hop_receive(); its
     source address names the daemon (hop_names), and one from an address that is no
-    daemon's HOP port is a stranger: counted and dropped."""
+    daemon's HOP port is a stranger: counted and dropped.
+
+    A daemon that joins its site's ring late (started after the others, or restarted after a
+    crash: a new incarnation) is brought up to date through the ring, at one point of its
+    order (lab_guide.md, "A daemon that comes late"):
+      1. at a regular ring with a newcomer (by incarnation), and at every ring of a daemon not
+         up to date, each daemon submits a STATUS: does it hold the sites' state, and which
+         ring it came from. Seeing another's STATUS for our ring, one answers with its own.
+      2. Where the ring delivers the last member's STATUS (the same point everywhere), the
+         first daemon in spread.conf order that holds the state sends it: its gateway as it is
+         there, and its group core's table once the core has reached that point (SiteSync),
+         in parts. If nobody holds any state (the daemons start together), all start afresh
+         from that point. A daemon holding a state of another ring (the site was split in two
+         rings with traffic on both) stops: nothing merges two states.
+      3. A late daemon holds back everything its ring delivers after that point and queues
+         its clients' messages (their sessions are accepted; joins and sends wait); its
+         gateway takes the state where the last part is delivered, replays what it held, and
+         sends what its clients queued. Until then it is never the representative
+         (SiteGateway.ineligible); the daemons already there name it one at that same point.
+    A view of the sites being changed when the state is due makes the sender wait for a
+    quiet moment and say AGAIN (a new point); a ring change before the last part starts the
+    round again (its sender may be gone)."""
 
     def __init__(self, ring: "RingOrderer", gateway: "SiteGateway",
                  hop_names: Dict[Tuple[str, int], str], now: float = 0.0) -> None:
         self.ring_orderer = ring
         self.gateway = gateway
+        self.name = gateway.name
         self.hop_names = dict(hop_names)
         self.log = ring.log  #: the ring's lines (the gateway's are gateway.log)
         self.now = now
         self.hop_datagrams_in = 0
         self.hop_strangers = 0
-        #: why this daemon must stop (its site's representative said it came too late), or None
+        #: why this daemon must stop (its state cannot be brought up to date), or None
         self.late: Optional[str] = None
-
-    def established(self) -> bool:
-        """The sites' traffic has begun here: a daemon that joins our ring now would start
-        with empty streams and an empty group table (nothing brings it up to date)."""
-        return any(self.gateway.applied_seq.values())
+        self.synced = False  #: this daemon's gateway holds the sites' state
+        self.ring_id: Optional[RingId] = None
+        self.prev_ring_id: Optional[RingId] = None
+        self.members: List[str] = []
+        self.member_ids: frozenset = frozenset([gateway.me])
+        self.status_sent: Optional[RingId] = None
+        self.status_in: Dict[str, Tuple[bool, str]] = {}
+        self.round: Optional[SyncRound] = None
+        self.held: list = []  #: a daemon not up to date: the ring's outputs, not yet applied
+        self.held_bytes = 0
+        self.waiting: "collections.deque[Tuple[DaemonMessage, bool]]" = collections.deque()
+        self.retry_at: Optional[float] = None  #: the sender's AGAIN, once its state is quiet
+        self.syncs_sent = 0
+        self.syncs_installed = 0
 
     @property
     def leaving(self) -> bool:
@@ -8170,12 +8453,19 @@ class SitesOrderer(Orderer):
         """The ring's backlog, and the messages the merge holds: a site's own messages wait
         there until the other sites answer them (a WAN round trip, and the HOP link's rate),
         so the daemon stops reading its clients while the WAN lags far behind them (every
-        daemon of the site holds the same, so all of them stop alike)."""
+        daemon of the site holds the same, so all of them stop alike). A daemon not up to date
+        counts its clients' messages that wait for it."""
         ring = self.ring_orderer.backlog()
         held = sum(len(stream.ordered) for stream in self.gateway.streams.values())
-        return Backlog(ring.messages + held, ring.bytes, ring.refused, ring.max_messages)
+        return Backlog(ring.messages + held + len(self.waiting), ring.bytes, ring.refused,
+                       ring.max_messages)
 
     def submit(self, msg: DaemonMessage, urgent: bool = False) -> bool:
+        if not self.synced:  # its place in the sites' order comes once we are up to date
+            if msg.kind == DATA and len(self.waiting) >= self.ring_orderer.cfg.max_pending_messages:
+                return False
+            self.waiting.append((msg, urgent))
+            return True
         return self.ring_orderer.submit(msg, urgent)
 
     def receive(self, packet: bytes, src, now: float) -> None:
@@ -8196,6 +8486,10 @@ class SitesOrderer(Orderer):
         self.ring_orderer.tick(now)
         if now >= self.gateway.next_deadline_s():
             self.gateway.tick(now)
+        if self.retry_at is not None and now >= self.retry_at:
+            self._again(now)
+        if self.synced and self.waiting:
+            self._flush_waiting()
 
     def leave(self, reason: str, now: float) -> None:
         self.now = now
@@ -8208,12 +8502,15 @@ class SitesOrderer(Orderer):
             ring_out = self.ring_orderer.poll()
             for item in ring_out:
                 if item.__class__ is Deliver:
-                    if item.msg.kind == STATE and item.msg.groups == [LATE_GROUP]:
-                        self._late_notice(item.msg)  # (read in the ring: our merge cannot move)
-                    gateway.ring_output(item, self.now)
+                    msg = item.msg
+                    if msg.kind == STATE and msg.groups and msg.groups[0] == SYNC_GROUP:
+                        self._sync_message(msg, out)  # (never in the sites' streams)
+                    elif self.synced:
+                        gateway.ring_output(item, self.now)
+                    else:
+                        self._hold(item)
                 elif isinstance(item, ConfigurationChange):
-                    gateway.ring_output(item, self.now)
-                    out.append(item)
+                    self._ring_change(item, out)
                 else:
                     out.append(item)
             site_out = gateway.poll()
@@ -8221,13 +8518,271 @@ class SitesOrderer(Orderer):
             if not ring_out and not site_out:
                 return out
 
-    def _late_notice(self, msg: DaemonMessage) -> None:
-        if self.late is None and self.gateway.name in msg.data.decode("latin-1").split("\n"):
-            self.late = ("this daemon joined site %d's ring after the sites' traffic began (said "
-                         "%s): spread_mini does not bring a late daemon's streams and group table "
-                         "up to date, so its clients would see other memberships and orders. Stop "
-                         "every daemon of the configuration and start them together (within a "
-                         "second)" % (self.gateway.site_id, msg.origin))
+    # -- bringing a late daemon up to date ------------------------------------------------------
+    def _ring_change(self, change: ConfigurationChange, out: list) -> None:
+        if change.kind != CONF_REGULAR:
+            self._apply_or_hold(change, out)
+            return
+        ids = frozenset(getattr(change, "member_ids", ()) or [(n, 0) for n in change.members])
+        newcomers = sorted({pid[0] for pid in ids - self.member_ids} - {self.name})
+        self.prev_ring_id, self.ring_id = self.ring_id, change.ring_id
+        self.member_ids, self.members = ids, list(change.members)
+        self.status_in = {}
+        self.round = None
+        self.retry_at = None
+        if self.synced and newcomers:
+            # not the representative before they are up to date: the same at each of us
+            self.gateway.ineligible = self.gateway.ineligible | frozenset(newcomers)
+        self._apply_or_hold(change, out)
+        if not self.synced and self.members == [self.name]:
+            self._start_afresh(out, "alone in its ring")
+            return
+        if newcomers or not self.synced:
+            self._send_status()
+
+    def _apply_or_hold(self, item: object, out: list) -> None:
+        if self.synced:
+            self.gateway.ring_output(item, self.now)
+            if isinstance(item, ConfigurationChange):
+                out.append(item)
+        else:
+            self._hold(item)
+
+    def _hold(self, item: object) -> None:
+        self.held.append(item)
+        if item.__class__ is Deliver:
+            self.held_bytes += len(item.msg.data)
+        if self.late is None and (len(self.held) > SYNC_MAX_HELD_MESSAGES
+                                  or self.held_bytes > SYNC_MAX_HELD_BYTES):
+            self.late = ("this daemon joined site %d's ring late and holds back %d messages "
+                         "(%d bytes) while it waits for the sites' state, above its limits "
+                         "(%d messages, %d bytes): it stops; start it again when the traffic "
+                         "is lower" % (self.gateway.site_id, len(self.held), self.held_bytes,
+                                       SYNC_MAX_HELD_MESSAGES, SYNC_MAX_HELD_BYTES))
+
+    def _tag(self) -> str:
+        return _ring_str(self.ring_id) if self.ring_id is not None else ""
+
+    def _send_status(self) -> None:
+        if self.status_sent == self.ring_id:
+            return
+        self.status_sent = self.ring_id
+        came_from = _ring_str(self.prev_ring_id) if self.prev_ring_id is not None else "-"
+        holds = self.synced and not self.gateway.holds_nothing()
+        body = "%d\n%s" % (int(holds), came_from)
+        self.ring_orderer.submit(DaemonMessage(
+            STATE, self.name, "#sync#%s" % self.name, AGREED_MESS, [SYNC_GROUP, "status", self._tag()],
+            data=body.encode("latin-1")), urgent=True)
+
+    def _sync_message(self, msg: DaemonMessage, out: list) -> None:
+        groups = msg.groups
+        if len(groups) < 3 or groups[2] != self._tag() or msg.origin not in self.members:
+            return  # another ring's: its round is over
+        kind = groups[1]
+        if kind == "status":
+            lines = msg.data.decode("latin-1").split("\n")
+            if msg.origin in self.status_in or len(lines) != 2 or lines[0] not in ("0", "1"):
+                return
+            self.status_in[msg.origin] = (lines[0] == "1", lines[1])
+            self._send_status()  # a round another daemon started: we take part
+            if all(name in self.status_in for name in self.members):
+                self._point(0, out)
+            return
+        r = self.round
+        if r is None or msg.origin != r.sender:
+            return
+        if kind == "again" and msg.hint == r.attempt + 1:
+            self._point(msg.hint, out)
+        elif kind == "state" and len(groups) == 4 and groups[3] == str(r.attempt):
+            self._state_part(r, msg, out)
+        elif kind == "refused" and self.name in r.late:
+            self.late = msg.data.decode("latin-1")
+
+    def _point(self, attempt: int, out: list) -> None:
+        """Where the round's state is taken (the same delivery at every daemon of the ring)."""
+        if attempt == 0:
+            configured = self.gateway.sites[self.gateway.site_id]
+            holders = [n for n in configured if n in self.status_in and self.status_in[n][0]]
+            if not holders:
+                self._start_afresh(out, "no daemon of the ring holds the sites' state")
+                return
+            sender = holders[0]
+            apart = [n for n in holders if self.status_in[n][1] != self.status_in[sender][1]]
+            if self.name in apart:
+                self.late = ("this daemon holds a state of site %d's streams that another ring of "
+                             "the site went on without (the site was split in two rings, both "
+                             "with traffic): spread_mini cannot merge the two, so this daemon "
+                             "stops; start it again and it is brought up to date" % self.gateway.site_id)
+                return
+            late = [n for n in self.members if not self.status_in[n][0]]
+            self.round = SyncRound(self.ring_id, 0, sender, late)
+            if apart:
+                self.gateway.ineligible = self.gateway.ineligible | frozenset(apart)
+        r = self.round
+        r.attempt, r.parts, r.parts_bytes = attempt, {}, 0
+        if not r.late:
+            self.round = None
+            return
+        if self.synced and self.name in r.late:  # (it said it holds nothing worth keeping)
+            self.synced = False
+            self.gateway.stand_down()
+        if not self.synced:  # late: the state will be as it is here; what came before is in it
+            self.held, self.held_bytes = [], 0
+            self.gateway._log("not up to date: waits for the sites' state from %s" % r.sender, self.now)
+            return
+        self.gateway.ineligible = self.gateway.ineligible | frozenset(r.late)
+        out.extend(self.gateway.poll())  # the core reaches the point with what came before it
+        event = SiteSync("point", list(r.late), export=(r.sender == self.name))
+        if event.export:
+            if self.gateway.quiescent():
+                event.gateway_state = self.gateway.export_state()
+            else:
+                event.export = False
+                self._retry_later()
+        out.append(event)
+
+    def send_state(self, event: SiteSync, groups: Optional[dict]) -> None:
+        """The group core's answer to a `point` with export (None: busy, try again): the state
+        goes through the ring in parts."""
+        r = self.round
+        if r is None or r.sender != self.name:
+            return
+        if groups is None:
+            self._retry_later()
+            return
+        blob = zlib.compress(json.dumps({"gateway": event.gateway_state, "groups": groups},
+                                        separators=(",", ":")).encode("utf-8"), 6)
+        tag = self._tag()
+        if len(blob) > SYNC_MAX_BYTES:
+            why = ("the sites' state is %d bytes compressed, above the limit of %d: daemons %s "
+                   "of site %d cannot be brought up to date and stop" % (
+                       len(blob), SYNC_MAX_BYTES, ", ".join(r.late), self.gateway.site_id))
+            self.gateway._log("ERROR: " + why, self.now)
+            self.ring_orderer.submit(DaemonMessage(
+                STATE, self.name, "#sync#%s" % self.name, AGREED_MESS, [SYNC_GROUP, "refused", tag],
+                data=why.encode("latin-1")), urgent=True)
+            return
+        parts = [blob[i:i + SYNC_PART_BYTES] for i in range(0, len(blob), SYNC_PART_BYTES)]
+        for index, part in enumerate(parts):
+            self.ring_orderer.submit(DaemonMessage(
+                STATE, self.name, "#sync#%s" % self.name, AGREED_MESS,
+                [SYNC_GROUP, "state", tag, str(r.attempt)], index << 16 | len(parts), data=part), urgent=True)
+        self.syncs_sent += 1
+        self.gateway._log("sends the sites' state to %s: %d bytes in %d parts" % (
+            ", ".join(r.late), len(blob), len(parts)), self.now)
+
+    def _retry_later(self) -> None:
+        self.retry_at = self.now + SYNC_RETRY_EVERY_S
+
+    def _again(self, now: float) -> None:
+        """The sender's state was busy at the point: a new point, once it is quiet."""
+        r = self.round
+        if r is None or r.sender != self.name:
+            self.retry_at = None
+            return
+        if not self.gateway.quiescent():
+            self.retry_at = now + SYNC_RETRY_EVERY_S
+            return
+        self.retry_at = None
+        self.ring_orderer.submit(DaemonMessage(
+            STATE, self.name, "#sync#%s" % self.name, AGREED_MESS, [SYNC_GROUP, "again", self._tag()],
+            r.attempt + 1), urgent=True)
+
+    def _state_part(self, r: SyncRound, msg: DaemonMessage, out: list) -> None:
+        index, count = msg.hint >> 16, msg.hint & 0xFFFF
+        if index >= count or index in r.parts:
+            return
+        r.parts[index] = msg.data
+        r.parts_bytes += len(msg.data)
+        if r.parts_bytes > SYNC_MAX_BYTES and self.name in r.late:
+            self.late = "the sites' state sent by %s is above %d bytes: this daemon stops" % (
+                r.sender, SYNC_MAX_BYTES)
+            return
+        if len(r.parts) < count:
+            return
+        self.round = None
+        if self.synced:
+            self.gateway.ineligible = self.gateway.ineligible - frozenset(r.late)
+            self.gateway._log("daemons %s are up to date (the sites' state of %s)" % (
+                ", ".join(r.late), r.sender), self.now)
+            self.gateway.choose_representative(self.now)
+            return
+        if self.name not in r.late:
+            return
+        try:
+            state = self._decode_state(b"".join(r.parts[i] for i in range(count)))
+            self.gateway.import_state(state["gateway"], self.now)
+        except (ValueError, KeyError, TypeError, AttributeError, zlib.error) as exc:
+            self.late = ("the sites' state sent by %s does not decode (%s): this daemon stops "
+                         "rather than run with a wrong state" % (r.sender, exc))
+            return
+        self.gateway.ring_members = frozenset(self.members)
+        out.append(SiteSync("install", list(r.late), groups=state["groups"], members=list(self.members),
+                            member_ids=sorted(self.member_ids), ring_seq=self.ring_id[0]))
+        self.synced = True
+        self.syncs_installed += 1
+        self._replay(self.held)
+        self.gateway.ineligible = self.gateway.ineligible - frozenset(r.late)
+        self.gateway.choose_representative(self.now)
+        self._flush_waiting()
+
+    @staticmethod
+    def _decode_state(blob: bytes) -> dict:
+        unzip = zlib.decompressobj()
+        raw = unzip.decompress(blob, SYNC_MAX_BYTES * 8)
+        if unzip.unconsumed_tail or not unzip.eof:
+            raise ValueError("it does not end where it should, or is too big")
+        state = json.loads(raw.decode("utf-8"))
+        if type(state) is not dict or type(state.get("gateway")) is not dict \
+                or type(state.get("groups")) is not dict:
+            raise ValueError("not the expected parts")
+        return state
+
+    def _start_afresh(self, out: list, why: str) -> None:
+        """Nobody in our ring holds the sites' state (they started together, or we are alone):
+        each starts with its empty state, from our ring's regular configuration on."""
+        self.synced = True
+        self.round = None
+        self.gateway.ineligible = frozenset()
+        held = self.held
+        starts = [i for i, item in enumerate(held) if isinstance(item, ConfigurationChange)
+                  and item.kind == CONF_REGULAR]
+        self.held, self.held_bytes = [], 0
+        self.gateway._log("site %d's ring %s starts with the sites' state afresh (%s)" % (
+            self.gateway.site_id, self._tag(), why), self.now)
+        for item in held[starts[-1] if starts else 0:]:
+            self.gateway.ring_output(item, self.now)
+            if isinstance(item, ConfigurationChange):
+                out.append(item)
+        self.gateway.choose_representative(self.now)
+        self._flush_waiting()
+
+    def _replay(self, held: list) -> None:
+        self.held, self.held_bytes = [], 0
+        for item in held:  # (deliveries only: a ring change would have ended the round)
+            self.gateway.ring_output(item, self.now)
+
+    def _flush_waiting(self) -> None:
+        while self.waiting:
+            msg, urgent = self.waiting[0]
+            if not self.ring_orderer.submit(msg, urgent):
+                return  # the ring's queue is full: the rest at the next tick
+            self.waiting.popleft()
+
+
+def _sync_text(orderer: SitesOrderer) -> str:
+    """This daemon and the sites' state: up to date, or what it waits for (with how much)."""
+    r = orderer.round
+    if not orderer.synced:
+        if r is None:
+            return "not yet: its ring is agreeing who sends it (%d messages held back, %d of its clients' waiting)" % (
+                len(orderer.held), len(orderer.waiting))
+        return "not yet: waits for the state from %s (%d messages held back, %d of its clients' waiting)" % (
+            r.sender, len(orderer.held), len(orderer.waiting))
+    text = "yes (states sent %d, received %d)" % (orderer.syncs_sent, orderer.syncs_installed)
+    if r is not None:
+        text += "; %s brings %s up to date" % (r.sender, ", ".join(r.late))
+    return text
 
 
 def sites_snapshot(orderer: SitesOrderer, now: float) -> dict:
@@ -8249,7 +8804,7 @@ def sites_snapshot(orderer: SitesOrderer, now: float) -> dict:
     return {"site_id": gw.site_id, "sites": [list(s) for s in gw.sites],
             "live_sites": list(gw.live_sites), "view_seq": gw.view_seq,
             "representatives": reps, "wide": gw.wide, "links": links, "trees": trees,
-            "closing": gw.closing is not None,
+            "closing": gw.closing is not None, "sync": _sync_text(orderer),
             "counters": dict(gw.counters), "hop_in": orderer.hop_datagrams_in,
             "hop_strangers": orderer.hop_strangers}
 
@@ -8260,11 +8815,13 @@ class SitesGroupCore(GroupCore):
     gateway's merge), so their tables agree without a state exchange. A network change
     happens at one point of that order too, the same at every daemon:
 
-    * a site's ring lost daemons (a crash inside the site, its representative's included):
-      the representative of the new ring sends a ROSTER, a STATE message to ROSTER_GROUP
-      holding the ring's seq and its daemons; where the order delivers it, every daemon of
-      every site drops the members at that site's daemons not named (TRANSITION, REG_MEMB
-      CAUSED_BY_NETWORK). A ROSTER of an older ring than one applied is stale: ignored.
+    * a site's ring lost daemons (a crash inside the site, its representative's included),
+      or took in a restarted one: the representative of the new ring sends a ROSTER, a STATE
+      message to ROSTER_GROUP holding the ring's seq and its daemons ("!name": restarted);
+      where the order delivers it, every daemon of every site drops the members at that
+      site's daemons not named, and at the restarted ones (their earlier incarnation's)
+      (TRANSITION, REG_MEMB CAUSED_BY_NETWORK). A ROSTER of an older ring than one applied is
+      stale: ignored.
     * sites are gone (SiteViewChange): TRANSITION for the groups that lose members with the
       TRANSITIONAL view (the messages of the transitional part come after it), REG_MEMB with
       the REGULAR one.
@@ -8288,6 +8845,7 @@ class SitesGroupCore(GroupCore):
         self.site_of = {d: i for i, s in enumerate(self.sites) for d in s}
         self.site_id = self.site_of[daemon_name]
         self.ring_members: frozenset = frozenset()  #: our site's last regular ring
+        self.ring_ids: frozenset = frozenset()  #: ... its daemons with their incarnations
         self.gone: set = set()  #: daemons left out by a ROSTER or a view of the sites
         self.roster_ring_seq: Dict[int, int] = {}  #: site -> ring seq of its last ROSTER applied
         self.transition_sent: Dict[str, tuple] = {}  #: group -> old id, TRANSITION given
@@ -8301,31 +8859,97 @@ class SitesGroupCore(GroupCore):
 
     def configuration_change(self, change: ConfigurationChange, memb_time: int) -> None:
         """Our site's ring changed (the gateway has it too). A ring that lost daemons matters to
-        the groups, and only its representative says so (one ROSTER per ring). A ring that
-        took in a daemon after the sites' traffic began (here) gets a LATE message naming it:
-        that daemon stops (SitesOrderer.late), since nothing brings it up to date."""
+        the groups, and only its representative says so (one ROSTER per ring). So does a ring
+        in which a daemon came back: restarted (a new incarnation of a name in the old ring: its
+        earlier members are gone; "!name" in the ROSTER), or one the sites count as gone. A
+        daemon that joined late gets its table at one point of the order (site_sync)."""
         if change.kind != CONF_REGULAR:
             return
         old, self.ring_members = self.ring_members, frozenset(change.members)
+        old_ids, self.ring_ids = self.ring_ids, frozenset(getattr(change, "member_ids", ()))
         self.ring_seq = change.ring_id[0]
         lost = old - self.ring_members
-        mine = site_representative(self.sites[self.site_id], change.members) == self.daemon_name
-        late = self.ring_members - old
-        if old and late and self.orderer.established():  # each of us says it: the late one may
-            # be the representative now (first in spread.conf), and not know it is late
-            self.orderer.submit(DaemonMessage(STATE, self.daemon_name, "#late#%s" % self.daemon_name,
-                                              AGREED_MESS, [LATE_GROUP],
-                                              data="\n".join(sorted(late)).encode("latin-1")), urgent=True)
-            self.log.append("WARNING: daemons %s joined site %d's ring after the sites' traffic "
-                            "began: they are told to stop (nothing brings a late daemon up to "
-                            "date)" % (", ".join(sorted(late)), self.site_id))
-        if lost and mine:
-            body = "\n".join([str(change.ring_id[0])] + sorted(change.members)).encode("latin-1")
+        restarted = {pid[0] for pid in self.ring_ids - old_ids} & {pid[0] for pid in old_ids}
+        back = (self.ring_members - old) & self.gone
+        mine = self._representative() == self.daemon_name
+        if old and (lost or restarted or back) and mine:
+            names = sorted(("!" if d in restarted else "") + d for d in change.members)
+            body = "\n".join([str(change.ring_id[0])] + names).encode("latin-1")
             self.orderer.submit(DaemonMessage(STATE, self.daemon_name, "#roster#%s" % self.daemon_name,
                                               AGREED_MESS, [ROSTER_GROUP], data=body), urgent=True)
             self.rosters_sent += 1
-            self.log.append("site %d lost daemons %s: ROSTER %s sent to every site" % (
-                self.site_id, ", ".join(sorted(lost)), ", ".join(sorted(change.members))))
+            why = ["lost daemons %s" % ", ".join(sorted(lost))] if lost else []
+            why += ["daemons %s restarted" % ", ".join(sorted(restarted))] if restarted else []
+            why += ["daemons %s came back" % ", ".join(sorted(back))] if back else []
+            self.log.append("site %d %s: ROSTER %s sent to every site" % (
+                self.site_id, "; ".join(why), ", ".join(names)))
+
+    def _representative(self) -> Optional[str]:
+        """Our site's representative: the gateway's (it skips a daemon not up to date)."""
+        gateway = getattr(self.orderer, "gateway", None)
+        if gateway is not None:
+            return gateway.representative
+        return site_representative(self.sites[self.site_id], self.ring_members)
+
+    # -- a daemon that joined its site's ring late (SitesOrderer) -------------------------------
+    def site_sync(self, event: "SiteSync") -> Optional[dict]:
+        """`point`: with export, our table for the late daemons (None: busy). `install`: we are
+        the late daemon and take the table. (What a restarted daemon's earlier incarnation had
+        goes by the ROSTER of the ring that took it in, at every site: configuration_change.)"""
+        if event.kind == "install":
+            self._install_groups(event)
+            return None
+        if not event.export or self.exchange is not None:
+            return None
+        return {"groups": [[name, g.index, sorted(g.members.items())] for name, g in sorted(self.groups.items())],
+                "memb_time": self.memb_time, "network_changes": self.network_changes,
+                "gone": sorted(self.gone), "roster_ring_seq": {str(k): v for k, v in self.roster_ring_seq.items()},
+                "transition_sent": {k: list(v) for k, v in self.transition_sent.items()},
+                "view_sites": sorted(self.view_sites)}
+
+    def _install_groups(self, event: "SiteSync") -> None:
+        state = event.groups
+        n = len(self.sites)
+        daemons = set(self.site_of)
+        table = {}
+        for entry in _checked(state["groups"], list):
+            name, index, members = _checked(entry, list)
+            if not isinstance(name, str) or not name_is_legal(name) or name in table:
+                raise ValueError("group %r" % (name,))
+            pairs = {}
+            for pair in _checked(members, list):
+                member, daemon = _checked(pair, list)
+                if not isinstance(member, str) or daemon not in daemons:
+                    raise ValueError("member %r at %r" % (member, daemon))
+                pairs[member] = daemon
+            table[name] = (_counter(index), pairs)
+        gone = {_checked(d, str) for d in _checked(state["gone"], list)}
+        transition = {}
+        for name, gid in _checked(state["transition_sent"], dict).items():
+            if len(_checked(gid, list)) != 3:
+                raise ValueError("group id %r" % (gid,))
+            transition[name] = tuple(_counter(x) for x in gid)
+        view_sites = frozenset(_int_list(state["view_sites"], n))
+        roster = _per_site(state["roster_ring_seq"], n)
+        memb_time, changes = _counter(state["memb_time"]), _counter(state["network_changes"])
+        if not gone <= daemons:
+            raise ValueError("gone daemons %s" % sorted(gone - daemons))
+        self.groups, self.member_groups = {}, {}
+        for name, (index, members) in table.items():
+            group = self.groups[name] = Group(name)
+            group.members, group.index = members, index
+            for member in members:
+                self.member_groups.setdefault(member, set()).add(name)
+                session = self.local.get(member)
+                if session is not None:
+                    session.groups.add(name)
+            self._reorder(group)
+        self.gone, self.transition_sent, self.view_sites = gone, transition, view_sites
+        self.roster_ring_seq, self.memb_time, self.network_changes = roster, memb_time, changes
+        self.ring_members, self.ring_seq = frozenset(event.members), event.ring_seq
+        self.ring_ids = frozenset(event.member_ids)
+        self.log.append("up to date: %d groups, %d members" % (
+            len(self.groups), sum(len(g.members) for g in self.groups.values())))
 
     def deliver(self, msg: DaemonMessage) -> None:
         ex = self.exchange
@@ -8340,7 +8964,7 @@ class SitesGroupCore(GroupCore):
         if msg.kind == STATE:
             if msg.groups and msg.groups[0] == ROSTER_GROUP:
                 self._roster(msg)
-            return  # (a LATE one was read by SitesOrderer, in the ring)
+            return
         super().deliver(msg)
 
     def _roster(self, msg: DaemonMessage) -> None:
@@ -8354,9 +8978,12 @@ class SitesGroupCore(GroupCore):
             return  # an older ring's, delivered after a newer one's
         self.roster_ring_seq[site] = ring_seq
         daemons = set(self.sites[site])
-        alive = daemons & set(lines[1:])
+        restarted = daemons & {line[1:] for line in lines[1:] if line.startswith("!")}
+        alive = daemons & {line.lstrip("!") for line in lines[1:]}
         self.gone = (self.gone - daemons) | (daemons - alive)
-        self._network_change("site %d's ring is now %s" % (site, ", ".join(sorted(alive))))
+        self._network_change("site %d's ring is now %s%s" % (
+            site, ", ".join(sorted(alive)),
+            " (%s restarted)" % ", ".join(sorted(restarted)) if restarted else ""), restarted)
 
     def site_view_change(self, change: "SiteViewChange") -> None:
         if self.exchange is not None:
@@ -8393,7 +9020,7 @@ class SitesGroupCore(GroupCore):
             {name: (dict(g.members), self.group_id(g)) for name, g in self.groups.items()})
         self.log.append("view %d of the sites: %s (%s): exchanging group state" % (
             change.view_seq, change.sites, change.reason))
-        if site_representative(self.sites[self.site_id], self.ring_members) == self.daemon_name:
+        if self._representative() == self.daemon_name:
             self._send_site_state(change.view_seq, came_from)
 
     def _send_site_state(self, view_seq: int, came_from: str) -> None:
@@ -8501,10 +9128,11 @@ class SitesGroupCore(GroupCore):
         for msg in held:
             self.deliver(msg)
 
-    def _network_change(self, why: str) -> None:
+    def _network_change(self, why: str, restarted: Iterable[str] = ()) -> None:
+        """Members at daemons gone (and at restarted daemons: an earlier incarnation's) go."""
         self.network_changes += 1
         self.log.append("network change: %s" % why)
-        alive = set(self.site_of) - self.gone
+        alive = set(self.site_of) - self.gone - set(restarted)
         self._drop_daemons(alive, self.transition_sent, self.network_changes)
         self.transition_sent = {}
 
@@ -10181,10 +10809,12 @@ def render_ring_status(snap):
 def sites_status_rows(sites: dict) -> List[Tuple[str, str]]:
     """(label, value) rows of the sites part: what a student looks at when a site goes away."""
     reps = sites["representatives"]
-    rows = [("site (this daemon's)", str(sites["site_id"])),
-            ("view of the sites", "%d: sites %s%s" % (
-                sites["view_seq"], ", ".join(map(str, sites["live_sites"])),
-                " (a change is being agreed)" if sites["closing"] else ""))]
+    rows = [("site (this daemon's)", str(sites["site_id"]))]
+    if "sync" in sites:
+        rows.append(("up to date", sites["sync"]))
+    rows.append(("view of the sites", "%d: sites %s%s" % (
+        sites["view_seq"], ", ".join(map(str, sites["live_sites"])),
+        " (a change is being agreed)" if sites["closing"] else "")))
     for i, daemons in enumerate(sites["sites"]):
         if i not in sites["live_sites"]:
             rows.append(("site %d (gone)" % i, ", ".join(daemons)))

@@ -39,6 +39,7 @@ def main(argv=None):
     latencies = []
     view_times = []  # per seed that killed a site: when the last survivor left it out
     merge_times = []  # per seed whose cut healed after the views split: when they merged
+    sync_times = []  # per seed with a daemon started again: when it was up to date
     for seed in range(args.first, args.first + args.seeds):
         result = sites_sim.run_seed(seed, unreliable=args.unreliable)
         for key in ("submitted", "hop_packets", "hop_lost", "ring_packets"):
@@ -50,6 +51,8 @@ def main(argv=None):
         if "view_after_heal_s" in result.stats:
             merge_times.append(result.stats["view_after_heal_s"])
         totals["heals"] += result.stats.get("heals", 0)
+        if "sync_after_restart_s" in result.stats:
+            sync_times.append(result.stats["sync_after_restart_s"])
         totals["violations"] += len(result.violations)
         kinds.update(sites_sim.kind_of(v) for v in result.violations)
         if result.violations:
@@ -84,6 +87,11 @@ def main(argv=None):
               "%.2f s (max; simulated time)" % (
                   len(merge_times), totals["heals"], merge_times[len(merge_times) // 2],
                   merge_times[int(len(merge_times) * 0.9)], merge_times[-1]))
+    sync_times.sort()
+    if sync_times:
+        print("a daemon killed and started again (%d seeds): up to date %.3f s after its start "
+              "(median), %.3f s (max; simulated time: its ring takes it in, the sites' state "
+              "crosses the ring)" % (len(sync_times), sync_times[len(sync_times) // 2], sync_times[-1]))
     print("rerun: python3 bench/sites_soak.py --seeds %d --first %d%s" % (
         args.seeds, args.first, " --unreliable" if args.unreliable else ""))
     return 1 if failing else 0

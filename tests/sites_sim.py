@@ -13,7 +13,10 @@ daemon takes over the links) and/or every daemon of one site is killed (the othe
 view without it: TRANSITIONAL, then REGULAR) and/or, with two sites or a line, a WAN link is
 cut (each side goes on in a view of the sites it can reach), and in most of those seeds the
 link comes back 0.2-6 s later: before its silence rule, during the view change or after it
-(then the views merge: TRANSITIONAL, then REGULAR with every site). The run goes on until
+(then the views merge: TRANSITIONAL, then REGULAR with every site), and/or a daemon of a site
+of several (a representative killed above, or another daemon killed for this) is started again
+later as a new incarnation: its ring takes it in and it is brought up to date through the ring
+(SitesOrderer: the state of the sites at one point of the ring's order). The run goes on until
 every living daemon has delivered what it must and installed the view of the sites it can reach, or the time is up.
 
 The checkers look only at what the simulated clients submitted and what every daemon delivered
@@ -33,14 +36,19 @@ a planted fault in tests/test_sites_sim.py that it must catch:
                still the view; or a transitional part naming its site)
   view         a living daemon does not end in the view of the sites it can reach (after a
                partition heals: the merged view), or two daemons install the same view seq
-               with sites that differ but overlap (two sides of a partition may share a seq)
+               with sites that differ but overlap (two sides of a partition may share a seq),
+               or a daemon stops (SitesOrderer.late: a state it cannot be brought up to)
   virtual synchrony  two daemons that install the same view from the same transitional
                view delivered different messages in the old view's regular part, or in the
                transitional part
   one view     a message delivered in two different views (the last REGULAR before it):
                a message of one side of a partition delivered on the other side after the heal
 SAFE is checked against the daemons of the view it was delivered in (its transitional part:
-the survivors), that had not crashed by then.
+the survivors), that had not crashed by then, and were up to date by then (a restarted daemon
+holds back what its ring delivers until its state comes). A restarted daemon is a new Node
+(the old one stays on the record as "name~1"); it owes what the others delivered from the
+point where it came in (from its first delivery, or after it was up to date), in the view it
+came in (a pseudo view "joined", never compared with the others' views).
 """
 from __future__ import annotations
 
@@ -81,6 +89,11 @@ CHECK_EVERY_S = 0.01
 HEAL_TRAFFIC_AFTER_S = 3.0
 
 
+#: a restarted daemon that delivered nothing owes what its site delivered this long after its
+#: state came (simulated seconds: far above a ring's rotation)
+RESTART_SLACK_S = 0.5
+
+
 def kind_of(violation: str) -> str:
     return violation.split(" ", 1)[1].split(":", 1)[0]
 
@@ -115,12 +128,23 @@ class SitesCase:
     cut_pair: Tuple[int, int] = (0, 1)
     #: how long after the cut the link comes back (None: never): the views merge again
     heal_after_s: Optional[float] = None
+    #: a daemon killed (kill -9) at restart_kill_after_s after the rings formed (None: the
+    #: representative killed at rep_crash_after_s), started again restart_after_s later as a
+    #: new incarnation (None: no restart)
+    restart_name: Optional[str] = None
+    restart_kill_after_s: Optional[float] = None
+    restart_after_s: Optional[float] = None
+
+
+#: a restarted daemon's first view: the one its state came in (SitesOrderer), not installed
+JOINED = "joined"
 
 
 @dataclass
 class Node:
     orderer: sr.RingOrderer
     gateway: sr.SiteGateway
+    sites: sr.SitesOrderer  #: the orderer of a daemon of several sites (its ring, its gateway)
     delivered: List[int] = field(default_factory=list)
     position: Dict[int, int] = field(default_factory=dict)
     delivered_at: Dict[int, float] = field(default_factory=dict)
@@ -132,6 +156,9 @@ class Node:
     view_sites: Tuple[int, ...] = ()  # the sites of the view (regular or transitional) now
     delivered_in: Dict[int, Tuple[int, ...]] = field(default_factory=dict)  # serial -> view_sites
     unreliable: set = field(default_factory=set)  # UNRELIABLE messages delivered (no order)
+    started_at: float = 0.0
+    restarted: bool = False  #: a new incarnation of a daemon that was killed
+    synced_at: Optional[float] = None  #: when it held the sites' state (afresh, or sent to it)
 
 
 @dataclass
@@ -188,6 +215,20 @@ def case_for_seed(seed: int) -> SitesCase:
         heal = random.Random(seed * 7919 + 15)
         if heal.random() < 0.6:  # before the link's silence rule, during the view change, after
             case.heal_after_s = heal.uniform(0.2, 6.0)
+    again = random.Random(seed * 7919 + 16)
+    killed = case.site_kill if case.site_kill_after_s is not None else None
+    if case.rep_crash_after_s is not None and case.rep_crash_site != killed and again.random() < 0.5:
+        case.restart_name = sites[case.rep_crash_site][0]  # the representative comes back
+        case.restart_after_s = again.uniform(0.3, 3.0)
+    elif again.random() < 0.4:
+        # another daemon, in a site that keeps one daemon alive meanwhile
+        spare = [i for i in several if i != killed and (i != case.rep_crash_site or len(sites[i]) > 2
+                                                        or case.rep_crash_after_s is None)]
+        if spare:
+            site = again.choice(spare)
+            case.restart_name = again.choice(sites[site][1:])
+            case.restart_kill_after_s = again.uniform(0.0, case.traffic_s)
+            case.restart_after_s = again.uniform(0.3, 3.0)
     return case
 
 
@@ -220,17 +261,41 @@ class SitesSim:
         self.gtick_at: Dict[str, float] = {}
         self.latency: List[float] = []
         settings = {}
+        self.restarts = 0
+        self.restart_pending = False  #: a daemon is to start again, or is not up to date yet
         for site, names in enumerate(self.case.sites):
             for name in names:
-                orderer = sr.RingOrderer(name, 1, names, random.Random(self.rng.random()),
-                                         sr.RingSettings(**settings), now=0.0)
-                gateway = sr.SiteGateway(name, self.case.sites, self.case.costs, orderer,
-                                         self.hop_settings(site), now=0.0)
-                gateway.trace_held = []
-                self.nodes[name] = Node(orderer, gateway)
+                self.nodes[name] = self.make_node(name, 1, 0.0)
                 self.gtick_at[name] = float("inf")
                 if on_start is not None:
-                    on_start(name, gateway)
+                    on_start(name, self.nodes[name].gateway)
+
+    def make_node(self, name: str, incarnation: int, now: float) -> Node:
+        site = self.site_of[name]
+        names = self.case.sites[site]
+        orderer = sr.RingOrderer(name, incarnation, names, random.Random(self.rng.random()),
+                                 sr.RingSettings(), now=now)
+        gateway = sr.SiteGateway(name, self.case.sites, self.case.costs, orderer,
+                                 self.hop_settings(site), now=now)
+        gateway.trace_held = []
+        return Node(orderer, gateway, sr.SitesOrderer(orderer, gateway, {}, now), started_at=now)
+
+    def restart(self, name: str) -> None:
+        """The daemon started again (a new incarnation); the killed one stays on the record."""
+        old = self.nodes[name]
+        if old.crashed_at is None:
+            return
+        self.restarts += 1
+        key = "%s~%d" % (name, self.restarts)
+        self.nodes[key], self.site_of[key] = old, self.site_of[name]
+        for serial, sub in self.submitted.items():
+            if sub[5] == name:
+                self.submitted[serial] = sub[:5] + (key,)
+        node = self.nodes[name] = self.make_node(name, 1 + self.restarts, self.now)
+        node.restarted = True
+        self.gtick_at[name] = float("inf")
+        self.stats["restarts"] = self.stats.get("restarts", 0) + 1
+        self.push(self.now, "tick", name)
 
     def hop_settings(self, site: int) -> sr.HopSettings:
         """Each representative's links draw from a bucket at 90 % of its slowest wire (one
@@ -273,16 +338,25 @@ class SitesSim:
     def drain(self, name: str) -> None:
         node = self.nodes[name]
         while True:
-            outs = node.orderer.poll()
+            outs = node.sites.poll()
+            gouts = []
             for out in outs:
                 if isinstance(out, sr.Send):
                     self.ring_send(name, out.dest, out.packet)
                 elif isinstance(out, sr.SendToAll):  # IP multicast: each copy may be lost alone
                     for dest in out.dests:
                         self.ring_send(name, dest, out.packet)
-                else:
-                    node.gateway.ring_output(out, self.now)
-            gouts = node.gateway.poll()
+                elif isinstance(out, sr.SiteSync):
+                    if out.export:  # (no group table here)
+                        node.sites.send_state(out, {})
+                elif not isinstance(out, sr.ConfigurationChange):
+                    gouts.append(out)
+            if node.synced_at is None and node.sites.synced:
+                self.up_to_date(node)
+            if node.sites.late and node.crashed_at is None:  # a real daemon stops on it
+                self.fail(VIEW, "%s stops: %s" % (name, node.sites.late))
+                self.crash(name)
+                return
             if self.delivery_filter is not None and gouts:
                 gouts = self.delivery_filter(name, gouts)
             for out in gouts:
@@ -293,7 +367,7 @@ class SitesSim:
                     node.view_sites = tuple(out.sites)
                 else:
                     self.record_delivery(name, node, out.msg)
-            if not outs and not gouts:
+            if not outs:
                 break
         for key in node.gateway.trace_held:
             node.held_at.setdefault(key, self.now)
@@ -302,6 +376,17 @@ class SitesSim:
         if deadline < self.gtick_at[name]:
             self.gtick_at[name] = deadline
             self.push(deadline, "gtick", name)
+
+    def up_to_date(self, node: Node) -> None:
+        """A restarted daemon's state came: its view is the one it came in."""
+        node.synced_at = self.now
+        if not node.restarted:
+            return
+        self.restart_pending = False
+        gw = node.gateway
+        sites = tuple(gw.live_sites) if gw.view_seq else ()  # (view 0: as the others name it)
+        node.views.append((JOINED, gw.view_seq, sites, len(node.delivered), self.now))
+        node.view_sites = sites
 
     def record_delivery(self, name: str, node: Node, msg: sr.DaemonMessage) -> None:
         serial = int.from_bytes(msg.data[:8], "big") if len(msg.data) >= 8 else 0
@@ -340,10 +425,10 @@ class SitesSim:
         serial = len(self.submitted) + 1
         data = ring_sim.random_payload(self.rng, serial)
         msg = sr.DaemonMessage(sr.DATA, name, "#c#%s" % name, service, ["g"], data=data)
-        if not node.orderer.submit(msg):
+        if not node.sites.submit(msg):
             return
         self.stats["submitted"] += 1
-        self.submitted[serial] = (service, data, name, len(node.delivered), self.now)
+        self.submitted[serial] = (service, data, name, len(node.delivered), self.now, name)
         self.drain(name)
 
     # -------------------------------------------------------------- the run
@@ -391,21 +476,36 @@ class SitesSim:
         daemon's last messages may be lost, but then everywhere)."""
         live = self.live()
         must = {name: {s for s, sub in self.submitted.items()
-                       if sub[2] == name and sub[0] != sr.UNRELIABLE_MESS} for name in live}
+                       if sub[5] == name and sub[0] != sr.UNRELIABLE_MESS} for name in live}
         for node in live.values():
             for serial, sites in self.companions(node).items():
                 for name in live:
-                    if self.site_of[name] in sites:
+                    if self.site_of[name] in sites and self.owes(live[name], node, serial):
                         must[name].add(serial)
         return must
 
+    def owes(self, n: Node, o: Node, serial: int) -> bool:
+        """A restarted daemon owes what `o` delivered from the point it came in: from its first
+        delivery on (one order: all that o delivered after it); if it delivered nothing, what
+        a daemon of its own site delivered well after its state came (the same point of the
+        ring's order, a moment apart; another site delivers the same messages later)."""
+        if not n.restarted or n.synced_at is None:
+            return True
+        if n.delivered and n.delivered[0] in o.position:
+            return o.position[serial] >= o.position[n.delivered[0]]
+        return self.site_of_node(o) == self.site_of_node(n) and \
+            o.delivered_at[serial] >= n.synced_at + RESTART_SLACK_S
+
+    def site_of_node(self, node: Node) -> int:
+        return self.site_of[node.gateway.name]
+
     def everything_delivered(self) -> bool:
-        if self.heal_pending or self.late_submits or self.now < self.next_check_s:
+        if self.heal_pending or self.late_submits or self.restart_pending or self.now < self.next_check_s:
             return False
         self.next_check_s = self.now + CHECK_EVERY_S  # (the whole check costs: not every event)
         for name, node in self.live().items():
             gw = node.gateway
-            if gw.closing is not None or gw.merging is not None or set(gw.live_sites) != self.component(self.site_of[name]):
+            if not node.sites.synced or gw.closing is not None or gw.merging is not None or set(gw.live_sites) != self.component(self.site_of[name]):
                 return False
         must = self.must_deliver()
         return all(must[name] <= node.position.keys() for name, node in self.live().items())
@@ -445,6 +545,14 @@ class SitesSim:
         if self.case.rep_crash_after_s is not None:
             names = self.case.sites[self.case.rep_crash_site]
             self.push(start + self.case.rep_crash_after_s, "crash", names[0])
+        if self.case.restart_name is not None:
+            killed = self.case.restart_kill_after_s
+            if killed is None:
+                killed = self.case.rep_crash_after_s
+            else:
+                self.push(start + killed, "crash", self.case.restart_name)
+            self.push(start + killed + self.case.restart_after_s, "restart", self.case.restart_name)
+            self.restart_pending = True
         self.run_until(start + self.case.traffic_s)
         self.run_until(start + self.case.traffic_s + drain_max_s, self.everything_delivered)
         self.stats["end_s"] = self.now
@@ -470,6 +578,9 @@ class SitesSim:
         if kind == "crash":
             self.crash(dest)
             return
+        if kind == "restart":
+            self.restart(dest)
+            return
         if kind == "cut":
             a, b = self.case.cut_pair
             self.cut_pairs |= {(a, b), (b, a)}
@@ -489,7 +600,7 @@ class SitesSim:
         elif kind == "hop":
             node.gateway.hop_datagram(src, data, at)
         elif kind == "tick":
-            node.orderer.tick(at)
+            node.sites.tick(at)
             node.gateway.tick(at)  # the ring's safe_lts moves on tokens that deliver nothing
             self.push(at + self.tick_s, "tick", dest)
         elif kind == "gtick":
@@ -523,6 +634,9 @@ class SitesSim:
                       if n.views and n.views[-1][4] > healed_at and len(n.views[-1][2]) == len(self.case.sites)]
             if merged and len(merged) == len(self.live()):
                 self.stats["view_after_heal_s"] = max(merged) - healed_at
+        synced = [n.synced_at - n.started_at for n in self.nodes.values() if n.restarted and n.synced_at]
+        if synced:  # how long a restarted daemon took to be up to date (from its start)
+            self.stats["sync_after_restart_s"] = max(synced)
         if self.latency:
             lat = sorted(self.latency)
             self.stats["latency_median_s"] = lat[len(lat) // 2]
@@ -565,7 +679,7 @@ class SitesSim:
         for name, node in sorted(self.nodes.items()):
             for serial in node.delivered:
                 origin, prefix = self.submitted[serial][2], self.submitted[serial][3]
-                before = self.nodes[origin].delivered[:prefix]
+                before = self.nodes[self.submitted[serial][5]].delivered[:prefix]
                 late = [d for d in before if node.position.get(d, -1) > node.position[serial]]
                 if late:
                     self.fail(CAUSAL, "%s delivered %d before %d, which %s had delivered before "
@@ -583,6 +697,10 @@ class SitesSim:
                 for other, o in sorted(self.nodes.items()):
                     if o.crashed_at is not None and o.crashed_at <= at:
                         continue  # not a member any more when it was delivered
+                    if o.started_at > at or (o.restarted and (o.synced_at or float("inf")) > at):
+                        continue  # not a member yet: not up to date
+                    if o.restarted and serial not in o.position:
+                        continue  # stable before it came (whether it owes it: no loss)
                     if self.site_of[other] not in members:
                         continue  # not in the view (EVS: SAFE holds in its configuration)
                     if o.held_at.get(key, float("inf")) > at:
@@ -599,6 +717,9 @@ class SitesSim:
         out = {}
         start, old, trans = 0, (0, ()), None
         for kind, view, sites, at, _ in node.views:
+            if kind == JOINED:  # (what came before is not its: never compared)
+                old, start = (JOINED, view, sites), at
+                continue
             if kind == sr.CONF_TRANSITIONAL:
                 trans = (view, sites)
                 out["regular", old, trans] = frozenset(node.delivered[start:at])
@@ -613,7 +734,7 @@ class SitesSim:
         out, view, i = {}, (0, ()), 0
         for idx, serial in enumerate(node.delivered):
             while i < len(node.views) and node.views[i][3] <= idx:
-                if node.views[i][0] == sr.CONF_REGULAR:
+                if node.views[i][0] in (sr.CONF_REGULAR, JOINED):
                     view = node.views[i][1:3]
                 i += 1
             out[serial] = view
@@ -642,7 +763,8 @@ class SitesSim:
                 if first[1] != sites and set(first[1]) & set(sites):
                     self.fail(VIEW, "%s installed view %d with sites %s, %s with %s" % (name, view, sites, first[0], first[1]))
             if node.crashed_at is None:
-                final = set(regular[-1][2]) if regular else set(range(len(self.case.sites)))
+                regular = [v for v in node.views if v[0] in (sr.CONF_REGULAR, JOINED)]
+                final = set(regular[-1][2]) if regular and regular[-1][2] else set(range(len(self.case.sites)))
                 if final != self.component(self.site_of[name]):
                     self.fail(VIEW, "%s ends in a view of sites %s; it can reach %s"
                               % (name, sorted(final), sorted(self.component(self.site_of[name]))))

@@ -5,6 +5,7 @@ configuration's rules (which files run sites, the HOP port) and the status table
 from __future__ import annotations
 
 import heapq
+import json
 
 import pytest
 
@@ -37,18 +38,26 @@ class SitesLab:
     """The daemons of LAYOUT; ring datagrams inside a site (1 ms), HOP datagrams between
     sites (WAN_DELAY_S); a crashed daemon neither sends nor receives."""
 
-    def __init__(self):
+    def __init__(self, layout=None, ips=None, conf=None):
         self.now = 0.0
         self.queue = []
         self.counter = 0
         self.crashed = set()
         self.wan_cut = False  #: every HOP datagram is lost
-        self.plan = plan()
-        self.site_of = {d: s for s, names in enumerate(LAYOUT) for d in names}
+        self.ring_cut = False  #: every ring datagram is lost (each daemon a ring of its own)
+        self.layout, self.ips = layout or LAYOUT, ips or IPS
+        self.plan = sp.sites_plan(sp.parse_spread_conf(conf)) if conf else plan()
+        self.site_of = {d: s for s, names in enumerate(self.layout) for d in names}
         self.daemons = {}
-        for i, name in enumerate(IPS, 1):
-            self.daemons[name] = Driver(sp.build_daemon(name, IPS, incarnation=i, sites=self.plan))
+        for i, name in enumerate(self.ips, 1):
+            self.daemons[name] = Driver(sp.build_daemon(name, self.ips, incarnation=i, sites=self.plan))
         self.next_tick = 0.0
+
+    def restart(self, name, incarnation=9):
+        """kill -9 happened before (name in crashed): a new process of the same daemon."""
+        self.crashed.discard(name)
+        self.daemons[name] = Driver(sp.build_daemon(name, self.ips, incarnation=incarnation,
+                                                    sites=self.plan, now=self.now))
 
     def pump(self, name):
         for action in self.daemons[name].take_actions():
@@ -75,16 +84,17 @@ class SitesLab:
             self.now = t
             if t == t_net:
                 _, _, kind, dest, src, packet = heapq.heappop(self.queue)
-                if dest in self.crashed or src in self.crashed or (kind == "hop" and self.wan_cut):
+                if dest in self.crashed or src in self.crashed or (kind == "hop" and self.wan_cut) \
+                        or (kind == "ring" and self.ring_cut):
                     continue
                 d = self.daemons[dest]
                 if kind == "hop":
                     d.perform(d.d.hop_datagram(packet, self.plan.hop_addresses[src], self.now))
                 else:
-                    d.datagram(packet, (IPS[src], PORTS[self.site_of[src]]), self.now)
+                    d.datagram(packet, (self.ips[src], PORTS[self.site_of[src]]), self.now)
                 self.pump(dest)
             else:
-                for name in IPS:
+                for name in self.ips:
                     if name not in self.crashed:
                         self.daemons[name].tick(self.now)
                         self.pump(name)
@@ -236,40 +246,293 @@ def test_a_site_killed_is_gone_in_the_table_and_its_members_leave_with_a_network
                for line in lab.daemons["a2"].log)
 
 
-def lab_with_a_late_daemon(late):
+def lab_with_a_late_daemon(late, lab=None):
     """The sites start without `late`; a client at each other daemon joins and sends; then
     `late` starts (a new process: incarnation 9)."""
-    lab = SitesLab()
+    lab = lab or SitesLab()
     lab.crashed.add(late)
     lab.run(2.5)
-    clients = [Client(lab, name, "u" + name, 1) for name in IPS if name != late]
+    clients = [Client(lab, name, "u" + name, 1) for name in lab.ips if name != late]
     for c in clients:
         c.join("g")
         lab.run(0.3)
     clients[0].multicast(sp.AGREED_MESS, "g", b"before")
     lab.run(0.5)
-    lab.crashed.discard(late)
-    lab.daemons[late] = Driver(sp.build_daemon(late, IPS, incarnation=9, sites=lab.plan, now=lab.now))
+    lab.restart(late)
     lab.run(2.0)
     return lab, clients
 
 
+def burst_everywhere(lab, clients, count=6):
+    """Every client sends `count` messages, AGREED and SAFE by turns; each client's data."""
+    for i in range(count):
+        for c in clients:
+            c.multicast(sp.SAFE_MESS if i % 2 else sp.AGREED_MESS, "g", b"%s %d" % (c.private_group.encode(), i))
+        lab.run(0.003)
+    lab.run(1.5)
+    return [[describe(m) for m in c.receive_all() if not m.is_membership] for c in clients]
+
+
+def table_of(daemon):
+    core = daemon.d.core
+    return {name: (dict(g.members), core.group_id(g)) for name, g in core.groups.items()}
+
+
 @pytest.mark.parametrize("late", ["a2", "a1"])
-def test_a_daemon_that_joins_its_site_after_the_traffic_began_is_told_to_stop(late):
-    # a1 late is the hard case: first in spread.conf, it is the representative at once
+def test_a_daemon_that_joins_its_site_after_the_traffic_began_is_brought_up_to_date(late):
+    # a1 late is the hard case: first in spread.conf, it would be the representative at once
     lab, clients = lab_with_a_late_daemon(late)
     d = lab.daemons[late]
-    assert d.fatal and "joined site 0's ring after the sites' traffic began" in d.fatal
-    assert any(line.startswith("ERROR: this daemon joined site 0") for line in d.log)
+    assert d.fatal is None
+    assert any("waits for the sites' state from" in line for line in d.log)
     other = "a1" if late == "a2" else "a2"
-    assert any("WARNING: daemons %s joined site 0's ring" % late in line for line in lab.daemons[other].log)
-    # it leaves (the I/O loop stops on fatal): the others go on as before
-    lab.crashed.add(late)
+    assert any("sends the sites' state to %s" % late in line for line in lab.daemons[other].log)
+    assert table_of(d) == table_of(lab.daemons[other]) == table_of(lab.daemons["b1"])
+    rows = dict(sp.sites_status_rows(dict(d.ring_snapshot(lab.now)["sites"], name=late)))
+    assert rows["up to date"] == "yes (states sent 0, received 1)"
+    newcomer = Client(lab, late, "u" + late, 1)
+    newcomer.join("g")
+    lab.run(0.5)
+    everyone = clients + [newcomer]
+    last = [memberships(c)[-1] for c in everyone]
+    assert all(sorted(m.members) == ["#ua1#a1", "#ua2#a2", "#ub1#b1"] for m in last)
+    assert all(sp.equal_group_ids(last[0].group_id, m.group_id) for m in last)
+    for c in everyone:
+        c.messages = []
+    orders = burst_everywhere(lab, everyone)
+    assert len(orders[0]) == 18 and orders[0] == orders[1] == orders[2]
+    # the representative is the first daemon of spread.conf again, and b1's link goes to it
+    assert all(lab.daemons[n].orderer.gateway.representative == "a1" for n in ("a1", "a2"))
+    assert lab.daemons["b1"].orderer.gateway.links[0].peer[0] == "a1"
+
+
+def test_a_late_daemon_never_takes_the_links_before_it_is_up_to_date():
+    lab = SitesLab()
+    lab.crashed.add("a1")
+    lab.run(2.5)
+    Client(lab, "a2", "ua2", 1).join("g")
+    lab.run(0.3)
+    lab.restart("a1")
+    seen = []
+    while lab.now < 5.0:  # every step: is a1 the representative, and is it up to date?
+        lab.run(0.001)
+        o = lab.daemons["a1"].orderer
+        seen.append((o.gateway.representative == "a1", o.synced))
+    assert (True, True) in seen and (True, False) not in seen
+    assert lab.daemons["a1"].orderer.gateway.wide
+
+
+def test_a_client_of_a_late_daemon_waits_and_then_joins_with_everything_in_order():
+    """Its session is accepted at once; its join and its messages wait until the daemon is
+    up to date, then go into the one order."""
+    lab = SitesLab()
+    lab.crashed.add("a2")
+    lab.run(2.5)
+    ua1, ub1 = Client(lab, "a1", "ua1", 1), Client(lab, "b1", "ub1", 1)
+    for c in (ua1, ub1):
+        c.join("g")
+        lab.run(0.3)
+    lab.restart("a2")
+    ua2 = Client(lab, "a2", "ua2", 1)  # at once, before a2 is in the ring
+    ua2.join("g")
+    ua2.multicast(sp.AGREED_MESS, "g", b"early")
+    assert lab.daemons["a2"].orderer.waiting  # (queued: a2 is not up to date)
+    rows = dict(sp.sites_status_rows(dict(lab.daemons["a2"].ring_snapshot(lab.now)["sites"], name="a2")))
+    assert rows["up to date"].startswith("not yet: its ring is agreeing who sends it (0 messages "
+                                         "held back, 2 of its clients' waiting)")
+    lab.run(2.0)
+    everyone = [ua1, ua2, ub1]
+    seen = [[describe(m) for m in c.receive_all()] for c in everyone]
+    assert all(("DATA", b"early") in s for s in seen)
+    assert [m for m in seen[0] if m[0] == "DATA"] == [m for m in seen[1] if m[0] == "DATA"] \
+        == [m for m in seen[2] if m[0] == "DATA"]
+    assert all(("REG", "JOIN", ("#ua1#a1", "#ua2#a2", "#ub1#b1")) in s for s in seen)
+
+
+@pytest.mark.parametrize("victim", ["a2", "a1"])
+def test_a_daemon_restarted_before_its_ring_noticed_loses_its_earlier_members_at_every_site(victim):
+    """kill -9 and a new process at once: the ring goes from the old incarnation to the new
+    one with no ring between, so no ROSTER of a loss; the ROSTER of the new ring names it
+    restarted, and every daemon of both sites drops what its earlier incarnation had."""
+    lab, clients = started_lab()
+    lab.run(0.5)
+    lab.crashed.add(victim)
+    lab.run(0.05)
+    lab.restart(victim)
     lab.run(3.0)
-    clients[-1].multicast(sp.AGREED_MESS, "g", b"after")
-    lab.run(1.0)
-    seen = [[describe(m) for m in c.receive_all() if not m.is_membership] for c in clients]
-    assert seen[0] == seen[1] == [("DATA", b"before"), ("DATA", b"after")]
+    assert not any(d.fatal for d in lab.daemons.values())
+    rings = [l for l in lab.daemons["a1" if victim == "a2" else "a2"].log if "installed ring" in l]
+    assert "%s#9" % victim in rings[-1] and len(rings) == 2  # (startup, then the new one)
+    tables = [table_of(lab.daemons[n]) for n in ("a1", "a2", "b1")]
+    assert tables[0] == tables[1] == tables[2]
+    stayed = [c for c in clients if not c.private_group.endswith("#" + victim)]
+    assert sorted(tables[0]["g"][0]) == sorted(c.private_group for c in stayed)
+    for c in stayed:
+        seen = [describe(m) for m in c.receive_all()]
+        assert seen[-2:] == [("TRANS",), ("REG", "NETWORK", tuple(sorted(x.private_group for x in stayed)))]
+    again = Client(lab, victim, "u" + victim, 1)  # the same private name as before
+    again.join("g")
+    lab.run(0.5)
+    everyone = stayed + [again]
+    last = [memberships(c)[-1] for c in everyone]
+    assert all(sorted(m.members) == ["#ua1#a1", "#ua2#a2", "#ub1#b1"] for m in last)
+    assert all(sp.equal_group_ids(last[0].group_id, m.group_id) for m in last)
+    for c in everyone:
+        c.messages = []
+    orders = burst_everywhere(lab, everyone, 4)
+    assert len(orders[0]) == 12 and orders[0] == orders[1] == orders[2]
+
+
+@pytest.mark.parametrize("busy", [None, "a1", "a2"])
+def test_daemons_of_a_site_that_formed_rings_of_their_own_at_the_start_go_on_as_one(busy):
+    """a1 and a2 cannot hear each other for 2 s at the start: each makes a ring of its own and
+    represents it (links to b1); a client joins at `busy` meanwhile. When they hear each
+    other, a daemon that holds nothing worth keeping takes the other's state (standing down
+    meanwhile), or, if neither holds anything, both start afresh; nobody stops."""
+    lab = SitesLab()
+    lab.ring_cut = True
+    lab.run(2.0)
+    assert lab.daemons["a2"].orderer.gateway.wide and lab.daemons["a1"].orderer.gateway.wide
+    clients = [Client(lab, busy, "u" + busy, 1)] if busy else []
+    for c in clients:
+        c.join("g")
+    lab.run(0.5)
+    lab.ring_cut = False
+    lab.run(3.0)
+    assert not any(d.fatal for d in lab.daemons.values())
+    if busy:
+        idle = "a2" if busy == "a1" else "a1"
+        assert any("stands down as the representative of site 0" in l for l in lab.daemons[idle].log)
+        assert any("sends the sites' state to %s" % idle in l for l in lab.daemons[busy].log)
+    else:
+        assert all(any("starts with the sites' state afresh (no daemon of the ring holds" in l
+                       for l in lab.daemons[n].log) for n in ("a1", "a2"))
+    assert all(lab.daemons[n].orderer.gateway.representative == "a1" for n in ("a1", "a2"))
+    clients += [Client(lab, name, "u" + name, 2) for name in IPS if name != busy]
+    for c in clients[1 if busy else 0:]:
+        c.join("g")
+        lab.run(0.3)
+    for c in clients:
+        c.receive_all()
+        c.messages = []
+    orders = burst_everywhere(lab, clients, 4)
+    assert len(orders[0]) == 12 and all(o == orders[0] for o in orders)
+
+
+def test_two_rings_of_one_site_both_with_traffic_the_one_not_kept_stops_with_a_clear_error():
+    lab = SitesLab()
+    lab.ring_cut = True
+    lab.run(2.0)
+    for name in ("a1", "a2"):
+        Client(lab, name, "u" + name, 1).join("g")
+    lab.run(0.5)
+    lab.ring_cut = False
+    lab.run(3.0)
+    assert lab.daemons["a1"].fatal is None
+    fatal = lab.daemons["a2"].fatal
+    assert fatal and "the site was split in two rings, both with traffic" in fatal
+
+
+THREE = """
+Spread_Segment 239.255.40.1:4803 {
+    a1 127.0.40.11
+    a2 127.0.40.12
+    a3 127.0.40.13
+}
+Spread_Segment 239.255.41.1:4813 {
+    b1 127.0.41.11
+}
+LinkProtocol = Hop
+"""
+THREE_IPS = {"a1": "127.0.40.11", "a2": "127.0.40.12", "a3": "127.0.40.13", "b1": "127.0.41.11"}
+
+
+def three_lab():
+    return SitesLab([["a1", "a2", "a3"], ["b1"]], THREE_IPS, THREE)
+
+
+def test_a_third_daemon_joins_a_site_of_two_and_holds_the_same_table_and_order():
+    lab, clients = lab_with_a_late_daemon("a3", three_lab())
+    d3 = lab.daemons["a3"]
+    assert d3.fatal is None
+    assert table_of(d3) == table_of(lab.daemons["a1"]) == table_of(lab.daemons["a2"])
+    ua3 = Client(lab, "a3", "ua3", 1)
+    ua3.join("g")
+    lab.run(0.5)
+    everyone = clients + [ua3]
+    for c in everyone:
+        c.receive_all()
+        c.messages = []
+    orders = burst_everywhere(lab, everyone, 4)
+    assert len(orders[0]) == 16 and all(o == orders[0] for o in orders)
+
+
+def test_the_state_comes_from_the_next_daemon_when_its_sender_dies_first():
+    lab = three_lab()
+    lab.crashed.add("a3")
+    lab.run(2.5)
+    clients = [Client(lab, n, "u" + n, 1) for n in ("a1", "a2", "b1")]
+    for c in clients:
+        c.join("g")
+        lab.run(0.3)
+    lab.restart("a3")
+    # a1 (first in spread.conf) is the sender: killed as it submits the state, before its
+    # packets leave (lab.crashed drops them)
+    while not any("sends the sites' state" in line for line in lab.daemons["a1"].log):
+        lab.run(0.0005)
+        assert lab.now < 6.0
+    lab.crashed.add("a1")
+    lab.run(4.0)
+    d3 = lab.daemons["a3"]
+    assert d3.fatal is None
+    assert any("sends the sites' state to a3" in line for line in lab.daemons["a2"].log)
+    assert sum("waits for the sites' state" in line for line in d3.log) == 2
+    assert table_of(d3) == table_of(lab.daemons["a2"]) == table_of(lab.daemons["b1"])
+    assert sorted(table_of(d3)["g"][0]) == ["#ua2#a2", "#ub1#b1"]
+    ua3 = Client(lab, "a3", "ua3", 1)
+    ua3.join("g")
+    lab.run(0.5)
+    everyone = clients[1:] + [ua3]
+    for c in everyone:
+        c.receive_all()
+        c.messages = []
+    orders = burst_everywhere(lab, everyone, 4)
+    assert len(orders[0]) == 12 and all(o == orders[0] for o in orders)
+
+
+def test_a_state_that_does_not_decode_stops_the_late_daemon_with_a_clear_error():
+    lab = SitesLab()
+    lab.crashed.add("a2")
+    lab.run(2.5)
+    Client(lab, "a1", "ua1", 1).join("g")
+    lab.run(0.3)
+    gateway = lab.daemons["a1"].orderer.gateway
+    real = gateway.export_state
+
+    def forged():
+        state = real()
+        state["streams"]["7"] = state["streams"]["0"]  # a site that is not in spread.conf
+        return state
+    gateway.export_state = forged
+    lab.restart("a2")
+    lab.run(2.0)
+    d = lab.daemons["a2"]
+    assert d.fatal and "does not decode" in d.fatal and "'7' is not a site" in d.fatal
+    assert any(line.startswith("ERROR: the sites' state sent by a1 does not decode") for line in d.log)
+
+
+def test_bad_states_are_refused_field_by_field():
+    lab, _ = started_lab()
+    gw = lab.daemons["a2"].orderer.gateway
+    good = gw.export_state()
+    gw.import_state(json.loads(json.dumps(good)), lab.now)  # (what the ring carries: JSON)
+    for change in (lambda s: s.update(sites=3), lambda s: s["numbers"].pop(),
+                   lambda s: s.update(representative="b1"), lambda s: s["kept"].update({"0": "%%%"}),
+                   lambda s: s["applied_seq"].update({"0": -1}), lambda s: s.update(gate=[[1, 2]])):
+        bad = json.loads(json.dumps(good))
+        change(bad)
+        with pytest.raises((ValueError, KeyError, TypeError)):
+            gw.import_state(bad, lab.now)
 
 
 def test_daemons_that_start_together_are_never_late():

@@ -363,20 +363,51 @@ def test_the_goodput_bench_runs():
     assert "200 x 1000 B AGREED, site 0 -> site 1, HOP bucket 5 Mbit/s: goodput" in done.stdout
 
 
-def test_a_representative_restarted_after_its_crash_is_told_it_came_late_and_stops(procs, tmp_path):
-    sites = Sites(procs, tmp_path, [["a1", "a2"], ["b1"]])
-    a2, b1 = sites.client("a2", "ua2"), sites.client("b1", "ub1")
-    join_all([a2, b1], "demo")
-    sites.kill("a1")
-    wait_for(lambda: "a2 represents site 0" in sites.output("a2"), 10)
-    again = procs.start("spread_mini.py", "daemon", "-c", str(sites.conf), "--name", "a1",
-                        "--status-every", "0", "--no-unix")
-    assert again.wait(30) == 1
-    out = procs.output(again)
-    assert "ERROR: this daemon joined site 0's ring after the sites' traffic began" in out
-    assert "WARNING: daemons a1 joined site 0's ring" in sites.output("a2")
-    b1.multicast(sp.AGREED_MESS, "demo", b"still one order")
-    for m in (a2, b1):
-        assert [g.data for g in data_until(m, 1)] == [b"still one order"]
-    for m in (a2, b1):
+@pytest.mark.parametrize("victim,keyed", [("a2", False), ("a1", True)],
+                         ids=["a daemon", "the representative, with a key"])
+def test_a_daemon_killed_and_restarted_is_brought_up_to_date_and_its_client_joins(procs, tmp_path, victim,
+                                                                                  keyed):
+    """kill -9 of a daemon of site 0 (a1 is its representative), then the same daemon again:
+    the ring takes it in, it gets the sites' state from the daemon that stayed (with a key:
+    signed like all ring traffic), its new client joins the group, and a burst from every
+    client arrives in one order everywhere."""
+    extra = ()
+    if keyed:
+        sp.write_key_file(str(tmp_path / "ring.key"))
+        extra = ("--key", str(tmp_path / "ring.key"))
+    sites = Sites(procs, tmp_path, [["a1", "a2"], ["b1"]], extra)
+    clients = {d: sites.client(d, "u" + d) for d in ("a1", "a2", "b1")}
+    join_all(list(clients.values()), "demo")
+    clients["b1"].multicast(sp.AGREED_MESS, "demo", b"before")
+    for m in clients.values():
+        assert [g.data for g in data_until(m, 1)] == [b"before"]
+    stayed = [d for d in ("a1", "a2", "b1") if d != victim]
+    sites.kill(victim)
+    clients.pop(victim).close()
+    for d in stayed:
+        receive_until(clients[d], members_are([clients[n].private_group for n in stayed]), 15)
+    restarted_at = time.monotonic()
+    sites.proc[victim] = procs.start("spread_mini.py", "daemon", "-c", str(sites.conf), "--name", victim,
+                                     "--status-every", "0", "--no-unix", *extra)
+    sites._wait_listening(victim)
+    clients[victim] = sites.client(victim, "u" + victim)  # accepted at once; its join waits
+    clients[victim].join("demo")
+    names = [clients[d].private_group for d in ("a1", "a2", "b1")]
+    for m in clients.values():
+        receive_until(m, members_are(names), 20)
+    print("\n%s restarted: its new client is a member everywhere %.2f s after the restart" % (
+        victim, time.monotonic() - restarted_at))
+    out = sites.output(victim)
+    assert "waits for the sites' state from" in out and "up to date: view" in out
+    assert "sends the sites' state to %s" % victim in sites.output("a2" if victim == "a1" else "a1")
+    if victim == "a1":  # the first daemon of spread.conf is the representative again
+        wait_for(lambda: "HOP link to b1" in sites.output("a1").split("up to date: view")[1], 10)
+    per_sender = 20
+    for i in range(per_sender):
+        for m in clients.values():
+            service = sp.SAFE_MESS if i % 4 == 3 else sp.AGREED_MESS
+            m.multicast(service, "demo", b"%s %03d" % (m.private_group.encode(), i))
+    orders = [[g.data for g in data_until(m, per_sender * 3)] for m in clients.values()]
+    assert all(o == orders[0] for o in orders), "the daemons delivered different orders"
+    for m in clients.values():
         m.disconnect()

@@ -6,6 +6,8 @@ invented. A failing seed replays: python3 tests/sites_sim.py SEED --log. Every c
 to catch a fault planted in what the daemons deliver."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 import spread_mini as sr
@@ -95,7 +97,9 @@ class HoldBack:
 def _run_planted(seed, filter_factory=None, on_start=None):
     sim_ref = [None]
     flt = filter_factory(sim_ref) if filter_factory else None
-    sim = sites_sim.SitesSim(seed, on_start=on_start, delivery_filter=flt)
+    # (the case without its restart: each planted fault was made for the case as it was)
+    case = dataclasses.replace(sites_sim.case_for_seed(seed), restart_name=None)
+    sim = sites_sim.SitesSim(seed, case=case, on_start=on_start, delivery_filter=flt)
     sim_ref[0] = sim
     return sim.run(drain_max_s=5.0)
 
@@ -118,7 +122,7 @@ def test_planted_reorder_of_one_senders_messages_everywhere_is_a_fifo_violation(
 
 def test_planted_effect_before_its_cause_everywhere_is_a_causal_violation():
     def depends_on_held(sim, held, serial):
-        service, data, origin, prefix, _ = sim.submitted[serial]
+        service, data, origin, prefix = sim.submitted[serial][:4]
         return origin != sim.submitted[held][2] and held in sim.nodes[origin].delivered[:prefix]
     # a1 delivers as it should (its clients send messages that depend on the held one); the
     # others deliver those before the held one
@@ -183,7 +187,7 @@ def test_a_killed_site_is_left_out_by_every_survivor_within_3_s_with_a_transitio
     assert res.violations == [], res.summary()
     lost = sim.case.site_kill
     for name, node in sim.live().items():
-        kinds = [(kind, sites) for kind, _, sites, _, _ in node.views]
+        kinds = [(kind, sites) for kind, _, sites, _, _ in node.views if kind != sites_sim.JOINED]
         survivors = tuple(s for s in range(len(sim.case.sites)) if s != lost)
         assert kinds == [(sr.CONF_TRANSITIONAL, survivors), (sr.CONF_REGULAR, survivors)], (name, kinds)
         installed_at = node.views[-1][4]
@@ -192,7 +196,8 @@ def test_a_killed_site_is_left_out_by_every_survivor_within_3_s_with_a_transitio
 
 
 def test_a_killed_representative_is_replaced_and_its_site_stays():
-    sim = sites_sim.SitesSim(REP_SEED)
+    sim = sites_sim.SitesSim(REP_SEED, case=dataclasses.replace(sites_sim.case_for_seed(REP_SEED),
+                                                                 restart_name=None))
     assert sim.case.rep_crash_after_s is not None and sim.case.site_kill_after_s is None
     res = sim.run()
     assert res.violations == [], res.summary()
@@ -203,6 +208,45 @@ def test_a_killed_representative_is_replaced_and_its_site_stays():
     assert sim.nodes[new_rep].gateway.counters["hellos_sent"] > 0
     peers = [n for n in sim.live().values() if n.gateway.is_representative() and n is not sim.nodes[new_rep]]
     assert any(link.peer[0] == new_rep for n in peers for link in n.gateway.links.values())
+
+
+def test_a_killed_representative_started_again_is_brought_up_to_date_and_represents_its_site():
+    sim = sites_sim.SitesSim(REP_SEED)  # the representative comes back 0.3-3 s after its kill
+    rep = sim.case.sites[sim.case.rep_crash_site][0]
+    assert sim.case.restart_name == rep and sim.case.restart_kill_after_s is None
+    res = sim.run()
+    assert res.violations == [], res.summary()
+    again = sim.nodes[rep]
+    assert again.restarted and again.sites.synced and again.sites.syncs_installed == 1
+    assert again.gateway.is_representative() and again.delivered
+    assert any("waits for the sites' state" in line for line in again.gateway.log)
+    peers = [n for n in sim.live().values() if n.gateway.is_representative() and n is not again]
+    assert all(link.peer[0] == rep for n in peers for link in n.gateway.links.values())
+
+
+RESTART_SEED = 41  # a2 of three sites is killed and started again; 83 messages wait in its state
+
+
+def test_restarted_daemons_in_the_soak_seeds_keep_every_guarantee():
+    seeds = [seed for seed in range(1, 120) if sites_sim.case_for_seed(seed).restart_name][:12]
+    for seed in seeds:
+        res = sites_sim.run_seed(seed)
+        assert res.violations == [] and res.stats.get("restarts") == 1, (res.summary(),
+                                                                         sites_sim.replay_command(seed))
+
+
+def test_planted_message_lost_from_a_restarted_daemons_state_is_a_loss_violation(monkeypatch):
+    real = sr.SiteGateway.import_state
+
+    def lossy(self, state, now):
+        real(self, state, now)
+        for stream in self.streams.values():
+            if len(stream.ordered) > 1:
+                del stream.ordered[1]  # the state came without one waiting message
+                return
+    monkeypatch.setattr(sr.SiteGateway, "import_state", lossy)
+    res = sites_sim.run_seed(RESTART_SEED)
+    assert sites_sim.LOSS in res.kinds(), res.summary()
 
 
 def test_planted_view_never_installed_is_a_view_violation():
@@ -313,7 +357,7 @@ def test_a_healed_partition_merges_the_views_and_the_order_resumes_across_them()
     everyone = tuple(range(len(case.sites)))
     for name, node in sim.nodes.items():
         side = (0,) if sim.site_of[name] == 0 else (1, 2)
-        kinds = [(kind, sites) for kind, _, sites, _, _ in node.views]
+        kinds = [(kind, sites) for kind, _, sites, _, _ in node.views if kind != sites_sim.JOINED]
         # the partition's view, then the merge: TRANSITIONAL with the sites it came with
         assert kinds == [(sr.CONF_TRANSITIONAL, side), (sr.CONF_REGULAR, side),
                          (sr.CONF_TRANSITIONAL, side), (sr.CONF_REGULAR, everyone)], (name, kinds)
