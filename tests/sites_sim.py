@@ -113,6 +113,8 @@ class SitesCase:
     #: sites in two (two sites, or a line): each side goes on in a view of its own
     cut_after_s: Optional[float] = None
     cut_pair: Tuple[int, int] = (0, 1)
+    #: or (a mesh of three) every link of this site is cut at cut_after_s: it is alone
+    cut_site: Optional[int] = None
     #: how long after the cut the link comes back (None: never): the views merge again
     heal_after_s: Optional[float] = None
 
@@ -188,6 +190,19 @@ def case_for_seed(seed: int) -> SitesCase:
         heal = random.Random(seed * 7919 + 15)
         if heal.random() < 0.6:  # before the link's silence rule, during the view change, after
             case.heal_after_s = heal.uniform(0.2, 6.0)
+    alone = random.Random(seed * 7919 + 16)
+    if nsites == 3 and not line and case.cut_after_s is None and alone.random() < 0.3:
+        # a site cut off the mesh and healed right at its loss: about when the links' silence
+        # rule fires, or within 0-300 ms of the suspicion (the silence, then SITE_GRACE_S),
+        # while the proposals are on their way (the sides may start merging before the
+        # links to every site are back)
+        case.cut_site = alone.randrange(nsites)
+        case.cut_after_s = alone.uniform(0.0, case.traffic_s)
+        suspected_s = sr.HopSettings().peer_silence_s + sr.SITE_GRACE_S
+        if alone.random() < 0.3:
+            case.heal_after_s = alone.uniform(0.7, 1.3)
+        else:
+            case.heal_after_s = alone.uniform(suspected_s, suspected_s + 0.3)
     return case
 
 
@@ -471,8 +486,12 @@ class SitesSim:
             self.crash(dest)
             return
         if kind == "cut":
-            a, b = self.case.cut_pair
-            self.cut_pairs |= {(a, b), (b, a)}
+            if self.case.cut_site is not None:
+                x = self.case.cut_site
+                self.cut_pairs |= {p for p in self.case.wires if x in p}
+            else:
+                a, b = self.case.cut_pair
+                self.cut_pairs |= {(a, b), (b, a)}
             self.stats["cuts"] = self.stats.get("cuts", 0) + 1
             return
         if kind == "heal":
