@@ -7659,27 +7659,48 @@ class SiteGateway:
         if r.site in sites:
             self._start_merge(view, sites, passed)
 
+    def _came_from_elsewhere(self, r: SiteRecord) -> bool:
+        """A MERGE of a site of our view, for a newer view, made in another view than ours
+        (the body names the view it comes from): that site never installed ours. It gave up
+        the merge that made our view, which we decided (its link to a joined site died just
+        before its decision), or it left us out."""
+        if r.site not in self.live_sites or r.site == self.site_id or r.site_seq <= self.view_seq:
+            return False
+        try:
+            _, came_from = decode_site_view_body(r.body)
+        except RingWireError:
+            return False
+        if not came_from:
+            return False
+        return set(came_from) != set(self.live_sites) or {e[0] for e in came_from.values()} != {self.view_seq}
+
     def _went_on_without_us(self, r: SiteRecord, passed: List[SiteRecord]) -> bool:
-        """A MERGE of a site of our view that comes from a view without us: it gave up a
-        merge that we decided (its link to a joined site died just before its decision), or
-        left us out. It would never send in our view, and we would wait for it for ever: it is
-        lost for us, as when its PROPOSE names us (its MERGE is taken after that view)."""
-        _, came_from = decode_site_view_body(r.body)
-        if not came_from or self.site_id in came_from:
+        """Such a MERGE (see _came_from_elsewhere): its site would never send in our view, and
+        we would wait for it for ever; it is lost for us, as when its PROPOSE names us. Its
+        MERGE is an offer, taken (or not) after that view change."""
+        if not self._came_from_elsewhere(r):
             return False
         offer = self.merge_offers.get(r.site)
         if offer is None or offer.site_seq < r.site_seq:
             self.merge_offers[r.site] = r
-        if self.closing is None and r.site not in self.proposal_lost:
-            if self.merging is not None:
-                self._abandon_merge("site %d went on in a view without us" % r.site)
-            self._log("site %d proposes to merge view %d from a view without us: it is lost for us"
-                      % (r.site, r.site_seq), None)
-            self._propose(max(self.view_seq, self.proposed_view) + 1, self.proposal_lost | {r.site},
-                          passed)
+        if self.closing is None:
+            self._leave_out_elsewhere(passed)
         return True
 
+    def _leave_out_elsewhere(self, passed: List[SiteRecord]) -> None:
+        gone = {s for s, r in self.merge_offers.items() if self._came_from_elsewhere(r)}
+        if not gone - self.proposal_lost:
+            return
+        if self.merging is not None:
+            self._abandon_merge("sites %s went on in another view" % sorted(gone))
+        self._log("sites %s propose a merge from a view other than ours: they are lost for us"
+                  % sorted(gone), None)
+        self._propose(max(self.view_seq, self.proposed_view) + 1, self.proposal_lost | gone, passed)
+
     def _take_offer(self, passed: List[SiteRecord]) -> None:
+        if any(self._came_from_elsewhere(r) for r in self.merge_offers.values()):
+            self._leave_out_elsewhere(passed)
+            return
         for site, r in sorted(self.merge_offers.items(), key=lambda kv: -kv[1].site_seq):
             if r.site_seq <= self.view_seq:
                 del self.merge_offers[site]
@@ -7708,7 +7729,7 @@ class SiteGateway:
         self.forward_held = set(joined)
         # (the body names the new view's sites, and, as entries, the sites of the view we
         # come from: a site of a view that holds us learns from it that we went on without it)
-        came_from = {s: (0, 0, 0) for s in self.live_sites}
+        came_from = {s: (self.view_seq, 0, 0) for s in self.live_sites}
         mine = SiteRecord(SITE_MERGE, self.site_id, self.own_lts, view, body=encode_site_view_body(sites, came_from))
         m.proposals[self.site_id] = mine
         passed.append(mine)
