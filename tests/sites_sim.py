@@ -191,7 +191,8 @@ def case_for_seed(seed: int) -> SitesCase:
         if heal.random() < 0.6:  # before the link's silence rule, during the view change, after
             case.heal_after_s = heal.uniform(0.2, 6.0)
     alone = random.Random(seed * 7919 + 16)
-    if nsites == 3 and not line and case.cut_after_s is None and alone.random() < 0.3:
+    if (nsites == 3 and not line and case.cut_after_s is None and case.site_kill_after_s is None
+            and alone.random() < 0.3):
         # a site cut off the mesh and healed right at its loss: about when the links' silence
         # rule fires, or within 0-300 ms of the suspicion (the silence, then SITE_GRACE_S),
         # while the proposals are on their way (the sides may start merging before the
