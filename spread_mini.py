@@ -7259,6 +7259,10 @@ class SiteGateway:
         self.aru_pending: Dict[int, SiteRecord] = {}  # a newer view's ARU, until we install it
         self.join_sent = 0  # the view seq of the JOIN we submitted
         self.merge_offers: Dict[int, SiteRecord] = {}  # site -> its last MERGE we did not take
+        self.given_up_view = 0  #: the seq of the last merge we gave up (our HELLOs say it)
+        #: the representative's: site -> its last MERGE that came before our link to a site
+        #: it brings in; it goes into our ring once that link starts (see _merge_unreachable)
+        self.merge_parked: Dict[int, SiteRecord] = {}
         self.probe_due_s: Optional[float] = None
         self.now_s = now  #: the time of the input being handled (for timers set deep inside)
 
@@ -7351,6 +7355,7 @@ class SiteGateway:
         self.links = {}
         self.to_ring.clear()
         self.injected = {}
+        self.merge_parked = {}
         self.hello_due_s = None
         self.wide = False
         self.suspect_at = {}
@@ -7592,8 +7597,10 @@ class SiteGateway:
         sites), and the session of our end of the link to `site` (a request: of the next)."""
         link = self.links.get(site)
         session = link.session if link is not None else self._session.get(site, 0) + 1
+        # a merge we gave up counts as a view: a site that decided it sees that we will never
+        # install it (it holds a link to us, see _on_hello, and suspects us)
         return SiteHello(self.me, self.site_id, request, self._positions(),
-                         self.view_seq, tuple(sorted(self.live_sites)), session)
+                         max(self.view_seq, self.given_up_view), tuple(sorted(self.live_sites)), session)
 
     def _link_sites(self) -> List[int]:
         """The neighbour sites we keep a link with: those of our view, and during a merge
@@ -7613,6 +7620,7 @@ class SiteGateway:
         resent = self._resend(site, positions)
         self._log("HOP link to %s#%d (site %d) starts; %d records sent again by its positions"
                   % (peer[0], peer[1], site, resent), now)
+        self._unpark_merges()
         if all(s in self.links for s in self._link_sites()):
             self.hello_due_s = None
 
@@ -7655,16 +7663,25 @@ class SiteGateway:
         return resent
 
     def _merge_unreachable(self, r: SiteRecord) -> bool:
-        """A MERGE that brings in a neighbour site we have no link with (its HELLO never came:
-        the link to it is still cut, though another site reaches it) does not go into our
-        ring: the merged view could not hold (routing around a cut link is not done). Our
-        own probe starts a merge once the link is back."""
+        """A MERGE that brings in a neighbour site we have no link with (its HELLO has not
+        come: the link to it is still cut, though another site reaches it, or the heal's
+        HELLOs are still on their way) does not go into our ring yet: the merged view could
+        not hold (routing around a cut link is not done). It is parked, and taken when that
+        link starts: its sender flooded it once, and the others' decision needs ours."""
         try:
             sites, _ = decode_site_view_body(r.body)
         except RingWireError:
             return False  # (counted where the ring delivers it)
         return any(s in self.configured_neighbours and s not in self.links
                    for s in sites - set(self.live_sites))
+
+    def _unpark_merges(self) -> None:
+        """The parked MERGEs that a new link makes reachable go into our ring now (one of a
+        view we are past already says nothing)."""
+        for site, r in sorted(self.merge_parked.items()):
+            del self.merge_parked[site]
+            if r.site_seq > self.view_seq:
+                self._from_link(site, r)  # (parked again if still unreachable)
 
     def _hop_output(self, site: int, out: HopOutput, now: float) -> None:
         link = self.links[site]
@@ -7699,6 +7716,9 @@ class SiteGateway:
             return
         if r.kind == SITE_MERGE and self._merge_unreachable(r):
             self.counters["site_merges_unreachable"] += 1
+            parked = self.merge_parked.get(r.site)
+            if parked is None or parked.site_seq <= r.site_seq:
+                self.merge_parked[r.site] = r
             return
         key = (r.kind, r.site)
         mark = r.site_seq if r.kind in (SITE_MSG, SITE_PROPOSE, SITE_MERGE) else r.lts
@@ -8007,6 +8027,9 @@ class SiteGateway:
             self.counters["site_records_undecodable"] += 1
             return
         view, m = r.site_seq, self.merging
+        if (r.kind == SITE_MERGE and r.site in self.live_sites and r.site != self.site_id
+                and view > self.view_seq and self._went_on_without_us(r, passed)):
+            return
         if r.kind == SITE_JOIN:
             if r.site != self.site_id:
                 return
@@ -8029,7 +8052,48 @@ class SiteGateway:
         if r.site in sites:
             self._start_merge(view, sites, passed)
 
+    def _came_from_elsewhere(self, r: SiteRecord) -> bool:
+        """A MERGE of a site of our view, for a newer view, made in another view than ours
+        (the body names the view it comes from): that site never installed ours. It gave up
+        the merge that made our view, which we decided (its link to a joined site died just
+        before its decision), or it left us out."""
+        if r.site not in self.live_sites or r.site == self.site_id or r.site_seq <= self.view_seq:
+            return False
+        try:
+            _, came_from = decode_site_view_body(r.body)
+        except RingWireError:
+            return False
+        if not came_from:
+            return False
+        return set(came_from) != set(self.live_sites) or {e[0] for e in came_from.values()} != {self.view_seq}
+
+    def _went_on_without_us(self, r: SiteRecord, passed: List[SiteRecord]) -> bool:
+        """Such a MERGE (see _came_from_elsewhere): its site would never send in our view, and
+        we would wait for it for ever; it is lost for us, as when its PROPOSE names us. Its
+        MERGE is an offer, taken (or not) after that view change."""
+        if not self._came_from_elsewhere(r):
+            return False
+        offer = self.merge_offers.get(r.site)
+        if offer is None or offer.site_seq < r.site_seq:
+            self.merge_offers[r.site] = r
+        if self.closing is None:
+            self._leave_out_elsewhere(passed)
+        return True
+
+    def _leave_out_elsewhere(self, passed: List[SiteRecord]) -> None:
+        gone = {s for s, r in self.merge_offers.items() if self._came_from_elsewhere(r)}
+        if not gone - self.proposal_lost:
+            return
+        if self.merging is not None:
+            self._abandon_merge("sites %s went on in another view" % sorted(gone))
+        self._log("sites %s propose a merge from a view other than ours: they are lost for us"
+                  % sorted(gone), None)
+        self._propose(max(self.view_seq, self.proposed_view) + 1, self.proposal_lost | gone, passed)
+
     def _take_offer(self, passed: List[SiteRecord]) -> None:
+        if any(self._came_from_elsewhere(r) for r in self.merge_offers.values()):
+            self._leave_out_elsewhere(passed)
+            return
         for site, r in sorted(self.merge_offers.items(), key=lambda kv: -kv[1].site_seq):
             if r.site_seq <= self.view_seq:
                 del self.merge_offers[site]
@@ -8053,14 +8117,22 @@ class SiteGateway:
         self.merge.deliver_limit_lts = self.own_lts
         for x in joined:
             self.join_hold[x] = []
+        # (the trees stay those of our view until the decision: a tree of the merged view
+        # may reach a site of our view through a joined one, which gets nothing of ours yet)
         self.forward_held = set(joined)
-        self.trees = dissemination_trees(self.costs, sites)
-        mine = SiteRecord(SITE_MERGE, self.site_id, self.own_lts, view, body=encode_site_view_body(sites, {}))
+        # (the body names the new view's sites, and, as entries, the sites of the view we
+        # come from: a site of a view that holds us learns from it that we went on without it)
+        came_from = {s: (self.view_seq, 0, 0) for s in self.live_sites}
+        mine = SiteRecord(SITE_MERGE, self.site_id, self.own_lts, view, body=encode_site_view_body(sites, came_from))
         m.proposals[self.site_id] = mine
         passed.append(mine)
         self._log("proposes to merge view %d: sites %s join us" % (view, sorted(joined)), None)
+        if self.is_representative() and self.hello_due_s is None:
+            # the new view's sites we have no link with yet (their HELLO may never come: they
+            # stopped probing once they started merging) are asked, as after a link's death
+            self.hello_due_s = self.now_s
         for site, r in sorted(self.merge_offers.items()):
-            if r.site_seq == view and r.body == mine.body:
+            if r.site_seq == view and decode_site_view_body(r.body)[0] == sites:
                 self._merge_proposal(r, passed)  # (it floods them on: they came before ours)
         self._maybe_merge(passed)
         return True
@@ -8088,6 +8160,7 @@ class SiteGateway:
             self.join_after_lts[x] = self.join_floor[x] = limit
         self.merge.deliver_limit_lts = limit
         self.forward_held = set()
+        self.trees = dissemination_trees(self.costs, m.sites)
         if self.is_representative():
             for site in list(self.links):
                 if site in m.joined:
@@ -8096,6 +8169,7 @@ class SiteGateway:
 
     def _abandon_merge(self, why: str) -> None:
         m, self.merging = self.merging, None
+        self.given_up_view = max(self.given_up_view, m.view_seq)
         self.merge.deliver_limit_lts = None
         self.join_hold = {}  # (their records come again, from their `kept`, at the next merge)
         self.forward_held = set()

@@ -126,6 +126,8 @@ class SitesCase:
     #: sites in two (two sites, or a line): each side goes on in a view of its own
     cut_after_s: Optional[float] = None
     cut_pair: Tuple[int, int] = (0, 1)
+    #: or (a mesh of three) every link of this site is cut at cut_after_s: it is alone
+    cut_site: Optional[int] = None
     #: how long after the cut the link comes back (None: never): the views merge again
     heal_after_s: Optional[float] = None
     #: a daemon killed (kill -9) at restart_kill_after_s after the rings formed (None: the
@@ -229,6 +231,22 @@ def case_for_seed(seed: int) -> SitesCase:
             case.restart_name = again.choice(sites[site][1:])
             case.restart_kill_after_s = again.uniform(0.0, case.traffic_s)
             case.restart_after_s = again.uniform(0.3, 3.0)
+    # (the same stream as the restart's draws above: both scenarios came from parallel work and
+    # each kept its seeds; so a cut-off site's seed also restarts a daemon where one can be)
+    alone = random.Random(seed * 7919 + 16)
+    if (nsites == 3 and not line and case.cut_after_s is None and case.site_kill_after_s is None
+            and alone.random() < 0.3):
+        # a site cut off the mesh and healed right at its loss: about when the links' silence
+        # rule fires, or within 0-300 ms of the suspicion (the silence, then SITE_GRACE_S),
+        # while the proposals are on their way (the sides may start merging before the
+        # links to every site are back)
+        case.cut_site = alone.randrange(nsites)
+        case.cut_after_s = alone.uniform(0.0, case.traffic_s)
+        suspected_s = sr.HopSettings().peer_silence_s + sr.SITE_GRACE_S
+        if alone.random() < 0.3:
+            case.heal_after_s = alone.uniform(0.7, 1.3)
+        else:
+            case.heal_after_s = alone.uniform(suspected_s, suspected_s + 0.3)
     return case
 
 
@@ -582,8 +600,12 @@ class SitesSim:
             self.restart(dest)
             return
         if kind == "cut":
-            a, b = self.case.cut_pair
-            self.cut_pairs |= {(a, b), (b, a)}
+            if self.case.cut_site is not None:
+                x = self.case.cut_site
+                self.cut_pairs |= {p for p in self.case.wires if x in p}
+            else:
+                a, b = self.case.cut_pair
+                self.cut_pairs |= {(a, b), (b, a)}
             self.stats["cuts"] = self.stats.get("cuts", 0) + 1
             return
         if kind == "heal":

@@ -26,7 +26,11 @@ def test_static_sites_agree_on_one_order_and_lose_nothing(seed):
 
 #: seeds that once failed in the soak (each fixed since): they stay in CI
 REGRESSION_SEEDS = [29, 36, 5039, 5400, 20215, 30002, 31387, 41181,
-                    645, 782, 833, 2152, 2256]  # (these five: partitions that heal)
+                    645, 782, 833, 2152, 2256,  # (these five: partitions that heal)
+                    # a site of a mesh cut off and healed right at its loss: MERGEs that came
+                    # before the link to a site they bring in, no HELLO to a site of the new
+                    # view, a tree through a joined site, a site that gave up a merge we decided
+                    204, 469, 1021, 1062]
 
 
 @pytest.mark.parametrize("seed", REGRESSION_SEEDS)
@@ -394,7 +398,7 @@ def test_planted_merge_without_its_limit_is_a_one_view_violation():
         gateway.join_after_lts, gateway.join_floor = _NoFloor(), _NoFloor()
         open_stream = gateway.merge.open_stream
         gateway.merge.open_stream = lambda site, lts: open_stream(site, 0)
-    res = _run_planted(363, on_start=no_floor)  # two sites; a - b cut, healed
+    res = _run_planted(632, on_start=no_floor)  # two sites; a - b cut, healed
     assert sites_sim.ONE_VIEW in res.kinds(), res.summary()
 
 
