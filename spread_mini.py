@@ -50,6 +50,7 @@ from another daemon meets, in order (thesis 7.3.1 names the levels):
                         dead-peer rule (HopPeerDead); HopSettings. Beside it, pure functions of
                         the sites (one per Spread_Segment): site_representative and
                         dissemination_tree -> SiteTree over SpreadConfig.site_costs()
+                        (merged_view_trees after a merge)
   SiteGateway           WIDE AREA (7.3.1-7.3.3; in the daemon under SitesOrderer, and in
                         tests/sites_sim.py):
                         a datagram on the HOP port is a SiteHello (decode_site_hello: starts a
@@ -6582,11 +6583,13 @@ class SiteTree:
 
 
 def dissemination_tree(costs: Sequence[Sequence[int]], source: int,
-                       live: Iterable[int]) -> SiteTree:
+                       live: Iterable[int], kept_within: Iterable[int] = ()) -> SiteTree:
     """Dijkstra's shortest paths from `source` over the live sites; costs[i][j] is the cost of
     the direct link i -> j (0: none). Ties are broken so that every daemon builds the same
     tree: sites are settled in (distance, site id) order, and between two parents that give
-    the same distance the one with the lower site id wins."""
+    the same distance the one with the lower site id wins. `kept_within`: sites reached by
+    paths through themselves only (no site outside them is the parent of one of them)."""
+    within = frozenset(kept_within)
     sites = sorted(set(live) | {source})
     distance: Dict[int, int] = {source: 0}
     parent: Dict[int, Optional[int]] = {source: None}
@@ -6601,6 +6604,8 @@ def dissemination_tree(costs: Sequence[Sequence[int]], source: int,
             cost = costs[site][other]
             if other in settled or other == site or cost <= 0:
                 continue
+            if other in within and site not in within:
+                continue
             candidate = dist + cost
             known = distance.get(other)
             if known is None or candidate < known or (candidate == known and site < parent[other]):
@@ -6613,6 +6618,15 @@ def dissemination_trees(costs: Sequence[Sequence[int]], live: Iterable[int]) -> 
     """Every live site's own tree (7.3.2: one per site, better than one shared tree)."""
     sites = sorted(set(live))
     return {site: dissemination_tree(costs, site, sites) for site in sites}
+
+
+def merged_view_trees(costs: Sequence[Sequence[int]], groups: Dict[int, frozenset]) -> Dict[int, SiteTree]:
+    """The trees of a view that merged views: a site's records reach the sites of the view it
+    came from (groups[site]) through those sites only. A site of the other view may never
+    install the merged view (it gave the merge up after the others decided it): the sites of
+    each side still get each other's last messages of the old view, and leave it out."""
+    sites = sorted(groups)
+    return {site: dissemination_tree(costs, site, sites, groups[site]) for site in sites}
 
 
 # ---- HOP: the link between two sites (thesis 7.3.2.1) --------------------------------------------
@@ -7205,6 +7219,8 @@ class SiteGateway:
         self.neighbours = [s for s in self.live_sites if s != self.site_id
                            and (costs[self.site_id][s] > 0 or costs[s][self.site_id] > 0)]
         self.configured_neighbours = list(self.neighbours)  #: with those outside our view
+        #: after a merge, each site's view before it (see merged_view_trees); empty: plain trees
+        self.tree_groups: Dict[int, frozenset] = {}
         self.trees = dissemination_trees(costs, self.live_sites)
         self.representative: Optional[str] = None  #: our site's, by the last regular ring
         self.ring_members: frozenset = frozenset()  #: of the last regular ring
@@ -7856,6 +7872,7 @@ class SiteGateway:
                                    limit, frontier, reason=reason)
         self._log("view %d decided: sites %s, %s; messages up to lts %d in the old view"
                   % (self.proposed_view, survivors, reason, limit), None)
+        self.tree_groups = {}
         self.trees = dissemination_trees(self.costs, survivors)
         self.neighbours = [s for s in self.neighbours if s in survivors]
         for x in self.proposal_lost:
@@ -8160,7 +8177,8 @@ class SiteGateway:
             self.join_after_lts[x] = self.join_floor[x] = limit
         self.merge.deliver_limit_lts = limit
         self.forward_held = set()
-        self.trees = dissemination_trees(self.costs, m.sites)
+        self.tree_groups = self._merge_groups(m)
+        self.trees = merged_view_trees(self.costs, self.tree_groups)
         if self.is_representative():
             for site in list(self.links):
                 if site in m.joined:
@@ -8173,8 +8191,29 @@ class SiteGateway:
         self.merge.deliver_limit_lts = None
         self.join_hold = {}  # (their records come again, from their `kept`, at the next merge)
         self.forward_held = set()
-        self.trees = dissemination_trees(self.costs, self.live_sites)
+        self.trees = self._view_trees()
         self._log("gives up merging view %d: %s" % (m.view_seq, why), None)
+
+    def _merge_groups(self, m: SiteMerge) -> Dict[int, frozenset]:
+        """Each site of the merged view -> the sites of the view it came from, as its MERGE
+        names them (the same records at every daemon of every site)."""
+        groups = {}
+        for site in sorted(m.sites):
+            came_from: Iterable[int] = ()
+            r = m.proposals.get(site)
+            if r is not None:
+                try:
+                    came_from = decode_site_view_body(r.body)[1]
+                except RingWireError:
+                    pass
+            side = self.live_sites if site in self.live_sites else m.joined
+            groups[site] = (frozenset(came_from) & m.sites) | {site} if came_from else frozenset(side)
+        return groups
+
+    def _view_trees(self) -> Dict[int, SiteTree]:
+        if self.tree_groups and set(self.tree_groups) == set(self.live_sites):
+            return merged_view_trees(self.costs, self.tree_groups)
+        return dissemination_trees(self.costs, self.live_sites)
 
     def _install_joined(self, c: ViewClosing) -> None:
         """The merged view: the joined sites' streams start at the limit; what every site's
@@ -8197,7 +8236,7 @@ class SiteGateway:
         for key in [k for k in self.injected if k[0] == SITE_ARU]:
             del self.injected[key]
         self.neighbours = [s for s in self.configured_neighbours if s in self.live_sites]
-        self.trees = dissemination_trees(self.costs, self.live_sites)
+        self.trees = self._view_trees()
         # a joined site we have no link with (it died, or the other side gave the merge up
         # after we decided) is suspected as at the start: HELLO, then the silence rule
         for site in self.neighbours:
@@ -8263,6 +8302,7 @@ class SiteGateway:
             "passed_aru": per_site(self.passed_aru), "join_after_lts": per_site(self.join_after_lts),
             "join_floor": per_site(self.join_floor),
             "merge_offers": {str(k): _records_text([r]) for k, r in self.merge_offers.items()},
+            "tree_groups": {str(k): sorted(v) for k, v in self.tree_groups.items()},
             "numbers": [self.safe_ring_lts, self.own_lts, self.frontier_answered, self.site_aru,
                         self.aru_wanted, self.view_seq, self.proposed_view, self.aru_floor_view,
                         self.orderer.transport.max_lts_seen],
@@ -8321,7 +8361,9 @@ class SiteGateway:
         self.kept_base = _per_site(state["kept_base"], n, all_sites=True)
         self.kept = kept
         self.live_sites, self.neighbours = live, neighbours
-        self.trees = dissemination_trees(self.costs, live)
+        groups = _checked(state.get("tree_groups", {}), dict)
+        self.tree_groups = {_site_key(k, n): frozenset(_int_list(v, n)) for k, v in groups.items()}
+        self.trees = self._view_trees()
         self.gate = gate
         self.passed_seq = _per_site(state["passed_seq"], n, all_sites=True)
         self.passed_frontier = _per_site(state["passed_frontier"], n, all_sites=True)

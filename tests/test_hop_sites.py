@@ -42,6 +42,22 @@ def test_a_dead_site_is_routed_around_and_a_cut_off_site_is_unreachable():
     assert without_2.unreachable == [3] and 3 not in without_2.parent
 
 
+def test_after_a_merge_a_sites_records_reach_its_old_view_through_that_view_only():
+    # views {0, 2} and {1} merged: 1 may give the merge up after 0 and 2 decided it, so 0's
+    # records go to 2 on their direct link, not through 1 (the cheaper path)
+    costs = [[0, 2, 5], [2, 0, 1], [2, 1, 0]]
+    assert sr.dissemination_tree(costs, 0, range(3)).parent[2] == 1
+    groups = {0: frozenset({0, 2}), 1: frozenset({1}), 2: frozenset({0, 2})}
+    trees = sr.merged_view_trees(costs, groups)
+    assert trees[0].parent == {0: None, 1: 0, 2: 0} and trees[0].distance[2] == 5
+    # the joined site is still reached by the cheapest path, through the other view if need be
+    assert trees[1].parent == {1: None, 0: 1, 2: 1}
+    assert trees[2].parent == {2: None, 0: 2, 1: 2}
+    line = [[0, 1, 0], [1, 0, 1], [0, 1, 0]]  # 0 - 1 - 2: 2 joined 0's view through 1
+    joined = sr.merged_view_trees(line, {0: frozenset({0, 1}), 1: frozenset({0, 1}), 2: frozenset({2})})
+    assert joined[0].parent == {0: None, 1: 0, 2: 1} and joined[2].parent == {2: None, 1: 2, 0: 1}
+
+
 def test_ties_go_to_the_lower_site_id_whatever_order_the_sites_come_in():
     costs = [[0, 1, 1, 0], [1, 0, 0, 1], [1, 0, 0, 1], [0, 1, 1, 0]]  # 3 is 2 away via 1 or 2
     for live in ([0, 1, 2, 3], [3, 2, 1, 0], {2, 0, 3, 1}):

@@ -30,7 +30,10 @@ REGRESSION_SEEDS = [29, 36, 5039, 5400, 20215, 30002, 31387, 41181,
                     # a site of a mesh cut off and healed right at its loss: MERGEs that came
                     # before the link to a site they bring in, no HELLO to a site of the new
                     # view, a tree through a joined site, a site that gave up a merge we decided
-                    204, 469, 1021, 1062]
+                    204, 469, 1021, 1062,
+                    # a site gave up a merge the others decided, and the merged view's tree
+                    # to one of them went through it (with a restarted representative)
+                    1416]
 
 
 @pytest.mark.parametrize("seed", REGRESSION_SEEDS)
