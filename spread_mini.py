@@ -1512,22 +1512,31 @@ _RING_DECODERS = {PT_DATA: _decode_data_body, PT_TOKEN: _decode_token_body,
              PT_LEAVE: _decode_leave_body}
 
 
+def _open_plain(data: bytes, seal: RingSeal, header: bytes) -> Optional[Tuple[bytes, int]]:
+    """The fast decoders' first step: the header (magic, version, type, flags, stamp) compared
+    in one piece, then the key's tag or the CRC -> (the bytes to read, where the body ends), or
+    None for the general path."""
+    if data[:RING_HEADER_BYTES] != header:
+        return None
+    if seal.key:
+        buf = seal.open(data)[1]  # its refusal is the general path's first word too
+        return buf, len(buf)
+    end = len(data) - 4
+    if zlib.crc32(data[:end]) != _U32.unpack_from(data, end)[0]:
+        return None
+    return data, end
+
+
 def _decode_plain_data(data: bytes, seal: RingSeal) -> Optional[RingData]:
     """decode_ring_packet's hot path: a data packet that is not a recovery resend, of a ring
     and sender whose bytes were decoded before (_DATA_HEADS), in one pass over the datagram
     without copying it (its chunks' bodies are the only copies). Anything else, or anything
     wrong with it, is None: the general path then decodes it or says what is wrong, so both
     paths accept exactly the same packets."""
-    if data[:RING_HEADER_BYTES] != seal.data_header:  # magic, version, type, flags, stamp
+    opened = _open_plain(data, seal, seal.data_header)
+    if opened is None:
         return None
-    if seal.key:
-        buf = seal.open(data)[1]  # its refusal is the general path's first word too
-        end = len(buf)
-    else:
-        end = len(data) - 4
-        if zlib.crc32(data[:end]) != _U32.unpack_from(data, end)[0]:
-            return None
-        buf = data
+    buf, end = opened
     pos = RING_HEADER_BYTES
     try:
         head_end = pos + 17 + buf[pos + 8]  # as _data_head
@@ -1579,16 +1588,10 @@ def _decode_plain_token(data: bytes, seal: RingSeal) -> Optional[RingToken]:
     """decode_ring_packet's path for a token of our configuration: the header compared in one
     piece, the body read in place. Anything wrong with it is None: the general path then says
     what (as _decode_plain_data)."""
-    if data[:RING_HEADER_BYTES] != seal.token_header:
+    opened = _open_plain(data, seal, seal.token_header)
+    if opened is None:
         return None
-    if seal.key:
-        buf = seal.open(data)[1]  # its refusal is the general path's first word too
-        end = len(buf)
-    else:
-        end = len(data) - 4
-        if zlib.crc32(data[:end]) != _U32.unpack_from(data, end)[0]:
-            return None
-        buf = data
+    buf, end = opened
     r = _RingReader(buf)
     r.pos, r.size = RING_HEADER_BYTES, end
     try:
