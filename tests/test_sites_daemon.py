@@ -264,7 +264,11 @@ def lab_with_a_late_daemon(late, lab=None):
 
 
 def burst_everywhere(lab, clients, count=6):
-    """Every client sends `count` messages, AGREED and SAFE by turns; each client's data."""
+    """Every client sends `count` messages, AGREED and SAFE by turns; each client's data
+    (what the clients had before is dropped first)."""
+    for c in clients:
+        c.receive_all()
+        c.messages = []
     for i in range(count):
         for c in clients:
             c.multicast(sp.SAFE_MESS if i % 2 else sp.AGREED_MESS, "g", b"%s %d" % (c.private_group.encode(), i))
@@ -297,8 +301,6 @@ def test_a_daemon_that_joins_its_site_after_the_traffic_began_is_brought_up_to_d
     last = [memberships(c)[-1] for c in everyone]
     assert all(sorted(m.members) == ["#ua1#a1", "#ua2#a2", "#ub1#b1"] for m in last)
     assert all(sp.equal_group_ids(last[0].group_id, m.group_id) for m in last)
-    for c in everyone:
-        c.messages = []
     orders = burst_everywhere(lab, everyone)
     assert len(orders[0]) == 18 and orders[0] == orders[1] == orders[2]
     # the representative is the first daemon of spread.conf again, and b1's link goes to it
@@ -377,8 +379,6 @@ def test_a_daemon_restarted_before_its_ring_noticed_loses_its_earlier_members_at
     last = [memberships(c)[-1] for c in everyone]
     assert all(sorted(m.members) == ["#ua1#a1", "#ua2#a2", "#ub1#b1"] for m in last)
     assert all(sp.equal_group_ids(last[0].group_id, m.group_id) for m in last)
-    for c in everyone:
-        c.messages = []
     orders = burst_everywhere(lab, everyone, 4)
     assert len(orders[0]) == 12 and orders[0] == orders[1] == orders[2]
 
@@ -412,9 +412,6 @@ def test_daemons_of_a_site_that_formed_rings_of_their_own_at_the_start_go_on_as_
     for c in clients[1 if busy else 0:]:
         c.join("g")
         lab.run(0.3)
-    for c in clients:
-        c.receive_all()
-        c.messages = []
     orders = burst_everywhere(lab, clients, 4)
     assert len(orders[0]) == 12 and all(o == orders[0] for o in orders)
 
@@ -460,9 +457,6 @@ def test_a_third_daemon_joins_a_site_of_two_and_holds_the_same_table_and_order()
     ua3.join("g")
     lab.run(0.5)
     everyone = clients + [ua3]
-    for c in everyone:
-        c.receive_all()
-        c.messages = []
     orders = burst_everywhere(lab, everyone, 4)
     assert len(orders[0]) == 16 and all(o == orders[0] for o in orders)
 
@@ -493,9 +487,6 @@ def test_the_state_comes_from_the_next_daemon_when_its_sender_dies_first():
     ua3.join("g")
     lab.run(0.5)
     everyone = clients[1:] + [ua3]
-    for c in everyone:
-        c.receive_all()
-        c.messages = []
     orders = burst_everywhere(lab, everyone, 4)
     assert len(orders[0]) == 12 and all(o == orders[0] for o in orders)
 
