@@ -1298,6 +1298,9 @@ def _demo_follow(children, argv_common: List[str]) -> None:
 
 
 def _demo_stop(children) -> None:
+    # the stop is under way: an impatient second Ctrl-C must not cut it short and leave servers
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
     for proc in children.values():
         if proc.poll() is None:
             proc.terminate()

@@ -5,6 +5,7 @@ assertions. Every test uses its own cluster name, groups and ports.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -303,6 +304,27 @@ def test_demo_starts_servers_shows_them_and_stops_them_all(procs):
     os.killpg(demo.pid, signal.SIGINT)               # Ctrl-C in the demo's terminal
     assert demo.wait(timeout=20) == 0
     assert "demo stopped: all servers ended" in Procs.output(demo)
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_demo_stopped_by_two_quick_ctrl_c_still_ends_every_server(procs):
+    cluster = Cluster(procs)
+    demo = procs.start("calc_server.py", "--demo", "2", "--cluster", cluster.name,
+                       "--server-group", cluster.server_group,
+                       "--client-group", cluster.client_group, "--heartbeat", "0.2",
+                       start_new_session=True)
+    banner = wait_for(output_matches(demo, r"server 1: pid (\d+)\n  server 2: pid (\d+)"), 20)
+    pids = [int(banner.group(1)), int(banner.group(2))]
+    wait_for(cluster.answered_by(1), 20)
+    os.killpg(demo.pid, signal.SIGINT)               # Ctrl-C, and again at once
+    time.sleep(0.02)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(demo.pid, signal.SIGINT)
+    assert demo.wait(timeout=20) == 0
+    out = Procs.output(demo)
+    assert "demo stopped: all servers ended" in out and "Traceback" not in out
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
