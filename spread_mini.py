@@ -5238,17 +5238,19 @@ class RingLink(Link):
         raise RingUsageError("the ring does not carry other links' packets; Routing.onward "
                              "never names the ring for them")
 
-    def feed(self, ring: _Ring, upto: int, allow_gaps: bool = False) -> None:
+    def feed(self, ring: _Ring, upto: int, allow_gaps: bool = False, at_once: bool = True) -> None:
         """Hand packets' chunks up to the transport in link_seq order (the site's order); with
         allow_gaps (closing a configuration) a run of missing packets is handed up as ONE gap:
         drain treats everything after a gap alike, and one marker per missing link_seq would
-        loop for ever on a far link_seq (a stray packet's, or a commit entry's old_high)."""
+        loop for ever on a far link_seq (a stray packet's, or a commit entry's old_high).
+        at_once: the caller runs deliver_ready() right after (a whole message may be delivered
+        as it is handed up); not so for the closing feed, nor for the holder's own packets
+        handed up before it passes the token."""
         upper = self.upper
         stream = ring.stream
         onward = self.routing.onward(self) if self.routing is not None else ()
-        # the orderer runs deliver_ready() after every feed but the closing one (allow_gaps)
-        hand_up = upper.link_chunk if allow_gaps else getattr(upper, "link_chunk_at_once",
-                                                             upper.link_chunk)
+        hand_up = upper.link_chunk if allow_gaps or not at_once else getattr(
+            upper, "link_chunk_at_once", upper.link_chunk)
         seq = ring.fed_upto + 1
         while seq <= upto:
             p = ring.packets.get(seq)
@@ -6133,6 +6135,13 @@ class RingOrderer:
         else:
             sent += link.send_new_packets(ring, tok, allowed)
         link.request_missing(ring, tok)
+        if sent and self.state == OPERATIONAL:
+            # our packets of this visit are handed up before the aru rule, so that the site_aru
+            # we put on the token covers what the link_aru does (the other members hand packets
+            # up as they arrive): else our own SAFE messages would be stable here a rotation
+            # after everywhere else, and a sender waiting for them would wait that rotation.
+            # Delivered after the token has gone, with the rest
+            link.feed(ring, upto=ring.my_aru, at_once=False)
         self._update_aru(ring, tok)
         link.account_flow(ring, tok, sent)
         install = self.state == RECOVERY and self._recovery_flags(tok, had_recovery_work)
