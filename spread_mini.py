@@ -4452,6 +4452,7 @@ class Transport:
         self.front = 0  # entries at the head of pending that an urgent message stays behind
         self.in_progress: Optional[MessageInProgress] = None  #: the message being packed
         self.origin_counter = 0
+        self.safe_taken = 0  #: SAFE messages started into packets (the ring's holder reads it)
         self.max_lts_seen = 0  # the Lamport clock: highest lts seen here, of any site
         self.unreliable = collections.deque()  # UNRELIABLE (msg, body): outside `pending`
         self.unrel_in_progress: Optional[MessageInProgress] = None  #: UNRELIABLE's (site_seq 0)
@@ -4562,8 +4563,11 @@ class Transport:
             stamp.site_lts = max(stamp.site_lts, self.max_lts_seen) + 1
             stamp.site_seq += 1
             self.max_lts_seen = stamp.site_lts
+            service = msg.service_type
             chunks.append(RingChunk(self.origin_counter, stamp.site_lts, stamp.site_seq, 0, 1,
-                                    msg.service_type, body))
+                                    service, body))
+            if service & SAFE_MESS:
+                self.safe_taken += 1
             counters["messages_sent"] += 1
             room -= CHUNK_HEADER_BYTES + size
             if room <= CHUNK_HEADER_BYTES:
@@ -4604,6 +4608,8 @@ class Transport:
         frag_count = max(1, -(-len(body) // piece_bytes))
         self.in_progress = MessageInProgress(msg, body, self.origin_counter, stamp.site_lts,
                                              stamp.site_seq, 0, frag_count, piece_bytes)
+        if msg.service_type & SAFE_MESS:
+            self.safe_taken += 1
         self.counters["messages_sent"] += 1
 
     def saw_lts(self, lts: int) -> None:
@@ -6126,6 +6132,7 @@ class RingOrderer:
         self.rotations += 1  # every token visit here is one rotation of the ring
         link.begin_visit(self.state == OPERATIONAL)
         sent = link.answer_retransmissions(ring, tok)
+        safe_taken = self.transport.safe_taken
         allowed = link.flow_allowance(ring, tok, sent)
         had_recovery_work = self.state == RECOVERY and bool(self.recovery.queue)
         if self.state == RECOVERY:
@@ -6135,12 +6142,12 @@ class RingOrderer:
         else:
             sent += link.send_new_packets(ring, tok, allowed)
         link.request_missing(ring, tok)
-        if sent and self.state == OPERATIONAL:
-            # our packets of this visit are handed up before the aru rule, so that the site_aru
+        if self.transport.safe_taken != safe_taken and self.state == OPERATIONAL:
+            # this visit's SAFE messages are handed up before the aru rule, so that the site_aru
             # we put on the token covers what the link_aru does (the other members hand packets
             # up as they arrive): else our own SAFE messages would be stable here a rotation
             # after everywhere else, and a sender waiting for them would wait that rotation.
-            # Delivered after the token has gone, with the rest
+            # Delivered after the token has gone, with the rest (AGREED traffic is not delayed)
             link.feed(ring, upto=ring.my_aru, at_once=False)
         self._update_aru(ring, tok)
         link.account_flow(ring, tok, sent)

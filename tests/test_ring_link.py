@@ -438,3 +438,28 @@ def test_an_idle_ring_holds_the_token_but_not_while_a_safe_message_waits_for_sta
         sim.run_until(sim.now + 1.0)
         assert d1.rotations - rotations <= idle_rotations + 1  # idle again, held again
     assert_guarantees(sim)
+
+
+def test_the_sender_of_a_safe_message_delivers_it_at_its_next_visit_on_the_original_ring():
+    """The holder hands its visit's SAFE messages up before the aru rule, so the site_aru it
+    puts on the token covers them: with nothing lost, they are stable at the sender's next
+    visit, as at the other daemons (a sender waiting for its own SAFE messages, as a flooder
+    with a window does, waits one rotation, not two)."""
+    sim = calm_sim(accelerated_ring=False)
+    for sender in PEERS:
+        sim.run_until(sim.now + 0.5)
+        before = {name: len(delivered(sim, name)) for name in PEERS}
+        visits_before = sim.nodes[sender][0].rotations
+        sim.submit(sender, sr.SAFE_MESS)
+        visits_at = {}
+
+        def everywhere():
+            for name in PEERS:
+                if name not in visits_at and len(delivered(sim, name)) > before[name]:
+                    visits_at[name] = sim.nodes[name][0].rotations
+            return len(visits_at) == len(PEERS)
+
+        assert sim.run_until(sim.now + 1.0, stop=everywhere)
+        # the first visit sends it, the second finds it stable
+        assert visits_at[sender] - visits_before == 2, (sender, visits_before, visits_at)
+    assert_guarantees(sim)
