@@ -6143,12 +6143,7 @@ class RingOrderer:
             sent += link.send_new_packets(ring, tok, allowed)
         link.request_missing(ring, tok)
         if self.transport.safe_taken != safe_taken and self.state == OPERATIONAL:
-            # this visit's SAFE messages are handed up before the aru rule, so that the site_aru
-            # we put on the token covers what the link_aru does (the other members hand packets
-            # up as they arrive): else our own SAFE messages would be stable here a rotation
-            # after everywhere else, and a sender waiting for them would wait that rotation.
-            # Delivered after the token has gone, with the rest (AGREED traffic is not delayed)
-            link.feed(ring, upto=ring.my_aru, at_once=False)
+            self._hasten_safe(ring)
         self._update_aru(ring, tok)
         link.account_flow(ring, tok, sent)
         install = self.state == RECOVERY and self._recovery_flags(tok, had_recovery_work)
@@ -6165,6 +6160,20 @@ class RingOrderer:
                 self.transport.advance_frontier(ring.stream, tok.site_lts)
             link.garbage_collect(ring)
             self.transport.deliver_ready()
+
+    def _hasten_safe(self, ring: _Ring) -> None:
+        """A visit that sent SAFE messages: they are stable once the aru of two visits covers
+        them here, and a sender waiting for them (a flooder's window) waits that long.
+        - The visit's packets go before the token, none after it (the Accelerated Ring's
+          trailing ones): the next daemon would find them missing, lower the token's aru
+          below them and, as its modifier, raise it only a rotation later (a visit of the
+          original ring, which every member handles alike).
+        - They are handed up before the aru rule, so that the site_aru we put on the token
+          covers what the link_aru does (the other members hand packets up as they arrive);
+          delivered after the token has gone, with the rest.
+        Each is worth a rotation to the sender of SAFE messages; AGREED traffic is untouched."""
+        self.link.send_trailing()
+        self.link.feed(ring, upto=ring.my_aru, at_once=False)
 
     def _drop_token(self, _tok: RingToken) -> None:
         """GATHER and COMMIT have no ring that a token could go round (yet)."""

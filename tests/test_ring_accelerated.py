@@ -19,14 +19,14 @@ import ring_sim
 from ring_sim import all_in_one_ring, assert_guarantees, calm_sim, delivered
 
 
-def sends_of_one_visit(sim, name, messages, size=900):
+def sends_of_one_visit(sim, name, messages, size=900, service=sr.AGREED_MESS):
     """What daemon `name` sends to its successor on its next token visit with `messages`
     messages of `size` bytes queued: [(packet type, link_seq)], in the order it sent them."""
     orderer = sim.nodes[name][0]
     ring = orderer.ring
     succ = sr._successor(ring.members, orderer.me)[0]
     for _ in range(messages):
-        sim.submit(name, sr.AGREED_MESS, size=size)
+        sim.submit(name, service, size=size)
     seen = []
     orig_send = sim.send
 
@@ -70,15 +70,30 @@ def test_the_original_ring_sends_every_packet_before_the_token():
     assert kinds == [sr.PT_DATA] * 8 + [sr.PT_TOKEN]
 
 
+def test_a_visit_that_sends_a_safe_message_sends_every_packet_before_the_token():
+    """Sent after the token, the visit's packets would be missing at the next daemon when the
+    token comes: it would lower the token's aru below them and raise it only a rotation
+    later, and the SAFE message would be stable a rotation later (at its sender two)."""
+    sim = calm_sim(accelerated_ring=True, accelerated_window_packets=3)
+    kinds = [t for t, _ in sends_of_one_visit(sim, "d2", 8, service=sr.SAFE_MESS)]
+    assert kinds == [sr.PT_DATA] * 8 + [sr.PT_TOKEN]
+    sim.run_until(sim.now + 1.0)
+    assert len(delivered(sim, "d1")) == 8 and delivered(sim, "d1") == delivered(sim, "d3")
+    assert_guarantees(sim)
+
+
 def test_the_window_never_exceeds_a_visit_of_the_personal_window():
     sim = calm_sim(accelerated_ring=True, accelerated_window_packets=15, personal_window_packets=4)
     kinds = [t for t, _ in sends_of_one_visit(sim, "d1", 4)]
     assert kinds == [sr.PT_TOKEN] + [sr.PT_DATA] * 4
 
 
-def flood(sim, names, count, size=900):
+def flood(sim, names, count, size=900, safe=True):
+    """Messages from `names` in turn, every other one SAFE (safe=False: all AGREED; a visit
+    that sends a SAFE message sends nothing after the token)."""
     for i in range(count):
-        sim.submit(names[i % len(names)], sr.AGREED_MESS if i % 2 else sr.SAFE_MESS, size=size)
+        sim.submit(names[i % len(names)], sr.AGREED_MESS if i % 2 or not safe else sr.SAFE_MESS,
+                   size=size)
 
 
 def requested(sim):
@@ -89,7 +104,7 @@ def test_packets_still_on_their_way_are_never_asked_for():
     """Every daemon floods; no packet is lost, but the token overtakes the packets its holder
     sends after it. The requests stop at the token's link_seq of our own last pass."""
     sim = calm_sim(accelerated_ring=True, accelerated_window_packets=15)
-    flood(sim, ["d1", "d2", "d3"], 600)
+    flood(sim, ["d1", "d2", "d3"], 600, safe=False)
     sim.run_until(sim.now + 3.0)
     assert all(len(delivered(sim, n)) == 600 for n in ("d1", "d2", "d3"))
     assert requested(sim) == 0
@@ -112,7 +127,7 @@ def test_without_the_rotation_rule_the_same_flood_asks_for_packets_in_flight():
         link.request_missing = request_missing
 
     sim = calm_sim(accelerated_ring=True, accelerated_window_packets=15, on_start=unlimited)
-    flood(sim, ["d1", "d2", "d3"], 600)
+    flood(sim, ["d1", "d2", "d3"], 600, safe=False)
     sim.run_until(sim.now + 3.0)
     assert requested(sim) > 0
     assert all(len(delivered(sim, n)) == 600 for n in ("d1", "d2", "d3"))
@@ -136,7 +151,7 @@ def test_a_lost_packet_after_the_token_is_asked_for_a_rotation_later():
         return False
 
     sim.drop_rule = drop_first_trailing
-    flood(sim, ["d1"], 10)
+    flood(sim, ["d1"], 10, safe=False)
     sim.run_until(sim.now + 2.0)
     assert dropped and sim.nodes["d2"][0].counters["retransmissions_requested"] == 1
     assert len(delivered(sim, "d2")) == 10

@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -440,12 +441,14 @@ def test_an_idle_ring_holds_the_token_but_not_while_a_safe_message_waits_for_sta
     assert_guarantees(sim)
 
 
-def test_the_sender_of_a_safe_message_delivers_it_at_its_next_visit_on_the_original_ring():
-    """The holder hands its visit's SAFE messages up before the aru rule, so the site_aru it
-    puts on the token covers them: with nothing lost, they are stable at the sender's next
-    visit, as at the other daemons (a sender waiting for its own SAFE messages, as a flooder
-    with a window does, waits one rotation, not two)."""
-    sim = calm_sim(accelerated_ring=False)
+@pytest.mark.parametrize("accelerated", [False, True])
+def test_the_sender_of_a_safe_message_delivers_it_at_its_next_visit(accelerated):
+    """A visit that sends SAFE messages sends them all before the token (none after it, on
+    the Accelerated Ring too) and hands them up before the aru rule, so the site_aru it puts
+    on the token covers them: with nothing lost, they are stable at the sender's next visit,
+    as at the other daemons (a sender waiting for its own SAFE messages, as a flooder with a
+    window does, waits one rotation, not two or three)."""
+    sim = calm_sim(accelerated_ring=accelerated)
     for sender in PEERS:
         sim.run_until(sim.now + 0.5)
         before = {name: len(delivered(sim, name)) for name in PEERS}
