@@ -1754,14 +1754,22 @@ def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket
 #             site only, like SUSPECT); no sites: give up that merge
 #   MERGE     view seq, then a view body as JOIN's: the site's proposal to merge two
 #             views after a partition healed; lts is the site's frontier when it proposed
+#   READY     view seq, then a view body as JOIN's: the site decided that merge (it had
+#             every MERGE; lts is the limit) and will never give it up; a merge is
+#             installed only with the READY of every site of the new view
+#   GIVEUP    view seq, then a view body as JOIN's: the site gave that merge up before it
+#             decided it, so it never sends READY for it: nobody installs that merge
 # A view body: count (u16) and that many lost site ids (u16); count (u16) and that many
 # (site u16, the highest site_seq of it held u64, its last ARU known u64, its frontier u64).
 SITE_MSG, SITE_FRONTIER, SITE_ARU, SITE_SUSPECT, SITE_PROPOSE, SITE_JOIN, SITE_MERGE = 1, 2, 3, 4, 5, 6, 7
+SITE_READY, SITE_GIVEUP = 8, 9
 SITE_RECORD_KINDS = {SITE_MSG: "MSG", SITE_FRONTIER: "FRONTIER", SITE_ARU: "ARU",
                      SITE_SUSPECT: "SUSPECT", SITE_PROPOSE: "PROPOSE", SITE_JOIN: "JOIN",
-                     SITE_MERGE: "MERGE"}
+                     SITE_MERGE: "MERGE", SITE_READY: "READY", SITE_GIVEUP: "GIVEUP"}
 #: the records that carry a view seq and a view body
-SITE_VIEW_KINDS = (SITE_SUSPECT, SITE_PROPOSE, SITE_JOIN, SITE_MERGE)
+SITE_VIEW_KINDS = (SITE_SUSPECT, SITE_PROPOSE, SITE_JOIN, SITE_MERGE, SITE_READY, SITE_GIVEUP)
+#: the control records flooded to every site (a copy that comes twice is dropped)
+SITE_FLOODED_KINDS = (SITE_PROPOSE, SITE_MERGE, SITE_READY, SITE_GIVEUP)
 #: the longest record: the longest message, its header and the origin's name
 MAX_SITE_RECORD_BYTES = MAX_MESSAGE_BODY_BYTES + 1 + 3 * 10 + 1 + MAX_NAME_BYTES
 #: a record's length prefix: 3 varint bytes hold up to 2 MB, above MAX_SITE_RECORD_BYTES
@@ -7070,12 +7078,17 @@ class ViewClosing:
 class SiteMerge:
     """A merge of two views of several sites being agreed (a partition healed): the new
     view's seq and sites, those that come from the other view, our site's frontier when it
-    proposed, and every site's MERGE record so far (resent to a link that starts again)."""
+    proposed, and every site's MERGE and READY record so far (resent to a link that starts
+    again)."""
     view_seq: int
     sites: frozenset
     joined: frozenset
     frontier: int
     proposals: Dict[int, "SiteRecord"] = field(default_factory=dict)
+    #: the sites that decided the merge (READY): it is installed once every site has
+    ready: Dict[int, "SiteRecord"] = field(default_factory=dict)
+    #: the trees' grouping of our view, back if the merge is given up after our decision
+    tree_groups: Dict[int, frozenset] = field(default_factory=dict)
 
 
 #: a representative without a link to a neighbour site sends its HELLO this often (a WAN
@@ -7280,6 +7293,9 @@ class SiteGateway:
         self.join_sent = 0  # the view seq of the JOIN we submitted
         self.merge_offers: Dict[int, SiteRecord] = {}  # site -> its last MERGE we did not take
         self.given_up_view = 0  #: the seq of the last merge we gave up (our HELLOs say it)
+        #: site -> its GIVEUP of the last merge it gave up, ours included (resent to a link
+        #: that starts: a site that decided that merge waits for one of them)
+        self.giveups: Dict[int, SiteRecord] = {}
         #: the representative's: site -> its last MERGE that came before our link to a site
         #: it brings in; it goes into our ring once that link starts (see _merge_unreachable)
         self.merge_parked: Dict[int, SiteRecord] = {}
@@ -7423,6 +7439,8 @@ class SiteGateway:
                     self._view_record(r, passed)
                 elif r.kind in (SITE_JOIN, SITE_MERGE):
                     self._merge_record(r, passed)
+                elif r.kind in (SITE_READY, SITE_GIVEUP):
+                    self._merge_end_record(r, passed)
                 elif self._apply(r):
                     passed.append(r)
                     answer = answer or (r.kind == SITE_MSG and r.site != own
@@ -7534,7 +7552,7 @@ class SiteGateway:
         if not self.is_representative():
             return
         raw = encode_site_record(r)
-        if r.kind in (SITE_PROPOSE, SITE_MERGE):  # control: to every site, flooded (duplicates are dropped)
+        if r.kind in SITE_FLOODED_KINDS:  # control: to every site, flooded (duplicates are dropped)
             for site in self.links:
                 self._out_bytes[site] += raw
             return
@@ -7676,9 +7694,11 @@ class SiteGateway:
         mine = self.proposals.get(self.site_id)
         if mine is not None and self.closing is None:
             out += encode_site_record(self._proposal_record(mine))
-        if self.merging is not None and self.closing is None:
-            for r in self.merging.proposals.values():
+        if self.merging is not None:  # (until it is installed: a site may lack a MERGE or a READY)
+            for r in list(self.merging.proposals.values()) + list(self.merging.ready.values()):
                 out += encode_site_record(r)
+        for r in self.giveups.values():  # a site that decided that merge waits for it
+            out += encode_site_record(r)
         self.counters["site_records_resent"] += resent
         return resent
 
@@ -7741,7 +7761,7 @@ class SiteGateway:
                 self.merge_parked[r.site] = r
             return
         key = (r.kind, r.site)
-        mark = r.site_seq if r.kind in (SITE_MSG, SITE_PROPOSE, SITE_MERGE) else r.lts
+        mark = r.site_seq if r.kind in (SITE_MSG,) + SITE_FLOODED_KINDS else r.lts
         if mark <= max(self.injected.get(key, 0), self.applied_seq[r.site] if r.kind == SITE_MSG else 0):
             self.counters["site_records_duplicate"] += 1
             return
@@ -7814,7 +7834,7 @@ class SiteGateway:
             return
         if self.merging is not None and self.closing is None and (
                 r.kind == SITE_SUSPECT or (r.site in self.live_sites and view > self.view_seq)):
-            self._abandon_merge("a site is gone (%s of site %d)" % (SITE_RECORD_KINDS[r.kind], r.site))
+            self._abandon_merge("a site is gone (%s of site %d)" % (SITE_RECORD_KINDS[r.kind], r.site), passed)
             if r.kind == SITE_SUSPECT:
                 view = max(view, self.proposed_view + 1)
         if r.kind == SITE_SUSPECT:
@@ -7925,6 +7945,8 @@ class SiteGateway:
             head = min((s.ordered[0] for s in self.streams.values() if s.ordered),
                        key=lambda m: m.key, default=None)
             if head is None or head.lts > c.limit_lts:
+                if c.joined and not set(c.sites_next) <= set(self.merging.ready):
+                    return  # a site of the merge may still give it up: its READY or GIVEUP comes
                 self._install_view()
                 return
             blocked_by_lost = head.complete and head.service & SAFE_MESS and head.lts <= min(
@@ -7974,6 +7996,7 @@ class SiteGateway:
             self.kept[x] = collections.deque()
         self.live_sites = list(c.survivors if c.sites_next is None else c.sites_next)
         self.view_seq = c.view_seq
+        self.giveups = {s: g for s, g in self.giveups.items() if g.site_seq > self.view_seq}
         self.merge.deliver_limit_lts = None
         self.closing = None
         self.frozen = {}
@@ -8056,7 +8079,7 @@ class SiteGateway:
                 return
             if not sites:  # give it up
                 if m is not None and m.view_seq == view and self.closing is None:
-                    self._abandon_merge("a link to a joining site died")
+                    self._abandon_merge("a link to a joining site died", passed)
                 return
             self._start_merge(view, sites, passed)
             return
@@ -8066,7 +8089,7 @@ class SiteGateway:
             self._merge_proposal(r, passed)
             return
         if m is not None and self.closing is None and r.site in m.sites and view >= m.view_seq:
-            self._abandon_merge("site %d proposes view %d with sites %s" % (r.site, view, sorted(sites)))
+            self._abandon_merge("site %d proposes view %d with sites %s" % (r.site, view, sorted(sites)), passed)
         offer = self.merge_offers.get(r.site)
         if offer is None or offer.site_seq < view:
             self.merge_offers[r.site] = r  # taken now, or when the view being installed is
@@ -8106,7 +8129,7 @@ class SiteGateway:
         if not gone - self.proposal_lost:
             return
         if self.merging is not None:
-            self._abandon_merge("sites %s went on in another view" % sorted(gone))
+            self._abandon_merge("sites %s went on in another view" % sorted(gone), passed)
         self._log("sites %s propose a merge from a view other than ours: they are lost for us"
                   % sorted(gone), None)
         self._propose(max(self.view_seq, self.proposed_view) + 1, self.proposal_lost | gone, passed)
@@ -8127,12 +8150,12 @@ class SiteGateway:
         live = frozenset(self.live_sites)
         if (self.closing is not None or self.merging is not None or self.proposal_lost
                 or view <= max(self.view_seq, self.proposed_view) or not live < sites
-                or not sites <= set(range(len(self.sites)))):
+                or not sites <= set(range(len(self.sites))) or self._given_up(view, sites)):
             self.counters["site_merges_refused"] += 1
             return False
         joined = sites - live
         self.proposed_view = view
-        m = self.merging = SiteMerge(view, sites, joined, self.own_lts)
+        m = self.merging = SiteMerge(view, sites, joined, self.own_lts, tree_groups=self.tree_groups)
         # nothing above our frontier goes in the old view until the limit is known (at
         # least this): a site alone in its view would deliver its next message at once
         self.merge.deliver_limit_lts = self.own_lts
@@ -8188,15 +8211,75 @@ class SiteGateway:
                 if site in m.joined:
                     self._resend(site, {})
         passed.append(SiteRecord(SITE_FRONTIER, self.site_id, self.own_lts))
+        # from here on we never give it up (a site that gave it up before its decision sends
+        # GIVEUP instead, and then nobody installs it): every site waits for every READY
+        ready = SiteRecord(SITE_READY, self.site_id, limit, m.view_seq, body=encode_site_view_body(m.sites, {}))
+        m.ready[self.site_id] = ready
+        passed.append(ready)
 
-    def _abandon_merge(self, why: str) -> None:
+    def _merge_end_record(self, r: SiteRecord, passed: List[SiteRecord]) -> None:
+        """Another site's READY or GIVEUP of a merge, where our ring delivered it."""
+        m = self.merging
+        try:
+            sites, _ = decode_site_view_body(r.body)
+        except RingWireError:
+            self.counters["site_records_undecodable"] += 1
+            return
+        if r.site == self.site_id:
+            return
+        if r.kind == SITE_GIVEUP:  # (kept: its MERGE may come later, parked on the way)
+            old = self.giveups.get(r.site)
+            if old is None or old.site_seq <= r.site_seq:
+                self.giveups[r.site] = r
+        if m is None or (r.site_seq, sites) != (m.view_seq, m.sites) or r.site not in m.sites \
+                or r.site in m.ready:
+            return  # (a merge we are not in, or gave up: nobody installs it then)
+        passed.append(r)  # the representative floods it on
+        if r.kind == SITE_READY:
+            m.ready[r.site] = r
+            return
+        why = "site %d gave it up before its decision" % r.site
+        if self.closing is None:
+            self._abandon_merge(why, passed)
+        else:
+            self._withdraw_merge(why)
+
+    def _given_up(self, view: int, sites: frozenset) -> bool:
+        """A site of that merge gave it up already: nobody will install it."""
+        return any(g.site_seq == view and g.site in sites for g in self.giveups.values()
+                   if g.site != self.site_id)
+
+    def _abandon_merge(self, why: str, passed: List[SiteRecord]) -> None:
+        """We give the merge up before our decision: GIVEUP tells the sites that decided it
+        (they wait for our READY) that nobody will install it."""
+        m = self.merging
+        giveup = SiteRecord(SITE_GIVEUP, self.site_id, 0, m.view_seq, body=encode_site_view_body(m.sites, {}))
+        self.giveups[self.site_id] = giveup
+        passed.append(giveup)
+        self._end_merge()
+        self._log("gives up merging view %d: %s" % (m.view_seq, why), None)
+
+    def _withdraw_merge(self, why: str) -> None:
+        """A site gave up the merge that we decided: it never sends READY, so no site installs
+        it. We delivered only messages up to the limit, in our old view: we go on in it."""
+        c = self.closing
+        self.closing = None
+        for x in c.joined:
+            self.join_after_lts.pop(x, None)
+            self.join_floor.pop(x, None)
+        self._end_merge()
+        self._log("withdraws its decision of view %d: %s; it stays in view %d"
+                  % (c.view_seq, why, self.view_seq), None)
+
+    def _end_merge(self) -> None:
         m, self.merging = self.merging, None
         self.given_up_view = max(self.given_up_view, m.view_seq)
         self.merge.deliver_limit_lts = None
         self.join_hold = {}  # (their records come again, from their `kept`, at the next merge)
+        self.aru_pending = {}
         self.forward_held = set()
+        self.tree_groups = m.tree_groups
         self.trees = self._view_trees()
-        self._log("gives up merging view %d: %s" % (m.view_seq, why), None)
 
     def _merge_groups(self, m: SiteMerge) -> Dict[int, frozenset]:
         """Each site of the merged view -> the sites of the view it came from, as its MERGE
