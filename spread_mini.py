@@ -8021,8 +8021,11 @@ class SiteGateway:
     # trimmed during a merge); then TRANSITIONAL (the sites we came with), REGULAR (all). The
     # joined sites' streams start at limit, each with its first message above it. ARU records
     # carry their view: one from before the merge says nothing of the joined streams.
-    # A loss before the decision gives the merge up (the next probe starts another); so does
-    # a conflicting MERGE of a site of the new view, or the death of a link to a joined site.
+    # 4. The decision is final: the site floods READY, and installs the merge only with the
+    # READY of every site of the new view. A loss before the decision gives the merge up (the
+    # next probe starts another); so does a conflicting MERGE of a site of the new view, or
+    # the death of a link to a joined site. Giving up floods GIVEUP, never sent with READY:
+    # a site that decided and gets one withdraws its decision (nobody installs that merge).
 
     def _probe(self, now: float) -> None:
         self.probe_due_s = now + SITE_PROBE_EVERY_S
