@@ -7066,6 +7066,8 @@ class ViewClosing:
     #: per lost site, the highest frontier any survivor knew: with its cut, all it sent up to
     #: there is known (see _close_lost_streams)
     frontier: Dict[int, int] = field(default_factory=dict)
+    #: per lost site, the highest ARU any survivor knew
+    aru: Dict[int, int] = field(default_factory=dict)
     transitional: bool = False
     closed: bool = False  #: the lost sites' streams are final
     reason: str = ""
@@ -7279,6 +7281,12 @@ class SiteGateway:
         self.proposals: Dict[int, SiteProposal] = {}  # site -> its proposal for proposed_view
         self.frozen: Dict[int, List[SiteRecord]] = {}  # lost site -> its records held back
         self.closing: Optional[ViewClosing] = None
+        #: the next view, decided while `closing` is still carried out (a survivor of it died
+        #: after its decision): installed right after it (see _chain_decide)
+        self.closing_next: Optional[ViewClosing] = None
+        #: lost sites of `closing` whose last messages were to come from a site the next
+        #: proposal leaves out: held back again until the next decision sets their cut
+        self.refrozen: frozenset = frozenset()
         self.suspect_at: Dict[int, float] = {}  # the representative's: site -> end of its grace
         self.suspect_sent = 0  # the view seq of the SUSPECT we submitted
         self.suspect_lost: frozenset = frozenset()  # ... and the sites it names
@@ -7557,8 +7565,9 @@ class SiteGateway:
                 self._out_bytes[site] += raw
             return
         source = r.site
-        if self.closing is not None and r.site in self.closing.holder:
-            source = self.closing.holder[r.site]  # a lost site's last messages come from there
+        c = self._closing_of(r.site)
+        if c is not None:
+            source = c.holder[r.site]  # a lost site's last messages come from there
         tree = self.trees.get(source)
         if tree is None:
             return
@@ -7668,15 +7677,17 @@ class SiteGateway:
         out = self._out_bytes[site]
         resent = 0
         sources = [(s, s) for s in self.live_sites if s not in self.frozen]
-        if self.closing is not None:
-            sources += [(x, h) for x, h in self.closing.holder.items()]
+        for c in (self.closing, self.closing_next):
+            if c is not None:
+                sources += [(x, h) for x, h in c.holder.items()]
         floor = self.join_floor.get(site, 0)  # a site that joined us lacks nothing older
         for source, tree_of in sources:
             if site not in self.trees[tree_of].children(self.site_id) or site in self.forward_held:
                 continue
             upto = min(self.passed_seq[source], self.applied_seq[source])
-            if self.closing is not None and source in self.closing.cut:
-                upto = min(upto, self.closing.cut[source])
+            c = self._closing_of(source)
+            if c is not None:
+                upto = min(upto, c.cut[source])
             base = self.kept_base[source]
             upto = min(upto, base + len(self.kept[source]))
             for i in range(max(positions.get(source, 0), base) - base, upto - base):
@@ -7692,7 +7703,7 @@ class SiteGateway:
                 out += encode_site_record(SiteRecord(SITE_ARU, source, self.passed_aru[source],
                                                      max(self.aru_floor_view, self.view_seq)))
         mine = self.proposals.get(self.site_id)
-        if mine is not None and self.closing is None:
+        if mine is not None and (self.closing is None or self.proposed_view > self.closing.view_seq):
             out += encode_site_record(self._proposal_record(mine))
         if self.merging is not None:  # (until it is installed: a site may lack a MERGE or a READY)
             for r in list(self.merging.proposals.values()) + list(self.merging.ready.values()):
@@ -7802,7 +7813,7 @@ class SiteGateway:
 
     def _suspect(self, sites: Iterable[int], now: float) -> bool:
         """False: not now (a view is being installed; come back after it)."""
-        if self.closing is not None:
+        if self.closing is not None and not self._chainable():
             return False
         view = max(self.view_seq, self.proposed_view) + 1
         if not frozenset(sites) - self.proposal_lost:
@@ -7827,7 +7838,8 @@ class SiteGateway:
             self.counters["site_records_undecodable"] += 1
             return
         view = r.site_seq
-        if r.kind == SITE_SUSPECT and r.site == self.site_id and self.closing is not None:
+        if r.kind == SITE_SUSPECT and r.site == self.site_id and self.closing is not None \
+                and not (self._chainable() and lost & set(self._current_sites())):
             self.suspect_sent = 0  # a view is being installed: the suspicion comes back after it
             for x in lost:
                 self.suspect_at.setdefault(x, 0.0)
@@ -7847,23 +7859,45 @@ class SiteGateway:
             lost = (lost - {self.site_id}) | {r.site}
         if r.site in self.proposal_lost and lost == self.proposal_lost:
             return  # from a site we leave out already: not a survivor's proposal
-        if view > self.proposed_view and self.closing is None:
+        if view > self.proposed_view and (self.closing is None or self._chainable()):
             self._propose(view, lost, passed)
         if view != self.proposed_view or r.site in self.proposals or r.site in self.proposal_lost:
             return
         if lost != self.proposal_lost:
-            if self.closing is None:
+            if self.closing is None or self._chainable():
                 self._propose(view + 1, lost | self.proposal_lost, passed)
             return
         self.proposals[r.site] = SiteProposal(lost, r.lts, entries)
         passed.append(r)  # the representative floods it on
         self._maybe_decide(passed)
 
+    def _chainable(self) -> bool:
+        """A view without lost sites is being installed (decided, not installed yet), and no
+        next one is decided: a survivor of it that dies now is left out by the next view,
+        agreed meanwhile and installed right after it (else we would wait for it for ever)."""
+        c = self.closing
+        return c is not None and not c.joined and self.closing_next is None
+
+    def _current_sites(self) -> List[int]:
+        """The sites of our view, or of the view being installed: a next proposal's."""
+        c = self.closing
+        return list(self.live_sites) if c is None else list(c.sites_next or c.survivors)
+
+    def _closing_of(self, site: int) -> Optional[ViewClosing]:
+        """The decided view change that leaves `site` out, if any."""
+        for c in (self.closing, self.closing_next):
+            if c is not None and site in c.cut:
+                return c
+        return None
+
     def _propose(self, view: int, lost: Iterable[int], passed: List[SiteRecord]) -> None:
-        lost = (frozenset(lost) - {self.site_id}) & set(self.live_sites)
-        reach = dissemination_tree(self.costs, self.site_id, set(self.live_sites) - lost)
+        sites = self._current_sites()
+        lost = (frozenset(lost) - {self.site_id}) & set(sites)
+        reach = dissemination_tree(self.costs, self.site_id, set(sites) - lost)
         lost |= frozenset(reach.unreachable)
         self.proposed_view, self.proposal_lost = view, lost
+        if self.closing is not None:  # (a chained proposal: see _chain_decide)
+            self.refrozen = frozenset(x for x, h in self.closing.holder.items() if h in lost)
         for x in lost:
             self.frozen.setdefault(x, [])
         entries = {s: (self.applied_seq[s], self.streams[s].stable_aru, self.streams[s].frontier_lts)
@@ -7879,8 +7913,10 @@ class SiteGateway:
                           body=encode_site_view_body(p.lost, p.entries))
 
     def _maybe_decide(self, passed: List[SiteRecord]) -> None:
-        survivors = sorted(set(self.live_sites) - self.proposal_lost)
-        if self.closing is not None or any(s not in self.proposals for s in survivors):
+        survivors = sorted(set(self._current_sites()) - self.proposal_lost)
+        chained = self.closing is not None and self.proposed_view > self.closing.view_seq
+        if (self.closing is not None and not (chained and self._chainable())) \
+                or any(s not in self.proposals for s in survivors):
             return
         props = self.proposals
         cut, holder, frontier = {}, {}, {}
@@ -7890,19 +7926,29 @@ class SiteGateway:
             aru = max(p.entries.get(x, (0, 0, 0))[1] for p in props.values())
             frontier[x] = max(p.entries.get(x, (0, 0, 0))[2] for p in props.values())
             self.merge.site_stable(self.streams[x], aru)
+        for s, p in sorted(props.items()):
+            # each survivor's own ARU when it proposed: what it delivered as SAFE before then
+            # counted on it, and the others need it if it dies before it says it again
+            if s in self.streams and s in p.entries:
+                self.merge.site_stable(self.streams[s], p.entries[s][1])
         limit = max(p.frontier for p in props.values())
         reason = "sites %s gone" % sorted(self.proposal_lost)
-        self.closing = ViewClosing(self.proposed_view, survivors, self.proposal_lost, cut, holder,
-                                   limit, frontier, reason=reason)
+        decided = ViewClosing(self.proposed_view, survivors, self.proposal_lost, cut, holder,
+                              limit, frontier, reason=reason,
+                              aru={x: self.streams[x].stable_aru for x in self.proposal_lost})
         self._log("view %d decided: sites %s, %s; messages up to lts %d in the old view"
                   % (self.proposed_view, survivors, reason, limit), None)
+        if chained:
+            self._chain_decide(decided)
+        else:
+            self.closing = decided
+            self.merge.deliver_limit_lts = limit
         self.tree_groups = {}
         self.trees = dissemination_trees(self.costs, survivors)
         self.neighbours = [s for s in self.neighbours if s in survivors]
         for x in self.proposal_lost:
             self.links.pop(x, None)
             self.suspect_at.pop(x, None)
-        self.merge.deliver_limit_lts = limit
         for x in sorted(self.frozen):
             held, self.frozen[x] = self.frozen[x], []
             for r in held:
@@ -7915,13 +7961,31 @@ class SiteGateway:
         # the old view can end everywhere
         passed.append(SiteRecord(SITE_FRONTIER, self.site_id, self.own_lts))
 
+    def _chain_decide(self, decided: ViewClosing) -> None:
+        """The next view is decided while the one before it is still carried out: a survivor
+        of that one died after its decision, and would never bring its stream up to its
+        limit. Both are installed in turn, the same at every daemon that did not install the
+        first yet; one that did goes from it to the next as usual. The dead sites' streams end
+        at the next decision's cut, and so do those of the first's lost sites whose last
+        messages were to come from a dead site (`holder`): any message of theirs that no
+        survivor holds was delivered by no survivor."""
+        c = self.closing
+        self.closing_next = decided
+        for x in sorted(self.refrozen):
+            held = {s: p.entries.get(x, (0, 0, 0))[0] for s, p in self.proposals.items()}
+            c.cut[x] = min(c.cut[x], max(held.values()))
+            c.holder[x] = min(s for s, seq in held.items() if seq >= c.cut[x])
+        self.refrozen = frozenset()
+        self._log("view %d is installed first: sites %s of it died after its decision; view %d follows"
+                  % (c.view_seq, sorted(decided.lost), decided.view_seq), None)
+
     def _lost_site_record(self, r: SiteRecord) -> bool:
         """A record of a site being left out: held back until the decision, then applied up to
         its cut; its frontier and ARU are what the decision says."""
         if r.kind != SITE_MSG or r.site_seq <= self.applied_seq[r.site]:
             return False
-        c = self.closing
-        if c is None:
+        c = self._closing_of(r.site)
+        if c is None or r.site in self.refrozen:
             held = self.frozen[r.site]
             if not held or held[-1].site_seq < r.site_seq:
                 held.append(r)
@@ -7933,11 +7997,16 @@ class SiteGateway:
         return True
 
     def _close_step(self) -> None:
-        c = self.closing
-        if any(self.applied_seq[x] < c.cut[x] for x in c.lost):
+        c, after = self.closing, self.closing_next
+        if any(self.applied_seq[x] < c.cut[x] for x in c.lost) or self.refrozen:
+            return
+        if after is not None and any(self.applied_seq[x] < after.cut[x] for x in after.lost):
             return
         if not c.closed:
             self._close_lost_streams(c)
+        if after is not None and not after.closed:
+            # (the dead survivors' streams reach this view's limit too: they end at their cut)
+            self._close_lost_streams(after, c.limit_lts)
         self.merge.deliver_ready()
         while True:
             if any(self.streams[s].frontier_lts < c.limit_lts for s in c.survivors):
@@ -7951,12 +8020,22 @@ class SiteGateway:
                 return
             blocked_by_lost = head.complete and head.service & SAFE_MESS and head.lts <= min(
                 self.streams[s].stable_aru for s in c.survivors)
+            if after is not None and head.complete and head.service & SAFE_MESS and head.lts <= min(
+                    self.streams[s].stable_aru for s in c.survivors if s not in after.lost):
+                # only the ARU of a survivor that died keeps it out (what it said last before
+                # it died): in this view's transitional part, SAFE counts the living survivors
+                if not c.transitional:
+                    self._emit_view(CONF_TRANSITIONAL)
+                for y in after.lost:
+                    self.streams[y].stable_aru = LOST_SITE_ARU
+                self.merge.deliver_ready()
+                continue
             if c.transitional or not blocked_by_lost:
                 return  # the survivors' ARUs will come
             self._emit_view(CONF_TRANSITIONAL)
             self.merge.deliver_ready()
 
-    def _close_lost_streams(self, c: ViewClosing) -> None:
+    def _close_lost_streams(self, c: ViewClosing, at_least_lts: int = 0) -> None:
         """Every lost site's stream now ends at its cut. A lost site's message may depend on
         another lost site's message that no survivor has (it was delivered there, and it is
         beyond that site's cut): everything of a lost site above the lowest final frontier of
@@ -7972,7 +8051,7 @@ class SiteGateway:
                 ordered.pop()
                 self.counters["messages_discarded_after_a_lost_gap"] += 1
         for x in c.lost:  # nothing more comes from it
-            self.merge.advance_frontier(self.streams[x], c.limit_lts)
+            self.merge.advance_frontier(self.streams[x], max(c.limit_lts, at_least_lts))
         c.closed = True
 
     def _emit_view(self, kind: str) -> None:
@@ -8000,6 +8079,16 @@ class SiteGateway:
         self.merge.deliver_limit_lts = None
         self.closing = None
         self.frozen = {}
+        after, self.closing_next = self.closing_next, None
+        if after is not None:  # decided meanwhile: it goes on from here
+            for y in after.lost:  # (its ARU as decided, up to the next transitional view)
+                self.streams[y].stable_aru = after.aru[y]
+            self.closing = after
+            self.merge.deliver_limit_lts = after.limit_lts
+            self.frozen = {x: [] for x in after.lost}
+            self.merge.deliver_ready()
+            self._close_step()
+            return
         self.proposals = {}
         self.proposal_lost = frozenset()
         if c.joined:
@@ -8349,7 +8438,7 @@ class SiteGateway:
 
     def quiescent(self) -> bool:
         """No view change or merge under way: the state is the few plain values below."""
-        return (self.closing is None and self.merging is None and not self.proposals
+        return (self.closing is None and self.closing_next is None and self.merging is None and not self.proposals
                 and not self.proposal_lost and not self.frozen and not self.join_hold
                 and not self.aru_pending and self.merge.deliver_limit_lts is None)
 
