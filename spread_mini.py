@@ -3305,7 +3305,7 @@ class Daemon:
         self.last_rotations = (now, snap["rotations"])
         snap["datagrams"] = (self.datagrams_in, datagrams_sent, self.datagrams_foreign)
         core = self.core
-        if isinstance(core, RingGroupCore):
+        if isinstance(core, (RingGroupCore, SitesGroupCore)):
             snap["held_peak"] = (core.held_peak_messages, core.held_peak_bytes,
                                  core.held_limit_bytes, core.held_limit_exceeded)
         return snap
@@ -9127,7 +9127,10 @@ class SitesGroupCore(GroupCore):
       came from; what the order delivers meanwhile is held. Where the order delivers the last
       site's STATE, every daemon rebuilds the same table from those alone and tells its
       clients, for each group that changed, TRANSITION then REG_MEMB CAUSED_BY_NETWORK with one
-      vs_set per view the members came from; then the held messages.
+      vs_set per view the members came from; then the held messages. A representative that
+      crashes before its site's STATE is complete is replaced: the next one sends it when its
+      ring re-forms (its parts void the old one's). What is held has a limit (held_limit_bytes):
+      over it, this daemon's clients are not read until the exchange is done.
 
     Group ids are (the first daemon's address, the count of network changes, index): the same
     at every daemon, since all count the same changes."""
@@ -9151,6 +9154,22 @@ class SitesGroupCore(GroupCore):
         self.exchange: Optional[StateExchange] = None  #: after a merge: waiting for sites' STATE
         self.exchanges_done = 0
         self.state_parts_sent = 0
+        #: the exchange under way: the view we came from (our STATE says it), and per site the
+        #: daemon whose STATE parts are being collected (a new representative sends them again)
+        self.exchange_came_from = ""
+        self.exchange_senders: Dict[int, str] = {}
+        self.states_resent = 0  #: our site's STATE sent again by a new representative
+        ring = getattr(orderer, "ring_orderer", orderer)
+        cfg = getattr(ring, "cfg", None) or RingSettings()
+        #: bytes (message data) held during one exchange beyond which it is reported and this
+        #: daemon's clients are not read until it is done (as RingGroupCore's): what is held is
+        #: never dropped, since every daemon must apply the same messages, but no more is added
+        #: here; the other daemons stop alike at the same limit, so the total stays near it
+        self.held_limit_bytes = HELD_LIMIT_ROTATIONS * cfg.global_window_packets * cfg.max_packet_bytes
+        self.held_peak_messages = 0
+        self.held_peak_bytes = 0
+        self.held_limit_exceeded = 0
+        self.held_over_limit = False  #: now: the exchange under way is over the limit (Daemon reads it)
 
     def configuration_change(self, change: ConfigurationChange, memb_time: int) -> None:
         """Our site's ring changed (the gateway has it too). A ring that lost daemons matters to
@@ -9167,6 +9186,8 @@ class SitesGroupCore(GroupCore):
         restarted = {pid[0] for pid in self.ring_ids - old_ids} & {pid[0] for pid in old_ids}
         back = (self.ring_members - old) & self.gone
         mine = self._representative() == self.daemon_name
+        if old and lost and mine:
+            self._resend_site_state()
         if old and (lost or restarted or back) and mine:
             names = sorted(("!" if d in restarted else "") + d for d in change.members)
             body = "\n".join([str(change.ring_id[0])] + names).encode("latin-1")
@@ -9255,6 +9276,7 @@ class SitesGroupCore(GroupCore):
         if ex is not None:
             ex.held.append(msg)  # it belongs to the merged view: after its REG_MEMB
             ex.held_bytes += len(msg.data)
+            self._note_held(ex)
             return
         if msg.kind == STATE:
             if msg.groups and msg.groups[0] == ROSTER_GROUP:
@@ -9305,6 +9327,18 @@ class SitesGroupCore(GroupCore):
         self._network_change("view %d of the sites: %s (%s)" % (change.view_seq, change.sites, change.reason))
 
     # -- the state exchange after a merge ---------------------------------------------------------
+    def _note_held(self, ex: StateExchange) -> None:
+        self.held_peak_messages = max(self.held_peak_messages, len(ex.held))
+        self.held_peak_bytes = max(self.held_peak_bytes, ex.held_bytes)
+        if ex.held_bytes > self.held_limit_bytes and not self.held_over_limit:
+            self.held_over_limit = True
+            self.held_limit_exceeded += 1
+            self.log.append("group state exchange of view %d: %d messages (%d KB) held waiting for "
+                            "the STATE of sites %s, more than the limit of %d KB: clients of this "
+                            "daemon are not read until it is done" % (
+                                ex.ring_id, len(ex.held), ex.held_bytes // 1024, sorted(ex.waiting),
+                                self.held_limit_bytes // 1024))
+
     def _start_exchange(self, change: "SiteViewChange") -> None:
         """Every daemon of the merged view starts it at the same point of the order (its
         REGULAR view); only each site's representative speaks, for all of its site."""
@@ -9315,8 +9349,24 @@ class SitesGroupCore(GroupCore):
             {name: (dict(g.members), self.group_id(g)) for name, g in self.groups.items()})
         self.log.append("view %d of the sites: %s (%s): exchanging group state" % (
             change.view_seq, change.sites, change.reason))
+        self.exchange_came_from, self.exchange_senders = came_from, {}
+        self.exchange_senders[self.site_id] = self._representative() or ""
         if self._representative() == self.daemon_name:
             self._send_site_state(change.view_seq, came_from)
+
+    def _resend_site_state(self) -> None:
+        """Our ring changed during the exchange and we are its new representative, while our
+        site's STATE is still awaited: the one that was to send it crashed (its parts that got
+        into the order are dropped where ours come: _site_state_arrived)."""
+        ex = self.exchange
+        if ex is None or self.site_id not in ex.waiting or self._representative() != self.daemon_name \
+                or self.exchange_senders.get(self.site_id) == self.daemon_name:
+            return
+        self.exchange_senders[self.site_id] = self.daemon_name
+        self.states_resent += 1
+        self.log.append("group state exchange of view %d: site %d's STATE sent again by its new "
+                        "representative %s" % (ex.ring_id, self.site_id, self.daemon_name))
+        self._send_site_state(ex.ring_id, self.exchange_came_from)
 
     def _send_site_state(self, view_seq: int, came_from: str) -> None:
         """Our site's STATE, in parts as RingGroupCore's (hint: index << 16 | count). Each part
@@ -9352,6 +9402,9 @@ class SitesGroupCore(GroupCore):
             return
         ring_seq, came_from, changes, alive = int(head[0]), head[1], int(head[2]), head[3].split()
         ex.old_ring[str(site)] = came_from
+        if ex.parts.get(str(site)) and self.exchange_senders.get(site) != msg.origin:
+            ex.parts[str(site)] = set()  # a new representative's: the old one's parts are void
+        self.exchange_senders[site] = msg.origin
         got = ex.parts.setdefault(str(site), set())
         if not got:
             ex.states[str(site)] = []
@@ -9375,6 +9428,7 @@ class SitesGroupCore(GroupCore):
             return  # the TRANSITION of the changed groups goes with the exchange's end
         if set(change.sites) - set(ex.members):
             self.exchange = None
+            self.held_over_limit = False
             for msg in ex.held:
                 self.deliver(msg)
             self.view_sites = frozenset(ex.members)
@@ -9389,6 +9443,7 @@ class SitesGroupCore(GroupCore):
 
     def _finish_exchange(self, ex: StateExchange) -> None:
         self.exchange = None
+        self.held_over_limit = False
         self.exchanges_done += 1
         alive_of = ex.rings
         table: Dict[str, Dict[str, str]] = {}
