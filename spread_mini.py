@@ -7199,8 +7199,8 @@ class SiteGateway:
     through the ring (export_state, import_state: SitesOrderer). Not yet: a site split into
     two rings after the start (both with traffic), a whole site restarted, routing around a
     dead link to a site that is still reachable through another (today that site is left
-    out), a failure after a view change is decided and before it is installed, pruning by
-    group interest, UNRELIABLE across sites (delivered in its own site only) and non-blocking
+    out), a site that dies after a merge is decided (a death after a loss's decision chains
+    the next view: _chain_decide), pruning by group interest, UNRELIABLE across sites (delivered in its own site only) and non-blocking
     forwarding."""
 
     def __init__(self, name: str, sites: Sequence[Sequence[str]], costs: Sequence[Sequence[int]],
