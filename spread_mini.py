@@ -1754,14 +1754,22 @@ def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket
 #             site only, like SUSPECT); no sites: give up that merge
 #   MERGE     view seq, then a view body as JOIN's: the site's proposal to merge two
 #             views after a partition healed; lts is the site's frontier when it proposed
+#   READY     view seq, then a view body as JOIN's: the site decided that merge (it had
+#             every MERGE; lts is the limit) and will never give it up; a merge is
+#             installed only with the READY of every site of the new view
+#   GIVEUP    view seq, then a view body as JOIN's: the site gave that merge up before it
+#             decided it, so it never sends READY for it: nobody installs that merge
 # A view body: count (u16) and that many lost site ids (u16); count (u16) and that many
 # (site u16, the highest site_seq of it held u64, its last ARU known u64, its frontier u64).
 SITE_MSG, SITE_FRONTIER, SITE_ARU, SITE_SUSPECT, SITE_PROPOSE, SITE_JOIN, SITE_MERGE = 1, 2, 3, 4, 5, 6, 7
+SITE_READY, SITE_GIVEUP = 8, 9
 SITE_RECORD_KINDS = {SITE_MSG: "MSG", SITE_FRONTIER: "FRONTIER", SITE_ARU: "ARU",
                      SITE_SUSPECT: "SUSPECT", SITE_PROPOSE: "PROPOSE", SITE_JOIN: "JOIN",
-                     SITE_MERGE: "MERGE"}
+                     SITE_MERGE: "MERGE", SITE_READY: "READY", SITE_GIVEUP: "GIVEUP"}
 #: the records that carry a view seq and a view body
-SITE_VIEW_KINDS = (SITE_SUSPECT, SITE_PROPOSE, SITE_JOIN, SITE_MERGE)
+SITE_VIEW_KINDS = (SITE_SUSPECT, SITE_PROPOSE, SITE_JOIN, SITE_MERGE, SITE_READY, SITE_GIVEUP)
+#: the control records flooded to every site (a copy that comes twice is dropped)
+SITE_FLOODED_KINDS = (SITE_PROPOSE, SITE_MERGE, SITE_READY, SITE_GIVEUP)
 #: the longest record: the longest message, its header and the origin's name
 MAX_SITE_RECORD_BYTES = MAX_MESSAGE_BODY_BYTES + 1 + 3 * 10 + 1 + MAX_NAME_BYTES
 #: a record's length prefix: 3 varint bytes hold up to 2 MB, above MAX_SITE_RECORD_BYTES
@@ -3297,7 +3305,7 @@ class Daemon:
         self.last_rotations = (now, snap["rotations"])
         snap["datagrams"] = (self.datagrams_in, datagrams_sent, self.datagrams_foreign)
         core = self.core
-        if isinstance(core, RingGroupCore):
+        if isinstance(core, (RingGroupCore, SitesGroupCore)):
             snap["held_peak"] = (core.held_peak_messages, core.held_peak_bytes,
                                  core.held_limit_bytes, core.held_limit_exceeded)
         return snap
@@ -7083,6 +7091,8 @@ class ViewClosing:
     #: per lost site, the highest frontier any survivor knew: with its cut, all it sent up to
     #: there is known (see _close_lost_streams)
     frontier: Dict[int, int] = field(default_factory=dict)
+    #: per lost site, the highest ARU any survivor knew
+    aru: Dict[int, int] = field(default_factory=dict)
     transitional: bool = False
     closed: bool = False  #: the lost sites' streams are final
     reason: str = ""
@@ -7095,12 +7105,17 @@ class ViewClosing:
 class SiteMerge:
     """A merge of two views of several sites being agreed (a partition healed): the new
     view's seq and sites, those that come from the other view, our site's frontier when it
-    proposed, and every site's MERGE record so far (resent to a link that starts again)."""
+    proposed, and every site's MERGE and READY record so far (resent to a link that starts
+    again)."""
     view_seq: int
     sites: frozenset
     joined: frozenset
     frontier: int
     proposals: Dict[int, "SiteRecord"] = field(default_factory=dict)
+    #: the sites that decided the merge (READY): it is installed once every site has
+    ready: Dict[int, "SiteRecord"] = field(default_factory=dict)
+    #: the trees' grouping of our view, back if the merge is given up after our decision
+    tree_groups: Dict[int, frozenset] = field(default_factory=dict)
 
 
 #: a representative without a link to a neighbour site sends its HELLO this often (a WAN
@@ -7209,8 +7224,8 @@ class SiteGateway:
     through the ring (export_state, import_state: SitesOrderer). Not yet: a site split into
     two rings after the start (both with traffic), a whole site restarted, routing around a
     dead link to a site that is still reachable through another (today that site is left
-    out), a failure after a view change is decided and before it is installed, pruning by
-    group interest, UNRELIABLE across sites (delivered in its own site only) and non-blocking
+    out), a site that dies after a merge is decided (a death after a loss's decision chains
+    the next view: _chain_decide), pruning by group interest, UNRELIABLE across sites (delivered in its own site only) and non-blocking
     forwarding."""
 
     def __init__(self, name: str, sites: Sequence[Sequence[str]], costs: Sequence[Sequence[int]],
@@ -7291,6 +7306,12 @@ class SiteGateway:
         self.proposals: Dict[int, SiteProposal] = {}  # site -> its proposal for proposed_view
         self.frozen: Dict[int, List[SiteRecord]] = {}  # lost site -> its records held back
         self.closing: Optional[ViewClosing] = None
+        #: the next view, decided while `closing` is still carried out (a survivor of it died
+        #: after its decision): installed right after it (see _chain_decide)
+        self.closing_next: Optional[ViewClosing] = None
+        #: lost sites of `closing` whose last messages were to come from a site the next
+        #: proposal leaves out: held back again until the next decision sets their cut
+        self.refrozen: frozenset = frozenset()
         self.suspect_at: Dict[int, float] = {}  # the representative's: site -> end of its grace
         self.suspect_sent = 0  # the view seq of the SUSPECT we submitted
         self.suspect_lost: frozenset = frozenset()  # ... and the sites it names
@@ -7305,6 +7326,9 @@ class SiteGateway:
         self.join_sent = 0  # the view seq of the JOIN we submitted
         self.merge_offers: Dict[int, SiteRecord] = {}  # site -> its last MERGE we did not take
         self.given_up_view = 0  #: the seq of the last merge we gave up (our HELLOs say it)
+        #: site -> its GIVEUP of the last merge it gave up, ours included (resent to a link
+        #: that starts: a site that decided that merge waits for one of them)
+        self.giveups: Dict[int, SiteRecord] = {}
         #: the representative's: site -> its last MERGE that came before our link to a site
         #: it brings in; it goes into our ring once that link starts (see _merge_unreachable)
         self.merge_parked: Dict[int, SiteRecord] = {}
@@ -7448,6 +7472,8 @@ class SiteGateway:
                     self._view_record(r, passed)
                 elif r.kind in (SITE_JOIN, SITE_MERGE):
                     self._merge_record(r, passed)
+                elif r.kind in (SITE_READY, SITE_GIVEUP):
+                    self._merge_end_record(r, passed)
                 elif self._apply(r):
                     passed.append(r)
                     answer = answer or (r.kind == SITE_MSG and r.site != own
@@ -7559,13 +7585,14 @@ class SiteGateway:
         if not self.is_representative():
             return
         raw = encode_site_record(r)
-        if r.kind in (SITE_PROPOSE, SITE_MERGE):  # control: to every site, flooded (duplicates are dropped)
+        if r.kind in SITE_FLOODED_KINDS:  # control: to every site, flooded (duplicates are dropped)
             for site in self.links:
                 self._out_bytes[site] += raw
             return
         source = r.site
-        if self.closing is not None and r.site in self.closing.holder:
-            source = self.closing.holder[r.site]  # a lost site's last messages come from there
+        c = self._closing_of(r.site)
+        if c is not None:
+            source = c.holder[r.site]  # a lost site's last messages come from there
         tree = self.trees.get(source)
         if tree is None:
             return
@@ -7675,15 +7702,17 @@ class SiteGateway:
         out = self._out_bytes[site]
         resent = 0
         sources = [(s, s) for s in self.live_sites if s not in self.frozen]
-        if self.closing is not None:
-            sources += [(x, h) for x, h in self.closing.holder.items()]
+        for c in (self.closing, self.closing_next):
+            if c is not None:
+                sources += [(x, h) for x, h in c.holder.items()]
         floor = self.join_floor.get(site, 0)  # a site that joined us lacks nothing older
         for source, tree_of in sources:
             if site not in self.trees[tree_of].children(self.site_id) or site in self.forward_held:
                 continue
             upto = min(self.passed_seq[source], self.applied_seq[source])
-            if self.closing is not None and source in self.closing.cut:
-                upto = min(upto, self.closing.cut[source])
+            c = self._closing_of(source)
+            if c is not None:
+                upto = min(upto, c.cut[source])
             base = self.kept_base[source]
             upto = min(upto, base + len(self.kept[source]))
             for i in range(max(positions.get(source, 0), base) - base, upto - base):
@@ -7699,11 +7728,13 @@ class SiteGateway:
                 out += encode_site_record(SiteRecord(SITE_ARU, source, self.passed_aru[source],
                                                      max(self.aru_floor_view, self.view_seq)))
         mine = self.proposals.get(self.site_id)
-        if mine is not None and self.closing is None:
+        if mine is not None and (self.closing is None or self.proposed_view > self.closing.view_seq):
             out += encode_site_record(self._proposal_record(mine))
-        if self.merging is not None and self.closing is None:
-            for r in self.merging.proposals.values():
+        if self.merging is not None:  # (until it is installed: a site may lack a MERGE or a READY)
+            for r in list(self.merging.proposals.values()) + list(self.merging.ready.values()):
                 out += encode_site_record(r)
+        for r in self.giveups.values():  # a site that decided that merge waits for it
+            out += encode_site_record(r)
         self.counters["site_records_resent"] += resent
         return resent
 
@@ -7766,7 +7797,7 @@ class SiteGateway:
                 self.merge_parked[r.site] = r
             return
         key = (r.kind, r.site)
-        mark = r.site_seq if r.kind in (SITE_MSG, SITE_PROPOSE, SITE_MERGE) else r.lts
+        mark = r.site_seq if r.kind in (SITE_MSG,) + SITE_FLOODED_KINDS else r.lts
         if mark <= max(self.injected.get(key, 0), self.applied_seq[r.site] if r.kind == SITE_MSG else 0):
             self.counters["site_records_duplicate"] += 1
             return
@@ -7807,7 +7838,7 @@ class SiteGateway:
 
     def _suspect(self, sites: Iterable[int], now: float) -> bool:
         """False: not now (a view is being installed; come back after it)."""
-        if self.closing is not None:
+        if self.closing is not None and not self._chainable():
             return False
         view = max(self.view_seq, self.proposed_view) + 1
         if not frozenset(sites) - self.proposal_lost:
@@ -7832,14 +7863,15 @@ class SiteGateway:
             self.counters["site_records_undecodable"] += 1
             return
         view = r.site_seq
-        if r.kind == SITE_SUSPECT and r.site == self.site_id and self.closing is not None:
+        if r.kind == SITE_SUSPECT and r.site == self.site_id and self.closing is not None \
+                and not (self._chainable() and lost & set(self._current_sites())):
             self.suspect_sent = 0  # a view is being installed: the suspicion comes back after it
             for x in lost:
                 self.suspect_at.setdefault(x, 0.0)
             return
         if self.merging is not None and self.closing is None and (
                 r.kind == SITE_SUSPECT or (r.site in self.live_sites and view > self.view_seq)):
-            self._abandon_merge("a site is gone (%s of site %d)" % (SITE_RECORD_KINDS[r.kind], r.site))
+            self._abandon_merge("a site is gone (%s of site %d)" % (SITE_RECORD_KINDS[r.kind], r.site), passed)
             if r.kind == SITE_SUSPECT:
                 view = max(view, self.proposed_view + 1)
         if r.kind == SITE_SUSPECT:
@@ -7852,23 +7884,45 @@ class SiteGateway:
             lost = (lost - {self.site_id}) | {r.site}
         if r.site in self.proposal_lost and lost == self.proposal_lost:
             return  # from a site we leave out already: not a survivor's proposal
-        if view > self.proposed_view and self.closing is None:
+        if view > self.proposed_view and (self.closing is None or self._chainable()):
             self._propose(view, lost, passed)
         if view != self.proposed_view or r.site in self.proposals or r.site in self.proposal_lost:
             return
         if lost != self.proposal_lost:
-            if self.closing is None:
+            if self.closing is None or self._chainable():
                 self._propose(view + 1, lost | self.proposal_lost, passed)
             return
         self.proposals[r.site] = SiteProposal(lost, r.lts, entries)
         passed.append(r)  # the representative floods it on
         self._maybe_decide(passed)
 
+    def _chainable(self) -> bool:
+        """A view without lost sites is being installed (decided, not installed yet), and no
+        next one is decided: a survivor of it that dies now is left out by the next view,
+        agreed meanwhile and installed right after it (else we would wait for it for ever)."""
+        c = self.closing
+        return c is not None and not c.joined and self.closing_next is None
+
+    def _current_sites(self) -> List[int]:
+        """The sites of our view, or of the view being installed: a next proposal's."""
+        c = self.closing
+        return list(self.live_sites) if c is None else list(c.sites_next or c.survivors)
+
+    def _closing_of(self, site: int) -> Optional[ViewClosing]:
+        """The decided view change that leaves `site` out, if any."""
+        for c in (self.closing, self.closing_next):
+            if c is not None and site in c.cut:
+                return c
+        return None
+
     def _propose(self, view: int, lost: Iterable[int], passed: List[SiteRecord]) -> None:
-        lost = (frozenset(lost) - {self.site_id}) & set(self.live_sites)
-        reach = dissemination_tree(self.costs, self.site_id, set(self.live_sites) - lost)
+        sites = self._current_sites()
+        lost = (frozenset(lost) - {self.site_id}) & set(sites)
+        reach = dissemination_tree(self.costs, self.site_id, set(sites) - lost)
         lost |= frozenset(reach.unreachable)
         self.proposed_view, self.proposal_lost = view, lost
+        if self.closing is not None:  # (a chained proposal: see _chain_decide)
+            self.refrozen = frozenset(x for x, h in self.closing.holder.items() if h in lost)
         for x in lost:
             self.frozen.setdefault(x, [])
         entries = {s: (self.applied_seq[s], self.streams[s].stable_aru, self.streams[s].frontier_lts)
@@ -7884,8 +7938,10 @@ class SiteGateway:
                           body=encode_site_view_body(p.lost, p.entries))
 
     def _maybe_decide(self, passed: List[SiteRecord]) -> None:
-        survivors = sorted(set(self.live_sites) - self.proposal_lost)
-        if self.closing is not None or any(s not in self.proposals for s in survivors):
+        survivors = sorted(set(self._current_sites()) - self.proposal_lost)
+        chained = self.closing is not None and self.proposed_view > self.closing.view_seq
+        if (self.closing is not None and not (chained and self._chainable())) \
+                or any(s not in self.proposals for s in survivors):
             return
         props = self.proposals
         cut, holder, frontier = {}, {}, {}
@@ -7895,19 +7951,29 @@ class SiteGateway:
             aru = max(p.entries.get(x, (0, 0, 0))[1] for p in props.values())
             frontier[x] = max(p.entries.get(x, (0, 0, 0))[2] for p in props.values())
             self.merge.site_stable(self.streams[x], aru)
+        for s, p in sorted(props.items()):
+            # each survivor's own ARU when it proposed: what it delivered as SAFE before then
+            # counted on it, and the others need it if it dies before it says it again
+            if s in self.streams and s in p.entries:
+                self.merge.site_stable(self.streams[s], p.entries[s][1])
         limit = max(p.frontier for p in props.values())
         reason = "sites %s gone" % sorted(self.proposal_lost)
-        self.closing = ViewClosing(self.proposed_view, survivors, self.proposal_lost, cut, holder,
-                                   limit, frontier, reason=reason)
+        decided = ViewClosing(self.proposed_view, survivors, self.proposal_lost, cut, holder,
+                              limit, frontier, reason=reason,
+                              aru={x: self.streams[x].stable_aru for x in self.proposal_lost})
         self._log("view %d decided: sites %s, %s; messages up to lts %d in the old view"
                   % (self.proposed_view, survivors, reason, limit), None)
+        if chained:
+            self._chain_decide(decided)
+        else:
+            self.closing = decided
+            self.merge.deliver_limit_lts = limit
         self.tree_groups = {}
         self.trees = dissemination_trees(self.costs, survivors)
         self.neighbours = [s for s in self.neighbours if s in survivors]
         for x in self.proposal_lost:
             self.links.pop(x, None)
             self.suspect_at.pop(x, None)
-        self.merge.deliver_limit_lts = limit
         for x in sorted(self.frozen):
             held, self.frozen[x] = self.frozen[x], []
             for r in held:
@@ -7920,13 +7986,31 @@ class SiteGateway:
         # the old view can end everywhere
         passed.append(SiteRecord(SITE_FRONTIER, self.site_id, self.own_lts))
 
+    def _chain_decide(self, decided: ViewClosing) -> None:
+        """The next view is decided while the one before it is still carried out: a survivor
+        of that one died after its decision, and would never bring its stream up to its
+        limit. Both are installed in turn, the same at every daemon that did not install the
+        first yet; one that did goes from it to the next as usual. The dead sites' streams end
+        at the next decision's cut, and so do those of the first's lost sites whose last
+        messages were to come from a dead site (`holder`): any message of theirs that no
+        survivor holds was delivered by no survivor."""
+        c = self.closing
+        self.closing_next = decided
+        for x in sorted(self.refrozen):
+            held = {s: p.entries.get(x, (0, 0, 0))[0] for s, p in self.proposals.items()}
+            c.cut[x] = min(c.cut[x], max(held.values()))
+            c.holder[x] = min(s for s, seq in held.items() if seq >= c.cut[x])
+        self.refrozen = frozenset()
+        self._log("view %d is installed first: sites %s of it died after its decision; view %d follows"
+                  % (c.view_seq, sorted(decided.lost), decided.view_seq), None)
+
     def _lost_site_record(self, r: SiteRecord) -> bool:
         """A record of a site being left out: held back until the decision, then applied up to
         its cut; its frontier and ARU are what the decision says."""
         if r.kind != SITE_MSG or r.site_seq <= self.applied_seq[r.site]:
             return False
-        c = self.closing
-        if c is None:
+        c = self._closing_of(r.site)
+        if c is None or r.site in self.refrozen:
             held = self.frozen[r.site]
             if not held or held[-1].site_seq < r.site_seq:
                 held.append(r)
@@ -7938,11 +8022,16 @@ class SiteGateway:
         return True
 
     def _close_step(self) -> None:
-        c = self.closing
-        if any(self.applied_seq[x] < c.cut[x] for x in c.lost):
+        c, after = self.closing, self.closing_next
+        if any(self.applied_seq[x] < c.cut[x] for x in c.lost) or self.refrozen:
+            return
+        if after is not None and any(self.applied_seq[x] < after.cut[x] for x in after.lost):
             return
         if not c.closed:
             self._close_lost_streams(c)
+        if after is not None and not after.closed:
+            # (the dead survivors' streams reach this view's limit too: they end at their cut)
+            self._close_lost_streams(after, c.limit_lts)
         self.merge.deliver_ready()
         while True:
             if any(self.streams[s].frontier_lts < c.limit_lts for s in c.survivors):
@@ -7950,16 +8039,28 @@ class SiteGateway:
             head = min((s.ordered[0] for s in self.streams.values() if s.ordered),
                        key=lambda m: m.key, default=None)
             if head is None or head.lts > c.limit_lts:
+                if c.joined and not set(c.sites_next) <= set(self.merging.ready):
+                    return  # a site of the merge may still give it up: its READY or GIVEUP comes
                 self._install_view()
                 return
             blocked_by_lost = head.complete and head.service & SAFE_MESS and head.lts <= min(
                 self.streams[s].stable_aru for s in c.survivors)
+            if after is not None and head.complete and head.service & SAFE_MESS and head.lts <= min(
+                    self.streams[s].stable_aru for s in c.survivors if s not in after.lost):
+                # only the ARU of a survivor that died keeps it out (what it said last before
+                # it died): in this view's transitional part, SAFE counts the living survivors
+                if not c.transitional:
+                    self._emit_view(CONF_TRANSITIONAL)
+                for y in after.lost:
+                    self.streams[y].stable_aru = LOST_SITE_ARU
+                self.merge.deliver_ready()
+                continue
             if c.transitional or not blocked_by_lost:
                 return  # the survivors' ARUs will come
             self._emit_view(CONF_TRANSITIONAL)
             self.merge.deliver_ready()
 
-    def _close_lost_streams(self, c: ViewClosing) -> None:
+    def _close_lost_streams(self, c: ViewClosing, at_least_lts: int = 0) -> None:
         """Every lost site's stream now ends at its cut. A lost site's message may depend on
         another lost site's message that no survivor has (it was delivered there, and it is
         beyond that site's cut): everything of a lost site above the lowest final frontier of
@@ -7975,7 +8076,7 @@ class SiteGateway:
                 ordered.pop()
                 self.counters["messages_discarded_after_a_lost_gap"] += 1
         for x in c.lost:  # nothing more comes from it
-            self.merge.advance_frontier(self.streams[x], c.limit_lts)
+            self.merge.advance_frontier(self.streams[x], max(c.limit_lts, at_least_lts))
         c.closed = True
 
     def _emit_view(self, kind: str) -> None:
@@ -7999,9 +8100,20 @@ class SiteGateway:
             self.kept[x] = collections.deque()
         self.live_sites = list(c.survivors if c.sites_next is None else c.sites_next)
         self.view_seq = c.view_seq
+        self.giveups = {s: g for s, g in self.giveups.items() if g.site_seq > self.view_seq}
         self.merge.deliver_limit_lts = None
         self.closing = None
         self.frozen = {}
+        after, self.closing_next = self.closing_next, None
+        if after is not None:  # decided meanwhile: it goes on from here
+            for y in after.lost:  # (its ARU as decided, up to the next transitional view)
+                self.streams[y].stable_aru = after.aru[y]
+            self.closing = after
+            self.merge.deliver_limit_lts = after.limit_lts
+            self.frozen = {x: [] for x in after.lost}
+            self.merge.deliver_ready()
+            self._close_step()
+            return
         self.proposals = {}
         self.proposal_lost = frozenset()
         if c.joined:
@@ -8023,8 +8135,11 @@ class SiteGateway:
     # trimmed during a merge); then TRANSITIONAL (the sites we came with), REGULAR (all). The
     # joined sites' streams start at limit, each with its first message above it. ARU records
     # carry their view: one from before the merge says nothing of the joined streams.
-    # A loss before the decision gives the merge up (the next probe starts another); so does
-    # a conflicting MERGE of a site of the new view, or the death of a link to a joined site.
+    # 4. The decision is final: the site floods READY, and installs the merge only with the
+    # READY of every site of the new view. A loss before the decision gives the merge up (the
+    # next probe starts another); so does a conflicting MERGE of a site of the new view, or
+    # the death of a link to a joined site. Giving up floods GIVEUP, never sent with READY:
+    # a site that decided and gets one withdraws its decision (nobody installs that merge).
 
     def _probe(self, now: float) -> None:
         self.probe_due_s = now + SITE_PROBE_EVERY_S
@@ -8081,7 +8196,7 @@ class SiteGateway:
                 return
             if not sites:  # give it up
                 if m is not None and m.view_seq == view and self.closing is None:
-                    self._abandon_merge("a link to a joining site died")
+                    self._abandon_merge("a link to a joining site died", passed)
                 return
             self._start_merge(view, sites, passed)
             return
@@ -8091,7 +8206,7 @@ class SiteGateway:
             self._merge_proposal(r, passed)
             return
         if m is not None and self.closing is None and r.site in m.sites and view >= m.view_seq:
-            self._abandon_merge("site %d proposes view %d with sites %s" % (r.site, view, sorted(sites)))
+            self._abandon_merge("site %d proposes view %d with sites %s" % (r.site, view, sorted(sites)), passed)
         offer = self.merge_offers.get(r.site)
         if offer is None or offer.site_seq < view:
             self.merge_offers[r.site] = r  # taken now, or when the view being installed is
@@ -8131,7 +8246,7 @@ class SiteGateway:
         if not gone - self.proposal_lost:
             return
         if self.merging is not None:
-            self._abandon_merge("sites %s went on in another view" % sorted(gone))
+            self._abandon_merge("sites %s went on in another view" % sorted(gone), passed)
         self._log("sites %s propose a merge from a view other than ours: they are lost for us"
                   % sorted(gone), None)
         self._propose(max(self.view_seq, self.proposed_view) + 1, self.proposal_lost | gone, passed)
@@ -8152,12 +8267,12 @@ class SiteGateway:
         live = frozenset(self.live_sites)
         if (self.closing is not None or self.merging is not None or self.proposal_lost
                 or view <= max(self.view_seq, self.proposed_view) or not live < sites
-                or not sites <= set(range(len(self.sites)))):
+                or not sites <= set(range(len(self.sites))) or self._given_up(view, sites)):
             self.counters["site_merges_refused"] += 1
             return False
         joined = sites - live
         self.proposed_view = view
-        m = self.merging = SiteMerge(view, sites, joined, self.own_lts)
+        m = self.merging = SiteMerge(view, sites, joined, self.own_lts, tree_groups=self.tree_groups)
         # nothing above our frontier goes in the old view until the limit is known (at
         # least this): a site alone in its view would deliver its next message at once
         self.merge.deliver_limit_lts = self.own_lts
@@ -8213,15 +8328,75 @@ class SiteGateway:
                 if site in m.joined:
                     self._resend(site, {})
         passed.append(SiteRecord(SITE_FRONTIER, self.site_id, self.own_lts))
+        # from here on we never give it up (a site that gave it up before its decision sends
+        # GIVEUP instead, and then nobody installs it): every site waits for every READY
+        ready = SiteRecord(SITE_READY, self.site_id, limit, m.view_seq, body=encode_site_view_body(m.sites, {}))
+        m.ready[self.site_id] = ready
+        passed.append(ready)
 
-    def _abandon_merge(self, why: str) -> None:
+    def _merge_end_record(self, r: SiteRecord, passed: List[SiteRecord]) -> None:
+        """Another site's READY or GIVEUP of a merge, where our ring delivered it."""
+        m = self.merging
+        try:
+            sites, _ = decode_site_view_body(r.body)
+        except RingWireError:
+            self.counters["site_records_undecodable"] += 1
+            return
+        if r.site == self.site_id:
+            return
+        if r.kind == SITE_GIVEUP:  # (kept: its MERGE may come later, parked on the way)
+            old = self.giveups.get(r.site)
+            if old is None or old.site_seq <= r.site_seq:
+                self.giveups[r.site] = r
+        if m is None or (r.site_seq, sites) != (m.view_seq, m.sites) or r.site not in m.sites \
+                or r.site in m.ready:
+            return  # (a merge we are not in, or gave up: nobody installs it then)
+        passed.append(r)  # the representative floods it on
+        if r.kind == SITE_READY:
+            m.ready[r.site] = r
+            return
+        why = "site %d gave it up before its decision" % r.site
+        if self.closing is None:
+            self._abandon_merge(why, passed)
+        else:
+            self._withdraw_merge(why)
+
+    def _given_up(self, view: int, sites: frozenset) -> bool:
+        """A site of that merge gave it up already: nobody will install it."""
+        return any(g.site_seq == view and g.site in sites for g in self.giveups.values()
+                   if g.site != self.site_id)
+
+    def _abandon_merge(self, why: str, passed: List[SiteRecord]) -> None:
+        """We give the merge up before our decision: GIVEUP tells the sites that decided it
+        (they wait for our READY) that nobody will install it."""
+        m = self.merging
+        giveup = SiteRecord(SITE_GIVEUP, self.site_id, 0, m.view_seq, body=encode_site_view_body(m.sites, {}))
+        self.giveups[self.site_id] = giveup
+        passed.append(giveup)
+        self._end_merge()
+        self._log("gives up merging view %d: %s" % (m.view_seq, why), None)
+
+    def _withdraw_merge(self, why: str) -> None:
+        """A site gave up the merge that we decided: it never sends READY, so no site installs
+        it. We delivered only messages up to the limit, in our old view: we go on in it."""
+        c = self.closing
+        self.closing = None
+        for x in c.joined:
+            self.join_after_lts.pop(x, None)
+            self.join_floor.pop(x, None)
+        self._end_merge()
+        self._log("withdraws its decision of view %d: %s; it stays in view %d"
+                  % (c.view_seq, why, self.view_seq), None)
+
+    def _end_merge(self) -> None:
         m, self.merging = self.merging, None
         self.given_up_view = max(self.given_up_view, m.view_seq)
         self.merge.deliver_limit_lts = None
         self.join_hold = {}  # (their records come again, from their `kept`, at the next merge)
+        self.aru_pending = {}
         self.forward_held = set()
+        self.tree_groups = m.tree_groups
         self.trees = self._view_trees()
-        self._log("gives up merging view %d: %s" % (m.view_seq, why), None)
 
     def _merge_groups(self, m: SiteMerge) -> Dict[int, frozenset]:
         """Each site of the merged view -> the sites of the view it came from, as its MERGE
@@ -8288,7 +8463,7 @@ class SiteGateway:
 
     def quiescent(self) -> bool:
         """No view change or merge under way: the state is the few plain values below."""
-        return (self.closing is None and self.merging is None and not self.proposals
+        return (self.closing is None and self.closing_next is None and self.merging is None and not self.proposals
                 and not self.proposal_lost and not self.frozen and not self.join_hold
                 and not self.aru_pending and self.merge.deliver_limit_lts is None)
 
@@ -8977,7 +9152,10 @@ class SitesGroupCore(GroupCore):
       came from; what the order delivers meanwhile is held. Where the order delivers the last
       site's STATE, every daemon rebuilds the same table from those alone and tells its
       clients, for each group that changed, TRANSITION then REG_MEMB CAUSED_BY_NETWORK with one
-      vs_set per view the members came from; then the held messages.
+      vs_set per view the members came from; then the held messages. A representative that
+      crashes before its site's STATE is complete is replaced: the next one sends it when its
+      ring re-forms (its parts void the old one's). What is held has a limit (held_limit_bytes):
+      over it, this daemon's clients are not read until the exchange is done.
 
     Group ids are (the first daemon's address, the count of network changes, index): the same
     at every daemon, since all count the same changes."""
@@ -9001,6 +9179,22 @@ class SitesGroupCore(GroupCore):
         self.exchange: Optional[StateExchange] = None  #: after a merge: waiting for sites' STATE
         self.exchanges_done = 0
         self.state_parts_sent = 0
+        #: the exchange under way: the view we came from (our STATE says it), and per site the
+        #: daemon whose STATE parts are being collected (a new representative sends them again)
+        self.exchange_came_from = ""
+        self.exchange_senders: Dict[int, str] = {}
+        self.states_resent = 0  #: our site's STATE sent again by a new representative
+        ring = getattr(orderer, "ring_orderer", orderer)
+        cfg = getattr(ring, "cfg", None) or RingSettings()
+        #: bytes (message data) held during one exchange beyond which it is reported and this
+        #: daemon's clients are not read until it is done (as RingGroupCore's): what is held is
+        #: never dropped, since every daemon must apply the same messages, but no more is added
+        #: here; the other daemons stop alike at the same limit, so the total stays near it
+        self.held_limit_bytes = HELD_LIMIT_ROTATIONS * cfg.global_window_packets * cfg.max_packet_bytes
+        self.held_peak_messages = 0
+        self.held_peak_bytes = 0
+        self.held_limit_exceeded = 0
+        self.held_over_limit = False  #: now: the exchange under way is over the limit (Daemon reads it)
 
     def configuration_change(self, change: ConfigurationChange, memb_time: int) -> None:
         """Our site's ring changed (the gateway has it too). A ring that lost daemons matters to
@@ -9017,6 +9211,8 @@ class SitesGroupCore(GroupCore):
         restarted = {pid[0] for pid in self.ring_ids - old_ids} & {pid[0] for pid in old_ids}
         back = (self.ring_members - old) & self.gone
         mine = self._representative() == self.daemon_name
+        if old and lost and mine:
+            self._resend_site_state()
         if old and (lost or restarted or back) and mine:
             names = sorted(("!" if d in restarted else "") + d for d in change.members)
             body = "\n".join([str(change.ring_id[0])] + names).encode("latin-1")
@@ -9105,6 +9301,7 @@ class SitesGroupCore(GroupCore):
         if ex is not None:
             ex.held.append(msg)  # it belongs to the merged view: after its REG_MEMB
             ex.held_bytes += len(msg.data)
+            self._note_held(ex)
             return
         if msg.kind == STATE:
             if msg.groups and msg.groups[0] == ROSTER_GROUP:
@@ -9155,6 +9352,18 @@ class SitesGroupCore(GroupCore):
         self._network_change("view %d of the sites: %s (%s)" % (change.view_seq, change.sites, change.reason))
 
     # -- the state exchange after a merge ---------------------------------------------------------
+    def _note_held(self, ex: StateExchange) -> None:
+        self.held_peak_messages = max(self.held_peak_messages, len(ex.held))
+        self.held_peak_bytes = max(self.held_peak_bytes, ex.held_bytes)
+        if ex.held_bytes > self.held_limit_bytes and not self.held_over_limit:
+            self.held_over_limit = True
+            self.held_limit_exceeded += 1
+            self.log.append("group state exchange of view %d: %d messages (%d KB) held waiting for "
+                            "the STATE of sites %s, more than the limit of %d KB: clients of this "
+                            "daemon are not read until it is done" % (
+                                ex.ring_id, len(ex.held), ex.held_bytes // 1024, sorted(ex.waiting),
+                                self.held_limit_bytes // 1024))
+
     def _start_exchange(self, change: "SiteViewChange") -> None:
         """Every daemon of the merged view starts it at the same point of the order (its
         REGULAR view); only each site's representative speaks, for all of its site."""
@@ -9165,8 +9374,24 @@ class SitesGroupCore(GroupCore):
             {name: (dict(g.members), self.group_id(g)) for name, g in self.groups.items()})
         self.log.append("view %d of the sites: %s (%s): exchanging group state" % (
             change.view_seq, change.sites, change.reason))
+        self.exchange_came_from, self.exchange_senders = came_from, {}
+        self.exchange_senders[self.site_id] = self._representative() or ""
         if self._representative() == self.daemon_name:
             self._send_site_state(change.view_seq, came_from)
+
+    def _resend_site_state(self) -> None:
+        """Our ring changed during the exchange and we are its new representative, while our
+        site's STATE is still awaited: the one that was to send it crashed (its parts that got
+        into the order are dropped where ours come: _site_state_arrived)."""
+        ex = self.exchange
+        if ex is None or self.site_id not in ex.waiting or self._representative() != self.daemon_name \
+                or self.exchange_senders.get(self.site_id) == self.daemon_name:
+            return
+        self.exchange_senders[self.site_id] = self.daemon_name
+        self.states_resent += 1
+        self.log.append("group state exchange of view %d: site %d's STATE sent again by its new "
+                        "representative %s" % (ex.ring_id, self.site_id, self.daemon_name))
+        self._send_site_state(ex.ring_id, self.exchange_came_from)
 
     def _send_site_state(self, view_seq: int, came_from: str) -> None:
         """Our site's STATE, in parts as RingGroupCore's (hint: index << 16 | count). Each part
@@ -9202,6 +9427,9 @@ class SitesGroupCore(GroupCore):
             return
         ring_seq, came_from, changes, alive = int(head[0]), head[1], int(head[2]), head[3].split()
         ex.old_ring[str(site)] = came_from
+        if ex.parts.get(str(site)) and self.exchange_senders.get(site) != msg.origin:
+            ex.parts[str(site)] = set()  # a new representative's: the old one's parts are void
+        self.exchange_senders[site] = msg.origin
         got = ex.parts.setdefault(str(site), set())
         if not got:
             ex.states[str(site)] = []
@@ -9225,6 +9453,7 @@ class SitesGroupCore(GroupCore):
             return  # the TRANSITION of the changed groups goes with the exchange's end
         if set(change.sites) - set(ex.members):
             self.exchange = None
+            self.held_over_limit = False
             for msg in ex.held:
                 self.deliver(msg)
             self.view_sites = frozenset(ex.members)
@@ -9239,6 +9468,7 @@ class SitesGroupCore(GroupCore):
 
     def _finish_exchange(self, ex: StateExchange) -> None:
         self.exchange = None
+        self.held_over_limit = False
         self.exchanges_done += 1
         alive_of = ex.rings
         table: Dict[str, Dict[str, str]] = {}

@@ -122,6 +122,10 @@ class SitesCase:
     #: when every daemon of one site is killed (the others install a view without it)
     site_kill_after_s: Optional[float] = None
     site_kill: int = 0
+    #: and another site killed this long after the first: about when the survivors decide
+    #: the view without the first, so that it dies after that decision (None: no second kill)
+    second_kill_after_s: Optional[float] = None
+    second_kill: int = 0
     #: when the WAN link between two sites is cut, both ways, and the cut splits the
     #: sites in two (two sites, or a line): each side goes on in a view of its own
     cut_after_s: Optional[float] = None
@@ -247,6 +251,16 @@ def case_for_seed(seed: int) -> SitesCase:
             case.heal_after_s = alone.uniform(0.7, 1.3)
         else:
             case.heal_after_s = alone.uniform(suspected_s, suspected_s + 0.3)
+    second = random.Random(seed * 7919 + 17)
+    if (nsites == 3 and case.site_kill_after_s is not None and case.cut_after_s is None
+            and second.random() < 0.3):
+        # the decision comes about the links' silence rule + SITE_GRACE_S + a WAN crossing
+        # after the first kill; the second dies within 0.5 s around it
+        case.second_kill = second.choice([s for s in range(nsites) if s != case.site_kill])
+        if case.restart_name is not None and case.restart_name in sites[case.second_kill]:
+            case.restart_name = None  # (a whole site restarted is another scenario)
+        decided_s = sr.HopSettings().peer_silence_s + sr.SITE_GRACE_S
+        case.second_kill_after_s = second.uniform(decided_s - 0.2, decided_s + 0.3)
     return case
 
 
@@ -545,6 +559,9 @@ class SitesSim:
             self.kill_at = start + self.case.site_kill_after_s
             for name in self.case.sites[self.case.site_kill]:
                 self.push(self.kill_at, "crash", name)
+            if self.case.second_kill_after_s is not None:
+                for name in self.case.sites[self.case.second_kill]:
+                    self.push(self.kill_at + self.case.second_kill_after_s, "crash", name)
         if self.case.cut_after_s is not None:
             self.push(start + self.case.cut_after_s, "cut", "")
             if self.case.heal_after_s is not None:

@@ -297,6 +297,8 @@ def test_what_every_site_holds_is_no_longer_kept():
 def test_view_records_and_a_tagged_aru_cross_the_wire():
     records = [sr.SiteRecord(sr.SITE_JOIN, 0, 0, 4, body=sr.encode_site_view_body({0, 1}, {})),
                sr.SiteRecord(sr.SITE_MERGE, 1, 33, 4, body=sr.encode_site_view_body({0, 1}, {})),
+               sr.SiteRecord(sr.SITE_READY, 1, 40, 4, body=sr.encode_site_view_body({0, 1}, {})),
+               sr.SiteRecord(sr.SITE_GIVEUP, 0, 0, 4, body=sr.encode_site_view_body({0, 1}, {})),
                sr.SiteRecord(sr.SITE_ARU, 1, 20, 4)]
     assert sr.decode_site_records(sr.encode_site_records(records)) == records
 

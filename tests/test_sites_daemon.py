@@ -197,6 +197,81 @@ def test_a_roster_of_an_older_ring_than_one_applied_changes_nothing():
     assert core.gone == {"a1", "a2"}
 
 
+def _merged_exchange(cores):
+    """a2 and b1 (a1 represents site 0 until it crashes) come from two views and merge."""
+    for name, core in cores.items():
+        ring = ["a1", "a2"] if name != "b1" else ["b1"]
+        core.configuration_change(sp.ConfigurationChange(sp.CONF_REGULAR, ring, [], (4, ring[0], 1)), 1)
+        site = 0 if name != "b1" else 1
+        core.site_view_change(sp.SiteViewChange(sp.CONF_TRANSITIONAL, 1, [site], "cut"))
+        core.site_view_change(sp.SiteViewChange(sp.CONF_REGULAR, 1, [site], "cut"))
+    for core in cores.values():
+        core.site_view_change(sp.SiteViewChange(sp.CONF_TRANSITIONAL, 2, [0] if core is not cores["b1"] else [1], "heal"))
+        core.site_view_change(sp.SiteViewChange(sp.CONF_REGULAR, 2, [0, 1], "sites joined"))
+
+
+def _deliver_everywhere(cores, msgs):
+    for msg in msgs:
+        for core in cores.values():
+            core.deliver(msg)
+
+
+def test_a_representative_that_crashes_during_the_state_exchange_is_replaced_by_the_next():
+    """After a merge each site's representative sends its site's STATE; a1 crashes before
+    its STATE got into the order: the next representative of site 0 (a2) sends it when its
+    ring re-forms, and the exchange ends everywhere, then what was held meanwhile."""
+    cores = {n: sp.SitesGroupCore(n, FakeOrderer(), [["a1", "a2"], ["b1"]]) for n in ("a2", "b1")}
+    _merged_exchange(cores)
+    assert cores["a2"].orderer.submitted == [] and cores["a2"].exchange is not None
+    _deliver_everywhere(cores, cores["b1"].orderer.submitted)
+    data = sp.DaemonMessage(sp.DATA, "b1", "#u#b1", sp.AGREED_MESS, ["g"], data=b"held")
+    _deliver_everywhere(cores, [data])
+    assert all(len(c.exchange.held) == 1 and c.exchange.waiting == {0} for c in cores.values())
+    cores["a2"].configuration_change(sp.ConfigurationChange(sp.CONF_REGULAR, ["a2"], [], (8, "a2", 1)), 2)
+    sent = cores["a2"].orderer.submitted
+    assert [m.groups[0] for m in sent] == [sp.SITES_STATE_GROUP, sp.ROSTER_GROUP]
+    assert cores["a2"].states_resent == 1
+    assert sent[0].data.decode().split("\n")[0].split("\t")[3] == "a2"  # its ring now
+    _deliver_everywhere(cores, sent)
+    for name, core in cores.items():
+        assert core.exchange is None and core.exchanges_done == 1, name
+        assert core.gone == {"a1"}, name
+        assert any("group state exchange done" in line for line in core.log), name
+
+
+def test_a_new_representatives_state_voids_the_parts_its_crashed_predecessor_sent():
+    cores = {n: sp.SitesGroupCore(n, FakeOrderer(), [["a1", "a2"], ["b1"]]) for n in ("a2", "b1")}
+    _merged_exchange(cores)
+    _deliver_everywhere(cores, cores["b1"].orderer.submitted)
+    # a1's first part of two got into the order before it crashed
+    part = sp.DaemonMessage(sp.STATE, "a1", "#sitestate#a1", sp.AGREED_MESS, [sp.SITES_STATE_GROUP, "2"],
+                            0 << 16 | 2, data=b"4\t0\t1\ta1 a2\ng\tua1\ta1")
+    _deliver_everywhere(cores, [part])
+    cores["a2"].configuration_change(sp.ConfigurationChange(sp.CONF_REGULAR, ["a2"], [], (8, "a2", 1)), 2)
+    _deliver_everywhere(cores, cores["a2"].orderer.submitted)
+    for core in cores.values():
+        assert core.exchange is None and "g" not in core.groups  # ua1 was at the crashed a1
+
+
+def test_what_the_state_exchange_holds_has_a_limit_over_which_clients_are_not_read():
+    cores = {n: sp.SitesGroupCore(n, FakeOrderer(), [["a1", "a2"], ["b1"]]) for n in ("a2", "b1")}
+    core = cores["a2"]
+    assert core.held_limit_bytes == sp.HELD_LIMIT_ROTATIONS * sp.RingSettings().global_window_packets \
+        * sp.RingSettings().max_packet_bytes
+    core.held_limit_bytes = 1000
+    _merged_exchange(cores)
+    big = sp.DaemonMessage(sp.DATA, "b1", "#u#b1", sp.AGREED_MESS, ["g"], data=b"x" * 600)
+    core.deliver(big)
+    assert not core.held_over_limit
+    core.deliver(big)
+    assert core.held_over_limit and core.held_limit_exceeded == 1
+    assert any("more than the limit of 0 KB" in line for line in core.log)
+    _deliver_everywhere(cores, cores["b1"].orderer.submitted)
+    cores["a2"].configuration_change(sp.ConfigurationChange(sp.CONF_REGULAR, ["a2"], [], (8, "a2", 1)), 2)
+    _deliver_everywhere(cores, cores["a2"].orderer.submitted)
+    assert core.exchange is None and not core.held_over_limit and core.held_peak_bytes == 1200
+
+
 def test_several_segments_run_sites_only_with_link_protocol():
     config = sp.parse_spread_conf(CONF)
     assert sp.uses_sites(config)

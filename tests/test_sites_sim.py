@@ -33,7 +33,18 @@ REGRESSION_SEEDS = [29, 36, 5039, 5400, 20215, 30002, 31387, 41181,
                     204, 469, 1021, 1062,
                     # a site gave up a merge the others decided, and the merged view's tree
                     # to one of them went through it (with a restarted representative)
-                    1416]
+                    1416,
+                    # a site gave up a merge that the others had decided (a link to a joining
+                    # site died just before its decision): the others waited for it for ever,
+                    # or delivered in the merged view what it delivered in its old one; now
+                    # a merge needs every site's READY, and they withdraw on its GIVEUP
+                    6725, 13392,
+                    # a second site killed after the survivors decided the view without the
+                    # first: they waited for it for ever; now the next view is agreed meanwhile
+                    320, 327, 329, 386,
+                    # ... and that dead site had delivered SAFE messages, in the old view or its
+                    # transitional part, on ARUs the others never heard of
+                    1300, 1433, 4078]
 
 
 @pytest.mark.parametrize("seed", REGRESSION_SEEDS)
@@ -200,6 +211,20 @@ def test_a_killed_site_is_left_out_by_every_survivor_within_3_s_with_a_transitio
         installed_at = node.views[-1][4]
         # simulated time (the protocol's bound, not the machine's speed): the issue's target
         assert installed_at - sim.kill_at < 3.0, (name, installed_at - sim.kill_at)
+
+
+def test_a_site_that_dies_after_the_view_change_is_decided_is_left_out_by_the_next_one():
+    """Seed 320: site 1 killed, then site 2 killed 2.08 s later, after a1 decided view 1 (sites
+    0 and 2) and before site 2's stream reached that view's limit. a1 agrees on view 2 meanwhile
+    (alone), installs view 1 as decided, then view 2 at once."""
+    sim = sites_sim.SitesSim(320)
+    assert (sim.case.site_kill, sim.case.second_kill) == (1, 2)
+    res = sim.run()
+    assert res.violations == [], res.summary()
+    views = [(kind, seq, sites) for kind, seq, sites, _, _ in sim.nodes["a1"].views]
+    assert views == [(sr.CONF_TRANSITIONAL, 1, (0, 2)), (sr.CONF_REGULAR, 1, (0, 2)),
+                     (sr.CONF_TRANSITIONAL, 2, (0,)), (sr.CONF_REGULAR, 2, (0,))], views
+    assert any("view 1 is installed first: sites [2] of it died" in line for line in res.log_lines)
 
 
 def test_a_killed_representative_is_replaced_and_its_site_stays():
