@@ -2025,6 +2025,8 @@ class SiteHello:
     view_sites: Tuple[int, ...] = ()
     #: the session of the sender's end of the link (a request: the one its next end takes)
     session: int = 0
+    #: the incarnation of the sender's site's streams (SiteGateway.epoch; 0: not known)
+    epoch: int = 0
 
 
 def encode_site_hello(h: SiteHello, seal: Optional[RingSeal] = None) -> bytes:
@@ -2034,7 +2036,7 @@ def encode_site_hello(h: SiteHello, seal: Optional[RingSeal] = None) -> bytes:
     parts += [_U16.pack(site) + _U64.pack(seq) for site, seq in sorted(h.positions.items())]
     parts += [_U64.pack(h.view_seq), _U16.pack(len(h.view_sites))]
     parts += [_U16.pack(site) for site in h.view_sites]
-    parts.append(_U32.pack(h.session))
+    parts += [_U32.pack(h.session), _U64.pack(h.epoch)]
     return seal.seal(b"".join(parts))
 
 
@@ -2056,12 +2058,12 @@ def decode_site_hello(data: bytes, seal: Optional[RingSeal] = None) -> SiteHello
     if count > MAX_SITES:
         raise RingWireError("a site HELLO naming %d sites in its view" % count)
     view_sites = tuple(r.u16() for _ in range(count))
-    session = r.u32()
+    session, epoch = r.u32(), r.counter()
     r.end()
     if not seal.same_configuration(data):
         raise RingConfigurationError("a site HELLO of another configuration",
                                      (data[7], bytes(data[8:12]), bytes(data[12:16])), sender)
-    return SiteHello(sender, site, bool(request), positions, view_seq, view_sites, session)
+    return SiteHello(sender, site, bool(request), positions, view_seq, view_sites, session, epoch)
 
 
 def hop_packet_type(data: bytes) -> Optional[int]:
@@ -7284,6 +7286,14 @@ class SiteGateway:
         #: it brings in; it goes into our ring once that link starts (see _merge_unreachable)
         self.merge_parked: Dict[int, SiteRecord] = {}
         self.probe_due_s: Optional[float] = None
+        #: the incarnation of our site's streams: set where a ring of our site starts with the
+        #: sites' state afresh (SitesOrderer), the same at each of its daemons, passed on to a
+        #: late daemon with the state; our HELLOs carry it (0: not known, as in a bare core)
+        self.epoch = 0
+        #: the representative's: each neighbour site's epoch, from the HELLO that started our
+        #: link to it. A HELLO of another epoch is a new incarnation of that site (restarted
+        #: whole): never a takeover of the old one's stream (see _new_incarnation)
+        self.site_epochs: Dict[int, int] = {}
         self.now_s = now  #: the time of the input being handled (for timers set deep inside)
 
     # ------------------------------------------------------------ inputs
@@ -7580,6 +7590,8 @@ class SiteGateway:
         if site not in self._link_sites():
             self._on_probe(site, h, now)
             return
+        if self._new_incarnation(site, h, now):
+            return
         joining = self.merging is not None and site in self.merging.joined
         if self.site_id not in h.view_sites and not joining:
             self.counters["hellos_left_out"] += 1  # it left us out: so will we
@@ -7597,7 +7609,7 @@ class SiteGateway:
                 # the peer's end died (its dead-peer rule fired first) and a fresh one starts
                 # there: ours starts afresh too (a session of its own)
                 self._log("HOP link to %s (site %d): the peer started over" % (h.sender[0], site), now)
-                self._start_link(site, h.sender, h.positions, now, h.session)
+                self._start_link(site, h.sender, h.positions, now, h.session, h.epoch)
                 self._answer_hello(h.sender)
             else:
                 self.counters["hellos_old_session"] += 1
@@ -7605,8 +7617,25 @@ class SiteGateway:
         if link is not None and link.peer[0] == h.sender[0] and link.peer[1] > h.sender[1]:
             self.counters["hellos_old_incarnation"] += 1
             return
-        self._start_link(site, h.sender, h.positions, now, h.session)
+        self._start_link(site, h.sender, h.positions, now, h.session, h.epoch)
         self._answer_hello(h.sender)
+
+    def _new_incarnation(self, site: int, h: SiteHello, now: float) -> bool:
+        """A HELLO from a site of our view whose streams are of another epoch than the one we
+        read: every daemon of that site was restarted and started afresh. Its site_seq 1, 2,
+        3... are not the rest of the old stream, so no link to it in this view: the old
+        incarnation is suspected as a site gone (its link's silence, SITE_GRACE_S), the new
+        one meanwhile leaves us out (our silence), and then it merges like a healed site,
+        its stream starting at the merge's limit (_install_joined)."""
+        known = self.site_epochs.get(site, 0)
+        if not known or not h.epoch or h.epoch == known:
+            return False
+        if self.counters["hellos_new_incarnation"] == 0:
+            self._log("site %d answers as a new incarnation (epoch %d, we read epoch %d): "
+                      "not in this view; it comes back by a merge" % (site, h.epoch, known), now)
+        self.counters["hellos_new_incarnation"] += 1
+        # (a link to the old incarnation that still lives is kept: that one is the site we read)
+        return True
 
     def _answer_hello(self, peer: Pid) -> None:
         site = self.site_of[peer[0]]
@@ -7620,7 +7649,8 @@ class SiteGateway:
         # a merge we gave up counts as a view: a site that decided it sees that we will never
         # install it (it holds a link to us, see _on_hello, and suspects us)
         return SiteHello(self.me, self.site_id, request, self._positions(),
-                         max(self.view_seq, self.given_up_view), tuple(sorted(self.live_sites)), session)
+                         max(self.view_seq, self.given_up_view), tuple(sorted(self.live_sites)), session,
+                         self.epoch)
 
     def _link_sites(self) -> List[int]:
         """The neighbour sites we keep a link with: those of our view, and during a merge
@@ -7629,8 +7659,10 @@ class SiteGateway:
         return [s for s in self.configured_neighbours if s in self.neighbours or s in extra]
 
     def _start_link(self, site: int, peer: Pid, positions: Dict[int, int], now: float,
-                    peer_session: int) -> None:
+                    peer_session: int, peer_epoch: int = 0) -> None:
         session = self._session[site] = self._session.get(site, 0) + 1
+        if peer_epoch:
+            self.site_epochs[site] = peer_epoch
         self.links[site] = HopLink(self.me, peer, self.hop_settings, self.seal, now, session, peer_session)
         self._readers[site] = SiteRecordReader()
         self._inbox[site] = {}
@@ -7742,7 +7774,11 @@ class SiteGateway:
             return
         key = (r.kind, r.site)
         mark = r.site_seq if r.kind in (SITE_MSG, SITE_PROPOSE, SITE_MERGE) else r.lts
-        if mark <= max(self.injected.get(key, 0), self.applied_seq[r.site] if r.kind == SITE_MSG else 0):
+        # a joined site's stream is numbered afresh from its first message above the merge's
+        # limit (a restarted site's from 1): what we applied of its old stream says nothing
+        rebased = r.site in self.join_hold or r.site in self.join_after_lts
+        if mark <= max(self.injected.get(key, 0),
+                       self.applied_seq[r.site] if r.kind == SITE_MSG and not rebased else 0):
             self.counters["site_records_duplicate"] += 1
             return
         self.injected[key] = mark
@@ -8024,7 +8060,7 @@ class SiteGateway:
             self.counters["hellos_old_incarnation"] += 1
             return
         if link is None or link.peer != h.sender or link.peer_session != h.session:
-            self._start_link(site, h.sender, h.positions, now, h.session)
+            self._start_link(site, h.sender, h.positions, now, h.session, h.epoch)
         if h.request:
             self._answer_hello(h.sender)
         self._request_merge(h.view_seq, theirs, now)
@@ -8138,6 +8174,7 @@ class SiteGateway:
         self.merge.deliver_limit_lts = self.own_lts
         for x in joined:
             self.join_hold[x] = []
+            self.injected.pop((SITE_MSG, x), None)  # (its old stream's numbers)
         # (the trees stay those of our view until the decision: a tree of the merged view
         # may reach a site of our view through a joined one, which gets nothing of ours yet)
         self.forward_held = set(joined)
@@ -8311,6 +8348,7 @@ class SiteGateway:
                         self.aru_wanted, self.view_seq, self.proposed_view, self.aru_floor_view,
                         self.orderer.transport.max_lts_seen],
             "representative": self.representative, "ineligible": sorted(self.ineligible),
+            "epoch": self.epoch, "site_epochs": per_site(self.site_epochs),
         }
 
     def import_state(self, state: dict, now: float) -> None:
@@ -8379,6 +8417,8 @@ class SiteGateway:
          self.view_seq, self.proposed_view, self.aru_floor_view, max_lts) = numbers
         self.orderer.transport.saw_lts(max_lts)
         self.representative, self.ineligible = rep, ineligible
+        self.epoch = _counter(state["epoch"])
+        self.site_epochs = _per_site(state["site_epochs"], n)
         self.wide, self.links = False, {}
         self._log("up to date: view %d of the sites %s, %d messages waiting in the merge, "
                   "positions %s" % (self.view_seq, live, sum(len(s.ordered) for s in self.streams.values()),
@@ -8868,8 +8908,11 @@ class SitesOrderer(Orderer):
         starts = [i for i, item in enumerate(held) if isinstance(item, ConfigurationChange)
                   and item.kind == CONF_REGULAR]
         self.held, self.held_bytes = [], 0
-        self.gateway._log("site %d's ring %s starts with the sites' state afresh (%s)" % (
-            self.gateway.site_id, self._tag(), why), self.now)
+        # a new incarnation of the site's streams, the same number at each daemon of the ring
+        # (a restarted daemon's incarnation is above its earlier one's)
+        self.gateway.epoch = max(pid[1] for pid in self.member_ids)
+        self.gateway._log("site %d's ring %s starts with the sites' state afresh (%s; epoch %d)" % (
+            self.gateway.site_id, self._tag(), why, self.gateway.epoch), self.now)
         for item in held[starts[-1] if starts else 0:]:
             self.gateway.ring_output(item, self.now)
             if isinstance(item, ConfigurationChange):

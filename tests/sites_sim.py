@@ -89,6 +89,11 @@ CHECK_EVERY_S = 0.01
 HEAL_TRAFFIC_AFTER_S = 3.0
 
 
+#: after a whole site is started again, the clients send again this long after it, for a second
+#: (the others' suspicion of the old incarnation, the new one's view alone, the probes, the merge)
+SITE_RESTART_TRAFFIC_AFTER_S = 5.0
+
+
 #: a restarted daemon that delivered nothing owes what its site delivered this long after its
 #: state came (simulated seconds: far above a ring's rotation)
 RESTART_SLACK_S = 0.5
@@ -136,6 +141,9 @@ class SitesCase:
     restart_name: Optional[str] = None
     restart_kill_after_s: Optional[float] = None
     restart_after_s: Optional[float] = None
+    #: every daemon of the killed site (site_kill) started again this long after the kill, as
+    #: new incarnations: a new incarnation of the site, merged back like a healed site (None: never)
+    site_restart_after_s: Optional[float] = None
 
 
 #: a restarted daemon's first view: the one its state came in (SitesOrderer), not installed
@@ -247,6 +255,10 @@ def case_for_seed(seed: int) -> SitesCase:
             case.heal_after_s = alone.uniform(0.7, 1.3)
         else:
             case.heal_after_s = alone.uniform(suspected_s, suspected_s + 0.3)
+    back = random.Random(seed * 7919 + 17)
+    if case.site_kill_after_s is not None and back.random() < 0.5:
+        # before the others suspect it (the silence rule, then SITE_GRACE_S), or after
+        case.site_restart_after_s = back.uniform(0.3, 5.0)
     return case
 
 
@@ -545,6 +557,12 @@ class SitesSim:
             self.kill_at = start + self.case.site_kill_after_s
             for name in self.case.sites[self.case.site_kill]:
                 self.push(self.kill_at, "crash", name)
+            if self.case.site_restart_after_s is not None:
+                back = self.kill_at + self.case.site_restart_after_s
+                for name in self.case.sites[self.case.site_kill]:
+                    self.push(back, "restart", name)
+                self.restart_pending = True
+                self.schedule_late_traffic(back + SITE_RESTART_TRAFFIC_AFTER_S)
         if self.case.cut_after_s is not None:
             self.push(start + self.case.cut_after_s, "cut", "")
             if self.case.heal_after_s is not None:
@@ -553,13 +571,7 @@ class SitesSim:
                 self.heal_pending = True  # the run goes on until the views merged
                 # and the clients send again once the views have merged (about 3 s after
                 # the heal: the probes, the merge), for the order across the merged sites
-                t = healed + HEAL_TRAFFIC_AFTER_S
-                while True:
-                    t += self.rng.expovariate(self.case.rate_per_s)
-                    if t > healed + HEAL_TRAFFIC_AFTER_S + 1.0:
-                        break
-                    self.push(t, "submit", "")
-                    self.late_submits += 1
+                self.schedule_late_traffic(healed + HEAL_TRAFFIC_AFTER_S)
         if self.case.rep_crash_after_s is not None:
             names = self.case.sites[self.case.rep_crash_site]
             self.push(start + self.case.rep_crash_after_s, "crash", names[0])
@@ -575,6 +587,16 @@ class SitesSim:
         self.run_until(start + self.case.traffic_s + drain_max_s, self.everything_delivered)
         self.stats["end_s"] = self.now
         return self.check()
+
+    def schedule_late_traffic(self, begin_s: float) -> None:
+        """A second of the clients' messages from begin_s on (after a heal or a restart)."""
+        t = begin_s
+        while True:
+            t += self.rng.expovariate(self.case.rate_per_s)
+            if t > begin_s + 1.0:
+                break
+            self.push(t, "submit", "")
+            self.late_submits += 1
 
     def run_until(self, t_end: float, stop=None) -> bool:
         """Run the events up to t_end, or until stop() is true (then True)."""
