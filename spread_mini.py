@@ -1757,9 +1757,12 @@ def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket
 # A view body: count (u16) and that many lost site ids (u16); count (u16) and that many
 # (site u16, the highest site_seq of it held u64, its last ARU known u64, its frontier u64).
 SITE_MSG, SITE_FRONTIER, SITE_ARU, SITE_SUSPECT, SITE_PROPOSE, SITE_JOIN, SITE_MERGE = 1, 2, 3, 4, 5, 6, 7
+#: the epoch of another site's streams (in site_seq), which our representative learned from
+#: that site's HELLO: only into its own ring, so that every daemon of the site knows it
+SITE_EPOCH = 8
 SITE_RECORD_KINDS = {SITE_MSG: "MSG", SITE_FRONTIER: "FRONTIER", SITE_ARU: "ARU",
                      SITE_SUSPECT: "SUSPECT", SITE_PROPOSE: "PROPOSE", SITE_JOIN: "JOIN",
-                     SITE_MERGE: "MERGE"}
+                     SITE_MERGE: "MERGE", SITE_EPOCH: "EPOCH"}
 #: the records that carry a view seq and a view body
 SITE_VIEW_KINDS = (SITE_SUSPECT, SITE_PROPOSE, SITE_JOIN, SITE_MERGE)
 #: the longest record: the longest message, its header and the origin's name
@@ -1887,7 +1890,7 @@ def encode_site_record(r: SiteRecord) -> bytes:
                   _ring_name_bytes(r.origin), lean_message_body(r.body)]
     elif r.kind in SITE_VIEW_KINDS:
         parts += [encode_varint(r.site_seq), r.body]
-    elif r.kind == SITE_ARU:
+    elif r.kind in (SITE_ARU, SITE_EPOCH):
         parts.append(encode_varint(r.site_seq))
     raw = b"".join(parts)
     return encode_varint(len(raw)) + raw
@@ -1913,9 +1916,10 @@ def _decode_site_record(raw: bytes) -> SiteRecord:
             body = raw[pos:]
             decode_site_view_body(body)  # refused here if it does not decode
             return SiteRecord(kind, site, lts, seq, body=body)
-        if kind == SITE_ARU:
+        if kind in (SITE_ARU, SITE_EPOCH):
             if pos != len(raw):
-                raise RingWireError("%d unexpected bytes after an ARU record" % (len(raw) - pos))
+                raise RingWireError("%d unexpected bytes after an %s record" % (
+                    len(raw) - pos, SITE_RECORD_KINDS[kind]))
             return SiteRecord(kind, site, lts, seq)
         service, pos = read_varint(raw, pos, 5)
     except IndexError:
@@ -7429,7 +7433,10 @@ class SiteGateway:
                 records = []
             answer = False
             for r in records:
-                if r.kind in (SITE_SUSPECT, SITE_PROPOSE):
+                if r.kind == SITE_EPOCH:
+                    if r.site != own:  # (never passed on: it is our site's knowledge)
+                        self.site_epochs[r.site] = r.site_seq
+                elif r.kind in (SITE_SUSPECT, SITE_PROPOSE):
                     self._view_record(r, passed)
                 elif r.kind in (SITE_JOIN, SITE_MERGE):
                     self._merge_record(r, passed)
@@ -7661,8 +7668,9 @@ class SiteGateway:
     def _start_link(self, site: int, peer: Pid, positions: Dict[int, int], now: float,
                     peer_session: int, peer_epoch: int = 0) -> None:
         session = self._session[site] = self._session.get(site, 0) + 1
-        if peer_epoch:
+        if peer_epoch and peer_epoch != self.site_epochs.get(site):
             self.site_epochs[site] = peer_epoch
+            self.to_ring.append(SiteRecord(SITE_EPOCH, site, 0, peer_epoch))
         self.links[site] = HopLink(self.me, peer, self.hop_settings, self.seal, now, session, peer_session)
         self._readers[site] = SiteRecordReader()
         self._inbox[site] = {}
@@ -7762,7 +7770,7 @@ class SiteGateway:
         """A record from the link to `site`: into our ring, once (a HELLO's resending may
         repeat what the ring already has)."""
         known = r.site in self.streams or (self.merging is not None and r.site in self.merging.sites)
-        if (r.site == self.site_id or r.kind in (SITE_SUSPECT, SITE_JOIN)
+        if (r.site == self.site_id or r.kind in (SITE_SUSPECT, SITE_JOIN, SITE_EPOCH)
                 or not (known or (r.kind == SITE_MERGE and r.site < len(self.sites)))):
             self.counters["site_records_not_for_us"] += 1
             return

@@ -761,8 +761,9 @@ class SitesSim:
         out = {}
         start, old, trans = 0, (0, ()), None
         for kind, view, sites, at, _ in node.views:
-            if kind == JOINED:  # (what came before is not its: never compared)
-                old, start = (JOINED, view, sites), at
+            if kind == JOINED:  # (what came before is not its; each came in at its own
+                # point, two daemons of a site restarted whole too: never compared)
+                old, start = (JOINED, view, sites, id(node)), at
                 continue
             if kind == sr.CONF_TRANSITIONAL:
                 trans = (view, sites)
