@@ -7714,7 +7714,9 @@ class SiteGateway:
                 out += encode_site_record(SiteRecord(SITE_ARU, source, self.passed_aru[source],
                                                      max(self.aru_floor_view, self.view_seq)))
         mine = self.proposals.get(self.site_id)
-        if mine is not None and self.closing is None:
+        if mine is not None:
+            # (after our decision too: a survivor may still lack it, as when the representative
+            # that flooded it stood down for a daemon that came back, and its links went with it)
             out += encode_site_record(self._proposal_record(mine))
         if self.merging is not None and self.closing is None:
             for r in self.merging.proposals.values():

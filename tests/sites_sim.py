@@ -669,7 +669,7 @@ class SitesSim:
         kill_at = getattr(self, "kill_at", None)
         if kill_at is not None:  # how long the survivors took to leave the killed site out
             installs = [next((v[4] for v in n.views if v[0] == sr.CONF_REGULAR), None)
-                        for n in self.live().values()]
+                        for n in self.live().values() if not n.restarted]
             if installs and None not in installs:
                 self.stats["view_after_kill_s"] = max(installs) - kill_at
         healed_at = getattr(self, "healed_at", None)
