@@ -56,7 +56,8 @@ from another daemon meets, in order (thesis 7.3.1 names the levels):
                         a datagram on the HOP port is a SiteHello (decode_site_hello: starts a
                         HopLink between two sites' representatives) or the link's; the link's
                         payloads are a stream of SiteRecord (MSG / FRONTIER / ARU / SUSPECT /
-                        PROPOSE; SiteRecordReader) that the representative submits to its ring
+                        PROPOSE, and EPOCH into its own ring only; SiteRecordReader) that the
+                        representative submits to its ring
                         as a message of kind SITES; what the ring delivers goes into a second
                         Transport (`merge`, one stream per site) and, once the ring made it
                         safe, on to the next sites (SendHop). SiteProposal and ViewClosing
@@ -7187,8 +7188,11 @@ class SiteGateway:
     survivor agrees on (SUSPECT, PROPOSE, the decision, TRANSITIONAL, REGULAR: see "the view
     of several sites" below, and lab_guide.md); when the partition heals, the two views merge
     (see "merging views" below). A daemon that joins its site's ring late gets this state
-    through the ring (export_state, import_state: SitesOrderer). Not yet: a site split into
-    two rings after the start (both with traffic), a whole site restarted, routing around a
+    through the ring (export_state, import_state: SitesOrderer). A site's streams carry an
+    epoch (where its ring started afresh); a HELLO of another epoch than the one we read is a
+    whole site restarted, left out and merged back like a healed site, never a takeover
+    (_new_incarnation). Not yet: a site split into two rings after the start (both with
+    traffic: two streams of one epoch), routing around a
     dead link to a site that is still reachable through another (today that site is left
     out), a failure after a view change is decided and before it is installed, pruning by
     group interest, UNRELIABLE across sites (delivered in its own site only) and non-blocking

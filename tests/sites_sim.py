@@ -16,7 +16,10 @@ link comes back 0.2-6 s later: before its silence rule, during the view change o
 (then the views merge: TRANSITIONAL, then REGULAR with every site), and/or a daemon of a site
 of several (a representative killed above, or another daemon killed for this) is started again
 later as a new incarnation: its ring takes it in and it is brought up to date through the ring
-(SitesOrderer: the state of the sites at one point of the ring's order). The run goes on until
+(SitesOrderer: the state of the sites at one point of the ring's order), and/or every daemon
+of the killed site is started again 0.3-5 s after the kill, before or after the others left it
+out (a new epoch of its streams: it comes back by a merge, and the clients send again after
+it). The run goes on until
 every living daemon has delivered what it must and installed the view of the sites it can reach, or the time is up.
 
 The checkers look only at what the simulated clients submitted and what every daemon delivered
