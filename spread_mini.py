@@ -7298,10 +7298,12 @@ class SiteGateway:
         #: sites' state afresh (SitesOrderer), the same at each of its daemons, passed on to a
         #: late daemon with the state; our HELLOs carry it (0: not known, as in a bare core)
         self.epoch = 0
-        #: the representative's: each neighbour site's epoch, from the HELLO that started our
-        #: link to it. A HELLO of another epoch is a new incarnation of that site (restarted
-        #: whole): never a takeover of the old one's stream (see _new_incarnation)
+        #: each neighbour site's epoch, from the HELLO that started a link to it (through our
+        #: ring: an EPOCH record, so every daemon of our site knows it). A HELLO of another
+        #: epoch is a new incarnation of that site (restarted whole): never a takeover of the
+        #: old one's stream (see _new_incarnation)
         self.site_epochs: Dict[int, int] = {}
+        self._epoch_refused: Dict[int, int] = {}  # site -> the new epoch we last said we refuse
         self.now_s = now  #: the time of the input being handled (for timers set deep inside)
 
     # ------------------------------------------------------------ inputs
@@ -7641,7 +7643,8 @@ class SiteGateway:
         known = self.site_epochs.get(site, 0)
         if not known or not h.epoch or h.epoch == known:
             return False
-        if self.counters["hellos_new_incarnation"] == 0:
+        if self._epoch_refused.get(site) != h.epoch:
+            self._epoch_refused[site] = h.epoch
             self._log("site %d answers as a new incarnation (epoch %d, we read epoch %d): "
                       "not in this view; it comes back by a merge" % (site, h.epoch, known), now)
         self.counters["hellos_new_incarnation"] += 1
