@@ -56,7 +56,8 @@ from another daemon meets, in order (thesis 7.3.1 names the levels):
                         a datagram on the HOP port is a SiteHello (decode_site_hello: starts a
                         HopLink between two sites' representatives) or the link's; the link's
                         payloads are a stream of SiteRecord (MSG / FRONTIER / ARU / SUSPECT /
-                        PROPOSE; SiteRecordReader) that the representative submits to its ring
+                        PROPOSE, and EPOCH into its own ring only; SiteRecordReader) that the
+                        representative submits to its ring
                         as a message of kind SITES; what the ring delivers goes into a second
                         Transport (`merge`, one stream per site) and, once the ring made it
                         safe, on to the next sites (SendHop). SiteProposal and ViewClosing
@@ -1763,9 +1764,13 @@ def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket
 # (site u16, the highest site_seq of it held u64, its last ARU known u64, its frontier u64).
 SITE_MSG, SITE_FRONTIER, SITE_ARU, SITE_SUSPECT, SITE_PROPOSE, SITE_JOIN, SITE_MERGE = 1, 2, 3, 4, 5, 6, 7
 SITE_READY, SITE_GIVEUP = 8, 9
+#: the epoch of another site's streams (in site_seq), which our representative learned from
+#: that site's HELLO: only into its own ring, so that every daemon of the site knows it
+SITE_EPOCH = 10
 SITE_RECORD_KINDS = {SITE_MSG: "MSG", SITE_FRONTIER: "FRONTIER", SITE_ARU: "ARU",
                      SITE_SUSPECT: "SUSPECT", SITE_PROPOSE: "PROPOSE", SITE_JOIN: "JOIN",
-                     SITE_MERGE: "MERGE", SITE_READY: "READY", SITE_GIVEUP: "GIVEUP"}
+                     SITE_MERGE: "MERGE", SITE_READY: "READY", SITE_GIVEUP: "GIVEUP",
+                     SITE_EPOCH: "EPOCH"}
 #: the records that carry a view seq and a view body
 SITE_VIEW_KINDS = (SITE_SUSPECT, SITE_PROPOSE, SITE_JOIN, SITE_MERGE, SITE_READY, SITE_GIVEUP)
 #: the control records flooded to every site (a copy that comes twice is dropped)
@@ -1895,7 +1900,7 @@ def encode_site_record(r: SiteRecord) -> bytes:
                   _ring_name_bytes(r.origin), lean_message_body(r.body)]
     elif r.kind in SITE_VIEW_KINDS:
         parts += [encode_varint(r.site_seq), r.body]
-    elif r.kind == SITE_ARU:
+    elif r.kind in (SITE_ARU, SITE_EPOCH):
         parts.append(encode_varint(r.site_seq))
     raw = b"".join(parts)
     return encode_varint(len(raw)) + raw
@@ -1921,9 +1926,10 @@ def _decode_site_record(raw: bytes) -> SiteRecord:
             body = raw[pos:]
             decode_site_view_body(body)  # refused here if it does not decode
             return SiteRecord(kind, site, lts, seq, body=body)
-        if kind == SITE_ARU:
+        if kind in (SITE_ARU, SITE_EPOCH):
             if pos != len(raw):
-                raise RingWireError("%d unexpected bytes after an ARU record" % (len(raw) - pos))
+                raise RingWireError("%d unexpected bytes after an %s record" % (
+                    len(raw) - pos, SITE_RECORD_KINDS[kind]))
             return SiteRecord(kind, site, lts, seq)
         service, pos = read_varint(raw, pos, 5)
     except IndexError:
@@ -2033,6 +2039,8 @@ class SiteHello:
     view_sites: Tuple[int, ...] = ()
     #: the session of the sender's end of the link (a request: the one its next end takes)
     session: int = 0
+    #: the incarnation of the sender's site's streams (SiteGateway.epoch; 0: not known)
+    epoch: int = 0
 
 
 def encode_site_hello(h: SiteHello, seal: Optional[RingSeal] = None) -> bytes:
@@ -2042,7 +2050,7 @@ def encode_site_hello(h: SiteHello, seal: Optional[RingSeal] = None) -> bytes:
     parts += [_U16.pack(site) + _U64.pack(seq) for site, seq in sorted(h.positions.items())]
     parts += [_U64.pack(h.view_seq), _U16.pack(len(h.view_sites))]
     parts += [_U16.pack(site) for site in h.view_sites]
-    parts.append(_U32.pack(h.session))
+    parts += [_U32.pack(h.session), _U64.pack(h.epoch)]
     return seal.seal(b"".join(parts))
 
 
@@ -2064,12 +2072,12 @@ def decode_site_hello(data: bytes, seal: Optional[RingSeal] = None) -> SiteHello
     if count > MAX_SITES:
         raise RingWireError("a site HELLO naming %d sites in its view" % count)
     view_sites = tuple(r.u16() for _ in range(count))
-    session = r.u32()
+    session, epoch = r.u32(), r.counter()
     r.end()
     if not seal.same_configuration(data):
         raise RingConfigurationError("a site HELLO of another configuration",
                                      (data[7], bytes(data[8:12]), bytes(data[12:16])), sender)
-    return SiteHello(sender, site, bool(request), positions, view_seq, view_sites, session)
+    return SiteHello(sender, site, bool(request), positions, view_seq, view_sites, session, epoch)
 
 
 def hop_packet_type(data: bytes) -> Optional[int]:
@@ -7221,8 +7229,11 @@ class SiteGateway:
     survivor agrees on (SUSPECT, PROPOSE, the decision, TRANSITIONAL, REGULAR: see "the view
     of several sites" below, and lab_guide.md); when the partition heals, the two views merge
     (see "merging views" below). A daemon that joins its site's ring late gets this state
-    through the ring (export_state, import_state: SitesOrderer). Not yet: a site split into
-    two rings after the start (both with traffic), a whole site restarted, routing around a
+    through the ring (export_state, import_state: SitesOrderer). A site's streams carry an
+    epoch (where its ring started afresh); a HELLO of another epoch than the one we read is a
+    whole site restarted, left out and merged back like a healed site, never a takeover
+    (_new_incarnation). Not yet: a site split into two rings after the start (both with
+    traffic: two streams of one epoch), routing around a
     dead link to a site that is still reachable through another (today that site is left
     out), a site that dies after a merge is decided (a death after a loss's decision chains
     the next view: _chain_decide), pruning by group interest, UNRELIABLE across sites (delivered in its own site only) and non-blocking
@@ -7333,6 +7344,16 @@ class SiteGateway:
         #: it brings in; it goes into our ring once that link starts (see _merge_unreachable)
         self.merge_parked: Dict[int, SiteRecord] = {}
         self.probe_due_s: Optional[float] = None
+        #: the incarnation of our site's streams: set where a ring of our site starts with the
+        #: sites' state afresh (SitesOrderer), the same at each of its daemons, passed on to a
+        #: late daemon with the state; our HELLOs carry it (0: not known, as in a bare core)
+        self.epoch = 0
+        #: each neighbour site's epoch, from the HELLO that started a link to it (through our
+        #: ring: an EPOCH record, so every daemon of our site knows it). A HELLO of another
+        #: epoch is a new incarnation of that site (restarted whole): never a takeover of the
+        #: old one's stream (see _new_incarnation)
+        self.site_epochs: Dict[int, int] = {}
+        self._epoch_refused: Dict[int, int] = {}  # site -> the new epoch we last said we refuse
         self.now_s = now  #: the time of the input being handled (for timers set deep inside)
 
     # ------------------------------------------------------------ inputs
@@ -7468,7 +7489,10 @@ class SiteGateway:
                 records = []
             answer = False
             for r in records:
-                if r.kind in (SITE_SUSPECT, SITE_PROPOSE):
+                if r.kind == SITE_EPOCH:
+                    if r.site != own:  # (never passed on: it is our site's knowledge)
+                        self.site_epochs[r.site] = r.site_seq
+                elif r.kind in (SITE_SUSPECT, SITE_PROPOSE):
                     self._view_record(r, passed)
                 elif r.kind in (SITE_JOIN, SITE_MERGE):
                     self._merge_record(r, passed)
@@ -7632,6 +7656,8 @@ class SiteGateway:
         if site not in self._link_sites():
             self._on_probe(site, h, now)
             return
+        if self._new_incarnation(site, h, now):
+            return
         joining = self.merging is not None and site in self.merging.joined
         if self.site_id not in h.view_sites and not joining:
             self.counters["hellos_left_out"] += 1  # it left us out: so will we
@@ -7649,7 +7675,7 @@ class SiteGateway:
                 # the peer's end died (its dead-peer rule fired first) and a fresh one starts
                 # there: ours starts afresh too (a session of its own)
                 self._log("HOP link to %s (site %d): the peer started over" % (h.sender[0], site), now)
-                self._start_link(site, h.sender, h.positions, now, h.session)
+                self._start_link(site, h.sender, h.positions, now, h.session, h.epoch)
                 self._answer_hello(h.sender)
             else:
                 self.counters["hellos_old_session"] += 1
@@ -7657,8 +7683,26 @@ class SiteGateway:
         if link is not None and link.peer[0] == h.sender[0] and link.peer[1] > h.sender[1]:
             self.counters["hellos_old_incarnation"] += 1
             return
-        self._start_link(site, h.sender, h.positions, now, h.session)
+        self._start_link(site, h.sender, h.positions, now, h.session, h.epoch)
         self._answer_hello(h.sender)
+
+    def _new_incarnation(self, site: int, h: SiteHello, now: float) -> bool:
+        """A HELLO from a site of our view whose streams are of another epoch than the one we
+        read: every daemon of that site was restarted and started afresh. Its site_seq 1, 2,
+        3... are not the rest of the old stream, so no link to it in this view: the old
+        incarnation is suspected as a site gone (its link's silence, SITE_GRACE_S), the new
+        one meanwhile leaves us out (our silence), and then it merges like a healed site,
+        its stream starting at the merge's limit (_install_joined)."""
+        known = self.site_epochs.get(site, 0)
+        if not known or not h.epoch or h.epoch == known:
+            return False
+        if self._epoch_refused.get(site) != h.epoch:
+            self._epoch_refused[site] = h.epoch
+            self._log("site %d answers as a new incarnation (epoch %d, we read epoch %d): "
+                      "not in this view; it comes back by a merge" % (site, h.epoch, known), now)
+        self.counters["hellos_new_incarnation"] += 1
+        # (a link to the old incarnation that still lives is kept: that one is the site we read)
+        return True
 
     def _answer_hello(self, peer: Pid) -> None:
         site = self.site_of[peer[0]]
@@ -7672,7 +7716,8 @@ class SiteGateway:
         # a merge we gave up counts as a view: a site that decided it sees that we will never
         # install it (it holds a link to us, see _on_hello, and suspects us)
         return SiteHello(self.me, self.site_id, request, self._positions(),
-                         max(self.view_seq, self.given_up_view), tuple(sorted(self.live_sites)), session)
+                         max(self.view_seq, self.given_up_view), tuple(sorted(self.live_sites)), session,
+                         self.epoch)
 
     def _link_sites(self) -> List[int]:
         """The neighbour sites we keep a link with: those of our view, and during a merge
@@ -7681,8 +7726,11 @@ class SiteGateway:
         return [s for s in self.configured_neighbours if s in self.neighbours or s in extra]
 
     def _start_link(self, site: int, peer: Pid, positions: Dict[int, int], now: float,
-                    peer_session: int) -> None:
+                    peer_session: int, peer_epoch: int = 0) -> None:
         session = self._session[site] = self._session.get(site, 0) + 1
+        if peer_epoch and peer_epoch != self.site_epochs.get(site):
+            self.site_epochs[site] = peer_epoch
+            self.to_ring.append(SiteRecord(SITE_EPOCH, site, 0, peer_epoch))
         self.links[site] = HopLink(self.me, peer, self.hop_settings, self.seal, now, session, peer_session)
         self._readers[site] = SiteRecordReader()
         self._inbox[site] = {}
@@ -7728,7 +7776,9 @@ class SiteGateway:
                 out += encode_site_record(SiteRecord(SITE_ARU, source, self.passed_aru[source],
                                                      max(self.aru_floor_view, self.view_seq)))
         mine = self.proposals.get(self.site_id)
-        if mine is not None and (self.closing is None or self.proposed_view > self.closing.view_seq):
+        if mine is not None:
+            # (after our decision too: a survivor may still lack it, as when the representative
+            # that flooded it stood down for a daemon that came back, and its links went with it)
             out += encode_site_record(self._proposal_record(mine))
         if self.merging is not None:  # (until it is installed: a site may lack a MERGE or a READY)
             for r in list(self.merging.proposals.values()) + list(self.merging.ready.values()):
@@ -7786,7 +7836,7 @@ class SiteGateway:
         """A record from the link to `site`: into our ring, once (a HELLO's resending may
         repeat what the ring already has)."""
         known = r.site in self.streams or (self.merging is not None and r.site in self.merging.sites)
-        if (r.site == self.site_id or r.kind in (SITE_SUSPECT, SITE_JOIN)
+        if (r.site == self.site_id or r.kind in (SITE_SUSPECT, SITE_JOIN, SITE_EPOCH)
                 or not (known or (r.kind == SITE_MERGE and r.site < len(self.sites)))):
             self.counters["site_records_not_for_us"] += 1
             return
@@ -7798,7 +7848,11 @@ class SiteGateway:
             return
         key = (r.kind, r.site)
         mark = r.site_seq if r.kind in (SITE_MSG,) + SITE_FLOODED_KINDS else r.lts
-        if mark <= max(self.injected.get(key, 0), self.applied_seq[r.site] if r.kind == SITE_MSG else 0):
+        # a joined site's stream is numbered afresh from its first message above the merge's
+        # limit (a restarted site's from 1): what we applied of its old stream says nothing
+        rebased = r.site in self.join_hold or r.site in self.join_after_lts
+        if mark <= max(self.injected.get(key, 0),
+                       self.applied_seq[r.site] if r.kind == SITE_MSG and not rebased else 0):
             self.counters["site_records_duplicate"] += 1
             return
         self.injected[key] = mark
@@ -8164,7 +8218,7 @@ class SiteGateway:
             self.counters["hellos_old_incarnation"] += 1
             return
         if link is None or link.peer != h.sender or link.peer_session != h.session:
-            self._start_link(site, h.sender, h.positions, now, h.session)
+            self._start_link(site, h.sender, h.positions, now, h.session, h.epoch)
         if h.request:
             self._answer_hello(h.sender)
         self._request_merge(h.view_seq, theirs, now)
@@ -8278,6 +8332,7 @@ class SiteGateway:
         self.merge.deliver_limit_lts = self.own_lts
         for x in joined:
             self.join_hold[x] = []
+            self.injected.pop((SITE_MSG, x), None)  # (its old stream's numbers)
         # (the trees stay those of our view until the decision: a tree of the merged view
         # may reach a site of our view through a joined one, which gets nothing of ours yet)
         self.forward_held = set(joined)
@@ -8511,6 +8566,7 @@ class SiteGateway:
                         self.aru_wanted, self.view_seq, self.proposed_view, self.aru_floor_view,
                         self.orderer.transport.max_lts_seen],
             "representative": self.representative, "ineligible": sorted(self.ineligible),
+            "epoch": self.epoch, "site_epochs": per_site(self.site_epochs),
         }
 
     def import_state(self, state: dict, now: float) -> None:
@@ -8579,6 +8635,8 @@ class SiteGateway:
          self.view_seq, self.proposed_view, self.aru_floor_view, max_lts) = numbers
         self.orderer.transport.saw_lts(max_lts)
         self.representative, self.ineligible = rep, ineligible
+        self.epoch = _counter(state["epoch"])
+        self.site_epochs = _per_site(state["site_epochs"], n)
         self.wide, self.links = False, {}
         self._log("up to date: view %d of the sites %s, %d messages waiting in the merge, "
                   "positions %s" % (self.view_seq, live, sum(len(s.ordered) for s in self.streams.values()),
@@ -9068,8 +9126,11 @@ class SitesOrderer(Orderer):
         starts = [i for i, item in enumerate(held) if isinstance(item, ConfigurationChange)
                   and item.kind == CONF_REGULAR]
         self.held, self.held_bytes = [], 0
-        self.gateway._log("site %d's ring %s starts with the sites' state afresh (%s)" % (
-            self.gateway.site_id, self._tag(), why), self.now)
+        # a new incarnation of the site's streams, the same number at each daemon of the ring
+        # (a restarted daemon's incarnation is above its earlier one's)
+        self.gateway.epoch = max(pid[1] for pid in self.member_ids)
+        self.gateway._log("site %d's ring %s starts with the sites' state afresh (%s; epoch %d)" % (
+            self.gateway.site_id, self._tag(), why, self.gateway.epoch), self.now)
         for item in held[starts[-1] if starts else 0:]:
             self.gateway.ring_output(item, self.now)
             if isinstance(item, ConfigurationChange):

@@ -16,7 +16,10 @@ link comes back 0.2-6 s later: before its silence rule, during the view change o
 (then the views merge: TRANSITIONAL, then REGULAR with every site), and/or a daemon of a site
 of several (a representative killed above, or another daemon killed for this) is started again
 later as a new incarnation: its ring takes it in and it is brought up to date through the ring
-(SitesOrderer: the state of the sites at one point of the ring's order). The run goes on until
+(SitesOrderer: the state of the sites at one point of the ring's order), and/or every daemon
+of the killed site is started again 0.3-5 s after the kill, before or after the others left it
+out (a new epoch of its streams: it comes back by a merge, and the clients send again after
+it). The run goes on until
 every living daemon has delivered what it must and installed the view of the sites it can reach, or the time is up.
 
 The checkers look only at what the simulated clients submitted and what every daemon delivered
@@ -89,6 +92,11 @@ CHECK_EVERY_S = 0.01
 HEAL_TRAFFIC_AFTER_S = 3.0
 
 
+#: after a whole site is started again, the clients send again this long after it, for a second
+#: (the others' suspicion of the old incarnation, the new one's view alone, the probes, the merge)
+SITE_RESTART_TRAFFIC_AFTER_S = 5.0
+
+
 #: a restarted daemon that delivered nothing owes what its site delivered this long after its
 #: state came (simulated seconds: far above a ring's rotation)
 RESTART_SLACK_S = 0.5
@@ -140,6 +148,15 @@ class SitesCase:
     restart_name: Optional[str] = None
     restart_kill_after_s: Optional[float] = None
     restart_after_s: Optional[float] = None
+    #: every daemon of the killed site (site_kill) started again this long after the kill, as
+    #: new incarnations: a new incarnation of the site, merged back like a healed site (None: never)
+    site_restart_after_s: Optional[float] = None
+    #: (only with lan_splits: a site split in two rings) from lan_split_after_s, for
+    #: lan_split_for_s, the daemons lan_split_apart of a site hear nothing of the rest of their
+    #: site and the rest nothing of them: two rings of one site, each with its clients' traffic
+    lan_split_after_s: Optional[float] = None
+    lan_split_for_s: float = 0.0
+    lan_split_apart: Tuple[str, ...] = ()
 
 
 #: a restarted daemon's first view: the one its state came in (SitesOrderer), not installed
@@ -183,9 +200,11 @@ class SitesResult:
         return "\n".join([head] + ["  VIOLATION " + v for v in self.violations[:20]])
 
 
-def case_for_seed(seed: int) -> SitesCase:
+def case_for_seed(seed: int, lan_splits: bool = False) -> SitesCase:
     """2-3 sites of 1-3 daemons; between them a full mesh or a line (so that some packets go
-    through a middle site), each link 1-10 % loss, 10-50 ms, 1-10 Mbit/s."""
+    through a middle site), each link 1-10 % loss, 10-50 ms, 1-10 Mbit/s. With lan_splits, a
+    site of several daemons is also split in two for a while (a site split in two rings: the
+    known hole, so never in the default draws)."""
     rng = random.Random(seed * 7919 + 11)
     nsites = rng.choice([2, 3, 3])
     sites = [["%s%d" % ("abc"[s], i + 1) for i in range(rng.choice([1, 2, 3]))] for s in range(nsites)]
@@ -261,16 +280,27 @@ def case_for_seed(seed: int) -> SitesCase:
             case.restart_name = None  # (a whole site restarted is another scenario)
         decided_s = sr.HopSettings().peer_silence_s + sr.SITE_GRACE_S
         case.second_kill_after_s = second.uniform(decided_s - 0.2, decided_s + 0.3)
+    back = random.Random(seed * 7919 + 19)
+    if (case.site_kill_after_s is not None and back.random() < 0.5
+            and case.second_kill_after_s is None):  # (a death during the merge back: not yet)
+        # before the others suspect it (the silence rule, then SITE_GRACE_S), or after
+        case.site_restart_after_s = back.uniform(0.3, 5.0)
+    split = random.Random(seed * 7919 + 20)
+    if lan_splits and several:
+        names = sites[split.choice(several)]
+        case.lan_split_apart = tuple(split.sample(names, split.randrange(1, len(names))))
+        case.lan_split_after_s = split.uniform(0.0, case.traffic_s)
+        case.lan_split_for_s = split.uniform(0.5, 3.0)
     return case
 
 
 class SitesSim:
     def __init__(self, seed: int, case: Optional[SitesCase] = None, tick_s: float = 0.01,
-                 on_start=None, delivery_filter=None, services=None):
+                 on_start=None, delivery_filter=None, services=None, lan_splits: bool = False):
         self.seed = seed
         self.services = list(services or SERVICES)  #: what the simulated clients send
         self.rng = random.Random(seed)
-        self.case = case or case_for_seed(seed)
+        self.case = case or case_for_seed(seed, lan_splits)
         self.tick_s = tick_s
         #: planted faults: on_start(name, gateway) before the run; delivery_filter(name,
         #: outputs) -> outputs on what one poll() of a gateway returned
@@ -287,6 +317,7 @@ class SitesSim:
         self.wire_free: Dict[Tuple[int, int], float] = {}
         self.cut_pairs: set = set()  # (site, site) whose wire is cut, both ways
         self.heal_pending = False
+        self.lan_split = False  #: the LAN of a site split in two now (lan_split_apart)
         self.late_submits = 0  # submissions after the heal still to come
         self.next_check_s = 0.0
         self.traffic_end_s = float("inf")
@@ -343,6 +374,8 @@ class SitesSim:
 
     def ring_send(self, src: str, dest: str, raw: bytes) -> None:
         self.stats["ring_packets"] += 1
+        if self.lan_split and (src in self.case.lan_split_apart) != (dest in self.case.lan_split_apart):
+            return  # (a split inside one site: the rest of the site is another LAN's)
         lan = self.case.lan
         if self.rng.random() < lan.loss:
             return
@@ -532,7 +565,8 @@ class SitesSim:
         return self.site_of[node.gateway.name]
 
     def everything_delivered(self) -> bool:
-        if self.heal_pending or self.late_submits or self.restart_pending or self.now < self.next_check_s:
+        if (self.heal_pending or self.lan_split or self.late_submits or self.restart_pending
+                or self.now < self.next_check_s):
             return False
         self.next_check_s = self.now + CHECK_EVERY_S  # (the whole check costs: not every event)
         for name, node in self.live().items():
@@ -562,6 +596,12 @@ class SitesSim:
             if self.case.second_kill_after_s is not None:
                 for name in self.case.sites[self.case.second_kill]:
                     self.push(self.kill_at + self.case.second_kill_after_s, "crash", name)
+            if self.case.site_restart_after_s is not None:
+                back = self.kill_at + self.case.site_restart_after_s
+                for name in self.case.sites[self.case.site_kill]:
+                    self.push(back, "restart", name)
+                self.restart_pending = True
+                self.schedule_late_traffic(back + SITE_RESTART_TRAFFIC_AFTER_S)
         if self.case.cut_after_s is not None:
             self.push(start + self.case.cut_after_s, "cut", "")
             if self.case.heal_after_s is not None:
@@ -570,13 +610,11 @@ class SitesSim:
                 self.heal_pending = True  # the run goes on until the views merged
                 # and the clients send again once the views have merged (about 3 s after
                 # the heal: the probes, the merge), for the order across the merged sites
-                t = healed + HEAL_TRAFFIC_AFTER_S
-                while True:
-                    t += self.rng.expovariate(self.case.rate_per_s)
-                    if t > healed + HEAL_TRAFFIC_AFTER_S + 1.0:
-                        break
-                    self.push(t, "submit", "")
-                    self.late_submits += 1
+                self.schedule_late_traffic(healed + HEAL_TRAFFIC_AFTER_S)
+        if self.case.lan_split_after_s is not None:
+            split_at = start + self.case.lan_split_after_s
+            self.push(split_at, "lan", "split")
+            self.push(split_at + self.case.lan_split_for_s, "lan", "whole")
         if self.case.rep_crash_after_s is not None:
             names = self.case.sites[self.case.rep_crash_site]
             self.push(start + self.case.rep_crash_after_s, "crash", names[0])
@@ -592,6 +630,16 @@ class SitesSim:
         self.run_until(start + self.case.traffic_s + drain_max_s, self.everything_delivered)
         self.stats["end_s"] = self.now
         return self.check()
+
+    def schedule_late_traffic(self, begin_s: float) -> None:
+        """A second of the clients' messages from begin_s on (after a heal or a restart)."""
+        t = begin_s
+        while True:
+            t += self.rng.expovariate(self.case.rate_per_s)
+            if t > begin_s + 1.0:
+                break
+            self.push(t, "submit", "")
+            self.late_submits += 1
 
     def run_until(self, t_end: float, stop=None) -> bool:
         """Run the events up to t_end, or until stop() is true (then True)."""
@@ -624,6 +672,10 @@ class SitesSim:
                 a, b = self.case.cut_pair
                 self.cut_pairs |= {(a, b), (b, a)}
             self.stats["cuts"] = self.stats.get("cuts", 0) + 1
+            return
+        if kind == "lan":
+            self.lan_split = dest == "split"
+            self.stats["lan_splits"] = self.stats.get("lan_splits", 0) + self.lan_split
             return
         if kind == "heal":
             self.cut_pairs = set()
@@ -664,7 +716,7 @@ class SitesSim:
         kill_at = getattr(self, "kill_at", None)
         if kill_at is not None:  # how long the survivors took to leave the killed site out
             installs = [next((v[4] for v in n.views if v[0] == sr.CONF_REGULAR), None)
-                        for n in self.live().values()]
+                        for n in self.live().values() if not n.restarted]
             if installs and None not in installs:
                 self.stats["view_after_kill_s"] = max(installs) - kill_at
         healed_at = getattr(self, "healed_at", None)
@@ -756,8 +808,9 @@ class SitesSim:
         out = {}
         start, old, trans = 0, (0, ()), None
         for kind, view, sites, at, _ in node.views:
-            if kind == JOINED:  # (what came before is not its: never compared)
-                old, start = (JOINED, view, sites), at
+            if kind == JOINED:  # (what came before is not its; each came in at its own
+                # point, two daemons of a site restarted whole too: never compared)
+                old, start = (JOINED, view, sites, id(node)), at
                 continue
             if kind == sr.CONF_TRANSITIONAL:
                 trans = (view, sites)
@@ -828,13 +881,16 @@ class SitesSim:
                           % (name, len(missing), len(must), missing[0]))
 
 
-def run_seed(seed: int, on_start=None, delivery_filter=None, unreliable: bool = False) -> SitesResult:
+def run_seed(seed: int, on_start=None, delivery_filter=None, unreliable: bool = False,
+             lan_splits: bool = False) -> SitesResult:
     services = SERVICES + ([sr.UNRELIABLE_MESS] if unreliable else [])
-    return SitesSim(seed, on_start=on_start, delivery_filter=delivery_filter, services=services).run()
+    return SitesSim(seed, on_start=on_start, delivery_filter=delivery_filter, services=services,
+                    lan_splits=lan_splits).run()
 
 
-def replay_command(seed: int, unreliable: bool = False) -> str:
-    return "python3 tests/sites_sim.py %d --log%s" % (seed, " --unreliable" if unreliable else "")
+def replay_command(seed: int, unreliable: bool = False, lan_splits: bool = False) -> str:
+    return "python3 tests/sites_sim.py %d --log%s%s" % (seed, " --unreliable" if unreliable else "",
+                                                       " --lan-splits" if lan_splits else "")
 
 
 def main(argv=None) -> int:
@@ -844,10 +900,12 @@ def main(argv=None) -> int:
     parser.add_argument("--log", action="store_true", help="print the daemons' protocol logs")
     parser.add_argument("--unreliable", action="store_true",
                         help="the clients send UNRELIABLE messages too (they stay in their site)")
+    parser.add_argument("--lan-splits", action="store_true",
+                        help="split a site's LAN in two for a while (two rings of one site: not handled yet)")
     args = parser.parse_args(argv)
-    case = case_for_seed(args.seed)
+    case = case_for_seed(args.seed, args.lan_splits)
     print("sites %s, costs %s, %.0f msg/s for %.0f s" % (case.sites, case.costs, case.rate_per_s, case.traffic_s))
-    res = run_seed(args.seed, unreliable=args.unreliable)
+    res = run_seed(args.seed, unreliable=args.unreliable, lan_splits=args.lan_splits)
     if args.log:
         print("\n".join(res.log_lines))
     print(res.summary())

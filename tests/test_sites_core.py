@@ -94,7 +94,7 @@ def _random_record(rng):
     seq = rng.choice([1, 300, sr.MAX_WIRE_COUNTER])
     if kind == sr.SITE_FRONTIER:
         return sr.SiteRecord(kind, site, lts)
-    if kind == sr.SITE_ARU:
+    if kind in (sr.SITE_ARU, sr.SITE_EPOCH):
         return sr.SiteRecord(kind, site, lts, seq)
     if kind in sr.SITE_VIEW_KINDS:
         return sr.SiteRecord(kind, site, lts, seq, body=sr.encode_site_view_body({1, 3}, {0: (4, 5, 6)}))
@@ -176,7 +176,7 @@ def test_a_sites_message_cut_short_is_refused():
 
 
 def test_hello_round_trip_and_garbage():
-    hello = sr.SiteHello(("b1", 1000), 1, True, {0: 4, 1: 9}, 3, (0, 1), 7)
+    hello = sr.SiteHello(("b1", 1000), 1, True, {0: 4, 1: 9}, 3, (0, 1), 7, 1796472668982)
     raw = sr.encode_site_hello(hello)
     assert sr.decode_site_hello(raw) == hello and sr.hop_packet_type(raw) == sr.PT_SITE_HELLO
     with pytest.raises(sr.RingWireError):
@@ -322,6 +322,31 @@ def test_a_hello_request_of_a_new_session_restarts_our_end_of_the_link():
     old = sr.encode_hop_data(("b1", 1), 1, b"old stream", session=1)
     gw.hop_datagram("b1", old, 0.4)
     assert second.counters["dropped_old_session"] == 1
+
+
+def test_a_hello_of_another_epoch_is_a_restarted_site_never_a_takeover():
+    """Site b's daemons were all restarted and started afresh (a new epoch): their site_seq
+    1, 2, 3... are not the rest of the stream we read, so no link starts; a new representative
+    of b's old epoch still takes over; the epoch reaches every daemon of our site through our
+    ring (an EPOCH record, never passed on), so a later representative of ours knows it too."""
+    gw = gateway()
+    regular(gw, ["a1", "a2"])
+    into_ring = []
+    gw.orderer.submit = lambda msg, urgent=False: into_ring.append(msg) or True
+    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, True, {}, 0, (0, 1), 1, 7)), 0.1)
+    assert gw.links[1].peer == ("b1", 1) and gw.site_epochs == {1: 7}
+    submitted = [r for m in into_ring if m.kind == sr.SITES
+                 for r in sr.decode_site_records(m.data) if r.kind == sr.SITE_EPOCH]
+    assert [(r.site, r.site_seq) for r in submitted] == [(1, 7)]
+    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 2), 1, True, {1: 1}, 0, (0, 1), 1, 9)), 0.2)
+    assert gw.links[1].peer == ("b1", 1) and gw.counters["hellos_new_incarnation"] == 1
+    assert any("new incarnation (epoch 9, we read epoch 7)" in line for line in gw.log)
+    # another daemon of our site learns it where the ring delivers the record
+    other = gateway("a2")
+    regular(other, ["a1", "a2"])
+    other.ring_output(carrier([sr.SiteRecord(sr.SITE_EPOCH, 1, 0, 7)], 3), 0.3)
+    assert other.site_epochs == {1: 7} and other.export_state()["site_epochs"] == {"1": 7}
+    assert sr.decode_site_records(sr.encode_site_records(submitted)) == submitted
 
 
 def test_a_hello_from_a_site_that_left_us_out_starts_no_link():

@@ -411,3 +411,44 @@ def test_a_daemon_killed_and_restarted_is_brought_up_to_date_and_its_client_join
     assert all(o == orders[0] for o in orders), "the daemons delivered different orders"
     for m in clients.values():
         m.disconnect()
+
+
+@pytest.mark.parametrize("wait", ["at once", "after the view without it"])
+def test_a_whole_site_killed_and_started_again_is_merged_back_and_its_client_joins(procs, tmp_path, wait):
+    """kill -9 of the one daemon of site 1, then the same daemon again: it starts afresh (a new
+    epoch of its site's streams), so the others never read its messages as the rest of the old
+    stream; they leave the old incarnation out, merge the new one like a healed site, and its
+    new client is a member everywhere; then a burst from every client in one order."""
+    sites = Sites(procs, tmp_path, [["a1", "a2"], ["b1"]])
+    clients = {d: sites.client(d, "u" + d) for d in ("a1", "a2", "b1")}
+    join_all(list(clients.values()), "demo")
+    sites.kill("b1")
+    clients.pop("b1").close()
+    stayed = [clients[d].private_group for d in ("a1", "a2")]
+    if wait != "at once":
+        for d in ("a1", "a2"):
+            receive_until(clients[d], members_are(stayed), 15)
+    restarted_at = time.monotonic()
+    sites.proc["b1"] = procs.start("spread_mini.py", "daemon", "-c", str(sites.conf), "--name", "b1",
+                                   "--status-every", "0", "--no-unix")
+    sites._wait_listening("b1")
+    clients["b1"] = sites.client("b1", "ub1")
+    clients["b1"].join("demo")
+    names = [clients[d].private_group for d in ("a1", "a2", "b1")]
+    for m in clients.values():
+        receive_until(m, members_are(names), 30)
+    print("\nsite 1 (b1) restarted %s: its new client is a member everywhere %.2f s after the "
+          "restart" % (wait, time.monotonic() - restarted_at))
+    assert "starts with the sites' state afresh" in sites.output("b1")
+    assert "sites [1] joined" in sites.output("a1") and "sites [0] joined" in sites.output("b1")
+    refused = [line for line in sites.output("a1").splitlines() if "new incarnation" in line]
+    print("\n".join(refused) or "(its HELLO came after the view without it)")
+    per_sender = 20
+    for i in range(per_sender):
+        for m in clients.values():
+            service = sp.SAFE_MESS if i % 4 == 3 else sp.AGREED_MESS
+            m.multicast(service, "demo", b"%s %03d" % (m.private_group.encode(), i))
+    orders = [[g.data for g in data_until(m, per_sender * 3)] for m in clients.values()]
+    assert all(o == orders[0] for o in orders), "the daemons delivered different orders"
+    for m in clients.values():
+        m.disconnect()

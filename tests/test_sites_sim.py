@@ -44,7 +44,16 @@ REGRESSION_SEEDS = [29, 36, 5039, 5400, 20215, 30002, 31387, 41181,
                     320, 327, 329, 386,
                     # ... and that dead site had delivered SAFE messages, in the old view or its
                     # transitional part, on ARUs the others never heard of
-                    1300, 1433, 4078]
+                    1300, 1433, 4078,
+                    # a whole site started again (each failed before its streams had an
+                    # epoch): 131 read as the rest of the old stream (restarted before the
+                    # others suspected it), 140 the same through a new representative of the
+                    # other site, 13 three daemons restarted together
+                    131, 140, 13,
+                    # issue 10's seed: a site split in two rings under 3 % LAN loss. It passes
+                    # since HELLO carries the epoch (the run changed), not because the split is
+                    # handled: that is test_a_site_split_in_two_rings_keeps_every_guarantee
+                    840]
 
 
 @pytest.mark.parametrize("seed", REGRESSION_SEEDS)
@@ -263,7 +272,7 @@ def test_restarted_daemons_in_the_soak_seeds_keep_every_guarantee():
     seeds = [seed for seed in range(1, 120) if sites_sim.case_for_seed(seed).restart_name][:12]
     for seed in seeds:
         res = sites_sim.run_seed(seed)
-        assert res.violations == [] and res.stats.get("restarts") == 1, (res.summary(),
+        assert res.violations == [] and res.stats.get("restarts", 0) >= 1, (res.summary(),
                                                                          sites_sim.replay_command(seed))
 
 
@@ -366,7 +375,7 @@ def test_a_second_site_suspected_while_the_first_suspicion_crosses_the_ring_is_n
     case = sites_sim.case_for_seed(41181)
     assert case.cut_pair == (0, 1) and case.site_kill == 2 and case.costs[0][2] == 0
     case.site_kill_after_s = case.cut_after_s + 0.03
-    case.heal_after_s = None
+    case.heal_after_s = case.site_restart_after_s = None
     sim = sites_sim.SitesSim(41181, case=case)
     res = sim.run(drain_max_s=8.0)
     assert res.violations == [], res.summary()
@@ -426,7 +435,7 @@ def test_planted_merge_without_its_limit_is_a_one_view_violation():
         gateway.join_after_lts, gateway.join_floor = _NoFloor(), _NoFloor()
         open_stream = gateway.merge.open_stream
         gateway.merge.open_stream = lambda site, lts: open_stream(site, 0)
-    res = _run_planted(632, on_start=no_floor)  # two sites; a - b cut, healed
+    res = _run_planted(645, on_start=no_floor)  # a line a - b - c; b - c cut, healed
     assert sites_sim.ONE_VIEW in res.kinds(), res.summary()
 
 
@@ -452,3 +461,55 @@ def test_unreliable_messages_stay_in_their_site_and_leave_the_others_order_alone
                     else:
                         crossed += 1
     assert home > 0 and crossed == 0
+
+
+@pytest.mark.parametrize("seed", [131, 140])
+def test_a_whole_site_started_again_is_merged_back_as_a_new_incarnation(seed):
+    """Every daemon of a site killed and started afresh (a new epoch): the others refuse it as
+    a takeover, leave the old incarnation out, then merge the new one (TRANSITIONAL, REGULAR
+    with every site), and what its clients send after the merge reaches every daemon."""
+    sim = sites_sim.SitesSim(seed)
+    case = sim.case
+    assert case.site_kill_after_s is not None and case.site_restart_after_s is not None
+    res = sim.run()
+    assert res.violations == [], "%s\nreplay: %s" % (res.summary(), sites_sim.replay_command(seed))
+    back = case.sites[case.site_kill]
+    everyone = tuple(range(len(case.sites)))
+    refused = sum(n.gateway.counters["hellos_new_incarnation"] for n in sim.nodes.values())
+    assert refused > 0
+    for name, node in sim.live().items():
+        kinds = [(v[0], v[2]) for v in node.views]
+        assert kinds[-1] == (sr.CONF_REGULAR, everyone), (name, kinds)
+        if name in back:  # it came alone, then merged
+            assert (sr.CONF_TRANSITIONAL, (case.site_kill,)) in kinds, (name, kinds)
+    after = sim.kill_at + case.site_restart_after_s + sites_sim.SITE_RESTART_TRAFFIC_AFTER_S
+    theirs = {s for s, sub in sim.submitted.items() if sub[2] in back and sub[4] > after}
+    others = [n for name, n in sim.live().items() if name not in back]
+    assert theirs and others and all(theirs <= n.position.keys() for n in others)
+
+
+def test_a_whole_site_restart_is_drawn_from_its_own_stream():
+    """The scenario's draws leave every earlier draw of a seed as it was."""
+    drawn = [s for s in range(200) if sites_sim.case_for_seed(s).site_restart_after_s is not None]
+    assert 20 < len(drawn) < 80
+    case = sites_sim.case_for_seed(840)
+    assert (case.sites, case.rep_crash_after_s is not None, case.restart_name) == (
+        [["a1", "a2"], ["b1", "b2", "b3"]], True, "b1")
+
+
+def test_lan_splits_are_drawn_only_when_asked_from_their_own_stream():
+    """A site split in two rings with traffic on both is not handled yet (issue 10): the
+    scenario is there to measure it (bench/sites_soak.py --lan-splits), never in the default
+    draws, and it changes nothing else of a seed's case."""
+    assert all(sites_sim.case_for_seed(s).lan_split_after_s is None for s in range(100))
+    case = sites_sim.case_for_seed(1, lan_splits=True)
+    assert case.lan_split_apart and dataclasses.replace(
+        case, lan_split_after_s=None, lan_split_for_s=0.0, lan_split_apart=()) == sites_sim.case_for_seed(1)
+
+
+@pytest.mark.xfail(strict=True, reason="a site split in two rings, both with traffic: two streams "
+                   "of one epoch (issue 10, open; lab guide: what closing it takes)")
+def test_a_site_split_in_two_rings_keeps_every_guarantee():
+    res = sites_sim.run_seed(1, lan_splits=True)
+    assert res.stats.get("lan_splits") == 1
+    assert res.violations == [], res.summary()
