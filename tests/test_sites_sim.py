@@ -45,11 +45,11 @@ REGRESSION_SEEDS = [29, 36, 5039, 5400, 20215, 30002, 31387, 41181,
                     # ... and that dead site had delivered SAFE messages, in the old view or its
                     # transitional part, on ARUs the others never heard of
                     1300, 1433, 4078,
-                    # a whole site started again (each failed before its streams had an
-                    # epoch): 131 read as the rest of the old stream (restarted before the
-                    # others suspected it), 140 the same through a new representative of the
-                    # other site, 13 three daemons restarted together
-                    131, 140, 13,
+                    # a whole site started again: 19 and 32 before the others suspected it
+                    # (read as the rest of the old stream before streams had an epoch), 95 with
+                    # three daemons, 13 three daemons restarted together, 9 after the view
+                    # without it
+                    19, 32, 95, 13, 9,
                     # issue 10's seed: a site split in two rings under 3 % LAN loss. It passes
                     # since HELLO carries the epoch (the run changed), not because the split is
                     # handled: that is test_a_site_split_in_two_rings_keeps_every_guarantee
@@ -463,7 +463,7 @@ def test_unreliable_messages_stay_in_their_site_and_leave_the_others_order_alone
     assert home > 0 and crossed == 0
 
 
-@pytest.mark.parametrize("seed", [131, 140])
+@pytest.mark.parametrize("seed", [19, 32])
 def test_a_whole_site_started_again_is_merged_back_as_a_new_incarnation(seed):
     """Every daemon of a site killed and started afresh (a new epoch): the others refuse it as
     a takeover, leave the old incarnation out, then merge the new one (TRANSITIONAL, REGULAR
@@ -510,6 +510,9 @@ def test_lan_splits_are_drawn_only_when_asked_from_their_own_stream():
 @pytest.mark.xfail(strict=True, reason="a site split in two rings, both with traffic: two streams "
                    "of one epoch (issue 10, open; lab guide: what closing it takes)")
 def test_a_site_split_in_two_rings_keeps_every_guarantee():
-    res = sites_sim.run_seed(1, lan_splits=True)
-    assert res.stats.get("lan_splits") == 1
-    assert res.violations == [], res.summary()
+    # several seeds, so that a change to the draws elsewhere does not flip it by chance (in
+    # 60 seeds about half fail today)
+    for seed in range(1, 9):
+        res = sites_sim.run_seed(seed, lan_splits=True)
+        assert res.stats.get("lan_splits") == 1
+        assert res.violations == [], "seed %d: %s" % (seed, res.summary())
