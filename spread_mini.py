@@ -1741,7 +1741,10 @@ def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket
 #   MSG       site_seq, service, origin daemon name (u8 length + UTF-8), the message: a
 #             client-format body (RING_WIRE_DATA) crosses as RING_WIRE_LEAN (lean_message_body:
 #             names without their padding), anything else as the ring carries it
-#   FRONTIER  nothing: the site sends nothing more with an lts <= this (7.3.3's "update")
+#   FRONTIER  then, if not 0, the site_seq of the site's last message before it: the site
+#             sends nothing more with an lts <= this (7.3.3's "update"). A receiver holds it
+#             until it has that message: after a tree changes, a FRONTIER that came the
+#             short way must not pass a message still on the long one
 #   ARU       view seq: every daemon of the site holds every message, of any site, up
 #             to lts, of the streams of that view (after a merge, an older view's ARU says
 #             nothing of the sites that joined)
@@ -1754,14 +1757,20 @@ def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket
 #             site only, like SUSPECT); no sites: give up that merge
 #   MERGE     view seq, then a view body as JOIN's: the site's proposal to merge two
 #             views after a partition healed; lts is the site's frontier when it proposed
+#   LINKS     version, then a view body whose "lost" list is the neighbour sites whose
+#             direct link is down: link state, flooded to every site like PROPOSE; every
+#             site's trees are Dijkstra's over the links no end of them says are down
 # A view body: count (u16) and that many lost site ids (u16); count (u16) and that many
 # (site u16, the highest site_seq of it held u64, its last ARU known u64, its frontier u64).
 SITE_MSG, SITE_FRONTIER, SITE_ARU, SITE_SUSPECT, SITE_PROPOSE, SITE_JOIN, SITE_MERGE = 1, 2, 3, 4, 5, 6, 7
+SITE_LINKS = 8
 SITE_RECORD_KINDS = {SITE_MSG: "MSG", SITE_FRONTIER: "FRONTIER", SITE_ARU: "ARU",
                      SITE_SUSPECT: "SUSPECT", SITE_PROPOSE: "PROPOSE", SITE_JOIN: "JOIN",
-                     SITE_MERGE: "MERGE"}
+                     SITE_MERGE: "MERGE", SITE_LINKS: "LINKS"}
 #: the records that carry a view seq and a view body
 SITE_VIEW_KINDS = (SITE_SUSPECT, SITE_PROPOSE, SITE_JOIN, SITE_MERGE)
+#: the records that carry a number and a view body (LINKS: a version and the links down)
+SITE_BODY_KINDS = SITE_VIEW_KINDS + (SITE_LINKS,)
 #: the longest record: the longest message, its header and the origin's name
 MAX_SITE_RECORD_BYTES = MAX_MESSAGE_BODY_BYTES + 1 + 3 * 10 + 1 + MAX_NAME_BYTES
 #: a record's length prefix: 3 varint bytes hold up to 2 MB, above MAX_SITE_RECORD_BYTES
@@ -1871,10 +1880,11 @@ def _site_record_head(r: "SiteRecord") -> bytes:
 @dataclass(frozen=True)
 class SiteRecord:
     """One record of a site's stream as it crosses to the other sites (see above)."""
-    kind: int  #: SITE_MSG, SITE_FRONTIER or SITE_ARU
+    kind: int  #: SITE_MSG, SITE_FRONTIER, ... (SITE_RECORD_KINDS)
     site: int  #: the site whose stream it belongs to
     lts: int
-    site_seq: int = 0  #: MSG: its place in its site's order; view records, ARU: a view seq
+    site_seq: int = 0  #: MSG: its place in its site's order; view records, ARU: a view seq;
+    #: FRONTIER: its site's last message before it; LINKS: a version
     service: int = 0  #: MSG: the service bits (SAFE waits for the global ARU)
     origin: str = ""  #: MSG: the daemon its client is connected to
     body: bytes = b""  #: MSG: encode_message_body of the message
@@ -1885,9 +1895,9 @@ def encode_site_record(r: SiteRecord) -> bytes:
     if r.kind == SITE_MSG:
         parts += [encode_varint(r.site_seq), encode_varint(r.service & 0xFFFFFFFF),
                   _ring_name_bytes(r.origin), lean_message_body(r.body)]
-    elif r.kind in SITE_VIEW_KINDS:
+    elif r.kind in SITE_BODY_KINDS:
         parts += [encode_varint(r.site_seq), r.body]
-    elif r.kind == SITE_ARU:
+    elif r.kind == SITE_ARU or (r.kind == SITE_FRONTIER and r.site_seq):
         parts.append(encode_varint(r.site_seq))
     raw = b"".join(parts)
     return encode_varint(len(raw)) + raw
@@ -1904,12 +1914,14 @@ def _decode_site_record(raw: bytes) -> SiteRecord:
         lts, pos = read_varint(raw, pos)
         if kind not in SITE_RECORD_KINDS or site > MAX_SITES:
             raise RingWireError("bad site record (kind %d, site %d)" % (kind, site))
-        if kind == SITE_FRONTIER:
-            if pos != len(raw):
-                raise RingWireError("%d unexpected bytes after a FRONTIER record" % (len(raw) - pos))
+        if kind == SITE_FRONTIER and pos == len(raw):
             return SiteRecord(kind, site, lts)
         seq, pos = read_varint(raw, pos)
-        if kind in SITE_VIEW_KINDS:
+        if kind == SITE_FRONTIER:
+            if pos != len(raw) or seq == 0:  # (a site_seq of 0 is written as nothing)
+                raise RingWireError("%d unexpected bytes after a FRONTIER record" % (len(raw) - pos + 1))
+            return SiteRecord(kind, site, lts, seq)
+        if kind in SITE_BODY_KINDS:
             body = raw[pos:]
             decode_site_view_body(body)  # refused here if it does not decode
             return SiteRecord(kind, site, lts, seq, body=body)
@@ -7086,6 +7098,13 @@ SITE_HELLO_EVERY_S = 0.1
 SITE_PROBE_EVERY_S = 0.5
 
 
+def _trees_text(trees: Dict[int, SiteTree]) -> str:
+    """Each tree as its edges: '0: 0>1 1>2; 1: ...'."""
+    return "; ".join("%d: %s" % (src, " ".join("%d>%d" % (p, s) for s, p in sorted(t.parent.items())
+                                               if p is not None) or "-")
+                     for src, t in sorted(trees.items()))
+
+
 def _records_text(records: Iterable[SiteRecord]) -> str:
     return base64.b64encode(encode_site_records(records)).decode("ascii")
 
@@ -7225,6 +7244,10 @@ class SiteGateway:
         self.configured_neighbours = list(self.neighbours)  #: with those outside our view
         #: after a merge, each site's view before it (see merged_view_trees); empty: plain trees
         self.tree_groups: Dict[int, frozenset] = {}
+        #: link state: site -> (version, the neighbour sites its direct link to is down), as
+        #: its last LINKS record said where our ring delivered it (the same at every daemon of
+        #: the site): the trees go over the links that no end says are down
+        self.link_reports: Dict[int, Tuple[int, frozenset]] = {}
         self.trees = dissemination_trees(costs, self.live_sites)
         self.representative: Optional[str] = None  #: our site's, by the last regular ring
         self.ring_members: frozenset = frozenset()  #: of the last regular ring
@@ -7284,6 +7307,14 @@ class SiteGateway:
         #: it brings in; it goes into our ring once that link starts (see _merge_unreachable)
         self.merge_parked: Dict[int, SiteRecord] = {}
         self.probe_due_s: Optional[float] = None
+        # routing around a dead link (the representative's)
+        self.routed_around: set = set()  #: sites of our view reached through other sites only
+        self.links_down_sent: frozenset = frozenset()  #: our last LINKS record's links down
+        self.links_version = 0  #: ... and its version
+        self.peer_positions: Dict[int, Dict[int, int]] = {}  # site -> the positions of its HELLO
+        self._ahead: Dict[int, Dict[int, SiteRecord]] = {}  # site -> site_seq -> MSG come early
+        self._frontier_ahead: Dict[int, SiteRecord] = {}  # site -> FRONTIER that waits for a MSG
+        self.passed_frontier_seq = dict.fromkeys(range(n), 0)  # the site_seq of passed_frontier
         self.now_s = now  #: the time of the input being handled (for timers set deep inside)
 
     # ------------------------------------------------------------ inputs
@@ -7328,6 +7359,8 @@ class SiteGateway:
         for site in gone:
             del self.suspect_at[site]
         gone = [site for site in gone if site not in self.links and site in self.live_sites]
+        if gone and self.is_representative():
+            gone = self._route_around(gone, now)
         if gone and self.is_representative() and not self._suspect(gone, now):
             for site in gone:  # a view is being installed: after it
                 self.suspect_at[site] = now + SITE_HELLO_EVERY_S
@@ -7382,6 +7415,9 @@ class SiteGateway:
         self.suspect_sent, self.suspect_lost = 0, frozenset()  # (a SUSPECT of an old turn may be lost)
         self.join_sent = 0
         self.probe_due_s = None
+        self.routed_around = set()
+        self.links_down_sent = self.link_reports.get(self.site_id, (0, frozenset()))[1]
+        self.peer_positions, self._ahead, self._frontier_ahead = {}, {}, {}
         if rep == self.name:
             self.aru_announced = 0
             self._go_wide(now)
@@ -7423,6 +7459,8 @@ class SiteGateway:
                     self._view_record(r, passed)
                 elif r.kind in (SITE_JOIN, SITE_MERGE):
                     self._merge_record(r, passed)
+                elif r.kind == SITE_LINKS:
+                    self._links_record(r, passed)
                 elif self._apply(r):
                     passed.append(r)
                     answer = answer or (r.kind == SITE_MSG and r.site != own
@@ -7430,7 +7468,7 @@ class SiteGateway:
             self.merge.advance_frontier(self.streams[own], lts)
             if answer:
                 self.frontier_answered = lts
-                passed.append(SiteRecord(SITE_FRONTIER, own, lts))
+                passed.append(SiteRecord(SITE_FRONTIER, own, lts, self.applied_seq[own]))
         else:  # a message of our own site, in its place in our ring's order
             # its site_seq counts our site's messages only (the ring's counts SITES ones too)
             r = SiteRecord(SITE_MSG, own, lts, self.applied_seq[own] + 1,
@@ -7522,8 +7560,9 @@ class SiteGateway:
             for r in records:
                 if r.kind == SITE_MSG:
                     self.passed_seq[r.site] = r.site_seq
-                elif r.kind == SITE_FRONTIER:
-                    self.passed_frontier[r.site] = max(self.passed_frontier[r.site], r.lts)
+                elif r.kind == SITE_FRONTIER and r.lts > self.passed_frontier[r.site]:
+                    self.passed_frontier[r.site] = r.lts
+                    self.passed_frontier_seq[r.site] = r.site_seq
                 elif r.kind == SITE_ARU and r.site_seq >= self.aru_floor_view:
                     self.passed_aru[r.site] = max(self.passed_aru[r.site], r.lts)
                 self._forward(r)
@@ -7534,7 +7573,7 @@ class SiteGateway:
         if not self.is_representative():
             return
         raw = encode_site_record(r)
-        if r.kind in (SITE_PROPOSE, SITE_MERGE):  # control: to every site, flooded (duplicates are dropped)
+        if r.kind in (SITE_PROPOSE, SITE_MERGE, SITE_LINKS):  # control: to every site, flooded (duplicates are dropped)
             for site in self.links:
                 self._out_bytes[site] += raw
             return
@@ -7637,6 +7676,9 @@ class SiteGateway:
         self._next_seq[site] = 1
         self._out_bytes[site] = bytearray()
         self.suspect_at.pop(site, None)
+        self.peer_positions[site] = dict(positions)
+        self.routed_around.discard(site)
+        self._report_links()  # (the trees come back to this link where our LINKS comes in order)
         resent = self._resend(site, positions)
         self._log("HOP link to %s#%d (site %d) starts; %d records sent again by its positions"
                   % (peer[0], peer[1], site, resent), now)
@@ -7644,17 +7686,21 @@ class SiteGateway:
         if all(s in self.links for s in self._link_sites()):
             self.hello_due_s = None
 
-    def _resend(self, site: int, positions: Dict[int, int]) -> int:
+    def _resend(self, site: int, positions: Dict[int, int], trees: Optional[Iterable[int]] = None) -> int:
         """What the site lacks (by its positions) of the trees that go through us to it; our
-        own PROPOSE too while a view is being agreed. Returns the messages sent again."""
+        own PROPOSE too while a view is being agreed (`trees`: of these trees only, after they
+        changed). Returns the messages sent again."""
         out = self._out_bytes[site]
         resent = 0
         sources = [(s, s) for s in self.live_sites if s not in self.frozen]
         if self.closing is not None:
             sources += [(x, h) for x, h in self.closing.holder.items()]
+        if trees is not None:
+            sources = [(x, h) for x, h in sources if h in set(trees)]
         floor = self.join_floor.get(site, 0)  # a site that joined us lacks nothing older
         for source, tree_of in sources:
-            if site not in self.trees[tree_of].children(self.site_id) or site in self.forward_held:
+            tree = self.trees.get(tree_of)
+            if tree is None or site not in tree.children(self.site_id) or site in self.forward_held:
                 continue
             upto = min(self.passed_seq[source], self.applied_seq[source])
             if self.closing is not None and source in self.closing.cut:
@@ -7667,12 +7713,23 @@ class SiteGateway:
                     resent += 1
             if source in self.frozen:
                 continue
-            frontier = self.safe_ring_lts if source == self.site_id else self.passed_frontier[source]
+            if source == self.site_id:
+                frontier, seq = self.safe_ring_lts, self.passed_seq[source]
+            else:
+                frontier, seq = self.passed_frontier[source], self.passed_frontier_seq[source]
             if frontier:
-                out += encode_site_record(SiteRecord(SITE_FRONTIER, source, frontier))
+                out += encode_site_record(SiteRecord(SITE_FRONTIER, source, frontier, seq))
             if self.passed_aru[source]:  # (what passed the gate since the last merge)
                 out += encode_site_record(SiteRecord(SITE_ARU, source, self.passed_aru[source],
                                                      max(self.aru_floor_view, self.view_seq)))
+        if trees is not None:
+            self.counters["site_records_resent"] += resent
+            return resent
+        # the link state we know (a LINKS record in flight may have died with a link or a
+        # representative: a new link carries it all again; older versions are dropped)
+        for about, (version, down) in sorted(self.link_reports.items()):
+            out += encode_site_record(SiteRecord(SITE_LINKS, about, 0, version,
+                                                 body=encode_site_view_body(down, {})))
         mine = self.proposals.get(self.site_id)
         if mine is not None and self.closing is None:
             out += encode_site_record(self._proposal_record(mine))
@@ -7741,13 +7798,48 @@ class SiteGateway:
                 self.merge_parked[r.site] = r
             return
         key = (r.kind, r.site)
-        mark = r.site_seq if r.kind in (SITE_MSG, SITE_PROPOSE, SITE_MERGE) else r.lts
+        mark = r.site_seq if r.kind in (SITE_MSG, SITE_PROPOSE, SITE_MERGE, SITE_LINKS) else r.lts
         if mark <= max(self.injected.get(key, 0), self.applied_seq[r.site] if r.kind == SITE_MSG else 0):
             self.counters["site_records_duplicate"] += 1
+            return
+        if self._held_ahead(r):
             return
         self.injected[key] = mark
         self.orderer.transport.saw_lts(r.lts)  # our site's next message comes after it
         self.to_ring.append(r)
+        if r.kind == SITE_MSG and (r.site in self._ahead or r.site in self._frontier_ahead):
+            self._release_ahead(site, r.site)
+
+    def _held_ahead(self, r: SiteRecord) -> bool:
+        """True: r came before what precedes it in its site's order (a message above the next
+        one, a FRONTIER above a message we lack), which a tree that changed brings the long
+        way; it waits for it. Only for the streams of our view that go on as they are."""
+        if (r.kind not in (SITE_MSG, SITE_FRONTIER) or r.site not in self.live_sites
+                or r.site in self.frozen or r.site in self.join_hold or r.site in self.join_after_lts
+                or self.closing is not None or self.merging is not None):
+            return False
+        have = max(self.injected.get((SITE_MSG, r.site), 0), self.applied_seq[r.site])
+        if r.kind == SITE_MSG and r.site_seq > have + 1:
+            self._ahead.setdefault(r.site, {})[r.site_seq] = r
+        elif r.kind == SITE_FRONTIER and r.site_seq > have:
+            held = self._frontier_ahead.get(r.site)
+            if held is None or held.lts < r.lts:
+                self._frontier_ahead[r.site] = r
+        else:
+            return False
+        self.counters["site_records_held_ahead"] += 1
+        return True
+
+    def _release_ahead(self, link_site: int, site: int) -> None:
+        """What waited for the message of `site` that just went into our ring."""
+        have = max(self.injected.get((SITE_MSG, site), 0), self.applied_seq[site])
+        ahead = self._ahead.pop(site, {})
+        for seq in sorted(ahead):
+            if seq > have:
+                self._from_link(link_site, ahead[seq])  # (held again if still early)
+        frontier = self._frontier_ahead.pop(site, None)
+        if frontier is not None:
+            self._from_link(link_site, frontier)
 
     def _drop_link(self, site: int, why: str, now: float) -> None:
         link = self.links.pop(site, None)
@@ -7841,7 +7933,7 @@ class SiteGateway:
 
     def _propose(self, view: int, lost: Iterable[int], passed: List[SiteRecord]) -> None:
         lost = (frozenset(lost) - {self.site_id}) & set(self.live_sites)
-        reach = dissemination_tree(self.costs, self.site_id, set(self.live_sites) - lost)
+        reach = dissemination_tree(self._live_costs(), self.site_id, set(self.live_sites) - lost)
         lost |= frozenset(reach.unreachable)
         self.proposed_view, self.proposal_lost = view, lost
         for x in lost:
@@ -7877,11 +7969,12 @@ class SiteGateway:
         self._log("view %d decided: sites %s, %s; messages up to lts %d in the old view"
                   % (self.proposed_view, survivors, reason, limit), None)
         self.tree_groups = {}
-        self.trees = dissemination_trees(self.costs, survivors)
+        self.trees = dissemination_trees(self._live_costs(), survivors)
         self.neighbours = [s for s in self.neighbours if s in survivors]
         for x in self.proposal_lost:
             self.links.pop(x, None)
             self.suspect_at.pop(x, None)
+            self.routed_around.discard(x)
         self.merge.deliver_limit_lts = limit
         for x in sorted(self.frozen):
             held, self.frozen[x] = self.frozen[x], []
@@ -7893,7 +7986,7 @@ class SiteGateway:
                 self._resend(site, {s: e[0] for s, e in entries.items()})
         # our frontier now (above every proposed one), once our ring has made this point safe:
         # the old view can end everywhere
-        passed.append(SiteRecord(SITE_FRONTIER, self.site_id, self.own_lts))
+        passed.append(SiteRecord(SITE_FRONTIER, self.site_id, self.own_lts, self.applied_seq[self.site_id]))
 
     def _lost_site_record(self, r: SiteRecord) -> bool:
         """A record of a site being left out: held back until the decision, then applied up to
@@ -8182,12 +8275,12 @@ class SiteGateway:
         self.merge.deliver_limit_lts = limit
         self.forward_held = set()
         self.tree_groups = self._merge_groups(m)
-        self.trees = merged_view_trees(self.costs, self.tree_groups)
+        self.trees = merged_view_trees(self._live_costs(), self.tree_groups)
         if self.is_representative():
             for site in list(self.links):
                 if site in m.joined:
                     self._resend(site, {})
-        passed.append(SiteRecord(SITE_FRONTIER, self.site_id, self.own_lts))
+        passed.append(SiteRecord(SITE_FRONTIER, self.site_id, self.own_lts, self.applied_seq[self.site_id]))
 
     def _abandon_merge(self, why: str) -> None:
         m, self.merging = self.merging, None
@@ -8216,8 +8309,96 @@ class SiteGateway:
 
     def _view_trees(self) -> Dict[int, SiteTree]:
         if self.tree_groups and set(self.tree_groups) == set(self.live_sites):
-            return merged_view_trees(self.costs, self.tree_groups)
-        return dissemination_trees(self.costs, self.live_sites)
+            return merged_view_trees(self._live_costs(), self.tree_groups)
+        return dissemination_trees(self._live_costs(), self.live_sites)
+
+    # ------------------------------------------------------------ routing around a dead link
+    # A representative whose link to a site of our view died and that heard no HELLO from it
+    # within SITE_GRACE_S asks whether the site is still reachable through others (over the
+    # links that no end reported down). If so it reports its link down (a LINKS record, into
+    # its ring first, then flooded to every site) instead of suspecting the site; every daemon
+    # of every site recomputes its trees where its ring delivers the record, and a site that
+    # becomes a new child of ours in some tree gets again what it may lack of that tree (by
+    # its last HELLO's positions; duplicates are dropped by site_seq, early ones wait:
+    # _held_ahead). It keeps sending HELLO; when the link starts again, a LINKS record says
+    # so and the trees come back to it. A site that no path reaches any more is suspected.
+
+    def _live_costs(self) -> List[List[int]]:
+        """The RouteMatrix without the links that one of their ends reported down."""
+        down = set()
+        for site, (_, sites) in self.link_reports.items():
+            for other in sites:
+                down |= {(site, other), (other, site)}
+        return [[0 if (i, j) in down else c for j, c in enumerate(row)] for i, row in enumerate(self.costs)]
+
+    def _trees_now(self) -> Dict[int, SiteTree]:
+        c = self.closing
+        if c is not None and c.joined:
+            return merged_view_trees(self._live_costs(), self.tree_groups)
+        if c is not None:
+            return dissemination_trees(self._live_costs(), c.survivors)
+        return self._view_trees()
+
+    def _reach(self) -> SiteTree:
+        """What our site reaches now: over our own links that run, and the other sites' links
+        that no end reported down."""
+        costs = self._live_costs()
+        for s in range(len(self.sites)):
+            if s != self.site_id and s not in self.links:
+                costs[self.site_id][s] = costs[s][self.site_id] = 0
+        return dissemination_tree(costs, self.site_id, self.live_sites)
+
+    def _route_around(self, gone: List[int], now: float) -> List[int]:
+        """Of the sites whose link is down and that said no HELLO in time: those reached
+        through others are routed around (reported); returned, those no path reaches (with
+        the ones routed around before that no path reaches any more)."""
+        unreachable = set(self._reach().unreachable)
+        around = [s for s in gone if s not in unreachable]
+        if around:
+            self._log("no link to sites %s, reached through others: routed around" % around, now)
+            self.routed_around |= set(around)
+            self._report_links()
+        return sorted((set(gone) | self.routed_around) & unreachable)
+
+    def _report_links(self) -> None:
+        """Our links down (to the sites we route around), into our ring as a LINKS record
+        when that changed."""
+        if not self.is_representative():
+            return
+        down = frozenset(s for s in self.routed_around if s not in self.links)
+        if down == self.links_down_sent:
+            return
+        self.links_down_sent = down
+        self.links_version = max(self.links_version, self.link_reports.get(self.site_id, (0,))[0]) + 1
+        self.to_ring.append(SiteRecord(SITE_LINKS, self.site_id, 0, self.links_version,
+                                       body=encode_site_view_body(down, {})))
+
+    def _links_record(self, r: SiteRecord, passed: List[SiteRecord]) -> None:
+        """A site's link state, where our ring delivered it: the trees follow it."""
+        try:
+            down, _ = decode_site_view_body(r.body)
+        except RingWireError:
+            self.counters["site_records_undecodable"] += 1
+            return
+        known = self.link_reports.get(r.site)
+        if known is not None and known[0] >= r.site_seq:
+            return
+        self.link_reports[r.site] = (r.site_seq, frozenset(down))
+        passed.append(r)  # the representative floods it on
+        old, self.trees = self.trees, self._trees_now()
+        self._log("site %d: its links to sites %s are down; trees now %s"
+                  % (r.site, sorted(down), _trees_text(self.trees)), None)
+        if not self.is_representative():
+            return
+        for source, tree in sorted(self.trees.items()):
+            before = old.get(source)
+            was = set(before.children(self.site_id)) if before is not None else set()
+            for child in tree.children(self.site_id):
+                if child not in was and child in self.links:
+                    self._resend(child, self.peer_positions.get(child, {}), [source])
+        unreachable = set(self._reach().unreachable) & self.routed_around
+        for site in unreachable:  # no path left: the grace is over already
+            self.suspect_at[site] = min(self.suspect_at.get(site, self.now_s), self.now_s)
 
     def _install_joined(self, c: ViewClosing) -> None:
         """The merged view: the joined sites' streams start at the limit; what every site's
@@ -8311,6 +8492,7 @@ class SiteGateway:
                         self.aru_wanted, self.view_seq, self.proposed_view, self.aru_floor_view,
                         self.orderer.transport.max_lts_seen],
             "representative": self.representative, "ineligible": sorted(self.ineligible),
+            "link_reports": {str(k): [v, sorted(d)] for k, (v, d) in self.link_reports.items()},
         }
 
     def import_state(self, state: dict, now: float) -> None:
@@ -8365,6 +8547,11 @@ class SiteGateway:
         self.kept_base = _per_site(state["kept_base"], n, all_sites=True)
         self.kept = kept
         self.live_sites, self.neighbours = live, neighbours
+        reports = {}
+        for k, v in _checked(state.get("link_reports", {}), dict).items():
+            version, down = _checked(v, list)
+            reports[_site_key(k, n)] = (_counter(version), frozenset(_int_list(down, n)))
+        self.link_reports = reports
         groups = _checked(state.get("tree_groups", {}), dict)
         self.tree_groups = {_site_key(k, n): frozenset(_int_list(v, n)) for k, v in groups.items()}
         self.trees = self._view_trees()
