@@ -9112,6 +9112,9 @@ def sites_snapshot(orderer: SitesOrderer, now: float) -> dict:
             "live_sites": list(gw.live_sites), "view_seq": gw.view_seq,
             "representatives": reps, "wide": gw.wide, "links": links, "trees": trees,
             "closing": gw.closing is not None, "sync": _sync_text(orderer),
+            "links_down": sorted(sorted((site, other)) for site, (_, down) in gw.link_reports.items()
+                                 for other in down),
+            "routed_around": sorted(gw.routed_around),
             "counters": dict(gw.counters), "hop_in": orderer.hop_datagrams_in,
             "hop_strangers": orderer.hop_strangers}
 
@@ -11144,6 +11147,12 @@ def sites_status_rows(sites: dict) -> List[Tuple[str, str]]:
             link["peer"], rtt, link["outstanding"], link["window"], link["bucket_bytes"],
             link["burst_bytes"], link["rate_bytes_s"] / 1000, link["queued"], link["sent"],
             link["received"], link["retransmitted"], link["nacks_sent"], link["nacks_received"])))
+    down = sorted({tuple(pair) for pair in sites.get("links_down", [])})
+    if down or sites.get("routed_around"):
+        around = sites.get("routed_around") or []
+        rows.append(("links down (routed around)", "%s%s" % (
+            ", ".join("%d-%d" % pair for pair in down) or "none reported yet",
+            "; reached through others: sites %s" % ", ".join(map(str, around)) if around else "")))
     for source in sorted(sites["trees"]):
         edges = sites["trees"][source]
         rows.append(("tree of site %d" % source, ", ".join(
