@@ -56,7 +56,7 @@ from another daemon meets, in order (thesis 7.3.1 names the levels):
                         a datagram on the HOP port is a SiteHello (decode_site_hello: starts a
                         HopLink between two sites' representatives) or the link's; the link's
                         payloads are a stream of SiteRecord (MSG / FRONTIER / ARU / SUSPECT /
-                        PROPOSE; SiteRecordReader) that the representative submits to its ring
+                        PROPOSE / LINKS; SiteRecordReader) that the representative submits to its ring
                         as a message of kind SITES; what the ring delivers goes into a second
                         Transport (`merge`, one stream per site) and, once the ring made it
                         safe, on to the next sites (SendHop). SiteProposal and ViewClosing
@@ -810,7 +810,8 @@ def equal_group_ids(a, b) -> bool:
 #   COMMIT ring_id, sender, token_id u64, rotation u8, members (u16 + pids),
 #          entries (u16 count, each: pid, old ring_id, old_aru u64, old_high u64,
 #          old_safe_lts u64, site_lts u64)
-#   MERGE  sender, ring_id   (the representative's "a ring is here")
+#   MERGE  sender, ring_id   (the representative's "a ring is here"; from a member of the
+#          same ring to its first member, a wake: "pass the idle token, I have something")
 #   UNRELIABLE  ring_id, sender, chunks as in DATA (origin_counter is the sender's separate
 #          unreliable sequence): pieces of UNRELIABLE messages, no link_seq, never resent (7.3.3)
 #   LEAVE  sender, ring_id (the ring it was in), reason (u8 length + printable UTF-8): "I stop
@@ -5041,6 +5042,10 @@ class RingLink(Link):
         self.upper = upper
         self.held_token: Optional[HeldToken] = None
         self.last_sent_token: Optional[SentToken] = None
+        #: the last token we passed looked idle, so its first member may hold it (wake_holder)
+        self.passed_idle = False
+        self.wake_sent = False  #: we asked the holder for the token since our last visit
+        self.wake_pending = False  #: the holder: a member asked; do not hold the next token
         #: this token visit runs the Accelerated Ring (begin_visit)
         self.accelerated = False
         #: new packets of this visit that go out after the token, at most trailing_max; empty
@@ -5203,8 +5208,11 @@ class RingLink(Link):
         # it, and a sender waiting for it, wait token_hold_s
         safe_waiting = ring.safe_seen_lts > ring.safe_lts_last_visit
         ring.safe_lts_last_visit = ring.safe_lts
-        idle = (may_hold and tok.flow_control == 0 and not tok.rtr
-                and tok.link_aru == tok.link_seq and not safe_waiting)
+        quiet = tok.flow_control == 0 and not tok.rtr and tok.link_aru == tok.link_seq
+        idle = may_hold and quiet and not safe_waiting and not self.wake_pending
+        self.wake_pending = False
+        self.passed_idle = quiet
+        self.wake_sent = False
         if idle and ring.members[0] == self.me:
             self.held_token = HeldToken(ring, tok, nxt, now + self.cfg.token_hold_s)
             return
@@ -5425,7 +5433,23 @@ class RingOrderer:
             return False
         if self.link.held_token is not None:
             self._release_held_token()
+        else:
+            self._wake_holder()
         return True
+
+    def _wake_holder(self) -> None:
+        """An idle ring's token rests token_hold_s at its first member, and a message
+        submitted at another daemon would wait for it (at a site, the wide-area latency's
+        tail). So when the last token we passed looked idle, one MERGE of our own ring goes
+        to the first member per token visit: it passes the token at once (_on_merge)."""
+        ring, link = self.ring, self.link
+        if (self.state != OPERATIONAL or ring is None or not link.passed_idle or link.wake_sent
+                or ring.members[0] == self.me):
+            return
+        link.wake_sent = True
+        self.outputs.append(Send(encode_ring_merge(RingMerge(self.me, ring.ring_id), self.seal),
+                                 ring.members[0][0]))
+        self.counters["token_wakes_sent"] += 1
 
     def receive(self, packet: bytes, src: object, now: float) -> None:
         self.now = now
@@ -6315,6 +6339,14 @@ class RingOrderer:
         if m.ring_id[0] == 0:  # an incarnation notice (no ring has seq 0): ours is current
             self.counters["incarnation_notices_received"] += 1
             return
+        if self.state == OPERATIONAL and m.ring_id == self.ring.ring_id and m.sender in self.ring.members:
+            # a wake (_wake_holder): a member has something to send
+            self.counters["token_wakes_received"] += 1
+            if self.link.held_token is not None:
+                self._release_held_token()
+            else:  # (the token may still be on its way here)
+                self.link.wake_pending = True
+            return
         if self.state == OPERATIONAL and m.sender not in self.ring.members \
                 and m.ring_id != self.ring.ring_id:
             self.counters["foreign_rings_seen"] += 1
@@ -7199,11 +7231,13 @@ class SiteGateway:
     A site that goes away (killed, or cut off) is left out by a view change that every
     survivor agrees on (SUSPECT, PROPOSE, the decision, TRANSITIONAL, REGULAR: see "the view
     of several sites" below, and lab_guide.md); when the partition heals, the two views merge
-    (see "merging views" below). A daemon that joins its site's ring late gets this state
+    (see "merging views" below). A dead link to a site that another site still reaches is
+    routed around, with no view change (LINKS records: see "routing around a dead link"
+    below). A daemon that joins its site's ring late gets this state
     through the ring (export_state, import_state: SitesOrderer). Not yet: a site split into
-    two rings after the start (both with traffic), a whole site restarted, routing around a
-    dead link to a site that is still reachable through another (today that site is left
-    out), a failure after a view change is decided and before it is installed, pruning by
+    two rings after the start (both with traffic), a whole site restarted, a merge that
+    brings in a site we reach only through a third one, a failure after a view change is
+    decided and before it is installed, pruning by
     group interest, UNRELIABLE across sites (delivered in its own site only) and non-blocking
     forwarding."""
 
@@ -7743,7 +7777,7 @@ class SiteGateway:
         """A MERGE that brings in a neighbour site we have no link with (its HELLO has not
         come: the link to it is still cut, though another site reaches it, or the heal's
         HELLOs are still on their way) does not go into our ring yet: the merged view could
-        not hold (routing around a cut link is not done). It is parked, and taken when that
+        not hold (a merge needs a direct link to each site it brings in). It is parked, and taken when that
         link starts: its sender flooded it once, and the others' decision needs ours."""
         try:
             sites, _ = decode_site_view_body(r.body)
