@@ -1759,8 +1759,9 @@ def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket
 #   MERGE     view seq, then a view body as JOIN's: the site's proposal to merge two
 #             views after a partition healed; lts is the site's frontier when it proposed
 #   LINKS     version, then a view body whose "lost" list is the neighbour sites whose
-#             direct link is down: link state, flooded to every site like PROPOSE; every
-#             site's trees are Dijkstra's over the links no end of them says are down
+#             direct link is down past its grace, and whose entries (zeros) those whose
+#             link died and may come back yet: link state, flooded to every site like
+#             PROPOSE; every site's trees are Dijkstra's over the links no end says are down
 # A view body: count (u16) and that many lost site ids (u16); count (u16) and that many
 # (site u16, the highest site_seq of it held u64, its last ARU known u64, its frontier u64).
 SITE_MSG, SITE_FRONTIER, SITE_ARU, SITE_SUSPECT, SITE_PROPOSE, SITE_JOIN, SITE_MERGE = 1, 2, 3, 4, 5, 6, 7
@@ -7130,6 +7131,13 @@ SITE_HELLO_EVERY_S = 0.1
 SITE_PROBE_EVERY_S = 0.5
 
 
+def _links_record(site: int, version: int, settled: Iterable[int], pending: Iterable[int]) -> SiteRecord:
+    """A LINKS record: the view body's "lost" list, the links down past their grace; its
+    entries (zeros), the links down still in their grace."""
+    return SiteRecord(SITE_LINKS, site, 0, version,
+                      body=encode_site_view_body(settled, {s: (0, 0, 0) for s in pending}))
+
+
 def _trees_text(trees: Dict[int, SiteTree]) -> str:
     """Each tree as its edges: '0: 0>1 1>2; 1: ...'."""
     return "; ".join("%d: %s" % (src, " ".join("%d>%d" % (p, s) for s, p in sorted(t.parent.items())
@@ -7278,10 +7286,11 @@ class SiteGateway:
         self.configured_neighbours = list(self.neighbours)  #: with those outside our view
         #: after a merge, each site's view before it (see merged_view_trees); empty: plain trees
         self.tree_groups: Dict[int, frozenset] = {}
-        #: link state: site -> (version, the neighbour sites its direct link to is down), as
-        #: its last LINKS record said where our ring delivered it (the same at every daemon of
-        #: the site): the trees go over the links that no end says are down
-        self.link_reports: Dict[int, Tuple[int, frozenset]] = {}
+        #: link state: site -> (version, the neighbour sites its direct link to is down, those
+        #: of them past their grace), as its last LINKS record said where our ring delivered it
+        #: (the same at every daemon of the site): the trees go over the links that no end says
+        #: are down; a view change leaves out only what links past their grace cut off
+        self.link_reports: Dict[int, Tuple[int, frozenset, frozenset]] = {}
         self.trees = dissemination_trees(costs, self.live_sites)
         self.representative: Optional[str] = None  #: our site's, by the last regular ring
         self.ring_members: frozenset = frozenset()  #: of the last regular ring
@@ -7343,7 +7352,9 @@ class SiteGateway:
         self.probe_due_s: Optional[float] = None
         # routing around a dead link (the representative's)
         self.routed_around: set = set()  #: sites of our view reached through other sites only
-        self.links_down_sent: frozenset = frozenset()  #: our last LINKS record's links down
+        self.dead_links: set = set()  #: neighbour sites whose link died and has not started again
+        #: our last LINKS record's links down: (past their grace, in it)
+        self.links_down_sent: Tuple[frozenset, frozenset] = (frozenset(), frozenset())
         self.links_version = 0  #: ... and its version
         self.peer_positions: Dict[int, Dict[int, int]] = {}  # site -> the positions of its HELLO
         self._ahead: Dict[int, Dict[int, SiteRecord]] = {}  # site -> site_seq -> MSG come early
@@ -7438,6 +7449,7 @@ class SiteGateway:
         self._log("%s represents site %d (ring %s%s)" % (
             rep, self.site_id, sorted(self.ring_members),
             "; %s not up to date yet" % ", ".join(waiting) if waiting else ""), now)
+        takeover = self.representative is not None
         self.representative = rep
         self.links = {}
         self.to_ring.clear()
@@ -7449,9 +7461,16 @@ class SiteGateway:
         self.suspect_sent, self.suspect_lost = 0, frozenset()  # (a SUSPECT of an old turn may be lost)
         self.join_sent = 0
         self.probe_due_s = None
-        self.routed_around = set()
-        self.links_down_sent = self.link_reports.get(self.site_id, (0, frozenset()))[1]
+        self.routed_around, self.dead_links = set(), set()
+        _, down, settled = self.link_reports.get(self.site_id, (0, frozenset(), frozenset()))
+        self.links_down_sent = (settled, down - settled)
         self.peer_positions, self._ahead, self._frontier_ahead = {}, {}, {}
+        if rep == self.name and takeover:
+            # the old representative's links went with it: ours are down until they start
+            # (else a site that lost its own link to a third one would route around it
+            # through us, though we never reach it, and not suspect it)
+            self.dead_links = set(self.neighbours)
+            self._report_links()
         if rep == self.name:
             self.aru_announced = 0
             self._go_wide(now)
@@ -7712,6 +7731,7 @@ class SiteGateway:
         self.suspect_at.pop(site, None)
         self.peer_positions[site] = dict(positions)
         self.routed_around.discard(site)
+        self.dead_links.discard(site)
         self._report_links()  # (the trees come back to this link where our LINKS comes in order)
         resent = self._resend(site, positions)
         self._log("HOP link to %s#%d (site %d) starts; %d records sent again by its positions"
@@ -7761,9 +7781,8 @@ class SiteGateway:
             return resent
         # the link state we know (a LINKS record in flight may have died with a link or a
         # representative: a new link carries it all again; older versions are dropped)
-        for about, (version, down) in sorted(self.link_reports.items()):
-            out += encode_site_record(SiteRecord(SITE_LINKS, about, 0, version,
-                                                 body=encode_site_view_body(down, {})))
+        for about, (version, down, settled) in sorted(self.link_reports.items()):
+            out += encode_site_record(_links_record(about, version, settled, down - settled))
         mine = self.proposals.get(self.site_id)
         if mine is not None and self.closing is None:
             out += encode_site_record(self._proposal_record(mine))
@@ -7884,6 +7903,11 @@ class SiteGateway:
         self.suspect_at[site] = now + SITE_GRACE_S
         if self.hello_due_s is None:
             self.hello_due_s = now
+        # reported at once: the other sites' reports are in by the end of the grace (a whole
+        # site gone is then suspected as soon as before), and a cut link's traffic goes
+        # round it a grace sooner
+        self.dead_links.add(site)
+        self._report_links()
         m = self.merging
         if m is not None and site in m.joined and self.closing is None and self.is_representative():
             self.to_ring.append(SiteRecord(SITE_JOIN, self.site_id, 0, m.view_seq,
@@ -7967,7 +7991,7 @@ class SiteGateway:
 
     def _propose(self, view: int, lost: Iterable[int], passed: List[SiteRecord]) -> None:
         lost = (frozenset(lost) - {self.site_id}) & set(self.live_sites)
-        reach = dissemination_tree(self._live_costs(), self.site_id, set(self.live_sites) - lost)
+        reach = dissemination_tree(self._live_costs(settled_only=True), self.site_id, set(self.live_sites) - lost)
         lost |= frozenset(reach.unreachable)
         self.proposed_view, self.proposal_lost = view, lost
         for x in lost:
@@ -8009,6 +8033,7 @@ class SiteGateway:
             self.links.pop(x, None)
             self.suspect_at.pop(x, None)
             self.routed_around.discard(x)
+            self.dead_links.discard(x)
         self.merge.deliver_limit_lts = limit
         for x in sorted(self.frozen):
             held, self.frozen[x] = self.frozen[x], []
@@ -8357,11 +8382,12 @@ class SiteGateway:
     # _held_ahead). It keeps sending HELLO; when the link starts again, a LINKS record says
     # so and the trees come back to it. A site that no path reaches any more is suspected.
 
-    def _live_costs(self) -> List[List[int]]:
-        """The RouteMatrix without the links that one of their ends reported down."""
+    def _live_costs(self, settled_only: bool = False) -> List[List[int]]:
+        """The RouteMatrix without the links that one of their ends reported down (past
+        their grace only: what a view change goes by)."""
         down = set()
-        for site, (_, sites) in self.link_reports.items():
-            for other in sites:
+        for site, (_, everything, settled) in self.link_reports.items():
+            for other in (settled if settled_only else everything):
                 down |= {(site, other), (other, site)}
         return [[0 if (i, j) in down else c for j, c in enumerate(row)] for i, row in enumerate(self.costs)]
 
@@ -8399,29 +8425,31 @@ class SiteGateway:
         when that changed."""
         if not self.is_representative():
             return
-        down = frozenset(s for s in self.routed_around if s not in self.links)
-        if down == self.links_down_sent:
+        settled = frozenset(s for s in self.routed_around if s not in self.links and s in self.live_sites)
+        pending = frozenset(s for s in self.dead_links
+                            if s not in self.links and s in self.live_sites) - settled
+        if (settled, pending) == self.links_down_sent:
             return
-        self.links_down_sent = down
+        self.links_down_sent = (settled, pending)
         self.links_version = max(self.links_version, self.link_reports.get(self.site_id, (0,))[0]) + 1
-        self.to_ring.append(SiteRecord(SITE_LINKS, self.site_id, 0, self.links_version,
-                                       body=encode_site_view_body(down, {})))
+        self.to_ring.append(_links_record(self.site_id, self.links_version, settled, pending))
 
     def _links_record(self, r: SiteRecord, passed: List[SiteRecord]) -> None:
         """A site's link state, where our ring delivered it: the trees follow it."""
         try:
-            down, _ = decode_site_view_body(r.body)
+            settled, pending = decode_site_view_body(r.body)
         except RingWireError:
             self.counters["site_records_undecodable"] += 1
             return
         known = self.link_reports.get(r.site)
         if known is not None and known[0] >= r.site_seq:
             return
-        self.link_reports[r.site] = (r.site_seq, frozenset(down))
+        down = frozenset(settled) | frozenset(pending)
+        self.link_reports[r.site] = (r.site_seq, down, frozenset(settled))
         passed.append(r)  # the representative floods it on
         old, self.trees = self.trees, self._trees_now()
         self._log("site %d: its links to sites %s are down; trees now %s"
-                  % (r.site, sorted(down), _trees_text(self.trees)), None)
+                  % (r.site, sorted(down), _trees_text(self.trees)), self.now_s)
         if not self.is_representative():
             return
         for source, tree in sorted(self.trees.items()):
@@ -8526,7 +8554,7 @@ class SiteGateway:
                         self.aru_wanted, self.view_seq, self.proposed_view, self.aru_floor_view,
                         self.orderer.transport.max_lts_seen],
             "representative": self.representative, "ineligible": sorted(self.ineligible),
-            "link_reports": {str(k): [v, sorted(d)] for k, (v, d) in self.link_reports.items()},
+            "link_reports": {str(k): [v, sorted(d), sorted(x)] for k, (v, d, x) in self.link_reports.items()},
         }
 
     def import_state(self, state: dict, now: float) -> None:
@@ -8583,8 +8611,9 @@ class SiteGateway:
         self.live_sites, self.neighbours = live, neighbours
         reports = {}
         for k, v in _checked(state.get("link_reports", {}), dict).items():
-            version, down = _checked(v, list)
-            reports[_site_key(k, n)] = (_counter(version), frozenset(_int_list(down, n)))
+            version, down, settled = _checked(v, list)
+            reports[_site_key(k, n)] = (_counter(version), frozenset(_int_list(down, n)),
+                                        frozenset(_int_list(settled, n)))
         self.link_reports = reports
         groups = _checked(state.get("tree_groups", {}), dict)
         self.tree_groups = {_site_key(k, n): frozenset(_int_list(v, n)) for k, v in groups.items()}
@@ -9146,7 +9175,7 @@ def sites_snapshot(orderer: SitesOrderer, now: float) -> dict:
             "live_sites": list(gw.live_sites), "view_seq": gw.view_seq,
             "representatives": reps, "wide": gw.wide, "links": links, "trees": trees,
             "closing": gw.closing is not None, "sync": _sync_text(orderer),
-            "links_down": sorted(sorted((site, other)) for site, (_, down) in gw.link_reports.items()
+            "links_down": sorted(sorted((site, other)) for site, (_, down, _) in gw.link_reports.items()
                                  for other in down),
             "routed_around": sorted(gw.routed_around),
             "counters": dict(gw.counters), "hop_in": orderer.hop_datagrams_in,
