@@ -8399,13 +8399,18 @@ class SiteGateway:
             return dissemination_trees(self._live_costs(), c.survivors)
         return self._view_trees()
 
-    def _reach(self) -> SiteTree:
-        """What our site reaches now: over our own links that run, and the other sites' links
-        that no end reported down."""
-        costs = self._live_costs()
+    def _reach(self, settled_only: bool = False) -> SiteTree:
+        """What our site reaches: over our own links that run or are in their grace (a
+        representative that took over says HELLO within it), and the other sites' links that
+        no end reported down (settled_only: down past their grace; one in its grace may come
+        back)."""
+        costs = self._live_costs(settled_only)
         for s in range(len(self.sites)):
-            if s != self.site_id and s not in self.links:
-                costs[self.site_id][s] = costs[s][self.site_id] = 0
+            if s == self.site_id:
+                continue
+            up = s in self.links or s in self.suspect_at
+            cost = self.costs[self.site_id][s] if up else 0
+            costs[self.site_id][s], costs[s][self.site_id] = cost, self.costs[s][self.site_id] if up else 0
         return dissemination_tree(costs, self.site_id, self.live_sites)
 
     def _route_around(self, gone: List[int], now: float) -> List[int]:
@@ -8459,8 +8464,12 @@ class SiteGateway:
                 if child not in was and child in self.links:
                     self._resend(child, self.peer_positions.get(child, {}), [source])
         unreachable = set(self._reach().unreachable) & self.routed_around
-        for site in unreachable:  # no path left: the grace is over already
-            self.suspect_at[site] = min(self.suspect_at.get(site, self.now_s), self.now_s)
+        settled = set(self._reach(settled_only=True).unreachable)
+        for site in unreachable:
+            if site in settled:  # no path left: the grace is over already
+                self.suspect_at[site] = min(self.suspect_at.get(site, self.now_s), self.now_s)
+            else:  # the last path is a link in its grace: give it that grace
+                self.suspect_at.setdefault(site, self.now_s + SITE_GRACE_S)
 
     def _install_joined(self, c: ViewClosing) -> None:
         """The merged view: the joined sites' streams start at the limit; what every site's
