@@ -7353,6 +7353,7 @@ class SiteGateway:
         # routing around a dead link (the representative's)
         self.routed_around: set = set()  #: sites of our view reached through other sites only
         self.dead_links: set = set()  #: neighbour sites whose link died and has not started again
+        self.grace_extended: set = set()  #: sites given a grace more (_route_around)
         #: our last LINKS record's links down: (past their grace, in it)
         self.links_down_sent: Tuple[frozenset, frozenset] = (frozenset(), frozenset())
         self.links_version = 0  #: ... and its version
@@ -7461,7 +7462,7 @@ class SiteGateway:
         self.suspect_sent, self.suspect_lost = 0, frozenset()  # (a SUSPECT of an old turn may be lost)
         self.join_sent = 0
         self.probe_due_s = None
-        self.routed_around, self.dead_links = set(), set()
+        self.routed_around, self.dead_links, self.grace_extended = set(), set(), set()
         _, down, settled = self.link_reports.get(self.site_id, (0, frozenset(), frozenset()))
         self.links_down_sent = (settled, down - settled)
         self.peer_positions, self._ahead, self._frontier_ahead = {}, {}, {}
@@ -7732,6 +7733,7 @@ class SiteGateway:
         self.peer_positions[site] = dict(positions)
         self.routed_around.discard(site)
         self.dead_links.discard(site)
+        self.grace_extended.discard(site)
         self._report_links()  # (the trees come back to this link where our LINKS comes in order)
         resent = self._resend(site, positions)
         self._log("HOP link to %s#%d (site %d) starts; %d records sent again by its positions"
@@ -8034,6 +8036,7 @@ class SiteGateway:
             self.suspect_at.pop(x, None)
             self.routed_around.discard(x)
             self.dead_links.discard(x)
+            self.grace_extended.discard(x)
         self.merge.deliver_limit_lts = limit
         for x in sorted(self.frozen):
             held, self.frozen[x] = self.frozen[x], []
@@ -8408,7 +8411,7 @@ class SiteGateway:
         for s in range(len(self.sites)):
             if s == self.site_id:
                 continue
-            up = s in self.links or s in self.suspect_at
+            up = s in self.links or (s in self.suspect_at and s not in self.routed_around)
             cost = self.costs[self.site_id][s] if up else 0
             costs[self.site_id][s], costs[s][self.site_id] = cost, self.costs[s][self.site_id] if up else 0
         return dissemination_tree(costs, self.site_id, self.live_sites)
@@ -8417,13 +8420,21 @@ class SiteGateway:
         """Of the sites whose link is down and that said no HELLO in time: those reached
         through others are routed around (reported); returned, those no path reaches (with
         the ones routed around before that no path reaches any more)."""
-        unreachable = set(self._reach().unreachable)
-        around = [s for s in gone if s not in unreachable]
+        strict = set(self._reach().unreachable)
+        settled = set(self._reach(settled_only=True).unreachable)
+        # a path that only a link in its grace cuts (reported by another site, maybe before
+        # a representative took over there) gets one grace more
+        wait = {s for s in (set(gone) | self.routed_around) & strict
+                if s not in settled and s not in self.grace_extended and s not in self.suspect_at}
+        for site in wait:
+            self.grace_extended.add(site)
+            self.suspect_at[site] = now + SITE_GRACE_S
+        around = [s for s in gone if s not in strict or s in wait]
         if around:
             self._log("no link to sites %s, reached through others: routed around" % around, now)
             self.routed_around |= set(around)
             self._report_links()
-        return sorted((set(gone) | self.routed_around) & unreachable)
+        return sorted(((set(gone) | self.routed_around) & strict) - set(self.suspect_at))
 
     def _report_links(self) -> None:
         """Our links down (to the sites we route around), into our ring as a LINKS record
@@ -8468,7 +8479,8 @@ class SiteGateway:
         for site in unreachable:
             if site in settled:  # no path left: the grace is over already
                 self.suspect_at[site] = min(self.suspect_at.get(site, self.now_s), self.now_s)
-            else:  # the last path is a link in its grace: give it that grace
+            elif site not in self.grace_extended:  # the last path is a link in its grace
+                self.grace_extended.add(site)
                 self.suspect_at.setdefault(site, self.now_s + SITE_GRACE_S)
 
     def _install_joined(self, c: ViewClosing) -> None:
