@@ -7450,7 +7450,6 @@ class SiteGateway:
         self._log("%s represents site %d (ring %s%s)" % (
             rep, self.site_id, sorted(self.ring_members),
             "; %s not up to date yet" % ", ".join(waiting) if waiting else ""), now)
-        takeover = self.representative is not None
         self.representative = rep
         self.links = {}
         self.to_ring.clear()
@@ -7466,12 +7465,6 @@ class SiteGateway:
         _, down, settled = self.link_reports.get(self.site_id, (0, frozenset(), frozenset()))
         self.links_down_sent = (settled, down - settled)
         self.peer_positions, self._ahead, self._frontier_ahead = {}, {}, {}
-        if rep == self.name and takeover:
-            # the old representative's links went with it: ours are down until they start
-            # (else a site that lost its own link to a third one would route around it
-            # through us, though we never reach it, and not suspect it)
-            self.dead_links = set(self.neighbours)
-            self._report_links()
         if rep == self.name:
             self.aru_announced = 0
             self._go_wide(now)
