@@ -297,7 +297,7 @@ class WanLink:
     bytes: int = 0
     lost: int = 0                   #: dropped at random (loss_percent)
     overflowed: int = 0             #: dropped because the queue was full (faster than the rate)
-    cut: int = 0                    #: dropped while a site was cut off
+    cut: int = 0                    #: dropped while a site, or this link, was cut off
 
 
 def wan_site(address: bytes) -> Optional[int]:
@@ -320,6 +320,7 @@ class WanEmulator:
         self.rng = random.Random(settings.seed)
         self.links: Dict[Tuple[int, int], WanLink] = {}
         self.cut_sites: set = set()
+        self.cut_links: set = set()     #: (site, site), both orders: one WAN link cut
         self._due: List[Tuple[float, int, bytes]] = []
         self._count = 0
 
@@ -332,7 +333,7 @@ class WanEmulator:
             self._hold(packet, now_s)
             return
         link = self.links.setdefault((src, dst), WanLink())
-        if src in self.cut_sites or dst in self.cut_sites:
+        if src in self.cut_sites or dst in self.cut_sites or (src, dst) in self.cut_links:
             link.cut += 1
             return
         if self.settings.loss_percent and self.rng.random() * 100 < self.settings.loss_percent:
@@ -382,7 +383,8 @@ def run_wan_relay(tun: str, emulator: WanEmulator, control_path: Optional[str] =
                   say=print) -> int:
     """Read packets from the TUN device, write them back when the emulator says: until SIGTERM,
     then print the links' counts as one JSON line. A file at control_path with the words
-    `cut S` or `heal S` cuts or heals a site (read when its modification time changes)."""
+    `cut S` cuts a site off, `cutlink S T` the link between two sites (the file lists what is
+    cut now; read when its modification time changes)."""
     fd = open_tun(tun)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
@@ -426,13 +428,16 @@ def _read_wan_control(path: str, seen_mtime, emulator: WanEmulator):
         return seen_mtime
     if mtime == seen_mtime:
         return seen_mtime
-    cut = set()
+    cut, links = set(), set()
     with open(path) as f:
         for line in f:
             words = line.split()
             if len(words) == 2 and words[0] == "cut" and words[1].isdigit():
                 cut.add(int(words[1]))
-    emulator.cut_sites = cut
+            elif len(words) == 3 and words[0] == "cutlink" and words[1].isdigit() and words[2].isdigit():
+                a, b = int(words[1]), int(words[2])
+                links |= {(a, b), (b, a)}
+    emulator.cut_sites, emulator.cut_links = cut, links
     return mtime
 
 
@@ -521,15 +526,29 @@ class WanLab(_ScopedLab):
     def heal_site(self, site: int) -> None:
         self._control(self._cut - {site})
 
+    def cut_link(self, a: int, b: int) -> None:
+        """Every packet between sites a and b is dropped, both ways; the other links work."""
+        self._control(self._cut, self._cut_links | {tuple(sorted((a, b)))})
+
+    def heal_link(self, a: int, b: int) -> None:
+        self._control(self._cut, self._cut_links - {tuple(sorted((a, b)))})
+
     @property
     def _cut(self) -> set:
         return {int(line.split()[1]) for line in _read_text(self.control_path).splitlines()
                 if line.startswith("cut ")}
 
-    def _control(self, cut: set) -> None:
+    @property
+    def _cut_links(self) -> set:
+        return {(int(line.split()[1]), int(line.split()[2]))
+                for line in _read_text(self.control_path).splitlines() if line.startswith("cutlink ")}
+
+    def _control(self, cut: set, links: Optional[set] = None) -> None:
+        links = self._cut_links if links is None else links
         tmp = self.control_path + ".new"
         with open(tmp, "w") as f:
             f.writelines("cut %d\n" % site for site in sorted(cut))
+            f.writelines("cutlink %d %d\n" % pair for pair in sorted(links))
         os.replace(tmp, self.control_path)
         time.sleep(0.1)   # the relay looks at the file every 50 ms at most
 

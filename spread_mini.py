@@ -56,8 +56,8 @@ from another daemon meets, in order (thesis 7.3.1 names the levels):
                         a datagram on the HOP port is a SiteHello (decode_site_hello: starts a
                         HopLink between two sites' representatives) or the link's; the link's
                         payloads are a stream of SiteRecord (MSG / FRONTIER / ARU / SUSPECT /
-                        PROPOSE, and EPOCH into its own ring only; SiteRecordReader) that the
-                        representative submits to its ring
+                        PROPOSE / LINKS, and EPOCH into its own ring only; SiteRecordReader)
+                        that the representative submits to its ring
                         as a message of kind SITES; what the ring delivers goes into a second
                         Transport (`merge`, one stream per site) and, once the ring made it
                         safe, on to the next sites (SendHop). SiteProposal and ViewClosing
@@ -811,7 +811,8 @@ def equal_group_ids(a, b) -> bool:
 #   COMMIT ring_id, sender, token_id u64, rotation u8, members (u16 + pids),
 #          entries (u16 count, each: pid, old ring_id, old_aru u64, old_high u64,
 #          old_safe_lts u64, site_lts u64)
-#   MERGE  sender, ring_id   (the representative's "a ring is here")
+#   MERGE  sender, ring_id   (the representative's "a ring is here"; from a member of the
+#          same ring to its first member, a wake: "pass the idle token, I have something")
 #   UNRELIABLE  ring_id, sender, chunks as in DATA (origin_counter is the sender's separate
 #          unreliable sequence): pieces of UNRELIABLE messages, no link_seq, never resent (7.3.3)
 #   LEAVE  sender, ring_id (the ring it was in), reason (u8 length + printable UTF-8): "I stop
@@ -1742,7 +1743,10 @@ def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket
 #   MSG       site_seq, service, origin daemon name (u8 length + UTF-8), the message: a
 #             client-format body (RING_WIRE_DATA) crosses as RING_WIRE_LEAN (lean_message_body:
 #             names without their padding), anything else as the ring carries it
-#   FRONTIER  nothing: the site sends nothing more with an lts <= this (7.3.3's "update")
+#   FRONTIER  then, if not 0, the site_seq of the site's last message before it: the site
+#             sends nothing more with an lts <= this (7.3.3's "update"). A receiver holds it
+#             until it has that message: after a tree changes, a FRONTIER that came the
+#             short way must not pass a message still on the long one
 #   ARU       view seq: every daemon of the site holds every message, of any site, up
 #             to lts, of the streams of that view (after a merge, an older view's ARU says
 #             nothing of the sites that joined)
@@ -1760,6 +1764,10 @@ def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket
 #             installed only with the READY of every site of the new view
 #   GIVEUP    view seq, then a view body as JOIN's: the site gave that merge up before it
 #             decided it, so it never sends READY for it: nobody installs that merge
+#   LINKS     version, then a view body whose "lost" list is the neighbour sites whose
+#             direct link is down past its grace, and whose entries (zeros) those whose
+#             link died and may come back yet: link state, flooded to every site like
+#             PROPOSE; every site's trees are Dijkstra's over the links no end says are down
 # A view body: count (u16) and that many lost site ids (u16); count (u16) and that many
 # (site u16, the highest site_seq of it held u64, its last ARU known u64, its frontier u64).
 SITE_MSG, SITE_FRONTIER, SITE_ARU, SITE_SUSPECT, SITE_PROPOSE, SITE_JOIN, SITE_MERGE = 1, 2, 3, 4, 5, 6, 7
@@ -1767,14 +1775,17 @@ SITE_READY, SITE_GIVEUP = 8, 9
 #: the epoch of another site's streams (in site_seq), which our representative learned from
 #: that site's HELLO: only into its own ring, so that every daemon of the site knows it
 SITE_EPOCH = 10
+SITE_LINKS = 11
 SITE_RECORD_KINDS = {SITE_MSG: "MSG", SITE_FRONTIER: "FRONTIER", SITE_ARU: "ARU",
                      SITE_SUSPECT: "SUSPECT", SITE_PROPOSE: "PROPOSE", SITE_JOIN: "JOIN",
                      SITE_MERGE: "MERGE", SITE_READY: "READY", SITE_GIVEUP: "GIVEUP",
-                     SITE_EPOCH: "EPOCH"}
+                     SITE_EPOCH: "EPOCH", SITE_LINKS: "LINKS"}
 #: the records that carry a view seq and a view body
 SITE_VIEW_KINDS = (SITE_SUSPECT, SITE_PROPOSE, SITE_JOIN, SITE_MERGE, SITE_READY, SITE_GIVEUP)
+#: the records that carry a number and a view body (LINKS: a version and the links down)
+SITE_BODY_KINDS = SITE_VIEW_KINDS + (SITE_LINKS,)
 #: the control records flooded to every site (a copy that comes twice is dropped)
-SITE_FLOODED_KINDS = (SITE_PROPOSE, SITE_MERGE, SITE_READY, SITE_GIVEUP)
+SITE_FLOODED_KINDS = (SITE_PROPOSE, SITE_MERGE, SITE_READY, SITE_GIVEUP, SITE_LINKS)
 #: the longest record: the longest message, its header and the origin's name
 MAX_SITE_RECORD_BYTES = MAX_MESSAGE_BODY_BYTES + 1 + 3 * 10 + 1 + MAX_NAME_BYTES
 #: a record's length prefix: 3 varint bytes hold up to 2 MB, above MAX_SITE_RECORD_BYTES
@@ -1884,10 +1895,11 @@ def _site_record_head(r: "SiteRecord") -> bytes:
 @dataclass(frozen=True)
 class SiteRecord:
     """One record of a site's stream as it crosses to the other sites (see above)."""
-    kind: int  #: SITE_MSG, SITE_FRONTIER or SITE_ARU
+    kind: int  #: SITE_MSG, SITE_FRONTIER, ... (SITE_RECORD_KINDS)
     site: int  #: the site whose stream it belongs to
     lts: int
-    site_seq: int = 0  #: MSG: its place in its site's order; view records, ARU: a view seq
+    site_seq: int = 0  #: MSG: its place in its site's order; view records, ARU: a view seq;
+    #: FRONTIER: its site's last message before it; LINKS: a version
     service: int = 0  #: MSG: the service bits (SAFE waits for the global ARU)
     origin: str = ""  #: MSG: the daemon its client is connected to
     body: bytes = b""  #: MSG: encode_message_body of the message
@@ -1898,9 +1910,9 @@ def encode_site_record(r: SiteRecord) -> bytes:
     if r.kind == SITE_MSG:
         parts += [encode_varint(r.site_seq), encode_varint(r.service & 0xFFFFFFFF),
                   _ring_name_bytes(r.origin), lean_message_body(r.body)]
-    elif r.kind in SITE_VIEW_KINDS:
+    elif r.kind in SITE_BODY_KINDS:
         parts += [encode_varint(r.site_seq), r.body]
-    elif r.kind in (SITE_ARU, SITE_EPOCH):
+    elif r.kind in (SITE_ARU, SITE_EPOCH) or (r.kind == SITE_FRONTIER and r.site_seq):
         parts.append(encode_varint(r.site_seq))
     raw = b"".join(parts)
     return encode_varint(len(raw)) + raw
@@ -1917,12 +1929,14 @@ def _decode_site_record(raw: bytes) -> SiteRecord:
         lts, pos = read_varint(raw, pos)
         if kind not in SITE_RECORD_KINDS or site > MAX_SITES:
             raise RingWireError("bad site record (kind %d, site %d)" % (kind, site))
-        if kind == SITE_FRONTIER:
-            if pos != len(raw):
-                raise RingWireError("%d unexpected bytes after a FRONTIER record" % (len(raw) - pos))
+        if kind == SITE_FRONTIER and pos == len(raw):
             return SiteRecord(kind, site, lts)
         seq, pos = read_varint(raw, pos)
-        if kind in SITE_VIEW_KINDS:
+        if kind == SITE_FRONTIER:
+            if pos != len(raw) or seq == 0:  # (a site_seq of 0 is written as nothing)
+                raise RingWireError("%d unexpected bytes after a FRONTIER record" % (len(raw) - pos + 1))
+            return SiteRecord(kind, site, lts, seq)
+        if kind in SITE_BODY_KINDS:
             body = raw[pos:]
             decode_site_view_body(body)  # refused here if it does not decode
             return SiteRecord(kind, site, lts, seq, body=body)
@@ -5051,6 +5065,10 @@ class RingLink(Link):
         self.upper = upper
         self.held_token: Optional[HeldToken] = None
         self.last_sent_token: Optional[SentToken] = None
+        #: the last token we passed looked idle, so its first member may hold it (wake_holder)
+        self.passed_idle = False
+        self.wake_sent = False  #: we asked the holder for the token since our last visit
+        self.wake_pending = False  #: the holder: a member asked; do not hold the next token
         #: this token visit runs the Accelerated Ring (begin_visit)
         self.accelerated = False
         #: new packets of this visit that go out after the token, at most trailing_max; empty
@@ -5213,8 +5231,11 @@ class RingLink(Link):
         # it, and a sender waiting for it, wait token_hold_s
         safe_waiting = ring.safe_seen_lts > ring.safe_lts_last_visit
         ring.safe_lts_last_visit = ring.safe_lts
-        idle = (may_hold and tok.flow_control == 0 and not tok.rtr
-                and tok.link_aru == tok.link_seq and not safe_waiting)
+        quiet = tok.flow_control == 0 and not tok.rtr and tok.link_aru == tok.link_seq
+        idle = may_hold and quiet and not safe_waiting and not self.wake_pending
+        self.wake_pending = False
+        self.passed_idle = quiet
+        self.wake_sent = False
         if idle and ring.members[0] == self.me:
             self.held_token = HeldToken(ring, tok, nxt, now + self.cfg.token_hold_s)
             return
@@ -5437,7 +5458,23 @@ class RingOrderer:
             return False
         if self.link.held_token is not None:
             self._release_held_token()
+        else:
+            self._wake_holder()
         return True
+
+    def _wake_holder(self) -> None:
+        """An idle ring's token rests token_hold_s at its first member, and a message
+        submitted at another daemon would wait for it (at a site, the wide-area latency's
+        tail). So when the last token we passed looked idle, one MERGE of our own ring goes
+        to the first member per token visit: it passes the token at once (_on_merge)."""
+        ring, link = self.ring, self.link
+        if (self.state != OPERATIONAL or ring is None or not link.passed_idle or link.wake_sent
+                or ring.members[0] == self.me):
+            return
+        link.wake_sent = True
+        self.outputs.append(Send(encode_ring_merge(RingMerge(self.me, ring.ring_id), self.seal),
+                                 ring.members[0][0]))
+        self.counters["token_wakes_sent"] += 1
 
     def receive(self, packet: bytes, src: object, now: float) -> None:
         self.now = now
@@ -6344,6 +6381,14 @@ class RingOrderer:
         if m.ring_id[0] == 0:  # an incarnation notice (no ring has seq 0): ours is current
             self.counters["incarnation_notices_received"] += 1
             return
+        if self.state == OPERATIONAL and m.ring_id == self.ring.ring_id and m.sender in self.ring.members:
+            # a wake (_wake_holder): a member has something to send
+            self.counters["token_wakes_received"] += 1
+            if self.link.held_token is not None:
+                self._release_held_token()
+            else:  # (the token may still be on its way here)
+                self.link.wake_pending = True
+            return
         if self.state == OPERATIONAL and m.sender not in self.ring.members \
                 and m.ring_id != self.ring.ring_id:
             self.counters["foreign_rings_seen"] += 1
@@ -7134,6 +7179,20 @@ SITE_HELLO_EVERY_S = 0.1
 SITE_PROBE_EVERY_S = 0.5
 
 
+def _links_record(site: int, version: int, settled: Iterable[int], pending: Iterable[int]) -> SiteRecord:
+    """A LINKS record: the view body's "lost" list, the links down past their grace; its
+    entries (zeros), the links down still in their grace."""
+    return SiteRecord(SITE_LINKS, site, 0, version,
+                      body=encode_site_view_body(settled, {s: (0, 0, 0) for s in pending}))
+
+
+def _trees_text(trees: Dict[int, SiteTree]) -> str:
+    """Each tree as its edges: '0: 0>1 1>2; 1: ...'."""
+    return "; ".join("%d: %s" % (src, " ".join("%d>%d" % (p, s) for s, p in sorted(t.parent.items())
+                                               if p is not None) or "-")
+                     for src, t in sorted(trees.items()))
+
+
 def _records_text(records: Iterable[SiteRecord]) -> str:
     return base64.b64encode(encode_site_records(records)).decode("ascii")
 
@@ -7228,15 +7287,17 @@ class SiteGateway:
     A site that goes away (killed, or cut off) is left out by a view change that every
     survivor agrees on (SUSPECT, PROPOSE, the decision, TRANSITIONAL, REGULAR: see "the view
     of several sites" below, and lab_guide.md); when the partition heals, the two views merge
-    (see "merging views" below). A daemon that joins its site's ring late gets this state
+    (see "merging views" below). A dead link to a site that another site still reaches is
+    routed around, with no view change (LINKS records: see "routing around a dead link"
+    below). A daemon that joins its site's ring late gets this state
     through the ring (export_state, import_state: SitesOrderer). A site's streams carry an
     epoch (where its ring started afresh); a HELLO of another epoch than the one we read is a
     whole site restarted, left out and merged back like a healed site, never a takeover
     (_new_incarnation). Not yet: a site split into two rings after the start (both with
-    traffic: two streams of one epoch), routing around a
-    dead link to a site that is still reachable through another (today that site is left
-    out), a site that dies after a merge is decided (a death after a loss's decision chains
-    the next view: _chain_decide), pruning by group interest, UNRELIABLE across sites (delivered in its own site only) and non-blocking
+    traffic: two streams of one epoch), a merge that brings in a site we reach only through
+    a third one, a site that dies after a merge is decided (a death after a loss's decision
+    chains the next view: _chain_decide), pruning by group interest, UNRELIABLE across
+    sites (delivered in its own site only) and non-blocking
     forwarding."""
 
     def __init__(self, name: str, sites: Sequence[Sequence[str]], costs: Sequence[Sequence[int]],
@@ -7276,6 +7337,11 @@ class SiteGateway:
         self.configured_neighbours = list(self.neighbours)  #: with those outside our view
         #: after a merge, each site's view before it (see merged_view_trees); empty: plain trees
         self.tree_groups: Dict[int, frozenset] = {}
+        #: link state: site -> (version, the neighbour sites its direct link to is down, those
+        #: of them past their grace), as its last LINKS record said where our ring delivered it
+        #: (the same at every daemon of the site): the trees go over the links that no end says
+        #: are down; a view change leaves out only what links past their grace cut off
+        self.link_reports: Dict[int, Tuple[int, frozenset, frozenset]] = {}
         self.trees = dissemination_trees(costs, self.live_sites)
         self.representative: Optional[str] = None  #: our site's, by the last regular ring
         self.ring_members: frozenset = frozenset()  #: of the last regular ring
@@ -7354,6 +7420,17 @@ class SiteGateway:
         #: old one's stream (see _new_incarnation)
         self.site_epochs: Dict[int, int] = {}
         self._epoch_refused: Dict[int, int] = {}  # site -> the new epoch we last said we refuse
+        # routing around a dead link (the representative's)
+        self.routed_around: set = set()  #: sites of our view reached through other sites only
+        self.dead_links: set = set()  #: neighbour sites whose link died and has not started again
+        self.grace_extended: set = set()  #: sites given a grace more (_route_around)
+        #: our last LINKS record's links down: (past their grace, in it)
+        self.links_down_sent: Tuple[frozenset, frozenset] = (frozenset(), frozenset())
+        self.links_version = 0  #: ... and its version
+        self.peer_positions: Dict[int, Dict[int, int]] = {}  # site -> the positions of its HELLO
+        self._ahead: Dict[int, Dict[int, SiteRecord]] = {}  # site -> site_seq -> MSG come early
+        self._frontier_ahead: Dict[int, SiteRecord] = {}  # site -> FRONTIER that waits for a MSG
+        self.passed_frontier_seq = dict.fromkeys(range(n), 0)  # the site_seq of passed_frontier
         self.now_s = now  #: the time of the input being handled (for timers set deep inside)
 
     # ------------------------------------------------------------ inputs
@@ -7398,6 +7475,8 @@ class SiteGateway:
         for site in gone:
             del self.suspect_at[site]
         gone = [site for site in gone if site not in self.links and site in self.live_sites]
+        if gone and self.is_representative():
+            gone = self._route_around(gone, now)
         if gone and self.is_representative() and not self._suspect(gone, now):
             for site in gone:  # a view is being installed: after it
                 self.suspect_at[site] = now + SITE_HELLO_EVERY_S
@@ -7452,6 +7531,10 @@ class SiteGateway:
         self.suspect_sent, self.suspect_lost = 0, frozenset()  # (a SUSPECT of an old turn may be lost)
         self.join_sent = 0
         self.probe_due_s = None
+        self.routed_around, self.dead_links, self.grace_extended = set(), set(), set()
+        _, down, settled = self.link_reports.get(self.site_id, (0, frozenset(), frozenset()))
+        self.links_down_sent = (settled, down - settled)
+        self.peer_positions, self._ahead, self._frontier_ahead = {}, {}, {}
         if rep == self.name:
             self.aru_announced = 0
             self._go_wide(now)
@@ -7498,6 +7581,8 @@ class SiteGateway:
                     self._merge_record(r, passed)
                 elif r.kind in (SITE_READY, SITE_GIVEUP):
                     self._merge_end_record(r, passed)
+                elif r.kind == SITE_LINKS:
+                    self._links_record(r, passed)
                 elif self._apply(r):
                     passed.append(r)
                     answer = answer or (r.kind == SITE_MSG and r.site != own
@@ -7505,7 +7590,7 @@ class SiteGateway:
             self.merge.advance_frontier(self.streams[own], lts)
             if answer:
                 self.frontier_answered = lts
-                passed.append(SiteRecord(SITE_FRONTIER, own, lts))
+                passed.append(SiteRecord(SITE_FRONTIER, own, lts, self.applied_seq[own]))
         else:  # a message of our own site, in its place in our ring's order
             # its site_seq counts our site's messages only (the ring's counts SITES ones too)
             r = SiteRecord(SITE_MSG, own, lts, self.applied_seq[own] + 1,
@@ -7597,8 +7682,9 @@ class SiteGateway:
             for r in records:
                 if r.kind == SITE_MSG:
                     self.passed_seq[r.site] = r.site_seq
-                elif r.kind == SITE_FRONTIER:
-                    self.passed_frontier[r.site] = max(self.passed_frontier[r.site], r.lts)
+                elif r.kind == SITE_FRONTIER and r.lts > self.passed_frontier[r.site]:
+                    self.passed_frontier[r.site] = r.lts
+                    self.passed_frontier_seq[r.site] = r.site_seq
                 elif r.kind == SITE_ARU and r.site_seq >= self.aru_floor_view:
                     self.passed_aru[r.site] = max(self.passed_aru[r.site], r.lts)
                 self._forward(r)
@@ -7737,6 +7823,11 @@ class SiteGateway:
         self._next_seq[site] = 1
         self._out_bytes[site] = bytearray()
         self.suspect_at.pop(site, None)
+        self.peer_positions[site] = dict(positions)
+        self.routed_around.discard(site)
+        self.dead_links.discard(site)
+        self.grace_extended.discard(site)
+        self._report_links()  # (the trees come back to this link where our LINKS comes in order)
         resent = self._resend(site, positions)
         self._log("HOP link to %s#%d (site %d) starts; %d records sent again by its positions"
                   % (peer[0], peer[1], site, resent), now)
@@ -7744,18 +7835,22 @@ class SiteGateway:
         if all(s in self.links for s in self._link_sites()):
             self.hello_due_s = None
 
-    def _resend(self, site: int, positions: Dict[int, int]) -> int:
+    def _resend(self, site: int, positions: Dict[int, int], trees: Optional[Iterable[int]] = None) -> int:
         """What the site lacks (by its positions) of the trees that go through us to it; our
-        own PROPOSE too while a view is being agreed. Returns the messages sent again."""
+        own PROPOSE too while a view is being agreed (`trees`: of these trees only, after they
+        changed). Returns the messages sent again."""
         out = self._out_bytes[site]
         resent = 0
         sources = [(s, s) for s in self.live_sites if s not in self.frozen]
         for c in (self.closing, self.closing_next):
             if c is not None:
                 sources += [(x, h) for x, h in c.holder.items()]
+        if trees is not None:
+            sources = [(x, h) for x, h in sources if h in set(trees)]
         floor = self.join_floor.get(site, 0)  # a site that joined us lacks nothing older
         for source, tree_of in sources:
-            if site not in self.trees[tree_of].children(self.site_id) or site in self.forward_held:
+            tree = self.trees.get(tree_of)
+            if tree is None or site not in tree.children(self.site_id) or site in self.forward_held:
                 continue
             upto = min(self.passed_seq[source], self.applied_seq[source])
             c = self._closing_of(source)
@@ -7769,12 +7864,22 @@ class SiteGateway:
                     resent += 1
             if source in self.frozen:
                 continue
-            frontier = self.safe_ring_lts if source == self.site_id else self.passed_frontier[source]
+            if source == self.site_id:
+                frontier, seq = self.safe_ring_lts, self.passed_seq[source]
+            else:
+                frontier, seq = self.passed_frontier[source], self.passed_frontier_seq[source]
             if frontier:
-                out += encode_site_record(SiteRecord(SITE_FRONTIER, source, frontier))
+                out += encode_site_record(SiteRecord(SITE_FRONTIER, source, frontier, seq))
             if self.passed_aru[source]:  # (what passed the gate since the last merge)
                 out += encode_site_record(SiteRecord(SITE_ARU, source, self.passed_aru[source],
                                                      max(self.aru_floor_view, self.view_seq)))
+        if trees is not None:
+            self.counters["site_records_resent"] += resent
+            return resent
+        # the link state we know (a LINKS record in flight may have died with a link or a
+        # representative: a new link carries it all again; older versions are dropped)
+        for about, (version, down, settled) in sorted(self.link_reports.items()):
+            out += encode_site_record(_links_record(about, version, settled, down - settled))
         mine = self.proposals.get(self.site_id)
         if mine is not None:
             # (after our decision too: a survivor may still lack it, as when the representative
@@ -7792,7 +7897,7 @@ class SiteGateway:
         """A MERGE that brings in a neighbour site we have no link with (its HELLO has not
         come: the link to it is still cut, though another site reaches it, or the heal's
         HELLOs are still on their way) does not go into our ring yet: the merged view could
-        not hold (routing around a cut link is not done). It is parked, and taken when that
+        not hold (a merge needs a direct link to each site it brings in). It is parked, and taken when that
         link starts: its sender flooded it once, and the others' decision needs ours."""
         try:
             sites, _ = decode_site_view_body(r.body)
@@ -7855,9 +7960,44 @@ class SiteGateway:
                        self.applied_seq[r.site] if r.kind == SITE_MSG and not rebased else 0):
             self.counters["site_records_duplicate"] += 1
             return
+        if self._held_ahead(r):
+            return
         self.injected[key] = mark
         self.orderer.transport.saw_lts(r.lts)  # our site's next message comes after it
         self.to_ring.append(r)
+        if r.kind == SITE_MSG and (r.site in self._ahead or r.site in self._frontier_ahead):
+            self._release_ahead(site, r.site)
+
+    def _held_ahead(self, r: SiteRecord) -> bool:
+        """True: r came before what precedes it in its site's order (a message above the next
+        one, a FRONTIER above a message we lack), which a tree that changed brings the long
+        way; it waits for it. Only for the streams of our view that go on as they are."""
+        if (r.kind not in (SITE_MSG, SITE_FRONTIER) or r.site not in self.live_sites
+                or r.site in self.frozen or r.site in self.join_hold or r.site in self.join_after_lts
+                or self.closing is not None or self.merging is not None):
+            return False
+        have = max(self.injected.get((SITE_MSG, r.site), 0), self.applied_seq[r.site])
+        if r.kind == SITE_MSG and r.site_seq > have + 1:
+            self._ahead.setdefault(r.site, {})[r.site_seq] = r
+        elif r.kind == SITE_FRONTIER and r.site_seq > have:
+            held = self._frontier_ahead.get(r.site)
+            if held is None or held.lts < r.lts:
+                self._frontier_ahead[r.site] = r
+        else:
+            return False
+        self.counters["site_records_held_ahead"] += 1
+        return True
+
+    def _release_ahead(self, link_site: int, site: int) -> None:
+        """What waited for the message of `site` that just went into our ring."""
+        have = max(self.injected.get((SITE_MSG, site), 0), self.applied_seq[site])
+        ahead = self._ahead.pop(site, {})
+        for seq in sorted(ahead):
+            if seq > have:
+                self._from_link(link_site, ahead[seq])  # (held again if still early)
+        frontier = self._frontier_ahead.pop(site, None)
+        if frontier is not None:
+            self._from_link(link_site, frontier)
 
     def _drop_link(self, site: int, why: str, now: float) -> None:
         link = self.links.pop(site, None)
@@ -7868,6 +8008,11 @@ class SiteGateway:
         self.suspect_at[site] = now + SITE_GRACE_S
         if self.hello_due_s is None:
             self.hello_due_s = now
+        # reported at once: the other sites' reports are in by the end of the grace (a whole
+        # site gone is then suspected as soon as before), and a cut link's traffic goes
+        # round it a grace sooner
+        self.dead_links.add(site)
+        self._report_links()
         m = self.merging
         if m is not None and site in m.joined and self.closing is None and self.is_representative():
             self.to_ring.append(SiteRecord(SITE_JOIN, self.site_id, 0, m.view_seq,
@@ -7972,7 +8117,7 @@ class SiteGateway:
     def _propose(self, view: int, lost: Iterable[int], passed: List[SiteRecord]) -> None:
         sites = self._current_sites()
         lost = (frozenset(lost) - {self.site_id}) & set(sites)
-        reach = dissemination_tree(self.costs, self.site_id, set(sites) - lost)
+        reach = dissemination_tree(self._live_costs(settled_only=True), self.site_id, set(sites) - lost)
         lost |= frozenset(reach.unreachable)
         self.proposed_view, self.proposal_lost = view, lost
         if self.closing is not None:  # (a chained proposal: see _chain_decide)
@@ -8023,11 +8168,14 @@ class SiteGateway:
             self.closing = decided
             self.merge.deliver_limit_lts = limit
         self.tree_groups = {}
-        self.trees = dissemination_trees(self.costs, survivors)
+        self.trees = dissemination_trees(self._live_costs(), survivors)
         self.neighbours = [s for s in self.neighbours if s in survivors]
         for x in self.proposal_lost:
             self.links.pop(x, None)
             self.suspect_at.pop(x, None)
+            self.routed_around.discard(x)
+            self.dead_links.discard(x)
+            self.grace_extended.discard(x)
         for x in sorted(self.frozen):
             held, self.frozen[x] = self.frozen[x], []
             for r in held:
@@ -8038,7 +8186,7 @@ class SiteGateway:
                 self._resend(site, {s: e[0] for s, e in entries.items()})
         # our frontier now (above every proposed one), once our ring has made this point safe:
         # the old view can end everywhere
-        passed.append(SiteRecord(SITE_FRONTIER, self.site_id, self.own_lts))
+        passed.append(SiteRecord(SITE_FRONTIER, self.site_id, self.own_lts, self.applied_seq[self.site_id]))
 
     def _chain_decide(self, decided: ViewClosing) -> None:
         """The next view is decided while the one before it is still carried out: a survivor
@@ -8377,12 +8525,12 @@ class SiteGateway:
         self.merge.deliver_limit_lts = limit
         self.forward_held = set()
         self.tree_groups = self._merge_groups(m)
-        self.trees = merged_view_trees(self.costs, self.tree_groups)
+        self.trees = merged_view_trees(self._live_costs(), self.tree_groups)
         if self.is_representative():
             for site in list(self.links):
                 if site in m.joined:
                     self._resend(site, {})
-        passed.append(SiteRecord(SITE_FRONTIER, self.site_id, self.own_lts))
+        passed.append(SiteRecord(SITE_FRONTIER, self.site_id, self.own_lts, self.applied_seq[self.site_id]))
         # from here on we never give it up (a site that gave it up before its decision sends
         # GIVEUP instead, and then nobody installs it): every site waits for every READY
         ready = SiteRecord(SITE_READY, self.site_id, limit, m.view_seq, body=encode_site_view_body(m.sites, {}))
@@ -8471,8 +8619,117 @@ class SiteGateway:
 
     def _view_trees(self) -> Dict[int, SiteTree]:
         if self.tree_groups and set(self.tree_groups) == set(self.live_sites):
-            return merged_view_trees(self.costs, self.tree_groups)
-        return dissemination_trees(self.costs, self.live_sites)
+            return merged_view_trees(self._live_costs(), self.tree_groups)
+        return dissemination_trees(self._live_costs(), self.live_sites)
+
+    # ------------------------------------------------------------ routing around a dead link
+    # A representative whose link to a site of our view died and that heard no HELLO from it
+    # within SITE_GRACE_S asks whether the site is still reachable through others (over the
+    # links that no end reported down). If so it reports its link down (a LINKS record, into
+    # its ring first, then flooded to every site) instead of suspecting the site; every daemon
+    # of every site recomputes its trees where its ring delivers the record, and a site that
+    # becomes a new child of ours in some tree gets again what it may lack of that tree (by
+    # its last HELLO's positions; duplicates are dropped by site_seq, early ones wait:
+    # _held_ahead). It keeps sending HELLO; when the link starts again, a LINKS record says
+    # so and the trees come back to it. A site that no path reaches any more is suspected.
+
+    def _live_costs(self, settled_only: bool = False) -> List[List[int]]:
+        """The RouteMatrix without the links that one of their ends reported down (past
+        their grace only: what a view change goes by)."""
+        down = set()
+        for site, (_, everything, settled) in self.link_reports.items():
+            for other in (settled if settled_only else everything):
+                down |= {(site, other), (other, site)}
+        return [[0 if (i, j) in down else c for j, c in enumerate(row)] for i, row in enumerate(self.costs)]
+
+    def _trees_now(self) -> Dict[int, SiteTree]:
+        c = self.closing
+        if c is not None and c.joined:
+            return merged_view_trees(self._live_costs(), self.tree_groups)
+        if c is not None:
+            return dissemination_trees(self._live_costs(), c.survivors)
+        return self._view_trees()
+
+    def _reach(self, settled_only: bool = False) -> SiteTree:
+        """What our site reaches: over our own links that run or are in their grace (a
+        representative that took over says HELLO within it), and the other sites' links that
+        no end reported down (settled_only: down past their grace; one in its grace may come
+        back)."""
+        costs = self._live_costs(settled_only)
+        for s in range(len(self.sites)):
+            if s == self.site_id:
+                continue
+            up = s in self.links or (s in self.suspect_at and s not in self.routed_around)
+            cost = self.costs[self.site_id][s] if up else 0
+            costs[self.site_id][s], costs[s][self.site_id] = cost, self.costs[s][self.site_id] if up else 0
+        return dissemination_tree(costs, self.site_id, self.live_sites)
+
+    def _route_around(self, gone: List[int], now: float) -> List[int]:
+        """Of the sites whose link is down and that said no HELLO in time: those reached
+        through others are routed around (reported); returned, those no path reaches (with
+        the ones routed around before that no path reaches any more)."""
+        strict = set(self._reach().unreachable)
+        settled = set(self._reach(settled_only=True).unreachable)
+        # a path that only a link in its grace cuts (reported by another site, maybe before
+        # a representative took over there) gets one grace more
+        wait = {s for s in (set(gone) | self.routed_around) & strict
+                if s not in settled and s not in self.grace_extended and s not in self.suspect_at}
+        for site in wait:
+            self.grace_extended.add(site)
+            self.suspect_at[site] = now + SITE_GRACE_S
+        around = [s for s in gone if s not in strict or s in wait]
+        if around:
+            self._log("no link to sites %s, reached through others: routed around" % around, now)
+            self.routed_around |= set(around)
+            self._report_links()
+        return sorted(((set(gone) | self.routed_around) & strict) - set(self.suspect_at))
+
+    def _report_links(self) -> None:
+        """Our links down (to the sites we route around), into our ring as a LINKS record
+        when that changed."""
+        if not self.is_representative():
+            return
+        settled = frozenset(s for s in self.routed_around if s not in self.links and s in self.live_sites)
+        pending = frozenset(s for s in self.dead_links
+                            if s not in self.links and s in self.live_sites) - settled
+        if (settled, pending) == self.links_down_sent:
+            return
+        self.links_down_sent = (settled, pending)
+        self.links_version = max(self.links_version, self.link_reports.get(self.site_id, (0,))[0]) + 1
+        self.to_ring.append(_links_record(self.site_id, self.links_version, settled, pending))
+
+    def _links_record(self, r: SiteRecord, passed: List[SiteRecord]) -> None:
+        """A site's link state, where our ring delivered it: the trees follow it."""
+        try:
+            settled, pending = decode_site_view_body(r.body)
+        except RingWireError:
+            self.counters["site_records_undecodable"] += 1
+            return
+        known = self.link_reports.get(r.site)
+        if known is not None and known[0] >= r.site_seq:
+            return
+        down = frozenset(settled) | frozenset(pending)
+        self.link_reports[r.site] = (r.site_seq, down, frozenset(settled))
+        passed.append(r)  # the representative floods it on
+        old, self.trees = self.trees, self._trees_now()
+        self._log("site %d: its links to sites %s are down; trees now %s"
+                  % (r.site, sorted(down), _trees_text(self.trees)), self.now_s)
+        if not self.is_representative():
+            return
+        for source, tree in sorted(self.trees.items()):
+            before = old.get(source)
+            was = set(before.children(self.site_id)) if before is not None else set()
+            for child in tree.children(self.site_id):
+                if child not in was and child in self.links:
+                    self._resend(child, self.peer_positions.get(child, {}), [source])
+        unreachable = set(self._reach().unreachable) & self.routed_around
+        settled = set(self._reach(settled_only=True).unreachable)
+        for site in unreachable:
+            if site in settled:  # no path left: the grace is over already
+                self.suspect_at[site] = min(self.suspect_at.get(site, self.now_s), self.now_s)
+            elif site not in self.grace_extended:  # the last path is a link in its grace
+                self.grace_extended.add(site)
+                self.suspect_at.setdefault(site, self.now_s + SITE_GRACE_S)
 
     def _install_joined(self, c: ViewClosing) -> None:
         """The merged view: the joined sites' streams start at the limit; what every site's
@@ -8567,6 +8824,7 @@ class SiteGateway:
                         self.orderer.transport.max_lts_seen],
             "representative": self.representative, "ineligible": sorted(self.ineligible),
             "epoch": self.epoch, "site_epochs": per_site(self.site_epochs),
+            "link_reports": {str(k): [v, sorted(d), sorted(x)] for k, (v, d, x) in self.link_reports.items()},
         }
 
     def import_state(self, state: dict, now: float) -> None:
@@ -8621,6 +8879,12 @@ class SiteGateway:
         self.kept_base = _per_site(state["kept_base"], n, all_sites=True)
         self.kept = kept
         self.live_sites, self.neighbours = live, neighbours
+        reports = {}
+        for k, v in _checked(state.get("link_reports", {}), dict).items():
+            version, down, settled = _checked(v, list)
+            reports[_site_key(k, n)] = (_counter(version), frozenset(_int_list(down, n)),
+                                        frozenset(_int_list(settled, n)))
+        self.link_reports = reports
         groups = _checked(state.get("tree_groups", {}), dict)
         self.tree_groups = {_site_key(k, n): frozenset(_int_list(v, n)) for k, v in groups.items()}
         self.trees = self._view_trees()
@@ -9186,6 +9450,9 @@ def sites_snapshot(orderer: SitesOrderer, now: float) -> dict:
             "live_sites": list(gw.live_sites), "view_seq": gw.view_seq,
             "representatives": reps, "wide": gw.wide, "links": links, "trees": trees,
             "closing": gw.closing is not None, "sync": _sync_text(orderer),
+            "links_down": sorted(sorted((site, other)) for site, (_, down, _) in gw.link_reports.items()
+                                 for other in down),
+            "routed_around": sorted(gw.routed_around),
             "counters": dict(gw.counters), "hop_in": orderer.hop_datagrams_in,
             "hop_strangers": orderer.hop_strangers}
 
@@ -11273,6 +11540,12 @@ def sites_status_rows(sites: dict) -> List[Tuple[str, str]]:
             link["peer"], rtt, link["outstanding"], link["window"], link["bucket_bytes"],
             link["burst_bytes"], link["rate_bytes_s"] / 1000, link["queued"], link["sent"],
             link["received"], link["retransmitted"], link["nacks_sent"], link["nacks_received"])))
+    down = sorted({tuple(pair) for pair in sites.get("links_down", [])})
+    if down or sites.get("routed_around"):
+        around = sites.get("routed_around") or []
+        rows.append(("links down (routed around)", "%s%s" % (
+            ", ".join("%d-%d" % pair for pair in down) or "none reported yet",
+            "; reached through others: sites %s" % ", ".join(map(str, around)) if around else "")))
     for source in sorted(sites["trees"]):
         edges = sites["trees"][source]
         rows.append(("tree of site %d" % source, ", ".join(

@@ -11,7 +11,8 @@ UNRELIABLE stays in its own site), and in some seeds (each decided by its own Ra
 rest of the case stays the same) a site's representative is killed (its ring re-forms, the next
 daemon takes over the links) and/or every daemon of one site is killed (the others agree on a
 view without it: TRANSITIONAL, then REGULAR) and/or, with two sites or a line, a WAN link is
-cut (each side goes on in a view of the sites it can reach), and in most of those seeds the
+cut (each side goes on in a view of the sites it can reach; in a mesh of three, the two ends
+reach each other through the third and stay in one view), and in most of those seeds the
 link comes back 0.2-6 s later: before its silence rule, during the view change or after it
 (then the views merge: TRANSITIONAL, then REGULAR with every site), and/or a daemon of a site
 of several (a representative killed above, or another daemon killed for this) is started again
@@ -280,6 +281,15 @@ def case_for_seed(seed: int, lan_splits: bool = False) -> SitesCase:
             case.restart_name = None  # (a whole site restarted is another scenario)
         decided_s = sr.HopSettings().peer_silence_s + sr.SITE_GRACE_S
         case.second_kill_after_s = second.uniform(decided_s - 0.2, decided_s + 0.3)
+    # a mesh of three with one link cut: the two sites reach each other through the third
+    # (routing around the dead link), and in most of those seeds the link comes back
+    mesh = random.Random(seed * 7919 + 17)
+    if (nsites == 3 and not line and case.cut_after_s is None and mesh.random() < 0.3
+            and case.second_kill_after_s is None):  # (never with a second kill)
+        case.cut_pair = tuple(sorted(mesh.sample(range(nsites), 2)))
+        case.cut_after_s = mesh.uniform(0.0, case.traffic_s)
+        if mesh.random() < 0.7:
+            case.heal_after_s = mesh.uniform(0.2, 6.0)
     back = random.Random(seed * 7919 + 19)
     if (case.site_kill_after_s is not None and back.random() < 0.5
             and case.second_kill_after_s is None):  # (a death during the merge back: not yet)

@@ -83,6 +83,26 @@ def test_a_cut_site_loses_every_wan_packet_until_healed():
     assert len(wan.packets_out(3.0)) == 1
 
 
+def test_a_cut_link_loses_its_packets_both_ways_and_the_other_links_work():
+    wan = WanEmulator(WanSettings(rate_mbit=100, delay_ms=0))
+    wan.cut_links = {(1, 2), (2, 1)}
+    wan.packet_in(ip_packet("10.98.1.1", "10.98.2.1"), 0.0)
+    wan.packet_in(ip_packet("10.98.2.1", "10.98.1.1"), 0.0)
+    wan.packet_in(ip_packet("10.98.1.1", "10.98.3.1"), 0.0)
+    wan.packet_in(ip_packet("10.98.3.1", "10.98.2.1"), 0.0)
+    assert len(wan.packets_out(1.0)) == 2
+    assert wan.links[(1, 2)].cut == 1 and wan.links[(2, 1)].cut == 1 and wan.links[(1, 3)].cut == 0
+
+
+def test_the_control_file_cuts_sites_and_links(tmp_path):
+    from labnet import _read_wan_control
+    wan = WanEmulator(WanSettings())
+    path = tmp_path / "control"
+    path.write_text("cut 3\ncutlink 1 2\ncutlink x 2\n")
+    _read_wan_control(str(path), None, wan)
+    assert wan.cut_sites == {3} and wan.cut_links == {(1, 2), (2, 1)}
+
+
 @pytest.mark.parametrize("bad", [dict(rate_mbit=0), dict(delay_ms=-1), dict(loss_percent=100)])
 def test_impossible_links_are_refused(bad):
     with pytest.raises(ValueError):

@@ -93,10 +93,10 @@ def _random_record(rng):
     site, lts = rng.randrange(sr.MAX_SITES + 1), rng.choice([1, 127, 128, 2 ** 21, sr.MAX_WIRE_COUNTER])
     seq = rng.choice([1, 300, sr.MAX_WIRE_COUNTER])
     if kind == sr.SITE_FRONTIER:
-        return sr.SiteRecord(kind, site, lts)
+        return sr.SiteRecord(kind, site, lts, rng.choice([0, seq]))
     if kind in (sr.SITE_ARU, sr.SITE_EPOCH):
         return sr.SiteRecord(kind, site, lts, seq)
-    if kind in sr.SITE_VIEW_KINDS:
+    if kind in sr.SITE_BODY_KINDS:
         return sr.SiteRecord(kind, site, lts, seq, body=sr.encode_site_view_body({1, 3}, {0: (4, 5, 6)}))
     body = rng.choice([_client_body(rng, "<"), _client_body(rng, ">"),
                        sr.encode_message_body(sr.DaemonMessage(sr.JOIN, "a1", "#c#a1", 0, ["g"]))])
