@@ -7,7 +7,7 @@ everything, so a failing seed replays exactly:
     python3 tests/sites_sim.py 123 [--log]
 
 The rings form, clients send messages of every ordered service type (RELIABLE .. SAFE;
-UNRELIABLE stays in its own site), and in some seeds (each decided by its own Random, so the
+with --unreliable, UNRELIABLE too: best effort, at every site), and in some seeds (each decided by its own Random, so the
 rest of the case stays the same) a site's representative is killed (its ring re-forms, the next
 daemon takes over the links) and/or every daemon of one site is killed (the others agree on a
 view without it: TRANSITIONAL, then REGULAR) and/or, with two sites or a line, a WAN link is
@@ -417,6 +417,8 @@ class SitesSim:
             return
         if msg.service_type == sr.UNRELIABLE_MESS:  # outside every order: on a list of its own
             node.unreliable.add(serial)
+            if self.site_of[sub[5]] != self.site_of[name]:
+                self.stats["unreliable_other_sites"] = self.stats.get("unreliable_other_sites", 0) + 1
             return
         node.position[serial] = len(node.delivered)
         node.delivered.append(serial)
@@ -826,7 +828,7 @@ def main(argv=None) -> int:
     parser.add_argument("seed", nargs="?", type=int, default=1)
     parser.add_argument("--log", action="store_true", help="print the daemons' protocol logs")
     parser.add_argument("--unreliable", action="store_true",
-                        help="the clients send UNRELIABLE messages too (they stay in their site)")
+                        help="the clients send UNRELIABLE messages too (best effort, to every site)")
     args = parser.parse_args(argv)
     case = case_for_seed(args.seed)
     print("sites %s, costs %s, %.0f msg/s for %.0f s" % (case.sites, case.costs, case.rate_per_s, case.traffic_s))

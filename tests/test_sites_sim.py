@@ -405,25 +405,46 @@ def test_planted_merge_without_its_limit_is_a_one_view_violation():
     assert sites_sim.ONE_VIEW in res.kinds(), res.summary()
 
 
-# ---- UNRELIABLE: in its own site only ----------------------------------------------------------
+# ---- UNRELIABLE: to every site, best effort ----------------------------------------------------
 
-def test_unreliable_messages_stay_in_their_site_and_leave_the_others_order_alone():
+def test_unreliable_messages_reach_the_other_sites_and_leave_the_order_alone():
     """The ring delivers an UNRELIABLE message outside its order, at each daemon at its own
     moment: it must not take a place in the site's stream (the site's daemons would number
-    that stream differently). It is delivered in its own site only, at most once; the
-    ordered messages keep every guarantee."""
-    home = crossed = 0
+    that stream differently). It crosses as a record of its own: at most once at each daemon
+    (the duplicate checker), never altered (foreign), and in a run without a crash or a cut
+    nearly always (the HOP links are reliable; a ring may lose it); the ordered messages
+    keep every guarantee."""
+    home = crossed = owed = crossed_calm = 0
     for seed in (2, 7, 8, 22):
         sim = sites_sim.SitesSim(seed, services=sites_sim.SERVICES + [sr.UNRELIABLE_MESS])
         res = sim.run()
         assert res.violations == [], res.summary()
+        calm = sim.case.rep_crash_after_s is None and sim.case.site_kill_after_s is None \
+            and sim.case.cut_after_s is None and sim.case.restart_name is None
         for serial, sub in sim.submitted.items():
             if sub[0] != sr.UNRELIABLE_MESS:
                 continue
             for name, node in sim.nodes.items():
-                if serial in node.unreliable:
-                    if sim.site_of[name] == sim.site_of[sub[2]]:
-                        home += 1
-                    else:
-                        crossed += 1
-    assert home > 0 and crossed == 0
+                if sim.site_of[name] == sim.site_of[sub[2]]:
+                    home += serial in node.unreliable
+                else:
+                    crossed += serial in node.unreliable
+                    crossed_calm += calm and serial in node.unreliable
+                    owed += calm
+    assert home > 0 and crossed > 0 and crossed_calm > 0.8 * owed > 0, (home, crossed, crossed_calm, owed)
+
+
+def test_planted_unreliable_record_applied_twice_is_a_duplicate_violation():
+    """A representative that puts each UNRELIABLE record from a link into its ring twice: its
+    site's daemons deliver it twice, which the duplicate checker sees."""
+    def twice(name, gateway):
+        from_link = gateway._from_link
+
+        def doubled(site, r):
+            from_link(site, r)
+            if r.kind == sr.SITE_UNRELIABLE:
+                from_link(site, r)
+        gateway._from_link = doubled
+    sim = sites_sim.SitesSim(2, on_start=twice, services=sites_sim.SERVICES + [sr.UNRELIABLE_MESS])
+    res = sim.run(drain_max_s=5.0)
+    assert sites_sim.DUPLICATE in res.kinds(), res.summary()
