@@ -448,3 +448,60 @@ def test_planted_unreliable_record_applied_twice_is_a_duplicate_violation():
     sim = sites_sim.SitesSim(2, on_start=twice, services=sites_sim.SERVICES + [sr.UNRELIABLE_MESS])
     res = sim.run(drain_max_s=5.0)
     assert sites_sim.DUPLICATE in res.kinds(), res.summary()
+
+
+# ---- groups: a site owes a message only if it has a member of its group then -------------------
+
+class DropGroupAtSite:
+    """Every daemon of one site drops the data of one group that come from the other sites:
+    all of it (`always`), or only where the site has no member of the group (what pruning may
+    do; a site's own messages are in its ring anyway)."""
+
+    def __init__(self, sim_ref, site, group, always):
+        self.sim_ref, self.site, self.group, self.always = sim_ref, site, group, always
+        self.dropped = 0
+
+    def __call__(self, name, outputs):
+        sim = self.sim_ref[0]
+        if sim.site_of[name] != self.site:
+            return outputs
+        members = {g: set(d) for g, d in sim.nodes[name].members.items()}  # as record_delivery will
+        kept = []
+        for out in outputs:
+            msg = getattr(out, "msg", None)
+            if isinstance(out, sr.Deliver) and msg.kind in (sr.JOIN, sr.LEAVE):
+                (members.setdefault(msg.groups[0], set()).add if msg.kind == sr.JOIN
+                 else members.setdefault(msg.groups[0], set()).discard)(msg.origin)
+            elif isinstance(out, sr.Deliver) and msg.kind == sr.DATA and msg.groups == [self.group] \
+                    and sim.site_of[msg.origin] != self.site \
+                    and (self.always or not any(sim.site_of[d] == self.site for d in members.get(self.group, ()))):
+                self.dropped += 1
+                continue
+            kept.append(out)
+        return kept
+
+
+def _run_groups(seed, site, always):
+    ref = [None]
+    flt = DropGroupAtSite(ref, site, "g1", always)
+    sim = sites_sim.SitesSim(seed, delivery_filter=flt, groups=True)
+    ref[0] = sim
+    return sim.run(drain_max_s=5.0), flt
+
+
+def test_with_groups_joins_and_leaves_go_on_during_the_traffic_and_every_guarantee_holds():
+    for seed in (2, 7, 8):
+        res = sites_sim.run_seed(seed, groups=True)
+        assert res.violations == [], res.summary()
+        assert res.stats["group_changes"] > 8 and res.stats["sites_without_member"] > 0, res.summary()
+
+
+def test_planted_site_missing_the_messages_of_a_group_it_has_a_member_in_is_a_loss_violation():
+    res, flt = _run_groups(2, 1, always=True)
+    assert flt.dropped > 0 and sites_sim.LOSS in res.kinds(), res.summary()
+
+
+def test_a_site_may_go_without_the_messages_of_a_group_it_has_no_member_in():
+    """What pruning is allowed to leave out: the checkers stay quiet."""
+    res, flt = _run_groups(2, 1, always=False)
+    assert flt.dropped > 0 and res.violations == [], res.summary()
