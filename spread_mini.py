@@ -56,7 +56,8 @@ from another daemon meets, in order (thesis 7.3.1 names the levels):
                         a datagram on the HOP port is a SiteHello (decode_site_hello: starts a
                         HopLink between two sites' representatives) or the link's; the link's
                         payloads are a stream of SiteRecord (MSG / FRONTIER / ARU / SUSPECT /
-                        PROPOSE; SiteRecordReader) that the representative submits to its ring
+                        PROPOSE / JOIN / MERGE, and UNRELIABLE outside the streams;
+                        SiteRecordReader) that the representative submits to its ring
                         as a message of kind SITES; what the ring delivers goes into a second
                         Transport (`merge`, one stream per site) and, once the ring made it
                         safe, on to the next sites (SendHop). SiteProposal and ViewClosing
@@ -7193,8 +7194,9 @@ class SiteGateway:
     two rings after the start (both with traffic), a whole site restarted, routing around a
     dead link to a site that is still reachable through another (today that site is left
     out), a failure after a view change is decided and before it is installed, pruning by
-    group interest, UNRELIABLE across sites (delivered in its own site only) and non-blocking
-    forwarding."""
+    group interest and non-blocking forwarding. UNRELIABLE crosses outside the streams: the
+    representative sends its site's at once down its tree as an UNRELIABLE record, and a site
+    delivers another's where its ring brings that record (_unreliable_record)."""
 
     def __init__(self, name: str, sites: Sequence[Sequence[str]], costs: Sequence[Sequence[int]],
                  orderer: "RingOrderer", hop_settings: Optional[HopSettings] = None,
