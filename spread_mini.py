@@ -56,8 +56,9 @@ from another daemon meets, in order (thesis 7.3.1 names the levels):
                         a datagram on the HOP port is a SiteHello (decode_site_hello: starts a
                         HopLink between two sites' representatives) or the link's; the link's
                         payloads are a stream of SiteRecord (MSG / FRONTIER / ARU / SUSPECT /
-                        PROPOSE / LINKS, and EPOCH into its own ring only; SiteRecordReader)
-                        that the representative submits to its ring
+                        PROPOSE / LINKS, and EPOCH into its own ring only, and UNRELIABLE
+                        outside the streams; SiteRecordReader) that the representative
+                        submits to its ring
                         as a message of kind SITES; what the ring delivers goes into a second
                         Transport (`merge`, one stream per site) and, once the ring made it
                         safe, on to the next sites (SendHop). SiteProposal and ViewClosing
@@ -1776,10 +1777,14 @@ SITE_READY, SITE_GIVEUP = 8, 9
 #: that site's HELLO: only into its own ring, so that every daemon of the site knows it
 SITE_EPOCH = 10
 SITE_LINKS = 11
+SITE_UNRELIABLE = 12
 SITE_RECORD_KINDS = {SITE_MSG: "MSG", SITE_FRONTIER: "FRONTIER", SITE_ARU: "ARU",
                      SITE_SUSPECT: "SUSPECT", SITE_PROPOSE: "PROPOSE", SITE_JOIN: "JOIN",
                      SITE_MERGE: "MERGE", SITE_READY: "READY", SITE_GIVEUP: "GIVEUP",
-                     SITE_EPOCH: "EPOCH", SITE_LINKS: "LINKS"}
+                     SITE_EPOCH: "EPOCH", SITE_LINKS: "LINKS",
+                     SITE_UNRELIABLE: "UNRELIABLE"}
+#: the records that carry a message (site_seq, service, origin, body)
+SITE_MESSAGE_KINDS = (SITE_MSG, SITE_UNRELIABLE)
 #: the records that carry a view seq and a view body
 SITE_VIEW_KINDS = (SITE_SUSPECT, SITE_PROPOSE, SITE_JOIN, SITE_MERGE, SITE_READY, SITE_GIVEUP)
 #: the records that carry a number and a view body (LINKS: a version and the links down)
@@ -1895,19 +1900,19 @@ def _site_record_head(r: "SiteRecord") -> bytes:
 @dataclass(frozen=True)
 class SiteRecord:
     """One record of a site's stream as it crosses to the other sites (see above)."""
-    kind: int  #: SITE_MSG, SITE_FRONTIER, ... (SITE_RECORD_KINDS)
-    site: int  #: the site whose stream it belongs to
+    kind: int  #: one of SITE_RECORD_KINDS
+    site: int  #: the site whose stream it belongs to (UNRELIABLE: the site it comes from)
     lts: int
     site_seq: int = 0  #: MSG: its place in its site's order; view records, ARU: a view seq;
     #: FRONTIER: its site's last message before it; LINKS: a version
-    service: int = 0  #: MSG: the service bits (SAFE waits for the global ARU)
-    origin: str = ""  #: MSG: the daemon its client is connected to
-    body: bytes = b""  #: MSG: encode_message_body of the message
+    service: int = 0  #: MSG, UNRELIABLE: the service bits (SAFE waits for the global ARU)
+    origin: str = ""  #: MSG, UNRELIABLE: the daemon its client is connected to
+    body: bytes = b""  #: MSG, UNRELIABLE: encode_message_body of the message
 
 
 def encode_site_record(r: SiteRecord) -> bytes:
     parts = [_site_record_head(r)]
-    if r.kind == SITE_MSG:
+    if r.kind in SITE_MESSAGE_KINDS:
         parts += [encode_varint(r.site_seq), encode_varint(r.service & 0xFFFFFFFF),
                   _ring_name_bytes(r.origin), lean_message_body(r.body)]
     elif r.kind in SITE_BODY_KINDS:
@@ -1951,8 +1956,13 @@ def _decode_site_record(raw: bytes) -> SiteRecord:
     r = _RingReader(raw)
     r.pos = pos
     name = r.take(r.u8())
-    if not name or seq == 0 or service > 0xFFFFFFFF:
+    if not name or service > 0xFFFFFFFF:
         raise RingWireError("bad site message record")
+    if kind == SITE_MSG and seq == 0:
+        raise RingWireError("bad site message record (site_seq 0)")
+    if kind == SITE_UNRELIABLE and (seq != 0 or lts != 0 or not _is_unreliable(service)):
+        raise RingWireError("an UNRELIABLE site record with an order (site_seq %d, lts %d) "
+                            "or service 0x%x" % (seq, lts, service))
     try:
         origin = name.decode("utf-8")
     except UnicodeDecodeError:
@@ -7296,9 +7306,10 @@ class SiteGateway:
     (_new_incarnation). Not yet: a site split into two rings after the start (both with
     traffic: two streams of one epoch), a merge that brings in a site we reach only through
     a third one, a site that dies after a merge is decided (a death after a loss's decision
-    chains the next view: _chain_decide), pruning by group interest, UNRELIABLE across
-    sites (delivered in its own site only) and non-blocking
-    forwarding."""
+    chains the next view: _chain_decide), pruning by group interest and non-blocking
+    forwarding. UNRELIABLE crosses outside the streams: the representative sends its
+    site's at once down its tree as an UNRELIABLE record, and a site delivers another's
+    where its ring brings that record (_unreliable_record)."""
 
     def __init__(self, name: str, sites: Sequence[Sequence[str]], costs: Sequence[Sequence[int]],
                  orderer: "RingOrderer", hop_settings: Optional[HopSettings] = None,
@@ -7558,8 +7569,11 @@ class SiteGateway:
         if msg.kind == DATA and _is_unreliable(msg.service_type):
             # delivered by the ring outside its order (each daemon at its own moment): it
             # cannot take a place in our site's stream, which every daemon must number alike.
-            # It stays in our site (UNRELIABLE across sites is not done)
+            # It crosses as a record of its own, outside the stream
             self._deliver(msg)
+            if msg.origin in self.sites[self.site_id]:  # (never a daemon of another site)
+                self._forward_unreliable(SiteRecord(SITE_UNRELIABLE, self.site_id, 0, 0, msg.service_type,
+                                                    msg.origin, encode_message_body(msg)))
             return
         own = self.site_id
         passed = []
@@ -7583,6 +7597,8 @@ class SiteGateway:
                     self._merge_end_record(r, passed)
                 elif r.kind == SITE_LINKS:
                     self._links_record(r, passed)
+                elif r.kind == SITE_UNRELIABLE:
+                    self._unreliable_record(r)
                 elif self._apply(r):
                     passed.append(r)
                     answer = answer or (r.kind == SITE_MSG and r.site != own
@@ -7609,6 +7625,43 @@ class SiteGateway:
             # must not hold its token idle (token_hold_s) meanwhile, or every message would
             # cross to the other sites token_hold_s later
             ring.safe_seen_lts = msg.lts
+
+    def _unreliable_record(self, r: SiteRecord) -> None:
+        """Another site's UNRELIABLE message, where our ring delivered it: to our clients at
+        once (it takes no place in any order), and on down its site's tree. Only from a site
+        of our view whose stream goes on (not a lost one, nor one we are merging with: a side
+        of a partition never delivers what the other sent while cut off), and only a data
+        message of that service from a daemon of that site: else counted and dropped."""
+        if r.site == self.site_id or r.site not in self.live_sites or r.site in self.frozen \
+                or r.site in self.join_hold or self.site_of.get(r.origin) != r.site:
+            self.counters["site_unreliable_not_for_us"] += 1
+            return
+        try:
+            msg = decode_message_body(r.body, r.origin)
+        except (RingWireError, UnicodeDecodeError):
+            msg = None
+        if msg is None or msg.kind != DATA or not _is_unreliable(msg.service_type):
+            self.counters["site_unreliable_undecodable"] += 1
+            return
+        self.counters["site_unreliable_delivered"] += 1
+        self._deliver(msg)
+        self._forward_unreliable(r)
+
+    def _forward_unreliable(self, r: SiteRecord) -> None:
+        """The representative sends an UNRELIABLE record at once to its children in the tree
+        of the site it comes from (no gate: it is held by nobody; a new representative never
+        sends again what its ring delivered before it took over, so it is never duplicated)."""
+        if not self.is_representative():
+            return
+        tree = self.trees.get(r.site)
+        if tree is None:
+            return
+        raw = None
+        for child in tree.children(self.site_id):
+            if child in self.links and child not in self.forward_held:
+                raw = raw or encode_site_record(r)
+                self._out_bytes[child] += raw
+                self.counters["site_unreliable_forwarded"] += 1
 
     def _apply(self, r: SiteRecord) -> bool:
         """A record into the merge. False (and counted) for one already there or that cannot
@@ -7944,6 +7997,9 @@ class SiteGateway:
         if (r.site == self.site_id or r.kind in (SITE_SUSPECT, SITE_JOIN, SITE_EPOCH)
                 or not (known or (r.kind == SITE_MERGE and r.site < len(self.sites)))):
             self.counters["site_records_not_for_us"] += 1
+            return
+        if r.kind == SITE_UNRELIABLE:  # outside the stream: no place to check it by
+            self.to_ring.append(r)
             return
         if r.kind == SITE_MERGE and self._merge_unreachable(r):
             self.counters["site_merges_unreachable"] += 1

@@ -28,10 +28,13 @@ def main(argv=None):
     parser.add_argument("--first", type=int, default=1, help="first seed (default 1)")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     parser.add_argument("--unreliable", action="store_true",
-                        help="the clients send UNRELIABLE messages too (they stay in their site)")
+                        help="the clients send UNRELIABLE messages too (best effort, to every site)")
     parser.add_argument("--lan-splits", action="store_true",
                         help="split a site's LAN in two for a while in every seed with a site of "
                              "several daemons (two rings of one site: the known hole, issue 10)")
+    parser.add_argument("--groups", action="store_true",
+                        help="the clients join and leave groups during the traffic (a site owes a "
+                        "message only if it has a member of its group then)")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
@@ -44,7 +47,8 @@ def main(argv=None):
     merge_times = []  # per seed whose cut healed after the views split: when they merged
     sync_times = []  # per seed with a daemon started again: when it was up to date
     for seed in range(args.first, args.first + args.seeds):
-        result = sites_sim.run_seed(seed, unreliable=args.unreliable, lan_splits=args.lan_splits)
+        result = sites_sim.run_seed(seed, unreliable=args.unreliable, lan_splits=args.lan_splits,
+                                    groups=args.groups)
         for key in ("submitted", "hop_packets", "hop_lost", "ring_packets"):
             totals[key] += result.stats.get(key, 0)
         if "latency_median_s" in result.stats:
@@ -61,7 +65,7 @@ def main(argv=None):
         if result.violations:
             failing.append(seed)
             print(result.summary())
-            print("  " + sites_sim.replay_command(seed, args.unreliable, args.lan_splits))
+            print("  " + sites_sim.replay_command(seed, args.unreliable, args.lan_splits, args.groups))
         if not args.quiet and (seed - args.first + 1) % 100 == 0:
             print("... %d seeds, %d violations, %.0f s" % (
                 seed - args.first + 1, totals["violations"], time.monotonic() - started),
@@ -97,7 +101,7 @@ def main(argv=None):
               "crosses the ring)" % (len(sync_times), sync_times[len(sync_times) // 2], sync_times[-1]))
     print("rerun: python3 bench/sites_soak.py --seeds %d --first %d%s" % (
         args.seeds, args.first, (" --unreliable" if args.unreliable else "")
-        + (" --lan-splits" if args.lan_splits else "")))
+        + (" --lan-splits" if args.lan_splits else "") + (" --groups" if args.groups else "")))
     return 1 if failing else 0
 
 

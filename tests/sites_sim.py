@@ -7,7 +7,7 @@ everything, so a failing seed replays exactly:
     python3 tests/sites_sim.py 123 [--log]
 
 The rings form, clients send messages of every ordered service type (RELIABLE .. SAFE;
-UNRELIABLE stays in its own site), and in some seeds (each decided by its own Random, so the
+with --unreliable, UNRELIABLE too: best effort, at every site), and in some seeds (each decided by its own Random, so the
 rest of the case stays the same) a site's representative is killed (its ring re-forms, the next
 daemon takes over the links) and/or every daemon of one site is killed (the others agree on a
 view without it: TRANSITIONAL, then REGULAR) and/or, with two sites or a line, a WAN link is
@@ -47,6 +47,12 @@ a planted fault in tests/test_sites_sim.py that it must catch:
                transitional part
   one view     a message delivered in two different views (the last REGULAR before it):
                a message of one side of a partition delivered on the other side after the heal
+With --groups (SitesSim(groups=True)) the clients join and leave three groups during the
+traffic (JOIN / LEAVE messages in the one order, drawn from a Random of their own) and send to
+one of them; then a site owes another site's message only if it has a member of its group at
+the message's place in the order (no loss and virtual synchrony look at those only): what
+pruning by group interest may leave out, and nothing more (a planted fault of a site that drops
+a group it has a member in must be caught; one that drops only where it has none, not).
 SAFE is checked against the daemons of the view it was delivered in (its transitional part:
 the survivors), that had not crashed by then, and were up to date by then (a restarted daemon
 holds back what its ring delivers until its state comes). A restarted daemon is a new Node
@@ -96,6 +102,12 @@ HEAL_TRAFFIC_AFTER_S = 3.0
 #: after a whole site is started again, the clients send again this long after it, for a second
 #: (the others' suspicion of the old incarnation, the new one's view alone, the probes, the merge)
 SITE_RESTART_TRAFFIC_AFTER_S = 5.0
+
+
+#: with groups (SitesSim(groups=True), --groups): the groups the clients join, leave and send to
+GROUPS = ("g1", "g2", "g3")
+#: ... and how many joins or leaves a second, at random daemons, during the traffic
+GROUP_CHANGES_PER_S = 4.0
 
 
 #: a restarted daemon that delivered nothing owes what its site delivered this long after its
@@ -183,6 +195,11 @@ class Node:
     started_at: float = 0.0
     restarted: bool = False  #: a new incarnation of a daemon that was killed
     synced_at: Optional[float] = None  #: when it held the sites' state (afresh, or sent to it)
+    #: with groups: group -> the daemons whose client is a member, by the JOIN / LEAVE this
+    #: daemon delivered so far (the one order's table at that point)
+    members: Dict[str, set] = field(default_factory=dict)
+    #: with groups: data serial -> the sites with a member of its group where it was delivered
+    interested: Dict[int, frozenset] = field(default_factory=dict)
 
 
 @dataclass
@@ -306,8 +323,15 @@ def case_for_seed(seed: int, lan_splits: bool = False) -> SitesCase:
 
 class SitesSim:
     def __init__(self, seed: int, case: Optional[SitesCase] = None, tick_s: float = 0.01,
-                 on_start=None, delivery_filter=None, services=None, lan_splits: bool = False):
+                 on_start=None, delivery_filter=None, services=None, lan_splits: bool = False,
+                 groups: bool = False):
         self.seed = seed
+        #: clients join and leave GROUPS during the traffic and send to one of them; a site
+        #: owes a message only if it has a member of its group where the message is ordered.
+        #: Drawn from a Random of their own (a run without groups stays as it was)
+        self.groups = groups
+        self.group_rng = random.Random(seed * 7919 + 17)
+        self.joined: Dict[str, set] = {}  # daemon -> the groups its client asked to join (last)
         self.services = list(services or SERVICES)  #: what the simulated clients send
         self.rng = random.Random(seed)
         self.case = case or case_for_seed(seed, lan_splits)
@@ -363,7 +387,7 @@ class SitesSim:
         self.nodes[key], self.site_of[key] = old, self.site_of[name]
         for serial, sub in self.submitted.items():
             if sub[5] == name:
-                self.submitted[serial] = sub[:5] + (key,)
+                self.submitted[serial] = sub[:5] + (key,) + sub[6:]
         node = self.nodes[name] = self.make_node(name, 1 + self.restarts, self.now)
         node.restarted = True
         self.gtick_at[name] = float("inf")
@@ -466,7 +490,8 @@ class SitesSim:
     def record_delivery(self, name: str, node: Node, msg: sr.DaemonMessage) -> None:
         serial = int.from_bytes(msg.data[:8], "big") if len(msg.data) >= 8 else 0
         sub = self.submitted.get(serial)
-        if sub is None or sub[0] != msg.service_type or sub[1] != msg.data or sub[2] != msg.origin:
+        if sub is None or sub[0] != msg.service_type or sub[1] != msg.data or sub[2] != msg.origin \
+                or sub[6] != msg.kind or sub[7] != tuple(msg.groups):
             self.fail(FOREIGN, "%s delivered a message nobody submitted so (serial %d)" % (name, serial))
             return
         if serial in node.position or serial in node.unreliable:
@@ -474,7 +499,16 @@ class SitesSim:
             return
         if msg.service_type == sr.UNRELIABLE_MESS:  # outside every order: on a list of its own
             node.unreliable.add(serial)
+            if self.site_of[sub[5]] != self.site_of[name]:
+                self.stats["unreliable_other_sites"] = self.stats.get("unreliable_other_sites", 0) + 1
             return
+        if msg.kind == sr.JOIN:
+            node.members.setdefault(msg.groups[0], set()).add(msg.origin)
+        elif msg.kind == sr.LEAVE:
+            node.members.setdefault(msg.groups[0], set()).discard(msg.origin)
+        elif self.groups:
+            node.interested[serial] = frozenset(self.site_of[d] for g in msg.groups
+                                                for d in node.members.get(g, ()))
         node.position[serial] = len(node.delivered)
         node.delivered.append(serial)
         node.delivered_at[serial] = self.now
@@ -499,11 +533,32 @@ class SitesSim:
         service = self.rng.choice(self.services)
         serial = len(self.submitted) + 1
         data = ring_sim.random_payload(self.rng, serial)
-        msg = sr.DaemonMessage(sr.DATA, name, "#c#%s" % name, service, ["g"], data=data)
+        group = self.group_rng.choice(GROUPS) if self.groups else "g"
+        msg = sr.DaemonMessage(sr.DATA, name, "#c#%s" % name, service, [group], data=data)
         if not node.sites.submit(msg):
             return
         self.stats["submitted"] += 1
-        self.submitted[serial] = (service, data, name, len(node.delivered), self.now, name)
+        self.submitted[serial] = (service, data, name, len(node.delivered), self.now, name, sr.DATA, (group,))
+        self.drain(name)
+
+    def change_group(self) -> None:
+        """The client of a random live daemon joins a group it is not in, or leaves one it is
+        in (a JOIN or LEAVE message of its daemon, in the one order like data: it carries a
+        serial, so the checkers see it as they see data)."""
+        rng = self.group_rng
+        name = rng.choice(sorted(self.live()))
+        group = rng.choice(GROUPS)
+        mine = self.joined.setdefault(name, set())
+        kind = sr.LEAVE if group in mine else sr.JOIN
+        serial = len(self.submitted) + 1
+        data = serial.to_bytes(8, "big")
+        msg = sr.DaemonMessage(kind, name, "#c#%s" % name, sr.AGREED_MESS, [group], data=data)
+        if not self.nodes[name].sites.submit(msg):
+            return
+        mine.symmetric_difference_update({group})
+        self.stats["group_changes"] = self.stats.get("group_changes", 0) + 1
+        self.submitted[serial] = (sr.AGREED_MESS, data, name, len(self.nodes[name].delivered), self.now,
+                                  name, kind, (group,))
         self.drain(name)
 
     # -------------------------------------------------------------- the run
@@ -552,12 +607,32 @@ class SitesSim:
         live = self.live()
         must = {name: {s for s, sub in self.submitted.items()
                        if sub[5] == name and sub[0] != sr.UNRELIABLE_MESS} for name in live}
+        interest = self.interest()
         for node in live.values():
             for serial, sites in self.companions(node).items():
+                if serial in interest:  # (groups) only the sites with a member then
+                    sites = [x for x in sites if self.site_owes(x, serial, interest)]
                 for name in live:
                     if self.site_of[name] in sites and self.owes(live[name], node, serial):
                         must[name].add(serial)
         return must
+
+    def interest(self) -> Dict[int, frozenset]:
+        """(groups) data serial -> the sites with a member of its group at its place in the
+        one order, by a daemon that saw every JOIN and LEAVE (not a restarted one: its table
+        starts empty here)."""
+        out: Dict[int, frozenset] = {}
+        for node in self.nodes.values():
+            if not node.restarted:
+                for serial, sites in node.interested.items():
+                    out.setdefault(serial, sites)
+        return out
+
+    def site_owes(self, site: int, serial: int, interest: Dict[int, frozenset]) -> bool:
+        """Whether the daemons of `site` must deliver the message: its own site's always; with
+        groups, another site's data only if `site` has a member of its group at its place."""
+        return serial not in interest or site in interest[serial] \
+            or self.site_of[self.submitted[serial][2]] == site
 
     def owes(self, n: Node, o: Node, serial: int) -> bool:
         """A restarted daemon owes what `o` delivered from the point it came in: from its first
@@ -599,6 +674,15 @@ class SitesSim:
             if t > start + self.case.traffic_s:
                 break
             self.push(t, "submit", "")
+        if self.groups:  # a few members first, then joins and leaves during the traffic
+            t = start
+            for _ in range(len(self.nodes)):
+                self.push(t, "group", "")
+            while True:
+                t += self.group_rng.expovariate(GROUP_CHANGES_PER_S)
+                if t > start + self.case.traffic_s:
+                    break
+                self.push(t, "group", "")
         if self.case.site_kill_after_s is not None:
             self.kill_at = start + self.case.site_kill_after_s
             for name in self.case.sites[self.case.site_kill]:
@@ -667,6 +751,9 @@ class SitesSim:
             if at > self.traffic_end_s:
                 self.late_submits -= 1
             self.submit_random()
+            return
+        if kind == "group":
+            self.change_group()
             return
         if kind == "crash":
             self.crash(dest)
@@ -742,6 +829,9 @@ class SitesSim:
             lat = sorted(self.latency)
             self.stats["latency_median_s"] = lat[len(lat) // 2]
             self.stats["latency_max_s"] = lat[-1]
+        if self.groups:  # (site, message) pairs without a member: what pruning may leave out
+            sites = len(self.case.sites)
+            self.stats["sites_without_member"] = sum(sites - len(x) for x in self.interest().values())
         for n in self.nodes.values():
             for k, v in n.gateway.counters.items():
                 if k.startswith(("site_records_out", "site_records_unknown", "hop_stream", "hop_peer_dead")):
@@ -872,11 +962,16 @@ class SitesSim:
                               % (name, sorted(final), sorted(self.component(self.site_of[name]))))
         segs = {name: self.segments(node) for name, node in self.nodes.items()}
         names = sorted(self.nodes)
+        interest = self.interest()
         for i, a in enumerate(names):
             for b in names[i + 1:]:
                 for key in segs[a].keys() & segs[b].keys():
                     if segs[a][key] != segs[b][key]:
-                        diff = sorted(segs[a][key] ^ segs[b][key])
+                        diff = sorted(x for x in segs[a][key] ^ segs[b][key]
+                                      if self.site_owes(self.site_of[a], x, interest)
+                                      and self.site_owes(self.site_of[b], x, interest))
+                        if not diff:
+                            continue  # (groups) a site without a member may go without it
                         self.fail(VIRTUAL_SYNCHRONY, "%s and %s delivered different messages in %s "
                                   "(e.g. %d)" % (a, b, key, diff[0]))
                         return
@@ -892,15 +987,17 @@ class SitesSim:
 
 
 def run_seed(seed: int, on_start=None, delivery_filter=None, unreliable: bool = False,
-             lan_splits: bool = False) -> SitesResult:
+             lan_splits: bool = False, groups: bool = False) -> SitesResult:
     services = SERVICES + ([sr.UNRELIABLE_MESS] if unreliable else [])
     return SitesSim(seed, on_start=on_start, delivery_filter=delivery_filter, services=services,
-                    lan_splits=lan_splits).run()
+                    lan_splits=lan_splits, groups=groups).run()
 
 
-def replay_command(seed: int, unreliable: bool = False, lan_splits: bool = False) -> str:
-    return "python3 tests/sites_sim.py %d --log%s%s" % (seed, " --unreliable" if unreliable else "",
-                                                       " --lan-splits" if lan_splits else "")
+def replay_command(seed: int, unreliable: bool = False, lan_splits: bool = False,
+                   groups: bool = False) -> str:
+    return "python3 tests/sites_sim.py %d --log%s%s%s" % (
+        seed, " --unreliable" if unreliable else "", " --lan-splits" if lan_splits else "",
+        " --groups" if groups else "")
 
 
 def main(argv=None) -> int:
@@ -909,13 +1006,16 @@ def main(argv=None) -> int:
     parser.add_argument("seed", nargs="?", type=int, default=1)
     parser.add_argument("--log", action="store_true", help="print the daemons' protocol logs")
     parser.add_argument("--unreliable", action="store_true",
-                        help="the clients send UNRELIABLE messages too (they stay in their site)")
+                        help="the clients send UNRELIABLE messages too (best effort, to every site)")
     parser.add_argument("--lan-splits", action="store_true",
                         help="split a site's LAN in two for a while (two rings of one site: not handled yet)")
+    parser.add_argument("--groups", action="store_true",
+                        help="the clients join and leave groups during the traffic; a site owes a "
+                        "message only if it has a member of its group then")
     args = parser.parse_args(argv)
     case = case_for_seed(args.seed, args.lan_splits)
     print("sites %s, costs %s, %.0f msg/s for %.0f s" % (case.sites, case.costs, case.rate_per_s, case.traffic_s))
-    res = run_seed(args.seed, unreliable=args.unreliable, lan_splits=args.lan_splits)
+    res = run_seed(args.seed, unreliable=args.unreliable, lan_splits=args.lan_splits, groups=args.groups)
     if args.log:
         print("\n".join(res.log_lines))
     print(res.summary())

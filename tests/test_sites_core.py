@@ -71,6 +71,7 @@ def test_records_cross_in_any_cut_of_the_byte_stream():
     (b"\x0b" + bytes([sr.SITE_FRONTIER]) + b"\x00" + b"\xff" * 8 + b"\x01", "an lts beyond MAX_WIRE_COUNTER"),
     (b"\x04" + bytes([sr.SITE_FRONTIER]) + b"\x00\x01\x00", "a byte after a FRONTIER"),
     (b"\x04" + bytes([sr.SITE_MSG]) + b"\x00\x01\x01", "a MSG record cut short"),
+    (b"\x06" + bytes([sr.SITE_UNRELIABLE]) + b"\x01\x00\x00\x01\x09", "an UNRELIABLE record's origin cut short"),
 ])
 def test_a_stream_that_cannot_be_records_is_refused(raw, why):
     with pytest.raises(sr.RingWireError):
@@ -100,7 +101,29 @@ def _random_record(rng):
         return sr.SiteRecord(kind, site, lts, seq, body=sr.encode_site_view_body({1, 3}, {0: (4, 5, 6)}))
     body = rng.choice([_client_body(rng, "<"), _client_body(rng, ">"),
                        sr.encode_message_body(sr.DaemonMessage(sr.JOIN, "a1", "#c#a1", 0, ["g"]))])
+    if kind == sr.SITE_UNRELIABLE:  # outside every order: no lts, no site_seq
+        service = rng.choice([sr.UNRELIABLE_MESS, sr.UNRELIABLE_MESS | sr.SELF_DISCARD])
+        return sr.SiteRecord(kind, site, 0, 0, service, "a1", body)
     return sr.SiteRecord(kind, site, lts, seq, rng.choice([sr.AGREED_MESS, 0xFFFFFFFF]), "a1", body)
+
+
+def _unreliable_raw(lts, site_seq, service):
+    """An UNRELIABLE record as a forger might write it (the encoder writes what it is given)."""
+    raw = b"".join([bytes([sr.SITE_UNRELIABLE]), b"\x01", sr.encode_varint(lts), sr.encode_varint(site_seq),
+                    sr.encode_varint(service), sr._ring_name_bytes("b1"), b"\x80body"])
+    return sr.encode_varint(len(raw)) + raw
+
+
+@pytest.mark.parametrize("raw, why", [
+    (_unreliable_raw(5, 0, sr.UNRELIABLE_MESS), "an lts: it takes no place in any order"),
+    (_unreliable_raw(0, 3, sr.UNRELIABLE_MESS), "a site_seq: it is outside its site's stream"),
+    (_unreliable_raw(0, 0, sr.AGREED_MESS), "an ordered service"),
+    (_unreliable_raw(0, 0, sr.UNRELIABLE_MESS | sr.SAFE_MESS), "UNRELIABLE with SAFE"),
+])
+def test_an_unreliable_record_that_claims_an_order_is_refused(raw, why):
+    with pytest.raises(sr.RingWireError):
+        sr.decode_site_records(raw)
+    assert sr.decode_site_records(_unreliable_raw(0, 0, sr.UNRELIABLE_MESS))[0].kind == sr.SITE_UNRELIABLE
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -355,3 +378,52 @@ def test_a_hello_from_a_site_that_left_us_out_starts_no_link():
     gw.poll()
     gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, True, {}, 1, (1,), 1)), 0.1)
     assert gw.links == {} and gw.counters["hellos_left_out"] == 1
+
+
+# ---- UNRELIABLE across sites: a record outside the stream ----------------------------------------
+
+def remote_unreliable(data=b"u", origin="b1", site=1, service=sr.UNRELIABLE_MESS, kind=sr.DATA):
+    msg = sr.DaemonMessage(kind, origin, "#c#" + origin, service, ["g"], data=data)
+    return sr.SiteRecord(sr.SITE_UNRELIABLE, site, 0, 0, sr.UNRELIABLE_MESS, origin, sr.encode_message_body(msg))
+
+
+def test_another_sites_unreliable_message_is_delivered_at_once_outside_the_order():
+    """It waits for no frontier (an ordered message of b's with a lower lts still waits for
+    ours), takes no place in b's stream, and answers nothing."""
+    gw = gateway()
+    regular(gw, ["a1", "a2"])
+    gw.poll()
+    gw.ring_output(local(5, b"ours waits"), 1.0)
+    gw.ring_output(carrier([remote_unreliable(b"at once")], 6), 1.1)
+    assert delivered(gw) == [b"at once"]
+    assert gw.applied_seq[1] == 0 and gw.frontier_answered == 0 and gw.kept[1] == collections.deque()
+    assert gw.counters["site_unreliable_delivered"] == 1
+
+
+def test_our_sites_unreliable_message_goes_at_once_down_our_tree_and_theirs_comes_into_our_ring():
+    gw = gateway()
+    regular(gw, ["a1", "a2"])
+    gw._start_link(1, ("b1", 1), {}, 0.0, 0)
+    gw.orderer.ring.safe_lts = 0  # nothing safe: the ordered records wait, UNRELIABLE does not
+    gw.ring_output(local(5, b"u", sr.UNRELIABLE_MESS), 0.1)
+    assert gw.counters["site_unreliable_forwarded"] == 1 and gw.counters["site_records_forwarded"] == 0
+    assert delivered(gw) == [b"u"]
+    # the same record from b's end of the link goes into our ring, once per copy it sends
+    gw._from_link(1, remote_unreliable(b"from b"))
+    assert [r.kind for r in gw.to_ring] == [sr.SITE_UNRELIABLE]
+
+
+def test_a_forged_unreliable_record_is_dropped_and_counted():
+    gw = gateway()
+    regular(gw, ["a1", "a2"])
+    gw.poll()
+    before = (dict(gw.applied_seq), gw.frontier_answered)
+    gw.ring_output(carrier([remote_unreliable(origin="a2", site=1),  # a daemon of another site
+                            remote_unreliable(origin="a2", site=0),  # "from" our own site
+                            remote_unreliable(site=7, origin="zz"),  # no such site
+                            remote_unreliable(service=sr.AGREED_MESS),  # an ordered body
+                            remote_unreliable(kind=sr.JOIN)], 3), 1.0)  # not data
+    assert delivered(gw) == []
+    assert gw.counters["site_unreliable_not_for_us"] == 3
+    assert gw.counters["site_unreliable_undecodable"] == 2
+    assert (dict(gw.applied_seq), gw.frontier_answered) == before

@@ -706,3 +706,29 @@ def test_after_a_heal_every_client_gets_the_merged_membership_with_one_vs_set_pe
     lab.run(1.0)
     orders = [[m.data for m in take(c) if not m.is_membership] for c in clients]
     assert orders[0] == orders[1] == orders[2] and sorted(orders[0]) == [b"after the heal", b"and another"]
+
+
+def test_unreliable_reaches_the_members_at_the_other_site_and_no_one_else():
+    """From a2 (not its site's representative), UNRELIABLE to g: ua1 and ub1 get it once, a
+    client of b1 that is in another group gets nothing, and with SELF_DISCARD the sender does
+    not get its own; the AGREED message after them is in one order everywhere."""
+    lab, (ua1, ua2, ub1) = started_lab()
+    other = Client(lab, "b1", "ob1", 9)
+    other.join("elsewhere")
+    lab.run(0.3)
+    other.receive_all()
+    for i in range(5):
+        ua2.multicast(sp.UNRELIABLE_MESS, "g", b"u %d" % i)
+    ua2.multicast(sp.UNRELIABLE_MESS | sp.SELF_DISCARD, "g", b"not to me")
+    lab.run(0.05)
+    ua2.multicast(sp.AGREED_MESS, "g", b"agreed")
+    lab.run(1.0)
+    got = {c.private_group: [m.data for m in c.receive_all() if not m.is_membership] for c in (ua1, ua2, ub1)}
+    want = [b"u %d" % i for i in range(5)] + [b"not to me"]
+    for name in ("#ua1#a1", "#ub1#b1"):
+        assert sorted(d for d in got[name] if d != b"agreed") == sorted(want) and got[name][-1] == b"agreed", name
+    assert sorted(got["#ua2#a2"]) == sorted([b"u %d" % i for i in range(5)] + [b"agreed"])
+    assert [m for m in other.receive_all() if not m.is_membership] == []
+    gw = lab.daemons["b1"].orderer.gateway
+    assert gw.counters["site_unreliable_delivered"] == 6
+    assert lab.daemons["a1"].orderer.gateway.counters["site_unreliable_forwarded"] == 6

@@ -466,28 +466,34 @@ def test_planted_merge_without_its_limit_is_a_one_view_violation():
     assert sites_sim.ONE_VIEW in res.kinds(), res.summary()
 
 
-# ---- UNRELIABLE: in its own site only ----------------------------------------------------------
+# ---- UNRELIABLE: to every site, best effort ----------------------------------------------------
 
-def test_unreliable_messages_stay_in_their_site_and_leave_the_others_order_alone():
+def test_unreliable_messages_reach_the_other_sites_and_leave_the_order_alone():
     """The ring delivers an UNRELIABLE message outside its order, at each daemon at its own
     moment: it must not take a place in the site's stream (the site's daemons would number
-    that stream differently). It is delivered in its own site only, at most once; the
-    ordered messages keep every guarantee."""
-    home = crossed = 0
+    that stream differently). It crosses as a record of its own: at most once at each daemon
+    (the duplicate checker), never altered (foreign), and in a run without a crash or a cut
+    nearly always (the HOP links are reliable; a ring may lose it); the ordered messages
+    keep every guarantee."""
+    home = crossed = owed = crossed_calm = 0
     for seed in (2, 7, 8, 22):
         sim = sites_sim.SitesSim(seed, services=sites_sim.SERVICES + [sr.UNRELIABLE_MESS])
         res = sim.run()
         assert res.violations == [], res.summary()
+        calm = sim.case.rep_crash_after_s is None and sim.case.site_kill_after_s is None \
+            and sim.case.cut_after_s is None and sim.case.restart_name is None
         for serial, sub in sim.submitted.items():
             if sub[0] != sr.UNRELIABLE_MESS:
                 continue
             for name, node in sim.nodes.items():
-                if serial in node.unreliable:
-                    if sim.site_of[name] == sim.site_of[sub[2]]:
-                        home += 1
-                    else:
-                        crossed += 1
-    assert home > 0 and crossed == 0
+                if sim.site_of[name] == sim.site_of[sub[2]]:
+                    home += serial in node.unreliable
+                else:
+                    crossed += serial in node.unreliable
+                    crossed_calm += calm and serial in node.unreliable
+                    owed += calm
+    assert home > 0 and crossed > 0 and crossed_calm > 0.8 * owed > 0, (home, crossed, crossed_calm, owed)
+
 
 
 @pytest.mark.parametrize("seed", [19, 32])
@@ -543,3 +549,77 @@ def test_a_site_split_in_two_rings_keeps_every_guarantee():
         res = sites_sim.run_seed(seed, lan_splits=True)
         assert res.stats.get("lan_splits") == 1
         assert res.violations == [], "seed %d: %s" % (seed, res.summary())
+
+
+
+def test_planted_unreliable_record_applied_twice_is_a_duplicate_violation():
+    """A representative that puts each UNRELIABLE record from a link into its ring twice: its
+    site's daemons deliver it twice, which the duplicate checker sees."""
+    def twice(name, gateway):
+        from_link = gateway._from_link
+
+        def doubled(site, r):
+            from_link(site, r)
+            if r.kind == sr.SITE_UNRELIABLE:
+                from_link(site, r)
+        gateway._from_link = doubled
+    sim = sites_sim.SitesSim(2, on_start=twice, services=sites_sim.SERVICES + [sr.UNRELIABLE_MESS])
+    res = sim.run(drain_max_s=5.0)
+    assert sites_sim.DUPLICATE in res.kinds(), res.summary()
+
+
+# ---- groups: a site owes a message only if it has a member of its group then -------------------
+
+class DropGroupAtSite:
+    """Every daemon of one site drops the data of one group that come from the other sites:
+    all of it (`always`), or only where the site has no member of the group (what pruning may
+    do; a site's own messages are in its ring anyway)."""
+
+    def __init__(self, sim_ref, site, group, always):
+        self.sim_ref, self.site, self.group, self.always = sim_ref, site, group, always
+        self.dropped = 0
+
+    def __call__(self, name, outputs):
+        sim = self.sim_ref[0]
+        if sim.site_of[name] != self.site:
+            return outputs
+        members = {g: set(d) for g, d in sim.nodes[name].members.items()}  # as record_delivery will
+        kept = []
+        for out in outputs:
+            msg = getattr(out, "msg", None)
+            if isinstance(out, sr.Deliver) and msg.kind in (sr.JOIN, sr.LEAVE):
+                (members.setdefault(msg.groups[0], set()).add if msg.kind == sr.JOIN
+                 else members.setdefault(msg.groups[0], set()).discard)(msg.origin)
+            elif isinstance(out, sr.Deliver) and msg.kind == sr.DATA and msg.groups == [self.group] \
+                    and sim.site_of[msg.origin] != self.site \
+                    and (self.always or not any(sim.site_of[d] == self.site for d in members.get(self.group, ()))):
+                self.dropped += 1
+                continue
+            kept.append(out)
+        return kept
+
+
+def _run_groups(seed, site, always):
+    ref = [None]
+    flt = DropGroupAtSite(ref, site, "g1", always)
+    sim = sites_sim.SitesSim(seed, delivery_filter=flt, groups=True)
+    ref[0] = sim
+    return sim.run(drain_max_s=5.0), flt
+
+
+def test_with_groups_joins_and_leaves_go_on_during_the_traffic_and_every_guarantee_holds():
+    for seed in (2, 7, 8):
+        res = sites_sim.run_seed(seed, groups=True)
+        assert res.violations == [], res.summary()
+        assert res.stats["group_changes"] > 8 and res.stats["sites_without_member"] > 0, res.summary()
+
+
+def test_planted_site_missing_the_messages_of_a_group_it_has_a_member_in_is_a_loss_violation():
+    res, flt = _run_groups(2, 1, always=True)
+    assert flt.dropped > 0 and sites_sim.LOSS in res.kinds(), res.summary()
+
+
+def test_a_site_may_go_without_the_messages_of_a_group_it_has_no_member_in():
+    """What pruning is allowed to leave out: the checkers stay quiet."""
+    res, flt = _run_groups(2, 1, always=False)
+    assert flt.dropped > 0 and res.violations == [], res.summary()
