@@ -145,8 +145,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description="Plant each fault the simulator's checkers name and show which test or soak "
                     "catches it (every row must say 'caught').")
-    parser.add_argument("--seeds", type=int, default=160,
-                        help="most seeds of the ring soak per mutant (default 160, the CI seeds)")
+    parser.add_argument("--seeds", type=int, default=200,
+                        help="most seeds of the ring soak per mutant (default 200)")
     parser.add_argument("--only", choices=("planted", "mutants"), default=None,
                         help="run one set only")
     parser.add_argument("--soak-copy", default=None, help=argparse.SUPPRESS)
