@@ -9267,7 +9267,7 @@ class SitesOrderer(Orderer):
         self.status_sent = self.ring_id
         came_from = _ring_str(self.prev_ring_id) if self.prev_ring_id is not None else "-"
         holds = self.synced and not self.gateway.holds_nothing()
-        body = "%d\n%s" % (int(holds), came_from)
+        body = "%d\n%s\n%d" % (int(holds), came_from, self.gateway.epoch if self.synced else 0)
         self.ring_orderer.submit(DaemonMessage(
             STATE, self.name, "#sync#%s" % self.name, AGREED_MESS, [SYNC_GROUP, "status", self._tag()],
             data=body.encode("latin-1")), urgent=True)
@@ -9279,9 +9279,9 @@ class SitesOrderer(Orderer):
         kind = groups[1]
         if kind == "status":
             lines = msg.data.decode("latin-1").split("\n")
-            if msg.origin in self.status_in or len(lines) != 2 or lines[0] not in ("0", "1"):
+            if msg.origin in self.status_in or len(lines) != 3 or lines[0] not in ("0", "1") or not lines[2].isdigit():
                 return
-            self.status_in[msg.origin] = (lines[0] == "1", lines[1])
+            self.status_in[msg.origin] = (lines[0] == "1", lines[1], int(lines[2]))
             self._send_status()  # a round another daemon started: we take part
             if all(name in self.status_in for name in self.members):
                 self._point(0, out)
@@ -9302,7 +9302,8 @@ class SitesOrderer(Orderer):
             configured = self.gateway.sites[self.gateway.site_id]
             holders = [n for n in configured if n in self.status_in and self.status_in[n][0]]
             if not holders:
-                self._start_afresh(out, "no daemon of the ring holds the sites' state")
+                kept = max(self.status_in[n][2] for n in self.members)
+                self._start_afresh(out, "no daemon of the ring holds the sites' state", kept)
                 return
             sender = holders[0]
             apart = [n for n in holders if self.status_in[n][1] != self.status_in[sender][1]]
@@ -9436,7 +9437,7 @@ class SitesOrderer(Orderer):
             raise ValueError("not the expected parts")
         return state
 
-    def _start_afresh(self, out: list, why: str) -> None:
+    def _start_afresh(self, out: list, why: str, kept_epoch: int = 0) -> None:
         """Nobody in our ring holds the sites' state (they started together, or we are alone):
         each starts with its empty state, from our ring's regular configuration on."""
         self.synced = True
@@ -9448,7 +9449,7 @@ class SitesOrderer(Orderer):
         self.held, self.held_bytes = [], 0
         # a new incarnation of the site's streams, the same number at each daemon of the ring
         # (a restarted daemon's incarnation is above its earlier one's)
-        self.gateway.epoch = max(pid[1] for pid in self.member_ids)
+        self.gateway.epoch = kept_epoch or max(pid[1] for pid in self.member_ids)
         self.gateway._log("site %d's ring %s starts with the sites' state afresh (%s; epoch %d)" % (
             self.gateway.site_id, self._tag(), why, self.gateway.epoch), self.now)
         for item in held[starts[-1] if starts else 0:]:
