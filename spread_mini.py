@@ -18,8 +18,9 @@ from another daemon meets, in order (thesis 7.3.1 names the levels):
                         the daemon's own UDP socket (tokens...), a burst per wake-up, and
                         on the HOP port (several sites: the segment port + HOP_PORT_OFFSET);
                         performs actions
-  Daemon.datagram_in_burst   the core's input; a source outside the configuration is a
-                        stranger (end_of_burst: the burst's writes to clients);
+  Daemon.datagrams_in_burst  the core's input, a socket's burst in one call; a source
+                        outside the configuration is a stranger (end_of_burst: the
+                        burst's writes to clients);
                         Daemon.hop_datagram for the HOP port
   SitesOrderer          several sites (LinkProtocol = Hop): the Orderer that holds the site's
                         RingOrderer and the SiteGateway above it; a HOP datagram's source
@@ -3117,6 +3118,7 @@ class Daemon:
         written(conn_id, count)    writable(conn_id)    connection_closed(conn_id)
         datagram(packet, src, now)    tick(now)    leave(reason, now)
         datagram_in_burst(packet, src, now) ... end_of_burst()   (several read at one wake-up)
+        datagrams_in_burst([(packet, src), ...], now) ... end_of_burst()   (the same, in one call)
 
     Built by build_daemon(): alone, or one daemon of a ring."""
 
@@ -3253,6 +3255,29 @@ class Daemon:
         (writes to clients, log lines...) comes from end_of_burst(), so that the work done
         after every input is done once per burst and many deliveries leave in one write."""
         self._take_datagram(packet, src, now)
+        return self._datagrams_now()
+
+    def datagrams_in_burst(self, datagrams: list, now: float) -> list:
+        """Several (packet, src) of one socket read at one wake-up, in one call: as many calls
+        of datagram_in_burst, with the work done after an input (the orderer's outputs to the
+        group core) done once for all of them. Returns what goes to other daemons now; the
+        rest comes from end_of_burst(). For the segment's data, whose packets ask no answer of
+        a receiver: a token that must leave at once goes in alone, or last."""
+        receive = self.orderer.receive
+        peers = self.peer_ips
+        self.now = now
+        for packet, src in datagrams:
+            if peers is not None and src[0] not in peers:
+                self.datagrams_foreign += 1
+                self._log_stranger(src)
+                continue
+            self.datagrams_in += 1
+            receive(packet, src, now)
+        self._run_orderer()
+        return self._datagrams_now()
+
+    def _datagrams_now(self) -> list:
+        """The batch's datagrams to other daemons, taken out of it (the token must not wait)."""
         actions = self.actions
         if not actions:
             return actions[:0]
@@ -10255,9 +10280,9 @@ class DaemonServer:
     def _take_datagrams(self, sock: socket.socket, limit: int, own: Optional[Tuple[str, int]]) -> int:
         """Read and hand to the core up to `limit` datagrams of one socket: how many were read.
         Our own multicast data comes back on the segment socket on loopback: dropped unread."""
-        daemon = self.daemon
         recvfrom = sock.recvfrom
         count = 0
+        taken = []
         while count < limit:
             try:
                 data, src = recvfrom(65536)
@@ -10269,7 +10294,9 @@ class DaemonServer:
             if src == own:
                 self.own_copies += 1
                 continue
-            for action in daemon.datagram_in_burst(data, src, time.monotonic()):
+            taken.append((data, src))
+        if taken:
+            for action in self.daemon.datagrams_in_burst(taken, time.monotonic()):
                 if action.__class__ is SendDatagram:
                     self._send_datagram(action)
                 else:
