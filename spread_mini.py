@@ -2783,6 +2783,55 @@ class GroupCore:
         elif kind == KILL:
             self._kill(msg.sender, msg.reason)
 
+    #: a state exchange under way holds deliveries (RingGroupCore, SitesGroupCore); data goes
+    #: straight to the sessions only while there is none
+    exchange = None
+
+    def deliver_all(self, msgs: list) -> None:
+        """Several deliveries in order (a burst's): as deliver() for each, with the data to one
+        group, the flood's case, done here in one loop. The group's sessions are looked up
+        once per run of messages to it: only a join, leave or disconnect changes them, and
+        those go through deliver()."""
+        deliver = self.deliver
+        dirty = self.dirty
+        limit = self.max_session_messages
+        max_bytes = self.max_session_bytes
+        me = self.daemon_name
+        counts = self.out_by_service
+        last_group = targets = None
+        for msg in msgs:
+            groups = msg.groups
+            if msg.kind is not DATA or self.exchange is not None or len(groups) != 1:
+                deliver(msg)
+                last_group = None
+                continue
+            if groups[0] != last_group:
+                last_group = groups[0]
+                targets = self._targets(last_group)
+            if not targets:
+                continue
+            skip = msg.sender if (msg.service_type & SELF_DISCARD) and msg.origin == me else None
+            raw = msg.raw if msg.raw is not None else msg.wire()
+            size = len(raw)
+            count = 0
+            for session in targets:
+                if session.private_group == skip:
+                    continue
+                out = session.out
+                if session.state == CLOSED or out.appended_bytes - out.written_bytes + size > max_bytes:
+                    self._enqueue(session, raw)  # the rare cases, spelled out there
+                    continue
+                out.chunks.append(raw)
+                out.appended_bytes += size
+                out.ends.append(out.appended_bytes)
+                session.msgs_out += 1
+                dirty.add(session.conn_id)
+                if len(out.ends) > limit:
+                    self.over_limit.add(session)
+                count += 1
+            if count:
+                counts[msg.service_type & REGULAR_MESS] += count
+
     def _targets(self, name: str):
         if name[:1] == "#":
             session = self.local.get(name)
@@ -3511,25 +3560,32 @@ class Daemon:
             outputs = self.orderer.poll()
             if not outputs:
                 break
-            deliver = core.deliver  # every delivery goes through deliver(): a subclass may hold some
+            # the deliveries go to the core in runs (deliver_all), in order; the datagrams do not
+            # touch the core and leave as they come; a change of configuration or of the sites'
+            # view reaches the core after the deliveries before it
+            run: list = []
             for item in outputs:
-                if item.__class__ is Deliver:
-                    msg = item.msg
-                    deliver(msg)
-                    if msg.kind is not DATA and msg.kind == KILL and msg.origin == self.name:
-                        self._release_name(msg.sender)
-                elif item.__class__ is SendToAll:
+                cls = item.__class__
+                if cls is Deliver:
+                    run.append(item.msg)
+                elif cls is SendToAll:
                     self.actions.append(MulticastDatagram(item.packet, item.dests))
                 elif isinstance(item, Send):
                     self.actions.append(SendDatagram(item.packet, item.dest))
-                elif isinstance(item, ConfigurationChange):
-                    core.configuration_change(item, core.memb_time + 1)
-                elif item.__class__ is SendHop:
+                elif cls is SendHop:
                     self.actions.append(HopDatagram(item.packet, item.dest))
-                elif item.__class__ is SiteViewChange:
-                    core.site_view_change(item)
-                elif item.__class__ is SiteSync:
-                    self._site_sync(core, item)
+                else:
+                    if run:
+                        self._deliver_run(core, run)
+                        run = []
+                    if isinstance(item, ConfigurationChange):
+                        core.configuration_change(item, core.memb_time + 1)
+                    elif cls is SiteViewChange:
+                        core.site_view_change(item)
+                    elif cls is SiteSync:
+                        self._site_sync(core, item)
+            if run:
+                self._deliver_run(core, run)
             self._kill_overflowed()
         late = getattr(self.orderer, "late", None)
         if late and self.fatal is None:
@@ -3540,6 +3596,12 @@ class Daemon:
             for line in core.log:
                 self._say(line)
             core.log.clear()
+
+    def _deliver_run(self, core: GroupCore, msgs: list) -> None:
+        core.deliver_all(msgs)
+        for msg in msgs:  # a name of ours is free again once its KILL is delivered
+            if msg.kind is not DATA and msg.kind == KILL and msg.origin == self.name:
+                self._release_name(msg.sender)
 
     def _site_sync(self, core: GroupCore, event: "SiteSync") -> None:
         """A late daemon's state, at its point of the order (SitesOrderer): the core gives or
@@ -4517,6 +4579,9 @@ class Transport:
         self.front = 0  # entries at the head of pending that an urgent message stays behind
         self.in_progress: Optional[MessageInProgress] = None  #: the message being packed
         self.origin_counter = 0
+        #: (origin counter, message, body) of our own data sent, oldest first: delivered here
+        #: from the object we hold instead of decoding its body back (see _own_message)
+        self.own_sent = collections.deque()
         self.safe_taken = 0  #: SAFE messages started into packets (the ring's holder reads it)
         self.max_lts_seen = 0  # the Lamport clock: highest lts seen here, of any site
         self.unreliable = collections.deque()  # UNRELIABLE (msg, body): outside `pending`
@@ -4631,6 +4696,8 @@ class Transport:
             service = msg.service_type
             chunks.append(RingChunk(self.origin_counter, stamp.site_lts, stamp.site_seq, 0, 1,
                                     service, body))
+            if msg.kind is DATA:
+                self._keep_own(msg, body)
             if service & SAFE_MESS:
                 self.safe_taken += 1
             counters["messages_sent"] += 1
@@ -4673,9 +4740,32 @@ class Transport:
         frag_count = max(1, -(-len(body) // piece_bytes))
         self.in_progress = MessageInProgress(msg, body, self.origin_counter, stamp.site_lts,
                                              stamp.site_seq, 0, frag_count, piece_bytes)
+        if msg.kind is DATA:
+            self._keep_own(msg, body)
         if msg.service_type & SAFE_MESS:
             self.safe_taken += 1
         self.counters["messages_sent"] += 1
+
+    def _keep_own(self, msg: DaemonMessage, body: bytes) -> None:
+        own = self.own_sent
+        own.append((self.origin_counter, msg, body))
+        if len(own) > self.cfg.max_pending_messages:
+            own.popleft()  # a bound: what is never delivered here (cut by a change) goes too
+
+    def _own_message(self, counter: int, body: bytes) -> Optional[DaemonMessage]:
+        """The message we sent as `counter`, if we still hold it and it is these very bytes
+        (then decoding them would give the same message). Our messages are delivered here in
+        the order of their counters, so the older ones held are never delivered any more (cut
+        by a configuration change, sent again under a new counter)."""
+        own = self.own_sent
+        while own:
+            kept_counter, msg, kept_body = own[0]
+            if kept_counter > counter:
+                return None
+            own.popleft()
+            if kept_counter == counter:
+                return msg if kept_body == body else None
+        return None
 
     def saw_lts(self, lts: int) -> None:
         if lts > self.max_lts_seen:
@@ -4943,11 +5033,15 @@ class Transport:
 
     def _hand_over_body(self, body: bytes, site: int, origin: Pid, counter: int, site_seq: int,
                         lts: int, tag: str) -> None:
-        try:
-            msg = decode_message_body(body, origin[0])
-        except (RingWireError, UnicodeDecodeError):
-            self.counters["undecodable_messages"] += 1
-            return
+        msg = None
+        if origin[0] == self.name and not tag and self.own_sent:
+            msg = self._own_message(counter, body)
+        if msg is None:
+            try:
+                msg = decode_message_body(body, origin[0])
+            except (RingWireError, UnicodeDecodeError):
+                self.counters["undecodable_messages"] += 1
+                return
         msg.site_id = site
         msg.seq = counter if tag else site_seq  # UNRELIABLE: its own sequence
         msg.lts = lts
