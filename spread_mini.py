@@ -2787,11 +2787,11 @@ class GroupCore:
     #: straight to the sessions only while there is none
     exchange = None
 
-    def deliver_all(self, msgs: list) -> None:
+    def deliver_all(self, msgs: list) -> list:
         """Several deliveries in order (a burst's): as deliver() for each, with the data to one
         group, the flood's case, done here in one loop. The group's sessions are looked up
         once per run of messages to it: only a join, leave or disconnect changes them, and
-        those go through deliver()."""
+        those go through deliver(). Returns those others (rare), for the daemon's books."""
         deliver = self.deliver
         dirty = self.dirty
         limit = self.max_session_messages
@@ -2799,10 +2799,13 @@ class GroupCore:
         me = self.daemon_name
         counts = self.out_by_service
         last_group = targets = None
+        others = []
         for msg in msgs:
             groups = msg.groups
             if msg.kind is not DATA or self.exchange is not None or len(groups) != 1:
                 deliver(msg)
+                if msg.kind is not DATA:
+                    others.append(msg)
                 last_group = None
                 continue
             if groups[0] != last_group:
@@ -2831,6 +2834,7 @@ class GroupCore:
                 count += 1
             if count:
                 counts[msg.service_type & REGULAR_MESS] += count
+        return others
 
     def _targets(self, name: str):
         if name[:1] == "#":
@@ -3598,9 +3602,8 @@ class Daemon:
             core.log.clear()
 
     def _deliver_run(self, core: GroupCore, msgs: list) -> None:
-        core.deliver_all(msgs)
-        for msg in msgs:  # a name of ours is free again once its KILL is delivered
-            if msg.kind is not DATA and msg.kind == KILL and msg.origin == self.name:
+        for msg in core.deliver_all(msgs):  # a name of ours is free again once its KILL is delivered
+            if msg.kind == KILL and msg.origin == self.name:
                 self._release_name(msg.sender)
 
     def _site_sync(self, core: GroupCore, event: "SiteSync") -> None:

@@ -480,7 +480,7 @@ def test_orderer_stamps_order_fields_for_every_service_type():
     seen = []
     real_deliver_all = d.core.deliver_all  # the daemon hands the core its deliveries in runs
     d.core.deliver_all = lambda msgs: (seen.extend((m.kind, m.service_type & sp.REGULAR_MESS, m.seq, m.lts)
-                                                   for m in msgs), real_deliver_all(msgs))
+                                                   for m in msgs), real_deliver_all(msgs))[1]
     rx = Client(d, 1, "rx")
     rx.request(sp.JOIN_MESS, ["g"])
     for bit in sp.SERVICE_BITS:
