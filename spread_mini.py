@@ -9013,6 +9013,9 @@ class SiteGateway:
             giveups[_site_key(k, n)] = records[0]
         self.giveups = giveups
         self.given_up_view = _counter(state.get("given_up_view", 0))
+        # the ring that sent the state is our site's, formed already (not two rings of a
+        # start): if we represent it, our links start at once (a takeover, not a start)
+        self.alone_after_s = min(self.alone_after_s, now)
         heard = {}
         for k, age in _checked(state.get("heard_ages", {}), dict).items():
             if type(age) not in (int, float) or not 0 <= age < float("inf"):

@@ -463,6 +463,23 @@ def test_the_state_a_late_daemon_takes_carries_the_silences_and_the_merges_given
     with pytest.raises(ValueError):
         gateway("a1").import_state(broken, 100.0)
 
+
+def test_a_daemon_that_took_the_state_of_its_ring_represents_it_at_once():
+    """a1 restarted at 100.0 and took a2's state: their ring is formed (not two rings of a
+    start), so a1, first in spread.conf, takes the links at once, not SITE_ALONE_AFTER_S later
+    (the site would have no representative meanwhile, and nobody to suspect a silent site)."""
+    donor = gateway("a2")
+    regular(donor, ["a2"])
+    donor.ring_output(carrier([remote(1, 5)], 6), 99.0)
+    donor.now_s = 100.0
+    orderer = sr.RingOrderer("a1", 1, SITES[0], random.Random(1))
+    late = sr.SiteGateway("a1", SITES, COSTS, orderer, sr.HopSettings(), now=100.0)
+    late.import_state(donor.export_state(), 100.0)
+    late.ring_members = frozenset(["a1"])  # (a2 died meanwhile: the site is not whole)
+    late.choose_representative(100.05)
+    assert late.is_representative() and late.wide
+    assert late.suspect_at[1] == pytest.approx(99.0 + SILENCE_S + sr.SITE_GRACE_S)
+
 # ---- UNRELIABLE across sites: a record outside the stream ----------------------------------------
 
 def remote_unreliable(data=b"u", origin="b1", site=1, service=sr.UNRELIABLE_MESS, kind=sr.DATA):
