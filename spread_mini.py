@@ -7306,6 +7306,11 @@ class SiteMerge:
 #: a representative without a link to a neighbour site sends its HELLO this often (a WAN
 #: round trip or two: a lost HELLO costs little, and a new representative is found at once)
 SITE_HELLO_EVERY_S = 0.1
+#: a representative that takes over waits at least this long for a neighbour site's answer
+#: to its HELLO before it suspects the site (when the site was silent longer already): five
+#: HELLOs, all five exchanges lost at 10 % loss each way 2.5e-4 of the time; and even then a
+#: site another site still reaches is routed around, not suspected
+SITE_HELLO_WAIT_S = 5 * SITE_HELLO_EVERY_S
 #: ... and to a neighbour site outside its view (left out after a partition) this often: a
 #: healed link is found within this time, and a cut one costs a HELLO per period
 SITE_PROBE_EVERY_S = 0.5
@@ -7565,6 +7570,8 @@ class SiteGateway:
         self._frontier_ahead: Dict[int, SiteRecord] = {}  # site -> FRONTIER that waits for a MSG
         self.passed_frontier_seq = dict.fromkeys(range(n), 0)  # the site_seq of passed_frontier
         self.now_s = now  #: the time of the input being handled (for timers set deep inside)
+        #: site -> when our ring last delivered a message, FRONTIER, ARU or EPOCH of that site
+        self.heard_s: Dict[int, float] = {}
 
     # ------------------------------------------------------------ inputs
     def ring_output(self, out: object, now: float) -> None:
@@ -7664,8 +7671,11 @@ class SiteGateway:
         self.suspect_sent, self.suspect_lost = 0, frozenset()  # (a SUSPECT of an old turn may be lost)
         self.join_sent = 0
         self.probe_due_s = None
-        self.routed_around, self.dead_links, self.grace_extended = set(), set(), set()
+        # the links our site reported down stay down until they start again: a new
+        # representative that forgot them would report them up (no link runs yet) and the
+        # other sites would route through us to a site we do not reach
         _, down, settled = self.link_reports.get(self.site_id, (0, frozenset(), frozenset()))
+        self.routed_around, self.dead_links, self.grace_extended = set(settled), set(down), set()
         self.links_down_sent = (settled, down - settled)
         self.peer_positions, self._ahead, self._frontier_ahead = {}, {}, {}
         if rep == self.name:
@@ -7685,7 +7695,18 @@ class SiteGateway:
         self.probe_due_s = now + SITE_PROBE_EVERY_S
         # a neighbour site that never answers is gone as surely as one whose link died
         for site in self.neighbours:
-            self.suspect_at[site] = now + self.hop_settings.peer_silence_s + SITE_GRACE_S
+            self.suspect_at[site] = self._first_suspicion_s(site, now)
+
+    def _first_suspicion_s(self, site: int, now: float) -> float:
+        """When a representative that starts its links suspects a neighbour site that has not
+        answered its HELLO. A site's silence counts from the last record of it that our ring
+        delivered (every daemon of the site sees it, so a takeover keeps it), as its link's
+        silence would have; and its HELLO gets a link's silence time from now."""
+        s = self.hop_settings
+        heard = self.heard_s.get(site)
+        if heard is None:
+            return now + s.peer_silence_s + SITE_GRACE_S
+        return max(now + SITE_HELLO_WAIT_S, heard + s.peer_silence_s + SITE_GRACE_S)
 
     def _ring_delivered(self, msg: DaemonMessage) -> None:
         if msg.kind == DATA and _is_unreliable(msg.service_type):
@@ -7708,6 +7729,10 @@ class SiteGateway:
                 records = []
             answer = False
             for r in records:
+                if r.site != own and r.kind in (SITE_MSG, SITE_FRONTIER, SITE_ARU, SITE_EPOCH):
+                    # (an EPOCH: our representative's link to that site started) a takeover's
+                    # suspicion counts the site's silence from here
+                    self.heard_s[r.site] = self.now_s
                 if r.kind == SITE_EPOCH:
                     if r.site != own:  # (never passed on: it is our site's knowledge)
                         self.site_epochs[r.site] = r.site_seq
@@ -8887,6 +8912,13 @@ class SiteGateway:
         if known is not None and known[0] >= r.site_seq:
             return
         down = frozenset(settled) | frozenset(pending)
+        if r.site == self.site_id:
+            # our representative's link to each newly down site had heard nothing for its
+            # silence time: the site's silence counts from then at the latest (a takeover too)
+            before = known[1] if known is not None else frozenset()
+            for site in down - before:
+                self.heard_s[site] = max(self.heard_s.get(site, float("-inf")),
+                                         self.now_s - self.hop_settings.peer_silence_s)
         self.link_reports[r.site] = (r.site_seq, down, frozenset(settled))
         passed.append(r)  # the representative floods it on
         old, self.trees = self.trees, self._trees_now()
@@ -9003,6 +9035,13 @@ class SiteGateway:
             "representative": self.representative, "ineligible": sorted(self.ineligible),
             "epoch": self.epoch, "site_epochs": per_site(self.site_epochs),
             "link_reports": {str(k): [v, sorted(d), sorted(x)] for k, (v, d, x) in self.link_reports.items()},
+            # how long ago each site was last heard (ages: the daemons' clocks are their own;
+            # the state's time in the ring only makes them look younger, never older)
+            # a merge given up: a site that decided it waits for our GIVEUP, which a new
+            # representative resends to a link that starts (it may be this daemon)
+            "given_up_view": self.given_up_view,
+            "giveups": {str(k): _records_text([r]) for k, r in self.giveups.items()},
+            "heard_ages": {str(k): max(0.0, self.now_s - t) for k, t in self.heard_s.items()},
         }
 
     def import_state(self, state: dict, now: float) -> None:
@@ -9063,6 +9102,23 @@ class SiteGateway:
             reports[_site_key(k, n)] = (_counter(version), frozenset(_int_list(down, n)),
                                         frozenset(_int_list(settled, n)))
         self.link_reports = reports
+        giveups = {}
+        for k, text in _checked(state.get("giveups", {}), dict).items():
+            records = _records_of(text, _site_key(k, n))
+            if len(records) != 1 or records[0].kind != SITE_GIVEUP:
+                raise ValueError("a GIVEUP of %d records or of another kind" % len(records))
+            giveups[_site_key(k, n)] = records[0]
+        self.giveups = giveups
+        self.given_up_view = _counter(state.get("given_up_view", 0))
+        # the ring that sent the state is our site's, formed already (not two rings of a
+        # start): if we represent it, our links start at once (a takeover, not a start)
+        self.alone_after_s = min(self.alone_after_s, now)
+        heard = {}
+        for k, age in _checked(state.get("heard_ages", {}), dict).items():
+            if type(age) not in (int, float) or not 0 <= age < float("inf"):
+                raise ValueError("%r is not an age" % (age,))
+            heard[_site_key(k, n)] = now - age
+        self.heard_s = heard
         groups = _checked(state.get("tree_groups", {}), dict)
         self.tree_groups = {_site_key(k, n): frozenset(_int_list(v, n)) for k, v in groups.items()}
         self.trees = self._view_trees()

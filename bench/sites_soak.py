@@ -44,6 +44,8 @@ def main(argv=None):
     failing = []
     latencies = []
     view_times = []  # per seed that killed a site: when the last survivor left it out
+    alone_times = []  # ... of those that killed no second site (the target: 3 s)
+    second_times = []  # ... of those that killed a second one: from that second kill
     merge_times = []  # per seed whose cut healed after the views split: when they merged
     sync_times = []  # per seed with a daemon started again: when it was up to date
     for seed in range(args.first, args.first + args.seeds):
@@ -55,6 +57,11 @@ def main(argv=None):
             latencies.append(result.stats["latency_median_s"])
         if "view_after_kill_s" in result.stats:
             view_times.append(result.stats["view_after_kill_s"])
+            second_s = sites_sim.case_for_seed(seed, args.lan_splits).second_kill_after_s
+            if second_s is None:
+                alone_times.append(result.stats["view_after_kill_s"])
+            else:  # (a view before the second death counts as 0: it came in time)
+                second_times.append(max(0.0, result.stats["view_after_kill_s"] - second_s))
         if "view_after_heal_s" in result.stats:
             merge_times.append(result.stats["view_after_heal_s"])
         totals["heals"] += result.stats.get("heals", 0)
@@ -87,6 +94,13 @@ def main(argv=None):
               "after %.2f s (median), %.2f s (90th percentile), %.2f s (max; simulated time, "
               "from the kill)" % (len(view_times), view_times[len(view_times) // 2],
                                   view_times[int(len(view_times) * 0.9)], view_times[-1]))
+    for times, what in ((alone_times, "one site killed, and no other"),
+                        (second_times, "a second site killed about when the first's loss is decided; "
+                                       "from that second kill")):
+        times.sort()
+        if times:
+            print("  %s (%d seeds): %.2f s (median), %.2f s (90th percentile), %.2f s (max)" % (
+                what, len(times), times[len(times) // 2], times[int(len(times) * 0.9)], times[-1]))
     merge_times.sort()
     if merge_times:
         print("a cut link healed after the views split (%d of %d seeds that healed): every daemon "

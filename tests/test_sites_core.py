@@ -380,6 +380,106 @@ def test_a_hello_from_a_site_that_left_us_out_starts_no_link():
     assert gw.links == {} and gw.counters["hellos_left_out"] == 1
 
 
+
+# ---- a representative that takes over: when it suspects a silent site ------------------------
+
+SILENCE_S = sr.HopSettings().peer_silence_s
+
+
+def taken_over(heard_at=None, now=5.0):
+    """a2 in a ring with a1 (a1 represents site 0); our ring delivers b's message at heard_at
+    (never, with None); a1 dies and a2 takes over at `now`."""
+    gw = gateway("a2")
+    regular(gw, ["a1", "a2"])
+    if heard_at is not None:
+        gw.ring_output(carrier([remote(1, 5)], 6), heard_at)
+    regular(gw, ["a2"], now)
+    assert gw.is_representative() and gw.wide
+    return gw
+
+
+def test_a_takeover_counts_a_sites_silence_from_the_last_record_our_ring_delivered():
+    """The site went silent at 1.0 (its last record in our ring): the new representative
+    suspects it when a link to it would have, not a silence and a grace after the takeover."""
+    heard_at, now = 1.0, 2.1
+    gw = taken_over(heard_at, now)
+    assert gw.suspect_at[1] == pytest.approx(heard_at + SILENCE_S + sr.SITE_GRACE_S)
+    assert gw.suspect_at[1] < now + SILENCE_S + sr.SITE_GRACE_S
+
+
+def test_a_takeover_gives_a_site_heard_long_ago_time_for_its_hello_and_one_never_heard_all_of_it():
+    gw = taken_over(heard_at=0.5, now=5.0)
+    assert gw.suspect_at[1] == pytest.approx(5.0 + sr.SITE_HELLO_WAIT_S)
+    gw = taken_over(heard_at=None, now=5.0)  # (nothing says how long it has been silent)
+    assert gw.suspect_at[1] == pytest.approx(5.0 + SILENCE_S + sr.SITE_GRACE_S)
+    # its HELLO in time starts the link and ends the suspicion
+    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, False, {}, 0, (0, 1), 1)), 5.2)
+    assert 1 in gw.links and 1 not in gw.suspect_at
+
+
+def test_a_takeover_keeps_the_links_our_site_reported_down_until_they_start():
+    """Our old representative reported its link to b down (a LINKS record, in our ring): the
+    new one must not report it up before it runs (the others would route through us), and the
+    report dates b's silence (the link had heard nothing for its silence time)."""
+    gw = gateway("a2")
+    regular(gw, ["a1", "a2"])
+    gw.ring_output(carrier([sr._links_record(0, 1, (), (1,))], 6), 3.0)
+    assert gw.heard_s[1] == pytest.approx(3.0 - SILENCE_S)
+    into_ring = []
+    gw.orderer.submit = lambda msg, urgent=False: into_ring.append(msg) or True
+    regular(gw, ["a2"], 3.5)
+    assert gw.dead_links == {1} and gw.suspect_at[1] == pytest.approx(3.0 - SILENCE_S + SILENCE_S + sr.SITE_GRACE_S)
+    gw.tick(3.6)
+    links = [r for m in into_ring if m.kind == sr.SITES for r in sr.decode_site_records(m.data)
+             if r.kind == sr.SITE_LINKS]
+    assert links == []  # nothing new to say: the link is still down
+    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, False, {}, 0, (0, 1), 1)), 3.7)
+    gw.tick(3.7)
+    links = [sr.decode_site_view_body(r.body) for m in into_ring if m.kind == sr.SITES
+             for r in sr.decode_site_records(m.data) if r.kind == sr.SITE_LINKS]
+    assert links == [(frozenset(), {})]  # now it runs: up
+
+
+def test_the_state_a_late_daemon_takes_carries_the_silences_and_the_merges_given_up():
+    """A daemon that takes the sites' state (and may represent the site next) knows how long
+    ago each site was heard (ages: the daemons' clocks are their own) and the GIVEUPs it must
+    resend to a site that decided that merge."""
+    gw = gateway("a2")
+    regular(gw, ["a1", "a2"])
+    gw.ring_output(carrier([remote(1, 5)], 6), 4.0)
+    giveup = sr.SiteRecord(sr.SITE_GIVEUP, 0, 0, 3, body=sr.encode_site_view_body({0, 1}, {}))
+    gw.giveups, gw.given_up_view = {0: giveup}, 3
+    gw.now_s = 4.25
+    state = gw.export_state()
+    late = gateway("a1")
+    late.import_state(state, 100.0)
+    assert late.heard_s == {1: pytest.approx(100.0 - 0.25)}
+    assert (late.giveups, late.given_up_view) == ({0: giveup}, 3)
+    for bad in (-1.0, float("nan"), "1", float("inf")):
+        broken = dict(state, heard_ages={"1": bad})
+        with pytest.raises(ValueError):
+            gateway("a1").import_state(broken, 100.0)
+    broken = dict(state, giveups={"0": sr._records_text([sr.SiteRecord(sr.SITE_FRONTIER, 0, 4)])})
+    with pytest.raises(ValueError):
+        gateway("a1").import_state(broken, 100.0)
+
+
+def test_a_daemon_that_took_the_state_of_its_ring_represents_it_at_once():
+    """a1 restarted at 100.0 and took a2's state: their ring is formed (not two rings of a
+    start), so a1, first in spread.conf, takes the links at once, not SITE_ALONE_AFTER_S later
+    (the site would have no representative meanwhile, and nobody to suspect a silent site)."""
+    donor = gateway("a2")
+    regular(donor, ["a2"])
+    donor.ring_output(carrier([remote(1, 5)], 6), 99.0)
+    donor.now_s = 100.0
+    orderer = sr.RingOrderer("a1", 1, SITES[0], random.Random(1))
+    late = sr.SiteGateway("a1", SITES, COSTS, orderer, sr.HopSettings(), now=100.0)
+    late.import_state(donor.export_state(), 100.0)
+    late.ring_members = frozenset(["a1"])  # (a2 died meanwhile: the site is not whole)
+    late.choose_representative(100.05)
+    assert late.is_representative() and late.wide
+    assert late.suspect_at[1] == pytest.approx(99.0 + SILENCE_S + sr.SITE_GRACE_S)
+
 # ---- UNRELIABLE across sites: a record outside the stream ----------------------------------------
 
 def remote_unreliable(data=b"u", origin="b1", site=1, service=sr.UNRELIABLE_MESS, kind=sr.DATA):

@@ -58,7 +58,11 @@ REGRESSION_SEEDS = [29, 36, 5039, 5400, 20215, 30002, 31387, 41181,
                     # the old epoch: it took a new one (from a restarted daemon's incarnation)
                     # and the others refused the site as a new incarnation; now a ring that
                     # starts afresh keeps the epoch its daemons already run under
-                    1412]
+                    1412,
+                    # a representative restarted and took the sites' state from its ring after
+                    # its site gave up a merge the other two had decided: the state lacked the
+                    # GIVEUP, so the new representative never resent it and they waited for ever
+                    361]
 
 
 @pytest.mark.parametrize("seed", REGRESSION_SEEDS)
@@ -226,6 +230,23 @@ def test_a_killed_site_is_left_out_by_every_survivor_within_3_s_with_a_transitio
         installed_at = node.views[-1][4]
         # simulated time (the protocol's bound, not the machine's speed): the issue's target
         assert installed_at - sim.kill_at < 3.0, (name, installed_at - sim.kill_at)
+
+
+@pytest.mark.parametrize("seed", [548, 256])
+def test_a_representative_taking_over_in_a_third_site_still_leaves_a_killed_site_out_within_3_s(seed):
+    """A mesh of three: site 2 killed, and site 0's representative killed 0.95 s (548) or
+    0.21 s (256) later, before or after its link to site 2 fell silent; in 256 it also comes
+    back and takes over again, with the state of its ring. The new representative counts site
+    2's silence from its last record in its ring (its link's silence, not a fresh one), and
+    keeps the link its site reported down reported, so site 1 never routes through it."""
+    sim = sites_sim.SitesSim(seed)
+    case = sim.case
+    assert (case.site_kill, case.rep_crash_site, len(case.sites)) == (2, 0, 3)
+    assert 0 < case.rep_crash_after_s - case.site_kill_after_s < 1.0
+    res = sim.run()
+    assert res.violations == [], res.summary()
+    # simulated time (the protocol's bound, not the machine's speed): the issue's target
+    assert res.stats["view_after_kill_s"] < 3.0, res.summary()
 
 
 def test_a_site_that_dies_after_the_view_change_is_decided_is_left_out_by_the_next_one():

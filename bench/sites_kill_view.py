@@ -1,0 +1,125 @@
+"""A whole site killed in a mesh of three: how long until the last survivor installs the view
+without it, in the deterministic simulator (simulated time: the figures do not depend on the
+machine). Runs every seed of tests/sites_sim.py in the range whose case is three sites in a
+mesh with a site killed, with this spread_mini and, with --against, another one (say main's)
+in the same run, and prints median, 90th percentile and max of each, split as the issue's
+target reads: one site killed (3 s), and a second site killed about when the first's loss is
+decided (from that second kill), plus the seeds whose figure changed most.
+
+    python3 bench/sites_kill_view.py --seeds 1000 --against /tmp/main_spread_mini.py
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def mesh_kill_seeds(first: int, count: int) -> list:
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    sys.path.insert(0, ROOT)
+    import sites_sim
+    seeds = []
+    for seed in range(first, first + count):
+        case = sites_sim.case_for_seed(seed)
+        n = len(case.sites)
+        mesh = all(case.costs[i][j] > 0 or case.costs[j][i] > 0 for i in range(n) for j in range(n) if i != j)
+        if n == 3 and mesh and case.site_kill_after_s is not None:
+            seeds.append(seed)
+    return seeds
+
+
+def child(module_dir: str, seeds: list) -> None:
+    """Runs in a process of its own, with `module_dir`'s spread_mini first on the path: prints
+    one JSON line per seed."""
+    # loaded by hand: sites_sim puts this tree first on the path, and finds it in sys.modules
+    spec = importlib.util.spec_from_file_location("spread_mini", os.path.join(module_dir, "spread_mini.py"))
+    module = sys.modules["spread_mini"] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    import sites_sim
+    assert sites_sim.sr is module
+    for seed in seeds:
+        res = sites_sim.run_seed(seed)
+        case = sites_sim.case_for_seed(seed)
+        print(json.dumps({"seed": seed, "view_s": res.stats.get("view_after_kill_s"),
+                          "second_s": case.second_kill_after_s, "violations": len(res.violations)}),
+              flush=True)
+
+
+def run(module_dir: str, seeds: list) -> dict:
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", module_dir,
+                          "--seed-list", ",".join(map(str, seeds))],
+                         check=True, stdout=subprocess.PIPE, universal_newlines=True).stdout
+    return {r["seed"]: r for r in map(json.loads, out.splitlines())}
+
+
+def figures(values: list) -> str:
+    values = sorted(values)
+    if not values:
+        return "no seeds"
+    return "median %.2f s, 90th percentile %.2f s, max %.2f s" % (
+        values[len(values) // 2], values[int(len(values) * 0.9)], values[-1])
+
+
+def report(label: str, rows: dict) -> None:
+    alone = [r["view_s"] for r in rows.values() if r["view_s"] is not None and r["second_s"] is None]
+    # a second site killed: from that second kill (a view before it counts as 0: in time)
+    second = [max(0.0, r["view_s"] - r["second_s"]) for r in rows.values()
+              if r["view_s"] is not None and r["second_s"] is not None]
+    every = [r["view_s"] for r in rows.values() if r["view_s"] is not None]
+    failing = sorted(s for s, r in rows.items() if r["violations"])
+    print("%s:" % label)
+    print("  one site killed, and no other (%d seeds): %s" % (len(alone), figures(alone)))
+    print("  a second site killed about when the first's loss is decided, from that second kill "
+          "(%d seeds): %s" % (len(second), figures(second)))
+    print("  every seed, from the first kill (%d seeds): %s" % (len(every), figures(every)))
+    print("  seeds with violations: %s" % (failing or "none"))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Kill -> view of a whole site in a mesh of three sites "
+                                     "(simulated time), against another spread_mini in the same run.")
+    parser.add_argument("--seeds", type=int, default=1000, help="how many seeds to draw from (default 1000)")
+    parser.add_argument("--first", type=int, default=1)
+    parser.add_argument("--against", help="another spread_mini.py (say main's), run on the same seeds")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--seed-list", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(args.child, [int(s) for s in args.seed_list.split(",") if s])
+        return 0
+    if args.against and not os.path.isfile(args.against):
+        parser.error("--against: no file %s" % args.against)
+    seeds = mesh_kill_seeds(args.first, args.seeds)
+    print("seeds %d..%d: %d are a mesh of three with a site killed" % (
+        args.first, args.first + args.seeds - 1, len(seeds)))
+    ours = run(ROOT, seeds)
+    report("this spread_mini", ours)
+    if args.against:
+        other_dir = tempfile.mkdtemp(prefix="kill_view_")
+        try:
+            shutil.copy(args.against, os.path.join(other_dir, "spread_mini.py"))
+            theirs = run(other_dir, seeds)
+        finally:
+            shutil.rmtree(other_dir)
+        report(args.against, theirs)
+        changed = sorted(((theirs[s]["view_s"] or 0) - (ours[s]["view_s"] or 0), s) for s in seeds)
+        print("  most changed (theirs -> ours): %s" % ", ".join(
+            "%d %.2f -> %.2f" % (s, theirs[s]["view_s"] or -1, ours[s]["view_s"] or -1)
+            for d, s in reversed(changed[-8:]) if d > 0.05))
+    print("rerun: python3 bench/sites_kill_view.py --seeds %d --first %d%s" % (
+        args.seeds, args.first, " --against " + args.against if args.against else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
