@@ -1771,7 +1771,12 @@ def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket
 #             link died and may come back yet: link state, flooded to every site like
 #             PROPOSE; every site's trees are Dijkstra's over the links no end says are down
 # A view body: count (u16) and that many lost site ids (u16); count (u16) and that many
-# (site u16, the highest site_seq of it held u64, its last ARU known u64, its frontier u64).
+# (site u16, the highest site_seq of it held u64, its last ARU known u64, its frontier u64);
+# then, in a PROPOSE made while a merge is installed or just after, may come count (u16) and
+# that many (site u16, base u64): the site's last message at or below the merge's limit,
+# where the proposer knows it (the sites of its old view; a joined site whose first message
+# of the merged view it has): a site of the other view that dies before the merge is
+# installed has its stream cut in a numbering the survivors of our view never saw
 SITE_MSG, SITE_FRONTIER, SITE_ARU, SITE_SUSPECT, SITE_PROPOSE, SITE_JOIN, SITE_MERGE = 1, 2, 3, 4, 5, 6, 7
 SITE_READY, SITE_GIVEUP = 8, 9
 #: the epoch of another site's streams (in site_seq), which our representative learned from
@@ -1974,17 +1979,21 @@ def _decode_site_record(raw: bytes) -> SiteRecord:
     return SiteRecord(kind, site, lts, seq, service, origin, body)
 
 
-def encode_site_view_body(lost: Iterable[int], entries: Dict[int, Tuple[int, int, int]]) -> bytes:
+def encode_site_view_body(lost: Iterable[int], entries: Dict[int, Tuple[int, int, int]],
+                          bases: Optional[Dict[int, int]] = None) -> bytes:
     """SUSPECT / PROPOSE: the sites gone, and per site (highest site_seq held, last ARU,
-    frontier)."""
+    frontier); a PROPOSE made around a merge may add `bases` (see the record kinds)."""
     lost = sorted(lost)
     parts = [_U16.pack(len(lost))] + [_U16.pack(x) for x in lost] + [_U16.pack(len(entries))]
     parts += [_U16.pack(site) + _U64.pack(seq) + _U64.pack(aru) + _U64.pack(frontier)
               for site, (seq, aru, frontier) in sorted(entries.items())]
+    if bases:
+        parts.append(_U16.pack(len(bases)))
+        parts += [_U16.pack(site) + _U64.pack(seq) for site, seq in sorted(bases.items())]
     return b"".join(parts)
 
 
-def decode_site_view_body(body: bytes) -> Tuple[frozenset, Dict[int, Tuple[int, int, int]]]:
+def _decode_view_body(body: bytes) -> Tuple[frozenset, Dict[int, Tuple[int, int, int]], Dict[int, int]]:
     r = _RingReader(body)
     count = r.u16()
     if count > MAX_SITES:
@@ -1997,8 +2006,25 @@ def decode_site_view_body(body: bytes) -> Tuple[frozenset, Dict[int, Tuple[int, 
     for _ in range(count):
         site = r.u16()
         entries[site] = (r.counter(), r.counter(), r.counter())
+    bases = {}
+    if r.pos < r.size:
+        count = r.u16()
+        if count > MAX_SITES:
+            raise RingWireError("a view naming %d merge bases" % count)
+        for _ in range(count):
+            site = r.u16()
+            bases[site] = r.counter()
     r.end()
-    return lost, entries
+    return lost, entries, bases
+
+
+def decode_site_view_body(body: bytes) -> Tuple[frozenset, Dict[int, Tuple[int, int, int]]]:
+    return _decode_view_body(body)[:2]
+
+
+def decode_site_view_bases(body: bytes) -> Dict[int, int]:
+    """A PROPOSE's merge bases (empty if it has none)."""
+    return _decode_view_body(body)[2]
 
 
 class SiteRecordReader:
@@ -7163,6 +7189,8 @@ class SiteProposal:
     lost: frozenset
     frontier: int
     entries: Dict[int, Tuple[int, int, int]]
+    #: around a merge: per site, its last message at or below the merge's limit, where known
+    bases: Dict[int, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -7187,6 +7215,9 @@ class ViewClosing:
     #: a merge: the sites of the other view, and the new view's sites (else: the survivors)
     joined: frozenset = frozenset()
     sites_next: Optional[List[int]] = None
+    #: a lost site that joined us in the merge being installed: its last message at or below
+    #: that merge's limit, if a survivor knew it (see _install_view)
+    base: Dict[int, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -7437,6 +7468,9 @@ class SiteGateway:
         self.aru_floor_view = 0  #: ARU records of an older view than the last merge say nothing
         self.aru_pending: Dict[int, SiteRecord] = {}  # a newer view's ARU, until we install it
         self.join_sent = 0  # the view seq of the JOIN we submitted
+        #: a site that joined us in the last merge -> its last message before the merged view
+        #: (where its first one in the merged view came): what our PROPOSE says if it dies
+        self.joined_base: Dict[int, int] = {}
         self.merge_offers: Dict[int, SiteRecord] = {}  # site -> its last MERGE we did not take
         self.given_up_view = 0  #: the seq of the last merge we gave up (our HELLOs say it)
         #: site -> its GIVEUP of the last merge it gave up, ours included (resent to a link
@@ -7510,7 +7544,7 @@ class SiteGateway:
         gone = [site for site, t in self.suspect_at.items() if now >= t]
         for site in gone:
             del self.suspect_at[site]
-        gone = [site for site in gone if site not in self.links and site in self.live_sites]
+        gone = [site for site in gone if site not in self.links and site in self._watched_sites()]
         if gone and self.is_representative():
             gone = self._route_around(gone, now)
         if gone and self.is_representative() and not self._suspect(gone, now):
@@ -7710,7 +7744,7 @@ class SiteGateway:
                 self.counters["site_records_before_merge"] += 1  # delivered in its own old view
                 return False
             del self.join_after_lts[r.site]  # its first message of the merged view
-            first = r.site_seq - 1
+            first = self.joined_base[r.site] = r.site_seq - 1
             self.applied_seq[r.site] = self.kept_base[r.site] = first
             self.passed_seq[r.site] = max(self.passed_seq[r.site], first)
         if r.site_seq <= self.applied_seq[r.site]:
@@ -8158,7 +8192,7 @@ class SiteGateway:
             if r.site == self.site_id and view > max(self.proposed_view, self.view_seq):
                 self._propose(view, lost, passed)
             return
-        if r.site == self.site_id or r.site not in self.live_sites or view <= self.view_seq:
+        if r.site == self.site_id or r.site not in self._watched_sites() or view <= self.view_seq:
             return
         if self.site_id in lost:  # it cannot reach us: then it is gone for us too
             lost = (lost - {self.site_id}) | {r.site}
@@ -8172,16 +8206,23 @@ class SiteGateway:
             if self.closing is None or self._chainable():
                 self._propose(view + 1, lost | self.proposal_lost, passed)
             return
-        self.proposals[r.site] = SiteProposal(lost, r.lts, entries)
+        self.proposals[r.site] = SiteProposal(lost, r.lts, entries, decode_site_view_bases(r.body))
         passed.append(r)  # the representative floods it on
         self._maybe_decide(passed)
 
     def _chainable(self) -> bool:
-        """A view without lost sites is being installed (decided, not installed yet), and no
-        next one is decided: a survivor of it that dies now is left out by the next view,
-        agreed meanwhile and installed right after it (else we would wait for it for ever)."""
+        """A view without lost sites is being installed (decided, not installed yet: after a
+        loss, or a merge), and no next one is decided: a site of it that dies now is left out
+        by the next view, agreed meanwhile and installed right after it (else we would wait
+        for it for ever: its frontier, or its READY)."""
         c = self.closing
-        return c is not None and not c.joined and self.closing_next is None
+        return c is not None and self.closing_next is None
+
+    def _watched_sites(self) -> List[int]:
+        """The sites whose loss we watch for: those of our view, and while a merge we decided
+        is being installed, those of the merged view (a joined site may die before it)."""
+        c = self.closing
+        return list(c.sites_next) if c is not None and c.joined else list(self.live_sites)
 
     def _current_sites(self) -> List[int]:
         """The sites of our view, or of the view being installed: a next proposal's."""
@@ -8207,7 +8248,7 @@ class SiteGateway:
             self.frozen.setdefault(x, [])
         entries = {s: (self.applied_seq[s], self.streams[s].stable_aru, self.streams[s].frontier_lts)
                    for s in self.live_sites}
-        mine = SiteProposal(lost, self.own_lts, entries)
+        mine = SiteProposal(lost, self.own_lts, entries, self._merge_bases())
         self.proposals = {self.site_id: mine}
         passed.append(self._proposal_record(mine))
         self._log("proposes view %d without sites %s" % (view, sorted(lost)), None)
@@ -8215,7 +8256,19 @@ class SiteGateway:
 
     def _proposal_record(self, p: SiteProposal) -> SiteRecord:
         return SiteRecord(SITE_PROPOSE, self.site_id, p.frontier, self.proposed_view,
-                          body=encode_site_view_body(p.lost, p.entries))
+                          body=encode_site_view_body(p.lost, p.entries, p.bases))
+
+    def _merge_bases(self) -> Dict[int, int]:
+        """Per site, its last message at or below the limit of the merge being installed (or
+        just installed), where we know it: the sites of our old view (`kept` is not trimmed
+        during a merge), and the joined sites whose first message above it we had."""
+        c = self.closing
+        bases = dict(self.joined_base)
+        if c is not None and c.joined:
+            for s in self.live_sites:
+                below = sum(1 for r in self.kept[s] if r.lts <= c.limit_lts)
+                bases[s] = self.kept_base[s] + below
+        return bases
 
     def _maybe_decide(self, passed: List[SiteRecord]) -> None:
         survivors = sorted(set(self._current_sites()) - self.proposal_lost)
@@ -8230,7 +8283,8 @@ class SiteGateway:
             holder[x] = min(s for s, p in props.items() if p.entries.get(x, (0, 0, 0))[0] == cut[x])
             aru = max(p.entries.get(x, (0, 0, 0))[1] for p in props.values())
             frontier[x] = max(p.entries.get(x, (0, 0, 0))[2] for p in props.values())
-            self.merge.site_stable(self.streams[x], aru)
+            if x in self.streams:  # (a joined site's stream opens where the merge is installed)
+                self.merge.site_stable(self.streams[x], aru)
         for s, p in sorted(props.items()):
             # each survivor's own ARU when it proposed: what it delivered as SAFE before then
             # counted on it, and the others need it if it dies before it says it again
@@ -8238,9 +8292,12 @@ class SiteGateway:
                 self.merge.site_stable(self.streams[s], p.entries[s][1])
         limit = max(p.frontier for p in props.values())
         reason = "sites %s gone" % sorted(self.proposal_lost)
+        base = {x: max(p.bases[x] for p in props.values() if x in p.bases)
+                for x in self.proposal_lost if any(x in p.bases for p in props.values())}
         decided = ViewClosing(self.proposed_view, survivors, self.proposal_lost, cut, holder,
                               limit, frontier, reason=reason,
-                              aru={x: self.streams[x].stable_aru for x in self.proposal_lost})
+                              aru={x: self.streams[x].stable_aru for x in self.proposal_lost
+                                   if x in self.streams}, base=base)
         self._log("view %d decided: sites %s, %s; messages up to lts %d in the old view"
                   % (self.proposed_view, survivors, reason, limit), None)
         if chained:
@@ -8248,8 +8305,15 @@ class SiteGateway:
         else:
             self.closing = decided
             self.merge.deliver_limit_lts = limit
-        self.tree_groups = {}
-        self.trees = dissemination_trees(self._live_costs(), survivors)
+            self._rebase_lost_joined(decided)
+        if chained and self.closing.joined:
+            # (the merge's trees without the dead sites: our old view's messages still reach
+            # the sites of our old view through those sites only, until the merge is installed)
+            self.tree_groups = {s: g - self.proposal_lost for s, g in self.tree_groups.items() if s in survivors}
+            self.trees = merged_view_trees(self._live_costs(), self.tree_groups)
+        else:
+            self.tree_groups = {}
+            self.trees = dissemination_trees(self._live_costs(), survivors)
         self.neighbours = [s for s in self.neighbours if s in survivors]
         for x in self.proposal_lost:
             self.links.pop(x, None)
@@ -8287,6 +8351,20 @@ class SiteGateway:
         self._log("view %d is installed first: sites %s of it died after its decision; view %d follows"
                   % (c.view_seq, sorted(decided.lost), decided.view_seq), None)
 
+    def _rebase_lost_joined(self, c: ViewClosing) -> None:
+        """A lost site that joined us in the last merge and whose first message of the merged
+        view we have not had: its stream goes on from its last message at or below the
+        merge's limit, as a survivor that knew it proposed (then what it sent in the merged
+        view comes from `holder`); if none knew it, no survivor had such a message, and its
+        stream ends at its cut."""
+        for x in sorted(c.lost):
+            if x in self.join_after_lts and x in self.streams:
+                del self.join_after_lts[x]
+                first = max(self.applied_seq[x], c.base.get(x, c.cut[x]))
+                self.applied_seq[x] = self.kept_base[x] = first
+                self.passed_seq[x] = max(self.passed_seq[x], first)
+                self.kept[x] = collections.deque()
+
     def _lost_site_record(self, r: SiteRecord) -> bool:
         """A record of a site being left out: held back until the decision, then applied up to
         its cut; its frontier and ARU are what the decision says."""
@@ -8308,13 +8386,17 @@ class SiteGateway:
         c, after = self.closing, self.closing_next
         if any(self.applied_seq[x] < c.cut[x] for x in c.lost) or self.refrozen:
             return
-        if after is not None and any(self.applied_seq[x] < after.cut[x] for x in after.lost):
+        # (a dead site that joined us in the merge being installed has no stream here yet:
+        # its cut is reached after the merge is installed, see _install_view)
+        if after is not None and any(self.applied_seq[x] < after.cut[x] for x in after.lost
+                                     if x not in c.joined):
             return
         if not c.closed:
             self._close_lost_streams(c)
         if after is not None and not after.closed:
             # (the dead survivors' streams reach this view's limit too: they end at their cut)
-            self._close_lost_streams(after, c.limit_lts)
+            here = after.lost - c.joined
+            self._close_lost_streams(after, c.limit_lts, None if here == after.lost else here)
         self.merge.deliver_ready()
         while True:
             if any(self.streams[s].frontier_lts < c.limit_lts for s in c.survivors):
@@ -8322,7 +8404,8 @@ class SiteGateway:
             head = min((s.ordered[0] for s in self.streams.values() if s.ordered),
                        key=lambda m: m.key, default=None)
             if head is None or head.lts > c.limit_lts:
-                if c.joined and not set(c.sites_next) <= set(self.merging.ready):
+                dead = after.lost if after is not None else frozenset()
+                if c.joined and not set(c.sites_next) - dead <= set(self.merging.ready):
                     return  # a site of the merge may still give it up: its READY or GIVEUP comes
                 self._install_view()
                 return
@@ -8335,7 +8418,8 @@ class SiteGateway:
                 if not c.transitional:
                     self._emit_view(CONF_TRANSITIONAL)
                 for y in after.lost:
-                    self.streams[y].stable_aru = LOST_SITE_ARU
+                    if y in self.streams:
+                        self.streams[y].stable_aru = LOST_SITE_ARU
                 self.merge.deliver_ready()
                 continue
             if c.transitional or not blocked_by_lost:
@@ -8343,24 +8427,29 @@ class SiteGateway:
             self._emit_view(CONF_TRANSITIONAL)
             self.merge.deliver_ready()
 
-    def _close_lost_streams(self, c: ViewClosing, at_least_lts: int = 0) -> None:
+    def _close_lost_streams(self, c: ViewClosing, at_least_lts: int = 0,
+                            sites: Optional[frozenset] = None) -> None:
         """Every lost site's stream now ends at its cut. A lost site's message may depend on
         another lost site's message that no survivor has (it was delivered there, and it is
         beyond that site's cut): everything of a lost site above the lowest final frontier of
         the other lost sites is dropped, at every survivor alike (final frontier: the highest
         of the cut message's lts and the frontiers proposed; every message of the site up to it
         is within the cut). A survivor's messages never depend on one beyond a cut: it had
-        every message it delivered, and the cut is the most any survivor had."""
-        final = {x: max(self.streams[x].frontier_lts, c.frontier.get(x, 0)) for x in c.lost}
-        for y in c.lost:
-            others = [final[x] for x in c.lost if x != y]
+        every message it delivered, and the cut is the most any survivor had. `sites`: only
+        these lost sites now (those of a merge not installed yet have no stream here: they
+        are closed with the rest once it is; a joined site's stream starts at that merge's
+        limit, above every message of the others this drops before)."""
+        lost = c.lost if sites is None else sites
+        final = {x: max(self.streams[x].frontier_lts, c.frontier.get(x, 0)) for x in lost}
+        for y in lost:
+            others = [final[x] for x in lost if x != y]
             ordered = self.streams[y].ordered
             while others and ordered and ordered[-1].lts > min(others):
                 ordered.pop()
                 self.counters["messages_discarded_after_a_lost_gap"] += 1
-        for x in c.lost:  # nothing more comes from it
+        for x in lost:  # nothing more comes from it
             self.merge.advance_frontier(self.streams[x], max(c.limit_lts, at_least_lts))
-        c.closed = True
+        c.closed = sites is None
 
     def _emit_view(self, kind: str) -> None:
         c = self.closing
@@ -8389,11 +8478,17 @@ class SiteGateway:
         self.frozen = {}
         after, self.closing_next = self.closing_next, None
         if after is not None:  # decided meanwhile: it goes on from here
-            for y in after.lost:  # (its ARU as decided, up to the next transitional view)
-                self.streams[y].stable_aru = after.aru[y]
             self.closing = after
-            self.merge.deliver_limit_lts = after.limit_lts
             self.frozen = {x: [] for x in after.lost}
+            if c.joined:  # (the merge first: the joined sites' streams open, the dead ones' too)
+                self._install_joined(c)
+                self.neighbours = [s for s in self.neighbours if s not in after.lost]
+                self.tree_groups = {s: g - after.lost for s, g in self.tree_groups.items() if s not in after.lost}
+                self.trees = merged_view_trees(self._live_costs(), self.tree_groups)
+            for y in after.lost:  # (its ARU as decided, up to the next transitional view)
+                if y in after.aru:
+                    self.streams[y].stable_aru = after.aru[y]
+            self.merge.deliver_limit_lts = after.limit_lts
             self.merge.deliver_ready()
             self._close_step()
             return
@@ -8743,7 +8838,7 @@ class SiteGateway:
             up = s in self.links or (s in self.suspect_at and s not in self.routed_around)
             cost = self.costs[self.site_id][s] if up else 0
             costs[self.site_id][s], costs[s][self.site_id] = cost, self.costs[s][self.site_id] if up else 0
-        return dissemination_tree(costs, self.site_id, self.live_sites)
+        return dissemination_tree(costs, self.site_id, self._watched_sites())
 
     def _route_around(self, gone: List[int], now: float) -> List[int]:
         """Of the sites whose link is down and that said no HELLO in time: those reached
@@ -8840,6 +8935,9 @@ class SiteGateway:
             if self.is_representative() and site not in self.links and site not in self.suspect_at:
                 self.suspect_at[site] = self.now_s + self.hop_settings.peer_silence_s + SITE_GRACE_S
                 self.hello_due_s = self.now_s
+        self.joined_base = {}
+        if self.closing is not None:  # the next view, decided meanwhile: sites of it died
+            self._rebase_lost_joined(self.closing)
         held, self.join_hold = self.join_hold, {}
         for x in sorted(held):
             for r in held[x]:
@@ -8897,7 +8995,7 @@ class SiteGateway:
             "gate": [[a, b, _records_text(rs), low] for a, b, rs, low in self.gate],
             "passed_seq": per_site(self.passed_seq), "passed_frontier": per_site(self.passed_frontier),
             "passed_aru": per_site(self.passed_aru), "join_after_lts": per_site(self.join_after_lts),
-            "join_floor": per_site(self.join_floor),
+            "join_floor": per_site(self.join_floor), "joined_base": per_site(self.joined_base),
             "merge_offers": {str(k): _records_text([r]) for k, r in self.merge_offers.items()},
             "tree_groups": {str(k): sorted(v) for k, v in self.tree_groups.items()},
             "numbers": [self.safe_ring_lts, self.own_lts, self.frontier_answered, self.site_aru,
@@ -8975,6 +9073,7 @@ class SiteGateway:
         self.passed_aru = _per_site(state["passed_aru"], n, all_sites=True)
         self.join_after_lts = _per_site(state["join_after_lts"], n)
         self.join_floor = _per_site(state["join_floor"], n)
+        self.joined_base = _per_site(state.get("joined_base", {}), n)
         self.merge_offers = offers
         (self.safe_ring_lts, self.own_lts, self.frontier_answered, self.site_aru, self.aru_wanted,
          self.view_seq, self.proposed_view, self.aru_floor_view, max_lts) = numbers

@@ -170,6 +170,10 @@ class SitesCase:
     lan_split_after_s: Optional[float] = None
     lan_split_for_s: float = 0.0
     lan_split_apart: Tuple[str, ...] = ()
+    #: every daemon of this site killed this long after the heal: about when the healed
+    #: views decide their merge, so that it dies after that decision (None: never)
+    merge_kill_after_s: Optional[float] = None
+    merge_kill: int = 0
 
 
 #: a restarted daemon's first view: the one its state came in (SitesOrderer), not installed
@@ -318,6 +322,13 @@ def case_for_seed(seed: int, lan_splits: bool = False) -> SitesCase:
         case.lan_split_apart = tuple(split.sample(names, split.randrange(1, len(names))))
         case.lan_split_after_s = split.uniform(0.0, case.traffic_s)
         case.lan_split_for_s = split.uniform(0.5, 3.0)
+    late = random.Random(seed * 7919 + 21)
+    if (case.heal_after_s is not None and case.site_kill_after_s is None and case.rep_crash_after_s is None
+            and case.restart_name is None and late.random() < 0.5):
+        # the merge is decided a probe period and a few WAN crossings after the heal (when
+        # the views had split by then): a site dies about then, before or after its decision
+        case.merge_kill = late.randrange(nsites)
+        case.merge_kill_after_s = late.uniform(0.0, 1.2)
     return case
 
 
@@ -705,6 +716,9 @@ class SitesSim:
                 # and the clients send again once the views have merged (about 3 s after
                 # the heal: the probes, the merge), for the order across the merged sites
                 self.schedule_late_traffic(healed + HEAL_TRAFFIC_AFTER_S)
+                if self.case.merge_kill_after_s is not None:
+                    for name in self.case.sites[self.case.merge_kill]:
+                        self.push(healed + self.case.merge_kill_after_s, "crash", name)
         if self.case.lan_split_after_s is not None:
             split_at = start + self.case.lan_split_after_s
             self.push(split_at, "lan", "split")
