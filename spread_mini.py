@@ -7479,6 +7479,11 @@ class SiteGateway:
         #: the representative's: site -> its last MERGE that came before our link to a site
         #: it brings in; it goes into our ring once that link starts (see _merge_unreachable)
         self.merge_parked: Dict[int, SiteRecord] = {}
+        #: ... since when (a link that does not start within SITE_GRACE_S is routed around)
+        self.merge_parked_at: Dict[int, float] = {}
+        #: the sites of a MERGE we took with a site it brings in reached only through others
+        #: (our link to those is reported down: see _take_parked_around)
+        self.merge_around: frozenset = frozenset()
         self.probe_due_s: Optional[float] = None
         #: the incarnation of our site's streams: set where a ring of our site starts with the
         #: sites' state afresh (SitesOrderer), the same at each of its daemons, passed on to a
@@ -7541,6 +7546,8 @@ class SiteGateway:
             self._send_hellos(now)
         if self.probe_due_s is not None and now >= self.probe_due_s:
             self._probe(now)
+        if self.merge_parked and self.is_representative():
+            self._take_parked_around(now)
         gone = [site for site, t in self.suspect_at.items() if now >= t]
         for site in gone:
             del self.suspect_at[site]
@@ -7555,6 +7562,7 @@ class SiteGateway:
     def next_deadline_s(self) -> float:
         times = [link.next_deadline_s() for link in self.links.values()]
         times += self.suspect_at.values()
+        times += [t + SITE_GRACE_S for t in self.merge_parked_at.values()]
         for t in (self.hello_due_s, self.probe_due_s):
             if t is not None:
                 times.append(t)
@@ -7594,7 +7602,7 @@ class SiteGateway:
         self.links = {}
         self.to_ring.clear()
         self.injected = {}
-        self.merge_parked = {}
+        self.merge_parked, self.merge_parked_at = {}, {}
         self.hello_due_s = None
         self.wide = False
         self.suspect_at = {}
@@ -8018,11 +8026,45 @@ class SiteGateway:
         return any(s in self.configured_neighbours and s not in self.links
                    for s in sites - set(self.live_sites))
 
+    def _take_parked_around(self, now: float) -> None:
+        """A MERGE parked for SITE_GRACE_S: the direct link to a site it brings in did not
+        start (HELLO every SITE_HELLO_EVERY_S meanwhile), so it is down, as a dead link past
+        its grace. If every such site is reachable through the sites we have links with (over
+        the links nobody reported down), we route around it: our link to it is reported down
+        (LINKS, flooded: every site's trees of the merged view go round it) and the MERGE goes
+        into our ring. Else it stays parked, and is looked at again a grace later."""
+        for site in sorted(self.merge_parked):
+            if now < self.merge_parked_at.get(site, now) + SITE_GRACE_S:
+                continue
+            r = self.merge_parked[site]
+            sites, _ = decode_site_view_body(r.body)  # (it decoded when it was parked)
+            missing = {s for s in sites - set(self.live_sites)
+                       if s in self.configured_neighbours and s not in self.links}
+            costs = self._live_costs()
+            for s in range(len(self.sites)):
+                if s != self.site_id and s not in self.links:
+                    costs[self.site_id][s] = costs[s][self.site_id] = 0
+            if set(dissemination_tree(costs, self.site_id, sites).unreachable) & missing:
+                self.merge_parked_at[site] = now
+                continue
+            del self.merge_parked[site]
+            del self.merge_parked_at[site]
+            self._log("MERGE of site %d waited %.1f s for links to sites %s: reached through "
+                      "others, routed around" % (site, SITE_GRACE_S, sorted(missing)), now)
+            self.counters["site_merges_routed_around"] += 1
+            self.merge_around = frozenset(sites)
+            self.routed_around |= missing
+            self.dead_links |= missing
+            self._report_links()
+            if r.site_seq > self.view_seq:
+                self._from_link(site, r, around=True)
+
     def _unpark_merges(self) -> None:
         """The parked MERGEs that a new link makes reachable go into our ring now (one of a
         view we are past already says nothing)."""
         for site, r in sorted(self.merge_parked.items()):
             del self.merge_parked[site]
+            self.merge_parked_at.pop(site, None)
             if r.site_seq > self.view_seq:
                 self._from_link(site, r)  # (parked again if still unreachable)
 
@@ -8049,9 +8091,10 @@ class SiteGateway:
             self._drop_link(site, "peer dead (%s)" % event.reason, event.at_s)
             return
 
-    def _from_link(self, site: int, r: SiteRecord) -> None:
+    def _from_link(self, site: int, r: SiteRecord, around: bool = False) -> None:
         """A record from the link to `site`: into our ring, once (a HELLO's resending may
-        repeat what the ring already has)."""
+        repeat what the ring already has). `around`: a parked MERGE taken (see
+        _take_parked_around)."""
         known = r.site in self.streams or (self.merging is not None and r.site in self.merging.sites)
         if (r.site == self.site_id or r.kind in (SITE_SUSPECT, SITE_JOIN, SITE_EPOCH)
                 or not (known or (r.kind == SITE_MERGE and r.site < len(self.sites)))):
@@ -8060,11 +8103,12 @@ class SiteGateway:
         if r.kind == SITE_UNRELIABLE:  # outside the stream: no place to check it by
             self.to_ring.append(r)
             return
-        if r.kind == SITE_MERGE and self._merge_unreachable(r):
+        if r.kind == SITE_MERGE and not around and self._merge_unreachable(r):
             self.counters["site_merges_unreachable"] += 1
             parked = self.merge_parked.get(r.site)
             if parked is None or parked.site_seq <= r.site_seq:
                 self.merge_parked[r.site] = r
+                self.merge_parked_at.setdefault(r.site, self.now_s)
             return
         key = (r.kind, r.site)
         mark = r.site_seq if r.kind in (SITE_MSG,) + SITE_FLOODED_KINDS else r.lts
@@ -8735,8 +8779,15 @@ class SiteGateway:
             m.ready[r.site] = r
             return
         why = "site %d gave it up before its decision" % r.site
+        after = self.closing_next
         if self.closing is None:
             self._abandon_merge(why, passed)
+        elif after is not None and r.site in after.lost:
+            # a site that died after our decision, and gave the merge up before its own: the
+            # next view leaves it out after the merge, as every survivor agreed in its
+            # proposal (it flooded its GIVEUP before it died: seconds before its silence
+            # is noticed, every survivor it reached has it by then and withdrew instead)
+            self.counters["site_giveups_of_a_dead_site"] += 1
         else:
             self._withdraw_merge(why)
 
@@ -8766,9 +8817,27 @@ class SiteGateway:
         self._end_merge()
         self._log("withdraws its decision of view %d: %s; it stays in view %d"
                   % (c.view_seq, why, self.view_seq), None)
+        after, self.closing_next = self.closing_next, None
+        if after is not None:  # the next view was agreed after the merge: it goes too
+            self._unchain(after)
+
+    def _unchain(self, after: ViewClosing) -> None:
+        """The view chained after a merge that is withdrawn: its dead sites of our old view
+        are suspected again from it (the next view seq); what we held back of them goes on."""
+        self.proposals, self.proposal_lost, self.refrozen = {}, frozenset(), frozenset()
+        held, self.frozen = self.frozen, {}
+        self.neighbours = [s for s in self.configured_neighbours if s in self.live_sites]
+        for x in sorted(held):
+            for r in held[x]:
+                self._apply(r)
+        for x in sorted(after.lost & set(self.live_sites)):
+            if self.is_representative():
+                self.suspect_at[x] = self.now_s
+        self._log("view %d (after the merge) is dropped with it" % after.view_seq, None)
 
     def _end_merge(self) -> None:
         m, self.merging = self.merging, None
+        self.merge_around = frozenset()
         self.given_up_view = max(self.given_up_view, m.view_seq)
         self.merge.deliver_limit_lts = None
         self.join_hold = {}  # (their records come again, from their `kept`, at the next merge)
@@ -8865,9 +8934,11 @@ class SiteGateway:
         when that changed."""
         if not self.is_representative():
             return
-        settled = frozenset(s for s in self.routed_around if s not in self.links and s in self.live_sites)
-        pending = frozenset(s for s in self.dead_links
-                            if s not in self.links and s in self.live_sites) - settled
+        ours = set(self.live_sites) | self.merge_around
+        if self.merging is not None:  # (a site of the merge we reach through others only)
+            ours |= self.merging.sites
+        settled = frozenset(s for s in self.routed_around if s not in self.links and s in ours)
+        pending = frozenset(s for s in self.dead_links if s not in self.links and s in ours) - settled
         if (settled, pending) == self.links_down_sent:
             return
         self.links_down_sent = (settled, pending)
@@ -8911,6 +8982,7 @@ class SiteGateway:
         """The merged view: the joined sites' streams start at the limit; what every site's
         ARU said of the old view's streams says nothing of theirs."""
         self.merging = None
+        self.merge_around = frozenset()
         for x in sorted(c.joined):
             stream = self.streams[x] = self.merge.open_stream(x, c.limit_lts)
             self.merge.install(stream)

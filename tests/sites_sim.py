@@ -174,6 +174,9 @@ class SitesCase:
     #: views decide their merge, so that it dies after that decision (None: never)
     merge_kill_after_s: Optional[float] = None
     merge_kill: int = 0
+    #: (tests only) the WAN link between these two sites is cut from the start and never
+    #: healed: in a mesh of three, they reach each other through the third (None: no such link)
+    cut_for_good: Optional[Tuple[int, int]] = None
 
 
 #: a restarted daemon's first view: the one its state came in (SitesOrderer), not installed
@@ -361,6 +364,9 @@ class SitesSim:
                                         "submitted": 0}
         self.wire_free: Dict[Tuple[int, int], float] = {}
         self.cut_pairs: set = set()  # (site, site) whose wire is cut, both ways
+        if self.case.cut_for_good is not None:
+            a, b = self.case.cut_for_good
+            self.cut_pairs |= {(a, b), (b, a)}
         self.heal_pending = False
         self.lan_split = False  #: the LAN of a site split in two now (lan_split_apart)
         self.late_submits = 0  # submissions after the heal still to come
@@ -790,6 +796,9 @@ class SitesSim:
             return
         if kind == "heal":
             self.cut_pairs = set()
+            if self.case.cut_for_good is not None:  # (that one stays cut)
+                a, b = self.case.cut_for_good
+                self.cut_pairs |= {(a, b), (b, a)}
             self.heal_pending = False
             self.healed_at = self.now
             self.stats["heals"] = self.stats.get("heals", 0) + 1
