@@ -7360,10 +7360,9 @@ class SiteGateway:
     epoch (where its ring started afresh); a HELLO of another epoch than the one we read is a
     whole site restarted, left out and merged back like a healed site, never a takeover
     (_new_incarnation). Not yet: a site split into two rings after the start (both with
-    traffic: two streams of one epoch), a merge that brings in a site we reach only through
-    a third one, a site that dies after a merge is decided (a death after a loss's decision
-    chains the next view: _chain_decide), pruning by group interest and non-blocking
-    forwarding. UNRELIABLE crosses outside the streams: the representative sends its
+    traffic: two streams of one epoch), pruning by group interest and non-blocking
+    forwarding. (A death after a loss's or a merge's decision chains the next view:
+    _chain_decide; a merge through a third site: _take_parked_around.) UNRELIABLE crosses outside the streams: the representative sends its
     site's at once down its tree as an UNRELIABLE record, and a site delivers another's
     where its ring brings that record (_unreliable_record)."""
 
@@ -8018,7 +8017,8 @@ class SiteGateway:
         come: the link to it is still cut, though another site reaches it, or the heal's
         HELLOs are still on their way) does not go into our ring yet: the merged view could
         not hold (a merge needs a direct link to each site it brings in). It is parked, and taken when that
-        link starts: its sender flooded it once, and the others' decision needs ours."""
+        link starts (its sender flooded it once, and the others' decision needs ours), or after
+        a grace round that link if it stays down (_take_parked_around)."""
         try:
             sites, _ = decode_site_view_body(r.body)
         except RingWireError:
@@ -8562,6 +8562,9 @@ class SiteGateway:
     # next probe starts another); so does a conflicting MERGE of a site of the new view, or
     # the death of a link to a joined site. Giving up floods GIVEUP, never sent with READY:
     # a site that decided and gets one withdraws its decision (nobody installs that merge).
+    # 5. A site of the new view that dies after our decision is left out by the next view,
+    # agreed meanwhile and installed right after the merge (_chain_decide; its PROPOSE carries
+    # the merge bases: _merge_bases, _rebase_lost_joined).
 
     def _probe(self, now: float) -> None:
         self.probe_due_s = now + SITE_PROBE_EVERY_S

@@ -20,7 +20,8 @@ later as a new incarnation: its ring takes it in and it is brought up to date th
 (SitesOrderer: the state of the sites at one point of the ring's order), and/or every daemon
 of the killed site is started again 0.3-5 s after the kill, before or after the others left it
 out (a new epoch of its streams: it comes back by a merge, and the clients send again after
-it). The run goes on until
+it), and/or every daemon of a site is killed 0-1.2 s after a heal, about when the healed views
+decide their merge (the next view leaves it out, chained after the merge). The run goes on until
 every living daemon has delivered what it must and installed the view of the sites it can reach, or the time is up.
 
 The checkers look only at what the simulated clients submitted and what every daemon delivered
