@@ -1771,7 +1771,12 @@ def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket
 #             link died and may come back yet: link state, flooded to every site like
 #             PROPOSE; every site's trees are Dijkstra's over the links no end says are down
 # A view body: count (u16) and that many lost site ids (u16); count (u16) and that many
-# (site u16, the highest site_seq of it held u64, its last ARU known u64, its frontier u64).
+# (site u16, the highest site_seq of it held u64, its last ARU known u64, its frontier u64);
+# then, in a PROPOSE made while a merge is installed or just after, may come count (u16) and
+# that many (site u16, base u64): the site's last message at or below the merge's limit,
+# where the proposer knows it (the sites of its old view; a joined site whose first message
+# of the merged view it has): a site of the other view that dies before the merge is
+# installed has its stream cut in a numbering the survivors of our view never saw
 SITE_MSG, SITE_FRONTIER, SITE_ARU, SITE_SUSPECT, SITE_PROPOSE, SITE_JOIN, SITE_MERGE = 1, 2, 3, 4, 5, 6, 7
 SITE_READY, SITE_GIVEUP = 8, 9
 #: the epoch of another site's streams (in site_seq), which our representative learned from
@@ -1974,17 +1979,21 @@ def _decode_site_record(raw: bytes) -> SiteRecord:
     return SiteRecord(kind, site, lts, seq, service, origin, body)
 
 
-def encode_site_view_body(lost: Iterable[int], entries: Dict[int, Tuple[int, int, int]]) -> bytes:
+def encode_site_view_body(lost: Iterable[int], entries: Dict[int, Tuple[int, int, int]],
+                          bases: Optional[Dict[int, int]] = None) -> bytes:
     """SUSPECT / PROPOSE: the sites gone, and per site (highest site_seq held, last ARU,
-    frontier)."""
+    frontier); a PROPOSE made around a merge may add `bases` (see the record kinds)."""
     lost = sorted(lost)
     parts = [_U16.pack(len(lost))] + [_U16.pack(x) for x in lost] + [_U16.pack(len(entries))]
     parts += [_U16.pack(site) + _U64.pack(seq) + _U64.pack(aru) + _U64.pack(frontier)
               for site, (seq, aru, frontier) in sorted(entries.items())]
+    if bases:
+        parts.append(_U16.pack(len(bases)))
+        parts += [_U16.pack(site) + _U64.pack(seq) for site, seq in sorted(bases.items())]
     return b"".join(parts)
 
 
-def decode_site_view_body(body: bytes) -> Tuple[frozenset, Dict[int, Tuple[int, int, int]]]:
+def _decode_view_body(body: bytes) -> Tuple[frozenset, Dict[int, Tuple[int, int, int]], Dict[int, int]]:
     r = _RingReader(body)
     count = r.u16()
     if count > MAX_SITES:
@@ -1997,8 +2006,25 @@ def decode_site_view_body(body: bytes) -> Tuple[frozenset, Dict[int, Tuple[int, 
     for _ in range(count):
         site = r.u16()
         entries[site] = (r.counter(), r.counter(), r.counter())
+    bases = {}
+    if r.pos < r.size:
+        count = r.u16()
+        if count > MAX_SITES:
+            raise RingWireError("a view naming %d merge bases" % count)
+        for _ in range(count):
+            site = r.u16()
+            bases[site] = r.counter()
     r.end()
-    return lost, entries
+    return lost, entries, bases
+
+
+def decode_site_view_body(body: bytes) -> Tuple[frozenset, Dict[int, Tuple[int, int, int]]]:
+    return _decode_view_body(body)[:2]
+
+
+def decode_site_view_bases(body: bytes) -> Dict[int, int]:
+    """A PROPOSE's merge bases (empty if it has none)."""
+    return _decode_view_body(body)[2]
 
 
 class SiteRecordReader:
@@ -7260,6 +7286,8 @@ class SiteProposal:
     lost: frozenset
     frontier: int
     entries: Dict[int, Tuple[int, int, int]]
+    #: around a merge: per site, its last message at or below the merge's limit, where known
+    bases: Dict[int, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -7284,6 +7312,9 @@ class ViewClosing:
     #: a merge: the sites of the other view, and the new view's sites (else: the survivors)
     joined: frozenset = frozenset()
     sites_next: Optional[List[int]] = None
+    #: a lost site that joined us in the merge being installed: its last message at or below
+    #: that merge's limit, if a survivor knew it (see _install_view)
+    base: Dict[int, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -7431,10 +7462,9 @@ class SiteGateway:
     epoch (where its ring started afresh); a HELLO of another epoch than the one we read is a
     whole site restarted, left out and merged back like a healed site, never a takeover
     (_new_incarnation). Not yet: a site split into two rings after the start (both with
-    traffic: two streams of one epoch), a merge that brings in a site we reach only through
-    a third one, a site that dies after a merge is decided (a death after a loss's decision
-    chains the next view: _chain_decide), pruning by group interest and non-blocking
-    forwarding. UNRELIABLE crosses outside the streams: the representative sends its
+    traffic: two streams of one epoch), pruning by group interest and non-blocking
+    forwarding. (A death after a loss's or a merge's decision chains the next view:
+    _chain_decide; a merge through a third site: _take_parked_around.) UNRELIABLE crosses outside the streams: the representative sends its
     site's at once down its tree as an UNRELIABLE record, and a site delivers another's
     where its ring brings that record (_unreliable_record)."""
 
@@ -7539,6 +7569,9 @@ class SiteGateway:
         self.aru_floor_view = 0  #: ARU records of an older view than the last merge say nothing
         self.aru_pending: Dict[int, SiteRecord] = {}  # a newer view's ARU, until we install it
         self.join_sent = 0  # the view seq of the JOIN we submitted
+        #: a site that joined us in the last merge -> its last message before the merged view
+        #: (where its first one in the merged view came): what our PROPOSE says if it dies
+        self.joined_base: Dict[int, int] = {}
         self.merge_offers: Dict[int, SiteRecord] = {}  # site -> its last MERGE we did not take
         self.given_up_view = 0  #: the seq of the last merge we gave up (our HELLOs say it)
         #: site -> its GIVEUP of the last merge it gave up, ours included (resent to a link
@@ -7547,6 +7580,11 @@ class SiteGateway:
         #: the representative's: site -> its last MERGE that came before our link to a site
         #: it brings in; it goes into our ring once that link starts (see _merge_unreachable)
         self.merge_parked: Dict[int, SiteRecord] = {}
+        #: ... since when (a link that does not start within SITE_GRACE_S is routed around)
+        self.merge_parked_at: Dict[int, float] = {}
+        #: the sites of a MERGE we took with a site it brings in reached only through others
+        #: (our link to those is reported down: see _take_parked_around)
+        self.merge_around: frozenset = frozenset()
         self.probe_due_s: Optional[float] = None
         #: the incarnation of our site's streams: set where a ring of our site starts with the
         #: sites' state afresh (SitesOrderer), the same at each of its daemons, passed on to a
@@ -7611,10 +7649,12 @@ class SiteGateway:
             self._send_hellos(now)
         if self.probe_due_s is not None and now >= self.probe_due_s:
             self._probe(now)
+        if self.merge_parked and self.is_representative():
+            self._take_parked_around(now)
         gone = [site for site, t in self.suspect_at.items() if now >= t]
         for site in gone:
             del self.suspect_at[site]
-        gone = [site for site in gone if site not in self.links and site in self.live_sites]
+        gone = [site for site in gone if site not in self.links and site in self._watched_sites()]
         if gone and self.is_representative():
             gone = self._route_around(gone, now)
         if gone and self.is_representative() and not self._suspect(gone, now):
@@ -7625,6 +7665,7 @@ class SiteGateway:
     def next_deadline_s(self) -> float:
         times = [link.next_deadline_s() for link in self.links.values()]
         times += self.suspect_at.values()
+        times += [t + SITE_GRACE_S for t in self.merge_parked_at.values()]
         for t in (self.hello_due_s, self.probe_due_s):
             if t is not None:
                 times.append(t)
@@ -7664,7 +7705,7 @@ class SiteGateway:
         self.links = {}
         self.to_ring.clear()
         self.injected = {}
-        self.merge_parked = {}
+        self.merge_parked, self.merge_parked_at = {}, {}
         self.hello_due_s = None
         self.wide = False
         self.suspect_at = {}
@@ -7832,7 +7873,7 @@ class SiteGateway:
                 self.counters["site_records_before_merge"] += 1  # delivered in its own old view
                 return False
             del self.join_after_lts[r.site]  # its first message of the merged view
-            first = r.site_seq - 1
+            first = self.joined_base[r.site] = r.site_seq - 1
             self.applied_seq[r.site] = self.kept_base[r.site] = first
             self.passed_seq[r.site] = max(self.passed_seq[r.site], first)
         if r.site_seq <= self.applied_seq[r.site]:
@@ -8098,7 +8139,8 @@ class SiteGateway:
         come: the link to it is still cut, though another site reaches it, or the heal's
         HELLOs are still on their way) does not go into our ring yet: the merged view could
         not hold (a merge needs a direct link to each site it brings in). It is parked, and taken when that
-        link starts: its sender flooded it once, and the others' decision needs ours."""
+        link starts (its sender flooded it once, and the others' decision needs ours), or after
+        a grace round that link if it stays down (_take_parked_around)."""
         try:
             sites, _ = decode_site_view_body(r.body)
         except RingWireError:
@@ -8106,11 +8148,45 @@ class SiteGateway:
         return any(s in self.configured_neighbours and s not in self.links
                    for s in sites - set(self.live_sites))
 
+    def _take_parked_around(self, now: float) -> None:
+        """A MERGE parked for SITE_GRACE_S: the direct link to a site it brings in did not
+        start (HELLO every SITE_HELLO_EVERY_S meanwhile), so it is down, as a dead link past
+        its grace. If every such site is reachable through the sites we have links with (over
+        the links nobody reported down), we route around it: our link to it is reported down
+        (LINKS, flooded: every site's trees of the merged view go round it) and the MERGE goes
+        into our ring. Else it stays parked, and is looked at again a grace later."""
+        for site in sorted(self.merge_parked):
+            if now < self.merge_parked_at.get(site, now) + SITE_GRACE_S:
+                continue
+            r = self.merge_parked[site]
+            sites, _ = decode_site_view_body(r.body)  # (it decoded when it was parked)
+            missing = {s for s in sites - set(self.live_sites)
+                       if s in self.configured_neighbours and s not in self.links}
+            costs = self._live_costs()
+            for s in range(len(self.sites)):
+                if s != self.site_id and s not in self.links:
+                    costs[self.site_id][s] = costs[s][self.site_id] = 0
+            if set(dissemination_tree(costs, self.site_id, sites).unreachable) & missing:
+                self.merge_parked_at[site] = now
+                continue
+            del self.merge_parked[site]
+            del self.merge_parked_at[site]
+            self._log("MERGE of site %d waited %.1f s for links to sites %s: reached through "
+                      "others, routed around" % (site, SITE_GRACE_S, sorted(missing)), now)
+            self.counters["site_merges_routed_around"] += 1
+            self.merge_around = frozenset(sites)
+            self.routed_around |= missing
+            self.dead_links |= missing
+            self._report_links()
+            if r.site_seq > self.view_seq:
+                self._from_link(site, r, around=True)
+
     def _unpark_merges(self) -> None:
         """The parked MERGEs that a new link makes reachable go into our ring now (one of a
         view we are past already says nothing)."""
         for site, r in sorted(self.merge_parked.items()):
             del self.merge_parked[site]
+            self.merge_parked_at.pop(site, None)
             if r.site_seq > self.view_seq:
                 self._from_link(site, r)  # (parked again if still unreachable)
 
@@ -8137,9 +8213,10 @@ class SiteGateway:
             self._drop_link(site, "peer dead (%s)" % event.reason, event.at_s)
             return
 
-    def _from_link(self, site: int, r: SiteRecord) -> None:
+    def _from_link(self, site: int, r: SiteRecord, around: bool = False) -> None:
         """A record from the link to `site`: into our ring, once (a HELLO's resending may
-        repeat what the ring already has)."""
+        repeat what the ring already has). `around`: a parked MERGE taken (see
+        _take_parked_around)."""
         known = r.site in self.streams or (self.merging is not None and r.site in self.merging.sites)
         if (r.site == self.site_id or r.kind in (SITE_SUSPECT, SITE_JOIN, SITE_EPOCH)
                 or not (known or (r.kind == SITE_MERGE and r.site < len(self.sites)))):
@@ -8148,11 +8225,12 @@ class SiteGateway:
         if r.kind == SITE_UNRELIABLE:  # outside the stream: no place to check it by
             self.to_ring.append(r)
             return
-        if r.kind == SITE_MERGE and self._merge_unreachable(r):
+        if r.kind == SITE_MERGE and not around and self._merge_unreachable(r):
             self.counters["site_merges_unreachable"] += 1
             parked = self.merge_parked.get(r.site)
             if parked is None or parked.site_seq <= r.site_seq:
                 self.merge_parked[r.site] = r
+                self.merge_parked_at.setdefault(r.site, self.now_s)
             return
         key = (r.kind, r.site)
         mark = r.site_seq if r.kind in (SITE_MSG,) + SITE_FLOODED_KINDS else r.lts
@@ -8280,7 +8358,7 @@ class SiteGateway:
             if r.site == self.site_id and view > max(self.proposed_view, self.view_seq):
                 self._propose(view, lost, passed)
             return
-        if r.site == self.site_id or r.site not in self.live_sites or view <= self.view_seq:
+        if r.site == self.site_id or r.site not in self._watched_sites() or view <= self.view_seq:
             return
         if self.site_id in lost:  # it cannot reach us: then it is gone for us too
             lost = (lost - {self.site_id}) | {r.site}
@@ -8294,16 +8372,23 @@ class SiteGateway:
             if self.closing is None or self._chainable():
                 self._propose(view + 1, lost | self.proposal_lost, passed)
             return
-        self.proposals[r.site] = SiteProposal(lost, r.lts, entries)
+        self.proposals[r.site] = SiteProposal(lost, r.lts, entries, decode_site_view_bases(r.body))
         passed.append(r)  # the representative floods it on
         self._maybe_decide(passed)
 
     def _chainable(self) -> bool:
-        """A view without lost sites is being installed (decided, not installed yet), and no
-        next one is decided: a survivor of it that dies now is left out by the next view,
-        agreed meanwhile and installed right after it (else we would wait for it for ever)."""
+        """A view without lost sites is being installed (decided, not installed yet: after a
+        loss, or a merge), and no next one is decided: a site of it that dies now is left out
+        by the next view, agreed meanwhile and installed right after it (else we would wait
+        for it for ever: its frontier, or its READY)."""
         c = self.closing
-        return c is not None and not c.joined and self.closing_next is None
+        return c is not None and self.closing_next is None
+
+    def _watched_sites(self) -> List[int]:
+        """The sites whose loss we watch for: those of our view, and while a merge we decided
+        is being installed, those of the merged view (a joined site may die before it)."""
+        c = self.closing
+        return list(c.sites_next) if c is not None and c.joined else list(self.live_sites)
 
     def _current_sites(self) -> List[int]:
         """The sites of our view, or of the view being installed: a next proposal's."""
@@ -8329,7 +8414,7 @@ class SiteGateway:
             self.frozen.setdefault(x, [])
         entries = {s: (self.applied_seq[s], self.streams[s].stable_aru, self.streams[s].frontier_lts)
                    for s in self.live_sites}
-        mine = SiteProposal(lost, self.own_lts, entries)
+        mine = SiteProposal(lost, self.own_lts, entries, self._merge_bases())
         self.proposals = {self.site_id: mine}
         passed.append(self._proposal_record(mine))
         self._log("proposes view %d without sites %s" % (view, sorted(lost)), None)
@@ -8337,7 +8422,19 @@ class SiteGateway:
 
     def _proposal_record(self, p: SiteProposal) -> SiteRecord:
         return SiteRecord(SITE_PROPOSE, self.site_id, p.frontier, self.proposed_view,
-                          body=encode_site_view_body(p.lost, p.entries))
+                          body=encode_site_view_body(p.lost, p.entries, p.bases))
+
+    def _merge_bases(self) -> Dict[int, int]:
+        """Per site, its last message at or below the limit of the merge being installed (or
+        just installed), where we know it: the sites of our old view (`kept` is not trimmed
+        during a merge), and the joined sites whose first message above it we had."""
+        c = self.closing
+        bases = dict(self.joined_base)
+        if c is not None and c.joined:
+            for s in self.live_sites:
+                below = sum(1 for r in self.kept[s] if r.lts <= c.limit_lts)
+                bases[s] = self.kept_base[s] + below
+        return bases
 
     def _maybe_decide(self, passed: List[SiteRecord]) -> None:
         survivors = sorted(set(self._current_sites()) - self.proposal_lost)
@@ -8352,7 +8449,8 @@ class SiteGateway:
             holder[x] = min(s for s, p in props.items() if p.entries.get(x, (0, 0, 0))[0] == cut[x])
             aru = max(p.entries.get(x, (0, 0, 0))[1] for p in props.values())
             frontier[x] = max(p.entries.get(x, (0, 0, 0))[2] for p in props.values())
-            self.merge.site_stable(self.streams[x], aru)
+            if x in self.streams:  # (a joined site's stream opens where the merge is installed)
+                self.merge.site_stable(self.streams[x], aru)
         for s, p in sorted(props.items()):
             # each survivor's own ARU when it proposed: what it delivered as SAFE before then
             # counted on it, and the others need it if it dies before it says it again
@@ -8360,9 +8458,12 @@ class SiteGateway:
                 self.merge.site_stable(self.streams[s], p.entries[s][1])
         limit = max(p.frontier for p in props.values())
         reason = "sites %s gone" % sorted(self.proposal_lost)
+        base = {x: max(p.bases[x] for p in props.values() if x in p.bases)
+                for x in self.proposal_lost if any(x in p.bases for p in props.values())}
         decided = ViewClosing(self.proposed_view, survivors, self.proposal_lost, cut, holder,
                               limit, frontier, reason=reason,
-                              aru={x: self.streams[x].stable_aru for x in self.proposal_lost})
+                              aru={x: self.streams[x].stable_aru for x in self.proposal_lost
+                                   if x in self.streams}, base=base)
         self._log("view %d decided: sites %s, %s; messages up to lts %d in the old view"
                   % (self.proposed_view, survivors, reason, limit), None)
         if chained:
@@ -8370,8 +8471,15 @@ class SiteGateway:
         else:
             self.closing = decided
             self.merge.deliver_limit_lts = limit
-        self.tree_groups = {}
-        self.trees = dissemination_trees(self._live_costs(), survivors)
+            self._rebase_lost_joined(decided)
+        if chained and self.closing.joined:
+            # (the merge's trees without the dead sites: our old view's messages still reach
+            # the sites of our old view through those sites only, until the merge is installed)
+            self.tree_groups = {s: g - self.proposal_lost for s, g in self.tree_groups.items() if s in survivors}
+            self.trees = merged_view_trees(self._live_costs(), self.tree_groups)
+        else:
+            self.tree_groups = {}
+            self.trees = dissemination_trees(self._live_costs(), survivors)
         self.neighbours = [s for s in self.neighbours if s in survivors]
         for x in self.proposal_lost:
             self.links.pop(x, None)
@@ -8409,6 +8517,20 @@ class SiteGateway:
         self._log("view %d is installed first: sites %s of it died after its decision; view %d follows"
                   % (c.view_seq, sorted(decided.lost), decided.view_seq), None)
 
+    def _rebase_lost_joined(self, c: ViewClosing) -> None:
+        """A lost site that joined us in the last merge and whose first message of the merged
+        view we have not had: its stream goes on from its last message at or below the
+        merge's limit, as a survivor that knew it proposed (then what it sent in the merged
+        view comes from `holder`); if none knew it, no survivor had such a message, and its
+        stream ends at its cut."""
+        for x in sorted(c.lost):
+            if x in self.join_after_lts and x in self.streams:
+                del self.join_after_lts[x]
+                first = max(self.applied_seq[x], c.base.get(x, c.cut[x]))
+                self.applied_seq[x] = self.kept_base[x] = first
+                self.passed_seq[x] = max(self.passed_seq[x], first)
+                self.kept[x] = collections.deque()
+
     def _lost_site_record(self, r: SiteRecord) -> bool:
         """A record of a site being left out: held back until the decision, then applied up to
         its cut; its frontier and ARU are what the decision says."""
@@ -8430,13 +8552,17 @@ class SiteGateway:
         c, after = self.closing, self.closing_next
         if any(self.applied_seq[x] < c.cut[x] for x in c.lost) or self.refrozen:
             return
-        if after is not None and any(self.applied_seq[x] < after.cut[x] for x in after.lost):
+        # (a dead site that joined us in the merge being installed has no stream here yet:
+        # its cut is reached after the merge is installed, see _install_view)
+        if after is not None and any(self.applied_seq[x] < after.cut[x] for x in after.lost
+                                     if x not in c.joined):
             return
         if not c.closed:
             self._close_lost_streams(c)
         if after is not None and not after.closed:
             # (the dead survivors' streams reach this view's limit too: they end at their cut)
-            self._close_lost_streams(after, c.limit_lts)
+            here = after.lost - c.joined
+            self._close_lost_streams(after, c.limit_lts, None if here == after.lost else here)
         self.merge.deliver_ready()
         while True:
             if any(self.streams[s].frontier_lts < c.limit_lts for s in c.survivors):
@@ -8444,7 +8570,8 @@ class SiteGateway:
             head = min((s.ordered[0] for s in self.streams.values() if s.ordered),
                        key=lambda m: m.key, default=None)
             if head is None or head.lts > c.limit_lts:
-                if c.joined and not set(c.sites_next) <= set(self.merging.ready):
+                dead = after.lost if after is not None else frozenset()
+                if c.joined and not set(c.sites_next) - dead <= set(self.merging.ready):
                     return  # a site of the merge may still give it up: its READY or GIVEUP comes
                 self._install_view()
                 return
@@ -8457,7 +8584,8 @@ class SiteGateway:
                 if not c.transitional:
                     self._emit_view(CONF_TRANSITIONAL)
                 for y in after.lost:
-                    self.streams[y].stable_aru = LOST_SITE_ARU
+                    if y in self.streams:
+                        self.streams[y].stable_aru = LOST_SITE_ARU
                 self.merge.deliver_ready()
                 continue
             if c.transitional or not blocked_by_lost:
@@ -8465,24 +8593,29 @@ class SiteGateway:
             self._emit_view(CONF_TRANSITIONAL)
             self.merge.deliver_ready()
 
-    def _close_lost_streams(self, c: ViewClosing, at_least_lts: int = 0) -> None:
+    def _close_lost_streams(self, c: ViewClosing, at_least_lts: int = 0,
+                            sites: Optional[frozenset] = None) -> None:
         """Every lost site's stream now ends at its cut. A lost site's message may depend on
         another lost site's message that no survivor has (it was delivered there, and it is
         beyond that site's cut): everything of a lost site above the lowest final frontier of
         the other lost sites is dropped, at every survivor alike (final frontier: the highest
         of the cut message's lts and the frontiers proposed; every message of the site up to it
         is within the cut). A survivor's messages never depend on one beyond a cut: it had
-        every message it delivered, and the cut is the most any survivor had."""
-        final = {x: max(self.streams[x].frontier_lts, c.frontier.get(x, 0)) for x in c.lost}
-        for y in c.lost:
-            others = [final[x] for x in c.lost if x != y]
+        every message it delivered, and the cut is the most any survivor had. `sites`: only
+        these lost sites now (those of a merge not installed yet have no stream here: they
+        are closed with the rest once it is; a joined site's stream starts at that merge's
+        limit, above every message of the others this drops before)."""
+        lost = c.lost if sites is None else sites
+        final = {x: max(self.streams[x].frontier_lts, c.frontier.get(x, 0)) for x in lost}
+        for y in lost:
+            others = [final[x] for x in lost if x != y]
             ordered = self.streams[y].ordered
             while others and ordered and ordered[-1].lts > min(others):
                 ordered.pop()
                 self.counters["messages_discarded_after_a_lost_gap"] += 1
-        for x in c.lost:  # nothing more comes from it
+        for x in lost:  # nothing more comes from it
             self.merge.advance_frontier(self.streams[x], max(c.limit_lts, at_least_lts))
-        c.closed = True
+        c.closed = sites is None
 
     def _emit_view(self, kind: str) -> None:
         c = self.closing
@@ -8511,11 +8644,17 @@ class SiteGateway:
         self.frozen = {}
         after, self.closing_next = self.closing_next, None
         if after is not None:  # decided meanwhile: it goes on from here
-            for y in after.lost:  # (its ARU as decided, up to the next transitional view)
-                self.streams[y].stable_aru = after.aru[y]
             self.closing = after
-            self.merge.deliver_limit_lts = after.limit_lts
             self.frozen = {x: [] for x in after.lost}
+            if c.joined:  # (the merge first: the joined sites' streams open, the dead ones' too)
+                self._install_joined(c)
+                self.neighbours = [s for s in self.neighbours if s not in after.lost]
+                self.tree_groups = {s: g - after.lost for s, g in self.tree_groups.items() if s not in after.lost}
+                self.trees = merged_view_trees(self._live_costs(), self.tree_groups)
+            for y in after.lost:  # (its ARU as decided, up to the next transitional view)
+                if y in after.aru:
+                    self.streams[y].stable_aru = after.aru[y]
+            self.merge.deliver_limit_lts = after.limit_lts
             self.merge.deliver_ready()
             self._close_step()
             return
@@ -8545,6 +8684,9 @@ class SiteGateway:
     # next probe starts another); so does a conflicting MERGE of a site of the new view, or
     # the death of a link to a joined site. Giving up floods GIVEUP, never sent with READY:
     # a site that decided and gets one withdraws its decision (nobody installs that merge).
+    # 5. A site of the new view that dies after our decision is left out by the next view,
+    # agreed meanwhile and installed right after the merge (_chain_decide; its PROPOSE carries
+    # the merge bases: _merge_bases, _rebase_lost_joined).
 
     def _probe(self, now: float) -> None:
         self.probe_due_s = now + SITE_PROBE_EVERY_S
@@ -8762,8 +8904,15 @@ class SiteGateway:
             m.ready[r.site] = r
             return
         why = "site %d gave it up before its decision" % r.site
+        after = self.closing_next
         if self.closing is None:
             self._abandon_merge(why, passed)
+        elif after is not None and r.site in after.lost:
+            # a site that died after our decision, and gave the merge up before its own: the
+            # next view leaves it out after the merge, as every survivor agreed in its
+            # proposal (it flooded its GIVEUP before it died: seconds before its silence
+            # is noticed, every survivor it reached has it by then and withdrew instead)
+            self.counters["site_giveups_of_a_dead_site"] += 1
         else:
             self._withdraw_merge(why)
 
@@ -8793,9 +8942,27 @@ class SiteGateway:
         self._end_merge()
         self._log("withdraws its decision of view %d: %s; it stays in view %d"
                   % (c.view_seq, why, self.view_seq), None)
+        after, self.closing_next = self.closing_next, None
+        if after is not None:  # the next view was agreed after the merge: it goes too
+            self._unchain(after)
+
+    def _unchain(self, after: ViewClosing) -> None:
+        """The view chained after a merge that is withdrawn: its dead sites of our old view
+        are suspected again from it (the next view seq); what we held back of them goes on."""
+        self.proposals, self.proposal_lost, self.refrozen = {}, frozenset(), frozenset()
+        held, self.frozen = self.frozen, {}
+        self.neighbours = [s for s in self.configured_neighbours if s in self.live_sites]
+        for x in sorted(held):
+            for r in held[x]:
+                self._apply(r)
+        for x in sorted(after.lost & set(self.live_sites)):
+            if self.is_representative():
+                self.suspect_at[x] = self.now_s
+        self._log("view %d (after the merge) is dropped with it" % after.view_seq, None)
 
     def _end_merge(self) -> None:
         m, self.merging = self.merging, None
+        self.merge_around = frozenset()
         self.given_up_view = max(self.given_up_view, m.view_seq)
         self.merge.deliver_limit_lts = None
         self.join_hold = {}  # (their records come again, from their `kept`, at the next merge)
@@ -8865,7 +9032,7 @@ class SiteGateway:
             up = s in self.links or (s in self.suspect_at and s not in self.routed_around)
             cost = self.costs[self.site_id][s] if up else 0
             costs[self.site_id][s], costs[s][self.site_id] = cost, self.costs[s][self.site_id] if up else 0
-        return dissemination_tree(costs, self.site_id, self.live_sites)
+        return dissemination_tree(costs, self.site_id, self._watched_sites())
 
     def _route_around(self, gone: List[int], now: float) -> List[int]:
         """Of the sites whose link is down and that said no HELLO in time: those reached
@@ -8892,9 +9059,11 @@ class SiteGateway:
         when that changed."""
         if not self.is_representative():
             return
-        settled = frozenset(s for s in self.routed_around if s not in self.links and s in self.live_sites)
-        pending = frozenset(s for s in self.dead_links
-                            if s not in self.links and s in self.live_sites) - settled
+        ours = set(self.live_sites) | self.merge_around
+        if self.merging is not None:  # (a site of the merge we reach through others only)
+            ours |= self.merging.sites
+        settled = frozenset(s for s in self.routed_around if s not in self.links and s in ours)
+        pending = frozenset(s for s in self.dead_links if s not in self.links and s in ours) - settled
         if (settled, pending) == self.links_down_sent:
             return
         self.links_down_sent = (settled, pending)
@@ -8945,6 +9114,7 @@ class SiteGateway:
         """The merged view: the joined sites' streams start at the limit; what every site's
         ARU said of the old view's streams says nothing of theirs."""
         self.merging = None
+        self.merge_around = frozenset()
         for x in sorted(c.joined):
             stream = self.streams[x] = self.merge.open_stream(x, c.limit_lts)
             self.merge.install(stream)
@@ -8969,6 +9139,9 @@ class SiteGateway:
             if self.is_representative() and site not in self.links and site not in self.suspect_at:
                 self.suspect_at[site] = self.now_s + self.hop_settings.peer_silence_s + SITE_GRACE_S
                 self.hello_due_s = self.now_s
+        self.joined_base = {}
+        if self.closing is not None:  # the next view, decided meanwhile: sites of it died
+            self._rebase_lost_joined(self.closing)
         held, self.join_hold = self.join_hold, {}
         for x in sorted(held):
             for r in held[x]:
@@ -9026,7 +9199,7 @@ class SiteGateway:
             "gate": [[a, b, _records_text(rs), low] for a, b, rs, low in self.gate],
             "passed_seq": per_site(self.passed_seq), "passed_frontier": per_site(self.passed_frontier),
             "passed_aru": per_site(self.passed_aru), "join_after_lts": per_site(self.join_after_lts),
-            "join_floor": per_site(self.join_floor),
+            "join_floor": per_site(self.join_floor), "joined_base": per_site(self.joined_base),
             "merge_offers": {str(k): _records_text([r]) for k, r in self.merge_offers.items()},
             "tree_groups": {str(k): sorted(v) for k, v in self.tree_groups.items()},
             "numbers": [self.safe_ring_lts, self.own_lts, self.frontier_answered, self.site_aru,
@@ -9128,6 +9301,7 @@ class SiteGateway:
         self.passed_aru = _per_site(state["passed_aru"], n, all_sites=True)
         self.join_after_lts = _per_site(state["join_after_lts"], n)
         self.join_floor = _per_site(state["join_floor"], n)
+        self.joined_base = _per_site(state.get("joined_base", {}), n)
         self.merge_offers = offers
         (self.safe_ring_lts, self.own_lts, self.frontier_answered, self.site_aru, self.aru_wanted,
          self.view_seq, self.proposed_view, self.aru_floor_view, max_lts) = numbers

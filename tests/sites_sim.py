@@ -20,7 +20,8 @@ later as a new incarnation: its ring takes it in and it is brought up to date th
 (SitesOrderer: the state of the sites at one point of the ring's order), and/or every daemon
 of the killed site is started again 0.3-5 s after the kill, before or after the others left it
 out (a new epoch of its streams: it comes back by a merge, and the clients send again after
-it). The run goes on until
+it), and/or every daemon of a site is killed 0-1.2 s after a heal, about when the healed views
+decide their merge (the next view leaves it out, chained after the merge). The run goes on until
 every living daemon has delivered what it must and installed the view of the sites it can reach, or the time is up.
 
 The checkers look only at what the simulated clients submitted and what every daemon delivered
@@ -170,6 +171,13 @@ class SitesCase:
     lan_split_after_s: Optional[float] = None
     lan_split_for_s: float = 0.0
     lan_split_apart: Tuple[str, ...] = ()
+    #: every daemon of this site killed this long after the heal: about when the healed
+    #: views decide their merge, so that it dies after that decision (None: never)
+    merge_kill_after_s: Optional[float] = None
+    merge_kill: int = 0
+    #: (tests only) the WAN link between these two sites is cut from the start and never
+    #: healed: in a mesh of three, they reach each other through the third (None: no such link)
+    cut_for_good: Optional[Tuple[int, int]] = None
 
 
 #: a restarted daemon's first view: the one its state came in (SitesOrderer), not installed
@@ -318,6 +326,13 @@ def case_for_seed(seed: int, lan_splits: bool = False) -> SitesCase:
         case.lan_split_apart = tuple(split.sample(names, split.randrange(1, len(names))))
         case.lan_split_after_s = split.uniform(0.0, case.traffic_s)
         case.lan_split_for_s = split.uniform(0.5, 3.0)
+    late = random.Random(seed * 7919 + 21)
+    if (case.heal_after_s is not None and case.site_kill_after_s is None and case.rep_crash_after_s is None
+            and case.restart_name is None and late.random() < 0.5):
+        # the merge is decided a probe period and a few WAN crossings after the heal (when
+        # the views had split by then): a site dies about then, before or after its decision
+        case.merge_kill = late.randrange(nsites)
+        case.merge_kill_after_s = late.uniform(0.0, 1.2)
     return case
 
 
@@ -350,6 +365,9 @@ class SitesSim:
                                         "submitted": 0}
         self.wire_free: Dict[Tuple[int, int], float] = {}
         self.cut_pairs: set = set()  # (site, site) whose wire is cut, both ways
+        if self.case.cut_for_good is not None:
+            a, b = self.case.cut_for_good
+            self.cut_pairs |= {(a, b), (b, a)}
         self.heal_pending = False
         self.lan_split = False  #: the LAN of a site split in two now (lan_split_apart)
         self.late_submits = 0  # submissions after the heal still to come
@@ -705,6 +723,9 @@ class SitesSim:
                 # and the clients send again once the views have merged (about 3 s after
                 # the heal: the probes, the merge), for the order across the merged sites
                 self.schedule_late_traffic(healed + HEAL_TRAFFIC_AFTER_S)
+                if self.case.merge_kill_after_s is not None:
+                    for name in self.case.sites[self.case.merge_kill]:
+                        self.push(healed + self.case.merge_kill_after_s, "crash", name)
         if self.case.lan_split_after_s is not None:
             split_at = start + self.case.lan_split_after_s
             self.push(split_at, "lan", "split")
@@ -776,6 +797,9 @@ class SitesSim:
             return
         if kind == "heal":
             self.cut_pairs = set()
+            if self.case.cut_for_good is not None:  # (that one stays cut)
+                a, b = self.case.cut_for_good
+                self.cut_pairs |= {(a, b), (b, a)}
             self.heal_pending = False
             self.healed_at = self.now
             self.stats["heals"] = self.stats.get("heals", 0) + 1

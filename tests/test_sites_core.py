@@ -61,6 +61,19 @@ def test_records_cross_in_any_cut_of_the_byte_stream():
         assert out == records and reader.pending_bytes() == 0
 
 
+def test_a_proposal_carries_merge_bases_and_a_body_with_bytes_after_them_is_refused():
+    body = sr.encode_site_view_body({2}, {0: (3, 2, 7), 1: (9, 4, 8)}, {1: 6, 2: 41})
+    assert sr.decode_site_view_body(body) == (frozenset({2}), {0: (3, 2, 7), 1: (9, 4, 8)})
+    assert sr.decode_site_view_bases(body) == {1: 6, 2: 41}
+    plain = sr.encode_site_view_body({2}, {0: (3, 2, 7)})
+    assert sr.decode_site_view_bases(plain) == {}
+    for bad in (body + b"\x00", body[:-1], plain + b"\x00"):
+        with pytest.raises(sr.RingWireError):
+            sr.decode_site_view_body(bad)
+    record = sr.SiteRecord(sr.SITE_PROPOSE, 1, 12, 2, body=body)
+    assert sr.SiteRecordReader().feed(sr.encode_site_record(record)) == [record]
+
+
 @pytest.mark.parametrize("raw, why", [
     (b"\xff\xff\xff\xff", "a length prefix of more than 3 bytes"),
     (sr.encode_varint(sr.MAX_SITE_RECORD_BYTES + 1), "a length beyond any record"),

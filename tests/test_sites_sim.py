@@ -62,7 +62,13 @@ REGRESSION_SEEDS = [29, 36, 5039, 5400, 20215, 30002, 31387, 41181,
                     # a representative restarted and took the sites' state from its ring after
                     # its site gave up a merge the other two had decided: the state lacked the
                     # GIVEUP, so the new representative never resent it and they waited for ever
-                    361]
+                    361,
+                    # a site killed after the healed views decided their merge (the simulator's
+                    # merge_kill): the others waited for its READY or its frontier for ever; now
+                    # the next view leaves it out, chained after the merge. 5231, 8834: two
+                    # sites; 423, 4388: a line, an end dies; 3584: a line, the middle dies and
+                    # the far end had given the merge up; 2182, 4569: a mesh's cut-off site
+                    5231, 8834, 423, 4388, 3584, 2182, 4569]
 
 
 @pytest.mark.parametrize("seed", REGRESSION_SEEDS)
@@ -650,3 +656,45 @@ def test_a_site_may_go_without_the_messages_of_a_group_it_has_no_member_in():
     """What pruning is allowed to leave out: the checkers stay quiet."""
     res, flt = _run_groups(7, 1, always=False)
     assert flt.dropped > 0 and res.violations == [], res.summary()
+
+
+# ---- a merge that brings in a site reached only through a third one ----------------------------
+
+def _merge_through_a_third_site_sim(heal_after_s):
+    """A mesh of three whose a - c link is cut from the start (a and c reach each other
+    through b); site a is cut off at 3 s and its link to b comes back heal_after_s later, the
+    a - c link never: the views {a} and {b, c} merge through b."""
+    case = sites_sim.case_for_seed(MESH_CUT_SEED)
+    case.site_kill_after_s = case.rep_crash_after_s = case.restart_name = None
+    case.merge_kill_after_s = case.site_restart_after_s = None
+    case.cut_for_good = (0, 2)
+    case.cut_site, case.cut_after_s, case.heal_after_s = 0, 3.0, heal_after_s
+    return sites_sim.SitesSim(MESH_CUT_SEED, case=case)
+
+
+@pytest.mark.parametrize("heal_after_s", [2.2, 3.0, 6.0])
+def test_a_merge_that_brings_in_a_site_reached_through_a_third_one_is_not_parked_for_ever(heal_after_s):
+    """a gets c's MERGE through b, and c gets a's, with no direct link between them: each
+    parked it until that link started, for ever. Now, after a grace, each reports its link to
+    the other down and takes the MERGE; the merged view's trees go through b."""
+    sim = _merge_through_a_third_site_sim(heal_after_s)
+    res = sim.run(drain_max_s=15.0)
+    assert res.violations == [], res.summary()
+    for name, node in sim.live().items():
+        assert node.views[-1][0] == sr.CONF_REGULAR and node.views[-1][2] == (0, 1, 2), (name, node.views)
+    rep_a, rep_c = (sim.nodes[sim.case.sites[s][0]].gateway for s in (0, 2))
+    assert rep_a.counters["site_merges_routed_around"] >= 1 and rep_c.counters["site_merges_routed_around"] >= 1
+    for node in sim.live().values():
+        trees = node.gateway.trees
+        assert trees[0].parent[2] == 1 and trees[2].parent[0] == 1  # a -> b -> c, c -> b -> a
+
+
+def test_the_simulator_kills_a_site_around_a_merge_in_some_seeds_only():
+    """The merge kill has a Random of its own, drawn only in seeds whose cut heals with no other
+    kill or restart: the other scenarios keep their draws."""
+    drawn = [s for s in range(1, 1500) if sites_sim.case_for_seed(s).merge_kill_after_s is not None]
+    assert 423 in drawn and len(drawn) > 10
+    for seed in drawn:
+        case = sites_sim.case_for_seed(seed)
+        assert case.heal_after_s is not None and case.site_kill_after_s is None
+        assert case.rep_crash_after_s is None and case.restart_name is None
