@@ -4932,6 +4932,9 @@ class Transport:
 
     def _deliver(self, m: _Message, stream: SiteStream) -> None:
         stream.delivered_lts = m.lts
+        if m.frag_count == 1 and m.frags[0] == SITE_SKIP_BODY:
+            self.counters["site_skips_ordered"] += 1  # a place without a body: for nobody here
+            return
         self._hand_over(m, "")
 
     def _hand_over(self, m: _Message, tag: str) -> None:
@@ -7145,6 +7148,17 @@ SITE_ALONE_AFTER_S = 1.2
 #: a lost site's ARU in the transitional part of a view change: it holds nothing back
 LOST_SITE_ARU = 1 << 62
 
+#: pruning by group interest. A site's JOIN takes an lts this far above its stream's last one
+#: (every daemon of the site computes it alike, where its ring delivers the JOIN), so a site
+#: that holds another site's stream up to lts F knows every JOIN of it below F + this: a
+#: message with an lts up to there is ordered before any JOIN it has not seen, and a site
+#: with no member of its groups then owes it nothing. Far above the lts a site runs ahead of
+#: the others' frontiers between two answers (one per message), far below the wire's 2**53
+PRUNE_HORIZON_LTS = 1 << 16
+#: a MSG record with an empty body is a SKIP: the message's place in its site's stream (site,
+#: lts, site_seq, service, origin), without its body, sent where no site can owe the message
+SITE_SKIP_BODY = b""
+
 
 @dataclass
 class SiteViewChange:
@@ -7467,6 +7481,16 @@ class SiteGateway:
         self._ahead: Dict[int, Dict[int, SiteRecord]] = {}  # site -> site_seq -> MSG come early
         self._frontier_ahead: Dict[int, SiteRecord] = {}  # site -> FRONTIER that waits for a MSG
         self.passed_frontier_seq = dict.fromkeys(range(n), 0)  # the site_seq of passed_frontier
+        # pruning by group interest (see _may_owe): per other site, its members of each group
+        # (their private groups) by the JOIN / LEAVE / KILL of its stream this daemon applied,
+        # and the highest lts at which one of them left; kept by every daemon alike (ring order)
+        self.interest_members: Dict[int, Dict[str, set]] = {s: {} for s in range(n)}
+        self.interest_left: Dict[int, Dict[str, int]] = {s: {} for s in range(n)}
+        #: the sites whose stream this daemon saw from its first message (else: their members
+        #: are not known, and they may owe every message)
+        self.interest_known = set(range(n)) - {self.site_id}
+        self._reach_cache: Dict[Tuple[int, int], frozenset] = {}
+        self.pruning_to: set = set()  #: links we sent a SKIP on (a log line at the first)
         self.now_s = now  #: the time of the input being handled (for timers set deep inside)
 
     # ------------------------------------------------------------ inputs
@@ -7602,7 +7626,8 @@ class SiteGateway:
             return
         own = self.site_id
         passed = []
-        lts = self.own_lts = max(msg.lts, self.own_lts + 1)
+        step = PRUNE_HORIZON_LTS + 1 if msg.kind == JOIN else 1  # (see PRUNE_HORIZON_LTS)
+        lts = self.own_lts = max(msg.lts, self.own_lts + step)
         if msg.kind == SITES:
             try:
                 records = decode_site_records(msg.data)
@@ -7710,6 +7735,7 @@ class SiteGateway:
                 self.counters["site_records_before_merge"] += 1  # delivered in its own old view
                 return False
             del self.join_after_lts[r.site]  # its first message of the merged view
+            self.interest_known.discard(r.site)  # (its members of the old view: not seen)
             first = r.site_seq - 1
             self.applied_seq[r.site] = self.kept_base[r.site] = first
             self.passed_seq[r.site] = max(self.passed_seq[r.site], first)
@@ -7744,10 +7770,84 @@ class SiteGateway:
         self.applied_seq[r.site] = r.site_seq
         self.kept[r.site].append(r)
         self.orderer.transport.saw_lts(r.lts)
+        if r.site != self.site_id and r.body and r.body[0] != RING_WIRE_DATA:
+            self._interest_record(r)
         self.merge.link_chunk(stream, (r.origin, 0),
                               RingChunk(r.site_seq, r.lts, r.site_seq, 0, 1, r.service, r.body))
         if self.trace_held is not None:
             self.trace_held.append((r.site, r.site_seq))
+
+    # ------------------------------------------------------------ pruning by group interest
+    def _interest_record(self, r: SiteRecord) -> None:
+        """Another site's JOIN, LEAVE, KILL or STATE, where it enters our merge: its members."""
+        try:
+            msg = decode_message_body(r.body, r.origin)
+        except (RingWireError, UnicodeDecodeError):
+            self.interest_known.discard(r.site)  # (its members: no longer sure)
+            return
+        members, left = self.interest_members[r.site], self.interest_left[r.site]
+        if msg.kind == JOIN:
+            members.setdefault(msg.groups[0], set()).add(msg.sender)
+        elif msg.kind in (LEAVE, KILL):
+            for group in (msg.groups[:1] if msg.kind == LEAVE else list(members)):
+                if msg.sender in members.get(group, ()):
+                    members[group].discard(msg.sender)
+                    left[group] = max(left.get(group, 0), r.lts)
+        elif msg.kind == STATE and list(msg.groups) != [ROSTER_GROUP]:
+            self.interest_known.discard(r.site)  # members we did not see join
+
+    def _data_groups(self, r: SiteRecord) -> Optional[List[str]]:
+        """A data message's groups (None: a SKIP already, or a group operation, which every
+        site applies)."""
+        if not r.body:
+            return None
+        try:
+            msg = decode_message_body(r.body, r.origin)
+        except (RingWireError, UnicodeDecodeError):
+            return None
+        return list(msg.groups) if msg.kind == DATA else None
+
+    def _may_owe_below(self, r: SiteRecord, groups: List[str], child: int) -> bool:
+        """Whether a site that may ever be reached through `child` with this message may owe
+        it: any site reached from `child` without going through the message's site, in any
+        tree, whatever links die later, so whatever a SKIP held there may have to be sent to
+        (as a lost site's holder too); we hold the body ourselves."""
+        return any(self._may_owe(s, groups, r.lts) for s in self._reach_without(child, r.site)
+                   if s != self.site_id)
+
+    def _reach_without(self, child: int, source: int) -> frozenset:
+        """The sites reached from `child` over the configured links without `source`."""
+        got = self._reach_cache.get((child, source))
+        if got is None:
+            seen, todo = {child}, [child]
+            while todo:
+                a = todo.pop()
+                for b in range(len(self.sites)):
+                    if b not in seen and b != source and (self.costs[a][b] > 0 or self.costs[b][a] > 0):
+                        seen.add(b)
+                        todo.append(b)
+            got = self._reach_cache[(child, source)] = frozenset(seen)
+        return got
+
+    def _may_owe(self, site: int, groups: List[str], lts: int) -> bool:
+        """False only if `site` surely has no member of `groups` at the place of a message of
+        this lts in the one order: we hold its stream up to its frontier F, every JOIN of it
+        we have not seen has an lts above F + PRUNE_HORIZON_LTS (so above this one), and of
+        those we saw, none left a member in any of the groups or left one at or after lts."""
+        if site not in self.live_sites or site not in self.interest_known:
+            return True
+        if lts > self.streams[site].frontier_lts + PRUNE_HORIZON_LTS:
+            return True
+        members, left = self.interest_members[site], self.interest_left[site]
+        return any(members.get(g) or left.get(g, -1) >= lts for g in groups)
+
+    def _count_pruned(self, child: int, saved_bytes: int) -> None:
+        self.counters["site_pruned_to_%d" % child] += 1
+        self.counters["site_pruned_bytes_to_%d" % child] += saved_bytes
+        if child not in self.pruning_to:
+            self.pruning_to.add(child)
+            self._log("prunes data for site %d: a SKIP (the message's place, no body) where no "
+                      "site reached through it has a member of the message's groups" % child, self.now_s)
 
     def _pass_gate(self, everything: bool = False) -> None:
         """What the ring has made safe (every daemon of the site holds it) goes on to the other
@@ -7784,9 +7884,17 @@ class SiteGateway:
         tree = self.trees.get(source)
         if tree is None:
             return
+        groups = self._data_groups(r) if r.kind == SITE_MSG else None
+        skip = None
         for child in tree.children(self.site_id):
             if child in self.links and child not in self.forward_held:
-                self._out_bytes[child] += raw
+                if groups is not None and not self._may_owe_below(r, groups, child):
+                    skip = skip or encode_site_record(SiteRecord(
+                        SITE_MSG, r.site, r.lts, r.site_seq, r.service, r.origin, SITE_SKIP_BODY))
+                    self._count_pruned(child, len(raw) - len(skip))
+                    self._out_bytes[child] += skip
+                else:
+                    self._out_bytes[child] += raw
                 self.counters["site_records_forwarded"] += 1
 
     # ------------------------------------------------------------ HELLO and the links
@@ -8562,6 +8670,7 @@ class SiteGateway:
         for x in joined:
             self.join_hold[x] = []
             self.injected.pop((SITE_MSG, x), None)  # (its old stream's numbers)
+        self.interest_known -= joined  # (members of its side we never saw join)
         # (the trees stay those of our view until the decision: a tree of the merged view
         # may reach a site of our view through a joined one, which gets nothing of ours yet)
         self.forward_held = set(joined)
@@ -8983,6 +9092,7 @@ class SiteGateway:
         self.epoch = _counter(state["epoch"])
         self.site_epochs = _per_site(state["site_epochs"], n)
         self.wide, self.links = False, {}
+        self.interest_known = set()  # (the members before this point are not in the state)
         self._log("up to date: view %d of the sites %s, %d messages waiting in the merge, "
                   "positions %s" % (self.view_seq, live, sum(len(s.ordered) for s in self.streams.values()),
                                     self.applied_seq), now)

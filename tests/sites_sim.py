@@ -836,6 +836,8 @@ class SitesSim:
             for k, v in n.gateway.counters.items():
                 if k.startswith(("site_records_out", "site_records_unknown", "hop_stream", "hop_peer_dead")):
                     self.stats[k] = self.stats.get(k, 0) + v
+                elif k.startswith("site_pruned_to_"):  # SKIPs sent in place of a body (pruning)
+                    self.stats["skips_sent"] = self.stats.get("skips_sent", 0) + v
         logs = [line for n in self.nodes.values() for line in list(n.orderer.log) + list(n.gateway.log)]
         return SitesResult(self.seed, self.violations, self.stats, logs)
 
