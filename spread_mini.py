@@ -7626,8 +7626,7 @@ class SiteGateway:
             return
         own = self.site_id
         passed = []
-        step = PRUNE_HORIZON_LTS + 1 if msg.kind == JOIN else 1  # (see PRUNE_HORIZON_LTS)
-        lts = self.own_lts = max(msg.lts, self.own_lts + step)
+        lts = self.own_lts = max(msg.lts, self.own_lts + self._lts_step(msg))
         if msg.kind == SITES:
             try:
                 records = decode_site_records(msg.data)
@@ -7778,6 +7777,12 @@ class SiteGateway:
             self.trace_held.append((r.site, r.site_seq))
 
     # ------------------------------------------------------------ pruning by group interest
+    @staticmethod
+    def _lts_step(msg: DaemonMessage) -> int:
+        """How far our stream's lts moves at a message of our site: a JOIN goes
+        PRUNE_HORIZON_LTS above the stream's last lts (the promise _may_owe relies on)."""
+        return PRUNE_HORIZON_LTS + 1 if msg.kind == JOIN else 1
+
     def _interest_record(self, r: SiteRecord) -> None:
         """Another site's JOIN, LEAVE, KILL or STATE, where it enters our merge: its members."""
         try:
@@ -11748,6 +11753,11 @@ def sites_status_rows(sites: dict) -> List[Tuple[str, str]]:
     rows.append(("HOP datagrams in / strangers", "%d / %d" % (sites["hop_in"], sites["hop_strangers"])))
     rows.append(("records forwarded / resent", "%d / %d" % (
         c.get("site_records_forwarded", 0), c.get("site_records_resent", 0))))
+    pruned = sorted(int(k[len("site_pruned_to_"):]) for k in c if k.startswith("site_pruned_to_"))
+    rows.append(("data pruned (SKIPs) per link", "; ".join(
+        "to site %d: %d messages, %d B not sent" % (site, c["site_pruned_to_%d" % site],
+                                                     c.get("site_pruned_bytes_to_%d" % site, 0))
+        for site in pruned) or "none (every site reached has a member, or may have one)"))
     return rows
 
 
