@@ -6902,7 +6902,7 @@ class HopLink:
                 "bucket_bytes": int(self._tokens_bytes), "burst_bytes": self.settings.burst_bytes,
                 "rate_bytes_s": self.settings.rate_bytes_s, "queued": len(self._queue),
                 "sent": c["data_sent"], "received": c["data_received"],
-                "retransmitted": c["retransmitted"], "nacks_sent": c["nacks_sent"],
+                "bytes_sent": c["data_bytes_sent"], "retransmitted": c["retransmitted"], "nacks_sent": c["nacks_sent"],
                 "nacks_received": c["nacks_received"]}
 
     def queued_packets(self) -> int:
@@ -7088,6 +7088,7 @@ class HopLink:
                 self._timed = (self.s_highest_linkseq, now)
             self._emit(datagram, now)
             self.counters["data_sent"] += 1
+            self.counters["data_bytes_sent"] += len(datagram)
             self._acked_by_data(now)
 
     def _emit(self, datagram: bytes, now: float) -> None:
@@ -11735,10 +11736,11 @@ def sites_status_rows(sites: dict) -> List[Tuple[str, str]]:
         rtt = "-" if link["rtt_s"] is None else "%.1f ms" % (link["rtt_s"] * 1000)
         rows.append(("HOP link to site %d" % link["site"], (
             "peer %s, RTT %s, window %d/%d, bucket %d/%d B at %.0f KB/s, queued %d, "
-            "packets out/in %d/%d, retransmitted %d, NACKs out/in %d/%d") % (
+            "packets out/in %d/%d, bytes out %d, retransmitted %d, NACKs out/in %d/%d") % (
             link["peer"], rtt, link["outstanding"], link["window"], link["bucket_bytes"],
             link["burst_bytes"], link["rate_bytes_s"] / 1000, link["queued"], link["sent"],
-            link["received"], link["retransmitted"], link["nacks_sent"], link["nacks_received"])))
+            link["received"], link.get("bytes_sent", 0), link["retransmitted"], link["nacks_sent"],
+            link["nacks_received"])))
     down = sorted({tuple(pair) for pair in sites.get("links_down", [])})
     if down or sites.get("routed_around"):
         around = sites.get("routed_around") or []
