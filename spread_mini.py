@@ -611,6 +611,11 @@ class HopSettings(Settings):
         #: payloads waiting for the window or the bucket, at most (submit refuses beyond): a
         #: link to a slow site holds its own queue and never blocks the other links
         self.max_queued_packets = 20000
+        #: pruning by group interest: a data message goes in full only down links through
+        #: which a site may be reached that may have a member of its groups, elsewhere as a
+        #: SKIP (its place in its site's order). False (--no-prune): in full everywhere, as
+        #: the thesis's sites without pruning (a bench compares the two)
+        self.prune = True
         self.override(**overrides)
 
 
@@ -7890,7 +7895,7 @@ class SiteGateway:
         tree = self.trees.get(source)
         if tree is None:
             return
-        groups = self._data_groups(r) if r.kind == SITE_MSG else None
+        groups = self._data_groups(r) if r.kind == SITE_MSG and self.hop_settings.prune else None
         skip = None
         for child in tree.children(self.site_id):
             if child in self.links and child not in self.forward_held:
@@ -8676,7 +8681,10 @@ class SiteGateway:
         for x in joined:
             self.join_hold[x] = []
             self.injected.pop((SITE_MSG, x), None)  # (its old stream's numbers)
-        self.interest_known -= joined  # (members of its side we never saw join)
+        # each side applied only its own side's joins and leaves (the groups agree again by
+        # the sites' STATE exchange, which the interest table does not read): from now on
+        # every site may owe every message
+        self.interest_known = set()
         # (the trees stay those of our view until the decision: a tree of the merged view
         # may reach a site of our view through a joined one, which gets nothing of ours yet)
         self.forward_held = set(joined)
@@ -11892,6 +11900,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="several sites (LinkProtocol = Hop): the HOP links' token bucket rate, "
                         "new and resent packets alike (default 100, the lab LAN; give the WAN's "
                         "speed, e.g. 2); every daemon of the file needs the same")
+    d.add_argument("--no-prune", action="store_true",
+                   help="several sites: every data message goes in full to every site, even to "
+                        "one without a member of its groups (default: a SKIP there, its place in "
+                        "the order without its body)")
     d.add_argument("--incarnation", type=_positive_int, help=argparse.SUPPRESS)
     k = sub.add_parser("keygen", help="write a random key for --key (mode 0600)")
     k.add_argument("file", help="the key file to create (never overwritten)")
@@ -12036,10 +12048,12 @@ def ring_settings_of(config, packet_bytes: Optional[int] = None) -> RingSettings
 
 
 def hop_settings_of(args) -> HopSettings:
-    """The HOP links' settings: the defaults, with the bucket's rate from --hop-rate-mbit."""
-    if args.hop_rate_mbit is None:
-        return HopSettings()
-    return HopSettings(rate_bytes_s=args.hop_rate_mbit * 1e6 / 8)
+    """The HOP links' settings: the defaults, with the bucket's rate from --hop-rate-mbit and
+    no pruning with --no-prune."""
+    settings = HopSettings(prune=not getattr(args, "no_prune", False))
+    if args.hop_rate_mbit is not None:
+        settings.override(rate_bytes_s=args.hop_rate_mbit * 1e6 / 8)
+    return settings
 
 
 def _windows_in_packets(lan_packets: int, settings: RingSettings) -> int:
@@ -12091,9 +12105,10 @@ def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
             return 2
         print("configuration: %d sites (one per Spread_Segment), LinkProtocol = %s: a ring in "
               "each site, HOP links over UDP between the sites' representatives (the segment "
-              "port + %d, at most %g Mbit/s each)%s" % (
+              "port + %d, at most %g Mbit/s each%s)%s" % (
                   len(config.segments), config.link_protocol, HOP_PORT_OFFSET,
                   plan.hop_settings.rate_bytes_s * 8 / 1e6,
+                  "" if plan.hop_settings.prune else "; no pruning: data in full to every site",
                   " (TcpHop runs as Hop)" if config.link_protocol == "TcpHop" else ""), flush=True)
     if plan is None and args.hop_rate_mbit is not None:
         print("--hop-rate-mbit: this configuration has no sites joined by HOP links (several "
