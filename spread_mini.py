@@ -65,7 +65,9 @@ from another daemon meets, in order (thesis 7.3.1 names the levels):
                         safe, on to the next sites (SendHop). SiteProposal and ViewClosing
                         agree on a view without a lost site -> SiteViewChange; after a
                         partition heals, SiteMerge (JOIN / MERGE records) and ViewClosing
-                        merge two views -> SiteViewChange
+                        merge two views -> SiteViewChange; pruning: a data message goes
+                        as a SKIP (a MSG without its body) down a link through which no
+                        site with a member of its groups can be reached (_may_owe_below)
   Transport, SiteStream TRANSPORT level (7.3.3): streams keyed by site id; pieces into
                         _Message (a _GapMarker for a packet lost with a configuration), order
                         by {lts, site} and service type, Deliver (a whole message the merge
@@ -1749,7 +1751,8 @@ def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket
 # shortest form only). Each record: length (varint, at most 3 bytes), kind (u8), site, lts, then
 #   MSG       site_seq, service, origin daemon name (u8 length + UTF-8), the message: a
 #             client-format body (RING_WIRE_DATA) crosses as RING_WIRE_LEAN (lean_message_body:
-#             names without their padding), anything else as the ring carries it
+#             names without their padding), anything else as the ring carries it; an
+#             empty one is a SKIP: the message's place without its body (pruning)
 #   FRONTIER  then, if not 0, the site_seq of the site's last message before it: the site
 #             sends nothing more with an lts <= this (7.3.3's "update"). A receiver holds it
 #             until it has that message: after a tree changes, a FRONTIER that came the
@@ -7351,8 +7354,12 @@ class SiteGateway:
     (_new_incarnation). Not yet: a site split into two rings after the start (both with
     traffic: two streams of one epoch), a merge that brings in a site we reach only through
     a third one, a site that dies after a merge is decided (a death after a loss's decision
-    chains the next view: _chain_decide), pruning by group interest and non-blocking
-    forwarding. UNRELIABLE crosses outside the streams: the representative sends its
+    chains the next view: _chain_decide), pruning after a merge, and non-blocking
+    forwarding. Pruning by group interest: where a representative passes a data message on
+    (its own site's or another's it holds in full), a child link through which no site that
+    may have a member of the message's groups at its place could ever be reached gets a SKIP
+    instead (_may_owe_below, _may_owe; PRUNE_HORIZON_LTS says why a JOIN cannot be missed).
+    UNRELIABLE crosses outside the streams: the representative sends its
     site's at once down its tree as an UNRELIABLE record, and a site delivers another's
     where its ring brings that record (_unreliable_record)."""
 
