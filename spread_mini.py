@@ -9665,7 +9665,7 @@ def sites_snapshot(orderer: SitesOrderer, now: float) -> dict:
             "closing": gw.closing is not None, "sync": _sync_text(orderer),
             "links_down": sorted(sorted((site, other)) for site, (_, down, _) in gw.link_reports.items()
                                  for other in down),
-            "routed_around": sorted(gw.routed_around),
+            "routed_around": sorted(gw.routed_around), "prune": gw.hop_settings.prune,
             "counters": dict(gw.counters), "hop_in": orderer.hop_datagrams_in,
             "hop_strangers": orderer.hop_strangers}
 
@@ -11774,7 +11774,8 @@ def sites_status_rows(sites: dict) -> List[Tuple[str, str]]:
     rows.append(("data pruned (SKIPs) per link", "; ".join(
         "to site %d: %d messages, %d B not sent" % (site, c["site_pruned_to_%d" % site],
                                                      c.get("site_pruned_bytes_to_%d" % site, 0))
-        for site in pruned) or "none (every site reached has a member, or may have one)"))
+        for site in pruned) or ("none (every site reached has a member, or may have one)"
+                                if sites.get("prune", True) else "off (--no-prune: data in full to every site)")))
     return rows
 
 
