@@ -65,7 +65,9 @@ from another daemon meets, in order (thesis 7.3.1 names the levels):
                         safe, on to the next sites (SendHop). SiteProposal and ViewClosing
                         agree on a view without a lost site -> SiteViewChange; after a
                         partition heals, SiteMerge (JOIN / MERGE records) and ViewClosing
-                        merge two views -> SiteViewChange
+                        merge two views -> SiteViewChange; pruning: a data message goes
+                        as a SKIP (a MSG without its body) down a link through which no
+                        site with a member of its groups can be reached (_may_owe_below)
   Transport, SiteStream TRANSPORT level (7.3.3): streams keyed by site id; pieces into
                         _Message (a _GapMarker for a packet lost with a configuration), order
                         by {lts, site} and service type, Deliver (a whole message the merge
@@ -611,6 +613,11 @@ class HopSettings(Settings):
         #: payloads waiting for the window or the bucket, at most (submit refuses beyond): a
         #: link to a slow site holds its own queue and never blocks the other links
         self.max_queued_packets = 20000
+        #: pruning by group interest: a data message goes in full only down links through
+        #: which a site may be reached that may have a member of its groups, elsewhere as a
+        #: SKIP (its place in its site's order). False (--no-prune): in full everywhere, as
+        #: the thesis's sites without pruning (a bench compares the two)
+        self.prune = True
         self.override(**overrides)
 
 
@@ -1744,7 +1751,8 @@ def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket
 # shortest form only). Each record: length (varint, at most 3 bytes), kind (u8), site, lts, then
 #   MSG       site_seq, service, origin daemon name (u8 length + UTF-8), the message: a
 #             client-format body (RING_WIRE_DATA) crosses as RING_WIRE_LEAN (lean_message_body:
-#             names without their padding), anything else as the ring carries it
+#             names without their padding), anything else as the ring carries it; an
+#             empty one is a SKIP: the message's place without its body (pruning)
 #   FRONTIER  then, if not 0, the site_seq of the site's last message before it: the site
 #             sends nothing more with an lts <= this (7.3.3's "update"). A receiver holds it
 #             until it has that message: after a tree changes, a FRONTIER that came the
@@ -5051,6 +5059,9 @@ class Transport:
 
     def _deliver(self, m: _Message, stream: SiteStream) -> None:
         stream.delivered_lts = m.lts
+        if m.frag_count == 1 and m.frags[0] == SITE_SKIP_BODY:
+            self.counters["site_skips_ordered"] += 1  # a place without a body: for nobody here
+            return
         self._hand_over(m, "")
 
     def _hand_over(self, m: _Message, tag: str) -> None:
@@ -7022,7 +7033,7 @@ class HopLink:
                 "bucket_bytes": int(self._tokens_bytes), "burst_bytes": self.settings.burst_bytes,
                 "rate_bytes_s": self.settings.rate_bytes_s, "queued": len(self._queue),
                 "sent": c["data_sent"], "received": c["data_received"],
-                "retransmitted": c["retransmitted"], "nacks_sent": c["nacks_sent"],
+                "bytes_sent": c["data_bytes_sent"], "retransmitted": c["retransmitted"], "nacks_sent": c["nacks_sent"],
                 "nacks_received": c["nacks_received"]}
 
     def queued_packets(self) -> int:
@@ -7208,6 +7219,7 @@ class HopLink:
                 self._timed = (self.s_highest_linkseq, now)
             self._emit(datagram, now)
             self.counters["data_sent"] += 1
+            self.counters["data_bytes_sent"] += len(datagram)
             self._acked_by_data(now)
 
     def _emit(self, datagram: bytes, now: float) -> None:
@@ -7267,6 +7279,17 @@ SITE_ALONE_AFTER_S = 1.2
 
 #: a lost site's ARU in the transitional part of a view change: it holds nothing back
 LOST_SITE_ARU = 1 << 62
+
+#: pruning by group interest. A site's JOIN takes an lts this far above its stream's last one
+#: (every daemon of the site computes it alike, where its ring delivers the JOIN), so a site
+#: that holds another site's stream up to lts F knows every JOIN of it below F + this: a
+#: message with an lts up to there is ordered before any JOIN it has not seen, and a site
+#: with no member of its groups then owes it nothing. Far above the lts a site runs ahead of
+#: the others' frontiers between two answers (one per message), far below the wire's 2**53
+PRUNE_HORIZON_LTS = 1 << 16
+#: a MSG record with an empty body is a SKIP: the message's place in its site's stream (site,
+#: lts, site_seq, service, origin), without its body, sent where no site can owe the message
+SITE_SKIP_BODY = b""
 
 
 @dataclass
@@ -7462,9 +7485,13 @@ class SiteGateway:
     epoch (where its ring started afresh); a HELLO of another epoch than the one we read is a
     whole site restarted, left out and merged back like a healed site, never a takeover
     (_new_incarnation). Not yet: a site split into two rings after the start (both with
-    traffic: two streams of one epoch), pruning by group interest and non-blocking
+    traffic: two streams of one epoch), pruning after a merge, and non-blocking
     forwarding. (A death after a loss's or a merge's decision chains the next view:
-    _chain_decide; a merge through a third site: _take_parked_around.) UNRELIABLE crosses outside the streams: the representative sends its
+    _chain_decide; a merge through a third site: _take_parked_around.) Pruning by group
+    interest: where a representative passes a data message on (its own site's or another's it
+    holds in full), a child link through which no site that may have a member of the message's
+    groups at its place could ever be reached gets a SKIP instead (_may_owe_below, _may_owe;
+    PRUNE_HORIZON_LTS says why a JOIN cannot be missed). UNRELIABLE crosses outside the streams: the representative sends its
     site's at once down its tree as an UNRELIABLE record, and a site delivers another's
     where its ring brings that record (_unreliable_record)."""
 
@@ -7607,6 +7634,16 @@ class SiteGateway:
         self._ahead: Dict[int, Dict[int, SiteRecord]] = {}  # site -> site_seq -> MSG come early
         self._frontier_ahead: Dict[int, SiteRecord] = {}  # site -> FRONTIER that waits for a MSG
         self.passed_frontier_seq = dict.fromkeys(range(n), 0)  # the site_seq of passed_frontier
+        # pruning by group interest (see _may_owe): per other site, its members of each group
+        # (their private groups) by the JOIN / LEAVE / KILL of its stream this daemon applied,
+        # and the highest lts at which one of them left; kept by every daemon alike (ring order)
+        self.interest_members: Dict[int, Dict[str, set]] = {s: {} for s in range(n)}
+        self.interest_left: Dict[int, Dict[str, int]] = {s: {} for s in range(n)}
+        #: the sites whose stream this daemon saw from its first message (else: their members
+        #: are not known, and they may owe every message)
+        self.interest_known = set(range(n)) - {self.site_id}
+        self._reach_cache: Dict[Tuple[int, int], frozenset] = {}
+        self.pruning_to: set = set()  #: links we sent a SKIP on (a log line at the first)
         self.now_s = now  #: the time of the input being handled (for timers set deep inside)
         #: site -> when our ring last delivered a message, FRONTIER, ARU or EPOCH of that site
         self.heard_s: Dict[int, float] = {}
@@ -7761,7 +7798,7 @@ class SiteGateway:
             return
         own = self.site_id
         passed = []
-        lts = self.own_lts = max(msg.lts, self.own_lts + 1)
+        lts = self.own_lts = max(msg.lts, self.own_lts + self._lts_step(msg))
         if msg.kind == SITES:
             try:
                 records = decode_site_records(msg.data)
@@ -7873,6 +7910,7 @@ class SiteGateway:
                 self.counters["site_records_before_merge"] += 1  # delivered in its own old view
                 return False
             del self.join_after_lts[r.site]  # its first message of the merged view
+            self.interest_known.discard(r.site)  # (its members of the old view: not seen)
             first = self.joined_base[r.site] = r.site_seq - 1
             self.applied_seq[r.site] = self.kept_base[r.site] = first
             self.passed_seq[r.site] = max(self.passed_seq[r.site], first)
@@ -7907,10 +7945,90 @@ class SiteGateway:
         self.applied_seq[r.site] = r.site_seq
         self.kept[r.site].append(r)
         self.orderer.transport.saw_lts(r.lts)
+        if r.site != self.site_id and r.body and r.body[0] != RING_WIRE_DATA:
+            self._interest_record(r)
         self.merge.link_chunk(stream, (r.origin, 0),
                               RingChunk(r.site_seq, r.lts, r.site_seq, 0, 1, r.service, r.body))
         if self.trace_held is not None:
             self.trace_held.append((r.site, r.site_seq))
+
+    # ------------------------------------------------------------ pruning by group interest
+    @staticmethod
+    def _lts_step(msg: DaemonMessage) -> int:
+        """How far our stream's lts moves at a message of our site: a JOIN goes
+        PRUNE_HORIZON_LTS above the stream's last lts (the promise _may_owe relies on)."""
+        return PRUNE_HORIZON_LTS + 1 if msg.kind == JOIN else 1
+
+    def _interest_record(self, r: SiteRecord) -> None:
+        """Another site's JOIN, LEAVE, KILL or STATE, where it enters our merge: its members."""
+        try:
+            msg = decode_message_body(r.body, r.origin)
+        except (RingWireError, UnicodeDecodeError):
+            self.interest_known.discard(r.site)  # (its members: no longer sure)
+            return
+        members, left = self.interest_members[r.site], self.interest_left[r.site]
+        if msg.kind == JOIN:
+            members.setdefault(msg.groups[0], set()).add(msg.sender)
+        elif msg.kind in (LEAVE, KILL):
+            for group in (msg.groups[:1] if msg.kind == LEAVE else list(members)):
+                if msg.sender in members.get(group, ()):
+                    members[group].discard(msg.sender)
+                    left[group] = max(left.get(group, 0), r.lts)
+        elif msg.kind == STATE and list(msg.groups) != [ROSTER_GROUP]:
+            self.interest_known.discard(r.site)  # members we did not see join
+
+    def _data_groups(self, r: SiteRecord) -> Optional[List[str]]:
+        """A data message's groups (None: a SKIP already, or a group operation, which every
+        site applies)."""
+        if not r.body:
+            return None
+        try:
+            msg = decode_message_body(r.body, r.origin)
+        except (RingWireError, UnicodeDecodeError):
+            return None
+        return list(msg.groups) if msg.kind == DATA else None
+
+    def _may_owe_below(self, r: SiteRecord, groups: List[str], child: int) -> bool:
+        """Whether a site that may ever be reached through `child` with this message may owe
+        it: any site reached from `child` without going through the message's site, in any
+        tree, whatever links die later, so whatever a SKIP held there may have to be sent to
+        (as a lost site's holder too); we hold the body ourselves."""
+        return any(self._may_owe(s, groups, r.lts) for s in self._reach_without(child, r.site)
+                   if s != self.site_id)
+
+    def _reach_without(self, child: int, source: int) -> frozenset:
+        """The sites reached from `child` over the configured links without `source`."""
+        got = self._reach_cache.get((child, source))
+        if got is None:
+            seen, todo = {child}, [child]
+            while todo:
+                a = todo.pop()
+                for b in range(len(self.sites)):
+                    if b not in seen and b != source and (self.costs[a][b] > 0 or self.costs[b][a] > 0):
+                        seen.add(b)
+                        todo.append(b)
+            got = self._reach_cache[(child, source)] = frozenset(seen)
+        return got
+
+    def _may_owe(self, site: int, groups: List[str], lts: int) -> bool:
+        """False only if `site` surely has no member of `groups` at the place of a message of
+        this lts in the one order: we hold its stream up to its frontier F, every JOIN of it
+        we have not seen has an lts above F + PRUNE_HORIZON_LTS (so above this one), and of
+        those we saw, none left a member in any of the groups or left one at or after lts."""
+        if site not in self.live_sites or site not in self.interest_known:
+            return True
+        if lts > self.streams[site].frontier_lts + PRUNE_HORIZON_LTS:
+            return True
+        members, left = self.interest_members[site], self.interest_left[site]
+        return any(members.get(g) or left.get(g, -1) >= lts for g in groups)
+
+    def _count_pruned(self, child: int, saved_bytes: int) -> None:
+        self.counters["site_pruned_to_%d" % child] += 1
+        self.counters["site_pruned_bytes_to_%d" % child] += saved_bytes
+        if child not in self.pruning_to:
+            self.pruning_to.add(child)
+            self._log("prunes data for site %d: a SKIP (the message's place, no body) where no "
+                      "site reached through it has a member of the message's groups" % child, self.now_s)
 
     def _pass_gate(self, everything: bool = False) -> None:
         """What the ring has made safe (every daemon of the site holds it) goes on to the other
@@ -7947,9 +8065,17 @@ class SiteGateway:
         tree = self.trees.get(source)
         if tree is None:
             return
+        groups = self._data_groups(r) if r.kind == SITE_MSG and self.hop_settings.prune else None
+        skip = None
         for child in tree.children(self.site_id):
             if child in self.links and child not in self.forward_held:
-                self._out_bytes[child] += raw
+                if groups is not None and not self._may_owe_below(r, groups, child):
+                    skip = skip or encode_site_record(SiteRecord(
+                        SITE_MSG, r.site, r.lts, r.site_seq, r.service, r.origin, SITE_SKIP_BODY))
+                    self._count_pruned(child, len(raw) - len(skip))
+                    self._out_bytes[child] += skip
+                else:
+                    self._out_bytes[child] += raw
                 self.counters["site_records_forwarded"] += 1
 
     # ------------------------------------------------------------ HELLO and the links
@@ -8826,6 +8952,10 @@ class SiteGateway:
         for x in joined:
             self.join_hold[x] = []
             self.injected.pop((SITE_MSG, x), None)  # (its old stream's numbers)
+        # each side applied only its own side's joins and leaves (the groups agree again by
+        # the sites' STATE exchange, which the interest table does not read): from now on
+        # every site may owe every message
+        self.interest_known = set()
         # (the trees stay those of our view until the decision: a tree of the merged view
         # may reach a site of our view through a joined one, which gets nothing of ours yet)
         self.forward_held = set(joined)
@@ -9310,6 +9440,7 @@ class SiteGateway:
         self.epoch = _counter(state["epoch"])
         self.site_epochs = _per_site(state["site_epochs"], n)
         self.wide, self.links = False, {}
+        self.interest_known = set()  # (the members before this point are not in the state)
         self._log("up to date: view %d of the sites %s, %d messages waiting in the merge, "
                   "positions %s" % (self.view_seq, live, sum(len(s.ordered) for s in self.streams.values()),
                                     self.applied_seq), now)
@@ -9861,7 +9992,7 @@ def sites_snapshot(orderer: SitesOrderer, now: float) -> dict:
             "closing": gw.closing is not None, "sync": _sync_text(orderer),
             "links_down": sorted(sorted((site, other)) for site, (_, down, _) in gw.link_reports.items()
                                  for other in down),
-            "routed_around": sorted(gw.routed_around),
+            "routed_around": sorted(gw.routed_around), "prune": gw.hop_settings.prune,
             "counters": dict(gw.counters), "hop_in": orderer.hop_datagrams_in,
             "hop_strangers": orderer.hop_strangers}
 
@@ -11947,10 +12078,11 @@ def sites_status_rows(sites: dict) -> List[Tuple[str, str]]:
         rtt = "-" if link["rtt_s"] is None else "%.1f ms" % (link["rtt_s"] * 1000)
         rows.append(("HOP link to site %d" % link["site"], (
             "peer %s, RTT %s, window %d/%d, bucket %d/%d B at %.0f KB/s, queued %d, "
-            "packets out/in %d/%d, retransmitted %d, NACKs out/in %d/%d") % (
+            "packets out/in %d/%d, bytes out %d, retransmitted %d, NACKs out/in %d/%d") % (
             link["peer"], rtt, link["outstanding"], link["window"], link["bucket_bytes"],
             link["burst_bytes"], link["rate_bytes_s"] / 1000, link["queued"], link["sent"],
-            link["received"], link["retransmitted"], link["nacks_sent"], link["nacks_received"])))
+            link["received"], link.get("bytes_sent", 0), link["retransmitted"], link["nacks_sent"],
+            link["nacks_received"])))
     down = sorted({tuple(pair) for pair in sites.get("links_down", [])})
     if down or sites.get("routed_around"):
         around = sites.get("routed_around") or []
@@ -11965,6 +12097,12 @@ def sites_status_rows(sites: dict) -> List[Tuple[str, str]]:
     rows.append(("HOP datagrams in / strangers", "%d / %d" % (sites["hop_in"], sites["hop_strangers"])))
     rows.append(("records forwarded / resent", "%d / %d" % (
         c.get("site_records_forwarded", 0), c.get("site_records_resent", 0))))
+    pruned = sorted(int(k[len("site_pruned_to_"):]) for k in c if k.startswith("site_pruned_to_"))
+    rows.append(("data pruned (SKIPs) per link", "; ".join(
+        "to site %d: %d messages, %d B not sent" % (site, c["site_pruned_to_%d" % site],
+                                                     c.get("site_pruned_bytes_to_%d" % site, 0))
+        for site in pruned) or ("none (every site reached has a member, or may have one)"
+                                if sites.get("prune", True) else "off (--no-prune: data in full to every site)")))
     return rows
 
 
@@ -12097,6 +12235,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="several sites (LinkProtocol = Hop): the HOP links' token bucket rate, "
                         "new and resent packets alike (default 100, the lab LAN; give the WAN's "
                         "speed, e.g. 2); every daemon of the file needs the same")
+    d.add_argument("--no-prune", action="store_true",
+                   help="several sites: every data message goes in full to every site, even to "
+                        "one without a member of its groups (default: a SKIP there, its place in "
+                        "the order without its body)")
     d.add_argument("--incarnation", type=_positive_int, help=argparse.SUPPRESS)
     k = sub.add_parser("keygen", help="write a random key for --key (mode 0600)")
     k.add_argument("file", help="the key file to create (never overwritten)")
@@ -12241,10 +12383,12 @@ def ring_settings_of(config, packet_bytes: Optional[int] = None) -> RingSettings
 
 
 def hop_settings_of(args) -> HopSettings:
-    """The HOP links' settings: the defaults, with the bucket's rate from --hop-rate-mbit."""
-    if args.hop_rate_mbit is None:
-        return HopSettings()
-    return HopSettings(rate_bytes_s=args.hop_rate_mbit * 1e6 / 8)
+    """The HOP links' settings: the defaults, with the bucket's rate from --hop-rate-mbit and
+    no pruning with --no-prune."""
+    settings = HopSettings(prune=not getattr(args, "no_prune", False))
+    if args.hop_rate_mbit is not None:
+        settings.override(rate_bytes_s=args.hop_rate_mbit * 1e6 / 8)
+    return settings
 
 
 def _windows_in_packets(lan_packets: int, settings: RingSettings) -> int:
@@ -12296,9 +12440,10 @@ def run_ring_daemon(args, parser, config, entry, listen, port) -> int:
             return 2
         print("configuration: %d sites (one per Spread_Segment), LinkProtocol = %s: a ring in "
               "each site, HOP links over UDP between the sites' representatives (the segment "
-              "port + %d, at most %g Mbit/s each)%s" % (
+              "port + %d, at most %g Mbit/s each%s)%s" % (
                   len(config.segments), config.link_protocol, HOP_PORT_OFFSET,
                   plan.hop_settings.rate_bytes_s * 8 / 1e6,
+                  "" if plan.hop_settings.prune else "; no pruning: data in full to every site",
                   " (TcpHop runs as Hop)" if config.link_protocol == "TcpHop" else ""), flush=True)
     if plan is None and args.hop_rate_mbit is not None:
         print("--hop-rate-mbit: this configuration has no sites joined by HOP links (several "

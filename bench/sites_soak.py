@@ -51,7 +51,8 @@ def main(argv=None):
     for seed in range(args.first, args.first + args.seeds):
         result = sites_sim.run_seed(seed, unreliable=args.unreliable, lan_splits=args.lan_splits,
                                     groups=args.groups)
-        for key in ("submitted", "hop_packets", "hop_lost", "ring_packets"):
+        for key in ("submitted", "hop_packets", "hop_lost", "ring_packets", "skips_sent",
+                    "sites_without_member"):
             totals[key] += result.stats.get(key, 0)
         if "latency_median_s" in result.stats:
             latencies.append(result.stats["latency_median_s"])
@@ -88,6 +89,9 @@ def main(argv=None):
           "median delivery latency %.3f s (simulated); %.0f s" % (
               totals["submitted"], totals["hop_packets"], totals["hop_lost"], totals["ring_packets"],
               latencies[len(latencies) // 2] if latencies else 0.0, elapsed))
+    if args.groups:  # pruning: SKIPs sent (per link) against the (site, message) pairs it may leave out
+        print("pruning: %d SKIPs sent in place of a body; %d (site, message) pairs without a member"
+              % (totals["skips_sent"], totals["sites_without_member"]))
     view_times.sort()
     if view_times:
         print("a whole site killed (%d seeds): the last survivor installed the view without it "

@@ -53,7 +53,11 @@ traffic (JOIN / LEAVE messages in the one order, drawn from a Random of their ow
 one of them; then a site owes another site's message only if it has a member of its group at
 the message's place in the order (no loss and virtual synchrony look at those only): what
 pruning by group interest may leave out, and nothing more (a planted fault of a site that drops
-a group it has a member in must be caught; one that drops only where it has none, not).
+a group it has a member in must be caught; one that drops only where it has none, not). The
+sites prune (HopSettings.prune) only with --groups: without, nobody joins and every daemon
+owes every message. The interest is that of one daemon that saw every JOIN and LEAVE in its
+view; after a partition heals it is stale (each side saw only its own side's), and the
+daemons prune no more after a merge.
 SAFE is checked against the daemons of the view it was delivered in (its transitional part:
 the survivors), that had not crashed by then, and were up to date by then (a restarted daemon
 holds back what its ring delivers until its state comes). A restarted daemon is a new Node
@@ -417,7 +421,9 @@ class SitesSim:
         HopSettings for all of a daemon's links, as spread.conf would give)."""
         bits = min(w.bits_s for (a, _), w in self.case.wires.items() if a == site) \
             if any(a == site for a, _ in self.case.wires) else 1e7
-        return sr.HopSettings(rate_bytes_s=bits / 8 * 0.9, burst_bytes=16000)
+        # without groups the clients join nothing and every daemon owes every message: a
+        # site prunes by group interest only in a run that has groups
+        return sr.HopSettings(rate_bytes_s=bits / 8 * 0.9, burst_bytes=16000, prune=self.groups)
 
     # -------------------------------------------------------------- the networks
     def push(self, at: float, kind: str, dest: str, src: str = "", data: bytes = b"") -> None:
@@ -860,6 +866,8 @@ class SitesSim:
             for k, v in n.gateway.counters.items():
                 if k.startswith(("site_records_out", "site_records_unknown", "hop_stream", "hop_peer_dead")):
                     self.stats[k] = self.stats.get(k, 0) + v
+                elif k.startswith("site_pruned_to_"):  # SKIPs sent in place of a body (pruning)
+                    self.stats["skips_sent"] = self.stats.get("skips_sent", 0) + v
         logs = [line for n in self.nodes.values() for line in list(n.orderer.log) + list(n.gateway.log)]
         return SitesResult(self.seed, self.violations, self.stats, logs)
 

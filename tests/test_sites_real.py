@@ -497,3 +497,49 @@ def test_unreliable_messages_reach_the_members_at_the_other_sites_once_and_no_on
     print("\nUNRELIABLE from a2: %s of %d" % (", ".join("%s %d" % (d, len(g) - 1) for d, g in got.items()), count))
     for m in list(members.values()) + [outsider]:
         m.disconnect()
+
+
+def pruned_to(output, site):
+    """The last status table's count of messages pruned (SKIPs sent) on the link to `site`."""
+    found = 0
+    for line in output.splitlines():
+        if "data pruned (SKIPs) per link" in line:
+            for part in line.split("per link", 1)[1].split(";"):
+                words = part.replace(",", " ").split()
+                if "site" in words and words[words.index("site") + 1].rstrip(":") == str(site):
+                    found = int(words[words.index("site") + 2])
+    return found
+
+
+def test_a_site_with_no_member_of_the_group_gets_skips_and_the_members_get_every_message_once(
+        procs, tmp_path):
+    """Pruning: a line a - b - c, the group demo with members at a1 and b1 only; c1's client is
+    in another group. Every member gets every message of demo once, in one order; b1's link to
+    c1 carries SKIPs in their place (its status table counts them), and a message to the
+    group c1's client is in still reaches it through b1."""
+    layout = [["a1"], ["b1"], ["c1"]]
+    sites = Sites(procs, tmp_path, layout, extra=("--status-every", "1"),
+                  route_matrix=[[0, 1, 0], [1, 0, 1], [0, 1, 0]])
+    members = [sites.client(d, "u" + d) for d in ("a1", "b1")]
+    join_all(members, "demo")
+    outsider = sites.client("c1", "outc1")
+    outsider.join("elsewhere")
+    receive_until(outsider, members_are([outsider.private_group]), 30)
+    per_sender = 60
+    for i in range(per_sender):
+        for m in members:
+            m.multicast(sp.AGREED_MESS, "demo", b"%s %03d " % (m.private_group.encode(), i) + b"x" * 900)
+    members[0].multicast(sp.AGREED_MESS, "elsewhere", b"for c")
+    orders = [[g.data for g in data_until(m, 2 * per_sender)] for m in members]
+    assert orders[0] == orders[1], "the members delivered different orders"
+    assert len(set(orders[0])) == 2 * per_sender, "a message delivered twice"
+    for m in members:
+        mine = [d for d in orders[0] if d.startswith(m.private_group.encode())]
+        assert len(mine) == per_sender and mine == sorted(mine), "FIFO per sender"
+    got = data_until(outsider, 1)
+    assert got[0].data == b"for c", "c1's client got a message of a group it is not in"
+    wait_for(lambda: pruned_to(sites.output("b1"), 2) >= 2 * per_sender, 20)
+    assert "prunes data for site 2" in sites.output("b1")
+    print("\npruned on the link b1 -> c1: %d messages" % pruned_to(sites.output("b1"), 2))
+    for m in members + [outsider]:
+        m.disconnect()

@@ -698,3 +698,59 @@ def test_the_simulator_kills_a_site_around_a_merge_in_some_seeds_only():
         case = sites_sim.case_for_seed(seed)
         assert case.heal_after_s is not None and case.site_kill_after_s is None
         assert case.rep_crash_after_s is None and case.restart_name is None
+
+
+# ---- pruning: a SKIP (the message's place, no body) where no site reached can owe it ----------
+
+def test_pruning_sends_skips_and_every_guarantee_holds():
+    for seed in (2, 7, 8):
+        res = sites_sim.run_seed(seed, groups=True)
+        assert res.violations == [], res.summary()
+        assert res.stats.get("skips_sent", 0) > 0, res.summary()
+
+
+def test_no_pruning_after_a_partition_heals():
+    """Seeds 176, 901, 986 (a cut link healed: the views merge): each side saw only its own
+    side's joins and leaves, so after the merge every site may owe every message. Pruning as
+    before lost messages there."""
+    for seed in (176, 901):
+        res = sites_sim.run_seed(seed, groups=True)
+        assert res.stats.get("heals") and res.violations == [], res.summary()
+
+
+def _planted_pruning(monkeypatch, seed, name, fault):
+    monkeypatch.setattr(sr.SiteGateway, name, fault)
+    res = sites_sim.run_seed(seed, groups=True)
+    assert res.stats.get("skips_sent", 0) > 0 and sites_sim.LOSS in res.kinds(), res.summary()
+
+
+def test_planted_join_without_its_lts_step_is_a_loss_violation(monkeypatch):
+    """A JOIN that does not go PRUNE_HORIZON_LTS above its stream: a site that has not seen
+    it yet prunes a message ordered after it."""
+    _planted_pruning(monkeypatch, 1, "_lts_step", staticmethod(lambda msg: 1))
+
+
+def test_planted_interest_without_the_members_that_left_after_the_message_is_a_loss_violation(monkeypatch):
+    """A member that left after the message's place (seen before the SKIP is decided) still
+    owed it."""
+    def may_owe(self, site, groups, lts):
+        if site not in self.live_sites or site not in self.interest_known \
+                or lts > self.streams[site].frontier_lts + sr.PRUNE_HORIZON_LTS:
+            return True
+        return any(self.interest_members[site].get(g) for g in groups)
+    _planted_pruning(monkeypatch, 4, "_may_owe", may_owe)
+
+
+def test_planted_skip_decided_on_the_tree_of_today_is_a_loss_violation(monkeypatch):
+    """A SKIP sent where the sites below the child in today's tree have no member: after a
+    link dies or a representative takes over, a site that holds only the SKIP may have to
+    send the message on to one that owes it."""
+    def reach(self, child, source):
+        tree = self.trees[source]
+        seen, todo = {child}, [child]
+        while todo:
+            for b in tree.children(todo.pop()):
+                seen.add(b)
+                todo.append(b)
+        return frozenset(seen)
+    _planted_pruning(monkeypatch, 8, "_reach_without", reach)
