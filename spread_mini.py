@@ -2827,9 +2827,7 @@ class GroupCore:
         once per run of messages to it: only a join, leave or disconnect changes them, and
         those go through deliver(). Returns those others (rare), for the daemon's books."""
         deliver = self.deliver
-        dirty = self.dirty
-        limit = self.max_session_messages
-        max_bytes = self.max_session_bytes
+        append = self._append_to_sessions
         me = self.daemon_name
         counts = self.out_by_service
         last_group = targets = None
@@ -2848,24 +2846,7 @@ class GroupCore:
             if not targets:
                 continue
             skip = msg.sender if (msg.service_type & SELF_DISCARD) and msg.origin == me else None
-            raw = msg.raw if msg.raw is not None else msg.wire()
-            size = len(raw)
-            count = 0
-            for session in targets:
-                if session.private_group == skip:
-                    continue
-                out = session.out
-                if session.state == CLOSED or out.appended_bytes - out.written_bytes + size > max_bytes:
-                    self._enqueue(session, raw)  # the rare cases, spelled out there
-                    continue
-                out.chunks.append(raw)
-                out.appended_bytes += size
-                out.ends.append(out.appended_bytes)
-                session.msgs_out += 1
-                dirty.add(session.conn_id)
-                if len(out.ends) > limit:
-                    self.over_limit.add(session)
-                count += 1
+            count = append(targets, msg.raw if msg.raw is not None else msg.wire(), skip)
             if count:
                 counts[msg.service_type & REGULAR_MESS] += count
         return others
@@ -2890,19 +2871,25 @@ class GroupCore:
         if not targets:
             return
         skip = msg.sender if (msg.service_type & SELF_DISCARD) and msg.origin == self.daemon_name else None
-        raw = msg.raw if msg.raw is not None else msg.wire()
+        count = self._append_to_sessions(targets, msg.raw if msg.raw is not None else msg.wire(), skip)
+        if count:
+            self.out_by_service[msg.service_type & REGULAR_MESS] += count
+
+    def _append_to_sessions(self, targets, raw: bytes, skip) -> int:
+        """A message's client bytes onto each target session's outbox but skip's (SELF_DISCARD):
+        the hot path, Outbox.append and the checks of _enqueue inlined. Returns how many took it."""
         size = len(raw)
         limit = self.max_session_messages
+        max_bytes = self.max_session_bytes
         dirty = self.dirty
         count = 0
         for session in targets:
             if session.private_group == skip:
                 continue
             out = session.out
-            if session.state == CLOSED or out.appended_bytes - out.written_bytes + size > self.max_session_bytes:
+            if session.state == CLOSED or out.appended_bytes - out.written_bytes + size > max_bytes:
                 self._enqueue(session, raw)  # the rare cases, spelled out there
                 continue
-            # the hot path: Outbox.append and the checks of _enqueue, inlined
             out.chunks.append(raw)
             out.appended_bytes += size
             out.ends.append(out.appended_bytes)
@@ -2911,9 +2898,7 @@ class GroupCore:
             if len(out.ends) > limit:
                 self.over_limit.add(session)
             count += 1
-        if count:
-            by_service = self.out_by_service
-            by_service[msg.service_type & REGULAR_MESS] += count
+        return count
 
     def group_id(self, group: Group) -> Tuple[int, int, int]:
         return (self.proc_id, self.memb_time, group.index)
