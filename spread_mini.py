@@ -6917,8 +6917,10 @@ class HopLink:
 
     def __init__(self, me: Pid, peer: Pid, settings: Optional[HopSettings] = None,
                  seal: Optional[RingSeal] = None, now: float = 0.0, session: int = 0,
-                 peer_session: int = 0) -> None:
+                 peer_session: int = 0, refusals: Optional[collections.Counter] = None) -> None:
         self.me, self.peer = me, peer
+        #: the datagrams this link refused, also counted here (the gateway's, across its links)
+        self.refusals = refusals
         #: this end's session and the peer's end's (SiteHello tells each to the other): a
         #: packet of another session of the peer is a stranger's
         self.session, self.peer_session = session, peer_session
@@ -6981,7 +6983,10 @@ class HopLink:
                 self._check_sender(packet)
                 getattr(self, HOP_DISPATCH[type(packet)])(packet, now)
             except RingPeerError as exc:
-                self.counters["dropped_" + getattr(exc, "reason", "garbage")] += 1
+                reason = "dropped_" + getattr(exc, "reason", "garbage")
+                self.counters[reason] += 1
+                if self.refusals is not None:
+                    self.refusals[reason] += 1
             else:
                 self._heard_s = now
             self._pump(now)
@@ -7545,6 +7550,8 @@ class SiteGateway:
         self.aru_wanted = 0  #: the highest lts of a SAFE message seen
         # the representative's
         self.links: Dict[int, HopLink] = {}  #: neighbour site -> link
+        #: the datagrams our links refused, by reason (HopLink.refusals: across every link)
+        self.link_refusals: collections.Counter = collections.Counter()
         self.hello_due_s: Optional[float] = None
         self._readers: Dict[int, SiteRecordReader] = {}
         self._inbox: Dict[int, Dict[int, bytes]] = {}  # site -> link seq -> payload, not in order yet
@@ -7701,6 +7708,19 @@ class SiteGateway:
 
     def is_representative(self) -> bool:
         return self.representative == self.name
+
+    #: the gateway's counters that say a datagram or record from another site was refused
+    REFUSAL_PREFIXES = ("hop_dropped_", "hellos_not_", "hellos_old_", "hellos_new_", "hellos_left_out",
+                        "hellos_refused_", "hop_stream_broken", "site_records_not_for_us",
+                        "site_records_undecodable", "site_records_refused_")
+
+    def hop_counters(self) -> Dict[str, int]:
+        """What this daemon refused of what came on its HOP port (hostile datagrams, late
+        copies, other teams'): the gateway's counts and its links' (link_dropped_<reason>)."""
+        out = {k: v for k, v in self.counters.items() if k.startswith(self.REFUSAL_PREFIXES) and v}
+        for k, v in self.link_refusals.items():
+            out["link_" + k] = v
+        return out
 
     # ------------------------------------------------------------ our ring
     def _regular(self, change: ConfigurationChange, now: float) -> None:
@@ -8169,7 +8189,8 @@ class SiteGateway:
         if peer_epoch and peer_epoch != self.site_epochs.get(site):
             self.site_epochs[site] = peer_epoch
             self.to_ring.append(SiteRecord(SITE_EPOCH, site, 0, peer_epoch))
-        self.links[site] = HopLink(self.me, peer, self.hop_settings, self.seal, now, session, peer_session)
+        self.links[site] = HopLink(self.me, peer, self.hop_settings, self.seal, now, session, peer_session,
+                                   self.link_refusals)
         self._readers[site] = SiteRecordReader()
         self._inbox[site] = {}
         self._next_seq[site] = 1

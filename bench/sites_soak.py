@@ -5,6 +5,7 @@ the command that replays it.
 
     python3 bench/sites_soak.py --seeds 1000            # seeds 1..1000
     python3 bench/sites_soak.py --seeds 200 --first 5000
+    python3 bench/sites_soak.py --seeds 500 --hostile 0.1 [--key]   # a hostile LAN (see sites_sim)
 """
 from __future__ import annotations
 
@@ -35,7 +36,10 @@ def main(argv=None):
     parser.add_argument("--groups", action="store_true",
                         help="the clients join and leave groups during the traffic (a site owes a "
                         "message only if it has a member of its group then)")
+    sites_sim.add_hostile_options(parser)
     args = parser.parse_args(argv)
+    mix = dict(unreliable=args.unreliable, lan_splits=args.lan_splits, groups=args.groups,
+               hostile=args.hostile, key=args.key, forge_in_session=args.forge_in_session)
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
     started = time.monotonic()
@@ -48,9 +52,12 @@ def main(argv=None):
     second_times = []  # ... of those that killed a second one: from that second kill
     merge_times = []  # per seed whose cut healed after the views split: when they merged
     sync_times = []  # per seed with a daemon started again: when it was up to date
+    hostile = collections.Counter()  # hostile datagrams sent, and what the daemons dropped
     for seed in range(args.first, args.first + args.seeds):
-        result = sites_sim.run_seed(seed, unreliable=args.unreliable, lan_splits=args.lan_splits,
-                                    groups=args.groups)
+        result = sites_sim.run_seed(seed, **mix)
+        for key, value in result.stats.items():
+            if key.startswith(("hostile_", "dropped_")):
+                hostile[key] += value
         for key in ("submitted", "hop_packets", "hop_lost", "ring_packets", "skips_sent",
                     "sites_without_member"):
             totals[key] += result.stats.get(key, 0)
@@ -73,7 +80,7 @@ def main(argv=None):
         if result.violations:
             failing.append(seed)
             print(result.summary())
-            print("  " + sites_sim.replay_command(seed, args.unreliable, args.lan_splits, args.groups))
+            print("  " + sites_sim.replay_command(seed, **mix))
         if not args.quiet and (seed - args.first + 1) % 100 == 0:
             print("... %d seeds, %d violations, %.0f s" % (
                 seed - args.first + 1, totals["violations"], time.monotonic() - started),
@@ -117,9 +124,14 @@ def main(argv=None):
         print("a daemon killed and started again (%d seeds): up to date %.3f s after its start "
               "(median), %.3f s (max; simulated time: its ring takes it in, the sites' state "
               "crosses the ring)" % (len(sync_times), sync_times[len(sync_times) // 2], sync_times[-1]))
+    if args.hostile:
+        sent = sorted((k[len("hostile_"):], v) for k, v in hostile.items() if k.startswith("hostile_"))
+        dropped = sorted((k[len("dropped_"):], v) for k, v in hostile.items() if k.startswith("dropped_"))
+        print("hostile datagrams sent %d: %s" % (sum(v for _, v in sent), ", ".join("%s %d" % kv for kv in sent)))
+        print("refused by the daemons (hostile ones and the wire's late copies): %s" % (
+            ", ".join("%s %d" % kv for kv in dropped) or "none"))
     print("rerun: python3 bench/sites_soak.py --seeds %d --first %d%s" % (
-        args.seeds, args.first, (" --unreliable" if args.unreliable else "")
-        + (" --lan-splits" if args.lan_splits else "") + (" --groups" if args.groups else "")))
+        args.seeds, args.first, sites_sim.mix_options(**mix)))
     return 1 if failing else 0
 
 

@@ -71,6 +71,7 @@ import argparse
 import heapq
 import os
 import random
+import struct
 import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
@@ -343,8 +344,15 @@ def case_for_seed(seed: int, lan_splits: bool = False) -> SitesCase:
 class SitesSim:
     def __init__(self, seed: int, case: Optional[SitesCase] = None, tick_s: float = 0.01,
                  on_start=None, delivery_filter=None, services=None, lan_splits: bool = False,
-                 groups: bool = False):
+                 groups: bool = False, hostile: float = 0.0, key: Optional[bytes] = None,
+                 forge_in_session: bool = False):
         self.seed = seed
+        #: the daemons' key (--key: every ring and HOP packet carries its tag), or None
+        self.key = key
+        #: hostile datagrams (--hostile P): per packet sent on a HOP link or a site's LAN while
+        #: the clients send, the chance that a hostile one arrives too (SitesHostile); its own
+        #: Random, so that a seed's other draws stay as they were
+        self.hostile = SitesHostile(random.Random(seed * 7919 + 23), self, hostile, forge_in_session)
         #: clients join and leave GROUPS during the traffic and send to one of them; a site
         #: owes a message only if it has a member of its group where the message is ordered.
         #: Drawn from a Random of their own (a run without groups stays as it was)
@@ -392,10 +400,11 @@ class SitesSim:
     def make_node(self, name: str, incarnation: int, now: float) -> Node:
         site = self.site_of[name]
         names = self.case.sites[site]
+        seal = sr.RingSeal(self.key) if self.key else None
         orderer = sr.RingOrderer(name, incarnation, names, random.Random(self.rng.random()),
-                                 sr.RingSettings(), now=now)
+                                 sr.RingSettings(), now=now, seal=seal)
         gateway = sr.SiteGateway(name, self.case.sites, self.case.costs, orderer,
-                                 self.hop_settings(site), now=now)
+                                 self.hop_settings(site), seal=seal, now=now)
         gateway.trace_held = []
         return Node(orderer, gateway, sr.SitesOrderer(orderer, gateway, {}, now), started_at=now)
 
@@ -432,6 +441,8 @@ class SitesSim:
 
     def ring_send(self, src: str, dest: str, raw: bytes) -> None:
         self.stats["ring_packets"] += 1
+        if self.hostile.share and self.now < self.traffic_end_s:
+            self.hostile.on_lan(src, dest, raw)
         if self.lan_split and (src in self.case.lan_split_apart) != (dest in self.case.lan_split_apart):
             return  # (a split inside one site: the rest of the site is another LAN's)
         lan = self.case.lan
@@ -441,6 +452,8 @@ class SitesSim:
 
     def hop_send(self, src: str, dest: str, raw: bytes) -> None:
         self.stats["hop_packets"] += 1
+        if self.hostile.share and self.now < self.traffic_end_s:
+            self.hostile.on_hop(src, dest, raw)
         pair = (self.site_of[src], self.site_of[dest])
         wire = self.case.wires.get(pair)
         if wire is None:
@@ -868,6 +881,12 @@ class SitesSim:
                     self.stats[k] = self.stats.get(k, 0) + v
                 elif k.startswith("site_pruned_to_"):  # SKIPs sent in place of a body (pruning)
                     self.stats["skips_sent"] = self.stats.get("skips_sent", 0) + v
+        for kind, count in self.hostile.sent.items():
+            self.stats["hostile_" + kind] = count
+        if self.hostile.sent:  # what the daemons dropped and counted of it (and of the wire's loss)
+            for n in self.nodes.values():
+                for k, v in n.gateway.hop_counters().items():
+                    self.stats["dropped_" + k] = self.stats.get("dropped_" + k, 0) + v
         logs = [line for n in self.nodes.values() for line in list(n.orderer.log) + list(n.gateway.log)]
         return SitesResult(self.seed, self.violations, self.stats, logs)
 
@@ -1018,18 +1037,329 @@ class SitesSim:
                           % (name, len(missing), len(must), missing[0]))
 
 
+# ---- hostile datagrams (--hostile P) -------------------------------------------------------------
+
+#: counters at the ends of what the wire carries (as ring_sim's), for the forged fields
+EXTREMES = ring_sim.EXTREMES
+#: the share of hostile datagrams that go to a site's LAN (the ring's port) rather than a HOP port
+LAN_SHARE = 0.3
+#: (the forger's other configuration: another team's spread.conf, for "other_team")
+OTHER_TEAM_STAMP = sr.configuration_stamp([("t1", "10.0.0.1", 4803), ("t2", "10.0.0.2", 4803)])
+
+
+class SitesHostile:
+    """What a curious student on the lab LAN sends to the daemons' HOP ports and rings' ports
+    while two sites talk: with a sniffer, every packet on the wire is his to read. Per packet
+    a daemon sends on a HOP link or its LAN, with the chance `share`, one hostile datagram:
+      mangled     a truncated or bit-flipped copy of a real packet (the CRC, or the key's tag,
+                  refuses it)
+      replayed    a HOP packet seen earlier, to its daemon or to another site's (old sessions,
+                  old link seqs, another link's packets, old incarnations' HELLOs)
+      hello       a forged HELLO: other epochs, other sessions, a daemon that is not its site's
+                  representative, another site's name, extreme positions and views
+      data        forged site records (SKIPs, FRONTIER / ARU, PROPOSE / READY / GIVEUP, MERGE,
+                  LINKS, SUSPECT / JOIN / EPOCH, STATE, UNRELIABLE, huge lengths) in a well-formed
+                  HOP DATA; ack, nack: forged link control with extreme counters
+      other_team  a real packet of another configuration (another team's spread.conf)
+      lan         on a site's LAN: a mangled or replayed ring packet, one of another team, or a
+                  forged ring packet (ring_sim.Hostile's: extreme values in every field)
+    Forged packets are sealed without the key (the forger has none). A forged DATA, ACK or
+    NACK names a link's sender and session as sniffed only with a key (they must all be
+    refused) or with forge_in_session: without a key, such a packet passes the CRC and the
+    link takes it as its peer's (what a key is for: lab_guide.md, "Sites on a hostile LAN");
+    else it names another session or another daemon, which the link must refuse."""
+
+    def __init__(self, rng: random.Random, sim: "SitesSim", share: float, forge_in_session: bool) -> None:
+        self.rng = rng
+        self.sim = sim
+        self.share = share
+        self.in_session = forge_in_session or sim.key is not None
+        self.seal = sr.RingSeal(sim.key) if sim.key else sr.OPEN_SEAL  #: to read what is sniffed
+        self.captured: List[Tuple[str, str, bytes]] = []  #: (src, dest, raw) of HOP packets
+        self.captured_lan: Dict[int, List[Tuple[str, bytes]]] = {}  #: site -> (src, raw) on its LAN
+        #: (src, dest) -> (sender pid, session, highest link seq seen) of the last HOP packet
+        self.sniffed: Dict[Tuple[str, str], Tuple[tuple, int, int]] = {}
+        self.sent: Dict[str, int] = {}
+
+    CAPTURED_MAX = 400
+
+    def _keep(self, store: list, item) -> None:
+        if len(store) < self.CAPTURED_MAX:
+            store.append(item)
+        else:
+            store[self.rng.randrange(self.CAPTURED_MAX)] = item
+
+    def _count(self, kind: str) -> None:
+        self.sent[kind] = self.sent.get(kind, 0) + 1
+
+    # ------------------------------------------------------------ what the sniffer sees
+    def on_hop(self, src: str, dest: str, raw: bytes) -> None:
+        self._keep(self.captured, (src, dest, raw))
+        self._sniff(src, dest, raw)
+        if self.rng.random() < self.share * (1 - LAN_SHARE):
+            self.sim.push(self.sim.now + self.rng.uniform(0.0, 0.02), "hop", *self.hop_packet(src, dest, raw))
+
+    def on_lan(self, src: str, dest: str, raw: bytes) -> None:
+        site = self.sim.site_of[src]
+        self._keep(self.captured_lan.setdefault(site, []), (src, raw))
+        if self.rng.random() < self.share * LAN_SHARE / 10:  # (a ring sends ~10x a link's packets)
+            self.sim.push(self.sim.now + self.rng.uniform(0.0, 0.005), "ring", *self.lan_packet(site, src, raw))
+
+    def _sniff(self, src: str, dest: str, raw: bytes) -> None:
+        try:
+            p = sr.decode_hop_packet(raw, self.seal)
+        except sr.RingPeerError:
+            return
+        seq = p.seq if isinstance(p, sr.HopData) else 0
+        old = self.sniffed.get((src, dest))
+        if old is not None and old[0] == p.sender and old[1] == p.session:
+            seq = max(seq, old[2])
+        self.sniffed[src, dest] = (p.sender, p.session, seq)
+
+    # ------------------------------------------------------------ HOP port
+    def hop_packet(self, src: str, dest: str, raw: bytes) -> Tuple[str, str, bytes]:
+        """(dest, src, raw) of one hostile datagram for a HOP port."""
+        kind = self.rng.choice(["mangled", "replayed", "replayed", "hello", "hello", "data", "data",
+                                "ack", "nack", "other_team"])
+        self._count(kind)
+        if kind == "mangled":
+            return dest, src, self.mangle(raw)
+        if kind == "replayed":
+            src0, dest0, old = self.rng.choice(self.captured)
+            if self.rng.random() < 0.5:  # to another daemon: another link's, another site's
+                dest0 = self.rng.choice(sorted(self.sim.nodes))
+            return dest0, src0, old
+        if kind == "other_team":
+            return dest, src, self.other_team(raw)
+        if kind == "hello":
+            return self.forged_hello()
+        return self.forged_link_packet(kind)
+
+    def mangle(self, raw: bytes) -> bytes:
+        how = self.rng.randrange(4)
+        if how == 0 and raw:
+            out = bytearray(raw)
+            for _ in range(self.rng.randrange(1, 4)):
+                i = self.rng.randrange(len(out))
+                out[i] ^= 1 << self.rng.randrange(8)
+            return bytes(out)
+        if how == 1:
+            return raw[:self.rng.randrange(len(raw))]
+        if how == 2:
+            return raw + bytes(self.rng.getrandbits(8) for _ in range(self.rng.randrange(1, 40)))
+        return bytes(self.rng.getrandbits(8) for _ in range(self.rng.randrange(64)))
+
+    def other_team(self, raw: bytes) -> bytes:
+        """The packet as a daemon of another spread.conf would send it (its own key, if any)."""
+        key = bytes(self.rng.getrandbits(8) for _ in range(32)) if self.sim.key else None
+        seal = sr.RingSeal(key, OTHER_TEAM_STAMP)
+        trailer = sr.RING_TAG_BYTES if self.sim.key else 4
+        if len(raw) < sr.RING_HEADER_BYTES + trailer:
+            return raw
+        return seal.seal(seal.header(raw[5]) + raw[sr.RING_HEADER_BYTES:-trailer])
+
+    def forger_seal(self) -> sr.RingSeal:
+        if self.sim.key is None:
+            return sr.OPEN_SEAL
+        return sr.RingSeal(bytes(self.rng.getrandbits(8) for _ in range(32)))  # a wrong key
+
+    def n(self) -> int:
+        return self.rng.choice(EXTREMES)
+
+    def near(self, value: int) -> int:
+        """A value a sniffer would try: the one seen, just past it, or an extreme."""
+        r = self.rng.random()
+        if r < 0.6:
+            return max(0, value + self.rng.randrange(-1, 4))
+        return self.n()
+
+    def daemon(self) -> str:
+        return self.rng.choice(sorted(self.sim.nodes) + ["x1"])
+
+    def pid_of(self, name: str) -> tuple:
+        node = self.sim.nodes.get(name)
+        inc = node.orderer.me[1] if node is not None else 1
+        return (name, self.rng.choice([inc, inc, inc, inc + 1, max(0, inc - 1), self.n()]))
+
+    def forged_hello(self) -> Tuple[str, str, bytes]:
+        sim = self.sim
+        nsites = len(sim.case.sites)
+        name = self.daemon()
+        site = sim.site_of.get(name, 0)
+        if self.rng.random() < 0.15:
+            site = self.rng.choice([self.rng.randrange(nsites), nsites, sr.MAX_SITES])
+        node = sim.nodes.get(name)
+        gw = node.gateway if node is not None else None
+        dest = self.rng.choice(sorted(sim.nodes))
+        seen = self.sniffed.get((name, dest))
+        session = seen[1] if seen is not None else 1
+        positions = {s: self.near(gw.applied_seq.get(s, 0) if gw else 0)
+                     for s in range(nsites) if self.rng.random() < 0.7}
+        view = self.near(gw.view_seq if gw else 0)
+        sites = tuple(sorted(self.rng.sample(range(nsites), self.rng.randrange(nsites + 1))))
+        if gw is not None and self.rng.random() < 0.5:
+            sites = tuple(gw.live_sites)
+        epoch = gw.epoch if gw else 0
+        epoch = self.rng.choice([epoch, epoch, epoch + 1, 0, self.n()])
+        hello = sr.SiteHello(self.pid_of(name), site, self.rng.random() < 0.6, positions, view,
+                             sites, self.rng.choice([session, session, session + 1, 0, 2 ** 32 - 1]),
+                             epoch)
+        src = name if name in sim.nodes and self.rng.random() < 0.8 else self.rng.choice(sorted(sim.nodes))
+        try:
+            return dest, src, sr.encode_site_hello(hello, self.forger_seal())
+        except struct.error:
+            return dest, src, b"SMRG"
+
+    def forged_link_packet(self, kind: str) -> Tuple[str, str, bytes]:
+        """A DATA (forged records), ACK or NACK on a link the sniffer saw, in its session (only
+        with a key, or forge_in_session) or in another one / under another daemon."""
+        if not self.sniffed:
+            return self.forged_hello()
+        (src, dest), (pid, session, seq) = self.rng.choice(sorted(self.sniffed.items()))
+        if not self.in_session:
+            if self.rng.random() < 0.5:
+                session = self.rng.choice([session + self.rng.randrange(1, 5), max(0, session - 1),
+                                           2 ** 32 - 1, 0 if session else 1])
+            else:
+                pid = (pid[0], self.rng.choice([pid[1] + 1, max(0, pid[1] - 1), self.n()]))
+                if self.rng.random() < 0.3:
+                    pid = (self.rng.choice(sorted(self.sim.nodes)), pid[1])
+                if pid == self.sniffed[src, dest][0]:
+                    pid = (pid[0], pid[1] + 1)
+        seal = self.forger_seal()
+        try:
+            if kind == "data":
+                return dest, src, sr.encode_hop_data(pid, max(1, self.near(seq + 1)), self.forged_records(),
+                                                     seal, session, self.near(seq))
+            if kind == "ack":
+                return dest, src, sr.encode_hop_ack(pid, self.near(seq), self.near(seq), seal, session)
+            missing = sorted({self.near(seq) for _ in range(self.rng.choice([1, 3, 170]))})
+            return dest, src, sr.encode_hop_nack(pid, self.near(seq), missing, seal, session)
+        except struct.error:
+            return dest, src, b"SMRG"
+
+    def forged_records(self) -> bytes:
+        """A payload of 1-3 forged site records (or a length no record has, or garbage)."""
+        r = self.rng.random()
+        if r < 0.05:
+            return sr.encode_varint(sr.MAX_SITE_RECORD_BYTES + self.rng.randrange(1, 1000)) + b"x" * 10
+        if r < 0.1:
+            return bytes(self.rng.getrandbits(8) for _ in range(self.rng.randrange(1, 60)))
+        out = b""
+        for _ in range(self.rng.randrange(1, 4)):
+            try:
+                out += sr.encode_site_record(self.forged_record())
+            except (struct.error, ValueError, OverflowError):
+                out += b"\x03\x01\x00\x00"
+        return out
+
+    def forged_record(self) -> sr.SiteRecord:
+        sim = self.sim
+        nsites = len(sim.case.sites)
+        rng = self.rng
+        site = rng.choice([rng.randrange(nsites)] * 4 + [nsites, sr.MAX_SITES])
+        gw = sim.nodes[rng.choice(sorted(sim.nodes))].gateway
+        lts = rng.choice([self.near(gw.own_lts), self.n(), 0])
+        seq = self.near(gw.applied_seq.get(site, 0))
+        kind = rng.choice([sr.SITE_MSG, sr.SITE_MSG, sr.SITE_FRONTIER, sr.SITE_ARU, sr.SITE_PROPOSE,
+                           sr.SITE_READY, sr.SITE_GIVEUP, sr.SITE_MERGE, sr.SITE_LINKS, sr.SITE_SUSPECT,
+                           sr.SITE_JOIN, sr.SITE_EPOCH, sr.SITE_UNRELIABLE])
+        if kind in (sr.SITE_MSG, sr.SITE_UNRELIABLE):
+            origin = rng.choice(sim.case.sites[site] if site < nsites else ["x1"])
+            what = rng.random()
+            if what < 0.3:
+                body = sr.SITE_SKIP_BODY
+            elif what < 0.8:  # a client's message (no serial anybody submitted)
+                kind_of_msg = rng.choice([sr.DATA, sr.DATA, sr.JOIN, sr.LEAVE, sr.KILL, sr.STATE])
+                msg = sr.DaemonMessage(kind_of_msg, origin, "#c#%s" % origin,
+                                       rng.choice(SERVICES + [sr.UNRELIABLE_MESS]), ["g", "g1"][:rng.randrange(1, 3)],
+                                       data=b"\0" * 8 + b"forged")
+                body = sr.encode_message_body(msg)
+            else:
+                body = bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 50)))
+            service = rng.choice(SERVICES + [sr.UNRELIABLE_MESS, 0, 0xFFFFFFFF])
+            if kind == sr.SITE_UNRELIABLE:
+                return sr.SiteRecord(kind, site, 0, 0, sr.UNRELIABLE_MESS, origin, body)
+            return sr.SiteRecord(kind, site, lts, max(1, seq), service, origin, body)
+        if kind in sr.SITE_BODY_KINDS:
+            lost = rng.sample(range(nsites), rng.randrange(nsites + 1))
+            entries = {s: (self.near(gw.applied_seq.get(s, 0)), self.n(), self.n())
+                       for s in range(nsites) if rng.random() < 0.5}
+            number = self.near(gw.view_seq if kind != sr.SITE_LINKS else 0)
+            return sr.SiteRecord(kind, site, lts, number, body=sr.encode_site_view_body(lost, entries))
+        if kind == sr.SITE_FRONTIER:
+            return sr.SiteRecord(kind, site, lts, rng.choice([0, seq]))
+        return sr.SiteRecord(kind, site, lts, self.near(gw.view_seq) if kind == sr.SITE_ARU else self.n())
+
+    # ------------------------------------------------------------ a site's LAN
+    def lan_packet(self, site: int, src: str, raw: bytes) -> Tuple[str, str, bytes]:
+        """(dest, src, raw) of one hostile datagram on the LAN of `site` (its ring's port)."""
+        names = self.sim.case.sites[site]
+        dest = self.rng.choice(names)
+        kind = self.rng.choice(["mangled", "replayed", "other_team", "forged"])
+        self._count("lan_" + kind)
+        if kind == "mangled":
+            return dest, src, self.mangle(raw)
+        if kind == "replayed":
+            src0, old = self.rng.choice(self.captured_lan[site])
+            return dest, src0, old
+        if kind == "other_team":
+            return dest, src, self.other_team(raw)
+        shim = _RingForger(names, self.sim.key)
+        forger = ring_sim.Hostile(self.rng, shim)
+        try:
+            return dest, self.rng.choice(names), sr.encode_ring_packet(forger.forged(), forger.forger_seal())
+        except struct.error:
+            return dest, src, b"SMRG"
+
+
+class _RingForger:
+    """What ring_sim.Hostile needs of its simulator to forge a ring packet for one site."""
+
+    def __init__(self, names: List[str], key: Optional[bytes]) -> None:
+        self.names = list(names)
+        self.key = key
+
+
+#: the simulated daemons' key with --key (the forger's keys are random)
+SIM_KEY = ring_sim.SIM_KEY
+
+
 def run_seed(seed: int, on_start=None, delivery_filter=None, unreliable: bool = False,
-             lan_splits: bool = False, groups: bool = False) -> SitesResult:
+             lan_splits: bool = False, groups: bool = False, hostile: float = 0.0,
+             key: bool = False, forge_in_session: bool = False) -> SitesResult:
     services = SERVICES + ([sr.UNRELIABLE_MESS] if unreliable else [])
     return SitesSim(seed, on_start=on_start, delivery_filter=delivery_filter, services=services,
-                    lan_splits=lan_splits, groups=groups).run()
+                    lan_splits=lan_splits, groups=groups, hostile=hostile,
+                    key=SIM_KEY if key else None, forge_in_session=forge_in_session).run()
 
 
 def replay_command(seed: int, unreliable: bool = False, lan_splits: bool = False,
-                   groups: bool = False) -> str:
-    return "python3 tests/sites_sim.py %d --log%s%s%s" % (
-        seed, " --unreliable" if unreliable else "", " --lan-splits" if lan_splits else "",
-        " --groups" if groups else "")
+                   groups: bool = False, hostile: float = 0.0, key: bool = False,
+                   forge_in_session: bool = False) -> str:
+    return "python3 tests/sites_sim.py %d --log%s" % (seed, mix_options(
+        unreliable, lan_splits, groups, hostile, key, forge_in_session))
+
+
+def mix_options(unreliable: bool = False, lan_splits: bool = False, groups: bool = False,
+                hostile: float = 0.0, key: bool = False, forge_in_session: bool = False) -> str:
+    """The command-line options of a run's mix (for the replay and rerun commands)."""
+    return "%s%s%s%s%s%s" % (
+        " --unreliable" if unreliable else "", " --lan-splits" if lan_splits else "",
+        " --groups" if groups else "", " --hostile %g" % hostile if hostile else "",
+        " --key" if key else "", " --forge-in-session" if forge_in_session else "")
+
+
+def add_hostile_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--hostile", type=float, default=0.0, metavar="P",
+                        help="per packet on a HOP link or a LAN while the clients send, the chance "
+                        "of a hostile datagram too (mangled, replayed, forged, another team's)")
+    parser.add_argument("--key", action="store_true",
+                        help="the daemons sign their ring and HOP packets (RingSeal); the forger "
+                        "has no key")
+    parser.add_argument("--forge-in-session", action="store_true",
+                        help="without --key too, forged DATA / ACK / NACK name a link's sender and "
+                        "session as sniffed (they pass the CRC: what only a key stops)")
 
 
 def main(argv=None) -> int:
@@ -1044,10 +1374,12 @@ def main(argv=None) -> int:
     parser.add_argument("--groups", action="store_true",
                         help="the clients join and leave groups during the traffic; a site owes a "
                         "message only if it has a member of its group then")
+    add_hostile_options(parser)
     args = parser.parse_args(argv)
     case = case_for_seed(args.seed, args.lan_splits)
     print("sites %s, costs %s, %.0f msg/s for %.0f s" % (case.sites, case.costs, case.rate_per_s, case.traffic_s))
-    res = run_seed(args.seed, unreliable=args.unreliable, lan_splits=args.lan_splits, groups=args.groups)
+    res = run_seed(args.seed, unreliable=args.unreliable, lan_splits=args.lan_splits, groups=args.groups,
+                   hostile=args.hostile, key=args.key, forge_in_session=args.forge_in_session)
     if args.log:
         print("\n".join(res.log_lines))
     print(res.summary())
