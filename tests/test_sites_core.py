@@ -346,16 +346,18 @@ def test_a_hello_request_of_a_new_session_restarts_our_end_of_the_link():
     gw = gateway()
     regular(gw, ["a1", "a2"])
     gw.poll()
-    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, True, {}, 0, (0, 1), 1)), 0.1)
+    one, two = sr.hop_session(1, 0), sr.hop_session(2, 0)  # (b1's sessions of its link to site 0)
+    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, True, {}, 0, (0, 1), one)), 0.1)
     first = gw.links[1]
-    assert (first.peer_session, gw.poll() != []) == (1, True)
-    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, True, {}, 0, (0, 1), 1)), 0.2)
+    assert (first.peer_session, gw.poll() != []) == (one, True)
+    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, True, {}, 0, (0, 1), one)), 0.2)
     assert gw.links[1] is first  # a late copy: answered, nothing restarted
-    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, True, {}, 0, (0, 1), 2)), 0.3)
+    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, True, {}, 0, (0, 1), two)), 0.3)
     second = gw.links[1]
-    assert second is not first and second.peer_session == 2 and second.session == first.session + 1
+    assert second is not first and second.peer_session == two
+    assert second.session == first.session + sr.HOP_SESSION_SITES and sr.hop_session_site(second.session) == 1
     # a packet of the peer's old end is a stranger's to the new one
-    old = sr.encode_hop_data(("b1", 1), 1, b"old stream", session=1)
+    old = sr.encode_hop_data(("b1", 1), 1, b"old stream", session=one)
     gw.hop_datagram("b1", old, 0.4)
     assert second.counters["dropped_old_session"] == 1
 
@@ -369,12 +371,12 @@ def test_a_hello_of_another_epoch_is_a_restarted_site_never_a_takeover():
     regular(gw, ["a1", "a2"])
     into_ring = []
     gw.orderer.submit = lambda msg, urgent=False: into_ring.append(msg) or True
-    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, True, {}, 0, (0, 1), 1, 7)), 0.1)
+    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, True, {}, 0, (0, 1), sr.hop_session(1, 0), 7)), 0.1)
     assert gw.links[1].peer == ("b1", 1) and gw.site_epochs == {1: 7}
     submitted = [r for m in into_ring if m.kind == sr.SITES
                  for r in sr.decode_site_records(m.data) if r.kind == sr.SITE_EPOCH]
     assert [(r.site, r.site_seq) for r in submitted] == [(1, 7)]
-    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 2), 1, True, {1: 1}, 0, (0, 1), 1, 9)), 0.2)
+    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 2), 1, True, {1: 1}, 0, (0, 1), sr.hop_session(1, 0), 9)), 0.2)
     assert gw.links[1].peer == ("b1", 1) and gw.counters["hellos_new_incarnation"] == 1
     assert any("new incarnation (epoch 9, we read epoch 7)" in line for line in gw.log)
     # another daemon of our site learns it where the ring delivers the record
@@ -389,7 +391,7 @@ def test_a_hello_from_a_site_that_left_us_out_starts_no_link():
     gw = gateway()
     regular(gw, ["a1", "a2"])
     gw.poll()
-    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, True, {}, 1, (1,), 1)), 0.1)
+    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, True, {}, 1, (1,), sr.hop_session(1, 0))), 0.1)
     assert gw.links == {} and gw.counters["hellos_left_out"] == 1
 
 
@@ -426,7 +428,7 @@ def test_a_takeover_gives_a_site_heard_long_ago_time_for_its_hello_and_one_never
     gw = taken_over(heard_at=None, now=5.0)  # (nothing says how long it has been silent)
     assert gw.suspect_at[1] == pytest.approx(5.0 + SILENCE_S + sr.SITE_GRACE_S)
     # its HELLO in time starts the link and ends the suspicion
-    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, False, {}, 0, (0, 1), 1)), 5.2)
+    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, False, {}, 0, (0, 1), sr.hop_session(1, 0))), 5.2)
     assert 1 in gw.links and 1 not in gw.suspect_at
 
 
@@ -446,7 +448,7 @@ def test_a_takeover_keeps_the_links_our_site_reported_down_until_they_start():
     links = [r for m in into_ring if m.kind == sr.SITES for r in sr.decode_site_records(m.data)
              if r.kind == sr.SITE_LINKS]
     assert links == []  # nothing new to say: the link is still down
-    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, False, {}, 0, (0, 1), 1)), 3.7)
+    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, False, {}, 0, (0, 1), sr.hop_session(1, 0))), 3.7)
     gw.tick(3.7)
     links = [sr.decode_site_view_body(r.body) for m in into_ring if m.kind == sr.SITES
              for r in sr.decode_site_records(m.data) if r.kind == sr.SITE_LINKS]
