@@ -542,3 +542,48 @@ def test_a_forged_unreliable_record_is_dropped_and_counted():
     assert gw.counters["site_unreliable_not_for_us"] == 3
     assert gw.counters["site_unreliable_undecodable"] == 2
     assert (dict(gw.applied_seq), gw.frontier_answered) == before
+
+
+# ---- a hostile LAN: what a sniffer's copies and a forger's HELLOs can do -------------------------
+
+def linked(name="a1", peer=("b1", 1), count=1):
+    """A representative of site 0 with a link to b1 (its `count`th end of the link to site 0)."""
+    gw = gateway(name)
+    regular(gw, ["a1", "a2"])
+    gw.poll()
+    session = sr.hop_session(count, 0)
+    gw.hop_datagram(peer[0], sr.encode_site_hello(sr.SiteHello(peer, 1, True, {}, 0, (0, 1), session)), 0.1)
+    gw.poll()
+    return gw, gw.links[1]
+
+
+def test_a_hop_packet_of_the_peers_link_to_another_site_is_refused():
+    """b1 talks to sites 0 and 2, each link's first session: a packet of its link to site 2,
+    captured and sent to us from b1's address (it passes any key: b1 signed it), is not ours:
+    its session names site 2. Before sessions named their site both were session 1, and such a
+    copy took a seq of our stream (the real packet of that seq then dropped as a duplicate)."""
+    gw, link = linked()
+    theirs = sr.encode_hop_data(("b1", 1), 1, b"records for site 2", session=sr.hop_session(1, 2))
+    gw.hop_datagram("b1", theirs, 0.2)
+    assert link.counters["dropped_old_session"] == 1 and link.r_highest_seq == 0
+    ours = sr.encode_hop_data(("b1", 1), 1, b"", session=sr.hop_session(1, 0))
+    gw.hop_datagram("b1", ours, 0.3)
+    assert link.r_highest_seq == 1
+    # and a HELLO on its way to site 2 starts nothing here
+    to_c = sr.SiteHello(("b1", 1), 1, True, {}, 0, (0, 1), sr.hop_session(2, 2))
+    gw.hop_datagram("b1", sr.encode_site_hello(to_c), 0.4)
+    assert gw.links[1] is link and gw.counters["hellos_refused_other_link"] == 1
+    assert gw.hop_counters() == {"hellos_refused_other_link": 1, "link_dropped_old_session": 1}
+
+
+def test_a_replayed_hello_of_an_older_session_never_restarts_a_live_link():
+    """The peer's ends take growing sessions: a request of an older one is a copy captured on
+    the LAN (it passes any key), and must not start our end afresh (the peer, whose end lives,
+    would drop what our new end sends: the link silent until both dead-peer rules fire)."""
+    gw, link = linked(count=3)
+    old = sr.SiteHello(("b1", 1), 1, True, {}, 0, (0, 1), sr.hop_session(2, 0))
+    gw.hop_datagram("b1", sr.encode_site_hello(old), 0.2)
+    assert gw.links[1] is link and gw.counters["hellos_old_session"] == 1
+    newer = sr.SiteHello(("b1", 1), 1, True, {}, 0, (0, 1), sr.hop_session(4, 0))
+    gw.hop_datagram("b1", sr.encode_site_hello(newer), 0.3)
+    assert gw.links[1] is not link and gw.links[1].peer_session == sr.hop_session(4, 0)
