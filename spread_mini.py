@@ -8132,6 +8132,9 @@ class SiteGateway:
             # a HELLO to another site (a copy captured on its way there) or a forger's
             self.counters["hellos_refused_other_link"] += 1
             return
+        if h.view_seq > self._view_ceiling():
+            self.counters["hellos_refused_view_ahead"] += 1  # (see _view_ceiling)
+            return
         if site not in self._link_sites():
             self._on_probe(site, h, now)
             return
@@ -8380,6 +8383,9 @@ class SiteGateway:
         if r.kind == SITE_UNRELIABLE:  # outside the stream: no place to check it by
             self.to_ring.append(r)
             return
+        if self._far_ahead(r):
+            self.counters["site_records_refused_far_ahead"] += 1
+            return
         if r.kind == SITE_MERGE and not around and self._merge_unreachable(r):
             self.counters["site_merges_unreachable"] += 1
             parked = self.merge_parked.get(r.site)
@@ -8403,6 +8409,24 @@ class SiteGateway:
         self.to_ring.append(r)
         if r.kind == SITE_MSG and (r.site in self._ahead or r.site in self._frontier_ahead):
             self._release_ahead(site, r.site)
+
+    def _view_ceiling(self) -> int:
+        """The highest view seq a HELLO or a view record may name: a view seq grows by one per
+        change, so more than RING_SEQ_AHEAD_MAX above ours is no daemon's (a forger's, without
+        a key: taken, it would make our next view a number the wire refuses)."""
+        views = [self.view_seq, self.proposed_view, self.given_up_view, self.join_sent]
+        if self.merging is not None:
+            views.append(self.merging.view_seq)
+        return max(views) + RING_SEQ_AHEAD_MAX
+
+    def _far_ahead(self, r: SiteRecord) -> bool:
+        """A record whose lts is more than LTS_AHEAD_MAX above every lts we saw (an lts grows by
+        one per message), or a view record whose view seq is past _view_ceiling: no daemon's.
+        Taken, one forged at the wire's limit (2**53) would make our site's next lts one that
+        every decoder refuses: our ring and our stream cut off for good."""
+        lts_seen = max(self.own_lts, self.orderer.transport.max_lts_seen)
+        return r.lts > lts_seen + LTS_AHEAD_MAX or (
+            r.kind in SITE_VIEW_KINDS and r.site_seq > self._view_ceiling())
 
     def _held_ahead(self, r: SiteRecord) -> bool:
         """True: r came before what precedes it in its site's order (a message above the next
@@ -10026,7 +10050,7 @@ def sites_snapshot(orderer: SitesOrderer, now: float) -> dict:
                                  for other in down),
             "routed_around": sorted(gw.routed_around), "prune": gw.hop_settings.prune,
             "counters": dict(gw.counters), "hop_in": orderer.hop_datagrams_in,
-            "hop_strangers": orderer.hop_strangers}
+            "hop_strangers": orderer.hop_strangers, "refused": gw.hop_counters()}
 
 
 class SitesGroupCore(GroupCore):
@@ -12127,6 +12151,8 @@ def sites_status_rows(sites: dict) -> List[Tuple[str, str]]:
             "%d->%d" % (edges[s], s) for s in sorted(edges)) or "(alone)"))
     c = sites["counters"]
     rows.append(("HOP datagrams in / strangers", "%d / %d" % (sites["hop_in"], sites["hop_strangers"])))
+    for reason, count in sorted(sites.get("refused", {}).items()):  # (forged, replayed, late, other teams')
+        rows.append(("HOP refused: %s" % reason, str(count)))
     rows.append(("records forwarded / resent", "%d / %d" % (
         c.get("site_records_forwarded", 0), c.get("site_records_resent", 0))))
     pruned = sorted(int(k[len("site_pruned_to_"):]) for k in c if k.startswith("site_pruned_to_"))

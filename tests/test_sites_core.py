@@ -587,3 +587,24 @@ def test_a_replayed_hello_of_an_older_session_never_restarts_a_live_link():
     newer = sr.SiteHello(("b1", 1), 1, True, {}, 0, (0, 1), sr.hop_session(4, 0))
     gw.hop_datagram("b1", sr.encode_site_hello(newer), 0.3)
     assert gw.links[1] is not link and gw.links[1].peer_session == sr.hop_session(4, 0)
+
+
+def test_a_record_or_hello_far_beyond_any_daemons_counters_is_refused():
+    """Without a key a forger who sniffed a link's session can put records into its stream (what
+    only a key stops). One with an lts at the wire's limit made our site's next lts one that no
+    decoder takes (our ring and our stream cut off for good); a view seq there, our next view.
+    Such records and HELLOs are refused: an lts grows by one per message, a view seq by one per
+    change (LTS_AHEAD_MAX, RING_SEQ_AHEAD_MAX, as the ring bounds its own)."""
+    gw, link = linked()
+    session = sr.hop_session(1, 0)
+    far = [remote(1, sr.MAX_WIRE_COUNTER),
+           sr.SiteRecord(sr.SITE_PROPOSE, 1, 3, sr.MAX_WIRE_COUNTER, body=sr.encode_site_view_body({0}, {}))]
+    gw.hop_datagram("b1", sr.encode_hop_data(("b1", 1), 1, sr.encode_site_records(far), session=session), 0.2)
+    assert gw.counters["site_records_refused_far_ahead"] == 2
+    assert gw.orderer.transport.max_lts_seen < sr.LTS_AHEAD_MAX and not gw.to_ring
+    near = remote(1, 1000)
+    gw.hop_datagram("b1", sr.encode_hop_data(("b1", 1), 2, sr.encode_site_records([near]), session=session), 0.3)
+    assert list(gw.to_ring) == [near] or gw.orderer.transport.max_lts_seen == 1000
+    hello = sr.SiteHello(("b1", 1), 1, True, {}, sr.MAX_WIRE_COUNTER, (1,), sr.hop_session(2, 0))
+    gw.hop_datagram("b1", sr.encode_site_hello(hello), 0.4)
+    assert gw.counters["hellos_refused_view_ahead"] == 1 and gw.links[1] is link
