@@ -7284,6 +7284,12 @@ SITE_GRACE_S = 1.0
 SITE_ALONE_AFTER_S = 1.2
 
 
+#: a representative whose records of a site wait this long above a message of that site that
+#: never came (SiteGateway._restart_holed_links) starts the link they came on again: a link
+#: NACKs its own losses within a round trip or two, and a changed tree's long way is a WAN
+#: crossing or two, so a hole this old is a packet the link handed up in the real one's place
+STREAM_HOLE_WAIT_S = 2.0
+
 #: a lost site's ARU in the transitional part of a view change: it holds nothing back
 LOST_SITE_ARU = 1 << 62
 
@@ -7642,6 +7648,8 @@ class SiteGateway:
         self.peer_positions: Dict[int, Dict[int, int]] = {}  # site -> the positions of its HELLO
         self._ahead: Dict[int, Dict[int, SiteRecord]] = {}  # site -> site_seq -> MSG come early
         self._frontier_ahead: Dict[int, SiteRecord] = {}  # site -> FRONTIER that waits for a MSG
+        #: site -> (since when records of it wait above a hole, the link they came on)
+        self._hole_since: Dict[int, Tuple[float, int]] = {}
         self.passed_frontier_seq = dict.fromkeys(range(n), 0)  # the site_seq of passed_frontier
         # pruning by group interest (see _may_owe): per other site, its members of each group
         # (their private groups) by the JOIN / LEAVE / KILL of its stream this daemon applied,
@@ -7697,6 +7705,8 @@ class SiteGateway:
             self._probe(now)
         if self.merge_parked and self.is_representative():
             self._take_parked_around(now)
+        if self._hole_since:
+            self._restart_holed_links(now)
         gone = [site for site, t in self.suspect_at.items() if now >= t]
         for site in gone:
             del self.suspect_at[site]
@@ -7712,6 +7722,7 @@ class SiteGateway:
         times = [link.next_deadline_s() for link in self.links.values()]
         times += self.suspect_at.values()
         times += [t + SITE_GRACE_S for t in self.merge_parked_at.values()]
+        times += [t + STREAM_HOLE_WAIT_S for t, _ in self._hole_since.values()]
         for t in (self.hello_due_s, self.probe_due_s):
             if t is not None:
                 times.append(t)
@@ -7777,7 +7788,7 @@ class SiteGateway:
         _, down, settled = self.link_reports.get(self.site_id, (0, frozenset(), frozenset()))
         self.routed_around, self.dead_links, self.grace_extended = set(settled), set(down), set()
         self.links_down_sent = (settled, down - settled)
-        self.peer_positions, self._ahead, self._frontier_ahead = {}, {}, {}
+        self.peer_positions, self._ahead, self._frontier_ahead, self._hole_since = {}, {}, {}, {}
         if rep == self.name:
             self.aru_announced = 0
             self._go_wide(now)
@@ -8403,6 +8414,7 @@ class SiteGateway:
             self.counters["site_records_duplicate"] += 1
             return
         if self._held_ahead(r):
+            self._hole_since.setdefault(r.site, (self.now_s, site))
             return
         self.injected[key] = mark
         self.orderer.transport.saw_lts(r.lts)  # our site's next message comes after it
@@ -8458,6 +8470,29 @@ class SiteGateway:
         frontier = self._frontier_ahead.pop(site, None)
         if frontier is not None:
             self._from_link(link_site, frontier)
+        if site not in self._ahead and site not in self._frontier_ahead:
+            self._hole_since.pop(site, None)
+
+    def _restart_holed_links(self, now: float) -> None:
+        """Records of a site that waited STREAM_HOLE_WAIT_S above a message that never came:
+        the link they came on handed up a packet in its place (without a key, one forged in
+        the link's sniffed session and seq: the real packet of that seq was then dropped as a
+        duplicate, and the link will never ask for it). That link starts again: our HELLO
+        names what our ring holds and the peer sends the rest (a link's own loss is NACKed
+        within a round trip or two, and a tree's long way is a WAN crossing or two)."""
+        for site, (since, link_site) in sorted(self._hole_since.items()):
+            if site not in self._ahead and site not in self._frontier_ahead:
+                del self._hole_since[site]
+            elif now >= since + STREAM_HOLE_WAIT_S:
+                del self._hole_since[site]
+                link = self.links.pop(link_site, None)
+                if link is None:
+                    continue
+                self.counters["hop_links_restarted_for_a_hole"] += 1
+                self._log("HOP link to %s (site %d) starts again: site %d's records waited %.1f s "
+                          "above a message it never brought" % (link.peer[0], link_site, site, now - since), now)
+                self.suspect_at[link_site] = now + self.hop_settings.peer_silence_s + SITE_GRACE_S
+                self._send_hellos(now)
 
     def _drop_link(self, site: int, why: str, now: float) -> None:
         link = self.links.pop(site, None)

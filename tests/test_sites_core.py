@@ -608,3 +608,43 @@ def test_a_record_or_hello_far_beyond_any_daemons_counters_is_refused():
     hello = sr.SiteHello(("b1", 1), 1, True, {}, sr.MAX_WIRE_COUNTER, (1,), sr.hop_session(2, 0))
     gw.hop_datagram("b1", sr.encode_site_hello(hello), 0.4)
     assert gw.counters["hellos_refused_view_ahead"] == 1 and gw.links[1] is link
+
+
+def test_a_link_that_brought_records_above_a_message_it_never_brings_starts_again():
+    """Without a key, a DATA forged in the link's sniffed session and next seq is handed up in
+    the real packet's place (that one is then a duplicate, never NACKed): b's message 1 never
+    comes, its message 2 waits above the hole. After STREAM_HOLE_WAIT_S the link starts again
+    (our HELLO names what our ring holds: the peer sends the rest), without reporting it down."""
+    gw, link = linked()
+    session = sr.hop_session(1, 0)
+    gw.hop_datagram("b1", sr.encode_hop_data(("b1", 1), 1, sr.encode_site_records([remote(2, 7)]),
+                                             session=session), 1.0)
+    assert gw.counters["site_records_held_ahead"] == 1 and gw.links[1] is link
+    for at in (1.5, 2.0, 2.5, 2.9):  # (the peer's keep-alives: its link's silence rule hears them)
+        gw.hop_datagram("b1", sr.encode_hop_ack(("b1", 1), 0, 1, session=session), at)
+        gw.tick(at)
+    gw.tick(1.0 + sr.STREAM_HOLE_WAIT_S - 0.01)
+    assert gw.links[1] is link
+    assert gw.next_deadline_s() <= 1.0 + sr.STREAM_HOLE_WAIT_S
+    gw.tick(1.0 + sr.STREAM_HOLE_WAIT_S)
+    assert 1 not in gw.links and gw.counters["hop_links_restarted_for_a_hole"] == 1
+    hellos = [sr.decode_site_hello(o.packet) for o in gw.poll()
+              if isinstance(o, sr.SendHop) and sr.hop_packet_type(o.packet) == sr.PT_SITE_HELLO]
+    assert hellos and hellos[-1].request and hellos[-1].positions[1] == 0
+    assert hellos[-1].session == sr.hop_session(2, 1)  # our next end: b1 starts its own again
+    assert 1 not in gw.dead_links  # (the link is not reported down: the trees stay)
+
+
+def test_a_hole_that_fills_in_time_restarts_nothing():
+    gw, link = linked()
+    session = sr.hop_session(1, 0)
+    gw.hop_datagram("b1", sr.encode_hop_data(("b1", 1), 1, sr.encode_site_records([remote(2, 7)]),
+                                             session=session), 1.0)
+    gw.hop_datagram("b1", sr.encode_hop_data(("b1", 1), 2, sr.encode_site_records([remote(1, 5)]),
+                                             session=session), 1.5)
+    assert [r.site_seq for r in gw.to_ring if r.kind == sr.SITE_MSG] == [1, 2] or gw.injected[(sr.SITE_MSG, 1)] == 2
+    for at in (2.0, 2.5, 2.9):  # (the peer's keep-alives: its link's silence rule hears them)
+        gw.hop_datagram("b1", sr.encode_hop_ack(("b1", 1), 0, 2, session=session), at)
+        gw.tick(at)
+    gw.tick(1.0 + sr.STREAM_HOLE_WAIT_S + 0.1)
+    assert gw.links[1] is link and gw.counters["hop_links_restarted_for_a_hole"] == 0
