@@ -31,6 +31,7 @@ import collections
 import os
 import random
 import re
+import shutil
 import socket
 import struct
 import sys
@@ -51,18 +52,19 @@ from sites_failover import start, stop, wait_members  # noqa: E402
 LAYOUT = [["a1", "a2"], ["b1"]]
 ETH_P_ALL = 0x0003
 STRANGER_IP = "127.0.9.9"
+NAMES = [name for site in LAYOUT for name in site]
 
 
-def capture(ports, seconds):
-    """UDP datagrams on lo between `ports` for `seconds`: (src ip, src port, dst ip, dst port,
-    payload) each."""
+def capture(ports, seconds, stop=None, on_packet=None):
+    """UDP datagrams on lo between `ports` for `seconds` (or until stop[0]): (src ip, src port,
+    dst ip, dst port, payload) each, also handed to on_packet as they come."""
     raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     raw.bind(("lo", 0))
     raw.settimeout(0.2)
     got = []
     end = time.monotonic() + seconds
     try:
-        while time.monotonic() < end:
+        while time.monotonic() < end and not (stop and stop[0]):
             try:
                 frame, addr = raw.recvfrom(65535)
             except socket.timeout:
@@ -77,6 +79,8 @@ def capture(ports, seconds):
             if sport in ports and dport in ports:
                 got.append((socket.inet_ntoa(ip[12:16]), sport, socket.inet_ntoa(ip[16:20]), dport,
                             bytes(ip[ihl + 8:])))
+                if on_packet is not None:
+                    on_packet(got.pop())
     finally:
         raw.close()
     return got
@@ -99,11 +103,13 @@ class Spoofer:
 
 
 class Client:
-    """One client of one daemon: sends numbered AGREED messages, records what it receives."""
+    """One client of one daemon: sends numbered AGREED messages, records what it receives (two
+    connections: a Mailbox is not for two threads at once)."""
 
     def __init__(self, port, ip, name):
         self.name = name
         self.mbox = sp.connect("%d@%s" % (port, ip), "u" + name, 0, True)
+        self.out = sp.connect("%d@%s" % (port, ip), "s" + name, 0, False)
         self.sent = 0
         self.order = []  # (sender, number) as delivered
         self.altered = 0  # messages that are none of the clients' (made up or altered)
@@ -123,13 +129,17 @@ class Client:
                 continue
             try:
                 sender, number = msg.data.split(b" ", 1)
-                self.order.append((sender.decode("ascii"), int(number)))
+                sender, number = sender.decode("ascii"), int(number)
             except ValueError:
-                self.altered += 1
+                sender = None
+            if sender not in NAMES:
+                self.altered += 1  # (a forged message: it may have taken a real one's place)
+            else:
+                self.order.append((sender, number))
 
     def send_loop(self, rate, until):
         while time.monotonic() < until[0] and not self.stop:
-            self.mbox.multicast(sp.AGREED_MESS, "h", b"%s %d" % (self.name.encode(), self.sent))
+            self.out.multicast(sp.AGREED_MESS, "h", b"%s %d" % (self.name.encode(), self.sent))
             self.sent += 1
             time.sleep(1.0 / rate)
 
@@ -148,16 +158,31 @@ class HopForger:
         first = captured[0][4]
         self.stamp = (first[7], first[8:12], first[12:16])
         self.hellos, self.links = [], []  # (capture, SiteHello); (capture, sender, session, seq)
+        #: (src, sport, dst, dport) -> the last (capture, sender, session, seq) seen on that link
+        self.live = {}
+        self.mine = set()  #: what we sent (the sniffer sees it too: not the daemons')
         for c in captured:
-            ptype = sp.hop_packet_type(c[4])
-            try:
-                if ptype == sp.PT_SITE_HELLO:
-                    self.hellos.append((c, sp.decode_site_hello(c[4], read_seal)))
-                elif ptype is not None:
-                    p = sp.decode_hop_packet(c[4], read_seal)
-                    self.links.append((c, p.sender, p.session, getattr(p, "seq", 0)))
-            except sp.RingPeerError:
-                pass
+            self.sniffed(c)
+
+    def sniffed(self, c):
+        """A HOP datagram seen on the wire (the capture, then live during the burst)."""
+        if c[4] in self.mine:
+            return
+        ptype = sp.hop_packet_type(c[4])
+        try:
+            if ptype == sp.PT_SITE_HELLO:
+                self.hellos.append((c, sp.decode_site_hello(c[4], self.read_seal)))
+            elif ptype is not None:
+                p = sp.decode_hop_packet(c[4], self.read_seal)
+                seq = getattr(p, "seq", 0)
+                old = self.live.get(c[:4])
+                if old is not None and old[1:3] == (p.sender, p.session):
+                    seq = max(seq, old[3])
+                self.live[c[:4]] = (c, p.sender, p.session, seq)
+                if len(self.links) < 1000:
+                    self.links.append((c, p.sender, p.session, seq))
+        except sp.RingPeerError:
+            pass
 
     def seal(self, stamp=None):
         key = bytes(self.rng.getrandbits(8) for _ in range(32)) if self.keyed else None
@@ -230,7 +255,9 @@ class HopForger:
         return out
 
     def in_session_packet(self):
-        (src, sport, dst, dport, raw), sender, session, seq = self.rng.choice(self.links)
+        """In the session and around the seq a link has now (sniffed live)."""
+        live = sorted(self.live.values(), key=lambda v: v[0][:4])
+        (src, sport, dst, dport, raw), sender, session, seq = self.rng.choice(live)
         r = self.rng.random()
         seal = self.seal()
         if r < 0.4:
@@ -261,6 +288,12 @@ def refused_counts(log_text):
     if strangers:
         counts["strangers (no daemon's address)"] = int(strangers[-1][1])
     return counts
+
+
+def last_view(log_text):
+    """The sites of the view in a daemon's last status table ("" if none)."""
+    views = re.findall(r"view of the sites\W+\d+: sites ([\d, ]+)", log_text)
+    return views[-1].strip().replace(" ", "") if views else ""
 
 
 def check_clients(clients):
@@ -312,6 +345,9 @@ def run_mode(keyed, args, rng):
         else:
             read_seal = sp.RingSeal(None, (captured[0][4][7], captured[0][4][8:12], captured[0][4][12:16]))
         forger = HopForger(rng, captured, read_seal, keyed, keyed or args.forge_in_session)
+        sniffing = [False]  # (the student keeps his sniffer running during the burst)
+        sniffer = threading.Thread(target=capture, args=(hop_ports, 3600, sniffing, forger.sniffed), daemon=True)
+        sniffer.start()
         reps = [LAYOUT[0][0], LAYOUT[1][0]]
         targets = [(ip[n], port[n] + sp.HOP_PORT_OFFSET) for n in reps]
         kinds = collections.Counter()
@@ -341,11 +377,14 @@ def run_mode(keyed, args, rng):
                     src, sport = dst, dport
                 dst, dport = to
             kinds[what] += 1
+            forger.mine.add(raw)
             spoofer.send(src, sport, dst, dport, raw)
             delay = started + (i + 1) / args.hostile_rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
         hostile_s = time.monotonic() - started
+        sniffing[0] = True
+        sniffer.join(2)
         until[0] = time.monotonic()  # the clients stop sending
         for t in senders:
             t.join(5)
@@ -355,25 +394,33 @@ def run_mode(keyed, args, rng):
         for t in threads:
             t.join(2)
         lost, dup, disorder, agreed = check_clients(clients)
+        time.sleep(1.5)  # (a status table after the settling)
         refused = collections.Counter()
+        views = []
         for name in ip:
-            refused.update(refused_counts(open(os.path.join(tmpdir, "r1_%s.log" % name)).read()))
-        print("| %s | %d (%s) | %.1f | %d | %d / %d / %d / %d | %s | %d | %s |" % (
+            text = open(os.path.join(tmpdir, "r1_%s.log" % name)).read()
+            refused.update(refused_counts(text))
+            views.append(last_view(text))
+        whole = sum(1 for v in views if v == ",".join(str(i) for i in range(len(LAYOUT))))
+        print("| %s | %d (%s) | %.1f | %d | %d / %d / %d / %d | %s | %d | %d of %d | %s |" % (
             "yes" if keyed else "no", sum(kinds.values()), ", ".join("%s %d" % kv for kv in sorted(kinds.items())),
             hostile_s, sum(c.sent for c in clients), lost, dup, disorder, sum(c.altered for c in clients),
-            "yes" if agreed else "NO", sum(c.views for c in clients),
+            "yes" if agreed else "NO", sum(c.views for c in clients), whole, len(views),
             ", ".join("%s %d" % kv for kv in sorted(refused.items())) or "none"), flush=True)
-        return lost == dup == disorder == 0 and agreed and not any(c.altered for c in clients)
+        return lost == dup == disorder == 0 and agreed and not any(c.altered for c in clients) \
+            and whole == len(views)
     finally:
         if spoofer is not None:
             spoofer.close()
         for c in clients:
             c.stop = True
-            try:
-                c.mbox.disconnect()
-            except sp.SpreadError:
-                pass
+            for mbox in (c.mbox, c.out):
+                try:
+                    mbox.disconnect()
+                except sp.SpreadError:
+                    pass
         stop(procs)
+        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 def main(argv=None):
@@ -398,8 +445,8 @@ def main(argv=None):
     print(machine_line())
     print("| key | hostile datagrams | s | client messages | lost / duplicated / out of order / "
           "altered at clients | one agreed order | membership changes at clients | "
-          "refused by the daemons (status tables) |")
-    print("|---|---|---|---|---|---|---|---|", flush=True)
+          "daemons in the view of both sites at the end | refused by the daemons (status tables) |")
+    print("|---|---|---|---|---|---|---|---|---|", flush=True)
     rng = random.Random(args.seed)
     ok = all([run_mode(mode == "key", args, rng) for mode in modes])
     print("rerun: python3 bench/sites_hostile.py --count %d --modes %s --seed %d%s" % (

@@ -59,7 +59,7 @@ def main(argv=None):
             if key.startswith(("hostile_", "dropped_")):
                 hostile[key] += value
         for key in ("submitted", "hop_packets", "hop_lost", "ring_packets", "skips_sent",
-                    "sites_without_member"):
+                    "sites_without_member", "hop_links_restarted_for_a_hole"):
             totals[key] += result.stats.get(key, 0)
         if "latency_median_s" in result.stats:
             latencies.append(result.stats["latency_median_s"])
@@ -124,6 +124,9 @@ def main(argv=None):
         print("a daemon killed and started again (%d seeds): up to date %.3f s after its start "
               "(median), %.3f s (max; simulated time: its ring takes it in, the sites' state "
               "crosses the ring)" % (len(sync_times), sync_times[len(sync_times) // 2], sync_times[-1]))
+    if totals["hop_links_restarted_for_a_hole"] or args.hostile:
+        print("HOP links started again for a hole in a stream (a packet handed up in the real "
+              "one's place): %d" % totals["hop_links_restarted_for_a_hole"])
     if args.hostile:
         sent = sorted((k[len("hostile_"):], v) for k, v in hostile.items() if k.startswith("hostile_"))
         dropped = sorted((k[len("dropped_"):], v) for k, v in hostile.items() if k.startswith("dropped_"))

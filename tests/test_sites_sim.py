@@ -77,6 +77,26 @@ def test_seeds_that_once_failed(seed):
     assert res.violations == [], "%s\nreplay: %s" % (res.summary(), sites_sim.replay_command(seed))
 
 
+#: seeds of a hostile LAN (--hostile 0.1, with or without --key) that once failed, and a few
+#: more: 35 --key, a line a - b - c: a copy of b's packet to c, sent to a from b's address,
+#: passed a's session check (both links were session 1) and took a seq of a's stream, with a
+#: key too; now a session names the site at the other end
+HOSTILE_SEEDS = [(35, True), (1, False), (2, True), (3, False), (186, False)]
+
+
+@pytest.mark.parametrize("seed, key", HOSTILE_SEEDS)
+def test_hostile_seeds_keep_every_guarantee(seed, key):
+    res = sites_sim.run_seed(seed, hostile=0.1, key=key)
+    assert res.violations == [], "%s\nreplay: %s" % (
+        res.summary(), sites_sim.replay_command(seed, hostile=0.1, key=key))
+    # not a vacuous pass: hostile datagrams went, the daemons refused them and counted it
+    sent = sum(v for k, v in res.stats.items() if k.startswith("hostile_"))
+    refused = sum(v for k, v in res.stats.items() if k.startswith("dropped_"))
+    assert sent >= 10 and refused >= 10, res.summary()
+    if key:  # (every forged one fails the key's tag)
+        assert res.stats.get("dropped_link_dropped_bad_tag", 0) + res.stats.get("dropped_hop_dropped_bad_tag", 0) > 0
+
+
 def test_the_seeds_exercise_loss_lines_and_safe():
     """Not a vacuous pass: HOP packets are lost and resent, some topologies are a line whose
     middle site forwards the others' records, and SAFE messages are delivered."""
