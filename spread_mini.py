@@ -1661,8 +1661,12 @@ def encode_ring_packet(p: RingPacket, seal: Optional[RingSeal] = None) -> bytes:
 #         u64 took 8, on every packet of a WAN link), payload (the rest: site records)
 #   ACK   its R_link_aru (u64), its S_highest_linkseq (u64): "I hold all up to link_aru of
 #         yours; I have sent up to highest_linkseq" (the second lets the peer see that the
-#         tail of a burst was lost)
-#   NACK  its R_link_aru (u64), count (u16), that many missing link seqs (u64)
+#         tail of a burst was lost), its control seq (u32)
+#   NACK  its R_link_aru (u64), its control seq (u32), count (u16), that many missing link
+#         seqs (u64)
+# The control seq grows by one with every ACK and NACK an end sends: an idle link's keep-alive
+# ACKs are otherwise all alike, and a copy of the last one, replayed (it passes any key: the
+# peer signed it), must not keep a dead peer alive (the silence rule hears only what is new)
 
 class HopData:
     __slots__ = ("sender", "seq", "payload", "session", "link_aru")
@@ -1673,18 +1677,21 @@ class HopData:
 
 
 class HopAck:
-    __slots__ = ("sender", "link_aru", "highest_linkseq", "session")
+    __slots__ = ("sender", "link_aru", "highest_linkseq", "session", "control_seq")
 
-    def __init__(self, sender: Pid, link_aru: int, highest_linkseq: int, session: int = 0) -> None:
+    def __init__(self, sender: Pid, link_aru: int, highest_linkseq: int, session: int = 0,
+                 control_seq: int = 0) -> None:
         self.sender, self.link_aru, self.highest_linkseq = sender, link_aru, highest_linkseq
-        self.session = session
+        self.session, self.control_seq = session, control_seq
 
 
 class HopNack:
-    __slots__ = ("sender", "link_aru", "missing", "session")
+    __slots__ = ("sender", "link_aru", "missing", "session", "control_seq")
 
-    def __init__(self, sender: Pid, link_aru: int, missing: List[int], session: int = 0) -> None:
+    def __init__(self, sender: Pid, link_aru: int, missing: List[int], session: int = 0,
+                 control_seq: int = 0) -> None:
         self.sender, self.link_aru, self.missing, self.session = sender, link_aru, missing, session
+        self.control_seq = control_seq
 
 
 HopPacket = Union[HopData, HopAck, HopNack]
@@ -1698,17 +1705,17 @@ def encode_hop_data(sender: Pid, seq: int, payload: bytes, seal: Optional[RingSe
 
 
 def encode_hop_ack(sender: Pid, link_aru: int, highest_linkseq: int,
-                   seal: Optional[RingSeal] = None, session: int = 0) -> bytes:
+                   seal: Optional[RingSeal] = None, session: int = 0, control_seq: int = 0) -> bytes:
     seal = seal or OPEN_SEAL
     return seal.seal(seal.header(PT_HOP_ACK) + _pid_bytes(sender) + _U32.pack(session)
-                     + _U64.pack(link_aru) + _U64.pack(highest_linkseq))
+                     + _U64.pack(link_aru) + _U64.pack(highest_linkseq) + _U32.pack(control_seq))
 
 
 def encode_hop_nack(sender: Pid, link_aru: int, missing: Sequence[int],
-                    seal: Optional[RingSeal] = None, session: int = 0) -> bytes:
+                    seal: Optional[RingSeal] = None, session: int = 0, control_seq: int = 0) -> bytes:
     seal = seal or OPEN_SEAL
     return seal.seal(seal.header(PT_HOP_NACK) + _pid_bytes(sender) + _U32.pack(session)
-                     + _U64.pack(link_aru) + _U16.pack(len(missing))
+                     + _U64.pack(link_aru) + _U32.pack(control_seq) + _U16.pack(len(missing))
                      + b"".join(_U64.pack(s) for s in missing))
 
 
@@ -1728,10 +1735,10 @@ def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket
         packet = HopData(sender, seq, r.take(r.size - r.pos), session, aru)  # type: HopPacket
     elif ptype == PT_HOP_ACK:
         aru, highest = r.counter(), r.counter()
-        packet = HopAck(sender, aru, highest, session)
+        packet = HopAck(sender, aru, highest, session, r.u32())
     else:
-        aru, count = r.counter(), r.u16()
-        packet = HopNack(sender, aru, [r.counter() for _ in range(count)], session)
+        aru, control_seq, count = r.counter(), r.u32(), r.u16()
+        packet = HopNack(sender, aru, [r.counter() for _ in range(count)], session, control_seq)
     r.end()
     if ptype == PT_HOP_DATA and packet.seq == 0:
         raise RingWireError("HOP data with link seq 0 (they start at 1)")
@@ -6965,6 +6972,8 @@ class HopLink:
         self.retransmit_list: Dict[int, int] = {}
         self._nack_due_s: Optional[float] = None
         # both
+        self._control_seq_sent = 0  #: our ACKs and NACKs so far (each carries its number)
+        self._control_seq_heard = 0  #: the peer's highest: a control packet not above it is old
         self.pkt_cnt_linkack = 0
         self._ack_due_s: Optional[float] = None
         self._heard_s = now
@@ -6998,14 +7007,17 @@ class HopLink:
             try:
                 packet = decode_hop_packet(data, self.seal)
                 self._check_sender(packet)
-                getattr(self, HOP_DISPATCH[type(packet)])(packet, now)
+                news = getattr(self, HOP_DISPATCH[type(packet)])(packet, now)
             except RingPeerError as exc:
                 reason = "dropped_" + getattr(exc, "reason", "garbage")
                 self.counters[reason] += 1
                 if self.refusals is not None:
                     self.refusals[reason] += 1
             else:
-                self._heard_s = now
+                if news is not False:  # (a copy of what we had: a replay, or a late one)
+                    self._heard_s = now
+                else:
+                    self.counters["not_news"] += 1
             self._pump(now)
         return self._take_output()
 
@@ -7059,7 +7071,7 @@ class HopLink:
             raise RingWireError("a HOP packet of the peer's session %d, this link is to its %d"
                                 % (packet.session, self.peer_session), "old_session")
 
-    def _on_data(self, p: "HopData", now: float) -> None:
+    def _on_data(self, p: "HopData", now: float) -> Optional[bool]:
         seq = p.seq
         if seq > self.r_link_aru + self.settings.window_packets:
             raise RingWireError("HOP data seq %d beyond the window" % seq, "beyond_window")
@@ -7067,7 +7079,7 @@ class HopLink:
         self._acknowledged(p.link_aru, now)  # (a resent packet's is old: it changes nothing)
         if seq <= self.r_link_aru or (seq <= self.r_highest_seq and seq not in self.retransmit_list):
             self.counters["duplicates"] += 1
-            return
+            return False
         self._out.deliver.append((seq, p.payload))
         self.counters["data_received"] += 1
         if seq > self.r_highest_seq:
@@ -7078,7 +7090,7 @@ class HopLink:
         self._advance_aru()
         self._count_for_ack(now)
 
-    def _on_ack(self, p: "HopAck", now: float) -> None:
+    def _on_ack(self, p: "HopAck", now: float) -> bool:
         self._check_aru(p.link_aru)
         if p.highest_linkseq > self.r_link_aru + self.settings.window_packets:
             raise RingWireError("HOP ack names seq %d beyond the window" % p.highest_linkseq, "beyond_window")
@@ -7086,8 +7098,17 @@ class HopLink:
         self._gap_up_to(p.highest_linkseq, now)  # the tail of a burst may be lost
         self.r_highest_seq = max(self.r_highest_seq, p.highest_linkseq)
         self._advance_aru()
+        return self._control_news(p.control_seq)
 
-    def _on_nack(self, p: "HopNack", now: float) -> None:
+    def _control_news(self, control_seq: int) -> bool:
+        """Whether an ACK or NACK is one the peer sent after the last we had (else a replayed
+        copy, or one overtaken on the way: what it says is old, and it is no sign of life)."""
+        if control_seq <= self._control_seq_heard:
+            return False
+        self._control_seq_heard = control_seq
+        return True
+
+    def _on_nack(self, p: "HopNack", now: float) -> bool:
         self._check_aru(p.link_aru)
         if any(seq > self.s_highest_linkseq for seq in p.missing):
             raise RingWireError("HOP nack asks for a packet never sent", "never_sent")
@@ -7098,6 +7119,7 @@ class HopLink:
         for seq in p.missing:
             if seq in self._unacked and seq not in self._resend:
                 self._resend.append(seq)
+        return self._control_news(p.control_seq)
 
     def _check_aru(self, aru: int) -> None:
         if aru > self.s_highest_linkseq:
@@ -7166,7 +7188,9 @@ class HopLink:
         missing = sorted(self.retransmit_list)
         for start in range(0, len(missing), self._nack_entries_max):
             part = missing[start:start + self._nack_entries_max]
-            self._emit_control(encode_hop_nack(self.me, self.r_link_aru, part, self.seal, self.session), now)
+            self._control_seq_sent = min(self._control_seq_sent + 1, 0xFFFFFFFF)
+            self._emit_control(encode_hop_nack(self.me, self.r_link_aru, part, self.seal, self.session,
+                                               self._control_seq_sent), now)
             self.counters["nacks_sent"] += 1
         for seq in missing:
             self.retransmit_list[seq] += 1
@@ -7174,7 +7198,9 @@ class HopLink:
         return False
 
     def _send_ack(self, now: float) -> None:
-        self._emit_control(encode_hop_ack(self.me, self.r_link_aru, self.s_highest_linkseq, self.seal, self.session), now)
+        self._control_seq_sent = min(self._control_seq_sent + 1, 0xFFFFFFFF)
+        self._emit_control(encode_hop_ack(self.me, self.r_link_aru, self.s_highest_linkseq, self.seal,
+                                          self.session, self._control_seq_sent), now)
         self.counters["acks_sent"] += 1
         self.pkt_cnt_linkack = 0
         self._ack_due_s = None

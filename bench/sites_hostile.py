@@ -265,10 +265,11 @@ class HopForger:
                                          session, self.rng.choice([0, seq, 2 ** 40]))
         elif r < 0.55:
             payload = sp.encode_hop_ack(sender, self.rng.choice([seq, seq + 10, 2 ** 40]),
-                                        self.rng.choice([seq + 1, 2 ** 40]), seal, session)
+                                        self.rng.choice([seq + 1, 2 ** 40]), seal, session,
+                                        self.rng.choice([1, 1000, 2 ** 32 - 1]))
         elif r < 0.7:
             payload = sp.encode_hop_nack(sender, seq, sorted({self.rng.randrange(1, seq + 2) for _ in range(50)}),
-                                         seal, session)
+                                         seal, session, self.rng.choice([1, 1000, 2 ** 32 - 1]))
         else:  # a captured one with bytes changed and, without a key, its CRC made good
             data = bytearray(raw[:-self.trailer()])
             for _ in range(self.rng.randrange(1, 4)):

@@ -1234,10 +1234,11 @@ class SitesHostile:
             if kind == "data":
                 return dest, src, sr.encode_hop_data(pid, max(1, self.near(seq + 1)), self.forged_records(),
                                                      seal, session, self.near(seq))
+            control = self.rng.choice([0, 1, 1000, 2 ** 32 - 1])  # (the sniffer does not track it)
             if kind == "ack":
-                return dest, src, sr.encode_hop_ack(pid, self.near(seq), self.near(seq), seal, session)
+                return dest, src, sr.encode_hop_ack(pid, self.near(seq), self.near(seq), seal, session, control)
             missing = sorted({self.near(seq) for _ in range(self.rng.choice([1, 3, 170]))})
-            return dest, src, sr.encode_hop_nack(pid, self.near(seq), missing, seal, session)
+            return dest, src, sr.encode_hop_nack(pid, self.near(seq), missing, seal, session, control)
         except struct.error:
             return dest, src, b"SMRG"
 

@@ -245,3 +245,33 @@ def test_the_round_trip_is_timed_on_a_new_packet_and_never_on_one_asked_for_agai
     snap = a.snapshot(2.6)
     assert (snap["sent"], snap["retransmitted"], snap["nacks_received"]) == (3, 1, 1)
     assert snap["peer"] == "b#1" and snap["outstanding"] == 0
+
+
+def test_a_replayed_keep_alive_is_no_sign_of_life():
+    """An idle link's keep-alive ACKs said the same every time: a copy of the peer's last one,
+    replayed from the LAN (it passes any key: the peer signed it), kept a dead peer alive for
+    as long as the replays went on. Each ACK and NACK now carries its end's control seq: only
+    a newer one (or new data) counts for the silence rule; a copy of old data neither."""
+    a, b = pair()
+    silence = a.settings.peer_silence_s
+    out = b.tick(b.settings.keepalive_s)  # b's keep-alive, captured on its way
+    keepalive = [d for d in out.send if d[5] == sr.PT_HOP_ACK][0]
+    data = sent_data(b, [b"x"], 0.15)[0]
+    a.datagram(keepalive, 0.1)
+    a.datagram(data, 0.15)
+    now = 0.15
+    while now < 0.15 + silence - 0.05:  # b is dead; the student replays its packets
+        now += 0.05
+        assert a.datagram(keepalive, now).events == [] and a.datagram(data, now).events == []
+        a.tick(now)
+    assert a.counters["not_news"] > 10
+    assert [e.reason for e in a.tick(0.15 + silence).events] == ["silence"]
+    # while a peer that lives is heard: its next keep-alive is news
+    c, d = pair()
+    for n in range(1, 30):
+        now = n * d.settings.keepalive_s
+        for datagram in d.tick(now).send:
+            assert c.datagram(datagram, now).events == []
+        for datagram in c.tick(now).send:
+            d.datagram(datagram, now)
+    assert c.dead is None and d.dead is None and c.counters["not_news"] == 0

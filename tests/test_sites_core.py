@@ -620,8 +620,8 @@ def test_a_link_that_brought_records_above_a_message_it_never_brings_starts_agai
     gw.hop_datagram("b1", sr.encode_hop_data(("b1", 1), 1, sr.encode_site_records([remote(2, 7)]),
                                              session=session), 1.0)
     assert gw.counters["site_records_held_ahead"] == 1 and gw.links[1] is link
-    for at in (1.5, 2.0, 2.5, 2.9):  # (the peer's keep-alives: its link's silence rule hears them)
-        gw.hop_datagram("b1", sr.encode_hop_ack(("b1", 1), 0, 1, session=session), at)
+    for n, at in enumerate((1.5, 2.0, 2.5, 2.9), 1):  # (the peer's keep-alives: the silence rule hears them)
+        gw.hop_datagram("b1", sr.encode_hop_ack(("b1", 1), 0, 1, session=session, control_seq=n), at)
         gw.tick(at)
     gw.tick(1.0 + sr.STREAM_HOLE_WAIT_S - 0.01)
     assert gw.links[1] is link
@@ -643,8 +643,8 @@ def test_a_hole_that_fills_in_time_restarts_nothing():
     gw.hop_datagram("b1", sr.encode_hop_data(("b1", 1), 2, sr.encode_site_records([remote(1, 5)]),
                                              session=session), 1.5)
     assert [r.site_seq for r in gw.to_ring if r.kind == sr.SITE_MSG] == [1, 2] or gw.injected[(sr.SITE_MSG, 1)] == 2
-    for at in (2.0, 2.5, 2.9):  # (the peer's keep-alives: its link's silence rule hears them)
-        gw.hop_datagram("b1", sr.encode_hop_ack(("b1", 1), 0, 2, session=session), at)
+    for n, at in enumerate((2.0, 2.5, 2.9), 1):  # (the peer's keep-alives: the silence rule hears them)
+        gw.hop_datagram("b1", sr.encode_hop_ack(("b1", 1), 0, 2, session=session, control_seq=n), at)
         gw.tick(at)
     gw.tick(1.0 + sr.STREAM_HOLE_WAIT_S + 0.1)
     assert gw.links[1] is link and gw.counters["hop_links_restarted_for_a_hole"] == 0
