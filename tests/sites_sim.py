@@ -58,6 +58,13 @@ sites prune (HopSettings.prune) only with --groups: without, nobody joins and ev
 owes every message. The interest is that of one daemon that saw every JOIN and LEAVE in its
 view; after a partition heals it is stale (each side saw only its own side's), and the
 daemons prune no more after a merge.
+With --hostile P (SitesSim(hostile=P), SitesHostile) a student on the LAN sends, per packet a
+daemon sends on a HOP link or its LAN while the clients send, one hostile datagram with chance
+P (mangled, replayed, forged HELLOs, forged records in well-formed DATA, forged ACKs and NACKs,
+another team's; its own Random: the seed's other draws stay as they were); --key signs the
+daemons' packets (the forger has no key), --forge-in-session lets a keyless forger use a
+link's sniffed session and seq (what only a key stops). The checkers stay as they are: they
+look at what the honest daemons deliver.
 SAFE is checked against the daemons of the view it was delivered in (its transitional part:
 the survivors), that had not crashed by then, and were up to date by then (a restarted daemon
 holds back what its ring delivers until its state comes). A restarted daemon is a new Node
