@@ -884,7 +884,8 @@ class SitesSim:
             self.stats["sites_without_member"] = sum(sites - len(x) for x in self.interest().values())
         for n in self.nodes.values():
             for k, v in n.gateway.counters.items():
-                if k.startswith(("site_records_out", "site_records_unknown", "hop_stream", "hop_peer_dead", "hop_links_restarted")):
+                if k.startswith(("site_records_out", "site_records_unknown", "hop_stream", "hop_peer_dead",
+                                 "hop_links_restarted")):
                     self.stats[k] = self.stats.get(k, 0) + v
                 elif k.startswith("site_pruned_to_"):  # SKIPs sent in place of a body (pruning)
                     self.stats["skips_sent"] = self.stats.get("skips_sent", 0) + v
