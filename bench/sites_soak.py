@@ -52,8 +52,11 @@ def main(argv=None):
         result = sites_sim.run_seed(seed, unreliable=args.unreliable, lan_splits=args.lan_splits,
                                     groups=args.groups)
         for key in ("submitted", "hop_packets", "hop_lost", "ring_packets", "skips_sent",
-                    "sites_without_member"):
+                    "sites_without_member", "skips_after_merge", "interest_states", "site_states_sent"):
             totals[key] += result.stats.get(key, 0)
+        if result.stats.get("site_states_sent"):  # (groups) views merged: the sites' STATE went
+            totals["seeds_merged"] += 1
+            totals["seeds_pruned_after_merge"] += bool(result.stats.get("skips_after_merge"))
         if "latency_median_s" in result.stats:
             latencies.append(result.stats["latency_median_s"])
         if "view_after_kill_s" in result.stats:
@@ -92,6 +95,11 @@ def main(argv=None):
     if args.groups:  # pruning: SKIPs sent (per link) against the (site, message) pairs it may leave out
         print("pruning: %d SKIPs sent in place of a body; %d (site, message) pairs without a member"
               % (totals["skips_sent"], totals["sites_without_member"]))
+        print("pruning after a merge: %d seeds merged views with groups (%d STATEs sent), %d of them "
+              "pruned after the merge: %d SKIPs sent after a merge; a joined site's members learned "
+              "from its STATE %d times (per daemon)" % (
+                  totals["seeds_merged"], totals["site_states_sent"], totals["seeds_pruned_after_merge"],
+                  totals["skips_after_merge"], totals["interest_states"]))
     view_times.sort()
     if view_times:
         print("a whole site killed (%d seeds): the last survivor installed the view without it "
