@@ -7627,6 +7627,14 @@ class SiteGateway:
         #: the sites whose stream this daemon saw from its first message (else: their members
         #: are not known, and they may owe every message)
         self.interest_known = set(range(n)) - {self.site_id}
+        #: after a merge: a joined site -> (the merged view's seq, its JOIN / LEAVE / KILL
+        #: since that view began, as applied): its members are known again once its STATE of
+        #: that view (or a later one) is complete: the STATE's members, then these again
+        #: (_interest_state)
+        self.interest_pending: Dict[int, Tuple[int, list]] = {}
+        #: ... its STATE's parts so far: site -> (view seq, sender, parts seen, (group, member) pairs)
+        self.interest_parts: Dict[int, tuple] = {}
+        self.merges_installed = 0  #: merged views installed (SKIPs after one are counted apart)
         self._reach_cache: Dict[Tuple[int, int], frozenset] = {}
         self.pruning_to: set = set()  #: links we sent a SKIP on (a log line at the first)
         self.now_s = now  #: the time of the input being handled (for timers set deep inside)
@@ -7949,18 +7957,82 @@ class SiteGateway:
         try:
             msg = decode_message_body(r.body, r.origin)
         except (RingWireError, UnicodeDecodeError):
-            self.interest_known.discard(r.site)  # (its members: no longer sure)
+            self._interest_lost(r.site)  # (its members: no longer sure)
             return
-        members, left = self.interest_members[r.site], self.interest_left[r.site]
-        if msg.kind == JOIN:
-            members.setdefault(msg.groups[0], set()).add(msg.sender)
-        elif msg.kind in (LEAVE, KILL):
-            for group in (msg.groups[:1] if msg.kind == LEAVE else list(members)):
-                if msg.sender in members.get(group, ()):
-                    members[group].discard(msg.sender)
-                    left[group] = max(left.get(group, 0), r.lts)
-        elif msg.kind == STATE and list(msg.groups) != [ROSTER_GROUP]:
-            self.interest_known.discard(r.site)  # members we did not see join
+        if msg.kind == STATE:
+            if msg.groups and msg.groups[0] == SITES_STATE_GROUP:
+                self._interest_state(r.site, msg)
+            elif list(msg.groups) != [ROSTER_GROUP]:  # (a ROSTER: members gone, kept: conservative)
+                self._interest_lost(r.site)  # members we did not see join
+            return
+        if msg.kind not in (JOIN, LEAVE, KILL) or not msg.groups and msg.kind != KILL:
+            return
+        pending = self.interest_pending.get(r.site)
+        if pending is not None:
+            pending[1].append((msg.kind, msg.groups[0] if msg.groups else "", msg.sender, r.lts))
+        self._interest_op(r.site, msg.kind, msg.groups[0] if msg.groups else "", msg.sender, r.lts)
+
+    def _interest_op(self, site: int, kind: str, group: str, sender: str, lts: int) -> None:
+        """A JOIN, LEAVE or KILL of `site`'s member `sender` into its table (a KILL: every group)."""
+        members, left = self.interest_members[site], self.interest_left[site]
+        if kind == JOIN:
+            members.setdefault(group, set()).add(sender)
+            return
+        for g in ([group] if kind == LEAVE else list(members)):
+            if sender in members.get(g, ()):
+                members[g].discard(sender)
+                left[g] = max(left.get(g, 0), lts)
+
+    def _interest_lost(self, site: int) -> None:
+        self.interest_known.discard(site)
+        self.interest_pending.pop(site, None)
+        self.interest_parts.pop(site, None)
+
+    def _interest_from_merge(self, site: int, view_seq: int) -> None:
+        """`site` joined us in the merged view `view_seq`: what we knew of its members is stale
+        (its side's joins and leaves never reached us). Unknown until its STATE of this view."""
+        self.interest_members[site], self.interest_left[site] = {}, {}
+        self._interest_lost(site)
+        self.interest_pending[site] = (view_seq, [])
+
+    def _interest_state(self, site: int, msg: DaemonMessage) -> None:
+        """A part of `site`'s STATE after a merge (SitesGroupCore._send_site_state: its
+        members at its daemons where the merged view began there, in its own stream, so after
+        all its joins and leaves of the old view). Once every part of one sender's STATE of the
+        view we wait for (or a later one: an exchange that started again) is in, its members
+        are that STATE's, then the JOINs, LEAVEs and KILLs of it applied since the view began
+        again (each op sets a member in or out: replayed, the last one of each member wins)."""
+        pending = self.interest_pending.get(site)
+        if pending is None or len(msg.groups) != 2 or not msg.groups[1].isdigit():
+            return  # (a site we know: a STATE of ours to ignore)
+        view = int(msg.groups[1])
+        if view < pending[0]:
+            return  # (an older exchange's, late)
+        got = self.interest_parts.get(site)
+        if got is None or (got[0], got[1]) != (view, msg.origin):
+            if got is not None and got[0] > view:
+                return
+            got = self.interest_parts[site] = (view, msg.origin, set(), [])
+        got[2].add(msg.hint >> 16)
+        lines = msg.data.decode("latin-1").split("\n")
+        for line in lines[1:]:
+            fields = line.split("\t")
+            if len(fields) == 3 and self.site_of.get(fields[2]) == site:
+                got[3].append((fields[0], fields[1]))
+        if len(got[2]) < (msg.hint & 0xFFFF):
+            return
+        members: Dict[str, set] = {}
+        for group, member in got[3]:
+            members.setdefault(group, set()).add(member)
+        self.interest_members[site], self.interest_left[site] = members, {}
+        ops = pending[1]
+        self._interest_lost(site)
+        for op in ops:
+            self._interest_op(site, *op)
+        self.interest_known.add(site)
+        self.counters["site_interest_states"] += 1
+        self._log("knows the members of site %d again: its STATE of view %d (%d members), and %d "
+                  "joins and leaves since" % (site, view, len(got[3]), len(ops)), self.now_s)
 
     def _data_groups(self, r: SiteRecord) -> Optional[List[str]]:
         """A data message's groups (None: a SKIP already, or a group operation, which every
@@ -8010,6 +8082,8 @@ class SiteGateway:
     def _count_pruned(self, child: int, saved_bytes: int) -> None:
         self.counters["site_pruned_to_%d" % child] += 1
         self.counters["site_pruned_bytes_to_%d" % child] += saved_bytes
+        if self.merges_installed:
+            self.counters["site_pruned_after_merge"] += 1
         if child not in self.pruning_to:
             self.pruning_to.add(child)
             self._log("prunes data for site %d: a SKIP (the message's place, no body) where no "
@@ -8937,10 +9011,10 @@ class SiteGateway:
         for x in joined:
             self.join_hold[x] = []
             self.injected.pop((SITE_MSG, x), None)  # (its old stream's numbers)
-        # each side applied only its own side's joins and leaves (the groups agree again by
-        # the sites' STATE exchange, which the interest table does not read): from now on
-        # every site may owe every message
-        self.interest_known = set()
+        # each side applied only its own side's joins and leaves: a joined site may owe
+        # every message until its STATE of the merged view says its members (_install_joined,
+        # _interest_state); the sites of our view stay known (we saw all of theirs)
+        self.interest_known -= joined
         # (the trees stay those of our view until the decision: a tree of the merged view
         # may reach a site of our view through a joined one, which gets nothing of ours yet)
         self.forward_held = set(joined)
@@ -9230,9 +9304,11 @@ class SiteGateway:
         ARU said of the old view's streams says nothing of theirs."""
         self.merging = None
         self.merge_around = frozenset()
+        self.merges_installed += 1
         for x in sorted(c.joined):
             stream = self.streams[x] = self.merge.open_stream(x, c.limit_lts)
             self.merge.install(stream)
+            self._interest_from_merge(x, c.view_seq)
             self.kept[x] = collections.deque()
             self.kept_base[x] = self.applied_seq[x]  # (until its first message: see _apply)
             self.passed_frontier[x] = self.passed_aru[x] = 0
@@ -9426,6 +9502,7 @@ class SiteGateway:
         self.site_epochs = _per_site(state["site_epochs"], n)
         self.wide, self.links = False, {}
         self.interest_known = set()  # (the members before this point are not in the state)
+        self.interest_pending, self.interest_parts = {}, {}
         self._log("up to date: view %d of the sites %s, %d messages waiting in the merge, "
                   "positions %s" % (self.view_seq, live, sum(len(s.ordered) for s in self.streams.values()),
                                     self.applied_seq), now)
