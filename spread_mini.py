@@ -67,7 +67,8 @@ from another daemon meets, in order (thesis 7.3.1 names the levels):
                         partition heals, SiteMerge (JOIN / MERGE records) and ViewClosing
                         merge two views -> SiteViewChange; pruning: a data message goes
                         as a SKIP (a MSG without its body) down a link through which no
-                        site with a member of its groups can be reached (_may_owe_below)
+                        site with a member of its groups can be reached (_may_owe_below;
+                        after a merge, a joined site's from its STATE: _interest_state)
   Transport, SiteStream TRANSPORT level (7.3.3): streams keyed by site id; pieces into
                         _Message (a _GapMarker for a packet lost with a configuration), order
                         by {lts, site} and service type, Deliver (a whole message the merge
@@ -7470,13 +7471,14 @@ class SiteGateway:
     epoch (where its ring started afresh); a HELLO of another epoch than the one we read is a
     whole site restarted, left out and merged back like a healed site, never a takeover
     (_new_incarnation). Not yet: a site split into two rings after the start (both with
-    traffic: two streams of one epoch), pruning after a merge, and non-blocking
+    traffic: two streams of one epoch), and non-blocking
     forwarding. (A death after a loss's or a merge's decision chains the next view:
     _chain_decide; a merge through a third site: _take_parked_around.) Pruning by group
     interest: where a representative passes a data message on (its own site's or another's it
     holds in full), a child link through which no site that may have a member of the message's
     groups at its place could ever be reached gets a SKIP instead (_may_owe_below, _may_owe;
-    PRUNE_HORIZON_LTS says why a JOIN cannot be missed). UNRELIABLE crosses outside the streams: the representative sends its
+    PRUNE_HORIZON_LTS says why a JOIN cannot be missed; after a merge, a joined site's members
+    come from its STATE of the merged view: _interest_state). UNRELIABLE crosses outside the streams: the representative sends its
     site's at once down its tree as an UNRELIABLE record, and a site delivers another's
     where its ring brings that record (_unreliable_record)."""
 
@@ -9406,6 +9408,10 @@ class SiteGateway:
             "given_up_view": self.given_up_view,
             "giveups": {str(k): _records_text([r]) for k, r in self.giveups.items()},
             "heard_ages": {str(k): max(0.0, self.now_s - t) for k, t in self.heard_s.items()},
+            # pruning: the members of the sites we know (a site whose STATE after a merge is
+            # still awaited is left out: the late daemon takes it as unknown, conservatively)
+            "interest": {str(k): [{g: sorted(m) for g, m in self.interest_members[k].items()},
+                                  dict(self.interest_left[k])] for k in sorted(self.interest_known)},
         }
 
     def import_state(self, state: dict, now: float) -> None:
@@ -9501,11 +9507,27 @@ class SiteGateway:
         self.epoch = _counter(state["epoch"])
         self.site_epochs = _per_site(state["site_epochs"], n)
         self.wide, self.links = False, {}
-        self.interest_known = set()  # (the members before this point are not in the state)
-        self.interest_pending, self.interest_parts = {}, {}
+        self._import_interest(_checked(state.get("interest", {}), dict), n)
         self._log("up to date: view %d of the sites %s, %d messages waiting in the merge, "
                   "positions %s" % (self.view_seq, live, sum(len(s.ordered) for s in self.streams.values()),
                                     self.applied_seq), now)
+
+    def _import_interest(self, interest: dict, n: int) -> None:
+        """The members of the sites the exporter knew, at the state's point of the order (a
+        state without them, or a site not in them: unknown, it may owe every message)."""
+        members: Dict[int, Dict[str, set]] = {s: {} for s in range(n)}
+        left: Dict[int, Dict[str, int]] = {s: {} for s in range(n)}
+        for k, entry in interest.items():
+            site = _site_key(k, n)
+            if len(_checked(entry, list)) != 2 or site == self.site_id:
+                raise ValueError("interest of site %r: %r" % (k, entry))
+            groups, gone = entry
+            for g, names in _checked(groups, dict).items():
+                members[site][g] = {_checked(x, str) for x in _checked(names, list)}
+            left[site] = {_checked(g, str): _counter(v) for g, v in _checked(gone, dict).items()}
+        self.interest_members, self.interest_left = members, left
+        self.interest_known = {_site_key(k, n) for k in interest}
+        self.interest_pending, self.interest_parts = {}, {}
 
     # ------------------------------------------------------------ after every input
     def _after(self, now: float) -> None:

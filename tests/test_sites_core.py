@@ -4,6 +4,7 @@ by hand with what its ring would deliver, to see the frontier rule, the merge an
 from __future__ import annotations
 
 import collections
+import json
 import random
 import struct
 
@@ -597,3 +598,25 @@ def test_a_site_state_we_do_not_wait_for_changes_nothing():
     gw._interest_record(group_op(sr.JOIN, "#v#b1", "g2", 8))
     gw._interest_record(site_state(5, []))
     assert 1 in gw.interest_known and gw.interest_members[1] == {"g2": {"#v#b1"}}
+
+
+def test_a_late_daemon_takes_the_members_of_the_sites_its_ring_knows():
+    """A restarted daemon that may represent the site next prunes as its ring does: the
+    exporter's table of the sites it knows (one whose STATE is awaited stays unknown)."""
+    gw = gateway("a2")
+    regular(gw, ["a1", "a2"])
+    gw._interest_record(group_op(sr.JOIN, "#v#b1", "g2", 8))
+    gw._interest_record(group_op(sr.LEAVE, "#v#b1", "g2", 9))
+    gw._interest_record(group_op(sr.JOIN, "#w#b1", "g3", 10))
+    state = json.loads(json.dumps(gw.export_state()))  # (what the ring carries: JSON)
+    late = gateway("a1")
+    late.import_state(state, 100.0)
+    assert late.interest_known == {1} and late.interest_members[1] == {"g2": set(), "g3": {"#w#b1"}}
+    assert not late._may_owe(1, ["g1"], 11) and late._may_owe(1, ["g2"], 9) and late._may_owe(1, ["g3"], 11)
+    gw._interest_from_merge(1, 4)  # (b joined us: its STATE awaited)
+    late = gateway("a1")
+    late.import_state(gw.export_state(), 100.0)
+    assert late.interest_known == set() and late._may_owe(1, ["g1"], 11)
+    for bad in ({"0": [{}, {}]}, {"1": [{"g": "x"}, {}]}, {"1": [{}, {"g": -1}]}, {"1": [{}]}):
+        with pytest.raises(ValueError):
+            gateway("a1").import_state(dict(state, interest=bad), 100.0)
