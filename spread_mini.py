@@ -7276,6 +7276,10 @@ PRUNE_HORIZON_LTS = 1 << 16
 #: a MSG record with an empty body is a SKIP: the message's place in its site's stream (site,
 #: lts, site_seq, service, origin), without its body, sent where no site can owe the message
 SITE_SKIP_BODY = b""
+#: after a merge, the JOINs and LEAVEs of a joined site kept until its STATE comes, at most: a
+#: site whose STATE never comes (its representatives all died before sending it) stays
+#: unknown (it may owe every message) rather than grow this list without end
+INTEREST_PENDING_OPS_MAX = 10000
 
 
 @dataclass
@@ -7972,6 +7976,8 @@ class SiteGateway:
         pending = self.interest_pending.get(r.site)
         if pending is not None:
             pending[1].append((msg.kind, msg.groups[0] if msg.groups else "", msg.sender, r.lts))
+            if len(pending[1]) > INTEREST_PENDING_OPS_MAX:
+                self._interest_lost(r.site)
         self._interest_op(r.site, msg.kind, msg.groups[0] if msg.groups else "", msg.sender, r.lts)
 
     def _interest_op(self, site: int, kind: str, group: str, sender: str, lts: int) -> None:

@@ -620,3 +620,14 @@ def test_a_late_daemon_takes_the_members_of_the_sites_its_ring_knows():
     for bad in ({"0": [{}, {}]}, {"1": [{"g": "x"}, {}]}, {"1": [{}, {"g": -1}]}, {"1": [{}]}):
         with pytest.raises(ValueError):
             gateway("a1").import_state(dict(state, interest=bad), 100.0)
+
+
+def test_a_joined_site_whose_state_never_comes_stays_unknown_past_the_kept_joins(monkeypatch):
+    monkeypatch.setattr(sr, "INTEREST_PENDING_OPS_MAX", 2)
+    gw = gateway()
+    gw._interest_from_merge(1, 5)
+    for lts, group in ((8, "g1"), (9, "g2"), (10, "g3")):
+        gw._interest_record(group_op(sr.JOIN, "#v#b1", group, lts))
+    assert gw.interest_pending == {}
+    gw._interest_record(site_state(5, []))  # (too late: what came before it is not kept)
+    assert 1 not in gw.interest_known and gw._may_owe(1, ["g9"], 11)
