@@ -67,7 +67,8 @@ from another daemon meets, in order (thesis 7.3.1 names the levels):
                         partition heals, SiteMerge (JOIN / MERGE records) and ViewClosing
                         merge two views -> SiteViewChange; pruning: a data message goes
                         as a SKIP (a MSG without its body) down a link through which no
-                        site with a member of its groups can be reached (_may_owe_below)
+                        site with a member of its groups can be reached (_may_owe_below;
+                        after a merge, a joined site's from its STATE: _interest_state)
   Transport, SiteStream TRANSPORT level (7.3.3): streams keyed by site id; pieces into
                         _Message (a _GapMarker for a packet lost with a configuration), order
                         by {lts, site} and service type, Deliver (a whole message the merge
@@ -7329,6 +7330,10 @@ PRUNE_HORIZON_LTS = 1 << 16
 #: a MSG record with an empty body is a SKIP: the message's place in its site's stream (site,
 #: lts, site_seq, service, origin), without its body, sent where no site can owe the message
 SITE_SKIP_BODY = b""
+#: after a merge, the JOINs and LEAVEs of a joined site kept until its STATE comes, at most: a
+#: site whose STATE never comes (its representatives all died before sending it) stays
+#: unknown (it may owe every message) rather than grow this list without end
+INTEREST_PENDING_OPS_MAX = 10000
 
 
 @dataclass
@@ -7524,13 +7529,14 @@ class SiteGateway:
     epoch (where its ring started afresh); a HELLO of another epoch than the one we read is a
     whole site restarted, left out and merged back like a healed site, never a takeover
     (_new_incarnation). Not yet: a site split into two rings after the start (both with
-    traffic: two streams of one epoch), pruning after a merge, and non-blocking
+    traffic: two streams of one epoch), and non-blocking
     forwarding. (A death after a loss's or a merge's decision chains the next view:
     _chain_decide; a merge through a third site: _take_parked_around.) Pruning by group
     interest: where a representative passes a data message on (its own site's or another's it
     holds in full), a child link through which no site that may have a member of the message's
     groups at its place could ever be reached gets a SKIP instead (_may_owe_below, _may_owe;
-    PRUNE_HORIZON_LTS says why a JOIN cannot be missed). UNRELIABLE crosses outside the streams: the representative sends its
+    PRUNE_HORIZON_LTS says why a JOIN cannot be missed; after a merge, a joined site's members
+    come from its STATE of the merged view: _interest_state). UNRELIABLE crosses outside the streams: the representative sends its
     site's at once down its tree as an UNRELIABLE record, and a site delivers another's
     where its ring brings that record (_unreliable_record)."""
 
@@ -7685,6 +7691,14 @@ class SiteGateway:
         #: the sites whose stream this daemon saw from its first message (else: their members
         #: are not known, and they may owe every message)
         self.interest_known = set(range(n)) - {self.site_id}
+        #: after a merge: a joined site -> (the merged view's seq, its JOIN / LEAVE / KILL
+        #: since that view began, as applied): its members are known again once its STATE of
+        #: that view (or a later one) is complete: the STATE's members, then these again
+        #: (_interest_state)
+        self.interest_pending: Dict[int, Tuple[int, list]] = {}
+        #: ... its STATE's parts so far: site -> (view seq, sender, parts seen, (group, member) pairs)
+        self.interest_parts: Dict[int, tuple] = {}
+        self.merges_installed = 0  #: merged views installed (SKIPs after one are counted apart)
         self._reach_cache: Dict[Tuple[int, int], frozenset] = {}
         self.pruning_to: set = set()  #: links we sent a SKIP on (a log line at the first)
         self.now_s = now  #: the time of the input being handled (for timers set deep inside)
@@ -8023,18 +8037,84 @@ class SiteGateway:
         try:
             msg = decode_message_body(r.body, r.origin)
         except (RingWireError, UnicodeDecodeError):
-            self.interest_known.discard(r.site)  # (its members: no longer sure)
+            self._interest_lost(r.site)  # (its members: no longer sure)
             return
-        members, left = self.interest_members[r.site], self.interest_left[r.site]
-        if msg.kind == JOIN:
-            members.setdefault(msg.groups[0], set()).add(msg.sender)
-        elif msg.kind in (LEAVE, KILL):
-            for group in (msg.groups[:1] if msg.kind == LEAVE else list(members)):
-                if msg.sender in members.get(group, ()):
-                    members[group].discard(msg.sender)
-                    left[group] = max(left.get(group, 0), r.lts)
-        elif msg.kind == STATE and list(msg.groups) != [ROSTER_GROUP]:
-            self.interest_known.discard(r.site)  # members we did not see join
+        if msg.kind == STATE:
+            if msg.groups and msg.groups[0] == SITES_STATE_GROUP:
+                self._interest_state(r.site, msg)
+            elif list(msg.groups) != [ROSTER_GROUP]:  # (a ROSTER: members gone, kept: conservative)
+                self._interest_lost(r.site)  # members we did not see join
+            return
+        if msg.kind not in (JOIN, LEAVE, KILL) or not msg.groups and msg.kind != KILL:
+            return
+        pending = self.interest_pending.get(r.site)
+        if pending is not None:
+            pending[1].append((msg.kind, msg.groups[0] if msg.groups else "", msg.sender, r.lts))
+            if len(pending[1]) > INTEREST_PENDING_OPS_MAX:
+                self._interest_lost(r.site)
+        self._interest_op(r.site, msg.kind, msg.groups[0] if msg.groups else "", msg.sender, r.lts)
+
+    def _interest_op(self, site: int, kind: str, group: str, sender: str, lts: int) -> None:
+        """A JOIN, LEAVE or KILL of `site`'s member `sender` into its table (a KILL: every group)."""
+        members, left = self.interest_members[site], self.interest_left[site]
+        if kind == JOIN:
+            members.setdefault(group, set()).add(sender)
+            return
+        for g in ([group] if kind == LEAVE else list(members)):
+            if sender in members.get(g, ()):
+                members[g].discard(sender)
+                left[g] = max(left.get(g, 0), lts)
+
+    def _interest_lost(self, site: int) -> None:
+        self.interest_known.discard(site)
+        self.interest_pending.pop(site, None)
+        self.interest_parts.pop(site, None)
+
+    def _interest_from_merge(self, site: int, view_seq: int) -> None:
+        """`site` joined us in the merged view `view_seq`: what we knew of its members is stale
+        (its side's joins and leaves never reached us). Unknown until its STATE of this view."""
+        self.interest_members[site], self.interest_left[site] = {}, {}
+        self._interest_lost(site)
+        self.interest_pending[site] = (view_seq, [])
+
+    def _interest_state(self, site: int, msg: DaemonMessage) -> None:
+        """A part of `site`'s STATE after a merge (SitesGroupCore._send_site_state: its
+        members at its daemons where the merged view began there, in its own stream, so after
+        all its joins and leaves of the old view). Once every part of one sender's STATE of the
+        view we wait for (or a later one: an exchange that started again) is in, its members
+        are that STATE's, then the JOINs, LEAVEs and KILLs of it applied since the view began
+        again (each op sets a member in or out: replayed, the last one of each member wins)."""
+        pending = self.interest_pending.get(site)
+        if pending is None or len(msg.groups) != 2 or not msg.groups[1].isdigit():
+            return  # (a site we know: a STATE of ours to ignore)
+        view = int(msg.groups[1])
+        if view < pending[0]:
+            return  # (an older exchange's, late)
+        got = self.interest_parts.get(site)
+        if got is None or (got[0], got[1]) != (view, msg.origin):
+            if got is not None and got[0] > view:
+                return
+            got = self.interest_parts[site] = (view, msg.origin, set(), [])
+        got[2].add(msg.hint >> 16)
+        lines = msg.data.decode("latin-1").split("\n")
+        for line in lines[1:]:
+            fields = line.split("\t")
+            if len(fields) == 3 and self.site_of.get(fields[2]) == site:
+                got[3].append((fields[0], fields[1]))
+        if len(got[2]) < (msg.hint & 0xFFFF):
+            return
+        members: Dict[str, set] = {}
+        for group, member in got[3]:
+            members.setdefault(group, set()).add(member)
+        self.interest_members[site], self.interest_left[site] = members, {}
+        ops = pending[1]
+        self._interest_lost(site)
+        for op in ops:
+            self._interest_op(site, *op)
+        self.interest_known.add(site)
+        self.counters["site_interest_states"] += 1
+        self._log("knows the members of site %d again: its STATE of view %d (%d members), and %d "
+                  "joins and leaves since" % (site, view, len(got[3]), len(ops)), self.now_s)
 
     def _data_groups(self, r: SiteRecord) -> Optional[List[str]]:
         """A data message's groups (None: a SKIP already, or a group operation, which every
@@ -8084,6 +8164,8 @@ class SiteGateway:
     def _count_pruned(self, child: int, saved_bytes: int) -> None:
         self.counters["site_pruned_to_%d" % child] += 1
         self.counters["site_pruned_bytes_to_%d" % child] += saved_bytes
+        if self.merges_installed:
+            self.counters["site_pruned_after_merge"] += 1
         if child not in self.pruning_to:
             self.pruning_to.add(child)
             self._log("prunes data for site %d: a SKIP (the message's place, no body) where no "
@@ -9069,10 +9151,10 @@ class SiteGateway:
         for x in joined:
             self.join_hold[x] = []
             self.injected.pop((SITE_MSG, x), None)  # (its old stream's numbers)
-        # each side applied only its own side's joins and leaves (the groups agree again by
-        # the sites' STATE exchange, which the interest table does not read): from now on
-        # every site may owe every message
-        self.interest_known = set()
+        # each side applied only its own side's joins and leaves: a joined site may owe
+        # every message until its STATE of the merged view says its members (_install_joined,
+        # _interest_state); the sites of our view stay known (we saw all of theirs)
+        self.interest_known -= joined
         # (the trees stay those of our view until the decision: a tree of the merged view
         # may reach a site of our view through a joined one, which gets nothing of ours yet)
         self.forward_held = set(joined)
@@ -9362,9 +9444,11 @@ class SiteGateway:
         ARU said of the old view's streams says nothing of theirs."""
         self.merging = None
         self.merge_around = frozenset()
+        self.merges_installed += 1
         for x in sorted(c.joined):
             stream = self.streams[x] = self.merge.open_stream(x, c.limit_lts)
             self.merge.install(stream)
+            self._interest_from_merge(x, c.view_seq)
             self.kept[x] = collections.deque()
             self.kept_base[x] = self.applied_seq[x]  # (until its first message: see _apply)
             self.passed_frontier[x] = self.passed_aru[x] = 0
@@ -9462,6 +9546,10 @@ class SiteGateway:
             "given_up_view": self.given_up_view,
             "giveups": {str(k): _records_text([r]) for k, r in self.giveups.items()},
             "heard_ages": {str(k): max(0.0, self.now_s - t) for k, t in self.heard_s.items()},
+            # pruning: the members of the sites we know (a site whose STATE after a merge is
+            # still awaited is left out: the late daemon takes it as unknown, conservatively)
+            "interest": {str(k): [{g: sorted(m) for g, m in self.interest_members[k].items()},
+                                  dict(self.interest_left[k])] for k in sorted(self.interest_known)},
         }
 
     def import_state(self, state: dict, now: float) -> None:
@@ -9557,10 +9645,27 @@ class SiteGateway:
         self.epoch = _counter(state["epoch"])
         self.site_epochs = _per_site(state["site_epochs"], n)
         self.wide, self.links = False, {}
-        self.interest_known = set()  # (the members before this point are not in the state)
+        self._import_interest(_checked(state.get("interest", {}), dict), n)
         self._log("up to date: view %d of the sites %s, %d messages waiting in the merge, "
                   "positions %s" % (self.view_seq, live, sum(len(s.ordered) for s in self.streams.values()),
                                     self.applied_seq), now)
+
+    def _import_interest(self, interest: dict, n: int) -> None:
+        """The members of the sites the exporter knew, at the state's point of the order (a
+        state without them, or a site not in them: unknown, it may owe every message)."""
+        members: Dict[int, Dict[str, set]] = {s: {} for s in range(n)}
+        left: Dict[int, Dict[str, int]] = {s: {} for s in range(n)}
+        for k, entry in interest.items():
+            site = _site_key(k, n)
+            if len(_checked(entry, list)) != 2 or site == self.site_id:
+                raise ValueError("interest of site %r: %r" % (k, entry))
+            groups, gone = entry
+            for g, names in _checked(groups, dict).items():
+                members[site][g] = {_checked(x, str) for x in _checked(names, list)}
+            left[site] = {_checked(g, str): _counter(v) for g, v in _checked(gone, dict).items()}
+        self.interest_members, self.interest_left = members, left
+        self.interest_known = {_site_key(k, n) for k in interest}
+        self.interest_pending, self.interest_parts = {}, {}
 
     # ------------------------------------------------------------ after every input
     def _after(self, now: float) -> None:

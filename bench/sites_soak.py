@@ -59,8 +59,12 @@ def main(argv=None):
             if key.startswith(("hostile_", "dropped_")):
                 hostile[key] += value
         for key in ("submitted", "hop_packets", "hop_lost", "ring_packets", "skips_sent",
-                    "sites_without_member", "hop_links_restarted_for_a_hole"):
+                    "sites_without_member", "hop_links_restarted_for_a_hole", "skips_after_merge",
+                    "interest_states", "site_states_sent"):
             totals[key] += result.stats.get(key, 0)
+        if result.stats.get("site_states_sent"):  # (groups) views merged: the sites' STATE went
+            totals["seeds_merged"] += 1
+            totals["seeds_pruned_after_merge"] += bool(result.stats.get("skips_after_merge"))
         if "latency_median_s" in result.stats:
             latencies.append(result.stats["latency_median_s"])
         if "view_after_kill_s" in result.stats:
@@ -99,6 +103,11 @@ def main(argv=None):
     if args.groups:  # pruning: SKIPs sent (per link) against the (site, message) pairs it may leave out
         print("pruning: %d SKIPs sent in place of a body; %d (site, message) pairs without a member"
               % (totals["skips_sent"], totals["sites_without_member"]))
+        print("pruning after a merge: %d seeds merged views with groups (%d STATEs sent), %d of them "
+              "pruned after the merge: %d SKIPs sent after a merge; a joined site's members learned "
+              "from its STATE %d times (per daemon)" % (
+                  totals["seeds_merged"], totals["site_states_sent"], totals["seeds_pruned_after_merge"],
+                  totals["skips_after_merge"], totals["interest_states"]))
     view_times.sort()
     if view_times:
         print("a whole site killed (%d seeds): the last survivor installed the view without it "

@@ -56,8 +56,12 @@ pruning by group interest may leave out, and nothing more (a planted fault of a 
 a group it has a member in must be caught; one that drops only where it has none, not). The
 sites prune (HopSettings.prune) only with --groups: without, nobody joins and every daemon
 owes every message. The interest is that of one daemon that saw every JOIN and LEAVE in its
-view; after a partition heals it is stale (each side saw only its own side's), and the
-daemons prune no more after a merge.
+views, its deliveries replayed; where the views merged, each joined site's members become those
+a daemon of that site had where it installed the merged view (each side saw only its own
+side's joins and leaves: read as they were, the table is stale; seeds 176, 901, 986 "lost"
+messages by that stale table, not by the daemons). The representative of each site of a
+merged view sends its site's STATE (SITES_STATE_GROUP, as SitesGroupCore's exchange does;
+there is no group core here), from which the gateways learn the joined sites' members.
 With --hostile P (SitesSim(hostile=P), SitesHostile) a student on the LAN sends, per packet a
 daemon sends on a HOP link or its LAN while the clients send, one hostile datagram with chance
 P (mangled, replayed, forged HELLOs, forged records in well-formed DATA, forged ACKs and NACKs,
@@ -218,8 +222,6 @@ class Node:
     #: with groups: group -> the daemons whose client is a member, by the JOIN / LEAVE this
     #: daemon delivered so far (the one order's table at that point)
     members: Dict[str, set] = field(default_factory=dict)
-    #: with groups: data serial -> the sites with a member of its group where it was delivered
-    interested: Dict[int, frozenset] = field(default_factory=dict)
 
 
 @dataclass
@@ -506,8 +508,11 @@ class SitesSim:
                 if isinstance(out, sr.SendHop):
                     self.hop_send(name, out.dest, out.packet)
                 elif isinstance(out, sr.SiteViewChange):
+                    joined = out.kind == sr.CONF_REGULAR and set(out.sites) - set(self.last_regular(node))
                     node.views.append((out.kind, out.view_seq, tuple(out.sites), len(node.delivered), self.now))
                     node.view_sites = tuple(out.sites)
+                    if joined and self.groups:
+                        self.send_site_state(name, node, out.view_seq)
                 else:
                     self.record_delivery(name, node, out.msg)
             if not outs:
@@ -531,7 +536,34 @@ class SitesSim:
         node.views.append((JOINED, gw.view_seq, sites, len(node.delivered), self.now))
         node.view_sites = sites
 
+    def last_regular(self, node: Node) -> Tuple[int, ...]:
+        """The sites of the daemon's last REGULAR view (or of the one it came in), before the
+        one being recorded."""
+        views = [v for v in node.views if v[0] in (sr.CONF_REGULAR, JOINED) and v[2]]
+        return views[-1][2] if views else tuple(range(len(self.case.sites)))
+
+    def send_site_state(self, name: str, node: Node, view_seq: int) -> None:
+        """(groups) Views merged: a site's representative sends its STATE, as SitesGroupCore
+        does (one part: a head line, then group TAB member TAB daemon), naming the members at
+        its site's daemons where the merged view began here. Only by a daemon that saw every
+        JOIN and LEAVE of its site (saw_every_join; else nobody learns that site's members, and
+        every site sends it everything)."""
+        if not self.saw_every_join(node) or node.gateway.representative != name:
+            return
+        site = self.site_of[name]
+        lines = ["0\t-\t0\t%s" % " ".join(self.case.sites[site])]
+        for group in sorted(node.members):
+            for d in sorted(node.members[group]):
+                if self.site_of[d] == site:
+                    lines.append("%s\t#c#%s\t%s" % (group, d, d))
+        msg = sr.DaemonMessage(sr.STATE, name, "#sitestate#%s" % name, sr.AGREED_MESS,
+                               [sr.SITES_STATE_GROUP, str(view_seq)], 1, data="\n".join(lines).encode("latin-1"))
+        if node.sites.submit(msg, urgent=True):
+            self.stats["site_states_sent"] = self.stats.get("site_states_sent", 0) + 1
+
     def record_delivery(self, name: str, node: Node, msg: sr.DaemonMessage) -> None:
+        if msg.kind == sr.STATE and msg.groups and msg.groups[0] == sr.SITES_STATE_GROUP:
+            return  # (a site's STATE after a merge: send_site_state's, not a client's)
         serial = int.from_bytes(msg.data[:8], "big") if len(msg.data) >= 8 else 0
         sub = self.submitted.get(serial)
         if sub is None or sub[0] != msg.service_type or sub[1] != msg.data or sub[2] != msg.origin \
@@ -550,9 +582,6 @@ class SitesSim:
             node.members.setdefault(msg.groups[0], set()).add(msg.origin)
         elif msg.kind == sr.LEAVE:
             node.members.setdefault(msg.groups[0], set()).discard(msg.origin)
-        elif self.groups:
-            node.interested[serial] = frozenset(self.site_of[d] for g in msg.groups
-                                                for d in node.members.get(g, ()))
         node.position[serial] = len(node.delivered)
         node.delivered.append(serial)
         node.delivered_at[serial] = self.now
@@ -663,14 +692,95 @@ class SitesSim:
 
     def interest(self) -> Dict[int, frozenset]:
         """(groups) data serial -> the sites with a member of its group at its place in the
-        one order, by a daemon that saw every JOIN and LEAVE (not a restarted one: its table
-        starts empty here)."""
+        one order, by a daemon that saw every JOIN and LEAVE of its views (not a restarted one:
+        its table starts empty here), its table put right where the views merged."""
         out: Dict[int, frozenset] = {}
-        for node in self.nodes.values():
-            if not node.restarted:
-                for serial, sites in node.interested.items():
+        if not self.groups:
+            return out
+        at_merge: Dict[tuple, Optional[Dict[str, set]]] = {}
+        # (a daemon that ran from the start first: a new incarnation of a site killed whole
+        # knows the other sites' members only from a merge on, and says so for the messages
+        # that only its site delivered)
+        for node in sorted(self.nodes.values(), key=lambda n: n.restarted):
+            if self.saw_every_join(node):
+                for serial, sites in self.node_interest(node, at_merge).items():
                     out.setdefault(serial, sites)
         return out
+
+    def saw_every_join(self, node: Node) -> bool:
+        """Whether a daemon's table of its own site's members is whole: it ran from the start,
+        or it is a new incarnation of a site killed whole (its site's members are those of
+        the new incarnation). A daemon restarted into a running ring never saw the JOINs
+        before its state came."""
+        if not node.restarted:
+            return True
+        kill_at = getattr(self, "kill_at", None)
+        return (self.case.site_restart_after_s is not None and kill_at is not None
+                and self.site_of[node.gateway.name] == self.case.site_kill and node.started_at >= kill_at)
+
+    def node_interest(self, node: Node, at_merge: Dict[tuple, Optional[Dict[str, set]]]) -> Dict[int, frozenset]:
+        """A daemon's deliveries replayed with its table of members: at a REGULAR view that
+        brings sites in (a merge), each joined site's members become what they were at that
+        site where the merged view began there (its own JOINs and LEAVEs of the other side,
+        which this daemon never delivered); a site whose table is not known then (no daemon
+        of it that saw every one of its JOINs installed that view) may owe every message."""
+        members: Dict[str, set] = {}
+        # (a new incarnation of a site killed whole: the other sites' members are not known
+        # to it until a merge brings them in)
+        own = self.site_of[node.gateway.name]
+        unknown = {x for x in range(len(self.case.sites)) if x != own} if node.restarted else set()
+        marks, prev = [], set(range(len(self.case.sites)))
+        for kind, seq, sites, count, _ in node.views:
+            if kind == sr.CONF_REGULAR:
+                joined = set(sites) - prev
+                if joined:
+                    marks.append((count, seq, tuple(sites), joined))
+                prev = set(sites)
+        out = {}
+        m = 0
+        for idx, serial in enumerate(node.delivered):
+            while m < len(marks) and marks[m][0] <= idx:
+                _, seq, sites, joined = marks[m]
+                for x in joined:
+                    key = (x, seq, sites)
+                    if key not in at_merge:
+                        at_merge[key] = self.members_where_merged(x, seq, sites)
+                    for g in members:
+                        members[g] = {d for d in members[g] if self.site_of[d] != x}
+                    if at_merge[key] is None:
+                        unknown.add(x)
+                        continue
+                    unknown.discard(x)
+                    for g, ds in at_merge[key].items():
+                        members.setdefault(g, set()).update(ds)
+                m += 1
+            sub = self.submitted[serial]
+            if sub[6] == sr.JOIN:
+                members.setdefault(sub[7][0], set()).add(sub[2])
+            elif sub[6] == sr.LEAVE:
+                members.setdefault(sub[7][0], set()).discard(sub[2])
+            elif sub[6] == sr.DATA:
+                out[serial] = frozenset(unknown | {self.site_of[d] for g in sub[7] for d in members.get(g, ())})
+        return out
+
+    def members_where_merged(self, site: int, seq: int, sites: tuple) -> Optional[Dict[str, set]]:
+        """Site `site`'s members (its own daemons') where it installed the REGULAR view
+        (seq, sites): by a daemon of it that saw every JOIN and LEAVE of its own site (None:
+        no such daemon installed that view)."""
+        for node in self.nodes.values():
+            if not self.saw_every_join(node) or self.site_of[node.gateway.name] != site:
+                continue
+            view = next((v for v in node.views if v[0] == sr.CONF_REGULAR and v[1] == seq and v[2] == sites), None)
+            if view is None:
+                continue
+            members: Dict[str, set] = {}
+            for serial in node.delivered[:view[3]]:
+                sub = self.submitted[serial]
+                if sub[6] in (sr.JOIN, sr.LEAVE) and self.site_of[sub[2]] == site:
+                    (members.setdefault(sub[7][0], set()).add if sub[6] == sr.JOIN
+                     else members.setdefault(sub[7][0], set()).discard)(sub[2])
+            return members
+        return None
 
     def site_owes(self, site: int, serial: int, interest: Dict[int, frozenset]) -> bool:
         """Whether the daemons of `site` must deliver the message: its own site's always; with
@@ -895,6 +1005,10 @@ class SitesSim:
             for n in self.nodes.values():
                 for k, v in n.gateway.hop_counters().items():
                     self.stats["dropped_" + k] = self.stats.get("dropped_" + k, 0) + v
+                elif k == "site_pruned_after_merge":  # ... of them, after a merged view
+                    self.stats["skips_after_merge"] = self.stats.get("skips_after_merge", 0) + v
+                elif k == "site_interest_states":  # a joined site's members learned from its STATE
+                    self.stats["interest_states"] = self.stats.get("interest_states", 0) + v
         logs = [line for n in self.nodes.values() for line in list(n.orderer.log) + list(n.gateway.log)]
         return SitesResult(self.seed, self.violations, self.stats, logs)
 

@@ -4,6 +4,7 @@ by hand with what its ring would deliver, to see the frontier rule, the merge an
 from __future__ import annotations
 
 import collections
+import json
 import random
 import struct
 
@@ -648,3 +649,91 @@ def test_a_hole_that_fills_in_time_restarts_nothing():
         gw.tick(at)
     gw.tick(1.0 + sr.STREAM_HOLE_WAIT_S + 0.1)
     assert gw.links[1] is link and gw.counters["hop_links_restarted_for_a_hole"] == 0
+# ---- pruning after a merge: a joined site's members from its STATE ----------------------------
+
+def group_op(kind, sender, group, lts, site=1, origin="b1"):
+    """A JOIN / LEAVE of another site's member as it enters our merge (its interest record)."""
+    body = sr.encode_message_body(sr.DaemonMessage(kind, origin, sender, sr.AGREED_MESS, [group]))
+    return sr.SiteRecord(sr.SITE_MSG, site, lts, 0, sr.AGREED_MESS, origin, body)
+
+
+def site_state(view, pairs, part=0, parts=1, origin="b1", site=1):
+    """A part of a site's STATE after a merge, as SitesGroupCore._send_site_state writes it."""
+    lines = ["3\t0\t1\t%s" % origin] + ["%s\t%s\t%s" % (g, m, d) for g, m, d in pairs]
+    body = sr.encode_message_body(sr.DaemonMessage(
+        sr.STATE, origin, "#sitestate#" + origin, sr.AGREED_MESS, [sr.SITES_STATE_GROUP, str(view)],
+        part << 16 | parts, data="\n".join(lines).encode("latin-1")))
+    return sr.SiteRecord(sr.SITE_MSG, site, 0, 0, sr.AGREED_MESS, origin, body)
+
+
+def test_a_joined_site_is_known_again_from_its_state_then_its_joins_and_leaves_since_the_merge():
+    gw = gateway()
+    gw.interest_members[1] = {"g1": {"#u#b1"}}  # (stale: what b had before the partition)
+    gw._interest_from_merge(1, 5)
+    assert gw._may_owe(1, ["nobody"], 10)  # not known until its STATE
+    # b's JOIN and LEAVE of the merged view that its ring ordered before its STATE
+    gw._interest_record(group_op(sr.JOIN, "#v#b1", "g2", 8))
+    gw._interest_record(group_op(sr.LEAVE, "#w#b1", "g3", 9))
+    gw._interest_record(site_state(4, [("g9", "#x#b1", "b1")]))  # an older exchange's: ignored
+    gw._interest_record(site_state(5, [("g3", "#w#b1", "b1"), ("g4", "#y#b1", "b1")], 0, 2))
+    assert 1 not in gw.interest_known  # one part of two
+    gw._interest_record(site_state(5, [("g5", "#z#a1", "a1")], 1, 2))  # (a1 is not b's daemon)
+    assert 1 in gw.interest_known and gw.counters["site_interest_states"] == 1
+    assert gw.interest_members[1] == {"g2": {"#v#b1"}, "g3": set(), "g4": {"#y#b1"}}
+    assert not gw._may_owe(1, ["g1", "g5", "g9"], 10)  # the stale member and the foreign one: gone
+    assert gw._may_owe(1, ["g2"], 10) and gw._may_owe(1, ["g4"], 10)
+    assert gw._may_owe(1, ["g3"], 9) and not gw._may_owe(1, ["g3"], 10)  # left at lts 9
+    gw._interest_record(site_state(5, [("g1", "#u#b1", "b1")]))  # (known: a late copy changes nothing)
+    assert not gw._may_owe(1, ["g1"], 10)
+
+
+def test_a_new_representatives_state_voids_the_parts_of_the_one_that_crashed():
+    gw = gateway()
+    gw._interest_from_merge(1, 5)
+    gw._interest_record(site_state(5, [("g1", "#u#b1", "b1")], 0, 2, origin="b1"))
+    # (the next representative: another daemon, here under another name than b's one)
+    gw._interest_record(site_state(5, [("g2", "#v#b1", "b1")], 1, 2, origin="b2"))
+    assert 1 not in gw.interest_known  # one part of b2's two
+    gw._interest_record(site_state(5, [], 0, 2, origin="b2"))
+    assert gw.interest_members[1] == {"g2": {"#v#b1"}}
+
+
+def test_a_site_state_we_do_not_wait_for_changes_nothing():
+    """The STATE of a site of our own view (we saw its joins and leaves): still known."""
+    gw = gateway()
+    gw._interest_record(group_op(sr.JOIN, "#v#b1", "g2", 8))
+    gw._interest_record(site_state(5, []))
+    assert 1 in gw.interest_known and gw.interest_members[1] == {"g2": {"#v#b1"}}
+
+
+def test_a_late_daemon_takes_the_members_of_the_sites_its_ring_knows():
+    """A restarted daemon that may represent the site next prunes as its ring does: the
+    exporter's table of the sites it knows (one whose STATE is awaited stays unknown)."""
+    gw = gateway("a2")
+    regular(gw, ["a1", "a2"])
+    gw._interest_record(group_op(sr.JOIN, "#v#b1", "g2", 8))
+    gw._interest_record(group_op(sr.LEAVE, "#v#b1", "g2", 9))
+    gw._interest_record(group_op(sr.JOIN, "#w#b1", "g3", 10))
+    state = json.loads(json.dumps(gw.export_state()))  # (what the ring carries: JSON)
+    late = gateway("a1")
+    late.import_state(state, 100.0)
+    assert late.interest_known == {1} and late.interest_members[1] == {"g2": set(), "g3": {"#w#b1"}}
+    assert not late._may_owe(1, ["g1"], 11) and late._may_owe(1, ["g2"], 9) and late._may_owe(1, ["g3"], 11)
+    gw._interest_from_merge(1, 4)  # (b joined us: its STATE awaited)
+    late = gateway("a1")
+    late.import_state(gw.export_state(), 100.0)
+    assert late.interest_known == set() and late._may_owe(1, ["g1"], 11)
+    for bad in ({"0": [{}, {}]}, {"1": [{"g": "x"}, {}]}, {"1": [{}, {"g": -1}]}, {"1": [{}]}):
+        with pytest.raises(ValueError):
+            gateway("a1").import_state(dict(state, interest=bad), 100.0)
+
+
+def test_a_joined_site_whose_state_never_comes_stays_unknown_past_the_kept_joins(monkeypatch):
+    monkeypatch.setattr(sr, "INTEREST_PENDING_OPS_MAX", 2)
+    gw = gateway()
+    gw._interest_from_merge(1, 5)
+    for lts, group in ((8, "g1"), (9, "g2"), (10, "g3")):
+        gw._interest_record(group_op(sr.JOIN, "#v#b1", group, lts))
+    assert gw.interest_pending == {}
+    gw._interest_record(site_state(5, []))  # (too late: what came before it is not kept)
+    assert 1 not in gw.interest_known and gw._may_owe(1, ["g9"], 11)

@@ -116,3 +116,22 @@ def test_after_a_cut_site_heals_every_client_sees_all_three_and_one_order(tmp_pa
         assert views[-2:] == [apart, [everyone, [["#c1#d1", "#c2#d2"], ["#c3#d3"]]]], (s, seen, daemon_logs)
     orders = [[x[1] for x in seen if x[0] == "DATA"] for seen in logs.values()]
     assert sorted(orders[0]) == ["c1", "c2", "c3"] and orders[0] == orders[1] == orders[2], orders
+
+
+def test_after_a_heal_pruning_resumes_and_a_join_of_the_partition_is_honoured():
+    """Two one-daemon sites; site 2 cut off, its client joins "late" meanwhile, the cut heals
+    (bench/sites_prune_heal.py, 30 messages per group): site 1 learns that JOIN from site 2's
+    STATE, so every message to "late" reaches c2, and messages to "near" (no member at site 2)
+    cross d1's link as SKIPs again."""
+    reason = labnet.available()
+    if reason:
+        pytest.skip("network namespaces: " + reason)
+    if not os.path.exists("/dev/net/tun"):
+        pytest.skip("the WAN relay needs a TUN device (/dev/net/tun)")
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import sites_prune_heal
+    r = sites_prune_heal.measure(30, 900)
+    assert r["c2_got"] == {"near": 0, "late": 30, "both": 30}, r
+    assert r["c2_late_members"] == ["#c2#d2"] and r["skips"]["near"] == 30, r
+    assert r["skips"]["late"] == r["skips"]["both"] == 0, r
+    assert r["bytes_per_message"]["near"] < r["bytes_per_message"]["both"] / 5, r

@@ -729,13 +729,48 @@ def test_pruning_sends_skips_and_every_guarantee_holds():
         assert res.stats.get("skips_sent", 0) > 0, res.summary()
 
 
-def test_no_pruning_after_a_partition_heals():
+def test_pruning_resumes_after_a_partition_heals():
     """Seeds 176, 901, 986 (a cut link healed: the views merge): each side saw only its own
-    side's joins and leaves, so after the merge every site may owe every message. Pruning as
-    before lost messages there."""
-    for seed in (176, 901):
+    side's joins and leaves; a joined site's members come from its STATE of the merged view
+    (and its joins and leaves since), and SKIPs go again after the merge. (These seeds once
+    "lost" messages by the simulator's stale table of members, not the daemons': see
+    SitesSim.interest.)"""
+    for seed in (176, 901, 986):
         res = sites_sim.run_seed(seed, groups=True)
         assert res.stats.get("heals") and res.violations == [], res.summary()
+        assert res.stats.get("interest_states", 0) > 0 and res.stats.get("skips_after_merge", 0) > 0, res.summary()
+
+
+def test_planted_stale_members_of_a_joined_site_is_a_loss_violation(monkeypatch):
+    """The rule before the STATE: a joined site's members as we last saw them, before the
+    partition. A client of the other side that joined a group meanwhile (seed 36: b2 in g1)
+    misses its messages; the simulator's table, put right at the merge, sees it."""
+    def from_merge(self, site, view_seq):
+        self.interest_pending[site] = (view_seq, [])  # (the old table kept)
+
+    def may_owe(self, site, groups, lts):
+        if site not in self.live_sites or (site not in self.interest_known and site not in self.interest_pending):
+            return True
+        if lts > self.streams[site].frontier_lts + sr.PRUNE_HORIZON_LTS:
+            return True
+        members, left = self.interest_members[site], self.interest_left[site]
+        return any(members.get(g) or left.get(g, -1) >= lts for g in groups)
+    monkeypatch.setattr(sr.SiteGateway, "_interest_from_merge", from_merge)
+    monkeypatch.setattr(sr.SiteGateway, "_may_owe", may_owe)
+    res = sites_sim.run_seed(36, groups=True)
+    assert sites_sim.LOSS in res.kinds(), res.summary()
+
+
+def test_the_simulators_members_are_put_right_where_views_merge():
+    """SitesSim.interest: at the merged view, the joined site's members are those its own
+    daemons had there (seed 176: c's client c2 left g2 during the partition, which site a
+    never delivered; a's stale table still had it in g2)."""
+    sim = sites_sim.SitesSim(176, groups=True)
+    sim.run()
+    interest = sim.interest()
+    late_g2 = [s for s, sub in sim.submitted.items() if sub[6] == sr.DATA and sub[7] == ("g2",)
+               and sub[4] > sim.healed_at and s in interest]
+    assert late_g2 and all(2 not in interest[s] for s in late_g2), [(s, interest[s]) for s in late_g2]
 
 
 def _planted_pruning(monkeypatch, seed, name, fault):
