@@ -999,16 +999,16 @@ class SitesSim:
                     self.stats[k] = self.stats.get(k, 0) + v
                 elif k.startswith("site_pruned_to_"):  # SKIPs sent in place of a body (pruning)
                     self.stats["skips_sent"] = self.stats.get("skips_sent", 0) + v
+                elif k == "site_pruned_after_merge":  # ... of them, after a merged view
+                    self.stats["skips_after_merge"] = self.stats.get("skips_after_merge", 0) + v
+                elif k == "site_interest_states":  # a joined site's members learned from its STATE
+                    self.stats["interest_states"] = self.stats.get("interest_states", 0) + v
         for kind, count in self.hostile.sent.items():
             self.stats["hostile_" + kind] = count
         if self.hostile.sent:  # what the daemons dropped and counted of it (and of the wire's loss)
             for n in self.nodes.values():
                 for k, v in n.gateway.hop_counters().items():
                     self.stats["dropped_" + k] = self.stats.get("dropped_" + k, 0) + v
-                elif k == "site_pruned_after_merge":  # ... of them, after a merged view
-                    self.stats["skips_after_merge"] = self.stats.get("skips_after_merge", 0) + v
-                elif k == "site_interest_states":  # a joined site's members learned from its STATE
-                    self.stats["interest_states"] = self.stats.get("interest_states", 0) + v
         logs = [line for n in self.nodes.values() for line in list(n.orderer.log) + list(n.gateway.log)]
         return SitesResult(self.seed, self.violations, self.stats, logs)
 
