@@ -7767,9 +7767,36 @@ class SiteGateway:
         silence would have; and its HELLO gets a link's silence time from now."""
         s = self.hop_settings
         heard = self.heard_s.get(site)
+        grace = 0.0 if self.no_successor(site) else SITE_GRACE_S  # (see no_successor)
         if heard is None:
-            return now + s.peer_silence_s + SITE_GRACE_S
-        return max(now + SITE_HELLO_WAIT_S, heard + s.peer_silence_s + SITE_GRACE_S)
+            return now + s.peer_silence_s + grace
+        return max(now + SITE_HELLO_WAIT_S, heard + s.peer_silence_s + grace)
+
+    def no_successor(self, site: int) -> bool:
+        """Nobody can take over from `site`'s representative: spread.conf lists one daemon
+        there. Then the grace after its link's death (SITE_GRACE_S, the time a successor
+        takes to say HELLO) waits for nobody, and a link to it that another site reported
+        down in its grace counts as past it (_live_costs). Every daemon computes it alike
+        (spread.conf). Why this cannot split a view: the grace is a timeout, never a
+        promise; a HELLO may come after any wait (a slow takeover, a healed cut), and the
+        agreement rules hold whenever it comes (a PROPOSE needs every survivor's; one that
+        names a site lost makes its sender lost for that site). What comes from such a site
+        later is a new incarnation (a restarted daemon starts its streams afresh: another
+        epoch, merged back, _new_incarnation) or the same one after a cut (merged back like
+        any healed partition)."""
+        return len(self.sites[site]) == 1
+
+    def _grace_s(self, site: int, silent: bool) -> float:
+        """How long a representative whose link to `site` died waits for that site's HELLO
+        before it suspects it (or routes around it): SITE_GRACE_S while a successor may come.
+        A site where nobody can take over (no_successor) is suspected at once after its
+        link's silence (its one daemon said nothing for peer_silence_s: ten keep-alives lost
+        in a row); after another death of the link (too many requests for one packet, a
+        stream that does not decode) its representative still lives and answers our HELLO
+        within a round trip: SITE_HELLO_WAIT_S."""
+        if not self.no_successor(site):
+            return SITE_GRACE_S
+        return 0.0 if silent else SITE_HELLO_WAIT_S
 
     def _ring_delivered(self, msg: DaemonMessage) -> None:
         if msg.kind == DATA and _is_unreliable(msg.service_type):
@@ -8321,7 +8348,7 @@ class SiteGateway:
                 self._from_link(site, r)
         for event in out.events:
             self.counters["hop_peer_dead_" + event.reason] += 1
-            self._drop_link(site, "peer dead (%s)" % event.reason, event.at_s)
+            self._drop_link(site, "peer dead (%s)" % event.reason, event.at_s, silent=event.reason == "silence")
             return
 
     def _from_link(self, site: int, r: SiteRecord, around: bool = False) -> None:
@@ -8391,13 +8418,15 @@ class SiteGateway:
         if frontier is not None:
             self._from_link(link_site, frontier)
 
-    def _drop_link(self, site: int, why: str, now: float) -> None:
+    def _drop_link(self, site: int, why: str, now: float, silent: bool = False) -> None:
         link = self.links.pop(site, None)
         if link is None:
             return
+        grace = self._grace_s(site, silent)
         self._log("HOP link to %s (site %d) is over: %s; HELLO until it answers again, "
-                  "for %.1f s" % (link.peer[0], site, why, SITE_GRACE_S), now)
-        self.suspect_at[site] = now + SITE_GRACE_S
+                  "for %.1f s%s" % (link.peer[0], site, why, grace,
+                                    " (nobody there can take over)" if grace < SITE_GRACE_S else ""), now)
+        self.suspect_at[site] = now + grace
         if self.hello_due_s is None:
             self.hello_due_s = now
         # reported at once: the other sites' reports are in by the end of the grace (a whole
@@ -8440,8 +8469,8 @@ class SiteGateway:
             return not frozenset(sites) - self.suspect_lost
         lost = frozenset(sites) | self.proposal_lost
         self.suspect_sent, self.suspect_lost = view, lost
-        self._log("sites %s silent for %.1f s after their link died: suspected gone (view %d)"
-                  % (sorted(lost), SITE_GRACE_S, view), now)
+        self._log("sites %s silent after their link died: suspected gone (view %d)"
+                  % (sorted(lost), view), now)
         self.to_ring.append(SiteRecord(SITE_SUSPECT, self.site_id, 0, view,
                                        body=encode_site_view_body(lost, {})))
         return True
@@ -9123,7 +9152,9 @@ class SiteGateway:
         their grace only: what a view change goes by)."""
         down = set()
         for site, (_, everything, settled) in self.link_reports.items():
-            for other in (settled if settled_only else everything):
+            # a link down to a site where nobody can take over has no grace to wait out
+            for other in ((settled | {o for o in everything if self.no_successor(o)})
+                          if settled_only else everything):
                 down |= {(site, other), (other, site)}
         return [[0 if (i, j) in down else c for j, c in enumerate(row)] for i, row in enumerate(self.costs)]
 

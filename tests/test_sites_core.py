@@ -15,10 +15,10 @@ SITES = [["a1", "a2"], ["b1"]]
 COSTS = [[0, 1], [1, 0]]
 
 
-def gateway(name="a1"):
-    orderer = sr.RingOrderer(name, 1, SITES[0] if name.startswith("a") else SITES[1],
-                             random.Random(1))
-    return sr.SiteGateway(name, SITES, COSTS, orderer, sr.HopSettings())
+def gateway(name="a1", sites=None, costs=None):
+    sites = sites or SITES
+    orderer = sr.RingOrderer(name, 1, sites["abc".index(name[0])], random.Random(1))
+    return sr.SiteGateway(name, sites, costs or COSTS, orderer, sr.HopSettings())
 
 
 def regular(gw, members, now=0.0):
@@ -399,10 +399,14 @@ def test_a_hello_from_a_site_that_left_us_out_starts_no_link():
 SILENCE_S = sr.HopSettings().peer_silence_s
 
 
-def taken_over(heard_at=None, now=5.0):
+#: site b of two daemons: a successor may take over there (the grace waits for its HELLO)
+SITES_B2 = [["a1", "a2"], ["b1", "b2"]]
+
+
+def taken_over(heard_at=None, now=5.0, sites=SITES_B2):
     """a2 in a ring with a1 (a1 represents site 0); our ring delivers b's message at heard_at
     (never, with None); a1 dies and a2 takes over at `now`."""
-    gw = gateway("a2")
+    gw = gateway("a2", sites)
     regular(gw, ["a1", "a2"])
     if heard_at is not None:
         gw.ring_output(carrier([remote(1, 5)], 6), heard_at)
@@ -425,6 +429,7 @@ def test_a_takeover_gives_a_site_heard_long_ago_time_for_its_hello_and_one_never
     assert gw.suspect_at[1] == pytest.approx(5.0 + sr.SITE_HELLO_WAIT_S)
     gw = taken_over(heard_at=None, now=5.0)  # (nothing says how long it has been silent)
     assert gw.suspect_at[1] == pytest.approx(5.0 + SILENCE_S + sr.SITE_GRACE_S)
+    assert not gw.no_successor(1)
     # its HELLO in time starts the link and ends the suspicion
     gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, False, {}, 0, (0, 1), 1)), 5.2)
     assert 1 in gw.links and 1 not in gw.suspect_at
@@ -434,7 +439,7 @@ def test_a_takeover_keeps_the_links_our_site_reported_down_until_they_start():
     """Our old representative reported its link to b down (a LINKS record, in our ring): the
     new one must not report it up before it runs (the others would route through us), and the
     report dates b's silence (the link had heard nothing for its silence time)."""
-    gw = gateway("a2")
+    gw = gateway("a2", SITES_B2)
     regular(gw, ["a1", "a2"])
     gw.ring_output(carrier([sr._links_record(0, 1, (), (1,))], 6), 3.0)
     assert gw.heard_s[1] == pytest.approx(3.0 - SILENCE_S)
@@ -491,7 +496,96 @@ def test_a_daemon_that_took_the_state_of_its_ring_represents_it_at_once():
     late.ring_members = frozenset(["a1"])  # (a2 died meanwhile: the site is not whole)
     late.choose_representative(100.05)
     assert late.is_representative() and late.wide
-    assert late.suspect_at[1] == pytest.approx(99.0 + SILENCE_S + sr.SITE_GRACE_S)
+    # (site b is one daemon: no grace; heard 1.05 s ago, so its HELLO's time counts)
+    assert late.suspect_at[1] == pytest.approx(max(100.05 + sr.SITE_HELLO_WAIT_S, 99.0 + SILENCE_S))
+
+
+# ---- a site where nobody can take over: no grace for a successor's HELLO -------------------------
+
+def linked(sites, now=0.1):
+    """a1 represents site 0 and its link to b1 has started (b1's answer at `now`)."""
+    gw = gateway("a1", sites)
+    regular(gw, ["a1", "a2"])
+    assert gw.wide
+    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, False, {}, 0, (0, 1), 1)), now)
+    assert 1 in gw.links
+    gw.into_ring = []  # what it submits to its ring
+    gw.orderer.submit = lambda msg, urgent=False: gw.into_ring.append(msg) or True
+    return gw
+
+
+def silence_fires(gw):
+    """Tick until the link's dead-peer rule fires (b1 says nothing); returns when, and when
+    the site was suspected (None: not yet)."""
+    now = gw.links[1].next_deadline_s()
+    while 1 in gw.links:
+        gw.tick(now)
+        died = now
+        now = gw.next_deadline_s()
+    assert gw.counters["hop_peer_dead_silence"] == 1
+    return died
+
+
+def suspects(gw):
+    return [sr.decode_site_view_body(r.body)[0] for m in gw.into_ring if m.kind == sr.SITES
+            for r in sr.decode_site_records(m.data) if r.kind == sr.SITE_SUSPECT]
+
+
+def test_a_site_of_one_daemon_is_suspected_as_soon_as_its_link_falls_silent():
+    """Site b is b1 alone: nobody can say HELLO in its place, so no grace after the silence."""
+    gw = linked(SITES)
+    assert gw.no_successor(1) and not gw.no_successor(0)
+    died = silence_fires(gw)
+    assert any("nobody there can take over" in line for line in gw.log)
+    assert suspects(gw) == [frozenset({1})]  # in the same tick
+    assert died == pytest.approx(0.1 + SILENCE_S, abs=0.11)
+
+
+def test_a_site_of_several_daemons_still_gets_its_grace_after_the_silence():
+    gw = linked(SITES_B2)
+    died = silence_fires(gw)
+    assert gw.suspect_at[1] == pytest.approx(died + sr.SITE_GRACE_S)
+    gw.tick(died + sr.SITE_GRACE_S / 2)
+    assert suspects(gw) == []
+    gw.tick(died + sr.SITE_GRACE_S)
+    assert suspects(gw) == [frozenset({1})]
+
+
+def test_a_link_to_a_site_of_one_daemon_that_dies_otherwise_waits_for_its_hello():
+    """Too many requests for one packet: b1 lives (it sends), and answers a HELLO within a
+    round trip: SITE_HELLO_WAIT_S, not a successor's grace."""
+    gw = linked(SITES)
+    gw._drop_link(1, "peer dead (requests)", 2.0)
+    assert gw.suspect_at[1] == pytest.approx(2.0 + sr.SITE_HELLO_WAIT_S)
+    gw = linked(SITES_B2)
+    gw._drop_link(1, "peer dead (requests)", 2.0)
+    assert gw.suspect_at[1] == pytest.approx(2.0 + sr.SITE_GRACE_S)
+
+
+def test_a_takeover_gives_a_site_of_one_daemon_no_grace_after_its_silence():
+    gw = taken_over(heard_at=1.0, now=2.1, sites=SITES)
+    assert gw.suspect_at[1] == pytest.approx(max(2.1 + sr.SITE_HELLO_WAIT_S, 1.0 + SILENCE_S))
+    gw = taken_over(heard_at=None, now=5.0, sites=SITES)
+    assert gw.suspect_at[1] == pytest.approx(5.0 + SILENCE_S)
+
+
+def test_a_link_in_its_grace_to_a_site_of_one_daemon_counts_as_past_it():
+    """A mesh of three: site b reported its link to c down, in its grace. c is one daemon,
+    so no successor of c can bring that link back: what a view change goes by (the links
+    past their grace) has it down; a link in its grace to c2's site of two keeps its grace."""
+    mesh = [[0, 1, 1], [1, 0, 1], [1, 1, 0]]
+    for c, settled in ((["c1"], True), (["c1", "c2"], False)):
+        gw = gateway("a1", [["a1", "a2"], ["b1"], c], mesh)
+        regular(gw, ["a1", "a2"])
+        gw.ring_output(carrier([sr._links_record(1, 1, (), (2,))], 6), 1.0)
+        assert gw.link_reports[1] == (1, frozenset({2}), frozenset())
+        assert gw._live_costs()[1][2] == 0 and gw._live_costs()[2][1] == 0
+        assert (gw._live_costs(settled_only=True)[1][2] == 0) == settled
+    # the far end is what counts (its successor would say HELLO), not the reporter
+    gw = gateway("a1", [["a1", "a2"], ["b1"], ["c1", "c2"]], mesh)
+    regular(gw, ["a1", "a2"])
+    gw.ring_output(carrier([sr._links_record(2, 1, (), (1,))], 6), 1.0)
+    assert gw._live_costs(settled_only=True)[2][1] == 0  # c's link to b: b can have no successor
 
 # ---- UNRELIABLE across sites: a record outside the stream ----------------------------------------
 
