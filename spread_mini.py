@@ -7632,6 +7632,9 @@ class SiteGateway:
         self.now_s = now  #: the time of the input being handled (for timers set deep inside)
         #: site -> when our ring last delivered a message, FRONTIER, ARU or EPOCH of that site
         self.heard_s: Dict[int, float] = {}
+        #: site -> (ring seq, its daemons) by the last ROSTER of that site our merge applied (a
+        #: group core's STATE message: its ring lost daemons or took one back): no_successor
+        self.site_rings: Dict[int, Tuple[int, frozenset]] = {}
 
     # ------------------------------------------------------------ inputs
     def ring_output(self, out: object, now: float) -> None:
@@ -7784,7 +7787,15 @@ class SiteGateway:
         later is a new incarnation (a restarted daemon starts its streams afresh: another
         epoch, merged back, _new_incarnation) or the same one after a cut (merged back like
         any healed partition)."""
-        return len(self.sites[site]) == 1
+        if len(self.sites[site]) == 1:
+            return True
+        # its last ROSTER (in our merge, so every daemon of our site reads it at one point)
+        # named one daemon: its ring held only its representative. A daemon of it that
+        # comes back joins that ring and a ROSTER says so; if the representative dies first
+        # (that ROSTER still in its ring), the newcomer starts afresh or, if it took the state
+        # in time, takes over after we left the site out: a merge, as after a cut
+        ring = self.site_rings.get(site)
+        return ring is not None and len(ring[1]) <= 1
 
     def _grace_s(self, site: int, silent: bool) -> float:
         """How long a representative whose link to `site` died waits for that site's HELLO
@@ -7825,6 +7836,8 @@ class SiteGateway:
                     self.heard_s[r.site] = self.now_s
                 if r.kind == SITE_EPOCH:
                     if r.site != own:  # (never passed on: it is our site's knowledge)
+                        if self.site_epochs.get(r.site) != r.site_seq:
+                            self.site_rings.pop(r.site, None)  # (a new incarnation's ring)
                         self.site_epochs[r.site] = r.site_seq
                 elif r.kind in (SITE_SUSPECT, SITE_PROPOSE):
                     self._view_record(r, passed)
@@ -7988,6 +8001,21 @@ class SiteGateway:
                     left[group] = max(left.get(group, 0), r.lts)
         elif msg.kind == STATE and list(msg.groups) != [ROSTER_GROUP]:
             self.interest_known.discard(r.site)  # members we did not see join
+        elif msg.kind == STATE:
+            self._roster_record(r.site, msg)
+
+    def _roster_record(self, site: int, msg: DaemonMessage) -> None:
+        """Another site's ROSTER (SitesGroupCore: its ring's seq, then its daemons, "!name" for
+        a restarted one), where it enters our merge: which of its daemons could take over from
+        its representative (no_successor). A malformed or older one says nothing."""
+        lines = msg.data.decode("latin-1").split("\n")
+        if not lines[0].isdigit() or self.site_of.get(msg.origin) != site:
+            return
+        ring_seq = int(lines[0])
+        if ring_seq <= self.site_rings.get(site, (-1,))[0]:
+            return
+        daemons = frozenset(self.sites[site]) & {line.lstrip("!") for line in lines[1:]}
+        self.site_rings[site] = (ring_seq, daemons)
 
     def _data_groups(self, r: SiteRecord) -> Optional[List[str]]:
         """A data message's groups (None: a SKIP already, or a group operation, which every
@@ -9262,6 +9290,7 @@ class SiteGateway:
         self.merging = None
         self.merge_around = frozenset()
         for x in sorted(c.joined):
+            self.site_rings.pop(x, None)  # (its ROSTERs while apart went to its own side)
             stream = self.streams[x] = self.merge.open_stream(x, c.limit_lts)
             self.merge.install(stream)
             self.kept[x] = collections.deque()
@@ -9361,6 +9390,7 @@ class SiteGateway:
             "given_up_view": self.given_up_view,
             "giveups": {str(k): _records_text([r]) for k, r in self.giveups.items()},
             "heard_ages": {str(k): max(0.0, self.now_s - t) for k, t in self.heard_s.items()},
+            "site_rings": {str(k): [seq, sorted(d)] for k, (seq, d) in self.site_rings.items()},
         }
 
     def import_state(self, state: dict, now: float) -> None:
@@ -9438,6 +9468,15 @@ class SiteGateway:
                 raise ValueError("%r is not an age" % (age,))
             heard[_site_key(k, n)] = now - age
         self.heard_s = heard
+        rings = {}
+        for k, v in _checked(state.get("site_rings", {}), dict).items():
+            site = _site_key(k, n)
+            seq, daemons = _checked(v, list)
+            names = frozenset(_checked(d, str) for d in _checked(daemons, list))
+            if not names <= set(self.sites[site]):
+                raise ValueError("site %d's ring %s holds daemons of no such site" % (site, sorted(names)))
+            rings[site] = (_counter(seq), names)
+        self.site_rings = rings
         groups = _checked(state.get("tree_groups", {}), dict)
         self.tree_groups = {_site_key(k, n): frozenset(_int_list(v, n)) for k, v in groups.items()}
         self.trees = self._view_trees()

@@ -587,6 +587,53 @@ def test_a_link_in_its_grace_to_a_site_of_one_daemon_counts_as_past_it():
     gw.ring_output(carrier([sr._links_record(2, 1, (), (1,))], 6), 1.0)
     assert gw._live_costs(settled_only=True)[2][1] == 0  # c's link to b: b can have no successor
 
+def roster(site_seq, lts, ring_seq, names, origin="b1"):
+    """Site b's ROSTER (SitesGroupCore's STATE message: its ring's seq and daemons) as a
+    record of its stream."""
+    msg = sr.DaemonMessage(sr.STATE, origin, "#roster#" + origin, sr.AGREED_MESS, [sr.ROSTER_GROUP],
+                           data="\n".join([str(ring_seq)] + names).encode("latin-1"))
+    return sr.SiteRecord(sr.SITE_MSG, 1, lts, site_seq, sr.AGREED_MESS, origin, sr.encode_message_body(msg))
+
+
+def test_a_site_whose_last_roster_names_one_daemon_has_no_successor():
+    """b1 and b2 in spread.conf, but b's ring lost b2 (its ROSTER names b1 alone): nobody can
+    take over from b1. A newer ring with b2 back (restarted: "!b2") brings the grace back; an
+    older ring's ROSTER delivered late says nothing; a daemon that takes our state knows it."""
+    gw = gateway("a2", SITES_B2)
+    regular(gw, ["a1", "a2"])
+    assert not gw.no_successor(1)
+    gw.ring_output(carrier([roster(1, 5, 7, ["b1"])], 6), 1.0)
+    assert gw.no_successor(1) and gw.site_rings == {1: (7, frozenset({"b1"}))}
+    late = gateway("a1", SITES_B2)
+    gw.now_s = 1.0
+    late.import_state(gw.export_state(), 50.0)
+    assert late.no_successor(1)
+    gw.ring_output(carrier([roster(2, 8, 9, ["!b2", "b1"], origin="b1")], 9), 2.0)
+    assert not gw.no_successor(1)
+    gw.ring_output(carrier([roster(3, 10, 8, ["b1"])], 11), 3.0)  # (ring 8: older than 9)
+    assert not gw.no_successor(1)
+    # the takeover rule follows it: no grace after b's silence while b1 was alone
+    gw = taken_over(heard_at=1.0, now=2.1)
+    assert gw.suspect_at[1] == pytest.approx(1.0 + SILENCE_S + sr.SITE_GRACE_S)
+    gw = gateway("a2", SITES_B2)
+    regular(gw, ["a1", "a2"])
+    gw.ring_output(carrier([roster(1, 5, 7, ["b1"])], 6), 1.0)
+    regular(gw, ["a2"], 2.1)
+    assert gw.suspect_at[1] == pytest.approx(max(2.1 + sr.SITE_HELLO_WAIT_S, 1.0 + SILENCE_S))
+    for bad in ([7, ["c1"]], [7, "b1"], [-1, ["b1"]]):
+        broken = dict(gw.export_state(), site_rings={"1": bad})
+        with pytest.raises(ValueError):
+            gateway("a1", SITES_B2).import_state(broken, 50.0)
+
+
+def test_a_new_incarnation_of_a_site_forgets_its_old_roster():
+    gw = gateway("a2", SITES_B2)
+    regular(gw, ["a1", "a2"])
+    gw.ring_output(carrier([sr.SiteRecord(sr.SITE_EPOCH, 1, 0, 7), roster(1, 5, 7, ["b1"])], 6), 1.0)
+    assert gw.no_successor(1)
+    gw.ring_output(carrier([sr.SiteRecord(sr.SITE_EPOCH, 1, 0, 8)], 9), 2.0)
+    assert not gw.no_successor(1)
+
 # ---- UNRELIABLE across sites: a record outside the stream ----------------------------------------
 
 def remote_unreliable(data=b"u", origin="b1", site=1, service=sr.UNRELIABLE_MESS, kind=sr.DATA):
