@@ -7612,6 +7612,9 @@ class SiteGateway:
         self.routed_around: set = set()  #: sites of our view reached through other sites only
         self.dead_links: set = set()  #: neighbour sites whose link died and has not started again
         self.grace_extended: set = set()  #: sites given a grace more (_route_around)
+        #: (site, other) -> when our ring delivered the LINKS record of `site` that put its link
+        #: to `other` down in its grace (_route_around: that grace ends a grace after it)
+        self.pending_since: Dict[Tuple[int, int], float] = {}
         #: our last LINKS record's links down: (past their grace, in it)
         self.links_down_sent: Tuple[frozenset, frozenset] = (frozenset(), frozenset())
         self.links_version = 0  #: ... and its version
@@ -9218,15 +9221,30 @@ class SiteGateway:
         # a representative took over there) gets one grace more
         wait = {s for s in (set(gone) | self.routed_around) & strict
                 if s not in settled and s not in self.grace_extended and s not in self.suspect_at}
+        # ... until those links' graces are over: a grace from where our ring delivered each
+        # report (not from now: a successor that says HELLO within it has had that time)
+        until = max([t + SITE_GRACE_S for t in self._pending_reports(now).values()] or [now])
+        if until <= now:
+            wait = set()
         for site in wait:
             self.grace_extended.add(site)
-            self.suspect_at[site] = now + SITE_GRACE_S
+            self.suspect_at[site] = until
         around = [s for s in gone if s not in strict or s in wait]
         if around:
             self._log("no link to sites %s, reached through others: routed around" % around, now)
             self.routed_around |= set(around)
             self._report_links()
         return sorted(((set(gone) | self.routed_around) & strict) - set(self.suspect_at))
+
+    def _pending_reports(self, now: float) -> Dict[Tuple[int, int], float]:
+        """The other sites' links down in their grace, and since when our ring knows it (a
+        report we do not know the moment of, as in a state a late daemon took: from now)."""
+        out = {}
+        for site, (_, down, settled) in self.link_reports.items():
+            if site != self.site_id:
+                for other in down - settled:
+                    out[site, other] = self.pending_since.get((site, other), now)
+        return out
 
     def _report_links(self) -> None:
         """Our links down (to the sites we route around), into our ring as a LINKS record
@@ -9263,6 +9281,11 @@ class SiteGateway:
                 self.heard_s[site] = max(self.heard_s.get(site, float("-inf")),
                                          self.now_s - self.hop_settings.peer_silence_s)
         self.link_reports[r.site] = (r.site_seq, down, frozenset(settled))
+        pending = down - frozenset(settled)
+        for key in [k for k in self.pending_since if k[0] == r.site and k[1] not in pending]:
+            del self.pending_since[key]
+        for other in pending:
+            self.pending_since.setdefault((r.site, other), self.now_s)
         passed.append(r)  # the representative floods it on
         old, self.trees = self.trees, self._trees_now()
         self._log("site %d: its links to sites %s are down; trees now %s"

@@ -587,6 +587,44 @@ def test_a_link_in_its_grace_to_a_site_of_one_daemon_counts_as_past_it():
     gw.ring_output(carrier([sr._links_record(2, 1, (), (1,))], 6), 1.0)
     assert gw._live_costs(settled_only=True)[2][1] == 0  # c's link to b: b can have no successor
 
+MESH3 = [[0, 1, 1], [1, 0, 1], [1, 1, 0]]
+SITES3 = [["a1", "a2"], ["b1", "b2"], ["c1", "c2"]]
+
+
+def linked_mesh(now=0.1):
+    """a1 represents site 0 of a mesh of three sites of two daemons, its links to b1 and c1
+    started."""
+    gw = gateway("a1", SITES3, MESH3)
+    regular(gw, ["a1", "a2"])
+    for site, peer in ((1, "b1"), (2, "c1")):
+        gw.hop_datagram(peer, sr.encode_site_hello(sr.SiteHello((peer, 1), site, False, {}, 0, (0, 1, 2), 1)), now)
+    assert sorted(gw.links) == [1, 2]
+    gw.into_ring = []
+    gw.orderer.submit = lambda msg, urgent=False: gw.into_ring.append(msg) or True
+    return gw
+
+
+@pytest.mark.parametrize("reported_at, suspected_at", [(1.0, 2.1), (1.9, 2.9)])
+def test_a_link_in_its_grace_that_cuts_the_last_path_is_waited_for_until_its_grace_ends(
+        reported_at, suspected_at):
+    """c reported its link to b down, in its grace, when our ring delivered its LINKS at
+    `reported_at`; our own link to b fell silent at 1.1 and its grace ended at 2.1 with no
+    HELLO from b. c's link may still come back (a successor of b says HELLO to c within
+    its grace): we wait for it, but only until a grace after c's report, not a grace more
+    from now (which cost a whole second when both links died of b's death together)."""
+    gw = linked_mesh()
+    gw.ring_output(carrier([sr._links_record(2, 1, (), (1,))], 6), reported_at)
+    gw._drop_link(1, "peer dead (silence)", 1.1, silent=True)
+    assert gw.suspect_at[1] == pytest.approx(1.1 + sr.SITE_GRACE_S)
+    gw.tick(2.1)
+    if suspected_at > 2.1:
+        assert suspects(gw) == [] and gw.suspect_at[1] == pytest.approx(reported_at + sr.SITE_GRACE_S)
+        gw.tick(suspected_at - 0.01)
+        assert suspects(gw) == []
+        gw.tick(suspected_at)
+    assert suspects(gw) == [frozenset({1})]
+
+
 def roster(site_seq, lts, ring_seq, names, origin="b1"):
     """Site b's ROSTER (SitesGroupCore's STATE message: its ring's seq and daemons) as a
     record of its stream."""
