@@ -11,6 +11,10 @@ and the worst of each kind. The issue's target for a whole site is 3 s at the de
 
     python3 bench/sites_failover.py                 # 4 rounds of each kind
     python3 bench/sites_failover.py --rounds 1
+    python3 bench/sites_failover.py --rounds 3 --against /tmp/main_spread_mini.py
+
+With --against, each round runs both daemons (this tree's and the other spread_mini.py), one
+after the other, so both meet the same load; the summary has a line per program.
 """
 from __future__ import annotations
 
@@ -56,16 +60,17 @@ def write_conf(tmpdir, layout):
     return path, ip, port
 
 
-def start(tmpdir, round_no, layout=LAYOUT, extra=()):
+def start(tmpdir, round_no, layout=LAYOUT, extra=(), program=None):
     """The daemons of `layout` (a list of sites, each a list of names) on 127.0.5x.x, started
-    together and ready (rings whole, links up): (processes by name, ip by name, port by name)."""
+    together and ready (rings whole, links up): (processes by name, ip by name, port by name).
+    `program`: another spread_mini.py to run (default: this tree's)."""
     conf, ip, port = write_conf(tmpdir, layout)
     procs, logs = {}, {}
     for names in layout:
         for name in names:
             logs[name] = os.path.join(tmpdir, "r%d_%s.log" % (round_no, name))
             procs[name] = subprocess.Popen(
-                [sys.executable, os.path.join(ROOT, "spread_mini.py"), "daemon", "-c", conf, "--name", name,
+                [sys.executable, program or os.path.join(ROOT, "spread_mini.py"), "daemon", "-c", conf, "--name", name,
                  "--status-every", "0", "--no-unix", *extra], stdout=open(logs[name], "w"), stderr=subprocess.STDOUT,
                 cwd=ROOT)
     deadline = time.monotonic() + 30
@@ -102,8 +107,8 @@ def stop(procs):
             p.kill()
 
 
-def one_round(tmpdir, round_no, kind):
-    procs, ip, port = start(tmpdir, round_no)
+def one_round(tmpdir, round_no, kind, program=None):
+    procs, ip, port = start(tmpdir, round_no, program=program)
     try:
         clients = {n: sp.connect("%d@%s" % (port[n], ip[n]), "u" + n, 0, True) for n in ip}
         for m in clients.values():
@@ -151,23 +156,33 @@ def wait_members(mbox, count, timeout_s):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=4, help="rounds of each kind (default 4)")
+    parser.add_argument("--against", help="another spread_mini.py (say main's), run in the same rounds")
     args = parser.parse_args(argv)
+    if args.against and not os.path.isfile(args.against):
+        parser.error("--against: no file %s" % args.against)
     print("sites failover on loopback: %s" % machine_line())
-    print("%-6s %-20s %s" % ("round", "killed", "seconds to each survivor's new membership"))
-    worst = {kind: [] for kind in KILLS}
+    print("%-6s %-8s %-20s %s" % ("round", "daemons", "killed", "seconds to each survivor's new membership"))
+    programs = {"this": None}
+    if args.against:
+        programs[args.against] = os.path.abspath(args.against)
+    worst = {(label, kind): [] for label in programs for kind in KILLS}
     with tempfile.TemporaryDirectory() as tmpdir:
         round_no = 0
         for _ in range(args.rounds):
             for kind in KILLS:
-                round_no += 1
-                took = one_round(tmpdir, round_no, kind)
-                row = ", ".join("%s %s" % (n, "%.2f" % t if t is not None else "NONE (20 s)") for n, t in took.items())
-                print("%-6d %-20s %s" % (round_no, "%s (%s)" % (kind, KILLS[kind]), row), flush=True)
-                worst[kind].append(max(t if t is not None else float("inf") for t in took.values()))
-    for kind, values in worst.items():
-        print("%-14s the last survivor's new membership: median %.2f s, worst %.2f s over %d rounds" % (
-            kind, statistics.median(values), max(values), len(values)))
-    print("rerun: python3 bench/sites_failover.py --rounds %d" % args.rounds)
+                for label, program in programs.items():
+                    round_no += 1
+                    took = one_round(tmpdir, round_no, kind, program)
+                    row = ", ".join("%s %s" % (n, "%.2f" % t if t is not None else "NONE (20 s)")
+                                    for n, t in took.items())
+                    print("%-6d %-8s %-20s %s" % (round_no, "this" if program is None else "against",
+                                                  "%s (%s)" % (kind, KILLS[kind]), row), flush=True)
+                    worst[label, kind].append(max(t if t is not None else float("inf") for t in took.values()))
+    for (label, kind), values in worst.items():
+        print("%-40s %-14s the last survivor's new membership: median %.2f s, worst %.2f s over %d rounds" % (
+            label, kind, statistics.median(values), max(values), len(values)))
+    print("rerun: python3 bench/sites_failover.py --rounds %d%s" % (
+        args.rounds, " --against " + args.against if args.against else ""))
     return 0 if all(v != float("inf") for vs in worst.values() for v in vs) else 1
 
 
