@@ -7773,7 +7773,7 @@ class SiteGateway:
         silence would have; and its HELLO gets a link's silence time from now."""
         s = self.hop_settings
         heard = self.heard_s.get(site)
-        grace = 0.0 if self.no_successor(site) else SITE_GRACE_S  # (see no_successor)
+        grace = self._grace_s(site)
         if heard is None:
             return now + s.peer_silence_s + grace
         return max(now + SITE_HELLO_WAIT_S, heard + s.peer_silence_s + grace)
@@ -7781,15 +7781,14 @@ class SiteGateway:
     def no_successor(self, site: int) -> bool:
         """Nobody can take over from `site`'s representative: spread.conf lists one daemon
         there. Then the grace after its link's death (SITE_GRACE_S, the time a successor
-        takes to say HELLO) waits for nobody, and a link to it that another site reported
-        down in its grace counts as past it (_live_costs). Every daemon computes it alike
-        (spread.conf). Why this cannot split a view: the grace is a timeout, never a
-        promise; a HELLO may come after any wait (a slow takeover, a healed cut), and the
-        agreement rules hold whenever it comes (a PROPOSE needs every survivor's; one that
-        names a site lost makes its sender lost for that site). What comes from such a site
-        later is a new incarnation (a restarted daemon starts its streams afresh: another
-        epoch, merged back, _new_incarnation) or the same one after a cut (merged back like
-        any healed partition)."""
+        takes to say HELLO) waits for nobody but that daemon itself (_grace_s). Every daemon
+        computes it alike (spread.conf). Why this cannot split a view: the grace is a
+        timeout, never a promise; a HELLO may come after any wait (a slow takeover, a healed
+        cut), and the agreement rules hold whenever it comes (a PROPOSE needs every
+        survivor's; one that names a site lost makes its sender lost for that site). What
+        comes from such a site later is a new incarnation (a restarted daemon starts its
+        streams afresh: another epoch, merged back, _new_incarnation) or the same one after
+        a cut (merged back like any healed partition)."""
         if len(self.sites[site]) == 1:
             return True
         # its last ROSTER (in our merge, so every daemon of our site reads it at one point)
@@ -7800,17 +7799,15 @@ class SiteGateway:
         ring = self.site_rings.get(site)
         return ring is not None and len(ring[1]) <= 1
 
-    def _grace_s(self, site: int, silent: bool) -> float:
+    def _grace_s(self, site: int) -> float:
         """How long a representative whose link to `site` died waits for that site's HELLO
         before it suspects it (or routes around it): SITE_GRACE_S while a successor may come.
-        A site where nobody can take over (no_successor) is suspected at once after its
-        link's silence (its one daemon said nothing for peer_silence_s: ten keep-alives lost
-        in a row); after another death of the link (too many requests for one packet, a
-        stream that does not decode) its representative still lives and answers our HELLO
-        within a round trip: SITE_HELLO_WAIT_S."""
-        if not self.no_successor(site):
-            return SITE_GRACE_S
-        return 0.0 if silent else SITE_HELLO_WAIT_S
+        A site where nobody can take over (no_successor) gets SITE_HELLO_WAIT_S: its one
+        daemon, if it lives, answers our HELLO within a round trip. Not nothing: one end of
+        a link may fall silent while the other lives (its packets dropped as an old
+        session's after two HELLOs crossed at a takeover; a packet asked for too often),
+        and then the HELLO starts both ends afresh (seed 136 split its sites without it)."""
+        return SITE_HELLO_WAIT_S if self.no_successor(site) else SITE_GRACE_S
 
     def _ring_delivered(self, msg: DaemonMessage) -> None:
         if msg.kind == DATA and _is_unreliable(msg.service_type):
@@ -8379,7 +8376,7 @@ class SiteGateway:
                 self._from_link(site, r)
         for event in out.events:
             self.counters["hop_peer_dead_" + event.reason] += 1
-            self._drop_link(site, "peer dead (%s)" % event.reason, event.at_s, silent=event.reason == "silence")
+            self._drop_link(site, "peer dead (%s)" % event.reason, event.at_s)
             return
 
     def _from_link(self, site: int, r: SiteRecord, around: bool = False) -> None:
@@ -8449,11 +8446,11 @@ class SiteGateway:
         if frontier is not None:
             self._from_link(link_site, frontier)
 
-    def _drop_link(self, site: int, why: str, now: float, silent: bool = False) -> None:
+    def _drop_link(self, site: int, why: str, now: float) -> None:
         link = self.links.pop(site, None)
         if link is None:
             return
-        grace = self._grace_s(site, silent)
+        grace = self._grace_s(site)
         self._log("HOP link to %s (site %d) is over: %s; HELLO until it answers again, "
                   "for %.1f s%s" % (link.peer[0], site, why, grace,
                                     " (nobody there can take over)" if grace < SITE_GRACE_S else ""), now)
@@ -9183,9 +9180,7 @@ class SiteGateway:
         their grace only: what a view change goes by)."""
         down = set()
         for site, (_, everything, settled) in self.link_reports.items():
-            # a link down to a site where nobody can take over has no grace to wait out
-            for other in ((settled | {o for o in everything if self.no_successor(o)})
-                          if settled_only else everything):
+            for other in (settled if settled_only else everything):
                 down |= {(site, other), (other, site)}
         return [[0 if (i, j) in down else c for j, c in enumerate(row)] for i, row in enumerate(self.costs)]
 
@@ -9221,9 +9216,7 @@ class SiteGateway:
         # a representative took over there) gets one grace more
         wait = {s for s in (set(gone) | self.routed_around) & strict
                 if s not in settled and s not in self.grace_extended and s not in self.suspect_at}
-        # ... until those links' graces are over: a grace from where our ring delivered each
-        # report (not from now: a successor that says HELLO within it has had that time)
-        until = max([t + SITE_GRACE_S for t in self._pending_reports(now).values()] or [now])
+        until = self._pending_grace_end_s(now)
         if until <= now:
             wait = set()
         for site in wait:
@@ -9236,15 +9229,18 @@ class SiteGateway:
             self._report_links()
         return sorted(((set(gone) | self.routed_around) & strict) - set(self.suspect_at))
 
-    def _pending_reports(self, now: float) -> Dict[Tuple[int, int], float]:
-        """The other sites' links down in their grace, and since when our ring knows it (a
-        report we do not know the moment of, as in a state a late daemon took: from now)."""
-        out = {}
+    def _pending_grace_end_s(self, now: float) -> float:
+        """When every other site's link down in its grace has had that grace, from where our
+        ring delivered its report (one we do not know the moment of, as in a state a late
+        daemon took: from now): a successor at its far end says HELLO within it, and the
+        reporter then reports it back up, or past its grace. Not a whole grace from now:
+        that cost a second when both links to a dead site died together."""
+        ends = [now]
         for site, (_, down, settled) in self.link_reports.items():
             if site != self.site_id:
-                for other in down - settled:
-                    out[site, other] = self.pending_since.get((site, other), now)
-        return out
+                ends += [self.pending_since.get((site, other), now) + self._grace_s(other)
+                         for other in down - settled]
+        return max(ends)
 
     def _report_links(self) -> None:
         """Our links down (to the sites we route around), into our ring as a LINKS record
@@ -9305,7 +9301,7 @@ class SiteGateway:
                 self.suspect_at[site] = min(self.suspect_at.get(site, self.now_s), self.now_s)
             elif site not in self.grace_extended:  # the last path is a link in its grace
                 self.grace_extended.add(site)
-                self.suspect_at.setdefault(site, self.now_s + SITE_GRACE_S)
+                self.suspect_at.setdefault(site, self._pending_grace_end_s(self.now_s))
 
     def _install_joined(self, c: ViewClosing) -> None:
         """The merged view: the joined sites' streams start at the limit; what every site's
