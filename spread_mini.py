@@ -7613,7 +7613,7 @@ class SiteGateway:
         self.dead_links: set = set()  #: neighbour sites whose link died and has not started again
         self.grace_extended: set = set()  #: sites given a grace more (_route_around)
         #: (site, other) -> when our ring delivered the LINKS record of `site` that put its link
-        #: to `other` down in its grace (_route_around: that grace ends a grace after it)
+        #: to `other` down in its grace (that grace ends a _grace_s(other) after it)
         self.pending_since: Dict[Tuple[int, int], float] = {}
         #: our last LINKS record's links down: (past their grace, in it)
         self.links_down_sent: Tuple[frozenset, frozenset] = (frozenset(), frozenset())
@@ -7780,9 +7780,11 @@ class SiteGateway:
 
     def no_successor(self, site: int) -> bool:
         """Nobody can take over from `site`'s representative: spread.conf lists one daemon
-        there. Then the grace after its link's death (SITE_GRACE_S, the time a successor
-        takes to say HELLO) waits for nobody but that daemon itself (_grace_s). Every daemon
-        computes it alike (spread.conf). Why this cannot split a view: the grace is a
+        there, or the site's last ROSTER named one (its ring held only its representative).
+        Then the grace after its link's death (SITE_GRACE_S, the time a successor takes to
+        say HELLO) waits for nobody but that daemon itself (_grace_s). Every daemon of our
+        site computes it alike (spread.conf, and ROSTERs at one point of our ring's order;
+        a late daemon takes them with the state). Why this cannot split a view: the grace is a
         timeout, never a promise; a HELLO may come after any wait (a slow takeover, a healed
         cut), and the agreement rules hold whenever it comes (a PROPOSE needs every
         survivor's; one that names a site lost makes its sender lost for that site). What
@@ -9213,7 +9215,8 @@ class SiteGateway:
         strict = set(self._reach().unreachable)
         settled = set(self._reach(settled_only=True).unreachable)
         # a path that only a link in its grace cuts (reported by another site, maybe before
-        # a representative took over there) gets one grace more
+        # a representative took over there) is waited for until that grace is over
+        # (_pending_grace_end_s), if it is not yet
         wait = {s for s in (set(gone) | self.routed_around) & strict
                 if s not in settled and s not in self.grace_extended and s not in self.suspect_at}
         until = self._pending_grace_end_s(now)
