@@ -7674,6 +7674,9 @@ class SiteGateway:
         self.routed_around: set = set()  #: sites of our view reached through other sites only
         self.dead_links: set = set()  #: neighbour sites whose link died and has not started again
         self.grace_extended: set = set()  #: sites given a grace more (_route_around)
+        #: (site, other) -> when our ring delivered the LINKS record of `site` that put its link
+        #: to `other` down in its grace (that grace ends a _grace_s(other) after it)
+        self.pending_since: Dict[Tuple[int, int], float] = {}
         #: our last LINKS record's links down: (past their grace, in it)
         self.links_down_sent: Tuple[frozenset, frozenset] = (frozenset(), frozenset())
         self.links_version = 0  #: ... and its version
@@ -7704,6 +7707,9 @@ class SiteGateway:
         self.now_s = now  #: the time of the input being handled (for timers set deep inside)
         #: site -> when our ring last delivered a message, FRONTIER, ARU or EPOCH of that site
         self.heard_s: Dict[int, float] = {}
+        #: site -> (ring seq, its daemons) by the last ROSTER of that site our merge applied (a
+        #: group core's STATE message: its ring lost daemons or took one back): no_successor
+        self.site_rings: Dict[int, Tuple[int, frozenset]] = {}
 
     # ------------------------------------------------------------ inputs
     def ring_output(self, out: object, now: float) -> None:
@@ -7855,9 +7861,43 @@ class SiteGateway:
         silence would have; and its HELLO gets a link's silence time from now."""
         s = self.hop_settings
         heard = self.heard_s.get(site)
+        grace = self._grace_s(site)
         if heard is None:
-            return now + s.peer_silence_s + SITE_GRACE_S
-        return max(now + SITE_HELLO_WAIT_S, heard + s.peer_silence_s + SITE_GRACE_S)
+            return now + s.peer_silence_s + grace
+        return max(now + SITE_HELLO_WAIT_S, heard + s.peer_silence_s + grace)
+
+    def no_successor(self, site: int) -> bool:
+        """Nobody can take over from `site`'s representative: spread.conf lists one daemon
+        there, or the site's last ROSTER named one (its ring held only its representative).
+        Then the grace after its link's death (SITE_GRACE_S, the time a successor takes to
+        say HELLO) waits for nobody but that daemon itself (_grace_s). Every daemon of our
+        site computes it alike (spread.conf, and ROSTERs at one point of our ring's order;
+        a late daemon takes them with the state). Why this cannot split a view: the grace is a
+        timeout, never a promise; a HELLO may come after any wait (a slow takeover, a healed
+        cut), and the agreement rules hold whenever it comes (a PROPOSE needs every
+        survivor's; one that names a site lost makes its sender lost for that site). What
+        comes from such a site later is a new incarnation (a restarted daemon starts its
+        streams afresh: another epoch, merged back, _new_incarnation) or the same one after
+        a cut (merged back like any healed partition)."""
+        if len(self.sites[site]) == 1:
+            return True
+        # its last ROSTER (in our merge, so every daemon of our site reads it at one point)
+        # named one daemon: its ring held only its representative. A daemon of it that
+        # comes back joins that ring and a ROSTER says so; if the representative dies first
+        # (that ROSTER still in its ring), the newcomer starts afresh or, if it took the state
+        # in time, takes over after we left the site out: a merge, as after a cut
+        ring = self.site_rings.get(site)
+        return ring is not None and len(ring[1]) <= 1
+
+    def _grace_s(self, site: int) -> float:
+        """How long a representative whose link to `site` died waits for that site's HELLO
+        before it suspects it (or routes around it): SITE_GRACE_S while a successor may come.
+        A site where nobody can take over (no_successor) gets SITE_HELLO_WAIT_S: its one
+        daemon, if it lives, answers our HELLO within a round trip. Not nothing: one end of
+        a link may fall silent while the other lives (its packets dropped as an old
+        session's after two HELLOs crossed at a takeover; a packet asked for too often),
+        and then the HELLO starts both ends afresh (seed 136 split its sites without it)."""
+        return SITE_HELLO_WAIT_S if self.no_successor(site) else SITE_GRACE_S
 
     def _ring_delivered(self, msg: DaemonMessage) -> None:
         if msg.kind == DATA and _is_unreliable(msg.service_type):
@@ -7886,6 +7926,8 @@ class SiteGateway:
                     self.heard_s[r.site] = self.now_s
                 if r.kind == SITE_EPOCH:
                     if r.site != own:  # (never passed on: it is our site's knowledge)
+                        if self.site_epochs.get(r.site) != r.site_seq:
+                            self.site_rings.pop(r.site, None)  # (a new incarnation's ring)
                         self.site_epochs[r.site] = r.site_seq
                 elif r.kind in (SITE_SUSPECT, SITE_PROPOSE):
                     self._view_record(r, passed)
@@ -8042,8 +8084,10 @@ class SiteGateway:
         if msg.kind == STATE:
             if msg.groups and msg.groups[0] == SITES_STATE_GROUP:
                 self._interest_state(r.site, msg)
-            elif list(msg.groups) != [ROSTER_GROUP]:  # (a ROSTER: members gone, kept: conservative)
+            elif list(msg.groups) != [ROSTER_GROUP]:
                 self._interest_lost(r.site)  # members we did not see join
+            else:  # (a ROSTER: members gone, kept: conservative; who could take over)
+                self._roster_record(r.site, msg)
             return
         if msg.kind not in (JOIN, LEAVE, KILL) or not msg.groups and msg.kind != KILL:
             return
@@ -8115,6 +8159,19 @@ class SiteGateway:
         self.counters["site_interest_states"] += 1
         self._log("knows the members of site %d again: its STATE of view %d (%d members), and %d "
                   "joins and leaves since" % (site, view, len(got[3]), len(ops)), self.now_s)
+
+    def _roster_record(self, site: int, msg: DaemonMessage) -> None:
+        """Another site's ROSTER (SitesGroupCore: its ring's seq, then its daemons, "!name" for
+        a restarted one), where it enters our merge: which of its daemons could take over from
+        its representative (no_successor). A malformed or older one says nothing."""
+        lines = msg.data.decode("latin-1").split("\n")
+        if not lines[0].isdigit() or self.site_of.get(msg.origin) != site:
+            return
+        ring_seq = int(lines[0])
+        if ring_seq <= self.site_rings.get(site, (-1,))[0]:
+            return
+        daemons = frozenset(self.sites[site]) & {line.lstrip("!") for line in lines[1:]}
+        self.site_rings[site] = (ring_seq, daemons)
 
     def _data_groups(self, r: SiteRecord) -> Optional[List[str]]:
         """A data message's groups (None: a SKIP already, or a group operation, which every
@@ -8606,9 +8663,11 @@ class SiteGateway:
         link = self.links.pop(site, None)
         if link is None:
             return
+        grace = self._grace_s(site)
         self._log("HOP link to %s (site %d) is over: %s; HELLO until it answers again, "
-                  "for %.1f s" % (link.peer[0], site, why, SITE_GRACE_S), now)
-        self.suspect_at[site] = now + SITE_GRACE_S
+                  "for %.1f s%s" % (link.peer[0], site, why, grace,
+                                    " (nobody there can take over)" if grace < SITE_GRACE_S else ""), now)
+        self.suspect_at[site] = now + grace
         if self.hello_due_s is None:
             self.hello_due_s = now
         # reported at once: the other sites' reports are in by the end of the grace (a whole
@@ -8651,8 +8710,8 @@ class SiteGateway:
             return not frozenset(sites) - self.suspect_lost
         lost = frozenset(sites) | self.proposal_lost
         self.suspect_sent, self.suspect_lost = view, lost
-        self._log("sites %s silent for %.1f s after their link died: suspected gone (view %d)"
-                  % (sorted(lost), SITE_GRACE_S, view), now)
+        self._log("sites %s silent after their link died: suspected gone (view %d)"
+                  % (sorted(lost), view), now)
         self.to_ring.append(SiteRecord(SITE_SUSPECT, self.site_id, 0, view,
                                        body=encode_site_view_body(lost, {})))
         return True
@@ -9370,18 +9429,35 @@ class SiteGateway:
         strict = set(self._reach().unreachable)
         settled = set(self._reach(settled_only=True).unreachable)
         # a path that only a link in its grace cuts (reported by another site, maybe before
-        # a representative took over there) gets one grace more
+        # a representative took over there) is waited for until that grace is over
+        # (_pending_grace_end_s), if it is not yet
         wait = {s for s in (set(gone) | self.routed_around) & strict
                 if s not in settled and s not in self.grace_extended and s not in self.suspect_at}
+        until = self._pending_grace_end_s(now)
+        if until <= now:
+            wait = set()
         for site in wait:
             self.grace_extended.add(site)
-            self.suspect_at[site] = now + SITE_GRACE_S
+            self.suspect_at[site] = until
         around = [s for s in gone if s not in strict or s in wait]
         if around:
             self._log("no link to sites %s, reached through others: routed around" % around, now)
             self.routed_around |= set(around)
             self._report_links()
         return sorted(((set(gone) | self.routed_around) & strict) - set(self.suspect_at))
+
+    def _pending_grace_end_s(self, now: float) -> float:
+        """When every other site's link down in its grace has had that grace, from where our
+        ring delivered its report (one we do not know the moment of, as in a state a late
+        daemon took: from now): a successor at its far end says HELLO within it, and the
+        reporter then reports it back up, or past its grace. Not a whole grace from now:
+        that cost a second when both links to a dead site died together."""
+        ends = [now]
+        for site, (_, down, settled) in self.link_reports.items():
+            if site != self.site_id:
+                ends += [self.pending_since.get((site, other), now) + self._grace_s(other)
+                         for other in down - settled]
+        return max(ends)
 
     def _report_links(self) -> None:
         """Our links down (to the sites we route around), into our ring as a LINKS record
@@ -9418,6 +9494,11 @@ class SiteGateway:
                 self.heard_s[site] = max(self.heard_s.get(site, float("-inf")),
                                          self.now_s - self.hop_settings.peer_silence_s)
         self.link_reports[r.site] = (r.site_seq, down, frozenset(settled))
+        pending = down - frozenset(settled)
+        for key in [k for k in self.pending_since if k[0] == r.site and k[1] not in pending]:
+            del self.pending_since[key]
+        for other in pending:
+            self.pending_since.setdefault((r.site, other), self.now_s)
         passed.append(r)  # the representative floods it on
         old, self.trees = self.trees, self._trees_now()
         self._log("site %d: its links to sites %s are down; trees now %s"
@@ -9437,7 +9518,7 @@ class SiteGateway:
                 self.suspect_at[site] = min(self.suspect_at.get(site, self.now_s), self.now_s)
             elif site not in self.grace_extended:  # the last path is a link in its grace
                 self.grace_extended.add(site)
-                self.suspect_at.setdefault(site, self.now_s + SITE_GRACE_S)
+                self.suspect_at.setdefault(site, self._pending_grace_end_s(self.now_s))
 
     def _install_joined(self, c: ViewClosing) -> None:
         """The merged view: the joined sites' streams start at the limit; what every site's
@@ -9446,6 +9527,7 @@ class SiteGateway:
         self.merge_around = frozenset()
         self.merges_installed += 1
         for x in sorted(c.joined):
+            self.site_rings.pop(x, None)  # (its ROSTERs while apart went to its own side)
             stream = self.streams[x] = self.merge.open_stream(x, c.limit_lts)
             self.merge.install(stream)
             self._interest_from_merge(x, c.view_seq)
@@ -9550,6 +9632,7 @@ class SiteGateway:
             # still awaited is left out: the late daemon takes it as unknown, conservatively)
             "interest": {str(k): [{g: sorted(m) for g, m in self.interest_members[k].items()},
                                   dict(self.interest_left[k])] for k in sorted(self.interest_known)},
+            "site_rings": {str(k): [seq, sorted(d)] for k, (seq, d) in self.site_rings.items()},
         }
 
     def import_state(self, state: dict, now: float) -> None:
@@ -9627,6 +9710,15 @@ class SiteGateway:
                 raise ValueError("%r is not an age" % (age,))
             heard[_site_key(k, n)] = now - age
         self.heard_s = heard
+        rings = {}
+        for k, v in _checked(state.get("site_rings", {}), dict).items():
+            site = _site_key(k, n)
+            seq, daemons = _checked(v, list)
+            names = frozenset(_checked(d, str) for d in _checked(daemons, list))
+            if not names <= set(self.sites[site]):
+                raise ValueError("site %d's ring %s holds daemons of no such site" % (site, sorted(names)))
+            rings[site] = (_counter(seq), names)
+        self.site_rings = rings
         groups = _checked(state.get("tree_groups", {}), dict)
         self.tree_groups = {_site_key(k, n): frozenset(_int_list(v, n)) for k, v in groups.items()}
         self.trees = self._view_trees()

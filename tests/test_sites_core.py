@@ -16,10 +16,10 @@ SITES = [["a1", "a2"], ["b1"]]
 COSTS = [[0, 1], [1, 0]]
 
 
-def gateway(name="a1"):
-    orderer = sr.RingOrderer(name, 1, SITES[0] if name.startswith("a") else SITES[1],
-                             random.Random(1))
-    return sr.SiteGateway(name, SITES, COSTS, orderer, sr.HopSettings())
+def gateway(name="a1", sites=None, costs=None):
+    sites = sites or SITES
+    orderer = sr.RingOrderer(name, 1, sites["abc".index(name[0])], random.Random(1))
+    return sr.SiteGateway(name, sites, costs or COSTS, orderer, sr.HopSettings())
 
 
 def regular(gw, members, now=0.0):
@@ -402,10 +402,14 @@ def test_a_hello_from_a_site_that_left_us_out_starts_no_link():
 SILENCE_S = sr.HopSettings().peer_silence_s
 
 
-def taken_over(heard_at=None, now=5.0):
+#: site b of two daemons: a successor may take over there (the grace waits for its HELLO)
+SITES_B2 = [["a1", "a2"], ["b1", "b2"]]
+
+
+def taken_over(heard_at=None, now=5.0, sites=SITES_B2):
     """a2 in a ring with a1 (a1 represents site 0); our ring delivers b's message at heard_at
     (never, with None); a1 dies and a2 takes over at `now`."""
-    gw = gateway("a2")
+    gw = gateway("a2", sites)
     regular(gw, ["a1", "a2"])
     if heard_at is not None:
         gw.ring_output(carrier([remote(1, 5)], 6), heard_at)
@@ -428,6 +432,7 @@ def test_a_takeover_gives_a_site_heard_long_ago_time_for_its_hello_and_one_never
     assert gw.suspect_at[1] == pytest.approx(5.0 + sr.SITE_HELLO_WAIT_S)
     gw = taken_over(heard_at=None, now=5.0)  # (nothing says how long it has been silent)
     assert gw.suspect_at[1] == pytest.approx(5.0 + SILENCE_S + sr.SITE_GRACE_S)
+    assert not gw.no_successor(1)
     # its HELLO in time starts the link and ends the suspicion
     gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, False, {}, 0, (0, 1), sr.hop_session(1, 0))), 5.2)
     assert 1 in gw.links and 1 not in gw.suspect_at
@@ -437,7 +442,7 @@ def test_a_takeover_keeps_the_links_our_site_reported_down_until_they_start():
     """Our old representative reported its link to b down (a LINKS record, in our ring): the
     new one must not report it up before it runs (the others would route through us), and the
     report dates b's silence (the link had heard nothing for its silence time)."""
-    gw = gateway("a2")
+    gw = gateway("a2", SITES_B2)
     regular(gw, ["a1", "a2"])
     gw.ring_output(carrier([sr._links_record(0, 1, (), (1,))], 6), 3.0)
     assert gw.heard_s[1] == pytest.approx(3.0 - SILENCE_S)
@@ -494,7 +499,186 @@ def test_a_daemon_that_took_the_state_of_its_ring_represents_it_at_once():
     late.ring_members = frozenset(["a1"])  # (a2 died meanwhile: the site is not whole)
     late.choose_representative(100.05)
     assert late.is_representative() and late.wide
-    assert late.suspect_at[1] == pytest.approx(99.0 + SILENCE_S + sr.SITE_GRACE_S)
+    # (site b is one daemon: its HELLO's time, not a successor's grace)
+    assert late.suspect_at[1] == pytest.approx(max(100.05, 99.0 + SILENCE_S) + sr.SITE_HELLO_WAIT_S)
+
+
+# ---- a site where nobody can take over: no grace for a successor's HELLO -------------------------
+
+def linked(sites, now=0.1):
+    """a1 represents site 0 and its link to b1 has started (b1's answer at `now`)."""
+    gw = gateway("a1", sites)
+    regular(gw, ["a1", "a2"])
+    assert gw.wide
+    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, False, {}, 0, (0, 1), 1)), now)
+    assert 1 in gw.links
+    gw.into_ring = []  # what it submits to its ring
+    gw.orderer.submit = lambda msg, urgent=False: gw.into_ring.append(msg) or True
+    return gw
+
+
+def silence_fires(gw):
+    """Tick until the link's dead-peer rule fires (b1 says nothing); returns when, and when
+    the site was suspected (None: not yet)."""
+    now = gw.links[1].next_deadline_s()
+    while 1 in gw.links:
+        gw.tick(now)
+        died = now
+        now = gw.next_deadline_s()
+    assert gw.counters["hop_peer_dead_silence"] == 1
+    return died
+
+
+def suspects(gw):
+    return [sr.decode_site_view_body(r.body)[0] for m in gw.into_ring if m.kind == sr.SITES
+            for r in sr.decode_site_records(m.data) if r.kind == sr.SITE_SUSPECT]
+
+
+def test_a_site_of_one_daemon_is_suspected_a_hello_wait_after_its_link_falls_silent():
+    """Site b is b1 alone: nobody can say HELLO in its place, so no successor's grace after
+    the silence; only b1's own answer is waited for (it may live: one end of a link can fall
+    silent while the other lives, and a HELLO starts both afresh)."""
+    gw = linked(SITES)
+    assert gw.no_successor(1) and not gw.no_successor(0)
+    died = silence_fires(gw)
+    assert any("nobody there can take over" in line for line in gw.log)
+    assert gw.suspect_at[1] == pytest.approx(died + sr.SITE_HELLO_WAIT_S)
+    gw.tick(died + sr.SITE_HELLO_WAIT_S - 0.01)
+    assert suspects(gw) == []
+    gw.tick(died + sr.SITE_HELLO_WAIT_S)
+    assert suspects(gw) == [frozenset({1})]
+
+
+def test_a_site_of_several_daemons_still_gets_its_grace_after_the_silence():
+    gw = linked(SITES_B2)
+    died = silence_fires(gw)
+    assert gw.suspect_at[1] == pytest.approx(died + sr.SITE_GRACE_S)
+    gw.tick(died + sr.SITE_GRACE_S / 2)
+    assert suspects(gw) == []
+    gw.tick(died + sr.SITE_GRACE_S)
+    assert suspects(gw) == [frozenset({1})]
+
+
+def test_a_site_of_one_daemon_whose_answer_comes_keeps_its_link_and_its_view():
+    gw = linked(SITES)
+    died = silence_fires(gw)
+    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, True, {}, 0, (0, 1), 2)), died + 0.2)
+    assert 1 in gw.links and 1 not in gw.suspect_at
+    gw.tick(died + 1.0)
+    assert suspects(gw) == []
+
+
+def test_a_takeover_gives_a_site_of_one_daemon_no_successors_grace_after_its_silence():
+    gw = taken_over(heard_at=1.0, now=1.2, sites=SITES)
+    assert gw.suspect_at[1] == pytest.approx(1.0 + SILENCE_S + sr.SITE_HELLO_WAIT_S)
+    gw = taken_over(heard_at=1.0, now=2.1, sites=SITES)
+    assert gw.suspect_at[1] == pytest.approx(2.1 + sr.SITE_HELLO_WAIT_S)
+    gw = taken_over(heard_at=None, now=5.0, sites=SITES)
+    assert gw.suspect_at[1] == pytest.approx(5.0 + SILENCE_S + sr.SITE_HELLO_WAIT_S)
+
+
+MESH3 = [[0, 1, 1], [1, 0, 1], [1, 1, 0]]
+SITES3 = [["a1", "a2"], ["b1", "b2"], ["c1", "c2"]]
+
+
+def linked_mesh(now=0.1):
+    """a1 represents site 0 of a mesh of three sites of two daemons, its links to b1 and c1
+    started."""
+    gw = gateway("a1", SITES3, MESH3)
+    regular(gw, ["a1", "a2"])
+    for site, peer in ((1, "b1"), (2, "c1")):
+        gw.hop_datagram(peer, sr.encode_site_hello(sr.SiteHello((peer, 1), site, False, {}, 0, (0, 1, 2), 1)), now)
+    assert sorted(gw.links) == [1, 2]
+    gw.into_ring = []
+    gw.orderer.submit = lambda msg, urgent=False: gw.into_ring.append(msg) or True
+    return gw
+
+
+@pytest.mark.parametrize("reported_at, suspected_at", [(1.0, 2.1), (1.9, 2.9)])
+def test_a_link_in_its_grace_that_cuts_the_last_path_is_waited_for_until_its_grace_ends(
+        reported_at, suspected_at):
+    """c reported its link to b down, in its grace, when our ring delivered its LINKS at
+    `reported_at`; our own link to b fell silent at 1.1 and its grace ended at 2.1 with no
+    HELLO from b. c's link may still come back (a successor of b says HELLO to c within
+    its grace): we wait for it, but only until a grace after c's report, not a grace more
+    from now (which cost a whole second when both links died of b's death together)."""
+    gw = linked_mesh()
+    gw.ring_output(carrier([sr._links_record(2, 1, (), (1,))], 6), reported_at)
+    gw._drop_link(1, "peer dead (silence)", 1.1)
+    assert gw.suspect_at[1] == pytest.approx(1.1 + sr.SITE_GRACE_S)
+    gw.tick(2.1)
+    if suspected_at > 2.1:
+        assert suspects(gw) == [] and gw.suspect_at[1] == pytest.approx(reported_at + sr.SITE_GRACE_S)
+        gw.tick(suspected_at - 0.01)
+        assert suspects(gw) == []
+        gw.tick(suspected_at)
+    assert suspects(gw) == [frozenset({1})]
+
+
+def test_a_link_in_its_grace_to_a_site_of_one_daemon_has_a_hello_wait_for_its_grace():
+    """As above, c's link to b in its grace cuts our last path to b; b is b1 alone, so c
+    waits SITE_HELLO_WAIT_S for b1's answer, not a successor's grace: so do we."""
+    gw = gateway("a1", [["a1", "a2"], ["b1"], ["c1", "c2"]], MESH3)
+    regular(gw, ["a1", "a2"])
+    for site, peer in ((1, "b1"), (2, "c1")):
+        gw.hop_datagram(peer, sr.encode_site_hello(sr.SiteHello((peer, 1), site, False, {}, 0, (0, 1, 2), 1)), 0.1)
+    gw.into_ring = []
+    gw.orderer.submit = lambda msg, urgent=False: gw.into_ring.append(msg) or True
+    gw.ring_output(carrier([sr._links_record(2, 1, (), (1,))], 6), 1.2)
+    gw._drop_link(1, "peer dead (silence)", 1.1)
+    assert gw.suspect_at[1] == pytest.approx(1.1 + sr.SITE_HELLO_WAIT_S)
+    gw.tick(1.6)
+    assert suspects(gw) == [] and gw.suspect_at[1] == pytest.approx(1.2 + sr.SITE_HELLO_WAIT_S)
+    gw.tick(1.7)
+    assert suspects(gw) == [frozenset({1})]
+
+
+def roster(site_seq, lts, ring_seq, names, origin="b1"):
+    """Site b's ROSTER (SitesGroupCore's STATE message: its ring's seq and daemons) as a
+    record of its stream."""
+    msg = sr.DaemonMessage(sr.STATE, origin, "#roster#" + origin, sr.AGREED_MESS, [sr.ROSTER_GROUP],
+                           data="\n".join([str(ring_seq)] + names).encode("latin-1"))
+    return sr.SiteRecord(sr.SITE_MSG, 1, lts, site_seq, sr.AGREED_MESS, origin, sr.encode_message_body(msg))
+
+
+def test_a_site_whose_last_roster_names_one_daemon_has_no_successor():
+    """b1 and b2 in spread.conf, but b's ring lost b2 (its ROSTER names b1 alone): nobody can
+    take over from b1. A newer ring with b2 back (restarted: "!b2") brings the grace back; an
+    older ring's ROSTER delivered late says nothing; a daemon that takes our state knows it."""
+    gw = gateway("a2", SITES_B2)
+    regular(gw, ["a1", "a2"])
+    assert not gw.no_successor(1)
+    gw.ring_output(carrier([roster(1, 5, 7, ["b1"])], 6), 1.0)
+    assert gw.no_successor(1) and gw.site_rings == {1: (7, frozenset({"b1"}))}
+    late = gateway("a1", SITES_B2)
+    gw.now_s = 1.0
+    late.import_state(gw.export_state(), 50.0)
+    assert late.no_successor(1)
+    gw.ring_output(carrier([roster(2, 8, 9, ["!b2", "b1"], origin="b1")], 9), 2.0)
+    assert not gw.no_successor(1)
+    gw.ring_output(carrier([roster(3, 10, 8, ["b1"])], 11), 3.0)  # (ring 8: older than 9)
+    assert not gw.no_successor(1)
+    # the takeover rule follows it: no grace after b's silence while b1 was alone
+    gw = taken_over(heard_at=1.0, now=2.1)
+    assert gw.suspect_at[1] == pytest.approx(1.0 + SILENCE_S + sr.SITE_GRACE_S)
+    gw = gateway("a2", SITES_B2)
+    regular(gw, ["a1", "a2"])
+    gw.ring_output(carrier([roster(1, 5, 7, ["b1"])], 6), 1.0)
+    regular(gw, ["a2"], 1.3)
+    assert gw.suspect_at[1] == pytest.approx(1.0 + SILENCE_S + sr.SITE_HELLO_WAIT_S)
+    for bad in ([7, ["c1"]], [7, "b1"], [-1, ["b1"]]):
+        broken = dict(gw.export_state(), site_rings={"1": bad})
+        with pytest.raises(ValueError):
+            gateway("a1", SITES_B2).import_state(broken, 50.0)
+
+
+def test_a_new_incarnation_of_a_site_forgets_its_old_roster():
+    gw = gateway("a2", SITES_B2)
+    regular(gw, ["a1", "a2"])
+    gw.ring_output(carrier([sr.SiteRecord(sr.SITE_EPOCH, 1, 0, 7), roster(1, 5, 7, ["b1"])], 6), 1.0)
+    assert gw.no_successor(1)
+    gw.ring_output(carrier([sr.SiteRecord(sr.SITE_EPOCH, 1, 0, 8)], 9), 2.0)
+    assert not gw.no_successor(1)
 
 # ---- UNRELIABLE across sites: a record outside the stream ----------------------------------------
 

@@ -358,6 +358,7 @@ def test_the_failover_bench_runs_a_round_of_each_kind():
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "representative (a1)" in done.stdout and "site (c1)" in done.stdout
+    assert "last daemon (a2, then a1)" in done.stdout
     assert "NONE" not in done.stdout and "rerun: python3 bench/sites_failover.py --rounds 1" in done.stdout
 
 
