@@ -510,7 +510,7 @@ def linked(sites, now=0.1):
     gw = gateway("a1", sites)
     regular(gw, ["a1", "a2"])
     assert gw.wide
-    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, False, {}, 0, (0, 1), 1)), now)
+    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, False, {}, 0, (0, 1), sr.hop_session(1, 0))), now)
     assert 1 in gw.links
     gw.into_ring = []  # what it submits to its ring
     gw.orderer.submit = lambda msg, urgent=False: gw.into_ring.append(msg) or True
@@ -562,7 +562,7 @@ def test_a_site_of_several_daemons_still_gets_its_grace_after_the_silence():
 def test_a_site_of_one_daemon_whose_answer_comes_keeps_its_link_and_its_view():
     gw = linked(SITES)
     died = silence_fires(gw)
-    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, True, {}, 0, (0, 1), 2)), died + 0.2)
+    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, True, {}, 0, (0, 1), sr.hop_session(2, 0))), died + 0.2)
     assert 1 in gw.links and 1 not in gw.suspect_at
     gw.tick(died + 1.0)
     assert suspects(gw) == []
@@ -587,7 +587,7 @@ def linked_mesh(now=0.1):
     gw = gateway("a1", SITES3, MESH3)
     regular(gw, ["a1", "a2"])
     for site, peer in ((1, "b1"), (2, "c1")):
-        gw.hop_datagram(peer, sr.encode_site_hello(sr.SiteHello((peer, 1), site, False, {}, 0, (0, 1, 2), 1)), now)
+        gw.hop_datagram(peer, sr.encode_site_hello(sr.SiteHello((peer, 1), site, False, {}, 0, (0, 1, 2), sr.hop_session(1, 0))), now)
     assert sorted(gw.links) == [1, 2]
     gw.into_ring = []
     gw.orderer.submit = lambda msg, urgent=False: gw.into_ring.append(msg) or True
@@ -621,7 +621,7 @@ def test_a_link_in_its_grace_to_a_site_of_one_daemon_has_a_hello_wait_for_its_gr
     gw = gateway("a1", [["a1", "a2"], ["b1"], ["c1", "c2"]], MESH3)
     regular(gw, ["a1", "a2"])
     for site, peer in ((1, "b1"), (2, "c1")):
-        gw.hop_datagram(peer, sr.encode_site_hello(sr.SiteHello((peer, 1), site, False, {}, 0, (0, 1, 2), 1)), 0.1)
+        gw.hop_datagram(peer, sr.encode_site_hello(sr.SiteHello((peer, 1), site, False, {}, 0, (0, 1, 2), sr.hop_session(1, 0))), 0.1)
     gw.into_ring = []
     gw.orderer.submit = lambda msg, urgent=False: gw.into_ring.append(msg) or True
     gw.ring_output(carrier([sr._links_record(2, 1, (), (1,))], 6), 1.2)
@@ -731,7 +731,7 @@ def test_a_forged_unreliable_record_is_dropped_and_counted():
 
 # ---- a hostile LAN: what a sniffer's copies and a forger's HELLOs can do -------------------------
 
-def linked(name="a1", peer=("b1", 1), count=1):
+def linked_b1(name="a1", peer=("b1", 1), count=1):
     """A representative of site 0 with a link to b1 (its `count`th end of the link to site 0)."""
     gw = gateway(name)
     regular(gw, ["a1", "a2"])
@@ -747,7 +747,7 @@ def test_a_hop_packet_of_the_peers_link_to_another_site_is_refused():
     captured and sent to us from b1's address (it passes any key: b1 signed it), is not ours:
     its session names site 2. Before sessions named their site both were session 1, and such a
     copy took a seq of our stream (the real packet of that seq then dropped as a duplicate)."""
-    gw, link = linked()
+    gw, link = linked_b1()
     theirs = sr.encode_hop_data(("b1", 1), 1, b"records for site 2", session=sr.hop_session(1, 2))
     gw.hop_datagram("b1", theirs, 0.2)
     assert link.counters["dropped_old_session"] == 1 and link.r_highest_seq == 0
@@ -765,7 +765,7 @@ def test_a_replayed_hello_of_an_older_session_never_restarts_a_live_link():
     """The peer's ends take growing sessions: a request of an older one is a copy captured on
     the LAN (it passes any key), and must not start our end afresh (the peer, whose end lives,
     would drop what our new end sends: the link silent until both dead-peer rules fire)."""
-    gw, link = linked(count=3)
+    gw, link = linked_b1(count=3)
     old = sr.SiteHello(("b1", 1), 1, True, {}, 0, (0, 1), sr.hop_session(2, 0))
     gw.hop_datagram("b1", sr.encode_site_hello(old), 0.2)
     assert gw.links[1] is link and gw.counters["hellos_old_session"] == 1
@@ -780,7 +780,7 @@ def test_a_record_or_hello_far_beyond_any_daemons_counters_is_refused():
     decoder takes (our ring and our stream cut off for good); a view seq there, our next view.
     Such records and HELLOs are refused: an lts grows by one per message, a view seq by one per
     change (LTS_AHEAD_MAX, RING_SEQ_AHEAD_MAX, as the ring bounds its own)."""
-    gw, link = linked()
+    gw, link = linked_b1()
     session = sr.hop_session(1, 0)
     far = [remote(1, sr.MAX_WIRE_COUNTER),
            sr.SiteRecord(sr.SITE_PROPOSE, 1, 3, sr.MAX_WIRE_COUNTER, body=sr.encode_site_view_body({0}, {}))]
@@ -800,7 +800,7 @@ def test_a_link_that_brought_records_above_a_message_it_never_brings_starts_agai
     the real packet's place (that one is then a duplicate, never NACKed): b's message 1 never
     comes, its message 2 waits above the hole. After STREAM_HOLE_WAIT_S the link starts again
     (our HELLO names what our ring holds: the peer sends the rest), without reporting it down."""
-    gw, link = linked()
+    gw, link = linked_b1()
     session = sr.hop_session(1, 0)
     gw.hop_datagram("b1", sr.encode_hop_data(("b1", 1), 1, sr.encode_site_records([remote(2, 7)]),
                                              session=session), 1.0)
@@ -821,7 +821,7 @@ def test_a_link_that_brought_records_above_a_message_it_never_brings_starts_agai
 
 
 def test_a_hole_that_fills_in_time_restarts_nothing():
-    gw, link = linked()
+    gw, link = linked_b1()
     session = sr.hop_session(1, 0)
     gw.hop_datagram("b1", sr.encode_hop_data(("b1", 1), 1, sr.encode_site_records([remote(2, 7)]),
                                              session=session), 1.0)
