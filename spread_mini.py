@@ -7556,10 +7556,16 @@ class SiteGateway:
         #: site -> the lts this daemon had delivered of its stream when it stood down (see
         #: _delivered_here)
         self.delivered_marks: Dict[int, int] = {}
+        #: site -> the lts this daemon had delivered of its stream when a view left it out
+        self.gone_delivered: Dict[int, int] = {}
         #: our own stream's site_seq where this daemon's ring last took a new epoch (a fork):
         #: its clients' messages above it that the merge has not delivered are sent again if
         #: the fork's state is replaced by the kept one's (own_undelivered)
         self.fork_seq: Optional[int] = None
+        #: how many forks our site's epoch went through (it goes with the state): where two
+        #: rings of the site meet, the one of fewer forks is the incarnation the others read
+        #: (a fork is refused while the incarnation it left lives)
+        self.forks = 0
         # the ring-safe gate, kept at every daemon alike: (ring lts, our stream's lts, records,
         # the streams' minimum frontier)
         self.gate: "collections.deque[Tuple[int, int, List[SiteRecord], int]]" = collections.deque()
@@ -7758,6 +7764,7 @@ class SiteGateway:
         self.epoch = (int.from_bytes(digest[:6], "big") | 1) or old + 1
         self.wide_ring = self.ring_members
         self.fork_seq = self.applied_seq[self.site_id]
+        self.forks += 1
         self.counters["site_forks"] += 1
         self._log("site %d's ring %s holds no quorum of the last ring that kept epoch %d (%s): "
                   "it goes on as a new incarnation of the site, epoch %d" % (
@@ -8816,6 +8823,7 @@ class SiteGateway:
         self._emit_view(CONF_REGULAR)
         for x in c.lost:
             self.merge.uninstall(x)
+            self.gone_delivered[x] = self.streams[x].delivered_lts  # (see stand_down)
             del self.streams[x]
             self.kept[x] = collections.deque()
         self.live_sites = list(c.survivors if c.sites_next is None else c.sites_next)
@@ -9366,7 +9374,8 @@ class SiteGateway:
         self.suspect_at = {}
         # what this daemon delivered already (in a fork's view): the state it takes holds the
         # same messages of the streams the two rings shared, which it must not deliver twice
-        self.delivered_marks = {site: stream.delivered_lts for site, stream in self.streams.items()}
+        self.delivered_marks = dict(self.gone_delivered)  # (a site our view left out: as far as we went)
+        self.delivered_marks.update((site, stream.delivered_lts) for site, stream in self.streams.items())
 
     def _delivered_here(self, r: SiteRecord, their_fork_seq: Optional[int]) -> bool:
         """(import_state) A message of the state this daemon delivered already, in its fork's
@@ -9409,7 +9418,7 @@ class SiteGateway:
                         self.orderer.transport.max_lts_seen],
             "representative": self.representative, "ineligible": sorted(self.ineligible),
             "epoch": self.epoch, "site_epochs": per_site(self.site_epochs),
-            "wide_ring": sorted(self.wide_ring), "fork_seq": self.fork_seq,
+            "wide_ring": sorted(self.wide_ring), "fork_seq": self.fork_seq, "forks": self.forks,
             "link_reports": {str(k): [v, sorted(d), sorted(x)] for k, (v, d, x) in self.link_reports.items()},
             # how long ago each site was last heard (ages: the daemons' clocks are their own;
             # the state's time in the ring only makes them look younger, never older)
@@ -9462,10 +9471,11 @@ class SiteGateway:
             for r in _records_of(entry[3], site):
                 if r.kind != SITE_MSG:
                     raise ValueError("stream %d holds a record of kind %d" % (site, r.kind))
-                if self._delivered_here(r, state.get("fork_seq")):
-                    continue
+                # (one this daemon delivered already keeps its place, without its body: the
+                # order, SAFE and the views wait for it here as they do at the others)
+                body = SITE_SKIP_BODY if self._delivered_here(r, state.get("fork_seq")) else r.body
                 self.merge.link_chunk(stream, (r.origin, 0),
-                                      RingChunk(r.site_seq, r.lts, r.site_seq, 0, 1, r.service, r.body))
+                                      RingChunk(r.site_seq, r.lts, r.site_seq, 0, 1, r.service, body))
                 if self.trace_held is not None:
                     self.trace_held.append((r.site, r.site_seq))
             stream.delivered_lts, stream.frontier_lts = _counter(entry[0]), _counter(entry[1])
@@ -9518,6 +9528,7 @@ class SiteGateway:
         if not wide_ring <= set(self.sites[self.site_id]):
             raise ValueError("its last ring %s is not of our site" % sorted(wide_ring))
         self.wide_ring, self.fork_seq, self.delivered_marks = wide_ring, None, {}
+        self.forks = _counter(state.get("forks", 0))
         # (a fork's daemon may have been changing its own view: that is over; the state sent
         # is quiet, so is ours now)
         self.proposals, self.proposal_lost, self.refrozen = {}, frozenset(), frozenset()
@@ -9840,8 +9851,8 @@ class SitesOrderer(Orderer):
         holds = self.synced and not self.gateway.holds_nothing()
         # and the number of sites in its view: where two rings of our site meet, the state
         # kept is the one the wide area holds (the other ring's is a fork the others refused)
-        body = "%d\n%s\n%d\n%d" % (int(holds), came_from, self.gateway.epoch if self.synced else 0,
-                                   len(self.gateway.live_sites) if holds else 0)
+        body = "%d\n%s\n%d\n%d\n%d" % (int(holds), came_from, self.gateway.epoch if self.synced else 0,
+                                       len(self.gateway.live_sites) if holds else 0, self.gateway.forks)
         self.ring_orderer.submit(DaemonMessage(
             STATE, self.name, "#sync#%s" % self.name, AGREED_MESS, [SYNC_GROUP, "status", self._tag()],
             data=body.encode("latin-1")), urgent=True)
@@ -9853,10 +9864,10 @@ class SitesOrderer(Orderer):
         kind = groups[1]
         if kind == "status":
             lines = msg.data.decode("latin-1").split("\n")
-            if msg.origin in self.status_in or len(lines) != 4 or lines[0] not in ("0", "1") \
-                    or not lines[2].isdigit() or not lines[3].isdigit():
+            if msg.origin in self.status_in or len(lines) != 5 or lines[0] not in ("0", "1") \
+                    or not all(x.isdigit() for x in lines[2:]):
                 return
-            self.status_in[msg.origin] = (lines[0] == "1", lines[1], int(lines[2]), int(lines[3]))
+            self.status_in[msg.origin] = (lines[0] == "1", lines[1], int(lines[2]), int(lines[3]), int(lines[4]))
             self._send_status()  # a round another daemon started: we take part
             if all(name in self.status_in for name in self.members):
                 self._point(0, out)
@@ -9881,12 +9892,13 @@ class SitesOrderer(Orderer):
                 self._start_afresh(out, "no daemon of the ring holds the sites' state", kept)
                 return
             # two rings of our site meet (its LAN was split, each went on): the state kept is
-            # that of the ring whose view holds the most sites (the wide area refused the
-            # other, a new incarnation, while this one lived), then the first in the file's;
-            # the daemons of the other ring are brought up to date from it like late ones
+            # that of the ring whose epoch went through fewer forks (the others refused the
+            # fork while the incarnation it left lived), then the one whose view holds the
+            # most sites, then the first in the file's; the daemons of the other ring are
+            # brought up to date from it like late ones
             split_quorum = self.gateway.hop_settings.split_quorum
-            sender = max(holders, key=lambda n: (self.status_in[n][3], -configured.index(n))) \
-                if split_quorum else holders[0]
+            sender = min(holders, key=lambda n: (self.status_in[n][4], -self.status_in[n][3],
+                                                 configured.index(n))) if split_quorum else holders[0]
             apart = [n for n in holders if self.status_in[n][1] != self.status_in[sender][1]]
             if self.name in apart and not split_quorum:
                 self.late = ("this daemon holds a state of site %d's streams that another ring of "
