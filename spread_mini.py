@@ -619,6 +619,12 @@ class HopSettings(Settings):
         #: SKIP (its place in its site's order). False (--no-prune): in full everywhere, as
         #: the thesis's sites without pruning (a bench compares the two)
         self.prune = True
+        #: a site split in two rings (issue 10, in progress): a ring without a quorum of the
+        #: last ring that kept its site's epoch goes on as a new incarnation, and where the two
+        #: rings meet the fork's daemons take the kept state (SiteGateway._fork). Off in the
+        #: daemon until its group core gives the fork's clients their view change (today the
+        #: daemons of the ring not kept stop with an ERROR); the simulator turns it on
+        self.split_quorum = False
         self.override(**overrides)
 
 
@@ -6825,6 +6831,19 @@ class RingGroupCore(GroupCore):
 # configuration and of an agreed membership, so every daemon computes the same answer without
 # a message.
 
+def site_quorum(configured: Sequence[str], last: Iterable[str], ring: Iterable[str]) -> bool:
+    """Dynamic voting inside a site: whether a ring of the site may keep the epoch of `last`,
+    the last ring that kept it: a majority of its daemons, or exactly half of them with the
+    first of them in spread.conf order (so two halves of a split never both keep it, and a
+    crash of any daemon but the first of a site of two keeps it)."""
+    last = frozenset(last)
+    held = last & frozenset(ring)
+    if 2 * len(held) != len(last):
+        return 2 * len(held) > len(last)
+    first = next((d for d in configured if d in last), None)
+    return first in held
+
+
 def site_representative(configured: Sequence[str], live: Iterable[str]) -> Optional[str]:
     """The daemon that carries a site's wide-area traffic: the first of the site's daemons, in
     the order of spread.conf, that is in the ring's current membership (None: nobody is).
@@ -7589,6 +7608,24 @@ class SiteGateway:
         #: representative (SitesOrderer keeps it, the same at every daemon of the ring)
         self.ineligible: frozenset = frozenset()
         self.wide = False  #: the representative has started its links (_go_wide)
+        #: dynamic voting (a site split in two rings): the daemons of the last ring of our site
+        #: that kept (or started) our streams' epoch. A ring that holds a majority of them, or
+        #: exactly half with the first of them in spread.conf order, keeps the epoch; any other
+        #: ring goes on as a new incarnation of the site (_fork). Empty: no rule (a bare core)
+        self.wide_ring: frozenset = frozenset()
+        #: site -> the lts this daemon had delivered of its stream when it stood down (see
+        #: _delivered_here)
+        self.delivered_marks: Dict[int, int] = {}
+        #: site -> the lts this daemon had delivered of its stream when a view left it out
+        self.gone_delivered: Dict[int, int] = {}
+        #: our own stream's site_seq where this daemon's ring last took a new epoch (a fork):
+        #: its clients' messages above it that the merge has not delivered are sent again if
+        #: the fork's state is replaced by the kept one's (own_undelivered)
+        self.fork_seq: Optional[int] = None
+        #: how many forks our site's epoch went through (it goes with the state): where two
+        #: rings of the site meet, the one of fewer forks is the incarnation the others read
+        #: (a fork is refused while the incarnation it left lives)
+        self.forks = 0
         # the ring-safe gate, kept at every daemon alike: (ring lts, our stream's lts, records,
         # the streams' minimum frontier)
         self.gate: "collections.deque[Tuple[int, int, List[SiteRecord], int]]" = collections.deque()
@@ -7802,7 +7839,48 @@ class SiteGateway:
         # it is as safe as it will get, and the new ring's safe_lts counts other packets
         self._pass_gate(everything=True)
         self.ring_members = frozenset(change.members)
+        if self.wide_ring and self.hop_settings.split_quorum:
+            if site_quorum(self.sites[self.site_id], self.wide_ring, self.ring_members):
+                self.wide_ring = self.ring_members
+            else:
+                self._fork(change, now)
         self.choose_representative(now)
+
+    def _fork(self, change: ConfigurationChange, now: float) -> None:
+        """Our ring holds no quorum of the last ring that kept our epoch: the rest of our site
+        may go on under it (a split of the site's LAN), so we go on as a new incarnation of
+        the site (a new epoch, the same at each daemon of the ring: from the old one and the
+        ring's id). The other sites take our HELLO as a restarted site's (_new_incarnation):
+        left out while the old incarnation lives, then merged; our representative starts its
+        links afresh under the new epoch."""
+        old, before = self.epoch, self.wide_ring
+        digest = hashlib.sha256(("%d/%s" % (old, change.ring_id)).encode("utf-8")).digest()
+        self.epoch = (int.from_bytes(digest[:6], "big") | 1) or old + 1
+        self.wide_ring = self.ring_members
+        self.fork_seq = self.applied_seq[self.site_id]
+        self.forks += 1
+        self.counters["site_forks"] += 1
+        self._log("site %d's ring %s holds no quorum of the last ring that kept epoch %d (%s): "
+                  "it goes on as a new incarnation of the site, epoch %d" % (
+                      self.site_id, sorted(self.ring_members), old, sorted(before),
+                      self.epoch), now)
+        self.representative = None  # (a representative of the old epoch starts afresh)
+
+    def own_undelivered(self) -> List[DaemonMessage]:
+        """Our clients' messages that our ring ordered after our last fork and that the merge
+        has not delivered: lost with this daemon's state when it takes another ring's (a site
+        split in two rings), so they are sent again (SitesOrderer)."""
+        if self.fork_seq is None:
+            return []
+        out = []
+        for m in self.streams[self.site_id].ordered if self.site_id in self.streams else ():
+            if m.origin[0] == self.name and m.site_seq > self.fork_seq and m.complete:
+                body = m.frags[0] if m.frag_count == 1 else b"".join(m.frags[i] for i in range(m.frag_count))
+                try:
+                    out.append(decode_message_body(body, self.name))
+                except (RingWireError, UnicodeDecodeError):
+                    self.counters["undecodable_messages"] += 1
+        return out
 
     def choose_representative(self, now: float) -> None:
         """site_representative over the ring's daemons that hold the sites' state: a daemon
@@ -9015,6 +9093,7 @@ class SiteGateway:
         self._emit_view(CONF_REGULAR)
         for x in c.lost:
             self.merge.uninstall(x)
+            self.gone_delivered[x] = self.streams[x].delivered_lts  # (see stand_down)
             del self.streams[x]
             self.kept[x] = collections.deque()
         self.live_sites = list(c.survivors if c.sites_next is None else c.sites_next)
@@ -9591,6 +9670,23 @@ class SiteGateway:
         self.to_ring.clear()
         self.hello_due_s = self.probe_due_s = None
         self.suspect_at = {}
+        # what this daemon delivered already (in a fork's view): the state it takes holds the
+        # same messages of the streams the two rings shared, which it must not deliver twice
+        self.delivered_marks = dict(self.gone_delivered)  # (a site our view left out: as far as we went)
+        self.delivered_marks.update((site, stream.delivered_lts) for site, stream in self.streams.items())
+
+    def _delivered_here(self, r: SiteRecord, their_fork_seq: Optional[int]) -> bool:
+        """(import_state) A message of the state this daemon delivered already, in its fork's
+        view: of another site's stream, up to what it delivered (both rings read the same
+        incarnation of it); of our own, only below where the two rings' numbering parted (the
+        earlier fork of either)."""
+        mark = self.delivered_marks.get(r.site)
+        if mark is None or r.lts > mark:
+            return False
+        if r.site != self.site_id:
+            return True
+        parted = [x for x in (self.fork_seq, their_fork_seq) if type(x) is int]
+        return not parted or r.site_seq <= min(parted)
 
     def export_state(self) -> dict:
         """This daemon's sites-level state, as plain data (JSON), at a quiet moment."""
@@ -9620,6 +9716,7 @@ class SiteGateway:
                         self.orderer.transport.max_lts_seen],
             "representative": self.representative, "ineligible": sorted(self.ineligible),
             "epoch": self.epoch, "site_epochs": per_site(self.site_epochs),
+            "wide_ring": sorted(self.wide_ring), "fork_seq": self.fork_seq, "forks": self.forks,
             "link_reports": {str(k): [v, sorted(d), sorted(x)] for k, (v, d, x) in self.link_reports.items()},
             # how long ago each site was last heard (ages: the daemons' clocks are their own;
             # the state's time in the ring only makes them look younger, never older)
@@ -9677,8 +9774,11 @@ class SiteGateway:
             for r in _records_of(entry[3], site):
                 if r.kind != SITE_MSG:
                     raise ValueError("stream %d holds a record of kind %d" % (site, r.kind))
+                # (one this daemon delivered already keeps its place, without its body: the
+                # order, SAFE and the views wait for it here as they do at the others)
+                body = SITE_SKIP_BODY if self._delivered_here(r, state.get("fork_seq")) else r.body
                 self.merge.link_chunk(stream, (r.origin, 0),
-                                      RingChunk(r.site_seq, r.lts, r.site_seq, 0, 1, r.service, r.body))
+                                      RingChunk(r.site_seq, r.lts, r.site_seq, 0, 1, r.service, body))
                 if self.trace_held is not None:
                     self.trace_held.append((r.site, r.site_seq))
             stream.delivered_lts, stream.frontier_lts = _counter(entry[0]), _counter(entry[1])
@@ -9736,6 +9836,18 @@ class SiteGateway:
         self.representative, self.ineligible = rep, ineligible
         self.epoch = _counter(state["epoch"])
         self.site_epochs = _per_site(state["site_epochs"], n)
+        wide_ring = frozenset(_checked(x, str) for x in _checked(state.get("wide_ring", []), list))
+        if not wide_ring <= set(self.sites[self.site_id]):
+            raise ValueError("its last ring %s is not of our site" % sorted(wide_ring))
+        self.wide_ring, self.fork_seq, self.delivered_marks = wide_ring, None, {}
+        self.forks = _counter(state.get("forks", 0))
+        # (a fork's daemon may have been changing its own view: that is over; the state sent
+        # is quiet, so is ours now)
+        self.proposals, self.proposal_lost, self.refrozen = {}, frozenset(), frozenset()
+        self.frozen, self.closing, self.closing_next, self.merging = {}, None, None, None
+        self.join_hold, self.aru_pending, self.forward_held = {}, {}, set()
+        self.suspect_sent, self.suspect_lost, self.join_sent = 0, frozenset(), 0
+        self.merge.deliver_limit_lts = None
         self.wide, self.links = False, {}
         self._import_interest(_checked(state.get("interest", {}), dict), n)
         self._log("up to date: view %d of the sites %s, %d messages waiting in the merge, "
@@ -9937,6 +10049,8 @@ class SitesOrderer(Orderer):
         self.held_bytes = 0
         self.waiting: "collections.deque[Tuple[DaemonMessage, bool]]" = collections.deque()
         self.retry_at: Optional[float] = None  #: the sender's AGAIN, once its state is quiet
+        #: a fork's daemon that takes the kept ring's state: its clients' messages to send again
+        self.resend: List[DaemonMessage] = []
         self.syncs_sent = 0
         self.syncs_installed = 0
 
@@ -10064,7 +10178,10 @@ class SitesOrderer(Orderer):
         self.status_sent = self.ring_id
         came_from = _ring_str(self.prev_ring_id) if self.prev_ring_id is not None else "-"
         holds = self.synced and not self.gateway.holds_nothing()
-        body = "%d\n%s\n%d" % (int(holds), came_from, self.gateway.epoch if self.synced else 0)
+        # and the number of sites in its view: where two rings of our site meet, the state
+        # kept is the one the wide area holds (the other ring's is a fork the others refused)
+        body = "%d\n%s\n%d\n%d\n%d" % (int(holds), came_from, self.gateway.epoch if self.synced else 0,
+                                       len(self.gateway.live_sites) if holds else 0, self.gateway.forks)
         self.ring_orderer.submit(DaemonMessage(
             STATE, self.name, "#sync#%s" % self.name, AGREED_MESS, [SYNC_GROUP, "status", self._tag()],
             data=body.encode("latin-1")), urgent=True)
@@ -10076,9 +10193,10 @@ class SitesOrderer(Orderer):
         kind = groups[1]
         if kind == "status":
             lines = msg.data.decode("latin-1").split("\n")
-            if msg.origin in self.status_in or len(lines) != 3 or lines[0] not in ("0", "1") or not lines[2].isdigit():
+            if msg.origin in self.status_in or len(lines) != 5 or lines[0] not in ("0", "1") \
+                    or not all(x.isdigit() for x in lines[2:]):
                 return
-            self.status_in[msg.origin] = (lines[0] == "1", lines[1], int(lines[2]))
+            self.status_in[msg.origin] = (lines[0] == "1", lines[1], int(lines[2]), int(lines[3]), int(lines[4]))
             self._send_status()  # a round another daemon started: we take part
             if all(name in self.status_in for name in self.members):
                 self._point(0, out)
@@ -10102,24 +10220,36 @@ class SitesOrderer(Orderer):
                 kept = max(self.status_in[n][2] for n in self.members)
                 self._start_afresh(out, "no daemon of the ring holds the sites' state", kept)
                 return
-            sender = holders[0]
+            # two rings of our site meet (its LAN was split, each went on): the state kept is
+            # that of the ring whose epoch went through fewer forks (the others refused the
+            # fork while the incarnation it left lived), then the one whose view holds the
+            # most sites, then the first in the file's; the daemons of the other ring are
+            # brought up to date from it like late ones
+            split_quorum = self.gateway.hop_settings.split_quorum
+            sender = min(holders, key=lambda n: (self.status_in[n][4], -self.status_in[n][3],
+                                                 configured.index(n))) if split_quorum else holders[0]
             apart = [n for n in holders if self.status_in[n][1] != self.status_in[sender][1]]
-            if self.name in apart:
+            if self.name in apart and not split_quorum:
                 self.late = ("this daemon holds a state of site %d's streams that another ring of "
                              "the site went on without (the site was split in two rings, both "
                              "with traffic): spread_mini cannot merge the two, so this daemon "
                              "stops; start it again and it is brought up to date" % self.gateway.site_id)
                 return
-            late = [n for n in self.members if not self.status_in[n][0]]
+            late = [n for n in self.members if not self.status_in[n][0] or n in apart]
             self.round = SyncRound(self.ring_id, 0, sender, late)
             if apart:
                 self.gateway.ineligible = self.gateway.ineligible | frozenset(apart)
+                self.gateway._log("two rings of site %d meet: %s keep the state of %s (%d sites "
+                                  "in its view); %s take it" % (
+                                      self.gateway.site_id, ", ".join(n for n in holders if n not in apart),
+                                      sender, self.status_in[sender][3], ", ".join(apart)), self.now)
         r = self.round
         r.attempt, r.parts, r.parts_bytes = attempt, {}, 0
         if not r.late:
             self.round = None
             return
-        if self.synced and self.name in r.late:  # (it said it holds nothing worth keeping)
+        if self.synced and self.name in r.late:  # (it holds nothing worth keeping, or a fork's)
+            self.resend = self.gateway.own_undelivered()
             self.synced = False
             self.gateway.stand_down()
         if not self.synced:  # late: the state will be as it is here; what came before is in it
@@ -10217,6 +10347,11 @@ class SitesOrderer(Orderer):
                             member_ids=sorted(self.member_ids), ring_seq=self.ring_id[0]))
         self.synced = True
         self.syncs_installed += 1
+        if self.resend:  # (a fork's clients' messages its ring ordered and nobody delivered)
+            self.gateway._log("sends again %d messages of its clients that its ring's fork had "
+                              "not delivered" % len(self.resend), self.now)
+            self.waiting.extendleft((m, False) for m in reversed(self.resend))
+            self.resend = []
         self._replay(self.held)
         self.gateway.ineligible = self.gateway.ineligible - frozenset(r.late)
         self.gateway.choose_representative(self.now)
@@ -10247,6 +10382,7 @@ class SitesOrderer(Orderer):
         # a new incarnation of the site's streams, the same number at each daemon of the ring
         # (a restarted daemon's incarnation is above its earlier one's)
         self.gateway.epoch = kept_epoch or max(pid[1] for pid in self.member_ids)
+        self.gateway.wide_ring = frozenset(self.members)  # (dynamic voting counts from here)
         self.gateway._log("site %d's ring %s starts with the sites' state afresh (%s; epoch %d)" % (
             self.gateway.site_id, self._tag(), why, self.gateway.epoch), self.now)
         for item in held[starts[-1] if starts else 0:]:

@@ -222,6 +222,16 @@ class Node:
     #: with groups: group -> the daemons whose client is a member, by the JOIN / LEAVE this
     #: daemon delivered so far (the one order's table at that point)
     members: Dict[str, set] = field(default_factory=dict)
+    #: the incarnations it read: (time, site -> epoch, its own site's included; 0: not known
+    #: yet), a row at each change; see SitesSim.same_incarnation
+    incarnations: List[tuple] = field(default_factory=list)
+    #: the incarnation of each site as this daemon named it at each of its views (parallel
+    #: to views): views of other incarnations of a site are other views
+    view_tags: List[dict] = field(default_factory=list)
+    #: (time, deliveries before) where it took the state of another ring of its site (its
+    #: ring was a fork of the site: it left that view and joined the kept one)
+    rejoined: List[Tuple[float, int]] = field(default_factory=list)
+    syncs_seen: int = 0  #: SitesOrderer.syncs_installed when last looked at
 
 
 @dataclass
@@ -366,6 +376,7 @@ class SitesSim:
         #: owes a message only if it has a member of its group where the message is ordered.
         #: Drawn from a Random of their own (a run without groups stays as it was)
         self.groups = groups
+        self.lan_splits = lan_splits  #: (HopSettings.split_quorum on: dynamic voting, forks)
         self.group_rng = random.Random(seed * 7919 + 17)
         self.joined: Dict[str, set] = {}  # daemon -> the groups its client asked to join (last)
         self.services = list(services or SERVICES)  #: what the simulated clients send
@@ -391,6 +402,7 @@ class SitesSim:
             self.cut_pairs |= {(a, b), (b, a)}
         self.heal_pending = False
         self.lan_split = False  #: the LAN of a site split in two now (lan_split_apart)
+        self.lan_windows: List[Tuple[float, float]] = []  #: (from, to) of each such split
         self.late_submits = 0  # submissions after the heal still to come
         self.next_check_s = 0.0
         self.traffic_end_s = float("inf")
@@ -441,7 +453,10 @@ class SitesSim:
             if any(a == site for a, _ in self.case.wires) else 1e7
         # without groups the clients join nothing and every daemon owes every message: a
         # site prunes by group interest only in a run that has groups
-        return sr.HopSettings(rate_bytes_s=bits / 8 * 0.9, burst_bytes=16000, prune=self.groups)
+        # (a site split in two rings: dynamic voting and forks, on in the runs that split one;
+        # without, a crash of the first daemon of a site of two is still one takeover)
+        return sr.HopSettings(rate_bytes_s=bits / 8 * 0.9, burst_bytes=16000, prune=self.groups,
+                              split_quorum=self.lan_splits)
 
     # -------------------------------------------------------------- the networks
     def push(self, at: float, kind: str, dest: str, src: str = "", data: bytes = b"") -> None:
@@ -498,6 +513,9 @@ class SitesSim:
                     gouts.append(out)
             if node.synced_at is None and node.sites.synced:
                 self.up_to_date(node)
+            elif node.sites.synced and node.sites.syncs_installed > node.syncs_seen:
+                self.rejoined(node)
+            self.note_incarnation(node)
             if node.sites.late and node.crashed_at is None:  # a real daemon stops on it
                 self.fail(VIEW, "%s stops: %s" % (name, node.sites.late))
                 self.crash(name)
@@ -510,6 +528,7 @@ class SitesSim:
                 elif isinstance(out, sr.SiteViewChange):
                     joined = out.kind == sr.CONF_REGULAR and set(out.sites) - set(self.last_regular(node))
                     node.views.append((out.kind, out.view_seq, tuple(out.sites), len(node.delivered), self.now))
+                    node.view_tags.append(self.tags(node))
                     node.view_sites = tuple(out.sites)
                     if joined and self.groups:
                         self.send_site_state(name, node, out.view_seq)
@@ -528,12 +547,18 @@ class SitesSim:
     def up_to_date(self, node: Node) -> None:
         """A restarted daemon's state came: its view is the one it came in."""
         node.synced_at = self.now
+        node.syncs_seen = node.sites.syncs_installed
         if not node.restarted:
             return
         self.restart_pending = False
+        self.joined_view(node)
+
+    def joined_view(self, node: Node) -> None:
         gw = node.gateway
         sites = tuple(gw.live_sites) if gw.view_seq else ()  # (view 0: as the others name it)
+        self.note_incarnation(node)
         node.views.append((JOINED, gw.view_seq, sites, len(node.delivered), self.now))
+        node.view_tags.append(self.tags(node))
         node.view_sites = sites
 
     def last_regular(self, node: Node) -> Tuple[int, ...]:
@@ -560,6 +585,31 @@ class SitesSim:
                                [sr.SITES_STATE_GROUP, str(view_seq)], 1, data="\n".join(lines).encode("latin-1"))
         if node.sites.submit(msg, urgent=True):
             self.stats["site_states_sent"] = self.stats.get("site_states_sent", 0) + 1
+
+    def rejoined(self, node: Node) -> None:
+        """A daemon took the state of another ring of its site (SitesOrderer): its ring was a
+        fork of the site (a site split in two rings). For the guarantees it left the fork's
+        view there and joined the kept incarnation's view, as a restarted daemon does. (A
+        daemon that formed a ring alone at the start, delivered nothing and installed no view
+        also takes another's state: it left nothing, so nothing changes for it.)"""
+        node.syncs_seen = node.sites.syncs_installed
+        if not node.delivered and not node.views:
+            return
+        node.rejoined.append((self.now, len(node.delivered)))
+        self.stats["rejoined"] = self.stats.get("rejoined", 0) + 1
+        self.joined_view(node)
+
+    def tags(self, node: Node) -> dict:
+        """site -> the epoch of its streams as this daemon reads them now (0: not known)."""
+        gw = node.gateway
+        out = {s: e for s, e in gw.site_epochs.items() if s != gw.site_id}
+        out[gw.site_id] = gw.epoch  # (a daemon that stands down keeps its fork's until it takes another)
+        return out
+
+    def note_incarnation(self, node: Node) -> None:
+        tags = self.tags(node)
+        if not node.incarnations or node.incarnations[-1][1] != tags:
+            node.incarnations.append((self.now, tags))
 
     def record_delivery(self, name: str, node: Node, msg: sr.DaemonMessage) -> None:
         if msg.kind == sr.STATE and msg.groups and msg.groups[0] == sr.SITES_STATE_GROUP:
@@ -665,13 +715,69 @@ class SitesSim:
         for idx, serial in enumerate(node.delivered):
             while i < len(views) and views[i][3] <= idx:
                 i += 1
+            # (and when this daemon left with them: the incarnations are the ones then)
             if i and views[i - 1][0] == sr.CONF_TRANSITIONAL:
-                out[serial] = views[i - 1][2]
+                out[serial] = views[i - 1][2], views[i - 1][4]
+            elif i < len(views) and views[i][0] == JOINED:
+                # it left a fork's view for the kept incarnation's: owed by those that were
+                # in the fork with it, just before
+                out[serial] = (views[i - 1][2] if i else everyone), views[i][4] - 1e-9
             elif i < len(views):
-                out[serial] = views[i][2]  # the TRANSITIONAL that ends this regular part
+                out[serial] = views[i][2], views[i][4]  # the TRANSITIONAL that ends this regular part
             else:
-                out[serial] = views[i - 1][2] if i else everyone
+                out[serial] = (views[i - 1][2] if i else everyone), self.now
         return out
+
+    # -------------------------------------------------------------- incarnations of a site
+    # A site split in two rings is two incarnations of the site (its epoch: a ring without
+    # the quorum goes on under a new one). The checkers reason by sites; the rule for an
+    # incarnation: a view names each of its sites' epochs (its installer's own, and those it
+    # read for the others), so two views of different incarnations of a site are different
+    # views; SAFE counts the daemons of its view's incarnations; a daemon owes a message only
+    # if it was of the incarnation of its site that the view named; a daemon that changes
+    # incarnation left one view and joined another (rejoined). An epoch not known (0) is
+    # never a difference: where every daemon of a site reads one epoch, as in every seed
+    # without a LAN split, nothing changes.
+    @staticmethod
+    def tags_at(node: Node, t: float) -> dict:
+        tags: dict = {}
+        for at, row in node.incarnations:
+            if at > t:
+                break
+            tags = row
+        return tags
+
+    @staticmethod
+    def compatible(a: dict, b: dict) -> bool:
+        """Two namings of sites' incarnations that differ on no site both know."""
+        return all(not a.get(s) or not b.get(s) or a[s] == b[s] for s in a.keys() & b.keys())
+
+    def same_incarnation(self, n: Node, o: Node, t: float) -> bool:
+        """Whether daemon n was, at t, of the incarnation of its site that o's view named."""
+        site = self.site_of_node(n)
+        mine, named = self.tags_at(n, t).get(site, 0), self.tags_at(o, t).get(site, 0)
+        return not mine or not named or mine == named
+
+    @staticmethod
+    def delivered_before_rejoin(node: Node, serial: int) -> bool:
+        return bool(node.rejoined) and node.position.get(serial, 1 << 60) < node.rejoined[-1][1]
+
+    def apart_at(self, a: str, b: str, t: float) -> bool:
+        """a and b on the two sides of their site's LAN split at t (a partition inside a site:
+        neither holds what the other's side delivers), or b cut off from the rest of its
+        site at t by a split after which it went on as another incarnation: like a crashed
+        daemon from its crash, it left its site's incarnation from the split on."""
+        apart = self.case.lan_split_apart
+        for start, end in self.lan_windows:
+            if not start <= t < end or self.site_of[b] != self.site_of[self.case.lan_split_apart[0]]:
+                continue
+            if self.site_of[a] == self.site_of[b] and (a.split("~")[0] in apart) != (b.split("~")[0] in apart):
+                return True
+            node, site = self.nodes[b], self.site_of[b]
+            before = self.tags_at(node, start).get(site, 0)
+            if any(start < at and row.get(site, 0) not in (0, before) for at, row in node.incarnations):
+                return True
+        return False
 
     def must_deliver(self) -> Dict[str, set]:
         """For each living daemon: what it submitted (if it never crashed: EVS self-delivery),
@@ -682,11 +788,12 @@ class SitesSim:
                        if sub[5] == name and sub[0] != sr.UNRELIABLE_MESS} for name in live}
         interest = self.interest()
         for node in live.values():
-            for serial, sites in self.companions(node).items():
+            for serial, (sites, left_s) in self.companions(node).items():
                 if serial in interest:  # (groups) only the sites with a member then
                     sites = [x for x in sites if self.site_owes(x, serial, interest)]
                 for name in live:
-                    if self.site_of[name] in sites and self.owes(live[name], node, serial):
+                    if self.site_of[name] in sites and self.owes(live[name], node, serial, left_s) \
+                            and self.same_incarnation(live[name], node, left_s):
                         must[name].add(serial)
         return must
 
@@ -788,11 +895,20 @@ class SitesSim:
         return serial not in interest or site in interest[serial] \
             or self.site_of[self.submitted[serial][2]] == site
 
-    def owes(self, n: Node, o: Node, serial: int) -> bool:
+    def owes(self, n: Node, o: Node, serial: int, left_s: float = float("inf")) -> bool:
         """A restarted daemon owes what `o` delivered from the point it came in: from its first
         delivery on (one order: all that o delivered after it); if it delivered nothing, what
         a daemon of its own site delivered well after its state came (the same point of the
-        ring's order, a moment apart; another site delivers the same messages later)."""
+        ring's order, a moment apart; another site delivers the same messages later). A
+        daemon that left a fork for the kept incarnation (rejoined) before o left the view
+        at left_s owes the same from where it rejoined."""
+        back = [r for r in n.rejoined if r[0] <= left_s]
+        if back:
+            at, first = back[-1]
+            if len(n.delivered) > first and n.delivered[first] in o.position:
+                return o.position[serial] >= o.position[n.delivered[first]]
+            return self.site_of_node(o) == self.site_of_node(n) and \
+                o.delivered_at[serial] >= at + RESTART_SLACK_S
         if not n.restarted or n.synced_at is None:
             return True
         if n.delivered and n.delivered[0] in o.position:
@@ -929,6 +1045,10 @@ class SitesSim:
             return
         if kind == "lan":
             self.lan_split = dest == "split"
+            if self.lan_split:
+                self.lan_windows.append((self.now, float("inf")))
+            elif self.lan_windows:
+                self.lan_windows[-1] = (self.lan_windows[-1][0], self.now)
             self.stats["lan_splits"] = self.stats.get("lan_splits", 0) + self.lan_split
             return
         if kind == "heal":
@@ -1014,11 +1134,21 @@ class SitesSim:
 
     def check_agreed(self) -> None:
         """Any two daemons deliver the messages they both delivered in the same order."""
-        names = sorted(self.nodes)
-        for i, a in enumerate(names):
-            for b in names[i + 1:]:
-                pos_b = self.nodes[b].position
-                common = [s for s in self.nodes[a].delivered if s in pos_b]
+        # (a daemon that left a fork's view for the kept incarnation's (rejoined) is two
+        # histories, as a restarted daemon is two nodes: EVS orders messages delivered in one
+        # view, and what it delivered in the fork's view the others delivered in another)
+        parts = []
+        for name in sorted(self.nodes):
+            node = self.nodes[name]
+            cuts = [0] + [idx for _, idx in node.rejoined] + [len(node.delivered)]
+            for k in range(len(cuts) - 1):
+                part = node.delivered[cuts[k]:cuts[k + 1]]
+                parts.append((name, part, {s: i for i, s in enumerate(part)}))
+        for i, (a, delivered_a, _) in enumerate(parts):
+            for b, _, pos_b in parts[i + 1:]:
+                if a == b:
+                    continue
+                common = [s for s in delivered_a if s in pos_b]
                 for x, y in zip(common, common[1:]):
                     if pos_b[x] > pos_b[y]:
                         self.fail(AGREED, "%s delivered %d before %d, %s the other way" % (a, x, y, b))
@@ -1067,6 +1197,8 @@ class SitesSim:
                         continue  # stable before it came (whether it owes it: no loss)
                     if self.site_of[other] not in members:
                         continue  # not in the view (EVS: SAFE holds in its configuration)
+                    if not self.same_incarnation(o, node, at) or self.apart_at(name, other, at):
+                        continue  # another incarnation of its site (a fork), or cut off from us
                     if o.held_at.get(key, float("inf")) > at:
                         self.fail(SAFE, "%s delivered SAFE %d at %.4f; %s held it only at %.4f"
                                   % (name, serial, at, other, o.held_at.get(key, float("inf"))))
@@ -1080,16 +1212,16 @@ class SitesSim:
         REGULAR (in a merge, each side comes with its own transitional view)."""
         out = {}
         start, old, trans = 0, (0, ()), None
-        for kind, view, sites, at, _ in node.views:
+        for (kind, view, sites, at, _), tags in zip(node.views, node.view_tags):
             if kind == JOINED:  # (what came before is not its; each came in at its own
                 # point, two daemons of a site restarted whole too: never compared)
                 old, start = (JOINED, view, sites, id(node)), at
                 continue
             if kind == sr.CONF_TRANSITIONAL:
                 trans = (view, sites)
-                out["regular", old, trans] = frozenset(node.delivered[start:at])
+                out["regular", old, trans] = frozenset(node.delivered[start:at]), tags
             else:
-                out["transitional", trans, (view, sites)] = frozenset(node.delivered[start:at])
+                out["transitional", trans, (view, sites)] = frozenset(node.delivered[start:at]), tags
                 old = (view, sites)
             start = at
         return out
@@ -1120,12 +1252,17 @@ class SitesSim:
         """Every living daemon ends in the view of the sites it can reach; daemons that
         install the same view saw the same sites in it, and delivered the same messages in
         the old view's regular part and in the transitional part (virtual synchrony)."""
-        installed: Dict[int, Tuple[str, tuple]] = {}
+        installed: Dict[int, List[Tuple[str, tuple, dict]]] = {}
         for name, node in sorted(self.nodes.items()):
-            regular = [v for v in node.views if v[0] == sr.CONF_REGULAR]
-            for _, view, sites, _, _ in regular:
-                first = installed.setdefault(view, (name, sites))
-                if first[1] != sites and set(first[1]) & set(sites):
+            for (kind, view, sites, _, _), tags in zip(node.views, node.view_tags):
+                if kind != sr.CONF_REGULAR:
+                    continue
+                # (the first of each incarnation: views of other incarnations of a site differ)
+                seen = installed.setdefault(view, [])
+                first = next((x for x in seen if self.compatible(x[2], tags)), None)
+                if first is None:
+                    seen.append((name, sites, tags))
+                elif first[1] != sites and set(first[1]) & set(sites):
                     self.fail(VIEW, "%s installed view %d with sites %s, %s with %s" % (name, view, sites, first[0], first[1]))
             if node.crashed_at is None:
                 regular = [v for v in node.views if v[0] in (sr.CONF_REGULAR, JOINED)]
@@ -1139,8 +1276,15 @@ class SitesSim:
         for i, a in enumerate(names):
             for b in names[i + 1:]:
                 for key in segs[a].keys() & segs[b].keys():
-                    if segs[a][key] != segs[b][key]:
-                        diff = sorted(x for x in segs[a][key] ^ segs[b][key]
+                    (got_a, tags_a), (got_b, tags_b) = segs[a][key], segs[b][key]
+                    if not self.compatible(tags_a, tags_b):
+                        continue  # views of two incarnations of a site: not the same view
+                    if got_a != got_b:
+                        # (what a daemon delivered before it left a fork's view for the kept
+                        # one was delivered in another view of its: not owed here)
+                        diff = sorted(x for x in got_a ^ got_b
+                                      if not self.delivered_before_rejoin(self.nodes[a], x)
+                                      and not self.delivered_before_rejoin(self.nodes[b], x)
                                       if self.site_owes(self.site_of[a], x, interest)
                                       and self.site_owes(self.site_of[b], x, interest))
                         if not diff:

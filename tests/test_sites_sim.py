@@ -627,14 +627,23 @@ def test_lan_splits_are_drawn_only_when_asked_from_their_own_stream():
         case, lan_split_after_s=None, lan_split_for_s=0.0, lan_split_apart=()) == sites_sim.case_for_seed(1)
 
 
-@pytest.mark.xfail(strict=True, reason="a site split in two rings, both with traffic: two streams "
-                   "of one epoch (issue 10, open; lab guide: what closing it takes)")
 def test_a_site_split_in_two_rings_keeps_every_guarantee():
-    # several seeds, so that a change to the draws elsewhere does not flip it by chance (in
-    # 60 seeds about half fail today)
+    # several seeds, so that a change to the draws elsewhere does not flip it by chance (before
+    # dynamic voting and forks, about half of them failed)
     for seed in range(1, 9):
         res = sites_sim.run_seed(seed, lan_splits=True)
         assert res.stats.get("lan_splits") == 1
+        assert res.violations == [], "seed %d: %s" % (seed, res.summary())
+
+
+@pytest.mark.xfail(strict=True, reason="a site split in two rings: the seeds of bench/sites_soak.py "
+                   "--seeds 60 --lan-splits that still fail: a fork's daemon never delivers a message "
+                   "of its own clients that its ring ordered before the fork and its merge still held "
+                   "(the kept side delivered it meanwhile, so it is not in the state it takes) "
+                   "(issue 10, open; lab guide: what a site split in two rings still needs)")
+def test_a_site_split_in_two_rings_the_seeds_that_still_fail():
+    for seed in (40, 56, 57):
+        res = sites_sim.run_seed(seed, lan_splits=True)
         assert res.violations == [], "seed %d: %s" % (seed, res.summary())
 
 
@@ -844,3 +853,95 @@ def test_planted_skip_decided_on_the_tree_of_today_is_a_loss_violation(monkeypat
                 todo.append(b)
         return frozenset(seen)
     _planted_pruning(monkeypatch, 8, "_reach_without", reach)
+
+
+# ---- a site split in two rings: the checkers' rule for an incarnation still catches faults -----
+#: a site of three whose representative a1 is split off alone for 2.4 s: its ring has no quorum
+#: and goes on as a new incarnation of site 0 (a fork); a2, a3 keep the epoch and take over; when
+#: the LAN heals, a1 takes their state (it rejoined)
+FORK_SEED = 7
+
+
+def _run_fork(filter_factory=None, on_start=None):
+    sim_ref = [None]
+    flt = filter_factory(sim_ref) if filter_factory else None
+    sim = sites_sim.SitesSim(FORK_SEED, on_start=on_start, delivery_filter=flt, lan_splits=True)
+    sim_ref[0] = sim
+    return sim, sim.run(drain_max_s=5.0)
+
+
+def test_the_fork_seed_forks_and_rejoins_and_keeps_every_guarantee():
+    sim, res = _run_fork()
+    assert res.violations == [], res.summary()
+    a1, a2 = sim.nodes["a1"], sim.nodes["a2"]
+    assert a1.rejoined and a1.gateway.counters["site_forks"] == 1 and a2.gateway.counters["site_forks"] == 0
+    assert a1.gateway.epoch == a2.gateway.epoch  # (it took the kept state, epoch and all)
+    assert any("new incarnation of the site" in line for line in res.log_lines)
+    assert res.stats["submitted"] > 0
+
+
+def test_planted_safe_without_the_global_aru_in_a_split_site_is_a_safe_violation():
+    """SAFE counts only the daemons of its view's incarnations: with the sites' ARU ignored it
+    still sees a message delivered before the daemons of the kept incarnation held it."""
+    def ignore_aru(name, gateway):
+        for stream in gateway.streams.values():
+            stream.stable_aru = 1 << 60
+    _, res = _run_fork(on_start=ignore_aru)
+    assert sites_sim.SAFE in res.kinds(), res.summary()
+
+
+def test_planted_loss_in_the_kept_incarnation_of_a_split_site_is_a_loss_violation():
+    """A daemon of the incarnation that kept the epoch drops a message the other daemons of
+    its incarnation delivered during the split: the incarnation rule does not excuse it."""
+    dropped = []
+
+    def drop_one(ref):
+        def flt(name, outputs):
+            sim = ref[0]
+            i = _first_deliver(outputs)
+            if name == "a2" and i is not None and not dropped and sim.lan_split:
+                dropped.append(outputs.pop(i))
+            return outputs
+        return flt
+    _, res = _run_fork(drop_one)
+    assert dropped and sites_sim.LOSS in res.kinds(), res.summary()
+
+
+
+#: site a (three daemons) split a1 | a2 a3, and site c killed: a1 forks alone, delivers the
+#: other sites' messages in its fork's views, then takes a2's state and delivers on with them
+REJOIN_SEED = 26
+
+
+def test_planted_rejoined_daemon_that_delivers_again_what_it_delivered_in_its_fork_is_caught():
+    """The state a fork's daemon takes holds messages it delivered already in the fork's view
+    (the other sites' streams both rings read): without the rule that keeps their place
+    without their body, it delivers them twice."""
+    def no_filter(name, gateway):
+        gateway._delivered_here = lambda r, their_fork_seq: False
+    res = sites_sim.SitesSim(REJOIN_SEED, on_start=no_filter, lan_splits=True).run()
+    assert sites_sim.DUPLICATE in res.kinds(), res.summary()
+
+
+def test_planted_reorder_at_a_rejoined_daemon_after_it_rejoined_is_an_agreed_order_violation():
+    """A rejoined daemon is two histories for the agreed order (the fork's view, the kept
+    one's): a reordering in the second is still caught."""
+    sim_ref, held = [None], []
+
+    def flt(name, outputs):
+        if name != "a1" or not sim_ref[0].nodes["a1"].rejoined:
+            return outputs
+        out = []
+        for o in outputs:
+            if isinstance(o, sr.Deliver) and not held:
+                held.append(o)
+                continue
+            out.append(o)
+            if isinstance(o, sr.Deliver) and held and held[0] is not True:
+                out.append(held[0])
+                held[0] = True
+        return out
+    sim = sites_sim.SitesSim(REJOIN_SEED, delivery_filter=flt, lan_splits=True)
+    sim_ref[0] = sim
+    res = sim.run()
+    assert held == [True] and sites_sim.AGREED in res.kinds(), res.summary()
