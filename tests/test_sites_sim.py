@@ -657,16 +657,16 @@ def test_unreliable_copies_through_two_parents_are_delivered_once(seed):
     assert sum(g.counters["site_unreliable_delivered"] for g in gateways) > 0, res.summary()
 
 
-#: seeds of --hostile 0.1 --groups --unreliable that once failed: an UNRELIABLE message
-#: delivered twice while the trees changed (a takeover, a cut)
-HOSTILE_UNRELIABLE_SEEDS = [525, 662]
+#: seeds of --groups --unreliable (with --hostile P, or 0) that once failed: an UNRELIABLE
+#: message delivered twice while the trees changed (a takeover, a cut)
+UNRELIABLE_SEEDS = [(525, 0.1), (662, 0.1), (180, 0.0), (364, 0.0), (447, 0.0)]
 
 
-@pytest.mark.parametrize("seed", HOSTILE_UNRELIABLE_SEEDS)
-def test_hostile_unreliable_seeds_deliver_nothing_twice(seed):
-    res = sites_sim.run_seed(seed, unreliable=True, groups=True, hostile=0.1)
+@pytest.mark.parametrize("seed, hostile", UNRELIABLE_SEEDS)
+def test_unreliable_seeds_deliver_nothing_twice(seed, hostile):
+    res = sites_sim.run_seed(seed, unreliable=True, groups=True, hostile=hostile)
     assert res.violations == [], "%s\nreplay: %s" % (
-        res.summary(), sites_sim.replay_command(seed, unreliable=True, groups=True, hostile=0.1))
+        res.summary(), sites_sim.replay_command(seed, unreliable=True, groups=True, hostile=hostile))
 
 
 # ---- groups: a site owes a message only if it has a member of its group then -------------------
