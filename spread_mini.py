@@ -1785,6 +1785,8 @@ def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket
 #             direct link is down past its grace, and whose entries (zeros) those whose
 #             link died and may come back yet: link state, flooded to every site like
 #             PROPOSE; every site's trees are Dijkstra's over the links no end says are down
+#   UNRELIABLE as MSG, outside every order: its lts and site_seq (>= 1) are the lts it went
+#             out with and its origin's UNRELIABLE sequence, its name against copies
 # A view body: count (u16) and that many lost site ids (u16); count (u16) and that many
 # (site u16, the highest site_seq of it held u64, its last ARU known u64, its frontier u64);
 # then, in a PROPOSE made while a merge is installed or just after, may come count (u16) and
