@@ -1792,6 +1792,8 @@ def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket
 #             direct link is down past its grace, and whose entries (zeros) those whose
 #             link died and may come back yet: link state, flooded to every site like
 #             PROPOSE; every site's trees are Dijkstra's over the links no end says are down
+#   UNRELIABLE as MSG, outside every order: its lts and site_seq (>= 1) are the lts it went
+#             out with and its origin's UNRELIABLE sequence, its name against copies
 # A view body: count (u16) and that many lost site ids (u16); count (u16) and that many
 # (site u16, the highest site_seq of it held u64, its last ARU known u64, its frontier u64);
 # then, in a PROPOSE made while a merge is installed or just after, may come count (u16) and
@@ -1988,9 +1990,11 @@ def _decode_site_record(raw: bytes) -> SiteRecord:
         raise RingWireError("bad site message record")
     if kind == SITE_MSG and seq == 0:
         raise RingWireError("bad site message record (site_seq 0)")
-    if kind == SITE_UNRELIABLE and (seq != 0 or lts != 0 or not _is_unreliable(service)):
-        raise RingWireError("an UNRELIABLE site record with an order (site_seq %d, lts %d) "
-                            "or service 0x%x" % (seq, lts, service))
+    if kind == SITE_UNRELIABLE and (seq == 0 or not _is_unreliable(service)):
+        # (its seq and lts: the origin's UNRELIABLE sequence and the lts it went out with, the
+        # message's name for the duplicates a tree change brings; never a place in an order)
+        raise RingWireError("an UNRELIABLE site record without its origin's sequence (site_seq %d) "
+                            "or of service 0x%x" % (seq, service))
     try:
         origin = name.decode("utf-8")
     except UnicodeDecodeError:
@@ -7651,6 +7655,9 @@ class SiteGateway:
         self._out_bytes: Dict[int, bytearray] = {}  # site -> records for that link, not yet submitted
         self._session: Dict[int, int] = {}  # site -> the session of our last end of its link
         self.to_ring: "collections.deque[SiteRecord]" = collections.deque()
+        #: (every daemon's) site -> (names in arrival order, the same as a set): UNRELIABLE
+        #: records our ring brought, bounded (_unreliable_again)
+        self.unreliable_seen: Dict[int, tuple] = {}
         self.injected: Dict[Tuple[int, int], int] = {}  # (kind, site) -> highest seq / lts submitted
         self.aru_announced = 0
         self.aru_announced_at = -1.0
@@ -7984,8 +7991,10 @@ class SiteGateway:
             # It crosses as a record of its own, outside the stream
             self._deliver(msg)
             if msg.origin in self.sites[self.site_id]:  # (never a daemon of another site)
-                self._forward_unreliable(SiteRecord(SITE_UNRELIABLE, self.site_id, 0, 0, msg.service_type,
-                                                    msg.origin, encode_message_body(msg)))
+                # (named by its origin's UNRELIABLE sequence and lts: _unreliable_again)
+                self._forward_unreliable(SiteRecord(SITE_UNRELIABLE, self.site_id, msg.lts, msg.seq,
+                                                    msg.service_type, msg.origin,
+                                                    encode_message_body(msg)))
             return
         own = self.site_id
         passed = []
@@ -8061,9 +8070,35 @@ class SiteGateway:
         if msg is None or msg.kind != DATA or not _is_unreliable(msg.service_type):
             self.counters["site_unreliable_undecodable"] += 1
             return
+        if self._unreliable_again(r):
+            self.counters["site_unreliable_duplicates"] += 1
+            return
         self.counters["site_unreliable_delivered"] += 1
         self._deliver(msg)
         self._forward_unreliable(r)
+
+    def _unreliable_again(self, r: SiteRecord) -> bool:
+        """True for a copy of an UNRELIABLE record our ring brought before (else noted as
+        seen). While the trees change, two sites may each take themselves for our parent in
+        the origin's tree (site 0 sends to us directly under its new tree, site 1 still passes
+        on under the old one), and a link's resending repeats records too: both copies come
+        through our ring, in its order, so every daemon of the site keeps the first. The name:
+        origin, its UNRELIABLE sequence (one per message in a daemon's life) and the lts it
+        went out with (a restarted origin counts from 1 again, but at a later lts of its
+        ring). The last UNRELIABLE_DUP_WINDOW names per site (a forger can only push out its
+        own site's)."""
+        seen = self.unreliable_seen.get(r.site)
+        if seen is None:
+            seen = self.unreliable_seen[r.site] = (collections.deque(), set())
+        order, names = seen
+        name = (r.origin, r.site_seq, r.lts)
+        if name in names:
+            return True
+        if len(order) >= UNRELIABLE_DUP_WINDOW:
+            names.discard(order.popleft())
+        order.append(name)
+        names.add(name)
+        return False
 
     def _forward_unreliable(self, r: SiteRecord) -> None:
         """The representative sends an UNRELIABLE record at once to its children in the tree

@@ -1548,8 +1548,8 @@ class SitesHostile:
             else:
                 body = bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 50)))
             service = rng.choice(SERVICES + [sr.UNRELIABLE_MESS, 0, 0xFFFFFFFF])
-            if kind == sr.SITE_UNRELIABLE:
-                return sr.SiteRecord(kind, site, 0, 0, sr.UNRELIABLE_MESS, origin, body)
+            if kind == sr.SITE_UNRELIABLE:  # (named as a real one is: a sequence, an lts)
+                return sr.SiteRecord(kind, site, lts, max(1, seq), sr.UNRELIABLE_MESS, origin, body)
             return sr.SiteRecord(kind, site, lts, max(1, seq), service, origin, body)
         if kind in sr.SITE_BODY_KINDS:
             lost = rng.sample(range(nsites), rng.randrange(nsites + 1))

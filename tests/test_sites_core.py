@@ -115,9 +115,9 @@ def _random_record(rng):
         return sr.SiteRecord(kind, site, lts, seq, body=sr.encode_site_view_body({1, 3}, {0: (4, 5, 6)}))
     body = rng.choice([_client_body(rng, "<"), _client_body(rng, ">"),
                        sr.encode_message_body(sr.DaemonMessage(sr.JOIN, "a1", "#c#a1", 0, ["g"]))])
-    if kind == sr.SITE_UNRELIABLE:  # outside every order: no lts, no site_seq
+    if kind == sr.SITE_UNRELIABLE:  # outside every order: lts and seq only name it
         service = rng.choice([sr.UNRELIABLE_MESS, sr.UNRELIABLE_MESS | sr.SELF_DISCARD])
-        return sr.SiteRecord(kind, site, 0, 0, service, "a1", body)
+        return sr.SiteRecord(kind, site, rng.choice([0, lts]), seq, service, "a1", body)
     return sr.SiteRecord(kind, site, lts, seq, rng.choice([sr.AGREED_MESS, 0xFFFFFFFF]), "a1", body)
 
 
@@ -129,15 +129,15 @@ def _unreliable_raw(lts, site_seq, service):
 
 
 @pytest.mark.parametrize("raw, why", [
-    (_unreliable_raw(5, 0, sr.UNRELIABLE_MESS), "an lts: it takes no place in any order"),
-    (_unreliable_raw(0, 3, sr.UNRELIABLE_MESS), "a site_seq: it is outside its site's stream"),
-    (_unreliable_raw(0, 0, sr.AGREED_MESS), "an ordered service"),
-    (_unreliable_raw(0, 0, sr.UNRELIABLE_MESS | sr.SAFE_MESS), "UNRELIABLE with SAFE"),
+    (_unreliable_raw(5, 0, sr.UNRELIABLE_MESS), "no origin's sequence: it could not be told from its copies"),
+    (_unreliable_raw(0, 3, sr.AGREED_MESS), "an ordered service"),
+    (_unreliable_raw(0, 3, sr.UNRELIABLE_MESS | sr.SAFE_MESS), "UNRELIABLE with SAFE"),
 ])
-def test_an_unreliable_record_that_claims_an_order_is_refused(raw, why):
+def test_an_unreliable_record_without_a_name_or_with_an_order_is_refused(raw, why):
     with pytest.raises(sr.RingWireError):
         sr.decode_site_records(raw)
-    assert sr.decode_site_records(_unreliable_raw(0, 0, sr.UNRELIABLE_MESS))[0].kind == sr.SITE_UNRELIABLE
+    r = sr.decode_site_records(_unreliable_raw(5, 3, sr.UNRELIABLE_MESS))[0]
+    assert (r.kind, r.lts, r.site_seq) == (sr.SITE_UNRELIABLE, 5, 3)
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -682,9 +682,13 @@ def test_a_new_incarnation_of_a_site_forgets_its_old_roster():
 
 # ---- UNRELIABLE across sites: a record outside the stream ----------------------------------------
 
-def remote_unreliable(data=b"u", origin="b1", site=1, service=sr.UNRELIABLE_MESS, kind=sr.DATA):
+def remote_unreliable(data=b"u", origin="b1", site=1, service=sr.UNRELIABLE_MESS, kind=sr.DATA,
+                      seq=1, lts=0):
+    """Another site's UNRELIABLE record: `seq` (its origin's UNRELIABLE sequence) and `lts`
+    name it."""
     msg = sr.DaemonMessage(kind, origin, "#c#" + origin, service, ["g"], data=data)
-    return sr.SiteRecord(sr.SITE_UNRELIABLE, site, 0, 0, sr.UNRELIABLE_MESS, origin, sr.encode_message_body(msg))
+    return sr.SiteRecord(sr.SITE_UNRELIABLE, site, lts, seq, sr.UNRELIABLE_MESS, origin,
+                         sr.encode_message_body(msg))
 
 
 def test_another_sites_unreliable_message_is_delivered_at_once_outside_the_order():
@@ -705,12 +709,51 @@ def test_our_sites_unreliable_message_goes_at_once_down_our_tree_and_theirs_come
     regular(gw, ["a1", "a2"])
     gw._start_link(1, ("b1", 1), {}, 0.0, 0)
     gw.orderer.ring.safe_lts = 0  # nothing safe: the ordered records wait, UNRELIABLE does not
-    gw.ring_output(local(5, b"u", sr.UNRELIABLE_MESS), 0.1)
+    ours = local(5, b"u", sr.UNRELIABLE_MESS)
+    ours.msg.seq = 9  # (its origin's UNRELIABLE sequence, as the ring hands it over)
+    forward, records = gw._forward_unreliable, []
+    gw._forward_unreliable = lambda r: (records.append(r), forward(r))
+    gw.ring_output(ours, 0.1)
     assert gw.counters["site_unreliable_forwarded"] == 1 and gw.counters["site_records_forwarded"] == 0
+    sent, = sr.decode_site_records(sr.encode_site_records(records))  # (named: it crosses the wire)
+    assert (sent.kind, sent.site, sent.origin, sent.site_seq, sent.lts) == (sr.SITE_UNRELIABLE, 0, "a2", 9, 5)
     assert delivered(gw) == [b"u"]
     # the same record from b's end of the link goes into our ring, once per copy it sends
     gw._from_link(1, remote_unreliable(b"from b"))
     assert [r.kind for r in gw.to_ring] == [sr.SITE_UNRELIABLE]
+
+
+def test_a_second_copy_of_an_unreliable_record_is_neither_delivered_nor_passed_on():
+    """While the trees change, two sites may each send us b's record (one under its old tree,
+    one under its new): our ring brings both, every daemon of ours keeps the first. Told apart
+    by origin, sequence and lts: another message of b1's, or b1 restarted (its sequence from 1
+    again, at a later lts), is delivered."""
+    gw = gateway()
+    regular(gw, ["a1", "a2"])
+    gw.poll()
+    gw.ring_output(carrier([remote_unreliable(b"once", seq=4, lts=20)], 6), 1.0)
+    gw.ring_output(carrier([remote_unreliable(b"once", seq=4, lts=20),  # the other parent's copy
+                            remote_unreliable(b"next", seq=5, lts=20),
+                            remote_unreliable(b"restarted", seq=4, lts=31)], 7), 1.1)
+    gw.ring_output(carrier([remote_unreliable(b"once", seq=4, lts=20)], 8), 1.2)  # a link's resending
+    assert delivered(gw) == [b"once", b"next", b"restarted"]
+    assert gw.counters["site_unreliable_duplicates"] == 2
+    assert gw.counters["site_unreliable_delivered"] == 3
+
+
+def test_the_unreliable_names_kept_are_bounded_per_site():
+    gw = gateway()
+    regular(gw, ["a1", "a2"])
+    gw.poll()
+    window = sr.UNRELIABLE_DUP_WINDOW
+    for seq in range(1, window + 11):
+        assert not gw._unreliable_again(remote_unreliable(seq=seq))
+    order, names = gw.unreliable_seen[1]
+    assert len(order) == len(names) == window
+    assert gw._unreliable_again(remote_unreliable(seq=window + 10))  # a recent one: still known
+    assert not gw._unreliable_again(remote_unreliable(seq=1))  # the oldest went first
+    assert not gw._unreliable_again(remote_unreliable(site=2, origin="c1", seq=5))  # its own site's
+    assert len(gw.unreliable_seen[1][0]) == window
 
 
 def test_a_forged_unreliable_record_is_dropped_and_counted():

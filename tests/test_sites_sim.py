@@ -659,9 +659,58 @@ def test_planted_unreliable_record_applied_twice_is_a_duplicate_violation():
             if r.kind == sr.SITE_UNRELIABLE:
                 from_link(site, r)
         gateway._from_link = doubled
+        gateway._unreliable_again = lambda r: False  # (the receiving end's guard off too)
     sim = sites_sim.SitesSim(2, on_start=twice, services=sites_sim.SERVICES + [sr.UNRELIABLE_MESS])
     res = sim.run(drain_max_s=5.0)
     assert sites_sim.DUPLICATE in res.kinds(), res.summary()
+
+
+def stale_parent(name, gateway):
+    """The race of a tree change, on purpose and all the time: a representative passes each
+    UNRELIABLE record on as its tree says, and also to every other neighbour but the origin,
+    as a site that still holds an old tree (or already a new one) would. Every site with two
+    neighbours then gets copies through two parents."""
+    forward = gateway._forward_unreliable
+
+    def to_every_neighbour(r):
+        forward(r)
+        if not gateway.is_representative():
+            return
+        tree = gateway.trees.get(r.site)
+        children = tree.children(gateway.site_id) if tree is not None else []
+        for site in gateway.links:
+            if site != r.site and site not in children:
+                gateway._out_bytes[site] += sr.encode_site_record(r)
+                gateway.counters["test_stale_forwarded"] += 1
+    gateway._forward_unreliable = to_every_neighbour
+
+
+@pytest.mark.parametrize("seed", [1, 3, 4])
+def test_unreliable_copies_through_two_parents_are_delivered_once(seed):
+    """Seeds 525 and 662 (--hostile 0.1 --groups --unreliable) delivered an UNRELIABLE
+    message twice: a tree change had two sites each send it to a third. Here every
+    representative does that for every record: the copies come, and each message is still
+    delivered once at every daemon."""
+    sim = sites_sim.SitesSim(seed, on_start=stale_parent, groups=True,
+                             services=sites_sim.SERVICES + [sr.UNRELIABLE_MESS])
+    res = sim.run()
+    assert res.violations == [], res.summary()
+    gateways = [node.gateway for node in sim.nodes.values()]
+    assert sum(g.counters["test_stale_forwarded"] for g in gateways) > 0, res.summary()
+    assert sum(g.counters["site_unreliable_duplicates"] for g in gateways) > 0, res.summary()
+    assert sum(g.counters["site_unreliable_delivered"] for g in gateways) > 0, res.summary()
+
+
+#: seeds of --groups --unreliable (with --hostile P, or 0) that once failed: an UNRELIABLE
+#: message delivered twice while the trees changed (a takeover, a cut)
+UNRELIABLE_SEEDS = [(525, 0.1), (662, 0.1), (180, 0.0), (364, 0.0), (447, 0.0)]
+
+
+@pytest.mark.parametrize("seed, hostile", UNRELIABLE_SEEDS)
+def test_unreliable_seeds_deliver_nothing_twice(seed, hostile):
+    res = sites_sim.run_seed(seed, unreliable=True, groups=True, hostile=hostile)
+    assert res.violations == [], "%s\nreplay: %s" % (
+        res.summary(), sites_sim.replay_command(seed, unreliable=True, groups=True, hostile=hostile))
 
 
 # ---- groups: a site owes a message only if it has a member of its group then -------------------
