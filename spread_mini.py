@@ -7589,6 +7589,10 @@ class SiteGateway:
         #: site -> its GIVEUP of the last merge it gave up, ours included (resent to a link
         #: that starts: a site that decided that merge waits for one of them)
         self.giveups: Dict[int, SiteRecord] = {}
+        #: site -> its READY of the last merge we installed, ours included: a site of that
+        #: merge may still wait for one (it went with a link or a representative that died
+        #: after our install), and a new representative resends them to a link that starts
+        self.merged_readies: Dict[int, SiteRecord] = {}
         #: the representative's: site -> its last MERGE that came before our link to a site
         #: it brings in; it goes into our ring once that link starts (see _merge_unreachable)
         self.merge_parked: Dict[int, SiteRecord] = {}
@@ -8097,7 +8101,7 @@ class SiteGateway:
         if self._new_incarnation(site, h, now):
             return
         joining = self.merging is not None and site in self.merging.joined
-        if self.site_id not in h.view_sites and not joining:
+        if self.site_id not in h.view_sites and not joining and not self._behind_our_merge(site, h):
             self.counters["hellos_left_out"] += 1  # it left us out: so will we
             if site in self.live_sites and h.view_seq >= self.view_seq and site in self.links:
                 # (a view at least as new as ours: it went on without us, say after giving
@@ -8141,6 +8145,15 @@ class SiteGateway:
         self.counters["hellos_new_incarnation"] += 1
         # (a link to the old incarnation that still lives is kept: that one is the site we read)
         return True
+
+    def _behind_our_merge(self, site: int, h: SiteHello) -> bool:
+        """A HELLO from a site of the merge we installed last, that still speaks from its view
+        before that merge: it decided the merge (we hold its READY), and it never gives up a
+        merge after its decision, so it is installing it still - not leaving us out. It may
+        wait for a READY that went with a link or a representative that died after we
+        installed: the link starts, and _resend gives it every READY we hold."""
+        ready = self.merged_readies.get(site)
+        return ready is not None and site in self.live_sites and h.view_seq < ready.site_seq
 
     def _answer_hello(self, peer: Pid) -> None:
         site = self.site_of[peer[0]]
@@ -8242,6 +8255,9 @@ class SiteGateway:
                 out += encode_site_record(r)
         for r in self.giveups.values():  # a site that decided that merge waits for it
             out += encode_site_record(r)
+        if self.merging is None:  # (a site of our last merge may still wait for a READY)
+            for r in self.merged_readies.values():
+                out += encode_site_record(r)
         self.counters["site_records_resent"] += resent
         return resent
 
@@ -9228,6 +9244,8 @@ class SiteGateway:
     def _install_joined(self, c: ViewClosing) -> None:
         """The merged view: the joined sites' streams start at the limit; what every site's
         ARU said of the old view's streams says nothing of theirs."""
+        if self.merging is not None:  # (a site may still lack one of these: see _resend)
+            self.merged_readies = dict(self.merging.ready)
         self.merging = None
         self.merge_around = frozenset()
         for x in sorted(c.joined):
@@ -9329,6 +9347,9 @@ class SiteGateway:
             # representative resends to a link that starts (it may be this daemon)
             "given_up_view": self.given_up_view,
             "giveups": {str(k): _records_text([r]) for k, r in self.giveups.items()},
+            # the READYs of our last merge: a site of it may still wait for one, which a new
+            # representative resends (it may be this daemon)
+            "merged_readies": {str(k): _records_text([r]) for k, r in self.merged_readies.items()},
             "heard_ages": {str(k): max(0.0, self.now_s - t) for k, t in self.heard_s.items()},
         }
 
@@ -9397,6 +9418,13 @@ class SiteGateway:
                 raise ValueError("a GIVEUP of %d records or of another kind" % len(records))
             giveups[_site_key(k, n)] = records[0]
         self.giveups = giveups
+        readies = {}
+        for k, text in _checked(state.get("merged_readies", {}), dict).items():
+            records = _records_of(text, _site_key(k, n))
+            if len(records) != 1 or records[0].kind != SITE_READY:
+                raise ValueError("a READY of %d records or of another kind" % len(records))
+            readies[_site_key(k, n)] = records[0]
+        self.merged_readies = readies
         self.given_up_view = _counter(state.get("given_up_view", 0))
         # the ring that sent the state is our site's, formed already (not two rings of a
         # start): if we represent it, our links start at once (a takeover, not a start)

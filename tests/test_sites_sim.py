@@ -68,7 +68,11 @@ REGRESSION_SEEDS = [29, 36, 5039, 5400, 20215, 30002, 31387, 41181,
                     # the next view leaves it out, chained after the merge. 5231, 8834: two
                     # sites; 423, 4388: a line, an end dies; 3584: a line, the middle dies and
                     # the far end had given the merge up; 2182, 4569: a mesh's cut-off site
-                    5231, 8834, 423, 4388, 3584, 2182, 4569]
+                    5231, 8834, 423, 4388, 3584, 2182, 4569,
+                    # a restarted daemon of site c took the state and the links after c installed
+                    # a heal's merge whose READY the others lacked: they waited for ever (on
+                    # session 9's code; the race itself: test_a_ready_lost_with_the_...)
+                    2004]
 
 
 @pytest.mark.parametrize("seed", REGRESSION_SEEDS)
@@ -698,6 +702,66 @@ def test_the_simulator_kills_a_site_around_a_merge_in_some_seeds_only():
         case = sites_sim.case_for_seed(seed)
         assert case.heal_after_s is not None and case.site_kill_after_s is None
         assert case.rep_crash_after_s is None and case.restart_name is None
+
+
+
+# ---- a READY lost with the representative that installed the merge (seed 2004's race) ----------
+
+READY_SEED = 314  # two sites, a (a1, a2) and b (b1, b2, b3); the link is cut and heals 5.5 s later
+
+
+class _ReadyLostSim(sites_sim.SitesSim):
+    """From b1's decision of the merge on, everything site b sends to site a is lost; b1 is
+    killed the moment it installs the merged view (it had every READY, a lacked b's), and
+    with `restart_s` started again that much later, the wire kept cut until it is up to date
+    (it takes the sites' state from its ring and represents site b again)."""
+
+    restart_s = None
+    phase = 0
+
+    def step(self):
+        super().step()
+        b1 = self.nodes["b1"]
+        g = b1.gateway
+        if self.phase == 0 and g.merging is not None and g.site_id in g.merging.ready:
+            self.phase = 1
+            self.cut_pairs.add((1, 0))
+        elif self.phase == 1 and g.merging is None and g.view_seq >= 2:
+            self.phase = 2
+            self.crash("b1")
+            if self.restart_s is None:
+                self.cut_pairs.discard((1, 0))
+            else:
+                self.push(self.now + self.restart_s, "restart", "b1")
+                self.restart_pending = True
+        elif self.phase == 2 and b1.restarted and b1.synced_at is not None:
+            self.phase = 3
+            self.cut_pairs.discard((1, 0))
+
+
+@pytest.mark.parametrize("restart_s", [None, 1.0])
+def test_a_ready_lost_with_the_representative_that_installed_the_merge_is_sent_again(restart_s):
+    """Site b installed the merge (it held every READY) and its representative died before its
+    own READY reached a (python3 tests/sites_sim.py 2004 on the code of session 9: a
+    restarted daemon of site c took the state and the links during the merge). b's next
+    representative ignored a's HELLO, which still named a's old view ("it left us out"), and
+    had no READY to send: a waited for it for ever, b left a out and asked to merge again,
+    which a, still installing the first merge, refused. Now a HELLO of an older view from a
+    site whose READY of our last merge we hold starts the link, and a link that starts gets
+    those READYs (they are in the state a restarted daemon takes, restart_s=1.0)."""
+    sim = _ReadyLostSim(READY_SEED)
+    sim.restart_s = restart_s
+    case = sim.case
+    assert len(case.sites) == 2 and case.heal_after_s is not None and case.site_kill_after_s is None
+    assert case.rep_crash_after_s is None and case.restart_name is None
+    res = sim.run(drain_max_s=15.0)
+    assert sim.phase == (2 if restart_s is None else 3)
+    assert res.violations == [], res.summary()
+    for name, node in sim.live().items():  # the merge of the heal itself, never a second one
+        kind = sites_sim.JOINED if node.restarted else sr.CONF_REGULAR  # (b1 came in view 2)
+        assert node.views[-1][:3] == (kind, 2, (0, 1)), (name, node.views)
+    rep_b = sim.nodes[sim.nodes["a1"].gateway.links[1].peer[0]].gateway
+    assert rep_b.name == ("b2" if restart_s is None else "b1") and rep_b.merged_readies.keys() == {0, 1}
 
 
 # ---- pruning: a SKIP (the message's place, no body) where no site reached can owe it ----------
