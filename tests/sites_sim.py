@@ -21,7 +21,10 @@ later as a new incarnation: its ring takes it in and it is brought up to date th
 of the killed site is started again 0.3-5 s after the kill, before or after the others left it
 out (a new epoch of its streams: it comes back by a merge, and the clients send again after
 it), and/or every daemon of a site is killed 0-1.2 s after a heal, about when the healed views
-decide their merge (the next view leaves it out, chained after the merge). The run goes on until
+decide their merge (the next view leaves it out, chained after the merge), or (a mesh of three
+with no other cut or kill) one link is cut for good from the start and one of its ends is cut
+off and healed to the third site only: the views merge through that site (a MERGE parked behind
+it, then taken round the dead link). The run goes on until
 every living daemon has delivered what it must and installed the view of the sites it can reach, or the time is up.
 
 The checkers look only at what the simulated clients submitted and what every daemon delivered
@@ -337,6 +340,18 @@ def case_for_seed(seed: int, lan_splits: bool = False) -> SitesCase:
         # the views had split by then): a site dies about then, before or after its decision
         case.merge_kill = late.randrange(nsites)
         case.merge_kill_after_s = late.uniform(0.0, 1.2)
+    around = random.Random(seed * 7919 + 22)
+    if (nsites == 3 and not line and case.cut_after_s is None and case.site_kill_after_s is None
+            and around.random() < 0.4):
+        # a MERGE parked behind a site reached only through a third one: in a mesh, the link
+        # x - y is cut from the start and for good (the sites route around it), then site x
+        # is cut off and its link to the third site comes back: the views {x} and {y, z}
+        # merge through z (drawn in mesh seeds with no other cut or kill, of their own stream)
+        x, y = around.sample(range(nsites), 2)
+        case.cut_for_good = (min(x, y), max(x, y))
+        case.cut_site = x
+        case.cut_after_s = around.uniform(0.0, case.traffic_s)
+        case.heal_after_s = around.uniform(0.5, 6.0)  # before the views split, or after
     return case
 
 
@@ -864,7 +879,8 @@ class SitesSim:
             self.stats["sites_without_member"] = sum(sites - len(x) for x in self.interest().values())
         for n in self.nodes.values():
             for k, v in n.gateway.counters.items():
-                if k.startswith(("site_records_out", "site_records_unknown", "hop_stream", "hop_peer_dead")):
+                if k.startswith(("site_records_out", "site_records_unknown", "hop_stream", "hop_peer_dead",
+                                 "site_merges_routed_around", "site_giveups_of_a_dead_site")):
                     self.stats[k] = self.stats.get(k, 0) + v
                 elif k.startswith("site_pruned_to_"):  # SKIPs sent in place of a body (pruning)
                     self.stats["skips_sent"] = self.stats.get("skips_sent", 0) + v

@@ -390,6 +390,7 @@ def _mesh_cut_sim(heal_after_s):
     case = sites_sim.case_for_seed(MESH_CUT_SEED)
     assert len(case.sites) == 3 and all(c > 0 for i, row in enumerate(case.costs) for j, c in enumerate(row) if i != j)
     case.cut_pair, case.cut_after_s = (0, 1), 0.5
+    case.cut_site = case.cut_for_good = None  # (the seed draws a merge through a third site)
     case.site_kill_after_s = case.rep_crash_after_s = None
     case.heal_after_s = heal_after_s
     return sites_sim.SitesSim(MESH_CUT_SEED, case=case)
@@ -762,6 +763,27 @@ def test_a_ready_lost_with_the_representative_that_installed_the_merge_is_sent_a
         assert node.views[-1][:3] == (kind, 2, (0, 1)), (name, node.views)
     rep_b = sim.nodes[sim.nodes["a1"].gateway.links[1].peer[0]].gateway
     assert rep_b.name == ("b2" if restart_s is None else "b1") and rep_b.merged_readies.keys() == {0, 1}
+
+
+
+def test_the_simulator_draws_a_merge_through_a_third_site_in_mesh_seeds_with_no_other_cut():
+    """A MERGE parked behind a site reached only through a third one has a Random of its own
+    (stream +22), drawn only in meshes of three with no other cut and no kill: every other seed,
+    the regression seeds included, keeps its trajectory. Seed 16 draws it, and its merge is
+    taken round the dead link."""
+    drawn = [s for s in range(1, 1500) if sites_sim.case_for_seed(s).cut_for_good is not None]
+    assert 16 in drawn and len(drawn) > 40
+    for seed in drawn:
+        case = sites_sim.case_for_seed(seed)
+        assert len(case.sites) == 3 and all(c > 0 for i, row in enumerate(case.costs) for j, c in enumerate(row) if i != j)
+        assert case.cut_site in case.cut_for_good and case.site_kill_after_s is None and case.heal_after_s
+    assert not set(drawn) & set(REGRESSION_SEEDS)
+    sim = sites_sim.SitesSim(16)
+    res = sim.run()
+    assert res.violations == [], res.summary()
+    assert res.stats.get("site_merges_routed_around", 0) > 0
+    for name, node in sim.live().items():
+        assert node.views[-1][0] == sr.CONF_REGULAR and node.views[-1][2] == (0, 1, 2), (name, node.views)
 
 
 # ---- pruning: a SKIP (the message's place, no body) where no site reached can owe it ----------
