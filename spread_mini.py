@@ -9036,13 +9036,18 @@ class SiteGateway:
             return
         why = "site %d gave it up before its decision" % r.site
         after = self.closing_next
+        chained = self.closing is not None and self.proposed_view > self.closing.view_seq
         if self.closing is None:
             self._abandon_merge(why, passed)
-        elif after is not None and r.site in after.lost:
+        elif (after is not None and r.site in after.lost) or (
+                after is None and chained and r.site in self.proposal_lost):
             # a site that died after our decision, and gave the merge up before its own: the
             # next view leaves it out after the merge, as every survivor agreed in its
             # proposal (it flooded its GIVEUP before it died: seconds before its silence
-            # is noticed, every survivor it reached has it by then and withdrew instead)
+            # is noticed, every survivor it reached has it by then and withdrew instead).
+            # From our proposal on, not only from the decision: the others may have decided
+            # with it already (the simulator's recut: a GIVEUP between the two withdrew the
+            # merge under a proposal for a site no longer in our view, and the daemon stopped)
             self.counters["site_giveups_of_a_dead_site"] += 1
         else:
             self._withdraw_merge(why)
@@ -9075,21 +9080,25 @@ class SiteGateway:
                   % (c.view_seq, why, self.view_seq), None)
         after, self.closing_next = self.closing_next, None
         if after is not None:  # the next view was agreed after the merge: it goes too
-            self._unchain(after)
+            self._unchain(after.lost, after.view_seq)
+        elif self.proposed_view > c.view_seq and self.proposal_lost:
+            # (proposed only: its sites may be sites of the merge only, with no stream here)
+            self._unchain(self.proposal_lost, self.proposed_view)
 
-    def _unchain(self, after: ViewClosing) -> None:
-        """The view chained after a merge that is withdrawn: its dead sites of our old view
-        are suspected again from it (the next view seq); what we held back of them goes on."""
+    def _unchain(self, lost: frozenset, view_seq: int) -> None:
+        """The view chained after a merge that is withdrawn (decided, or proposed): its dead
+        sites of our old view are suspected again from it (the next view seq); what we held
+        back of them goes on."""
         self.proposals, self.proposal_lost, self.refrozen = {}, frozenset(), frozenset()
         held, self.frozen = self.frozen, {}
         self.neighbours = [s for s in self.configured_neighbours if s in self.live_sites]
         for x in sorted(held):
             for r in held[x]:
                 self._apply(r)
-        for x in sorted(after.lost & set(self.live_sites)):
+        for x in sorted(lost & set(self.live_sites)):
             if self.is_representative():
                 self.suspect_at[x] = self.now_s
-        self._log("view %d (after the merge) is dropped with it" % after.view_seq, None)
+        self._log("view %d (after the merge) is dropped with it" % view_seq, None)
 
     def _end_merge(self) -> None:
         m, self.merging = self.merging, None

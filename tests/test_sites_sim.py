@@ -786,6 +786,40 @@ def test_the_simulator_draws_a_merge_through_a_third_site_in_mesh_seeds_with_no_
         assert node.views[-1][0] == sr.CONF_REGULAR and node.views[-1][2] == (0, 1, 2), (name, node.views)
 
 
+
+def test_the_simulator_draws_the_giveup_race_in_seeds_with_no_other_cut_or_death():
+    """The GIVEUP race after a death has a Random of its own (stream +23), drawn only in
+    two-site and line seeds with no other cut, kill, crash or restart: every other seed, the
+    regression seeds included, keeps its trajectory."""
+    drawn = [s for s in range(1, 1500) if sites_sim.case_for_seed(s).recut_after_s is not None]
+    assert 411 in drawn and len(drawn) > 40
+    for seed in drawn:
+        case = sites_sim.case_for_seed(seed)
+        assert case.heal_after_s and case.site_kill_after_s is None and case.rep_crash_after_s is None
+        assert case.restart_name is None and case.merge_kill_after_s is None and case.cut_site is None
+    assert not set(drawn) & set(REGRESSION_SEEDS)
+
+
+def test_a_giveup_that_comes_between_the_proposal_and_the_decision_of_the_view_without_its_site():
+    """A line a - b - c, the a - b link healed and cut again the moment b and c decide the
+    merge (a lacks their MERGE and gives it up: GIVEUP), back 1.99 s later; a dies 0.2 s after.
+    b proposed the view without a (chained after the merge) and a's GIVEUP came before its
+    decision: b withdrew the merge and kept its proposal for a site no longer in its view,
+    decided it, and stopped (KeyError in _close_lost_streams); c, which had decided, installed
+    the merge. Now a GIVEUP of a site that our chained proposal leaves out is ignored from the
+    proposal on, as from the decision (and a withdrawn merge drops a chained proposal too)."""
+    case = sites_sim.case_for_seed(411)
+    assert case.recut_after_s is not None and case.cut_pair == (0, 1)
+    case.recut_for_s, case.recut_kill_after_s = 1.9866, 0.2
+    sim = sites_sim.SitesSim(411, case=case)
+    res = sim.run()
+    assert res.violations == [], res.summary()
+    assert res.stats.get("recuts") == 1 and res.stats.get("site_giveups_of_a_dead_site", 0) >= 1
+    views = {name: [v[:3] for v in node.views] for name, node in sim.live().items()}
+    assert len({tuple(v) for v in views.values()}) == 1, views  # b and c: the same views
+    assert views["b1"][-1] == (sr.CONF_REGULAR, 3, (1, 2)), views
+
+
 # ---- pruning: a SKIP (the message's place, no body) where no site reached can owe it ----------
 
 def test_pruning_sends_skips_and_every_guarantee_holds():
