@@ -7830,6 +7830,8 @@ class SiteGateway:
         self.merge.deliver_ready()
         if self.closing is not None:
             self._close_step()  # (a lost site that is complete counts with its final frontier)
+            if self.closing is None and self.proposal_lost:
+                self._maybe_decide(passed)  # (a view proposed while a merge was installed)
         if self.closing is None and self.merging is None and self.merge_offers:
             self._take_offer(passed)  # a merge proposed while we were busy
         self.gate.append((msg.lts, lts, passed, min(s.frontier_lts for s in self.streams.values())))
@@ -8785,10 +8787,18 @@ class SiteGateway:
             self.merge.deliver_ready()
             self._close_step()
             return
-        self.proposals = {}
-        self.proposal_lost = frozenset()
+        pending = self.proposal_lost if self.proposed_view > c.view_seq else frozenset()
+        if not pending:
+            self.proposals = {}
+            self.proposal_lost = frozenset()
         if c.joined:
             self._install_joined(c)
+        if pending:
+            # a view chained after the merge was proposed, not decided yet, and the merge could
+            # be installed after all (the site it leaves out came back in time): that proposal
+            # is the next view's, as if made now (the others may decide it with ours already:
+            # _ring_delivered decides it)
+            self.frozen = {x: [] for x in pending}
         self.merge.deliver_ready()
 
     # ------------------------------------------------------------ merging views
