@@ -609,7 +609,9 @@ def test_planted_unreliable_record_applied_twice_is_a_duplicate_violation():
             if r.kind == sr.SITE_UNRELIABLE:
                 from_link(site, r)
         gateway._from_link = doubled
-    sim = sites_sim.SitesSim(2, on_start=twice, services=sites_sim.SERVICES + [sr.UNRELIABLE_MESS])
+    case = dataclasses.replace(sites_sim.case_for_seed(2), cut_for_good=None, cut_site=None,
+                               cut_after_s=None, heal_after_s=None)  # (seed 2's calm case, as before)
+    sim = sites_sim.SitesSim(2, case=case, on_start=twice, services=sites_sim.SERVICES + [sr.UNRELIABLE_MESS])
     res = sim.run(drain_max_s=5.0)
     assert sites_sim.DUPLICATE in res.kinds(), res.summary()
 
