@@ -7695,6 +7695,10 @@ class SiteGateway:
         #: site -> its GIVEUP of the last merge it gave up, ours included (resent to a link
         #: that starts: a site that decided that merge waits for one of them)
         self.giveups: Dict[int, SiteRecord] = {}
+        #: site -> its READY of the last merge we installed, ours included: a site of that
+        #: merge may still wait for one (it went with a link or a representative that died
+        #: after our install), and a new representative resends them to a link that starts
+        self.merged_readies: Dict[int, SiteRecord] = {}
         #: the representative's: site -> its last MERGE that came before our link to a site
         #: it brings in; it goes into our ring once that link starts (see _merge_unreachable)
         self.merge_parked: Dict[int, SiteRecord] = {}
@@ -8043,6 +8047,8 @@ class SiteGateway:
         self.merge.deliver_ready()
         if self.closing is not None:
             self._close_step()  # (a lost site that is complete counts with its final frontier)
+            if self.closing is None and self.proposal_lost:
+                self._maybe_decide(passed)  # (a view proposed while a merge was installed)
         if self.closing is None and self.merging is None and self.merge_offers:
             self._take_offer(passed)  # a merge proposed while we were busy
         self.gate.append((msg.lts, lts, passed, min(s.frontier_lts for s in self.streams.values())))
@@ -8430,7 +8436,7 @@ class SiteGateway:
         if self._new_incarnation(site, h, now):
             return
         joining = self.merging is not None and site in self.merging.joined
-        if self.site_id not in h.view_sites and not joining:
+        if self.site_id not in h.view_sites and not joining and not self._behind_our_merge(site, h):
             self.counters["hellos_left_out"] += 1  # it left us out: so will we
             if site in self.live_sites and h.view_seq >= self.view_seq and site in self.links:
                 # (a view at least as new as ours: it went on without us, say after giving
@@ -8475,6 +8481,15 @@ class SiteGateway:
         self.counters["hellos_new_incarnation"] += 1
         # (a link to the old incarnation that still lives is kept: that one is the site we read)
         return True
+
+    def _behind_our_merge(self, site: int, h: SiteHello) -> bool:
+        """A HELLO from a site of the merge we installed last, that still speaks from its view
+        before that merge: it decided the merge (we hold its READY), and it never gives up a
+        merge after its decision, so it is installing it still - not leaving us out. It may
+        wait for a READY that went with a link or a representative that died after we
+        installed: the link starts, and _resend gives it every READY we hold."""
+        ready = self.merged_readies.get(site)
+        return ready is not None and site in self.live_sites and h.view_seq < ready.site_seq
 
     def _answer_hello(self, peer: Pid) -> None:
         site = self.site_of[peer[0]]
@@ -8578,6 +8593,9 @@ class SiteGateway:
                 out += encode_site_record(r)
         for r in self.giveups.values():  # a site that decided that merge waits for it
             out += encode_site_record(r)
+        if self.merging is None:  # (a site of our last merge may still wait for a READY)
+            for r in self.merged_readies.values():
+                out += encode_site_record(r)
         self.counters["site_records_resent"] += resent
         return resent
 
@@ -9153,10 +9171,18 @@ class SiteGateway:
             self.merge.deliver_ready()
             self._close_step()
             return
-        self.proposals = {}
-        self.proposal_lost = frozenset()
+        pending = self.proposal_lost if self.proposed_view > c.view_seq else frozenset()
+        if not pending:
+            self.proposals = {}
+            self.proposal_lost = frozenset()
         if c.joined:
             self._install_joined(c)
+        if pending:
+            # a view chained after the merge was proposed, not decided yet, and the merge could
+            # be installed after all (the site it leaves out came back in time): that proposal
+            # is the next view's, as if made now (the others may decide it with ours already:
+            # _ring_delivered decides it)
+            self.frozen = {x: [] for x in pending}
         self.merge.deliver_ready()
 
     # ------------------------------------------------------------ merging views
@@ -9407,13 +9433,18 @@ class SiteGateway:
             return
         why = "site %d gave it up before its decision" % r.site
         after = self.closing_next
+        chained = self.closing is not None and self.proposed_view > self.closing.view_seq
         if self.closing is None:
             self._abandon_merge(why, passed)
-        elif after is not None and r.site in after.lost:
+        elif (after is not None and r.site in after.lost) or (
+                after is None and chained and r.site in self.proposal_lost):
             # a site that died after our decision, and gave the merge up before its own: the
             # next view leaves it out after the merge, as every survivor agreed in its
             # proposal (it flooded its GIVEUP before it died: seconds before its silence
-            # is noticed, every survivor it reached has it by then and withdrew instead)
+            # is noticed, every survivor it reached has it by then and withdrew instead).
+            # From our proposal on, not only from the decision: the others may have decided
+            # with it already (the simulator's recut: a GIVEUP between the two withdrew the
+            # merge under a proposal for a site no longer in our view, and the daemon stopped)
             self.counters["site_giveups_of_a_dead_site"] += 1
         else:
             self._withdraw_merge(why)
@@ -9446,21 +9477,25 @@ class SiteGateway:
                   % (c.view_seq, why, self.view_seq), None)
         after, self.closing_next = self.closing_next, None
         if after is not None:  # the next view was agreed after the merge: it goes too
-            self._unchain(after)
+            self._unchain(after.lost, after.view_seq)
+        elif self.proposed_view > c.view_seq and self.proposal_lost:
+            # (proposed only: its sites may be sites of the merge only, with no stream here)
+            self._unchain(self.proposal_lost, self.proposed_view)
 
-    def _unchain(self, after: ViewClosing) -> None:
-        """The view chained after a merge that is withdrawn: its dead sites of our old view
-        are suspected again from it (the next view seq); what we held back of them goes on."""
+    def _unchain(self, lost: frozenset, view_seq: int) -> None:
+        """The view chained after a merge that is withdrawn (decided, or proposed): its dead
+        sites of our old view are suspected again from it (the next view seq); what we held
+        back of them goes on."""
         self.proposals, self.proposal_lost, self.refrozen = {}, frozenset(), frozenset()
         held, self.frozen = self.frozen, {}
         self.neighbours = [s for s in self.configured_neighbours if s in self.live_sites]
         for x in sorted(held):
             for r in held[x]:
                 self._apply(r)
-        for x in sorted(after.lost & set(self.live_sites)):
+        for x in sorted(lost & set(self.live_sites)):
             if self.is_representative():
                 self.suspect_at[x] = self.now_s
-        self._log("view %d (after the merge) is dropped with it" % after.view_seq, None)
+        self._log("view %d (after the merge) is dropped with it" % view_seq, None)
 
     def _end_merge(self) -> None:
         m, self.merging = self.merging, None
@@ -9637,6 +9672,8 @@ class SiteGateway:
     def _install_joined(self, c: ViewClosing) -> None:
         """The merged view: the joined sites' streams start at the limit; what every site's
         ARU said of the old view's streams says nothing of theirs."""
+        if self.merging is not None:  # (a site may still lack one of these: see _resend)
+            self.merged_readies = dict(self.merging.ready)
         self.merging = None
         self.merge_around = frozenset()
         self.merges_installed += 1
@@ -9759,6 +9796,9 @@ class SiteGateway:
             # representative resends to a link that starts (it may be this daemon)
             "given_up_view": self.given_up_view,
             "giveups": {str(k): _records_text([r]) for k, r in self.giveups.items()},
+            # the READYs of our last merge: a site of it may still wait for one, which a new
+            # representative resends (it may be this daemon)
+            "merged_readies": {str(k): _records_text([r]) for k, r in self.merged_readies.items()},
             "heard_ages": {str(k): max(0.0, self.now_s - t) for k, t in self.heard_s.items()},
             # pruning: the members of the sites we know (a site whose STATE after a merge is
             # still awaited is left out: the late daemon takes it as unknown, conservatively)
@@ -9835,6 +9875,13 @@ class SiteGateway:
                 raise ValueError("a GIVEUP of %d records or of another kind" % len(records))
             giveups[_site_key(k, n)] = records[0]
         self.giveups = giveups
+        readies = {}
+        for k, text in _checked(state.get("merged_readies", {}), dict).items():
+            records = _records_of(text, _site_key(k, n))
+            if len(records) != 1 or records[0].kind != SITE_READY:
+                raise ValueError("a READY of %d records or of another kind" % len(records))
+            readies[_site_key(k, n)] = records[0]
+        self.merged_readies = readies
         self.given_up_view = _counter(state.get("given_up_view", 0))
         # the ring that sent the state is our site's, formed already (not two rings of a
         # start): if we represent it, our links start at once (a takeover, not a start)

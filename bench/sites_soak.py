@@ -77,6 +77,9 @@ def main(argv=None):
         if "view_after_heal_s" in result.stats:
             merge_times.append(result.stats["view_after_heal_s"])
         totals["heals"] += result.stats.get("heals", 0)
+        for key in ("site_merges_routed_around", "site_giveups_of_a_dead_site"):
+            totals[key] += result.stats.get(key, 0)  # (the rare merge races: drawn in some seeds)
+            totals[key + "_seeds"] += bool(result.stats.get(key, 0))
         if "sync_after_restart_s" in result.stats:
             sync_times.append(result.stats["sync_after_restart_s"])
         totals["violations"] += len(result.violations)
@@ -128,6 +131,11 @@ def main(argv=None):
               "%.2f s (max; simulated time)" % (
                   len(merge_times), totals["heals"], merge_times[len(merge_times) // 2],
                   merge_times[int(len(merge_times) * 0.9)], merge_times[-1]))
+    print("merge races: a MERGE parked behind a site reached through a third one, taken round it "
+          "%d times (%d seeds); a GIVEUP of a dead site that came after the view without it, "
+          "ignored %d times (%d seeds)" % (
+              totals["site_merges_routed_around"], totals["site_merges_routed_around_seeds"],
+              totals["site_giveups_of_a_dead_site"], totals["site_giveups_of_a_dead_site_seeds"]))
     sync_times.sort()
     if sync_times:
         print("a daemon killed and started again (%d seeds): up to date %.3f s after its start "

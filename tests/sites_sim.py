@@ -21,7 +21,10 @@ later as a new incarnation: its ring takes it in and it is brought up to date th
 of the killed site is started again 0.3-5 s after the kill, before or after the others left it
 out (a new epoch of its streams: it comes back by a merge, and the clients send again after
 it), and/or every daemon of a site is killed 0-1.2 s after a heal, about when the healed views
-decide their merge (the next view leaves it out, chained after the merge). The run goes on until
+decide their merge (the next view leaves it out, chained after the merge), or (a mesh of three
+with no other cut or kill) one link is cut for good from the start and one of its ends is cut
+off and healed to the third site only: the views merge through that site (a MERGE parked behind
+it, then taken round the dead link). The run goes on until
 every living daemon has delivered what it must and installed the view of the sites it can reach, or the time is up.
 
 The checkers look only at what the simulated clients submitted and what every daemon delivered
@@ -191,6 +194,14 @@ class SitesCase:
     #: views decide their merge, so that it dies after that decision (None: never)
     merge_kill_after_s: Optional[float] = None
     merge_kill: int = 0
+    #: the healed link cut again this long after the first of its two ends decided the merge
+    #: (its READY), before the other's decision: that one gives the merge up when the link
+    #: dies (GIVEUP), the one that decided leaves it out (a view chained after the merge). The
+    #: link comes back recut_for_s later, and the site that gave up dies recut_kill_after_s
+    #: after that (None: no recut)
+    recut_after_s: Optional[float] = None
+    recut_for_s: float = 0.0
+    recut_kill_after_s: float = 0.0
     #: (tests only) the WAN link between these two sites is cut from the start and never
     #: healed: in a mesh of three, they reach each other through the third (None: no such link)
     cut_for_good: Optional[Tuple[int, int]] = None
@@ -357,6 +368,34 @@ def case_for_seed(seed: int, lan_splits: bool = False) -> SitesCase:
         # the views had split by then): a site dies about then, before or after its decision
         case.merge_kill = late.randrange(nsites)
         case.merge_kill_after_s = late.uniform(0.0, 1.2)
+    around = random.Random(seed * 7919 + 22)
+    if (nsites == 3 and not line and case.cut_after_s is None and case.site_kill_after_s is None
+            and around.random() < 0.4):
+        # a MERGE parked behind a site reached only through a third one: in a mesh, the link
+        # x - y is cut from the start and for good (the sites route around it), then site x
+        # is cut off and its link to the third site comes back: the views {x} and {y, z}
+        # merge through z (drawn in mesh seeds with no other cut or kill, of their own stream)
+        x, y = around.sample(range(nsites), 2)
+        case.cut_for_good = (min(x, y), max(x, y))
+        case.cut_site = x
+        case.cut_after_s = around.uniform(0.0, case.traffic_s)
+        case.heal_after_s = around.uniform(0.5, 6.0)  # before the views split, or after
+    race = random.Random(seed * 7919 + 23)
+    if ((nsites == 2 or line) and case.cut_after_s is None and case.site_kill_after_s is None
+            and case.rep_crash_after_s is None and case.restart_name is None and race.random() < 0.5):
+        # the GIVEUP race after a death: a link cut, healed after the views split, and cut
+        # again when one end decides the merge, before the other (SitesSim.recut_at_decision):
+        # the other gives it up (GIVEUP: its link to a joining site died) while the first
+        # leaves it out (a view chained after the merge); the link comes back about then, so
+        # the GIVEUP comes around that proposal, and the site that gave up dies just after
+        # (drawn in two-site and line seeds with no other cut or death, of their own stream)
+        case.cut_pair = (0, 1) if nsites == 2 or race.random() < 0.5 else (1, 2)
+        case.cut_after_s = race.uniform(0.0, case.traffic_s)
+        case.heal_after_s = race.uniform(2.5, 5.0)
+        case.recut_after_s = race.uniform(0.0, 0.03)
+        # (back about when the survivors leave it out: the link's silence, then SITE_GRACE_S)
+        case.recut_for_s = race.uniform(1.8, 2.6)
+        case.recut_kill_after_s = race.uniform(0.0, 0.6)
     return case
 
 
@@ -401,6 +440,7 @@ class SitesSim:
             a, b = self.case.cut_for_good
             self.cut_pairs |= {(a, b), (b, a)}
         self.heal_pending = False
+        self.recut_armed = False  #: the healed link is cut again at the first decision of its merge
         self.lan_split = False  #: the LAN of a site split in two now (lan_split_apart)
         self.lan_windows: List[Tuple[float, float]] = []  #: (from, to) of each such split
         self.late_submits = 0  # submissions after the heal still to come
@@ -978,6 +1018,7 @@ class SitesSim:
                 if self.case.merge_kill_after_s is not None:
                     for name in self.case.sites[self.case.merge_kill]:
                         self.push(healed + self.case.merge_kill_after_s, "crash", name)
+                self.recut_armed = self.case.recut_after_s is not None  # (see recut_at_decision)
         if self.case.lan_split_after_s is not None:
             split_at = start + self.case.lan_split_after_s
             self.push(split_at, "lan", "split")
@@ -1042,6 +1083,10 @@ class SitesSim:
                 a, b = self.case.cut_pair
                 self.cut_pairs |= {(a, b), (b, a)}
             self.stats["cuts"] = self.stats.get("cuts", 0) + 1
+            if dest == "again":  # (the recut: what is on the wire then is lost with it)
+                self.events = [e for e in self.events if not (
+                    e[2] == "hop" and (self.site_of[e[4]], self.site_of[e[3]]) in self.cut_pairs)]
+                heapq.heapify(self.events)
             return
         if kind == "lan":
             self.lan_split = dest == "split"
@@ -1077,6 +1122,30 @@ class SitesSim:
             self.gtick_at[dest] = float("inf")
             node.gateway.tick(at)
         self.drain(dest)
+        if self.recut_armed:
+            self.recut_at_decision(node)
+
+    def recut_at_decision(self, node: Node) -> None:
+        """(case.recut_after_s) The first daemon of the cut link's two ends that decides the
+        healed views' merge (its READY is in) while the other end has not: the link is cut
+        again a moment later, comes back recut_for_s later, and the other end dies just after."""
+        g = node.gateway
+        if g.site_id not in self.case.cut_pair or g.merging is None or g.site_id not in g.merging.ready:
+            return
+        other = [s for s in self.case.cut_pair if s != g.site_id][0]
+        if any(n.gateway.merging is not None and other in n.gateway.merging.ready
+               for name, n in self.live().items() if self.site_of[name] == other):
+            return  # (both decided already: no race)
+        self.recut_armed = False
+        cut_s = self.now + self.case.recut_after_s
+        back_s = cut_s + self.case.recut_for_s
+        self.push(cut_s, "cut", "again")
+        self.push(back_s, "heal", "again")
+        self.heal_pending = True  # (until that heal)
+        for name in self.case.sites[other]:
+            self.push(back_s + self.case.recut_kill_after_s, "crash", name)
+        self.schedule_late_traffic(back_s + HEAL_TRAFFIC_AFTER_S)
+        self.stats["recuts"] = 1
 
     def fail(self, kind: str, text: str) -> None:
         self.violations.append("t=%.3f %s: %s" % (self.now, kind, text))
@@ -1115,7 +1184,8 @@ class SitesSim:
         for n in self.nodes.values():
             for k, v in n.gateway.counters.items():
                 if k.startswith(("site_records_out", "site_records_unknown", "hop_stream", "hop_peer_dead",
-                                 "hop_links_restarted")):
+                                 "hop_links_restarted", "site_merges_routed_around",
+                                 "site_giveups_of_a_dead_site")):
                     self.stats[k] = self.stats.get(k, 0) + v
                 elif k.startswith("site_pruned_to_"):  # SKIPs sent in place of a body (pruning)
                     self.stats["skips_sent"] = self.stats.get("skips_sent", 0) + v

@@ -470,17 +470,23 @@ def test_the_state_a_late_daemon_takes_carries_the_silences_and_the_merges_given
     gw.ring_output(carrier([remote(1, 5)], 6), 4.0)
     giveup = sr.SiteRecord(sr.SITE_GIVEUP, 0, 0, 3, body=sr.encode_site_view_body({0, 1}, {}))
     gw.giveups, gw.given_up_view = {0: giveup}, 3
+    ready = {s: sr.SiteRecord(sr.SITE_READY, s, 9, 2, body=sr.encode_site_view_body({0, 1}, {})) for s in (0, 1)}
+    gw.merged_readies = dict(ready)  # (of the last merge installed: a site of it may lack one)
     gw.now_s = 4.25
     state = gw.export_state()
     late = gateway("a1")
     late.import_state(state, 100.0)
     assert late.heard_s == {1: pytest.approx(100.0 - 0.25)}
     assert (late.giveups, late.given_up_view) == ({0: giveup}, 3)
+    assert late.merged_readies == ready
     for bad in (-1.0, float("nan"), "1", float("inf")):
         broken = dict(state, heard_ages={"1": bad})
         with pytest.raises(ValueError):
             gateway("a1").import_state(broken, 100.0)
     broken = dict(state, giveups={"0": sr._records_text([sr.SiteRecord(sr.SITE_FRONTIER, 0, 4)])})
+    with pytest.raises(ValueError):
+        gateway("a1").import_state(broken, 100.0)
+    broken = dict(state, merged_readies={"0": sr._records_text([giveup])})  # (not a READY)
     with pytest.raises(ValueError):
         gateway("a1").import_state(broken, 100.0)
 
