@@ -7455,6 +7455,17 @@ def _records_text(records: Iterable[SiteRecord]) -> str:
     return base64.b64encode(encode_site_records(records)).decode("ascii")
 
 
+def _one_record_per_site(table, kind: int, what: str, n: int) -> Dict[int, "SiteRecord"]:
+    """A state's {site: one record of `kind`} (GIVEUPs, READYs), each checked as it came."""
+    out = {}
+    for k, text in _checked(table, dict).items():
+        records = _records_of(text, _site_key(k, n))
+        if len(records) != 1 or records[0].kind != kind:
+            raise ValueError("a %s of %d records or of another kind" % (what, len(records)))
+        out[_site_key(k, n)] = records[0]
+    return out
+
+
 def _records_of(text: object, site: Optional[int] = None) -> List[SiteRecord]:
     """Site records back from _records_text, each checked as a record off the wire (and, with
     `site`, of that site)."""
@@ -9868,20 +9879,8 @@ class SiteGateway:
             reports[_site_key(k, n)] = (_counter(version), frozenset(_int_list(down, n)),
                                         frozenset(_int_list(settled, n)))
         self.link_reports = reports
-        giveups = {}
-        for k, text in _checked(state.get("giveups", {}), dict).items():
-            records = _records_of(text, _site_key(k, n))
-            if len(records) != 1 or records[0].kind != SITE_GIVEUP:
-                raise ValueError("a GIVEUP of %d records or of another kind" % len(records))
-            giveups[_site_key(k, n)] = records[0]
-        self.giveups = giveups
-        readies = {}
-        for k, text in _checked(state.get("merged_readies", {}), dict).items():
-            records = _records_of(text, _site_key(k, n))
-            if len(records) != 1 or records[0].kind != SITE_READY:
-                raise ValueError("a READY of %d records or of another kind" % len(records))
-            readies[_site_key(k, n)] = records[0]
-        self.merged_readies = readies
+        self.giveups = _one_record_per_site(state.get("giveups", {}), SITE_GIVEUP, "GIVEUP", n)
+        self.merged_readies = _one_record_per_site(state.get("merged_readies", {}), SITE_READY, "READY", n)
         self.given_up_view = _counter(state.get("given_up_view", 0))
         # the ring that sent the state is our site's, formed already (not two rings of a
         # start): if we represent it, our links start at once (a takeover, not a start)

@@ -93,6 +93,8 @@ class Spoofer:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
 
     def send(self, src, sport, dst, dport, payload):
+        if not (src.startswith("127.") and dst.startswith("127.")):  # (the network rule: lo only)
+            raise ValueError("the spoofer sends on loopback only, not %s -> %s" % (src, dst))
         udp = struct.pack(">HHHH", sport, dport, 8 + len(payload), 0) + payload
         ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
                          socket.inet_aton(src), socket.inet_aton(dst))
