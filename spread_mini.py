@@ -8624,6 +8624,19 @@ class SiteGateway:
         return any(s in self.configured_neighbours and s not in self.links
                    for s in sites - set(self.live_sites))
 
+    def _merge_taken_around(self, r: SiteRecord) -> bool:
+        """A MERGE of the merge whose sites we took round our dead links already (another
+        site's MERGE of it, or one sent again on a link that started): our link state says so,
+        and parking it for another grace only delays the decision by that grace."""
+        try:
+            sites, _ = decode_site_view_body(r.body)
+        except RingWireError:
+            return False
+        missing = {s for s in sites - set(self.live_sites)
+                   if s in self.configured_neighbours and s not in self.links}
+        return bool(self.merge_around) and frozenset(sites) == self.merge_around \
+            and missing <= self.routed_around
+
     def _take_parked_around(self, now: float) -> None:
         """A MERGE parked for SITE_GRACE_S: the direct link to a site it brings in did not
         start (HELLO every SITE_HELLO_EVERY_S meanwhile), so it is down, as a dead link past
@@ -8632,9 +8645,9 @@ class SiteGateway:
         (LINKS, flooded: every site's trees of the merged view go round it) and the MERGE goes
         into our ring. Else it stays parked, and is looked at again a grace later."""
         for site in sorted(self.merge_parked):
-            if now < self.merge_parked_at.get(site, now) + SITE_GRACE_S:
-                continue
             r = self.merge_parked[site]
+            if now < self.merge_parked_at.get(site, now) + SITE_GRACE_S and not self._merge_taken_around(r):
+                continue  # (one of a merge taken round already goes with it)
             sites, _ = decode_site_view_body(r.body)  # (it decoded when it was parked)
             missing = {s for s in sites - set(self.live_sites)
                        if s in self.configured_neighbours and s not in self.links}
@@ -8646,9 +8659,9 @@ class SiteGateway:
                 self.merge_parked_at[site] = now
                 continue
             del self.merge_parked[site]
-            del self.merge_parked_at[site]
+            waited_s = now - self.merge_parked_at.pop(site, now)
             self._log("MERGE of site %d waited %.1f s for links to sites %s: reached through "
-                      "others, routed around" % (site, SITE_GRACE_S, sorted(missing)), now)
+                      "others, routed around" % (site, waited_s, sorted(missing)), now)
             self.counters["site_merges_routed_around"] += 1
             self.merge_around = frozenset(sites)
             self.routed_around |= missing
@@ -8704,7 +8717,8 @@ class SiteGateway:
         if self._far_ahead(r):
             self.counters["site_records_refused_far_ahead"] += 1
             return
-        if r.kind == SITE_MERGE and not around and self._merge_unreachable(r):
+        if r.kind == SITE_MERGE and not around and self._merge_unreachable(r) \
+                and not self._merge_taken_around(r):
             self.counters["site_merges_unreachable"] += 1
             parked = self.merge_parked.get(r.site)
             if parked is None or parked.site_seq <= r.site_seq:
@@ -9160,6 +9174,7 @@ class SiteGateway:
             self.gone_delivered[x] = self.streams[x].delivered_lts  # (see stand_down)
             del self.streams[x]
             self.kept[x] = collections.deque()
+            self._forget_link_report(x)
         self.live_sites = list(c.survivors if c.sites_next is None else c.sites_next)
         self.view_seq = c.view_seq
         self.giveups = {s: g for s, g in self.giveups.items() if g.site_seq > self.view_seq}
@@ -9634,6 +9649,17 @@ class SiteGateway:
         self.links_down_sent = (settled, pending)
         self.links_version = max(self.links_version, self.link_reports.get(self.site_id, (0,))[0]) + 1
         self.to_ring.append(_links_record(self.site_id, self.links_version, settled, pending))
+
+    def _forget_link_report(self, site: int) -> None:
+        """A site our view leaves out takes its LINKS report with it: that report was made in
+        the view it left (the link to us it lost, maybe), and its later ones are records not
+        for us. Kept, it said for ever that links run down which had come back, and a MERGE
+        that brings the site in through a third one found no path to it (seed 711: c parked
+        b's MERGE for good, b's report of its cut to a standing). When it comes back, its
+        links count as up until it reports again (our own report covers a link to us)."""
+        self.link_reports.pop(site, None)
+        for key in [k for k in self.pending_since if k[0] == site]:
+            del self.pending_since[key]
 
     def _links_record(self, r: SiteRecord, passed: List[SiteRecord]) -> None:
         """A site's link state, where our ring delivered it: the trees follow it."""
