@@ -9532,6 +9532,8 @@ class SiteGateway:
         self.aru_pending = {}
         self.forward_held = set()
         self.tree_groups = m.tree_groups
+        for x in sorted(m.sites - set(self.live_sites)):  # (the sites that stay apart)
+            self._forget_link_report(x)
         self.trees = self._view_trees()
 
     def _merge_groups(self, m: SiteMerge) -> Dict[int, frozenset]:
@@ -9651,7 +9653,8 @@ class SiteGateway:
         self.to_ring.append(_links_record(self.site_id, self.links_version, settled, pending))
 
     def _forget_link_report(self, site: int) -> None:
-        """A site our view leaves out takes its LINKS report with it: that report was made in
+        """A site our view leaves out (or a merge given up leaves apart) takes its LINKS report
+        with it: that report was made in
         the view it left (the link to us it lost, maybe), and its later ones are records not
         for us. Kept, it said for ever that links run down which had come back, and a MERGE
         that brings the site in through a third one found no path to it (seed 711: c parked
@@ -9667,6 +9670,11 @@ class SiteGateway:
             settled, pending = decode_site_view_body(r.body)
         except RingWireError:
             self.counters["site_records_undecodable"] += 1
+            return
+        if r.site not in self.streams and not (self.merging is not None and r.site in self.merging.sites):
+            # (let in while that site was of our view or merging with us: apart now, its
+            # report would stand for ever, as in _forget_link_report)
+            self.counters["site_links_of_a_site_apart"] += 1
             return
         known = self.link_reports.get(r.site)
         if known is not None and known[0] >= r.site_seq:
