@@ -1002,16 +1002,15 @@ class _LinkUpLateSim(sites_sim.SitesSim):
             self.cut_pairs -= {(0, 1), (1, 0)}
 
 
-@pytest.mark.xfail(strict=True, reason="a site read only through a third one has no epoch on "
-                   "record: its new incarnation is taken for the old one (issue 10, open)")
 def test_a_whole_site_restarted_whose_epoch_a_neighbour_never_heard_is_a_new_incarnation():
     """Seed 1432's oddity, made a failure on purpose: in a mesh whose a - b link is down from the
     start, b reads a's stream through c and never learns a's epoch (it comes only with a link's
     HELLO). Site a is killed 0.5 s in and started again 0.5 s later (a new epoch); when the a - b
     link comes up, b takes a's new incarnation for the old one (its site_seq 1, 2, 3... as the
     rest of the old stream): FIFO, no loss and virtual synchrony break. c, which knows a's
-    epoch, refuses it. What it takes: the epochs a site knows, passed on with the streams it
-    relays (lab guide, *A whole site restarted*)."""
+    epoch, refuses it. The fix: c passes the epochs it knows on as its link to b starts
+    (EPOCH records "as heard"), so b refuses the new incarnation too (lab guide, *A whole site
+    restarted*); test_planted_epochs_not_passed_on_... shows the failure without it."""
     case = sites_sim.case_for_seed(MESH_CUT_SEED)
     case.cut_site = case.cut_after_s = case.heal_after_s = case.recut_after_s = None
     case.rep_crash_after_s = case.restart_name = case.merge_kill_after_s = case.second_kill_after_s = None
