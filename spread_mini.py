@@ -8143,6 +8143,15 @@ class SiteGateway:
         if known is None:
             self._pass_on_epoch(r.site, r.site_seq)
 
+    def _tell_epochs(self, site: int) -> None:
+        """First on a link that starts: the epochs we know of the other sites (as heard). The
+        peer may read one of them only through others (its direct link down since the start)
+        and would take that site's next incarnation for the one it reads."""
+        for other, epoch in sorted(self.site_epochs.items()):
+            if other != site:
+                self._out_bytes[site] += encode_site_record(
+                    SiteRecord(SITE_EPOCH, other, 0, epoch, EPOCH_AS_HEARD))
+
     def _pass_on_epoch(self, site: int, epoch: int) -> None:
         """Our representative tells its neighbour sites an epoch our ring learned (as heard:
         they take it only if they have none; the site itself knows its own)."""
@@ -8629,12 +8638,7 @@ class SiteGateway:
         self._out_bytes[site] = bytearray()
         self.suspect_at.pop(site, None)
         self.peer_positions[site] = dict(positions)
-        # the epochs we know of the other sites, first: the peer may read one of them only
-        # through others (its direct link down) and would take its next incarnation for it
-        for other, epoch in sorted(self.site_epochs.items()):
-            if other != site:
-                self._out_bytes[site] += encode_site_record(
-                    SiteRecord(SITE_EPOCH, other, 0, epoch, EPOCH_AS_HEARD))
+        self._tell_epochs(site)
         self.routed_around.discard(site)
         self.dead_links.discard(site)
         self.grace_extended.discard(site)

@@ -1021,6 +1021,33 @@ def test_a_whole_site_restarted_whose_epoch_a_neighbour_never_heard_is_a_new_inc
     assert res.violations == [], res.summary()
 
 
+def test_planted_epochs_not_passed_on_take_a_neighbours_new_incarnation_for_the_old_one(monkeypatch):
+    """The test above with the epochs kept to first hand (as before: learned only from a link's
+    HELLO): b never hears a's epoch from c, and reads a's new incarnation as the old one."""
+    monkeypatch.setattr(sr.SiteGateway, "_tell_epochs", lambda self, site: None)
+    monkeypatch.setattr(sr.SiteGateway, "_pass_on_epoch", lambda self, site, epoch: None)
+    case = sites_sim.case_for_seed(MESH_CUT_SEED)
+    case.cut_site = case.cut_after_s = case.heal_after_s = case.recut_after_s = None
+    case.rep_crash_after_s = case.restart_name = case.merge_kill_after_s = case.second_kill_after_s = None
+    case.cut_for_good = (0, 1)
+    case.site_kill, case.site_kill_after_s, case.site_restart_after_s = 0, 0.5, 0.5
+    res = _LinkUpLateSim(MESH_CUT_SEED, case=case).run(drain_max_s=10.0)
+    assert {sites_sim.FIFO, sites_sim.LOSS} <= set(res.kinds()), res.summary()
+
+
+def test_epoch_records_as_heard_and_frontiers_with_epochs_cross_the_wire():
+    """EPOCH's flag (EPOCH_FROM_HELLO written as nothing: an older daemon's record reads the
+    same), a FRONTIER's and an UNRELIABLE's epoch (not said: 0, as an older daemon wrote)."""
+    body = sr.encode_message_body(sr.DaemonMessage(sr.DATA, "a1", "#u#a1", sr.UNRELIABLE_MESS, ["g"], data=b"x"))
+    for r in (sr.SiteRecord(sr.SITE_EPOCH, 2, 0, 7), sr.SiteRecord(sr.SITE_EPOCH, 2, 0, 7, sr.EPOCH_AS_HEARD),
+              sr.SiteRecord(sr.SITE_FRONTIER, 1, 5), sr.SiteRecord(sr.SITE_FRONTIER, 1, 5, 0, epoch=9),
+              sr.SiteRecord(sr.SITE_FRONTIER, 1, 5, 3, epoch=2 ** 40),
+              sr.SiteRecord(sr.SITE_UNRELIABLE, 1, 5, 3, sr.UNRELIABLE_MESS, "a1", body),
+              sr.SiteRecord(sr.SITE_UNRELIABLE, 1, 5, 3, sr.UNRELIABLE_MESS, "a1", body, 2 ** 44)):
+        assert sr.decode_site_records(sr.encode_site_record(r)) == [r]
+    assert sr.encode_site_record(sr.SiteRecord(sr.SITE_EPOCH, 2, 0, 7)) == b"\x04\x0a\x02\x00\x07"
+
+
 # ---- pruning: a SKIP (the message's place, no body) where no site reached can owe it ----------
 
 def test_pruning_sends_skips_and_every_guarantee_holds():
