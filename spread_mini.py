@@ -57,7 +57,7 @@ from another daemon meets, in order (thesis 7.3.1 names the levels):
                         a datagram on the HOP port is a SiteHello (decode_site_hello: starts a
                         HopLink between two sites' representatives) or the link's; the link's
                         payloads are a stream of SiteRecord (MSG / FRONTIER / ARU / SUSPECT /
-                        PROPOSE / LINKS, and EPOCH into its own ring only, and UNRELIABLE
+                        PROPOSE / LINKS / EPOCH (first hand into its own ring, as heard on links), and UNRELIABLE
                         outside the streams; SiteRecordReader) that the representative
                         submits to its ring
                         as a message of kind SITES; what the ring delivers goes into a second
@@ -7608,7 +7608,8 @@ class SiteGateway:
     through the ring (export_state, import_state: SitesOrderer). A site's streams carry an
     epoch (where its ring started afresh); a HELLO of another epoch than the one we read is a
     whole site restarted, left out and merged back like a healed site, never a takeover
-    (_new_incarnation). Not yet: a site split into two rings after the start (both with
+    (_new_incarnation); the epochs we know are passed on to the sites that read a site only
+    through us (_tell_epochs, _pass_on_epoch, _epoch_record). Not yet: a site split into two rings after the start (both with
     traffic: two streams of one epoch), and non-blocking
     forwarding. (A death after a loss's or a merge's decision chains the next view:
     _chain_decide; a merge through a third site: _take_parked_around.) Pruning by group
