@@ -57,8 +57,8 @@ from another daemon meets, in order (thesis 7.3.1 names the levels):
                         a datagram on the HOP port is a SiteHello (decode_site_hello: starts a
                         HopLink between two sites' representatives) or the link's; the link's
                         payloads are a stream of SiteRecord (MSG / FRONTIER / ARU / SUSPECT /
-                        PROPOSE / LINKS / EPOCH (first hand into its own ring, as heard on links), and UNRELIABLE
-                        outside the streams; SiteRecordReader) that the representative
+                        PROPOSE / LINKS / EPOCH: first hand into its own ring, as heard on
+                        links; and UNRELIABLE outside the streams; SiteRecordReader) that the representative
                         submits to its ring
                         as a message of kind SITES; what the ring delivers goes into a second
                         Transport (`merge`, one stream per site) and, once the ring made it
@@ -8628,6 +8628,8 @@ class SiteGateway:
         session = hop_session(self._session[site], site)
         self._link_epochs[site] = peer_epoch
         if peer_epoch and (peer_epoch != self.site_epochs.get(site) or site not in self.epochs_first_hand):
+            if site not in self.site_epochs:  # (our ring will know it already where it delivers it)
+                self._pass_on_epoch(site, peer_epoch)
             self.site_epochs[site] = peer_epoch
             self.epochs_first_hand.add(site)
             self.to_ring.append(SiteRecord(SITE_EPOCH, site, 0, peer_epoch, EPOCH_FROM_HELLO))
