@@ -325,10 +325,11 @@ def test_a_link_in_its_grace_is_waited_for_from_its_report_not_a_grace_more():
 
 
 def test_a_site_that_dies_after_the_view_change_is_decided_is_left_out_by_the_next_one():
-    """Seed 320: site 1 killed, then site 2 killed 2.08 s later, after a1 decided view 1 (sites
+    """Seed 2192: site 1 killed, then site 2 killed 2.14 s later, after a1 decided view 1 (sites
     0 and 2) and before site 2's stream reached that view's limit. a1 agrees on view 2 meanwhile
-    (alone), installs view 1 as decided, then view 2 at once."""
-    sim = sites_sim.SitesSim(320)
+    (alone), installs view 1 as decided, then view 2 at once. (Seed 320 drew it until the epochs
+    passed on at a link's start moved its timing; it stays a regression seed above.)"""
+    sim = sites_sim.SitesSim(2192)
     assert (sim.case.site_kill, sim.case.second_kill) == (1, 2)
     res = sim.run()
     assert res.violations == [], res.summary()
