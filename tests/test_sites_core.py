@@ -367,7 +367,7 @@ def test_a_hello_of_another_epoch_is_a_restarted_site_never_a_takeover():
     """Site b's daemons were all restarted and started afresh (a new epoch): their site_seq
     1, 2, 3... are not the rest of the stream we read, so no link starts; a new representative
     of b's old epoch still takes over; the epoch reaches every daemon of our site through our
-    ring (an EPOCH record, never passed on), so a later representative of ours knows it too."""
+    ring (an EPOCH record, first hand), so a later representative of ours knows it too."""
     gw = gateway()
     regular(gw, ["a1", "a2"])
     into_ring = []
