@@ -325,6 +325,21 @@ def test_a_link_in_its_grace_is_waited_for_from_its_report_not_a_grace_more():
     assert res.stats["view_after_kill_s"] < 3.0, res.summary()
 
 
+def test_a_takeover_after_its_predecessor_said_hello_to_a_killed_site_waits_only_a_round_trip_more():
+    """Seed 1834, a mesh of three: site b (one daemon) killed; a's representative a1 reports
+    its link to b down at 1.63 s and says HELLO there, and dies 0.4 s before its wait is over;
+    a1, restarted, takes its ring's state and takes over 1.5 s later. It counts its
+    predecessor's HELLO wait from that LINKS report (the state carries when, as an age) and
+    waits SITE_TAKEOVER_HELLO_S for its own HELLO: b is left out 2.76 s after the kill, not
+    3.06 s (the whole SITE_HELLO_WAIT_S again after the takeover)."""
+    sim = sites_sim.SitesSim(1834)
+    case = sim.case
+    assert (case.site_kill, case.rep_crash_site, [len(s) for s in case.sites]) == (1, 0, [3, 1, 3])
+    res = sim.run()
+    assert res.violations == [], res.summary()
+    assert res.stats["view_after_kill_s"] < 3.0 - 0.2, res.summary()
+
+
 def test_a_site_that_dies_after_the_view_change_is_decided_is_left_out_by_the_next_one():
     """Seed 320: site 1 killed, then site 2 killed 2.08 s later, after a1 decided view 1 (sites
     0 and 2) and before site 2's stream reached that view's limit. a1 agrees on view 2 meanwhile
