@@ -175,6 +175,11 @@ def main(argv=None) -> int:
         print("  most changed (theirs -> ours): %s" % ", ".join(
             "%d %.2f -> %.2f" % (s, theirs[s]["view_s"] or -1, ours[s]["view_s"] or -1)
             for d, s in reversed(changed[-8:]) if d > 0.05))
+        later = [(d, s) for d, s in changed if d < -0.005]
+        print("  later with ours (theirs -> ours; %d of %d seeds changed at all): %s" % (
+            sum(1 for d, s in changed if d), len(changed), ", ".join(
+                "%d %.2f -> %.2f" % (s, theirs[s]["view_s"] or -1, ours[s]["view_s"] or -1)
+                for d, s in later[:8]) or "none"))
     which = ("--only " + ",".join(map(str, seeds))) if args.only else "--seeds %d --first %d%s" % (
         args.seeds, args.first, " --all-topologies" if args.all_topologies else "")
     print("rerun: python3 bench/sites_kill_view.py %s%s" % (
