@@ -165,12 +165,12 @@ def main(argv=None) -> int:
         if other_dir:
             shutil.rmtree(other_dir)
     report("this spread_mini", ours, kinds)
-    if args.against:
-        report(args.against, theirs, kinds)
     if args.only:  # (a few seeds: each one's figure, from the first kill)
         for seed in seeds:
             print("  seed %d: %s%s" % (seed, seconds(ours[seed]["view_s"]), (
                 " (%s: %s)" % (args.against, seconds(theirs[seed]["view_s"]))) if args.against else ""))
+    if args.against:
+        report(args.against, theirs, kinds)
         changed = sorted(((theirs[s]["view_s"] or 0) - (ours[s]["view_s"] or 0), s) for s in seeds)
         print("  most changed (theirs -> ours): %s" % ", ".join(
             "%d %.2f -> %.2f" % (s, theirs[s]["view_s"] or -1, ours[s]["view_s"] or -1)
