@@ -7478,6 +7478,12 @@ SITE_HELLO_EVERY_S = 0.1
 #: HELLOs, all five exchanges lost at 10 % loss each way 2.5e-4 of the time; and even then a
 #: site another site still reaches is routed around, not suspected
 SITE_HELLO_WAIT_S = 5 * SITE_HELLO_EVERY_S
+#: ... but when our site's LINKS report said our link to that site was down, our predecessor
+#: has said HELLO there since that report: its wait (SITE_HELLO_WAIT_S, or the link's grace)
+#: counts from the report, and a takeover waits only this long more, two HELLOs (a round trip
+#: of the slowest WAN link with room to spare): a whole site killed just before a takeover was
+#: left out half a second later than it needed (seed 1834: 3.06 s from the kill)
+SITE_TAKEOVER_HELLO_S = 2 * SITE_HELLO_EVERY_S
 #: ... and to a neighbour site outside its view (left out after a partition) this often: a
 #: healed link is found within this time, and a cut one costs a HELLO per period
 SITE_PROBE_EVERY_S = 0.5
@@ -7510,6 +7516,17 @@ def _one_record_per_site(table, kind: int, what: str, n: int) -> Dict[int, "Site
             raise ValueError("a %s of %d records or of another kind" % (what, len(records)))
         out[_site_key(k, n)] = records[0]
     return out
+
+
+def _times_from_ages(table: object, n: int, now: float) -> Dict[int, float]:
+    """A state's {site: age} (how long before the export), as {site: time} on our clock
+    (the state's time in the ring only makes them look younger, never older)."""
+    times = {}
+    for k, age in _checked(table, dict).items():
+        if type(age) not in (int, float) or not 0 <= age < float("inf"):
+            raise ValueError("%r is not an age" % (age,))
+        times[_site_key(k, n)] = now - age
+    return times
 
 
 def _records_of(text: object, site: Optional[int] = None) -> List[SiteRecord]:
@@ -7819,6 +7836,10 @@ class SiteGateway:
         self.now_s = now  #: the time of the input being handled (for timers set deep inside)
         #: site -> when our ring last delivered a message, FRONTIER, ARU or EPOCH of that site
         self.heard_s: Dict[int, float] = {}
+        #: neighbour site -> when our ring delivered the LINKS record of our site that put our
+        #: representative's link to it down (gone when a report says it is up): a takeover's
+        #: HELLO wait counts from there (_first_suspicion_s)
+        self.link_down_s: Dict[int, float] = {}
         #: site -> (ring seq, its daemons) by the last ROSTER of that site our merge applied (a
         #: group core's STATE message: its ring lost daemons or took one back): no_successor
         self.site_rings: Dict[int, Tuple[int, frozenset]] = {}
@@ -8011,13 +8032,20 @@ class SiteGateway:
         """When a representative that starts its links suspects a neighbour site that has not
         answered its HELLO. A site's silence counts from the last record of it that our ring
         delivered (every daemon of the site sees it, so a takeover keeps it), as its link's
-        silence would have; and its HELLO gets a link's silence time from now."""
+        silence would have; and its HELLO gets SITE_HELLO_WAIT_S from now, or, if our site's
+        LINKS report said that link was down (link_down_s), from that report, and
+        SITE_TAKEOVER_HELLO_S from now."""
         s = self.hop_settings
         heard = self.heard_s.get(site)
         grace = self._grace_s(site)
         if heard is None:
             return now + s.peer_silence_s + grace
-        return max(now + SITE_HELLO_WAIT_S, heard + s.peer_silence_s + grace)
+        down = self.link_down_s.get(site)
+        if down is None:
+            hello_s = now + SITE_HELLO_WAIT_S
+        else:  # our predecessor said HELLO since our site's report of the link down
+            hello_s = max(now + SITE_TAKEOVER_HELLO_S, down + SITE_HELLO_WAIT_S)
+        return max(hello_s, heard + s.peer_silence_s + grace)
 
     def no_successor(self, site: int) -> bool:
         """Nobody can take over from `site`'s representative: spread.conf lists one daemon
@@ -9815,6 +9843,9 @@ class SiteGateway:
             for site in down - before:
                 self.heard_s[site] = max(self.heard_s.get(site, float("-inf")),
                                          self.now_s - self.hop_settings.peer_silence_s)
+                self.link_down_s.setdefault(site, self.now_s)
+            for site in [x for x in self.link_down_s if x not in down]:
+                del self.link_down_s[site]
         self.link_reports[r.site] = (r.site_seq, down, frozenset(settled))
         pending = down - frozenset(settled)
         for key in [k for k in self.pending_since if k[0] == r.site and k[1] not in pending]:
@@ -9981,6 +10012,7 @@ class SiteGateway:
             # representative resends (it may be this daemon)
             "merged_readies": {str(k): _records_text([r]) for k, r in self.merged_readies.items()},
             "heard_ages": {str(k): max(0.0, self.now_s - t) for k, t in self.heard_s.items()},
+            "link_down_ages": {str(k): max(0.0, self.now_s - t) for k, t in self.link_down_s.items()},
             # pruning: the members of the sites we know (a site whose STATE after a merge is
             # still awaited is left out: the late daemon takes it as unknown, conservatively)
             "interest": {str(k): [{g: sorted(m) for g, m in self.interest_members[k].items()},
@@ -10055,12 +10087,8 @@ class SiteGateway:
         # the ring that sent the state is our site's, formed already (not two rings of a
         # start): if we represent it, our links start at once (a takeover, not a start)
         self.alone_after_s = min(self.alone_after_s, now)
-        heard = {}
-        for k, age in _checked(state.get("heard_ages", {}), dict).items():
-            if type(age) not in (int, float) or not 0 <= age < float("inf"):
-                raise ValueError("%r is not an age" % (age,))
-            heard[_site_key(k, n)] = now - age
-        self.heard_s = heard
+        self.heard_s = _times_from_ages(state.get("heard_ages", {}), n, now)
+        self.link_down_s = _times_from_ages(state.get("link_down_ages", {}), n, now)
         rings = {}
         for k, v in _checked(state.get("site_rings", {}), dict).items():
             site = _site_key(k, n)

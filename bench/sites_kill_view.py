@@ -10,6 +10,9 @@ thesis's topology too (every site one daemon). --all-topologies takes every seed
 site (two sites, a line of three, a mesh of three).
 
     python3 bench/sites_kill_view.py --seeds 1000 --against /tmp/main_spread_mini.py
+    python3 bench/sites_kill_view.py --only 1575,1834 --against /tmp/main_spread_mini.py
+
+--only takes chosen seeds (the soak lists those above 3 s) and prints each one's figure.
 """
 from __future__ import annotations
 
@@ -84,6 +87,10 @@ def figures(values: list) -> str:
         values[len(values) // 2], values[int(len(values) * 0.9)], values[-1])
 
 
+def seconds(value) -> str:
+    return "no view" if value is None else "%.2f s" % value
+
+
 def report(label: str, rows: dict, kinds: dict) -> None:
     alone = [r["view_s"] for r in rows.values() if r["view_s"] is not None and r["second_s"] is None]
     by_kind = {what: [r["view_s"] for s, r in rows.items()
@@ -116,6 +123,9 @@ def main(argv=None) -> int:
     parser.add_argument("--first", type=int, default=1)
     parser.add_argument("--all-topologies", action="store_true",
                         help="every seed that kills a site (two sites, a line), not only a mesh of three")
+    parser.add_argument("--only", metavar="SEEDS",
+                        help="these seeds only (comma-separated, say the soak's above 3 s), of any topology: "
+                             "each seed's figure is printed")
     parser.add_argument("--against", help="another spread_mini.py (say main's), run on the same seeds")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--seed-list", help=argparse.SUPPRESS)
@@ -125,11 +135,23 @@ def main(argv=None) -> int:
         return 0
     if args.against and not os.path.isfile(args.against):
         parser.error("--against: no file %s" % args.against)
-    kinds = mesh_kill_seeds(args.first, args.seeds, args.all_topologies)
-    seeds = sorted(kinds)
-    print("seeds %d..%d: %d are %s with a site killed" % (
-        args.first, args.first + args.seeds - 1, len(seeds),
-        "of any topology" if args.all_topologies else "a mesh of three"))
+    if args.only:
+        try:
+            chosen = sorted({int(x) for x in args.only.split(",") if x.strip()})
+        except ValueError:
+            parser.error("--only: seeds are numbers, comma-separated")
+        kinds = {}
+        for seed in chosen:
+            kinds.update(mesh_kill_seeds(seed, 1, every_topology=True))
+        seeds = sorted(kinds)
+        print("seeds %s: %d kill a site%s" % (",".join(map(str, chosen)), len(seeds), (
+            " (not %s)" % ",".join(str(s) for s in chosen if s not in kinds)) if len(seeds) < len(chosen) else ""))
+    else:
+        kinds = mesh_kill_seeds(args.first, args.seeds, args.all_topologies)
+        seeds = sorted(kinds)
+        print("seeds %d..%d: %d are %s with a site killed" % (
+            args.first, args.first + args.seeds - 1, len(seeds),
+            "of any topology" if args.all_topologies else "a mesh of three"))
     other_dir = None
     if args.against:
         other_dir = tempfile.mkdtemp(prefix="kill_view_")
@@ -143,15 +165,25 @@ def main(argv=None) -> int:
         if other_dir:
             shutil.rmtree(other_dir)
     report("this spread_mini", ours, kinds)
+    if args.only:  # (a few seeds: each one's figure, from the first kill)
+        for seed in seeds:
+            print("  seed %d: %s%s" % (seed, seconds(ours[seed]["view_s"]), (
+                " (%s: %s)" % (args.against, seconds(theirs[seed]["view_s"]))) if args.against else ""))
     if args.against:
         report(args.against, theirs, kinds)
         changed = sorted(((theirs[s]["view_s"] or 0) - (ours[s]["view_s"] or 0), s) for s in seeds)
         print("  most changed (theirs -> ours): %s" % ", ".join(
             "%d %.2f -> %.2f" % (s, theirs[s]["view_s"] or -1, ours[s]["view_s"] or -1)
             for d, s in reversed(changed[-8:]) if d > 0.05))
-    print("rerun: python3 bench/sites_kill_view.py --seeds %d --first %d%s%s" % (
-        args.seeds, args.first, " --all-topologies" if args.all_topologies else "",
-        " --against " + args.against if args.against else ""))
+        later = [(d, s) for d, s in changed if d < -0.005]
+        print("  later with ours (theirs -> ours; %d of %d seeds changed at all): %s" % (
+            sum(1 for d, s in changed if d), len(changed), ", ".join(
+                "%d %.2f -> %.2f" % (s, theirs[s]["view_s"] or -1, ours[s]["view_s"] or -1)
+                for d, s in later[:8]) or "none"))
+    which = ("--only " + ",".join(map(str, seeds))) if args.only else "--seeds %d --first %d%s" % (
+        args.seeds, args.first, " --all-topologies" if args.all_topologies else "")
+    print("rerun: python3 bench/sites_kill_view.py %s%s" % (
+        which, " --against " + args.against if args.against else ""))
     return 0
 
 

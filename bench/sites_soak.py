@@ -49,6 +49,7 @@ def main(argv=None):
     latencies = []
     view_times = []  # per seed that killed a site: when the last survivor left it out
     alone_times = []  # ... of those that killed no second site (the target: 3 s)
+    late_seeds = []  # ... (seed, time) of those above that target
     second_times = []  # ... of those that killed a second one: from that second kill
     merge_times = []  # per seed whose cut healed after the views split: when they merged
     sync_times = []  # per seed with a daemon started again: when it was up to date
@@ -72,6 +73,8 @@ def main(argv=None):
             second_s = sites_sim.case_for_seed(seed, args.lan_splits).second_kill_after_s
             if second_s is None:
                 alone_times.append(result.stats["view_after_kill_s"])
+                if result.stats["view_after_kill_s"] > 3.0:
+                    late_seeds.append((seed, result.stats["view_after_kill_s"]))
             else:  # (a view before the second death counts as 0: it came in time)
                 second_times.append(max(0.0, result.stats["view_after_kill_s"] - second_s))
         if "view_after_heal_s" in result.stats:
@@ -124,6 +127,12 @@ def main(argv=None):
         if times:
             print("  %s (%d seeds): %.2f s (median), %.2f s (90th percentile), %.2f s (max)" % (
                 what, len(times), times[len(times) // 2], times[int(len(times) * 0.9)], times[-1]))
+    if view_times:
+        print("  one site killed, above 3 s: %s" % (
+            ", ".join("%d (%.2f s)" % st for st in late_seeds) or "none"))
+        if late_seeds:
+            print("    each: python3 bench/sites_kill_view.py --only %s%s" % (
+                ",".join(str(st[0]) for st in late_seeds), " (without the soak's options)" if any(mix.values()) else ""))
     merge_times.sort()
     if merge_times:
         print("a cut link healed after the views split (%d of %d seeds that healed): every daemon "

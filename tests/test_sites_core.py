@@ -492,6 +492,35 @@ def test_a_takeover_keeps_the_links_our_site_reported_down_until_they_start():
     assert links == [(frozenset(), {})]  # now it runs: up
 
 
+def reported_down_then_taken_over(now, up_at=None):
+    """Our ring delivers a1's LINKS record of its link to b down at 3.0 (and, at `up_at`, one
+    of it up again); a1 dies and a2 takes over at `now`."""
+    gw = gateway("a2", SITES_B2)
+    regular(gw, ["a1", "a2"])
+    gw.ring_output(carrier([sr._links_record(0, 1, (), (1,))], 6), 3.0)
+    if up_at is not None:
+        gw.ring_output(carrier([sr._links_record(0, 2, (), ())], 7), up_at)
+    regular(gw, ["a2"], now)
+    assert gw.is_representative() and gw.wide
+    return gw
+
+
+def test_a_takeover_counts_its_predecessors_hello_wait_from_our_sites_links_report():
+    """a1 reported its link to b down at 3.0, and said HELLO there since: a2, which takes over
+    long after, waits SITE_TAKEOVER_HELLO_S for b's answer to its own HELLO, not the whole
+    SITE_HELLO_WAIT_S again (seed 1834: a site killed, left out 3.06 s after the kill)."""
+    assert sr.SITE_TAKEOVER_HELLO_S < sr.SITE_HELLO_WAIT_S
+    gw = reported_down_then_taken_over(now=5.0)
+    assert gw.link_down_s == {1: pytest.approx(3.0)}
+    assert gw.suspect_at[1] == pytest.approx(5.0 + sr.SITE_TAKEOVER_HELLO_S)
+    # soon after the report: the link's grace, counted from the report, is the later
+    gw = reported_down_then_taken_over(now=3.2)
+    assert gw.suspect_at[1] == pytest.approx(3.0 - SILENCE_S + SILENCE_S + sr.SITE_GRACE_S)
+    # reported up again before the takeover: nothing says a HELLO went unanswered
+    gw = reported_down_then_taken_over(now=5.0, up_at=3.5)
+    assert gw.link_down_s == {} and gw.suspect_at[1] == pytest.approx(5.0 + sr.SITE_HELLO_WAIT_S)
+
+
 def test_the_state_a_late_daemon_takes_carries_the_silences_and_the_merges_given_up():
     """A daemon that takes the sites' state (and may represent the site next) knows how long
     ago each site was heard (ages: the daemons' clocks are their own) and the GIVEUPs it must
@@ -499,6 +528,7 @@ def test_the_state_a_late_daemon_takes_carries_the_silences_and_the_merges_given
     gw = gateway("a2")
     regular(gw, ["a1", "a2"])
     gw.ring_output(carrier([remote(1, 5)], 6), 4.0)
+    gw.ring_output(carrier([sr._links_record(0, 1, (), (1,))], 7), 4.1)  # (our link to b down)
     giveup = sr.SiteRecord(sr.SITE_GIVEUP, 0, 0, 3, body=sr.encode_site_view_body({0, 1}, {}))
     gw.giveups, gw.given_up_view = {0: giveup}, 3
     ready = {s: sr.SiteRecord(sr.SITE_READY, s, 9, 2, body=sr.encode_site_view_body({0, 1}, {})) for s in (0, 1)}
@@ -508,12 +538,14 @@ def test_the_state_a_late_daemon_takes_carries_the_silences_and_the_merges_given
     late = gateway("a1")
     late.import_state(state, 100.0)
     assert late.heard_s == {1: pytest.approx(100.0 - 0.25)}
+    assert late.link_down_s == {1: pytest.approx(100.0 - 0.15)}  # (a takeover's HELLO wait counts from it)
     assert (late.giveups, late.given_up_view) == ({0: giveup}, 3)
     assert late.merged_readies == ready
     for bad in (-1.0, float("nan"), "1", float("inf")):
-        broken = dict(state, heard_ages={"1": bad})
-        with pytest.raises(ValueError):
-            gateway("a1").import_state(broken, 100.0)
+        for table in ("heard_ages", "link_down_ages"):
+            broken = dict(state, **{table: {"1": bad}})
+            with pytest.raises(ValueError):
+                gateway("a1").import_state(broken, 100.0)
     broken = dict(state, giveups={"0": sr._records_text([sr.SiteRecord(sr.SITE_FRONTIER, 0, 4)])})
     with pytest.raises(ValueError):
         gateway("a1").import_state(broken, 100.0)
