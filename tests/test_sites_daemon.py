@@ -45,6 +45,8 @@ class SitesLab:
         self.crashed = set()
         self.wan_cut = False  #: every HOP datagram is lost
         self.ring_cut = False  #: every ring datagram is lost (each daemon a ring of its own)
+        #: daemons cut off from the rest of their site's LAN (a split: two rings of one site)
+        self.lan_apart = set()
         self.layout, self.ips = layout or LAYOUT, ips or IPS
         self.plan = sp.sites_plan(sp.parse_spread_conf(conf)) if conf else plan()
         self.site_of = {d: s for s, names in enumerate(self.layout) for d in names}
@@ -85,7 +87,7 @@ class SitesLab:
             if t == t_net:
                 _, _, kind, dest, src, packet = heapq.heappop(self.queue)
                 if dest in self.crashed or src in self.crashed or (kind == "hop" and self.wan_cut) \
-                        or (kind == "ring" and self.ring_cut):
+                        or (kind == "ring" and (self.ring_cut or (dest in self.lan_apart) != (src in self.lan_apart))):
                     continue
                 d = self.daemons[dest]
                 if kind == "hop":
@@ -732,3 +734,49 @@ def test_unreliable_reaches_the_members_at_the_other_site_and_no_one_else():
     gw = lab.daemons["b1"].orderer.gateway
     assert gw.counters["site_unreliable_delivered"] == 6
     assert lab.daemons["a1"].orderer.gateway.counters["site_unreliable_forwarded"] == 6
+
+
+def memberships_seen(client):
+    return [("TRANS",) if m.is_transitional else
+            ("REG", m.caused_by, tuple(sorted(m.members)), sorted(sorted(v) for v in m.vs_sets or []))
+            for m in client.receive_all() if m.is_membership]
+
+
+@pytest.mark.parametrize("apart", ["a3", "a1"])
+def test_a_site_split_in_two_rings_goes_on_on_the_quorum_side_and_the_fork_rejoins(apart):
+    """A site of three whose LAN splits (`apart` alone: a3, or a1, the first in spread.conf):
+    the two others keep the site's epoch, `apart` forks (a new incarnation, a view of its own).
+    When the LAN heals, `apart` takes the kept state and its client comes back: every client
+    gets TRANSITION, then REG_MEMB CAUSED_BY_NETWORK with everyone in two vs_sets, and one
+    order after."""
+    lab = three_lab()
+    lab.run(2.5)
+    clients = {n: Client(lab, n, "u" + n, 1) for n in THREE_IPS}
+    for c in clients.values():
+        c.join("g")
+        lab.run(0.3)
+    for c in clients.values():
+        memberships_seen(c)
+    lab.lan_apart = {apart}
+    lab.run(6.0)
+    assert not any(d.fatal for d in lab.daemons.values())
+    assert any("goes on as a new incarnation" in line for line in lab.daemons[apart].log)
+    everyone = tuple(sorted(c.private_group for c in clients.values()))
+    kept = tuple(m for m in everyone if not m.endswith("#" + apart))
+    for name, c in clients.items():
+        seen = memberships_seen(c)
+        alone = ("#u%s#%s" % (apart, apart),)
+        assert seen[-2:] == [("TRANS",), ("REG", "NETWORK", alone if name == apart else kept,
+                                          [list(alone if name == apart else kept)])], (name, seen)
+    lab.lan_apart = set()
+    lab.run(6.0)
+    assert not any(d.fatal for d in lab.daemons.values())
+    assert any("REJOIN" in line for line in lab.daemons[apart].log)
+    for name, c in clients.items():
+        seen = memberships_seen(c)
+        assert seen[-2:] == [("TRANS",), ("REG", "NETWORK", everyone,
+                                          sorted([list(kept), ["#u%s#%s" % (apart, apart)]]))], (name, seen)
+    tables = [table_of(lab.daemons[n]) for n in THREE_IPS]
+    assert all(t == tables[0] for t in tables)
+    orders = burst_everywhere(lab, list(clients.values()), 4)
+    assert len(orders[0]) == 16 and all(o == orders[0] for o in orders)
