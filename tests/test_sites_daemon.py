@@ -38,7 +38,7 @@ class SitesLab:
     """The daemons of LAYOUT; ring datagrams inside a site (1 ms), HOP datagrams between
     sites (WAN_DELAY_S); a crashed daemon neither sends nor receives."""
 
-    def __init__(self, layout=None, ips=None, conf=None):
+    def __init__(self, layout=None, ips=None, conf=None, hop_settings=None):
         self.now = 0.0
         self.queue = []
         self.counter = 0
@@ -48,7 +48,7 @@ class SitesLab:
         #: daemons cut off from the rest of their site's LAN (a split: two rings of one site)
         self.lan_apart = set()
         self.layout, self.ips = layout or LAYOUT, ips or IPS
-        self.plan = sp.sites_plan(sp.parse_spread_conf(conf)) if conf else plan()
+        self.plan = sp.sites_plan(sp.parse_spread_conf(conf or CONF), hop_settings)
         self.site_of = {d: s for s, names in enumerate(self.layout) for d in names}
         self.daemons = {}
         for i, name in enumerate(self.ips, 1):
@@ -780,3 +780,37 @@ def test_a_site_split_in_two_rings_goes_on_on_the_quorum_side_and_the_fork_rejoi
     assert all(t == tables[0] for t in tables)
     orders = burst_everywhere(lab, list(clients.values()), 4)
     assert len(orders[0]) == 16 and all(o == orders[0] for o in orders)
+
+
+def test_two_rings_of_a_site_of_two_that_votes_the_second_daemon_rejoins_instead_of_stopping():
+    """As above, with --split-quorum-min-daemons 2: a1 (half of the last ring, and its first)
+    keeps the site; a2 forked, takes a1's state and its client comes back (REJOIN)."""
+    lab = SitesLab(hop_settings=sp.HopSettings(split_quorum_min_daemons=2))
+    lab.run(2.5)
+    clients = [Client(lab, name, "u" + name, 1) for name in IPS]
+    for c in clients:
+        c.join("g")
+        lab.run(0.3)
+    lab.lan_apart = {"a2"}
+    lab.run(6.0)
+    assert any("goes on as a new incarnation" in line for line in lab.daemons["a2"].log)
+    lab.lan_apart = set()
+    lab.run(6.0)
+    assert not any(d.fatal for d in lab.daemons.values())
+    everyone = ("#ua1#a1", "#ua2#a2", "#ub1#b1")
+    for c in clients:
+        seen = memberships_seen(c)
+        assert seen[-2:] == [("TRANS",), ("REG", "NETWORK", everyone, [["#ua1#a1", "#ub1#b1"], ["#ua2#a2"]])], seen
+    orders = burst_everywhere(lab, clients, 4)
+    assert len(orders[0]) == 12 and all(o == orders[0] for o in orders)
+
+
+def test_split_quorum_options_set_the_hop_settings():
+    parse = sp.build_parser().parse_args
+    default = sp.hop_settings_of(parse(["daemon"]))
+    assert default.split_quorum and default.split_quorum_min_daemons == 3
+    two = sp.hop_settings_of(parse(["daemon", "--split-quorum-min-daemons", "2"]))
+    assert two.split_quorum and two.split_quorum_min_daemons == 2
+    assert not sp.hop_settings_of(parse(["daemon", "--no-split-quorum"])).split_quorum
+    with pytest.raises(SystemExit):
+        parse(["daemon", "--split-quorum-min-daemons", "0"])
