@@ -10739,10 +10739,11 @@ class SitesGroupCore(GroupCore):
         if not lost:
             return
         # urgent: ahead of the messages our clients queued while we were not up to date (a
-        # LEAVE among them must come after the REJOIN it undoes)
+        # LEAVE among them must come after the REJOIN it undoes). It names our ring (the
+        # merged one): a ROSTER of a later ring applied before it tells whether we are gone
+        body = "\n".join(["%d" % self.ring_seq] + lost).encode("latin-1")
         self.orderer.submit(DaemonMessage(STATE, self.daemon_name, "#rejoin#%s" % self.daemon_name,
-                                          AGREED_MESS, [REJOIN_GROUP], data="\n".join(lost).encode("latin-1")),
-                            urgent=True)
+                                          AGREED_MESS, [REJOIN_GROUP], data=body), urgent=True)
         self.rejoins_sent += 1
         self.log.append("took the kept state of site %d: %d memberships of this daemon's clients "
                         "in the fork are sent again (REJOIN)" % (self.site_id, len(lost)))
@@ -10752,13 +10753,21 @@ class SitesGroupCore(GroupCore):
         daemon: its members come back, each changed group's local members get TRANSITION
         (not again at the daemon that sent it: it gave it at its install) and REG_MEMB
         CAUSED_BY_NETWORK with two vs_sets, the members that were here and the ones back. One
-        of a daemon gone meanwhile is stale (its members would never leave)."""
+        of a daemon that a ROSTER of its ring or a later one counts gone is stale (its members
+        would never leave); one that comes before the ROSTER of its ring (which names the
+        daemon back) is taken: the daemon is in that ring."""
         origin = msg.origin
-        if origin not in self.site_of or origin in self.gone:
-            self.log.append("a REJOIN of %s, a daemon gone: ignored" % origin)
+        lines = msg.data.decode("latin-1").split("\n")
+        if origin not in self.site_of or not lines[0].isdigit():
+            self.log.append("a REJOIN from %s that names no ring: ignored" % origin)
             return
+        if origin in self.gone:
+            if int(lines[0]) <= self.roster_ring_seq.get(self.site_of[origin], -1):
+                self.log.append("a REJOIN of %s, a daemon gone since: ignored" % origin)
+                return
+            self.gone.discard(origin)
         added: Dict[str, List[str]] = {}
-        for line in msg.data.decode("latin-1").split("\n"):
+        for line in lines[1:]:
             fields = line.split("\t")
             if len(fields) != 2 or not name_is_legal(fields[0]) or not fields[1].endswith("#" + origin):
                 continue

@@ -814,3 +814,26 @@ def test_split_quorum_options_set_the_hop_settings():
     assert not sp.hop_settings_of(parse(["daemon", "--no-split-quorum"])).split_quorum
     with pytest.raises(SystemExit):
         parse(["daemon", "--split-quorum-min-daemons", "0"])
+
+
+def rejoin(origin, ring_seq, pairs):
+    return sp.DaemonMessage(sp.STATE, origin, "#rejoin#%s" % origin, sp.AGREED_MESS, [sp.REJOIN_GROUP],
+                            data="\n".join([str(ring_seq)] + ["%s\t%s" % p for p in pairs]).encode())
+
+
+def test_a_rejoin_of_a_daemon_gone_since_is_stale_and_one_before_its_rings_roster_is_taken():
+    """a3 forked (ROSTER of ring 8 without it), its rings met again in ring 12: a REJOIN of
+    ring 12 that the order delivers before ring 12's ROSTER still counts (a3 is in that ring);
+    one of ring 12 after a ROSTER of ring 16 without a3 (it crashed meanwhile) is stale."""
+    core = sp.SitesGroupCore("b1", FakeOrderer(), [["a1", "a2", "a3"], ["b1"]])
+    core.deliver(roster("a1", 8, ["a1", "a2"]))
+    assert core.gone == {"a3"}
+    core.deliver(rejoin("a3", 12, [("g", "#u#a3"), ("g", "#v#a1")]))  # (a1's member: not a3's to name)
+    assert core.gone == set() and core.groups["g"].members == {"#u#a3": "a3"}
+    assert core.network_changes == 2
+    core.deliver(roster("a1", 12, ["a1", "a2", "a3"]))
+    assert core.groups["g"].members == {"#u#a3": "a3"}
+    core.deliver(roster("a1", 16, ["a1", "a2"]))
+    assert "g" not in core.groups
+    core.deliver(rejoin("a3", 12, [("h", "#w#a3")]))
+    assert "h" not in core.groups and any("gone since: ignored" in line for line in core.log)
