@@ -837,3 +837,30 @@ def test_a_rejoin_of_a_daemon_gone_since_is_stale_and_one_before_its_rings_roste
     assert "g" not in core.groups
     core.deliver(rejoin("a3", 12, [("h", "#w#a3")]))
     assert "h" not in core.groups and any("gone since: ignored" in line for line in core.log)
+
+
+def test_a_leave_sent_while_the_fork_waits_for_the_kept_state_comes_after_its_rejoin():
+    """a3's client leaves g while a3 waits for the kept state (its LEAVE waits with it): the
+    REJOIN goes ahead of it (urgent), so the LEAVE is applied after, and nobody keeps the
+    client in g."""
+    lab = three_lab()
+    lab.run(2.5)
+    clients = {n: Client(lab, n, "u" + n, 1) for n in THREE_IPS}
+    for c in clients.values():
+        c.join("g")
+        lab.run(0.3)
+    lab.lan_apart = {"a3"}
+    lab.run(6.0)
+    lab.lan_apart = set()
+    orderer = lab.daemons["a3"].orderer
+    while orderer.synced:
+        lab.run(0.001)
+        assert lab.now < 20
+    leave = sp.HEADER.pack(sp.LEAVE_MESS | sp.MY_ENDIAN_MARKER, sp.pad_name("#ua3#a3"), 1, sp.MY_ENDIAN_MARKER, 0)
+    clients["a3"].send(leave + sp.pad_name("g"))
+    assert orderer.waiting
+    lab.run(4.0)
+    assert not any(d.fatal for d in lab.daemons.values())
+    tables = [table_of(lab.daemons[n]) for n in THREE_IPS]
+    assert all(t == tables[0] for t in tables)
+    assert sorted(tables[0]["g"][0]) == ["#ua1#a1", "#ua2#a2", "#ub1#b1"]
