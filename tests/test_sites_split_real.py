@@ -105,6 +105,9 @@ def wait_until(check, timeout_s, what, folder):
 def run_split(tmp_path, site_a, fork, extra):
     """Daemons site_a + ["b1"], a client cN at each; the LAN of site a split into [fork] and
     the rest, then healed. Returns the clients' logs {daemon: lines} and the daemons' logs."""
+    reason = labnet.available(["nft"])
+    if reason:
+        pytest.skip("network namespaces: " + reason)
     names = site_a + ["b1"]
     host = {n: i for i, n in enumerate(names, 1)}
     (tmp_path / "client.py").write_text(CLIENT)
