@@ -864,3 +864,27 @@ def test_a_leave_sent_while_the_fork_waits_for_the_kept_state_comes_after_its_re
     tables = [table_of(lab.daemons[n]) for n in THREE_IPS]
     assert all(t == tables[0] for t in tables)
     assert sorted(tables[0]["g"][0]) == ["#ua1#a1", "#ua2#a2", "#ub1#b1"]
+
+
+def test_two_daemons_of_a_site_of_three_crashing_at_once_are_a_fork_and_a_merge():
+    """Dynamic voting cannot tell two crashes from a split: a3 holds one of three and forks;
+    b1 sees site 0 leave, then a3's new incarnation merge (one view more than without voting,
+    none wrong), and the two clients go on in one order."""
+    lab = three_lab()
+    lab.run(2.5)
+    clients = {n: Client(lab, n, "u" + n, 1) for n in THREE_IPS}
+    for c in clients.values():
+        c.join("g")
+        lab.run(0.3)
+    for c in clients.values():
+        memberships_seen(c)
+    lab.crashed |= {"a1", "a2"}
+    lab.run(8.0)
+    assert not any(d.fatal for d in lab.daemons.values())
+    assert any("goes on as a new incarnation" in line for line in lab.daemons["a3"].log)
+    both = ("#ua3#a3", "#ub1#b1")
+    assert memberships_seen(clients["b1"]) == [("TRANS",), ("REG", "NETWORK", ("#ub1#b1",), [["#ub1#b1"]]),
+                                               ("TRANS",), ("REG", "NETWORK", both, [["#ua3#a3"], ["#ub1#b1"]])]
+    assert memberships_seen(clients["a3"])[-2:] == [("TRANS",), ("REG", "NETWORK", both, [["#ua3#a3"], ["#ub1#b1"]])]
+    orders = burst_everywhere(lab, [clients["a3"], clients["b1"]], 4)
+    assert len(orders[0]) == 8 and orders[0] == orders[1]
