@@ -418,13 +418,13 @@ def forced_merge_kill_case(seed: int, after_s: float, site: Optional[int] = None
                            lan_splits: bool = False) -> SitesCase:
     """The seed's case with its merge kill forced: after_s after the heal, the representative
     of `site` (rep) or every daemon of it dies (bench/sites_merge_kill_scan.py sweeps after_s).
-    site None: the seed's own merge kill's site if it draws one, else (rep) the first site of
-    several daemons, (not rep) site 0. ValueError if the seed's cut never heals (no merge), or
+    site None: the seed's own merge kill's site if it draws one (rep: of several daemons), else
+    (rep) the first site of several daemons, (not rep) site 0. ValueError if the seed's cut never heals (no merge), or
     (rep) the site has one daemon."""
     case = case_for_seed(seed, lan_splits)
     if case.heal_after_s is None:
         raise ValueError("seed %d: no cut that heals, so no merge to kill in" % seed)
-    if site is None and case.merge_kill_after_s is not None:
+    if site is None and case.merge_kill_after_s is not None and (not rep or len(case.sites[case.merge_kill]) > 1):
         site = case.merge_kill
     elif site is None:
         site = next((i for i, s in enumerate(case.sites) if len(s) > 1), None) if rep else 0
@@ -745,6 +745,8 @@ class SitesSim:
         self.crash(name)
         self.merge_killed = name
         self.stats["merge_rep_kills"] = 1
+        # (the kill fell in the merge: the representative had proposed it, not installed it)
+        self.stats["merge_rep_kills_while_merging"] = int(self.nodes[name].gateway.merging is not None)
 
     def submit_random(self) -> None:
         if not self.live():
