@@ -7953,6 +7953,7 @@ class SiteGateway:
         # a neighbour site that never answers is gone as surely as one whose link died
         for site in self.neighbours:
             self.suspect_at[site] = self._first_suspicion_s(site, now)
+        self._watch_joining(now)
 
     def _first_suspicion_s(self, site: int, now: float) -> float:
         """When a representative that starts its links suspects a neighbour site that has not
@@ -9399,6 +9400,22 @@ class SiteGateway:
                 self._merge_proposal(r, passed)  # (it floods them on: they came before ours)
         self._maybe_merge(passed)
         return True
+
+    def _watch_joining(self, now: float) -> None:
+        """(a representative that takes over after its site decided a merge) A joining
+        neighbour site we have no link with is watched as our view's neighbours are
+        (_go_wide): HELLO, then the silence rule, and the next view leaves it out, chained
+        after the merge. Our view's neighbours alone were: a joining site that died meanwhile
+        was never suspected, and we waited for its READY or frontier for ever (seed 35, its
+        representative killed around its READY: bench/sites_merge_kill_scan.py 35 --site 0).
+        (A merge not decided yet is given up when a link to a joining site dies; one never
+        started is not watched: no seed shows it yet.)"""
+        c, m = self.closing, self.merging
+        if c is None or not c.joined or m is None:
+            return
+        for site in sorted(m.joined):
+            if site in self.configured_neighbours and site not in self.links:
+                self.suspect_at.setdefault(site, self._first_suspicion_s(site, now))
 
     def _merge_proposal(self, r: SiteRecord, passed: List[SiteRecord]) -> None:
         m = self.merging
