@@ -908,6 +908,20 @@ def test_a_forced_merge_kill_kills_the_representative_the_scan_asks_for():
         sites_sim.forced_merge_kill_case(no_heal, 0.5)
 
 
+@pytest.mark.parametrize("at_s", [0.5336, 1.6956])
+def test_a_representative_that_takes_over_after_its_site_decided_a_merge_watches_the_joining_sites(at_s):
+    """Seed 35 (a line a - b - c; a = a1, a2; the GIVEUP race's recut, b killed after it):
+    a1 killed just after a decided the merge (0.5336 s after the heal) or as c left a out
+    (1.6956 s). a2 took over with the merge decided, started links to its view's neighbours
+    only (none), and b died: nobody suspected b, and a2 waited for b's READY or frontier for
+    ever ("no loss": a2 never delivered its own messages). Found by
+    bench/sites_merge_kill_scan.py 35; now the joining sites are watched too."""
+    sim = sites_sim.SitesSim(35, case=sites_sim.forced_merge_kill_case(35, at_s, site=0))
+    res = sim.run()
+    assert res.violations == [], res.summary()
+    assert sim.merge_killed == "a1" and sim.nodes["a2"].views[-1][:3] == (sr.CONF_REGULAR, 3, (0,))
+
+
 # ---- a READY lost with the representative that installed the merge (seed 2004's race) ----------
 
 READY_SEED = 314  # two sites, a (a1, a2) and b (b1, b2, b3); the link is cut and heals 5.5 s later
