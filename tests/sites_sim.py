@@ -21,7 +21,9 @@ later as a new incarnation: its ring takes it in and it is brought up to date th
 of the killed site is started again 0.3-5 s after the kill, before or after the others left it
 out (a new epoch of its streams: it comes back by a merge, and the clients send again after
 it), and/or every daemon of a site is killed 0-1.2 s after a heal, about when the healed views
-decide their merge (the next view leaves it out, chained after the merge), or (a mesh of three
+decide their merge (the next view leaves it out, chained after the merge; in a seed whose
+representative crashed, a site's representative instead: the next daemon takes the merge over;
+forced_merge_kill_case and bench/sites_merge_kill_scan.py place it at each step), or (a mesh of three
 with no other cut or kill) one link is cut for good from the start and one of its ends is cut
 off and healed to the third site only: the views merge through that site (a MERGE parked behind
 it, then taken round the dead link). The run goes on until
