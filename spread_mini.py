@@ -7893,6 +7893,7 @@ class SiteGateway:
         gone = [site for site, t in self.suspect_at.items() if now >= t]
         for site in gone:
             del self.suspect_at[site]
+        self._give_up_unlinked_merge(gone, now)
         gone = [site for site in gone if site not in self.links and site in self._watched_sites()]
         if gone and self.is_representative():
             gone = self._route_around(gone, now)
@@ -8037,6 +8038,7 @@ class SiteGateway:
         # a neighbour site that never answers is gone as surely as one whose link died
         for site in self.neighbours:
             self.suspect_at[site] = self._first_suspicion_s(site, now)
+        self._watch_joining(now, took_over=True)
 
     def _first_suspicion_s(self, site: int, now: float) -> float:
         """When a representative that starts its links suspects a neighbour site that has not
@@ -9568,11 +9570,45 @@ class SiteGateway:
             # the new view's sites we have no link with yet (their HELLO may never come: they
             # stopped probing once they started merging) are asked, as after a link's death
             self.hello_due_s = self.now_s
+        self._watch_joining(self.now_s)
         for site, r in sorted(self.merge_offers.items()):
             if r.site_seq == view and decode_site_view_body(r.body)[0] == sites:
                 self._merge_proposal(r, passed)  # (it floods them on: they came before ours)
         self._maybe_merge(passed)
         return True
+
+    def _watch_joining(self, now: float, took_over: bool = False) -> None:
+        """(representative, merging) A joining neighbour site we have no link with is watched
+        as our view's neighbours are: HELLO, then the silence rule (_go_wide); if it is still
+        silent then, a decided merge's next view leaves it out (chained after the merge), and
+        a merge not decided yet is given up (_give_up_unlinked_merge), as when a link to a
+        joining site dies. Nothing did: a representative that takes over during a merge
+        watched its view's neighbours only, and a MERGE taken from its offer after a view
+        change may be the site's last word. Seed 35 (bench/sites_merge_kill_scan.py 35): a1
+        killed around a's READY, a2 took over and b died, nobody suspected b; a1 killed 1.3 s
+        after the heal, a2 took b's MERGE after b died. a2 waited for b for ever."""
+        m = self.merging
+        if m is None or not self.is_representative():
+            return
+        for site in sorted(m.joined):
+            if site in self.configured_neighbours and site not in self.links:
+                wait_s = self._first_suspicion_s(site, now) if took_over else \
+                    now + self.hop_settings.peer_silence_s + SITE_GRACE_S
+                self.suspect_at.setdefault(site, wait_s)
+
+    def _give_up_unlinked_merge(self, due: List[int], now: float) -> None:
+        """A joining neighbour site whose wait ran out with no link, before our decision:
+        our merge is given up, as when a link to a joining site dies (_drop_link)."""
+        m = self.merging
+        if m is None or self.closing is not None or not self.is_representative():
+            return
+        silent = [s for s in due if s in m.joined and s not in self.links]
+        if silent:
+            self.counters["site_merges_given_up_unlinked"] += 1
+            self._log("sites %s joining view %d never started a link: the merge is given up"
+                      % (silent, m.view_seq), now)
+            self.to_ring.append(SiteRecord(SITE_JOIN, self.site_id, 0, m.view_seq,
+                                           body=encode_site_view_body((), {})))  # give it up
 
     def _merge_proposal(self, r: SiteRecord, passed: List[SiteRecord]) -> None:
         m = self.merging

@@ -6,6 +6,7 @@ the command that replays it.
     python3 bench/sites_soak.py --seeds 1000            # seeds 1..1000
     python3 bench/sites_soak.py --seeds 200 --first 5000
     python3 bench/sites_soak.py --seeds 500 --hostile 0.1 [--key]   # a hostile LAN (see sites_sim)
+    python3 bench/sites_soak.py --seeds 9000 --merge-kills-only     # the seeds killing during a merge
 """
 from __future__ import annotations
 
@@ -36,6 +37,9 @@ def main(argv=None):
     parser.add_argument("--groups", action="store_true",
                         help="the clients join and leave groups during the traffic (a site owes a "
                         "message only if it has a member of its group then)")
+    parser.add_argument("--merge-kills-only", action="store_true",
+                        help="run only the seeds of the range that draw a merge kill (a site, or "
+                        "a representative, killed about when healed views merge)")
     sites_sim.add_hostile_options(parser)
     args = parser.parse_args(argv)
     mix = dict(unreliable=args.unreliable, lan_splits=args.lan_splits, groups=args.groups,
@@ -55,7 +59,15 @@ def main(argv=None):
     sync_times = []  # per seed with a daemon started again: when it was up to date
     hostile = collections.Counter()  # hostile datagrams sent, and what the daemons dropped
     for seed in range(args.first, args.first + args.seeds):
+        case = sites_sim.case_for_seed(seed, args.lan_splits)
+        if args.merge_kills_only and case.merge_kill_after_s is None:
+            continue
+        if case.merge_kill_after_s is not None:
+            totals["merge_kill_rep_seeds" if case.merge_kill_rep else "merge_kill_site_seeds"] += 1
+        totals["runs"] += 1
         result = sites_sim.run_seed(seed, **mix)
+        for key in ("merge_rep_kills", "merge_rep_kills_while_merging", "merge_kills_skipped"):
+            totals[key] += result.stats.get(key, 0)
         for key, value in result.stats.items():
             if key.startswith(("hostile_", "dropped_")):
                 hostile[key] += value
@@ -96,8 +108,8 @@ def main(argv=None):
                 seed - args.first + 1, totals["violations"], time.monotonic() - started),
                 file=sys.stderr)
     elapsed = time.monotonic() - started
-    print("sites soak: seeds %d..%d (%d), violations %d, failing seeds %d%s" % (
-        args.first, args.first + args.seeds - 1, args.seeds, totals["violations"], len(failing),
+    print("sites soak: seeds %d..%d (%d run), violations %d, failing seeds %d%s" % (
+        args.first, args.first + args.seeds - 1, totals["runs"], totals["violations"], len(failing),
         (" " + str(failing[:20])) if failing else ""))
     if kinds:
         print("violations by checker: " + ", ".join("%s %d" % kv for kv in sorted(kinds.items())))
@@ -145,6 +157,11 @@ def main(argv=None):
           "ignored %d times (%d seeds)" % (
               totals["site_merges_routed_around"], totals["site_merges_routed_around_seeds"],
               totals["site_giveups_of_a_dead_site"], totals["site_giveups_of_a_dead_site_seeds"]))
+    print("merge kills: a whole site killed about when healed views merge in %d seeds; a "
+          "representative killed then, in a run whose representative crashed before, in %d (%d "
+          "killed while it was merging; %d not killed: its site's last daemon)" % (
+              totals["merge_kill_site_seeds"], totals["merge_kill_rep_seeds"],
+              totals["merge_rep_kills_while_merging"], totals["merge_kills_skipped"]))
     sync_times.sort()
     if sync_times:
         print("a daemon killed and started again (%d seeds): up to date %.3f s after its start "
@@ -159,8 +176,9 @@ def main(argv=None):
         print("hostile datagrams sent %d: %s" % (sum(v for _, v in sent), ", ".join("%s %d" % kv for kv in sent)))
         print("refused by the daemons (hostile ones and the wire's late copies): %s" % (
             ", ".join("%s %d" % kv for kv in dropped) or "none"))
-    print("rerun: python3 bench/sites_soak.py --seeds %d --first %d%s" % (
-        args.seeds, args.first, sites_sim.mix_options(**mix)))
+    print("rerun: python3 bench/sites_soak.py --seeds %d --first %d%s%s" % (
+        args.seeds, args.first, sites_sim.mix_options(**mix),
+        " --merge-kills-only" if args.merge_kills_only else ""))
     return 1 if failing else 0
 
 

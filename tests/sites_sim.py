@@ -21,7 +21,9 @@ later as a new incarnation: its ring takes it in and it is brought up to date th
 of the killed site is started again 0.3-5 s after the kill, before or after the others left it
 out (a new epoch of its streams: it comes back by a merge, and the clients send again after
 it), and/or every daemon of a site is killed 0-1.2 s after a heal, about when the healed views
-decide their merge (the next view leaves it out, chained after the merge), or (a mesh of three
+decide their merge (the next view leaves it out, chained after the merge; in a seed whose
+representative crashed, a site's representative instead: the next daemon takes the merge over;
+forced_merge_kill_case and bench/sites_merge_kill_scan.py place it at each step), or (a mesh of three
 with no other cut or kill) one link is cut for good from the start and one of its ends is cut
 off and healed to the third site only: the views merge through that site (a MERGE parked behind
 it, then taken round the dead link). The run goes on until
@@ -194,6 +196,9 @@ class SitesCase:
     #: views decide their merge, so that it dies after that decision (None: never)
     merge_kill_after_s: Optional[float] = None
     merge_kill: int = 0
+    #: (with merge_kill_after_s) only the daemon that represents site merge_kill then is
+    #: killed, not every daemon of it: the next of its ring takes the merge over
+    merge_kill_rep: bool = False
     #: the healed link cut again this long after the first of its two ends decided the merge
     #: (its READY), before the other's decision: that one gives the merge up when the link
     #: dies (GIVEUP), the one that decided leaves it out (a view chained after the merge). The
@@ -368,6 +373,18 @@ def case_for_seed(seed: int, lan_splits: bool = False) -> SitesCase:
         # the views had split by then): a site dies about then, before or after its decision
         case.merge_kill = late.randrange(nsites)
         case.merge_kill_after_s = late.uniform(0.0, 1.2)
+    elif (case.heal_after_s is not None and case.site_kill_after_s is None
+          and case.rep_crash_after_s is not None and late.random() < 0.5):
+        # ... and in seeds whose representative crashed (the draw above never fires there, so
+        # its seeds keep their cases): a representative dies then, in a site that keeps a
+        # daemon alive (the one whose representative crashed earlier if it has three, or if
+        # that one comes back; SitesSim.crash_representative never kills a site's last daemon)
+        back = case.restart_name == sites[case.rep_crash_site][0]
+        spare = [i for i in several if i != case.rep_crash_site or back or len(sites[i]) > 2]
+        if spare:
+            case.merge_kill = late.choice(spare)
+            case.merge_kill_after_s = late.uniform(0.0, 1.2)
+            case.merge_kill_rep = True
     around = random.Random(seed * 7919 + 22)
     if (nsites == 3 and not line and case.cut_after_s is None and case.site_kill_after_s is None
             and around.random() < 0.4):
@@ -396,6 +413,27 @@ def case_for_seed(seed: int, lan_splits: bool = False) -> SitesCase:
         # (back about when the survivors leave it out: the link's silence, then SITE_GRACE_S)
         case.recut_for_s = race.uniform(1.8, 2.6)
         case.recut_kill_after_s = race.uniform(0.0, 0.6)
+    return case
+
+
+def forced_merge_kill_case(seed: int, after_s: float, site: Optional[int] = None, rep: bool = True,
+                           lan_splits: bool = False) -> SitesCase:
+    """The seed's case with its merge kill forced: after_s after the heal, the representative
+    of `site` (rep) or every daemon of it dies (bench/sites_merge_kill_scan.py sweeps after_s).
+    site None: the seed's own merge kill's site if it draws one (rep: of several daemons), else
+    (rep) the first site of several daemons, (not rep) site 0. ValueError if the seed's cut never heals (no merge), or
+    (rep) the site has one daemon."""
+    case = case_for_seed(seed, lan_splits)
+    if case.heal_after_s is None:
+        raise ValueError("seed %d: no cut that heals, so no merge to kill in" % seed)
+    if site is None and case.merge_kill_after_s is not None and (not rep or len(case.sites[case.merge_kill]) > 1):
+        site = case.merge_kill
+    elif site is None:
+        site = next((i for i, s in enumerate(case.sites) if len(s) > 1), None) if rep else 0
+    if site is None or not 0 <= site < len(case.sites) or (rep and len(case.sites[site]) < 2):
+        raise ValueError("seed %d: no site of several daemons to kill the representative of "
+                         "(sites %s)" % (seed, case.sites))
+    case.merge_kill, case.merge_kill_after_s, case.merge_kill_rep = site, after_s, rep
     return case
 
 
@@ -450,6 +488,7 @@ class SitesSim:
         self.latency: List[float] = []
         settings = {}
         self.restarts = 0
+        self.merge_killed: Optional[str] = None  #: (merge_kill_rep) the representative killed
         self.restart_pending = False  #: a daemon is to start again, or is not up to date yet
         for site, names in enumerate(self.case.sites):
             for name in names:
@@ -690,7 +729,30 @@ class SitesSim:
         self.nodes[name].crashed_at = self.now
         self.stats["crashes"] = self.stats.get("crashes", 0) + 1
 
+    def representative_of(self, site: int) -> Optional[str]:
+        """The live daemon that represents the site now (its ring's choice, as its gateways
+        read it); None if the site has no daemon alive."""
+        alive = [n for n in self.case.sites[site] if self.nodes[n].crashed_at is None]
+        reps = [n for n in alive if self.nodes[n].gateway.is_representative()]
+        return (reps or alive or [None])[0]
+
+    def crash_representative(self, site: int) -> None:
+        """(merge_kill_rep) kill -9 of the site's representative, unless it is the site's last
+        daemon alive (then that is a site killed: another scenario, not drawn)."""
+        name = self.representative_of(site)
+        alive = [n for n in self.case.sites[site] if self.nodes[n].crashed_at is None]
+        if name is None or len(alive) < 2:
+            self.stats["merge_kills_skipped"] = 1
+            return
+        self.crash(name)
+        self.merge_killed = name
+        self.stats["merge_rep_kills"] = 1
+        # (the kill fell in the merge: the representative had proposed it, not installed it)
+        self.stats["merge_rep_kills_while_merging"] = int(self.nodes[name].gateway.merging is not None)
+
     def submit_random(self) -> None:
+        if not self.live():
+            return  # (every daemon killed: nobody left to send)
         name = self.rng.choice(sorted(self.live()))
         node = self.nodes[name]
         service = self.rng.choice(self.services)
@@ -1015,7 +1077,9 @@ class SitesSim:
                 # and the clients send again once the views have merged (about 3 s after
                 # the heal: the probes, the merge), for the order across the merged sites
                 self.schedule_late_traffic(healed + HEAL_TRAFFIC_AFTER_S)
-                if self.case.merge_kill_after_s is not None:
+                if self.case.merge_kill_after_s is not None and self.case.merge_kill_rep:
+                    self.push(healed + self.case.merge_kill_after_s, "crash_rep", str(self.case.merge_kill))
+                elif self.case.merge_kill_after_s is not None:
                     for name in self.case.sites[self.case.merge_kill]:
                         self.push(healed + self.case.merge_kill_after_s, "crash", name)
                 self.recut_armed = self.case.recut_after_s is not None  # (see recut_at_decision)
@@ -1071,6 +1135,9 @@ class SitesSim:
             return
         if kind == "crash":
             self.crash(dest)
+            return
+        if kind == "crash_rep":
+            self.crash_representative(int(dest))
             return
         if kind == "restart":
             self.restart(dest)
