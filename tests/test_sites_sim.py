@@ -939,7 +939,8 @@ def test_a_restarted_representative_killed_after_a_heal_seed_4314():
 
 #: (seed, site, seconds after the heal) representatives killed during a merge that once
 #: failed: bench/sites_merge_kill_scan.py found them (both seeds draw the GIVEUP race's recut too)
-MERGE_KILL_SCAN_POINTS = [(35, 0, 0.5336), (35, 0, 1.3), (35, 0, 1.6956), (115, 1, 1.561), (115, 1, 2.2434)]
+MERGE_KILL_SCAN_POINTS = [(35, 0, 0.5336), (35, 0, 0.8), (35, 0, 1.3), (35, 0, 1.6956), (115, 1, 1.561),
+                          (115, 1, 2.2434)]
 
 
 @pytest.mark.parametrize("seed, site, at_s", MERGE_KILL_SCAN_POINTS)
@@ -955,7 +956,10 @@ def test_a_representative_that_takes_over_during_a_merge_watches_the_joining_sit
     assert res.violations == [], "%s\nreplay: python3 bench/sites_merge_kill_scan.py %d --site %d --at %s --log" % (
         res.summary(), seed, site, at_s)
     assert sim.merge_killed is not None
-    if (seed, at_s) == (35, 1.3):  # (the merge not decided yet: given up)
+    if (seed, at_s) == (35, 0.8):  # (the merge not decided yet: given up)
+        # (1.3 s on the branch that found it; the epochs passed on and the takeover rule moved
+        # the window to 0.45-1.0 s. With them, these points pass even without the give-up: a
+        # later rule covers it, so this only shows the path still runs)
         assert sim.nodes["a2"].gateway.counters["site_merges_given_up_unlinked"] == 1
 
 
