@@ -7634,9 +7634,18 @@ class SiteGateway:
         #: site -> the lts this daemon had delivered of its stream when a view left it out
         self.gone_delivered: Dict[int, int] = {}
         #: our own stream's site_seq where this daemon's ring last took a new epoch (a fork):
-        #: its clients' messages above it that the merge has not delivered are sent again if
-        #: the fork's state is replaced by the kept one's (own_undelivered)
+        #: above it our stream's numbering parts from the kept incarnation's (_delivered_here)
         self.fork_seq: Optional[int] = None
+        #: the daemons of the ring that forked (fork_seq), and our own stream's site_seq at the
+        #: last regular ring that followed a ring of them alone: what the fork's ring ordered
+        #: goes up to there (a later ring holds daemons of the kept side too; what it orders
+        #: the kept state holds). Where the fork's daemons take the kept state, they deliver
+        #: their stream's messages up to there that the merge still held (close_fork)
+        self.fork_ring: frozenset = frozenset()
+        self.own_held_upto = 0
+        #: the site_seqs of our own stream this daemon delivered in close_fork's transitional
+        #: view: the kept state holds those of them below the fork, delivered here already
+        self.fork_held: frozenset = frozenset()
         #: how many forks our site's epoch went through (it goes with the state): where two
         #: rings of the site meet, the one of fewer forks is the incarnation the others read
         #: (a fork is refused while the incarnation it left lives)
@@ -7860,6 +7869,8 @@ class SiteGateway:
         # what the old ring delivered here, every member that came with us delivered too (EVS):
         # it is as safe as it will get, and the new ring's safe_lts counts other packets
         self._pass_gate(everything=True)
+        if self.fork_seq is not None and self.ring_members <= self.fork_ring:
+            self.own_held_upto = self.applied_seq[self.site_id]  # (see fork_ring)
         self.ring_members = frozenset(change.members)
         if self.wide_ring and self.hop_settings.split_quorum:
             if site_quorum(self.sites[self.site_id], self.wide_ring, self.ring_members):
@@ -7880,6 +7891,7 @@ class SiteGateway:
         self.epoch = (int.from_bytes(digest[:6], "big") | 1) or old + 1
         self.wide_ring = self.ring_members
         self.fork_seq = self.applied_seq[self.site_id]
+        self.fork_ring, self.own_held_upto = self.ring_members, self.fork_seq
         self.forks += 1
         self.counters["site_forks"] += 1
         self._log("site %d's ring %s holds no quorum of the last ring that kept epoch %d (%s): "
@@ -7888,21 +7900,31 @@ class SiteGateway:
                       self.epoch), now)
         self.representative = None  # (a representative of the old epoch starts afresh)
 
-    def own_undelivered(self) -> List[DaemonMessage]:
-        """Our clients' messages that our ring ordered after our last fork and that the merge
-        has not delivered: lost with this daemon's state when it takes another ring's (a site
-        split in two rings), so they are sent again (SitesOrderer)."""
-        if self.fork_seq is None:
-            return []
-        out = []
-        for m in self.streams[self.site_id].ordered if self.site_id in self.streams else ():
-            if m.origin[0] == self.name and m.site_seq > self.fork_seq and m.complete:
-                body = m.frags[0] if m.frag_count == 1 else b"".join(m.frags[i] for i in range(m.frag_count))
-                try:
-                    out.append(decode_message_body(body, self.name))
-                except (RingWireError, UnicodeDecodeError):
-                    self.counters["undecodable_messages"] += 1
-        return out
+    def close_fork(self, now: float) -> None:
+        """Our ring was a fork of our site and takes the kept state now (SitesOrderer, at the
+        point): first the fork's view ends, in a transitional view of our site alone (EVS: the
+        fork's daemons go on together, apart from everybody else), in which we deliver what our
+        stream's merge still held of what the fork's ring ordered (up to own_held_upto). Each
+        daemon of the fork does the same at the same point of the ring's order. Without it a
+        message ordered before the fork (the kept side delivered it meanwhile, so it is not in
+        the state taken) or after it (the kept side never had it) is never delivered here,
+        not even to the client that sent it. The outputs, in this order, for the group core:
+        SiteViewChange(CONF_TRANSITIONAL, view_seq, [our site]), a Deliver per message (none
+        may follow), and later, when the state has come, SiteSync("install")."""
+        stream = self.streams.get(self.site_id)
+        if self.fork_seq is None or stream is None:
+            return
+        held = [m for m in stream.ordered if isinstance(m, _Message) and m.complete
+                and m.site_seq <= self.own_held_upto]
+        self._log("site %d's fork (epoch %d) ends: a transitional view of the site alone, %d "
+                  "messages of its stream delivered in it, before the kept state is taken" % (
+                      self.site_id, self.epoch, len(held)), now)
+        self.outputs.append(SiteViewChange(CONF_TRANSITIONAL, self.view_seq, [self.site_id],
+                                           "site %d's fork ends" % self.site_id))
+        for m in held:
+            self.merge._hand_over(m, "")
+        self.fork_held = frozenset(m.site_seq for m in held)
+        self.counters["fork_held_delivered"] += len(held)
 
     def choose_representative(self, now: float) -> None:
         """site_representative over the ring's daemons that hold the sites' state: a daemon
@@ -9797,13 +9819,14 @@ class SiteGateway:
         view: of another site's stream, up to what it delivered (both rings read the same
         incarnation of it); of our own, only below where the two rings' numbering parted (the
         earlier fork of either)."""
+        parted = [x for x in (self.fork_seq, their_fork_seq) if type(x) is int]
+        below = not parted or r.site_seq <= min(parted)
+        if r.site == self.site_id and r.site_seq in self.fork_held and below:
+            return True  # (close_fork delivered it)
         mark = self.delivered_marks.get(r.site)
         if mark is None or r.lts > mark:
             return False
-        if r.site != self.site_id:
-            return True
-        parted = [x for x in (self.fork_seq, their_fork_seq) if type(x) is int]
-        return not parted or r.site_seq <= min(parted)
+        return r.site != self.site_id or below
 
     def export_state(self) -> dict:
         """This daemon's sites-level state, as plain data (JSON), at a quiet moment."""
@@ -9955,6 +9978,7 @@ class SiteGateway:
         if not wide_ring <= set(self.sites[self.site_id]):
             raise ValueError("its last ring %s is not of our site" % sorted(wide_ring))
         self.wide_ring, self.fork_seq, self.delivered_marks = wide_ring, None, {}
+        self.fork_ring, self.own_held_upto, self.fork_held = frozenset(), 0, frozenset()
         self.forks = _counter(state.get("forks", 0))
         # (a fork's daemon may have been changing its own view: that is over; the state sent
         # is quiet, so is ours now)
@@ -10164,8 +10188,6 @@ class SitesOrderer(Orderer):
         self.held_bytes = 0
         self.waiting: "collections.deque[Tuple[DaemonMessage, bool]]" = collections.deque()
         self.retry_at: Optional[float] = None  #: the sender's AGAIN, once its state is quiet
-        #: a fork's daemon that takes the kept ring's state: its clients' messages to send again
-        self.resend: List[DaemonMessage] = []
         self.syncs_sent = 0
         self.syncs_installed = 0
 
@@ -10364,7 +10386,11 @@ class SitesOrderer(Orderer):
             self.round = None
             return
         if self.synced and self.name in r.late:  # (it holds nothing worth keeping, or a fork's)
-            self.resend = self.gateway.own_undelivered()
+            # a fork's daemon first ends the fork's view: TRANSITIONAL of our site alone and
+            # the fork's messages its merge still held (SiteGateway.close_fork), before any
+            # later output; SiteSync("install") follows when the state has come
+            self.gateway.close_fork(self.now)
+            out.extend(self.gateway.poll())
             self.synced = False
             self.gateway.stand_down()
         if not self.synced:  # late: the state will be as it is here; what came before is in it
@@ -10462,11 +10488,6 @@ class SitesOrderer(Orderer):
                             member_ids=sorted(self.member_ids), ring_seq=self.ring_id[0]))
         self.synced = True
         self.syncs_installed += 1
-        if self.resend:  # (a fork's clients' messages its ring ordered and nobody delivered)
-            self.gateway._log("sends again %d messages of its clients that its ring's fork had "
-                              "not delivered" % len(self.resend), self.now)
-            self.waiting.extendleft((m, False) for m in reversed(self.resend))
-            self.resend = []
         self._replay(self.held)
         self.gateway.ineligible = self.gateway.ineligible - frozenset(r.late)
         self.gateway.choose_representative(self.now)
