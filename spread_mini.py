@@ -7646,6 +7646,9 @@ class SiteGateway:
         #: the site_seqs of our own stream this daemon delivered in close_fork's transitional
         #: view: the kept state holds those of them below the fork, delivered here already
         self.fork_held: frozenset = frozenset()
+        #: (_delivered_here) where our stream's numbering parted from the kept state's, once
+        #: this daemon took it; None: never, or not known
+        self.marks_parted: Optional[int] = None
         #: how many forks our site's epoch went through (it goes with the state): where two
         #: rings of the site meet, the one of fewer forks is the incarnation the others read
         #: (a fork is refused while the incarnation it left lives)
@@ -8214,8 +8217,11 @@ class SiteGateway:
         self.orderer.transport.saw_lts(r.lts)
         if r.site != self.site_id and r.body and r.body[0] != RING_WIRE_DATA:
             self._interest_record(r)
+        # (after taking the kept state: one delivered here already in the fork's view keeps
+        # its place without its body, as in import_state)
+        body = SITE_SKIP_BODY if (self.delivered_marks or self.fork_held) and self._delivered_here(r) else r.body
         self.merge.link_chunk(stream, (r.origin, 0),
-                              RingChunk(r.site_seq, r.lts, r.site_seq, 0, 1, r.service, r.body))
+                              RingChunk(r.site_seq, r.lts, r.site_seq, 0, 1, r.service, body))
         if self.trace_held is not None:
             self.trace_held.append((r.site, r.site_seq))
 
@@ -9183,6 +9189,8 @@ class SiteGateway:
             for x in c.lost:  # SAFE counts the survivors only from now on
                 self.streams[x].stable_aru = LOST_SITE_ARU
         sites = c.survivors if kind == CONF_TRANSITIONAL or c.sites_next is None else c.sites_next
+        if kind == CONF_REGULAR:  # (what a fork's view delivered is of views before this one)
+            self.delivered_marks, self.fork_held, self.marks_parted = {}, frozenset(), None
         self.outputs.append(SiteViewChange(kind, c.view_seq, list(sites), c.reason))
         self._log("%s view %d: sites %s (%s)" % (kind, c.view_seq, sites, c.reason), None)
 
@@ -9814,13 +9822,13 @@ class SiteGateway:
         self.delivered_marks = dict(self.gone_delivered)  # (a site our view left out: as far as we went)
         self.delivered_marks.update((site, stream.delivered_lts) for site, stream in self.streams.items())
 
-    def _delivered_here(self, r: SiteRecord, their_fork_seq: Optional[int]) -> bool:
-        """(import_state) A message of the state this daemon delivered already, in its fork's
+    def _delivered_here(self, r: SiteRecord) -> bool:
+        """(import_state, and a record that reaches the merge after it: the kept side may not
+        have had it yet) A message of the state this daemon delivered already, in its fork's
         view: of another site's stream, up to what it delivered (both rings read the same
         incarnation of it); of our own, only below where the two rings' numbering parted (the
-        earlier fork of either)."""
-        parted = [x for x in (self.fork_seq, their_fork_seq) if type(x) is int]
-        below = not parted or r.site_seq <= min(parted)
+        earlier fork of either: marks_parted)."""
+        below = self.marks_parted is None or r.site_seq <= self.marks_parted
         if r.site == self.site_id and r.site_seq in self.fork_held and below:
             return True  # (close_fork delivered it)
         mark = self.delivered_marks.get(r.site)
@@ -9906,6 +9914,8 @@ class SiteGateway:
             if len(records) != 1:
                 raise ValueError("a merge offer of %d records" % len(records))
             offers[_site_key(k, n)] = records[0]
+        parted = [x for x in (self.fork_seq, state.get("fork_seq")) if type(x) is int]
+        self.marks_parted = min(parted) if parted else None
         self.merge.streams, self.merge._merge = {}, []
         self.streams = {}
         for site in sorted(streams):
@@ -9919,7 +9929,7 @@ class SiteGateway:
                     raise ValueError("stream %d holds a record of kind %d" % (site, r.kind))
                 # (one this daemon delivered already keeps its place, without its body: the
                 # order, SAFE and the views wait for it here as they do at the others)
-                body = SITE_SKIP_BODY if self._delivered_here(r, state.get("fork_seq")) else r.body
+                body = SITE_SKIP_BODY if self._delivered_here(r) else r.body
                 self.merge.link_chunk(stream, (r.origin, 0),
                                       RingChunk(r.site_seq, r.lts, r.site_seq, 0, 1, r.service, body))
                 if self.trace_held is not None:
@@ -9977,8 +9987,10 @@ class SiteGateway:
         wide_ring = frozenset(_checked(x, str) for x in _checked(state.get("wide_ring", []), list))
         if not wide_ring <= set(self.sites[self.site_id]):
             raise ValueError("its last ring %s is not of our site" % sorted(wide_ring))
-        self.wide_ring, self.fork_seq, self.delivered_marks = wide_ring, None, {}
-        self.fork_ring, self.own_held_upto, self.fork_held = frozenset(), 0, frozenset()
+        # (delivered_marks and fork_held stay until our next regular view: a record of the
+        # kept side's streams that reaches our merge later may be one we delivered already)
+        self.wide_ring, self.fork_seq = wide_ring, None
+        self.fork_ring, self.own_held_upto = frozenset(), 0
         self.forks = _counter(state.get("forks", 0))
         # (a fork's daemon may have been changing its own view: that is over; the state sent
         # is quiet, so is ours now)
