@@ -7636,13 +7636,17 @@ class SiteGateway:
         #: our own stream's site_seq where this daemon's ring last took a new epoch (a fork):
         #: above it our stream's numbering parts from the kept incarnation's (_delivered_here)
         self.fork_seq: Optional[int] = None
-        #: the daemons of the ring that forked (fork_seq), and our own stream's site_seq at the
-        #: last regular ring that followed a ring of them alone: what the fork's ring ordered
-        #: goes up to there (a later ring holds daemons of the kept side too; what it orders
-        #: the kept state holds). Where the fork's daemons take the kept state, they deliver
-        #: their stream's messages up to there that the merge still held (close_fork)
+        #: the daemons of the ring that began our incarnation of the site (a fork, or a ring
+        #: that started afresh: SitesOrderer), and our own stream's site_seq at the last
+        #: regular ring that followed a ring of them alone: what that ring ordered goes up to
+        #: there (a later ring holds daemons of the kept side too; what it orders the kept
+        #: state holds). Where its daemons take the kept state, they deliver their stream's
+        #: messages up to there that the merge still held (close_fork)
         self.fork_ring: frozenset = frozenset()
         self.own_held_upto = 0
+        #: where our own stream's numbering began as our incarnation's: fork_seq at a fork, 0
+        #: where our ring started afresh (never sent with the state: a late daemon's own)
+        self.own_parted: Optional[int] = None
         #: the site_seqs of our own stream this daemon delivered in close_fork's transitional
         #: view: the kept state holds those of them below the fork, delivered here already
         self.fork_held: frozenset = frozenset()
@@ -7872,7 +7876,7 @@ class SiteGateway:
         # what the old ring delivered here, every member that came with us delivered too (EVS):
         # it is as safe as it will get, and the new ring's safe_lts counts other packets
         self._pass_gate(everything=True)
-        if self.fork_seq is not None and self.ring_members <= self.fork_ring:
+        if self.fork_ring and self.ring_members <= self.fork_ring:
             self.own_held_upto = self.applied_seq[self.site_id]  # (see fork_ring)
         self.ring_members = frozenset(change.members)
         if self.wide_ring and self.hop_settings.split_quorum:
@@ -7895,6 +7899,7 @@ class SiteGateway:
         self.wide_ring = self.ring_members
         self.fork_seq = self.applied_seq[self.site_id]
         self.fork_ring, self.own_held_upto = self.ring_members, self.fork_seq
+        self.own_parted = self.fork_seq
         self.forks += 1
         self.counters["site_forks"] += 1
         self._log("site %d's ring %s holds no quorum of the last ring that kept epoch %d (%s): "
@@ -7903,9 +7908,15 @@ class SiteGateway:
                       self.epoch), now)
         self.representative = None  # (a representative of the old epoch starts afresh)
 
+    def began_afresh(self, ring: frozenset) -> None:
+        """(SitesOrderer) Our ring starts with the sites' state afresh: a new incarnation of our
+        site, its stream numbered from 0 (as a fork's from fork_seq; a restarted daemon alone
+        on its side of a split LAN starts so, and later takes the kept state)."""
+        self.fork_ring, self.own_held_upto, self.own_parted = ring, 0, 0
+
     def close_fork(self, now: float) -> None:
-        """Our ring was a fork of our site and takes the kept state now (SitesOrderer, at the
-        point): first the fork's view ends, in a transitional view of our site alone (EVS: the
+        """Our ring was a fork of our site (or started afresh beside it) and takes the kept
+        state now (SitesOrderer, at the point, when this daemon held a state): first the fork's view ends, in a transitional view of our site alone (EVS: the
         fork's daemons go on together, apart from everybody else), in which we deliver what our
         stream's merge still held of what the fork's ring ordered (up to own_held_upto). Each
         daemon of the fork does the same at the same point of the ring's order. Without it a
@@ -7915,7 +7926,7 @@ class SiteGateway:
         SiteViewChange(CONF_TRANSITIONAL, view_seq, [our site]), a Deliver per message (none
         may follow), and later, when the state has come, SiteSync("install")."""
         stream = self.streams.get(self.site_id)
-        if self.fork_seq is None or stream is None:
+        if not self.fork_ring or stream is None:
             return
         held = [m for m in stream.ordered if isinstance(m, _Message) and m.complete
                 and m.site_seq <= self.own_held_upto]
@@ -9914,7 +9925,7 @@ class SiteGateway:
             if len(records) != 1:
                 raise ValueError("a merge offer of %d records" % len(records))
             offers[_site_key(k, n)] = records[0]
-        parted = [x for x in (self.fork_seq, state.get("fork_seq")) if type(x) is int]
+        parted = [x for x in (self.own_parted, state.get("fork_seq")) if type(x) is int]
         self.marks_parted = min(parted) if parted else None
         self.merge.streams, self.merge._merge = {}, []
         self.streams = {}
@@ -9990,7 +10001,7 @@ class SiteGateway:
         # (delivered_marks and fork_held stay until our next regular view: a record of the
         # kept side's streams that reaches our merge later may be one we delivered already)
         self.wide_ring, self.fork_seq = wide_ring, None
-        self.fork_ring, self.own_held_upto = frozenset(), 0
+        self.fork_ring, self.own_held_upto, self.own_parted = frozenset(), 0, None
         self.forks = _counter(state.get("forks", 0))
         # (a fork's daemon may have been changing its own view: that is over; the state sent
         # is quiet, so is ours now)
@@ -10401,8 +10412,9 @@ class SitesOrderer(Orderer):
             # a fork's daemon first ends the fork's view: TRANSITIONAL of our site alone and
             # the fork's messages its merge still held (SiteGateway.close_fork), before any
             # later output; SiteSync("install") follows when the state has come
-            self.gateway.close_fork(self.now)
-            out.extend(self.gateway.poll())
+            if self.status_in.get(self.name, (False,))[0]:
+                self.gateway.close_fork(self.now)
+                out.extend(self.gateway.poll())
             self.synced = False
             self.gateway.stand_down()
         if not self.synced:  # late: the state will be as it is here; what came before is in it
@@ -10531,6 +10543,7 @@ class SitesOrderer(Orderer):
         # (a restarted daemon's incarnation is above its earlier one's)
         self.gateway.epoch = kept_epoch or max(pid[1] for pid in self.member_ids)
         self.gateway.wide_ring = frozenset(self.members)  # (dynamic voting counts from here)
+        self.gateway.began_afresh(frozenset(self.members))
         self.gateway._log("site %d's ring %s starts with the sites' state afresh (%s; epoch %d)" % (
             self.gateway.site_id, self._tag(), why, self.gateway.epoch), self.now)
         for item in held[starts[-1] if starts else 0:]:
