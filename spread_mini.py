@@ -7644,9 +7644,13 @@ class SiteGateway:
         #: messages up to there that the merge still held (close_fork)
         self.fork_ring: frozenset = frozenset()
         self.own_held_upto = 0
-        #: where our own stream's numbering began as our incarnation's: fork_seq at a fork, 0
-        #: where our ring started afresh (never sent with the state: a late daemon's own)
-        self.own_parted: Optional[int] = None
+        #: our incarnation's lineage, (epoch, our stream's site_seq where it began) from the
+        #: ring that started afresh (site_seq 0) through each fork (fork_seq); it goes with the
+        #: state. Where two rings of our site meet, their streams' numbering is the same up to
+        #: where their lineages part (parted_at): a fork's and the kept ring's share what came
+        #: before the fork; a ring that started afresh beside the other (a daemon restarted
+        #: alone on its side of the split) shares nothing with it
+        self.lineage: List[Tuple[int, int]] = []
         #: the site_seqs of our own stream this daemon delivered in close_fork's transitional
         #: view: the kept state holds those of them below the fork, delivered here already
         self.fork_held: frozenset = frozenset()
@@ -7899,7 +7903,7 @@ class SiteGateway:
         self.wide_ring = self.ring_members
         self.fork_seq = self.applied_seq[self.site_id]
         self.fork_ring, self.own_held_upto = self.ring_members, self.fork_seq
-        self.own_parted = self.fork_seq
+        self.lineage.append((self.epoch, self.fork_seq))
         self.forks += 1
         self.counters["site_forks"] += 1
         self._log("site %d's ring %s holds no quorum of the last ring that kept epoch %d (%s): "
@@ -7912,7 +7916,7 @@ class SiteGateway:
         """(SitesOrderer) Our ring starts with the sites' state afresh: a new incarnation of our
         site, its stream numbered from 0 (as a fork's from fork_seq; a restarted daemon alone
         on its side of a split LAN starts so, and later takes the kept state)."""
-        self.fork_ring, self.own_held_upto, self.own_parted = ring, 0, 0
+        self.fork_ring, self.own_held_upto, self.lineage = ring, 0, [(self.epoch, 0)]
 
     def close_fork(self, now: float) -> None:
         """Our ring was a fork of our site (or started afresh beside it) and takes the kept
@@ -9876,6 +9880,7 @@ class SiteGateway:
             "representative": self.representative, "ineligible": sorted(self.ineligible),
             "epoch": self.epoch, "site_epochs": per_site(self.site_epochs),
             "wide_ring": sorted(self.wide_ring), "fork_seq": self.fork_seq, "forks": self.forks,
+            "lineage": [list(x) for x in self.lineage[-LINEAGE_MAX:]],
             "link_reports": {str(k): [v, sorted(d), sorted(x)] for k, (v, d, x) in self.link_reports.items()},
             # how long ago each site was last heard (ages: the daemons' clocks are their own;
             # the state's time in the ring only makes them look younger, never older)
@@ -9925,8 +9930,9 @@ class SiteGateway:
             if len(records) != 1:
                 raise ValueError("a merge offer of %d records" % len(records))
             offers[_site_key(k, n)] = records[0]
-        parted = [x for x in (self.own_parted, state.get("fork_seq")) if type(x) is int]
-        self.marks_parted = min(parted) if parted else None
+        lineage = [(_counter(e), _counter(q)) for e, q in (_checked(x, list) for x in _checked(
+            state.get("lineage", []), list)[:LINEAGE_MAX])]
+        self.marks_parted = parted_at(self.lineage, lineage)
         self.merge.streams, self.merge._merge = {}, []
         self.streams = {}
         for site in sorted(streams):
@@ -10001,7 +10007,7 @@ class SiteGateway:
         # (delivered_marks and fork_held stay until our next regular view: a record of the
         # kept side's streams that reaches our merge later may be one we delivered already)
         self.wide_ring, self.fork_seq = wide_ring, None
-        self.fork_ring, self.own_held_upto, self.own_parted = frozenset(), 0, None
+        self.fork_ring, self.own_held_upto, self.lineage = frozenset(), 0, lineage
         self.forks = _counter(state.get("forks", 0))
         # (a fork's daemon may have been changing its own view: that is over; the state sent
         # is quiet, so is ours now)
@@ -10125,6 +10131,22 @@ SYNC_MAX_HELD_MESSAGES = 500000
 SYNC_MAX_HELD_BYTES = 256 * 1024 * 1024
 #: a sender whose state is busy (a view of the sites being changed) tries again this often
 SYNC_RETRY_EVERY_S = 0.05
+
+
+#: the most entries of a site's lineage sent with its state (one per fork; a site forks only
+#: when its LAN splits)
+LINEAGE_MAX = 64
+
+
+def parted_at(mine: List[Tuple[int, int]], theirs: List[Tuple[int, int]]) -> Optional[int]:
+    """Where the streams of two rings of one site, of these lineages (SiteGateway.lineage),
+    part: the site_seq where the first entry not common to both began (the lower of the
+    two); None if neither has one (the same incarnation)."""
+    i = 0
+    while i < len(mine) and i < len(theirs) and mine[i] == theirs[i]:
+        i += 1
+    seqs = [x[1] for x in mine[i:i + 1] + theirs[i:i + 1]]
+    return min(seqs) if seqs else None
 
 
 @dataclass
