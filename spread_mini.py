@@ -7920,13 +7920,14 @@ class SiteGateway:
 
     def close_fork(self, now: float) -> None:
         """Our ring was a fork of our site (or started afresh beside it) and takes the kept
-        state now (SitesOrderer, at the point, when this daemon held a state): first the fork's view ends, in a transitional view of our site alone (EVS: the
-        fork's daemons go on together, apart from everybody else), in which we deliver what our
-        stream's merge still held of what the fork's ring ordered (up to own_held_upto). Each
-        daemon of the fork does the same at the same point of the ring's order. Without it a
-        message ordered before the fork (the kept side delivered it meanwhile, so it is not in
-        the state taken) or after it (the kept side never had it) is never delivered here,
-        not even to the client that sent it. The outputs, in this order, for the group core:
+        state now (SitesOrderer, at the point, if this daemon held a state). First the fork's
+        view ends, in a transitional view of our site alone (EVS: the fork's daemons leave it
+        together, apart from everybody else), in which we deliver what our stream's merge
+        still held of what the fork's ring ordered (up to own_held_upto). Each daemon of the
+        fork does the same at the same point of the ring's order. Without it a message ordered
+        before the fork (the kept side delivered it meanwhile, so it is not in the state
+        taken) or after it (the kept side never had it) is never delivered here, not even to
+        the client that sent it. The outputs, in this order, for the group core:
         SiteViewChange(CONF_TRANSITIONAL, view_seq, [our site]), a Deliver per message (none
         may follow), and later, when the state has come, SiteSync("install")."""
         stream = self.streams.get(self.site_id)
@@ -10134,7 +10135,9 @@ SYNC_RETRY_EVERY_S = 0.05
 
 
 #: the most entries of a site's lineage sent with its state (one per fork; a site forks only
-#: when its LAN splits)
+#: when its LAN splits). Beyond it the oldest go, and two lineages may seem to part at their
+#: start: then what a fork's daemon delivered of its own stream before the fork would be
+#: delivered again
 LINEAGE_MAX = 64
 
 
