@@ -1286,6 +1286,8 @@ class SitesSim:
                         continue  # not a member yet: not up to date
                     if o.restarted and serial not in o.position:
                         continue  # stable before it came (whether it owes it: no loss)
+                    if o.rejoined and o.rejoined[-1][0] <= at and serial not in o.position:
+                        continue  # (the same for a fork's daemon that took the kept state)
                     if self.site_of[other] not in members:
                         continue  # not in the view (EVS: SAFE holds in its configuration)
                     if not self.same_incarnation(o, node, at) or self.apart_at(name, other, at):
