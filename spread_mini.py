@@ -57,8 +57,8 @@ from another daemon meets, in order (thesis 7.3.1 names the levels):
                         a datagram on the HOP port is a SiteHello (decode_site_hello: starts a
                         HopLink between two sites' representatives) or the link's; the link's
                         payloads are a stream of SiteRecord (MSG / FRONTIER / ARU / SUSPECT /
-                        PROPOSE / LINKS, and EPOCH into its own ring only, and UNRELIABLE
-                        outside the streams; SiteRecordReader) that the representative
+                        PROPOSE / LINKS / EPOCH: first hand into its own ring, as heard on
+                        links; and UNRELIABLE outside the streams; SiteRecordReader) that the representative
                         submits to its ring
                         as a message of kind SITES; what the ring delivers goes into a second
                         Transport (`merge`, one stream per site) and, once the ring made it
@@ -1770,7 +1770,9 @@ def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket
 #   FRONTIER  then, if not 0, the site_seq of the site's last message before it: the site
 #             sends nothing more with an lts <= this (7.3.3's "update"). A receiver holds it
 #             until it has that message: after a tree changes, a FRONTIER that came the
-#             short way must not pass a message still on the long one
+#             short way must not pass a message still on the long one. Then, if known, the
+#             epoch of the site's streams (the site_seq is written then even if 0): a
+#             FRONTIER of another incarnation than the one we read is refused
 #   ARU       view seq: every daemon of the site holds every message, of any site, up
 #             to lts, of the streams of that view (after a merge, an older view's ARU says
 #             nothing of the sites that joined)
@@ -1793,7 +1795,16 @@ def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket
 #             link died and may come back yet: link state, flooded to every site like
 #             PROPOSE; every site's trees are Dijkstra's over the links no end says are down
 #   UNRELIABLE as MSG, outside every order: its lts and site_seq (>= 1) are the lts it went
-#             out with and its origin's UNRELIABLE sequence, its name against copies
+#             out with and its origin's UNRELIABLE sequence, its name against copies; a
+#             service with bit 32 set (SITE_SERVICE_EPOCH) has the epoch of its site's
+#             streams after it (varint): a restarted site's sequence 1 is not the old one's
+#   EPOCH     the epoch of that site's streams (varint), then a flag (varint) if not 0:
+#             EPOCH_FROM_HELLO (0, written as nothing) our representative had it from that
+#             site's own HELLO (inside our site only: our ring), EPOCH_AS_HEARD from a
+#             third site: sent on a link as it starts, for every site whose epoch we know,
+#             and passed on where a site learns one it did not know
+# What a daemon of before the epochs wrote (a FRONTIER or UNRELIABLE without one, an EPOCH
+# without a flag) still reads: an epoch not said is not known, never a difference
 # A view body: count (u16) and that many lost site ids (u16); count (u16) and that many
 # (site u16, the highest site_seq of it held u64, its last ARU known u64, its frontier u64);
 # then, in a PROPOSE made while a merge is installed or just after, may come count (u16) and
@@ -1803,9 +1814,18 @@ def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket
 # installed has its stream cut in a numbering the survivors of our view never saw
 SITE_MSG, SITE_FRONTIER, SITE_ARU, SITE_SUSPECT, SITE_PROPOSE, SITE_JOIN, SITE_MERGE = 1, 2, 3, 4, 5, 6, 7
 SITE_READY, SITE_GIVEUP = 8, 9
-#: the epoch of another site's streams (in site_seq), which our representative learned from
-#: that site's HELLO: only into its own ring, so that every daemon of the site knows it
+#: the epoch of another site's streams (in site_seq; the flag in service: EPOCH_FROM_HELLO,
+#: EPOCH_AS_HEARD), from that site's HELLO to our representative, or passed on by a third site
 SITE_EPOCH = 10
+#: an EPOCH record's flag: first hand (the site's own HELLO to our representative: only ever
+#: into our own ring), or heard from a third site (never overrides an epoch on record)
+EPOCH_FROM_HELLO, EPOCH_AS_HEARD = 0, 1
+#: no epoch is above this: a fork's is 48 bits of a hash, a ring's the highest incarnation of
+#: its daemons (milliseconds since 1970: below it until the year 10889). A higher one is a
+#: forger's (without a key): taken, it would refuse the site's real HELLOs for good
+EPOCH_MAX = 2 ** 48
+#: an UNRELIABLE record's service word with this bit: its site's epoch follows (varint)
+SITE_SERVICE_EPOCH = 1 << 32
 SITE_LINKS = 11
 SITE_UNRELIABLE = 12
 SITE_RECORD_KINDS = {SITE_MSG: "MSG", SITE_FRONTIER: "FRONTIER", SITE_ARU: "ARU",
@@ -1938,17 +1958,27 @@ class SiteRecord:
     service: int = 0  #: MSG, UNRELIABLE: the service bits (SAFE waits for the global ARU)
     origin: str = ""  #: MSG, UNRELIABLE: the daemon its client is connected to
     body: bytes = b""  #: MSG, UNRELIABLE: encode_message_body of the message
+    #: FRONTIER, UNRELIABLE: the epoch of its site's streams (0: not said)
+    epoch: int = 0
 
 
 def encode_site_record(r: SiteRecord) -> bytes:
     parts = [_site_record_head(r)]
     if r.kind in SITE_MESSAGE_KINDS:
-        parts += [encode_varint(r.site_seq), encode_varint(r.service & 0xFFFFFFFF),
-                  _ring_name_bytes(r.origin), lean_message_body(r.body)]
+        epoch = r.epoch if r.kind == SITE_UNRELIABLE else 0
+        parts += [encode_varint(r.site_seq),
+                  encode_varint((r.service & 0xFFFFFFFF) | (SITE_SERVICE_EPOCH if epoch else 0))]
+        if epoch:
+            parts.append(encode_varint(epoch))
+        parts += [_ring_name_bytes(r.origin), lean_message_body(r.body)]
     elif r.kind in SITE_BODY_KINDS:
         parts += [encode_varint(r.site_seq), r.body]
+    elif r.kind == SITE_FRONTIER and r.epoch:
+        parts += [encode_varint(r.site_seq), encode_varint(r.epoch)]
     elif r.kind in (SITE_ARU, SITE_EPOCH) or (r.kind == SITE_FRONTIER and r.site_seq):
         parts.append(encode_varint(r.site_seq))
+        if r.kind == SITE_EPOCH and r.service:
+            parts.append(encode_varint(r.service))
     raw = b"".join(parts)
     return encode_varint(len(raw)) + raw
 
@@ -1968,19 +1998,35 @@ def _decode_site_record(raw: bytes) -> SiteRecord:
             return SiteRecord(kind, site, lts)
         seq, pos = read_varint(raw, pos)
         if kind == SITE_FRONTIER:
-            if pos != len(raw) or seq == 0:  # (a site_seq of 0 is written as nothing)
+            epoch = -1  # (not written)
+            if pos != len(raw):
+                epoch, pos = read_varint(raw, pos)
+            # (a site_seq of 0 is written as nothing, unless an epoch follows; an epoch of 0
+            # is never written)
+            if pos != len(raw) or epoch == 0 or (seq == 0 and epoch < 0):
                 raise RingWireError("%d unexpected bytes after a FRONTIER record" % (len(raw) - pos + 1))
-            return SiteRecord(kind, site, lts, seq)
+            return SiteRecord(kind, site, lts, seq, epoch=max(epoch, 0))
         if kind in SITE_BODY_KINDS:
             body = raw[pos:]
             decode_site_view_body(body)  # refused here if it does not decode
             return SiteRecord(kind, site, lts, seq, body=body)
+        flag = 0
+        if kind == SITE_EPOCH and pos != len(raw):
+            flag, pos = read_varint(raw, pos)  # (EPOCH_FROM_HELLO is written as nothing)
+            if flag != EPOCH_AS_HEARD:
+                raise RingWireError("an EPOCH record with flag %d" % flag)
         if kind in (SITE_ARU, SITE_EPOCH):
             if pos != len(raw):
                 raise RingWireError("%d unexpected bytes after an %s record" % (
                     len(raw) - pos, SITE_RECORD_KINDS[kind]))
-            return SiteRecord(kind, site, lts, seq)
+            return SiteRecord(kind, site, lts, seq, flag)
         service, pos = read_varint(raw, pos, 5)
+        epoch = 0
+        if kind == SITE_UNRELIABLE and service & SITE_SERVICE_EPOCH:
+            epoch, pos = read_varint(raw, pos)
+            service &= ~SITE_SERVICE_EPOCH
+            if epoch == 0:
+                raise RingWireError("an UNRELIABLE site record with epoch 0 written")
     except IndexError:
         raise RingWireError("a site record cut short")
     r = _RingReader(raw)
@@ -2002,7 +2048,7 @@ def _decode_site_record(raw: bytes) -> SiteRecord:
     body = r.take(r.size - r.pos)
     if body[:1] == b"\x81":
         body = full_message_body(body)
-    return SiteRecord(kind, site, lts, seq, service, origin, body)
+    return SiteRecord(kind, site, lts, seq, service, origin, body, epoch)
 
 
 def encode_site_view_body(lost: Iterable[int], entries: Dict[int, Tuple[int, int, int]],
@@ -7562,7 +7608,8 @@ class SiteGateway:
     through the ring (export_state, import_state: SitesOrderer). A site's streams carry an
     epoch (where its ring started afresh); a HELLO of another epoch than the one we read is a
     whole site restarted, left out and merged back like a healed site, never a takeover
-    (_new_incarnation). Not yet: a site split into two rings after the start (both with
+    (_new_incarnation); the epochs we know are passed on to the sites that read a site only
+    through us (_tell_epochs, _pass_on_epoch, _epoch_record). Not yet: a site split into two rings after the start (both with
     traffic: two streams of one epoch), and non-blocking
     forwarding. (A death after a loss's or a merge's decision chains the next view:
     _chain_decide; a merge through a third site: _take_parked_around.) Pruning by group
@@ -7748,7 +7795,13 @@ class SiteGateway:
         #: epoch is a new incarnation of that site (restarted whole): never a takeover of the
         #: old one's stream (see _new_incarnation)
         self.site_epochs: Dict[int, int] = {}
+        #: the sites of site_epochs whose epoch came from their own HELLO (EPOCH_FROM_HELLO);
+        #: the others' was passed on by a third site (EPOCH_AS_HEARD), which is taken only
+        #: where no epoch is on record: a site read only through others (its direct link down
+        #: since the start) is known by its epoch too, and its new incarnation is one
+        self.epochs_first_hand: set = set()
         self._epoch_refused: Dict[int, int] = {}  # site -> the new epoch we last said we refuse
+        self._link_epochs: Dict[int, int] = {}  # site -> the epoch of the HELLO that started our link
         # routing around a dead link (the representative's)
         self.routed_around: set = set()  #: sites of our view reached through other sites only
         self.dead_links: set = set()  #: neighbour sites whose link died and has not started again
@@ -8050,7 +8103,7 @@ class SiteGateway:
                 # (named by its origin's UNRELIABLE sequence and lts: _unreliable_again)
                 self._forward_unreliable(SiteRecord(SITE_UNRELIABLE, self.site_id, msg.lts, msg.seq,
                                                     msg.service_type, msg.origin,
-                                                    encode_message_body(msg)))
+                                                    encode_message_body(msg), self.epoch))
             return
         own = self.site_id
         passed = []
@@ -8063,15 +8116,13 @@ class SiteGateway:
                 records = []
             answer = False
             for r in records:
-                if r.site != own and r.kind in (SITE_MSG, SITE_FRONTIER, SITE_ARU, SITE_EPOCH):
-                    # (an EPOCH: our representative's link to that site started) a takeover's
-                    # suspicion counts the site's silence from here
+                if r.site != own and (r.kind in (SITE_MSG, SITE_FRONTIER, SITE_ARU)
+                                      or r.kind == SITE_EPOCH and r.service == EPOCH_FROM_HELLO):
+                    # (an EPOCH first hand: our representative's link to that site started) a
+                    # takeover's suspicion counts the site's silence from here
                     self.heard_s[r.site] = self.now_s
                 if r.kind == SITE_EPOCH:
-                    if r.site != own:  # (never passed on: it is our site's knowledge)
-                        if self.site_epochs.get(r.site) != r.site_seq:
-                            self.site_rings.pop(r.site, None)  # (a new incarnation's ring)
-                        self.site_epochs[r.site] = r.site_seq
+                    self._epoch_record(r)
                 elif r.kind in (SITE_SUSPECT, SITE_PROPOSE):
                     self._view_record(r, passed)
                 elif r.kind in (SITE_JOIN, SITE_MERGE):
@@ -8089,7 +8140,7 @@ class SiteGateway:
             self.merge.advance_frontier(self.streams[own], lts)
             if answer:
                 self.frontier_answered = lts
-                passed.append(SiteRecord(SITE_FRONTIER, own, lts, self.applied_seq[own]))
+                passed.append(SiteRecord(SITE_FRONTIER, own, lts, self.applied_seq[own], epoch=self.epoch))
         else:  # a message of our own site, in its place in our ring's order
             # its site_seq counts our site's messages only (the ring's counts SITES ones too)
             r = SiteRecord(SITE_MSG, own, lts, self.applied_seq[own] + 1,
@@ -8110,6 +8161,54 @@ class SiteGateway:
             # must not hold its token idle (token_hold_s) meanwhile, or every message would
             # cross to the other sites token_hold_s later
             ring.safe_seen_lts = msg.lts
+
+    def _epoch_record(self, r: SiteRecord) -> None:
+        """Another site's epoch, where our ring delivered it: first hand (our representative's
+        link to it started) it is the one we read from now; heard from a third site, only if
+        none is on record (a first-hand one is never overridden, nor one heard before: a late
+        or forged copy must not make the incarnation we read a stranger). One we did not know
+        is passed on to our other neighbour sites (_pass_on_epoch)."""
+        if r.site == self.site_id or r.site >= len(self.sites) or not 0 < r.site_seq <= EPOCH_MAX:
+            self.counters["site_epochs_not_for_us"] += 1
+            return
+        known = self.site_epochs.get(r.site)
+        if r.service == EPOCH_AS_HEARD:
+            if known is not None:
+                self.counters["site_epochs_heard_known"] += 1
+                return
+            self.counters["site_epochs_heard"] += 1
+        else:
+            self.epochs_first_hand.add(r.site)
+            if known is not None and known != r.site_seq:
+                self.site_rings.pop(r.site, None)  # (a new incarnation's ring)
+        self.site_epochs[r.site] = r.site_seq
+        if known is None:
+            self._pass_on_epoch(r.site, r.site_seq)
+
+    def _tell_epochs(self, site: int) -> None:
+        """First on a link that starts: the epochs we know of the other sites (as heard). The
+        peer may read one of them only through others (its direct link down since the start)
+        and would take that site's next incarnation for the one it reads."""
+        for other, epoch in sorted(self.site_epochs.items()):
+            if other != site:
+                self._out_bytes[site] += encode_site_record(
+                    SiteRecord(SITE_EPOCH, other, 0, epoch, EPOCH_AS_HEARD))
+
+    def _pass_on_epoch(self, site: int, epoch: int) -> None:
+        """Our representative tells its neighbour sites an epoch our ring learned (as heard:
+        they take it only if they have none; the site itself knows its own)."""
+        raw = None
+        for other in self.links:
+            if other != site:
+                raw = raw or encode_site_record(SiteRecord(SITE_EPOCH, site, 0, epoch, EPOCH_AS_HEARD))
+                self._out_bytes[other] += raw
+                self.counters["site_epochs_passed_on"] += 1
+
+    def _stale_epoch(self, r: SiteRecord) -> bool:
+        """A FRONTIER or UNRELIABLE record that names another epoch of its site than the one we
+        read: a stale incarnation's (or the new one's, before it merged back): refused."""
+        known = self.site_epochs.get(r.site, 0)
+        return bool(r.epoch and known and r.epoch != known)
 
     def _unreliable_record(self, r: SiteRecord) -> None:
         """Another site's UNRELIABLE message, where our ring delivered it: to our clients at
@@ -8149,7 +8248,7 @@ class SiteGateway:
         if seen is None:
             seen = self.unreliable_seen[r.site] = (collections.deque(), set())
         order, names = seen
-        name = (r.origin, r.site_seq, r.lts)
+        name = (r.epoch, r.origin, r.site_seq, r.lts)  # (a restarted site counts afresh)
         if name in names:
             return True
         if len(order) >= UNRELIABLE_DUP_WINDOW:
@@ -8571,9 +8670,13 @@ class SiteGateway:
                     peer_session: int, peer_epoch: int = 0) -> None:
         self._session[site] = self._session.get(site, 0) + 1
         session = hop_session(self._session[site], site)
-        if peer_epoch and peer_epoch != self.site_epochs.get(site):
+        self._link_epochs[site] = peer_epoch
+        if peer_epoch and (peer_epoch != self.site_epochs.get(site) or site not in self.epochs_first_hand):
+            if site not in self.site_epochs:  # (our ring will know it already where it delivers it)
+                self._pass_on_epoch(site, peer_epoch)
             self.site_epochs[site] = peer_epoch
-            self.to_ring.append(SiteRecord(SITE_EPOCH, site, 0, peer_epoch))
+            self.epochs_first_hand.add(site)
+            self.to_ring.append(SiteRecord(SITE_EPOCH, site, 0, peer_epoch, EPOCH_FROM_HELLO))
         self.links[site] = HopLink(self.me, peer, self.hop_settings, self.seal, now, session, peer_session,
                                    self.link_refusals)
         self._readers[site] = SiteRecordReader()
@@ -8582,6 +8685,7 @@ class SiteGateway:
         self._out_bytes[site] = bytearray()
         self.suspect_at.pop(site, None)
         self.peer_positions[site] = dict(positions)
+        self._tell_epochs(site)
         self.routed_around.discard(site)
         self.dead_links.discard(site)
         self.grace_extended.discard(site)
@@ -8627,7 +8731,8 @@ class SiteGateway:
             else:
                 frontier, seq = self.passed_frontier[source], self.passed_frontier_seq[source]
             if frontier:
-                out += encode_site_record(SiteRecord(SITE_FRONTIER, source, frontier, seq))
+                epoch = self.epoch if source == self.site_id else self.site_epochs.get(source, 0)
+                out += encode_site_record(SiteRecord(SITE_FRONTIER, source, frontier, seq, epoch=epoch))
             if self.passed_aru[source]:  # (what passed the gate since the last merge)
                 out += encode_site_record(SiteRecord(SITE_ARU, source, self.passed_aru[source],
                                                      max(self.aru_floor_view, self.view_seq)))
@@ -8750,8 +8855,14 @@ class SiteGateway:
         """A record from the link to `site`: into our ring, once (a HELLO's resending may
         repeat what the ring already has). `around`: a parked MERGE taken (see
         _take_parked_around)."""
+        if r.kind == SITE_EPOCH:
+            self._epoch_from_link(site, r)
+            return
+        if r.kind in (SITE_FRONTIER, SITE_UNRELIABLE) and self._stale_epoch(r):
+            self.counters["site_epochs_refused"] += 1
+            return
         known = r.site in self.streams or (self.merging is not None and r.site in self.merging.sites)
-        if (r.site == self.site_id or r.kind in (SITE_SUSPECT, SITE_JOIN, SITE_EPOCH)
+        if (r.site == self.site_id or r.kind in (SITE_SUSPECT, SITE_JOIN)
                 or not (known or (r.kind == SITE_MERGE and r.site < len(self.sites)))):
             self.counters["site_records_not_for_us"] += 1
             return
@@ -8786,6 +8897,21 @@ class SiteGateway:
         self.to_ring.append(r)
         if r.kind == SITE_MSG and (r.site in self._ahead or r.site in self._frontier_ahead):
             self._release_ahead(site, r.site)
+
+    def _epoch_from_link(self, site: int, r: SiteRecord) -> None:
+        """An EPOCH from a neighbour site: only as heard (a first-hand one is our own
+        representative's, from a HELLO), of a third site, and not beyond EPOCH_MAX; into our
+        ring if we have none on record (_epoch_record decides, at one point of our order)."""
+        if (r.service != EPOCH_AS_HEARD or r.site in (self.site_id, site)
+                or r.site >= len(self.sites) or r.site_seq == 0):
+            self.counters["site_records_not_for_us"] += 1
+            return
+        if r.site_seq > EPOCH_MAX:
+            self.counters["site_epochs_refused_far_ahead"] += 1
+            return
+        if r.site in self.site_epochs:
+            return  # (known: ours stands)
+        self.to_ring.append(r)
 
     def _view_ceiling(self) -> int:
         """The highest view seq a HELLO or a view record may name: a view seq grows by one per
@@ -9078,7 +9204,8 @@ class SiteGateway:
                 self._resend(site, {s: e[0] for s, e in entries.items()})
         # our frontier now (above every proposed one), once our ring has made this point safe:
         # the old view can end everywhere
-        passed.append(SiteRecord(SITE_FRONTIER, self.site_id, self.own_lts, self.applied_seq[self.site_id]))
+        passed.append(SiteRecord(SITE_FRONTIER, self.site_id, self.own_lts, self.applied_seq[self.site_id],
+                                 epoch=self.epoch))
 
     def _chain_decide(self, decided: ViewClosing) -> None:
         """The next view is decided while the one before it is still carried out: a survivor
@@ -9475,7 +9602,8 @@ class SiteGateway:
             for site in list(self.links):
                 if site in m.joined:
                     self._resend(site, {})
-        passed.append(SiteRecord(SITE_FRONTIER, self.site_id, self.own_lts, self.applied_seq[self.site_id]))
+        passed.append(SiteRecord(SITE_FRONTIER, self.site_id, self.own_lts, self.applied_seq[self.site_id],
+                                 epoch=self.epoch))
         # from here on we never give it up (a site that gave it up before its decision sends
         # GIVEUP instead, and then nobody installs it): every site waits for every READY
         ready = SiteRecord(SITE_READY, self.site_id, limit, m.view_seq, body=encode_site_view_body(m.sites, {}))
@@ -9770,6 +9898,13 @@ class SiteGateway:
         self.merges_installed += 1
         for x in sorted(c.joined):
             self.site_rings.pop(x, None)  # (its ROSTERs while apart went to its own side)
+            # (it may be a new incarnation: its epoch is learned again, from its HELLO or
+            # as heard from a site that has it)
+            self.site_epochs.pop(x, None)
+            self.epochs_first_hand.discard(x)
+            if x in self.links and self._link_epochs.get(x) and self.is_representative():
+                # (our link to it started during the merge: that HELLO's epoch is the new one)
+                self.to_ring.append(SiteRecord(SITE_EPOCH, x, 0, self._link_epochs[x], EPOCH_FROM_HELLO))
             stream = self.streams[x] = self.merge.open_stream(x, c.limit_lts)
             self.merge.install(stream)
             self._interest_from_merge(x, c.view_seq)
@@ -9880,6 +10015,7 @@ class SiteGateway:
                         self.orderer.transport.max_lts_seen],
             "representative": self.representative, "ineligible": sorted(self.ineligible),
             "epoch": self.epoch, "site_epochs": per_site(self.site_epochs),
+            "epochs_first_hand": sorted(self.epochs_first_hand),
             "wide_ring": sorted(self.wide_ring), "fork_seq": self.fork_seq, "forks": self.forks,
             "lineage": [list(x) for x in self.lineage[-LINEAGE_MAX:]],
             "link_reports": {str(k): [v, sorted(d), sorted(x)] for k, (v, d, x) in self.link_reports.items()},
@@ -10002,6 +10138,8 @@ class SiteGateway:
         self.representative, self.ineligible = rep, ineligible
         self.epoch = _counter(state["epoch"])
         self.site_epochs = _per_site(state["site_epochs"], n)
+        first_hand = (_checked(x, int) for x in _checked(state.get("epochs_first_hand", []), list))
+        self.epochs_first_hand = {x for x in first_hand if x in self.site_epochs}
         wide_ring = frozenset(_checked(x, str) for x in _checked(state.get("wide_ring", []), list))
         if not wide_ring <= set(self.sites[self.site_id]):
             raise ValueError("its last ring %s is not of our site" % sorted(wide_ring))

@@ -367,7 +367,7 @@ def test_a_hello_of_another_epoch_is_a_restarted_site_never_a_takeover():
     """Site b's daemons were all restarted and started afresh (a new epoch): their site_seq
     1, 2, 3... are not the rest of the stream we read, so no link starts; a new representative
     of b's old epoch still takes over; the epoch reaches every daemon of our site through our
-    ring (an EPOCH record, never passed on), so a later representative of ours knows it too."""
+    ring (an EPOCH record, first hand), so a later representative of ours knows it too."""
     gw = gateway()
     regular(gw, ["a1", "a2"])
     into_ring = []
@@ -386,6 +386,37 @@ def test_a_hello_of_another_epoch_is_a_restarted_site_never_a_takeover():
     other.ring_output(carrier([sr.SiteRecord(sr.SITE_EPOCH, 1, 0, 7)], 3), 0.3)
     assert other.site_epochs == {1: 7} and other.export_state()["site_epochs"] == {"1": 7}
     assert sr.decode_site_records(sr.encode_site_records(submitted)) == submitted
+
+
+def test_an_epoch_heard_from_a_third_site_never_overrides_one_on_record():
+    """EPOCH_AS_HEARD is taken only where no epoch is on record; a first-hand one (a HELLO to
+    our representative) always is. From a link: only as heard, of a third site, and not beyond
+    EPOCH_MAX (a forger's, without a key); a FRONTIER of another epoch than the one we read
+    is a stale incarnation's."""
+    three, mesh = [["a1", "a2"], ["b1"], ["c1"]], [[0, 1, 1], [1, 0, 1], [1, 1, 0]]
+    gw = gateway("a1", three, mesh)
+    regular(gw, ["a1", "a2"])
+    heard = lambda site, epoch: sr.SiteRecord(sr.SITE_EPOCH, site, 0, epoch, sr.EPOCH_AS_HEARD)
+    gw.ring_output(carrier([heard(2, 5)], 3), 0.1)
+    gw.ring_output(carrier([heard(2, 6)], 4), 0.2)
+    assert gw.site_epochs == {2: 5} and gw.counters["site_epochs_heard_known"] == 1
+    gw.ring_output(carrier([sr.SiteRecord(sr.SITE_EPOCH, 2, 0, 7)], 5), 0.3)
+    gw.ring_output(carrier([heard(2, 8)], 6), 0.4)
+    assert gw.site_epochs == {2: 7} and gw.epochs_first_hand == {2}
+    assert gw.export_state()["epochs_first_hand"] == [2]
+    gw.to_ring.clear()
+    gw._from_link(1, heard(2, 9))  # (known: ours stands)
+    gw._from_link(1, sr.SiteRecord(sr.SITE_EPOCH, 1, 0, 9, sr.EPOCH_FROM_HELLO))  # (never first hand)
+    gw._from_link(1, heard(1, 9))  # (the peer's own: its HELLO says it)
+    assert list(gw.to_ring) == [] and gw.counters["site_records_not_for_us"] == 2
+    other = gateway("a1", three, mesh)
+    regular(other, ["a1", "a2"])
+    other._from_link(1, heard(2, sr.EPOCH_MAX + 1))
+    assert list(other.to_ring) == [] and other.counters["site_epochs_refused_far_ahead"] == 1
+    other._from_link(1, heard(2, sr.EPOCH_MAX))
+    assert list(other.to_ring) == [heard(2, sr.EPOCH_MAX)]
+    gw._from_link(2, sr.SiteRecord(sr.SITE_FRONTIER, 2, 9, 0, epoch=8))
+    assert gw.counters["site_epochs_refused"] == 1 and list(gw.to_ring) == []
 
 
 def test_a_hello_from_a_site_that_left_us_out_starts_no_link():
