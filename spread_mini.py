@@ -1826,6 +1826,18 @@ EPOCH_FROM_HELLO, EPOCH_AS_HEARD = 0, 1
 EPOCH_MAX = 2 ** 48
 #: an UNRELIABLE record's service word with this bit: its site's epoch follows (varint)
 SITE_SERVICE_EPOCH = 1 << 32
+
+
+def _sites_message_epoch(msg: "DaemonMessage") -> int:
+    """The epoch a SITES message of our ring was made under: its one group name, in decimal
+    (SiteGateway._flush_ring); 0 if it names none (an older daemon's) or not that."""
+    if len(msg.groups) != 1:
+        return 0
+    name = msg.groups[0]
+    if not name.isdigit() or not name.isascii() or len(name) > 15:
+        return 0
+    epoch = int(name)
+    return epoch if epoch <= EPOCH_MAX else 0
 SITE_LINKS = 11
 SITE_UNRELIABLE = 12
 SITE_RECORD_KINDS = {SITE_MSG: "MSG", SITE_FRONTIER: "FRONTIER", SITE_ARU: "ARU",
@@ -8114,6 +8126,9 @@ class SiteGateway:
             except RingWireError:
                 self.counters["site_records_undecodable"] += 1
                 records = []
+            if records and self._other_incarnation(msg):
+                self.counters["sites_messages_of_another_incarnation"] += 1
+                records = []
             answer = False
             for r in records:
                 if r.site != own and (r.kind in (SITE_MSG, SITE_FRONTIER, SITE_ARU)
@@ -8161,6 +8176,18 @@ class SiteGateway:
             # must not hold its token idle (token_hold_s) meanwhile, or every message would
             # cross to the other sites token_hold_s later
             ring.safe_seen_lts = msg.lts
+
+    def _other_incarnation(self, msg: DaemonMessage) -> bool:
+        """A SITES message made under an epoch of our site that is neither ours nor one ours
+        went through (lineage): a fork's, that its representative submitted before the
+        fork's daemons took the kept state and that the ring they now share with the kept
+        side ordered after the rings met. Its records say what the fork's state held (an ARU
+        of the fork's view, where the others' streams ended; its PROPOSE...): taken, the kept
+        side would tell the other sites it holds what it never had, and they would drop it
+        (seed 38 --lan-splits). Refused at every daemon of the ring alike (the lineage goes
+        with the state). A message that names no epoch (an older daemon's) is taken."""
+        epoch = _sites_message_epoch(msg)
+        return bool(epoch and self.lineage) and all(e != epoch for e, _ in self.lineage)
 
     def _epoch_record(self, r: SiteRecord) -> None:
         """Another site's epoch, where our ring delivered it: first hand (our representative's
@@ -10236,7 +10263,10 @@ class SiteGateway:
             while self.to_ring and size + len(encode_site_record(self.to_ring[0])) <= SITES_BATCH_BYTES:
                 size += len(encode_site_record(self.to_ring[0]))
                 batch.append(self.to_ring.popleft())
-            msg = DaemonMessage(SITES, self.name, "", AGREED_MESS, [], data=encode_site_records(batch))
+            # (named by our epoch: a fork's records must not count where the kept side reads
+            # them, see _other_incarnation)
+            tag = [str(self.epoch)] if self.epoch else []
+            msg = DaemonMessage(SITES, self.name, "", AGREED_MESS, tag, data=encode_site_records(batch))
             self.orderer.submit(msg)  # never refused: only DATA is
             self.counters["sites_messages_submitted"] += 1
 
