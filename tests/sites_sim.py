@@ -788,6 +788,26 @@ class SitesSim:
         return tags
 
     @staticmethod
+    def named_at_views(node: Node) -> List[dict]:
+        """The incarnations each of a daemon's views named (view_tags). A site it did not know
+        at a view (a merge that joined it forgets its epoch: it may be a new incarnation) is
+        the one it learned next, before its next view: its HELLO's, the incarnation the merge
+        brought in. Without it a merged view 2 that forgot a site's epoch was taken for the
+        same view as a fork of that site's own view 2 (seed 79 --lan-splits)."""
+        out = []
+        for i, tags in enumerate(node.view_tags):
+            begin = node.views[i][4]
+            end = node.views[i + 1][4] if i + 1 < len(node.views) else float("inf")
+            named = dict(tags)
+            for at, row in node.incarnations:
+                if at > end:
+                    break
+                if at >= begin:
+                    named.update((s, e) for s, e in row.items() if e and not named.get(s))
+            out.append(named)
+        return out
+
+    @staticmethod
     def compatible(a: dict, b: dict) -> bool:
         """Two namings of sites' incarnations that differ on no site both know."""
         return all(not a.get(s) or not b.get(s) or a[s] == b[s] for s in a.keys() & b.keys())
@@ -1347,7 +1367,7 @@ class SitesSim:
         the old view's regular part and in the transitional part (virtual synchrony)."""
         installed: Dict[int, List[Tuple[str, tuple, dict]]] = {}
         for name, node in sorted(self.nodes.items()):
-            for (kind, view, sites, _, _), tags in zip(node.views, node.view_tags):
+            for (kind, view, sites, _, _), tags in zip(node.views, self.named_at_views(node)):
                 if kind != sr.CONF_REGULAR:
                     continue
                 # (the first of each incarnation: views of other incarnations of a site differ)
