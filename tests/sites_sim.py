@@ -540,6 +540,7 @@ class SitesSim:
         while True:
             outs = node.sites.poll()
             gouts = []
+            install_at = None
             for out in outs:
                 if isinstance(out, sr.Send):
                     self.ring_send(name, out.dest, out.packet)
@@ -549,8 +550,15 @@ class SitesSim:
                 elif isinstance(out, sr.SiteSync):
                     if out.export:  # (no group table here)
                         node.sites.send_state(out, {})
+                    if out.kind == "install" and install_at is None:
+                        install_at = len(gouts)
                 elif not isinstance(out, sr.ConfigurationChange):
                     gouts.append(out)
+            if install_at:
+                # what came before the state was taken, in the same poll (a fork's view ended
+                # by close_fork, its deliveries): before the rejoin, where the daemon had it
+                self.group_outputs(name, node, gouts[:install_at])
+                gouts = gouts[install_at:]
             if node.synced_at is None and node.sites.synced:
                 self.up_to_date(node)
             elif node.sites.synced and node.sites.syncs_installed > node.syncs_seen:
@@ -560,20 +568,7 @@ class SitesSim:
                 self.fail(VIEW, "%s stops: %s" % (name, node.sites.late))
                 self.crash(name)
                 return
-            if self.delivery_filter is not None and gouts:
-                gouts = self.delivery_filter(name, gouts)
-            for out in gouts:
-                if isinstance(out, sr.SendHop):
-                    self.hop_send(name, out.dest, out.packet)
-                elif isinstance(out, sr.SiteViewChange):
-                    joined = out.kind == sr.CONF_REGULAR and set(out.sites) - set(self.last_regular(node))
-                    node.views.append((out.kind, out.view_seq, tuple(out.sites), len(node.delivered), self.now))
-                    node.view_tags.append(self.tags(node))
-                    node.view_sites = tuple(out.sites)
-                    if joined and self.groups:
-                        self.send_site_state(name, node, out.view_seq)
-                else:
-                    self.record_delivery(name, node, out.msg)
+            self.group_outputs(name, node, gouts)
             if not outs:
                 break
         for key in node.gateway.trace_held:
@@ -583,6 +578,23 @@ class SitesSim:
         if deadline < self.gtick_at[name]:
             self.gtick_at[name] = deadline
             self.push(deadline, "gtick", name)
+
+    def group_outputs(self, name: str, node: Node, gouts: list) -> None:
+        """The HOP packets, view changes and deliveries of one poll, in order."""
+        if self.delivery_filter is not None and gouts:
+            gouts = self.delivery_filter(name, gouts)
+        for out in gouts:
+            if isinstance(out, sr.SendHop):
+                self.hop_send(name, out.dest, out.packet)
+            elif isinstance(out, sr.SiteViewChange):
+                joined = out.kind == sr.CONF_REGULAR and set(out.sites) - set(self.last_regular(node))
+                node.views.append((out.kind, out.view_seq, tuple(out.sites), len(node.delivered), self.now))
+                node.view_tags.append(self.tags(node))
+                node.view_sites = tuple(out.sites)
+                if joined and self.groups:
+                    self.send_site_state(name, node, out.view_seq)
+            else:
+                self.record_delivery(name, node, out.msg)
 
     def up_to_date(self, node: Node) -> None:
         """A restarted daemon's state came: its view is the one it came in."""
