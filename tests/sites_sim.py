@@ -579,6 +579,7 @@ class SitesSim:
         while True:
             outs = node.sites.poll()
             gouts = []
+            install_at = None
             for out in outs:
                 if isinstance(out, sr.Send):
                     self.ring_send(name, out.dest, out.packet)
@@ -588,8 +589,15 @@ class SitesSim:
                 elif isinstance(out, sr.SiteSync):
                     if out.export:  # (no group table here)
                         node.sites.send_state(out, {})
+                    if out.kind == "install" and install_at is None:
+                        install_at = len(gouts)
                 elif not isinstance(out, sr.ConfigurationChange):
                     gouts.append(out)
+            if install_at:
+                # what came before the state was taken, in the same poll (a fork's view ended
+                # by close_fork, its deliveries): before the rejoin, where the daemon had it
+                self.group_outputs(name, node, gouts[:install_at])
+                gouts = gouts[install_at:]
             if node.synced_at is None and node.sites.synced:
                 self.up_to_date(node)
             elif node.sites.synced and node.sites.syncs_installed > node.syncs_seen:
@@ -599,20 +607,7 @@ class SitesSim:
                 self.fail(VIEW, "%s stops: %s" % (name, node.sites.late))
                 self.crash(name)
                 return
-            if self.delivery_filter is not None and gouts:
-                gouts = self.delivery_filter(name, gouts)
-            for out in gouts:
-                if isinstance(out, sr.SendHop):
-                    self.hop_send(name, out.dest, out.packet)
-                elif isinstance(out, sr.SiteViewChange):
-                    joined = out.kind == sr.CONF_REGULAR and set(out.sites) - set(self.last_regular(node))
-                    node.views.append((out.kind, out.view_seq, tuple(out.sites), len(node.delivered), self.now))
-                    node.view_tags.append(self.tags(node))
-                    node.view_sites = tuple(out.sites)
-                    if joined and self.groups:
-                        self.send_site_state(name, node, out.view_seq)
-                else:
-                    self.record_delivery(name, node, out.msg)
+            self.group_outputs(name, node, gouts)
             if not outs:
                 break
         for key in node.gateway.trace_held:
@@ -622,6 +617,23 @@ class SitesSim:
         if deadline < self.gtick_at[name]:
             self.gtick_at[name] = deadline
             self.push(deadline, "gtick", name)
+
+    def group_outputs(self, name: str, node: Node, gouts: list) -> None:
+        """The HOP packets, view changes and deliveries of one poll, in order."""
+        if self.delivery_filter is not None and gouts:
+            gouts = self.delivery_filter(name, gouts)
+        for out in gouts:
+            if isinstance(out, sr.SendHop):
+                self.hop_send(name, out.dest, out.packet)
+            elif isinstance(out, sr.SiteViewChange):
+                joined = out.kind == sr.CONF_REGULAR and set(out.sites) - set(self.last_regular(node))
+                node.views.append((out.kind, out.view_seq, tuple(out.sites), len(node.delivered), self.now))
+                node.view_tags.append(self.tags(node))
+                node.view_sites = tuple(out.sites)
+                if joined and self.groups:
+                    self.send_site_state(name, node, out.view_seq)
+            else:
+                self.record_delivery(name, node, out.msg)
 
     def up_to_date(self, node: Node) -> None:
         """A restarted daemon's state came: its view is the one it came in."""
@@ -850,6 +862,26 @@ class SitesSim:
         return tags
 
     @staticmethod
+    def named_at_views(node: Node) -> List[dict]:
+        """The incarnations each of a daemon's views named (view_tags). A site it did not know
+        at a view (a merge that joined it forgets its epoch: it may be a new incarnation) is
+        the one it learned next, before its next view: its HELLO's, the incarnation the merge
+        brought in. Without it a merged view 2 that forgot a site's epoch was taken for the
+        same view as a fork of that site's own view 2 (seed 79 --lan-splits)."""
+        out = []
+        for i, tags in enumerate(node.view_tags):
+            begin = node.views[i][4]
+            end = node.views[i + 1][4] if i + 1 < len(node.views) else float("inf")
+            named = dict(tags)
+            for at, row in node.incarnations:
+                if at > end:
+                    break
+                if at >= begin:
+                    named.update((s, e) for s, e in row.items() if e and not named.get(s))
+            out.append(named)
+        return out
+
+    @staticmethod
     def compatible(a: dict, b: dict) -> bool:
         """Two namings of sites' incarnations that differ on no site both know."""
         return all(not a.get(s) or not b.get(s) or a[s] == b[s] for s in a.keys() & b.keys())
@@ -893,11 +925,32 @@ class SitesSim:
             for serial, (sites, left_s) in self.companions(node).items():
                 if serial in interest:  # (groups) only the sites with a member then
                     sites = [x for x in sites if self.site_owes(x, serial, interest)]
+                deliverer = node.gateway.name
                 for name in live:
                     if self.site_of[name] in sites and self.owes(live[name], node, serial, left_s) \
-                            and self.same_incarnation(live[name], node, left_s):
+                            and self.same_incarnation(live[name], node, left_s) \
+                            and not self.split_off(deliverer, name, node.delivered_at[serial]):
                         must[name].add(serial)
         return must
+
+    def split_off(self, a: str, b: str, t: float) -> bool:
+        """b was on the other side of its site's LAN split from a at t, and went on after the
+        split as another incarnation of the site (a fork): SAFE's rule (apart_at) for no loss.
+        Like a crashed daemon from its crash, b left the incarnation a delivers in at the
+        split: it could hold nothing a's side ordered from then on (EVS owes a message to
+        those that leave its view with the deliverer; b left it earlier, for the fork's), and
+        when it takes the kept state, what the kept side delivered meanwhile is not in it (it
+        owes what the others deliver from there: owes, rejoined)."""
+        apart = self.case.lan_split_apart
+        if not apart or self.site_of[a] != self.site_of[b] or (a.split("~")[0] in apart) == (b.split("~")[0] in apart):
+            return False
+        node, site = self.nodes[b], self.site_of[b]
+        for start, end in self.lan_windows:
+            if start <= t < end:
+                before = self.tags_at(node, start).get(site, 0)
+                if any(start < at and row.get(site, 0) not in (0, before) for at, row in node.incarnations):
+                    return True
+        return False
 
     def interest(self) -> Dict[int, frozenset]:
         """(groups) data serial -> the sites with a member of its group at its place in the
@@ -1332,6 +1385,8 @@ class SitesSim:
                         continue  # not a member yet: not up to date
                     if o.restarted and serial not in o.position:
                         continue  # stable before it came (whether it owes it: no loss)
+                    if o.rejoined and o.rejoined[-1][0] <= at and serial not in o.position:
+                        continue  # (the same for a fork's daemon that took the kept state)
                     if self.site_of[other] not in members:
                         continue  # not in the view (EVS: SAFE holds in its configuration)
                     if not self.same_incarnation(o, node, at) or self.apart_at(name, other, at):
@@ -1391,7 +1446,7 @@ class SitesSim:
         the old view's regular part and in the transitional part (virtual synchrony)."""
         installed: Dict[int, List[Tuple[str, tuple, dict]]] = {}
         for name, node in sorted(self.nodes.items()):
-            for (kind, view, sites, _, _), tags in zip(node.views, node.view_tags):
+            for (kind, view, sites, _, _), tags in zip(node.views, self.named_at_views(node)):
                 if kind != sr.CONF_REGULAR:
                     continue
                 # (the first of each incarnation: views of other incarnations of a site differ)

@@ -26,9 +26,11 @@ def regular(gw, members, now=0.0):
     gw.ring_output(sr.ConfigurationChange(sr.CONF_REGULAR, members, members, (1, members[0])), now)
 
 
-def carrier(records, lts, origin="a1"):
-    """A SITES message as the ring would deliver it, with its ring lts."""
-    msg = sr.DaemonMessage(sr.SITES, origin, "", sr.AGREED_MESS, [], data=sr.encode_site_records(records))
+def carrier(records, lts, origin="a1", epoch=0):
+    """A SITES message as the ring would deliver it, with its ring lts (and the epoch of our
+    site its representative made it under, if said)."""
+    msg = sr.DaemonMessage(sr.SITES, origin, "", sr.AGREED_MESS, [str(epoch)] if epoch else [],
+                           data=sr.encode_site_records(records))
     msg.lts = lts
     return sr.Deliver(msg)
 
@@ -257,6 +259,49 @@ def test_safe_waits_for_the_global_aru():
     assert delivered(gw) == []  # b holds it; our site has not said so
     gw.ring_output(carrier([sr.SiteRecord(sr.SITE_ARU, 0, 10)], 13), 1.2)
     assert delivered(gw) == [b"safe"]
+
+
+def test_a_sites_message_of_a_fork_of_our_site_counts_nowhere_the_kept_state_is_read():
+    """Two rings of our site meet: a SITES message the fork's representative submitted
+    before it took the kept state is ordered in the shared ring after the rings met. Its
+    records are the fork's (here the ARU of the fork's view, where the other sites' streams
+    ended): at the kept side they would say our site holds what it never had (seed 38
+    --lan-splits: the other sites dropped what it lacked). Refused where our lineage does not
+    name its epoch; one of our epoch, of one our lineage went through (made before the
+    fork), or naming none (an older daemon's) is taken."""
+    gw = gateway()
+    regular(gw, ["a1", "a2"])
+    gw.epoch, gw.lineage = 5, [(5, 0)]
+    gw.ring_output(carrier([remote(1, 10, b"safe", sr.SAFE_MESS)], 11, epoch=5), 1.0)
+    gw.ring_output(carrier([sr.SiteRecord(sr.SITE_ARU, 1, 10)], 12, epoch=5), 1.1)
+    gw.ring_output(carrier([sr.SiteRecord(sr.SITE_ARU, 0, 10)], 13, origin="a2", epoch=77), 1.2)
+    assert delivered(gw) == [] and gw.counters["sites_messages_of_another_incarnation"] == 1
+    gw.ring_output(carrier([sr.SiteRecord(sr.SITE_ARU, 0, 10)], 14), 1.3)
+    assert delivered(gw) == [b"safe"]
+    fork = gateway("a2")
+    regular(fork, ["a2"])
+    fork.epoch, fork.lineage = 77, [(5, 0), (77, 3)]  # (a fork of epoch 5 at site_seq 3)
+    fork.ring_output(carrier([remote(1, 10, b"safe", sr.SAFE_MESS), sr.SiteRecord(sr.SITE_ARU, 1, 10)],
+                             11, origin="a2", epoch=5), 1.0)
+    fork.ring_output(carrier([sr.SiteRecord(sr.SITE_ARU, 0, 10)], 12, origin="a2", epoch=77), 1.1)
+    assert delivered(fork) == [b"safe"] and not fork.counters["sites_messages_of_another_incarnation"]
+
+
+def test_a_sites_message_names_its_epoch_across_the_ring():
+    gw = gateway()
+    regular(gw, ["a1", "a2"])
+    sent = []
+    gw.orderer.submit = lambda msg, urgent=False: sent.append(msg) or True
+    gw.epoch = 2 ** 47 + 3
+    gw.to_ring.append(sr.SiteRecord(sr.SITE_ARU, 0, 4))
+    gw._flush_ring()
+    gw.epoch = 0  # (not known: named by none)
+    gw.to_ring.append(sr.SiteRecord(sr.SITE_ARU, 0, 5))
+    gw._flush_ring()
+    read = [sr.decode_message_body(sr.encode_message_body(m), "a1") for m in sent]
+    assert [sr._sites_message_epoch(m) for m in read] == [2 ** 47 + 3, 0]
+    for groups in (["x1"], ["1", "2"], [str(sr.EPOCH_MAX + 1)], ["\u0661"]):  # (a forger's, a mangled one)
+        assert sr._sites_message_epoch(sr.DaemonMessage(sr.SITES, "a1", "", sr.AGREED_MESS, groups)) == 0
 
 
 def test_our_stream_lts_keeps_growing_when_a_new_ring_starts_lower():
