@@ -7681,9 +7681,29 @@ class SiteGateway:
         #: site -> the lts this daemon had delivered of its stream when a view left it out
         self.gone_delivered: Dict[int, int] = {}
         #: our own stream's site_seq where this daemon's ring last took a new epoch (a fork):
-        #: its clients' messages above it that the merge has not delivered are sent again if
-        #: the fork's state is replaced by the kept one's (own_undelivered)
+        #: above it our stream's numbering parts from the kept incarnation's (_delivered_here)
         self.fork_seq: Optional[int] = None
+        #: the daemons of the ring that began our incarnation of the site (a fork, or a ring
+        #: that started afresh: SitesOrderer), and our own stream's site_seq at the last
+        #: regular ring that followed a ring of them alone: what that ring ordered goes up to
+        #: there (a later ring holds daemons of the kept side too; what it orders the kept
+        #: state holds). Where its daemons take the kept state, they deliver their stream's
+        #: messages up to there that the merge still held (close_fork)
+        self.fork_ring: frozenset = frozenset()
+        self.own_held_upto = 0
+        #: our incarnation's lineage, (epoch, our stream's site_seq where it began) from the
+        #: ring that started afresh (site_seq 0) through each fork (fork_seq); it goes with the
+        #: state. Where two rings of our site meet, their streams' numbering is the same up to
+        #: where their lineages part (parted_at): a fork's and the kept ring's share what came
+        #: before the fork; a ring that started afresh beside the other (a daemon restarted
+        #: alone on its side of the split) shares nothing with it
+        self.lineage: List[Tuple[int, int]] = []
+        #: the site_seqs of our own stream this daemon delivered in close_fork's transitional
+        #: view: the kept state holds those of them below the fork, delivered here already
+        self.fork_held: frozenset = frozenset()
+        #: (_delivered_here) where our stream's numbering parted from the kept state's, once
+        #: this daemon took it; None: never, or not known
+        self.marks_parted: Optional[int] = None
         #: how many forks our site's epoch went through (it goes with the state): where two
         #: rings of the site meet, the one of fewer forks is the incarnation the others read
         #: (a fork is refused while the incarnation it left lives)
@@ -7913,6 +7933,8 @@ class SiteGateway:
         # what the old ring delivered here, every member that came with us delivered too (EVS):
         # it is as safe as it will get, and the new ring's safe_lts counts other packets
         self._pass_gate(everything=True)
+        if self.fork_ring and self.ring_members <= self.fork_ring:
+            self.own_held_upto = self.applied_seq[self.site_id]  # (see fork_ring)
         self.ring_members = frozenset(change.members)
         if self.wide_ring and self.hop_settings.split_quorum:
             if site_quorum(self.sites[self.site_id], self.wide_ring, self.ring_members):
@@ -7933,6 +7955,8 @@ class SiteGateway:
         self.epoch = (int.from_bytes(digest[:6], "big") | 1) or old + 1
         self.wide_ring = self.ring_members
         self.fork_seq = self.applied_seq[self.site_id]
+        self.fork_ring, self.own_held_upto = self.ring_members, self.fork_seq
+        self.lineage.append((self.epoch, self.fork_seq))
         self.forks += 1
         self.counters["site_forks"] += 1
         self._log("site %d's ring %s holds no quorum of the last ring that kept epoch %d (%s): "
@@ -7941,21 +7965,38 @@ class SiteGateway:
                       self.epoch), now)
         self.representative = None  # (a representative of the old epoch starts afresh)
 
-    def own_undelivered(self) -> List[DaemonMessage]:
-        """Our clients' messages that our ring ordered after our last fork and that the merge
-        has not delivered: lost with this daemon's state when it takes another ring's (a site
-        split in two rings), so they are sent again (SitesOrderer)."""
-        if self.fork_seq is None:
-            return []
-        out = []
-        for m in self.streams[self.site_id].ordered if self.site_id in self.streams else ():
-            if m.origin[0] == self.name and m.site_seq > self.fork_seq and m.complete:
-                body = m.frags[0] if m.frag_count == 1 else b"".join(m.frags[i] for i in range(m.frag_count))
-                try:
-                    out.append(decode_message_body(body, self.name))
-                except (RingWireError, UnicodeDecodeError):
-                    self.counters["undecodable_messages"] += 1
-        return out
+    def began_afresh(self, ring: frozenset) -> None:
+        """(SitesOrderer) Our ring starts with the sites' state afresh: a new incarnation of our
+        site, its stream numbered from 0 (as a fork's from fork_seq; a restarted daemon alone
+        on its side of a split LAN starts so, and later takes the kept state)."""
+        self.fork_ring, self.own_held_upto, self.lineage = ring, 0, [(self.epoch, 0)]
+
+    def close_fork(self, now: float) -> None:
+        """Our ring was a fork of our site (or started afresh beside it) and takes the kept
+        state now (SitesOrderer, at the point, if this daemon held a state). First the fork's
+        view ends, in a transitional view of our site alone (EVS: the fork's daemons leave it
+        together, apart from everybody else), in which we deliver what our stream's merge
+        still held of what the fork's ring ordered (up to own_held_upto). Each daemon of the
+        fork does the same at the same point of the ring's order. Without it a message ordered
+        before the fork (the kept side delivered it meanwhile, so it is not in the state
+        taken) or after it (the kept side never had it) is never delivered here, not even to
+        the client that sent it. The outputs, in this order, for the group core:
+        SiteViewChange(CONF_TRANSITIONAL, view_seq, [our site]), a Deliver per message (none
+        may follow), and later, when the state has come, SiteSync("install")."""
+        stream = self.streams.get(self.site_id)
+        if not self.fork_ring or stream is None:
+            return
+        held = [m for m in stream.ordered if isinstance(m, _Message) and m.complete
+                and m.site_seq <= self.own_held_upto]
+        self._log("site %d's fork (epoch %d) ends: a transitional view of the site alone, %d "
+                  "messages of its stream delivered in it, before the kept state is taken" % (
+                      self.site_id, self.epoch, len(held)), now)
+        self.outputs.append(SiteViewChange(CONF_TRANSITIONAL, self.view_seq, [self.site_id],
+                                           "site %d's fork ends" % self.site_id))
+        for m in held:
+            self.merge._hand_over(m, "")
+        self.fork_held = frozenset(m.site_seq for m in held)
+        self.counters["fork_held_delivered"] += len(held)
 
     def choose_representative(self, now: float) -> None:
         """site_representative over the ring's daemons that hold the sites' state: a daemon
@@ -8291,8 +8332,11 @@ class SiteGateway:
         self.orderer.transport.saw_lts(r.lts)
         if r.site != self.site_id and r.body and r.body[0] != RING_WIRE_DATA:
             self._interest_record(r)
+        # (after taking the kept state: one delivered here already in the fork's view keeps
+        # its place without its body, as in import_state)
+        body = SITE_SKIP_BODY if (self.delivered_marks or self.fork_held) and self._delivered_here(r) else r.body
         self.merge.link_chunk(stream, (r.origin, 0),
-                              RingChunk(r.site_seq, r.lts, r.site_seq, 0, 1, r.service, r.body))
+                              RingChunk(r.site_seq, r.lts, r.site_seq, 0, 1, r.service, body))
         if self.trace_held is not None:
             self.trace_held.append((r.site, r.site_seq))
 
@@ -9288,6 +9332,8 @@ class SiteGateway:
             for x in c.lost:  # SAFE counts the survivors only from now on
                 self.streams[x].stable_aru = LOST_SITE_ARU
         sites = c.survivors if kind == CONF_TRANSITIONAL or c.sites_next is None else c.sites_next
+        if kind == CONF_REGULAR:  # (what a fork's view delivered is of views before this one)
+            self.delivered_marks, self.fork_held, self.marks_parted = {}, frozenset(), None
         self.outputs.append(SiteViewChange(kind, c.view_seq, list(sites), c.reason))
         self._log("%s view %d: sites %s (%s)" % (kind, c.view_seq, sites, c.reason), None)
 
@@ -9927,18 +9973,19 @@ class SiteGateway:
         self.delivered_marks = dict(self.gone_delivered)  # (a site our view left out: as far as we went)
         self.delivered_marks.update((site, stream.delivered_lts) for site, stream in self.streams.items())
 
-    def _delivered_here(self, r: SiteRecord, their_fork_seq: Optional[int]) -> bool:
-        """(import_state) A message of the state this daemon delivered already, in its fork's
+    def _delivered_here(self, r: SiteRecord) -> bool:
+        """(import_state, and a record that reaches the merge after it: the kept side may not
+        have had it yet) A message of the state this daemon delivered already, in its fork's
         view: of another site's stream, up to what it delivered (both rings read the same
         incarnation of it); of our own, only below where the two rings' numbering parted (the
-        earlier fork of either)."""
+        earlier fork of either: marks_parted)."""
+        below = self.marks_parted is None or r.site_seq <= self.marks_parted
+        if r.site == self.site_id and r.site_seq in self.fork_held and below:
+            return True  # (close_fork delivered it)
         mark = self.delivered_marks.get(r.site)
         if mark is None or r.lts > mark:
             return False
-        if r.site != self.site_id:
-            return True
-        parted = [x for x in (self.fork_seq, their_fork_seq) if type(x) is int]
-        return not parted or r.site_seq <= min(parted)
+        return r.site != self.site_id or below
 
     def export_state(self) -> dict:
         """This daemon's sites-level state, as plain data (JSON), at a quiet moment."""
@@ -9970,6 +10017,7 @@ class SiteGateway:
             "epoch": self.epoch, "site_epochs": per_site(self.site_epochs),
             "epochs_first_hand": sorted(self.epochs_first_hand),
             "wide_ring": sorted(self.wide_ring), "fork_seq": self.fork_seq, "forks": self.forks,
+            "lineage": [list(x) for x in self.lineage[-LINEAGE_MAX:]],
             "link_reports": {str(k): [v, sorted(d), sorted(x)] for k, (v, d, x) in self.link_reports.items()},
             # how long ago each site was last heard (ages: the daemons' clocks are their own;
             # the state's time in the ring only makes them look younger, never older)
@@ -10019,6 +10067,9 @@ class SiteGateway:
             if len(records) != 1:
                 raise ValueError("a merge offer of %d records" % len(records))
             offers[_site_key(k, n)] = records[0]
+        lineage = [(_counter(e), _counter(q)) for e, q in (_checked(x, list) for x in _checked(
+            state.get("lineage", []), list)[:LINEAGE_MAX])]
+        self.marks_parted = parted_at(self.lineage, lineage)
         self.merge.streams, self.merge._merge = {}, []
         self.streams = {}
         for site in sorted(streams):
@@ -10032,7 +10083,7 @@ class SiteGateway:
                     raise ValueError("stream %d holds a record of kind %d" % (site, r.kind))
                 # (one this daemon delivered already keeps its place, without its body: the
                 # order, SAFE and the views wait for it here as they do at the others)
-                body = SITE_SKIP_BODY if self._delivered_here(r, state.get("fork_seq")) else r.body
+                body = SITE_SKIP_BODY if self._delivered_here(r) else r.body
                 self.merge.link_chunk(stream, (r.origin, 0),
                                       RingChunk(r.site_seq, r.lts, r.site_seq, 0, 1, r.service, body))
                 if self.trace_held is not None:
@@ -10092,7 +10143,10 @@ class SiteGateway:
         wide_ring = frozenset(_checked(x, str) for x in _checked(state.get("wide_ring", []), list))
         if not wide_ring <= set(self.sites[self.site_id]):
             raise ValueError("its last ring %s is not of our site" % sorted(wide_ring))
-        self.wide_ring, self.fork_seq, self.delivered_marks = wide_ring, None, {}
+        # (delivered_marks and fork_held stay until our next regular view: a record of the
+        # kept side's streams that reaches our merge later may be one we delivered already)
+        self.wide_ring, self.fork_seq = wide_ring, None
+        self.fork_ring, self.own_held_upto, self.lineage = frozenset(), 0, lineage
         self.forks = _counter(state.get("forks", 0))
         # (a fork's daemon may have been changing its own view: that is over; the state sent
         # is quiet, so is ours now)
@@ -10218,6 +10272,24 @@ SYNC_MAX_HELD_BYTES = 256 * 1024 * 1024
 SYNC_RETRY_EVERY_S = 0.05
 
 
+#: the most entries of a site's lineage sent with its state (one per fork; a site forks only
+#: when its LAN splits). Beyond it the oldest go, and two lineages may seem to part at their
+#: start: then what a fork's daemon delivered of its own stream before the fork would be
+#: delivered again
+LINEAGE_MAX = 64
+
+
+def parted_at(mine: List[Tuple[int, int]], theirs: List[Tuple[int, int]]) -> Optional[int]:
+    """Where the streams of two rings of one site, of these lineages (SiteGateway.lineage),
+    part: the site_seq where the first entry not common to both began (the lower of the
+    two); None if neither has one (the same incarnation)."""
+    i = 0
+    while i < len(mine) and i < len(theirs) and mine[i] == theirs[i]:
+        i += 1
+    seqs = [x[1] for x in mine[i:i + 1] + theirs[i:i + 1]]
+    return min(seqs) if seqs else None
+
+
 @dataclass
 class SiteSync:
     """A point of the ring's order where the sites' state passes to late daemons (SitesOrderer),
@@ -10302,8 +10374,6 @@ class SitesOrderer(Orderer):
         self.held_bytes = 0
         self.waiting: "collections.deque[Tuple[DaemonMessage, bool]]" = collections.deque()
         self.retry_at: Optional[float] = None  #: the sender's AGAIN, once its state is quiet
-        #: a fork's daemon that takes the kept ring's state: its clients' messages to send again
-        self.resend: List[DaemonMessage] = []
         self.syncs_sent = 0
         self.syncs_installed = 0
 
@@ -10502,7 +10572,12 @@ class SitesOrderer(Orderer):
             self.round = None
             return
         if self.synced and self.name in r.late:  # (it holds nothing worth keeping, or a fork's)
-            self.resend = self.gateway.own_undelivered()
+            # a fork's daemon first ends the fork's view: TRANSITIONAL of our site alone and
+            # the fork's messages its merge still held (SiteGateway.close_fork), before any
+            # later output; SiteSync("install") follows when the state has come
+            if self.status_in.get(self.name, (False,))[0]:
+                self.gateway.close_fork(self.now)
+                out.extend(self.gateway.poll())
             self.synced = False
             self.gateway.stand_down()
         if not self.synced:  # late: the state will be as it is here; what came before is in it
@@ -10600,11 +10675,6 @@ class SitesOrderer(Orderer):
                             member_ids=sorted(self.member_ids), ring_seq=self.ring_id[0]))
         self.synced = True
         self.syncs_installed += 1
-        if self.resend:  # (a fork's clients' messages its ring ordered and nobody delivered)
-            self.gateway._log("sends again %d messages of its clients that its ring's fork had "
-                              "not delivered" % len(self.resend), self.now)
-            self.waiting.extendleft((m, False) for m in reversed(self.resend))
-            self.resend = []
         self._replay(self.held)
         self.gateway.ineligible = self.gateway.ineligible - frozenset(r.late)
         self.gateway.choose_representative(self.now)
@@ -10636,6 +10706,7 @@ class SitesOrderer(Orderer):
         # (a restarted daemon's incarnation is above its earlier one's)
         self.gateway.epoch = kept_epoch or max(pid[1] for pid in self.member_ids)
         self.gateway.wide_ring = frozenset(self.members)  # (dynamic voting counts from here)
+        self.gateway.began_afresh(frozenset(self.members))
         self.gateway._log("site %d's ring %s starts with the sites' state afresh (%s; epoch %d)" % (
             self.gateway.site_id, self._tag(), why, self.gateway.epoch), self.now)
         for item in held[starts[-1] if starts else 0:]:

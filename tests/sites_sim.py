@@ -831,11 +831,32 @@ class SitesSim:
             for serial, (sites, left_s) in self.companions(node).items():
                 if serial in interest:  # (groups) only the sites with a member then
                     sites = [x for x in sites if self.site_owes(x, serial, interest)]
+                deliverer = node.gateway.name
                 for name in live:
                     if self.site_of[name] in sites and self.owes(live[name], node, serial, left_s) \
-                            and self.same_incarnation(live[name], node, left_s):
+                            and self.same_incarnation(live[name], node, left_s) \
+                            and not self.split_off(deliverer, name, node.delivered_at[serial]):
                         must[name].add(serial)
         return must
+
+    def split_off(self, a: str, b: str, t: float) -> bool:
+        """b was on the other side of its site's LAN split from a at t, and went on after the
+        split as another incarnation of the site (a fork): SAFE's rule (apart_at) for no loss.
+        Like a crashed daemon from its crash, b left the incarnation a delivers in at the
+        split: it could hold nothing a's side ordered from then on (EVS owes a message to
+        those that leave its view with the deliverer; b left it earlier, for the fork's), and
+        when it takes the kept state, what the kept side delivered meanwhile is not in it (it
+        owes what the others deliver from there: owes, rejoined)."""
+        apart = self.case.lan_split_apart
+        if not apart or self.site_of[a] != self.site_of[b] or (a.split("~")[0] in apart) == (b.split("~")[0] in apart):
+            return False
+        node, site = self.nodes[b], self.site_of[b]
+        for start, end in self.lan_windows:
+            if start <= t < end:
+                before = self.tags_at(node, start).get(site, 0)
+                if any(start < at and row.get(site, 0) not in (0, before) for at, row in node.incarnations):
+                    return True
+        return False
 
     def interest(self) -> Dict[int, frozenset]:
         """(groups) data serial -> the sites with a member of its group at its place in the
@@ -1265,6 +1286,8 @@ class SitesSim:
                         continue  # not a member yet: not up to date
                     if o.restarted and serial not in o.position:
                         continue  # stable before it came (whether it owes it: no loss)
+                    if o.rejoined and o.rejoined[-1][0] <= at and serial not in o.position:
+                        continue  # (the same for a fork's daemon that took the kept state)
                     if self.site_of[other] not in members:
                         continue  # not in the view (EVS: SAFE holds in its configuration)
                     if not self.same_incarnation(o, node, at) or self.apart_at(name, other, at):
