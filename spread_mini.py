@@ -619,12 +619,16 @@ class HopSettings(Settings):
         #: SKIP (its place in its site's order). False (--no-prune): in full everywhere, as
         #: the thesis's sites without pruning (a bench compares the two)
         self.prune = True
-        #: a site split in two rings (issue 10, in progress): a ring without a quorum of the
-        #: last ring that kept its site's epoch goes on as a new incarnation, and where the two
-        #: rings meet the fork's daemons take the kept state (SiteGateway._fork). Off in the
-        #: daemon until its group core gives the fork's clients their view change (today the
-        #: daemons of the ring not kept stop with an ERROR); the simulator turns it on
-        self.split_quorum = False
+        #: a site split in two rings (dynamic voting): a ring without a quorum of the last
+        #: ring that kept its site's epoch goes on as a new incarnation, and where the two
+        #: rings meet the fork's daemons take the kept state (SiteGateway._fork) and their
+        #: clients get the merge's view change (SitesGroupCore's REJOIN). Off (--no-split-quorum):
+        #: the daemons of the ring not kept stop with an ERROR when the rings meet
+        self.split_quorum = True
+        #: ... only in sites of at least this many daemons: in a site of two, voting makes a
+        #: crash of the first daemon a fork and a merge (two views instead of one, and the
+        #: other side misses most of what the crashed side sent meanwhile; lab_guide.md)
+        self.split_quorum_min_daemons = 3
         self.override(**overrides)
 
 
@@ -7936,12 +7940,18 @@ class SiteGateway:
         if self.fork_ring and self.ring_members <= self.fork_ring:
             self.own_held_upto = self.applied_seq[self.site_id]  # (see fork_ring)
         self.ring_members = frozenset(change.members)
-        if self.wide_ring and self.hop_settings.split_quorum:
+        if self.wide_ring and self.votes():
             if site_quorum(self.sites[self.site_id], self.wide_ring, self.ring_members):
                 self.wide_ring = self.ring_members
             else:
                 self._fork(change, now)
         self.choose_representative(now)
+
+    def votes(self) -> bool:
+        """Dynamic voting is on for our site (HopSettings.split_quorum, and the site is big
+        enough: split_quorum_min_daemons)."""
+        settings = self.hop_settings
+        return settings.split_quorum and len(self.sites[self.site_id]) >= settings.split_quorum_min_daemons
 
     def _fork(self, change: ConfigurationChange, now: float) -> None:
         """Our ring holds no quorum of the last ring that kept our epoch: the rest of our site
@@ -8343,9 +8353,10 @@ class SiteGateway:
     # ------------------------------------------------------------ pruning by group interest
     @staticmethod
     def _lts_step(msg: DaemonMessage) -> int:
-        """How far our stream's lts moves at a message of our site: a JOIN goes
-        PRUNE_HORIZON_LTS above the stream's last lts (the promise _may_owe relies on)."""
-        return PRUNE_HORIZON_LTS + 1 if msg.kind == JOIN else 1
+        """How far our stream's lts moves at a message of our site: a JOIN (or a REJOIN, joins
+        of a fork's clients) goes PRUNE_HORIZON_LTS above the stream's last lts (the promise _may_owe relies on)."""
+        joins = msg.kind == JOIN or msg.kind == STATE and list(msg.groups) == [REJOIN_GROUP]
+        return PRUNE_HORIZON_LTS + 1 if joins else 1
 
     def _interest_record(self, r: SiteRecord) -> None:
         """Another site's JOIN, LEAVE, KILL or STATE, where it enters our merge: its members."""
@@ -8357,6 +8368,11 @@ class SiteGateway:
         if msg.kind == STATE:
             if msg.groups and msg.groups[0] == SITES_STATE_GROUP:
                 self._interest_state(r.site, msg)
+            elif list(msg.groups) == [REJOIN_GROUP]:  # (a fork's clients back: joins)
+                for line in msg.data.decode("latin-1").split("\n"):
+                    fields = line.split("\t")
+                    if len(fields) == 2:
+                        self._interest_event(r.site, fields[0], fields[1], r.lts)
             elif list(msg.groups) != [ROSTER_GROUP]:
                 self._interest_lost(r.site)  # members we did not see join
             else:  # (a ROSTER: members gone, kept: conservative; who could take over)
@@ -8364,12 +8380,15 @@ class SiteGateway:
             return
         if msg.kind not in (JOIN, LEAVE, KILL) or not msg.groups and msg.kind != KILL:
             return
-        pending = self.interest_pending.get(r.site)
+        self._interest_event(r.site, msg.groups[0] if msg.groups else "", msg.sender, r.lts, msg.kind)
+
+    def _interest_event(self, site: int, group: str, sender: str, lts: int, kind: str = JOIN) -> None:
+        pending = self.interest_pending.get(site)
         if pending is not None:
-            pending[1].append((msg.kind, msg.groups[0] if msg.groups else "", msg.sender, r.lts))
+            pending[1].append((kind, group, sender, lts))
             if len(pending[1]) > INTEREST_PENDING_OPS_MAX:
-                self._interest_lost(r.site)
-        self._interest_op(r.site, msg.kind, msg.groups[0] if msg.groups else "", msg.sender, r.lts)
+                self._interest_lost(site)
+        self._interest_op(site, kind, group, sender, lts)
 
     def _interest_op(self, site: int, kind: str, group: str, sender: str, lts: int) -> None:
         """A JOIN, LEAVE or KILL of `site`'s member `sender` into its table (a KILL: every group)."""
@@ -10257,6 +10276,12 @@ ROSTER_GROUP = "#roster#"
 SITES_STATE_GROUP = "#sitestate#"
 
 
+#: the group of a REJOIN (a STATE message): a daemon of a site's fork that took the kept ring's
+#: state names its clients' memberships of the fork, which the kept state lacks; where it is
+#: delivered every daemon adds them back (a network change with two vs_sets)
+REJOIN_GROUP = "#rejoin#"
+
+
 #: the group of the messages that bring a late daemon of a site up to date (STATE messages,
 #: like ROSTER): each daemon's STATUS, the sender's AGAIN, the state's parts
 SYNC_GROUP = "#sync#"
@@ -10548,7 +10573,7 @@ class SitesOrderer(Orderer):
             # fork while the incarnation it left lived), then the one whose view holds the
             # most sites, then the first in the file's; the daemons of the other ring are
             # brought up to date from it like late ones
-            split_quorum = self.gateway.hop_settings.split_quorum
+            split_quorum = self.gateway.votes()
             sender = min(holders, key=lambda n: (self.status_in[n][4], -self.status_in[n][3],
                                                  configured.index(n))) if split_quorum else holders[0]
             apart = [n for n in holders if self.status_in[n][1] != self.status_in[sender][1]]
@@ -10826,6 +10851,7 @@ class SitesGroupCore(GroupCore):
         self.exchange_came_from = ""
         self.exchange_senders: Dict[int, str] = {}
         self.states_resent = 0  #: our site's STATE sent again by a new representative
+        self.rejoins_sent = 0  #: REJOINs of our clients' memberships after a fork (site_sync)
         ring = getattr(orderer, "ring_orderer", orderer)
         cfg = getattr(ring, "cfg", None) or RingSettings()
         #: bytes (message data) held during one exchange beyond which it is reported and this
@@ -10880,7 +10906,9 @@ class SitesGroupCore(GroupCore):
         the late daemon and take the table. (What a restarted daemon's earlier incarnation had
         goes by the ROSTER of the ring that took it in, at every site: configuration_change.)"""
         if event.kind == "install":
+            before = self._local_memberships()
             self._install_groups(event)
+            self._rejoin_after_install(before)
             return None
         if not event.export or self.exchange is not None:
             return None
@@ -10889,6 +10917,99 @@ class SitesGroupCore(GroupCore):
                 "gone": sorted(self.gone), "roster_ring_seq": {str(k): v for k, v in self.roster_ring_seq.items()},
                 "transition_sent": {k: list(v) for k, v in self.transition_sent.items()},
                 "view_sites": sorted(self.view_sites)}
+
+    def _local_memberships(self) -> Dict[str, Tuple[List[str], Tuple[int, int, int]]]:
+        """Per group with members at this daemon: those members, and the group's id."""
+        out = {}
+        for name, group in self.groups.items():
+            mine = sorted(m for m, d in group.members.items() if d == self.daemon_name)
+            if mine:
+                out[name] = (mine, self.group_id(group))
+        return out
+
+    def _rejoin_after_install(self, before: Dict[str, Tuple[List[str], Tuple[int, int, int]]]) -> None:
+        """We took the kept ring's table (SitesOrderer: our ring was a fork of our site, or a
+        daemon that held a state no one kept). Our clients' memberships of the fork are not in
+        it (the kept side dropped them by the ROSTER of the split): their view ends here
+        (TRANSITION), and a REJOIN names them to every daemon, where the order delivers it
+        they are members again, with everyone's REG_MEMB (_rejoin). Nothing for a daemon that
+        held no members (a late one)."""
+        lost = []
+        for name, (mine, old_id) in sorted(before.items()):
+            group = self.groups.get(name)
+            missing = [m for m in mine if m in self.local and (group is None or m not in group.members)]
+            if not missing:
+                continue
+            lost.extend("%s\t%s" % (name, m) for m in missing)
+            for member in missing:
+                session = self.local[member]
+                if session.group_membership:
+                    self._enqueue(session, encode_transition(name, old_id))
+        if not lost:
+            return
+        # urgent: ahead of the messages our clients queued while we were not up to date (a
+        # LEAVE among them must come after the REJOIN it undoes). It names our ring (the
+        # merged one): a ROSTER of a later ring applied before it tells whether we are gone
+        body = "\n".join(["%d" % self.ring_seq] + lost).encode("latin-1")
+        self.orderer.submit(DaemonMessage(STATE, self.daemon_name, "#rejoin#%s" % self.daemon_name,
+                                          AGREED_MESS, [REJOIN_GROUP], data=body), urgent=True)
+        self.rejoins_sent += 1
+        self.log.append("took the kept state of site %d: %d memberships of this daemon's clients "
+                        "in the fork are sent again (REJOIN)" % (self.site_id, len(lost)))
+
+    def _rejoin(self, msg: DaemonMessage) -> None:
+        """A REJOIN (_rejoin_after_install) where the order delivers it, the same at every
+        daemon: its members come back, each changed group's local members get TRANSITION
+        (not again at the daemon that sent it: it gave it at its install) and REG_MEMB
+        CAUSED_BY_NETWORK with two vs_sets, the members that were here and the ones back. One
+        of a daemon that a ROSTER of its ring or a later one counts gone is stale (its members
+        would never leave); one that comes before the ROSTER of its ring (which names the
+        daemon back) is taken: the daemon is in that ring."""
+        origin = msg.origin
+        lines = msg.data.decode("latin-1").split("\n")
+        if origin not in self.site_of or not lines[0].isdigit():
+            self.log.append("a REJOIN from %s that names no ring: ignored" % origin)
+            return
+        if origin in self.gone:
+            if int(lines[0]) <= self.roster_ring_seq.get(self.site_of[origin], -1):
+                self.log.append("a REJOIN of %s, a daemon gone since: ignored" % origin)
+                return
+            self.gone.discard(origin)
+        added: Dict[str, List[str]] = {}
+        for line in lines[1:]:
+            fields = line.split("\t")
+            if len(fields) != 2 or not name_is_legal(fields[0]) or not fields[1].endswith("#" + origin):
+                continue
+            group = self.groups.get(fields[0])
+            if group is None or fields[1] not in group.members:
+                added.setdefault(fields[0], []).append(fields[1])
+        if not added:
+            return
+        old_ids = {name: self.group_id(self.groups[name]) for name in added if name in self.groups}
+        self.network_changes += 1
+        self.memb_time = self.network_changes
+        for name, members in sorted(added.items()):
+            group = self.groups.get(name)
+            if group is None:
+                group = self.groups[name] = Group(name)
+            for member in members:
+                group.members[member] = origin
+                self.member_groups.setdefault(member, set()).add(name)
+                session = self.local.get(member)
+                if session is not None:
+                    session.groups.add(name)
+            group.index = 1
+            self._reorder(group)
+        came_from = {d: "0" for d in self.site_of}
+        came_from[origin] = "1"
+        mine = "1" if origin == self.daemon_name else "0"
+        for name in sorted(added):
+            old_id = old_ids.get(name)
+            if self.transition_sent.pop(name, None) is not None or origin == self.daemon_name:
+                old_id = None
+            self._announce_network_change(self.groups[name], old_id, came_from, mine)
+        self.log.append("network change: %s's clients are back from its site's fork (REJOIN): "
+                        "%d members in %d groups" % (origin, sum(map(len, added.values())), len(added)))
 
     def _install_groups(self, event: "SiteSync") -> None:
         state = event.groups
@@ -10918,6 +11039,9 @@ class SitesGroupCore(GroupCore):
         if not gone <= daemons:
             raise ValueError("gone daemons %s" % sorted(gone - daemons))
         self.groups, self.member_groups = {}, {}
+        self.exchange, self.held_over_limit = None, False  # (a fork's, of a view not kept)
+        for session in self.local.values():  # (a fork's daemon: its table's groups are gone)
+            session.groups = set()
         for name, (index, members) in table.items():
             group = self.groups[name] = Group(name)
             group.members, group.index = members, index
@@ -10948,6 +11072,8 @@ class SitesGroupCore(GroupCore):
         if msg.kind == STATE:
             if msg.groups and msg.groups[0] == ROSTER_GROUP:
                 self._roster(msg)
+            elif msg.groups and msg.groups[0] == REJOIN_GROUP:
+                self._rejoin(msg)
             return
         super().deliver(msg)
 
@@ -13015,6 +13141,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="several sites: every data message goes in full to every site, even to "
                         "one without a member of its groups (default: a SKIP there, its place in "
                         "the order without its body)")
+    d.add_argument("--split-quorum-min-daemons", type=_positive_int, default=3, metavar="N",
+                   help="several sites: in a site of at least N daemons (default 3) whose LAN splits "
+                        "in two rings, the ring with a quorum of the site's last ring goes on and "
+                        "the other forks (a new incarnation of the site); where the rings meet again "
+                        "the fork's daemons take the kept state and their clients get TRANSITION, "
+                        "then REG_MEMB with two vs_sets. In a smaller site the ring without the "
+                        "first daemon stops instead when they meet (give every daemon the same N)")
+    d.add_argument("--no-split-quorum", action="store_true",
+                   help="several sites: no voting in any site (the ring not kept stops when the "
+                        "two rings of a split site meet)")
     d.add_argument("--incarnation", type=_positive_int, help=argparse.SUPPRESS)
     k = sub.add_parser("keygen", help="write a random key for --key (mode 0600)")
     k.add_argument("file", help="the key file to create (never overwritten)")
@@ -13159,9 +13295,12 @@ def ring_settings_of(config, packet_bytes: Optional[int] = None) -> RingSettings
 
 
 def hop_settings_of(args) -> HopSettings:
-    """The HOP links' settings: the defaults, with the bucket's rate from --hop-rate-mbit and
-    no pruning with --no-prune."""
-    settings = HopSettings(prune=not getattr(args, "no_prune", False))
+    """The HOP links' settings: the defaults, with the bucket's rate from --hop-rate-mbit,
+    no pruning with --no-prune, and a site split in two rings per --split-quorum-min-daemons
+    and --no-split-quorum."""
+    settings = HopSettings(prune=not getattr(args, "no_prune", False),
+                           split_quorum=not getattr(args, "no_split_quorum", False),
+                           split_quorum_min_daemons=getattr(args, "split_quorum_min_daemons", None) or 3)
     if args.hop_rate_mbit is not None:
         settings.override(rate_bytes_s=args.hop_rate_mbit * 1e6 / 8)
     return settings

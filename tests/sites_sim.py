@@ -496,7 +496,7 @@ class SitesSim:
         # (a site split in two rings: dynamic voting and forks, on in the runs that split one;
         # without, a crash of the first daemon of a site of two is still one takeover)
         return sr.HopSettings(rate_bytes_s=bits / 8 * 0.9, burst_bytes=16000, prune=self.groups,
-                              split_quorum=self.lan_splits)
+                              split_quorum=self.lan_splits, split_quorum_min_daemons=2)
 
     # -------------------------------------------------------------- the networks
     def push(self, at: float, kind: str, dest: str, src: str = "", data: bytes = b"") -> None:

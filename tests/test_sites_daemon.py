@@ -38,15 +38,17 @@ class SitesLab:
     """The daemons of LAYOUT; ring datagrams inside a site (1 ms), HOP datagrams between
     sites (WAN_DELAY_S); a crashed daemon neither sends nor receives."""
 
-    def __init__(self, layout=None, ips=None, conf=None):
+    def __init__(self, layout=None, ips=None, conf=None, hop_settings=None):
         self.now = 0.0
         self.queue = []
         self.counter = 0
         self.crashed = set()
         self.wan_cut = False  #: every HOP datagram is lost
         self.ring_cut = False  #: every ring datagram is lost (each daemon a ring of its own)
+        #: daemons cut off from the rest of their site's LAN (a split: two rings of one site)
+        self.lan_apart = set()
         self.layout, self.ips = layout or LAYOUT, ips or IPS
-        self.plan = sp.sites_plan(sp.parse_spread_conf(conf)) if conf else plan()
+        self.plan = sp.sites_plan(sp.parse_spread_conf(conf or CONF), hop_settings)
         self.site_of = {d: s for s, names in enumerate(self.layout) for d in names}
         self.daemons = {}
         for i, name in enumerate(self.ips, 1):
@@ -85,7 +87,7 @@ class SitesLab:
             if t == t_net:
                 _, _, kind, dest, src, packet = heapq.heappop(self.queue)
                 if dest in self.crashed or src in self.crashed or (kind == "hop" and self.wan_cut) \
-                        or (kind == "ring" and self.ring_cut):
+                        or (kind == "ring" and (self.ring_cut or (dest in self.lan_apart) != (src in self.lan_apart))):
                     continue
                 d = self.daemons[dest]
                 if kind == "hop":
@@ -732,3 +734,157 @@ def test_unreliable_reaches_the_members_at_the_other_site_and_no_one_else():
     gw = lab.daemons["b1"].orderer.gateway
     assert gw.counters["site_unreliable_delivered"] == 6
     assert lab.daemons["a1"].orderer.gateway.counters["site_unreliable_forwarded"] == 6
+
+
+def memberships_seen(client):
+    return [("TRANS",) if m.is_transitional else
+            ("REG", m.caused_by, tuple(sorted(m.members)), sorted(sorted(v) for v in m.vs_sets or []))
+            for m in client.receive_all() if m.is_membership]
+
+
+@pytest.mark.parametrize("apart", ["a3", "a1"])
+def test_a_site_split_in_two_rings_goes_on_on_the_quorum_side_and_the_fork_rejoins(apart):
+    """A site of three whose LAN splits (`apart` alone: a3, or a1, the first in spread.conf):
+    the two others keep the site's epoch, `apart` forks (a new incarnation, a view of its own).
+    When the LAN heals, `apart` takes the kept state and its client comes back: every client
+    gets TRANSITION, then REG_MEMB CAUSED_BY_NETWORK with everyone in two vs_sets, and one
+    order after."""
+    lab = three_lab()
+    lab.run(2.5)
+    clients = {n: Client(lab, n, "u" + n, 1) for n in THREE_IPS}
+    for c in clients.values():
+        c.join("g")
+        lab.run(0.3)
+    for c in clients.values():
+        memberships_seen(c)
+    lab.lan_apart = {apart}
+    lab.run(6.0)
+    assert not any(d.fatal for d in lab.daemons.values())
+    assert any("goes on as a new incarnation" in line for line in lab.daemons[apart].log)
+    everyone = tuple(sorted(c.private_group for c in clients.values()))
+    kept = tuple(m for m in everyone if not m.endswith("#" + apart))
+    for name, c in clients.items():
+        seen = memberships_seen(c)
+        alone = ("#u%s#%s" % (apart, apart),)
+        assert seen[-2:] == [("TRANS",), ("REG", "NETWORK", alone if name == apart else kept,
+                                          [list(alone if name == apart else kept)])], (name, seen)
+    lab.lan_apart = set()
+    lab.run(6.0)
+    assert not any(d.fatal for d in lab.daemons.values())
+    assert any("REJOIN" in line for line in lab.daemons[apart].log)
+    for name, c in clients.items():
+        seen = memberships_seen(c)
+        assert seen[-2:] == [("TRANS",), ("REG", "NETWORK", everyone,
+                                          sorted([list(kept), ["#u%s#%s" % (apart, apart)]]))], (name, seen)
+    tables = [table_of(lab.daemons[n]) for n in THREE_IPS]
+    assert all(t == tables[0] for t in tables)
+    orders = burst_everywhere(lab, list(clients.values()), 4)
+    assert len(orders[0]) == 16 and all(o == orders[0] for o in orders)
+
+
+def test_two_rings_of_a_site_of_two_that_votes_the_second_daemon_rejoins_instead_of_stopping():
+    """As above, with --split-quorum-min-daemons 2: a1 (half of the last ring, and its first)
+    keeps the site; a2 forked, takes a1's state and its client comes back (REJOIN)."""
+    lab = SitesLab(hop_settings=sp.HopSettings(split_quorum_min_daemons=2))
+    lab.run(2.5)
+    clients = [Client(lab, name, "u" + name, 1) for name in IPS]
+    for c in clients:
+        c.join("g")
+        lab.run(0.3)
+    lab.lan_apart = {"a2"}
+    lab.run(6.0)
+    assert any("goes on as a new incarnation" in line for line in lab.daemons["a2"].log)
+    lab.lan_apart = set()
+    lab.run(6.0)
+    assert not any(d.fatal for d in lab.daemons.values())
+    everyone = ("#ua1#a1", "#ua2#a2", "#ub1#b1")
+    for c in clients:
+        seen = memberships_seen(c)
+        assert seen[-2:] == [("TRANS",), ("REG", "NETWORK", everyone, [["#ua1#a1", "#ub1#b1"], ["#ua2#a2"]])], seen
+    orders = burst_everywhere(lab, clients, 4)
+    assert len(orders[0]) == 12 and all(o == orders[0] for o in orders)
+
+
+def test_split_quorum_options_set_the_hop_settings():
+    parse = sp.build_parser().parse_args
+    default = sp.hop_settings_of(parse(["daemon"]))
+    assert default.split_quorum and default.split_quorum_min_daemons == 3
+    two = sp.hop_settings_of(parse(["daemon", "--split-quorum-min-daemons", "2"]))
+    assert two.split_quorum and two.split_quorum_min_daemons == 2
+    assert not sp.hop_settings_of(parse(["daemon", "--no-split-quorum"])).split_quorum
+    with pytest.raises(SystemExit):
+        parse(["daemon", "--split-quorum-min-daemons", "0"])
+
+
+def rejoin(origin, ring_seq, pairs):
+    return sp.DaemonMessage(sp.STATE, origin, "#rejoin#%s" % origin, sp.AGREED_MESS, [sp.REJOIN_GROUP],
+                            data="\n".join([str(ring_seq)] + ["%s\t%s" % p for p in pairs]).encode())
+
+
+def test_a_rejoin_of_a_daemon_gone_since_is_stale_and_one_before_its_rings_roster_is_taken():
+    """a3 forked (ROSTER of ring 8 without it), its rings met again in ring 12: a REJOIN of
+    ring 12 that the order delivers before ring 12's ROSTER still counts (a3 is in that ring);
+    one of ring 12 after a ROSTER of ring 16 without a3 (it crashed meanwhile) is stale."""
+    core = sp.SitesGroupCore("b1", FakeOrderer(), [["a1", "a2", "a3"], ["b1"]])
+    core.deliver(roster("a1", 8, ["a1", "a2"]))
+    assert core.gone == {"a3"}
+    core.deliver(rejoin("a3", 12, [("g", "#u#a3"), ("g", "#v#a1")]))  # (a1's member: not a3's to name)
+    assert core.gone == set() and core.groups["g"].members == {"#u#a3": "a3"}
+    assert core.network_changes == 2
+    core.deliver(roster("a1", 12, ["a1", "a2", "a3"]))
+    assert core.groups["g"].members == {"#u#a3": "a3"}
+    core.deliver(roster("a1", 16, ["a1", "a2"]))
+    assert "g" not in core.groups
+    core.deliver(rejoin("a3", 12, [("h", "#w#a3")]))
+    assert "h" not in core.groups and any("gone since: ignored" in line for line in core.log)
+
+
+def test_a_leave_sent_while_the_fork_waits_for_the_kept_state_comes_after_its_rejoin():
+    """a3's client leaves g while a3 waits for the kept state (its LEAVE waits with it): the
+    REJOIN goes ahead of it (urgent), so the LEAVE is applied after, and nobody keeps the
+    client in g."""
+    lab = three_lab()
+    lab.run(2.5)
+    clients = {n: Client(lab, n, "u" + n, 1) for n in THREE_IPS}
+    for c in clients.values():
+        c.join("g")
+        lab.run(0.3)
+    lab.lan_apart = {"a3"}
+    lab.run(6.0)
+    lab.lan_apart = set()
+    orderer = lab.daemons["a3"].orderer
+    while orderer.synced:
+        lab.run(0.001)
+        assert lab.now < 20
+    leave = sp.HEADER.pack(sp.LEAVE_MESS | sp.MY_ENDIAN_MARKER, sp.pad_name("#ua3#a3"), 1, sp.MY_ENDIAN_MARKER, 0)
+    clients["a3"].send(leave + sp.pad_name("g"))
+    assert orderer.waiting
+    lab.run(4.0)
+    assert not any(d.fatal for d in lab.daemons.values())
+    tables = [table_of(lab.daemons[n]) for n in THREE_IPS]
+    assert all(t == tables[0] for t in tables)
+    assert sorted(tables[0]["g"][0]) == ["#ua1#a1", "#ua2#a2", "#ub1#b1"]
+
+
+def test_two_daemons_of_a_site_of_three_crashing_at_once_are_a_fork_and_a_merge():
+    """Dynamic voting cannot tell two crashes from a split: a3 holds one of three and forks;
+    b1 sees site 0 leave, then a3's new incarnation merge (one view more than without voting,
+    none wrong), and the two clients go on in one order."""
+    lab = three_lab()
+    lab.run(2.5)
+    clients = {n: Client(lab, n, "u" + n, 1) for n in THREE_IPS}
+    for c in clients.values():
+        c.join("g")
+        lab.run(0.3)
+    for c in clients.values():
+        memberships_seen(c)
+    lab.crashed |= {"a1", "a2"}
+    lab.run(8.0)
+    assert not any(d.fatal for d in lab.daemons.values())
+    assert any("goes on as a new incarnation" in line for line in lab.daemons["a3"].log)
+    both = ("#ua3#a3", "#ub1#b1")
+    assert memberships_seen(clients["b1"])[-4:] == [("TRANS",), ("REG", "NETWORK", ("#ub1#b1",), [["#ub1#b1"]]),
+                                                    ("TRANS",), ("REG", "NETWORK", both, [["#ua3#a3"], ["#ub1#b1"]])]
+    assert memberships_seen(clients["a3"])[-2:] == [("TRANS",), ("REG", "NETWORK", both, [["#ua3#a3"], ["#ub1#b1"]])]
+    orders = burst_everywhere(lab, [clients["a3"], clients["b1"]], 4)
+    assert len(orders[0]) == 8 and orders[0] == orders[1]

@@ -1,0 +1,200 @@
+"""Tier 3: a site whose LAN splits in two rings, with real daemons in network namespaces.
+
+Site a (two or three daemons) and site b (one daemon) on one lab bridge; nftables inside the
+namespaces of site a drops what its two halves send each other (the LAN split), and removing
+the rules heals it. The half with a quorum of the site's last ring keeps the site's epoch and
+goes on with site b; the other half forks (a new incarnation, a view of its own). When the
+halves meet again, the fork's daemon takes the kept state and its client comes back: every
+client gets TRANSITION, then REG_MEMB CAUSED_BY_NETWORK with everyone in two vs_sets (one per
+side), and the messages sent after the heal reach every client once, in one order."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+import labnet
+from conftest import ROOT
+
+pytestmark = [pytest.mark.slow, pytest.mark.netns(needs=["nft"])]
+
+#: a client: joins g, prints every membership and message as a JSON line; once the file
+#: argv[4] + ".apart" exists it sends 5 AGREED messages, once argv[4] + ".after" exists 6 more
+#: (AGREED and SAFE by turns)
+CLIENT = r"""
+import json, os, sys, time
+sys.path.insert(0, sys.argv[1])
+import spread_mini as sp
+m = sp.connect(sys.argv[2], sys.argv[3], group_membership=True)
+m.join("g")
+phases = {"apart": (5, False), "after": (6, True)}
+done = set()
+end = time.time() + float(sys.argv[5])
+while time.time() < end:
+    for phase, (count, safe_too) in phases.items():
+        if phase not in done and os.path.exists(sys.argv[4] + "." + phase):
+            for i in range(count):
+                service = sp.SAFE_MESS if safe_too and i % 2 else sp.AGREED_MESS
+                m.multicast(service, "g", ("%s %s %d" % (sys.argv[3], phase, i)).encode())
+            done.add(phase)
+    msg = m.receive(timeout=0.1)
+    if msg is None:
+        continue
+    if msg.is_membership:
+        kind = "TRANS" if msg.is_transitional else "REG"
+        print(json.dumps([kind, sorted(msg.members), sorted(sorted(v) for v in msg.vs_sets or []),
+                          str(msg.caused_by)]), flush=True)
+    else:
+        print(json.dumps(["DATA", msg.data.decode()]), flush=True)
+"""
+
+SEGMENT_A = "239.255.77.1:4803"
+SEGMENT_B = "239.255.77.2:4813"
+
+
+class SplitLab(labnet.LabNet):
+    """labnet's one-bridge lab with this test's namespace names (s12sd..., unique per run)."""
+
+    def __init__(self, hosts: int):
+        super().__init__(hosts, tag="s12sd%d" % (os.getpid() % 100000))
+        self.switch = self.tag + "sw"
+
+    def ns(self, host: int) -> str:
+        return "%sh%d" % (self.tag, host)
+
+    def cut_lan(self, host: int, others) -> None:
+        """nftables in `host`'s namespace drops every packet from the addresses `others`."""
+        inside = ("ip", "netns", "exec", self.ns(host), "nft")
+        labnet._run(*inside, "add", "table", "inet", "s12sd")
+        labnet._run(*inside, "add chain inet s12sd input { type filter hook input priority 0; }")
+        labnet._run(*inside, "add", "rule", "inet", "s12sd", "input", "ip", "saddr",
+                    "{ %s }" % ", ".join(self.ip(h) for h in others), "drop")
+
+    def heal_lan(self, host: int) -> None:
+        labnet._run("ip", "netns", "exec", self.ns(host), "nft", "delete", "table", "inet", "s12sd")
+
+
+def lines(path):
+    if not os.path.exists(path):
+        return []
+    return [json.loads(line) for line in open(path) if line.startswith("[") and line.endswith("]\n")]
+
+
+def network_views(path):
+    return [x[1:3] for x in lines(path) if x[0] == "REG" and x[3] == "NETWORK"]
+
+
+def data(path, phase):
+    return [x[1] for x in lines(path) if x[0] == "DATA" and x[1].split()[1] == phase]
+
+
+def wait_until(check, timeout_s, what, folder):
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if check():
+            return
+        time.sleep(0.2)
+    tails = "".join("\n== %s\n%s" % (p.name, p.read_text()[-3000:]) for p in sorted(folder.glob("*.log")))
+    pytest.fail("waited %.0f s for %s%s" % (timeout_s, what, tails))
+
+
+def run_split(tmp_path, site_a, fork, extra):
+    """Daemons site_a + ["b1"], a client cN at each; the LAN of site a split into [fork] and
+    the rest, then healed. Returns the clients' logs {daemon: lines} and the daemons' logs."""
+    reason = labnet.available(["nft"])
+    if reason:
+        pytest.skip("network namespaces: " + reason)
+    names = site_a + ["b1"]
+    host = {n: i for i, n in enumerate(names, 1)}
+    (tmp_path / "client.py").write_text(CLIENT)
+    go = str(tmp_path / "go")
+    kept = [n for n in site_a if n != fork]
+    with SplitLab(len(names)) as lab:
+        conf = tmp_path / "sites.conf"
+        conf.write_text("Spread_Segment %s {\n%s\n}\nSpread_Segment %s {\n    b1 %s\n}\nLinkProtocol = Hop\n" % (
+            SEGMENT_A, "\n".join("    %s %s" % (n, lab.ip(host[n])) for n in site_a), SEGMENT_B,
+            lab.ip(host["b1"])))
+        procs = []
+        for n in names:
+            procs.append(lab.popen(host[n], [sys.executable, os.path.join(ROOT, "spread_mini.py"), "daemon",
+                                             "-c", str(conf), "--name", n, "--no-unix", "--status-every", "0"]
+                                   + extra, stdout=open(tmp_path / ("%s.log" % n), "w"),
+                                   stderr=subprocess.STDOUT))
+        time.sleep(2.5)
+        port = {n: (4813 if n == "b1" else 4803) for n in names}
+        logs = {n: tmp_path / ("c%s.log" % n) for n in names}
+        for n in names:
+            lab.popen(host[n], [sys.executable, str(tmp_path / "client.py"), ROOT,
+                                "%d@%s" % (port[n], lab.ip(host[n])), "c" + n, go, "45"],
+                      stdout=open(logs[n], "w"), stderr=subprocess.STDOUT)
+        everyone = sorted("#c%s#%s" % (n, n) for n in names)
+        wait_until(lambda: all(any(x[0] == "REG" and x[1] == everyone for x in lines(p)) for p in logs.values()),
+                   20, "every client in the group of all", tmp_path)
+        for n in site_a:
+            lab.cut_lan(host[n], [host[fork]] if n != fork else [host[k] for k in kept])
+        them = sorted("#c%s#%s" % (n, n) for n in names if n != fork)
+        alone = ["#c%s#%s" % (fork, fork)]
+
+        def apart():
+            return all(network_views(logs[n]) and network_views(logs[n])[-1][0] == (alone if n == fork else them)
+                       for n in names)
+        wait_until(apart, 20, "the views of the split", tmp_path)
+        open(go + ".apart", "w").close()
+        wait_until(lambda: all(len(data(logs[n], "apart")) >= (5 if n == fork else 5 * len(them)) for n in names),
+                   15, "the messages sent apart", tmp_path)
+        for n in site_a:
+            lab.heal_lan(host[n])
+        wait_until(lambda: all(network_views(logs[n])[-1][0] == everyone for n in names), 25,
+                   "the views after the heal", tmp_path)
+        open(go + ".after", "w").close()
+        wait_until(lambda: all(len(data(logs[n], "after")) >= 6 * len(names) for n in names), 15,
+                   "the messages sent after the heal", tmp_path)
+        time.sleep(0.5)
+        exited = [n for n, p in zip(names, procs) if p.poll() is not None]
+        assert not exited, "daemons exited: %s" % exited
+    return ({n: lines(logs[n]) for n in names},
+            {n: (tmp_path / ("%s.log" % n)).read_text() for n in names}, them, alone, everyone)
+
+
+def check_split(clients, daemons, fork, them, alone, everyone):
+    text = "".join("\n== %s\n%s" % (n, t[-3000:]) for n, t in daemons.items())
+    assert "goes on as a new incarnation" in daemons[fork], text
+    assert "REJOIN" in daemons[fork], text
+    assert not any("ERROR" in t for t in daemons.values()), text
+    for n, seen in clients.items():
+        views = [x for x in seen if x[0] in ("TRANS", "REG")]
+        # the view of the split (the fork's may come in two steps: its ring, then its sites),
+        # then TRANSITION and the merged view with one vs_set per side
+        last = [x[1:3] if x[0] == "REG" else ["TRANS"] for x in views if x[0] == "TRANS" or x[3] == "NETWORK"]
+        side = alone if n == fork else them
+        assert last[-3:] == [[side, [side]], ["TRANS"], [everyone, sorted([alone, them])]], (n, seen)
+        assert views[-1][0] == "REG" and views[-2][0] == "TRANS", (n, seen)
+        # apart: each side's messages, once, in one order per side; none of the other side's
+        got = [x[1] for x in seen if x[0] == "DATA" and x[1].split()[1] == "apart"]
+        senders = {m.split()[0] for m in got}
+        assert senders == ({"c" + fork} if n == fork else {"c" + x.split("#")[2] for x in them}), (n, got)
+        assert len(got) == len(set(got)) == 5 * len(senders), (n, got)
+    orders = [[x[1] for x in seen if x[0] == "DATA" and x[1].split()[1] == "after"] for seen in clients.values()]
+    assert len(orders[0]) == len(set(orders[0])) == 6 * len(everyone) and all(o == orders[0] for o in orders), orders
+    kept_orders = [[x[1] for x in seen if x[0] == "DATA" and x[1].split()[1] == "apart"]
+                   for n, seen in clients.items() if n != fork]
+    assert all(o == kept_orders[0] for o in kept_orders), kept_orders
+
+
+def test_a_site_of_two_split_the_first_daemon_keeps_the_site_and_the_other_rejoins(tmp_path):
+    """a1 | a2 with --split-quorum-min-daemons 2: a1 holds half of the last ring and is the
+    first in spread.conf, so it keeps the site (with b1); a2 forks."""
+    clients, daemons, them, alone, everyone = run_split(tmp_path, ["a1", "a2"], "a2",
+                                                        ["--split-quorum-min-daemons", "2"])
+    check_split(clients, daemons, "a2", them, alone, everyone)
+
+
+def test_a_site_of_three_split_the_two_keep_the_site_and_the_first_daemon_rejoins(tmp_path):
+    """a1 | a2 a3 (the default: voting in sites of three or more): a2 and a3 hold a majority and
+    keep the site; a1, the first in spread.conf, forks, and takes their state at the heal."""
+    clients, daemons, them, alone, everyone = run_split(tmp_path, ["a1", "a2", "a3"], "a1", [])
+    check_split(clients, daemons, "a1", them, alone, everyone)
