@@ -7431,6 +7431,9 @@ class SiteViewChange:
     view_seq: int
     sites: List[int]
     reason: str
+    #: (SiteGateway.close_fork) the transitional view in which our site's fork ends: no regular
+    #: view follows it, the kept state does (SiteSync "install")
+    fork_ends: bool = False
 
 
 @dataclass
@@ -8038,7 +8041,7 @@ class SiteGateway:
                   "messages of its stream delivered in it, before the kept state is taken" % (
                       self.site_id, self.epoch, len(held)), now)
         self.outputs.append(SiteViewChange(CONF_TRANSITIONAL, self.view_seq, [self.site_id],
-                                           "site %d's fork ends" % self.site_id))
+                                           "site %d's fork ends" % self.site_id, fork_ends=True))
         for m in held:
             self.merge._hand_over(m, "")
         self.fork_held = frozenset(m.site_seq for m in held)
@@ -10948,6 +10951,9 @@ class SitesGroupCore(GroupCore):
         self.exchange_senders: Dict[int, str] = {}
         self.states_resent = 0  #: our site's STATE sent again by a new representative
         self.rejoins_sent = 0  #: REJOINs of our clients' memberships after a fork (site_sync)
+        #: our site's fork ended (site_view_change, fork_ends) and the kept state is not taken
+        #: yet: what is delivered meanwhile belongs to the fork's transitional view
+        self.fork_ending = False
         ring = getattr(orderer, "ring_orderer", orderer)
         cfg = getattr(ring, "cfg", None) or RingSettings()
         #: bytes (message data) held during one exchange beyond which it is reported and this
@@ -11003,8 +11009,10 @@ class SitesGroupCore(GroupCore):
         goes by the ROSTER of the ring that took it in, at every site: configuration_change.)"""
         if event.kind == "install":
             before = self._local_memberships()
+            given = set(self.transition_sent)  # (the kept table brings its own)
+            self.fork_ending = False
             self._install_groups(event)
-            self._rejoin_after_install(before)
+            self._rejoin_after_install(before, given)
             return None
         if not event.export or self.exchange is not None:
             return None
@@ -11023,13 +11031,16 @@ class SitesGroupCore(GroupCore):
                 out[name] = (mine, self.group_id(group))
         return out
 
-    def _rejoin_after_install(self, before: Dict[str, Tuple[List[str], Tuple[int, int, int]]]) -> None:
+    def _rejoin_after_install(self, before: Dict[str, Tuple[List[str], Tuple[int, int, int]]],
+                              given: Iterable[str] = ()) -> None:
         """We took the kept ring's table (SitesOrderer: our ring was a fork of our site, or a
         daemon that held a state no one kept). Our clients' memberships of the fork are not in
         it (the kept side dropped them by the ROSTER of the split): their view ends here
         (TRANSITION), and a REJOIN names them to every daemon, where the order delivers it
         they are members again, with everyone's REG_MEMB (_rejoin). Nothing for a daemon that
-        held no members (a late one)."""
+        held no members (a late one). Not again for a group in `given`: its clients had their
+        TRANSITION since their last REG_MEMB (the transitional view in which the fork ended
+        lost members of other sites); two in a row would end one view twice."""
         lost = []
         for name, (mine, old_id) in sorted(before.items()):
             group = self.groups.get(name)
@@ -11039,7 +11050,7 @@ class SitesGroupCore(GroupCore):
             lost.extend("%s\t%s" % (name, m) for m in missing)
             for member in missing:
                 session = self.local[member]
-                if session.group_membership:
+                if session.group_membership and name not in given:
                     self._enqueue(session, encode_transition(name, old_id))
         if not lost:
             return
@@ -11174,6 +11185,12 @@ class SitesGroupCore(GroupCore):
         super().deliver(msg)
 
     def _roster(self, msg: DaemonMessage) -> None:
+        if self.fork_ending:
+            # the fork's own ROSTER, held in its stream: its clients are in the fork's
+            # transitional view, which ends with the kept table (site_sync), not with a view
+            # of the fork's ring (a REG_MEMB still naming the sites it has just lost)
+            self.log.append("a ROSTER from %s as our site's fork ends: the kept state replaces it" % msg.origin)
+            return
         site = self.site_of.get(msg.origin)
         lines = msg.data.decode("latin-1").split("\n")
         if site is None or not lines[0].isdigit():
@@ -11192,6 +11209,7 @@ class SitesGroupCore(GroupCore):
             " (%s restarted)" % ", ".join(sorted(restarted)) if restarted else ""), restarted)
 
     def site_view_change(self, change: "SiteViewChange") -> None:
+        self.fork_ending = change.fork_ends
         if self.exchange is not None:
             self._view_change_in_exchange(change)
             return

@@ -805,6 +805,58 @@ def test_two_rings_of_a_site_of_two_that_votes_the_second_daemon_rejoins_instead
     assert len(orders[0]) == 12 and all(o == orders[0] for o in orders)
 
 
+def client_sequence(client):
+    """What a client got, memberships and data in one list (REG_MEMB with its vs_sets)."""
+    return [("DATA", m.data) if not m.is_membership else ("TRANS",) if m.is_transitional else
+            ("REG", m.caused_by, tuple(sorted(m.members)), sorted(sorted(v) for v in m.vs_sets or []))
+            for m in client.receive_all()]
+
+
+def test_a_fork_that_ends_in_a_view_with_other_sites_gives_its_clients_one_transition():
+    """The contract between SiteGateway.close_fork and SitesGroupCore.site_sync. a3 is cut off
+    from its site and forks (its client sends all along); the LAN heals 1.3 s later, before a3
+    has left b1's site out of its view: the fork ends in a transitional view of site 0 alone,
+    whose TRANSITION (b1's member is lost) is the only one its client gets before the REG_MEMB
+    of the REJOIN; the fork's messages, with its ring's ROSTER, held until then, are delivered
+    in that transitional view (no REG_MEMB of the fork's ring naming ub1 after it). The kept
+    side sees a3's client leave and come back, then b1's site leave and come back."""
+    lab = three_lab()
+    lab.run(2.5)
+    clients = {n: Client(lab, n, "u" + n, 1) for n in THREE_IPS}
+    for c in clients.values():
+        c.join("g")
+        lab.run(0.3)
+    for c in clients.values():
+        c.receive_all()
+        c.messages = []
+    lab.lan_apart = {"a3"}
+    sent = []
+    for i in range(26):
+        sent.append(b"f%d" % i)
+        clients["a3"].multicast(sp.AGREED_MESS, "g", sent[-1])
+        lab.run(0.05)
+    lab.lan_apart = set()
+    lab.run(6.0)
+    assert not any(d.fatal for d in lab.daemons.values())
+    ua1, ua2, ua3, ub1 = "#ua1#a1", "#ua2#a2", "#ua3#a3", "#ub1#b1"
+    fork = client_sequence(clients["a3"])
+    assert fork == [("TRANS",)] + [("DATA", d) for d in sent] + [
+        ("REG", "NETWORK", (ua1, ua2, ua3), [[ua1, ua2], [ua3]]),
+        ("TRANS",), ("REG", "NETWORK", (ua1, ua2, ua3, ub1), [[ua1, ua2, ua3], [ub1]])], fork
+    kept = client_sequence(clients["a1"])
+    assert kept == [
+        ("TRANS",), ("REG", "NETWORK", (ua1, ua2, ub1), [[ua1, ua2, ub1]]),
+        ("TRANS",), ("REG", "NETWORK", (ua1, ua2), [[ua1, ua2]]),
+        ("TRANS",), ("REG", "NETWORK", (ua1, ua2, ua3), [[ua1, ua2], [ua3]]),
+        ("TRANS",), ("REG", "NETWORK", (ua1, ua2, ua3, ub1), [[ua1, ua2, ua3], [ub1]])], kept
+    assert client_sequence(clients["a2"]) == kept
+    log = lab.daemons["a3"].log
+    assert any("fork (epoch" in line and "ends: a transitional view" in line for line in log)
+    assert any("a ROSTER from a3 as our site's fork ends" in line for line in log)
+    orders = burst_everywhere(lab, list(clients.values()), 2)
+    assert len(orders[0]) == 8 and all(o == orders[0] for o in orders)
+
+
 def test_split_quorum_options_set_the_hop_settings():
     parse = sp.build_parser().parse_args
     default = sp.hop_settings_of(parse(["daemon"]))

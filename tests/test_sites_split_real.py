@@ -173,6 +173,8 @@ def check_split(clients, daemons, fork, them, alone, everyone):
         side = alone if n == fork else them
         assert last[-3:] == [[side, [side]], ["TRANS"], [everyone, sorted([alone, them])]], (n, seen)
         assert views[-1][0] == "REG" and views[-2][0] == "TRANS", (n, seen)
+        # each TRANSITION ends one view: the next membership message is a REG_MEMB
+        assert all(a[0] != "TRANS" or b[0] == "REG" for a, b in zip(views, views[1:])), (n, seen)
         # apart: each side's messages, once, in one order per side; none of the other side's
         got = [x[1] for x in seen if x[0] == "DATA" and x[1].split()[1] == "apart"]
         senders = {m.split()[0] for m in got}
