@@ -9941,6 +9941,20 @@ class SiteGateway:
         self.links_version = max(self.links_version, self.link_reports.get(self.site_id, (0,))[0]) + 1
         self.to_ring.append(_links_record(self.site_id, self.links_version, settled, pending))
 
+    def _own_report_delivered(self, settled: frozenset, pending: frozenset) -> None:
+        """Our site's latest LINKS record, where our ring delivered it, at its representative:
+        if it says other than what we last reported, it is what every other site reads now,
+        so we report our links again. A record submitted before we became representative
+        (the ring changed with it in the orderer's queue, as a fork's ring does) comes in
+        after choose_representative read our site's links: kept, it said for ever that a
+        link that starts again later is down, and no tree crossed it (seed 184 --lan-splits:
+        b1's link to a, down in the ring before the fork, delivered in the fork's)."""
+        if (settled, pending) == self.links_down_sent:
+            return
+        self.counters["site_links_reported_again"] += 1
+        self.links_down_sent = (settled, pending)
+        self._report_links()
+
     def _forget_link_report(self, site: int) -> None:
         """A site our view leaves out (or a merge given up leaves apart) takes its LINKS report
         with it: that report was made in
@@ -9991,6 +10005,8 @@ class SiteGateway:
                   % (r.site, sorted(down), _trees_text(self.trees)), self.now_s)
         if not self.is_representative():
             return
+        if r.site == self.site_id and r.site_seq >= self.links_version:
+            self._own_report_delivered(frozenset(settled), pending)
         for source, tree in sorted(self.trees.items()):
             before = old.get(source)
             was = set(before.children(self.site_id)) if before is not None else set()
