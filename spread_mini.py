@@ -7850,6 +7850,9 @@ class SiteGateway:
         #: our last LINKS record's links down: (past their grace, in it)
         self.links_down_sent: Tuple[frozenset, frozenset] = (frozenset(), frozenset())
         self.links_version = 0  #: ... and its version
+        #: the version of our last LINKS record as representative since we became it (0: none
+        #: yet): an older one of our site that our ring delivers has a newer one behind it
+        self.links_turn_version = 0
         self.peer_positions: Dict[int, Dict[int, int]] = {}  # site -> the positions of its HELLO
         self._ahead: Dict[int, Dict[int, SiteRecord]] = {}  # site -> site_seq -> MSG come early
         self._frontier_ahead: Dict[int, SiteRecord] = {}  # site -> FRONTIER that waits for a MSG
@@ -8077,6 +8080,7 @@ class SiteGateway:
         _, down, settled = self.link_reports.get(self.site_id, (0, frozenset(), frozenset()))
         self.routed_around, self.dead_links, self.grace_extended = set(settled), set(down), set()
         self.links_down_sent = (settled, down - settled)
+        self.links_turn_version = 0
         self.peer_positions, self._ahead, self._frontier_ahead, self._hole_since = {}, {}, {}, {}
         if rep == self.name:
             self.aru_announced = 0
@@ -9939,7 +9943,26 @@ class SiteGateway:
             return
         self.links_down_sent = (settled, pending)
         self.links_version = max(self.links_version, self.link_reports.get(self.site_id, (0,))[0]) + 1
+        self.links_turn_version = self.links_version
         self.to_ring.append(_links_record(self.site_id, self.links_version, settled, pending))
+
+    def _own_report_delivered(self, settled: frozenset, pending: frozenset) -> None:
+        """Our site's LINKS record, where our ring delivered it at its representative, with no
+        newer one of ours behind it, that says other than we last reported: one submitted
+        before we became representative (the ring changed with it in the orderer's queue, as
+        a fork's ring does), delivered after choose_representative read our site's links.
+        Every site reads it now, so we take it as choose_representative would have (its links
+        down stay down until they start: those that run already we report up at once). Left
+        as it was, it said for ever that a link that started again later was down, and no
+        tree crossed it (seed 184 --lan-splits: b1's link to a, reported down in the ring
+        before b1's fork, delivered in the fork's)."""
+        if (settled, pending) == self.links_down_sent:
+            return
+        self.counters["site_links_report_taken_over"] += 1
+        self.routed_around |= {s for s in settled if s not in self.links}
+        self.dead_links |= {s for s in settled | pending if s not in self.links}
+        self.links_down_sent = (settled, pending)
+        self._report_links()
 
     def _forget_link_report(self, site: int) -> None:
         """A site our view leaves out (or a merge given up leaves apart) takes its LINKS report
@@ -9991,6 +10014,8 @@ class SiteGateway:
                   % (r.site, sorted(down), _trees_text(self.trees)), self.now_s)
         if not self.is_representative():
             return
+        if r.site == self.site_id and r.site_seq >= self.links_turn_version:
+            self._own_report_delivered(frozenset(settled), pending)
         for source, tree in sorted(self.trees.items()):
             before = old.get(source)
             was = set(before.children(self.site_id)) if before is not None else set()
