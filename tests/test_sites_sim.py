@@ -89,7 +89,14 @@ REGRESSION_SEEDS = [29, 36, 5039, 5400, 20215, 30002, 31387, 41181,
                     # cut to a, made before c's view left b out; it found no path to b and
                     # parked the MERGE through a for ever. Now a site left out takes its report
                     # with it
-                    711]
+                    711,
+                    # the GIVEUP race's recut, then a MERGE from a view other than b's: b left a
+                    # out (view 3), took a's MERGE from its offer and decided view 4 with no
+                    # link to a, and a died; nobody suspected a. It failed on branch s12-tail
+                    # (b never delivered 280 of 407); it passes since the representative watches
+                    # a joining site from the merge's start (_watch_joining), and on main's timing
+                    # without it: test_a_merge_taken_from_a_view_change_watches_the_joining_site
+                    1319]
 
 
 @pytest.mark.parametrize("seed", REGRESSION_SEEDS)
@@ -998,6 +1005,25 @@ def test_a_representative_that_takes_over_during_a_merge_watches_the_joining_sit
         # the window to 0.45-1.0 s. With them, these points pass even without the give-up: a
         # later rule covers it, so this only shows the path still runs)
         assert sim.nodes["a2"].gateway.counters["site_merges_given_up_unlinked"] == 1
+
+
+def test_a_merge_taken_from_a_view_change_watches_the_joining_site():
+    """Seed 1319 (a = a1, a2; b = b1) with a dying 0.14 s after the recut link comes back (the
+    seed draws 0.444 s; at 0.14 s the run takes seed 1319's path on branch s12-tail). The merged
+    view 2 was decided on both sides; a chained view 3 without b after the recut, b installed 2
+    late, then took a's MERGE for view 4 as made in another view than ours: b left a out (its
+    view 3), proposed view 4 from it and decided it at once with a's MERGE, its link to a gone
+    with its view 3. a died before b's HELLO: no link, no silence rule, so b waited for a's
+    READY for ever ("no loss": b1 never delivered 281 of 407). Now the representative watches
+    a joining site it has no link with from the merge's start (SiteGateway._watch_joining):
+    view 5 leaves a out, chained after view 4. Fails with that call in _start_merge removed."""
+    case = dataclasses.replace(sites_sim.case_for_seed(1319), recut_kill_after_s=0.14)
+    sim = sites_sim.SitesSim(1319, case=case)
+    res = sim.run()
+    assert res.violations == [], res.summary()
+    assert res.stats.get("recuts") == 1
+    assert sim.nodes["b1"].gateway.merging is None
+    assert 0 not in sim.nodes["b1"].gateway.live_sites
 
 
 # ---- a READY lost with the representative that installed the merge (seed 2004's race) ----------
