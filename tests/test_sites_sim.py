@@ -1003,6 +1003,35 @@ def test_a_representative_that_takes_over_during_a_merge_watches_the_joining_sit
         assert sim.nodes["a2"].gateway.counters["site_merges_given_up_unlinked"] == 1
 
 
+def test_seed_1319_a_merge_taken_from_a_view_change():
+    """Seed 1319 as drawn (a regression seed kept out of REGRESSION_SEEDS: it draws the GIVEUP
+    race, see test_the_simulator_draws_the_giveup_race_in_seeds_with_no_other_cut_or_death).
+    It failed on branch s12-tail and on main before the epochs were passed on (b1 never
+    delivered 280 of 407); today's timing gets b's link to a up before a dies, so the hole it
+    took is planted below."""
+    res = sites_sim.run_seed(1319)
+    assert res.violations == [], "%s\nreplay: %s" % (res.summary(), sites_sim.replay_command(1319))
+
+
+def test_a_merge_taken_from_a_view_change_watches_the_joining_site():
+    """Seed 1319 (a = a1, a2; b = b1) with a dying 0.14 s after the recut link comes back (the
+    seed draws 0.444 s; at 0.14 s the run takes seed 1319's path on branch s12-tail). The merged
+    view 2 was decided on both sides; a chained view 3 without b after the recut, b installed 2
+    late, then took a's MERGE for view 4 as made in another view than ours: b left a out (its
+    view 3), proposed view 4 from it and decided it at once with a's MERGE, its link to a gone
+    with its view 3. a died before b's HELLO: no link, no silence rule, so b waited for a's
+    READY for ever ("no loss": b1 never delivered 281 of 407). Now the representative watches
+    a joining site it has no link with from the merge's start (SiteGateway._watch_joining):
+    view 5 leaves a out, chained after view 4. Fails with that call in _start_merge removed."""
+    case = dataclasses.replace(sites_sim.case_for_seed(1319), recut_kill_after_s=0.14)
+    sim = sites_sim.SitesSim(1319, case=case)
+    res = sim.run()
+    assert res.violations == [], res.summary()
+    assert res.stats.get("recuts") == 1
+    assert sim.nodes["b1"].gateway.merging is None
+    assert 0 not in sim.nodes["b1"].gateway.live_sites
+
+
 # ---- a READY lost with the representative that installed the merge (seed 2004's race) ----------
 
 READY_SEED = 314  # two sites, a (a1, a2) and b (b1, b2, b3); the link is cut and heals 5.5 s later
