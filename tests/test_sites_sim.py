@@ -109,6 +109,18 @@ def test_seeds_that_once_failed(seed):
 HOSTILE_SEEDS = [(35, True), (1, False), (2, True), (3, False), (186, False)]
 
 
+def test_an_aru_announced_again_in_the_merged_view_is_not_a_duplicate():
+    # seed 3163 --hostile 0.1 --key (only 8 hostile datagrams: the merge is the point; with
+    # split_quorum on, site a's a2 alone forks when a1 and a3 die): c1 installed the merged
+    # view 3 before b1 did, refused b1's last ARU of view 2 (lts 112, through a2), and took
+    # b1's ARU of view 3 at the same lts for a duplicate (SiteGateway._from_link): its SAFE
+    # messages waited for ever for site b's ARU. Now an ARU's duplicate mark is per view
+    res = sites_sim.run_seed(3163, hostile=0.1, key=True)
+    assert res.stats.get("site_forks") == 1, res.summary()
+    assert res.violations == [], "%s\nreplay: %s" % (
+        res.summary(), sites_sim.replay_command(3163, hostile=0.1, key=True))
+
+
 @pytest.mark.parametrize("seed, key", HOSTILE_SEEDS)
 def test_hostile_seeds_keep_every_guarantee(seed, key):
     res = sites_sim.run_seed(seed, hostile=0.1, key=key)
