@@ -7774,7 +7774,8 @@ class SiteGateway:
         #: (every daemon's) site -> (names in arrival order, the same as a set): UNRELIABLE
         #: records our ring brought, bounded (_unreliable_again)
         self.unreliable_seen: Dict[int, tuple] = {}
-        self.injected: Dict[Tuple[int, int], int] = {}  # (kind, site) -> highest seq / lts submitted
+        #: (kind, site) -> highest seq / lts submitted ((SITE_ARU, site, view) for an ARU)
+        self.injected: Dict[Tuple[int, ...], int] = {}
         self.aru_announced = 0
         self.aru_announced_at = -1.0
         self.trace_held = None  # tests set a list: (site, site_seq) as they enter the merge
@@ -8965,7 +8966,12 @@ class SiteGateway:
                 self.merge_parked[r.site] = r
                 self.merge_parked_at.setdefault(r.site, self.now_s)
             return
-        key = (r.kind, r.site)
+        key: Tuple[int, ...] = (r.kind, r.site)
+        if r.kind == SITE_ARU:
+            # an ARU counts only in its own view (_aru_record): one of the view before a merge,
+            # refused after we installed it, must not hide the same lts announced again in the
+            # merged view (seed 3163 --hostile 0.1 --key: c1 waited for ever for b1's ARU)
+            key = (r.kind, r.site, r.site_seq)
         mark = r.site_seq if r.kind in (SITE_MSG,) + SITE_FLOODED_KINDS else r.lts
         # a joined site's stream is numbered afresh from its first message above the merge's
         # limit (a restarted site's from 1): what we applied of its old stream says nothing

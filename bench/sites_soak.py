@@ -1,12 +1,15 @@
 """Soak several sites joined by HOP links in the deterministic simulator (tests/sites_sim.py):
 many seeds, each its own topology (2-3 sites of 1-3 daemons, a mesh or a line), lossy WAN
 links and traffic; count the violations of the guarantees. Every failing seed is printed with
-the command that replays it.
+the command that replays it. The daemons run with the daemon's defaults: dynamic voting in a
+site split in two rings (HopSettings.split_quorum) on in sites of 3 daemons or more (2 with
+--lan-splits); --no-split-quorum turns it off, as every soak without --lan-splits ran before.
 
     python3 bench/sites_soak.py --seeds 1000            # seeds 1..1000
     python3 bench/sites_soak.py --seeds 200 --first 5000
     python3 bench/sites_soak.py --seeds 500 --hostile 0.1 [--key]   # a hostile LAN (see sites_sim)
     python3 bench/sites_soak.py --seeds 9000 --merge-kills-only     # the seeds killing during a merge
+    python3 bench/sites_soak.py --seeds 300 --no-split-quorum       # the old setting, to compare
 """
 from __future__ import annotations
 
@@ -41,9 +44,11 @@ def main(argv=None):
                         help="run only the seeds of the range that draw a merge kill (a site, or "
                         "a representative, killed about when healed views merge)")
     sites_sim.add_hostile_options(parser)
+    sites_sim.add_split_quorum_option(parser)
     args = parser.parse_args(argv)
     mix = dict(unreliable=args.unreliable, lan_splits=args.lan_splits, groups=args.groups,
-               hostile=args.hostile, key=args.key, forge_in_session=args.forge_in_session)
+               hostile=args.hostile, key=args.key, forge_in_session=args.forge_in_session,
+               split_quorum=not args.no_split_quorum)
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
     started = time.monotonic()
@@ -92,6 +97,10 @@ def main(argv=None):
         if "view_after_heal_s" in result.stats:
             merge_times.append(result.stats["view_after_heal_s"])
         totals["heals"] += result.stats.get("heals", 0)
+        # (split_quorum: a ring without a quorum of its site's last one forked, e.g. two
+        # daemons of a site of three killed one after the other)
+        totals["site_forks"] += result.stats.get("site_forks", 0)
+        totals["site_forks_seeds"] += bool(result.stats.get("site_forks", 0))
         for key in ("site_merges_routed_around", "site_giveups_of_a_dead_site"):
             totals[key] += result.stats.get(key, 0)  # (the rare merge races: drawn in some seeds)
             totals[key + "_seeds"] += bool(result.stats.get(key, 0))
@@ -157,6 +166,10 @@ def main(argv=None):
           "ignored %d times (%d seeds)" % (
               totals["site_merges_routed_around"], totals["site_merges_routed_around_seeds"],
               totals["site_giveups_of_a_dead_site"], totals["site_giveups_of_a_dead_site_seeds"]))
+    if not args.no_split_quorum:
+        print("split sites (split_quorum, sites of %d daemons or more): a ring without a quorum of "
+              "its site's last ring went on as a new incarnation %d times (%d seeds)" % (
+                  2 if args.lan_splits else 3, totals["site_forks"], totals["site_forks_seeds"]))
     print("merge kills: a whole site killed about when healed views merge in %d seeds; a "
           "representative killed then, in a run whose representative crashed before, in %d (%d "
           "killed while it was merging; %d not killed: its site's last daemon)" % (

@@ -441,7 +441,7 @@ class SitesSim:
     def __init__(self, seed: int, case: Optional[SitesCase] = None, tick_s: float = 0.01,
                  on_start=None, delivery_filter=None, services=None, lan_splits: bool = False,
                  groups: bool = False, hostile: float = 0.0, key: Optional[bytes] = None,
-                 forge_in_session: bool = False):
+                 forge_in_session: bool = False, split_quorum: bool = True):
         self.seed = seed
         #: the daemons' key (--key: every ring and HOP packet carries its tag), or None
         self.key = key
@@ -453,7 +453,11 @@ class SitesSim:
         #: owes a message only if it has a member of its group where the message is ordered.
         #: Drawn from a Random of their own (a run without groups stays as it was)
         self.groups = groups
-        self.lan_splits = lan_splits  #: (HopSettings.split_quorum on: dynamic voting, forks)
+        self.lan_splits = lan_splits
+        #: HopSettings.split_quorum (dynamic voting, forks): on as the daemon ships it (sites of
+        #: at least split_quorum_min_daemons, 3; with lan_splits 2); False (--no-split-quorum):
+        #: off, as every run without lan_splits was before the daemon turned it on
+        self.split_quorum = split_quorum
         self.group_rng = random.Random(seed * 7919 + 17)
         self.joined: Dict[str, set] = {}  # daemon -> the groups its client asked to join (last)
         self.services = list(services or SERVICES)  #: what the simulated clients send
@@ -532,10 +536,13 @@ class SitesSim:
             if any(a == site for a, _ in self.case.wires) else 1e7
         # without groups the clients join nothing and every daemon owes every message: a
         # site prunes by group interest only in a run that has groups
-        # (a site split in two rings: dynamic voting and forks, on in the runs that split one;
-        # without, a crash of the first daemon of a site of two is still one takeover)
+        # (a site split in two rings: dynamic voting and forks, as the daemon ships them: in
+        # sites of three daemons or more, where a crash of the first one is still one takeover
+        # in a site of two; the runs that split a LAN vote in sites of two as well, since their
+        # split may cut a site of two)
         return sr.HopSettings(rate_bytes_s=bits / 8 * 0.9, burst_bytes=16000, prune=self.groups,
-                              split_quorum=self.lan_splits, split_quorum_min_daemons=2)
+                              split_quorum=self.split_quorum,
+                              split_quorum_min_daemons=2 if self.lan_splits else 3)
 
     # -------------------------------------------------------------- the networks
     def push(self, at: float, kind: str, dest: str, src: str = "", data: bytes = b"") -> None:
@@ -1305,7 +1312,7 @@ class SitesSim:
             for k, v in n.gateway.counters.items():
                 if k.startswith(("site_records_out", "site_records_unknown", "hop_stream", "hop_peer_dead",
                                  "hop_links_restarted", "site_merges_routed_around",
-                                 "site_giveups_of_a_dead_site")):
+                                 "site_giveups_of_a_dead_site", "site_forks")):
                     self.stats[k] = self.stats.get(k, 0) + v
                 elif k.startswith("site_pruned_to_"):  # SKIPs sent in place of a body (pruning)
                     self.stats["skips_sent"] = self.stats.get("skips_sent", 0) + v
@@ -1794,27 +1801,30 @@ SIM_KEY = ring_sim.SIM_KEY
 
 def run_seed(seed: int, on_start=None, delivery_filter=None, unreliable: bool = False,
              lan_splits: bool = False, groups: bool = False, hostile: float = 0.0,
-             key: bool = False, forge_in_session: bool = False) -> SitesResult:
+             key: bool = False, forge_in_session: bool = False, split_quorum: bool = True) -> SitesResult:
     services = SERVICES + ([sr.UNRELIABLE_MESS] if unreliable else [])
     return SitesSim(seed, on_start=on_start, delivery_filter=delivery_filter, services=services,
                     lan_splits=lan_splits, groups=groups, hostile=hostile,
-                    key=SIM_KEY if key else None, forge_in_session=forge_in_session).run()
+                    key=SIM_KEY if key else None, forge_in_session=forge_in_session,
+                    split_quorum=split_quorum).run()
 
 
 def replay_command(seed: int, unreliable: bool = False, lan_splits: bool = False,
                    groups: bool = False, hostile: float = 0.0, key: bool = False,
-                   forge_in_session: bool = False) -> str:
+                   forge_in_session: bool = False, split_quorum: bool = True) -> str:
     return "python3 tests/sites_sim.py %d --log%s" % (seed, mix_options(
-        unreliable, lan_splits, groups, hostile, key, forge_in_session))
+        unreliable, lan_splits, groups, hostile, key, forge_in_session, split_quorum))
 
 
 def mix_options(unreliable: bool = False, lan_splits: bool = False, groups: bool = False,
-                hostile: float = 0.0, key: bool = False, forge_in_session: bool = False) -> str:
+                hostile: float = 0.0, key: bool = False, forge_in_session: bool = False,
+                split_quorum: bool = True) -> str:
     """The command-line options of a run's mix (for the replay and rerun commands)."""
-    return "%s%s%s%s%s%s" % (
+    return "%s%s%s%s%s%s%s" % (
         " --unreliable" if unreliable else "", " --lan-splits" if lan_splits else "",
         " --groups" if groups else "", " --hostile %g" % hostile if hostile else "",
-        " --key" if key else "", " --forge-in-session" if forge_in_session else "")
+        " --key" if key else "", " --forge-in-session" if forge_in_session else "",
+        "" if split_quorum else " --no-split-quorum")
 
 
 def add_hostile_options(parser: argparse.ArgumentParser) -> None:
@@ -1827,6 +1837,13 @@ def add_hostile_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--forge-in-session", action="store_true",
                         help="without --key too, forged DATA / ACK / NACK name a link's sender and "
                         "session as sniffed (they pass the CRC: what only a key stops)")
+
+
+def add_split_quorum_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-split-quorum", action="store_true",
+                        help="no dynamic voting in a site split in two rings (HopSettings."
+                        "split_quorum off, as the daemon's --no-split-quorum); by default on as "
+                        "the daemon ships it: sites of 3 daemons or more (2 with --lan-splits)")
 
 
 def main(argv=None) -> int:
@@ -1842,11 +1859,13 @@ def main(argv=None) -> int:
                         help="the clients join and leave groups during the traffic; a site owes a "
                         "message only if it has a member of its group then")
     add_hostile_options(parser)
+    add_split_quorum_option(parser)
     args = parser.parse_args(argv)
     case = case_for_seed(args.seed, args.lan_splits)
     print("sites %s, costs %s, %.0f msg/s for %.0f s" % (case.sites, case.costs, case.rate_per_s, case.traffic_s))
     res = run_seed(args.seed, unreliable=args.unreliable, lan_splits=args.lan_splits, groups=args.groups,
-                   hostile=args.hostile, key=args.key, forge_in_session=args.forge_in_session)
+                   hostile=args.hostile, key=args.key, forge_in_session=args.forge_in_session,
+                   split_quorum=not args.no_split_quorum)
     if args.log:
         print("\n".join(res.log_lines))
     print(res.summary())
