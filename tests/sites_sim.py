@@ -1854,7 +1854,8 @@ def main(argv=None) -> int:
     parser.add_argument("--unreliable", action="store_true",
                         help="the clients send UNRELIABLE messages too (best effort, to every site)")
     parser.add_argument("--lan-splits", action="store_true",
-                        help="split a site's LAN in two for a while (two rings of one site: not handled yet)")
+                        help="split a site's LAN in two for a while (two rings of one site: dynamic voting, a fork, "
+                             "the fork takes the kept state when the rings meet; lab guide)")
     parser.add_argument("--groups", action="store_true",
                         help="the clients join and leave groups during the traffic; a site owes a "
                         "message only if it has a member of its group then")

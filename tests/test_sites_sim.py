@@ -671,9 +671,9 @@ def test_a_whole_site_restart_is_drawn_from_its_own_stream():
 
 
 def test_lan_splits_are_drawn_only_when_asked_from_their_own_stream():
-    """A site split in two rings with traffic on both is not handled yet (issue 10): the
-    scenario is there to measure it (bench/sites_soak.py --lan-splits), never in the default
-    draws, and it changes nothing else of a seed's case."""
+    """A site split in two rings with traffic on both (issue 10; the soak's `--lan-splits`) is
+    drawn from its own stream, never in the default draws, and it changes nothing else of a
+    seed's case."""
     assert all(sites_sim.case_for_seed(s).lan_split_after_s is None for s in range(100))
     case = sites_sim.case_for_seed(1, lan_splits=True)
     assert case.lan_split_apart and dataclasses.replace(
