@@ -525,6 +525,17 @@ def three_lab():
     return SitesLab([["a1", "a2", "a3"], ["b1"]], THREE_IPS, THREE)
 
 
+
+def three_lab_in_group_g():
+    """three_lab with its ring formed and a client of each daemon in group g."""
+    lab = three_lab()
+    lab.run(2.5)
+    clients = {n: Client(lab, n, "u" + n, 1) for n in THREE_IPS}
+    for c in clients.values():
+        c.join("g")
+        lab.run(0.3)
+    return lab, clients
+
 def test_a_third_daemon_joins_a_site_of_two_and_holds_the_same_table_and_order():
     lab, clients = lab_with_a_late_daemon("a3", three_lab())
     d3 = lab.daemons["a3"]
@@ -749,12 +760,7 @@ def test_a_site_split_in_two_rings_goes_on_on_the_quorum_side_and_the_fork_rejoi
     When the LAN heals, `apart` takes the kept state and its client comes back: every client
     gets TRANSITION, then REG_MEMB CAUSED_BY_NETWORK with everyone in two vs_sets, and one
     order after."""
-    lab = three_lab()
-    lab.run(2.5)
-    clients = {n: Client(lab, n, "u" + n, 1) for n in THREE_IPS}
-    for c in clients.values():
-        c.join("g")
-        lab.run(0.3)
+    lab, clients = three_lab_in_group_g()
     for c in clients.values():
         memberships_seen(c)
     lab.lan_apart = {apart}
@@ -823,12 +829,7 @@ def test_a_fork_that_ends_in_a_view_with_other_sites_gives_its_clients_one_trans
     (On the branch that wrote it, the kept side also left b1's site out for a while, so the
     REJOIN came in a view of site 0 alone; with the takeover rule and the merge-kill watch
     merged, the sites' view keeps b1 and the REJOIN's REG_MEMB names everyone at once.)"""
-    lab = three_lab()
-    lab.run(2.5)
-    clients = {n: Client(lab, n, "u" + n, 1) for n in THREE_IPS}
-    for c in clients.values():
-        c.join("g")
-        lab.run(0.3)
+    lab, clients = three_lab_in_group_g()
     for c in clients.values():
         c.receive_all()
         c.messages = []
@@ -896,12 +897,7 @@ def test_a_leave_sent_while_the_fork_waits_for_the_kept_state_comes_after_its_re
     """a3's client leaves g while a3 waits for the kept state (its LEAVE waits with it): the
     REJOIN goes ahead of it (urgent), so the LEAVE is applied after, and nobody keeps the
     client in g."""
-    lab = three_lab()
-    lab.run(2.5)
-    clients = {n: Client(lab, n, "u" + n, 1) for n in THREE_IPS}
-    for c in clients.values():
-        c.join("g")
-        lab.run(0.3)
+    lab, clients = three_lab_in_group_g()
     lab.lan_apart = {"a3"}
     lab.run(6.0)
     lab.lan_apart = set()
@@ -923,12 +919,7 @@ def test_two_daemons_of_a_site_of_three_crashing_at_once_are_a_fork_and_a_merge(
     """Dynamic voting cannot tell two crashes from a split: a3 holds one of three and forks;
     b1 sees site 0 leave, then a3's new incarnation merge (one view more than without voting,
     none wrong), and the two clients go on in one order."""
-    lab = three_lab()
-    lab.run(2.5)
-    clients = {n: Client(lab, n, "u" + n, 1) for n in THREE_IPS}
-    for c in clients.values():
-        c.join("g")
-        lab.run(0.3)
+    lab, clients = three_lab_in_group_g()
     for c in clients.values():
         memberships_seen(c)
     lab.crashed |= {"a1", "a2"}
