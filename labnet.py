@@ -3,13 +3,15 @@
 
 Tests, benchmarks and the experiment runner use it so that no packet of ours ever reaches the
 machine's real interface: every host is a namespace with a veth leg on a bridge that itself lives
-in a namespace. Needs root and iproute2 (nftables for packet loss).
+in a namespace. Needs root and iproute2 (nftables for packet loss and drop_from).
 
     with LabNet(3) as lab:                    # hosts h1..h3 at 10.99.0.1..3 on one bridge
         p = lab.popen(1, ["python3", "calc_server.py", "1", "--iface", lab.ip(1)])
         lab.cut(2)                            # host 2 loses its link: a partition
         lab.heal(2)
         lab.set_loss(3, percent=10)           # host 3 drops ~10% of incoming UDP
+        lab.drop_from(2, [1]); lab.drop_from(1, [2])   # hosts 1 and 2 no longer hear each other
+        lab.undrop(1); lab.undrop(2)          # (nftables, as set_loss: a LAN split, not a cut)
 
 From a shell, for a demo by hand:  python3 labnet.py up 3 ... python3 labnet.py down
 
@@ -118,6 +120,9 @@ def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
 # ============================================================================================
 # Namespace lab
 # ============================================================================================
+
+#: drop_from's nftables table in a host's namespace (undrop deletes it)
+DROP_TABLE = "dropfrom"
 
 #: The package that brings each command a lab may need (for the reason a test is skipped).
 COMMAND_PACKAGES = {"ip": "iproute2", "nft": "nftables", "tc": "iproute2"}
@@ -265,14 +270,28 @@ class LabNet(_ScopedLab):
         """Drop about `percent`% of the UDP datagrams arriving at the host (nftables)."""
         if not 0 < percent < 100:
             raise ValueError("loss is a percentage between 1 and 99")
-        if shutil.which("nft") is None:
-            raise RuntimeError("packet loss needs nftables (the `nft` command)")
-        inside = ("ip", "netns", "exec", self.ns(host), "nft")
-        _run(*inside, "add", "table", "inet", "lossy")
-        _run(*inside, "add chain inet lossy input { type filter hook input priority 0; }")
         match = ["udp", "dport", str(dport)] if dport else ["meta", "l4proto", "udp"]
-        _run(*inside, "add", "rule", "inet", "lossy", "input", *match,
-             "numgen", "random", "mod", "100", "<", str(percent), "drop")
+        self._nft_input_rule(host, "lossy", [*match, "numgen", "random", "mod", "100", "<", str(percent), "drop"])
+
+    def drop_from(self, host: int, others: Sequence[int]) -> None:
+        """The host hears nothing from the hosts `others` (nftables in its namespace); the switch
+        still carries everything else. Drop both ways between two groups of hosts and the LAN is
+        split in two, as a bad switch or a firewall would split it."""
+        self._nft_input_rule(host, DROP_TABLE, ["ip", "saddr", "{ %s }" % ", ".join(self.ip(h) for h in others),
+                                                "drop"])
+
+    def undrop(self, host: int) -> None:
+        """Undo drop_from: the host hears every host again."""
+        _run("ip", "netns", "exec", self.ns(host), "nft", "delete", "table", "inet", DROP_TABLE)
+
+    def _nft_input_rule(self, host: int, table: str, rule: Sequence[str]) -> None:
+        """A rule on what arrives at the host, in an nftables table of its own (made if new)."""
+        if shutil.which("nft") is None:
+            raise RuntimeError("dropping packets needs nftables (the `nft` command)")
+        inside = ("ip", "netns", "exec", self.ns(host), "nft")
+        _run(*inside, "add", "table", "inet", table)
+        _run(*inside, f"add chain inet {table} input {{ type filter hook input priority 0; }}")
+        _run(*inside, "add", "rule", "inet", table, "input", *rule)
 
 
 # ============================================================================================

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,9 +27,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import floodtools as ft  # noqa: E402
 import labnet  # noqa: E402
+from netns_daemons import daemon_argv, json_lines, start_client, start_logged, stop_gently, wait_until, \
+    wan_lab_missing  # noqa: E402
 from ring_throughput import machine_line  # noqa: E402
 from sites_prune import link_figures, settled  # noqa: E402
 
@@ -81,25 +83,15 @@ class Lab:
             f.write(CLIENT)
         env = dict(os.environ, COLUMNS="400")  # (the status tables: one line a row)
         for s in (1, 2):
-            self.procs.append(self.wan.popen(s, 1, [
-                sys.executable, os.path.join(ROOT, "spread_mini.py"), "daemon", "-c", conf,
-                "--name", "d%d" % s, "--no-unix", "--status-every", "1"],
-                stdout=open(self.log("d%d" % s), "w"), stderr=subprocess.STDOUT, env=env))
+            self.procs.append(start_logged(self.wan, (s, 1), daemon_argv(conf, "d%d" % s, status_every_s=1),
+                                           self.log("d%d" % s), env=env))
         self.wait(lambda: all("HOP link to" in self.text("d%d" % s) for s in (1, 2)), 30, "the HOP link")
         for s in (1, 2):
-            self.procs.append(self.wan.popen(s, 1, [
-                sys.executable, os.path.join(self.folder, "client.py"), ROOT, "4803@%s" % ips[s - 1],
-                "c%d" % s, self.folder, "300"],
-                stdout=open(self.log("c%d" % s), "w"), stderr=subprocess.STDOUT))
+            self.procs.append(start_client(self.wan, (s, 1), os.path.join(self.folder, "client.py"),
+                                           "4803@%s" % ips[s - 1], "c%d" % s, [self.folder, 300], self.log("c%d" % s)))
 
     def stop(self):
-        for p in self.procs:
-            p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_gently(self.procs)
 
     def log(self, name):
         return os.path.join(self.folder, name + ".log")
@@ -111,8 +103,7 @@ class Lab:
             return ""
 
     def lines(self, name):
-        return [json.loads(line) for line in self.text(name).splitlines()
-                if line.startswith("[") and line.endswith("]")]
+        return json_lines(self.log(name))
 
     def command(self, client, *cmds):
         self.steps[client] += 1
@@ -130,20 +121,15 @@ class Lab:
         return [x[2] for x in self.lines(client) if x[0] == "DATA" and x[2].startswith(group + " ")]
 
     def wait(self, check, timeout_s, what):
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            if check():
-                return
-            time.sleep(0.2)
-        tails = "".join("\n== %s\n%s" % (n, self.text(n)[-2500:]) for n in ("d1", "d2", "c1", "c2"))
-        raise RuntimeError("waited %.0f s for %s%s" % (timeout_s, what, tails))
+        wait_until(check, timeout_s, what, self.folder)
 
 
 def measure(count, size, settings=None):
     """The run: a dict of bytes per message on d1's link to site 2 in each phase after the heal,
     the SKIPs counted, and what c2 got."""
-    if not os.path.exists("/dev/net/tun"):
-        raise RuntimeError("the WAN relay needs a TUN device (/dev/net/tun)")
+    reason = wan_lab_missing()
+    if reason:
+        raise RuntimeError(reason)
     with tempfile.TemporaryDirectory() as folder, \
             labnet.WanLab([1, 1], settings or labnet.WanSettings(rate_mbit=20, delay_ms=5)) as wan:
         lab = Lab(wan, folder)
@@ -187,9 +173,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.count < 1 or args.size < 1:
         parser.error("--count and --size must be at least 1")
-    reason = labnet.available()
+    reason = wan_lab_missing()
     if reason:
-        print("network namespaces: %s" % reason)
+        print(reason)
         return 2
     print("sites pruning after a heal (network namespaces, 20 Mbit/s, 5 ms): %s" % machine_line())
     r = measure(args.count, args.size)

@@ -50,6 +50,27 @@ def test_multicast_crosses_the_bridge_but_not_a_cut(labnet):
     assert got[1] == 0         # host 3's port is down: a partition, nothing gets through
 
 
+@pytest.mark.netns(needs=["nft"])
+def test_drop_from_splits_the_lan_between_two_hosts_and_undrop_heals_it(labnet):
+    """drop_from(2, [1]): host 2 hears nothing from host 1 while host 3 still does (the switch
+    carries it: a split LAN, not a cut port); undrop(2) and host 2 hears host 1 again."""
+
+    def heard(hosts):
+        receivers = [lab.popen(h, [sys.executable, "-c", RECEIVER, lab.ip(h)], stdout=subprocess.PIPE,
+                               text=True) for h in hosts]
+        for r in receivers:
+            assert r.stdout.readline().strip() == "ready"
+        lab.run(1, [sys.executable, "-c", SENDER, lab.ip(1)], check=True)
+        return [int(r.communicate(timeout=10)[0].strip()) for r in receivers]
+
+    lab = labnet(3)
+    lab.drop_from(2, [1])
+    split = heard([2, 3])
+    assert split[0] == 0 and split[1] >= 100, split
+    lab.undrop(2)
+    assert heard([2])[0] >= 100
+
+
 def test_a_missing_command_is_a_reason_to_skip(monkeypatch):
     """Without nftables a test that needs packet loss is skipped, not failed (and says why)."""
     import shutil

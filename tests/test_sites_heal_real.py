@@ -5,109 +5,53 @@ three (the group state exchange after the sites' views merged), and a message se
 heal reaches every client in one order."""
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
-import time
 
 import pytest
 
-import floodtools as ft
 import labnet
 from conftest import ROOT
+from netns_daemons import json_lines, network_views, one_daemon_sites, wait_until, wan_lab_missing
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns]
 
 #: a client: joins g, prints every membership and message as a JSON line; sends its name once
 #: the file named by argv[4] exists (the test creates it after the heal)
 CLIENT = r"""
-import json, os, sys, time
-sys.path.insert(0, sys.argv[1])
+import os, sys
+sys.path[:0] = [sys.argv[1], os.path.join(sys.argv[1], "tests")]
 import spread_mini as sp
+from netns_daemons import serve_client
 m = sp.connect(sys.argv[2], sys.argv[3], group_membership=True)
 m.join("g")
-sent = False
-end = time.time() + float(sys.argv[5])
-while time.time() < end:
+sent = []
+
+def tick():
     if not sent and os.path.exists(sys.argv[4]):
         m.multicast(sp.AGREED_MESS, "g", sys.argv[3].encode())
-        sent = True
-    msg = m.receive(timeout=0.2)
-    if msg is None:
-        continue
-    if msg.is_membership:
-        kind = "TRANS" if msg.is_transitional else "REG"
-        print(json.dumps([kind, sorted(msg.members), sorted(sorted(v) for v in msg.vs_sets or []),
-                          str(msg.caused_by)]), flush=True)
-    else:
-        print(json.dumps(["DATA", msg.data.decode()]), flush=True)
+        sent.append(True)
+
+serve_client(m, float(sys.argv[5]), tick, 0.2)
 """
 
 
-def lines(path):
-    return [json.loads(line) for line in open(path) if line.startswith("[") and line.endswith("]\n")]
-
-
-def network_views(path):
-    return [x[1:3] for x in lines(path) if x[0] == "REG" and x[3] == "NETWORK"]
-
-
-def wait_until(check, timeout_s, what, folder):
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if check():
-            return
-        time.sleep(0.2)
-    tails = "".join("\n== %s\n%s" % (p.name, p.read_text()[-2500:]) for p in sorted(folder.glob("[cd]*.log")))
-    pytest.fail("waited %.0f s for %s%s" % (timeout_s, what, tails))
-
-
 def test_after_a_cut_site_heals_every_client_sees_all_three_and_one_order(tmp_path):
-    reason = labnet.available()
+    reason = wan_lab_missing()
     if reason:
-        pytest.skip("network namespaces: " + reason)
-    if not os.path.exists("/dev/net/tun"):
-        pytest.skip("the WAN relay needs a TUN device (/dev/net/tun)")
-    (tmp_path / "client.py").write_text(CLIENT)
+        pytest.skip(reason)
     go = tmp_path / "send-now"
-    with labnet.WanLab([1, 1, 1], labnet.WanSettings(rate_mbit=10, delay_ms=10)) as wan:
-        ips = [wan.ip(s, 1) for s in (1, 2, 3)]
-        conf = tmp_path / "sites.conf"
-        conf.write_text(ft.render_spread_conf(ips, 4803, True))
-        procs, clients = [], []
-        try:
-            for s in (1, 2, 3):
-                procs.append(wan.popen(s, 1, [sys.executable, os.path.join(ROOT, "spread_mini.py"), "daemon",
-                                              "-c", str(conf), "--name", "d%d" % s, "--no-unix",
-                                              "--status-every", "0"],
-                                       stdout=open(tmp_path / ("d%d.log" % s), "w"), stderr=subprocess.STDOUT))
-            time.sleep(3)
-            for s in (1, 2, 3):
-                clients.append(wan.popen(s, 1, [sys.executable, str(tmp_path / "client.py"), ROOT,
-                                                "4803@%s" % ips[s - 1], "c%d" % s, str(go), "40"],
-                                         stdout=open(tmp_path / ("c%d.log" % s), "w"), stderr=subprocess.STDOUT))
-            logs = [tmp_path / ("c%d.log" % s) for s in (1, 2, 3)]
-            wait_until(lambda: all(any(x[0] == "REG" and len(x[1]) == 3 for x in lines(p)) for p in logs),
-                       20, "every client in a group of three", tmp_path)
-            wan.cut_site(3)
-            wait_until(lambda: all(network_views(p) for p in logs), 10, "the views of the partition", tmp_path)
-            wan.heal_site(3)
-            wait_until(lambda: all(len(network_views(p)) >= 2 for p in logs), 20, "the views after the heal",
-                       tmp_path)
-            go.write_text("")
-            wait_until(lambda: all(sum(x[0] == "DATA" for x in lines(p)) >= 3 for p in logs), 10,
-                       "the three messages sent after the heal", tmp_path)
-        finally:
-            for p in clients + procs:
-                p.terminate()
-            for p in clients + procs:
-                try:
-                    p.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+    with one_daemon_sites(tmp_path, 3, CLIENT, [go, 40], labnet.WanSettings(rate_mbit=10, delay_ms=10)) as (wan, logs):
+        wan.cut_site(3)
+        wait_until(lambda: all(network_views(p) for p in logs), 10, "the views of the partition", tmp_path)
+        wan.heal_site(3)
+        wait_until(lambda: all(len(network_views(p)) >= 2 for p in logs), 20, "the views after the heal",
+                   tmp_path)
+        go.write_text("")
+        wait_until(lambda: all(sum(x[0] == "DATA" for x in json_lines(p)) >= 3 for p in logs), 10,
+                   "the three messages sent after the heal", tmp_path)
     everyone = ["#c1#d1", "#c2#d2", "#c3#d3"]
-    logs = {s: lines(tmp_path / ("c%d.log" % s)) for s in (1, 2, 3)}
+    logs = {s: json_lines(tmp_path / ("c%d.log" % s)) for s in (1, 2, 3)}
     daemon_logs = "".join((tmp_path / ("d%d.log" % s)).read_text()[-3000:] for s in (1, 2, 3))
     for s, seen in logs.items():
         # (the clients end one by one: the last views are DISCONNECT ones)
@@ -123,11 +67,9 @@ def test_after_a_heal_pruning_resumes_and_a_join_of_the_partition_is_honoured():
     (bench/sites_prune_heal.py, 30 messages per group): site 1 learns that JOIN from site 2's
     STATE, so every message to "late" reaches c2, and messages to "near" (no member at site 2)
     cross d1's link as SKIPs again."""
-    reason = labnet.available()
+    reason = wan_lab_missing()
     if reason:
-        pytest.skip("network namespaces: " + reason)
-    if not os.path.exists("/dev/net/tun"):
-        pytest.skip("the WAN relay needs a TUN device (/dev/net/tun)")
+        pytest.skip(reason)
     sys.path.insert(0, os.path.join(ROOT, "bench"))
     import sites_prune_heal
     r = sites_prune_heal.measure(30, 900)

@@ -9,16 +9,13 @@ client gets TRANSITION, then REG_MEMB CAUSED_BY_NETWORK with everyone in two vs_
 side), and the messages sent after the heal reach every client once, in one order."""
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import time
 
 import pytest
 
 import labnet
-from conftest import ROOT
+from netns_daemons import daemon_argv, json_lines, network_views, start_client, start_logged, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns(needs=["nft"])]
 
@@ -26,80 +23,32 @@ pytestmark = [pytest.mark.slow, pytest.mark.netns(needs=["nft"])]
 #: argv[4] + ".apart" exists it sends 5 AGREED messages, once argv[4] + ".after" exists 6 more
 #: (AGREED and SAFE by turns)
 CLIENT = r"""
-import json, os, sys, time
-sys.path.insert(0, sys.argv[1])
+import os, sys
+sys.path[:0] = [sys.argv[1], os.path.join(sys.argv[1], "tests")]
 import spread_mini as sp
+from netns_daemons import serve_client
 m = sp.connect(sys.argv[2], sys.argv[3], group_membership=True)
 m.join("g")
 phases = {"apart": (5, False), "after": (6, True)}
 done = set()
-end = time.time() + float(sys.argv[5])
-while time.time() < end:
+
+def tick():
     for phase, (count, safe_too) in phases.items():
         if phase not in done and os.path.exists(sys.argv[4] + "." + phase):
             for i in range(count):
                 service = sp.SAFE_MESS if safe_too and i % 2 else sp.AGREED_MESS
                 m.multicast(service, "g", ("%s %s %d" % (sys.argv[3], phase, i)).encode())
             done.add(phase)
-    msg = m.receive(timeout=0.1)
-    if msg is None:
-        continue
-    if msg.is_membership:
-        kind = "TRANS" if msg.is_transitional else "REG"
-        print(json.dumps([kind, sorted(msg.members), sorted(sorted(v) for v in msg.vs_sets or []),
-                          str(msg.caused_by)]), flush=True)
-    else:
-        print(json.dumps(["DATA", msg.data.decode()]), flush=True)
+
+serve_client(m, float(sys.argv[5]), tick, 0.1)
 """
 
 SEGMENT_A = "239.255.77.1:4803"
 SEGMENT_B = "239.255.77.2:4813"
 
 
-class SplitLab(labnet.LabNet):
-    """labnet's one-bridge lab with this test's namespace names (s12sd..., unique per run)."""
-
-    def __init__(self, hosts: int):
-        super().__init__(hosts, tag="s12sd%d" % (os.getpid() % 100000))
-        self.switch = self.tag + "sw"
-
-    def ns(self, host: int) -> str:
-        return "%sh%d" % (self.tag, host)
-
-    def cut_lan(self, host: int, others) -> None:
-        """nftables in `host`'s namespace drops every packet from the addresses `others`."""
-        inside = ("ip", "netns", "exec", self.ns(host), "nft")
-        labnet._run(*inside, "add", "table", "inet", "s12sd")
-        labnet._run(*inside, "add chain inet s12sd input { type filter hook input priority 0; }")
-        labnet._run(*inside, "add", "rule", "inet", "s12sd", "input", "ip", "saddr",
-                    "{ %s }" % ", ".join(self.ip(h) for h in others), "drop")
-
-    def heal_lan(self, host: int) -> None:
-        labnet._run("ip", "netns", "exec", self.ns(host), "nft", "delete", "table", "inet", "s12sd")
-
-
-def lines(path):
-    if not os.path.exists(path):
-        return []
-    return [json.loads(line) for line in open(path) if line.startswith("[") and line.endswith("]\n")]
-
-
-def network_views(path):
-    return [x[1:3] for x in lines(path) if x[0] == "REG" and x[3] == "NETWORK"]
-
-
 def data(path, phase):
-    return [x[1] for x in lines(path) if x[0] == "DATA" and x[1].split()[1] == phase]
-
-
-def wait_until(check, timeout_s, what, folder):
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if check():
-            return
-        time.sleep(0.2)
-    tails = "".join("\n== %s\n%s" % (p.name, p.read_text()[-3000:]) for p in sorted(folder.glob("*.log")))
-    pytest.fail("waited %.0f s for %s%s" % (timeout_s, what, tails))
+    return [x[1] for x in json_lines(path) if x[0] == "DATA" and x[1].split()[1] == phase]
 
 
 def run_split(tmp_path, site_a, fork, extra):
@@ -113,29 +62,25 @@ def run_split(tmp_path, site_a, fork, extra):
     (tmp_path / "client.py").write_text(CLIENT)
     go = str(tmp_path / "go")
     kept = [n for n in site_a if n != fork]
-    with SplitLab(len(names)) as lab:
+    # (namespace names with this test's tag, unique per run)
+    with labnet.LabNet(len(names), tag="s12sd%d" % (os.getpid() % 100000)) as lab:
         conf = tmp_path / "sites.conf"
         conf.write_text("Spread_Segment %s {\n%s\n}\nSpread_Segment %s {\n    b1 %s\n}\nLinkProtocol = Hop\n" % (
             SEGMENT_A, "\n".join("    %s %s" % (n, lab.ip(host[n])) for n in site_a), SEGMENT_B,
             lab.ip(host["b1"])))
-        procs = []
-        for n in names:
-            procs.append(lab.popen(host[n], [sys.executable, os.path.join(ROOT, "spread_mini.py"), "daemon",
-                                             "-c", str(conf), "--name", n, "--no-unix", "--status-every", "0"]
-                                   + extra, stdout=open(tmp_path / ("%s.log" % n), "w"),
-                                   stderr=subprocess.STDOUT))
+        procs = [start_logged(lab, (host[n],), daemon_argv(conf, n, extra=extra), tmp_path / ("%s.log" % n))
+                 for n in names]
         time.sleep(2.5)
         port = {n: (4813 if n == "b1" else 4803) for n in names}
         logs = {n: tmp_path / ("c%s.log" % n) for n in names}
         for n in names:
-            lab.popen(host[n], [sys.executable, str(tmp_path / "client.py"), ROOT,
-                                "%d@%s" % (port[n], lab.ip(host[n])), "c" + n, go, "45"],
-                      stdout=open(logs[n], "w"), stderr=subprocess.STDOUT)
+            start_client(lab, (host[n],), tmp_path / "client.py", "%d@%s" % (port[n], lab.ip(host[n])), "c" + n,
+                         [go, 45], logs[n])
         everyone = sorted("#c%s#%s" % (n, n) for n in names)
-        wait_until(lambda: all(any(x[0] == "REG" and x[1] == everyone for x in lines(p)) for p in logs.values()),
+        wait_until(lambda: all(any(x[0] == "REG" and x[1] == everyone for x in json_lines(p)) for p in logs.values()),
                    20, "every client in the group of all", tmp_path)
         for n in site_a:
-            lab.cut_lan(host[n], [host[fork]] if n != fork else [host[k] for k in kept])
+            lab.drop_from(host[n], [host[fork]] if n != fork else [host[k] for k in kept])
         them = sorted("#c%s#%s" % (n, n) for n in names if n != fork)
         alone = ["#c%s#%s" % (fork, fork)]
 
@@ -147,7 +92,7 @@ def run_split(tmp_path, site_a, fork, extra):
         wait_until(lambda: all(len(data(logs[n], "apart")) >= (5 if n == fork else 5 * len(them)) for n in names),
                    15, "the messages sent apart", tmp_path)
         for n in site_a:
-            lab.heal_lan(host[n])
+            lab.undrop(host[n])
         wait_until(lambda: all(network_views(logs[n])[-1][0] == everyone for n in names), 25,
                    "the views after the heal", tmp_path)
         open(go + ".after", "w").close()
@@ -156,7 +101,7 @@ def run_split(tmp_path, site_a, fork, extra):
         time.sleep(0.5)
         exited = [n for n, p in zip(names, procs) if p.poll() is not None]
         assert not exited, "daemons exited: %s" % exited
-    return ({n: lines(logs[n]) for n in names},
+    return ({n: json_lines(logs[n]) for n in names},
             {n: (tmp_path / ("%s.log" % n)).read_text() for n in names}, them, alone, everyone)
 
 
