@@ -15,7 +15,14 @@ check of the source; a few from an address outside the configuration):
   stranger    captured ones from an address that no daemon of the configuration has
   in_session  (with --key, or --forge-in-session) DATA with forged site records, ACKs and NACKs
               under a link's sniffed sender and session, and captured DATA mutated with its CRC
-              made good: without a key these pass the CRC (what only a key stops)
+              made good: without a key these pass the CRC (what only a key stops). The records
+              include the epochs' (EPOCH first hand or heard, FRONTIER and UNRELIABLE with an
+              epoch: the sites' own, next to it, above EPOCH_MAX) and some mangled ones (an
+              EPOCH's unknown flag, an epoch 0 written, bytes after the epoch)
+  sites_ring  (likewise) a DATA packet of site 0's ring (sniffed: its ring, sender and seqs)
+              holding a SITES message as the representative makes them: its epoch tag site
+              0's epoch, another, none, not a number, too long; its records as in_session's
+Daemons that exit or log a traceback or an internal error are printed with their log.
 Printed per mode: what was sent, the clients' messages, lost / duplicated / out of order /
 altered at clients, whether every client saw one agreed order, the membership changes the
 clients saw, and what the daemons counted and refused (their status tables' "HOP refused" rows).
@@ -163,6 +170,10 @@ class HopForger:
         #: (src, sport, dst, dport) -> the last (capture, sender, session, seq) seen on that link
         self.live = {}
         self.mine = set()  #: what we sent (the sniffer sees it too: not the daemons')
+        #: site -> the epoch of its streams, as its HELLOs say (what an EPOCH record names)
+        self.epochs = {}
+        #: (src, sport) -> the last (ring_id, sender, link_seq, chunk) sniffed on site 0's ring
+        self.ring_live = {}
         for c in captured:
             self.sniffed(c)
 
@@ -174,6 +185,8 @@ class HopForger:
         try:
             if ptype == sp.PT_SITE_HELLO:
                 self.hellos.append((c, sp.decode_site_hello(c[4], self.read_seal)))
+                if self.hellos[-1][1].epoch:
+                    self.epochs[self.hellos[-1][1].site] = self.hellos[-1][1].epoch
             elif ptype is not None:
                 p = sp.decode_hop_packet(c[4], self.read_seal)
                 seq = getattr(p, "seq", 0)
@@ -251,10 +264,89 @@ class HopForger:
                           body=sp.encode_site_view_body(rng.choice([(), (0,), (1,)]), {0: (1, 1, 1), 1: (9, 9, 9)})),
             sp.SiteRecord(sp.SITE_LINKS, 1, 0, rng.choice([1, 2 ** 40]), body=sp.encode_site_view_body((0,), {})),
         ]
+        forged += self.epoch_records()
         out = b"".join(sp.encode_site_record(r) for r in rng.sample(forged, rng.randrange(1, 4)))
         if rng.random() < 0.1:
             out = sp.encode_varint(sp.MAX_SITE_RECORD_BYTES + 1) + out
+        elif rng.random() < 0.1:
+            out = self.mangled_epoch_record() + out
         return out
+
+    def ring_sniffed(self, c):
+        """A datagram of site 0's ring (the student sniffs its LAN too): the ring, the sender
+        and where its packets and messages are now."""
+        if c[4] in self.mine:
+            return
+        try:
+            p = sp.decode_ring_packet(c[4], self.read_seal)
+        except sp.RingPeerError:
+            return
+        if isinstance(p, sp.RingData) and p.chunks:
+            old = self.ring_live.get(c[:2])
+            seq = max(p.link_seq, old[2]) if old and old[:2] == (p.ring_id, p.sender) else p.link_seq
+            self.ring_live[c[:2]] = (p.ring_id, p.sender, seq, p.chunks[-1], c)
+
+    def epoch(self, site):
+        """An epoch to forge for `site`: its own (as its HELLOs say), one next to it, or extremes
+        (above EPOCH_MAX: only a forger's)."""
+        real = self.epochs.get(site, 1)
+        return self.rng.choice([real, real, real + 1, max(1, real - 1), 1, sp.EPOCH_MAX, sp.EPOCH_MAX + 1])
+
+    def epoch_records(self):
+        """Well-formed records of the epochs: EPOCH (first hand or heard), FRONTIER with an
+        epoch, UNRELIABLE with its site's epoch."""
+        rng = self.rng
+        site = rng.choice([0, 1, 1, 7])
+        body = sp.encode_message_body(sp.DaemonMessage(sp.DATA, "b1", "#ub1#b1", sp.UNRELIABLE_MESS, ["h"],
+                                                       data=b"forged 2"))
+        return [
+            sp.SiteRecord(sp.SITE_EPOCH, site, rng.choice([0, 5, 2 ** 40]), self.epoch(site),
+                          rng.choice([sp.EPOCH_FROM_HELLO, sp.EPOCH_AS_HEARD])),
+            sp.SiteRecord(sp.SITE_FRONTIER, site, rng.choice([5, 2 ** 40]), rng.choice([0, 1, 2 ** 40]),
+                          epoch=self.epoch(site)),
+            sp.SiteRecord(sp.SITE_UNRELIABLE, site, rng.choice([5, 2 ** 40]), rng.choice([1, 2 ** 40]),
+                          sp.UNRELIABLE_MESS, rng.choice(["a1", "b1"]), body, epoch=self.epoch(site)),
+        ]
+
+    def mangled_epoch_record(self):
+        """An epoch record as no daemon writes it (each refused by the reader): an EPOCH with
+        another flag or bytes after it, a FRONTIER or UNRELIABLE with epoch 0 written, an epoch
+        beyond the varint's limit."""
+        rng = self.rng
+        head = lambda kind: bytes([kind]) + sp.encode_varint(rng.choice([0, 1])) + sp.encode_varint(5)
+        epoch = sp.encode_varint(self.epoch(1))
+        raw = rng.choice([
+            head(sp.SITE_EPOCH) + epoch + sp.encode_varint(rng.choice([2, 7, 2 ** 20])),
+            head(sp.SITE_EPOCH) + epoch + sp.encode_varint(sp.EPOCH_AS_HEARD) + b"\x00",
+            head(sp.SITE_FRONTIER) + sp.encode_varint(3) + b"\x00",
+            head(sp.SITE_FRONTIER) + sp.encode_varint(3) + epoch + epoch,
+            head(sp.SITE_FRONTIER) + sp.encode_varint(3) + b"\xff" * 9,
+            head(sp.SITE_UNRELIABLE) + sp.encode_varint(1)
+            + sp.encode_varint(sp.UNRELIABLE_MESS | sp.SITE_SERVICE_EPOCH) + b"\x00\x02b1x",
+        ])
+        return sp.encode_varint(len(raw)) + raw
+
+    def sites_ring_packet(self):
+        """A ring DATA packet of site 0 holding a SITES message (what its representative brings
+        into its ring from the other sites), forged under a sniffed sender and ring, its one
+        group the epoch tag: site 0's own epoch, another, none, not a number, too long; its
+        records forged (the epoch ones among them), well-formed or mangled. None if the ring
+        was never sniffed."""
+        if not self.ring_live:
+            return None
+        rng = self.rng
+        (src, sport), (ring_id, sender, seq, chunk, c) = rng.choice(sorted(self.ring_live.items()))
+        tag = rng.choice([[str(self.epoch(0))]] * 3 + [[], ["0"], ["x1"], [str(sp.EPOCH_MAX + 1)],
+                                                         ["9" * 16], [str(self.epoch(0)), "h"]])
+        data = self.records() if rng.random() < 0.7 else self.mangled_epoch_record() + self.records()
+        body = sp.encode_message_body(sp.DaemonMessage(sp.SITES, sender[0], "", sp.AGREED_MESS, tag, data=data))
+        near = lambda v: rng.choice([v + 1, v + rng.randrange(1, 4), 2 ** 40])
+        forged = sp.RingData(ring_id, sender, near(seq), [
+            sp.RingChunk(near(chunk.origin_counter), near(chunk.lts), near(chunk.site_seq), 0, 1,
+                         sp.AGREED_MESS, body)])
+        dst = [(ip, port) for (ip, port) in self.ring_live if (ip, port) != (src, sport)] or [(c[2], c[3])]
+        dst_ip, dport = rng.choice(dst)
+        return src, sport, dst_ip, dport, sp.encode_ring_packet(forged, self.seal())
 
     def in_session_packet(self):
         """In the session and around the seq a link has now (sniffed live)."""
@@ -283,10 +375,15 @@ class HopForger:
 
 
 def refused_counts(log_text):
-    """The last status table's "HOP refused" rows and strangers of one daemon's log."""
+    """The last status table's "HOP refused" rows, strangers and its ring's tags refused, of one
+    daemon's log."""
     counts = {}
     for reason, n in re.findall(r"HOP refused: (\w+)\W+(\d+)", log_text):
         counts[reason] = int(n)  # (a later table's count replaces an earlier one's)
+    tags = re.findall(r"dropped: no / wrong / unexpected tag\W+(\d+) / (\d+) / (\d+)", log_text)
+    for what, n in zip(("no", "wrong", "unexpected"), tags[-1] if tags else ()):
+        if int(n):  # (the ring's own rows: the forged SITES messages went to site 0's ring)
+            counts["ring_dropped_%s_tag" % what] = int(n)
     strangers = re.findall(r"HOP datagrams in / strangers\W+(\d+) / (\d+)", log_text)
     if strangers:
         counts["strangers (no daemon's address)"] = int(strangers[-1][1])
@@ -325,6 +422,7 @@ def run_mode(keyed, args, rng):
         read_seal = sp.RingSeal(sp.read_key_file(key_path))
     procs, ip, port = start(tmpdir, 1, LAYOUT, extra)
     clients, spoofer = [], None
+    sniffing = [False]  # (the student keeps his sniffers running during the burst)
     try:
         # (the stamp is read from what is captured; the seal only needs the key to read fields)
         clients = [Client(port[n], ip[n], n) for n in ip]
@@ -340,6 +438,11 @@ def run_mode(keyed, args, rng):
         for t in senders:
             t.start()
         hop_ports = {port[n] + sp.HOP_PORT_OFFSET for n in ip}
+        # (site 0's ring too, from the start: a forged SITES message needs its ring's numbers)
+        ring_seen, forger_box = [], [None]
+        ring_sniffer = threading.Thread(target=capture, args=({port[LAYOUT[0][0]]}, 3600, sniffing, lambda c: (
+            forger_box[0].ring_sniffed(c) if forger_box[0] else ring_seen.append(c))), daemon=True)
+        ring_sniffer.start()
         captured = capture(hop_ports, args.capture_s)
         if not captured:
             raise SystemExit("captured no HOP datagrams on lo")
@@ -348,7 +451,9 @@ def run_mode(keyed, args, rng):
         else:
             read_seal = sp.RingSeal(None, (captured[0][4][7], captured[0][4][8:12], captured[0][4][12:16]))
         forger = HopForger(rng, captured, read_seal, keyed, keyed or args.forge_in_session)
-        sniffing = [False]  # (the student keeps his sniffer running during the burst)
+        for c in ring_seen:
+            forger.ring_sniffed(c)
+        forger_box[0] = forger
         sniffer = threading.Thread(target=capture, args=(hop_ports, 3600, sniffing, forger.sniffed), daemon=True)
         sniffer.start()
         reps = [LAYOUT[0][0], LAYOUT[1][0]]
@@ -359,6 +464,8 @@ def run_mode(keyed, args, rng):
         menu = ["replayed", "mangled", "hello", "other_team", "stranger"]
         if forger.in_session and forger.links:
             menu += ["in_session", "in_session"]
+        if forger.in_session:
+            menu += ["sites_ring"]
         if not forger.hellos and not forger.links:
             menu.remove("hello")
         for i in range(args.count):
@@ -374,7 +481,12 @@ def run_mode(keyed, args, rng):
                 src, sport, dst, dport, raw = forger.hello()
             elif what == "in_session":
                 src, sport, dst, dport, raw = forger.in_session_packet()
-            if what != "in_session" and rng.random() < 0.8:
+            elif what == "sites_ring":
+                packet = forger.sites_ring_packet()
+                if packet is None:
+                    continue  # (site 0's ring not sniffed yet)
+                src, sport, dst, dport, raw = packet
+            if what not in ("in_session", "sites_ring") and rng.random() < 0.8:
                 to = targets[0] if rng.random() < 0.75 else targets[1]  # a1 mostly
                 if (src, sport) == to:  # (from the other end of that link, not from itself)
                     src, sport = dst, dport
@@ -388,6 +500,7 @@ def run_mode(keyed, args, rng):
         hostile_s = time.monotonic() - started
         sniffing[0] = True
         sniffer.join(2)
+        ring_sniffer.join(2)
         until[0] = time.monotonic()  # the clients stop sending
         for t in senders:
             t.join(5)
@@ -399,20 +512,29 @@ def run_mode(keyed, args, rng):
         lost, dup, disorder, agreed = check_clients(clients)
         time.sleep(1.5)  # (a status table after the settling)
         refused = collections.Counter()
-        views = []
+        views, crashed = [], []
+        dead = [name for name in ip if procs[name].poll() is not None]
         for name in ip:
             text = open(os.path.join(tmpdir, "r1_%s.log" % name)).read()
             refused.update(refused_counts(text))
-            views.append(last_view(text))
+            # (a daemon that died keeps its last status table: it does not count as in the view)
+            views.append(last_view(text) if name not in dead else "")
+            marks = [text.index(m) for m in ("Traceback", "internal error") if m in text]
+            if marks:
+                crashed.append(name)
+                print("== %s's log, from its first error:\n%s" % (name, text[min(marks):][:3000]))
         whole = sum(1 for v in views if v == ",".join(str(i) for i in range(len(LAYOUT))))
         print("| %s | %d (%s) | %.1f | %d | %d / %d / %d / %d | %s | %d | %d of %d | %s |" % (
             "yes" if keyed else "no", sum(kinds.values()), ", ".join("%s %d" % kv for kv in sorted(kinds.items())),
             hostile_s, sum(c.sent for c in clients), lost, dup, disorder, sum(c.altered for c in clients),
             "yes" if agreed else "NO", sum(c.views for c in clients), whole, len(views),
             ", ".join("%s %d" % kv for kv in sorted(refused.items())) or "none"), flush=True)
+        if dead or crashed:
+            print("daemons exited: %s; tracebacks in the logs of: %s" % (dead or "none", crashed or "none"))
         return lost == dup == disorder == 0 and agreed and not any(c.altered for c in clients) \
-            and whole == len(views)
+            and whole == len(views) and not dead and not crashed
     finally:
+        sniffing[0] = True
         if spoofer is not None:
             spoofer.close()
         for c in clients:
