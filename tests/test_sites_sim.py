@@ -1001,11 +1001,14 @@ def test_a_forced_merge_kill_kills_the_representative_the_scan_asks_for():
 
 def test_a_restarted_representative_killed_after_a_heal_seed_4314():
     """Seed 4314 (merge_kill_rep): site c (c1 c2 c3) cut off and healed; c1, restarted, is killed
-    0.86 s after the heal, c2 takes over. It was a strict xfail on branch s12-mergekill (c's own
-    messages sent in its view alone just before the merge delivered at a and b, never at c2 and
-    c3), found against main before the epochs were passed on and the takeover rule landed; with
-    both merged it passes (its timing moved). Its cause was never read, so the class may only
-    have moved (issue 10, open)."""
+    0.86 s after the heal, c2 takes over. It was a strict xfail on branch s12-mergekill: c2 and
+    c3 delivered nothing in the merged view (c's SAFE messages, then everything behind them).
+    The cause, read on that branch's code: b1's last ARU of view 1 (lts 270) reached c2 after c
+    installed the merged view 2, so c's ring refused it (an older view's), and b1's ARU of view
+    2 (lts 269) was then dropped at c2's link as a duplicate of it: site b's ARU never counted
+    in view 2. Seed 3163's fix (an ARU's duplicate mark per view, 1b21b06) alone makes that code
+    pass; test_sites_core's test_an_aru_of_the_merged_view_is_taken_at_or_below_... plants it.
+    On main the timing moved and the seed passes with or without that fix."""
     res = sites_sim.run_seed(4314)
     assert res.violations == [], res.summary()
 
