@@ -10701,13 +10701,22 @@ class SitesOrderer(Orderer):
             # two rings of our site meet (its LAN was split, each went on): the state kept is
             # that of the ring whose epoch went through fewer forks (the others refused the
             # fork while the incarnation it left lived), then the one whose view holds the
-            # most sites, then the first in the file's; the daemons of the other ring are
-            # brought up to date from it like late ones
+            # most sites, then (neither forked: one started afresh beside the other, a
+            # restarted daemon alone in its ring) the older epoch, the one the others read
+            # (a fresh start's epoch is its daemons' latest start, in ms: seed 7158
+            # --lan-splits, a1 restarted lost its commit token, started afresh alone and was
+            # kept over a2 and a3 by the file's order), then the first in the file's; the
+            # daemons of the other ring are brought up to date from it like late ones.
+            # Without dynamic voting (no forks) a daemon of the other ring stops if its state
+            # is of the kept one's epoch (two streams of one epoch: nothing merges them); one
+            # that started afresh beside it (another epoch: the others refused its HELLO
+            # while the kept one lived) takes the kept state (seed 4408 --hostile 0.1 --key:
+            # a1, restarted in a site of two, lost its commit token, started afresh alone,
+            # and a2 stopped)
             split_quorum = self.gateway.votes()
-            sender = min(holders, key=lambda n: (self.status_in[n][4], -self.status_in[n][3],
-                                                 configured.index(n))) if split_quorum else holders[0]
+            sender = min(holders, key=lambda n: self._kept_rank(n, configured))
             apart = [n for n in holders if self.status_in[n][1] != self.status_in[sender][1]]
-            if self.name in apart and not split_quorum:
+            if self.name in apart and not split_quorum and self.status_in[self.name][2] == self.status_in[sender][2]:
                 self.late = ("this daemon holds a state of site %d's streams that another ring of "
                              "the site went on without (the site was split in two rings, both "
                              "with traffic): spread_mini cannot merge the two, so this daemon "
@@ -10749,6 +10758,11 @@ class SitesOrderer(Orderer):
                 event.export = False
                 self._retry_later()
         out.append(event)
+
+    def _kept_rank(self, name: str, configured: List[str]) -> tuple:
+        """Where two rings of our site meet: the lowest is the state kept (see _point)."""
+        _, _, epoch, sites, forks = self.status_in[name]
+        return forks, -sites, epoch if forks == 0 else 0, configured.index(name)
 
     def send_state(self, event: SiteSync, groups: Optional[dict]) -> None:
         """The group core's answer to a `point` with export (None: busy, try again): the state
