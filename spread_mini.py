@@ -10494,8 +10494,10 @@ class SitesOrderer(Orderer):
          first daemon in spread.conf order that holds the state sends it: its gateway as it is
          there, and its group core's table once the core has reached that point (SiteSync),
          in parts. If nobody holds any state (the daemons start together), all start afresh
-         from that point. A daemon holding a state of another ring (the site was split in two
-         rings with traffic on both) stops: nothing merges two states.
+         from that point. Where two rings of the site meet, each with a state, one state is
+         kept (_point, _kept_rank) and the other ring's daemons take it (a fork's, or one
+         started afresh beside it: close_fork first); without split_quorum a daemon holding
+         a state of the kept one's epoch stops: nothing merges two streams of one epoch.
       3. A late daemon holds back everything its ring delivers after that point and queues
          its clients' messages (their sessions are accepted; joins and sends wait); its
          gateway takes the state where the last part is delivered, replays what it held, and

@@ -722,8 +722,14 @@ def test_a_site_split_in_two_rings_keeps_every_guarantee():
 #: deliveries, so they counted as the kept view's (103: SitesSim.group_outputs); a LINKS
 #: record of the ring before a fork, delivered in the fork's ring after its representative
 #: read our links: our site said for ever that its link to a was down, so no tree crossed it
-#: after the merge (184: _own_report_delivered)
-LAN_SPLIT_REGRESSION_SEEDS = [40, 56, 57, 38, 154, 98, 70, 122, 153, 177, 79, 103, 184]
+#: after the merge (184: _own_report_delivered). Branch s13-seeds: no loss asked of a daemon
+#: restarted after a fork's view closed (7104, 7286) or while it waited for the state (7238)
+#: for what that fork delivered as it closed (the checker's same_incarnation: a daemon with no
+#: state yet is of the incarnation it takes next); a restarted daemon that lost its commit
+#: token started afresh alone, and its state was kept over the running incarnation's (7158:
+#: the older epoch is kept, SitesOrderer._kept_rank)
+LAN_SPLIT_REGRESSION_SEEDS = [40, 56, 57, 38, 154, 98, 70, 122, 153, 177, 79, 103, 184, 7104, 7238, 7286,
+                              7158]
 
 
 @pytest.mark.parametrize("seed", LAN_SPLIT_REGRESSION_SEEDS)
@@ -731,6 +737,33 @@ def test_a_site_split_in_two_rings_regression_seed(seed):
     res = sites_sim.run_seed(seed, lan_splits=True)
     assert res.stats.get("rejoined"), res.summary()  # (a fork's daemon took the kept state)
     assert res.violations == [], "seed %d: %s" % (seed, res.summary())
+
+
+def test_a_restarted_daemon_that_started_afresh_alone_takes_the_running_incarnations_state(monkeypatch):
+    """Seed 7158 --lan-splits (site a = a1 a2 a3): a1 restarted heard a3, lost its commit
+    token and started afresh alone (epoch 2) beside a2 and a3 (epoch 1); where the rings met,
+    a1's state was kept by the file's order: a2's ring ended as a fork and a3, which had just
+    taken a2's state, never delivered its own last messages. Neither forked, so the older
+    epoch is kept (the one the other sites read): a1 takes it. Planted back (the file's
+    order), the loss comes back."""
+    sim = sites_sim.SitesSim(7158, lan_splits=True)
+    res = sim.run()
+    assert res.violations == [], res.summary()
+    assert sim.nodes["a1"].restarted and sim.nodes["a1"].rejoined  # (the fresh a1 took the kept state)
+    assert sim.nodes["a2"].gateway.epoch == 1
+    monkeypatch.setattr(sr.SitesOrderer, "_kept_rank", lambda self, name, configured: (
+        self.status_in[name][4], -self.status_in[name][3], configured.index(name)))
+    assert sites_sim.LOSS in sites_sim.run_seed(7158, lan_splits=True).kinds()
+
+
+def test_without_split_quorum_a_daemon_that_started_afresh_beside_its_site_takes_its_state():
+    """Seed 4408 --hostile 0.1 --key (site a = a1 a2: no split_quorum in a site of two): a1,
+    restarted, lost its commit token and started afresh alone; where it met a2, a2 stopped
+    (two states of the site cannot merge). a1's state is of another epoch (the others refused
+    its HELLO while a2's lived): a1 takes a2's state instead, as a fork's daemon would."""
+    res = sites_sim.run_seed(4408, hostile=0.1, key=True)
+    assert res.violations == [], "%s\nreplay: %s" % (res.summary(), sites_sim.replay_command(4408, hostile=0.1, key=True))
+    assert "site_forks" not in res.stats and res.stats.get("rejoined") == 1, res.summary()
 
 
 def test_a_forks_daemon_delivers_its_held_messages_in_a_transitional_view_of_its_site():
