@@ -8179,8 +8179,12 @@ class SiteGateway:
             if records and self._other_incarnation(msg):
                 self.counters["sites_messages_of_another_incarnation"] += 1
                 records = []
+            before_fork = self._made_before_our_fork(msg)
             answer = False
             for r in records:
+                if before_fork and r.site != own and r.kind in SITE_VIEW_KINDS:
+                    self.counters["site_view_records_before_our_fork"] += 1
+                    continue
                 if r.site != own and (r.kind in (SITE_MSG, SITE_FRONTIER, SITE_ARU)
                                       or r.kind == SITE_EPOCH and r.service == EPOCH_FROM_HELLO):
                     # (an EPOCH first hand: our representative's link to that site started) a
@@ -8226,6 +8230,16 @@ class SiteGateway:
             # must not hold its token idle (token_hold_s) meanwhile, or every message would
             # cross to the other sites token_hold_s later
             ring.safe_seen_lts = msg.lts
+
+    def _made_before_our_fork(self, msg: DaemonMessage) -> bool:
+        """A SITES message our ring delivered after our fork, made before it (its epoch is an
+        older one of our lineage): the other sites' view records in it (a PROPOSE, a MERGE...)
+        were for the incarnation we left, and the other sites refuse ours until a merge. Taken,
+        a fork decided a view with a site that never decided it (seed 7123 --lan-splits: a1,
+        forked alone, took b1's PROPOSE made for epoch 1, decided view 1 with site b and
+        delivered in it what b1 never had). Its messages of the streams are taken as before."""
+        epoch = _sites_message_epoch(msg)
+        return bool(epoch) and self.forks > 0 and epoch != self.epoch
 
     def _other_incarnation(self, msg: DaemonMessage) -> bool:
         """A SITES message made under an epoch of our site that is neither ours nor one ours

@@ -756,6 +756,21 @@ def test_a_restarted_daemon_that_started_afresh_alone_takes_the_running_incarnat
     assert sites_sim.LOSS in sites_sim.run_seed(7158, lan_splits=True).kinds()
 
 
+def test_a_fork_takes_no_view_record_another_site_made_for_the_incarnation_it_left(monkeypatch):
+    """Seed 7123 --lan-splits (a line a - b - c; a = a1 a2 a3): a2 died, a3 was split off, and
+    a1 forked alone (epoch 1 -> a new one). b1's PROPOSE of view 1 (without c), put into a1's
+    ring before the fork, was delivered after it: a1 proposed, decided view 1 with site b and
+    delivered in it what b1 (which refused the fork's HELLO) never had: SAFE and no loss
+    broken. A fork now refuses the other sites' view records of a SITES message made before
+    it (_made_before_our_fork); planted back, the violations come back."""
+    sim = sites_sim.SitesSim(7123, lan_splits=True)
+    res = sim.run()
+    assert res.violations == [], res.summary()
+    assert sim.nodes["a1"].gateway.counters["site_view_records_before_our_fork"] >= 1
+    monkeypatch.setattr(sr.SiteGateway, "_made_before_our_fork", lambda self, msg: False)
+    assert {sites_sim.LOSS, sites_sim.SAFE} & sites_sim.run_seed(7123, lan_splits=True).kinds()
+
+
 def test_without_split_quorum_a_daemon_that_started_afresh_beside_its_site_takes_its_state():
     """Seed 4408 --hostile 0.1 --key (site a = a1 a2: no split_quorum in a site of two): a1,
     restarted, lost its commit token and started afresh alone; where it met a2, a2 stopped
