@@ -1347,7 +1347,9 @@ def test_planted_epochs_not_passed_on_take_a_neighbours_new_incarnation_for_the_
     case.cut_for_good = (0, 1)
     case.site_kill, case.site_kill_after_s, case.site_restart_after_s = 0, 0.5, 0.5
     res = _LinkUpLateSim(MESH_CUT_SEED, case=case).run(drain_max_s=10.0)
-    assert {sites_sim.FIFO, sites_sim.LOSS} <= set(res.kinds()), res.summary()
+    # (the new incarnation's messages dropped as the old one's: a loss. FIFO is checked per
+    # incarnation since branch s13-seeds, so the old and the new a1 are two senders there)
+    assert sites_sim.LOSS in res.kinds(), res.summary()
 
 
 def test_epoch_records_as_heard_and_frontiers_with_epochs_cross_the_wire():
