@@ -8179,8 +8179,12 @@ class SiteGateway:
             if records and self._other_incarnation(msg):
                 self.counters["sites_messages_of_another_incarnation"] += 1
                 records = []
+            before_fork = self._made_before_our_fork(msg)
             answer = False
             for r in records:
+                if before_fork and r.site != own and r.kind in SITE_VIEW_KINDS:
+                    self.counters["site_view_records_before_our_fork"] += 1
+                    continue
                 if r.site != own and (r.kind in (SITE_MSG, SITE_FRONTIER, SITE_ARU)
                                       or r.kind == SITE_EPOCH and r.service == EPOCH_FROM_HELLO):
                     # (an EPOCH first hand: our representative's link to that site started) a
@@ -8226,6 +8230,16 @@ class SiteGateway:
             # must not hold its token idle (token_hold_s) meanwhile, or every message would
             # cross to the other sites token_hold_s later
             ring.safe_seen_lts = msg.lts
+
+    def _made_before_our_fork(self, msg: DaemonMessage) -> bool:
+        """A SITES message our ring delivered after our fork, made before it (its epoch is an
+        older one of our lineage): the other sites' view records in it (a PROPOSE, a MERGE...)
+        were for the incarnation we left, and the other sites refuse ours until a merge. Taken,
+        a fork decided a view with a site that never decided it (seed 7123 --lan-splits: a1,
+        forked alone, took b1's PROPOSE made for epoch 1, decided view 1 with site b and
+        delivered in it what b1 never had). Its messages of the streams are taken as before."""
+        epoch = _sites_message_epoch(msg)
+        return bool(epoch) and self.forks > 0 and epoch != self.epoch
 
     def _other_incarnation(self, msg: DaemonMessage) -> bool:
         """A SITES message made under an epoch of our site that is neither ours nor one ours
@@ -10494,8 +10508,10 @@ class SitesOrderer(Orderer):
          first daemon in spread.conf order that holds the state sends it: its gateway as it is
          there, and its group core's table once the core has reached that point (SiteSync),
          in parts. If nobody holds any state (the daemons start together), all start afresh
-         from that point. A daemon holding a state of another ring (the site was split in two
-         rings with traffic on both) stops: nothing merges two states.
+         from that point. Where two rings of the site meet, each with a state, one state is
+         kept (_point, _kept_rank) and the other ring's daemons take it (a fork's, or one
+         started afresh beside it: close_fork first); without split_quorum a daemon holding
+         a state of the kept one's epoch stops: nothing merges two streams of one epoch.
       3. A late daemon holds back everything its ring delivers after that point and queues
          its clients' messages (their sessions are accepted; joins and sends wait); its
          gateway takes the state where the last part is delivered, replays what it held, and
@@ -10701,13 +10717,22 @@ class SitesOrderer(Orderer):
             # two rings of our site meet (its LAN was split, each went on): the state kept is
             # that of the ring whose epoch went through fewer forks (the others refused the
             # fork while the incarnation it left lived), then the one whose view holds the
-            # most sites, then the first in the file's; the daemons of the other ring are
-            # brought up to date from it like late ones
+            # most sites, then (neither forked: one started afresh beside the other, a
+            # restarted daemon alone in its ring) the older epoch, the one the others read
+            # (a fresh start's epoch is its daemons' latest start, in ms: seed 7158
+            # --lan-splits, a1 restarted lost its commit token, started afresh alone and was
+            # kept over a2 and a3 by the file's order), then the first in the file's; the
+            # daemons of the other ring are brought up to date from it like late ones.
+            # Without dynamic voting (no forks) a daemon of the other ring stops if its state
+            # is of the kept one's epoch (two streams of one epoch: nothing merges them); one
+            # that started afresh beside it (another epoch: the others refused its HELLO
+            # while the kept one lived) takes the kept state (seed 4408 --hostile 0.1 --key:
+            # a1, restarted in a site of two, lost its commit token, started afresh alone,
+            # and a2 stopped)
             split_quorum = self.gateway.votes()
-            sender = min(holders, key=lambda n: (self.status_in[n][4], -self.status_in[n][3],
-                                                 configured.index(n))) if split_quorum else holders[0]
+            sender = min(holders, key=lambda n: self._kept_rank(n, configured))
             apart = [n for n in holders if self.status_in[n][1] != self.status_in[sender][1]]
-            if self.name in apart and not split_quorum:
+            if self.name in apart and not split_quorum and self.status_in[self.name][2] == self.status_in[sender][2]:
                 self.late = ("this daemon holds a state of site %d's streams that another ring of "
                              "the site went on without (the site was split in two rings, both "
                              "with traffic): spread_mini cannot merge the two, so this daemon "
@@ -10749,6 +10774,11 @@ class SitesOrderer(Orderer):
                 event.export = False
                 self._retry_later()
         out.append(event)
+
+    def _kept_rank(self, name: str, configured: List[str]) -> tuple:
+        """Where two rings of our site meet: the lowest is the state kept (see _point)."""
+        _, _, epoch, sites, forks = self.status_in[name]
+        return forks, -sites, epoch if forks == 0 else 0, configured.index(name)
 
     def send_state(self, event: SiteSync, groups: Optional[dict]) -> None:
         """The group core's answer to a `point` with export (None: busy, try again): the state

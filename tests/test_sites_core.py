@@ -977,6 +977,29 @@ def test_a_link_that_brought_records_above_a_message_it_never_brings_starts_agai
     assert 1 not in gw.dead_links  # (the link is not reported down: the trees stay)
 
 
+def test_an_aru_of_the_merged_view_is_taken_at_or_below_the_lts_of_one_of_the_view_before():
+    """An ARU counts only in its own view (_aru_record): once our ring installed a merged view,
+    the peer's last ARU of the view before is refused where our ring delivers it. Its ARU of the
+    merged view may name the same lts (seed 3163 --hostile 0.1 --key) or a lower one (seed 4314
+    on the code of branch s12-mergekill: b1's ARU of view 1 at lts 270, of view 2 at 269, since
+    the merged view's ARU counts the joined site's stream too); taken for a duplicate of the
+    refused one, SAFE waited for ever for that site's ARU. The duplicate mark is per view."""
+    gw, _ = linked_b1()
+    sent = []
+    gw.orderer.submit = lambda msg, urgent=False: sent.append(msg) or True
+    session = sr.hop_session(1, 0)
+    arus = [sr.SiteRecord(sr.SITE_ARU, 1, 270, 1),  # view 1's last ARU
+            sr.SiteRecord(sr.SITE_ARU, 1, 269, 2),  # the merged view's, lower
+            sr.SiteRecord(sr.SITE_ARU, 1, 269, 2),  # (a HELLO's resending: a duplicate)
+            sr.SiteRecord(sr.SITE_ARU, 1, 270, 2)]  # the merged view's, at view 1's lts
+    for seq, r in enumerate(arus, 1):
+        gw.hop_datagram("b1", sr.encode_hop_data(("b1", 1), seq, sr.encode_site_records([r]), session=session),
+                        0.1 + seq / 100)
+    in_ring = [(r.lts, r.site_seq) for m in sent for r in sr.decode_site_records(m.data) if r.kind == sr.SITE_ARU]
+    assert in_ring == [(270, 1), (269, 2), (270, 2)]
+    assert gw.counters["site_records_duplicate"] == 1
+
+
 def test_a_hole_that_fills_in_time_restarts_nothing():
     gw, link = linked_b1()
     session = sr.hop_session(1, 0)
