@@ -1762,9 +1762,11 @@ def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket
 
 # ---- Sites: the records that cross between sites (thesis 7.3.3) -----------------------------
 # A site's representative sends its site's messages and control to the other sites as site
-# records, and brings theirs into its ring (one message of kind SITES holds several; its one
+# records, and brings theirs into its ring (one message of kind SITES holds several; its first
 # group name, if any, is the epoch of our site it was made under, in decimal: a fork's is not
-# taken where the kept state is read, SiteGateway._other_incarnation). On a HOP
+# taken where the kept state is read, SiteGateway._other_incarnation; a second, if any, the
+# rings that had kept that epoch then, kept_rings: a fork refuses the kept side's made after
+# it. A daemon of before the count reads two names as none). On a HOP
 # link the records of one direction are a byte stream cut into DATA payloads; the receiver
 # reads them back in link seq order (SiteRecordReader). The records are lean, since a WAN link
 # of 2 Mbit/s is the scarce thing: every number is a varint (7 bits a byte, low first, the
