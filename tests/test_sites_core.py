@@ -345,6 +345,18 @@ def test_a_kept_side_sites_message_made_after_the_fork_counts_nowhere_the_fork_r
     late = gateway("a3", [["a1", "a2", "a3"], ["b1"]], [[0, 1], [1, 0]])
     late.import_state(json.loads(json.dumps(fork.export_state())), 2.0)
     assert (late.epochs_left, late.kept_rings, late.lineage) == ({5: 1}, 0, fork.lineage)
+    assert late.fork_unread and not kept.export_state()["fork_unread"]
+    for key, bad in (("epochs_left", [[5]]), ("epochs_left", [["5", 1]]), ("kept_rings", -1),
+                     ("fork_unread", 1)):  # (a malformed state stops the daemon, never misread)
+        state = json.loads(json.dumps(fork.export_state()))
+        state[key] = bad
+        with pytest.raises(ValueError):
+            gateway("a3", [["a1", "a2", "a3"], ["b1"]], [[0, 1], [1, 0]]).import_state(state, 2.0)
+    older = json.loads(json.dumps(fork.export_state()))
+    for key in ("epochs_left", "kept_rings", "fork_unread"):  # (a daemon of before sends none)
+        del older[key]
+    late.import_state(older, 2.0)
+    assert (late.epochs_left, late.kept_rings, late.fork_unread) == ({}, 0, False)
 
 
 def test_a_sites_message_names_its_epoch_across_the_ring():
