@@ -1762,9 +1762,11 @@ def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket
 
 # ---- Sites: the records that cross between sites (thesis 7.3.3) -----------------------------
 # A site's representative sends its site's messages and control to the other sites as site
-# records, and brings theirs into its ring (one message of kind SITES holds several; its one
+# records, and brings theirs into its ring (one message of kind SITES holds several; its first
 # group name, if any, is the epoch of our site it was made under, in decimal: a fork's is not
-# taken where the kept state is read, SiteGateway._other_incarnation). On a HOP
+# taken where the kept state is read, SiteGateway._other_incarnation; a second, if any, the
+# rings that had kept that epoch then, kept_rings: a fork refuses the kept side's made after
+# it. A daemon of before the count reads two names as none). On a HOP
 # link the records of one direction are a byte stream cut into DATA payloads; the receiver
 # reads them back in link seq order (SiteRecordReader). The records are lean, since a WAN link
 # of 2 Mbit/s is the scarce thing: every number is a varint (7 bits a byte, low first, the
@@ -1834,16 +1836,24 @@ EPOCH_MAX = 2 ** 48
 SITE_SERVICE_EPOCH = 1 << 32
 
 
+def _sites_message_name(msg: "DaemonMessage") -> Tuple[int, int]:
+    """The epoch a SITES message of our ring was made under and the rings that had kept it
+    then (SiteGateway.kept_rings): its first group name and its second (none: 0), in decimal
+    (SiteGateway._flush_ring); (0, 0) if it names none (an older daemon's) or not that."""
+    if not 1 <= len(msg.groups) <= 2:
+        return 0, 0
+    numbers = []
+    for name in msg.groups:
+        if not name.isdigit() or not name.isascii() or len(name) > 15 or int(name) > EPOCH_MAX:
+            return 0, 0
+        numbers.append(int(name))
+    epoch, rings = numbers[0], (numbers[1:] or [0])[0]
+    return (epoch, rings) if epoch else (0, 0)
+
+
 def _sites_message_epoch(msg: "DaemonMessage") -> int:
-    """The epoch a SITES message of our ring was made under: its one group name, in decimal
-    (SiteGateway._flush_ring); 0 if it names none (an older daemon's) or not that."""
-    if len(msg.groups) != 1:
-        return 0
-    name = msg.groups[0]
-    if not name.isdigit() or not name.isascii() or len(name) > 15:
-        return 0
-    epoch = int(name)
-    return epoch if epoch <= EPOCH_MAX else 0
+    """The epoch a SITES message of our ring was made under (0: none, see _sites_message_name)."""
+    return _sites_message_name(msg)[0]
 SITE_LINKS = 11
 SITE_UNRELIABLE = 12
 SITE_RECORD_KINDS = {SITE_MSG: "MSG", SITE_FRONTIER: "FRONTIER", SITE_ARU: "ARU",
@@ -7746,6 +7756,20 @@ class SiteGateway:
         #: rings of the site meet, the one of fewer forks is the incarnation the others read
         #: (a fork is refused while the incarnation it left lives)
         self.forks = 0
+        #: how many rings of our site kept our epoch since it began (dynamic voting: each
+        #: regular ring that holds a quorum of the last). A SITES message names it with the
+        #: epoch it was made under, so a fork tells the kept side's messages made after the
+        #: fork (a count above the one it left the epoch at: epochs_left) from those made
+        #: before it: both name the old epoch. It goes with the state
+        self.kept_rings = 0
+        #: epoch of our lineage -> kept_rings where our ring left it by a fork (_fork)
+        self.epochs_left: Dict[int, int] = {}
+        #: our ring forked and no other site reads our new epoch yet (until a merge with them,
+        #: or the kept state): we start no link with a site of our view. Those that read our
+        #: old epoch refuse our HELLO anyway (a new incarnation); one with no epoch of ours on
+        #: record would take the fork for our site and refuse the kept side's records until a
+        #: merge (defect 2 of issue 10's notes): it takes the kept side's HELLO instead
+        self.fork_unread = False
         # the ring-safe gate, kept at every daemon alike: (ring lts, our stream's lts, records,
         # the streams' minimum frontier)
         self.gate: "collections.deque[Tuple[int, int, List[SiteRecord], int]]" = collections.deque()
@@ -7986,6 +8010,7 @@ class SiteGateway:
         if self.wide_ring and self.votes():
             if site_quorum(self.sites[self.site_id], self.wide_ring, self.ring_members):
                 self.wide_ring = self.ring_members
+                self.kept_rings += 1
             else:
                 self._fork(change, now)
         self.choose_representative(now)
@@ -8010,6 +8035,9 @@ class SiteGateway:
         self.fork_seq = self.applied_seq[self.site_id]
         self.fork_ring, self.own_held_upto = self.ring_members, self.fork_seq
         self.lineage.append((self.epoch, self.fork_seq))
+        self.epochs_left[old] = self.kept_rings  # (the kept side's rings count on from here)
+        self.kept_rings = 0
+        self.fork_unread = True
         self.forks += 1
         self.counters["site_forks"] += 1
         self._log("site %d's ring %s holds no quorum of the last ring that kept epoch %d (%s): "
@@ -8023,6 +8051,7 @@ class SiteGateway:
         site, its stream numbered from 0 (as a fork's from fork_seq; a restarted daemon alone
         on its side of a split LAN starts so, and later takes the kept state)."""
         self.fork_ring, self.own_held_upto, self.lineage = ring, 0, [(self.epoch, 0)]
+        self.kept_rings, self.epochs_left, self.fork_unread = 0, {}, False
 
     def close_fork(self, now: float) -> None:
         """Our ring was a fork of our site (or started afresh beside it) and takes the kept
@@ -8250,8 +8279,17 @@ class SiteGateway:
         side would tell the other sites it holds what it never had, and they would drop it
         (seed 38 --lan-splits). Refused at every daemon of the ring alike (the lineage goes
         with the state). A message that names no epoch (an older daemon's) is taken."""
-        epoch = _sites_message_epoch(msg)
-        return bool(epoch and self.lineage) and all(e != epoch for e, _ in self.lineage)
+        epoch, rings = _sites_message_name(msg)
+        if not epoch or not self.lineage or epoch == self.epoch:
+            return False
+        if all(e != epoch for e, _ in self.lineage):
+            return True
+        # an epoch we left by a fork: the kept side's after the fork (it counted a ring that
+        # kept the epoch without us: defect 1 of issue 10's notes) is another incarnation too
+        left = self.epochs_left.get(epoch)
+        after_our_fork = left is not None and rings > left
+        self.counters["sites_messages_made_after_our_fork"] += after_our_fork
+        return after_our_fork
 
     def _epoch_record(self, r: SiteRecord) -> None:
         """Another site's epoch, where our ring delivered it: first hand (our representative's
@@ -8661,7 +8699,7 @@ class SiteGateway:
         if not self.is_representative():
             self.hello_due_s = None
             return
-        waiting = [s for s in self._link_sites() if s not in self.links]
+        waiting = [s for s in self._link_sites() if s not in self.links and not self._fork_unread_by(s)]
         for site in waiting:
             hello = encode_site_hello(self._hello(True, site), self.seal)
             for daemon in self.sites[site]:
@@ -8686,6 +8724,9 @@ class SiteGateway:
             return
         if site not in self._link_sites():
             self._on_probe(site, h, now)
+            return
+        if self._fork_unread_by(site):
+            self.counters["hellos_to_an_unread_fork"] += 1
             return
         if self._new_incarnation(site, h, now):
             return
@@ -8735,6 +8776,12 @@ class SiteGateway:
         self.counters["hellos_new_incarnation"] += 1
         # (a link to the old incarnation that still lives is kept: that one is the site we read)
         return True
+
+    def _fork_unread_by(self, site: int) -> bool:
+        """We are a fork that `site`, of our view, does not read (fork_unread): no link with
+        it, neither asked nor answered; a site we are merging with learns our epoch by the
+        merge's link."""
+        return self.fork_unread and not (self.merging is not None and site in self.merging.sites)
 
     def _behind_our_merge(self, site: int, h: SiteHello) -> bool:
         """A HELLO from a site of the merge we installed last, that still speaks from its view
@@ -10059,6 +10106,7 @@ class SiteGateway:
         self.merging = None
         self.merge_around = frozenset()
         self.merges_installed += 1
+        self.fork_unread = False  # (the sites of the merged view read our epoch now)
         for x in sorted(c.joined):
             self.site_rings.pop(x, None)  # (its ROSTERs while apart went to its own side)
             # (it may be a new incarnation: its epoch is learned again, from its HELLO or
@@ -10181,6 +10229,9 @@ class SiteGateway:
             "epochs_first_hand": sorted(self.epochs_first_hand),
             "wide_ring": sorted(self.wide_ring), "fork_seq": self.fork_seq, "forks": self.forks,
             "lineage": [list(x) for x in self.lineage[-LINEAGE_MAX:]],
+            "kept_rings": self.kept_rings, "fork_unread": self.fork_unread,
+            "epochs_left": [[e, self.epochs_left[e]] for e, _ in self.lineage[-LINEAGE_MAX:]
+                            if e in self.epochs_left],
             "link_reports": {str(k): [v, sorted(d), sorted(x)] for k, (v, d, x) in self.link_reports.items()},
             # how long ago each site was last heard (ages: the daemons' clocks are their own;
             # the state's time in the ring only makes them look younger, never older)
@@ -10308,6 +10359,14 @@ class SiteGateway:
         self.wide_ring, self.fork_seq = wide_ring, None
         self.fork_ring, self.own_held_upto, self.lineage = frozenset(), 0, lineage
         self.forks = _counter(state.get("forks", 0))
+        # (a daemon of before the counts sends neither: a message of an epoch we left is then
+        # taken, as before)
+        self.kept_rings = _counter(state.get("kept_rings", 0))
+        self.fork_unread = _checked(state.get("fork_unread", False), bool)
+        self.epochs_left = {}
+        for entry in _checked(state.get("epochs_left", []), list)[:LINEAGE_MAX]:
+            e, n_left = _checked(entry, list)
+            self.epochs_left[_counter(e)] = _counter(n_left)
         # (a fork's daemon may have been changing its own view: that is over; the state sent
         # is quiet, so is ours now)
         self.proposals, self.proposal_lost, self.refrozen = {}, frozenset(), frozenset()
@@ -10398,7 +10457,11 @@ class SiteGateway:
                 batch.append(self.to_ring.popleft())
             # (named by our epoch: a fork's records must not count where the kept side reads
             # them, see _other_incarnation)
+            # and by the rings that kept it since it began, if any: a fork of ours tells ours
+            # made after it from those made before, _other_incarnation)
             tag = [str(self.epoch)] if self.epoch else []
+            if tag and self.kept_rings:
+                tag.append(str(self.kept_rings))
             msg = DaemonMessage(SITES, self.name, "", AGREED_MESS, tag, data=encode_site_records(batch))
             self.orderer.submit(msg)  # never refused: only DATA is
             self.counters["sites_messages_submitted"] += 1

@@ -287,6 +287,78 @@ def test_a_sites_message_of_a_fork_of_our_site_counts_nowhere_the_kept_state_is_
     assert delivered(fork) == [b"safe"] and not fork.counters["sites_messages_of_another_incarnation"]
 
 
+def _split_site_of_three():
+    """Site a of three daemons, voting, split a1 | a2 a3 after one ring of all three: a1's
+    gateway forks (a new epoch), a2's keeps epoch 5. Each with the SITES messages it submits."""
+    sites, costs = [["a1", "a2", "a3"], ["b1"]], [[0, 1], [1, 0]]
+    gws = {}
+    for name in ("a1", "a2"):
+        gw = gateway(name, sites, costs)
+        gw.epoch, gw.lineage, gw.wide_ring = 5, [(5, 0)], frozenset(sites[0])
+        gw.sent = []
+        gw.orderer.submit = lambda msg, urgent=False, gw=gw: gw.sent.append(msg) or True
+        regular(gw, ["a1", "a2", "a3"])
+        gws[name] = gw
+    return gws["a1"], gws["a2"]
+
+
+def _made_by(gw, records, lts):
+    """A SITES message of these records as gw's _flush_ring makes it, delivered at lts."""
+    gw.to_ring.extend(records)
+    gw._flush_ring()
+    msg = sr.decode_message_body(sr.encode_message_body(gw.sent.pop()), gw.name)
+    msg.lts = lts
+    return sr.Deliver(msg)
+
+
+def test_a_kept_side_sites_message_made_after_the_fork_counts_nowhere_the_fork_reads():
+    """Defect 1 of issue 10's notes, the mirror of the test above: the kept side's
+    representative makes a SITES message after the split (its records say what the kept
+    state holds: here another site's message and its ARU of the kept view) and the ring it
+    shares with the fork once the rings meet orders it before the status round. The epoch
+    alone is the old one, which the fork's lineage holds (made before the fork): the fork's
+    daemon took it. The message names the rings that kept its epoch too (kept_rings): the
+    kept side counted one more (the ring without a1) than the fork left the epoch at
+    (epochs_left), so the fork refuses it; one made before the split, or naming no count (an
+    older daemon's), is still taken."""
+    fork, kept = _split_site_of_three()
+    before = _made_by(kept, [remote(1, 10, b"before", sr.SAFE_MESS), sr.SiteRecord(sr.SITE_ARU, 1, 10)], 11)
+    regular(fork, ["a1"])
+    regular(kept, ["a2", "a3"])
+    assert fork.epoch != 5 and fork.counters["site_forks"] == 1 and kept.epoch == 5
+    assert (fork.epochs_left, fork.kept_rings, kept.kept_rings) == ({5: 1}, 0, 2)
+    after = _made_by(kept, [remote(2, 20, b"after", sr.SAFE_MESS), sr.SiteRecord(sr.SITE_ARU, 1, 20)], 21)
+    assert after.msg.groups == ["5", "2"] and before.msg.groups == ["5", "1"]
+    fork.ring_output(before, 1.0)
+    fork.ring_output(after, 1.1)
+    fork.ring_output(_made_by(fork, [sr.SiteRecord(sr.SITE_ARU, 0, 20)], 22), 1.2)
+    assert delivered(fork) == [b"before"]
+    assert fork.counters["sites_messages_of_another_incarnation"] == 1
+    assert fork.counters["sites_messages_made_after_our_fork"] == 1
+    fork.ring_output(carrier([remote(2, 30, b"older daemon's"), sr.SiteRecord(sr.SITE_ARU, 1, 30)], 31,
+                             origin="a2", epoch=5), 1.3)  # (the epoch alone: taken, as before)
+    fork.ring_output(_made_by(fork, [sr.SiteRecord(sr.SITE_ARU, 0, 30)], 32), 1.4)
+    assert delivered(fork) == [b"older daemon's"]
+    # the kept side reads its own, whatever their count, and the count goes with the state
+    kept.ring_output(after, 1.0)
+    assert kept.counters["sites_messages_of_another_incarnation"] == 0
+    late = gateway("a3", [["a1", "a2", "a3"], ["b1"]], [[0, 1], [1, 0]])
+    late.import_state(json.loads(json.dumps(fork.export_state())), 2.0)
+    assert (late.epochs_left, late.kept_rings, late.lineage) == ({5: 1}, 0, fork.lineage)
+    assert late.fork_unread and not kept.export_state()["fork_unread"]
+    for key, bad in (("epochs_left", [[5]]), ("epochs_left", [["5", 1]]), ("kept_rings", -1),
+                     ("fork_unread", 1)):  # (a malformed state stops the daemon, never misread)
+        state = json.loads(json.dumps(fork.export_state()))
+        state[key] = bad
+        with pytest.raises(ValueError):
+            gateway("a3", [["a1", "a2", "a3"], ["b1"]], [[0, 1], [1, 0]]).import_state(state, 2.0)
+    older = json.loads(json.dumps(fork.export_state()))
+    for key in ("epochs_left", "kept_rings", "fork_unread"):  # (a daemon of before sends none)
+        del older[key]
+    late.import_state(older, 2.0)
+    assert (late.epochs_left, late.kept_rings, late.fork_unread) == ({}, 0, False)
+
+
 def test_a_sites_message_names_its_epoch_across_the_ring():
     gw = gateway()
     regular(gw, ["a1", "a2"])
@@ -295,13 +367,19 @@ def test_a_sites_message_names_its_epoch_across_the_ring():
     gw.epoch = 2 ** 47 + 3
     gw.to_ring.append(sr.SiteRecord(sr.SITE_ARU, 0, 4))
     gw._flush_ring()
-    gw.epoch = 0  # (not known: named by none)
+    gw.kept_rings = 6  # (six rings kept it: named too)
     gw.to_ring.append(sr.SiteRecord(sr.SITE_ARU, 0, 5))
     gw._flush_ring()
+    gw.epoch = 0  # (not known: named by none)
+    gw.to_ring.append(sr.SiteRecord(sr.SITE_ARU, 0, 6))
+    gw._flush_ring()
     read = [sr.decode_message_body(sr.encode_message_body(m), "a1") for m in sent]
-    assert [sr._sites_message_epoch(m) for m in read] == [2 ** 47 + 3, 0]
-    for groups in (["x1"], ["1", "2"], [str(sr.EPOCH_MAX + 1)], ["\u0661"]):  # (a forger's, a mangled one)
-        assert sr._sites_message_epoch(sr.DaemonMessage(sr.SITES, "a1", "", sr.AGREED_MESS, groups)) == 0
+    assert [sr._sites_message_name(m) for m in read] == [(2 ** 47 + 3, 0), (2 ** 47 + 3, 6), (0, 0)]
+    assert [len(m.groups) for m in read] == [1, 2, 0]  # (no count: the name an older daemon wrote)
+    for groups in (["x1"], ["1", "2", "3"], ["1", "x"], ["0", "2"], [str(sr.EPOCH_MAX + 1)], ["\u0661"],
+                   ["1", str(sr.EPOCH_MAX + 1)]):  # (a forger's, a mangled one)
+        msg = sr.DaemonMessage(sr.SITES, "a1", "", sr.AGREED_MESS, groups)
+        assert sr._sites_message_name(msg) == (0, 0) and sr._sites_message_epoch(msg) == 0
 
 
 def test_our_stream_lts_keeps_growing_when_a_new_ring_starts_lower():

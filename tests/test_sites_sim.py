@@ -1550,3 +1550,90 @@ def test_planted_reorder_at_a_rejoined_daemon_after_it_rejoined_is_an_agreed_ord
     sim_ref[0] = sim
     res = sim.run()
     assert held == [True] and sites_sim.AGREED in res.kinds(), res.summary()
+
+
+# ---- a fork and the epoch it left: the kept side's messages after it, the fork's HELLO ---------
+#: site a (three daemons) split a1 | a2 a3 in a mesh of three sites: a1 forks; the kept side's
+#: representative suspects sites b and c (their links died) and its SUSPECT, made after the
+#: fork under the old epoch, is ordered where the rings meet, before the status round
+KEPT_SUSPECT_SEED = 194
+
+
+def _gateway_lines(res, name):
+    return [line for line in res.log_lines if line.split(" ", 2)[1:2] == [name]]
+
+
+def test_the_kept_sides_suspect_made_after_the_fork_is_not_the_forks():
+    """Defect 1 of issue 10's notes, in the simulator: a SITES message of the kept side made
+    after the fork names the old epoch, which the fork's lineage holds (made before the fork).
+    Taken, a1 (the fork) proposed and decided a view without sites 1 and 2 on a2's SUSPECT
+    (the kept incarnation's suspicion, not its own) just before it took the kept state. Now the
+    message also names the rings that kept the epoch (kept_rings: the ring without a1 is one
+    more than a1 left the epoch at), and a1 refuses it. The seed's timing may move; the core
+    test of the rule is test_a_kept_side_sites_message_made_after_the_fork_... in
+    test_sites_core.py."""
+    sim = sites_sim.SitesSim(KEPT_SUSPECT_SEED, lan_splits=True)
+    res = sim.run()
+    assert res.violations == [], res.summary()
+    lines = _gateway_lines(res, "a1")
+    ends = next(i for i, line in enumerate(lines) if "'s fork (epoch" in line and "ends" in line)
+    assert not any("decided" in line or "proposes" in line for line in lines[:ends]), lines[:ends]
+    a1 = sim.nodes["a1"].gateway
+    assert a1.counters["site_forks"] == 1 and a1.counters["sites_messages_made_after_our_fork"] >= 1
+
+
+class _ForkHelloFirstSim(sites_sim.SitesSim):
+    """Site a (a1 a2 a3) and site b (b1). The a - b wire is down from the start, so b has no
+    epoch of a on record; a1 is split off a's LAN 0.05 s in and forks (1.2 s in); the wire
+    comes up at heal_at_s, and the kept side's HOP packets are lost until hold_until_s, so the
+    first HELLO of site a that b1 could take is the fork's. The silence rule is 4 s (nobody
+    suspects anybody before the rings meet)."""
+
+    split_at_s, heal_at_s, hold_until_s = 0.05, 1.3, 1.6
+
+    def hop_settings(self, site):
+        settings = super().hop_settings(site)
+        settings.peer_silence_s = 4.0
+        return settings
+
+    def step(self):
+        super().step()
+        if not self.lan_windows and self.now >= self.split_at_s:
+            self.lan_split = True  # (by hand: the case's split comes after the rings formed)
+            self.lan_windows.append((self.now, float("inf")))
+        if self.case.cut_for_good is not None and self.now >= self.heal_at_s:
+            self.case.cut_for_good = None
+            self.cut_pairs -= {(0, 1), (1, 0)}
+
+    def hop_send(self, src, dest, raw):
+        if src in ("a2", "a3") and self.now < self.hold_until_s:
+            self.stats["hop_lost"] += 1
+            return
+        super().hop_send(src, dest, raw)
+
+
+def _run_fork_hello_first():
+    wire = sites_sim.WireSpec(loss=0.0, delay_s=0.02, jitter_s=0.002, bits_s=10e6)
+    case = sites_sim.SitesCase(sites=[["a1", "a2", "a3"], ["b1"]], costs=[[0, 1], [1, 0]],
+                               wires={(0, 1): wire, (1, 0): wire}, lan=sites_sim.LanSpec(),
+                               rate_per_s=20.0, traffic_s=1.0, lan_split_after_s=3.0,
+                               lan_split_apart=("a1",), cut_for_good=(0, 1))
+    sim = _ForkHelloFirstSim(5, case=case, lan_splits=True)
+    return sim, sim.run(drain_max_s=15.0)
+
+
+def test_a_site_with_no_epoch_on_record_never_takes_a_fork_for_the_site():
+    """Defect 2 of issue 10's notes: b1 had no epoch of site a on record and took the fork's
+    (a1's HELLO came first), then refused the kept incarnation (a2 a3) as a new one: when the
+    rings of a met, a1 took the kept state and b1 refused site a altogether, left it out
+    (view 1) and merged it back (view 2), about 8.8 s in. Now a fork starts no link with the
+    sites of its view until a merge makes them read its epoch (fork_unread): b1 links with
+    a2 and never changes its view."""
+    sim, res = _run_fork_hello_first()
+    assert res.violations == [], res.summary()
+    a1, a2, b1 = (sim.nodes[n].gateway for n in ("a1", "a2", "b1"))
+    assert sim.nodes["b1"].views == [], sim.nodes["b1"].views
+    assert b1.site_epochs == {0: a2.epoch} and b1.counters["hellos_new_incarnation"] == 0
+    assert a1.counters["site_forks"] == 1 and a1.counters["hellos_to_an_unread_fork"] >= 1
+    assert any("b1 HOP link to a2" in line for line in res.log_lines)
+    assert a1.epoch == a2.epoch and not a1.fork_unread  # (a1 took the kept state)
