@@ -1854,6 +1854,8 @@ def _sites_message_name(msg: "DaemonMessage") -> Tuple[int, int]:
 def _sites_message_epoch(msg: "DaemonMessage") -> int:
     """The epoch a SITES message of our ring was made under (0: none, see _sites_message_name)."""
     return _sites_message_name(msg)[0]
+
+
 SITE_LINKS = 11
 SITE_UNRELIABLE = 12
 SITE_RECORD_KINDS = {SITE_MSG: "MSG", SITE_FRONTIER: "FRONTIER", SITE_ARU: "ARU",
