@@ -7385,21 +7385,16 @@ SITE_ARU_EVERY_S = 0.01
 SITE_ARU_KEPT_EVERY_S = 0.5
 #: a neighbour site whose link died is declared gone if no HELLO comes from it within this
 #: time: its ring re-forms after a representative's crash in token_timeout_s +
-#: consensus_timeout_s (1.1 s) and its new representative says HELLO at once, about 0.1 s
-#: after the link's silence rule (1 s from the last packet heard) fired; the rest is margin
-#: for a last packet heard before the crash (HOP loss), a ring slowed by LAN loss and the new
-#: link's first round trip (in the simulator every takeover said HELLO 0.04-0.33 s after the
-#: link died, seeds 1..300). A takeover later than that is left out and merged back (a
-#: timeout, never a promise: no_successor). Was 1 s; 0.6 s keeps a whole site's loss well
-#: within the issue's 3 s (silence 1 s + grace + the views' agreement, a few WAN round trips)
-SITE_GRACE_S = 0.6
+#: consensus_timeout_s (1.1 s) and its new representative says HELLO at once, while the
+#: link's silence rule (1 s) fired already; 1 s more keeps a whole site's loss within the
+#: issue's 3 s (silence 1 s + grace 1 s + the views' agreement, a few WAN round trips)
+SITE_GRACE_S = 1.0
 #: a representative whose ring does not hold every daemon of its site starts its links only
 #: this long after the gateway started: at startup a site's daemons may form two rings for
 #: a moment (each with its own representative, each a different stream of the same site);
 #: they merge within token_timeout_s + consensus_timeout_s (1.1 s). Not longer: the ring of
 #: the survivors of a representative killed right after the start forms 1.1 s after the kill
-#: and must say HELLO before the neighbours' suspicion (1.6 s after the kill: the silence,
-#: then SITE_GRACE_S) fires
+#: and must say HELLO before the neighbours' suspicion (2 s after the kill) fires
 SITE_ALONE_AFTER_S = 1.2
 
 

@@ -312,24 +312,6 @@ def test_a_representative_taking_over_in_a_third_site_still_leaves_a_killed_site
     assert res.stats["view_after_kill_s"] < 3.0, res.summary()
 
 
-def test_a_killed_site_of_several_daemons_is_left_out_a_short_grace_after_its_silence():
-    """A site of several daemons killed: its neighbours wait SITE_GRACE_S after its link's
-    silence for a successor's HELLO (a takeover says it about 0.1 s after the silence rule
-    fired), then suspect it. With the grace of 1 s, seed 1102 (a line a - b - c, b killed
-    and started again 0.6 s later as a new incarnation) suspected b after a3 had died, and
-    site a's SUSPECT waited 0.9 s for its ring to re-form: 2.94 s; seed 167 (a line, c
-    killed, the a - b link cut 1 s later for good) left b out after 3.03 s."""
-    assert sr.SITE_GRACE_S < 1.0
-    for seed, bound_s in ((1102, 2.0), (167, 3.0)):
-        sim = sites_sim.SitesSim(seed)
-        assert len(sim.case.sites[sim.case.site_kill]) > 1 and sim.case.second_kill_after_s is None
-        res = sim.run()
-        assert res.violations == [], res.summary()
-        # simulated time (the protocol's bound, not the machine's speed): within the issue's
-        # 3 s, and 1102 within the silence, the grace and a few WAN crossings
-        assert res.stats["view_after_kill_s"] < bound_s, res.summary()
-
-
 def test_three_sites_of_one_daemon_leave_a_killed_one_out_without_a_successors_grace():
     """The thesis's topology: nobody can take over from a site of one daemon, so the others
     suspect it SITE_HELLO_WAIT_S after its link's silence, not SITE_GRACE_S."""
@@ -347,8 +329,8 @@ def test_three_sites_of_one_daemon_leave_a_killed_one_out_without_a_successors_g
         if over and suspected:
             waits.append(suspected[0] - over[0])
     # simulated time (the protocol's bound, not the machine's speed): the first suspicion
-    # came SITE_HELLO_WAIT_S after its link's death, not a successor's grace (SITE_GRACE_S is
-    # only a little longer now, so the view's time alone no longer tells them apart)
+    # came SITE_HELLO_WAIT_S after its link's death, not a successor's grace (read in the
+    # logs: the view's time alone would not tell them apart with a grace close to the wait)
     assert waits and min(waits) == pytest.approx(sr.SITE_HELLO_WAIT_S, abs=0.01), waits
     assert sr.SITE_HELLO_WAIT_S < sr.SITE_GRACE_S
     assert res.stats["view_after_kill_s"] < sr.HopSettings().peer_silence_s + sr.SITE_HELLO_WAIT_S + 0.3, res.summary()
