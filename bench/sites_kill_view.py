@@ -175,11 +175,13 @@ def main(argv=None) -> int:
         print("  most changed (theirs -> ours): %s" % ", ".join(
             "%d %.2f -> %.2f" % (s, theirs[s]["view_s"] or -1, ours[s]["view_s"] or -1)
             for d, s in reversed(changed[-8:]) if d > 0.05))
-        later = [(d, s) for d, s in changed if d < -0.005]
-        print("  later with ours (theirs -> ours; %d of %d seeds changed at all): %s" % (
-            sum(1 for d, s in changed if d), len(changed), ", ".join(
-                "%d %.2f -> %.2f" % (s, theirs[s]["view_s"] or -1, ours[s]["view_s"] or -1)
-                for d, s in later[:8]) or "none"))
+        # (a second kill's moment is drawn from SITE_GRACE_S: with another grace, another case)
+        for what, second in (("one site killed", False), ("a second site killed too", True)):
+            later = [(d, s) for d, s in changed if d < -0.005 and (ours[s]["second_s"] is not None) == second]
+            print("  later with ours, %s (theirs -> ours; %d of %d seeds changed at all): %s" % (
+                what, sum(1 for d, s in changed if d), len(changed), ", ".join(
+                    "%d %.2f -> %.2f" % (s, theirs[s]["view_s"] or -1, ours[s]["view_s"] or -1)
+                    for d, s in later[:8]) + (" (%d in all)" % len(later) if len(later) > 8 else "") or "none"))
     which = ("--only " + ",".join(map(str, seeds))) if args.only else "--seeds %d --first %d%s" % (
         args.seeds, args.first, " --all-topologies" if args.all_topologies else "")
     print("rerun: python3 bench/sites_kill_view.py %s%s" % (

@@ -602,14 +602,17 @@ def test_a_takeover_keeps_the_links_our_site_reported_down_until_they_start():
     assert gw.heard_s[1] == pytest.approx(3.0 - SILENCE_S)
     into_ring = []
     gw.orderer.submit = lambda msg, urgent=False: into_ring.append(msg) or True
-    regular(gw, ["a2"], 3.5)
+    # (taken over early in the report's grace: the grace, not the HELLO waits, ends last)
+    took_over = 3.0 + sr.SITE_GRACE_S / 2
+    assert took_over + sr.SITE_TAKEOVER_HELLO_S < 3.0 + sr.SITE_GRACE_S
+    regular(gw, ["a2"], took_over)
     assert gw.dead_links == {1} and gw.suspect_at[1] == pytest.approx(3.0 - SILENCE_S + SILENCE_S + sr.SITE_GRACE_S)
-    gw.tick(3.6)
+    gw.tick(took_over + 0.05)
     links = [r for m in into_ring if m.kind == sr.SITES for r in sr.decode_site_records(m.data)
              if r.kind == sr.SITE_LINKS]
     assert links == []  # nothing new to say: the link is still down
-    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, False, {}, 0, (0, 1), sr.hop_session(1, 0))), 3.7)
-    gw.tick(3.7)
+    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, False, {}, 0, (0, 1), sr.hop_session(1, 0))), took_over + 0.1)
+    gw.tick(took_over + 0.1)
     links = [sr.decode_site_view_body(r.body) for m in into_ring if m.kind == sr.SITES
              for r in sr.decode_site_records(m.data) if r.kind == sr.SITE_LINKS]
     assert links == [(frozenset(), {})]  # now it runs: up
@@ -786,20 +789,25 @@ def linked_mesh(now=0.1):
     return gw
 
 
-@pytest.mark.parametrize("reported_at, suspected_at", [(1.0, 2.1), (1.9, 2.9)])
+@pytest.mark.parametrize("reported_after_death_s", [-0.1, 0.4])
 def test_a_link_in_its_grace_that_cuts_the_last_path_is_waited_for_until_its_grace_ends(
-        reported_at, suspected_at):
+        reported_after_death_s):
     """c reported its link to b down, in its grace, when our ring delivered its LINKS at
-    `reported_at`; our own link to b fell silent at 1.1 and its grace ended at 2.1 with no
-    HELLO from b. c's link may still come back (a successor of b says HELLO to c within
-    its grace): we wait for it, but only until a grace after c's report, not a grace more
-    from now (which cost a whole second when both links died of b's death together)."""
+    `reported_at`; our own link to b fell silent at 1.1 and its grace ended (1.1 +
+    SITE_GRACE_S) with no HELLO from b. c's link may still come back (a successor of b says
+    HELLO to c within its grace): we wait for it, but only until a grace after c's report,
+    not a grace more from now (which cost a whole grace when both links died of b's death
+    together)."""
+    assert reported_after_death_s < sr.SITE_GRACE_S  # (c's report comes within our grace)
+    died, reported_at = 1.1, 1.1 + reported_after_death_s
+    grace_ends = died + sr.SITE_GRACE_S
+    suspected_at = max(grace_ends, reported_at + sr.SITE_GRACE_S)
     gw = linked_mesh()
     gw.ring_output(carrier([sr._links_record(2, 1, (), (1,))], 6), reported_at)
-    gw._drop_link(1, "peer dead (silence)", 1.1)
-    assert gw.suspect_at[1] == pytest.approx(1.1 + sr.SITE_GRACE_S)
-    gw.tick(2.1)
-    if suspected_at > 2.1:
+    gw._drop_link(1, "peer dead (silence)", died)
+    assert gw.suspect_at[1] == pytest.approx(grace_ends)
+    gw.tick(grace_ends)
+    if suspected_at > grace_ends:
         assert suspects(gw) == [] and gw.suspect_at[1] == pytest.approx(reported_at + sr.SITE_GRACE_S)
         gw.tick(suspected_at - 0.01)
         assert suspects(gw) == []
