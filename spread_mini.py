@@ -10985,6 +10985,9 @@ class SitesGroupCore(GroupCore):
         #: our site's fork ended (site_view_change, fork_ends) and the kept state is not taken
         #: yet: what is delivered meanwhile belongs to the fork's transitional view
         self.fork_ending = False
+        #: (group, member) of our clients that joined in our fork's transitional view: no view
+        #: of the group was given to them there, so none ends at the install (no TRANSITION)
+        self.fork_end_joins: set = set()
         ring = getattr(orderer, "ring_orderer", orderer)
         cfg = getattr(ring, "cfg", None) or RingSettings()
         #: bytes (message data) held during one exchange beyond which it is reported and this
@@ -11044,6 +11047,7 @@ class SitesGroupCore(GroupCore):
             self.fork_ending = False
             self._install_groups(event)
             self._rejoin_after_install(before, given)
+            self.fork_end_joins = set()
             return None
         if not event.export or self.exchange is not None:
             return None
@@ -11081,7 +11085,7 @@ class SitesGroupCore(GroupCore):
             lost.extend("%s\t%s" % (name, m) for m in missing)
             for member in missing:
                 session = self.local[member]
-                if session.group_membership and name not in given:
+                if session.group_membership and name not in given and (name, member) not in self.fork_end_joins:
                     self._enqueue(session, encode_transition(name, old_id))
         if not lost:
             return
@@ -11213,7 +11217,30 @@ class SitesGroupCore(GroupCore):
             elif msg.groups and msg.groups[0] == REJOIN_GROUP:
                 self._rejoin(msg)
             return
+        if self.fork_ending and msg.kind == JOIN and msg.groups:
+            self.fork_end_joins.add((msg.groups[0], msg.sender))
         super().deliver(msg)
+
+    def _targets(self, name: str):
+        """As GroupCore's, but a client that joined the group in our fork's transitional view
+        gets none of its messages there: it has no view of the group before the REJOIN's."""
+        targets = super()._targets(name)
+        if self.fork_end_joins:
+            targets = [t for t in targets if (name, t.private_group) not in self.fork_end_joins]
+        return targets
+
+    def _notify(self, group: Group, cause: int, changed: str) -> None:
+        """A JOIN, LEAVE or disconnect delivered in our fork's transitional view (close_fork)
+        changes the fork's table, but its clients get no REG_MEMB there: EVS gives a
+        transitional view messages only. Its effect shows in the next regular view, the
+        REG_MEMB of our REJOIN (_rejoin_after_install names who is a member when the kept
+        state is taken: a joiner included, a leaver left out). A leaver still gets its own
+        self-leave: it is its answer, not a view of the group."""
+        if self.fork_ending:
+            self.log.append("%s %s %s in our fork's transitional view: no REG_MEMB before the "
+                            "REJOIN's" % (changed, {CAUSED_BY_JOIN: "joined"}.get(cause, "left"), group.name))
+            return
+        super()._notify(group, cause, changed)
 
     def _roster(self, msg: DaemonMessage) -> None:
         if self.fork_ending:

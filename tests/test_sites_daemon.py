@@ -859,6 +859,56 @@ def test_a_fork_that_ends_in_a_view_with_other_sites_gives_its_clients_one_trans
     assert len(orders[0]) == 8 and all(o == orders[0] for o in orders)
 
 
+def fork_view_sequence(client):
+    """client_sequence with the group of each membership, and the self-leave told apart."""
+    return [("DATA", m.data) if not m.is_membership else ("SELF_LEAVE", m.group) if m.is_self_leave
+            else ("TRANS", m.group) if m.is_transitional else
+            ("REG", m.group, m.caused_by, tuple(sorted(m.members))) for m in client.receive_all()]
+
+
+def test_a_join_or_leave_held_in_a_forks_stream_shows_in_the_regular_view_after_it_not_inside():
+    """As above (a3 forks, its client sends all along, the LAN heals before a3 left b1's site
+    out), but during the fork ua3 joins h and then sends to it, and a second client of a3, va3,
+    leaves g. The JOIN and LEAVE are held in the fork's stream and delivered in the transitional
+    view that ends the fork: EVS gives it messages only, so no REG_MEMB there (neither h's
+    CAUSED_BY_JOIN nor g's CAUSED_BY_LEAVE); the leaver gets its self-leave, the joiner no
+    TRANSITION of a view of h it never had, and no message of h before its view of h; the
+    change shows in the REJOIN's REG_MEMB: ua3 in h, va3 no longer in g."""
+    lab, clients = three_lab_in_group_g()
+    leaver = Client(lab, "a3", "va3", 2)
+    leaver.join("g")
+    lab.run(0.3)
+    for c in list(clients.values()) + [leaver]:
+        c.receive_all()
+        c.messages = []
+    lab.lan_apart = {"a3"}
+    for i in range(26):
+        clients["a3"].multicast(sp.AGREED_MESS, "g", b"f%d" % i)
+        if i == 18:
+            leaver.send(sp.HEADER.pack(sp.LEAVE_MESS | sp.MY_ENDIAN_MARKER, sp.pad_name(leaver.private_group),
+                                       1, sp.MY_ENDIAN_MARKER, 0) + sp.pad_name("g"))
+        if i == 20:
+            clients["a3"].join("h")
+        if i == 22:
+            clients["a3"].multicast(sp.AGREED_MESS, "h", b"to h")
+        lab.run(0.05)
+    lab.lan_apart = set()
+    lab.run(6.0)
+    assert not any(d.fatal for d in lab.daemons.values())
+    assert lab.daemons["a3"].orderer.gateway.counters["fork_held_delivered"] > 0
+    ua1, ua2, ua3, ub1, va3 = "#ua1#a1", "#ua2#a2", "#ua3#a3", "#ub1#b1", "#va3#a3"
+    fork = fork_view_sequence(clients["a3"])
+    assert fork == [("TRANS", "g")] + [("DATA", b"f%d" % i) for i in range(26)] + [
+        ("REG", "g", "NETWORK", (ua1, ua2, ua3, ub1)), ("REG", "h", "NETWORK", (ua3,))], fork
+    gone = fork_view_sequence(leaver)
+    assert gone == [("TRANS", "g")] + [("DATA", b"f%d" % i) for i in range(19)] + [("SELF_LEAVE", "g")], gone
+    kept = fork_view_sequence(clients["a1"])
+    assert kept[-2:] == [("TRANS", "g"), ("REG", "g", "NETWORK", (ua1, ua2, ua3, ub1))], kept
+    tables = [table_of(lab.daemons[n]) for n in THREE_IPS]
+    assert all(t == tables[0] for t in tables)
+    assert sorted(tables[0]["h"][0]) == [ua3] and va3 not in tables[0]["g"][0]
+
+
 def test_split_quorum_options_set_the_hop_settings():
     parse = sp.build_parser().parse_args
     default = sp.hop_settings_of(parse(["daemon"]))
