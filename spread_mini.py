@@ -10410,6 +10410,10 @@ SITES_STATE_GROUP = "#sitestate#"
 #: state names its clients' memberships of the fork, which the kept state lacks; where it is
 #: delivered every daemon adds them back (a network change with two vs_sets)
 REJOIN_GROUP = "#rejoin#"
+#: a line of a ROSTER (after the daemons' names, which it never matches): the ring that sent it
+#: is a fork of its site that the sender's view of the sites has not caught up with yet
+#: (SitesGroupCore._roster_of_fork); an older daemon reads it as no daemon's name
+ROSTER_FORK_MARK = "~fork"
 
 
 #: the group of the messages that bring a late daemon of a site up to date (STATE messages,
@@ -10988,6 +10992,9 @@ class SitesGroupCore(GroupCore):
         #: (group, member) of our clients that joined in our fork's transitional view: no view
         #: of the group was given to them there, so none ends at the install (no TRANSITION)
         self.fork_end_joins: set = set()
+        #: the gateway's count of our site's forks at our last regular view of the sites: more
+        #: now, and our ring is a fork the sites' view has not caught up with (ROSTER_FORK_MARK)
+        self.forks_at_view = 0
         ring = getattr(orderer, "ring_orderer", orderer)
         cfg = getattr(ring, "cfg", None) or RingSettings()
         #: bytes (message data) held during one exchange beyond which it is reported and this
@@ -11019,6 +11026,8 @@ class SitesGroupCore(GroupCore):
             self._resend_site_state()
         if old and (lost or restarted or back) and mine:
             names = sorted(("!" if d in restarted else "") + d for d in change.members)
+            if self._forked_since_view():
+                names.append(ROSTER_FORK_MARK)
             body = "\n".join([str(change.ring_id[0])] + names).encode("latin-1")
             self.orderer.submit(DaemonMessage(STATE, self.daemon_name, "#roster#%s" % self.daemon_name,
                                               AGREED_MESS, [ROSTER_GROUP], data=body), urgent=True)
@@ -11028,6 +11037,16 @@ class SitesGroupCore(GroupCore):
             why += ["daemons %s came back" % ", ".join(sorted(back))] if back else []
             self.log.append("site %d %s: ROSTER %s sent to every site" % (
                 self.site_id, "; ".join(why), ", ".join(names)))
+
+    def _site_forks(self) -> int:
+        gateway = getattr(self.orderer, "gateway", None)
+        return gateway.counters["site_forks"] if gateway is not None else 0
+
+    def _forked_since_view(self) -> bool:
+        """Our ring is a fork of our site (a new incarnation) made since our last regular view
+        of the sites: that view still names sites that refuse the fork (their next view leaves
+        our site out, ours leaves them out)."""
+        return self._site_forks() > self.forks_at_view and bool(self.view_sites - {self.site_id})
 
     def _representative(self) -> Optional[str]:
         """Our site's representative: the gateway's (it skips a daemon not up to date)."""
@@ -11048,6 +11067,7 @@ class SitesGroupCore(GroupCore):
             self._install_groups(event)
             self._rejoin_after_install(before, given)
             self.fork_end_joins = set()
+            self.forks_at_view = self._site_forks()
             return None
         if not event.export or self.exchange is not None:
             return None
@@ -11262,12 +11282,37 @@ class SitesGroupCore(GroupCore):
         restarted = daemons & {line[1:] for line in lines[1:] if line.startswith("!")}
         alive = daemons & {line.lstrip("!") for line in lines[1:]}
         self.gone = (self.gone - daemons) | (daemons - alive)
+        if ROSTER_FORK_MARK in lines[1:] and site == self.site_id and not restarted \
+                and self.view_sites - {site}:
+            self._roster_of_fork(alive)
+            return
         self._network_change("site %d's ring is now %s%s" % (
             site, ", ".join(sorted(alive)),
             " (%s restarted)" % ", ".join(sorted(restarted)) if restarted else ""), restarted)
 
+    def _roster_of_fork(self, alive: set) -> None:
+        """The ROSTER of our own site's fork, ordered while our view of the sites still names
+        other sites (the same point at every daemon of the fork). Those sites refuse the fork,
+        so a REG_MEMB now would name their members in a view they never share with us; the
+        sites' next view (ours alone, or the fork's end: close_fork) leaves them out. So the
+        ring's lost daemons go from our table's reckoning now (`gone`), their groups' clients
+        get TRANSITION, and the REG_MEMB waits for that view: one view change, not two."""
+        for group in self.groups.values():
+            if group.name in self.transition_sent:
+                continue
+            if any(daemon in self.gone for daemon in group.members.values()):
+                old_id = self.group_id(group)
+                self.transition_sent[group.name] = old_id
+                for session in group.local:
+                    if session.group_membership:
+                        self._enqueue(session, encode_transition(group.name, old_id))
+        self.log.append("site %d's fork's ring is now %s: its REG_MEMB waits for the sites' next "
+                        "view (the other sites refuse the fork)" % (self.site_id, ", ".join(sorted(alive))))
+
     def site_view_change(self, change: "SiteViewChange") -> None:
         self.fork_ending = change.fork_ends
+        if change.kind == CONF_REGULAR:
+            self.forks_at_view = self._site_forks()
         if self.exchange is not None:
             self._view_change_in_exchange(change)
             return

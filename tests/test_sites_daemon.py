@@ -909,6 +909,28 @@ def test_a_join_or_leave_held_in_a_forks_stream_shows_in_the_regular_view_after_
     assert sorted(tables[0]["h"][0]) == [ua3] and va3 not in tables[0]["g"][0]
 
 
+@pytest.mark.parametrize("apart", ["a3", "a1"])
+def test_a_forks_clients_never_see_a_member_of_a_site_that_refuses_the_fork(apart):
+    """`apart` forks; its ring's ROSTER (a1 and a2's members gone) is ordered while its view of
+    the sites still names b1's site, which refuses the fork. Its client gets one view change,
+    TRANSITION then REG_MEMB of its own member alone, and never a view naming ub1 (before, it
+    got a REG_MEMB {u<apart>, ub1} first, that b1 never shared). The ROSTER says the ring is a
+    fork (ROSTER_FORK_MARK), so the REG_MEMB waits for the sites' view of the fork alone."""
+    lab, clients = three_lab_in_group_g()
+    for c in clients.values():
+        c.receive_all()
+        c.messages = []
+    lab.lan_apart = {apart}
+    lab.run(6.0)
+    assert not any(d.fatal for d in lab.daemons.values())
+    alone = ("#u%s#%s" % (apart, apart),)
+    assert fork_view_sequence(clients[apart]) == [("TRANS", "g"), ("REG", "g", "NETWORK", alone)]
+    assert any("REG_MEMB waits for the sites' next view" in line for line in lab.daemons[apart].log)
+    kept = tuple(sorted(c.private_group for n, c in clients.items() if n != apart))
+    for name in set(clients) - {apart}:
+        assert fork_view_sequence(clients[name]) == [("TRANS", "g"), ("REG", "g", "NETWORK", kept)], name
+
+
 def test_split_quorum_options_set_the_hop_settings():
     parse = sp.build_parser().parse_args
     default = sp.hop_settings_of(parse(["daemon"]))
