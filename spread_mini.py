@@ -11260,6 +11260,12 @@ class SitesGroupCore(GroupCore):
             self.log.append("%s %s %s in our fork's transitional view: no REG_MEMB before the "
                             "REJOIN's" % (changed, {CAUSED_BY_JOIN: "joined"}.get(cause, "left"), group.name))
             return
+        if group.name in self.transition_sent:
+            # its clients had their TRANSITION: the view they are in is transitional until the
+            # REG_MEMB of the network change, which names the members as they are then
+            self.log.append("%s %s %s after its TRANSITION: shown in its next REG_MEMB" % (
+                changed, {CAUSED_BY_JOIN: "joined"}.get(cause, "left"), group.name))
+            return
         super()._notify(group, cause, changed)
 
     def _roster(self, msg: DaemonMessage) -> None:
@@ -11477,6 +11483,8 @@ class SitesGroupCore(GroupCore):
             old_members, old_id = ex.before.get(name, ({}, None))
             group = self.groups.get(name)
             if group is None or old_members == group.members:
+                if group is not None and name in self.transition_sent:
+                    self._end_transition(group)
                 continue
             if name in self.transition_sent:
                 old_id = None
@@ -11493,8 +11501,24 @@ class SitesGroupCore(GroupCore):
         self.network_changes += 1
         self.log.append("network change: %s" % why)
         alive = set(self.site_of) - self.gone - set(restarted)
+        # a group whose clients had their TRANSITION and that lost nobody here (who it lost
+        # left by a LEAVE in the transitional view, taken silently: _notify) still owes them
+        # the REG_MEMB that ends the wait
+        waiting = [g for name, g in sorted(self.groups.items()) if name in self.transition_sent
+                   and all(d in alive for d in g.members.values())]
         self._drop_daemons(alive, self.transition_sent, self.network_changes)
+        for group in waiting:
+            self._end_transition(group)
         self.transition_sent = {}
+
+    def _end_transition(self, group: Group) -> None:
+        """The REG_MEMB CAUSED_BY_NETWORK after a TRANSITION, for a group the network change
+        did not change (only the local clients are told: the table is as everywhere)."""
+        message = encode_reg_memb(group.name, CAUSED_BY_NETWORK, group.blob, len(group.ordered),
+                                  self.group_id(group), [list(group.ordered)], 0)
+        for session in group.local:
+            if session.group_membership:
+                self._enqueue(session, message)
 
 
 # =============================================================================================

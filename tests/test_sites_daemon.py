@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import random
 
 import pytest
 
@@ -929,6 +930,52 @@ def test_a_forks_clients_never_see_a_member_of_a_site_that_refuses_the_fork(apar
     kept = tuple(sorted(c.private_group for n, c in clients.items() if n != apart))
     for name in set(clients) - {apart}:
         assert fork_view_sequence(clients[name]) == [("TRANS", "g"), ("REG", "g", "NETWORK", kept)], name
+
+
+def core_session(core, member):
+    session = sp.ClientSession(len(core.local) + 1, core.daemon_name, lambda _: True, random.Random(0))
+    session.private_group, session.group_membership = member, True
+    core.add_session(session)
+    return session
+
+
+def membership_kinds(session, member):
+    """(kind, cause, members) of each membership message queued for the session."""
+    out = []
+    for raw in session.out.chunks:
+        m = sp.decode_message(raw, 0, member)
+        if m.is_membership:
+            out.append(("TRANS",) if m.is_transitional else ("SELF_LEAVE",) if m.is_self_leave
+                       else ("REG", m.caused_by, tuple(sorted(m.members))))
+    session.out.clear()
+    return out
+
+
+def group_op(kind, member, group):
+    daemon = member.rsplit("#", 1)[1]
+    return sp.DaemonMessage(kind, daemon, member, sp.AGREED_MESS, [group])
+
+
+def test_a_join_or_leave_after_a_groups_transition_shows_in_its_next_reg_memb_only():
+    """Site 1 is lost: ua1 gets TRANSITION of g (vb1 is at site 1). In that transitional view
+    wa1 joins g and vb1 leaves it: no REG_MEMB before the regular view (one would be a view
+    inside a transitional one, naming vb1 of a site already lost); the regular view's
+    REG_MEMB names ua1 and wa1, though it drops nobody any more (vb1 left). wa1 gets no
+    TRANSITION of a view it never had."""
+    core = sp.SitesGroupCore("a1", FakeOrderer(), [["a1"], ["b1"]])
+    u, w = core_session(core, "#u#a1"), core_session(core, "#w#a1")
+    core.deliver(group_op(sp.JOIN, "#u#a1", "g"))
+    core.deliver(group_op(sp.JOIN, "#v#b1", "g"))
+    assert [k[0] for k in membership_kinds(u, "#u#a1")] == ["REG", "REG"]
+    core.site_view_change(sp.SiteViewChange(sp.CONF_TRANSITIONAL, 1, [0], "site 1 lost"))
+    core.deliver(group_op(sp.JOIN, "#w#a1", "g"))
+    core.deliver(group_op(sp.LEAVE, "#v#b1", "g"))
+    assert membership_kinds(u, "#u#a1") == [("TRANS",)]
+    assert membership_kinds(w, "#w#a1") == []
+    core.site_view_change(sp.SiteViewChange(sp.CONF_REGULAR, 1, [0], "site 1 lost"))
+    both = ("#u#a1", "#w#a1")
+    assert membership_kinds(u, "#u#a1") == [("REG", "NETWORK", both)]
+    assert membership_kinds(w, "#w#a1") == [("REG", "NETWORK", both)]
 
 
 def test_split_quorum_options_set_the_hop_settings():
