@@ -10992,9 +10992,14 @@ class SitesGroupCore(GroupCore):
         #: (group, member) of our clients that joined in our fork's transitional view: no view
         #: of the group was given to them there, so none ends at the install (no TRANSITION)
         self.fork_end_joins: set = set()
+        #: groups whose clients here had their TRANSITION when we took the kept state, and that
+        #: it still held them in: their REG_MEMB comes where our REJOIN is delivered
+        self.rejoin_waiting: set = set()
         #: the gateway's count of our site's forks at our last regular view of the sites: more
         #: now, and our ring is a fork the sites' view has not caught up with (ROSTER_FORK_MARK)
         self.forks_at_view = 0
+        #: the daemons of the sites our transitional view of the sites lost (until the regular one)
+        self.transitional_lost: set = set()
         ring = getattr(orderer, "ring_orderer", orderer)
         cfg = getattr(ring, "cfg", None) or RingSettings()
         #: bytes (message data) held during one exchange beyond which it is reported and this
@@ -11068,6 +11073,7 @@ class SitesGroupCore(GroupCore):
             self._rejoin_after_install(before, given)
             self.fork_end_joins = set()
             self.forks_at_view = self._site_forks()
+            self.transitional_lost = set()
             return None
         if not event.export or self.exchange is not None:
             return None
@@ -11095,11 +11101,24 @@ class SitesGroupCore(GroupCore):
         they are members again, with everyone's REG_MEMB (_rejoin). Nothing for a daemon that
         held no members (a late one). Not again for a group in `given`: its clients had their
         TRANSITION since their last REG_MEMB (the transitional view in which the fork ended
-        lost members of other sites); two in a row would end one view twice."""
-        lost = []
+        lost members of other sites); two in a row would end one view twice.
+        Our clients' memberships the kept table still holds (the kept side's ROSTER of the
+        split is ordered after the point where we took it) are named too: that ROSTER drops
+        them, and the REJOIN, ordered after it, brings them back. Where none was dropped, the
+        clients of a group in `given` get the REG_MEMB that ends their wait when the REJOIN
+        is delivered (rejoin_waiting), unless a network change ends it first."""
+        lost, still = [], []
+        self.rejoin_waiting = set()
         for name, (mine, old_id) in sorted(before.items()):
             group = self.groups.get(name)
             missing = [m for m in mine if m in self.local and (group is None or m not in group.members)]
+            present = [m for m in mine if m in self.local and m not in missing]
+            still.extend("%s\t%s" % (name, m) for m in present)
+            if present and name in given:
+                self.rejoin_waiting.add(name)
+                # (their TRANSITION is given: a network change before the REJOIN ends the
+                # wait with its REG_MEMB alone, as in the kept table's groups that had one)
+                self.transition_sent.setdefault(name, old_id)
             if not missing:
                 continue
             lost.extend("%s\t%s" % (name, m) for m in missing)
@@ -11107,12 +11126,12 @@ class SitesGroupCore(GroupCore):
                 session = self.local[member]
                 if session.group_membership and name not in given and (name, member) not in self.fork_end_joins:
                     self._enqueue(session, encode_transition(name, old_id))
-        if not lost:
+        if not lost and not still:
             return
         # urgent: ahead of the messages our clients queued while we were not up to date (a
         # LEAVE among them must come after the REJOIN it undoes). It names our ring (the
         # merged one): a ROSTER of a later ring applied before it tells whether we are gone
-        body = "\n".join(["%d" % self.ring_seq] + lost).encode("latin-1")
+        body = "\n".join(["%d" % self.ring_seq] + lost + still).encode("latin-1")
         self.orderer.submit(DaemonMessage(STATE, self.daemon_name, "#rejoin#%s" % self.daemon_name,
                                           AGREED_MESS, [REJOIN_GROUP], data=body), urgent=True)
         self.rejoins_sent += 1
@@ -11145,6 +11164,12 @@ class SitesGroupCore(GroupCore):
             group = self.groups.get(fields[0])
             if group is None or fields[1] not in group.members:
                 added.setdefault(fields[0], []).append(fields[1])
+        if origin == self.daemon_name:
+            waiting, self.rejoin_waiting = self.rejoin_waiting, set()
+            for name in sorted((waiting & set(self.transition_sent)) - set(added)):
+                del self.transition_sent[name]
+                if name in self.groups:
+                    self._end_transition(self.groups[name])
         if not added:
             return
         old_ids = {name: self.group_id(self.groups[name]) for name in added if name in self.groups}
@@ -11260,6 +11285,11 @@ class SitesGroupCore(GroupCore):
             self.log.append("%s %s %s in our fork's transitional view: no REG_MEMB before the "
                             "REJOIN's" % (changed, {CAUSED_BY_JOIN: "joined"}.get(cause, "left"), group.name))
             return
+        lost = self._lost_at_next_view()
+        if group.name not in self.transition_sent and any(d in lost for d in group.members.values()):
+            # (a member of a site the next regular view drops joined in the transitional view:
+            # the group's view is transitional from here, as if it had had them before)
+            self._give_transition(group)
         if group.name in self.transition_sent:
             # its clients had their TRANSITION: the view they are in is transitional until the
             # REG_MEMB of the network change, which names the members as they are then
@@ -11267,6 +11297,22 @@ class SitesGroupCore(GroupCore):
                 changed, {CAUSED_BY_JOIN: "joined"}.get(cause, "left"), group.name))
             return
         super()._notify(group, cause, changed)
+
+    def _lost_at_next_view(self) -> set:
+        """The daemons our next regular view of the sites leaves out, as far as we know now:
+        those of the sites our transitional view lost, and, once our ring is a fork of our
+        site that our view has not caught up with, those of every other site (they refuse it)."""
+        lost = set(self.transitional_lost)
+        if self._forked_since_view():
+            lost |= {d for d, site in self.site_of.items() if site != self.site_id}
+        return lost
+
+    def _give_transition(self, group: Group) -> None:
+        old_id = self.group_id(group)
+        self.transition_sent[group.name] = old_id
+        for session in group.local:
+            if session.group_membership:
+                self._enqueue(session, encode_transition(group.name, old_id))
 
     def _roster(self, msg: DaemonMessage) -> None:
         if self.fork_ending:
@@ -11302,11 +11348,14 @@ class SitesGroupCore(GroupCore):
         so a REG_MEMB now would name their members in a view they never share with us; the
         sites' next view (ours alone, or the fork's end: close_fork) leaves them out. So the
         ring's lost daemons go from our table's reckoning now (`gone`), their groups' clients
-        get TRANSITION, and the REG_MEMB waits for that view: one view change, not two."""
+        get TRANSITION, and the REG_MEMB waits for that view: one view change, not two. So do
+        the groups with members at other sites (that view drops them): a JOIN or LEAVE ordered
+        meanwhile gives no REG_MEMB naming them (_notify)."""
+        ours = set(self.sites[self.site_id])
         for group in self.groups.values():
             if group.name in self.transition_sent:
                 continue
-            if any(daemon in self.gone for daemon in group.members.values()):
+            if any(daemon in self.gone or daemon not in ours for daemon in group.members.values()):
                 old_id = self.group_id(group)
                 self.transition_sent[group.name] = old_id
                 for session in group.local:
@@ -11319,6 +11368,8 @@ class SitesGroupCore(GroupCore):
         self.fork_ending = change.fork_ends
         if change.kind == CONF_REGULAR:
             self.forks_at_view = self._site_forks()
+        self.transitional_lost = set() if change.kind == CONF_REGULAR or change.fork_ends else {
+            d for d, site in self.site_of.items() if site not in change.sites}
         if self.exchange is not None:
             self._view_change_in_exchange(change)
             return
