@@ -256,6 +256,9 @@ class Node:
     core: Optional[sr.SitesGroupCore] = None
     client_log: List[tuple] = field(default_factory=list)
     fork_ending: bool = False  #: between close_fork's transitional view and the install
+    #: data serial -> the sites with a member of its groups in the core's table where it was
+    #: delivered here (ROSTERs, REJOINs and the sites' exchange change members too)
+    core_sites: Dict[int, frozenset] = field(default_factory=dict)
     forks_at_view: int = 0  #: the gateway's site_forks at its last regular view of the sites
 
 
@@ -682,8 +685,17 @@ class SitesSim:
             else:
                 self.record_delivery(name, node, out.msg)
                 if node.core is not None:
+                    self.note_core_sites(node, out.msg)
                     node.core.deliver(out.msg)
                     self.take_client_output(name, node)
+
+    def note_core_sites(self, node: Node, msg: sr.DaemonMessage) -> None:
+        if msg.kind != sr.DATA or len(msg.data) < 8:
+            return
+        serial = int.from_bytes(msg.data[:8], "big")
+        groups = [node.core.groups.get(g) for g in msg.groups]
+        node.core_sites[serial] = frozenset(self.site_of[d] for g in groups if g is not None
+                                            for d in g.members.values())
 
     def core_input(self, name: str, node: Node, out) -> None:
         """(--client-views) A ring's configuration change or a state point, to the group core
@@ -1044,6 +1056,8 @@ class SitesSim:
         out: Dict[int, frozenset] = {}
         if not self.groups:
             return out
+        if self.client_views:
+            return self.core_interest()
         at_merge: Dict[tuple, Optional[Dict[str, set]]] = {}
         # (a daemon that ran from the start first: a new incarnation of a site killed whole
         # knows the other sites' members only from a merge on, and says so for the messages
@@ -1052,6 +1066,25 @@ class SitesSim:
             if self.saw_every_join(node):
                 for serial, sites in self.node_interest(node, at_merge).items():
                     out.setdefault(serial, sites)
+        return out
+
+    def core_interest(self) -> Dict[int, frozenset]:
+        """(--client-views) data serial -> the sites with a member of its groups, by the group
+        core's table where its sender's daemon delivered it (else where another did): the
+        one order's table at that point, ROSTERs and REJOINs included, which the replay of
+        JOINs and LEAVEs alone (node_interest) does not know."""
+        out: Dict[int, frozenset] = {}
+        for serial, sub in self.submitted.items():
+            if sub[6] != sr.DATA:
+                continue
+            sender = self.nodes.get(sub[5])
+            if sender is not None and serial in sender.core_sites:
+                out[serial] = sender.core_sites[serial]
+                continue
+            for node in self.nodes.values():
+                if serial in node.core_sites:
+                    out[serial] = node.core_sites[serial]
+                    break
         return out
 
     def saw_every_join(self, node: Node) -> bool:
