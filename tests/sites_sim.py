@@ -67,6 +67,11 @@ side's joins and leaves: read as they were, the table is stale; seeds 176, 901, 
 messages by that stale table, not by the daemons). The representative of each site of a
 merged view sends its site's STATE (SITES_STATE_GROUP, as SitesGroupCore's exchange does;
 there is no group core here), from which the gateways learn the joined sites' members.
+With --client-views (SitesSim(client_views=True); implies --groups) there is: each daemon runs
+its SitesGroupCore, fed as the daemon feeds it (its ROSTERs, REJOINs and the sites' STATE go
+into the order; the simulator sends no STATE of its own), with one client #c#<name>, and
+check_client_views reads that client's membership messages. A message's interest is then the
+core's table where its sender's daemon delivered it (core_interest).
 With --hostile P (SitesSim(hostile=P), SitesHostile) a student on the LAN sends, per packet a
 daemon sends on a HOP link or its LAN while the clients send, one hostile datagram with chance
 P (mangled, replayed, forged HELLOs, forged records in well-formed DATA, forged ACKs and NACKs,
