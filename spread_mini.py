@@ -10410,10 +10410,6 @@ SITES_STATE_GROUP = "#sitestate#"
 #: state names its clients' memberships of the fork, which the kept state lacks; where it is
 #: delivered every daemon adds them back (a network change with two vs_sets)
 REJOIN_GROUP = "#rejoin#"
-#: a line of a ROSTER (after the daemons' names, which it never matches): the ring that sent it
-#: is a fork of its site that the sender's view of the sites has not caught up with yet
-#: (SitesGroupCore._roster_of_fork); an older daemon reads it as no daemon's name
-ROSTER_FORK_MARK = "~fork"
 
 
 #: the group of the messages that bring a late daemon of a site up to date (STATE messages,
@@ -10996,7 +10992,7 @@ class SitesGroupCore(GroupCore):
         #: it still held them in: their REG_MEMB comes where our REJOIN is delivered
         self.rejoin_waiting: set = set()
         #: the gateway's count of our site's forks at our last regular view of the sites: more
-        #: now, and our ring is a fork the sites' view has not caught up with (ROSTER_FORK_MARK)
+        #: now, and our ring is a fork the sites' view has not caught up with (_lost_at_next_view)
         self.forks_at_view = 0
         #: the daemons of the sites our transitional view of the sites lost (until the regular one)
         self.transitional_lost: set = set()
@@ -11031,8 +11027,6 @@ class SitesGroupCore(GroupCore):
             self._resend_site_state()
         if old and (lost or restarted or back) and mine:
             names = sorted(("!" if d in restarted else "") + d for d in change.members)
-            if self._forked_since_view():
-                names.append(ROSTER_FORK_MARK)
             body = "\n".join([str(change.ring_id[0])] + names).encode("latin-1")
             self.orderer.submit(DaemonMessage(STATE, self.daemon_name, "#roster#%s" % self.daemon_name,
                                               AGREED_MESS, [ROSTER_GROUP], data=body), urgent=True)
@@ -11334,35 +11328,9 @@ class SitesGroupCore(GroupCore):
         restarted = daemons & {line[1:] for line in lines[1:] if line.startswith("!")}
         alive = daemons & {line.lstrip("!") for line in lines[1:]}
         self.gone = (self.gone - daemons) | (daemons - alive)
-        if ROSTER_FORK_MARK in lines[1:] and site == self.site_id and not restarted \
-                and self.view_sites - {site}:
-            self._roster_of_fork(alive)
-            return
         self._network_change("site %d's ring is now %s%s" % (
             site, ", ".join(sorted(alive)),
             " (%s restarted)" % ", ".join(sorted(restarted)) if restarted else ""), restarted)
-
-    def _roster_of_fork(self, alive: set) -> None:
-        """The ROSTER of our own site's fork, ordered while our view of the sites still names
-        other sites (the same point at every daemon of the fork). Those sites refuse the fork,
-        so a REG_MEMB now would name their members in a view they never share with us; the
-        sites' next view (ours alone, or the fork's end: close_fork) leaves them out. So the
-        ring's lost daemons go from our table's reckoning now (`gone`), their groups' clients
-        get TRANSITION, and the REG_MEMB waits for that view: one view change, not two. So do
-        the groups with members at other sites (that view drops them): a JOIN or LEAVE ordered
-        meanwhile gives no REG_MEMB naming them (_notify)."""
-        ours = set(self.sites[self.site_id])
-        for group in self.groups.values():
-            if group.name in self.transition_sent:
-                continue
-            if any(daemon in self.gone or daemon not in ours for daemon in group.members.values()):
-                old_id = self.group_id(group)
-                self.transition_sent[group.name] = old_id
-                for session in group.local:
-                    if session.group_membership:
-                        self._enqueue(session, encode_transition(group.name, old_id))
-        self.log.append("site %d's fork's ring is now %s: its REG_MEMB waits for the sites' next "
-                        "view (the other sites refuse the fork)" % (self.site_id, ", ".join(sorted(alive))))
 
     def site_view_change(self, change: "SiteViewChange") -> None:
         self.fork_ending = change.fork_ends
@@ -11555,12 +11523,55 @@ class SitesGroupCore(GroupCore):
         # a group whose clients had their TRANSITION and that lost nobody here (who it lost
         # left by a LEAVE in the transitional view, taken silently: _notify) still owes them
         # the REG_MEMB that ends the wait
+        hold = self._lost_at_next_view() & alive
         waiting = [g for name, g in sorted(self.groups.items()) if name in self.transition_sent
                    and all(d in alive for d in g.members.values())]
-        self._drop_daemons(alive, self.transition_sent, self.network_changes)
+        held = self._drop_daemons(alive, self.transition_sent, self.network_changes, hold)
         for group in waiting:
-            self._end_transition(group)
-        self.transition_sent = {}
+            if any(d in hold for d in group.members.values()):
+                held[group.name] = self.transition_sent[group.name]
+            else:
+                self._end_transition(group)
+        self.transition_sent = held
+
+    def _drop_daemons(self, alive: set, transition_sent: Dict[str, tuple], memb_time: int,
+                      hold: Iterable[str] = ()) -> Dict[str, tuple]:
+        """As GroupCore's, but a changed group that keeps members at daemons our next regular
+        view of the sites drops (`hold`: _lost_at_next_view; the sites our transitional view
+        lost, or every other site while our ring is a fork the view has not caught up with)
+        gets its TRANSITION only: a REG_MEMB now would name members of a site we no longer
+        share a view with (a fork's ROSTER, item 2 of issue 10). Its REG_MEMB comes with that
+        view. The table changes alike everywhere; only what our clients are told waits.
+        Returns those groups, with the id their TRANSITION ended."""
+        hold = set(hold)
+        held: Dict[str, tuple] = {}
+        old_ids = {name: self.group_id(group) for name, group in self.groups.items()}
+        self.memb_time = memb_time
+        for name in sorted(self.groups):
+            group = self.groups[name]
+            gone = [m for m, d in group.members.items() if d not in alive]
+            if not gone:
+                continue
+            old_id = old_ids[name]
+            for member in gone:
+                self._remove(member, group)
+            group.index = 1
+            self.log.append("%s lost %d members by a network change" % (name, len(gone)))
+            waits = any(d in hold for d in group.members.values())
+            if waits:
+                held[name] = transition_sent.get(name, old_id)
+                self.log.append("%s: its REG_MEMB waits for the sites' next view (members at "
+                                "sites it leaves out)" % name)
+            survivors = list(group.ordered)
+            for session in group.local:
+                if session.group_membership:
+                    if name not in transition_sent:
+                        self._enqueue(session, encode_transition(name, old_id))
+                    if not waits:
+                        self._enqueue(session, encode_reg_memb(name, CAUSED_BY_NETWORK, group.blob, len(group.ordered),
+                                                               self.group_id(group), [survivors], 0))
+            self._drop_if_empty(group)
+        return held
 
     def _end_transition(self, group: Group) -> None:
         """The REG_MEMB CAUSED_BY_NETWORK after a TRANSITION, for a group the network change

@@ -915,8 +915,9 @@ def test_a_forks_clients_never_see_a_member_of_a_site_that_refuses_the_fork(apar
     """`apart` forks; its ring's ROSTER (a1 and a2's members gone) is ordered while its view of
     the sites still names b1's site, which refuses the fork. Its client gets one view change,
     TRANSITION then REG_MEMB of its own member alone, and never a view naming ub1 (before, it
-    got a REG_MEMB {u<apart>, ub1} first, that b1 never shared). The ROSTER says the ring is a
-    fork (ROSTER_FORK_MARK), so the REG_MEMB waits for the sites' view of the fork alone."""
+    got a REG_MEMB {u<apart>, ub1} first, that b1 never shared). Our ring is a fork the view
+    has not caught up with, so the ROSTER's REG_MEMB waits for the sites' view of the fork alone
+    (SitesGroupCore._drop_daemons, _lost_at_next_view)."""
     lab, clients = three_lab_in_group_g()
     for c in clients.values():
         c.receive_all()
