@@ -11080,6 +11080,17 @@ class SitesGroupCore(GroupCore):
         #: our site's fork ended (site_view_change, fork_ends) and the kept state is not taken
         #: yet: what is delivered meanwhile belongs to the fork's transitional view
         self.fork_ending = False
+        #: (group, member) of our clients that joined in our fork's transitional view: no view
+        #: of the group was given to them there, so none ends at the install (no TRANSITION)
+        self.fork_end_joins: set = set()
+        #: groups whose clients here had their TRANSITION when we took the kept state, and that
+        #: it still held them in: their REG_MEMB comes where our REJOIN is delivered
+        self.rejoin_waiting: set = set()
+        #: the gateway's count of our site's forks at our last regular view of the sites: more
+        #: now, and our ring is a fork the sites' view has not caught up with (_lost_at_next_view)
+        self.forks_at_view = 0
+        #: the daemons of the sites our transitional view of the sites lost (until the regular one)
+        self.transitional_lost: set = set()
         ring = getattr(orderer, "ring_orderer", orderer)
         cfg = getattr(ring, "cfg", None) or RingSettings()
         #: bytes (message data) held during one exchange beyond which it is reported and this
@@ -11121,6 +11132,16 @@ class SitesGroupCore(GroupCore):
             self.log.append("site %d %s: ROSTER %s sent to every site" % (
                 self.site_id, "; ".join(why), ", ".join(names)))
 
+    def _site_forks(self) -> int:
+        gateway = getattr(self.orderer, "gateway", None)
+        return gateway.counters["site_forks"] if gateway is not None else 0
+
+    def _forked_since_view(self) -> bool:
+        """Our ring is a fork of our site (a new incarnation) made since our last regular view
+        of the sites: that view still names sites that refuse the fork (their next view leaves
+        our site out, ours leaves them out)."""
+        return self._site_forks() > self.forks_at_view and bool(self.view_sites - {self.site_id})
+
     def _representative(self) -> Optional[str]:
         """Our site's representative: the gateway's (it skips a daemon not up to date)."""
         gateway = getattr(self.orderer, "gateway", None)
@@ -11139,6 +11160,9 @@ class SitesGroupCore(GroupCore):
             self.fork_ending = False
             self._install_groups(event)
             self._rejoin_after_install(before, given)
+            self.fork_end_joins = set()
+            self.forks_at_view = self._site_forks()
+            self.transitional_lost = set()
             return None
         if not event.export or self.exchange is not None:
             return None
@@ -11166,24 +11190,37 @@ class SitesGroupCore(GroupCore):
         they are members again, with everyone's REG_MEMB (_rejoin). Nothing for a daemon that
         held no members (a late one). Not again for a group in `given`: its clients had their
         TRANSITION since their last REG_MEMB (the transitional view in which the fork ended
-        lost members of other sites); two in a row would end one view twice."""
-        lost = []
+        lost members of other sites); two in a row would end one view twice.
+        Our clients' memberships the kept table still holds (the kept side's ROSTER of the
+        split is ordered after the point where we took it) are named too: that ROSTER drops
+        them, and the REJOIN, ordered after it, brings them back. Where none was dropped, the
+        clients of a group in `given` get the REG_MEMB that ends their wait when the REJOIN
+        is delivered (rejoin_waiting), unless a network change ends it first."""
+        lost, still = [], []
+        self.rejoin_waiting = set()
         for name, (mine, old_id) in sorted(before.items()):
             group = self.groups.get(name)
             missing = [m for m in mine if m in self.local and (group is None or m not in group.members)]
+            present = [m for m in mine if m in self.local and m not in missing]
+            still.extend("%s\t%s" % (name, m) for m in present)
+            if present and name in given:
+                self.rejoin_waiting.add(name)
+                # (their TRANSITION is given: a network change before the REJOIN ends the
+                # wait with its REG_MEMB alone, as in the kept table's groups that had one)
+                self.transition_sent.setdefault(name, old_id)
             if not missing:
                 continue
             lost.extend("%s\t%s" % (name, m) for m in missing)
             for member in missing:
                 session = self.local[member]
-                if session.group_membership and name not in given:
+                if session.group_membership and name not in given and (name, member) not in self.fork_end_joins:
                     self._enqueue(session, encode_transition(name, old_id))
-        if not lost:
+        if not lost and not still:
             return
         # urgent: ahead of the messages our clients queued while we were not up to date (a
         # LEAVE among them must come after the REJOIN it undoes). It names our ring (the
         # merged one): a ROSTER of a later ring applied before it tells whether we are gone
-        body = "\n".join(["%d" % self.ring_seq] + lost).encode("latin-1")
+        body = "\n".join(["%d" % self.ring_seq] + lost + still).encode("latin-1")
         self.orderer.submit(DaemonMessage(STATE, self.daemon_name, "#rejoin#%s" % self.daemon_name,
                                           AGREED_MESS, [REJOIN_GROUP], data=body), urgent=True)
         self.rejoins_sent += 1
@@ -11216,6 +11253,12 @@ class SitesGroupCore(GroupCore):
             group = self.groups.get(fields[0])
             if group is None or fields[1] not in group.members:
                 added.setdefault(fields[0], []).append(fields[1])
+        if origin == self.daemon_name:
+            waiting, self.rejoin_waiting = self.rejoin_waiting, set()
+            for name in sorted((waiting & set(self.transition_sent)) - set(added)):
+                del self.transition_sent[name]
+                if name in self.groups:
+                    self._end_transition(self.groups[name])
         if not added:
             return
         old_ids = {name: self.group_id(self.groups[name]) for name in added if name in self.groups}
@@ -11308,7 +11351,57 @@ class SitesGroupCore(GroupCore):
             elif msg.groups and msg.groups[0] == REJOIN_GROUP:
                 self._rejoin(msg)
             return
+        if self.fork_ending and msg.kind == JOIN and msg.groups:
+            self.fork_end_joins.add((msg.groups[0], msg.sender))
         super().deliver(msg)
+
+    def _targets(self, name: str):
+        """As GroupCore's, but a client that joined the group in our fork's transitional view
+        gets none of its messages there: it has no view of the group before the REJOIN's."""
+        targets = super()._targets(name)
+        if self.fork_end_joins:
+            targets = [t for t in targets if (name, t.private_group) not in self.fork_end_joins]
+        return targets
+
+    def _notify(self, group: Group, cause: int, changed: str) -> None:
+        """A JOIN, LEAVE or disconnect delivered in our fork's transitional view (close_fork)
+        changes the fork's table, but its clients get no REG_MEMB there: EVS gives a
+        transitional view messages only. Its effect shows in the next regular view, the
+        REG_MEMB of our REJOIN (_rejoin_after_install names who is a member when the kept
+        state is taken: a joiner included, a leaver left out). A leaver still gets its own
+        self-leave: it is its answer, not a view of the group."""
+        if self.fork_ending:
+            self.log.append("%s %s %s in our fork's transitional view: no REG_MEMB before the "
+                            "REJOIN's" % (changed, {CAUSED_BY_JOIN: "joined"}.get(cause, "left"), group.name))
+            return
+        lost = self._lost_at_next_view()
+        if group.name not in self.transition_sent and any(d in lost for d in group.members.values()):
+            # (a member of a site the next regular view drops joined in the transitional view:
+            # the group's view is transitional from here, as if it had had them before)
+            self._give_transition(group)
+        if group.name in self.transition_sent:
+            # its clients had their TRANSITION: the view they are in is transitional until the
+            # REG_MEMB of the network change, which names the members as they are then
+            self.log.append("%s %s %s after its TRANSITION: shown in its next REG_MEMB" % (
+                changed, {CAUSED_BY_JOIN: "joined"}.get(cause, "left"), group.name))
+            return
+        super()._notify(group, cause, changed)
+
+    def _lost_at_next_view(self) -> set:
+        """The daemons our next regular view of the sites leaves out, as far as we know now:
+        those of the sites our transitional view lost, and, once our ring is a fork of our
+        site that our view has not caught up with, those of every other site (they refuse it)."""
+        lost = set(self.transitional_lost)
+        if self._forked_since_view():
+            lost |= {d for d, site in self.site_of.items() if site != self.site_id}
+        return lost
+
+    def _give_transition(self, group: Group) -> None:
+        old_id = self.group_id(group)
+        self.transition_sent[group.name] = old_id
+        for session in group.local:
+            if session.group_membership:
+                self._enqueue(session, encode_transition(group.name, old_id))
 
     def _roster(self, msg: DaemonMessage) -> None:
         if self.fork_ending:
@@ -11336,6 +11429,10 @@ class SitesGroupCore(GroupCore):
 
     def site_view_change(self, change: "SiteViewChange") -> None:
         self.fork_ending = change.fork_ends
+        if change.kind == CONF_REGULAR:
+            self.forks_at_view = self._site_forks()
+        self.transitional_lost = set() if change.kind == CONF_REGULAR or change.fork_ends else {
+            d for d, site in self.site_of.items() if site not in change.sites}
         if self.exchange is not None:
             self._view_change_in_exchange(change)
             return
@@ -11500,6 +11597,8 @@ class SitesGroupCore(GroupCore):
             old_members, old_id = ex.before.get(name, ({}, None))
             group = self.groups.get(name)
             if group is None or old_members == group.members:
+                if group is not None and name in self.transition_sent:
+                    self._end_transition(group)
                 continue
             if name in self.transition_sent:
                 old_id = None
@@ -11516,8 +11615,67 @@ class SitesGroupCore(GroupCore):
         self.network_changes += 1
         self.log.append("network change: %s" % why)
         alive = set(self.site_of) - self.gone - set(restarted)
-        self._drop_daemons(alive, self.transition_sent, self.network_changes)
-        self.transition_sent = {}
+        # a group whose clients had their TRANSITION and that lost nobody here (who it lost
+        # left by a LEAVE in the transitional view, taken silently: _notify) still owes them
+        # the REG_MEMB that ends the wait
+        hold = self._lost_at_next_view() & alive
+        waiting = [g for name, g in sorted(self.groups.items()) if name in self.transition_sent
+                   and all(d in alive for d in g.members.values())]
+        held = self._drop_daemons(alive, self.transition_sent, self.network_changes, hold)
+        for group in waiting:
+            if any(d in hold for d in group.members.values()):
+                held[group.name] = self.transition_sent[group.name]
+            else:
+                self._end_transition(group)
+        self.transition_sent = held
+
+    def _drop_daemons(self, alive: set, transition_sent: Dict[str, tuple], memb_time: int,
+                      hold: Iterable[str] = ()) -> Dict[str, tuple]:
+        """As GroupCore's, but a changed group that keeps members at daemons our next regular
+        view of the sites drops (`hold`: _lost_at_next_view; the sites our transitional view
+        lost, or every other site while our ring is a fork the view has not caught up with)
+        gets its TRANSITION only: a REG_MEMB now would name members of a site we no longer
+        share a view with (a fork's ROSTER, item 2 of issue 10). Its REG_MEMB comes with that
+        view. The table changes alike everywhere; only what our clients are told waits.
+        Returns those groups, with the id their TRANSITION ended."""
+        hold = set(hold)
+        held: Dict[str, tuple] = {}
+        old_ids = {name: self.group_id(group) for name, group in self.groups.items()}
+        self.memb_time = memb_time
+        for name in sorted(self.groups):
+            group = self.groups[name]
+            gone = [m for m, d in group.members.items() if d not in alive]
+            if not gone:
+                continue
+            old_id = old_ids[name]
+            for member in gone:
+                self._remove(member, group)
+            group.index = 1
+            self.log.append("%s lost %d members by a network change" % (name, len(gone)))
+            waits = any(d in hold for d in group.members.values())
+            if waits:
+                held[name] = transition_sent.get(name, old_id)
+                self.log.append("%s: its REG_MEMB waits for the sites' next view (members at "
+                                "sites it leaves out)" % name)
+            survivors = list(group.ordered)
+            for session in group.local:
+                if session.group_membership:
+                    if name not in transition_sent:
+                        self._enqueue(session, encode_transition(name, old_id))
+                    if not waits:
+                        self._enqueue(session, encode_reg_memb(name, CAUSED_BY_NETWORK, group.blob, len(group.ordered),
+                                                               self.group_id(group), [survivors], 0))
+            self._drop_if_empty(group)
+        return held
+
+    def _end_transition(self, group: Group) -> None:
+        """The REG_MEMB CAUSED_BY_NETWORK after a TRANSITION, for a group the network change
+        did not change (only the local clients are told: the table is as everywhere)."""
+        message = encode_reg_memb(group.name, CAUSED_BY_NETWORK, group.blob, len(group.ordered),
+                                  self.group_id(group), [list(group.ordered)], 0)
+        for session in group.local:
+            if session.group_membership:
+                self._enqueue(session, message)
 
 
 # =============================================================================================

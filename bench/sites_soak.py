@@ -43,12 +43,13 @@ def main(argv=None):
     parser.add_argument("--merge-kills-only", action="store_true",
                         help="run only the seeds of the range that draw a merge kill (a site, or "
                         "a representative, killed about when healed views merge)")
+    sites_sim.add_client_views_option(parser)
     sites_sim.add_hostile_options(parser)
     sites_sim.add_split_quorum_option(parser)
     args = parser.parse_args(argv)
     mix = dict(unreliable=args.unreliable, lan_splits=args.lan_splits, groups=args.groups,
                hostile=args.hostile, key=args.key, forge_in_session=args.forge_in_session,
-               split_quorum=not args.no_split_quorum)
+               split_quorum=not args.no_split_quorum, client_views=args.client_views)
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
     started = time.monotonic()

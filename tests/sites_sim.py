@@ -67,6 +67,11 @@ side's joins and leaves: read as they were, the table is stale; seeds 176, 901, 
 messages by that stale table, not by the daemons). The representative of each site of a
 merged view sends its site's STATE (SITES_STATE_GROUP, as SitesGroupCore's exchange does;
 there is no group core here), from which the gateways learn the joined sites' members.
+With --client-views (SitesSim(client_views=True); implies --groups) there is: each daemon runs
+its SitesGroupCore, fed as the daemon feeds it (its ROSTERs, REJOINs and the sites' STATE go
+into the order; the simulator sends no STATE of its own), with one client #c#<name>, and
+check_client_views reads that client's membership messages. A message's interest is then the
+core's table where its sender's daemon delivered it (core_interest).
 With --hostile P (SitesSim(hostile=P), SitesHostile) a student on the LAN sends, per packet a
 daemon sends on a HOP link or its LAN while the clients send, one hostile datagram with chance
 P (mangled, replayed, forged HELLOs, forged records in well-formed DATA, forged ACKs and NACKs,
@@ -112,7 +117,8 @@ LOSS = "no loss"
 VIEW = "view"  # a living daemon's last view is not the sites it can reach, or views disagree
 VIRTUAL_SYNCHRONY = "virtual synchrony"
 ONE_VIEW = "one view"  # a message delivered in two different views (it crossed a partition)
-KINDS = (FOREIGN, DUPLICATE, AGREED, FIFO, CAUSAL, SAFE, LOSS, VIEW, VIRTUAL_SYNCHRONY, ONE_VIEW)
+CLIENT_VIEW = "client view"  # (--client-views) a client's group membership messages are wrong
+KINDS = (FOREIGN, DUPLICATE, AGREED, FIFO, CAUSAL, SAFE, LOSS, VIEW, VIRTUAL_SYNCHRONY, ONE_VIEW, CLIENT_VIEW)
 
 
 #: the run's end is looked for at most this often (simulated seconds)
@@ -248,6 +254,17 @@ class Node:
     #: ring was a fork of the site: it left that view and joined the kept one)
     rejoined: List[Tuple[float, int]] = field(default_factory=list)
     syncs_seen: int = 0  #: SitesOrderer.syncs_installed when last looked at
+    #: (--client-views) the daemon's SitesGroupCore, fed what the daemon's core is fed, with
+    #: one client session "#c#<name>"; what that client got: (time, MembershipMessage, the
+    #: sites of the regular view then (none in a transitional one), in the fork's closing
+    #: transitional view, forked since the last regular view of the sites)
+    core: Optional[sr.SitesGroupCore] = None
+    client_log: List[tuple] = field(default_factory=list)
+    fork_ending: bool = False  #: between close_fork's transitional view and the install
+    #: data serial -> the sites with a member of its groups in the core's table where it was
+    #: delivered here (ROSTERs, REJOINs and the sites' exchange change members too)
+    core_sites: Dict[int, frozenset] = field(default_factory=dict)
+    forks_at_view: int = 0  #: the gateway's site_forks at its last regular view of the sites
 
 
 @dataclass
@@ -441,8 +458,13 @@ class SitesSim:
     def __init__(self, seed: int, case: Optional[SitesCase] = None, tick_s: float = 0.01,
                  on_start=None, delivery_filter=None, services=None, lan_splits: bool = False,
                  groups: bool = False, hostile: float = 0.0, key: Optional[bytes] = None,
-                 forge_in_session: bool = False, split_quorum: bool = True):
+                 forge_in_session: bool = False, split_quorum: bool = True, client_views: bool = False):
         self.seed = seed
+        #: every daemon runs the group core too (SitesGroupCore: its ROSTERs, REJOINs and the
+        #: sites' STATE go into the order) with a client session, and check_client_views reads
+        #: what that client got; implies groups (a run's traffic is another than without)
+        self.client_views = client_views
+        groups = groups or client_views
         #: the daemons' key (--key: every ring and HOP packet carries its tag), or None
         self.key = key
         #: hostile datagrams (--hostile P): per packet sent on a HOP link or a site's LAN while
@@ -510,7 +532,19 @@ class SitesSim:
         gateway = sr.SiteGateway(name, self.case.sites, self.case.costs, orderer,
                                  self.hop_settings(site), seal=seal, now=now)
         gateway.trace_held = []
-        return Node(orderer, gateway, sr.SitesOrderer(orderer, gateway, {}, now), started_at=now)
+        node = Node(orderer, gateway, sr.SitesOrderer(orderer, gateway, {}, now), started_at=now)
+        if self.client_views:
+            self.attach_group_core(name, node)
+        return node
+
+    def attach_group_core(self, name: str, node: Node) -> None:
+        """(--client-views) The daemon's group core, and the session of its client #c#<name>
+        (the member name the simulated clients' JOIN and LEAVE carry)."""
+        node.core = sr.SitesGroupCore(name, node.sites, self.case.sites)
+        session = sr.ClientSession(0, name, lambda _: True, random.Random(0))
+        session.private_group = "#c#%s" % name
+        session.group_membership = True
+        node.core.add_session(session)
 
     def restart(self, name: str) -> None:
         """The daemon started again (a new incarnation); the killed one stays on the record."""
@@ -593,6 +627,12 @@ class SitesSim:
                 elif isinstance(out, sr.SendToAll):  # IP multicast: each copy may be lost alone
                     for dest in out.dests:
                         self.ring_send(name, dest, out.packet)
+                elif isinstance(out, sr.SiteSync) and node.core is not None:
+                    if out.kind == "install" and install_at is None:
+                        install_at = len(gouts)
+                    gouts.append(out)  # (the core answers at its point of the order)
+                elif isinstance(out, sr.ConfigurationChange) and node.core is not None:
+                    gouts.append(out)
                 elif isinstance(out, sr.SiteSync):
                     if out.export:  # (no group table here)
                         node.sites.send_state(out, {})
@@ -632,15 +672,69 @@ class SitesSim:
         for out in gouts:
             if isinstance(out, sr.SendHop):
                 self.hop_send(name, out.dest, out.packet)
+            elif isinstance(out, (sr.SiteSync, sr.ConfigurationChange)):
+                self.core_input(name, node, out)
             elif isinstance(out, sr.SiteViewChange):
                 joined = out.kind == sr.CONF_REGULAR and set(out.sites) - set(self.last_regular(node))
                 node.views.append((out.kind, out.view_seq, tuple(out.sites), len(node.delivered), self.now))
                 node.view_tags.append(self.tags(node))
                 node.view_sites = tuple(out.sites)
-                if joined and self.groups:
+                if joined and self.groups and node.core is None:
                     self.send_site_state(name, node, out.view_seq)
+                if node.core is not None:
+                    node.fork_ending = out.fork_ends
+                    if out.kind == sr.CONF_REGULAR:
+                        node.forks_at_view = node.gateway.counters["site_forks"]
+                    node.core.site_view_change(out)
+                    self.take_client_output(name, node)
             else:
                 self.record_delivery(name, node, out.msg)
+                if node.core is not None:
+                    self.note_core_sites(node, out.msg)
+                    node.core.deliver(out.msg)
+                    self.take_client_output(name, node)
+
+    def note_core_sites(self, node: Node, msg: sr.DaemonMessage) -> None:
+        if msg.kind != sr.DATA or len(msg.data) < 8:
+            return
+        serial = int.from_bytes(msg.data[:8], "big")
+        groups = [node.core.groups.get(g) for g in msg.groups]
+        node.core_sites[serial] = frozenset(self.site_of[d] for g in groups if g is not None
+                                            for d in g.members.values())
+
+    def core_input(self, name: str, node: Node, out) -> None:
+        """(--client-views) A ring's configuration change or a state point, to the group core
+        as the daemon gives it (Daemon._run_orderer, _site_sync)."""
+        core = node.core
+        if isinstance(out, sr.ConfigurationChange):
+            core.configuration_change(out, core.memb_time + 1)
+        else:
+            try:
+                answer = core.site_sync(out)
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                self.fail(CLIENT_VIEW, "%s: the group table of the sites' state does not decode (%s)" % (name, exc))
+                return
+            if out.export:
+                node.sites.send_state(out, answer)
+            if out.kind == "install":
+                node.fork_ending = False
+                node.forks_at_view = node.gateway.counters["site_forks"]
+        self.take_client_output(name, node)
+
+    def take_client_output(self, name: str, node: Node) -> None:
+        """(--client-views) The membership messages the core queued for the client, with what
+        the checker needs to know of the daemon then."""
+        session = node.core.local.get("#c#%s" % name)
+        if session is None or not session.out.chunks:
+            return
+        forked = node.gateway.counters["site_forks"] > node.forks_at_view
+        for raw in session.out.chunks:
+            msg = sr.decode_message(raw, 0, session.private_group)
+            if msg.is_membership:
+                regular = not node.views or node.views[-1][0] != sr.CONF_TRANSITIONAL
+                node.client_log.append((self.now, msg, tuple(node.view_sites) if regular else (),
+                                        node.fork_ending, forked))
+        session.out.clear()
 
     def up_to_date(self, node: Node) -> None:
         """A restarted daemon's state came: its view is the one it came in."""
@@ -710,8 +804,9 @@ class SitesSim:
             node.incarnations.append((self.now, tags))
 
     def record_delivery(self, name: str, node: Node, msg: sr.DaemonMessage) -> None:
-        if msg.kind == sr.STATE and msg.groups and msg.groups[0] == sr.SITES_STATE_GROUP:
-            return  # (a site's STATE after a merge: send_site_state's, not a client's)
+        if msg.kind == sr.STATE and msg.groups and msg.groups[0] in (
+                sr.SITES_STATE_GROUP, sr.ROSTER_GROUP, sr.REJOIN_GROUP):
+            return  # (a site's STATE after a merge, a ROSTER, a REJOIN: the group cores', not a client's)
         serial = int.from_bytes(msg.data[:8], "big") if len(msg.data) >= 8 else 0
         sub = self.submitted.get(serial)
         if sub is None or sub[0] != msg.service_type or sub[1] != msg.data or sub[2] != msg.origin \
@@ -973,6 +1068,8 @@ class SitesSim:
         out: Dict[int, frozenset] = {}
         if not self.groups:
             return out
+        if self.client_views:
+            return self.core_interest()
         at_merge: Dict[tuple, Optional[Dict[str, set]]] = {}
         # (a daemon that ran from the start first: a new incarnation of a site killed whole
         # knows the other sites' members only from a merge on, and says so for the messages
@@ -981,6 +1078,25 @@ class SitesSim:
             if self.saw_every_join(node):
                 for serial, sites in self.node_interest(node, at_merge).items():
                     out.setdefault(serial, sites)
+        return out
+
+    def core_interest(self) -> Dict[int, frozenset]:
+        """(--client-views) data serial -> the sites with a member of its groups, by the group
+        core's table where its sender's daemon delivered it (else where another did): the
+        one order's table at that point, ROSTERs and REJOINs included, which the replay of
+        JOINs and LEAVEs alone (node_interest) does not know."""
+        out: Dict[int, frozenset] = {}
+        for serial, sub in self.submitted.items():
+            if sub[6] != sr.DATA:
+                continue
+            sender = self.nodes.get(sub[5])
+            if sender is not None and serial in sender.core_sites:
+                out[serial] = sender.core_sites[serial]
+                continue
+            for node in self.nodes.values():
+                if serial in node.core_sites:
+                    out[serial] = node.core_sites[serial]
+                    break
         return out
 
     def saw_every_join(self, node: Node) -> bool:
@@ -1293,6 +1409,7 @@ class SitesSim:
         self.check_no_loss()
         self.check_views()
         self.check_one_view()
+        self.check_client_views()
         kill_at = getattr(self, "kill_at", None)
         if kill_at is not None:  # how long the survivors took to leave the killed site out
             installs = [next((v[4] for v in n.views if v[0] == sr.CONF_REGULAR), None)
@@ -1335,6 +1452,39 @@ class SitesSim:
                     self.stats["dropped_" + k] = self.stats.get("dropped_" + k, 0) + v
         logs = [line for n in self.nodes.values() for line in list(n.orderer.log) + list(n.gateway.log)]
         return SitesResult(self.seed, self.violations, self.stats, logs)
+
+    def check_client_views(self) -> None:
+        """(--client-views) What each daemon's client got of its groups' memberships: a
+        TRANSITION ends one view, so the next membership message of its group is a REG_MEMB
+        (or its self-leave), never a second TRANSITION; no REG_MEMB inside the transitional
+        view that ends a fork (close_fork, until the kept state is taken: EVS gives it
+        messages only); no REG_MEMB names a member at a site the daemon's regular view of the
+        sites left out, and none at a daemon whose site forked since its last regular view of
+        the sites names a member of another site (they refuse the fork: a view never shared).
+        (In the sites' transitional view a JOIN's or a ROSTER's REG_MEMB may still name members
+        of the sites it lost, as the real Spread's join in its transitional state names its
+        partitioned daemons' members: not checked.)"""
+        for name, node in self.nodes.items():
+            ended: Dict[str, bool] = {}
+            for t, msg, view_sites, fork_ending, forked in node.client_log:
+                where = "t=%.3f %s's client, group %s" % (t, name, msg.group)
+                if msg.is_transitional:
+                    if ended.get(msg.group):
+                        self.fail(CLIENT_VIEW, "%s: a second TRANSITION before a REG_MEMB" % where)
+                    ended[msg.group] = True
+                    continue
+                ended[msg.group] = False
+                if msg.is_self_leave:
+                    continue
+                if fork_ending:
+                    self.fail(CLIENT_VIEW, "%s: a REG_MEMB inside the fork's closing transitional view" % where)
+                sites = {self.site_of.get(m.rsplit("#", 1)[-1], -1) for m in msg.members}
+                if view_sites and sites - set(view_sites):
+                    self.fail(CLIENT_VIEW, "%s: a REG_MEMB %s names a site out of its view %s" % (
+                        where, sorted(msg.members), list(view_sites)))
+                elif forked and sites - {self.site_of[name]}:
+                    self.fail(CLIENT_VIEW, "%s: a fork's REG_MEMB %s names another site's member" % (
+                        where, sorted(msg.members)))
 
     def check_agreed(self) -> None:
         """Any two daemons deliver the messages they both delivered in the same order."""
@@ -1811,30 +1961,38 @@ SIM_KEY = ring_sim.SIM_KEY
 
 def run_seed(seed: int, on_start=None, delivery_filter=None, unreliable: bool = False,
              lan_splits: bool = False, groups: bool = False, hostile: float = 0.0,
-             key: bool = False, forge_in_session: bool = False, split_quorum: bool = True) -> SitesResult:
+             key: bool = False, forge_in_session: bool = False, split_quorum: bool = True,
+             client_views: bool = False) -> SitesResult:
     services = SERVICES + ([sr.UNRELIABLE_MESS] if unreliable else [])
     return SitesSim(seed, on_start=on_start, delivery_filter=delivery_filter, services=services,
                     lan_splits=lan_splits, groups=groups, hostile=hostile,
                     key=SIM_KEY if key else None, forge_in_session=forge_in_session,
-                    split_quorum=split_quorum).run()
+                    split_quorum=split_quorum, client_views=client_views).run()
 
 
 def replay_command(seed: int, unreliable: bool = False, lan_splits: bool = False,
                    groups: bool = False, hostile: float = 0.0, key: bool = False,
-                   forge_in_session: bool = False, split_quorum: bool = True) -> str:
+                   forge_in_session: bool = False, split_quorum: bool = True, client_views: bool = False) -> str:
     return "python3 tests/sites_sim.py %d --log%s" % (seed, mix_options(
-        unreliable, lan_splits, groups, hostile, key, forge_in_session, split_quorum))
+        unreliable, lan_splits, groups, hostile, key, forge_in_session, split_quorum, client_views))
 
 
 def mix_options(unreliable: bool = False, lan_splits: bool = False, groups: bool = False,
                 hostile: float = 0.0, key: bool = False, forge_in_session: bool = False,
-                split_quorum: bool = True) -> str:
+                split_quorum: bool = True, client_views: bool = False) -> str:
     """The command-line options of a run's mix (for the replay and rerun commands)."""
-    return "%s%s%s%s%s%s%s" % (
+    return "%s%s%s%s%s%s%s%s" % (
         " --unreliable" if unreliable else "", " --lan-splits" if lan_splits else "",
         " --groups" if groups else "", " --hostile %g" % hostile if hostile else "",
         " --key" if key else "", " --forge-in-session" if forge_in_session else "",
-        "" if split_quorum else " --no-split-quorum")
+        "" if split_quorum else " --no-split-quorum", " --client-views" if client_views else "")
+
+
+def add_client_views_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--client-views", action="store_true",
+                        help="each daemon runs its group core too (ROSTERs, REJOINs, the sites' STATE "
+                        "in the order) with one client, whose membership messages are checked "
+                        "(check_client_views); implies --groups")
 
 
 def add_hostile_options(parser: argparse.ArgumentParser) -> None:
@@ -1869,6 +2027,7 @@ def main(argv=None) -> int:
     parser.add_argument("--groups", action="store_true",
                         help="the clients join and leave groups during the traffic; a site owes a "
                         "message only if it has a member of its group then")
+    add_client_views_option(parser)
     add_hostile_options(parser)
     add_split_quorum_option(parser)
     args = parser.parse_args(argv)
@@ -1876,7 +2035,7 @@ def main(argv=None) -> int:
     print("sites %s, costs %s, %.0f msg/s for %.0f s" % (case.sites, case.costs, case.rate_per_s, case.traffic_s))
     res = run_seed(args.seed, unreliable=args.unreliable, lan_splits=args.lan_splits, groups=args.groups,
                    hostile=args.hostile, key=args.key, forge_in_session=args.forge_in_session,
-                   split_quorum=not args.no_split_quorum)
+                   split_quorum=not args.no_split_quorum, client_views=args.client_views)
     if args.log:
         print("\n".join(res.log_lines))
     print(res.summary())

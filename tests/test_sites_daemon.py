@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import random
 
 import pytest
 
@@ -885,6 +886,125 @@ def test_a_fork_that_ends_in_a_view_with_other_sites_gives_its_clients_one_trans
     assert any("a ROSTER from a3 as our site's fork ends" in line for line in log)
     orders = burst_everywhere(lab, list(clients.values()), 2)
     assert len(orders[0]) == 8 and all(o == orders[0] for o in orders)
+
+
+def fork_view_sequence(client):
+    """client_sequence with the group of each membership, and the self-leave told apart."""
+    return [("DATA", m.data) if not m.is_membership else ("SELF_LEAVE", m.group) if m.is_self_leave
+            else ("TRANS", m.group) if m.is_transitional else
+            ("REG", m.group, m.caused_by, tuple(sorted(m.members))) for m in client.receive_all()]
+
+
+def test_a_join_or_leave_held_in_a_forks_stream_shows_in_the_regular_view_after_it_not_inside():
+    """As above (a3 forks, its client sends all along, the LAN heals before a3 left b1's site
+    out), but during the fork ua3 joins h and then sends to it, and a second client of a3, va3,
+    leaves g. The JOIN and LEAVE are held in the fork's stream and delivered in the transitional
+    view that ends the fork: EVS gives it messages only, so no REG_MEMB there (neither h's
+    CAUSED_BY_JOIN nor g's CAUSED_BY_LEAVE); the leaver gets its self-leave, the joiner no
+    TRANSITION of a view of h it never had, and no message of h before its view of h; the
+    change shows in the REJOIN's REG_MEMB: ua3 in h, va3 no longer in g."""
+    lab, clients = three_lab_in_group_g()
+    leaver = Client(lab, "a3", "va3", 2)
+    leaver.join("g")
+    lab.run(0.3)
+    for c in list(clients.values()) + [leaver]:
+        c.receive_all()
+        c.messages = []
+    lab.lan_apart = {"a3"}
+    for i in range(26):
+        clients["a3"].multicast(sp.AGREED_MESS, "g", b"f%d" % i)
+        if i == 18:
+            leaver.send(sp.HEADER.pack(sp.LEAVE_MESS | sp.MY_ENDIAN_MARKER, sp.pad_name(leaver.private_group),
+                                       1, sp.MY_ENDIAN_MARKER, 0) + sp.pad_name("g"))
+        if i == 20:
+            clients["a3"].join("h")
+        if i == 22:
+            clients["a3"].multicast(sp.AGREED_MESS, "h", b"to h")
+        lab.run(0.05)
+    lab.lan_apart = set()
+    lab.run(6.0)
+    assert not any(d.fatal for d in lab.daemons.values())
+    assert lab.daemons["a3"].orderer.gateway.counters["fork_held_delivered"] > 0
+    ua1, ua2, ua3, ub1, va3 = "#ua1#a1", "#ua2#a2", "#ua3#a3", "#ub1#b1", "#va3#a3"
+    fork = fork_view_sequence(clients["a3"])
+    assert fork == [("TRANS", "g")] + [("DATA", b"f%d" % i) for i in range(26)] + [
+        ("REG", "g", "NETWORK", (ua1, ua2, ua3, ub1)), ("REG", "h", "NETWORK", (ua3,))], fork
+    gone = fork_view_sequence(leaver)
+    assert gone == [("TRANS", "g")] + [("DATA", b"f%d" % i) for i in range(19)] + [("SELF_LEAVE", "g")], gone
+    kept = fork_view_sequence(clients["a1"])
+    assert kept[-2:] == [("TRANS", "g"), ("REG", "g", "NETWORK", (ua1, ua2, ua3, ub1))], kept
+    tables = [table_of(lab.daemons[n]) for n in THREE_IPS]
+    assert all(t == tables[0] for t in tables)
+    assert sorted(tables[0]["h"][0]) == [ua3] and va3 not in tables[0]["g"][0]
+
+
+@pytest.mark.parametrize("apart", ["a3", "a1"])
+def test_a_forks_clients_never_see_a_member_of_a_site_that_refuses_the_fork(apart):
+    """`apart` forks; its ring's ROSTER (a1 and a2's members gone) is ordered while its view of
+    the sites still names b1's site, which refuses the fork. Its client gets one view change,
+    TRANSITION then REG_MEMB of its own member alone, and never a view naming ub1 (before, it
+    got a REG_MEMB {u<apart>, ub1} first, that b1 never shared). Our ring is a fork the view
+    has not caught up with, so the ROSTER's REG_MEMB waits for the sites' view of the fork alone
+    (SitesGroupCore._drop_daemons, _lost_at_next_view)."""
+    lab, clients = three_lab_in_group_g()
+    for c in clients.values():
+        c.receive_all()
+        c.messages = []
+    lab.lan_apart = {apart}
+    lab.run(6.0)
+    assert not any(d.fatal for d in lab.daemons.values())
+    alone = ("#u%s#%s" % (apart, apart),)
+    assert fork_view_sequence(clients[apart]) == [("TRANS", "g"), ("REG", "g", "NETWORK", alone)]
+    assert any("REG_MEMB waits for the sites' next view" in line for line in lab.daemons[apart].log)
+    kept = tuple(sorted(c.private_group for n, c in clients.items() if n != apart))
+    for name in set(clients) - {apart}:
+        assert fork_view_sequence(clients[name]) == [("TRANS", "g"), ("REG", "g", "NETWORK", kept)], name
+
+
+def core_session(core, member):
+    session = sp.ClientSession(len(core.local) + 1, core.daemon_name, lambda _: True, random.Random(0))
+    session.private_group, session.group_membership = member, True
+    core.add_session(session)
+    return session
+
+
+def membership_kinds(session, member):
+    """(kind, cause, members) of each membership message queued for the session."""
+    out = []
+    for raw in session.out.chunks:
+        m = sp.decode_message(raw, 0, member)
+        if m.is_membership:
+            out.append(("TRANS",) if m.is_transitional else ("SELF_LEAVE",) if m.is_self_leave
+                       else ("REG", m.caused_by, tuple(sorted(m.members))))
+    session.out.clear()
+    return out
+
+
+def group_op(kind, member, group):
+    daemon = member.rsplit("#", 1)[1]
+    return sp.DaemonMessage(kind, daemon, member, sp.AGREED_MESS, [group])
+
+
+def test_a_join_or_leave_after_a_groups_transition_shows_in_its_next_reg_memb_only():
+    """Site 1 is lost: ua1 gets TRANSITION of g (vb1 is at site 1). In that transitional view
+    wa1 joins g and vb1 leaves it: no REG_MEMB before the regular view (one would be a view
+    inside a transitional one, naming vb1 of a site already lost); the regular view's
+    REG_MEMB names ua1 and wa1, though it drops nobody any more (vb1 left). wa1 gets no
+    TRANSITION of a view it never had."""
+    core = sp.SitesGroupCore("a1", FakeOrderer(), [["a1"], ["b1"]])
+    u, w = core_session(core, "#u#a1"), core_session(core, "#w#a1")
+    core.deliver(group_op(sp.JOIN, "#u#a1", "g"))
+    core.deliver(group_op(sp.JOIN, "#v#b1", "g"))
+    assert [k[0] for k in membership_kinds(u, "#u#a1")] == ["REG", "REG"]
+    core.site_view_change(sp.SiteViewChange(sp.CONF_TRANSITIONAL, 1, [0], "site 1 lost"))
+    core.deliver(group_op(sp.JOIN, "#w#a1", "g"))
+    core.deliver(group_op(sp.LEAVE, "#v#b1", "g"))
+    assert membership_kinds(u, "#u#a1") == [("TRANS",)]
+    assert membership_kinds(w, "#w#a1") == []
+    core.site_view_change(sp.SiteViewChange(sp.CONF_REGULAR, 1, [0], "site 1 lost"))
+    both = ("#u#a1", "#w#a1")
+    assert membership_kinds(u, "#u#a1") == [("REG", "NETWORK", both)]
+    assert membership_kinds(w, "#w#a1") == [("REG", "NETWORK", both)]
 
 
 def test_split_quorum_options_set_the_hop_settings():

@@ -804,6 +804,35 @@ def test_a_forks_daemon_delivers_its_held_messages_in_a_transitional_view_of_its
     assert trans[0][3] < b2.rejoined[0][1]  # (delivered in it, before the kept state came)
 
 
+#: --lan-splits --client-views seeds (each daemon runs its group core, one client each) whose
+#: forked daemon's client got a wrong membership before s13: a REG_MEMB inside the
+#: transitional view that ends the fork (2: JOINs held in the fork's stream); a fork's REG_MEMB
+#: naming a member of a site that refuses the fork (7, 60: JOINs delivered in the fork's old
+#: or transitional view of the sites); a second TRANSITION after the fork's, where the kept
+#: table still held the fork's member when it was taken (33: the REJOIN names it too)
+CLIENT_VIEW_SEEDS = [2, 7, 60, 33]
+
+
+@pytest.mark.parametrize("seed", CLIENT_VIEW_SEEDS)
+def test_a_forks_clients_get_right_memberships_in_the_client_view_seed(seed):
+    res = sites_sim.run_seed(seed, lan_splits=True, client_views=True)
+    assert res.stats.get("site_forks"), res.summary()
+    assert res.violations == [], "seed %d: %s" % (seed, res.summary())
+
+
+def test_planted_group_core_that_tells_joins_in_every_view_is_caught_by_the_client_view_checker(monkeypatch):
+    """A group core that gives every JOIN and LEAVE its REG_MEMB at once (GroupCore's, as
+    before s13) shows its fork's client a REG_MEMB inside the fork's closing transitional view
+    (seed 2) and one naming a member of a site that refuses the fork (seed 7)."""
+    monkeypatch.setattr(sr.SitesGroupCore, "_notify", sr.GroupCore._notify)
+    kinds = {}
+    for seed in (2, 7):
+        res = sites_sim.run_seed(seed, lan_splits=True, client_views=True)
+        kinds[seed] = [v for v in res.violations if sites_sim.kind_of(v) == sites_sim.CLIENT_VIEW]
+    assert any("inside the fork's closing transitional view" in v for v in kinds[2]), kinds
+    assert any("a fork's REG_MEMB" in v for v in kinds[7]), kinds
+
+
 def test_planted_fork_that_takes_the_kept_state_without_delivering_its_held_messages_is_a_loss():
     """Without close_fork's deliveries a fork's daemon never delivers messages of its own
     clients that its merge held: no loss (self-delivery) catches it."""
