@@ -736,6 +736,10 @@ def test_a_site_split_in_two_rings_keeps_every_guarantee():
 #: state yet is of the incarnation it takes next); a restarted daemon that lost its commit
 #: token started afresh alone, and its state was kept over the running incarnation's (7158:
 #: the older epoch is kept, SitesOrderer._kept_rank)
+#: 7158: a restarted daemon that started afresh alone beside its running site (the older
+#: epoch kept, SitesOrderer._kept_rank). Since the fork-count and fork-client work merged, its
+#: timing moved (a3 forks instead) and no seed of 7001..7400 takes that path; the rule is pinned
+#: by test_sites_daemon's ..._started_apart_both_with_traffic_go_on_as_one and seed 4408 below
 LAN_SPLIT_REGRESSION_SEEDS = [40, 56, 57, 38, 154, 98, 70, 122, 153, 177, 79, 103, 184, 7104, 7238, 7286,
                               7158]
 
@@ -745,23 +749,6 @@ def test_a_site_split_in_two_rings_regression_seed(seed):
     res = sites_sim.run_seed(seed, lan_splits=True)
     assert res.stats.get("rejoined"), res.summary()  # (a fork's daemon took the kept state)
     assert res.violations == [], "seed %d: %s" % (seed, res.summary())
-
-
-def test_a_restarted_daemon_that_started_afresh_alone_takes_the_running_incarnations_state(monkeypatch):
-    """Seed 7158 --lan-splits (site a = a1 a2 a3): a1 restarted heard a3, lost its commit
-    token and started afresh alone (epoch 2) beside a2 and a3 (epoch 1); where the rings met,
-    a1's state was kept by the file's order: a2's ring ended as a fork and a3, which had just
-    taken a2's state, never delivered its own last messages. Neither forked, so the older
-    epoch is kept (the one the other sites read): a1 takes it. Planted back (the file's
-    order), the loss comes back."""
-    sim = sites_sim.SitesSim(7158, lan_splits=True)
-    res = sim.run()
-    assert res.violations == [], res.summary()
-    assert sim.nodes["a1"].restarted and sim.nodes["a1"].rejoined  # (the fresh a1 took the kept state)
-    assert sim.nodes["a2"].gateway.epoch == 1
-    monkeypatch.setattr(sr.SitesOrderer, "_kept_rank", lambda self, name, configured: (
-        self.status_in[name][4], -self.status_in[name][3], configured.index(name)))
-    assert sites_sim.LOSS in sites_sim.run_seed(7158, lan_splits=True).kinds()
 
 
 def test_a_fork_takes_no_view_record_another_site_made_for_the_incarnation_it_left(monkeypatch):
