@@ -9460,6 +9460,12 @@ class SiteGateway:
             for x in c.lost:  # SAFE counts the survivors only from now on
                 self.streams[x].stable_aru = LOST_SITE_ARU
         sites = c.survivors if kind == CONF_TRANSITIONAL or c.sites_next is None else c.sites_next
+        if kind == CONF_TRANSITIONAL and self.closing_next is not None:
+            # (a chain: a survivor died after this view's decision) it may never have decided
+            # this view, and then it left us out with everything of ours above the lost
+            # sites' frontiers: what we deliver in this transitional part is not owed there
+            # (SAFE counts the living survivors only too, _close_step)
+            sites = [s for s in sites if s not in self.closing_next.lost]
         if kind == CONF_REGULAR:  # (what a fork's view delivered is of views before this one)
             self.delivered_marks, self.fork_held, self.marks_parted = {}, frozenset(), None
         self.outputs.append(SiteViewChange(kind, c.view_seq, list(sites), c.reason))
