@@ -7540,6 +7540,31 @@ def _records_text(records: Iterable[SiteRecord]) -> str:
     return base64.b64encode(encode_site_records(records)).decode("ascii")
 
 
+def _gate_records_of(text: object) -> Tuple[List[SiteRecord], List[str]]:
+    """A state's gate entry: its records, and why each one that does not decode was refused.
+    The records are framed one by one, so a record refused leaves the others readable; a
+    record no site can read (a peer's counter beyond the wire's limit) would only break the
+    link it went on, so the gate goes on without it rather than stop the daemon."""
+    try:
+        raw = base64.b64decode(_checked(text, str).encode("ascii"), validate=True)
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise ValueError("records that are not base64 (%s)" % exc)
+    records, refused, pos = [], [], 0
+    while pos < len(raw):
+        try:
+            size, start = read_varint(raw, pos, SITE_LENGTH_VARINT_MAX)
+        except (IndexError, RingWireError) as exc:
+            raise ValueError("a gate's records cut short (%s)" % exc)
+        if size > MAX_SITE_RECORD_BYTES or size < 3 or start + size > len(raw):
+            raise ValueError("a gate's record of %d bytes" % size)
+        try:
+            records.append(_decode_site_record(bytes(raw[start:start + size])))
+        except RingWireError as exc:
+            refused.append(str(exc))
+        pos = start + size
+    return records, refused
+
+
 def _one_record_per_site(table, kind: int, what: str, n: int) -> Dict[int, "SiteRecord"]:
     """A state's {site: one record of `kind`} (GIVEUPs, READYs), each checked as it came."""
     out = {}
@@ -9273,13 +9298,25 @@ class SiteGateway:
             self.refrozen = frozenset(x for x, h in self.closing.holder.items() if h in lost)
         for x in lost:
             self.frozen.setdefault(x, [])
-        entries = {s: (self.applied_seq[s], self.streams[s].stable_aru, self.streams[s].frontier_lts)
+        entries = {s: (self.applied_seq[s], self._proposed_aru(s), self.streams[s].frontier_lts)
                    for s in self.live_sites}
         mine = SiteProposal(lost, self.own_lts, entries, self._merge_bases())
         self.proposals = {self.site_id: mine}
         passed.append(self._proposal_record(mine))
         self._log("proposes view %d without sites %s" % (view, sorted(lost)), None)
         self._maybe_decide(passed)
+
+    def _proposed_aru(self, site: int) -> int:
+        """A site's ARU as a PROPOSE says it. A site being left out (the view change is past
+        its transitional view) holds nothing back here (LOST_SITE_ARU, beyond the wire's
+        2**53): a proposal made meanwhile says the ARU decided for it instead, the last one
+        the survivors agreed on (0 if none was: a lower ARU never makes a message SAFE;
+        nobody decides on it anyway, the next view leaves out only sites of the current one)."""
+        aru = self.streams[site].stable_aru
+        if aru != LOST_SITE_ARU:
+            return aru
+        c = self._closing_of(site)
+        return min(c.aru.get(site, 0) if c is not None else 0, MAX_WIRE_COUNTER)
 
     def _proposal_record(self, p: SiteProposal) -> SiteRecord:
         return SiteRecord(SITE_PROPOSE, self.site_id, p.frontier, self.proposed_view,
@@ -9486,6 +9523,12 @@ class SiteGateway:
             for x in c.lost:  # SAFE counts the survivors only from now on
                 self.streams[x].stable_aru = LOST_SITE_ARU
         sites = c.survivors if kind == CONF_TRANSITIONAL or c.sites_next is None else c.sites_next
+        if kind == CONF_TRANSITIONAL and self.closing_next is not None:
+            # (a chain: a survivor died after this view's decision) it may never have decided
+            # this view, and then it left us out with everything of ours above the lost
+            # sites' frontiers: what we deliver in this transitional part is not owed there
+            # (SAFE counts the living survivors only too, _close_step)
+            sites = [s for s in sites if s not in self.closing_next.lost]
         if kind == CONF_REGULAR:  # (what a fork's view delivered is of views before this one)
             self.delivered_marks, self.fork_held, self.marks_parted = {}, frozenset(), None
         self.outputs.append(SiteViewChange(kind, c.view_seq, list(sites), c.reason))
@@ -10277,7 +10320,11 @@ class SiteGateway:
         gate = collections.deque()
         for entry in _checked(state["gate"], list):
             a, b, recs, low = _checked(entry, list)
-            gate.append((_counter(a), _counter(b), _records_of(recs), _counter(low)))
+            records, refused = _gate_records_of(recs)
+            for why in refused:
+                self.counters["state_records_refused"] += 1
+                self._log("a record of the sites' state does not decode (%s): refused" % why, now)
+            gate.append((_counter(a), _counter(b), records, _counter(low)))
         offers = {}
         for k, text in _checked(state["merge_offers"], dict).items():
             records = _records_of(text)

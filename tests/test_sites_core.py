@@ -1187,3 +1187,77 @@ def test_a_joined_site_whose_state_never_comes_stays_unknown_past_the_kept_joins
     assert gw.interest_pending == {}
     gw._interest_record(site_state(5, []))  # (too late: what came before it is not kept)
     assert 1 not in gw.interest_known and gw._may_owe(1, ["g9"], 11)
+
+
+# ---- a left-out site's ARU never crosses beyond the wire's limit -----------------------------
+
+SITES_C = [["a1", "a2"], ["b1"], ["c1"]]
+COSTS_C = [[0, 1, 1], [1, 0, 1], [1, 1, 0]]
+
+
+def past_transitional(name="a1"):
+    """A gateway of sites a, b, c installing view 1 without c (decided with c's ARU at 5),
+    past its transitional view: c's ARU here is LOST_SITE_ARU, c still in live_sites."""
+    gw = gateway(name, SITES_C, COSTS_C)
+    regular(gw, ["a1", "a2"])
+    gw.closing = sr.ViewClosing(1, [0, 1], frozenset({2}), {2: 0}, {2: 0}, 9, {2: 4}, aru={2: 5},
+                                reason="sites [2] gone")
+    gw._emit_view(sr.CONF_TRANSITIONAL)
+    assert gw.streams[2].stable_aru == sr.LOST_SITE_ARU and 2 in gw.live_sites
+    return gw
+
+
+def test_a_proposal_made_past_a_transitional_view_says_the_left_out_sites_decided_aru():
+    """(issue 10, seen with SITE_GRACE_S 0.6 s, seed 26 --lan-splits) b dies while view 1 is
+    installed: the next PROPOSE carried c's LOST_SITE_ARU (2**62), which no link, ring or
+    state could decode. It says the ARU decided for c, and decodes."""
+    gw = past_transitional()
+    passed = []
+    gw._propose(2, {1}, passed)
+    proposals = [r for r in passed if r.kind == sr.SITE_PROPOSE]
+    assert len(proposals) == 1
+    (back,) = sr.decode_site_records(sr.encode_site_records(proposals))
+    lost, entries = sr.decode_site_view_body(back.body)
+    assert lost == {1}
+    assert entries[2][1] == 5 and entries[0][1] == gw.streams[0].stable_aru
+    assert all(v <= sr.MAX_WIRE_COUNTER for e in entries.values() for v in e)
+
+
+def test_a_gate_record_of_the_state_that_does_not_decode_is_refused_not_a_stop():
+    """A state whose gate holds a record beyond the wire's limit (a peer's, as a PROPOSE with
+    LOST_SITE_ARU was): the late daemon takes the state without it, counts and logs it,
+    and keeps the gate's other records."""
+    gw = gateway("a2")
+    regular(gw, ["a1", "a2"])
+    state = gw.export_state()
+    bad = sr.SiteRecord(sr.SITE_PROPOSE, 0, 12, 2,
+                        body=sr.encode_site_view_body({1}, {0: (3, sr.LOST_SITE_ARU, 7)}))
+    good = sr.SiteRecord(sr.SITE_FRONTIER, 0, 12, 3)
+    state["gate"] = [[6, 12, sr._records_text([bad, good]), 0]]
+    late = gateway("a1")
+    late.import_state(state, 100.0)
+    assert [rs for _, _, rs, _ in late.gate] == [[good]]
+    assert late.counters["state_records_refused"] == 1
+    assert any("does not decode" in line for line in late.log)
+    for cut in (sr._records_text([good])[:-4] + "AAAA", "not base64!"):  # (its framing broken: still an error)
+        with pytest.raises(ValueError):
+            gateway("a1").import_state(dict(state, gate=[[6, 12, cut, 0]]), 100.0)
+
+
+def test_a_chained_views_transitional_part_leaves_out_the_survivor_that_died_after_its_decision():
+    """(issue 10, seed 43 --lan-splits with SITE_GRACE_S 0.6 s) View 1 without c is decided
+    here with b's PROPOSE; b, cut off, never had ours, decided nothing, and then left out c
+    and a together (and a's messages above c's frontier). View 2 without b is decided before
+    view 1's transitional view: what we deliver in that transitional part is not owed at b,
+    so b is not named in it. With no next view decided, every survivor is."""
+    for chained, trans_sites in ((False, [0, 1]), (True, [0])):
+        gw = gateway("a1", SITES_C, COSTS_C)
+        regular(gw, ["a1", "a2"])
+        gw.poll()
+        gw.closing = sr.ViewClosing(1, [0, 1], frozenset({2}), {2: 0}, {2: 0}, 9, {2: 4}, aru={2: 5})
+        if chained:
+            gw.closing_next = sr.ViewClosing(2, [0], frozenset({1}), {1: 0}, {1: 0}, 11, {1: 6}, aru={1: 6})
+        gw._emit_view(sr.CONF_TRANSITIONAL)
+        gw._emit_view(sr.CONF_REGULAR)
+        views = [(o.kind, o.view_seq, o.sites) for o in gw.poll() if isinstance(o, sr.SiteViewChange)]
+        assert views == [(sr.CONF_TRANSITIONAL, 1, trans_sites), (sr.CONF_REGULAR, 1, [0, 1])]
