@@ -3119,10 +3119,19 @@ class GroupCore:
         self.daemon_rank = {name: i for i, name in enumerate(change.members)}
         self._drop_daemons(set(change.members), {}, memb_time)
 
-    def _drop_daemons(self, alive: set, transition_sent: Dict[str, tuple], memb_time: int) -> None:
+    def _drop_daemons(self, alive: set, transition_sent: Dict[str, tuple], memb_time: int,
+                      hold: Iterable[str] = ()) -> Dict[str, tuple]:
         """Members at daemons not in `alive` go; each changed group's local members get
         TRANSITION (its id before the change; not again for a group in transition_sent) then
-        REG_MEMB CAUSED_BY_NETWORK (the id of memb_time) with the survivors as one vs_set."""
+        REG_MEMB CAUSED_BY_NETWORK (the id of memb_time) with the survivors as one vs_set.
+        A changed group that keeps members at daemons in `hold` (SitesGroupCore: at sites our
+        next regular view of the sites drops, _lost_at_next_view) gets its TRANSITION only: a
+        REG_MEMB now would name members of a site we no longer share a view with (a fork's
+        ROSTER, item 2 of issue 10); it comes with that view. The table changes alike
+        everywhere; only what our clients are told waits. Returns those groups, with the id
+        their TRANSITION ended."""
+        hold = set(hold)
+        held: Dict[str, tuple] = {}
         old_ids = {name: self.group_id(group) for name, group in self.groups.items()}
         self.memb_time = memb_time
         for name in sorted(self.groups):
@@ -3135,14 +3144,21 @@ class GroupCore:
                 self._remove(member, group)
             group.index = 1
             self.log.append("%s lost %d members by a network change" % (name, len(gone)))
+            waits = any(d in hold for d in group.members.values())
+            if waits:
+                held[name] = transition_sent.get(name, old_id)
+                self.log.append("%s: its REG_MEMB waits for the sites' next view (members at "
+                                "sites it leaves out)" % name)
             survivors = list(group.ordered)
             for session in group.local:
                 if session.group_membership:
                     if name not in transition_sent:
                         self._enqueue(session, encode_transition(name, old_id))
-                    self._enqueue(session, encode_reg_memb(name, CAUSED_BY_NETWORK, group.blob, len(group.ordered),
-                                                           self.group_id(group), [survivors], 0))
+                    if not waits:
+                        self._enqueue(session, encode_reg_memb(name, CAUSED_BY_NETWORK, group.blob, len(group.ordered),
+                                                               self.group_id(group), [survivors], 0))
             self._drop_if_empty(group)
+        return held
 
     # -- state exchanges (a ring's, the sites') ----------------------------------------------------
     def _rebuild(self, table: Dict[str, Dict[str, str]]) -> None:
@@ -11675,45 +11691,6 @@ class SitesGroupCore(GroupCore):
             else:
                 self._end_transition(group)
         self.transition_sent = held
-
-    def _drop_daemons(self, alive: set, transition_sent: Dict[str, tuple], memb_time: int,
-                      hold: Iterable[str] = ()) -> Dict[str, tuple]:
-        """As GroupCore's, but a changed group that keeps members at daemons our next regular
-        view of the sites drops (`hold`: _lost_at_next_view; the sites our transitional view
-        lost, or every other site while our ring is a fork the view has not caught up with)
-        gets its TRANSITION only: a REG_MEMB now would name members of a site we no longer
-        share a view with (a fork's ROSTER, item 2 of issue 10). Its REG_MEMB comes with that
-        view. The table changes alike everywhere; only what our clients are told waits.
-        Returns those groups, with the id their TRANSITION ended."""
-        hold = set(hold)
-        held: Dict[str, tuple] = {}
-        old_ids = {name: self.group_id(group) for name, group in self.groups.items()}
-        self.memb_time = memb_time
-        for name in sorted(self.groups):
-            group = self.groups[name]
-            gone = [m for m, d in group.members.items() if d not in alive]
-            if not gone:
-                continue
-            old_id = old_ids[name]
-            for member in gone:
-                self._remove(member, group)
-            group.index = 1
-            self.log.append("%s lost %d members by a network change" % (name, len(gone)))
-            waits = any(d in hold for d in group.members.values())
-            if waits:
-                held[name] = transition_sent.get(name, old_id)
-                self.log.append("%s: its REG_MEMB waits for the sites' next view (members at "
-                                "sites it leaves out)" % name)
-            survivors = list(group.ordered)
-            for session in group.local:
-                if session.group_membership:
-                    if name not in transition_sent:
-                        self._enqueue(session, encode_transition(name, old_id))
-                    if not waits:
-                        self._enqueue(session, encode_reg_memb(name, CAUSED_BY_NETWORK, group.blob, len(group.ordered),
-                                                               self.group_id(group), [survivors], 0))
-            self._drop_if_empty(group)
-        return held
 
     def _end_transition(self, group: Group) -> None:
         """The REG_MEMB CAUSED_BY_NETWORK after a TRANSITION, for a group the network change
