@@ -7769,6 +7769,10 @@ class SiteGateway:
         #: site -> the lts this daemon had delivered of its stream when it stood down (see
         #: _delivered_here)
         self.delivered_marks: Dict[int, int] = {}
+        #: (site, site_seq) -> (lts, body) of a message of our merge that this daemon delivered
+        #: already and holds as a SKIP (_merge_body): a daemon that takes our state has not
+        #: delivered it, so export_state hands on the body
+        self.withheld_bodies: Dict[Tuple[int, int], Tuple[int, bytes]] = {}
         #: site -> the lts this daemon had delivered of its stream when a view left it out
         self.gone_delivered: Dict[int, int] = {}
         #: our own stream's site_seq where this daemon's ring last took a new epoch (a fork):
@@ -8506,7 +8510,7 @@ class SiteGateway:
             self._interest_record(r)
         # (after taking the kept state: one delivered here already in the fork's view keeps
         # its place without its body, as in import_state)
-        body = SITE_SKIP_BODY if (self.delivered_marks or self.fork_held) and self._delivered_here(r) else r.body
+        body = self._merge_body(r) if (self.delivered_marks or self.fork_held) else r.body
         self.merge.link_chunk(stream, (r.origin, 0),
                               RingChunk(r.site_seq, r.lts, r.site_seq, 0, 1, r.service, body))
         if self.trace_held is not None:
@@ -9547,6 +9551,7 @@ class SiteGateway:
             sites = [s for s in sites if s not in self.closing_next.lost]
         if kind == CONF_REGULAR:  # (what a fork's view delivered is of views before this one)
             self.delivered_marks, self.fork_held, self.marks_parted = {}, frozenset(), None
+            self._forget_withheld_bodies()
         self.outputs.append(SiteViewChange(kind, c.view_seq, list(sites), c.reason))
         self._log("%s view %d: sites %s (%s)" % (kind, c.view_seq, sites, c.reason), None)
 
@@ -10259,6 +10264,30 @@ class SiteGateway:
             return False
         return r.site != self.site_id or below
 
+    def _merge_body(self, r: SiteRecord) -> bytes:
+        """The body a message of the state goes into our merge with: a SKIP if this daemon
+        delivered it already (_delivered_here), its real body kept aside for export_state."""
+        if not self._delivered_here(r):
+            return r.body
+        self.withheld_bodies[r.site, r.site_seq] = (r.lts, r.body)
+        return SITE_SKIP_BODY
+
+    def _forget_withheld_bodies(self) -> None:
+        """Keep the withheld bodies of the messages still in our merge only."""
+        still = {(site, m.site_seq, m.lts) for site, stream in self.streams.items() for m in stream.ordered}
+        self.withheld_bodies = {k: v for k, v in self.withheld_bodies.items() if k + (v[0],) in still}
+
+    def _exported_body(self, site: int, m) -> bytes:
+        """A message of our merge as the state hands it on: one this daemon delivered already
+        (a SKIP here) with its body, which the daemon that takes the state owes (seed 208
+        --lan-splits: a restarted daemon took a rejoined fork daemon's state and never
+        delivered what the rest of its ring delivered in the same view)."""
+        body = m.frags[0]
+        withheld = self.withheld_bodies.get((site, m.site_seq))
+        if body == SITE_SKIP_BODY and withheld is not None and withheld[0] == m.lts:
+            return withheld[1]
+        return body
+
     def export_state(self) -> dict:
         """This daemon's sites-level state, as plain data (JSON), at a quiet moment."""
         if not self.quiescent():
@@ -10267,8 +10296,8 @@ class SiteGateway:
             return {str(k): v for k, v in values.items()}
         streams = {}
         for site, stream in self.streams.items():
-            msgs = [SiteRecord(SITE_MSG, site, m.lts, m.site_seq, m.service, m.origin[0], m.frags[0])
-                    for m in stream.ordered]
+            msgs = [SiteRecord(SITE_MSG, site, m.lts, m.site_seq, m.service, m.origin[0],
+                               self._exported_body(site, m)) for m in stream.ordered]
             streams[str(site)] = [stream.delivered_lts, stream.frontier_lts, stream.stable_aru,
                                   _records_text(msgs)]
         return {
@@ -10350,6 +10379,7 @@ class SiteGateway:
         lineage = [(_counter(e), _counter(q)) for e, q in (_checked(x, list) for x in _checked(
             state.get("lineage", []), list)[:LINEAGE_MAX])]
         self.marks_parted = parted_at(self.lineage, lineage)
+        self.withheld_bodies = {}
         self.merge.streams, self.merge._merge = {}, []
         self.streams = {}
         for site in sorted(streams):
@@ -10363,7 +10393,7 @@ class SiteGateway:
                     raise ValueError("stream %d holds a record of kind %d" % (site, r.kind))
                 # (one this daemon delivered already keeps its place, without its body: the
                 # order, SAFE and the views wait for it here as they do at the others)
-                body = SITE_SKIP_BODY if self._delivered_here(r) else r.body
+                body = self._merge_body(r)
                 self.merge.link_chunk(stream, (r.origin, 0),
                                       RingChunk(r.site_seq, r.lts, r.site_seq, 0, 1, r.service, body))
                 if self.trace_held is not None:

@@ -1261,3 +1261,27 @@ def test_a_chained_views_transitional_part_leaves_out_the_survivor_that_died_aft
         gw._emit_view(sr.CONF_REGULAR)
         views = [(o.kind, o.view_seq, o.sites) for o in gw.poll() if isinstance(o, sr.SiteViewChange)]
         assert views == [(sr.CONF_TRANSITIONAL, 1, trans_sites), (sr.CONF_REGULAR, 1, [0, 1])]
+
+
+def test_the_state_a_rejoined_daemon_exports_carries_the_bodies_of_what_it_delivered_in_its_fork():
+    """a2 was a fork of site a and took the kept state: the messages of it that a2 had
+    delivered already in its fork's view keep their place in its merge without their body
+    (_delivered_here), but the other daemons of the kept ring have not delivered them yet.
+    A daemon that takes the state from a2 (a1, restarted) owes them in the same view: it
+    gets their bodies, not a2's SKIPs (seed 208 --lan-splits before the fork_unread timing:
+    the restarted b1 took the rejoined b2's state and never delivered 31 messages b3
+    delivered in the same transitional view)."""
+    sites, costs = [["a1", "a2"], ["b1"], ["c1"]], [[0, 1, 1], [1, 0, 1], [1, 1, 0]]
+    donor = gateway("a2", sites, costs)
+    regular(donor, ["a2"])
+    donor.delivered_marks = {1: 10}  # (as import_state after its fork's view delivered up to lts 10)
+    donor.ring_output(carrier([remote(1, 5, data=b"seen-in-the-fork")], 6), 1.0)
+    donor.ring_output(carrier([remote(2, 11, data=b"new")], 12), 1.1)
+    assert delivered(donor) == []  # (site c's stream said nothing yet: both wait in the merge)
+    late = gateway("a1", sites, costs)
+    late.import_state(donor.export_state(), 2.0)
+    bodies = {m.site_seq: m.frags[0] for m in late.streams[1].ordered}
+    assert bodies[1] != sr.SITE_SKIP_BODY and b"seen-in-the-fork" in bodies[1]
+    assert b"new" in bodies[2]
+    # the donor still delivers the first without its body (it delivered it in its fork)
+    assert [m.frags[0] for m in donor.streams[1].ordered][0] == sr.SITE_SKIP_BODY
