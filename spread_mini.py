@@ -7820,6 +7820,12 @@ class SiteGateway:
         # the ring-safe gate, kept at every daemon alike: (ring lts, our stream's lts, records,
         # the streams' minimum frontier)
         self.gate: "collections.deque[Tuple[int, int, List[SiteRecord], int]]" = collections.deque()
+        #: the ring whose regular configuration we took last (_regular): the gate's entries
+        #: wait for its safe_lts. Once our ring orderer installed the next ring, before that
+        #: ring's regular configuration reaches us, the gate waits (_pass_gate): the new
+        #: ring's safe_lts counts other packets (it starts above every lts of the old one), and
+        #: the regular configuration decides where what is left goes (_regular)
+        self.gate_ring: "Optional[_Ring]" = None
         self.passed_seq = dict.fromkeys(range(n), 0)  # MSG records past the gate, per site
         self.passed_frontier = dict.fromkeys(range(n), 0)
         self.passed_aru = dict.fromkeys(range(n), 0)
@@ -8048,19 +8054,47 @@ class SiteGateway:
 
     # ------------------------------------------------------------ our ring
     def _regular(self, change: ConfigurationChange, now: float) -> None:
-        # what the old ring delivered here, every member that came with us delivered too (EVS):
-        # it is as safe as it will get, and the new ring's safe_lts counts other packets
-        self._pass_gate(everything=True)
+        members = frozenset(change.members)
+        forks = bool(self.wide_ring) and self.votes() and not site_quorum(
+            self.sites[self.site_id], self.wide_ring, members)
+        # what the old ring delivered here and had not made safe, every member that came with
+        # us delivered too (EVS), and no other: if our ring keeps the epoch it is as safe as
+        # it will get (the new ring's safe_lts counts other packets); if it forks, the kept
+        # side may lack it and numbers its own stream on without it (_withhold_gate)
+        if forks:
+            self._withhold_gate(now)
+        else:
+            self._pass_gate(everything=True)
+        self.gate_ring = self.orderer.ring
         if self.fork_ring and self.ring_members <= self.fork_ring:
             self.own_held_upto = self.applied_seq[self.site_id]  # (see fork_ring)
-        self.ring_members = frozenset(change.members)
+        self.ring_members = members
         if self.wide_ring and self.votes():
-            if site_quorum(self.sites[self.site_id], self.wide_ring, self.ring_members):
+            if not forks:
                 self.wide_ring = self.ring_members
                 self.kept_rings += 1
             else:
                 self._fork(change, now)
         self.choose_representative(now)
+
+    def _withhold_gate(self, now: float) -> None:
+        """Our ring forks (it holds no quorum of the last ring that kept our epoch): what the
+        old ring delivered here but never made safe (the rest of its daemons may lack it) goes
+        to no other site under the old epoch. The kept side's transitional configuration
+        delivered another set, and it numbers its stream on from what it holds: our records
+        of those site_seqs would be other messages under the same names, and a site that took
+        ours refuses the kept side's stream from there on (seed 125 --lan-splits --groups:
+        b1, cut off from b2 and b3, sent a1 its own JOIN as site b's third message; a1 never
+        took b2's third, nor anything of site b after it). Our fork delivers it in its own
+        view (close_fork), as EVS allows for a transitional configuration."""
+        withheld = sum(len(records) for _, _, records, _ in self.gate)
+        if not withheld:
+            self.gate.clear()
+            return
+        self.counters["site_records_withheld_at_fork"] += withheld
+        self._log("site %d's ring forks: %d records its last ring never made safe go to no other "
+                  "site under epoch %d" % (self.site_id, withheld, self.epoch), now)
+        self.gate.clear()
 
     def votes(self) -> bool:
         """Dynamic voting is on for our site (HopSettings.split_quorum, and the site is big
@@ -8688,8 +8722,13 @@ class SiteGateway:
 
     def _pass_gate(self, everything: bool = False) -> None:
         """What the ring has made safe (every daemon of the site holds it) goes on to the other
-        sites, and gives the site's ARU."""
-        safe = self.orderer.ring.safe_lts
+        sites, and gives the site's ARU. Nothing while the ring that delivered the gate's
+        entries has ended and the next one's regular configuration has not reached us (see
+        gate_ring; `everything`: _regular's)."""
+        ring = self.orderer.ring
+        if not everything and self.gate_ring is not None and ring is not self.gate_ring:
+            return
+        safe = ring.safe_lts
         while self.gate and (everything or self.gate[0][0] <= safe):
             _, lts, records, low = self.gate.popleft()
             self.safe_ring_lts = lts
@@ -10430,7 +10469,7 @@ class SiteGateway:
         groups = _checked(state.get("tree_groups", {}), dict)
         self.tree_groups = {_site_key(k, n): frozenset(_int_list(v, n)) for k, v in groups.items()}
         self.trees = self._view_trees()
-        self.gate = gate
+        self.gate, self.gate_ring = gate, self.orderer.ring  # (taken at a point of this ring's order)
         self.passed_seq = _per_site(state["passed_seq"], n, all_sites=True)
         self.passed_frontier = _per_site(state["passed_frontier"], n, all_sites=True)
         self.passed_aru = _per_site(state["passed_aru"], n, all_sites=True)

@@ -359,6 +359,57 @@ def test_a_kept_side_sites_message_made_after_the_fork_counts_nowhere_the_fork_r
     assert (late.epochs_left, late.kept_rings, late.fork_unread) == ({}, 0, False)
 
 
+def _linked_rep_of_a_split_site(name):
+    """a1 or a2 of site a (a1 a2 a3, voting, epoch 5) after a ring of all three, linked to b1
+    (a1 represents site a; a2 is made its representative here to see what it would send)."""
+    sites, costs = [["a1", "a2", "a3"], ["b1"]], [[0, 1], [1, 0]]
+    gw = gateway(name, sites, costs)
+    gw.epoch, gw.lineage, gw.wide_ring = 5, [(5, 0)], frozenset(sites[0])
+    regular(gw, ["a1", "a2", "a3"])
+    gw.representative = name
+    gw._start_link(1, ("b1", 1), {}, 0.0, 0)
+    gw.poll()
+    return gw
+
+
+def _ring_ends(gw):
+    """Our ring orderer installs the next ring (its outputs not read yet): the new ring's
+    safe_lts starts above every lts of the old one, as a real ring's start_lts does."""
+    old = gw.orderer.ring
+    gw.orderer.ring = sr._Ring((2, "a1"), old.members, 1 << 16)
+
+
+def test_what_the_last_ring_never_made_safe_goes_to_no_site_if_our_ring_forks():
+    """(seed 125 --lan-splits --groups) a1 delivered its own JOIN in the ring of a1 a2 a3,
+    which never made it safe (a2 and a3 lacked it), then the LAN split: a1 alone forks, a2
+    a3 keep epoch 5 and number their stream on without that JOIN. a1's gate passed it to
+    site b as site a's first message of epoch 5 anyway, twice over: on a tick after its ring
+    orderer installed the ring of a1 alone (the new ring's safe_lts is above every old lts),
+    and at that ring's regular configuration, before it found that the ring forks. Site b
+    then refused the kept side's stream from that site_seq on. Now the gate waits from the
+    ring's end to the regular configuration, which passes what is left if our ring keeps
+    the epoch and withholds it if it forks."""
+    for name, ring, forwarded in (("a1", ["a1"], 0), ("a2", ["a2", "a3"], 1)):
+        gw = _linked_rep_of_a_split_site(name)
+        gw.orderer.ring.safe_lts = 0
+        gw.ring_output(local(5, b"join", origin=name), 0.1)
+        assert gw.counters["site_records_forwarded"] == 0 and gw.passed_seq[0] == 0
+        _ring_ends(gw)
+        gw.tick(0.2)
+        assert gw.counters["site_records_forwarded"] == 0 and gw.passed_seq[0] == 0
+        regular(gw, ring, 0.3)
+        assert gw.counters["site_records_forwarded"] == forwarded
+        assert gw.passed_seq[0] == forwarded and not gw.gate
+        assert gw.counters["site_records_withheld_at_fork"] == 1 - forwarded
+        assert (gw.epoch != 5) == (forwarded == 0)  # (a1 forked; a2 kept the epoch)
+    # the new ring's own messages go on by its safe_lts, as before
+    gw.ring_output(local((1 << 16) + 1, b"next", origin="a2"), 0.4)
+    assert gw.counters["site_records_forwarded"] == 1
+    gw.orderer.ring.safe_lts = (1 << 16) + 1
+    gw.tick(0.5)
+    assert gw.counters["site_records_forwarded"] == 2 and gw.passed_seq[0] == 2
+
+
 def test_a_sites_message_names_its_epoch_across_the_ring():
     gw = gateway()
     regular(gw, ["a1", "a2"])
