@@ -7793,8 +7793,11 @@ class SiteGateway:
         #: before the fork; a ring that started afresh beside the other (a daemon restarted
         #: alone on its side of the split) shares nothing with it
         self.lineage: List[Tuple[int, int]] = []
-        #: the site_seqs of our own stream this daemon delivered in close_fork's transitional
-        #: view: the kept state holds those of them below the fork, delivered here already
+        #: the messages of our own stream this daemon delivered in close_fork's transitional
+        #: view, as (site_seq, lts, body): the kept state holds those of them below the fork,
+        #: delivered here already. Not by site_seq alone: the kept side may have numbered
+        #: another message so (what our last ring never made safe: each side's transitional
+        #: configuration delivered its own set), which we owe
         self.fork_held: frozenset = frozenset()
         #: (_delivered_here) where our stream's numbering parted from the kept state's, once
         #: this daemon took it; None: never, or not known
@@ -8158,7 +8161,7 @@ class SiteGateway:
                                            "site %d's fork ends" % self.site_id, fork_ends=True))
         for m in held:
             self.merge._hand_over(m, "")
-        self.fork_held = frozenset(m.site_seq for m in held)
+        self.fork_held = frozenset((m.site_seq, m.lts, m.frags[0]) for m in held)
         self.counters["fork_held_delivered"] += len(held)
 
     def choose_representative(self, now: float) -> None:
@@ -10296,7 +10299,7 @@ class SiteGateway:
         incarnation of it); of our own, only below where the two rings' numbering parted (the
         earlier fork of either: marks_parted)."""
         below = self.marks_parted is None or r.site_seq <= self.marks_parted
-        if r.site == self.site_id and r.site_seq in self.fork_held and below:
+        if r.site == self.site_id and (r.site_seq, r.lts, r.body) in self.fork_held and below:
             return True  # (close_fork delivered it)
         mark = self.delivered_marks.get(r.site)
         if mark is None or r.lts > mark:

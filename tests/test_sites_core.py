@@ -410,6 +410,33 @@ def test_what_the_last_ring_never_made_safe_goes_to_no_site_if_our_ring_forks():
     assert gw.counters["site_records_forwarded"] == 2 and gw.passed_seq[0] == 2
 
 
+def test_a_forks_own_message_its_last_ring_never_made_safe_hides_no_kept_message_of_that_site_seq():
+    """Seed 125's cause seen where the fork's daemon lives on (there b1 crashed first): a1's
+    fork numbered its own JOIN, which the ring of a1 a2 a3 never made safe, as site a's first
+    message; a2 a3, kept, numbered another one so. Where a1 takes the kept state, the kept
+    side's first message is not the one a1 delivered in its fork's closing view: held as
+    delivered (a SKIP, by its site_seq alone) it was never delivered at a1. The same message
+    still is a SKIP."""
+    for kept_first, skipped in (local(4, b"kept's first", origin="a2"), False), \
+            (local(5, b"fork's join", origin="a1"), True):  # (the same message: delivered here)
+        fork = _linked_rep_of_a_split_site("a1")
+        fork.orderer.ring.safe_lts = 0
+        fork.ring_output(local(5, b"fork's join", origin="a1"), 0.1)
+        _ring_ends(fork)
+        regular(fork, ["a1"], 0.2)
+        assert fork.epoch != 5
+        fork.close_fork(0.3)
+        assert delivered(fork) == [b"fork's join"] and fork.counters["fork_held_delivered"] == 1
+        kept = _linked_rep_of_a_split_site("a2")
+        kept.orderer.ring.safe_lts = 0
+        kept.ring_output(kept_first, 0.1)
+        fork.stand_down()
+        fork.import_state(json.loads(json.dumps(kept.export_state())), 0.4)
+        bodies = {m.site_seq: m.frags[0] for m in fork.streams[0].ordered}
+        assert (bodies[1] == sr.SITE_SKIP_BODY) == skipped
+        assert skipped or b"kept's first" in bodies[1]
+
+
 def test_a_sites_message_names_its_epoch_across_the_ring():
     gw = gateway()
     regular(gw, ["a1", "a2"])
