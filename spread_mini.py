@@ -8087,17 +8087,16 @@ class SiteGateway:
         delivered another set, and it numbers its stream on from what it holds: our records
         of those site_seqs would be other messages under the same names, and a site that took
         ours refuses the kept side's stream from there on (seed 125 --lan-splits --groups:
-        b1, cut off from b2 and b3, sent a1 its own JOIN as site b's third message; a1 never
-        took b2's third, nor anything of site b after it). Our fork delivers it in its own
-        view (close_fork), as EVS allows for a transitional configuration."""
+        b1, cut off from b2 and b3, sent a1 its own JOIN as site b's third message; a1 took
+        b2's third for a duplicate and refused the rest of site b as out of order, its lts
+        below that JOIN's). The fork delivers it in its own view (at the latest in
+        close_fork's), as EVS allows for a transitional configuration."""
         withheld = sum(len(records) for _, _, records, _ in self.gate)
-        if not withheld:
-            self.gate.clear()
-            return
-        self.counters["site_records_withheld_at_fork"] += withheld
-        self._log("site %d's ring forks: %d records its last ring never made safe go to no other "
-                  "site under epoch %d" % (self.site_id, withheld, self.epoch), now)
         self.gate.clear()
+        if withheld:
+            self.counters["site_records_withheld_at_fork"] += withheld
+            self._log("site %d's ring forks: %d records its last ring never made safe go to no "
+                      "other site under epoch %d" % (self.site_id, withheld, self.epoch), now)
 
     def votes(self) -> bool:
         """Dynamic voting is on for our site (HopSettings.split_quorum, and the site is big
