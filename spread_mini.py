@@ -7802,6 +7802,10 @@ class SiteGateway:
         #: (_delivered_here) where our stream's numbering parted from the kept state's, once
         #: this daemon took it; None: never, or not known
         self.marks_parted: Optional[int] = None
+        #: (_delivered_here) our own stream's messages this daemon still kept when it stood
+        #: down, site_seq -> (lts, body): one the state numbers so is the same message only if
+        #: it is this one (one no longer kept every site held: made safe, numbered alike)
+        self.own_numbered: Dict[int, Tuple[int, bytes]] = {}
         #: how many forks our site's epoch went through (it goes with the state): where two
         #: rings of the site meet, the one of fewer forks is the incarnation the others read
         #: (a fork is refused while the incarnation it left lives)
@@ -9592,6 +9596,7 @@ class SiteGateway:
             sites = [s for s in sites if s not in self.closing_next.lost]
         if kind == CONF_REGULAR:  # (what a fork's view delivered is of views before this one)
             self.delivered_marks, self.fork_held, self.marks_parted = {}, frozenset(), None
+            self.own_numbered = {}
             self._forget_withheld_bodies()
         self.outputs.append(SiteViewChange(kind, c.view_seq, list(sites), c.reason))
         self._log("%s view %d: sites %s (%s)" % (kind, c.view_seq, sites, c.reason), None)
@@ -10290,20 +10295,27 @@ class SiteGateway:
         # same messages of the streams the two rings shared, which it must not deliver twice
         self.delivered_marks = dict(self.gone_delivered)  # (a site our view left out: as far as we went)
         self.delivered_marks.update((site, stream.delivered_lts) for site, stream in self.streams.items())
+        self.own_numbered = {r.site_seq: (r.lts, r.body) for r in self.kept[self.site_id]}
 
     def _delivered_here(self, r: SiteRecord) -> bool:
         """(import_state, and a record that reaches the merge after it: the kept side may not
         have had it yet) A message of the state this daemon delivered already, in its fork's
         view: of another site's stream, up to what it delivered (both rings read the same
         incarnation of it); of our own, only below where the two rings' numbering parted (the
-        earlier fork of either: marks_parted)."""
+        earlier fork of either: marks_parted), and only the very message we numbered so
+        (fork_held, own_numbered)."""
         below = self.marks_parted is None or r.site_seq <= self.marks_parted
         if r.site == self.site_id and (r.site_seq, r.lts, r.body) in self.fork_held and below:
             return True  # (close_fork delivered it)
         mark = self.delivered_marks.get(r.site)
         if mark is None or r.lts > mark:
             return False
-        return r.site != self.site_id or below
+        if r.site != self.site_id:
+            return True
+        # (below the fork the kept side numbered what our last ring never made safe apart
+        # from us: another message of that site_seq is owed here, see _withhold_gate)
+        mine = self.own_numbered.get(r.site_seq)
+        return below and (mine is None or mine == (r.lts, r.body))
 
     def _merge_body(self, r: SiteRecord) -> bytes:
         """The body a message of the state goes into our merge with: a SKIP if this daemon

@@ -437,6 +437,32 @@ def test_a_forks_own_message_its_last_ring_never_made_safe_hides_no_kept_message
         assert skipped or b"kept's first" in bodies[1]
 
 
+def test_a_forks_own_message_it_delivered_before_the_fork_hides_no_kept_message_of_that_site_seq():
+    """The same where a1 delivered its own message in the view of the sites before the fork
+    (site b's frontier let it through; the ring of a1 a2 a3 never made it safe): a2 a3
+    numbered another message so, which a1 owes after it takes their state, though its lts
+    is below what a1 delivered of its stream. The same message is a SKIP."""
+    for kept_first, skipped in (local(4, b"kept's first", origin="a2"), False), \
+            (local(5, b"a1's own", origin="a1"), True):
+        fork = _linked_rep_of_a_split_site("a1")
+        fork.orderer.ring.safe_lts = 0
+        fork.ring_output(local(5, b"a1's own", origin="a1"), 0.1)
+        fork.ring_output(carrier([sr.SiteRecord(sr.SITE_FRONTIER, 1, 10, 0)], 6), 0.1)
+        assert delivered(fork) == [b"a1's own"]
+        _ring_ends(fork)
+        regular(fork, ["a1"], 0.2)
+        fork.close_fork(0.3)
+        assert delivered(fork) == [] and fork.epoch != 5
+        kept = _linked_rep_of_a_split_site("a2")
+        kept.orderer.ring.safe_lts = 0
+        kept.ring_output(kept_first, 0.1)
+        fork.stand_down()
+        fork.import_state(json.loads(json.dumps(kept.export_state())), 0.4)
+        bodies = {m.site_seq: m.frags[0] for m in fork.streams[0].ordered}
+        assert (bodies[1] == sr.SITE_SKIP_BODY) == skipped
+        assert skipped or b"kept's first" in bodies[1]
+
+
 def test_a_sites_message_names_its_epoch_across_the_ring():
     gw = gateway()
     regular(gw, ["a1", "a2"])
