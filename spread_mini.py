@@ -8164,7 +8164,8 @@ class SiteGateway:
                                            "site %d's fork ends" % self.site_id, fork_ends=True))
         for m in held:
             self.merge._hand_over(m, "")
-        self.fork_held = frozenset((m.site_seq, m.lts, m.frags[0]) for m in held)
+        own = self.site_id  # (a SKIP delivered here before: named by its withheld body)
+        self.fork_held = frozenset((m.site_seq, m.lts, self._exported_body(own, m)) for m in held)
         self.counters["fork_held_delivered"] += len(held)
 
     def choose_representative(self, now: float) -> None:
