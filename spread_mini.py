@@ -7793,12 +7793,19 @@ class SiteGateway:
         #: before the fork; a ring that started afresh beside the other (a daemon restarted
         #: alone on its side of the split) shares nothing with it
         self.lineage: List[Tuple[int, int]] = []
-        #: the site_seqs of our own stream this daemon delivered in close_fork's transitional
-        #: view: the kept state holds those of them below the fork, delivered here already
+        #: the messages of our own stream this daemon delivered in close_fork's transitional
+        #: view, as (site_seq, lts, body): the kept state holds those of them below the fork,
+        #: delivered here already. Not by site_seq alone: the kept side may have numbered
+        #: another message so (what our last ring never made safe: each side's transitional
+        #: configuration delivered its own set), which we owe
         self.fork_held: frozenset = frozenset()
         #: (_delivered_here) where our stream's numbering parted from the kept state's, once
         #: this daemon took it; None: never, or not known
         self.marks_parted: Optional[int] = None
+        #: (_delivered_here) our own stream's messages this daemon still kept when it stood
+        #: down, site_seq -> (lts, body): one the state numbers so is the same message only if
+        #: it is this one (one no longer kept every site held: made safe, numbered alike)
+        self.own_numbered: Dict[int, Tuple[int, bytes]] = {}
         #: how many forks our site's epoch went through (it goes with the state): where two
         #: rings of the site meet, the one of fewer forks is the incarnation the others read
         #: (a fork is refused while the incarnation it left lives)
@@ -7820,6 +7827,12 @@ class SiteGateway:
         # the ring-safe gate, kept at every daemon alike: (ring lts, our stream's lts, records,
         # the streams' minimum frontier)
         self.gate: "collections.deque[Tuple[int, int, List[SiteRecord], int]]" = collections.deque()
+        #: the ring whose regular configuration we took last (_regular): the gate's entries
+        #: wait for its safe_lts. Once our ring orderer installed the next ring, before that
+        #: ring's regular configuration reaches us, the gate waits (_pass_gate): the new
+        #: ring's safe_lts counts other packets (it starts above every lts of the old one), and
+        #: the regular configuration decides where what is left goes (_regular)
+        self.gate_ring: "Optional[_Ring]" = None
         self.passed_seq = dict.fromkeys(range(n), 0)  # MSG records past the gate, per site
         self.passed_frontier = dict.fromkeys(range(n), 0)
         self.passed_aru = dict.fromkeys(range(n), 0)
@@ -8048,19 +8061,46 @@ class SiteGateway:
 
     # ------------------------------------------------------------ our ring
     def _regular(self, change: ConfigurationChange, now: float) -> None:
-        # what the old ring delivered here, every member that came with us delivered too (EVS):
-        # it is as safe as it will get, and the new ring's safe_lts counts other packets
-        self._pass_gate(everything=True)
+        members = frozenset(change.members)
+        forks = bool(self.wide_ring) and self.votes() and not site_quorum(
+            self.sites[self.site_id], self.wide_ring, members)
+        # what the old ring delivered here and had not made safe, every member that came with
+        # us delivered too (EVS), and no other: if our ring keeps the epoch it is as safe as
+        # it will get (the new ring's safe_lts counts other packets); if it forks, the kept
+        # side may lack it and numbers its own stream on without it (_withhold_gate)
+        if forks:
+            self._withhold_gate(now)
+        else:
+            self._pass_gate(everything=True)
+        self.gate_ring = self.orderer.ring
         if self.fork_ring and self.ring_members <= self.fork_ring:
             self.own_held_upto = self.applied_seq[self.site_id]  # (see fork_ring)
-        self.ring_members = frozenset(change.members)
+        self.ring_members = members
         if self.wide_ring and self.votes():
-            if site_quorum(self.sites[self.site_id], self.wide_ring, self.ring_members):
+            if not forks:
                 self.wide_ring = self.ring_members
                 self.kept_rings += 1
             else:
                 self._fork(change, now)
         self.choose_representative(now)
+
+    def _withhold_gate(self, now: float) -> None:
+        """Our ring forks (it holds no quorum of the last ring that kept our epoch): what the
+        old ring delivered here but never made safe (the rest of its daemons may lack it) goes
+        to no other site under the old epoch. The kept side's transitional configuration
+        delivered another set, and it numbers its stream on from what it holds: our records
+        of those site_seqs would be other messages under the same names, and a site that took
+        ours refuses the kept side's stream from there on (seed 125 --lan-splits --groups:
+        b1, cut off from b2 and b3, sent a1 its own JOIN as site b's third message; a1 took
+        b2's third for a duplicate and refused the rest of site b as out of order, its lts
+        below that JOIN's). The fork delivers it in its own view (at the latest in
+        close_fork's), as EVS allows for a transitional configuration."""
+        withheld = sum(len(records) for _, _, records, _ in self.gate)
+        self.gate.clear()
+        if withheld:
+            self.counters["site_records_withheld_at_fork"] += withheld
+            self._log("site %d's ring forks: %d records its last ring never made safe go to no "
+                      "other site under epoch %d" % (self.site_id, withheld, self.epoch), now)
 
     def votes(self) -> bool:
         """Dynamic voting is on for our site (HopSettings.split_quorum, and the site is big
@@ -8124,7 +8164,8 @@ class SiteGateway:
                                            "site %d's fork ends" % self.site_id, fork_ends=True))
         for m in held:
             self.merge._hand_over(m, "")
-        self.fork_held = frozenset(m.site_seq for m in held)
+        own = self.site_id  # (a SKIP delivered here before: named by its withheld body)
+        self.fork_held = frozenset((m.site_seq, m.lts, self._exported_body(own, m)) for m in held)
         self.counters["fork_held_delivered"] += len(held)
 
     def choose_representative(self, now: float) -> None:
@@ -8688,8 +8729,13 @@ class SiteGateway:
 
     def _pass_gate(self, everything: bool = False) -> None:
         """What the ring has made safe (every daemon of the site holds it) goes on to the other
-        sites, and gives the site's ARU."""
-        safe = self.orderer.ring.safe_lts
+        sites, and gives the site's ARU. Nothing while the ring that delivered the gate's
+        entries has ended and the next one's regular configuration has not reached us (see
+        gate_ring; `everything`: _regular's)."""
+        ring = self.orderer.ring
+        if not everything and self.gate_ring is not None and ring is not self.gate_ring:
+            return
+        safe = ring.safe_lts
         while self.gate and (everything or self.gate[0][0] <= safe):
             _, lts, records, low = self.gate.popleft()
             self.safe_ring_lts = lts
@@ -9551,6 +9597,7 @@ class SiteGateway:
             sites = [s for s in sites if s not in self.closing_next.lost]
         if kind == CONF_REGULAR:  # (what a fork's view delivered is of views before this one)
             self.delivered_marks, self.fork_held, self.marks_parted = {}, frozenset(), None
+            self.own_numbered = {}
             self._forget_withheld_bodies()
         self.outputs.append(SiteViewChange(kind, c.view_seq, list(sites), c.reason))
         self._log("%s view %d: sites %s (%s)" % (kind, c.view_seq, sites, c.reason), None)
@@ -10249,20 +10296,27 @@ class SiteGateway:
         # same messages of the streams the two rings shared, which it must not deliver twice
         self.delivered_marks = dict(self.gone_delivered)  # (a site our view left out: as far as we went)
         self.delivered_marks.update((site, stream.delivered_lts) for site, stream in self.streams.items())
+        self.own_numbered = {r.site_seq: (r.lts, r.body) for r in self.kept[self.site_id]}
 
     def _delivered_here(self, r: SiteRecord) -> bool:
         """(import_state, and a record that reaches the merge after it: the kept side may not
         have had it yet) A message of the state this daemon delivered already, in its fork's
         view: of another site's stream, up to what it delivered (both rings read the same
         incarnation of it); of our own, only below where the two rings' numbering parted (the
-        earlier fork of either: marks_parted)."""
+        earlier fork of either: marks_parted), and only the very message we numbered so
+        (fork_held, own_numbered)."""
         below = self.marks_parted is None or r.site_seq <= self.marks_parted
-        if r.site == self.site_id and r.site_seq in self.fork_held and below:
+        if r.site == self.site_id and (r.site_seq, r.lts, r.body) in self.fork_held and below:
             return True  # (close_fork delivered it)
         mark = self.delivered_marks.get(r.site)
         if mark is None or r.lts > mark:
             return False
-        return r.site != self.site_id or below
+        if r.site != self.site_id:
+            return True
+        # (below the fork the kept side numbered what our last ring never made safe apart
+        # from us: another message of that site_seq is owed here, see _withhold_gate)
+        mine = self.own_numbered.get(r.site_seq)
+        return below and (mine is None or mine == (r.lts, r.body))
 
     def _merge_body(self, r: SiteRecord) -> bytes:
         """The body a message of the state goes into our merge with: a SKIP if this daemon
@@ -10430,7 +10484,7 @@ class SiteGateway:
         groups = _checked(state.get("tree_groups", {}), dict)
         self.tree_groups = {_site_key(k, n): frozenset(_int_list(v, n)) for k, v in groups.items()}
         self.trees = self._view_trees()
-        self.gate = gate
+        self.gate, self.gate_ring = gate, self.orderer.ring  # (taken at a point of this ring's order)
         self.passed_seq = _per_site(state["passed_seq"], n, all_sites=True)
         self.passed_frontier = _per_site(state["passed_frontier"], n, all_sites=True)
         self.passed_aru = _per_site(state["passed_aru"], n, all_sites=True)

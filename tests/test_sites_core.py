@@ -359,6 +359,110 @@ def test_a_kept_side_sites_message_made_after_the_fork_counts_nowhere_the_fork_r
     assert (late.epochs_left, late.kept_rings, late.fork_unread) == ({}, 0, False)
 
 
+def _linked_rep_of_a_split_site(name):
+    """a1 or a2 of site a (a1 a2 a3, voting, epoch 5) after a ring of all three, linked to b1
+    (a1 represents site a; a2 is made its representative here to see what it would send)."""
+    sites, costs = [["a1", "a2", "a3"], ["b1"]], [[0, 1], [1, 0]]
+    gw = gateway(name, sites, costs)
+    gw.epoch, gw.lineage, gw.wide_ring = 5, [(5, 0)], frozenset(sites[0])
+    regular(gw, ["a1", "a2", "a3"])
+    gw.representative = name
+    gw._start_link(1, ("b1", 1), {}, 0.0, 0)
+    gw.poll()
+    return gw
+
+
+def _ring_ends(gw):
+    """Our ring orderer installs the next ring (its outputs not read yet): the new ring's
+    safe_lts starts above every lts of the old one, as a real ring's start_lts does."""
+    old = gw.orderer.ring
+    gw.orderer.ring = sr._Ring((2, "a1"), old.members, 1 << 16)
+
+
+def test_what_the_last_ring_never_made_safe_goes_to_no_site_if_our_ring_forks():
+    """(seed 125 --lan-splits --groups) a1 delivered its own JOIN in the ring of a1 a2 a3,
+    which never made it safe (a2 and a3 lacked it), then the LAN split: a1 alone forks, a2
+    a3 keep epoch 5 and number their stream on without that JOIN. a1's gate passed it to
+    site b as site a's first message of epoch 5 anyway, twice over: on a tick after its ring
+    orderer installed the ring of a1 alone (the new ring's safe_lts is above every old lts),
+    and at that ring's regular configuration, before it found that the ring forks. Site b
+    then refused the kept side's stream from that site_seq on. Now the gate waits from the
+    ring's end to the regular configuration, which passes what is left if our ring keeps
+    the epoch and withholds it if it forks."""
+    for name, ring, forwarded in (("a1", ["a1"], 0), ("a2", ["a2", "a3"], 1)):
+        gw = _linked_rep_of_a_split_site(name)
+        gw.orderer.ring.safe_lts = 0
+        gw.ring_output(local(5, b"join", origin=name), 0.1)
+        assert gw.counters["site_records_forwarded"] == 0 and gw.passed_seq[0] == 0
+        _ring_ends(gw)
+        gw.tick(0.2)
+        assert gw.counters["site_records_forwarded"] == 0 and gw.passed_seq[0] == 0
+        regular(gw, ring, 0.3)
+        assert gw.counters["site_records_forwarded"] == forwarded
+        assert gw.passed_seq[0] == forwarded and not gw.gate
+        assert gw.counters["site_records_withheld_at_fork"] == 1 - forwarded
+        assert (gw.epoch != 5) == (forwarded == 0)  # (a1 forked; a2 kept the epoch)
+    # the new ring's own messages go on by its safe_lts, as before
+    gw.ring_output(local((1 << 16) + 1, b"next", origin="a2"), 0.4)
+    assert gw.counters["site_records_forwarded"] == 1
+    gw.orderer.ring.safe_lts = (1 << 16) + 1
+    gw.tick(0.5)
+    assert gw.counters["site_records_forwarded"] == 2 and gw.passed_seq[0] == 2
+
+
+def test_a_forks_own_message_its_last_ring_never_made_safe_hides_no_kept_message_of_that_site_seq():
+    """Seed 125's cause seen where the fork's daemon lives on (there b1 crashed first): a1's
+    fork numbered its own JOIN, which the ring of a1 a2 a3 never made safe, as site a's first
+    message; a2 a3, kept, numbered another one so. Where a1 takes the kept state, the kept
+    side's first message is not the one a1 delivered in its fork's closing view: held as
+    delivered (a SKIP, by its site_seq alone) it was never delivered at a1. The same message
+    still is a SKIP."""
+    for kept_first, skipped in (local(4, b"kept's first", origin="a2"), False), \
+            (local(5, b"fork's join", origin="a1"), True):  # (the same message: delivered here)
+        fork = _linked_rep_of_a_split_site("a1")
+        fork.orderer.ring.safe_lts = 0
+        fork.ring_output(local(5, b"fork's join", origin="a1"), 0.1)
+        _ring_ends(fork)
+        regular(fork, ["a1"], 0.2)
+        assert fork.epoch != 5
+        fork.close_fork(0.3)
+        assert delivered(fork) == [b"fork's join"] and fork.counters["fork_held_delivered"] == 1
+        kept = _linked_rep_of_a_split_site("a2")
+        kept.orderer.ring.safe_lts = 0
+        kept.ring_output(kept_first, 0.1)
+        fork.stand_down()
+        fork.import_state(json.loads(json.dumps(kept.export_state())), 0.4)
+        bodies = {m.site_seq: m.frags[0] for m in fork.streams[0].ordered}
+        assert (bodies[1] == sr.SITE_SKIP_BODY) == skipped
+        assert skipped or b"kept's first" in bodies[1]
+
+
+def test_a_forks_own_message_it_delivered_before_the_fork_hides_no_kept_message_of_that_site_seq():
+    """The same where a1 delivered its own message in the view of the sites before the fork
+    (site b's frontier let it through; the ring of a1 a2 a3 never made it safe): a2 a3
+    numbered another message so, which a1 owes after it takes their state, though its lts
+    is below what a1 delivered of its stream. The same message is a SKIP."""
+    for kept_first, skipped in (local(4, b"kept's first", origin="a2"), False), \
+            (local(5, b"a1's own", origin="a1"), True):
+        fork = _linked_rep_of_a_split_site("a1")
+        fork.orderer.ring.safe_lts = 0
+        fork.ring_output(local(5, b"a1's own", origin="a1"), 0.1)
+        fork.ring_output(carrier([sr.SiteRecord(sr.SITE_FRONTIER, 1, 10, 0)], 6), 0.1)
+        assert delivered(fork) == [b"a1's own"]
+        _ring_ends(fork)
+        regular(fork, ["a1"], 0.2)
+        fork.close_fork(0.3)
+        assert delivered(fork) == [] and fork.epoch != 5
+        kept = _linked_rep_of_a_split_site("a2")
+        kept.orderer.ring.safe_lts = 0
+        kept.ring_output(kept_first, 0.1)
+        fork.stand_down()
+        fork.import_state(json.loads(json.dumps(kept.export_state())), 0.4)
+        bodies = {m.site_seq: m.frags[0] for m in fork.streams[0].ordered}
+        assert (bodies[1] == sr.SITE_SKIP_BODY) == skipped
+        assert skipped or b"kept's first" in bodies[1]
+
+
 def test_a_sites_message_names_its_epoch_across_the_ring():
     gw = gateway()
     regular(gw, ["a1", "a2"])

@@ -752,6 +752,20 @@ def test_a_site_split_in_two_rings_regression_seed(seed):
     assert res.violations == [], "seed %d: %s" % (seed, res.summary())
 
 
+#: --lan-splits --groups seeds. 125: b1, cut off from b2 and b3, forked; its gate had sent a1,
+#: under the old epoch, its own JOIN that their ring never made safe, as site b's third
+#: message; a1 then refused the kept side's stream from there (no loss, SAFE). Pinned by
+#: test_sites_core's ..._never_made_safe_goes_to_no_site_if_our_ring_forks
+LAN_SPLIT_GROUPS_REGRESSION_SEEDS = [125]
+
+
+@pytest.mark.parametrize("seed", LAN_SPLIT_GROUPS_REGRESSION_SEEDS)
+def test_a_site_split_in_two_rings_with_groups_regression_seed(seed):
+    res = sites_sim.run_seed(seed, lan_splits=True, groups=True)
+    assert res.stats.get("site_forks"), res.summary()
+    assert res.violations == [], "seed %d: %s" % (seed, res.summary())
+
+
 def test_a_fork_takes_no_view_record_another_site_made_for_the_incarnation_it_left(monkeypatch):
     """Seed 7123 --lan-splits (a line a - b - c; a = a1 a2 a3): a2 died, a3 was split off, and
     a1 forked alone (epoch 1 -> a new one). b1's PROPOSE of view 1 (without c), put into a1's
