@@ -8261,6 +8261,9 @@ class SiteGateway:
                 if before_fork and r.site != own and r.kind in SITE_VIEW_KINDS:
                     self.counters["site_view_records_before_our_fork"] += 1
                     continue
+                if self._above_its_message(r, msg.lts):
+                    self.counters["site_records_above_their_message"] += 1
+                    continue
                 if r.site != own and (r.kind in (SITE_MSG, SITE_FRONTIER, SITE_ARU)
                                       or r.kind == SITE_EPOCH and r.service == EPOCH_FROM_HELLO):
                     # (an EPOCH first hand: our representative's link to that site started) a
@@ -9111,6 +9114,25 @@ class SiteGateway:
         if r.site in self.site_epochs:
             return  # (known: ours stands)
         self.to_ring.append(r)
+
+    @staticmethod
+    def _above_its_message(r: SiteRecord, message_lts: int) -> bool:
+        """A record of a SITES message our ring delivered whose lts is above that message's own:
+        not one our representative brought in. It takes the Lamport clock past each record's lts
+        before it submits it (_from_link: saw_lts), and our own site's records carry an lts our
+        ring delivered already, so every record it puts in a SITES message is below the lts the
+        ring gives that message. Without a key a student on our LAN can forge a ring packet
+        holding a SITES message (ring_sim's forger, bench/sites_hostile.py's `sites_ring`); the
+        ring bounds the message's own lts (LTS_AHEAD_MAX) but nothing bounded the records in it:
+        one at the wire's limit put our clock where our next message no decoder takes, a
+        FRONTIER at 2**40 made every real message of its site "out of order" here for good, a
+        MERGE at 2**40 decided a merge whose limit the other site's messages never reach and
+        whose READY it refuses as far ahead (the sites never merged again). Refused here, every
+        record's lts is within the ring's own bound. (UNRELIABLE and EPOCH records are exempt:
+        an UNRELIABLE one keeps its origin's lts as its name only, an EPOCH's lts says nothing;
+        neither moves a clock, a stream or a view.) The same at every daemon of the site: the
+        message's lts is."""
+        return r.lts > message_lts and r.kind not in (SITE_UNRELIABLE, SITE_EPOCH)
 
     def _view_ceiling(self) -> int:
         """The highest view seq a HELLO or a view record may name: a view seq grows by one per
