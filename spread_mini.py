@@ -8264,6 +8264,9 @@ class SiteGateway:
                 if self._above_its_message(r, msg.lts):
                     self.counters["site_records_above_their_message"] += 1
                     continue
+                if self._number_far_ahead(r, self._view_ceiling(ring=True)):
+                    self.counters["site_records_refused_far_ahead"] += 1
+                    continue
                 if r.site != own and (r.kind in (SITE_MSG, SITE_FRONTIER, SITE_ARU)
                                       or r.kind == SITE_EPOCH and r.service == EPOCH_FROM_HELLO):
                     # (an EPOCH first hand: our representative's link to that site started) a
@@ -9134,11 +9137,13 @@ class SiteGateway:
         message's lts is."""
         return r.lts > message_lts and r.kind not in (SITE_UNRELIABLE, SITE_EPOCH)
 
-    def _view_ceiling(self) -> int:
+    def _view_ceiling(self, ring: bool = False) -> int:
         """The highest view seq a HELLO or a view record may name: a view seq grows by one per
         change, so more than RING_SEQ_AHEAD_MAX above ours is no daemon's (a forger's, without
-        a key: taken, it would make our next view a number the wire refuses)."""
-        views = [self.view_seq, self.proposed_view, self.given_up_view, self.join_sent]
+        a key: taken, it would make our next view a number the wire refuses). `ring`: for a
+        record our ring delivered, from what every daemon of the site holds alike at that point
+        (not join_sent, the representative's own)."""
+        views = [self.view_seq, self.proposed_view, self.given_up_view] + ([] if ring else [self.join_sent])
         if self.merging is not None:
             views.append(self.merging.view_seq)
         return max(views) + RING_SEQ_AHEAD_MAX
@@ -9149,8 +9154,17 @@ class SiteGateway:
         Taken, one forged at the wire's limit (2**53) would make our site's next lts one that
         every decoder refuses: our ring and our stream cut off for good."""
         lts_seen = max(self.own_lts, self.orderer.transport.max_lts_seen)
-        return r.lts > lts_seen + LTS_AHEAD_MAX or (
-            r.kind in SITE_VIEW_KINDS and r.site_seq > self._view_ceiling())
+        return r.lts > lts_seen + LTS_AHEAD_MAX or self._number_far_ahead(r, self._view_ceiling())
+
+    def _number_far_ahead(self, r: SiteRecord, view_ceiling: int) -> bool:
+        """A view record whose view seq is past `view_ceiling`, or a LINKS record whose version
+        is more than RING_SEQ_AHEAD_MAX above its site's last report here (a version grows by
+        one per report). Taken, a forged LINKS at 2**40 stood for ever (the site's real reports
+        all "older"), and one of our own site at the wire's limit made our next report a number
+        no encoder takes; a view record there, our next view."""
+        if r.kind == SITE_LINKS:
+            return r.site_seq > self.link_reports.get(r.site, (0,))[0] + RING_SEQ_AHEAD_MAX
+        return r.kind in SITE_VIEW_KINDS and r.site_seq > view_ceiling
 
     def _held_ahead(self, r: SiteRecord) -> bool:
         """True: r came before what precedes it in its site's order (a message above the next

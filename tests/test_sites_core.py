@@ -460,6 +460,23 @@ def test_a_forged_merge_above_its_message_lts_decides_nothing():
     assert gw.merging.ready[0].lts == 9
 
 
+def test_a_forged_sites_message_cannot_put_a_view_or_links_number_far_ahead_into_our_site():
+    """The same forged ring packet with a PROPOSE of b for view 2**53 (our next view a number
+    no encoder takes) or b's LINKS at version 2**40 (b's real reports all "older" for good):
+    refused as on a link (a view seq, a links version grow by one per change)."""
+    gw = gateway()
+    regular(gw, ["a1", "a2"])
+    gw.poll()
+    body = sr.encode_site_view_body({1}, {})
+    gw.ring_output(carrier([sr.SiteRecord(sr.SITE_PROPOSE, 1, 5, sr.MAX_WIRE_COUNTER, body=body),
+                            sr.SiteRecord(sr.SITE_LINKS, 1, 0, 2 ** 40, body=body)], 11), 1.0)
+    assert gw.counters["site_records_refused_far_ahead"] == 2
+    assert (gw.view_seq, gw.proposed_view, gw.link_reports) == (0, 0, {})
+    real = sr.SiteRecord(sr.SITE_LINKS, 1, 0, 1, body=sr.encode_site_view_body((), {}))
+    gw.ring_output(carrier([real], 12), 1.1)
+    assert gw.link_reports[1][0] == 1
+
+
 def _bad_carrier():
     msg = sr.DaemonMessage(sr.SITES, "a1", "", sr.AGREED_MESS, [], data=b"\x00\x00\x00\x05junk")
     msg.lts = 3
