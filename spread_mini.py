@@ -8261,7 +8261,7 @@ class SiteGateway:
                 if before_fork and r.site != own and r.kind in SITE_VIEW_KINDS:
                     self.counters["site_view_records_before_our_fork"] += 1
                     continue
-                if self._above_its_message(r, msg.lts):
+                if r.site != own and self._above_its_message(r, msg.lts):
                     self.counters["site_records_above_their_message"] += 1
                     continue
                 if self._number_far_ahead(r, self._view_ceiling(ring=True)):
@@ -9122,9 +9122,10 @@ class SiteGateway:
     def _above_its_message(r: SiteRecord, message_lts: int) -> bool:
         """A record of a SITES message our ring delivered whose lts is above that message's own:
         not one our representative brought in. It takes the Lamport clock past each record's lts
-        before it submits it (_from_link: saw_lts), and our own site's records carry an lts our
-        ring delivered already, so every record it puts in a SITES message is below the lts the
-        ring gives that message. Without a key a student on our LAN can forge a ring packet
+        before it submits it (_from_link: saw_lts), and the ring gives the message an lts above
+        that clock, so another site's record is below its message's lts. (Not our own site's: an
+        ARU says our site_aru, of our own_lts, which a ring that started lower after a split may
+        not have reached: seed 7 --lan-splits --groups --unreliable.) Without a key a student on our LAN can forge a ring packet
         holding a SITES message (ring_sim's forger, bench/sites_hostile.py's `sites_ring`); the
         ring bounds the message's own lts (LTS_AHEAD_MAX) but nothing bounded the records in it:
         one at the wire's limit put our clock where our next message no decoder takes, a
