@@ -9125,9 +9125,9 @@ class SiteGateway:
         before it submits it (_from_link: saw_lts), and the ring gives the message an lts above
         that clock, so another site's record is below its message's lts. (Not our own site's: an
         ARU says our site_aru, of our own_lts, which a ring that started lower after a split may
-        not have reached: seed 7 --lan-splits --groups --unreliable.) Without a key a student on our LAN can forge a ring packet
-        holding a SITES message (ring_sim's forger, bench/sites_hostile.py's `sites_ring`); the
-        ring bounds the message's own lts (LTS_AHEAD_MAX) but nothing bounded the records in it:
+        not have reached: seed 7 --lan-splits --groups --unreliable.) Without a key a student on
+        our LAN can forge a ring packet holding a SITES message (ring_sim's forger,
+        bench/sites_hostile.py's `sites_ring`); the ring bounds the message's own lts (LTS_AHEAD_MAX) but nothing bounded the records in it:
         one at the wire's limit put our clock where our next message no decoder takes, a
         FRONTIER at 2**40 made every real message of its site "out of order" here for good, a
         MERGE at 2**40 decided a merge whose limit the other site's messages never reach and
@@ -9161,8 +9161,9 @@ class SiteGateway:
         """A view record whose view seq is past `view_ceiling`, or a LINKS record whose version
         is more than RING_SEQ_AHEAD_MAX above its site's last report here (a version grows by
         one per report). Taken, a forged LINKS at 2**40 stood for ever (the site's real reports
-        all "older"), and one of our own site at the wire's limit made our next report a number
-        no encoder takes; a view record there, our next view."""
+        all "older"; one within the bound still stands until its site makes that many reports:
+        only a key stops it), and one of our own site at the wire's limit made our next report a
+        number no decoder takes; a view record there, our next view."""
         if r.kind == SITE_LINKS:
             return r.site_seq > self.link_reports.get(r.site, (0,))[0] + RING_SEQ_AHEAD_MAX
         return r.kind in SITE_VIEW_KINDS and r.site_seq > view_ceiling
