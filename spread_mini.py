@@ -8036,7 +8036,8 @@ class SiteGateway:
     #: the gateway's counters that say a datagram or record from another site was refused
     REFUSAL_PREFIXES = ("hop_dropped_", "hellos_not_", "hellos_old_", "hellos_new_", "hellos_left_out",
                         "hellos_refused_", "hop_stream_broken", "site_records_not_for_us",
-                        "site_records_undecodable", "site_records_refused_")
+                        "site_records_undecodable", "site_records_refused_",
+                        "site_records_above_their_message")
 
     def hop_counters(self) -> Dict[str, int]:
         """What this daemon refused of what came on its HOP port (hostile datagrams, late
