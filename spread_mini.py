@@ -8049,7 +8049,8 @@ class SiteGateway:
     #: the gateway's counters that say a datagram or record from another site was refused
     REFUSAL_PREFIXES = ("hop_dropped_", "hellos_not_", "hellos_old_", "hellos_new_", "hellos_left_out",
                         "hellos_refused_", "hop_stream_broken", "site_records_not_for_us",
-                        "site_records_undecodable", "site_records_refused_")
+                        "site_records_undecodable", "site_records_refused_",
+                        "site_records_above_their_message")
 
     def hop_counters(self) -> Dict[str, int]:
         """What this daemon refused of what came on its HOP port (hostile datagrams, late
@@ -8301,6 +8302,12 @@ class SiteGateway:
             for r in records:
                 if before_fork and r.site != own and r.kind in SITE_VIEW_KINDS:
                     self.counters["site_view_records_before_our_fork"] += 1
+                    continue
+                if r.site != own and self._above_its_message(r, msg.lts):
+                    self.counters["site_records_above_their_message"] += 1
+                    continue
+                if self._number_far_ahead(r, self._view_ceiling(ring=True)):
+                    self.counters["site_records_refused_far_ahead"] += 1
                     continue
                 if r.site != own and (r.kind in (SITE_MSG, SITE_FRONTIER, SITE_ARU)
                                       or r.kind == SITE_EPOCH and r.service == EPOCH_FROM_HELLO):
@@ -9158,11 +9165,33 @@ class SiteGateway:
             return  # (known: ours stands)
         self.to_ring.append(r)
 
-    def _view_ceiling(self) -> int:
+    @staticmethod
+    def _above_its_message(r: SiteRecord, message_lts: int) -> bool:
+        """A record of a SITES message our ring delivered whose lts is above that message's own:
+        not one our representative brought in. It takes the Lamport clock past each record's lts
+        before it submits it (_from_link: saw_lts), and the ring gives the message an lts above
+        that clock, so another site's record is below its message's lts. (Not our own site's: an
+        ARU says our site_aru, of our own_lts, which a ring that started lower after a split may
+        not have reached: seed 7 --lan-splits --groups --unreliable.) Without a key a student on
+        our LAN can forge a ring packet holding a SITES message (ring_sim's forger,
+        bench/sites_hostile.py's `sites_ring`); the ring bounds the message's own lts (LTS_AHEAD_MAX) but nothing bounded the records in it:
+        one at the wire's limit put our clock where our next message no decoder takes, a
+        FRONTIER at 2**40 made every real message of its site "out of order" here for good, a
+        MERGE at 2**40 decided a merge whose limit the other site's messages never reach and
+        whose READY it refuses as far ahead (the sites never merged again). Refused here, every
+        record's lts is within the ring's own bound. (UNRELIABLE and EPOCH records are exempt:
+        an UNRELIABLE one keeps its origin's lts as its name only, an EPOCH's lts says nothing;
+        neither moves a clock, a stream or a view.) The same at every daemon of the site: the
+        message's lts is."""
+        return r.lts > message_lts and r.kind not in (SITE_UNRELIABLE, SITE_EPOCH)
+
+    def _view_ceiling(self, ring: bool = False) -> int:
         """The highest view seq a HELLO or a view record may name: a view seq grows by one per
         change, so more than RING_SEQ_AHEAD_MAX above ours is no daemon's (a forger's, without
-        a key: taken, it would make our next view a number the wire refuses)."""
-        views = [self.view_seq, self.proposed_view, self.given_up_view, self.join_sent]
+        a key: taken, it would make our next view a number the wire refuses). `ring`: for a
+        record our ring delivered, from what every daemon of the site holds alike at that point
+        (not join_sent, the representative's own)."""
+        views = [self.view_seq, self.proposed_view, self.given_up_view] + ([] if ring else [self.join_sent])
         if self.merging is not None:
             views.append(self.merging.view_seq)
         return max(views) + RING_SEQ_AHEAD_MAX
@@ -9173,8 +9202,18 @@ class SiteGateway:
         Taken, one forged at the wire's limit (2**53) would make our site's next lts one that
         every decoder refuses: our ring and our stream cut off for good."""
         lts_seen = max(self.own_lts, self.orderer.transport.max_lts_seen)
-        return r.lts > lts_seen + LTS_AHEAD_MAX or (
-            r.kind in SITE_VIEW_KINDS and r.site_seq > self._view_ceiling())
+        return r.lts > lts_seen + LTS_AHEAD_MAX or self._number_far_ahead(r, self._view_ceiling())
+
+    def _number_far_ahead(self, r: SiteRecord, view_ceiling: int) -> bool:
+        """A view record whose view seq is past `view_ceiling`, or a LINKS record whose version
+        is more than RING_SEQ_AHEAD_MAX above its site's last report here (a version grows by
+        one per report). Taken, a forged LINKS at 2**40 stood for ever (the site's real reports
+        all "older"; one within the bound still stands until its site makes that many reports:
+        only a key stops it), and one of our own site at the wire's limit made our next report a
+        number no decoder takes; a view record there, our next view."""
+        if r.kind == SITE_LINKS:
+            return r.site_seq > self.link_reports.get(r.site, (0,))[0] + RING_SEQ_AHEAD_MAX
+        return r.kind in SITE_VIEW_KINDS and r.site_seq > view_ceiling
 
     def _held_ahead(self, r: SiteRecord) -> bool:
         """True: r came before what precedes it in its site's order (a message above the next

@@ -1452,7 +1452,9 @@ class SitesSim:
             for k, v in n.gateway.counters.items():
                 if k.startswith(("site_records_out", "site_records_unknown", "hop_stream", "hop_peer_dead",
                                  "hop_links_restarted", "site_merges_routed_around",
-                                 "site_giveups_of_a_dead_site", "site_forks")):
+                                 "site_giveups_of_a_dead_site", "site_forks",
+                                 # (never one of a daemon's own: only a forger's, see _above_its_message)
+                                 "site_records_above_their_message", "site_records_refused_far_ahead")):
                     self.stats[k] = self.stats.get(k, 0) + v
                 elif k.startswith("site_pruned_to_"):  # SKIPs sent in place of a body (pruning)
                     self.stats["skips_sent"] = self.stats.get("skips_sent", 0) + v

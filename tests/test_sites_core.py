@@ -517,12 +517,68 @@ def test_forged_and_misplaced_input_changes_nothing_but_counters():
     gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("zz", 1), 7, True, {})), 1.0)
     gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("a2", 1), 0, True, {})), 1.0)  # our own site
     gw.ring_output(_bad_carrier(), 1.0)  # a SITES message that does not decode
-    gw.ring_output(carrier([remote(5, 10)], 4), 1.0)  # b's site_seq 5 before 1..4
+    gw.ring_output(carrier([remote(5, 10)], 11), 1.0)  # b's site_seq 5 before 1..4
     assert gw.counters["hop_dropped_not_a_link"] == 1
     assert gw.counters["hellos_not_a_neighbour"] == 2
     assert gw.counters["site_records_undecodable"] == 1
     assert gw.counters["site_records_out_of_order"] == 1
     assert (dict(gw.applied_seq), gw.frontier_answered) == before
+
+
+def test_a_forged_sites_message_cannot_put_a_record_above_its_own_lts_into_our_site():
+    """(issue 10, a keyless lab LAN) A ring packet forged on our LAN (no key: it passes the CRC)
+    can hold a SITES message; the ring bounds the message's lts (LTS_AHEAD_MAX) but the records
+    in it were taken at any lts. One record put the Lamport clock at the wire's limit (our next
+    message one that no decoder takes); a FRONTIER at 2**40 made b's real messages "out of
+    order" here for good. Our representative takes the clock past each record before it
+    submits it, so a record above its message's lts is not one it brought: refused."""
+    gw = gateway()
+    regular(gw, ["a1", "a2"])
+    gw.poll()
+    gw.ring_output(carrier([remote(1, sr.MAX_WIRE_COUNTER, b"forged"),
+                            sr.SiteRecord(sr.SITE_FRONTIER, 1, 2 ** 40)], 11), 1.0)
+    assert gw.counters["site_records_above_their_message"] == 2
+    assert gw.orderer.transport.max_lts_seen < sr.LTS_AHEAD_MAX and gw.applied_seq[1] == 0
+    assert gw.streams[1].frontier_lts < 2 ** 40
+    gw.ring_output(carrier([remote(1, 12, b"real")], 13), 1.1)  # b's real first message
+    assert delivered(gw) == [b"real"] and gw.applied_seq[1] == 1
+    assert gw.counters["site_records_out_of_order"] == 0
+
+
+def test_a_forged_merge_above_its_message_lts_decides_nothing():
+    """The same forgery during a merge: b's MERGE at lts 2**40 was taken as b's proposal, and
+    the merge was decided with that limit (a1's clock at 2**40, bench/sites_hostile.py
+    --forge-in-session): b's messages up to 2**40 counted as "delivered in its old view" here,
+    and b refused our READY (lts 2**40) as far ahead: the sites never merged again. Refused,
+    b's real MERGE (lts 9, in a SITES message of lts 11) decides it with b's limit."""
+    gw = gateway()
+    regular(gw, ["a1", "a2"])
+    gw.poll()
+    gw.live_sites = [0]  # (b left out by an earlier view; the partition healed)
+    assert gw._start_merge(2, frozenset({0, 1}), [])
+    merge = lambda lts: sr.SiteRecord(sr.SITE_MERGE, 1, lts, 2, body=sr.encode_site_view_body({0, 1}, {}))
+    gw.ring_output(carrier([merge(2 ** 40)], 11), 1.0)
+    assert gw.closing is None and gw.counters["site_records_above_their_message"] == 1
+    gw.ring_output(carrier([merge(9)], 11), 1.1)
+    assert gw.closing is not None and gw.closing.limit_lts == 9 and gw.join_after_lts == {1: 9}
+    assert gw.merging.ready[0].lts == 9
+
+
+def test_a_forged_sites_message_cannot_put_a_view_or_links_number_far_ahead_into_our_site():
+    """The same forged ring packet with a PROPOSE of b for view 2**53 (our next view a number
+    no encoder takes) or b's LINKS at version 2**40 (b's real reports all "older" for good):
+    refused as on a link (a view seq, a links version grow by one per change)."""
+    gw = gateway()
+    regular(gw, ["a1", "a2"])
+    gw.poll()
+    body = sr.encode_site_view_body({1}, {})
+    gw.ring_output(carrier([sr.SiteRecord(sr.SITE_PROPOSE, 1, 5, sr.MAX_WIRE_COUNTER, body=body),
+                            sr.SiteRecord(sr.SITE_LINKS, 1, 0, 2 ** 40, body=body)], 11), 1.0)
+    assert gw.counters["site_records_refused_far_ahead"] == 2
+    assert (gw.view_seq, gw.proposed_view, gw.link_reports) == (0, 0, {})
+    real = sr.SiteRecord(sr.SITE_LINKS, 1, 0, 1, body=sr.encode_site_view_body((), {}))
+    gw.ring_output(carrier([real], 12), 1.1)
+    assert gw.link_reports[1][0] == 1
 
 
 def _bad_carrier():
