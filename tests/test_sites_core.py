@@ -447,7 +447,7 @@ def test_a_forks_own_message_it_delivered_before_the_fork_hides_no_kept_message_
         fork = _linked_rep_of_a_split_site("a1")
         fork.orderer.ring.safe_lts = 0
         fork.ring_output(local(5, b"a1's own", origin="a1"), 0.1)
-        fork.ring_output(carrier([sr.SiteRecord(sr.SITE_FRONTIER, 1, 10, 0)], 6), 0.1)
+        fork.ring_output(carrier([sr.SiteRecord(sr.SITE_FRONTIER, 1, 10, 0)], 11), 0.1)
         assert delivered(fork) == [b"a1's own"]
         _ring_ends(fork)
         regular(fork, ["a1"], 0.2)
