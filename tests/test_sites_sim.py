@@ -818,8 +818,10 @@ def test_a_forks_daemon_delivers_its_held_messages_in_a_transitional_view_of_its
 #: transitional view that ends the fork (2: JOINs held in the fork's stream); a fork's REG_MEMB
 #: naming a member of a site that refuses the fork (7, 60: JOINs delivered in the fork's old
 #: or transitional view of the sites); a second TRANSITION after the fork's, where the kept
-#: table still held the fork's member when it was taken (33: the REJOIN names it too)
-CLIENT_VIEW_SEEDS = [2, 7, 60, 33]
+#: table still held the fork's member when it was taken (33: the REJOIN names it too); a
+#: REJOIN delivered in the sites' transitional view that lost another site, whose REG_MEMB
+#: named that site's member in the client's own vs_set (6: _hold_rejoin)
+CLIENT_VIEW_SEEDS = [2, 7, 60, 33, 6]
 
 
 @pytest.mark.parametrize("seed", CLIENT_VIEW_SEEDS)
