@@ -1485,12 +1485,12 @@ class SitesSim:
                 if view_sites and sites - set(view_sites):
                     self.fail(CLIENT_VIEW, "%s: a REG_MEMB %s names a site out of its view %s" % (
                         where, sorted(msg.members), list(view_sites)))
-                elif trans_sites and sites - set(trans_sites):
-                    self.fail(CLIENT_VIEW, "%s: a REG_MEMB %s in the sites' transitional view %s names "
-                                           "a site it lost" % (where, sorted(msg.members), list(trans_sites)))
                 elif forked and sites - {self.site_of[name]}:
                     self.fail(CLIENT_VIEW, "%s: a fork's REG_MEMB %s names another site's member" % (
                         where, sorted(msg.members)))
+                elif trans_sites and sites - set(trans_sites):
+                    self.fail(CLIENT_VIEW, "%s: a REG_MEMB %s in the sites' transitional view %s names "
+                                           "a site it lost" % (where, sorted(msg.members), list(trans_sites)))
 
     def check_agreed(self) -> None:
         """Any two daemons deliver the messages they both delivered in the same order."""
