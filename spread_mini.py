@@ -6919,7 +6919,7 @@ class RingGroupCore(GroupCore):
             if name in self.transition_sent:
                 old_id = None  # its TRANSITION went out with the transitional configuration
             self._announce_network_change(group, old_id, ex.old_ring, my_ring)
-        self.transition_sent, self.came_back = {}, {}  # (the exchange gave every group its view)
+        self.transition_sent = {}
         self.log.append("group state exchange done: %d groups; %d messages (%d KB) were held "
                         "meanwhile" % (len(self.groups), len(ex.held), ex.held_bytes // 1024))
         held, ex.held = ex.held, []
@@ -11747,7 +11747,7 @@ class SitesGroupCore(GroupCore):
             if name in self.transition_sent:
                 old_id = None
             self._announce_network_change(group, old_id, came_from, my_view)
-        self.transition_sent = {}
+        self.transition_sent, self.came_back = {}, {}  # (the exchange gave every group its view)
         self.log.append("network change: view %d of the sites, group state exchange done: %d groups; "
                         "%d messages were held meanwhile" % (ex.ring_id, len(self.groups), len(ex.held)))
         held, ex.held = ex.held, []
