@@ -3149,16 +3149,21 @@ class GroupCore:
                 held[name] = transition_sent.get(name, old_id)
                 self.log.append("%s: its REG_MEMB waits for the sites' next view (members at "
                                 "sites it leaves out)" % name)
-            survivors = list(group.ordered)
+            vs_sets, local_index = self._network_vs_sets(group)
             for session in group.local:
                 if session.group_membership:
                     if name not in transition_sent:
                         self._enqueue(session, encode_transition(name, old_id))
                     if not waits:
                         self._enqueue(session, encode_reg_memb(name, CAUSED_BY_NETWORK, group.blob, len(group.ordered),
-                                                               self.group_id(group), [survivors], 0))
+                                                               self.group_id(group), vs_sets, local_index))
             self._drop_if_empty(group)
         return held
+
+    def _network_vs_sets(self, group: Group) -> Tuple[List[List[str]], int]:
+        """The vs_sets of a network change's REG_MEMB and the index of ours: the members left
+        came through the change together (SitesGroupCore: not those a held REJOIN brought back)."""
+        return [list(group.ordered)], 0
 
     # -- state exchanges (a ring's, the sites') ----------------------------------------------------
     def _rebuild(self, table: Dict[str, Dict[str, str]]) -> None:
@@ -11277,6 +11282,10 @@ class SitesGroupCore(GroupCore):
         self.forks_at_view = 0
         #: the daemons of the sites our transitional view of the sites lost (until the regular one)
         self.transitional_lost: set = set()
+        #: group -> the daemons whose clients a REJOIN brought back while the group's REG_MEMB
+        #: waited (_rejoin): they come from another view, so that REG_MEMB gives them vs_sets
+        #: of their own (_network_vs_sets)
+        self.came_back: Dict[str, set] = {}
         ring = getattr(orderer, "ring_orderer", orderer)
         cfg = getattr(ring, "cfg", None) or RingSettings()
         #: bytes (message data) held during one exchange beyond which it is reported and this
@@ -11439,12 +11448,16 @@ class SitesGroupCore(GroupCore):
             group = self.groups.get(fields[0])
             if group is None or fields[1] not in group.members:
                 added.setdefault(fields[0], []).append(fields[1])
+        hold = self._lost_at_next_view()
         if origin == self.daemon_name:
             waiting, self.rejoin_waiting = self.rejoin_waiting, set()
             for name in sorted((waiting & set(self.transition_sent)) - set(added)):
+                group = self.groups.get(name)
+                if group is not None and self._waits_for_view(group, hold):
+                    continue  # (its REG_MEMB comes with the regular view: _network_change)
                 del self.transition_sent[name]
-                if name in self.groups:
-                    self._end_transition(self.groups[name])
+                if group is not None:
+                    self._end_transition(group)
         if not added:
             return
         old_ids = {name: self.group_id(self.groups[name]) for name in added if name in self.groups}
@@ -11462,16 +11475,53 @@ class SitesGroupCore(GroupCore):
                     session.groups.add(name)
             group.index = 1
             self._reorder(group)
-        came_from = {d: "0" for d in self.site_of}
-        came_from[origin] = "1"
-        mine = "1" if origin == self.daemon_name else "0"
         for name in sorted(added):
-            old_id = old_ids.get(name)
-            if self.transition_sent.pop(name, None) is not None or origin == self.daemon_name:
+            group, old_id = self.groups[name], old_ids.get(name)
+            given = self.transition_sent.pop(name, None) is not None or origin == self.daemon_name
+            self.came_back.setdefault(name, set()).add(origin)
+            if self._waits_for_view(group, hold):
+                self._hold_rejoin(group, old_id, given)
+                continue
+            if given:
                 old_id = None
-            self._announce_network_change(self.groups[name], old_id, came_from, mine)
+            came_from = {d: self._came_from_key(name, d) for d in self.site_of}
+            self._announce_network_change(group, old_id, came_from, self._came_from_key(name, self.daemon_name))
+            self.came_back.pop(name, None)
         self.log.append("network change: %s's clients are back from its site's fork (REJOIN): "
                         "%d members in %d groups" % (origin, sum(map(len, added.values())), len(added)))
+
+    def _waits_for_view(self, group: Group, hold: set) -> bool:
+        """The group keeps members at daemons our next regular view of the sites leaves out
+        (_lost_at_next_view): a REG_MEMB now would name them in a view they never share."""
+        return any(d in hold for d in group.members.values())
+
+    def _hold_rejoin(self, group: Group, old_id: Optional[Tuple[int, int, int]], given: bool) -> None:
+        """A REJOIN delivered while the group's REG_MEMB waits for the sites' regular view
+        (seed 6 --lan-splits --client-views: delivered in the transitional view that lost site
+        a, its REG_MEMB named a1's member in b3's own vs_set). Its members are in the table;
+        our clients get TRANSITION now (unless they had it) and the REG_MEMB with that view
+        (_network_change), which gives the members back their own vs_set (came_back)."""
+        if not given and old_id is not None:
+            for session in group.local:
+                if session.group_membership:
+                    self._enqueue(session, encode_transition(group.name, old_id))
+        self.transition_sent[group.name] = old_id or self.group_id(group)
+        self.log.append("%s: members back from a fork (REJOIN); its REG_MEMB waits for the sites' "
+                        "next view (members at sites it leaves out)" % group.name)
+
+    def _came_from_key(self, name: str, daemon: str) -> str:
+        """The view a daemon's members of a group came from, as a sortable key: "0" the
+        group's view here, "1 <daemon>" the fork a REJOIN brought them back from."""
+        return "1 " + daemon if daemon in self.came_back.get(name, ()) else "0"
+
+    def _network_vs_sets(self, group: Group) -> Tuple[List[List[str]], int]:
+        came_from = {d: self._came_from_key(group.name, d) for d in set(group.members.values())}
+        sets: Dict[str, List[str]] = {}
+        for member in group.ordered:
+            sets.setdefault(came_from[group.members[member]], []).append(member)
+        keys = sorted(sets)
+        mine = self._came_from_key(group.name, self.daemon_name)
+        return [sets[k] for k in keys], keys.index(mine) if mine in keys else 0
 
     def _install_groups(self, event: "SiteSync") -> None:
         state = event.groups
@@ -11514,6 +11564,7 @@ class SitesGroupCore(GroupCore):
                     session.groups.add(name)
             self._reorder(group)
         self.gone, self.transition_sent, self.view_sites = gone, transition, view_sites
+        self.came_back = {}  # (the kept table's groups: no REJOIN of ours held in them)
         self.roster_ring_seq, self.memb_time, self.network_changes = roster, memb_time, changes
         self.ring_members, self.ring_seq = frozenset(event.members), event.ring_seq
         self.ring_ids = frozenset(event.member_ids)
@@ -11789,7 +11840,7 @@ class SitesGroupCore(GroupCore):
             if name in self.transition_sent:
                 old_id = None
             self._announce_network_change(group, old_id, came_from, my_view)
-        self.transition_sent = {}
+        self.transition_sent, self.came_back = {}, {}  # (the exchange gave every group its view)
         self.log.append("network change: view %d of the sites, group state exchange done: %d groups; "
                         "%d messages were held meanwhile" % (ex.ring_id, len(self.groups), len(ex.held)))
         held, ex.held = ex.held, []
@@ -11814,12 +11865,15 @@ class SitesGroupCore(GroupCore):
             else:
                 self._end_transition(group)
         self.transition_sent = held
+        self.came_back = {name: d for name, d in self.came_back.items() if name in held}
 
     def _end_transition(self, group: Group) -> None:
         """The REG_MEMB CAUSED_BY_NETWORK after a TRANSITION, for a group the network change
         did not change (only the local clients are told: the table is as everywhere)."""
+        vs_sets, local_index = self._network_vs_sets(group)
+        self.came_back.pop(group.name, None)
         message = encode_reg_memb(group.name, CAUSED_BY_NETWORK, group.blob, len(group.ordered),
-                                  self.group_id(group), [list(group.ordered)], 0)
+                                  self.group_id(group), vs_sets, local_index)
         for session in group.local:
             if session.group_membership:
                 self._enqueue(session, message)

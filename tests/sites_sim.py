@@ -256,8 +256,9 @@ class Node:
     syncs_seen: int = 0  #: SitesOrderer.syncs_installed when last looked at
     #: (--client-views) the daemon's SitesGroupCore, fed what the daemon's core is fed, with
     #: one client session "#c#<name>"; what that client got: (time, MembershipMessage, the
-    #: sites of the regular view then (none in a transitional one), in the fork's closing
-    #: transitional view, forked since the last regular view of the sites)
+    #: sites of the regular view then (none in a transitional one), the sites of the
+    #: transitional view then (none in a regular one), in the fork's closing transitional
+    #: view, forked since the last regular view of the sites)
     core: Optional[sr.SitesGroupCore] = None
     client_log: List[tuple] = field(default_factory=list)
     fork_ending: bool = False  #: between close_fork's transitional view and the install
@@ -733,7 +734,7 @@ class SitesSim:
             if msg.is_membership:
                 regular = not node.views or node.views[-1][0] != sr.CONF_TRANSITIONAL
                 node.client_log.append((self.now, msg, tuple(node.view_sites) if regular else (),
-                                        node.fork_ending, forked))
+                                        () if regular else tuple(node.view_sites), node.fork_ending, forked))
         session.out.clear()
 
     def up_to_date(self, node: Node) -> None:
@@ -1479,12 +1480,14 @@ class SitesSim:
         messages only); no REG_MEMB names a member at a site the daemon's regular view of the
         sites left out, and none at a daemon whose site forked since its last regular view of
         the sites names a member of another site (they refuse the fork: a view never shared).
-        (In the sites' transitional view a JOIN's or a ROSTER's REG_MEMB may still name members
-        of the sites it lost, as the real Spread's join in its transitional state names its
-        partitioned daemons' members: not checked.)"""
+        Nor does one in the sites' transitional view name a member of a site that view lost:
+        its REG_MEMB waits for the regular view (the real Spread's join in its transitional
+        state names the partitioned daemons' members, in vs_sets of their own, then gives a
+        TRANSITION; here the one REG_MEMB comes with the regular view: lab guide, *A split
+        site rejoins*; seed 6 --lan-splits, b2's REJOIN before _hold_rejoin)."""
         for name, node in self.nodes.items():
             ended: Dict[str, bool] = {}
-            for t, msg, view_sites, fork_ending, forked in node.client_log:
+            for t, msg, view_sites, trans_sites, fork_ending, forked in node.client_log:
                 where = "t=%.3f %s's client, group %s" % (t, name, msg.group)
                 if msg.is_transitional:
                     if ended.get(msg.group):
@@ -1503,6 +1506,9 @@ class SitesSim:
                 elif forked and sites - {self.site_of[name]}:
                     self.fail(CLIENT_VIEW, "%s: a fork's REG_MEMB %s names another site's member" % (
                         where, sorted(msg.members)))
+                elif trans_sites and sites - set(trans_sites):
+                    self.fail(CLIENT_VIEW, "%s: a REG_MEMB %s in the sites' transitional view %s names "
+                                           "a site it lost" % (where, sorted(msg.members), list(trans_sites)))
 
     def check_agreed(self) -> None:
         """Any two daemons deliver the messages they both delivered in the same order."""

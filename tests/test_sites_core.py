@@ -1445,3 +1445,78 @@ def test_the_state_a_rejoined_daemon_exports_carries_the_bodies_of_what_it_deliv
     assert b"new" in bodies[2]
     # the donor still delivers the first without its body (it delivered it in its fork)
     assert [m.frags[0] for m in donor.streams[1].ordered][0] == sr.SITE_SKIP_BODY
+
+
+def _client(core, member):
+    session = sr.ClientSession(len(core.local) + 1, core.daemon_name, lambda _: True, random.Random(0))
+    session.private_group, session.group_membership = member, True
+    core.add_session(session)
+    return session
+
+
+def _views(session):
+    """(kind, members, vs_sets, the client's own vs_set) of each membership message queued."""
+    out = []
+    for raw in session.out.chunks:
+        m = sr.decode_message(raw, 0, session.private_group)
+        if m.is_transitional:
+            out.append(("TRANS",))
+        elif m.is_membership and not m.is_self_leave:
+            mine = [sorted(s) for s in m.vs_sets if session.private_group in s]
+            out.append(("REG", sorted(m.members), sorted(sorted(s) for s in m.vs_sets), mine[0] if mine else None))
+    session.out.clear()
+    return out
+
+
+def _group_op(kind, member, group):
+    return sr.DaemonMessage(kind, member.rsplit("#", 1)[1], member, sr.AGREED_MESS, [group])
+
+
+def _rejoin(origin, ring_seq, pairs):
+    return sr.DaemonMessage(sr.STATE, origin, "#rejoin#%s" % origin, sr.AGREED_MESS, [sr.REJOIN_GROUP],
+                            data="\n".join([str(ring_seq)] + ["%s\t%s" % p for p in pairs]).encode())
+
+
+class _Orderer(sr.Orderer):
+    def __init__(self):
+        self.submitted = []
+
+    def submit(self, msg, urgent=False):
+        self.submitted.append(msg)
+        return True
+
+
+def test_a_rejoin_in_the_sites_transitional_view_waits_for_the_regular_view():
+    """Seed 6 --lan-splits --client-views: b3's client had REG_MEMB {ca1, cb3} of g (ca1 at
+    site a); b2's fork took b3's table and sent a REJOIN of cb2; the sites' transitional view
+    lost site a (TRANSITION); then the REJOIN was delivered, and b3's client got REG_MEMB
+    {ca1, cb2, cb3} with ca1 in its own vs_set: a view ca1 never installs, and a vs_set
+    saying ca1 came along with cb3, though site a is partitioned from us (EVS: a vs_set holds
+    members that are virtually synchronous with each other, or crashed). b2's client, the
+    REJOIN's own, got the same view. The REJOIN changes the table (alike everywhere), but
+    the REG_MEMB waits for the regular view, as a ROSTER's does (_drop_daemons' hold): that
+    view drops ca1 and gives cb2, back from another view (b2's fork), a vs_set of its own."""
+    kept, fork = (sr.SitesGroupCore(n, _Orderer(), [["a1"], ["b1", "b2", "b3"]]) for n in ("b3", "b2"))
+    clients = {"b3": _client(kept, "#c#b3"), "b2": _client(fork, "#c#b2")}
+    kept.deliver(_group_op(sr.JOIN, "#c#a1", "g"))
+    kept.deliver(_group_op(sr.JOIN, "#c#b3", "g"))
+    fork.deliver(_group_op(sr.JOIN, "#c#b2", "g"))  # (in its fork's own order)
+    assert [v[0] for c in clients.values() for v in _views(c)] == ["REG", "REG"]
+    state = json.loads(json.dumps(kept.site_sync(sr.SiteSync("point", ["b2"], export=True))))  # (as sent)
+    fork.site_sync(sr.SiteSync("install", ["b2"], groups=state, members=["b2", "b3"], ring_seq=7))
+    assert _views(clients["b2"]) == [("TRANS",)]  # (the kept table lacks cb2)
+    rejoin = fork.orderer.submitted[-1]
+    assert rejoin.groups == [sr.REJOIN_GROUP]
+    for core in (kept, fork):
+        core.site_view_change(sr.SiteViewChange(sr.CONF_TRANSITIONAL, 1, [1], "sites [0] gone"))
+    assert _views(clients["b3"]) == [("TRANS",)] and _views(clients["b2"]) == []
+    both = ["#c#b2", "#c#b3"]
+    for core in (kept, fork):
+        core.deliver(rejoin)
+        assert sorted(core.groups["g"].members) == ["#c#a1"] + both
+    for client in clients.values():
+        assert _views(client) == []  # (before: REG_MEMB {ca1, cb2, cb3}, ca1 with cb3)
+    for core in (kept, fork):
+        core.site_view_change(sr.SiteViewChange(sr.CONF_REGULAR, 1, [1], "sites [0] gone"))
+    for client in clients.values():
+        assert _views(client) == [("REG", both, [["#c#b2"], ["#c#b3"]], [client.private_group])]

@@ -832,8 +832,10 @@ def test_a_forks_daemon_delivers_its_held_messages_in_a_transitional_view_of_its
 #: transitional view that ends the fork (2: JOINs held in the fork's stream); a fork's REG_MEMB
 #: naming a member of a site that refuses the fork (7, 60: JOINs delivered in the fork's old
 #: or transitional view of the sites); a second TRANSITION after the fork's, where the kept
-#: table still held the fork's member when it was taken (33: the REJOIN names it too)
-CLIENT_VIEW_SEEDS = [2, 7, 60, 33]
+#: table still held the fork's member when it was taken (33: the REJOIN names it too); a
+#: REJOIN delivered in the sites' transitional view that lost another site, whose REG_MEMB
+#: named that site's member in the client's own vs_set (6: _hold_rejoin)
+CLIENT_VIEW_SEEDS = [2, 7, 60, 33, 6]
 
 
 @pytest.mark.parametrize("seed", CLIENT_VIEW_SEEDS)
@@ -854,6 +856,20 @@ def test_planted_group_core_that_tells_joins_in_every_view_is_caught_by_the_clie
         kinds[seed] = [v for v in res.violations if sites_sim.kind_of(v) == sites_sim.CLIENT_VIEW]
     assert any("inside the fork's closing transitional view" in v for v in kinds[2]), kinds
     assert any("a fork's REG_MEMB" in v for v in kinds[7]), kinds
+
+
+def test_planted_group_core_that_announces_a_rejoin_at_once_is_caught_by_the_client_view_checker(monkeypatch):
+    """A group core whose REJOIN gives its REG_MEMB at once, though the group keeps members at
+    a site the sites' transitional view lost (before _hold_rejoin), shows b2's and b3's
+    clients, in seed 6, a REG_MEMB in that transitional view naming a1's member: b3 forked
+    since its last regular view of the sites (the fork rule), b2 took the kept state since
+    (the transitional view's rule)."""
+    monkeypatch.setattr(sr.SitesGroupCore, "_waits_for_view", lambda self, group, hold: False)
+    res = sites_sim.run_seed(6, lan_splits=True, client_views=True)
+    naming_a1 = [v for v in res.violations if sites_sim.kind_of(v) == sites_sim.CLIENT_VIEW and "#c#a1" in v]
+    assert any("b3's client, group g1: a fork's REG_MEMB" in v for v in naming_a1), res.summary()
+    assert any("b2's client, group g1: a REG_MEMB" in v and "transitional view [1] names a site it lost" in v
+               for v in naming_a1), res.summary()
 
 
 def test_planted_fork_that_takes_the_kept_state_without_delivering_its_held_messages_is_a_loss():
