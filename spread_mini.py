@@ -10929,9 +10929,11 @@ class SitesOrderer(Orderer):
         came_from = _ring_str(self.prev_ring_id) if self.prev_ring_id is not None else "-"
         holds = self.synced and not self.gateway.holds_nothing()
         # and the number of sites in its view: where two rings of our site meet, the state
-        # kept is the one the wide area holds (the other ring's is a fork the others refused)
-        body = "%d\n%s\n%d\n%d\n%d" % (int(holds), came_from, self.gateway.epoch if self.synced else 0,
-                                       len(self.gateway.live_sites) if holds else 0, self.gateway.forks)
+        # kept is the one the wide area holds (the other ring's is a fork the others refused);
+        # and how many rings kept its epoch (of one epoch, the later state: _point)
+        body = "%d\n%s\n%d\n%d\n%d\n%d" % (int(holds), came_from, self.gateway.epoch if self.synced else 0,
+                                           len(self.gateway.live_sites) if holds else 0, self.gateway.forks,
+                                           self.gateway.kept_rings if holds else 0)
         self.ring_orderer.submit(DaemonMessage(
             STATE, self.name, "#sync#%s" % self.name, AGREED_MESS, [SYNC_GROUP, "status", self._tag()],
             data=body.encode("latin-1")), urgent=True)
@@ -10943,10 +10945,11 @@ class SitesOrderer(Orderer):
         kind = groups[1]
         if kind == "status":
             lines = msg.data.decode("latin-1").split("\n")
-            if msg.origin in self.status_in or len(lines) != 5 or lines[0] not in ("0", "1") \
+            if msg.origin in self.status_in or len(lines) not in (5, 6) or lines[0] not in ("0", "1") \
                     or not all(x.isdigit() for x in lines[2:]):
-                return
-            self.status_in[msg.origin] = (lines[0] == "1", lines[1], int(lines[2]), int(lines[3]), int(lines[4]))
+                return  # (5 lines: a daemon of before kept_rings, read as 0)
+            self.status_in[msg.origin] = (lines[0] == "1", lines[1], int(lines[2]), int(lines[3]),
+                                          int(lines[4]), int(lines[5]) if len(lines) == 6 else 0)
             self._send_status()  # a round another daemon started: we take part
             if all(name in self.status_in for name in self.members):
                 self._point(0, out)
@@ -10986,7 +10989,7 @@ class SitesOrderer(Orderer):
             # a1, restarted in a site of two, lost its commit token, started afresh alone,
             # and a2 stopped)
             split_quorum = self.gateway.votes()
-            sender = min(holders, key=lambda n: self._kept_rank(n, configured))
+            sender = self._kept_sender(holders, configured)
             apart = [n for n in holders if self.status_in[n][1] != self.status_in[sender][1]]
             if self.name in apart and not split_quorum and self.status_in[self.name][2] == self.status_in[sender][2]:
                 self.late = ("this daemon holds a state of site %d's streams that another ring of "
@@ -10999,9 +11002,10 @@ class SitesOrderer(Orderer):
             if apart:
                 self.gateway.ineligible = self.gateway.ineligible | frozenset(apart)
                 self.gateway._log("two rings of site %d meet: %s keep the state of %s (%d sites "
-                                  "in its view); %s take it" % (
+                                  "in its view, %d rings kept its epoch); %s take it" % (
                                       self.gateway.site_id, ", ".join(n for n in holders if n not in apart),
-                                      sender, self.status_in[sender][3], ", ".join(apart)), self.now)
+                                      sender, self.status_in[sender][3], self.status_in[sender][5],
+                                      ", ".join(apart)), self.now)
         r = self.round
         r.attempt, r.parts, r.parts_bytes = attempt, {}, 0
         if not r.late:
@@ -11033,8 +11037,22 @@ class SitesOrderer(Orderer):
 
     def _kept_rank(self, name: str, configured: List[str]) -> tuple:
         """Where two rings of our site meet: the lowest is the state kept (see _point)."""
-        _, _, epoch, sites, forks = self.status_in[name]
+        _, _, epoch, sites, forks, _ = self.status_in[name]
         return forks, -sites, epoch if forks == 0 else 0, configured.index(name)
+
+    def _kept_sender(self, holders: List[str], configured: List[str]) -> str:
+        """The daemon whose state is kept: the best by _kept_rank, and of the holders of its
+        epoch, the one whose epoch more rings kept (kept_rings), whatever its view. Two
+        states of one epoch are one incarnation at two points: a daemon that sat out rings
+        (its token lost, its commit token lost, while the rest of its ring went on with a
+        quorum: dynamic voting) holds the older one, and the others read the stream the
+        later ring went on with (seed 9599 --key: a1 sat in GATHER while a3 and the
+        restarted a2 went on; the file's order kept a1's state, whose site_seqs 4..6 were
+        a1's clients' messages where a3's had delivered its own, and a3 took them for its
+        own and never delivered them)."""
+        best = min(holders, key=lambda n: self._kept_rank(n, configured))
+        same_epoch = [n for n in holders if self.status_in[n][2] == self.status_in[best][2]]
+        return min(same_epoch, key=lambda n: (-self.status_in[n][5], self._kept_rank(n, configured)))
 
     def send_state(self, event: SiteSync, groups: Optional[dict]) -> None:
         """The group core's answer to a `point` with export (None: busy, try again): the state

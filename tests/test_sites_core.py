@@ -1520,3 +1520,97 @@ def test_a_rejoin_in_the_sites_transitional_view_waits_for_the_regular_view():
         core.site_view_change(sr.SiteViewChange(sr.CONF_REGULAR, 1, [1], "sites [0] gone"))
     for client in clients.values():
         assert _views(client) == [("REG", both, [["#c#b2"], ["#c#b3"]], [client.private_group])]
+
+
+# ---- two rings of one site meet: whose state is kept ---------------------------------------------
+
+SITE_OF_THREE = [["a1", "a2", "a3"], ["b1"]]
+
+
+class _RingEnd:
+    """What a SitesOrderer reads of its site's ring, by hand: what it submits goes into the
+    ring's one order (`ring`), what the ring delivers to it waits in `out` for its poll()."""
+
+    def __init__(self, ring):
+        self.ring = ring
+        self.out = []
+        self.log = []
+        self.leaving = False
+        self.cfg = sr.RingSettings()
+
+    def submit(self, msg, urgent=False):
+        self.ring.append(msg)
+        return True
+
+    def poll(self):
+        out, self.out = self.out, []
+        return out
+
+
+def _daemons_of_site_a():
+    ring = []
+    daemons = {name: sr.SitesOrderer(_RingEnd(ring), gateway(name, SITE_OF_THREE), {})
+               for name in ("a1", "a2", "a3")}
+    return daemons, ring
+
+
+def _ring_orders(daemons, ring, names, items, lts):
+    """The ring of `names` delivers `items` to each of them, then what they submit, in one
+    order, until nothing more comes (a state asked for goes out at once: the group core's
+    part, send_state, with an empty table). `lts`: the ring's next lts, returned moved on."""
+    def hand(item):
+        for name in names:
+            daemons[name].ring_orderer.out.append(item)
+            for o in daemons[name].poll():
+                if isinstance(o, sr.SiteSync) and o.kind == "point" and o.export:
+                    daemons[name].send_state(o, {})
+    for item in items:
+        if isinstance(item, sr.Deliver):
+            item.msg.lts, lts = lts, lts + 1
+        hand(item)
+    while ring:
+        msg = ring.pop(0)
+        msg.lts, lts = lts, lts + 1
+        hand(sr.Deliver(msg))
+    return lts
+
+
+def _ring_of(members, seq):
+    change = sr.ConfigurationChange(sr.CONF_REGULAR, list(members), list(members), (seq, members[0], 1))
+    change.member_ids = [(n, 1) for n in members]
+    return change
+
+
+def _own_stream(daemon):
+    """Our site's stream as this daemon holds it: site_seq -> the client's data."""
+    out = {}
+    for r in daemon.gateway.kept[daemon.gateway.site_id]:
+        out[r.site_seq] = sr.decode_message_body(r.body, r.origin).data
+    return out
+
+
+def test_of_two_rings_of_one_epoch_that_meet_the_state_of_the_ring_that_went_on_is_kept():
+    """a1 sat out a ring (its commit token lost) while a2 and a3, a quorum of the last ring,
+    went on under the same epoch and ordered a3's client's message as our stream's 2; a1's
+    client's message comes in the ring where the three meet, before the status round. Both
+    states are of epoch 1, no fork, the same sites: the file's order kept a1's, which never
+    had the quorum ring's message, and whose 2 was its own client's. a3 took that state,
+    its fork-view marks took a1's 2 for the message it had delivered there, and the quorum
+    ring's message was lost everywhere (seed 9599 --key: a1 and a3 delivered different
+    messages in one view, and three messages nowhere). Of one epoch, the state that more
+    rings kept (kept_rings, in the STATUS) is the later one: it is kept."""
+    daemons, ring = _daemons_of_site_a()
+    lts = _ring_orders(daemons, ring, ["a1", "a2", "a3"], [_ring_of(["a1", "a2", "a3"], 1),
+                                                            local(0, b"ring-1", origin="a2")], 10)
+    assert all(d.synced and d.gateway.epoch == 1 for d in daemons.values())
+    lts = _ring_orders(daemons, ring, ["a2", "a3"], [_ring_of(["a2", "a3"], 2),
+                                                      local(0, b"quorum-ring", origin="a3")], lts)
+    kept = {n: d.gateway.kept_rings for n, d in daemons.items()}
+    assert kept["a2"] == kept["a3"] == kept["a1"] + 1 and daemons["a2"].gateway.epoch == 1
+    _ring_orders(daemons, ring, ["a1", "a2", "a3"], [_ring_of(["a1", "a2", "a3"], 3),
+                                                      local(0, b"sat-out", origin="a1")], lts)
+    streams = {n: _own_stream(d) for n, d in daemons.items()}
+    assert all(d.synced for d in daemons.values())
+    assert streams["a1"] == streams["a2"] == streams["a3"]
+    assert streams["a1"] == {1: b"ring-1", 2: b"quorum-ring", 3: b"sat-out"}
+    assert daemons["a1"].gateway.epoch == 1
