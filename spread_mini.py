@@ -7846,6 +7846,10 @@ class SiteGateway:
         #: may start below the lts of old messages that only some members had, delivered in
         #: its recovery); the same at every daemon of the site, since they see the same deliveries
         self.own_lts = 0
+        #: our site's messages that our ring delivered while a view we proposed (sites lost)
+        #: was not decided here yet: they take their place in our stream once it is (see
+        #: _holds_own)
+        self.own_held: List[DaemonMessage] = []
         self.frontier_answered = 0  #: the frontier rule's last answer (the same at every daemon)
         self.site_aru = 0  #: our site's All-Received-Upto (from the gate)
         self.aru_wanted = 0  #: the highest lts of a SAFE message seen
@@ -8292,7 +8296,12 @@ class SiteGateway:
             return
         own = self.site_id
         passed = []
-        lts = self.own_lts = max(msg.lts, self.own_lts + self._lts_step(msg))
+        held = msg.kind != SITES and self._holds_own()
+        if held:
+            self.own_held.append(msg)  # (numbered in our stream when the view is decided)
+            lts = self.own_lts
+        else:
+            lts = self.own_lts = max(msg.lts, self.own_lts + self._lts_step(msg))
         if msg.kind == SITES:
             try:
                 records = decode_site_records(msg.data)
@@ -8339,12 +8348,10 @@ class SiteGateway:
             if answer:
                 self.frontier_answered = lts
                 passed.append(SiteRecord(SITE_FRONTIER, own, lts, self.applied_seq[own], epoch=self.epoch))
-        else:  # a message of our own site, in its place in our ring's order
-            # its site_seq counts our site's messages only (the ring's counts SITES ones too)
-            r = SiteRecord(SITE_MSG, own, lts, self.applied_seq[own] + 1,
-                           msg.service_type, msg.origin, encode_message_body(msg))
-            if self._apply(r):
-                passed.append(r)
+        elif not held:  # a message of our own site, in its place in our ring's order
+            self._own_message(msg, lts, passed)
+        if self.own_held and not self._holds_own():
+            lts = self._release_own(passed)
         self.merge.deliver_ready()
         if self.closing is not None:
             self._close_step()  # (a lost site that is complete counts with its final frontier)
@@ -8570,6 +8577,35 @@ class SiteGateway:
             self.trace_held.append((r.site, r.site_seq))
 
     # ------------------------------------------------------------ pruning by group interest
+    def _own_message(self, msg: DaemonMessage, lts: int, passed: List[SiteRecord]) -> None:
+        # its site_seq counts our site's messages only (the ring's counts SITES ones too)
+        r = SiteRecord(SITE_MSG, self.site_id, lts, self.applied_seq[self.site_id] + 1,
+                       msg.service_type, msg.origin, encode_message_body(msg))
+        if self._apply(r):
+            passed.append(r)
+
+    def _holds_own(self) -> bool:
+        """We proposed a view that leaves sites out and have not decided it: our site's
+        messages wait. A survivor that decides that view puts our messages above its limit
+        in it; if our PROPOSE reached it but its own never reached us, we never decide that
+        view, and would have delivered them in the old view (seed 43 --lan-splits at
+        SITE_GRACE_S 0.6 s: c1 decided view 1 on b1's PROPOSE; b1, its link to c1 dead,
+        decided view 2 alone and delivered in view 0 what c1 delivered after view 1). Held,
+        they go into whichever view we decide: the one every survivor that has them decided."""
+        if not self.proposal_lost:
+            return False
+        decided = [c.view_seq for c in (self.closing, self.closing_next) if c is not None]
+        return self.proposed_view > max([self.view_seq] + decided)
+
+    def _release_own(self, passed: List[SiteRecord]) -> int:
+        """The view we proposed is decided: our held messages take their place in our
+        stream, above our frontier at the decision (our stream's lts after them)."""
+        held, self.own_held = self.own_held, []
+        for msg in held:
+            lts = self.own_lts = max(msg.lts, self.own_lts + self._lts_step(msg))
+            self._own_message(msg, lts, passed)
+        return self.own_lts
+
     @staticmethod
     def _lts_step(msg: DaemonMessage) -> int:
         """How far our stream's lts moves at a message of our site: a JOIN (or a REJOIN, joins
@@ -10318,7 +10354,7 @@ class SiteGateway:
         """No view change or merge under way: the state is the few plain values below."""
         return (self.closing is None and self.closing_next is None and self.merging is None and not self.proposals
                 and not self.proposal_lost and not self.frozen and not self.join_hold
-                and not self.aru_pending and self.merge.deliver_limit_lts is None)
+                and not self.aru_pending and self.merge.deliver_limit_lts is None and not self.own_held)
 
     def holds_nothing(self) -> bool:
         """No message of any site applied here, and the first view: a state not worth keeping
@@ -10478,6 +10514,7 @@ class SiteGateway:
             state.get("lineage", []), list)[:LINEAGE_MAX])]
         self.marks_parted = parted_at(self.lineage, lineage)
         self.withheld_bodies = {}
+        self.own_held = []  # (what our ring delivered before the point is in the state)
         self.merge.streams, self.merge._merge = {}, []
         self.streams = {}
         for site in sorted(streams):

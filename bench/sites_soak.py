@@ -10,6 +10,7 @@ site split in two rings (HopSettings.split_quorum) on in sites of 3 daemons or m
     python3 bench/sites_soak.py --seeds 500 --hostile 0.1 [--key]   # a hostile LAN (see sites_sim)
     python3 bench/sites_soak.py --seeds 9000 --merge-kills-only     # the seeds killing during a merge
     python3 bench/sites_soak.py --seeds 300 --no-split-quorum       # the old setting, to compare
+    python3 bench/sites_soak.py --seeds 200 --site-grace-s 0.6      # another SITE_GRACE_S, to try
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 sys.path.insert(0, os.path.dirname(HERE))
 
 import sites_sim  # noqa: E402
+import spread_mini  # noqa: E402
 
 
 def main(argv=None):
@@ -43,6 +45,9 @@ def main(argv=None):
     parser.add_argument("--merge-kills-only", action="store_true",
                         help="run only the seeds of the range that draw a merge kill (a site, or "
                         "a representative, killed about when healed views merge)")
+    parser.add_argument("--site-grace-s", type=float, default=None,
+                        help="the daemons' SITE_GRACE_S for this soak (default: spread_mini's, "
+                        "%.1f s): a shorter grace leaves a killed site out sooner" % spread_mini.SITE_GRACE_S)
     sites_sim.add_client_views_option(parser)
     sites_sim.add_hostile_options(parser)
     sites_sim.add_split_quorum_option(parser)
@@ -52,6 +57,11 @@ def main(argv=None):
                split_quorum=not args.no_split_quorum, client_views=args.client_views)
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
+    if args.site_grace_s is not None:
+        if args.site_grace_s <= 0:
+            parser.error("--site-grace-s must be above 0")
+        spread_mini.SITE_GRACE_S = args.site_grace_s  # (read at each use: every daemon sees it)
+    grace = "" if args.site_grace_s is None else " --site-grace-s %g" % args.site_grace_s
     started = time.monotonic()
     totals = collections.Counter()
     kinds = collections.Counter()
@@ -112,7 +122,8 @@ def main(argv=None):
         if result.violations:
             failing.append(seed)
             print(result.summary())
-            print("  " + sites_sim.replay_command(seed, **mix))
+            print("  " + sites_sim.replay_command(seed, **mix) + (
+                "  (with SITE_GRACE_S %g s: the soak's%s)" % (spread_mini.SITE_GRACE_S, grace) if grace else ""))
         if not args.quiet and (seed - args.first + 1) % 100 == 0:
             print("... %d seeds, %d violations, %.0f s" % (
                 seed - args.first + 1, totals["violations"], time.monotonic() - started),
@@ -190,8 +201,8 @@ def main(argv=None):
         print("hostile datagrams sent %d: %s" % (sum(v for _, v in sent), ", ".join("%s %d" % kv for kv in sent)))
         print("refused by the daemons (hostile ones and the wire's late copies): %s" % (
             ", ".join("%s %d" % kv for kv in dropped) or "none"))
-    print("rerun: python3 bench/sites_soak.py --seeds %d --first %d%s%s" % (
-        args.seeds, args.first, sites_sim.mix_options(**mix),
+    print("rerun: python3 bench/sites_soak.py --seeds %d --first %d%s%s%s" % (
+        args.seeds, args.first, sites_sim.mix_options(**mix), grace,
         " --merge-kills-only" if args.merge_kills_only else ""))
     return 1 if failing else 0
 

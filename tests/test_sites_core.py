@@ -1614,3 +1614,33 @@ def test_of_two_rings_of_one_epoch_that_meet_the_state_of_the_ring_that_went_on_
     assert streams["a1"] == streams["a2"] == streams["a3"]
     assert streams["a1"] == {1: b"ring-1", 2: b"quorum-ring", 3: b"sat-out"}
     assert daemons["a1"].gateway.epoch == 1
+
+
+LINE_SITES, LINE_COSTS = [["a1"], ["b1"], ["c1"]], [[0, 1, 0], [1, 0, 1], [0, 1, 0]]
+
+
+def suspect(lost, view, lts):
+    return carrier([sr.SiteRecord(sr.SITE_SUSPECT, 1, 0, view, body=sr.encode_site_view_body(lost, {}))],
+                   lts, origin="b1")
+
+
+def test_our_messages_wait_for_the_view_we_proposed_and_go_in_the_one_we_decide():
+    """(issue 10, seed 43 --lan-splits at SITE_GRACE_S 0.6 s) b proposes view 1 without a;
+    c's PROPOSE never reaches b (its link to c dies), then b leaves c out too and decides
+    view 2 alone. c had b's PROPOSE, decided view 1, and put b's messages above view 1's
+    limit in view 1: a message b's clients sent after b's PROPOSE must not go out (nor be
+    delivered here in view 0) before b decides a view. It waits, and goes in view 2."""
+    gw = gateway("b1", LINE_SITES, LINE_COSTS)
+    regular(gw, ["b1"])
+    gw.poll()
+    gw.ring_output(local(5, b"before", origin="b1"), 1.0)
+    gw.ring_output(suspect({0}, 1, 6), 1.1)
+    assert gw.proposed_view == 1 and gw.closing is None  # (c's PROPOSE is awaited)
+    gw.ring_output(local(7, b"after", origin="b1"), 1.2)
+    assert gw.applied_seq[1] == 1  # not in our stream: nothing of it goes to c
+    assert not any(r.kind == sr.SITE_MSG and r.site_seq == 2 for _, _, rs, _ in gw.gate for r in rs)
+    gw.ring_output(suspect({0, 2}, 2, 8), 2.0)
+    out = [o.msg.data if isinstance(o, sr.Deliver) else (o.kind, o.view_seq, o.sites)
+           for o in gw.poll() if isinstance(o, (sr.Deliver, sr.SiteViewChange))]
+    assert out == [b"before", (sr.CONF_TRANSITIONAL, 2, [1]), (sr.CONF_REGULAR, 2, [1]), b"after"]
+    assert gw.applied_seq[1] == 2 and not gw.own_held

@@ -1718,15 +1718,16 @@ def test_a_site_with_no_epoch_on_record_never_takes_a_fork_for_the_site():
     assert a1.epoch == a2.epoch and not a1.fork_unread  # (a1 took the kept state)
 
 
-@pytest.mark.parametrize("seed", [26, pytest.param(43, marks=pytest.mark.xfail(strict=True, reason=(
-    "issue 10, open: merged with the s13 fork work, seed 43 at SITE_GRACE_S 0.6 s (not the "
-    "default) meets another hole: b1 delivers a message in view 0 that c1 delivers in view 1")))])
+@pytest.mark.parametrize("seed", [26, 43])
 def test_lan_split_seeds_of_a_shorter_grace_keep_every_guarantee(seed, monkeypatch):
     """(issue 10) With SITE_GRACE_S 0.6 s (branch s13-tail-grace06) two --lan-splits seeds
     failed: 26, a PROPOSE made past a transitional view carried LOST_SITE_ARU (2**62) and
     a late daemon stopped on the state holding it; 43, a chain of views (a survivor died
     after the first's decision, which it never had) named it in the first's transitional
-    view, so what was delivered there counted as owed at it."""
+    view, so what was delivered there counted as owed at it; and then b1, which never had
+    c1's PROPOSE for view 1, delivered in view 0 a message of its own that c1 delivered in
+    view 1 (a site's messages now wait while a view it proposed is undecided: core test
+    test_our_messages_wait_for_the_view_we_proposed_and_go_in_the_one_we_decide)."""
     monkeypatch.setattr(sr, "SITE_GRACE_S", 0.6)
     res = sites_sim.run_seed(seed, lan_splits=True)
     assert res.violations == [], "%s\nreplay (grace 0.6 s): %s" % (
