@@ -9215,8 +9215,9 @@ class SiteGateway:
         ARU says our site_aru, of our own_lts, which a ring that started lower after a split may
         not have reached: seed 7 --lan-splits --groups --unreliable.) Without a key a student on
         our LAN can forge a ring packet holding a SITES message (ring_sim's forger,
-        bench/sites_hostile.py's `sites_ring`); the ring bounds the message's own lts (LTS_AHEAD_MAX) but nothing bounded the records in it:
-        one at the wire's limit put our clock where our next message no decoder takes, a
+        bench/sites_hostile.py's `sites_ring`); the ring bounds the message's own lts
+        (LTS_AHEAD_MAX) but nothing bounded the records in it: one at the wire's limit put
+        our clock where our next message no decoder takes, a
         FRONTIER at 2**40 made every real message of its site "out of order" here for good, a
         MERGE at 2**40 decided a merge whose limit the other site's messages never reach and
         whose READY it refuses as far ahead (the sites never merged again). Refused here, every

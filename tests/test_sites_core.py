@@ -410,6 +410,17 @@ def test_what_the_last_ring_never_made_safe_goes_to_no_site_if_our_ring_forks():
     assert gw.counters["site_records_forwarded"] == 2 and gw.passed_seq[0] == 2
 
 
+def _fork_takes_the_kept_state(fork, kept_first):
+    """The fork's daemon stands down and takes the state of a2 (kept), whose ring numbered
+    kept_first as site a's first message: the bodies of site a's stream at the fork then."""
+    kept = _linked_rep_of_a_split_site("a2")
+    kept.orderer.ring.safe_lts = 0
+    kept.ring_output(kept_first, 0.1)
+    fork.stand_down()
+    fork.import_state(json.loads(json.dumps(kept.export_state())), 0.4)
+    return {m.site_seq: m.frags[0] for m in fork.streams[0].ordered}
+
+
 def test_a_forks_own_message_its_last_ring_never_made_safe_hides_no_kept_message_of_that_site_seq():
     """Seed 125's cause seen where the fork's daemon lives on (there b1 crashed first): a1's
     fork numbered its own JOIN, which the ring of a1 a2 a3 never made safe, as site a's first
@@ -427,12 +438,7 @@ def test_a_forks_own_message_its_last_ring_never_made_safe_hides_no_kept_message
         assert fork.epoch != 5
         fork.close_fork(0.3)
         assert delivered(fork) == [b"fork's join"] and fork.counters["fork_held_delivered"] == 1
-        kept = _linked_rep_of_a_split_site("a2")
-        kept.orderer.ring.safe_lts = 0
-        kept.ring_output(kept_first, 0.1)
-        fork.stand_down()
-        fork.import_state(json.loads(json.dumps(kept.export_state())), 0.4)
-        bodies = {m.site_seq: m.frags[0] for m in fork.streams[0].ordered}
+        bodies = _fork_takes_the_kept_state(fork, kept_first)
         assert (bodies[1] == sr.SITE_SKIP_BODY) == skipped
         assert skipped or b"kept's first" in bodies[1]
 
@@ -453,12 +459,7 @@ def test_a_forks_own_message_it_delivered_before_the_fork_hides_no_kept_message_
         regular(fork, ["a1"], 0.2)
         fork.close_fork(0.3)
         assert delivered(fork) == [] and fork.epoch != 5
-        kept = _linked_rep_of_a_split_site("a2")
-        kept.orderer.ring.safe_lts = 0
-        kept.ring_output(kept_first, 0.1)
-        fork.stand_down()
-        fork.import_state(json.loads(json.dumps(kept.export_state())), 0.4)
-        bodies = {m.site_seq: m.frags[0] for m in fork.streams[0].ordered}
+        bodies = _fork_takes_the_kept_state(fork, kept_first)
         assert (bodies[1] == sr.SITE_SKIP_BODY) == skipped
         assert skipped or b"kept's first" in bodies[1]
 
