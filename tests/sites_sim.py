@@ -64,7 +64,9 @@ owes every message. The interest is that of one daemon that saw every JOIN and L
 views, its deliveries replayed; where the views merged, each joined site's members become those
 a daemon of that site had where it installed the merged view (each side saw only its own
 side's joins and leaves: read as they were, the table is stale; seeds 176, 901, 986 "lost"
-messages by that stale table, not by the daemons). The representative of each site of a
+messages by that stale table, not by the daemons). A message that only a daemon restarted
+into a running ring delivered (a fork's own, pruned everywhere else: seed 89) takes that
+daemon's replay, its own site counted as a site that may owe it. The representative of each site of a
 merged view sends its site's STATE (SITES_STATE_GROUP, as SitesGroupCore's exchange does;
 there is no group core here), from which the gateways learn the joined sites' members.
 With --client-views (SitesSim(client_views=True); implies --groups) there is: each daemon runs
