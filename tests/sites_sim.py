@@ -64,7 +64,9 @@ owes every message. The interest is that of one daemon that saw every JOIN and L
 views, its deliveries replayed; where the views merged, each joined site's members become those
 a daemon of that site had where it installed the merged view (each side saw only its own
 side's joins and leaves: read as they were, the table is stale; seeds 176, 901, 986 "lost"
-messages by that stale table, not by the daemons). The representative of each site of a
+messages by that stale table, not by the daemons). A message that only a daemon restarted
+into a running ring delivered (a fork's own, pruned everywhere else: seed 89) takes that
+daemon's replay, its own site counted as a site that may owe it. The representative of each site of a
 merged view sends its site's STATE (SITES_STATE_GROUP, as SitesGroupCore's exchange does;
 there is no group core here), from which the gateways learn the joined sites' members.
 With --client-views (SitesSim(client_views=True); implies --groups) there is: each daemon runs
@@ -1096,6 +1098,16 @@ class SitesSim:
             if self.saw_every_join(node):
                 for serial, sites in self.node_interest(node, at_merge).items():
                     out.setdefault(serial, sites)
+        # Last, a daemon restarted into a running ring, for the messages that only it
+        # delivered (a fork's own, pruned everywhere else: seed 89 --groups, c3 alone in site
+        # 2's new incarnation). Its own site's table misses the JOINs before its state came,
+        # so its site counts as unknown; the other sites' members it knows from a merge on, by
+        # the joined sites' own daemons, as a whole daemon does. Without this, such a message
+        # had no interest at all and every site of its view "owed" it.
+        for node in self.nodes.values():
+            if not self.saw_every_join(node):
+                for serial, sites in self.node_interest(node, at_merge, own_known=False).items():
+                    out.setdefault(serial, sites)
         return out
 
     def core_interest(self) -> Dict[int, frozenset]:
@@ -1128,17 +1140,22 @@ class SitesSim:
         return (self.case.site_restart_after_s is not None and kill_at is not None
                 and self.site_of[node.gateway.name] == self.case.site_kill and node.started_at >= kill_at)
 
-    def node_interest(self, node: Node, at_merge: Dict[tuple, Optional[Dict[str, set]]]) -> Dict[int, frozenset]:
+    def node_interest(self, node: Node, at_merge: Dict[tuple, Optional[Dict[str, set]]],
+                      own_known: bool = True) -> Dict[int, frozenset]:
         """A daemon's deliveries replayed with its table of members: at a REGULAR view that
         brings sites in (a merge), each joined site's members become what they were at that
         site where the merged view began there (its own JOINs and LEAVEs of the other side,
         which this daemon never delivered); a site whose table is not known then (no daemon
-        of it that saw every one of its JOINs installed that view) may owe every message."""
+        of it that saw every one of its JOINs installed that view) may owe every message.
+        own_known False: the daemon's own site may owe every message too (a daemon that
+        missed its own site's JOINs before it came in)."""
         members: Dict[str, set] = {}
         # (a new incarnation of a site killed whole: the other sites' members are not known
         # to it until a merge brings them in)
         own = self.site_of[node.gateway.name]
         unknown = {x for x in range(len(self.case.sites)) if x != own} if node.restarted else set()
+        if not own_known:
+            unknown.add(own)
         marks, prev = [], set(range(len(self.case.sites)))
         for kind, seq, sites, count, _ in node.views:
             if kind == sr.CONF_REGULAR:

@@ -758,14 +758,31 @@ def test_a_site_split_in_two_rings_regression_seed(seed):
 #: --lan-splits --groups seeds. 125: b1, cut off from b2 and b3, forked; its gate had sent a1,
 #: under the old epoch, its own JOIN that their ring never made safe, as site b's third
 #: message; a1 then refused the kept side's stream from there (no loss, SAFE). Pinned by
-#: test_sites_core's ..._never_made_safe_goes_to_no_site_if_our_ring_forks
-LAN_SPLIT_GROUPS_REGRESSION_SEEDS = [125]
+#: test_sites_core's ..._never_made_safe_goes_to_no_site_if_our_ring_forks. 89: as in
+#: GROUPS_REGRESSION_SEEDS (the same fork of c3, the checker's)
+LAN_SPLIT_GROUPS_REGRESSION_SEEDS = [125, 89]
 
 
 @pytest.mark.parametrize("seed", LAN_SPLIT_GROUPS_REGRESSION_SEEDS)
 def test_a_site_split_in_two_rings_with_groups_regression_seed(seed):
     res = sites_sim.run_seed(seed, lan_splits=True, groups=True)
     assert res.stats.get("site_forks"), res.summary()
+    assert res.violations == [], "seed %d: %s" % (seed, res.summary())
+
+
+#: --groups seeds. 89: c3, restarted into site c's ring, forked alone (c1, c2 dead) and merged
+#: back with sites a and b; from their STATEs it pruned its own g2 messages to them (no member
+#: there: right). Only c3 delivered those, and the simulator took members only from daemons
+#: that saw every JOIN, so those messages had no interest and every site "owed" them (no
+#: loss at a1, a2, b1; the daemons were right). Pinned by
+#: test_a_message_only_a_restarted_daemon_delivered_is_owed_by_the_sites_with_a_member
+GROUPS_REGRESSION_SEEDS = [89]
+
+
+@pytest.mark.parametrize("seed", GROUPS_REGRESSION_SEEDS)
+def test_groups_regression_seed(seed):
+    res = sites_sim.run_seed(seed, groups=True)
+    assert res.stats.get("skips_after_merge"), res.summary()
     assert res.violations == [], "seed %d: %s" % (seed, res.summary())
 
 
@@ -1499,6 +1516,42 @@ def test_the_simulators_members_are_put_right_where_views_merge():
     late_g2 = [s for s, sub in sim.submitted.items() if sub[6] == sr.DATA and sub[7] == ("g2",)
                and sub[4] > sim.healed_at and s in interest]
     assert late_g2 and all(2 not in interest[s] for s in late_g2), [(s, interest[s]) for s in late_g2]
+
+
+def _view(kind, seq, sites, before):
+    return (kind, seq, sites, before, 0.0)
+
+
+def test_a_message_only_a_restarted_daemon_delivered_is_owed_by_the_sites_with_a_member():
+    """SitesSim.interest for what only a daemon restarted into a running ring delivered (seed 89
+    --groups, planted here by hand: c3 restarted, its site's only daemon left; merged back
+    with sites a and b at view 2, it sends 2 to g2, which nobody joined, and 3 to g1, which
+    a1 joined). Its own site's members are not whole (it missed the JOINs before it came in),
+    so its site may owe both; sites a and b are known from the merge on, by their own
+    daemons' tables where they installed it: a owes 3 only, b neither. (Before: neither had
+    any interest, so every site "owed" both, and a SKIP to a and b was a loss.)"""
+    sim = sites_sim.SitesSim(89, groups=True)  # (a1 a2 | b1 | c1 c2 c3; never run)
+    merged = (0, 1, 2)
+    sim.submitted = {1: (sr.AGREED_MESS, b"", "a1", 0, 0.5, "a1", sr.JOIN, ("g1",)),
+                     2: (sr.AGREED_MESS, b"", "c3", 0, 7.0, "c3", sr.DATA, ("g2",)),
+                     3: (sr.AGREED_MESS, b"", "c3", 0, 7.1, "c3", sr.DATA, ("g1",))}
+    for name in ("a1", "b1"):  # (ran from the start: JOIN 1, then view 1 without c, view 2 with it)
+        node = sim.nodes[name]
+        node.delivered = [1]
+        node.views = [_view(sr.CONF_REGULAR, 1, (0, 1), 1), _view(sr.CONF_REGULAR, 2, merged, 1)]
+    c3 = sim.nodes["c3"]
+    c3.restarted = True
+    c3.delivered = [2, 3]
+    c3.views = [_view("joined", 0, (), 0), _view(sr.CONF_REGULAR, 1, (2,), 0),
+                _view(sr.CONF_REGULAR, 2, merged, 0)]
+    for name in ("a2", "c1", "c2"):
+        del sim.nodes[name]
+    assert not sim.saw_every_join(c3)
+    interest = sim.interest()
+    assert interest.get(2) == frozenset({2}), interest
+    assert interest.get(3) == frozenset({0, 2}), interest
+    assert not sim.site_owes(0, 2, interest) and not sim.site_owes(1, 2, interest)
+    assert sim.site_owes(0, 3, interest) and not sim.site_owes(1, 3, interest)
 
 
 def _planted_pruning(monkeypatch, seed, name, fault):
