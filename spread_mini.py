@@ -7421,7 +7421,7 @@ SITE_ARU_KEPT_EVERY_S = 0.5
 #: consensus_timeout_s (1.1 s) and its new representative says HELLO at once, while the
 #: link's silence rule (1 s) fired already; 1 s more keeps a whole site's loss within the
 #: issue's 3 s (silence 1 s + grace 1 s + the views' agreement, a few WAN round trips)
-SITE_GRACE_S = 1.0
+SITE_GRACE_S = 0.6
 #: a representative whose ring does not hold every daemon of its site starts its links only
 #: this long after the gateway started: at startup a site's daemons may form two rings for
 #: a moment (each with its own representative, each a different stream of the same site);
