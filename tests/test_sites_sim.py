@@ -1647,7 +1647,10 @@ def test_planted_loss_in_the_kept_incarnation_of_a_split_site_is_a_loss_violatio
 
 #: site a (three daemons) split a1 | a2 a3, and site c killed: a1 forks alone, delivers the
 #: other sites' messages in its fork's views, then takes a2's state and delivers on with them
-REJOIN_SEED = 26
+#: (seed 65: a1 split off 0.04 s in for 1.5 s, c killed 0.57 s in. It was seed 26 while
+#: SITE_GRACE_S was 1.0 s; at 0.6 s its timings moved and neither planted fault below
+#: shows there)
+REJOIN_SEED = 65
 
 
 def test_planted_rejoined_daemon_that_delivers_again_what_it_delivered_in_its_fork_is_caught():
