@@ -7421,7 +7421,7 @@ SITE_ARU_KEPT_EVERY_S = 0.5
 #: consensus_timeout_s (1.1 s) and its new representative says HELLO at once, while the
 #: link's silence rule (1 s) fired already, so 0.6 s more covers it (1.6 s > 1.1 s) and keeps
 #: a whole site's loss well within the issue's 3 s (silence 1 s + grace 0.6 s + the views'
-#: agreement, a few WAN round trips; it was 1.0 s, and 0.6 s took x0.83 off the median)
+#: agreement, a few WAN round trips; it was 1.0 s: at 0.6 s the median kill -> view is x0.83)
 SITE_GRACE_S = 0.6
 #: a representative whose ring does not hold every daemon of its site starts its links only
 #: this long after the gateway started: at startup a site's daemons may form two rings for
