@@ -1698,7 +1698,7 @@ def _gateway_lines(res, name):
     return [line for line in res.log_lines if line.split(" ", 2)[1:2] == [name]]
 
 
-def test_the_kept_sides_suspect_made_after_the_fork_is_not_the_forks():
+def test_the_kept_sides_suspect_made_after_the_fork_is_not_the_forks(monkeypatch):
     """Defect 1 of issue 10's notes, in the simulator: a SITES message of the kept side made
     after the fork names the old epoch, which the fork's lineage holds (made before the fork).
     Taken, a1 (the fork) proposed and decided a view without sites 1 and 2 on a2's SUSPECT
@@ -1706,7 +1706,14 @@ def test_the_kept_sides_suspect_made_after_the_fork_is_not_the_forks():
     message also names the rings that kept the epoch (kept_rings: the ring without a1 is one
     more than a1 left the epoch at), and a1 refuses it. The seed's timing may move; the core
     test of the rule is test_a_kept_side_sites_message_made_after_the_fork_... in
-    test_sites_core.py."""
+    test_sites_core.py.
+    Pinned at SITE_GRACE_S 1.0 s: the case needs the fork's own suspicion of b and c (its
+    links died with the split) to come after the rings meet, so only the kept side's SUSPECT
+    could move a1. At 0.6 s a1 suspects them itself first, and decides a view without them
+    on its own SUSPECT, as it should. Of seeds 1-4000 --lan-splits at 0.6 s (a1 split off
+    alone, a mesh of three), those where a1 refuses a kept side's message (702, 2824, 3254)
+    all have a1 suspect b and c itself first. The rule (kept_rings) is not the grace's."""
+    monkeypatch.setattr(sr, "SITE_GRACE_S", 1.0)
     sim = sites_sim.SitesSim(KEPT_SUSPECT_SEED, lan_splits=True)
     res = sim.run()
     assert res.violations == [], res.summary()
