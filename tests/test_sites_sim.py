@@ -1803,7 +1803,8 @@ def test_lan_split_seeds_of_a_shorter_grace_keep_every_guarantee(seed, monkeypat
     view, so what was delivered there counted as owed at it; and then b1, which never had
     c1's PROPOSE for view 1, delivered in view 0 a message of its own that c1 delivered in
     view 1 (a site's messages now wait while a view it proposed is undecided: core test
-    test_our_messages_wait_for_the_view_we_proposed_and_go_in_the_one_we_decide)."""
+    test_our_messages_wait_for_the_view_we_proposed_and_go_in_the_one_we_decide). (0.6 s
+    is the default since branch s14-g06; pinned so these seeds stay at 0.6 s if it moves.)"""
     monkeypatch.setattr(sr, "SITE_GRACE_S", 0.6)
     res = sites_sim.run_seed(seed, lan_splits=True)
     assert res.violations == [], "%s\nreplay (grace 0.6 s): %s" % (
