@@ -1144,7 +1144,7 @@ def test_a_forced_merge_kill_kills_the_representative_the_scan_asks_for():
         sites_sim.forced_merge_kill_case(no_heal, 0.5)
 
 
-def test_a_restarted_representative_killed_after_a_heal_seed_4314():
+def test_a_restarted_representative_killed_after_a_heal_seed_4314(monkeypatch):
     """Seed 4314 (merge_kill_rep): site c (c1 c2 c3) cut off and healed; c1, restarted, is killed
     0.86 s after the heal, c2 takes over. It was a strict xfail on branch s12-mergekill: c2 and
     c3 delivered nothing in the merged view (c's SAFE messages, then everything behind them).
@@ -1153,9 +1153,16 @@ def test_a_restarted_representative_killed_after_a_heal_seed_4314():
     2 (lts 269) was then dropped at c2's link as a duplicate of it: site b's ARU never counted
     in view 2. Seed 3163's fix (an ARU's duplicate mark per view, 1b21b06) alone makes that code
     pass; test_sites_core's test_an_aru_of_the_merged_view_is_taken_at_or_below_... plants it.
-    On main the timing moved and the seed passes with or without that fix."""
-    res = sites_sim.run_seed(4314)
+    On main the timing moved and the seed passes with or without that fix.
+    Pinned at SITE_GRACE_S 1.0 s: at 0.6 s the heal comes 0.4 s sooner, c1 is not c's
+    representative then, and the merge kill takes c2 (no takeover by c2 to see)."""
+    monkeypatch.setattr(sr, "SITE_GRACE_S", 1.0)
+    sim = sites_sim.SitesSim(4314)
+    res = sim.run()
     assert res.violations == [], res.summary()
+    # (the scenario, not a vacuous pass: the restarted c1 killed while merging, c2 in its place)
+    assert sim.case.restart_name == "c1" and sim.merge_killed == "c1", (sim.merge_killed, res.summary())
+    assert sim.nodes["c2"].gateway.is_representative()
 
 
 #: (seed, site, seconds after the heal) representatives killed during a merge that once
