@@ -9360,7 +9360,10 @@ class SiteGateway:
         if self.suspect_sent >= view:
             # our SUSPECT for this view is still on its way through the ring: a site it does
             # not name waits for it (then the next view seq names both), else it is forgotten
-            return not frozenset(sites) - self.suspect_lost
+            waiting = frozenset(sites) - self.suspect_lost
+            if waiting:
+                self.counters["site_suspects_waiting"] += 1  # (polls: a test sees the race ran)
+            return not waiting
         lost = frozenset(sites) | self.proposal_lost
         self.suspect_sent, self.suspect_lost = view, lost
         self._log("sites %s silent after their link died: suspected gone (view %d)"

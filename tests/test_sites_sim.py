@@ -542,18 +542,23 @@ def test_a_cut_link_that_comes_back_brings_the_trees_back_to_it():
     assert any("routed around" in line for line in res.log_lines)
 
 
-def test_a_second_site_suspected_while_the_first_suspicion_crosses_the_ring_is_not_forgotten():
-    """A line a - b - c: the a - b link cut, then site c killed 30 ms later (seed 41181's
+def test_a_second_site_suspected_while_the_first_suspicion_crosses_the_ring_is_not_forgotten(monkeypatch):
+    """A line a - b - c: the a - b link cut, then site c killed 130 ms later (seed 41181's
     case, found by a soak). b's suspicion of c fires while its SUSPECT of a still goes round
     b's ring; it must wait for it and then name both, else b proposes a view with c in it and
-    waits for c's PROPOSE for ever."""
+    waits for c's PROPOSE for ever. (c was killed 30 ms after the cut until the timings moved:
+    on main at SITE_GRACE_S 1.0 s b suspected c 0.48 s before a, and at 0.6 s 78 ms before;
+    130 ms puts c's suspicion 40 ms after a's. Pinned at 0.6 s, the window is 0.12-0.14 s.)"""
+    monkeypatch.setattr(sr, "SITE_GRACE_S", 0.6)
     case = sites_sim.case_for_seed(41181)
     assert case.cut_pair == (0, 1) and case.site_kill == 2 and case.costs[0][2] == 0
-    case.site_kill_after_s = case.cut_after_s + 0.03
+    case.site_kill_after_s = case.cut_after_s + 0.13
     case.heal_after_s = case.site_restart_after_s = None
     sim = sites_sim.SitesSim(41181, case=case)
     res = sim.run(drain_max_s=8.0)
     assert res.violations == [], res.summary()
+    # the race ran: b's suspicion of c waited for its SUSPECT of a (not a vacuous pass)
+    assert sim.nodes["b1"].gateway.counters["site_suspects_waiting"] >= 1
     for name in sim.case.sites[1]:
         assert sim.nodes[name].views[-1][:3] == (sr.CONF_REGULAR, 2, (1,)), sim.nodes[name].views
 
