@@ -1208,6 +1208,7 @@ def test_seed_1319_a_merge_taken_from_a_view_change():
     took is planted below."""
     res = sites_sim.run_seed(1319)
     assert res.violations == [], "%s\nreplay: %s" % (res.summary(), sites_sim.replay_command(1319))
+    assert res.stats.get("recuts") == 1, res.summary()  # (the recut ran: the race's premise)
 
 
 def test_a_merge_taken_from_a_view_change_watches_the_joining_site():
