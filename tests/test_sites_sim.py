@@ -118,8 +118,10 @@ def test_an_aru_announced_again_in_the_merged_view_is_not_a_duplicate():
     # view 3 before b1 did, refused b1's last ARU of view 2 (lts 112, through a2), and took
     # b1's ARU of view 3 at the same lts for a duplicate (SiteGateway._from_link): its SAFE
     # messages waited for ever for site b's ARU. Now an ARU's duplicate mark is per view
-    res = sites_sim.run_seed(3163, hostile=0.1, key=True)
+    sim = sites_sim.SitesSim(3163, hostile=0.1, key=sites_sim.SIM_KEY)  # (run_seed's, with its nodes)
+    res = sim.run()
     assert res.stats.get("site_forks") == 1, res.summary()
+    assert sim.nodes["c1"].gateway.counters["site_aru_of_an_older_view"] >= 1  # (the race ran)
     assert res.violations == [], "%s\nreplay: %s" % (
         res.summary(), sites_sim.replay_command(3163, hostile=0.1, key=True))
 
