@@ -727,7 +727,8 @@ def test_a_site_split_in_two_rings_keeps_every_guarantee():
 
 #: --lan-splits seeds that failed once: a fork's daemon that never delivered a message its
 #: ring ordered and its merge still held when it took the kept state (40, 56, 57:
-#: SiteGateway.close_fork); delivered twice what the kept side's records brought after the
+#: SiteGateway.close_fork; at SITE_GRACE_S 0.6 s 57's fork holds none, 40 and 56 still do:
+#: test_a_forks_daemon_delivers_its_held_messages_... asserts it on 40); delivered twice what the kept side's records brought after the
 #: import (38: delivered_marks outlive it); a ring started afresh beside the kept one read as
 #: sharing its numbering (98, 70, 122: lineage); no loss asked of a daemon cut off by the split
 #: what the other side delivered meanwhile (154: the checker's split rule, split_off); SAFE
