@@ -10,7 +10,7 @@ site split in two rings (HopSettings.split_quorum) on in sites of 3 daemons or m
     python3 bench/sites_soak.py --seeds 500 --hostile 0.1 [--key]   # a hostile LAN (see sites_sim)
     python3 bench/sites_soak.py --seeds 9000 --merge-kills-only     # the seeds killing during a merge
     python3 bench/sites_soak.py --seeds 300 --no-split-quorum       # the old setting, to compare
-    python3 bench/sites_soak.py --seeds 200 --site-grace-s 0.6      # another SITE_GRACE_S, to try
+    python3 bench/sites_soak.py --seeds 200 --site-grace-s 1.0      # another SITE_GRACE_S (1.0: the old default), to compare
 """
 from __future__ import annotations
 
