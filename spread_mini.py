@@ -8666,7 +8666,7 @@ class SiteGateway:
             elif list(msg.groups) == [REJOIN_GROUP]:  # (a fork's clients back: joins)
                 for line in msg.data.decode("latin-1").split("\n"):
                     fields = line.split("\t")
-                    if len(fields) == 2:
+                    if len(fields) == 2 or len(fields) == 3 and fields[2] == "j":  # ("j": no view before)
                         self._interest_event(r.site, fields[0], fields[1], r.lts)
             elif list(msg.groups) != [ROSTER_GROUP]:
                 self._interest_lost(r.site)  # members we did not see join
@@ -8730,7 +8730,7 @@ class SiteGateway:
         lines = msg.data.decode("latin-1").split("\n")
         for line in lines[1:]:
             fields = line.split("\t")
-            if len(fields) == 3 and self.site_of.get(fields[2]) == site:
+            if len(fields) in (3, 4) and self.site_of.get(fields[2]) == site:  # (4: a silent joiner's "j")
                 got[3].append((fields[0], fields[1]))
         if len(got[2]) < (msg.hint & 0xFFFF):
             return

@@ -1298,6 +1298,20 @@ def test_a_joined_site_is_known_again_from_its_state_then_its_joins_and_leaves_s
     assert not gw._may_owe(1, ["g1"], 10)
 
 
+def test_a_member_marked_as_a_silent_joiner_still_counts_for_pruning():
+    """A site's STATE and a REJOIN mark a member that joined with no view of its group ("j",
+    for its vs_set of its own: SitesGroupCore.silent_joins); the gateway reads it as a member
+    all the same (seeds 52 and 56 --lan-splits --client-views lost messages when it did not)."""
+    gw = gateway()
+    gw._interest_from_merge(1, 5)
+    gw._interest_record(site_state(5, [("g1", "#u#b1", "b1\tj"), ("g2", "#v#b1", "b1")]))
+    assert gw.interest_members[1] == {"g1": {"#u#b1"}, "g2": {"#v#b1"}}
+    body = sr.encode_message_body(sr.DaemonMessage(
+        sr.STATE, "b1", "#rejoin#b1", sr.AGREED_MESS, [sr.REJOIN_GROUP], data=b"4\ng3\t#w#b1\tj"))
+    gw._interest_record(sr.SiteRecord(sr.SITE_MSG, 1, 9, 0, sr.AGREED_MESS, "b1", body))
+    assert gw._may_owe(1, ["g3"], 10)
+
+
 def test_a_new_representatives_state_voids_the_parts_of_the_one_that_crashed():
     gw = gateway()
     gw._interest_from_merge(1, 5)
