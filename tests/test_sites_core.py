@@ -1575,6 +1575,32 @@ def test_a_join_after_the_transition_comes_in_a_vs_set_of_its_own():
     assert not any(core.silent_joins for core in cores.values())
 
 
+def test_a_join_in_the_forks_closing_view_comes_back_in_a_vs_set_of_its_own():
+    """A client that joined in our fork's closing transitional view had no view of the group
+    there; the REJOIN marks it ("j"), so the REJOIN's REG_MEMB, at every daemon, gives it a
+    vs_set of its own, not the one of the members back from the fork, who had a view."""
+    kept, fork = (sr.SitesGroupCore(n, _Orderer(), [["a1"], ["b1", "b2", "b3"]]) for n in ("b3", "b2"))
+    clients = {"#c#b3": _client(kept, "#c#b3"), "#c#b2": _client(fork, "#c#b2"), "#j#b2": _client(fork, "#j#b2")}
+    kept.deliver(_group_op(sr.JOIN, "#c#b3", "g"))
+    fork.deliver(_group_op(sr.JOIN, "#c#b2", "g"))  # (in its fork's own order)
+    fork.site_view_change(sr.SiteViewChange(sr.CONF_TRANSITIONAL, 1, [1], "the fork ends", fork_ends=True))
+    fork.deliver(_group_op(sr.JOIN, "#j#b2", "g"))
+    for client in clients.values():
+        client.out.clear()
+    state = json.loads(json.dumps(kept.site_sync(sr.SiteSync("point", ["b2"], export=True))))
+    fork.site_sync(sr.SiteSync("install", ["b2"], groups=state, members=["b2", "b3"], ring_seq=7))
+    assert _views(clients["#c#b2"]) == [("TRANS",)] and _views(clients["#j#b2"]) == []
+    rejoin = fork.orderer.submitted[-1]
+    assert rejoin.data.split(b"\n")[1:] == [b"g\t#c#b2", b"g\t#j#b2\tj"]
+    for core in (kept, fork):
+        core.deliver(rejoin)
+    members = ["#c#b2", "#c#b3", "#j#b2"]
+    sets = [["#c#b2"], ["#c#b3"], ["#j#b2"]]
+    assert _views(clients["#c#b3"]) == [("TRANS",), ("REG", members, sets, ["#c#b3"])]
+    assert _views(clients["#c#b2"]) == [("REG", members, sets, ["#c#b2"])]
+    assert _views(clients["#j#b2"]) == [("REG", members, sets, ["#j#b2"])]
+
+
 def test_a_joiner_after_the_transition_keeps_its_own_vs_set_across_a_merge():
     """The REG_MEMB that ends the wait can be a merge's (the transitional view lost site c, the
     regular one brings site a back): every daemon builds it from the sites' STATE, so a site's
