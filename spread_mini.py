@@ -6822,6 +6822,8 @@ class RingGroupCore(GroupCore):
         self.exchange: Optional[StateExchange] = None
         self.exchanges_done = 0
         self.transition_sent = {}  #: group -> old id, TRANSITION already given to clients
+        #: the daemons of the transitional configuration we are in (None: we are in a regular one)
+        self.transitional_daemons: Optional[frozenset] = None
         cfg = getattr(orderer, "cfg", None) or RingSettings()
         #: bytes (message data) held during one exchange beyond which it is reported and this
         #: daemon's clients are not read until it is done: HELD_LIMIT_ROTATIONS rotations' worth
@@ -6888,6 +6890,7 @@ class RingGroupCore(GroupCore):
         get TRANSITION (old group id) now, before the messages of the transitional
         configuration; their REG_MEMB follows when the state exchange is done."""
         together = set(change.members)
+        self.transitional_daemons = frozenset(together)
         for group in self.groups.values():
             if group.name in self.transition_sent:
                 continue
@@ -6897,6 +6900,35 @@ class RingGroupCore(GroupCore):
                 for session in group.local:
                     if session.group_membership:
                         self._enqueue(session, encode_transition(group.name, old_id))
+
+    def _notify(self, group: Group, cause: int, changed: str) -> None:
+        """A JOIN, LEAVE or disconnect in the transitional configuration, of a group with
+        members at daemons outside it, is a network change's view, as the real Spread gives it
+        (groups.c, G_handle_join/leave in GTRANS for a changed group; so is one of a group
+        that had its TRANSITION, whoever is left): REG_MEMB CAUSED_BY_NETWORK,
+        the members at the daemons that go on together in one vs_set, those at each daemon
+        outside in one of their own, a joiner alone (it came from no view), then TRANSITION
+        (the view is transitional until the exchange's REG_MEMB). Before, the lightweight
+        REG_MEMB named the members outside as if together, and the exchange's REG_MEMB that
+        dropped them came with no TRANSITION before it."""
+        together = self.transitional_daemons
+        if together is None or group.name not in self.transition_sent \
+                and all(d in together for d in group.members.values()):
+            super()._notify(group, cause, changed)
+            return
+        sets: Dict[tuple, List[str]] = {}
+        for member in group.ordered:
+            daemon = group.members[member]
+            key = (0, "") if daemon in together else (1, daemon)
+            sets.setdefault(key, []).append(member)
+        keys = sorted(sets)
+        joiners = {changed} if cause == CAUSED_BY_JOIN else ()
+        self._send_network_memb(group, [sets[k] for k in keys], keys.index((0, "")) if (0, "") in keys else 0,
+                                joiners)
+        self.transition_sent[group.name] = self.group_id(group)
+        for session in group.local:
+            if session.group_membership:
+                self._enqueue(session, encode_transition(group.name, self.group_id(group)))
 
     def _send_state(self, change: ConfigurationChange) -> None:
         """One STATE per daemon, in parts of at most STATE_PART_BYTES (a daemon whose clients
@@ -6950,11 +6982,12 @@ class RingGroupCore(GroupCore):
                 table.setdefault(group, {})[member] = daemon
         self._rebuild(table)
         my_ring = ex.old_ring.get(self.daemon_name)
+        self.transitional_daemons = None
         for name in sorted(set(table) | set(ex.before)):
             old_members, old_id = ex.before.get(name, ({}, None))
             group = self.groups.get(name)
-            if group is None or old_members == group.members:
-                continue
+            if group is None or old_members == group.members and name not in self.transition_sent:
+                continue  # (one whose clients had their TRANSITION gets the REG_MEMB that ends it)
             if name in self.transition_sent:
                 old_id = None  # its TRANSITION went out with the transitional configuration
             self._announce_network_change(group, old_id, ex.old_ring, my_ring)
