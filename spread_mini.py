@@ -131,7 +131,7 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Container, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 try:
     import rich
@@ -742,6 +742,27 @@ def encode_reg_memb(group: str, cause: int, members_blob: bytes, num_members: in
     head = HEADER.pack(REG_MEMB_MESS | cause | MY_ENDIAN_MARKER, pad_name(group), num_members,
                        MY_ENDIAN_MARKER, len(body))
     return head + members_blob + body
+
+
+def set_joiners_apart(vs_sets: Sequence[Sequence[str]], local_index: int, joiners: Container[str]
+                      ) -> Tuple[List[List[str]], int, Dict[str, int]]:
+    """The vs_sets with each joiner taken out of its set into one of its own, after the others
+    (a set left empty goes), the receiver's index moved with its set, and each joiner's index."""
+    kept: List[List[str]] = []
+    moved_index = 0
+    alone: List[str] = []
+    for i, members in enumerate(vs_sets):
+        rest = [m for m in members if m not in joiners]
+        alone.extend(m for m in members if m in joiners)
+        if i == local_index:
+            moved_index = len(kept) if rest else 0
+        if rest:
+            kept.append(rest)
+    joiner_index = {}
+    for member in alone:
+        joiner_index[member] = len(kept)
+        kept.append([member])
+    return kept, moved_index, joiner_index
 
 
 def encode_transition(group: str, group_id: Tuple[int, int, int]) -> bytes:
@@ -3149,14 +3170,13 @@ class GroupCore:
                 held[name] = transition_sent.get(name, old_id)
                 self.log.append("%s: its REG_MEMB waits for the sites' next view (members at "
                                 "sites it leaves out)" % name)
-            vs_sets, local_index = self._network_vs_sets(group)
-            for session in group.local:
-                if session.group_membership:
-                    if name not in transition_sent:
+            if name not in transition_sent:
+                for session in group.local:
+                    if session.group_membership:
                         self._enqueue(session, encode_transition(name, old_id))
-                    if not waits:
-                        self._enqueue(session, encode_reg_memb(name, CAUSED_BY_NETWORK, group.blob, len(group.ordered),
-                                                               self.group_id(group), vs_sets, local_index))
+            if not waits:
+                vs_sets, local_index = self._network_vs_sets(group)
+                self._send_network_memb(group, vs_sets, local_index, self._take_joiners(group))
             self._drop_if_empty(group)
         return held
 
@@ -3164,6 +3184,32 @@ class GroupCore:
         """The vs_sets of a network change's REG_MEMB and the index of ours: the members left
         came through the change together (SitesGroupCore: not those a held REJOIN brought back)."""
         return [list(group.ordered)], 0
+
+    def _take_joiners(self, group: Group) -> Set[str]:
+        """The group's members that joined since its clients' TRANSITION, silently (they had
+        no view of it before the REG_MEMB that ends the wait), forgotten as that REG_MEMB goes.
+        None here: SitesGroupCore keeps them."""
+        return set()
+
+    def _send_network_memb(self, group: Group, vs_sets: List[List[str]], local_index: int,
+                           joiners: Container[str] = (),
+                           old_id: Optional[Tuple[int, int, int]] = None) -> None:
+        """REG_MEMB CAUSED_BY_NETWORK to the group's local clients (after a TRANSITION of
+        old_id, if given). A joiner came from no view, so it is in no one's vs_set but a set of
+        its own, after the others (as the real Spread gives a join in its transitional state,
+        groups.c G_build_memb_vs_buf); a local joiner's own index is that set's."""
+        vs_sets, local_index, joiner_index = set_joiners_apart(vs_sets, local_index, joiners)
+        messages: Dict[int, bytes] = {}
+        for session in group.local:
+            if not session.group_membership:
+                continue
+            index = joiner_index.get(session.private_group, local_index)
+            if index not in messages:
+                messages[index] = encode_reg_memb(group.name, CAUSED_BY_NETWORK, group.blob, len(group.ordered),
+                                                  self.group_id(group), vs_sets, index)
+            if old_id is not None:
+                self._enqueue(session, encode_transition(group.name, old_id))
+            self._enqueue(session, messages[index])
 
     # -- state exchanges (a ring's, the sites') ----------------------------------------------------
     def _rebuild(self, table: Dict[str, Dict[str, str]]) -> None:
@@ -3182,23 +3228,16 @@ class GroupCore:
             self._reorder(group)
 
     def _announce_network_change(self, group: Group, old_id: Optional[Tuple[int, int, int]],
-                                 old_ring_of: Dict[str, str], my_ring: str) -> None:
+                                 old_ring_of: Dict[str, str], my_ring: str,
+                                 joiners: Container[str] = ()) -> None:
         sets = collections.OrderedDict()
         for member in group.ordered:
             sets.setdefault(old_ring_of.get(group.members[member], ""), []).append(member)
         keys = sorted(sets)
         vs_sets = [sets[k] for k in keys]
         local_index = keys.index(my_ring) if my_ring in keys else 0
-        message = None
-        for session in group.local:
-            if session.group_membership:
-                if message is None:
-                    message = encode_reg_memb(group.name, CAUSED_BY_NETWORK, group.blob,
-                                              len(group.ordered), self.group_id(group),
-                                              vs_sets, local_index)
-                if old_id is not None:
-                    self._enqueue(session, encode_transition(group.name, old_id))
-                self._enqueue(session, message)
+        self._send_network_memb(group, vs_sets, local_index, joiners, old_id)
+        vs_sets = set_joiners_apart(vs_sets, local_index, joiners)[0]
         self.log.append("%s: network change, %d members in %d vs_sets" % (
             group.name, len(group.ordered), len(vs_sets)))
 
@@ -6783,6 +6822,8 @@ class RingGroupCore(GroupCore):
         self.exchange: Optional[StateExchange] = None
         self.exchanges_done = 0
         self.transition_sent = {}  #: group -> old id, TRANSITION already given to clients
+        #: the daemons of the transitional configuration we are in (None: we are in a regular one)
+        self.transitional_daemons: Optional[frozenset] = None
         cfg = getattr(orderer, "cfg", None) or RingSettings()
         #: bytes (message data) held during one exchange beyond which it is reported and this
         #: daemon's clients are not read until it is done: HELD_LIMIT_ROTATIONS rotations' worth
@@ -6849,6 +6890,7 @@ class RingGroupCore(GroupCore):
         get TRANSITION (old group id) now, before the messages of the transitional
         configuration; their REG_MEMB follows when the state exchange is done."""
         together = set(change.members)
+        self.transitional_daemons = frozenset(together)
         for group in self.groups.values():
             if group.name in self.transition_sent:
                 continue
@@ -6858,6 +6900,35 @@ class RingGroupCore(GroupCore):
                 for session in group.local:
                     if session.group_membership:
                         self._enqueue(session, encode_transition(group.name, old_id))
+
+    def _notify(self, group: Group, cause: int, changed: str) -> None:
+        """A JOIN, LEAVE or disconnect in the transitional configuration, of a group with
+        members at daemons outside it, is a network change's view, as the real Spread gives it
+        (groups.c, G_handle_join/leave in GTRANS for a changed group; so is one of a group
+        that had its TRANSITION, whoever is left): REG_MEMB CAUSED_BY_NETWORK,
+        the members at the daemons that go on together in one vs_set, those at each daemon
+        outside in one of their own, a joiner alone (it came from no view), then TRANSITION
+        (the view is transitional until the exchange's REG_MEMB). Before, the lightweight
+        REG_MEMB named the members outside as if together, and the exchange's REG_MEMB that
+        dropped them came with no TRANSITION before it."""
+        together = self.transitional_daemons
+        if together is None or group.name not in self.transition_sent \
+                and all(d in together for d in group.members.values()):
+            super()._notify(group, cause, changed)
+            return
+        sets: Dict[tuple, List[str]] = {}
+        for member in group.ordered:
+            daemon = group.members[member]
+            key = (0, "") if daemon in together else (1, daemon)
+            sets.setdefault(key, []).append(member)
+        keys = sorted(sets)
+        joiners = {changed} if cause == CAUSED_BY_JOIN else ()
+        self._send_network_memb(group, [sets[k] for k in keys], keys.index((0, "")) if (0, "") in keys else 0,
+                                joiners)
+        self.transition_sent[group.name] = self.group_id(group)
+        for session in group.local:
+            if session.group_membership:
+                self._enqueue(session, encode_transition(group.name, self.group_id(group)))
 
     def _send_state(self, change: ConfigurationChange) -> None:
         """One STATE per daemon, in parts of at most STATE_PART_BYTES (a daemon whose clients
@@ -6911,11 +6982,12 @@ class RingGroupCore(GroupCore):
                 table.setdefault(group, {})[member] = daemon
         self._rebuild(table)
         my_ring = ex.old_ring.get(self.daemon_name)
+        self.transitional_daemons = None
         for name in sorted(set(table) | set(ex.before)):
             old_members, old_id = ex.before.get(name, ({}, None))
             group = self.groups.get(name)
-            if group is None or old_members == group.members:
-                continue
+            if group is None or old_members == group.members and name not in self.transition_sent:
+                continue  # (one whose clients had their TRANSITION gets the REG_MEMB that ends it)
             if name in self.transition_sent:
                 old_id = None  # its TRANSITION went out with the transitional configuration
             self._announce_network_change(group, old_id, ex.old_ring, my_ring)
@@ -8627,7 +8699,7 @@ class SiteGateway:
             elif list(msg.groups) == [REJOIN_GROUP]:  # (a fork's clients back: joins)
                 for line in msg.data.decode("latin-1").split("\n"):
                     fields = line.split("\t")
-                    if len(fields) == 2:
+                    if len(fields) == 2 or len(fields) == 3 and fields[2] == "j":  # ("j": no view before)
                         self._interest_event(r.site, fields[0], fields[1], r.lts)
             elif list(msg.groups) != [ROSTER_GROUP]:
                 self._interest_lost(r.site)  # members we did not see join
@@ -8691,7 +8763,7 @@ class SiteGateway:
         lines = msg.data.decode("latin-1").split("\n")
         for line in lines[1:]:
             fields = line.split("\t")
-            if len(fields) == 3 and self.site_of.get(fields[2]) == site:
+            if len(fields) in (3, 4) and self.site_of.get(fields[2]) == site:  # (4: a silent joiner's "j")
                 got[3].append((fields[0], fields[1]))
         if len(got[2]) < (msg.hint & 0xFFFF):
             return
@@ -11346,6 +11418,10 @@ class SitesGroupCore(GroupCore):
         #: waited (_rejoin): they come from another view, so that REG_MEMB gives them vs_sets
         #: of their own (_network_vs_sets)
         self.came_back: Dict[str, set] = {}
+        #: group -> its members that joined after its clients' TRANSITION (_notify: silently,
+        #: the same at every daemon of our view): the REG_MEMB that ends the wait gives each a
+        #: vs_set of its own (_take_joiners), as they come from no view of the group
+        self.silent_joins: Dict[str, set] = {}
         ring = getattr(orderer, "ring_orderer", orderer)
         cfg = getattr(ring, "cfg", None) or RingSettings()
         #: bytes (message data) held during one exchange beyond which it is reported and this
@@ -11412,6 +11488,8 @@ class SitesGroupCore(GroupCore):
         if event.kind == "install":
             before = self._local_memberships()
             given = set(self.transition_sent)  # (the kept table brings its own)
+            # (the fork's silent joiners had no view of their group either: their REJOIN says so)
+            self.fork_end_joins |= {(n, m) for n, joiners in self.silent_joins.items() for m in joiners}
             self.fork_ending = False
             self._install_groups(event)
             self._rejoin_after_install(before, given)
@@ -11425,6 +11503,7 @@ class SitesGroupCore(GroupCore):
                 "memb_time": self.memb_time, "network_changes": self.network_changes,
                 "gone": sorted(self.gone), "roster_ring_seq": {str(k): v for k, v in self.roster_ring_seq.items()},
                 "transition_sent": {k: list(v) for k, v in self.transition_sent.items()},
+                "silent_joins": {k: sorted(v) for k, v in sorted(self.silent_joins.items()) if v},
                 "view_sites": sorted(self.view_sites)}
 
     def _local_memberships(self) -> Dict[str, Tuple[List[str], Tuple[int, int, int]]]:
@@ -11465,7 +11544,10 @@ class SitesGroupCore(GroupCore):
                 self.transition_sent.setdefault(name, old_id)
             if not missing:
                 continue
-            lost.extend("%s\t%s" % (name, m) for m in missing)
+            # ("j": it joined in our fork's closing transitional view, with no view of the
+            # group there: the REJOIN's REG_MEMB gives it a vs_set of its own)
+            lost.extend("%s\t%s%s" % (name, m, "\tj" if (name, m) in self.fork_end_joins else "")
+                        for m in missing)
             for member in missing:
                 session = self.local[member]
                 if session.group_membership and name not in given and (name, member) not in self.fork_end_joins:
@@ -11501,13 +11583,17 @@ class SitesGroupCore(GroupCore):
                 return
             self.gone.discard(origin)
         added: Dict[str, List[str]] = {}
+        joined: Dict[str, set] = {}  # (of those, the ones with no view of the group before)
         for line in lines[1:]:
             fields = line.split("\t")
-            if len(fields) != 2 or not name_is_legal(fields[0]) or not fields[1].endswith("#" + origin):
+            if len(fields) not in (2, 3) or fields[2:] not in ([], ["j"]) or not name_is_legal(fields[0]) \
+                    or not fields[1].endswith("#" + origin):
                 continue
             group = self.groups.get(fields[0])
             if group is None or fields[1] not in group.members:
                 added.setdefault(fields[0], []).append(fields[1])
+                if fields[2:]:
+                    joined.setdefault(fields[0], set()).add(fields[1])
         hold = self._lost_at_next_view()
         if origin == self.daemon_name:
             waiting, self.rejoin_waiting = self.rejoin_waiting, set()
@@ -11539,13 +11625,16 @@ class SitesGroupCore(GroupCore):
             group, old_id = self.groups[name], old_ids.get(name)
             given = self.transition_sent.pop(name, None) is not None or origin == self.daemon_name
             self.came_back.setdefault(name, set()).add(origin)
+            if name in joined:
+                self.silent_joins.setdefault(name, set()).update(joined[name])
             if self._waits_for_view(group, hold):
                 self._hold_rejoin(group, old_id, given)
                 continue
             if given:
                 old_id = None
             came_from = {d: self._came_from_key(name, d) for d in self.site_of}
-            self._announce_network_change(group, old_id, came_from, self._came_from_key(name, self.daemon_name))
+            self._announce_network_change(group, old_id, came_from, self._came_from_key(name, self.daemon_name),
+                                          self._take_joiners(group))
             self.came_back.pop(name, None)
         self.log.append("network change: %s's clients are back from its site's fork (REJOIN): "
                         "%d members in %d groups" % (origin, sum(map(len, added.values())), len(added)))
@@ -11554,6 +11643,15 @@ class SitesGroupCore(GroupCore):
         """The group keeps members at daemons our next regular view of the sites leaves out
         (_lost_at_next_view): a REG_MEMB now would name them in a view they never share."""
         return any(d in hold for d in group.members.values())
+
+    def _take_joiners(self, group: Group) -> Set[str]:
+        return self.silent_joins.pop(group.name, set()) & set(group.members)
+
+    def _remove(self, member: str, group: Group) -> None:
+        super()._remove(member, group)
+        joiners = self.silent_joins.get(group.name)
+        if joiners is not None:
+            joiners.discard(member)  # (one that joins again comes from no view either)
 
     def _hold_rejoin(self, group: Group, old_id: Optional[Tuple[int, int, int]], given: bool) -> None:
         """A REJOIN delivered while the group's REG_MEMB waits for the sites' regular view
@@ -11605,6 +11703,11 @@ class SitesGroupCore(GroupCore):
             if len(_checked(gid, list)) != 3:
                 raise ValueError("group id %r" % (gid,))
             transition[name] = tuple(_counter(x) for x in gid)
+        joiners = {}
+        for name, members in _checked(state.get("silent_joins", {}), dict).items():
+            if name not in table or not set(_checked(members, list)) <= set(table[name][1]):
+                raise ValueError("silent joins %r of %r" % (members, name))
+            joiners[name] = set(members)
         view_sites = frozenset(_int_list(state["view_sites"], n))
         roster = _per_site(state["roster_ring_seq"], n)
         memb_time, changes = _counter(state["memb_time"]), _counter(state["network_changes"])
@@ -11625,6 +11728,7 @@ class SitesGroupCore(GroupCore):
             self._reorder(group)
         self.gone, self.transition_sent, self.view_sites = gone, transition, view_sites
         self.came_back = {}  # (the kept table's groups: no REJOIN of ours held in them)
+        self.silent_joins = joiners
         self.roster_ring_seq, self.memb_time, self.network_changes = roster, memb_time, changes
         self.ring_members, self.ring_seq = frozenset(event.members), event.ring_seq
         self.ring_ids = frozenset(event.member_ids)
@@ -11678,7 +11782,10 @@ class SitesGroupCore(GroupCore):
             self._give_transition(group)
         if group.name in self.transition_sent:
             # its clients had their TRANSITION: the view they are in is transitional until the
-            # REG_MEMB of the network change, which names the members as they are then
+            # REG_MEMB of the network change, which names the members as they are then, a
+            # joiner in a vs_set of its own (it had no view of the group to come from)
+            if cause == CAUSED_BY_JOIN:
+                self.silent_joins.setdefault(group.name, set()).add(changed)
             self.log.append("%s %s %s after its TRANSITION: shown in its next REG_MEMB" % (
                 changed, {CAUSED_BY_JOIN: "joined"}.get(cause, "left"), group.name))
             return
@@ -11798,7 +11905,9 @@ class SitesGroupCore(GroupCore):
     def _send_site_state(self, view_seq: int, came_from: str) -> None:
         """Our site's STATE, in parts as RingGroupCore's (hint: index << 16 | count). Each part
         starts with a line: our ring's seq, the view we came from, the count of network
-        changes we applied, our ring's daemons; then "group TAB member TAB daemon" lines."""
+        changes we applied, our ring's daemons; then "group TAB member TAB daemon" lines, with
+        TAB "j" after a member that joined silently since its group's TRANSITION (silent_joins:
+        every daemon's REG_MEMB of the merged view gives it a vs_set of its own)."""
         alive = sorted(self.ring_members)
         head = "%d\t%s\t%d\t%s" % (self.ring_seq, came_from, self.network_changes, " ".join(alive))
         parts, part, size = [], [], 0
@@ -11806,6 +11915,8 @@ class SitesGroupCore(GroupCore):
             for member, daemon in sorted(self.groups[name].members.items()):
                 if daemon in self.ring_members:
                     line = "%s\t%s\t%s" % (name, member, daemon)
+                    if member in self.silent_joins.get(name, ()):
+                        line += "\tj"
                     if part and size + len(line) + 1 > STATE_PART_BYTES:
                         parts.append(part)
                         part, size = [], 0
@@ -11838,8 +11949,8 @@ class SitesGroupCore(GroupCore):
             ex.rings[site] = (ring_seq, changes, alive)
         for line in lines[1:]:
             fields = line.split("\t")
-            if len(fields) == 3 and self.site_of.get(fields[2]) == site:
-                ex.states[str(site)].append(tuple(fields))
+            if len(fields) in (3, 4) and self.site_of.get(fields[2]) == site:
+                ex.states[str(site)].append((fields[0], fields[1], fields[2], fields[3:] == ["j"]))
         got.add(msg.hint >> 16)
         if len(got) >= msg.hint & 0xFFFF:
             ex.waiting.discard(site)
@@ -11874,20 +11985,24 @@ class SitesGroupCore(GroupCore):
         self.exchanges_done += 1
         alive_of = ex.rings
         table: Dict[str, Dict[str, str]] = {}
+        joiners: Dict[str, set] = {}
         for site in ex.members:
             ring_seq, changes, alive = alive_of[site]
             daemons = set(self.sites[site])
             self.gone = (self.gone - daemons) | (daemons - set(alive))
             self.roster_ring_seq[site] = max(ring_seq, self.roster_ring_seq.get(site, -1))
-            for group, member, daemon in ex.states.get(str(site), ()):
+            for group, member, daemon, joined in ex.states.get(str(site), ()):
                 if daemon in alive:
                     table.setdefault(group, {})[member] = daemon
+                    if joined:
+                        joiners.setdefault(group, set()).add(member)
         for site in set(range(len(self.sites))) - set(ex.members):
             self.gone |= set(self.sites[site])
         # the same count at every daemon, whatever each side counted while apart: group ids agree
         self.network_changes = max(c for _, c, _ in alive_of.values()) + 1 if alive_of else self.network_changes + 1
         self.memb_time = self.network_changes
         self._rebuild(table)
+        self.silent_joins = joiners  # (each side's, as its STATE says: _end_transition reads it)
         came_from = {d: ex.old_ring.get(str(self.site_of[d]), "") for d in self.site_of}
         my_view = ex.old_ring.get(str(self.site_id), "")
         for name in sorted(set(table) | set(ex.before)):
@@ -11899,8 +12014,8 @@ class SitesGroupCore(GroupCore):
                 continue
             if name in self.transition_sent:
                 old_id = None
-            self._announce_network_change(group, old_id, came_from, my_view)
-        self.transition_sent, self.came_back = {}, {}  # (the exchange gave every group its view)
+            self._announce_network_change(group, old_id, came_from, my_view, self._take_joiners(group))
+        self.transition_sent, self.came_back, self.silent_joins = {}, {}, {}  # (every group had its view)
         self.log.append("network change: view %d of the sites, group state exchange done: %d groups; "
                         "%d messages were held meanwhile" % (ex.ring_id, len(self.groups), len(ex.held)))
         held, ex.held = ex.held, []
@@ -11926,17 +12041,14 @@ class SitesGroupCore(GroupCore):
                 self._end_transition(group)
         self.transition_sent = held
         self.came_back = {name: d for name, d in self.came_back.items() if name in held}
+        self.silent_joins = {name: j for name, j in self.silent_joins.items() if name in held}
 
     def _end_transition(self, group: Group) -> None:
         """The REG_MEMB CAUSED_BY_NETWORK after a TRANSITION, for a group the network change
         did not change (only the local clients are told: the table is as everywhere)."""
         vs_sets, local_index = self._network_vs_sets(group)
         self.came_back.pop(group.name, None)
-        message = encode_reg_memb(group.name, CAUSED_BY_NETWORK, group.blob, len(group.ordered),
-                                  self.group_id(group), vs_sets, local_index)
-        for session in group.local:
-            if session.group_membership:
-                self._enqueue(session, message)
+        self._send_network_memb(group, vs_sets, local_index, self._take_joiners(group))
 
 
 # =============================================================================================

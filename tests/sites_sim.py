@@ -1501,9 +1501,12 @@ class SitesSim:
         its REG_MEMB waits for the regular view (the real Spread's join in its transitional
         state names the partitioned daemons' members, in vs_sets of their own, then gives a
         TRANSITION; here the one REG_MEMB comes with the regular view: lab guide, *A split
-        site rejoins*; seed 6 --lan-splits, b2's REJOIN before _hold_rejoin)."""
+        site rejoins*; seed 6 --lan-splits, b2's REJOIN before _hold_rejoin). A network
+        change's own vs_set is checked by check_own_vs_set."""
         for name, node in self.nodes.items():
             ended: Dict[str, bool] = {}
+            #: group -> the members of the client's last regular view of it (None: it has none)
+            previous: Dict[str, Optional[frozenset]] = {}
             for t, msg, view_sites, trans_sites, fork_ending, forked in node.client_log:
                 where = "t=%.3f %s's client, group %s" % (t, name, msg.group)
                 if msg.is_transitional:
@@ -1513,7 +1516,10 @@ class SitesSim:
                     continue
                 ended[msg.group] = False
                 if msg.is_self_leave:
+                    previous[msg.group] = None
                     continue
+                self.check_own_vs_set(where, "#c#%s" % name.split("~")[0], msg, previous.get(msg.group))
+                previous[msg.group] = frozenset(msg.members)
                 if fork_ending:
                     self.fail(CLIENT_VIEW, "%s: a REG_MEMB inside the fork's closing transitional view" % where)
                 sites = {self.site_of.get(m.rsplit("#", 1)[-1], -1) for m in msg.members}
@@ -1526,6 +1532,26 @@ class SitesSim:
                 elif trans_sites and sites - set(trans_sites):
                     self.fail(CLIENT_VIEW, "%s: a REG_MEMB %s in the sites' transitional view %s names "
                                            "a site it lost" % (where, sorted(msg.members), list(trans_sites)))
+
+    def check_own_vs_set(self, where: str, me: str, msg, previous: Optional[frozenset]) -> None:
+        """A network change's REG_MEMB: the receiver's own vs_set is the members that came
+        from its previous regular view of the group together with it, so it holds the
+        receiver and no member that was not in that view (a joiner had no view: it comes in a
+        vs_set of its own, as the real Spread's join in its transitional state gives it). A
+        receiver with no previous view (it joined silently in a transitional view) is alone
+        in its set. The other vs_sets may name anyone: they came from other views. (A
+        JOIN/LEAVE/DISCONNECT REG_MEMB's one vs_set is the member that changed, not this.)"""
+        if not msg.service_type & sr.CAUSED_BY_NETWORK:
+            return
+        own = set(msg.changed_members)
+        if me not in own:
+            self.fail(CLIENT_VIEW, "%s: its own vs_set %s of a network change leaves it out" % (where, sorted(own)))
+        elif previous is None and own != {me}:
+            self.fail(CLIENT_VIEW, "%s: a REG_MEMB puts it, with no view of the group before, in the vs_set "
+                                   "%s" % (where, sorted(own)))
+        elif previous is not None and own - previous:
+            self.fail(CLIENT_VIEW, "%s: its own vs_set %s names %s, not in its previous view %s" % (
+                where, sorted(own), sorted(own - previous), sorted(previous)))
 
     def check_agreed(self) -> None:
         """Any two daemons deliver the messages they both delivered in the same order."""

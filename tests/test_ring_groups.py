@@ -338,3 +338,80 @@ def test_memberships_survive_a_merge_when_every_state_comes_in_several_parts(mon
                          "k": ["#a#d1", "#c#d3"]}, core.daemon_name
     final = [m for m in memberships(a) if m.is_regular and m.group == "k"][-1]
     assert sorted(final.members) == ["#a#d1", "#c#d3"]
+
+
+# ------------------------------------------------------------------------ a join in the transitional configuration
+# A plain RingGroupCore, driven by hand: d3 is gone (d1 and d2 go on together); a client of d1
+# joins a group that had a member at d3 in the transitional configuration, before the STATE
+# exchange of the regular one.
+
+def _core_client(core, member):
+    session = sp.ClientSession(len(core.local) + 1, core.daemon_name, lambda _: True, random.Random(0))
+    session.private_group, session.group_membership = member, True
+    core.add_session(session)
+    return session
+
+
+def _core_views(session):
+    """(kind, cause, members, vs_sets, the client's own vs_set) of each membership message queued."""
+    out = []
+    for raw in session.out.chunks:
+        m = sp.decode_message(raw, 0, session.private_group)
+        if m.is_transitional:
+            out.append(("TRANS",))
+        elif m.is_membership and not m.is_self_leave:
+            out.append(("REG", m.caused_by, sorted(m.members), m.vs_sets, m.changed_members))
+    session.out.clear()
+    return out
+
+
+def _op(kind, member, group="g"):
+    return sp.DaemonMessage(kind, member.rsplit("#", 1)[1], member, sp.AGREED_MESS, [group])
+
+
+def _d3_gone_then_exchange(core, between):
+    """The transitional configuration without d3, `between` delivered in it, then the regular
+    one and its STATE exchange (d1's STATE as it sent it, d2's with no members)."""
+    core.configuration_change(sp.ConfigurationChange(sp.CONF_TRANSITIONAL, ["d1", "d2"], ["d1", "d2"],
+                                                     (6, "d1", 1)), 6)
+    for msg in between:
+        core.deliver(msg)
+    regular = sp.ConfigurationChange(sp.CONF_REGULAR, ["d1", "d2"], ["d1", "d2"], (6, "d1", 1))
+    core.configuration_change(regular, 6)
+    states = [msg for msg, _ in core.orderer.transport.pending if msg.kind == sp.STATE]
+    states.append(sp.DaemonMessage(sp.STATE, "d2", "#state#d2", sp.AGREED_MESS, [repr(regular.ring_id)], 1,
+                                   data=b"", reason=states[0].reason))
+    for msg in states:
+        core.deliver(msg)
+
+
+def test_a_join_in_the_transitional_configuration_is_a_network_view_with_the_joiner_alone():
+    """As the real Spread gives it (groups.c, a join in GTRANS to a changed group): REG_MEMB
+    CAUSED_BY_NETWORK, d1's and d2's members in one vs_set, d3's in its own, the joiner alone
+    and last (its own set for the joiner), then TRANSITION; the exchange's REG_MEMB ends it.
+    Before: a lightweight REG_MEMB CAUSED_BY_JOIN naming d3's member as if it were with us,
+    and the exchange's REG_MEMB that dropped it came with no TRANSITION before it."""
+    core = sp.RingGroupCore("d1", sp.RingOrderer("d1", 1, NAMES), IPS, daemon_order=NAMES)
+    old, joiner = _core_client(core, "#a#d1"), _core_client(core, "#j#d1")
+    for member in ("#a#d1", "#c#d3"):
+        core.deliver(_op(sp.JOIN, member))
+    old.out.clear()
+    _d3_gone_then_exchange(core, [_op(sp.JOIN, "#j#d1")])
+    three = ["#a#d1", "#c#d3", "#j#d1"]
+    sets = [["#a#d1"], ["#c#d3"], ["#j#d1"]]
+    ended = ("REG", "NETWORK", ["#a#d1", "#j#d1"], [["#a#d1", "#j#d1"]], ["#a#d1", "#j#d1"])
+    assert _core_views(old) == [("TRANS",), ("REG", "NETWORK", three, sets, ["#a#d1"]), ("TRANS",), ended]
+    assert _core_views(joiner) == [("REG", "NETWORK", three, sets, ["#j#d1"]), ("TRANS",), ended]
+
+
+def test_a_leave_in_the_transitional_configuration_still_ends_with_the_exchanges_view():
+    """A LEAVE there gives its network view and TRANSITION too; the exchange's REG_MEMB comes
+    even though the table it builds is the one the leave left (d3's member left first)."""
+    core = sp.RingGroupCore("d1", sp.RingOrderer("d1", 1, NAMES), IPS, daemon_order=NAMES)
+    old = _core_client(core, "#a#d1")
+    for member in ("#a#d1", "#c#d3"):
+        core.deliver(_op(sp.JOIN, member))
+    old.out.clear()
+    _d3_gone_then_exchange(core, [_op(sp.LEAVE, "#c#d3")])
+    alone = ("REG", "NETWORK", ["#a#d1"], [["#a#d1"]], ["#a#d1"])
+    assert _core_views(old) == [("TRANS",), alone, ("TRANS",), alone]

@@ -1298,6 +1298,20 @@ def test_a_joined_site_is_known_again_from_its_state_then_its_joins_and_leaves_s
     assert not gw._may_owe(1, ["g1"], 10)
 
 
+def test_a_member_marked_as_a_silent_joiner_still_counts_for_pruning():
+    """A site's STATE and a REJOIN mark a member that joined with no view of its group ("j",
+    for its vs_set of its own: SitesGroupCore.silent_joins); the gateway reads it as a member
+    all the same (seeds 52 and 56 --lan-splits --client-views lost messages when it did not)."""
+    gw = gateway()
+    gw._interest_from_merge(1, 5)
+    gw._interest_record(site_state(5, [("g1", "#u#b1", "b1\tj"), ("g2", "#v#b1", "b1")]))
+    assert gw.interest_members[1] == {"g1": {"#u#b1"}, "g2": {"#v#b1"}}
+    body = sr.encode_message_body(sr.DaemonMessage(
+        sr.STATE, "b1", "#rejoin#b1", sr.AGREED_MESS, [sr.REJOIN_GROUP], data=b"4\ng3\t#w#b1\tj"))
+    gw._interest_record(sr.SiteRecord(sr.SITE_MSG, 1, 9, 0, sr.AGREED_MESS, "b1", body))
+    assert gw._may_owe(1, ["g3"], 10)
+
+
 def test_a_new_representatives_state_voids_the_parts_of_the_one_that_crashed():
     gw = gateway()
     gw._interest_from_merge(1, 5)
@@ -1521,6 +1535,108 @@ def test_a_rejoin_in_the_sites_transitional_view_waits_for_the_regular_view():
         core.site_view_change(sr.SiteViewChange(sr.CONF_REGULAR, 1, [1], "sites [0] gone"))
     for client in clients.values():
         assert _views(client) == [("REG", both, [["#c#b2"], ["#c#b3"]], [client.private_group])]
+
+
+def test_a_join_after_the_transition_comes_in_a_vs_set_of_its_own():
+    """Issue 10, EVS as clients see it (seed 67 --lan-splits --client-views: b3's client
+    joined g3 after b2's TRANSITION and the regular view's REG_MEMB put both in one vs_set).
+    A vs_set is the members that came from the receiver's previous view together; a joiner
+    had no view of the group, so each joiner is alone in a vs_set of its own, after the
+    others (the real Spread's join in its transitional state, groups.c G_build_memb_vs_buf),
+    and a joiner's own set is that one. One that joined and left meanwhile is not named; one
+    that left and joined again comes from no view either."""
+    sites = [["a1"], ["b1", "b2"]]
+    cores = {n: sr.SitesGroupCore(n, _Orderer(), sites) for n in ("b1", "b2")}
+    clients = {m: _client(cores[m.rsplit("#", 1)[1]], m) for m in ("#c#b1", "#d#b1", "#c#b2", "#e#b2")}
+    for core in cores.values():
+        for member in ("#c#a1", "#c#b1", "#d#b1"):
+            core.deliver(_group_op(sr.JOIN, member, "g"))
+    for client in clients.values():
+        client.out.clear()
+    for core in cores.values():
+        core.site_view_change(sr.SiteViewChange(sr.CONF_TRANSITIONAL, 1, [1], "sites [0] gone"))
+    assert _views(clients["#c#b1"]) == _views(clients["#d#b1"]) == [("TRANS",)]
+    for core in cores.values():
+        for kind, member in ((sr.JOIN, "#c#b2"), (sr.JOIN, "#e#b2"), (sr.LEAVE, "#e#b2"),
+                             (sr.LEAVE, "#d#b1"), (sr.JOIN, "#d#b1")):
+            core.deliver(_group_op(kind, member, "g"))
+    assert _views(clients["#c#b1"]) == _views(clients["#c#b2"]) == []  # (shown in the next REG_MEMB)
+    for core in cores.values():
+        core.site_view_change(sr.SiteViewChange(sr.CONF_REGULAR, 1, [1], "sites [0] gone"))
+    members = ["#c#b1", "#c#b2", "#d#b1"]
+    sets = [["#c#b1"], ["#c#b2"], ["#d#b1"]]
+    for member in members:
+        assert _views(clients[member]) == [("REG", members, sets, [member])]
+    # (the REG_MEMB went: at the next network change nobody is a joiner any more)
+    for core in cores.values():
+        core.site_view_change(sr.SiteViewChange(sr.CONF_TRANSITIONAL, 2, [1], "again"))
+        core.deliver(_group_op(sr.LEAVE, "#c#b2", "g"))
+        core.site_view_change(sr.SiteViewChange(sr.CONF_REGULAR, 2, [1], "again"))
+    assert not any(core.silent_joins for core in cores.values())
+
+
+def test_a_join_in_the_forks_closing_view_comes_back_in_a_vs_set_of_its_own():
+    """A client that joined in our fork's closing transitional view had no view of the group
+    there; the REJOIN marks it ("j"), so the REJOIN's REG_MEMB, at every daemon, gives it a
+    vs_set of its own, not the one of the members back from the fork, who had a view."""
+    kept, fork = (sr.SitesGroupCore(n, _Orderer(), [["a1"], ["b1", "b2", "b3"]]) for n in ("b3", "b2"))
+    clients = {"#c#b3": _client(kept, "#c#b3"), "#c#b2": _client(fork, "#c#b2"), "#j#b2": _client(fork, "#j#b2")}
+    kept.deliver(_group_op(sr.JOIN, "#c#b3", "g"))
+    fork.deliver(_group_op(sr.JOIN, "#c#b2", "g"))  # (in its fork's own order)
+    fork.site_view_change(sr.SiteViewChange(sr.CONF_TRANSITIONAL, 1, [1], "the fork ends", fork_ends=True))
+    fork.deliver(_group_op(sr.JOIN, "#j#b2", "g"))
+    for client in clients.values():
+        client.out.clear()
+    state = json.loads(json.dumps(kept.site_sync(sr.SiteSync("point", ["b2"], export=True))))
+    fork.site_sync(sr.SiteSync("install", ["b2"], groups=state, members=["b2", "b3"], ring_seq=7))
+    assert _views(clients["#c#b2"]) == [("TRANS",)] and _views(clients["#j#b2"]) == []
+    rejoin = fork.orderer.submitted[-1]
+    assert rejoin.data.split(b"\n")[1:] == [b"g\t#c#b2", b"g\t#j#b2\tj"]
+    for core in (kept, fork):
+        core.deliver(rejoin)
+    members = ["#c#b2", "#c#b3", "#j#b2"]
+    sets = [["#c#b2"], ["#c#b3"], ["#j#b2"]]
+    assert _views(clients["#c#b3"]) == [("TRANS",), ("REG", members, sets, ["#c#b3"])]
+    assert _views(clients["#c#b2"]) == [("REG", members, sets, ["#c#b2"])]
+    assert _views(clients["#j#b2"]) == [("REG", members, sets, ["#j#b2"])]
+
+
+def test_a_joiner_after_the_transition_keeps_its_own_vs_set_across_a_merge():
+    """The REG_MEMB that ends the wait can be a merge's (the transitional view lost site c, the
+    regular one brings site a back): every daemon builds it from the sites' STATE, so a site's
+    STATE marks its silent joiners ("j"), and the other side's clients see the joiner alone
+    too."""
+    sites = [["a1"], ["b1"], ["c1"]]
+    cores = {n: sr.SitesGroupCore(n, _Orderer(), sites) for n in ("a1", "b1")}
+    for name, core in cores.items():
+        core.configuration_change(_ring_of([name], 1), 1)
+    clients = {m: _client(cores[m.rsplit("#", 1)[1]], m) for m in ("#c#a1", "#c#b1", "#j#b1")}
+    for core in cores.values():
+        for member in ("#c#a1", "#c#b1", "#c#c1"):
+            core.deliver(_group_op(sr.JOIN, member, "g"))
+    cores["a1"].site_view_change(sr.SiteViewChange(sr.CONF_TRANSITIONAL, 1, [0], "apart"))
+    cores["a1"].site_view_change(sr.SiteViewChange(sr.CONF_REGULAR, 1, [0], "apart"))
+    b1 = cores["b1"]
+    b1.site_view_change(sr.SiteViewChange(sr.CONF_TRANSITIONAL, 1, [1, 2], "apart"))
+    b1.site_view_change(sr.SiteViewChange(sr.CONF_REGULAR, 1, [1, 2], "apart"))
+    b1.site_view_change(sr.SiteViewChange(sr.CONF_TRANSITIONAL, 2, [1], "sites [2] gone"))
+    b1.deliver(_group_op(sr.JOIN, "#j#b1", "g"))  # (silent: after g's TRANSITION)
+    for client in clients.values():
+        client.out.clear()
+    for core in cores.values():
+        core.site_view_change(sr.SiteViewChange(sr.CONF_REGULAR, 3, [0, 1], "sites [0] back"))
+    states = [m for core in cores.values() for m in core.orderer.submitted
+              if m.groups and m.groups[0] == sr.SITES_STATE_GROUP]
+    assert len(states) == 2
+    for msg in states:
+        for core in cores.values():
+            core.deliver(msg)
+    members = ["#c#a1", "#c#b1", "#j#b1"]
+    sets = [["#c#a1"], ["#c#b1"], ["#j#b1"]]
+    assert _views(clients["#c#a1"]) == [("TRANS",), ("REG", members, sets, ["#c#a1"])]
+    assert _views(clients["#c#b1"]) == [("REG", members, sets, ["#c#b1"])]
+    assert _views(clients["#j#b1"]) == [("REG", members, sets, ["#j#b1"])]
+    assert [line for m in states for line in m.data.split(b"\n") if line.endswith(b"\tj")] == [b"g\t#j#b1\tb1\tj"]
 
 
 # ---- two rings of one site meet: whose state is kept ---------------------------------------------

@@ -862,8 +862,10 @@ def test_a_forks_daemon_delivers_its_held_messages_in_a_transitional_view_of_its
 #: or transitional view of the sites); a second TRANSITION after the fork's, where the kept
 #: table still held the fork's member when it was taken (33: the REJOIN names it too); a
 #: REJOIN delivered in the sites' transitional view that lost another site, whose REG_MEMB
-#: named that site's member in the client's own vs_set (6: _hold_rejoin)
-CLIENT_VIEW_SEEDS = [2, 7, 60, 33, 6]
+#: named that site's member in the client's own vs_set (6: _hold_rejoin); a member that
+#: joined after its group's TRANSITION put in the old members' vs_set by the regular view's
+#: REG_MEMB (67, s15: check_own_vs_set, silent_joins)
+CLIENT_VIEW_SEEDS = [2, 7, 60, 33, 6, 67]
 
 
 @pytest.mark.parametrize("seed", CLIENT_VIEW_SEEDS)
@@ -884,6 +886,17 @@ def test_planted_group_core_that_tells_joins_in_every_view_is_caught_by_the_clie
         kinds[seed] = [v for v in res.violations if sites_sim.kind_of(v) == sites_sim.CLIENT_VIEW]
     assert any("inside the fork's closing transitional view" in v for v in kinds[2]), kinds
     assert any("a fork's REG_MEMB" in v for v in kinds[7]), kinds
+
+
+def test_planted_group_core_that_puts_a_joiner_with_the_old_members_is_caught_by_the_own_vs_set_check(monkeypatch):
+    """A group core that forgets who joined after the TRANSITION (before s15) shows, in seed
+    67, b2's client a vs_set naming b3's, which was not in its previous view, and b3's client,
+    with no view of g3 before, a vs_set in company."""
+    monkeypatch.setattr(sr.SitesGroupCore, "_take_joiners", lambda self, group: set())
+    res = sites_sim.run_seed(67, lan_splits=True, client_views=True)
+    views = [v for v in res.violations if sites_sim.kind_of(v) == sites_sim.CLIENT_VIEW]
+    assert any("b2's client, group g3: its own vs_set" in v and "not in its previous view" in v for v in views), views
+    assert any("b3's client, group g3: a REG_MEMB puts it, with no view" in v for v in views), views
 
 
 def test_planted_group_core_that_announces_a_rejoin_at_once_is_caught_by_the_client_view_checker(monkeypatch):
