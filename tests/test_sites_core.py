@@ -1645,3 +1645,64 @@ def test_our_messages_wait_for_the_view_we_proposed_and_go_in_the_one_we_decide(
            for o in gw.poll() if isinstance(o, (sr.Deliver, sr.SiteViewChange))]
     assert out == [b"before", (sr.CONF_TRANSITIONAL, 2, [1]), (sr.CONF_REGULAR, 2, [1]), b"after"]
     assert gw.applied_seq[1] == 2 and not gw.own_held
+
+
+# ---- a second site suspected while our SUSPECT of the first crosses our ring --------------------
+
+LINE3_SITES = [["a1", "a2"], ["b1", "b2", "b3"], ["c1"]]  # seed 41181's sites: a line a - b - c
+
+
+def linked_middle_of_a_line(now=0.1):
+    """b1 represents site b, the middle of the line a - b - c, its links to a1 and c1 started;
+    what it submits to its ring waits in `into_ring` until `ring_delivers` hands it back."""
+    gw = gateway("b1", LINE3_SITES, LINE_COSTS)
+    regular(gw, ["b1", "b2", "b3"])
+    for site, peer in ((0, "a1"), (2, "c1")):
+        gw.hop_datagram(peer, sr.encode_site_hello(sr.SiteHello((peer, 1), site, False, {}, 0, (0, 1, 2), sr.hop_session(1, 1))), now)
+    assert sorted(gw.links) == [0, 2]
+    gw.into_ring = []
+    gw.orderer.submit = lambda msg, urgent=False: gw.into_ring.append(msg) or True
+    gw.ring_lts = 10
+    return gw
+
+
+def ring_delivers(gw, now):
+    """Our ring delivers, in order, everything b1 submitted so far (and what that makes it
+    submit), as a ring of site b's daemons would."""
+    while gw.into_ring:
+        msg = gw.into_ring.pop(0)
+        msg.lts, gw.ring_lts = gw.ring_lts, gw.ring_lts + 1
+        gw.ring_output(sr.Deliver(msg), now)
+
+
+def test_a_second_site_suspected_while_our_suspect_of_the_first_crosses_the_ring_is_named_next():
+    """(issue 10, seed 41181) A line a - b - c: the a - b link is cut, and site c (c1 alone)
+    dies 130 ms later. b1's grace for a ends (SUSPECT of a submitted, view 1), and c's HELLO
+    wait ends while that SUSPECT still goes round b's ring. c must wait for it, then a SUSPECT
+    of view 2 names both; forgotten, b proposes view 1 with c in it, waits for c's PROPOSE
+    for ever, and never installs a view (the soak's failing seed)."""
+    gw = linked_middle_of_a_line()
+    a_dies, c_dies = 1.8, 1.93  # (each link's silence rule fires a second after the last word)
+    gw._drop_link(0, "peer dead (silence)", a_dies)
+    gw._drop_link(2, "peer dead (silence)", c_dies)
+    a_suspected, c_suspected = a_dies + sr.SITE_GRACE_S, c_dies + sr.SITE_HELLO_WAIT_S
+    assert gw.suspect_at == {0: pytest.approx(a_suspected), 2: pytest.approx(c_suspected)}
+    assert a_suspected < c_suspected  # (the race: c's wait ends after a's grace)
+    gw.tick(c_dies + 0.01)
+    ring_delivers(gw, c_dies + 0.01)  # (our LINKS reports: both links down)
+    assert gw.suspect_sent == 0  # (nothing suspected yet)
+    gw.tick(a_suspected)
+    assert suspects(gw) == [frozenset({0})] and gw.suspect_sent == 1
+    gw.tick(c_suspected)  # our SUSPECT of a is still in the ring
+    assert 2 in gw.suspect_at  # c waits for it, not forgotten
+    assert gw.counters["site_suspects_waiting"] == 1
+    ring_delivers(gw, c_suspected + 0.01)
+    assert gw.proposed_view == 1 and gw.closing is None  # (c's PROPOSE of view 1 never comes)
+    now = c_suspected + 0.01
+    while gw.view_seq < 2 and now < c_suspected + 3.0:
+        now = max(now, min(gw.next_deadline_s(), now + 0.05))
+        gw.tick(now)
+        ring_delivers(gw, now)
+    views = [(o.kind, o.view_seq, o.sites) for o in gw.poll() if isinstance(o, sr.SiteViewChange)]
+    assert views == [(sr.CONF_TRANSITIONAL, 2, [1]), (sr.CONF_REGULAR, 2, [1])], gw.log
+    assert now < c_suspected + 1.0  # at the next HELLO round, not after a wait of its own

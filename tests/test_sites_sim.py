@@ -550,7 +550,9 @@ def test_a_second_site_suspected_while_the_first_suspicion_crosses_the_ring_is_n
     b's ring; it must wait for it and then name both, else b proposes a view with c in it and
     waits for c's PROPOSE for ever. (c was killed 30 ms after the cut until the timings moved:
     on main at SITE_GRACE_S 1.0 s b suspected c 0.48 s before a, and at 0.6 s 78 ms before;
-    130 ms puts c's suspicion 40 ms after a's. Pinned at 0.6 s, the window is 0.12-0.14 s.)"""
+    130 ms puts c's suspicion 40 ms after a's. Pinned at 0.6 s, the window is 0.12-0.14 s.)
+    A regression only: the cause is planted, timings aside, in tests/test_sites_core.py
+    (test_a_second_site_suspected_while_our_suspect_of_the_first_crosses_the_ring_...)."""
     monkeypatch.setattr(sr, "SITE_GRACE_S", 0.6)
     case = sites_sim.case_for_seed(41181)
     assert case.cut_pair == (0, 1) and case.site_kill == 2 and case.costs[0][2] == 0
