@@ -1523,6 +1523,48 @@ def test_a_rejoin_in_the_sites_transitional_view_waits_for_the_regular_view():
         assert _views(client) == [("REG", both, [["#c#b2"], ["#c#b3"]], [client.private_group])]
 
 
+
+def _roster(origin, ring_seq, names):
+    return sr.DaemonMessage(sr.STATE, origin, "#roster#%s" % origin, sr.AGREED_MESS, [sr.ROSTER_GROUP],
+                            data="\n".join([str(ring_seq)] + names).encode())
+
+
+def test_a_daemon_that_sat_out_a_ring_ends_its_clients_views_when_it_takes_the_kept_state():
+    """(the h9599 doubt) a1 sat out a ring of its site (its token lost, in GATHER) while a2
+    and a3, a quorum, went on: their ROSTER drops a1's members. The rings meet; a1 takes the
+    kept state of its own epoch through close_fork. Where the kept side's ROSTER is still
+    in its stream at the point (not yet delivered: the other sites' frontier), the kept
+    table still holds a1's client, and a1 delivers that ROSTER after it: its client was
+    dropped silently and the REJOIN's REG_MEMB put it in a vs_set of its own, with no
+    TRANSITION ending the view it had shared with ca3 (who went through a view without it).
+    The real Spread gives a daemon that rejoins its ring after missing configurations a
+    transitional configuration of itself alone, and every group with members at another
+    daemon its TRANSITION before that REG_MEMB (groups.c, G_handle_trans_memb)."""
+    sites = [["a1", "a2", "a3"], ["b1"]]
+    kept, sat = (sr.SitesGroupCore(n, _Orderer(), sites) for n in ("a3", "a1"))
+    clients = {"a3": _client(kept, "#c#a3"), "a1": _client(sat, "#c#a1")}
+    for core in (kept, sat):
+        core.deliver(_group_op(sr.JOIN, "#c#a1", "g"))
+        core.deliver(_group_op(sr.JOIN, "#c#a3", "g"))
+    both = ["#c#a1", "#c#a3"]
+    assert _views(clients["a1"])[-1] == ("REG", both, [["#c#a3"]], None)  # (ca3's JOIN)
+    _views(clients["a3"])
+    state = json.loads(json.dumps(kept.site_sync(sr.SiteSync("point", ["a1"], export=True))))
+    sat.site_view_change(sr.SiteViewChange(sr.CONF_TRANSITIONAL, 0, [0], "site 0's fork ends", fork_ends=True))
+    sat.site_sync(sr.SiteSync("install", ["a1"], groups=state, members=["a1", "a2", "a3"], ring_seq=3))
+    assert sorted(sat.groups["g"].members) == both  # (the kept table still holds ca1)
+    rejoin = sat.orderer.submitted[-1]
+    assert rejoin.groups == [sr.REJOIN_GROUP]
+    roster = _roster("a2", 2, ["a2", "a3"])  # (the kept side's ring without a1)
+    for core in (kept, sat):
+        core.deliver(roster)
+        core.deliver(rejoin)
+        assert sorted(core.groups["g"].members) == both
+    assert _views(clients["a3"]) == [("TRANS",), ("REG", ["#c#a3"], [["#c#a3"]], ["#c#a3"]),
+                                     ("TRANS",), ("REG", both, [["#c#a1"], ["#c#a3"]], ["#c#a3"])]
+    assert _views(clients["a1"]) == [("TRANS",), ("REG", both, [["#c#a1"], ["#c#a3"]], ["#c#a1"])]
+
+
 # ---- two rings of one site meet: whose state is kept ---------------------------------------------
 
 SITE_OF_THREE = [["a1", "a2", "a3"], ["b1"]]
