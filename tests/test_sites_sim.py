@@ -902,6 +902,19 @@ def test_planted_group_core_that_announces_a_rejoin_at_once_is_caught_by_the_cli
                for v in naming_a1), res.summary()
 
 
+def test_planted_group_core_that_gives_no_transition_is_caught_by_the_client_view_checker(monkeypatch):
+    """A group core whose TRANSITIONs never reach its clients: a REG_MEMB CAUSED_BY_NETWORK
+    then ends, with no TRANSITION, a view whose members it leaves out of the client's vs_set
+    (the rule the h9599 doubt added; the core test of the cause is in test_sites_core.py,
+    test_a_daemon_that_sat_out_a_ring_...)."""
+    enqueue = sr.SitesGroupCore._enqueue
+    monkeypatch.setattr(sr, "encode_transition", lambda group, group_id: None)
+    monkeypatch.setattr(sr.SitesGroupCore, "_enqueue",
+                        lambda self, session, data: None if data is None else enqueue(self, session, data))
+    res = sites_sim.run_seed(7, lan_splits=True, client_views=True)
+    views = [v for v in res.violations if sites_sim.kind_of(v) == sites_sim.CLIENT_VIEW]
+    assert any("a REG_MEMB CAUSED_BY_NETWORK with no TRANSITION before it" in v for v in views), res.summary()
+
 def test_planted_fork_that_takes_the_kept_state_without_delivering_its_held_messages_is_a_loss():
     """Without close_fork's deliveries a fork's daemon never delivers messages of its own
     clients that its merge held: no loss (self-delivery) catches it."""
