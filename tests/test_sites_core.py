@@ -1659,6 +1659,25 @@ def test_of_two_rings_of_one_epoch_that_meet_the_state_of_the_ring_that_went_on_
     assert daemons["a1"].gateway.epoch == 1
 
 
+
+def test_a_daemon_that_sat_out_a_ring_takes_the_kept_state_alone_in_its_transitional_configuration():
+    """The same rings: a1 came from ring 1, a2 and a3 from ring 2, so a1 takes the state with
+    nobody beside it (SiteSync.together), as the ring's transitional configuration would
+    have it: its group core ends the views its clients shared with a2's and a3's."""
+    daemons, ring = _daemons_of_site_a()
+    installs = []
+    for name, daemon in daemons.items():
+        def poll(daemon=daemon, name=name, inner=daemon.poll):
+            out = inner()
+            installs.extend((name, o.together) for o in out if isinstance(o, sr.SiteSync) and o.kind == "install")
+            return out
+        daemon.poll = poll
+    lts = _ring_orders(daemons, ring, ["a1", "a2", "a3"], [_ring_of(["a1", "a2", "a3"], 1),
+                                                            local(0, b"ring-1", origin="a2")], 10)
+    lts = _ring_orders(daemons, ring, ["a2", "a3"], [_ring_of(["a2", "a3"], 2)], lts)
+    _ring_orders(daemons, ring, ["a1", "a2", "a3"], [_ring_of(["a1", "a2", "a3"], 3)], lts)
+    assert installs == [("a1", ["a1"])]
+
 LINE_SITES, LINE_COSTS = [["a1"], ["b1"], ["c1"]], [[0, 1, 0], [1, 0, 1], [0, 1, 0]]
 
 
