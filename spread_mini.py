@@ -10843,6 +10843,9 @@ class SiteSync:
     members: List[str] = field(default_factory=list)  #: install: our ring's daemons
     member_ids: List[Pid] = field(default_factory=list)  #: ... with their incarnations
     ring_seq: int = 0
+    #: install: the daemons that take the state with us and came from the ring we came from
+    #: (we included): our transitional configuration, as the ring's would be (empty: us alone)
+    together: List[str] = field(default_factory=list)
 
 
 @dataclass
@@ -11245,13 +11248,23 @@ class SitesOrderer(Orderer):
             return
         self.gateway.ring_members = frozenset(self.members)
         out.append(SiteSync("install", list(r.late), groups=state["groups"], members=list(self.members),
-                            member_ids=sorted(self.member_ids), ring_seq=self.ring_id[0]))
+                            member_ids=sorted(self.member_ids), ring_seq=self.ring_id[0],
+                            together=self._came_with_us(r.late)))
         self.synced = True
         self.syncs_installed += 1
         self._replay(self.held)
         self.gateway.ineligible = self.gateway.ineligible - frozenset(r.late)
         self.gateway.choose_representative(self.now)
         self._flush_waiting()
+
+    def _came_with_us(self, late: List[str]) -> List[str]:
+        """Of the late daemons, those that held a state and came from the ring we came from
+        (their STATUS says so): the daemons whose clients keep their views with ours."""
+        mine = self.status_in.get(self.name)
+        if mine is None:
+            return [self.name]
+        return sorted(n for n in late if n in self.status_in and self.status_in[n][0]
+                      and self.status_in[n][1] == mine[1]) or [self.name]
 
     @staticmethod
     def _decode_state(blob: bytes) -> dict:
@@ -11490,9 +11503,12 @@ class SitesGroupCore(GroupCore):
             given = set(self.transition_sent)  # (the kept table brings its own)
             # (the fork's silent joiners had no view of their group either: their REJOIN says so)
             self.fork_end_joins |= {(n, m) for n, joiners in self.silent_joins.items() for m in joiners}
+            together = set(event.together) | {self.daemon_name}
+            shared = {name for name, group in self.groups.items()
+                      if any(d not in together for d in group.members.values())}
             self.fork_ending = False
             self._install_groups(event)
-            self._rejoin_after_install(before, given)
+            self._rejoin_after_install(before, given, shared)
             self.fork_end_joins = set()
             self.forks_at_view = self._site_forks()
             self.transitional_lost = set()
@@ -11516,7 +11532,7 @@ class SitesGroupCore(GroupCore):
         return out
 
     def _rejoin_after_install(self, before: Dict[str, Tuple[List[str], Tuple[int, int, int]]],
-                              given: Iterable[str] = ()) -> None:
+                              given: Iterable[str] = (), shared: Iterable[str] = ()) -> None:
         """We took the kept ring's table (SitesOrderer: our ring was a fork of our site, or a
         daemon that held a state no one kept). Our clients' memberships of the fork are not in
         it (the kept side dropped them by the ROSTER of the split): their view ends here
@@ -11529,14 +11545,29 @@ class SitesGroupCore(GroupCore):
         split is ordered after the point where we took it) are named too: that ROSTER drops
         them, and the REJOIN, ordered after it, brings them back. Where none was dropped, the
         clients of a group in `given` get the REG_MEMB that ends their wait when the REJOIN
-        is delivered (rejoin_waiting), unless a network change ends it first."""
+        is delivered (rejoin_waiting), unless a network change ends it first.
+        A group in `shared` (it had members at daemons that did not come with us: our
+        transitional configuration left them out) whose clients here the kept table still
+        holds gets its TRANSITION now as well, and waits alike: the kept side's ROSTER that
+        drops them comes later, silently for them here, and the REJOIN's REG_MEMB puts them
+        in a vs_set of their own. Without it that REG_MEMB ended, with no TRANSITION, a view
+        they had shared with members that went through another (the h9599 doubt: a daemon
+        that sat out a ring; the real Spread gives every group with a member at a daemon
+        outside our transitional configuration its TRANSITION, groups.c G_handle_trans_memb)."""
         lost, still = [], []
+        shared = set(shared)
         self.rejoin_waiting = set()
         for name, (mine, old_id) in sorted(before.items()):
             group = self.groups.get(name)
             missing = [m for m in mine if m in self.local and (group is None or m not in group.members)]
             present = [m for m in mine if m in self.local and m not in missing]
             still.extend("%s\t%s" % (name, m) for m in present)
+            if present and name not in given and name in shared:
+                for member in present:
+                    session = self.local[member]
+                    if session.group_membership and (name, member) not in self.fork_end_joins:
+                        self._enqueue(session, encode_transition(name, old_id))
+                given = set(given) | {name}
             if present and name in given:
                 self.rejoin_waiting.add(name)
                 # (their TRANSITION is given: a network change before the REJOIN ends the

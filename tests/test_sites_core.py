@@ -1639,6 +1639,48 @@ def test_a_joiner_after_the_transition_keeps_its_own_vs_set_across_a_merge():
     assert [line for m in states for line in m.data.split(b"\n") if line.endswith(b"\tj")] == [b"g\t#j#b1\tb1\tj"]
 
 
+
+def _roster(origin, ring_seq, names):
+    return sr.DaemonMessage(sr.STATE, origin, "#roster#%s" % origin, sr.AGREED_MESS, [sr.ROSTER_GROUP],
+                            data="\n".join([str(ring_seq)] + names).encode())
+
+
+def test_a_daemon_that_sat_out_a_ring_ends_its_clients_views_when_it_takes_the_kept_state():
+    """(the h9599 doubt) a1 sat out a ring of its site (its token lost, in GATHER) while a2
+    and a3, a quorum, went on: their ROSTER drops a1's members. The rings meet; a1 takes the
+    kept state of its own epoch through close_fork. Where the kept side's ROSTER is still
+    in its stream at the point (not yet delivered: the other sites' frontier), the kept
+    table still holds a1's client, and a1 delivers that ROSTER after it: its client was
+    dropped silently and the REJOIN's REG_MEMB put it in a vs_set of its own, with no
+    TRANSITION ending the view it had shared with ca3 (who went through a view without it).
+    The real Spread gives a daemon that rejoins its ring after missing configurations a
+    transitional configuration of itself alone, and every group with members at another
+    daemon its TRANSITION before that REG_MEMB (groups.c, G_handle_trans_memb)."""
+    sites = [["a1", "a2", "a3"], ["b1"]]
+    kept, sat = (sr.SitesGroupCore(n, _Orderer(), sites) for n in ("a3", "a1"))
+    clients = {"a3": _client(kept, "#c#a3"), "a1": _client(sat, "#c#a1")}
+    for core in (kept, sat):
+        core.deliver(_group_op(sr.JOIN, "#c#a1", "g"))
+        core.deliver(_group_op(sr.JOIN, "#c#a3", "g"))
+    both = ["#c#a1", "#c#a3"]
+    assert _views(clients["a1"])[-1] == ("REG", both, [["#c#a3"]], None)  # (ca3's JOIN)
+    _views(clients["a3"])
+    state = json.loads(json.dumps(kept.site_sync(sr.SiteSync("point", ["a1"], export=True))))
+    sat.site_view_change(sr.SiteViewChange(sr.CONF_TRANSITIONAL, 0, [0], "site 0's fork ends", fork_ends=True))
+    sat.site_sync(sr.SiteSync("install", ["a1"], groups=state, members=["a1", "a2", "a3"], ring_seq=3))
+    assert sorted(sat.groups["g"].members) == both  # (the kept table still holds ca1)
+    rejoin = sat.orderer.submitted[-1]
+    assert rejoin.groups == [sr.REJOIN_GROUP]
+    roster = _roster("a2", 2, ["a2", "a3"])  # (the kept side's ring without a1)
+    for core in (kept, sat):
+        core.deliver(roster)
+        core.deliver(rejoin)
+        assert sorted(core.groups["g"].members) == both
+    assert _views(clients["a3"]) == [("TRANS",), ("REG", ["#c#a3"], [["#c#a3"]], ["#c#a3"]),
+                                     ("TRANS",), ("REG", both, [["#c#a1"], ["#c#a3"]], ["#c#a3"])]
+    assert _views(clients["a1"]) == [("TRANS",), ("REG", both, [["#c#a1"], ["#c#a3"]], ["#c#a1"])]
+
+
 # ---- two rings of one site meet: whose state is kept ---------------------------------------------
 
 SITE_OF_THREE = [["a1", "a2", "a3"], ["b1"]]
@@ -1733,6 +1775,25 @@ def test_of_two_rings_of_one_epoch_that_meet_the_state_of_the_ring_that_went_on_
     assert daemons["a1"].gateway.epoch == 1
 
 
+
+def test_a_daemon_that_sat_out_a_ring_takes_the_kept_state_alone_in_its_transitional_configuration():
+    """The same rings: a1 came from ring 1, a2 and a3 from ring 2, so a1 takes the state with
+    nobody beside it (SiteSync.together), as the ring's transitional configuration would
+    have it: its group core ends the views its clients shared with a2's and a3's."""
+    daemons, ring = _daemons_of_site_a()
+    installs = []
+    for name, daemon in daemons.items():
+        def poll(daemon=daemon, name=name, inner=daemon.poll):
+            out = inner()
+            installs.extend((name, o.together) for o in out if isinstance(o, sr.SiteSync) and o.kind == "install")
+            return out
+        daemon.poll = poll
+    lts = _ring_orders(daemons, ring, ["a1", "a2", "a3"], [_ring_of(["a1", "a2", "a3"], 1),
+                                                            local(0, b"ring-1", origin="a2")], 10)
+    lts = _ring_orders(daemons, ring, ["a2", "a3"], [_ring_of(["a2", "a3"], 2)], lts)
+    _ring_orders(daemons, ring, ["a1", "a2", "a3"], [_ring_of(["a1", "a2", "a3"], 3)], lts)
+    assert installs == [("a1", ["a1"])]
+
 LINE_SITES, LINE_COSTS = [["a1"], ["b1"], ["c1"]], [[0, 1, 0], [1, 0, 1], [0, 1, 0]]
 
 
@@ -1761,3 +1822,64 @@ def test_our_messages_wait_for_the_view_we_proposed_and_go_in_the_one_we_decide(
            for o in gw.poll() if isinstance(o, (sr.Deliver, sr.SiteViewChange))]
     assert out == [b"before", (sr.CONF_TRANSITIONAL, 2, [1]), (sr.CONF_REGULAR, 2, [1]), b"after"]
     assert gw.applied_seq[1] == 2 and not gw.own_held
+
+
+# ---- a second site suspected while our SUSPECT of the first crosses our ring --------------------
+
+LINE3_SITES = [["a1", "a2"], ["b1", "b2", "b3"], ["c1"]]  # seed 41181's sites: a line a - b - c
+
+
+def linked_middle_of_a_line(now=0.1):
+    """b1 represents site b, the middle of the line a - b - c, its links to a1 and c1 started;
+    what it submits to its ring waits in `into_ring` until `ring_delivers` hands it back."""
+    gw = gateway("b1", LINE3_SITES, LINE_COSTS)
+    regular(gw, ["b1", "b2", "b3"])
+    for site, peer in ((0, "a1"), (2, "c1")):
+        gw.hop_datagram(peer, sr.encode_site_hello(sr.SiteHello((peer, 1), site, False, {}, 0, (0, 1, 2), sr.hop_session(1, 1))), now)
+    assert sorted(gw.links) == [0, 2]
+    gw.into_ring = []
+    gw.orderer.submit = lambda msg, urgent=False: gw.into_ring.append(msg) or True
+    gw.ring_lts = 10
+    return gw
+
+
+def ring_delivers(gw, now):
+    """Our ring delivers, in order, everything b1 submitted so far (and what that makes it
+    submit), as a ring of site b's daemons would."""
+    while gw.into_ring:
+        msg = gw.into_ring.pop(0)
+        msg.lts, gw.ring_lts = gw.ring_lts, gw.ring_lts + 1
+        gw.ring_output(sr.Deliver(msg), now)
+
+
+def test_a_second_site_suspected_while_our_suspect_of_the_first_crosses_the_ring_is_named_next():
+    """(issue 10, seed 41181) A line a - b - c: the a - b link is cut, and site c (c1 alone)
+    dies 130 ms later. b1's grace for a ends (SUSPECT of a submitted, view 1), and c's HELLO
+    wait ends while that SUSPECT still goes round b's ring. c must wait for it, then a SUSPECT
+    of view 2 names both; forgotten, b proposes view 1 with c in it, waits for c's PROPOSE
+    for ever, and never installs a view (the soak's failing seed)."""
+    gw = linked_middle_of_a_line()
+    a_dies, c_dies = 1.8, 1.93  # (each link's silence rule fires a second after the last word)
+    gw._drop_link(0, "peer dead (silence)", a_dies)
+    gw._drop_link(2, "peer dead (silence)", c_dies)
+    a_suspected, c_suspected = a_dies + sr.SITE_GRACE_S, c_dies + sr.SITE_HELLO_WAIT_S
+    assert gw.suspect_at == {0: pytest.approx(a_suspected), 2: pytest.approx(c_suspected)}
+    assert a_suspected < c_suspected  # (the race: c's wait ends after a's grace)
+    gw.tick(c_dies + 0.01)
+    ring_delivers(gw, c_dies + 0.01)  # (our LINKS reports: both links down)
+    assert gw.suspect_sent == 0  # (nothing suspected yet)
+    gw.tick(a_suspected)
+    assert suspects(gw) == [frozenset({0})] and gw.suspect_sent == 1
+    gw.tick(c_suspected)  # our SUSPECT of a is still in the ring
+    assert 2 in gw.suspect_at  # c waits for it, not forgotten
+    assert gw.counters["site_suspects_waiting"] == 1
+    ring_delivers(gw, c_suspected + 0.01)
+    assert gw.proposed_view == 1 and gw.closing is None  # (c's PROPOSE of view 1 never comes)
+    now = c_suspected + 0.01
+    while gw.view_seq < 2 and now < c_suspected + 3.0:
+        now = max(now, min(gw.next_deadline_s(), now + 0.05))
+        gw.tick(now)
+        ring_delivers(gw, now)
+    views = [(o.kind, o.view_seq, o.sites) for o in gw.poll() if isinstance(o, sr.SiteViewChange)]
+    assert views == [(sr.CONF_TRANSITIONAL, 2, [1]), (sr.CONF_REGULAR, 2, [1])], gw.log
+    assert now < c_suspected + 1.0  # at the next HELLO round, not after a wait of its own

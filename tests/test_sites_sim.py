@@ -550,7 +550,9 @@ def test_a_second_site_suspected_while_the_first_suspicion_crosses_the_ring_is_n
     b's ring; it must wait for it and then name both, else b proposes a view with c in it and
     waits for c's PROPOSE for ever. (c was killed 30 ms after the cut until the timings moved:
     on main at SITE_GRACE_S 1.0 s b suspected c 0.48 s before a, and at 0.6 s 78 ms before;
-    130 ms puts c's suspicion 40 ms after a's. Pinned at 0.6 s, the window is 0.12-0.14 s.)"""
+    130 ms puts c's suspicion 40 ms after a's. Pinned at 0.6 s, the window is 0.12-0.14 s.)
+    A regression only: the cause is planted, timings aside, in tests/test_sites_core.py
+    (test_a_second_site_suspected_while_our_suspect_of_the_first_crosses_the_ring_...)."""
     monkeypatch.setattr(sr, "SITE_GRACE_S", 0.6)
     case = sites_sim.case_for_seed(41181)
     assert case.cut_pair == (0, 1) and case.site_kill == 2 and case.costs[0][2] == 0
@@ -912,6 +914,19 @@ def test_planted_group_core_that_announces_a_rejoin_at_once_is_caught_by_the_cli
     assert any("b2's client, group g1: a REG_MEMB" in v and "transitional view [1] names a site it lost" in v
                for v in naming_a1), res.summary()
 
+
+def test_planted_group_core_that_gives_no_transition_is_caught_by_the_client_view_checker(monkeypatch):
+    """A group core whose TRANSITIONs never reach its clients: a REG_MEMB CAUSED_BY_NETWORK
+    then ends, with no TRANSITION, a view whose members it leaves out of the client's vs_set
+    (the rule the h9599 doubt added; the core test of the cause is in test_sites_core.py,
+    test_a_daemon_that_sat_out_a_ring_...)."""
+    enqueue = sr.SitesGroupCore._enqueue
+    monkeypatch.setattr(sr, "encode_transition", lambda group, group_id: None)
+    monkeypatch.setattr(sr.SitesGroupCore, "_enqueue",
+                        lambda self, session, data: None if data is None else enqueue(self, session, data))
+    res = sites_sim.run_seed(7, lan_splits=True, client_views=True)
+    views = [v for v in res.violations if sites_sim.kind_of(v) == sites_sim.CLIENT_VIEW]
+    assert any("a REG_MEMB CAUSED_BY_NETWORK with no TRANSITION before it" in v for v in views), res.summary()
 
 def test_planted_fork_that_takes_the_kept_state_without_delivering_its_held_messages_is_a_loss():
     """Without close_fork's deliveries a fork's daemon never delivers messages of its own
