@@ -829,7 +829,7 @@ def test_the_state_a_late_daemon_takes_carries_the_silences_and_the_merges_given
     assert (late.giveups, late.given_up_view) == ({0: giveup}, 3)
     assert late.merged_readies == ready
     for bad in (-1.0, float("nan"), "1", float("inf")):
-        for table in ("heard_ages", "link_down_ages"):
+        for table in ("heard_ages", "link_down_ages", "asked_ages"):
             broken = dict(state, **{table: {"1": bad}})
             with pytest.raises(ValueError):
                 gateway("a1").import_state(broken, 100.0)
