@@ -8264,6 +8264,8 @@ class SiteGateway:
             asked = None  # (a record of it came after: a link ran since, or it came round)
         if heard is None and asked is None:
             return now + s.peer_silence_s + grace
+        if asked is not None:
+            self.counters["site_hello_waits_handed_over"] += 1  # (a test sees the case ran)
         since = [t for t in (self.link_down_s.get(site), asked) if t is not None]
         if since:  # our predecessor said HELLO since then
             hello_s = max(now + SITE_TAKEOVER_HELLO_S, min(since) + SITE_HELLO_WAIT_S)
