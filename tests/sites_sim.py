@@ -1494,7 +1494,7 @@ class SitesSim:
         kept side's state when the two rings of its split site met: its clients get that
         view there, by the REJOIN). Counting REGULAR views only, the soak read such a daemon
         as late until the next view change: seeds 61 and 247 --lan-splits --groups
-        --client-views, 3.80 and 3.44 s where its view came 2.54 and 2.42 s after the kill."""
+        --client-views, 3.80 and 3.44 s where its view came 2.54 and 2.41 s after the kill."""
         regular = next((v[4] for v in node.views if v[0] == sr.CONF_REGULAR), None)
         joined = next((v[4] for v in node.views if v[0] == JOINED and v[2]
                        and self.case.site_kill not in v[2]), None)

@@ -393,7 +393,7 @@ def test_a_handover_while_a_killed_site_is_asked_for_keeps_the_predecessors_wait
 def test_the_kill_to_view_time_counts_a_forks_daemon_at_the_view_it_joined():
     """A fork's daemon that takes the kept side's state (its clients get the view there, by the
     REJOIN) has the view without the killed site then, not at its next REGULAR view (seeds 61
-    and 247 --lan-splits --groups --client-views read 3.80 and 3.44 s for 2.54 and 2.42 s)."""
+    and 247 --lan-splits --groups --client-views read 3.80 and 3.44 s for 2.54 and 2.41 s)."""
     sim = sites_sim.SitesSim(61, lan_splits=True)
     node = next(iter(sim.nodes.values()))
     lost = sim.case.site_kill
