@@ -8051,6 +8051,14 @@ class SiteGateway:
         #: representative's link to it down (gone when a report says it is up): a takeover's
         #: HELLO wait counts from there (_first_suspicion_s)
         self.link_down_s: Dict[int, float] = {}
+        #: (representative) neighbour site -> since when we have said HELLO to it with no link
+        #: to it (_send_hellos). Kept when we hand the representation over (a daemon that
+        #: joined our ring and comes first in spread.conf order) until the next change: the
+        #: state we send it carries them (asked_ages), and its wait counts from there
+        self.asked_since_s: Dict[int, float] = {}
+        #: ... the asked_ages of the state we took: read where we start our links right after
+        #: (choose_representative), then dropped
+        self.taken_asked_s: Dict[int, float] = {}
         #: site -> (ring seq, its daemons) by the last ROSTER of that site our merge applied (a
         #: group core's STATE message: its ring lost daemons or took one back): no_successor
         self.site_rings: Dict[int, Tuple[int, frozenset]] = {}
@@ -8259,7 +8267,10 @@ class SiteGateway:
         rep = site_representative(self.sites[self.site_id], self.ring_members - self.ineligible)
         if rep == self.representative:
             self._go_wide(now)
+            self.taken_asked_s = {}
             return
+        if self.representative != self.name:
+            self.asked_since_s = {}  # (ours, if any, are of an earlier term: others asked since)
         waiting = sorted(self.ring_members & self.ineligible)
         self._log("%s represents site %d (ring %s%s)" % (
             rep, self.site_id, sorted(self.ring_members),
@@ -8286,6 +8297,7 @@ class SiteGateway:
         if rep == self.name:
             self.aru_announced = 0
             self._go_wide(now)
+        self.taken_asked_s = {}
 
     def _go_wide(self, now: float) -> None:
         """The representative starts its links: with every daemon of its site in its ring, or
@@ -8307,20 +8319,32 @@ class SiteGateway:
         """When a representative that starts its links suspects a neighbour site that has not
         answered its HELLO. A site's silence counts from the last record of it that our ring
         delivered (every daemon of the site sees it, so a takeover keeps it), as its link's
-        silence would have; and its HELLO gets SITE_HELLO_WAIT_S from now, or, if our site's
-        LINKS report said that link was down (link_down_s), from that report, and
-        SITE_TAKEOVER_HELLO_S from now."""
+        silence would have; and its HELLO gets SITE_HELLO_WAIT_S from now, or, if our
+        predecessor has said HELLO there since a known moment, from that moment, and
+        SITE_TAKEOVER_HELLO_S from now. Such a moment: our site's LINKS report of that link
+        down (link_down_s: every daemon of our site saw it), or the first unanswered HELLO of
+        the representative whose state we just took (its asked_since_s: a representative
+        handed over to a daemon that joined our ring, seeds 20768 and 109 --lan-splits
+        waited SITE_HELLO_WAIT_S afresh, 0.3-0.5 s). A site never heard of is silent since
+        that first HELLO (seed 20596: a site killed before any record of it crossed counted
+        its silence afresh at the handover, 1.6 s)."""
         s = self.hop_settings
         heard = self.heard_s.get(site)
         grace = self._grace_s(site)
-        if heard is None:
+        asked = self.taken_asked_s.get(site)
+        if asked is not None and heard is not None and heard >= asked:
+            asked = None  # (a record of it came after: a link ran since, or it came round)
+        if heard is None and asked is None:
             return now + s.peer_silence_s + grace
-        down = self.link_down_s.get(site)
-        if down is None:
+        if asked is not None:
+            self.counters["site_hello_waits_handed_over"] += 1  # (a test sees the case ran)
+        since = [t for t in (self.link_down_s.get(site), asked) if t is not None]
+        if since:  # our predecessor said HELLO since then
+            hello_s = max(now + SITE_TAKEOVER_HELLO_S, min(since) + SITE_HELLO_WAIT_S)
+        else:
             hello_s = now + SITE_HELLO_WAIT_S
-        else:  # our predecessor said HELLO since our site's report of the link down
-            hello_s = max(now + SITE_TAKEOVER_HELLO_S, down + SITE_HELLO_WAIT_S)
-        return max(hello_s, heard + s.peer_silence_s + grace)
+        silent_s = heard if heard is not None else asked
+        return max(hello_s, silent_s + s.peer_silence_s + grace)
 
     def no_successor(self, site: int) -> bool:
         """Nobody can take over from `site`'s representative: spread.conf lists one daemon
@@ -8914,6 +8938,9 @@ class SiteGateway:
             self.hello_due_s = None
             return
         waiting = [s for s in self._link_sites() if s not in self.links and not self._fork_unread_by(s)]
+        # (only the sites we still ask: one that left our view and comes back by a merge
+        # starts afresh)
+        self.asked_since_s = {site: self.asked_since_s.get(site, now) for site in waiting}
         for site in waiting:
             hello = encode_site_hello(self._hello(True, site), self.seal)
             for daemon in self.sites[site]:
@@ -9045,6 +9072,7 @@ class SiteGateway:
         self._next_seq[site] = 1
         self._out_bytes[site] = bytearray()
         self.suspect_at.pop(site, None)
+        self.asked_since_s.pop(site, None)
         self.peer_positions[site] = dict(positions)
         self._tell_epochs(site)
         self.routed_around.discard(site)
@@ -10449,6 +10477,7 @@ class SiteGateway:
         self.to_ring.clear()
         self.hello_due_s = self.probe_due_s = None
         self.suspect_at = {}
+        self.asked_since_s = {}  # (a fork's asking: the state we take has the kept side's)
         # what this daemon delivered already (in a fork's view): the state it takes holds the
         # same messages of the streams the two rings shared, which it must not deliver twice
         self.delivered_marks = dict(self.gone_delivered)  # (a site our view left out: as far as we went)
@@ -10545,6 +10574,9 @@ class SiteGateway:
             "merged_readies": {str(k): _records_text([r]) for k, r in self.merged_readies.items()},
             "heard_ages": {str(k): max(0.0, self.now_s - t) for k, t in self.heard_s.items()},
             "link_down_ages": {str(k): max(0.0, self.now_s - t) for k, t in self.link_down_s.items()},
+            # our unanswered HELLOs, if we represent our site or handed it over last (the
+            # daemon that takes this state may represent it next: _first_suspicion_s)
+            "asked_ages": {str(k): max(0.0, self.now_s - t) for k, t in self.asked_since_s.items()},
             # pruning: the members of the sites we know (a site whose STATE after a merge is
             # still awaited is left out: the late daemon takes it as unknown, conservatively)
             "interest": {str(k): [{g: sorted(m) for g, m in self.interest_members[k].items()},
@@ -10630,6 +10662,8 @@ class SiteGateway:
         self.alone_after_s = min(self.alone_after_s, now)
         self.heard_s = _times_from_ages(state.get("heard_ages", {}), n, now)
         self.link_down_s = _times_from_ages(state.get("link_down_ages", {}), n, now)
+        self.taken_asked_s = _times_from_ages(state.get("asked_ages", {}), n, now)
+        self.asked_since_s = {}
         rings = {}
         for k, v in _checked(state.get("site_rings", {}), dict).items():
             site = _site_key(k, n)

@@ -829,7 +829,7 @@ def test_the_state_a_late_daemon_takes_carries_the_silences_and_the_merges_given
     assert (late.giveups, late.given_up_view) == ({0: giveup}, 3)
     assert late.merged_readies == ready
     for bad in (-1.0, float("nan"), "1", float("inf")):
-        for table in ("heard_ages", "link_down_ages"):
+        for table in ("heard_ages", "link_down_ages", "asked_ages"):
             broken = dict(state, **{table: {"1": bad}})
             with pytest.raises(ValueError):
                 gateway("a1").import_state(broken, 100.0)
@@ -857,6 +857,85 @@ def test_a_daemon_that_took_the_state_of_its_ring_represents_it_at_once():
     assert late.is_representative() and late.wide
     # (site b is one daemon: its HELLO's time, not a successor's grace)
     assert late.suspect_at[1] == pytest.approx(max(100.05, 99.0 + SILENCE_S) + sr.SITE_HELLO_WAIT_S)
+
+
+
+def handed_over(heard_at=None, hand_over_at=2.3, export_first=True):
+    """a1 represents site 0 and dies; a2 takes over at 2.0 and says HELLO to site b (which
+    never answers); a1, restarted, joins a2's ring at `hand_over_at` and takes a2's state
+    (a1 comes first in spread.conf: it represents the site next). Our ring delivered b's
+    message at heard_at (never, with None). export_first: a2 sends the state before it sees
+    the new representative (seed 20768), else after (seed 109 --lan-splits: the daemon that
+    joined held a fork's state, so it was eligible at once)."""
+    donor = gateway("a2", SITES_B2)
+    regular(donor, ["a1", "a2"])
+    if heard_at is not None:
+        donor.ring_output(carrier([remote(1, 5)], 6), heard_at)
+    regular(donor, ["a2"], 2.0)
+    assert donor.is_representative() and donor.wide
+    if not export_first:
+        regular(donor, ["a1", "a2"], hand_over_at)
+        assert donor.representative == "a1"
+    donor.now_s = hand_over_at
+    state = donor.export_state()
+    orderer = sr.RingOrderer("a1", 1, SITES_B2[0], random.Random(1))
+    late = sr.SiteGateway("a1", SITES_B2, COSTS, orderer, sr.HopSettings(), now=hand_over_at)
+    late.import_state(state, hand_over_at)
+    late.ring_members = frozenset(["a1", "a2"])
+    late.choose_representative(hand_over_at)
+    assert late.is_representative() and late.wide
+    return donor, late
+
+
+@pytest.mark.parametrize("export_first", [True, False])
+def test_a_handover_to_a_daemon_that_joined_keeps_the_hello_wait_its_predecessor_began(export_first):
+    """a2 said HELLO to b from 2.0 on and would have suspected b at 2.0 +
+    SITE_HELLO_WAIT_S (b heard long ago); a1 takes over at 2.3: its own HELLO gets
+    SITE_TAKEOVER_HELLO_S, the rest of the wait counts from a2's first HELLO, as after a
+    LINKS report of the link down. It waited SITE_HELLO_WAIT_S afresh: seed 20768 left a
+    killed site out 3.01 s after the kill, seed 109 --lan-splits 3.17 s (now 2.66 s, 2.69 s)."""
+    donor, late = handed_over(heard_at=0.5, export_first=export_first)
+    if export_first:  # (a2 still represents the site: when it would suspect b)
+        assert donor.suspect_at[1] == pytest.approx(2.0 + sr.SITE_HELLO_WAIT_S)
+    assert late.suspect_at[1] == pytest.approx(max(2.3 + sr.SITE_TAKEOVER_HELLO_S, 2.0 + sr.SITE_HELLO_WAIT_S))
+    assert late.suspect_at[1] < 2.3 + sr.SITE_HELLO_WAIT_S
+    # read once: a later takeover by a1 has no such moment (a2 or others asked since)
+    assert getattr(late, "taken_asked_s", {}) == {}
+
+
+def test_a_handover_counts_a_never_heard_sites_silence_from_the_first_hello():
+    """Site b killed before any record of it reached our ring: a2's suspicion comes a silence
+    and a grace after its first HELLO (2.0), and a1, taking over at 2.3, keeps that moment
+    rather than count them afresh (seed 20596: c1 took over from c2 1.3 s after c2 went wide
+    and left b out 4.10 s after the kill; now 2.80 s)."""
+    donor, late = handed_over(heard_at=None)
+    assert donor.suspect_at[1] == pytest.approx(2.0 + SILENCE_S + sr.SITE_GRACE_S)
+    assert late.suspect_at[1] == pytest.approx(2.0 + SILENCE_S + sr.SITE_GRACE_S)
+
+
+def test_a_record_heard_after_the_first_hello_or_a_later_term_drops_the_predecessors_moment():
+    """A record of b our ring delivered after a2's first HELLO (a link ran, or it came round):
+    its silence counts from that record, and the HELLO wait from now, as before. And a2's
+    moment is of its own term: once the representation moved away from it and on (a1 gone
+    again), a2 asks afresh."""
+    donor = gateway("a2", SITES_B2)
+    regular(donor, ["a1", "a2"])
+    regular(donor, ["a2"], 2.0)
+    donor.ring_output(carrier([remote(1, 5)], 6), 2.2)
+    donor.now_s = 2.3
+    late = sr.SiteGateway("a1", SITES_B2, COSTS, sr.RingOrderer("a1", 1, SITES_B2[0], random.Random(1)),
+                          sr.HopSettings(), now=2.3)
+    late.import_state(donor.export_state(), 2.3)
+    late.ring_members = frozenset(["a1", "a2"])
+    late.choose_representative(2.3)
+    assert late.suspect_at[1] == pytest.approx(max(2.3 + sr.SITE_HELLO_WAIT_S, 2.2 + SILENCE_S + sr.SITE_GRACE_S))
+    regular(donor, ["a1", "a2"], 2.3)  # a2 hands over: it keeps its moment for the state
+    assert donor.representative == "a1" and donor.asked_since_s == {1: 2.0}
+    regular(donor, ["a2"], 4.0)  # a1 died: a2 takes over again, and its old moment is gone
+    assert donor.is_representative() and donor.asked_since_s == {1: 4.0}
+    # a link that starts ends the asking
+    donor.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, False, {}, 0, (0, 1), sr.hop_session(1, 0))), 4.1)
+    assert 1 in donor.links and donor.asked_since_s == {}
 
 
 # ---- a site where nobody can take over: no grace for a successor's HELLO -------------------------
