@@ -10845,6 +10845,10 @@ class SitesOrderer(Orderer):
         self.retry_at: Optional[float] = None  #: the sender's AGAIN, once its state is quiet
         self.syncs_sent = 0
         self.syncs_installed = 0
+        #: our ring may be where two rings of our site meet (_may_meet_another_ring): what it
+        #: delivers before the status round's point waits here (_end_meeting)
+        self.meeting = False
+        self.meeting_held: list = []
 
     @property
     def leaving(self) -> bool:
@@ -10906,6 +10910,8 @@ class SitesOrderer(Orderer):
                     msg = item.msg
                     if msg.kind == STATE and msg.groups and msg.groups[0] == SYNC_GROUP:
                         self._sync_message(msg, out)  # (never in the sites' streams)
+                    elif self.meeting:
+                        self.meeting_held.append(item)
                     elif self.synced:
                         gateway.ring_output(item, self.now)
                     else:
@@ -10921,6 +10927,7 @@ class SitesOrderer(Orderer):
 
     # -- bringing a late daemon up to date ------------------------------------------------------
     def _ring_change(self, change: ConfigurationChange, out: list) -> None:
+        self._end_meeting(take=False)  # (no point in that ring: what it delivered, as before)
         if change.kind != CONF_REGULAR:
             self._apply_or_hold(change, out)
             return
@@ -10938,8 +10945,31 @@ class SitesOrderer(Orderer):
         if not self.synced and self.members == [self.name]:
             self._start_afresh(out, "alone in its ring")
             return
+        self.meeting = self.synced and bool(newcomers) and self._may_meet_another_ring()
         if newcomers or not self.synced:
             self._send_status()
+
+    def _may_meet_another_ring(self) -> bool:
+        """Our incarnation began in a fork (or a ring that started afresh) and our ring now
+        holds daemons outside it: they may come from another ring of our site, whose state may
+        be the one kept at the point. The sender's state at the point holds what our ring
+        delivered before it, so a daemon that takes it must not have applied that too: its
+        gateway would number it in the fork's stream and deliver it in the fork's view, then
+        again from the kept state (seed 461 --lan-splits: c2, a fork of site c alone in its
+        own view, delivered c1's message ordered in the ring where the two rings met, before
+        the status round, and again after it took c1's state). Until the point, those
+        deliveries wait (_end_meeting)."""
+        fork_ring = self.gateway.fork_ring
+        return bool(fork_ring) and not frozenset(self.members) <= fork_ring
+
+    def _end_meeting(self, take: bool) -> None:
+        """The point (or a ring change before it): if this daemon takes another's state, what
+        our ring delivered before the point is in that state; else it applies it now, in its
+        order, before anything later."""
+        held, self.meeting_held, self.meeting = self.meeting_held, [], False
+        if not take:
+            for item in held:
+                self.gateway.ring_output(item, self.now)
 
     def _apply_or_hold(self, item: object, out: list) -> None:
         if self.synced:
@@ -11012,6 +11042,7 @@ class SitesOrderer(Orderer):
             configured = self.gateway.sites[self.gateway.site_id]
             holders = [n for n in configured if n in self.status_in and self.status_in[n][0]]
             if not holders:
+                self._end_meeting(take=False)
                 kept = max(self.status_in[n][2] for n in self.members)
                 self._start_afresh(out, "no daemon of the ring holds the sites' state", kept)
                 return
@@ -11040,6 +11071,7 @@ class SitesOrderer(Orderer):
                              "stops; start it again and it is brought up to date" % self.gateway.site_id)
                 return
             late = [n for n in self.members if not self.status_in[n][0] or n in apart]
+            self._end_meeting(take=self.synced and self.name in late)
             self.round = SyncRound(self.ring_id, 0, sender, late)
             if apart:
                 self.gateway.ineligible = self.gateway.ineligible | frozenset(apart)

@@ -1617,6 +1617,58 @@ def test_of_two_rings_of_one_epoch_that_meet_the_state_of_the_ring_that_went_on_
     assert daemons["a1"].gateway.epoch == 1
 
 
+
+def test_a_fork_that_meets_the_kept_ring_delivers_nothing_that_ring_orders_before_the_point():
+    """(seed 461 --lan-splits) a1 forks alone and decides a view of our site alone (site b
+    silent), so its merge delivers our stream's messages at once. The rings meet: the ring
+    of a1 a2 a3 orders a2's client's message before the status round's point. a1's gateway
+    numbered it in the fork's stream and delivered it in the fork's view, then took a2's
+    state, which holds it too (the kept side numbered it): delivered twice, in two views.
+    Until the point a daemon of a fork holds what the ring where it may meet another ring
+    delivers; taking the kept state, it drops it (the state holds it). The kept side, whose
+    incarnation's first ring held all three, applies it at once, as before."""
+    daemons, ring = _daemons_of_site_a()
+    for d in daemons.values():  # (the gateways' SITES messages go into the ring too)
+        d.gateway.orderer.submit = lambda msg, urgent=False: ring.append(msg) or True
+    seen = {n: [] for n in daemons}
+
+    def watched(d, name):
+        def poll():
+            out = sr.SitesOrderer.poll(d)
+            seen[name].extend(out)
+            return out
+        return poll
+    for name, d in daemons.items():
+        d.poll = watched(d, name)
+    lts = _ring_orders(daemons, ring, ["a1", "a2", "a3"], [_ring_of(["a1", "a2", "a3"], 1),
+                                                            local(0, b"ring-1", origin="a2")], 10)
+    lts = _ring_orders(daemons, ring, ["a1"], [_ring_of(["a1"], 2), local(0, b"fork's", origin="a1")], lts)
+    lts = _ring_orders(daemons, ring, ["a2", "a3"], [_ring_of(["a2", "a3"], 2),
+                                                      local(0, b"kept's", origin="a2")], lts)
+    fork = daemons["a1"].gateway
+    assert fork.epoch != 1 and daemons["a2"].gateway.epoch == 1
+    assert fork._suspect({1}, 1.0)  # (site b silent: a view of our site alone)
+    fork._flush_ring()
+    lts = _ring_orders(daemons, ring, ["a1"], [], lts)
+    assert (fork.view_seq, fork.live_sites) == (1, [0])
+    del seen["a1"][:]
+    _ring_orders(daemons, ring, ["a1", "a2", "a3"], [_ring_of(["a1", "a2", "a3"], 3),
+                                                      local(0, b"met", origin="a2")], lts)
+    outs = [o.msg.data if isinstance(o, sr.Deliver) else (o.kind, getattr(o, "view_seq", None))
+            for o in seen["a1"] if isinstance(o, (sr.Deliver, sr.SiteViewChange, sr.SiteSync))]
+    # the fork's view ends (nothing of ours left to deliver there), then the kept state
+    assert outs == [(sr.CONF_TRANSITIONAL, 1), ("install", None)]
+    assert all(d.synced for d in daemons.values())
+    assert _own_stream(daemons["a1"]) == {1: b"ring-1", 2: b"kept's", 3: b"met"}
+    # site b's frontier comes: a1 delivers what the kept state holds and it had not, "met"
+    # once, as a2 (a1 delivered "ring-1" in its fork's view: a SKIP here)
+    for name in daemons:
+        del seen[name][:]
+    _ring_orders(daemons, ring, ["a1", "a2", "a3"],
+                 [carrier([sr.SiteRecord(sr.SITE_FRONTIER, 1, 1000, 0)], 0, origin="a2", epoch=1)], 2000)
+    got = {n: [o.msg.data for o in seen[n] if isinstance(o, sr.Deliver)] for n in ("a1", "a2")}
+    assert got["a1"] == [b"kept's", b"met"] and got["a2"] == [b"ring-1", b"kept's", b"met"]
+
 LINE_SITES, LINE_COSTS = [["a1"], ["b1"], ["c1"]], [[0, 1, 0], [1, 0, 1], [0, 1, 0]]
 
 
