@@ -8600,9 +8600,19 @@ class SiteGateway:
 
     def _release_own(self, passed: List[SiteRecord]) -> int:
         """The view we proposed is decided: our held messages take their place in our
-        stream, above our frontier at the decision (our stream's lts after them)."""
+        stream, above our frontier at the decision (our stream's lts after them). Only those
+        whose daemon is in our ring now: a ring that lost daemons since it ordered them (a
+        split of our site's LAN) holds messages that the other side holds too, and the two
+        sides decide different views (the fork its own), in which each would deliver them:
+        each side takes its own daemons' messages only (seed 328 --lan-splits --groups: b3,
+        split off, forked and delivered its own message in the fork's closing view of view
+        0; b1 and b2 decided view 1 and delivered it there). One whose daemon crashed is
+        delivered nowhere (a crashed daemon's last messages may be lost, everywhere alike)."""
         held, self.own_held = self.own_held, []
         for msg in held:
+            if msg.origin not in self.ring_members:
+                self.counters["own_held_of_a_daemon_gone"] += 1
+                continue
             lts = self.own_lts = max(msg.lts, self.own_lts + self._lts_step(msg))
             self._own_message(msg, lts, passed)
         return self.own_lts

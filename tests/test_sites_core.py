@@ -1523,6 +1523,43 @@ def test_a_rejoin_in_the_sites_transitional_view_waits_for_the_regular_view():
         assert _views(client) == [("REG", both, [["#c#b2"], ["#c#b3"]], [client.private_group])]
 
 
+
+def test_messages_held_for_our_proposal_go_to_the_side_of_the_split_their_daemon_is_on():
+    """(seed 328 --lan-splits --groups) Site a (a1 a2 a3, voting) proposes view 1 without b
+    and waits for c's PROPOSE; meanwhile its ring orders a1's and a2's clients' messages,
+    which wait (own_held) for the view we decide. Then the LAN splits: a1 forks alone, a2 a3
+    keep the epoch. a2 a3 decide view 1 (c's PROPOSE) and number both above its limit, in
+    view 1; the fork decides view 2 alone and numbers both too, in its own view: a1's
+    message was delivered in two views (a1 in the fork's, b and c in view 1), and a2's by
+    a fork that never was in view 1. Each side takes the messages of its own daemons only."""
+    sites, costs = [["a1", "a2", "a3"], ["b1"], ["c1"]], [[0, 1, 1], [1, 0, 1], [1, 1, 0]]
+
+    def own_stream(gw):
+        return [sr.decode_message_body(r.body, r.origin).data for r in gw.kept[0] if r.kind == sr.SITE_MSG]
+    gws = {}
+    for name in ("a1", "a2"):
+        gw = gateway(name, sites, costs)
+        gw.epoch, gw.lineage, gw.wide_ring = 5, [(5, 0)], frozenset(sites[0])
+        regular(gw, ["a1", "a2", "a3"])
+        gw.ring_output(carrier([sr.SiteRecord(sr.SITE_SUSPECT, 0, 0, 1, body=sr.encode_site_view_body({1}, {}))],
+                               10, origin="a1", epoch=5), 1.0)
+        gw.ring_output(local(11, b"a1's", origin="a1"), 1.1)
+        gw.ring_output(local(12, b"a2's", origin="a2"), 1.1)
+        assert gw.proposed_view == 1 and len(gw.own_held) == 2 and own_stream(gw) == []
+        gws[name] = gw
+    fork, kept = gws["a1"], gws["a2"]
+    regular(fork, ["a1"], 1.2)
+    regular(kept, ["a2", "a3"], 1.2)
+    assert fork.epoch != 5 and kept.epoch == 5
+    kept.ring_output(carrier([sr.SiteRecord(sr.SITE_PROPOSE, 2, 20, 1, body=sr.encode_site_view_body({1}, {}))],
+                             21, origin="a2", epoch=5), 1.3)
+    assert kept.closing is not None and kept.closing.view_seq == 1
+    fork.ring_output(carrier([sr.SiteRecord(sr.SITE_SUSPECT, 0, 0, 2, body=sr.encode_site_view_body({1, 2}, {}))],
+                             22, origin="a1", epoch=fork.epoch), 1.3)
+    assert fork.view_seq == 2 and delivered(fork) == [b"a1's"]
+    assert own_stream(kept) == [b"a2's"] and own_stream(fork) == [b"a1's"]
+    assert kept.counters["own_held_of_a_daemon_gone"] == fork.counters["own_held_of_a_daemon_gone"] == 1
+
 # ---- two rings of one site meet: whose state is kept ---------------------------------------------
 
 SITE_OF_THREE = [["a1", "a2", "a3"], ["b1"]]

@@ -770,8 +770,11 @@ def test_a_site_split_in_two_rings_regression_seed(seed):
 #: under the old epoch, its own JOIN that their ring never made safe, as site b's third
 #: message; a1 then refused the kept side's stream from there (no loss, SAFE). Pinned by
 #: test_sites_core's ..._never_made_safe_goes_to_no_site_if_our_ring_forks. 89: as in
-#: GROUPS_REGRESSION_SEEDS (the same fork of c3, the checker's)
-LAN_SPLIT_GROUPS_REGRESSION_SEEDS = [125, 89]
+#: GROUPS_REGRESSION_SEEDS (the same fork of c3, the checker's). 328: b3 forked while its
+#: site's proposal held its own message; b1 b2 delivered it in the view they decided, b3 in
+#: its fork's (each side now takes its own daemons' held messages only: test_sites_core's
+#: test_messages_held_for_our_proposal_go_to_the_side_of_the_split_their_daemon_is_on)
+LAN_SPLIT_GROUPS_REGRESSION_SEEDS = [125, 89, 328]
 
 
 @pytest.mark.parametrize("seed", LAN_SPLIT_GROUPS_REGRESSION_SEEDS)
