@@ -8143,6 +8143,26 @@ class SiteGateway:
                       self.site_id, sorted(self.ring_members), old, sorted(before),
                       self.epoch), now)
         self.representative = None  # (a representative of the old epoch starts afresh)
+        self._fork_ends_merge()
+
+    def _fork_ends_merge(self) -> None:
+        """(_fork) A merge of the sites' views that our site was in the middle of, under the
+        epoch we left: the other sites take us for a new incarnation now, left out until a
+        merge with it (their HELLO answers say so), so they never send us their READY, nor
+        their GIVEUP, of that merge. Decided, we would wait for them for ever (seed 772
+        --lan-splits --client-views: c1, the representative, was killed after site c decided
+        view 3 with site b; b gave it up, its GIVEUP died with c1, and c2, forked alone, held
+        the merge for good: no view of the sites, no message delivered from then on). We end
+        it as a withdrawn (or given up) merge ends: in our old view, which the fork goes on in."""
+        m = self.merging
+        if m is None:
+            return
+        self.counters["merges_ended_by_our_fork"] += 1
+        if self.closing is not None and self.closing.view_seq == m.view_seq and self.closing.joined:
+            self._withdraw_merge("our ring forks: a new incarnation of our site")
+        else:
+            self._end_merge()
+            self._log("ends merging view %d: our ring forks (a new incarnation of our site)" % m.view_seq, None)
 
     def began_afresh(self, ring: frozenset) -> None:
         """(SitesOrderer) Our ring starts with the sites' state afresh: a new incarnation of our

@@ -1560,6 +1560,33 @@ def test_messages_held_for_our_proposal_go_to_the_side_of_the_split_their_daemon
     assert own_stream(kept) == [b"a2's"] and own_stream(fork) == [b"a1's"]
     assert kept.counters["own_held_of_a_daemon_gone"] == fork.counters["own_held_of_a_daemon_gone"] == 1
 
+
+def test_a_merge_our_site_decided_ends_where_our_ring_forks():
+    """(seed 772 --lan-splits --client-views) Our site decided the merge with b and waits for
+    b's READY; the LAN splits and a1, alone, forks: a new incarnation, which b takes for one
+    (left out until a merge with it), so b's READY or GIVEUP of that merge never comes to it
+    (there: c1, the representative, was killed after site c decided view 3; b gave it up and
+    its GIVEUP died with c1; c2, forked alone, held the merge for good and delivered nothing
+    more). The fork ends the merge as a withdrawn one ends and goes on in its old view."""
+    sites, costs = [["a1", "a2", "a3"], ["b1"]], [[0, 1], [1, 0]]
+    gw = gateway("a1", sites, costs)
+    gw.epoch, gw.lineage, gw.wide_ring = 5, [(5, 0)], frozenset(sites[0])
+    regular(gw, ["a1", "a2", "a3"])
+    gw.poll()
+    gw.live_sites = [0]  # (b left out by an earlier view; the partition healed)
+    gw.merge.uninstall(1)
+    del gw.streams[1]
+    assert gw._start_merge(2, frozenset({0, 1}), [])
+    gw.ring_output(carrier([sr.SiteRecord(sr.SITE_MERGE, 1, 9, 2, body=sr.encode_site_view_body({0, 1}, {}))],
+                           11, epoch=5), 1.0)
+    assert gw.closing is not None and gw.merging is not None and 1 not in gw.merging.ready
+    gw.poll()
+    regular(gw, ["a1"], 1.1)
+    gw.ring_output(local(20, b"after the fork", origin="a1"), 1.2)
+    assert delivered(gw) == [b"after the fork"]  # (before: held above the merge's limit for good)
+    assert gw.epoch != 5 and gw.merging is None and gw.closing is None and gw.live_sites == [0]
+    assert gw.counters["merges_ended_by_our_fork"] == 1
+
 # ---- two rings of one site meet: whose state is kept ---------------------------------------------
 
 SITE_OF_THREE = [["a1", "a2", "a3"], ["b1"]]
