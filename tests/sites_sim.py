@@ -936,7 +936,14 @@ class SitesSim:
                 i += 1
             # (and when this daemon left with them: the incarnations are the ones then)
             if i and views[i - 1][0] == sr.CONF_TRANSITIONAL:
-                out[serial] = views[i - 1][2], views[i - 1][4]
+                left = views[i - 1][4]
+                if i < len(views) and views[i][0] == JOINED and views[i][4] <= left:
+                    # a fork's closing view (close_fork) and the kept state taken in one
+                    # instant: it left with the fork's incarnation, just before (seed 981
+                    # --lan-splits --client-views: b2's own fork messages, delivered there,
+                    # were said to be owed by the kept side, which never had them)
+                    left = views[i][4] - 1e-9
+                out[serial] = views[i - 1][2], left
             elif i < len(views) and views[i][0] == JOINED:
                 # it left a fork's view for the kept incarnation's: owed by those that were
                 # in the fork with it, just before

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import heapq
 
+import types
+
 import pytest
 
 import spread_mini as sr
@@ -871,8 +873,9 @@ def test_a_forks_daemon_delivers_its_held_messages_in_a_transitional_view_of_its
 #: named that site's member in the client's own vs_set (6: _hold_rejoin). 772 (no client-view
 #: violation: only this mode's timing has it): c2 forked alone while its site's decided merge
 #: waited for b's READY, and held it for good (b's GIVEUP died with c1): no view, no delivery
-#: (SiteGateway._fork_ends_merge)
-CLIENT_VIEW_SEEDS = [2, 7, 60, 33, 6, 772]
+#: (SiteGateway._fork_ends_merge). 981: the checker's (see
+#: test_a_forks_closing_view_in_the_instant_it_takes_the_kept_state_is_the_forks)
+CLIENT_VIEW_SEEDS = [2, 7, 60, 33, 6, 772, 981]
 
 
 @pytest.mark.parametrize("seed", CLIENT_VIEW_SEEDS)
@@ -881,6 +884,28 @@ def test_a_forks_clients_get_right_memberships_in_the_client_view_seed(seed):
     assert res.stats.get("site_forks"), res.summary()
     assert res.violations == [], "seed %d: %s" % (seed, res.summary())
 
+
+
+def test_a_forks_closing_view_in_the_instant_it_takes_the_kept_state_is_the_forks():
+    """(seed 981 --lan-splits --client-views) b2, a fork of site b alone, delivered its own
+    fork's messages in close_fork's transitional view and took the kept state in the same
+    instant (one poll). The checker read the incarnation b2 left that view with at that
+    instant, the kept one already, and asked b1 and b3 for messages only the fork ever had.
+    It is the fork's, just before the rejoin (as a delivery just before JOINED)."""
+    sim = sites_sim.SitesSim(1)
+    sim.site_of = {"b1": 1, "b2": 1}
+    b1, b2 = (sites_sim.Node(None, types.SimpleNamespace(name=n), None) for n in ("b1", "b2"))
+    for node in (b1, b2):
+        node.incarnations = [(0.0, {1: 1})]
+    t = 3.41
+    b2.incarnations += [(2.9, {1: 777}), (t, {1: 1})]  # (forked, then the kept state)
+    b2.delivered = [10, 11]
+    b2.position = {10: 0, 11: 1}
+    b2.views = [(sr.CONF_TRANSITIONAL, 0, (1,), 0, t), (sites_sim.JOINED, 1, (0, 1), 2, t)]
+    sites, left_s = sim.companions(b2)[10]
+    assert sites == (1,) and left_s < t
+    assert not sim.same_incarnation(b1, b2, left_s)  # (before: t, the kept incarnation)
+    assert sim.same_incarnation(b1, b2, t)
 
 def test_planted_group_core_that_tells_joins_in_every_view_is_caught_by_the_client_view_checker(monkeypatch):
     """A group core that gives every JOIN and LEAVE its REG_MEMB at once (GroupCore's, as
