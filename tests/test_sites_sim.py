@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
-
 import types
 
 import pytest
