@@ -10421,8 +10421,14 @@ class SiteGateway:
         earlier fork of either: marks_parted), and only the very message we numbered so
         (fork_held, own_numbered)."""
         below = self.marks_parted is None or r.site_seq <= self.marks_parted
-        if r.site == self.site_id and (r.site_seq, r.lts, r.body) in self.fork_held and below:
-            return True  # (close_fork delivered it)
+        if r.site == self.site_id and (r.lts, r.body) in {(lts, body) for _, lts, body in self.fork_held}:
+            # (close_fork delivered it). Not by its site_seq: the two sides' transitional
+            # configurations of the ring they shared may have delivered different sets, so
+            # the kept side may have numbered it higher, even above the fork (seed 840
+            # --lan-splits: b2 lacked b3's last packets of that ring and numbered its own
+            # message 35, b3 41: delivered twice). Its lts is its place in that ring, the same
+            # on both sides, and no other message of our stream has it
+            return True
         mark = self.delivered_marks.get(r.site)
         if mark is None or r.lts > mark:
             return False

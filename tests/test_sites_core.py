@@ -443,6 +443,30 @@ def test_a_forks_own_message_its_last_ring_never_made_safe_hides_no_kept_message
         assert skipped or b"kept's first" in bodies[1]
 
 
+def test_a_forks_own_message_the_kept_side_numbered_higher_is_still_the_one_it_delivered():
+    """(seed 840 --lan-splits) The two sides' transitional configurations of the ring they
+    shared delivered different sets: the kept side had another message before a1's, so it
+    numbered a1's message second, where the fork had it first (even above the fork's
+    site_seq). a1 delivered it in its fork's closing view, then again from the kept state:
+    matched by site_seq it was another message. The same lts (its place in the shared ring)
+    and body are the same message, whatever its number: a SKIP."""
+    fork = _linked_rep_of_a_split_site("a1")
+    fork.orderer.ring.safe_lts = 0
+    fork.ring_output(local(5, b"fork's own", origin="a1"), 0.1)
+    _ring_ends(fork)
+    regular(fork, ["a1"], 0.2)
+    fork.close_fork(0.3)
+    assert delivered(fork) == [b"fork's own"] and fork.fork_seq == 1
+    kept = _linked_rep_of_a_split_site("a2")
+    kept.orderer.ring.safe_lts = 0
+    kept.ring_output(local(4, b"kept's first", origin="a2"), 0.1)
+    kept.ring_output(local(5, b"fork's own", origin="a1"), 0.1)
+    fork.stand_down()
+    fork.import_state(json.loads(json.dumps(kept.export_state())), 0.4)
+    bodies = {m.site_seq: m.frags[0] for m in fork.streams[0].ordered}
+    assert b"kept's first" in bodies[1] and bodies[2] == sr.SITE_SKIP_BODY
+
+
 def test_a_forks_own_message_it_delivered_before_the_fork_hides_no_kept_message_of_that_site_seq():
     """The same where a1 delivered its own message in the view of the sites before the fork
     (site b's frontier let it through; the ring of a1 a2 a3 never made it safe): a2 a3

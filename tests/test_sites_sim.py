@@ -755,9 +755,12 @@ def test_a_site_split_in_two_rings_keeps_every_guarantee():
 #: by test_sites_daemon's ..._started_apart_both_with_traffic_go_on_as_one and seed 4408 below
 #: 461: c2, a fork of site c alone in its own view, delivered c1's message that the ring where
 #: the two rings met ordered before the status round, and again from the kept state it took
-#: (SitesOrderer._may_meet_another_ring; test_sites_core's ..._delivers_nothing_that_ring_orders_before_the_point)
+#: (SitesOrderer._may_meet_another_ring; test_sites_core's ..._delivers_nothing_that_ring_orders_before_the_point).
+#: 840: b2 lacked b3's last packets of the shared ring, so the kept side numbered b2's own
+#: messages higher than the fork had; delivered in close_fork, then again from the kept state
+#: (_delivered_here: by lts and body; ..._the_kept_side_numbered_higher_is_still_the_one_it_delivered)
 LAN_SPLIT_REGRESSION_SEEDS = [40, 56, 57, 38, 154, 98, 70, 122, 153, 177, 79, 103, 184, 7104, 7238, 7286,
-                              7158, 461]
+                              7158, 461, 840]
 
 
 @pytest.mark.parametrize("seed", LAN_SPLIT_REGRESSION_SEEDS)
