@@ -1127,11 +1127,16 @@ class SitesSim:
             if sub[6] != sr.DATA:
                 continue
             sender = self.nodes.get(sub[5])
-            if sender is not None and serial in sender.core_sites:
-                out[serial] = sender.core_sites[serial]
-                continue
-            for node in self.nodes.values():
-                if serial in node.core_sites:
+            # a fork's daemon that took the kept state later delivered it in the fork's own
+            # order, with the fork's table, which is not the one the other sites were sent it
+            # by (seed 908 --lan-splits --client-views: b2, forked, still named c1 in g1 in
+            # its transitional view where c was gone; b1's table, the kept side's, had c1 out
+            # and pruned it for c, and c1 was said to owe it): the others' first, then its
+            deliverers = ([sender] if sender is not None else []) + list(self.nodes.values())
+            for forks in (False, True):
+                node = next((n for n in deliverers if serial in n.core_sites
+                             and self.delivered_before_rejoin(n, serial) == forks), None)
+                if node is not None:
                     out[serial] = node.core_sites[serial]
                     break
         return out

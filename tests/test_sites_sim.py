@@ -876,8 +876,9 @@ def test_a_forks_daemon_delivers_its_held_messages_in_a_transitional_view_of_its
 #: violation: only this mode's timing has it): c2 forked alone while its site's decided merge
 #: waited for b's READY, and held it for good (b's GIVEUP died with c1): no view, no delivery
 #: (SiteGateway._fork_ends_merge). 981: the checker's (see
-#: test_a_forks_closing_view_in_the_instant_it_takes_the_kept_state_is_the_forks)
-CLIENT_VIEW_SEEDS = [2, 7, 60, 33, 6, 772, 981]
+#: test_a_forks_closing_view_in_the_instant_it_takes_the_kept_state_is_the_forks). 908: the
+#: checker's (test_a_messages_interest_is_the_kept_sides_table_not_the_forks_that_sent_it)
+CLIENT_VIEW_SEEDS = [2, 7, 60, 33, 6, 772, 981, 908]
 
 
 @pytest.mark.parametrize("seed", CLIENT_VIEW_SEEDS)
@@ -908,6 +909,25 @@ def test_a_forks_closing_view_in_the_instant_it_takes_the_kept_state_is_the_fork
     assert sites == (1,) and left_s < t
     assert not sim.same_incarnation(b1, b2, left_s)  # (before: t, the kept incarnation)
     assert sim.same_incarnation(b1, b2, t)
+
+
+def test_a_messages_interest_is_the_kept_sides_table_not_the_forks_that_sent_it():
+    """(seed 908 --lan-splits --client-views) b2's client sent a message; b2, forked, delivered
+    it in its fork's transitional view, where its table still named c1 in the group (c was
+    gone from the fork's view); b1, kept, delivered it with c1 out of the group and pruned it
+    for site c. The checker took the sender's table and said c1 owed it. A table of a
+    delivery in a fork that later took the kept state comes last."""
+    sim = sites_sim.SitesSim(1, groups=True, client_views=True)
+    sim.submitted = {7: (sr.AGREED_MESS, b"", "#c#b2", 0, 0.0, "b2", sr.DATA, ("g1",))}
+    b1, b2 = (sites_sim.Node(None, types.SimpleNamespace(name=n), None) for n in ("b1", "b2"))
+    sim.nodes = {"b1": b1, "b2": b2}
+    b2.delivered, b2.position, b2.core_sites = [7], {7: 0}, {7: frozenset({1, 2})}
+    b1.delivered, b1.position, b1.core_sites = [7], {7: 0}, {7: frozenset({1})}
+    assert sim.core_interest()[7] == frozenset({1, 2})  # (b2 never forked: its own table)
+    b2.rejoined = [(3.0, 1)]  # (delivered in its fork, before it took the kept state)
+    assert sim.core_interest()[7] == frozenset({1})
+    del b1.core_sites[7]
+    assert sim.core_interest()[7] == frozenset({1, 2})  # (nobody else delivered it)
 
 def test_planted_group_core_that_tells_joins_in_every_view_is_caught_by_the_client_view_checker(monkeypatch):
     """A group core that gives every JOIN and LEAVE its REG_MEMB at once (GroupCore's, as
