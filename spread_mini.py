@@ -10807,6 +10807,9 @@ class SiteSync:
     members: List[str] = field(default_factory=list)  #: install: our ring's daemons
     member_ids: List[Pid] = field(default_factory=list)  #: ... with their incarnations
     ring_seq: int = 0
+    #: install: the view of the sites the state holds (view seq, its sites), where the daemon
+    #: takes it (the gateway may go on into another view in the same poll)
+    view: Optional[Tuple[int, List[int]]] = None
 
 
 @dataclass
@@ -11241,7 +11244,8 @@ class SitesOrderer(Orderer):
             return
         self.gateway.ring_members = frozenset(self.members)
         out.append(SiteSync("install", list(r.late), groups=state["groups"], members=list(self.members),
-                            member_ids=sorted(self.member_ids), ring_seq=self.ring_id[0]))
+                            member_ids=sorted(self.member_ids), ring_seq=self.ring_id[0],
+                            view=(self.gateway.view_seq, list(self.gateway.live_sites))))
         self.synced = True
         self.syncs_installed += 1
         self._replay(self.held)

@@ -268,6 +268,8 @@ class Node:
     #: delivered here (ROSTERs, REJOINs and the sites' exchange change members too)
     core_sites: Dict[int, frozenset] = field(default_factory=dict)
     forks_at_view: int = 0  #: the gateway's site_forks at its last regular view of the sites
+    #: (view seq, sites) of the last SiteSync("install") not yet read by joined_view
+    install_view: Optional[Tuple[int, List[int]]] = None
 
 
 @dataclass
@@ -643,6 +645,8 @@ class SitesSim:
                         install_at = len(gouts)
                 elif not isinstance(out, sr.ConfigurationChange):
                     gouts.append(out)
+                if isinstance(out, sr.SiteSync) and out.kind == "install" and node.install_view is None:
+                    node.install_view = out.view
             if install_at:
                 # what came before the state was taken, in the same poll (a fork's view ended
                 # by close_fork, its deliveries): before the rejoin, where the daemon had it
@@ -750,9 +754,15 @@ class SitesSim:
 
     def joined_view(self, node: Node) -> None:
         gw = node.gateway
-        sites = tuple(gw.live_sites) if gw.view_seq else ()  # (view 0: as the others name it)
+        # the view where it took the state: its gateway may have gone on into the next one in
+        # the same poll (seed 1256 --lan-splits --client-views: b2, restarted, took view 0's
+        # state and installed view 1 in that poll; a message of view 0's transitional part
+        # counted in view 1)
+        view_seq, live = node.install_view or (gw.view_seq, gw.live_sites)
+        node.install_view = None
+        sites = tuple(live) if view_seq else ()  # (view 0: as the others name it)
         self.note_incarnation(node)
-        node.views.append((JOINED, gw.view_seq, sites, len(node.delivered), self.now))
+        node.views.append((JOINED, view_seq, sites, len(node.delivered), self.now))
         node.view_tags.append(self.tags(node))
         node.view_sites = sites
 

@@ -877,8 +877,9 @@ def test_a_forks_daemon_delivers_its_held_messages_in_a_transitional_view_of_its
 #: waited for b's READY, and held it for good (b's GIVEUP died with c1): no view, no delivery
 #: (SiteGateway._fork_ends_merge). 981: the checker's (see
 #: test_a_forks_closing_view_in_the_instant_it_takes_the_kept_state_is_the_forks). 908: the
-#: checker's (test_a_messages_interest_is_the_kept_sides_table_not_the_forks_that_sent_it)
-CLIENT_VIEW_SEEDS = [2, 7, 60, 33, 6, 772, 981, 908]
+#: checker's (test_a_messages_interest_is_the_kept_sides_table_not_the_forks_that_sent_it).
+#: 1256: the checker's (test_a_daemon_that_takes_the_state_joins_the_view_the_state_holds)
+CLIENT_VIEW_SEEDS = [2, 7, 60, 33, 6, 772, 981, 908, 1256]
 
 
 @pytest.mark.parametrize("seed", CLIENT_VIEW_SEEDS)
@@ -928,6 +929,21 @@ def test_a_messages_interest_is_the_kept_sides_table_not_the_forks_that_sent_it(
     assert sim.core_interest()[7] == frozenset({1})
     del b1.core_sites[7]
     assert sim.core_interest()[7] == frozenset({1, 2})  # (nobody else delivered it)
+
+
+def test_a_daemon_that_takes_the_state_joins_the_view_the_state_holds():
+    """(seed 1256 --lan-splits --client-views) b2, restarted, took the state of view 0 and,
+    in the same poll, its gateway installed view 1: the simulator recorded the view it came
+    in as view 1 (read after the poll), so a message it delivered in view 0's transitional
+    part counted in view 1 (one view). SiteSync("install") says the state's view."""
+    sim = sites_sim.SitesSim(1)
+    gw = types.SimpleNamespace(view_seq=1, live_sites=[1], site_epochs={}, site_id=1, epoch=1, name="b2")
+    node = sites_sim.Node(None, gw, None)
+    node.install_view = (0, [0, 1, 2])
+    sim.joined_view(node)
+    assert node.views[-1][:3] == (sites_sim.JOINED, 0, ()) and node.install_view is None
+    sim.joined_view(node)  # (no install read: the gateway's view, as before)
+    assert node.views[-1][:3] == (sites_sim.JOINED, 1, (1,))
 
 def test_planted_group_core_that_tells_joins_in_every_view_is_caught_by_the_client_view_checker(monkeypatch):
     """A group core that gives every JOIN and LEAVE its REG_MEMB at once (GroupCore's, as
