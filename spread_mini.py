@@ -8223,6 +8223,26 @@ class SiteGateway:
                       self.site_id, sorted(self.ring_members), old, sorted(before),
                       self.epoch), now)
         self.representative = None  # (a representative of the old epoch starts afresh)
+        self._fork_ends_merge()
+
+    def _fork_ends_merge(self) -> None:
+        """(_fork) A merge of the sites' views that our site was in the middle of, under the
+        epoch we left: the other sites take us for a new incarnation now, left out until a
+        merge with it (their HELLO answers say so), so they never send us their READY, nor
+        their GIVEUP, of that merge. Decided, we would wait for them for ever (seed 772
+        --lan-splits --client-views: c1, the representative, was killed after site c decided
+        view 3 with site b; b gave it up, its GIVEUP died with c1, and c2, forked alone, held
+        the merge for good: no view of the sites, no message delivered from then on). We end
+        it as a withdrawn (or given up) merge ends: in our old view, which the fork goes on in."""
+        m = self.merging
+        if m is None:
+            return
+        self.counters["merges_ended_by_our_fork"] += 1
+        if self.closing is not None and self.closing.view_seq == m.view_seq and self.closing.joined:
+            self._withdraw_merge("our ring forks: a new incarnation of our site")
+        else:
+            self._end_merge()
+            self._log("ends merging view %d: our ring forks (a new incarnation of our site)" % m.view_seq, None)
 
     def began_afresh(self, ring: frozenset) -> None:
         """(SitesOrderer) Our ring starts with the sites' state afresh: a new incarnation of our
@@ -8696,9 +8716,19 @@ class SiteGateway:
 
     def _release_own(self, passed: List[SiteRecord]) -> int:
         """The view we proposed is decided: our held messages take their place in our
-        stream, above our frontier at the decision (our stream's lts after them)."""
+        stream, above our frontier at the decision (our stream's lts after them). Only those
+        whose daemon is in our ring now: a ring that lost daemons since it ordered them (a
+        split of our site's LAN) holds messages that the other side holds too, and the two
+        sides decide different views (the fork its own), in which each would deliver them:
+        each side takes its own daemons' messages only (seed 328 --lan-splits --groups: b3,
+        split off, forked and delivered its own message in the fork's closing view of view
+        0; b1 and b2 decided view 1 and delivered it there). One whose daemon crashed is
+        delivered nowhere (a crashed daemon's last messages may be lost, everywhere alike)."""
         held, self.own_held = self.own_held, []
         for msg in held:
+            if msg.origin not in self.ring_members:
+                self.counters["own_held_of_a_daemon_gone"] += 1
+                continue
             lts = self.own_lts = max(msg.lts, self.own_lts + self._lts_step(msg))
             self._own_message(msg, lts, passed)
         return self.own_lts
@@ -10492,8 +10522,14 @@ class SiteGateway:
         earlier fork of either: marks_parted), and only the very message we numbered so
         (fork_held, own_numbered)."""
         below = self.marks_parted is None or r.site_seq <= self.marks_parted
-        if r.site == self.site_id and (r.site_seq, r.lts, r.body) in self.fork_held and below:
-            return True  # (close_fork delivered it)
+        if r.site == self.site_id and (r.lts, r.body) in {(lts, body) for _, lts, body in self.fork_held}:
+            # (close_fork delivered it). Not by its site_seq: the two sides' transitional
+            # configurations of the ring they shared may have delivered different sets, so
+            # the kept side may have numbered it higher, even above the fork (seed 840
+            # --lan-splits: b2 lacked b3's last packets of that ring and numbered its own
+            # message 35, b3 41: delivered twice). Its lts is its place in that ring, the same
+            # on both sides, and no other message of our stream has it
+            return True
         mark = self.delivered_marks.get(r.site)
         if mark is None or r.lts > mark:
             return False
@@ -10880,6 +10916,9 @@ class SiteSync:
     #: install: the daemons that take the state with us and came from the ring we came from
     #: (we included): our transitional configuration, as the ring's would be (empty: us alone)
     together: List[str] = field(default_factory=list)
+    #: install: the view of the sites the state holds (view seq, its sites), where the daemon
+    #: takes it (the gateway may go on into another view in the same poll)
+    view: Optional[Tuple[int, List[int]]] = None
 
 
 @dataclass
@@ -10954,6 +10993,10 @@ class SitesOrderer(Orderer):
         self.retry_at: Optional[float] = None  #: the sender's AGAIN, once its state is quiet
         self.syncs_sent = 0
         self.syncs_installed = 0
+        #: our ring may be where two rings of our site meet (_may_meet_another_ring): what it
+        #: delivers before the status round's point waits here (_end_meeting)
+        self.meeting = False
+        self.meeting_held: list = []
 
     @property
     def leaving(self) -> bool:
@@ -11015,6 +11058,8 @@ class SitesOrderer(Orderer):
                     msg = item.msg
                     if msg.kind == STATE and msg.groups and msg.groups[0] == SYNC_GROUP:
                         self._sync_message(msg, out)  # (never in the sites' streams)
+                    elif self.meeting:
+                        self.meeting_held.append(item)
                     elif self.synced:
                         gateway.ring_output(item, self.now)
                     else:
@@ -11030,6 +11075,7 @@ class SitesOrderer(Orderer):
 
     # -- bringing a late daemon up to date ------------------------------------------------------
     def _ring_change(self, change: ConfigurationChange, out: list) -> None:
+        self._end_meeting(take=False)  # (no point in that ring: what it delivered, as before)
         if change.kind != CONF_REGULAR:
             self._apply_or_hold(change, out)
             return
@@ -11047,8 +11093,31 @@ class SitesOrderer(Orderer):
         if not self.synced and self.members == [self.name]:
             self._start_afresh(out, "alone in its ring")
             return
+        self.meeting = self.synced and bool(newcomers) and self._may_meet_another_ring()
         if newcomers or not self.synced:
             self._send_status()
+
+    def _may_meet_another_ring(self) -> bool:
+        """Our incarnation began in a fork (or a ring that started afresh) and our ring now
+        holds daemons outside it: they may come from another ring of our site, whose state may
+        be the one kept at the point. The sender's state at the point holds what our ring
+        delivered before it, so a daemon that takes it must not have applied that too: its
+        gateway would number it in the fork's stream and deliver it in the fork's view, then
+        again from the kept state (seed 461 --lan-splits: c2, a fork of site c alone in its
+        own view, delivered c1's message ordered in the ring where the two rings met, before
+        the status round, and again after it took c1's state). Until the point, those
+        deliveries wait (_end_meeting)."""
+        fork_ring = self.gateway.fork_ring
+        return bool(fork_ring) and not frozenset(self.members) <= fork_ring
+
+    def _end_meeting(self, take: bool) -> None:
+        """The point (or a ring change before it): if this daemon takes another's state, what
+        our ring delivered before the point is in that state; else it applies it now, in its
+        order, before anything later."""
+        held, self.meeting_held, self.meeting = self.meeting_held, [], False
+        if not take:
+            for item in held:
+                self.gateway.ring_output(item, self.now)
 
     def _apply_or_hold(self, item: object, out: list) -> None:
         if self.synced:
@@ -11121,6 +11190,7 @@ class SitesOrderer(Orderer):
             configured = self.gateway.sites[self.gateway.site_id]
             holders = [n for n in configured if n in self.status_in and self.status_in[n][0]]
             if not holders:
+                self._end_meeting(take=False)
                 kept = max(self.status_in[n][2] for n in self.members)
                 self._start_afresh(out, "no daemon of the ring holds the sites' state", kept)
                 return
@@ -11149,6 +11219,7 @@ class SitesOrderer(Orderer):
                              "stops; start it again and it is brought up to date" % self.gateway.site_id)
                 return
             late = [n for n in self.members if not self.status_in[n][0] or n in apart]
+            self._end_meeting(take=self.synced and self.name in late)
             self.round = SyncRound(self.ring_id, 0, sender, late)
             if apart:
                 self.gateway.ineligible = self.gateway.ineligible | frozenset(apart)
@@ -11283,7 +11354,8 @@ class SitesOrderer(Orderer):
         self.gateway.ring_members = frozenset(self.members)
         out.append(SiteSync("install", list(r.late), groups=state["groups"], members=list(self.members),
                             member_ids=sorted(self.member_ids), ring_seq=self.ring_id[0],
-                            together=self._came_with_us(r.late)))
+                            together=self._came_with_us(r.late),
+                            view=(self.gateway.view_seq, list(self.gateway.live_sites))))
         self.synced = True
         self.syncs_installed += 1
         self._replay(self.held)

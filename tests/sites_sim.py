@@ -268,6 +268,8 @@ class Node:
     #: delivered here (ROSTERs, REJOINs and the sites' exchange change members too)
     core_sites: Dict[int, frozenset] = field(default_factory=dict)
     forks_at_view: int = 0  #: the gateway's site_forks at its last regular view of the sites
+    #: (view seq, sites) of the last SiteSync("install") not yet read by joined_view
+    install_view: Optional[Tuple[int, List[int]]] = None
 
 
 @dataclass
@@ -643,6 +645,8 @@ class SitesSim:
                         install_at = len(gouts)
                 elif not isinstance(out, sr.ConfigurationChange):
                     gouts.append(out)
+                if isinstance(out, sr.SiteSync) and out.kind == "install" and node.install_view is None:
+                    node.install_view = out.view
             if install_at:
                 # what came before the state was taken, in the same poll (a fork's view ended
                 # by close_fork, its deliveries): before the rejoin, where the daemon had it
@@ -750,9 +754,15 @@ class SitesSim:
 
     def joined_view(self, node: Node) -> None:
         gw = node.gateway
-        sites = tuple(gw.live_sites) if gw.view_seq else ()  # (view 0: as the others name it)
+        # the view where it took the state: its gateway may have gone on into the next one in
+        # the same poll (seed 1256 --lan-splits --client-views: b2, restarted, took view 0's
+        # state and installed view 1 in that poll; a message of view 0's transitional part
+        # counted in view 1)
+        view_seq, live = node.install_view or (gw.view_seq, gw.live_sites)
+        node.install_view = None
+        sites = tuple(live) if view_seq else ()  # (view 0: as the others name it)
         self.note_incarnation(node)
-        node.views.append((JOINED, gw.view_seq, sites, len(node.delivered), self.now))
+        node.views.append((JOINED, view_seq, sites, len(node.delivered), self.now))
         node.view_tags.append(self.tags(node))
         node.view_sites = sites
 
@@ -936,7 +946,14 @@ class SitesSim:
                 i += 1
             # (and when this daemon left with them: the incarnations are the ones then)
             if i and views[i - 1][0] == sr.CONF_TRANSITIONAL:
-                out[serial] = views[i - 1][2], views[i - 1][4]
+                left = views[i - 1][4]
+                if i < len(views) and views[i][0] == JOINED and views[i][4] <= left:
+                    # a fork's closing view (close_fork) and the kept state taken in one
+                    # instant: it left with the fork's incarnation, just before (seed 981
+                    # --lan-splits --client-views: b2's own fork messages, delivered there,
+                    # were said to be owed by the kept side, which never had them)
+                    left = views[i][4] - 1e-9
+                out[serial] = views[i - 1][2], left
             elif i < len(views) and views[i][0] == JOINED:
                 # it left a fork's view for the kept incarnation's: owed by those that were
                 # in the fork with it, just before
@@ -1120,11 +1137,16 @@ class SitesSim:
             if sub[6] != sr.DATA:
                 continue
             sender = self.nodes.get(sub[5])
-            if sender is not None and serial in sender.core_sites:
-                out[serial] = sender.core_sites[serial]
-                continue
-            for node in self.nodes.values():
-                if serial in node.core_sites:
+            # a fork's daemon that took the kept state later delivered it in the fork's own
+            # order, with the fork's table, which is not the one the other sites were sent it
+            # by (seed 908 --lan-splits --client-views: b2, forked, still named c1 in g1 in
+            # its transitional view where c was gone; b1's table, the kept side's, had c1 out
+            # and pruned it for c, and c1 was said to owe it): the others' first, then its
+            deliverers = ([sender] if sender is not None else []) + list(self.nodes.values())
+            for forks in (False, True):
+                node = next((n for n in deliverers if serial in n.core_sites
+                             and self.delivered_before_rejoin(n, serial) == forks), None)
+                if node is not None:
                     out[serial] = node.core_sites[serial]
                     break
         return out

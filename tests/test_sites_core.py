@@ -443,6 +443,30 @@ def test_a_forks_own_message_its_last_ring_never_made_safe_hides_no_kept_message
         assert skipped or b"kept's first" in bodies[1]
 
 
+def test_a_forks_own_message_the_kept_side_numbered_higher_is_still_the_one_it_delivered():
+    """(seed 840 --lan-splits) The two sides' transitional configurations of the ring they
+    shared delivered different sets: the kept side had another message before a1's, so it
+    numbered a1's message second, where the fork had it first (even above the fork's
+    site_seq). a1 delivered it in its fork's closing view, then again from the kept state:
+    matched by site_seq it was another message. The same lts (its place in the shared ring)
+    and body are the same message, whatever its number: a SKIP."""
+    fork = _linked_rep_of_a_split_site("a1")
+    fork.orderer.ring.safe_lts = 0
+    fork.ring_output(local(5, b"fork's own", origin="a1"), 0.1)
+    _ring_ends(fork)
+    regular(fork, ["a1"], 0.2)
+    fork.close_fork(0.3)
+    assert delivered(fork) == [b"fork's own"] and fork.fork_seq == 1
+    kept = _linked_rep_of_a_split_site("a2")
+    kept.orderer.ring.safe_lts = 0
+    kept.ring_output(local(4, b"kept's first", origin="a2"), 0.1)
+    kept.ring_output(local(5, b"fork's own", origin="a1"), 0.1)
+    fork.stand_down()
+    fork.import_state(json.loads(json.dumps(kept.export_state())), 0.4)
+    bodies = {m.site_seq: m.frags[0] for m in fork.streams[0].ordered}
+    assert b"kept's first" in bodies[1] and bodies[2] == sr.SITE_SKIP_BODY
+
+
 def test_a_forks_own_message_it_delivered_before_the_fork_hides_no_kept_message_of_that_site_seq():
     """The same where a1 delivered its own message in the view of the sites before the fork
     (site b's frontier let it through; the ring of a1 a2 a3 never made it safe): a2 a3
@@ -1760,6 +1784,71 @@ def test_a_daemon_that_sat_out_a_ring_ends_its_clients_views_when_it_takes_the_k
     assert _views(clients["a1"]) == [("TRANS",), ("REG", both, [["#c#a1"], ["#c#a3"]], ["#c#a1"])]
 
 
+
+
+def test_messages_held_for_our_proposal_go_to_the_side_of_the_split_their_daemon_is_on():
+    """(seed 328 --lan-splits --groups) Site a (a1 a2 a3, voting) proposes view 1 without b
+    and waits for c's PROPOSE; meanwhile its ring orders a1's and a2's clients' messages,
+    which wait (own_held) for the view we decide. Then the LAN splits: a1 forks alone, a2 a3
+    keep the epoch. a2 a3 decide view 1 (c's PROPOSE) and number both above its limit, in
+    view 1; the fork decides view 2 alone and numbers both too, in its own view: a1's
+    message was delivered in two views (a1 in the fork's, b and c in view 1), and a2's by
+    a fork that never was in view 1. Each side takes the messages of its own daemons only."""
+    sites, costs = [["a1", "a2", "a3"], ["b1"], ["c1"]], [[0, 1, 1], [1, 0, 1], [1, 1, 0]]
+
+    def own_stream(gw):
+        return [sr.decode_message_body(r.body, r.origin).data for r in gw.kept[0] if r.kind == sr.SITE_MSG]
+    gws = {}
+    for name in ("a1", "a2"):
+        gw = gateway(name, sites, costs)
+        gw.epoch, gw.lineage, gw.wide_ring = 5, [(5, 0)], frozenset(sites[0])
+        regular(gw, ["a1", "a2", "a3"])
+        gw.ring_output(carrier([sr.SiteRecord(sr.SITE_SUSPECT, 0, 0, 1, body=sr.encode_site_view_body({1}, {}))],
+                               10, origin="a1", epoch=5), 1.0)
+        gw.ring_output(local(11, b"a1's", origin="a1"), 1.1)
+        gw.ring_output(local(12, b"a2's", origin="a2"), 1.1)
+        assert gw.proposed_view == 1 and len(gw.own_held) == 2 and own_stream(gw) == []
+        gws[name] = gw
+    fork, kept = gws["a1"], gws["a2"]
+    regular(fork, ["a1"], 1.2)
+    regular(kept, ["a2", "a3"], 1.2)
+    assert fork.epoch != 5 and kept.epoch == 5
+    kept.ring_output(carrier([sr.SiteRecord(sr.SITE_PROPOSE, 2, 20, 1, body=sr.encode_site_view_body({1}, {}))],
+                             21, origin="a2", epoch=5), 1.3)
+    assert kept.closing is not None and kept.closing.view_seq == 1
+    fork.ring_output(carrier([sr.SiteRecord(sr.SITE_SUSPECT, 0, 0, 2, body=sr.encode_site_view_body({1, 2}, {}))],
+                             22, origin="a1", epoch=fork.epoch), 1.3)
+    assert fork.view_seq == 2 and delivered(fork) == [b"a1's"]
+    assert own_stream(kept) == [b"a2's"] and own_stream(fork) == [b"a1's"]
+    assert kept.counters["own_held_of_a_daemon_gone"] == fork.counters["own_held_of_a_daemon_gone"] == 1
+
+
+def test_a_merge_our_site_decided_ends_where_our_ring_forks():
+    """(seed 772 --lan-splits --client-views) Our site decided the merge with b and waits for
+    b's READY; the LAN splits and a1, alone, forks: a new incarnation, which b takes for one
+    (left out until a merge with it), so b's READY or GIVEUP of that merge never comes to it
+    (there: c1, the representative, was killed after site c decided view 3; b gave it up and
+    its GIVEUP died with c1; c2, forked alone, held the merge for good and delivered nothing
+    more). The fork ends the merge as a withdrawn one ends and goes on in its old view."""
+    sites, costs = [["a1", "a2", "a3"], ["b1"]], [[0, 1], [1, 0]]
+    gw = gateway("a1", sites, costs)
+    gw.epoch, gw.lineage, gw.wide_ring = 5, [(5, 0)], frozenset(sites[0])
+    regular(gw, ["a1", "a2", "a3"])
+    gw.poll()
+    gw.live_sites = [0]  # (b left out by an earlier view; the partition healed)
+    gw.merge.uninstall(1)
+    del gw.streams[1]
+    assert gw._start_merge(2, frozenset({0, 1}), [])
+    gw.ring_output(carrier([sr.SiteRecord(sr.SITE_MERGE, 1, 9, 2, body=sr.encode_site_view_body({0, 1}, {}))],
+                           11, epoch=5), 1.0)
+    assert gw.closing is not None and gw.merging is not None and 1 not in gw.merging.ready
+    gw.poll()
+    regular(gw, ["a1"], 1.1)
+    gw.ring_output(local(20, b"after the fork", origin="a1"), 1.2)
+    assert delivered(gw) == [b"after the fork"]  # (before: held above the merge's limit for good)
+    assert gw.epoch != 5 and gw.merging is None and gw.closing is None and gw.live_sites == [0]
+    assert gw.counters["merges_ended_by_our_fork"] == 1
+
 # ---- two rings of one site meet: whose state is kept ---------------------------------------------
 
 SITE_OF_THREE = [["a1", "a2", "a3"], ["b1"]]
@@ -1872,6 +1961,58 @@ def test_a_daemon_that_sat_out_a_ring_takes_the_kept_state_alone_in_its_transiti
     lts = _ring_orders(daemons, ring, ["a2", "a3"], [_ring_of(["a2", "a3"], 2)], lts)
     _ring_orders(daemons, ring, ["a1", "a2", "a3"], [_ring_of(["a1", "a2", "a3"], 3)], lts)
     assert installs == [("a1", ["a1"])]
+
+
+def test_a_fork_that_meets_the_kept_ring_delivers_nothing_that_ring_orders_before_the_point():
+    """(seed 461 --lan-splits) a1 forks alone and decides a view of our site alone (site b
+    silent), so its merge delivers our stream's messages at once. The rings meet: the ring
+    of a1 a2 a3 orders a2's client's message before the status round's point. a1's gateway
+    numbered it in the fork's stream and delivered it in the fork's view, then took a2's
+    state, which holds it too (the kept side numbered it): delivered twice, in two views.
+    Until the point a daemon of a fork holds what the ring where it may meet another ring
+    delivers; taking the kept state, it drops it (the state holds it). The kept side, whose
+    incarnation's first ring held all three, applies it at once, as before."""
+    daemons, ring = _daemons_of_site_a()
+    for d in daemons.values():  # (the gateways' SITES messages go into the ring too)
+        d.gateway.orderer.submit = lambda msg, urgent=False: ring.append(msg) or True
+    seen = {n: [] for n in daemons}
+
+    def watched(d, name):
+        def poll():
+            out = sr.SitesOrderer.poll(d)
+            seen[name].extend(out)
+            return out
+        return poll
+    for name, d in daemons.items():
+        d.poll = watched(d, name)
+    lts = _ring_orders(daemons, ring, ["a1", "a2", "a3"], [_ring_of(["a1", "a2", "a3"], 1),
+                                                            local(0, b"ring-1", origin="a2")], 10)
+    lts = _ring_orders(daemons, ring, ["a1"], [_ring_of(["a1"], 2), local(0, b"fork's", origin="a1")], lts)
+    lts = _ring_orders(daemons, ring, ["a2", "a3"], [_ring_of(["a2", "a3"], 2),
+                                                      local(0, b"kept's", origin="a2")], lts)
+    fork = daemons["a1"].gateway
+    assert fork.epoch != 1 and daemons["a2"].gateway.epoch == 1
+    assert fork._suspect({1}, 1.0)  # (site b silent: a view of our site alone)
+    fork._flush_ring()
+    lts = _ring_orders(daemons, ring, ["a1"], [], lts)
+    assert (fork.view_seq, fork.live_sites) == (1, [0])
+    del seen["a1"][:]
+    _ring_orders(daemons, ring, ["a1", "a2", "a3"], [_ring_of(["a1", "a2", "a3"], 3),
+                                                      local(0, b"met", origin="a2")], lts)
+    outs = [o.msg.data if isinstance(o, sr.Deliver) else (o.kind, getattr(o, "view_seq", None))
+            for o in seen["a1"] if isinstance(o, (sr.Deliver, sr.SiteViewChange, sr.SiteSync))]
+    # the fork's view ends (nothing of ours left to deliver there), then the kept state
+    assert outs == [(sr.CONF_TRANSITIONAL, 1), ("install", None)]
+    assert all(d.synced for d in daemons.values())
+    assert _own_stream(daemons["a1"]) == {1: b"ring-1", 2: b"kept's", 3: b"met"}
+    # site b's frontier comes: a1 delivers what the kept state holds and it had not, "met"
+    # once, as a2 (a1 delivered "ring-1" in its fork's view: a SKIP here)
+    for name in daemons:
+        del seen[name][:]
+    _ring_orders(daemons, ring, ["a1", "a2", "a3"],
+                 [carrier([sr.SiteRecord(sr.SITE_FRONTIER, 1, 1000, 0)], 0, origin="a2", epoch=1)], 2000)
+    got = {n: [o.msg.data for o in seen[n] if isinstance(o, sr.Deliver)] for n in ("a1", "a2")}
+    assert got["a1"] == [b"kept's", b"met"] and got["a2"] == [b"ring-1", b"kept's", b"met"]
 
 LINE_SITES, LINE_COSTS = [["a1"], ["b1"], ["c1"]], [[0, 1, 0], [1, 0, 1], [0, 1, 0]]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import types
 
 import pytest
 
@@ -793,8 +794,14 @@ def test_a_site_split_in_two_rings_keeps_every_guarantee():
 #: epoch kept, SitesOrderer._kept_rank). Since the fork-count and fork-client work merged, its
 #: timing moved (a3 forks instead) and no seed of 7001..7400 takes that path; the rule is pinned
 #: by test_sites_daemon's ..._started_apart_both_with_traffic_go_on_as_one and seed 4408 below
+#: 461: c2, a fork of site c alone in its own view, delivered c1's message that the ring where
+#: the two rings met ordered before the status round, and again from the kept state it took
+#: (SitesOrderer._may_meet_another_ring; test_sites_core's ..._delivers_nothing_that_ring_orders_before_the_point).
+#: 840: b2 lacked b3's last packets of the shared ring, so the kept side numbered b2's own
+#: messages higher than the fork had; delivered in close_fork, then again from the kept state
+#: (_delivered_here: by lts and body; ..._the_kept_side_numbered_higher_is_still_the_one_it_delivered)
 LAN_SPLIT_REGRESSION_SEEDS = [40, 56, 57, 38, 154, 98, 70, 122, 153, 177, 79, 103, 184, 7104, 7238, 7286,
-                              7158]
+                              7158, 461, 840]
 
 
 @pytest.mark.parametrize("seed", LAN_SPLIT_REGRESSION_SEEDS)
@@ -808,8 +815,11 @@ def test_a_site_split_in_two_rings_regression_seed(seed):
 #: under the old epoch, its own JOIN that their ring never made safe, as site b's third
 #: message; a1 then refused the kept side's stream from there (no loss, SAFE). Pinned by
 #: test_sites_core's ..._never_made_safe_goes_to_no_site_if_our_ring_forks. 89: as in
-#: GROUPS_REGRESSION_SEEDS (the same fork of c3, the checker's)
-LAN_SPLIT_GROUPS_REGRESSION_SEEDS = [125, 89]
+#: GROUPS_REGRESSION_SEEDS (the same fork of c3, the checker's). 328: b3 forked while its
+#: site's proposal held its own message; b1 b2 delivered it in the view they decided, b3 in
+#: its fork's (each side now takes its own daemons' held messages only: test_sites_core's
+#: test_messages_held_for_our_proposal_go_to_the_side_of_the_split_their_daemon_is_on)
+LAN_SPLIT_GROUPS_REGRESSION_SEEDS = [125, 89, 328]
 
 
 @pytest.mark.parametrize("seed", LAN_SPLIT_GROUPS_REGRESSION_SEEDS)
@@ -905,8 +915,14 @@ def test_a_forks_daemon_delivers_its_held_messages_in_a_transitional_view_of_its
 #: REJOIN delivered in the sites' transitional view that lost another site, whose REG_MEMB
 #: named that site's member in the client's own vs_set (6: _hold_rejoin); a member that
 #: joined after its group's TRANSITION put in the old members' vs_set by the regular view's
-#: REG_MEMB (67, s15: check_own_vs_set, silent_joins)
-CLIENT_VIEW_SEEDS = [2, 7, 60, 33, 6, 67]
+#: REG_MEMB (67, s15: check_own_vs_set, silent_joins). 772 (no client-view
+#: violation: only this mode's timing has it): c2 forked alone while its site's decided merge
+#: waited for b's READY, and held it for good (b's GIVEUP died with c1): no view, no delivery
+#: (SiteGateway._fork_ends_merge). 981: the checker's (see
+#: test_a_forks_closing_view_in_the_instant_it_takes_the_kept_state_is_the_forks). 908: the
+#: checker's (test_a_messages_interest_is_the_kept_sides_table_not_the_forks_that_sent_it).
+#: 1256: the checker's (test_a_daemon_that_takes_the_state_joins_the_view_the_state_holds)
+CLIENT_VIEW_SEEDS = [2, 7, 60, 33, 6, 67, 772, 981, 908, 1256]
 
 
 @pytest.mark.parametrize("seed", CLIENT_VIEW_SEEDS)
@@ -915,6 +931,62 @@ def test_a_forks_clients_get_right_memberships_in_the_client_view_seed(seed):
     assert res.stats.get("site_forks"), res.summary()
     assert res.violations == [], "seed %d: %s" % (seed, res.summary())
 
+
+
+def test_a_forks_closing_view_in_the_instant_it_takes_the_kept_state_is_the_forks():
+    """(seed 981 --lan-splits --client-views) b2, a fork of site b alone, delivered its own
+    fork's messages in close_fork's transitional view and took the kept state in the same
+    instant (one poll). The checker read the incarnation b2 left that view with at that
+    instant, the kept one already, and asked b1 and b3 for messages only the fork ever had.
+    It is the fork's, just before the rejoin (as a delivery just before JOINED)."""
+    sim = sites_sim.SitesSim(1)
+    sim.site_of = {"b1": 1, "b2": 1}
+    b1, b2 = (sites_sim.Node(None, types.SimpleNamespace(name=n), None) for n in ("b1", "b2"))
+    for node in (b1, b2):
+        node.incarnations = [(0.0, {1: 1})]
+    t = 3.41
+    b2.incarnations += [(2.9, {1: 777}), (t, {1: 1})]  # (forked, then the kept state)
+    b2.delivered = [10, 11]
+    b2.position = {10: 0, 11: 1}
+    b2.views = [(sr.CONF_TRANSITIONAL, 0, (1,), 0, t), (sites_sim.JOINED, 1, (0, 1), 2, t)]
+    sites, left_s = sim.companions(b2)[10]
+    assert sites == (1,) and left_s < t
+    assert not sim.same_incarnation(b1, b2, left_s)  # (before: t, the kept incarnation)
+    assert sim.same_incarnation(b1, b2, t)
+
+
+def test_a_messages_interest_is_the_kept_sides_table_not_the_forks_that_sent_it():
+    """(seed 908 --lan-splits --client-views) b2's client sent a message; b2, forked, delivered
+    it in its fork's transitional view, where its table still named c1 in the group (c was
+    gone from the fork's view); b1, kept, delivered it with c1 out of the group and pruned it
+    for site c. The checker took the sender's table and said c1 owed it. A table of a
+    delivery in a fork that later took the kept state comes last."""
+    sim = sites_sim.SitesSim(1, groups=True, client_views=True)
+    sim.submitted = {7: (sr.AGREED_MESS, b"", "#c#b2", 0, 0.0, "b2", sr.DATA, ("g1",))}
+    b1, b2 = (sites_sim.Node(None, types.SimpleNamespace(name=n), None) for n in ("b1", "b2"))
+    sim.nodes = {"b1": b1, "b2": b2}
+    b2.delivered, b2.position, b2.core_sites = [7], {7: 0}, {7: frozenset({1, 2})}
+    b1.delivered, b1.position, b1.core_sites = [7], {7: 0}, {7: frozenset({1})}
+    assert sim.core_interest()[7] == frozenset({1, 2})  # (b2 never forked: its own table)
+    b2.rejoined = [(3.0, 1)]  # (delivered in its fork, before it took the kept state)
+    assert sim.core_interest()[7] == frozenset({1})
+    del b1.core_sites[7]
+    assert sim.core_interest()[7] == frozenset({1, 2})  # (nobody else delivered it)
+
+
+def test_a_daemon_that_takes_the_state_joins_the_view_the_state_holds():
+    """(seed 1256 --lan-splits --client-views) b2, restarted, took the state of view 0 and,
+    in the same poll, its gateway installed view 1: the simulator recorded the view it came
+    in as view 1 (read after the poll), so a message it delivered in view 0's transitional
+    part counted in view 1 (one view). SiteSync("install") says the state's view."""
+    sim = sites_sim.SitesSim(1)
+    gw = types.SimpleNamespace(view_seq=1, live_sites=[1], site_epochs={}, site_id=1, epoch=1, name="b2")
+    node = sites_sim.Node(None, gw, None)
+    node.install_view = (0, [0, 1, 2])
+    sim.joined_view(node)
+    assert node.views[-1][:3] == (sites_sim.JOINED, 0, ()) and node.install_view is None
+    sim.joined_view(node)  # (no install read: the gateway's view, as before)
+    assert node.views[-1][:3] == (sites_sim.JOINED, 1, (1,))
 
 def test_planted_group_core_that_tells_joins_in_every_view_is_caught_by_the_client_view_checker(monkeypatch):
     """A group core that gives every JOIN and LEAVE its REG_MEMB at once (GroupCore's, as
@@ -1812,16 +1884,23 @@ def test_the_kept_sides_suspect_made_after_the_fork_is_not_the_forks(monkeypatch
     could move a1. At 0.6 s a1 suspects them itself first, and decides a view without them
     on its own SUSPECT, as it should. Of seeds 1-4000 --lan-splits at 0.6 s (a1 split off
     alone, a mesh of three), those where a1 refuses a kept side's message (702, 2824, 3254)
-    all have a1 suspect b and c itself first. The rule (kept_rings) is not the grace's."""
+    all have a1 suspect b and c itself first. The rule (kept_rings) is not the grace's.
+    Since seed 461's fix a fork's daemon holds what the ring where the rings meet delivers
+    before the point, and drops it when it takes the kept state: a1 never reads that SUSPECT
+    at all. With that hold off, the kept_rings rule refuses it, as before."""
     monkeypatch.setattr(sr, "SITE_GRACE_S", 1.0)
-    sim = sites_sim.SitesSim(KEPT_SUSPECT_SEED, lan_splits=True)
-    res = sim.run()
-    assert res.violations == [], res.summary()
-    lines = _gateway_lines(res, "a1")
-    ends = next(i for i, line in enumerate(lines) if "'s fork (epoch" in line and "ends" in line)
-    assert not any("decided" in line or "proposes" in line for line in lines[:ends]), lines[:ends]
-    a1 = sim.nodes["a1"].gateway
-    assert a1.counters["site_forks"] == 1 and a1.counters["sites_messages_made_after_our_fork"] >= 1
+    for hold in (True, False):
+        if not hold:
+            monkeypatch.setattr(sr.SitesOrderer, "_may_meet_another_ring", lambda self: False)
+        sim = sites_sim.SitesSim(KEPT_SUSPECT_SEED, lan_splits=True)
+        res = sim.run()
+        assert res.violations == [], res.summary()
+        lines = _gateway_lines(res, "a1")
+        ends = next(i for i, line in enumerate(lines) if "'s fork (epoch" in line and "ends" in line)
+        assert not any("decided" in line or "proposes" in line for line in lines[:ends]), lines[:ends]
+        a1 = sim.nodes["a1"].gateway
+        assert a1.counters["site_forks"] == 1
+        assert (a1.counters["sites_messages_made_after_our_fork"] >= 1) == (not hold)
 
 
 class _ForkHelloFirstSim(sites_sim.SitesSim):
