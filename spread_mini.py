@@ -10841,6 +10841,10 @@ class SitesOrderer(Orderer):
         self.round: Optional[SyncRound] = None
         self.held: list = []  #: a daemon not up to date: the ring's outputs, not yet applied
         self.held_bytes = 0
+        #: a daemon up to date in a ring where daemons of another ring of our site may meet
+        #: ours: the ring's outputs until the round's point says whose state is kept (None:
+        #: no such round). Applied then if ours is; if another's, dropped: they are in it
+        self.undecided: Optional[list] = None
         self.waiting: "collections.deque[Tuple[DaemonMessage, bool]]" = collections.deque()
         self.retry_at: Optional[float] = None  #: the sender's AGAIN, once its state is quiet
         self.syncs_sent = 0
@@ -10906,6 +10910,8 @@ class SitesOrderer(Orderer):
                     msg = item.msg
                     if msg.kind == STATE and msg.groups and msg.groups[0] == SYNC_GROUP:
                         self._sync_message(msg, out)  # (never in the sites' streams)
+                    elif self.undecided is not None:
+                        self.undecided.append(item)
                     elif self.synced:
                         gateway.ring_output(item, self.now)
                     else:
@@ -10926,6 +10932,9 @@ class SitesOrderer(Orderer):
             return
         ids = frozenset(getattr(change, "member_ids", ()) or [(n, 0) for n in change.members])
         newcomers = sorted({pid[0] for pid in ids - self.member_ids} - {self.name})
+        # daemons that came from another ring than ours (a ring of our site may meet ours)
+        others = set(change.members) - set(change.transitional_members)
+        self._settle_undecided(True, out)  # (that ring's round never came to its point)
         self.prev_ring_id, self.ring_id = self.ring_id, change.ring_id
         self.member_ids, self.members = ids, list(change.members)
         self.status_in = {}
@@ -10938,10 +10947,18 @@ class SitesOrderer(Orderer):
         if not self.synced and self.members == [self.name]:
             self._start_afresh(out, "alone in its ring")
             return
-        if newcomers or not self.synced:
+        if self.synced and (newcomers or others):
+            # our state may be the one not kept (another ring of our site went on beside
+            # ours: a fork, a fresh start): what this ring delivers before the point is then
+            # in the kept state, and applied here too it would be delivered twice (seed 71302
+            # --lan-splits --groups: c3's fork delivered c1's messages of the ring where they
+            # met, then again from c1's state, in another view). Held until the point
+            self.undecided = []
+        if newcomers or not self.synced or self.undecided is not None:
             self._send_status()
 
     def _apply_or_hold(self, item: object, out: list) -> None:
+        self._settle_undecided(True, out)  # (a ring change: that ring's round is over)
         if self.synced:
             self.gateway.ring_output(item, self.now)
             if isinstance(item, ConfigurationChange):
@@ -11012,6 +11029,7 @@ class SitesOrderer(Orderer):
             configured = self.gateway.sites[self.gateway.site_id]
             holders = [n for n in configured if n in self.status_in and self.status_in[n][0]]
             if not holders:
+                self._settle_undecided(True, out)  # (as before the point: nothing is kept)
                 kept = max(self.status_in[n][2] for n in self.members)
                 self._start_afresh(out, "no daemon of the ring holds the sites' state", kept)
                 return
@@ -11038,9 +11056,11 @@ class SitesOrderer(Orderer):
                              "the site went on without (the site was split in two rings, both "
                              "with traffic): spread_mini cannot merge the two, so this daemon "
                              "stops; start it again and it is brought up to date" % self.gateway.site_id)
+                self.undecided = None
                 return
             late = [n for n in self.members if not self.status_in[n][0] or n in apart]
             self.round = SyncRound(self.ring_id, 0, sender, late)
+            self._settle_undecided(self.name not in late, out)
             if apart:
                 self.gateway.ineligible = self.gateway.ineligible | frozenset(apart)
                 self.gateway._log("two rings of site %d meet: %s keep the state of %s (%d sites "
@@ -11076,6 +11096,21 @@ class SitesOrderer(Orderer):
                 event.export = False
                 self._retry_later()
         out.append(event)
+
+    def _settle_undecided(self, ours_kept: bool, out: list) -> None:
+        """The ring's outputs held since a ring where another ring of our site might meet
+        ours (`undecided`): applied if our state is kept (or no round decided it), dropped if
+        we take another's (what its daemons applied before the point is in that state)."""
+        held, self.undecided = self.undecided, None
+        if not held:
+            return
+        if not ours_kept:
+            self.gateway.counters["ring_outputs_dropped_at_the_point"] += len(held)
+            return
+        for item in held:
+            self.gateway.ring_output(item, self.now)
+            if isinstance(item, ConfigurationChange):
+                out.append(item)
 
     def _kept_rank(self, name: str, configured: List[str]) -> tuple:
         """Where two rings of our site meet: the lowest is the state kept (see _point)."""

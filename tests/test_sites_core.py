@@ -1645,3 +1645,82 @@ def test_our_messages_wait_for_the_view_we_proposed_and_go_in_the_one_we_decide(
            for o in gw.poll() if isinstance(o, (sr.Deliver, sr.SiteViewChange))]
     assert out == [b"before", (sr.CONF_TRANSITIONAL, 2, [1]), (sr.CONF_REGULAR, 2, [1]), b"after"]
     assert gw.applied_seq[1] == 2 and not gw.own_held
+
+
+def _outputs_seen(daemons):
+    """name -> every output its poll() gives from now on (the tests' helpers read them too)."""
+    seen = {}
+    for name, daemon in daemons.items():
+        seen[name] = []
+
+        def poll(poll=daemon.poll, out=seen[name]):
+            items = poll()
+            out.extend(items)
+            return items
+        daemon.poll = poll
+    return seen
+
+
+def _data(outputs):
+    return [o.msg.data for o in outputs if isinstance(o, sr.Deliver)]
+
+
+def _ring_meets(daemons, ring, came_from, items, lts):
+    """A ring of every daemon in `came_from` (name -> the daemons that came from its old ring
+    with it: its transitional members) delivers `items`, then what they submit, in one order
+    (as _ring_orders, with each daemon its own configuration)."""
+    members = sorted(came_from)
+    ids = [(n, 1) for n in members]
+
+    def hand(name, item):
+        daemons[name].ring_orderer.out.append(item)
+        for o in daemons[name].poll():
+            if isinstance(o, sr.SiteSync) and o.kind == "point" and o.export:
+                daemons[name].send_state(o, {})
+    for name in members:
+        change = sr.ConfigurationChange(sr.CONF_REGULAR, members, sorted(came_from[name]), (9, members[0], 1))
+        change.member_ids = ids
+        hand(name, change)
+    for item in items + [None]:
+        while ring or item is not None:
+            if item is None:
+                item = sr.Deliver(ring.pop(0))
+            item.msg.lts, lts = lts, lts + 1
+            for name in members:
+                hand(name, item)
+            item = None
+    return lts
+
+
+def test_what_the_ring_delivers_before_the_point_where_a_fork_meets_the_kept_ring_goes_to_the_fork_once():
+    """(seed 71302 --lan-splits --groups) c3 alone forked (c1 c2 kept the epoch); c1's
+    client's message, queued in c1's ring while c2 died, went round in the ring where c1 and
+    c3 met, before the status round. c3's gateway, up to date under its fork's epoch, took it
+    into the fork's stream and delivered it; at the point c3 took c1's state, which held it
+    too: delivered twice, in two views. Now a daemon up to date holds what a ring with
+    daemons from another ring delivers until the point: applied if its state is kept,
+    dropped if it takes another's (that state holds it)."""
+    daemons, ring = _daemons_of_site_a()
+    seen = _outputs_seen(daemons)
+    lts = _ring_orders(daemons, ring, ["a1", "a2", "a3"], [_ring_of(["a1", "a2", "a3"], 1),
+                                                            local(0, b"ring-1", origin="a2")], 10)
+    lts = _ring_orders(daemons, ring, ["a1"], [_ring_of(["a1"], 2)], lts)
+    lts = _ring_orders(daemons, ring, ["a2", "a3"], [_ring_of(["a2", "a3"], 2)], lts)
+    assert daemons["a1"].gateway.epoch != 1 and daemons["a2"].gateway.epoch == 1  # (a1 forked)
+    # the fork's view leaves site b out (its own SUSPECT): its messages are delivered at once
+    lost_b = carrier([sr.SiteRecord(sr.SITE_SUSPECT, 0, 0, 1, body=sr.encode_site_view_body([1], {}))], 0)
+    lts = _ring_orders(daemons, ring, ["a1"], [lost_b], lts)
+    assert daemons["a1"].gateway.live_sites == [0] and daemons["a2"].gateway.live_sites == [0, 1]
+    for out in seen.values():
+        out.clear()
+    lts = _ring_meets(daemons, ring, {"a1": ["a1"], "a2": ["a2", "a3"], "a3": ["a2", "a3"]},
+                      [local(0, b"met", origin="a2")], lts)
+    assert daemons["a1"].gateway.live_sites == [0, 1]  # (a1 took the kept state)
+    # site b's frontier passes "met" where the kept view waits for it
+    _ring_orders(daemons, ring, ["a1", "a2", "a3"], [carrier([sr.SiteRecord(sr.SITE_FRONTIER, 1, lts)], 0)], lts)
+    streams = {n: _own_stream(d) for n, d in daemons.items()}
+    assert all(d.synced for d in daemons.values())
+    assert streams["a1"] == streams["a2"] == streams["a3"] == {1: b"ring-1", 2: b"met"}
+    # "met" once everywhere (a1 delivered ring-1 in its fork's view; the kept side now)
+    assert {name: _data(out) for name, out in seen.items()} == {
+        "a1": [b"met"], "a2": [b"ring-1", b"met"], "a3": [b"ring-1", b"met"]}
