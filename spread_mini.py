@@ -9783,6 +9783,16 @@ class SiteGateway:
         if link is not None and link.peer == h.sender and h.session < link.peer_session:
             self.counters["hellos_old_session"] += 1  # (a replayed HELLO)
             return
+        if link is not None and link.peer != h.sender and h.epoch and \
+                self._link_epochs.get(site) not in (0, None, h.epoch):
+            # another incarnation of the site than the one our live link speaks with (a fork
+            # beside its kept ring, both answering the heal): no takeover, as in our view
+            # (_new_incarnation). Taken, it made our merge read the fork's epoch while the
+            # others read the kept one's: seed 71257 --lan-splits --groups --hostile 0.1 --key,
+            # c1 linked with b1 then with b3 (a fork); when b3 took b1's state, c1 refused
+            # site b's records for ever (reached round through a, never suspected)
+            self.counters["hellos_other_incarnation_than_our_link"] += 1
+            return
         if link is None or link.peer != h.sender or link.peer_session != h.session:
             self._start_link(site, h.sender, h.positions, now, h.session, h.epoch)
         if h.request:

@@ -1724,3 +1724,28 @@ def test_what_the_ring_delivers_before_the_point_where_a_fork_meets_the_kept_rin
     # "met" once everywhere (a1 delivered ring-1 in its fork's view; the kept side now)
     assert {name: _data(out) for name, out in seen.items()} == {
         "a1": [b"met"], "a2": [b"ring-1", b"met"], "a3": [b"ring-1", b"met"]}
+
+
+def test_a_heal_answered_by_two_incarnations_of_a_site_links_with_the_first_one_only():
+    """(seed 71257 --lan-splits --groups --hostile 0.1 --key) c1 had left site b out; b's LAN
+    was split, b3 alone forked (a new epoch) beside b1 b2 (the kept one), and both answered
+    the heal from their views. c1 linked with b1 and then, b3's HELLO coming, with b3: its
+    merge read the fork's epoch while sites a and b read the kept one; when b3 took b1's
+    state, c1 refused site b's HELLOs and records as a new incarnation, for ever (reached
+    round through a, never suspected): a message lost at c. A HELLO out of our view, of
+    another epoch than our live link to that site, takes no link over (in our view,
+    _new_incarnation says the same); one of the link's epoch still does."""
+    sites, costs = [["a1", "a2"], ["b1", "b2", "b3"]], [[0, 1], [1, 0]]
+    gw = gateway("a1", sites, costs)
+    regular(gw, ["a1", "a2"])
+    gw.ring_output(carrier([sr.SiteRecord(sr.SITE_SUSPECT, 0, 0, 1, body=sr.encode_site_view_body([1], {}))], 3), 0.1)
+    assert gw.live_sites == [0]
+    session = sr.hop_session(1, 0)  # (b's sessions of its link to site 0)
+    hello = lambda pid, epoch: sr.encode_site_hello(sr.SiteHello(pid, 1, True, {}, 1, (1,), session, epoch))
+    gw.hop_datagram("b1", hello(("b1", 1), 7), 0.2)
+    assert gw.links[1].peer == ("b1", 1) and gw.site_epochs == {1: 7}
+    gw.hop_datagram("b3", hello(("b3", 1), 9), 0.3)  # (the fork's)
+    assert gw.links[1].peer == ("b1", 1) and gw.site_epochs == {1: 7}
+    assert gw.counters["hellos_other_incarnation_than_our_link"] == 1
+    gw.hop_datagram("b2", hello(("b2", 1), 7), 0.4)  # (another daemon of the kept one)
+    assert gw.links[1].peer == ("b2", 1) and gw.site_epochs == {1: 7}
