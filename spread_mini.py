@@ -10469,6 +10469,7 @@ class SiteGateway:
             "wide_ring": sorted(self.wide_ring), "fork_seq": self.fork_seq, "forks": self.forks,
             "lineage": [list(x) for x in self.lineage[-LINEAGE_MAX:]],
             "kept_rings": self.kept_rings, "fork_unread": self.fork_unread,
+            "fork_ring": sorted(self.fork_ring), "own_held_upto": self.own_held_upto,
             "epochs_left": [[e, self.epochs_left[e]] for e, _ in self.lineage[-LINEAGE_MAX:]
                             if e in self.epochs_left],
             "link_reports": {str(k): [v, sorted(d), sorted(x)] for k, (v, d, x) in self.link_reports.items()},
@@ -10602,7 +10603,15 @@ class SiteGateway:
         # (delivered_marks and fork_held stay until our next regular view: a record of the
         # kept side's streams that reaches our merge later may be one we delivered already)
         self.wide_ring, self.fork_seq = wide_ring, None
-        self.fork_ring, self.own_held_upto, self.lineage = frozenset(), 0, lineage
+        # a daemon brought up to date inside a fork's ring is a daemon of that fork: where the
+        # fork meets the kept ring it ends the fork's view as the others do (close_fork, the
+        # same messages). Without it, seed 73027 --lan-splits --groups --client-views: a3,
+        # restarted into a2's fork, never delivered what a2 delivered in the fork's last view
+        fork_ring = frozenset(_checked(x, str) for x in _checked(state.get("fork_ring", []), list))
+        if not fork_ring <= set(self.sites[self.site_id]):
+            raise ValueError("its fork's ring %s is not of our site" % sorted(fork_ring))
+        self.fork_ring, self.own_held_upto = fork_ring, _counter(state.get("own_held_upto", 0))
+        self.lineage = lineage
         self.forks = _counter(state.get("forks", 0))
         # (a daemon of before the counts sends neither: a message of an epoch we left is then
         # taken, as before)

@@ -1749,3 +1749,31 @@ def test_a_heal_answered_by_two_incarnations_of_a_site_links_with_the_first_one_
     assert gw.counters["hellos_other_incarnation_than_our_link"] == 1
     gw.hop_datagram("b2", hello(("b2", 1), 7), 0.4)  # (another daemon of the kept one)
     assert gw.links[1].peer == ("b2", 1) and gw.site_epochs == {1: 7}
+
+
+def test_a_daemon_brought_up_to_date_in_a_forks_ring_ends_the_fork_as_its_daemons_do():
+    """(seed 73027 --lan-splits --groups --client-views) a2 forked alone; a3, restarted, joined
+    a2's ring and took a2's state; when that ring met a1's (kept), a2 delivered in the fork's
+    closing view what its merge still held of the fork's stream (close_fork), and a3 did not:
+    the state it took said nothing of the fork (fork_ring, own_held_upto), so a3 never ended
+    the fork's view and never delivered those messages. They go with the state now."""
+    fork = _linked_rep_of_a_split_site("a1")
+    fork.orderer.ring.safe_lts = 0
+    _ring_ends(fork)
+    regular(fork, ["a1"], 0.2)
+    assert fork.epoch != 5 and fork.fork_ring == {"a1"}
+    fork.ring_output(local((1 << 16) + 1, b"fork's own", origin="a1"), 0.3)  # (b's frontier: none yet)
+    regular(fork, ["a1", "a3"], 0.4)  # (a restarted a3 comes in and takes a1's state)
+    late = gateway("a3", [["a1", "a2", "a3"], ["b1"]], [[0, 1], [1, 0]])
+    late.import_state(json.loads(json.dumps(fork.export_state())), 0.5)
+    regular(late, ["a1", "a3"], 0.5)
+    assert (late.fork_ring, late.own_held_upto) == (fork.fork_ring, fork.own_held_upto) == ({"a1"}, 1)
+    fork.poll()
+    late.poll()
+    for gw in (fork, late):  # (the rings meet: both end the fork's view alike)
+        gw.close_fork(0.6)
+        assert delivered(gw) == [b"fork's own"] and gw.counters["fork_held_delivered"] == 1
+    state = json.loads(json.dumps(fork.export_state()))
+    state["fork_ring"] = ["b1"]  # (not a daemon of our site: the state is refused)
+    with pytest.raises(ValueError):
+        gateway("a3", [["a1", "a2", "a3"], ["b1"]], [[0, 1], [1, 0]]).import_state(state, 0.7)
