@@ -777,7 +777,27 @@ LAN_SPLIT_GROUPS_REGRESSION_SEEDS = [125, 89, 71302]
 #: state without the fork's ring; where the fork met a1's ring a2 delivered 38 messages in the
 #: fork's closing view and a3 none (failed only once 71302's hold moved the timing). Pinned
 #: by test_sites_core's ..._brought_up_to_date_in_a_forks_ring_ends_the_fork_...
-LAN_SPLIT_CLIENT_VIEWS_REGRESSION_SEEDS = [73027]
+LAN_SPLIT_CLIENT_VIEWS_REGRESSION_SEEDS = [73027]  # (73236: the checker test below)
+
+
+def test_a_daemon_that_forks_just_after_the_heal_owes_nothing_its_old_ring_delivered_without_it():
+    """The checker's (seed 73236 --lan-splits --groups --client-views, failing on 247a8bc):
+    b2 was split off b's LAN from 0.85 to 1.88 s; b1's message went out in the ring of before,
+    whose last messages b2 never had, and b1 and b3 delivered it at 1.916 s, after the heal,
+    as that ring ended without b2; b2 forked at 1.920 s (its ring re-formed alone) and later
+    took b1's state, where the message was delivered. EVS owed it nothing (it was not in
+    b1's transitional configuration), but split_off stopped at the heal: "no loss". It now
+    runs to b2's fork, if the fork comes within a ring's re-forming of the heal."""
+    sim = sites_sim.SitesSim(73236, lan_splits=True, groups=True, client_views=True)
+    res = sim.run()
+    assert res.violations == [], res.summary()
+    (start, end), = sim.lan_windows
+    serial = next(s for s, sub in sorted(sim.submitted.items()) if sub[5] == "b1"
+                  and s in sim.nodes["b1"].position and s not in sim.nodes["b2"].position)
+    at = sim.nodes["b1"].delivered_at[serial]
+    forked = next(t for t, row in sim.nodes["b2"].incarnations if t > start and row.get(1) not in (0, 1))
+    assert end < at < forked and sim.split_off("b1", "b2", at)
+    assert not sim.split_off("b1", "b2", start - 0.01) and not sim.split_off("b1", "b2", forked + 0.01)
 
 
 @pytest.mark.parametrize("seed", LAN_SPLIT_CLIENT_VIEWS_REGRESSION_SEEDS)
