@@ -1681,14 +1681,12 @@ def _ring_meets(daemons, ring, came_from, items, lts):
         change = sr.ConfigurationChange(sr.CONF_REGULAR, members, sorted(came_from[name]), (9, members[0], 1))
         change.member_ids = ids
         hand(name, change)
-    for item in items + [None]:
-        while ring or item is not None:
-            if item is None:
-                item = sr.Deliver(ring.pop(0))
-            item.msg.lts, lts = lts, lts + 1
-            for name in members:
-                hand(name, item)
-            item = None
+    items = list(items)
+    while items or ring:
+        item = items.pop(0) if items else sr.Deliver(ring.pop(0))
+        item.msg.lts, lts = lts, lts + 1
+        for name in members:
+            hand(name, item)
     return lts
 
 
@@ -1777,3 +1775,30 @@ def test_a_daemon_brought_up_to_date_in_a_forks_ring_ends_the_fork_as_its_daemon
     state["fork_ring"] = ["b1"]  # (not a daemon of our site: the state is refused)
     with pytest.raises(ValueError):
         gateway("a3", [["a1", "a2", "a3"], ["b1"]], [[0, 1], [1, 0]]).import_state(state, 0.7)
+
+
+def test_the_forks_own_sites_message_before_the_point_still_reaches_the_fork():
+    """(seed 74011 --lan-splits) What the merged ring delivers before the point is dropped at
+    the fork's daemon (the kept state holds it), but not a SITES message its own
+    representative made under the fork's epoch: the kept side refuses it (another
+    incarnation), so only the fork reads it, and it may end a view change of the fork's
+    (there a1's view 1 without site b, its transitional view given out: dropped, a1 closed
+    the fork in view 0 and its messages counted as owed by a2 and a3)."""
+    daemons, ring = _daemons_of_site_a()
+    seen = _outputs_seen(daemons)
+    lts = _ring_orders(daemons, ring, ["a1", "a2", "a3"], [_ring_of(["a1", "a2", "a3"], 1),
+                                                            local(0, b"ring-1", origin="a2")], 10)
+    lts = _ring_orders(daemons, ring, ["a1"], [_ring_of(["a1"], 2)], lts)
+    lts = _ring_orders(daemons, ring, ["a2", "a3"], [_ring_of(["a2", "a3"], 2)], lts)
+    fork_epoch = daemons["a1"].gateway.epoch
+    for out in seen.values():
+        out.clear()
+    lost_b = sr.SiteRecord(sr.SITE_SUSPECT, 0, 0, 1, body=sr.encode_site_view_body([1], {}))
+    _ring_meets(daemons, ring, {"a1": ["a1"], "a2": ["a2", "a3"], "a3": ["a2", "a3"]},
+                [carrier([lost_b], 0, origin="a1", epoch=fork_epoch), local(0, b"met", origin="a2")], lts)
+    views = {n: [(o.kind, o.view_seq, o.sites, o.fork_ends) for o in out if isinstance(o, sr.SiteViewChange)]
+             for n, out in seen.items()}
+    assert views["a1"][:2] == [(sr.CONF_TRANSITIONAL, 1, [0], False), (sr.CONF_REGULAR, 1, [0], False)]
+    assert views["a1"][2] == (sr.CONF_TRANSITIONAL, 1, [0], True)  # (the fork's view ends, in view 1)
+    assert views["a2"] == views["a3"] == []  # (another incarnation's: refused)
+    assert daemons["a1"].gateway.counters["ring_outputs_dropped_at_the_point"] == 1  # ("met")
