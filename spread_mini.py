@@ -9913,6 +9913,16 @@ class SiteGateway:
         if link is not None and link.peer == h.sender and h.session < link.peer_session:
             self.counters["hellos_old_session"] += 1  # (a replayed HELLO)
             return
+        if link is not None and link.peer != h.sender and h.epoch and \
+                self._link_epochs.get(site) not in (0, None, h.epoch):
+            # another incarnation of the site than the one our live link speaks with (a fork
+            # beside its kept ring, both answering the heal): no takeover, as in our view
+            # (_new_incarnation). Taken, it made our merge read the fork's epoch while the
+            # others read the kept one's: seed 71257 --lan-splits --groups --hostile 0.1 --key,
+            # c1 linked with b1 then with b3 (a fork); when b3 took b1's state, c1 refused
+            # site b's records for ever (reached round through a, never suspected)
+            self.counters["hellos_other_incarnation_than_our_link"] += 1
+            return
         if link is None or link.peer != h.sender or link.peer_session != h.session:
             self._start_link(site, h.sender, h.positions, now, h.session, h.epoch)
         if h.request:
@@ -10596,6 +10606,7 @@ class SiteGateway:
             "wide_ring": sorted(self.wide_ring), "fork_seq": self.fork_seq, "forks": self.forks,
             "lineage": [list(x) for x in self.lineage[-LINEAGE_MAX:]],
             "kept_rings": self.kept_rings, "fork_unread": self.fork_unread,
+            "fork_ring": sorted(self.fork_ring), "own_held_upto": self.own_held_upto,
             "epochs_left": [[e, self.epochs_left[e]] for e, _ in self.lineage[-LINEAGE_MAX:]
                             if e in self.epochs_left],
             "link_reports": {str(k): [v, sorted(d), sorted(x)] for k, (v, d, x) in self.link_reports.items()},
@@ -10734,7 +10745,15 @@ class SiteGateway:
         # (delivered_marks and fork_held stay until our next regular view: a record of the
         # kept side's streams that reaches our merge later may be one we delivered already)
         self.wide_ring, self.fork_seq = wide_ring, None
-        self.fork_ring, self.own_held_upto, self.lineage = frozenset(), 0, lineage
+        # a daemon brought up to date inside a fork's ring is a daemon of that fork: where the
+        # fork meets the kept ring it ends the fork's view as the others do (close_fork, the
+        # same messages). Without it, seed 73027 --lan-splits --groups --client-views: a3,
+        # restarted into a2's fork, never delivered what a2 delivered in the fork's last view
+        fork_ring = frozenset(_checked(x, str) for x in _checked(state.get("fork_ring", []), list))
+        if not fork_ring <= set(self.sites[self.site_id]):
+            raise ValueError("its fork's ring %s is not of our site" % sorted(fork_ring))
+        self.fork_ring, self.own_held_upto = fork_ring, _counter(state.get("own_held_upto", 0))
+        self.lineage = lineage
         self.forks = _counter(state.get("forks", 0))
         # (a daemon of before the counts sends neither: a message of an epoch we left is then
         # taken, as before)
@@ -10989,14 +11008,14 @@ class SitesOrderer(Orderer):
         self.round: Optional[SyncRound] = None
         self.held: list = []  #: a daemon not up to date: the ring's outputs, not yet applied
         self.held_bytes = 0
+        #: a daemon up to date in a ring where daemons of another ring of our site may meet
+        #: ours: the ring's outputs until the round's point says whose state is kept (None:
+        #: no such round). Applied then if ours is; if another's, dropped: they are in it
+        self.undecided: Optional[list] = None
         self.waiting: "collections.deque[Tuple[DaemonMessage, bool]]" = collections.deque()
         self.retry_at: Optional[float] = None  #: the sender's AGAIN, once its state is quiet
         self.syncs_sent = 0
         self.syncs_installed = 0
-        #: our ring may be where two rings of our site meet (_may_meet_another_ring): what it
-        #: delivers before the status round's point waits here (_end_meeting)
-        self.meeting = False
-        self.meeting_held: list = []
 
     @property
     def leaving(self) -> bool:
@@ -11058,8 +11077,8 @@ class SitesOrderer(Orderer):
                     msg = item.msg
                     if msg.kind == STATE and msg.groups and msg.groups[0] == SYNC_GROUP:
                         self._sync_message(msg, out)  # (never in the sites' streams)
-                    elif self.meeting:
-                        self.meeting_held.append(item)
+                    elif self.undecided is not None:
+                        self.undecided.append(item)
                     elif self.synced:
                         gateway.ring_output(item, self.now)
                     else:
@@ -11075,12 +11094,14 @@ class SitesOrderer(Orderer):
 
     # -- bringing a late daemon up to date ------------------------------------------------------
     def _ring_change(self, change: ConfigurationChange, out: list) -> None:
-        self._end_meeting(take=False)  # (no point in that ring: what it delivered, as before)
         if change.kind != CONF_REGULAR:
             self._apply_or_hold(change, out)
             return
         ids = frozenset(getattr(change, "member_ids", ()) or [(n, 0) for n in change.members])
         newcomers = sorted({pid[0] for pid in ids - self.member_ids} - {self.name})
+        # daemons that came from another ring than ours (a ring of our site may meet ours)
+        others = set(change.members) - set(change.transitional_members)
+        self._settle_undecided(True, out)  # (that ring's round never came to its point)
         self.prev_ring_id, self.ring_id = self.ring_id, change.ring_id
         self.member_ids, self.members = ids, list(change.members)
         self.status_in = {}
@@ -11093,33 +11114,25 @@ class SitesOrderer(Orderer):
         if not self.synced and self.members == [self.name]:
             self._start_afresh(out, "alone in its ring")
             return
-        self.meeting = self.synced and bool(newcomers) and self._may_meet_another_ring()
-        if newcomers or not self.synced:
+        if self._may_meet_another_ring(newcomers, others):
+            self.undecided = []
+        if newcomers or not self.synced or self.undecided is not None:
             self._send_status()
 
-    def _may_meet_another_ring(self) -> bool:
-        """Our incarnation began in a fork (or a ring that started afresh) and our ring now
-        holds daemons outside it: they may come from another ring of our site, whose state may
-        be the one kept at the point. The sender's state at the point holds what our ring
-        delivered before it, so a daemon that takes it must not have applied that too: its
-        gateway would number it in the fork's stream and deliver it in the fork's view, then
-        again from the kept state (seed 461 --lan-splits: c2, a fork of site c alone in its
-        own view, delivered c1's message ordered in the ring where the two rings met, before
-        the status round, and again after it took c1's state). Until the point, those
-        deliveries wait (_end_meeting)."""
-        fork_ring = self.gateway.fork_ring
-        return bool(fork_ring) and not frozenset(self.members) <= fork_ring
-
-    def _end_meeting(self, take: bool) -> None:
-        """The point (or a ring change before it): if this daemon takes another's state, what
-        our ring delivered before the point is in that state; else it applies it now, in its
-        order, before anything later."""
-        held, self.meeting_held, self.meeting = self.meeting_held, [], False
-        if not take:
-            for item in held:
-                self.gateway.ring_output(item, self.now)
+    def _may_meet_another_ring(self, newcomers: List[str], others: Set[str]) -> bool:
+        """Our ring holds daemons that were not in our last one (newcomers) or came from
+        another ring than ours (others): another ring of our site may meet ours there (a fork,
+        a fresh start), and our state may be the one not kept at the point. What this ring
+        delivers before the point is then in the kept state, and applied here too it would be
+        delivered twice (seed 71302 --lan-splits --groups: c3's fork delivered c1's messages
+        of the ring where they met, then again from c1's state, in another view; seed 461
+        --lan-splits: c2 alone in its fork's view delivered c1's message and again after it
+        took c1's state). So a daemon up to date holds the ring's outputs until the point
+        (`undecided`, _settle_undecided)."""
+        return self.synced and bool(newcomers or others)
 
     def _apply_or_hold(self, item: object, out: list) -> None:
+        self._settle_undecided(True, out)  # (a ring change: that ring's round is over)
         if self.synced:
             self.gateway.ring_output(item, self.now)
             if isinstance(item, ConfigurationChange):
@@ -11190,7 +11203,7 @@ class SitesOrderer(Orderer):
             configured = self.gateway.sites[self.gateway.site_id]
             holders = [n for n in configured if n in self.status_in and self.status_in[n][0]]
             if not holders:
-                self._end_meeting(take=False)
+                self._settle_undecided(True, out)  # (as before the point: nothing is kept)
                 kept = max(self.status_in[n][2] for n in self.members)
                 self._start_afresh(out, "no daemon of the ring holds the sites' state", kept)
                 return
@@ -11217,10 +11230,11 @@ class SitesOrderer(Orderer):
                              "the site went on without (the site was split in two rings, both "
                              "with traffic): spread_mini cannot merge the two, so this daemon "
                              "stops; start it again and it is brought up to date" % self.gateway.site_id)
+                self.undecided = None
                 return
             late = [n for n in self.members if not self.status_in[n][0] or n in apart]
-            self._end_meeting(take=self.synced and self.name in late)
             self.round = SyncRound(self.ring_id, 0, sender, late)
+            self._settle_undecided(self.name not in late, out)
             if apart:
                 self.gateway.ineligible = self.gateway.ineligible | frozenset(apart)
                 self.gateway._log("two rings of site %d meet: %s keep the state of %s (%d sites "
@@ -11256,6 +11270,28 @@ class SitesOrderer(Orderer):
                 event.export = False
                 self._retry_later()
         out.append(event)
+
+    def _settle_undecided(self, ours_kept: bool, out: list) -> None:
+        """The ring's outputs held since a ring where another ring of our site might meet
+        ours (`undecided`): applied if our state is kept (or no round decided it), dropped if
+        we take another's (what its daemons applied before the point is in that state)."""
+        held, self.undecided = self.undecided, None
+        if not held:
+            return
+        if not ours_kept:
+            # but our own representative's SITES messages of our epoch are ours alone (the
+            # kept side refuses another incarnation's): they may end a view change of ours,
+            # which the fork's view must end with before close_fork (seed 74011 --lan-splits:
+            # a1's fork, its view 1 half installed, closed in view 0)
+            epoch = str(self.gateway.epoch)
+            own = [item for item in held if item.__class__ is Deliver and item.msg.kind == SITES
+                   and item.msg.groups[:1] == [epoch]]
+            self.gateway.counters["ring_outputs_dropped_at_the_point"] += len(held) - len(own)
+            held = own
+        for item in held:
+            self.gateway.ring_output(item, self.now)
+            if isinstance(item, ConfigurationChange):
+                out.append(item)
 
     def _kept_rank(self, name: str, configured: List[str]) -> tuple:
         """Where two rings of our site meet: the lowest is the state kept (see _point)."""

@@ -2103,3 +2103,160 @@ def test_a_second_site_suspected_while_our_suspect_of_the_first_crosses_the_ring
     views = [(o.kind, o.view_seq, o.sites) for o in gw.poll() if isinstance(o, sr.SiteViewChange)]
     assert views == [(sr.CONF_TRANSITIONAL, 2, [1]), (sr.CONF_REGULAR, 2, [1])], gw.log
     assert now < c_suspected + 1.0  # at the next HELLO round, not after a wait of its own
+
+
+def _outputs_seen(daemons):
+    """name -> every output its poll() gives from now on (the tests' helpers read them too)."""
+    seen = {}
+    for name, daemon in daemons.items():
+        seen[name] = []
+
+        def poll(poll=daemon.poll, out=seen[name]):
+            items = poll()
+            out.extend(items)
+            return items
+        daemon.poll = poll
+    return seen
+
+
+def _data(outputs):
+    return [o.msg.data for o in outputs if isinstance(o, sr.Deliver)]
+
+
+def _ring_meets(daemons, ring, came_from, items, lts):
+    """A ring of every daemon in `came_from` (name -> the daemons that came from its old ring
+    with it: its transitional members) delivers `items`, then what they submit, in one order
+    (as _ring_orders, with each daemon its own configuration)."""
+    members = sorted(came_from)
+    ids = [(n, 1) for n in members]
+
+    def hand(name, item):
+        daemons[name].ring_orderer.out.append(item)
+        for o in daemons[name].poll():
+            if isinstance(o, sr.SiteSync) and o.kind == "point" and o.export:
+                daemons[name].send_state(o, {})
+    for name in members:
+        change = sr.ConfigurationChange(sr.CONF_REGULAR, members, sorted(came_from[name]), (9, members[0], 1))
+        change.member_ids = ids
+        hand(name, change)
+    items = list(items)
+    while items or ring:
+        item = items.pop(0) if items else sr.Deliver(ring.pop(0))
+        item.msg.lts, lts = lts, lts + 1
+        for name in members:
+            hand(name, item)
+    return lts
+
+
+def test_what_the_ring_delivers_before_the_point_where_a_fork_meets_the_kept_ring_goes_to_the_fork_once():
+    """(seed 71302 --lan-splits --groups) c3 alone forked (c1 c2 kept the epoch); c1's
+    client's message, queued in c1's ring while c2 died, went round in the ring where c1 and
+    c3 met, before the status round. c3's gateway, up to date under its fork's epoch, took it
+    into the fork's stream and delivered it; at the point c3 took c1's state, which held it
+    too: delivered twice, in two views. Now a daemon up to date holds what a ring with
+    daemons from another ring delivers until the point: applied if its state is kept,
+    dropped if it takes another's (that state holds it)."""
+    daemons, ring = _daemons_of_site_a()
+    seen = _outputs_seen(daemons)
+    lts = _ring_orders(daemons, ring, ["a1", "a2", "a3"], [_ring_of(["a1", "a2", "a3"], 1),
+                                                            local(0, b"ring-1", origin="a2")], 10)
+    lts = _ring_orders(daemons, ring, ["a1"], [_ring_of(["a1"], 2)], lts)
+    lts = _ring_orders(daemons, ring, ["a2", "a3"], [_ring_of(["a2", "a3"], 2)], lts)
+    assert daemons["a1"].gateway.epoch != 1 and daemons["a2"].gateway.epoch == 1  # (a1 forked)
+    # the fork's view leaves site b out (its own SUSPECT): its messages are delivered at once
+    lost_b = carrier([sr.SiteRecord(sr.SITE_SUSPECT, 0, 0, 1, body=sr.encode_site_view_body([1], {}))], 0)
+    lts = _ring_orders(daemons, ring, ["a1"], [lost_b], lts)
+    assert daemons["a1"].gateway.live_sites == [0] and daemons["a2"].gateway.live_sites == [0, 1]
+    for out in seen.values():
+        out.clear()
+    lts = _ring_meets(daemons, ring, {"a1": ["a1"], "a2": ["a2", "a3"], "a3": ["a2", "a3"]},
+                      [local(0, b"met", origin="a2")], lts)
+    assert daemons["a1"].gateway.live_sites == [0, 1]  # (a1 took the kept state)
+    # site b's frontier passes "met" where the kept view waits for it
+    _ring_orders(daemons, ring, ["a1", "a2", "a3"], [carrier([sr.SiteRecord(sr.SITE_FRONTIER, 1, lts)], 0)], lts)
+    streams = {n: _own_stream(d) for n, d in daemons.items()}
+    assert all(d.synced for d in daemons.values())
+    assert streams["a1"] == streams["a2"] == streams["a3"] == {1: b"ring-1", 2: b"met"}
+    # "met" once everywhere (a1 delivered ring-1 in its fork's view; the kept side now)
+    assert {name: _data(out) for name, out in seen.items()} == {
+        "a1": [b"met"], "a2": [b"ring-1", b"met"], "a3": [b"ring-1", b"met"]}
+
+
+def test_a_heal_answered_by_two_incarnations_of_a_site_links_with_the_first_one_only():
+    """(seed 71257 --lan-splits --groups --hostile 0.1 --key) c1 had left site b out; b's LAN
+    was split, b3 alone forked (a new epoch) beside b1 b2 (the kept one), and both answered
+    the heal from their views. c1 linked with b1 and then, b3's HELLO coming, with b3: its
+    merge read the fork's epoch while sites a and b read the kept one; when b3 took b1's
+    state, c1 refused site b's HELLOs and records as a new incarnation, for ever (reached
+    round through a, never suspected): a message lost at c. A HELLO out of our view, of
+    another epoch than our live link to that site, takes no link over (in our view,
+    _new_incarnation says the same); one of the link's epoch still does."""
+    sites, costs = [["a1", "a2"], ["b1", "b2", "b3"]], [[0, 1], [1, 0]]
+    gw = gateway("a1", sites, costs)
+    regular(gw, ["a1", "a2"])
+    gw.ring_output(carrier([sr.SiteRecord(sr.SITE_SUSPECT, 0, 0, 1, body=sr.encode_site_view_body([1], {}))], 3), 0.1)
+    assert gw.live_sites == [0]
+    session = sr.hop_session(1, 0)  # (b's sessions of its link to site 0)
+    hello = lambda pid, epoch: sr.encode_site_hello(sr.SiteHello(pid, 1, True, {}, 1, (1,), session, epoch))
+    gw.hop_datagram("b1", hello(("b1", 1), 7), 0.2)
+    assert gw.links[1].peer == ("b1", 1) and gw.site_epochs == {1: 7}
+    gw.hop_datagram("b3", hello(("b3", 1), 9), 0.3)  # (the fork's)
+    assert gw.links[1].peer == ("b1", 1) and gw.site_epochs == {1: 7}
+    assert gw.counters["hellos_other_incarnation_than_our_link"] == 1
+    gw.hop_datagram("b2", hello(("b2", 1), 7), 0.4)  # (another daemon of the kept one)
+    assert gw.links[1].peer == ("b2", 1) and gw.site_epochs == {1: 7}
+
+
+def test_a_daemon_brought_up_to_date_in_a_forks_ring_ends_the_fork_as_its_daemons_do():
+    """(seed 73027 --lan-splits --groups --client-views) a2 forked alone; a3, restarted, joined
+    a2's ring and took a2's state; when that ring met a1's (kept), a2 delivered in the fork's
+    closing view what its merge still held of the fork's stream (close_fork), and a3 did not:
+    the state it took said nothing of the fork (fork_ring, own_held_upto), so a3 never ended
+    the fork's view and never delivered those messages. They go with the state now."""
+    fork = _linked_rep_of_a_split_site("a1")
+    fork.orderer.ring.safe_lts = 0
+    _ring_ends(fork)
+    regular(fork, ["a1"], 0.2)
+    assert fork.epoch != 5 and fork.fork_ring == {"a1"}
+    fork.ring_output(local((1 << 16) + 1, b"fork's own", origin="a1"), 0.3)  # (b's frontier: none yet)
+    regular(fork, ["a1", "a3"], 0.4)  # (a restarted a3 comes in and takes a1's state)
+    late = gateway("a3", [["a1", "a2", "a3"], ["b1"]], [[0, 1], [1, 0]])
+    late.import_state(json.loads(json.dumps(fork.export_state())), 0.5)
+    regular(late, ["a1", "a3"], 0.5)
+    assert (late.fork_ring, late.own_held_upto) == (fork.fork_ring, fork.own_held_upto) == ({"a1"}, 1)
+    fork.poll()
+    late.poll()
+    for gw in (fork, late):  # (the rings meet: both end the fork's view alike)
+        gw.close_fork(0.6)
+        assert delivered(gw) == [b"fork's own"] and gw.counters["fork_held_delivered"] == 1
+    state = json.loads(json.dumps(fork.export_state()))
+    state["fork_ring"] = ["b1"]  # (not a daemon of our site: the state is refused)
+    with pytest.raises(ValueError):
+        gateway("a3", [["a1", "a2", "a3"], ["b1"]], [[0, 1], [1, 0]]).import_state(state, 0.7)
+
+
+def test_the_forks_own_sites_message_before_the_point_still_reaches_the_fork():
+    """(seed 74011 --lan-splits) What the merged ring delivers before the point is dropped at
+    the fork's daemon (the kept state holds it), but not a SITES message its own
+    representative made under the fork's epoch: the kept side refuses it (another
+    incarnation), so only the fork reads it, and it may end a view change of the fork's
+    (there a1's view 1 without site b, its transitional view given out: dropped, a1 closed
+    the fork in view 0 and its messages counted as owed by a2 and a3)."""
+    daemons, ring = _daemons_of_site_a()
+    seen = _outputs_seen(daemons)
+    lts = _ring_orders(daemons, ring, ["a1", "a2", "a3"], [_ring_of(["a1", "a2", "a3"], 1),
+                                                            local(0, b"ring-1", origin="a2")], 10)
+    lts = _ring_orders(daemons, ring, ["a1"], [_ring_of(["a1"], 2)], lts)
+    lts = _ring_orders(daemons, ring, ["a2", "a3"], [_ring_of(["a2", "a3"], 2)], lts)
+    fork_epoch = daemons["a1"].gateway.epoch
+    for out in seen.values():
+        out.clear()
+    lost_b = sr.SiteRecord(sr.SITE_SUSPECT, 0, 0, 1, body=sr.encode_site_view_body([1], {}))
+    _ring_meets(daemons, ring, {"a1": ["a1"], "a2": ["a2", "a3"], "a3": ["a2", "a3"]},
+                [carrier([lost_b], 0, origin="a1", epoch=fork_epoch), local(0, b"met", origin="a2")], lts)
+    views = {n: [(o.kind, o.view_seq, o.sites, o.fork_ends) for o in out if isinstance(o, sr.SiteViewChange)]
+             for n, out in seen.items()}
+    assert views["a1"][:2] == [(sr.CONF_TRANSITIONAL, 1, [0], False), (sr.CONF_REGULAR, 1, [0], False)]
+    assert views["a1"][2] == (sr.CONF_TRANSITIONAL, 1, [0], True)  # (the fork's view ends, in view 1)
+    assert views["a2"] == views["a3"] == []  # (another incarnation's: refused)
+    assert daemons["a1"].gateway.counters["ring_outputs_dropped_at_the_point"] == 1  # ("met")
