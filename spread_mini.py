@@ -11234,7 +11234,7 @@ class SitesOrderer(Orderer):
                 return
             late = [n for n in self.members if not self.status_in[n][0] or n in apart]
             self.round = SyncRound(self.ring_id, 0, sender, late)
-            self._settle_undecided(self.name not in late, out)
+            self._settle_undecided(self.name not in late, out, self.status_in[sender][2])
             if apart:
                 self.gateway.ineligible = self.gateway.ineligible | frozenset(apart)
                 self.gateway._log("two rings of site %d meet: %s keep the state of %s (%d sites "
@@ -11271,7 +11271,7 @@ class SitesOrderer(Orderer):
                 self._retry_later()
         out.append(event)
 
-    def _settle_undecided(self, ours_kept: bool, out: list) -> None:
+    def _settle_undecided(self, ours_kept: bool, out: list, kept_epoch: int = 0) -> None:
         """The ring's outputs held since a ring where another ring of our site might meet
         ours (`undecided`): applied if our state is kept (or no round decided it), dropped if
         we take another's (what its daemons applied before the point is in that state)."""
@@ -11279,13 +11279,15 @@ class SitesOrderer(Orderer):
         if not held:
             return
         if not ours_kept:
-            # but our own representative's SITES messages of our epoch are ours alone (the
-            # kept side refuses another incarnation's): they may end a view change of ours,
-            # which the fork's view must end with before close_fork (seed 74011 --lan-splits:
-            # a1's fork, its view 1 half installed, closed in view 0)
-            epoch = str(self.gateway.epoch)
+            # but our own representative's SITES messages of our epoch, where the kept state
+            # is another incarnation's, are ours alone (the kept side refuses them): they may
+            # end a view change of ours, which the fork's view must end with before close_fork
+            # (seed 74011 --lan-splits: a1's fork, its view 1 half installed, closed in view
+            # 0). Not where the kept state is of our own epoch (two rings of one incarnation:
+            # kept_rings): the kept side took them too, so its state holds them already
+            epoch = self.gateway.epoch
             own = [item for item in held if item.__class__ is Deliver and item.msg.kind == SITES
-                   and item.msg.groups[:1] == [epoch]]
+                   and item.msg.groups[:1] == [str(epoch)] and kept_epoch != epoch]
             self.gateway.counters["ring_outputs_dropped_at_the_point"] += len(held) - len(own)
             held = own
         for item in held:

@@ -252,6 +252,8 @@ class Node:
     #: the incarnation of each site as this daemon named it at each of its views (parallel
     #: to views): views of other incarnations of a site are other views
     view_tags: List[dict] = field(default_factory=list)
+    #: (drain) while the outputs a poll made before it took a state are read: its epoch then
+    epoch_before_install: Optional[int] = None
     #: (time, deliveries before) where it took the state of another ring of its site (its
     #: ring was a fork of the site: it left that view and joined the kept one)
     rejoined: List[Tuple[float, int]] = field(default_factory=list)
@@ -623,6 +625,7 @@ class SitesSim:
     def drain(self, name: str) -> None:
         node = self.nodes[name]
         while True:
+            own_epoch = node.gateway.epoch  # (before a state this poll may take)
             outs = node.sites.poll()
             gouts = []
             install_at = None
@@ -650,7 +653,12 @@ class SitesSim:
             if install_at:
                 # what came before the state was taken, in the same poll (a fork's view ended
                 # by close_fork, its deliveries): before the rejoin, where the daemon had it
+                # (its views there are of the incarnation it had: seed 981 --lan-splits
+                # --client-views, b2's fork installed its own view 1 at the point and took the
+                # kept state in that poll; read with the kept epoch, it clashed with a1's view 1)
+                node.epoch_before_install = own_epoch
                 self.group_outputs(name, node, gouts[:install_at])
+                node.epoch_before_install = None
                 gouts = gouts[install_at:]
             if node.synced_at is None and node.sites.synced:
                 self.up_to_date(node)
@@ -809,6 +817,8 @@ class SitesSim:
         gw = node.gateway
         out = {s: e for s, e in gw.site_epochs.items() if s != gw.site_id}
         out[gw.site_id] = gw.epoch  # (a daemon that stands down keeps its fork's until it takes another)
+        if node.epoch_before_install is not None:
+            out[gw.site_id] = node.epoch_before_install
         return out
 
     def note_incarnation(self, node: Node) -> None:
