@@ -8120,7 +8120,9 @@ class SiteGateway:
     def next_deadline_s(self) -> float:
         times = [link.next_deadline_s() for link in self.links.values()]
         times += self.suspect_at.values()
-        times += [t + SITE_GRACE_S for t in self.merge_parked_at.values()]
+        if self.is_representative():  # (tick takes the parked MERGEs only then: a deadline
+            # it would not move makes a poll loop spin, seed 61081 --lan-splits)
+            times += [t + SITE_GRACE_S for t in self.merge_parked_at.values()]
         times += [t + STREAM_HOLE_WAIT_S for t, _ in self._hole_since.values()]
         for t in (self.hello_due_s, self.probe_due_s):
             if t is not None:
@@ -10514,6 +10516,9 @@ class SiteGateway:
                       "daemon's state" % self.site_id, self.now_s)
         self.representative = None
         self.links, self.wide = {}, False
+        # (the MERGEs parked for the links we had: a later term parks its own; kept, they made
+        # next_deadline_s stay in the past at a daemon that was not representative then)
+        self.merge_parked, self.merge_parked_at = {}, {}
         self.to_ring.clear()
         self.hello_due_s = self.probe_due_s = None
         self.suspect_at = {}

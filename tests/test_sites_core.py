@@ -467,6 +467,37 @@ def test_a_forks_own_message_the_kept_side_numbered_higher_is_still_the_one_it_d
     assert b"kept's first" in bodies[1] and bodies[2] == sr.SITE_SKIP_BODY
 
 
+def test_a_daemon_that_stands_down_keeps_no_parked_merge_whose_deadline_its_tick_never_moves():
+    """(seed 61081 --lan-splits --merge-kills-only, issue 10: "no datagram may take a daemon
+    down") b3, site b's representative (a fork's), parked the MERGEs of sites a and c that
+    came on its link to a1 (no link to c1 yet), then stood down and took the kept side's state with b2 as the representative.
+    The parked MERGE stayed: next_deadline_s counted its grace, which only a
+    representative's tick looks at, so the deadline stayed in the past: a real daemon's poll
+    loop would spin at 100 % CPU (the simulator re-ran b3's tick at 5.005 s for ever)."""
+    gw = gateway("a1", SITES_C, COSTS_C)
+    regular(gw, ["a1", "a2"])
+    gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, False, {}, 0, (0, 1),
+                                                            sr.hop_session(1, 0))), 0.1)
+    assert gw.is_representative() and 1 in gw.links and 2 not in gw.links
+    gw.live_sites = [0, 1]  # (c left out by an earlier view; the cut healed)
+    merge = sr.SiteRecord(sr.SITE_MERGE, 1, 9, gw.view_seq + 1, body=sr.encode_site_view_body({0, 1, 2}, {}))
+    gw.now_s = 0.2
+    gw._from_link(1, merge)  # (as its link hands it up: site c brought in, no link to c1)
+    assert gw.merge_parked and gw.counters["site_merges_unreachable"] == 1
+    donor = gateway("a2", SITES_C, COSTS_C)
+    regular(donor, ["a1", "a2"])
+    donor.representative = "a2"  # (the kept side's representative: not this daemon)
+    gw.stand_down()
+    gw.import_state(json.loads(json.dumps(donor.export_state())), 0.3)
+    assert not gw.is_representative()
+    now = 0.2 + sr.SITE_GRACE_S + 0.1  # (past the parked MERGE's grace)
+    for _ in range(3):
+        gw.tick(now)
+        deadline = gw.next_deadline_s()
+        assert deadline > now, "tick at %.2f s leaves the deadline at %.2f s: a spin" % (now, deadline)
+        now = min(deadline, now + 10.0)
+
+
 def test_a_forks_own_message_it_delivered_before_the_fork_hides_no_kept_message_of_that_site_seq():
     """The same where a1 delivered its own message in the view of the sites before the fork
     (site b's frontier let it through; the ring of a1 a2 a3 never made it safe): a2 a3
