@@ -1335,6 +1335,21 @@ def test_a_representative_killed_while_the_merge_is_decided(seed):
     assert res.stats["merge_rep_kills_while_merging"] == 1, res.summary()  # (the merge undecided there)
 
 
+
+@pytest.mark.timeout(120)
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "site b forked twice (b2 and b3, two incarnations): a1 merged b3's, c1 b2's; b3 then took "
+    "b2's state, and a1, which reads site b at b3's epoch and routes round it, refuses b2's "
+    "HELLOs as a new incarnation's for ever: a1 never delivers 4 of site b's messages"))
+def test_seed_61081_lan_splits_a_merge_kill_seed_whose_run_spun_for_ever():
+    """(issue 10, --lan-splits --merge-kills-only) The run never ended: b3, site b's fork's
+    representative, parked MERGEs, stood down and took b2's state with them still parked; its
+    next deadline stayed in the past and the simulator re-ran its tick at 5.005 s for ever
+    (test_sites_core: test_a_daemon_that_stands_down_keeps_no_parked_merge_...). A hang now
+    fails this test (a timeout is not an AssertionError); the run's violation is the xfail."""
+    res = sites_sim.run_seed(61081, lan_splits=True)
+    assert res.violations == [], "%s\nreplay: %s" % (res.summary(), sites_sim.replay_command(61081, lan_splits=True))
+
 def test_a_forced_merge_kill_kills_the_representative_the_scan_asks_for():
     """bench/sites_merge_kill_scan.py's case: seed 423 (a line a - b - c), b's representative
     killed 0.23 s after the heal, just after b decided the merge: the next of b's ring takes
