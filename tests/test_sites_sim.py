@@ -803,6 +803,10 @@ def test_a_site_split_in_two_rings_keeps_every_guarantee():
 #: 74011: a1's fork closed in view 0 with its view 1 half installed (the fork's own SITES
 #: message that ended it was dropped with the rest of what the merged ring delivered before
 #: the point, branch s15-exploreB; pinned by test_sites_core's ..._own_sites_message_before_...)
+#: 74220: b1's message held for the view 1 both proposed went, after b2 forked alone, into b1's
+#: stream at view 1's decision and into b2's fork's at its view 2's: one view at b1, another at
+#: b2 (failing on 247a8bc; fixed on s15-exploreA by seed 328's rule, 57f75ed: each side takes
+#: its own daemons' held messages; test_sites_core's ..._go_to_the_side_of_the_split_...)
 LAN_SPLIT_REGRESSION_SEEDS = [40, 56, 57, 38, 154, 98, 70, 122, 153, 177, 79, 103, 184, 7104, 7238, 7286,
                               7158, 461, 840, 74011, 74220]
 
