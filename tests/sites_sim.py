@@ -1752,7 +1752,12 @@ class SitesSim:
                     continue
                 # (the first of each incarnation: views of other incarnations of a site differ)
                 seen = installed.setdefault(view, [])
-                first = next((x for x in seen if self.compatible(x[2], tags)), None)
+                like = [x for x in seen if self.compatible(x[2], tags)]
+                first = next((x for x in like if x[1] == sites), like[0] if like else None)
+                # (a view that names no epoch of a site, a merge having forgotten it, fits
+                # the views of each incarnation of it: it differs only if it fits none. Seed
+                # 74128 --lan-splits: c1's merged view 2 named no epoch of site 0, and was
+                # taken for a1's fork's own view 2, of site 0 alone under the fork's epoch)
                 if first is None:
                     seen.append((name, sites, tags))
                 elif first[1] != sites and set(first[1]) & set(sites):

@@ -803,8 +803,12 @@ def test_a_site_split_in_two_rings_keeps_every_guarantee():
 #: 74011: a1's fork closed in view 0 with its view 1 half installed (the fork's own SITES
 #: message that ended it was dropped with the rest of what the merged ring delivered before
 #: the point, branch s15-exploreB; pinned by test_sites_core's ..._own_sites_message_before_...)
+#: 74220: b1's message held for the view 1 both proposed went, after b2 forked alone, into b1's
+#: stream at view 1's decision and into b2's fork's at its view 2's: one view at b1, another at
+#: b2 (failing on 247a8bc; fixed on s15-exploreA by seed 328's rule, 57f75ed: each side takes
+#: its own daemons' held messages; test_sites_core's ..._go_to_the_side_of_the_split_...)
 LAN_SPLIT_REGRESSION_SEEDS = [40, 56, 57, 38, 154, 98, 70, 122, 153, 177, 79, 103, 184, 7104, 7238, 7286,
-                              7158, 461, 840, 74011]
+                              7158, 461, 840, 74011, 74220]
 
 
 @pytest.mark.parametrize("seed", LAN_SPLIT_REGRESSION_SEEDS)
@@ -853,6 +857,27 @@ def test_a_daemon_that_forks_just_after_the_heal_owes_nothing_its_old_ring_deliv
     forked = next(t for t, row in sim.nodes["b2"].incarnations if t > start and row.get(1) not in (0, 1))
     assert end < at < forked and sim.split_off("b1", "b2", at)
     assert not sim.split_off("b1", "b2", start - 0.01) and not sim.split_off("b1", "b2", forked + 0.01)
+
+
+def test_a_merged_view_that_forgot_a_sites_epoch_is_not_a_forks_view_of_that_number():
+    """The checker's (seed 74128 --lan-splits, failing on 247a8bc and 12ee07f): a1 forked
+    alone (a new epoch of site 0) and installed its own view 2 of site 0 alone; it took a2's
+    kept state at 4.74 s and went on to view 2 of sites 0, 1, 2 with everyone. c1's merge
+    into that view forgot site 0's epoch (_install_joined) and c1, reaching site 0 only
+    round through b, never learned it again: its view 2 named no epoch of site 0, fitted a1's
+    fork's view 2 too, and check_views compared the two ("view"). A view that fits the
+    views of several incarnations of a site now differs only if it matches none."""
+    sim = sites_sim.SitesSim(74128, lan_splits=True)
+    res = sim.run()
+    assert res.violations == [], res.summary()
+    views = {n: [v for v in sim.nodes[n].views if v[0] == sr.CONF_REGULAR and v[1] == 2]
+             for n in ("a1", "c1")}
+    fork, kept = views["a1"]
+    assert fork[2] == (0,) and kept[2] == views["c1"][0][2] == (0, 1, 2)
+    tags_c1 = sim.named_at_views(sim.nodes["c1"])[sim.nodes["c1"].views.index(views["c1"][0])]
+    tags_fork = sim.named_at_views(sim.nodes["a1"])[sim.nodes["a1"].views.index(fork)]
+    assert not tags_c1.get(0) and tags_fork[0] != 1  # (c1 names no epoch of site 0; the fork its own)
+    assert sim.compatible(tags_c1, tags_fork)  # (so it fits the fork's view too: ambiguous)
 
 
 @pytest.mark.parametrize("seed", LAN_SPLIT_CLIENT_VIEWS_REGRESSION_SEEDS)
