@@ -1163,13 +1163,24 @@ class SitesSim:
             # its transitional view where c was gone; b1's table, the kept side's, had c1 out
             # and pruned it for c, and c1 was said to owe it): the others' first, then its
             deliverers = ([sender] if sender is not None else []) + list(self.nodes.values())
-            for forks in (False, True):
-                node = next((n for n in deliverers if serial in n.core_sites
-                             and self.delivered_before_rejoin(n, serial) == forks), None)
-                if node is not None:
-                    out[serial] = node.core_sites[serial]
-                    break
+            ranked = [n for forks in (False, True) for n in deliverers if serial in n.core_sites
+                      and self.delivered_before_rejoin(n, serial) == forks]
+            if ranked:
+                out[serial] = frozenset(x for x in range(len(self.case.sites))
+                                        if x in self.table_for(x, serial, ranked).core_sites[serial])
         return out
+
+    def table_for(self, site: int, serial: int, ranked: List[Node]) -> Node:
+        """The deliverer whose group table says whether `site` had a member at the message's
+        place: the first (of `ranked`) that delivered it in a view holding `site`, else the
+        first. A daemon that delivered it in a view without `site` had that site's stream cut
+        before it, in its own order, and missed the site's later JOINs and LEAVEs (seed 879
+        --lan-splits --client-views: c2, cut off from a and b, delivered its own message 85
+        still naming a2 in g3; a2's LEAVE came before 85 in the order of a's and b's view, b1
+        pruned 85 for a rightly, and a owed nothing of it: EVS owes a message only to members
+        of its group in the configuration that delivers it)."""
+        return next((n for n in ranked if site in (n.delivered_in.get(serial) or range(len(self.case.sites)))),
+                    ranked[0])
 
     def saw_every_join(self, node: Node) -> bool:
         """Whether a daemon's table of its own site's members is whole: it ran from the start,
