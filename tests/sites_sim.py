@@ -72,8 +72,9 @@ there is no group core here), from which the gateways learn the joined sites' me
 With --client-views (SitesSim(client_views=True); implies --groups) there is: each daemon runs
 its SitesGroupCore, fed as the daemon feeds it (its ROSTERs, REJOINs and the sites' STATE go
 into the order; the simulator sends no STATE of its own), with one client #c#<name>, and
-check_client_views reads that client's membership messages. A message's interest is then the
-core's table where its sender's daemon delivered it (core_interest).
+check_client_views reads that client's membership messages. A message's interest is then, per
+site, the core's table where a daemon delivered it in a view holding that site (its sender's
+first; core_interest).
 With --hostile P (SitesSim(hostile=P), SitesHostile) a student on the LAN sends, per packet a
 daemon sends on a HOP link or its LAN while the clients send, one hostile datagram with chance
 P (mangled, replayed, forged HELLOs, forged records in well-formed DATA, forged ACKs and NACKs,
