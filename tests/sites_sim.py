@@ -1150,9 +1150,10 @@ class SitesSim:
 
     def core_interest(self) -> Dict[int, frozenset]:
         """(--client-views) data serial -> the sites with a member of its groups, by the group
-        core's table where its sender's daemon delivered it (else where another did): the
-        one order's table at that point, ROSTERs and REJOINs included, which the replay of
-        JOINs and LEAVEs alone (node_interest) does not know."""
+        core's table where its sender's daemon delivered it (else where another did; per site,
+        one that delivered it in a view holding that site first: table_for): the one order's
+        table at that point, ROSTERs and REJOINs included, which the replay of JOINs and
+        LEAVEs alone (node_interest) does not know."""
         out: Dict[int, frozenset] = {}
         for serial, sub in self.submitted.items():
             if sub[6] != sr.DATA:
