@@ -72,8 +72,9 @@ there is no group core here), from which the gateways learn the joined sites' me
 With --client-views (SitesSim(client_views=True); implies --groups) there is: each daemon runs
 its SitesGroupCore, fed as the daemon feeds it (its ROSTERs, REJOINs and the sites' STATE go
 into the order; the simulator sends no STATE of its own), with one client #c#<name>, and
-check_client_views reads that client's membership messages. A message's interest is then the
-core's table where its sender's daemon delivered it (core_interest).
+check_client_views reads that client's membership messages. A message's interest is then, per
+site, the core's table where a daemon delivered it in a view holding that site (its sender's
+first; core_interest).
 With --hostile P (SitesSim(hostile=P), SitesHostile) a student on the LAN sends, per packet a
 daemon sends on a HOP link or its LAN while the clients send, one hostile datagram with chance
 P (mangled, replayed, forged HELLOs, forged records in well-formed DATA, forged ACKs and NACKs,
@@ -1149,9 +1150,10 @@ class SitesSim:
 
     def core_interest(self) -> Dict[int, frozenset]:
         """(--client-views) data serial -> the sites with a member of its groups, by the group
-        core's table where its sender's daemon delivered it (else where another did): the
-        one order's table at that point, ROSTERs and REJOINs included, which the replay of
-        JOINs and LEAVEs alone (node_interest) does not know."""
+        core's table where its sender's daemon delivered it (else where another did; per site,
+        one that delivered it in a view holding that site first: table_for): the one order's
+        table at that point, ROSTERs and REJOINs included, which the replay of JOINs and
+        LEAVEs alone (node_interest) does not know."""
         out: Dict[int, frozenset] = {}
         for serial, sub in self.submitted.items():
             if sub[6] != sr.DATA:
@@ -1163,13 +1165,24 @@ class SitesSim:
             # its transitional view where c was gone; b1's table, the kept side's, had c1 out
             # and pruned it for c, and c1 was said to owe it): the others' first, then its
             deliverers = ([sender] if sender is not None else []) + list(self.nodes.values())
-            for forks in (False, True):
-                node = next((n for n in deliverers if serial in n.core_sites
-                             and self.delivered_before_rejoin(n, serial) == forks), None)
-                if node is not None:
-                    out[serial] = node.core_sites[serial]
-                    break
+            ranked = [n for forks in (False, True) for n in deliverers if serial in n.core_sites
+                      and self.delivered_before_rejoin(n, serial) == forks]
+            if ranked:
+                out[serial] = frozenset(x for x in range(len(self.case.sites))
+                                        if x in self.table_for(x, serial, ranked).core_sites[serial])
         return out
+
+    def table_for(self, site: int, serial: int, ranked: List[Node]) -> Node:
+        """The deliverer whose group table says whether `site` had a member at the message's
+        place: the first (of `ranked`) that delivered it in a view holding `site`, else the
+        first. A daemon that delivered it in a view without `site` had that site's stream cut
+        before it, in its own order, and missed the site's later JOINs and LEAVEs (seed 879
+        --lan-splits --client-views: c2, cut off from a and b, delivered its own message 85
+        still naming a2 in g3; a2's LEAVE came before 85 in the order of a's and b's view, b1
+        pruned 85 for a rightly, and a owed nothing of it: EVS owes a message only to members
+        of its group in the configuration that delivers it)."""
+        return next((n for n in ranked if site in (n.delivered_in.get(serial) or range(len(self.case.sites)))),
+                    ranked[0])
 
     def saw_every_join(self, node: Node) -> bool:
         """Whether a daemon's table of its own site's members is whole: it ran from the start,

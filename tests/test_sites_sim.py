@@ -1056,6 +1056,44 @@ def test_a_messages_interest_is_the_kept_sides_table_not_the_forks_that_sent_it(
     assert sim.core_interest()[7] == frozenset({1, 2})  # (nobody else delivered it)
 
 
+def test_a_sites_interest_is_read_where_a_view_holding_it_delivered_the_message():
+    """(seeds 879, 1092, 1201 --lan-splits --client-views) c2, cut off from sites a and b,
+    delivered its own message 85 (group g3) in its view of site c alone, its table still
+    naming a2 in g3: a2's LEAVE came after the cut of a's stream there. In the order of a's
+    and b's view a2's LEAVE came before 85; b1 delivered 85 with site a out of g3 and pruned
+    it for a (a SKIP). The checker took the sender's table and said a1 owed 85. Whether a
+    site had a member is read where a view holding that site delivered the message."""
+    sim = sites_sim.SitesSim(879, groups=True, client_views=True)
+    assert len(sim.case.sites) == 3
+    sim.submitted = {85: (sr.RELIABLE_MESS, b"", "c2", 0, 0.0, "c2", sr.DATA, ("g3",))}
+    b1, c2 = (sites_sim.Node(None, types.SimpleNamespace(name=n), None) for n in ("b1", "c2"))
+    sim.nodes = {"b1": b1, "c2": c2}
+    c2.delivered, c2.position, c2.core_sites = [85], {85: 0}, {85: frozenset({0, 1, 2})}
+    b1.delivered, b1.position, b1.core_sites = [85], {85: 0}, {85: frozenset({1, 2})}
+    c2.delivered_in, b1.delivered_in = {85: (2,)}, {85: (0, 1)}
+    interest = sim.core_interest()
+    assert interest[85] == frozenset({1, 2})  # (a by b1's table; c by the sender's own)
+    assert not sim.site_owes(0, 85, interest) and sim.site_owes(2, 85, interest)
+    b1.core_sites[85] = frozenset({0, 1, 2})  # (had a2 still been in g3 there, a owes it)
+    assert sim.core_interest()[85] == frozenset({0, 1, 2})
+    del b1.core_sites[85]  # (nobody of a view holding a delivered it: the sender's table)
+    assert sim.core_interest()[85] == frozenset({0, 1, 2})
+
+
+#: --lan-splits --client-views seeds where a site was cut off (a fork in 879 and 1201, a HOP
+#: cut in 1092) and its daemon's table missed the others' LEAVE: the checker's
+#: (test_a_sites_interest_is_read_where_a_view_holding_it_delivered_the_message)
+CLIENT_VIEW_INTEREST_SEEDS = [879, 1092, 1201]
+
+
+@pytest.mark.parametrize("seed", CLIENT_VIEW_INTEREST_SEEDS)
+def test_a_message_pruned_for_a_site_without_a_member_in_the_view_that_delivered_it_seed(seed):
+    res = sites_sim.run_seed(seed, lan_splits=True, client_views=True)
+    assert res.stats.get("site_forks") or res.stats.get("cuts"), res.summary()
+    assert res.stats.get("skips_sent"), res.summary()
+    assert res.violations == [], "seed %d: %s" % (seed, res.summary())
+
+
 def test_a_daemon_that_takes_the_state_joins_the_view_the_state_holds():
     """(seed 1256 --lan-splits --client-views) b2, restarted, took the state of view 0 and,
     in the same poll, its gateway installed view 1: the simulator recorded the view it came
