@@ -1962,7 +1962,11 @@ class SitesHostile:
         if gw is not None and self.rng.random() < 0.5:
             sites = tuple(gw.live_sites)
         epoch = gw.epoch if gw else 0
-        epoch = self.rng.choice([epoch, epoch, epoch + 1, 0, self.n()])
+        forged_epoch = self.rng.choice([epoch, epoch, epoch + 1, 0, self.n()])
+        if self.in_session or not self._epoch_taken_first_hand(dest, site, forged_epoch, epoch):
+            epoch = forged_epoch
+        # (else, without a key, the real epoch: lab_guide.md, "What a keyless LAN still cannot
+        # be protected from". The draw stays, so the seed's other draws do too)
         hello = sr.SiteHello(self.pid_of(name), site, self.rng.random() < 0.6, positions, view,
                              sites, self.rng.choice([session, session, session + 1, 0, 2 ** 32 - 1]),
                              epoch)
@@ -1971,6 +1975,15 @@ class SitesHostile:
             return dest, src, sr.encode_site_hello(hello, self.forger_seal())
         except struct.error:
             return dest, src, b"SMRG"
+
+    def _epoch_taken_first_hand(self, dest: str, site: int, forged: int, real: int) -> bool:
+        """A forged epoch that `dest` would take as `site`'s own: another one below EPOCH_MAX,
+        where dest has no epoch of that site on record. It is what a restarted site's HELLO
+        says, and nothing without a key tells the two apart."""
+        node = self.sim.nodes.get(dest)
+        if node is None or node.gateway is None or forged == real or not 0 < forged <= sr.EPOCH_MAX:
+            return False
+        return site not in node.gateway.site_epochs
 
     def forged_link_packet(self, kind: str) -> Tuple[str, str, bytes]:
         """A DATA (forged records), ACK or NACK on a link the sniffer saw, in its session (only
