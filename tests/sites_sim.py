@@ -1829,7 +1829,8 @@ class SitesHostile:
     link takes it as its peer's (what a key is for: lab_guide.md, "Sites on a hostile LAN");
     else it names another session or another daemon, which the link must refuse. Forged
     HELLOs go with or without a key: a HELLO opens a link, and the gateway must refuse what
-    does not fit its links and views."""
+    does not fit its links and views; without a key (and without forge_in_session) never with
+    an epoch the daemon it goes to would take first hand (_epoch_taken_first_hand)."""
 
     def __init__(self, rng: random.Random, sim: "SitesSim", share: float, forge_in_session: bool) -> None:
         self.rng = rng
@@ -1842,6 +1843,8 @@ class SitesHostile:
         #: (src, dest) -> (sender pid, session, highest link seq seen) of the last HOP packet
         self.sniffed: Dict[Tuple[str, str], Tuple[tuple, int, int]] = {}
         self.sent: Dict[str, int] = {}
+        #: forged HELLOs that kept their sender's real epoch (no key: _epoch_taken_first_hand)
+        self.epochs_kept = 0
 
     CAPTURED_MAX = 400
 
@@ -1965,6 +1968,8 @@ class SitesHostile:
         forged_epoch = self.rng.choice([epoch, epoch, epoch + 1, 0, self.n()])
         if self.in_session or not self._epoch_taken_first_hand(dest, site, forged_epoch, epoch):
             epoch = forged_epoch
+        else:
+            self.epochs_kept += 1
         # (else, without a key, the real epoch: lab_guide.md, "What a keyless LAN still cannot
         # be protected from". The draw stays, so the seed's other draws do too)
         hello = sr.SiteHello(self.pid_of(name), site, self.rng.random() < 0.6, positions, view,
