@@ -1847,7 +1847,8 @@ class SitesHostile:
     link takes it as its peer's (what a key is for: lab_guide.md, "Sites on a hostile LAN");
     else it names another session or another daemon, which the link must refuse. Forged
     HELLOs go with or without a key: a HELLO opens a link, and the gateway must refuse what
-    does not fit its links and views."""
+    does not fit its links and views; without a key (and without forge_in_session) never with
+    an epoch the daemon it goes to would take first hand (_epoch_taken_first_hand)."""
 
     def __init__(self, rng: random.Random, sim: "SitesSim", share: float, forge_in_session: bool) -> None:
         self.rng = rng
@@ -1860,6 +1861,8 @@ class SitesHostile:
         #: (src, dest) -> (sender pid, session, highest link seq seen) of the last HOP packet
         self.sniffed: Dict[Tuple[str, str], Tuple[tuple, int, int]] = {}
         self.sent: Dict[str, int] = {}
+        #: forged HELLOs that kept their sender's real epoch (no key: _epoch_taken_first_hand)
+        self.epochs_kept = 0
 
     CAPTURED_MAX = 400
 
@@ -1980,7 +1983,13 @@ class SitesHostile:
         if gw is not None and self.rng.random() < 0.5:
             sites = tuple(gw.live_sites)
         epoch = gw.epoch if gw else 0
-        epoch = self.rng.choice([epoch, epoch, epoch + 1, 0, self.n()])
+        forged_epoch = self.rng.choice([epoch, epoch, epoch + 1, 0, self.n()])
+        if self.in_session or not self._epoch_taken_first_hand(dest, site, forged_epoch, epoch):
+            epoch = forged_epoch
+        else:
+            self.epochs_kept += 1
+        # (else, without a key, the real epoch: lab_guide.md, "What a keyless LAN still cannot
+        # be protected from". The draw stays, so the seed's other draws do too)
         hello = sr.SiteHello(self.pid_of(name), site, self.rng.random() < 0.6, positions, view,
                              sites, self.rng.choice([session, session, session + 1, 0, 2 ** 32 - 1]),
                              epoch)
@@ -1989,6 +1998,15 @@ class SitesHostile:
             return dest, src, sr.encode_site_hello(hello, self.forger_seal())
         except struct.error:
             return dest, src, b"SMRG"
+
+    def _epoch_taken_first_hand(self, dest: str, site: int, forged: int, real: int) -> bool:
+        """A forged epoch that `dest` would take as `site`'s own: another one below EPOCH_MAX,
+        where dest has no epoch of that site on record. It is what a restarted site's HELLO
+        says, and nothing without a key tells the two apart."""
+        node = self.sim.nodes.get(dest)
+        if node is None or node.gateway is None or forged == real or not 0 < forged <= sr.EPOCH_MAX:
+            return False
+        return site not in node.gateway.site_epochs
 
     def forged_link_packet(self, kind: str) -> Tuple[str, str, bytes]:
         """A DATA (forged records), ACK or NACK on a link the sniffer saw, in its session (only

@@ -127,6 +127,19 @@ def test_an_aru_announced_again_in_the_merged_view_is_not_a_duplicate():
         res.summary(), sites_sim.replay_command(3163, hostile=0.1, key=True))
 
 
+def test_a_keyless_forger_sends_no_epoch_taken_first_hand():
+    # seed 70506 --hostile 0.1 (no key): c1, with no epoch of site 0 on record, took a forged
+    # HELLO's epoch as site 0's own (as a restarted site's: nothing keyless tells them apart),
+    # refused the real a1's HELLOs as a new incarnation for good (site 0 read round through b,
+    # never left out) and never delivered one message: lab_guide.md's list of what a keyless
+    # LAN cannot be protected from. Without a key the simulator keeps such a HELLO's real epoch
+    sim = sites_sim.SitesSim(70506, hostile=0.1)  # (run_seed's, with its hostile forger)
+    res = sim.run()
+    assert sim.hostile.epochs_kept >= 1, res.summary()  # (the case came up)
+    assert res.violations == [], "%s\nreplay: %s" % (
+        res.summary(), sites_sim.replay_command(70506, hostile=0.1))
+
+
 @pytest.mark.parametrize("seed, key", HOSTILE_SEEDS)
 def test_hostile_seeds_keep_every_guarantee(seed, key):
     res = sites_sim.run_seed(seed, hostile=0.1, key=key)
