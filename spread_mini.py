@@ -2306,6 +2306,14 @@ def encode_message_body(m: DaemonMessage) -> bytes:
     return b"".join(parts)
 
 
+_GROUP_OP_KINDS = frozenset(RING_KINDS[k] for k in (JOIN, LEAVE, KILL))
+
+
+def _changes_groups(body: bytes) -> bool:
+    """A ring body that is a group operation (JOIN, LEAVE, KILL): it changes the group table."""
+    return bool(body) and body[0] != RING_WIRE_DATA and body[0] in _GROUP_OP_KINDS
+
+
 def _fits_client_format(m: DaemonMessage) -> bool:
     """Every name 1..31 latin-1 characters without NUL, as a client's always are."""
     for name in (m.sender, *m.groups):
@@ -2407,7 +2415,7 @@ class DaemonMessage:
     """
 
     __slots__ = ("kind", "origin", "sender", "service_type", "groups", "hint", "raw", "_data",
-                 "site_id", "seq", "lts", "reason")
+                 "site_id", "seq", "lts", "reason", "again")
 
     def __init__(self, kind: str, origin: str, sender: str, service_type: int = 0,
                  groups: Sequence[str] = (), hint: int = MY_ENDIAN_MARKER, data: Optional[bytes] = None,
@@ -2424,6 +2432,10 @@ class DaemonMessage:
         self.seq = 0
         self.lts = 0
         self.reason = reason  #: for KILL: why the session ended
+        #: a group operation this daemon delivered before, in its site's fork's view, handed
+        #: again to the table it took from the kept side (SitesGateway._merge_body): its
+        #: second delivery in the daemon's history, the kept incarnation's first
+        self.again = False
 
     @property
     def data(self) -> bytes:
@@ -7851,6 +7863,9 @@ class SiteGateway:
         #: already and holds as a SKIP (_merge_body): a daemon that takes our state has not
         #: delivered it, so export_state hands on the body
         self.withheld_bodies: Dict[Tuple[int, int], Tuple[int, bytes]] = {}
+        #: (site, site_seq, lts) of a group operation of our merge that this daemon delivered
+        #: already but hands over again (_merge_body): its DaemonMessage is marked `again`
+        self.group_ops_again: set = set()
         #: site -> the lts this daemon had delivered of its stream when a view left it out
         self.gone_delivered: Dict[int, int] = {}
         #: our own stream's site_seq where this daemon's ring last took a new epoch (a fork):
@@ -10557,8 +10572,19 @@ class SiteGateway:
 
     def _merge_body(self, r: SiteRecord) -> bytes:
         """The body a message of the state goes into our merge with: a SKIP if this daemon
-        delivered it already (_delivered_here), its real body kept aside for export_state."""
+        delivered it already (_delivered_here), its real body kept aside for export_state.
+        Not another daemon's client's group operation (JOIN, LEAVE, KILL): the table we take is
+        the kept side's at the point, which that message follows, so ours must apply it again
+        there, as every daemon of the kept side does (seed 914 --lan-splits --client-views: c3
+        delivered c2's JOIN in its fork's closing view, took c2's table without it, and named
+        c3 alone in the group that c2 saw with both). Our own clients' are the REJOIN's: it
+        names their memberships as the fork left them, and the kept side's ROSTER drops what
+        its table holds of them (applied again here, a client's JOIN gave it views that
+        ROSTER then ended with no TRANSITION)."""
         if not self._delivered_here(r):
+            return r.body
+        if r.origin != self.name and _changes_groups(r.body):
+            self.group_ops_again.add((r.site, r.site_seq, r.lts))
             return r.body
         self.withheld_bodies[r.site, r.site_seq] = (r.lts, r.body)
         return SITE_SKIP_BODY
@@ -10674,7 +10700,7 @@ class SiteGateway:
         lineage = [(_counter(e), _counter(q)) for e, q in (_checked(x, list) for x in _checked(
             state.get("lineage", []), list)[:LINEAGE_MAX])]
         self.marks_parted = parted_at(self.lineage, lineage)
-        self.withheld_bodies = {}
+        self.withheld_bodies, self.group_ops_again = {}, set()
         self.own_held = []  # (what our ring delivered before the point is in the state)
         self.merge.streams, self.merge._merge = {}, []
         self.streams = {}
@@ -10869,6 +10895,11 @@ class SiteGateway:
 
     # ------------------------------------------------------------ output
     def _deliver(self, msg: DaemonMessage) -> None:
+        key = (msg.site_id, msg.seq, msg.lts)
+        if key in self.group_ops_again:
+            self.group_ops_again.discard(key)
+            msg.again = True
+            self.counters["group_ops_delivered_again"] += 1
         self.outputs.append(Deliver(msg))
 
     def _log(self, text: str, now: Optional[float]) -> None:
