@@ -11596,6 +11596,12 @@ class SitesGroupCore(GroupCore):
         #: our site's fork ended (site_view_change, fork_ends) and the kept state is not taken
         #: yet: what is delivered meanwhile belongs to the fork's transitional view
         self.fork_ending = False
+        #: this incarnation of the daemon had a group table already (it delivered, or took a
+        #: state): a state taken before that is a restarted (or new) daemon's first table
+        self.table_known = False
+        #: members at our daemon's name in the first table we took (_install_groups): an
+        #: earlier incarnation's, not our sessions' whatever their names, until a ROSTER drops them
+        self.predecessor_members: set = set()
         #: (group, member) of our clients that joined in our fork's transitional view: no view
         #: of the group was given to them there, so none ends at the install (no TRANSITION)
         self.fork_end_joins: set = set()
@@ -11706,7 +11712,8 @@ class SitesGroupCore(GroupCore):
         """Per group with members at this daemon: those members, and the group's id."""
         out = {}
         for name, group in self.groups.items():
-            mine = sorted(m for m, d in group.members.items() if d == self.daemon_name)
+            mine = sorted(m for m, d in group.members.items()
+                          if d == self.daemon_name and m not in self.predecessor_members)
             if mine:
                 out[name] = (mine, self.group_id(group))
         return out
@@ -11863,6 +11870,13 @@ class SitesGroupCore(GroupCore):
         joiners = self.silent_joins.get(group.name)
         if joiners is not None:
             joiners.discard(member)  # (one that joins again comes from no view either)
+        if member not in self.member_groups:
+            self.predecessor_members.discard(member)  # (a session of that name is ours now)
+
+    def _reorder(self, group: Group) -> None:
+        super()._reorder(group)
+        if self.predecessor_members:  # (an earlier incarnation's member: no session of ours)
+            group.local = [s for s in group.local if s.private_group not in self.predecessor_members]
 
     def _hold_rejoin(self, group: Group, old_id: Optional[Tuple[int, int, int]], given: bool) -> None:
         """A REJOIN delivered while the group's REG_MEMB waits for the sites' regular view
@@ -11924,6 +11938,14 @@ class SitesGroupCore(GroupCore):
         memb_time, changes = _counter(state["memb_time"]), _counter(state["network_changes"])
         if not gone <= daemons:
             raise ValueError("gone daemons %s" % sorted(gone - daemons))
+        if not self.table_known:
+            # (a restarted daemon: what its name had is its predecessor's, as at every daemon
+            # until the ROSTER of the ring that took it in; a new session of the same private
+            # name is not that member: seed 958 --lan-splits --client-views, b2's new client got
+            # a REG_MEMB of a group its predecessor had joined)
+            self.predecessor_members = {m for _, members in table.values()
+                                        for m, d in members.items() if d == self.daemon_name}
+        self.table_known = True
         self.groups, self.member_groups = {}, {}
         self.exchange, self.held_over_limit = None, False  # (a fork's, of a view not kept)
         for session in self.local.values():  # (a fork's daemon: its table's groups are gone)
@@ -11934,7 +11956,7 @@ class SitesGroupCore(GroupCore):
             for member in members:
                 self.member_groups.setdefault(member, set()).add(name)
                 session = self.local.get(member)
-                if session is not None:
+                if session is not None and member not in self.predecessor_members:
                     session.groups.add(name)
             self._reorder(group)
         self.gone, self.transition_sent, self.view_sites = gone, transition, view_sites
@@ -11947,6 +11969,7 @@ class SitesGroupCore(GroupCore):
             len(self.groups), sum(len(g.members) for g in self.groups.values())))
 
     def deliver(self, msg: DaemonMessage) -> None:
+        self.table_known = True
         ex = self.exchange
         if msg.kind == STATE and msg.groups and msg.groups[0] == SITES_STATE_GROUP:
             if ex is not None and msg.groups[1:] == [str(ex.ring_id)]:

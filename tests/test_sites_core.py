@@ -1773,6 +1773,32 @@ def test_a_join_in_the_forks_closing_view_comes_back_in_a_vs_set_of_its_own():
     assert _views(clients["#j#b2"]) == [("REG", members, sets, ["#j#b2"])]
 
 
+def test_a_restarted_daemons_new_client_is_not_its_predecessors_member_of_that_name():
+    """(seed 958 --lan-splits --client-views) b2 restarted and took b1's table, which still
+    held the earlier b2's client #c#b2 in g (it goes by the ROSTER of the ring that took b2
+    in, at every daemon). b2's new client has the same private name: it was taken for that
+    member, and a ROSTER of an older ring that dropped b1's member gave it TRANSITION and a
+    REG_MEMB of a group it never joined, with no view of it before. A member at our name in
+    the first table this incarnation takes is the predecessor's: no session of ours."""
+    sites = [["a1"], ["b1", "b2", "b3"]]
+    kept, late = (sr.SitesGroupCore(n, _Orderer(), sites) for n in ("b1", "b2"))
+    kept.configuration_change(_ring_of(["b1", "b2", "b3"], 1), 1)
+    for member in ("#c#b1", "#c#a1", "#c#b2"):  # (#c#b2: the earlier b2's client)
+        kept.deliver(_group_op(sr.JOIN, member, "g"))
+    new_client = _client(late, "#c#b2")
+    state = json.loads(json.dumps(kept.site_sync(sr.SiteSync("point", ["b2"], export=True))))
+    late.site_sync(sr.SiteSync("install", ["b2"], groups=state, members=["b1", "b2", "b3"], ring_seq=4))
+    assert late.groups["g"].members["#c#b2"] == "b2" and new_client.groups == set()
+    assert _views(new_client) == []
+    late.deliver(_roster("b3", 2, ["b2", "b3"]))  # (the older ring's: b1's member goes)
+    assert sorted(late.groups["g"].members) == ["#c#a1", "#c#b2"] and _views(new_client) == []
+    late.deliver(_roster("b1", 4, ["b1", "!b2", "b3"]))  # (the predecessor's member goes)
+    assert sorted(late.groups["g"].members) == ["#c#a1"] and not late.predecessor_members
+    late.deliver(_group_op(sr.JOIN, "#c#b2", "g"))  # (now the new client's own join)
+    assert _views(new_client) == [("REG", ["#c#a1", "#c#b2"], [["#c#b2"]], ["#c#b2"])]
+    assert new_client.groups == {"g"}
+
+
 def test_a_joiner_after_the_transition_keeps_its_own_vs_set_across_a_merge():
     """The REG_MEMB that ends the wait can be a merge's (the transitional view lost site c, the
     regular one brings site a back): every daemon builds it from the sites' STATE, so a site's
