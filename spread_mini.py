@@ -2306,6 +2306,14 @@ def encode_message_body(m: DaemonMessage) -> bytes:
     return b"".join(parts)
 
 
+_GROUP_OP_KINDS = frozenset(RING_KINDS[k] for k in (JOIN, LEAVE, KILL))
+
+
+def _changes_groups(body: bytes) -> bool:
+    """A ring body that is a group operation (JOIN, LEAVE, KILL): it changes the group table."""
+    return bool(body) and body[0] != RING_WIRE_DATA and body[0] in _GROUP_OP_KINDS
+
+
 def _fits_client_format(m: DaemonMessage) -> bool:
     """Every name 1..31 latin-1 characters without NUL, as a client's always are."""
     for name in (m.sender, *m.groups):
@@ -2407,7 +2415,7 @@ class DaemonMessage:
     """
 
     __slots__ = ("kind", "origin", "sender", "service_type", "groups", "hint", "raw", "_data",
-                 "site_id", "seq", "lts", "reason")
+                 "site_id", "seq", "lts", "reason", "again")
 
     def __init__(self, kind: str, origin: str, sender: str, service_type: int = 0,
                  groups: Sequence[str] = (), hint: int = MY_ENDIAN_MARKER, data: Optional[bytes] = None,
@@ -2424,6 +2432,10 @@ class DaemonMessage:
         self.seq = 0
         self.lts = 0
         self.reason = reason  #: for KILL: why the session ended
+        #: a group operation this daemon delivered before, in its site's fork's view, handed
+        #: again to the table it took from the kept side (SitesGateway._merge_body): its
+        #: second delivery in the daemon's history, the kept incarnation's first
+        self.again = False
 
     @property
     def data(self) -> bytes:
@@ -7851,6 +7863,9 @@ class SiteGateway:
         #: already and holds as a SKIP (_merge_body): a daemon that takes our state has not
         #: delivered it, so export_state hands on the body
         self.withheld_bodies: Dict[Tuple[int, int], Tuple[int, bytes]] = {}
+        #: (site, site_seq, lts) of a group operation of our merge that this daemon delivered
+        #: already but hands over again (_merge_body): its DaemonMessage is marked `again`
+        self.group_ops_again: set = set()
         #: site -> the lts this daemon had delivered of its stream when a view left it out
         self.gone_delivered: Dict[int, int] = {}
         #: our own stream's site_seq where this daemon's ring last took a new epoch (a fork):
@@ -10557,8 +10572,19 @@ class SiteGateway:
 
     def _merge_body(self, r: SiteRecord) -> bytes:
         """The body a message of the state goes into our merge with: a SKIP if this daemon
-        delivered it already (_delivered_here), its real body kept aside for export_state."""
+        delivered it already (_delivered_here), its real body kept aside for export_state.
+        Not another daemon's client's group operation (JOIN, LEAVE, KILL): the table we take is
+        the kept side's at the point, which that message follows, so ours must apply it again
+        there, as every daemon of the kept side does (seed 914 --lan-splits --client-views: c3
+        delivered c2's JOIN in its fork's closing view, took c2's table without it, and named
+        c3 alone in the group that c2 saw with both). Our own clients' are the REJOIN's: it
+        names their memberships as the fork left them, and the kept side's ROSTER drops what
+        its table holds of them (applied again here, a client's JOIN gave it views that
+        ROSTER then ended with no TRANSITION)."""
         if not self._delivered_here(r):
+            return r.body
+        if r.origin != self.name and _changes_groups(r.body):
+            self.group_ops_again.add((r.site, r.site_seq, r.lts))
             return r.body
         self.withheld_bodies[r.site, r.site_seq] = (r.lts, r.body)
         return SITE_SKIP_BODY
@@ -10674,7 +10700,7 @@ class SiteGateway:
         lineage = [(_counter(e), _counter(q)) for e, q in (_checked(x, list) for x in _checked(
             state.get("lineage", []), list)[:LINEAGE_MAX])]
         self.marks_parted = parted_at(self.lineage, lineage)
-        self.withheld_bodies = {}
+        self.withheld_bodies, self.group_ops_again = {}, set()
         self.own_held = []  # (what our ring delivered before the point is in the state)
         self.merge.streams, self.merge._merge = {}, []
         self.streams = {}
@@ -10869,6 +10895,11 @@ class SiteGateway:
 
     # ------------------------------------------------------------ output
     def _deliver(self, msg: DaemonMessage) -> None:
+        key = (msg.site_id, msg.seq, msg.lts)
+        if key in self.group_ops_again:
+            self.group_ops_again.discard(key)
+            msg.again = True
+            self.counters["group_ops_delivered_again"] += 1
         self.outputs.append(Deliver(msg))
 
     def _log(self, text: str, now: Optional[float]) -> None:
@@ -11565,6 +11596,12 @@ class SitesGroupCore(GroupCore):
         #: our site's fork ended (site_view_change, fork_ends) and the kept state is not taken
         #: yet: what is delivered meanwhile belongs to the fork's transitional view
         self.fork_ending = False
+        #: this incarnation of the daemon had a group table already (it delivered, or took a
+        #: state): a state taken before that is a restarted (or new) daemon's first table
+        self.table_known = False
+        #: members at our daemon's name in the first table we took (_install_groups): an
+        #: earlier incarnation's, not our sessions' whatever their names, until a ROSTER drops them
+        self.predecessor_members: set = set()
         #: (group, member) of our clients that joined in our fork's transitional view: no view
         #: of the group was given to them there, so none ends at the install (no TRANSITION)
         self.fork_end_joins: set = set()
@@ -11675,7 +11712,8 @@ class SitesGroupCore(GroupCore):
         """Per group with members at this daemon: those members, and the group's id."""
         out = {}
         for name, group in self.groups.items():
-            mine = sorted(m for m, d in group.members.items() if d == self.daemon_name)
+            mine = sorted(m for m, d in group.members.items()
+                          if d == self.daemon_name and m not in self.predecessor_members)
             if mine:
                 out[name] = (mine, self.group_id(group))
         return out
@@ -11832,6 +11870,13 @@ class SitesGroupCore(GroupCore):
         joiners = self.silent_joins.get(group.name)
         if joiners is not None:
             joiners.discard(member)  # (one that joins again comes from no view either)
+        if member not in self.member_groups:
+            self.predecessor_members.discard(member)  # (a session of that name is ours now)
+
+    def _reorder(self, group: Group) -> None:
+        super()._reorder(group)
+        if self.predecessor_members:  # (an earlier incarnation's member: no session of ours)
+            group.local = [s for s in group.local if s.private_group not in self.predecessor_members]
 
     def _hold_rejoin(self, group: Group, old_id: Optional[Tuple[int, int, int]], given: bool) -> None:
         """A REJOIN delivered while the group's REG_MEMB waits for the sites' regular view
@@ -11893,6 +11938,14 @@ class SitesGroupCore(GroupCore):
         memb_time, changes = _counter(state["memb_time"]), _counter(state["network_changes"])
         if not gone <= daemons:
             raise ValueError("gone daemons %s" % sorted(gone - daemons))
+        if not self.table_known:
+            # (a restarted daemon: what its name had is its predecessor's, as at every daemon
+            # until the ROSTER of the ring that took it in; a new session of the same private
+            # name is not that member: seed 958 --lan-splits --client-views, b2's new client got
+            # a REG_MEMB of a group its predecessor had joined)
+            self.predecessor_members = {m for _, members in table.values()
+                                        for m, d in members.items() if d == self.daemon_name}
+        self.table_known = True
         self.groups, self.member_groups = {}, {}
         self.exchange, self.held_over_limit = None, False  # (a fork's, of a view not kept)
         for session in self.local.values():  # (a fork's daemon: its table's groups are gone)
@@ -11903,7 +11956,7 @@ class SitesGroupCore(GroupCore):
             for member in members:
                 self.member_groups.setdefault(member, set()).add(name)
                 session = self.local.get(member)
-                if session is not None:
+                if session is not None and member not in self.predecessor_members:
                     session.groups.add(name)
             self._reorder(group)
         self.gone, self.transition_sent, self.view_sites = gone, transition, view_sites
@@ -11916,6 +11969,7 @@ class SitesGroupCore(GroupCore):
             len(self.groups), sum(len(g.members) for g in self.groups.values())))
 
     def deliver(self, msg: DaemonMessage) -> None:
+        self.table_known = True
         ex = self.exchange
         if msg.kind == STATE and msg.groups and msg.groups[0] == SITES_STATE_GROUP:
             if ex is not None and msg.groups[1:] == [str(ex.ring_id)]:

@@ -832,6 +832,14 @@ class SitesSim:
                 sr.SITES_STATE_GROUP, sr.ROSTER_GROUP, sr.REJOIN_GROUP):
             return  # (a site's STATE after a merge, a ROSTER, a REJOIN: the group cores', not a client's)
         serial = int.from_bytes(msg.data[:8], "big") if len(msg.data) >= 8 else 0
+        if msg.again:
+            # (a group operation delivered in the fork's view, handed again to the table taken
+            # from the kept side, which never had it: the kept incarnation's first delivery)
+            if msg.kind not in (sr.JOIN, sr.LEAVE, sr.KILL) or serial not in node.position \
+                    or not node.rejoined or node.position[serial] >= node.rejoined[-1][1]:
+                self.fail(DUPLICATE, "%s delivered message %d again, not a group operation of its "
+                                     "fork's view" % (name, serial))
+            return
         sub = self.submitted.get(serial)
         if sub is None or sub[0] != msg.service_type or sub[1] != msg.data or sub[2] != msg.origin \
                 or sub[6] != msg.kind or sub[7] != tuple(msg.groups):

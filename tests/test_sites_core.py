@@ -467,6 +467,44 @@ def test_a_forks_own_message_the_kept_side_numbered_higher_is_still_the_one_it_d
     assert b"kept's first" in bodies[1] and bodies[2] == sr.SITE_SKIP_BODY
 
 
+def _ordered_group_op(kind, lts, origin):
+    msg = sr.DaemonMessage(kind, origin, "#c#" + origin, sr.AGREED_MESS, ["g"])
+    msg.lts = lts
+    return sr.Deliver(msg)
+
+
+def test_another_daemons_join_the_fork_delivered_reaches_the_kept_table_it_takes():
+    """(seed 914 --lan-splits --client-views) c3's fork delivered c2's JOIN in its closing
+    view; c2, kept, delivered it after the point where c3 took its state, so the table c3
+    took lacks it. Held as delivered (a SKIP) it never reached that table: c3 named c3 alone
+    in the group that c2 saw with both. Another daemon's group operation is handed over
+    again, marked `again` (the daemon's second delivery of it, the kept table's first); data,
+    and our own client's JOIN (the REJOIN names it), stay SKIPs."""
+    def shared():
+        return [_ordered_group_op(sr.JOIN, 5, "a2"), local(6, b"a2's data", origin="a2"),
+                _ordered_group_op(sr.JOIN, 7, "a1")]
+    fork = _linked_rep_of_a_split_site("a1")
+    fork.orderer.ring.safe_lts = 0
+    for d in shared():
+        fork.ring_output(d, 0.1)
+    _ring_ends(fork)
+    regular(fork, ["a1"], 0.2)
+    fork.close_fork(0.3)
+    first = [(o.msg.kind, o.msg.sender, o.msg.again) for o in fork.poll() if isinstance(o, sr.Deliver)]
+    assert first == [(sr.JOIN, "#c#a2", False), (sr.DATA, "#c#a2", False), (sr.JOIN, "#c#a1", False)]
+    kept = _linked_rep_of_a_split_site("a2")
+    kept.orderer.ring.safe_lts = 0
+    for d in shared():
+        kept.ring_output(d, 0.1)  # (not delivered there yet: the three are in its state)
+    fork.stand_down()
+    fork.import_state(json.loads(json.dumps(kept.export_state())), 0.4)
+    bodies = {m.site_seq: m.frags[0] for m in fork.streams[0].ordered}
+    assert bodies[1] != sr.SITE_SKIP_BODY and bodies[2] == bodies[3] == sr.SITE_SKIP_BODY
+    fork.ring_output(carrier([sr.SiteRecord(sr.SITE_FRONTIER, 1, 1 << 20)], (1 << 20) + 1), 0.5)
+    again = [(o.msg.kind, o.msg.sender, o.msg.again) for o in fork.poll() if isinstance(o, sr.Deliver)]
+    assert again == [(sr.JOIN, "#c#a2", True)] and fork.counters["group_ops_delivered_again"] == 1
+
+
 def test_a_daemon_that_stands_down_keeps_no_parked_merge_whose_deadline_its_tick_never_moves():
     """(seed 61081 --lan-splits --merge-kills-only, issue 10: "no datagram may take a daemon
     down") b3, site b's representative (a fork's), parked the MERGEs of sites a and c that
@@ -1733,6 +1771,32 @@ def test_a_join_in_the_forks_closing_view_comes_back_in_a_vs_set_of_its_own():
     assert _views(clients["#c#b3"]) == [("TRANS",), ("REG", members, sets, ["#c#b3"])]
     assert _views(clients["#c#b2"]) == [("REG", members, sets, ["#c#b2"])]
     assert _views(clients["#j#b2"]) == [("REG", members, sets, ["#j#b2"])]
+
+
+def test_a_restarted_daemons_new_client_is_not_its_predecessors_member_of_that_name():
+    """(seed 958 --lan-splits --client-views) b2 restarted and took b1's table, which still
+    held the earlier b2's client #c#b2 in g (it goes by the ROSTER of the ring that took b2
+    in, at every daemon). b2's new client has the same private name: it was taken for that
+    member, and a ROSTER of an older ring that dropped b1's member gave it TRANSITION and a
+    REG_MEMB of a group it never joined, with no view of it before. A member at our name in
+    the first table this incarnation takes is the predecessor's: no session of ours."""
+    sites = [["a1"], ["b1", "b2", "b3"]]
+    kept, late = (sr.SitesGroupCore(n, _Orderer(), sites) for n in ("b1", "b2"))
+    kept.configuration_change(_ring_of(["b1", "b2", "b3"], 1), 1)
+    for member in ("#c#b1", "#c#a1", "#c#b2"):  # (#c#b2: the earlier b2's client)
+        kept.deliver(_group_op(sr.JOIN, member, "g"))
+    new_client = _client(late, "#c#b2")
+    state = json.loads(json.dumps(kept.site_sync(sr.SiteSync("point", ["b2"], export=True))))
+    late.site_sync(sr.SiteSync("install", ["b2"], groups=state, members=["b1", "b2", "b3"], ring_seq=4))
+    assert late.groups["g"].members["#c#b2"] == "b2" and new_client.groups == set()
+    assert _views(new_client) == []
+    late.deliver(_roster("b3", 2, ["b2", "b3"]))  # (the older ring's: b1's member goes)
+    assert sorted(late.groups["g"].members) == ["#c#a1", "#c#b2"] and _views(new_client) == []
+    late.deliver(_roster("b1", 4, ["b1", "!b2", "b3"]))  # (the predecessor's member goes)
+    assert sorted(late.groups["g"].members) == ["#c#a1"] and not late.predecessor_members
+    late.deliver(_group_op(sr.JOIN, "#c#b2", "g"))  # (now the new client's own join)
+    assert _views(new_client) == [("REG", ["#c#a1", "#c#b2"], [["#c#b2"]], ["#c#b2"])]
+    assert new_client.groups == {"g"}
 
 
 def test_a_joiner_after_the_transition_keeps_its_own_vs_set_across_a_merge():

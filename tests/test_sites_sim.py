@@ -1016,8 +1016,12 @@ def test_a_forks_daemon_delivers_its_held_messages_in_a_transitional_view_of_its
 #: (SiteGateway._fork_ends_merge). 981: the checker's (see
 #: test_a_forks_closing_view_in_the_instant_it_takes_the_kept_state_is_the_forks). 908: the
 #: checker's (test_a_messages_interest_is_the_kept_sides_table_not_the_forks_that_sent_it).
-#: 1256: the checker's (test_a_daemon_that_takes_the_state_joins_the_view_the_state_holds)
-CLIENT_VIEW_SEEDS = [2, 7, 60, 33, 6, 67, 772, 981, 908, 1256]
+#: 1256: the checker's (test_a_daemon_that_takes_the_state_joins_the_view_the_state_holds).
+#: 914: c3's fork delivered c2's JOIN in its closing view, the kept table it took lacked it
+#: (test_another_daemons_join_the_fork_delivered_reaches_the_kept_table_it_takes). 958: b2's
+#: new client after a restart was taken for its predecessor's member of that name
+#: (test_a_restarted_daemons_new_client_is_not_its_predecessors_member_of_that_name)
+CLIENT_VIEW_SEEDS = [2, 7, 60, 33, 6, 67, 772, 981, 908, 1256, 914, 958]
 
 
 @pytest.mark.parametrize("seed", CLIENT_VIEW_SEEDS)
