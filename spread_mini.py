@@ -11694,6 +11694,13 @@ class SitesGroupCore(GroupCore):
                       if any(d not in together for d in group.members.values())}
             self.fork_ending = False
             self._install_groups(event)
+            # (and by the kept table: one that holds our clients with members elsewhere shows
+            # them that group's changes until its ROSTER of the split drops them here, and the
+            # REJOIN's REG_MEMB then puts them alone: seed 478 --lan-splits --groups
+            # --client-views, a2's client, joined in the fork's closing view, got a view of g3
+            # with cb2 from cb1's LEAVE, then the REJOIN's vs_set of its own, no TRANSITION)
+            shared |= {name for name, group in self.groups.items()
+                       if any(d not in together for d in group.members.values())}
             self._rejoin_after_install(before, given, shared)
             self.fork_end_joins = set()
             self.forks_at_view = self._site_forks()
@@ -11748,13 +11755,20 @@ class SitesGroupCore(GroupCore):
             group = self.groups.get(name)
             missing = [m for m in mine if m in self.local and (group is None or m not in group.members)]
             present = [m for m in mine if m in self.local and m not in missing]
-            still.extend("%s\t%s" % (name, m) for m in present)
+            still.extend("%s\t%s%s" % (name, m, "\tj" if (name, m) in self.fork_end_joins else "")
+                         for m in present)
             if present and name not in given and name in shared:
                 for member in present:
                     session = self.local[member]
                     if session.group_membership and (name, member) not in self.fork_end_joins:
                         self._enqueue(session, encode_transition(name, old_id))
                 given = set(given) | {name}
+                # (whatever REG_MEMB ends the wait, ours come from the fork's view, not the
+                # kept table's; one that joined in the fork's closing view from none)
+                self.came_back.setdefault(name, set()).add(self.daemon_name)
+                joiners = {m for m in present if (name, m) in self.fork_end_joins}
+                if joiners:
+                    self.silent_joins.setdefault(name, set()).update(joiners)
             if present and name in given:
                 self.rejoin_waiting.add(name)
                 # (their TRANSITION is given: a network change before the REJOIN ends the
@@ -12267,6 +12281,8 @@ class SitesGroupCore(GroupCore):
         hold = self._lost_at_next_view() & alive
         waiting = [g for name, g in sorted(self.groups.items()) if name in self.transition_sent
                    and all(d in alive for d in g.members.values())]
+        if self.daemon_name not in alive:
+            self._end_own_views()
         held = self._drop_daemons(alive, self.transition_sent, self.network_changes, hold)
         for group in waiting:
             if any(d in hold for d in group.members.values()):
@@ -12276,6 +12292,24 @@ class SitesGroupCore(GroupCore):
         self.transition_sent = held
         self.came_back = {name: d for name, d in self.came_back.items() if name in held}
         self.silent_joins = {name: j for name, j in self.silent_joins.items() if name in held}
+
+    def _end_own_views(self) -> None:
+        """A network change drops the members at our own daemon while we live: the kept side's
+        ROSTER of our site's split, ordered after the point where our fork took the kept
+        table that still held our clients. Their view of each group ends here (TRANSITION,
+        unless they had it): the others go on without them, and our REJOIN, ordered later,
+        brings them back with a REG_MEMB that gives them a vs_set of their own and, at its
+        sender, no TRANSITION (_rejoin). Before, they were dropped silently, and a view they
+        had been given since the install (a network change that ended their wait) ended
+        with no TRANSITION. (An earlier incarnation's members are no session of ours:
+        _reorder leaves them out of group.local.)"""
+        for name, group in sorted(self.groups.items()):
+            if name in self.transition_sent or self.daemon_name not in group.members.values():
+                continue
+            old_id = self.group_id(group)
+            for session in group.local:
+                if session.group_membership and group.members.get(session.private_group) == self.daemon_name:
+                    self._enqueue(session, encode_transition(name, old_id))
 
     def _end_transition(self, group: Group) -> None:
         """The REG_MEMB CAUSED_BY_NETWORK after a TRANSITION, for a group the network change

@@ -1881,6 +1881,81 @@ def test_a_daemon_that_sat_out_a_ring_ends_its_clients_views_when_it_takes_the_k
 
 
 
+def _fork_of_a2_takes_the_kept_table(joined_in_the_closing_view):
+    """Site a (a1 a2 a3) split: a2 forked alone, a1 a3 kept the epoch. a2's client joined g
+    before the split; the kept side delivered that JOIN (g: cb1, ca2, cb2), a2 delivered it
+    in its fork (its own regular view, or the fork's closing transitional one). a2 takes the
+    kept table; the kept side's ROSTER of the split (a1 a3) is still ahead in the order."""
+    sites = [["a1", "a2", "a3"], ["b1", "b2"]]
+    kept, fork = (sr.SitesGroupCore(n, _Orderer(), sites) for n in ("a3", "a2"))
+    client = _client(fork, "#c#a2")
+    for member in ("#c#b1", "#c#a2", "#c#b2"):
+        kept.deliver(_group_op(sr.JOIN, member, "g"))
+    if not joined_in_the_closing_view:
+        fork.deliver(_group_op(sr.JOIN, "#c#a2", "g"))
+    fork.site_view_change(sr.SiteViewChange(sr.CONF_TRANSITIONAL, 0, [0], "site 0's fork ends", fork_ends=True))
+    if joined_in_the_closing_view:
+        fork.deliver(_group_op(sr.JOIN, "#c#a2", "g"))
+    state = json.loads(json.dumps(kept.site_sync(sr.SiteSync("point", ["a2"], export=True))))
+    views_in_the_fork = _views(client)
+    fork.site_sync(sr.SiteSync("install", ["a2"], groups=state, members=["a1", "a2", "a3"], ring_seq=3))
+    assert sorted(fork.groups["g"].members) == ["#c#a2", "#c#b1", "#c#b2"]  # (the kept table holds ca2)
+    return kept, fork, client, views_in_the_fork
+
+
+def test_a_join_in_the_forks_closing_view_gets_no_view_of_the_kept_table_before_the_rejoin():
+    """(seed 478 --lan-splits --groups --client-views) a2's client joined g3 in a2's fork's
+    closing transitional view (no REG_MEMB there); the kept table a2 took still held it in g3,
+    with cb1 and cb2. The install judged g3 by the fork's table alone (ca2 only: no member at
+    a daemon that did not come with a2), so g3 neither got a TRANSITION nor waited: cb1's
+    LEAVE, delivered next, gave a2's client REG_MEMB {ca2, cb2} (its first view of g3), the
+    kept side's ROSTER of the split then dropped ca2 silently at a2, and a2's REJOIN's
+    REG_MEMB put it in a vs_set of its own: a view shared with cb2 ended with no TRANSITION
+    (check_client_views). A group whose kept table has members at daemons that did not come
+    with us waits from the install like one whose fork's table has (the REJOIN's REG_MEMB
+    gives our members a vs_set of their own either way); a client with no view of it gets
+    no TRANSITION and nothing of it but that REG_MEMB."""
+    kept, fork, client, views_in_the_fork = _fork_of_a2_takes_the_kept_table(True)
+    assert views_in_the_fork == [] and _views(client) == []
+    rejoin = fork.orderer.submitted[-1]
+    assert rejoin.groups == [sr.REJOIN_GROUP]
+    for core in (kept, fork):
+        core.deliver(_group_op(sr.LEAVE, "#c#b1", "g"))
+    assert _views(client) == []  # (before: REG_MEMB {ca2, cb2} of cb1's LEAVE)
+    for core in (kept, fork):
+        core.deliver(_roster("a1", 2, ["a1", "a3"]))  # (the kept side's ring without a2)
+        core.deliver(rejoin)
+        assert sorted(core.groups["g"].members) == ["#c#a2", "#c#b2"]
+    both = ["#c#a2", "#c#b2"]
+    assert _views(client) == [("REG", both, [["#c#a2"], ["#c#b2"]], ["#c#a2"])]
+
+
+def test_our_member_the_kept_sides_roster_drops_after_a_network_change_ended_its_wait_gets_a_transition():
+    """The same install, a2's client with a view of g in the fork ({ca2}): its view ends there
+    (TRANSITION: the kept table's g has members elsewhere). A network change before the kept
+    side's ROSTER (site b's ring lost b2) ends the wait: REG_MEMB {ca2, cb1}, ca2 in a vs_set
+    of its own (it came from the fork's view, cb1 did not). Then that ROSTER drops ca2 from
+    the table at a2 too: its client's view ends there (TRANSITION; before, silently), since
+    the REJOIN's REG_MEMB, which its sender gives with no TRANSITION, puts it alone again."""
+    kept, fork, client, views_in_the_fork = _fork_of_a2_takes_the_kept_table(False)
+    assert views_in_the_fork == [("REG", ["#c#a2"], [["#c#a2"]], ["#c#a2"])]
+    assert _views(client) == [("TRANS",)]  # (before: nothing)
+    rejoin = fork.orderer.submitted[-1]
+    pair = ["#c#a2", "#c#b1"]
+    for core in (kept, fork):
+        core.deliver(_roster("b1", 5, ["b1"]))
+    assert _views(client) == [("REG", pair, [["#c#a2"], ["#c#b1"]], ["#c#a2"])]
+    for core in (kept, fork):
+        core.deliver(_roster("a1", 2, ["a1", "a3"]))
+    assert _views(client) == [("TRANS",)]  # (before: nothing, and none before the next REG_MEMB)
+    for core in (kept, fork):
+        core.deliver(rejoin)
+        assert sorted(core.groups["g"].members) == pair
+    assert _views(client) == [("REG", pair, [["#c#a2"], ["#c#b1"]], ["#c#a2"])]
+
+
+
+
 def test_messages_held_for_our_proposal_go_to_the_side_of_the_split_their_daemon_is_on():
     """(seed 328 --lan-splits --groups) Site a (a1 a2 a3, voting) proposes view 1 without b
     and waits for c's PROPOSE; meanwhile its ring orders a1's and a2's clients' messages,
