@@ -7951,6 +7951,9 @@ class SiteGateway:
         self._next_seq: Dict[int, int] = {}
         self._out_bytes: Dict[int, bytearray] = {}  # site -> records for that link, not yet submitted
         self._session: Dict[int, int] = {}  # site -> the session of our last end of its link
+        #: site -> our epoch when we last asked it for a link (a HELLO request): its answer
+        #: starts our end only if we are still of that epoch (_answer_of_another_epoch)
+        self._asked_epoch: Dict[int, int] = {}
         self.to_ring: "collections.deque[SiteRecord]" = collections.deque()
         #: (every daemon's) site -> (names in arrival order, the same as a set): UNRELIABLE
         #: records our ring brought, bounded (_unreliable_again)
@@ -8989,7 +8992,7 @@ class SiteGateway:
         # starts afresh)
         self.asked_since_s = {site: self.asked_since_s.get(site, now) for site in waiting}
         for site in waiting:
-            hello = encode_site_hello(self._hello(True, site), self.seal)
+            hello = self._request_hello(site)
             for daemon in self.sites[site]:
                 self.outputs.append(SendHop(hello, daemon))
             self.counters["hellos_sent"] += 1
@@ -9044,6 +9047,8 @@ class SiteGateway:
         if link is not None and link.peer[0] == h.sender[0] and link.peer[1] > h.sender[1]:
             self.counters["hellos_old_incarnation"] += 1
             return
+        if self._answer_of_another_epoch(site, h):
+            return
         self._start_link(site, h.sender, h.positions, now, h.session, h.epoch)
         self._answer_hello(h.sender)
 
@@ -9055,7 +9060,7 @@ class SiteGateway:
         one meanwhile leaves us out (our silence), and then it merges like a healed site,
         its stream starting at the merge's limit (_install_joined)."""
         known = self.site_epochs.get(site, 0)
-        if not known or not h.epoch or h.epoch == known:
+        if not known or not h.epoch or h.epoch == known or self._joiner_started_over(site, h):
             return False
         if self._epoch_refused.get(site) != h.epoch:
             self._epoch_refused[site] = h.epoch
@@ -9064,6 +9069,42 @@ class SiteGateway:
         self.counters["hellos_new_incarnation"] += 1
         # (a link to the old incarnation that still lives is kept: that one is the site we read)
         return True
+
+    def _joiner_started_over(self, site: int, h: SiteHello) -> bool:
+        """A HELLO request of a later session from the very daemon our link to `site` speaks
+        with, where `site` joins us in the merge being agreed: its end of the link started over
+        under another epoch (a fork's representative that took its site's kept state after it
+        asked us: _answer_of_another_epoch). A joining site is in no view of ours yet, and the
+        merged view reads its epoch from the link it starts with (_install_joined), so this is
+        no new incarnation to refuse: the link starts again with that epoch."""
+        link = self.links.get(site)
+        return (self.merging is not None and site in self.merging.joined and link is not None
+                and link.peer == h.sender and h.request and h.session > link.peer_session)
+
+    def _answer_of_another_epoch(self, site: int, h: SiteHello) -> bool:
+        """A HELLO answer (not a request) that would start our end of a link, to a request we
+        made under another epoch than ours now, or never made: the peer reads from it the
+        epoch we asked with, while our records say the one we hold now, so it would refuse
+        our FRONTIERs as stale for good (seed 1113 --lan-splits --client-views: b1, a fork,
+        asked a2; it took b2's kept state, epoch 1, before a2's answer came, and started its
+        end from it; a2's merge read b1's fork epoch and never took a FRONTIER of site b
+        again, so its site's STATE never went and a1, restarted, never got the sites' state).
+        Refused; we ask again at once, under a session the peer never linked to."""
+        if h.request or self._asked_epoch.get(site) == self.epoch:
+            return False
+        self.counters["hellos_answer_of_another_epoch"] += 1
+        self.outputs.append(SendHop(self._request_hello(site), h.sender[0]))
+        return True
+
+    def _request_hello(self, site: int) -> bytes:
+        """Our HELLO request to `site`, encoded. Asked under another epoch than before, it
+        takes a session the last request did not name: the peer may hold a link to that one,
+        started from our former epoch, and a request of the same session only gets its answer
+        again (_on_hello)."""
+        if self._asked_epoch.get(site, self.epoch) != self.epoch:
+            self._session[site] = self._session.get(site, 0) + 1
+        self._asked_epoch[site] = self.epoch
+        return encode_site_hello(self._hello(True, site), self.seal)
 
     def _fork_unread_by(self, site: int) -> bool:
         """We are a fork that `site`, of our view, does not read (fork_unread): no link with
@@ -9911,7 +9952,7 @@ class SiteGateway:
             return
         absent = [s for s in self.configured_neighbours if s not in self.live_sites]
         for site in absent:
-            hello = encode_site_hello(self._hello(True, site), self.seal)
+            hello = self._request_hello(site)
             for daemon in self.sites[site]:
                 self.outputs.append(SendHop(hello, daemon))
             self.counters["probes_sent"] += 1
@@ -9941,6 +9982,8 @@ class SiteGateway:
             self.counters["hellos_other_incarnation_than_our_link"] += 1
             return
         if link is None or link.peer != h.sender or link.peer_session != h.session:
+            if self._answer_of_another_epoch(site, h):
+                return
             self._start_link(site, h.sender, h.positions, now, h.session, h.epoch)
         if h.request:
             self._answer_hello(h.sender)

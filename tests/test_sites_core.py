@@ -2355,3 +2355,91 @@ def test_the_forks_own_sites_message_before_the_point_still_reaches_the_fork():
     assert views["a1"][2] == (sr.CONF_TRANSITIONAL, 1, [0], True)  # (the fork's view ends, in view 1)
     assert views["a2"] == views["a3"] == []  # (another incarnation's: refused)
     assert daemons["a1"].gateway.counters["ring_outputs_dropped_at_the_point"] == 1  # ("met")
+
+
+# ---- a link asked for under one epoch, answered under another -----------------------------------
+
+SITES_B3 = [["a1", "a2"], ["b1", "b2", "b3"]]
+
+
+def _left_out(gw, site, now):
+    """Our ring delivers our own SUSPECT of `site`: a view without it (a partition)."""
+    ours = gw.site_id
+    gw.ring_output(carrier([sr.SiteRecord(sr.SITE_SUSPECT, ours, 0, 1, body=sr.encode_site_view_body([site], {}))],
+                           3), now)
+    assert gw.live_sites == [ours]
+
+
+def _hellos(gw):
+    return [(o.dest, sr.decode_site_hello(o.packet)) for o in gw.poll()
+            if isinstance(o, sr.SendHop) and sr.hop_packet_type(o.packet) == sr.PT_SITE_HELLO]
+
+
+def test_an_answer_to_a_hello_asked_under_our_former_epoch_starts_no_link_and_we_ask_again():
+    """(seed 1113 --lan-splits --client-views) b1, a fork of site b (its own epoch), asked a2
+    across a heal; before a2's answer came, b1's ring met b2 b3 and b1 took their kept state,
+    epoch 1. a2 had started its end with the fork's epoch and merged site b in under it;
+    b1 started its end from the answer, and every FRONTIER of site b said epoch 1: a2 refused
+    them all as a stale incarnation's, its site's STATE never went, and a1, restarted, never
+    got the sites' state. The answer now starts no link; b1 asks again under its epoch (a
+    later session), and a2, merging with site b, starts its end again with that epoch."""
+    fork_epoch, peer_epoch = 7, 9
+    asker = gateway("b1", SITES_B3)
+    asker.epoch = fork_epoch
+    regular(asker, ["b1", "b2", "b3"])
+    _left_out(asker, 0, 0.1)
+    answerer = gateway("a1", SITES_B3)
+    answerer.epoch = peer_epoch
+    regular(answerer, ["a1", "a2"])
+    _left_out(answerer, 1, 0.1)
+    asker.poll()
+    answerer.poll()
+    asker._probe(0.2)
+    first = [h for dest, h in _hellos(asker) if dest == "a1"]
+    assert len(first) == 1 and first[0].request and first[0].epoch == fork_epoch
+    answerer.hop_datagram("b1", sr.encode_site_hello(first[0]), 0.25)
+    assert answerer.site_epochs == {1: fork_epoch} and answerer.links[1].peer_session == first[0].session
+    assert answerer._start_merge(2, frozenset({0, 1}), [])  # (where its ring delivers its JOIN)
+    answer = [h for dest, h in _hellos(answerer) if dest == "b1"]
+    assert len(answer) == 1 and not answer[0].request
+    # b1's ring meets the kept one: it takes b2's state (epoch 1), then a2's answer comes
+    kept = gateway("b2", SITES_B3)
+    kept.epoch = 1
+    regular(kept, ["b1", "b2", "b3"])
+    _left_out(kept, 0, 0.1)
+    asker.stand_down()
+    asker.import_state(json.loads(json.dumps(kept.export_state())), 0.3)
+    asker.ring_members = frozenset(["b1", "b2", "b3"])
+    asker.choose_representative(0.3)
+    assert asker.is_representative() and asker.epoch == 1
+    asker.poll()
+    asker.hop_datagram("a1", sr.encode_site_hello(answer[0]), 0.35)
+    assert 0 not in asker.links and asker.counters["hellos_answer_of_another_epoch"] == 1
+    again = [h for dest, h in _hellos(asker) if dest == "a1"]
+    assert len(again) == 1 and again[0].request and again[0].epoch == 1
+    assert again[0].session > first[0].session  # (a session a1 never linked to)
+    # a1, merging with site b, starts its end again: site b's epoch is 1 now
+    answerer.hop_datagram("b1", sr.encode_site_hello(again[0]), 0.4)
+    assert answerer.links[1].peer_session == again[0].session and answerer.site_epochs == {1: 1}
+    assert answerer.counters["hellos_new_incarnation"] == 0
+    answer = [h for dest, h in _hellos(answerer) if dest == "b1"]
+    asker.hop_datagram("a1", sr.encode_site_hello(answer[-1]), 0.45)
+    assert asker.links[0].peer_session == answer[-1].session
+    answerer._from_link(1, sr.SiteRecord(sr.SITE_FRONTIER, 1, 20, 0, epoch=1))
+    assert answerer.counters["site_epochs_refused"] == 0
+
+
+def test_a_hello_of_another_epoch_from_our_links_peer_is_refused_where_its_site_is_not_joining():
+    """The rule above is only for a site joining us in the merge being agreed (its epoch is
+    read again from the link the merged view starts with): in our view, a later session of
+    our peer under another epoch is a new incarnation still, as any HELLO of another epoch."""
+    gw = gateway("a1", SITES_B3)
+    regular(gw, ["a1", "a2"])
+    gw.poll()
+    hello = lambda session, epoch: sr.encode_site_hello(
+        sr.SiteHello(("b1", 1), 1, True, {}, 0, (0, 1), sr.hop_session(session, 0), epoch))
+    gw.hop_datagram("b1", hello(1, 7), 0.1)
+    assert gw.site_epochs == {1: 7} and gw.merging is None
+    gw.hop_datagram("b1", hello(2, 1), 0.2)
+    assert gw.links[1].peer_session == sr.hop_session(1, 0) and gw.site_epochs == {1: 7}
+    assert gw.counters["hellos_new_incarnation"] == 1
