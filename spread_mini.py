@@ -374,6 +374,8 @@ STATE = "STATE"
 SITES = "SITES"
 RING_KINDS = {DATA: 0, JOIN: 1, LEAVE: 2, KILL: 3, STATE: 4, SITES: 5}
 RING_KIND_NAMES = {v: k for k, v in RING_KINDS.items()}
+#: what a daemon's clients send (a STATE or SITES message is the daemon's own)
+CLIENT_MESSAGE_KINDS = frozenset({DATA, JOIN, LEAVE, KILL})
 
 #: Kinds of daemon-daemon packet (the LINK level and membership; one byte in every header:
 #: Wire format says what each carries)
@@ -4840,6 +4842,20 @@ class Transport:
     def has_outgoing(self) -> bool:
         return bool(self.pending) or self.in_progress is not None or self.has_unreliable()
 
+    def withdraw(self, kinds: Container[str]) -> List[DaemonMessage]:
+        """Take back, in their order, the queued messages of these kinds that no packet
+        carries yet (not the one being packed: its first pieces went out)."""
+        kept, taken, front = collections.deque(), [], 0
+        for index, (msg, body) in enumerate(self.pending):
+            if msg.kind in kinds:
+                taken.append(msg)
+                self.pending_bytes -= len(body)
+            else:
+                kept.append((msg, body))
+                front += index < self.front
+        self.pending, self.front = kept, front
+        return taken
+
     def has_unreliable(self) -> bool:
         return bool(self.unreliable) or self.unrel_in_progress is not None
 
@@ -5782,6 +5798,13 @@ class RingOrderer:
         self._enter_gather("startup", extra=())
 
     # ---------------------------------------------------------------- public interface
+
+    def withdraw_queued(self, kinds: Container[str]) -> List[DaemonMessage]:
+        """The queued messages of these kinds that no packet carries yet, taken back in their
+        order (Transport.withdraw)."""
+        taken = self.transport.withdraw(kinds)
+        self.counters["messages_withdrawn"] += len(taken)
+        return taken
 
     def submit(self, msg: DaemonMessage, urgent: bool = False) -> bool:
         """Queue a message from this daemon's sessions; False if the queue is full (only data
@@ -11112,7 +11135,10 @@ class SitesOrderer(Orderer):
                        ring.max_messages)
 
     def submit(self, msg: DaemonMessage, urgent: bool = False) -> bool:
-        if not self.synced:  # its place in the sites' order comes once we are up to date
+        if not self.synced or self.undecided is not None:
+            # its place in the sites' order comes once we are up to date (and, where another
+            # ring of our site may meet ours, once the point says whose state is kept:
+            # _withdraw_clients_queue)
             if msg.kind == DATA and len(self.waiting) >= self.ring_orderer.cfg.max_pending_messages:
                 return False
             self.waiting.append((msg, urgent))
@@ -11195,6 +11221,7 @@ class SitesOrderer(Orderer):
             return
         if self._may_meet_another_ring(newcomers, others):
             self.undecided = []
+            self._withdraw_clients_queue()
         if newcomers or not self.synced or self.undecided is not None:
             self._send_status()
 
@@ -11350,11 +11377,27 @@ class SitesOrderer(Orderer):
                 self._retry_later()
         out.append(event)
 
+    def _withdraw_clients_queue(self) -> None:
+        """(a ring where another ring of our site may meet ours: `undecided`) Our clients'
+        messages that the ring has not sent yet wait with those that come until the point
+        (`waiting`, as a late daemon's do): then they go into the order if our state is kept,
+        or once we have taken the kept one. Sent before the point, they were in the order
+        that the kept side applies and we drop (the kept state holds them as delivered), so
+        we, their sender, never delivered them (seed 840 --lan-splits --client-views: b3, a
+        fork, queued 10 of its clients' messages while its ring re-formed; they went round
+        the ring where it met b2's fork before the status round's point, b2 delivered them in
+        its view and b3 dropped them with what it held there). Nothing of the new ring has
+        gone yet when its regular configuration is read: the install ends a token visit."""
+        taken = self.ring_orderer.withdraw_queued(CLIENT_MESSAGE_KINDS)
+        self.waiting.extendleft((msg, False) for msg in reversed(taken))
+
     def _settle_undecided(self, ours_kept: bool, out: list, kept_epoch: int = 0) -> None:
         """The ring's outputs held since a ring where another ring of our site might meet
         ours (`undecided`): applied if our state is kept (or no round decided it), dropped if
         we take another's (what its daemons applied before the point is in that state)."""
         held, self.undecided = self.undecided, None
+        if ours_kept and self.synced:  # (else they wait for the state we take)
+            self._flush_waiting()
         if not held:
             return
         if not ours_kept:
@@ -11531,6 +11574,8 @@ class SitesOrderer(Orderer):
             self.gateway.ring_output(item, self.now)
 
     def _flush_waiting(self) -> None:
+        if self.undecided is not None:
+            return  # (until the point: _withdraw_clients_queue)
         while self.waiting:
             msg, urgent = self.waiting[0]
             if not self.ring_orderer.submit(msg, urgent):

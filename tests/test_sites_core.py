@@ -1964,6 +1964,9 @@ class _RingEnd:
         self.ring.append(msg)
         return True
 
+    def withdraw_queued(self, kinds):
+        return []  # (what it is given is in the order at once: nothing waits for a token)
+
     def poll(self):
         out, self.out = self.out, []
         return out
@@ -2443,3 +2446,99 @@ def test_a_hello_of_another_epoch_from_our_links_peer_is_refused_where_its_site_
     gw.hop_datagram("b1", hello(2, 1), 0.2)
     assert gw.links[1].peer_session == sr.hop_session(1, 0) and gw.site_epochs == {1: 7}
     assert gw.counters["hellos_new_incarnation"] == 1
+
+
+# ---- a fork's clients' messages queued when its ring meets the kept one ---------------------------
+
+class _QueuedRingEnd(_RingEnd):
+    """A _RingEnd whose clients' messages wait in this daemon's queue for its token
+    (send_queued puts them into the one order), as a real ring's pending queue does; the
+    daemon's own STATE and SITES messages go at once, as the urgent ones do."""
+
+    def __init__(self, ring):
+        super().__init__(ring)
+        self.queue = []
+
+    def submit(self, msg, urgent=False):
+        if msg.kind in sr.CLIENT_MESSAGE_KINDS:
+            self.queue.append(msg)
+            return True
+        return super().submit(msg, urgent)
+
+    def send_queued(self):
+        self.ring.extend(self.queue)
+        self.queue = []
+
+    def withdraw_queued(self, kinds):
+        taken = [m for m in self.queue if m.kind in kinds]
+        self.queue = [m for m in self.queue if m.kind not in kinds]
+        return taken
+
+
+def test_a_forks_clients_message_queued_when_its_ring_meets_the_kept_one_is_delivered_at_the_fork_too():
+    """(seed 840 --lan-splits --client-views) a1 forked alone; its client's message waited in
+    its ring's queue while the ring re-formed (GATHER), and went round first in the ring
+    where a1 met a2 a3, before the status round's point: a2 and a3, whose state is kept,
+    delivered it; a1 dropped it with what that ring delivered before the point (the kept
+    state holds it) and took a state where it was delivered already: a1, its sender, never
+    delivered it (there b3's 10 messages, delivered by b2 only). Where another ring of our
+    site may meet ours, our clients' messages wait for the point: then they go into the
+    order, after the state if we take one, and every daemon delivers them once."""
+    ring = []
+    daemons = {name: sr.SitesOrderer(_QueuedRingEnd(ring), gateway(name, SITE_OF_THREE), {})
+               for name in ("a1", "a2", "a3")}
+    seen = _outputs_seen(daemons)
+    lts = _ring_orders(daemons, ring, ["a1", "a2", "a3"], [_ring_of(["a1", "a2", "a3"], 1),
+                                                            local(0, b"ring-1", origin="a2")], 10)
+    lts = _ring_orders(daemons, ring, ["a1"], [_ring_of(["a1"], 2)], lts)
+    lts = _ring_orders(daemons, ring, ["a2", "a3"], [_ring_of(["a2", "a3"], 2)], lts)
+    lost_b = sr.SiteRecord(sr.SITE_SUSPECT, 0, 0, 1, body=sr.encode_site_view_body([1], {}))
+    lts = _ring_orders(daemons, ring, ["a2", "a3"], [carrier([lost_b], 0, origin="a2", epoch=1)], lts)
+    fork = daemons["a1"]
+    assert fork.gateway.epoch != daemons["a2"].gateway.epoch  # (a1 forked)
+    assert daemons["a2"].gateway.live_sites == [0]  # (b1 silent: the kept side delivers at once)
+    assert fork.submit(sr.DaemonMessage(sr.DATA, "a1", "#c#a1", sr.AGREED_MESS, ["g"], data=b"queued"))
+    assert fork.ring_orderer.queue  # (its ring re-forms: no token yet)
+    for out in seen.values():
+        out.clear()
+    members, came_from = ["a1", "a2", "a3"], {"a1": ["a1"], "a2": ["a2", "a3"], "a3": ["a2", "a3"]}
+
+    def hand(name, item):
+        daemons[name].ring_orderer.out.append(item)
+        for o in daemons[name].poll():
+            if isinstance(o, sr.SiteSync) and o.kind == "point" and o.export:
+                daemons[name].send_state(o, {})
+    for name in members:  # the regular configuration where the rings meet; a1 reads it first
+        change = sr.ConfigurationChange(sr.CONF_REGULAR, members, came_from[name], (9, "a1", 1))
+        change.member_ids = [(n, 1) for n in members]
+        hand(name, change)
+        if name == "a1":
+            fork.ring_orderer.send_queued()  # (a1's first token visit: before a2's, a3's STATUS)
+    while ring or any(d.ring_orderer.queue for d in daemons.values()):
+        if not ring:
+            for d in daemons.values():
+                d.ring_orderer.send_queued()
+            continue
+        msg = ring.pop(0)
+        msg.lts, lts = lts, lts + 1
+        for name in members:
+            hand(name, sr.Deliver(msg))
+    assert all(d.synced for d in daemons.values()) and fork.gateway.epoch == daemons["a2"].gateway.epoch == 1
+    assert {name: _data(out).count(b"queued") for name, out in seen.items()} == {"a1": 1, "a2": 1, "a3": 1}
+
+
+def test_a_ring_gives_back_the_clients_messages_no_packet_carries_yet_and_keeps_its_own():
+    """RingOrderer.withdraw_queued (SitesOrderer._withdraw_clients_queue): the clients'
+    messages come back in their order; the daemon's own urgent STATE stays at the front."""
+    ring = sr.RingOrderer("a1", 1, ["a1", "a2"], random.Random(1))
+    client = lambda kind, data: sr.DaemonMessage(kind, "a1", "#c#a1", sr.AGREED_MESS, ["g"], data=data)
+    for msg in (client(sr.DATA, b"one"), client(sr.JOIN, b""), client(sr.DATA, b"two")):
+        assert ring.submit(msg)
+    state = sr.DaemonMessage(sr.STATE, "a1", "#sync#a1", sr.AGREED_MESS, ["#sync#"], data=b"status")
+    assert ring.submit(state, urgent=True)
+    taken = ring.withdraw_queued(sr.CLIENT_MESSAGE_KINDS)
+    assert [(m.kind, m.data) for m in taken] == [(sr.DATA, b"one"), (sr.JOIN, b""), (sr.DATA, b"two")]
+    transport = ring.transport
+    assert [m for m, _ in transport.pending] == [state] and transport.front == 1
+    assert transport.pending_bytes == len(sr.encode_message_body(state))
+    assert ring.counters["messages_withdrawn"] == 3
