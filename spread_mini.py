@@ -11135,10 +11135,10 @@ class SitesOrderer(Orderer):
                        ring.max_messages)
 
     def submit(self, msg: DaemonMessage, urgent: bool = False) -> bool:
-        if not self.synced or self.undecided is not None:
-            # its place in the sites' order comes once we are up to date (and, where another
-            # ring of our site may meet ours, once the point says whose state is kept:
-            # _withdraw_clients_queue)
+        if not self.synced or (self.undecided is not None and msg.kind in CLIENT_MESSAGE_KINDS):
+            # its place in the sites' order comes once we are up to date (and a client's,
+            # where another ring of our site may meet ours, once the point says whose state
+            # is kept: _withdraw_clients_queue)
             if msg.kind == DATA and len(self.waiting) >= self.ring_orderer.cfg.max_pending_messages:
                 return False
             self.waiting.append((msg, urgent))
