@@ -374,6 +374,8 @@ STATE = "STATE"
 SITES = "SITES"
 RING_KINDS = {DATA: 0, JOIN: 1, LEAVE: 2, KILL: 3, STATE: 4, SITES: 5}
 RING_KIND_NAMES = {v: k for k, v in RING_KINDS.items()}
+#: what a daemon's clients send (a STATE or SITES message is the daemon's own)
+CLIENT_MESSAGE_KINDS = frozenset({DATA, JOIN, LEAVE, KILL})
 
 #: Kinds of daemon-daemon packet (the LINK level and membership; one byte in every header:
 #: Wire format says what each carries)
@@ -4840,6 +4842,20 @@ class Transport:
     def has_outgoing(self) -> bool:
         return bool(self.pending) or self.in_progress is not None or self.has_unreliable()
 
+    def withdraw(self, kinds: Container[str]) -> List[DaemonMessage]:
+        """Take back, in their order, the queued messages of these kinds that no packet
+        carries yet (not the one being packed: its first pieces went out)."""
+        kept, taken, front = collections.deque(), [], 0
+        for index, (msg, body) in enumerate(self.pending):
+            if msg.kind in kinds:
+                taken.append(msg)
+                self.pending_bytes -= len(body)
+            else:
+                kept.append((msg, body))
+                front += index < self.front
+        self.pending, self.front = kept, front
+        return taken
+
     def has_unreliable(self) -> bool:
         return bool(self.unreliable) or self.unrel_in_progress is not None
 
@@ -5782,6 +5798,13 @@ class RingOrderer:
         self._enter_gather("startup", extra=())
 
     # ---------------------------------------------------------------- public interface
+
+    def withdraw_queued(self, kinds: Container[str]) -> List[DaemonMessage]:
+        """The queued messages of these kinds that no packet carries yet, taken back in their
+        order (Transport.withdraw)."""
+        taken = self.transport.withdraw(kinds)
+        self.counters["messages_withdrawn"] += len(taken)
+        return taken
 
     def submit(self, msg: DaemonMessage, urgent: bool = False) -> bool:
         """Queue a message from this daemon's sessions; False if the queue is full (only data
@@ -7951,6 +7974,9 @@ class SiteGateway:
         self._next_seq: Dict[int, int] = {}
         self._out_bytes: Dict[int, bytearray] = {}  # site -> records for that link, not yet submitted
         self._session: Dict[int, int] = {}  # site -> the session of our last end of its link
+        #: site -> our epoch when we last asked it for a link (a HELLO request): its answer
+        #: starts our end only if we are still of that epoch (_answer_of_another_epoch)
+        self._asked_epoch: Dict[int, int] = {}
         self.to_ring: "collections.deque[SiteRecord]" = collections.deque()
         #: (every daemon's) site -> (names in arrival order, the same as a set): UNRELIABLE
         #: records our ring brought, bounded (_unreliable_again)
@@ -8989,7 +9015,7 @@ class SiteGateway:
         # starts afresh)
         self.asked_since_s = {site: self.asked_since_s.get(site, now) for site in waiting}
         for site in waiting:
-            hello = encode_site_hello(self._hello(True, site), self.seal)
+            hello = self._request_hello(site)
             for daemon in self.sites[site]:
                 self.outputs.append(SendHop(hello, daemon))
             self.counters["hellos_sent"] += 1
@@ -9044,6 +9070,8 @@ class SiteGateway:
         if link is not None and link.peer[0] == h.sender[0] and link.peer[1] > h.sender[1]:
             self.counters["hellos_old_incarnation"] += 1
             return
+        if self._answer_of_another_epoch(site, h):
+            return
         self._start_link(site, h.sender, h.positions, now, h.session, h.epoch)
         self._answer_hello(h.sender)
 
@@ -9055,7 +9083,7 @@ class SiteGateway:
         one meanwhile leaves us out (our silence), and then it merges like a healed site,
         its stream starting at the merge's limit (_install_joined)."""
         known = self.site_epochs.get(site, 0)
-        if not known or not h.epoch or h.epoch == known:
+        if not known or not h.epoch or h.epoch == known or self._joiner_started_over(site, h):
             return False
         if self._epoch_refused.get(site) != h.epoch:
             self._epoch_refused[site] = h.epoch
@@ -9064,6 +9092,42 @@ class SiteGateway:
         self.counters["hellos_new_incarnation"] += 1
         # (a link to the old incarnation that still lives is kept: that one is the site we read)
         return True
+
+    def _joiner_started_over(self, site: int, h: SiteHello) -> bool:
+        """A HELLO request of a later session from the very daemon our link to `site` speaks
+        with, where `site` joins us in the merge being agreed: its end of the link started over
+        under another epoch (a fork's representative that took its site's kept state after it
+        asked us: _answer_of_another_epoch). A joining site is in no view of ours yet, and the
+        merged view reads its epoch from the link it starts with (_install_joined), so this is
+        no new incarnation to refuse: the link starts again with that epoch."""
+        link = self.links.get(site)
+        return (self.merging is not None and site in self.merging.joined and link is not None
+                and link.peer == h.sender and h.request and h.session > link.peer_session)
+
+    def _answer_of_another_epoch(self, site: int, h: SiteHello) -> bool:
+        """A HELLO answer (not a request) that would start our end of a link, to a request we
+        made under another epoch than ours now, or never made: the peer reads from it the
+        epoch we asked with, while our records say the one we hold now, so it would refuse
+        our FRONTIERs as stale for good (seed 1113 --lan-splits --client-views: b1, a fork,
+        asked a2; it took b2's kept state, epoch 1, before a2's answer came, and started its
+        end from it; a2's merge read b1's fork epoch and never took a FRONTIER of site b
+        again, so its site's STATE never went and a1, restarted, never got the sites' state).
+        Refused; we ask again at once, under a session the peer never linked to."""
+        if h.request or self._asked_epoch.get(site) == self.epoch:
+            return False
+        self.counters["hellos_answer_of_another_epoch"] += 1
+        self.outputs.append(SendHop(self._request_hello(site), h.sender[0]))
+        return True
+
+    def _request_hello(self, site: int) -> bytes:
+        """Our HELLO request to `site`, encoded. Asked under another epoch than before, it
+        takes a session the last request did not name: the peer may hold a link to that one,
+        started from our former epoch, and a request of the same session only gets its answer
+        again (_on_hello)."""
+        if self._asked_epoch.get(site, self.epoch) != self.epoch:
+            self._session[site] = self._session.get(site, 0) + 1
+        self._asked_epoch[site] = self.epoch
+        return encode_site_hello(self._hello(True, site), self.seal)
 
     def _fork_unread_by(self, site: int) -> bool:
         """We are a fork that `site`, of our view, does not read (fork_unread): no link with
@@ -9911,7 +9975,7 @@ class SiteGateway:
             return
         absent = [s for s in self.configured_neighbours if s not in self.live_sites]
         for site in absent:
-            hello = encode_site_hello(self._hello(True, site), self.seal)
+            hello = self._request_hello(site)
             for daemon in self.sites[site]:
                 self.outputs.append(SendHop(hello, daemon))
             self.counters["probes_sent"] += 1
@@ -9941,6 +10005,8 @@ class SiteGateway:
             self.counters["hellos_other_incarnation_than_our_link"] += 1
             return
         if link is None or link.peer != h.sender or link.peer_session != h.session:
+            if self._answer_of_another_epoch(site, h):
+                return
             self._start_link(site, h.sender, h.positions, now, h.session, h.epoch)
         if h.request:
             self._answer_hello(h.sender)
@@ -11069,7 +11135,10 @@ class SitesOrderer(Orderer):
                        ring.max_messages)
 
     def submit(self, msg: DaemonMessage, urgent: bool = False) -> bool:
-        if not self.synced:  # its place in the sites' order comes once we are up to date
+        if not self.synced or (self.undecided is not None and msg.kind in CLIENT_MESSAGE_KINDS):
+            # its place in the sites' order comes once we are up to date (and a client's,
+            # where another ring of our site may meet ours, once the point says whose state
+            # is kept: _withdraw_clients_queue)
             if msg.kind == DATA and len(self.waiting) >= self.ring_orderer.cfg.max_pending_messages:
                 return False
             self.waiting.append((msg, urgent))
@@ -11152,6 +11221,7 @@ class SitesOrderer(Orderer):
             return
         if self._may_meet_another_ring(newcomers, others):
             self.undecided = []
+            self._withdraw_clients_queue()
         if newcomers or not self.synced or self.undecided is not None:
             self._send_status()
 
@@ -11307,11 +11377,27 @@ class SitesOrderer(Orderer):
                 self._retry_later()
         out.append(event)
 
+    def _withdraw_clients_queue(self) -> None:
+        """(a ring where another ring of our site may meet ours: `undecided`) Our clients'
+        messages that the ring has not sent yet wait with those that come until the point
+        (`waiting`, as a late daemon's do): then they go into the order if our state is kept,
+        or once we have taken the kept one. Sent before the point, they were in the order
+        that the kept side applies and we drop (the kept state holds them as delivered), so
+        we, their sender, never delivered them (seed 840 --lan-splits --client-views: b3, a
+        fork, queued 10 of its clients' messages while its ring re-formed; they went round
+        the ring where it met b2's fork before the status round's point, b2 delivered them in
+        its view and b3 dropped them with what it held there). Nothing of the new ring has
+        gone yet when its regular configuration is read: the install ends a token visit."""
+        taken = self.ring_orderer.withdraw_queued(CLIENT_MESSAGE_KINDS)
+        self.waiting.extendleft((msg, False) for msg in reversed(taken))
+
     def _settle_undecided(self, ours_kept: bool, out: list, kept_epoch: int = 0) -> None:
         """The ring's outputs held since a ring where another ring of our site might meet
         ours (`undecided`): applied if our state is kept (or no round decided it), dropped if
         we take another's (what its daemons applied before the point is in that state)."""
         held, self.undecided = self.undecided, None
+        if ours_kept and self.synced:  # (else they wait for the state we take)
+            self._flush_waiting()
         if not held:
             return
         if not ours_kept:
@@ -11488,6 +11574,8 @@ class SitesOrderer(Orderer):
             self.gateway.ring_output(item, self.now)
 
     def _flush_waiting(self) -> None:
+        if self.undecided is not None:
+            return  # (until the point: _withdraw_clients_queue)
         while self.waiting:
             msg, urgent = self.waiting[0]
             if not self.ring_orderer.submit(msg, urgent):

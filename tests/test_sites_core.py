@@ -2039,6 +2039,9 @@ class _RingEnd:
         self.ring.append(msg)
         return True
 
+    def withdraw_queued(self, kinds):
+        return []  # (what it is given is in the order at once: nothing waits for a token)
+
     def poll(self):
         out, self.out = self.out, []
         return out
@@ -2430,3 +2433,187 @@ def test_the_forks_own_sites_message_before_the_point_still_reaches_the_fork():
     assert views["a1"][2] == (sr.CONF_TRANSITIONAL, 1, [0], True)  # (the fork's view ends, in view 1)
     assert views["a2"] == views["a3"] == []  # (another incarnation's: refused)
     assert daemons["a1"].gateway.counters["ring_outputs_dropped_at_the_point"] == 1  # ("met")
+
+
+# ---- a link asked for under one epoch, answered under another -----------------------------------
+
+SITES_B3 = [["a1", "a2"], ["b1", "b2", "b3"]]
+
+
+def _left_out(gw, site, now):
+    """Our ring delivers our own SUSPECT of `site`: a view without it (a partition)."""
+    ours = gw.site_id
+    gw.ring_output(carrier([sr.SiteRecord(sr.SITE_SUSPECT, ours, 0, 1, body=sr.encode_site_view_body([site], {}))],
+                           3), now)
+    assert gw.live_sites == [ours]
+
+
+def _hellos(gw):
+    return [(o.dest, sr.decode_site_hello(o.packet)) for o in gw.poll()
+            if isinstance(o, sr.SendHop) and sr.hop_packet_type(o.packet) == sr.PT_SITE_HELLO]
+
+
+def test_an_answer_to_a_hello_asked_under_our_former_epoch_starts_no_link_and_we_ask_again():
+    """(seed 1113 --lan-splits --client-views) b1, a fork of site b (its own epoch), asked a2
+    across a heal; before a2's answer came, b1's ring met b2 b3 and b1 took their kept state,
+    epoch 1. a2 had started its end with the fork's epoch and merged site b in under it;
+    b1 started its end from the answer, and every FRONTIER of site b said epoch 1: a2 refused
+    them all as a stale incarnation's, its site's STATE never went, and a1, restarted, never
+    got the sites' state. The answer now starts no link; b1 asks again under its epoch (a
+    later session), and a2, merging with site b, starts its end again with that epoch."""
+    fork_epoch, peer_epoch = 7, 9
+    asker = gateway("b1", SITES_B3)
+    asker.epoch = fork_epoch
+    regular(asker, ["b1", "b2", "b3"])
+    _left_out(asker, 0, 0.1)
+    answerer = gateway("a1", SITES_B3)
+    answerer.epoch = peer_epoch
+    regular(answerer, ["a1", "a2"])
+    _left_out(answerer, 1, 0.1)
+    asker.poll()
+    answerer.poll()
+    asker._probe(0.2)
+    first = [h for dest, h in _hellos(asker) if dest == "a1"]
+    assert len(first) == 1 and first[0].request and first[0].epoch == fork_epoch
+    answerer.hop_datagram("b1", sr.encode_site_hello(first[0]), 0.25)
+    assert answerer.site_epochs == {1: fork_epoch} and answerer.links[1].peer_session == first[0].session
+    assert answerer._start_merge(2, frozenset({0, 1}), [])  # (where its ring delivers its JOIN)
+    answer = [h for dest, h in _hellos(answerer) if dest == "b1"]
+    assert len(answer) == 1 and not answer[0].request
+    # b1's ring meets the kept one: it takes b2's state (epoch 1), then a2's answer comes
+    kept = gateway("b2", SITES_B3)
+    kept.epoch = 1
+    regular(kept, ["b1", "b2", "b3"])
+    _left_out(kept, 0, 0.1)
+    asker.stand_down()
+    asker.import_state(json.loads(json.dumps(kept.export_state())), 0.3)
+    asker.ring_members = frozenset(["b1", "b2", "b3"])
+    asker.choose_representative(0.3)
+    assert asker.is_representative() and asker.epoch == 1
+    asker.poll()
+    asker.hop_datagram("a1", sr.encode_site_hello(answer[0]), 0.35)
+    assert 0 not in asker.links and asker.counters["hellos_answer_of_another_epoch"] == 1
+    again = [h for dest, h in _hellos(asker) if dest == "a1"]
+    assert len(again) == 1 and again[0].request and again[0].epoch == 1
+    assert again[0].session > first[0].session  # (a session a1 never linked to)
+    # a1, merging with site b, starts its end again: site b's epoch is 1 now
+    answerer.hop_datagram("b1", sr.encode_site_hello(again[0]), 0.4)
+    assert answerer.links[1].peer_session == again[0].session and answerer.site_epochs == {1: 1}
+    assert answerer.counters["hellos_new_incarnation"] == 0
+    answer = [h for dest, h in _hellos(answerer) if dest == "b1"]
+    asker.hop_datagram("a1", sr.encode_site_hello(answer[-1]), 0.45)
+    assert asker.links[0].peer_session == answer[-1].session
+    answerer._from_link(1, sr.SiteRecord(sr.SITE_FRONTIER, 1, 20, 0, epoch=1))
+    assert answerer.counters["site_epochs_refused"] == 0
+
+
+def test_a_hello_of_another_epoch_from_our_links_peer_is_refused_where_its_site_is_not_joining():
+    """The rule above is only for a site joining us in the merge being agreed (its epoch is
+    read again from the link the merged view starts with): in our view, a later session of
+    our peer under another epoch is a new incarnation still, as any HELLO of another epoch."""
+    gw = gateway("a1", SITES_B3)
+    regular(gw, ["a1", "a2"])
+    gw.poll()
+    hello = lambda session, epoch: sr.encode_site_hello(
+        sr.SiteHello(("b1", 1), 1, True, {}, 0, (0, 1), sr.hop_session(session, 0), epoch))
+    gw.hop_datagram("b1", hello(1, 7), 0.1)
+    assert gw.site_epochs == {1: 7} and gw.merging is None
+    gw.hop_datagram("b1", hello(2, 1), 0.2)
+    assert gw.links[1].peer_session == sr.hop_session(1, 0) and gw.site_epochs == {1: 7}
+    assert gw.counters["hellos_new_incarnation"] == 1
+
+
+# ---- a fork's clients' messages queued when its ring meets the kept one ---------------------------
+
+class _QueuedRingEnd(_RingEnd):
+    """A _RingEnd whose clients' messages wait in this daemon's queue for its token
+    (send_queued puts them into the one order), as a real ring's pending queue does; the
+    daemon's own STATE and SITES messages go at once, as the urgent ones do."""
+
+    def __init__(self, ring):
+        super().__init__(ring)
+        self.queue = []
+
+    def submit(self, msg, urgent=False):
+        if msg.kind in sr.CLIENT_MESSAGE_KINDS:
+            self.queue.append(msg)
+            return True
+        return super().submit(msg, urgent)
+
+    def send_queued(self):
+        self.ring.extend(self.queue)
+        self.queue = []
+
+    def withdraw_queued(self, kinds):
+        taken = [m for m in self.queue if m.kind in kinds]
+        self.queue = [m for m in self.queue if m.kind not in kinds]
+        return taken
+
+
+def test_a_forks_clients_message_queued_when_its_ring_meets_the_kept_one_is_delivered_at_the_fork_too():
+    """(seed 840 --lan-splits --client-views) a1 forked alone; its client's message waited in
+    its ring's queue while the ring re-formed (GATHER), and went round first in the ring
+    where a1 met a2 a3, before the status round's point: a2 and a3, whose state is kept,
+    delivered it; a1 dropped it with what that ring delivered before the point (the kept
+    state holds it) and took a state where it was delivered already: a1, its sender, never
+    delivered it (there b3's 10 messages, delivered by b2 only). Where another ring of our
+    site may meet ours, our clients' messages wait for the point: then they go into the
+    order, after the state if we take one, and every daemon delivers them once."""
+    ring = []
+    daemons = {name: sr.SitesOrderer(_QueuedRingEnd(ring), gateway(name, SITE_OF_THREE), {})
+               for name in ("a1", "a2", "a3")}
+    seen = _outputs_seen(daemons)
+    lts = _ring_orders(daemons, ring, ["a1", "a2", "a3"], [_ring_of(["a1", "a2", "a3"], 1),
+                                                            local(0, b"ring-1", origin="a2")], 10)
+    lts = _ring_orders(daemons, ring, ["a1"], [_ring_of(["a1"], 2)], lts)
+    lts = _ring_orders(daemons, ring, ["a2", "a3"], [_ring_of(["a2", "a3"], 2)], lts)
+    lost_b = sr.SiteRecord(sr.SITE_SUSPECT, 0, 0, 1, body=sr.encode_site_view_body([1], {}))
+    lts = _ring_orders(daemons, ring, ["a2", "a3"], [carrier([lost_b], 0, origin="a2", epoch=1)], lts)
+    fork = daemons["a1"]
+    assert fork.gateway.epoch != daemons["a2"].gateway.epoch  # (a1 forked)
+    assert daemons["a2"].gateway.live_sites == [0]  # (b1 silent: the kept side delivers at once)
+    assert fork.submit(sr.DaemonMessage(sr.DATA, "a1", "#c#a1", sr.AGREED_MESS, ["g"], data=b"queued"))
+    assert fork.ring_orderer.queue  # (its ring re-forms: no token yet)
+    for out in seen.values():
+        out.clear()
+    members, came_from = ["a1", "a2", "a3"], {"a1": ["a1"], "a2": ["a2", "a3"], "a3": ["a2", "a3"]}
+
+    def hand(name, item):
+        daemons[name].ring_orderer.out.append(item)
+        for o in daemons[name].poll():
+            if isinstance(o, sr.SiteSync) and o.kind == "point" and o.export:
+                daemons[name].send_state(o, {})
+    for name in members:  # the regular configuration where the rings meet; a1 reads it first
+        change = sr.ConfigurationChange(sr.CONF_REGULAR, members, came_from[name], (9, "a1", 1))
+        change.member_ids = [(n, 1) for n in members]
+        hand(name, change)
+        if name == "a1":
+            fork.ring_orderer.send_queued()  # (a1's first token visit: before a2's, a3's STATUS)
+    while ring or any(d.ring_orderer.queue for d in daemons.values()):
+        if not ring:
+            for d in daemons.values():
+                d.ring_orderer.send_queued()
+            continue
+        msg = ring.pop(0)
+        msg.lts, lts = lts, lts + 1
+        for name in members:
+            hand(name, sr.Deliver(msg))
+    assert all(d.synced for d in daemons.values()) and fork.gateway.epoch == daemons["a2"].gateway.epoch == 1
+    assert {name: _data(out).count(b"queued") for name, out in seen.items()} == {"a1": 1, "a2": 1, "a3": 1}
+
+
+def test_a_ring_gives_back_the_clients_messages_no_packet_carries_yet_and_keeps_its_own():
+    """RingOrderer.withdraw_queued (SitesOrderer._withdraw_clients_queue): the clients'
+    messages come back in their order; the daemon's own urgent STATE stays at the front."""
+    ring = sr.RingOrderer("a1", 1, ["a1", "a2"], random.Random(1))
+    client = lambda kind, data: sr.DaemonMessage(kind, "a1", "#c#a1", sr.AGREED_MESS, ["g"], data=data)
+    for msg in (client(sr.DATA, b"one"), client(sr.JOIN, b""), client(sr.DATA, b"two")):
+        assert ring.submit(msg)
+    state = sr.DaemonMessage(sr.STATE, "a1", "#sync#a1", sr.AGREED_MESS, ["#sync#"], data=b"status")
+    assert ring.submit(state, urgent=True)
+    taken = ring.withdraw_queued(sr.CLIENT_MESSAGE_KINDS)
+    assert [(m.kind, m.data) for m in taken] == [(sr.DATA, b"one"), (sr.JOIN, b""), (sr.DATA, b"two")]
+    transport = ring.transport
+    assert [m for m, _ in transport.pending] == [state] and transport.front == 1
+    assert transport.pending_bytes == len(sr.encode_message_body(state))
+    assert ring.counters["messages_withdrawn"] == 3
