@@ -11592,6 +11592,9 @@ class SitesGroupCore(GroupCore):
         self.exchange_came_from = ""
         self.exchange_senders: Dict[int, str] = {}
         self.states_resent = 0  #: our site's STATE sent again by a new representative
+        #: exchanges whose last STATE came in a transitional view that lost sites of it (ended
+        #: with the regular view instead: _exchange_loses_sites)
+        self.exchanges_ended_by_the_regular_view = 0
         self.rejoins_sent = 0  #: REJOINs of our clients' memberships after a fork (site_sync)
         #: our site's fork ended (site_view_change, fork_ends) and the kept state is not taken
         #: yet: what is delivered meanwhile belongs to the fork's transitional view
@@ -12188,8 +12191,25 @@ class SitesGroupCore(GroupCore):
         got.add(msg.hint >> 16)
         if len(got) >= msg.hint & 0xFFFF:
             ex.waiting.discard(site)
-        if not ex.waiting:
+        if not ex.waiting and self._exchange_loses_sites(ex):
+            self.exchanges_ended_by_the_regular_view += 1
+            self.log.append("group state exchange of view %d: every STATE came in the transitional "
+                            "view that lost sites of it: it ends with the regular view" % ex.ring_id)
+        elif not ex.waiting:
             self._finish_exchange(ex)
+
+    def _exchange_loses_sites(self, ex: StateExchange) -> bool:
+        """We are in the sites' transitional view, and it lost sites of the exchange: the
+        exchange ends with the regular view, without them (_view_change_in_exchange), the
+        same at every daemon of it. Ended here, its REG_MEMB would name the lost sites'
+        members in a view they never install (seed 80022 --hostile 0.2 --key --client-views:
+        a1 killed just after the merge, its STATE delivered in the transitional part of the
+        view that lost it; b1's and c1's clients got a1's member back, then lost it again).
+        The real Spread ends such an exchange there, then gives the TRANSITION at once
+        (groups.c, G_handle_groups in GGT); a REG_MEMB waits for the regular view here, as a
+        REJOIN's and a ROSTER's do, so the clients see one network change, and no view with
+        a member the sites have already lost."""
+        return any(self.site_of.get(d) in ex.members for d in self.transitional_lost)
 
     def _view_change_in_exchange(self, change: "SiteViewChange") -> None:
         """A view change before every STATE came (every daemon of the view sees it at the same

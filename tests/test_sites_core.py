@@ -1837,6 +1837,57 @@ def test_a_joiner_after_the_transition_keeps_its_own_vs_set_across_a_merge():
     assert [line for m in states for line in m.data.split(b"\n") if line.endswith(b"\tj")] == [b"g\t#j#b1\tb1\tj"]
 
 
+def test_an_exchange_whose_last_state_comes_in_the_transitional_view_that_lost_its_site_ends_with_the_regular_view():
+    """Seed 80022 --hostile 0.2 --key --client-views: sites a, b, c merged again (view 2), a1
+    was killed just after it sent its site's STATE, and the view that lost site a came
+    before b1 and c1 had it: they delivered it in that view's transitional part, where it
+    was the last STATE awaited. The exchange ended there, and b1's client got REG_MEMB
+    {ca1, cb1} of g, ca1 in a vs_set of its own: a view naming a member of a site the sites'
+    view had just lost (it never installs it), then that member lost again at the regular
+    view. Now the exchange ends with the regular view, without the lost sites
+    (_view_change_in_exchange), as when their STATE never comes; what came meanwhile is
+    held until then, as in any exchange."""
+    sites = [["a1"], ["b1"], ["c1"]]
+    cores = {n: sr.SitesGroupCore(n, _Orderer(), sites) for n in ("a1", "b1", "c1")}
+    for name, core in cores.items():
+        core.configuration_change(_ring_of([name], 1), 1)
+    clients = {n: _client(core, "#c#" + n) for n, core in cores.items()}
+    for core in cores.values():
+        for member in ("#c#a1", "#c#b1"):
+            core.deliver(_group_op(sr.JOIN, member, "g"))
+    sides = {"a1": [0], "b1": [1, 2], "c1": [1, 2]}
+    for name, core in cores.items():  # a apart from b and c
+        core.site_view_change(sr.SiteViewChange(sr.CONF_TRANSITIONAL, 1, sides[name], "apart"))
+        core.site_view_change(sr.SiteViewChange(sr.CONF_REGULAR, 1, sides[name], "apart"))
+    for name, core in cores.items():  # healed: the views merge
+        core.site_view_change(sr.SiteViewChange(sr.CONF_TRANSITIONAL, 2, sides[name], "joined"))
+        core.site_view_change(sr.SiteViewChange(sr.CONF_REGULAR, 2, [0, 1, 2], "joined"))
+    assert sorted(cores["b1"].groups["g"].members) == ["#c#b1"]
+    states = {n: [m for m in core.orderer.submitted if m.groups and m.groups[0] == sr.SITES_STATE_GROUP]
+              for n, core in cores.items()}
+    assert [len(states[n]) for n in ("a1", "b1", "c1")] == [1, 1, 1]
+    survivors = [cores["b1"], cores["c1"]]
+    for core in survivors:
+        for name in ("b1", "c1"):
+            core.deliver(states[name][0])
+    for client in clients.values():
+        client.out.clear()
+    for core in survivors:  # a1 killed: the view that loses site a
+        core.site_view_change(sr.SiteViewChange(sr.CONF_TRANSITIONAL, 3, [1, 2], "sites [0] gone"))
+        core.deliver(states["a1"][0])  # (in its transitional part: the last STATE awaited)
+        core.deliver(_group_op(sr.JOIN, "#c#c1", "g"))  # (held: the exchange is not over)
+        assert core.exchange is not None and sorted(core.groups["g"].members) == ["#c#b1"]
+        assert core.exchanges_ended_by_the_regular_view == 1
+    assert _views(clients["b1"]) == [] and _views(clients["c1"]) == []  # (before: REG_MEMB {ca1, cb1})
+    for core in survivors:
+        core.site_view_change(sr.SiteViewChange(sr.CONF_REGULAR, 3, [1, 2], "sites [0] gone"))
+        assert core.exchange is None and core.exchanges_done == 1
+        assert sorted(core.groups["g"].members) == ["#c#b1", "#c#c1"]
+    both = ["#c#b1", "#c#c1"]
+    assert _views(clients["b1"]) == [("REG", both, [["#c#c1"]], None)]  # (the held JOIN's)
+    assert _views(clients["c1"]) == [("REG", both, [["#c#c1"]], ["#c#c1"])]
+
+
 
 def _roster(origin, ring_seq, names):
     return sr.DaemonMessage(sr.STATE, origin, "#roster#%s" % origin, sr.AGREED_MESS, [sr.ROSTER_GROUP],

@@ -153,6 +153,24 @@ def test_hostile_seeds_keep_every_guarantee(seed, key):
         assert res.stats.get("dropped_link_dropped_bad_tag", 0) + res.stats.get("dropped_hop_dropped_bad_tag", 0) > 0
 
 
+#: (seed, P, key) --hostile P [--key] --client-views. 80022 (0.2, key): a1 killed just after
+#: the views merged; its site's STATE came at b1 and c1 in the transitional view that lost
+#: site a, and the exchange ended there: their clients got a REG_MEMB naming a1's member
+#: (test_sites_core.py -k exchange_whose_last_state)
+HOSTILE_CLIENT_VIEW_SEEDS = [(80022, 0.2, True)]
+
+
+@pytest.mark.parametrize("seed, hostile, key", HOSTILE_CLIENT_VIEW_SEEDS)
+def test_hostile_client_view_seed(seed, hostile, key):
+    sim = sites_sim.SitesSim(seed, hostile=hostile, key=sites_sim.SIM_KEY if key else None,
+                             client_views=True)  # (run_seed's, with its nodes)
+    res = sim.run()
+    assert res.violations == [], "%s\nreplay: %s" % (
+        res.summary(), sites_sim.replay_command(seed, hostile=hostile, key=key, client_views=True))
+    assert any(node.core.exchanges_ended_by_the_regular_view for node in sim.nodes.values()
+               if node.core is not None), res.summary()  # (the case came up)
+
+
 def test_the_seeds_exercise_loss_lines_and_safe():
     """Not a vacuous pass: HOP packets are lost and resent, some topologies are a line whose
     middle site forwards the others' records, and SAFE messages are delivered."""
