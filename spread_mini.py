@@ -10143,6 +10143,7 @@ class SiteGateway:
             for site in list(self.links):
                 if site in m.joined:
                     self._resend(site, {})
+            self._forward_joined_passed(m.joined, limit, passed)
         passed.append(SiteRecord(SITE_FRONTIER, self.site_id, self.own_lts, self.applied_seq[self.site_id],
                                  epoch=self.epoch))
         # from here on we never give it up (a site that gave it up before its decision sends
@@ -10150,6 +10151,24 @@ class SiteGateway:
         ready = SiteRecord(SITE_READY, self.site_id, limit, m.view_seq, body=encode_site_view_body(m.sites, {}))
         m.ready[self.site_id] = ready
         passed.append(ready)
+
+    def _forward_joined_passed(self, joined: Iterable[int], limit: int, passed: List[SiteRecord]) -> None:
+        """The trees are the merged view's now: the records of the joined sites above the
+        limit that our gate passed before (a joined site decided first and sent us its
+        messages of the merged view; with no tree of it in our view, they went to no one) go
+        on to our children in their trees, ahead of the rest. A child takes the first above
+        the limit that comes as the start of that site's stream (_apply, join_after_lts):
+        without them, seed 81225 --unreliable --groups, b1 (reached through a1) took c1's
+        seq 136 for the start, where a1 and c delivered from 130, and a1 delivered c1's SAFE
+        seq 130 on b1's ARU though b1 never held it. Those our gate still holds (and this
+        ring message's) go on when it passes them, as before."""
+        waiting = {id(r) for _, _, records, _ in self.gate for r in records}
+        waiting.update(id(r) for r in passed)
+        for x in sorted(joined):
+            for r in self.join_hold.get(x, ()):
+                if id(r) not in waiting and (r.kind != SITE_MSG or r.lts > limit):
+                    self._forward(r)
+                    self.counters["site_records_forwarded_at_a_merge_decision"] += 1
 
     def _merge_end_record(self, r: SiteRecord, passed: List[SiteRecord]) -> None:
         """Another site's READY or GIVEUP of a merge, where our ring delivered it."""

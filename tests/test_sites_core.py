@@ -603,6 +603,44 @@ def test_the_representative_forwards_only_what_its_ring_made_safe():
     assert sends and all(o.dest == "b1" for o in sends)
 
 
+def test_a_joined_sites_records_that_passed_the_gate_before_the_decision_go_on_to_a_third_site():
+    """Seed 81225 --unreliable --groups: a line b - a - c, c healed back. c decided the merge
+    first (b's MERGE still on its way to a) and sent a its messages of the merged view; a's
+    gate passed them while the trees were those of a's view, which has no tree of c: they
+    went to no one. Once a decided, its trees took b as c's child, and b got c's later
+    messages, taking the first that came for the start of c's stream: the ones before it
+    never came (a1 delivered c1's SAFE on b1's ARU though b1 never held it). Now they go on to
+    b at the decision, in order, ahead of the rest (_forward_joined_passed)."""
+    sites = [["a1"], ["b1"], ["c1"]]
+    gw = gateway("a1", sites, [[0, 1, 1], [1, 0, 0], [1, 0, 0]])  # (0: no link)
+    regular(gw, ["a1"])
+    gw.poll()
+    gw.orderer.ring.safe_lts = 1000  # (what our ring delivers passes the gate at once)
+    for site, peer in ((1, "b1"), (2, "c1")):
+        gw._start_link(site, (peer, 1), {}, 0.0, 0)
+    gw.view_seq, gw.live_sites, gw.neighbours = 1, [0, 1], [1]  # (c left out by view 1: healed)
+    gw.trees = gw._view_trees()
+    sent = bytearray()  # (what goes down the link to b1, as a byte stream of records)
+    submit = gw.links[1].submit
+    gw.links[1].submit = lambda payload, now: (sent.extend(payload), submit(payload, now))[1]
+    assert gw._start_merge(2, frozenset({0, 1, 2}), [])
+    c_merge = sr.SiteRecord(sr.SITE_MERGE, 2, 10, 2, body=sr.encode_site_view_body({0, 1, 2}, {}))
+    b_merge = sr.SiteRecord(sr.SITE_MERGE, 1, 9, 2, body=sr.encode_site_view_body(
+        {0, 1, 2}, {0: (1, 0, 0), 1: (1, 0, 0)}))
+    of_c = lambda seq, lts: remote(seq, lts, b"c%d" % seq, site=2, origin="c1")
+    gw.ring_output(carrier([c_merge], 11), 1.0)
+    gw.ring_output(carrier([of_c(4, 10), of_c(5, 11), of_c(6, 12)], 13), 1.1)  # (4: c's old view)
+    assert gw.closing is None and gw.passed_seq[2] == 6  # passed, to no one
+    gw.ring_output(carrier([b_merge], 14), 1.2)  # decided: limit 10
+    assert gw.closing is not None and gw.join_after_lts == {2: 10}
+    gw.ring_output(carrier([of_c(7, 15)], 16), 1.3)
+    gw.tick(1.4)
+    to_b = [r.site_seq for r in sr.SiteRecordReader().feed(bytes(sent))
+            if r.kind == sr.SITE_MSG and r.site == 2]
+    assert to_b == [5, 6, 7]  # (before: [7]; b took 7 for the first of c's merged view)
+    assert gw.counters["site_records_forwarded_at_a_merge_decision"] == 2
+
+
 def test_forged_and_misplaced_input_changes_nothing_but_counters():
     gw = gateway()
     regular(gw, ["a1", "a2"])

@@ -1270,6 +1270,24 @@ def test_unreliable_seeds_deliver_nothing_twice(seed, hostile):
     assert res.violations == [], "%s\nreplay: %s" % (
         res.summary(), sites_sim.replay_command(seed, unreliable=True, groups=True, hostile=hostile))
 
+
+#: --unreliable --groups seeds where a joined site decided a merge first and its messages of
+#: the merged view passed a third site's gate before that site decided: 81225, c1's seq
+#: 130-135 never went on from a1 to b1, which took seq 136 for the start of c's stream; a1
+#: delivered c1's SAFE 130 that b1 never held (test_sites_core.py -k passed_the_gate_before_the_decision)
+MERGE_DECISION_FORWARD_SEEDS = [81225]
+
+
+@pytest.mark.parametrize("seed", MERGE_DECISION_FORWARD_SEEDS)
+def test_a_joined_sites_records_that_passed_before_the_decision_reach_the_third_site(seed):
+    sim = sites_sim.SitesSim(seed, services=sites_sim.SERVICES + [sr.UNRELIABLE_MESS], groups=True)
+    res = sim.run()  # (run_seed's, with its nodes)
+    assert res.violations == [], "%s\nreplay: %s" % (
+        res.summary(), sites_sim.replay_command(seed, unreliable=True, groups=True))
+    assert any(node.gateway.counters["site_records_forwarded_at_a_merge_decision"]
+               for node in sim.nodes.values()), res.summary()  # (the case came up)
+
+
 def _case_as_before(seed):
     """Seed 2 draws a merge through a third site since session 10 (stream +22); the tests
     written for its calm case keep it (that draw with groups, and with UNRELIABLE: in
