@@ -10209,6 +10209,7 @@ class SiteGateway:
             for site in list(self.links):
                 if site in m.joined:
                     self._resend(site, {})
+            self._forward_joined_passed(m.joined, limit, passed)
         passed.append(SiteRecord(SITE_FRONTIER, self.site_id, self.own_lts, self.applied_seq[self.site_id],
                                  epoch=self.epoch))
         # from here on we never give it up (a site that gave it up before its decision sends
@@ -10216,6 +10217,24 @@ class SiteGateway:
         ready = SiteRecord(SITE_READY, self.site_id, limit, m.view_seq, body=encode_site_view_body(m.sites, {}))
         m.ready[self.site_id] = ready
         passed.append(ready)
+
+    def _forward_joined_passed(self, joined: Iterable[int], limit: int, passed: List[SiteRecord]) -> None:
+        """The trees are the merged view's now: the records of the joined sites above the
+        limit that our gate passed before (a joined site decided first and sent us its
+        messages of the merged view; with no tree of it in our view, they went to no one) go
+        on to our children in their trees, ahead of the rest. A child takes the first above
+        the limit that comes as the start of that site's stream (_apply, join_after_lts):
+        without them, seed 81225 --unreliable --groups, b1 (reached through a1) took c1's
+        seq 136 for the start, where a1 and c delivered from 130, and a1 delivered c1's SAFE
+        seq 130 on b1's ARU though b1 never held it. Those our gate still holds (and this
+        ring message's) go on when it passes them, as before."""
+        waiting = {id(r) for _, _, records, _ in self.gate for r in records}
+        waiting.update(id(r) for r in passed)
+        for x in sorted(joined):
+            for r in self.join_hold.get(x, ()):
+                if id(r) not in waiting and (r.kind != SITE_MSG or r.lts > limit):
+                    self._forward(r)
+                    self.counters["site_records_forwarded_at_a_merge_decision"] += 1
 
     def _merge_end_record(self, r: SiteRecord, passed: List[SiteRecord]) -> None:
         """Another site's READY or GIVEUP of a merge, where our ring delivered it."""
@@ -11680,6 +11699,9 @@ class SitesGroupCore(GroupCore):
         self.exchange_came_from = ""
         self.exchange_senders: Dict[int, str] = {}
         self.states_resent = 0  #: our site's STATE sent again by a new representative
+        #: exchanges whose last STATE came in a transitional view that lost sites of it (ended
+        #: with the regular view instead: _exchange_loses_sites)
+        self.exchanges_ended_by_the_regular_view = 0
         self.rejoins_sent = 0  #: REJOINs of our clients' memberships after a fork (site_sync)
         #: our site's fork ended (site_view_change, fork_ends) and the kept state is not taken
         #: yet: what is delivered meanwhile belongs to the fork's transitional view
@@ -12290,8 +12312,25 @@ class SitesGroupCore(GroupCore):
         got.add(msg.hint >> 16)
         if len(got) >= msg.hint & 0xFFFF:
             ex.waiting.discard(site)
-        if not ex.waiting:
+        if not ex.waiting and self._exchange_loses_sites(ex):
+            self.exchanges_ended_by_the_regular_view += 1
+            self.log.append("group state exchange of view %d: every STATE came in the transitional "
+                            "view that lost sites of it: it ends with the regular view" % ex.ring_id)
+        elif not ex.waiting:
             self._finish_exchange(ex)
+
+    def _exchange_loses_sites(self, ex: StateExchange) -> bool:
+        """We are in the sites' transitional view, and it lost sites of the exchange: the
+        exchange ends with the regular view, without them (_view_change_in_exchange), the
+        same at every daemon of it. Ended here, its REG_MEMB would name the lost sites'
+        members in a view they never install (seed 80022 --hostile 0.2 --key --client-views:
+        a1 killed just after the merge, its STATE delivered in the transitional part of the
+        view that lost it; b1's and c1's clients got a1's member back, then lost it again).
+        The real Spread ends such an exchange there, then gives the TRANSITION at once
+        (groups.c, G_handle_groups in GGT); a REG_MEMB waits for the regular view here, as a
+        REJOIN's and a ROSTER's do, so the clients see one network change, and no view with
+        a member the sites have already lost."""
+        return any(self.site_of.get(d) in ex.members for d in self.transitional_lost)
 
     def _view_change_in_exchange(self, change: "SiteViewChange") -> None:
         """A view change before every STATE came (every daemon of the view sees it at the same

@@ -603,6 +603,44 @@ def test_the_representative_forwards_only_what_its_ring_made_safe():
     assert sends and all(o.dest == "b1" for o in sends)
 
 
+def test_a_joined_sites_records_that_passed_the_gate_before_the_decision_go_on_to_a_third_site():
+    """Seed 81225 --unreliable --groups: a line b - a - c, c healed back. c decided the merge
+    first (b's MERGE still on its way to a) and sent a its messages of the merged view; a's
+    gate passed them while the trees were those of a's view, which has no tree of c: they
+    went to no one. Once a decided, its trees took b as c's child, and b got c's later
+    messages, taking the first that came for the start of c's stream: the ones before it
+    never came (a1 delivered c1's SAFE on b1's ARU though b1 never held it). Now they go on to
+    b at the decision, in order, ahead of the rest (_forward_joined_passed)."""
+    sites = [["a1"], ["b1"], ["c1"]]
+    gw = gateway("a1", sites, [[0, 1, 1], [1, 0, 0], [1, 0, 0]])  # (0: no link)
+    regular(gw, ["a1"])
+    gw.poll()
+    gw.orderer.ring.safe_lts = 1000  # (what our ring delivers passes the gate at once)
+    for site, peer in ((1, "b1"), (2, "c1")):
+        gw._start_link(site, (peer, 1), {}, 0.0, 0)
+    gw.view_seq, gw.live_sites, gw.neighbours = 1, [0, 1], [1]  # (c left out by view 1: healed)
+    gw.trees = gw._view_trees()
+    sent = bytearray()  # (what goes down the link to b1, as a byte stream of records)
+    submit = gw.links[1].submit
+    gw.links[1].submit = lambda payload, now: (sent.extend(payload), submit(payload, now))[1]
+    assert gw._start_merge(2, frozenset({0, 1, 2}), [])
+    c_merge = sr.SiteRecord(sr.SITE_MERGE, 2, 10, 2, body=sr.encode_site_view_body({0, 1, 2}, {}))
+    b_merge = sr.SiteRecord(sr.SITE_MERGE, 1, 9, 2, body=sr.encode_site_view_body(
+        {0, 1, 2}, {0: (1, 0, 0), 1: (1, 0, 0)}))
+    of_c = lambda seq, lts: remote(seq, lts, b"c%d" % seq, site=2, origin="c1")
+    gw.ring_output(carrier([c_merge], 11), 1.0)
+    gw.ring_output(carrier([of_c(4, 10), of_c(5, 11), of_c(6, 12)], 13), 1.1)  # (4: c's old view)
+    assert gw.closing is None and gw.passed_seq[2] == 6  # passed, to no one
+    gw.ring_output(carrier([b_merge], 14), 1.2)  # decided: limit 10
+    assert gw.closing is not None and gw.join_after_lts == {2: 10}
+    gw.ring_output(carrier([of_c(7, 15)], 16), 1.3)
+    gw.tick(1.4)
+    to_b = [r.site_seq for r in sr.SiteRecordReader().feed(bytes(sent))
+            if r.kind == sr.SITE_MSG and r.site == 2]
+    assert to_b == [5, 6, 7]  # (before: [7]; b took 7 for the first of c's merged view)
+    assert gw.counters["site_records_forwarded_at_a_merge_decision"] == 2
+
+
 def test_forged_and_misplaced_input_changes_nothing_but_counters():
     gw = gateway()
     regular(gw, ["a1", "a2"])
@@ -1835,6 +1873,57 @@ def test_a_joiner_after_the_transition_keeps_its_own_vs_set_across_a_merge():
     assert _views(clients["#c#b1"]) == [("REG", members, sets, ["#c#b1"])]
     assert _views(clients["#j#b1"]) == [("REG", members, sets, ["#j#b1"])]
     assert [line for m in states for line in m.data.split(b"\n") if line.endswith(b"\tj")] == [b"g\t#j#b1\tb1\tj"]
+
+
+def test_an_exchange_whose_last_state_comes_in_the_transitional_view_that_lost_its_site_ends_with_the_regular_view():
+    """Seed 80022 --hostile 0.2 --key --client-views: sites a, b, c merged again (view 2), a1
+    was killed just after it sent its site's STATE, and the view that lost site a came
+    before b1 and c1 had it: they delivered it in that view's transitional part, where it
+    was the last STATE awaited. The exchange ended there, and b1's client got REG_MEMB
+    {ca1, cb1} of g, ca1 in a vs_set of its own: a view naming a member of a site the sites'
+    view had just lost (it never installs it), then that member lost again at the regular
+    view. Now the exchange ends with the regular view, without the lost sites
+    (_view_change_in_exchange), as when their STATE never comes; what came meanwhile is
+    held until then, as in any exchange."""
+    sites = [["a1"], ["b1"], ["c1"]]
+    cores = {n: sr.SitesGroupCore(n, _Orderer(), sites) for n in ("a1", "b1", "c1")}
+    for name, core in cores.items():
+        core.configuration_change(_ring_of([name], 1), 1)
+    clients = {n: _client(core, "#c#" + n) for n, core in cores.items()}
+    for core in cores.values():
+        for member in ("#c#a1", "#c#b1"):
+            core.deliver(_group_op(sr.JOIN, member, "g"))
+    sides = {"a1": [0], "b1": [1, 2], "c1": [1, 2]}
+    for name, core in cores.items():  # a apart from b and c
+        core.site_view_change(sr.SiteViewChange(sr.CONF_TRANSITIONAL, 1, sides[name], "apart"))
+        core.site_view_change(sr.SiteViewChange(sr.CONF_REGULAR, 1, sides[name], "apart"))
+    for name, core in cores.items():  # healed: the views merge
+        core.site_view_change(sr.SiteViewChange(sr.CONF_TRANSITIONAL, 2, sides[name], "joined"))
+        core.site_view_change(sr.SiteViewChange(sr.CONF_REGULAR, 2, [0, 1, 2], "joined"))
+    assert sorted(cores["b1"].groups["g"].members) == ["#c#b1"]
+    states = {n: [m for m in core.orderer.submitted if m.groups and m.groups[0] == sr.SITES_STATE_GROUP]
+              for n, core in cores.items()}
+    assert [len(states[n]) for n in ("a1", "b1", "c1")] == [1, 1, 1]
+    survivors = [cores["b1"], cores["c1"]]
+    for core in survivors:
+        for name in ("b1", "c1"):
+            core.deliver(states[name][0])
+    for client in clients.values():
+        client.out.clear()
+    for core in survivors:  # a1 killed: the view that loses site a
+        core.site_view_change(sr.SiteViewChange(sr.CONF_TRANSITIONAL, 3, [1, 2], "sites [0] gone"))
+        core.deliver(states["a1"][0])  # (in its transitional part: the last STATE awaited)
+        core.deliver(_group_op(sr.JOIN, "#c#c1", "g"))  # (held: the exchange is not over)
+        assert core.exchange is not None and sorted(core.groups["g"].members) == ["#c#b1"]
+        assert core.exchanges_ended_by_the_regular_view == 1
+    assert _views(clients["b1"]) == [] and _views(clients["c1"]) == []  # (before: REG_MEMB {ca1, cb1})
+    for core in survivors:
+        core.site_view_change(sr.SiteViewChange(sr.CONF_REGULAR, 3, [1, 2], "sites [0] gone"))
+        assert core.exchange is None and core.exchanges_done == 1
+        assert sorted(core.groups["g"].members) == ["#c#b1", "#c#c1"]
+    both = ["#c#b1", "#c#c1"]
+    assert _views(clients["b1"]) == [("REG", both, [["#c#c1"]], None)]  # (the held JOIN's)
+    assert _views(clients["c1"]) == [("REG", both, [["#c#c1"]], ["#c#c1"])]
 
 
 

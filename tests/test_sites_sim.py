@@ -153,6 +153,24 @@ def test_hostile_seeds_keep_every_guarantee(seed, key):
         assert res.stats.get("dropped_link_dropped_bad_tag", 0) + res.stats.get("dropped_hop_dropped_bad_tag", 0) > 0
 
 
+#: (seed, P, key) --hostile P [--key] --client-views. 80022 (0.2, key): a1 killed just after
+#: the views merged; its site's STATE came at b1 and c1 in the transitional view that lost
+#: site a, and the exchange ended there: their clients got a REG_MEMB naming a1's member
+#: (test_sites_core.py -k exchange_whose_last_state)
+HOSTILE_CLIENT_VIEW_SEEDS = [(80022, 0.2, True)]
+
+
+@pytest.mark.parametrize("seed, hostile, key", HOSTILE_CLIENT_VIEW_SEEDS)
+def test_hostile_client_view_seed(seed, hostile, key):
+    sim = sites_sim.SitesSim(seed, hostile=hostile, key=sites_sim.SIM_KEY if key else None,
+                             client_views=True)  # (run_seed's, with its nodes)
+    res = sim.run()
+    assert res.violations == [], "%s\nreplay: %s" % (
+        res.summary(), sites_sim.replay_command(seed, hostile=hostile, key=key, client_views=True))
+    assert any(node.core.exchanges_ended_by_the_regular_view for node in sim.nodes.values()
+               if node.core is not None), res.summary()  # (the case came up)
+
+
 def test_the_seeds_exercise_loss_lines_and_safe():
     """Not a vacuous pass: HOP packets are lost and resent, some topologies are a line whose
     middle site forwards the others' records, and SAFE messages are delivered."""
@@ -1263,6 +1281,24 @@ def test_unreliable_seeds_deliver_nothing_twice(seed, hostile):
     res = sites_sim.run_seed(seed, unreliable=True, groups=True, hostile=hostile)
     assert res.violations == [], "%s\nreplay: %s" % (
         res.summary(), sites_sim.replay_command(seed, unreliable=True, groups=True, hostile=hostile))
+
+
+#: --unreliable --groups seeds where a joined site decided a merge first and its messages of
+#: the merged view passed a third site's gate before that site decided: 81225, c1's seq
+#: 130-135 never went on from a1 to b1, which took seq 136 for the start of c's stream; a1
+#: delivered c1's SAFE 130 that b1 never held (test_sites_core.py -k passed_the_gate_before_the_decision)
+MERGE_DECISION_FORWARD_SEEDS = [81225]
+
+
+@pytest.mark.parametrize("seed", MERGE_DECISION_FORWARD_SEEDS)
+def test_a_joined_sites_records_that_passed_before_the_decision_reach_the_third_site(seed):
+    sim = sites_sim.SitesSim(seed, services=sites_sim.SERVICES + [sr.UNRELIABLE_MESS], groups=True)
+    res = sim.run()  # (run_seed's, with its nodes)
+    assert res.violations == [], "%s\nreplay: %s" % (
+        res.summary(), sites_sim.replay_command(seed, unreliable=True, groups=True))
+    assert any(node.gateway.counters["site_records_forwarded_at_a_merge_decision"]
+               for node in sim.nodes.values()), res.summary()  # (the case came up)
+
 
 def _case_as_before(seed):
     """Seed 2 draws a merge through a third site since session 10 (stream +22); the tests
