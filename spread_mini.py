@@ -10187,8 +10187,15 @@ class SiteGateway:
         clash = self._epoch_clash(named, taken)
         if clash is None:
             return False
-        self.counters["site_merges_of_two_incarnations"] += 1
         passed.append(r)
+        after = self.closing_next
+        chained = self.closing is not None and self.proposed_view > self.closing.view_seq
+        if (after is not None and r.site in after.lost) or (after is None and chained and r.site in self.proposal_lost):
+            # (its site died after our decision and the next view leaves it out: the others
+            # may install without its READY, as with a dead site's GIVEUP: so do we)
+            self.counters["site_merge_records_of_a_dead_site"] += 1
+            return True
+        self.counters["site_merges_of_two_incarnations"] += 1
         why = "site %d %s it with site %d at epoch %d, we with epoch %d" % (
             r.site, "proposes" if r.kind == SITE_MERGE else "decided", clash, named[clash], taken[clash])
         if self.closing is None:
@@ -10542,7 +10549,7 @@ class SiteGateway:
     def _install_joined(self, c: ViewClosing) -> None:
         """The merged view: the joined sites' streams start at the limit; what every site's
         ARU said of the old view's streams says nothing of theirs."""
-        taken = {}
+        taken, other_incarnation = {}, []
         if self.merging is not None:  # (a site may still lack one of these: see _resend)
             self.merged_readies = dict(self.merging.ready)
             taken = self._merge_epochs(self.merging)
@@ -10562,9 +10569,9 @@ class SiteGateway:
                 self.site_epochs[x] = taken[x]
                 self.epochs_first_hand.add(x)
                 if self.is_representative() and x in self.links and self._link_epochs.get(x, 0) not in (0, taken[x]):
-                    self._drop_link(x, "it speaks for epoch %d, the merge took epoch %d"
-                                    % (self._link_epochs[x], taken[x]), self.now_s)
-            elif x in self.links and self._link_epochs.get(x) and self.is_representative():
+                    other_incarnation.append(x)  # (dropped below, once the view is ours)
+            if x in self.links and self._link_epochs.get(x) and self.is_representative() \
+                    and x not in other_incarnation:
                 # (our link to it started during the merge: that HELLO's epoch is the new one)
                 self.to_ring.append(SiteRecord(SITE_EPOCH, x, 0, self._link_epochs[x], EPOCH_FROM_HELLO))
             stream = self.streams[x] = self.merge.open_stream(x, c.limit_lts)
@@ -10585,6 +10592,9 @@ class SiteGateway:
             del self.injected[key]
         self.neighbours = [s for s in self.configured_neighbours if s in self.live_sites]
         self.trees = self._view_trees()
+        for x in other_incarnation:  # (its HELLOs are refused now: _new_incarnation)
+            self._drop_link(x, "it speaks for epoch %d, the merge took epoch %d"
+                            % (self._link_epochs[x], self.site_epochs[x]), self.now_s)
         # a joined site we have no link with (it died, or the other side gave the merge up
         # after we decided) is suspected as at the start: HELLO, then the silence rule
         for site in self.neighbours:
