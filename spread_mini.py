@@ -1819,6 +1819,10 @@ def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket
 #             installed only with the READY of every site of the new view
 #   GIVEUP    view seq, then a view body as JOIN's: the site gave that merge up before it
 #             decided it, so it never sends READY for it: nobody installs that merge
+#             (MERGE, READY and GIVEUP: the view body's third part, a PROPOSE's merge bases,
+#             holds (site, epoch) pairs: the epochs of the sender's site and of its view's
+#             sites in a MERGE, of every site of the new view as the decision took them in a
+#             READY, of the sender's site in a GIVEUP; a daemon of before reads none there)
 #   LINKS     version, then a view body whose "lost" list is the neighbour sites whose
 #             direct link is down past its grace, and whose entries (zeros) those whose
 #             link died and may come back yet: link state, flooded to every site like
