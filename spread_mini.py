@@ -1821,6 +1821,10 @@ def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket
 #             installed only with the READY of every site of the new view
 #   GIVEUP    view seq, then a view body as JOIN's: the site gave that merge up before it
 #             decided it, so it never sends READY for it: nobody installs that merge
+#             (MERGE, READY and GIVEUP: the view body's third part, a PROPOSE's merge bases,
+#             holds (site, epoch) pairs: the epochs of the sender's site and of its view's
+#             sites in a MERGE, of every site of the new view as the decision took them in a
+#             READY, of the sender's site in a GIVEUP; a daemon of before reads none there)
 #   LINKS     version, then a view body whose "lost" list is the neighbour sites whose
 #             direct link is down past its grace, and whose entries (zeros) those whose
 #             link died and may come back yet: link state, flooded to every site like
@@ -9381,6 +9385,10 @@ class SiteGateway:
                 self.merge_parked_at.setdefault(r.site, self.now_s)
             return
         key: Tuple[int, ...] = (r.kind, r.site)
+        if r.kind in (SITE_MERGE, SITE_READY, SITE_GIVEUP):
+            # (two incarnations of a site, forks both answering a heal, each send theirs: the
+            # one that came first must not hide the other's, which may be the one we merge)
+            key = (r.kind, r.site, self._record_epochs(r).get(r.site, 0))
         if r.kind == SITE_ARU:
             # an ARU counts only in its own view (_aru_record): one of the view before a merge,
             # refused after we installed it, must not hide the same lts announced again in the
@@ -10132,7 +10140,8 @@ class SiteGateway:
         # (the body names the new view's sites, and, as entries, the sites of the view we
         # come from: a site of a view that holds us learns from it that we went on without it)
         came_from = {s: (self.view_seq, 0, 0) for s in self.live_sites}
-        mine = SiteRecord(SITE_MERGE, self.site_id, self.own_lts, view, body=encode_site_view_body(sites, came_from))
+        mine = SiteRecord(SITE_MERGE, self.site_id, self.own_lts, view,
+                          body=encode_site_view_body(sites, came_from, self._view_epochs()))
         m.proposals[self.site_id] = mine
         passed.append(mine)
         self._log("proposes to merge view %d: sites %s join us" % (view, sorted(joined)), None)
@@ -10142,6 +10151,8 @@ class SiteGateway:
             self.hello_due_s = self.now_s
         self._watch_joining(self.now_s)
         for site, r in sorted(self.merge_offers.items()):
+            if self.merging is not m:
+                break  # (an offer of another incarnation's merge gave it up)
             if r.site_seq == view and decode_site_view_body(r.body)[0] == sites:
                 self._merge_proposal(r, passed)  # (it floods them on: they came before ours)
         self._maybe_merge(passed)
@@ -10184,15 +10195,90 @@ class SiteGateway:
         m = self.merging
         if r.site not in m.sites or r.site in m.proposals:
             return
+        if self._other_incarnations_record(r, passed):
+            return
         self.merge_offers.pop(r.site, None)
         m.proposals[r.site] = r
         passed.append(r)  # the representative floods it on
         self._maybe_merge(passed)
 
+    # One incarnation of each site per merge (issue 10, seed 61081 --lan-splits). Every MERGE
+    # names the epoch of its own site and of the sites of its view (the view body's third
+    # part, a PROPOSE's merge bases: a daemon of before reads and ignores it there), and every
+    # READY the epochs its decision took (every site's, from the MERGEs). A merge takes, per
+    # site, one incarnation: a MERGE or READY of another one is not that site's (counted,
+    # flooded on for the sites that read it), and a MERGE or READY that names another
+    # incarnation of a third site than ours is another merge: given up before our decision,
+    # withdrawn after it. Withdrawn is safe: each of the two READYs names every site, so no
+    # site holds both and installs. Before, two forks of site b answered the heal, a1 linked
+    # with b3 and c1 with b2, and both installed view 2: a1 with b3's MERGE and b2's READY,
+    # reading b3's epoch, c1 reading b2's; b3 then took b2's state, and a1, reaching site b
+    # round through c1, refused b2's HELLOs and FRONTIERs for ever and lost its messages.
+
+    def _view_epochs(self) -> Dict[int, int]:
+        """Our site's epoch and those we read of our view's sites (a MERGE names them)."""
+        epochs = {s: self.site_epochs[s] for s in self.live_sites if self.site_epochs.get(s)}
+        if self.epoch:
+            epochs[self.site_id] = self.epoch
+        return epochs
+
+    def _record_epochs(self, r: SiteRecord) -> Dict[int, int]:
+        """The epochs a MERGE or READY names (none: a daemon of before; sites and epochs out of
+        range are not read)."""
+        try:
+            named = decode_site_view_bases(r.body)
+        except RingWireError:
+            return {}
+        return {s: e for s, e in named.items() if s < len(self.sites) and 0 < e <= EPOCH_MAX}
+
+    def _merge_epochs(self, m: SiteMerge) -> Dict[int, int]:
+        """The incarnation of each site that the merge took: the epochs its MERGEs and READYs
+        name (they agree: a record that does not is refused or ends the merge)."""
+        epochs: Dict[int, int] = {}
+        for r in list(m.proposals.values()) + list(m.ready.values()):
+            for s, e in self._record_epochs(r).items():
+                epochs.setdefault(s, e)
+        return epochs
+
+    @staticmethod
+    def _epoch_clash(named: Dict[int, int], taken: Dict[int, int]) -> Optional[int]:
+        """The first site named at another epoch than the one taken (None: they agree)."""
+        return next((s for s in sorted(named) if taken.get(s, named[s]) != named[s]), None)
+
+    def _other_incarnations_record(self, r: SiteRecord, passed: List[SiteRecord]) -> bool:
+        """A MERGE or READY of our merge that is not of the incarnations it took: of another
+        incarnation of its own site (not its site's record for us: flooded on, nothing more),
+        or naming another of a third site (another merge: ours ends). True if refused."""
+        named, taken = self._record_epochs(r), self._merge_epochs(self.merging)
+        if self._epoch_clash({r.site: named[r.site]} if r.site in named else {}, taken) is not None:
+            self.counters["site_merge_records_of_another_incarnation"] += 1
+            passed.append(r)
+            return True
+        clash = self._epoch_clash(named, taken)
+        if clash is None:
+            return False
+        passed.append(r)
+        after = self.closing_next
+        chained = self.closing is not None and self.proposed_view > self.closing.view_seq
+        if (after is not None and r.site in after.lost) or (after is None and chained and r.site in self.proposal_lost):
+            # (its site died after our decision and the next view leaves it out: the others
+            # may install without its READY, as with a dead site's GIVEUP: so do we)
+            self.counters["site_merge_records_of_a_dead_site"] += 1
+            return True
+        self.counters["site_merges_of_two_incarnations"] += 1
+        why = "site %d %s it with site %d at epoch %d, we with epoch %d" % (
+            r.site, "proposes" if r.kind == SITE_MERGE else "decided", clash, named[clash], taken[clash])
+        if self.closing is None:
+            self._abandon_merge(why, passed)
+        else:
+            self._withdraw_merge(why)
+        return True
+
     def _maybe_merge(self, passed: List[SiteRecord]) -> None:
         m = self.merging
-        if self.closing is not None or any(s not in m.proposals for s in m.sites):
+        if m is None or self.closing is not None or any(s not in m.proposals for s in m.sites):
             return
+        epochs = self._merge_epochs(m)  # (the READYs held agree with it: _other_incarnations_record)
         limit = max(r.lts for r in m.proposals.values())
         reason = "sites %s joined" % sorted(m.joined)
         self.closing = ViewClosing(m.view_seq, sorted(self.live_sites), frozenset(), {}, {}, limit,
@@ -10214,7 +10300,8 @@ class SiteGateway:
                                  epoch=self.epoch))
         # from here on we never give it up (a site that gave it up before its decision sends
         # GIVEUP instead, and then nobody installs it): every site waits for every READY
-        ready = SiteRecord(SITE_READY, self.site_id, limit, m.view_seq, body=encode_site_view_body(m.sites, {}))
+        ready = SiteRecord(SITE_READY, self.site_id, limit, m.view_seq,
+                           body=encode_site_view_body(m.sites, {}, epochs))
         m.ready[self.site_id] = ready
         passed.append(ready)
 
@@ -10253,6 +10340,15 @@ class SiteGateway:
         if m is None or (r.site_seq, sites) != (m.view_seq, m.sites) or r.site not in m.sites \
                 or r.site in m.ready:
             return  # (a merge we are not in, or gave up: nobody installs it then)
+        if r.kind == SITE_READY and self._other_incarnations_record(r, passed):
+            return
+        if r.kind == SITE_GIVEUP and self._epoch_clash(
+                {k: e for k, e in self._record_epochs(r).items() if k == r.site}, self._merge_epochs(m)) is not None:
+            # (another incarnation of that site gave up its own merge: the one we took may
+            # have sent READY, and a site that installs with it must not find us gone)
+            self.counters["site_merge_records_of_another_incarnation"] += 1
+            passed.append(r)
+            return
         passed.append(r)  # the representative floods it on
         if r.kind == SITE_READY:
             m.ready[r.site] = r
@@ -10284,7 +10380,8 @@ class SiteGateway:
         """We give the merge up before our decision: GIVEUP tells the sites that decided it
         (they wait for our READY) that nobody will install it."""
         m = self.merging
-        giveup = SiteRecord(SITE_GIVEUP, self.site_id, 0, m.view_seq, body=encode_site_view_body(m.sites, {}))
+        giveup = SiteRecord(SITE_GIVEUP, self.site_id, 0, m.view_seq,
+                            body=encode_site_view_body(m.sites, {}, {self.site_id: self.epoch} if self.epoch else None))
         self.giveups[self.site_id] = giveup
         passed.append(giveup)
         self._end_merge()
@@ -10541,8 +10638,10 @@ class SiteGateway:
     def _install_joined(self, c: ViewClosing) -> None:
         """The merged view: the joined sites' streams start at the limit; what every site's
         ARU said of the old view's streams says nothing of theirs."""
+        taken, other_incarnation = {}, []
         if self.merging is not None:  # (a site may still lack one of these: see _resend)
             self.merged_readies = dict(self.merging.ready)
+            taken = self._merge_epochs(self.merging)
         self.merging = None
         self.merge_around = frozenset()
         self.merges_installed += 1
@@ -10553,7 +10652,15 @@ class SiteGateway:
             # as heard from a site that has it)
             self.site_epochs.pop(x, None)
             self.epochs_first_hand.discard(x)
-            if x in self.links and self._link_epochs.get(x) and self.is_representative():
+            if taken.get(x):
+                # the incarnation whose MERGE and READY we took (every daemon of our site alike,
+                # at this point of our order); a link to another one is not a link to it
+                self.site_epochs[x] = taken[x]
+                self.epochs_first_hand.add(x)
+                if self.is_representative() and x in self.links and self._link_epochs.get(x, 0) not in (0, taken[x]):
+                    other_incarnation.append(x)  # (dropped below, once the view is ours)
+            if x in self.links and self._link_epochs.get(x) and self.is_representative() \
+                    and x not in other_incarnation:
                 # (our link to it started during the merge: that HELLO's epoch is the new one)
                 self.to_ring.append(SiteRecord(SITE_EPOCH, x, 0, self._link_epochs[x], EPOCH_FROM_HELLO))
             stream = self.streams[x] = self.merge.open_stream(x, c.limit_lts)
@@ -10574,6 +10681,9 @@ class SiteGateway:
             del self.injected[key]
         self.neighbours = [s for s in self.configured_neighbours if s in self.live_sites]
         self.trees = self._view_trees()
+        for x in other_incarnation:  # (its HELLOs are refused now: _new_incarnation)
+            self._drop_link(x, "it speaks for epoch %d, the merge took epoch %d"
+                            % (self._link_epochs[x], self.site_epochs[x]), self.now_s)
         # a joined site we have no link with (it died, or the other side gave the merge up
         # after we decided) is suspected as at the start: HELLO, then the silence rule
         for site in self.neighbours:

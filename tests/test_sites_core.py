@@ -2108,6 +2108,74 @@ def test_a_merge_our_site_decided_ends_where_our_ring_forks():
     assert gw.epoch != 5 and gw.merging is None and gw.closing is None and gw.live_sites == [0]
     assert gw.counters["merges_ended_by_our_fork"] == 1
 
+SITES_FORKED_B = [["a1", "a2"], ["b1", "b2", "b3"], ["c1"]]
+E_B2, E_B3 = 11857820980719, 47062323233849  # (the two forks' epochs in seed 61081)
+
+
+def _merging_with_a_forked_site():
+    """a1 in view 1 of sites a and c (b left out: forked in two, b2 and b3, each alone)
+    starts merging view 2 with b, and c's MERGE comes: it names a's and c's epochs."""
+    gw = gateway("a1", SITES_FORKED_B, COSTS_C)
+    gw.epoch = 1
+    regular(gw, ["a1", "a2"])
+    gw.poll()
+    gw.live_sites, gw.view_seq = [0, 2], 1  # (b left out by an earlier view; the cut healed)
+    gw.site_epochs[2] = 1
+    gw.merge.uninstall(1)
+    del gw.streams[1]
+    assert gw._start_merge(2, frozenset({0, 1, 2}), [])
+    merge_c = sr.SiteRecord(sr.SITE_MERGE, 2, 8, 2, body=sr.encode_site_view_body(
+        {0, 1, 2}, {0: (1, 0, 0), 2: (1, 0, 0)}, {0: 1, 2: 1}))
+    gw.ring_output(carrier([merge_c], 10, epoch=1), 1.0)
+    return gw
+
+
+def _merge_record(kind, site, epochs, lts=9):
+    """site's MERGE or READY of view 2 of sites a, b, c, naming `epochs`."""
+    return sr.SiteRecord(kind, site, lts, 2, body=sr.encode_site_view_body({0, 1, 2}, {}, epochs))
+
+
+def test_a_merge_takes_one_incarnation_of_a_site_and_withdraws_if_another_site_took_the_other():
+    """(seed 61081 --lan-splits) Site b forked twice (b2 and b3, each alone) and both forks
+    answered the heal: a1 linked with b3, c1 with b2. a1 took b3's MERGE and b2's READY (one
+    record per site, no epoch), c1 b2's MERGE and READY, and both installed view 2, a1 reading
+    b3's epoch, c1 b2's; b3 then took b2's state, and a1, reaching b round through c1, refused
+    b2's HELLOs and FRONTIERs for ever: 4 of b's messages never delivered at a1. A merge now
+    takes one incarnation of each site: another's READY is not its site's, and a READY that
+    took another incarnation of a third site ends the merge (withdrawn after our decision:
+    neither decision can be installed, since every READY names every site)."""
+    gw = _merging_with_a_forked_site()
+    gw.ring_output(carrier([_merge_record(sr.SITE_MERGE, 1, {1: E_B3})], 11, epoch=1), 1.1)
+    assert gw.closing is not None and gw.merging.view_seq == 2  # decided, with b3's MERGE
+    own_ready = gw.merging.ready[0]
+    gw.ring_output(carrier([_merge_record(sr.SITE_READY, 1, {0: 1, 1: E_B2, 2: 1})], 12, epoch=1), 1.2)
+    assert 1 not in gw.merging.ready  # b2's READY: not site b's for this merge
+    assert gw.counters["site_merge_records_of_another_incarnation"] == 1
+    gw.ring_output(carrier([_merge_record(sr.SITE_READY, 2, {0: 1, 1: E_B2, 2: 1})], 13, epoch=1), 1.3)
+    gw.poll()
+    assert gw.view_seq == 1 and gw.merging is None and gw.closing is None and gw.live_sites == [0, 2]
+    assert gw.counters["site_merges_of_two_incarnations"] == 1
+    assert sr.decode_site_view_bases(own_ready.body) == {0: 1, 1: E_B3, 2: 1}  # (what c1 reads)
+
+
+def test_a_merge_installed_reads_the_incarnation_whose_records_it_took():
+    """The same merge where every site took b3's: installed, a1 reads b3's epoch (before: the
+    epoch of its own link's HELLO, whichever fork that was), and a link to b2 is dropped."""
+    gw = _merging_with_a_forked_site()
+    gw.ring_output(carrier([_merge_record(sr.SITE_MERGE, 1, {1: E_B3})], 11, epoch=1), 1.1)
+    for lts, site in ((12, 1), (13, 2)):
+        gw.ring_output(carrier([_merge_record(sr.SITE_READY, site, {0: 1, 1: E_B3, 2: 1}, 9)], lts, epoch=1), 1.2)
+    # (our representative's link to b: b2's HELLO came first)
+    gw.hop_datagram("b2", sr.encode_site_hello(sr.SiteHello(("b2", 1), 1, False, {}, 1, (1,),
+                                                            sr.hop_session(1, 0), E_B2)), 1.25)
+    assert 1 in gw.links
+    gw.ring_output(carrier([sr.SiteRecord(sr.SITE_FRONTIER, 2, 9)], 14, epoch=1), 1.3)  # (c reaches the limit)
+    gw.poll()
+    assert 1 not in gw.links and gw.suspect_at.get(1) is not None
+    assert gw.view_seq == 2 and gw.live_sites == [0, 1, 2]
+    assert gw.site_epochs[1] == E_B3 and gw.counters["site_merges_of_two_incarnations"] == 0
+
+
 # ---- two rings of one site meet: whose state is kept ---------------------------------------------
 
 SITE_OF_THREE = [["a1", "a2", "a3"], ["b1"]]
