@@ -11048,6 +11048,7 @@ class SitesOrderer(Orderer):
         #: ours: the ring's outputs until the round's point says whose state is kept (None:
         #: no such round). Applied then if ours is; if another's, dropped: they are in it
         self.undecided: Optional[list] = None
+        self.undecided_since = 0.0  #: when the hold began (its length goes to the log)
         self.waiting: "collections.deque[Tuple[DaemonMessage, bool]]" = collections.deque()
         self.retry_at: Optional[float] = None  #: the sender's AGAIN, once its state is quiet
         self.syncs_sent = 0
@@ -11151,7 +11152,7 @@ class SitesOrderer(Orderer):
             self._start_afresh(out, "alone in its ring")
             return
         if self._may_meet_another_ring(newcomers, others):
-            self.undecided = []
+            self.undecided, self.undecided_since = [], self.now
         if newcomers or not self.synced or self.undecided is not None:
             self._send_status()
 
@@ -11312,6 +11313,12 @@ class SitesOrderer(Orderer):
         ours (`undecided`): applied if our state is kept (or no round decided it), dropped if
         we take another's (what its daemons applied before the point is in that state)."""
         held, self.undecided = self.undecided, None
+        if held is None:
+            return
+        # (the price of the hold, one line per ring with newcomers or daemons of another ring)
+        self.gateway._log("held %d ring outputs for %.1f ms from the ring's regular configuration (%s)" % (
+            len(held), 1000 * (self.now - self.undecided_since), "applied" if ours_kept else "another's state kept"),
+            self.now)
         if not held:
             return
         if not ours_kept:
