@@ -83,10 +83,7 @@ def start(tmpdir, round_no, layout=LAYOUT, extra=(), program=None):
     for names in layout:
         for name in names:
             logs[name] = os.path.join(tmpdir, "r%d_%s.log" % (round_no, name))
-            procs[name] = subprocess.Popen(
-                [sys.executable, program or os.path.join(ROOT, "spread_mini.py"), "daemon", "-c", conf, "--name", name,
-                 "--status-every", "0", "--no-unix", *extra], stdout=open(logs[name], "w"), stderr=subprocess.STDOUT,
-                cwd=ROOT)
+            procs[name] = spawn(conf, name, logs[name], extra, program)
     deadline = time.monotonic() + 30
     while not ready(ip, port, logs, layout):
         if time.monotonic() > deadline or any(p.poll() is not None for p in procs.values()):
@@ -94,6 +91,14 @@ def start(tmpdir, round_no, layout=LAYOUT, extra=(), program=None):
             raise SystemExit("the daemons did not come up; logs in %s" % tmpdir)
         time.sleep(0.1)
     return procs, ip, port
+
+
+def spawn(conf, name, log_path, extra=(), program=None, mode="w"):
+    """One daemon of `conf`, its output into `log_path` (mode "a": a restart's after the first's)."""
+    return subprocess.Popen(
+        [sys.executable, program or os.path.join(ROOT, "spread_mini.py"), "daemon", "-c", conf, "--name", name,
+         "--status-every", "0", "--no-unix", *extra], stdout=open(log_path, mode), stderr=subprocess.STDOUT,
+        cwd=ROOT)
 
 
 def ready(ip, port, logs, layout):

@@ -2,20 +2,37 @@
 the figures do not depend on the machine): two sites of two daemons each, one WAN link of
 --delay-ms each way (no loss, 10 Mbit/s), a few messages a second. Prints the latency from
 submit to delivery, at the sender's site and at the other site, next to the issue's target
-(link delay + one ring rotation + 5 ms).
+(link delay + one ring rotation + 5 ms). --against runs the same case with another
+spread_mini.py (say an older commit's) in a child process and prints its figures after ours
+(simulated time: the machine's load does not move them).
 
     python3 bench/sites_latency.py [--delay-ms 20] [--seconds 10] [--service agreed|safe]
+    python3 bench/sites_latency.py --delay-ms 20 --seconds 20 --against /tmp/old_spread_mini.py
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
+import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 sys.path.insert(0, os.path.dirname(HERE))
+
+
+def _load_spread_mini(path: str) -> None:
+    """Another spread_mini.py, in place of this tree's (loaded by hand before sites_sim, which
+    puts this tree first on the path and finds the module in sys.modules)."""
+    spec = importlib.util.spec_from_file_location("spread_mini", path)
+    module = sys.modules["spread_mini"] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+
+if "--module" in sys.argv[:-1]:  # (a child of --against: before sites_sim's import)
+    _load_spread_mini(sys.argv[sys.argv.index("--module") + 1])
 
 import spread_mini as sr  # noqa: E402
 import sites_sim  # noqa: E402
@@ -29,7 +46,26 @@ def main(argv=None):
     parser.add_argument("--rate", type=float, default=5.0, help="messages per second (default 5)")
     parser.add_argument("--service", choices=("agreed", "safe"), default="agreed")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--against", help="another spread_mini.py (say an older commit's), run on the same case")
+    parser.add_argument("--module", help=argparse.SUPPRESS)  # (the child's spread_mini.py)
     args = parser.parse_args(argv)
+    if args.against and not os.path.isfile(args.against):
+        parser.error("--against: no file %s" % args.against)
+    status = measure(args, "this spread_mini" if not args.module else args.module)
+    if args.against:
+        sys.stdout.flush()
+        child = [a for a in (argv if argv is not None else sys.argv[1:])]
+        i = child.index("--against")
+        child[i:i + 2] = ["--module", os.path.abspath(args.against)]
+        status = subprocess.call([sys.executable, os.path.abspath(__file__)] + child) or status
+    if not args.module:
+        print("rerun: python3 bench/sites_latency.py --delay-ms %g --seconds %g --rate %g --service %s%s"
+              % (args.delay_ms, args.seconds, args.rate, args.service,
+                 " --against " + args.against if args.against else ""))
+    return status
+
+
+def measure(args, label: str) -> int:
     wire = WireSpec(loss=0.0, delay_s=args.delay_ms / 1000, jitter_s=0.0, bits_s=10e6)
     case = sites_sim.SitesCase(sites=[["a1", "a2"], ["b1", "b2"]], costs=[[0, 1], [1, 0]],
                                wires={(0, 1): wire, (1, 0): wire}, lan=sites_sim.LanSpec(loss=0.0),
@@ -49,6 +85,7 @@ def main(argv=None):
             if sim.site_of[sub[2]] != sim.site_of[name]:
                 by_sender.setdefault(sub[2], []).append(at - sub[4])
     rotation = sim.nodes["a1"].orderer.cfg.token_hold_s
+    print("%s:" % label)
     print("%s, %d messages, WAN delay %.0f ms each way, rings of 2 daemons (an idle ring's token "
           "is held %.0f ms per rotation)" % (args.service.upper(), len(sim.submitted), args.delay_ms,
                                              rotation * 1000))
@@ -63,8 +100,6 @@ def main(argv=None):
         print("    from %-4s %3d deliveries, median %.1f ms, max %.1f ms" % (
             name, len(values), statistics.median(values) * 1000, values[-1] * 1000))
     print("  the issue's target: delay + one rotation + 5 ms = %.1f ms" % (args.delay_ms + rotation * 1000 + 5))
-    print("rerun: python3 bench/sites_latency.py --delay-ms %g --seconds %g --rate %g --service %s"
-          % (args.delay_ms, args.seconds, args.rate, args.service))
     return 0
 
 

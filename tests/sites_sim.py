@@ -832,7 +832,7 @@ class SitesSim:
                 sr.SITES_STATE_GROUP, sr.ROSTER_GROUP, sr.REJOIN_GROUP):
             return  # (a site's STATE after a merge, a ROSTER, a REJOIN: the group cores', not a client's)
         serial = int.from_bytes(msg.data[:8], "big") if len(msg.data) >= 8 else 0
-        if msg.again:
+        if getattr(msg, "again", False):  # (an older spread_mini, a bench's --against: none)
             # (a group operation delivered in the fork's view, handed again to the table taken
             # from the kept side, which never had it: the kept incarnation's first delivery)
             if msg.kind not in (sr.JOIN, sr.LEAVE, sr.KILL) or serial not in node.position \
