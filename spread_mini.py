@@ -8027,6 +8027,13 @@ class SiteGateway:
         #: site -> its GIVEUP of the last merge it gave up, ours included (resent to a link
         #: that starts: a site that decided that merge waits for one of them)
         self.giveups: Dict[int, SiteRecord] = {}
+        #: epoch -> the GIVEUP of a merge that an incarnation of our site proposed and never
+        #: decided before it ended, its daemons taking another incarnation's state (resent to a
+        #: link that starts, as `giveups`: a site that decided that merge waits for it)
+        self.ended_giveups: Dict[int, SiteRecord] = {}
+        #: (stand_down -> import_state) the GIVEUP our incarnation's undecided merge gets if
+        #: the state we take is of another incarnation: ours then ends here for good
+        self.ending_giveup: Optional[SiteRecord] = None
         #: site -> its READY of the last merge we installed, ours included: a site of that
         #: merge may still wait for one (it went with a link or a representative that died
         #: after our install), and a new representative resends them to a link that starts
@@ -9261,6 +9268,8 @@ class SiteGateway:
                 out += encode_site_record(r)
         for r in self.giveups.values():  # a site that decided that merge waits for it
             out += encode_site_record(r)
+        for r in self.ended_giveups.values():  # (the same, of an incarnation of ours that ended)
+            out += encode_site_record(r)
         if self.merging is None:  # (a site of our last merge may still wait for a READY)
             for r in self.merged_readies.values():
                 out += encode_site_record(r)
@@ -9924,6 +9933,7 @@ class SiteGateway:
         self.live_sites = list(c.survivors if c.sites_next is None else c.sites_next)
         self.view_seq = c.view_seq
         self.giveups = {s: g for s, g in self.giveups.items() if g.site_seq > self.view_seq}
+        self._drop_ended_giveups()
         self.merge.deliver_limit_lts = None
         self.closing = None
         self.frozen = {}
@@ -10336,6 +10346,8 @@ class SiteGateway:
             self.counters["site_records_undecodable"] += 1
             return
         if r.site == self.site_id:
+            if r.kind == SITE_GIVEUP:
+                self._ended_incarnations_giveup(r, passed)
             return
         if r.kind == SITE_GIVEUP:  # (kept: its MERGE may come later, parked on the way)
             old = self.giveups.get(r.site)
@@ -10729,6 +10741,7 @@ class SiteGateway:
             self._log("stands down as the representative of site %d: it takes another "
                       "daemon's state" % self.site_id, self.now_s)
         self.representative = None
+        self.ending_giveup = self._undecided_merge_giveup()
         self.links, self.wide = {}, False
         # (the MERGEs parked for the links we had: a later term parks its own; kept, they made
         # next_deadline_s stay in the past at a daemon that was not representative then)
@@ -10742,6 +10755,77 @@ class SiteGateway:
         self.delivered_marks = dict(self.gone_delivered)  # (a site our view left out: as far as we went)
         self.delivered_marks.update((site, stream.delivered_lts) for site, stream in self.streams.items())
         self.own_numbered = {r.site_seq: (r.lts, r.body) for r in self.kept[self.site_id]}
+
+    # An incarnation that ends with an undecided merge (seed 1037 --lan-splits --groups
+    # --client-views). c1, a fork of site c alone (a new epoch), proposed view 2 to a and b;
+    # they took its MERGE and decided, and wait for c's READY naming that epoch. Then c1's
+    # ring met c2 c3's (epoch 1), c1 took their state and the fork's merge went with its own
+    # (import_state): nobody ever sent its READY or its GIVEUP. Site c, now epoch 1, gave up
+    # its own view 2 (b's READY named the fork's epoch); a and b read that GIVEUP as another
+    # incarnation's and waited for good, refusing every later merge: the sites stayed apart.
+    # Our ring is the only one that can go on with our epoch (it held a quorum of the last
+    # ring that kept it, or it would have forked: _fork_ends_merge), and each daemon of it
+    # that holds the epoch takes the other state at the same point: the incarnation ends with
+    # the merge undecided, so it never sends READY, and a GIVEUP naming its epoch tells the
+    # sites that wait for it so. (A merge it decided may be installed with its READY: kept.)
+
+    def _undecided_merge_giveup(self) -> Optional[SiteRecord]:
+        """(stand_down) The GIVEUP of the merge our incarnation proposed and has not decided
+        (no READY of ours), naming our epoch: sent if the state we take is another epoch's."""
+        m = self.merging
+        if m is None or not self.epoch or self.site_id not in m.proposals or self.site_id in m.ready:
+            return None
+        return SiteRecord(SITE_GIVEUP, self.site_id, 0, m.view_seq,
+                          body=encode_site_view_body(m.sites, {}, {self.site_id: self.epoch}))
+
+    def _end_incarnations_merge(self, now: float) -> None:
+        """(import_state) The state taken is of another epoch than ours: our incarnation's
+        undecided merge is given up under its epoch, into our ring (every daemon of the site
+        keeps it; the representative floods it and resends it to each link that starts)."""
+        giveup, self.ending_giveup = self.ending_giveup, None
+        if giveup is None:
+            return
+        ended = self._record_epochs(giveup).get(self.site_id, 0)
+        if not ended or ended == self.epoch:
+            return  # (the same incarnation goes on: its merge is the others' to end)
+        self.counters["merges_given_up_as_our_incarnation_ended"] += 1
+        self._log("site %d's incarnation of epoch %d ends with view %d undecided: it gives it up"
+                  % (self.site_id, ended, giveup.site_seq), now)
+        self._submit_records([giveup])  # (from any daemon: to_ring is the representative's)
+
+    def _ended_incarnations_giveup(self, r: SiteRecord, passed: List[SiteRecord]) -> None:
+        """Our site's GIVEUP of an incarnation that ended (_end_incarnations_merge), where our
+        ring delivered it: kept until a merge brings its sites into our view, and flooded on."""
+        ended = self._record_epochs(r).get(self.site_id, 0)
+        if not ended or ended == self.epoch or ended in self.ended_giveups:
+            return
+        while len(self.ended_giveups) >= ENDED_GIVEUPS_MAX:
+            del self.ended_giveups[next(iter(self.ended_giveups))]  # (the oldest)
+        self.ended_giveups[ended] = r
+        passed.append(r)
+
+    def _drop_ended_giveups(self) -> None:
+        """(a view installed) A site in our view installed it with us: it waits for no merge
+        of an ended incarnation of ours any more."""
+        live = set(self.live_sites)
+        for epoch, r in list(self.ended_giveups.items()):
+            try:
+                sites, _ = decode_site_view_body(r.body)
+            except RingWireError:
+                sites = frozenset()
+            if set(sites) <= live:
+                del self.ended_giveups[epoch]
+
+    def _ended_giveups_of(self, text: object) -> Dict[int, SiteRecord]:
+        """A state's ended_giveups (none: a daemon of before sends none), checked: GIVEUPs of
+        our site, each naming an epoch of it."""
+        out: Dict[int, SiteRecord] = {}
+        for r in (_records_of(text, self.site_id) if text else [])[:ENDED_GIVEUPS_MAX]:
+            ended = self._record_epochs(r).get(self.site_id, 0) if r.kind == SITE_GIVEUP else 0
+            if not ended:
+                raise ValueError("an ended incarnation's GIVEUP that is no GIVEUP of an epoch of ours")
+            out[ended] = r
+        return out
 
     def _delivered_here(self, r: SiteRecord) -> bool:
         """(import_state, and a record that reaches the merge after it: the kept side may not
@@ -10846,6 +10930,7 @@ class SiteGateway:
             # representative resends to a link that starts (it may be this daemon)
             "given_up_view": self.given_up_view,
             "giveups": {str(k): _records_text([r]) for k, r in self.giveups.items()},
+            "ended_giveups": _records_text(self.ended_giveups.values()),
             # the READYs of our last merge: a site of it may still wait for one, which a new
             # representative resends (it may be this daemon)
             "merged_readies": {str(k): _records_text([r]) for k, r in self.merged_readies.items()},
@@ -10932,6 +11017,7 @@ class SiteGateway:
                                         frozenset(_int_list(settled, n)))
         self.link_reports = reports
         self.giveups = _one_record_per_site(state.get("giveups", {}), SITE_GIVEUP, "GIVEUP", n)
+        self.ended_giveups = self._ended_giveups_of(state.get("ended_giveups", ""))
         self.merged_readies = _one_record_per_site(state.get("merged_readies", {}), SITE_READY, "READY", n)
         self.given_up_view = _counter(state.get("given_up_view", 0))
         # the ring that sent the state is our site's, formed already (not two rings of a
@@ -11002,6 +11088,7 @@ class SiteGateway:
         self.merge.deliver_limit_lts = None
         self.wide, self.links = False, {}
         self._import_interest(_checked(state.get("interest", {}), dict), n)
+        self._end_incarnations_merge(now)
         self._log("up to date: view %d of the sites %s, %d messages waiting in the merge, "
                   "positions %s" % (self.view_seq, live, sum(len(s.ordered) for s in self.streams.values()),
                                     self.applied_seq), now)
@@ -11081,16 +11168,20 @@ class SiteGateway:
             while self.to_ring and size + len(encode_site_record(self.to_ring[0])) <= SITES_BATCH_BYTES:
                 size += len(encode_site_record(self.to_ring[0]))
                 batch.append(self.to_ring.popleft())
-            # (named by our epoch: a fork's records must not count where the kept side reads
-            # them, see _other_incarnation)
-            # and by the rings that kept it since it began, if any: a fork of ours tells ours
-            # made after it from those made before, _other_incarnation)
-            tag = [str(self.epoch)] if self.epoch else []
-            if tag and self.kept_rings:
-                tag.append(str(self.kept_rings))
-            msg = DaemonMessage(SITES, self.name, "", AGREED_MESS, tag, data=encode_site_records(batch))
-            self.orderer.submit(msg)  # never refused: only DATA is
-            self.counters["sites_messages_submitted"] += 1
+            self._submit_records(batch)
+
+    def _submit_records(self, batch: List[SiteRecord]) -> None:
+        """One SITES message of these records into our ring."""
+        # (named by our epoch: a fork's records must not count where the kept side reads
+        # them, see _other_incarnation)
+        # and by the rings that kept it since it began, if any: a fork of ours tells ours
+        # made after it from those made before, _other_incarnation)
+        tag = [str(self.epoch)] if self.epoch else []
+        if tag and self.kept_rings:
+            tag.append(str(self.kept_rings))
+        msg = DaemonMessage(SITES, self.name, "", AGREED_MESS, tag, data=encode_site_records(batch))
+        self.orderer.submit(msg)  # never refused: only DATA is
+        self.counters["sites_messages_submitted"] += 1
 
     # ------------------------------------------------------------ output
     def _deliver(self, msg: DaemonMessage) -> None:
@@ -11140,6 +11231,7 @@ SYNC_RETRY_EVERY_S = 0.05
 #: start: then what a fork's daemon delivered of its own stream before the fork would be
 #: delivered again
 LINEAGE_MAX = 64
+ENDED_GIVEUPS_MAX = 8  # the GIVEUPs of ended incarnations of our site a daemon keeps (oldest go)
 
 
 def parted_at(mine: List[Tuple[int, int]], theirs: List[Tuple[int, int]]) -> Optional[int]:
