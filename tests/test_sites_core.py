@@ -467,6 +467,93 @@ def test_a_forks_own_message_the_kept_side_numbered_higher_is_still_the_one_it_d
     assert b"kept's first" in bodies[1] and bodies[2] == sr.SITE_SKIP_BODY
 
 
+def _merging_with_b(name, forked):
+    """a1 or a2 of site a (epoch 5), linked to b1; a1's ring forks first if `forked` (a1
+    alone: a new epoch). Then, in a view of site a alone (b left out earlier; the cut
+    healed), it proposes view 2 with b, and has not decided it. Its SITES messages are
+    caught (`sent`)."""
+    gw = _linked_rep_of_a_split_site(name)
+    if forked:
+        _ring_ends(gw)
+        regular(gw, [name], 0.2)
+        assert gw.epoch != 5 and gw.counters["site_forks"] == 1
+        gw._start_link(1, ("b1", 1), {}, 0.2, 0)
+    gw.sent = []
+    gw.orderer.submit = lambda msg, urgent=False: gw.sent.append(msg) or True
+    gw.live_sites, gw.view_seq = [0], 1
+    gw.merge.uninstall(1)
+    del gw.streams[1]
+    assert gw._start_merge(2, frozenset({0, 1}), [])
+    assert 0 in gw.merging.proposals and 0 not in gw.merging.ready  # (our MERGE went, undecided)
+    return gw
+
+
+def _giveups_in(gw, sent):
+    """The GIVEUPs of the SITES messages gw submitted, each with the epochs it names."""
+    return [(r.site_seq, sr.decode_site_view_bases(r.body)) for msg in sent
+            for r in sr.decode_site_records(msg.data) if r.kind == sr.SITE_GIVEUP]
+
+
+def test_an_incarnation_that_ends_with_its_merge_undecided_gives_that_merge_up_under_its_epoch():
+    """(seed 1037 --lan-splits --groups --client-views) c1, a fork of site c alone (a new
+    epoch), proposed view 2 to sites a and b; they took its MERGE, decided, and waited for
+    c's READY naming the fork's epoch. c1's ring then met c2 c3's (epoch 1) and c1 took their
+    state: the fork's merge went with its own, and nobody ever sent its READY or GIVEUP. c,
+    epoch 1 again, gave up its own view 2 (b's READY named the fork's epoch), and a and b
+    read that GIVEUP as another incarnation's: they waited for good, refused every later
+    merge, and the sites stayed apart. Now a daemon whose incarnation ends so (the state it
+    takes is of another epoch) submits the GIVEUP of that merge under the ended epoch; every
+    daemon of the site keeps it and resends it to a link that starts, until a merge brings
+    the merge's sites into our view."""
+    fork = _merging_with_b("a1", forked=True)
+    fork_epoch = fork.epoch
+    fork.close_fork(0.3)
+    kept = _linked_rep_of_a_split_site("a2")  # (epoch 5, whose state a1 takes)
+    fork.sent.clear()
+    fork.stand_down()
+    fork.import_state(json.loads(json.dumps(kept.export_state())), 0.4)
+    assert fork.epoch == 5 and fork.merging is None
+    assert _giveups_in(fork, fork.sent) == [(2, {0: fork_epoch})]
+    assert fork.counters["merges_given_up_as_our_incarnation_ended"] == 1
+    # where the ring delivers it, each daemon of the site keeps it, and floods it on
+    made = sr.decode_message_body(sr.encode_message_body(fork.sent[-1]), "a1")
+    made.lts = 50
+    for gw in (fork, kept):
+        gw.ring_output(sr.Deliver(made), 0.5)
+        assert list(gw.ended_giveups) == [fork_epoch]
+        gw._out_bytes[1] = bytearray()
+        gw._resend(1, {})
+        resent = sr.decode_site_records(bytes(gw._out_bytes[1]))
+        assert [r for r in resent if r.kind == sr.SITE_GIVEUP] == [gw.ended_giveups[fork_epoch]]
+    late = gateway("a3", [["a1", "a2", "a3"], ["b1"]], [[0, 1], [1, 0]])  # (it goes with the state)
+    late.import_state(json.loads(json.dumps(kept.export_state())), 0.6)
+    assert list(late.ended_giveups) == [fork_epoch]
+    state = json.loads(json.dumps(kept.export_state()))
+    state["ended_giveups"] = sr._records_text([sr.SiteRecord(sr.SITE_READY, 0, 1, 2)])
+    with pytest.raises(ValueError):  # (no GIVEUP of an epoch of ours: never misread)
+        gateway("a3", [["a1", "a2", "a3"], ["b1"]], [[0, 1], [1, 0]]).import_state(state, 0.6)
+    # kept until a merge brings b into our view
+    kept.live_sites = [0, 1]
+    kept._drop_ended_giveups()
+    assert kept.ended_giveups == {}
+
+
+def test_a_daemon_that_takes_a_state_of_its_own_epoch_or_decided_its_merge_gives_nothing_up():
+    """The same incarnation goes on in the state taken (its other daemons carry the merge on),
+    and a merge decided may be installed with our READY: neither is given up."""
+    gw = _merging_with_b("a2", forked=False)
+    gw.stand_down()
+    gw.import_state(json.loads(json.dumps(_linked_rep_of_a_split_site("a1").export_state())), 0.4)
+    assert gw.epoch == 5 and _giveups_in(gw, gw.sent) == []
+    decided = _merging_with_b("a1", forked=True)
+    decided.merging.ready[0] = sr.SiteRecord(sr.SITE_READY, 0, 1, 2)  # (as if decided)
+    decided.sent.clear()
+    decided.stand_down()
+    decided.import_state(json.loads(json.dumps(_linked_rep_of_a_split_site("a2").export_state())), 0.4)
+    assert _giveups_in(decided, decided.sent) == []
+    assert decided.counters["merges_given_up_as_our_incarnation_ended"] == 0
+
+
 def _ordered_group_op(kind, lts, origin):
     msg = sr.DaemonMessage(kind, origin, "#c#" + origin, sr.AGREED_MESS, ["g"])
     msg.lts = lts

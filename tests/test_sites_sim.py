@@ -870,8 +870,12 @@ LAN_SPLIT_GROUPS_REGRESSION_SEEDS = [125, 89, 328, 71302]
 #: forked alone; its client joined g3 in the fork's closing view and the kept table a2 took
 #: still held it with cb1 and cb2: cb1's LEAVE gave it a view of g3 with cb2, then the
 #: REJOIN's REG_MEMB a vs_set of its own, no TRANSITION between. Pinned by test_sites_core's
-#: ..._gets_no_view_of_the_kept_table_before_the_rejoin
-LAN_SPLIT_CLIENT_VIEWS_REGRESSION_SEEDS = [73027, 478]  # (73236: the checker test below)
+#: ..._gets_no_view_of_the_kept_table_before_the_rejoin. 1037: c1, a fork of site c alone,
+#: proposed view 2 to a and b, which decided it, then took c2 c3's state (epoch 1): the fork's
+#: merge went undecided with its state, and a and b waited for its READY for good (c's GIVEUP
+#: under epoch 1 is another incarnation's), refusing every later merge: the views ended split.
+#: Pinned by test_sites_core's test_an_incarnation_that_ends_with_its_merge_undecided_...
+LAN_SPLIT_CLIENT_VIEWS_REGRESSION_SEEDS = [73027, 478, 1037]  # (73236: the checker test below)
 
 
 def test_a_daemon_that_forks_just_after_the_heal_owes_nothing_its_old_ring_delivered_without_it():
