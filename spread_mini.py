@@ -1824,7 +1824,8 @@ def decode_hop_packet(data: bytes, seal: Optional[RingSeal] = None) -> HopPacket
 #             (MERGE, READY and GIVEUP: the view body's third part, a PROPOSE's merge bases,
 #             holds (site, epoch) pairs: the epochs of the sender's site and of its view's
 #             sites in a MERGE, of every site of the new view as the decision took them in a
-#             READY, of the sender's site in a GIVEUP; a daemon of before reads none there)
+#             READY, of the sender's site in a GIVEUP (an incarnation of it that ended, in
+#             one its successor sends: _end_incarnations_merge); a daemon of before reads none there)
 #   LINKS     version, then a view body whose "lost" list is the neighbour sites whose
 #             direct link is down past its grace, and whose entries (zeros) those whose
 #             link died and may come back yet: link state, flooded to every site like
