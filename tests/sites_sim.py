@@ -1041,6 +1041,20 @@ class SitesSim:
         return not mine or not named or mine == named
 
     @staticmethod
+    def left_at(node: Node, serial: int, at: float) -> float:
+        """When to read the incarnation a daemon delivered a message in: just before `at` if
+        it took the kept state in that instant after the delivery (a fork's closing view,
+        close_fork, and the rejoin in one poll; as companions reads it, seed 981). Seed 86279
+        --lan-splits --groups --site-grace-s 0.3: c3, forked alone, delivered its own SAFE
+        message in the fork's closing view and took c1's state in that instant; read with the
+        kept epoch, c1 was said to owe holding it first (EVS: SAFE holds in the
+        transitional configuration, the fork's daemons alone)."""
+        position = node.position.get(serial, -1)
+        if any(t == at and position < index for t, index in node.rejoined):
+            return at - 1e-9
+        return at
+
+    @staticmethod
     def delivered_before_rejoin(node: Node, serial: int) -> bool:
         return bool(node.rejoined) and node.position.get(serial, 1 << 60) < node.rejoined[-1][1]
 
@@ -1711,7 +1725,7 @@ class SitesSim:
                         continue  # (the same for a fork's daemon that took the kept state)
                     if self.site_of[other] not in members:
                         continue  # not in the view (EVS: SAFE holds in its configuration)
-                    if not self.same_incarnation(o, node, at) or self.apart_at(name, other, at):
+                    if not self.same_incarnation(o, node, self.left_at(node, serial, at)) or self.apart_at(name, other, at):
                         continue  # another incarnation of its site (a fork), or cut off from us
                     if o.held_at.get(key, float("inf")) > at:
                         self.fail(SAFE, "%s delivered SAFE %d at %.4f; %s held it only at %.4f"

@@ -935,6 +935,24 @@ def test_a_site_split_in_two_rings_with_groups_regression_seed(seed):
     assert res.violations == [], "seed %d: %s" % (seed, res.summary())
 
 
+#: --lan-splits --groups --site-grace-s 0.3 seeds (bench/sites_soak.py --first 86001). 86093:
+#: b2, forked alone, proposed a view nobody answered; its client's messages waited for it
+#: (own_held) and were delivered nowhere when b2 took b1's state (test_sites_core's
+#: ..._held_for_its_undecided_view_is_delivered_as_the_fork_ends). 86048: a2, restarted into
+#: a3's fork, took its state; what their ring ordered was above own_held_upto and delivered
+#: nowhere (..._takes_a_forks_state_joins_the_fork_...). 86279: the checker's (SAFE in a
+#: fork's closing view in the instant of the rejoin: test_a_safe_message_of_a_forks_closing_view_...)
+LAN_SPLIT_GROUPS_SHORT_GRACE_SEEDS = [86048, 86093, 86279]
+
+
+@pytest.mark.parametrize("seed", LAN_SPLIT_GROUPS_SHORT_GRACE_SEEDS)
+def test_a_site_split_in_two_rings_with_groups_at_a_short_grace_regression_seed(seed, monkeypatch):
+    monkeypatch.setattr(sr, "SITE_GRACE_S", 0.3)
+    res = sites_sim.run_seed(seed, lan_splits=True, groups=True)
+    assert res.stats.get("site_forks") and res.stats.get("rejoined"), res.summary()
+    assert res.violations == [], "seed %d: %s" % (seed, res.summary())
+
+
 #: --lan-splits --groups --hostile 0.1 --key seeds. 71257: b3 forked alone beside b1 b2 and
 #: both answered c1's heal; c1 linked with b1, then took b3's HELLO over it and its merge
 #: read the fork's epoch; once b3 took b1's state c1 refused site b for ever (a message lost
@@ -1088,6 +1106,34 @@ def test_a_forks_closing_view_in_the_instant_it_takes_the_kept_state_is_the_fork
     assert sites == (1,) and left_s < t
     assert not sim.same_incarnation(b1, b2, left_s)  # (before: t, the kept incarnation)
     assert sim.same_incarnation(b1, b2, t)
+
+
+def test_a_safe_message_of_a_forks_closing_view_in_the_instant_it_rejoined_waits_for_the_fork_only():
+    """(seed 86279 --lan-splits --groups --site-grace-s 0.3) c3, forked alone, delivered its
+    client's SAFE message in the fork's closing view (close_fork) and took c1's kept state in
+    the same instant. check_safe read c3's incarnation at that instant, the kept one already,
+    and said c1 (kept side, which never had the message) had to hold it first. SAFE holds in
+    the transitional configuration where it is delivered (the real Spread's Discard_packets
+    delivers after the transitional signal what only its members hold): here the fork's
+    daemons alone. Read as companions reads it (seed 981): the fork's, just before."""
+    sim = sites_sim.SitesSim(1)
+    sim.site_of = {"c1": 2, "c3": 2}
+    sim.submitted = {137: (sr.SAFE_MESS, b"", "#c#c3", 0, 1.37, "c3", sr.DATA, ("g1",))}
+    c1, c3 = (sites_sim.Node(None, types.SimpleNamespace(name=n), None) for n in ("c1", "c3"))
+    sim.nodes = {"c1": c1, "c3": c3}
+    for node in (c1, c3):
+        node.incarnations = [(0.0, {2: 1})]
+    t = 3.136
+    c3.incarnations += [(2.45, {2: 777}), (t, {2: 1})]  # (forked, then the kept state)
+    c3.delivered, c3.position, c3.delivered_at = [137], {137: 0}, {137: t}
+    c3.key_of, c3.delivered_in, c3.held_at = {137: (2, 49)}, {137: (2,)}, {(2, 49): 1.4}
+    c3.views = [(sr.CONF_TRANSITIONAL, 1, (2,), 0, t), (sites_sim.JOINED, 1, (2,), 1, t)]
+    c3.rejoined = [(t, 1)]
+    sim.check_safe()
+    assert sim.violations == []
+    c3.rejoined = [(t, 0)]  # (delivered after the rejoin: of the kept incarnation, c1 owes it)
+    sim.check_safe()
+    assert len(sim.violations) == 1 and "c1 held it only at inf" in sim.violations[0]
 
 
 def test_a_messages_interest_is_the_kept_sides_table_not_the_forks_that_sent_it():
