@@ -978,7 +978,13 @@ class SitesSim:
                 # in the fork with it, just before
                 out[serial] = (views[i - 1][2] if i else everyone), views[i][4] - 1e-9
             elif i < len(views):
-                out[serial] = views[i][2], views[i][4]  # the TRANSITIONAL that ends this regular part
+                left = views[i][4]  # the TRANSITIONAL that ends this regular part
+                if i + 1 < len(views) and views[i + 1][0] == JOINED and views[i + 1][4] <= left:
+                    # (a fork's closing view and the rejoin in one instant, as above: the
+                    # fork's regular part too; seed 86585 --lan-splits --groups: b2's own
+                    # message of its fork's view 1 was said to be owed by b1 and b3, kept)
+                    left = views[i + 1][4] - 1e-9
+                out[serial] = views[i][2], left
             else:
                 out[serial] = (views[i - 1][2] if i else everyone), self.now
         return out

@@ -861,7 +861,9 @@ def test_a_site_split_in_two_rings_regression_seed(seed):
 #: c1's messages went round the ring where c1 and c3 met before the status round, and c3's
 #: fork delivered them, then again from c1's state (duplicate, one view, FIFO). Pinned by
 #: test_sites_core's ..._where_a_fork_meets_the_kept_ring_goes_to_the_fork_once
-LAN_SPLIT_GROUPS_REGRESSION_SEEDS = [125, 89, 328, 71302]
+#: 86585: the checker's (b2's own message in its fork's regular view, closed in the instant
+#: of the rejoin: test_a_forks_regular_view_closed_in_the_instant_it_takes_the_kept_state_...)
+LAN_SPLIT_GROUPS_REGRESSION_SEEDS = [125, 89, 328, 71302, 86585]
 
 #: --lan-splits --groups --client-views seeds. 73027: a3, restarted into a2's fork, took a2's
 #: state without the fork's ring; where the fork met a1's ring a2 delivered 38 messages in the
@@ -1106,6 +1108,27 @@ def test_a_forks_closing_view_in_the_instant_it_takes_the_kept_state_is_the_fork
     assert sites == (1,) and left_s < t
     assert not sim.same_incarnation(b1, b2, left_s)  # (before: t, the kept incarnation)
     assert sim.same_incarnation(b1, b2, t)
+
+
+def test_a_forks_regular_view_closed_in_the_instant_it_takes_the_kept_state_is_the_forks():
+    """(seed 86585 --lan-splits --groups) b2, a fork of site b alone, delivered its own
+    message in its fork's regular view 1; its fork's closing TRANSITIONAL and the kept state
+    came in one instant. The checker read the incarnation at that instant, the kept one, and
+    said b1 and b3 (kept, which never had the message) owed it. As for a delivery in the
+    closing view itself (seed 981): the fork's, just before the rejoin."""
+    sim = sites_sim.SitesSim(1)
+    sim.site_of = {"b1": 1, "b2": 1}
+    b1, b2 = (sites_sim.Node(None, types.SimpleNamespace(name=n), None) for n in ("b1", "b2"))
+    for node in (b1, b2):
+        node.incarnations = [(0.0, {1: 1})]
+    t = 2.43
+    b2.incarnations += [(1.41, {1: 777}), (t, {1: 1})]  # (forked, then the kept state)
+    b2.delivered, b2.position = [280], {280: 0}
+    b2.views = [(sr.CONF_REGULAR, 1, (1,), 0, 1.92), (sr.CONF_TRANSITIONAL, 1, (1,), 1, t),
+                (sites_sim.JOINED, 0, (), 1, t)]
+    sites, left_s = sim.companions(b2)[280]
+    assert sites == (1,) and left_s < t
+    assert not sim.same_incarnation(b1, b2, left_s)  # (before: t, the kept incarnation)
 
 
 def test_a_safe_message_of_a_forks_closing_view_in_the_instant_it_rejoined_waits_for_the_fork_only():
