@@ -1160,21 +1160,34 @@ class SitesSim:
         # (a daemon that ran from the start first: a new incarnation of a site killed whole
         # knows the other sites' members only from a merge on, and says so for the messages
         # that only its site delivered)
-        for node in sorted(self.nodes.values(), key=lambda n: n.restarted):
-            if self.saw_every_join(node):
-                for serial, sites in self.node_interest(node, at_merge).items():
-                    out.setdefault(serial, sites)
+        whole = [(node, self.node_interest(node, at_merge))
+                 for node in sorted(self.nodes.values(), key=lambda n: n.restarted) if self.saw_every_join(node)]
+        self.read_interest(whole, out)
         # Last, a daemon restarted into a running ring, for the messages that only it
         # delivered (a fork's own, pruned everywhere else: seed 89 --groups, c3 alone in site
         # 2's new incarnation). Its own site's table misses the JOINs before its state came,
         # so its site counts as unknown; the other sites' members it knows from a merge on, by
         # the joined sites' own daemons, as a whole daemon does. Without this, such a message
         # had no interest at all and every site of its view "owed" it.
-        for node in self.nodes.values():
-            if not self.saw_every_join(node):
-                for serial, sites in self.node_interest(node, at_merge, own_known=False).items():
-                    out.setdefault(serial, sites)
+        late = [(node, self.node_interest(node, at_merge, own_known=False))
+                for node in self.nodes.values() if not self.saw_every_join(node)]
+        self.read_interest(late, out)
         return out
+
+    def read_interest(self, tables: List[Tuple[Node, Dict[int, frozenset]]], out: Dict[int, frozenset]) -> None:
+        """(interest) For each message not in `out` yet: per site, the table of the first
+        daemon (of `tables`, in their order) that delivered it in a view holding that site,
+        else of the first that has it, as table_for reads the group cores' (seed 86320
+        --lan-splits --groups: a2, cut off alone, delivered a1's message 29 before c1's LEAVE
+        of its group reached a2's order; b1 had the LEAVE first, in a view with c, and pruned
+        29 for c rightly; a2's table, read first, said c1 owed it)."""
+        nsites = len(self.case.sites)
+        for serial in {serial for _, table in tables for serial in table} - set(out):
+            having = [(node, table[serial]) for node, table in tables if serial in table]
+            out[serial] = frozenset(
+                x for x in range(nsites)
+                if x in next((sites for node, sites in having
+                              if x in (node.delivered_in.get(serial) or range(nsites))), having[0][1]))
 
     def core_interest(self) -> Dict[int, frozenset]:
         """(--client-views) data serial -> the sites with a member of its groups, by the group

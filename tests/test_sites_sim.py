@@ -863,7 +863,9 @@ def test_a_site_split_in_two_rings_regression_seed(seed):
 #: test_sites_core's ..._where_a_fork_meets_the_kept_ring_goes_to_the_fork_once
 #: 86585: the checker's (b2's own message in its fork's regular view, closed in the instant
 #: of the rejoin: test_a_forks_regular_view_closed_in_the_instant_it_takes_the_kept_state_...)
-LAN_SPLIT_GROUPS_REGRESSION_SEEDS = [125, 89, 328, 71302, 86585]
+#: 86320: the checker's (a message's interest read from a2's table, cut off from site c:
+#: test_a_messages_interest_per_site_is_read_where_a_view_held_that_site)
+LAN_SPLIT_GROUPS_REGRESSION_SEEDS = [125, 89, 328, 71302, 86585, 86320]
 
 #: --lan-splits --groups --client-views seeds. 73027: a3, restarted into a2's fork, took a2's
 #: state without the fork's ring; where the fork met a1's ring a2 delivered 38 messages in the
@@ -1157,6 +1159,26 @@ def test_a_safe_message_of_a_forks_closing_view_in_the_instant_it_rejoined_waits
     c3.rejoined = [(t, 0)]  # (delivered after the rejoin: of the kept incarnation, c1 owes it)
     sim.check_safe()
     assert len(sim.violations) == 1 and "c1 held it only at inf" in sim.violations[0]
+
+
+def test_a_messages_interest_per_site_is_read_where_a_view_held_that_site():
+    """(seed 86320 --lan-splits --groups) a2, cut off alone (view of site a), delivered a1's
+    message 29 before c1's LEAVE of its group reached a2's order; b1 delivered the LEAVE
+    first, in a view with site c, and pruned 29 for c (a SKIP). The replayed interest took
+    a2's table, the first whole one, and said c1 owed 29. Per site, the table of a daemon
+    that delivered it in a view holding that site (as table_for, seed 879, for the cores')."""
+    sim = sites_sim.SitesSim(1, groups=True)
+    a2, b1 = (sites_sim.Node(None, types.SimpleNamespace(name=n), None) for n in ("a2", "b1"))
+    a2.delivered_in, b1.delivered_in = {29: (0,)}, {29: (1, 2)}
+    out = {}
+    sim.read_interest([(a2, {29: frozenset({0, 1, 2})}), (b1, {29: frozenset({0, 1})})], out)
+    assert out == {29: frozenset({0, 1})}  # (a from a2's view, b and c from b1's)
+    out = {}
+    sim.read_interest([(a2, {29: frozenset({0, 1, 2})})], out)
+    assert out == {29: frozenset({0, 1, 2})}  # (nobody delivered it with c: the first's)
+    out = {29: frozenset({2})}
+    sim.read_interest([(b1, {29: frozenset({0})})], out)
+    assert out == {29: frozenset({2})}  # (an earlier list's reading stands)
 
 
 def test_a_messages_interest_is_the_kept_sides_table_not_the_forks_that_sent_it():
