@@ -7908,9 +7908,14 @@ class SiteGateway:
         #: regular ring that followed a ring of them alone: what that ring ordered goes up to
         #: there (a later ring holds daemons of the kept side too; what it orders the kept
         #: state holds). Where its daemons take the kept state, they deliver their stream's
-        #: messages up to there that the merge still held (close_fork)
+        #: messages up to there that the merge still held (close_fork). A daemon brought up
+        #: to date from our state joins it (taken_in): what a ring with it orders, only our
+        #: incarnation holds
         self.fork_ring: frozenset = frozenset()
         self.own_held_upto = 0
+        #: how many of own_held (below) a ring of fork_ring's daemons alone ordered, as
+        #: own_held_upto for our stream: close_fork delivers those too
+        self.own_held_forked = 0
         #: our incarnation's lineage, (epoch, our stream's site_seq where it began) from the
         #: ring that started afresh (site_seq 0) through each fork (fork_seq); it goes with the
         #: state. Where two rings of our site meet, their streams' numbering is the same up to
@@ -8225,6 +8230,7 @@ class SiteGateway:
         self.gate_ring = self.orderer.ring
         if self.fork_ring and self.ring_members <= self.fork_ring:
             self.own_held_upto = self.applied_seq[self.site_id]  # (see fork_ring)
+            self.own_held_forked = len(self.own_held)
         self.ring_members = members
         if self.wide_ring and self.votes():
             if not forks:
@@ -8271,6 +8277,7 @@ class SiteGateway:
         self.wide_ring = self.ring_members
         self.fork_seq = self.applied_seq[self.site_id]
         self.fork_ring, self.own_held_upto = self.ring_members, self.fork_seq
+        self.own_held_forked = len(self.own_held)  # (its daemons': _release_own's rule)
         self.lineage.append((self.epoch, self.fork_seq))
         self.epochs_left[old] = self.kept_rings  # (the kept side's rings count on from here)
         self.kept_rings = 0
@@ -8308,6 +8315,7 @@ class SiteGateway:
         site, its stream numbered from 0 (as a fork's from fork_seq; a restarted daemon alone
         on its side of a split LAN starts so, and later takes the kept state)."""
         self.fork_ring, self.own_held_upto, self.lineage = ring, 0, [(self.epoch, 0)]
+        self.own_held_forked = 0
         self.kept_rings, self.epochs_left, self.fork_unread = 0, {}, False
 
     def close_fork(self, now: float) -> None:
@@ -8327,16 +8335,57 @@ class SiteGateway:
             return
         held = [m for m in stream.ordered if isinstance(m, _Message) and m.complete
                 and m.site_seq <= self.own_held_upto]
+        unnumbered = self._fork_own_held(self.own_held_upto)
         self._log("site %d's fork (epoch %d) ends: a transitional view of the site alone, %d "
                   "messages of its stream delivered in it, before the kept state is taken" % (
-                      self.site_id, self.epoch, len(held)), now)
+                      self.site_id, self.epoch, len(held) + len(unnumbered)), now)
         self.outputs.append(SiteViewChange(CONF_TRANSITIONAL, self.view_seq, [self.site_id],
                                            "site %d's fork ends" % self.site_id, fork_ends=True))
         for m in held:
             self.merge._hand_over(m, "")
+        for msg in unnumbered:
+            self.counters["messages_delivered"] += 1
+            self._deliver(msg)
         own = self.site_id  # (a SKIP delivered here before: named by its withheld body)
-        self.fork_held = frozenset((m.site_seq, m.lts, self._exported_body(own, m)) for m in held)
-        self.counters["fork_held_delivered"] += len(held)
+        self.fork_held = frozenset([(m.site_seq, m.lts, self._exported_body(own, m)) for m in held]
+                                   + [(msg.seq, msg.lts, encode_message_body(msg)) for msg in unnumbered])
+        self.counters["fork_held_delivered"] += len(held) + len(unnumbered)
+
+    def _fork_own_held(self, last_seq: int) -> List[DaemonMessage]:
+        """(close_fork) Our site's messages that the fork's ring ordered while a view it had
+        proposed was not decided (own_held: never numbered in our stream), numbered on after
+        its last one as the fork would have numbered them at the decision (_release_own), its
+        own daemons' only. The fork's view ends undecided when its links never came up (a
+        fork asks no site until a merge: fork_unread), and nobody else holds them: without
+        this they were delivered nowhere, not even to the client that sent them (seed 86093
+        --lan-splits --groups --site-grace-s 0.3: b2, forked alone, proposed a view without
+        site c; its client's two messages after that waited for the decision, and b2 took
+        b1's state)."""
+        forked = self.own_held[:self.own_held_forked]
+        self.own_held = self.own_held[self.own_held_forked:]
+        self.own_held_forked = 0
+        out, lts = [], self.own_lts
+        for msg in forked:
+            if msg.origin not in self.fork_ring:
+                continue  # (ordered before the fork: the kept side's daemons take theirs)
+            last_seq += 1
+            lts = max(msg.lts, lts + self._lts_step(msg))
+            msg.site_id, msg.seq, msg.lts = self.site_id, last_seq, lts
+            out.append(msg)
+            if self.trace_held is not None:  # (held here all along; now in its place)
+                self.trace_held.append((self.site_id, last_seq))
+        return out
+
+    def taken_in(self, daemons: List[str]) -> None:
+        """(SitesOrderer, at a round's point, where our state is the one taken) These daemons
+        take our state: they are of our incarnation from here, and what a ring of them and
+        us orders only our incarnation holds. So they join fork_ring, here before the state
+        goes (they read it from there), as at each of its daemons: where our state is later
+        dropped for another ring's, close_fork delivers that too (seed 86048 --lan-splits
+        --groups --site-grace-s 0.3: a3 forked alone, a2 restarted into its ring; what the
+        two ordered was above own_held_upto, and a3 and a2 took a1's state without it)."""
+        if self.fork_ring:
+            self.fork_ring = self.fork_ring | frozenset(daemons)
 
     def choose_representative(self, now: float) -> None:
         """site_representative over the ring's daemons that hold the sites' state: a daemon
@@ -8783,7 +8832,7 @@ class SiteGateway:
         split off, forked and delivered its own message in the fork's closing view of view
         0; b1 and b2 decided view 1 and delivered it there). One whose daemon crashed is
         delivered nowhere (a crashed daemon's last messages may be lost, everywhere alike)."""
-        held, self.own_held = self.own_held, []
+        held, self.own_held, self.own_held_forked = self.own_held, [], 0
         for msg in held:
             if msg.origin not in self.ring_members:
                 self.counters["own_held_of_a_daemon_gone"] += 1
@@ -10986,7 +11035,7 @@ class SiteGateway:
             state.get("lineage", []), list)[:LINEAGE_MAX])]
         self.marks_parted = parted_at(self.lineage, lineage)
         self.withheld_bodies, self.group_ops_again = {}, set()
-        self.own_held = []  # (what our ring delivered before the point is in the state)
+        self.own_held, self.own_held_forked = [], 0  # (what our ring delivered before the point is in the state)
         self.merge.streams, self.merge._merge = {}, []
         self.streams = {}
         for site in sorted(streams):
@@ -11605,6 +11654,7 @@ class SitesOrderer(Orderer):
             self.gateway._log("not up to date: waits for the sites' state from %s" % r.sender, self.now)
             return
         self.gateway.ineligible = self.gateway.ineligible | frozenset(r.late)
+        self.gateway.taken_in(r.late)
         out.extend(self.gateway.poll())  # the core reaches the point with what came before it
         event = SiteSync("point", list(r.late), export=(r.sender == self.name))
         if event.export:

@@ -978,7 +978,13 @@ class SitesSim:
                 # in the fork with it, just before
                 out[serial] = (views[i - 1][2] if i else everyone), views[i][4] - 1e-9
             elif i < len(views):
-                out[serial] = views[i][2], views[i][4]  # the TRANSITIONAL that ends this regular part
+                left = views[i][4]  # the TRANSITIONAL that ends this regular part
+                if i + 1 < len(views) and views[i + 1][0] == JOINED and views[i + 1][4] <= left:
+                    # (a fork's closing view and the rejoin in one instant, as above: the
+                    # fork's regular part too; seed 86585 --lan-splits --groups: b2's own
+                    # message of its fork's view 1 was said to be owed by b1 and b3, kept)
+                    left = views[i + 1][4] - 1e-9
+                out[serial] = views[i][2], left
             else:
                 out[serial] = (views[i - 1][2] if i else everyone), self.now
         return out
@@ -1039,6 +1045,20 @@ class SitesSim:
         if not mine:
             mine = next((row[site] for at, row in n.incarnations if at >= t and row.get(site)), 0)
         return not mine or not named or mine == named
+
+    @staticmethod
+    def left_at(node: Node, serial: int, at: float) -> float:
+        """When to read the incarnation a daemon delivered a message in: just before `at` if
+        it took the kept state in that instant after the delivery (a fork's closing view,
+        close_fork, and the rejoin in one poll; as companions reads it, seed 981). Seed 86279
+        --lan-splits --groups --site-grace-s 0.3: c3, forked alone, delivered its own SAFE
+        message in the fork's closing view and took c1's state in that instant; read with the
+        kept epoch, c1 was said to owe holding it first (EVS: SAFE holds in the
+        transitional configuration, the fork's daemons alone)."""
+        position = node.position.get(serial, -1)
+        if any(t == at and position < index for t, index in node.rejoined):
+            return at - 1e-9
+        return at
 
     @staticmethod
     def delivered_before_rejoin(node: Node, serial: int) -> bool:
@@ -1140,21 +1160,34 @@ class SitesSim:
         # (a daemon that ran from the start first: a new incarnation of a site killed whole
         # knows the other sites' members only from a merge on, and says so for the messages
         # that only its site delivered)
-        for node in sorted(self.nodes.values(), key=lambda n: n.restarted):
-            if self.saw_every_join(node):
-                for serial, sites in self.node_interest(node, at_merge).items():
-                    out.setdefault(serial, sites)
+        whole = [(node, self.node_interest(node, at_merge))
+                 for node in sorted(self.nodes.values(), key=lambda n: n.restarted) if self.saw_every_join(node)]
+        self.read_interest(whole, out)
         # Last, a daemon restarted into a running ring, for the messages that only it
         # delivered (a fork's own, pruned everywhere else: seed 89 --groups, c3 alone in site
         # 2's new incarnation). Its own site's table misses the JOINs before its state came,
         # so its site counts as unknown; the other sites' members it knows from a merge on, by
         # the joined sites' own daemons, as a whole daemon does. Without this, such a message
         # had no interest at all and every site of its view "owed" it.
-        for node in self.nodes.values():
-            if not self.saw_every_join(node):
-                for serial, sites in self.node_interest(node, at_merge, own_known=False).items():
-                    out.setdefault(serial, sites)
+        late = [(node, self.node_interest(node, at_merge, own_known=False))
+                for node in self.nodes.values() if not self.saw_every_join(node)]
+        self.read_interest(late, out)
         return out
+
+    def read_interest(self, tables: List[Tuple[Node, Dict[int, frozenset]]], out: Dict[int, frozenset]) -> None:
+        """(interest) For each message not in `out` yet: per site, the table of the first
+        daemon (of `tables`, in their order) that delivered it in a view holding that site,
+        else of the first that has it, as table_for reads the group cores' (seed 86320
+        --lan-splits --groups: a2, cut off alone, delivered a1's message 29 before c1's LEAVE
+        of its group reached a2's order; b1 had the LEAVE first, in a view with c, and pruned
+        29 for c rightly; a2's table, read first, said c1 owed it)."""
+        nsites = len(self.case.sites)
+        for serial in {serial for _, table in tables for serial in table} - set(out):
+            having = [(node, table[serial]) for node, table in tables if serial in table]
+            out[serial] = frozenset(
+                x for x in range(nsites)
+                if x in next((sites for node, sites in having
+                              if x in (node.delivered_in.get(serial) or range(nsites))), having[0][1]))
 
     def core_interest(self) -> Dict[int, frozenset]:
         """(--client-views) data serial -> the sites with a member of its groups, by the group
@@ -1711,7 +1744,7 @@ class SitesSim:
                         continue  # (the same for a fork's daemon that took the kept state)
                     if self.site_of[other] not in members:
                         continue  # not in the view (EVS: SAFE holds in its configuration)
-                    if not self.same_incarnation(o, node, at) or self.apart_at(name, other, at):
+                    if not self.same_incarnation(o, node, self.left_at(node, serial, at)) or self.apart_at(name, other, at):
                         continue  # another incarnation of its site (a fork), or cut off from us
                     if o.held_at.get(key, float("inf")) > at:
                         self.fail(SAFE, "%s delivered SAFE %d at %.4f; %s held it only at %.4f"

@@ -2891,3 +2891,57 @@ def test_a_ring_gives_back_the_clients_messages_no_packet_carries_yet_and_keeps_
     assert [m for m, _ in transport.pending] == [state] and transport.front == 1
     assert transport.pending_bytes == len(sr.encode_message_body(state))
     assert ring.counters["messages_withdrawn"] == 3
+
+
+def test_a_forks_own_message_held_for_its_undecided_view_is_delivered_as_the_fork_ends():
+    """(seed 86093 --lan-splits --groups --site-grace-s 0.3) b2, forked alone, proposed a view
+    without a silent site; a fork asks no site until a merge, so nobody answered and the view
+    stayed undecided, and its client's messages after the PROPOSE waited for the decision
+    (own_held, never numbered in the fork's stream). Then the rings met: b2 took b1's state
+    and ended the fork's view with what its stream held; the waiting messages were
+    delivered nowhere, not even to their sender. close_fork delivers them too, as the fork
+    would have numbered them; only the fork's daemons' (_release_own's rule)."""
+    sites, costs = [["a1", "a2", "a3"], ["b1"], ["c1"]], [[0, 1, 1], [1, 0, 1], [1, 1, 0]]
+    fork = gateway("a1", sites, costs)
+    fork.epoch, fork.lineage, fork.wide_ring = 5, [(5, 0)], frozenset(sites[0])
+    regular(fork, ["a1", "a2", "a3"])
+    regular(fork, ["a1"], 1.0)
+    assert fork.epoch != 5 and fork.fork_ring == {"a1"}
+    fork.ring_output(local(10, b"before the PROPOSE", origin="a1"), 1.1)
+    lost_b = sr.SiteRecord(sr.SITE_SUSPECT, 0, 0, 1, body=sr.encode_site_view_body({1}, {}))
+    fork.ring_output(carrier([lost_b], 11, origin="a1", epoch=fork.epoch), 1.2)
+    fork.ring_output(local(12, b"after the PROPOSE", origin="a1"), 1.3)
+    assert fork.proposed_view == 1 and fork.closing is None and len(fork.own_held) == 1
+    assert delivered(fork) == []  # (site b's and c's frontiers: none yet)
+    regular(fork, ["a1", "a2", "a3"], 1.5)  # (the rings meet; a2's state is kept)
+    fork.close_fork(1.5)
+    assert delivered(fork) == [b"before the PROPOSE", b"after the PROPOSE"]
+    assert fork.counters["fork_held_delivered"] == 2 and not fork.own_held
+
+
+def test_a_daemon_that_takes_a_forks_state_joins_the_fork_and_what_they_order_ends_with_it():
+    """(seed 86048 --lan-splits --groups --site-grace-s 0.3) a3 forked alone; a2, restarted,
+    joined a3's ring and took its state; their ring ordered a3's client's messages. When that
+    ring met a1's (kept), a3 and a2 ended the fork's view with their stream up to
+    own_held_upto, the end of the last ring of the fork's daemons alone: the ring with a2
+    was not, so its messages were delivered nowhere (a1's state never had them). A daemon
+    that takes our state joins fork_ring at the round's point (here, and in the state)."""
+    daemons, ring = _daemons_of_site_a()
+    seen = _outputs_seen(daemons)
+    lts = _ring_orders(daemons, ring, ["a1", "a2", "a3"], [_ring_of(["a1", "a2", "a3"], 1)], 10)
+    lts = _ring_orders(daemons, ring, ["a2", "a3"], [_ring_of(["a2", "a3"], 2), local(0, b"kept's", origin="a2")], lts)
+    lts = _ring_orders(daemons, ring, ["a1"], [_ring_of(["a1"], 2), local(0, b"fork alone", origin="a1")], lts)
+    lts = _ring_orders(daemons, ring, ["a2"], [_ring_of(["a2"], 3)], lts)  # (a3 crashed)
+    fork = daemons["a1"]
+    assert fork.gateway.epoch != daemons["a2"].gateway.epoch == 1 and fork.gateway.fork_ring == {"a1"}
+    restarted = daemons["a3"] = sr.SitesOrderer(_RingEnd(ring), gateway("a3", SITE_OF_THREE), {})
+    seen.update(_outputs_seen({"a3": restarted}))
+    lts = _ring_orders(daemons, ring, ["a1", "a3"], [_ring_of(["a1", "a3"], 4)], lts)
+    assert restarted.synced and restarted.gateway.epoch == fork.gateway.epoch
+    assert fork.gateway.fork_ring == restarted.gateway.fork_ring == {"a1", "a3"}
+    lts = _ring_orders(daemons, ring, ["a1", "a3"], [local(0, b"fork with a3", origin="a1")], lts)
+    for out in seen.values():
+        out.clear()
+    _ring_meets(daemons, ring, {"a1": ["a1", "a3"], "a3": ["a1", "a3"], "a2": ["a2"]}, [], lts)
+    assert all(d.synced for d in daemons.values()) and fork.gateway.epoch == 1
+    assert _data(seen["a1"]) == _data(seen["a3"]) == [b"fork alone", b"fork with a3"]

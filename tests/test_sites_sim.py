@@ -861,7 +861,11 @@ def test_a_site_split_in_two_rings_regression_seed(seed):
 #: c1's messages went round the ring where c1 and c3 met before the status round, and c3's
 #: fork delivered them, then again from c1's state (duplicate, one view, FIFO). Pinned by
 #: test_sites_core's ..._where_a_fork_meets_the_kept_ring_goes_to_the_fork_once
-LAN_SPLIT_GROUPS_REGRESSION_SEEDS = [125, 89, 328, 71302]
+#: 86585: the checker's (b2's own message in its fork's regular view, closed in the instant
+#: of the rejoin: test_a_forks_regular_view_closed_in_the_instant_it_takes_the_kept_state_...)
+#: 86320: the checker's (a message's interest read from a2's table, cut off from site c:
+#: test_a_messages_interest_per_site_is_read_where_a_view_held_that_site)
+LAN_SPLIT_GROUPS_REGRESSION_SEEDS = [125, 89, 328, 71302, 86585, 86320]
 
 #: --lan-splits --groups --client-views seeds. 73027: a3, restarted into a2's fork, took a2's
 #: state without the fork's ring; where the fork met a1's ring a2 delivered 38 messages in the
@@ -936,6 +940,24 @@ def test_a_site_split_in_two_rings_with_client_views_regression_seed(seed):
 def test_a_site_split_in_two_rings_with_groups_regression_seed(seed):
     res = sites_sim.run_seed(seed, lan_splits=True, groups=True)
     assert res.stats.get("site_forks"), res.summary()
+    assert res.violations == [], "seed %d: %s" % (seed, res.summary())
+
+
+#: --lan-splits --groups --site-grace-s 0.3 seeds (bench/sites_soak.py --first 86001). 86093:
+#: b2, forked alone, proposed a view nobody answered; its client's messages waited for it
+#: (own_held) and were delivered nowhere when b2 took b1's state (test_sites_core's
+#: ..._held_for_its_undecided_view_is_delivered_as_the_fork_ends). 86048: a2, restarted into
+#: a3's fork, took its state; what their ring ordered was above own_held_upto and delivered
+#: nowhere (..._takes_a_forks_state_joins_the_fork_...). 86279: the checker's (SAFE in a
+#: fork's closing view in the instant of the rejoin: test_a_safe_message_of_a_forks_closing_view_...)
+LAN_SPLIT_GROUPS_SHORT_GRACE_SEEDS = [86048, 86093, 86279]
+
+
+@pytest.mark.parametrize("seed", LAN_SPLIT_GROUPS_SHORT_GRACE_SEEDS)
+def test_a_site_split_in_two_rings_with_groups_at_a_short_grace_regression_seed(seed, monkeypatch):
+    monkeypatch.setattr(sr, "SITE_GRACE_S", 0.3)
+    res = sites_sim.run_seed(seed, lan_splits=True, groups=True)
+    assert res.stats.get("site_forks") and res.stats.get("rejoined"), res.summary()
     assert res.violations == [], "seed %d: %s" % (seed, res.summary())
 
 
@@ -1092,6 +1114,75 @@ def test_a_forks_closing_view_in_the_instant_it_takes_the_kept_state_is_the_fork
     assert sites == (1,) and left_s < t
     assert not sim.same_incarnation(b1, b2, left_s)  # (before: t, the kept incarnation)
     assert sim.same_incarnation(b1, b2, t)
+
+
+def test_a_forks_regular_view_closed_in_the_instant_it_takes_the_kept_state_is_the_forks():
+    """(seed 86585 --lan-splits --groups) b2, a fork of site b alone, delivered its own
+    message in its fork's regular view 1; its fork's closing TRANSITIONAL and the kept state
+    came in one instant. The checker read the incarnation at that instant, the kept one, and
+    said b1 and b3 (kept, which never had the message) owed it. As for a delivery in the
+    closing view itself (seed 981): the fork's, just before the rejoin."""
+    sim = sites_sim.SitesSim(1)
+    sim.site_of = {"b1": 1, "b2": 1}
+    b1, b2 = (sites_sim.Node(None, types.SimpleNamespace(name=n), None) for n in ("b1", "b2"))
+    for node in (b1, b2):
+        node.incarnations = [(0.0, {1: 1})]
+    t = 2.43
+    b2.incarnations += [(1.41, {1: 777}), (t, {1: 1})]  # (forked, then the kept state)
+    b2.delivered, b2.position = [280], {280: 0}
+    b2.views = [(sr.CONF_REGULAR, 1, (1,), 0, 1.92), (sr.CONF_TRANSITIONAL, 1, (1,), 1, t),
+                (sites_sim.JOINED, 0, (), 1, t)]
+    sites, left_s = sim.companions(b2)[280]
+    assert sites == (1,) and left_s < t
+    assert not sim.same_incarnation(b1, b2, left_s)  # (before: t, the kept incarnation)
+
+
+def test_a_safe_message_of_a_forks_closing_view_in_the_instant_it_rejoined_waits_for_the_fork_only():
+    """(seed 86279 --lan-splits --groups --site-grace-s 0.3) c3, forked alone, delivered its
+    client's SAFE message in the fork's closing view (close_fork) and took c1's kept state in
+    the same instant. check_safe read c3's incarnation at that instant, the kept one already,
+    and said c1 (kept side, which never had the message) had to hold it first. SAFE holds in
+    the transitional configuration where it is delivered (the real Spread's Discard_packets
+    delivers after the transitional signal what only its members hold): here the fork's
+    daemons alone. Read as companions reads it (seed 981): the fork's, just before."""
+    sim = sites_sim.SitesSim(1)
+    sim.site_of = {"c1": 2, "c3": 2}
+    sim.submitted = {137: (sr.SAFE_MESS, b"", "#c#c3", 0, 1.37, "c3", sr.DATA, ("g1",))}
+    c1, c3 = (sites_sim.Node(None, types.SimpleNamespace(name=n), None) for n in ("c1", "c3"))
+    sim.nodes = {"c1": c1, "c3": c3}
+    for node in (c1, c3):
+        node.incarnations = [(0.0, {2: 1})]
+    t = 3.136
+    c3.incarnations += [(2.45, {2: 777}), (t, {2: 1})]  # (forked, then the kept state)
+    c3.delivered, c3.position, c3.delivered_at = [137], {137: 0}, {137: t}
+    c3.key_of, c3.delivered_in, c3.held_at = {137: (2, 49)}, {137: (2,)}, {(2, 49): 1.4}
+    c3.views = [(sr.CONF_TRANSITIONAL, 1, (2,), 0, t), (sites_sim.JOINED, 1, (2,), 1, t)]
+    c3.rejoined = [(t, 1)]
+    sim.check_safe()
+    assert sim.violations == []
+    c3.rejoined = [(t, 0)]  # (delivered after the rejoin: of the kept incarnation, c1 owes it)
+    sim.check_safe()
+    assert len(sim.violations) == 1 and "c1 held it only at inf" in sim.violations[0]
+
+
+def test_a_messages_interest_per_site_is_read_where_a_view_held_that_site():
+    """(seed 86320 --lan-splits --groups) a2, cut off alone (view of site a), delivered a1's
+    message 29 before c1's LEAVE of its group reached a2's order; b1 delivered the LEAVE
+    first, in a view with site c, and pruned 29 for c (a SKIP). The replayed interest took
+    a2's table, the first whole one, and said c1 owed 29. Per site, the table of a daemon
+    that delivered it in a view holding that site (as table_for, seed 879, for the cores')."""
+    sim = sites_sim.SitesSim(1, groups=True)
+    a2, b1 = (sites_sim.Node(None, types.SimpleNamespace(name=n), None) for n in ("a2", "b1"))
+    a2.delivered_in, b1.delivered_in = {29: (0,)}, {29: (1, 2)}
+    out = {}
+    sim.read_interest([(a2, {29: frozenset({0, 1, 2})}), (b1, {29: frozenset({0, 1})})], out)
+    assert out == {29: frozenset({0, 1})}  # (a from a2's view, b and c from b1's)
+    out = {}
+    sim.read_interest([(a2, {29: frozenset({0, 1, 2})})], out)
+    assert out == {29: frozenset({0, 1, 2})}  # (nobody delivered it with c: the first's)
+    out = {29: frozenset({2})}
+    sim.read_interest([(b1, {29: frozenset({0})})], out)
+    assert out == {29: frozenset({2})}  # (an earlier list's reading stands)
 
 
 def test_a_messages_interest_is_the_kept_sides_table_not_the_forks_that_sent_it():
