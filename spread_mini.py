@@ -12363,10 +12363,13 @@ class SitesGroupCore(GroupCore):
                                 ex.ring_id, len(ex.held), ex.held_bytes // 1024, sorted(ex.waiting),
                                 self.held_limit_bytes // 1024))
 
-    def _start_exchange(self, change: "SiteViewChange") -> None:
+    def _start_exchange(self, change: "SiteViewChange", came_from: Optional[str] = None) -> None:
         """Every daemon of the merged view starts it at the same point of the order (its
-        REGULAR view); only each site's representative speaks, for all of its site."""
-        came_from = ",".join(str(x) for x in sorted(self.view_sites))
+        REGULAR view); only each site's representative speaks, for all of its site. Our
+        STATE names the view our table came from: our view of the sites, or the one given
+        (where an earlier exchange never ended: _view_change_in_exchange)."""
+        if came_from is None:
+            came_from = ",".join(str(x) for x in sorted(self.view_sites))
         self.view_sites = frozenset(change.sites)
         self.exchange = StateExchange(
             change.view_seq, sorted(change.sites), set(change.sites),
@@ -12467,7 +12470,14 @@ class SitesGroupCore(GroupCore):
     def _view_change_in_exchange(self, change: "SiteViewChange") -> None:
         """A view change before every STATE came (every daemon of the view sees it at the same
         point). Sites lost: the exchange goes on without them. Sites joined again: the held
-        messages are applied to our table, and a new exchange starts."""
+        messages are applied to our table, and a new exchange starts. Our table is still our
+        side's (this exchange's never came), so our STATE in the new one names the view we
+        came from before this exchange, not this exchange's sites (seed 1409 --lan-splits
+        --groups --client-views: b and c merged, site a joined before c's STATE came; b's
+        and c's STATEs of the new view both said "1,2", and their clients got one vs_set, a
+        view they never shared). The real Spread's daemons likewise bring into their synced
+        set only those whose group messages all came before the next membership (groups.c,
+        G_handle_reg_memb in GGT)."""
         ex = self.exchange
         if change.kind != CONF_REGULAR:
             return  # the TRANSITION of the changed groups goes with the exchange's end
@@ -12476,8 +12486,7 @@ class SitesGroupCore(GroupCore):
             self.held_over_limit = False
             for msg in ex.held:
                 self.deliver(msg)
-            self.view_sites = frozenset(ex.members)
-            self.site_view_change(change)
+            self._start_exchange(change, came_from=self.exchange_came_from)
             return
         for site in set(ex.members) - set(change.sites):
             ex.members.remove(site)

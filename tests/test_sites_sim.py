@@ -870,8 +870,11 @@ LAN_SPLIT_GROUPS_REGRESSION_SEEDS = [125, 89, 328, 71302]
 #: forked alone; its client joined g3 in the fork's closing view and the kept table a2 took
 #: still held it with cb1 and cb2: cb1's LEAVE gave it a view of g3 with cb2, then the
 #: REJOIN's REG_MEMB a vs_set of its own, no TRANSITION between. Pinned by test_sites_core's
-#: ..._gets_no_view_of_the_kept_table_before_the_rejoin
-LAN_SPLIT_CLIENT_VIEWS_REGRESSION_SEEDS = [73027, 478]  # (73236: the checker test below)
+#: ..._gets_no_view_of_the_kept_table_before_the_rejoin. 1409: b and c merged (view 2) and site
+#: a joined before c's STATE came; the new exchange's STATEs of b2 and c1 both named view 2 as
+#: the view they came from, and their clients got one vs_set. Pinned by test_sites_core's
+#: ..._merge_that_ends_an_unfinished_exchange_keeps_each_sides_vs_set
+LAN_SPLIT_CLIENT_VIEWS_REGRESSION_SEEDS = [73027, 478, 1409]  # (73236: the checker test below)
 
 
 def test_a_daemon_that_forks_just_after_the_heal_owes_nothing_its_old_ring_delivered_without_it():
