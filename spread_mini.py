@@ -12475,9 +12475,9 @@ class SitesGroupCore(GroupCore):
         came from before this exchange, not this exchange's sites (seed 1409 --lan-splits
         --groups --client-views: b and c merged, site a joined before c's STATE came; b's
         and c's STATEs of the new view both said "1,2", and their clients got one vs_set, a
-        view they never shared). The real Spread's daemons likewise bring into their synced
-        set only those whose group messages all came before the next membership (groups.c,
-        G_handle_reg_memb in GGT)."""
+        view they never shared). The real Spread's vs_sets group the members by the group's
+        membership id at their daemon, which changes only where an exchange completes
+        (groups.c: G_compare_daemon_vs_set; grp_id.memb_id set in G_compute_and_notify)."""
         ex = self.exchange
         if change.kind != CONF_REGULAR:
             return  # the TRANSITION of the changed groups goes with the exchange's end
