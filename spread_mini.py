@@ -6837,6 +6837,8 @@ class StateExchange:
     held_bytes: int = 0
     #: the sites' exchange: site -> (its ring's seq, its count of network changes, its daemons)
     rings: "Dict[int, tuple]" = field(default_factory=dict)
+    #: (a ring's exchange) the ring our table came from, as our STATE names it
+    came_from: str = ""
 
 
 class RingGroupCore(GroupCore):
@@ -6916,17 +6918,23 @@ class RingGroupCore(GroupCore):
             return
         if change.kind != CONF_REGULAR:
             return
+        came_from = repr(getattr(change, "old_ring_id", None))
         if self.exchange is not None:
-            # an interrupted exchange: apply what it held now, so that our STATE includes it
+            # an interrupted exchange: apply what it held now, so that our STATE includes it;
+            # its table never came, so we still come from where that exchange began (the
+            # real Spread's vs_sets go by the group's membership id at each daemon, set only
+            # where an exchange completes: groups.c, G_compute_and_notify)
+            came_from = self.exchange.came_from
             for msg in self.exchange.held:
                 super().deliver(msg)
         self.held_over_limit = False
         self.exchange = StateExchange(
             change.ring_id, list(change.members), set(change.members),
-            {name: (dict(g.members), self.group_id(g)) for name, g in self.groups.items()})
+            {name: (dict(g.members), self.group_id(g)) for name, g in self.groups.items()},
+            came_from=came_from)
         self.log.append("daemons %s (%s): exchanging group state" % (
             ", ".join(change.members), getattr(change, "reason", "")))
-        self._send_state(change)
+        self._send_state(change, came_from)
 
     def _transitional(self, change: ConfigurationChange) -> None:
         """EVS for clients: the groups that lose members (their daemons did not come with us)
@@ -6973,11 +6981,14 @@ class RingGroupCore(GroupCore):
             if session.group_membership:
                 self._enqueue(session, encode_transition(group.name, self.group_id(group)))
 
-    def _send_state(self, change: ConfigurationChange) -> None:
+    def _send_state(self, change: ConfigurationChange, came_from: Optional[str] = None) -> None:
         """One STATE per daemon, in parts of at most STATE_PART_BYTES (a daemon whose clients
         are in thousands of groups would otherwise exceed the largest message). Each part's hint
         is index << 16 | count: the exchange waits until it has every part, in whatever order
-        they come (a ring of one may deliver a part inside submit(), before the next is queued)."""
+        they come (a ring of one may deliver a part inside submit(), before the next is queued).
+        Its reason names the ring our table came from (default: the ring before this one)."""
+        if came_from is None:
+            came_from = repr(getattr(change, "old_ring_id", None))
         parts, part, size = [], [], 0
         for name in sorted(self.groups):
             for member, daemon in self.groups[name].members.items():
@@ -6995,7 +7006,7 @@ class RingGroupCore(GroupCore):
             msg = DaemonMessage(STATE, self.daemon_name, "#state#%s" % self.daemon_name,
                                 AGREED_MESS, [repr(change.ring_id)], index << 16 | len(parts),
                                 data="\n".join(parts[index]).encode("latin-1"),
-                                reason=repr(getattr(change, "old_ring_id", None)))
+                                reason=came_from)
             self.orderer.submit(msg, urgent=True)
         self.state_parts_sent += len(parts)
 
