@@ -965,23 +965,31 @@ class SitesSim:
                 i += 1
             # (and when this daemon left with them: the incarnations are the ones then)
             if i and views[i - 1][0] == sr.CONF_TRANSITIONAL:
-                left = views[i - 1][4]
-                if i < len(views) and views[i][0] == JOINED and views[i][4] <= left:
-                    # a fork's closing view (close_fork) and the kept state taken in one
-                    # instant: it left with the fork's incarnation, just before (seed 981
-                    # --lan-splits --client-views: b2's own fork messages, delivered there,
-                    # were said to be owed by the kept side, which never had them)
-                    left = views[i][4] - 1e-9
-                out[serial] = views[i - 1][2], left
+                out[serial] = views[i - 1][2], self.left_with(views, i - 1)
             elif i < len(views) and views[i][0] == JOINED:
                 # it left a fork's view for the kept incarnation's: owed by those that were
                 # in the fork with it, just before
                 out[serial] = (views[i - 1][2] if i else everyone), views[i][4] - 1e-9
             elif i < len(views):
-                out[serial] = views[i][2], views[i][4]  # the TRANSITIONAL that ends this regular part
+                out[serial] = views[i][2], self.left_with(views, i)  # the TRANSITIONAL that ends this regular part
             else:
                 out[serial] = (views[i - 1][2] if i else everyone), self.now
         return out
+
+    @staticmethod
+    def left_with(views: List[tuple], k: int) -> float:
+        """When the daemon left, with its companions, the view that the TRANSITIONAL views[k]
+        ends: at that view; but a fork's closing view (close_fork) and the kept state taken
+        in one instant (the next view JOINED, no later) it left with the fork's incarnation,
+        just before. Seed 981 --lan-splits --client-views: b2's own fork messages, delivered
+        in the closing view, were said to be owed by the kept side, which never had them;
+        seed 2377 --lan-splits --groups --client-views: c2's, delivered in the fork's regular
+        view that closing view ended (EVS owes a message to those in the configuration that
+        delivered it, and c1 was never in the fork's)."""
+        left = views[k][4]
+        if k + 1 < len(views) and views[k + 1][0] == JOINED and views[k + 1][4] <= left:
+            left = views[k + 1][4] - 1e-9
+        return left
 
     # -------------------------------------------------------------- incarnations of a site
     # A site split in two rings is two incarnations of the site (its epoch: a ring without

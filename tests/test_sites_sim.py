@@ -874,7 +874,8 @@ LAN_SPLIT_GROUPS_REGRESSION_SEEDS = [125, 89, 328, 71302]
 #: a joined before c's STATE came; the new exchange's STATEs of b2 and c1 both named view 2 as
 #: the view they came from, and their clients got one vs_set. Pinned by test_sites_core's
 #: ..._merge_that_ends_an_unfinished_exchange_keeps_each_sides_vs_set
-LAN_SPLIT_CLIENT_VIEWS_REGRESSION_SEEDS = [73027, 478, 1409]  # (73236: the checker test below)
+#: 2377: the checker's (test_a_forks_regular_view_that_its_closing_view_ends_in_the_instant_...)
+LAN_SPLIT_CLIENT_VIEWS_REGRESSION_SEEDS = [73027, 478, 1409, 2377]  # (73236: the checker test below)
 
 
 def test_a_daemon_that_forks_just_after_the_heal_owes_nothing_its_old_ring_delivered_without_it():
@@ -1091,6 +1092,30 @@ def test_a_forks_closing_view_in_the_instant_it_takes_the_kept_state_is_the_fork
     assert sites == (1,) and left_s < t
     assert not sim.same_incarnation(b1, b2, left_s)  # (before: t, the kept incarnation)
     assert sim.same_incarnation(b1, b2, t)
+
+
+def test_a_forks_regular_view_that_its_closing_view_ends_in_the_instant_it_takes_the_kept_state_is_the_forks():
+    """The checker's (seed 2377 --lan-splits --groups --client-views): c2, a fork of site c
+    alone, delivered its client's message in the fork's regular view; its closing view and
+    the kept state it took came in one instant. The checker read the incarnation c2 left the
+    regular view with at the closing view's instant, the kept one already, and said c1 owed a
+    message only the fork ever had (EVS: c1 was never in the fork's configuration). It is the
+    fork's, just before the rejoin, as a delivery in that closing view is (seed 981)."""
+    sim = sites_sim.SitesSim(1)
+    sim.site_of = {"c1": 2, "c2": 2}
+    c1, c2 = (sites_sim.Node(None, types.SimpleNamespace(name=n), None) for n in ("c1", "c2"))
+    for node in (c1, c2):
+        node.incarnations = [(0.0, {2: 1})]
+    t = 3.2188
+    c2.incarnations += [(2.19, {2: 777}), (t, {2: 1})]  # (forked, then the kept state)
+    c2.delivered, c2.position = [129], {129: 0}
+    c2.views = [(sr.CONF_TRANSITIONAL, 1, (2,), 0, 2.69), (sr.CONF_REGULAR, 1, (2,), 0, 2.71),
+                (sr.CONF_TRANSITIONAL, 1, (2,), 1, t), (sites_sim.JOINED, 0, (), 1, t)]
+    sites, left_s = sim.companions(c2)[129]
+    assert sites == (2,) and left_s < t
+    assert not sim.same_incarnation(c1, c2, left_s)  # (before: t, the kept incarnation)
+    c2.views[-1] = (sites_sim.JOINED, 0, (), 1, t + 0.5)  # (the kept state taken later: left at t)
+    assert sim.companions(c2)[129] == ((2,), t)
 
 
 def test_a_messages_interest_is_the_kept_sides_table_not_the_forks_that_sent_it():
