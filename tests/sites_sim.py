@@ -1103,10 +1103,10 @@ class SitesSim:
                     if serial not in skip[name] and self.site_of[name] in sites \
                             and self.owes(live[name], node, serial, left_s) \
                             and self.same_incarnation(live[name], node, left_s) \
-                            and not self.split_off(deliverer, name, node.delivered_at[serial]):
+                            and not self.split_off(deliverer, name, node.delivered_at[serial], node):
                         yield name, serial
 
-    def split_off(self, a: str, b: str, t: float) -> bool:
+    def split_off(self, a: str, b: str, t: float, a_node: Optional[Node] = None) -> bool:
         """b was on the other side of its site's LAN split from a at t (or t came after the
         heal, before b's ring re-formed as that fork), and went on after the split as another
         incarnation of the site (a fork): SAFE's rule (apart_at) for no loss.
@@ -1114,7 +1114,14 @@ class SitesSim:
         split: it could hold nothing a's side ordered from then on (EVS owes a message to
         those that leave its view with the deliverer; b left it earlier, for the fork's), and
         when it takes the kept state, what the kept side delivered meanwhile is not in it (it
-        owes what the others deliver from there: owes, rejoined)."""
+        owes what the others deliver from there: owes, rejoined).
+        Or a (a_node, the deliverer) is the one that left: it took the kept state after the
+        split, and t came before that. What it delivered from the split until then is its own
+        side's, whether or not its ring went on under a new epoch (seed 2170 --lan-splits
+        --groups --client-views: b3, cut off, lost the token and never formed a ring alone,
+        so kept epoch 1; it delivered its own message, which b1 and b2 never had, in its old
+        ring's transitional configuration of b3 alone (EVS: those two came from another ring)
+        just before it took b1's state)."""
         apart = self.case.lan_split_apart
         if not apart or self.site_of[a] != self.site_of[b] or (a.split("~")[0] in apart) == (b.split("~")[0] in apart):
             return False
@@ -1122,6 +1129,9 @@ class SitesSim:
         for start, end in self.lan_windows:
             if t < start:
                 continue
+            rejoins = [at for at, _ in (a_node.rejoined if a_node is not None else ()) if at > start]
+            if rejoins and t < rejoins[0]:
+                return True
             before = self.tags_at(node, start).get(site, 0)
             forked = [at for at, row in node.incarnations if start < at and row.get(site, 0) not in (0, before)]
             # up to its fork too, if that came after the heal: b left a's incarnation at the
