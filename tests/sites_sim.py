@@ -977,6 +977,20 @@ class SitesSim:
         return out
 
     @staticmethod
+    def fork_instant(node: Node, serial: int, at: float) -> float:
+        """The instant whose incarnation a delivery at `at` is of: a delivery before the daemon
+        took the kept state (rejoined) in that same instant is the fork's, just before (as
+        left_with reads it). Seed 84502 --lan-splits --unreliable --client-views: b3, a fork
+        alone, delivered its own SAFE message in close_fork's view and took the kept state in
+        one poll; check_safe read the kept incarnation and asked b2, which never was in the
+        fork's configuration, to have held it."""
+        pos = node.position[serial]
+        for rejoined_at, index in node.rejoined:
+            if pos < index:
+                return min(at, rejoined_at - 1e-9)
+        return at
+
+    @staticmethod
     def left_with(views: List[tuple], k: int) -> float:
         """When the daemon left, with its companions, the view that the TRANSITIONAL views[k]
         ends: at that view; but a fork's closing view (close_fork) and the kept state taken
@@ -1729,7 +1743,8 @@ class SitesSim:
                         continue  # (the same for a fork's daemon that took the kept state)
                     if self.site_of[other] not in members:
                         continue  # not in the view (EVS: SAFE holds in its configuration)
-                    if not self.same_incarnation(o, node, at) or self.apart_at(name, other, at):
+                    if not self.same_incarnation(o, node, self.fork_instant(node, serial, at)) \
+                            or self.apart_at(name, other, at):
                         continue  # another incarnation of its site (a fork), or cut off from us
                     if o.held_at.get(key, float("inf")) > at:
                         self.fail(SAFE, "%s delivered SAFE %d at %.4f; %s held it only at %.4f"

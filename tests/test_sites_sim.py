@@ -877,8 +877,8 @@ LAN_SPLIT_GROUPS_REGRESSION_SEEDS = [125, 89, 328, 71302]
 #: 2377: the checker's (test_a_forks_regular_view_that_its_closing_view_ends_in_the_instant_...)
 #: 2170: the checker's (test_what_a_daemon_cut_off_delivers_before_it_takes_the_kept_state_...);
 #: its cut-off daemon sat out (no ring of its own: no fork counted) and took the kept state
-LAN_SPLIT_CLIENT_VIEWS_REGRESSION_SEEDS = [73027, 478, 1409, 2377, 2170]
-SAT_OUT_SEEDS = {2170}  # (73236: the checker test below)
+LAN_SPLIT_CLIENT_VIEWS_REGRESSION_SEEDS = [73027, 478, 1409, 2377, 2170]  # (73236: the checker test below)
+SAT_OUT_SEEDS = {2170}
 
 
 def test_a_daemon_that_forks_just_after_the_heal_owes_nothing_its_old_ring_delivered_without_it():
@@ -1143,6 +1143,48 @@ def test_a_forks_regular_view_that_its_closing_view_ends_in_the_instant_it_takes
     assert not sim.same_incarnation(c1, c2, left_s)  # (before: t, the kept incarnation)
     c2.views[-1] = (sites_sim.JOINED, 0, (), 1, t + 0.5)  # (the kept state taken later: left at t)
     assert sim.companions(c2)[129] == ((2,), t)
+
+
+def test_a_safe_message_delivered_in_a_forks_closing_view_in_the_instant_it_takes_the_kept_state_is_the_forks():
+    """The checker's (seed 84502 --lan-splits --unreliable --client-views): b3, a fork of site
+    b alone, delivered its own SAFE message in close_fork's view and took the kept state in
+    the same instant. check_safe read the incarnation b3 delivered it in at that instant, the
+    kept one already, and asked b2 (kept, never in the fork's configuration) to have held it.
+    It is the fork's, just before the rejoin (as companions reads it: seed 981)."""
+    sim = sites_sim.SitesSim(1)
+    sim.case = types.SimpleNamespace(sites=[["a1"], ["b2", "b3"]], lan_split_apart=[])
+    sim.site_of = {"b2": 1, "b3": 1}
+    sim.submitted = {40: (sr.SAFE_MESS, b"", "#c#b3", 0, 1.05, "b3", sr.DATA, ("g",))}
+    b2, b3 = (sites_sim.Node(None, types.SimpleNamespace(name=n), None) for n in ("b2", "b3"))
+    sim.nodes = {"b2": b2, "b3": b3}
+    for node in (b2, b3):
+        node.incarnations = [(0.0, {1: 1})]
+    t = 2.3642
+    b2.incarnations += [(1.76, {1: 555})]  # (the kept side went on as a new incarnation)
+    b3.incarnations += [(1.85, {1: 777}), (t, {1: 555})]  # (forked, then the kept state)
+    b3.delivered, b3.position, b3.delivered_at = [40], {40: 0}, {40: t}
+    b3.key_of, b3.delivered_in, b3.rejoined = {40: (1, 16)}, {40: (1,)}, [(t, 1)]
+    b3.held_at = {(1, 16): 1.05}
+    b2.held_at = {(1, 16): 3.87}  # (its own site's message of that seq, long after)
+    assert sim.fork_instant(b3, 40, t) < t
+    sim.check_safe()
+    assert sim.violations == []
+    b3.rejoined = [(t + 0.5, 1)]  # (the kept state taken later: delivered in the kept incarnation)
+    assert sim.fork_instant(b3, 40, t) == t
+    sim.check_safe()
+    assert [v for v in sim.violations if "b2 held it only at 3.87" in str(v)]
+
+
+#: --lan-splits --unreliable --client-views seeds. 84502: the checker's (test_a_safe_message_
+#: delivered_in_a_forks_closing_view_in_the_instant_it_takes_the_kept_state_is_the_forks)
+LAN_SPLIT_UNRELIABLE_CLIENT_VIEWS_SEEDS = [84502]
+
+
+@pytest.mark.parametrize("seed", LAN_SPLIT_UNRELIABLE_CLIENT_VIEWS_SEEDS)
+def test_a_site_split_in_two_rings_with_unreliable_messages_and_client_views_regression_seed(seed):
+    res = sites_sim.run_seed(seed, unreliable=True, lan_splits=True, client_views=True)
+    assert res.stats.get("site_forks") and res.stats.get("rejoined"), res.summary()
+    assert res.violations == [], "seed %d: %s" % (seed, res.summary())
 
 
 def test_a_messages_interest_is_the_kept_sides_table_not_the_forks_that_sent_it():
