@@ -6838,6 +6838,8 @@ class StateExchange:
     held_bytes: int = 0
     #: the sites' exchange: site -> (its ring's seq, its count of network changes, its daemons)
     rings: "Dict[int, tuple]" = field(default_factory=dict)
+    #: (a ring's exchange) the ring our table came from, as our STATE names it
+    came_from: str = ""
 
 
 class RingGroupCore(GroupCore):
@@ -6917,17 +6919,23 @@ class RingGroupCore(GroupCore):
             return
         if change.kind != CONF_REGULAR:
             return
+        came_from = repr(getattr(change, "old_ring_id", None))
         if self.exchange is not None:
-            # an interrupted exchange: apply what it held now, so that our STATE includes it
+            # an interrupted exchange: apply what it held now, so that our STATE includes it;
+            # its table never came, so we still come from where that exchange began (the
+            # real Spread's vs_sets go by the group's membership id at each daemon, set only
+            # where an exchange completes: groups.c, G_compute_and_notify)
+            came_from = self.exchange.came_from
             for msg in self.exchange.held:
                 super().deliver(msg)
         self.held_over_limit = False
         self.exchange = StateExchange(
             change.ring_id, list(change.members), set(change.members),
-            {name: (dict(g.members), self.group_id(g)) for name, g in self.groups.items()})
+            {name: (dict(g.members), self.group_id(g)) for name, g in self.groups.items()},
+            came_from=came_from)
         self.log.append("daemons %s (%s): exchanging group state" % (
             ", ".join(change.members), getattr(change, "reason", "")))
-        self._send_state(change)
+        self._send_state(change, came_from)
 
     def _transitional(self, change: ConfigurationChange) -> None:
         """EVS for clients: the groups that lose members (their daemons did not come with us)
@@ -6974,11 +6982,14 @@ class RingGroupCore(GroupCore):
             if session.group_membership:
                 self._enqueue(session, encode_transition(group.name, self.group_id(group)))
 
-    def _send_state(self, change: ConfigurationChange) -> None:
+    def _send_state(self, change: ConfigurationChange, came_from: Optional[str] = None) -> None:
         """One STATE per daemon, in parts of at most STATE_PART_BYTES (a daemon whose clients
         are in thousands of groups would otherwise exceed the largest message). Each part's hint
         is index << 16 | count: the exchange waits until it has every part, in whatever order
-        they come (a ring of one may deliver a part inside submit(), before the next is queued)."""
+        they come (a ring of one may deliver a part inside submit(), before the next is queued).
+        Its reason names the ring our table came from (default: the ring before this one)."""
+        if came_from is None:
+            came_from = repr(getattr(change, "old_ring_id", None))
         parts, part, size = [], [], 0
         for name in sorted(self.groups):
             for member, daemon in self.groups[name].members.items():
@@ -6996,7 +7007,7 @@ class RingGroupCore(GroupCore):
             msg = DaemonMessage(STATE, self.daemon_name, "#state#%s" % self.daemon_name,
                                 AGREED_MESS, [repr(change.ring_id)], index << 16 | len(parts),
                                 data="\n".join(parts[index]).encode("latin-1"),
-                                reason=repr(getattr(change, "old_ring_id", None)))
+                                reason=came_from)
             self.orderer.submit(msg, urgent=True)
         self.state_parts_sent += len(parts)
 
@@ -12506,10 +12517,13 @@ class SitesGroupCore(GroupCore):
                                 ex.ring_id, len(ex.held), ex.held_bytes // 1024, sorted(ex.waiting),
                                 self.held_limit_bytes // 1024))
 
-    def _start_exchange(self, change: "SiteViewChange") -> None:
+    def _start_exchange(self, change: "SiteViewChange", came_from: Optional[str] = None) -> None:
         """Every daemon of the merged view starts it at the same point of the order (its
-        REGULAR view); only each site's representative speaks, for all of its site."""
-        came_from = ",".join(str(x) for x in sorted(self.view_sites))
+        REGULAR view); only each site's representative speaks, for all of its site. Our
+        STATE names the view our table came from: our view of the sites, or the one given
+        (where an earlier exchange never ended: _view_change_in_exchange)."""
+        if came_from is None:
+            came_from = ",".join(str(x) for x in sorted(self.view_sites))
         self.view_sites = frozenset(change.sites)
         self.exchange = StateExchange(
             change.view_seq, sorted(change.sites), set(change.sites),
@@ -12610,7 +12624,14 @@ class SitesGroupCore(GroupCore):
     def _view_change_in_exchange(self, change: "SiteViewChange") -> None:
         """A view change before every STATE came (every daemon of the view sees it at the same
         point). Sites lost: the exchange goes on without them. Sites joined again: the held
-        messages are applied to our table, and a new exchange starts."""
+        messages are applied to our table, and a new exchange starts. Our table is still our
+        side's (this exchange's never came), so our STATE in the new one names the view we
+        came from before this exchange, not this exchange's sites (seed 1409 --lan-splits
+        --groups --client-views: b and c merged, site a joined before c's STATE came; b's
+        and c's STATEs of the new view both said "1,2", and their clients got one vs_set, a
+        view they never shared). The real Spread's vs_sets group the members by the group's
+        membership id at their daemon, which changes only where an exchange completes
+        (groups.c: G_compare_daemon_vs_set; grp_id.memb_id set in G_compute_and_notify)."""
         ex = self.exchange
         if change.kind != CONF_REGULAR:
             return  # the TRANSITION of the changed groups goes with the exchange's end
@@ -12619,8 +12640,7 @@ class SitesGroupCore(GroupCore):
             self.held_over_limit = False
             for msg in ex.held:
                 self.deliver(msg)
-            self.view_sites = frozenset(ex.members)
-            self.site_view_change(change)
+            self._start_exchange(change, came_from=self.exchange_came_from)
             return
         for site in set(ex.members) - set(change.sites):
             ex.members.remove(site)

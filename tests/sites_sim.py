@@ -965,29 +965,46 @@ class SitesSim:
                 i += 1
             # (and when this daemon left with them: the incarnations are the ones then)
             if i and views[i - 1][0] == sr.CONF_TRANSITIONAL:
-                left = views[i - 1][4]
-                if i < len(views) and views[i][0] == JOINED and views[i][4] <= left:
-                    # a fork's closing view (close_fork) and the kept state taken in one
-                    # instant: it left with the fork's incarnation, just before (seed 981
-                    # --lan-splits --client-views: b2's own fork messages, delivered there,
-                    # were said to be owed by the kept side, which never had them)
-                    left = views[i][4] - 1e-9
-                out[serial] = views[i - 1][2], left
+                out[serial] = views[i - 1][2], self.left_with(views, i - 1)
             elif i < len(views) and views[i][0] == JOINED:
                 # it left a fork's view for the kept incarnation's: owed by those that were
                 # in the fork with it, just before
                 out[serial] = (views[i - 1][2] if i else everyone), views[i][4] - 1e-9
             elif i < len(views):
-                left = views[i][4]  # the TRANSITIONAL that ends this regular part
-                if i + 1 < len(views) and views[i + 1][0] == JOINED and views[i + 1][4] <= left:
-                    # (a fork's closing view and the rejoin in one instant, as above: the
-                    # fork's regular part too; seed 86585 --lan-splits --groups: b2's own
-                    # message of its fork's view 1 was said to be owed by b1 and b3, kept)
-                    left = views[i + 1][4] - 1e-9
-                out[serial] = views[i][2], left
+                out[serial] = views[i][2], self.left_with(views, i)  # the TRANSITIONAL that ends this regular part
             else:
                 out[serial] = (views[i - 1][2] if i else everyone), self.now
         return out
+
+    @staticmethod
+    def fork_instant(node: Node, serial: int, at: float) -> float:
+        """The instant whose incarnation a delivery at `at` is of: a delivery before the daemon
+        took the kept state (rejoined) in that same instant is the fork's, just before (as
+        left_with reads it). Seed 84502 --lan-splits --unreliable --client-views: b3, a fork
+        alone, delivered its own SAFE message in close_fork's view and took the kept state in
+        one poll; check_safe read the kept incarnation and asked b2, which never was in the
+        fork's configuration, to have held it (seed 86279 --lan-splits --groups --site-grace-s
+        0.3 alike: c3's SAFE message and c1)."""
+        pos = node.position[serial]
+        for rejoined_at, index in node.rejoined:
+            if pos < index:
+                return min(at, rejoined_at - 1e-9)
+        return at
+
+    @staticmethod
+    def left_with(views: List[tuple], k: int) -> float:
+        """When the daemon left, with its companions, the view that the TRANSITIONAL views[k]
+        ends: at that view; but a fork's closing view (close_fork) and the kept state taken
+        in one instant (the next view JOINED, no later) it left with the fork's incarnation,
+        just before. Seed 981 --lan-splits --client-views: b2's own fork messages, delivered
+        in the closing view, were said to be owed by the kept side, which never had them;
+        seed 2377 --lan-splits --groups --client-views: c2's, delivered in the fork's regular
+        view that closing view ended (EVS owes a message to those in the configuration that
+        delivered it, and c1 was never in the fork's)."""
+        left = views[k][4]
+        if k + 1 < len(views) and views[k + 1][0] == JOINED and views[k + 1][4] <= left:
+            left = views[k + 1][4] - 1e-9
+        return left
 
     # -------------------------------------------------------------- incarnations of a site
     # A site split in two rings is two incarnations of the site (its epoch: a ring without
@@ -1047,20 +1064,6 @@ class SitesSim:
         return not mine or not named or mine == named
 
     @staticmethod
-    def left_at(node: Node, serial: int, at: float) -> float:
-        """When to read the incarnation a daemon delivered a message in: just before `at` if
-        it took the kept state in that instant after the delivery (a fork's closing view,
-        close_fork, and the rejoin in one poll; as companions reads it, seed 981). Seed 86279
-        --lan-splits --groups --site-grace-s 0.3: c3, forked alone, delivered its own SAFE
-        message in the fork's closing view and took c1's state in that instant; read with the
-        kept epoch, c1 was said to owe holding it first (EVS: SAFE holds in the
-        transitional configuration, the fork's daemons alone)."""
-        position = node.position.get(serial, -1)
-        if any(t == at and position < index for t, index in node.rejoined):
-            return at - 1e-9
-        return at
-
-    @staticmethod
     def delivered_before_rejoin(node: Node, serial: int) -> bool:
         return bool(node.rejoined) and node.position.get(serial, 1 << 60) < node.rejoined[-1][1]
 
@@ -1115,10 +1118,10 @@ class SitesSim:
                     if serial not in skip[name] and self.site_of[name] in sites \
                             and self.owes(live[name], node, serial, left_s) \
                             and self.same_incarnation(live[name], node, left_s) \
-                            and not self.split_off(deliverer, name, node.delivered_at[serial]):
+                            and not self.split_off(deliverer, name, node.delivered_at[serial], node):
                         yield name, serial
 
-    def split_off(self, a: str, b: str, t: float) -> bool:
+    def split_off(self, a: str, b: str, t: float, a_node: Optional[Node] = None) -> bool:
         """b was on the other side of its site's LAN split from a at t (or t came after the
         heal, before b's ring re-formed as that fork), and went on after the split as another
         incarnation of the site (a fork): SAFE's rule (apart_at) for no loss.
@@ -1126,7 +1129,14 @@ class SitesSim:
         split: it could hold nothing a's side ordered from then on (EVS owes a message to
         those that leave its view with the deliverer; b left it earlier, for the fork's), and
         when it takes the kept state, what the kept side delivered meanwhile is not in it (it
-        owes what the others deliver from there: owes, rejoined)."""
+        owes what the others deliver from there: owes, rejoined).
+        Or a (a_node, the deliverer) is the one that left: it took the kept state after the
+        split, and t came before that. What it delivered from the split until then is its own
+        side's, whether or not its ring went on under a new epoch (seed 2170 --lan-splits
+        --groups --client-views: b3, cut off, lost the token and never formed a ring alone,
+        so kept epoch 1; it delivered its own message, which b1 and b2 never had, in its old
+        ring's transitional configuration of b3 alone (EVS: those two came from another ring)
+        just before it took b1's state)."""
         apart = self.case.lan_split_apart
         if not apart or self.site_of[a] != self.site_of[b] or (a.split("~")[0] in apart) == (b.split("~")[0] in apart):
             return False
@@ -1134,6 +1144,9 @@ class SitesSim:
         for start, end in self.lan_windows:
             if t < start:
                 continue
+            rejoins = [at for at, _ in (a_node.rejoined if a_node is not None else ()) if at > start]
+            if rejoins and t < rejoins[0]:
+                return True
             before = self.tags_at(node, start).get(site, 0)
             forked = [at for at, row in node.incarnations if start < at and row.get(site, 0) not in (0, before)]
             # up to its fork too, if that came after the heal: b left a's incarnation at the
@@ -1744,7 +1757,8 @@ class SitesSim:
                         continue  # (the same for a fork's daemon that took the kept state)
                     if self.site_of[other] not in members:
                         continue  # not in the view (EVS: SAFE holds in its configuration)
-                    if not self.same_incarnation(o, node, self.left_at(node, serial, at)) or self.apart_at(name, other, at):
+                    if not self.same_incarnation(o, node, self.fork_instant(node, serial, at)) \
+                            or self.apart_at(name, other, at):
                         continue  # another incarnation of its site (a fork), or cut off from us
                     if o.held_at.get(key, float("inf")) > at:
                         self.fail(SAFE, "%s delivered SAFE %d at %.4f; %s held it only at %.4f"

@@ -415,3 +415,60 @@ def test_a_leave_in_the_transitional_configuration_still_ends_with_the_exchanges
     _d3_gone_then_exchange(core, [_op(sp.LEAVE, "#c#d3")])
     alone = ("REG", "NETWORK", ["#a#d1"], [["#a#d1"]], ["#a#d1"])
     assert _core_views(old) == [("TRANS",), alone, ("TRANS",), alone]
+
+
+def _ring_change(kind, members, came, ring_id, old_ring_id):
+    return sp._configuration_change(kind, [(m, 1) for m in members], [(m, 1) for m in came],
+                                    ring_id, old_ring_id, "test")
+
+
+def test_a_ring_change_that_ends_an_unfinished_exchange_keeps_each_sides_vs_set():
+    """d1, d2 and d3 each alone, a client of each in g. d1 and d2 formed a ring; before d2's
+    STATE came, d3 joined them. d1's and d2's tables never merged (each still had its own
+    member), yet their STATEs of the new ring both named the interrupted ring as the one
+    they came from: one vs_set {a#d1, b#d2}, a view their clients never shared. The STATE
+    now names the ring the daemon's table came from (the same flaw the sites' exchange had:
+    seed 1409 --lan-splits --groups --client-views)."""
+    class Orderer:
+        def __init__(self):
+            self.submitted = []
+
+        def submit(self, msg, urgent=False):
+            self.submitted.append(msg)
+
+    cores = {n: sp.RingGroupCore(n, Orderer(), IPS, daemon_order=NAMES) for n in NAMES}
+    alone = {n: (1, n) for n in NAMES}
+    clients = {}
+    for n, core in cores.items():  # each alone, its client in g
+        core.configuration_change(_ring_change(sp.CONF_REGULAR, [n], [n], alone[n], (0, n)), 1)
+        for msg in core.orderer.submitted:
+            core.deliver(msg)
+        clients[n] = _core_client(core, "#c#" + n)
+        core.deliver(_op(sp.JOIN, "#c#" + n))
+    pair = ["d1", "d2"]
+    for n in pair:  # d1 and d2 merge; d1's STATE comes, d2's not yet
+        cores[n].orderer.submitted.clear()
+        for kind in (sp.CONF_TRANSITIONAL, sp.CONF_REGULAR):
+            cores[n].configuration_change(_ring_change(kind, pair, [n], (2, "d1"), alone[n]), 2)
+    first = list(cores["d1"].orderer.submitted)
+    for n in pair:
+        for msg in first:
+            cores[n].deliver(msg)
+        assert cores[n].exchange is not None
+    for n, core in cores.items():  # d3 joins them before that exchange ended
+        core.orderer.submitted.clear()
+        came, old = ([n], alone[n]) if n == "d3" else (pair, (2, "d1"))
+        for kind in (sp.CONF_TRANSITIONAL, sp.CONF_REGULAR):
+            core.configuration_change(_ring_change(kind, NAMES, came, (3, "d1"), old), 3)
+    for client in clients.values():
+        client.out.clear()
+    states = [msg for core in cores.values() for msg in core.orderer.submitted]
+    for core in cores.values():
+        for msg in states:
+            core.deliver(msg)
+        assert core.exchange is None
+    members = ["#c#d1", "#c#d2", "#c#d3"]
+    for n, client in clients.items():
+        (trans, (kind, cause, names, vs_sets, mine)), = [_core_views(client)]
+        assert trans == ("TRANS",) and (kind, cause, names) == ("REG", "NETWORK", members)
+        assert sorted(vs_sets) == [["#c#d1"], ["#c#d2"], ["#c#d3"]] and mine == ["#c#" + n]

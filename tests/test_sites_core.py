@@ -2014,6 +2014,55 @@ def test_an_exchange_whose_last_state_comes_in_the_transitional_view_that_lost_i
 
 
 
+def _sites_states(core, view_seq):
+    return [m for m in core.orderer.submitted
+            if m.groups == [sr.SITES_STATE_GROUP, str(view_seq)]]
+
+
+def test_a_merge_that_ends_an_unfinished_exchange_keeps_each_sides_vs_set():
+    """Seed 1409 --lan-splits --groups --client-views: sites a, b and c each alone in a view of
+    its own. b and c merged (view 2); before c's STATE came, site a joined too (view 3): a new
+    exchange, for all three. b1 and c1 never took view 2's table (each still had its own
+    side's members), yet each said in view 3's STATE it came from view 2's sites "1,2": their
+    clients got one vs_set {cb1, cc1}, a view b1's client and c1's never shared. An exchange
+    that a merge ends unfinished leaves each daemon where it came from: the next STATE names
+    that view."""
+    sites = [["a1"], ["b1"], ["c1"]]
+    cores = {n: sr.SitesGroupCore(n, _Orderer(), sites) for n in ("a1", "b1", "c1")}
+    for name, core in cores.items():
+        core.configuration_change(_ring_of([name], 1), 1)
+    clients = {n: _client(core, "#c#" + n) for n, core in cores.items()}
+    sides = {"a1": [0], "b1": [1], "c1": [2]}
+    for name, core in cores.items():  # each site apart, its client alone in g
+        core.site_view_change(sr.SiteViewChange(sr.CONF_TRANSITIONAL, 1, sides[name], "apart"))
+        core.site_view_change(sr.SiteViewChange(sr.CONF_REGULAR, 1, sides[name], "apart"))
+        core.deliver(_group_op(sr.JOIN, "#c#" + name, "g"))
+    b1, c1 = cores["b1"], cores["c1"]
+    for core in (b1, c1):  # b and c merge: view 2
+        core.site_view_change(sr.SiteViewChange(sr.CONF_TRANSITIONAL, 2, sides[core.daemon_name], "joined"))
+        core.site_view_change(sr.SiteViewChange(sr.CONF_REGULAR, 2, [1, 2], "joined"))
+    for core in (b1, c1):  # b1's STATE of view 2 comes, c1's not yet
+        core.deliver(_sites_states(b1, 2)[0])
+        assert core.exchange is not None
+    for name, core in cores.items():  # a joins them: view 3, before view 2's exchange ended
+        core.site_view_change(sr.SiteViewChange(sr.CONF_TRANSITIONAL, 3, sides[name] if name == "a1" else [1, 2],
+                                                "joined"))
+        core.site_view_change(sr.SiteViewChange(sr.CONF_REGULAR, 3, [0, 1, 2], "joined"))
+    for client in clients.values():
+        client.out.clear()
+    states = [m for core in cores.values() for m in _sites_states(core, 3)]
+    assert len(states) == 3
+    for core in cores.values():
+        for msg in states:
+            core.deliver(msg)
+        assert core.exchange is None
+    members = ["#c#a1", "#c#b1", "#c#c1"]
+    sets = [["#c#a1"], ["#c#b1"], ["#c#c1"]]  # (before: [["#c#a1"], ["#c#b1", "#c#c1"]])
+    for name, client in clients.items():
+        assert _views(client) == [("TRANS",), ("REG", members, sets, ["#c#" + name])]
+
+
+
 def _roster(origin, ring_seq, names):
     return sr.DaemonMessage(sr.STATE, origin, "#roster#%s" % origin, sr.AGREED_MESS, [sr.ROSTER_GROUP],
                             data="\n".join([str(ring_seq)] + names).encode())
