@@ -9072,6 +9072,8 @@ class SiteGateway:
                 self._log("HOP link to %s (site %d): the peer started over" % (h.sender[0], site), now)
                 self._start_link(site, h.sender, h.positions, now, h.session, h.epoch)
                 self._answer_hello(h.sender)
+            elif h.session > link.peer_session:
+                self._ask_again(site, h.sender, now)
             else:
                 self.counters["hellos_old_session"] += 1
             return
@@ -9082,6 +9084,28 @@ class SiteGateway:
             return
         self._start_link(site, h.sender, h.positions, now, h.session, h.epoch)
         self._answer_hello(h.sender)
+
+    def _ask_again(self, site: int, peer: Pid, now: float) -> None:
+        """An answer from the daemon our link to `site` speaks with, of a later session than
+        the one our end reads: its end started afresh in answer to a HELLO of ours that our
+        end does not speak for (at a takeover it had answered us, then started again when our
+        answer to it came while our link spoke with another daemon of its site). Each end now
+        drops the other's packets as an old session's, and the link carried nothing until our
+        silence rule fired, a second later (seed 103981: b's view without the killed site c
+        1.1 s after its decision). Our end goes, quietly (no report: the peer lives), and we
+        ask at once under our next session: the peer's end starts again on that request and
+        answers, and ours starts on its answer. Not our end afresh in place: its new session
+        would be the peer's to learn from our answer, and two such ends would restart each
+        other for ever. Its sessions only grow, so a replayed answer never comes here."""
+        self.counters["hop_links_asked_again"] += 1
+        self._log("HOP link to %s (site %d): its end started again under a session ours does "
+                  "not read; asked again" % (peer[0], site), now)
+        self.links.pop(site)
+        # (it spoke just now: if it goes silent, it is suspected as if our link had lived on)
+        self.suspect_at.setdefault(site, now + self.hop_settings.peer_silence_s + self._grace_s(site))
+        self.outputs.append(SendHop(self._request_hello(site), peer[0]))
+        if self.hello_due_s is None:
+            self.hello_due_s = now + SITE_HELLO_EVERY_S
 
     def _new_incarnation(self, site: int, h: SiteHello, now: float) -> bool:
         """A HELLO from a site of our view whose streams are of another epoch than the one we

@@ -1388,6 +1388,63 @@ def test_a_replayed_hello_of_an_older_session_never_restarts_a_live_link():
     assert gw.links[1] is not link and gw.links[1].peer_session == sr.hop_session(4, 0)
 
 
+def _hop_packets(gw):
+    """What a gateway sends on its HOP port now: (daemon, datagram)."""
+    return [(o.dest, o.packet) for o in gw.poll() if isinstance(o, sr.SendHop)]
+
+
+def _carry(sender, packets, to, now):
+    """Hands `sender`'s datagrams for the gateways in `to` (name -> gateway) over; the rest
+    (to daemons not in the test) are lost."""
+    for dest, packet in packets:
+        if dest in to:
+            to[dest].hop_datagram(sender.name, packet, now)
+
+
+def test_an_answer_of_a_newer_session_from_our_links_peer_restarts_the_link_at_once():
+    """Seed 103981 (c killed; b1 killed and started again as b's ring re-formed): b2 and b1 each
+    represented site b for a moment and both asked a1. a1 answered b1 (its end for b1), then b2
+    (its link now b2's), then b1's answer to a1's answer came: a1 started a new end for b1 under
+    a new session. b1's end read a1's first session: each end dropped the other's packets as an
+    old session's, and the link carried nothing until b1's silence rule (1 s): b's view without
+    c came 1.1 s after its decision. Now b1 asks again at once under its next session; both
+    ends start again and read each other's."""
+    sites, costs = [["a1"], ["b1", "b2"]], [[0, 1], [1, 0]]
+    a1, b1 = gateway("a1", sites, costs), gateway("b1", sites, costs)
+    regular(a1, ["a1"])
+    regular(b1, ["b1", "b2"])
+    assert a1.wide and b1.wide
+    ends = {"a1": a1, "b1": b1}
+    _hop_packets(a1)  # (a1's first HELLOs: lost)
+    b1_asks = _hop_packets(b1)
+    _carry(b1, b1_asks, {"a1": a1}, 0.1)  # a1 answers b1: its first end
+    a1_answers_b1 = _hop_packets(a1)
+    b2_asks = sr.SiteHello(("b2", 1), 1, True, {}, 0, (0, 1), sr.hop_session(1, 0))
+    a1.hop_datagram("b2", sr.encode_site_hello(b2_asks), 0.11)  # a1 answers b2: its link is b2's
+    assert a1.links[1].peer == ("b2", 1)
+    _hop_packets(a1)
+    _carry(a1, a1_answers_b1, {"b1": b1}, 0.12)  # b1 starts its end on a1's first answer
+    read_first = b1.links[0].peer_session
+    _carry(b1, _hop_packets(b1), {"a1": a1}, 0.13)  # b1's answer: a1 starts a new end for b1
+    assert a1.links[1].peer == ("b1", 1) and a1.links[1].session > read_first
+    now = 0.14
+    for _ in range(6):  # the HELLOs go back and forth until neither end sends one
+        a_out, b_out = _hop_packets(a1), _hop_packets(b1)
+        if not any(sr.hop_packet_type(p) == sr.PT_SITE_HELLO for _, p in a_out + b_out):
+            break
+        _carry(a1, a_out, ends, now)
+        _carry(b1, b_out, ends, now)
+        now += 0.01
+    a_end, b_end = a1.links[1], b1.links[0]
+    assert (b_end.peer_session, a_end.peer_session) == (a_end.session, b_end.session)
+    assert b1.counters["hop_links_asked_again"] == 1 and now < 0.2  # (a round trip, not a second)
+    # and what a1's end sends now is read at b1's (before: dropped as an old session's)
+    a1.tick(now + a1.hop_settings.keepalive_s)
+    _carry(a1, _hop_packets(a1), {"b1": b1}, now + a1.hop_settings.keepalive_s)
+    assert b_end.counters["dropped_old_session"] == 0 and b_end._heard_s > now
+    assert 0 not in b1.suspect_at
+
+
 def test_a_record_or_hello_far_beyond_any_daemons_counters_is_refused():
     """Without a key a forger who sniffed a link's session can put records into its stream (what
     only a key stops). One with an lts at the wire's limit made our site's next lts one that no
