@@ -876,12 +876,41 @@ def test_a_takeover_counts_a_sites_silence_from_the_last_record_our_ring_deliver
 def test_a_takeover_gives_a_site_heard_long_ago_time_for_its_hello_and_one_never_heard_all_of_it():
     gw = taken_over(heard_at=0.5, now=5.0)
     assert gw.suspect_at[1] == pytest.approx(5.0 + sr.SITE_HELLO_WAIT_S)
-    gw = taken_over(heard_at=None, now=5.0)  # (nothing says how long it has been silent)
+    # (nothing says how long it has been silent: our ring never held all of site 0, so we do
+    # not know when a1 started its links; see the next test for when we do)
+    gw = taken_over(heard_at=None, now=5.0, sites=[["a1", "a2", "a3"], ["b1", "b2"]])
+    assert gw.counters["site_hello_waits_from_the_predecessors_start"] == 0
     assert gw.suspect_at[1] == pytest.approx(5.0 + SILENCE_S + sr.SITE_GRACE_S)
     assert not gw.no_successor(1)
     # its HELLO in time starts the link and ends the suspicion
     gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, False, {}, 0, (0, 1), sr.hop_session(1, 0))), 5.2)
     assert 1 in gw.links and 1 not in gw.suspect_at
+
+
+def test_a_takeover_counts_a_never_heard_sites_silence_from_when_its_predecessor_began_to_ask():
+    """Seed 103339: b killed 6 ms after its start, before any link to it ran (nothing of b in
+    c's ring); c1, c's representative since c's ring formed with all of c at 0.0, died at 1.3,
+    and c2 took over at 2.41 and gave b a whole silence and grace more: b left out 3.65 s after
+    the kill. c2 knows c1 said HELLO to b since 0.0 (it was chosen with our whole site in our
+    ring: its links started at once), unanswered: b's silence counts from there, and c2 waits
+    only for the answer to its own HELLO (2.32 s from the kill). A site heard of keeps its
+    rules (see above), and a predecessor that began to ask lately is waited for as long as its
+    own wait would have been."""
+    gw = taken_over(heard_at=None, now=2.41)
+    assert gw.counters["site_hello_waits_from_the_predecessors_start"] == 1
+    assert gw.suspect_at[1] == pytest.approx(2.41 + sr.SITE_TAKEOVER_HELLO_S)
+    assert gw.asked_since_s == {1: 0.0}  # (a handover from us carries it on)
+    # a1 chosen at 1.0 (a ring that held all of site 0 from then): its wait ends at 1.0 + 1.6
+    gw = gateway("a2", SITES_B2)
+    regular(gw, ["a2"])
+    regular(gw, ["a1", "a2"], 1.0)
+    assert not gw.is_representative()
+    regular(gw, ["a2"], 1.5)
+    assert gw.suspect_at[1] == pytest.approx(1.0 + SILENCE_S + sr.SITE_GRACE_S)
+    # a record of b delivered since: its silence counts from that record, as before
+    gw = taken_over(heard_at=3.0, now=5.0)
+    assert gw.counters["site_hello_waits_from_the_predecessors_start"] == 0
+    assert gw.suspect_at[1] == pytest.approx(5.0 + sr.SITE_HELLO_WAIT_S)
 
 
 def test_a_takeover_keeps_the_links_our_site_reported_down_until_they_start():
@@ -991,6 +1020,12 @@ def test_a_daemon_that_took_the_state_of_its_ring_represents_it_at_once():
 
 
 
+#: (the handover tests) site 0's ring never holds all of it, so a2 does not know when a1 began
+#: to say HELLO (see test_a_takeover_counts_a_never_heard_sites_silence_from_when_its_...):
+#: a2's own first HELLO, at its takeover, is the moment a handover carries
+SITES_A3B2 = [["a1", "a2", "a3"], ["b1", "b2"]]
+
+
 def handed_over(heard_at=None, hand_over_at=2.3, export_first=True):
     """a1 represents site 0 and dies; a2 takes over at 2.0 and says HELLO to site b (which
     never answers); a1, restarted, joins a2's ring at `hand_over_at` and takes a2's state
@@ -998,7 +1033,7 @@ def handed_over(heard_at=None, hand_over_at=2.3, export_first=True):
     message at heard_at (never, with None). export_first: a2 sends the state before it sees
     the new representative (seed 20768), else after (seed 109 --lan-splits: the daemon that
     joined held a fork's state, so it was eligible at once)."""
-    donor = gateway("a2", SITES_B2)
+    donor = gateway("a2", SITES_A3B2)
     regular(donor, ["a1", "a2"])
     if heard_at is not None:
         donor.ring_output(carrier([remote(1, 5)], 6), heard_at)
@@ -1009,8 +1044,8 @@ def handed_over(heard_at=None, hand_over_at=2.3, export_first=True):
         assert donor.representative == "a1"
     donor.now_s = hand_over_at
     state = donor.export_state()
-    orderer = sr.RingOrderer("a1", 1, SITES_B2[0], random.Random(1))
-    late = sr.SiteGateway("a1", SITES_B2, COSTS, orderer, sr.HopSettings(), now=hand_over_at)
+    orderer = sr.RingOrderer("a1", 1, SITES_A3B2[0], random.Random(1))
+    late = sr.SiteGateway("a1", SITES_A3B2, COSTS, orderer, sr.HopSettings(), now=hand_over_at)
     late.import_state(state, hand_over_at)
     late.ring_members = frozenset(["a1", "a2"])
     late.choose_representative(hand_over_at)
@@ -1049,12 +1084,12 @@ def test_a_record_heard_after_the_first_hello_or_a_later_term_drops_the_predeces
     its silence counts from that record, and the HELLO wait from now, as before. And a2's
     moment is of its own term: once the representation moved away from it and on (a1 gone
     again), a2 asks afresh."""
-    donor = gateway("a2", SITES_B2)
+    donor = gateway("a2", SITES_A3B2)
     regular(donor, ["a1", "a2"])
     regular(donor, ["a2"], 2.0)
     donor.ring_output(carrier([remote(1, 5)], 6), 2.2)
     donor.now_s = 2.3
-    late = sr.SiteGateway("a1", SITES_B2, COSTS, sr.RingOrderer("a1", 1, SITES_B2[0], random.Random(1)),
+    late = sr.SiteGateway("a1", SITES_A3B2, COSTS, sr.RingOrderer("a1", 1, SITES_A3B2[0], random.Random(1)),
                           sr.HopSettings(), now=2.3)
     late.import_state(donor.export_state(), 2.3)
     late.ring_members = frozenset(["a1", "a2"])
@@ -1139,8 +1174,10 @@ def test_a_takeover_gives_a_site_of_one_daemon_no_successors_grace_after_its_sil
     assert gw.suspect_at[1] == pytest.approx(1.0 + SILENCE_S + sr.SITE_HELLO_WAIT_S)
     gw = taken_over(heard_at=1.0, now=2.1, sites=SITES)
     assert gw.suspect_at[1] == pytest.approx(2.1 + sr.SITE_HELLO_WAIT_S)
-    gw = taken_over(heard_at=None, now=5.0, sites=SITES)
+    gw = taken_over(heard_at=None, now=5.0, sites=[["a1", "a2", "a3"], ["b1"]])  # (since when a1 asked: unknown)
     assert gw.suspect_at[1] == pytest.approx(5.0 + SILENCE_S + sr.SITE_HELLO_WAIT_S)
+    gw = taken_over(heard_at=None, now=1.2, sites=SITES)  # (a1 asked since 0.0)
+    assert gw.suspect_at[1] == pytest.approx(0.0 + SILENCE_S + sr.SITE_HELLO_WAIT_S)
 
 
 MESH3 = [[0, 1, 1], [1, 0, 1], [1, 1, 0]]
