@@ -1961,7 +1961,9 @@ def test_planted_interest_without_the_members_that_left_after_the_message_is_a_l
                 or lts > self.streams[site].frontier_lts + sr.PRUNE_HORIZON_LTS:
             return True
         return any(self.interest_members[site].get(g) for g in groups)
-    _planted_pruning(monkeypatch, 4, "_may_owe", may_owe)
+    # (seed 4 showed it until its HOP links at b's start were asked again at once: _ask_again;
+    # seed 37 is the first of 1-39 that does now)
+    _planted_pruning(monkeypatch, 37, "_may_owe", may_owe)
 
 
 def test_planted_skip_decided_on_the_tree_of_today_is_a_loss_violation(monkeypatch):
