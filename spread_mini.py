@@ -8132,6 +8132,11 @@ class SiteGateway:
         #: ... the asked_ages of the state we took: read where we start our links right after
         #: (choose_representative), then dropped
         self.taken_asked_s: Dict[int, float] = {}
+        #: (not the representative) since when our representative has said HELLO to the sites
+        #: it has no link with: where it was chosen with our whole site in our ring (it starts
+        #: its links at once); None if we do not know. A takeover counts a never-heard site's
+        #: silence from there (_take_over_hellos)
+        self.rep_hello_since_s: Optional[float] = None
         #: site -> (ring seq, its daemons) by the last ROSTER of that site our merge applied (a
         #: group core's STATE message: its ring lost daemons or took one back): no_successor
         self.site_rings: Dict[int, Tuple[int, frozenset]] = {}
@@ -8404,10 +8409,17 @@ class SiteGateway:
         order everywhere) takes the links only once it is up to date."""
         self.now_s = now
         rep = site_representative(self.sites[self.site_id], self.ring_members - self.ineligible)
+        # (another daemon represents us, chosen with our whole site in our ring: it started
+        # its links, and its HELLOs, at once)
+        says_hello_now = rep != self.name and not self.fork_unread and set(self.sites[self.site_id]) <= self.ring_members
         if rep == self.representative:
+            if says_hello_now and self.rep_hello_since_s is None:
+                self.rep_hello_since_s = now
             self._go_wide(now)
             self.taken_asked_s = {}
             return
+        predecessor_since = self.rep_hello_since_s if self.representative not in (None, self.name) else None
+        self.rep_hello_since_s = now if says_hello_now else None
         if self.representative != self.name:
             self.asked_since_s = {}  # (ours, if any, are of an earlier term: others asked since)
         waiting = sorted(self.ring_members & self.ineligible)
@@ -8435,8 +8447,27 @@ class SiteGateway:
         self.peer_positions, self._ahead, self._frontier_ahead, self._hole_since = {}, {}, {}, {}
         if rep == self.name:
             self.aru_announced = 0
+            if predecessor_since is not None:
+                self._take_over_hellos(predecessor_since)
             self._go_wide(now)
         self.taken_asked_s = {}
+
+    def _take_over_hellos(self, since_s: float) -> None:
+        """We take over from a representative that died (or left our ring), which said HELLO
+        to every neighbour site it had no link with since `since_s` (rep_hello_since_s). A
+        site our ring never delivered a record of (heard_s: a link that starts brings its
+        EPOCH in) never answered it: its silence and its HELLO wait count from there, as its
+        first unanswered HELLO would after a handover (taken_asked_s), not afresh from now.
+        Seed 103339: b killed 6 ms after its start, before any link to it ran; c's
+        representative died, and c2, taking over 2.4 s after c's start, gave b a whole silence
+        and grace more (3.65 s from the kill). Only sites never heard: of one heard before,
+        an idle link may have run all along (its start brings no EPOCH again), so its HELLO
+        wait counts from now (SITE_HELLO_WAIT_S), as before."""
+        for site in self.neighbours:
+            if site not in self.heard_s and site not in self.taken_asked_s:
+                self.taken_asked_s[site] = since_s
+                self.asked_since_s[site] = since_s  # (and a handover after ours keeps it)
+                self.counters["site_hello_waits_from_the_predecessors_start"] += 1
 
     def _go_wide(self, now: float) -> None:
         """The representative starts its links: with every daemon of its site in its ring, or
@@ -9140,6 +9171,8 @@ class SiteGateway:
                 self._log("HOP link to %s (site %d): the peer started over" % (h.sender[0], site), now)
                 self._start_link(site, h.sender, h.positions, now, h.session, h.epoch)
                 self._answer_hello(h.sender)
+            elif h.session > link.peer_session:
+                self._ask_again(site, h.sender, now)
             else:
                 self.counters["hellos_old_session"] += 1
             return
@@ -9150,6 +9183,28 @@ class SiteGateway:
             return
         self._start_link(site, h.sender, h.positions, now, h.session, h.epoch)
         self._answer_hello(h.sender)
+
+    def _ask_again(self, site: int, peer: Pid, now: float) -> None:
+        """An answer from the daemon our link to `site` speaks with, of a later session than
+        the one our end reads: its end started afresh in answer to a HELLO of ours that our
+        end does not speak for (at a takeover it had answered us, then started again when our
+        answer to it came while our link spoke with another daemon of its site). Each end now
+        drops the other's packets as an old session's, and the link carried nothing until our
+        silence rule fired, a second later (seed 103981: b's view without the killed site c
+        1.1 s after its decision). Our end goes, quietly (no report: the peer lives), and we
+        ask at once under our next session: the peer's end starts again on that request and
+        answers, and ours starts on its answer. Not our end afresh in place: its new session
+        would be the peer's to learn from our answer, and two such ends would restart each
+        other for ever. Its sessions only grow, so a replayed answer never comes here."""
+        self.counters["hop_links_asked_again"] += 1
+        self._log("HOP link to %s (site %d): its end started again under a session ours does "
+                  "not read; asked again" % (peer[0], site), now)
+        self.links.pop(site)
+        # (it spoke just now: if it goes silent, it is suspected as if our link had lived on)
+        self.suspect_at.setdefault(site, now + self.hop_settings.peer_silence_s + self._grace_s(site))
+        self.outputs.append(SendHop(self._request_hello(site), peer[0]))
+        if self.hello_due_s is None:
+            self.hello_due_s = now + SITE_HELLO_EVERY_S
 
     def _new_incarnation(self, site: int, h: SiteHello, now: float) -> bool:
         """A HELLO from a site of our view whose streams are of another epoch than the one we
@@ -11087,6 +11142,7 @@ class SiteGateway:
         self.heard_s = _times_from_ages(state.get("heard_ages", {}), n, now)
         self.link_down_s = _times_from_ages(state.get("link_down_ages", {}), n, now)
         self.taken_asked_s = _times_from_ages(state.get("asked_ages", {}), n, now)
+        self.rep_hello_since_s = None  # (of the ring we came from, if any: not of this state's)
         self.asked_since_s = {}
         rings = {}
         for k, v in _checked(state.get("site_rings", {}), dict).items():

@@ -963,12 +963,41 @@ def test_a_takeover_counts_a_sites_silence_from_the_last_record_our_ring_deliver
 def test_a_takeover_gives_a_site_heard_long_ago_time_for_its_hello_and_one_never_heard_all_of_it():
     gw = taken_over(heard_at=0.5, now=5.0)
     assert gw.suspect_at[1] == pytest.approx(5.0 + sr.SITE_HELLO_WAIT_S)
-    gw = taken_over(heard_at=None, now=5.0)  # (nothing says how long it has been silent)
+    # (nothing says how long it has been silent: our ring never held all of site 0, so we do
+    # not know when a1 started its links; see the next test for when we do)
+    gw = taken_over(heard_at=None, now=5.0, sites=[["a1", "a2", "a3"], ["b1", "b2"]])
+    assert gw.counters["site_hello_waits_from_the_predecessors_start"] == 0
     assert gw.suspect_at[1] == pytest.approx(5.0 + SILENCE_S + sr.SITE_GRACE_S)
     assert not gw.no_successor(1)
     # its HELLO in time starts the link and ends the suspicion
     gw.hop_datagram("b1", sr.encode_site_hello(sr.SiteHello(("b1", 1), 1, False, {}, 0, (0, 1), sr.hop_session(1, 0))), 5.2)
     assert 1 in gw.links and 1 not in gw.suspect_at
+
+
+def test_a_takeover_counts_a_never_heard_sites_silence_from_when_its_predecessor_began_to_ask():
+    """Seed 103339: b killed 6 ms after its start, before any link to it ran (nothing of b in
+    c's ring); c1, c's representative since c's ring formed with all of c at 0.0, died at 1.3,
+    and c2 took over at 2.41 and gave b a whole silence and grace more: b left out 3.65 s after
+    the kill. c2 knows c1 said HELLO to b since 0.0 (it was chosen with our whole site in our
+    ring: its links started at once), unanswered: b's silence counts from there, and c2 waits
+    only for the answer to its own HELLO (2.32 s from the kill). A site heard of keeps its
+    rules (see above), and a predecessor that began to ask lately is waited for as long as its
+    own wait would have been."""
+    gw = taken_over(heard_at=None, now=2.41)
+    assert gw.counters["site_hello_waits_from_the_predecessors_start"] == 1
+    assert gw.suspect_at[1] == pytest.approx(2.41 + sr.SITE_TAKEOVER_HELLO_S)
+    assert gw.asked_since_s == {1: 0.0}  # (a handover from us carries it on)
+    # a1 chosen at 1.0 (a ring that held all of site 0 from then): its wait ends at 1.0 + 1.6
+    gw = gateway("a2", SITES_B2)
+    regular(gw, ["a2"])
+    regular(gw, ["a1", "a2"], 1.0)
+    assert not gw.is_representative()
+    regular(gw, ["a2"], 1.5)
+    assert gw.suspect_at[1] == pytest.approx(1.0 + SILENCE_S + sr.SITE_GRACE_S)
+    # a record of b delivered since: its silence counts from that record, as before
+    gw = taken_over(heard_at=3.0, now=5.0)
+    assert gw.counters["site_hello_waits_from_the_predecessors_start"] == 0
+    assert gw.suspect_at[1] == pytest.approx(5.0 + sr.SITE_HELLO_WAIT_S)
 
 
 def test_a_takeover_keeps_the_links_our_site_reported_down_until_they_start():
@@ -1078,6 +1107,12 @@ def test_a_daemon_that_took_the_state_of_its_ring_represents_it_at_once():
 
 
 
+#: (the handover tests) site 0's ring never holds all of it, so a2 does not know when a1 began
+#: to say HELLO (see test_a_takeover_counts_a_never_heard_sites_silence_from_when_its_...):
+#: a2's own first HELLO, at its takeover, is the moment a handover carries
+SITES_A3B2 = [["a1", "a2", "a3"], ["b1", "b2"]]
+
+
 def handed_over(heard_at=None, hand_over_at=2.3, export_first=True):
     """a1 represents site 0 and dies; a2 takes over at 2.0 and says HELLO to site b (which
     never answers); a1, restarted, joins a2's ring at `hand_over_at` and takes a2's state
@@ -1085,7 +1120,7 @@ def handed_over(heard_at=None, hand_over_at=2.3, export_first=True):
     message at heard_at (never, with None). export_first: a2 sends the state before it sees
     the new representative (seed 20768), else after (seed 109 --lan-splits: the daemon that
     joined held a fork's state, so it was eligible at once)."""
-    donor = gateway("a2", SITES_B2)
+    donor = gateway("a2", SITES_A3B2)
     regular(donor, ["a1", "a2"])
     if heard_at is not None:
         donor.ring_output(carrier([remote(1, 5)], 6), heard_at)
@@ -1096,8 +1131,8 @@ def handed_over(heard_at=None, hand_over_at=2.3, export_first=True):
         assert donor.representative == "a1"
     donor.now_s = hand_over_at
     state = donor.export_state()
-    orderer = sr.RingOrderer("a1", 1, SITES_B2[0], random.Random(1))
-    late = sr.SiteGateway("a1", SITES_B2, COSTS, orderer, sr.HopSettings(), now=hand_over_at)
+    orderer = sr.RingOrderer("a1", 1, SITES_A3B2[0], random.Random(1))
+    late = sr.SiteGateway("a1", SITES_A3B2, COSTS, orderer, sr.HopSettings(), now=hand_over_at)
     late.import_state(state, hand_over_at)
     late.ring_members = frozenset(["a1", "a2"])
     late.choose_representative(hand_over_at)
@@ -1136,12 +1171,12 @@ def test_a_record_heard_after_the_first_hello_or_a_later_term_drops_the_predeces
     its silence counts from that record, and the HELLO wait from now, as before. And a2's
     moment is of its own term: once the representation moved away from it and on (a1 gone
     again), a2 asks afresh."""
-    donor = gateway("a2", SITES_B2)
+    donor = gateway("a2", SITES_A3B2)
     regular(donor, ["a1", "a2"])
     regular(donor, ["a2"], 2.0)
     donor.ring_output(carrier([remote(1, 5)], 6), 2.2)
     donor.now_s = 2.3
-    late = sr.SiteGateway("a1", SITES_B2, COSTS, sr.RingOrderer("a1", 1, SITES_B2[0], random.Random(1)),
+    late = sr.SiteGateway("a1", SITES_A3B2, COSTS, sr.RingOrderer("a1", 1, SITES_A3B2[0], random.Random(1)),
                           sr.HopSettings(), now=2.3)
     late.import_state(donor.export_state(), 2.3)
     late.ring_members = frozenset(["a1", "a2"])
@@ -1226,8 +1261,10 @@ def test_a_takeover_gives_a_site_of_one_daemon_no_successors_grace_after_its_sil
     assert gw.suspect_at[1] == pytest.approx(1.0 + SILENCE_S + sr.SITE_HELLO_WAIT_S)
     gw = taken_over(heard_at=1.0, now=2.1, sites=SITES)
     assert gw.suspect_at[1] == pytest.approx(2.1 + sr.SITE_HELLO_WAIT_S)
-    gw = taken_over(heard_at=None, now=5.0, sites=SITES)
+    gw = taken_over(heard_at=None, now=5.0, sites=[["a1", "a2", "a3"], ["b1"]])  # (since when a1 asked: unknown)
     assert gw.suspect_at[1] == pytest.approx(5.0 + SILENCE_S + sr.SITE_HELLO_WAIT_S)
+    gw = taken_over(heard_at=None, now=1.2, sites=SITES)  # (a1 asked since 0.0)
+    assert gw.suspect_at[1] == pytest.approx(0.0 + SILENCE_S + sr.SITE_HELLO_WAIT_S)
 
 
 MESH3 = [[0, 1, 1], [1, 0, 1], [1, 1, 0]]
@@ -1473,6 +1510,63 @@ def test_a_replayed_hello_of_an_older_session_never_restarts_a_live_link():
     newer = sr.SiteHello(("b1", 1), 1, True, {}, 0, (0, 1), sr.hop_session(4, 0))
     gw.hop_datagram("b1", sr.encode_site_hello(newer), 0.3)
     assert gw.links[1] is not link and gw.links[1].peer_session == sr.hop_session(4, 0)
+
+
+def _hop_packets(gw):
+    """What a gateway sends on its HOP port now: (daemon, datagram)."""
+    return [(o.dest, o.packet) for o in gw.poll() if isinstance(o, sr.SendHop)]
+
+
+def _carry(sender, packets, to, now):
+    """Hands `sender`'s datagrams for the gateways in `to` (name -> gateway) over; the rest
+    (to daemons not in the test) are lost."""
+    for dest, packet in packets:
+        if dest in to:
+            to[dest].hop_datagram(sender.name, packet, now)
+
+
+def test_an_answer_of_a_newer_session_from_our_links_peer_restarts_the_link_at_once():
+    """Seed 103981 (c killed; b1 killed and started again as b's ring re-formed): b2 and b1 each
+    represented site b for a moment and both asked a1. a1 answered b1 (its end for b1), then b2
+    (its link now b2's), then b1's answer to a1's answer came: a1 started a new end for b1 under
+    a new session. b1's end read a1's first session: each end dropped the other's packets as an
+    old session's, and the link carried nothing until b1's silence rule (1 s): b's view without
+    c came 1.1 s after its decision. Now b1 asks again at once under its next session; both
+    ends start again and read each other's."""
+    sites, costs = [["a1"], ["b1", "b2"]], [[0, 1], [1, 0]]
+    a1, b1 = gateway("a1", sites, costs), gateway("b1", sites, costs)
+    regular(a1, ["a1"])
+    regular(b1, ["b1", "b2"])
+    assert a1.wide and b1.wide
+    ends = {"a1": a1, "b1": b1}
+    _hop_packets(a1)  # (a1's first HELLOs: lost)
+    b1_asks = _hop_packets(b1)
+    _carry(b1, b1_asks, {"a1": a1}, 0.1)  # a1 answers b1: its first end
+    a1_answers_b1 = _hop_packets(a1)
+    b2_asks = sr.SiteHello(("b2", 1), 1, True, {}, 0, (0, 1), sr.hop_session(1, 0))
+    a1.hop_datagram("b2", sr.encode_site_hello(b2_asks), 0.11)  # a1 answers b2: its link is b2's
+    assert a1.links[1].peer == ("b2", 1)
+    _hop_packets(a1)
+    _carry(a1, a1_answers_b1, {"b1": b1}, 0.12)  # b1 starts its end on a1's first answer
+    read_first = b1.links[0].peer_session
+    _carry(b1, _hop_packets(b1), {"a1": a1}, 0.13)  # b1's answer: a1 starts a new end for b1
+    assert a1.links[1].peer == ("b1", 1) and a1.links[1].session > read_first
+    now = 0.14
+    for _ in range(6):  # the HELLOs go back and forth until neither end sends one
+        a_out, b_out = _hop_packets(a1), _hop_packets(b1)
+        if not any(sr.hop_packet_type(p) == sr.PT_SITE_HELLO for _, p in a_out + b_out):
+            break
+        _carry(a1, a_out, ends, now)
+        _carry(b1, b_out, ends, now)
+        now += 0.01
+    a_end, b_end = a1.links[1], b1.links[0]
+    assert (b_end.peer_session, a_end.peer_session) == (a_end.session, b_end.session)
+    assert b1.counters["hop_links_asked_again"] == 1 and now < 0.2  # (a round trip, not a second)
+    # and what a1's end sends now is read at b1's (before: dropped as an old session's)
+    a1.tick(now + a1.hop_settings.keepalive_s)
+    _carry(a1, _hop_packets(a1), {"b1": b1}, now + a1.hop_settings.keepalive_s)
+    assert b_end.counters["dropped_old_session"] == 0 and b_end._heard_s > now
+    assert 0 not in b1.suspect_at
 
 
 def test_a_record_or_hello_far_beyond_any_daemons_counters_is_refused():
