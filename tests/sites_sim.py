@@ -244,6 +244,7 @@ class Node:
     started_at: float = 0.0
     restarted: bool = False  #: a new incarnation of a daemon that was killed
     synced_at: Optional[float] = None  #: when it held the sites' state (afresh, or sent to it)
+    began_afresh: bool = False  #: its ring started the sites' state afresh (it took none)
     #: with groups: group -> the daemons whose client is a member, by the JOIN / LEAVE this
     #: daemon delivered so far (the one order's table at that point)
     members: Dict[str, set] = field(default_factory=dict)
@@ -756,6 +757,7 @@ class SitesSim:
         """A restarted daemon's state came: its view is the one it came in."""
         node.synced_at = self.now
         node.syncs_seen = node.sites.syncs_installed
+        node.began_afresh = node.sites.syncs_installed == 0
         if not node.restarted:
             return
         self.restart_pending = False
@@ -1263,6 +1265,7 @@ class SitesSim:
         # to it until a merge brings them in)
         own = self.site_of[node.gateway.name]
         unknown = {x for x in range(len(self.case.sites)) if x != own} if node.restarted else set()
+        unknown -= self.shared_view_zero(node)
         if not own_known:
             unknown.add(own)
         marks, prev = [], set(range(len(self.case.sites)))
@@ -1298,6 +1301,26 @@ class SitesSim:
             elif sub[6] == sr.DATA:
                 out[serial] = frozenset(unknown | {self.site_of[d] for g in sub[7] for d in members.get(g, ())})
         return out
+
+    def shared_view_zero(self, node: Node) -> set:
+        """(a restarted daemon whose ring began the sites' state afresh, view 0) The other
+        sites that came with it from view 0 into its first view change (its first TRANSITIONAL
+        view): they were in view 0 with it, so no merge brought them in, and it had their
+        streams from their first message, as the gateway's interest_known holds (it forgets a
+        site only at a merge). Their members are its replay's from the start. Seed 86522
+        --lan-splits --groups --site-grace-s 0.3: site a killed whole and site b's b1
+        restarted alone both began afresh and met in view 0; a's daemons pruned a2's messages
+        to g1, which nobody was in, for b rightly, and the replay, which took b as unknown
+        (no merge ever named it), said b owed every one."""
+        if not node.began_afresh:
+            return set()
+        at = next((i for i, v in enumerate(node.views) if v[0] == JOINED), None)
+        if at is None or node.views[at][1] != 0:
+            return set()
+        first = next((v for v in node.views[at + 1:] if v[0] in (sr.CONF_TRANSITIONAL, JOINED)), None)
+        if first is None or first[0] != sr.CONF_TRANSITIONAL:
+            return set()
+        return set(first[2]) - {self.site_of[node.gateway.name]}
 
     def members_where_merged(self, site: int, seq: int, sites: tuple) -> Optional[Dict[str, set]]:
         """Site `site`'s members (its own daemons') where it installed the REGULAR view

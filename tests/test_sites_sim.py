@@ -1042,7 +1042,9 @@ def test_a_site_split_in_two_rings_with_groups_regression_seed(seed):
 #: a3's fork, took its state; what their ring ordered was above own_held_upto and delivered
 #: nowhere (..._takes_a_forks_state_joins_the_fork_...). 86279: the checker's (SAFE in a
 #: fork's closing view in the instant of the rejoin: test_a_safe_message_of_a_forks_closing_view_...)
-LAN_SPLIT_GROUPS_SHORT_GRACE_SEEDS = [86048, 86093, 86279]
+#: 86522: the checker's (a site killed whole and another's restarted daemon began afresh
+#: and met in view 0: test_a_restarted_site_that_began_afresh_knows_the_members_of_...)
+LAN_SPLIT_GROUPS_SHORT_GRACE_SEEDS = [86048, 86093, 86279, 86522]
 
 
 @pytest.mark.parametrize("seed", LAN_SPLIT_GROUPS_SHORT_GRACE_SEEDS)
@@ -1275,6 +1277,37 @@ def test_a_messages_interest_per_site_is_read_where_a_view_held_that_site():
     out = {29: frozenset({2})}
     sim.read_interest([(b1, {29: frozenset({0})})], out)
     assert out == {29: frozenset({2})}  # (an earlier list's reading stands)
+
+
+def test_a_restarted_site_that_began_afresh_knows_the_members_of_the_sites_that_shared_its_view_zero():
+    """The checker's (seed 86522 --lan-splits --groups --site-grace-s 0.3): site a, killed
+    whole, began the sites' state afresh (view 0) beside site b, whose b1 had also restarted
+    alone and begun afresh; the two met in view 0 with no merge (each had the other's stream
+    from its first message: the gateway's interest_known keeps a site until a merge), and went
+    on to view 1 together. a2's messages to g1, which nobody was in, were pruned for b
+    rightly; the replay of a1's table took b as unknown for ever (no merge ever named it) and
+    said b owed them. A site that came with it out of view 0 is known from the start; one
+    the daemon never shared view 0 with (state taken, or a later view) stays unknown."""
+    sim = sites_sim.SitesSim(1, groups=True)
+    sim.case = dataclasses.replace(sim.case, sites=[["a1", "a2"], ["b1", "b2"], ["c1"]])
+    sim.site_of = {"a1": 0, "a2": 0, "b1": 1, "b2": 1, "c1": 2}
+    sim.submitted = {88: (sr.AGREED_MESS, b"", "b1", 0, 1.3, "b1", sr.JOIN, ("g2",)),
+                     141: (sr.AGREED_MESS, b"", "a2", 0, 8.5, "a2", sr.DATA, ("g1",)),
+                     142: (sr.AGREED_MESS, b"", "a2", 0, 8.6, "a2", sr.DATA, ("g2",))}
+    a1 = sites_sim.Node(None, types.SimpleNamespace(name="a1"), None)
+    sim.nodes = {"a1": a1}
+    a1.restarted, a1.began_afresh = True, True
+    a1.delivered = [88, 141, 142]
+    a1.views = [(sites_sim.JOINED, 0, (), 0, 3.5), (sr.CONF_TRANSITIONAL, 1, (0, 1), 1, 5.1),
+                (sr.CONF_REGULAR, 1, (0, 1), 1, 5.1)]
+    table = sim.node_interest(a1, {})
+    assert table[141] == frozenset({2})  # (b has nobody in g1; c, never met, may owe it)
+    assert table[142] == frozenset({1, 2})  # (b1 joined g2 in the shared order)
+    a1.began_afresh = False  # (it took a state: what came before it is not in its replay)
+    assert sim.node_interest(a1, {})[141] == frozenset({1, 2})
+    a1.began_afresh = True
+    a1.views[0] = (sites_sim.JOINED, 3, (0, 1), 0, 3.5)  # (came in at a later view)
+    assert sim.node_interest(a1, {})[141] == frozenset({1, 2})
 
 
 def test_a_forks_regular_view_that_its_closing_view_ends_in_the_instant_it_takes_the_kept_state_is_the_forks():
