@@ -245,6 +245,8 @@ class Node:
     restarted: bool = False  #: a new incarnation of a daemon that was killed
     synced_at: Optional[float] = None  #: when it held the sites' state (afresh, or sent to it)
     began_afresh: bool = False  #: its ring started the sites' state afresh (it took none)
+    #: (time, members) of each regular ring it installed (RingOrderer.recent_changes)
+    rings: List[tuple] = field(default_factory=list)
     #: with groups: group -> the daemons whose client is a member, by the JOIN / LEAVE this
     #: daemon delivered so far (the one order's table at that point)
     members: Dict[str, set] = field(default_factory=dict)
@@ -629,6 +631,7 @@ class SitesSim:
         while True:
             own_epoch = node.gateway.epoch  # (before a state this poll may take)
             outs = node.sites.poll()
+            self.note_rings(node)
             gouts = []
             install_at = None
             for out in outs:
@@ -823,6 +826,31 @@ class SitesSim:
         if node.epoch_before_install is not None:
             out[gw.site_id] = node.epoch_before_install
         return out
+
+    @staticmethod
+    def note_rings(node: Node) -> None:
+        for at, ring, members, _ in node.orderer.recent_changes:
+            if not any(r[:2] == (at, ring) for r in node.rings[-8:]):
+                node.rings.append((at, ring, frozenset(members)))
+
+    def left_out_of_site_ring(self, name: str, t: float) -> bool:
+        """`name` was out of its site's ring at t: the last ring that daemons of its site (of
+        its incarnation) installed by t does not hold it, and it installed none since. Seed
+        111636: b2's token was lost; b1, restarted, and b3 formed ring 2 without it at 1.824;
+        a1 delivered SAFE 12 at 2.134 on site b's ARU of that ring; b2 came back at 2.427 and
+        took b1's state. EVS: SAFE holds in the configuration that delivers it, and b2 was in
+        none of site b's then (as a daemon cut off by a LAN split: apart_at)."""
+        node, site, short = self.nodes[name], self.site_of[name], name.split("~")[0]
+        latest = None
+        for other, o in self.nodes.items():
+            if other == name or self.site_of[other] != site or not self.same_incarnation(o, node, t):
+                continue
+            for at, _, members in o.rings:
+                if at <= t and (latest is None or at > latest[0]):
+                    latest = (at, members)
+        if latest is None or short in latest[1]:
+            return False
+        return all(at < latest[0] for at, _, _ in node.rings if at <= t)
 
     def note_incarnation(self, node: Node) -> None:
         tags = self.tags(node)
@@ -1781,7 +1809,7 @@ class SitesSim:
                     if self.site_of[other] not in members:
                         continue  # not in the view (EVS: SAFE holds in its configuration)
                     if not self.same_incarnation(o, node, self.fork_instant(node, serial, at)) \
-                            or self.apart_at(name, other, at):
+                            or self.apart_at(name, other, at) or self.left_out_of_site_ring(other, at):
                         continue  # another incarnation of its site (a fork), or cut off from us
                     if o.held_at.get(key, float("inf")) > at:
                         self.fail(SAFE, "%s delivered SAFE %d at %.4f; %s held it only at %.4f"

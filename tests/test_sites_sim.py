@@ -69,6 +69,10 @@ REGRESSION_SEEDS = [29, 36, 5039, 5400, 20215, 30002, 31387, 41181,
                     # its site gave up a merge the other two had decided: the state lacked the
                     # GIVEUP, so the new representative never resent it and they waited for ever
                     361,
+                    # the checker's: b2, out of site b's ring (its token lost; b1 restarted and
+                    # b3 formed a ring without it), was said to owe holding a1's SAFE message
+                    # that a1 delivered on that ring's ARU (test_a_daemon_out_of_its_sites_ring_...)
+                    111636,
                     # a site killed after the healed views decided their merge (the simulator's
                     # merge_kill): the others waited for its READY or its frontier for ever; now
                     # the next view leaves it out, chained after the merge. 5231, 8834: two
@@ -1362,6 +1366,33 @@ def test_a_safe_message_delivered_in_a_forks_closing_view_in_the_instant_it_take
     assert sim.fork_instant(b3, 40, t) == t
     sim.check_safe()
     assert [v for v in sim.violations if "b2 held it only at 3.87" in str(v)]
+
+
+def test_a_daemon_out_of_its_sites_ring_owes_no_safe_message_that_ring_made_stable():
+    """The checker's (seed 111636): b2's token was lost; b1, restarted, and b3 formed ring 2
+    without it; a1 delivered SAFE 12 on site b's ARU of that ring; b2 came back into ring 3
+    later and took b1's state. check_safe said b2 had to hold 12 first; EVS asks it of the
+    configuration that delivers it, and b2 was in no ring of site b then."""
+    sim = sites_sim.SitesSim(1)
+    sim.site_of = {"b1": 1, "b2": 1, "b3": 1}
+    b1, b2, b3 = (sites_sim.Node(None, types.SimpleNamespace(name=n), None) for n in ("b1", "b2", "b3"))
+    sim.nodes = {"b1": b1, "b2": b2, "b3": b3}
+    for node in (b1, b2, b3):
+        node.incarnations = [(0.0, {1: 1})]
+    everyone = frozenset({"b1", "b2", "b3"})
+    b2.rings = [(0.007, "1/b1#1", everyone), (2.427, "3/b1#2", everyone)]
+    b3.rings = [(0.007, "1/b1#1", everyone), (1.824, "2/b1#2", frozenset({"b1", "b3"})),
+                (2.427, "3/b1#2", everyone)]
+    b1.rings = [(1.824, "2/b1#2", frozenset({"b1", "b3"})), (2.426, "3/b1#2", everyone)]
+    assert sim.left_out_of_site_ring("b2", 2.134)
+    assert not sim.left_out_of_site_ring("b2", 1.0)  # (in ring 1 with them)
+    assert not sim.left_out_of_site_ring("b2", 2.5)  # (back in ring 3)
+    assert not sim.left_out_of_site_ring("b3", 2.134)
+    b2.incarnations = [(0.0, {1: 1}), (1.9, {1: 777})]  # (another incarnation's rings do not count)
+    b1.incarnations = b3.incarnations = [(0.0, {1: 777})]
+    assert sim.left_out_of_site_ring("b2", 2.134)
+    b1.incarnations = b3.incarnations = [(0.0, {1: 555})]
+    assert not sim.left_out_of_site_ring("b2", 2.134)
 
 
 #: --lan-splits --unreliable --client-views seeds. 84502: the checker's (test_a_safe_message_
