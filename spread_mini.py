@@ -4619,8 +4619,6 @@ class Recovery:
     queue: "collections.deque[int]"  #: old link_seqs this daemon still has to resend
     reason: str  #: why the membership changed (for the configuration change)
     members: "List[Pid]"  #: the new ring
-    #: the members whose old ring was their pseudo-ring of seq 0 (never in a ring: fresh)
-    fresh: "List[Pid]" = field(default_factory=list)
     flag_owner: bool = False  #: we set the token's retrans_flg and are the one to clear it
     clean: int = 0  #: visits in a row with retrans_flg clear
     recovery_high: Optional[int] = None  #: the token's link_seq at the first clean visit
@@ -6391,8 +6389,7 @@ class RingOrderer:
         # (a stray packet's) must not make this loop run for ever
         queue = collections.deque(sorted(s for s in self.ring.packets if first <= s <= high))
         self.recovery = Recovery(trans, low, high, max(e.old_safe_lts for e in entries), queue,
-                                 self.change_reason, c.members,
-                                 [p for p in c.members if c.entries[p].old_ring_id[0] == 0])
+                                 self.change_reason, c.members)
         self.counters["recovery_packets_planned"] += len(queue)
         self._set_state(RECOVERY, "ring %s: %d old packets to resend, old ring %s had (%d, %d]"
                         % (_ring_str(c.ring_id), len(queue), _ring_str(old_id), low, high))
@@ -6452,9 +6449,8 @@ class RingOrderer:
         self.counters["configurations_installed"] += 1
         self.recent_changes.append((self.now, _ring_str(new_id), [p[0] for p in self.ring.members],
                                     rec.reason))
-        change = _configuration_change(CONF_REGULAR, self.ring.members, trans, new_id, old.ring_id, rec.reason)
-        change.fresh_ids = list(rec.fresh)
-        self.outputs.append(change)
+        self.outputs.append(_configuration_change(CONF_REGULAR, self.ring.members, trans, new_id,
+                                                  old.ring_id, rec.reason))
         self._set_state(OPERATIONAL, "installed ring %s %s (%s)" % (
             _ring_str(new_id), _ring_names(self.ring.members), rec.reason))
         self.change_reason = rec.reason
@@ -11562,14 +11558,13 @@ class SitesOrderer(Orderer):
         if not self.synced and self.members == [self.name]:
             self._start_afresh(out, "alone in its ring")
             return
-        fresh = {pid[0] for pid in getattr(change, "fresh_ids", ())}
-        if self._may_meet_another_ring(newcomers, others, fresh):
+        if self._may_meet_another_ring(newcomers, others):
             self.undecided, self.undecided_since = [], self.now
             self._withdraw_clients_queue()
         if newcomers or not self.synced or self.undecided is not None:
             self._send_status()
 
-    def _may_meet_another_ring(self, newcomers: List[str], others: Set[str], fresh: Set[str] = frozenset()) -> bool:
+    def _may_meet_another_ring(self, newcomers: List[str], others: Set[str]) -> bool:
         """Our ring holds daemons that were not in our last one (newcomers) or came from
         another ring than ours (others): another ring of our site may meet ours there (a fork,
         a fresh start), and our state may be the one not kept at the point. What this ring
@@ -11578,18 +11573,8 @@ class SitesOrderer(Orderer):
         of the ring where they met, then again from c1's state, in another view; seed 461
         --lan-splits: c2 alone in its fork's view delivered c1's message and again after it
         took c1's state). So a daemon up to date holds the ring's outputs until the point
-        (`undecided`, _settle_undecided).
-        Not where every such daemon is `fresh` (its old ring was its pseudo-ring of seq 0: a
-        daemon just started, or restarted, that joined a running ring at once) and we hold a
-        state: a fresh daemon holds none, so the holders are all daemons of our old ring, of
-        one state, ours, which the point keeps; what was held would be applied unchanged, one
-        STATUS round later (a token rotation: bench/sites_join_gap.py)."""
-        if not self.synced or not (newcomers or others):
-            return False
-        if set(newcomers) | set(others) <= fresh and not self.gateway.holds_nothing():
-            self.gateway.counters["holds_skipped_fresh_daemons_only"] += 1
-            return False
-        return True
+        (`undecided`, _settle_undecided)."""
+        return self.synced and bool(newcomers or others)
 
     def _apply_or_hold(self, item: object, out: list) -> None:
         self._settle_undecided(True, out)  # (a ring change: that ring's round is over)

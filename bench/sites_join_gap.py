@@ -257,9 +257,9 @@ def main(argv=None):
               "(steady %.0f ms), longest pause %.0f ms; ring with %s %.2f s after the restart; missing %d" % (
                   label, len(runs), median(worst_join), median(worst_steady), median(worst_pause), RESTARTED,
                   median(joined), sum(r["missing"] for rows, _ in runs for r in rows.values())))
-        print("%-40s the hold before the status point at the join (a1's and a2's logs): %s" % ("", (
-            "median %.1f ms, max %.1f ms (%d holds)" % (median(held), max(held), len(held))) if held else
-            "none logged (no hold, or a spread_mini that does not log it)"))
+        if held:
+            print("%-40s the hold before the status point (a1's and a2's logs): median %.1f ms, max %.1f ms "
+                  "(%d holds)" % ("", median(held), max(held), len(held)))
     if args.against:
         ours, theirs = medians["this"], medians[args.against]
         print("this / against: join latency %.2f, longest pause %.2f" % (ours[0] / theirs[0], ours[1] / theirs[1]))

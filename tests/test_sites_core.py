@@ -2708,36 +2708,6 @@ def _ring_meets(daemons, ring, came_from, items, lts):
     return lts
 
 
-def test_a_ring_that_a_fresh_daemon_joins_holds_nothing_before_the_point():
-    """A daemon restarted into its running site (a3, its old ring its pseudo-ring of seq 0:
-    `fresh_ids`) holds no state, so the point keeps a1's and a2's, the one state of their
-    old ring: they apply what the ring delivers at once, not one STATUS round later
-    (bench/sites_join_gap.py: 4-60 ms on loopback). A newcomer that was in a ring before
-    (it may have started afresh there, or be a fork) still makes them hold until the point."""
-    for fresh in (True, False):
-        daemons, ring = _daemons_of_site_a()
-        lts = _ring_orders(daemons, ring, ["a1", "a2"], [_ring_of(["a1", "a2"], 1),
-                                                          local(0, b"before", origin="a2")], 10)
-        assert daemons["a1"].synced and daemons["a2"].synced and not daemons["a3"].synced
-        for name in ("a1", "a2", "a3"):
-            change = _ring_of(["a1", "a2", "a3"], 2)
-            change.transitional_members = ["a3"] if name == "a3" else ["a1", "a2"]
-            change.fresh_ids = [("a3", 1)] if fresh else []
-            daemons[name].ring_orderer.out.append(change)
-            daemons[name].poll()
-        during = local(lts, b"during", origin="a1")  # (ordered before any STATUS of the ring)
-        for name in ("a1", "a2", "a3"):
-            daemons[name].ring_orderer.out.append(during)
-            daemons[name].poll()
-        for name in ("a1", "a2"):
-            assert (b"during" in _own_stream(daemons[name]).values()) == fresh, (name, fresh)
-            assert daemons[name].gateway.counters["holds_skipped_fresh_daemons_only"] == int(fresh)
-        _ring_orders(daemons, ring, ["a1", "a2", "a3"], [], lts + 1)  # (the STATUS round, the state)
-        assert all(d.synced for d in daemons.values())
-        streams = [_own_stream(d) for d in daemons.values()]
-        assert streams[0] == streams[1] == streams[2] == {1: b"before", 2: b"during"}, streams
-
-
 def test_what_the_ring_delivers_before_the_point_where_a_fork_meets_the_kept_ring_goes_to_the_fork_once():
     """(seed 71302 --lan-splits --groups) c3 alone forked (c1 c2 kept the epoch); c1's
     client's message, queued in c1's ring while c2 died, went round in the ring where c1 and
