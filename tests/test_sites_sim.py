@@ -1817,8 +1817,9 @@ def test_seed_61081_lan_splits_a_merge_kill_seed_whose_run_spun_for_ever():
     sim = sites_sim.SitesSim(61081, lan_splits=True)
     res = sim.run()
     assert res.violations == [], "%s\nreplay: %s" % (res.summary(), sites_sim.replay_command(61081, lan_splits=True))
-    clashes = sum(n.gateway.counters["site_merges_of_two_incarnations"] for n in sim.nodes.values())
-    assert clashes >= 2 and res.stats["site_forks"] == 2, res.summary()  # (the race still met)
+    # (two forks still; the two-incarnation clash itself no longer meets in this run since
+    # session 17 took back the skip of the hold for fresh daemons: the core test plants it)
+    assert res.stats["site_forks"] == 2 and res.stats.get("merge_rep_kills") == 1, res.summary()
 
 
 def test_a_forced_merge_kill_kills_the_representative_the_scan_asks_for():
