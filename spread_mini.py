@@ -8047,6 +8047,9 @@ class SiteGateway:
         #: (stand_down -> import_state) the GIVEUP our incarnation's undecided merge gets if
         #: the state we take is of another incarnation: ours then ends here for good
         self.ending_giveup: Optional[SiteRecord] = None
+        #: this daemon stood down to take another's state (stand_down) and has taken none
+        #: yet: if its ring starts afresh instead, its state is a fresh one (start_over)
+        self.stood_down = False
         #: site -> its READY of the last merge we installed, ours included: a site of that
         #: merge may still wait for one (it went with a link or a representative that died
         #: after our install), and a new representative resends them to a link that starts
@@ -10853,6 +10856,7 @@ class SiteGateway:
             self._log("stands down as the representative of site %d: it takes another "
                       "daemon's state" % self.site_id, self.now_s)
         self.representative = None
+        self.stood_down = True
         self.ending_giveup = self._undecided_merge_giveup()
         self.links, self.wide = {}, False
         # (the MERGEs parked for the links we had: a later term parks its own; kept, they made
@@ -10867,6 +10871,34 @@ class SiteGateway:
         self.delivered_marks = dict(self.gone_delivered)  # (a site our view left out: as far as we went)
         self.delivered_marks.update((site, stream.delivered_lts) for site, stream in self.streams.items())
         self.own_numbered = {r.site_seq: (r.lts, r.body) for r in self.kept[self.site_id]}
+
+    def start_over(self, epoch: int, now: float) -> None:
+        """(SitesOrderer) We stood down to take another daemon's state, and our ring starts
+        the sites' state afresh instead (nobody in it holds one: the state we waited for went
+        with a daemon that died). Our state becomes a freshly started daemon's, as the others
+        of the ring have it: built by __init__, so that nothing of the old one stays by
+        oversight (seed 86307 --site-grace-s 0.3 --lan-splits --groups: b2 kept its fork's
+        view 1 of site b alone, no neighbours, while the restarted b3 had view 0 of sites a
+        and b; b2 represented b and opened no link, so dead site a was never suspected in
+        b3's view and b3 delivered none of its messages). Kept: what belongs to the daemon's
+        life (counters, log lines, its links' refusals, its start's SITE_ALONE_AFTER_S), and
+        the GIVEUPs of our incarnations that ended with a merge undecided (their sites may
+        wait for one), which go into the ring, under the new `epoch`, so every daemon of it
+        keeps them alike."""
+        counters, log, refusals, trace = self.counters, self.log, self.link_refusals, self.trace_held
+        alone_after_s = self.alone_after_s
+        ended = list(self.ended_giveups.values()) + ([self.ending_giveup] if self.ending_giveup else [])
+        SiteGateway.__init__(self, self.name, self.sites, self.costs, self.orderer, self.hop_settings,
+                             self.seal, now)
+        self.counters.update(counters)  # (the new merge Transport counts into this one)
+        self.log, self.link_refusals, self.trace_held = log, refusals, trace
+        self.alone_after_s = min(self.alone_after_s, alone_after_s)
+        self.epoch = epoch
+        self.counters["sites_state_started_over"] += 1
+        self._log("site %d: this daemon's sites' state starts over with its ring's (it stood "
+                  "down, and no state came)" % self.site_id, now)
+        if ended:
+            self._submit_records(ended)  # (read where our ring delivers them: _ended_incarnations_giveup)
 
     # An incarnation that ends with an undecided merge (seed 1037 --lan-splits --groups
     # --client-views). c1, a fork of site c alone (a new epoch), proposed view 2 to a and b;
@@ -11200,6 +11232,7 @@ class SiteGateway:
         self.suspect_sent, self.suspect_lost, self.join_sent = 0, frozenset(), 0
         self.merge.deliver_limit_lts = None
         self.wide, self.links = False, {}
+        self.stood_down = False
         self._import_interest(_checked(state.get("interest", {}), dict), n)
         self._end_incarnations_merge(now)
         self._log("up to date: view %d of the sites %s, %d messages waiting in the merge, "
@@ -11457,6 +11490,9 @@ class SitesOrderer(Orderer):
         self.retry_at: Optional[float] = None  #: the sender's AGAIN, once its state is quiet
         self.syncs_sent = 0
         self.syncs_installed = 0
+        #: how often our ring started afresh while this daemon had stood down for a state
+        #: (SiteGateway.start_over): it left its views as one that takes a state does
+        self.starts_over = 0
 
     @property
     def leaving(self) -> bool:
@@ -11902,7 +11938,11 @@ class SitesOrderer(Orderer):
         self.held, self.held_bytes = [], 0
         # a new incarnation of the site's streams, the same number at each daemon of the ring
         # (a restarted daemon's incarnation is above its earlier one's)
-        self.gateway.epoch = kept_epoch or max(pid[1] for pid in self.member_ids)
+        epoch = kept_epoch or max(pid[1] for pid in self.member_ids)
+        if self.gateway.stood_down:  # (it waited for a state that never came)
+            self.gateway.start_over(epoch, self.now)
+            self.starts_over += 1
+        self.gateway.epoch = epoch
         self.gateway.wide_ring = frozenset(self.members)  # (dynamic voting counts from here)
         self.gateway.began_afresh(frozenset(self.members))
         self.gateway._log("site %d's ring %s starts with the sites' state afresh (%s; epoch %d)" % (

@@ -262,6 +262,11 @@ class Node:
     #: ring was a fork of the site: it left that view and joined the kept one)
     rejoined: List[Tuple[float, int]] = field(default_factory=list)
     syncs_seen: int = 0  #: SitesOrderer.syncs_installed when last looked at
+    starts_over_seen: int = 0  #: SitesOrderer.starts_over when last looked at
+    #: (deliveries before, index in views of its JOINED) where its ring started the sites'
+    #: state afresh after it stood down for a state that never came (SiteGateway.start_over):
+    #: it left its views and began view 0 as a fresh daemon, its table of the other sites too
+    started_over: List[Tuple[int, int]] = field(default_factory=list)
     #: (--client-views) the daemon's SitesGroupCore, fed what the daemon's core is fed, with
     #: one client session "#c#<name>"; what that client got: (time, MembershipMessage, the
     #: sites of the regular view then (none in a transitional one), the sites of the
@@ -669,6 +674,8 @@ class SitesSim:
                 self.up_to_date(node)
             elif node.sites.synced and node.sites.syncs_installed > node.syncs_seen:
                 self.rejoined(node)
+            elif node.sites.synced and getattr(node.sites, "starts_over", 0) > node.starts_over_seen:
+                self.began_over(node)
             self.note_incarnation(node)
             if node.sites.late and node.crashed_at is None:  # a real daemon stops on it
                 self.fail(VIEW, "%s stops: %s" % (name, node.sites.late))
@@ -816,6 +823,19 @@ class SitesSim:
             return
         node.rejoined.append((self.now, len(node.delivered)))
         self.stats["rejoined"] = self.stats.get("rejoined", 0) + 1
+        self.joined_view(node)
+
+    def began_over(self, node: Node) -> None:
+        """A daemon stood down to take another ring's state (a fork's), none came, and its
+        ring started the sites' state afresh (SiteGateway.start_over): as one that takes a
+        state, it left its views there and came into the new incarnation's view 0, with a
+        fresh daemon's table of the other sites (node_interest). Seed 86307 --lan-splits
+        --groups --site-grace-s 0.3: b2, its fork closed, and b3 restarted."""
+        node.starts_over_seen = node.sites.starts_over
+        node.began_afresh = True
+        node.started_over.append((len(node.delivered), len(node.views)))
+        node.rejoined.append((self.now, len(node.delivered)))
+        self.stats["began_over"] = self.stats.get("began_over", 0) + 1
         self.joined_view(node)
 
     def tags(self, node: Node) -> dict:
@@ -1297,15 +1317,25 @@ class SitesSim:
         if not own_known:
             unknown.add(own)
         marks, prev = [], set(range(len(self.case.sites)))
-        for kind, seq, sites, count, _ in node.views:
+        over_views = {at for _, at in node.started_over}
+        for i, (kind, seq, sites, count, _) in enumerate(node.views):
+            if i in over_views:
+                prev = set(range(len(self.case.sites)))  # (view 0 anew: every site)
             if kind == sr.CONF_REGULAR:
                 joined = set(sites) - prev
                 if joined:
                     marks.append((count, seq, tuple(sites), joined))
                 prev = set(sites)
         out = {}
-        m = 0
+        m = o = 0
         for idx, serial in enumerate(node.delivered):
+            while o < len(node.started_over) and node.started_over[o][0] <= idx:
+                # (its ring began afresh after it stood down: the other sites' members as a
+                # fresh daemon knows them, from its view 0 on)
+                members = {g: {d for d in ds if self.site_of[d] == own} for g, ds in members.items()}
+                unknown = ({x for x in range(len(self.case.sites)) if x != own}
+                           - self.shared_from_view_zero(node, node.started_over[o][1])) | (unknown & {own})
+                o += 1
             while m < len(marks) and marks[m][0] <= idx:
                 _, seq, sites, joined = marks[m]
                 for x in joined:
@@ -1343,7 +1373,12 @@ class SitesSim:
         if not node.began_afresh:
             return set()
         at = next((i for i, v in enumerate(node.views) if v[0] == JOINED), None)
-        if at is None or node.views[at][1] != 0:
+        return self.shared_from_view_zero(node, at)
+
+    def shared_from_view_zero(self, node: Node, at: Optional[int]) -> set:
+        """(shared_view_zero) The other sites of the first TRANSITIONAL view after the JOINED
+        view 0 at index `at` of the daemon's views."""
+        if at is None or node.views[at][0] != JOINED or node.views[at][1] != 0:
             return set()
         first = next((v for v in node.views[at + 1:] if v[0] in (sr.CONF_TRANSITIONAL, JOINED)), None)
         if first is None or first[0] != sr.CONF_TRANSITIONAL:

@@ -3058,3 +3058,68 @@ def test_a_daemon_that_takes_a_forks_state_joins_the_fork_and_what_they_order_en
     _ring_meets(daemons, ring, {"a1": ["a1", "a3"], "a3": ["a1", "a3"], "a2": ["a2"]}, [], lts)
     assert all(d.synced for d in daemons.values()) and fork.gateway.epoch == 1
     assert _data(seen["a1"]) == _data(seen["a3"]) == [b"fork alone", b"fork with a3"]
+
+
+def test_a_stood_down_daemon_whose_ring_starts_afresh_has_a_fresh_daemons_sites_state():
+    """(seed 86307 --site-grace-s 0.3 --lan-splits --groups) a2 and a3 forked alone (a1 gone);
+    a2's fork left silent site b out (view 1 of site a alone, no neighbours). The rings met,
+    a3's state was to be kept, and a3 was killed before it sent it: a2 stood down and waited.
+    a3, restarted, joined a2's ring; nobody held a state, so both started afresh, but a2's
+    gateway kept its fork's view while a3's was view 0 of sites a and b. a2 represented site
+    a and opened no link to b, so b was never suspected in a3's view. Where its ring starts
+    afresh, a stood-down daemon's sites' state is a freshly started daemon's, as a3's."""
+    daemons, ring = _daemons_of_site_a()
+    for d in daemons.values():  # (the gateways' SITES messages go into the ring too)
+        d.gateway.orderer.submit = lambda msg, urgent=False: ring.append(msg) or True
+    lts = _ring_orders(daemons, ring, ["a1", "a2", "a3"], [_ring_of(["a1", "a2", "a3"], 1)], 10)
+    lts = _ring_orders(daemons, ring, ["a2"], [_ring_of(["a2"], 2), local(0, b"a2's fork", origin="a2")], lts)
+    lts = _ring_orders(daemons, ring, ["a3"], [_ring_of(["a3"], 2), local(0, b"a3's fork", origin="a3")], lts)
+    a2 = daemons["a2"]
+    assert a2.gateway.forks == daemons["a3"].gateway.forks == 1
+    assert a2.gateway._suspect({1}, 1.0)  # (site b silent: a view of our site alone)
+    a2.gateway._flush_ring()
+    lts = _ring_orders(daemons, ring, ["a2"], [], lts)
+    assert (a2.gateway.view_seq, a2.gateway.live_sites, a2.gateway.neighbours) == (1, [0], [])
+    daemons["a3"].send_state = lambda event, groups: None  # (killed before it sends its state)
+    del daemons["a1"]
+    lts = _ring_meets(daemons, ring, {"a2": ["a2"], "a3": ["a3"]}, [], lts)
+    assert not a2.synced and a2.gateway.stood_down and a2.gateway.view_seq == 1
+    restarted = daemons["a3"] = sr.SitesOrderer(_RingEnd(ring), gateway("a3", SITE_OF_THREE), {})
+    restarted.gateway.orderer.submit = lambda msg, urgent=False: ring.append(msg) or True
+    change = _ring_of(["a2", "a3"], 4)
+    change.member_ids = [("a2", 1), ("a3", 2)]
+    _ring_orders(daemons, ring, ["a2", "a3"], [change], lts)
+    assert a2.synced and restarted.synced and a2.gateway.epoch == restarted.gateway.epoch == 2
+    assert (a2.gateway.view_seq, a2.gateway.live_sites, a2.gateway.neighbours) == (0, [0, 1], [1])
+    assert not a2.gateway.stood_down and a2.gateway.counters["sites_state_started_over"] == 1
+    # nothing of the old state stays: the two export the same (but where their clocks differ)
+    mine, theirs = a2.gateway.export_state(), restarted.gateway.export_state()
+    assert {k for k in mine if mine[k] != theirs[k]} <= {"numbers"}
+    assert mine["numbers"][:-1] == theirs["numbers"][:-1]  # (the last: its ring's lts seen)
+    # a2 represents site a, and its links start: site b is asked (and suspected if silent)
+    assert a2.gateway.is_representative()
+    a2.gateway.tick(sr.SITE_ALONE_AFTER_S)
+    assert a2.gateway.wide and set(a2.gateway.suspect_at) == {1}
+    assert any(isinstance(o, sr.SendHop) and o.dest == "b1" for o in a2.gateway.poll())
+
+
+def test_a_stood_down_daemon_that_starts_afresh_still_gives_up_its_ended_incarnations_merge():
+    """(start_over) The GIVEUP of the merge a fork proposed and never decided (stand_down's
+    ending_giveup, sent at import_state when the state taken is another incarnation's) goes
+    into the ring under the new epoch where the ring starts afresh instead, and every daemon
+    of it keeps it for the sites that wait for it (seed 1037's rule)."""
+    gw = gateway("a1", SITE_OF_THREE)
+    into_ring = []
+    gw.orderer.submit = lambda msg, urgent=False: into_ring.append(msg) or True
+    giveup = sr.SiteRecord(sr.SITE_GIVEUP, 0, 0, 2, body=sr.encode_site_view_body({0, 1}, {}, {0: 77}))
+    gw.representative = "a1"
+    gw.stand_down()
+    gw.ending_giveup = giveup  # (planted: our fork, epoch 77, proposed view 2 and never decided)
+    gw.start_over(3, 5.0)
+    assert gw.epoch == 3 and gw.ended_giveups == {} and len(into_ring) == 1
+    assert into_ring[0].groups[:1] == ["3"]  # (named by the new epoch: read, not refused)
+    regular(gw, ["a1"], 5.0)
+    msg = into_ring[0]
+    msg.lts = 20
+    gw.ring_output(sr.Deliver(msg), 5.1)
+    assert list(gw.ended_giveups) == [77]

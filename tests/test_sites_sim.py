@@ -1064,14 +1064,19 @@ def test_a_site_split_in_two_rings_with_groups_regression_seed(seed):
 #: fork's closing view in the instant of the rejoin: test_a_safe_message_of_a_forks_closing_view_...)
 #: 86522: the checker's (a site killed whole and another's restarted daemon began afresh
 #: and met in view 0: test_a_restarted_site_that_began_afresh_knows_the_members_of_...)
-LAN_SPLIT_GROUPS_SHORT_GRACE_SEEDS = [86048, 86093, 86279, 86522]
+#: 86307: b2 stood down for b3's state, b3 was killed before it sent it, and b2's ring with
+#: b3 restarted started afresh while b2 kept its fork's view (test_sites_core's
+#: ..._stood_down_daemon_whose_ring_starts_afresh_has_a_fresh_daemons_sites_state)
+LAN_SPLIT_GROUPS_SHORT_GRACE_SEEDS = [86048, 86093, 86279, 86307, 86522]
 
 
 @pytest.mark.parametrize("seed", LAN_SPLIT_GROUPS_SHORT_GRACE_SEEDS)
 def test_a_site_split_in_two_rings_with_groups_at_a_short_grace_regression_seed(seed, monkeypatch):
     monkeypatch.setattr(sr, "SITE_GRACE_S", 0.3)
     res = sites_sim.run_seed(seed, lan_splits=True, groups=True)
-    assert res.stats.get("site_forks") and res.stats.get("rejoined"), res.summary()
+    # (a fork ends by taking the kept state, or, where that state never came, by starting
+    # over with its ring afresh: 86307)
+    assert res.stats.get("site_forks") and (res.stats.get("rejoined") or res.stats.get("began_over")), res.summary()
     assert res.violations == [], "seed %d: %s" % (seed, res.summary())
 
 
