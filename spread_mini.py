@@ -12224,7 +12224,13 @@ class SitesGroupCore(GroupCore):
         in a vs_set of their own. Without it that REG_MEMB ended, with no TRANSITION, a view
         they had shared with members that went through another (the h9599 doubt: a daemon
         that sat out a ring; the real Spread gives every group with a member at a daemon
-        outside our transitional configuration its TRANSITION, groups.c G_handle_trans_memb)."""
+        outside our transitional configuration its TRANSITION, groups.c G_handle_trans_memb).
+        A client of ours that joined in the fork's closing view and that the kept table holds
+        already had no view of the group: its REJOIN changes nothing, so the group waits
+        for it in every case (its other clients here get their TRANSITION if they had none),
+        and whatever REG_MEMB ends the wait gives the joiner a vs_set of its own (seed 2403
+        --lan-splits --groups --client-views: c2's client, in g2's vs_set of cb1; without
+        a member elsewhere it got no view of g2 at all)."""
         lost, still = [], []
         shared = set(shared)
         self.rejoin_waiting = set()
@@ -12234,18 +12240,20 @@ class SitesGroupCore(GroupCore):
             present = [m for m in mine if m in self.local and m not in missing]
             still.extend("%s\t%s%s" % (name, m, "\tj" if (name, m) in self.fork_end_joins else "")
                          for m in present)
-            if present and name not in given and name in shared:
+            joiners = {m for m in present if (name, m) in self.fork_end_joins}
+            if present and name not in given and (name in shared or joiners):
                 for member in present:
                     session = self.local[member]
-                    if session.group_membership and (name, member) not in self.fork_end_joins:
+                    if session.group_membership and member not in joiners:
                         self._enqueue(session, encode_transition(name, old_id))
                 given = set(given) | {name}
-                # (whatever REG_MEMB ends the wait, ours come from the fork's view, not the
-                # kept table's; one that joined in the fork's closing view from none)
-                self.came_back.setdefault(name, set()).add(self.daemon_name)
-                joiners = {m for m in present if (name, m) in self.fork_end_joins}
-                if joiners:
-                    self.silent_joins.setdefault(name, set()).update(joiners)
+                if name in shared:
+                    # (whatever REG_MEMB ends the wait, ours come from the fork's view, not
+                    # the kept table's)
+                    self.came_back.setdefault(name, set()).add(self.daemon_name)
+            if joiners:
+                # (one that joined in the fork's closing view comes from no view at all)
+                self.silent_joins.setdefault(name, set()).update(joiners)
             if present and name in given:
                 self.rejoin_waiting.add(name)
                 # (their TRANSITION is given: a network change before the REJOIN ends the

@@ -2275,6 +2275,76 @@ def test_our_member_the_kept_sides_roster_drops_after_a_network_change_ended_its
 
 
 
+def _fork_of_a2_joins_in_its_closing_view(member_elsewhere):
+    """Site a (a1 a2 a3) split: a2 forked alone, a1 a3 kept the epoch and never dropped a2
+    (no ROSTER of the split: their ring took a2 back whole). a2's client #c#a2 sent its JOIN
+    of g before the split; the kept side delivered it, a2 only in its fork's closing
+    transitional view (no REG_MEMB there). With `member_elsewhere` cb1 had joined g before,
+    at both sides, so g got its TRANSITION as the fork's closing view began (nobody here was
+    in g then); without it g is new. #d#a2 is in h, joined in the fork's regular view (and
+    at the kept side): a2's other client. a2 takes the kept table, which holds #c#a2 and
+    #d#a2 already: its REJOIN changes nothing anywhere."""
+    sites = [["a1", "a2", "a3"], ["b1", "b2"]]
+    kept, fork = (sr.SitesGroupCore(n, _Orderer(), sites) for n in ("a3", "a2"))
+    client, other = _client(fork, "#c#a2"), _client(fork, "#d#a2")
+    ops = [(sr.JOIN, "#c#b1", "g")] if member_elsewhere else []
+    for core in (kept, fork):
+        for op in ops + [(sr.JOIN, "#d#a2", "h")]:
+            core.deliver(_group_op(*op))
+    kept.deliver(_group_op(sr.JOIN, "#c#a2", "g"))
+    fork.site_view_change(sr.SiteViewChange(sr.CONF_TRANSITIONAL, 0, [0], "site 0's fork ends", fork_ends=True))
+    assert ("g" in fork.transition_sent) == member_elsewhere
+    fork.deliver(_group_op(sr.JOIN, "#c#a2", "g"))
+    _views(other)
+    state = json.loads(json.dumps(kept.site_sync(sr.SiteSync("point", ["a2"], export=True))))
+    fork.site_sync(sr.SiteSync("install", ["a2"], groups=state, members=["a1", "a2", "a3"], ring_seq=3))
+    assert sorted(fork.groups["g"].members) == sorted(kept.groups["g"].members)  # (it holds ca2)
+    assert _views(client) == []  # (it has no view of g: no TRANSITION)
+    rejoin = fork.orderer.submitted[-1]
+    assert rejoin.groups == [sr.REJOIN_GROUP] and b"g\t#c#a2\tj" in rejoin.data.split(b"\n")
+    return kept, fork, client, other, rejoin
+
+
+def test_a_join_in_the_forks_closing_view_that_the_kept_table_holds_gets_a_vs_set_of_its_own():
+    """(seed 2403 --lan-splits --groups --client-views) c2's client joined g2 in c2's fork's
+    closing transitional view; g2 had had its TRANSITION there (cb1, at another site, in it).
+    The kept table c2 took already held that member, so the REJOIN changed nothing; the group
+    waited for it (rejoin_waiting) as one whose clients had their TRANSITION, and its
+    REG_MEMB put c2's client, which had no view of g2 before, in one vs_set with cb1: a view
+    it never shared (check_own_vs_set). A joiner of the fork's closing view comes from no
+    view: whatever REG_MEMB ends the wait gives it a vs_set of its own (silent_joins). ca1's
+    JOIN after the install is silent here too (g waits), and comes alone as well."""
+    kept, fork, client, other, rejoin = _fork_of_a2_joins_in_its_closing_view(True)
+    for core in (kept, fork):
+        core.deliver(_group_op(sr.JOIN, "#c#a1", "g"))
+        core.deliver(rejoin)
+        assert sorted(core.groups["g"].members) == ["#c#a1", "#c#a2", "#c#b1"]
+    members = ["#c#a1", "#c#a2", "#c#b1"]
+    assert _views(client) == [("REG", members, [["#c#a1"], ["#c#a2"], ["#c#b1"]], ["#c#a2"])]  # (before: ["#c#a2", "#c#b1"])
+    assert _views(other) == []  # (h did not change, and had no TRANSITION)
+
+
+def test_a_join_in_the_forks_closing_view_of_a_group_only_ours_still_gets_its_view_at_the_rejoin():
+    """The same with g new: nobody elsewhere in it, so the fork's closing view gave it no
+    TRANSITION and the kept table's g is ca2 alone. The REJOIN changed nothing and g did not
+    wait for it: ca2's client never got a view of the group it joined. It gets one where the
+    REJOIN is delivered, alone in its vs_set; a network change before that ends the wait
+    instead, with the joiner alone as well."""
+    kept, fork, client, other, rejoin = _fork_of_a2_joins_in_its_closing_view(False)
+    for core in (kept, fork):
+        core.deliver(rejoin)
+    assert _views(client) == [("REG", ["#c#a2"], [["#c#a2"]], ["#c#a2"])]  # (before: nothing)
+    kept, fork, client, other, rejoin = _fork_of_a2_joins_in_its_closing_view(False)
+    for core in (kept, fork):
+        core.deliver(_group_op(sr.JOIN, "#c#b2", "g"))  # (silent here: g waits)
+        core.deliver(_roster("b1", 5, ["b1"]))  # (site b's ring lost b2)
+    assert _views(client) == [("REG", ["#c#a2"], [["#c#a2"]], ["#c#a2"])]
+    for core in (kept, fork):
+        core.deliver(rejoin)
+    assert _views(client) == [] and _views(other) == []
+
+
+
 def test_messages_held_for_our_proposal_go_to_the_side_of_the_split_their_daemon_is_on():
     """(seed 328 --lan-splits --groups) Site a (a1 a2 a3, voting) proposes view 1 without b
     and waits for c's PROPOSE; meanwhile its ring orders a1's and a2's clients' messages,
