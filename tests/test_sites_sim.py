@@ -439,8 +439,11 @@ def test_a_handover_while_a_killed_site_is_asked_for_keeps_the_predecessors_wait
 
 #: seeds of the kill -> view tail (s17-tail) and the counter that says their case ran: a
 #: link's end asked again on an answer of a newer session (103981), a takeover that counted a
-#: never-heard site from its predecessor's start (103339); 3.34 and 3.65 s before
-TAIL_KILL_SEEDS = [(103981, "hop_links_asked_again"), (103339, "site_hello_waits_from_the_predecessors_start")]
+#: never-heard site from its predecessor's start (103339); 3.34 and 3.65 s before; and
+#: (s18-tail) a takeover that dated a site's last records at its ring's end, not at the
+#: recovery that delivered them (112077, 3.34 s before)
+TAIL_KILL_SEEDS = [(103981, "hop_links_asked_again"), (103339, "site_hello_waits_from_the_predecessors_start"),
+                   (112077, "site_records_dated_at_ring_end")]
 
 
 @pytest.mark.parametrize("seed,counter", TAIL_KILL_SEEDS)
