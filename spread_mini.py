@@ -5758,6 +5758,11 @@ class RingOrderer:
         self.counters = collections.Counter()
         self.state = None
         self.state_since = now
+        #: when we last left OPERATIONAL (our ring broke, or a join came): every message of
+        #: that ring was sent by then, though the next ring's recovery delivers what is left
+        #: of it up to token_timeout_s + consensus_timeout_s later (the sites' gateway dates
+        #: the records in it by this: SiteGateway._delivered_at_s)
+        self.left_ring_s: Optional[float] = None
         self.known_incarnation = {name: self.me[1]}
         #: daemon name -> when a packet of its current incarnation last came in
         self.heard_at = {}
@@ -6132,6 +6137,8 @@ class RingOrderer:
         if self.state != state:
             self.counters["enter_" + state.lower()] += 1
         self._log("%s -> %s: %s" % (self.state or "(new daemon)", state, reason))
+        if self.state == OPERATIONAL and state != OPERATIONAL:
+            self.left_ring_s = self.now
         self.state = state
         self.state_since = self.now
 
@@ -8118,6 +8125,7 @@ class SiteGateway:
         self.pruning_to: set = set()  #: links we sent a SKIP on (a log line at the first)
         self.now_s = now  #: the time of the input being handled (for timers set deep inside)
         #: site -> when our ring last delivered a message, FRONTIER, ARU or EPOCH of that site
+        #: (_delivered_at_s: a recovered message of a ring that ended, when that ring ended)
         self.heard_s: Dict[int, float] = {}
         #: neighbour site -> when our ring delivered the LINKS record of our site that put our
         #: representative's link to it down (gone when a report says it is up): a takeover's
@@ -8593,7 +8601,7 @@ class SiteGateway:
                                       or r.kind == SITE_EPOCH and r.service == EPOCH_FROM_HELLO):
                     # (an EPOCH first hand: our representative's link to that site started) a
                     # takeover's suspicion counts the site's silence from here
-                    self.heard_s[r.site] = self.now_s
+                    self.heard_s[r.site] = self._delivered_at_s()
                 if r.kind == SITE_EPOCH:
                     self._epoch_record(r)
                 elif r.kind in (SITE_SUSPECT, SITE_PROPOSE):
@@ -8632,6 +8640,22 @@ class SiteGateway:
             # must not hold its token idle (token_hold_s) meanwhile, or every message would
             # cross to the other sites token_hold_s later
             ring.safe_seen_lts = msg.lts
+
+    def _delivered_at_s(self) -> float:
+        """When our ring delivered the message being read, as a site's silence and a link
+        report's moment count it (heard_s, link_down_s, pending_since): now; but a message of a
+        ring that has ended here (the next ring's recovery delivers what is left of it: our
+        ring orderer has moved on, the gate's ring not yet) was sent before that ring ended,
+        so its records came to our representative by then (RingOrderer.left_ring_s). Dated
+        at the recovery, up to token_timeout_s + consensus_timeout_s (1.1 s) later, a site
+        killed just before our representative was counted silent from then: seed 112077, a
+        takeover suspected the killed site's neighbour a second late."""
+        left = self.orderer.left_ring_s
+        if self.gate_ring is not None and self.orderer.ring is not self.gate_ring and left is not None \
+                and left < self.now_s:
+            self.counters["site_records_dated_at_ring_end"] += 1  # (a test sees the case ran)
+            return left
+        return self.now_s
 
     def _made_before_our_fork(self, msg: DaemonMessage) -> bool:
         """A SITES message our ring delivered after our fork, made before it (its epoch is an
@@ -10731,10 +10755,11 @@ class SiteGateway:
             # our representative's link to each newly down site had heard nothing for its
             # silence time: the site's silence counts from then at the latest (a takeover too)
             before = known[1] if known is not None else frozenset()
+            delivered_s = self._delivered_at_s()
             for site in down - before:
                 self.heard_s[site] = max(self.heard_s.get(site, float("-inf")),
-                                         self.now_s - self.hop_settings.peer_silence_s)
-                self.link_down_s.setdefault(site, self.now_s)
+                                         delivered_s - self.hop_settings.peer_silence_s)
+                self.link_down_s.setdefault(site, delivered_s)
             for site in [x for x in self.link_down_s if x not in down]:
                 del self.link_down_s[site]
         self.link_reports[r.site] = (r.site_seq, down, frozenset(settled))
@@ -10742,7 +10767,7 @@ class SiteGateway:
         for key in [k for k in self.pending_since if k[0] == r.site and k[1] not in pending]:
             del self.pending_since[key]
         for other in pending:
-            self.pending_since.setdefault((r.site, other), self.now_s)
+            self.pending_since.setdefault((r.site, other), self._delivered_at_s())
         passed.append(r)  # the representative floods it on
         old, self.trees = self.trees, self._trees_now()
         self._log("site %d: its links to sites %s are down; trees now %s"

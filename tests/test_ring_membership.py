@@ -46,6 +46,23 @@ def test_a_crashed_daemon_is_noticed_and_the_new_ring_installed_within_2_s():
     assert_guarantees(sim)
 
 
+def test_a_survivor_knows_when_it_left_the_ring_whose_rest_its_recovery_delivers():
+    """left_ring_s: when the daemon left OPERATIONAL (token lost after a crash): every message
+    of that ring was sent by then, though the next ring's recovery delivers the rest of it
+    later (the sites' gateway dates a neighbour site's silence by it)."""
+    sim = calm_sim()
+    sim.run_until(sim.now + 0.05)
+    assert all(sim.nodes[n][0].left_ring_s is None for n in ("d1", "d2"))
+    crash_at = sim.now
+    sim.crash("d3")
+    assert sim.run_until(crash_at + 5.0, stop=lambda: all(
+        sim.regular_configs(n)[-1].members == ["d1", "d2"] for n in ("d1", "d2")))
+    for name in ("d1", "d2"):
+        orderer = sim.nodes[name][0]
+        assert crash_at < orderer.left_ring_s <= crash_at + orderer.cfg.token_timeout_s + 0.01
+        assert orderer.left_ring_s + orderer.cfg.consensus_timeout_s <= sim.now  # (installed after)
+
+
 def test_transitional_configuration_comes_before_messages_not_safe_in_the_old_ring():
     """EVS: a SAFE message that the crashed daemon had, but of which the others could not learn
     that it had, is delivered in the transitional configuration {d1, d2}."""

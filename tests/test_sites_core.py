@@ -960,6 +960,39 @@ def test_a_takeover_counts_a_sites_silence_from_the_last_record_our_ring_deliver
     assert gw.suspect_at[1] < now + SILENCE_S + sr.SITE_GRACE_S
 
 
+def test_a_takeover_counts_a_sites_silence_from_when_our_ring_ended_not_from_its_recovery():
+    """Seed 112077: a1, our representative, died 0.75 s after site c's kill; our ring's
+    recovery, 1.1 s later, delivered a1's last SITES message, with a record of b in it, and
+    b's silence counted from that delivery: a2, taking over, suspected b (cut off meanwhile)
+    a second late. That message was sent before our ring ended here (our ring orderer left
+    OPERATIONAL then): b's silence, and our site's LINKS report of a link down in it, count
+    from there (3.34 -> 2.83 s from the kill)."""
+    ended_at, recovered_at = 1.2, 2.3
+    # (b's record; or a1's report of its link to b down, whose silence it dates)
+    for record, heard_at, wait_s in ((remote(1, 5), ended_at, sr.SITE_HELLO_WAIT_S),
+                                     (sr._links_record(0, 1, (), (1,)), ended_at - SILENCE_S,
+                                      sr.SITE_TAKEOVER_HELLO_S)):
+        gw = gateway("a2", SITES_B2)
+        regular(gw, ["a1", "a2"])
+        gw.orderer.left_ring_s = ended_at  # (token lost: RingOrderer._set_state)
+        _ring_ends(gw)
+        gw.ring_output(carrier([record], 6), recovered_at)  # (the recovery's delivery)
+        assert gw.heard_s[1] == pytest.approx(heard_at)
+        regular(gw, ["a2"], recovered_at)
+        assert gw.is_representative() and gw.wide
+        # the wait for an answer to its own HELLO ends last, not a silence and grace from
+        # the recovery
+        assert gw.suspect_at[1] == pytest.approx(recovered_at + wait_s)
+        assert gw.suspect_at[1] < recovered_at + sr.SITE_GRACE_S
+    assert gw.link_down_s == {1: pytest.approx(ended_at)}
+    # a message our ring delivers while it runs is dated by its delivery, as before
+    gw = gateway("a2", SITES_B2)
+    regular(gw, ["a1", "a2"])
+    gw.orderer.left_ring_s = 0.5  # (an earlier ring's end)
+    gw.ring_output(carrier([remote(1, 5)], 6), 0.9)
+    assert gw.heard_s[1] == pytest.approx(0.9)
+
+
 def test_a_takeover_gives_a_site_heard_long_ago_time_for_its_hello_and_one_never_heard_all_of_it():
     gw = taken_over(heard_at=0.5, now=5.0)
     assert gw.suspect_at[1] == pytest.approx(5.0 + sr.SITE_HELLO_WAIT_S)
