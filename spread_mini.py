@@ -7099,21 +7099,37 @@ def dissemination_tree(costs: Sequence[Sequence[int]], source: int,
     the direct link i -> j (0: none). Ties are broken so that every daemon builds the same
     tree: sites are settled in (distance, site id) order, and between two parents that give
     the same distance the one with the lower site id wins. `kept_within`: sites reached by
-    paths through themselves only (no site outside them is the parent of one of them)."""
+    paths through themselves only (no site outside them is the parent of one of them) where
+    such a path exists; one that none reaches (a link between two of them cut) is reached
+    through any site, and the sites reached within keep their paths (see merged_view_trees)."""
     within = frozenset(kept_within)
     sites = sorted(set(live) | {source})
     distance: Dict[int, int] = {source: 0}
     parent: Dict[int, Optional[int]] = {source: None}
-    settled = set()
-    heap = [(0, source)]
+    settled = _settle_paths(costs, sites, distance, parent, set(), [(0, source)], within)
+    if within and len(settled) < len(sites):
+        # (the rest, round through any site: the first pass's paths stay as they are)
+        _settle_paths(costs, sites, distance, parent, settled, list((distance[s], s) for s in sorted(settled)),
+                      frozenset(), fixed=frozenset(settled))
+    return SiteTree(source, parent, distance, [s for s in sites if s not in settled])
+
+
+def _settle_paths(costs: Sequence[Sequence[int]], sites: List[int], distance: Dict[int, int],
+                  parent: Dict[int, Optional[int]], settled: set, heap: list, within: frozenset,
+                  fixed: frozenset = frozenset()) -> set:
+    """Dijkstra's loop of dissemination_tree from `heap`, into distance / parent / settled;
+    the `fixed` sites (settled before) are passed through, never given another parent."""
+    heapq.heapify(heap)
+    done = set()
     while heap:
         dist, site = heapq.heappop(heap)
-        if site in settled:
+        if site in done:
             continue
+        done.add(site)
         settled.add(site)
         for other in sites:
             cost = costs[site][other]
-            if other in settled or other == site or cost <= 0:
+            if other in settled or other in fixed or other == site or cost <= 0:
                 continue
             if other in within and site not in within:
                 continue
@@ -7122,7 +7138,7 @@ def dissemination_tree(costs: Sequence[Sequence[int]], source: int,
             if known is None or candidate < known or (candidate == known and site < parent[other]):
                 distance[other], parent[other] = candidate, site
                 heapq.heappush(heap, (candidate, other))
-    return SiteTree(source, parent, distance, [s for s in sites if s not in settled])
+    return settled
 
 
 def dissemination_trees(costs: Sequence[Sequence[int]], live: Iterable[int]) -> Dict[int, SiteTree]:
@@ -7135,7 +7151,10 @@ def merged_view_trees(costs: Sequence[Sequence[int]], groups: Dict[int, frozense
     """The trees of a view that merged views: a site's records reach the sites of the view it
     came from (groups[site]) through those sites only. A site of the other view may never
     install the merged view (it gave the merge up after the others decided it): the sites of
-    each side still get each other's last messages of the old view, and leave it out."""
+    each side still get each other's last messages of the old view, and leave it out. A site
+    of its old view that no path within that view reaches (a link between the two cut after
+    the merge) is reached through the other side: kept within, it would get nothing at all
+    for as long as the merged view lasts, with nobody suspected (lab guide, the routing)."""
     sites = sorted(groups)
     return {site: dissemination_tree(costs, site, sites, groups[site]) for site in sites}
 
