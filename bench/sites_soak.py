@@ -12,6 +12,7 @@ site split in two rings (HopSettings.split_quorum) on in sites of 3 daemons or m
     python3 bench/sites_soak.py --seeds 300 --no-split-quorum       # the old setting, to compare
     python3 bench/sites_soak.py --seeds 200 --site-grace-s 1.0      # another SITE_GRACE_S (1.0: the old default), to compare
     python3 bench/sites_soak.py --seeds 200 --cut-after-merge       # a link cut while or after healed views merge
+    python3 bench/sites_soak.py --seeds 2000 --cut-after-merge-only  # ... only the seeds that draw it
 """
 from __future__ import annotations
 
@@ -46,6 +47,8 @@ def main(argv=None):
     parser.add_argument("--merge-kills-only", action="store_true",
                         help="run only the seeds of the range that draw a merge kill (a site, or "
                         "a representative, killed about when healed views merge)")
+    parser.add_argument("--cut-after-merge-only", action="store_true",
+                        help="--cut-after-merge, and run only the seeds of the range that draw it")
     parser.add_argument("--site-grace-s", type=float, default=None,
                         help="the daemons' SITE_GRACE_S for this soak (default: spread_mini's, "
                         "%.1f s): a shorter grace leaves a killed site out sooner" % spread_mini.SITE_GRACE_S)
@@ -54,6 +57,7 @@ def main(argv=None):
     sites_sim.add_split_quorum_option(parser)
     sites_sim.add_cut_after_merge_option(parser)
     args = parser.parse_args(argv)
+    args.cut_after_merge = args.cut_after_merge or args.cut_after_merge_only
     mix = dict(unreliable=args.unreliable, lan_splits=args.lan_splits, groups=args.groups,
                hostile=args.hostile, key=args.key, forge_in_session=args.forge_in_session,
                split_quorum=not args.no_split_quorum, client_views=args.client_views,
@@ -80,6 +84,8 @@ def main(argv=None):
     for seed in range(args.first, args.first + args.seeds):
         case = sites_sim.case_for_seed(seed, args.lan_splits, args.cut_after_merge)
         if args.merge_kills_only and case.merge_kill_after_s is None:
+            continue
+        if args.cut_after_merge_only and case.merge_cut_after_s is None:
             continue
         if case.merge_kill_after_s is not None:
             totals["merge_kill_rep_seeds" if case.merge_kill_rep else "merge_kill_site_seeds"] += 1
@@ -184,7 +190,7 @@ def main(argv=None):
               totals["site_merges_routed_around"], totals["site_merges_routed_around_seeds"],
               totals["site_giveups_of_a_dead_site"], totals["site_giveups_of_a_dead_site_seeds"]))
     if args.cut_after_merge:
-        print("cut after a merge: a link cut 0.3-4 s after a heal in %d seeds: every daemon had the "
+        print("cut after a merge: a link cut 0-4 s after a heal in %d seeds: every daemon had the "
               "merged view then in %d, a merge was being agreed in %d, neither (the views had not "
               "split, or a merge not started yet) in %d" % (
                   totals["merge_cuts"], totals["merge_cuts_installed"], totals["merge_cuts_merging"],
@@ -214,7 +220,8 @@ def main(argv=None):
             ", ".join("%s %d" % kv for kv in dropped) or "none"))
     print("rerun: python3 bench/sites_soak.py --seeds %d --first %d%s%s%s" % (
         args.seeds, args.first, sites_sim.mix_options(**mix), grace,
-        " --merge-kills-only" if args.merge_kills_only else ""))
+        " --merge-kills-only" if args.merge_kills_only else "")
+        + (" --cut-after-merge-only" if args.cut_after_merge_only else ""))
     return 1 if failing else 0
 
 

@@ -457,9 +457,9 @@ def case_for_seed(seed: int, lan_splits: bool = False, cut_after_merge: bool = F
 def _draw_cut_after_merge(case: SitesCase, rng: random.Random) -> None:
     """(--cut-after-merge) In a mesh of three: a site cut off and healed after the others
     suspected it (drawn here in a seed with no cut, kill or merge kill of its own; a seed's
-    own cut-off site is kept), so that the views {x} and {y, z} merge; then, 0.3-4 s after the
-    heal (the merge is decided about 1 s after it: before the decision, between it and the
-    install, or after), a link is cut: mostly y - z, two sites of one old view, whose records
+    own cut-off site is kept), so that the views {x} and {y, z} merge; then, 0-4 s after the
+    heal (half of them within 1 s: the merge is agreed 0.3-1 s after it; before the decision,
+    between it and the install, or after), a link is cut: mostly y - z, two sites of one old view, whose records
     a merged view's trees keep within that view (merged_view_trees), else x and one of them.
     The two ends reach each other through the third: routed around, no view change. Half
     the time the link comes back 0.5-4 s later."""
@@ -480,7 +480,8 @@ def _draw_cut_after_merge(case: SitesCase, rng: random.Random) -> None:
     x = case.cut_site
     y, z = [s for s in range(n) if s != x]
     case.merge_cut_pair = (y, z) if rng.random() < 0.7 else tuple(sorted((x, rng.choice([y, z]))))
-    case.merge_cut_after_s = rng.uniform(0.3, 4.0)
+    # (half within the first second: the merge is agreed then, 0.3-1 s after the heal)
+    case.merge_cut_after_s = rng.uniform(0.0, 1.0) if rng.random() < 0.5 else rng.uniform(1.0, 4.0)
     if rng.random() < 0.5:
         case.merge_cut_for_s = rng.uniform(0.5, 4.0)
 
@@ -2341,7 +2342,7 @@ def mix_options(unreliable: bool = False, lan_splits: bool = False, groups: bool
 
 def add_cut_after_merge_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cut-after-merge", action="store_true",
-                        help="in a mesh of three, a site cut off and healed, then a link cut 0.3-4 s "
+                        help="in a mesh of three, a site cut off and healed, then a link cut 0-4 s "
                         "after the heal (mostly between the two sites of the other old view), while "
                         "or after the views merge; routed around (case_for_seed)")
 
