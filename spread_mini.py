@@ -7905,6 +7905,11 @@ class SiteGateway:
         #: every site's ARU is above it, the trees may go round a cut within an old view
         self.tree_groups_limit_lts: Optional[int] = None
         self.tree_groups_round_done: Optional[int] = None  #: (the limit _retree_round went round at)
+        #: the view that merge installed, and the sites whose ARU, said in it or later, is at
+        #: least its limit (they hold every message of their old view); ours said once
+        self.tree_groups_view = 0
+        self.held_old_views: set = set()
+        self.aru_said_for: Optional[int] = None
         #: link state: site -> (version, the neighbour sites its direct link to is down, those
         #: of them past their grace), as its last LINKS record said where our ring delivered it
         #: (the same at every daemon of the site): the trees go over the links that no end says
@@ -8848,7 +8853,10 @@ class SiteGateway:
             return True
         self.merge.site_stable(stream, r.lts)
         self._drop_kept()
-        self._retree_round()
+        limit = self.tree_groups_limit_lts
+        if limit is not None and r.site_seq >= self.tree_groups_view and r.lts >= limit:
+            self.held_old_views.add(r.site)
+            self._retree_round()
         return True
 
     def _merge_message(self, r: SiteRecord, stream: SiteStream) -> None:
@@ -10613,14 +10621,14 @@ class SiteGateway:
     def _trees_go_round(self) -> bool:
         """The merged view's trees may take a site of the source's old view through the other
         side (a cut within that view): the merge is installed here, no view is being agreed,
-        and every site's ARU is above the merge's limit, so no site lacks a message of the old
-        views. Before that, a site of the other side that relays would relay only what it
+        and every site said an ARU of at least the merge's limit in the merged view (it
+        installed the merge: it holds every message of its old view), so no site lacks one. Before that, a site of the other side that relays would relay only what it
         holds (a joined stream starts at the limit) and the FRONTIER records above it: a site
         still short of the old view's last messages would take that frontier over the gap
         (seed 1789 --cut-after-merge: a and b delivered different old-view messages)."""
         limit = self.tree_groups_limit_lts
         return (limit is not None and self.closing is None and self.merging is None
-                and all(self.streams[s].stable_aru > limit for s in self.live_sites if s in self.streams))
+                and all(s in self.held_old_views for s in self.live_sites))
 
     def _retree_round(self) -> None:
         """Every site's ARU came above the merge's limit: the trees go round a cut within an
@@ -10868,6 +10876,7 @@ class SiteGateway:
             del self.injected[key]
         self.neighbours = [s for s in self.configured_neighbours if s in self.live_sites]
         self.tree_groups_limit_lts = c.limit_lts  # (every stable_aru is at most it now)
+        self.tree_groups_view, self.held_old_views = c.view_seq, set()
         self.trees = self._view_trees()
         for x in other_incarnation:  # (its HELLOs are refused now: _new_incarnation)
             self._drop_link(x, "it speaks for epoch %d, the merge took epoch %d"
@@ -11213,6 +11222,7 @@ class SiteGateway:
         groups = _checked(state.get("tree_groups", {}), dict)
         self.tree_groups = {_site_key(k, n): frozenset(_int_list(v, n)) for k, v in groups.items()}
         self.tree_groups_limit_lts = self.tree_groups_round_done = None
+        self.held_old_views, self.tree_groups_view = set(), 0  # (what our ring says next counts)
         self.trees = self._view_trees()
         # (after the trees: they go round, if they may, at the next ARU record, _retree_round)
         limit = state.get("tree_groups_limit")
@@ -11299,7 +11309,17 @@ class SiteGateway:
 
     def _announce_aru(self, now: float) -> None:
         """While a SAFE message waits for it; and now and then while records are kept, so
-        that they can be dropped (none is: then nothing more to say)."""
+        that they can be dropped (none is: then nothing more to say). Once after a merge if a
+        tree of the merged view cannot reach a site (a cut within an old view): the others
+        go round it only when every site said its ARU in the merged view (_trees_go_round),
+        and ours may stay at the limit (what is just above it was lost on the cut link)."""
+        limit = self.tree_groups_limit_lts
+        if (limit is not None and self.aru_said_for != limit and self.closing is None and self.merging is None
+                and self.site_aru >= limit and any(t.unreachable for t in self.trees.values())):
+            self.aru_said_for = limit
+            self.aru_announced, self.aru_announced_at = self.site_aru, now
+            self.to_ring.append(SiteRecord(SITE_ARU, self.site_id, self.site_aru, self.view_seq))
+            return
         if self.site_aru <= self.aru_announced:
             return
         waits = self.aru_wanted > self.aru_announced and (

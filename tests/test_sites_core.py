@@ -1335,10 +1335,11 @@ def test_after_a_merge_a_link_cut_between_two_sites_of_one_old_view_is_routed_th
     and b still reach each other through c (routed around, nobody suspected), so c must relay
     a's records to b. Before, b was unreachable in a's tree as long as the merged view lasted:
     c sent b nothing of a, and the order stopped at b for good (seed 2's mesh, a - b cut 2.5 s
-    after the heal). Now c takes b as its child in a's tree once every site's ARU is above the
-    merge's limit (before, b may lack a's last messages of the old view, which c never had, and
-    c's relay of a's FRONTIER would carry b over that gap: seed 1789 --cut-after-merge); then
-    it sends b what b lacks of a's stream (b's positions) and forwards a's later records."""
+    after the heal). Now c takes b as its child in a's tree once every site has said, in the
+    merged view, an ARU of at least the merge's limit (before, b may lack a's last messages of
+    the old view, which c never had, and c's relay of a's FRONTIER would carry b over that gap:
+    seed 1789 --cut-after-merge); then it sends b what b lacks of a's stream (b's positions)
+    and forwards a's later records."""
     gw = gateway("c1", SITES3, MESH3)
     regular(gw, ["c1", "c2"])
     for site, peer in ((0, "a1"), (1, "b1")):
@@ -1368,12 +1369,15 @@ def test_after_a_merge_a_link_cut_between_two_sites_of_one_old_view_is_routed_th
     gw.ring_output(carrier([sr._links_record(0, 1, (1,), ())], 9, origin="c1"), 0.3)
     # the sites' ARUs are not above the limit yet: b may lack a's old-view messages
     assert gw.trees[0].parent == {0: None, 2: 0} and to_b() == []
-    arus = [sr.SiteRecord(sr.SITE_ARU, s, 5, 0) for s in (0, 1, 2)]
-    gw.ring_output(carrier(arus, 10, origin="c1"), 0.35)
+    # every site says, in the merged view, an ARU of at least the limit (exactly it: what is
+    # just above it may have been lost on the cut link, seed 1656 --cut-after-merge)
+    gw.ring_output(carrier([sr.SiteRecord(sr.SITE_ARU, s, 4, 0) for s in (0, 1)], 10, origin="c1"), 0.33)
+    assert gw.trees[0].parent == {0: None, 2: 0}  # (c's own ARU not said yet)
+    gw.ring_output(carrier([sr.SiteRecord(sr.SITE_ARU, 2, 4, 0)], 11, origin="c1"), 0.35)
     assert gw.trees[0].parent == {0: None, 1: 2, 2: 0}  # (b through c: before, unreachable)
-    assert to_b() == [2, 3]  # what b lacks of a's stream (1 is held everywhere: lts 5)
-    gw.ring_output(carrier([of_a(4, 11)], 12, origin="c1"), 0.4)  # (the links live: < peer_silence_s)
-    assert to_b() == [2, 3, 4]
+    assert to_b() == [1, 2, 3]  # what b lacks of a's stream, by b's positions
+    gw.ring_output(carrier([of_a(4, 12)], 13, origin="c1"), 0.4)  # (the links live: < peer_silence_s)
+    assert to_b() == [1, 2, 3, 4]
     # c's own tree and b's keep their paths: only what no path within a view reaches moves
     assert gw.trees[2].parent == {2: None, 0: 2, 1: 2} and gw.trees[1].parent == {1: None, 0: 2, 2: 1}
 
