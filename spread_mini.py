@@ -7100,27 +7100,44 @@ class SiteTree:
         return sorted(s for s, p in self.parent.items() if p == site)
 
 
-def dissemination_tree(costs: Sequence[Sequence[int]], source: int,
-                       live: Iterable[int], kept_within: Iterable[int] = ()) -> SiteTree:
+def dissemination_tree(costs: Sequence[Sequence[int]], source: int, live: Iterable[int],
+                       kept_within: Iterable[int] = (), round_within: bool = False) -> SiteTree:
     """Dijkstra's shortest paths from `source` over the live sites; costs[i][j] is the cost of
     the direct link i -> j (0: none). Ties are broken so that every daemon builds the same
     tree: sites are settled in (distance, site id) order, and between two parents that give
     the same distance the one with the lower site id wins. `kept_within`: sites reached by
-    paths through themselves only (no site outside them is the parent of one of them)."""
+    paths through themselves only (no site outside them is the parent of one of them);
+    round_within: one of them that no such path reaches (a link between two of them cut) is
+    reached through any site, and the sites reached within keep their paths (see
+    merged_view_trees)."""
     within = frozenset(kept_within)
     sites = sorted(set(live) | {source})
     distance: Dict[int, int] = {source: 0}
     parent: Dict[int, Optional[int]] = {source: None}
-    settled = set()
-    heap = [(0, source)]
+    settled = _settle_paths(costs, sites, distance, parent, set(), [(0, source)], within)
+    if within and round_within and len(settled) < len(sites):
+        # (the rest, round through any site: the first pass's paths stay as they are)
+        _settle_paths(costs, sites, distance, parent, settled, list((distance[s], s) for s in sorted(settled)),
+                      frozenset(), fixed=frozenset(settled))
+    return SiteTree(source, parent, distance, [s for s in sites if s not in settled])
+
+
+def _settle_paths(costs: Sequence[Sequence[int]], sites: List[int], distance: Dict[int, int],
+                  parent: Dict[int, Optional[int]], settled: set, heap: list, within: frozenset,
+                  fixed: frozenset = frozenset()) -> set:
+    """Dijkstra's loop of dissemination_tree from `heap`, into distance / parent / settled;
+    the `fixed` sites (settled before) are passed through, never given another parent."""
+    heapq.heapify(heap)
+    done = set()
     while heap:
         dist, site = heapq.heappop(heap)
-        if site in settled:
+        if site in done:
             continue
+        done.add(site)
         settled.add(site)
         for other in sites:
             cost = costs[site][other]
-            if other in settled or other == site or cost <= 0:
+            if other in settled or other in fixed or other == site or cost <= 0:
                 continue
             if other in within and site not in within:
                 continue
@@ -7129,7 +7146,7 @@ def dissemination_tree(costs: Sequence[Sequence[int]], source: int,
             if known is None or candidate < known or (candidate == known and site < parent[other]):
                 distance[other], parent[other] = candidate, site
                 heapq.heappush(heap, (candidate, other))
-    return SiteTree(source, parent, distance, [s for s in sites if s not in settled])
+    return settled
 
 
 def dissemination_trees(costs: Sequence[Sequence[int]], live: Iterable[int]) -> Dict[int, SiteTree]:
@@ -7138,13 +7155,19 @@ def dissemination_trees(costs: Sequence[Sequence[int]], live: Iterable[int]) -> 
     return {site: dissemination_tree(costs, site, sites) for site in sites}
 
 
-def merged_view_trees(costs: Sequence[Sequence[int]], groups: Dict[int, frozenset]) -> Dict[int, SiteTree]:
+def merged_view_trees(costs: Sequence[Sequence[int]], groups: Dict[int, frozenset],
+                      round_within: bool = False) -> Dict[int, SiteTree]:
     """The trees of a view that merged views: a site's records reach the sites of the view it
     came from (groups[site]) through those sites only. A site of the other view may never
     install the merged view (it gave the merge up after the others decided it): the sites of
-    each side still get each other's last messages of the old view, and leave it out."""
+    each side still get each other's last messages of the old view, and leave it out.
+    round_within (once every site holds every message up to the merge's limit: the old views'
+    messages are all in, SiteGateway._trees_go_round): a site of its old view that no path
+    within that view reaches (a link between the two cut after the merge) is reached through
+    the other side; kept within, it would get nothing for as long as the merged view lasts,
+    with nobody suspected (lab guide, the routing)."""
     sites = sorted(groups)
-    return {site: dissemination_tree(costs, site, sites, groups[site]) for site in sites}
+    return {site: dissemination_tree(costs, site, sites, groups[site], round_within) for site in sites}
 
 
 # ---- HOP: the link between two sites (thesis 7.3.2.1) --------------------------------------------
@@ -7885,6 +7908,15 @@ class SiteGateway:
         self.configured_neighbours = list(self.neighbours)  #: with those outside our view
         #: after a merge, each site's view before it (see merged_view_trees); empty: plain trees
         self.tree_groups: Dict[int, frozenset] = {}
+        #: the limit of the merge installed that made tree_groups (None: none installed): once
+        #: every site's ARU is above it, the trees may go round a cut within an old view
+        self.tree_groups_limit_lts: Optional[int] = None
+        self.tree_groups_round_done: Optional[int] = None  #: (the limit _retree_round went round at)
+        #: the view that merge installed, and the sites whose ARU, said in it or later, is at
+        #: least its limit (they hold every message of their old view); ours said once
+        self.tree_groups_view = 0
+        self.held_old_views: set = set()
+        self.aru_said_for: Optional[int] = None
         #: link state: site -> (version, the neighbour sites its direct link to is down, those
         #: of them past their grace), as its last LINKS record said where our ring delivered it
         #: (the same at every daemon of the site): the trees go over the links that no end says
@@ -8848,6 +8880,10 @@ class SiteGateway:
             return True
         self.merge.site_stable(stream, r.lts)
         self._drop_kept()
+        limit = self.tree_groups_limit_lts
+        if limit is not None and r.site_seq >= self.tree_groups_view and r.lts >= limit:
+            self.held_old_views.add(r.site)
+            self._retree_round()
         return True
 
     def _merge_message(self, r: SiteRecord, stream: SiteStream) -> None:
@@ -9898,7 +9934,7 @@ class SiteGateway:
             self.tree_groups = {s: g - self.proposal_lost for s, g in self.tree_groups.items() if s in survivors}
             self.trees = merged_view_trees(self._live_costs(), self.tree_groups)
         else:
-            self.tree_groups = {}
+            self.tree_groups, self.tree_groups_limit_lts = {}, None
             self.trees = dissemination_trees(self._live_costs(), survivors)
         self.neighbours = [s for s in self.neighbours if s in survivors]
         for x in self.proposal_lost:
@@ -10606,8 +10642,32 @@ class SiteGateway:
 
     def _view_trees(self) -> Dict[int, SiteTree]:
         if self.tree_groups and set(self.tree_groups) == set(self.live_sites):
-            return merged_view_trees(self._live_costs(), self.tree_groups)
+            return merged_view_trees(self._live_costs(), self.tree_groups, self._trees_go_round())
         return dissemination_trees(self._live_costs(), self.live_sites)
+
+    def _trees_go_round(self) -> bool:
+        """The merged view's trees may take a site of the source's old view through the other
+        side (a cut within that view): the merge is installed here, no view is being agreed,
+        and every site said an ARU of at least the merge's limit in the merged view (it
+        installed the merge: it holds every message of its old view), so no site lacks one. Before that, a site of the other side that relays would relay only what it
+        holds (a joined stream starts at the limit) and the FRONTIER records above it: a site
+        still short of the old view's last messages would take that frontier over the gap
+        (seed 1789 --cut-after-merge: a and b delivered different old-view messages)."""
+        limit = self.tree_groups_limit_lts
+        return (limit is not None and self.closing is None and self.merging is None
+                and all(s in self.held_old_views for s in self.live_sites))
+
+    def _retree_round(self) -> None:
+        """Every site's ARU came above the merge's limit: the trees go round a cut within an
+        old view if one is cut (_trees_go_round)."""
+        if not self.tree_groups or self.tree_groups_round_done == self.tree_groups_limit_lts \
+                or not self._trees_go_round():
+            return
+        self.tree_groups_round_done = self.tree_groups_limit_lts
+        old, self.trees = self.trees, self._view_trees()
+        if old != self.trees:
+            self._log("every site holds the merge's old views: trees now %s" % _trees_text(self.trees), self.now_s)
+            self._resend_new_children(old)
 
     # ------------------------------------------------------------ routing around a dead link
     # A representative whose link to a site of our view died and that heard no HELLO from it
@@ -10776,12 +10836,7 @@ class SiteGateway:
             return
         if r.site == self.site_id and r.site_seq >= self.links_turn_version:
             self._own_report_delivered(frozenset(settled), pending)
-        for source, tree in sorted(self.trees.items()):
-            before = old.get(source)
-            was = set(before.children(self.site_id)) if before is not None else set()
-            for child in tree.children(self.site_id):
-                if child not in was and child in self.links:
-                    self._resend(child, self.peer_positions.get(child, {}), [source])
+        self._resend_new_children(old)
         unreachable = set(self._reach().unreachable) & self.routed_around
         settled = set(self._reach(settled_only=True).unreachable)
         for site in unreachable:
@@ -10790,6 +10845,18 @@ class SiteGateway:
             elif site not in self.grace_extended:  # the last path is a link in its grace
                 self.grace_extended.add(site)
                 self.suspect_at.setdefault(site, self._pending_grace_end_s(self.now_s))
+
+    def _resend_new_children(self, old: Dict[int, SiteTree]) -> None:
+        """The trees changed: a site that is our child in a tree now and was not before gets
+        what it lacks of that tree, by its last HELLO's positions (the representative)."""
+        if not self.is_representative():
+            return
+        for source, tree in sorted(self.trees.items()):
+            before = old.get(source)
+            was = set(before.children(self.site_id)) if before is not None else set()
+            for child in tree.children(self.site_id):
+                if child not in was and child in self.links:
+                    self._resend(child, self.peer_positions.get(child, {}), [source])
 
     def _install_joined(self, c: ViewClosing) -> None:
         """The merged view: the joined sites' streams start at the limit; what every site's
@@ -10836,6 +10903,8 @@ class SiteGateway:
         for key in [k for k in self.injected if k[0] == SITE_ARU]:
             del self.injected[key]
         self.neighbours = [s for s in self.configured_neighbours if s in self.live_sites]
+        self.tree_groups_limit_lts = c.limit_lts  # (every stable_aru is at most it now)
+        self.tree_groups_view, self.held_old_views = c.view_seq, set()
         self.trees = self._view_trees()
         for x in other_incarnation:  # (its HELLOs are refused now: _new_incarnation)
             self._drop_link(x, "it speaks for epoch %d, the merge took epoch %d"
@@ -11080,6 +11149,7 @@ class SiteGateway:
             "join_floor": per_site(self.join_floor), "joined_base": per_site(self.joined_base),
             "merge_offers": {str(k): _records_text([r]) for k, r in self.merge_offers.items()},
             "tree_groups": {str(k): sorted(v) for k, v in self.tree_groups.items()},
+            "tree_groups_limit": self.tree_groups_limit_lts,
             "numbers": [self.safe_ring_lts, self.own_lts, self.frontier_answered, self.site_aru,
                         self.aru_wanted, self.view_seq, self.proposed_view, self.aru_floor_view,
                         self.orderer.transport.max_lts_seen],
@@ -11208,7 +11278,12 @@ class SiteGateway:
         self.site_rings = rings
         groups = _checked(state.get("tree_groups", {}), dict)
         self.tree_groups = {_site_key(k, n): frozenset(_int_list(v, n)) for k, v in groups.items()}
+        self.tree_groups_limit_lts = self.tree_groups_round_done = None
+        self.held_old_views, self.tree_groups_view = set(), 0  # (what our ring says next counts)
         self.trees = self._view_trees()
+        # (after the trees: they go round, if they may, at the next ARU record, _retree_round)
+        limit = state.get("tree_groups_limit")
+        self.tree_groups_limit_lts = None if limit is None else _counter(limit)
         self.gate, self.gate_ring = gate, self.orderer.ring  # (taken at a point of this ring's order)
         self.passed_seq = _per_site(state["passed_seq"], n, all_sites=True)
         self.passed_frontier = _per_site(state["passed_frontier"], n, all_sites=True)
@@ -11292,7 +11367,17 @@ class SiteGateway:
 
     def _announce_aru(self, now: float) -> None:
         """While a SAFE message waits for it; and now and then while records are kept, so
-        that they can be dropped (none is: then nothing more to say)."""
+        that they can be dropped (none is: then nothing more to say). Once after a merge if a
+        tree of the merged view cannot reach a site (a cut within an old view): the others
+        go round it only when every site said its ARU in the merged view (_trees_go_round),
+        and ours may stay at the limit (what is just above it was lost on the cut link)."""
+        limit = self.tree_groups_limit_lts
+        if (limit is not None and self.aru_said_for != limit and self.closing is None and self.merging is None
+                and self.site_aru >= limit and any(t.unreachable for t in self.trees.values())):
+            self.aru_said_for = limit
+            self.aru_announced, self.aru_announced_at = self.site_aru, now
+            self.to_ring.append(SiteRecord(SITE_ARU, self.site_id, self.site_aru, self.view_seq))
+            return
         if self.site_aru <= self.aru_announced:
             return
         waits = self.aru_wanted > self.aru_announced and (

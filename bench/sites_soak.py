@@ -11,6 +11,8 @@ site split in two rings (HopSettings.split_quorum) on in sites of 3 daemons or m
     python3 bench/sites_soak.py --seeds 9000 --merge-kills-only     # the seeds killing during a merge
     python3 bench/sites_soak.py --seeds 300 --no-split-quorum       # the old setting, to compare
     python3 bench/sites_soak.py --seeds 200 --site-grace-s 1.0      # another SITE_GRACE_S (1.0: the old default), to compare
+    python3 bench/sites_soak.py --seeds 200 --cut-after-merge       # a link cut while or after healed views merge
+    python3 bench/sites_soak.py --seeds 2000 --cut-after-merge-only  # ... only the seeds that draw it
 """
 from __future__ import annotations
 
@@ -45,16 +47,21 @@ def main(argv=None):
     parser.add_argument("--merge-kills-only", action="store_true",
                         help="run only the seeds of the range that draw a merge kill (a site, or "
                         "a representative, killed about when healed views merge)")
+    parser.add_argument("--cut-after-merge-only", action="store_true",
+                        help="--cut-after-merge, and run only the seeds of the range that draw it")
     parser.add_argument("--site-grace-s", type=float, default=None,
                         help="the daemons' SITE_GRACE_S for this soak (default: spread_mini's, "
                         "%.1f s): a shorter grace leaves a killed site out sooner" % spread_mini.SITE_GRACE_S)
     sites_sim.add_client_views_option(parser)
     sites_sim.add_hostile_options(parser)
     sites_sim.add_split_quorum_option(parser)
+    sites_sim.add_cut_after_merge_option(parser)
     args = parser.parse_args(argv)
+    args.cut_after_merge = args.cut_after_merge or args.cut_after_merge_only
     mix = dict(unreliable=args.unreliable, lan_splits=args.lan_splits, groups=args.groups,
                hostile=args.hostile, key=args.key, forge_in_session=args.forge_in_session,
-               split_quorum=not args.no_split_quorum, client_views=args.client_views)
+               split_quorum=not args.no_split_quorum, client_views=args.client_views,
+               cut_after_merge=args.cut_after_merge)
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
     if args.site_grace_s is not None:
@@ -75,8 +82,10 @@ def main(argv=None):
     sync_times = []  # per seed with a daemon started again: when it was up to date
     hostile = collections.Counter()  # hostile datagrams sent, and what the daemons dropped
     for seed in range(args.first, args.first + args.seeds):
-        case = sites_sim.case_for_seed(seed, args.lan_splits)
+        case = sites_sim.case_for_seed(seed, args.lan_splits, args.cut_after_merge)
         if args.merge_kills_only and case.merge_kill_after_s is None:
+            continue
+        if args.cut_after_merge_only and case.merge_cut_after_s is None:
             continue
         if case.merge_kill_after_s is not None:
             totals["merge_kill_rep_seeds" if case.merge_kill_rep else "merge_kill_site_seeds"] += 1
@@ -98,7 +107,7 @@ def main(argv=None):
             latencies.append(result.stats["latency_median_s"])
         if "view_after_kill_s" in result.stats:
             view_times.append(result.stats["view_after_kill_s"])
-            second_s = sites_sim.case_for_seed(seed, args.lan_splits).second_kill_after_s
+            second_s = case.second_kill_after_s
             if second_s is None:
                 alone_times.append(result.stats["view_after_kill_s"])
                 if result.stats["view_after_kill_s"] > 3.0:
@@ -112,6 +121,8 @@ def main(argv=None):
         # daemons of a site of three killed one after the other)
         totals["site_forks"] += result.stats.get("site_forks", 0)
         totals["site_forks_seeds"] += bool(result.stats.get("site_forks", 0))
+        for key in ("merge_cuts", "merge_cuts_installed", "merge_cuts_merging"):
+            totals[key] += result.stats.get(key, 0)
         for key in ("site_merges_routed_around", "site_giveups_of_a_dead_site"):
             totals[key] += result.stats.get(key, 0)  # (the rare merge races: drawn in some seeds)
             totals[key + "_seeds"] += bool(result.stats.get(key, 0))
@@ -178,6 +189,12 @@ def main(argv=None):
           "ignored %d times (%d seeds)" % (
               totals["site_merges_routed_around"], totals["site_merges_routed_around_seeds"],
               totals["site_giveups_of_a_dead_site"], totals["site_giveups_of_a_dead_site_seeds"]))
+    if args.cut_after_merge:
+        print("cut after a merge: a link cut 0-4 s after a heal in %d seeds: every daemon had the "
+              "merged view then in %d, a merge was being agreed in %d, neither (the views had not "
+              "split, or a merge not started yet) in %d" % (
+                  totals["merge_cuts"], totals["merge_cuts_installed"], totals["merge_cuts_merging"],
+                  totals["merge_cuts"] - totals["merge_cuts_installed"] - totals["merge_cuts_merging"]))
     if not args.no_split_quorum:
         print("split sites (split_quorum, sites of %d daemons or more): a ring without a quorum of "
               "its site's last ring went on as a new incarnation %d times (%d seeds)" % (
@@ -203,7 +220,8 @@ def main(argv=None):
             ", ".join("%s %d" % kv for kv in dropped) or "none"))
     print("rerun: python3 bench/sites_soak.py --seeds %d --first %d%s%s%s" % (
         args.seeds, args.first, sites_sim.mix_options(**mix), grace,
-        " --merge-kills-only" if args.merge_kills_only else ""))
+        " --merge-kills-only" if args.merge_kills_only else "")
+        + (" --cut-after-merge-only" if args.cut_after_merge_only else ""))
     return 1 if failing else 0
 
 

@@ -219,6 +219,12 @@ class SitesCase:
     #: (tests only) the WAN link between these two sites is cut from the start and never
     #: healed: in a mesh of three, they reach each other through the third (None: no such link)
     cut_for_good: Optional[Tuple[int, int]] = None
+    #: (--cut-after-merge) the link between these two sites of a mesh of three is cut this
+    #: long after the heal (the views {x} and {y, z} merging, or merged), and comes back
+    #: merge_cut_for_s later (None: never); the two reach each other through the third site
+    merge_cut_after_s: Optional[float] = None
+    merge_cut_pair: Tuple[int, int] = (0, 1)
+    merge_cut_for_s: Optional[float] = None
 
 
 #: a restarted daemon's first view: the one its state came in (SitesOrderer), not installed
@@ -299,11 +305,13 @@ class SitesResult:
         return "\n".join([head] + ["  VIOLATION " + v for v in self.violations[:20]])
 
 
-def case_for_seed(seed: int, lan_splits: bool = False) -> SitesCase:
+def case_for_seed(seed: int, lan_splits: bool = False, cut_after_merge: bool = False) -> SitesCase:
     """2-3 sites of 1-3 daemons; between them a full mesh or a line (so that some packets go
     through a middle site), each link 1-10 % loss, 10-50 ms, 1-10 Mbit/s. With lan_splits, a
     site of several daemons is also split in two for a while (a site split in two rings: the
-    known hole, so never in the default draws)."""
+    known hole, so never in the default draws). With cut_after_merge, a mesh of three with a
+    site cut off and healed (drawn now if the seed has no cut or kill) has a link cut after
+    the heal, while or after the views merge (_draw_cut_after_merge)."""
     rng = random.Random(seed * 7919 + 11)
     nsites = rng.choice([2, 3, 3])
     sites = [["%s%d" % ("abc"[s], i + 1) for i in range(rng.choice([1, 2, 3]))] for s in range(nsites)]
@@ -446,7 +454,41 @@ def case_for_seed(seed: int, lan_splits: bool = False) -> SitesCase:
         # (back about when the survivors leave it out: the link's silence, then SITE_GRACE_S)
         case.recut_for_s = race.uniform(1.8, 2.6)
         case.recut_kill_after_s = race.uniform(0.0, 0.6)
+    if cut_after_merge:  # (its own stream, drawn last: without the flag no seed moves)
+        _draw_cut_after_merge(case, random.Random(seed * 7919 + 24))
     return case
+
+
+def _draw_cut_after_merge(case: SitesCase, rng: random.Random) -> None:
+    """(--cut-after-merge) In a mesh of three: a site cut off and healed after the others
+    suspected it (drawn here in a seed with no cut, kill or merge kill of its own; a seed's
+    own cut-off site is kept), so that the views {x} and {y, z} merge; then, 0-4 s after the
+    heal (half of them within 1 s: the merge is agreed 0.3-1 s after it; before the decision,
+    between it and the install, or after), a link is cut: mostly y - z, two sites of one old view, whose records
+    a merged view's trees keep within that view (merged_view_trees), else x and one of them.
+    The two ends reach each other through the third: routed around, no view change. Half
+    the time the link comes back 0.5-4 s later."""
+    n = len(case.sites)
+    if n != 3 or any(case.costs[i][j] <= 0 for i in range(n) for j in range(n) if i != j):
+        return  # (a line: a cut link splits the sites)
+    if case.cut_for_good is not None or case.recut_after_s is not None or case.merge_kill_after_s is not None:
+        return
+    if case.cut_site is None:
+        if case.cut_after_s is not None or case.site_kill_after_s is not None:
+            return
+        suspected_s = sr.HopSettings().peer_silence_s + sr.SITE_GRACE_S
+        case.cut_site = rng.randrange(n)
+        case.cut_after_s = rng.uniform(0.0, case.traffic_s)
+        case.heal_after_s = rng.uniform(suspected_s + 0.3, suspected_s + 2.0)
+    elif case.heal_after_s is None:
+        return
+    x = case.cut_site
+    y, z = [s for s in range(n) if s != x]
+    case.merge_cut_pair = (y, z) if rng.random() < 0.7 else tuple(sorted((x, rng.choice([y, z]))))
+    # (half within the first second: the merge is agreed then, 0.3-1 s after the heal)
+    case.merge_cut_after_s = rng.uniform(0.0, 1.0) if rng.random() < 0.5 else rng.uniform(1.0, 4.0)
+    if rng.random() < 0.5:
+        case.merge_cut_for_s = rng.uniform(0.5, 4.0)
 
 
 def forced_merge_kill_case(seed: int, after_s: float, site: Optional[int] = None, rep: bool = True,
@@ -474,7 +516,8 @@ class SitesSim:
     def __init__(self, seed: int, case: Optional[SitesCase] = None, tick_s: float = 0.01,
                  on_start=None, delivery_filter=None, services=None, lan_splits: bool = False,
                  groups: bool = False, hostile: float = 0.0, key: Optional[bytes] = None,
-                 forge_in_session: bool = False, split_quorum: bool = True, client_views: bool = False):
+                 forge_in_session: bool = False, split_quorum: bool = True, client_views: bool = False,
+                 cut_after_merge: bool = False):
         self.seed = seed
         #: every daemon runs the group core too (SitesGroupCore: its ROSTERs, REJOINs and the
         #: sites' STATE go into the order) with a client session, and check_client_views reads
@@ -500,7 +543,7 @@ class SitesSim:
         self.joined: Dict[str, set] = {}  # daemon -> the groups its client asked to join (last)
         self.services = list(services or SERVICES)  #: what the simulated clients send
         self.rng = random.Random(seed)
-        self.case = case or case_for_seed(seed, lan_splits)
+        self.case = case or case_for_seed(seed, lan_splits, cut_after_merge)
         self.tick_s = tick_s
         #: planted faults: on_start(name, gateway) before the run; delivery_filter(name,
         #: outputs) -> outputs on what one poll() of a gateway returned
@@ -1554,6 +1597,13 @@ class SitesSim:
         if kind == "restart":
             self.restart(dest)
             return
+        if kind == "cut" and dest == "merge":  # (--cut-after-merge)
+            self.cut_after_merge()
+            return
+        if kind == "heal" and dest == "merge":
+            a, b = self.case.merge_cut_pair
+            self.cut_pairs -= {(a, b), (b, a)}
+            return
         if kind == "cut":
             if self.case.cut_site is not None:
                 x = self.case.cut_site
@@ -1581,6 +1631,8 @@ class SitesSim:
                 a, b = self.case.cut_for_good
                 self.cut_pairs |= {(a, b), (b, a)}
             self.heal_pending = False
+            if dest == "" and self.case.merge_cut_after_s is not None:  # (the first heal only)
+                self.push(self.now + self.case.merge_cut_after_s, "cut", "merge")
             self.healed_at = self.now
             self.stats["heals"] = self.stats.get("heals", 0) + 1
             return
@@ -1603,6 +1655,26 @@ class SitesSim:
         self.drain(dest)
         if self.recut_armed:
             self.recut_at_decision(node)
+
+    def cut_after_merge(self) -> None:
+        """(case.merge_cut_after_s) The link between merge_cut_pair is cut: what is on its wire
+        is lost with it. The clients send for a second from just after the cut (the records
+        must go round it), and the stats say where the merge was then."""
+        a, b = self.case.merge_cut_pair
+        self.cut_pairs |= {(a, b), (b, a)}
+        self.events = [e for e in self.events if not (
+            e[2] == "hop" and (self.site_of[e[4]], self.site_of[e[3]]) in self.cut_pairs)]
+        heapq.heapify(self.events)
+        if self.case.merge_cut_for_s is not None:
+            self.push(self.now + self.case.merge_cut_for_s, "heal", "merge")
+        self.schedule_late_traffic(self.now + 0.2)
+        everyone = len(self.case.sites)
+        merged = [n.views and n.views[-1][0] == sr.CONF_REGULAR and len(n.views[-1][2]) == everyone
+                  and n.views[-1][4] > self.healed_at for n in self.live().values()]
+        deciding = [n.gateway.merging is not None for n in self.live().values()]
+        self.stats["merge_cuts"] = 1
+        self.stats["merge_cuts_installed"] = int(all(merged))  # (every daemon had the merged view)
+        self.stats["merge_cuts_merging"] = int(any(deciding) and not all(merged))
 
     def recut_at_decision(self, node: Node) -> None:
         """(case.recut_after_s) The first daemon of the cut link's two ends that decides the
@@ -2273,30 +2345,41 @@ SIM_KEY = ring_sim.SIM_KEY
 def run_seed(seed: int, on_start=None, delivery_filter=None, unreliable: bool = False,
              lan_splits: bool = False, groups: bool = False, hostile: float = 0.0,
              key: bool = False, forge_in_session: bool = False, split_quorum: bool = True,
-             client_views: bool = False) -> SitesResult:
+             client_views: bool = False, cut_after_merge: bool = False) -> SitesResult:
     services = SERVICES + ([sr.UNRELIABLE_MESS] if unreliable else [])
     return SitesSim(seed, on_start=on_start, delivery_filter=delivery_filter, services=services,
                     lan_splits=lan_splits, groups=groups, hostile=hostile,
                     key=SIM_KEY if key else None, forge_in_session=forge_in_session,
-                    split_quorum=split_quorum, client_views=client_views).run()
+                    split_quorum=split_quorum, client_views=client_views,
+                    cut_after_merge=cut_after_merge).run()
 
 
 def replay_command(seed: int, unreliable: bool = False, lan_splits: bool = False,
                    groups: bool = False, hostile: float = 0.0, key: bool = False,
-                   forge_in_session: bool = False, split_quorum: bool = True, client_views: bool = False) -> str:
+                   forge_in_session: bool = False, split_quorum: bool = True, client_views: bool = False,
+                   cut_after_merge: bool = False) -> str:
     return "python3 tests/sites_sim.py %d --log%s" % (seed, mix_options(
-        unreliable, lan_splits, groups, hostile, key, forge_in_session, split_quorum, client_views))
+        unreliable, lan_splits, groups, hostile, key, forge_in_session, split_quorum, client_views,
+        cut_after_merge))
 
 
 def mix_options(unreliable: bool = False, lan_splits: bool = False, groups: bool = False,
                 hostile: float = 0.0, key: bool = False, forge_in_session: bool = False,
-                split_quorum: bool = True, client_views: bool = False) -> str:
+                split_quorum: bool = True, client_views: bool = False, cut_after_merge: bool = False) -> str:
     """The command-line options of a run's mix (for the replay and rerun commands)."""
-    return "%s%s%s%s%s%s%s%s" % (
+    return "%s%s%s%s%s%s%s%s%s" % (
         " --unreliable" if unreliable else "", " --lan-splits" if lan_splits else "",
         " --groups" if groups else "", " --hostile %g" % hostile if hostile else "",
         " --key" if key else "", " --forge-in-session" if forge_in_session else "",
-        "" if split_quorum else " --no-split-quorum", " --client-views" if client_views else "")
+        "" if split_quorum else " --no-split-quorum", " --client-views" if client_views else "",
+        " --cut-after-merge" if cut_after_merge else "")
+
+
+def add_cut_after_merge_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cut-after-merge", action="store_true",
+                        help="in a mesh of three, a site cut off and healed, then a link cut 0-4 s "
+                        "after the heal (mostly between the two sites of the other old view), while "
+                        "or after the views merge; routed around (case_for_seed)")
 
 
 def add_client_views_option(parser: argparse.ArgumentParser) -> None:
@@ -2341,12 +2424,14 @@ def main(argv=None) -> int:
     add_client_views_option(parser)
     add_hostile_options(parser)
     add_split_quorum_option(parser)
+    add_cut_after_merge_option(parser)
     args = parser.parse_args(argv)
-    case = case_for_seed(args.seed, args.lan_splits)
+    case = case_for_seed(args.seed, args.lan_splits, args.cut_after_merge)
     print("sites %s, costs %s, %.0f msg/s for %.0f s" % (case.sites, case.costs, case.rate_per_s, case.traffic_s))
     res = run_seed(args.seed, unreliable=args.unreliable, lan_splits=args.lan_splits, groups=args.groups,
                    hostile=args.hostile, key=args.key, forge_in_session=args.forge_in_session,
-                   split_quorum=not args.no_split_quorum, client_views=args.client_views)
+                   split_quorum=not args.no_split_quorum, client_views=args.client_views,
+                   cut_after_merge=args.cut_after_merge)
     if args.log:
         print("\n".join(res.log_lines))
     print(res.summary())

@@ -1361,6 +1361,60 @@ def test_a_link_in_its_grace_to_a_site_of_one_daemon_has_a_hello_wait_for_its_gr
     assert suspects(gw) == [frozenset({1})]
 
 
+def test_after_a_merge_a_link_cut_between_two_sites_of_one_old_view_is_routed_through_the_other_side():
+    """Views {a, b} and {c} merged (a mesh of three) at limit 4: a merged view's trees carry a
+    site's records to the sites of its old view through those sites only (merged_view_trees),
+    so in a's tree c is a leaf. Then the a - b link is cut and a reports it (a LINKS record): a
+    and b still reach each other through c (routed around, nobody suspected), so c must relay
+    a's records to b. Before, b was unreachable in a's tree as long as the merged view lasted:
+    c sent b nothing of a, and the order stopped at b for good (seed 2's mesh, a - b cut 2.5 s
+    after the heal). Now c takes b as its child in a's tree once every site has said, in the
+    merged view, an ARU of at least the merge's limit (before, b may lack a's last messages of
+    the old view, which c never had, and c's relay of a's FRONTIER would carry b over that gap:
+    seed 1789 --cut-after-merge); then it sends b what b lacks of a's stream (b's positions)
+    and forwards a's later records."""
+    gw = gateway("c1", SITES3, MESH3)
+    regular(gw, ["c1", "c2"])
+    for site, peer in ((0, "a1"), (1, "b1")):
+        gw.hop_datagram(peer, sr.encode_site_hello(sr.SiteHello(
+            (peer, 1), site, False, {}, 0, (0, 1, 2), sr.hop_session(1, 2))), 0.1)
+    assert sorted(gw.links) == [0, 1]
+    gw.orderer.ring.safe_lts = 1000  # (what our ring delivers passes the gate at once)
+    gw.hop_settings.prune = False  # (whole records: nobody here knows who is in group g)
+    gw.tree_groups = {0: frozenset({0, 1}), 1: frozenset({0, 1}), 2: frozenset({2})}
+    gw.tree_groups_limit_lts = 4  # (as _install_joined leaves them)
+    gw.trees = gw._view_trees()
+    assert gw.trees[0].parent == {0: None, 1: 0, 2: 0} and gw.trees[0].children(2) == []
+    sent = bytearray()  # (what went down the link to b1, as a byte stream of records)
+    submit = gw.links[1].submit
+    gw.links[1].submit = lambda payload, now: (sent.extend(payload), submit(payload, now))[1]
+    of_a = lambda seq, lts: remote(seq, lts, b"a%d" % seq, site=0, origin="a1")
+
+    def to_b():
+        """a's records for b: gone down the link, or waiting for it (a partial payload waits
+        while b1's ACKs, never sent here, leave packets queued: _flush_links)."""
+        gw.tick(gw.now_s + 0.01)
+        stream = bytes(sent) + bytes(gw._out_bytes[1])
+        return [r.site_seq for r in sr.SiteRecordReader().feed(stream) if r.kind == sr.SITE_MSG and r.site == 0]
+
+    gw.ring_output(carrier([of_a(1, 5), of_a(2, 6), of_a(3, 7)], 8, origin="c1"), 0.2)
+    assert to_b() == []  # (b gets them from a, on their direct link)
+    gw.ring_output(carrier([sr._links_record(0, 1, (1,), ())], 9, origin="c1"), 0.3)
+    # the sites' ARUs are not above the limit yet: b may lack a's old-view messages
+    assert gw.trees[0].parent == {0: None, 2: 0} and to_b() == []
+    # every site says, in the merged view, an ARU of at least the limit (exactly it: what is
+    # just above it may have been lost on the cut link, seed 1656 --cut-after-merge)
+    gw.ring_output(carrier([sr.SiteRecord(sr.SITE_ARU, s, 4, 0) for s in (0, 1)], 10, origin="c1"), 0.33)
+    assert gw.trees[0].parent == {0: None, 2: 0}  # (c's own ARU not said yet)
+    gw.ring_output(carrier([sr.SiteRecord(sr.SITE_ARU, 2, 4, 0)], 11, origin="c1"), 0.35)
+    assert gw.trees[0].parent == {0: None, 1: 2, 2: 0}  # (b through c: before, unreachable)
+    assert to_b() == [1, 2, 3]  # what b lacks of a's stream, by b's positions
+    gw.ring_output(carrier([of_a(4, 12)], 13, origin="c1"), 0.4)  # (the links live: < peer_silence_s)
+    assert to_b() == [1, 2, 3, 4]
+    # c's own tree and b's keep their paths: only what no path within a view reaches moves
+    assert gw.trees[2].parent == {2: None, 0: 2, 1: 2} and gw.trees[1].parent == {1: None, 0: 2, 2: 1}
+
+
 def roster(site_seq, lts, ring_seq, names, origin="b1"):
     """Site b's ROSTER (SitesGroupCore's STATE message: its ring's seq and daemons) as a
     record of its stream."""
