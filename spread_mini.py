@@ -8067,6 +8067,10 @@ class SiteGateway:
         self.join_hold: Dict[int, List[SiteRecord]] = {}  # joined site -> records until merged
         self.join_after_lts: Dict[int, int] = {}  # its stream starts with a message above this
         self.join_floor: Dict[int, int] = {}  # joined site -> the merge's limit: older is not its
+        #: (the representative's) joined site -> (site_seq, lts) of its last message we put into
+        #: our ring since the merge began: once above the limit, where its merged view's stream
+        #: stands before our ring delivers its first message there (_held_ahead)
+        self.join_injected: Dict[int, Tuple[int, int]] = {}
         self.forward_held: set = set()  # joined sites our records wait for (until the decision)
         self.aru_floor_view = 0  #: ARU records of an older view than the last merge say nothing
         self.aru_pending: Dict[int, SiteRecord] = {}  # a newer view's ARU, until we install it
@@ -8468,7 +8472,7 @@ class SiteGateway:
         self.representative = rep
         self.links = {}
         self.to_ring.clear()
-        self.injected = {}
+        self.injected, self.join_injected = {}, {}
         self.merge_parked, self.merge_parked_at = {}, {}
         self.hello_due_s = None
         self.wide = False
@@ -9594,6 +9598,8 @@ class SiteGateway:
             self._hole_since.setdefault(r.site, (self.now_s, site))
             return
         self.injected[key] = mark
+        if r.kind == SITE_MSG and rebased:
+            self.join_injected[r.site] = (r.site_seq, r.lts)
         self.orderer.transport.saw_lts(r.lts)  # our site's next message comes after it
         self.to_ring.append(r)
         if r.kind == SITE_MSG and (r.site in self._ahead or r.site in self._frontier_ahead):
@@ -9670,10 +9676,12 @@ class SiteGateway:
         one, a FRONTIER above a message we lack), which a tree that changed brings the long
         way; it waits for it. Only for the streams of our view that go on as they are."""
         if (r.kind not in (SITE_MSG, SITE_FRONTIER) or r.site not in self.live_sites
-                or r.site in self.frozen or r.site in self.join_hold or r.site in self.join_after_lts
+                or r.site in self.frozen or r.site in self.join_hold
                 or self.closing is not None or self.merging is not None):
             return False
-        have = max(self.injected.get((SITE_MSG, r.site), 0), self.applied_seq[r.site])
+        have = self._stream_have(r.site)
+        if have is None or (r.site in self.join_after_lts and r.lts <= self.join_after_lts[r.site]):
+            return False
         if r.kind == SITE_MSG and r.site_seq > have + 1:
             self._ahead.setdefault(r.site, {})[r.site_seq] = r
         elif r.kind == SITE_FRONTIER and r.site_seq > have:
@@ -9685,12 +9693,26 @@ class SiteGateway:
         self.counters["site_records_held_ahead"] += 1
         return True
 
+    def _stream_have(self, site: int) -> Optional[int]:
+        """The last message of `site`'s stream that our ring holds or will. A site that joined
+        us in the last merge, whose first message of the merged view our ring has not delivered
+        yet: the last we put into our ring above the merge's limit (None: none yet, where its
+        stream starts is not known here). Seed 2761 --lan-splits --groups --client-views: b1
+        took c's records 79..98 from c1, then 108.. the short way round through a1 (the trees
+        had changed), before c1's 99..107; with no hold for a joined site 108 went into b's
+        ring, was dropped there out of order and made 99..107 duplicates: b never delivered
+        c's later messages, and a1 delivered c's SAFE ones on b's ARU."""
+        if site in self.join_after_lts:
+            last = self.join_injected.get(site)
+            return last[0] if last is not None and last[1] > self.join_after_lts[site] else None
+        return max(self.injected.get((SITE_MSG, site), 0), self.applied_seq[site])
+
     def _release_ahead(self, link_site: int, site: int) -> None:
         """What waited for the message of `site` that just went into our ring."""
-        have = max(self.injected.get((SITE_MSG, site), 0), self.applied_seq[site])
+        have = self._stream_have(site)
         ahead = self._ahead.pop(site, {})
         for seq in sorted(ahead):
-            if seq > have:
+            if have is None or seq > have:
                 self._from_link(link_site, ahead[seq])  # (held again if still early)
         frontier = self._frontier_ahead.pop(site, None)
         if frontier is not None:
@@ -10319,6 +10341,7 @@ class SiteGateway:
         for x in joined:
             self.join_hold[x] = []
             self.injected.pop((SITE_MSG, x), None)  # (its old stream's numbers)
+            self.join_injected.pop(x, None)
         # each side applied only its own side's joins and leaves: a joined site may owe
         # every message until its STATE of the merged view says its members (_install_joined,
         # _interest_state); the sites of our view stay known (we saw all of theirs)

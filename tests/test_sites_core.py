@@ -3280,3 +3280,59 @@ def test_a_stood_down_daemon_that_starts_afresh_still_gives_up_its_ended_incarna
     msg.lts = 20
     gw.ring_output(sr.Deliver(msg), 5.1)
     assert list(gw.ended_giveups) == [77]
+
+
+def _installed_merge_with_b():
+    """a1 (representative of a) in view 1 of sites a and c (b left out; the cut healed)
+    installs view 2 with b: MERGEs and READYs of b and c at lts 9, c's FRONTIER at the limit.
+    Links to b1 and c1; b's stream of the merged view starts above lts 9, and its first
+    message there is not delivered by our ring yet."""
+    gw = gateway("a1", [["a1", "a2"], ["b1"], ["c1"]], COSTS_C)
+    regular(gw, ["a1", "a2"])
+    gw.poll()
+    gw.live_sites, gw.view_seq = [0, 2], 1
+    gw.merge.uninstall(1)
+    del gw.streams[1]
+    for site, peer in ((1, "b1"), (2, "c1")):
+        gw._start_link(site, (peer, 1), {}, 0.0, 0)
+    assert gw._start_merge(2, frozenset({0, 1, 2}), [])
+    gw.ring_output(carrier([_merge_record(sr.SITE_MERGE, 2, {}), _merge_record(sr.SITE_MERGE, 1, {})], 10), 1.0)
+    gw.ring_output(carrier([_merge_record(sr.SITE_READY, 1, {}), _merge_record(sr.SITE_READY, 2, {})], 11), 1.1)
+    gw.ring_output(carrier([sr.SiteRecord(sr.SITE_FRONTIER, 2, 9)], 12), 1.2)  # (c reaches the limit)
+    gw.poll()
+    assert gw.view_seq == 2 and gw.live_sites == [0, 1, 2] and gw.join_after_lts == {1: 9}
+    gw.to_ring.clear()
+    return gw
+
+
+def test_a_joined_sites_message_that_comes_the_short_way_before_those_under_it_waits_for_them():
+    """Seed 2761 --lan-splits --groups --client-views: b1 had installed the merged view with
+    c, and its ring had not yet delivered c's first message of that view. c1 sent c's records
+    79..98 down their link; the trees had changed, and 108.. came through a1 before 99..107.
+    The hold for a message above the next one left out a joined site's stream until its first
+    message was delivered: 108 went into b's ring, was dropped there as out of order, and
+    99..107 then counted as duplicates of what the ring had. b never delivered c's later
+    messages, and a1 delivered c's SAFE ones on b's ARU. Here b's stream, joined: 11 and 12 on
+    b's own link, then 14 through c, then 13."""
+    gw = _installed_merge_with_b()
+    of_b = lambda seq, lts: remote(seq, lts, b"b%d" % seq)
+    for link_site, r in ((1, of_b(11, 20)), (1, of_b(12, 21)), (2, of_b(14, 23)), (1, of_b(13, 22))):
+        gw._from_link(link_site, r)
+    assert [r.site_seq for r in gw.to_ring if r.kind == sr.SITE_MSG] == [11, 12, 13, 14]
+    assert gw.counters["site_records_held_ahead"] == 1
+    assert gw.counters["site_records_duplicate"] == 0
+    # what our ring delivers is b's stream whole, from its first message of the merged view
+    gw.ring_output(carrier(list(gw.to_ring), 30), 2.0)
+    assert gw.applied_seq[1] == 14 and gw.counters["site_records_out_of_order"] == 0
+
+
+def test_a_joined_sites_messages_at_or_below_the_limit_or_before_its_first_above_are_not_held():
+    """The hold of a joined site's stream counts from a message above the merge's limit that we
+    put into our ring: one at or below it is of b's old view (dropped where our ring delivers
+    it), and before any, where b's merged view's stream starts is not known here."""
+    gw = _installed_merge_with_b()
+    gw._from_link(1, remote(7, 8))  # (b's old view: at or below the limit 9)
+    gw._from_link(2, remote(11, 20))  # (the first above the limit we see: its stream starts here)
+    gw._from_link(1, remote(12, 21))
+    assert [r.site_seq for r in gw.to_ring if r.kind == sr.SITE_MSG] == [7, 11, 12]
+    assert gw.counters["site_records_held_ahead"] == 0
