@@ -1070,6 +1070,22 @@ def test_a_site_split_in_two_rings_with_groups_at_a_short_grace_regression_seed(
     assert res.violations == [], "seed %d: %s" % (seed, res.summary())
 
 
+#: --lan-splits --groups --client-views --site-grace-s 0.3 seeds (bench/sites_soak.py --first
+#: 86301). 86400: c1 c2 c3, cut off from a and b, delivered their own messages above site a's
+#: frontier in view 0's regular part, where a and b had a1's LEAVE before them (a hole in a
+#: regular configuration): test_sites_core's ..._above_a_lost_sites_frontier_goes_in_the_
+#: transitional_view. (Without --client-views it passed on main: no violation there)
+LAN_SPLIT_CLIENT_VIEWS_SHORT_GRACE_SEEDS = [86400]
+
+
+@pytest.mark.parametrize("seed", LAN_SPLIT_CLIENT_VIEWS_SHORT_GRACE_SEEDS)
+def test_a_site_split_in_two_rings_with_client_views_at_a_short_grace_regression_seed(seed, monkeypatch):
+    monkeypatch.setattr(sr, "SITE_GRACE_S", 0.3)
+    res = sites_sim.run_seed(seed, lan_splits=True, groups=True, client_views=True)
+    assert res.stats.get("site_forks") and res.stats.get("rejoined"), res.summary()
+    assert res.violations == [], "seed %d: %s" % (seed, res.summary())
+
+
 #: --lan-splits --groups --hostile 0.1 --key seeds. 71257: b3 forked alone beside b1 b2 and
 #: both answered c1's heal; c1 linked with b1, then took b3's HELLO over it and its merge
 #: read the fork's epoch; once b3 took b1's state c1 refused site b for ever (a message lost
