@@ -765,7 +765,10 @@ def test_planted_merge_without_its_limit_is_a_one_view_violation():
         gateway.join_after_lts, gateway.join_floor = _NoFloor(), _NoFloor()
         open_stream = gateway.merge.open_stream
         gateway.merge.open_stream = lambda site, lts: open_stream(site, 0)
-    res = _run_planted(645, on_start=no_floor)  # a line a - b - c; b - c cut, healed
+    # (seed 711: a mesh, a - b cut, healed. Seed 645 showed it until the old view's regular
+    # part ended at the lost sites' frontiers (seed 86400): its partition's messages now go
+    # in the transitional view and the plant crosses nothing to c there)
+    res = _run_planted(711, on_start=no_floor)
     assert sites_sim.ONE_VIEW in res.kinds(), res.summary()
 
 
