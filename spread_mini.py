@@ -9690,7 +9690,8 @@ class SiteGateway:
     # held (`cut`; the lowest such site sends it to those that lack it, down its own tree),
     # and the old view ends at limit_lts, the highest frontier proposed. 4. Every daemon
     # delivers up to limit_lts; the first message that cannot go in the old view (a SAFE one
-    # the lost sites never said they held) starts the TRANSITIONAL view; when nothing up to
+    # the lost sites never said they held, or one above a lost site's decided frontier: a
+    # hole may be before it, _hole_free_lts) starts the TRANSITIONAL view; when nothing up to
     # limit_lts is left, the REGULAR view goes, without the lost sites. A PROPOSE that names
     # other lost sites starts the next view seq with both sets.
 
