@@ -9775,8 +9775,7 @@ class SiteGateway:
     # held (`cut`; the lowest such site sends it to those that lack it, down its own tree),
     # and the old view ends at limit_lts, the highest frontier proposed. 4. Every daemon
     # delivers up to limit_lts; the first message that cannot go in the old view (a SAFE one
-    # the lost sites never said they held, or one above a lost site's decided frontier: a
-    # hole may be before it, _hole_free_lts) starts the TRANSITIONAL view; when nothing up to
+    # the lost sites never said they held) starts the TRANSITIONAL view; when nothing up to
     # limit_lts is left, the REGULAR view goes, without the lost sites. A PROPOSE that names
     # other lost sites starts the next view seq with both sets.
 
@@ -10043,9 +10042,6 @@ class SiteGateway:
             # (the dead survivors' streams reach this view's limit too: they end at their cut)
             here = after.lost - c.joined
             self._close_lost_streams(after, c.limit_lts, None if here == after.lost else here)
-        hole_free_lts = self._hole_free_lts(c, after)
-        if not c.transitional:  # (the lost streams' frontiers now stand at the limit: see below)
-            self.merge.deliver_limit_lts = min(c.limit_lts, hole_free_lts)
         self.merge.deliver_ready()
         while True:
             if any(self.streams[s].frontier_lts < c.limit_lts for s in c.survivors):
@@ -10058,12 +10054,6 @@ class SiteGateway:
                     return  # a site of the merge may still give it up: its READY or GIVEUP comes
                 self._install_view()
                 return
-            if not c.transitional and head.lts > hole_free_lts:
-                # everything up to the lost sites' known frontiers is delivered (the
-                # survivors' frontiers passed the limit): what is left may follow a hole
-                self._emit_view(CONF_TRANSITIONAL)
-                self.merge.deliver_ready()
-                continue
             blocked_by_lost = head.complete and head.service & SAFE_MESS and head.lts <= min(
                 self.streams[s].stable_aru for s in c.survivors)
             if after is not None and head.complete and head.service & SAFE_MESS and head.lts <= min(
@@ -10081,24 +10071,6 @@ class SiteGateway:
                 return  # the survivors' ARUs will come
             self._emit_view(CONF_TRANSITIONAL)
             self.merge.deliver_ready()
-
-    @staticmethod
-    def _hole_free_lts(c: ViewClosing, after: Optional[ViewClosing]) -> int:
-        """Up to where the old view's regular part may deliver once the lost sites' streams
-        end: the lowest decided frontier of the sites whose streams this close ends (the same
-        at every survivor). Up to its frontier a lost site's messages are all within its cut;
-        above it, it may have sent one that no survivor has, which the other side's order puts
-        before ours. EVS allows no hole in a regular configuration (the real Spread delivers
-        what follows the first hole in the transitional one): what is above goes after
-        TRANSITIONAL. Seed 86400 --lan-splits --groups --client-views at SITE_GRACE_S 0.3 s:
-        c1, c2, c3, cut off from a and b (site a's frontier 196629 at c), delivered their
-        own messages from lts 196632 on in view 0's regular part; a and b delivered a1's LEAVE
-        (lts 196630) there, before them. Site c's table still named a1's member, and b1,
-        rightly by its own, pruned those messages for a."""
-        ends = [c.frontier.get(x, 0) for x in c.lost]
-        if after is not None:  # (a chain: the survivors that died since end here too)
-            ends += [after.frontier.get(x, 0) for x in after.lost - c.joined]
-        return min(ends, default=c.limit_lts)
 
     def _close_lost_streams(self, c: ViewClosing, at_least_lts: int = 0,
                             sites: Optional[frozenset] = None) -> None:
@@ -10128,8 +10100,6 @@ class SiteGateway:
         c = self.closing
         if kind == CONF_TRANSITIONAL:
             c.transitional = True
-            if self.merge.deliver_limit_lts is not None:  # (_hole_free_lts held it lower)
-                self.merge.deliver_limit_lts = c.limit_lts
             for x in c.lost:  # SAFE counts the survivors only from now on
                 self.streams[x].stable_aru = LOST_SITE_ARU
         sites = c.survivors if kind == CONF_TRANSITIONAL or c.sites_next is None else c.sites_next

@@ -2757,35 +2757,8 @@ def test_our_messages_wait_for_the_view_we_proposed_and_go_in_the_one_we_decide(
     gw.ring_output(suspect({0, 2}, 2, 8), 2.0)
     out = [o.msg.data if isinstance(o, sr.Deliver) else (o.kind, o.view_seq, o.sites)
            for o in gw.poll() if isinstance(o, (sr.Deliver, sr.SiteViewChange))]
-    # ("before" in the transitional view: a and c never said a frontier, so a message of
-    # theirs below it may exist that we lack: ..._above_a_lost_sites_frontier_goes_in_the_...)
-    assert out == [(sr.CONF_TRANSITIONAL, 2, [1]), b"before", (sr.CONF_REGULAR, 2, [1]), b"after"]
+    assert out == [b"before", (sr.CONF_TRANSITIONAL, 2, [1]), (sr.CONF_REGULAR, 2, [1]), b"after"]
     assert gw.applied_seq[1] == 2 and not gw.own_held
-
-
-def test_what_the_old_view_delivers_above_a_lost_sites_frontier_goes_in_the_transitional_view():
-    """(issue 10, seed 86400 --lan-splits --groups --client-views at SITE_GRACE_S 0.3 s) Site
-    c, cut off from a and b, decided a view without them and delivered its own messages above
-    site a's frontier in the old view's regular part; a and b delivered a1's LEAVE, which c
-    never had, just above that frontier and before c's messages, in the same regular view.
-    A hole in a regular configuration (EVS; the real Spread delivers what follows a hole in
-    the transitional one): here c's table still named a1's member, b1 pruned those messages
-    for a by its own, and a was said to owe them. Our own messages above the lost site's
-    frontier wait for TRANSITIONAL; what the lost site sent up to it went before."""
-    gw = gateway()
-    regular(gw, ["a1", "a2"])
-    gw.poll()
-    gw.ring_output(carrier([remote(1, 10, b"from b")], 11), 1.0)
-    assert delivered(gw) == [b"from b"]  # b's frontier: 10
-    gw.ring_output(local(12, b"mine 12"), 1.1)
-    gw.ring_output(local(13, b"mine 13"), 1.2)
-    assert delivered(gw) == []  # b may still send something with lts 11 or 12
-    suspect_b = sr.SiteRecord(sr.SITE_SUSPECT, 0, 0, 1, body=sr.encode_site_view_body({1}, {}))
-    gw.ring_output(carrier([suspect_b], 14), 1.3)  # (we are the only survivor: we decide)
-    out = [o.msg.data if isinstance(o, sr.Deliver) else (o.kind, o.view_seq, o.sites)
-           for o in gw.poll() if isinstance(o, (sr.Deliver, sr.SiteViewChange))]
-    assert out == [(sr.CONF_TRANSITIONAL, 1, [0]), b"mine 12", b"mine 13", (sr.CONF_REGULAR, 1, [0])]
-    assert gw.view_seq == 1 and gw.closing is None and gw.merge.deliver_limit_lts is None
 
 
 # ---- a second site suspected while our SUSPECT of the first crosses our ring --------------------
