@@ -98,7 +98,11 @@ REGRESSION_SEEDS = [29, 36, 5039, 5400, 20215, 30002, 31387, 41181,
                     # cut to a, made before c's view left b out; it found no path to b and
                     # parked the MERGE through a for ever. Now a site left out takes its report
                     # with it
-                    711]
+                    711,
+                    # failed only with a change taken back (s18-cv86400: the old view's regular
+                    # part ended at the lost sites' decided frontiers): two daemons delivered
+                    # different messages in one view; they guard the next try at that rule
+                    160032, 162013, 162043, 162097, 163625]
 
 
 @pytest.mark.parametrize("seed", REGRESSION_SEEDS)
