@@ -268,6 +268,10 @@ class Node:
     #: ring was a fork of the site: it left that view and joined the kept one)
     rejoined: List[Tuple[float, int]] = field(default_factory=list)
     syncs_seen: int = 0  #: SitesOrderer.syncs_installed when last looked at
+    #: (stood down at, took a state at) for each time it stood down to take another ring's
+    #: state (SiteGateway.stand_down), and when the wait going on began (None: none)
+    waited: List[Tuple[float, float]] = field(default_factory=list)
+    waiting_since: Optional[float] = None
     starts_over_seen: int = 0  #: SitesOrderer.starts_over when last looked at
     #: (deliveries before, index in views of its JOINED) where its ring started the sites'
     #: state afresh after it stood down for a state that never came (SiteGateway.start_over):
@@ -713,6 +717,8 @@ class SitesSim:
                 self.group_outputs(name, node, gouts[:install_at])
                 node.epoch_before_install = None
                 gouts = gouts[install_at:]
+            if node.gateway.stood_down and node.waiting_since is None:
+                node.waiting_since = self.now
             if node.synced_at is None and node.sites.synced:
                 self.up_to_date(node)
             elif node.sites.synced and node.sites.syncs_installed > node.syncs_seen:
@@ -862,6 +868,7 @@ class SitesSim:
         daemon that formed a ring alone at the start, delivered nothing and installed no view
         also takes another's state: it left nothing, so nothing changes for it.)"""
         node.syncs_seen = node.sites.syncs_installed
+        self.wait_ends(node)
         if not node.delivered and not node.views:
             return
         node.rejoined.append((self.now, len(node.delivered)))
@@ -875,11 +882,27 @@ class SitesSim:
         fresh daemon's table of the other sites (node_interest). Seed 86307 --lan-splits
         --groups --site-grace-s 0.3: b2, its fork closed, and b3 restarted."""
         node.starts_over_seen = node.sites.starts_over
+        self.wait_ends(node)
         node.began_afresh = True
         node.started_over.append((len(node.delivered), len(node.views)))
         node.rejoined.append((self.now, len(node.delivered)))
         self.stats["began_over"] = self.stats.get("began_over", 0) + 1
         self.joined_view(node)
+
+    def wait_ends(self, node: Node) -> None:
+        if node.waiting_since is not None:
+            node.waited.append((node.waiting_since, self.now))
+            node.waiting_since = None
+
+    @staticmethod
+    def waiting_for_state(node: Node, t: float) -> bool:
+        """Whether, at t, the daemon had stood down to take another ring's state and had not
+        taken it yet (nor started afresh): a late daemon, in no view of the sites (it ended
+        its fork's, it joins the kept one's where the state comes), as a restarted one before
+        it is up to date."""
+        if node.waiting_since is not None and node.waiting_since <= t:
+            return True
+        return any(start <= t < end for start, end in node.waited)
 
     def tags(self, node: Node) -> dict:
         """site -> the epoch of its streams as this daemon reads them now (0: not known)."""
@@ -1913,6 +1936,8 @@ class SitesSim:
                         continue  # stable before it came (whether it owes it: no loss)
                     if o.rejoined and o.rejoined[-1][0] <= at and serial not in o.position:
                         continue  # (the same for a fork's daemon that took the kept state)
+                    if self.waiting_for_state(o, at) and serial not in o.position:
+                        continue  # (and while it waited for that state: seed 161686; the state holds it)
                     if self.site_of[other] not in members:
                         continue  # not in the view (EVS: SAFE holds in its configuration)
                     if not self.same_incarnation(o, node, self.fork_instant(node, serial, at)) \

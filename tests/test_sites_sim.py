@@ -73,6 +73,10 @@ REGRESSION_SEEDS = [29, 36, 5039, 5400, 20215, 30002, 31387, 41181,
                     # b3 formed a ring without it), was said to owe holding a1's SAFE message
                     # that a1 delivered on that ring's ARU (test_a_daemon_out_of_its_sites_ring_...)
                     111636,
+                    # the checker's: a1 stood down to take a2's state (two rings of site a met)
+                    # and a2 delivered its SAFE 70 on that ring's ARU before the state went:
+                    # a1 was asked to hold it (test_a_daemon_waiting_for_the_kept_state_...)
+                    161686,
                     # a site killed after the healed views decided their merge (the simulator's
                     # merge_kill): the others waited for its READY or its frontier for ever; now
                     # the next view leaves it out, chained after the merge. 5231, 8834: two
@@ -1387,6 +1391,41 @@ def test_a_safe_message_delivered_in_a_forks_closing_view_in_the_instant_it_take
     assert sim.fork_instant(b3, 40, t) == t
     sim.check_safe()
     assert [v for v in sim.violations if "b2 held it only at 3.87" in str(v)]
+
+
+def test_a_daemon_waiting_for_the_kept_state_owes_no_safe_message_delivered_before_it_came():
+    """The checker's (seed 161686): two rings of site a met in ring 3 {a1,a2,a3}; a1 (a fork)
+    stood down at 2.83 to take a2's state and took it at 3.19 (JOINED, a2's view 1 from the
+    state's point). a2 delivered its SAFE 70 at 3.01 on site a's ARU; the state a1 took holds
+    70 as delivered (positions {0: 37}). check_safe asked a1 to have held 70 before 3.01; EVS
+    asks it of the view's members, and a1 was in none of a2's views then (a late daemon, as a
+    restarted one before it is up to date)."""
+    sim = sites_sim.SitesSim(1)
+    sim.case = types.SimpleNamespace(sites=[["a1", "a2"]], lan_split_apart=[])
+    sim.site_of = {"a1": 0, "a2": 0}
+    sim.submitted = {70: (sr.SAFE_MESS, b"", "#c#a2", 0, 1.49, "a2", sr.DATA, ("g",))}
+    a1, a2 = (sites_sim.Node(None, types.SimpleNamespace(name=n), None) for n in ("a1", "a2"))
+    sim.nodes = {"a1": a1, "a2": a2}
+    everyone = frozenset({"a1", "a2"})
+    for node in (a1, a2):
+        node.incarnations = [(0.0, {0: 1})]
+        node.rings = [(2.745, "3/a1#1", everyone)]
+    a2.delivered, a2.position, a2.delivered_at = [70], {70: 0}, {70: 3.0136}
+    a2.key_of, a2.delivered_in, a2.held_at = {70: (0, 37)}, {70: (0,)}, {(0, 37): 3.0118}
+    a1.rejoined = [(3.1926, 0)]
+    sim.check_safe()
+    assert [v for v in sim.violations if "a1 held it only at inf" in str(v)]  # (without the wait)
+    sim.violations.clear()
+    a1.waited = [(2.8317, 3.1926)]
+    assert sim.waiting_for_state(a1, 3.0136) and not sim.waiting_for_state(a1, 3.2)
+    sim.check_safe()
+    assert sim.violations == []
+    a1.waited, a1.waiting_since = [], 2.8317  # (still waiting: the same)
+    sim.check_safe()
+    assert sim.violations == []
+    a1.waiting_since = 3.05  # (stood down after the delivery: it was in the view then, it owes it)
+    sim.check_safe()
+    assert [v for v in sim.violations if "a1 held it only at inf" in str(v)]
 
 
 def test_a_daemon_out_of_its_sites_ring_owes_no_safe_message_that_ring_made_stable():
