@@ -7695,6 +7695,10 @@ SITE_TAKEOVER_HELLO_S = 2 * SITE_HELLO_EVERY_S
 #: ... and to a neighbour site outside its view (left out after a partition) this often: a
 #: healed link is found within this time, and a cut one costs a HELLO per period
 SITE_PROBE_EVERY_S = 0.5
+#: a HELLO from outside our view of another incarnation of a site than the one we read waits
+#: this long (at most) while the one we read still says HELLO: two of its probes, so the kept
+#: ring of a split site, not its fork, takes us back (_kept_goes_first)
+SITE_FORK_WAIT_S = 2 * SITE_PROBE_EVERY_S
 
 
 def _links_record(site: int, version: int, settled: Iterable[int], pending: Iterable[int]) -> SiteRecord:
@@ -8122,6 +8126,10 @@ class SiteGateway:
         self.epochs_first_hand: set = set()
         self._epoch_refused: Dict[int, int] = {}  # site -> the new epoch we last said we refuse
         self._link_epochs: Dict[int, int] = {}  # site -> the epoch of the HELLO that started our link
+        #: site -> when a HELLO of the epoch we read of it came last, and (epoch, since when)
+        #: another incarnation of it has asked to merge: _kept_goes_first
+        self._epoch_heard_s: Dict[int, float] = {}
+        self._other_epoch_since: Dict[int, Tuple[int, float]] = {}
         # routing around a dead link (the representative's)
         self.routed_around: set = set()  #: sites of our view reached through other sites only
         self.dead_links: set = set()  #: neighbour sites whose link died and has not started again
@@ -9203,6 +9211,8 @@ class SiteGateway:
             # a HELLO to another site (a copy captured on its way there) or a forger's
             self.counters["hellos_refused_other_link"] += 1
             return
+        if h.epoch and h.epoch == self.site_epochs.get(site):
+            self._epoch_heard_s[site] = now
         if h.view_seq > self._view_ceiling():
             self.counters["hellos_refused_view_ahead"] += 1  # (see _view_ceiling)
             return
@@ -10206,6 +10216,8 @@ class SiteGateway:
         if site not in theirs or theirs & set(self.live_sites) or not theirs <= set(range(len(self.sites))):
             self.counters["hellos_views_overlap"] += 1
             return
+        if self._kept_goes_first(site, h, now):
+            return
         link = self.links.get(site)
         if link is not None and link.peer[0] == h.sender[0] and link.peer[1] > h.sender[1]:
             self.counters["hellos_old_incarnation"] += 1
@@ -10230,6 +10242,31 @@ class SiteGateway:
         if h.request:
             self._answer_hello(h.sender)
         self._request_merge(h.view_seq, theirs, now)
+
+    def _kept_goes_first(self, site: int, h: SiteHello, now: float) -> bool:
+        """A HELLO from outside our view, of another incarnation of `site` than the one we
+        read, while that one said HELLO too within SITE_FORK_WAIT_S: a site whose LAN split
+        has a fork (the half without a quorum, a new epoch) beside its kept ring, and both
+        left us out (we were slow to answer the kept ring's takeover: a daemon stopped for
+        0.9 s at the split). Whichever of the two asked first got the merge, and the fork's
+        ring forms first (alone, its consensus is quick): we went with the fork, and the kept
+        ring, the site's majority, stayed alone until the split healed (CI's
+        test_a_site_of_three_split...: b1 with a1). The incarnation we read goes first; the
+        other waits SITE_FORK_WAIT_S at most from its first such HELLO (a site restarted
+        whole merges then, whatever replays of the old one's HELLOs say)."""
+        known = self.site_epochs.get(site)
+        if not known or not h.epoch or h.epoch == known:
+            return False
+        heard = self._epoch_heard_s.get(site)
+        if heard is None or now - heard >= SITE_FORK_WAIT_S:
+            return False
+        since = self._other_epoch_since.get(site)
+        if since is None or since[0] != h.epoch:
+            since = self._other_epoch_since[site] = (h.epoch, now)
+        if now - since[1] >= SITE_FORK_WAIT_S:
+            return False
+        self.counters["hellos_of_a_fork_wait_for_the_kept_ring"] += 1
+        return True
 
     def _request_merge(self, their_view: int, theirs: frozenset, now: float) -> None:
         if self.closing is not None or self.merging is not None or self.proposal_lost:
