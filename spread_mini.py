@@ -10709,8 +10709,9 @@ class SiteGateway:
         """The merged view's trees may take a site of the source's old view through the other
         side (a cut within that view): the merge is installed here, no view is being agreed,
         and every site said an ARU of at least the merge's limit in the merged view (it
-        installed the merge: it holds every message of its old view), so no site lacks one. Before that, a site of the other side that relays would relay only what it
-        holds (a joined stream starts at the limit) and the FRONTIER records above it: a site
+        installed the merge: it holds every message of its old view), so no site lacks one.
+        Before that, a site of the other side that relays would relay only what it holds (a
+        joined stream starts at the limit) and the FRONTIER records above it: a site
         still short of the old view's last messages would take that frontier over the gap
         (seed 1789 --cut-after-merge: a and b delivered different old-view messages)."""
         limit = self.tree_groups_limit_lts
