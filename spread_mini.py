@@ -9324,7 +9324,10 @@ class SiteGateway:
         joined site that dies: given up before our decision, left out by the next view
         (chained) after it."""
         taken = self._merge_epochs(self.merging).get(site) if self.merging is not None else None
-        return bool(taken) and taken != epoch
+        if not taken or taken == epoch:
+            return False
+        self.counters["hellos_joiner_of_another_incarnation_than_the_merge"] += 1
+        return True
 
     def _answer_of_another_epoch(self, site: int, h: SiteHello) -> bool:
         """A HELLO answer (not a request) that would start our end of a link, to a request we

@@ -3093,6 +3093,7 @@ def test_a_joiners_peer_starting_over_under_another_epoch_than_our_merge_took_is
     gw.hop_datagram("b1", hello(2, kept_epoch), 0.3)
     assert gw.links[1].peer_session == sr.hop_session(1, 0) and gw.site_epochs == {1: fork_epoch}
     assert gw.counters["hellos_new_incarnation"] == 1
+    assert gw.counters["hellos_joiner_of_another_incarnation_than_the_merge"] == 1
     # (the fork's end says nothing more: the link dies, and the site is suspected)
     gw.tick(0.3 + 2 * sr.HopSettings().peer_silence_s)
     assert 1 not in gw.links and 1 in gw.suspect_at
