@@ -9303,10 +9303,31 @@ class SiteGateway:
         under another epoch (a fork's representative that took its site's kept state after it
         asked us: _answer_of_another_epoch). A joining site is in no view of ours yet, and the
         merged view reads its epoch from the link it starts with (_install_joined), so this is
-        no new incarnation to refuse: the link starts again with that epoch."""
+        no new incarnation to refuse: the link starts again with that epoch. Not where the
+        merge took another incarnation of that site (its MERGE named another epoch:
+        _merge_epochs): that one's READY is what the merge waits for, and a daemon speaking
+        for another epoch never sends it (_merge_took_another)."""
         link = self.links.get(site)
         return (self.merging is not None and site in self.merging.joined and link is not None
-                and link.peer == h.sender and h.request and h.session > link.peer_session)
+                and link.peer == h.sender and h.request and h.session > link.peer_session
+                and not self._merge_took_another(site, h.epoch))
+
+    def _merge_took_another(self, site: int, epoch: int) -> bool:
+        """The merge under way took another incarnation of `site` than `epoch` (a MERGE or
+        READY of it names its epoch). Seed 190147 --lan-splits: b2, a fork of site b alone,
+        decided view 3 with site a at the point where its ring met b3's and took b3's state
+        (its READY went out as it stood down, with no link left: nowhere); its end of the link to a1 started
+        over under b3's epoch and a1 took it for the joiner starting over. a1 read the new
+        epoch while its decided merge waited for the fork's READY, with a live link to the
+        site: never suspected, never installed, and the kept side's merge waited for a1 for
+        ever. Refused, the link to the fork's end goes silent and the merge goes on as with a
+        joined site that dies: given up before our decision, left out by the next view
+        (chained) after it."""
+        taken = self._merge_epochs(self.merging).get(site) if self.merging is not None else None
+        if not taken or taken == epoch:
+            return False
+        self.counters["hellos_joiner_of_another_incarnation_than_the_merge"] += 1
+        return True
 
     def _answer_of_another_epoch(self, site: int, h: SiteHello) -> bool:
         """A HELLO answer (not a request) that would start our end of a link, to a request we

@@ -3067,6 +3067,38 @@ def test_a_hello_of_another_epoch_from_our_links_peer_is_refused_where_its_site_
     assert gw.counters["hellos_new_incarnation"] == 1
 
 
+def test_a_joiners_peer_starting_over_under_another_epoch_than_our_merge_took_is_refused():
+    """(seeds 190147 and 190199 --lan-splits) The rule above is not for a joining site whose
+    MERGE, under its fork's epoch, our merge took: b2, a fork of site b alone, decided the
+    merge with us where its ring met the kept one and took that one's state, and its READY
+    of the fork's epoch went nowhere. Its end of our link started over under the kept
+    epoch; taken for the joiner starting over, our decided merge read that epoch and waited
+    for the fork's READY with a live link to the site, never suspecting it. Refused, the link
+    to the fork's end goes silent, and the silence rule leaves the site out after the merge."""
+    fork_epoch, kept_epoch = 7, 1
+    gw = gateway("a1", SITES_B3)
+    regular(gw, ["a1", "a2"])
+    _left_out(gw, 1, 0.1)
+    gw.poll()
+    hello = lambda session, epoch: sr.encode_site_hello(
+        sr.SiteHello(("b1", 1), 1, True, {}, 0, (1,), sr.hop_session(session, 0), epoch))
+    gw.hop_datagram("b1", hello(1, fork_epoch), 0.1)
+    assert gw.site_epochs == {1: fork_epoch} and gw.links[1].peer_session == sr.hop_session(1, 0)
+    assert gw._start_merge(2, frozenset({0, 1}), [])  # (where its ring delivers its JOIN)
+    theirs = sr.SiteRecord(sr.SITE_MERGE, 1, 30, 2, body=sr.encode_site_view_body(
+        [0, 1], {1: (1, 0, 0)}, {1: fork_epoch}))
+    gw.ring_output(carrier([theirs], 40), 0.2)
+    assert gw.closing is not None and gw.closing.joined == frozenset({1})  # (decided)
+    gw.poll()
+    gw.hop_datagram("b1", hello(2, kept_epoch), 0.3)
+    assert gw.links[1].peer_session == sr.hop_session(1, 0) and gw.site_epochs == {1: fork_epoch}
+    assert gw.counters["hellos_new_incarnation"] == 1
+    assert gw.counters["hellos_joiner_of_another_incarnation_than_the_merge"] == 1
+    # (the fork's end says nothing more: the link dies, and the site is suspected)
+    gw.tick(0.3 + 2 * sr.HopSettings().peer_silence_s)
+    assert 1 not in gw.links and 1 in gw.suspect_at
+
+
 # ---- a fork's clients' messages queued when its ring meets the kept one ---------------------------
 
 class _QueuedRingEnd(_RingEnd):
