@@ -9313,16 +9313,15 @@ class SiteGateway:
                 and not self._merge_took_another(site, h.epoch))
 
     def _merge_took_another(self, site: int, epoch: int) -> bool:
-        """The merge under way took another incarnation of `site` than `epoch` (a MERGE or
-        READY of it names its epoch). Seed 190147 --lan-splits: b2, a fork of site b alone,
-        decided view 3 with site a at the point where its ring met b3's and took b3's state
-        (its READY went out as it stood down, with no link left: nowhere); its end of the
-        link to a1 started over under b3's epoch and a1 took it for the joiner starting
-        over. a1 read the new epoch while its decided merge waited for the fork's READY,
-        with a live link to the site: never suspected, never installed, and the kept side's merge waited for a1 for
-        ever. Refused, the link to the fork's end goes silent and the merge goes on as with a
-        joined site that dies: given up before our decision, left out by the next view
-        (chained) after it."""
+        """The merge under way took another incarnation of `site` than `epoch` (a MERGE or READY of
+        it names its epoch). Seed 190147 --lan-splits: b2, a fork of site b alone, decided view 3
+        with site a at the point where its ring met b3's and took b3's state (its READY went out as
+        it stood down, with no link left: nowhere); its end of the link to a1 started over under
+        b3's epoch and a1 took it for the joiner starting over. a1 read the new epoch while its
+        decided merge waited for the fork's READY, with a live link to the site: never suspected,
+        never installed, and the kept side's merge waited for a1 for ever. Refused, the link to the
+        fork's end goes silent and the merge goes on as with a joined site that dies: given up
+        before our decision, left out by the next view (chained) after it."""
         taken = self._merge_epochs(self.merging).get(site) if self.merging is not None else None
         if not taken or taken == epoch:
             return False
