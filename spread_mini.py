@@ -4804,6 +4804,9 @@ class Transport:
         #: closing a view of several sites (SiteGateway): nothing above this lts is delivered
         #: until the next view is installed (None: no limit)
         self.deliver_limit_lts: Optional[int] = None
+        #: ... and, in the old view's regular part, nothing at or above this {lts, site id}
+        #: (SiteGateway._hole_free_key; None: no such bound)
+        self.deliver_below_key: Optional[Tuple[int, int]] = None
 
     # ---------------------------------------------------------------- the send queue
 
@@ -5194,7 +5197,8 @@ class Transport:
                             best, m = s, head
             if m is None or not m.complete:
                 return
-            if self.deliver_limit_lts is not None and m.lts > self.deliver_limit_lts:
+            if self.deliver_limit_lts is not None and (m.lts > self.deliver_limit_lts or (
+                    self.deliver_below_key is not None and m.key >= self.deliver_below_key)):
                 return
             if one is None:
                 for s in streams:  # every other site must have passed m (its frontier)
@@ -9805,7 +9809,8 @@ class SiteGateway:
     # held (`cut`; the lowest such site sends it to those that lack it, down its own tree),
     # and the old view ends at limit_lts, the highest frontier proposed. 4. Every daemon
     # delivers up to limit_lts; the first message that cannot go in the old view (a SAFE one
-    # the lost sites never said they held) starts the TRANSITIONAL view; when nothing up to
+    # the lost sites never said they held, or one a lost site's decided frontier has not
+    # passed: a hole may be before it, _hole_free_key) starts the TRANSITIONAL view; when nothing up to
     # limit_lts is left, the REGULAR view goes, without the lost sites. A PROPOSE that names
     # other lost sites starts the next view seq with both sets.
 
@@ -10072,6 +10077,9 @@ class SiteGateway:
             # (the dead survivors' streams reach this view's limit too: they end at their cut)
             here = after.lost - c.joined
             self._close_lost_streams(after, c.limit_lts, None if here == after.lost else here)
+        hole_free_key = self._hole_free_key(c, after)
+        if not c.transitional:  # (the lost streams' frontiers now stand at the limit: see below)
+            self.merge.deliver_below_key = hole_free_key
         self.merge.deliver_ready()
         while True:
             if any(self.streams[s].frontier_lts < c.limit_lts for s in c.survivors):
@@ -10084,6 +10092,12 @@ class SiteGateway:
                     return  # a site of the merge may still give it up: its READY or GIVEUP comes
                 self._install_view()
                 return
+            if not c.transitional and hole_free_key is not None and head.key >= hole_free_key:
+                # everything the lost sites' decided frontiers passed is delivered (the
+                # survivors' frontiers passed the limit): what is left may follow a hole
+                self._emit_view(CONF_TRANSITIONAL)
+                self.merge.deliver_ready()
+                continue
             blocked_by_lost = head.complete and head.service & SAFE_MESS and head.lts <= min(
                 self.streams[s].stable_aru for s in c.survivors)
             if after is not None and head.complete and head.service & SAFE_MESS and head.lts <= min(
@@ -10101,6 +10115,30 @@ class SiteGateway:
                 return  # the survivors' ARUs will come
             self._emit_view(CONF_TRANSITIONAL)
             self.merge.deliver_ready()
+
+    @staticmethod
+    def _hole_free_key(c: ViewClosing, after: Optional[ViewClosing]) -> Optional[Tuple[int, int]]:
+        """Below which {lts, site id} the old view's regular part may deliver once the lost
+        sites' streams end (None: no lost site, no bound): the lowest key that the decided
+        frontier of a site whose stream this close ends does not pass (SiteStream.passed: a
+        site with frontier F may still send lts F + 1, which goes after a lower site's
+        message of lts F + 1). The same at every survivor: the decided frontiers are agreed,
+        and no survivor delivered beyond them before (its own frontier of the lost site, at
+        most the decided one, had to pass what it delivered). Up to its frontier a lost site's
+        messages are all within its cut; past it, it may have sent one that no survivor has,
+        which the other side's order puts before ours. EVS allows no hole in a regular
+        configuration (the real Spread delivers what follows the first hole in the
+        transitional one): what is past it goes after TRANSITIONAL. Seed 86400 --lan-splits
+        --groups --client-views at SITE_GRACE_S 0.3 s: c1, c2, c3, cut off from a and b (site
+        a's frontier 196629 at c), delivered their own messages from lts 196632 on in view 0's
+        regular part; a and b delivered a1's LEAVE (lts 196630) there, before them. A key,
+        not an lts: a bound of lts F (s18-cv86400's) put site a's message of lts 3 after
+        TRANSITIONAL at a2 (seed 160032: b's decided frontier 2), where c1 had delivered it
+        in the regular part long before the cut, b's frontier 2 passing (3, 0) there."""
+        ends = [(c.frontier.get(x, 0) + 1, x) for x in c.lost]
+        if after is not None:  # (a chain: the survivors that died since end here too)
+            ends += [(after.frontier.get(x, 0) + 1, x) for x in after.lost - c.joined]
+        return min(ends, default=None)
 
     def _close_lost_streams(self, c: ViewClosing, at_least_lts: int = 0,
                             sites: Optional[frozenset] = None) -> None:
@@ -10130,6 +10168,7 @@ class SiteGateway:
         c = self.closing
         if kind == CONF_TRANSITIONAL:
             c.transitional = True
+            self.merge.deliver_below_key = None  # (_hole_free_key: the regular part is over)
             for x in c.lost:  # SAFE counts the survivors only from now on
                 self.streams[x].stable_aru = LOST_SITE_ARU
         sites = c.survivors if kind == CONF_TRANSITIONAL or c.sites_next is None else c.sites_next
@@ -10162,6 +10201,7 @@ class SiteGateway:
         self.giveups = {s: g for s, g in self.giveups.items() if g.site_seq > self.view_seq}
         self._drop_ended_giveups()
         self.merge.deliver_limit_lts = None
+        self.merge.deliver_below_key = None
         self.closing = None
         self.frozen = {}
         after, self.closing_next = self.closing_next, None
@@ -10696,6 +10736,7 @@ class SiteGateway:
         self.merge_around = frozenset()
         self.given_up_view = max(self.given_up_view, m.view_seq)
         self.merge.deliver_limit_lts = None
+        self.merge.deliver_below_key = None
         self.join_hold = {}  # (their records come again, from their `kept`, at the next merge)
         self.aru_pending = {}
         self.forward_held = set()
@@ -11412,6 +11453,7 @@ class SiteGateway:
         self.join_hold, self.aru_pending, self.forward_held = {}, {}, set()
         self.suspect_sent, self.suspect_lost, self.join_sent = 0, frozenset(), 0
         self.merge.deliver_limit_lts = None
+        self.merge.deliver_below_key = None
         self.wide, self.links = False, {}
         self.stood_down = False
         self._import_interest(_checked(state.get("interest", {}), dict), n)

@@ -2450,7 +2450,14 @@ def main(argv=None) -> int:
     add_hostile_options(parser)
     add_split_quorum_option(parser)
     add_cut_after_merge_option(parser)
+    parser.add_argument("--site-grace-s", type=float, default=None,
+                        help="SITE_GRACE_S for this run (bench/sites_soak.py's option of the same name: "
+                        "a soak's seed replays alike)")
     args = parser.parse_args(argv)
+    if args.site_grace_s is not None:
+        if args.site_grace_s <= 0:
+            parser.error("--site-grace-s must be above 0")
+        sr.SITE_GRACE_S = args.site_grace_s  # (read at each use: every daemon sees it)
     case = case_for_seed(args.seed, args.lan_splits, args.cut_after_merge)
     print("sites %s, costs %s, %.0f msg/s for %.0f s" % (case.sites, case.costs, case.rate_per_s, case.traffic_s))
     res = run_seed(args.seed, unreliable=args.unreliable, lan_splits=args.lan_splits, groups=args.groups,

@@ -2757,8 +2757,63 @@ def test_our_messages_wait_for_the_view_we_proposed_and_go_in_the_one_we_decide(
     gw.ring_output(suspect({0, 2}, 2, 8), 2.0)
     out = [o.msg.data if isinstance(o, sr.Deliver) else (o.kind, o.view_seq, o.sites)
            for o in gw.poll() if isinstance(o, (sr.Deliver, sr.SiteViewChange))]
-    assert out == [b"before", (sr.CONF_TRANSITIONAL, 2, [1]), (sr.CONF_REGULAR, 2, [1]), b"after"]
+    # ("before" in the transitional view: a and c never said a frontier, so a message of
+    # theirs below it may exist that we lack: ..._above_a_lost_sites_frontier_goes_in_the_...)
+    assert out == [(sr.CONF_TRANSITIONAL, 2, [1]), b"before", (sr.CONF_REGULAR, 2, [1]), b"after"]
     assert gw.applied_seq[1] == 2 and not gw.own_held
+
+
+def test_what_the_old_view_delivers_above_a_lost_sites_frontier_goes_in_the_transitional_view():
+    """(issue 10, seed 86400 --lan-splits --groups --client-views at SITE_GRACE_S 0.3 s) Site
+    c, cut off from a and b, decided a view without them and delivered its own messages above
+    site a's frontier in the old view's regular part; a and b delivered a1's LEAVE, which c
+    never had, just above that frontier and before c's messages, in the same regular view.
+    A hole in a regular configuration (EVS; the real Spread delivers what follows a hole in
+    the transitional one): here c's table still named a1's member, b1 pruned those messages
+    for a by its own, and a was said to owe them. Our own messages above the lost site's
+    frontier wait for TRANSITIONAL; what the lost site sent up to it went before."""
+    gw = gateway()
+    regular(gw, ["a1", "a2"])
+    gw.poll()
+    gw.ring_output(carrier([remote(1, 10, b"from b")], 11), 1.0)
+    assert delivered(gw) == [b"from b"]  # b's frontier: 10
+    gw.ring_output(local(12, b"mine 12"), 1.1)
+    gw.ring_output(local(13, b"mine 13"), 1.2)
+    assert delivered(gw) == []  # b may still send something with lts 11 or 12
+    suspect_b = sr.SiteRecord(sr.SITE_SUSPECT, 0, 0, 1, body=sr.encode_site_view_body({1}, {}))
+    gw.ring_output(carrier([suspect_b], 14), 1.3)  # (we are the only survivor: we decide)
+    out = [o.msg.data if isinstance(o, sr.Deliver) else (o.kind, o.view_seq, o.sites)
+           for o in gw.poll() if isinstance(o, (sr.Deliver, sr.SiteViewChange))]
+    assert out == [(sr.CONF_TRANSITIONAL, 1, [0]), b"mine 12", b"mine 13", (sr.CONF_REGULAR, 1, [0])]
+    assert gw.view_seq == 1 and gw.closing is None and gw.merge.deliver_limit_lts is None
+
+
+def test_a_lower_sites_message_at_the_lost_sites_frontier_plus_one_stays_in_the_regular_part():
+    """(issue 10, seeds 160032, 162013, 162043, 162097, 163625, plain) The bound is a
+    {lts, site id}, as the frontier rule's (SiteStream.passed): site b (id 1) with frontier
+    11 sends nothing at or below (12, 1), so our (12, 0) follows no hole. An lts bound (12 >
+    11: after TRANSITIONAL) split survivors: one that had delivered such a message before
+    the cut (its other frontiers had passed it) put it in the regular part, another that
+    still waited for one of them put it in the transitional part (seed 160032: a1's (0, 1)
+    at lts 3, b's decided frontier 2; c1 delivered it at 0.6 s, a2 only after the cut). Here
+    our SAFE message waits for our own site's ARU past the decision."""
+    gw = gateway()
+    regular(gw, ["a1", "a2"])
+    gw.poll()
+    gw.ring_output(carrier([remote(1, 10, b"from b"), sr.SiteRecord(sr.SITE_FRONTIER, 1, 11)], 11), 1.0)
+    assert delivered(gw) == [b"from b"]  # b's frontier: 11
+    gw.ring_output(local(12, b"mine 12", sr.SAFE_MESS), 1.1)
+    gw.ring_output(carrier([sr.SiteRecord(sr.SITE_ARU, 1, 12)], 13), 1.2)
+    assert delivered(gw) == []  # b holds it; our site has not said so
+    suspect_b = sr.SiteRecord(sr.SITE_SUSPECT, 0, 0, 1, body=sr.encode_site_view_body({1}, {}))
+    gw.ring_output(carrier([suspect_b], 14), 1.3)  # (we are the only survivor: we decide)
+    assert gw.closing is not None and gw.closing.frontier == {1: 11}
+    assert delivered(gw) == []
+    gw.ring_output(carrier([sr.SiteRecord(sr.SITE_ARU, 0, 14)], 15), 1.4)
+    out = [o.msg.data if isinstance(o, sr.Deliver) else (o.kind, o.view_seq, o.sites)
+           for o in gw.poll() if isinstance(o, (sr.Deliver, sr.SiteViewChange))]
+    assert out == [b"mine 12", (sr.CONF_TRANSITIONAL, 1, [0]), (sr.CONF_REGULAR, 1, [0])]
+    assert gw.merge.deliver_below_key is None
 
 
 # ---- a second site suspected while our SUSPECT of the first crosses our ring --------------------
