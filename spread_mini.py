@@ -7699,6 +7699,14 @@ SITE_PROBE_EVERY_S = 0.5
 #: this long (at most) while the one we read still says HELLO: two of its probes, so the kept
 #: ring of a split site, not its fork, takes us back (_kept_goes_first)
 SITE_FORK_WAIT_S = 2 * SITE_PROBE_EVERY_S
+#: a link between two sites of our old view, down while a merge we decided is being
+#: installed, with no other path within that view: the lower id leaves the other out only
+#: once the link has been down this long (_cut_within_old_view). Leaving out is a view
+#: change and a merge again, and a cut that comes back within it lets the merge finish as
+#: it is: at the grace alone, seeds 1467 and 1789 --cut-after-merge (the link back 2 s and
+#: 0.5 s after the cut) left a site out whose old-view messages the survivors lacked while
+#: the joined site held its merged-view ones, and waited for that hole for ever
+SITE_CUT_WITHIN_WAIT_S = 5.0
 
 
 def _links_record(site: int, version: int, settled: Iterable[int], pending: Iterable[int]) -> SiteRecord:
@@ -10796,7 +10804,7 @@ class SiteGateway:
             costs[self.site_id][s], costs[s][self.site_id] = cost, self.costs[s][self.site_id] if up else 0
         return costs
 
-    def _cut_within_old_view(self) -> set:
+    def _cut_within_old_view(self, now: Optional[float] = None) -> set:
         """While a merge we decided is being installed: the sites of our old view, of a higher
         id than ours, that no path within that view reaches. The merged view's trees keep our
         old view's records within it until the merge is installed, and a joined site relays
@@ -10813,7 +10821,14 @@ class SiteGateway:
         if c is None or not c.joined or self.merging is None or not group:
             return set()
         tree = dissemination_tree(self._reach_costs(), self.site_id, group)
-        return {s for s in tree.unreachable if s > self.site_id}
+        cut = {s for s in tree.unreachable if s > self.site_id and s in self.link_down_s}
+        if now is None:
+            now = self.now_s
+        due = {s for s in cut if now - self.link_down_s[s] >= SITE_CUT_WITHIN_WAIT_S}
+        for s in cut - due:  # (looked at again then: _route_around)
+            self.suspect_at[s] = min(self.suspect_at.get(s, float("inf")),
+                                     self.link_down_s[s] + SITE_CUT_WITHIN_WAIT_S)
+        return due
 
     def _route_around(self, gone: List[int], now: float) -> List[int]:
         """Of the sites whose link is down and that said no HELLO in time: those reached
