@@ -10804,7 +10804,7 @@ class SiteGateway:
             costs[self.site_id][s], costs[s][self.site_id] = cost, self.costs[s][self.site_id] if up else 0
         return costs
 
-    def _cut_within_old_view(self, now: Optional[float] = None) -> set:
+    def _cut_within_old_view(self, now: float) -> set:
         """While a merge we decided is being installed: the sites of our old view, of a higher
         id than ours, that no path within that view reaches. The merged view's trees keep our
         old view's records within it until the merge is installed, and a joined site relays
@@ -10822,8 +10822,6 @@ class SiteGateway:
             return set()
         tree = dissemination_tree(self._reach_costs(), self.site_id, group)
         cut = {s for s in tree.unreachable if s > self.site_id and s in self.link_down_s}
-        if now is None:
-            now = self.now_s
         due = {s for s in cut if now - self.link_down_s[s] >= SITE_CUT_WITHIN_WAIT_S}
         for s in cut - due:  # (looked at again then: _route_around)
             self.suspect_at[s] = min(self.suspect_at.get(s, float("inf")),
@@ -10834,7 +10832,7 @@ class SiteGateway:
         """Of the sites whose link is down and that said no HELLO in time: those reached
         through others are routed around (reported); returned, those no path reaches (with
         the ones routed around before that no path reaches any more)."""
-        cut_within = self._cut_within_old_view()
+        cut_within = self._cut_within_old_view(now)
         strict = set(self._reach().unreachable) | cut_within
         settled = set(self._reach(settled_only=True).unreachable) | cut_within
         # a path that only a link in its grace cuts (reported by another site, maybe before
@@ -10957,7 +10955,7 @@ class SiteGateway:
         if r.site == self.site_id and r.site_seq >= self.links_turn_version:
             self._own_report_delivered(frozenset(settled), pending)
         self._resend_new_children(old)
-        cut_within = self._cut_within_old_view()
+        cut_within = self._cut_within_old_view(self.now_s)
         unreachable = (set(self._reach().unreachable) | cut_within) & self.routed_around
         settled = set(self._reach(settled_only=True).unreachable) | cut_within
         for site in unreachable:
