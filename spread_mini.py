@@ -10806,7 +10806,8 @@ class SiteGateway:
 
     def _cut_within_old_view(self, now: float) -> set:
         """While a merge we decided is being installed: the sites of our old view, of a higher
-        id than ours, that no path within that view reaches. The merged view's trees keep our
+        id than ours, that no path within that view reaches, our link to it down for
+        SITE_CUT_WITHIN_WAIT_S (one not yet: suspect_at then, to look again). The merged view's trees keep our
         old view's records within it until the merge is installed, and a joined site relays
         none of them (its stream of ours starts at the limit): a link between two sites of
         our old view cut for good there leaves each short of the other's last messages of

@@ -693,14 +693,18 @@ def test_a_link_cut_after_a_merge_between_two_sites_of_one_old_view_is_routed_ar
 #: sites of one old view cut, the joined site relaying none of their old-view records, and
 #: nobody suspected; neither end ever installed the merge. Now the lower id leaves the other
 #: out, chained after the merge, and the other learns it from a HELLO of the joined site's
-#: next view and goes on alone (SiteGateway._cut_within_old_view, _left_out_after_our_merge)
-CUT_AFTER_MERGE_REGRESSION_SEEDS = [4, 177]
+#: next view and goes on alone (SiteGateway._cut_within_old_view, _left_out_after_our_merge);
+#: 826 and 1957 are two more of the 22 the draw failed (1957's cut came before the merge
+#: began: decided with the link down already, the same stall). 1467 and 1789 passed before: they
+#: failed with the lower id's suspicion at the link's grace (the cut came back 2 s and 0.5 s
+#: later), which SITE_CUT_WITHIN_WAIT_S waits out
+CUT_AFTER_MERGE_REGRESSION_SEEDS = [4, 177, 826, 1957, 1467, 1789]
 
 
 @pytest.mark.parametrize("seed", CUT_AFTER_MERGE_REGRESSION_SEEDS)
 def test_cut_after_merge_seeds_that_once_failed(seed):
     res = sites_sim.run_seed(seed, cut_after_merge=True)
-    assert res.stats["merge_cuts_merging"] == 1  # (the draw still cuts while a merge is agreed)
+    assert res.stats["merge_cuts"] == 1  # (the draw still cuts a link after the heal)
     assert res.violations == [], "%s\nreplay: %s" % (res.summary(), sites_sim.replay_command(
         seed, cut_after_merge=True))
 
