@@ -7703,6 +7703,14 @@ SITE_PROBE_EVERY_S = 0.5
 #: this long (at most) while the one we read still says HELLO: two of its probes, so the kept
 #: ring of a split site, not its fork, takes us back (_kept_goes_first)
 SITE_FORK_WAIT_S = 2 * SITE_PROBE_EVERY_S
+#: a link between two sites of our old view, down while a merge we decided is being
+#: installed, with no other path within that view: the lower id leaves the other out only
+#: once the link has been down this long (_cut_within_old_view). Leaving out is a view
+#: change and a merge again, and a cut that comes back within it lets the merge finish as
+#: it is: at the grace alone, seeds 1467 and 1789 --cut-after-merge (the link back 2 s and
+#: 0.5 s after the cut) left a site out whose old-view messages the survivors lacked while
+#: the joined site held its merged-view ones, and waited for that hole for ever
+SITE_CUT_WITHIN_WAIT_S = 5.0
 
 
 def _links_record(site: int, version: int, settled: Iterable[int], pending: Iterable[int]) -> SiteRecord:
@@ -9229,6 +9237,8 @@ class SiteGateway:
         if self._new_incarnation(site, h, now):
             return
         joining = self.merging is not None and site in self.merging.joined
+        if joining and self._left_out_after_our_merge(h, now):
+            return
         if self.site_id not in h.view_sites and not joining and not self._behind_our_merge(site, h):
             self.counters["hellos_left_out"] += 1  # it left us out: so will we
             if site in self.live_sites and h.view_seq >= self.view_seq and site in self.links:
@@ -9260,6 +9270,25 @@ class SiteGateway:
             return
         self._start_link(site, h.sender, h.positions, now, h.session, h.epoch)
         self._answer_hello(h.sender)
+
+    def _left_out_after_our_merge(self, h: SiteHello, now: float) -> bool:
+        """A HELLO from a site that joins us in the merge we decided and have not installed,
+        from a view after that merge that leaves us out: it installed the merge and went on
+        without us (the lower id of our old view could not reach us within it and left us
+        out: _cut_within_old_view), so the merge's sites will never wait for us again. We
+        leave out every site of that view, in a view chained after the merge, as if they
+        died after its decision: alone, we decide it alone. (A GIVEUP names the merge's own
+        view seq: that site never installed it, and _withdraw_merge handles it.)"""
+        c = self.closing
+        if c is None or not c.joined or self.site_id in h.view_sites or h.view_seq <= c.view_seq:
+            return False
+        gone = sorted(set(h.view_sites) & set(self._watched_sites()))
+        self.counters["hellos_left_out_after_our_merge"] += 1
+        if gone and self.is_representative():
+            self._log("site %d went on without us after the merge (its view %d is %s)"
+                      % (self.site_of[h.sender[0]], h.view_seq, list(h.view_sites)), now)
+            self._suspect(gone, now)
+        return True
 
     def _ask_again(self, site: int, peer: Pid, now: float) -> None:
         """An answer from the daemon our link to `site` speaks with, of a later session than
@@ -10824,6 +10853,10 @@ class SiteGateway:
         representative that took over says HELLO within it), and the other sites' links that
         no end reported down (settled_only: down past their grace; one in its grace may come
         back)."""
+        return dissemination_tree(self._reach_costs(settled_only), self.site_id, self._watched_sites())
+
+    def _reach_costs(self, settled_only: bool = False) -> List[List[int]]:
+        """The costs _reach goes by."""
         costs = self._live_costs(settled_only)
         for s in range(len(self.sites)):
             if s == self.site_id:
@@ -10831,14 +10864,40 @@ class SiteGateway:
             up = s in self.links or (s in self.suspect_at and s not in self.routed_around)
             cost = self.costs[self.site_id][s] if up else 0
             costs[self.site_id][s], costs[s][self.site_id] = cost, self.costs[s][self.site_id] if up else 0
-        return dissemination_tree(costs, self.site_id, self._watched_sites())
+        return costs
+
+    def _cut_within_old_view(self, now: float) -> set:
+        """While a merge we decided is being installed: the sites of our old view, of a higher
+        id than ours, that no path within that view reaches, our link to it down for
+        SITE_CUT_WITHIN_WAIT_S (one not yet: suspect_at then, to look again). The merged view's trees keep our
+        old view's records within it until the merge is installed, and a joined site relays
+        none of them (its stream of ours starts at the limit): a link between two sites of
+        our old view cut for good there leaves each short of the other's last messages of
+        it, each "reached" through the joined site, nobody suspected, and the merge is never
+        installed (seed 4 --cut-after-merge: a - c cut 0.9 s after the heal, b joined). So
+        the lower id of the two leaves the other out, in a view chained after the merge, as
+        a site dead after the decision; the higher id learns it from a HELLO that leaves it
+        out (_left_out_after_our_merge). One end only: both suspecting, the joined site
+        sided with one and the other was stuck (s18-during)."""
+        c = self.closing
+        group = self.tree_groups.get(self.site_id)
+        if c is None or not c.joined or self.merging is None or not group:
+            return set()
+        tree = dissemination_tree(self._reach_costs(), self.site_id, group)
+        cut = {s for s in tree.unreachable if s > self.site_id and s in self.link_down_s}
+        due = {s for s in cut if now - self.link_down_s[s] >= SITE_CUT_WITHIN_WAIT_S}
+        for s in cut - due:  # (looked at again then: _route_around)
+            self.suspect_at[s] = min(self.suspect_at.get(s, float("inf")),
+                                     self.link_down_s[s] + SITE_CUT_WITHIN_WAIT_S)
+        return due
 
     def _route_around(self, gone: List[int], now: float) -> List[int]:
         """Of the sites whose link is down and that said no HELLO in time: those reached
         through others are routed around (reported); returned, those no path reaches (with
         the ones routed around before that no path reaches any more)."""
-        strict = set(self._reach().unreachable)
-        settled = set(self._reach(settled_only=True).unreachable)
+        cut_within = self._cut_within_old_view(now)
+        strict = set(self._reach().unreachable) | cut_within
+        settled = set(self._reach(settled_only=True).unreachable) | cut_within
         # a path that only a link in its grace cuts (reported by another site, maybe before
         # a representative took over there) is waited for until that grace is over
         # (_pending_grace_end_s), if it is not yet
@@ -10959,8 +11018,9 @@ class SiteGateway:
         if r.site == self.site_id and r.site_seq >= self.links_turn_version:
             self._own_report_delivered(frozenset(settled), pending)
         self._resend_new_children(old)
-        unreachable = set(self._reach().unreachable) & self.routed_around
-        settled = set(self._reach(settled_only=True).unreachable)
+        cut_within = self._cut_within_old_view(self.now_s)
+        unreachable = (set(self._reach().unreachable) | cut_within) & self.routed_around
+        settled = set(self._reach(settled_only=True).unreachable) | cut_within
         for site in unreachable:
             if site in settled:  # no path left: the grace is over already
                 self.suspect_at[site] = min(self.suspect_at.get(site, self.now_s), self.now_s)
