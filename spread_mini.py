@@ -10867,18 +10867,18 @@ class SiteGateway:
         return costs
 
     def _cut_within_old_view(self, now: float) -> set:
-        """While a merge we decided is being installed: the sites of our old view, of a higher
-        id than ours, that no path within that view reaches, our link to it down for
-        SITE_CUT_WITHIN_WAIT_S (one not yet: suspect_at then, to look again). The merged view's trees keep our
-        old view's records within it until the merge is installed, and a joined site relays
-        none of them (its stream of ours starts at the limit): a link between two sites of
-        our old view cut for good there leaves each short of the other's last messages of
-        it, each "reached" through the joined site, nobody suspected, and the merge is never
-        installed (seed 4 --cut-after-merge: a - c cut 0.9 s after the heal, b joined). So
-        the lower id of the two leaves the other out, in a view chained after the merge, as
-        a site dead after the decision; the higher id learns it from a HELLO that leaves it
-        out (_left_out_after_our_merge). One end only: both suspecting, the joined site
-        sided with one and the other was stuck (s18-during)."""
+        """While a merge we decided is being installed: the sites of our old view, of a higher id
+        than ours, that no path within that view reaches, our link to it down for
+        SITE_CUT_WITHIN_WAIT_S (one not yet: suspect_at then, to look again). The merged view's
+        trees keep our old view's records within it until the merge is installed, and a joined site
+        relays none of them (its stream of ours starts at the limit): a link between two sites of
+        our old view cut for good there leaves each short of the other's last messages of it, each
+        "reached" through the joined site, nobody suspected, and the merge is never installed (seed
+        4 --cut-after-merge: a - c cut 0.9 s after the heal, b joined). So the lower id of the two
+        leaves the other out, in a view chained after the merge, as a site dead after the decision;
+        the higher id learns it from a HELLO that leaves it out (_left_out_after_our_merge). One end
+        only: both suspecting, the joined site sided with one and the other was stuck
+        (s18-during)."""
         c = self.closing
         group = self.tree_groups.get(self.site_id)
         if c is None or not c.joined or self.merging is None or not group:
