@@ -865,11 +865,16 @@ class SitesSim:
         """A daemon took the state of another ring of its site (SitesOrderer): its ring was a
         fork of the site (a site split in two rings). For the guarantees it left the fork's
         view there and joined the kept incarnation's view, as a restarted daemon does. (A
-        daemon that formed a ring alone at the start, delivered nothing and installed no view
-        also takes another's state: it left nothing, so nothing changes for it.)"""
+        daemon that delivered nothing and installed no view also takes another's state, as a
+        late daemon: it left no view, but it comes in at the state's point, and what the
+        ring it takes the state from delivered before that is not owed to it. Seed 222691:
+        b1, the representative, lost ring 1 before it delivered anything; b2, restarted, and
+        b3 started afresh (b3 held nothing either), delivered site a's first four messages,
+        and b1 took b2's state past them. The checker owed them to b1 from the start.)"""
         node.syncs_seen = node.sites.syncs_installed
         self.wait_ends(node)
         if not node.delivered and not node.views:
+            node.rejoined.append((self.now, 0))  # (no view left: none joined, see above)
             return
         node.rejoined.append((self.now, len(node.delivered)))
         self.stats["rejoined"] = self.stats.get("rejoined", 0) + 1
