@@ -4808,6 +4808,11 @@ class Transport:
         #: (SiteGateway._hole_free_key; None: no such bound)
         self.deliver_below_key: Optional[Tuple[int, int]] = None
 
+    def lift_delivery_bounds(self) -> None:
+        """The view being closed is installed or given up: no lts limit, no regular-part bound."""
+        self.deliver_limit_lts = None
+        self.deliver_below_key = None
+
     # ---------------------------------------------------------------- the send queue
 
     def submit(self, msg: DaemonMessage, urgent: bool = False) -> bool:
@@ -9839,9 +9844,9 @@ class SiteGateway:
     # and the old view ends at limit_lts, the highest frontier proposed. 4. Every daemon
     # delivers up to limit_lts; the first message that cannot go in the old view (a SAFE one
     # the lost sites never said they held, or one a lost site's decided frontier has not
-    # passed: a hole may be before it, _hole_free_key) starts the TRANSITIONAL view; when nothing up to
-    # limit_lts is left, the REGULAR view goes, without the lost sites. A PROPOSE that names
-    # other lost sites starts the next view seq with both sets.
+    # passed: a hole may be before it, _hole_free_key) starts the TRANSITIONAL view; when
+    # nothing up to limit_lts is left, the REGULAR view goes, without the lost sites. A
+    # PROPOSE that names other lost sites starts the next view seq with both sets.
 
     def _suspect(self, sites: Iterable[int], now: float) -> bool:
         """False: not now (a view is being installed; come back after it)."""
@@ -10229,8 +10234,7 @@ class SiteGateway:
         self.view_seq = c.view_seq
         self.giveups = {s: g for s, g in self.giveups.items() if g.site_seq > self.view_seq}
         self._drop_ended_giveups()
-        self.merge.deliver_limit_lts = None
-        self.merge.deliver_below_key = None
+        self.merge.lift_delivery_bounds()
         self.closing = None
         self.frozen = {}
         after, self.closing_next = self.closing_next, None
@@ -10764,8 +10768,7 @@ class SiteGateway:
         m, self.merging = self.merging, None
         self.merge_around = frozenset()
         self.given_up_view = max(self.given_up_view, m.view_seq)
-        self.merge.deliver_limit_lts = None
-        self.merge.deliver_below_key = None
+        self.merge.lift_delivery_bounds()
         self.join_hold = {}  # (their records come again, from their `kept`, at the next merge)
         self.aru_pending = {}
         self.forward_held = set()
@@ -11512,8 +11515,7 @@ class SiteGateway:
         self.frozen, self.closing, self.closing_next, self.merging = {}, None, None, None
         self.join_hold, self.aru_pending, self.forward_held = {}, {}, set()
         self.suspect_sent, self.suspect_lost, self.join_sent = 0, frozenset(), 0
-        self.merge.deliver_limit_lts = None
-        self.merge.deliver_below_key = None
+        self.merge.lift_delivery_bounds()
         self.wide, self.links = False, {}
         self.stood_down = False
         self._import_interest(_checked(state.get("interest", {}), dict), n)
