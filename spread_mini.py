@@ -8054,6 +8054,9 @@ class SiteGateway:
         self._inbox: Dict[int, Dict[int, bytes]] = {}  # site -> link seq -> payload, not in order yet
         self._next_seq: Dict[int, int] = {}
         self._out_bytes: Dict[int, bytearray] = {}  # site -> records for that link, not yet submitted
+        #: site -> source site -> (that source's kept records, the highest site_seq of them a
+        #: _resend put in our link's stream): on their way while the link is busy (_on_the_way)
+        self._resent_upto: Dict[int, Dict[int, Tuple["collections.deque[SiteRecord]", int]]] = {}
         self._session: Dict[int, int] = {}  # site -> the session of our last end of its link
         #: site -> our epoch when we last asked it for a link (a HELLO request): its answer
         #: starts our end only if we are still of that epoch (_answer_of_another_epoch)
@@ -9444,6 +9447,7 @@ class SiteGateway:
         self._inbox[site] = {}
         self._next_seq[site] = 1
         self._out_bytes[site] = bytearray()
+        self._resent_upto[site] = {}
         self.suspect_at.pop(site, None)
         self.asked_since_s.pop(site, None)
         self.peer_positions[site] = dict(positions)
@@ -9459,12 +9463,32 @@ class SiteGateway:
         if all(s in self.links for s in self._link_sites()):
             self.hello_due_s = None
 
+    def _on_the_way(self, site: int) -> Dict[int, int]:
+        """Source site -> the highest site_seq of it that an earlier _resend put in our link to
+        `site` and that is still on its way: the link delivers every byte of its stream, in
+        order, or dies (and starts afresh, with this forgotten), so a resend does not queue
+        those records a second time behind the first. The positions a HELLO, a LINKS change or
+        a PROPOSE brings are what the peer's ring holds, and lag a backlog that crosses a slow
+        link: each such resend queued the same backlog again, and what came after it (an ARU,
+        the view's last records) waited behind every copy (seed 221367: b1 queued 153 of its
+        messages for a2 twice, 58 KB each at 0.9 Mbit/s, 57 ms apart; a2 had b's ARU, and its
+        view without the killed site, 0.5 s late). Only while the link is busy: once the peer
+        has every packet we sent, a resend goes by its positions alone, as before (a record
+        it refused, or a stream numbered afresh since, is sent again)."""
+        marks = self._resent_upto.setdefault(site, {})
+        link = self.links.get(site)
+        if link is None or (link.idle() and not self._out_bytes.get(site)):
+            marks.clear()
+        # (a stream numbered afresh, a joined or a new incarnation's, has a kept deque of its own)
+        return {source: upto for source, (kept, upto) in marks.items() if self.kept.get(source) is kept}
+
     def _resend(self, site: int, positions: Dict[int, int], trees: Optional[Iterable[int]] = None) -> int:
         """What the site lacks (by its positions) of the trees that go through us to it; our
         own PROPOSE too while a view is being agreed (`trees`: of these trees only, after they
         changed). Returns the messages sent again."""
         out = self._out_bytes[site]
         resent = 0
+        on_the_way = self._on_the_way(site)
         sources = [(s, s) for s in self.live_sites if s not in self.frozen]
         for c in (self.closing, self.closing_next):
             if c is not None:
@@ -9482,10 +9506,16 @@ class SiteGateway:
                 upto = min(upto, c.cut[source])
             base = self.kept_base[source]
             upto = min(upto, base + len(self.kept[source]))
-            for i in range(max(positions.get(source, 0), base) - base, upto - base):
+            start = max(positions.get(source, 0), on_the_way.get(source, 0), base)
+            if start > positions.get(source, 0):
+                self.counters["site_records_on_their_way"] += max(0, min(start, upto) - max(
+                    positions.get(source, 0), base))
+            for i in range(start - base, upto - base):
                 if self.kept[source][i].lts > floor:
                     out += encode_site_record(self.kept[source][i])
                     resent += 1
+            if upto > on_the_way.get(source, 0):
+                self._resent_upto[site][source] = (self.kept[source], upto)
             if source in self.frozen:
                 continue
             if source == self.site_id:
