@@ -7668,6 +7668,10 @@ class ViewClosing:
     #: a lost site that joined us in the merge being installed: its last message at or below
     #: that merge's limit, if a survivor knew it (see _install_view)
     base: Dict[int, int] = field(default_factory=dict)
+    #: a site of our old view that died after this merge's decision, whose last messages of
+    #: the old view no survivor holds (`_skip_old_view_records_nobody_holds`): the frontier
+    #: of it that we held; the old view's regular part ends there (`_hole_free_key`)
+    skipped_frontier: Dict[int, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -10062,8 +10066,37 @@ class SiteGateway:
             c.cut[x] = min(c.cut[x], max(held.values()))
             c.holder[x] = min(s for s, seq in held.items() if seq >= c.cut[x])
         self.refrozen = frozenset()
+        self._skip_old_view_records_nobody_holds(c, decided)
         self._log("view %d is installed first: sites %s of it died after its decision; view %d follows"
                   % (c.view_seq, sorted(decided.lost), decided.view_seq), None)
+
+    def _skip_old_view_records_nobody_holds(self, c: ViewClosing, decided: ViewClosing) -> None:
+        """A dead site x of our old view, in a chain after a merge (c): its last messages of
+        the old view, up to its merge base (its last at or below c's limit), reach the joined
+        sites never (their stream of x starts just above the base) and the sites of our old
+        view only from x. If every survivor of our old view holds x's stream up to the same
+        point below the base (a link to x cut before those messages crossed it), nobody holds
+        what lies between, and nobody ever will: each of those survivors goes on from the base
+        alike (as `_rebase_lost_joined` does for a joined site), or it would wait for ever for
+        a message that no survivor delivered. (Equal holdings only: a survivor that lacks what
+        another of our old view holds gets it as before.)"""
+        for x in sorted(decided.lost):
+            base = decided.base.get(x)
+            if x in c.joined or x not in self.streams or base is None:
+                continue
+            ours = [p.entries.get(x, (0, 0, 0)) for s, p in self.proposals.items() if s not in c.joined]
+            held = [e[0] for e in ours]
+            if not held or min(held) != max(held) or self.applied_seq[x] != held[0] or held[0] >= base:
+                continue
+            # (each of us holds x's messages up to the highest of our frontiers of it: past
+            # it lies the hole, so the old view's regular part ends there)
+            c.skipped_frontier[x] = max(e[2] for e in ours)
+            self.counters["old_view_records_held_by_no_survivor"] += base - held[0]
+            self._log("site %d's old-view messages %d..%d: held by no survivor, skipped"
+                      % (x, held[0] + 1, base), None)
+            self.applied_seq[x] = self.kept_base[x] = base
+            self.passed_seq[x] = max(self.passed_seq[x], base)
+            self.kept[x] = collections.deque()
 
     def _rebase_lost_joined(self, c: ViewClosing) -> None:
         """A lost site that joined us in the last merge and whose first message of the merged
@@ -10172,6 +10205,7 @@ class SiteGateway:
         ends = [(c.frontier.get(x, 0) + 1, x) for x in c.lost]
         if after is not None:  # (a chain: the survivors that died since end here too)
             ends += [(after.frontier.get(x, 0) + 1, x) for x in after.lost - c.joined]
+        ends += [(f + 1, x) for x, f in c.skipped_frontier.items()]
         return min(ends, default=None)
 
     def _close_lost_streams(self, c: ViewClosing, at_least_lts: int = 0,
