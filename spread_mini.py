@@ -10915,13 +10915,21 @@ class SiteGateway:
         leaves the other out, in a view chained after the merge, as a site dead after the decision;
         the higher id learns it from a HELLO that leaves it out (_left_out_after_our_merge). One end
         only: both suspecting, the joined site sided with one and the other was stuck
-        (s18-during)."""
+        (s18-during). The same once the merge is installed here while such a site has not said
+        an ARU of at least its limit in the merged view (it lacks our last messages of the old
+        view, and the trees cannot go round, _trees_go_round): it never installs the merge else
+        (seed 1819 --cut-after-merge: a - b cut 0.2 s after the heal, a and c installed, b
+        waited for a's last old-view messages for ever)."""
         c = self.closing
         group = self.tree_groups.get(self.site_id)
-        if c is None or not c.joined or self.merging is None or not group:
+        installing = c is not None and c.joined and self.merging is not None
+        installed = c is None and self.merging is None and self.tree_groups_limit_lts is not None
+        if not group or not (installing or installed):
             return set()
         tree = dissemination_tree(self._reach_costs(), self.site_id, group)
         cut = {s for s in tree.unreachable if s > self.site_id and s in self.link_down_s}
+        if installed:  # (one that holds the old views is routed round: _retree_round)
+            cut -= self.held_old_views
         due = {s for s in cut if now - self.link_down_s[s] >= SITE_CUT_WITHIN_WAIT_S}
         for s in cut - due:  # (looked at again then: _route_around)
             self.suspect_at[s] = min(self.suspect_at.get(s, float("inf")),
