@@ -9521,9 +9521,11 @@ class SiteGateway:
             out += encode_site_record(r)
         for r in self.ended_giveups.values():  # (the same, of an incarnation of ours that ended)
             out += encode_site_record(r)
-        if self.merging is None:  # (a site of our last merge may still wait for a READY)
-            for r in self.merged_readies.values():
-                out += encode_site_record(r)
+        # (a site of our last merge may still wait for a READY, while we merge the next one
+        # too: seed 1191 --cut-after-merge, b's READY of view 3 lost on a cut b - c link, b
+        # merging view 4 with a when the link came back; a merge that is not its own ignores it)
+        for r in self.merged_readies.values():
+            out += encode_site_record(r)
         self.counters["site_records_resent"] += resent
         return resent
 
