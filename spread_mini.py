@@ -7668,6 +7668,10 @@ class ViewClosing:
     #: a lost site that joined us in the merge being installed: its last message at or below
     #: that merge's limit, if a survivor knew it (see _install_view)
     base: Dict[int, int] = field(default_factory=dict)
+    #: a site of our old view that died after this merge's decision, whose last messages of
+    #: the old view no survivor holds (`_skip_old_view_records_nobody_holds`): the frontier
+    #: of it that we held; the old view's regular part ends there (`_hole_free_key`)
+    skipped_frontier: Dict[int, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -9547,9 +9551,11 @@ class SiteGateway:
             out += encode_site_record(r)
         for r in self.ended_giveups.values():  # (the same, of an incarnation of ours that ended)
             out += encode_site_record(r)
-        if self.merging is None:  # (a site of our last merge may still wait for a READY)
-            for r in self.merged_readies.values():
-                out += encode_site_record(r)
+        # (a site of our last merge may still wait for a READY, while we merge the next one
+        # too: seed 1191 --cut-after-merge, b's READY of view 3 lost on a cut b - c link, b
+        # merging view 4 with a when the link came back; a merge that is not its own ignores it)
+        for r in self.merged_readies.values():
+            out += encode_site_record(r)
         self.counters["site_records_resent"] += resent
         return resent
 
@@ -10092,8 +10098,37 @@ class SiteGateway:
             c.cut[x] = min(c.cut[x], max(held.values()))
             c.holder[x] = min(s for s, seq in held.items() if seq >= c.cut[x])
         self.refrozen = frozenset()
+        self._skip_old_view_records_nobody_holds(c, decided)
         self._log("view %d is installed first: sites %s of it died after its decision; view %d follows"
                   % (c.view_seq, sorted(decided.lost), decided.view_seq), None)
+
+    def _skip_old_view_records_nobody_holds(self, c: ViewClosing, decided: ViewClosing) -> None:
+        """A dead site x of our old view, in a chain after a merge (c): its last messages of
+        the old view, up to its merge base (its last at or below c's limit), reach the joined
+        sites never (their stream of x starts just above the base) and the sites of our old
+        view only from x. If every survivor of our old view holds x's stream up to the same
+        point below the base (a link to x cut before those messages crossed it), nobody holds
+        what lies between, and nobody ever will: each of those survivors goes on from the base
+        alike (as `_rebase_lost_joined` does for a joined site), or it would wait for ever for
+        a message that no survivor delivered. (Equal holdings only: a survivor that lacks what
+        another of our old view holds gets it as before.)"""
+        for x in sorted(decided.lost):
+            base = decided.base.get(x)
+            if x in c.joined or x not in self.streams or base is None:
+                continue
+            ours = [p.entries.get(x, (0, 0, 0)) for s, p in self.proposals.items() if s not in c.joined]
+            held = [e[0] for e in ours]
+            if not held or min(held) != max(held) or self.applied_seq[x] != held[0] or held[0] >= base:
+                continue
+            # (each of us holds x's messages up to the highest of our frontiers of it: past
+            # it lies the hole, so the old view's regular part ends there)
+            c.skipped_frontier[x] = max(e[2] for e in ours)
+            self.counters["old_view_records_held_by_no_survivor"] += base - held[0]
+            self._log("site %d's old-view messages %d..%d: held by no survivor, skipped"
+                      % (x, held[0] + 1, base), None)
+            self.applied_seq[x] = self.kept_base[x] = base
+            self.passed_seq[x] = max(self.passed_seq[x], base)
+            self.kept[x] = collections.deque()
 
     def _rebase_lost_joined(self, c: ViewClosing) -> None:
         """A lost site that joined us in the last merge and whose first message of the merged
@@ -10202,6 +10237,7 @@ class SiteGateway:
         ends = [(c.frontier.get(x, 0) + 1, x) for x in c.lost]
         if after is not None:  # (a chain: the survivors that died since end here too)
             ends += [(after.frontier.get(x, 0) + 1, x) for x in after.lost - c.joined]
+        ends += [(f + 1, x) for x, f in c.skipped_frontier.items()]
         return min(ends, default=None)
 
     def _close_lost_streams(self, c: ViewClosing, at_least_lts: int = 0,
@@ -10911,13 +10947,21 @@ class SiteGateway:
         leaves the other out, in a view chained after the merge, as a site dead after the decision;
         the higher id learns it from a HELLO that leaves it out (_left_out_after_our_merge). One end
         only: both suspecting, the joined site sided with one and the other was stuck
-        (s18-during)."""
+        (s18-during). The same once the merge is installed here while such a site has not said
+        an ARU of at least its limit in the merged view (it lacks our last messages of the old
+        view, and the trees cannot go round, _trees_go_round): it never installs the merge else
+        (seed 1819 --cut-after-merge: a - b cut 0.2 s after the heal, a and c installed, b
+        waited for a's last old-view messages for ever)."""
         c = self.closing
         group = self.tree_groups.get(self.site_id)
-        if c is None or not c.joined or self.merging is None or not group:
+        installing = c is not None and c.joined and self.merging is not None
+        installed = c is None and self.merging is None and self.tree_groups_limit_lts is not None
+        if not group or not (installing or installed):
             return set()
         tree = dissemination_tree(self._reach_costs(), self.site_id, group)
         cut = {s for s in tree.unreachable if s > self.site_id and s in self.link_down_s}
+        if installed:  # (one that holds the old views is routed round: _retree_round)
+            cut -= self.held_old_views
         due = {s for s in cut if now - self.link_down_s[s] >= SITE_CUT_WITHIN_WAIT_S}
         for s in cut - due:  # (looked at again then: _route_around)
             self.suspect_at[s] = min(self.suspect_at.get(s, float("inf")),
