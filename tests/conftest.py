@@ -26,6 +26,31 @@ except ImportError:  # hypothesis is a test extra; tests that need it import it 
     pass
 
 
+# The README's test command runs the suite in pytest-xdist workers (`-n auto --dist loadgroup`).
+# The files below touch no network, start no daemon and read no wall clock for a verdict, so their
+# tests spread over every worker. Every other file (real processes, sockets, namespaces, and any
+# file added later until it is listed here) runs one test after another in a single worker, as
+# before: those tests share fixed ports, unix sockets /tmp/<port>, namespace names and module
+# fixtures, and a daemon's timers want a core to themselves, not a sibling's.
+PARALLEL_SAFE_FILES = frozenset("""
+    test_calc_client.py test_calc_core.py test_calc_keys.py test_calc_parser.py test_calc_sim.py
+    test_floodtools.py test_hop_link.py test_hop_sim.py test_hop_sites.py test_labctl.py test_logbm.py
+    test_ring_accelerated.py test_ring_config.py test_ring_groups.py test_ring_link.py
+    test_ring_membership.py test_ring_sim.py test_ring_status.py test_ring_transport.py test_ring_wire.py
+    test_side_by_side_summary.py test_sites_core.py test_sites_daemon.py test_sites_hostile_forger.py
+    test_sites_sim.py test_spread_core.py test_spread_props.py
+""".split())
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the marks into the test ids
+def pytest_collection_modifyitems(config, items):
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        if Path(str(item.fspath)).name not in PARALLEL_SAFE_FILES:
+            item.add_marker(pytest.mark.xdist_group("real_processes"))
+
+
 def free_tcp_port(host: str = "127.0.0.1") -> int:
     """A TCP port nobody is using right now on a loopback address (free for UDP too)."""
     return free_port((host,))
