@@ -726,13 +726,18 @@ def test_a_link_cut_after_a_merge_between_two_sites_of_one_old_view_is_routed_ar
 #: later), which SITE_CUT_WITHIN_WAIT_S waits out
 CUT_AFTER_MERGE_REGRESSION_SEEDS = [4, 177, 826, 1467, 1789,
                                     # (session 20, s20-cut: the 8 the draw failed on 9104702)
-                                    609, 1191, 1430, 1675, 1762, 1819, 1957, 1958]
+                                    609, 1191, 1430, 1675, 1762, 1819, 1957, 1958,
+                                    # (session 21, s21-relay: the fresh draw's 3, --first 2001)
+                                    3231, 3720, 3743]
 # 609, 1430, 1675, 1957, 1958: the lower id left the other end out, chained after the merge,
 # and lacked that end's last old-view messages, which no survivor held (the joined site's
 # stream of it starts at the merge): they are skipped (_skip_old_view_records_nobody_holds).
 # 1762, 1819: the same cut, but the lower id had installed the merge: it leaves the other out
 # then too (_cut_within_old_view). 1191: a READY lost on the cut link, its sender merging the
-# next view when the link came back (_resend: merged_readies).
+# next view when the link came back (_resend: merged_readies). 3231, 3720, 3743 (`--seeds 2000
+# --first 2001 --cut-after-merge-only`): failed on 9104702 ("no loss" at a1: 7, 15 and 7
+# violations), pass through the same skip (s20-cut); each still pays the 5 s wait, a view change
+# and a merge (7.6-8.5 s from the heal to the merged view): no relay by the joined site (s21-relay).
 
 
 @pytest.mark.parametrize("seed", CUT_AFTER_MERGE_REGRESSION_SEEDS)
