@@ -457,9 +457,14 @@ def test_a_handover_while_a_killed_site_is_asked_for_keeps_the_predecessors_wait
 #: (s18-tail) a takeover that dated a site's last records at its ring's end, not at the
 #: recovery that delivered them (112077, 3.34 s before); (s20-tail) a resend that queued a
 #: backlog again behind the same backlog still on its way on a slow link (223230: c1 75
-#: messages to b2, b2 63 to c1, each twice; 3.51 s before)
+#: messages to b2, b2 63 to c1, each twice; 3.51 s before); (s21-tail) a link's end asked
+#: again on the peer's data of a newer session, its answer lost where HELLOs crossed at a
+#: takeover (250658: b1's end dropped a1's packets, a1's PROPOSE among them, until its silence
+#: rule; 3.32 s before), and a site suspected at once when its HELLO says its view leaves us
+#: out (253358: c1, taking over, waited out its HELLO wait for b; 3.06 s before)
 TAIL_KILL_SEEDS = [(103981, "hop_links_asked_again"), (103339, "site_hello_waits_from_the_predecessors_start"),
-                   (112077, "site_records_dated_at_ring_end"), (223230, "site_records_on_their_way")]
+                   (112077, "site_records_dated_at_ring_end"), (223230, "site_records_on_their_way"),
+                   (250658, "hop_links_asked_again_on_data"), (253358, "site_left_us_out_suspected_at_once")]
 
 
 @pytest.mark.parametrize("seed,counter", TAIL_KILL_SEEDS)
