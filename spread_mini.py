@@ -7355,7 +7355,10 @@ class HopLink:
         if packet.sender != self.peer:
             raise RingWireError("a HOP packet from %s, this link is to %s" % (packet.sender, self.peer), "stranger")
         if packet.session != self.peer_session:
-            if packet.session > self.peer_session:
+            if packet.session > self.peer_session \
+                    and hop_session_site(packet.session) == hop_session_site(self.peer_session):
+                # (of its link to us: one of its link to another site, captured and sent to us
+                # from its address, passes any key and may name a higher number)
                 self.peer_later_session = max(self.peer_later_session, packet.session)
             raise RingWireError("a HOP packet of the peer's session %d, this link is to its %d"
                                 % (packet.session, self.peer_session), "old_session")

@@ -1674,7 +1674,9 @@ def test_the_peers_data_of_a_newer_session_asks_again_at_once():
     gw.poll()
     other_daemon = sr.encode_hop_data(("b2", 1), 1, b"", session=sr.hop_session(9, 0))
     gw.hop_datagram("b2", other_daemon, 0.25)  # (not our link's peer: nothing to ask)
-    assert gw.links[1] is link
+    to_c = sr.encode_hop_data(("b1", 1), 1, b"", session=sr.hop_session(9, 2))
+    gw.hop_datagram("b1", to_c, 0.26)  # (b1's link to site 2, captured: not ours either)
+    assert gw.links[1] is link and gw.counters["hop_links_asked_again_on_data"] == 0
     newer = sr.encode_hop_data(("b1", 1), 1, b"", session=sr.hop_session(4, 0))
     gw.hop_datagram("b1", newer, 0.3)
     assert 1 not in gw.links and gw.counters["hop_links_asked_again_on_data"] == 1
