@@ -9271,12 +9271,8 @@ class SiteGateway:
                 # (a view at least as new as ours: it went on without us, say after giving
                 # up a merge that we decided; its link may live on, so drop it to suspect it)
                 self._drop_link(site, "its view %d leaves us out" % h.view_seq, now)
-            elif site in self.live_sites and h.view_seq >= self.view_seq and self.suspect_at.get(site, now) > now:
-                # (no link, its suspicion pending: no HELLO of it will say otherwise, so it is
-                # suspected now, not after the rest of its HELLO wait; seed 253358: c1, taking
-                # over, heard b's probe leave c out and waited 0.45 s more)
-                self.counters["site_left_us_out_suspected_at_once"] += 1
-                self.suspect_at[site] = now
+            elif site in self.live_sites and h.view_seq >= self.view_seq:
+                self._suspect_now_it_left_us_out(site, now)
             return
         link = self.links.get(site)
         if link is not None and link.peer == h.sender:
@@ -9302,6 +9298,15 @@ class SiteGateway:
             return
         self._start_link(site, h.sender, h.positions, now, h.session, h.epoch)
         self._answer_hello(h.sender)
+
+    def _suspect_now_it_left_us_out(self, site: int, now: float) -> None:
+        """A site of our view said HELLO from a view at least as new as ours that leaves us out,
+        and we have no link to it: if its suspicion is pending (its HELLO wait), it comes now.
+        No HELLO of it will say otherwise (seed 253358: b left c out while c's ring re-formed;
+        c1, taking over, heard b's probe say so and waited 0.45 s more for b's answer)."""
+        if self.suspect_at.get(site, now) > now:
+            self.counters["site_left_us_out_suspected_at_once"] += 1
+            self.suspect_at[site] = now
 
     def _left_out_after_our_merge(self, h: SiteHello, now: float) -> bool:
         """A HELLO from a site that joins us in the merge we decided and have not installed,

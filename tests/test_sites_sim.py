@@ -1847,12 +1847,15 @@ def test_unreliable_seeds_deliver_nothing_twice(seed, hostile):
 #: --unreliable --groups seeds where a joined site decided a merge first and its messages of
 #: the merged view passed a third site's gate before that site decided: 81225, c1's seq
 #: 130-135 never went on from a1 to b1, which took seq 136 for the start of c's stream; a1
-#: delivered c1's SAFE 130 that b1 never held (test_sites_core.py -k passed_the_gate_before_the_decision)
+#: delivered c1's SAFE 130 that b1 never held (test_sites_core.py -k passed_the_gate_before_the_decision).
+#: Pinned to the HELLO wait of before s21-tail (a site whose HELLO leaves us out is suspected
+#: at once since: the run moves, and the case no longer comes up)
 MERGE_DECISION_FORWARD_SEEDS = [81225]
 
 
 @pytest.mark.parametrize("seed", MERGE_DECISION_FORWARD_SEEDS)
-def test_a_joined_sites_records_that_passed_before_the_decision_reach_the_third_site(seed):
+def test_a_joined_sites_records_that_passed_before_the_decision_reach_the_third_site(seed, monkeypatch):
+    monkeypatch.setattr(sr.SiteGateway, "_suspect_now_it_left_us_out", lambda self, site, now: None)
     sim = sites_sim.SitesSim(seed, services=sites_sim.SERVICES + [sr.UNRELIABLE_MESS], groups=True)
     res = sim.run()  # (run_seed's, with its nodes)
     assert res.violations == [], "%s\nreplay: %s" % (
