@@ -7231,6 +7231,10 @@ class HopLink:
         #: this end's session and the peer's end's (SiteHello tells each to the other): a
         #: packet of another session of the peer is a stranger's
         self.session, self.peer_session = session, peer_session
+        #: the highest session above peer_session that a packet of the peer's very daemon (its
+        #: name and incarnation) came with, dropped (0: none): its end started again under a
+        #: session ours does not read (SiteGateway asks it again: _ask_again)
+        self.peer_later_session = 0
         self.settings = settings or HopSettings()
         self.seal = seal or OPEN_SEAL
         self.counters: Dict[str, int] = collections.Counter()
@@ -7351,6 +7355,11 @@ class HopLink:
         if packet.sender != self.peer:
             raise RingWireError("a HOP packet from %s, this link is to %s" % (packet.sender, self.peer), "stranger")
         if packet.session != self.peer_session:
+            if packet.session > self.peer_session \
+                    and hop_session_site(packet.session) == hop_session_site(self.peer_session):
+                # (of its link to us: one of its link to another site, captured and sent to us
+                # from its address, passes any key and may name a higher number)
+                self.peer_later_session = max(self.peer_later_session, packet.session)
             raise RingWireError("a HOP packet of the peer's session %d, this link is to its %d"
                                 % (packet.session, self.peer_session), "old_session")
 
@@ -8242,6 +8251,11 @@ class SiteGateway:
             self.counters["hop_dropped_not_a_link"] += 1
             return
         self._hop_output(site, link.datagram(data, now), now)
+        if link.peer_later_session and self.links.get(site) is link:
+            # the peer's end speaks under a later session than ours reads: HELLOs crossed at
+            # a takeover and the answer that said so was lost (seed 250658)
+            self.counters["hop_links_asked_again_on_data"] += 1
+            self._ask_again(site, link.peer, now)
         self._after(now)
 
     def tick(self, now: float) -> None:
@@ -9257,6 +9271,8 @@ class SiteGateway:
                 # (a view at least as new as ours: it went on without us, say after giving
                 # up a merge that we decided; its link may live on, so drop it to suspect it)
                 self._drop_link(site, "its view %d leaves us out" % h.view_seq, now)
+            elif site in self.live_sites and h.view_seq >= self.view_seq:
+                self._suspect_now_it_left_us_out(site, now)
             return
         link = self.links.get(site)
         if link is not None and link.peer == h.sender:
@@ -9282,6 +9298,15 @@ class SiteGateway:
             return
         self._start_link(site, h.sender, h.positions, now, h.session, h.epoch)
         self._answer_hello(h.sender)
+
+    def _suspect_now_it_left_us_out(self, site: int, now: float) -> None:
+        """A site of our view said HELLO from a view at least as new as ours that leaves us out,
+        and we have no link to it: if its suspicion is pending (its HELLO wait), it comes now.
+        No HELLO of it will say otherwise (seed 253358: b left c out while c's ring re-formed;
+        c1, taking over, heard b's probe say so and waited 0.45 s more for b's answer)."""
+        if self.suspect_at.get(site, now) > now:
+            self.counters["site_left_us_out_suspected_at_once"] += 1
+            self.suspect_at[site] = now
 
     def _left_out_after_our_merge(self, h: SiteHello, now: float) -> bool:
         """A HELLO from a site that joins us in the merge we decided and have not installed,

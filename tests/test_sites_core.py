@@ -1656,6 +1656,35 @@ def test_an_answer_of_a_newer_session_from_our_links_peer_restarts_the_link_at_o
     assert 0 not in b1.suspect_at
 
 
+def test_the_peers_data_of_a_newer_session_asks_again_at_once():
+    """Seed 250658 (c killed; b1, b's representative, killed and started again as b's ring
+    re-formed): a1's request crossed b1's at the takeover. b1 started its end on a1's request,
+    reading the session a1's end for b2 then took; a1 started a new end for b1 on b1's request,
+    under its next session, and both HELLO answers were lost. Nothing said so but a1's packets,
+    which b1's end dropped as another session's (a1's PROPOSE among them) until its silence
+    rule, a second later: 3.32 s from the kill to the view. Now a packet of the peer's very
+    daemon under a newer session than ours reads asks again at once, as its answer does
+    (test_an_answer_of_a_newer_session_...). An older session's packet (a copy of an end that
+    is over, or captured) changes nothing."""
+    gw, link = linked_b1(count=3)
+    older = sr.encode_hop_data(("b1", 1), 1, b"", session=sr.hop_session(2, 0))
+    gw.hop_datagram("b1", older, 0.2)
+    assert gw.links[1] is link and link.counters["dropped_old_session"] == 1
+    assert gw.counters["hop_links_asked_again_on_data"] == 0
+    gw.poll()
+    other_daemon = sr.encode_hop_data(("b2", 1), 1, b"", session=sr.hop_session(9, 0))
+    gw.hop_datagram("b2", other_daemon, 0.25)  # (not our link's peer: nothing to ask)
+    to_c = sr.encode_hop_data(("b1", 1), 1, b"", session=sr.hop_session(9, 2))
+    gw.hop_datagram("b1", to_c, 0.26)  # (b1's link to site 2, captured: not ours either)
+    assert gw.links[1] is link and gw.counters["hop_links_asked_again_on_data"] == 0
+    newer = sr.encode_hop_data(("b1", 1), 1, b"", session=sr.hop_session(4, 0))
+    gw.hop_datagram("b1", newer, 0.3)
+    assert 1 not in gw.links and gw.counters["hop_links_asked_again_on_data"] == 1
+    asked = [sr.decode_site_hello(p) for dest, p in _hop_packets(gw)
+             if dest == "b1" and sr.hop_packet_type(p) == sr.PT_SITE_HELLO]
+    assert asked and asked[0].request and asked[0].session > link.session
+
+
 def test_a_record_or_hello_far_beyond_any_daemons_counters_is_refused():
     """Without a key a forger who sniffed a link's session can put records into its stream (what
     only a key stops). One with an lts at the wire's limit made our site's next lts one that no
