@@ -10987,7 +10987,10 @@ class SiteGateway:
         cut = {s for s in tree.unreachable if s > self.site_id and s in self.link_down_s}
         if installed:  # (one that holds the old views is routed round: _retree_round)
             cut -= self.held_old_views
-        due = {s for s in cut if now - self.link_down_s[s] >= SITE_CUT_WITHIN_WAIT_S}
+        # (the same sum as the deadline below, not now - down >= wait: in floating point that can
+        # be false at the very deadline, which then came due again at once, for ever: seed 2094
+        # --cut-after-merge spun at one instant)
+        due = {s for s in cut if now >= self.link_down_s[s] + SITE_CUT_WITHIN_WAIT_S}
         for s in cut - due:  # (looked at again then: _route_around)
             self.suspect_at[s] = min(self.suspect_at.get(s, float("inf")),
                                      self.link_down_s[s] + SITE_CUT_WITHIN_WAIT_S)

@@ -1597,10 +1597,19 @@ class SitesSim:
             self.late_submits += 1
 
     def run_until(self, t_end: float, stop=None) -> bool:
-        """Run the events up to t_end, or until stop() is true (then True)."""
+        """Run the events up to t_end, or until stop() is true (then True). A run stuck at one
+        instant (more than SPIN_EVENTS_MAX events there) is a "progress" violation, and ends."""
+        last_at, same = None, 0
         while self.events and self.events[0][0] <= t_end:
             if stop is not None and stop():
                 return True
+            at = self.events[0][0]
+            same, last_at = (same + 1 if at == last_at else 0), at
+            if same > SPIN_EVENTS_MAX:
+                self.fail("progress", "more than %d events at one instant: a deadline that comes due "
+                          "again at once, for ever" % SPIN_EVENTS_MAX)
+                self.events.clear()
+                break
             self.step()
         self.now = max(self.now, t_end)
         return bool(stop is not None and stop())
@@ -2065,6 +2074,12 @@ EXTREMES = ring_sim.EXTREMES
 LAN_SHARE = 0.3
 #: (the forger's other configuration: another team's spread.conf, for "other_team")
 OTHER_TEAM_STAMP = sr.configuration_stamp([("t1", "10.0.0.1", 4803), ("t2", "10.0.0.2", 4803)])
+
+
+#: events at one simulated instant past which a run is stuck (a deadline that comes due again
+#: at once, for ever: seed 2094 --cut-after-merge on s21-tail's code spun so); a burst of a run
+#: is far below it
+SPIN_EVENTS_MAX = 200_000
 
 
 class SitesHostile:
