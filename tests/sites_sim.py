@@ -1487,8 +1487,19 @@ class SitesSim:
         a daemon of its own site delivered well after its state came (the same point of the
         ring's order, a moment apart; another site delivers the same messages later). A
         daemon that left a fork for the kept incarnation (rejoined) before o left the view
-        at left_s owes the same from where it rejoined."""
-        back = [r for r in n.rejoined if r[0] <= left_s]
+        at left_s owes the same from where it rejoined; so does one that had stood down for
+        that state when o delivered the message and took it later (waiting_for_state: a late
+        daemon then, in no view; the state holds the message, or it owes it after the
+        state's point). Seed 271361: b1 sat out ring 2 (b2 and the restarted b3), which
+        ordered b2's messages 125..138; in ring 3 b1 closed its fork's view (3.9999) and
+        waited for b2's state; b2 delivered them in its transitional view 1 (4.031), and the
+        state b1 took at 4.843 holds them (positions {1: 105}). Its rejoin came after b2 left
+        that view: the checker owed them to b1 from the start."""
+        cut = left_s
+        if serial in o.delivered_at and self.waiting_for_state(n, o.delivered_at[serial]):
+            cut = max(cut, min((at for at, _ in n.rejoined if at >= o.delivered_at[serial]),
+                               default=left_s))
+        back = [r for r in n.rejoined if r[0] <= cut]
         if back:
             at, first = back[-1]
             if len(n.delivered) > first and n.delivered[first] in o.position:

@@ -112,7 +112,13 @@ REGRESSION_SEEDS = [29, 36, 5039, 5400, 20215, 30002, 31387, 41181,
                     160032, 162013, 162043, 162097, 163625,
                     # the checker's: a daemon that held nothing took a fresh ring's state past
                     # what that ring delivered (SitesSim.rejoined)
-                    222691]
+                    222691,
+                    # the checker's: b1 sat out ring 2 (b2, the restarted b3), which ordered 10
+                    # of b2's messages; it closed its fork's view and stood down before b2
+                    # delivered them, and took b2's state past them after b2 had left that
+                    # view: it was owed them from the start (test_a_daemon_waiting_for_the_
+                    # kept_state_owes_nothing_delivered_before_the_states_point)
+                    271361]
 
 
 @pytest.mark.parametrize("seed", REGRESSION_SEEDS)
@@ -1606,6 +1612,34 @@ def test_a_daemon_waiting_for_the_kept_state_owes_no_safe_message_delivered_befo
     a1.waiting_since = 3.05  # (stood down after the delivery: it was in the view then, it owes it)
     sim.check_safe()
     assert [v for v in sim.violations if "a1 held it only at inf" in str(v)]
+
+
+def test_a_daemon_waiting_for_the_kept_state_owes_nothing_delivered_before_the_states_point():
+    """The checker's (seed 271361): b1 sat out ring 2 {b2, b3 restarted}, which ordered b2's
+    messages 125..138; in ring 3 b1 closed its fork's view at 3.9999 and stood down for b2's
+    state; b2 delivered them at 4.031 in its transitional view 1 (which it left at 4.0002 by
+    left_with's reckoning) and the state b1 took at 4.843 holds them: b1's first delivery
+    after it, 129, comes after them in b2's order. No loss owed them to b1 (not a member of
+    any view then: a late daemon, as a restarted one before it is up to date), since the
+    rejoin came after b2 left the view."""
+    sim = sites_sim.SitesSim(1)
+    sim.site_of = {"b1": 1, "b2": 1}
+    b1, b2 = (sites_sim.Node(None, types.SimpleNamespace(name=n), None) for n in ("b1", "b2"))
+    b2.delivered = [124, 125, 138, 129]
+    b2.position = {s: i for i, s in enumerate(b2.delivered)}
+    b2.delivered_at = {124: 4.031, 125: 4.031, 138: 4.031, 129: 4.031}
+    b1.delivered, b1.position = [124, 129], {124: 0, 129: 1}
+    b1.rejoined = [(4.843, 1)]
+    left_s = 4.0002
+    assert sim.owes(b1, b2, 125, left_s)  # (without the wait: owed from the start)
+    b1.waited = [(3.9999, 4.843)]
+    assert not sim.owes(b1, b2, 125, left_s) and not sim.owes(b1, b2, 138, left_s)
+    assert sim.owes(b1, b2, 129, left_s)  # (from the state's point on: owed)
+    b2.delivered_at[125] = 3.99  # (delivered before it stood down: it was in the view, owes it)
+    assert sim.owes(b1, b2, 125, left_s)
+    b1.waited, b1.waiting_since = [], 3.9999  # (still waiting, no state yet: owed as before)
+    b1.rejoined = []
+    assert sim.owes(b1, b2, 138, left_s)
 
 
 def test_a_daemon_out_of_its_sites_ring_owes_no_safe_message_that_ring_made_stable():
