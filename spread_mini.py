@@ -10341,6 +10341,14 @@ class SiteGateway:
                 if y in after.aru:
                     self.streams[y].stable_aru = after.aru[y]
             self.merge.deliver_limit_lts = after.limit_lts
+            # (the next view's regular part is bounded from the start: a dead site of it that
+            # was no joined site of ours had its stream closed at the next limit by the first's
+            # close (_close_lost_streams), its frontier past the decided one, and nothing else
+            # keeps what follows the hole out of the regular part; _close_step sets the same
+            # bound. Seed 280561 --hostile 0.1 --key: b1 and b2 delivered site 1's messages of
+            # lts 144.. in view 2's regular part, above site 2's decided frontier 132; a1, to
+            # which site 2 had joined by that merge, after view 3's TRANSITIONAL)
+            self.merge.deliver_below_key = self._hole_free_key(after, None)
             self.merge.deliver_ready()
             self._close_step()
             return
