@@ -10995,13 +10995,13 @@ class SiteGateway:
         cut = {s for s in tree.unreachable if s > self.site_id and s in self.link_down_s}
         if installed:  # (one that holds the old views is routed round: _retree_round)
             cut -= self.held_old_views
-        # (the same sum as the deadline below, not now - down >= wait: in floating point that can
-        # be false at the very deadline, which then came due again at once, for ever: seed 2094
-        # --cut-after-merge spun at one instant)
-        due = {s for s in cut if now >= self.link_down_s[s] + SITE_CUT_WITHIN_WAIT_S}
+        # (one deadline per site, both to test and to wait for: "now - down >= wait" can be false
+        # in floating point at the very deadline "down + wait", which then came due again at once,
+        # for ever: seed 2094 --cut-after-merge spun at one instant)
+        deadline_s = {s: self.link_down_s[s] + SITE_CUT_WITHIN_WAIT_S for s in cut}
+        due = {s for s in cut if now >= deadline_s[s]}
         for s in cut - due:  # (looked at again then: _route_around)
-            self.suspect_at[s] = min(self.suspect_at.get(s, float("inf")),
-                                     self.link_down_s[s] + SITE_CUT_WITHIN_WAIT_S)
+            self.suspect_at[s] = min(self.suspect_at.get(s, float("inf")), deadline_s[s])
         return due
 
     def _route_around(self, gone: List[int], now: float) -> List[int]:

@@ -42,12 +42,16 @@ PARALLEL_SAFE_FILES = frozenset("""
 """.split())
 
 
+def parallel_safe(node) -> bool:
+    return node.path.name in PARALLEL_SAFE_FILES
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the marks into the test ids
 def pytest_collection_modifyitems(config, items):
     if not config.pluginmanager.hasplugin("xdist"):
         return
     for item in items:
-        if Path(str(item.fspath)).name not in PARALLEL_SAFE_FILES:
+        if not parallel_safe(item):
             item.add_marker(pytest.mark.xdist_group("real_processes"))
 
 
@@ -58,7 +62,7 @@ def simulations_yield_the_cpu(request):
     the wall clock, get the cores first. Its niceness comes back after it, where the system
     lets us (root); otherwise that worker stays nice, as harmless for the rest."""
     if (not os.environ.get("PYTEST_XDIST_WORKER") or not hasattr(os, "setpriority")
-            or Path(str(request.node.fspath)).name not in PARALLEL_SAFE_FILES):
+            or not parallel_safe(request.node)):
         yield
         return
     before = os.getpriority(os.PRIO_PROCESS, 0)
