@@ -7257,10 +7257,7 @@ class HopLink:
         self.r_highest_seq = 0
         self.r_link_aru = 0
         self.retransmit_list: Dict[int, int] = {}
-        #: when each missing seq is asked for next: nack_wait_s after its gap was seen, then
-        #: nack_interval_s after each NACK that named it (each on its own clock: see _gap_up_to)
-        self._nack_at_s: Dict[int, float] = {}
-        self._nack_due_s: Optional[float] = None  #: the earliest of them (or earlier: then nothing is due)
+        self._nack_due_s: Optional[float] = None
         # both
         self._control_seq_sent = 0  #: our ACKs and NACKs so far (each carries its number)
         self._control_seq_heard = 0  #: the peer's highest: a control packet not above it is old
@@ -7382,7 +7379,6 @@ class HopLink:
             self.r_highest_seq = seq
         else:
             del self.retransmit_list[seq]
-            self._nack_at_s.pop(seq, None)
         self._advance_aru()
         self._count_for_ack(now)
 
@@ -7432,22 +7428,16 @@ class HopLink:
 
     def _gap_up_to(self, last: int, now: float) -> None:
         """Every seq above R_highest_seq up to `last` is missing: into the retransmit list, and
-        the short timer starts (a reordered packet may still come). Its own timer, even while
-        an older gap waits out its interval: a packet lost just after another one was asked
-        for waited for that one's next NACK, up to nack_interval_s, before it was first asked
-        for (seed 281965: b1 had c2's PROPOSE 83 ms later, 282186 c2 b1's ARU 85 ms later)."""
-        first_s = now + self.settings.nack_wait_s
+        the short timer starts (a reordered packet may still come)."""
         for seq in range(self.r_highest_seq + 1, last + 1):
             self.retransmit_list[seq] = 0
-            self._nack_at_s[seq] = first_s
-        if last > self.r_highest_seq:
-            self._nack_due_s = first_s if self._nack_due_s is None else min(self._nack_due_s, first_s)
+        if last > self.r_highest_seq and self._nack_due_s is None:
+            self._nack_due_s = now + self.settings.nack_wait_s
 
     def _advance_aru(self) -> None:
         self.r_link_aru = min(self.retransmit_list) - 1 if self.retransmit_list else self.r_highest_seq
         if not self.retransmit_list:
             self._nack_due_s = None
-            self._nack_at_s.clear()
 
     def _count_for_ack(self, now: float) -> None:
         """Pkt_cnt_linkack counts data packets sent or received since our last ACK: at
@@ -7480,14 +7470,14 @@ class HopLink:
             self._send_ack(now)  # a keep-alive: the peer's silence rule hears us
 
     def _send_nacks(self, now: float) -> bool:
-        """The NACK timer expired with packets still missing: ask for every one that is due
-        (in as many datagrams as it takes), or declare the peer dead if one was asked for too
+        """The NACK timer expired with packets still missing: ask for every one of them (in
+        as many datagrams as it takes), or declare the peer dead if one was asked for too
         often. True: the peer is dead."""
-        missing = sorted(seq for seq, at_s in self._nack_at_s.items() if now >= at_s)
-        for seq in missing:
+        for seq in sorted(self.retransmit_list):
             if self.retransmit_list[seq] >= self.settings.nack_requests_max:
                 self._declare_dead("requests", now, seq)
                 return True
+        missing = sorted(self.retransmit_list)
         for start in range(0, len(missing), self._nack_entries_max):
             part = missing[start:start + self._nack_entries_max]
             self._control_seq_sent = min(self._control_seq_sent + 1, 0xFFFFFFFF)
@@ -7496,8 +7486,7 @@ class HopLink:
             self.counters["nacks_sent"] += 1
         for seq in missing:
             self.retransmit_list[seq] += 1
-            self._nack_at_s[seq] = now + self.settings.nack_interval_s
-        self._nack_due_s = min(self._nack_at_s.values(), default=None)
+        self._nack_due_s = now + self.settings.nack_interval_s
         return False
 
     def _send_ack(self, now: float) -> None:

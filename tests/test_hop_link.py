@@ -71,31 +71,6 @@ def test_a_gap_waits_the_short_timer_then_nacks_every_missing_seq_until_filled()
     assert b.tick(1.0).send == [] and b.r_link_aru == 6  # filled: no more NACKs
 
 
-def test_a_new_gap_is_asked_for_after_the_short_timer_while_an_older_one_waits_its_interval():
-    """Each missing seq keeps its own NACK clock: a packet lost just after another was asked
-    for is asked for nack_wait_s after its gap is seen, not at the older gap's next NACK (up to
-    nack_interval_s later: seeds 281965 and 282186 waited 83-85 ms for a view record so), and
-    the older one is not asked for again before its interval (its resend may be on its way)."""
-    a, b = pair(keepalive_s=10, ack_delay_s=10)
-    data = sent_data(a, [b"%d" % i for i in range(6)])
-    wait, again = b.settings.nack_wait_s, b.settings.nack_interval_s
-    b.datagram(data[0], 0.0)
-    b.datagram(data[2], 0.0)  # 2 missing
-    assert sr.decode_hop_packet(b.tick(wait).send[0]).missing == [2]
-    b.datagram(data[3], 0.02)
-    b.datagram(data[5], 0.02)  # 5 missing: a new gap while 2 waits out its interval
-    assert b.tick(0.02 + wait * 0.9).send == []  # maybe only reordered: wait
-    nacks = b.tick(0.02 + wait).send
-    assert kinds(nacks) == ["HopNack"] and sr.decode_hop_packet(nacks[0]).missing == [5]  # 2 not again yet
-    assert b.tick(wait + again * 0.99).send == []
-    assert sr.decode_hop_packet(b.tick(wait + again).send[0]).missing == [2]  # 2's own interval
-    assert sr.decode_hop_packet(b.tick(0.02 + wait + again).send[0]).missing == [5]
-    assert b.retransmit_list == {2: 2, 5: 2}
-    b.datagram(data[1], 0.2)
-    b.datagram(data[4], 0.2)
-    assert b.tick(1.0).send == [] and b.r_link_aru == 6 and not b.retransmit_list
-
-
 def test_a_nacked_packet_is_resent_at_once_ahead_of_new_ones():
     a, b = pair(window_packets=3, keepalive_s=10)
     data = sent_data(a, [b"1", b"2", b"3", b"4"])  # the window holds 4 back
