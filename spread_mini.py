@@ -7951,9 +7951,6 @@ class SiteGateway:
         self.tree_groups_view = 0
         self.held_old_views: set = set()
         self.aru_said_for: Optional[int] = None
-        #: (representative of a joined site) what we passed on round a cut within the other
-        #: side's old view: (to site, of site, kind) -> (the link it went on, its lts)
-        self.relayed_round_cut: Dict[Tuple[int, int, int], Tuple["HopLink", int]] = {}
         #: link state: site -> (version, the neighbour sites its direct link to is down, those
         #: of them past their grace), as its last LINKS record said where our ring delivered it
         #: (the same at every daemon of the site): the trees go over the links that no end says
@@ -9700,8 +9697,6 @@ class SiteGateway:
         if self._far_ahead(r):
             self.counters["site_records_refused_far_ahead"] += 1
             return
-        if self._relayed_frontier_early(site, r):
-            return
         if r.kind == SITE_MERGE and not around and self._merge_unreachable(r) \
                 and not self._merge_taken_around(r):
             self.counters["site_merges_unreachable"] += 1
@@ -11009,85 +11004,6 @@ class SiteGateway:
             self.suspect_at[s] = min(self.suspect_at.get(s, float("inf")), deadline_s[s])
         return due
 
-    def _cut_pairs_of_other_view(self) -> List[Tuple[int, int]]:
-        """(x, y): two sites of one old view of the last merge, not ours, whose link one of them
-        reported down (in its grace or past it), both ways round."""
-        ours = self.tree_groups.get(self.site_id, frozenset())
-        pairs = set()
-        for x, (_, down, _) in self.link_reports.items():
-            for y in down:
-                if x in self.tree_groups and y in self.tree_groups.get(x, ()) and x not in ours:
-                    pairs |= {(x, y), (y, x)}
-        return sorted(pairs)
-
-    def _relay_round_cut(self) -> None:
-        """(representative, the last merge installed here) A link between two sites x and y of
-        the other side's old view is down while they install that merge: each lacks the other's
-        FRONTIER at the merge's limit, and the merged view's trees keep the old view's records
-        within it (_cut_within_old_view: the lower id leaves the other out after
-        SITE_CUT_WITHIN_WAIT_S, a view change and a merge). We pass on to x two things y said,
-        which we hold: its frontier at the limit, naming its merge base (the message before its
-        first one of the merged view: joined_base, y's own numbering; y sends nothing more at or
-        below the limit after it), when each end holds the other's messages up to that base
-        (_both_hold_the_old_view), and its ARU of the merged view once it is at the limit (it
-        holds its old view: x's trees may then go round, _trees_go_round). No old-view message:
-        we never held one of theirs; x takes the FRONTIER only once its ring holds the message it
-        names (_relayed_frontier_early), and into its ring, at one point of its order. Once per
-        link to x (a new link: again)."""
-        limit = self.tree_groups_limit_lts
-        if (limit is None or self.closing is not None or self.merging is not None
-                or self.tree_groups_view != self.view_seq or not self.link_reports
-                or self.tree_groups_round_done == limit):  # (gone round: the trees carry it all)
-            return
-        for x, y in self._cut_pairs_of_other_view():
-            link = self.links.get(x)
-            if link is None:
-                continue
-            epoch = self.site_epochs.get(y, 0)
-            if self._both_hold_the_old_view(x, y):
-                self._relay_once(x, link, SiteRecord(SITE_FRONTIER, y, limit, self.joined_base[y], epoch=epoch))
-            if self.passed_aru[y] >= limit:
-                self._relay_once(x, link, SiteRecord(SITE_ARU, y, self.passed_aru[y], self.view_seq))
-
-    def _both_hold_the_old_view(self, x: int, y: int) -> bool:
-        """x and y each hold the other's messages of their old view up to its merge base, as
-        their last HELLOs to us said (a HELLO's positions never say more than its ring holds).
-        Both or neither may take the other's frontier: one end that installs the merge with
-        the other in its transitional configuration, while the other lacks a message of it
-        and leaves it out, breaks virtual synchrony (seeds 609 and 2164 --cut-after-merge,
-        with the relay to every end: "no loss" at the end that lacked one)."""
-        bases = self.joined_base
-        if x not in bases or y not in bases or x in self.join_after_lts or y in self.join_after_lts:
-            return False
-        return (self.peer_positions.get(x, {}).get(y, 0) >= bases[y]
-                and self.peer_positions.get(y, {}).get(x, 0) >= bases[x])
-
-    def _relay_once(self, to: int, link: "HopLink", r: SiteRecord) -> None:
-        key = (to, r.site, r.kind)
-        sent = self.relayed_round_cut.get(key)
-        if sent is not None and sent[0] is link and sent[1] >= r.lts:
-            return
-        self.relayed_round_cut[key] = (link, r.lts)
-        self.counters["site_records_relayed_round_a_cut"] += 1
-        self._out_bytes[to] += encode_site_record(r)
-
-    def _relayed_frontier_early(self, link_site: int, r: SiteRecord) -> bool:
-        """A FRONTIER of a site of our old view on the link to a site that joined us in the
-        merge being installed (_relay_round_cut): true, refused, unless our ring holds the
-        message it names. Taken early it would carry that site's stream over what we lack of
-        its old view (seed 1789 --cut-after-merge: two sites of one old view delivered
-        different messages of it). Refused, not held: it comes again with the link, and a
-        message we lack there never comes (the wait of _cut_within_old_view stays)."""
-        c = self.closing
-        if (r.kind != SITE_FRONTIER or c is None or not c.joined or link_site not in c.joined
-                or r.site in c.joined or r.site in self.frozen):
-            return False
-        have = self._stream_have(r.site)
-        if have is not None and r.site_seq <= have:
-            return False
-        self.counters["site_frontiers_refused_ahead_of_our_ring"] += 1
-        return True
-
     def _route_around(self, gone: List[int], now: float) -> List[int]:
         """Of the sites whose link is down and that said no HELLO in time: those reached
         through others are routed around (reported); returned, those no path reaches (with
@@ -11741,7 +11657,6 @@ class SiteGateway:
         self._pass_gate()
         if self.is_representative():
             self._announce_aru(now)
-            self._relay_round_cut()
             self._flush_links(now)
             self._flush_ring()
 

@@ -753,14 +753,11 @@ CUT_AFTER_MERGE_REGRESSION_SEEDS = [4, 177, 826, 1467, 1789,
 # and lacked that end's last old-view messages, which no survivor held (the joined site's
 # stream of it starts at the merge): they are skipped (_skip_old_view_records_nobody_holds).
 # 1762, 1819: the same cut, but the lower id had installed the merge: it leaves the other out
-# then too (_cut_within_old_view); since s22-relay neither end lacks a message of the other's
-# old view there, and the joined site relays each end's frontier: nobody is left out (the
-# leave-out stays the fallback, pinned with the relay off below). 1191: a READY lost on the cut link, its sender merging the
+# then too (_cut_within_old_view). 1191: a READY lost on the cut link, its sender merging the
 # next view when the link came back (_resend: merged_readies). 3231, 3720, 3743 (`--seeds 2000
 # --first 2001 --cut-after-merge-only`): failed on 9104702 ("no loss" at a1: 7, 15 and 7
 # violations), pass through the same skip (s20-cut); each still pays the 5 s wait, a view change
-# and a merge (7.6-8.5 s from the heal to the merged view): each lacks a message of the other's old
-# view, so the joined site's relay (s22-relay, _relay_round_cut) does not apply.
+# and a merge (7.6-8.5 s from the heal to the merged view): no relay by the joined site (s21-relay).
 # 2094: with s21-tail's rules its trajectory moved, and _cut_within_old_view's "now - down >= 5 s"
 # was false at the very deadline "down + 5 s" it set (floating point): the deadline came due again
 # at once, for ever (the simulator now fails such a run: "progress", SPIN_EVENTS_MAX).
@@ -774,13 +771,11 @@ def test_cut_after_merge_seeds_that_once_failed(seed):
         seed, cut_after_merge=True))
 
 
-def test_a_site_left_out_after_its_decided_merge_goes_on_alone(monkeypatch):
+def test_a_site_left_out_after_its_decided_merge_goes_on_alone():
     """Seed 4 --cut-after-merge, the mechanism: b cut off and healed, a and c (old view {a, c})
     decide merge view 2, and the a - c link dies for good before they install it. a, the lower
     id, leaves c out in view 3, chained after the merge (b agrees); c, left out by b's view 3,
-    installs view 2 and then view 3 of its own alone, and the next probe merges all three.
-    (The fallback, for a relay that cannot help: b's relay is off here, see the test above.)"""
-    monkeypatch.setattr(sr.SiteGateway, "_relay_round_cut", lambda self: None)
+    installs view 2 and then view 3 of its own alone, and the next probe merges all three."""
     sim = sites_sim.SitesSim(4, cut_after_merge=True)
     res = sim.run()
     assert res.violations == [], res.summary()
@@ -796,27 +791,6 @@ def test_a_site_left_out_after_its_decided_merge_goes_on_alone(monkeypatch):
 
 def _regular_views(node):
     return [v[:3] for v in node.views if v[0] == sr.CONF_REGULAR]
-
-
-@pytest.mark.parametrize("seed, joined, ends", [(4, "b1", ("a1", "c1")), (1819, "c1", ("a1", "b2"))])
-def test_a_cut_within_an_old_view_while_the_merge_is_installed_is_relayed_by_the_joined_site(seed, joined, ends):
-    """Seed 4 --cut-after-merge (s22-relay): b cut off and healed, a and c (old view {a, c})
-    decide merge view 2 with b, and the a - c link dies for good before they install it. Each
-    held every old-view message of the other and lacked only its FRONTIER at the merge's
-    limit; a, the lower id, left c out 5 s later (a view change and a merge: 8.6 s from the
-    heal to the merged view). Now b1, which installed the merge, passes on to each the other's
-    frontier at the limit (its merge base, the seq before its first message of the merged view
-    at b), both holding the other's messages up to it, and its ARU of the merged view: both
-    install view 2, the trees go round the cut, and nobody is left out. Seed 1819: the same
-    with a - b cut, a installed before the cut was noticed, b lacked a's frontier (8.4 s)."""
-    sim = sites_sim.SitesSim(seed, cut_after_merge=True)
-    res = sim.run()
-    assert res.violations == [], res.summary()
-    for name in ends:
-        assert _regular_views(sim.nodes[name])[1:] == [(sr.CONF_REGULAR, 2, (0, 1, 2))], name
-        assert sim.nodes[name].gateway.tree_groups_round_done is not None, name  # (went round the cut)
-    assert res.stats["view_after_heal_s"] < sr.SITE_CUT_WITHIN_WAIT_S
-    assert sim.nodes[joined].gateway.counters["site_records_relayed_round_a_cut"] >= 2
 
 
 def test_a_dead_sites_old_view_messages_that_no_survivor_holds_are_skipped():
@@ -853,15 +827,13 @@ def test_after_a_skipped_hole_the_old_views_regular_part_ends_at_our_frontier_of
     assert [s for s in a1.delivered if a1.delivered_in[s] == (0,)], "nothing after TRANSITIONAL"
 
 
-def test_the_lower_id_leaves_out_a_site_of_its_old_view_cut_off_after_it_installed_the_merge(monkeypatch):
+def test_the_lower_id_leaves_out_a_site_of_its_old_view_cut_off_after_it_installed_the_merge():
     """Seed 1819 --cut-after-merge: c cut off and healed, the a - b link (old view {a, b}) cut
     for good 0.23 s after the heal. a installed merge view 2 (it lacked nothing), b (b1 dead,
     b2 alone) decided it but lacked a's last old-view messages: c's stream of a starts at the
     merge, and the trees go round only once b said an ARU of the merge's limit, which it never
     could. Now a leaves b out (view 3) 5 s after its link died, as while installing; b learns
-    it from c's HELLO, goes on alone, and the next probe merges the three. (The fallback: c's
-    relay is off here; with it, b takes a's frontier from c and nobody is left out.)"""
-    monkeypatch.setattr(sr.SiteGateway, "_relay_round_cut", lambda self: None)
+    it from c's HELLO, goes on alone, and the next probe merges the three."""
     sim = sites_sim.SitesSim(1819, cut_after_merge=True)
     res = sim.run()
     assert res.violations == [], res.summary()
