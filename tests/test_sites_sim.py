@@ -771,6 +771,45 @@ def test_cut_after_merge_seeds_that_once_failed(seed):
         seed, cut_after_merge=True))
 
 
+# Window 1 of the relay round a cut (s22-relay, taken back): seed, x, y, x's merge base (x's
+# last message of the old view), y's representative and when it died (the instant the joined
+# site relayed y's frontier to x, as it did with the relay).
+LOST_WITH_THE_REPRESENTATIVE = [(177, 1, 2, 45, "c1", 4.0637), (469, 1, 2, 18, "c1", 3.4245)]
+
+
+@pytest.mark.parametrize("seed, x, y, base, rep, dead_s", LOST_WITH_THE_REPRESENTATIVE)
+def test_a_cut_pairs_message_lost_with_the_representative_that_counted_it(seed, x, y, base, rep, dead_s):
+    """Seeds 177 and 469 --cut-after-merge, planted: the x - y link (old view {x, y}) dies while
+    the merge with the third site j is installed; y's representative put x's last old-view
+    message into y's ring (its HELLO to j counted it: _positions) and died before the ring
+    delivered it (the record dropped where it was submitted), so y never gets it. With the relay
+    of s22-relay (j passed y's frontier to x, the HELLO saying both held the other's old view)
+    x installed the merge with y in its transitional configuration: "no loss" at y's survivor,
+    one violation in each seed. Without it, y leaves x out after the wait and nothing is lost.
+    A relay round a cut must not trust an end's HELLO positions for what its ring holds."""
+    dropped = []
+
+    def lose_at_submission(name, gateway):
+        if name != rep:
+            return
+        submit = gateway._submit_records
+
+        def submit_but_lose(batch):
+            kept = [r for r in batch if not (r.kind == sr.SITE_MSG and r.site == x and r.site_seq == base)]
+            dropped.extend(r for r in batch if r not in kept)
+            if kept:
+                submit(kept)
+        gateway._submit_records = submit_but_lose
+
+    sim = sites_sim.SitesSim(seed, cut_after_merge=True, on_start=lose_at_submission)
+    sim.push(dead_s + 0.001, "crash", rep)
+    res = sim.run()
+    assert len(dropped) == 1 and sim.nodes[rep].crashed_at is not None
+    assert res.violations == [], res.summary()
+    survivor = [n for n in sim.case.sites[y] if n != rep][0]
+    assert sim.nodes[survivor].gateway.applied_seq[x] < base  # (y never held it: its stream of x stops)
+
+
 def test_a_site_left_out_after_its_decided_merge_goes_on_alone():
     """Seed 4 --cut-after-merge, the mechanism: b cut off and healed, a and c (old view {a, c})
     decide merge view 2, and the a - c link dies for good before they install it. a, the lower
