@@ -11152,6 +11152,26 @@ class SiteGateway:
             for child in tree.children(self.site_id):
                 if child not in was and child in self.links:
                     self._resend(child, self.peer_positions.get(child, {}), [source])
+                    self._resend_joined_held(child, source)
+
+    def _resend_joined_held(self, child: int, source: int) -> None:
+        """A new child in the tree of a site that joined us, between our decision of the merge
+        and its install here: what our gate passed of that site above the limit waits in
+        join_hold, not in `kept` (_resend sends it none), and the child takes the first record
+        above the limit that comes as the start of that site's stream (_apply, join_after_lts):
+        it gets them ahead of the rest, as the children at the decision did
+        (_forward_joined_passed). Seed 6061 --groups --client-views --cut-after-merge: c's link
+        to a died after b decided, b became c's parent in a's tree holding a's seq 77..96; c
+        took seq 97 for the start of a's stream, and a1 delivered a's SAFE seq 85 on c's ARU
+        though c never held it."""
+        c, held = self.closing, self.join_hold.get(source)
+        if c is None or not held or source not in c.joined:
+            return
+        waiting = {id(r) for _, _, records, _ in self.gate for r in records}  # (they go on as they pass)
+        for r in held:
+            if id(r) not in waiting and (r.kind != SITE_MSG or r.lts > c.limit_lts):
+                self._out_bytes[child] += encode_site_record(r)
+                self.counters["site_records_resent_from_a_merge_hold"] += 1
 
     def _install_joined(self, c: ViewClosing) -> None:
         """The merged view: the joined sites' streams start at the limit; what every site's

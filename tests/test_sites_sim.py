@@ -1954,6 +1954,26 @@ def test_a_joined_sites_records_that_passed_before_the_decision_reach_the_third_
                for node in sim.nodes.values()), res.summary()  # (the case came up)
 
 
+
+#: --groups --client-views --cut-after-merge seeds where a third site's link to the joined site
+#: died between its neighbour's decision of the merge and that neighbour's install: 6061, b1
+#: became c1's parent in a's tree holding a's seq 77..96 (join_hold, not `kept`); c1 took seq 97
+#: for the start of a's stream and a1 delivered a's SAFE seq 85 on c's ARU though c never held it
+#: (SiteGateway._resend_joined_held; found by s22-relay's `--seeds 1000 --first 6001
+#: --cut-after-merge-only --groups --client-views`)
+MERGE_HOLD_NEW_CHILD_SEEDS = [6061]
+
+
+@pytest.mark.parametrize("seed", MERGE_HOLD_NEW_CHILD_SEEDS)
+def test_a_new_child_in_a_joined_sites_tree_gets_what_waits_for_the_merge(seed):
+    sim = sites_sim.SitesSim(seed, services=sites_sim.SERVICES, groups=True, client_views=True,
+                             cut_after_merge=True)
+    res = sim.run()  # (run_seed's, with its nodes)
+    assert res.violations == [], "%s\nreplay: %s" % (
+        res.summary(), sites_sim.replay_command(seed, groups=True, client_views=True, cut_after_merge=True))
+    assert any(node.gateway.counters["site_records_resent_from_a_merge_hold"]
+               for node in sim.nodes.values()), res.summary()  # (the case came up)
+
 def _case_as_before(seed):
     """Seed 2 draws a merge through a third site since session 10 (stream +22); the tests
     written for its calm case keep it (that draw with groups, and with UNRELIABLE: in
