@@ -272,6 +272,11 @@ class Node:
     #: state (SiteGateway.stand_down), and when the wait going on began (None: none)
     waited: List[Tuple[float, float]] = field(default_factory=list)
     waiting_since: Optional[float] = None
+    #: stood down at -> the ring whose round's point it stood down at (one per wait)
+    stood_down_in: Dict[float, object] = field(default_factory=dict)
+    #: (time, ring, late daemons) of each round's point it passed holding the state
+    #: (SiteSync("point")): the late ones stood down there, at that point of the ring's order
+    points: List[tuple] = field(default_factory=list)
     starts_over_seen: int = 0  #: SitesOrderer.starts_over when last looked at
     #: (deliveries before, index in views of its JOINED) where its ring started the sites'
     #: state afresh after it stood down for a state that never came (SiteGateway.start_over):
@@ -687,6 +692,8 @@ class SitesSim:
             gouts = []
             install_at = None
             for out in outs:
+                if isinstance(out, sr.SiteSync) and out.kind == "point":
+                    node.points.append((self.now, node.sites.ring_id, frozenset(out.late)))
                 if isinstance(out, sr.Send):
                     self.ring_send(name, out.dest, out.packet)
                 elif isinstance(out, sr.SendToAll):  # IP multicast: each copy may be lost alone
@@ -719,6 +726,7 @@ class SitesSim:
                 gouts = gouts[install_at:]
             if node.gateway.stood_down and node.waiting_since is None:
                 node.waiting_since = self.now
+                node.stood_down_in[self.now] = node.sites.ring_id
             if node.synced_at is None and node.sites.synced:
                 self.up_to_date(node)
             elif node.sites.synced and node.sites.syncs_installed > node.syncs_seen:
@@ -1496,7 +1504,8 @@ class SitesSim:
         state b1 took at 4.843 holds them (positions {1: 105}). Its rejoin came after b2 left
         that view: the checker owed them to b1 from the start."""
         cut = left_s
-        if serial in o.delivered_at and self.waiting_for_state(n, o.delivered_at[serial]):
+        if serial in o.delivered_at and (self.waiting_for_state(n, o.delivered_at[serial])
+                                         or self.past_its_stand_down(n, o, serial)):
             cut = max(cut, min((at for at, _ in n.rejoined if at >= o.delivered_at[serial]),
                                default=left_s))
         back = [r for r in n.rejoined if r[0] <= cut]
@@ -1512,6 +1521,31 @@ class SitesSim:
             return o.position[serial] >= o.position[n.delivered[0]]
         return self.site_of_node(o) == self.site_of_node(n) and \
             o.delivered_at[serial] >= n.synced_at + RESTART_SLACK_S
+
+    def past_its_stand_down(self, n: Node, o: Node, serial: int) -> bool:
+        """Whether o delivered `serial` at or past the point of the ring's order where n stood
+        down for another ring's state (o passed that round's point, naming n late, before the
+        delivery), before n took the state: at that same point of the order n was already a
+        late daemon, whichever of the two reached it first in the simulator's time. Not for
+        a message of n's own site's stream that n held before it stood down: close_fork
+        delivers those, in the fork's closing view, so n owes them as before. Seed 297659:
+        b1 sat out ring 2 {b2 restarted, b3}, which kept site 1's epoch; at ring 3's point
+        b3 applied its held outputs (view 1 decided: a3's 1, 4, 6 of the old view delivered
+        in its transitional view) at 1.8932, b1 closed its view and stood down at 1.8937
+        (4 and 6 its ring 3 had ordered before the point: dropped there, the state holds
+        them; 1 of site 0, a site outside its closing view of site 1 alone: EVS's hole)."""
+        t = o.delivered_at[serial]
+        waits = list(n.waited) + ([(n.waiting_since, float("inf"))] if n.waiting_since is not None else [])
+        for start, end in waits:
+            ring = n.stood_down_in.get(start)
+            if ring is None or t >= end:
+                continue
+            if any(at <= t and r == ring and n.gateway.name in late for at, r, late in o.points):
+                key = o.key_of.get(serial)
+                own_held = key is not None and key[0] == self.site_of_node(n) \
+                    and n.held_at.get(key, float("inf")) <= start
+                return not own_held
+        return False
 
     def site_of_node(self, node: Node) -> int:
         return self.site_of[node.gateway.name]

@@ -118,7 +118,12 @@ REGRESSION_SEEDS = [29, 36, 5039, 5400, 20215, 30002, 31387, 41181,
                     # delivered them, and took b2's state past them after b2 had left that
                     # view: it was owed them from the start (test_a_daemon_waiting_for_the_
                     # kept_state_owes_nothing_delivered_before_the_states_point)
-                    271361]
+                    271361,
+                    # the checker's: the same, but b3 reached ring 3's point (applied its held
+                    # outputs: a3's 1, 4, 6 in its transitional view 1) 0.5 ms before b1, which
+                    # stood down at that same point of the order (test_a_daemon_that_stood_
+                    # down_owes_nothing_the_others_delivered_from_that_rounds_point_on)
+                    297659]
 
 
 @pytest.mark.parametrize("seed", REGRESSION_SEEDS)
@@ -1686,6 +1691,58 @@ def test_a_daemon_waiting_for_the_kept_state_owes_nothing_delivered_before_the_s
     b1.waited, b1.waiting_since = [], 3.9999  # (still waiting, no state yet: owed as before)
     b1.rejoined = []
     assert sim.owes(b1, b2, 138, left_s)
+
+
+def test_a_daemon_that_stood_down_owes_nothing_the_others_delivered_from_that_rounds_point_on():
+    """The checker's (seed 297659): b1 sat out ring 2 {b2 restarted, b3}, which kept site 1's
+    epoch; ring 3 {b1, b2, b3} met there and b1 took b2's state. At ring 3's point b3 applied
+    its held outputs and delivered a3's 1, 4, 6 (site 0, gone) in its transitional view 1 at
+    1.8932; b1, at the same point of the order, closed its view (its own stream's messages it
+    held) and stood down at 1.8937: by the simulator's clock b1 was still in the view, and
+    no loss owed them to b1. Past the point where it stood down it owes only what close_fork
+    promises: its own site's messages that it held then."""
+    sim = sites_sim.SitesSim(1)
+    sim.site_of = {"b1": 1, "b3": 1}
+    b1, b3 = (sites_sim.Node(None, types.SimpleNamespace(name=n), None) for n in ("b1", "b3"))
+    b3.delivered = [1, 2, 4, 18]  # (1, 4: site 0's; 2: site 1's, b1 held it; 18: past the state)
+    b3.position = {s: i for i, s in enumerate(b3.delivered)}
+    b3.delivered_at = {1: 1.8932, 2: 1.8932, 4: 1.8932, 18: 1.9532}
+    b3.key_of = {1: (0, 1), 2: (1, 1), 4: (0, 2), 18: (1, 8)}
+    b1.delivered, b1.position = [2, 18], {2: 0, 18: 1}
+    b1.delivered_at = {2: 1.8937, 18: 1.9532}
+    b1.held_at = {(0, 1): 0.0776, (1, 1): 0.03}
+    b1.rejoined, b1.waited = [(1.9523, 1)], [(1.89369, 1.9523)]
+    left_s = 1.9214
+    assert sim.owes(b1, b3, 1, left_s) and sim.owes(b1, b3, 4, left_s)  # (by the clock alone)
+    b1.stood_down_in = {1.89369: "3/b1#1"}
+    b3.points = [(1.8932, "3/b1#1", frozenset({"b1"}))]
+    assert not sim.owes(b1, b3, 1, left_s) and not sim.owes(b1, b3, 4, left_s)
+    assert sim.owes(b1, b3, 2, left_s)  # (its own site's, held: close_fork delivers it)
+    assert sim.owes(b1, b3, 18, left_s)  # (past the state's point: owed)
+    b3.points = [(1.8932, "2/b2#2", frozenset({"b1"}))]  # (another ring's round: not where it stood down)
+    assert sim.owes(b1, b3, 1, left_s)
+    b3.points = [(1.8932, "3/b1#1", frozenset({"b2"}))]  # (a round that did not name it late)
+    assert sim.owes(b1, b3, 1, left_s)
+    b3.points = [(1.8933, "3/b1#1", frozenset({"b1"}))]  # (delivered before b3 reached the point)
+    assert sim.owes(b1, b3, 1, left_s)
+
+
+def test_planted_loss_in_a_forks_closing_view_past_the_rounds_point_is_a_loss_violation():
+    """Seed 297659, with b1's close_fork dropping its first message (site 1's 2, which b1
+    held): b2 and b3 delivered it past the point where b1 stood down, and the rule above
+    still owes it to b1 (close_fork's promise), so no loss catches it."""
+    dropped = []
+
+    def flt(name, outputs):
+        ends = [i for i, out in enumerate(outputs) if isinstance(out, sr.SiteViewChange) and out.fork_ends]
+        if name == "b1" and ends and not dropped:
+            i = _first_deliver(outputs[ends[0]:])
+            if i is not None:
+                dropped.append(outputs.pop(ends[0] + i))
+        return outputs
+    res = sites_sim.run_seed(297659, delivery_filter=flt)
+    assert dropped and sites_sim.LOSS in res.kinds(), res.summary()
+    assert any("b1 never delivered 1 of" in v for v in res.violations), res.summary()
 
 
 def test_a_daemon_out_of_its_sites_ring_owes_no_safe_message_that_ring_made_stable():
