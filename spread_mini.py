@@ -11167,9 +11167,13 @@ class SiteGateway:
         c, held = self.closing, self.join_hold.get(source)
         if c is None or not held or source not in c.joined:
             return
-        waiting = {id(r) for _, _, records, _ in self.gate for r in records}  # (they go on as they pass)
+        # only the messages that passed our gate: the rest go on in order as they pass, and
+        # one of the ring message being read now is in no gate entry yet (seed 920
+        # --cut-after-merge: sent ahead of the gate's, seq 89 became the start at b, not 80);
+        # FRONTIER and ARU go with _resend's own
+        passed = self.passed_seq[source]
         for r in held:
-            if id(r) not in waiting and (r.kind != SITE_MSG or r.lts > c.limit_lts):
+            if r.kind == SITE_MSG and c.limit_lts < r.lts and r.site_seq <= passed:
                 self._out_bytes[child] += encode_site_record(r)
                 self.counters["site_records_resent_from_a_merge_hold"] += 1
 
