@@ -7666,7 +7666,8 @@ class ViewClosing:
     #: per lost site, the highest frontier any survivor knew: with its cut, all it sent up to
     #: there is known (see _close_lost_streams)
     frontier: Dict[int, int] = field(default_factory=dict)
-    #: per lost site, the highest ARU any survivor knew
+    #: per lost site, the highest ARU any survivor knew (in a chain after a merge, a survivor
+    #: of our side: see _presumed_aru)
     aru: Dict[int, int] = field(default_factory=dict)
     transitional: bool = False
     closed: bool = False  #: the lost sites' streams are final
@@ -10028,6 +10029,22 @@ class SiteGateway:
         c = self._closing_of(site)
         return min(c.aru.get(site, 0) if c is not None else 0, MAX_WIRE_COUNTER)
 
+    def _presumed_aru(self, proposer: int, site: int, aru: int, chained: bool) -> bool:
+        """A chain after a merge not installed here: a joined site's PROPOSE says the ARU of a
+        site of our old view as its stream of it opened, at the merge's limit (open_stream),
+        which that site never said: every message of our old view below the limit would pass
+        it, held there or not. Only the sites of our old view know what it held of them. (One
+        above the limit that site said in the merged view: it counts, as at the joined site,
+        which delivers that view's SAFE messages on it; below the limit the two decisions may
+        differ, for the joined site has none of our old view's messages.) Seed 1430 --groups
+        --client-views --cut-after-merge: the a - c link died after merge view 2 was decided;
+        b's PROPOSE of view 3 (c left out) said c's ARU 458857, the limit, and a1 delivered
+        its own SAFE of lts 458855, which c never had, in view 1's regular part {a, c} (c's
+        last ARU was 458840)."""
+        c = self.closing
+        return chained and c is not None and proposer in c.joined and site not in c.joined \
+            and aru <= c.limit_lts
+
     def _proposal_record(self, p: SiteProposal) -> SiteRecord:
         return SiteRecord(SITE_PROPOSE, self.site_id, p.frontier, self.proposed_view,
                           body=encode_site_view_body(p.lost, p.entries, p.bases))
@@ -10055,7 +10072,10 @@ class SiteGateway:
         for x in sorted(self.proposal_lost):
             cut[x] = max(p.entries.get(x, (0, 0, 0))[0] for p in props.values())
             holder[x] = min(s for s, p in props.items() if p.entries.get(x, (0, 0, 0))[0] == cut[x])
-            aru = max(p.entries.get(x, (0, 0, 0))[1] for p in props.values())
+            aru = max(p.entries.get(x, (0, 0, 0))[1] for s, p in props.items()
+                      if not self._presumed_aru(s, x, p.entries.get(x, (0, 0, 0))[1], chained))
+            if any(p.entries.get(x, (0, 0, 0))[1] > aru for p in props.values()):
+                self.counters["site_arus_presumed_by_a_joined_site"] += 1
             frontier[x] = max(p.entries.get(x, (0, 0, 0))[2] for p in props.values())
             if x in self.streams:  # (a joined site's stream opens where the merge is installed)
                 self.merge.site_stable(self.streams[x], aru)

@@ -2034,6 +2034,36 @@ def test_a_new_child_in_a_joined_sites_tree_gets_what_waits_for_the_merge(seed):
     assert any(node.gateway.counters["site_records_resent_from_a_merge_hold"]
                for node in sim.nodes.values()), res.summary()  # (the case came up)
 
+
+#: --groups --client-views --cut-after-merge seeds where the decision of a view chained after a
+#: merge not installed yet took the ARU of a dead site of our old view from a joined site's
+#: PROPOSE: its stream of it had opened at the merge's limit (SiteGateway._presumed_aru; found
+#: by `bench/sites_soak.py --seeds 2000 --cut-after-merge-only --groups --client-views`)
+PRESUMED_ARU_SEEDS = [1430]
+
+
+@pytest.mark.parametrize("seed", PRESUMED_ARU_SEEDS)
+def test_a_joined_sites_aru_of_a_site_of_our_old_view_makes_nothing_safe_there(seed):
+    """Seed 1430: b cut off and healed; a and c (old view {a, c}) decide merge view 2 with b
+    (limit lts 458857), and the a - c link dies for good with a's seq 28..32 (lts 458851..
+    458856, below the limit) not across: c's last ARU was 458840. a leaves c out by view 3,
+    chained after the merge; b's PROPOSE said c's ARU 458857, its stream of c's opening. On
+    it a1 delivered its SAFE seq 31 in view 1's regular part {a, c}; c never held it. It
+    belongs in view 2's transitional part, {a} alone."""
+    sim = sites_sim.SitesSim(seed, services=sites_sim.SERVICES, groups=True, client_views=True,
+                             cut_after_merge=True)
+    res = sim.run()
+    assert res.violations == [], "%s\nreplay: %s" % (
+        res.summary(), sites_sim.replay_command(seed, groups=True, client_views=True, cut_after_merge=True))
+    for name in ("a1", "a2"):
+        node = sim.nodes[name]
+        assert node.gateway.counters["site_arus_presumed_by_a_joined_site"] == 1, name
+        if seed == 1430:  # (the case as read: a's SAFE seq 31, which c lacks, after TRANSITIONAL)
+            safe = next(s for s, key in node.key_of.items() if key == (0, 31))
+            assert sim.submitted[safe][0] == sr.SAFE_MESS
+            assert node.delivered_in[safe] == (0,), (name, node.delivered_in[safe])
+            assert (0, 31) not in sim.nodes["c1"].held_at
+
 def _case_as_before(seed):
     """Seed 2 draws a merge through a third site since session 10 (stream +22); the tests
     written for its calm case keep it (that draw with groups, and with UNRELIABLE: in
