@@ -1508,7 +1508,8 @@ class SitesSim:
                                          or self.past_its_stand_down(n, o, serial)):
             cut = max(cut, min((at for at, _ in n.rejoined if at >= o.delivered_at[serial]),
                                default=left_s))
-        back = [r for r in n.rejoined if r[0] <= cut]
+        at = o.delivered_at.get(serial)
+        back = [r for r in n.rejoined if r[0] <= cut or self.closed_its_fork_before(n, r[0], cut, at)]
         if back:
             at, first = back[-1]
             if len(n.delivered) > first and n.delivered[first] in o.position:
@@ -1521,6 +1522,20 @@ class SitesSim:
             return o.position[serial] >= o.position[n.delivered[0]]
         return self.site_of_node(o) == self.site_of_node(n) and \
             o.delivered_at[serial] >= n.synced_at + RESTART_SLACK_S
+
+    @staticmethod
+    def closed_its_fork_before(n: Node, rejoined_at: float, left_s: float, delivered_at: Optional[float]) -> bool:
+        """Whether n closed its fork's view and stood down for the state it took at
+        rejoined_at before o left the view at left_s, and o delivered the message after that:
+        n had left that view then (its fork's closing view), as it had by a rejoin before
+        left_s. Seed 314524: b1 closed its fork's view at 3.0807 and took b2's state at 3.4434;
+        a1 left view 0 at 3.32 and delivered a's 197 in its transitional part at 3.7112; b2
+        had delivered it at 3.4006, while b1 waited (the state holds it): b1 owes what comes
+        after the state's point, not 197."""
+        if delivered_at is None:
+            return False
+        start = next((a for a, b in n.waited if abs(b - rejoined_at) < 1e-9), None)
+        return start is not None and start <= left_s and delivered_at >= start
 
     def past_its_stand_down(self, n: Node, o: Node, serial: int) -> bool:
         """Whether o delivered `serial` at or past the point of the ring's order where n stood

@@ -123,7 +123,10 @@ REGRESSION_SEEDS = [29, 36, 5039, 5400, 20215, 30002, 31387, 41181,
                     # outputs: a3's 1, 4, 6 in its transitional view 1) 0.5 ms before b1, which
                     # stood down at that same point of the order (test_a_daemon_that_stood_
                     # down_owes_nothing_the_others_delivered_from_that_rounds_point_on)
-                    297659]
+                    297659,
+                    # (session 22, the checker's: a fork's daemon closed its view before the
+                    # other site left that view, and took the kept state after; closed_its_fork_before)
+                    314524]
 
 
 @pytest.mark.parametrize("seed", REGRESSION_SEEDS)
