@@ -10072,9 +10072,9 @@ class SiteGateway:
         for x in sorted(self.proposal_lost):
             cut[x] = max(p.entries.get(x, (0, 0, 0))[0] for p in props.values())
             holder[x] = min(s for s, p in props.items() if p.entries.get(x, (0, 0, 0))[0] == cut[x])
-            aru = max(p.entries.get(x, (0, 0, 0))[1] for s, p in props.items()
-                      if not self._presumed_aru(s, x, p.entries.get(x, (0, 0, 0))[1], chained))
-            if any(p.entries.get(x, (0, 0, 0))[1] > aru for p in props.values()):
+            said = {s: p.entries.get(x, (0, 0, 0))[1] for s, p in props.items()}
+            aru = max(a for s, a in said.items() if not self._presumed_aru(s, x, a, chained))
+            if max(said.values()) > aru:
                 self.counters["site_arus_presumed_by_a_joined_site"] += 1
             frontier[x] = max(p.entries.get(x, (0, 0, 0))[2] for p in props.values())
             if x in self.streams:  # (a joined site's stream opens where the merge is installed)
